@@ -1,0 +1,31 @@
+//! Cross-process shared memory for Deno and Bun, with a Rust API of its own.
+//!
+//! The crate has three layers, one folder or file each:
+//!
+//! - [`os`]: the only code that makes system calls, chosen by `cfg` (Unix here; other targets
+//!   compile and report [`std::io::ErrorKind::Unsupported`]).
+//! - [`Segment`] ([`segment`]): a mapped shared-memory segment, keyed (System V, the seed
+//!   package's kind) or named (POSIX `shm_open`), with exclusive create, open, open-or-create and
+//!   unlink.
+//! - [`ffi`]: the flat C ABI that the TypeScript entry points (`mod.ts`, `bun.ts`) load. Every
+//!   symbol starts with `sb_`, returns `0` or a negative error code, and never lets a panic out.
+//!
+//! # Examples
+//!
+//! ```
+//! use shared_buffer::{Options, Segment, SegmentId};
+//!
+//! let id = SegmentId::name(&format!("/doc-example-{}", std::process::id()))?;
+//! let writer = Segment::create(&id, 4096, &Options::default())?;
+//! let reader = Segment::open(&id, None, &Options::default())?;
+//! writer.atomic_u32(0).store(7, std::sync::atomic::Ordering::Release);
+//! assert_eq!(reader.atomic_u32(0).load(std::sync::atomic::Ordering::Acquire), 7);
+//! Segment::unlink(&id)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod ffi;
+pub mod os;
+pub mod segment;
+
+pub use segment::{Options, Segment, SegmentId, SizeMismatch};

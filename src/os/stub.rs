@@ -1,0 +1,68 @@
+//! Every target without POSIX shared memory: the crate builds, and every call reports
+//! [`io::ErrorKind::Unsupported`].
+
+use std::ffi::CStr;
+use std::io;
+
+/// The longest name after the leading `/`.
+pub const NAME_MAX: usize = 255;
+
+fn unsupported<T>() -> io::Result<T> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "shared memory is not supported on this platform",
+    ))
+}
+
+/// Never constructed on this platform.
+#[derive(Debug)]
+pub struct Mapping(std::convert::Infallible);
+
+impl Mapping {
+    /// Never called: no Mapping exists on this platform.
+    pub fn as_ptr(&self) -> *mut u8 {
+        match self.0 {}
+    }
+    /// Never called: no Mapping exists on this platform.
+    pub fn len(&self) -> usize {
+        match self.0 {}
+    }
+    /// Never called: no Mapping exists on this platform.
+    pub fn is_empty(&self) -> bool {
+        match self.0 {}
+    }
+    /// Never called: no Mapping exists on this platform.
+    pub fn populate(&self) -> io::Result<()> {
+        match self.0 {}
+    }
+}
+
+/// The page size assumed where the platform cannot be asked.
+pub fn page_size() -> usize {
+    4096
+}
+
+/// Unsupported here.
+pub fn sysv_create(_key: i32, _size: usize, _mode: u32) -> io::Result<Mapping> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn sysv_open(_key: i32) -> io::Result<Mapping> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn sysv_remove(_key: i32) -> io::Result<()> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn posix_create(_name: &CStr, _size: usize, _mode: u32) -> io::Result<Mapping> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn posix_open(_name: &CStr) -> io::Result<Mapping> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn posix_unlink(_name: &CStr) -> io::Result<()> {
+    unsupported()
+}

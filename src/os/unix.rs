@@ -1,0 +1,290 @@
+//! POSIX and System V shared memory for Linux and macOS.
+//!
+//! Every system call of the crate's segment layer lives here. Each function returns
+//! [`io::Result`] built from `errno` by [`cvt`], and a [`Mapping`] owns its address range from
+//! the moment the map call succeeds, so that a failure later in setup still unmaps it.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+/// How long [`posix_open`] waits for a creator that has made the name but not yet sized it.
+const SIZE_RACE_WAIT: Duration = Duration::from_millis(200);
+
+/// Turns the `-1` convention of a system call into `errno`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// How a [`Mapping`] was made, and so how it must be undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapKind {
+    /// `shmat`, undone by `shmdt`.
+    SysV,
+    /// `mmap`, undone by `munmap`.
+    Mmap,
+}
+
+/// An address range of shared memory mapped into this process. Unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    kind: MapKind,
+}
+
+// SAFETY: a Mapping is an address range, not a Rust value; it may be unmapped from any thread,
+// and every access to the bytes goes through raw pointers or atomics whose users uphold the
+// aliasing rules (see `Segment`).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only hands out the address and the length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The first byte of the range.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length of the range in bytes (the segment's size; never 0).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a zero-length segment is refused before mapping.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Faults every page in now, so that later accesses take no page fault.
+    ///
+    /// Linux uses `MADV_POPULATE_WRITE` (5.14+), which allocates without writing a byte. Where
+    /// that is missing (older kernels, macOS) each page is read once instead, which maps it in
+    /// without changing data another process may be writing.
+    pub fn populate(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: the range is exactly the one this Mapping owns; madvise changes no bytes.
+            let ret = unsafe {
+                libc::madvise(
+                    self.ptr.as_ptr().cast(),
+                    self.len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+        let page = page_size();
+        let mut offset = 0;
+        while offset < self.len {
+            // SAFETY: offset < len, so the byte is inside the mapping; a volatile read of shared
+            // memory is a plain load that the compiler may not elide.
+            unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset)) };
+            offset += page;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // Errors are ignored: the range came from a successful map call and is unmapped exactly
+        // once, so a failure would be a kernel-level surprise that a destructor cannot report.
+        // SAFETY: ptr/len (or the shmat address) are exactly what the map call returned, and no
+        // Rust reference into the range outlives the Mapping (`Segment` ties them to `&self`).
+        unsafe {
+            match self.kind {
+                MapKind::SysV => {
+                    libc::shmdt(self.ptr.as_ptr().cast());
+                }
+                MapKind::Mmap => {
+                    libc::munmap(self.ptr.as_ptr().cast(), self.len);
+                }
+            }
+        }
+    }
+}
+
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+// ---- System V (keyed) segments ------------------------------------------------------------
+
+/// Creates the keyed segment `key` of `size` bytes, failing with `EEXIST` if it exists.
+pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mapping> {
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+    // SAFETY: shmget takes plain integers.
+    let id = cvt(unsafe { libc::shmget(key, size, flags) })?;
+    match sysv_attach(id, size) {
+        Ok(mapping) => Ok(mapping),
+        Err(err) => {
+            // We made it and cannot hand it out: remove it so no half-made segment stays behind.
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+            Err(err)
+        }
+    }
+}
+
+/// Opens the existing keyed segment `key`; its size comes from `IPC_STAT`.
+pub fn sysv_open(key: libc::key_t) -> io::Result<Mapping> {
+    // SAFETY: shmget takes plain integers; size 0 and no flags look the key up.
+    let id = cvt(unsafe { libc::shmget(key, 0, 0) })?;
+    // SAFETY: shmid_ds is plain old data; all-zero is a valid value to be overwritten.
+    let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `stat` is a valid, writable shmid_ds.
+    cvt(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) })?;
+    sysv_attach(id, stat.shm_segsz as usize)
+}
+
+fn sysv_attach(id: libc::c_int, len: usize) -> io::Result<Mapping> {
+    // SAFETY: a null address lets the kernel choose; the result is checked below.
+    let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+    if addr as isize == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("shmat gave null"))?;
+    Ok(Mapping {
+        ptr,
+        len,
+        kind: MapKind::SysV,
+    })
+}
+
+/// Marks the keyed segment for removal: it disappears when the last process detaches, and its
+/// key is free at once.
+pub fn sysv_remove(key: libc::key_t) -> io::Result<()> {
+    // SAFETY: shmget takes plain integers.
+    let id = cvt(unsafe { libc::shmget(key, 0, 0) })?;
+    // SAFETY: IPC_RMID takes no buffer.
+    cvt(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+// ---- POSIX (named) segments ---------------------------------------------------------------
+
+/// Creates the named segment exclusively, with exactly `mode` (the umask does not narrow it), and
+/// reserves all of its memory up front so that a full `/dev/shm` fails here with `ENOSPC` instead
+/// of a `SIGBUS` on first write.
+pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> {
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    // SAFETY: `name` is a valid C string; the mode is passed as the variadic third argument.
+    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let made = size_new(&fd, size, mode).and_then(|()| map_fd(&fd, size));
+    if made.is_err() {
+        // We created the name: remove it so a failed create leaves nothing behind.
+        // SAFETY: `name` is a valid C string.
+        unsafe { libc::shm_unlink(name.as_ptr()) };
+    }
+    made
+}
+
+fn size_new(fd: &OwnedFd, size: usize, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // SAFETY: fchmod takes a descriptor we own and a mode.
+    cvt(unsafe { libc::fchmod(raw, (mode & 0o777) as libc::mode_t) })?;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain integers; posix_fallocate returns the error number instead of setting
+        // errno.
+        let err = unsafe { libc::posix_fallocate(raw, 0, len) };
+        match err {
+            0 => return Ok(()),
+            libc::EOPNOTSUPP | libc::EINVAL => {} // a filesystem without fallocate: size it below
+            err => return Err(io::Error::from_raw_os_error(err)),
+        }
+    }
+    // SAFETY: plain integers.
+    cvt(unsafe { libc::ftruncate(raw, len) })?;
+    Ok(())
+}
+
+/// Opens the existing named segment; its size comes from `fstat`.
+pub fn posix_open(name: &CStr) -> io::Result<Mapping> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: `name` is a valid C string.
+    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) })?;
+    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // A creator makes the name and sizes it in two steps; give it a moment before calling a
+    // zero-length segment an error.
+    let deadline = std::time::Instant::now() + SIZE_RACE_WAIT;
+    loop {
+        let size = fd_size(&fd)?;
+        if size > 0 {
+            return map_fd(&fd, size);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn fd_size(fd: &OwnedFd) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor we own and a valid, writable stat buffer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
+    usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
+}
+
+fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    use std::os::fd::AsRawFd;
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a null hint lets the kernel choose; the result is checked below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+    Ok(Mapping {
+        ptr,
+        len,
+        kind: MapKind::Mmap,
+    })
+}
+
+/// Removes the name; processes that have it mapped keep their memory until they unmap it.
+pub fn posix_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is a valid C string.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
+    Ok(())
+}
+
+/// The longest name after the leading `/`.
+#[cfg(target_os = "macos")]
+pub const NAME_MAX: usize = 30; // PSHMNAMLEN - 1 on Darwin
+/// The longest name after the leading `/`.
+#[cfg(not(target_os = "macos"))]
+pub const NAME_MAX: usize = 255;
