@@ -1,0 +1,65 @@
+# shared-buffer: `make demo` runs the example, `make test` runs every check, `make bench` the
+# benchmarks. Deno and Bun are used from the PATH when there, else fetched (pinned) from the npm
+# registry into .tools/.
+
+DENO_VERSION := 2.9.6
+BUN_VERSION := 1.4.5
+TOOLS := $(CURDIR)/.tools/node_modules/.bin
+LIB := target/release/libshared_buffer.so
+
+DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS)/deno)
+BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS)/bun)
+export DENO BUN
+# Tests and benchmarks start child processes of both runtimes through these.
+export DENO_BIN := $(DENO)
+export BUN_BIN := $(BUN)
+
+DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
+DENO_TEST := $(DENO) test --allow-ffi --allow-read --allow-write --allow-env --allow-run \
+	--allow-sys --v8-flags=--expose-gc
+
+.PHONY: all build demo test test-rust test-deno test-bun lint bench tools clean
+
+all: build
+
+build: $(LIB)
+
+$(LIB): $(wildcard src/*.rs src/*/*.rs) Cargo.toml Cargo.lock
+	cargo build --release
+	@touch $@
+
+$(TOOLS)/deno $(TOOLS)/bun:
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
+		deno@$(DENO_VERSION) bun@$(BUN_VERSION)
+
+tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno)
+	@$(DENO) --version | head -1
+	@echo "bun $$($(BUN) --version)"
+
+demo: tools build
+	$(DENO_RUN) examples/seed_demo.ts
+
+lint: tools
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(DENO) fmt --check
+	$(DENO) lint
+	$(DENO) check mod.ts tests/ examples/ bench/
+
+test-rust:
+	cargo test
+
+test-deno: tools build
+	$(DENO_TEST) tests/
+
+test-bun: tools build
+	cd tests && $(BUN) test --timeout 60000
+
+test: lint test-rust test-deno test-bun
+
+bench: tools build
+	bash bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf .tools bench/out

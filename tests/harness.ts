@@ -1,0 +1,175 @@
+/**
+ * The tiny adapter that lets one test suite run under both `deno test` and `bun test`: the
+ * library for this runtime, `test`, unique segment ids, GC, and child processes of either
+ * runtime.
+ *
+ * @module
+ */
+
+import { spawn } from "node:child_process";
+
+/** The runtime running this file. */
+export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
+
+const entry = runtime === "bun" ? "../bun.ts" : "../mod.ts";
+/** The library as this runtime's users import it. */
+export const lib: typeof import("../mod.ts") = await import(entry);
+
+type Body = () => void | Promise<void>;
+const bunTest = "bun:test";
+const register: (name: string, fn: Body) => void = runtime === "bun"
+  ? (await import(bunTest)).test
+  : (name, fn) => Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+
+/** Registers a test with the runtime's test runner. */
+export function test(name: string, fn: Body): void {
+  register(`[${runtime}] ${name}`, fn);
+}
+
+/** Registers a test that is skipped, with its reason printed, when `reason` is a string. */
+export function testUnless(reason: string | false, name: string, fn: Body): void {
+  if (reason === false) return test(name, fn);
+  test(`${name} (skipped: ${reason})`, () => {
+    console.warn(`skipped: ${name}: ${reason}`);
+  });
+}
+
+/** This process's id. */
+export const pid: number = runtime === "bun"
+  ? (globalThis as unknown as { process: { pid: number } }).process.pid
+  : Deno.pid;
+
+let counter = 0;
+
+/** A segment name no other test or run uses. */
+export function uniqueName(tag: string): string {
+  return `/sbtest-${tag}-${runtime}-${pid}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** A System V key no other test or run is likely to use. */
+export function uniqueKey(): number {
+  return 0x5b00_0000 +
+    ((pid * 4096 + ++counter * 131 + Math.floor(Math.random() * 4096)) % 0xff_ffff);
+}
+
+/** Removes a segment if it still exists. */
+export function cleanup(id: { key: number } | { name: string }): void {
+  try {
+    lib.SharedMemory.unlink(id);
+  } catch (err) {
+    if (!(err instanceof lib.SharedMemoryError && err.code === "ENOENT")) throw err;
+  }
+}
+
+/** Runs the garbage collector several times and lets finalizers run. */
+export async function collectGarbage(rounds = 10): Promise<void> {
+  for (let i = 0; i < rounds; i++) {
+    if (runtime === "bun") {
+      (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
+    } else {
+      const gc = (globalThis as { gc?: () => void }).gc;
+      if (!gc) throw new Error("run deno test with --v8-flags=--expose-gc");
+      gc();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The path of a runtime's executable (from DENO_BIN / BUN_BIN, else the PATH). */
+export function runtimeBin(which: "deno" | "bun"): string {
+  const env = (globalThis as unknown as { process: { env: Record<string, string | undefined> } })
+    .process.env;
+  return (which === "deno" ? env.DENO_BIN : env.BUN_BIN) ?? which;
+}
+
+/** The command line that runs `script` (a path under tests/children) in `which`. */
+export function scriptCommand(which: "deno" | "bun", script: string, args: string[]): string[] {
+  const path = new URL(`./children/${script}`, import.meta.url).pathname;
+  return which === "deno"
+    ? [runtimeBin("deno"), "run", "--allow-ffi", "--allow-read", "--allow-env", path, ...args]
+    : [runtimeBin("bun"), path, ...args];
+}
+
+/** A running child process. */
+export interface Child {
+  /** Resolves when the process exits. */
+  readonly done: Promise<
+    { code: number | null; signal: string | null; stdout: string; stderr: string }
+  >;
+  /** Sends a signal. */
+  kill(signal: "SIGKILL" | "SIGTERM"): void;
+  /** Resolves with the first stdout line that starts with `prefix`. */
+  line(prefix: string): Promise<string>;
+}
+
+/** Starts a command with its stdout and stderr captured. */
+export function start(command: string[], env: Record<string, string> = {}): Child {
+  const proc = spawn(command[0], command.slice(1), {
+    env: {
+      ...(globalThis as unknown as { process: { env: Record<string, string> } }).process.env,
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  const waiting: { prefix: string; resolve: (line: string) => void }[] = [];
+  proc.stdout!.setEncoding("utf8");
+  proc.stderr!.setEncoding("utf8");
+  proc.stdout!.on("data", (chunk: string) => {
+    stdout += chunk;
+    for (const w of [...waiting]) {
+      const line = stdout.split("\n").find((l) => l.startsWith(w.prefix));
+      if (line !== undefined) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  proc.stderr!.on("data", (chunk: string) => (stderr += chunk));
+  const done = new Promise<
+    { code: number | null; signal: string | null; stdout: string; stderr: string }
+  >(
+    (resolve, reject) => {
+      proc.on("error", reject);
+      proc.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    },
+  );
+  return {
+    done,
+    kill: (signal) => proc.kill(signal),
+    line: (prefix) =>
+      new Promise((resolve, reject) => {
+        const line = stdout.split("\n").find((l) => l.startsWith(prefix));
+        if (line !== undefined) return resolve(line);
+        waiting.push({ prefix, resolve });
+        done.then((r) =>
+          reject(
+            new Error(
+              `child exited (${r.code ?? r.signal}) before printing ${prefix}:\n${r.stderr}`,
+            ),
+          )
+        );
+      }),
+  };
+}
+
+/** Runs a child script to completion and returns its result; throws if it failed. */
+export async function runScript(
+  which: "deno" | "bun",
+  script: string,
+  args: string[],
+): Promise<string> {
+  const result = await start(scriptCommand(which, script, args)).done;
+  if (result.code !== 0) {
+    throw new Error(
+      `${which} ${script} ${args.join(" ")} exited with ${
+        result.code ?? result.signal
+      }:\n${result.stderr}`,
+    );
+  }
+  return result.stdout;
+}
+
+/** Both runtimes, for tests that run a child in each. */
+export const runtimes = ["deno", "bun"] as const;

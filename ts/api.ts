@@ -1,0 +1,18 @@
+/**
+ * The public API, the same from `mod.ts` (Deno) and `bun.ts` (Bun).
+ *
+ * @module
+ */
+
+export { loadLibrary } from "./backend.ts";
+export { SharedMemoryError } from "./errors.ts";
+export { LIBRARY_ENV } from "./library.ts";
+export {
+  type CreateOptions,
+  createSharedBuffer,
+  detachSharedBuffer,
+  openHandleCount,
+  type OpenOptions,
+  type SegmentId,
+  SharedMemory,
+} from "./shared_memory.ts";

@@ -1,0 +1,99 @@
+/**
+ * What each runtime adapter provides, and the slot the active adapter is installed in.
+ *
+ * `mod.ts` installs the Deno adapter and `bun.ts` the Bun one; everything else in `ts/` is
+ * runtime-neutral and reaches the native library only through {@linkcode Backend}.
+ *
+ * @module
+ */
+
+/** Native calls and buffer plumbing, implemented once per runtime. */
+export interface Backend {
+  /** Which runtime this is. */
+  readonly runtime: "deno" | "bun";
+  /** Largest ArrayBuffer the runtime makes over foreign memory, in bytes. */
+  readonly maxBufferBytes: number;
+  /** Where the native library was loaded from. */
+  readonly libraryPath: string;
+
+  openKey(
+    key: number,
+    size: bigint,
+    how: number,
+    flags: number,
+    mode: number,
+    out: BigUint64Array,
+  ): number;
+  openName(
+    name: Uint8Array,
+    size: bigint,
+    how: number,
+    flags: number,
+    mode: number,
+    out: BigUint64Array,
+  ): number;
+  unlinkKey(key: number): number;
+  unlinkName(name: Uint8Array): number;
+  dup(handle: number): number;
+  close(handle: number): number;
+  handleCount(): number;
+  errorName(code: number): string;
+  errorMessage(code: number): string;
+
+  /**
+   * A zero-copy ArrayBuffer over `length` bytes at `address`. The buffer owns `handle` (one
+   * reference to the mapping) and closes it when it is garbage-collected.
+   */
+  wrap(address: bigint, length: number, handle: number): ArrayBuffer;
+  /** Detaches a buffer made by {@linkcode wrap} and closes its `handle` now. */
+  unwrap(buffer: ArrayBuffer, handle: number): void;
+}
+
+/** A loader that opens the native library on first use. */
+export type BackendLoader = (explicitPath?: string) => Backend;
+
+let loader: BackendLoader | undefined;
+let active: Backend | undefined;
+
+/** Installs the runtime's adapter; called once by `mod.ts` or `bun.ts`. */
+export function installBackend(load: BackendLoader): void {
+  loader ??= load;
+}
+
+/**
+ * Loads the native library now. Without `path`, the library is looked for as
+ * {@linkcode libraryCandidates} says; calling this is optional, since first use loads it too.
+ *
+ * @param path An explicit path to `libshared_buffer.so` (or `.dylib`), tried before anything else.
+ * @returns The path it was loaded from.
+ * @throws {Error} If it is already loaded from another path, or no candidate loads.
+ *
+ * @example
+ * ```ts
+ * import { loadLibrary } from "./mod.ts";
+ * loadLibrary("/opt/shared-buffer/libshared_buffer.so");
+ * ```
+ */
+export function loadLibrary(path?: string): string {
+  if (active) {
+    if (path !== undefined && path !== active.libraryPath) {
+      throw new Error(
+        `loadLibrary: the native library is already loaded from ${active.libraryPath}`,
+      );
+    }
+    return active.libraryPath;
+  }
+  if (!loader) {
+    throw new Error(
+      "shared-buffer: import it from mod.ts (Deno) or bun.ts (Bun)",
+    );
+  }
+  active = loader(path);
+  return active.libraryPath;
+}
+
+/** The active backend, loading the library on first use. */
+export function backend(): Backend {
+  if (!active) loadLibrary();
+  return active!;
+}

@@ -1,0 +1,38 @@
+/**
+ * The library's one error class, and the helper every native call site uses.
+ *
+ * @module
+ */
+
+/**
+ * A failed operation on a shared-memory segment.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   SharedMemory.create({ name: "/jobs" }, 4096);
+ * } catch (err) {
+ *   if (err instanceof SharedMemoryError && err.code === "EEXIST") {
+ *     // someone made it first
+ *   }
+ * }
+ * ```
+ */
+export class SharedMemoryError extends Error {
+  /** The symbolic error code, such as `"EEXIST"`, `"ENOENT"`, `"EACCES"` or `"EINVAL"`. */
+  readonly code: string;
+  /** The positive OS error number (`17` for `EEXIST` on Linux), or the library's own code. */
+  readonly errno: number;
+
+  /**
+   * @param message What was attempted, on which segment, and what went wrong.
+   * @param code The symbolic code.
+   * @param errno The error number.
+   */
+  constructor(message: string, code: string, errno: number) {
+    super(message);
+    this.name = "SharedMemoryError";
+    this.code = code;
+    this.errno = errno;
+  }
+}

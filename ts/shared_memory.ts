@@ -1,0 +1,478 @@
+/**
+ * The runtime-neutral public API: {@linkcode SharedMemory} and the seed package's two functions.
+ *
+ * @module
+ */
+
+import { type Backend, backend } from "./backend.ts";
+import { SharedMemoryError } from "./errors.ts";
+import { CREATE, OPEN, OPEN_OR_CREATE, POPULATE } from "./ffi.ts";
+import * as check from "./validate.ts";
+
+/** Which segment: a System V key (the seed package's kind) or a POSIX name such as `"/jobs"`. */
+export type SegmentId = { readonly key: number } | { readonly name: string };
+
+/** Options for {@linkcode SharedMemory.create} and {@linkcode SharedMemory.openOrCreate}. */
+export interface CreateOptions {
+  /** Permission bits of a segment this call creates. Default `0o600`: owner only. */
+  mode?: number;
+  /** Fault every page in now, so that no access pays a page fault later. Default `false`. */
+  populate?: boolean;
+}
+
+/** Options for {@linkcode SharedMemory.open}. */
+export interface OpenOptions {
+  /**
+   * Expose only the first `size` bytes; the segment must have at least that many.
+   * Default: the whole segment, its size read from the OS.
+   */
+  size?: number;
+  /** Fault every page in now. Default `false`. */
+  populate?: boolean;
+}
+
+/** Each buffer this library made, and the handle (mapping reference) it owns. */
+const owned = new WeakMap<ArrayBuffer, number>();
+/** Buffers already detached by this library, to tell "twice" from "never ours". */
+const released = new WeakSet<ArrayBuffer>();
+/** Closes the handle of a SharedMemory that was dropped without close(). */
+const dropped = new FinalizationRegistry<number>((handle) => {
+  backend().close(handle);
+});
+/** Scratch for the open calls' out-parameter: handle, address, length, created. */
+const out = new BigUint64Array(4);
+
+interface Resolved {
+  readonly label: string;
+  open(b: Backend, size: bigint, how: number, flags: number, mode: number): number;
+  unlink(b: Backend): number;
+}
+
+function resolve(id: unknown, what: string): Resolved {
+  if (typeof id !== "object" || id === null) {
+    throw new TypeError(
+      `${what} must be { key: number } or { name: string }, got ${
+        id === null ? "null" : typeof id
+      }`,
+    );
+  }
+  const hasKey = "key" in id;
+  const hasName = "name" in id;
+  if (hasKey === hasName) {
+    throw new TypeError(
+      `${what} must have exactly one of "key" and "name"`,
+    );
+  }
+  if (hasKey) {
+    const key = check.key((id as { key: unknown }).key, `${what}.key`);
+    return {
+      label: `key 0x${key.toString(16)}`,
+      open: (b, size, how, flags, mode) => b.openKey(key, size, how, flags, mode, out),
+      unlink: (b) => b.unlinkKey(key),
+    };
+  }
+  const [name, bytes] = check.name((id as { name: unknown }).name, `${what}.name`);
+  return {
+    label: `name ${name}`,
+    open: (b, size, how, flags, mode) => b.openName(bytes, size, how, flags, mode, out),
+    unlink: (b) => b.unlinkName(bytes),
+  };
+}
+
+function fail(b: Backend, code: number, action: string): never {
+  const name = b.errorName(code);
+  throw new SharedMemoryError(
+    `${action}: ${b.errorMessage(code)} (${name})`,
+    name,
+    -code,
+  );
+}
+
+function flag(value: unknown, what: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== "boolean") {
+    throw new TypeError(`${what} must be a boolean, got ${typeof value}`);
+  }
+  return value;
+}
+
+/** Opens a segment; returns [handle, address, length, created]. */
+function openSegment(
+  caller: string,
+  id: Resolved,
+  size: number,
+  how: number,
+  populate: boolean,
+  mode: number,
+): [number, bigint, number, boolean] {
+  const b = backend();
+  out.fill(0n);
+  const code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  const action = `${caller}: ${id.label}${size ? ` (${size} bytes)` : ""}`;
+  if (code < 0) {
+    const actual = Number(out[2]);
+    if (b.errorName(code) === "EINVAL" && actual > 0) {
+      throw new SharedMemoryError(
+        `${action}: the segment has ${actual} bytes, not ${size} (EINVAL)`,
+        "EINVAL",
+        -code,
+      );
+    }
+    fail(b, code, action);
+  }
+  return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
+}
+
+function wrap(
+  b: Backend,
+  address: bigint,
+  length: number,
+  handle: number,
+): ArrayBuffer {
+  let buffer: ArrayBuffer;
+  try {
+    buffer = b.wrap(address, length, handle);
+  } catch (err) {
+    b.close(handle);
+    throw err;
+  }
+  owned.set(buffer, handle);
+  return buffer;
+}
+
+function release(buffer: ArrayBuffer): void {
+  const handle = owned.get(buffer);
+  if (handle === undefined) return;
+  owned.delete(buffer);
+  released.add(buffer);
+  backend().unwrap(buffer, handle);
+}
+
+function checkBufferLength(b: Backend, length: number, what: string): void {
+  if (length > b.maxBufferBytes) {
+    throw new RangeError(
+      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use view(byteOffset, byteLength) for a window`,
+    );
+  }
+}
+
+/**
+ * A shared-memory segment mapped into this process.
+ *
+ * Its bytes are visible to every process that maps the same segment. Read and write them through
+ * {@linkcode SharedMemory.buffer} or {@linkcode SharedMemory.view}, and use `Atomics` for any
+ * value another process may change (plain reads may be hoisted out of loops by the JIT).
+ *
+ * @example
+ * ```ts
+ * using shm = SharedMemory.create({ name: "/jobs" }, 4096);
+ * const counters = new Int32Array(shm.buffer);
+ * Atomics.add(counters, 0, 1);
+ * shm.unlink(); // the name goes away; the memory stays until every process has closed it
+ * ```
+ */
+export class SharedMemory implements Disposable {
+  /** The segment's key or name, as given. */
+  readonly id: SegmentId;
+  /** The number of bytes mapped. */
+  readonly byteLength: number;
+  /** True if this call created the segment, false if it opened an existing one. */
+  readonly created: boolean;
+  #handle: number;
+  #address: bigint;
+  #buffer: ArrayBuffer | undefined;
+  #views: WeakRef<ArrayBuffer>[] = [];
+
+  private constructor(
+    id: SegmentId,
+    [handle, address, length, created]: [number, bigint, number, boolean],
+  ) {
+    this.id = id;
+    this.#handle = handle;
+    this.#address = address;
+    this.byteLength = length;
+    this.created = created;
+    dropped.register(this, handle, this);
+  }
+
+  /**
+   * Creates a new segment, zero-filled. Fails with `EEXIST` if it already exists, so two
+   * processes can never both think they made it.
+   *
+   * @param id `{ key }` (1 to 0xffffffff) or `{ name }` (`"/jobs"`; the `/` is optional).
+   * @param size The size in bytes.
+   * @param options Permissions (default `0o600`) and page population.
+   * @throws {SharedMemoryError} `EEXIST` if it exists; `ENOSPC` if a named segment does not fit
+   *   in `/dev/shm`.
+   *
+   * @example
+   * ```ts
+   * const shm = SharedMemory.create({ key: 1024 }, 80, { mode: 0o600 });
+   * ```
+   */
+  static create(
+    id: SegmentId,
+    size: number,
+    options?: CreateOptions,
+  ): SharedMemory {
+    const resolved = resolve(id, "id");
+    check.size(size);
+    const opts = check.options<CreateOptions>(options, "options");
+    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
+    const populate = flag(opts.populate, "options.populate");
+    return new SharedMemory(
+      id,
+      openSegment("SharedMemory.create", resolved, size, CREATE, populate, mode),
+    );
+  }
+
+  /**
+   * Opens an existing segment.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if it does not exist; `EACCES` if its owner did not grant
+   *   access; `EINVAL` if it is smaller than `options.size`.
+   *
+   * @example
+   * ```ts
+   * const shm = SharedMemory.open({ name: "/jobs" });
+   * console.log(shm.byteLength);
+   * ```
+   */
+  static open(id: SegmentId, options?: OpenOptions): SharedMemory {
+    const resolved = resolve(id, "id");
+    const opts = check.options<OpenOptions>(options, "options");
+    const size = opts.size === undefined ? 0 : check.size(opts.size, "options.size");
+    const populate = flag(opts.populate, "options.populate");
+    return new SharedMemory(
+      id,
+      openSegment("SharedMemory.open", resolved, size, OPEN, populate, 0),
+    );
+  }
+
+  /**
+   * Opens the segment if it exists, else creates it; {@linkcode SharedMemory.created} says which.
+   * An existing segment keeps its data and must have exactly `size` bytes.
+   *
+   * @throws {SharedMemoryError} `EINVAL` if it exists with another size.
+   *
+   * @example
+   * ```ts
+   * const shm = SharedMemory.openOrCreate({ name: "/jobs" }, 4096);
+   * if (shm.created) new Int32Array(shm.buffer)[0] = 1; // first one in sets it up
+   * ```
+   */
+  static openOrCreate(
+    id: SegmentId,
+    size: number,
+    options?: CreateOptions,
+  ): SharedMemory {
+    const resolved = resolve(id, "id");
+    check.size(size);
+    const opts = check.options<CreateOptions>(options, "options");
+    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
+    const populate = flag(opts.populate, "options.populate");
+    return new SharedMemory(
+      id,
+      openSegment(
+        "SharedMemory.openOrCreate",
+        resolved,
+        size,
+        OPEN_OR_CREATE,
+        populate,
+        mode,
+      ),
+    );
+  }
+
+  /**
+   * Removes a segment's key or name. Processes that have it mapped keep using it; it is freed
+   * when the last one closes it. A new segment can be created under the same id at once.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if there is no such segment.
+   *
+   * @example
+   * ```ts
+   * SharedMemory.unlink({ name: "/jobs" });
+   * ```
+   */
+  static unlink(id: SegmentId): void {
+    const resolved = resolve(id, "id");
+    const b = backend();
+    const code = resolved.unlink(b);
+    if (code < 0) fail(b, code, `SharedMemory.unlink: ${resolved.label}`);
+  }
+
+  /** True once {@linkcode SharedMemory.close} has run. */
+  get closed(): boolean {
+    return this.#handle < 0;
+  }
+
+  /**
+   * The whole segment as one zero-copy ArrayBuffer (the same object on every call).
+   *
+   * @throws {SharedMemoryError} `EBADF` after close.
+   * @throws {RangeError} If the segment is larger than the runtime's largest ArrayBuffer
+   *   (4 GiB in Bun): use {@linkcode SharedMemory.view} then.
+   */
+  get buffer(): ArrayBuffer {
+    this.#checkOpen("buffer");
+    if (this.#buffer === undefined || this.#buffer.detached) {
+      this.#buffer = this.#window(0, this.byteLength, "buffer");
+    }
+    return this.#buffer;
+  }
+
+  /**
+   * A zero-copy ArrayBuffer over `byteLength` bytes from `byteOffset`: a window, and the way to
+   * reach segments larger than one ArrayBuffer may be. Detached by {@linkcode close} like
+   * {@linkcode buffer}.
+   *
+   * @param byteOffset Where the window starts. Default 0.
+   * @param byteLength How long it is. Default: to the end of the segment.
+   *
+   * @example
+   * ```ts
+   * const tail = new Float64Array(shm.view(4096, 8 * 512));
+   * ```
+   */
+  view(byteOffset = 0, byteLength?: number): ArrayBuffer {
+    this.#checkOpen("view");
+    check.integer(byteOffset, "byteOffset", 0, this.byteLength);
+    const length = byteLength === undefined
+      ? this.byteLength - byteOffset
+      : check.integer(byteLength, "byteLength", 0, this.byteLength - byteOffset);
+    if (length === 0) return new ArrayBuffer(0);
+    const view = this.#window(byteOffset, length, "view");
+    if (this.#views.length >= 64 && (this.#views.length & (this.#views.length - 1)) === 0) {
+      this.#views = this.#views.filter((ref) => ref.deref() !== undefined);
+    }
+    this.#views.push(new WeakRef(view));
+    return view;
+  }
+
+  /**
+   * Unmaps the segment from this process, after detaching every buffer and view it handed out
+   * (they read as empty afterwards; nothing touches the old memory). Idempotent. The segment
+   * itself stays until {@linkcode unlink}.
+   */
+  close(): void {
+    if (this.#handle < 0) return;
+    if (this.#buffer) release(this.#buffer);
+    for (const ref of this.#views) {
+      const view = ref.deref();
+      if (view) release(view);
+    }
+    this.#buffer = undefined;
+    this.#views = [];
+    dropped.unregister(this);
+    backend().close(this.#handle);
+    this.#handle = -1;
+  }
+
+  /** Removes this segment's key or name (see {@linkcode SharedMemory.unlink}). */
+  unlink(): void {
+    SharedMemory.unlink(this.id);
+  }
+
+  /** Same as {@linkcode close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#handle < 0) {
+      throw new SharedMemoryError(
+        `SharedMemory.${what}: the segment is closed (EBADF)`,
+        "EBADF",
+        9,
+      );
+    }
+  }
+
+  #window(offset: number, length: number, what: string): ArrayBuffer {
+    const b = backend();
+    checkBufferLength(b, length, `SharedMemory.${what}`);
+    const handle = b.dup(this.#handle);
+    if (handle < 0) fail(b, handle, `SharedMemory.${what}`);
+    return wrap(b, this.#address + BigInt(offset), length, handle);
+  }
+}
+
+/**
+ * Maps the keyed segment `key` and returns it as a zero-copy ArrayBuffer: the seed package's
+ * function, kept as a drop-in.
+ *
+ * Unlike the seed, an existing segment keeps its data when `initialize` is true (the seed zeroed
+ * it), new segments are owner-only (`0o600`, not `0o666`), and the result is an `ArrayBuffer`
+ * (the seed's was a `SharedArrayBuffer`). The buffer is unmapped by
+ * {@linkcode detachSharedBuffer}, or when it is garbage-collected.
+ *
+ * @param key Any integer from 1 to 0xffffffff naming the segment.
+ * @param size The size in bytes. When opening, the segment must have at least this many; when
+ *   `initialize` finds it existing, exactly this many.
+ * @param initialize If true, create the segment when missing; if false (default), open an
+ *   existing one.
+ * @throws {SharedMemoryError} `ENOENT` when opening a missing segment; `EINVAL` on a size
+ *   mismatch; `EACCES` for someone else's segment.
+ *
+ * @example
+ * ```ts
+ * const buffer = createSharedBuffer(1024, 80, true);
+ * new Float64Array(buffer)[1] = 1;
+ * detachSharedBuffer(buffer);
+ * ```
+ */
+export function createSharedBuffer(
+  key: number,
+  size: number,
+  initialize?: boolean,
+): ArrayBuffer {
+  const resolved = resolve({ key }, "createSharedBuffer");
+  check.size(size);
+  const create = flag(initialize, "initialize");
+  const b = backend();
+  checkBufferLength(b, size, "createSharedBuffer");
+  const [handle, address, length] = openSegment(
+    "createSharedBuffer",
+    resolved,
+    size,
+    create ? OPEN_OR_CREATE : OPEN,
+    false,
+    0o600,
+  );
+  return wrap(b, address, length, handle);
+}
+
+/**
+ * Detaches and unmaps a buffer from {@linkcode createSharedBuffer} now (or any buffer from
+ * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
+ *
+ * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ *
+ * @example
+ * ```ts
+ * detachSharedBuffer(buffer);
+ * buffer.byteLength; // 0
+ * ```
+ */
+export function detachSharedBuffer(buffer: ArrayBuffer): void {
+  if (!(buffer instanceof ArrayBuffer)) {
+    throw new TypeError(
+      `buffer must be an ArrayBuffer, got ${buffer === null ? "null" : typeof buffer}`,
+    );
+  }
+  if (released.has(buffer)) {
+    throw new TypeError("buffer was already detached by detachSharedBuffer");
+  }
+  if (!owned.has(buffer)) {
+    throw new TypeError(
+      "buffer was not made by createSharedBuffer or SharedMemory",
+    );
+  }
+  release(buffer);
+}
+
+/** The number of native handles this process holds: one per open segment and per live buffer. */
+export function openHandleCount(): number {
+  return backend().handleCount();
+}

@@ -1,0 +1,102 @@
+/**
+ * Argument checks shared by every entry point. Each throws a `TypeError` (wrong type) or a
+ * `RangeError` (right type, wrong value) whose message names the argument.
+ *
+ * @module
+ */
+
+/** Largest System V key (keys are unsigned 32-bit). */
+export const MAX_KEY = 0xffff_ffff;
+/** Longest segment name in UTF-8 bytes, after the leading `/`. */
+export const MAX_NAME_BYTES = 255;
+
+function describe(value: unknown): string {
+  if (typeof value === "bigint") return `bigint ${value}n`;
+  if (typeof value === "string") return `string ${JSON.stringify(value)}`;
+  if (typeof value === "number") return String(value);
+  return value === null ? "null" : typeof value;
+}
+
+/** Checks that `value` is an integer number within `[min, max]`. */
+export function integer(
+  value: unknown,
+  what: string,
+  min: number,
+  max: number,
+): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${what} must be a number, got ${describe(value)}`);
+  }
+  if (!Number.isInteger(value)) {
+    throw new RangeError(`${what} must be an integer, got ${describe(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(
+      `${what} must be between ${min} and ${max}, got ${value}`,
+    );
+  }
+  return value;
+}
+
+/** Checks a System V key: an integer in 1..=0xffffffff (0 is IPC_PRIVATE). */
+export function key(value: unknown, what = "key"): number {
+  if (value === 0) {
+    throw new RangeError(
+      `${what} must not be 0: key 0 is IPC_PRIVATE, which no other process can open`,
+    );
+  }
+  return integer(value, what, 1, MAX_KEY);
+}
+
+/** Checks a segment size in bytes: a positive safe integer. */
+export function size(value: unknown, what = "size"): number {
+  return integer(value, what, 1, Number.MAX_SAFE_INTEGER);
+}
+
+/** Checks permission bits: an integer in 0..=0o777. */
+export function mode(value: unknown, what = "mode"): number {
+  if (typeof value === "number" && Number.isInteger(value) && value > 0o777) {
+    throw new RangeError(
+      `${what} must be between 0o0 and 0o777, got 0o${value.toString(8)}`,
+    );
+  }
+  return integer(value, what, 0, 0o777);
+}
+
+/**
+ * Checks a segment name and returns its canonical form with one leading `/`, plus its UTF-8
+ * bytes.
+ */
+export function name(value: unknown, what = "name"): [string, Uint8Array] {
+  if (typeof value !== "string") {
+    throw new TypeError(`${what} must be a string, got ${describe(value)}`);
+  }
+  const bare = value.startsWith("/") ? value.slice(1) : value;
+  if (bare.length === 0) throw new RangeError(`${what} must not be empty`);
+  if (bare.includes("/")) {
+    throw new RangeError(
+      `${what} must not contain '/' after its first character, got ${JSON.stringify(value)}`,
+    );
+  }
+  if (bare.includes("\0")) {
+    throw new RangeError(`${what} must not contain a NUL character`);
+  }
+  const bytes = new TextEncoder().encode("/" + bare);
+  if (bytes.length - 1 > MAX_NAME_BYTES) {
+    throw new RangeError(
+      `${what} must be at most ${MAX_NAME_BYTES} bytes in UTF-8 after the '/', got ${
+        bytes.length - 1
+      }`,
+    );
+  }
+  return ["/" + bare, bytes];
+}
+
+/** Checks an options argument: undefined or a plain object. */
+export function options<T extends object>(value: unknown, what: string): T {
+  if (value === undefined) return {} as T;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`${what} must be an object, got ${describe(value)}`);
+  }
+  return value as T;
+}
