@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { cleanup, lib, test, uniqueKey } from "./harness.ts";
+
+const { createSharedBuffer, detachSharedBuffer, SharedMemory } = lib;
+
+test("createSharedBuffer: initialize creates, a plain call attaches to the same bytes", () => {
+  const key = uniqueKey();
+  try {
+    const writer = createSharedBuffer(key, 80, true);
+    assert.ok(writer instanceof ArrayBuffer);
+    assert.equal(writer.byteLength, 80);
+    const values = new Float64Array(writer);
+    for (let i = 0; i < 10; i++) values[i] = 1 / i;
+    const reader = createSharedBuffer(key, 80);
+    assert.deepEqual([...new Float64Array(reader)], [...values]);
+    detachSharedBuffer(reader);
+    detachSharedBuffer(writer);
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("createSharedBuffer: initialize on an existing segment keeps its data (the seed zeroed it)", () => {
+  const key = uniqueKey();
+  try {
+    const first = createSharedBuffer(key, 64, true);
+    new Uint8Array(first)[10] = 99;
+    const second = createSharedBuffer(key, 64, true);
+    assert.equal(new Uint8Array(second)[10], 99);
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("createSharedBuffer: a smaller size attaches to a prefix; a larger one is refused", () => {
+  const key = uniqueKey();
+  try {
+    createSharedBuffer(key, 64, true);
+    assert.equal(createSharedBuffer(key, 16).byteLength, 16);
+    assert.throws(
+      () => createSharedBuffer(key, 65),
+      (e) => e instanceof lib.SharedMemoryError && e.code === "EINVAL",
+    );
+    assert.throws(
+      () => createSharedBuffer(key, 32, true),
+      (e) => e instanceof lib.SharedMemoryError && e.code === "EINVAL",
+      "initialize must not attach to a segment of another size",
+    );
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("detachSharedBuffer unmaps at once: the buffer and its views read as empty", () => {
+  const key = uniqueKey();
+  try {
+    const buffer = createSharedBuffer(key, 64, true);
+    const bytes = new Uint8Array(buffer);
+    bytes[0] = 7;
+    const before = lib.openHandleCount();
+    detachSharedBuffer(buffer);
+    assert.equal(lib.openHandleCount(), before - 1, "its mapping reference is gone");
+    assert.equal(buffer.byteLength, 0);
+    assert.equal(bytes.length, 0);
+    assert.equal(bytes[0], undefined);
+    bytes[0] = 1; // ignored, never a crash
+    const again = createSharedBuffer(key, 64);
+    assert.equal(new Uint8Array(again)[0], 7, "the segment itself stays");
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("detachSharedBuffer works on a SharedMemory buffer; the object then makes a new one", () => {
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 64);
+    const old = shm.buffer;
+    detachSharedBuffer(old);
+    assert.equal(old.detached, true);
+    assert.notEqual(shm.buffer, old);
+    assert.equal(shm.buffer.byteLength, 64);
+  } finally {
+    cleanup({ key });
+  }
+});

@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { cleanup, lib, runtime, test, uniqueKey, uniqueName } from "./harness.ts";
+
+const { SharedMemory, SharedMemoryError } = lib;
+
+function ids(): [string, { key: number } | { name: string }][] {
+  return [["keyed", { key: uniqueKey() }], ["named", { name: uniqueName("seg") }]];
+}
+
+for (const [kind] of ids()) {
+  const fresh = () => ids().find(([k]) => k === kind)![1];
+
+  test(`${kind}: create, open, share bytes, unlink`, () => {
+    const id = fresh();
+    try {
+      const a = SharedMemory.create(id, 4096);
+      assert.equal(a.created, true);
+      assert.equal(a.byteLength, 4096);
+      const b = SharedMemory.open(id);
+      assert.equal(b.created, false);
+      assert.equal(b.byteLength, 4096, "open discovers the size from the OS");
+      assert.ok(new Uint8Array(b.buffer).every((x) => x === 0), "a new segment is zero-filled");
+      new Float64Array(a.buffer)[3] = Math.PI;
+      assert.equal(new Float64Array(b.buffer)[3], Math.PI);
+      assert.equal(a.buffer, a.buffer, "buffer is the same object on every call");
+      a.close();
+      b.close();
+      SharedMemory.unlink(id);
+      assert.throws(
+        () => SharedMemory.open(id),
+        (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+      );
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: exclusive create fails with EEXIST and names the segment`, () => {
+    const id = fresh();
+    try {
+      using _a = SharedMemory.create(id, 64);
+      assert.throws(
+        () => SharedMemory.create(id, 64),
+        (e) =>
+          e instanceof SharedMemoryError && e.code === "EEXIST" && e.errno === 17 &&
+          e.message.includes("SharedMemory.create") &&
+          e.message.includes("key" in id ? `0x${id.key.toString(16)}` : id.name),
+      );
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: openOrCreate reports which happened and keeps data`, () => {
+    const id = fresh();
+    try {
+      using a = SharedMemory.openOrCreate(id, 128);
+      assert.equal(a.created, true);
+      new Uint8Array(a.buffer)[5] = 77;
+      using b = SharedMemory.openOrCreate(id, 128);
+      assert.equal(b.created, false);
+      assert.equal(new Uint8Array(b.buffer)[5], 77, "an existing segment keeps its data");
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: sizes must match; open may ask for a prefix`, () => {
+    const id = fresh();
+    try {
+      using _a = SharedMemory.create(id, 4096);
+      const mismatch = (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "EINVAL" &&
+        /4096 bytes, not 8192/.test(e.message);
+      assert.throws(() => SharedMemory.openOrCreate(id, 8192), mismatch);
+      assert.throws(() => SharedMemory.open(id, { size: 8192 }), mismatch);
+      assert.throws(
+        () => SharedMemory.openOrCreate(id, 100),
+        (e) => e instanceof SharedMemoryError && e.code === "EINVAL",
+        "no silent attach to a segment of another size",
+      );
+      using prefix = SharedMemory.open(id, { size: 100 });
+      assert.equal(prefix.byteLength, 100);
+      assert.equal(prefix.buffer.byteLength, 100);
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: views are windows onto the same bytes`, () => {
+    const id = fresh();
+    try {
+      using shm = SharedMemory.create(id, 16384, { populate: true });
+      const tail = new Uint32Array(shm.view(8192, 64));
+      tail[1] = 0xdeadbeef;
+      assert.equal(new DataView(shm.buffer).getUint32(8196, true), 0xdeadbeef);
+      assert.equal(shm.view(16384).byteLength, 0);
+      assert.equal(shm.view(100).byteLength, 16284);
+      assert.throws(() => shm.view(0, 16385), RangeError);
+      assert.throws(() => shm.view(-1), RangeError);
+      assert.throws(() => shm.view(1.5), RangeError);
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: close detaches every buffer and view, is idempotent, and later use throws`, () => {
+    const id = fresh();
+    try {
+      const shm = SharedMemory.create(id, 4096);
+      const whole = shm.buffer;
+      const f64 = new Float64Array(whole);
+      f64[0] = 1.5;
+      const window = new Int32Array(shm.view(1024, 1024));
+      window[0] = 9;
+      shm.close();
+      shm.close();
+      assert.equal(shm.closed, true);
+      assert.equal(whole.detached, true);
+      assert.equal(whole.byteLength, 0);
+      assert.equal(f64.length, 0);
+      assert.equal(f64[0], undefined, "a stale view reads undefined, not freed memory");
+      f64[0] = 2; // a write to a stale view is ignored, never a crash
+      assert.equal(window.length, 0);
+      assert.throws(
+        () => new Int32Array(whole),
+        TypeError,
+        "a detached buffer cannot get new views",
+      );
+      const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+      assert.throws(() => shm.buffer, closed);
+      assert.throws(() => shm.view(0, 8), closed);
+      using again = SharedMemory.open(id);
+      assert.equal(new Float64Array(again.buffer)[0], 1.5, "close keeps the segment itself");
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: using disposes at the end of the block`, () => {
+    const id = fresh();
+    let kept: ArrayBuffer;
+    try {
+      {
+        using shm = SharedMemory.create(id, 64);
+        kept = shm.buffer;
+        assert.equal(kept.byteLength, 64);
+      }
+      assert.equal(kept.detached, true);
+    } finally {
+      cleanup(id);
+    }
+  });
+
+  test(`${kind}: a buffer outlives a dropped SharedMemory until it is detached`, () => {
+    const id = fresh();
+    try {
+      const before = lib.openHandleCount();
+      let shm: ReturnType<typeof SharedMemory.create> | undefined = SharedMemory.create(id, 64);
+      const buffer = shm.buffer;
+      shm = undefined;
+      new Uint8Array(buffer)[0] = 3;
+      assert.equal(new Uint8Array(buffer)[0], 3);
+      lib.detachSharedBuffer(buffer);
+      assert.ok(lib.openHandleCount() <= before + 1, "only the dropped object's handle may remain");
+    } finally {
+      cleanup(id);
+    }
+  });
+}
+
+test("named: the leading slash is optional", () => {
+  const name = uniqueName("slash");
+  try {
+    using a = SharedMemory.create({ name }, 64);
+    using b = SharedMemory.open({ name: name.slice(1) });
+    new Uint8Array(a.buffer)[0] = 1;
+    assert.equal(new Uint8Array(b.buffer)[0], 1);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("keyed and named segments with equal numbers are distinct", () => {
+  const key = uniqueKey();
+  const name = `/${key}`;
+  try {
+    using a = SharedMemory.create({ key }, 64);
+    using b = SharedMemory.create({ name }, 64);
+    new Uint8Array(a.buffer)[0] = 1;
+    assert.equal(new Uint8Array(b.buffer)[0], 0);
+  } finally {
+    cleanup({ key });
+    cleanup({ name });
+  }
+});
+
+test("named: unlink while mapped keeps the memory, frees the name", () => {
+  const name = uniqueName("unlink");
+  try {
+    using a = SharedMemory.create({ name }, 64);
+    new Uint8Array(a.buffer)[0] = 42;
+    a.unlink();
+    assert.equal(new Uint8Array(a.buffer)[0], 42);
+    using b = SharedMemory.create({ name }, 64);
+    assert.equal(new Uint8Array(b.buffer)[0], 0, "a new segment under the same name");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("unlink of a missing segment is ENOENT", () => {
+  assert.throws(
+    () => SharedMemory.unlink({ name: uniqueName("missing") }),
+    (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+  );
+  assert.throws(
+    () => SharedMemory.unlink({ key: uniqueKey() }),
+    (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+  );
+});
+
+test(`the library path is reported and loadLibrary refuses a second path`, () => {
+  const path = lib.loadLibrary();
+  assert.match(path, /libshared_buffer\.(so|dylib)$/);
+  assert.equal(lib.loadLibrary(path), path);
+  assert.throws(() => lib.loadLibrary("/elsewhere/libshared_buffer.so"), /already loaded/);
+  assert.equal(typeof runtime, "string");
+});

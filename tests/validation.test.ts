@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+
+const { SharedMemory, createSharedBuffer, detachSharedBuffer, SharedMemoryError } = lib;
+
+/** Asserts `fn` throws `type` with a message naming `arg`, and that the process lives on. */
+function rejects(fn: () => unknown, type: ErrorConstructor, arg: string): void {
+  assert.throws(fn, (e) => {
+    assert.ok(e instanceof type, `expected ${type.name}, got ${e}`);
+    assert.ok(
+      (e as Error).message.includes(arg),
+      `message should name ${arg}: ${(e as Error).message}`,
+    );
+    return true;
+  });
+}
+
+const badNumbers: [unknown, ErrorConstructor][] = [
+  [1.5, RangeError],
+  [-1, RangeError],
+  [NaN, RangeError],
+  [Infinity, RangeError],
+  [-Infinity, RangeError],
+  [10n, TypeError],
+  ["10", TypeError],
+  [null, TypeError],
+  [undefined, TypeError],
+  [{}, TypeError],
+];
+
+test("bad keys: type, range, and key 0 (IPC_PRIVATE)", () => {
+  for (const [key, type] of [...badNumbers, [0, RangeError], [2 ** 32, RangeError]] as const) {
+    rejects(() => createSharedBuffer(key as number, 64, true), type, "key");
+    rejects(() => SharedMemory.create({ key: key as number }, 64), type, "key");
+  }
+  rejects(() => createSharedBuffer(0, 64, true), RangeError, "IPC_PRIVATE");
+});
+
+test("bad sizes: type, range, zero, and beyond what the OS or runtime allows", () => {
+  const key = uniqueKey();
+  try {
+    for (const [size, type] of [...badNumbers, [0, RangeError], [2 ** 53, RangeError]] as const) {
+      rejects(() => createSharedBuffer(key, size as number, true), type, "size");
+      rejects(() => SharedMemory.create({ name: "/x" }, size as number), type, "size");
+      if (size !== undefined) { // undefined means "the whole segment" here
+        rejects(() => SharedMemory.open({ name: "/x" }, { size: size as number }), type, "size");
+      }
+    }
+    // Larger than the kernel's limit: an OS error, not a crash.
+    assert.throws(
+      () => SharedMemory.create({ key }, 2 ** 52),
+      (e) => e instanceof SharedMemoryError && ["EINVAL", "ENOMEM", "ENOSPC"].includes(e.code),
+    );
+    const name = uniqueName("huge");
+    assert.throws(
+      () => SharedMemory.create({ name }, 2 ** 52),
+      (e) =>
+        e instanceof SharedMemoryError && ["EFBIG", "ENOSPC", "ENOMEM", "EINVAL"].includes(e.code),
+    );
+    assert.throws(
+      () => SharedMemory.open({ name }),
+      (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+    );
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("bad names: empty, too long, inner slash, NUL, wrong type", () => {
+  const cases: [unknown, ErrorConstructor, string][] = [
+    ["", RangeError, "empty"],
+    ["/", RangeError, "empty"],
+    ["a/b", RangeError, "'/'"],
+    ["/a/b", RangeError, "'/'"],
+    ["a\0b", RangeError, "NUL"],
+    ["x".repeat(256), RangeError, "255"],
+    ["é".repeat(128), RangeError, "255"],
+    [42, TypeError, "string"],
+    [null, TypeError, "string"],
+  ];
+  for (const [name, type, detail] of cases) {
+    rejects(() => SharedMemory.create({ name: name as string }, 64), type, "name");
+    rejects(() => SharedMemory.open({ name: name as string }), type, detail);
+    rejects(() => SharedMemory.unlink({ name: name as string }), type, "name");
+  }
+  // The longest legal name works.
+  const name = "/" + "n".repeat(255 - 20) + Math.random().toString(36).slice(2, 12).padEnd(20, "z");
+  try {
+    using shm = SharedMemory.create({ name }, 64);
+    assert.equal(shm.byteLength, 64);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("bad ids and options", () => {
+  rejects(() => SharedMemory.create(null as never, 64), TypeError, "id");
+  rejects(() => SharedMemory.create("jobs" as never, 64), TypeError, "id");
+  rejects(() => SharedMemory.create({} as never, 64), TypeError, "id");
+  rejects(() => SharedMemory.create({ key: 5, name: "/x" } as never, 64), TypeError, "id");
+  rejects(() => SharedMemory.create({ name: "/x" }, 64, 5 as never), TypeError, "options");
+  for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
+    rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
+  }
+  rejects(
+    () => SharedMemory.create({ name: "/x" }, 64, { mode: "600" as never }),
+    TypeError,
+    "mode",
+  );
+  rejects(
+    () => SharedMemory.create({ name: "/x" }, 64, { populate: 1 as never }),
+    TypeError,
+    "populate",
+  );
+  rejects(() => createSharedBuffer(uniqueKey(), 64, "yes" as never), TypeError, "initialize");
+});
+
+test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
+  rejects(() => detachSharedBuffer(new ArrayBuffer(8)), TypeError, "buffer");
+  rejects(() => detachSharedBuffer(new Uint8Array(8) as never), TypeError, "buffer");
+  rejects(() => detachSharedBuffer(null as never), TypeError, "buffer");
+  const key = uniqueKey();
+  try {
+    const buffer = createSharedBuffer(key, 64, true);
+    detachSharedBuffer(buffer);
+    rejects(() => detachSharedBuffer(buffer), TypeError, "already detached");
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("opening a missing segment is ENOENT, with the id in the message", () => {
+  const key = uniqueKey();
+  assert.throws(
+    () => createSharedBuffer(key, 64),
+    (e) =>
+      e instanceof SharedMemoryError && e.code === "ENOENT" && e.message.includes(key.toString(16)),
+  );
+});
