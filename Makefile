@@ -15,8 +15,7 @@ export DENO_BIN := $(DENO)
 export BUN_BIN := $(BUN)
 
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
-DENO_TEST := $(DENO) test --allow-ffi --allow-read --allow-write --allow-env --allow-run \
-	--allow-sys --v8-flags=--expose-gc
+DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
 .PHONY: all build demo test test-rust test-deno test-bun lint bench tools clean
 
