@@ -1,0 +1,179 @@
+/**
+ * Cross-process behaviour with real segments and real child processes of both runtimes: the seed
+ * README's example, Deno-to-Bun and Bun-to-Deno data, atomic counting from four processes, and a
+ * child killed with SIGKILL while it has a segment mapped.
+ *
+ * @module
+ */
+
+import {
+  cleanup,
+  lib,
+  runScript,
+  runtimes,
+  scriptCommand,
+  start,
+  test,
+  uniqueKey,
+  uniqueName,
+} from "./harness.ts";
+import { expectedChecksum, fnv1a, type Id, idArgs } from "./children/xp_common.ts";
+import { fileExists, sysvSegment } from "./children/xp_os.ts";
+
+const { SharedMemory, createSharedBuffer, detachSharedBuffer } = lib;
+
+function assertEquals(actual: unknown, expected: unknown, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
+}
+
+/** The value after `prefix ` on the child's line that starts with it. */
+function field(stdout: string, prefix: string): string {
+  const line = stdout.split("\n").find((l) => l.startsWith(`${prefix} `));
+  if (line === undefined) throw new Error(`no "${prefix}" line in:\n${stdout}`);
+  return line.slice(prefix.length + 1);
+}
+
+// ---- The seed README's example ----------------------------------------------------------------
+
+/** What the seed README says its child prints, one `String(value)` each. */
+const SEED_OUTPUT = [
+  "Infinity",
+  "1",
+  "0.5",
+  "0.3333333333333333",
+  "0.25",
+  "0.2",
+  "0.16666666666666666",
+  "0.14285714285714285",
+  "0.125",
+  "0.1111111111111111",
+];
+
+for (const child of runtimes) {
+  test(`seed README example: a ${child} child sees the parent's 1/i values`, async () => {
+    const SEGMENT_ID = uniqueKey();
+    const SEGMENT_ELEMENTS = 10;
+    const SEGMENT_SIZE = SEGMENT_ELEMENTS * Float64Array.BYTES_PER_ELEMENT;
+    try {
+      const sharedBuffer = createSharedBuffer(SEGMENT_ID, SEGMENT_SIZE, true);
+      const sharedArray = new Float64Array(sharedBuffer);
+      for (let i = 0; i < SEGMENT_ELEMENTS; i++) sharedArray[i] = 1 / i;
+      const out = await runScript(child, "xp_seed.ts", [
+        String(SEGMENT_ID),
+        String(SEGMENT_ELEMENTS),
+      ]);
+      assertEquals(JSON.parse(field(out, "values")), SEED_OUTPUT, `${child} child's values`);
+      // The child detached its buffer and held no handle afterwards.
+      assertEquals(field(out, "after-detach"), "0 0", "child's buffer length and handles");
+      // The parent's mapping is untouched by the child's detach.
+      assertEquals(Array.from(sharedArray, String), SEED_OUTPUT, "parent's values");
+      detachSharedBuffer(sharedBuffer);
+    } finally {
+      cleanup({ key: SEGMENT_ID });
+    }
+  });
+}
+
+// ---- One runtime writes, the other reads --------------------------------------------------------
+
+const MiB = 1024 * 1024;
+
+for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
+  test(`a ${writer} process writes 1 MiB to a named segment, a ${reader} process reads it`, async () => {
+    const name = uniqueName("xp-pattern");
+    const seed = 0x5eed0000 + Math.floor(Math.random() * 0xffff);
+    const expected = expectedChecksum(MiB, seed);
+    try {
+      const wrote = await runScript(writer, "xp_pattern.ts", [
+        "write",
+        "name",
+        name,
+        String(MiB),
+        String(seed),
+      ]);
+      assertEquals(field(wrote, "wrote"), expected, `${writer} writer's checksum`);
+      const read = await runScript(reader, "xp_pattern.ts", ["read", "name", name]);
+      assertEquals(
+        field(read, "read"),
+        `${MiB} ${expected}`,
+        `${reader} reader's length and checksum`,
+      );
+      // And this process sees the same bytes.
+      using shm = SharedMemory.open({ name });
+      assertEquals(fnv1a(new Uint8Array(shm.buffer)), expected, "parent's checksum");
+    } finally {
+      cleanup({ name });
+    }
+  });
+}
+
+// ---- Four processes, one atomic counter ---------------------------------------------------------
+
+test("2 Deno + 2 Bun processes Atomics.add one Int32 counter: the total is exact", async () => {
+  const key = uniqueKey();
+  const n = 1_000_000;
+  const kinds = ["deno", "deno", "bun", "bun"] as const;
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    const i32 = new Int32Array(shm.buffer);
+    const children = kinds.map((which) =>
+      start(scriptCommand(which, "xp_counter.ts", [String(key), String(n)]))
+    );
+    try {
+      await Promise.all(children.map((c) => c.line("ready")));
+      // Every child has the segment mapped and is spinning; release them all at once.
+      Atomics.store(i32, 1, 1);
+      const results = await Promise.all(children.map((c) => c.done));
+      results.forEach((r, i) => {
+        if (r.code !== 0 || !r.stdout.includes("done")) {
+          throw new Error(`${kinds[i]} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+        }
+      });
+    } finally {
+      for (const c of children) c.kill("SIGKILL");
+    }
+    assertEquals(Atomics.load(i32, 0), kinds.length * n, "counter");
+  } finally {
+    cleanup({ key });
+  }
+});
+
+// ---- A child killed with SIGKILL ----------------------------------------------------------------
+
+for (const child of runtimes) {
+  for (const kind of ["keyed", "named"] as const) {
+    test(`a ${child} child SIGKILLed with a ${kind} segment mapped: data and segment survive`, async () => {
+      const id: Id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-kill") };
+      const size = 256 * 1024;
+      const seed = 0x0dead000 + Math.floor(Math.random() * 0xfff);
+      const expected = expectedChecksum(size, seed);
+      try {
+        const proc = start(
+          scriptCommand(child, "xp_hang.ts", [...idArgs(id), String(size), String(seed)]),
+        );
+        let ready: string;
+        try {
+          ready = await proc.line("ready");
+        } finally {
+          proc.kill("SIGKILL");
+        }
+        const result = await proc.done;
+        assertEquals(ready, `ready true ${expected}`, "child's ready line");
+        assertEquals([result.code, result.signal], [null, "SIGKILL"], "child's exit");
+
+        // The segment outlives its creator, and the kernel detached the dead process.
+        if ("key" in id) assertEquals(sysvSegment(id.key)?.nattch, 0, "nattch after the kill");
+        else assertEquals(fileExists(`/dev/shm${id.name}`), true, `/dev/shm${id.name} exists`);
+
+        using shm = SharedMemory.open(id);
+        assertEquals(shm.created, false, "created");
+        assertEquals(shm.byteLength, size, "byteLength");
+        assertEquals(fnv1a(new Uint8Array(shm.buffer)), expected, "checksum after the kill");
+      } finally {
+        cleanup(id);
+      }
+    });
+  }
+}

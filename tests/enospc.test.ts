@@ -1,0 +1,87 @@
+/**
+ * A full shared-memory filesystem fails a create with ENOSPC instead of killing the process with
+ * SIGBUS on a later write. Each child runs in a private mount namespace whose `/dev/shm` is a
+ * 16 MiB tmpfs (`unshare -m`, so root is needed).
+ *
+ * @module
+ */
+
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { runtimes, scriptCommand, start, testUnless } from "./harness.ts";
+
+const MiB = 1024 * 1024;
+const MOUNT = "mount -t tmpfs -o size=16m tmpfs /dev/shm";
+
+function assertEquals(actual: unknown, expected: unknown, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
+}
+
+/** Why a private 16 MiB /dev/shm cannot be made here, or false if it can. */
+function whyNoPrivateShm(): string | false {
+  if (process.getuid?.() !== 0) return "needs root to mount a private /dev/shm";
+  const probe = spawnSync("unshare", ["-m", "sh", "-c", MOUNT], { encoding: "utf8" });
+  if (probe.error) return `unshare is not available (${probe.error.message})`;
+  if (probe.status !== 0) {
+    return `unshare -m + mount fails here (${probe.stderr.trim() || `exit ${probe.status}`})`;
+  }
+  return false;
+}
+
+const noPrivateShm = whyNoPrivateShm();
+
+for (const which of runtimes) {
+  testUnless(
+    noPrivateShm,
+    `a ${which} child in a 16 MiB /dev/shm: 32 MiB fails with ENOSPC and leaves nothing, 8 MiB is fully writable, 12 MiB more fails`,
+    async () => {
+      // The segments live only in the child's private tmpfs, which vanishes with it: nothing to
+      // clean up here.
+      const name = `/sbtest-xp-enospc-${which}-${Math.random().toString(36).slice(2, 8)}`;
+      const r = await start([
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        // After the child, list what it left in its private /dev/shm.
+        `${MOUNT} && { "$@"; rc=$?; echo "left [$(ls -A /dev/shm)]"; exit $rc; }`,
+        "sh",
+        ...scriptCommand(which, "xp_enospc.ts", [
+          name,
+          String(32 * MiB),
+          String(8 * MiB),
+          String(12 * MiB),
+        ]),
+      ]).done;
+      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+      if (r.code !== 0 || line === undefined) {
+        throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+      }
+      const result = JSON.parse(line.slice("result ".length));
+      assertEquals(
+        result.big,
+        { ok: false, error: "SharedMemoryError", isSharedMemoryError: true, code: "ENOSPC" },
+        "creating 32 MiB",
+      );
+      assertEquals(result.afterBig, "ENOENT", "opening the 32 MiB name after the failed create");
+      assertEquals(result.handlesAfterBig, 0, "open handles after the failed create");
+      assertEquals(
+        result.small,
+        { byteLength: 8 * MiB, pages: 8 * MiB / 4096, good: 8 * MiB / 4096 },
+        "the 8 MiB segment, every page written and read back",
+      );
+      assertEquals(result.whileSmall, "exists", "opening the 8 MiB name while it exists");
+      // 12 MiB fits in the empty 16 MiB but not next to the 8 MiB one: space is reserved.
+      assertEquals(
+        result.more,
+        { ok: false, error: "SharedMemoryError", isSharedMemoryError: true, code: "ENOSPC" },
+        "creating 12 MiB next to the 8 MiB segment",
+      );
+      assertEquals(result.afterMore, "ENOENT", "opening the 12 MiB name after the failed create");
+      // Nothing at all was left in the private /dev/shm once the child was done.
+      assertEquals(r.stdout.split("\n").find((l) => l.startsWith("left ")), "left []", "leftovers");
+    },
+  );
+}

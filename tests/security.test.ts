@@ -1,0 +1,207 @@
+/**
+ * Permissions: a segment made with the default mode (0o600) is closed to other users, one made
+ * with 0o666 is open to them, and the mode on disk is exactly what was asked for whatever the
+ * umask. The other user is uid/gid 65534 (a child started through `setpriv`), so the
+ * cross-user tests need root.
+ *
+ * @module
+ */
+
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import process from "node:process";
+import {
+  cleanup,
+  lib,
+  runtimes,
+  scriptCommand,
+  start,
+  testUnless,
+  uniqueKey,
+  uniqueName,
+} from "./harness.ts";
+import { type Id, idArgs } from "./children/xp_common.ts";
+import { fileMode, sysvSegment, whyNoOsView } from "./children/xp_os.ts";
+
+const { SharedMemory } = lib;
+const NOBODY = 65534;
+const SETPRIV = ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
+
+function assertEquals(actual: unknown, expected: unknown, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
+}
+
+/** Why the tests that switch user cannot run here, or false if they can. */
+function whyNoOtherUser(): string | false {
+  if (process.getuid?.() !== 0) return "needs root to run a child as uid 65534";
+  const probe = spawnSync(SETPRIV[0], [...SETPRIV.slice(1), "true"], { encoding: "utf8" });
+  if (probe.error) return `setpriv is not available (${probe.error.message})`;
+  if (probe.status !== 0) return `setpriv fails here: ${probe.stderr.trim()}`;
+  return false;
+}
+
+const noOtherUser = whyNoOtherUser();
+const noDiskModes = whyNoOsView();
+
+/** What `xp_open.ts` printed. */
+interface OpenResult {
+  ok: boolean;
+  byteLength?: number;
+  marker?: number;
+  error?: string;
+  isSharedMemoryError?: boolean;
+  code?: string;
+}
+
+/** Runs `xp_open.ts` in `which` as uid/gid 65534, with a home of its own. */
+async function openAsNobody(which: "deno" | "bun", id: Id, reply: number): Promise<OpenResult> {
+  const home = mkdtempSync(`${tmpdir()}/sb-xp-nobody-`);
+  try {
+    chmodSync(home, 0o777);
+    const child = start(
+      [...SETPRIV, ...scriptCommand(which, "xp_open.ts", [...idArgs(id), String(reply)])],
+      {
+        HOME: home,
+        TMPDIR: home,
+        DENO_DIR: `${home}/deno`,
+        XDG_CACHE_HOME: `${home}/cache`,
+        BUN_INSTALL_CACHE_DIR: `${home}/bun`,
+      },
+    );
+    const r = await child.done;
+    const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+    if (r.code !== 0 || line === undefined) {
+      throw new Error(
+        `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
+      );
+    }
+    return JSON.parse(line.slice("result ".length));
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+function freshId(kind: "keyed" | "named"): Id {
+  return kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-sec") };
+}
+
+// ---- Another user ----------------------------------------------------------------------------
+
+for (const which of runtimes) {
+  for (const kind of ["keyed", "named"] as const) {
+    testUnless(
+      noOtherUser,
+      `default mode 0o600: a ${which} child running as uid ${NOBODY} gets EACCES on a ${kind} segment`,
+      async () => {
+        const id = freshId(kind);
+        try {
+          using shm = SharedMemory.create(id, 4096);
+          Atomics.store(new Int32Array(shm.buffer), 0, 0x1234567);
+          const result = await openAsNobody(which, id, 0x7654321);
+          assertEquals(
+            [result.ok, result.error, result.isSharedMemoryError, result.code],
+            [false, "SharedMemoryError", true, "EACCES"],
+            "open as another user",
+          );
+          // Nothing reached the segment.
+          assertEquals(Atomics.load(new Int32Array(shm.buffer), 1), 0, "reply slot");
+        } finally {
+          cleanup(id);
+        }
+      },
+    );
+
+    testUnless(
+      noOtherUser,
+      `control, mode 0o666: a ${which} child running as uid ${NOBODY} opens a ${kind} segment and writes to it`,
+      async () => {
+        const id = freshId(kind);
+        try {
+          using shm = SharedMemory.create(id, 4096, { mode: 0o666 });
+          const i32 = new Int32Array(shm.buffer);
+          Atomics.store(i32, 0, 0x1234567);
+          const result = await openAsNobody(which, id, 0x7654321);
+          assertEquals(
+            result,
+            { ok: true, byteLength: 4096, marker: 0x1234567 },
+            "open as another user",
+          );
+          assertEquals(Atomics.load(i32, 1), 0x7654321, "what the other user wrote");
+        } finally {
+          cleanup(id);
+        }
+      },
+    );
+  }
+}
+
+// ---- Modes on disk -------------------------------------------------------------------------------
+
+/** Creates `id` from a `which` child that runs under `umask`; `mode` undefined means default. */
+async function createUnderUmask(
+  which: "deno" | "bun",
+  umask: string,
+  id: Id,
+  mode?: string,
+): Promise<void> {
+  const args = [...idArgs(id), "4096", ...(mode === undefined ? [] : [mode])];
+  const r = await start([
+    "sh",
+    "-c",
+    `umask ${umask} && exec "$@"`,
+    "sh",
+    ...scriptCommand(which, "xp_create.ts", args),
+  ]).done;
+  if (r.code !== 0 || !r.stdout.includes("created 4096")) {
+    throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+  }
+}
+
+for (const which of runtimes) {
+  testUnless(
+    noDiskModes,
+    `a ${which} child under umask 000 creates with the default mode: /dev/shm file is 0o600, keyed perms 600`,
+    async () => {
+      const named = { name: uniqueName("xp-mode") };
+      const keyed = { key: uniqueKey() };
+      try {
+        await createUnderUmask(which, "000", named);
+        await createUnderUmask(which, "000", keyed);
+        assertEquals(fileMode(`/dev/shm${named.name}`), "600", `mode of /dev/shm${named.name}`);
+        assertEquals(
+          sysvSegment(keyed.key)?.perms,
+          "600",
+          `perms of key 0x${keyed.key.toString(16)}`,
+        );
+      } finally {
+        cleanup(named);
+        cleanup(keyed);
+      }
+    },
+  );
+
+  testUnless(
+    noDiskModes,
+    `a ${which} child under umask 077 creates with mode 0o666: the umask does not narrow it`,
+    async () => {
+      const named = { name: uniqueName("xp-mode") };
+      const keyed = { key: uniqueKey() };
+      try {
+        await createUnderUmask(which, "077", named, "666");
+        await createUnderUmask(which, "077", keyed, "666");
+        assertEquals(fileMode(`/dev/shm${named.name}`), "666", `mode of /dev/shm${named.name}`);
+        assertEquals(
+          sysvSegment(keyed.key)?.perms,
+          "666",
+          `perms of key 0x${keyed.key.toString(16)}`,
+        );
+      } finally {
+        cleanup(named);
+        cleanup(keyed);
+      }
+    },
+  );
+}
