@@ -27,5 +27,6 @@
 pub mod ffi;
 pub mod os;
 pub mod segment;
+pub mod sync;
 
 pub use segment::{Options, Segment, SegmentId, SizeMismatch};

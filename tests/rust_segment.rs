@@ -224,7 +224,17 @@ fn names_and_keys_are_validated() {
 fn open_name(name: &str, size: u64, how: u32) -> (i32, SbMapping) {
     let mut out = SbMapping::default();
     // SAFETY: name is valid for its length and out for one write.
-    let rc = unsafe { ffi::sb_open_name(name.as_ptr(), name.len(), size, how, 0, 0o600, &mut out) };
+    let rc = unsafe {
+        ffi::sb_open_name(
+            name.as_ptr(),
+            name.len() as u32,
+            size,
+            how,
+            0,
+            0o600,
+            &mut out,
+        )
+    };
     (rc, out)
 }
 
@@ -303,7 +313,7 @@ fn c_layer_reports_errors_as_negative_codes() {
     let rc = unsafe {
         ffi::sb_open_name(
             name.as_ptr(),
-            name.len(),
+            name.len() as u32,
             0,
             ffi::SB_OPEN,
             0,
@@ -325,10 +335,13 @@ fn c_layer_reports_errors_as_negative_codes() {
     );
     assert_eq!(ffi::sb_unlink_key(0), -libc::EINVAL);
     // SAFETY: name is valid for its length.
-    assert_eq!(unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len()) }, 0);
+    assert_eq!(
+        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
+        0
+    );
     // SAFETY: as above.
     assert_eq!(
-        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len()) },
+        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
         -libc::ENOENT
     );
 }

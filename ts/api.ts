@@ -16,3 +16,12 @@ export {
   type SegmentId,
   SharedMemory,
 } from "./shared_memory.ts";
+export {
+  Mutex,
+  MutexGuard,
+  notify,
+  wait,
+  waitAsync,
+  type WaitOptions,
+  type WaitResult,
+} from "./sync.ts";

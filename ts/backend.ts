@@ -7,6 +7,12 @@
  * @module
  */
 
+/**
+ * An address in the form this runtime's FFI takes fastest for a `usize` parameter: a BigInt in
+ * Deno (a number there costs a slow conversion), a number in Bun.
+ */
+export type Address = bigint | number;
+
 /** Native calls and buffer plumbing, implemented once per runtime. */
 export interface Backend {
   /** Which runtime this is. */
@@ -39,6 +45,20 @@ export interface Backend {
   handleCount(): number;
   errorName(code: number): string;
   errorMessage(code: number): string;
+
+  /** Converts an address for the calls below. */
+  address(address: bigint): Address;
+  /** `sb_wait` (spins 0) or `sb_wait_spin`; timeout in ns, negative for none. */
+  wait(address: Address, expected: number, timeoutNs: bigint, spins: number): number;
+  /** The same without blocking the event loop; resolves with the same codes. */
+  waitAsync(address: Address, expected: number, timeoutNs: bigint): Promise<number>;
+  notify(address: Address, count: number): number;
+  mutexInit(address: Address): number;
+  mutexLock(address: Address, timeoutNs: bigint): number;
+  mutexTryLock(address: Address): number;
+  mutexUnlock(address: Address): number;
+  /** `sb_mutex_size()`. */
+  readonly mutexSize: number;
 
   /**
    * A zero-copy ArrayBuffer over `length` bytes at `address`. The buffer owns `handle` (one

@@ -31,8 +31,8 @@ export interface OpenOptions {
   populate?: boolean;
 }
 
-/** Each buffer this library made, and the handle (mapping reference) it owns. */
-const owned = new WeakMap<ArrayBuffer, number>();
+/** Each buffer this library made: the handle (mapping reference) it owns, and its address. */
+const owned = new WeakMap<ArrayBuffer, { handle: number; address: bigint }>();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
 /** Closes the handle of a SharedMemory that was dropped without close(). */
@@ -136,16 +136,38 @@ function wrap(
     b.close(handle);
     throw err;
   }
-  owned.set(buffer, handle);
+  owned.set(buffer, { handle, address });
   return buffer;
 }
 
 function release(buffer: ArrayBuffer): void {
-  const handle = owned.get(buffer);
-  if (handle === undefined) return;
+  const record = owned.get(buffer);
+  if (record === undefined) return;
   owned.delete(buffer);
   released.add(buffer);
-  backend().unwrap(buffer, handle);
+  backend().unwrap(buffer, record.handle);
+}
+
+/**
+ * The address of `buffer`'s first byte, for the wait/notify and lock calls.
+ *
+ * @throws {SharedMemoryError} `EBADF` if the buffer was detached (its segment closed).
+ * @throws {TypeError} If the buffer did not come from this library.
+ */
+export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
+  const record = owned.get(buffer as ArrayBuffer);
+  if (record !== undefined && !(buffer as ArrayBuffer).detached) return record.address;
+  if (released.has(buffer as ArrayBuffer) || (buffer as ArrayBuffer).detached) {
+    throw new SharedMemoryError(`${caller}: the segment is closed (EBADF)`, "EBADF", 9);
+  }
+  throw new TypeError(
+    `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
+  );
+}
+
+/** Throws the SharedMemoryError for a negative native code. */
+export function throwCode(code: number, action: string): never {
+  fail(backend(), code, action);
 }
 
 function checkBufferLength(b: Backend, length: number, what: string): void {

@@ -17,15 +17,17 @@
 //! TypeScript side refuses to load a library whose version differs from its own.
 
 mod segment;
+mod sync;
 
 pub use segment::*;
+pub use sync::*;
 
 use std::ffi::c_char;
 use std::io;
 use std::panic::{self, UnwindSafe};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 1;
+pub const SB_ABI_VERSION: u32 = 2;
 
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;

@@ -139,7 +139,7 @@ pub unsafe extern "C" fn sb_open_key(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_open_name(
     name: *const u8,
-    name_len: usize,
+    name_len: u32,
     size: u64,
     how: u32,
     flags: u32,
@@ -148,7 +148,7 @@ pub unsafe extern "C" fn sb_open_name(
 ) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
-        let id = unsafe { parse_name(name, name_len) };
+        let id = unsafe { parse_name(name, name_len as usize) };
         let result = open_detailed(id, size, how, flags, mode);
         // SAFETY: forwarded from the caller.
         unsafe { finish(result, out) }
@@ -213,10 +213,10 @@ pub extern "C" fn sb_unlink_key(key: u32) -> i32 {
 /// # Safety
 /// `name` must be valid for reading `name_len` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: usize) -> i32 {
+pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
-        let id = unsafe { parse_name(name, name_len) };
+        let id = unsafe { parse_name(name, name_len as usize) };
         match id.and_then(|id| Segment::unlink(&id)) {
             Ok(()) => 0,
             Err(err) => code_of(&err),

@@ -13,3 +13,29 @@ pub use unix::*;
 mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
+
+#[cfg(target_os = "linux")]
+mod wait_linux;
+#[cfg(target_os = "linux")]
+pub use wait_linux::*;
+
+#[cfg(target_os = "macos")]
+mod wait_macos;
+#[cfg(target_os = "macos")]
+pub use wait_macos::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod wait_stub;
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub use wait_stub::*;
+
+// The macOS and stub wait code cannot be built for their targets here; Linux test builds
+// type-check them (they use only items the libc crate also has on Linux).
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
+#[path = "wait_macos.rs"]
+mod wait_macos_check;
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
+#[path = "wait_stub.rs"]
+mod wait_stub_check;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { CString, dlopen, toArrayBuffer } from "bun:ffi";
+import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
 import type { Backend } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
@@ -23,7 +23,7 @@ const BUN_TYPES: Record<string, string> = {
   i32: "i32",
   u64: "u64",
   i64: "i64",
-  usize: "u64",
+  usize: "ptr", // addresses only in this table (see ts/ffi.ts)
   isize: "i64",
   f32: "f32",
   f64: "f64",
@@ -38,6 +38,8 @@ const BUN_TYPES: Record<string, string> = {
 export function bunSymbols(): Record<string, { args: string[]; returns: string }> {
   const table: Record<string, { args: string[]; returns: string }> = {};
   for (const [name, def] of Object.entries(symbols)) {
+    // Bun's FFI has no calls on other threads; `sb_wait_async` serves waitAsync instead.
+    if ("nonblocking" in def && def.nonblocking) continue;
     const convert = (t: string) => {
       const bun = BUN_TYPES[t];
       if (!bun) throw new Error(`no Bun FFI type for ${t} (in ${name})`);
@@ -72,6 +74,7 @@ export function loadBun(explicit?: string): Backend {
   );
   const s = lib.symbols as Symbols;
   const release = s.sb_release_fn();
+  const wakes = new AsyncWaits(s);
   return {
     runtime: "bun",
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
@@ -87,6 +90,18 @@ export function loadBun(explicit?: string): Backend {
     handleCount: () => s.sb_handle_count(),
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
+    address: (address) => Number(address),
+    wait: (address, expected, timeoutNs, spins) =>
+      spins > 0
+        ? s.sb_wait_spin(address, expected, timeoutNs, spins)
+        : s.sb_wait(address, expected, timeoutNs),
+    waitAsync: (address, expected, timeoutNs) => wakes.wait(address as number, expected, timeoutNs),
+    notify: (address, count) => s.sb_notify(address, count),
+    mutexInit: (address) => s.sb_mutex_init(address),
+    mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
+    mutexTryLock: (address) => s.sb_mutex_trylock(address),
+    mutexUnlock: (address) => s.sb_mutex_unlock(address),
+    mutexSize: s.sb_mutex_size(),
     wrap: (address, length, handle) =>
       // The handle rides along as the deallocator's context; sb_release closes it.
       toArrayBuffer(Number(address), 0, length, handle as never, release),
@@ -96,4 +111,53 @@ export function loadBun(explicit?: string): Backend {
       if (!buffer.detached) buffer.transfer(0);
     },
   };
+}
+
+/**
+ * `waitAsync` for Bun. Bun's FFI cannot run a call on another thread, so the native library
+ * does: `sb_wait_async` hands the wait to a pool of native threads, each parked in the kernel on
+ * one wait, and returns at once. When a wait ends, that thread calls a
+ * `JSCallback({ threadsafe: true })`, which Bun queues onto the JavaScript thread, and the callback
+ * resolves the wait's Promise. While any wait is pending a timer keeps the event loop alive, as a
+ * pending `Atomics.waitAsync` would.
+ */
+class AsyncWaits {
+  #symbols: Symbols;
+  #callback: JSCallback | undefined;
+  #pending = new Map<number, (code: number) => void>();
+  #next = 1;
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
+
+  constructor(symbols: Symbols) {
+    this.#symbols = symbols;
+  }
+
+  wait(address: number, expected: number, timeoutNs: bigint): Promise<number> {
+    if (this.#callback === undefined) {
+      this.#callback = new JSCallback(
+        (token: number | bigint, code: number) => this.#woken(Number(token), code),
+        { args: ["u64", "i32"], returns: "void", threadsafe: true },
+      );
+      const rc = this.#symbols.sb_set_wake_callback(this.#callback.ptr);
+      if (rc !== 0) return Promise.resolve(rc);
+    }
+    const token = this.#next++;
+    const rc = this.#symbols.sb_wait_async(address, expected, timeoutNs, token);
+    if (rc !== 0) return Promise.resolve(rc); // not equal, timed out, or an error: no callback
+    return new Promise((resolve) => {
+      this.#pending.set(token, resolve);
+      this.#keepAlive ??= setInterval(() => {}, 2 ** 30);
+    });
+  }
+
+  #woken(token: number, code: number): void {
+    const resolve = this.#pending.get(token);
+    if (resolve === undefined) return;
+    this.#pending.delete(token);
+    if (this.#pending.size === 0 && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
+    }
+    resolve(code);
+  }
 }

@@ -65,14 +65,28 @@ export function loadDeno(explicit?: string): Backend {
     libraryPath: path,
     openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
     openName: (name, size, how, flags, mode, out) =>
-      s.sb_open_name(name, BigInt(name.length), size, how, flags, mode, out),
+      s.sb_open_name(name, name.length, size, how, flags, mode, out),
     unlinkKey: (key) => s.sb_unlink_key(key),
-    unlinkName: (name) => s.sb_unlink_name(name, BigInt(name.length)),
+    unlinkName: (name) => s.sb_unlink_name(name, name.length),
     dup: (handle) => s.sb_dup(handle),
     close: (handle) => s.sb_close(handle),
     handleCount: () => s.sb_handle_count(),
     errorName: (code) => cstring(s.sb_error_name(code)),
     errorMessage: (code) => cstring(s.sb_error_message(code)),
+    address: (address) => address,
+    wait: (address, expected, timeoutNs, spins) =>
+      spins > 0
+        ? s.sb_wait_spin(address as bigint, expected, timeoutNs, spins)
+        : s.sb_wait(address as bigint, expected, timeoutNs),
+    // Runs the blocking wait on a thread of Deno's pool; the event loop keeps going.
+    waitAsync: (address, expected, timeoutNs) =>
+      s.sb_wait_nonblocking(address as bigint, expected, timeoutNs),
+    notify: (address, count) => s.sb_notify(address as bigint, count),
+    mutexInit: (address) => s.sb_mutex_init(address as bigint),
+    mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, timeoutNs),
+    mutexTryLock: (address) => s.sb_mutex_trylock(address as bigint),
+    mutexUnlock: (address) => s.sb_mutex_unlock(address as bigint),
+    mutexSize: s.sb_mutex_size(),
     wrap(address, length, handle) {
       const pointer = Deno.UnsafePointer.create(address);
       if (pointer === null) throw new RangeError("null mapping address");

@@ -1,0 +1,316 @@
+//! Wait/notify, the robust mutex, and the async wait service, for the TypeScript side.
+//!
+//! Addresses come from JavaScript as raw pointers into mappings this library made; the
+//! TypeScript side checks bounds, alignment and that the segment is open. This layer checks
+//! only null and alignment (`-EINVAL`).
+//!
+//! Wait results: [`SB_WAIT_OK`] (0), [`SB_WAIT_NOT_EQUAL`] (1), [`SB_WAIT_TIMED_OUT`] (2), or a
+//! negative code. Timeouts are nanoseconds; a negative timeout means no limit.
+
+use std::io;
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use super::{code_of, guard};
+use crate::sync::{self, AsyncStart, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome};
+
+/// A wait ended by a notify, or spuriously (`Atomics.wait`'s `"ok"`).
+pub const SB_WAIT_OK: i32 = 0;
+/// The word did not hold the expected value (`"not-equal"`).
+pub const SB_WAIT_NOT_EQUAL: i32 = 1;
+/// The timeout passed (`"timed-out"`).
+pub const SB_WAIT_TIMED_OUT: i32 = 2;
+/// `sb_wait_async`: registered; the wake callback will be called exactly once with the token.
+pub const SB_WAIT_PENDING: i32 = 0;
+
+/// A lock was acquired.
+pub const SB_LOCK_ACQUIRED: i32 = 0;
+/// A lock was acquired, but its previous owner died holding it: repair the data it protects.
+pub const SB_LOCK_OWNER_DIED: i32 = 1;
+
+/// The callback that `sb_wait_async` completions call: `(token, result)`.
+pub type SbWakeCallback = extern "C" fn(token: u64, result: i32);
+
+/// Set by `sb_set_wake_callback`. Read-locked while a completion calls it, so that replacing it
+/// waits for calls in flight.
+static WAKE_CALLBACK: RwLock<Option<SbWakeCallback>> = RwLock::new(None);
+
+fn timeout_of(timeout_ns: i64) -> Option<Duration> {
+    u64::try_from(timeout_ns).ok().map(Duration::from_nanos)
+}
+
+fn wait_code(result: io::Result<WaitOutcome>) -> i32 {
+    match result {
+        Ok(WaitOutcome::Woken) => SB_WAIT_OK,
+        Ok(WaitOutcome::NotEqual) => SB_WAIT_NOT_EQUAL,
+        Ok(WaitOutcome::TimedOut) => SB_WAIT_TIMED_OUT,
+        Err(err) => code_of(&err),
+    }
+}
+
+fn lock_code(result: io::Result<LockOutcome>) -> i32 {
+    match result {
+        Ok(LockOutcome::Acquired) => SB_LOCK_ACQUIRED,
+        Ok(LockOutcome::OwnerDied) => SB_LOCK_OWNER_DIED,
+        Err(err) => code_of(&err),
+    }
+}
+
+fn word_ok(addr: *const u32) -> bool {
+    !addr.is_null() && addr.is_aligned()
+}
+
+/// Blocks while the 32-bit word at `addr` holds `expected`, for at most `timeout_ns`
+/// nanoseconds (negative: no limit). Returns [`SB_WAIT_OK`], [`SB_WAIT_NOT_EQUAL`],
+/// [`SB_WAIT_TIMED_OUT`], `-EINVAL` for a null or misaligned address, `-EFAULT` for an unmapped
+/// one (Linux), `-ENOTSUP` where unsupported.
+///
+/// Blocks the calling thread: Deno calls it with `nonblocking: true`; Bun uses
+/// [`sb_wait_async`].
+///
+/// # Safety
+/// `addr` must point into a mapping this library made. On Linux the address goes straight to the
+/// `futex` system call, which reads the word in the kernel with its own fault handling, so a
+/// stale address gives `-EFAULT` rather than a crash; on macOS the word is read first in user
+/// space, so it must be mapped for the whole call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_wait(addr: *const u32, expected: u32, timeout_ns: i64) -> i32 {
+    guard(|| {
+        if !word_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null and aligned; no Rust reference to the word is made, and on Linux only
+        // the kernel reads it (see above).
+        wait_code(unsafe { sync::wait_raw(addr, expected, timeout_of(timeout_ns)) })
+    })
+}
+
+/// [`sb_wait`], but re-reads the word up to `spins` times before parking in the kernel (see
+/// [`sync::wait_spin`]); [`SB_WAIT_NOT_EQUAL`] only when it differs on the first read.
+///
+/// # Safety
+/// `addr` must point to a word in a mapping this library made that stays mapped for the whole
+/// call, on every platform: the spin phase reads it in user space.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_wait_spin(
+    addr: *const u32,
+    expected: u32,
+    timeout_ns: i64,
+    spins: u32,
+) -> i32 {
+    guard(|| {
+        if !word_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null, aligned, and mapped for the call, as the caller promises.
+        wait_code(unsafe { sync::wait_spin_raw(addr, expected, timeout_of(timeout_ns), spins) })
+    })
+}
+
+/// Wakes at most `count` waiters (`0xFFFF_FFFF`: all) on the word at `addr`, in any process.
+/// Returns how many were woken (exact on Linux; on macOS exact for a count below all, and 1 or
+/// 0 for all: woke some, or none), or `-EINVAL` for a null or misaligned address, `-EFAULT` for
+/// an unmapped one.
+///
+/// # Safety
+/// `addr` should point into a mapping this library made. The word is never read or written:
+/// the address goes straight to the kernel, which only uses it to find waiters.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_notify(addr: *const u32, count: u32) -> i32 {
+    guard(|| {
+        if !word_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null and aligned; the kernel never dereferences it for a wake.
+        match unsafe { sync::notify_raw(addr, count) } {
+            Ok(woken) => i32::try_from(woken).unwrap_or(i32::MAX),
+            Err(err) => code_of(&err),
+        }
+    })
+}
+
+/// [`MUTEX_SIZE`]: the bytes a mutex occupies (64).
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_mutex_size() -> u32 {
+    MUTEX_SIZE as u32
+}
+
+/// [`MUTEX_ALIGN`]: the alignment a mutex's address needs (8).
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_mutex_align() -> u32 {
+    MUTEX_ALIGN as u32
+}
+
+fn mutex_ok(addr: *mut u8) -> bool {
+    !addr.is_null() && addr as usize % MUTEX_ALIGN == 0
+}
+
+/// The mutex at `addr`, or a negative code.
+///
+/// # Safety
+/// As [`sb_mutex_lock`].
+unsafe fn mutex_at<'a>(addr: *mut u8) -> Result<&'a Mutex, i32> {
+    if !mutex_ok(addr) {
+        return Err(-libc::EINVAL);
+    }
+    // SAFETY: non-null, aligned, and (the caller promises) MUTEX_SIZE bytes of a mapping this
+    // library made, written only by the mutex code.
+    unsafe { Mutex::from_ptr(addr) }.map_err(|err| code_of(&err))
+}
+
+/// Initialises a mutex in the [`MUTEX_SIZE`] zeroed bytes at `addr` (the segment creator does
+/// this; racing initialisers are safe). Returns 0 if this call initialised it, 1 if it already
+/// was, `-EINVAL` for a null or misaligned address or bytes that are not zero nor a mutex,
+/// `-EAGAIN` if another process began initialising it over 100 ms ago and has not finished,
+/// `-ENOTSUP` where unsupported.
+///
+/// # Safety
+/// `addr` must point to [`MUTEX_SIZE`] bytes inside a mapping this library made, which stays
+/// mapped for the whole call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_init(addr: *mut u8) -> i32 {
+    guard(|| {
+        if !mutex_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null, aligned, and valid, as the caller promises.
+        match unsafe { Mutex::init(addr) } {
+            Ok((_, sync::InitOutcome::Initialized)) => 0,
+            Ok((_, sync::InitOutcome::AlreadyInitialized)) => 1,
+            Err(err) => code_of(&err),
+        }
+    })
+}
+
+/// Locks the mutex at `addr`, waiting at most `timeout_ns` nanoseconds (negative: no limit).
+/// Returns [`SB_LOCK_ACQUIRED`] (0), [`SB_LOCK_OWNER_DIED`] (1: acquired, and the previous owner
+/// died holding it), `-ETIMEDOUT`, `-EDEADLK` (this thread holds it), `-EINVAL` (null,
+/// misaligned, or not initialised), `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE`.
+///
+/// Blocks the calling thread while the lock is held elsewhere. The lock belongs to the calling
+/// thread: unlock it from the same thread (with Deno's `nonblocking: true` the call runs on a
+/// helper thread, so use it only for a try-lock style or keep lock and unlock on one thread).
+///
+/// # Safety
+/// `addr` must point to [`MUTEX_SIZE`] bytes inside a mapping this library made, which stays
+/// mapped while the call runs and while the lock is held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_lock(addr: *mut u8, timeout_ns: i64) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        match unsafe { mutex_at(addr) } {
+            Ok(mutex) => lock_code(mutex.lock(timeout_of(timeout_ns))),
+            Err(code) => code,
+        }
+    })
+}
+
+/// Locks the mutex at `addr` if it is free, without waiting. Returns as [`sb_mutex_lock`], with
+/// `-EBUSY` when another thread or process holds it (`-EDEADLK` when the calling thread does).
+///
+/// # Safety
+/// As [`sb_mutex_lock`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_trylock(addr: *mut u8) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        match unsafe { mutex_at(addr) } {
+            Ok(mutex) => lock_code(mutex.try_lock()),
+            Err(code) => code,
+        }
+    })
+}
+
+/// Unlocks the mutex at `addr`. Returns 0, `-EPERM` when the calling thread does not hold it,
+/// `-EINVAL` (null, misaligned, or not initialised).
+///
+/// # Safety
+/// As [`sb_mutex_lock`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_unlock(addr: *mut u8) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        match unsafe { mutex_at(addr) } {
+            Ok(mutex) => match mutex.unlock() {
+                Ok(()) => 0,
+                Err(err) => code_of(&err),
+            },
+            Err(code) => code,
+        }
+    })
+}
+
+/// Sets (or, with null, clears) the callback that [`sb_wait_async`] completions call, from a
+/// native thread, as `cb(token, result)`: `result` is [`SB_WAIT_OK`], [`SB_WAIT_TIMED_OUT`] or a
+/// negative code (never [`SB_WAIT_NOT_EQUAL`]). Returns 0.
+///
+/// Once this returns, the previous callback is never called again (replacing it waits for calls
+/// in flight). A completion that ends while no callback is set is dropped.
+///
+/// # Safety
+/// `cb` must be callable from any thread, at any time until it is replaced, and must not block
+/// waiting for the thread that replaces it. In Bun: a `JSCallback(fn, { threadsafe: true, ... })`
+/// pointer, which only queues the call for the JavaScript thread; keep the `JSCallback` open
+/// until every wait that may call it has ended.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_set_wake_callback(cb: Option<SbWakeCallback>) -> i32 {
+    guard(|| {
+        *WAKE_CALLBACK
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = cb;
+        0
+    })
+}
+
+/// Registers a wait for the word at `addr` to stop holding `expected`, for at most `timeout_ns`
+/// nanoseconds (negative: no limit), and returns at once:
+///
+/// - [`SB_WAIT_PENDING`] (0): registered; the wake callback will be called exactly once as
+///   `cb(token, result)` from a native thread when it ends.
+/// - [`SB_WAIT_NOT_EQUAL`] (1): the word already differs; nothing registered, no callback.
+/// - [`SB_WAIT_TIMED_OUT`] (2): `timeout_ns` was 0 and the word holds `expected`; no callback.
+/// - negative: `-EINVAL` (null or misaligned address, or no callback set), `-EAGAIN` (too many
+///   pending waits), `-EFAULT`; no callback.
+///
+/// The callback's `result` is [`SB_WAIT_OK`] (notified, or the word changed after
+/// registration), [`SB_WAIT_TIMED_OUT`] (timeout counted from this call) or negative.
+///
+/// # Safety
+/// `addr` must point into a mapping this library made. On Linux only the kernel reads the word
+/// (now and later), so a segment closed while the wait is pending gives `-EFAULT` or keeps
+/// waiting on the shared page, never a crash; on macOS the word is also read here in user
+/// space, so it must be mapped during this call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_wait_async(
+    addr: *const u32,
+    expected: u32,
+    timeout_ns: i64,
+    token: u64,
+) -> i32 {
+    guard(|| {
+        if !word_ok(addr) {
+            return -libc::EINVAL;
+        }
+        if WAKE_CALLBACK
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return -libc::EINVAL;
+        }
+        let done = move |result: io::Result<WaitOutcome>| {
+            let code = wait_code(result);
+            let cb = WAKE_CALLBACK.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cb) = *cb {
+                cb(token, code);
+            }
+        };
+        // SAFETY: non-null and aligned; see above for who reads the word.
+        match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
+            Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
+            Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
+            Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
+            Err(err) => code_of(&err),
+        }
+    })
+}

@@ -1,0 +1,729 @@
+//! Wait/notify, the robust mutex and the async wait service, across real processes.
+//!
+//! Child processes are this test binary run again with `--exact child_entry` and the role in
+//! `SB_SYNC_ROLE`; [`child_entry`] does nothing in a normal run. Every test owns a segment whose
+//! name includes the test's name and the pid, and unlinks it on drop, pass or fail; every child
+//! is killed and reaped on drop.
+
+use std::env;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use shared_buffer::ffi;
+use shared_buffer::sync::{
+    self, AsyncStart, DEFAULT_SPINS, InitOutcome, LockOutcome, MUTEX_SIZE, Mutex, NOTIFY_ALL,
+    WaitOutcome, notify, wait, wait_spin,
+};
+use shared_buffer::{Options, Segment, SegmentId};
+
+const LONG: Duration = Duration::from_secs(10);
+/// Where tests put their mutex.
+const MUTEX_AT: usize = 64;
+/// Where tests put the counter the mutex protects.
+const COUNTER_AT: usize = 128;
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/// A named segment, unlinked on drop.
+struct TestSeg {
+    id: SegmentId,
+    name: String,
+    seg: Segment,
+}
+
+impl TestSeg {
+    fn new(test: &str) -> Self {
+        let name = format!("/sb-sync-{test}-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id); // a leftover of a crashed earlier run
+        let seg = Segment::create(&id, 4096, &Options::default()).unwrap();
+        Self { id, name, seg }
+    }
+
+    fn word(&self, index: usize) -> &AtomicU32 {
+        self.seg.atomic_u32(index * 4)
+    }
+}
+
+impl Drop for TestSeg {
+    fn drop(&mut self) {
+        let _ = Segment::unlink(&self.id);
+    }
+}
+
+/// Children, killed and reaped on drop.
+#[derive(Default)]
+struct Kids(Vec<Child>);
+
+impl Kids {
+    fn spawn(&mut self, role: &str, seg: &TestSeg, vars: &[(&str, String)]) -> usize {
+        let mut cmd = Command::new(env::current_exe().unwrap());
+        cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+            .env("SB_SYNC_ROLE", role)
+            .env("SB_SYNC_SEG", &seg.name)
+            .stdout(Stdio::null());
+        for (key, value) in vars {
+            cmd.env(key, value);
+        }
+        self.0.push(cmd.spawn().unwrap());
+        self.0.len() - 1
+    }
+
+    /// Waits for every child and asserts that each succeeded.
+    fn join_all(&mut self) {
+        for mut child in self.0.drain(..) {
+            let status = child.wait().unwrap();
+            assert!(status.success(), "child failed: {status}");
+        }
+    }
+}
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (parking, with a deadline) until `word` holds `want`.
+fn await_value(word: &AtomicU32, want: u32) {
+    let start = Instant::now();
+    loop {
+        let now = word.load(Ordering::Acquire);
+        if now == want {
+            return;
+        }
+        assert!(start.elapsed() < LONG, "word stuck at {now}, wanted {want}");
+        wait(word, now, Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+fn errno(err: std::io::Error) -> i32 {
+    err.raw_os_error().expect("an OS error")
+}
+
+// ---- child roles --------------------------------------------------------------------------
+
+/// The entry point of child processes; a no-op test otherwise.
+#[test]
+fn child_entry() {
+    let Ok(role) = env::var("SB_SYNC_ROLE") else {
+        return;
+    };
+    let name = env::var("SB_SYNC_SEG").unwrap();
+    let id = SegmentId::name(&name).unwrap();
+    let seg = Segment::open(&id, None, &Options::default()).unwrap();
+    let var = |key: &str| env::var(key).unwrap().parse::<u32>().unwrap();
+    match role.as_str() {
+        "pingpong" => child_pingpong(&seg, var("SB_SYNC_SPINS")),
+        "waiter" => child_waiter(&seg, var("SB_SYNC_INDEX") as usize),
+        "hold" => child_hold(&seg),
+        "count" => child_count(&seg, var("SB_SYNC_ROUNDS")),
+        "notifier" => {
+            std::thread::sleep(Duration::from_millis(100));
+            seg.atomic_u32(0).store(1, Ordering::Release);
+            notify(seg.atomic_u32(0), NOTIFY_ALL).unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Echoes every value of word 0 into word 1 until it reads `u32::MAX`.
+fn child_pingpong(seg: &Segment, spins: u32) {
+    let (ping, pong) = (seg.atomic_u32(0), seg.atomic_u32(4));
+    let mut last = 0;
+    loop {
+        let now = ping.load(Ordering::Acquire);
+        if now == last {
+            let outcome = wait_spin(ping, last, Some(LONG), spins).unwrap();
+            assert_ne!(outcome, WaitOutcome::TimedOut, "lost wake-up in the child");
+            continue;
+        }
+        if now == u32::MAX {
+            return;
+        }
+        last = now;
+        pong.store(now, Ordering::Release);
+        notify(pong, 1).unwrap();
+    }
+}
+
+/// Counts itself ready in word 1, waits on word 0 (expected 0), then records its outcome in
+/// word 3 + index (1 woken, 2 not-equal, 3 timed out) and counts itself done in word 2.
+fn child_waiter(seg: &Segment, index: usize) {
+    seg.atomic_u32(4).fetch_add(1, Ordering::AcqRel);
+    let outcome = wait(seg.atomic_u32(0), 0, Some(Duration::from_secs(20))).unwrap();
+    let code = match outcome {
+        WaitOutcome::Woken => 1,
+        WaitOutcome::NotEqual => 2,
+        WaitOutcome::TimedOut => 3,
+    };
+    seg.atomic_u32((3 + index) * 4)
+        .store(code, Ordering::Release);
+    seg.atomic_u32(8).fetch_add(1, Ordering::AcqRel);
+}
+
+/// Takes the mutex, says so in word 0, and holds it until killed.
+fn child_hold(seg: &Segment) {
+    let mutex = Mutex::open_in(seg, MUTEX_AT).unwrap();
+    mutex.lock(Some(LONG)).unwrap();
+    seg.atomic_u32(0).store(1, Ordering::Release);
+    notify(seg.atomic_u32(0), NOTIFY_ALL).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Increments the plain counter under the mutex `rounds` times.
+fn child_count(seg: &Segment, rounds: u32) {
+    let mutex = Mutex::open_in(seg, MUTEX_AT).unwrap();
+    for _ in 0..rounds {
+        bump(seg, mutex);
+    }
+}
+
+/// One plain (non-atomic) read-modify-write of the counter, under the lock.
+fn bump(seg: &Segment, mutex: &Mutex) {
+    let guard = mutex.guard(Some(LONG)).unwrap();
+    assert!(!guard.owner_died());
+    // SAFETY: inside the segment, 8-byte aligned, and only ever touched under the mutex.
+    unsafe {
+        let counter = seg.as_ptr().add(COUNTER_AT).cast::<u64>();
+        counter.write(counter.read() + 1);
+    }
+}
+
+// ---- wait and notify ----------------------------------------------------------------------
+
+#[test]
+fn wait_returns_not_equal_at_once() {
+    let word = AtomicU32::new(7);
+    assert_eq!(wait(&word, 8, None).unwrap(), WaitOutcome::NotEqual);
+    assert_eq!(wait(&word, 8, Some(LONG)).unwrap(), WaitOutcome::NotEqual);
+    assert_eq!(
+        wait_spin(&word, 8, None, DEFAULT_SPINS).unwrap(),
+        WaitOutcome::NotEqual
+    );
+}
+
+#[test]
+fn wait_times_out_no_earlier_than_the_timeout() {
+    let word = AtomicU32::new(0);
+    assert_eq!(
+        wait(&word, 0, Some(Duration::ZERO)).unwrap(),
+        WaitOutcome::TimedOut
+    );
+    for ms in [1, 20, 60] {
+        let timeout = Duration::from_millis(ms);
+        let start = Instant::now();
+        assert_eq!(
+            wait(&word, 0, Some(timeout)).unwrap(),
+            WaitOutcome::TimedOut
+        );
+        assert!(start.elapsed() >= timeout);
+        let start = Instant::now();
+        assert_eq!(
+            wait_spin(&word, 0, Some(timeout), DEFAULT_SPINS).unwrap(),
+            WaitOutcome::TimedOut
+        );
+        assert!(start.elapsed() >= timeout);
+    }
+}
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn wait_retries_after_a_signal_with_the_time_left() {
+    // SAFETY: installs a handler that only bumps an atomic; no SA_RESTART, so the futex call
+    // returns EINTR to user space.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = count_signal as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let timeout = Duration::from_millis(300);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let word = AtomicU32::new(0);
+        let start = Instant::now();
+        let outcome = wait(&word, 0, Some(timeout)).unwrap();
+        (outcome, start.elapsed())
+    });
+    let thread = rx.recv().unwrap();
+    let before = SIGNALS.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(30));
+        // SAFETY: the thread is alive until it is joined below (its wait lasts 300 ms).
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+    }
+    let (outcome, elapsed) = waiter.join().unwrap();
+    assert!(SIGNALS.load(Ordering::SeqCst) > before, "no signal arrived");
+    assert_eq!(outcome, WaitOutcome::TimedOut);
+    assert!(elapsed >= timeout, "returned after {elapsed:?}");
+}
+
+fn ping_pong(test: &str, spins: u32) {
+    let seg = TestSeg::new(test);
+    let mut kids = Kids::default();
+    kids.spawn("pingpong", &seg, &[("SB_SYNC_SPINS", spins.to_string())]);
+    let (ping, pong) = (seg.word(0), seg.word(1));
+    for round in 1..=1000 {
+        ping.store(round, Ordering::Release);
+        notify(ping, 1).unwrap();
+        loop {
+            let now = pong.load(Ordering::Acquire);
+            if now == round {
+                break;
+            }
+            let outcome = wait_spin(pong, now, Some(LONG), spins).unwrap();
+            assert_ne!(outcome, WaitOutcome::TimedOut, "lost wake-up at {round}");
+        }
+    }
+    ping.store(u32::MAX, Ordering::Release);
+    notify(ping, 1).unwrap();
+    kids.join_all();
+}
+
+#[test]
+fn ping_pong_1000_round_trips_between_processes() {
+    ping_pong("pingpong-park", 0);
+}
+
+#[test]
+fn ping_pong_1000_round_trips_spin_then_park() {
+    ping_pong("pingpong-spin", DEFAULT_SPINS);
+}
+
+#[test]
+fn notify_one_wakes_exactly_one_process_and_all_wakes_the_rest() {
+    let seg = TestSeg::new("notify");
+    let mut kids = Kids::default();
+    for index in 0..3 {
+        kids.spawn("waiter", &seg, &[("SB_SYNC_INDEX", index.to_string())]);
+    }
+    let (word, ready, done) = (seg.word(0), seg.word(1), seg.word(2));
+    await_value(ready, 3);
+    // A child counts itself ready just before it parks: notify until the kernel says it woke one.
+    let start = Instant::now();
+    while notify(word, 1).unwrap() == 0 {
+        assert!(start.elapsed() < LONG, "no child ever parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        done.load(Ordering::Acquire),
+        1,
+        "notify(1) woke more than one"
+    );
+    // (Counts from a notify-all are exact on Linux only, so watch the children instead.)
+    let start = Instant::now();
+    while done.load(Ordering::Acquire) < 3 {
+        assert!(start.elapsed() < LONG, "the others never parked");
+        notify(word, NOTIFY_ALL).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kids.join_all();
+    assert_eq!(done.load(Ordering::Acquire), 3);
+    for index in 0..3 {
+        assert_eq!(
+            seg.word(3 + index).load(Ordering::Acquire),
+            1,
+            "child {index}"
+        );
+    }
+}
+
+// ---- mutex ------------------------------------------------------------------------------
+
+#[test]
+fn mutex_reports_a_killed_owner_and_stays_usable() {
+    let seg = TestSeg::new("mutex-kill");
+    let (mutex, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    assert_eq!(how, InitOutcome::Initialized);
+    let flag = seg.word(0);
+
+    // 1. Killed while this process waits in lock().
+    let mut kids = Kids::default();
+    kids.spawn("hold", &seg, &[]);
+    await_value(flag, 1);
+    assert_eq!(errno(mutex.try_lock().unwrap_err()), libc::EBUSY);
+    assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+    let start = Instant::now();
+    let timeout = Duration::from_millis(100);
+    assert_eq!(
+        errno(mutex.lock(Some(timeout)).unwrap_err()),
+        libc::ETIMEDOUT
+    );
+    assert!(start.elapsed() >= timeout);
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let outcome = mutex.lock(Some(LONG)).unwrap();
+            mutex.unlock().unwrap();
+            outcome
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let mut child = kids.0.pop().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert_eq!(waiter.join().unwrap(), LockOutcome::OwnerDied);
+    });
+    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
+    mutex.unlock().unwrap();
+
+    // 2. Killed with nobody waiting: the next lock finds out.
+    flag.store(0, Ordering::Release);
+    kids.spawn("hold", &seg, &[]);
+    await_value(flag, 1);
+    let mut child = kids.0.pop().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let guard = mutex.guard(Some(LONG)).unwrap();
+    assert!(guard.owner_died());
+    drop(guard);
+    assert_eq!(mutex.try_lock().unwrap(), LockOutcome::Acquired);
+    mutex.unlock().unwrap();
+}
+
+#[test]
+fn mutex_keeps_a_plain_counter_exact_across_processes() {
+    const KIDS: usize = 4;
+    const ROUNDS: u32 = 5_000;
+    let seg = TestSeg::new("mutex-count");
+    let (mutex, _) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    let mut kids = Kids::default();
+    for _ in 0..KIDS {
+        kids.spawn("count", &seg, &[("SB_SYNC_ROUNDS", ROUNDS.to_string())]);
+    }
+    for _ in 0..ROUNDS {
+        bump(&seg.seg, mutex);
+    }
+    kids.join_all();
+    let _guard = mutex.guard(None).unwrap();
+    // SAFETY: inside the segment, aligned, read under the lock.
+    let total = unsafe { seg.seg.as_ptr().add(COUNTER_AT).cast::<u64>().read() };
+    assert_eq!(total, (KIDS as u64 + 1) * u64::from(ROUNDS));
+}
+
+#[test]
+fn mutex_error_codes() {
+    let seg = TestSeg::new("mutex-errors");
+    assert_eq!(
+        Mutex::open_in(&seg.seg, MUTEX_AT).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput,
+        "an uninitialised mutex must be refused"
+    );
+    assert!(
+        Mutex::init_in(&seg.seg, MUTEX_AT + 4).is_err(),
+        "misaligned"
+    );
+    assert!(
+        Mutex::init_in(&seg.seg, 4096 - MUTEX_SIZE + 8).is_err(),
+        "out of bounds"
+    );
+    let (mutex, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    assert_eq!(how, InitOutcome::Initialized);
+    let (_, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    assert_eq!(how, InitOutcome::AlreadyInitialized);
+    let opened = Mutex::open_in(&seg.seg, MUTEX_AT).unwrap();
+
+    assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
+    assert_eq!(errno(opened.lock(None).unwrap_err()), libc::EDEADLK);
+    assert_eq!(errno(opened.try_lock().unwrap_err()), libc::EDEADLK);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+                assert_eq!(errno(mutex.try_lock().unwrap_err()), libc::EBUSY);
+                let timeout = Duration::from_millis(50);
+                let start = Instant::now();
+                assert_eq!(
+                    errno(mutex.lock(Some(timeout)).unwrap_err()),
+                    libc::ETIMEDOUT
+                );
+                assert!(start.elapsed() >= timeout);
+                assert_eq!(
+                    errno(mutex.lock(Some(Duration::ZERO)).unwrap_err()),
+                    libc::ETIMEDOUT
+                );
+            })
+            .join()
+            .unwrap();
+    });
+    mutex.unlock().unwrap();
+    assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+
+    // Bytes that are neither zero nor a mutex.
+    seg.seg
+        .atomic_u32(1024)
+        .store(0xdead_beef, Ordering::Relaxed);
+    assert_eq!(
+        Mutex::init_in(&seg.seg, 1024).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn racing_initialisers_agree() {
+    let seg = TestSeg::new("mutex-race");
+    let outcomes: Vec<InitOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| Mutex::init_in(&seg.seg, MUTEX_AT).unwrap().1))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let firsts = outcomes
+        .iter()
+        .filter(|o| **o == InitOutcome::Initialized)
+        .count();
+    assert_eq!(firsts, 1);
+    let mutex = Mutex::open_in(&seg.seg, MUTEX_AT).unwrap();
+    assert_eq!(mutex.try_lock().unwrap(), LockOutcome::Acquired);
+    mutex.unlock().unwrap();
+}
+
+// ---- the C ABI ----------------------------------------------------------------------------
+
+#[test]
+fn c_abi_wait_and_notify() {
+    let word = AtomicU32::new(3);
+    let addr = word.as_ptr().cast_const();
+    // SAFETY: (all sb_* calls) the addresses are live words, null, misaligned, or unmapped on
+    // purpose; the ABI checks the first two and the kernel reports the last.
+    unsafe {
+        assert_eq!(ffi::sb_wait(addr, 4, -1), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_wait(addr, 3, 0), ffi::SB_WAIT_TIMED_OUT);
+        let start = Instant::now();
+        assert_eq!(ffi::sb_wait(addr, 3, 20_000_000), ffi::SB_WAIT_TIMED_OUT);
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(
+            ffi::sb_wait_spin(addr, 3, 1_000_000, 100),
+            ffi::SB_WAIT_TIMED_OUT
+        );
+        assert_eq!(ffi::sb_wait_spin(addr, 4, -1, 100), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_notify(addr, 1), 0);
+        assert_eq!(ffi::sb_wait(std::ptr::null(), 0, 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_notify(std::ptr::null(), 1), -libc::EINVAL);
+        let odd = addr.cast::<u8>().add(1).cast::<u32>();
+        assert_eq!(ffi::sb_wait(odd, 0, 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_notify(odd, 1), -libc::EINVAL);
+        assert_eq!(ffi::sb_wait_spin(odd, 0, 0, 1), -libc::EINVAL);
+
+        // A stale address: the kernel reports EFAULT, nothing crashes (Linux only: elsewhere
+        // the word is read in user space first).
+        #[cfg(target_os = "linux")]
+        {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            assert_eq!(libc::munmap(page, 4096), 0);
+            assert_eq!(ffi::sb_wait(page.cast(), 0, -1), -libc::EFAULT);
+            assert_eq!(ffi::sb_wait(page.cast(), 0, 0), -libc::EFAULT);
+            assert_eq!(ffi::sb_notify(page.cast(), 1), -libc::EFAULT);
+        }
+
+        // A waiter on another thread, woken through the ABI (notify until the kernel says it
+        // woke one: the thread may not have parked yet).
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| ffi::sb_wait(word.as_ptr(), 3, 10_000_000_000));
+            let start = Instant::now();
+            while ffi::sb_notify(addr, u32::MAX) != 1 {
+                assert!(start.elapsed() < LONG, "the waiter never parked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(waiter.join().unwrap(), ffi::SB_WAIT_OK);
+        });
+    }
+}
+
+#[test]
+fn c_abi_mutex() {
+    let seg = TestSeg::new("abi-mutex");
+    let base = seg.seg.as_ptr();
+    assert_eq!(ffi::sb_mutex_size() as usize, MUTEX_SIZE);
+    assert_eq!(ffi::sb_mutex_align(), 8);
+    // SAFETY: (all sb_* calls) addresses inside the segment (or null / misaligned on purpose).
+    unsafe {
+        let m = base.add(MUTEX_AT);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), -libc::EINVAL, "not initialised");
+        assert_eq!(ffi::sb_mutex_init(std::ptr::null_mut()), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_init(m.add(4)), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_init(m), 0);
+        assert_eq!(ffi::sb_mutex_init(m), 1);
+        assert_eq!(ffi::sb_mutex_unlock(m), -libc::EPERM);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), ffi::SB_LOCK_ACQUIRED);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), -libc::EDEADLK);
+        assert_eq!(ffi::sb_mutex_trylock(m), -libc::EDEADLK);
+        let p = m as usize;
+        std::thread::spawn(move || {
+            let m = p as *mut u8;
+            assert_eq!(ffi::sb_mutex_trylock(m), -libc::EBUSY);
+            assert_eq!(ffi::sb_mutex_lock(m, 30_000_000), -libc::ETIMEDOUT);
+            assert_eq!(ffi::sb_mutex_unlock(m), -libc::EPERM);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(ffi::sb_mutex_unlock(m), 0);
+        assert_eq!(ffi::sb_mutex_trylock(m), ffi::SB_LOCK_ACQUIRED);
+        assert_eq!(ffi::sb_mutex_unlock(m), 0);
+        assert_eq!(ffi::sb_mutex_lock(std::ptr::null_mut(), 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_unlock(m.add(4)), -libc::EINVAL);
+    }
+}
+
+// ---- the async wait service ---------------------------------------------------------------
+
+static EVENTS: StdMutex<Vec<(u64, i32)>> = StdMutex::new(Vec::new());
+static EVENT: Condvar = Condvar::new();
+
+extern "C" fn record(token: u64, result: i32) {
+    EVENTS.lock().unwrap().push((token, result));
+    EVENT.notify_all();
+}
+
+/// The result the callback got for `token`, waiting up to 10 s for it.
+fn event(token: u64) -> i32 {
+    let deadline = Instant::now() + LONG;
+    let mut events = EVENTS.lock().unwrap();
+    loop {
+        if let Some(at) = events.iter().position(|(t, _)| *t == token) {
+            return events.remove(at).1;
+        }
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no callback for token {token}"));
+        events = EVENT.wait_timeout(events, left).unwrap().0;
+    }
+}
+
+fn no_event(token: u64) -> bool {
+    !EVENTS.lock().unwrap().iter().any(|(t, _)| *t == token)
+}
+
+/// One test owns the process-wide callback, so these steps run in order.
+#[test]
+fn async_wait_service() {
+    let seg = TestSeg::new("async");
+    let word = seg.word(0);
+    let addr = word.as_ptr().cast_const();
+    // SAFETY: (all sb_* calls) `addr` is a live word of the segment, which outlives every wait
+    // registered here (each one is seen to end before the segment drops).
+    unsafe {
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, -1, 1),
+            -libc::EINVAL,
+            "no callback yet"
+        );
+        assert_eq!(ffi::sb_set_wake_callback(Some(record)), 0);
+        assert_eq!(
+            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1),
+            -libc::EINVAL
+        );
+
+        // Settled at once: no callback.
+        assert_eq!(ffi::sb_wait_async(addr, 9, -1, 2), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_wait_async(addr, 0, 0, 3), ffi::SB_WAIT_TIMED_OUT);
+
+        // Woken by a notify from this process.
+        assert_eq!(ffi::sb_wait_async(addr, 0, -1, 10), ffi::SB_WAIT_PENDING);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(no_event(10), "called back before any notify");
+        word.store(1, Ordering::Release);
+        ffi::sb_notify(addr, u32::MAX);
+        assert_eq!(event(10), ffi::SB_WAIT_OK);
+
+        // Timed out, no earlier than asked.
+        let start = Instant::now();
+        assert_eq!(
+            ffi::sb_wait_async(addr, 1, 50_000_000, 11),
+            ffi::SB_WAIT_PENDING
+        );
+        assert_eq!(event(11), ffi::SB_WAIT_TIMED_OUT);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+
+        // Woken by another process: five waits on one word.
+        word.store(0, Ordering::Release);
+        let mut kids = Kids::default();
+        kids.spawn("notifier", &seg, &[]);
+        for token in 20..25 {
+            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token), 0);
+        }
+        for token in 20..25 {
+            assert_eq!(event(token), ffi::SB_WAIT_OK, "token {token}");
+        }
+        kids.join_all();
+
+        // Threads are reused: sequential waits spawn nothing new once one is idle.
+        let spawned = sync::service_stats().spawned;
+        for round in 0..50u32 {
+            let token = 100 + u64::from(round);
+            word.store(round, Ordering::Release);
+            assert_eq!(ffi::sb_wait_async(addr, round, -1, token), 0);
+            word.store(round + 1, Ordering::Release);
+            ffi::sb_notify(addr, u32::MAX);
+            assert_eq!(event(token), ffi::SB_WAIT_OK);
+        }
+        assert!(sync::service_stats().spawned - spawned <= 1);
+
+        // Many at once: one thread each, all woken.
+        for i in 0..100 {
+            seg.word(10 + i).store(0, Ordering::Release);
+            let token = 1000 + i as u64;
+            assert_eq!(
+                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token),
+                0
+            );
+        }
+        assert!(sync::service_stats().pending >= 100);
+        for i in 0..100 {
+            seg.word(10 + i).store(1, Ordering::Release);
+            ffi::sb_notify(seg.word(10 + i).as_ptr(), 1);
+        }
+        for i in 0..100 {
+            assert_eq!(event(1000 + i), ffi::SB_WAIT_OK);
+        }
+        let stats = sync::service_stats();
+        assert!(stats.threads >= 100, "{stats:?}");
+
+        assert_eq!(ffi::sb_set_wake_callback(None), 0);
+    }
+
+    // The Rust API, with a closure.
+    word.store(5, Ordering::Release);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // SAFETY: a live word of the segment, which outlives the wait (it ends before the drop).
+    let start = unsafe {
+        sync::wait_async(word.as_ptr(), 5, Some(LONG), move |r| {
+            tx.send(r.unwrap()).unwrap();
+        })
+    }
+    .unwrap();
+    assert_eq!(start, AsyncStart::Pending);
+    word.store(6, Ordering::Release);
+    notify(word, 1).unwrap();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), WaitOutcome::Woken);
+}

@@ -1,0 +1,314 @@
+/**
+ * Cross-process wait/notify and a robust lock, shaped like `Atomics.wait` / `Atomics.notify`.
+ *
+ * JavaScript's own `Atomics.wait` refuses buffers over foreign memory and only wakes threads of
+ * one process. These functions park in the kernel instead (Linux: a `futex` without
+ * `FUTEX_PRIVATE_FLAG`; macOS: `os_sync_wait_on_address` with the shared flag), so a waiter in one
+ * process is woken by a `notify` in any other, in either runtime.
+ *
+ * @module
+ */
+
+import { type Address, backend } from "./backend.ts";
+import { SharedMemoryError } from "./errors.ts";
+import { addressOf, throwCode } from "./shared_memory.ts";
+import * as check from "./validate.ts";
+
+/** How a wait ended, as `Atomics.wait` reports it. */
+export type WaitResult = "ok" | "not-equal" | "timed-out";
+
+/** Options for {@linkcode wait}. */
+export interface WaitOptions {
+  /**
+   * Check the word this many times (about 50 ns each) before parking in the kernel. Spinning
+   * trades CPU for latency when the other process answers within microseconds and runs on another
+   * core. Default 0: park at once.
+   */
+  spin?: number;
+}
+
+const RESULTS: readonly WaitResult[] = ["ok", "not-equal", "timed-out"];
+
+/** The Int32Array element's address, after every check. */
+function locate(view: unknown, index: unknown, caller: string): bigint {
+  if (!(view instanceof Int32Array)) {
+    throw new TypeError(
+      `${caller}: view must be an Int32Array over shared memory, got ${
+        view === null ? "null" : (view as object)?.constructor?.name ?? typeof view
+      }`,
+    );
+  }
+  const base = addressOf(view.buffer, caller);
+  const i = check.integer(index, "index", 0, Math.max(view.length - 1, 0));
+  if (view.length === 0) throw new RangeError(`${caller}: view is empty`);
+  return base + BigInt(view.byteOffset + i * 4);
+}
+
+const FOREVER = -1n;
+
+/** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
+function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): bigint {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return FOREVER;
+  if (typeof timeoutMs !== "number") {
+    throw new TypeError(`${what} must be a number of milliseconds, got ${typeof timeoutMs}`);
+  }
+  if (Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new RangeError(`${what} must be at least 0 (or Infinity), got ${timeoutMs}`);
+  }
+  const ns = Math.ceil(timeoutMs * 1e6);
+  return ns > Number.MAX_SAFE_INTEGER ? FOREVER : BigInt(ns);
+}
+
+/** The value as the kernel compares it: the 32 bits of an Int32Array element. */
+function word(expected: unknown): number {
+  return check.integer(expected, "expected", -(2 ** 31), 2 ** 32 - 1) >>> 0;
+}
+
+function result(code: number, caller: string): WaitResult {
+  if (code < 0) throwCode(code, caller);
+  return RESULTS[code];
+}
+
+/**
+ * Blocks the calling thread while `view[index]` holds `expected`, until another process (or
+ * thread) calls {@linkcode notify} on the same element, or `timeoutMs` passes.
+ *
+ * @param view An Int32Array over a segment of this library.
+ * @param index The element to wait on.
+ * @param expected The value to wait for a change from (compared as 32 bits).
+ * @param timeoutMs How long to wait at most; default forever. It may end slightly later, never
+ *   earlier.
+ * @returns `"ok"` when woken (spurious wake-ups are possible: re-check your condition, as with
+ *   `Atomics.wait`), `"not-equal"` if the value already differed, `"timed-out"`.
+ * @throws {TypeError} If `view` is not an Int32Array over this library's memory.
+ * @throws {RangeError} For a bad index, expected value or timeout.
+ * @throws {SharedMemoryError} `EBADF` if the segment was closed.
+ *
+ * @example
+ * ```ts
+ * const flags = new Int32Array(shm.buffer);
+ * while (Atomics.load(flags, 0) === 0) wait(flags, 0, 0);
+ * ```
+ */
+export function wait(
+  view: Int32Array,
+  index: number,
+  expected: number,
+  timeoutMs?: number,
+  options?: WaitOptions,
+): WaitResult {
+  const address = locate(view, index, "wait");
+  const value = word(expected);
+  const ns = timeoutNs(timeoutMs);
+  const spin = options?.spin === undefined
+    ? 0
+    : check.integer(options.spin, "options.spin", 0, 2 ** 32 - 1);
+  const b = backend();
+  return result(b.wait(b.address(address), value, ns, spin), "wait");
+}
+
+/**
+ * Like {@linkcode wait}, but returns a Promise and never blocks the event loop: timers, I/O and
+ * other promises keep running while it waits.
+ *
+ * Deno runs the kernel wait on a thread of its FFI pool. Bun's FFI has no such calls, so the
+ * native library parks the wait on a thread of its own pool and wakes the JavaScript thread
+ * through a thread-safe callback. An idle wait costs no CPU in either runtime. Closing the
+ * segment does not cancel a pending wait: it ends on a notify or its timeout.
+ *
+ * @example
+ * ```ts
+ * const flags = new Int32Array(shm.buffer);
+ * if (await waitAsync(flags, 0, 0, 1000) === "timed-out") console.log("nobody answered");
+ * ```
+ */
+export async function waitAsync(
+  view: Int32Array,
+  index: number,
+  expected: number,
+  timeoutMs?: number,
+): Promise<WaitResult> {
+  const address = locate(view, index, "waitAsync");
+  const value = word(expected);
+  const ns = timeoutNs(timeoutMs);
+  const b = backend();
+  return result(await b.waitAsync(b.address(address), value, ns), "waitAsync");
+}
+
+/**
+ * Wakes up to `count` waiters on `view[index]`, in any process.
+ *
+ * @param count How many to wake; default all.
+ * @returns How many were woken.
+ *
+ * @example
+ * ```ts
+ * Atomics.store(flags, 0, 1);
+ * notify(flags, 0);
+ * ```
+ */
+export function notify(view: Int32Array, index: number, count?: number): number {
+  const address = locate(view, index, "notify");
+  const n = count === undefined || count === Infinity
+    ? 0xffff_ffff
+    : check.integer(count, "count", 0, 0xffff_ffff);
+  const b = backend();
+  const woken = b.notify(b.address(address), n);
+  if (woken < 0) throwCode(woken, "notify");
+  return woken;
+}
+
+/**
+ * Proof of holding a {@linkcode Mutex}: unlock it with {@linkcode MutexGuard.unlock} or let
+ * `using` do it.
+ */
+export class MutexGuard implements Disposable {
+  /**
+   * True if the previous holder died while holding the lock: the data it protects may be half
+   * updated, so repair it before relying on it. The lock itself is healthy again.
+   */
+  readonly ownerDied: boolean;
+  #mutex: Mutex | undefined;
+
+  /** @internal Made by {@linkcode Mutex.lock} and {@linkcode Mutex.tryLock}. */
+  constructor(mutex: Mutex, ownerDied: boolean) {
+    this.#mutex = mutex;
+    this.ownerDied = ownerDied;
+  }
+
+  /** Unlocks the mutex; a second call does nothing. */
+  unlock(): void {
+    const mutex = this.#mutex;
+    this.#mutex = undefined;
+    mutex?.unlock();
+  }
+
+  /** Same as {@linkcode unlock}, for `using`. */
+  [Symbol.dispose](): void {
+    this.unlock();
+  }
+}
+
+/**
+ * A lock shared between processes that survives its holder's death, living in
+ * {@linkcode Mutex.BYTE_LENGTH} bytes at an 8-byte-aligned offset of a segment.
+ *
+ * When the process holding it dies (even by SIGKILL), the next `lock()` succeeds and its guard
+ * reports `ownerDied`, so the caller can repair the data. Linux uses a robust, process-shared
+ * `pthread_mutex_t`: an uncontended lock or unlock is a few atomic instructions and no system
+ * call. The lock belongs to the thread that took it: unlock it on the same thread.
+ *
+ * @example
+ * ```ts
+ * using shm = SharedMemory.openOrCreate({ name: "/jobs" }, 4096);
+ * const mutex = Mutex.init(shm.buffer, 0); // once per segment; later calls just attach
+ * const counter = new Float64Array(shm.buffer, Mutex.BYTE_LENGTH, 1);
+ * {
+ *   using guard = mutex.lock();
+ *   if (guard.ownerDied) counter[0] = recount();
+ *   counter[0] += 1;
+ * }
+ * ```
+ */
+export class Mutex {
+  /** Bytes a Mutex occupies. */
+  static readonly BYTE_LENGTH = 64;
+  /** Required alignment of its offset, in bytes. */
+  static readonly ALIGNMENT = 8;
+
+  #buffer: ArrayBuffer;
+  #address: Address;
+
+  private constructor(buffer: ArrayBuffer, address: bigint) {
+    this.#buffer = buffer;
+    this.#address = backend().address(address);
+  }
+
+  /**
+   * Sets up a mutex in zero-filled memory, or attaches to the one already there; safe when
+   * several processes race to do it.
+   *
+   * @param buffer A buffer of this library (`shm.buffer`, a `view()`, or `createSharedBuffer`).
+   * @param byteOffset Where in it; a multiple of {@linkcode Mutex.ALIGNMENT}. Default 0.
+   */
+  static init(buffer: ArrayBuffer, byteOffset = 0): Mutex {
+    const address = Mutex.#locate(buffer, byteOffset, "Mutex.init");
+    const b = backend();
+    const code = b.mutexInit(b.address(address));
+    if (code < 0) throwCode(code, `Mutex.init at byte ${byteOffset}`);
+    return new Mutex(buffer, address);
+  }
+
+  /**
+   * Attaches to a mutex another process set up with {@linkcode Mutex.init}.
+   *
+   * @throws {SharedMemoryError} `EINVAL` if no mutex was set up there.
+   */
+  static open(buffer: ArrayBuffer, byteOffset = 0): Mutex {
+    const address = Mutex.#locate(buffer, byteOffset, "Mutex.open");
+    const mutex = new Mutex(buffer, address);
+    const state = new Int32Array(buffer, byteOffset, 1);
+    if (Atomics.load(state, 0) !== 2) {
+      throw new SharedMemoryError(
+        `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init) (EINVAL)`,
+        "EINVAL",
+        22,
+      );
+    }
+    return mutex;
+  }
+
+  static #locate(buffer: unknown, byteOffset: unknown, caller: string): bigint {
+    if (!(buffer instanceof ArrayBuffer)) {
+      throw new TypeError(`${caller}: buffer must be an ArrayBuffer of this library`);
+    }
+    const base = addressOf(buffer, caller);
+    const offset = check.integer(
+      byteOffset,
+      "byteOffset",
+      0,
+      buffer.byteLength - Mutex.BYTE_LENGTH,
+    );
+    if (offset % Mutex.ALIGNMENT !== 0) {
+      throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);
+    }
+    return base + BigInt(offset);
+  }
+
+  /**
+   * Waits for the lock. Blocks the calling thread.
+   *
+   * @param timeoutMs How long to wait at most; default forever.
+   * @throws {SharedMemoryError} `ETIMEDOUT` when the time runs out; `EDEADLK` if this thread
+   *   already holds it; `EBADF` if the segment was closed.
+   */
+  lock(timeoutMs?: number): MutexGuard {
+    const ns = timeoutNs(timeoutMs);
+    const code = backend().mutexLock(this.#checked("lock"), ns);
+    if (code < 0) throwCode(code, "Mutex.lock");
+    return new MutexGuard(this, code === 1);
+  }
+
+  /** Takes the lock if it is free; returns `null` if another thread or process holds it. */
+  tryLock(): MutexGuard | null {
+    const code = backend().mutexTryLock(this.#checked("tryLock"));
+    if (code === -16) return null; // EBUSY
+    if (code < 0) throwCode(code, "Mutex.tryLock");
+    return new MutexGuard(this, code === 1);
+  }
+
+  /**
+   * Releases the lock.
+   *
+   * @throws {SharedMemoryError} `EPERM` if this thread does not hold it.
+   */
+  unlock(): void {
+    const code = backend().mutexUnlock(this.#checked("unlock"));
+    if (code < 0) throwCode(code, "Mutex.unlock");
+  }
+
+  #checked(what: string): Address {
+    if (this.#buffer.detached) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
+    return this.#address;
+  }
+}
