@@ -727,3 +727,20 @@ fn async_wait_service() {
     notify(word, 1).unwrap();
     assert_eq!(rx.recv_timeout(LONG).unwrap(), WaitOutcome::Woken);
 }
+
+#[test]
+fn notify_zero_wakes_nobody() {
+    let t = TestSeg::new("notify-zero");
+    let woken = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| wait(t.word(0), 0, Some(LONG)).unwrap());
+        // Give the waiter time to park, then ask for zero wake-ups: the kernel would wake one.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(notify(t.word(0), 0).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "notify(0) must not wake the waiter");
+        let woken = notify(t.word(0), 1).unwrap();
+        assert_eq!(waiter.join().unwrap(), WaitOutcome::Woken);
+        woken
+    });
+    assert_eq!(woken, 1);
+}

@@ -222,6 +222,11 @@ pub unsafe fn wait_spin_raw(
 /// # Errors
 /// As [`notify`]; `EFAULT`, `EINVAL` for bad addresses.
 pub unsafe fn notify_raw(addr: *const u32, count: u32) -> io::Result<usize> {
+    // The kernel's FUTEX_WAKE wakes one waiter when asked for zero; Atomics.notify(.., 0) wakes
+    // none, and so does this.
+    if count == 0 {
+        return Ok(0);
+    }
     // SAFETY: forwarded from the caller.
     unsafe { os::futex_wake(addr, count) }
 }

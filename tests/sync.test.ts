@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { cleanup, lib, test, uniqueName } from "./harness.ts";
+
+const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
+
+/** A fresh, already unlinked segment of `size` bytes. */
+function scratch(size = 4096) {
+  const name = uniqueName("sync");
+  const shm = SharedMemory.create({ name }, size);
+  cleanup({ name });
+  return shm;
+}
+
+test("wait: not-equal at once, timed-out no earlier than asked", () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  Atomics.store(i32, 3, 7);
+  assert.equal(wait(i32, 3, 8), "not-equal");
+  assert.equal(wait(i32, 3, 7, 0), "timed-out");
+  const start = performance.now();
+  assert.equal(wait(i32, 3, 7, 30), "timed-out");
+  assert.ok(performance.now() - start >= 29.9, "never earlier than the timeout");
+  assert.equal(wait(i32, 3, 7, 5, { spin: 100 }), "timed-out");
+  assert.equal(wait(i32, 3, 6, undefined, { spin: 100 }), "not-equal");
+});
+
+test("wait compares all 32 bits, signed or unsigned", () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  i32[0] = -1;
+  assert.equal(wait(i32, 0, 0xffff_ffff, 0), "timed-out", "-1 and 0xffffffff are the same word");
+  assert.equal(wait(i32, 0, -1, 0), "timed-out");
+  assert.equal(wait(i32, 0, 0, 0), "not-equal");
+});
+
+test("waitAsync: not-equal, timed-out, and a wake-up while timers keep running", async () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  assert.equal(await waitAsync(i32, 0, 1), "not-equal");
+  const start = performance.now();
+  assert.equal(await waitAsync(i32, 0, 0, 30), "timed-out");
+  assert.ok(performance.now() - start >= 29.9);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 2);
+  try {
+    const woken = waitAsync(i32, 1, 0);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    Atomics.store(i32, 1, 1);
+    notify(i32, 1);
+    assert.equal(await woken, "ok");
+    assert.ok(ticks >= 5, `the event loop kept running while waiting (ticks: ${ticks})`);
+  } finally {
+    clearInterval(timer);
+  }
+});
+
+test("notify wakes waitAsync waiters one at a time, then all", async () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  const results: string[] = [];
+  const waiters = [0, 1, 2].map(() => waitAsync(i32, 2, 0, 10_000).then((r) => results.push(r)));
+  // Let every waiter park in the kernel before notifying.
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  assert.equal(notify(i32, 2, 0), 0);
+  assert.equal(notify(i32, 2, 1), 1);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(results, ["ok"], "exactly one woke");
+  assert.equal(notify(i32, 2), 2);
+  await Promise.all(waiters);
+  assert.deepEqual(results, ["ok", "ok", "ok"]);
+  assert.equal(notify(i32, 2), 0, "nobody is left waiting");
+});
+
+test("wait/notify misuse: clear errors, the process lives on", () => {
+  const shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  const typeError = (what: string) => (e: unknown) =>
+    e instanceof TypeError && e.message.includes(what);
+  assert.throws(() => wait(new Int32Array(4), 0, 0, 0), typeError("SharedMemory"));
+  assert.throws(
+    () => wait(new Int32Array(new SharedArrayBuffer(16)), 0, 0, 0),
+    typeError("process-local"),
+  );
+  assert.throws(() => wait(new Uint32Array(shm.buffer) as never, 0, 0, 0), typeError("Int32Array"));
+  assert.throws(() => notify([0] as never, 0), typeError("Int32Array"));
+  assert.throws(() => wait(i32, i32.length, 0, 0), RangeError);
+  assert.throws(() => wait(i32, -1, 0, 0), RangeError);
+  assert.throws(() => wait(i32, 0.5, 0, 0), RangeError);
+  assert.throws(() => wait(i32, 0, 2 ** 32, 0), RangeError);
+  assert.throws(() => wait(i32, 0, 1.5, 0), RangeError);
+  assert.throws(() => wait(i32, 0, "0" as never, 0), TypeError);
+  assert.throws(() => wait(i32, 0, 0, -1), RangeError);
+  assert.throws(() => wait(i32, 0, 0, NaN), RangeError);
+  assert.throws(() => wait(i32, 0, 0, "1" as never), TypeError);
+  assert.throws(() => wait(i32, 0, 0, 0, { spin: -1 }), RangeError);
+  assert.throws(() => notify(i32, 0, -1), RangeError);
+  assert.rejects(waitAsync(new Int32Array(4), 0, 0), TypeError);
+  const offset = new Int32Array(shm.buffer, 64, 4);
+  Atomics.store(offset, 3, 5);
+  assert.equal(wait(offset, 3, 5, 0), "timed-out", "a view at an offset reaches the right word");
+  shm.close();
+  const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  assert.throws(() => wait(i32, 0, 0, 0), closed);
+  assert.throws(() => notify(i32, 0), closed);
+  assert.rejects(waitAsync(i32, 0, 0, 0), closed);
+});
+
+test("Mutex: lock, tryLock, unlock, guards with using", () => {
+  using shm = scratch();
+  const mutex = Mutex.init(shm.buffer, 64);
+  assert.equal(Mutex.BYTE_LENGTH, 64);
+  {
+    using guard = mutex.lock();
+    assert.equal(guard.ownerDied, false);
+    assert.throws(
+      () => mutex.lock(0),
+      (e) => e instanceof SharedMemoryError && e.code === "EDEADLK",
+      "relocking on the same thread is an error, not a hang",
+    );
+  }
+  const guard = mutex.tryLock();
+  assert.ok(guard, "free again after the using block");
+  guard.unlock();
+  guard.unlock(); // a guard unlocks once
+  assert.throws(
+    () => mutex.unlock(),
+    (e) => e instanceof SharedMemoryError && e.code === "EPERM",
+    "unlocking a lock you do not hold is an error",
+  );
+  // A second init attaches to the same mutex; open finds it.
+  const again = Mutex.init(shm.buffer, 64);
+  const opened = Mutex.open(shm.view(0, 256), 64);
+  using held = again.lock(1000);
+  assert.throws(
+    () => opened.lock(0),
+    (e) => e instanceof SharedMemoryError && e.code === "EDEADLK",
+  );
+  assert.equal(held.ownerDied, false);
+});
+
+test("Mutex misuse: bad buffers and offsets, no mutex there, closed segment", () => {
+  const shm = scratch();
+  assert.throws(() => Mutex.init(new ArrayBuffer(64)), TypeError);
+  assert.throws(
+    () => Mutex.init(shm.buffer, 4),
+    (e) => e instanceof RangeError && /multiple of 8/.test(e.message),
+  );
+  assert.throws(() => Mutex.init(shm.buffer, 4096 - 32), RangeError);
+  assert.throws(() => Mutex.init(shm.buffer, -8), RangeError);
+  assert.throws(
+    () => Mutex.open(shm.buffer, 128),
+    (e) => e instanceof SharedMemoryError && e.code === "EINVAL" && /Mutex.init/.test(e.message),
+  );
+  const mutex = Mutex.init(shm.buffer, 0);
+  assert.throws(() => mutex.lock(-5), RangeError);
+  shm.close();
+  const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  assert.throws(() => mutex.lock(), closed);
+  assert.throws(() => mutex.tryLock(), closed);
+  assert.throws(() => mutex.unlock(), closed);
+});
