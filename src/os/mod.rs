@@ -29,7 +29,7 @@ mod wait_stub;
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 pub use wait_stub::*;
 
-// The macOS and stub wait code cannot be built for their targets here; Linux test builds
+// The macOS and stub code cannot be built for their targets here; Linux test builds
 // type-check them (they use only items the libc crate also has on Linux).
 #[cfg(all(test, target_os = "linux"))]
 #[allow(dead_code)]
@@ -39,3 +39,7 @@ mod wait_macos_check;
 #[allow(dead_code)]
 #[path = "wait_stub.rs"]
 mod wait_stub_check;
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
+#[path = "stub.rs"]
+mod stub_check;
