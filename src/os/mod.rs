@@ -33,13 +33,13 @@ pub use wait_stub::*;
 // type-check them (they use only items the libc crate also has on Linux).
 #[cfg(all(test, target_os = "linux"))]
 #[allow(dead_code)]
+#[path = "stub.rs"]
+mod stub_check;
+#[cfg(all(test, target_os = "linux"))]
+#[allow(dead_code)]
 #[path = "wait_macos.rs"]
 mod wait_macos_check;
 #[cfg(all(test, target_os = "linux"))]
 #[allow(dead_code)]
 #[path = "wait_stub.rs"]
 mod wait_stub_check;
-#[cfg(all(test, target_os = "linux"))]
-#[allow(dead_code)]
-#[path = "stub.rs"]
-mod stub_check;
