@@ -1,0 +1,89 @@
+/**
+ * One side of a ping-pong through `wait` / `notify` on a turn counter (`Int32[0]` of a named
+ * segment). Side `<role>` (0 or 1) moves when the counter's parity equals its role: it bumps the
+ * counter with a compare-and-swap (which fails only if the other side moved out of turn) and
+ * notifies. After `<rounds>` round trips the counter is `2 * rounds`.
+ *
+ * `<mode>` `sync` waits with `wait`, `async` with `waitAsync`. A 10 ms `setInterval` ticks
+ * throughout; it counts all ticks and those that fell while a `waitAsync` was pending. With
+ * `<pauseEvery>` > 0, the side sleeps `<pauseMs>` (blocking) before every `<pauseEvery>`-th turn,
+ * so that the other side waits that long.
+ *
+ * Prints `ready <pid>`, then `result {turns, final, ticks, ticksWhileWaiting, elapsedMs, ...}`.
+ * Any wait that times out (10 s: a lost wake-up) or an out-of-turn move exits non-zero.
+ *
+ * Usage: `sx_pingpong.ts <name> <role> <rounds> <sync|async> [pauseEvery] [pauseMs]`
+ *
+ * @module
+ */
+
+import { args, lib, say } from "./lib.ts";
+import { check, pid, report, sleepSync } from "./sx_common.ts";
+
+const [name, roleArg, roundsArg, mode, pauseEveryArg = "0", pauseMsArg = "0"] = args;
+const role = Number(roleArg);
+const total = 2 * Number(roundsArg);
+const pauseEvery = Number(pauseEveryArg);
+const pauseMs = Number(pauseMsArg);
+check(role === 0 || role === 1, `bad role ${roleArg}`);
+check(mode === "sync" || mode === "async", `bad mode ${mode}`);
+const WAIT_MS = 10_000;
+
+const shm = lib.SharedMemory.open({ name });
+const turn = new Int32Array(shm.buffer, 0, 1);
+
+let ticks = 0;
+let ticksWhileWaiting = 0;
+let waiting = false;
+const timer = setInterval(() => {
+  ticks++;
+  if (waiting) ticksWhileWaiting++;
+}, 10);
+
+say(`ready ${pid}`);
+const start = performance.now();
+let turns = 0;
+let woken = 0;
+let notEqual = 0;
+let paused = 0;
+for (;;) {
+  let v = Atomics.load(turn, 0);
+  while (v < total && (v & 1) !== role) {
+    let r: ReturnType<typeof lib.wait>;
+    if (mode === "sync") {
+      r = lib.wait(turn, 0, v, WAIT_MS);
+    } else {
+      waiting = true;
+      r = await lib.waitAsync(turn, 0, v, WAIT_MS);
+      waiting = false;
+    }
+    check(r !== "timed-out", `side ${role}: no wake-up for ${WAIT_MS} ms at counter ${v}`);
+    if (r === "ok") woken++;
+    else notEqual++;
+    v = Atomics.load(turn, 0);
+  }
+  if (v >= total) break;
+  if (pauseEvery > 0 && turns % pauseEvery === pauseEvery - 1) {
+    sleepSync(pauseMs);
+    paused++;
+  }
+  const seen = Atomics.compareExchange(turn, 0, v, v + 1);
+  check(seen === v, `side ${role}: the counter moved from ${v} to ${seen} out of turn`);
+  lib.notify(turn, 0);
+  turns++;
+}
+const elapsedMs = performance.now() - start;
+clearInterval(timer);
+report({
+  role,
+  mode,
+  turns,
+  final: Atomics.load(turn, 0),
+  woken,
+  notEqual,
+  paused,
+  ticks,
+  ticksWhileWaiting,
+  elapsedMs,
+});
+shm.close();

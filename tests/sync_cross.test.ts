@@ -1,0 +1,606 @@
+/**
+ * `wait` / `waitAsync` / `notify` and `Mutex` across real processes of both runtimes: Deno-Bun
+ * ping-pong without a lost wake-up (children only, and this process as one side), `waitAsync`
+ * keeping the event loop running, notify counts with waiters in four processes, a lock holder
+ * killed with SIGKILL, four processes counting under the lock, and timeouts in children.
+ *
+ * Each test owns a named segment and removes it in `finally`, kills its children in `finally`,
+ * and bounds every wait, so a bug fails the test instead of hanging it. Times are only checked
+ * from below.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { arch } from "node:os";
+import type { SharedMemory as Segment } from "../mod.ts";
+import {
+  type Child,
+  cleanup,
+  lib,
+  runtimes,
+  scriptCommand,
+  start,
+  test,
+  uniqueName,
+} from "./harness.ts";
+import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./children/sx_layout.ts";
+
+const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
+
+type Runtime = (typeof runtimes)[number];
+type Done = Awaited<Child["done"]>;
+
+const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
+
+/** `promise`, or a rejection naming `what` once `ms` have passed. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Starts `script` in `which`, remembering the child in `children` for the `finally`. */
+function spawn(children: Child[], which: Runtime, script: string, args: string[]): Child {
+  const child = start(scriptCommand(which, script, args));
+  children.push(child);
+  return child;
+}
+
+/** SIGKILLs every child (harmless for those that already exited). */
+function killAll(children: Child[]): void {
+  for (const child of children) child.kill("SIGKILL");
+}
+
+/** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */
+async function finished(child: Child, what: string, ms = 20_000): Promise<Done> {
+  const r = await within(child.done, ms, `${what} to exit`);
+  if (r.code !== 0) {
+    throw new Error(`${what} exited with ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}`);
+  }
+  return r;
+}
+
+/** The JSON of a child's `result ` line. */
+function resultOf(r: Done, what: string): Record<string, unknown> {
+  const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+  if (line === undefined) throw new Error(`${what} printed no result:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(line.slice("result ".length));
+}
+
+/** A fresh named segment of 4 KiB for `body` (its name and this process's mapping), removed after. */
+async function withSegment(
+  tag: string,
+  body: (name: string, shm: Segment) => Promise<void>,
+): Promise<void> {
+  const name = uniqueName(tag);
+  try {
+    using shm = SharedMemory.create({ name }, 4096);
+    await body(name, shm);
+  } finally {
+    cleanup({ name });
+  }
+}
+
+// ---- 1. Ping-pong between a Deno and a Bun process -----------------------------------------------
+
+const ROUNDS = 10_000;
+
+interface PingPong {
+  role: number;
+  mode: string;
+  turns: number;
+  final: number;
+  paused: number;
+  ticks: number;
+  ticksWhileWaiting: number;
+  elapsedMs: number;
+}
+
+function assertSide(r: PingPong, role: number, what: string): void {
+  assert.equal(r.role, role, `${what}: role`);
+  assert.equal(r.turns, ROUNDS, `${what}: turns taken`);
+  assert.equal(r.final, 2 * ROUNDS, `${what}: counter at the end`);
+}
+
+for (const first of runtimes) {
+  test(`${first} (first to move) and ${other(first)} children ping-pong ${ROUNDS} times with wait/notify`, async () => {
+    await withSegment("sx-pp", async (name, shm) => {
+      const turn = new Int32Array(shm.buffer, 0, 1);
+      const children: Child[] = [];
+      try {
+        const sides = [first, other(first)].map((which, role) =>
+          spawn(children, which, "sx_pingpong.ts", [name, String(role), String(ROUNDS), "sync"])
+        );
+        const results = await Promise.all(
+          sides.map((c, role) => finished(c, `side ${role}`, 30_000)),
+        );
+        results.forEach((r, role) => {
+          const side = resultOf(r, `side ${role}`) as unknown as PingPong;
+          assertSide(side, role, `${[first, other(first)][role]} side ${role}`);
+          // A blocking wait never lets the side's event loop run: its timer cannot tick. (This
+          // is what makes the waitAsync tick counts below mean something.)
+          assert.equal(side.ticks, 0, `side ${role}: ticks of a process blocked in wait`);
+        });
+        assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "the counter in this process");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+/**
+ * This process as side 0 of the ping-pong: the same loop as `sx_pingpong.ts`, with `wait` or
+ * `waitAsync`. Returns the turns taken.
+ */
+async function playSide0(turn: Int32Array, useAsync: boolean): Promise<number> {
+  const total = 2 * ROUNDS;
+  let turns = 0;
+  for (;;) {
+    let v = Atomics.load(turn, 0);
+    while (v < total && (v & 1) !== 0) {
+      const r = useAsync ? await waitAsync(turn, 0, v, 10_000) : wait(turn, 0, v, 10_000);
+      assert.notEqual(r, "timed-out", `this process: no wake-up for 10 s at counter ${v}`);
+      v = Atomics.load(turn, 0);
+    }
+    if (v >= total) return turns;
+    assert.equal(Atomics.compareExchange(turn, 0, v, v + 1), v, "the child moved out of turn");
+    notify(turn, 0);
+    turns++;
+  }
+}
+
+for (const child of runtimes) {
+  test(`this process (wait) ping-pongs ${ROUNDS} times with a ${child} child (wait)`, async () => {
+    await withSegment("sx-pp-self", async (name, shm) => {
+      const turn = new Int32Array(shm.buffer, 0, 1);
+      const children: Child[] = [];
+      try {
+        const c = spawn(children, child, "sx_pingpong.ts", [name, "1", String(ROUNDS), "sync"]);
+        // Blocks this process until the child has played; each wait is bounded by 10 s.
+        assert.equal(await playSide0(turn, false), ROUNDS, "this process's turns");
+        assertSide(resultOf(await finished(c, "child"), "child") as unknown as PingPong, 1, child);
+        assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "counter");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// ---- 2. waitAsync keeps the event loop running ---------------------------------------------------
+
+/** The blocking side pauses this long before every PAUSE_EVERY-th turn, so the other side waits. */
+const PAUSE_EVERY = 1000;
+const PAUSE_MS = 30;
+const TICK_MS = 10;
+
+/** Timer ticks expected at the least in `ms`: a quarter of the ideal count (loaded machines). */
+const minTicks = (ms: number) => Math.floor(ms / TICK_MS / 4);
+
+for (const asyncSide of runtimes) {
+  test(
+    `a ${asyncSide} child in waitAsync keeps its timers ticking through ${ROUNDS} round trips with a ${
+      other(asyncSide)
+    } child`,
+    async () => {
+      await withSegment("sx-pp-async", async (name) => {
+        const children: Child[] = [];
+        try {
+          const a = spawn(children, asyncSide, "sx_pingpong.ts", [
+            name,
+            "0",
+            String(ROUNDS),
+            "async",
+          ]);
+          const b = spawn(children, other(asyncSide), "sx_pingpong.ts", [
+            name,
+            "1",
+            String(ROUNDS),
+            "sync",
+            String(PAUSE_EVERY),
+            String(PAUSE_MS),
+          ]);
+          const [ra, rb] = await Promise.all([
+            finished(a, "waitAsync side", 30_000),
+            finished(b, "wait side", 30_000),
+          ]);
+          const sideA = resultOf(ra, "waitAsync side") as unknown as PingPong;
+          const sideB = resultOf(rb, "wait side") as unknown as PingPong;
+          assertSide(sideA, 0, `${asyncSide} waitAsync side`);
+          assertSide(sideB, 1, `${other(asyncSide)} wait side`);
+          const pausedMs = sideB.paused * PAUSE_MS;
+          assert.equal(sideB.paused, ROUNDS / PAUSE_EVERY, "pauses of the wait side");
+          assert.ok(
+            sideA.ticks >= minTicks(sideA.elapsedMs) && sideA.ticks > 0,
+            `timer ticks during ${
+              sideA.elapsedMs.toFixed(0)
+            } ms of waitAsync ping-pong: ${sideA.ticks}`,
+          );
+          assert.ok(
+            sideA.ticksWhileWaiting >= minTicks(pausedMs) && sideA.ticksWhileWaiting > 0,
+            `ticks while a waitAsync was pending (the other side paused ${pausedMs} ms): ${sideA.ticksWhileWaiting}`,
+          );
+        } finally {
+          killAll(children);
+        }
+      });
+    },
+  );
+}
+
+for (const child of runtimes) {
+  test(`this process in waitAsync keeps its timers ticking through ${ROUNDS} round trips with a ${child} child`, async () => {
+    await withSegment("sx-pp-async-self", async (name, shm) => {
+      const turn = new Int32Array(shm.buffer, 0, 1);
+      const children: Child[] = [];
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, TICK_MS);
+      try {
+        const c = spawn(children, child, "sx_pingpong.ts", [
+          name,
+          "1",
+          String(ROUNDS),
+          "sync",
+          String(PAUSE_EVERY),
+          String(PAUSE_MS),
+        ]);
+        const begin = performance.now();
+        const turns = await within(playSide0(turn, true), 30_000, "this process's ping-pong");
+        const elapsed = performance.now() - begin;
+        assert.equal(turns, ROUNDS, "this process's turns");
+        const side = resultOf(await finished(c, "child"), "child") as unknown as PingPong;
+        assertSide(side, 1, child);
+        assert.ok(
+          ticks >= minTicks(elapsed) && ticks >= minTicks(side.paused * PAUSE_MS) && ticks > 0,
+          `timer ticks in this process during ${elapsed.toFixed(0)} ms of waitAsync: ${ticks}`,
+        );
+      } finally {
+        clearInterval(timer);
+        killAll(children);
+      }
+    });
+  });
+}
+
+// ---- 3. Many waiters in many processes -----------------------------------------------------------
+
+/** A thread in `futex(FUTEX_WAIT)` without FUTEX_PRIVATE_FLAG: the library's `wait`. */
+const SHARED_WAIT = /^202 0x[0-9a-f]+ 0x0 /;
+/** FUTEX_WAIT or FUTEX_WAIT_BITSET, shared: also glibc's process-shared mutex waiting. */
+const SHARED_WAIT_ANY = /^202 0x[0-9a-f]+ 0x[09] /;
+
+/**
+ * How many threads of process `pid` are in a system call matching `pattern` (the text of
+ * `/proc/<pid>/task/<tid>/syscall`: number and arguments). Syscall 202 is x86-64 `futex`; the
+ * runtimes' own threads park on private futexes (op 0x80 and up), so a shared one is ours.
+ * `undefined` if /proc does not tell.
+ */
+function threadsIn(pid: number, pattern: RegExp): number | undefined {
+  try {
+    let n = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let line: string;
+      try {
+        line = readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8");
+      } catch {
+        continue; // the thread just exited
+      }
+      if (pattern.test(line)) n++;
+    }
+    return n;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True where /proc shows threads' system calls (Linux x86-64, and permission to look). */
+const CAN_SEE_PARKING = (() => {
+  try {
+    readFileSync(`/proc/self/syscall`, "utf8");
+    return arch() === "x64";
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Resolves once every process in `pids` has exactly one thread matching `pattern` (parked in
+ * the kernel). Where /proc cannot tell, waits 300 ms instead. After `limitMs`, throws if `strict`,
+ * else resolves anyway.
+ */
+async function parked(
+  pids: number[],
+  pattern: RegExp,
+  { limitMs = 10_000, strict = true } = {},
+): Promise<void> {
+  if (!CAN_SEE_PARKING) return void await sleep(300);
+  const deadline = performance.now() + limitMs;
+  for (;;) {
+    const counts = pids.map((pid) => threadsIn(pid, pattern));
+    if (counts.every((n) => n === 1)) return;
+    if (performance.now() > deadline) {
+      if (!strict) return;
+      throw new Error(`not parked after ${limitMs} ms: ${JSON.stringify(counts)}`);
+    }
+    await sleep(10);
+  }
+}
+
+test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync), then the other 3", async () => {
+  const kinds = [
+    ["deno", "sync"],
+    ["bun", "async"],
+    ["deno", "async"],
+    ["bun", "sync"],
+  ] as const;
+  await withSegment("sx-many", async (name, shm) => {
+    const i32 = new Int32Array(shm.buffer, 0, 2);
+    const children: Child[] = [];
+    try {
+      const waiters = kinds.map(([which, mode]) =>
+        spawn(children, which, "sx_waiter.ts", [name, mode, "20000"])
+      );
+      const exited = waiters.map(() => false);
+      const mark = (i: number) => () => (exited[i] = true);
+      waiters.forEach((c, i) => c.done.then(mark(i), mark(i)));
+      const pids = await within(
+        Promise.all(waiters.map(async (c) => Number((await c.line("waiting ")).split(" ")[1]))),
+        20_000,
+        "waiters to start",
+      );
+      await parked(pids, SHARED_WAIT);
+      assert.equal(notify(i32, 1, 1), 0, "nobody waits on the neighbouring word");
+
+      assert.equal(notify(i32, 0, 1), 1, "notify(1) with 4 waiters");
+      const first = await within(
+        Promise.race(waiters.map(async (c, i) => [i, await c.line("woken ")] as const)),
+        10_000,
+        "the one woken waiter",
+      );
+      assert.equal(first[1], "woken ok", `${kinds[first[0]].join(" ")} waiter's result`);
+      await sleep(300);
+      assert.equal(Atomics.load(i32, 1), 1, "waiters woken by notify(1), after 300 ms");
+      const others = waiters.map((_, i) => i).filter((i) => i !== first[0]);
+      assert.deepEqual(
+        others.map((i) => exited[i]),
+        [false, false, false],
+        "the other waiters are still running",
+      );
+      if (CAN_SEE_PARKING) {
+        assert.deepEqual(
+          others.map((i) => threadsIn(pids[i], SHARED_WAIT)),
+          [1, 1, 1],
+          "the other waiters are still parked in the kernel",
+        );
+      }
+
+      assert.equal(notify(i32, 0), 3, "notify(all) wakes the other 3");
+      const results = await Promise.all(waiters.map((c, i) => finished(c, kinds[i].join(" "))));
+      for (const [i, r] of results.entries()) {
+        assert.match(r.stdout, /^woken ok$/m, `${kinds[i].join(" ")} waiter's result`);
+      }
+      assert.equal(Atomics.load(i32, 1), 4, "waiters woken in all");
+      assert.equal(notify(i32, 0), 0, "nobody is left waiting");
+    } finally {
+      killAll(children);
+    }
+  });
+});
+
+// ---- 4. A lock holder killed with SIGKILL ------------------------------------------------------
+
+for (const child of runtimes) {
+  for (const initBy of ["child", "parent"] as const) {
+    test(`Mutex (set up by the ${initBy}) held by a ${child} child killed with SIGKILL: lock() reports ownerDied, then works`, async () => {
+      await withSegment("sx-mutex", async (name, shm) => {
+        const offset = 128; // not 0, to catch offset mix-ups between processes
+        const children: Child[] = [];
+        try {
+          if (initBy === "parent") Mutex.init(shm.buffer, offset);
+          const holder = spawn(children, child, "sx_mutex.ts", [
+            name,
+            String(offset),
+            initBy === "parent" ? "open" : "init",
+            "hold",
+          ]);
+          assert.equal(
+            await within(holder.line("locked"), 20_000, "the holder's lock"),
+            "locked ownerDied=false",
+          );
+          const mutex = Mutex.open(shm.buffer, offset);
+          assert.equal(mutex.tryLock(), null, "tryLock while the child holds it");
+          const begin = performance.now();
+          assert.throws(
+            () => mutex.lock(100),
+            (e) => e instanceof SharedMemoryError && e.code === "ETIMEDOUT",
+            "lock(100) while the child holds it",
+          );
+          assert.ok(performance.now() - begin >= 99.99, "lock(100) gave up no earlier than 100 ms");
+
+          holder.kill("SIGKILL");
+          const end = await within(holder.done, 10_000, "the killed holder");
+          assert.deepEqual([end.code, end.signal], [null, "SIGKILL"], "the holder's exit");
+
+          const recovered = mutex.lock(5000);
+          assert.equal(recovered.ownerDied, true, "ownerDied after the holder's death");
+          recovered.unlock();
+          const again = mutex.lock(5000);
+          assert.equal(again.ownerDied, false, "ownerDied on the next lock");
+          again.unlock();
+
+          // Another process, of each runtime, takes and releases it normally.
+          for (const next of runtimes) {
+            const locker = spawn(children, next, "sx_mutex.ts", [
+              name,
+              String(offset),
+              "open",
+              "unlock",
+            ]);
+            const r = await finished(locker, `${next} locker`);
+            assert.match(r.stdout, /^locked ownerDied=false\nunlocked$/m, `${next} locker`);
+          }
+          const last = mutex.tryLock();
+          assert.ok(last !== null && !last.ownerDied, "tryLock after the other processes");
+          last.unlock();
+        } finally {
+          killAll(children);
+        }
+      });
+    });
+  }
+}
+
+for (const holderRuntime of runtimes) {
+  test(`a ${holderRuntime} lock holder SIGKILLed while a Deno and a Bun process wait in lock(): exactly one gets ownerDied`, async () => {
+    await withSegment("sx-mutex-wait", async (name, shm) => {
+      const offset = 64;
+      const children: Child[] = [];
+      try {
+        const mutex = Mutex.init(shm.buffer, offset);
+        const holder = spawn(children, holderRuntime, "sx_mutex.ts", [
+          name,
+          String(offset),
+          "open",
+          "hold",
+        ]);
+        await within(holder.line("locked"), 20_000, "the holder's lock");
+        const waiters = runtimes.map((which) =>
+          spawn(children, which, "sx_mutex.ts", [name, String(offset), "open", "unlock"])
+        );
+        const pids = await within(
+          Promise.all(waiters.map(async (c) => Number((await c.line("locking ")).split(" ")[1]))),
+          20_000,
+          "the waiters' lock calls",
+        );
+        // Let both park in the kernel (either way, exactly one must see the death).
+        await parked(pids, SHARED_WAIT_ANY, { limitMs: 2000, strict: false });
+        assert.equal(mutex.tryLock(), null, "the holder still holds it");
+
+        holder.kill("SIGKILL");
+        const results = await Promise.all(
+          waiters.map((c, i) => finished(c, `${runtimes[i]} waiter`)),
+        );
+        const died = results.map((r) => {
+          const m = /^locked ownerDied=(true|false)\nunlocked$/m.exec(r.stdout);
+          assert.ok(m, `a waiter's output:\n${r.stdout}`);
+          return m[1] === "true";
+        });
+        assert.equal(died.filter(Boolean).length, 1, `ownerDied per waiter: ${died}`);
+        const after = mutex.lock(5000);
+        assert.equal(after.ownerDied, false, "this process's lock after both waiters");
+        after.unlock();
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// ---- 5. Four processes count under the lock ----------------------------------------------------
+
+const COUNT = 20_000;
+const COUNTERS = ["deno", "deno", "bun", "bun"] as const;
+
+/**
+ * Runs the four counting children with `guard`; returns the counter, the times a child entered
+ * the read-delay-write section while another was inside, and the times a tryLock found the lock
+ * taken.
+ */
+async function countTogether(
+  guard: "lock" | "none",
+): Promise<{ counter: number; overlaps: number; contended: number }> {
+  let out = { counter: -1, overlaps: -1, contended: -1 };
+  await withSegment("sx-count", async (name, shm) => {
+    Mutex.init(shm.buffer, 0);
+    const i32 = new Int32Array(shm.buffer);
+    const counter = new Float64Array(shm.buffer, COUNTER_BYTE, 1);
+    const children: Child[] = [];
+    try {
+      const counters = COUNTERS.map((which) =>
+        spawn(children, which, "sx_locked_counter.ts", [name, String(COUNT), guard])
+      );
+      await within(Promise.all(counters.map((c) => c.line("ready"))), 20_000, "counters ready");
+      assert.equal(Atomics.load(i32, READY), COUNTERS.length, "children ready");
+      Atomics.store(i32, GO, 1);
+      notify(i32, GO);
+      const results = await Promise.all(
+        counters.map((c, i) => finished(c, `${COUNTERS[i]} counter ${i}`, 40_000)),
+      );
+      let overlaps = 0;
+      let contended = 0;
+      for (const [i, r] of results.entries()) {
+        const res = resultOf(r, `counter ${i}`) as {
+          n: number;
+          overlaps: number;
+          contended: number;
+        };
+        assert.equal(res.n, COUNT, `counter ${i}'s n`);
+        overlaps += res.overlaps;
+        contended += res.contended;
+      }
+      assert.equal(Atomics.load(i32, OVERLAPS), overlaps, "overlaps: shared tally = children's");
+      assert.equal(Atomics.load(i32, INSIDE), 0, "nobody left inside");
+      out = { counter: counter[0], overlaps, contended };
+    } finally {
+      killAll(children);
+    }
+  });
+  return out;
+}
+
+test(`2 Deno + 2 Bun processes add 1 to a plain Float64 ${COUNT} times each under the Mutex: exact`, async () => {
+  const { counter, overlaps, contended } = await countTogether("lock");
+  // The processes did compete for the lock (tens to thousands of times per run here)...
+  assert.ok(contended > 0, "tryLock never found the lock taken: the children did not compete");
+  // ...and it let only one in at a time.
+  assert.equal(overlaps, 0, "times two processes were inside the lock at once");
+  assert.equal(counter, COUNTERS.length * COUNT, "counter");
+});
+
+// The same children without the lock, to show the test above can fail: they do overlap, and
+// updates are lost.
+test(`the same 4 processes without the Mutex overlap and lose updates`, async () => {
+  const { counter, overlaps } = await countTogether("none");
+  assert.ok(overlaps > 0, "the children ran inside the section at the same time");
+  assert.ok(counter < COUNTERS.length * COUNT, `lost updates: counter ${counter}`);
+});
+
+// ---- 6. Timeouts in children --------------------------------------------------------------------
+
+const TIMEOUT_MS = 50;
+
+for (const child of runtimes) {
+  for (const mode of ["sync", "async"] as const) {
+    const fn = mode === "sync" ? "wait" : "waitAsync";
+    test(`${fn} with a ${TIMEOUT_MS} ms timeout in a ${child} child: timed-out, no earlier`, async () => {
+      await withSegment("sx-timeout", async (name) => {
+        const children: Child[] = [];
+        try {
+          const c = spawn(children, child, "sx_timeout.ts", [name, mode, String(TIMEOUT_MS)]);
+          const r = resultOf(await finished(c, `${child} ${fn}`), `${child} ${fn}`) as {
+            result: string;
+            elapsedMs: number;
+            notEqual: string;
+          };
+          assert.equal(r.result, "timed-out", `${fn} result`);
+          // performance.now() is rounded to microseconds; allow that much.
+          assert.ok(r.elapsedMs >= TIMEOUT_MS - 0.01, `${fn} returned after ${r.elapsedMs} ms`);
+          assert.equal(r.notEqual, "not-equal", `${fn} for a value the word does not hold`);
+        } finally {
+          killAll(children);
+        }
+      });
+    });
+  }
+}
