@@ -124,6 +124,11 @@ section machine "${DENO_RUN[@]}" bench/machine.ts
 if wanted segment; then install_seed; fi
 section segment "${DENO_RUN[@]}" bench/segment.ts
 
+# wait/notify round trips, Mutex and notify costs (about 40 s). The system call check runs only
+# when `strace` can trace here; otherwise it is reported as skipped with the reason
+# (SB_WAIT_STRACE=0 skips it too).
+section wait "${DENO_RUN[@]}" bench/wait.ts
+
 # ---- merge and print ---------------------------------------------------------------------------
 
 "${DENO_RUN[@]}" bench/merge.ts
