@@ -48,13 +48,13 @@ export interface Backend {
 
   /** Converts an address for the calls below. */
   address(address: bigint): Address;
-  /** `sb_wait` (spins 0) or `sb_wait_spin`; timeout in ns, negative for none. */
-  wait(address: Address, expected: number, timeoutNs: bigint, spins: number): number;
+  /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */
+  wait(address: Address, expected: number, timeoutNs: number, spins: number): number;
   /** The same without blocking the event loop; resolves with the same codes. */
-  waitAsync(address: Address, expected: number, timeoutNs: bigint): Promise<number>;
+  waitAsync(address: Address, expected: number, timeoutNs: number): Promise<number>;
   notify(address: Address, count: number): number;
   mutexInit(address: Address): number;
-  mutexLock(address: Address, timeoutNs: bigint): number;
+  mutexLock(address: Address, timeoutNs: number): number;
   mutexTryLock(address: Address): number;
   mutexUnlock(address: Address): number;
   /** `sb_mutex_size()`. */

@@ -44,10 +44,10 @@ function locate(view: unknown, index: unknown, caller: string): bigint {
   return base + BigInt(view.byteOffset + i * 4);
 }
 
-const FOREVER = -1n;
+const FOREVER = -1;
 
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
-function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): bigint {
+function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
   if (timeoutMs === undefined || timeoutMs === Infinity) return FOREVER;
   if (typeof timeoutMs !== "number") {
     throw new TypeError(`${what} must be a number of milliseconds, got ${typeof timeoutMs}`);
@@ -56,7 +56,7 @@ function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): bigint {
     throw new RangeError(`${what} must be at least 0 (or Infinity), got ${timeoutMs}`);
   }
   const ns = Math.ceil(timeoutMs * 1e6);
-  return ns > Number.MAX_SAFE_INTEGER ? FOREVER : BigInt(ns);
+  return ns > Number.MAX_SAFE_INTEGER ? FOREVER : ns;
 }
 
 /** The value as the kernel compares it: the 32 bits of an Int32Array element. */

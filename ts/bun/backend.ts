@@ -132,7 +132,7 @@ class AsyncWaits {
     this.#symbols = symbols;
   }
 
-  wait(address: number, expected: number, timeoutNs: bigint): Promise<number> {
+  wait(address: number, expected: number, timeoutNs: number): Promise<number> {
     if (this.#callback === undefined) {
       this.#callback = new JSCallback(
         (token: number | bigint, code: number) => this.#woken(Number(token), code),

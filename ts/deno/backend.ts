@@ -35,6 +35,12 @@ function packageRoot(): string {
   return url.protocol === "file:" ? decodeURIComponent(url.pathname).replace(/\/$/, "") : ".";
 }
 
+/** Deno's FFI takes an i64 as a BigInt; forever (-1) is the common case, made once. */
+function ns(timeoutNs: number): bigint {
+  return timeoutNs === -1 ? FOREVER : BigInt(timeoutNs);
+}
+const FOREVER = -1n;
+
 function cstring(pointer: Deno.PointerValue): string {
   return pointer === null ? "" : Deno.UnsafePointerView.getCString(pointer);
 }
@@ -76,14 +82,14 @@ export function loadDeno(explicit?: string): Backend {
     address: (address) => address,
     wait: (address, expected, timeoutNs, spins) =>
       spins > 0
-        ? s.sb_wait_spin(address as bigint, expected, timeoutNs, spins)
-        : s.sb_wait(address as bigint, expected, timeoutNs),
+        ? s.sb_wait_spin(address as bigint, expected, ns(timeoutNs), spins)
+        : s.sb_wait(address as bigint, expected, ns(timeoutNs)),
     // Runs the blocking wait on a thread of Deno's pool; the event loop keeps going.
     waitAsync: (address, expected, timeoutNs) =>
-      s.sb_wait_nonblocking(address as bigint, expected, timeoutNs),
+      s.sb_wait_nonblocking(address as bigint, expected, ns(timeoutNs)),
     notify: (address, count) => s.sb_notify(address as bigint, count),
     mutexInit: (address) => s.sb_mutex_init(address as bigint),
-    mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, timeoutNs),
+    mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
     mutexTryLock: (address) => s.sb_mutex_trylock(address as bigint),
     mutexUnlock: (address) => s.sb_mutex_unlock(address as bigint),
     mutexSize: s.sb_mutex_size(),
