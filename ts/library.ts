@@ -13,7 +13,14 @@
 
 import { ABI_VERSION } from "./ffi.ts";
 
-/** The environment variable that overrides where the native library is found. */
+/**
+ * The environment variable that overrides where the native library is found.
+ *
+ * @example
+ * ```sh
+ * SHARED_BUFFER_LIB=/opt/lib/libshared_buffer.so deno run --allow-ffi --allow-env=SHARED_BUFFER_LIB main.ts
+ * ```
+ */
 export const LIBRARY_ENV = "SHARED_BUFFER_LIB";
 
 /** The library's file name on `os` (a `Deno.build.os` / `process.platform` value). */

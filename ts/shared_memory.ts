@@ -9,7 +9,15 @@ import { SharedMemoryError } from "./errors.ts";
 import { CREATE, OPEN, OPEN_OR_CREATE, POPULATE } from "./ffi.ts";
 import * as check from "./validate.ts";
 
-/** Which segment: a System V key (the seed package's kind) or a POSIX name such as `"/jobs"`. */
+/**
+ * Which segment: a System V key (the seed package's kind) or a POSIX name such as `"/jobs"`.
+ *
+ * @example
+ * ```ts
+ * const keyed: SegmentId = { key: 1024 };
+ * const named: SegmentId = { name: "/jobs" };
+ * ```
+ */
 export type SegmentId = { readonly key: number } | { readonly name: string };
 
 /** Options for {@linkcode SharedMemory.create} and {@linkcode SharedMemory.openOrCreate}. */
@@ -494,7 +502,17 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
   release(buffer);
 }
 
-/** The number of native handles this process holds: one per open segment and per live buffer. */
+/**
+ * The number of native handles this process holds: one per open segment and per live buffer.
+ * Useful as a leak check.
+ *
+ * @example
+ * ```ts
+ * const before = openHandleCount();
+ * SharedMemory.create({ name: "/tmp-check" }, 64).close();
+ * console.assert(openHandleCount() === before);
+ * ```
+ */
 export function openHandleCount(): number {
   return backend().handleCount();
 }

@@ -161,6 +161,18 @@ export function notify(view: Int32Array, index: number, count?: number): number 
 /**
  * Proof of holding a {@linkcode Mutex}: unlock it with {@linkcode MutexGuard.unlock} or let
  * `using` do it.
+ *
+ * @example
+ * ```ts
+ * const guard = mutex.tryLock();
+ * if (guard) {
+ *   try {
+ *     if (guard.ownerDied) repair();
+ *   } finally {
+ *     guard.unlock();
+ *   }
+ * }
+ * ```
  */
 export class MutexGuard implements Disposable {
   /**
