@@ -17,7 +17,7 @@ export BUN_BIN := $(BUN)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build demo test test-rust test-deno test-bun lint bench tools clean
+.PHONY: all build demo test test-rust test-loom test-deno test-bun lint bench tools clean
 
 all: build
 
@@ -48,13 +48,17 @@ lint: tools
 test-rust:
 	cargo test
 
+# Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib channel::loom_tests
+
 test-deno: tools build
 	$(DENO_TEST) tests/
 
 test-bun: tools build
 	cd tests && $(BUN) test --timeout 60000
 
-test: lint test-rust test-deno test-bun
+test: lint test-rust test-loom test-deno test-bun
 
 bench: tools build
 	bash bench/run.sh

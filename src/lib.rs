@@ -24,6 +24,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod channel;
 pub mod ffi;
 pub mod os;
 pub mod segment;

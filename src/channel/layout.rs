@@ -1,0 +1,395 @@
+//! The channel's byte layout: the one definition of where every word lives.
+//!
+//! Everything here is shared with the TypeScript implementation of the same protocol, which reads
+//! and writes the region through an `Int32Array` (32-bit `Atomics`) and a `DataView`. [`TABLE`]
+//! lists every constant and offset by name so that a test can compare the TypeScript copy with
+//! this one.
+//!
+//! # The region
+//!
+//! A channel region is a [`HEADER_SIZE`]-byte header followed by a data area of `capacity` bytes
+//! (a power of two, [`MIN_CAPACITY`]`..=`[`MAX_CAPACITY`]). All integers are little-endian `u32`
+//! at 4-byte-aligned offsets; the region itself must be 8-byte aligned (shared-memory mappings are
+//! page aligned). Words that change while the channel runs are accessed only atomically; the
+//! header is split into 128-byte blocks so that words written by different sides never share a
+//! cache line (nor an adjacent-line prefetch pair).
+//!
+//! | offset | size | name | written by | meaning |
+//! | ---: | ---: | --- | --- | --- |
+//! | 0 | 4 | `magic` | creator, once, last (release) | [`MAGIC`] = `0x48434253`, the bytes `"SBCH"` |
+//! | 4 | 4 | `version` | creator, once | [`VERSION`] (1) |
+//! | 8 | 4 | `header_size` | creator, once | [`HEADER_SIZE`] (1024): the data area's offset |
+//! | 12 | 4 | `capacity` | creator, once | data area bytes: a power of two, 64..=2^30 |
+//! | 16 | 4 | `max_message` | creator, once | `capacity / 2 - 8`, the largest payload |
+//! | 20 | 4 | `mode` | creator, once | [`MODE_SPSC`] (0) or [`MODE_MPSC`] (1) |
+//! | 24 | 4 | `flags` | consumer (atomic OR) | bit 0 [`FLAG_RX_CLOSED`]: the consumer has gone |
+//! | 28 | 4 | `consumer_pid` | consumer (CAS) | pid of the attached consumer, 0 = none |
+//! | 32 | 4 | `max_producers` | creator, once | [`MAX_PRODUCERS`] (64): slots in `producer_pids` |
+//! | 36 | 92 | reserved | | zero |
+//! | 128 | 4 | `head` | consumer (store, release) | consumer position (see *Positions*) |
+//! | 132 | 124 | padding | | zero |
+//! | 256 | 4 | `tail` | producers (SPSC: store; MPSC: CAS) | producer reservation position; bit 31 [`TAIL_CLOSED`] |
+//! | 260 | 124 | padding | | zero |
+//! | 384 | 4 | `rx_waiting` | consumer sets 1, producers swap to 0 | 1 = the consumer may be parked on this word |
+//! | 388 | 124 | padding | | zero |
+//! | 512 | 4 | `tx_waiting` | producers set 1, consumer swaps to 0 | 1 = a producer may be parked on this word |
+//! | 516 | 124 | padding | | zero |
+//! | 640 | 256 | `producer_pids[64]` | each producer (CAS) | pid of an attached producer, 0 = free slot |
+//! | 896 | 128 | reserved | | zero |
+//! | 1024 | capacity | data area | | records |
+//!
+//! # Positions
+//!
+//! `head` and `tail` are byte positions that count modulo 2^31 ([`POS_MASK`]); they are always
+//! multiples of 8. The byte index of a position in the data area is `pos & (capacity - 1)`, and
+//! the bytes in use are `(tail - head) & POS_MASK`, which is never more than `capacity`. Bit 31 of
+//! `tail` is [`TAIL_CLOSED`]: set once by a sender's close, it stops any further reservation (a
+//! CAS on `tail` fails when the bit is set) and tells the consumer that the stream ends at that
+//! position. Bit 31 of `head` is always 0.
+//!
+//! # Records
+//!
+//! ```text
+//! +--------------+--------------+---------------------+---------------+
+//! | commit (u32) | reserved (0) | payload (len bytes) | zero pad to 8 |
+//! +--------------+--------------+---------------------+---------------+
+//! ```
+//!
+//! A record starts at an 8-aligned position with an 8-byte header ([`RecordHeader`]). Its span is
+//! `8 + round_up(len, 8)` bytes and never crosses the end of the data area. The commit word is 0
+//! while the record is being written (all free space is zero: the creator zeroes it, the consumer
+//! zeroes what it consumed) and is stored last, with release ordering:
+//!
+//! - bit 31 [`REC_COMMITTED`]: always set in a committed record (so a committed empty message is
+//!   not 0);
+//! - bit 30 [`REC_SKIP`]: a skip record (padding before the wrap, or an abandoned reservation);
+//!   the consumer steps over it;
+//! - bits 0..=29 [`REC_LEN_MASK`]: the payload length (for a skip record: span − 8).
+//!
+//! A payload is at most `max_message = capacity / 2 - 8` bytes. The reserved word and the pad
+//! bytes are never written by a producer and stay zero.
+//!
+//! # Protocol
+//!
+//! "Load" and "store" below are atomic 32-bit accesses (`Atomics.load` / `Atomics.store` in
+//! JavaScript, which are sequentially consistent and so at least as strong as asked); payload
+//! bytes are plain reads and writes. `POS_MASK`, `cap` = capacity, `data[i]` = byte
+//! `HEADER_SIZE + i` of the region, `commit@i` = the word at `data[i]`.
+//!
+//! **Create** (nobody else uses the region yet): store `magic = 0`; zero every other header word
+//! and (unless the memory is fresh) the data area; write `version`, `header_size`, `capacity`,
+//! `max_message`, `mode`, `max_producers`; last, store `magic = MAGIC` with release.
+//!
+//! **Open**: load `magic` with acquire: 0 is `EAGAIN` (not initialised yet, retry), another value
+//! `EBADMSG`. `version != 1` is `EPROTONOSUPPORT`. Then `EBADMSG` unless `header_size == 1024`,
+//! `capacity` is a power of two in `64..=2^30` with `1024 + capacity <= region length`,
+//! `max_message == capacity / 2 - 8`, `mode` is 0 or 1, `max_producers == 64`, `flags` has no
+//! bit but bit 0, both waiter words are 0 or 1, `head & 0x8000_0007 == 0`, `tail & 7 == 0` and
+//! `((tail & POS_MASK) - head) & POS_MASK <= capacity` (a live channel moves: re-read `head`
+//! then `tail` up to 4 times before failing).
+//!
+//! **Attach**. Consumer: `EPIPE` if `flags & FLAG_RX_CLOSED`; CAS `consumer_pid` 0 → own pid; if
+//! it holds a dead pid, CAS that pid → own pid (take-over); a live pid is `EBUSY`. Producer:
+//! `EPIPE` if `FLAG_RX_CLOSED` or `tail & TAIL_CLOSED`; SPSC: CAS `producer_pids[0]` 0 → own pid,
+//! a live holder is `EBUSY`, a dead one `ECONNRESET`; MPSC: the first slot whose CAS 0 → own pid
+//! succeeds, none is `EBUSY`.
+//!
+//! **Send** a `len`-byte message: `EMSGSIZE` if `len > max_message`; `EPIPE` if
+//! `flags & FLAG_RX_CLOSED`. `span = 8 + round_up(len, 8)`. Reserve, in a loop: with `t` the tail
+//! position and `h` a head, `idx = t & (cap - 1)`, `to_end = cap - idx`,
+//! `need = min(span, to_end)`, `used = (t - h) & POS_MASK`; the ring is full if
+//! `cap - used < need`.
+//! - SPSC: the producer keeps `t` itself and a cached `h`; when the cache says full it loads
+//!   `head` with acquire and recomputes (`used > cap` is `EBADMSG`). To reserve it stores
+//!   `tail = (t + need) & POS_MASK` (relaxed is enough).
+//! - MPSC: load `head` (acquire), then `tail` (acquire); `TAIL_CLOSED` set is `EPIPE`, `tail & 7`
+//!   is `EBADMSG`; `used > cap` means `head` moved between the loads: retry (the same pair seen
+//!   twice in a row is `EBADMSG`). Reserve with CAS `tail`: `t` → `(t + need) & POS_MASK`
+//!   (acq_rel); a failed CAS retries.
+//!
+//! If `need < span` the reservation is a skip record up to the end of the data area: store
+//! `commit@idx = REC_COMMITTED | REC_SKIP | (to_end - 8)` with release, wake the consumer, and
+//! reserve again (now at index 0). Otherwise write the payload to `data[idx + 8 ..]` and store
+//! `commit@idx = REC_COMMITTED | len` with release, then wake the consumer. A reservation given
+//! up is zeroed and committed as a skip record of its own span.
+//!
+//! **Wake the consumer** (after every commit and close): SeqCst fence; if `rx_waiting` loads
+//! non-zero and `exchange(rx_waiting, 0)` returns non-zero, `futex_wake(rx_waiting, 1)`. **Wake the
+//! producers** (after every `head` store and on the receiver's close): the same on `tx_waiting`,
+//! waking all. An awake peer therefore costs a fence and a load, never a system call.
+//!
+//! **Receive**, with the consumer's own position `h`: load `commit@(h & (cap - 1))` with
+//! acquire.
+//! - 0: load `tail` (acquire). Its position equal to `h`: end of stream if `TAIL_CLOSED` is set,
+//!   else empty. Otherwise a record is reserved but not committed (in flight) — or, when the
+//!   position is more than `cap` ahead, `EBADMSG`.
+//! - else `EBADMSG` unless `REC_COMMITTED` is set, a data record's length is at most
+//!   `max_message`, its span fits before the end of the data area, and it ends at or before the
+//!   `tail` position (re-load `tail` only when a cached value is not far enough).
+//! - a skip record: store `commit@idx = 0`, advance, and look again.
+//! - a message: its payload is `data[idx + 8 .. idx + 8 + len]`. When done with it (copied out,
+//!   or the borrowed slice released), zero `data[idx .. idx + 8 + len]` (plain writes) and
+//!   advance.
+//!
+//! Advance: `h = (h + span) & POS_MASK`; store `head = h` with release; wake the producers.
+//!
+//! **Park** (after optional spinning). Consumer, empty or in flight: `exchange(rx_waiting, 1)`;
+//! SeqCst fence; look again (`commit@idx != 0`, or the `TAIL_CLOSED` bit changed since the last
+//! look): if so don't sleep, else `futex_wait(rx_waiting, 1, slice)`; then
+//! `exchange(rx_waiting, 0)`. Producer, full: `exchange(tx_waiting, 1)`; SeqCst fence; look again
+//! (`head` differs from the one that made the ring full, or `FLAG_RX_CLOSED`, or `TAIL_CLOSED`):
+//! if so don't sleep, else `futex_wait(tx_waiting, 1, slice)`; an SPSC producer then exchanges
+//! `tx_waiting` back to 0 (an MPSC producer leaves it: others may be parked on it). Waits use a
+//! shared (non-private) futex, with `slice` at most the liveness interval.
+//!
+//! **Close**. A sender: `fetch_or(tail, TAIL_CLOSED)` (acq_rel), wake the consumer, wake the
+//! producers; an SPSC sender closes when dropped too. Detaching: CAS own pid → 0 in its slot.
+//! The receiver: `fetch_or(flags, FLAG_RX_CLOSED)`, CAS `consumer_pid` own pid → 0, wake the
+//! producers.
+//!
+//! **Liveness** (only while parked, once per liveness interval). A pid is dead if
+//! `kill(pid, 0)` fails with `ESRCH` or `/proc/<pid>/stat` shows state `Z` or `X`. Consumer:
+//! empty, with at least one registered producer and all of them dead: `ECONNRESET`; in flight
+//! and some registered producer dead: `ECONNRESET` at once in SPSC, and in MPSC when the same
+//! `head` was in flight at the previous check too. Producer, full: `consumer_pid` non-zero and
+//! dead: `ECONNRESET`.
+
+use std::mem::{align_of, offset_of, size_of};
+
+/// `"SBCH"` read as a little-endian `u32`.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
+/// The layout version; a region with another version is refused.
+pub const VERSION: u32 = 1;
+/// Bytes before the data area.
+pub const HEADER_SIZE: usize = 1024;
+/// The smallest data area.
+pub const MIN_CAPACITY: u32 = 64;
+/// The largest data area.
+pub const MAX_CAPACITY: u32 = 1 << 30;
+/// Slots in the producer pid table.
+pub const MAX_PRODUCERS: usize = 64;
+
+/// One producer, one consumer.
+pub const MODE_SPSC: u32 = 0;
+/// Many producers, one consumer.
+pub const MODE_MPSC: u32 = 1;
+
+/// `flags` bit: the consumer has closed its end; sends fail with `EPIPE`.
+pub const FLAG_RX_CLOSED: u32 = 1;
+/// Every `flags` bit this version knows.
+pub const FLAGS_KNOWN: u32 = FLAG_RX_CLOSED;
+
+/// Positions count modulo 2^31.
+pub const POS_MASK: u32 = 0x7FFF_FFFF;
+/// `tail` bit: closed by a sender.
+pub const TAIL_CLOSED: u32 = 0x8000_0000;
+
+/// Bytes of a record header.
+pub const RECORD_HEADER_SIZE: usize = 8;
+/// Records start at multiples of this.
+pub const RECORD_ALIGN: usize = 8;
+/// Commit word bit: the record is complete.
+pub const REC_COMMITTED: u32 = 0x8000_0000;
+/// Commit word bit: a skip record (padding or abandoned reservation).
+pub const REC_SKIP: u32 = 0x4000_0000;
+/// Commit word bits holding the length.
+pub const REC_LEN_MASK: u32 = 0x3FFF_FFFF;
+
+/// The header as a `#[repr(C)]` struct: the offsets of its fields are the layout.
+///
+/// It documents and checks the layout; the code reads the words at these offsets atomically
+/// instead of through references to this struct.
+#[repr(C, align(128))]
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: u32,
+    /// [`VERSION`].
+    pub version: u32,
+    /// [`HEADER_SIZE`].
+    pub header_size: u32,
+    /// Bytes of the data area.
+    pub capacity: u32,
+    /// The largest payload: `capacity / 2 - 8`.
+    pub max_message: u32,
+    /// [`MODE_SPSC`] or [`MODE_MPSC`].
+    pub mode: u32,
+    /// [`FLAG_RX_CLOSED`].
+    pub flags: u32,
+    /// The attached consumer's pid, or 0.
+    pub consumer_pid: u32,
+    /// [`MAX_PRODUCERS`].
+    pub max_producers: u32,
+    /// Zero.
+    pub reserved0: [u32; 23],
+    /// The consumer's position.
+    pub head: u32,
+    /// Zero.
+    pub pad1: [u32; 31],
+    /// The producers' reservation position, with [`TAIL_CLOSED`].
+    pub tail: u32,
+    /// Zero.
+    pub pad2: [u32; 31],
+    /// 1 while the consumer may be parked.
+    pub rx_waiting: u32,
+    /// Zero.
+    pub pad3: [u32; 31],
+    /// 1 while a producer may be parked.
+    pub tx_waiting: u32,
+    /// Zero.
+    pub pad4: [u32; 31],
+    /// Attached producers' pids, 0 = free.
+    pub producer_pids: [u32; MAX_PRODUCERS],
+    /// Zero.
+    pub reserved1: [u32; 32],
+}
+
+/// The header of every record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader {
+    /// 0 until committed; then [`REC_COMMITTED`], maybe [`REC_SKIP`], and the length.
+    pub commit: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Byte offset of `magic`.
+pub const OFF_MAGIC: usize = offset_of!(Header, magic);
+/// Byte offset of `version`.
+pub const OFF_VERSION: usize = offset_of!(Header, version);
+/// Byte offset of `header_size`.
+pub const OFF_HEADER_SIZE: usize = offset_of!(Header, header_size);
+/// Byte offset of `capacity`.
+pub const OFF_CAPACITY: usize = offset_of!(Header, capacity);
+/// Byte offset of `max_message`.
+pub const OFF_MAX_MESSAGE: usize = offset_of!(Header, max_message);
+/// Byte offset of `mode`.
+pub const OFF_MODE: usize = offset_of!(Header, mode);
+/// Byte offset of `flags`.
+pub const OFF_FLAGS: usize = offset_of!(Header, flags);
+/// Byte offset of `consumer_pid`.
+pub const OFF_CONSUMER_PID: usize = offset_of!(Header, consumer_pid);
+/// Byte offset of `max_producers`.
+pub const OFF_MAX_PRODUCERS: usize = offset_of!(Header, max_producers);
+/// Byte offset of `head`.
+pub const OFF_HEAD: usize = offset_of!(Header, head);
+/// Byte offset of `tail`.
+pub const OFF_TAIL: usize = offset_of!(Header, tail);
+/// Byte offset of `rx_waiting`.
+pub const OFF_RX_WAITING: usize = offset_of!(Header, rx_waiting);
+/// Byte offset of `tx_waiting`.
+pub const OFF_TX_WAITING: usize = offset_of!(Header, tx_waiting);
+/// Byte offset of `producer_pids[0]`.
+pub const OFF_PRODUCER_PIDS: usize = offset_of!(Header, producer_pids);
+/// Byte offset of the data area.
+pub const OFF_DATA: usize = HEADER_SIZE;
+
+const _: () = {
+    assert!(size_of::<Header>() == HEADER_SIZE);
+    assert!(align_of::<Header>() == 128);
+    assert!(OFF_MAGIC == 0);
+    assert!(OFF_VERSION == 4);
+    assert!(OFF_HEADER_SIZE == 8);
+    assert!(OFF_CAPACITY == 12);
+    assert!(OFF_MAX_MESSAGE == 16);
+    assert!(OFF_MODE == 20);
+    assert!(OFF_FLAGS == 24);
+    assert!(OFF_CONSUMER_PID == 28);
+    assert!(OFF_MAX_PRODUCERS == 32);
+    assert!(OFF_HEAD == 128);
+    assert!(OFF_TAIL == 256);
+    assert!(OFF_RX_WAITING == 384);
+    assert!(OFF_TX_WAITING == 512);
+    assert!(OFF_PRODUCER_PIDS == 640);
+    assert!(OFF_PRODUCER_PIDS + 4 * MAX_PRODUCERS == 896);
+    assert!(size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
+    assert!(align_of::<RecordHeader>() == 4);
+    assert!(HEADER_SIZE % RECORD_ALIGN == 0);
+    assert!(MAX_CAPACITY <= POS_MASK / 2 + 1); // capacity divides 2^31
+    assert!((MAX_CAPACITY as usize / 2) < REC_LEN_MASK as usize);
+    assert!(MAGIC == 0x4843_4253);
+};
+
+/// Every constant and offset of the layout by name, for checking another implementation's copy.
+pub const TABLE: &[(&str, u32)] = &[
+    ("MAGIC", MAGIC),
+    ("VERSION", VERSION),
+    ("HEADER_SIZE", HEADER_SIZE as u32),
+    ("MIN_CAPACITY", MIN_CAPACITY),
+    ("MAX_CAPACITY", MAX_CAPACITY),
+    ("MAX_PRODUCERS", MAX_PRODUCERS as u32),
+    ("MODE_SPSC", MODE_SPSC),
+    ("MODE_MPSC", MODE_MPSC),
+    ("FLAG_RX_CLOSED", FLAG_RX_CLOSED),
+    ("POS_MASK", POS_MASK),
+    ("TAIL_CLOSED", TAIL_CLOSED),
+    ("RECORD_HEADER_SIZE", RECORD_HEADER_SIZE as u32),
+    ("RECORD_ALIGN", RECORD_ALIGN as u32),
+    ("REC_COMMITTED", REC_COMMITTED),
+    ("REC_SKIP", REC_SKIP),
+    ("REC_LEN_MASK", REC_LEN_MASK),
+    ("OFF_MAGIC", OFF_MAGIC as u32),
+    ("OFF_VERSION", OFF_VERSION as u32),
+    ("OFF_HEADER_SIZE", OFF_HEADER_SIZE as u32),
+    ("OFF_CAPACITY", OFF_CAPACITY as u32),
+    ("OFF_MAX_MESSAGE", OFF_MAX_MESSAGE as u32),
+    ("OFF_MODE", OFF_MODE as u32),
+    ("OFF_FLAGS", OFF_FLAGS as u32),
+    ("OFF_CONSUMER_PID", OFF_CONSUMER_PID as u32),
+    ("OFF_MAX_PRODUCERS", OFF_MAX_PRODUCERS as u32),
+    ("OFF_HEAD", OFF_HEAD as u32),
+    ("OFF_TAIL", OFF_TAIL as u32),
+    ("OFF_RX_WAITING", OFF_RX_WAITING as u32),
+    ("OFF_TX_WAITING", OFF_TX_WAITING as u32),
+    ("OFF_PRODUCER_PIDS", OFF_PRODUCER_PIDS as u32),
+    ("OFF_DATA", OFF_DATA as u32),
+];
+
+/// The region size for a data area of `capacity` bytes: header plus data.
+pub const fn region_size(capacity: u32) -> usize {
+    HEADER_SIZE.saturating_add(capacity as usize)
+}
+
+/// The largest payload of a channel of `capacity` bytes: `capacity / 2 - 8`.
+pub const fn max_message(capacity: u32) -> usize {
+    capacity as usize / 2 - RECORD_HEADER_SIZE
+}
+
+/// The bytes a record with a `len`-byte payload occupies: header plus payload rounded up to 8.
+pub const fn record_span(len: usize) -> usize {
+    RECORD_HEADER_SIZE + len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// True if `capacity` is a valid data area size.
+pub const fn capacity_ok(capacity: u32) -> bool {
+    capacity.is_power_of_two() && capacity >= MIN_CAPACITY && capacity <= MAX_CAPACITY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_unique_and_match() {
+        let mut names: Vec<_> = TABLE.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+        let get = |n: &str| TABLE.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(get("OFF_TAIL"), Some(256));
+        assert_eq!(get("MAGIC"), Some(0x4843_4253));
+    }
+
+    #[test]
+    fn spans_and_limits() {
+        assert_eq!(record_span(0), 8);
+        assert_eq!(record_span(1), 16);
+        assert_eq!(record_span(8), 16);
+        assert_eq!(record_span(9), 24);
+        assert_eq!(max_message(64), 24);
+        assert_eq!(record_span(max_message(64)), 32);
+        assert!(capacity_ok(64) && capacity_ok(1 << 30));
+        assert!(!capacity_ok(32) && !capacity_ok(96) && !capacity_ok(1 << 31));
+    }
+}

@@ -1,0 +1,100 @@
+//! Is a peer process still alive? Used only on the slow path, while a blocking call waits.
+//!
+//! A process counts as dead when `kill(pid, 0)` fails with `ESRCH`, or (Linux) when
+//! `/proc/<pid>/stat` shows it as a zombie: a killed child that its parent has not reaped yet has
+//! stopped running, and must not keep its peer waiting. `EPERM` means the process exists but
+//! belongs to someone else: alive.
+//!
+//! Pids are compared within one pid namespace: peers in different containers see different pids
+//! and must not use the liveness check (a foreign pid looks dead or, worse, like another process).
+//! A pid reused by a new process after its owner died looks alive; that delays detection until
+//! the new process exits, it never reports a live peer as dead.
+
+/// This process's id, as stored in the header.
+#[cfg(not(loom))]
+pub(crate) fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// Under loom every thread is "the same process".
+#[cfg(loom)]
+pub(crate) fn own_pid() -> u32 {
+    1
+}
+
+/// True unless `pid` is known to be dead. 0 and values above `i32::MAX` are not pids: dead.
+#[cfg(all(unix, not(loom)))]
+pub(crate) fn alive(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    if pid == own_pid() {
+        return true;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
+    let ret = unsafe { libc::kill(raw, 0) };
+    if ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    !zombie(pid)
+}
+
+/// Without `kill`, every peer is assumed alive.
+#[cfg(all(not(unix), not(loom)))]
+pub(crate) fn alive(pid: u32) -> bool {
+    pid != 0
+}
+
+/// Under loom no process dies.
+#[cfg(loom)]
+pub(crate) fn alive(pid: u32) -> bool {
+    pid != 0
+}
+
+/// True if `/proc/<pid>/stat` shows state `Z` (zombie) or `X` (dead).
+#[cfg(all(target_os = "linux", not(loom)))]
+fn zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(stat.get(close + 2), Some(b'Z' | b'X'))
+}
+
+#[cfg(all(unix, not(target_os = "linux"), not(loom)))]
+fn zombie(_pid: u32) -> bool {
+    false
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_is_alive_and_junk_is_dead() {
+        assert!(alive(own_pid()));
+        assert!(!alive(0));
+        assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn zombie_child_counts_as_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid));
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
+}

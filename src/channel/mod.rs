@@ -1,0 +1,889 @@
+//! A bounded channel of byte messages inside a shared-memory region, between processes.
+//!
+//! One side creates the channel in a region (usually a [`Segment`] of [`region_size`] bytes),
+//! the other opens it; the capacity is fixed at creation. Messages are byte strings of
+//! `0..=`[`max_message`] bytes, delivered in order, never dropped: a full ring makes senders wait
+//! (or fail with `EAGAIN` in the `try_` forms). Two modes: one producer and one consumer
+//! ([`Mode::Spsc`]), or up to [`layout::MAX_PRODUCERS`] producers and one consumer
+//! ([`Mode::Mpsc`]), whose messages are ordered per producer.
+//!
+//! The same protocol is implemented in TypeScript over an `Int32Array` with `Atomics`, so it is
+//! deliberately simple: 32-bit little-endian words, positions counting modulo 2^31. The byte
+//! layout is in [`layout`], the memory-ordering rules in the `ring` module's source.
+//!
+//! # Waiting, and peers that die
+//!
+//! A blocking call first re-checks the ring [`WaitOptions::spin`] times, then parks on a futex
+//! word after announcing itself in the header; the other side makes a system call only when that
+//! word says someone is parked, so two busy peers exchange messages without any system call.
+//! A parked call wakes at least every [`WaitOptions::liveness_interval`] to check that its peer
+//! process still exists (pids in the header, `kill(pid, 0)`); if it died without closing the
+//! channel, the call fails with `ECONNRESET` instead of waiting forever.
+//!
+//! # Errors
+//!
+//! Errors are `io::Error`s; [`error_code`] gives their errno:
+//!
+//! | errno | when |
+//! | --- | --- |
+//! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet |
+//! | `ETIMEDOUT` | a blocking call's timeout passed |
+//! | `EMSGSIZE` | a message longer than [`Channel::max_message`] |
+//! | `EPIPE` | sending after the channel was closed (by a sender, or by the receiver going away); opening a closed channel |
+//! | `ECONNRESET` | the peer process died without closing: every producer (receiving on an empty ring), a producer holding the record at `head`, or the consumer (sending into a full ring) |
+//! | `EBUSY` | a second consumer, a second SPSC producer, or all 64 MPSC producer slots taken |
+//! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record) |
+//! | `EPROTONOSUPPORT` | the header has another layout version |
+//! | `EINVAL` | a bad capacity or mode, or a region too small |
+//!
+//! # Examples
+//!
+//! ```
+//! use shared_buffer::channel::{region_size, Channel, Config, Mode, WaitOptions};
+//! use shared_buffer::{Options, Segment, SegmentId};
+//!
+//! let id = SegmentId::name(&format!("/doc-channel-{}", std::process::id()))?;
+//! let config = Config { capacity: 4096, mode: Mode::Spsc };
+//! let segment = Segment::create(&id, region_size(config.capacity), &Options::default())?;
+//! let channel = Channel::create(segment, config)?;
+//! // Normally in another process: Channel::open(Segment::open(&id, None, &options)?)
+//! let mut rx = channel.receiver(WaitOptions::default())?;
+//! let mut tx = channel.sender(WaitOptions::default())?;
+//! tx.send(b"hello", None)?;
+//! tx.close();
+//! assert_eq!(rx.recv(None)?.as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(rx.recv(None)?, None); // end of stream
+//! Segment::unlink(&id)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+// Under loom only the models use the protocol, and the shared-memory entry points are left out.
+#![cfg_attr(loom, allow(dead_code))]
+
+pub mod layout;
+mod liveness;
+mod mem;
+mod park;
+mod ring;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[cfg(not(loom))]
+use crate::Segment;
+
+pub use layout::{max_message, region_size};
+
+use layout::{MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK};
+use mem::{Mem, Ordering::*, fence};
+use ring::{Consumer, Peek, Producer, Shared};
+
+/// How many producers a channel has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One producer, one consumer.
+    Spsc,
+    /// Up to [`layout::MAX_PRODUCERS`] producers, one consumer. Producers reserve space with a
+    /// compare-and-swap and may commit out of order; the consumer reads in reservation order.
+    Mpsc,
+}
+
+impl Mode {
+    fn code(self) -> u32 {
+        match self {
+            Self::Spsc => MODE_SPSC,
+            Self::Mpsc => MODE_MPSC,
+        }
+    }
+}
+
+/// What [`Channel::create`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// Bytes of the data area: a power of two in `64..=2^30`. Messages are at most
+    /// `capacity / 2 - 8` bytes, and each takes `8 + round_up(len, 8)` bytes of it.
+    pub capacity: u32,
+    /// One producer or many.
+    pub mode: Mode,
+}
+
+/// How a [`Sender`] or [`Receiver`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WaitOptions {
+    /// How many times a blocking call re-checks the ring before it parks. Default 64 (a few
+    /// microseconds); 0 parks at once.
+    pub spin: u32,
+    /// How often a parked call wakes to check that the peer process is alive. Default 100 ms;
+    /// a dead peer is reported within about this time (twice it for an MPSC producer that died
+    /// while holding a reservation). At least 1 ms is used.
+    pub liveness_interval: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        Self {
+            spin: 64,
+            liveness_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A channel error with an errno and a description; carried inside an `io::Error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelError {
+    errno: i32,
+    message: String,
+}
+
+impl ChannelError {
+    pub(crate) fn new(errno: i32, message: String) -> Self {
+        Self { errno, message }
+    }
+
+    /// The errno (positive, e.g. `libc::EBADMSG`).
+    pub fn errno(&self) -> i32 {
+        self.errno
+    }
+
+    /// The channel error inside `err`, if that is what `err` carries.
+    pub fn find(err: &io::Error) -> Option<&Self> {
+        err.get_ref()?.downcast_ref::<Self>()
+    }
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+/// The errno of any error this module returns (positive); `EIO` for an error without one.
+pub fn error_code(err: &io::Error) -> i32 {
+    err.raw_os_error()
+        .or_else(|| ChannelError::find(err).map(ChannelError::errno))
+        .unwrap_or(libc::EIO)
+}
+
+/// A bare errno, without allocation (the hot-path errors).
+pub(crate) fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// `EBADMSG`: the header or ring is corrupt.
+pub(crate) fn corrupt(message: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        ChannelError::new(libc::EBADMSG, message),
+    )
+}
+
+/// `ECONNRESET`: the peer died.
+fn peer_died(message: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        ChannelError::new(libc::ECONNRESET, message.to_owned()),
+    )
+}
+
+/// A channel in a shared-memory region. Cheap to clone; make a [`Sender`] or [`Receiver`] from
+/// it. The region stays mapped while any of them lives.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+impl Channel {
+    /// Initialises a channel in `segment`, which must have at least [`region_size`] bytes. Any
+    /// previous content is lost; a segment this process did not just create is zeroed first.
+    ///
+    /// # Errors
+    /// `EINVAL` for a capacity that is not a power of two in `64..=2^30`, or a segment that is
+    /// too small.
+    #[cfg(not(loom))]
+    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> io::Result<Self> {
+        let segment = segment.into();
+        // SAFETY: the segment is mapped for len bytes (page aligned) while the Arc lives, and the
+        // Arc is kept in Shared.
+        let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
+            .ok_or_else(|| errno(libc::EINVAL))?;
+        // A segment this process did not just create may hold old bytes that another process
+        // still looks at: zero them atomically.
+        let zero = if segment.created() {
+            ring::ZeroData::No
+        } else {
+            ring::ZeroData::Atomic
+        };
+        // SAFETY: a fresh segment is zero; the header is written only through atomics.
+        unsafe { ring::init(&mem, config.capacity, config.mode.code(), zero)? };
+        Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
+    }
+
+    /// Opens the channel in `segment`, validating its header.
+    ///
+    /// # Errors
+    /// `EAGAIN` if the header is not initialised yet; `EBADMSG` for a wrong magic, an
+    /// out-of-range field, or a capacity larger than the segment; `EPROTONOSUPPORT` for another
+    /// layout version.
+    #[cfg(not(loom))]
+    pub fn open(segment: impl Into<Arc<Segment>>) -> io::Result<Self> {
+        let segment = segment.into();
+        // SAFETY: as in create.
+        let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
+            .ok_or_else(|| errno(libc::EINVAL))?;
+        ring::validate(&mem)?;
+        Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
+    }
+
+    /// Initialises a channel in `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes and 8-byte aligned for as long as
+    /// the channel and every sender and receiver made from it live; nobody else may use the bytes
+    /// during this call, and afterwards only through this protocol.
+    ///
+    /// # Errors
+    /// As [`Channel::create`]; `EINVAL` also for a null or misaligned pointer.
+    #[cfg(not(loom))]
+    pub unsafe fn create_raw(ptr: *mut u8, len: usize, config: Config) -> io::Result<Self> {
+        // SAFETY: forwarded from the caller.
+        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        // SAFETY: the caller promises exclusive use during this call.
+        unsafe {
+            ring::init(
+                &mem,
+                config.capacity,
+                config.mode.code(),
+                ring::ZeroData::Plain,
+            )?
+        };
+        Ok(Self::from_mem(mem, None))
+    }
+
+    /// Opens the channel in `len` bytes at `ptr`, validating its header.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes and 8-byte aligned for as long as
+    /// the channel and every sender and receiver made from it live, and others may use the bytes
+    /// only through this protocol.
+    ///
+    /// # Errors
+    /// As [`Channel::open`]; `EINVAL` also for a null or misaligned pointer.
+    #[cfg(not(loom))]
+    pub unsafe fn open_raw(ptr: *mut u8, len: usize) -> io::Result<Self> {
+        // SAFETY: forwarded from the caller.
+        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        ring::validate(&mem)?;
+        Ok(Self::from_mem(mem, None))
+    }
+
+    /// A channel in loom-modelled memory.
+    #[cfg(loom)]
+    pub(crate) fn model(config: Config) -> Self {
+        let mem = Mem::new_model(region_size(config.capacity));
+        // SAFETY: the memory is new and ours alone.
+        unsafe {
+            ring::init(
+                &mem,
+                config.capacity,
+                config.mode.code(),
+                ring::ZeroData::Plain,
+            )
+        }
+        .unwrap();
+        Self::from_mem(mem, None)
+    }
+
+    fn from_mem(mem: Mem, owner: Option<ring::Owner>) -> Self {
+        let capacity = mem.word(layout::OFF_CAPACITY).load(Relaxed);
+        let mode = mem.word(layout::OFF_MODE).load(Relaxed);
+        Self {
+            shared: Arc::new(Shared {
+                mem,
+                capacity,
+                mask: capacity - 1,
+                max_message: max_message(capacity),
+                mode,
+                _owner: owner,
+            }),
+        }
+    }
+
+    /// Bytes of the data area.
+    pub fn capacity(&self) -> u32 {
+        self.shared.capacity
+    }
+
+    /// The largest message: `capacity / 2 - 8` bytes.
+    pub fn max_message(&self) -> usize {
+        self.shared.max_message
+    }
+
+    /// One producer or many.
+    pub fn mode(&self) -> Mode {
+        if self.shared.mode == MODE_SPSC {
+            Mode::Spsc
+        } else {
+            Mode::Mpsc
+        }
+    }
+
+    /// True once a sender has closed the channel (messages may still wait to be received).
+    pub fn is_closed(&self) -> bool {
+        self.shared.tail_closed()
+    }
+
+    /// Attaches a producer: records this process's pid in a producer slot.
+    ///
+    /// # Errors
+    /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
+    /// channel already has a live producer or every MPSC slot is taken; `ECONNRESET` if the
+    /// SPSC channel's producer died without closing it.
+    pub fn sender(&self, options: WaitOptions) -> io::Result<Sender> {
+        let sh = &*self.shared;
+        if sh.rx_closed() || sh.tail_closed() {
+            return Err(errno(libc::EPIPE));
+        }
+        let me = liveness::own_pid();
+        let slot = if sh.mode == MODE_SPSC {
+            match sh.producer_pid(0).compare_exchange(0, me, AcqRel, Acquire) {
+                Ok(_) => 0,
+                Err(pid) if liveness::alive(pid) => return Err(errno(libc::EBUSY)),
+                Err(_) => return Err(peer_died("the channel's producer died without closing it")),
+            }
+        } else {
+            (0..MAX_PRODUCERS)
+                .find(|&slot| {
+                    sh.producer_pid(slot)
+                        .compare_exchange(0, me, AcqRel, Relaxed)
+                        .is_ok()
+                })
+                .ok_or_else(|| errno(libc::EBUSY))?
+        };
+        Ok(Sender {
+            producer: Producer::new(sh),
+            shared: Arc::clone(&self.shared),
+            slot,
+            pid: me,
+            options,
+            closed: false,
+        })
+    }
+
+    /// Attaches the consumer: records this process's pid. A consumer that died may be replaced.
+    ///
+    /// # Errors
+    /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached.
+    pub fn receiver(&self, options: WaitOptions) -> io::Result<Receiver> {
+        let sh = &*self.shared;
+        if sh.rx_closed() {
+            return Err(errno(libc::EPIPE));
+        }
+        let me = liveness::own_pid();
+        let word = sh.consumer_pid();
+        let mut current = 0;
+        let mut attached = false;
+        // A few rounds settle a race with another process attaching or leaving at this moment.
+        for _ in 0..8 {
+            match word.compare_exchange(current, me, AcqRel, Acquire) {
+                Ok(_) => {
+                    attached = true;
+                    break;
+                }
+                Err(pid) if pid == 0 || !liveness::alive(pid) => current = pid,
+                Err(_) => break,
+            }
+        }
+        if !attached {
+            return Err(errno(libc::EBUSY));
+        }
+        Ok(Receiver {
+            consumer: Consumer::new(sh),
+            shared: Arc::clone(&self.shared),
+            pid: me,
+            options,
+            pending: None,
+            stuck_at: None,
+        })
+    }
+}
+
+/// Where a blocking call gives up, and when it next checks on the peer.
+struct Clock {
+    deadline: Option<Instant>,
+    next_check: Instant,
+    interval: Duration,
+    spins: u32,
+}
+
+impl Clock {
+    fn new(timeout: Option<Duration>, options: &WaitOptions) -> Self {
+        let now = Instant::now();
+        let interval = options.liveness_interval.max(Duration::from_millis(1));
+        Self {
+            deadline: timeout.and_then(|t| now.checked_add(t)),
+            next_check: now + interval,
+            interval,
+            spins: 0,
+        }
+    }
+
+    /// Ok(None) to spin once more; Ok(Some(slice)) to park for at most `slice`, after running
+    /// `check` if a liveness check is due; Err(ETIMEDOUT) when the deadline has passed.
+    fn next(
+        &mut self,
+        spin: u32,
+        check: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<Option<Duration>> {
+        if self.spins < spin {
+            self.spins += 1;
+            std::hint::spin_loop();
+            return Ok(None);
+        }
+        let now = Instant::now();
+        if let Some(deadline) = self.deadline {
+            if now >= deadline {
+                return Err(errno(libc::ETIMEDOUT));
+            }
+        }
+        if now >= self.next_check {
+            check()?;
+            self.next_check = now + self.interval;
+        }
+        let mut slice = self.next_check.saturating_duration_since(now);
+        if let Some(deadline) = self.deadline {
+            slice = slice.min(deadline.saturating_duration_since(now));
+        }
+        Ok(Some(slice.max(Duration::from_micros(1))))
+    }
+}
+
+/// The sending end. Made by [`Channel::sender`].
+///
+/// In [`Mode::Spsc`], dropping the sender closes the channel (the receiver sees the end of the
+/// stream after the last message). In [`Mode::Mpsc`], dropping a sender only frees its slot;
+/// [`Sender::close`] ends the stream for every producer.
+#[derive(Debug)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    producer: Producer,
+    slot: usize,
+    pid: u32,
+    options: WaitOptions,
+    closed: bool,
+}
+
+impl Sender {
+    /// The largest message: `capacity / 2 - 8` bytes.
+    pub fn max_message(&self) -> usize {
+        self.shared.max_message
+    }
+
+    /// Sends `msg`, waiting while the ring is full: forever with `None`, else at most `timeout`.
+    ///
+    /// # Errors
+    /// `EMSGSIZE` if `msg` is longer than [`Sender::max_message`]; `ETIMEDOUT`; `EPIPE` if the
+    /// channel was closed or the receiver went away; `ECONNRESET` if the consumer process died
+    /// while the ring was full; `EBADMSG` if the positions are corrupt.
+    pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        let idx = self.reserve_idx(msg.len(), Some(timeout))?;
+        self.write_commit(idx, msg);
+        Ok(())
+    }
+
+    /// Sends `msg` if there is room now.
+    ///
+    /// # Errors
+    /// `EAGAIN` if the ring is full; otherwise as [`Sender::send`].
+    pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+        let idx = self.reserve_idx(msg.len(), None)?;
+        self.write_commit(idx, msg);
+        Ok(())
+    }
+
+    /// Reserves room for a `len`-byte message and returns it to be filled in place; it is sent
+    /// by [`Reservation::commit`], and dropped uncommitted it is skipped by the receiver. Waits
+    /// as [`Sender::send`] does. The bytes start out zero.
+    ///
+    /// # Errors
+    /// As [`Sender::send`].
+    #[cfg(not(loom))]
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<Reservation<'_>> {
+        let idx = self.reserve_idx(len, Some(timeout))?;
+        Ok(Reservation {
+            sender: self,
+            idx,
+            len,
+        })
+    }
+
+    /// Reserves room for a `len`-byte message if there is room now.
+    ///
+    /// # Errors
+    /// `EAGAIN` if the ring is full; otherwise as [`Sender::send`].
+    #[cfg(not(loom))]
+    pub fn try_reserve(&mut self, len: usize) -> io::Result<Reservation<'_>> {
+        let idx = self.reserve_idx(len, None)?;
+        Ok(Reservation {
+            sender: self,
+            idx,
+            len,
+        })
+    }
+
+    /// Closes the channel for every producer: later sends fail with `EPIPE`, and the receiver
+    /// gets the end of the stream once it has received everything sent before.
+    pub fn close(mut self) {
+        self.close_now();
+    }
+
+    fn close_now(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.producer.close(&self.shared);
+        }
+    }
+
+    #[inline]
+    fn write_commit(&mut self, idx: usize, msg: &[u8]) {
+        let sh = &*self.shared;
+        // SAFETY: the reservation gave this producer the record's bytes, which lie inside the
+        // data area (idx + 8 + len <= capacity).
+        unsafe { sh.mem.write(Producer::payload_offset(idx), msg) };
+        self.producer.commit(sh, idx, msg.len());
+    }
+
+    /// Reserves a record: `wait` None = try once, Some(timeout) = block.
+    #[inline]
+    fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> io::Result<usize> {
+        if let Some(idx) = self.producer.try_reserve(&self.shared, len)? {
+            return Ok(idx);
+        }
+        match wait {
+            None => Err(errno(libc::EAGAIN)),
+            Some(timeout) => self.reserve_slow(len, timeout),
+        }
+    }
+
+    #[cold]
+    fn reserve_slow(&mut self, len: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        let sh = Arc::clone(&self.shared);
+        let mut clock = Clock::new(timeout, &self.options);
+        loop {
+            if let Some(idx) = self.producer.try_reserve(&sh, len)? {
+                return Ok(idx);
+            }
+            let Some(slice) = clock.next(self.options.spin, || check_consumer(&sh))? else {
+                continue;
+            };
+            let word = sh.tx_waiting();
+            word.swap(1, SeqCst);
+            fence(SeqCst);
+            if !self.producer.should_wake(&sh) {
+                park::wait(word, 1, Some(slice))?;
+            }
+            if sh.mode == MODE_SPSC {
+                // The only producer: nobody else relies on the flag.
+                word.swap(0, Relaxed);
+            }
+        }
+    }
+}
+
+/// Fails if the consumer process died.
+fn check_consumer(sh: &Shared) -> io::Result<()> {
+    let pid = sh.consumer_pid().load(Acquire);
+    if pid != 0 && !liveness::alive(pid) {
+        return Err(peer_died(
+            "the consumer process died without closing the channel",
+        ));
+    }
+    Ok(())
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.mode == MODE_SPSC {
+            self.close_now();
+        }
+        // Free the slot (if it is still ours: a corrupt header may say otherwise).
+        let _ = self
+            .shared
+            .producer_pid(self.slot)
+            .compare_exchange(self.pid, 0, AcqRel, Relaxed);
+    }
+}
+
+/// A record reserved by [`Sender::reserve`], filled in place. Derefs to its payload bytes.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    sender: &'a mut Sender,
+    idx: usize,
+    len: usize,
+}
+
+#[cfg(not(loom))]
+impl Reservation<'_> {
+    /// Sends the message.
+    pub fn commit(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let (idx, len) = (this.idx, this.len);
+        let sender = &mut *this.sender;
+        sender.producer.commit(&sender.shared, idx, len);
+    }
+}
+
+#[cfg(not(loom))]
+impl std::ops::Deref for Reservation<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the reservation gives this producer the record's bytes, inside the data area;
+        // the slice borrows self, which borrows the sender, which keeps the memory mapped.
+        unsafe {
+            self.sender
+                .shared
+                .mem
+                .slice(Producer::payload_offset(self.idx), self.len)
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl std::ops::DerefMut for Reservation<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; &mut self makes this the only slice.
+        unsafe {
+            self.sender
+                .shared
+                .mem
+                .slice_mut(Producer::payload_offset(self.idx), self.len)
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let sender = &mut *self.sender;
+        sender.producer.abort(&sender.shared, self.idx, self.len);
+    }
+}
+
+/// The receiving end. Made by [`Channel::receiver`]; dropping it closes the channel for the
+/// senders (their sends fail with `EPIPE`).
+#[derive(Debug)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+    consumer: Consumer,
+    pid: u32,
+    options: WaitOptions,
+    /// The message handed out by reference and not released yet: (idx, len).
+    pending: Option<(usize, usize)>,
+    /// The head at which an uncommitted record was seen at the last liveness check.
+    stuck_at: Option<u32>,
+}
+
+impl Receiver {
+    /// Receives the next message, waiting while the ring is empty: forever with `None`, else at
+    /// most `timeout`. `Ok(None)` is the end of the stream: a sender closed the channel and
+    /// every message was received.
+    ///
+    /// # Errors
+    /// `ETIMEDOUT`; `ECONNRESET` if the producer(s) died (see the module docs); `EBADMSG` if the
+    /// ring is corrupt.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.recv_into(&mut buf, timeout)?.map(|_| buf))
+    }
+
+    /// Receives the next message if there is one now.
+    ///
+    /// # Errors
+    /// `EAGAIN` if the ring is empty; otherwise as [`Receiver::recv`].
+    pub fn try_recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.copy_next(&mut buf, None)?.map(|_| buf))
+    }
+
+    /// As [`Receiver::recv`], into `buf` (cleared first); returns the length.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn recv_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Option<usize>> {
+        self.copy_next(buf, Some(timeout))
+    }
+
+    /// Receives the next message in place: the slice points into the ring and stays valid until
+    /// the next receive or [`Receiver::release`], which frees its room for the senders.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    #[cfg(not(loom))]
+    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> io::Result<Option<&[u8]>> {
+        let next = self.next(Some(timeout))?;
+        Ok(next.map(|(idx, len)| self.slice(idx, len)))
+    }
+
+    /// As [`Receiver::recv_ref`], if there is a message now.
+    ///
+    /// # Errors
+    /// `EAGAIN` if the ring is empty; otherwise as [`Receiver::recv`].
+    #[cfg(not(loom))]
+    pub fn try_recv_ref(&mut self) -> io::Result<Option<&[u8]>> {
+        let next = self.next(None)?;
+        Ok(next.map(|(idx, len)| self.slice(idx, len)))
+    }
+
+    #[cfg(not(loom))]
+    fn slice(&self, idx: usize, len: usize) -> &[u8] {
+        // SAFETY: peek validated the record inside the data area; producers may not write it
+        // until release moves head past it, which needs &mut self, so not while the slice lives.
+        unsafe { self.shared.mem.slice(Consumer::payload_offset(idx), len) }
+    }
+
+    /// Releases the message handed out by [`Receiver::recv_ref`] (the next receive does it too).
+    pub fn release(&mut self) {
+        if let Some((idx, len)) = self.pending.take() {
+            self.consumer.release(&self.shared, idx, len);
+        }
+    }
+
+    /// Closes the receiving end (as dropping it does).
+    pub fn close(self) {}
+
+    fn copy_next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        wait: Option<Option<Duration>>,
+    ) -> io::Result<Option<usize>> {
+        let Some((idx, len)) = self.next(wait)? else {
+            return Ok(None);
+        };
+        buf.clear();
+        buf.reserve(len);
+        // SAFETY: the record is valid and unchanging until released (as in `slice`); buf has
+        // room for len bytes, which the copy initialises before set_len.
+        unsafe {
+            self.shared
+                .mem
+                .read(Consumer::payload_offset(idx), buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
+        self.release();
+        Ok(Some(len))
+    }
+
+    /// The next message as (idx, len), now pending: `wait` None = try once, Some(timeout) =
+    /// block.
+    #[inline]
+    fn next(&mut self, wait: Option<Option<Duration>>) -> io::Result<Option<(usize, usize)>> {
+        self.release();
+        let state = self.consumer.peek(&self.shared)?;
+        match (state, wait) {
+            (Peek::Message { idx, len }, _) => {
+                self.pending = Some((idx, len));
+                Ok(Some((idx, len)))
+            }
+            (Peek::End, _) => Ok(None),
+            (_, None) => Err(errno(libc::EAGAIN)),
+            (_, Some(timeout)) => self.next_slow(timeout),
+        }
+    }
+
+    #[cold]
+    fn next_slow(&mut self, timeout: Option<Duration>) -> io::Result<Option<(usize, usize)>> {
+        let sh = Arc::clone(&self.shared);
+        let mut clock = Clock::new(timeout, &self.options);
+        self.stuck_at = None;
+        loop {
+            let state = self.consumer.peek(&sh)?;
+            match state {
+                Peek::Message { idx, len } => {
+                    self.pending = Some((idx, len));
+                    return Ok(Some((idx, len)));
+                }
+                Peek::End => return Ok(None),
+                Peek::Empty | Peek::InFlight => {}
+            }
+            let head = self.consumer.head;
+            let stuck_at = &mut self.stuck_at;
+            let check = || check_producers(&sh, state, head, stuck_at);
+            let Some(slice) = clock.next(self.options.spin, check)? else {
+                continue;
+            };
+            let word = sh.rx_waiting();
+            word.swap(1, SeqCst);
+            fence(SeqCst);
+            if !self.consumer.should_wake(&sh) {
+                park::wait(word, 1, Some(slice))?;
+            }
+            word.swap(0, Relaxed);
+        }
+    }
+}
+
+/// Fails if the producers died: every registered one on an empty ring, or any while a record at
+/// `head` stays uncommitted (at once in SPSC, at the second check on the same head in MPSC, since
+/// the record may belong to a live producer).
+fn check_producers(
+    sh: &Shared,
+    state: Peek,
+    head: u32,
+    stuck_at: &mut Option<u32>,
+) -> io::Result<()> {
+    let (mut registered, mut dead) = (0, 0);
+    for slot in 0..MAX_PRODUCERS {
+        let pid = sh.producer_pid(slot).load(Acquire);
+        if pid != 0 {
+            registered += 1;
+            if !liveness::alive(pid) {
+                dead += 1;
+            }
+        }
+    }
+    match state {
+        Peek::Empty if registered > 0 && dead == registered => Err(peer_died(
+            "every producer process died without closing the channel",
+        )),
+        Peek::InFlight if dead > 0 => {
+            if sh.mode == MODE_SPSC || *stuck_at == Some(head & POS_MASK) {
+                return Err(peer_died(
+                    "a producer process died before committing the message it had reserved",
+                ));
+            }
+            *stuck_at = Some(head & POS_MASK);
+            Ok(())
+        }
+        _ => {
+            *stuck_at = None;
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.release();
+        let sh = &*self.shared;
+        sh.flags().fetch_or(layout::FLAG_RX_CLOSED, AcqRel);
+        let _ = sh
+            .consumer_pid()
+            .compare_exchange(self.pid, 0, AcqRel, Relaxed);
+        sh.wake_producers();
+    }
+}

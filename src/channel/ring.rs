@@ -1,0 +1,621 @@
+//! The ring protocol: initialising and validating a region, reserving and committing records,
+//! reading and releasing them, and the waiter-word handshake. No system calls except through
+//! [`park`], and those only when a peer is parked.
+//!
+//! # Memory ordering
+//!
+//! The full protocol, step by step, is in the [`layout`](super::layout) module docs; in short:
+//!
+//! - A producer writes the payload, then stores the commit word with **release**; the consumer
+//!   loads the commit word with **acquire** before reading the payload.
+//! - The consumer zeroes the consumed bytes, then stores `head` with **release**; a producer
+//!   loads `head` with **acquire** before writing into space that `head` freed.
+//! - A producer's reservation (`tail` store or CAS) comes before its commit store in program
+//!   order, so a consumer that has seen a commit and then loads `tail` sees the reservation.
+//! - Parking (Dekker): the sleeper exchanges 1 into its waiter word, issues a SeqCst fence, and
+//!   looks again before `futex_wait(word, 1)`; the waker stores its progress (commit word or
+//!   `head`), issues a SeqCst fence, and only if the waiter word is non-zero exchanges it to 0
+//!   and calls `futex_wake`. One of the two always sees the other, so no wake-up is lost and an
+//!   awake peer costs no system call. Waiter words are only ever written by atomic exchange
+//!   (never a plain store), which keeps their modification order simple (and lets loom check
+//!   it). JavaScript `Atomics` operations are all sequentially consistent, which gives the same
+//!   guarantees without explicit fences.
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+
+use super::layout::*;
+use super::mem::{AtomicU32, Mem, Ordering::*, fence};
+use super::park;
+use super::{corrupt, errno};
+
+/// A validated channel region and the facts read from its header.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) mem: Mem,
+    pub(crate) capacity: u32,
+    pub(crate) mask: u32,
+    pub(crate) max_message: usize,
+    pub(crate) mode: u32,
+    /// Keeps the memory mapped (a `Segment`), if the channel owns it.
+    pub(crate) _owner: Option<Owner>,
+}
+
+/// Whatever keeps a channel's memory alive.
+pub(crate) struct Owner {
+    /// Held only to be dropped with the channel.
+    pub(crate) _keep: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Owner")
+    }
+}
+
+impl Shared {
+    #[inline]
+    pub(crate) fn head(&self) -> &AtomicU32 {
+        self.mem.word(OFF_HEAD)
+    }
+    #[inline]
+    pub(crate) fn tail(&self) -> &AtomicU32 {
+        self.mem.word(OFF_TAIL)
+    }
+    #[inline]
+    pub(crate) fn flags(&self) -> &AtomicU32 {
+        self.mem.word(OFF_FLAGS)
+    }
+    #[inline]
+    pub(crate) fn rx_waiting(&self) -> &AtomicU32 {
+        self.mem.word(OFF_RX_WAITING)
+    }
+    #[inline]
+    pub(crate) fn tx_waiting(&self) -> &AtomicU32 {
+        self.mem.word(OFF_TX_WAITING)
+    }
+    #[inline]
+    pub(crate) fn consumer_pid(&self) -> &AtomicU32 {
+        self.mem.word(OFF_CONSUMER_PID)
+    }
+    #[inline]
+    pub(crate) fn producer_pid(&self, slot: usize) -> &AtomicU32 {
+        assert!(slot < MAX_PRODUCERS);
+        self.mem.word(OFF_PRODUCER_PIDS + 4 * slot)
+    }
+    /// The commit word of the record at data index `idx` (a multiple of 8 below capacity).
+    #[inline]
+    fn commit_word(&self, idx: usize) -> &AtomicU32 {
+        self.mem.word(OFF_DATA + idx)
+    }
+
+    /// After a commit or a close: wake the consumer if, and only if, it may be parked.
+    #[inline]
+    pub(crate) fn wake_consumer(&self) {
+        fence(SeqCst);
+        let word = self.rx_waiting();
+        if word.load(Relaxed) != 0 && word.swap(0, SeqCst) != 0 {
+            // A failed wake leaves the consumer to its periodic wake-up; nothing to report.
+            let _ = park::notify(word, 1);
+        }
+    }
+
+    /// After the consumer freed space or closed: wake every parked producer, if any.
+    #[inline]
+    pub(crate) fn wake_producers(&self) {
+        fence(SeqCst);
+        let word = self.tx_waiting();
+        if word.load(Relaxed) != 0 && word.swap(0, SeqCst) != 0 {
+            // As above: producers also wake periodically.
+            let _ = park::notify(word, u32::MAX);
+        }
+    }
+
+    /// True if the tail carries [`TAIL_CLOSED`].
+    pub(crate) fn tail_closed(&self) -> bool {
+        self.tail().load(Acquire) & TAIL_CLOSED != 0
+    }
+
+    /// True if the consumer has closed its end.
+    pub(crate) fn rx_closed(&self) -> bool {
+        self.flags().load(Acquire) & FLAG_RX_CLOSED != 0
+    }
+}
+
+/// How [`init`] treats the data area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ZeroData {
+    /// It is zero already (fresh memory).
+    No,
+    /// Zero it with plain writes: nobody else may look at it.
+    Plain,
+    /// Zero it word by word with atomic stores: others may still look at the old bytes.
+    Atomic,
+}
+
+/// Writes a fresh header and prepares the data area; `magic` is stored last, with release.
+///
+/// # Safety
+/// With [`ZeroData::Plain`], nobody else may use the region during the call; with
+/// [`ZeroData::No`], the data area must be zero already.
+pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -> io::Result<()> {
+    if !capacity_ok(capacity) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            super::ChannelError::new(
+                libc::EINVAL,
+                format!("capacity {capacity} is not a power of two in 64..=2^30"),
+            ),
+        ));
+    }
+    if mode != MODE_SPSC && mode != MODE_MPSC {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let needed = region_size(capacity);
+    if mem.len() < needed {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            super::ChannelError::new(
+                libc::EINVAL,
+                format!(
+                    "region of {} bytes is too small for capacity {capacity} ({needed} needed)",
+                    mem.len()
+                ),
+            ),
+        ));
+    }
+    mem.word(OFF_MAGIC).store(0, Release);
+    for offset in (4..HEADER_SIZE).step_by(4) {
+        mem.word(offset).store(0, Relaxed);
+    }
+    match zero {
+        ZeroData::No => {}
+        // SAFETY: in bounds (checked above) and, as the caller promises, nobody else's yet.
+        ZeroData::Plain => unsafe { mem.zero(OFF_DATA, capacity as usize) },
+        ZeroData::Atomic => {
+            for offset in (OFF_DATA..needed).step_by(4) {
+                mem.word(offset).store(0, Relaxed);
+            }
+        }
+    }
+    mem.word(OFF_VERSION).store(VERSION, Relaxed);
+    mem.word(OFF_HEADER_SIZE).store(HEADER_SIZE as u32, Relaxed);
+    mem.word(OFF_CAPACITY).store(capacity, Relaxed);
+    mem.word(OFF_MAX_MESSAGE)
+        .store(max_message(capacity) as u32, Relaxed);
+    mem.word(OFF_MODE).store(mode, Relaxed);
+    mem.word(OFF_MAX_PRODUCERS)
+        .store(MAX_PRODUCERS as u32, Relaxed);
+    mem.word(OFF_MAGIC).store(MAGIC, Release);
+    Ok(())
+}
+
+/// Checks a region's header; returns `(capacity, mode)`.
+///
+/// Never panics and never loops without bound, whatever the bytes.
+pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
+    if mem.len() < HEADER_SIZE + MIN_CAPACITY as usize {
+        return Err(bad(
+            libc::EINVAL,
+            format!("region of {} bytes is too small for a channel", mem.len()),
+        ));
+    }
+    let magic = mem.word(OFF_MAGIC).load(Acquire);
+    if magic == 0 {
+        return Err(bad(
+            libc::EAGAIN,
+            "channel header not initialised yet (magic is 0)".into(),
+        ));
+    }
+    if magic != MAGIC {
+        return Err(bad(
+            libc::EBADMSG,
+            format!("not a channel: magic {magic:#010x}, expected {MAGIC:#010x}"),
+        ));
+    }
+    let version = mem.word(OFF_VERSION).load(Relaxed);
+    if version != VERSION {
+        return Err(bad(
+            libc::EPROTONOSUPPORT,
+            format!("channel layout version {version}, this library speaks {VERSION}"),
+        ));
+    }
+    let header_size = mem.word(OFF_HEADER_SIZE).load(Relaxed);
+    if header_size as usize != HEADER_SIZE {
+        return Err(corrupt(format!(
+            "header size {header_size}, expected {HEADER_SIZE}"
+        )));
+    }
+    let capacity = mem.word(OFF_CAPACITY).load(Relaxed);
+    if !capacity_ok(capacity) {
+        return Err(corrupt(format!(
+            "capacity {capacity} is not a power of two in 64..=2^30"
+        )));
+    }
+    if region_size(capacity) > mem.len() {
+        return Err(corrupt(format!(
+            "capacity {capacity} needs {} bytes, the region has {}",
+            region_size(capacity),
+            mem.len()
+        )));
+    }
+    let max = mem.word(OFF_MAX_MESSAGE).load(Relaxed);
+    if max as usize != max_message(capacity) {
+        return Err(corrupt(format!(
+            "max_message {max}, expected {}",
+            max_message(capacity)
+        )));
+    }
+    let mode = mem.word(OFF_MODE).load(Relaxed);
+    if mode != MODE_SPSC && mode != MODE_MPSC {
+        return Err(corrupt(format!("unknown mode {mode}")));
+    }
+    let slots = mem.word(OFF_MAX_PRODUCERS).load(Relaxed);
+    if slots as usize != MAX_PRODUCERS {
+        return Err(corrupt(format!(
+            "max_producers {slots}, expected {MAX_PRODUCERS}"
+        )));
+    }
+    let flags = mem.word(OFF_FLAGS).load(Relaxed);
+    if flags & !FLAGS_KNOWN != 0 {
+        return Err(corrupt(format!("unknown flags {flags:#x}")));
+    }
+    for offset in [OFF_RX_WAITING, OFF_TX_WAITING] {
+        let value = mem.word(offset).load(Relaxed);
+        if value > 1 {
+            return Err(corrupt(format!("waiter word at {offset} holds {value}")));
+        }
+    }
+    // head and tail move while we read them: a live channel may need a second look.
+    let mut last = String::new();
+    for _ in 0..4 {
+        let head = mem.word(OFF_HEAD).load(Acquire);
+        let tail = mem.word(OFF_TAIL).load(Acquire);
+        match check_positions(head, tail, capacity) {
+            Ok(()) => return Ok((capacity, mode)),
+            Err(msg) => last = msg,
+        }
+    }
+    Err(corrupt(last))
+}
+
+fn check_positions(head: u32, tail: u32, capacity: u32) -> Result<(), String> {
+    if head & !POS_MASK != 0 || head % RECORD_ALIGN as u32 != 0 {
+        return Err(format!("head {head:#x} is not a position"));
+    }
+    let pos = tail & POS_MASK;
+    if pos % RECORD_ALIGN as u32 != 0 {
+        return Err(format!("tail {tail:#x} is not a position"));
+    }
+    let used = pos.wrapping_sub(head) & POS_MASK;
+    if used > capacity {
+        return Err(format!(
+            "head {head:#x} and tail {tail:#x} are {used} bytes apart, capacity is {capacity}"
+        ));
+    }
+    Ok(())
+}
+
+fn bad(code: i32, message: String) -> io::Error {
+    let kind = match code {
+        libc::EAGAIN => io::ErrorKind::WouldBlock,
+        libc::EPROTONOSUPPORT => io::ErrorKind::Unsupported,
+        libc::EINVAL => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, super::ChannelError::new(code, message))
+}
+
+// ---- producer -----------------------------------------------------------------------------
+
+/// A producer's private state.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    /// SPSC: the tail position (this producer is its only writer).
+    tail: u32,
+    /// The last `head` seen; in SPSC it bounds the free space without touching the consumer's
+    /// cache line, in both modes it is what a parked producer waits to see change.
+    head_seen: u32,
+}
+
+impl Producer {
+    pub(crate) fn new(sh: &Shared) -> Self {
+        Self {
+            tail: sh.tail().load(Acquire) & POS_MASK,
+            head_seen: sh.head().load(Acquire) & POS_MASK,
+        }
+    }
+
+    /// Reserves a record for a `len`-byte payload; `Ok(None)` when the ring is full. Writes a
+    /// skip record first when the record would cross the end of the data area.
+    ///
+    /// # Errors
+    /// `EMSGSIZE` when `len` exceeds the maximum; `EPIPE` when the consumer or a sender closed
+    /// the channel; `EBADMSG` when the positions are corrupt.
+    #[inline]
+    pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> io::Result<Option<usize>> {
+        if len > sh.max_message {
+            return Err(errno(libc::EMSGSIZE));
+        }
+        if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
+            return Err(errno(libc::EPIPE));
+        }
+        let span = record_span(len) as u32;
+        if sh.mode == MODE_SPSC {
+            self.reserve_spsc(sh, span)
+        } else {
+            self.reserve_mpsc(sh, span)
+        }
+    }
+
+    #[inline]
+    fn reserve_spsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+        for _ in 0..2 {
+            let idx = self.tail & sh.mask;
+            let to_end = sh.capacity - idx;
+            let need = span.min(to_end);
+            if !self.space_spsc(sh, need)? {
+                return Ok(None);
+            }
+            self.tail = self.tail.wrapping_add(need) & POS_MASK;
+            sh.tail().store(self.tail, Relaxed);
+            if need == span {
+                return Ok(Some(idx as usize));
+            }
+            commit_skip(sh, idx as usize, to_end);
+        }
+        // After a skip the record starts at index 0, where it always fits.
+        Err(corrupt("reservation did not fit after wrapping".into()))
+    }
+
+    #[inline]
+    fn space_spsc(&mut self, sh: &Shared, need: u32) -> io::Result<bool> {
+        let cap = sh.capacity;
+        let used = self.tail.wrapping_sub(self.head_seen) & POS_MASK;
+        if used <= cap && cap - used >= need {
+            return Ok(true);
+        }
+        self.head_seen = sh.head().load(Acquire) & POS_MASK;
+        let used = self.tail.wrapping_sub(self.head_seen) & POS_MASK;
+        if used > cap {
+            return Err(corrupt(format!(
+                "head {:#x} is more than capacity behind tail {:#x}",
+                self.head_seen, self.tail
+            )));
+        }
+        Ok(cap - used >= need)
+    }
+
+    fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+        let cap = sh.capacity;
+        let mut last_bad = None;
+        loop {
+            // head before tail: the tail read later is never behind the head read earlier.
+            let head = sh.head().load(Acquire) & POS_MASK;
+            let tail = sh.tail().load(Acquire);
+            self.head_seen = head;
+            if tail & TAIL_CLOSED != 0 {
+                return Err(errno(libc::EPIPE));
+            }
+            if tail % RECORD_ALIGN as u32 != 0 {
+                return Err(corrupt(format!("tail {tail:#x} is not a position")));
+            }
+            let used = tail.wrapping_sub(head) & POS_MASK;
+            if used > cap {
+                // Either head moved between the two loads, or the positions are corrupt: only
+                // the same pair seen twice is corruption.
+                if last_bad == Some((head, tail)) {
+                    return Err(corrupt(format!(
+                        "head {head:#x} and tail {tail:#x} are more than capacity apart"
+                    )));
+                }
+                last_bad = Some((head, tail));
+                continue;
+            }
+            let idx = tail & sh.mask;
+            let to_end = cap - idx;
+            let need = span.min(to_end);
+            if cap - used < need {
+                return Ok(None);
+            }
+            let next = tail.wrapping_add(need) & POS_MASK;
+            if sh
+                .tail()
+                .compare_exchange_weak(tail, next, AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if need == span {
+                return Ok(Some(idx as usize));
+            }
+            commit_skip(sh, idx as usize, to_end);
+        }
+    }
+
+    /// The payload bytes of the record reserved at `idx`.
+    pub(crate) fn payload_offset(idx: usize) -> usize {
+        OFF_DATA + idx + RECORD_HEADER_SIZE
+    }
+
+    /// Publishes the record reserved at `idx` with a `len`-byte payload.
+    #[inline]
+    pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize) {
+        sh.commit_word(idx)
+            .store(REC_COMMITTED | len as u32, Release);
+        sh.wake_consumer();
+    }
+
+    /// Gives up the record reserved at `idx`: zeroes what may have been written and commits it
+    /// as a skip record, so the consumer steps over it.
+    pub(crate) fn abort(&mut self, sh: &Shared, idx: usize, len: usize) {
+        // SAFETY: the reservation gave this producer the record's bytes; they are in bounds.
+        unsafe { sh.mem.zero(Self::payload_offset(idx), len) };
+        let span = record_span(len) as u32;
+        sh.commit_word(idx).store(
+            REC_COMMITTED | REC_SKIP | (span - RECORD_HEADER_SIZE as u32),
+            Release,
+        );
+        sh.wake_consumer();
+    }
+
+    /// Marks the channel closed (no more reservations), then wakes both sides.
+    pub(crate) fn close(&mut self, sh: &Shared) {
+        sh.tail().fetch_or(TAIL_CLOSED, AcqRel);
+        sh.wake_consumer();
+        sh.wake_producers();
+    }
+
+    /// True if a parked producer should look again: `head` moved or someone closed.
+    pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
+        sh.head().load(Acquire) & POS_MASK != self.head_seen || sh.rx_closed() || sh.tail_closed()
+    }
+}
+
+/// Commits the skip record that fills `to_end` bytes at `idx` up to the end of the data area.
+fn commit_skip(sh: &Shared, idx: usize, to_end: u32) {
+    sh.commit_word(idx).store(
+        REC_COMMITTED | REC_SKIP | (to_end - RECORD_HEADER_SIZE as u32),
+        Release,
+    );
+    sh.wake_consumer();
+}
+
+// ---- consumer -----------------------------------------------------------------------------
+
+/// What the consumer found at `head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// A committed message: its record's data index and payload length.
+    Message { idx: usize, len: usize },
+    /// Nothing reserved past `head`.
+    Empty,
+    /// A record is reserved at `head` but not committed yet.
+    InFlight,
+    /// Closed by a sender, and everything before the close was consumed.
+    End,
+}
+
+/// The consumer's private state.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    /// The consumer position (this consumer is its only writer).
+    pub(crate) head: u32,
+    /// A `tail` position known to be reached; bounds records without loading `tail` each time.
+    tail_seen: u32,
+    /// The `tail` word as last seen when nothing was ready.
+    tail_word: u32,
+}
+
+impl Consumer {
+    pub(crate) fn new(sh: &Shared) -> Self {
+        let head = sh.head().load(Acquire) & POS_MASK;
+        Self {
+            head,
+            tail_seen: head,
+            tail_word: 0,
+        }
+    }
+
+    /// Looks at `head`, stepping over skip records.
+    ///
+    /// # Errors
+    /// `EBADMSG` if the record at `head` or the positions are corrupt (the state is unchanged:
+    /// the same error comes again).
+    #[inline]
+    pub(crate) fn peek(&mut self, sh: &Shared) -> io::Result<Peek> {
+        let cap = sh.capacity as usize;
+        loop {
+            let idx = (self.head & sh.mask) as usize;
+            let word = sh.commit_word(idx).load(Acquire);
+            if word == 0 {
+                let tail = sh.tail().load(Acquire);
+                self.tail_word = tail;
+                let pos = tail & POS_MASK;
+                if pos == self.head {
+                    return Ok(if tail & TAIL_CLOSED != 0 {
+                        Peek::End
+                    } else {
+                        Peek::Empty
+                    });
+                }
+                if pos.wrapping_sub(self.head) & POS_MASK > sh.capacity {
+                    return Err(corrupt(format!(
+                        "tail {tail:#x} is more than capacity ahead of head {:#x}",
+                        self.head
+                    )));
+                }
+                return Ok(Peek::InFlight);
+            }
+            if word & REC_COMMITTED == 0 {
+                return Err(corrupt(format!(
+                    "record at {:#x} has commit word {word:#010x}",
+                    self.head
+                )));
+            }
+            let len = (word & REC_LEN_MASK) as usize;
+            let skip = word & REC_SKIP != 0;
+            if !skip && len > sh.max_message {
+                return Err(corrupt(format!(
+                    "record at {:#x} claims {len} bytes, more than the maximum {}",
+                    self.head, sh.max_message
+                )));
+            }
+            let span = record_span(len);
+            if span > cap - idx {
+                return Err(corrupt(format!(
+                    "record at {:#x} ({span} bytes) crosses the end of the ring",
+                    self.head
+                )));
+            }
+            let span = span as u32;
+            if span > self.tail_seen.wrapping_sub(self.head) & POS_MASK {
+                let tail = sh.tail().load(Acquire) & POS_MASK;
+                let avail = tail.wrapping_sub(self.head) & POS_MASK;
+                if avail > sh.capacity || span > avail {
+                    return Err(corrupt(format!(
+                        "record at {:#x} ({span} bytes) runs past tail {tail:#x}",
+                        self.head
+                    )));
+                }
+                self.tail_seen = tail;
+            }
+            if !skip {
+                return Ok(Peek::Message { idx, len });
+            }
+            // A skip record's payload is zero already (never written, or zeroed by abort).
+            sh.commit_word(idx).store(0, Relaxed);
+            self.advance(sh, span);
+        }
+    }
+
+    /// The payload of the message at `idx`.
+    pub(crate) fn payload_offset(idx: usize) -> usize {
+        OFF_DATA + idx + RECORD_HEADER_SIZE
+    }
+
+    /// Consumes the message at `idx` with a `len`-byte payload: zeroes it and moves `head`.
+    #[inline]
+    pub(crate) fn release(&mut self, sh: &Shared, idx: usize, len: usize) {
+        // SAFETY: peek validated that the record lies inside the data area, and until `head`
+        // moves past it no producer may touch it.
+        unsafe { sh.mem.zero(OFF_DATA + idx, RECORD_HEADER_SIZE + len) };
+        self.advance(sh, record_span(len) as u32);
+    }
+
+    #[inline]
+    fn advance(&mut self, sh: &Shared, span: u32) {
+        self.head = self.head.wrapping_add(span) & POS_MASK;
+        sh.head().store(self.head, Release);
+        sh.wake_producers();
+    }
+
+    /// True if a parked consumer should look again: a commit at `head`, or the close bit
+    /// changed since the last peek.
+    pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
+        let idx = (self.head & sh.mask) as usize;
+        sh.commit_word(idx).load(Acquire) != 0
+            || (sh.tail().load(Acquire) ^ self.tail_word) & TAIL_CLOSED != 0
+    }
+}
