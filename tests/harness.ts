@@ -6,7 +6,7 @@
  * @module
  */
 
-import { spawn } from "node:child_process";
+import { spawn as spawnProcess } from "node:child_process";
 
 /** The runtime running this file. */
 export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
@@ -104,7 +104,7 @@ export interface Child {
 
 /** Starts a command with its stdout and stderr captured. */
 export function start(command: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(command[0], command.slice(1), {
+  const proc = spawnProcess(command[0], command.slice(1), {
     env: {
       ...(globalThis as unknown as { process: { env: Record<string, string> } }).process.env,
       ...env,
@@ -173,3 +173,56 @@ export async function runScript(
 
 /** Both runtimes, for tests that run a child in each. */
 export const runtimes = ["deno", "bun"] as const;
+
+/** One of the two runtimes. */
+export type Runtime = (typeof runtimes)[number];
+/** How a child ended, with its output. */
+export type Done = Awaited<Child["done"]>;
+
+/** The runtime that is not `which`. */
+export const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
+
+/** `promise`, or a rejection naming `what` once `ms` have passed. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number): Promise<unknown> =>
+  new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Starts `script` in `which`, remembering the child in `children` for the `finally`. */
+export function spawn(children: Child[], which: Runtime, script: string, args: string[]): Child {
+  const child = start(scriptCommand(which, script, args));
+  children.push(child);
+  return child;
+}
+
+/** SIGKILLs every child (harmless for those that already exited). */
+export function killAll(children: Child[]): void {
+  for (const child of children) child.kill("SIGKILL");
+}
+
+/** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */
+export async function finished(child: Child, what: string, ms = 30_000): Promise<Done> {
+  const r = await within(child.done, ms, `${what} to exit`);
+  if (r.code !== 0) {
+    throw new Error(`${what} exited with ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}`);
+  }
+  return r;
+}
+
+/** The JSON of a child's `result ` line. */
+export function resultOf<T = Record<string, unknown>>(r: Done, what: string): T {
+  const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+  if (line === undefined) throw new Error(`${what} printed no result:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(line.slice("result ".length)) as T;
+}

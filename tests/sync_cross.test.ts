@@ -18,64 +18,21 @@ import type { SharedMemory as Segment } from "../mod.ts";
 import {
   type Child,
   cleanup,
+  finished,
+  killAll,
   lib,
+  other,
+  resultOf,
   runtimes,
-  scriptCommand,
-  start,
+  sleep,
+  spawn,
   test,
   uniqueName,
+  within,
 } from "./harness.ts";
 import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./children/sx_layout.ts";
 
 const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
-
-type Runtime = (typeof runtimes)[number];
-type Done = Awaited<Child["done"]>;
-
-const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
-
-/** `promise`, or a rejection naming `what` once `ms` have passed. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Starts `script` in `which`, remembering the child in `children` for the `finally`. */
-function spawn(children: Child[], which: Runtime, script: string, args: string[]): Child {
-  const child = start(scriptCommand(which, script, args));
-  children.push(child);
-  return child;
-}
-
-/** SIGKILLs every child (harmless for those that already exited). */
-function killAll(children: Child[]): void {
-  for (const child of children) child.kill("SIGKILL");
-}
-
-/** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */
-async function finished(child: Child, what: string, ms = 20_000): Promise<Done> {
-  const r = await within(child.done, ms, `${what} to exit`);
-  if (r.code !== 0) {
-    throw new Error(`${what} exited with ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}`);
-  }
-  return r;
-}
-
-/** The JSON of a child's `result ` line. */
-function resultOf(r: Done, what: string): Record<string, unknown> {
-  const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
-  if (line === undefined) throw new Error(`${what} printed no result:\n${r.stdout}\n${r.stderr}`);
-  return JSON.parse(line.slice("result ".length));
-}
 
 /** A fresh named segment of 4 KiB for `body` (its name and this process's mapping), removed after. */
 async function withSegment(

@@ -245,15 +245,7 @@ export class SharedMemory implements Disposable {
     size: number,
     options?: CreateOptions,
   ): SharedMemory {
-    const resolved = resolve(id, "id");
-    check.size(size);
-    const opts = check.options<CreateOptions>(options, "options");
-    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
-    const populate = flag(opts.populate, "options.populate");
-    return new SharedMemory(
-      id,
-      openSegment("SharedMemory.create", resolved, size, CREATE, populate, mode),
-    );
+    return SharedMemory.#make("SharedMemory.create", id, size, options, CREATE);
   }
 
   /**
@@ -296,22 +288,7 @@ export class SharedMemory implements Disposable {
     size: number,
     options?: CreateOptions,
   ): SharedMemory {
-    const resolved = resolve(id, "id");
-    check.size(size);
-    const opts = check.options<CreateOptions>(options, "options");
-    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
-    const populate = flag(opts.populate, "options.populate");
-    return new SharedMemory(
-      id,
-      openSegment(
-        "SharedMemory.openOrCreate",
-        resolved,
-        size,
-        OPEN_OR_CREATE,
-        populate,
-        mode,
-      ),
-    );
+    return SharedMemory.#make("SharedMemory.openOrCreate", id, size, options, OPEN_OR_CREATE);
   }
 
   /**
@@ -325,6 +302,22 @@ export class SharedMemory implements Disposable {
    * SharedMemory.unlink({ name: "/jobs" });
    * ```
    */
+  /** Checks the arguments of a creating call and makes the segment. */
+  static #make(
+    caller: string,
+    id: SegmentId,
+    size: number,
+    options: CreateOptions | undefined,
+    how: number,
+  ): SharedMemory {
+    const resolved = resolve(id, "id");
+    check.size(size);
+    const opts = check.options<CreateOptions>(options, "options");
+    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
+    const populate = flag(opts.populate, "options.populate");
+    return new SharedMemory(id, openSegment(caller, resolved, size, how, populate, mode));
+  }
+
   static unlink(id: SegmentId): void {
     const resolved = resolve(id, "id");
     const b = backend();

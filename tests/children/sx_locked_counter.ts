@@ -14,8 +14,7 @@
  * @module
  */
 
-import { args, lib, say } from "./lib.ts";
-import { check, report } from "./sx_common.ts";
+import { args, check, lib, report, say } from "./lib.ts";
 import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./sx_layout.ts";
 
 const [name, nArg, guard] = args;

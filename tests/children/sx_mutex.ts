@@ -1,3 +1,4 @@
+import { args, check, lib, pid, say } from "./lib.ts";
 /**
  * Takes the Mutex at byte `<offset>` of a named segment: prints `locking <pid>`, calls
  * `lock(10000)`, and prints `locked ownerDied=<bool>`. `<how>` is `init` (`Mutex.init`, which sets it up or attaches) or
@@ -8,9 +9,6 @@
  *
  * @module
  */
-
-import { args, lib, say } from "./lib.ts";
-import { check, pid } from "./sx_common.ts";
 
 const [name, offset, how, then] = args;
 check(how === "init" || how === "open", `bad how ${how}`);

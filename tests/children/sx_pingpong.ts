@@ -1,3 +1,4 @@
+import { args, check, lib, pid, report, say, sleepSync } from "./lib.ts";
 /**
  * One side of a ping-pong through `wait` / `notify` on a turn counter (`Int32[0]` of a named
  * segment). Side `<role>` (0 or 1) moves when the counter's parity equals its role: it bumps the
@@ -16,9 +17,6 @@
  *
  * @module
  */
-
-import { args, lib, say } from "./lib.ts";
-import { check, pid, report, sleepSync } from "./sx_common.ts";
 
 const [name, roleArg, roundsArg, mode, pauseEveryArg = "0", pauseMsArg = "0"] = args;
 const role = Number(roleArg);

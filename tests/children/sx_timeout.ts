@@ -1,3 +1,4 @@
+import { args, check, lib, report } from "./lib.ts";
 /**
  * Waits on `Int32[0]` of a named segment (which holds 0 and is never notified) with a timeout of
  * `<timeoutMs>`, through `wait` (`sync`) or `waitAsync` (`async`), and prints
@@ -8,9 +9,6 @@
  *
  * @module
  */
-
-import { args, lib } from "./lib.ts";
-import { check, report } from "./sx_common.ts";
 
 const [name, mode, timeoutArg] = args;
 check(mode === "sync" || mode === "async", `bad mode ${mode}`);

@@ -1,3 +1,4 @@
+import { args, check, lib, pid, say } from "./lib.ts";
 /**
  * Prints `waiting <pid>`, waits on `Int32[0]` of a named segment while it holds 0 (`sync`: `wait`,
  * `async`: `waitAsync`), then adds 1 to `Int32[1]` (the parent's count of woken waiters) and
@@ -7,9 +8,6 @@
  *
  * @module
  */
-
-import { args, lib, say } from "./lib.ts";
-import { check, pid } from "./sx_common.ts";
 
 const [name, mode, timeoutMs] = args;
 check(mode === "sync" || mode === "async", `bad mode ${mode}`);
