@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shared_buffer::channel::{
-    Channel, ChannelError, Config, Mode, WaitOptions, error_code, layout, max_message, region_size,
+    Channel, ChannelError, Config, Mode, WaitOptions, error_code, layout, max_record, region_size,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 
@@ -117,7 +117,8 @@ fn message(producer: u32, seq: u32, min: usize, max: usize, tagged: bool) -> Vec
     out
 }
 
-/// FNV-1a over a stream of messages (length-prefixed, so boundaries count).
+/// An FNV-style hash over a stream of messages, 8 bytes at a time (length-prefixed, so boundaries
+/// count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Checksum(u64);
 
@@ -125,11 +126,20 @@ impl Checksum {
     fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x100_0000_01b3)
+            .rotate_left(29);
+    }
     fn add(&mut self, msg: &[u8]) {
-        for &b in (msg.len() as u32).to_le_bytes().iter().chain(msg) {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        self.mix(msg.len() as u64);
+        let mut words = msg.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().unwrap()));
         }
+        let mut last = [0u8; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.mix(u64::from_le_bytes(last));
     }
 }
 
@@ -164,10 +174,13 @@ fn read_line(child: &mut Child, prefix: &str) -> String {
 
 // ---- the children -------------------------------------------------------------------------
 
-const SPSC_CAPACITY: u32 = 8192;
+const SPSC_CAPACITY: u32 = 4096;
 const SPSC_COUNT: u32 = 100_000;
-const MPSC_CAPACITY: u32 = 16384;
-const MPSC_COUNT: u32 = 30_000;
+/// Messages go up to 1.5 times the ring: one record, several fragments, more than the ring.
+const SPSC_MAX_LEN: usize = SPSC_CAPACITY as usize * 3 / 2;
+const MPSC_CAPACITY: u32 = 4096;
+const MPSC_COUNT: u32 = 10_000;
+const MPSC_MAX_LEN: usize = MPSC_CAPACITY as usize * 3 / 2;
 
 /// Not a test on its own: the entry point of the child processes the other tests start.
 #[test]
@@ -179,15 +192,15 @@ fn child_entry() {
     let arg = std::env::var(ARG_ENV).unwrap_or_default();
     let id = SegmentId::name(&name).unwrap();
     let channel = Channel::open(Segment::open(&id, None, &Options::default()).unwrap()).unwrap();
-    let max = channel.max_message();
+    let max = channel.max_record();
     match role.as_str() {
         "spsc_producer" => {
             let mut tx = channel.sender(fast()).unwrap();
             let mut sum = Checksum::new();
             for seq in 0..SPSC_COUNT {
-                let msg = message(0, seq, 0, max, false);
+                let msg = message(0, seq, 0, SPSC_MAX_LEN, false);
                 sum.add(&msg);
-                if seq % 2 == 0 {
+                if seq % 2 == 0 || msg.len() > max {
                     tx.send(&msg, Some(Duration::from_secs(30))).unwrap();
                 } else {
                     let mut slot = tx
@@ -205,7 +218,7 @@ fn child_entry() {
             let mut tx = channel.sender(fast()).unwrap();
             let mut sum = Checksum::new();
             for seq in 0..MPSC_COUNT {
-                let msg = message(producer, seq, 8, max, true);
+                let msg = message(producer, seq, 8, MPSC_MAX_LEN, true);
                 sum.add(&msg);
                 tx.send(&msg, Some(Duration::from_secs(30))).unwrap();
             }
@@ -240,17 +253,19 @@ fn child_entry() {
 
 // ---- cross-process ------------------------------------------------------------------------
 
+/// 100,000 messages of 0 to 6144 bytes through a 4096-byte ring (one record holds 2040): about
+/// a third go in one record, the rest in 2 to 4 fragments, a third are longer than the ring.
 #[test]
 fn spsc_100k_messages_from_a_child_process() {
     let seg = Named::new("spsc");
     let channel = seg.channel(SPSC_CAPACITY, Mode::Spsc);
-    let max = channel.max_message();
+    let max = channel.max_record();
     let mut rx = channel.receiver(fast()).unwrap();
     let mut child = spawn_child("spsc_producer", &seg, "");
     let mut sum = Checksum::new();
     let mut buf = Vec::new();
     let mut seq = 0u32;
-    let (mut big, mut empty) = (0, 0);
+    let (mut fragmented, mut beyond_ring, mut empty) = (0, 0, 0);
     loop {
         // Alternate copying and in-place receives.
         let got: Option<Vec<u8>> = if seq % 3 == 0 {
@@ -263,16 +278,21 @@ fn spsc_100k_messages_from_a_child_process() {
                 .map(|_| buf.clone())
         };
         let Some(msg) = got else { break };
-        assert_eq!(msg, message(0, seq, 0, max, false), "message {seq}");
-        big += usize::from(msg.len() > max / 2);
+        assert_eq!(
+            msg,
+            message(0, seq, 0, SPSC_MAX_LEN, false),
+            "message {seq}"
+        );
+        fragmented += usize::from(msg.len() > max);
+        beyond_ring += usize::from(msg.len() > SPSC_CAPACITY as usize);
         empty += usize::from(msg.is_empty());
         sum.add(&msg);
         seq += 1;
     }
     assert_eq!(seq, SPSC_COUNT);
     assert!(
-        big > 1000 && empty > 0,
-        "sizes cover 0..=max: {big} {empty}"
+        fragmented > 50_000 && beyond_ring > 20_000 && empty > 0,
+        "sizes cover 0..=1.5 * capacity: {fragmented} {beyond_ring} {empty}"
     );
     let theirs: u64 = read_line(&mut child, "checksum=").parse().unwrap();
     assert_eq!(sum.0, theirs);
@@ -281,11 +301,15 @@ fn spsc_100k_messages_from_a_child_process() {
     assert_eq!(rx.recv(Some(Duration::ZERO)).unwrap(), None);
 }
 
+/// Three producer processes, each sending 10,000 messages of 8 to 6144 bytes through a 4096-byte
+/// ring: their fragments interleave in the ring, and each message comes back whole, in its
+/// producer's order.
 #[test]
 fn mpsc_three_producer_processes() {
     let seg = Named::new("mpsc");
     let channel = seg.channel(MPSC_CAPACITY, Mode::Mpsc);
-    let max = channel.max_message();
+    let max = channel.max_record();
+    let mut fragmented = 0;
     let mut rx = channel.receiver(fast()).unwrap();
     let mut children: Vec<Child> = (0..3)
         .map(|p| spawn_child("mpsc_producer", &seg, &p.to_string()))
@@ -298,10 +322,12 @@ fn mpsc_three_producer_processes() {
         let seq = u32::from_le_bytes(msg[4..8].try_into().unwrap());
         assert!(p < 3, "producer {p}");
         assert_eq!(seq, next[p as usize], "order of producer {p}");
-        assert_eq!(msg, message(p, seq, 8, max, true));
+        assert_eq!(msg, message(p, seq, 8, MPSC_MAX_LEN, true));
+        fragmented += usize::from(msg.len() > max);
         sums[p as usize].add(&msg);
         next[p as usize] += 1;
     }
+    assert!(fragmented > 3 * MPSC_COUNT as usize / 2, "{fragmented}");
     for (p, child) in children.iter_mut().enumerate() {
         let theirs: u64 = read_line(child, "checksum=").parse().unwrap();
         assert_eq!(sums[p].0, theirs, "checksum of producer {p}");
@@ -398,8 +424,8 @@ fn producer_learns_that_the_consumer_was_killed() {
 fn round_trip_sizes_wrap_and_end_of_stream() {
     let mut heap = Heap::new(region_size(256));
     let channel = heap.channel(256, Mode::Spsc);
-    assert_eq!(channel.max_message(), 120);
-    assert_eq!(max_message(256), 120);
+    assert_eq!(channel.max_record(), 120);
+    assert_eq!(max_record(256), 120);
     let mut tx = channel.sender(fast()).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
     // Many laps with every size: wraps happen at every offset.
@@ -411,9 +437,12 @@ fn round_trip_sizes_wrap_and_end_of_stream() {
         }
     }
     assert_eq!(code(rx.try_recv()), libc::EAGAIN);
-    assert_eq!(code(tx.try_send(&[0; 121])), libc::EMSGSIZE);
+    // try_send takes one record; send splits longer messages.
     let big = tx.try_send(&[0; 121]).unwrap_err();
-    assert_eq!(big.raw_os_error(), Some(libc::EMSGSIZE));
+    assert_eq!(error_code(&big), libc::EMSGSIZE);
+    assert!(big.to_string().contains("use send"), "{big}");
+    tx.send(&[9; 121], None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [9; 121]);
     tx.send(b"last", None).unwrap();
     tx.close();
     assert!(channel.is_closed());
@@ -516,15 +545,17 @@ fn mpsc_threads_under_contention() {
     const COUNT: u32 = 20_000;
     let mut heap = Heap::new(region_size(512));
     let channel = heap.channel(512, Mode::Mpsc);
-    let max = channel.max_message();
+    let max = channel.max_record();
+    // Up to 3 fragments, and longer than the ring.
+    let longest = 3 * max;
     let mut rx = channel.receiver(fast()).unwrap();
     let threads: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let mut tx = channel.sender(fast()).unwrap();
             std::thread::spawn(move || {
                 for seq in 0..COUNT {
-                    let msg = message(p, seq, 8, max, true);
-                    if seq % 5 == 0 {
+                    let msg = message(p, seq, 8, longest, true);
+                    if seq % 5 == 0 && msg.len() <= max {
                         let mut slot = tx.reserve(msg.len(), None).unwrap();
                         slot.copy_from_slice(&msg);
                         slot.commit();
@@ -541,7 +572,7 @@ fn mpsc_threads_under_contention() {
         let p = u32::from_le_bytes(msg[..4].try_into().unwrap());
         let seq = u32::from_le_bytes(msg[4..8].try_into().unwrap());
         assert_eq!(seq, next[p as usize]);
-        assert_eq!(msg, message(p, seq, 8, max, true));
+        assert_eq!(msg, message(p, seq, 8, longest, true));
         next[p as usize] += 1;
     }
     for t in threads {
@@ -575,6 +606,373 @@ fn blocking_receive_wakes_on_send_and_on_close() {
     t.join().unwrap();
 }
 
+// ---- fragments ----------------------------------------------------------------------------
+
+/// The 32-bit word at byte `offset` of a heap channel's region, read while the channel lives.
+fn word_at(heap: &mut Heap, offset: usize) -> u32 {
+    assert!(offset % 4 == 0 && offset + 4 <= heap.len());
+    // SAFETY: in bounds and aligned; the tests read words only while no other thread writes.
+    unsafe { heap.ptr().add(offset).cast::<u32>().read_volatile() }
+}
+
+fn tail_pos(heap: &mut Heap) -> u32 {
+    word_at(heap, layout::OFF_TAIL) & layout::POS_MASK
+}
+
+fn commit_at(heap: &mut Heap, idx: usize) -> u32 {
+    word_at(heap, layout::OFF_DATA + idx)
+}
+
+fn producer_word_at(heap: &mut Heap, idx: usize) -> u32 {
+    word_at(heap, layout::OFF_DATA + idx + layout::OFF_REC_PRODUCER)
+}
+
+const COMMITTED: u32 = layout::REC_COMMITTED;
+
+#[test]
+fn fragmented_messages_of_every_size_round_trip() {
+    let mut heap = Heap::new(region_size(256));
+    let base = heap.ptr() as usize;
+    let end = base + heap.len();
+    let channel = heap.channel(256, Mode::Spsc);
+    let max = channel.max_record();
+    assert_eq!(max, 120);
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut sizes: Vec<usize> = vec![0, 1, 119, 120, 121, 239, 240, 241, 255, 256, 257, 1000];
+    sizes.extend((0..300u32).map(|i| message(9, i, 0, 2000, false).len()));
+    let expected: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| message(1, i as u32, len, len, false))
+        .collect();
+    let to_send = expected.clone();
+    let producer = std::thread::spawn(move || {
+        for msg in &to_send {
+            tx.send(msg, Some(Duration::from_secs(10))).unwrap();
+        }
+        tx.close();
+    });
+    let mut buf = Vec::new();
+    for (i, want) in expected.iter().enumerate() {
+        match i % 3 {
+            0 => {
+                let got = rx.recv_ref(Some(Duration::from_secs(10))).unwrap().unwrap();
+                assert_eq!(got, &want[..], "message {i}");
+                // One record is lent in place; a reassembled message lives in the receiver.
+                let at = got.as_ptr() as usize;
+                if want.len() <= max && !want.is_empty() {
+                    assert!(at >= base && at < end, "message {i} is in the ring");
+                } else if want.len() > max {
+                    assert!(at < base || at >= end, "message {i} is reassembled");
+                }
+            }
+            1 => {
+                let len = rx.recv_into(&mut buf, Some(Duration::from_secs(10)));
+                assert_eq!(len.unwrap(), Some(want.len()));
+                assert_eq!(&buf, want, "message {i}");
+            }
+            _ => {
+                let got = rx.recv(Some(Duration::from_secs(10))).unwrap().unwrap();
+                assert_eq!(&got, want, "message {i}");
+            }
+        }
+    }
+    assert_eq!(rx.recv(Some(Duration::from_secs(10))).unwrap(), None);
+    producer.join().unwrap();
+}
+
+/// The abort rule, SPSC: a fragmented send that fails midway commits an abort record at once when
+/// 8 bytes are free, else owes it and commits it before its next record; the receiver never
+/// sees the fragments that went out.
+#[test]
+fn a_failed_fragmented_send_is_aborted() {
+    let short = Some(Duration::from_millis(30));
+    // 1. There is room for the abort record: it goes out at once.
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Spsc);
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    // Move head to 144, then fill 144..256: 128 bytes free, at index 0.
+    tx.send(&[1; 120], None).unwrap();
+    tx.send(&[2; 8], None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [1; 120]);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [2; 8]);
+    tx.send(&[3; 104], None).unwrap();
+    // 240 bytes = two fragments of 120 (spans 128): the first fits, the second does not.
+    assert_eq!(code(tx.send(&[4; 240], short)), libc::ETIMEDOUT);
+    assert_eq!(commit_at(&mut heap, 0), COMMITTED | layout::REC_MORE | 120);
+    assert_eq!(commit_at(&mut heap, 128), COMMITTED | layout::REC_ABORT);
+    assert_eq!(
+        producer_word_at(&mut heap, 128),
+        0,
+        "SPSC records carry no producer"
+    );
+    assert_eq!(tail_pos(&mut heap), 256 + 128 + 8);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [3; 104]);
+    assert_eq!(
+        code(rx.try_recv()),
+        libc::EAGAIN,
+        "fragment dropped by the abort"
+    );
+    tx.send(b"after", None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"after");
+    assert_eq!(commit_at(&mut heap, 128), 0, "consumed records are zeroed");
+    drop((tx, rx, channel));
+
+    // 2. No room even for the abort record: it is owed, and paid before the next record.
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Spsc);
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    tx.send(&[1; 120], None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [1; 120]);
+    tx.send(&[3; 120], None).unwrap(); // 128..256: 128 bytes free, at index 0
+    assert_eq!(code(tx.send(&[4; 240], short)), libc::ETIMEDOUT);
+    assert_eq!(
+        tail_pos(&mut heap),
+        256 + 128,
+        "the first fragment, and no abort"
+    );
+    // Still full: the owed abort blocks the next send too, which sends nothing.
+    assert_eq!(code(tx.try_send(b"x")), libc::EAGAIN);
+    assert_eq!(code(tx.send(b"x", short)), libc::ETIMEDOUT);
+    assert_eq!(tail_pos(&mut heap), 256 + 128);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [3; 120]);
+    // The receiver collects the fragment and waits for the rest.
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    assert_eq!(code(rx.recv(short)), libc::ETIMEDOUT);
+    tx.try_send(b"x").unwrap();
+    assert_eq!(commit_at(&mut heap, 128), COMMITTED | layout::REC_ABORT);
+    assert_eq!(commit_at(&mut heap, 136), COMMITTED | 1);
+    assert_eq!(
+        rx.try_recv().unwrap().unwrap(),
+        b"x",
+        "not the fragment followed by x"
+    );
+    // A reservation pays an owed abort too.
+    tx.send(&[5; 120], None).unwrap(); // 152..280: the ring is full after it
+    assert_eq!(code(tx.send(&[6; 240], short)), libc::ETIMEDOUT);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [5; 120]);
+    {
+        let mut slot = tx.reserve(3, short).unwrap();
+        slot.copy_from_slice(b"abc");
+        slot.commit();
+    }
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"abc");
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    // The end of the stream drops a message cut off by a failed send.
+    tx.send(&[7; 120], None).unwrap();
+    assert_eq!(code(tx.send(&[8; 500], short)), libc::ETIMEDOUT);
+    tx.close();
+    assert_eq!(rx.recv(None).unwrap().unwrap(), [7; 120]);
+    assert_eq!(rx.recv(None).unwrap(), None);
+    assert_eq!(rx.recv(None).unwrap(), None);
+}
+
+/// The abort rule, MPSC: a producer that detached owing an abort record leaves its slot's
+/// partial message behind; the next producer in that slot clears it with an abort record before
+/// its first message.
+#[test]
+fn a_new_producer_clears_its_slots_unfinished_message() {
+    let short = Some(Duration::from_millis(30));
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut first = channel.sender(fast()).unwrap();
+    // Attaching in MPSC commits an abort record.
+    assert_eq!(tail_pos(&mut heap), 8);
+    first.send(&[1; 112], None).unwrap();
+    assert_eq!(commit_at(&mut heap, 0), COMMITTED | layout::REC_ABORT);
+    assert_eq!(producer_word_at(&mut heap, 0), 1, "slot 0");
+    assert_eq!(commit_at(&mut heap, 8), COMMITTED | 112);
+    assert_eq!(producer_word_at(&mut heap, 8), 1);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [1; 112]);
+    first.send(&[3; 120], None).unwrap(); // 128..256; 128 bytes free at index 0
+    assert_eq!(code(first.send(&[4; 240], short)), libc::ETIMEDOUT);
+    assert_eq!(
+        tail_pos(&mut heap),
+        256 + 128,
+        "no room for the abort record"
+    );
+    drop(first); // detaches still owing it
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [3; 120]);
+    assert_eq!(
+        code(rx.try_recv()),
+        libc::EAGAIN,
+        "the fragment waits in slot 0"
+    );
+    let mut second = channel.sender(fast()).unwrap();
+    second.send(b"fresh", None).unwrap();
+    assert_eq!(commit_at(&mut heap, 128), COMMITTED | layout::REC_ABORT);
+    assert_eq!(producer_word_at(&mut heap, 128), 1, "the same slot");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"fresh");
+    // Later messages carry no abort record.
+    second.send(b"again", None).unwrap();
+    assert_eq!(commit_at(&mut heap, 152), COMMITTED | 5);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"again");
+
+    // Another producer's close cuts a message off: its fragments are dropped at the end.
+    let mut third = channel.sender(fast()).unwrap();
+    third.send(&[5; 120], None).unwrap(); // an abort record, a skip record to the end, 0..128
+    assert_eq!(tail_pos(&mut heap), 640);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [5; 120]);
+    second.send(&[6; 100], None).unwrap(); // 128..240
+    let cut = std::thread::spawn(move || second.send(&[7; 1000], None));
+    // The cut-off sender commits a skip record and its first fragment, and waits for room.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fragment = COMMITTED | layout::REC_MORE | 120;
+    while commit_at(&mut heap, 0) != fragment && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(commit_at(&mut heap, 0), fragment);
+    assert_eq!(tail_pos(&mut heap), 896);
+    third.close();
+    assert_eq!(code(cut.join().unwrap()), libc::EPIPE);
+    assert_eq!(rx.recv(None).unwrap().unwrap(), [6; 100]);
+    assert_eq!(rx.recv(None).unwrap(), None);
+}
+
+/// A producer that attaches to a full MPSC ring owes its abort record, and pays it before its
+/// first record.
+#[test]
+fn attaching_to_a_full_ring_owes_the_abort_record() {
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut first = channel.sender(fast()).unwrap();
+    while first.try_send(&[1; 24]).is_ok() {}
+    let full = tail_pos(&mut heap);
+    assert_eq!(full, 256, "an abort record and 7 messages of 32 bytes");
+    let mut second = channel.sender(fast()).unwrap();
+    assert_eq!(tail_pos(&mut heap), full, "no room: owed");
+    assert_eq!(code(second.try_send(b"y")), libc::EAGAIN);
+    for _ in 0..7 {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [1; 24]);
+    }
+    second.try_send(b"y").unwrap();
+    assert_eq!(commit_at(&mut heap, 0), COMMITTED | layout::REC_ABORT);
+    assert_eq!(producer_word_at(&mut heap, 0), 2, "slot 1");
+    assert_eq!(commit_at(&mut heap, 8), COMMITTED | 1);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"y");
+}
+
+#[test]
+fn one_record_limits_and_the_longest_message() {
+    let mut heap = Heap::new(region_size(1024));
+    let channel = heap.channel(1024, Mode::Mpsc);
+    let max = channel.max_record();
+    assert_eq!(max, 504);
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    for result in [
+        tx.reserve(max + 1, None).map(|_| ()),
+        tx.try_reserve(max + 1).map(|_| ()),
+        tx.try_send(&vec![0; max + 1]),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(error_code(&err), libc::EMSGSIZE, "{err}");
+        assert!(err.to_string().contains("use send"), "{err}");
+    }
+    let mut slot = tx.reserve(max, None).unwrap();
+    slot.fill(1);
+    slot.commit();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), vec![1; max]);
+    // Longer than any message: refused before anything is sent. (calloc: the pages stay
+    // untouched.)
+    let huge = vec![0u8; layout::MAX_MESSAGE_LEN + 1];
+    assert_eq!(code(tx.send(&huge, None)), libc::EMSGSIZE);
+    drop(huge);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+}
+
+/// A record written by hand: (commit word, producer word, payload length to fill with 0xAB).
+type Handmade = (u32, u32, usize);
+
+/// Writes records by hand into a fresh ring of `capacity` bytes, from position 0; tail ends after
+/// them.
+fn handmade(capacity: u32, mode: Mode, records: &[Handmade]) -> Heap {
+    let mut heap = Heap::new(region_size(capacity));
+    drop(heap.channel(capacity, mode));
+    let mut pos = 0;
+    for &(commit, producer, len) in records {
+        set_word(&mut heap, layout::OFF_DATA + pos, commit);
+        set_word(&mut heap, layout::OFF_DATA + pos + 4, producer);
+        let start = layout::OFF_DATA + pos + 8;
+        heap.bytes()[start..start + len].fill(0xAB);
+        pos += layout::record_span(len);
+    }
+    set_word(&mut heap, layout::OFF_TAIL, pos as u32);
+    heap
+}
+
+#[test]
+fn malformed_fragments_are_refused() {
+    const MORE: u32 = layout::REC_MORE;
+    const ABORT: u32 = layout::REC_ABORT;
+    const SKIP: u32 = layout::REC_SKIP;
+    let bad: &[(Mode, &[Handmade])] = &[
+        // A fragment shorter than max_record.
+        (Mode::Spsc, &[(COMMITTED | MORE | 100, 0, 100)]),
+        // An abort record with a length.
+        (Mode::Spsc, &[(COMMITTED | ABORT | 8, 0, 8)]),
+        // Flags combined.
+        (Mode::Spsc, &[(COMMITTED | SKIP | MORE | 120, 0, 120)]),
+        (Mode::Spsc, &[(COMMITTED | MORE | ABORT | 120, 0, 120)]),
+        // MPSC producer words out of range, on a fragment, an abort, and a last fragment.
+        (Mode::Mpsc, &[(COMMITTED | MORE | 120, 0, 120)]),
+        (Mode::Mpsc, &[(COMMITTED | ABORT, 65, 0)]),
+        (
+            Mode::Mpsc,
+            &[
+                (COMMITTED | MORE | 120, 3, 120),
+                (COMMITTED | 5, 0xFFFF_FFFF, 5),
+            ],
+        ),
+    ];
+    for (case, (mode, records)) in bad.iter().enumerate() {
+        let mut heap = handmade(256, *mode, records);
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        // The same error again: the bad record is not consumed.
+        assert_eq!(code(rx.try_recv()), libc::EBADMSG, "case {case}");
+        assert_eq!(code(rx.recv(None)), libc::EBADMSG, "case {case}");
+    }
+    // Well-formed by hand: slot 2's fragment around slot 0's whole message.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[
+            (COMMITTED | MORE | 248, 3, 248),
+            (COMMITTED | 4, 1, 4),
+            (COMMITTED | 10, 3, 10),
+        ],
+    );
+    let channel = heap.open().unwrap();
+    assert_eq!(channel.max_record(), 248);
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), vec![0xAB; 258]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    drop((rx, channel));
+    // Slot 1's fragment, then its abort record: its next record is a whole message.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[
+            (COMMITTED | MORE | 248, 2, 248),
+            (COMMITTED | 4, 1, 4),
+            (COMMITTED | ABORT, 2, 0),
+            (COMMITTED | 3, 2, 3),
+        ],
+    );
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 3]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+}
+
 // ---- header validation --------------------------------------------------------------------
 
 fn set_word(heap: &mut Heap, offset: usize, value: u32) {
@@ -598,7 +996,7 @@ fn open_refuses_bad_headers() {
     let mut ok = fresh();
     let channel = ok.open().unwrap();
     assert_eq!(
-        (channel.capacity(), channel.mode(), channel.max_message()),
+        (channel.capacity(), channel.mode(), channel.max_record()),
         (cap, Mode::Spsc, 504)
     );
     drop(channel);
@@ -742,24 +1140,37 @@ proptest! {
         }
     }
 
-    /// Random bytes in the data area and random (valid) positions: receiving returns messages,
-    /// `EAGAIN`, `ETIMEDOUT` or `EBADMSG`, never panics, and each call returns.
+    /// Random bytes in the data area and random (valid) positions, in both modes: receiving
+    /// returns messages (never longer than the ring held), `EAGAIN`, `ETIMEDOUT` or `EBADMSG`,
+    /// never panics, and each call returns.
     #[test]
     fn corrupted_ring_never_panics_or_hangs(
         data in proptest::collection::vec(any::<u8>(), 256),
         head in 0u32..(1 << 28),
         used in 0u32..=32,
-        commit_words in proptest::collection::vec((0usize..32, 0u32..600, any::<bool>()), 0..8),
+        // (record slot, length: a fragment's 120 or any, kind bits, producer word)
+        commit_words in proptest::collection::vec(
+            (0usize..32, prop_oneof![Just(120u32), 0u32..600], 0u32..8, 0u32..70),
+            0..12,
+        ),
+        mpsc in any::<bool>(),
         closed in any::<bool>(),
     ) {
         let cap = 256u32;
         let mut heap = Heap::new(region_size(cap));
-        drop(heap.channel(cap, Mode::Spsc));
+        drop(heap.channel(cap, if mpsc { Mode::Mpsc } else { Mode::Spsc }));
         heap.bytes()[layout::OFF_DATA..].copy_from_slice(&data);
-        // Plausible commit words at record boundaries, so that parsing goes deeper.
-        for (slot, len, skip) in commit_words {
-            let word = layout::REC_COMMITTED | if skip { layout::REC_SKIP } else { 0 } | len;
-            set_word(&mut heap, layout::OFF_DATA + slot * 8, word);
+        // Plausible commit words at record boundaries, so that parsing goes deeper: any mix of
+        // SKIP, MORE and ABORT, and producer words mostly in range.
+        for (slot, len, kind, producer) in commit_words {
+            let flags = [layout::REC_SKIP, layout::REC_MORE, layout::REC_ABORT]
+                .iter()
+                .enumerate()
+                .filter(|&(bit, _)| kind & (1 << bit) != 0)
+                .fold(0, |acc, (_, &flag)| acc | flag);
+            let len = if flags == layout::REC_ABORT && len == 120 { 0 } else { len };
+            set_word(&mut heap, layout::OFF_DATA + slot * 8, layout::REC_COMMITTED | flags | len);
+            set_word(&mut heap, layout::OFF_DATA + slot * 8 + 4, producer);
         }
         let head = (head * 8) & layout::POS_MASK;
         let tail = head.wrapping_add(used * 8) & layout::POS_MASK;
@@ -768,9 +1179,14 @@ proptest! {
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
         let started = Instant::now();
+        let mut received = 0;
         for _ in 0..64 {
             match rx.recv(Some(Duration::from_millis(1))) {
-                Ok(Some(msg)) => prop_assert!(msg.len() <= channel.max_message()),
+                Ok(Some(msg)) => {
+                    // Every byte delivered was in the ring, once.
+                    received += msg.len();
+                    prop_assert!(received <= (used * 8) as usize);
+                }
                 Ok(None) => break,
                 Err(err) => {
                     let c = error_code(&err);
@@ -779,6 +1195,79 @@ proptest! {
                         "unexpected {err}"
                     );
                     if c == libc::EBADMSG { break; }
+                }
+            }
+        }
+        prop_assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Well-formed chains of whole messages, fragments, abort and skip records from random
+    /// producers (some out of range), at a random head, with a few words then overwritten:
+    /// receiving never panics or hangs, and never delivers more bytes than the records held.
+    #[test]
+    fn fragment_chains_never_panic_or_hang(
+        head in 0u32..(1 << 28),
+        // (kind: whole, fragment, abort, last fragment; length; producer word)
+        records in proptest::collection::vec((0u8..4, 0usize..=120, 0u32..=66), 0..24),
+        edits in proptest::collection::vec((0usize..64, any::<u32>()), 0..3),
+        mpsc in any::<bool>(),
+        closed in any::<bool>(),
+    ) {
+        let cap = 256u32;
+        let max = 120;
+        let mut heap = Heap::new(region_size(cap));
+        drop(heap.channel(cap, if mpsc { Mode::Mpsc } else { Mode::Spsc }));
+        let head = (head * 8) & layout::POS_MASK;
+        let mut pos = head;
+        let mut payload = 0;
+        for (kind, len, producer) in records {
+            let (flags, len) = match kind {
+                0 | 3 => (0, len),
+                1 => (layout::REC_MORE, max),
+                _ => (layout::REC_ABORT, 0),
+            };
+            let span = layout::record_span(len) as u32;
+            let idx = pos & (cap - 1);
+            let to_end = cap - idx;
+            let pad = if span > to_end { to_end } else { 0 };
+            if pos.wrapping_sub(head) + pad + span > cap {
+                break;
+            }
+            if pad > 0 {
+                let word = layout::REC_COMMITTED | layout::REC_SKIP | (pad - 8);
+                set_word(&mut heap, layout::OFF_DATA + idx as usize, word);
+                pos = pos.wrapping_add(pad);
+            }
+            let idx = (pos & (cap - 1)) as usize;
+            set_word(&mut heap, layout::OFF_DATA + idx, layout::REC_COMMITTED | flags | len as u32);
+            set_word(&mut heap, layout::OFF_DATA + idx + 4, producer);
+            heap.bytes()[layout::OFF_DATA + idx + 8..][..len].fill(0x5A);
+            payload += len;
+            pos = pos.wrapping_add(span);
+        }
+        // Without edits every payload byte was written once; edits may forge more.
+        let bound = if edits.is_empty() { payload } else { cap as usize };
+        for (word, value) in edits {
+            set_word(&mut heap, layout::OFF_DATA + word * 4, value);
+        }
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        let tail = pos & layout::POS_MASK;
+        set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
+        let started = Instant::now();
+        let mut received = 0;
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(Some(msg)) => {
+                    received += msg.len();
+                    prop_assert!(received <= bound, "{received} bytes of {bound}");
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    let c = error_code(&err);
+                    prop_assert!([libc::EAGAIN, libc::EBADMSG].contains(&c), "unexpected {err}");
+                    break;
                 }
             }
         }

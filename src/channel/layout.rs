@@ -19,8 +19,8 @@
 //! | 0 | 4 | `magic` | creator, once, last (release) | [`MAGIC`] = `0x48434253`, the bytes `"SBCH"` |
 //! | 4 | 4 | `version` | creator, once | [`VERSION`] (1) |
 //! | 8 | 4 | `header_size` | creator, once | [`HEADER_SIZE`] (1024): the data area's offset |
-//! | 12 | 4 | `capacity` | creator, once | data area bytes: a power of two, 64..=2^30 |
-//! | 16 | 4 | `max_message` | creator, once | `capacity / 2 - 8`, the largest payload |
+//! | 12 | 4 | `capacity` | creator, once | data area bytes: a power of two, 64..=2^28 |
+//! | 16 | 4 | `max_message` | creator, once | `max_record = capacity / 2 - 8`: the largest payload of one record (fragment) |
 //! | 20 | 4 | `mode` | creator, once | [`MODE_SPSC`] (0) or [`MODE_MPSC`] (1) |
 //! | 24 | 4 | `flags` | consumer (atomic OR) | bit 0 [`FLAG_RX_CLOSED`]: the consumer has gone |
 //! | 28 | 4 | `consumer_pid` | consumer (CAS) | pid of the attached consumer, 0 = none |
@@ -50,9 +50,9 @@
 //! # Records
 //!
 //! ```text
-//! +--------------+--------------+---------------------+---------------+
-//! | commit (u32) | reserved (0) | payload (len bytes) | zero pad to 8 |
-//! +--------------+--------------+---------------------+---------------+
+//! +--------------+----------------+---------------------+---------------+
+//! | commit (u32) | producer (u32) | payload (len bytes) | zero pad to 8 |
+//! +--------------+----------------+---------------------+---------------+
 //! ```
 //!
 //! A record starts at an 8-aligned position with an 8-byte header ([`RecordHeader`]). Its span is
@@ -60,14 +60,77 @@
 //! while the record is being written (all free space is zero: the creator zeroes it, the consumer
 //! zeroes what it consumed) and is stored last, with release ordering:
 //!
-//! - bit 31 [`REC_COMMITTED`]: always set in a committed record (so a committed empty message is
-//!   not 0);
-//! - bit 30 [`REC_SKIP`]: a skip record (padding before the wrap, or an abandoned reservation);
-//!   the consumer steps over it;
-//! - bits 0..=29 [`REC_LEN_MASK`]: the payload length (for a skip record: span − 8).
+//! | bits | name | value | meaning |
+//! | --- | --- | --- | --- |
+//! | 31 | [`REC_COMMITTED`] | `0x8000_0000` | set in every committed record (so a committed empty message is not 0) |
+//! | 30 | [`REC_SKIP`] | `0x4000_0000` | a skip record (padding before the wrap, or an abandoned reservation): stepped over |
+//! | 29 | [`REC_MORE`] | `0x2000_0000` | a fragment; more fragments of the same message follow from the same producer |
+//! | 28 | [`REC_ABORT`] | `0x1000_0000` | an abort record: the producer gave up the fragmented message it had begun |
+//! | 0..=27 | [`REC_LEN_MASK`] | `0x0FFF_FFFF` | the payload length (for a skip record: span − 8) |
 //!
-//! A payload is at most `max_message = capacity / 2 - 8` bytes. The reserved word and the pad
-//! bytes are never written by a producer and stay zero.
+//! `max_record = capacity / 2 - 8` (the header field `max_message`) is the largest payload of one
+//! record. A committed record's commit word is exactly one of:
+//!
+//! - `COMMITTED | len` with `len <= max_record`: a whole message, or the last fragment of one;
+//! - `COMMITTED | MORE | max_record`: a fragment that is not the last, always `max_record` bytes;
+//! - `COMMITTED | ABORT` (length 0): an abort record;
+//! - `COMMITTED | SKIP | (span - 8)`: a skip record.
+//!
+//! Anything else is `EBADMSG`; in particular SKIP, MORE and ABORT are never combined.
+//!
+//! The `producer` word (byte 4, [`OFF_REC_PRODUCER`]) is the sending producer's slot + 1
+//! (`1..=64`) in MPSC mode, written with a plain store before the commit word's release store;
+//! it is 0 in SPSC mode and in skip records. The pad bytes are never written and stay zero.
+//!
+//! # Messages and fragments
+//!
+//! A message is `0..=`[`MAX_MESSAGE_LEN`] (`2^31 - 1`) bytes. One of at most `max_record` bytes
+//! is sent as one record. A longer one is split into `n = ceil(len / max_record)` fragments, sent
+//! in order: `n - 1` records of exactly `max_record` bytes with `REC_MORE`, then one record of the
+//! remaining `1..=max_record` bytes without it. Each fragment is reserved, committed and
+//! announced (consumer woken) like a message of its own, so a fragmented send waits for room
+//! fragment by fragment; skip records, and in MPSC other producers' records, may come between
+//! fragments. Zero-copy reservations and non-waiting sends are single records
+//! (`len <= max_record`, else `EMSGSIZE`): only a waiting send is fragmented.
+//!
+//! **Aborts.** A producer *owes an abort record* when
+//!
+//! 1. a fragmented send failed (timed out, the channel closed, the consumer died, corruption)
+//!    after committing at least one of its fragments: it then tries at once, without waiting, to
+//!    reserve and commit an abort record, and owes one only if that fails; or
+//! 2. it attaches in MPSC mode: right after its slot CAS succeeds it tries, without waiting, to
+//!    commit an abort record, and owes it only if that fails. (A producer that owed an abort may
+//!    have detached without paying it; the next producer in its slot so clears the slot's
+//!    partial message before its own first message. SPSC has one producer for the channel's
+//!    life and no such record.)
+//!
+//! An abort record is `COMMITTED | ABORT` with length 0 and the producer word, 8 bytes. A
+//! producer that owes one commits it before its next record of any kind (send, try-send,
+//! reservation), waiting for room as that call waits (within the same timeout); if that fails,
+//! the call fails with nothing sent and the producer still owes it.
+//!
+//! **Reassembly.** The consumer keeps one partial message per producer: by slot
+//! (`producer - 1`) in MPSC, a single one in SPSC (where the producer word is not read). For each
+//! data record, in ring order:
+//!
+//! - `ABORT`: empty the producer's partial message (if any); consume the record.
+//! - `MORE`: `EBADMSG` if the partial message would grow beyond [`MAX_MESSAGE_LEN`] bytes (the
+//!   record is not consumed); else append the payload to it and consume the record.
+//! - neither, partial message empty: a whole message, delivered in place.
+//! - neither, partial message non-empty: the last fragment. Append it (with the same limit),
+//!   consume the record, and deliver the partial message, which is empty again.
+//!
+//! In MPSC the producer word is read for `MORE` and `ABORT` records, and for other data records
+//! while some partial message is non-empty (a fragment payload is never empty, so "non-empty"
+//! means "begun"); a value outside `1..=64` is `EBADMSG` (the record is not consumed).
+//!
+//! At the end of the stream the consumer discards every partial message. That happens when
+//! another MPSC producer closes the channel while one is between fragments (that one's next
+//! fragment fails with `EPIPE`), or when a producer closes after a fragmented send failed. A
+//! producer process that dies between fragments leaves its partial message until the end of the
+//! stream (its slot keeps its pid, so no other producer takes it). A consumer that takes over
+//! from a dead one starts with no partial messages: if the dead one had consumed the first
+//! fragments of a message, the new one receives the remaining fragments as a shorter message.
 //!
 //! # Protocol
 //!
@@ -82,7 +145,7 @@
 //!
 //! **Open**: load `magic` with acquire: 0 is `EAGAIN` (not initialised yet, retry), another value
 //! `EBADMSG`. `version != 1` is `EPROTONOSUPPORT`. Then `EBADMSG` unless `header_size == 1024`,
-//! `capacity` is a power of two in `64..=2^30` with `1024 + capacity <= region length`,
+//! `capacity` is a power of two in `64..=2^28` with `1024 + capacity <= region length`,
 //! `max_message == capacity / 2 - 8`, `mode` is 0 or 1, `max_producers == 64`, `flags` has no
 //! bit but bit 0, both waiter words are 0 or 1, `head & 0x8000_0007 == 0`, `tail & 7 == 0` and
 //! `((tail & POS_MASK) - head) & POS_MASK <= capacity` (a live channel moves: re-read `head`
@@ -92,10 +155,12 @@
 //! it holds a dead pid, CAS that pid → own pid (take-over); a live pid is `EBUSY`. Producer:
 //! `EPIPE` if `FLAG_RX_CLOSED` or `tail & TAIL_CLOSED`; SPSC: CAS `producer_pids[0]` 0 → own pid,
 //! a live holder is `EBUSY`, a dead one `ECONNRESET`; MPSC: the first slot whose CAS 0 → own pid
-//! succeeds, none is `EBUSY`.
+//! succeeds, none is `EBUSY`, and then an abort record if there is room now (see *Aborts*).
 //!
-//! **Send** a `len`-byte message: `EMSGSIZE` if `len > max_message`; `EPIPE` if
-//! `flags & FLAG_RX_CLOSED`. `span = 8 + round_up(len, 8)`. Reserve, in a loop: with `t` the tail
+//! **Send** a `len`-byte message: `EMSGSIZE` if `len > MAX_MESSAGE_LEN`; as one record, or as
+//! fragments (see above), each sent as follows. **Send a record** with a `len`-byte payload
+//! (`len <= max_record`): `EPIPE` if `flags & FLAG_RX_CLOSED`. `span = 8 + round_up(len, 8)`.
+//! Reserve, in a loop: with `t` the tail
 //! position and `h` a head, `idx = t & (cap - 1)`, `to_end = cap - idx`,
 //! `need = min(span, to_end)`, `used = (t - h) & POS_MASK`; the ring is full if
 //! `cap - used < need`.
@@ -109,9 +174,11 @@
 //!
 //! If `need < span` the reservation is a skip record up to the end of the data area: store
 //! `commit@idx = REC_COMMITTED | REC_SKIP | (to_end - 8)` with release, wake the consumer, and
-//! reserve again (now at index 0). Otherwise write the payload to `data[idx + 8 ..]` and store
-//! `commit@idx = REC_COMMITTED | len` with release, then wake the consumer. A reservation given
-//! up is zeroed and committed as a skip record of its own span.
+//! reserve again (now at index 0). Otherwise write the payload to `data[idx + 8 ..]` and, in
+//! MPSC, the producer word `data[idx + 4 .. idx + 8] = slot + 1`; then store
+//! `commit@idx = REC_COMMITTED | kind | len` with release (`kind` is 0, `REC_MORE` or
+//! `REC_ABORT`), and wake the consumer. A reservation given up is zeroed and committed as a skip
+//! record of its own span (its producer word stays 0).
 //!
 //! **Wake the consumer** (after every commit and close): SeqCst fence; if `rx_waiting` loads
 //! non-zero and `exchange(rx_waiting, 0)` returns non-zero, `futex_wake(rx_waiting, 1)`. **Wake the
@@ -123,13 +190,15 @@
 //! - 0: load `tail` (acquire). Its position equal to `h`: end of stream if `TAIL_CLOSED` is set,
 //!   else empty. Otherwise a record is reserved but not committed (in flight) — or, when the
 //!   position is more than `cap` ahead, `EBADMSG`.
-//! - else `EBADMSG` unless `REC_COMMITTED` is set, a data record's length is at most
-//!   `max_message`, its span fits before the end of the data area, and it ends at or before the
-//!   `tail` position (re-load `tail` only when a cached value is not far enough).
+//! - else `EBADMSG` unless it is one of the commit words listed under *Records*, its span fits
+//!   before the end of the data area, and it ends at or before the `tail` position (re-load
+//!   `tail` only when a cached value is not far enough).
 //! - a skip record: store `commit@idx = 0`, advance, and look again.
-//! - a message: its payload is `data[idx + 8 .. idx + 8 + len]`. When done with it (copied out,
-//!   or the borrowed slice released), zero `data[idx .. idx + 8 + len]` (plain writes) and
-//!   advance.
+//! - a data record: its payload is `data[idx + 8 .. idx + 8 + len]`; it goes through
+//!   *Reassembly* above. When done with it (copied out, or the borrowed slice released), zero
+//!   `data[idx .. idx + 8 + len]` (plain writes: commit word, producer word and payload) and
+//!   advance. A receive returns once a whole message is delivered (or at the end of the stream,
+//!   or when it would wait); the fragments it consumed meanwhile stay in the partial message.
 //!
 //! Advance: `h = (h + span) & POS_MASK`; store `head = h` with release; wake the producers.
 //!
@@ -164,10 +233,13 @@ pub const VERSION: u32 = 1;
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
 pub const MIN_CAPACITY: u32 = 64;
-/// The largest data area.
-pub const MAX_CAPACITY: u32 = 1 << 30;
+/// The largest data area: 2^28 bytes (256 MiB), so that a record's length fits in
+/// [`REC_LEN_MASK`].
+pub const MAX_CAPACITY: u32 = 1 << 28;
 /// Slots in the producer pid table.
 pub const MAX_PRODUCERS: usize = 64;
+/// The longest message, fragmented or not: `2^31 - 1` bytes.
+pub const MAX_MESSAGE_LEN: usize = 0x7FFF_FFFF;
 
 /// One producer, one consumer.
 pub const MODE_SPSC: u32 = 0;
@@ -188,12 +260,20 @@ pub const TAIL_CLOSED: u32 = 0x8000_0000;
 pub const RECORD_HEADER_SIZE: usize = 8;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
+/// Byte offset, inside a record, of its `producer` word (the sender's slot + 1 in MPSC).
+pub const OFF_REC_PRODUCER: usize = 4;
 /// Commit word bit: the record is complete.
 pub const REC_COMMITTED: u32 = 0x8000_0000;
 /// Commit word bit: a skip record (padding or abandoned reservation).
 pub const REC_SKIP: u32 = 0x4000_0000;
-/// Commit word bits holding the length.
-pub const REC_LEN_MASK: u32 = 0x3FFF_FFFF;
+/// Commit word bit: a fragment (exactly `max_record` bytes) of a longer message; the rest
+/// follows in later records of the same producer.
+pub const REC_MORE: u32 = 0x2000_0000;
+/// Commit word bit: an abort record (no payload): the producer gave up the fragmented message it
+/// had begun; the consumer drops what it collected of it.
+pub const REC_ABORT: u32 = 0x1000_0000;
+/// Commit word bits holding the length (bits 0..=27).
+pub const REC_LEN_MASK: u32 = 0x0FFF_FFFF;
 
 /// The header as a `#[repr(C)]` struct: the offsets of its fields are the layout.
 ///
@@ -210,7 +290,8 @@ pub struct Header {
     pub header_size: u32,
     /// Bytes of the data area.
     pub capacity: u32,
-    /// The largest payload: `capacity / 2 - 8`.
+    /// The largest payload of one record (`max_record`): `capacity / 2 - 8`. Longer messages
+    /// travel in fragments of this size.
     pub max_message: u32,
     /// [`MODE_SPSC`] or [`MODE_MPSC`].
     pub mode: u32,
@@ -248,10 +329,11 @@ pub struct Header {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RecordHeader {
-    /// 0 until committed; then [`REC_COMMITTED`], maybe [`REC_SKIP`], and the length.
+    /// 0 until committed; then [`REC_COMMITTED`], maybe one of [`REC_SKIP`], [`REC_MORE`] or
+    /// [`REC_ABORT`], and the length.
     pub commit: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// MPSC: the sending producer's slot + 1 (`1..=64`); SPSC and skip records: 0.
+    pub producer: u32,
 }
 
 /// Byte offset of `magic`.
@@ -262,7 +344,7 @@ pub const OFF_VERSION: usize = offset_of!(Header, version);
 pub const OFF_HEADER_SIZE: usize = offset_of!(Header, header_size);
 /// Byte offset of `capacity`.
 pub const OFF_CAPACITY: usize = offset_of!(Header, capacity);
-/// Byte offset of `max_message`.
+/// Byte offset of `max_message` (the largest record payload, `max_record`).
 pub const OFF_MAX_MESSAGE: usize = offset_of!(Header, max_message);
 /// Byte offset of `mode`.
 pub const OFF_MODE: usize = offset_of!(Header, mode);
@@ -304,10 +386,14 @@ const _: () = {
     assert!(OFF_PRODUCER_PIDS == 640);
     assert!(OFF_PRODUCER_PIDS + 4 * MAX_PRODUCERS == 896);
     assert!(size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
+    assert!(offset_of!(RecordHeader, producer) == OFF_REC_PRODUCER);
     assert!(align_of::<RecordHeader>() == 4);
     assert!(HEADER_SIZE % RECORD_ALIGN == 0);
     assert!(MAX_CAPACITY <= POS_MASK / 2 + 1); // capacity divides 2^31
-    assert!((MAX_CAPACITY as usize / 2) < REC_LEN_MASK as usize);
+    // A skip record's length (span - 8) reaches capacity - 8; a payload, capacity / 2 - 8.
+    assert!(MAX_CAPACITY as usize - RECORD_HEADER_SIZE <= REC_LEN_MASK as usize);
+    assert!(REC_LEN_MASK & (REC_COMMITTED | REC_SKIP | REC_MORE | REC_ABORT) == 0);
+    assert!(MAX_MESSAGE_LEN == POS_MASK as usize);
     assert!(MAGIC == 0x4843_4253);
 };
 
@@ -319,6 +405,7 @@ pub const TABLE: &[(&str, u32)] = &[
     ("MIN_CAPACITY", MIN_CAPACITY),
     ("MAX_CAPACITY", MAX_CAPACITY),
     ("MAX_PRODUCERS", MAX_PRODUCERS as u32),
+    ("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN as u32),
     ("MODE_SPSC", MODE_SPSC),
     ("MODE_MPSC", MODE_MPSC),
     ("FLAG_RX_CLOSED", FLAG_RX_CLOSED),
@@ -326,8 +413,11 @@ pub const TABLE: &[(&str, u32)] = &[
     ("TAIL_CLOSED", TAIL_CLOSED),
     ("RECORD_HEADER_SIZE", RECORD_HEADER_SIZE as u32),
     ("RECORD_ALIGN", RECORD_ALIGN as u32),
+    ("OFF_REC_PRODUCER", OFF_REC_PRODUCER as u32),
     ("REC_COMMITTED", REC_COMMITTED),
     ("REC_SKIP", REC_SKIP),
+    ("REC_MORE", REC_MORE),
+    ("REC_ABORT", REC_ABORT),
     ("REC_LEN_MASK", REC_LEN_MASK),
     ("OFF_MAGIC", OFF_MAGIC as u32),
     ("OFF_VERSION", OFF_VERSION as u32),
@@ -351,8 +441,9 @@ pub const fn region_size(capacity: u32) -> usize {
     HEADER_SIZE.saturating_add(capacity as usize)
 }
 
-/// The largest payload of a channel of `capacity` bytes: `capacity / 2 - 8`.
-pub const fn max_message(capacity: u32) -> usize {
+/// The largest payload of one record of a channel of `capacity` bytes: `capacity / 2 - 8`.
+/// Longer messages are sent as fragments of exactly this size (the last one shorter).
+pub const fn max_record(capacity: u32) -> usize {
     capacity as usize / 2 - RECORD_HEADER_SIZE
 }
 
@@ -379,6 +470,12 @@ mod tests {
         let get = |n: &str| TABLE.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
         assert_eq!(get("OFF_TAIL"), Some(256));
         assert_eq!(get("MAGIC"), Some(0x4843_4253));
+        assert_eq!(get("REC_MORE"), Some(0x2000_0000));
+        assert_eq!(get("REC_ABORT"), Some(0x1000_0000));
+        assert_eq!(get("REC_LEN_MASK"), Some(0x0FFF_FFFF));
+        assert_eq!(get("MAX_CAPACITY"), Some(1 << 28));
+        assert_eq!(get("MAX_MESSAGE_LEN"), Some(0x7FFF_FFFF));
+        assert_eq!(get("OFF_REC_PRODUCER"), Some(4));
     }
 
     #[test]
@@ -387,9 +484,11 @@ mod tests {
         assert_eq!(record_span(1), 16);
         assert_eq!(record_span(8), 16);
         assert_eq!(record_span(9), 24);
-        assert_eq!(max_message(64), 24);
-        assert_eq!(record_span(max_message(64)), 32);
-        assert!(capacity_ok(64) && capacity_ok(1 << 30));
-        assert!(!capacity_ok(32) && !capacity_ok(96) && !capacity_ok(1 << 31));
+        assert_eq!(max_record(64), 24);
+        assert_eq!(record_span(max_record(64)), 32);
+        assert_eq!(max_record(MAX_CAPACITY), (1 << 27) - 8);
+        assert!(capacity_ok(64) && capacity_ok(1 << 28));
+        assert!(!capacity_ok(32) && !capacity_ok(96) && !capacity_ok(1 << 29));
+        assert!(!capacity_ok(1 << 30) && !capacity_ok(1 << 31));
     }
 }

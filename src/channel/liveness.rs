@@ -25,21 +25,39 @@ pub(crate) fn own_pid() -> u32 {
 /// True unless `pid` is known to be dead. 0 and values above `i32::MAX` are not pids: dead.
 #[cfg(all(unix, not(loom)))]
 pub(crate) fn alive(pid: u32) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
+    probe(pid).unwrap_or(false)
+}
+
+/// `Ok(true)` if `pid` exists and is not a zombie, `Ok(false)` if it is dead; `Err(EINVAL)` for
+/// 0 and values above `i32::MAX`, which are not pids (`kill` would take them for process
+/// groups), and `Err(errno)` if `kill` fails otherwise.
+#[cfg(all(unix, not(loom)))]
+pub(crate) fn probe(pid: u32) -> Result<bool, i32> {
+    let raw = libc::pid_t::try_from(pid).map_err(|_| libc::EINVAL)?;
     if raw <= 0 {
-        return false;
+        return Err(libc::EINVAL);
     }
     if pid == own_pid() {
-        return true;
+        return Ok(true);
     }
     // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
     let ret = unsafe { libc::kill(raw, 0) };
-    if ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return false;
+    if ret != 0 {
+        // EPERM: it exists but belongs to someone else.
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => return Ok(false),
+            Some(libc::EPERM) => {}
+            Some(code) => return Err(code),
+            None => return Err(libc::EIO),
+        }
     }
-    !zombie(pid)
+    Ok(!zombie(pid))
+}
+
+/// Without `kill` a process's existence cannot be checked.
+#[cfg(any(not(unix), loom))]
+pub(crate) fn probe(_pid: u32) -> Result<bool, i32> {
+    Err(libc::ENOSYS)
 }
 
 /// Without `kill`, every peer is assumed alive.

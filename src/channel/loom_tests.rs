@@ -1,5 +1,6 @@
 //! Loom models of the ring: every interleaving (up to the preemption bound) of one producer and
-//! one consumer, and of two producers and one consumer, over a 64-byte ring whose messages wrap.
+//! one consumer, and of two producers and one consumer, over a 64-byte ring whose messages wrap;
+//! and one producer sending a message in fragments, with a skip record between them.
 //!
 //! Run with:
 //!
@@ -44,7 +45,21 @@ const SPSC_SIZES: [usize; 4] = [12, 20, 4, 0];
 
 #[test]
 fn spsc_every_interleaving() {
-    model(|| {
+    spsc_model(&SPSC_SIZES);
+}
+
+/// One record holds at most 24 bytes here, so the 30-byte message goes as two fragments: 24
+/// bytes at 24..56 (span 32), then a skip record over 56..64 and the last 6 bytes at 0..16,
+/// which must wait until the first message is consumed. Spans 24 + 32 + 8 + 16 + 8 = 88 bytes.
+const FRAGMENT_SIZES: [usize; 3] = [12, 30, 0];
+
+#[test]
+fn spsc_fragments_every_interleaving() {
+    spsc_model(&FRAGMENT_SIZES);
+}
+
+fn spsc_model(sizes: &'static [usize]) {
+    model(move || {
         let channel = Channel::model(Config {
             capacity: 64,
             mode: Mode::Spsc,
@@ -52,12 +67,12 @@ fn spsc_every_interleaving() {
         let mut tx = channel.sender(options()).unwrap();
         let mut rx = channel.receiver(options()).unwrap();
         let producer = thread::spawn(move || {
-            for (seq, &len) in SPSC_SIZES.iter().enumerate() {
+            for (seq, &len) in sizes.iter().enumerate() {
                 tx.send(&payload(0, seq as u8, len), None).unwrap();
             }
             tx.close();
         });
-        for (seq, &len) in SPSC_SIZES.iter().enumerate() {
+        for (seq, &len) in sizes.iter().enumerate() {
             let got = rx.recv(None).unwrap().expect("a message, not the end");
             assert_eq!(got, payload(0, seq as u8, len), "message {seq}");
         }
@@ -67,7 +82,9 @@ fn spsc_every_interleaving() {
 }
 
 /// Producer 0 sends two messages, producer 1 one. Their spans, 24 + 16 + 32 = 72 bytes, do not
-/// fit in 64: in every order one of them needs a skip record and waits for room.
+/// fit in 64: in every order one of them needs a skip record and waits for room. (They start at
+/// position 16, after the two producers' abort records, which attaching commits and the model
+/// consumes before the producers start, to keep the model small.)
 const MPSC_SIZES: [&[usize]; 2] = [&[12, 4], &[20]];
 
 #[test]
@@ -78,9 +95,16 @@ fn mpsc_every_interleaving() {
             mode: Mode::Mpsc,
         });
         let mut rx = channel.receiver(options()).unwrap();
-        let producers: Vec<_> = (0..2u8)
-            .map(|p| {
-                let mut tx = channel.sender(options()).unwrap();
+        // Attaching commits an abort record; these two are consumed before the model proper.
+        let senders: Vec<_> = (0..2).map(|_| channel.sender(options()).unwrap()).collect();
+        assert_eq!(
+            rx.try_recv().unwrap_err().raw_os_error(),
+            Some(libc::EAGAIN)
+        );
+        let producers: Vec<_> = senders
+            .into_iter()
+            .zip(0..2u8)
+            .map(|(mut tx, p)| {
                 thread::spawn(move || {
                     for (seq, &len) in MPSC_SIZES[p as usize].iter().enumerate() {
                         tx.send(&payload(p, seq as u8, len), None).unwrap();

@@ -2,10 +2,16 @@
 //!
 //! One side creates the channel in a region (usually a [`Segment`] of [`region_size`] bytes),
 //! the other opens it; the capacity is fixed at creation. Messages are byte strings of
-//! `0..=`[`max_message`] bytes, delivered in order, never dropped: a full ring makes senders wait
-//! (or fail with `EAGAIN` in the `try_` forms). Two modes: one producer and one consumer
-//! ([`Mode::Spsc`]), or up to [`layout::MAX_PRODUCERS`] producers and one consumer
-//! ([`Mode::Mpsc`]), whose messages are ordered per producer.
+//! `0..=`[`layout::MAX_MESSAGE_LEN`] bytes, delivered whole and in order, never dropped: a full
+//! ring makes senders wait (or fail with `EAGAIN` in the `try_` forms). Two modes: one producer
+//! and one consumer ([`Mode::Spsc`]), or up to [`layout::MAX_PRODUCERS`] producers and one
+//! consumer ([`Mode::Mpsc`]), whose messages are ordered per producer.
+//!
+//! A message of up to [`max_record`] (`capacity / 2 - 8`) bytes travels as one record of the
+//! ring; a longer one is split into fragments of that size, which the receiver puts back together
+//! (see [`layout`], *Messages and fragments*). So a message may be longer than the ring itself:
+//! the sender then waits for room fragment by fragment. Zero-copy sends ([`Sender::reserve`])
+//! and non-waiting sends ([`Sender::try_send`]) take one record at most.
 //!
 //! The same protocol is implemented in TypeScript over an `Int32Array` with `Atomics`, so it is
 //! deliberately simple: 32-bit little-endian words, positions counting modulo 2^31. The byte
@@ -28,11 +34,11 @@
 //! | --- | --- |
 //! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet |
 //! | `ETIMEDOUT` | a blocking call's timeout passed |
-//! | `EMSGSIZE` | a message longer than [`Channel::max_message`] |
+//! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`] |
 //! | `EPIPE` | sending after the channel was closed (by a sender, or by the receiver going away); opening a closed channel |
 //! | `ECONNRESET` | the peer process died without closing: every producer (receiving on an empty ring), a producer holding the record at `head`, or the consumer (sending into a full ring) |
 //! | `EBUSY` | a second consumer, a second SPSC producer, or all 64 MPSC producer slots taken |
-//! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record) |
+//! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record, a fragmented message longer than [`layout::MAX_MESSAGE_LEN`]) |
 //! | `EPROTONOSUPPORT` | the header has another layout version |
 //! | `EINVAL` | a bad capacity or mode, or a region too small |
 //!
@@ -61,7 +67,7 @@
 #![cfg_attr(loom, allow(dead_code))]
 
 pub mod layout;
-mod liveness;
+pub(crate) mod liveness;
 mod mem;
 mod park;
 mod ring;
@@ -77,9 +83,9 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 use crate::Segment;
 
-pub use layout::{max_message, region_size};
+pub use layout::{max_record, region_size};
 
-use layout::{MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK};
+use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_MORE};
 use mem::{Mem, Ordering::*, fence};
 use ring::{Consumer, Peek, Producer, Shared};
 
@@ -105,8 +111,9 @@ impl Mode {
 /// What [`Channel::create`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Config {
-    /// Bytes of the data area: a power of two in `64..=2^30`. Messages are at most
-    /// `capacity / 2 - 8` bytes, and each takes `8 + round_up(len, 8)` bytes of it.
+    /// Bytes of the data area: a power of two in `64..=2^28`. A message of up to
+    /// `capacity / 2 - 8` bytes takes one record of `8 + round_up(len, 8)` bytes; a longer one is
+    /// sent in fragments of that size.
     pub capacity: u32,
     /// One producer or many.
     pub mode: Mode,
@@ -204,7 +211,7 @@ impl Channel {
     /// previous content is lost; a segment this process did not just create is zeroed first.
     ///
     /// # Errors
-    /// `EINVAL` for a capacity that is not a power of two in `64..=2^30`, or a segment that is
+    /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
     /// too small.
     #[cfg(not(loom))]
     pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> io::Result<Self> {
@@ -308,7 +315,7 @@ impl Channel {
                 mem,
                 capacity,
                 mask: capacity - 1,
-                max_message: max_message(capacity),
+                max_record: max_record(capacity),
                 mode,
                 _owner: owner,
             }),
@@ -320,9 +327,10 @@ impl Channel {
         self.shared.capacity
     }
 
-    /// The largest message: `capacity / 2 - 8` bytes.
-    pub fn max_message(&self) -> usize {
-        self.shared.max_message
+    /// The largest payload of one record: `capacity / 2 - 8` bytes. Longer messages are sent in
+    /// fragments; reservations and `try_send` take at most this many bytes.
+    pub fn max_record(&self) -> usize {
+        self.shared.max_record
     }
 
     /// One producer or many.
@@ -339,7 +347,10 @@ impl Channel {
         self.shared.tail_closed()
     }
 
-    /// Attaches a producer: records this process's pid in a producer slot.
+    /// Attaches a producer: records this process's pid in a producer slot. In [`Mode::Mpsc`] it
+    /// also commits an abort record if there is room (else it does before its first message),
+    /// which drops any message the slot's previous producer left unfinished (see [`layout`],
+    /// *Aborts*).
     ///
     /// # Errors
     /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
@@ -366,14 +377,20 @@ impl Channel {
                 })
                 .ok_or_else(|| errno(libc::EBUSY))?
         };
-        Ok(Sender {
-            producer: Producer::new(sh),
+        let mut sender = Sender {
+            producer: Producer::new(sh, slot),
             shared: Arc::clone(&self.shared),
             slot,
             pid: me,
             options,
             closed: false,
-        })
+            // An MPSC slot may have been left by a producer that still owed an abort record.
+            owes_abort: sh.mode == MODE_MPSC,
+        };
+        // Pay it now if there is room, else before the first record (an error here comes back
+        // from the first send).
+        let _ = sender.pay_abort(None);
+        Ok(sender)
     }
 
     /// Attaches the consumer: records this process's pid. A consumer that died may be replaced.
@@ -403,6 +420,11 @@ impl Channel {
         if !attached {
             return Err(errno(libc::EBUSY));
         }
+        let slots = if sh.mode == MODE_SPSC {
+            1
+        } else {
+            MAX_PRODUCERS
+        };
         Ok(Receiver {
             consumer: Consumer::new(sh),
             shared: Arc::clone(&self.shared),
@@ -410,6 +432,9 @@ impl Channel {
             options,
             pending: None,
             stuck_at: None,
+            partials: vec![Vec::new(); slots],
+            begun: 0,
+            assembled: Vec::new(),
         })
     }
 }
@@ -477,33 +502,49 @@ pub struct Sender {
     pid: u32,
     options: WaitOptions,
     closed: bool,
+    /// An abort record is owed before this sender's next record (see [`layout`], *Aborts*).
+    owes_abort: bool,
 }
 
 impl Sender {
-    /// The largest message: `capacity / 2 - 8` bytes.
-    pub fn max_message(&self) -> usize {
-        self.shared.max_message
+    /// The largest payload of one record: `capacity / 2 - 8` bytes. [`Sender::send`] splits
+    /// longer messages into fragments; [`Sender::try_send`] and [`Sender::reserve`] take at most
+    /// this many bytes.
+    pub fn max_record(&self) -> usize {
+        self.shared.max_record
     }
 
-    /// Sends `msg`, waiting while the ring is full: forever with `None`, else at most `timeout`.
+    /// Sends `msg`, waiting while the ring is full: forever with `None`, else at most `timeout`
+    /// in all. A message longer than [`Sender::max_record`] goes in fragments, each waiting for
+    /// room in turn; if the send fails after some fragments went out, the receiver is told to
+    /// drop them (an abort record, now or before this sender's next message), so it never gets
+    /// part of a message.
     ///
     /// # Errors
-    /// `EMSGSIZE` if `msg` is longer than [`Sender::max_message`]; `ETIMEDOUT`; `EPIPE` if the
-    /// channel was closed or the receiver went away; `ECONNRESET` if the consumer process died
-    /// while the ring was full; `EBADMSG` if the positions are corrupt.
+    /// `EMSGSIZE` if `msg` is longer than [`layout::MAX_MESSAGE_LEN`]; `ETIMEDOUT`; `EPIPE` if
+    /// the channel was closed or the receiver went away; `ECONNRESET` if the consumer process
+    /// died while the ring was full; `EBADMSG` if the positions are corrupt.
     pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
-        let idx = self.reserve_idx(msg.len(), Some(timeout))?;
-        self.write_commit(idx, msg);
-        Ok(())
+        if msg.len() <= self.shared.max_record && !self.owes_abort {
+            let idx = self.reserve_idx(msg.len(), Some(timeout))?;
+            self.write_commit(idx, msg, 0);
+            return Ok(());
+        }
+        self.send_slow(msg, timeout)
     }
 
-    /// Sends `msg` if there is room now.
+    /// Sends `msg` if there is room now, all of it or nothing: it must fit in one record.
     ///
     /// # Errors
-    /// `EAGAIN` if the ring is full; otherwise as [`Sender::send`].
+    /// `EAGAIN` if the ring is full; `EMSGSIZE` if `msg` is longer than [`Sender::max_record`]
+    /// (use [`Sender::send`] for those); otherwise as [`Sender::send`].
     pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+        if msg.len() > self.shared.max_record {
+            return Err(too_long(msg.len(), self.shared.max_record, "try_send"));
+        }
+        self.pay_abort(None)?;
         let idx = self.reserve_idx(msg.len(), None)?;
-        self.write_commit(idx, msg);
+        self.write_commit(idx, msg, 0);
         Ok(())
     }
 
@@ -512,14 +553,24 @@ impl Sender {
     /// as [`Sender::send`] does. The bytes start out zero.
     ///
     /// # Errors
-    /// As [`Sender::send`].
+    /// `EMSGSIZE` if `len` is more than one record ([`Sender::max_record`]): send longer
+    /// messages with [`Sender::send`]. Otherwise as [`Sender::send`].
     #[cfg(not(loom))]
     pub fn reserve(
         &mut self,
         len: usize,
         timeout: Option<Duration>,
     ) -> io::Result<Reservation<'_>> {
-        let idx = self.reserve_idx(len, Some(timeout))?;
+        if len > self.shared.max_record {
+            return Err(too_long(len, self.shared.max_record, "reserve"));
+        }
+        let idx = if self.owes_abort {
+            let deadline = deadline_after(timeout);
+            self.pay_abort(Some(remaining(deadline)))?;
+            self.reserve_idx(len, Some(remaining(deadline)))?
+        } else {
+            self.reserve_idx(len, Some(timeout))?
+        };
         Ok(Reservation {
             sender: self,
             idx,
@@ -530,9 +581,13 @@ impl Sender {
     /// Reserves room for a `len`-byte message if there is room now.
     ///
     /// # Errors
-    /// `EAGAIN` if the ring is full; otherwise as [`Sender::send`].
+    /// `EAGAIN` if the ring is full; otherwise as [`Sender::reserve`].
     #[cfg(not(loom))]
     pub fn try_reserve(&mut self, len: usize) -> io::Result<Reservation<'_>> {
+        if len > self.shared.max_record {
+            return Err(too_long(len, self.shared.max_record, "try_reserve"));
+        }
+        self.pay_abort(None)?;
         let idx = self.reserve_idx(len, None)?;
         Ok(Reservation {
             sender: self,
@@ -554,13 +609,65 @@ impl Sender {
         }
     }
 
+    /// Writes `msg` into the record reserved at `idx` and commits it as `kind`.
     #[inline]
-    fn write_commit(&mut self, idx: usize, msg: &[u8]) {
+    fn write_commit(&mut self, idx: usize, msg: &[u8], kind: u32) {
         let sh = &*self.shared;
         // SAFETY: the reservation gave this producer the record's bytes, which lie inside the
         // data area (idx + 8 + len <= capacity).
         unsafe { sh.mem.write(Producer::payload_offset(idx), msg) };
-        self.producer.commit(sh, idx, msg.len());
+        self.producer.commit(sh, idx, msg.len(), kind);
+    }
+
+    /// A message that needs fragments or an abort record first.
+    #[cold]
+    fn send_slow(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        if msg.len() > MAX_MESSAGE_LEN {
+            return Err(too_long(msg.len(), MAX_MESSAGE_LEN, "send"));
+        }
+        let deadline = deadline_after(timeout);
+        self.pay_abort(Some(remaining(deadline)))?;
+        let max = self.shared.max_record;
+        if msg.len() <= max {
+            let idx = self.reserve_idx(msg.len(), Some(remaining(deadline)))?;
+            self.write_commit(idx, msg, 0);
+            return Ok(());
+        }
+        let count = msg.len().div_ceil(max);
+        for (i, fragment) in msg.chunks(max).enumerate() {
+            let idx = match self.reserve_idx(fragment.len(), Some(remaining(deadline))) {
+                Ok(idx) => idx,
+                Err(err) => {
+                    if i > 0 {
+                        self.break_off();
+                    }
+                    return Err(err);
+                }
+            };
+            let kind = if i + 1 < count { REC_MORE } else { 0 };
+            self.write_commit(idx, fragment, kind);
+        }
+        Ok(())
+    }
+
+    /// A fragmented send failed after committing some fragments: commit an abort record now if
+    /// there is room, else owe it.
+    #[cold]
+    fn break_off(&mut self) {
+        self.owes_abort = true;
+        // Failing here only leaves the abort owed; the caller reports the first error.
+        let _ = self.pay_abort(None);
+    }
+
+    /// Commits the owed abort record, if any: `wait` None = try once, Some(timeout) = block.
+    #[inline]
+    fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> io::Result<()> {
+        if self.owes_abort {
+            let idx = self.reserve_idx(0, wait)?;
+            self.producer.commit(&self.shared, idx, 0, REC_ABORT);
+            self.owes_abort = false;
+        }
+        Ok(())
     }
 
     /// Reserves a record: `wait` None = try once, Some(timeout) = block.
@@ -598,6 +705,32 @@ impl Sender {
             }
         }
     }
+}
+
+/// When a call given `timeout` must end (None: never, also for a timeout too long to add).
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// The time left until `deadline` (None: no limit).
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// `EMSGSIZE` for a `len`-byte message or reservation where `max` bytes is the limit.
+fn too_long(len: usize, max: usize, call: &str) -> io::Error {
+    let hint = if max == MAX_MESSAGE_LEN {
+        String::new()
+    } else {
+        "; use send, which splits longer messages into fragments".to_owned()
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        ChannelError::new(
+            libc::EMSGSIZE,
+            format!("{call}: {len} bytes, at most {max} fit{hint}"),
+        ),
+    )
 }
 
 /// Fails if the consumer process died.
@@ -640,7 +773,7 @@ impl Reservation<'_> {
         let mut this = std::mem::ManuallyDrop::new(self);
         let (idx, len) = (this.idx, this.len);
         let sender = &mut *this.sender;
-        sender.producer.commit(&sender.shared, idx, len);
+        sender.producer.commit(&sender.shared, idx, len, 0);
     }
 }
 
@@ -692,25 +825,51 @@ pub struct Receiver {
     pending: Option<(usize, usize)>,
     /// The head at which an uncommitted record was seen at the last liveness check.
     stuck_at: Option<u32>,
+    /// Fragmented messages being put back together, by producer slot (one in SPSC).
+    partials: Vec<Vec<u8>>,
+    /// How many of `partials` are non-empty (begun).
+    begun: usize,
+    /// The last reassembled message handed out by reference.
+    assembled: Vec<u8>,
+}
+
+/// A message found by [`Receiver::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// A one-record message, in the ring (now pending): (idx, len).
+    InPlace(usize, usize),
+    /// A reassembled message, complete in `partials[slot]`.
+    Assembled(usize),
+}
+
+/// What one look at the ring gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Poll {
+    Got(Got),
+    End,
+    /// Nothing complete yet: the ring is `Peek::Empty` or `Peek::InFlight`.
+    Wait(Peek),
 }
 
 impl Receiver {
     /// Receives the next message, waiting while the ring is empty: forever with `None`, else at
     /// most `timeout`. `Ok(None)` is the end of the stream: a sender closed the channel and
-    /// every message was received.
+    /// every message was received. A message that came in fragments is returned whole.
     ///
     /// # Errors
     /// `ETIMEDOUT`; `ECONNRESET` if the producer(s) died (see the module docs); `EBADMSG` if the
-    /// ring is corrupt.
+    /// ring is corrupt. After `ETIMEDOUT` the fragments received so far are kept, and the next
+    /// call goes on with the same message.
     pub fn recv(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.recv_into(&mut buf, timeout)?.map(|_| buf))
     }
 
-    /// Receives the next message if there is one now.
+    /// Receives the next message if all of it is there now.
     ///
     /// # Errors
-    /// `EAGAIN` if the ring is empty; otherwise as [`Receiver::recv`].
+    /// `EAGAIN` if no whole message is ready (fragments that are there are collected); otherwise
+    /// as [`Receiver::recv`].
     pub fn try_recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.copy_next(&mut buf, None)?.map(|_| buf))
@@ -728,32 +887,44 @@ impl Receiver {
         self.copy_next(buf, Some(timeout))
     }
 
-    /// Receives the next message in place: the slice points into the ring and stays valid until
-    /// the next receive or [`Receiver::release`], which frees its room for the senders.
+    /// Receives the next message in place: a one-record message is a slice of the ring, valid
+    /// until the next receive or [`Receiver::release`], which frees its room for the senders; a
+    /// message that came in fragments is a slice of a buffer of the receiver, valid until the
+    /// next receive.
     ///
     /// # Errors
     /// As [`Receiver::recv`].
     #[cfg(not(loom))]
     pub fn recv_ref(&mut self, timeout: Option<Duration>) -> io::Result<Option<&[u8]>> {
         let next = self.next(Some(timeout))?;
-        Ok(next.map(|(idx, len)| self.slice(idx, len)))
+        Ok(next.map(|got| self.hand_out(got)))
     }
 
-    /// As [`Receiver::recv_ref`], if there is a message now.
+    /// As [`Receiver::recv_ref`], if all of the next message is there now.
     ///
     /// # Errors
-    /// `EAGAIN` if the ring is empty; otherwise as [`Receiver::recv`].
+    /// `EAGAIN` if no whole message is ready; otherwise as [`Receiver::recv`].
     #[cfg(not(loom))]
     pub fn try_recv_ref(&mut self) -> io::Result<Option<&[u8]>> {
         let next = self.next(None)?;
-        Ok(next.map(|(idx, len)| self.slice(idx, len)))
+        Ok(next.map(|got| self.hand_out(got)))
     }
 
     #[cfg(not(loom))]
-    fn slice(&self, idx: usize, len: usize) -> &[u8] {
-        // SAFETY: peek validated the record inside the data area; producers may not write it
-        // until release moves head past it, which needs &mut self, so not while the slice lives.
-        unsafe { self.shared.mem.slice(Consumer::payload_offset(idx), len) }
+    fn hand_out(&mut self, got: Got) -> &[u8] {
+        match got {
+            // SAFETY: peek validated the record inside the data area; producers may not write
+            // it until release moves head past it, which needs &mut self, so not while the
+            // slice lives.
+            Got::InPlace(idx, len) => unsafe {
+                self.shared.mem.slice(Consumer::payload_offset(idx), len)
+            },
+            Got::Assembled(slot) => {
+                self.assembled.clear();
+                std::mem::swap(&mut self.assembled, &mut self.partials[slot]);
+                &self.assembled
+            }
+        }
     }
 
     /// Releases the message handed out by [`Receiver::recv_ref`] (the next receive does it too).
@@ -771,55 +942,52 @@ impl Receiver {
         buf: &mut Vec<u8>,
         wait: Option<Option<Duration>>,
     ) -> io::Result<Option<usize>> {
-        let Some((idx, len)) = self.next(wait)? else {
+        let Some(got) = self.next(wait)? else {
             return Ok(None);
         };
         buf.clear();
-        buf.reserve(len);
-        // SAFETY: the record is valid and unchanging until released (as in `slice`); buf has
-        // room for len bytes, which the copy initialises before set_len.
-        unsafe {
-            self.shared
-                .mem
-                .read(Consumer::payload_offset(idx), buf.as_mut_ptr(), len);
-            buf.set_len(len);
+        match got {
+            Got::InPlace(idx, len) => {
+                // SAFETY: the record is valid and unchanging until released (as in hand_out);
+                // buf has room for len bytes, which the copy initialises before set_len.
+                unsafe {
+                    buf.reserve(len);
+                    self.shared
+                        .mem
+                        .read(Consumer::payload_offset(idx), buf.as_mut_ptr(), len);
+                    buf.set_len(len);
+                }
+                self.release();
+            }
+            // The caller gets the reassembled buffer; its old one collects the next message.
+            Got::Assembled(slot) => std::mem::swap(buf, &mut self.partials[slot]),
         }
-        self.release();
-        Ok(Some(len))
+        Ok(Some(buf.len()))
     }
 
-    /// The next message as (idx, len), now pending: `wait` None = try once, Some(timeout) =
-    /// block.
+    /// The next message: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn next(&mut self, wait: Option<Option<Duration>>) -> io::Result<Option<(usize, usize)>> {
+    fn next(&mut self, wait: Option<Option<Duration>>) -> io::Result<Option<Got>> {
         self.release();
-        let state = self.consumer.peek(&self.shared)?;
-        match (state, wait) {
-            (Peek::Message { idx, len }, _) => {
-                self.pending = Some((idx, len));
-                Ok(Some((idx, len)))
-            }
-            (Peek::End, _) => Ok(None),
-            (_, None) => Err(errno(libc::EAGAIN)),
-            (_, Some(timeout)) => self.next_slow(timeout),
+        match (self.poll()?, wait) {
+            (Poll::Got(got), _) => Ok(Some(got)),
+            (Poll::End, _) => Ok(None),
+            (Poll::Wait(_), None) => Err(errno(libc::EAGAIN)),
+            (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
         }
     }
 
     #[cold]
-    fn next_slow(&mut self, timeout: Option<Duration>) -> io::Result<Option<(usize, usize)>> {
+    fn next_slow(&mut self, timeout: Option<Duration>) -> io::Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
         self.stuck_at = None;
         loop {
-            let state = self.consumer.peek(&sh)?;
-            match state {
-                Peek::Message { idx, len } => {
-                    self.pending = Some((idx, len));
-                    return Ok(Some((idx, len)));
-                }
-                Peek::End => return Ok(None),
-                Peek::Empty | Peek::InFlight => {}
-            }
+            let state = match self.poll()? {
+                Poll::Got(got) => return Ok(Some(got)),
+                Poll::End => return Ok(None),
+                Poll::Wait(state) => state,
+            };
             let head = self.consumer.head;
             let stuck_at = &mut self.stuck_at;
             let check = || check_producers(&sh, state, head, stuck_at);
@@ -834,6 +1002,82 @@ impl Receiver {
             }
             word.swap(0, Relaxed);
         }
+    }
+
+    /// Consumes records until a whole message is there (a one-record message is left in the
+    /// ring, pending), the stream ends, or nothing more is committed.
+    #[inline]
+    fn poll(&mut self) -> io::Result<Poll> {
+        loop {
+            match self.consumer.peek(&self.shared)? {
+                Peek::Message { idx, len, kind } => {
+                    if kind == 0 && self.begun == 0 {
+                        self.pending = Some((idx, len));
+                        return Ok(Poll::Got(Got::InPlace(idx, len)));
+                    }
+                    if let Some(got) = self.reassemble(idx, len, kind)? {
+                        return Ok(Poll::Got(got));
+                    }
+                }
+                Peek::End => {
+                    if self.begun > 0 {
+                        // Messages cut off by the end of the stream are never completed.
+                        self.partials.iter_mut().for_each(|p| *p = Vec::new());
+                        self.begun = 0;
+                    }
+                    return Ok(Poll::End);
+                }
+                state => return Ok(Poll::Wait(state)),
+            }
+        }
+    }
+
+    /// Applies the reassembly rules (see [`layout`]) to the data record at `idx`. On an error
+    /// the record stays unconsumed, so the same error comes again.
+    #[cold]
+    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> io::Result<Option<Got>> {
+        let sh = &*self.shared;
+        let slot = self.consumer.producer_slot(sh, idx)?;
+        let partial = &mut self.partials[slot];
+        let was_begun = !partial.is_empty();
+        if kind == REC_ABORT {
+            if was_begun {
+                *partial = Vec::new();
+                self.begun -= 1;
+            }
+            self.consumer.release(sh, idx, len);
+            return Ok(None);
+        }
+        if kind == 0 && !was_begun {
+            self.pending = Some((idx, len));
+            return Ok(Some(Got::InPlace(idx, len)));
+        }
+        if partial.len() + len > MAX_MESSAGE_LEN {
+            return Err(corrupt(format!(
+                "a fragmented message of producer slot {slot} grows beyond {MAX_MESSAGE_LEN} bytes"
+            )));
+        }
+        partial.reserve(len);
+        let at = partial.len();
+        // SAFETY: peek validated the record inside the data area and nobody writes it until
+        // release; the partial buffer has room for len more bytes, initialised before set_len.
+        unsafe {
+            sh.mem.read(
+                Consumer::payload_offset(idx),
+                partial.as_mut_ptr().add(at),
+                len,
+            );
+            partial.set_len(at + len);
+        }
+        self.consumer.release(sh, idx, len);
+        if kind == REC_MORE {
+            if !was_begun {
+                self.begun += 1;
+            }
+            return Ok(None);
+        }
+        self.begun -= 1;
+        Ok(Some(Got::Assembled(slot)))
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! The full protocol, step by step, is in the [`layout`](super::layout) module docs; in short:
 //!
-//! - A producer writes the payload, then stores the commit word with **release**; the consumer
-//!   loads the commit word with **acquire** before reading the payload.
+//! - A producer writes the payload (and in MPSC the record's producer word), then stores the
+//!   commit word with **release**; the consumer loads the commit word with **acquire** before
+//!   reading either.
 //! - The consumer zeroes the consumed bytes, then stores `head` with **release**; a producer
 //!   loads `head` with **acquire** before writing into space that `head` freed.
 //! - A producer's reservation (`tail` store or CAS) comes before its commit store in program
@@ -36,7 +37,8 @@ pub(crate) struct Shared {
     pub(crate) mem: Mem,
     pub(crate) capacity: u32,
     pub(crate) mask: u32,
-    pub(crate) max_message: usize,
+    /// The largest payload of one record: `capacity / 2 - 8`.
+    pub(crate) max_record: usize,
     pub(crate) mode: u32,
     /// Keeps the memory mapped (a `Segment`), if the channel owns it.
     pub(crate) _owner: Option<Owner>,
@@ -145,7 +147,7 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
             io::ErrorKind::InvalidInput,
             super::ChannelError::new(
                 libc::EINVAL,
-                format!("capacity {capacity} is not a power of two in 64..=2^30"),
+                format!("capacity {capacity} is not a power of two in 64..=2^28"),
             ),
         ));
     }
@@ -183,7 +185,7 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
     mem.word(OFF_HEADER_SIZE).store(HEADER_SIZE as u32, Relaxed);
     mem.word(OFF_CAPACITY).store(capacity, Relaxed);
     mem.word(OFF_MAX_MESSAGE)
-        .store(max_message(capacity) as u32, Relaxed);
+        .store(max_record(capacity) as u32, Relaxed);
     mem.word(OFF_MODE).store(mode, Relaxed);
     mem.word(OFF_MAX_PRODUCERS)
         .store(MAX_PRODUCERS as u32, Relaxed);
@@ -230,7 +232,7 @@ pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
     let capacity = mem.word(OFF_CAPACITY).load(Relaxed);
     if !capacity_ok(capacity) {
         return Err(corrupt(format!(
-            "capacity {capacity} is not a power of two in 64..=2^30"
+            "capacity {capacity} is not a power of two in 64..=2^28"
         )));
     }
     if region_size(capacity) > mem.len() {
@@ -241,10 +243,10 @@ pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
         )));
     }
     let max = mem.word(OFF_MAX_MESSAGE).load(Relaxed);
-    if max as usize != max_message(capacity) {
+    if max as usize != max_record(capacity) {
         return Err(corrupt(format!(
             "max_message {max}, expected {}",
-            max_message(capacity)
+            max_record(capacity)
         )));
     }
     let mode = mem.word(OFF_MODE).load(Relaxed);
@@ -317,13 +319,20 @@ pub(crate) struct Producer {
     /// The last `head` seen; in SPSC it bounds the free space without touching the consumer's
     /// cache line, in both modes it is what a parked producer waits to see change.
     head_seen: u32,
+    /// The producer word of this producer's records: slot + 1 in MPSC, 0 in SPSC.
+    tag: u32,
 }
 
 impl Producer {
-    pub(crate) fn new(sh: &Shared) -> Self {
+    pub(crate) fn new(sh: &Shared, slot: usize) -> Self {
         Self {
             tail: sh.tail().load(Acquire) & POS_MASK,
             head_seen: sh.head().load(Acquire) & POS_MASK,
+            tag: if sh.mode == MODE_MPSC {
+                slot as u32 + 1
+            } else {
+                0
+            },
         }
     }
 
@@ -331,11 +340,12 @@ impl Producer {
     /// skip record first when the record would cross the end of the data area.
     ///
     /// # Errors
-    /// `EMSGSIZE` when `len` exceeds the maximum; `EPIPE` when the consumer or a sender closed
-    /// the channel; `EBADMSG` when the positions are corrupt.
+    /// `EMSGSIZE` when `len` exceeds one record (callers split longer messages first); `EPIPE`
+    /// when the consumer or a sender closed the channel; `EBADMSG` when the positions are
+    /// corrupt.
     #[inline]
     pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> io::Result<Option<usize>> {
-        if len > sh.max_message {
+        if len > sh.max_record {
             return Err(errno(libc::EMSGSIZE));
         }
         if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
@@ -439,11 +449,20 @@ impl Producer {
         OFF_DATA + idx + RECORD_HEADER_SIZE
     }
 
-    /// Publishes the record reserved at `idx` with a `len`-byte payload.
+    /// Publishes the record reserved at `idx` with a `len`-byte payload; `kind` is 0,
+    /// [`REC_MORE`] or [`REC_ABORT`].
     #[inline]
-    pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize) {
+    pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) {
+        if self.tag != 0 {
+            // SAFETY: the reservation gave this producer the record's bytes, inside the data
+            // area; the release store below publishes this plain write with the payload.
+            unsafe {
+                sh.mem
+                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
+            };
+        }
         sh.commit_word(idx)
-            .store(REC_COMMITTED | len as u32, Release);
+            .store(REC_COMMITTED | kind | len as u32, Release);
         sh.wake_consumer();
     }
 
@@ -487,8 +506,9 @@ fn commit_skip(sh: &Shared, idx: usize, to_end: u32) {
 /// What the consumer found at `head`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Peek {
-    /// A committed message: its record's data index and payload length.
-    Message { idx: usize, len: usize },
+    /// A committed data record: its data index, payload length, and kind (0, [`REC_MORE`] or
+    /// [`REC_ABORT`]).
+    Message { idx: usize, len: usize, kind: u32 },
     /// Nothing reserved past `head`.
     Empty,
     /// A record is reserved at `head` but not committed yet.
@@ -555,11 +575,20 @@ impl Consumer {
                 )));
             }
             let len = (word & REC_LEN_MASK) as usize;
-            let skip = word & REC_SKIP != 0;
-            if !skip && len > sh.max_message {
+            let kind = word & (REC_SKIP | REC_MORE | REC_ABORT);
+            let skip = kind == REC_SKIP;
+            let ok = match kind {
+                0 => len <= sh.max_record,
+                REC_SKIP => true, // bounded by the checks below
+                REC_MORE => len == sh.max_record,
+                REC_ABORT => len == 0,
+                _ => false,
+            };
+            if !ok {
                 return Err(corrupt(format!(
-                    "record at {:#x} claims {len} bytes, more than the maximum {}",
-                    self.head, sh.max_message
+                    "record at {:#x} has commit word {word:#010x} (one record holds at most {} \
+                     bytes, a fragment exactly that many)",
+                    self.head, sh.max_record
                 )));
             }
             let span = record_span(len);
@@ -582,7 +611,7 @@ impl Consumer {
                 self.tail_seen = tail;
             }
             if !skip {
-                return Ok(Peek::Message { idx, len });
+                return Ok(Peek::Message { idx, len, kind });
             }
             // A skip record's payload is zero already (never written, or zeroed by abort).
             sh.commit_word(idx).store(0, Relaxed);
@@ -593,6 +622,36 @@ impl Consumer {
     /// The payload of the message at `idx`.
     pub(crate) fn payload_offset(idx: usize) -> usize {
         OFF_DATA + idx + RECORD_HEADER_SIZE
+    }
+
+    /// The producer slot of the committed record at `idx`: 0 in SPSC (its producer word is not
+    /// read), `producer - 1` in MPSC.
+    ///
+    /// # Errors
+    /// `EBADMSG` if the producer word is not in `1..=64`.
+    pub(crate) fn producer_slot(&self, sh: &Shared, idx: usize) -> io::Result<usize> {
+        if sh.mode == MODE_SPSC {
+            return Ok(0);
+        }
+        let mut word = [0u8; 4];
+        // SAFETY: peek validated the committed record inside the data area; its producer wrote
+        // the word before the commit word's release store, which peek loaded with acquire, and
+        // nobody writes it again until head moves past the record.
+        unsafe {
+            sh.mem.read(
+                OFF_DATA + idx + OFF_REC_PRODUCER,
+                word.as_mut_ptr(),
+                word.len(),
+            )
+        };
+        let tag = u32::from_le_bytes(word) as usize;
+        if tag == 0 || tag > MAX_PRODUCERS {
+            return Err(corrupt(format!(
+                "record at {:#x} has producer word {tag}, not a slot in 1..={MAX_PRODUCERS}",
+                self.head
+            )));
+        }
+        Ok(tag - 1)
     }
 
     /// Consumes the message at `idx` with a `len`-byte payload: zeroes it and moves `head`.

@@ -16,9 +16,11 @@
 //! [`SB_ABI_VERSION`] changes whenever a signature or a struct layout here changes, and the
 //! TypeScript side refuses to load a library whose version differs from its own.
 
+mod channel;
 mod segment;
 mod sync;
 
+pub use channel::*;
 pub use segment::*;
 pub use sync::*;
 
@@ -27,7 +29,7 @@ use std::io;
 use std::panic::{self, UnwindSafe};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 2;
+pub const SB_ABI_VERSION: u32 = 3;
 
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;
@@ -107,6 +109,11 @@ fn describe(code: i32) -> (&'static std::ffi::CStr, &'static std::ffi::CStr) {
         libc::EDEADLK => (c"EDEADLK", c"deadlock: already held by this thread"),
         libc::EBUSY => (c"EBUSY", c"busy"),
         libc::EIDRM => (c"EIDRM", c"segment was removed"),
+        libc::EPIPE => (c"EPIPE", c"the channel is closed"),
+        libc::ECONNRESET => (c"ECONNRESET", c"the peer process died"),
+        libc::EMSGSIZE => (c"EMSGSIZE", c"message too long"),
+        libc::EBADMSG => (c"EBADMSG", c"corrupt channel"),
+        libc::EPROTONOSUPPORT => (c"EPROTONOSUPPORT", c"unsupported channel layout version"),
         _ => (c"EUNKNOWN", c"unknown error"),
     }
 }
