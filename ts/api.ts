@@ -25,3 +25,11 @@ export {
   type WaitOptions,
   type WaitResult,
 } from "./sync.ts";
+export {
+  Channel,
+  type ChannelOptions,
+  ChannelReceiver,
+  ChannelSender,
+  type EndpointOptions,
+  type Message,
+} from "./channel/channel.ts";

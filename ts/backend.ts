@@ -57,6 +57,10 @@ export interface Backend {
   mutexLock(address: Address, timeoutNs: number): number;
   mutexTryLock(address: Address): number;
   mutexUnlock(address: Address): number;
+  /** A channel layout constant by name (`sb_channel_constant`), -1 if unknown; for tests. */
+  channelConstant(name: string): number;
+  /** True if process `pid` exists and is not a zombie (`sb_process_alive`). */
+  processAlive(pid: number): boolean;
   /** `sb_mutex_size()`. */
   readonly mutexSize: number;
 

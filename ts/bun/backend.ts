@@ -101,6 +101,11 @@ export function loadBun(explicit?: string): Backend {
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
     mutexTryLock: (address) => s.sb_mutex_trylock(address),
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
+    channelConstant(name) {
+      const bytes = new TextEncoder().encode(name);
+      return Number(s.sb_channel_constant(bytes, bytes.length));
+    },
+    processAlive: (pid) => s.sb_process_alive(pid) !== 0,
     mutexSize: s.sb_mutex_size(),
     wrap: (address, length, handle) =>
       // The handle rides along as the deallocator's context; sb_release closes it.

@@ -92,6 +92,11 @@ export function loadDeno(explicit?: string): Backend {
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
     mutexTryLock: (address) => s.sb_mutex_trylock(address as bigint),
     mutexUnlock: (address) => s.sb_mutex_unlock(address as bigint),
+    channelConstant(name) {
+      const bytes = new TextEncoder().encode(name);
+      return Number(s.sb_channel_constant(bytes, bytes.length));
+    },
+    processAlive: (pid) => s.sb_process_alive(pid) !== 0,
     mutexSize: s.sb_mutex_size(),
     wrap(address, length, handle) {
       const pointer = Deno.UnsafePointer.create(address);

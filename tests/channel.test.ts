@@ -1,0 +1,321 @@
+import assert from "node:assert/strict";
+import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import * as layout from "../ts/channel/layout.ts";
+import { backend } from "../ts/backend.ts";
+
+const { Channel, SharedMemory, SharedMemoryError } = lib;
+
+const code = (c: string) => (e: unknown) => e instanceof SharedMemoryError && e.code === c;
+
+/** A channel whose segment is already unlinked. */
+function channel(capacity = 4096, producers: "one" | "many" = "one") {
+  const name = uniqueName("chan");
+  const ch = Channel.create({ name }, { capacity, producers });
+  cleanup({ name });
+  return ch;
+}
+
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed * 2654435761 >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+test("send and receive bytes, text and JSON in order; end of stream after close", async () => {
+  using ch = channel();
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.send(new Uint8Array([1, 2, 3]));
+  tx.send("héllo");
+  tx.sendJson({ a: [1, 2] });
+  tx.send(new ArrayBuffer(0));
+  tx.send(new Uint16Array([0x0102]));
+  assert.deepEqual([...rx.recv()!], [1, 2, 3]);
+  assert.equal(rx.recvText(), "héllo");
+  assert.deepEqual(rx.recvJson(), { a: [1, 2] });
+  assert.equal(rx.recv()!.length, 0, "an empty message is a message, not the end");
+  assert.equal(rx.recv()!.length, 2);
+  assert.equal(rx.tryRecv(), undefined, "nothing ready");
+  await tx.sendAsync("last");
+  tx.close();
+  tx.close();
+  assert.equal(rx.recvText(), "last", "the receiver drains what is left");
+  assert.equal(rx.recv(), null);
+  assert.equal(await rx.recvAsync(), null);
+  assert.throws(() => tx.send("more"), code("EBADF"));
+});
+
+test("a full ring pushes back; nothing is dropped or reordered across wrap-arounds", () => {
+  using ch = channel(256);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  let sent = 0;
+  let received = 0;
+  for (let round = 0; round < 500; round++) {
+    while (tx.trySend(pattern((sent * 7) % 100, sent))) sent++;
+    assert.throws(() => tx.send("x", 0), code("ETIMEDOUT"), "a full ring times out");
+    for (let m = rx.tryRecv(); m; m = rx.tryRecv()) {
+      assert.deepEqual(m, pattern((received * 7) % 100, received));
+      received++;
+    }
+  }
+  assert.equal(received, sent);
+  assert.ok(sent > 1000);
+});
+
+test("messages longer than one record are fragmented and reassembled", async () => {
+  using ch = channel(1024);
+  assert.equal(ch.maxRecordBytes, 1024 / 2 - 8);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  for (const size of [504, 505, 600, 1000, 1024, 5000]) {
+    const message = pattern(size, size);
+    const receiving = rx.recvAsync(5000);
+    await tx.sendAsync(message, 5000);
+    assert.deepEqual(await receiving, message);
+  }
+});
+
+test("fragmented messages larger than the ring pass through with a concurrent reader", async () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const sizes = [0, 1, 503, 504, 505, 700, 1016, 1500, 4096, 10_000];
+  const received: Uint8Array[] = [];
+  const reading = (async () => {
+    for await (const m of rx) received.push(m);
+  })();
+  for (const size of sizes) await tx.sendAsync(pattern(size, size), 5000);
+  tx.close();
+  await reading;
+  assert.equal(received.length, sizes.length);
+  sizes.forEach((size, i) => assert.deepEqual(received[i], pattern(size, size)));
+});
+
+test("zero-copy: reserve and commit, recvView valid until the next receive", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const slot = tx.reserve(100);
+  assert.equal(slot.length, 100);
+  assert.ok(slot.every((b) => b === 0), "reserved bytes start zeroed");
+  assert.throws(() => tx.send("x"), /commit the reservation first/);
+  slot.fill(9);
+  assert.equal(rx.tryRecv(), undefined, "not visible before commit");
+  tx.commit();
+  assert.throws(() => tx.commit(), /nothing is reserved/);
+  const view = rx.recvView()!;
+  assert.equal(view.length, 100);
+  assert.ok(view.every((b) => b === 9));
+  tx.send("next");
+  assert.equal(rx.recvText(), "next");
+  assert.ok(view.every((b) => b === 0), "the lent view's space was handed back");
+  assert.throws(() => tx.reserve(ch.maxRecordBytes + 1), RangeError);
+  assert.equal(tx.reserve(ch.maxRecordBytes).length, ch.maxRecordBytes);
+  tx.close(); // drops the reservation: the receiver skips it and finds the end
+  assert.equal(rx.tryRecv(), null);
+});
+
+test("timeouts: recv and send give ETIMEDOUT no earlier than asked", async () => {
+  using ch = channel(64);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  let start = performance.now();
+  assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+  assert.ok(performance.now() - start >= 29.9);
+  start = performance.now();
+  await assert.rejects(rx.recvAsync(30), code("ETIMEDOUT"));
+  assert.ok(performance.now() - start >= 29.9);
+  while (tx.trySend("12345678"));
+  start = performance.now();
+  assert.throws(() => tx.send("x", 30), code("ETIMEDOUT"));
+  assert.ok(performance.now() - start >= 29.9);
+  await assert.rejects(tx.sendAsync("x", 0), code("ETIMEDOUT"));
+});
+
+test("a receiver's close makes senders fail with EPIPE; a second receiver is EBUSY", () => {
+  using ch = channel();
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  assert.throws(() => ch.receiver(), code("EBUSY"));
+  assert.throws(() => ch.sender(), code("EBUSY"), "one-sender channel");
+  rx.close();
+  assert.throws(() => tx.send("x"), code("EPIPE"));
+  assert.throws(() => rx.recv(), code("EBADF"));
+  assert.throws(() => ch.receiver(), code("EPIPE"));
+});
+
+test("many senders: each one's order is kept, any one's close ends the stream", () => {
+  using ch = channel(8192, "many");
+  const senders = [ch.sender(), ch.sender(), ch.sender()];
+  const rx = ch.receiver();
+  for (let i = 0; i < 30; i++) senders[i % 3].send(`${i % 3}:${i}`);
+  senders[2].detach();
+  senders[1].send(pattern(2000, 1)); // fragmented, in a many-sender ring
+  senders[0].close();
+  assert.throws(() => senders[1].send("late"), code("EPIPE"));
+  const last = [-1, -1, -1];
+  for (let i = 0; i < 30; i++) {
+    const [who, n] = rx.recvText()!.split(":").map(Number);
+    assert.ok(n > last[who], "per-sender order");
+    last[who] = n;
+  }
+  assert.deepEqual(rx.recv(), pattern(2000, 1));
+  assert.equal(rx.recv(), null);
+});
+
+test("open: not a channel, corrupt header, other version, not set up", () => {
+  const name = uniqueName("notchan");
+  try {
+    using shm = SharedMemory.create({ name }, 4096);
+    const i32 = new Int32Array(shm.buffer);
+    i32[0] = 0x12345678;
+    assert.throws(() => Channel.open({ name }), code("EBADMSG"));
+    i32[0] = 0;
+    assert.throws(() => Channel.open({ name }, { timeoutMs: 20 }), code("ETIMEDOUT"));
+  } finally {
+    cleanup({ name });
+  }
+  const name2 = uniqueName("badchan");
+  try {
+    Channel.create({ name: name2 }, { capacity: 1024 }).close();
+    using shm = SharedMemory.open({ name: name2 });
+    const i32 = new Int32Array(shm.buffer);
+    i32[1] = 99;
+    assert.throws(() => Channel.open({ name: name2 }), code("EPROTONOSUPPORT"));
+    i32[1] = 1;
+    i32[3] = 1000; // capacity not a power of two
+    assert.throws(() => Channel.open({ name: name2 }), code("EBADMSG"));
+    i32[3] = 1024;
+    i32[256 / 4] = 3; // tail not a position
+    assert.throws(() => Channel.open({ name: name2 }), code("EBADMSG"));
+    i32[256 / 4] = 0;
+    using ok = Channel.open({ name: name2 });
+    assert.equal(ok.capacity, 1024);
+  } finally {
+    cleanup({ name: name2 });
+  }
+  const key = uniqueKey();
+  try {
+    SharedMemory.create({ key }, 64).close();
+    assert.throws(() => Channel.open({ key }), code("EINVAL"), "too small to be a channel");
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("corrupt records are reported, never a crash or an endless loop", () => {
+  for (let seed = 1; seed <= 200; seed++) {
+    const name = uniqueName("corrupt");
+    try {
+      using ch = Channel.create({ name }, { capacity: 256, producers: seed % 2 ? "one" : "many" });
+      using raw = SharedMemory.open({ name });
+      const tx = ch.sender();
+      const rx = ch.receiver();
+      tx.send(pattern(seed % 50, seed));
+      tx.send(pattern(seed % 120, seed + 1));
+      // Scribble over part of the data area, as a buggy or hostile process might.
+      const junk = pattern(1 + (seed % 64), seed * 31);
+      new Uint8Array(raw.buffer).set(junk, layout.OFF_DATA + ((seed * 8) % 192));
+      for (let i = 0; i < 10; i++) {
+        try {
+          if (rx.recv(1) === null) break;
+        } catch (err) {
+          const known = err instanceof SharedMemoryError &&
+            (err.code === "EBADMSG" || err.code === "ETIMEDOUT");
+          assert.ok(known, String(err));
+          break;
+        }
+      }
+    } finally {
+      cleanup({ name });
+    }
+  }
+});
+
+test("bad options and arguments", () => {
+  const name = uniqueName("opts");
+  assert.throws(() => Channel.create({ name }, { capacity: 1000 }), RangeError);
+  assert.throws(() => Channel.create({ name }, { capacity: 32 }), RangeError);
+  assert.throws(() => Channel.create({ name }, { capacity: 2 ** 29 }), RangeError);
+  assert.throws(
+    () => Channel.create({ name }, { capacity: 1024, producers: "two" as never }),
+    RangeError,
+  );
+  assert.throws(() => Channel.create({ name }, undefined as never), TypeError);
+  using ch = channel();
+  assert.throws(() => ch.sender({ peerCheckMs: 0 }), RangeError);
+  const tx = ch.sender();
+  assert.throws(() => tx.send(42 as never), TypeError);
+  assert.throws(() => tx.send("x", -1), RangeError);
+  assert.throws(() => tx.reserve(-1), RangeError);
+});
+
+test("the layout constants match the native library's", () => {
+  const checked = Object.entries(layout).filter(([, v]) => typeof v === "number");
+  assert.ok(checked.length > 20);
+  for (const [name, value] of checked) {
+    const native = backend().channelConstant(name);
+    assert.equal(native, value, `${name}: TypeScript ${value}, native ${native}`);
+  }
+});
+
+test("recv hands a copied message's room back at once", () => {
+  using ch = channel(64);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.send(new Uint8Array(24));
+  tx.send(new Uint8Array(24));
+  assert.equal(rx.recv()!.length, 24);
+  tx.send(new Uint8Array(24), 200); // fits only if the first message's room came back
+  assert.equal(rx.tryRecv()!.length, 24);
+  assert.equal(rx.tryRecv()!.length, 24);
+});
+
+test("overlapping receives or sends on one endpoint are refused, not interleaved", async () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const first = rx.recvAsync(5000);
+  assert.throws(() => rx.recv(0), /another receive is still waiting/);
+  await assert.rejects(rx.recvAsync(0), /another receive is still waiting/);
+  const long = tx.sendAsync(pattern(3000, 3), 5000); // needs the receiver to make room
+  await assert.rejects(tx.sendAsync("short"), /another send is still waiting/);
+  assert.deepEqual(await first, pattern(3000, 3));
+  await long;
+  tx.send("short");
+  assert.equal(rx.recvText(), "short");
+});
+
+test("a broken-off fragmented message is dropped, and the sender recovers", () => {
+  using ch = channel(1024, "many");
+  const a = ch.sender();
+  const rx = ch.receiver();
+  assert.throws(() => a.send(pattern(2000, 9), 20), code("ETIMEDOUT"));
+  assert.equal(a.trySend("x"), false, "the ring is full of the broken message's fragments");
+  // Drain what was sent of it: nothing is delivered yet.
+  assert.equal(rx.tryRecv(), undefined);
+  assert.equal(a.trySend("after"), true, "trySend first pays the abort record it owes");
+  assert.equal(rx.recvText(), "after", "the partial message was dropped, not glued on");
+  // A sender that takes over a slot mid-message clears it too.
+  const b = ch.sender();
+  assert.throws(() => b.send(pattern(2000, 10), 20), code("ETIMEDOUT"));
+  b.detach();
+  assert.equal(rx.tryRecv(), undefined);
+  const c = ch.sender(); // in b's slot, owing the abort b could not send
+  c.send("hello", 1000);
+  assert.equal(rx.recvText(1000), "hello", "b's fragments were dropped, not glued on");
+  while (a.trySend("filler"));
+  const d = ch.sender();
+  assert.throws(() => d.reserve(8, 0), code("ETIMEDOUT"), "paying the abort keeps the timeout");
+  while (rx.tryRecv());
+  d.reserve(8, 1000).fill(1);
+  d.commit();
+  assert.deepEqual([...rx.recv(1000)!], [1, 1, 1, 1, 1, 1, 1, 1]);
+});

@@ -1,0 +1,831 @@
+/**
+ * `Channel` across real processes of both runtimes: long Deno-to-Bun and Bun-to-Deno streams of
+ * messages of every size (fragmented ones too) through every send and receive method, four
+ * senders of both runtimes into one receiver, the end of a stream, a peer killed with SIGKILL
+ * while the other side is blocked, backpressure from a slow receiver, and the errors another
+ * process sees (`EBADMSG`, `EBUSY`, `EPIPE`, `ECONNRESET`).
+ *
+ * The messages are defined in `children/cx_proto.ts`: every receiver rebuilds each message from
+ * the seed and checks it byte for byte, per producer in order; both sides report a running hash,
+ * which this process also computes on its own.
+ *
+ * Each test owns its segments and removes them in `finally`, kills its children in `finally`, and
+ * bounds every wait, so a bug fails the test instead of hanging it. Times are only checked from
+ * below.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Channel as ChannelType, ChannelReceiver } from "../mod.ts";
+import {
+  type Child,
+  cleanup,
+  type Done,
+  finished,
+  killAll,
+  lib,
+  other,
+  resultOf,
+  runtime,
+  runtimes,
+  sleep,
+  spawn,
+  test,
+  uniqueName,
+  within,
+} from "./harness.ts";
+import {
+  checksum,
+  combine,
+  CTL_BYTES,
+  CTL_GO,
+  CTL_READY,
+  expectedHash,
+  FIXED_SIZE,
+  HASH_START,
+  messageSize,
+  mismatch,
+  MIXED_CAPACITY,
+  MIXED_MAX_RECORD,
+  tagOf,
+} from "./children/cx_proto.ts";
+
+const { Channel, SharedMemory, SharedMemoryError, notify } = lib;
+
+/** A child's `ready` line, within `ms`. */
+function ready(child: Child, what: string, ms = 20_000): Promise<string> {
+  return within(child.line("ready"), ms, `${what} ready`);
+}
+
+/**
+ * A fresh channel for `body`, created by this process (its name and this process's handle, with
+ * no endpoint taken), removed after.
+ */
+async function withChannel(
+  tag: string,
+  options: { capacity: number; producers?: "one" | "many" },
+  body: (name: string, channel: ChannelType) => Promise<void>,
+): Promise<void> {
+  const name = uniqueName(tag);
+  try {
+    using channel = Channel.create({ name }, options);
+    await body(name, channel);
+  } finally {
+    cleanup({ name });
+  }
+}
+
+/** A control segment (start flag and ready count; see `cx_proto.ts`) for `body`, removed after. */
+async function withControl(body: (name: string, i32: Int32Array) => Promise<void>): Promise<void> {
+  const name = uniqueName("cx-ctl");
+  try {
+    using shm = SharedMemory.create({ name }, CTL_BYTES);
+    await body(name, new Int32Array(shm.buffer, 0, 2));
+  } finally {
+    cleanup({ name });
+  }
+}
+
+/** What `cx_send.ts` reports. */
+interface Sent {
+  producer: number;
+  sent: number;
+  hash: number;
+  methods: { send: number; sendAsync: number; reserve: number; trySend: number };
+  full: number;
+  elapsedMs: number;
+}
+
+/** What `cx_recv.ts` reports. */
+interface Received {
+  received: number;
+  next: number[];
+  hashes: number[];
+  methods: Record<string, number>;
+  switches: number;
+  sleptMs: number;
+  sleptBeforeMs: number;
+  maxInRing: number;
+  ends: string[];
+}
+
+/** The `{code, ...}` report of `cx_block.ts`, `cx_hold.ts` and `cx_try.ts`. */
+interface Outcome {
+  code: string;
+  message: string;
+  [key: string]: unknown;
+}
+
+const isCode = (c: string) => (e: unknown) => e instanceof SharedMemoryError && e.code === c;
+
+// ---- 1. A long stream, Deno to Bun and Bun to Deno ----------------------------------------------
+
+const STREAM = 100_000;
+
+for (const from of runtimes) {
+  const to = other(from);
+  test(`${from} sends ${STREAM} messages of 0 B..192 KiB to ${to} through a 64 KiB ring: every byte, in order`, async () => {
+    const seed = 0x5eed + (from === "deno" ? 1 : 2);
+    await withChannel("cx-stream", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const receiver = spawn(children, to, "cx_recv.ts", [
+          name,
+          "mixed",
+          String(seed),
+          "1",
+          String(STREAM),
+          "mix",
+          "null",
+          "0",
+          "0",
+        ]);
+        await ready(receiver, `${to} receiver`);
+        const sender = spawn(children, from, "cx_send.ts", [
+          name,
+          "mixed",
+          String(seed),
+          "0",
+          String(STREAM),
+          "close",
+          "mix",
+        ]);
+        const [rs, rr] = await Promise.all([
+          finished(sender, `${from} sender`, 60_000),
+          finished(receiver, `${to} receiver`, 60_000),
+        ]);
+        const sent = resultOf<Sent>(rs, "sender");
+        const got = resultOf<Received>(rr, "receiver");
+        const want = expectedHash("mixed", seed, 0, STREAM);
+        assert.equal(sent.sent, STREAM, "messages sent");
+        assert.equal(sent.hash, want, "the sender's running hash");
+        assert.equal(got.received, STREAM, "messages received");
+        assert.equal(got.hashes[0], want, "the receiver's running hash");
+        for (const [method, n] of Object.entries(sent.methods)) {
+          assert.ok(n > 0, `the sender used ${method}`);
+        }
+        for (const [method, n] of Object.entries(got.methods)) {
+          assert.ok(n > 0, `the receiver used ${method}`);
+        }
+        assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+test("the long stream's messages include every kind of size", () => {
+  const sizes = Array.from(
+    { length: STREAM },
+    (_, seq) => messageSize("mixed", 0x5eed + 1, 0, seq),
+  );
+  const count = (f: (n: number) => boolean) => sizes.filter(f).length;
+  assert.ok(count((n) => n === 0) > 100, "empty messages");
+  assert.ok(count((n) => n > 0 && n < 8) > 100, "messages shorter than a word pair");
+  assert.ok(count((n) => n === MIXED_MAX_RECORD) > 10, "messages of exactly one full record");
+  assert.ok(count((n) => n > MIXED_MAX_RECORD) > 1000, "fragmented messages");
+  assert.ok(count((n) => n > MIXED_CAPACITY) > 300, "messages longer than the ring");
+  assert.ok(count((n) => n <= 128) > STREAM / 2, "mostly small ones");
+});
+
+// ---- 2. Four senders of both runtimes into one receiver -----------------------------------------
+
+const EACH = 20_000;
+const SENDERS = ["deno", "deno", "bun", "bun"] as const;
+
+/**
+ * Starts the four senders of "tagged" messages on `name` (producer ids 0..3, detaching at the
+ * end), lets them go together once all are attached, and returns their reports. `receiving` runs
+ * meanwhile.
+ */
+async function fourSenders(
+  children: Child[],
+  name: string,
+  seed: number,
+  receiving: Promise<void>,
+): Promise<Sent[]> {
+  let reports: Sent[] = [];
+  await withControl(async (ctl, i32) => {
+    const senders = SENDERS.map((which, producer) =>
+      spawn(children, which, "cx_send.ts", [
+        name,
+        "tagged",
+        String(seed),
+        String(producer),
+        String(EACH),
+        "detach",
+        "mix",
+        ctl,
+      ])
+    );
+    await within(Promise.all(senders.map((c) => c.line("ready"))), 20_000, "senders ready");
+    assert.equal(Atomics.load(i32, CTL_READY), SENDERS.length, "senders attached");
+    Atomics.store(i32, CTL_GO, 1);
+    notify(i32, CTL_GO);
+    const done = await Promise.all([
+      ...senders.map((c, i) => finished(c, `${SENDERS[i]} sender ${i}`, 60_000)),
+      receiving,
+    ]);
+    reports = done.slice(0, SENDERS.length).map((r, i) => resultOf<Sent>(r as Done, `sender ${i}`));
+  });
+  return reports;
+}
+
+/** Checks the senders' reports and the receiver's per-producer counts and hashes. */
+function checkFour(seed: number, sent: Sent[], next: number[], hashes: number[]): void {
+  for (const [producer, report] of sent.entries()) {
+    const want = expectedHash("tagged", seed, producer, EACH);
+    assert.equal(report.producer, producer);
+    assert.equal(report.sent, EACH, `sender ${producer}: messages sent`);
+    assert.equal(report.hash, want, `sender ${producer}: running hash`);
+    assert.equal(next[producer], EACH, `messages received from sender ${producer}`);
+    assert.equal(hashes[producer], want, `running hash of sender ${producer}'s messages`);
+  }
+}
+
+test(`2 Deno + 2 Bun senders send ${EACH} messages each to this process (${runtime}): each in order, none lost or twice`, async () => {
+  const seed = 0xf0a1;
+  await withChannel(
+    "cx-many",
+    { capacity: MIXED_CAPACITY, producers: "many" },
+    async (name, ch) => {
+      const children: Child[] = [];
+      const rx = ch.receiver({ peerCheckMs: 50 });
+      const total = SENDERS.length * EACH;
+      const next = [0, 0, 0, 0];
+      const hashes = next.map(() => HASH_START);
+      let switches = 0;
+      let last = -1;
+      const take = (got: Uint8Array | null, i: number) => {
+        assert.ok(got !== null, `the stream ended after ${i} messages`);
+        const tag = tagOf(got);
+        assert.ok(tag !== undefined && tag[0] < SENDERS.length, `message ${i}: no sender tag`);
+        const p = tag[0];
+        const bad = mismatch(got, "tagged", seed, p, next[p]);
+        if (bad !== undefined) assert.fail(`after ${i} messages: ${bad}`);
+        hashes[p] = combine(hashes[p], got.length, checksum(got));
+        next[p]++;
+        if (last !== -1 && p !== last) switches++;
+        last = p;
+      };
+      // This process receives without blocking its event loop for long (its children's output
+      // must be read meanwhile): mostly recvViewAsync and recvAsync, some short blocking recv.
+      const receiving = (async () => {
+        for (let i = 0; i < total; i++) {
+          if (i % 3 === 0) take(await rx.recvViewAsync(20_000), i);
+          else if (i % 3 === 1) take(await rx.recvAsync(20_000), i);
+          else take(rx.tryRecv() ?? rx.recv(20_000), i);
+        }
+      })();
+      try {
+        const sent = await fourSenders(children, name, seed, receiving);
+        checkFour(seed, sent, next, hashes);
+        assert.ok(switches > 100, `the senders' messages interleaved only ${switches} times`);
+        assert.equal(rx.tryRecv(), undefined, "nothing more");
+      } finally {
+        killAll(children);
+        await receiving.catch(() => {});
+      }
+    },
+  );
+});
+
+for (const to of runtimes) {
+  test(`2 Deno + 2 Bun senders send ${EACH} messages each to a ${to} child: each in order, none lost or twice`, async () => {
+    const seed = 0xf0a2 + (to === "deno" ? 0 : 1);
+    await withChannel("cx-many", { capacity: MIXED_CAPACITY, producers: "many" }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const receiver = spawn(children, to, "cx_recv.ts", [
+          name,
+          "tagged",
+          String(seed),
+          String(SENDERS.length),
+          String(EACH),
+          "mix",
+          "count",
+          "0",
+          "0",
+        ]);
+        await ready(receiver, `${to} receiver`);
+        let got: Received | undefined;
+        const receiving = finished(receiver, `${to} receiver`, 60_000).then((r) => {
+          got = resultOf<Received>(r, "receiver");
+        });
+        const sent = await fourSenders(children, name, seed, receiving);
+        assert.ok(got !== undefined);
+        assert.equal(got.received, SENDERS.length * EACH, "messages received");
+        checkFour(seed, sent, got.next, got.hashes);
+        assert.ok(got.switches > 100, `the senders' messages interleaved ${got.switches} times`);
+        assert.deepEqual(got.ends, ["undefined"], "nothing more after the last message");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// `src/channel/layout.rs`, *Aborts*: a producer that attaches in MPSC mode owes an abort record,
+// so that the receiver drops a partial message the slot's previous holder left behind.
+for (const first of runtimes) {
+  const second = other(first);
+  test(`many senders: a ${second} sender taking the slot a ${first} sender left in the middle of a long message gets its first message through whole`, async () => {
+    await withChannel(
+      "cx-slot",
+      { capacity: MIXED_CAPACITY, producers: "many" },
+      async (name, ch) => {
+        const children: Child[] = [];
+        const rx = ch.receiver({ peerCheckMs: 50 });
+        try {
+          // The first sender's long message breaks off when the ring is full (nobody receives
+          // yet), with no room left for its abort record; it detaches and exits.
+          const a = spawn(children, first, "cx_hold.ts", [name, "sender", "0", "break-detach"]);
+          const ra = resultOf<Outcome>(await finished(a, `${first} sender`), `${first} sender`);
+          assert.equal(ra.code, "ETIMEDOUT", `the long message: ${ra.message}`);
+          // The second sender takes the free slot (the same one) and sends one message, which
+          // waits for room behind the first sender's fragments until this process takes them out.
+          const b = spawn(children, second, "cx_hold.ts", [name, "sender", "1", "detach"]);
+          const got = await rx.recvAsync(10_000);
+          await finished(b, `${second} sender`);
+          assert.ok(got !== null, "the end of the stream");
+          const bad = mismatch(got, "fixed", 0, 0, 0);
+          assert.equal(bad, undefined, `the second sender's first message: ${bad}`);
+          assert.equal(rx.tryRecv(), undefined, "nothing more");
+        } finally {
+          killAll(children);
+        }
+      },
+    );
+  });
+}
+
+// ---- 3. The end of a stream ---------------------------------------------------------------------
+
+/** "fixed" messages that fit in a 64 KiB ring together, so their sender never waits. */
+const FIT = Math.floor(MIXED_CAPACITY / (8 + FIXED_SIZE));
+
+for (const from of runtimes) {
+  const to = other(from);
+  test(`a ${from} sender sends ${FIT} messages, closes and exits; a ${to} receiver started after drains them, then sees the end`, async () => {
+    await withChannel("cx-end", { capacity: MIXED_CAPACITY }, async (name, ch) => {
+      const children: Child[] = [];
+      try {
+        const sender = spawn(children, from, "cx_hold.ts", [name, "sender", String(FIT), "close"]);
+        await finished(sender, `${from} sender`);
+        // The stream is closed: no process can attach a sender any more.
+        assert.throws(() => ch.sender(), isCode("EPIPE"), "a sender after the close");
+        const receiver = spawn(children, to, "cx_recv.ts", [
+          name,
+          "fixed",
+          "0",
+          "1",
+          String(FIT),
+          "mix",
+          "null",
+          "0",
+          "0",
+        ]);
+        const got = resultOf<Received>(await finished(receiver, `${to} receiver`), "receiver");
+        assert.equal(got.received, FIT, "messages received");
+        assert.equal(got.hashes[0], expectedHash("fixed", 0, 0, FIT), "running hash");
+        assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+
+  test(`a ${to} receiver waiting in for await gets 2000 messages (some longer than the ring) from a ${from} sender, and the loop ends at its close`, async () => {
+    const seed = 0xe0d + (from === "deno" ? 0 : 1);
+    await withChannel("cx-end", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const receiver = spawn(children, to, "cx_recv.ts", [
+          name,
+          "mixed",
+          String(seed),
+          "1",
+          "2000",
+          "forawait",
+          "null",
+          "0",
+          "0",
+        ]);
+        await ready(receiver, `${to} receiver`);
+        await sleep(100); // let it park in for await
+        const sender = spawn(children, from, "cx_send.ts", [
+          name,
+          "mixed",
+          String(seed),
+          "0",
+          "2000",
+          "close",
+          "mix",
+        ]);
+        const [rs, rr] = await Promise.all([
+          finished(sender, `${from} sender`),
+          finished(receiver, `${to} receiver`),
+        ]);
+        const want = expectedHash("mixed", seed, 0, 2000);
+        assert.equal(resultOf<Sent>(rs, "sender").hash, want, "the sender's running hash");
+        const got = resultOf<Received>(rr, "receiver");
+        assert.equal(got.received, 2000, "messages received");
+        assert.equal(got.methods.forAwait, 2000, "all through for await");
+        assert.equal(got.hashes[0], want, "the receiver's running hash");
+        assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// ---- 4. A peer killed while the other side is blocked -------------------------------------------
+
+/** How long this process lets a blocked child block before it kills the peer. */
+const BLOCK_MS = 200;
+/** Messages the sender sends before it is killed, and the receiver takes before it blocks. */
+const BEFORE = 3;
+
+/** What `cx_block.ts` reports. */
+interface Blocked extends Outcome {
+  received: number;
+  sent: number;
+  blockedMs: number;
+  ticks: number;
+}
+
+/**
+ * Starts `blocker` (`cx_block.ts`), waits for it to block, lets it block {@linkcode BLOCK_MS},
+ * checks that it is still blocked, runs `act` (which kills or closes its peer), and returns its
+ * report. Its wait has no timeout: only the peer's end can end it, within the 10 s bound here.
+ */
+async function blockThen(blocker: Child, what: string, act: () => void): Promise<Blocked> {
+  let exited = false;
+  blocker.done.then(() => (exited = true));
+  await within(blocker.line("blocking"), 20_000, `${what} blocking`);
+  await sleep(BLOCK_MS);
+  assert.equal(exited, false, `${what} stopped blocking before its peer went away`);
+  act();
+  return resultOf<Blocked>(await finished(blocker, what, 10_000), what);
+}
+
+/** Checks a blocked child's report: `code`, after blocking at least BLOCK_MS, its timer as said. */
+function assertBlocked(r: Blocked, code: string, mode: "sync" | "async", what: string): void {
+  assert.equal(r.code, code, `${what}: ${r.message}`);
+  assert.ok(r.blockedMs >= BLOCK_MS - 5, `${what} blocked only ${r.blockedMs} ms`);
+  if (mode === "sync") {
+    assert.equal(r.ticks, 0, `${what}: timer ticks while blocked in a sync call`);
+  } else assert.ok(r.ticks > 0, `${what}: its timers did not tick while it waited`);
+}
+
+for (const killed of runtimes) {
+  const survivor = other(killed);
+  for (const mode of ["sync", "async"] as const) {
+    const recvCall = mode === "sync" ? "recv()" : "recvAsync()";
+    test(`a ${killed} sender killed with SIGKILL: a ${survivor} receiver blocked in ${recvCall} with no timeout gets ECONNRESET`, async () => {
+      await withChannel("cx-kill-tx", { capacity: MIXED_CAPACITY }, async (name) => {
+        const children: Child[] = [];
+        try {
+          const sender = spawn(children, killed, "cx_hold.ts", [
+            name,
+            "sender",
+            String(BEFORE),
+            "hold",
+          ]);
+          await ready(sender, `${killed} sender`);
+          const receiver = spawn(children, survivor, "cx_block.ts", [
+            name,
+            "recv",
+            mode,
+            String(BEFORE),
+          ]);
+          const r = await blockThen(receiver, `${survivor} receiver`, () => sender.kill("SIGKILL"));
+          assertBlocked(r, "ECONNRESET", mode, `${survivor} receiver`);
+          assert.equal(r.received, BEFORE, "messages received before the sender died");
+        } finally {
+          killAll(children);
+        }
+      });
+    });
+
+    const sendCall = mode === "sync" ? "send()" : "sendAsync()";
+    test(`a ${killed} receiver killed with SIGKILL: a ${survivor} sender blocked in ${sendCall} on a full ring gets ECONNRESET`, async () => {
+      await withChannel("cx-kill-rx", { capacity: MIXED_CAPACITY }, async (name) => {
+        const children: Child[] = [];
+        try {
+          const receiver = spawn(children, killed, "cx_hold.ts", [name, "receiver", "0", "hold"]);
+          await ready(receiver, `${killed} receiver`);
+          const sender = spawn(children, survivor, "cx_block.ts", [name, "send", mode, "0"]);
+          const r = await blockThen(sender, `${survivor} sender`, () => receiver.kill("SIGKILL"));
+          assertBlocked(r, "ECONNRESET", mode, `${survivor} sender`);
+          assert.equal(r.sent, FIT, "messages that fit before the ring was full");
+        } finally {
+          killAll(children);
+        }
+      });
+    });
+  }
+
+  test(`a ${killed} sender that exits without closing: the ${survivor} receiver gets every message, then ECONNRESET`, async () => {
+    await withChannel("cx-exit-tx", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const sender = spawn(children, killed, "cx_hold.ts", [
+          name,
+          "sender",
+          String(BEFORE),
+          "exit",
+        ]);
+        await finished(sender, `${killed} sender`);
+        const receiver = spawn(children, survivor, "cx_block.ts", [
+          name,
+          "recv",
+          "sync",
+          String(BEFORE),
+        ]);
+        const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+        assert.equal(r.code, "ECONNRESET", r.message);
+        assert.equal(r.received, BEFORE);
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+
+  test(`a ${killed} sender killed between reserve and commit: the ${survivor} receiver gets the messages before, then ECONNRESET`, async () => {
+    await withChannel("cx-kill-reserve", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const sender = spawn(children, killed, "cx_hold.ts", [
+          name,
+          "sender",
+          String(BEFORE),
+          "reserve",
+        ]);
+        await ready(sender, `${killed} sender`);
+        const receiver = spawn(children, survivor, "cx_block.ts", [
+          name,
+          "recv",
+          "async",
+          String(BEFORE),
+        ]);
+        const r = await blockThen(receiver, `${survivor} receiver`, () => sender.kill("SIGKILL"));
+        assertBlocked(r, "ECONNRESET", "async", `${survivor} receiver`);
+        assert.equal(r.received, BEFORE);
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+
+  test(`a ${killed} sender killed halfway through a message longer than the ring: the ${survivor} receiver gets no part of it, and ECONNRESET`, async () => {
+    await withChannel("cx-kill-frag", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const sender = spawn(children, killed, "cx_hold.ts", [
+          name,
+          "sender",
+          String(BEFORE),
+          "fragment",
+        ]);
+        await ready(sender, `${killed} sender`);
+        await sleep(BLOCK_MS); // it fills the ring with fragments, then waits for room
+        sender.kill("SIGKILL");
+        const dead = await within(sender.done, 10_000, "the killed sender to exit");
+        assert.ok(!dead.stdout.includes("sent the long message"), "the long message went out");
+        const receiver = spawn(children, survivor, "cx_block.ts", [
+          name,
+          "recv",
+          "sync",
+          String(BEFORE),
+        ]);
+        const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+        assert.equal(r.code, "ECONNRESET", r.message);
+        assert.equal(r.received, BEFORE);
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+for (const waiter of runtimes) {
+  test(`many senders: a ${waiter} receiver blocked in recvAsync() with no timeout waits while one of its Deno and Bun senders lives, and gets ECONNRESET once both were killed`, async () => {
+    await withChannel(
+      "cx-kill-many",
+      { capacity: MIXED_CAPACITY, producers: "many" },
+      async (name) => {
+        const children: Child[] = [];
+        try {
+          const senders = runtimes.map((which) =>
+            spawn(children, which, "cx_hold.ts", [name, "sender", "0", "hold"])
+          );
+          await Promise.all(senders.map((c, i) => ready(c, `${runtimes[i]} sender`)));
+          const receiver = spawn(children, waiter, "cx_block.ts", [name, "recv", "async", "0"]);
+          let exited = false;
+          receiver.done.then(() => (exited = true));
+          await within(receiver.line("blocking"), 20_000, "receiver blocking");
+          senders[0].kill("SIGKILL");
+          await within(senders[0].done, 10_000, "the first killed sender to exit");
+          // Several peer checks (50 ms) pass with one sender dead and one alive: no error.
+          await sleep(BLOCK_MS);
+          assert.equal(exited, false, "the receiver gave up while a sender was alive");
+          senders[1].kill("SIGKILL");
+          const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+          assertBlocked(r, "ECONNRESET", "async", `${waiter} receiver`);
+        } finally {
+          killAll(children);
+        }
+      },
+    );
+  });
+}
+
+// ---- 5. Backpressure from a slow receiver -------------------------------------------------------
+
+const SLOW_COUNT = 400;
+const SLOW_EVERY = 4;
+const SLOW_MS = 2;
+
+for (const from of runtimes) {
+  const to = other(from);
+  test(`a ${from} sender blocks on a full 16 KiB ring while a slow ${to} receiver catches up, and loses nothing`, async () => {
+    await withChannel("cx-slow", { capacity: 16 * 1024 }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const receiver = spawn(children, to, "cx_recv.ts", [
+          name,
+          "fixed",
+          "0",
+          "1",
+          String(SLOW_COUNT),
+          "mix",
+          "null",
+          String(SLOW_EVERY),
+          String(SLOW_MS),
+        ]);
+        await ready(receiver, `${to} receiver`);
+        const sender = spawn(children, from, "cx_send.ts", [
+          name,
+          "fixed",
+          "0",
+          "0",
+          String(SLOW_COUNT),
+          "close",
+          "probe",
+        ]);
+        const [rs, rr] = await Promise.all([
+          finished(sender, `${from} sender`),
+          finished(receiver, `${to} receiver`),
+        ]);
+        const sent = resultOf<Sent>(rs, "sender");
+        const got = resultOf<Received>(rr, "receiver");
+        const want = expectedHash("fixed", 0, 0, SLOW_COUNT);
+        assert.equal(got.received, SLOW_COUNT, "messages received");
+        assert.equal(got.hashes[0], want, "the receiver's running hash");
+        assert.equal(sent.hash, want, "the sender's running hash");
+        assert.equal(got.maxInRing, 16, "messages the ring holds");
+        // The sender found the ring full, and waited: it cannot have sent its last message
+        // before the receiver had taken all but the ring's worth of messages, which took the
+        // receiver's sleeps until then.
+        assert.ok(sent.full > 0, "trySend never found the ring full");
+        assert.ok(got.sleptBeforeMs > 100, `the receiver slept only ${got.sleptBeforeMs} ms`);
+        assert.ok(
+          sent.elapsedMs >= got.sleptBeforeMs - 1,
+          `the sender took ${sent.elapsedMs} ms, the receiver slept ${got.sleptBeforeMs} ms`,
+        );
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// `src/channel/layout.rs`, *Receive*: when the receiver is done with a message (copied out, or
+// the borrowed slice released) it frees its room; `recv` returns a copy.
+for (const from of runtimes) {
+  const to = other(from);
+  test(`a ${to} receiver's recv() gives the message's room back: a ${from} sender blocked on the full ring goes on`, async () => {
+    await withChannel("cx-room", { capacity: MIXED_CAPACITY }, async (name) => {
+      const children: Child[] = [];
+      try {
+        const sender = spawn(children, from, "cx_block.ts", [name, "send", "sync", "0"]);
+        await within(sender.line("blocking"), 20_000, `${from} sender blocking`);
+        // The receiver takes a copy of one message and then receives nothing more.
+        const receiver = spawn(children, to, "cx_hold.ts", [name, "receiver", "0", "recv1-hold"]);
+        await ready(receiver, `${to} receiver`);
+        const r = await within(
+          sender.done,
+          5_000,
+          `the ${from} sender's send, after the ${to} receiver's recv() returned a copy,`,
+        );
+        assert.equal(r.code, 0, r.stderr);
+        const outcome = resultOf<Blocked>(r, "sender");
+        assert.equal(outcome.code, "none", outcome.message);
+        assert.equal(outcome.sent, FIT, "messages that fit before the ring was full");
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}
+
+// ---- 6. Errors another process sees -------------------------------------------------------------
+
+for (const which of runtimes) {
+  test(`a ${which} child opening a segment that is not a channel gets EBADMSG`, async () => {
+    const name = uniqueName("cx-notchan");
+    const children: Child[] = [];
+    try {
+      using shm = SharedMemory.create({ name }, 1024 + MIXED_CAPACITY);
+      const bytes = new Uint8Array(shm.buffer);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 151 + 7) & 0xff;
+      const r = resultOf<Outcome>(
+        await finished(spawn(children, which, "cx_try.ts", [name, "open"]), "child"),
+        "child",
+      );
+      assert.equal(r.code, "EBADMSG", r.message);
+    } finally {
+      killAll(children);
+      cleanup({ name });
+    }
+  });
+}
+
+for (const holder of runtimes) {
+  const second = other(holder);
+  test(`a ${second} child gets EBUSY for a second receiver or sender while a ${holder} child holds it, and takes over a killed receiver (not a killed sender)`, async () => {
+    await withChannel("cx-busy", { capacity: MIXED_CAPACITY }, async (name, ch) => {
+      const children: Child[] = [];
+      try {
+        const rxHolder = spawn(children, holder, "cx_hold.ts", [name, "receiver", "0", "hold"]);
+        const txHolder = spawn(children, holder, "cx_hold.ts", [name, "sender", "0", "hold"]);
+        await ready(rxHolder, `${holder} receiver`);
+        await ready(txHolder, `${holder} sender`);
+        const tries = await Promise.all(
+          ["receiver", "sender"].map((action) =>
+            finished(spawn(children, second, "cx_try.ts", [name, action]), action)
+          ),
+        );
+        const [rx, tx] = tries.map((r) => resultOf<Outcome>(r, "cx_try"));
+        assert.equal(rx.code, "EBUSY", `a second receiver: ${rx.message}`);
+        assert.equal(tx.code, "EBUSY", `a second sender: ${tx.message}`);
+        assert.throws(() => ch.receiver(), isCode("EBUSY"), "a receiver in this process");
+        // A dead receiver's place can be taken; a dead sender's cannot (its stream is broken).
+        txHolder.kill("SIGKILL");
+        await within(txHolder.done, 10_000, "the killed sender to exit");
+        const dead = resultOf<Outcome>(
+          await finished(spawn(children, second, "cx_try.ts", [name, "sender"]), "sender"),
+          "sender",
+        );
+        assert.equal(dead.code, "ECONNRESET", `a sender after the sender died: ${dead.message}`);
+        rxHolder.kill("SIGKILL");
+        await within(rxHolder.done, 10_000, "the killed receiver to exit");
+        let taken: ChannelReceiver | undefined;
+        try {
+          taken = ch.receiver();
+        } finally {
+          taken?.close();
+        }
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+
+  test(`a ${second} sender blocked on a full ring gets EPIPE when the ${holder} receiver closes; later sends too`, async () => {
+    await withChannel("cx-epipe", { capacity: MIXED_CAPACITY }, async (name, ch) => {
+      const children: Child[] = [];
+      await withControl(async (ctl, i32) => {
+        try {
+          const receiver = spawn(children, holder, "cx_hold.ts", [
+            name,
+            "receiver",
+            "0",
+            "go-close",
+            ctl,
+          ]);
+          await ready(receiver, `${holder} receiver`);
+          const sender = spawn(children, second, "cx_block.ts", [name, "send", "sync", "0"]);
+          const r = await blockThen(sender, `${second} sender`, () => {
+            Atomics.store(i32, CTL_GO, 1);
+            notify(i32, CTL_GO);
+          });
+          assertBlocked(r, "EPIPE", "sync", `${second} sender`);
+          await finished(receiver, `${holder} receiver`);
+          const late = resultOf<Outcome>(
+            await finished(spawn(children, holder, "cx_try.ts", [name, "send"]), "late sender"),
+            "late sender",
+          );
+          assert.equal(late.code, "EPIPE", `a sender after the receiver closed: ${late.message}`);
+          assert.throws(() => ch.receiver(), isCode("EPIPE"), "a receiver after the close");
+        } finally {
+          killAll(children);
+        }
+      });
+    });
+  });
+}

@@ -1,0 +1,844 @@
+/**
+ * Message channels between processes over shared memory: {@linkcode Channel},
+ * {@linkcode ChannelSender} and {@linkcode ChannelReceiver}.
+ *
+ * @module
+ */
+
+import { backend } from "../backend.ts";
+import { SharedMemoryError } from "../errors.ts";
+import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
+import * as check from "../validate.ts";
+import * as L from "./layout.ts";
+import {
+  channelError,
+  Consumer,
+  END,
+  FULL,
+  IN_FLIGHT,
+  initRegion,
+  type Parking,
+  Producer,
+  Ring,
+  validateRegion,
+} from "./ring.ts";
+
+/** Options for {@linkcode Channel.create}. */
+export interface ChannelOptions {
+  /**
+   * Bytes of the ring: a power of two from 64 to 2^28. Messages up to `capacity / 2 - 8` bytes
+   * travel as one record; longer ones are split into fragments and put back together.
+   */
+  capacity: number;
+  /** `"one"` sender (default) or `"many"` senders into the one receiver. */
+  producers?: "one" | "many";
+  /** Permission bits of the segment. Default `0o600`. */
+  mode?: number;
+}
+
+/** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
+export interface EndpointOptions {
+  /**
+   * How often a parked endpoint checks that its peer process is still alive, in milliseconds;
+   * a dead peer turns a blocked call into an `ECONNRESET` error within about this time.
+   * Default 100.
+   */
+  peerCheckMs?: number;
+  /** How many times to look again before parking in the kernel. Default 64. */
+  spin?: number;
+}
+
+/** What `send` accepts: bytes, or a string sent as UTF-8. */
+export type Message = ArrayBufferView | ArrayBuffer | string;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const pid: number = "Deno" in globalThis
+  ? (globalThis as unknown as { Deno: { pid: number } }).Deno.pid
+  : (globalThis as unknown as { process: { pid: number } }).process.pid;
+
+function bytesOf(message: unknown, what: string): Uint8Array {
+  if (typeof message === "string") return encoder.encode(message);
+  if (message instanceof Uint8Array) return message;
+  if (ArrayBuffer.isView(message)) {
+    return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+  }
+  if (message instanceof ArrayBuffer) return new Uint8Array(message);
+  throw new TypeError(`${what} must be a string, an ArrayBuffer or a typed array`);
+}
+
+/** A deadline in performance.now() time, or Infinity. */
+function deadlineOf(timeoutMs: unknown): number {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
+  return performance.now() + check.integer(
+    typeof timeoutMs === "number" && Number.isFinite(timeoutMs) ? Math.ceil(timeoutMs) : timeoutMs,
+    "timeoutMs",
+    0,
+    Number.MAX_SAFE_INTEGER,
+  );
+}
+
+/** A request to park on a header word until woken or `until` (performance.now() time). */
+interface Park {
+  offset: number;
+  until: number;
+}
+
+function runSync<T>(steps: Generator<Park, T>, parking: Parking): T {
+  for (let step = steps.next();; step = steps.next()) {
+    if (step.done) return step.value;
+    parking.wait(step.value.offset, 1, nsUntil(step.value.until));
+  }
+}
+
+async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise<T> {
+  for (let step = steps.next();; step = steps.next()) {
+    if (step.done) return step.value;
+    await parking.waitAsync(step.value.offset, 1, nsUntil(step.value.until));
+  }
+}
+
+function nsUntil(until: number): number {
+  return Math.max(0, Math.ceil((until - performance.now()) * 1e6));
+}
+
+/**
+ * A bounded channel of byte messages between processes, in a shared-memory segment: one side
+ * creates it, the other opens it, and each takes a {@linkcode ChannelSender} or a
+ * {@linkcode ChannelReceiver}.
+ *
+ * Sending copies the message into the ring and receiving copies it out (or lends a view of it:
+ * {@linkcode ChannelReceiver.recvView}); no system call is made while the peer is awake. A full
+ * ring blocks senders (backpressure): nothing is dropped or reordered. A peer that dies turns a
+ * blocked call into an `ECONNRESET` error within `peerCheckMs`.
+ *
+ * @example
+ * ```ts
+ * // parent
+ * using channel = Channel.create({ name: "/jobs" }, { capacity: 1 << 20 });
+ * const tx = channel.sender();
+ * tx.sendJson({ job: 1 });
+ * tx.close();
+ *
+ * // worker
+ * using jobs = Channel.open({ name: "/jobs" });
+ * for await (const text of jobs.receiver().texts()) console.log(JSON.parse(text));
+ * ```
+ */
+export class Channel implements Disposable {
+  /** The segment's key or name. */
+  readonly id: SegmentId;
+  /** Bytes of the ring. */
+  readonly capacity: number;
+  /** The largest message that travels as one record (and can be sent zero-copy). */
+  readonly maxRecordBytes: number;
+  /** `"one"` or `"many"` senders. */
+  readonly producers: "one" | "many";
+  readonly #shm: SharedMemory;
+  readonly #ring: Ring;
+  readonly #endpoints = new Set<ChannelSender | ChannelReceiver>();
+
+  private constructor(id: SegmentId, shm: SharedMemory, capacity: number, mode: number) {
+    this.id = id;
+    this.#shm = shm;
+    this.capacity = capacity;
+    this.maxRecordBytes = L.maxRecord(capacity);
+    this.producers = mode === L.MODE_MPSC ? "many" : "one";
+    const buffer = shm.buffer;
+    const base = addressOf(buffer, "Channel");
+    const b = backend();
+    const rx = b.address(base + BigInt(L.OFF_RX_WAITING));
+    const tx = b.address(base + BigInt(L.OFF_TX_WAITING));
+    const at = (offset: number) => (offset === L.OFF_RX_WAITING ? rx : tx);
+    const parking: Parking = {
+      notify: (offset, count) => void b.notify(at(offset), count),
+      wait: (offset, expected, ns) => void b.wait(at(offset), expected, ns, 0),
+      waitAsync: async (offset, expected, ns) => void await b.waitAsync(at(offset), expected, ns),
+      alive: (other) => b.processAlive(other),
+    };
+    this.#ring = new Ring(buffer, capacity, mode, parking);
+  }
+
+  /**
+   * Creates a new channel in a new segment (`EEXIST` if one exists under the id).
+   *
+   * @throws {RangeError} For a capacity that is not a power of two in 64..2^28.
+   */
+  static create(id: SegmentId, options: ChannelOptions): Channel {
+    const opts = check.options<ChannelOptions>(options, "options");
+    const capacity = check.integer(
+      opts.capacity,
+      "options.capacity",
+      L.MIN_CAPACITY,
+      L.MAX_CAPACITY,
+    );
+    if ((capacity & (capacity - 1)) !== 0) {
+      throw new RangeError(`options.capacity must be a power of two, got ${capacity}`);
+    }
+    const producers = opts.producers ?? "one";
+    if (producers !== "one" && producers !== "many") {
+      throw new RangeError(`options.producers must be "one" or "many", got ${String(producers)}`);
+    }
+    const mode = producers === "many" ? L.MODE_MPSC : L.MODE_SPSC;
+    const shm = SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 });
+    try {
+      initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
+      return new Channel(id, shm, capacity, mode);
+    } catch (err) {
+      shm.close();
+      SharedMemory.unlink(id);
+      throw err;
+    }
+  }
+
+  /**
+   * Opens a channel another process created, waiting up to `timeoutMs` (default 1000) for its
+   * creator to finish setting it up.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if there is none; `EBADMSG` if the segment is not a
+   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `ETIMEDOUT` if it
+   *   never got set up.
+   */
+  static open(id: SegmentId, options?: { timeoutMs?: number }): Channel {
+    const opts = check.options<{ timeoutMs?: number }>(options, "options");
+    const deadline = deadlineOf(opts.timeoutMs ?? 1000);
+    const shm = SharedMemory.open(id);
+    try {
+      const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
+      for (;;) {
+        const found = validateRegion(i32, shm.byteLength);
+        if (found) return new Channel(id, shm, found[0], found[1]);
+        if (performance.now() >= deadline) {
+          throw channelError("ETIMEDOUT", "Channel.open: the channel was never set up");
+        }
+        backend().wait(backend().address(addressOf(shm.buffer, "Channel.open")), 0, 1e6, 0);
+      }
+    } catch (err) {
+      shm.close();
+      throw err;
+    }
+  }
+
+  /** Removes a channel's segment (see {@linkcode SharedMemory.unlink}). */
+  static unlink(id: SegmentId): void {
+    SharedMemory.unlink(id);
+  }
+
+  /**
+   * Attaches this process as a sender.
+   *
+   * @throws {SharedMemoryError} `EBUSY` if a one-sender channel already has a live sender, or
+   *   all 64 sender slots are taken; `EPIPE` if the channel is closed.
+   */
+  sender(options?: EndpointOptions): ChannelSender {
+    this.#checkOpen("sender");
+    const endpoint = new ChannelSender(this.#ring, endpointOptions(options), this.#endpoints);
+    this.#endpoints.add(endpoint);
+    return endpoint;
+  }
+
+  /**
+   * Attaches this process as the receiver.
+   *
+   * @throws {SharedMemoryError} `EBUSY` if a live process already receives; `EPIPE` if the
+   *   receiver closed the channel before.
+   */
+  receiver(options?: EndpointOptions): ChannelReceiver {
+    this.#checkOpen("receiver");
+    const endpoint = new ChannelReceiver(this.#ring, endpointOptions(options), this.#endpoints);
+    this.#endpoints.add(endpoint);
+    return endpoint;
+  }
+
+  /** Removes the segment's name or key; the channel keeps working for who has it open. */
+  unlink(): void {
+    SharedMemory.unlink(this.id);
+  }
+
+  /**
+   * Disposes every endpoint made from this channel (see their `[Symbol.dispose]`), then unmaps
+   * the segment. Idempotent.
+   */
+  close(): void {
+    for (const endpoint of [...this.#endpoints]) endpoint[Symbol.dispose]();
+    this.#shm.close();
+  }
+
+  /** Same as {@linkcode close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#shm.closed) {
+      throw new SharedMemoryError(`Channel.${what}: the channel is closed (EBADF)`, "EBADF", 9);
+    }
+  }
+}
+
+function endpointOptions(options: unknown): Required<EndpointOptions> {
+  const opts = check.options<EndpointOptions>(options, "options");
+  return {
+    peerCheckMs: opts.peerCheckMs === undefined
+      ? 100
+      : check.integer(opts.peerCheckMs, "options.peerCheckMs", 1, 3_600_000),
+    spin: opts.spin === undefined ? 64 : check.integer(opts.spin, "options.spin", 0, 1 << 30),
+  };
+}
+
+function closedError(what: string): SharedMemoryError {
+  return new SharedMemoryError(`${what}: this endpoint is closed (EBADF)`, "EBADF", 9);
+}
+
+/**
+ * The sending end of a {@linkcode Channel}.
+ *
+ * @example
+ * ```ts
+ * const tx = channel.sender();
+ * tx.send(new Uint8Array([1, 2, 3]));
+ * await tx.sendAsync("hello");
+ * const slot = tx.reserve(4096); // zero-copy: write in place, then commit
+ * slot.fill(7);
+ * tx.commit();
+ * tx.close(); // the receiver drains what is left, then sees the end
+ * ```
+ */
+export class ChannelSender implements Disposable {
+  readonly #ring: Ring;
+  readonly #producer: Producer;
+  readonly #options: Required<EndpointOptions>;
+  readonly #slot: number;
+  readonly #registry: Set<unknown>;
+  #closed = false;
+  /** A reservation made by {@linkcode reserve}, not yet committed: [idx, len]. */
+  #reserved: [number, number] | undefined;
+  /** An abort record is owed before the next record (see layout.rs, "Aborts"). */
+  #abortOwed = false;
+  /** An async send is waiting: sends do not overlap. */
+  #busy = false;
+
+  /** @internal Made by {@linkcode Channel.sender}. */
+  constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
+    this.#ring = ring;
+    this.#options = options;
+    this.#slot = ring.attachProducer(pid);
+    this.#producer = new Producer(ring, this.#slot);
+    this.#registry = registry;
+    if (ring.mode === L.MODE_MPSC) {
+      // A sender that left this slot mid-message may not have said so: clear its partial message
+      // now if there is room, else before this sender's first record.
+      this.#abortOwed = true;
+      this.#owe();
+    }
+  }
+
+  /** The largest message sent as one record, and the most {@linkcode reserve} can take. */
+  get maxRecordBytes(): number {
+    return this.#ring.maxRecord;
+  }
+
+  /**
+   * Sends one message, blocking while the ring is full.
+   *
+   * @param message Bytes, or a string (sent as UTF-8). Any length: one longer than
+   *   {@linkcode maxRecordBytes} is sent in fragments.
+   * @param timeoutMs How long to wait for room at most; default forever.
+   * @throws {SharedMemoryError} `ETIMEDOUT`; `EPIPE` if the receiver closed the channel or a
+   *   sender ended it; `ECONNRESET` if the receiver died.
+   */
+  send(message: Message, timeoutMs?: number): void {
+    const bytes = this.#start(message, "send");
+    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    if (this.#tryFast(bytes)) return;
+    runSync(this.#sendSteps(bytes, deadline), this.#ring.parking);
+  }
+
+  /** {@linkcode send} as a Promise: waits for room without blocking the event loop. */
+  async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
+    const bytes = this.#start(message, "sendAsync");
+    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    if (this.#tryFast(bytes)) return;
+    this.#busy = true;
+    try {
+      await runAsync(this.#sendSteps(bytes, deadline), this.#ring.parking);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Sends `JSON.stringify(value)`; see {@linkcode send}. */
+  sendJson(value: unknown, timeoutMs?: number): void {
+    this.send(JSON.stringify(value), timeoutMs);
+  }
+
+  /** Sends without waiting: false if the ring has no room now. */
+  trySend(message: Message): boolean {
+    const bytes = this.#start(message, "trySend");
+    if (bytes.length > this.#ring.maxRecord) {
+      throw new RangeError(
+        `trySend: a message of ${bytes.length} bytes needs several records; use send or sendAsync`,
+      );
+    }
+    if (this.#abortOwed && !this.#tryPayAbort()) return false;
+    return this.#tryFast(bytes);
+  }
+
+  /**
+   * Reserves room for a `byteLength`-byte message and returns it as a zero-filled view into the
+   * ring: write the message in place, then {@linkcode commit}. For large messages this saves
+   * the copy that `send` makes.
+   *
+   * @param byteLength At most {@linkcode maxRecordBytes}.
+   */
+  reserve(byteLength: number, timeoutMs?: number): Uint8Array {
+    this.#checkUsable("reserve");
+    const len = check.integer(byteLength, "byteLength", 0, this.#ring.maxRecord);
+    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    if (this.#abortOwed) runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
+    let idx = this.#producer.tryReserve(len);
+    if (idx === FULL) idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
+    this.#reserved = [idx, len];
+    const start = L.OFF_DATA + idx + 8;
+    return this.#ring.bytes.subarray(start, start + len);
+  }
+
+  /** Publishes the message written into the view {@linkcode reserve} returned. */
+  commit(): void {
+    if (this.#closed) throw closedError("ChannelSender.commit");
+    const reserved = this.#reserved;
+    if (!reserved) throw new Error("ChannelSender.commit: nothing is reserved");
+    this.#reserved = undefined;
+    this.#producer.commit(reserved[0], reserved[1], 0);
+  }
+
+  /**
+   * Ends the stream: the receiver drains what is left, then sees the end. Also frees this
+   * process's sender slot. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#dropReservation();
+    Atomics.or(this.#ring.i32, L.OFF_TAIL >> 2, L.TAIL_CLOSED | 0);
+    this.#leave();
+    this.#ring.wakeConsumer();
+    this.#ring.wakeProducers();
+  }
+
+  /**
+   * Leaves without ending the stream, for one of many senders: other senders go on. Idempotent.
+   */
+  detach(): void {
+    if (this.#ring.mode === L.MODE_SPSC) return this.close(); // one sender for the channel's life
+    if (this.#closed) return;
+    this.#dropReservation();
+    this.#leave();
+  }
+
+  /** One sender ({@linkcode close}s the stream) or many ({@linkcode detach}es), like Rust's drop. */
+  [Symbol.dispose](): void {
+    if (this.#ring.mode === L.MODE_MPSC) this.detach();
+    else this.close();
+  }
+
+  #leave(): void {
+    this.#closed = true;
+    this.#ring.detachProducer(this.#slot, pid);
+    this.#registry.delete(this);
+    // A send of ours waiting in the kernel wakes up and reports the close.
+    this.#ring.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
+  }
+
+  #dropReservation(): void {
+    if (this.#reserved) {
+      this.#producer.abandon(this.#reserved[0], this.#reserved[1]);
+      this.#reserved = undefined;
+    }
+  }
+
+  #checkUsable(what: string): void {
+    if (this.#closed) throw closedError(`ChannelSender.${what}`);
+    if (this.#busy) {
+      throw new Error(`ChannelSender.${what}: another send is still waiting; await it first`);
+    }
+    if (this.#reserved) {
+      throw new Error(`ChannelSender.${what}: commit the reservation first`);
+    }
+  }
+
+  #start(message: Message, what: string): Uint8Array {
+    this.#checkUsable(what);
+    const bytes = bytesOf(message, "message");
+    if (bytes.length > L.MAX_MESSAGE_LEN) {
+      throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
+    }
+    return bytes;
+  }
+
+  /** The hot path: one record with room now. */
+  #tryFast(bytes: Uint8Array): boolean {
+    if (bytes.length > this.#ring.maxRecord || this.#abortOwed) return false;
+    const idx = this.#producer.tryReserve(bytes.length);
+    if (idx === FULL) return false;
+    this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
+    this.#producer.commit(idx, bytes.length, 0);
+    return true;
+  }
+
+  *#sendSteps(bytes: Uint8Array, deadline: number): Generator<Park, void> {
+    if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
+    const max = this.#ring.maxRecord;
+    let sent = 0;
+    do {
+      const len = Math.min(max, bytes.length - sent);
+      const more = sent + len < bytes.length ? L.REC_MORE : 0;
+      let idx: number;
+      try {
+        idx = yield* this.#reserveSteps(len, deadline);
+      } catch (err) {
+        if (sent > 0) this.#owe();
+        throw err;
+      }
+      this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
+      this.#producer.commit(idx, len, more);
+      sent += len;
+    } while (sent < bytes.length);
+  }
+
+  /** A fragmented message broke off: tell the receiver now if there is room, else later. */
+  #owe(): void {
+    this.#abortOwed = true;
+    try {
+      this.#tryPayAbort();
+    } catch {
+      // The channel is closed or broken: the receiver drops partial messages at its end.
+    }
+  }
+
+  /** Commits an owed abort record if there is room now. */
+  #tryPayAbort(): boolean {
+    const idx = this.#producer.tryReserve(0);
+    if (idx === FULL) return false;
+    this.#commitAbort(idx);
+    return true;
+  }
+
+  *#owedAbortSteps(deadline: number): Generator<Park, void> {
+    const idx = yield* this.#reserveSteps(0, deadline);
+    this.#commitAbort(idx);
+  }
+
+  #commitAbort(idx: number): void {
+    this.#producer.commit(idx, 0, L.REC_ABORT);
+    this.#abortOwed = false;
+  }
+
+  /** Reserves a record, parking on `tx_waiting` while the ring is full. */
+  *#reserveSteps(len: number, deadline: number): Generator<Park, number> {
+    const r = this.#ring;
+    const producer = this.#producer;
+    const { spin, peerCheckMs } = this.#options;
+    let nextCheck = performance.now() + peerCheckMs;
+    for (let spins = 0;; spins++) {
+      if (this.#closed) throw closedError("ChannelSender.send");
+      const idx = producer.tryReserve(len);
+      if (idx !== FULL) return idx;
+      if (spins < spin) continue;
+      const now = performance.now();
+      if (now >= deadline) {
+        throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
+      }
+      if (now >= nextCheck) {
+        const consumer = r.consumerPid();
+        if (consumer !== 0 && !r.parking.alive(consumer)) {
+          throw channelError("ECONNRESET", `the channel's receiver (process ${consumer}) died`);
+        }
+        nextCheck = now + peerCheckMs;
+      }
+      Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
+      if (!producer.progressed()) {
+        yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
+      }
+      if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
+    }
+  }
+}
+
+/**
+ * The receiving end of a {@linkcode Channel}. Messages come out in the order they were sent
+ * (per sender, with many senders); `null` means the end of the stream: a sender closed the
+ * channel and everything before was received.
+ *
+ * @example
+ * ```ts
+ * const rx = channel.receiver();
+ * for await (const message of rx) console.log(message.length);
+ * ```
+ */
+export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
+  readonly #ring: Ring;
+  readonly #consumer: Consumer;
+  readonly #options: Required<EndpointOptions>;
+  readonly #registry: Set<unknown>;
+  #closed = false;
+  /** An async receive is waiting: receives do not overlap. */
+  #busy = false;
+  /** A message lent by recvView: [idx, len], released at the next receive. */
+  #lent: [number, number] | undefined;
+  /** Partial fragmented messages, by sender tag: the pieces and their total length. */
+  readonly #partial = new Map<number, { parts: Uint8Array[]; size: number }>();
+
+  /** @internal Made by {@linkcode Channel.receiver}. */
+  constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
+    this.#ring = ring;
+    this.#options = options;
+    ring.attachConsumer(pid);
+    this.#consumer = new Consumer(ring);
+    this.#registry = registry;
+  }
+
+  /**
+   * Receives the next message as a copy, blocking while there is none.
+   *
+   * @param timeoutMs How long to wait at most; default forever.
+   * @returns The message, or `null` at the end of the stream.
+   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the sender died; `EBADMSG` if the
+   *   ring is corrupt.
+   */
+  recv(timeoutMs?: number): Uint8Array | null {
+    return this.#copy(this.recvView(timeoutMs));
+  }
+
+  /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
+  async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    return this.#copy(await this.recvViewAsync(timeoutMs));
+  }
+
+  /**
+   * Receives the next message without copying it: the view points into the ring and stays
+   * valid until the next receive on this receiver (or {@linkcode release}), when its space is
+   * handed back to the senders. A fragmented message comes back as one reassembled buffer.
+   */
+  recvView(timeoutMs?: number): Uint8Array | null {
+    this.#begin("recvView");
+    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const fast = this.#tryOne();
+    if (fast !== undefined) return fast;
+    return runSync(this.#recvSteps(deadline), this.#ring.parking);
+  }
+
+  /** {@linkcode recvView} as a Promise. */
+  async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    this.#begin("recvViewAsync");
+    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const fast = this.#tryOne();
+    if (fast !== undefined) return fast;
+    this.#busy = true;
+    try {
+      return await runAsync(this.#recvSteps(deadline), this.#ring.parking);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end. */
+  tryRecv(): Uint8Array | null | undefined {
+    this.#begin("tryRecv");
+    const view = this.#tryOne();
+    return view === undefined ? undefined : this.#copy(view);
+  }
+
+  /** Receives a UTF-8 message as a string (`null` at the end). */
+  recvText(timeoutMs?: number): string | null {
+    const view = this.recvView(timeoutMs);
+    if (view === null) return null;
+    const text = decoder.decode(view);
+    this.release();
+    return text;
+  }
+
+  /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
+  recvJson<T = unknown>(timeoutMs?: number): T | null {
+    const text = this.recvText(timeoutMs);
+    return text === null ? null : JSON.parse(text);
+  }
+
+  /** Hands the space of a message lent by {@linkcode recvView} back to the senders now. */
+  release(): void {
+    const lent = this.#lent;
+    if (lent) {
+      this.#lent = undefined;
+      this.#consumer.release(lent[0], lent[1]);
+    }
+  }
+
+  /** Every message until the end of the stream, as copies. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    for (;;) {
+      const message = await this.recvAsync();
+      if (message === null) return;
+      yield message;
+    }
+  }
+
+  /** Every message until the end of the stream, as UTF-8 strings. */
+  async *texts(): AsyncGenerator<string> {
+    for (;;) {
+      const view = await this.recvViewAsync();
+      if (view === null) return;
+      const text = decoder.decode(view);
+      this.release();
+      yield text;
+    }
+  }
+
+  /**
+   * Leaves the channel: senders get `EPIPE` from then on. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.release();
+    this.#closed = true;
+    this.#ring.detachConsumer(pid);
+    this.#registry.delete(this);
+    // A receive of ours waiting in the kernel wakes up and reports the close.
+    this.#ring.parking.notify(L.OFF_RX_WAITING, 0xffff_ffff);
+  }
+
+  /** Same as {@linkcode close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #begin(what: string): void {
+    if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+    if (this.#busy) {
+      throw new Error(`ChannelReceiver.${what}: another receive is still waiting; await it first`);
+    }
+    this.release();
+  }
+
+  /** A copy of a received message, whose room goes back to the senders at once. */
+  #copy(view: Uint8Array | null): Uint8Array | null {
+    if (view === null) return null;
+    const copy = view.slice();
+    this.release();
+    return copy;
+  }
+
+  /**
+   * One step without waiting: a message (lent, or reassembled), `null` at the end, or
+   * `undefined` when nothing is ready.
+   */
+  #tryOne(): Uint8Array | null | undefined {
+    const consumer = this.#consumer;
+    const r = this.#ring;
+    for (;;) {
+      const idx = consumer.peek();
+      if (idx === END) {
+        this.#partial.clear(); // a sender ended the stream in the middle of another's message
+        return null;
+      }
+      if (idx < 0) return undefined;
+      const word = consumer.word;
+      const len = consumer.len;
+      const start = L.OFF_DATA + idx + 8;
+      const special = word & (L.REC_MORE | L.REC_ABORT);
+      if (special === 0 && this.#partial.size === 0) {
+        this.#lent = [idx, len];
+        return r.bytes.subarray(start, start + len);
+      }
+      let key = 0; // SPSC keeps one partial message and never reads the producer word
+      if (r.mode === L.MODE_MPSC) {
+        key = consumer.tag(idx);
+        if (key < 1 || key > L.MAX_PRODUCERS) {
+          throw channelError("EBADMSG", `corrupt record: producer word ${key}`);
+        }
+      }
+      const partial = this.#partial.get(key);
+      if (special === L.REC_ABORT) {
+        this.#partial.delete(key);
+        consumer.release(idx, len);
+        continue;
+      }
+      if (partial === undefined && special === 0) {
+        this.#lent = [idx, len];
+        return r.bytes.subarray(start, start + len);
+      }
+      if ((partial?.size ?? 0) + len > L.MAX_MESSAGE_LEN) {
+        throw channelError("EBADMSG", "corrupt ring: a fragmented message grows without end");
+      }
+      const chunk = r.bytes.slice(start, start + len);
+      consumer.release(idx, len);
+      if (special === L.REC_MORE) {
+        if (partial) {
+          partial.parts.push(chunk);
+          partial.size += len;
+        } else {
+          this.#partial.set(key, { parts: [chunk], size: len });
+        }
+        continue;
+      }
+      this.#partial.delete(key);
+      partial!.parts.push(chunk);
+      return concat(partial!.parts, partial!.size + len);
+    }
+  }
+
+  *#recvSteps(deadline: number): Generator<Park, Uint8Array | null> {
+    const r = this.#ring;
+    const consumer = this.#consumer;
+    const { spin, peerCheckMs } = this.#options;
+    let nextCheck = performance.now() + peerCheckMs;
+    let lastInFlight = -1;
+    for (let spins = 0;; spins++) {
+      if (this.#closed) throw closedError("ChannelReceiver.recv");
+      const got = this.#tryOne();
+      if (got !== undefined) return got;
+      if (spins < spin) continue;
+      const now = performance.now();
+      if (now >= deadline) {
+        throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
+      }
+      const state = consumer.peek();
+      if (state >= 0 || state === END) continue; // arrived meanwhile
+      if (now >= nextCheck) {
+        this.#checkSenders(state, lastInFlight);
+        lastInFlight = state === IN_FLIGHT ? consumer.head : -1;
+        nextCheck = now + peerCheckMs;
+      }
+      Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
+      const again = consumer.peek();
+      if (again === state) {
+        yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
+      }
+      Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+    }
+  }
+
+  /** Fails a waiting receive whose senders died. */
+  #checkSenders(state: number, lastInFlight: number): void {
+    const r = this.#ring;
+    const pids = r.producerPids();
+    const dead = pids.filter((p) => !r.parking.alive(p));
+    if (dead.length === 0) return;
+    const inFlightTwice = state === IN_FLIGHT &&
+      (r.mode === L.MODE_SPSC || lastInFlight === this.#consumer.head);
+    if (dead.length === pids.length || inFlightTwice) {
+      throw channelError(
+        "ECONNRESET",
+        `the channel's sender${dead.length > 1 ? "s" : ""} (process ${dead.join(", ")}) died`,
+      );
+    }
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

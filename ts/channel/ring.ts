@@ -1,0 +1,452 @@
+/**
+ * The channel's ring protocol over a region of shared memory, in JavaScript: the same protocol
+ * as `src/channel/ring.rs`, whose module docs (`layout.rs`) describe it word by word. The hot
+ * path is plain JavaScript with `Atomics`: sending to an awake receiver, or receiving from an
+ * awake sender, makes no FFI call and no system call. JavaScript's `Atomics` operations are all
+ * sequentially consistent, which gives the release/acquire orderings and the SeqCst fences of the
+ * Rust side without explicit fences.
+ *
+ * @module
+ */
+
+import { SharedMemoryError } from "../errors.ts";
+import * as L from "./layout.ts";
+
+/** Linux errno values of the codes the protocol reports. */
+const ERRNO: Record<string, number> = {
+  EAGAIN: 11,
+  EBUSY: 16,
+  EINVAL: 22,
+  EPIPE: 32,
+  EBADMSG: 74,
+  EMSGSIZE: 90,
+  EPROTONOSUPPORT: 93,
+  ECONNRESET: 104,
+  ETIMEDOUT: 110,
+};
+
+/** A protocol failure as a SharedMemoryError with `code`. */
+export function channelError(code: string, message: string): SharedMemoryError {
+  return new SharedMemoryError(`${message} (${code})`, code, ERRNO[code] ?? 0);
+}
+
+const W = (offset: number) => offset >> 2;
+const HEAD = W(L.OFF_HEAD);
+const TAIL = W(L.OFF_TAIL);
+const FLAGS = W(L.OFF_FLAGS);
+const RX_WAITING = W(L.OFF_RX_WAITING);
+const TX_WAITING = W(L.OFF_TX_WAITING);
+const CONSUMER_PID = W(L.OFF_CONSUMER_PID);
+const PRODUCER_PIDS = W(L.OFF_PRODUCER_PIDS);
+const DATA = W(L.OFF_DATA);
+const COMMITTED = L.REC_COMMITTED | 0;
+const TAIL_CLOSED = L.TAIL_CLOSED | 0;
+
+/** Native services the protocol needs on its slow paths. */
+export interface Parking {
+  /** Wakes up to `count` waiters on the header word at `offset`. */
+  notify(offset: number, count: number): void;
+  /** Sleeps while the header word at `offset` holds `expected`, at most `ns`. */
+  wait(offset: number, expected: number, ns: number): void;
+  /** The same without blocking the event loop. */
+  waitAsync(offset: number, expected: number, ns: number): Promise<void>;
+  /** True if the process exists and is not a zombie. */
+  alive(pid: number): boolean;
+}
+
+/** Writes a fresh header into zero-filled memory; `magic` is stored last. */
+export function initRegion(i32: Int32Array, capacity: number, mode: number): void {
+  i32[W(L.OFF_VERSION)] = L.VERSION;
+  i32[W(L.OFF_HEADER_SIZE)] = L.HEADER_SIZE;
+  i32[W(L.OFF_CAPACITY)] = capacity;
+  i32[W(L.OFF_MAX_MESSAGE)] = L.maxRecord(capacity);
+  i32[W(L.OFF_MODE)] = mode;
+  i32[W(L.OFF_MAX_PRODUCERS)] = L.MAX_PRODUCERS;
+  Atomics.store(i32, W(L.OFF_MAGIC), L.MAGIC);
+}
+
+function capacityOk(capacity: number): boolean {
+  return capacity >= L.MIN_CAPACITY && capacity <= L.MAX_CAPACITY &&
+    (capacity & (capacity - 1)) === 0;
+}
+
+/**
+ * Checks a region's header, never looping without bound; returns `[capacity, mode]`, or
+ * `undefined` while the creator has not finished (magic still 0).
+ */
+export function validateRegion(i32: Int32Array, bytes: number): [number, number] | undefined {
+  if (bytes < L.HEADER_SIZE + L.MIN_CAPACITY) {
+    throw channelError("EINVAL", `a region of ${bytes} bytes is too small for a channel`);
+  }
+  const magic = Atomics.load(i32, W(L.OFF_MAGIC)) >>> 0;
+  if (magic === 0) return undefined;
+  if (magic !== L.MAGIC) {
+    throw channelError("EBADMSG", `not a channel: magic 0x${magic.toString(16)}`);
+  }
+  const version = i32[W(L.OFF_VERSION)];
+  if (version !== L.VERSION) {
+    throw channelError(
+      "EPROTONOSUPPORT",
+      `channel layout version ${version}, this library speaks ${L.VERSION}`,
+    );
+  }
+  const corrupt = (what: string) => channelError("EBADMSG", `corrupt channel header: ${what}`);
+  if (i32[W(L.OFF_HEADER_SIZE)] !== L.HEADER_SIZE) throw corrupt("header size");
+  const capacity = i32[W(L.OFF_CAPACITY)];
+  if (!capacityOk(capacity)) throw corrupt(`capacity ${capacity}`);
+  if (L.HEADER_SIZE + capacity > bytes) {
+    throw corrupt(`capacity ${capacity} does not fit in ${bytes} bytes`);
+  }
+  if (i32[W(L.OFF_MAX_MESSAGE)] !== L.maxRecord(capacity)) throw corrupt("max_message");
+  const mode = i32[W(L.OFF_MODE)];
+  if (mode !== L.MODE_SPSC && mode !== L.MODE_MPSC) throw corrupt(`mode ${mode}`);
+  if (i32[W(L.OFF_MAX_PRODUCERS)] !== L.MAX_PRODUCERS) throw corrupt("max_producers");
+  if ((Atomics.load(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
+  for (const word of [RX_WAITING, TX_WAITING]) {
+    if ((Atomics.load(i32, word) >>> 0) > 1) throw corrupt("waiter word");
+  }
+  let last = "";
+  for (let round = 0; round < 4; round++) {
+    const head = Atomics.load(i32, HEAD);
+    const tail = Atomics.load(i32, TAIL);
+    if ((head & ~L.POS_MASK) !== 0 || (head & 7) !== 0 || (tail & 7) !== 0) {
+      last = `head 0x${(head >>> 0).toString(16)} or tail 0x${(tail >>> 0).toString(16)}`;
+    } else if (((tail - head) & L.POS_MASK) > capacity) {
+      last = "head and tail are more than the capacity apart";
+    } else {
+      return [capacity, mode];
+    }
+  }
+  throw corrupt(last);
+}
+
+/** A validated region and what every endpoint needs to reach it. */
+export class Ring {
+  readonly i32: Int32Array;
+  readonly bytes: Uint8Array;
+  readonly capacity: number;
+  readonly mask: number;
+  readonly maxRecord: number;
+  readonly mode: number;
+  readonly parking: Parking;
+
+  constructor(buffer: ArrayBuffer, capacity: number, mode: number, parking: Parking) {
+    this.i32 = new Int32Array(buffer, 0, (L.HEADER_SIZE + capacity) >> 2);
+    this.bytes = new Uint8Array(buffer, 0, L.HEADER_SIZE + capacity);
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    this.maxRecord = L.maxRecord(capacity);
+    this.mode = mode;
+    this.parking = parking;
+  }
+
+  /** After a commit or a close: wake the receiver only if it may be parked. */
+  wakeConsumer(): void {
+    if (
+      Atomics.load(this.i32, RX_WAITING) !== 0 && Atomics.exchange(this.i32, RX_WAITING, 0) !== 0
+    ) {
+      this.parking.notify(L.OFF_RX_WAITING, 1);
+    }
+  }
+
+  /** After freeing space or closing: wake every parked sender, if any. */
+  wakeProducers(): void {
+    if (
+      Atomics.load(this.i32, TX_WAITING) !== 0 && Atomics.exchange(this.i32, TX_WAITING, 0) !== 0
+    ) {
+      this.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
+    }
+  }
+
+  tailClosed(): boolean {
+    return (Atomics.load(this.i32, TAIL) & TAIL_CLOSED) !== 0;
+  }
+
+  rxClosed(): boolean {
+    return (Atomics.load(this.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
+  }
+
+  /** Registers `pid` as the receiver. */
+  attachConsumer(pid: number): void {
+    if (this.rxClosed()) throw channelError("EPIPE", "the channel's receiver has closed it");
+    for (let round = 0; round < 8; round++) {
+      const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
+      if (holder === 0) return;
+      if (holder === pid) {
+        throw channelError("EBUSY", "this process already has the channel's receiver");
+      }
+      if (this.parking.alive(holder)) {
+        throw channelError("EBUSY", `process ${holder} already receives from this channel`);
+      }
+      if (Atomics.compareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) return;
+    }
+    throw channelError("EBUSY", "another process is attaching as the receiver");
+  }
+
+  detachConsumer(pid: number): void {
+    Atomics.or(this.i32, FLAGS, L.FLAG_RX_CLOSED);
+    Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
+    this.wakeProducers();
+  }
+
+  /** Registers `pid` as a sender; returns its slot. */
+  attachProducer(pid: number): number {
+    if (this.rxClosed() || this.tailClosed()) {
+      throw channelError("EPIPE", "the channel is closed");
+    }
+    if (this.mode === L.MODE_SPSC) {
+      const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS, 0, pid);
+      if (holder === 0) return 0;
+      if (holder === pid || this.parking.alive(holder)) {
+        throw channelError(
+          "EBUSY",
+          `process ${holder} already sends on this one-producer channel`,
+        );
+      }
+      throw channelError("ECONNRESET", `the channel's sender (process ${holder}) died`);
+    }
+    for (let slot = 0; slot < L.MAX_PRODUCERS; slot++) {
+      if (Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid) === 0) return slot;
+    }
+    throw channelError("EBUSY", `all ${L.MAX_PRODUCERS} sender slots are taken`);
+  }
+
+  detachProducer(slot: number, pid: number): void {
+    Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0);
+  }
+
+  /** The pids of registered senders. */
+  producerPids(): number[] {
+    const pids: number[] = [];
+    for (let slot = 0; slot < L.MAX_PRODUCERS; slot++) {
+      const pid = Atomics.load(this.i32, PRODUCER_PIDS + slot);
+      if (pid !== 0) pids.push(pid);
+    }
+    return pids;
+  }
+
+  consumerPid(): number {
+    return Atomics.load(this.i32, CONSUMER_PID);
+  }
+}
+
+/** Results of {@linkcode Producer.tryReserve} and {@linkcode Consumer.peek} that are not indexes. */
+export const FULL = -1;
+export const EMPTY = -1;
+export const IN_FLIGHT = -2;
+export const END = -3;
+
+/** A sender's private state. */
+export class Producer {
+  /** SPSC: the tail position (this sender is its only writer). */
+  #tail: number;
+  /** The last `head` seen: bounds free space, and is what a parked sender waits to see move. */
+  headSeen: number;
+  readonly #r: Ring;
+  /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
+  readonly #tag: number;
+
+  constructor(ring: Ring, slot: number) {
+    this.#r = ring;
+    this.#tail = Atomics.load(ring.i32, TAIL) & L.POS_MASK;
+    this.headSeen = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
+    this.#tag = ring.mode === L.MODE_MPSC ? slot + 1 : 0;
+  }
+
+  /**
+   * Reserves a record for a `len`-byte payload (len <= maxRecord); returns its data index, or
+   * {@linkcode FULL}. Writes a skip record first when it would cross the end of the data area.
+   */
+  tryReserve(len: number): number {
+    const r = this.#r;
+    if ((Atomics.load(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) {
+      throw channelError("EPIPE", "the channel's receiver has closed it");
+    }
+    const span = L.recordSpan(len);
+    return r.mode === L.MODE_SPSC ? this.#reserveSpsc(span) : this.#reserveMpsc(span);
+  }
+
+  #reserveSpsc(span: number): number {
+    const r = this.#r;
+    for (let round = 0; round < 2; round++) {
+      const idx = this.#tail & r.mask;
+      const toEnd = r.capacity - idx;
+      const need = span < toEnd ? span : toEnd;
+      let used = (this.#tail - this.headSeen) & L.POS_MASK;
+      if (used > r.capacity || r.capacity - used < need) {
+        if (r.tailClosed()) throw channelError("EPIPE", "the channel was closed by a sender");
+        this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+        used = (this.#tail - this.headSeen) & L.POS_MASK;
+        if (used > r.capacity) throw channelError("EBADMSG", "corrupt channel positions");
+        if (r.capacity - used < need) return FULL;
+      }
+      this.#tail = (this.#tail + need) & L.POS_MASK;
+      Atomics.store(r.i32, TAIL, this.#tail);
+      if (need === span) return idx;
+      this.#commitSkip(idx, toEnd);
+    }
+    throw channelError("EBADMSG", "a reservation did not fit after wrapping");
+  }
+
+  #reserveMpsc(span: number): number {
+    const r = this.#r;
+    let lastHead = -1;
+    let lastTail = -1;
+    for (;;) {
+      const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+      const tail = Atomics.load(r.i32, TAIL);
+      this.headSeen = head;
+      if ((tail & TAIL_CLOSED) !== 0) {
+        throw channelError("EPIPE", "the channel was closed by a sender");
+      }
+      if ((tail & 7) !== 0) throw channelError("EBADMSG", "corrupt channel tail");
+      const used = (tail - head) & L.POS_MASK;
+      if (used > r.capacity) {
+        if (head === lastHead && tail === lastTail) {
+          throw channelError("EBADMSG", "corrupt channel positions");
+        }
+        lastHead = head;
+        lastTail = tail;
+        continue;
+      }
+      const idx = tail & r.mask;
+      const toEnd = r.capacity - idx;
+      const need = span < toEnd ? span : toEnd;
+      if (r.capacity - used < need) return FULL;
+      const next = (tail + need) & L.POS_MASK;
+      if (Atomics.compareExchange(r.i32, TAIL, tail, next) !== tail) continue;
+      if (need === span) return idx;
+      this.#commitSkip(idx, toEnd);
+    }
+  }
+
+  #commitSkip(idx: number, toEnd: number): void {
+    const r = this.#r;
+    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (toEnd - 8));
+    r.wakeConsumer();
+  }
+
+  /** Publishes the record at `idx`; `flags` is 0, REC_MORE or REC_ABORT. */
+  commit(idx: number, len: number, flags: number): void {
+    const r = this.#r;
+    const word = DATA + (idx >> 2);
+    r.i32[word + 1] = this.#tag;
+    Atomics.store(r.i32, word, COMMITTED | flags | len);
+    r.wakeConsumer();
+  }
+
+  /** Gives up the record at `idx`: zeroes it and commits it as a skip record. */
+  abandon(idx: number, len: number): void {
+    const r = this.#r;
+    const start = L.OFF_DATA + idx + 8;
+    r.bytes.fill(0, start, start + len);
+    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
+    r.wakeConsumer();
+  }
+
+  /** True when a parked sender should look again. */
+  progressed(): boolean {
+    const r = this.#r;
+    return (Atomics.load(r.i32, HEAD) & L.POS_MASK) !== this.headSeen || r.rxClosed() ||
+      r.tailClosed();
+  }
+}
+
+/** A receiver's private state. */
+export class Consumer {
+  /** The receiver position (this receiver is its only writer). */
+  head: number;
+  #tailSeen: number;
+  /** The commit word of the message {@linkcode peek} found. */
+  word = 0;
+  /** Its payload length. */
+  len = 0;
+  readonly #r: Ring;
+
+  constructor(ring: Ring) {
+    this.#r = ring;
+    this.head = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
+    this.#tailSeen = this.head;
+  }
+
+  /**
+   * Looks at `head`, stepping over skip records: a message's data index (its commit word and
+   * length in {@linkcode word} and {@linkcode len}), or EMPTY, IN_FLIGHT or END.
+   */
+  peek(): number {
+    const r = this.#r;
+    for (;;) {
+      const idx = this.head & r.mask;
+      const word = Atomics.load(r.i32, DATA + (idx >> 2));
+      if (word === 0) {
+        const tail = Atomics.load(r.i32, TAIL);
+        const pos = tail & L.POS_MASK;
+        if (pos === this.head) return (tail & TAIL_CLOSED) !== 0 ? END : EMPTY;
+        if (((pos - this.head) & L.POS_MASK) > r.capacity) {
+          throw channelError("EBADMSG", "corrupt channel: tail is more than the capacity ahead");
+        }
+        return IN_FLIGHT;
+      }
+      if ((word & COMMITTED) === 0) {
+        throw channelError("EBADMSG", `corrupt record at position ${this.head}`);
+      }
+      const len = word & L.REC_LEN_MASK;
+      const skip = (word & L.REC_SKIP) !== 0;
+      const kind = word & (L.REC_SKIP | L.REC_MORE | L.REC_ABORT);
+      const valid = kind === 0
+        ? len <= r.maxRecord
+        : kind === L.REC_MORE
+        ? len === r.maxRecord
+        : kind === L.REC_ABORT
+        ? len === 0
+        : kind === L.REC_SKIP;
+      if (!valid) {
+        throw channelError(
+          "EBADMSG",
+          `corrupt record at position ${this.head}: commit word 0x${(word >>> 0).toString(16)}`,
+        );
+      }
+      const span = L.recordSpan(len);
+      if (span > r.capacity - idx) {
+        throw channelError("EBADMSG", `corrupt record at position ${this.head}: crosses the end`);
+      }
+      if (span > ((this.#tailSeen - this.head) & L.POS_MASK)) {
+        const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+        const avail = (tail - this.head) & L.POS_MASK;
+        if (avail > r.capacity || span > avail) {
+          throw channelError("EBADMSG", `corrupt record at position ${this.head}: past the tail`);
+        }
+        this.#tailSeen = tail;
+      }
+      if (!skip) {
+        this.word = word;
+        this.len = len;
+        return idx;
+      }
+      Atomics.store(r.i32, DATA + (idx >> 2), 0);
+      this.#advance(span);
+    }
+  }
+
+  /** The tag (sender slot + 1, or 0) of the record at `idx`. */
+  tag(idx: number): number {
+    return this.#r.i32[DATA + (idx >> 2) + 1];
+  }
+
+  /** Consumes the record at `idx`: zeroes it and moves `head`. */
+  release(idx: number, len: number): void {
+    const r = this.#r;
+    const start = L.OFF_DATA + idx;
+    r.bytes.fill(0, start, start + 8 + len);
+    this.#advance(L.recordSpan(len));
+  }
+
+  #advance(span: number): void {
+    this.head = (this.head + span) & L.POS_MASK;
+    Atomics.store(this.#r.i32, HEAD, this.head);
+    this.#r.wakeProducers();
+  }
+}
+
+/** Word indexes used by the endpoints for parking. */
+export const WORDS = { RX_WAITING, TX_WAITING, DATA } as const;
