@@ -37,6 +37,8 @@ tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno)
 
 demo: tools build
 	$(DENO_RUN) examples/seed_demo.ts
+	@echo
+	$(DENO_RUN) examples/worker_pool.ts 4
 
 lint: tools
 	cargo fmt --check
