@@ -10,6 +10,7 @@
 
 import { readFileSync } from "node:fs";
 import process from "node:process";
+import { channelReport } from "./channel_report.ts";
 import { root } from "./common.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -143,7 +144,6 @@ const nsFine = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(
 function wait(w: Json): string {
   if (w.skipped) return `Wait/notify benchmarks skipped: ${w.skipped}`;
   const runtimes = ["deno", "bun"];
-  const names: Record<string, string> = { deno: "Deno", bun: "Bun", native: "native (Rust)" };
   const cell = (f: Json) =>
     !f
       ? "-"
@@ -357,7 +357,11 @@ function wait(w: Json): string {
 }
 
 /** Markdown for each known section. */
-const renderers: Record<string, (section: Json) => string> = { segment, wait };
+const renderers: Record<string, (section: Json) => string> = {
+  segment,
+  wait,
+  channel: channelReport,
+};
 
 const parts: string[] = [];
 const unknown: string[] = [];

@@ -129,6 +129,10 @@ section segment "${DENO_RUN[@]}" bench/segment.ts
 # (SB_WAIT_STRACE=0 skips it too).
 section wait "${DENO_RUN[@]}" bench/wait.ts
 
+# Channel: one-way throughput and round trips against Unix sockets, stdio, Bun's ipc and the Rust
+# ring, by placement (about 2.5 minutes). Also draws bench/out/channel.svg.
+section channel "${DENO_RUN[@]}" bench/channel.ts
+
 # ---- merge and print ---------------------------------------------------------------------------
 
 "${DENO_RUN[@]}" bench/merge.ts
