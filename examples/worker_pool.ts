@@ -70,7 +70,7 @@ if (args[0] === "--worker") {
   });
   const receiver = results.receiver();
   const self = new URL(import.meta.url).pathname;
-  const jobs: { name: string; channel: InstanceType<typeof Channel> }[] = [];
+  const jobs: { name: string; channel: ReturnType<typeof Channel.create> }[] = [];
   const exits: Promise<void>[] = [];
   const started = performance.now();
   try {
