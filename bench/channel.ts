@@ -36,16 +36,19 @@
  */
 
 import { spawn } from "node:child_process";
-import {
-  appendFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import process from "node:process";
-import { checkInterrupted, env, envInt, median, progress, root, round, run } from "./common.ts";
+import {
+  checkInterrupted,
+  env,
+  envInt,
+  median,
+  nativeBinary as nativeBinaryOf,
+  progress,
+  root,
+  round,
+  run,
+} from "./common.ts";
 import type { PairResult, Spec, Transport } from "./channel_pair.ts";
 import { channelChartSvg } from "./channel_chart.ts";
 
@@ -272,31 +275,9 @@ async function pair(
 
 // ---- native ---------------------------------------------------------------------------------------
 
-/** The native benchmark's executable, built by cargo if `NATIVE_RING_BIN` does not name it. */
+/** The native benchmark's executable (`NATIVE_RING_BIN`, or built by cargo). */
 function nativeBinary(): { path?: string; error?: string } {
-  const given = env("NATIVE_RING_BIN");
-  if (given) return existsSync(given) ? { path: given } : { error: `${given} does not exist` };
-  progress("building bench/native_ring.rs (cargo bench --no-run)");
-  const built = run([
-    "cargo",
-    "bench",
-    "--manifest-path",
-    `${root}/Cargo.toml`,
-    "--bench",
-    "native_ring",
-    "--no-run",
-    "--message-format=json",
-  ]);
-  checkInterrupted(built);
-  if (built.error) return { error: `cargo bench --no-run failed: ${built.error}` };
-  for (const line of built.stdout.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    const message = JSON.parse(line);
-    if (message.target?.name === "native_ring" && message.executable) {
-      return { path: message.executable };
-    }
-  }
-  return { error: "cargo did not report a native_ring executable" };
+  return nativeBinaryOf("native_ring", "NATIVE_RING_BIN");
 }
 
 interface NativeOutput {

@@ -10,6 +10,7 @@
  */
 
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import process from "node:process";
 
 /** The runtime running this file. */
@@ -152,4 +153,32 @@ export function placement(): string {
 /** Prints a progress line on stderr. */
 export function progress(message: string): void {
   console.error(`[bench] ${message}`);
+}
+
+/**
+ * The executable of the native benchmark `bench/<name>.rs`: the path in the environment variable
+ * `variable` if set, else built by `cargo bench --no-run`.
+ */
+export function nativeBinary(name: string, variable: string): { path?: string; error?: string } {
+  const given = env(variable);
+  if (given) return existsSync(given) ? { path: given } : { error: `${given} does not exist` };
+  progress(`building bench/${name}.rs (cargo bench --no-run)`);
+  const built = run([
+    "cargo",
+    "bench",
+    "--manifest-path",
+    `${root}/Cargo.toml`,
+    "--bench",
+    name,
+    "--no-run",
+    "--message-format=json",
+  ]);
+  checkInterrupted(built);
+  if (built.error) return { error: `cargo bench --no-run failed: ${built.error}` };
+  for (const line of built.stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const message = JSON.parse(line);
+    if (message.target?.name === name && message.executable) return { path: message.executable };
+  }
+  return { error: `cargo did not report a ${name} executable` };
 }

@@ -29,6 +29,7 @@ import {
   env,
   envInt,
   median,
+  nativeBinary as nativeBinaryOf,
   placed,
   placement,
   progress,
@@ -304,31 +305,9 @@ function makeSegments(): Segments {
   }
 }
 
-/** The native benchmark's executable, built by cargo if `NATIVE_SEGMENT_BIN` does not name it. */
+/** The native benchmark's executable (`NATIVE_SEGMENT_BIN`, or built by cargo). */
 function nativeBinary(): { path?: string; error?: string } {
-  const given = env("NATIVE_SEGMENT_BIN");
-  if (given) return existsSync(given) ? { path: given } : { error: `${given} does not exist` };
-  progress("building bench/native_segment.rs (cargo bench --no-run)");
-  const built = run([
-    "cargo",
-    "bench",
-    "--manifest-path",
-    `${root}/Cargo.toml`,
-    "--bench",
-    "native_segment",
-    "--no-run",
-    "--message-format=json",
-  ]);
-  checkInterrupted(built);
-  if (built.error) return { error: `cargo bench --no-run failed: ${built.error}` };
-  for (const line of built.stdout.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    const message = JSON.parse(line);
-    if (message.target?.name === "native_segment" && message.executable) {
-      return { path: message.executable };
-    }
-  }
-  return { error: "cargo did not report a native_segment executable" };
+  return nativeBinaryOf("native_segment", "NATIVE_SEGMENT_BIN");
 }
 
 function seedCommand(): { command?: string[]; error?: string } {

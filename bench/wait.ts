@@ -41,6 +41,7 @@ import {
   env,
   envInt,
   median,
+  nativeBinary as nativeBinaryOf,
   progress,
   root,
   run,
@@ -798,31 +799,9 @@ async function workers(which: Runtime, placement: Placement): Promise<Figure | S
   };
 }
 
-/** The native benchmark's executable, built by cargo if `NATIVE_WAIT_BIN` does not name it. */
+/** The native benchmark's executable (`NATIVE_WAIT_BIN`, or built by cargo). */
 function nativeBinary(): { path?: string; error?: string } {
-  const given = env("NATIVE_WAIT_BIN");
-  if (given) return existsSync(given) ? { path: given } : { error: `${given} does not exist` };
-  progress("building bench/native_wait.rs (cargo bench --no-run)");
-  const built = run([
-    "cargo",
-    "bench",
-    "--manifest-path",
-    `${root}/Cargo.toml`,
-    "--bench",
-    "native_wait",
-    "--no-run",
-    "--message-format=json",
-  ]);
-  checkInterrupted(built);
-  if (built.error) return { error: `cargo bench --no-run failed: ${built.error}` };
-  for (const line of built.stdout.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    const message = JSON.parse(line);
-    if (message.target?.name === "native_wait" && message.executable) {
-      return { path: message.executable };
-    }
-  }
-  return { error: "cargo did not report a native_wait executable" };
+  return nativeBinaryOf("native_wait", "NATIVE_WAIT_BIN");
 }
 
 interface NativeResult {
