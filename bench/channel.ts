@@ -4,7 +4,7 @@
  * 64 KiB and 1 MiB messages:
  *
  * - **one-way throughput** (messages/s and bytes/s, counted by the receiver after a warm-up):
- *   the channel's copying path (`send` / `recv`) and its zero-copy path (`reserve` + `commit` /
+ *   the channel's copying path (`send` / `recvInto`) and its zero-copy path (`reserve` + `commit` /
  *   `recvView`); the runtime's Unix-domain socket with length-prefixed frames, one message per
  *   write, and (64 B) many frames packed into 64 KiB writes; a child's stdout pipe (framed, one
  *   message per write); Bun's `Bun.spawn({ ipc })` with JSON and with advanced serialization
@@ -91,7 +91,7 @@ const PLAN: Record<Transport, { throughput: number[]; latency: number[]; runtime
 
 const TRANSPORTS: Record<Transport, string> = {
   channel:
-    "shared-buffer Channel, copying path: sender.send(Uint8Array) copies into the ring, receiver.recv() returns a copy (a new Uint8Array); round trips: both endpoints { spin: 0 }, so each message wakes a parked receiver (futex)",
+    "shared-buffer Channel, copying path: sender.send(Uint8Array) copies into the ring, receiver.recvInto(buffer) copies it out into one reused buffer; round trips: both endpoints { spin: 0 }, so each message wakes a parked receiver (futex)",
   channel_zc:
     "shared-buffer Channel, zero-copy path: sender.reserve(n) + stamp in place + commit(); receiver.recvView() (a view into the ring, valid until the next receive)",
   channel_zc_fill:
@@ -599,7 +599,7 @@ async function driver(): Promise<unknown> {
             }
             : size === 65536
             ? {
-              name: "64 KiB copying path (send/recv) >= 1x the Unix socket in bytes/s",
+              name: "64 KiB copying path (send/recvInto) >= 1x the Unix socket in bytes/s",
               atLeast: GOALS.copy_vs_socket,
             }
             : undefined,

@@ -19,7 +19,7 @@ const SIZES: [number, string][] = [[64, "64 B"], [4096, "4 KiB"], [65536, "64 Ki
   "1 MiB",
 ]];
 const SERIES: { key: string; label: string; color: string }[] = [
-  { key: "channel", label: "Channel send / recv (copying)", color: "#2f6fb3" },
+  { key: "channel", label: "Channel send / recvInto (copying)", color: "#2f6fb3" },
   { key: "channel_zc", label: "Channel reserve+commit / recvView (zero-copy)", color: "#e08a1e" },
   { key: "native", label: "Rust ring, copying", color: "#8c8c8c" },
   { key: "native_zc", label: "Rust ring, zero-copy", color: "#c8c8c8" },

@@ -46,13 +46,13 @@ const mark = (met: boolean | null | undefined) => (met === true ? " ✓" : met =
 
 /** Throughput rows: [label, who, transport]. */
 const THROUGHPUT_ROWS: [string, string, string][] = [
-  ["Deno: Channel send / recv", "deno", "channel"],
+  ["Deno: Channel send / recvInto", "deno", "channel"],
   ["Deno: Channel zero-copy (reserve+commit / recvView)", "deno", "channel_zc"],
   ["Deno: Channel zero-copy, producer fills the message", "deno", "channel_zc_fill"],
   ["Deno: Unix socket, one message per write", "deno", "socket"],
   ["Deno: Unix socket, packed 64 KiB writes", "deno", "socket_packed"],
   ["Deno: child stdout pipe, one message per write", "deno", "stdio"],
-  ["Bun: Channel send / recv", "bun", "channel"],
+  ["Bun: Channel send / recvInto", "bun", "channel"],
   ["Bun: Channel zero-copy (reserve+commit / recvView)", "bun", "channel_zc"],
   ["Bun: Channel zero-copy, producer fills the message", "bun", "channel_zc_fill"],
   ["Bun: Unix socket, one message per write", "bun", "socket"],

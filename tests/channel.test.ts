@@ -319,3 +319,25 @@ test("a broken-off fragmented message is dropped, and the sender recovers", () =
   d.commit();
   assert.deepEqual([...rx.recv(1000)!], [1, 1, 1, 1, 1, 1, 1, 1]);
 });
+
+test("recvInto copies into a caller's buffer; a message too long for it stays next", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const target = new Uint8Array(16);
+  tx.send(pattern(10, 1));
+  tx.send(pattern(40, 2));
+  tx.send(pattern(3000, 3)); // fragmented: reassembled, then held the same way
+  assert.equal(rx.recvInto(target), 10);
+  assert.deepEqual(target.subarray(0, 10), pattern(10, 1));
+  assert.throws(() => rx.recvInto(target), /40 bytes, target only 16/);
+  assert.throws(() => rx.recvInto(target), RangeError, "still next in line");
+  const big = new Uint8Array(64);
+  assert.equal(rx.recvInto(big), 40);
+  assert.deepEqual(big.subarray(0, 40), pattern(40, 2));
+  assert.throws(() => rx.recvInto(big), RangeError);
+  assert.deepEqual(rx.recv(), pattern(3000, 3));
+  tx.close();
+  assert.equal(rx.recvInto(target), null);
+  assert.throws(() => rx.recvInto([] as never), TypeError);
+});

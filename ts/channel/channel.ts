@@ -583,6 +583,8 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   #closed = false;
   /** An async receive is waiting: receives do not overlap. */
   #busy = false;
+  /** A message that did not fit a recvInto target: the next receive returns it again. */
+  #held: Uint8Array | undefined;
   /** A message lent by recvView: [idx, len], released at the next receive. */
   #lent: [number, number] | undefined;
   /** Partial fragmented messages, by sender tag: the pieces and their total length. */
@@ -609,6 +611,31 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
     return this.#copy(this.recvView(timeoutMs));
   }
 
+  /**
+   * Receives the next message into `target` without allocating: the copying receive for hot
+   * loops.
+   *
+   * @returns The message's length, or `null` at the end of the stream.
+   * @throws {RangeError} If the message is longer than `target`; it stays next in line, for a
+   *   receive with a larger target (or {@linkcode recv}).
+   */
+  recvInto(target: Uint8Array, timeoutMs?: number): number | null {
+    if (!(target instanceof Uint8Array)) {
+      throw new TypeError("recvInto: target must be a Uint8Array");
+    }
+    const view = this.recvView(timeoutMs);
+    if (view === null) return null;
+    if (view.length > target.length) {
+      this.#held = view;
+      throw new RangeError(
+        `recvInto: the next message has ${view.length} bytes, target only ${target.length}`,
+      );
+    }
+    target.set(view);
+    this.release();
+    return view.length;
+  }
+
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
     return this.#copy(await this.recvViewAsync(timeoutMs));
@@ -622,7 +649,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   recvView(timeoutMs?: number): Uint8Array | null {
     this.#begin("recvView");
     const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
-    const fast = this.#tryOne();
+    const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
     return runSync(this.#recvSteps(deadline), this.#ring.parking);
   }
@@ -631,7 +658,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
     this.#begin("recvViewAsync");
     const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
-    const fast = this.#tryOne();
+    const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
     this.#busy = true;
     try {
@@ -644,7 +671,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   /** Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end. */
   tryRecv(): Uint8Array | null | undefined {
     this.#begin("tryRecv");
-    const view = this.#tryOne();
+    const view = this.#takeHeld() ?? this.#tryOne();
     return view === undefined ? undefined : this.#copy(view);
   }
 
@@ -665,6 +692,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
 
   /** Hands the space of a message lent by {@linkcode recvView} back to the senders now. */
   release(): void {
+    this.#held = undefined;
     const lent = this.#lent;
     if (lent) {
       this.#lent = undefined;
@@ -715,7 +743,14 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
     if (this.#busy) {
       throw new Error(`ChannelReceiver.${what}: another receive is still waiting; await it first`);
     }
-    this.release();
+    if (this.#held === undefined) this.release();
+  }
+
+  /** A message that did not fit a recvInto target, handed out again. */
+  #takeHeld(): Uint8Array | undefined {
+    const held = this.#held;
+    this.#held = undefined;
+    return held;
   }
 
   /** A copy of a received message, whose room goes back to the senders at once. */
