@@ -447,6 +447,3 @@ export class Consumer {
     this.#r.wakeProducers();
   }
 }
-
-/** Word indexes used by the endpoints for parking. */
-export const WORDS = { RX_WAITING, TX_WAITING, DATA } as const;
