@@ -14,6 +14,20 @@ mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
 
+/// What one kernel wait ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawWait {
+    /// Woken by a wake call, or spuriously. On macOS also "the word did not hold the expected
+    /// value", which that kernel does not tell apart (see `WAIT_REPORTS_NOT_EQUAL`).
+    Woken,
+    /// The word did not hold the expected value when the kernel looked.
+    NotEqual,
+    /// The timeout passed.
+    TimedOut,
+    /// A signal handler ran, or a partial wait ended early; the caller retries with the time left.
+    Interrupted,
+}
+
 #[cfg(target_os = "linux")]
 mod wait_linux;
 #[cfg(target_os = "linux")]

@@ -9,18 +9,7 @@
 use std::io;
 use std::time::Duration;
 
-/// What one kernel wait ended with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawWait {
-    /// Woken by a wake call, or spuriously.
-    Woken,
-    /// The word did not hold the expected value when the kernel looked.
-    NotEqual,
-    /// The timeout passed.
-    TimedOut,
-    /// A signal handler ran; the caller retries with the time left.
-    Interrupted,
-}
+use super::RawWait;
 
 /// True where [`futex_wait`] itself tells [`RawWait::NotEqual`] apart from a wake-up (the kernel
 /// compares the word and says so), so callers need not read the word first.

@@ -29,19 +29,7 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// What one kernel wait ended with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawWait {
-    /// Woken by a wake call, spuriously, or because the word did not hold the expected value
-    /// (macOS cannot tell these apart).
-    Woken,
-    /// Never returned here (see [`WAIT_REPORTS_NOT_EQUAL`]).
-    NotEqual,
-    /// The timeout passed.
-    TimedOut,
-    /// Interrupted, or a partial wait ended early; the caller retries with the time left.
-    Interrupted,
-}
+use super::RawWait;
 
 /// False: the kernel reports a mismatching word as success, so callers compare first.
 pub const WAIT_REPORTS_NOT_EQUAL: bool = false;

@@ -4,18 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-/// What one kernel wait ended with (never produced here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawWait {
-    /// Woken by a wake call, or spuriously.
-    Woken,
-    /// The word did not hold the expected value.
-    NotEqual,
-    /// The timeout passed.
-    TimedOut,
-    /// Interrupted; the caller retries with the time left.
-    Interrupted,
-}
+use super::RawWait;
 
 /// Callers compare the word themselves (nothing waits here anyway).
 pub const WAIT_REPORTS_NOT_EQUAL: bool = false;
