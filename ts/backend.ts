@@ -73,6 +73,55 @@ export interface Backend {
   unwrap(buffer: ArrayBuffer, handle: number): void;
 }
 
+/** The calls both adapters make the same way. */
+export type CommonCalls = Pick<
+  Backend,
+  | "openKey"
+  | "openName"
+  | "unlinkKey"
+  | "unlinkName"
+  | "dup"
+  | "close"
+  | "handleCount"
+  | "notify"
+  | "mutexInit"
+  | "mutexTryLock"
+  | "mutexUnlock"
+  | "channelConstant"
+  | "processAlive"
+  | "mutexSize"
+>;
+
+// deno-lint-ignore no-explicit-any
+type Calls = Record<string, (...args: any[]) => any>;
+
+/**
+ * The {@linkcode CommonCalls} over a loaded library's symbols (Deno's or Bun's). Addresses pass
+ * through as each runtime's {@linkcode Backend.address} made them.
+ */
+export function commonCalls(s: Calls): CommonCalls {
+  return {
+    openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
+    openName: (name, size, how, flags, mode, out) =>
+      s.sb_open_name(name, name.length, size, how, flags, mode, out),
+    unlinkKey: (key) => s.sb_unlink_key(key),
+    unlinkName: (name) => s.sb_unlink_name(name, name.length),
+    dup: (handle) => s.sb_dup(handle),
+    close: (handle) => s.sb_close(handle),
+    handleCount: () => s.sb_handle_count(),
+    notify: (address, count) => s.sb_notify(address, count),
+    mutexInit: (address) => s.sb_mutex_init(address),
+    mutexTryLock: (address) => s.sb_mutex_trylock(address),
+    mutexUnlock: (address) => s.sb_mutex_unlock(address),
+    channelConstant(name) {
+      const bytes = new TextEncoder().encode(name);
+      return Number(s.sb_channel_constant(bytes, bytes.length));
+    },
+    processAlive: (pid) => s.sb_process_alive(pid) !== 0,
+    mutexSize: s.sb_mutex_size(),
+  };
+}
+
 /** A loader that opens the native library on first use. */
 export type BackendLoader = (explicitPath?: string) => Backend;
 

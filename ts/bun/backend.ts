@@ -9,7 +9,7 @@
  */
 
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
-import type { Backend } from "../backend.ts";
+import { type Backend, commonCalls } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
 
@@ -80,14 +80,7 @@ export function loadBun(explicit?: string): Backend {
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
     maxBufferBytes: 2 ** 32,
     libraryPath: path,
-    openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
-    openName: (name, size, how, flags, mode, out) =>
-      s.sb_open_name(name, name.length, size, how, flags, mode, out),
-    unlinkKey: (key) => s.sb_unlink_key(key),
-    unlinkName: (name) => s.sb_unlink_name(name, name.length),
-    dup: (handle) => s.sb_dup(handle),
-    close: (handle) => s.sb_close(handle),
-    handleCount: () => s.sb_handle_count(),
+    ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
     address: (address) => Number(address),
@@ -96,17 +89,7 @@ export function loadBun(explicit?: string): Backend {
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)
         : s.sb_wait(address, expected, timeoutNs),
     waitAsync: (address, expected, timeoutNs) => wakes.wait(address as number, expected, timeoutNs),
-    notify: (address, count) => s.sb_notify(address, count),
-    mutexInit: (address) => s.sb_mutex_init(address),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
-    mutexTryLock: (address) => s.sb_mutex_trylock(address),
-    mutexUnlock: (address) => s.sb_mutex_unlock(address),
-    channelConstant(name) {
-      const bytes = new TextEncoder().encode(name);
-      return Number(s.sb_channel_constant(bytes, bytes.length));
-    },
-    processAlive: (pid) => s.sb_process_alive(pid) !== 0,
-    mutexSize: s.sb_mutex_size(),
     wrap: (address, length, handle) =>
       // The handle rides along as the deallocator's context; sb_release closes it.
       toArrayBuffer(Number(address), 0, length, handle as never, release),

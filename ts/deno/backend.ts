@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Backend } from "../backend.ts";
+import { type Backend, commonCalls } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
 
@@ -69,14 +69,7 @@ export function loadDeno(explicit?: string): Backend {
     // V8's limit for one ArrayBuffer on 64-bit targets.
     maxBufferBytes: Number.MAX_SAFE_INTEGER,
     libraryPath: path,
-    openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
-    openName: (name, size, how, flags, mode, out) =>
-      s.sb_open_name(name, name.length, size, how, flags, mode, out),
-    unlinkKey: (key) => s.sb_unlink_key(key),
-    unlinkName: (name) => s.sb_unlink_name(name, name.length),
-    dup: (handle) => s.sb_dup(handle),
-    close: (handle) => s.sb_close(handle),
-    handleCount: () => s.sb_handle_count(),
+    ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
     errorName: (code) => cstring(s.sb_error_name(code)),
     errorMessage: (code) => cstring(s.sb_error_message(code)),
     address: (address) => address,
@@ -87,17 +80,7 @@ export function loadDeno(explicit?: string): Backend {
     // Runs the blocking wait on a thread of Deno's pool; the event loop keeps going.
     waitAsync: (address, expected, timeoutNs) =>
       s.sb_wait_nonblocking(address as bigint, expected, ns(timeoutNs)),
-    notify: (address, count) => s.sb_notify(address as bigint, count),
-    mutexInit: (address) => s.sb_mutex_init(address as bigint),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
-    mutexTryLock: (address) => s.sb_mutex_trylock(address as bigint),
-    mutexUnlock: (address) => s.sb_mutex_unlock(address as bigint),
-    channelConstant(name) {
-      const bytes = new TextEncoder().encode(name);
-      return Number(s.sb_channel_constant(bytes, bytes.length));
-    },
-    processAlive: (pid) => s.sb_process_alive(pid) !== 0,
-    mutexSize: s.sb_mutex_size(),
     wrap(address, length, handle) {
       const pointer = Deno.UnsafePointer.create(address);
       if (pointer === null) throw new RangeError("null mapping address");
