@@ -28,30 +28,11 @@ pub(crate) fn alive(pid: u32) -> bool {
     probe(pid).unwrap_or(false)
 }
 
-/// `Ok(true)` if `pid` exists and is not a zombie, `Ok(false)` if it is dead; `Err(EINVAL)` for
-/// 0 and values above `i32::MAX`, which are not pids (`kill` would take them for process
-/// groups), and `Err(errno)` if `kill` fails otherwise.
+/// `Ok(true)` if `pid` exists and is not a zombie, `Ok(false)` if it is dead, `Err(errno)` when
+/// it cannot be told (see [`crate::os::probe_process`]).
 #[cfg(all(unix, not(loom)))]
 pub(crate) fn probe(pid: u32) -> Result<bool, i32> {
-    let raw = libc::pid_t::try_from(pid).map_err(|_| libc::EINVAL)?;
-    if raw <= 0 {
-        return Err(libc::EINVAL);
-    }
-    if pid == own_pid() {
-        return Ok(true);
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
-    let ret = unsafe { libc::kill(raw, 0) };
-    if ret != 0 {
-        // EPERM: it exists but belongs to someone else.
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => return Ok(false),
-            Some(libc::EPERM) => {}
-            Some(code) => return Err(code),
-            None => return Err(libc::EIO),
-        }
-    }
-    Ok(!zombie(pid))
+    crate::os::probe_process(pid)
 }
 
 /// Without `kill` a process's existence cannot be checked.
@@ -70,24 +51,6 @@ pub(crate) fn alive(pid: u32) -> bool {
 #[cfg(loom)]
 pub(crate) fn alive(pid: u32) -> bool {
     pid != 0
-}
-
-/// True if `/proc/<pid>/stat` shows state `Z` (zombie) or `X` (dead).
-#[cfg(all(target_os = "linux", not(loom)))]
-fn zombie(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'.
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    matches!(stat.get(close + 2), Some(b'Z' | b'X'))
-}
-
-#[cfg(all(unix, not(target_os = "linux"), not(loom)))]
-fn zombie(_pid: u32) -> bool {
-    false
 }
 
 #[cfg(all(test, not(loom)))]

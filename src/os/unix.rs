@@ -288,3 +288,59 @@ pub const NAME_MAX: usize = 30; // PSHMNAMLEN - 1 on Darwin
 /// The longest name after the leading `/`.
 #[cfg(not(target_os = "macos"))]
 pub const NAME_MAX: usize = 255;
+
+// ---- processes ------------------------------------------------------------------------------
+
+/// This process's id.
+pub fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// `Ok(true)` if process `pid` exists and is not a zombie, `Ok(false)` if it is dead;
+/// `Err(EINVAL)` for 0 and values above `i32::MAX`, which are not pids (`kill` would take them
+/// for process groups), and `Err(errno)` if `kill` fails otherwise. A process of another user
+/// (`EPERM`) counts as alive; a killed child that its parent has not reaped yet (Linux: state
+/// `Z` or `X` in `/proc/<pid>/stat`) counts as dead, since it will never run again.
+pub fn probe_process(pid: u32) -> Result<bool, i32> {
+    let raw = libc::pid_t::try_from(pid).map_err(|_| libc::EINVAL)?;
+    if raw <= 0 {
+        return Err(libc::EINVAL);
+    }
+    if pid == current_pid() {
+        return Ok(true);
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
+    if unsafe { libc::kill(raw, 0) } != 0 {
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => return Ok(false),
+            Some(libc::EPERM) => {}
+            Some(code) => return Err(code),
+            None => return Err(libc::EIO),
+        }
+    }
+    Ok(!zombie(pid))
+}
+
+/// True unless process `pid` is known to be dead (see [`probe_process`]).
+pub fn process_alive(pid: u32) -> bool {
+    probe_process(pid).unwrap_or(false)
+}
+
+/// True if `/proc/<pid>/stat` shows state `Z` (zombie) or `X` (dead).
+#[cfg(target_os = "linux")]
+fn zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(stat.get(close + 2), Some(b'Z' | b'X'))
+}
+
+/// Elsewhere a zombie cannot be told apart from a live process here.
+#[cfg(not(target_os = "linux"))]
+fn zombie(_pid: u32) -> bool {
+    false
+}

@@ -145,28 +145,6 @@ pub unsafe fn futex_wake(addr: *const u32, count: u32) -> io::Result<usize> {
     }
 }
 
-/// This process's id. (glibc no longer caches it, so this is a system call on Linux; only the
-/// process-id lock, which Linux uses in tests alone, calls it.)
-pub fn current_pid() -> u32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    let pid = unsafe { libc::getpid() };
-    pid as u32
-}
-
-/// False only when process `pid` certainly does not exist (`kill(pid, 0)` fails with `ESRCH`).
-/// A process of another user (`EPERM`) and a zombie not yet reaped both count as alive.
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
-    let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 /// The robust, process-shared, error-checking `pthread_mutex_t` that [`crate::sync::Mutex`]
 /// places in shared memory.
 ///

@@ -274,25 +274,3 @@ pub unsafe fn futex_wake(addr: *const u32, count: u32) -> io::Result<usize> {
     }
     Ok(woken)
 }
-
-/// This process's id. macOS's libc caches it in user space (and resets it in a forked child),
-/// so this makes no system call.
-pub fn current_pid() -> u32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    let pid = unsafe { libc::getpid() };
-    pid as u32
-}
-
-/// False only when process `pid` certainly does not exist (`kill(pid, 0)` fails with `ESRCH`).
-/// A process of another user (`EPERM`) and a zombie not yet reaped both count as alive.
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
-    let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
