@@ -5,7 +5,7 @@
 DENO_VERSION := 2.9.6
 BUN_VERSION := 1.4.5
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
-LIB := target/release/libshared_buffer.so
+LIB := target/release/libshared_buffer_native.so
 
 DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS)/deno)
 BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS)/bun)
@@ -23,8 +23,8 @@ all: build
 
 build: $(LIB)
 
-$(LIB): $(wildcard src/*.rs src/*/*.rs) Cargo.toml Cargo.lock
-	cargo build --release
+$(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
+	cargo build --release -p shared-buffer-native
 	@touch $@
 
 $(TOOLS)/deno $(TOOLS)/bun:
@@ -42,17 +42,17 @@ demo: tools build
 
 lint: tools
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	$(DENO) fmt --check
 	$(DENO) lint
 	$(DENO) check mod.ts tests/ examples/ bench/
 
 test-rust:
-	cargo test
+	cargo test --workspace
 
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib channel::loom_tests
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p shared-buffer --lib channel::loom_tests
 
 test-deno: tools build
 	$(DENO_TEST) tests/

@@ -162,12 +162,14 @@ export function progress(message: string): void {
 export function nativeBinary(name: string, variable: string): { path?: string; error?: string } {
   const given = env(variable);
   if (given) return existsSync(given) ? { path: given } : { error: `${given} does not exist` };
-  progress(`building bench/${name}.rs (cargo bench --no-run)`);
+  progress(`building crates/bench/benches/${name}.rs (cargo bench --no-run)`);
   const built = run([
     "cargo",
     "bench",
     "--manifest-path",
     `${root}/Cargo.toml`,
+    "-p",
+    "shared-buffer-bench",
     "--bench",
     name,
     "--no-run",

@@ -12,9 +12,9 @@ import { test, testUnless } from "./harness.ts";
 import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
-const LIBRARY = `${root}target/release/libshared_buffer.so`;
-const SRC_DIR = `${root}src`;
-const FFI_DIR = `${root}src/ffi`;
+const LIBRARY = `${root}target/release/libshared_buffer_native.so`;
+const SRC_DIR = `${root}crates`;
+const FFI_DIR = `${root}crates/native/src`;
 
 type Entry = { name?: string; parameters: readonly string[]; result: string };
 /** The table keyed by native symbol: an entry with `name` is another binding of that symbol
@@ -194,7 +194,7 @@ testUnless(noNm, "the library's exported sb_* symbols are exactly ts/ffi.ts's ta
     .map((cols) => cols[2]);
   if (exported.length === 0) throw new Error(`nm found no sb_* symbols in ${LIBRARY}`);
   try {
-    assertSameSet(exported, Object.keys(table), "target/release/libshared_buffer.so");
+    assertSameSet(exported, Object.keys(table), "target/release/libshared_buffer_native.so");
   } catch (err) {
     const hint = "\n  (a stale library also fails here: rebuild with `cargo build --release`)";
     throw new Error(`${(err as Error).message}${hint}`);
@@ -243,9 +243,9 @@ test("each table entry has the Rust function's parameter count, and compatible t
   if (problems.length) throw new Error(`ts/ffi.ts drifted:\n  ${problems.join("\n  ")}`);
 });
 
-test("ABI_VERSION in ts/ffi.ts equals SB_ABI_VERSION in src/ffi/mod.rs", () => {
-  const src = stripComments(readFileSync(`${FFI_DIR}/mod.rs`, "utf8"));
+test("ABI_VERSION in ts/ffi.ts equals SB_ABI_VERSION in crates/native/src/lib.rs", () => {
+  const src = stripComments(readFileSync(`${FFI_DIR}/lib.rs`, "utf8"));
   const m = src.match(/pub\s+const\s+SB_ABI_VERSION\s*:\s*u32\s*=\s*(\d+)\s*;/);
-  if (!m) throw new Error("no `pub const SB_ABI_VERSION: u32 = N;` in src/ffi/mod.rs");
+  if (!m) throw new Error("no `pub const SB_ABI_VERSION: u32 = N;` in crates/native/src/lib.rs");
   assertEquals(ABI_VERSION, Number(m[1]), "ABI_VERSION (ts/ffi.ts) vs SB_ABI_VERSION (Rust)");
 });

@@ -137,14 +137,14 @@ export function installBackend(load: BackendLoader): void {
  * Loads the native library now. Without `path`, the library is looked for as
  * {@linkcode libraryCandidates} says; calling this is optional, since first use loads it too.
  *
- * @param path An explicit path to `libshared_buffer.so` (or `.dylib`), tried before anything else.
+ * @param path An explicit path to `libshared_buffer_native.so` (or `.dylib`), tried before anything else.
  * @returns The path it was loaded from.
  * @throws {Error} If it is already loaded from another path, or no candidate loads.
  *
  * @example
  * ```ts
  * import { loadLibrary } from "./mod.ts";
- * loadLibrary("/opt/shared-buffer/libshared_buffer.so");
+ * loadLibrary("/opt/shared-buffer/libshared_buffer_native.so");
  * ```
  */
 export function loadLibrary(path?: string): string {

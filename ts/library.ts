@@ -18,16 +18,16 @@ import { ABI_VERSION } from "./ffi.ts";
  *
  * @example
  * ```sh
- * SHARED_BUFFER_LIB=/opt/lib/libshared_buffer.so deno run --allow-ffi --allow-env=SHARED_BUFFER_LIB main.ts
+ * SHARED_BUFFER_LIB=/opt/lib/libshared_buffer_native.so deno run --allow-ffi --allow-env=SHARED_BUFFER_LIB main.ts
  * ```
  */
 export const LIBRARY_ENV = "SHARED_BUFFER_LIB";
 
 /** The library's file name on `os` (a `Deno.build.os` / `process.platform` value). */
 export function libraryFileName(os: string): string {
-  if (os === "darwin") return "libshared_buffer.dylib";
-  if (os === "windows" || os === "win32") return "shared_buffer.dll";
-  return "libshared_buffer.so";
+  if (os === "darwin") return "libshared_buffer_native.dylib";
+  if (os === "windows" || os === "win32") return "shared_buffer_native.dll";
+  return "libshared_buffer_native.so";
 }
 
 /** The candidate paths, most specific first. `root` is the package's folder. */

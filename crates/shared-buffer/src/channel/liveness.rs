@@ -31,13 +31,13 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// `Ok(true)` if `pid` exists and is not a zombie, `Ok(false)` if it is dead, `Err(errno)` when
 /// it cannot be told (see [`crate::os::probe_process`]).
 #[cfg(all(unix, not(loom)))]
-pub(crate) fn probe(pid: u32) -> Result<bool, i32> {
+pub fn probe(pid: u32) -> Result<bool, i32> {
     crate::os::probe_process(pid)
 }
 
 /// Without `kill` a process's existence cannot be checked.
 #[cfg(any(not(unix), loom))]
-pub(crate) fn probe(_pid: u32) -> Result<bool, i32> {
+pub fn probe(_pid: u32) -> Result<bool, i32> {
     Err(libc::ENOSYS)
 }
 

@@ -2,13 +2,13 @@
 //! liveness check for peer processes, and the layout constants to check its own copy against.
 //!
 //! The protocol itself runs in TypeScript over the shared memory (see
-//! [`crate::channel::layout`]); these calls are on its slow paths and in its tests only.
+//! [`shared_buffer::channel::layout`]); these calls are on its slow paths and in its tests only.
 
 use std::panic;
 
-use super::guard;
-use crate::channel::layout::TABLE;
-use crate::channel::liveness;
+use crate::guard;
+use shared_buffer::channel::layout::TABLE;
+use shared_buffer::channel::liveness;
 
 /// Whether process `pid` is alive, as the channel's peers judge it: 1 if it exists and is not a
 /// zombie (`kill(pid, 0)` does not fail with `ESRCH`, and `/proc/<pid>/stat` does not show
@@ -54,7 +54,7 @@ pub unsafe extern "C" fn sb_channel_constant(name: *const u8, name_len: u32) -> 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::channel::layout;
+    use shared_buffer::channel::layout;
 
     fn constant(name: &str) -> i64 {
         // SAFETY: the str is valid for its length.
@@ -102,8 +102,8 @@ mod tests {
             // SAFETY: both functions return static NUL-terminated strings.
             let (got, message) = unsafe {
                 (
-                    CStr::from_ptr(crate::ffi::sb_error_name(-code)),
-                    CStr::from_ptr(crate::ffi::sb_error_message(-code)),
+                    CStr::from_ptr(crate::sb_error_name(-code)),
+                    CStr::from_ptr(crate::sb_error_message(-code)),
                 )
             };
             assert_eq!(got, name);

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use super::{code_of, guard};
-use crate::segment::{Options, Segment, SegmentId, SizeMismatch};
+use crate::{code_of, guard};
+use shared_buffer::segment::{Options, Segment, SegmentId, SizeMismatch};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
 pub const SB_OPEN: u32 = 0;

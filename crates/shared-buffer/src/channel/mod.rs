@@ -67,7 +67,7 @@
 #![cfg_attr(loom, allow(dead_code))]
 
 pub mod layout;
-pub(crate) mod liveness;
+pub mod liveness;
 mod mem;
 mod park;
 mod ring;

@@ -11,8 +11,10 @@ use std::io;
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use super::{code_of, guard};
-use crate::sync::{self, AsyncStart, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome};
+use crate::{code_of, guard};
+use shared_buffer::sync::{
+    self, AsyncStart, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome,
+};
 
 /// A wait ended by a notify, or spuriously (`Atomics.wait`'s `"ok"`).
 pub const SB_WAIT_OK: i32 = 0;

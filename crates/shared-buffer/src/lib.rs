@@ -1,14 +1,18 @@
-//! Cross-process shared memory for Deno and Bun, with a Rust API of its own.
+//! Cross-process shared memory, wait/notify, a robust lock and channels: the Rust core of
+//! shared-buffer.
 //!
-//! The crate has three layers, one folder or file each:
+//! The crate has these layers, one folder or file each:
 //!
 //! - [`os`]: the only code that makes system calls, chosen by `cfg` (Unix here; other targets
 //!   compile and report [`std::io::ErrorKind::Unsupported`]).
 //! - [`Segment`] ([`segment`]): a mapped shared-memory segment, keyed (System V, the seed
 //!   package's kind) or named (POSIX `shm_open`), with exclusive create, open, open-or-create and
 //!   unlink.
-//! - [`ffi`]: the flat C ABI that the TypeScript entry points (`mod.ts`, `bun.ts`) load. Every
-//!   symbol starts with `sb_`, returns `0` or a negative error code, and never lets a panic out.
+//! - [`sync`] and [`channel`]: cross-process wait/notify, a robust lock, and message channels
+//!   over segments.
+//!
+//! The C ABI that Deno, Bun and Node.js load is a separate crate, `shared-buffer-native`, built on
+//! this one.
 //!
 //! # Examples
 //!
@@ -25,7 +29,6 @@
 //! ```
 
 pub mod channel;
-pub mod ffi;
 pub mod os;
 pub mod segment;
 pub mod sync;

@@ -1,0 +1,1 @@
+//! Native anchors for the benchmarks; everything is in `benches/`.

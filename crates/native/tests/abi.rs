@@ -1,0 +1,459 @@
+//! The C ABI that the runtimes load: handles and reference counts, error codes, wait/notify,
+//! the mutex and the async wait service, called as a runtime would call them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use shared_buffer::sync::{self, AsyncStart, MUTEX_SIZE, WaitOutcome};
+use shared_buffer::{Options, Segment, SegmentId};
+use shared_buffer_native::{self as ffi, SbMapping};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Serializes the tests that read process-wide state (the handle count).
+static GLOBAL: StdMutex<()> = StdMutex::new(());
+
+fn global() -> std::sync::MutexGuard<'static, ()> {
+    GLOBAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unique() -> u32 {
+    std::process::id().wrapping_mul(4096) ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ 0x6b00_0000
+}
+
+/// A segment name that is unlinked when the test ends, however it ends.
+struct Scratch(SegmentId);
+
+impl Scratch {
+    fn named() -> Self {
+        Self(SegmentId::name(&format!("/sbffi-{}", unique())).unwrap())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Segment::unlink(&self.0);
+    }
+}
+
+const LONG: Duration = Duration::from_secs(10);
+/// Where tests put their mutex.
+const MUTEX_AT: usize = 64;
+
+/// A 4 KiB named segment, unlinked on drop.
+struct TestSeg {
+    id: SegmentId,
+    name: String,
+    seg: Segment,
+}
+
+impl TestSeg {
+    fn new(test: &str) -> Self {
+        let name = format!("/sb-abi-{test}-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id); // a leftover of a crashed earlier run
+        let seg = Segment::create(&id, 4096, &Options::default()).unwrap();
+        Self { id, name, seg }
+    }
+
+    fn word(&self, index: usize) -> &AtomicU32 {
+        self.seg.atomic_u32(index * 4)
+    }
+}
+
+impl Drop for TestSeg {
+    fn drop(&mut self) {
+        let _ = Segment::unlink(&self.id);
+    }
+}
+
+/// The entry point of the child process that notifies from another process; a no-op test
+/// otherwise.
+#[test]
+fn child_entry() {
+    let Ok(name) = std::env::var("SB_ABI_NOTIFY") else {
+        return;
+    };
+    let seg = Segment::open(&SegmentId::name(&name).unwrap(), None, &Options::default()).unwrap();
+    // The parent parks five waits before anything changes; give them time to start.
+    std::thread::sleep(Duration::from_millis(100));
+    seg.atomic_u32(0).store(1, Ordering::Release);
+    sync::notify(seg.atomic_u32(0), sync::NOTIFY_ALL).unwrap();
+}
+
+/// Runs [`child_entry`] in a new process that notifies word 0 of `seg`.
+fn spawn_notifier(seg: &TestSeg) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("SB_ABI_NOTIFY", &seg.name)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+// ---- the C layer ----------------------------------------------------------------------------
+
+fn open_name(name: &str, size: u64, how: u32) -> (i32, SbMapping) {
+    let mut out = SbMapping::default();
+    // SAFETY: name is valid for its length and out for one write.
+    let rc = unsafe {
+        ffi::sb_open_name(
+            name.as_ptr(),
+            name.len() as u32,
+            size,
+            how,
+            0,
+            0o600,
+            &mut out,
+        )
+    };
+    (rc, out)
+}
+
+#[test]
+fn c_layer_handles_count_references() {
+    let _serial = global();
+    let s = Scratch::named();
+    let SegmentId::Name(name) = &s.0 else {
+        unreachable!()
+    };
+    let name = name.to_str().unwrap();
+    let before = ffi::sb_handle_count();
+    let (rc, out) = open_name(name, 4096, ffi::SB_CREATE);
+    assert_eq!(rc, 0);
+    assert_eq!((out.len, out.created), (4096, 1));
+    let handle = out.handle as i32;
+    let dup = ffi::sb_dup(handle);
+    assert!(dup > 0 && dup != handle);
+    assert_eq!(ffi::sb_close(handle), 0);
+    // The mapping lives on through the duplicate.
+    // SAFETY: the address is mapped while `dup` is open, and aligned for u32.
+    unsafe { (out.addr as *mut u32).write_volatile(17) };
+    assert_eq!(ffi::sb_close(dup), 0);
+    assert_eq!(
+        ffi::sb_close(dup),
+        -libc::EBADF,
+        "double close is an error, not UB"
+    );
+    assert_eq!(ffi::sb_close(123_456_789), -libc::EBADF);
+    assert_eq!(ffi::sb_dup(dup), -libc::EBADF);
+    assert_eq!(ffi::sb_handle_count(), before);
+    let (rc, out) = open_name(name, 0, ffi::SB_OPEN);
+    assert_eq!((rc, out.len, out.created), (0, 4096, 0));
+    // SAFETY: mapped while the new handle is open.
+    assert_eq!(unsafe { (out.addr as *const u32).read_volatile() }, 17);
+    ffi::sb_release(std::ptr::null_mut(), out.handle as usize as *mut _);
+    assert_eq!(
+        ffi::sb_handle_count(),
+        before,
+        "the deallocator closes its handle"
+    );
+}
+
+#[test]
+fn c_layer_reports_errors_as_negative_codes() {
+    let _serial = global();
+    let s = Scratch::named();
+    let SegmentId::Name(name) = &s.0 else {
+        unreachable!()
+    };
+    let name = name.to_str().unwrap();
+    assert_eq!(open_name(name, 0, ffi::SB_OPEN).0, -libc::ENOENT);
+    let (rc, first) = open_name(name, 64, ffi::SB_CREATE);
+    assert_eq!(rc, 0);
+    assert_eq!(open_name(name, 64, ffi::SB_CREATE).0, -libc::EEXIST);
+    let (rc, out) = open_name(name, 128, ffi::SB_OPEN_OR_CREATE);
+    assert_eq!(
+        (rc, out.len, out.handle),
+        (-libc::EINVAL, 64, 0),
+        "len carries the actual size"
+    );
+    assert_eq!(open_name(name, 64, 99).0, -libc::EINVAL);
+    assert_eq!(open_name("a/b", 64, ffi::SB_CREATE).0, -libc::EINVAL);
+    let bad_utf8 = [b'/', 0xff, 0xfe];
+    let mut out = SbMapping::default();
+    // SAFETY: valid pointers and lengths.
+    let rc =
+        unsafe { ffi::sb_open_name(bad_utf8.as_ptr(), 3, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    assert_eq!(rc, -libc::EINVAL);
+    // SAFETY: a null name with a non-zero length is refused before it is read.
+    let rc =
+        unsafe { ffi::sb_open_name(std::ptr::null(), 5, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    assert_eq!(rc, -libc::EFAULT);
+    let before = ffi::sb_handle_count();
+    // SAFETY: a null out pointer is allowed and refused.
+    let rc = unsafe {
+        ffi::sb_open_name(
+            name.as_ptr(),
+            name.len() as u32,
+            0,
+            ffi::SB_OPEN,
+            0,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, -libc::EFAULT);
+    assert_eq!(
+        ffi::sb_handle_count(),
+        before,
+        "no handle leaks when out is null"
+    );
+    assert_eq!(ffi::sb_close(first.handle as i32), 0);
+    // SAFETY: out is valid.
+    assert_eq!(
+        unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, &mut out) },
+        -libc::EINVAL
+    );
+    assert_eq!(ffi::sb_unlink_key(0), -libc::EINVAL);
+    // SAFETY: name is valid for its length.
+    assert_eq!(
+        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
+        0
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
+        -libc::ENOENT
+    );
+}
+
+#[test]
+fn abi_version_matches_the_constant() {
+    assert_eq!(ffi::sb_abi_version(), ffi::SB_ABI_VERSION);
+    assert!(!ffi::sb_release_fn().is_null());
+}
+
+// ---- the C ABI ----------------------------------------------------------------------------
+
+#[test]
+fn c_abi_wait_and_notify() {
+    let word = AtomicU32::new(3);
+    let addr = word.as_ptr().cast_const();
+    // SAFETY: (all sb_* calls) the addresses are live words, null, misaligned, or unmapped on
+    // purpose; the ABI checks the first two and the kernel reports the last.
+    unsafe {
+        assert_eq!(ffi::sb_wait(addr, 4, -1), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_wait(addr, 3, 0), ffi::SB_WAIT_TIMED_OUT);
+        let start = Instant::now();
+        assert_eq!(ffi::sb_wait(addr, 3, 20_000_000), ffi::SB_WAIT_TIMED_OUT);
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(
+            ffi::sb_wait_spin(addr, 3, 1_000_000, 100),
+            ffi::SB_WAIT_TIMED_OUT
+        );
+        assert_eq!(ffi::sb_wait_spin(addr, 4, -1, 100), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_notify(addr, 1), 0);
+        assert_eq!(ffi::sb_wait(std::ptr::null(), 0, 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_notify(std::ptr::null(), 1), -libc::EINVAL);
+        let odd = addr.cast::<u8>().add(1).cast::<u32>();
+        assert_eq!(ffi::sb_wait(odd, 0, 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_notify(odd, 1), -libc::EINVAL);
+        assert_eq!(ffi::sb_wait_spin(odd, 0, 0, 1), -libc::EINVAL);
+
+        // A stale address: the kernel reports EFAULT, nothing crashes (Linux only: elsewhere
+        // the word is read in user space first).
+        #[cfg(target_os = "linux")]
+        {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            assert_eq!(libc::munmap(page, 4096), 0);
+            assert_eq!(ffi::sb_wait(page.cast(), 0, -1), -libc::EFAULT);
+            assert_eq!(ffi::sb_wait(page.cast(), 0, 0), -libc::EFAULT);
+            assert_eq!(ffi::sb_notify(page.cast(), 1), -libc::EFAULT);
+        }
+
+        // A waiter on another thread, woken through the ABI (notify until the kernel says it
+        // woke one: the thread may not have parked yet).
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| ffi::sb_wait(word.as_ptr(), 3, 10_000_000_000));
+            let start = Instant::now();
+            while ffi::sb_notify(addr, u32::MAX) != 1 {
+                assert!(start.elapsed() < LONG, "the waiter never parked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(waiter.join().unwrap(), ffi::SB_WAIT_OK);
+        });
+    }
+}
+
+#[test]
+fn c_abi_mutex() {
+    let seg = TestSeg::new("abi-mutex");
+    let base = seg.seg.as_ptr();
+    assert_eq!(ffi::sb_mutex_size() as usize, MUTEX_SIZE);
+    assert_eq!(ffi::sb_mutex_align(), 8);
+    // SAFETY: (all sb_* calls) addresses inside the segment (or null / misaligned on purpose).
+    unsafe {
+        let m = base.add(MUTEX_AT);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), -libc::EINVAL, "not initialised");
+        assert_eq!(ffi::sb_mutex_init(std::ptr::null_mut()), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_init(m.add(4)), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_init(m), 0);
+        assert_eq!(ffi::sb_mutex_init(m), 1);
+        assert_eq!(ffi::sb_mutex_unlock(m), -libc::EPERM);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), ffi::SB_LOCK_ACQUIRED);
+        assert_eq!(ffi::sb_mutex_lock(m, -1), -libc::EDEADLK);
+        assert_eq!(ffi::sb_mutex_trylock(m), -libc::EDEADLK);
+        let p = m as usize;
+        std::thread::spawn(move || {
+            let m = p as *mut u8;
+            assert_eq!(ffi::sb_mutex_trylock(m), -libc::EBUSY);
+            assert_eq!(ffi::sb_mutex_lock(m, 30_000_000), -libc::ETIMEDOUT);
+            assert_eq!(ffi::sb_mutex_unlock(m), -libc::EPERM);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(ffi::sb_mutex_unlock(m), 0);
+        assert_eq!(ffi::sb_mutex_trylock(m), ffi::SB_LOCK_ACQUIRED);
+        assert_eq!(ffi::sb_mutex_unlock(m), 0);
+        assert_eq!(ffi::sb_mutex_lock(std::ptr::null_mut(), 0), -libc::EINVAL);
+        assert_eq!(ffi::sb_mutex_unlock(m.add(4)), -libc::EINVAL);
+    }
+}
+
+// ---- the async wait service ---------------------------------------------------------------
+
+static EVENTS: StdMutex<Vec<(u64, i32)>> = StdMutex::new(Vec::new());
+static EVENT: Condvar = Condvar::new();
+
+extern "C" fn record(token: u64, result: i32) {
+    EVENTS.lock().unwrap().push((token, result));
+    EVENT.notify_all();
+}
+
+/// The result the callback got for `token`, waiting up to 10 s for it.
+fn event(token: u64) -> i32 {
+    let deadline = Instant::now() + LONG;
+    let mut events = EVENTS.lock().unwrap();
+    loop {
+        if let Some(at) = events.iter().position(|(t, _)| *t == token) {
+            return events.remove(at).1;
+        }
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no callback for token {token}"));
+        events = EVENT.wait_timeout(events, left).unwrap().0;
+    }
+}
+
+fn no_event(token: u64) -> bool {
+    !EVENTS.lock().unwrap().iter().any(|(t, _)| *t == token)
+}
+
+/// One test owns the process-wide callback, so these steps run in order.
+#[test]
+fn async_wait_service() {
+    let seg = TestSeg::new("async");
+    let word = seg.word(0);
+    let addr = word.as_ptr().cast_const();
+    // SAFETY: (all sb_* calls) `addr` is a live word of the segment, which outlives every wait
+    // registered here (each one is seen to end before the segment drops).
+    unsafe {
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, -1, 1),
+            -libc::EINVAL,
+            "no callback yet"
+        );
+        assert_eq!(ffi::sb_set_wake_callback(Some(record)), 0);
+        assert_eq!(
+            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1),
+            -libc::EINVAL
+        );
+
+        // Settled at once: no callback.
+        assert_eq!(ffi::sb_wait_async(addr, 9, -1, 2), ffi::SB_WAIT_NOT_EQUAL);
+        assert_eq!(ffi::sb_wait_async(addr, 0, 0, 3), ffi::SB_WAIT_TIMED_OUT);
+
+        // Woken by a notify from this process.
+        assert_eq!(ffi::sb_wait_async(addr, 0, -1, 10), ffi::SB_WAIT_PENDING);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(no_event(10), "called back before any notify");
+        word.store(1, Ordering::Release);
+        ffi::sb_notify(addr, u32::MAX);
+        assert_eq!(event(10), ffi::SB_WAIT_OK);
+
+        // Timed out, no earlier than asked.
+        let start = Instant::now();
+        assert_eq!(
+            ffi::sb_wait_async(addr, 1, 50_000_000, 11),
+            ffi::SB_WAIT_PENDING
+        );
+        assert_eq!(event(11), ffi::SB_WAIT_TIMED_OUT);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+
+        // Woken by another process: five waits on one word.
+        word.store(0, Ordering::Release);
+        let mut notifier = spawn_notifier(&seg);
+        for token in 20..25 {
+            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token), 0);
+        }
+        for token in 20..25 {
+            assert_eq!(event(token), ffi::SB_WAIT_OK, "token {token}");
+        }
+        assert!(notifier.wait().unwrap().success());
+
+        // Threads are reused: sequential waits spawn nothing new once one is idle.
+        let spawned = sync::service_stats().spawned;
+        for round in 0..50u32 {
+            let token = 100 + u64::from(round);
+            word.store(round, Ordering::Release);
+            assert_eq!(ffi::sb_wait_async(addr, round, -1, token), 0);
+            word.store(round + 1, Ordering::Release);
+            ffi::sb_notify(addr, u32::MAX);
+            assert_eq!(event(token), ffi::SB_WAIT_OK);
+        }
+        assert!(sync::service_stats().spawned - spawned <= 1);
+
+        // Many at once: one thread each, all woken.
+        for i in 0..100 {
+            seg.word(10 + i).store(0, Ordering::Release);
+            let token = 1000 + i as u64;
+            assert_eq!(
+                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token),
+                0
+            );
+        }
+        assert!(sync::service_stats().pending >= 100);
+        for i in 0..100 {
+            seg.word(10 + i).store(1, Ordering::Release);
+            ffi::sb_notify(seg.word(10 + i).as_ptr(), 1);
+        }
+        for i in 0..100 {
+            assert_eq!(event(1000 + i), ffi::SB_WAIT_OK);
+        }
+        let stats = sync::service_stats();
+        assert!(stats.threads >= 100, "{stats:?}");
+
+        assert_eq!(ffi::sb_set_wake_callback(None), 0);
+    }
+
+    // The Rust API, with a closure.
+    word.store(5, Ordering::Release);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // SAFETY: a live word of the segment, which outlives the wait (it ends before the drop).
+    let start = unsafe {
+        sync::wait_async(word.as_ptr(), 5, Some(LONG), move |r| {
+            tx.send(r.unwrap()).unwrap();
+        })
+    }
+    .unwrap();
+    assert_eq!(start, AsyncStart::Pending);
+    word.store(6, Ordering::Release);
+    sync::notify(word, 1).unwrap();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), WaitOutcome::Woken);
+}
