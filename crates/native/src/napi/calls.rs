@@ -1,5 +1,5 @@
 //! The calls Node.js makes, as Node-API functions: Node 20 has no FFI, so everything the
-//! TypeScript `Backend` needs (open, unlink, handles, error text, wait/notify, the mutex, the
+//! TypeScript `Backend` needs (open, handles, error text, wait/notify, the mutex, the
 //! channel's helpers) is exported here as a JavaScript function on the module's `exports`.
 //!
 //! Each function converts its arguments and calls the `sb_*` function of the flat C ABI that
@@ -22,11 +22,12 @@ use std::ptr;
 use std::sync::{Mutex, PoisonError};
 
 use super::sys::{self, Api, Env, Value};
+use super::{Outcome, Thrown, check, throw};
 use crate::{
     SB_WAIT_PENDING, SbMapping, sb_channel_constant, sb_close, sb_dup, sb_error_message,
     sb_error_name, sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
-    sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_unlink_key,
-    sb_unlink_name, sb_wait, sb_wait_spin, start_wait_async,
+    sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_wait, sb_wait_spin,
+    start_wait_async,
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
@@ -38,13 +39,7 @@ const TSFN_NONBLOCKING: i32 = 0;
 /// `napi_tsfn_release`.
 const TSFN_RELEASE: i32 = 0;
 
-/// A thrown error: which constructor, and its message.
-enum Thrown {
-    Type(&'static CStr),
-    Error(&'static CStr),
-}
-
-type Call = Result<Value, Thrown>;
+type Call = Outcome;
 
 /// The arguments of one call, read with `napi_get_cb_info`.
 struct Args<'a> {
@@ -76,9 +71,7 @@ impl<'a> Args<'a> {
                 &mut data,
             )
         };
-        if status != sys::OK {
-            return Err(Thrown::Error(c"shared-buffer: napi_get_cb_info failed"));
-        }
+        check(status, "napi_get_cb_info")?;
         Ok((
             Self {
                 api,
@@ -94,7 +87,7 @@ impl<'a> Args<'a> {
         if i < self.argc.min(self.argv.len()) {
             Ok(self.argv[i])
         } else {
-            Err(Thrown::Type(c"shared-buffer: missing argument"))
+            Err(Thrown::Type("missing argument".into()))
         }
     }
 
@@ -102,21 +95,21 @@ impl<'a> Args<'a> {
         let mut out = 0;
         // SAFETY: a value of this callback and a valid out-pointer.
         let status = unsafe { (self.api.get_value_uint32)(self.env, self.arg(i)?, &mut out) };
-        ok_or(status, out, c"shared-buffer: expected a number")
+        ok_or(status, out, "expected a number")
     }
 
     fn i32(&self, i: usize) -> Result<i32, Thrown> {
         let mut out = 0;
         // SAFETY: as above.
         let status = unsafe { (self.api.get_value_int32)(self.env, self.arg(i)?, &mut out) };
-        ok_or(status, out, c"shared-buffer: expected a number")
+        ok_or(status, out, "expected a number")
     }
 
     fn i64(&self, i: usize) -> Result<i64, Thrown> {
         let mut out = 0;
         // SAFETY: as above.
         let status = unsafe { (self.api.get_value_int64)(self.env, self.arg(i)?, &mut out) };
-        ok_or(status, out, c"shared-buffer: expected a number")
+        ok_or(status, out, "expected a number")
     }
 
     fn u64_bigint(&self, i: usize) -> Result<u64, Thrown> {
@@ -126,9 +119,9 @@ impl<'a> Args<'a> {
             (self.api.get_value_bigint_uint64)(self.env, self.arg(i)?, &mut out, &mut lossless)
         };
         if status == sys::OK && !lossless {
-            return Err(Thrown::Type(c"shared-buffer: BigInt out of the u64 range"));
+            return Err(Thrown::Type("BigInt out of the u64 range".into()));
         }
-        ok_or(status, out, c"shared-buffer: expected a BigInt")
+        ok_or(status, out, "expected a BigInt")
     }
 
     /// An address: a non-negative integral number (below 2^53), or a BigInt.
@@ -140,11 +133,9 @@ impl<'a> Args<'a> {
             if (0.0..=9_007_199_254_740_991.0).contains(&number) && number.fract() == 0.0 {
                 return Ok(number as usize);
             }
-            return Err(Thrown::Type(
-                c"shared-buffer: an address must be a safe integer",
-            ));
+            return Err(Thrown::Type("an address must be a safe integer".into()));
         }
-        let wrong = || Thrown::Type(c"shared-buffer: an address must be a number or a BigInt");
+        let wrong = || Thrown::Type("an address must be a number or a BigInt".into());
         usize::try_from(self.u64_bigint(i).map_err(|_| wrong())?).map_err(|_| wrong())
     }
 
@@ -165,11 +156,12 @@ impl<'a> Args<'a> {
             )
         };
         if status != sys::OK || ty != kind {
-            return Err(Thrown::Type(if kind == UINT8_ARRAY {
-                c"shared-buffer: expected a Uint8Array"
+            let wanted = if kind == UINT8_ARRAY {
+                "a Uint8Array"
             } else {
-                c"shared-buffer: expected a BigUint64Array"
-            }));
+                "a BigUint64Array"
+            };
+            return Err(Thrown::Type(format!("expected {wanted}")));
         }
         Ok((data, length))
     }
@@ -177,26 +169,19 @@ impl<'a> Args<'a> {
     fn int(&self, value: i32) -> Call {
         let mut out = ptr::null_mut();
         // SAFETY: a valid env and out-pointer.
-        let status = unsafe { (self.api.create_int32)(self.env, value, &mut out) };
-        made(status, out)
+        check(
+            unsafe { (self.api.create_int32)(self.env, value, &mut out) },
+            "napi_create_int32",
+        )?;
+        Ok(out)
     }
 }
 
-fn ok_or<T>(status: sys::Status, value: T, message: &'static CStr) -> Result<T, Thrown> {
+fn ok_or<T>(status: sys::Status, value: T, message: &str) -> Result<T, Thrown> {
     if status == sys::OK {
         Ok(value)
     } else {
-        Err(Thrown::Type(message))
-    }
-}
-
-fn made(status: sys::Status, value: Value) -> Call {
-    if status == sys::OK {
-        Ok(value)
-    } else {
-        Err(Thrown::Error(
-            c"shared-buffer: could not create a JavaScript value",
-        ))
+        Err(Thrown::Type(message.into()))
     }
 }
 
@@ -217,23 +202,17 @@ unsafe fn run(env: Env, info: sys::CallbackInfo, body: Body) -> Value {
         let (args, data) = unsafe { Args::read(api, env, info) }?;
         body(&args, data)
     }))
-    .unwrap_or(Err(Thrown::Error(
-        c"shared-buffer: internal error in the native library (a panic was caught)",
-    )));
-    match outcome {
-        Ok(value) => value,
-        Err(thrown) => {
-            // SAFETY: a valid env and NUL-terminated static messages. If an exception is already
-            // pending, the throw fails harmlessly and the pending one propagates.
-            unsafe {
-                match thrown {
-                    Thrown::Type(msg) => (api.throw_type_error)(env, ptr::null(), msg.as_ptr()),
-                    Thrown::Error(msg) => (api.throw_error)(env, ptr::null(), msg.as_ptr()),
-                };
-            }
-            ptr::null_mut()
-        }
-    }
+    .unwrap_or_else(|_| {
+        Err(Thrown::Code(
+            crate::SB_EPANIC,
+            "internal error in the native library (a panic was caught)".into(),
+        ))
+    });
+    outcome.unwrap_or_else(|thrown| {
+        // SAFETY: env is live and this is its thread.
+        unsafe { throw(api, env, thrown) };
+        ptr::null_mut()
+    })
 }
 
 /// Declares `extern "C"` Node-API callbacks that run a [`Body`] each.
@@ -253,7 +232,7 @@ callbacks! {
     open_key => |a, _| {
         let (out, len) = a.typed_array(5, BIGUINT64_ARRAY)?;
         if len < 4 {
-            return Err(Thrown::Type(c"shared-buffer: out must hold 4 elements"));
+            return Err(Thrown::Type("out must hold 4 elements".into()));
         }
         // SAFETY: `out` is the data of a live BigUint64Array of at least 4 elements (32 bytes,
         // one SbMapping), which this synchronous call alone uses.
@@ -266,21 +245,14 @@ callbacks! {
         let (name, name_len) = a.typed_array(0, UINT8_ARRAY)?;
         let (out, len) = a.typed_array(5, BIGUINT64_ARRAY)?;
         if len < 4 {
-            return Err(Thrown::Type(c"shared-buffer: out must hold 4 elements"));
+            return Err(Thrown::Type("out must hold 4 elements".into()));
         }
-        let name_len = u32::try_from(name_len).map_err(|_| Thrown::Type(c"shared-buffer: name too long"))?;
+        let name_len = u32::try_from(name_len).map_err(|_| Thrown::Type("name too long".into()))?;
         // SAFETY: `name` is the data of a live Uint8Array of `name_len` bytes; `out` as above.
         let rc = unsafe {
             sb_open_name(name.cast(), name_len, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, out.cast::<SbMapping>())
         };
         a.int(rc)
-    };
-    unlink_key => |a, _| a.int(sb_unlink_key(a.u32(0)?));
-    unlink_name => |a, _| {
-        let (name, name_len) = a.typed_array(0, UINT8_ARRAY)?;
-        let name_len = u32::try_from(name_len).map_err(|_| Thrown::Type(c"shared-buffer: name too long"))?;
-        // SAFETY: the data of a live Uint8Array of `name_len` bytes.
-        a.int(unsafe { sb_unlink_name(name.cast(), name_len) })
     };
     dup => |a, _| a.int(sb_dup(a.i32(0)?));
     close => |a, _| a.int(sb_close(a.i32(0)?));
@@ -329,7 +301,7 @@ callbacks! {
         let status = unsafe {
             (a.api.get_value_string_utf8)(a.env, a.arg(0)?, name.as_mut_ptr().cast::<c_char>(), name.len(), &mut len)
         };
-        ok_or(status, (), c"shared-buffer: expected a string")?;
+        ok_or(status, (), "expected a string")?;
         // A name that filled the buffer may have been cut short: no constant is that long.
         let value = if len + 1 >= name.len() {
             -1
@@ -339,7 +311,11 @@ callbacks! {
         };
         let mut out = ptr::null_mut();
         // SAFETY: a valid env and out-pointer.
-        made(unsafe { (a.api.create_double)(a.env, value as f64, &mut out) }, out)
+        check(
+            unsafe { (a.api.create_double)(a.env, value as f64, &mut out) },
+            "napi_create_double",
+        )?;
+        Ok(out)
     };
     wait_async => |a, data| {
         // SAFETY: `data` is the `Waits` that `register` made for this environment and keeps
@@ -353,18 +329,17 @@ fn string(a: &Args<'_>, text: *const c_char) -> Call {
     let mut out = ptr::null_mut();
     // SAFETY: sb_error_name/sb_error_message return static NUL-terminated strings;
     // NAPI_AUTO_LENGTH (usize::MAX) tells Node-API to find the NUL.
-    made(
+    check(
         unsafe { (a.api.create_string_utf8)(a.env, text, usize::MAX, &mut out) },
-        out,
-    )
+        "napi_create_string_utf8",
+    )?;
+    Ok(out)
 }
 
 /// The functions [`register`] adds to `exports`, by JavaScript name.
 const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"openKey", open_key),
     (c"openName", open_name),
-    (c"unlinkKey", unlink_key),
-    (c"unlinkName", unlink_name),
     (c"dup", dup),
     (c"close", close),
     (c"handleCount", handle_count),
@@ -385,7 +360,11 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
 ///
 /// # Safety
 /// `env` and `exports` must be those of the running module registration.
-pub(super) unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), &'static str> {
+pub(super) unsafe fn register(
+    api: &Api,
+    env: Env,
+    exports: Value,
+) -> Result<(), (&'static str, sys::Status)> {
     let waits = Box::into_raw(Box::new(Waits::new()));
     // SAFETY: the hook frees `waits` when this environment is torn down, after which nothing
     // calls `waitAsync` of this environment again.
@@ -393,7 +372,7 @@ pub(super) unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(),
     if status != sys::OK {
         // SAFETY: made above and not shared.
         drop(unsafe { Box::from_raw(waits) });
-        return Err("napi_add_env_cleanup_hook");
+        return Err(("napi_add_env_cleanup_hook", status));
     }
     let entries = FUNCTIONS
         .iter()
@@ -410,12 +389,12 @@ pub(super) unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(),
             (api.create_function)(env, name.as_ptr(), usize::MAX, cb, data, &mut function)
         };
         if status != sys::OK {
-            return Err("napi_create_function");
+            return Err(("napi_create_function", status));
         }
         // SAFETY: as above; `exports` is the module's exports object.
         let status = unsafe { (api.set_named_property)(env, exports, name.as_ptr(), function) };
         if status != sys::OK {
-            return Err("napi_set_named_property");
+            return Err(("napi_set_named_property", status));
         }
     }
     Ok(())
@@ -475,7 +454,7 @@ impl Waits {
         let (mut deferred, mut promise) = (ptr::null_mut(), ptr::null_mut());
         // SAFETY: a valid env and out-pointers.
         let status = unsafe { (a.api.create_promise)(a.env, &mut deferred, &mut promise) };
-        made(status, promise)?;
+        check(status, "napi_create_promise")?;
         let id = self.id;
         let deferred_addr = deferred as usize;
         let done = move |code| {
@@ -532,7 +511,7 @@ impl Waits {
                 &mut name,
             )
         };
-        made(status, name)?;
+        check(status, "napi_create_string_utf8")?;
         let mut tsfn = ptr::null_mut();
         // SAFETY: valid env and values; `settle` has the call_js signature; the context is this
         // Waits, which outlives every call with a non-null env (freed only at teardown).
@@ -551,11 +530,7 @@ impl Waits {
                 &mut tsfn,
             )
         };
-        if status != sys::OK {
-            return Err(Thrown::Error(
-                c"shared-buffer: napi_create_threadsafe_function failed",
-            ));
-        }
+        check(status, "napi_create_threadsafe_function")?;
         // Unreferenced until a wait is pending, so an idle module never keeps the process alive.
         // SAFETY: on the JavaScript thread, with the function just made.
         unsafe { (a.api.unref_threadsafe_function)(a.env, tsfn) };
@@ -566,9 +541,7 @@ impl Waits {
         if status != sys::OK {
             // SAFETY: the function just made, released once.
             unsafe { (a.api.release_threadsafe_function)(tsfn, TSFN_RELEASE) };
-            return Err(Thrown::Error(
-                c"shared-buffer: napi_add_env_cleanup_hook failed",
-            ));
+            return Err(Thrown::Status("napi_add_env_cleanup_hook", status));
         }
         live()
             .get_or_insert_with(HashMap::new)
