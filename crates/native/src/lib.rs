@@ -17,6 +17,7 @@
 //! TypeScript side refuses to load a library whose version differs from its own.
 
 mod channel;
+mod napi;
 mod segment;
 mod sync;
 

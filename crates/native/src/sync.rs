@@ -290,9 +290,6 @@ pub unsafe extern "C" fn sb_wait_async(
     token: u64,
 ) -> i32 {
     guard(|| {
-        if !word_ok(addr) {
-            return -libc::EINVAL;
-        }
         if WAKE_CALLBACK
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -300,19 +297,38 @@ pub unsafe extern "C" fn sb_wait_async(
         {
             return -libc::EINVAL;
         }
-        let done = move |result: io::Result<WaitOutcome>| {
-            let code = wait_code(result);
+        let done = move |code| {
             let cb = WAKE_CALLBACK.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(cb) = *cb {
                 cb(token, code);
             }
         };
-        // SAFETY: non-null and aligned; see above for who reads the word.
-        match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
-            Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
-            Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
-            Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
-            Err(err) => code_of(&err),
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { start_wait_async(addr, expected, timeout_ns, done) }
     })
+}
+
+/// The body of [`sb_wait_async`] with the completion as a closure, shared with Node's
+/// `waitAsync`: returns [`SB_WAIT_PENDING`] (and `done` will run exactly once, on a pool thread,
+/// with the result code), or the code to report at once (`done` never runs).
+///
+/// # Safety
+/// As [`sb_wait_async`].
+pub(crate) unsafe fn start_wait_async(
+    addr: *const u32,
+    expected: u32,
+    timeout_ns: i64,
+    done: impl FnOnce(i32) + Send + 'static,
+) -> i32 {
+    if !word_ok(addr) {
+        return -libc::EINVAL;
+    }
+    let done = move |result: io::Result<WaitOutcome>| done(wait_code(result));
+    // SAFETY: non-null and aligned; see sb_wait_async for who reads the word.
+    match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
+        Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
+        Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
+        Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
+        Err(err) => code_of(&err),
+    }
 }
