@@ -11,7 +11,8 @@
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
 import { type Backend, commonCalls } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import { LIBRARY_ENV, loadNativeLibrary, type Platform, wrongEntry } from "../library.ts";
+import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
 const BUN_TYPES: Record<string, string> = {
@@ -56,17 +57,32 @@ export function bunSymbols(): Record<string, { args: string[]; returns: string }
 // deno-lint-ignore no-explicit-any
 type Symbols = Record<string, (...args: any[]) => any>;
 
+/** This machine; on Linux, glibc when the runtime reports a glibc version, else musl. */
+function thisPlatform(): Platform {
+  const report = (process as { report?: { getReport?: () => unknown } }).report?.getReport?.() as
+    | { header?: { glibcVersionRuntime?: string } }
+    | undefined;
+  return {
+    os: process.platform,
+    arch: process.arch,
+    libc: process.platform === "linux"
+      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      : undefined,
+  };
+}
+
 /** Opens the native library and returns the Bun backend. */
 export function loadBun(explicit?: string): Backend {
-  const candidates = libraryCandidates(
-    explicit,
-    process.env[LIBRARY_ENV],
-    `${import.meta.dir}/../..`,
-    process.platform,
-  );
+  if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
   const table = bunSymbols();
-  const [lib, path] = openFirst(
-    candidates,
+  const { lib, path } = loadNativeLibrary(
+    {
+      explicit,
+      fromEnv: process.env[LIBRARY_ENV],
+      platform: thisPlatform(),
+      resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
+      root: import.meta.dir.endsWith("/ts/bun") ? `${import.meta.dir}/../..` : undefined,
+    },
     // deno-lint-ignore no-explicit-any
     (p) => dlopen(p, table as any),
     (l) => (l.symbols as Symbols).sb_abi_version(),
