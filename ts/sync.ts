@@ -11,7 +11,7 @@
 
 import { type Address, backend } from "./backend.ts";
 import { SharedMemoryError } from "./errors.ts";
-import { addressOf, throwCode } from "./shared_memory.ts";
+import { addressOf, isDetached, throwCode } from "./shared_memory.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -320,7 +320,7 @@ export class Mutex {
   }
 
   #checked(what: string): Address {
-    if (this.#buffer.detached) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
+    if (isDetached(this.#buffer)) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
     return this.#address;
   }
 }

@@ -112,6 +112,9 @@ napi! {
     ref_threadsafe_function = "napi_ref_threadsafe_function": fn(Env, *mut c_void);
     unref_threadsafe_function = "napi_unref_threadsafe_function": fn(Env, *mut c_void);
     add_env_cleanup_hook = "napi_add_env_cleanup_hook": fn(Env, CleanupHook, *mut c_void);
+    is_detached_arraybuffer = "napi_is_detached_arraybuffer": fn(Env, Value, *mut bool);
+    detach_arraybuffer = "napi_detach_arraybuffer": fn(Env, Value);
+    get_undefined = "napi_get_undefined": fn(Env, *mut Value);
 }
 
 static API: OnceLock<Result<Api, &'static str>> = OnceLock::new();
