@@ -4,6 +4,12 @@
 
 DENO_VERSION := 2.9.6
 BUN_VERSION := 1.4.5
+NODE_VERSION := 26.10.0
+TYPESCRIPT_VERSION := 7.0.2
+ESBUILD_VERSION := 0.28.2
+VERDACCIO_VERSION := 6.8.0
+ZIGLANG_VERSION := 0.17.1
+ZIGBUILD_VERSION := 0.24.1
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
 LIB := target/release/libshared_buffer_native.so
 
@@ -17,9 +23,10 @@ export BUN_BIN := $(BUN)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build demo test test-rust test-loom test-deno test-bun lint bench tools clean
+.PHONY: all build dist demo test test-rust test-loom test-deno test-bun lint bench tools clean \
+	cross-tools package test-install
 
-all: build
+all: build dist
 
 build: $(LIB)
 
@@ -30,6 +37,12 @@ $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Ca
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
 		deno@$(DENO_VERSION) bun@$(BUN_VERSION)
+
+# Node.js (the newest, next to the system's Node 20) and the JavaScript build tools.
+NODE_TOOLS := $(TOOLS)/node $(TOOLS)/tsc $(TOOLS)/esbuild
+$(NODE_TOOLS):
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
+		node@$(NODE_VERSION) typescript@$(TYPESCRIPT_VERSION) esbuild@$(ESBUILD_VERSION)
 
 tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno)
 	@$(DENO) --version | head -1
@@ -65,6 +78,56 @@ test: lint test-rust test-loom test-deno test-bun
 bench: tools build
 	bash bench/run.sh
 
+# The JavaScript that runs where TypeScript sources cannot: Node.js (ES module and CommonJS,
+# with .d.ts) and Deno's npm: imports (Deno does not strip types under node_modules).
+TS_SOURCES := mod.ts bun.ts node.ts $(wildcard ts/*.ts ts/*/*.ts)
+dist: dist/deno.js dist/node.js
+
+dist/deno.js: $(TS_SOURCES) | tools
+	$(DENO) bundle --quiet --platform deno -o $@ mod.ts
+
+dist/node.js: $(TS_SOURCES) $(NODE_TOOLS)
+	$(TOOLS)/tsc -p tsconfig.node.json
+	$(TOOLS)/esbuild dist/node.js --bundle --format=cjs --platform=node --log-level=warning \
+		--define:import.meta.url=__import_meta_url \
+		--banner:js="const __import_meta_url = require('node:url').pathToFileURL(__dirname + '/ts/node/backend.js').href;" \
+		--outfile=dist/node.cjs
+
+# Cross builds: cargo-zigbuild and zig from PyPI, the Rust targets, and from Debian: qemu-user
+# with the arm64 C library (to run the arm64 build), musl (to run the musl build), llvm (to read
+# the macOS files).
+PYTOOLS := $(CURDIR)/.tools/py
+CROSS_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl \
+	aarch64-unknown-linux-musl x86_64-apple-darwin aarch64-apple-darwin
+CROSS_DEBS := qemu-user libc6-arm64-cross musl llvm
+
+$(PYTOOLS)/bin/cargo-zigbuild:
+	python3 -m pip install --quiet --disable-pip-version-check --target $(PYTOOLS) \
+		ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(ZIGBUILD_VERSION)
+
+cross-tools: $(PYTOOLS)/bin/cargo-zigbuild
+	rustup target add $(CROSS_TARGETS) 2>&1 | grep -v "is up to date" || true
+	@command -v qemu-aarch64 >/dev/null && command -v llvm-nm >/dev/null \
+		&& test -e /usr/aarch64-linux-gnu/lib/libc.so.6 && test -e /lib/ld-musl-x86_64.so.1 \
+		|| { apt-get update -qq && apt-get install -y -qq $(CROSS_DEBS) >/dev/null; }
+
+# Every npm tarball into target/npm/: one package per platform and the main package.
+package: tools cross-tools dist
+	PATH="$(PYTOOLS)/bin:$$PATH" CARGO_ZIGBUILD_ZIG_PATH=$(PYTOOLS)/ziglang/zig \
+		$(DENO) run --allow-all packaging/pack.ts
+
+$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio:
+	mkdir -p .tools/verdaccio
+	printf '{ "private": true, "dependencies": { "verdaccio": "$(VERDACCIO_VERSION)" }, "overrides": { "node-fetch": "2.7.0" } }\n' \
+		> .tools/verdaccio/package.json
+	npm install --prefix .tools/verdaccio --no-audit --no-fund --loglevel=error
+
+# Installs the tarballs from a local registry into fresh projects, as users do, in Node.js 20,
+# the newest Node.js, Deno and Bun, and runs a program that shares one segment and one channel.
+test-install: package $(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio $(NODE_TOOLS)
+	NODE_NEWEST=$(TOOLS)/node VERDACCIO=$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio \
+		bash packaging/install/test.sh
+
 clean:
 	cargo clean
-	rm -rf .tools bench/out
+	rm -rf .tools bench/out dist

@@ -32,7 +32,7 @@ interface Target {
   os: "linux" | "darwin";
   cpu: "x64" | "arm64";
   libc?: "glibc" | "musl";
-  /** The Mach-O or ELF machine, as `llvm-objdump -f` names it. */
+  /** The file format and machine, as {@linkcode fileFormat} names it. */
   format: string;
   /** How the smoke test runs here, if it can. */
   run?: string[];
@@ -47,7 +47,7 @@ const TARGETS: Record<PrebuiltPlatform, Target> = {
     os: "linux",
     cpu: "x64",
     libc: "glibc",
-    format: "elf64-x86-64",
+    format: "ELF x86-64 shared library",
     run: [],
     smoke: "x86_64-linux-gnu.2.17",
   },
@@ -56,7 +56,7 @@ const TARGETS: Record<PrebuiltPlatform, Target> = {
     os: "linux",
     cpu: "arm64",
     libc: "glibc",
-    format: "elf64-littleaarch64",
+    format: "ELF arm64 shared library",
     run: ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"],
     smoke: "aarch64-linux-gnu.2.17",
   },
@@ -65,7 +65,7 @@ const TARGETS: Record<PrebuiltPlatform, Target> = {
     os: "linux",
     cpu: "x64",
     libc: "musl",
-    format: "elf64-x86-64",
+    format: "ELF x86-64 shared library",
     run: [],
     smoke: "x86_64-linux-musl",
   },
@@ -74,19 +74,19 @@ const TARGETS: Record<PrebuiltPlatform, Target> = {
     os: "linux",
     cpu: "arm64",
     libc: "musl",
-    format: "elf64-littleaarch64",
+    format: "ELF arm64 shared library",
   },
   "darwin-x64": {
     zig: "x86_64-apple-darwin",
     os: "darwin",
     cpu: "x64",
-    format: "mach-o 64-bit x86-64",
+    format: "Mach-O x86-64 shared library",
   },
   "darwin-arm64": {
     zig: "aarch64-apple-darwin",
     os: "darwin",
     cpu: "arm64",
-    format: "mach-o arm64",
+    format: "Mach-O arm64 shared library",
   },
 };
 
@@ -147,12 +147,26 @@ const EXPORTS = [
 ]
   .sort();
 
+/** What a file is, from its header: a 64-bit little-endian ELF or Mach-O shared library. */
+function fileFormat(head: Uint8Array): string {
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  if (head.length >= 20 && view.getUint32(0) === 0x7f454c46 && head[4] === 2 && head[5] === 1) {
+    const type = view.getUint16(16, true) === 3 ? "shared library" : "non-library";
+    const machine = { 0x3e: "x86-64", 0xb7: "arm64" }[view.getUint16(18, true)] ?? "unknown";
+    return `ELF ${machine} ${type}`;
+  }
+  if (head.length >= 16 && view.getUint32(0, true) === 0xfeedfacf) {
+    const type = view.getUint32(12, true) === 6 ? "shared library" : "non-library";
+    const cpu = { 0x01000007: "x86-64", 0x0100000c: "arm64" }[view.getUint32(4, true)] ?? "unknown";
+    return `Mach-O ${cpu} ${type}`;
+  }
+  return "file of unknown format";
+}
+
 /** Checks one built library; returns what was checked, for the log. */
 function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): string {
-  const header = run(["llvm-objdump", "-f", lib]).toLowerCase();
-  if (!header.includes(`file format ${target.format}`)) {
-    fail(`${lib}: expected format ${target.format}, got:\n${header}`);
-  }
+  const format = fileFormat(Deno.readFileSync(lib).subarray(0, 20));
+  if (format !== target.format) fail(`${lib}: expected a ${target.format}, found a ${format}`);
   const prefix = target.os === "darwin" ? "_" : "";
   const nm = target.os === "darwin"
     ? ["llvm-nm", "-gU", lib]
@@ -179,7 +193,17 @@ function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): 
   let checked = `${target.format}, ${exported.length} sb_* exports, ABI ${version}`;
   if (target.run && target.smoke) {
     const exe = `${out}/smoke-${platform}`;
-    run([zigPath(), "cc", "-target", target.smoke, "-O2", "-o", exe, `${root}/packaging/smoke.c`]);
+    run([
+      zigPath(),
+      "cc",
+      "-target",
+      target.smoke,
+      "-dynamic",
+      "-O2",
+      "-o",
+      exe,
+      `${root}/packaging/smoke.c`,
+    ]);
     const line = run([...target.run, exe, lib, String(ABI_VERSION)]).trim();
     checked += `; smoke test ran${target.run.length ? ` under ${target.run[0]}` : ""}: ${
       line.split(": ").pop()

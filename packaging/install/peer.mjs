@@ -5,7 +5,7 @@
 //   peer.mjs send BASE WHO     adds 1 to the counter and sends WHO with its runtime and version.
 import { Channel, loadLibrary, SharedMemory } from "shared-buffer-ipc";
 
-const [mode, base, arg] = (globalThis.Deno?.args ?? process.argv.slice(2));
+const [mode, base, arg] = globalThis.Deno?.args ?? process.argv.slice(2);
 const runtime = globalThis.Bun
   ? `bun ${Bun.version}`
   : globalThis.Deno

@@ -19,9 +19,10 @@
  */
 
 import process from "node:process";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "../backend.ts";
-import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import { LIBRARY_ENV, loadNativeLibrary, type Platform, platformPackageName } from "../library.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
@@ -75,16 +76,31 @@ function packageRoot(): string {
 
 const decoder = new TextDecoder();
 
+/** This machine; on Linux, glibc when Node reports a glibc version, else musl. */
+function thisPlatform(): Platform {
+  const report = process.report?.getReport() as
+    | { header?: { glibcVersionRuntime?: string } }
+    | undefined;
+  return {
+    os: process.platform,
+    arch: process.arch,
+    libc: process.platform === "linux"
+      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      : undefined,
+  };
+}
+
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
-  const candidates = libraryCandidates(
-    explicit,
-    process.env[LIBRARY_ENV],
-    packageRoot(),
-    process.platform,
-  );
-  const [n, path] = openFirst<NodeCalls>(
-    candidates,
+  const resolve = createRequire(import.meta.url).resolve;
+  const { lib: n, path } = loadNativeLibrary<NodeCalls>(
+    {
+      explicit,
+      fromEnv: process.env[LIBRARY_ENV],
+      platform: thisPlatform(),
+      resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
+      root: packageRoot(),
+    },
     (path) => loadNodeApi(path, process.dlopen) as NodeCalls,
     (m) => m.abiVersion,
     // Node cannot unload an addon; one that loaded with the right version is kept.
