@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# make test-install: installs the packed tarballs (target/npm/) the way users do and runs them.
+# A Verdaccio registry on loopback takes the tarballs; fresh projects outside the repository
+# install the package with npm (Node.js 20 and the newest Node.js), bun add and a Deno npm:
+# import, with no Rust toolchain and no clone on PATH. A Deno process hosts a segment and a
+# channel; Node 20, the newest Node, Bun, Deno and a `bun build --compile` binary run from
+# another folder each add 1 to the segment's counter and send one message on the channel.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+: "${VERDACCIO:?}" "${NODE_NEWEST:?}" "${DENO:?}" "${BUN:?}"
+work="$(mktemp -d /tmp/sb-install.XXXXXX)"
+registry_pid=""
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+say() { printf 'test-install: %s\n' "$*" >&2; }
+die() { say "FAIL: $*"; exit 1; }
+
+# No package.json above the projects (Deno and npm would pick it up).
+dir="$work"
+while [ "$dir" != "/" ]; do
+  [ -e "$dir/package.json" ] && die "$dir/package.json is above the test projects"
+  dir="$(dirname "$dir")"
+done
+
+# Only the runtimes on PATH: no cargo, rustc or clone.
+mkdir -p "$work/bin"
+ln -s "$(command -v node)" "$work/bin/node"
+ln -s "$(command -v npm)" "$work/bin/npm"
+ln -s "$DENO" "$work/bin/deno"
+ln -s "$BUN" "$work/bin/bun"
+ln -s "$NODE_NEWEST" "$work/bin/node-newest"
+export PATH="$work/bin:/usr/bin:/bin"
+unset SHARED_BUFFER_LIB CARGO_HOME RUSTUP_HOME
+export HOME="$work/home" npm_config_cache="$work/npm-cache" BUN_INSTALL_CACHE_DIR="$work/bun-cache" \
+  DENO_DIR="$work/deno-dir" npm_config_update_notifier=false
+mkdir -p "$HOME"
+for tool in cargo rustc rustup; do
+  command -v "$tool" >/dev/null && die "$tool is still on PATH"
+done
+
+# The registry.
+port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+url="http://127.0.0.1:$port"
+mkdir -p "$work/registry"
+cat > "$work/registry/config.yaml" <<YAML
+storage: $work/registry/storage
+uplinks: {}
+packages:
+  '**':
+    access: \$all
+    publish: \$all
+log: { type: stdout, format: pretty, level: warn }
+YAML
+"$VERDACCIO" --config "$work/registry/config.yaml" --listen "127.0.0.1:$port" > "$work/registry/log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 600); do
+  node -e "fetch('$url/-/ping').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))" && break
+  kill -0 "$registry_pid" 2>/dev/null || { cat "$work/registry/log"; die "the registry did not start"; }
+  sleep 0.1
+done
+printf 'registry=%s\n//127.0.0.1:%s/:_authToken=dummy\n' "$url" "$port" > "$HOME/.npmrc"
+for tarball in "$root"/target/npm/*.tgz; do
+  npm publish --loglevel=error "$tarball" >/dev/null
+done
+version="$(node -p 'require(process.argv[1]).version' "$root/package.json")"
+say "published $(ls "$root"/target/npm/*.tgz | wc -l) tarballs of $version to $url"
+
+# The projects.
+project() {
+  mkdir -p "$work/$1"
+  cp "$root/packaging/install/peer.mjs" "$work/$1/"
+  printf '{ "name": "%s", "private": true, "type": "module" }\n' "$1" > "$work/$1/package.json"
+}
+project node20
+(cd "$work/node20" && npm install --no-audit --no-fund --loglevel=error "shared-buffer-ipc@$version")
+project node-newest
+(cd "$work/node-newest" && PATH="$(dirname "$(readlink -f "$NODE_NEWEST")"):$PATH" \
+  npm install --no-audit --no-fund --loglevel=error "shared-buffer-ipc@$version")
+project bun
+printf '[install]\nregistry = "%s"\n' "$url" > "$work/bun/bunfig.toml"
+(cd "$work/bun" && bun add "shared-buffer-ipc@$version" >/dev/null)
+mkdir -p "$work/deno"
+cp "$root/packaging/install/peer.mjs" "$work/deno/"
+printf '{ "imports": { "shared-buffer-ipc": "npm:shared-buffer-ipc@%s" } }\n' "$version" \
+  > "$work/deno/deno.json"
+deno_run() {
+  (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno run --quiet --min-dep-age=0 --allow-ffi peer.mjs "$@")
+}
+# The compiled Bun program, run from another folder.
+(cd "$work/bun" && bun build --compile peer.mjs --outfile "$work/bin/peer-compiled" >/dev/null)
+say "installed with npm (node $(node --version), node $("$NODE_NEWEST" --version)), bun add, deno npm:; compiled with bun build --compile"
+
+# One segment and one channel, shared by every runtime.
+base="/sbi-$$-$RANDOM"
+deno_run host "$base" 5 > "$work/host.out" 2> "$work/host.err" &
+host=$!
+for _ in $(seq 1200); do
+  grep -q '^ready' "$work/host.out" && break
+  kill -0 "$host" 2>/dev/null || { cat "$work/host.err"; die "the Deno host did not start"; }
+  sleep 0.1
+done
+grep -q '^ready' "$work/host.out" || die "the Deno host never became ready"
+pids=()
+(cd "$work/node20" && node peer.mjs send "$base" node20) & pids+=($!)
+(cd "$work/node-newest" && node-newest peer.mjs send "$base" node-newest) & pids+=($!)
+(cd "$work/bun" && bun peer.mjs send "$base" bun) & pids+=($!)
+(cd / && "$work/bin/peer-compiled" send "$base" bun-compiled) & pids+=($!)
+deno_run send "$base" deno & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+wait "$host" || { cat "$work/host.err"; die "the Deno host failed"; }
+cat "$work/host.out" >&2
+[ "$failed" = 0 ] || die "a sender failed"
+for who in node20 node-newest bun bun-compiled deno; do
+  grep -q "^received: $who: " "$work/host.out" || die "no message from $who"
+done
+grep -q "^received: bun-compiled: .*/\$bunfs/" "$work/host.out" \
+  || die "the compiled binary did not use its embedded library"
+grep -c "node_modules/shared-buffer-ipc-linux-x64-gnu/" "$work/host.out" >/dev/null \
+  || die "the installed runtimes did not load the platform package"
+say "ok: 5 processes in 4 runtimes shared one segment and one channel"
