@@ -76,6 +76,20 @@ project() {
 }
 project node20
 (cd "$work/node20" && npm install --no-audit --no-fund --loglevel=error "shared-buffer-ipc@$version")
+# CommonJS require, and the error when the platform package was left out.
+required="$(cd "$work/node20" && node -e 'console.log(require("shared-buffer-ipc").loadLibrary())')"
+case "$required" in
+  */node_modules/shared-buffer-ipc-linux-x64-gnu/*) ;;
+  *) die "require() loaded $required" ;;
+esac
+project no-optional
+(cd "$work/no-optional" && npm install --omit=optional --no-audit --no-fund --loglevel=error \
+  "shared-buffer-ipc@$version" >/dev/null)
+if (cd "$work/no-optional" && node peer.mjs send /sbi-none x > "$work/no-optional.out" 2>&1); then
+  die "loading succeeded without the platform package"
+fi
+grep -q "comes in shared-buffer-ipc-linux-x64-gnu, an optional dependency" "$work/no-optional.out" \
+  || { cat "$work/no-optional.out"; die "the error does not name the platform package"; }
 project node-newest
 (cd "$work/node-newest" && PATH="$(dirname "$(readlink -f "$NODE_NEWEST")"):$PATH" \
   npm install --no-audit --no-fund --loglevel=error "shared-buffer-ipc@$version")

@@ -45,7 +45,10 @@ function cloneRoot(): string | undefined {
 
 /** The path of an installed platform package's library, by module resolution from here. */
 function resolvePackage(name: string, file: string): string | undefined {
-  const url = new URL(import.meta.resolve(`${name}/${file}`));
+  // Through a reference, since the specifier is computed: JSR's analyzer warns about a direct
+  // `import.meta.resolve` call it cannot follow, and this one is meant to fail when absent.
+  const meta = import.meta;
+  const url = new URL(meta.resolve(`${name}/${file}`));
   return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
 }
 
