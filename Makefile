@@ -33,7 +33,8 @@ TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts e
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node.
 SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
-export SEED_ADDON := $(CURDIR)/$(SEED)
+export SEED_PACKAGE := $(CURDIR)/.tools/seed/node_modules/shared-buffer
+export SEED_NODE := $(NODE)
 NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec dist/tests/*.test.js
 
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run

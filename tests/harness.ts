@@ -131,6 +131,21 @@ export function scriptCommand(which: Runtime, script: string, args: string[]): s
     : [runtimeBin("bun"), path, ...args];
 }
 
+/**
+ * The seed package's folder (`SEED_PACKAGE`, set by `make`), or undefined when it is not
+ * installed.
+ */
+export const seedPackage: string | undefined = process.env.SEED_PACKAGE || undefined;
+
+/**
+ * The command line that runs the seed addon (`children/seed_addon.ts`) in the Node.js it was
+ * built for (`SEED_NODE`, else `node` from the PATH).
+ */
+export function seedCommand(args: string[]): string[] {
+  const path = new URL("./children/seed_addon.js", builtTests).pathname;
+  return [process.env.SEED_NODE ?? "node", path, ...args];
+}
+
 /** A running child process. */
 export interface Child {
   /** Resolves when the process exits. */
@@ -218,6 +233,15 @@ export type Done = Awaited<Child["done"]>;
  */
 export const other = (which: Runtime): Runtime =>
   runtimes[(runtimes.indexOf(which) + 1) % runtimes.length];
+
+/** A list of runtimes as a test name says it: `["deno", "bun", "deno"]` is "2 deno + 1 bun". */
+export function mix(kinds: readonly Runtime[]): string {
+  return runtimes
+    .map((which) => [which, kinds.filter((k) => k === which).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([which, n]) => `${n} ${which}`)
+    .join(" + ");
+}
 
 /** `promise`, or a rejection naming `what` once `ms` have passed. */
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
