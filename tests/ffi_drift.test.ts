@@ -8,10 +8,9 @@
 
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { test, testUnless } from "./harness.ts";
+import { repoRoot as root, test, testUnless } from "./harness.ts";
 import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 
-const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const LIBRARY = `${root}target/release/libshared_buffer_native.so`;
 const SRC_DIR = `${root}crates`;
 const FFI_DIR = `${root}crates/native/src`;

@@ -14,6 +14,7 @@ import process from "node:process";
 import {
   cleanup,
   lib,
+  type Runtime,
   runtimes,
   scriptCommand,
   start,
@@ -57,7 +58,7 @@ interface OpenResult {
 }
 
 /** Runs `xp_open.ts` in `which` as uid/gid 65534, with a home of its own. */
-async function openAsNobody(which: "deno" | "bun", id: Id, reply: number): Promise<OpenResult> {
+async function openAsNobody(which: Runtime, id: Id, reply: number): Promise<OpenResult> {
   const home = mkdtempSync(`${tmpdir()}/sb-xp-nobody-`);
   try {
     chmodSync(home, 0o777);
@@ -142,7 +143,7 @@ for (const which of runtimes) {
 
 /** Creates `id` from a `which` child that runs under `umask`; `mode` undefined means default. */
 async function createUnderUmask(
-  which: "deno" | "bun",
+  which: Runtime,
   umask: string,
   id: Id,
   mode?: string,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cleanup, lib, runtime, test, uniqueKey, uniqueName } from "./harness.ts";
+import { cleanup, detached, lib, runtime, test, uniqueKey, uniqueName } from "./harness.ts";
 
 const { SharedMemory, SharedMemoryError } = lib;
 
@@ -116,7 +116,7 @@ for (const [kind] of ids()) {
       shm.close();
       shm.close();
       assert.equal(shm.closed, true);
-      assert.equal(whole.detached, true);
+      assert.equal(detached(whole), true);
       assert.equal(whole.byteLength, 0);
       assert.equal(f64.length, 0);
       assert.equal(f64[0], undefined, "a stale view reads undefined, not freed memory");
@@ -146,7 +146,7 @@ for (const [kind] of ids()) {
         kept = shm.buffer;
         assert.equal(kept.byteLength, 64);
       }
-      assert.equal(kept.detached, true);
+      assert.equal(detached(kept), true);
     } finally {
       cleanup(id);
     }

@@ -1,5 +1,17 @@
 import assert from "node:assert/strict";
-import { cleanup, collectGarbage, lib, runtime, test, uniqueName } from "./harness.ts";
+import {
+  cleanup,
+  collectGarbage,
+  lib,
+  runtime,
+  test as anyTest,
+  testUnless,
+  uniqueName,
+} from "./harness.ts";
+
+// Node has no web Worker: tests/node_transfer.test.ts covers it with worker_threads.
+const test: typeof anyTest = (name, fn) =>
+  testUnless(runtime === "node" && "see node_transfer.test.ts", name, fn);
 
 const { SharedMemory } = lib;
 
@@ -68,7 +80,7 @@ if (runtime === "deno") {
       cleanup({ name });
     }
   });
-} else {
+} else if (runtime === "bun") {
   test("Bun moves a shared buffer to a Worker; the mapping lives until the moved copy dies", async () => {
     const name = uniqueName("move");
     const w = worker();

@@ -4,15 +4,20 @@
  * @module
  */
 
-export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
-const entry = runtime === "bun" ? "../../bun.ts" : "../../mod.ts";
+import process from "node:process";
+
+/** The runtime running this script (Node.js runs the JavaScript built into `dist/tests/`). */
+export const runtime: "deno" | "bun" | "node" = "Bun" in globalThis
+  ? "bun"
+  : "Deno" in globalThis
+  ? "deno"
+  : "node";
+const entry = { bun: "../../bun.ts", deno: "../../mod.ts", node: "../../node.ts" }[runtime];
 /** The library as this runtime's users import it. */
 export const lib: typeof import("../../mod.ts") = await import(entry);
 
 /** The script's arguments. */
-export const args: string[] = runtime === "bun"
-  ? (globalThis as unknown as { process: { argv: string[] } }).process.argv.slice(2)
-  : Deno.args;
+export const args: string[] = process.argv.slice(2);
 
 /** Prints one line to stdout. */
 export function say(line: string): void {
@@ -20,9 +25,7 @@ export function say(line: string): void {
 }
 
 /** This process's id. */
-export const pid: number = runtime === "bun"
-  ? (globalThis as unknown as { process: { pid: number } }).process.pid
-  : Deno.pid;
+export const pid: number = process.pid;
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
