@@ -66,6 +66,7 @@ for tarball in "$root"/target/npm/*.tgz; do
   npm publish --loglevel=error "$tarball" >/dev/null
 done
 version="$(node -p 'require(process.argv[1]).version' "$root/package.json")"
+platform="$(node -p '`${process.platform}-${process.arch}` + (process.report.getReport().header.glibcVersionRuntime ? "-gnu" : "-musl")')"
 say "published $(ls "$root"/target/npm/*.tgz | wc -l) tarballs of $version to $url"
 
 # The projects.
@@ -79,7 +80,7 @@ project node20
 # CommonJS require, and the error when the platform package was left out.
 required="$(cd "$work/node20" && node -e 'console.log(require("shared-buffer-ipc").loadLibrary())')"
 case "$required" in
-  */node_modules/shared-buffer-ipc-linux-x64-gnu/*) ;;
+  */node_modules/shared-buffer-ipc-"$platform"/*) ;;
   *) die "require() loaded $required" ;;
 esac
 project no-optional
@@ -88,7 +89,7 @@ project no-optional
 if (cd "$work/no-optional" && node peer.mjs send /sbi-none x > "$work/no-optional.out" 2>&1); then
   die "loading succeeded without the platform package"
 fi
-grep -q "comes in shared-buffer-ipc-linux-x64-gnu, an optional dependency" "$work/no-optional.out" \
+grep -q "comes in shared-buffer-ipc-$platform, an optional dependency" "$work/no-optional.out" \
   || { cat "$work/no-optional.out"; die "the error does not name the platform package"; }
 project node-newest
 (cd "$work/node-newest" && PATH="$(dirname "$(readlink -f "$NODE_NEWEST")"):$PATH" \
@@ -133,6 +134,8 @@ for who in node20 node-newest bun bun-compiled deno; do
 done
 grep -q "^received: bun-compiled: .*/\$bunfs/" "$work/host.out" \
   || die "the compiled binary did not use its embedded library"
-grep -c "node_modules/shared-buffer-ipc-linux-x64-gnu/" "$work/host.out" >/dev/null \
-  || die "the installed runtimes did not load the platform package"
+for who in node20 node-newest bun deno; do
+  grep -q "^received: $who: .*/shared-buffer-ipc-$platform/" "$work/host.out" \
+    || die "$who did not load the platform package shared-buffer-ipc-$platform"
+done
 say "ok: 5 processes in 4 runtimes shared one segment and one channel"
