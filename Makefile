@@ -97,7 +97,7 @@ lint: tools
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check mod.ts node.ts tests/ examples/ bench/
+	$(DENO) check mod.ts node.ts tests/ examples/ bench/ packaging/
 
 test-rust:
 	cargo test --workspace

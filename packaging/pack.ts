@@ -163,6 +163,30 @@ function fileFormat(head: Uint8Array): string {
   return "file of unknown format";
 }
 
+/**
+ * The macOS specifics: what the library links to (libSystem only), its install name, its
+ * minimum macOS version, the ad hoc signature arm64 Macs require, and no exports besides the
+ * C ABI and the Node-API entry.
+ */
+function checkMachO(lib: string, target: Target): string {
+  const used = run(["llvm-objdump", "--macho", "--dylibs-used", lib]).split("\n").slice(1)
+    .map((l) => l.trim().split(" ")[0]).filter(Boolean);
+  const expected = ["@rpath/libshared_buffer_native.dylib", "/usr/lib/libSystem.B.dylib"];
+  if (JSON.stringify(used) !== JSON.stringify(expected)) {
+    fail(`${lib}: links ${used.join(", ")}; expected ${expected.join(", ")}`);
+  }
+  const others = run(["llvm-nm", "-gU", lib]).split("\n").map((l) => l.trim().split(/\s+/).pop())
+    .filter((s) => s && !s.startsWith("_sb_") && s !== "_napi_register_module_v1");
+  if (others.length) fail(`${lib}: exports more than the C ABI: ${others.slice(0, 5).join(", ")}`);
+  const headers = run(["llvm-objdump", "--macho", "--private-headers", lib]);
+  const minimum = headers.match(/\bminos ([\d.]+)/)?.[1] ??
+    headers.match(/LC_VERSION_MIN_MACOSX[\s\S]*?version ([\d.]+)/)?.[1];
+  if (!minimum) fail(`${lib}: no minimum macOS version recorded`);
+  const signed = headers.includes("LC_CODE_SIGNATURE");
+  if (target.cpu === "arm64" && !signed) fail(`${lib}: arm64 macOS needs an ad hoc signature`);
+  return `links libSystem only, macOS ${minimum}+${signed ? ", ad hoc signed" : ""}`;
+}
+
 /** Checks one built library; returns what was checked, for the log. */
 function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): string {
   const format = fileFormat(Deno.readFileSync(lib).subarray(0, 20));
@@ -191,6 +215,7 @@ function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): 
     fail(`${lib}: sb_abi_version returns ${version}, expected ${ABI_VERSION}`);
   }
   let checked = `${target.format}, ${exported.length} sb_* exports, ABI ${version}`;
+  if (target.os === "darwin") checked += `; ${checkMachO(lib, target)}`;
   if (target.run && target.smoke) {
     const exe = `${out}/smoke-${platform}`;
     run([
@@ -257,6 +282,50 @@ function stagePlatform(platform: PrebuiltPlatform, target: Target, lib: string, 
   );
 }
 
+const NATIVE = ["-p", "shared-buffer-native", "--profile", "dist", "--quiet"];
+
+/**
+ * Builds one target. Linux: `cargo zigbuild` (zig links, against the glibc version named in the
+ * target). macOS: `cargo build` with LLVM's Mach-O linker (see `packaging/ld64-cc.sh`) against
+ * zig's macOS stubs, because zig's own Mach-O linker ignores rustc's exported-symbols list (every
+ * Rust symbol would be exported, tripling the file) and marks the file for macOS 15 and newer.
+ */
+function build(target: Target, triple: string): void {
+  if (target.os !== "darwin") {
+    run(["cargo", "zigbuild", ...NATIVE, "--target", target.zig]);
+    return;
+  }
+  const sdk = macosSdk();
+  const host = run(["rustc", "-vV"]).match(/^host: (.+)$/m)![1];
+  const sysroot = run(["rustc", "--print", "sysroot"]).trim();
+  const linkerVar = `CARGO_TARGET_${triple.toUpperCase().replaceAll("-", "_")}_LINKER`;
+  run(["cargo", "build", ...NATIVE, "--target", triple], {
+    env: {
+      [linkerVar]: `${root}/packaging/ld64-cc.sh`,
+      RUST_LLD: `${sysroot}/lib/rustlib/${host}/bin/rust-lld`,
+      MACOS_SDK: sdk,
+      SDKROOT: sdk,
+    },
+  });
+}
+
+/**
+ * A minimal macOS SDK for linking: zig's `libSystem.tbd`, with zig's private architecture names
+ * removed (LLVM's linker rejects them) and plain arm64 listed next to arm64e.
+ */
+function macosSdk(): string {
+  const zig = Deno.realPathSync(
+    Deno.env.get("CARGO_ZIGBUILD_ZIG_PATH") ?? run(["sh", "-c", "command -v zig"]).trim(),
+  );
+  const tbd = Deno.readTextFileSync(`${zig.replace(/\/[^/]*$/, "")}/lib/libc/darwin/libSystem.tbd`)
+    .replace(/,?\s*arm64e\.x1-(macos|maccatalyst)/g, "")
+    .replaceAll("arm64e-macos", "arm64-macos, arm64e-macos");
+  const sdk = `${root}/target/macos-sdk`;
+  Deno.mkdirSync(`${sdk}/usr/lib`, { recursive: true });
+  Deno.writeTextFileSync(`${sdk}/usr/lib/libSystem.tbd`, tbd);
+  return sdk;
+}
+
 interface Packed {
   name: string;
   filename: string;
@@ -285,17 +354,7 @@ function main(): void {
     const triple = target.zig.replace(/\.\d+\.\d+$/, "");
     if (!skipBuild) {
       console.error(`pack: building ${platform} (${target.zig})`);
-      run([
-        "cargo",
-        "zigbuild",
-        "--quiet",
-        "--profile",
-        "dist",
-        "-p",
-        "shared-buffer-native",
-        "--target",
-        target.zig,
-      ]);
+      build(target, triple);
     }
     const lib = `${root}/target/${triple}/dist/${libraryFileName(target.os)}`;
     const checked = checkLibrary(platform, target, lib);
