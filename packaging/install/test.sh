@@ -3,15 +3,18 @@
 # A Verdaccio registry on loopback takes the tarballs; fresh projects outside the repository
 # install the package with npm (Node.js 20 and the newest Node.js), bun add and a Deno npm:
 # import, with no Rust toolchain and no clone on PATH. A Deno process hosts a segment and a
-# channel; Node 20, the newest Node, Bun, Deno and a `bun build --compile` binary run from
-# another folder each add 1 to the segment's counter and send one message on the channel.
+# channel; Node 20, the newest Node, Bun, Deno, Deno importing the JSR files over http (given the
+# library by SHARED_BUFFER_LIB) and a `bun build --compile` binary run from another folder each
+# add 1 to the segment's counter and send one message on the channel.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 : "${VERDACCIO:?}" "${NODE_NEWEST:?}" "${DENO:?}" "${BUN:?}"
 work="$(mktemp -d /tmp/sb-install.XXXXXX)"
 registry_pid=""
+jsr_server=""
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
+  [ -n "$jsr_server" ] && kill "$jsr_server" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -104,13 +107,47 @@ printf '{ "imports": { "shared-buffer-ipc": "npm:shared-buffer-ipc@%s" } }\n' "$
 deno_run() {
   (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno run --quiet --min-dep-age=0 --allow-ffi peer.mjs "$@")
 }
+# The JSR package as Deno sees it: the published files (mod.ts and ts/ without the Bun and Node
+# adapters, as deno.json's "publish" says) served over http, so the entry is a remote module.
+mkdir -p "$work/jsr-files/ts" "$work/jsr"
+cp "$root/mod.ts" "$work/jsr-files/"
+(cd "$root/ts" && find . -name '*.ts' ! -path './bun/*' ! -path './node/*' -exec cp --parents {} "$work/jsr-files/ts/" \;)
+jsr_port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+node -e '
+  const [dir, port] = process.argv.slice(1);
+  require("http").createServer((req, res) => {
+    require("fs").readFile(dir + new URL(req.url, "http://x").pathname, (err, body) => {
+      res.writeHead(err ? 404 : 200, { "content-type": "application/typescript" });
+      res.end(err ? "" : body);
+    });
+  }).listen(Number(port), "127.0.0.1");
+' "$work/jsr-files" "$jsr_port" &
+jsr_server=$!
+cp "$root/packaging/install/peer.mjs" "$work/jsr/"
+printf '{ "imports": { "shared-buffer-ipc": "http://127.0.0.1:%s/mod.ts" } }\n' "$jsr_port" \
+  > "$work/jsr/deno.json"
+jsr_run() {
+  (cd "$work/jsr" && deno run --quiet --allow-import=127.0.0.1:"$jsr_port" --allow-ffi "$@")
+}
+for _ in $(seq 600); do
+  node -e "fetch('http://127.0.0.1:$jsr_port/mod.ts').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))" && break
+  sleep 0.1
+done
+# Without the library it must say where the library comes from.
+if jsr_run peer.mjs send /sbi-none x > "$work/jsr.out" 2>&1; then
+  die "the remote entry loaded a library it was not given"
+fi
+grep -q "comes in shared-buffer-ipc-$platform" "$work/jsr.out" \
+  || { cat "$work/jsr.out"; die "the remote entry's error does not name the platform package"; }
+jsr_lib="$work/node20/node_modules/shared-buffer-ipc-$platform/libshared_buffer_native.so"
+
 # The compiled Bun program, run from another folder.
 (cd "$work/bun" && bun build --compile peer.mjs --outfile "$work/bin/peer-compiled" >/dev/null)
 say "installed with npm (node $(node --version), node $("$NODE_NEWEST" --version)), bun add, deno npm:; compiled with bun build --compile"
 
 # One segment and one channel, shared by every runtime.
 base="/sbi-$$-$RANDOM"
-deno_run host "$base" 5 > "$work/host.out" 2> "$work/host.err" &
+deno_run host "$base" 6 > "$work/host.out" 2> "$work/host.err" &
 host=$!
 for _ in $(seq 1200); do
   grep -q '^ready' "$work/host.out" && break
@@ -124,12 +161,14 @@ pids=()
 (cd "$work/bun" && bun peer.mjs send "$base" bun) & pids+=($!)
 (cd / && "$work/bin/peer-compiled" send "$base" bun-compiled) & pids+=($!)
 deno_run send "$base" deno & pids+=($!)
+(SHARED_BUFFER_LIB="$jsr_lib" jsr_run --allow-env=SHARED_BUFFER_LIB peer.mjs send "$base" deno-remote) &
+pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 wait "$host" || { cat "$work/host.err"; die "the Deno host failed"; }
 cat "$work/host.out" >&2
 [ "$failed" = 0 ] || die "a sender failed"
-for who in node20 node-newest bun bun-compiled deno; do
+for who in node20 node-newest bun bun-compiled deno deno-remote; do
   grep -q "^received: $who: " "$work/host.out" || die "no message from $who"
 done
 grep -q "^received: bun-compiled: .*/\$bunfs/" "$work/host.out" \
@@ -138,4 +177,4 @@ for who in node20 node-newest bun deno; do
   grep -q "^received: $who: .*/shared-buffer-ipc-$platform/" "$work/host.out" \
     || die "$who did not load the platform package shared-buffer-ipc-$platform"
 done
-say "ok: 5 processes in 4 runtimes shared one segment and one channel"
+say "ok: 6 processes in 4 runtimes (one Deno from a remote entry) shared one segment and one channel"
