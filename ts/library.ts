@@ -54,6 +54,30 @@ export interface Platform {
   libc?: "gnu" | "musl";
 }
 
+/** What {@linkcode processPlatform} reads from Node.js's or Bun's `process`. */
+export interface ProcessLike {
+  platform: string;
+  arch: string;
+  report?: { getReport?: () => unknown };
+}
+
+/**
+ * This machine as Node.js and Bun describe it: on Linux, glibc when `process.report` names a
+ * glibc version, else musl.
+ */
+export function processPlatform(process: ProcessLike): Platform {
+  const report = process.report?.getReport?.() as
+    | { header?: { glibcVersionRuntime?: string } }
+    | undefined;
+  return {
+    os: process.platform,
+    arch: process.arch,
+    libc: process.platform === "linux"
+      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      : undefined,
+  };
+}
+
 /** The library's file name on `os` (a `Deno.build.os` / `process.platform` value). */
 export function libraryFileName(os: string): string {
   if (os === "darwin") return "libshared_buffer_native.dylib";

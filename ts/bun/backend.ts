@@ -11,7 +11,13 @@
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
 import { type Backend, commonCalls } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import { LIBRARY_ENV, loadNativeLibrary, type Platform, wrongEntry } from "../library.ts";
+import {
+  LIBRARY_ENV,
+  loadNativeLibrary,
+  type ProcessLike,
+  processPlatform,
+  wrongEntry,
+} from "../library.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
@@ -57,20 +63,6 @@ export function bunSymbols(): Record<string, { args: string[]; returns: string }
 // deno-lint-ignore no-explicit-any
 type Symbols = Record<string, (...args: any[]) => any>;
 
-/** This machine; on Linux, glibc when the runtime reports a glibc version, else musl. */
-function thisPlatform(): Platform {
-  const report = (process as { report?: { getReport?: () => unknown } }).report?.getReport?.() as
-    | { header?: { glibcVersionRuntime?: string } }
-    | undefined;
-  return {
-    os: process.platform,
-    arch: process.arch,
-    libc: process.platform === "linux"
-      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
-      : undefined,
-  };
-}
-
 /** Opens the native library and returns the Bun backend. */
 export function loadBun(explicit?: string): Backend {
   if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
@@ -79,9 +71,11 @@ export function loadBun(explicit?: string): Backend {
     {
       explicit,
       fromEnv: process.env[LIBRARY_ENV],
-      platform: thisPlatform(),
+      platform: processPlatform(process as ProcessLike),
       resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
-      root: import.meta.dir.endsWith("/ts/bun") ? `${import.meta.dir}/../..` : undefined,
+      root: import.meta.dir.endsWith("/ts/bun")
+        ? import.meta.dir.slice(0, -"/ts/bun".length)
+        : undefined,
     },
     // deno-lint-ignore no-explicit-any
     (p) => dlopen(p, table as any),

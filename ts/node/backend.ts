@@ -22,7 +22,13 @@ import process from "node:process";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "../backend.ts";
-import { LIBRARY_ENV, loadNativeLibrary, type Platform, platformPackageName } from "../library.ts";
+import {
+  LIBRARY_ENV,
+  loadNativeLibrary,
+  platformPackageName,
+  type ProcessLike,
+  processPlatform,
+} from "../library.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
@@ -76,20 +82,6 @@ function packageRoot(): string {
 
 const decoder = new TextDecoder();
 
-/** This machine; on Linux, glibc when Node reports a glibc version, else musl. */
-function thisPlatform(): Platform {
-  const report = process.report?.getReport() as
-    | { header?: { glibcVersionRuntime?: string } }
-    | undefined;
-  return {
-    os: process.platform,
-    arch: process.arch,
-    libc: process.platform === "linux"
-      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
-      : undefined,
-  };
-}
-
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
   const resolve = createRequire(import.meta.url).resolve;
@@ -97,7 +89,7 @@ export function loadNode(explicit?: string): Backend {
     {
       explicit,
       fromEnv: process.env[LIBRARY_ENV],
-      platform: thisPlatform(),
+      platform: processPlatform(process as ProcessLike),
       resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
       root: packageRoot(),
     },
