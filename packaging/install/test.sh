@@ -104,6 +104,17 @@ mkdir -p "$work/deno"
 cp "$root/packaging/install/peer.mjs" "$work/deno/"
 printf '{ "imports": { "shared-buffer-ipc": "npm:shared-buffer-ipc@%s" } }\n' "$version" \
   > "$work/deno/deno.json"
+# Types: Deno checks a TypeScript user of the package against the types the package declares.
+cat > "$work/deno/typed.ts" <<'TS'
+import { type SegmentId, SharedMemory, SharedMemoryError } from "shared-buffer-ipc";
+const id: SegmentId = { name: "/typed" };
+export const open: (id: SegmentId) => SharedMemory = (x) => SharedMemory.open(x);
+export const code = (e: unknown): string | undefined =>
+  e instanceof SharedMemoryError ? e.code : undefined;
+export const size = (shm: SharedMemory): number => shm.byteLength + ("name" in id ? id.name.length : 0);
+TS
+(cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno check --quiet --min-dep-age=0 typed.ts) \
+  || die "deno check of a typed user failed"
 deno_run() {
   (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno run --quiet --min-dep-age=0 --allow-ffi peer.mjs "$@")
 }
