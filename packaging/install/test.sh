@@ -115,6 +115,12 @@ export const size = (shm: SharedMemory): number => shm.byteLength + ("name" in i
 TS
 (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno check --quiet --min-dep-age=0 typed.ts) \
   || die "deno check of a typed user failed"
+# ...and the types are real, not `any`: a wrong use must fail.
+printf 'import { SharedMemory } from "shared-buffer-ipc";\nexport const n: number = SharedMemory.open;\n' \
+  > "$work/deno/mistyped.ts"
+if (cd "$work/deno" && deno check --quiet --min-dep-age=0 mistyped.ts 2>/dev/null); then
+  die "deno check accepted a wrong use: the package's types are not seen"
+fi
 deno_run() {
   (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno run --quiet --min-dep-age=0 --allow-ffi peer.mjs "$@")
 }
