@@ -118,9 +118,12 @@ TS
 # ...and the types are real, not `any`: a wrong use must fail.
 printf 'import { SharedMemory } from "shared-buffer-ipc";\nexport const n: number = SharedMemory.open;\n' \
   > "$work/deno/mistyped.ts"
-if (cd "$work/deno" && deno check --quiet --min-dep-age=0 mistyped.ts 2>/dev/null); then
+if (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno check --quiet --min-dep-age=0 mistyped.ts \
+  > "$work/mistyped.out" 2>&1); then
   die "deno check accepted a wrong use: the package's types are not seen"
 fi
+grep -q "is not assignable to type 'number'" "$work/mistyped.out" \
+  || { cat "$work/mistyped.out"; die "deno check failed for another reason"; }
 deno_run() {
   (cd "$work/deno" && NPM_CONFIG_REGISTRY="$url" deno run --quiet --min-dep-age=0 --allow-ffi peer.mjs "$@")
 }
