@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { lib, test } from "./harness.ts";
+import { lib, repoRoot as root, runtime, test } from "./harness.ts";
 import {
   loadNativeLibrary,
   openFailure,
@@ -18,8 +18,6 @@ import {
 } from "../ts/library.ts";
 import { ABI_VERSION } from "../ts/ffi.ts";
 import { PACKAGE_NAME, VERSION } from "../ts/version.ts";
-
-const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 
 /** A fake runtime: `open` succeeds for paths in `versions`, reporting that ABI version. */
 function attempt(
@@ -165,8 +163,8 @@ test("a runtime's open error loses its repeated prefix and the path said twice",
 });
 
 test("an entry loaded by another runtime names the one that fits", () => {
-  const other = "Bun" in globalThis ? "mod.ts" : "bun.ts";
-  const fits = "Bun" in globalThis ? "bun.ts" : "mod.ts";
+  const fits = { deno: "mod.ts", bun: "bun.ts", node: "node.ts" }[runtime];
+  const other = runtime === "deno" ? "bun.ts" : "mod.ts";
   const err = wrongEntry(other);
   assert.equal(err.code, "ELIBACC");
   assert.match(err.message, new RegExp(`${other} is the entry for .*: import ${fits} instead`));
