@@ -13,13 +13,13 @@
 //!   the buffer, wherever the buffer was moved. Closing the handle earlier with `sb_close` is
 //!   allowed; the finalizer then does nothing (each handle carries a serial number that is never
 //!   reused, so a later handle with the same number is never closed by mistake).
-//! - `anchor(handle)`: the same ownership for an object that is not a buffer (a `SharedMemory`):
-//!   an external value whose finalizer closes `handle`.
 //! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the same code, and after a
 //!   successful unlink each mapping this process holds of that segment is reported to the
 //!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (the pages
 //!   resident in it, by `mincore`). The report is taken back when the mapping goes. A mapping of a
 //!   linked segment is never reported: unmapping it frees no memory.
+//! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
+//!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
 //!
@@ -49,6 +49,8 @@ pub(crate) struct Account {
     outstanding: AtomicI64,
     /// Bytes whose mapping has gone, to take back on the environment's next call.
     pending: AtomicI64,
+    /// How many times `relieve` has run.
+    reliefs: AtomicI64,
 }
 
 /// A mapping's report: to whom, and how much.
@@ -123,7 +125,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     unsafe { account(api, env)? };
     let functions: [(&CStr, sys::Callback); 5] = [
         (c"wrap", js_wrap),
-        (c"anchor", js_anchor),
+        (c"relieve", js_relieve),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
         (c"reportedBytes", js_reported_bytes),
@@ -318,8 +320,9 @@ fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner),
     }
 }
 
-/// Called by the engine when an object made by `wrap` or `anchor` is collected (or, for a
-/// buffer, when its memory is released after a detach). Calls no Node-API function.
+/// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
+/// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
+/// no Node-API function.
 unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `hint` is the `Box<Owner>` given with the object, finalized exactly once.
@@ -379,27 +382,6 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 Ok(buffer)
             },
         )
-    }
-}
-
-unsafe extern "C" fn js_anchor(env: Env, info: CallbackInfo) -> Value {
-    // SAFETY: env and info come from the runtime.
-    unsafe {
-        call(env, info, |api, _, [handle]: [Value; 1]| {
-            let (_, owner) = handle_arg(api, env, handle)?;
-            let hint = Box::into_raw(Box::new(owner));
-            let mut external = ptr::null_mut();
-            // SAFETY: `release_owner` takes `hint` back exactly once, when the value is
-            // collected; the data pointer is never read.
-            let status =
-                (api.create_external)(env, hint.cast(), release_owner, hint.cast(), &mut external);
-            if status != OK {
-                // Not taken: the finalizer will never run.
-                drop(Box::from_raw(hint));
-                return Err(Thrown::Status("napi_create_external", status));
-            }
-            Ok(external)
-        })
     }
 }
 
@@ -487,6 +469,40 @@ unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
                 crate::segment::parse_name(buf.as_ptr(), len)
             };
             unlink(api, env, account, id)
+        })
+    }
+}
+
+/// How much the first `relieve` reports for a moment: far above an engine's limit for a
+/// synchronous full collection (V8: half the old generation above the last low mark).
+const RELIEF_BYTES: i64 = 1 << 44;
+/// How much more each later `relieve` reports. V8 sets its next limit from the external memory
+/// at the time of a collection, which a relief's own collection sees inflated, so the same
+/// amount again would not cross it.
+const RELIEF_STEP: i64 = 1 << 37;
+
+unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let round = account.reliefs.fetch_add(1, Ordering::Relaxed);
+            let bytes = RELIEF_STEP
+                .checked_mul(round)
+                .and_then(|more| more.checked_add(RELIEF_BYTES))
+                .unwrap_or(i64::MAX / 2);
+            let mut total = 0;
+            check(
+                (api.adjust_external_memory)(env, bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            check(
+                (api.adjust_external_memory)(env, -bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            settle(api, env, account)?;
+            let mut value = ptr::null_mut();
+            check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
+            Ok(value)
         })
     }
 }
