@@ -125,7 +125,7 @@ async function move(buffer: ArrayBuffer): Promise<Moved> {
 
 /** Moves, closes, drops, collects, then uses the moved buffer; returns what to report. */
 async function run(): Promise<Record<string, unknown>> {
-  let shm: InstanceType<typeof SharedMemory> | undefined = SharedMemory.open({ name });
+  let shm: ReturnType<typeof SharedMemory.open> | undefined = SharedMemory.open({ name });
   const original = shm.buffer;
   let moved: Moved;
   try {

@@ -103,7 +103,7 @@ export function loadBun(explicit?: string): Backend {
     // the event loop, which a busy synchronous loop never reaches).
     anchor: (handle, address) => toArrayBuffer(Number(address), 0, 1, handle as never, release),
     relieve() {
-      Bun.gc(true);
+      (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       settleHandles(() => s.sb_handle_count());
     },
   };
