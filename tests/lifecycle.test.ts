@@ -27,7 +27,9 @@ function systemSegments(): { keyed: number; named: number } {
   return { keyed, named };
 }
 
-test("thousands of create/view/close/unlink cycles leave no mapping, handle or segment", () => {
+test("thousands of create/view/close/unlink cycles leave no mapping, handle or segment", async () => {
+  // Objects dropped by earlier tests may be collected in the middle of the loop: collect first.
+  await collectGarbage(3);
   const maps = segmentMappings();
   const handles = openHandleCount();
   const system = systemSegments();

@@ -20,7 +20,7 @@
 
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import type { Backend } from "../backend.ts";
+import { type Backend, settleHandles } from "../backend.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
@@ -133,6 +133,12 @@ export function loadNode(explicit?: string): Backend {
         n.detach(buffer); // Node 20
       }
       n.close(handle);
+    },
+    // A one-byte buffer: V8 runs a buffer's finalizer during garbage collection itself.
+    anchor: (handle, address) => n.wrap(handle, address, 1),
+    relieve() {
+      n.relieve();
+      settleHandles(() => n.handleCount());
     },
   };
 }

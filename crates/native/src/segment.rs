@@ -350,3 +350,51 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
 pub extern "C" fn sb_handle_count() -> i32 {
     guard(|| i32::try_from(handles().live.len()).unwrap_or(i32::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_closes_only_the_handle_it_was_given() {
+        let name = format!("/sb-owner-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id);
+        let mut out = SbMapping::default();
+        // SAFETY: the name is valid for its length and `out` for one write.
+        let rc = unsafe {
+            sb_open_name(
+                name.as_ptr(),
+                name.len() as u32,
+                4096,
+                SB_CREATE,
+                0,
+                0o600,
+                &mut out,
+            )
+        };
+        assert_eq!(rc, 0);
+        let handle = out.handle as i32;
+        let (_, serial) = lookup(handle).unwrap();
+        assert!(
+            !close_owned(handle, serial + 1),
+            "another serial closes nothing"
+        );
+        assert!(lookup(handle).is_some());
+        let dup = sb_dup(handle);
+        let (_, dup_serial) = lookup(dup).unwrap();
+        assert_ne!(serial, dup_serial, "every handle has its own serial");
+        assert_eq!(mappings_of(&id).len(), 1, "two handles, one mapping");
+        assert!(close_owned(handle, serial));
+        assert!(!close_owned(handle, serial), "closed once only");
+        assert_eq!(sb_close(handle), -libc::EBADF);
+        assert_eq!(
+            mappings_of(&id).len(),
+            1,
+            "the duplicate still holds the mapping"
+        );
+        assert_eq!(sb_close(dup), 0);
+        assert!(mappings_of(&id).is_empty());
+        Segment::unlink(&id).unwrap();
+    }
+}
