@@ -33,6 +33,7 @@ import { SCENARIOS } from "./scenarios.ts";
 
 /** A figure over every run: its median and spread. */
 interface Figure extends Omit<Row, "value"> {
+  scenario: string;
   median: number;
   min: number;
   max: number;
@@ -67,7 +68,7 @@ for (const rt of runtimes) {
 }
 
 // Every run: the figures of every scenario, and its ratios of that run.
-const figures = new Map<string, { row: Omit<Row, "value">; runs: number[] }>();
+const figures = new Map<string, { scenario: string; row: Omit<Row, "value">; runs: number[] }>();
 const ratios = new Map<string, { compare: Compare; scenario: string; runs: number[] }>();
 for (let run = 0; run < runs; run++) {
   const ctx: Context = { runtimes, placements, run };
@@ -83,8 +84,9 @@ for (let run = 0; run < runs; run++) {
       for (const row of await scenario.run(ctx, noted)) {
         const { value, ...id } = row;
         got.set(key(id), value);
-        if (!figures.has(key(id))) figures.set(key(id), { row: id, runs: [] });
-        figures.get(key(id))!.runs.push(value);
+        const at = `${scenario.name}|${key(id)}`;
+        if (!figures.has(at)) figures.set(at, { scenario: scenario.name, row: id, runs: [] });
+        figures.get(at)!.runs.push(value);
       }
     } catch (err) {
       noted("the whole scenario", err);
@@ -122,7 +124,11 @@ const results = {
     placements.map((p) => [p, p === "same" ? "both on CPU 0" : "CPU 0 and CPU 1"]),
   ),
   scenarios: Object.fromEntries(scenarios.map((s) => [s.name, s.method])),
-  figures: [...figures.values()].map(({ row, runs }): Figure => ({ ...row, ...spread(runs, 3) })),
+  figures: [...figures.values()].map(({ scenario, row, runs }): Figure => ({
+    scenario,
+    ...row,
+    ...spread(runs, 3),
+  })),
   ratios: [...ratios.values()].map(({ compare, scenario, runs }) => ({
     scenario,
     ...compare,

@@ -417,13 +417,13 @@ export const channel: Scenario = {
           tput("channel", "stdio", "channel (copying) / stdio pipe", sync);
           tput("channel", "ipc_json", "channel (copying) / Bun ipc, json", sync);
           tput("channel", "ipc_advanced", "channel (copying) / Bun ipc, advanced", sync);
-          tput(
-            "socket",
-            "copy",
-            "Unix socket / the Rust ring (the socket's distance)",
-            undefined,
-            "native",
-          );
+          for (const [what, label] of [["copy", "copying"], ["zero_copy", "zero-copy"]]) {
+            list.push({
+              label: `the Rust ring ${label} / Unix socket`,
+              num: f("native", what, "msgs_per_s"),
+              den: f(rt, "socket", "msgs_per_s"),
+            });
+          }
           trip("channel", "socket", "round trip: channel (parked) / Unix socket", sync);
           trip("channel", "stdio", "round trip: channel (parked) / stdio pipes", sync);
           trip("channel", "ipc_json", "round trip: channel (parked) / Bun ipc, json", sync);
