@@ -31,11 +31,9 @@ export const runtime: Runtime = "Bun" in globalThis
   ? "deno"
   : "node";
 
-/** The repository's root folder (no trailing slash). */
-export const root: string = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(
-  /\/$/,
-  "",
-);
+/** The repository's root folder (no trailing slash), also from the built copy in `dist/bench/`. */
+export const root: string = decodeURIComponent(new URL("../", import.meta.url).pathname)
+  .replace(/\/$/, "").replace(/\/dist$/, "");
 
 /** An environment variable, or `fallback` when unset or empty. */
 export function env(name: string, fallback: string): string;

@@ -288,7 +288,8 @@ function chart(json: any): string {
     )?.median;
   const [W, H, left, top, bottom] = [300, 260, 50, 60, 50];
   const width = left + runtimes.length * W + 20;
-  const y = (v: number) => top + H - ((Math.log10(v) + 1) / 3) * H; // 0.1x to 100x
+  // 0.1x to 100x, log scale, rounded to tenths of a pixel.
+  const y = (v: number) => Math.round((top + H - ((Math.log10(v) + 1) / 3) * H) * 10) / 10;
   const svg: string[] = [];
   svg.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
@@ -333,16 +334,22 @@ function chart(json: any): string {
         const [x, yv, y1] = [gx + i * 20, y(clamped), y(1)];
         svg.push(
           `<rect x="${x}" y="${Math.min(yv, y1)}" width="18" height="${
-            Math.max(1, Math.abs(y1 - yv))
+            Math.max(1, Math.round(Math.abs(y1 - yv) * 10) / 10)
           }" fill="${color}"><title>${label}: ${num(v)}x</title></rect>`,
         );
         svg.push(
-          `<text x="${
-            x + 9
-          }" y="${(v >= 1 ? yv - 3 : yv + 11)}" text-anchor="middle" font-size="9">${
+          `<text x="${x + 9}" y="${v >= 1 ? yv - 3 : yv + 11}" text-anchor="middle" font-size="9">${
             num(v)
           }</text>`,
         );
+        const goal = GOALS.find((g) => g.label === label && g.size === size)?.atLeast;
+        if (goal !== undefined) {
+          svg.push(
+            `<line x1="${x - 2}" x2="${x + 20}" y1="${y(goal)}" y2="${
+              y(goal)
+            }" stroke="#c00" stroke-width="2"><title>goal: at least ${goal}x</title></line>`,
+          );
+        }
       });
     });
   });

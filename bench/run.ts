@@ -11,6 +11,7 @@
  * @module
  */
 
+import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import {
@@ -62,18 +63,19 @@ const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 
 const load = { at_start: loadavg(), at_end: [] as number[] };
 const versions: Record<string, string> = {};
 for (const rt of runtimes) {
-  const { spawnSync } = await import("node:child_process");
-  versions[rt] = spawnSync(RUNTIMES[rt].exe, ["--version"], { encoding: "utf8" }).stdout
-    .split("\n")[0];
+  const out = spawnSync(RUNTIMES[rt].exe, ["--version"], { encoding: "utf8" }).stdout ?? "";
+  versions[rt] = `${rt} ${out.match(/\d+\.\d+\.\d+/)?.[0] ?? "?"}`;
 }
 
 // Every run: the figures of every scenario, and its ratios of that run.
 const figures = new Map<string, { scenario: string; row: Omit<Row, "value">; runs: number[] }>();
+const seconds: Record<string, number[]> = {};
 const ratios = new Map<string, { compare: Compare; scenario: string; runs: number[] }>();
 for (let run = 0; run < runs; run++) {
   const ctx: Context = { runtimes, placements, run };
   for (const scenario of run % 2 ? [...scenarios].reverse() : scenarios) {
     progress(`run ${run + 1}/${runs}: ${scenario.name}`);
+    const began = performance.now();
     const noted = (what: string, why: unknown) => {
       const reason = why instanceof Error ? why.message : String(why);
       progress(`${scenario.name}: ${what} skipped: ${reason}`);
@@ -91,6 +93,7 @@ for (let run = 0; run < runs; run++) {
     } catch (err) {
       noted("the whole scenario", err);
     }
+    (seconds[scenario.name] ??= []).push(round((performance.now() - began) / 1e3, 1));
     for (const compare of scenario.compare(ctx)) {
       const a = got.get(key(compare.num));
       const b = got.get(key(compare.den));
@@ -135,6 +138,7 @@ const results = {
     ...spread(runs, 3),
   })),
   skipped,
+  seconds_per_run: seconds,
   elapsed_s: round((performance.now() - wall) / 1e3, 1),
 };
 mkdirSync(`${root}/bench/out`, { recursive: true });

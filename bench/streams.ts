@@ -73,21 +73,27 @@ export class Meter {
   #first = -1;
   #start = -1;
   #counted = 0;
+  #all = 0;
   constructor(readonly warmupMs: number) {}
 
   /** `n` more messages arrived since the last call. */
   add(n: number): void {
     const now = performance.now();
+    if (this.#first < 0) this.#first = now;
+    else this.#all += n;
     if (this.#start >= 0) this.#counted += n;
-    else if (this.#first < 0) this.#first = now;
     else if (now - this.#first >= this.warmupMs) this.#start = now;
   }
 
-  /** Messages/s, with `n` last messages not yet added. */
+  /**
+   * Messages/s, with `n` last messages not yet added. A stream that ended within its warm-up
+   * (slow messages on a busy machine) is counted from its first message instead.
+   */
   finish(n: number): number {
     this.add(n);
-    if (this.#start < 0 || !this.#counted) throw new Error("the stream ended in its warm-up");
-    return Math.round(this.#counted / ((performance.now() - this.#start) / 1e3));
+    const [from, count] = this.#counted ? [this.#start, this.#counted] : [this.#first, this.#all];
+    if (!count) throw new Error("the stream ended after one message");
+    return Math.round(count / ((performance.now() - from) / 1e3));
   }
 }
 

@@ -42,7 +42,10 @@ import {
 const KIB = 1024;
 const MIB = 1 << 20;
 const SIZES = [64, 4 * KIB, 64 * KIB, MIB];
-/** Sizes also measured with both processes on one CPU, where wake-ups cost most. */
+/**
+ * Sizes also measured with both processes on one CPU, where wake-ups cost most (for the
+ * transports marked `sameCore`, to keep the whole run within minutes).
+ */
 const SAME_CORE_SIZES = [64, 4 * KIB];
 /** Ring bytes of the stream's channel per message size (native_ring gets the same). */
 const CAPACITY: Record<number, number> = {
@@ -68,20 +71,25 @@ const TRANSPORTS: Record<string, {
   stream: number[];
   trips: number[];
   runtimes?: Runtime[];
+  /** Also measured with both processes on one CPU. */
+  sameCore?: boolean;
   how: string;
 }> = {
   channel: {
+    sameCore: true,
     stream: SIZES,
     trips: SIZES,
     how: "Channel, copying: send(Uint8Array) / recvInto(one reused buffer), synchronous calls; " +
       "round trips with { spin: 0 } on both ends, so every message wakes a parked receiver",
   },
   channel_timeout: {
+    sameCore: true,
     stream: [64, 4 * KIB],
     trips: [],
     how: "the copying path with a timeout on every receive: recvInto(buffer, 1000)",
   },
   channel_zc: {
+    sameCore: true,
     stream: SIZES,
     trips: [],
     how: "Channel, zero-copy: reserve(n) + stamp in place + commit() / recvView()",
@@ -92,17 +100,20 @@ const TRANSPORTS: Record<string, {
     how: "the zero-copy path with the producer writing every byte in place before commit()",
   },
   channel_spin: {
+    sameCore: true,
     stream: [],
     trips: [64],
     how: "Channel round trips with the default endpoint options (spin, then park)",
   },
   socket: {
+    sameCore: true,
     stream: SIZES,
     trips: SIZES,
     how: "the runtime's Unix stream socket (Deno.listen/connect, Bun.listen/connect, node:net), " +
       "a 4-byte length before each message, one message per write, an async event loop",
   },
   socket_packed: {
+    sameCore: true,
     stream: [64],
     trips: [],
     how: "the same socket with as many framed messages as fit packed into each 64 KiB write",
@@ -238,17 +249,37 @@ export async function peer(spec: Spec): Promise<void> {
   else await peerStream(spec);
 }
 
-/** Runs one pair: the measuring process under `taskset -c 0`, which starts its peer. */
-export async function pair(
+/** One pair of a {@linkcode pairs} batch. */
+export interface PairPlan {
+  transport: string;
+  size: number;
+  /** Measure the one-way stream. */
+  stream: boolean;
+  /** Timed round trips (0: none). */
+  trips: number;
+}
+
+/** The measuring role: the pairs of `specs` one after another, each with a fresh peer. */
+async function measureAll(specs: Spec[]): Promise<(PairResult | { error: string })[]> {
+  const out: (PairResult | { error: string })[] = [];
+  for (const spec of specs) {
+    out.push(await measure(spec).catch((err) => ({ error: String(err?.message ?? err) })));
+  }
+  return out;
+}
+
+/**
+ * Runs pairs of one runtime and placement in one measuring process under `taskset -c 0` (it
+ * starts a fresh peer for each, so stdio and IPC join exactly these two processes). A pair that
+ * fails is returned as its error; the others still run.
+ */
+export async function pairs(
   rt: Runtime,
   scenario: string,
   placement: Placement,
-  transport: string,
-  size: number,
-  stream: boolean,
-  trips: number,
-): Promise<PairResult> {
-  const spec: Spec = {
+  plans: PairPlan[],
+): Promise<(PairResult | { error: string })[]> {
+  const specs = plans.map(({ transport, size, stream, trips }): Spec => ({
     scenario,
     transport,
     size,
@@ -256,21 +287,23 @@ export async function pair(
     trips: trips ? { n: trips, warmup: Math.ceil(trips / 10) } : null,
     peerCpu: PLACEMENTS[placement].peer,
     name: uniqueName("ch"),
-  };
-  leftovers("add", ids(spec));
+  }));
+  const names = specs.flatMap(ids);
+  leftovers("add", names);
   try {
-    return await runJson<PairResult>(
-      pinned(PLACEMENTS[placement].measuring, childCommand(rt, scenario, "measure", spec)),
+    return await runJson(
+      pinned(PLACEMENTS[placement].measuring, childCommand(rt, scenario, "measure", specs)),
+      { timeoutMs: 30_000 * specs.length },
     );
   } finally {
-    for (const id of ids(spec)) {
+    for (const name of names) {
       try {
-        lib.SharedMemory.unlink({ name: id });
+        lib.SharedMemory.unlink({ name });
       } catch {
         // removed by the pair, as it should be
       }
     }
-    leftovers("remove", ids(spec));
+    leftovers("remove", names);
   }
 }
 
@@ -280,6 +313,81 @@ interface NativeRing {
   latency_parked: { median_us: number; p99_us: number };
   latency_spin_then_park: { median_us: number; p99_us: number };
 }
+
+const LOOP = "the channel's calls are synchronous; the other side runs an async event loop";
+
+/**
+ * The ratios the report shows, for each runtime, size and placement: the metric, numerator and
+ * denominator (`native.<what>` for the Rust ring, else this runtime's transport), the label, and
+ * whether the two sides are driven differently (a synchronous channel against an event loop).
+ */
+const RATIOS: [string, string, string, string, boolean?][] = [
+  [
+    "msgs_per_s",
+    "channel",
+    "socket",
+    "channel (copying) / Unix socket, one write per message",
+    true,
+  ],
+  [
+    "msgs_per_s",
+    "channel",
+    "socket_packed",
+    "channel (copying) / Unix socket, packed 64 KiB writes",
+    true,
+  ],
+  ["msgs_per_s", "channel", "native.copy", "channel (copying) / the Rust ring copying"],
+  ["msgs_per_s", "channel_timeout", "socket", "channel with a receive timeout / Unix socket", true],
+  [
+    "msgs_per_s",
+    "channel_timeout",
+    "native.copy",
+    "channel with a receive timeout / the Rust ring",
+  ],
+  ["msgs_per_s", "channel_timeout", "channel", "channel with a receive timeout / without"],
+  ["msgs_per_s", "channel_zc", "socket", "channel zero-copy / Unix socket", true],
+  ["msgs_per_s", "channel_zc", "native.zero_copy", "channel zero-copy / the Rust ring zero-copy"],
+  ["msgs_per_s", "channel_zc", "channel", "channel zero-copy / copying"],
+  [
+    "msgs_per_s",
+    "channel_zc_fill",
+    "socket",
+    "channel zero-copy, filled in place / Unix socket",
+    true,
+  ],
+  ["msgs_per_s", "channel_zc_fill", "channel", "channel zero-copy, filled in place / copying"],
+  ["msgs_per_s", "channel", "stdio", "channel (copying) / stdio pipe", true],
+  ["msgs_per_s", "channel", "ipc_json", "channel (copying) / Bun ipc, json", true],
+  ["msgs_per_s", "channel", "ipc_advanced", "channel (copying) / Bun ipc, advanced", true],
+  ["msgs_per_s", "native.copy", "socket", "the Rust ring copying / Unix socket"],
+  ["msgs_per_s", "native.zero_copy", "socket", "the Rust ring zero-copy / Unix socket"],
+  ["median_us", "channel", "socket", "round trip: channel (parked) / Unix socket", true],
+  ["median_us", "channel", "stdio", "round trip: channel (parked) / stdio pipes", true],
+  ["median_us", "channel", "ipc_json", "round trip: channel (parked) / Bun ipc, json", true],
+  [
+    "median_us",
+    "channel",
+    "ipc_advanced",
+    "round trip: channel (parked) / Bun ipc, advanced",
+    true,
+  ],
+  ["median_us", "channel", "native.copy", "round trip: channel (parked) / the Rust ring parked"],
+  ["median_us", "native.copy", "socket", "round trip: the Rust ring parked / Unix socket"],
+  [
+    "median_us",
+    "channel_spin",
+    "socket",
+    "round trip: channel (spin, then park) / Unix socket",
+    true,
+  ],
+  [
+    "median_us",
+    "channel_spin",
+    "native.spin",
+    "round trip: channel (spin, then park) / the Rust ring's",
+  ],
+  ["cpu_us", "channel", "socket", "CPU per round trip: channel (parked) / Unix socket", true],
+];
 
 /** The scenario. */
 export const channel: Scenario = {
@@ -303,21 +411,26 @@ export const channel: Scenario = {
       const sizes = placement === "same" ? SAME_CORE_SIZES : SIZES;
       for (const size of ctx.run % 2 ? [...sizes].reverse() : sizes) {
         for (const rt of ctx.runtimes) {
-          for (const [transport, plan] of Object.entries(TRANSPORTS)) {
+          const plans = Object.entries(TRANSPORTS).flatMap(([transport, plan]): PairPlan[] => {
             const stream = plan.stream.includes(size);
             const trips = plan.trips.includes(size) ? TRIPS[size] : 0;
-            if ((!stream && !trips) || (plan.runtimes && !plan.runtimes.includes(rt))) continue;
+            const here = (!plan.runtimes || plan.runtimes.includes(rt)) &&
+              (placement === "split" || plan.sameCore);
+            return (stream || trips) && here ? [{ transport, size, stream, trips }] : [];
+          });
+          const got = await pairs(rt, "channel", placement, ctx.run % 2 ? plans.reverse() : plans)
+            .catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
+          plans.forEach(({ transport }, k) => {
             const base = { runtime: rt, what: transport, size, placement };
-            try {
-              const got = await pair(rt, "channel", placement, transport, size, stream, trips);
-              if (got.msgs_per_s) {
-                out.push({ ...base, metric: "msgs_per_s", value: got.msgs_per_s });
-              }
-              if (got.latency) out.push(...rows(base, got.latency));
-            } catch (err) {
-              skipped(`${placement} ${rt} ${transport} ${size} B`, err);
+            const result = got[k];
+            if ("error" in result) {
+              skipped(`${placement} ${rt} ${transport} ${size} B`, result.error);
             }
-          }
+            if ("msgs_per_s" in result) {
+              out.push({ ...base, metric: "msgs_per_s", value: result.msgs_per_s! });
+            }
+            if ("latency" in result) out.push(...rows(base, result.latency!));
+          });
         }
         for (const zeroCopy of bin ? [false, true] : []) {
           const what = zeroCopy ? "zero_copy" : "copy";
@@ -344,113 +457,19 @@ export const channel: Scenario = {
     }
     return out;
   },
-  compare(ctx) {
-    const list: Compare[] = [];
-    const sync = "the channel's calls are synchronous; the other side runs an async event loop";
-    for (const placement of ctx.placements) {
-      const sizes = placement === "same" ? SAME_CORE_SIZES : SIZES;
-      for (const rt of ctx.runtimes) {
-        for (const size of sizes) {
-          const f = (runtime: string, what: string, metric: string) => ({
-            runtime,
-            what,
-            size,
-            placement,
-            metric,
-          });
-          const tput = (
-            num: string,
-            den: string,
-            label: string,
-            note?: string,
-            denRt: string = rt,
-          ) =>
-            list.push({
-              label,
-              num: f(rt, num, "msgs_per_s"),
-              den: f(denRt, den, "msgs_per_s"),
-              note,
-            });
-          const trip = (
-            num: string,
-            den: string,
-            label: string,
-            note?: string,
-            denRt: string = rt,
-          ) =>
-            list.push({
-              label,
-              num: f(rt, num, "median_us"),
-              den: f(denRt, den, "median_us"),
-              note,
-            });
-          tput("channel", "socket", "channel (copying) / Unix socket, one write per message", sync);
-          tput("channel", "copy", "channel (copying) / the Rust ring copying", undefined, "native");
-          tput("channel_timeout", "socket", "channel with a receive timeout / Unix socket", sync);
-          tput(
-            "channel_timeout",
-            "copy",
-            "channel with a receive timeout / the Rust ring",
-            undefined,
-            "native",
-          );
-          tput("channel_zc", "socket", "channel zero-copy / Unix socket", sync);
-          tput(
-            "channel_zc",
-            "zero_copy",
-            "channel zero-copy / the Rust ring zero-copy",
-            undefined,
-            "native",
-          );
-          tput(
-            "channel_zc_fill",
-            "socket",
-            "channel zero-copy, filled in place / Unix socket",
-            sync,
-          );
-          tput(
-            "channel",
-            "socket_packed",
-            "channel (copying) / Unix socket, packed 64 KiB writes",
-            sync,
-          );
-          tput("channel", "stdio", "channel (copying) / stdio pipe", sync);
-          tput("channel", "ipc_json", "channel (copying) / Bun ipc, json", sync);
-          tput("channel", "ipc_advanced", "channel (copying) / Bun ipc, advanced", sync);
-          for (const [what, label] of [["copy", "copying"], ["zero_copy", "zero-copy"]]) {
-            list.push({
-              label: `the Rust ring ${label} / Unix socket`,
-              num: f("native", what, "msgs_per_s"),
-              den: f(rt, "socket", "msgs_per_s"),
-            });
-          }
-          trip("channel", "socket", "round trip: channel (parked) / Unix socket", sync);
-          trip("channel", "stdio", "round trip: channel (parked) / stdio pipes", sync);
-          trip("channel", "ipc_json", "round trip: channel (parked) / Bun ipc, json", sync);
-          trip(
-            "channel",
-            "copy",
-            "round trip: channel (parked) / the Rust ring parked",
-            undefined,
-            "native",
-          );
-          trip(
-            "channel_spin",
-            "socket",
-            "round trip: channel (spin, then park) / Unix socket",
-            sync,
-          );
-          trip(
-            "channel_spin",
-            "spin",
-            "round trip: channel (spin, then park) / the Rust ring's",
-            undefined,
-            "native",
-          );
-        }
-      }
-    }
-    return list;
-  },
-  children: { measure, peer },
+  compare: (ctx) =>
+    ctx.placements.flatMap((placement) =>
+      (placement === "same" ? SAME_CORE_SIZES : SIZES).flatMap((size) =>
+        ctx.runtimes.flatMap((rt) =>
+          RATIOS.map(([metric, num, den, label, loop]): Compare => {
+            const side = (w: string) => {
+              const [runtime, what] = w.includes(".") ? w.split(".") : [rt, w];
+              return { runtime, what, size, placement, metric };
+            };
+            return { label, num: side(num), den: side(den), note: loop ? LOOP : undefined };
+          })
+        )
+      )
+    ),
+  children: { measure: measureAll, peer },
 };

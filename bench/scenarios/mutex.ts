@@ -6,6 +6,7 @@
  * @module
  */
 
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import {
   childCommand,
   cpuNs,
@@ -18,7 +19,9 @@ import {
   type Row,
   rows,
   runJson,
+  type Runtime,
   type Scenario,
+  start,
   uniqueName,
 } from "../harness.ts";
 
@@ -85,6 +88,48 @@ async function idleChild(): Promise<Record<string, number>> {
   return { wait_async_cpu_ms_per_s: round(waiting, 3), idle_cpu_ms_per_s: round(idle, 3) };
 }
 
+const MARKER = "/nonexistent-sb-bench-marker";
+const LOOPS = { lock_unlock: 1_000_000, notify_no_waiter: 10_000 };
+
+/** Loops between marker calls (a `stat` of a path that cannot exist) that strace shows. */
+function syscallsChild(): void {
+  const { Mutex, notify } = lib;
+  using shm = privateSegment(4096);
+  const mutex = Mutex.init(shm.buffer, 0);
+  const words = new Int32Array(shm.buffer, 1024, 16);
+  const loops: Record<keyof typeof LOOPS, () => void> = {
+    lock_unlock: () => mutex.lock().unlock(),
+    notify_no_waiter: () => notify(words, 0),
+  };
+  for (const op of Object.values(loops)) for (let i = 0; i < 100_000; i++) op(); // JIT first
+  for (const [name, op] of Object.entries(loops)) {
+    existsSync(`${MARKER}/${name}-begin`);
+    for (let i = LOOPS[name as keyof typeof LOOPS]; i > 0; i--) op();
+    existsSync(`${MARKER}/${name}-end`);
+  }
+}
+
+/** System calls per call of the loop thread between each pair of markers, under strace -f. */
+async function syscalls(rt: Runtime): Promise<Row[]> {
+  const log = `/tmp/${uniqueName("strace")}.txt`;
+  try {
+    await start(
+      pinned("0", ["strace", "-f", "-qq", "-o", log, ...childCommand(rt, "mutex", "syscalls")]),
+    ).done;
+    const lines = readFileSync(log, "utf8").split("\n");
+    return Object.entries(LOOPS).map(([what, n]) => {
+      const begin = lines.findIndex((l) => l.includes(`${MARKER}/${what}-begin`));
+      const end = lines.findIndex((l) => l.includes(`${MARKER}/${what}-end`));
+      if (begin < 0 || end < begin) throw new Error("no markers in the strace output");
+      const tid = lines[begin].split(/\s+/)[0];
+      const calls = lines.slice(begin + 1, end).filter((l) => l.startsWith(`${tid} `)).length;
+      return { runtime: rt, what, metric: "syscalls per call", value: calls / n };
+    });
+  } finally {
+    rmSync(log, { force: true });
+  }
+}
+
 /** The scenario. */
 export const mutex: Scenario = {
   name: "mutex",
@@ -94,7 +139,9 @@ export const mutex: Scenario = {
     "on a word that already changed (one system call); atomics_notify_sab: Atomics.notify on a " +
     "SharedArrayBuffer (in-process reference). Medians over 10 blocks of about 10 ms, ns per " +
     "call. native: the Rust Mutex and notify (native_wait). idle: CPU per second of a fresh " +
-    "process during one 1 s waitAsync nobody notifies, against 1 s of nothing.",
+    "process during one 1 s waitAsync nobody notifies, against 1 s of nothing. syscalls per " +
+    `call: the loop thread's system calls under strace -f over ${LOOPS.lock_unlock} lock+unlock ` +
+    `and ${LOOPS.notify_no_waiter} notify calls, between marker calls.`,
   async run(ctx, skipped) {
     const out: Row[] = [];
     try {
@@ -126,6 +173,13 @@ export const mutex: Scenario = {
         skipped(rt, err);
       }
     }
+    for (const rt of ctx.runtimes) {
+      try {
+        out.push(...await syscalls(rt));
+      } catch (err) {
+        skipped(`${rt} system calls (strace)`, err);
+      }
+    }
     // Every runtime idles at once, each in a fresh process.
     await Promise.all(ctx.runtimes.map(async (rt) => {
       try {
@@ -146,5 +200,5 @@ export const mutex: Scenario = {
         den: { runtime: "native", what, metric: "ns" },
       }))
     ),
-  children: { costs: costsChild, idle: idleChild },
+  children: { costs: costsChild, idle: idleChild, syscalls: syscallsChild },
 };

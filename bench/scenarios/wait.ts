@@ -21,11 +21,12 @@ import {
   type Row,
   rows,
   runJson,
+  type Runtime,
   type Scenario,
   start,
   uniqueName,
 } from "../harness.ts";
-import { pair } from "./channel.ts";
+import { pairs } from "./channel.ts";
 
 const N = 2000;
 const WARMUP = 300;
@@ -132,13 +133,28 @@ async function futexPair(rt: Runtime, placement: Placement, variant: Variant) {
     lib.SharedMemory.unlink({ name });
   }
 }
-type Runtime = Parameters<typeof childCommand>[0];
 
 /** What native_wait prints (the parts used here). */
 type NativeWait = Record<
   "park" | "spin_then_park" | "async_service",
   { median_ns: number; p99_ns: number }
 >;
+
+const LOOP = "wait/notify blocks the thread; the socket side runs an async event loop";
+
+/** The ratios the report shows (see the channel scenario's list for the fields). */
+const RATIOS: [string, string, string, string, boolean?][] = [
+  ["median_us", "park", "socket", "round trip: wait/notify (park) / Unix socket", true],
+  ["median_us", "park", "native.park", "round trip: wait/notify (park) / Rust futex"],
+  ["median_us", "native.park", "socket", "round trip: Rust futex / Unix socket"],
+  ["median_us", "spin", "socket", "round trip: spin-then-park / Unix socket", true],
+  ["median_us", "spin", "native.spin", "round trip: spin-then-park / Rust spin-then-park"],
+  ["median_us", "async", "socket", "round trip: waitAsync / Unix socket"],
+  ["median_us", "async", "native.async", "round trip: waitAsync / Rust async service"],
+  ["median_us", "park", "workers", "round trip: wait/notify (park) / Atomics between Workers"],
+  ["cpu_us", "park", "socket", "CPU per round trip: wait/notify (park) / Unix socket", true],
+  ["cpu_us", "spin", "park", "CPU per round trip: spin-then-park / park"],
+];
 
 /** The scenario. */
 export const wait: Scenario = {
@@ -165,7 +181,9 @@ export const wait: Scenario = {
           }
         }
         try {
-          const got = await pair(rt, "channel", placement, "socket", 8, false, N);
+          const plan = { transport: "socket", size: 8, stream: false, trips: N };
+          const [got] = await pairs(rt, "channel", placement, [plan]);
+          if ("error" in got) throw new Error(got.error);
           out.push(...rows({ ...base, what: "socket" }, got.latency!));
         } catch (err) {
           skipped(`${placement} ${rt} socket`, err);
@@ -199,41 +217,17 @@ export const wait: Scenario = {
     }
     return out;
   },
-  compare(ctx) {
-    const list: Compare[] = [];
-    const f = (runtime: string, what: string, placement: Placement) => ({
-      runtime,
-      what,
-      placement,
-      metric: "median_us",
-    });
-    for (const placement of ctx.placements) {
-      for (const rt of ctx.runtimes) {
-        const add = (label: string, num: [string, string], den: [string, string], note?: string) =>
-          list.push({
-            label,
-            num: f(num[0], num[1], placement),
-            den: f(den[0], den[1], placement),
-            note,
-          });
-        const loop = "wait/notify blocks the thread; the socket side runs an async event loop";
-        add("round trip: wait/notify (park) / Unix socket", [rt, "park"], [rt, "socket"], loop);
-        add("round trip: wait/notify (park) / Rust futex", [rt, "park"], ["native", "park"]);
-        add("round trip: Rust futex / this runtime's Unix socket", ["native", "park"], [
-          rt,
-          "socket",
-        ]);
-        add("round trip: spin-then-park / Unix socket", [rt, "spin"], [rt, "socket"], loop);
-        add("round trip: spin-then-park / Rust spin-then-park", [rt, "spin"], ["native", "spin"]);
-        add("round trip: waitAsync / Unix socket", [rt, "async"], [rt, "socket"]);
-        add("round trip: waitAsync / Rust async service", [rt, "async"], ["native", "async"]);
-        add("round trip: wait/notify (park) / Atomics between Workers", [rt, "park"], [
-          rt,
-          "workers",
-        ]);
-      }
-    }
-    return list;
-  },
+  compare: (ctx) =>
+    ctx.placements.flatMap((placement) =>
+      ctx.runtimes.flatMap((rt) =>
+        RATIOS.map(([metric, num, den, label, loop]): Compare => {
+          const side = (w: string) => {
+            const [runtime, what] = w.includes(".") ? w.split(".") : [rt, w];
+            return { runtime, what, placement, metric };
+          };
+          return { label, num: side(num), den: side(den), note: loop ? LOOP : undefined };
+        })
+      )
+    ),
   children: { echo, leader, workers },
 };
