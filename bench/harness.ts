@@ -170,7 +170,8 @@ export function start(
     timedOut = true;
     child.kill("SIGKILL");
   }, ms);
-  const what = command.slice(command[0] === "taskset" ? 3 : 0).slice(0, 6).join(" ");
+  const what = command.slice(command[0] === "taskset" ? 3 : 0)
+    .map((arg) => (/^[[{]/.test(arg) ? "<json>" : arg.replace(`${root}/`, ""))).join(" ");
   const done = new Promise<string>((resolve, reject) => {
     child.on("error", (err) => reject(new Error(`${what}: ${err}`)));
     child.on("close", (code, signal) => {
@@ -190,9 +191,9 @@ export function start(
   return { done, kill: () => child.kill("SIGKILL") };
 }
 
-/** The last line of `stdout` that is a JSON object. */
+/** The last line of `stdout` that is a JSON object or array. */
 export function lastJson<T>(stdout: string): T {
-  const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+  const line = stdout.trim().split("\n").filter((l) => /^[[{]/.test(l)).pop();
   if (line === undefined) throw new Error(`no JSON in the output: ${stdout.slice(0, 300)}`);
   return JSON.parse(line) as T;
 }

@@ -130,6 +130,56 @@ function pivot(
   );
 }
 
+const TRIPS = "Median µs per round trip (lowest-highest run), then p99 µs and the CPU µs both " +
+  "processes used per round trip (medians over runs):\n";
+
+/** Round-trip figures as a table: median with spread, p99 and CPU per round trip in each cell. */
+function trips(
+  figs: Figure[],
+  rowOf: (f: Figure) => string,
+  colOf: (f: Figure) => string,
+  first: string,
+): string {
+  const medians = figs.filter((f) => f.metric === "median_us");
+  const rows = [...new Set(medians.map(rowOf))];
+  const cols = [...new Set(medians.map(colOf))];
+  const get = (r: string, c: string, metric: string) =>
+    figs.find((f) => rowOf(f) === r && colOf(f) === c && f.metric === metric);
+  return table(
+    [first, ...cols],
+    rows.map((r) => [
+      r,
+      ...cols.map((c) => {
+        const [med, p99, cpu] = ["median_us", "p99_us", "cpu_us"].map((k) => get(r, c, k));
+        if (!med) return "";
+        return `${cell(med)}; p99 ${num(p99!.median)}${cpu ? `; CPU ${num(cpu.median)}` : ""}`;
+      }),
+    ]),
+  );
+}
+
+/** The ratios of one scenario, with their goals and the numbers of their notes. */
+function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
+  return table(
+    ["ratio", "who", "size", "placement", "value", "goal"],
+    ratios.map((r) => {
+      const g = goalOf(r);
+      const goal = !g
+        ? ""
+        : `${g.atLeast !== undefined ? `≥ ${g.atLeast}` : `≤ ${g.atMost}`} ${
+          (g.atLeast !== undefined ? r.median >= g.atLeast : r.median <= g.atMost!)
+            ? "met"
+            : "**not met**"
+        }`;
+      const mark = r.note ? ` [${notes.indexOf(r.note) + 1}]` : "";
+      const who = r.num.runtime === r.den.runtime
+        ? r.num.runtime
+        : `${r.num.runtime} / ${r.den.runtime}`;
+      return [r.label + mark, who, sizeName(r.num.size), r.num.placement ?? "", cell(r), goal];
+    }),
+  );
+}
+
 /** Every section of `bench/README.md`'s results, from the JSON. */
 function results(json: any): string {
   const figs: Figure[] = json.figures;
@@ -178,57 +228,22 @@ function results(json: any): string {
   );
   for (const p of Object.keys(json.placements)) {
     out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
-    out.push("Median µs, then p99 µs and CPU µs per round trip (both processes):\n");
-    const w = of("wait", (f) => f.placement === p);
-    const rows = [...new Set(w.map((f) => f.what))];
-    const who = [...new Set(w.map((f) => f.runtime))];
-    const get = (r: string, rt: string, metric: string) =>
-      w.find((f) => f.what === r && f.runtime === rt && f.metric === metric);
-    out.push(table(
-      ["variant", ...who],
-      rows.map((r) => [
-        r,
-        ...who.map((rt) => {
-          const [med, p99, cpu] = ["median_us", "p99_us", "cpu_us"].map((k) => get(r, rt, k));
-          return med
-            ? `${cell(med)}; p99 ${num(p99!.median)}${cpu ? `; CPU ${num(cpu.median)}` : ""}`
-            : "";
-        }),
-      ]),
-    ));
+    out.push(TRIPS);
+    out.push(
+      trips(of("wait", (f) => f.placement === p), (f) => f.what, (f) => f.runtime, "variant"),
+    );
   }
   for (const p of Object.keys(json.placements)) {
     const c = of("channel", (f) => f.placement === p);
     if (!c.length) continue;
     out.push(`### Channel throughput, messages/s, ${placementText(p)}\n`);
+    const rate = c.filter((f) => f.metric === "msgs_per_s");
     out.push(
-      pivot(
-        c.filter((f) => f.metric === "msgs_per_s"),
-        (f) => `${f.runtime} ${f.what}`,
-        (f) => sizeName(f.size),
-        "who, transport",
-      ),
+      pivot(rate, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"),
     );
-    out.push(`### Channel round trips, median µs (CPU µs per round trip), ${placementText(p)}\n`);
-    const trips = c.filter((f) => f.metric === "median_us");
-    const cpu = new Map(
-      c.filter((f) => f.metric === "cpu_us").map((f) => [`${f.runtime}${f.what}${f.size}`, f]),
-    );
-    out.push(
-      pivot(trips, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport")
-        .replace(/\| ([^|]*) \|/g, (s) => s),
-    );
-    const withCpu = trips.filter((f) => cpu.has(`${f.runtime}${f.what}${f.size}`));
-    if (withCpu.length) {
-      out.push(
-        pivot(
-          withCpu.map((f) => ({ ...cpu.get(`${f.runtime}${f.what}${f.size}`)! })),
-          (f) => `${f.runtime} ${f.what}`,
-          (f) => `CPU µs, ${sizeName(f.size)}`,
-          "who, transport",
-        ),
-      );
-    }
+    out.push(`### Channel round trips, ${placementText(p)}\n`);
+    out.push(TRIPS);
+    out.push(trips(c, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"));
   }
   out.push("### Ratios of the same run\n");
   out.push(
@@ -236,25 +251,13 @@ function results(json: any): string {
       "brackets). A goal is met when the median is on its side.\n",
   );
   const notes = [...new Set(ratios.map((r) => r.note).filter(Boolean))];
-  out.push(table(
-    ["ratio", "who", "size", "placement", "value", "goal"],
-    ratios.map((r) => {
-      const g = goalOf(r);
-      const goal = !g
-        ? ""
-        : `${g.atLeast !== undefined ? `≥ ${g.atLeast}` : `≤ ${g.atMost}`} ${
-          (g.atLeast !== undefined ? r.median >= g.atLeast : r.median <= g.atMost!)
-            ? "met"
-            : "**not met**"
-        }`;
-      const mark = r.note ? ` [${notes.indexOf(r.note) + 1}]` : "";
-      const who = r.num.runtime === r.den.runtime
-        ? r.num.runtime
-        : `${r.num.runtime} / ${r.den.runtime}`;
-      return [r.label + mark, who, sizeName(r.num.size), r.num.placement ?? "", cell(r), goal];
-    }),
-  ));
   out.push(notes.map((n, i) => `[${i + 1}] ${n}.`).join("\n"));
+  for (const scenario of Object.keys(json.scenarios)) {
+    const mine = ratios.filter((r) => r.scenario === scenario);
+    if (!mine.length) continue;
+    out.push(`#### ${scenario}\n`);
+    out.push(ratioTable(mine, notes));
+  }
   const skipped = Object.entries(json.skipped as Record<string, string>);
   if (skipped.length) {
     out.push("### Not measured in this run\n");

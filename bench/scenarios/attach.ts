@@ -85,8 +85,15 @@ function attachChild(ids: Ids): { variants: Blocks } {
   return { variants: out };
 }
 
-/** Installs the seed package into `bench/seed/node_modules` once; throws why it cannot. */
+/**
+ * The seed's attach script, with the seed package from `SEED_PACKAGE` (a folder) or installed
+ * into `bench/seed/node_modules` once; throws why it cannot.
+ */
 function seedScript(): string {
+  const given = process.env.SEED_PACKAGE;
+  if (given && existsSync(`${given}/build/Release/shared-buffer.node`)) {
+    return `${root}/bench/seed/attach.mjs`;
+  }
   const addon = `${root}/bench/seed/node_modules/shared-buffer/build/Release/shared-buffer.node`;
   if (!existsSync(addon)) {
     const nodedir = existsSync("/usr/include/node/node.h") ? "/usr" : "";
