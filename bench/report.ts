@@ -114,19 +114,25 @@ function table(head: string[], body: string[][]): string {
   return [line(head), line(head.map(() => "---")), ...body.map(line)].join("\n");
 }
 
-/** Figures of one scenario as a table: one row per `rowOf`, one column per `colOf`. */
+/**
+ * Figures as a table: one row per `rowOf`, one column per `colOf`, each cell drawn by `draw`
+ * (the median and its spread by default).
+ */
 function pivot(
   figs: Figure[],
   rowOf: (f: Figure) => string,
   colOf: (f: Figure) => string,
   first: string,
+  draw: (f: Figure) => string = cell,
 ): string {
   const rows = [...new Set(figs.map(rowOf))];
   const cols = [...new Set(figs.map(colOf))];
   const at = new Map(figs.map((f) => [`${rowOf(f)}\u0000${colOf(f)}`, f]));
   return table(
     [first, ...cols],
-    rows.map((r) => [r, ...cols.map((c) => cell(at.get(`${r}\u0000${c}`)))]),
+    rows.map((
+      r,
+    ) => [r, ...cols.map((c) => at.has(`${r}\u0000${c}`) ? draw(at.get(`${r}\u0000${c}`)!) : "")]),
   );
 }
 
@@ -140,22 +146,12 @@ function trips(
   colOf: (f: Figure) => string,
   first: string,
 ): string {
-  const medians = figs.filter((f) => f.metric === "median_us");
-  const rows = [...new Set(medians.map(rowOf))];
-  const cols = [...new Set(medians.map(colOf))];
-  const get = (r: string, c: string, metric: string) =>
-    figs.find((f) => rowOf(f) === r && colOf(f) === c && f.metric === metric);
-  return table(
-    [first, ...cols],
-    rows.map((r) => [
-      r,
-      ...cols.map((c) => {
-        const [med, p99, cpu] = ["median_us", "p99_us", "cpu_us"].map((k) => get(r, c, k));
-        if (!med) return "";
-        return `${cell(med)}; p99 ${num(p99!.median)}${cpu ? `; CPU ${num(cpu.median)}` : ""}`;
-      }),
-    ]),
-  );
+  const other = (f: Figure, metric: string) =>
+    figs.find((g) => g.metric === metric && rowOf(g) === rowOf(f) && colOf(g) === colOf(f));
+  return pivot(figs.filter((f) => f.metric === "median_us"), rowOf, colOf, first, (f) => {
+    const [p99, cpu] = [other(f, "p99_us"), other(f, "cpu_us")];
+    return `${cell(f)}; p99 ${p99 ? num(p99.median) : "?"}${cpu ? `; CPU ${num(cpu.median)}` : ""}`;
+  });
 }
 
 /** The ratios of one scenario, with their goals and the numbers of their notes. */
@@ -301,7 +297,7 @@ function chart(json: any): string {
   );
   svg.push(`<rect width="100%" height="100%" fill="white"/>`);
   svg.push(
-    `<text x="${left}" y="20" font-size="14" font-weight="bold">One-way throughput over the runtime's Unix socket (one message per write), ${placement} placement</text>`,
+    `<text x="${left}" y="20" font-size="14" font-weight="bold">Messages/s over the runtime's Unix socket (one message per write), ${placement}</text>`,
   );
   series.forEach(([, name, color], i) => {
     svg.push(
@@ -367,15 +363,18 @@ function summary(json: any): string {
   const pick = (label: string, size: number) =>
     ratios.filter((r) => r.label === label && r.num.size === size && r.num.placement === placement)
       .map((r) => `${num(r.median)}x in ${r.num.runtime[0].toUpperCase()}${r.num.runtime.slice(1)}`)
-      .join(", ");
+      .join(", ") || "not measured";
+  const where = placement === "split" ? "on two cores" : "on one core";
   return `![Channel throughput over the runtime's Unix socket](docs/channel-throughput.svg)\n\n` +
-    `In one \`make bench\` (median of ${json.runs} runs, ${placement} placement), 64 B messages ` +
-    `through a channel reach ${
-      pick("channel (copying) / Unix socket, one write per message", 64)
-    } ` +
-    `the runtime's Unix socket written one message per write, and ` +
-    `${pick("channel zero-copy / Unix socket", 65536)} at 64 KiB zero-copy. Method, every figure ` +
-    `and the comparisons: [bench/README.md](bench/README.md).\n`;
+    `Between two processes ${where}, medians of ${json.runs} runs of one \`make bench\`: 64 B ` +
+    `messages through a channel (\`send\` / \`recvInto\`) reach ` +
+    `${pick("channel (copying) / Unix socket, one write per message", 64)} the messages/s of ` +
+    `the runtime's own Unix socket written one message per write ` +
+    `(${pick("channel (copying) / Unix socket, packed 64 KiB writes", 64)} of the socket with ` +
+    `messages packed into 64 KiB writes) and ` +
+    `${pick("channel (copying) / the Rust ring copying", 64)} of the Rust ring doing the same; ` +
+    `64 KiB messages zero-copy reach ${pick("channel zero-copy / Unix socket", 65536)} the ` +
+    `socket. The method, every figure and every comparison: [bench/README.md](bench/README.md).\n`;
 }
 
 /** Replaces the text between `<!-- tag -->` and `<!-- /tag -->` in `file`. */
