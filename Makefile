@@ -29,7 +29,7 @@ export NODE_BIN := $(NODE)
 TSC := $(TOOLS)/tsc
 ESBUILD := $(TOOLS)/esbuild
 NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
-TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts)
+TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node.
 SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
@@ -115,8 +115,10 @@ test-node: tools build
 
 test: lint test-rust test-loom test-deno test-bun test-node
 
+# Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
+# `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
 bench: tools build
-	bash bench/run.sh
+	$(DENO) run --allow-all bench/run.ts
 
 clean:
 	cargo clean

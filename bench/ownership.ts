@@ -21,7 +21,7 @@
  */
 
 import process from "node:process";
-import { env, envInt, median, round, run, runtime, scriptCommand } from "./common.ts";
+import { env, envInt, median, round, runJson, runtime, RUNTIMES } from "./harness.ts";
 import { symbols } from "../ts/ffi.ts";
 import { loadNodeApi } from "../ts/napi.ts";
 
@@ -162,13 +162,8 @@ if (process.argv.includes("measure") || (runtime === "deno" && Deno.args[0] === 
 } else {
   const results: Record<string, unknown> = { section: "ownership" };
   for (const which of ["deno", "bun"] as const) {
-    const command = scriptCommand(which, "ownership.ts", ["measure"]);
-    const r = run(
-      which === "deno"
-        ? [...command.slice(0, 2), "--v8-flags=--expose-gc", ...command.slice(2)]
-        : command,
-    );
-    results[which] = r.status === 0 ? JSON.parse(r.stdout) : { skipped: r.error };
+    results[which] = await runJson(RUNTIMES[which].command("ownership.ts", ["measure"]))
+      .catch((err) => ({ skipped: String(err) }));
   }
   console.log(JSON.stringify(results, null, 2));
 }
