@@ -339,7 +339,9 @@ export function startPeer(
       kill: () => proc.kill(9),
     };
   }
-  if (options.ipc) throw new Error(`${runtime} has no IPC channel to a child in this benchmark`);
+  if (options.ipc && runtime === "deno") {
+    throw new Error("deno has no IPC channel to a child in this benchmark");
+  }
   if (runtime === "deno") {
     const child = new Deno.Command(command[0], {
       args: command.slice(1),
@@ -362,7 +364,12 @@ export function startPeer(
       },
     };
   }
-  const child = spawn(command[0], command.slice(1), { stdio: [stdio, stdio, "inherit"] });
+  // Node.js: node:child_process, with its IPC channel when asked (what `fork` sets up).
+  const child = spawn(command[0], command.slice(1), {
+    stdio: options.ipc ? [stdio, stdio, "inherit", "ipc"] : [stdio, stdio, "inherit"],
+    serialization: options.serialization as "json" | "advanced" | undefined,
+  });
+  if (options.ipc) child.on("message", options.ipc);
   return {
     pid: child.pid!,
     exited: new Promise((resolve) => child.on("close", (code) => resolve(code ?? -1))),
@@ -375,6 +382,7 @@ export function startPeer(
       })
       : undefined,
     writeStdin: (bytes) => void child.stdin!.write(bytes),
+    send: (m) => void child.send(m as Parameters<typeof child.send>[0]),
     kill: () => child.kill("SIGKILL"),
   };
 }
@@ -544,12 +552,12 @@ export async function peerStream(spec: Spec): Promise<void> {
   conn.close();
 }
 
-// ---- Bun's IPC -----------------------------------------------------------------------------------
+// ---- Bun's and Node's IPC --------------------------------------------------------------------------
 
-/** IPC credit window: messages in flight at most (Bun's `send()` never pushes back). */
+/** IPC credit window: messages in flight at most (`send()` never pushes back). */
 const ipcWindow = (size: number) => Math.max(4, Math.min(16384, (8 << 20) / size | 0));
 
-/** The measuring side of a Bun IPC pair (`ipc_json` or `ipc_advanced`). */
+/** The measuring side of an IPC pair (`ipc_json` or `ipc_advanced`), in Bun or Node.js. */
 export async function measureIpc(spec: Spec): Promise<PairResult> {
   const { size } = spec;
   const json = spec.transport === "ipc_json";
@@ -595,7 +603,7 @@ export async function measureIpc(spec: Spec): Promise<PairResult> {
   }
 }
 
-/** The peer of a Bun IPC pair: sends the stream within the credit window, then echoes. */
+/** The peer of an IPC pair: sends the stream within the credit window, then echoes. */
 export async function peerIpc(spec: Spec): Promise<void> {
   const { size } = spec;
   const send = (m: unknown) => process.send!(m);

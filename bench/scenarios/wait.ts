@@ -22,6 +22,7 @@ import {
   rows,
   runJson,
   type Runtime,
+  runtime,
   type Scenario,
   start,
   uniqueName,
@@ -87,18 +88,38 @@ async function leader({ name, variant }: { name: string; variant: Variant }) {
   return latency;
 }
 
+/** `wait_worker.ts` as a web Worker, or in Node.js (which has none) a `worker_threads` one. */
+async function startWorker(): Promise<{
+  done: Promise<{ elapsed_ms: number[] } | null>;
+  postMessage(message: unknown): void;
+  terminate(): void;
+}> {
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL("./wait_worker.js", import.meta.url));
+    return {
+      done: new Promise((resolve, reject) => (w.once("message", resolve), w.once("error", reject))),
+      postMessage: (message) => w.postMessage(message),
+      terminate: () => void w.terminate(),
+    };
+  }
+  const w = new Worker(new URL("./wait_worker.ts", import.meta.url).href, { type: "module" });
+  return {
+    done: new Promise((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data);
+      w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
+    }),
+    postMessage: (message) => w.postMessage(message),
+    terminate: () => w.terminate(),
+  };
+}
+
 /** Two Workers of one process ping-ponging with Atomics.wait/notify on a SharedArrayBuffer. */
 async function workers() {
   const sab = new SharedArrayBuffer(64);
-  const url = new URL("./wait_worker.ts", import.meta.url).href;
-  const started = [new Worker(url, { type: "module" }), new Worker(url, { type: "module" })];
+  const started = await Promise.all([startWorker(), startWorker()]);
   try {
-    const done = started.map((w) =>
-      new Promise<{ elapsed_ms: number[] } | null>((resolve, reject) => {
-        w.onmessage = (e) => resolve(e.data);
-        w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
-      })
-    );
+    const done = started.map((w) => w.done);
     const cpu0 = cpuNs();
     started[1].postMessage({ role: "echo", sab });
     started[0].postMessage({ role: "leader", sab, n: N, warmup: WARMUP });

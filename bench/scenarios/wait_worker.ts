@@ -12,9 +12,14 @@ const scope = globalThis as unknown as {
   onmessage: ((e: MessageEvent) => void) | null;
   postMessage(message: unknown): void;
 };
+// Node.js has no web Worker: there this runs in a `node:worker_threads` Worker.
+const port = "Deno" in globalThis || "Bun" in globalThis
+  ? undefined
+  : (await import("node:worker_threads")).parentPort!;
+const reply = (message: unknown) => port ? port.postMessage(message) : scope.postMessage(message);
 
-scope.onmessage = (e) => {
-  const { role, sab, n, warmup } = e.data;
+// deno-lint-ignore no-explicit-any
+function run({ role, sab, n, warmup }: any): void {
   const v = new Int32Array(sab);
   if (role === "echo") {
     Atomics.store(v, READY, 1);
@@ -30,7 +35,7 @@ scope.onmessage = (e) => {
       Atomics.store(v, PONG, now);
       Atomics.notify(v, PONG, 1);
     }
-    return scope.postMessage(null);
+    return reply(null);
   }
   while (Atomics.load(v, READY) === 0) Atomics.wait(v, READY, 0, 10_000);
   const elapsed_ms: number[] = [];
@@ -45,5 +50,8 @@ scope.onmessage = (e) => {
   }
   Atomics.store(v, PING, STOP);
   Atomics.notify(v, PING);
-  scope.postMessage({ elapsed_ms });
-};
+  reply({ elapsed_ms });
+}
+
+if (port) port.on("message", run);
+else scope.onmessage = (e) => run(e.data);
