@@ -272,12 +272,16 @@ class PushConn implements Conn {
       error: (_: Any, err: unknown) => console.error(`[bench] socket error: ${err}`),
     };
   }
-  /** Wires a Node `net.Socket` (Node's `write` buffers everything; it only asks to wait). */
+  /**
+   * Wires a Node `net.Socket`. Node's `write` takes everything, keeping a reference to what the
+   * kernel did not take yet, so it gets a copy (the writers reuse their buffer); it only asks to
+   * wait for drain.
+   */
   node(socket: Any): this {
     socket.on("data", (chunk: Uint8Array) => this.data(chunk));
     socket.on("drain", () => this.drain());
     socket.on("close", () => this.closed());
-    this.put = (b) => (socket.write(b) ? b.length : -1);
+    this.put = (b) => (socket.write(b.slice()) ? b.length : -1);
     this.end = () => socket.end();
     return this;
   }
@@ -381,7 +385,8 @@ export function startPeer(
         },
       })
       : undefined,
-    writeStdin: (bytes) => void child.stdin!.write(bytes),
+    // A copy: Node keeps a reference to what the pipe did not take yet, and writers reuse theirs.
+    writeStdin: (bytes) => void child.stdin!.write(bytes.slice()),
     send: (m) => void child.send(m as Parameters<typeof child.send>[0]),
     kill: () => child.kill("SIGKILL"),
   };
