@@ -170,7 +170,7 @@ for (const from of runtimes) {
         }
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -285,7 +285,7 @@ test(`2 Deno + 2 Bun senders send ${EACH} messages each to this process (${runti
         assert.ok(switches > 100, `the senders' messages interleaved only ${switches} times`);
         assert.equal(rx.tryRecv(), undefined, "nothing more");
       } finally {
-        killAll(children);
+        await killAll(children);
         await receiving.catch(() => {});
       }
     },
@@ -321,7 +321,7 @@ for (const to of runtimes) {
         assert.ok(got.switches > 100, `the senders' messages interleaved ${got.switches} times`);
         assert.deepEqual(got.ends, ["undefined"], "nothing more after the last message");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -354,7 +354,7 @@ for (const first of runtimes) {
           assert.equal(bad, undefined, `the second sender's first message: ${bad}`);
           assert.equal(rx.tryRecv(), undefined, "nothing more");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       },
     );
@@ -392,7 +392,7 @@ for (const from of runtimes) {
         assert.equal(got.hashes[0], expectedHash("fixed", 0, 0, FIT), "running hash");
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -436,7 +436,7 @@ for (const from of runtimes) {
         assert.equal(got.hashes[0], want, "the receiver's running hash");
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -506,7 +506,7 @@ for (const killed of runtimes) {
           assertBlocked(r, "ECONNRESET", mode, `${survivor} receiver`);
           assert.equal(r.received, BEFORE, "messages received before the sender died");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
@@ -523,7 +523,7 @@ for (const killed of runtimes) {
           assertBlocked(r, "ECONNRESET", mode, `${survivor} sender`);
           assert.equal(r.sent, FIT, "messages that fit before the ring was full");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
@@ -550,7 +550,7 @@ for (const killed of runtimes) {
         assert.equal(r.code, "ECONNRESET", r.message);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -576,7 +576,7 @@ for (const killed of runtimes) {
         assertBlocked(r, "ECONNRESET", "async", `${survivor} receiver`);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -606,7 +606,7 @@ for (const killed of runtimes) {
         assert.equal(r.code, "ECONNRESET", r.message);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -637,7 +637,7 @@ for (const waiter of runtimes) {
           const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
           assertBlocked(r, "ECONNRESET", "async", `${waiter} receiver`);
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       },
     );
@@ -698,7 +698,7 @@ for (const from of runtimes) {
           `the sender took ${sent.elapsedMs} ms, the receiver slept ${got.sleptBeforeMs} ms`,
         );
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -727,7 +727,7 @@ for (const from of runtimes) {
         assert.equal(outcome.code, "none", outcome.message);
         assert.equal(outcome.sent, FIT, "messages that fit before the ring was full");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -749,7 +749,7 @@ for (const which of runtimes) {
       );
       assert.equal(r.code, "EBADMSG", r.message);
     } finally {
-      killAll(children);
+      await killAll(children);
       cleanup({ name });
     }
   });
@@ -791,7 +791,7 @@ for (const holder of runtimes) {
           taken?.close();
         }
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -823,7 +823,7 @@ for (const holder of runtimes) {
           assert.equal(late.code, "EPIPE", `a sender after the receiver closed: ${late.message}`);
           assert.throws(() => ch.receiver(), isCode("EPIPE"), "a receiver after the close");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });

@@ -50,6 +50,12 @@ export function lacking(reason: string): Missing {
   return { reason, ciMayLack: true };
 }
 
+/** Skips a test that reads Linux-only interfaces (`/proc`, `/dev/shm`) elsewhere. */
+export const onlyLinux: Missing | false =
+  (globalThis as unknown as { process: { platform: string } }).process.platform === "linux"
+    ? false
+    : lacking("reads /proc or /dev/shm, which only Linux has");
+
 /** Whether this process runs as root. */
 export const isRoot: boolean =
   (globalThis as unknown as { process: { getuid?: () => number } }).process.getuid?.() === 0;
@@ -258,6 +264,22 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
+/**
+ * Resolves once `condition()` returns true, checking it again every few milliseconds. Tests wait
+ * for conditions this way, never for an amount of time. The only limit is a hang guard
+ * (`HANG_MS`, far beyond any healthy run), which fails with `what` in the message.
+ */
+export async function until(condition: () => boolean, what: string): Promise<void> {
+  const give = Date.now() + HANG_MS;
+  while (!condition()) {
+    if (Date.now() > give) throw new Error(`still waiting for ${what} after ${HANG_MS} ms`);
+    await sleep(2);
+  }
+}
+
+/** How long a test may wait for a condition before it is declared hung. */
+export const HANG_MS = 60_000;
+
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<unknown> =>
   new Promise((resolve) => setTimeout(resolve, ms));
@@ -269,9 +291,13 @@ export function spawn(children: Child[], which: Runtime, script: string, args: s
   return child;
 }
 
-/** SIGKILLs every child (harmless for those that already exited). */
-export function killAll(children: Child[]): void {
+/**
+ * SIGKILLs every child (harmless for those that already exited) and waits until each has exited,
+ * so that no process outlives the test that started it.
+ */
+export async function killAll(children: Child[]): Promise<void> {
   for (const child of children) child.kill("SIGKILL");
+  await Promise.allSettled(children.map((child) => child.done));
 }
 
 /** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */

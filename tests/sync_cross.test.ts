@@ -90,7 +90,7 @@ for (const first of runtimes) {
         });
         assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "the counter in this process");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -129,7 +129,7 @@ for (const child of runtimes) {
         assertSide(resultOf(await finished(c, "child"), "child") as unknown as PingPong, 1, child);
         assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "counter");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -189,7 +189,7 @@ for (const asyncSide of runtimes) {
             `ticks while a waitAsync was pending (the other side paused ${pausedMs} ms): ${sideA.ticksWhileWaiting}`,
           );
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     },
@@ -224,7 +224,7 @@ for (const child of runtimes) {
         );
       } finally {
         clearInterval(timer);
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -350,7 +350,7 @@ test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync)
       assert.equal(Atomics.load(i32, 1), 4, "waiters woken in all");
       assert.equal(notify(i32, 0), 0, "nobody is left waiting");
     } finally {
-      killAll(children);
+      await killAll(children);
     }
   });
 });
@@ -411,7 +411,7 @@ for (const child of runtimes) {
           assert.ok(last !== null && !last.ownerDied, "tryLock after the other processes");
           last.unlock();
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
@@ -458,7 +458,7 @@ for (const holderRuntime of runtimes) {
         assert.equal(after.ownerDied, false, "this process's lock after both waiters");
         after.unlock();
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -510,7 +510,7 @@ async function countTogether(
       assert.equal(Atomics.load(i32, INSIDE), 0, "nobody left inside");
       out = { counter: counter[0], overlaps, contended };
     } finally {
-      killAll(children);
+      await killAll(children);
     }
   });
   return out;
@@ -555,7 +555,7 @@ for (const child of runtimes) {
           assert.ok(r.elapsedMs >= TIMEOUT_MS - 0.01, `${fn} returned after ${r.elapsedMs} ms`);
           assert.equal(r.notEqual, "not-equal", `${fn} for a value the word does not hold`);
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
