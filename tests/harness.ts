@@ -251,7 +251,10 @@ export type Done = Awaited<Child["done"]>;
 /** The runtime that is not `which`. */
 export const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
 
-/** `promise`, or a rejection naming `what` once `ms` have passed. */
+/**
+ * `promise`, or a rejection naming `what` once `ms` have passed: a guard against hangs (use
+ * {@linkcode HANG_MS}), never a measure of speed.
+ */
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -301,7 +304,7 @@ export async function killAll(children: Child[]): Promise<void> {
 }
 
 /** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */
-export async function finished(child: Child, what: string, ms = 30_000): Promise<Done> {
+export async function finished(child: Child, what: string, ms = HANG_MS): Promise<Done> {
   const r = await within(child.done, ms, `${what} to exit`);
   if (r.code !== 0) {
     throw new Error(`${what} exited with ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}`);

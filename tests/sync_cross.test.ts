@@ -19,6 +19,7 @@ import {
   type Child,
   cleanup,
   finished,
+  HANG_MS,
   killAll,
   lib,
   other,
@@ -79,7 +80,7 @@ for (const first of runtimes) {
           spawn(children, which, "sx_pingpong.ts", [name, String(role), String(ROUNDS), "sync"])
         );
         const results = await Promise.all(
-          sides.map((c, role) => finished(c, `side ${role}`, 30_000)),
+          sides.map((c, role) => finished(c, `side ${role}`, HANG_MS)),
         );
         results.forEach((r, role) => {
           const side = resultOf(r, `side ${role}`) as unknown as PingPong;
@@ -172,8 +173,8 @@ for (const asyncSide of runtimes) {
             String(PAUSE_EVERY),
           ]);
           const [ra, rb] = await Promise.all([
-            finished(a, "waitAsync side", 30_000),
-            finished(b, "wait side", 30_000),
+            finished(a, "waitAsync side", HANG_MS),
+            finished(b, "wait side", HANG_MS),
           ]);
           const sideA = resultOf(ra, "waitAsync side") as unknown as PingPong;
           const sideB = resultOf(rb, "wait side") as unknown as PingPong;
@@ -219,7 +220,7 @@ for (const child of runtimes) {
         ]);
         const turns = await within(
           playSide0(turn, true, waiting),
-          30_000,
+          HANG_MS,
           "this process's ping-pong",
         );
         assert.equal(turns, ROUNDS, "this process's turns");
@@ -321,7 +322,7 @@ test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync)
       waiters.forEach((c, i) => c.done.then(mark(i), mark(i)));
       const pids = await within(
         Promise.all(waiters.map(async (c) => Number((await c.line("waiting ")).split(" ")[1]))),
-        20_000,
+        HANG_MS,
         "waiters to start",
       );
       await parked(pids, SHARED_WAIT);
@@ -330,7 +331,7 @@ test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync)
       assert.equal(notify(i32, 0, 1), 1, "notify(1) with 4 waiters");
       const first = await within(
         Promise.race(waiters.map(async (c, i) => [i, await c.line("woken ")] as const)),
-        10_000,
+        HANG_MS,
         "the one woken waiter",
       );
       assert.equal(first[1], "woken ok", `${kinds[first[0]].join(" ")} waiter's result`);
@@ -381,7 +382,7 @@ for (const child of runtimes) {
             "hold",
           ]);
           assert.equal(
-            await within(holder.line("locked"), 20_000, "the holder's lock"),
+            await within(holder.line("locked"), HANG_MS, "the holder's lock"),
             "locked ownerDied=false",
           );
           const mutex = Mutex.open(shm.buffer, offset);
@@ -395,7 +396,7 @@ for (const child of runtimes) {
           assert.ok(performance.now() - begin >= 99.99, "lock(100) gave up no earlier than 100 ms");
 
           holder.kill("SIGKILL");
-          const end = await within(holder.done, 10_000, "the killed holder");
+          const end = await within(holder.done, HANG_MS, "the killed holder");
           assert.deepEqual([end.code, end.signal], [null, "SIGKILL"], "the holder's exit");
 
           const recovered = mutex.lock(5000);
@@ -440,13 +441,13 @@ for (const holderRuntime of runtimes) {
           "open",
           "hold",
         ]);
-        await within(holder.line("locked"), 20_000, "the holder's lock");
+        await within(holder.line("locked"), HANG_MS, "the holder's lock");
         const waiters = runtimes.map((which) =>
           spawn(children, which, "sx_mutex.ts", [name, String(offset), "open", "unlock"])
         );
         const pids = await within(
           Promise.all(waiters.map(async (c) => Number((await c.line("locking ")).split(" ")[1]))),
-          20_000,
+          HANG_MS,
           "the waiters' lock calls",
         );
         // Let both park in the kernel (either way, exactly one must see the death).
@@ -496,12 +497,12 @@ async function countTogether(
       const counters = COUNTERS.map((which) =>
         spawn(children, which, "sx_locked_counter.ts", [name, String(COUNT), guard])
       );
-      await within(Promise.all(counters.map((c) => c.line("ready"))), 20_000, "counters ready");
+      await within(Promise.all(counters.map((c) => c.line("ready"))), HANG_MS, "counters ready");
       assert.equal(Atomics.load(i32, READY), COUNTERS.length, "children ready");
       Atomics.store(i32, GO, 1);
       notify(i32, GO);
       const results = await Promise.all(
-        counters.map((c, i) => finished(c, `${COUNTERS[i]} counter ${i}`, 40_000)),
+        counters.map((c, i) => finished(c, `${COUNTERS[i]} counter ${i}`, HANG_MS)),
       );
       let overlaps = 0;
       let contended = 0;
