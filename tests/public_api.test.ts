@@ -180,11 +180,10 @@ test("Mutex.ALIGNMENT: every multiple of it holds a mutex, other offsets are ref
     using shm = SharedMemory.create({ name }, 4096);
     assert.equal(Mutex.BYTE_LENGTH, backend().mutexSize, "BYTE_LENGTH is the library's size");
     assert.ok(Mutex.ALIGNMENT >= 4 && (Mutex.ALIGNMENT & (Mutex.ALIGNMENT - 1)) === 0);
-    for (let offset = 0; offset + Mutex.BYTE_LENGTH <= 4096; offset += Mutex.BYTE_LENGTH) {
-      // Neighbouring mutexes at BYTE_LENGTH steps, shifted by one alignment unit.
-      const at = Math.min(offset + Mutex.ALIGNMENT, 4096 - Mutex.BYTE_LENGTH);
-      const mutex = Mutex.init(shm.buffer, at - (at % Mutex.ALIGNMENT));
-      mutex.lock().unlock();
+    // Side by side, each one alignment unit off a multiple of BYTE_LENGTH.
+    const step = Mutex.BYTE_LENGTH;
+    for (let offset = Mutex.ALIGNMENT; offset + step <= 4096; offset += step) {
+      Mutex.init(shm.buffer, offset).lock().unlock();
     }
     for (const bad of [1, Mutex.ALIGNMENT / 2, Mutex.ALIGNMENT + 1]) {
       assert.throws(
