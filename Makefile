@@ -40,7 +40,7 @@ NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec d
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build demo test test-rust test-loom test-deno test-bun test-node lint bench tools clean
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun test-node lint bench tools clean
 
 all: build
 
@@ -49,6 +49,11 @@ build: $(LIB) dist/node.js dist/node.cjs
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
 	@touch $@
+
+# Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
+# crates/native/src/abi.rs); `make test` fails while they are out of date.
+generate:
+	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \

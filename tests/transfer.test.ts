@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import {
   cleanup,
   detached,
+  lacking,
   lib,
   runtime,
   runtimeBin,
@@ -129,7 +130,7 @@ test("posting a shared buffer without a transfer list copies it", async () => {
 });
 
 const noTransfer = runtime === "node" && !newNode &&
-  "Node 20 has no ArrayBuffer.prototype.transfer";
+  lacking("Node 20 has no ArrayBuffer.prototype.transfer");
 testUnless(
   noTransfer,
   "close() detaches the buffers still here and releases their references at once",

@@ -48,6 +48,7 @@ export interface NodeCalls extends
     | "mutexTryLock"
     | "mutexUnlock"
     | "channelConstant"
+    | "errno"
   > {
   /** `sb_mutex_size()`. */
   mutexSize(): number;
@@ -108,6 +109,7 @@ export function loadNode(explicit?: string): Backend {
     mutexUnlock: n.mutexUnlock,
     mutexSize: n.mutexSize(),
     channelConstant: n.channelConstant,
+    errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle) => n.wrap(handle, address, length),
     unwrap(buffer, handle) {
