@@ -32,7 +32,7 @@ export NODE_BIN := $(NODE)
 TSC := $(TOOLS)/tsc
 ESBUILD := $(TOOLS)/esbuild
 NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
-TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts)
+TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node.
 SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
@@ -43,8 +43,8 @@ NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec d
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build dist demo test test-rust test-loom test-deno test-bun test-node lint bench tools \
-	clean cross-tools package test-install
+.PHONY: all build generate dist demo test test-rust test-loom test-deno test-bun test-node lint bench \
+	tools clean cross-tools package test-install
 
 all: build
 
@@ -53,6 +53,11 @@ build: $(LIB) dist/node.js dist/node.cjs
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
 	@touch $@
+
+# Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
+# crates/native/src/abi.rs); `make test` fails while they are out of date.
+generate:
+	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
@@ -97,7 +102,7 @@ lint: tools
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check mod.ts node.ts tests/ examples/ bench/ packaging/
+	$(DENO) check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
 
 test-rust:
 	cargo test --workspace
@@ -119,8 +124,10 @@ test-node: tools build
 
 test: lint test-rust test-loom test-deno test-bun test-node
 
+# Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
+# `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
 bench: tools build
-	bash bench/run.sh
+	$(DENO) run --allow-all bench/run.ts
 
 # Deno runs the package's JavaScript when it comes from npm (it does not strip types under
 # node_modules): one bundle of mod.ts.

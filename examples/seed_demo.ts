@@ -16,12 +16,13 @@ import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import process from "node:process";
 
-const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
+import { childCommands, library, runtime } from "./runtimes.ts";
+
 const seedPackage = process.argv.includes("--seed") ? process.env.SEED_PACKAGE : undefined;
 const { createSharedBuffer, detachSharedBuffer, SharedMemory }: typeof import("../mod.ts") =
   seedPackage
     ? createRequire(import.meta.url)(seedPackage) // the seed itself
-    : await import({ bun: "../bun.ts", deno: "../mod.ts", node: "../node.ts" }[runtime]);
+    : await library();
 
 const SEGMENT_ELEMENTS = 10;
 const SEGMENT_SIZE = SEGMENT_ELEMENTS * Float64Array.BYTES_PER_ELEMENT + 8; // + a check-in counter
@@ -45,22 +46,8 @@ if (process.argv.includes("--child")) {
     console.log(
       `${who} (pid ${process.pid}) wrote 1/i into keyed segment 0x${key.toString(16)}`,
     );
-    // Deno and Bun run this file; Node runs the JavaScript `make` built from it.
-    const self = new URL(import.meta.url).pathname;
-    const source = self.replace(/\/dist\/examples\/seed_demo\.js$/, "/examples/seed_demo.ts");
-    const built = source.replace(/\/examples\/seed_demo\.ts$/, "/dist/examples/seed_demo.js");
-    const node = process.env.NODE_BIN ?? "node";
-    const children: [string, string[]][] = [
-      [process.env.DENO_BIN ?? "deno", [
-        "run",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-env",
-        source,
-      ]],
-      [process.env.BUN_BIN ?? "bun", [source]],
-      [node, [built]],
-    ];
+    const children = childCommands(import.meta.url);
+    const [node, [built]] = children[2];
     // The seed addon runs in the Node it was built for.
     if (process.env.SEED_PACKAGE) children.push([process.env.SEED_NODE ?? node, [built, "--seed"]]);
     for (const [bin, args] of children) {

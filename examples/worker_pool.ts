@@ -14,10 +14,9 @@
 import { spawn } from "node:child_process";
 import process from "node:process";
 
-const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
-const { Channel }: typeof import("../mod.ts") = await import(
-  { bun: "../bun.ts", deno: "../mod.ts", node: "../node.ts" }[runtime]
-);
+import { childCommands, library, runtime } from "./runtimes.ts";
+
+const { Channel } = await library();
 
 interface Job {
   id: number;
@@ -70,9 +69,7 @@ if (args[0] === "--worker") {
     producers: "many",
   });
   const receiver = results.receiver();
-  const self = new URL(import.meta.url).pathname;
-  const source = self.replace(/\/dist\/examples\/worker_pool\.js$/, "/examples/worker_pool.ts");
-  const built = source.replace(/\/examples\/worker_pool\.ts$/, "/dist/examples/worker_pool.js");
+  const commands = childCommands(import.meta.url);
   const jobs: { name: string; channel: ReturnType<typeof Channel.create> }[] = [];
   const exits: Promise<void>[] = [];
   const started = performance.now();
@@ -80,17 +77,7 @@ if (args[0] === "--worker") {
     for (let w = 0; w < workers; w++) {
       const name = `/pool-jobs-${tag}-${w}`;
       jobs.push({ name, channel: Channel.create({ name }, { capacity: 1 << 14 }) });
-      const [bin, flags] = [
-        [process.env.DENO_BIN ?? "deno", [
-          "run",
-          "--allow-ffi",
-          "--allow-read",
-          "--allow-env",
-          source,
-        ]],
-        [process.env.BUN_BIN ?? "bun", [source]],
-        [process.env.NODE_BIN ?? "node", [built]],
-      ][w % 3] as [string, string[]];
+      const [bin, flags] = commands[w % commands.length];
       const child = spawn(bin, [...flags, "--worker", name, resultsName], {
         stdio: "inherit",
       });

@@ -54,6 +54,38 @@ function echoWorker(): {
 /** Node 21 and newer: `ArrayBuffer.prototype.transfer` exists and Node refuses to move these. */
 const newNode = typeof ArrayBuffer.prototype.transfer === "function";
 
+/** Moves views of a new segment away, closes it, and checks the moved buffers still work. */
+async function moveAndClose(name: string, before: number): Promise<void> {
+  const moved: ArrayBuffer[] = [];
+  const shm = SharedMemory.create({ name }, 4096);
+  new Uint8Array(shm.buffer)[0] = 7;
+  if (newNode) moved.push(shm.view(0, 64).transfer());
+  const view = shm.view(0, 64);
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(controller) {
+      controller.enqueue(new Uint8Array(view));
+      controller.close();
+    },
+  });
+  const chunk = await stream.getReader().read();
+  moved.push((chunk.value as Uint8Array).buffer as ArrayBuffer);
+  assert.equal(detached(view), true, "enqueue moved it");
+  shm.close();
+  await collectGarbage(3);
+  const writer = SharedMemory.open({ name });
+  new Uint8Array(writer.buffer)[0] = 9;
+  for (const buffer of moved) {
+    assert.equal(new Uint8Array(buffer)[0], 9, "a moved buffer still reaches the segment");
+  }
+  writer.close();
+  assert.equal(
+    openHandleCount(),
+    before + moved.length,
+    "the moved buffers hold their references",
+  );
+}
+
 if (runtime === "node") {
   test("a Worker's transfer list and structuredClone copy the buffer (Node 20) or refuse it (Node 21+)", async () => {
     const name = uniqueName("nodemove");
@@ -83,38 +115,6 @@ if (runtime === "node") {
       cleanup({ name });
     }
   });
-
-  /** Moves views of a new segment away, closes it, and checks the moved buffers still work. */
-  async function moveAndClose(name: string, before: number): Promise<void> {
-    const moved: ArrayBuffer[] = [];
-    const shm = SharedMemory.create({ name }, 4096);
-    new Uint8Array(shm.buffer)[0] = 7;
-    if (newNode) moved.push(shm.view(0, 64).transfer());
-    const view = shm.view(0, 64);
-    const stream = new ReadableStream({
-      type: "bytes",
-      start(controller) {
-        controller.enqueue(new Uint8Array(view));
-        controller.close();
-      },
-    });
-    const chunk = await stream.getReader().read();
-    moved.push((chunk.value as Uint8Array).buffer as ArrayBuffer);
-    assert.equal(detached(view), true, "enqueue moved it");
-    shm.close();
-    await collectGarbage(3);
-    const writer = SharedMemory.open({ name });
-    new Uint8Array(writer.buffer)[0] = 9;
-    for (const buffer of moved) {
-      assert.equal(new Uint8Array(buffer)[0], 9, "a moved buffer still reaches the segment");
-    }
-    writer.close();
-    assert.equal(
-      openHandleCount(),
-      before + moved.length,
-      "the moved buffers hold their references",
-    );
-  }
 
   test("transfer() and a byte stream move the memory with its reference, which lives until the moved buffer dies", async () => {
     const name = uniqueName("nodemove");

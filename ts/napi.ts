@@ -30,6 +30,11 @@ export interface NodeApiModule {
   unlinkKey(key: number): number;
   /** The same for a named segment (the name as validated, with or without its `/`). */
   unlinkName(name: string): number;
+  /**
+   * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
+   * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
+   */
+  relieve(): number;
   /** Bytes this environment has reported and not yet taken back. */
   reportedBytes(): number;
 }

@@ -5,7 +5,7 @@
  */
 
 import { type Backend, backend } from "./backend.ts";
-import { SharedMemoryError } from "./errors.ts";
+import { errorOf, SharedMemoryError } from "./errors.ts";
 import { CREATE, OPEN, OPEN_OR_CREATE, POPULATE } from "./ffi.ts";
 import * as check from "./validate.ts";
 
@@ -43,10 +43,6 @@ export interface OpenOptions {
 const owned = new WeakMap<ArrayBuffer, { handle: number; address: bigint }>();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
-/** Closes the handle of a SharedMemory that was dropped without close(). */
-const dropped = new FinalizationRegistry<number>((handle) => {
-  backend().close(handle);
-});
 /** Scratch for the open calls' out-parameter: handle, address, length, created. */
 const out = new BigUint64Array(4);
 
@@ -115,7 +111,18 @@ function openSegment(
 ): [number, bigint, number, boolean] {
   const b = backend();
   out.fill(0n);
-  const code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  let code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  for (
+    let retry = 0;
+    retry < 3 && code < 0 && how !== OPEN && b.errorName(code) === "ENOSPC";
+    retry++
+  ) {
+    // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
+    // collected: have the engine collect them, then try again.
+    b.relieve();
+    out.fill(0n);
+    code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  }
   const action = `${caller}: ${id.label}${size ? ` (${size} bytes)` : ""}`;
   if (code < 0) {
     const actual = Number(out[2]);
@@ -174,7 +181,7 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
   if (record !== undefined && !isDetached(buffer as ArrayBuffer)) return record.address;
   if (released.has(buffer as ArrayBuffer) || isDetached(buffer as ArrayBuffer)) {
-    throw new SharedMemoryError(`${caller}: the segment is closed (EBADF)`, "EBADF", 9);
+    throw errorOf("EBADF", `${caller}: the segment is closed`);
   }
   throw new TypeError(
     `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
@@ -220,6 +227,8 @@ export class SharedMemory implements Disposable {
   #address: bigint;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
+  /** Owns #handle for the engine: closes it if this object is dropped without close(). */
+  #anchor: object | undefined;
 
   private constructor(
     id: SegmentId,
@@ -230,7 +239,12 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    dropped.register(this, handle, this);
+    try {
+      this.#anchor = backend().anchor(handle, address);
+    } catch (err) {
+      backend().close(handle);
+      throw err;
+    }
   }
 
   /**
@@ -382,9 +396,12 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * Unmaps the segment from this process, after detaching every buffer and view it handed out
-   * (they read as empty afterwards; nothing touches the old memory). Idempotent. The segment
-   * itself stays until {@linkcode unlink}.
+   * Drops this process's hold on the segment now: detaches every buffer and view it handed out
+   * that is still in this process (they read as empty afterwards; nothing touches the old
+   * memory) and releases their references to the mapping. A buffer that was moved elsewhere (to
+   * a Worker, into a stream, by `transfer()`) holds its own reference and keeps working until the
+   * engine collects it; the mapping is unmapped when the last reference goes. Idempotent. The
+   * segment itself stays until {@linkcode unlink}.
    */
   close(): void {
     if (this.#handle < 0) return;
@@ -395,7 +412,8 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    dropped.unregister(this);
+    // The anchor's finalizer will find the handle closed and do nothing.
+    this.#anchor = undefined;
     backend().close(this.#handle);
     this.#handle = -1;
   }
@@ -412,11 +430,7 @@ export class SharedMemory implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#handle < 0) {
-      throw new SharedMemoryError(
-        `SharedMemory.${what}: the segment is closed (EBADF)`,
-        "EBADF",
-        9,
-      );
+      throw errorOf("EBADF", `SharedMemory.${what}: the segment is closed`);
     }
   }
 

@@ -43,3 +43,41 @@ export function report(result: Record<string, unknown>): void {
 export function check(ok: boolean, message: string): asserts ok {
   if (!ok) throw new Error(message);
 }
+
+/** A Worker to exchange messages with, each answered by one number. */
+export interface TestWorker {
+  /** Posts `message` (moving `transfer`) and resolves with the Worker's answer. */
+  ask(message: unknown, transfer?: ArrayBuffer[]): Promise<number>;
+  /** Terminates it. */
+  stop(): void;
+}
+
+/**
+ * A Worker running `script` (a `.ts` name in this folder): a web Worker in Deno and Bun, a
+ * `node:worker_threads` Worker in Node.js (which has no web Worker) running the built `.js`.
+ */
+export async function startWorker(script: string): Promise<TestWorker> {
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL(`./${script.replace(/\.ts$/, ".js")}`, import.meta.url));
+    return {
+      ask: (message, transfer = []) =>
+        new Promise((resolve, reject) => {
+          w.once("message", resolve);
+          w.once("error", reject);
+          w.postMessage(message, transfer);
+        }),
+      stop: () => void w.terminate(),
+    };
+  }
+  const w = new Worker(new URL(`./${script}`, import.meta.url).href, { type: "module" });
+  return {
+    ask: (message, transfer = []) =>
+      new Promise<number>((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => reject(e);
+        w.postMessage(message, transfer);
+      }),
+    stop: () => w.terminate(),
+  };
+}

@@ -21,7 +21,7 @@
 import process from "node:process";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import type { Backend } from "../backend.ts";
+import { type Backend, settleHandles } from "../backend.ts";
 import {
   LIBRARY_ENV,
   loadNativeLibrary,
@@ -32,41 +32,35 @@ import {
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
- * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}; each is the
- * `sb_*` function of the same name (see `ts/ffi.ts`), with addresses as numbers.
+ * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
+ * `sb_*` function of the same name (see `ts/ffi.ts`), taking what the {@linkcode Backend} call of
+ * that name takes (addresses as numbers or BigInts), except as noted.
  */
-export interface NodeCalls extends NodeApiModule {
-  openKey(
-    key: number,
-    size: bigint,
-    how: number,
-    flags: number,
-    mode: number,
-    out: BigUint64Array,
-  ): number;
-  openName(
-    name: Uint8Array,
-    size: bigint,
-    how: number,
-    flags: number,
-    mode: number,
-    out: BigUint64Array,
-  ): number;
-  dup(handle: number): number;
-  close(handle: number): number;
-  handleCount(): number;
-  errorName(code: number): string;
-  errorMessage(code: number): string;
-  wait(address: number, expected: number, timeoutNs: number, spins: number): number;
-  waitAsync(address: number, expected: number, timeoutNs: number): Promise<number>;
-  notify(address: number, count: number): number;
-  mutexInit(address: number): number;
-  mutexLock(address: number, timeoutNs: number): number;
-  mutexTryLock(address: number): number;
-  mutexUnlock(address: number): number;
+export interface NodeCalls extends
+  NodeApiModule,
+  Pick<
+    Backend,
+    | "openKey"
+    | "openName"
+    | "dup"
+    | "close"
+    | "handleCount"
+    | "errorName"
+    | "errorMessage"
+    | "wait"
+    | "waitAsync"
+    | "notify"
+    | "mutexInit"
+    | "mutexLock"
+    | "mutexTryLock"
+    | "mutexUnlock"
+    | "channelConstant"
+    | "errno"
+  > {
+  /** `sb_mutex_size()`. */
   mutexSize(): number;
+  /** `sb_process_alive(pid)`: 1 alive, 0 dead, or a negative code. */
   processAlive(pid: number): number;
-  channelConstant(name: string): number;
   /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
   detach(buffer: ArrayBuffer): void;
 }
@@ -114,15 +108,16 @@ export function loadNode(explicit?: string): Backend {
     errorMessage: n.errorMessage,
     // Addresses below 2^53 are exact as numbers, which Node-API converts faster than a BigInt.
     address: (address) => Number(address),
-    wait: n.wait as Backend["wait"],
-    waitAsync: n.waitAsync as Backend["waitAsync"],
-    notify: n.notify as Backend["notify"],
-    mutexInit: n.mutexInit as Backend["mutexInit"],
-    mutexLock: n.mutexLock as Backend["mutexLock"],
-    mutexTryLock: n.mutexTryLock as Backend["mutexTryLock"],
-    mutexUnlock: n.mutexUnlock as Backend["mutexUnlock"],
+    wait: n.wait,
+    waitAsync: n.waitAsync,
+    notify: n.notify,
+    mutexInit: n.mutexInit,
+    mutexLock: n.mutexLock,
+    mutexTryLock: n.mutexTryLock,
+    mutexUnlock: n.mutexUnlock,
     mutexSize: n.mutexSize(),
     channelConstant: n.channelConstant,
+    errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle) => n.wrap(handle, address, length),
     unwrap(buffer, handle) {
@@ -141,6 +136,12 @@ export function loadNode(explicit?: string): Backend {
         n.detach(buffer); // Node 20
       }
       n.close(handle);
+    },
+    // A one-byte buffer: V8 runs a buffer's finalizer during garbage collection itself.
+    anchor: (handle, address) => n.wrap(handle, address, 1),
+    relieve() {
+      n.relieve();
+      settleHandles(() => n.handleCount());
     },
   };
 }

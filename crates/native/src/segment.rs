@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::napi::Report;
-use crate::{code_of, guard};
+use crate::{code_of, guard, status};
 use shared_buffer::segment::{Options, Segment, SegmentId, SizeMismatch};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
@@ -276,12 +276,13 @@ pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<
 /// Removes the keyed segment `key` (it lives on until the last process detaches).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_unlink_key(key: u32) -> i32 {
-    guard(
-        || match SegmentId::key(key).and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => code_of(&err),
-        },
-    )
+    guard(|| {
+        status(
+            SegmentId::key(key)
+                .and_then(|id| Segment::unlink(&id))
+                .map(|()| 0),
+        )
+    })
 }
 
 /// Removes the named segment `name[..name_len]`.
@@ -293,10 +294,7 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
         let id = unsafe { parse_name(name, name_len as usize) };
-        match id.and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => code_of(&err),
-        }
+        status(id.and_then(|id| Segment::unlink(&id)).map(|()| 0))
     })
 }
 
@@ -349,4 +347,52 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_handle_count() -> i32 {
     guard(|| i32::try_from(handles().live.len()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_closes_only_the_handle_it_was_given() {
+        let name = format!("/sb-owner-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id);
+        let mut out = SbMapping::default();
+        // SAFETY: the name is valid for its length and `out` for one write.
+        let rc = unsafe {
+            sb_open_name(
+                name.as_ptr(),
+                name.len() as u32,
+                4096,
+                SB_CREATE,
+                0,
+                0o600,
+                &mut out,
+            )
+        };
+        assert_eq!(rc, 0);
+        let handle = out.handle as i32;
+        let (_, serial) = lookup(handle).unwrap();
+        assert!(
+            !close_owned(handle, serial + 1),
+            "another serial closes nothing"
+        );
+        assert!(lookup(handle).is_some());
+        let dup = sb_dup(handle);
+        let (_, dup_serial) = lookup(dup).unwrap();
+        assert_ne!(serial, dup_serial, "every handle has its own serial");
+        assert_eq!(mappings_of(&id).len(), 1, "two handles, one mapping");
+        assert!(close_owned(handle, serial));
+        assert!(!close_owned(handle, serial), "closed once only");
+        assert_eq!(sb_close(handle), -libc::EBADF);
+        assert_eq!(
+            mappings_of(&id).len(),
+            1,
+            "the duplicate still holds the mapping"
+        );
+        assert_eq!(sb_close(dup), 0);
+        assert!(mappings_of(&id).is_empty());
+        Segment::unlink(&id).unwrap();
+    }
 }

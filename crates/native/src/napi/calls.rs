@@ -24,7 +24,7 @@ use std::sync::{Mutex, PoisonError};
 use super::sys::{self, Api, Env, Value};
 use super::{Outcome, Thrown, check, throw};
 use crate::{
-    SB_WAIT_PENDING, SbMapping, sb_channel_constant, sb_close, sb_dup, sb_error_message,
+    SB_WAIT_PENDING, SbMapping, sb_channel_constant, sb_close, sb_dup, sb_errno, sb_error_message,
     sb_error_name, sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
     sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_wait, sb_wait_spin,
     start_wait_async,
@@ -166,6 +166,28 @@ impl<'a> Args<'a> {
         Ok((data, length))
     }
 
+    /// A string argument of at most 63 bytes of UTF-8 (names of constants and errors), or None
+    /// when it is longer.
+    fn short_string(&self, i: usize) -> Result<Option<ShortString>, Thrown> {
+        let mut text = ShortString {
+            bytes: [0; 64],
+            len: 0,
+        };
+        // SAFETY: `bytes` has room for its length, including the NUL Node-API writes.
+        let status = unsafe {
+            (self.api.get_value_string_utf8)(
+                self.env,
+                self.arg(i)?,
+                text.bytes.as_mut_ptr().cast::<c_char>(),
+                text.bytes.len(),
+                &mut text.len,
+            )
+        };
+        ok_or(status, (), "expected a string")?;
+        // A string that filled the buffer may have been cut short.
+        Ok((text.len + 1 < text.bytes.len()).then_some(text))
+    }
+
     fn int(&self, value: i32) -> Call {
         let mut out = ptr::null_mut();
         // SAFETY: a valid env and out-pointer.
@@ -174,6 +196,19 @@ impl<'a> Args<'a> {
             "napi_create_int32",
         )?;
         Ok(out)
+    }
+}
+
+/// A short string read by [`Args::short_string`].
+struct ShortString {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl std::ops::Deref for ShortString {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -317,6 +352,14 @@ callbacks! {
         )?;
         Ok(out)
     };
+    errno => |a, _| {
+        let value = match a.short_string(0)? {
+            // SAFETY: the slice is valid for its length.
+            Some(name) => unsafe { sb_errno(name.as_ptr(), name.len() as u32) },
+            None => 0, // longer than any error's name
+        };
+        a.int(value)
+    };
     detach => |a, _| {
         // Node 20 has no `ArrayBuffer.prototype.transfer`: this is how `close()` detaches.
         let buffer = a.arg(0)?;
@@ -371,6 +414,7 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"mutexSize", mutex_size),
     (c"processAlive", process_alive),
     (c"channelConstant", channel_constant),
+    (c"errno", errno),
     (c"detach", detach),
 ];
 

@@ -13,13 +13,13 @@
 //!   the buffer, wherever the buffer was moved. Closing the handle earlier with `sb_close` is
 //!   allowed; the finalizer then does nothing (each handle carries a serial number that is never
 //!   reused, so a later handle with the same number is never closed by mistake).
-//! - `anchor(handle)`: the same ownership for an object that is not a buffer (a `SharedMemory`):
-//!   an external value whose finalizer closes `handle`.
 //! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the same code, and after a
 //!   successful unlink each mapping this process holds of that segment is reported to the
-//!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (the pages
-//!   resident in it, by `mincore`). The report is taken back when the mapping goes. A mapping of a
-//!   linked segment is never reported: unmapping it frees no memory.
+//!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (its
+//!   length). The report is taken back when the mapping goes. A mapping of a linked segment is
+//!   never reported: unmapping it frees no memory.
+//! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
+//!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
 //!
@@ -50,6 +50,8 @@ pub(crate) struct Account {
     outstanding: AtomicI64,
     /// Bytes whose mapping has gone, to take back on the environment's next call.
     pending: AtomicI64,
+    /// How many times `relieve` has run.
+    reliefs: AtomicI64,
 }
 
 /// A mapping's report: to whom, and how much.
@@ -124,7 +126,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     unsafe { account(api, env)? };
     let functions: [(&CStr, sys::Callback); 5] = [
         (c"wrap", js_wrap),
-        (c"anchor", js_anchor),
+        (c"relieve", js_relieve),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
         (c"reportedBytes", js_reported_bytes),
@@ -322,8 +324,9 @@ fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner),
     }
 }
 
-/// Called by the engine when an object made by `wrap` or `anchor` is collected (or, for a
-/// buffer, when its memory is released after a detach). Calls no Node-API function.
+/// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
+/// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
+/// no Node-API function.
 unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `hint` is the `Box<Owner>` given with the object, finalized exactly once.
@@ -386,27 +389,6 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-unsafe extern "C" fn js_anchor(env: Env, info: CallbackInfo) -> Value {
-    // SAFETY: env and info come from the runtime.
-    unsafe {
-        call(env, info, |api, _, [handle]: [Value; 1]| {
-            let (_, owner) = handle_arg(api, env, handle)?;
-            let hint = Box::into_raw(Box::new(owner));
-            let mut external = ptr::null_mut();
-            // SAFETY: `release_owner` takes `hint` back exactly once, when the value is
-            // collected; the data pointer is never read.
-            let status =
-                (api.create_external)(env, hint.cast(), release_owner, hint.cast(), &mut external);
-            if status != OK {
-                // Not taken: the finalizer will never run.
-                drop(Box::from_raw(hint));
-                return Err(Thrown::Status("napi_create_external", status));
-            }
-            Ok(external)
-        })
-    }
-}
-
 /// Removes a segment, then reports each of this process's mappings of it (see the module docs).
 ///
 /// # Safety
@@ -427,10 +409,10 @@ unsafe fn unlink(
                 if report.is_some() {
                     continue;
                 }
-                let bytes = i64::try_from(resident_bytes(&mapping.segment)).unwrap_or(i64::MAX);
-                if bytes == 0 {
-                    continue;
-                }
+                // The whole length: a named segment this library creates reserves all of its
+                // memory up front (so that a full /dev/shm fails the create, not a later write),
+                // and counting resident pages (mincore) took 80 ms for 1 GiB here.
+                let bytes = i64::try_from(mapping.segment.len()).unwrap_or(i64::MAX);
                 let mut total = 0;
                 // SAFETY: valid out-pointer; env is live on this thread.
                 check(
@@ -495,6 +477,40 @@ unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
+/// How much the first `relieve` reports for a moment: far above an engine's limit for a
+/// synchronous full collection (V8: half the old generation above the last low mark).
+const RELIEF_BYTES: i64 = 1 << 44;
+/// How much more each later `relieve` reports. V8 sets its next limit from the external memory
+/// at the time of a collection, which a relief's own collection sees inflated, so the same
+/// amount again would not cross it.
+const RELIEF_STEP: i64 = 1 << 37;
+
+unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let round = account.reliefs.fetch_add(1, Ordering::Relaxed);
+            let bytes = RELIEF_STEP
+                .checked_mul(round)
+                .and_then(|more| more.checked_add(RELIEF_BYTES))
+                .unwrap_or(i64::MAX / 2);
+            let mut total = 0;
+            check(
+                (api.adjust_external_memory)(env, bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            check(
+                (api.adjust_external_memory)(env, -bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            settle(api, env, account)?;
+            let mut value = ptr::null_mut();
+            check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
+            Ok(value)
+        })
+    }
+}
+
 unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
@@ -508,28 +524,4 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
             Ok(value)
         })
     }
-}
-
-/// The bytes of `segment` that are in memory: what unmapping it would free once it is removed
-/// and no other process maps it.
-fn resident_bytes(segment: &Segment) -> usize {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let mut resident = vec![0u8; segment.len().div_ceil(page)];
-        // SAFETY: the range is this live, page-aligned mapping, and `resident` has one byte per
-        // page of it.
-        let rc = unsafe {
-            libc::mincore(
-                segment.as_ptr().cast(),
-                segment.len(),
-                resident.as_mut_ptr(),
-            )
-        };
-        if rc == 0 {
-            return resident.iter().filter(|&&b| b & 1 != 0).count() * page;
-        }
-    }
-    segment.len()
 }

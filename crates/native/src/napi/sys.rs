@@ -88,8 +88,6 @@ napi! {
     set_named_property = "napi_set_named_property": fn(Env, Value, *const c_char, Value);
     create_external_arraybuffer = "napi_create_external_arraybuffer":
         fn(Env, *mut c_void, usize, Finalize, *mut c_void, *mut Value);
-    create_external = "napi_create_external":
-        fn(Env, *mut c_void, Finalize, *mut c_void, *mut Value);
     adjust_external_memory = "napi_adjust_external_memory": fn(Env, i64, *mut i64);
     set_instance_data = "napi_set_instance_data": fn(Env, *mut c_void, Finalize, *mut c_void);
     get_instance_data = "napi_get_instance_data": fn(Env, *mut *mut c_void);
