@@ -13,8 +13,7 @@
  * @module
  */
 
-import { symbols } from "../ts/ffi.ts";
-import { ABI_VERSION } from "../ts/ffi.ts";
+import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 import {
   libraryFileName,
   platformPackageName,
