@@ -34,6 +34,10 @@ test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt a
     assert.throws(() => napi.wrap(handle, address + 4000n, 200), RangeError);
     assert.throws(() => napi.wrap(handle, address - 1n, 1), RangeError);
     assert.throws(() => napi.wrap(handle, 2n ** 64n - 1n, 2), RangeError);
+    assert.throws(() => napi.wrap(handle, Number(address) as unknown as bigint, 16), TypeError);
+    assert.throws(() => napi.wrap(handle, address, 0), TypeError);
+    assert.throws(() => napi.wrap(handle, address, -1), TypeError);
+    assert.throws(() => napi.wrap(handle, address, 1.5), TypeError);
     assert.equal(lib.openHandleCount(), handles + 1, "a refused wrap leaves the handle open");
     const buffer = napi.wrap(handle, address + 4095n, 1);
     assert.equal(buffer.byteLength, 1);
@@ -44,9 +48,6 @@ test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt a
     }
     assert.equal(lib.openHandleCount(), handles);
     assert.ok(backend().close(handle) < 0, "already closed by the finalizer");
-    assert.throws(() => napi.wrap(1, 1 as unknown as bigint, 16), TypeError);
-    assert.throws(() => napi.wrap(1, 1n, 0), TypeError);
-    assert.throws(() => napi.wrap(1, 1n, -1), TypeError);
     assert.equal(lib.openHandleCount(), handles, "no handle is left behind");
     assert.equal(shm.byteLength, 4096);
   } finally {
