@@ -296,6 +296,8 @@ unsafe fn call<const N: usize>(
 /// `env` is live and this runs on its thread.
 unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     let text = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
+    // The status of a throw is ignored: it fails only when an exception is already pending, which
+    // is then the one JavaScript sees, and there is nobody else to report to.
     // SAFETY (all three): the strings are NUL-terminated and live for the call.
     let _ = match thrown {
         Thrown::Type(msg) => unsafe {
