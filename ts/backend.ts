@@ -81,12 +81,6 @@ export interface Backend {
    */
   unwrap(buffer: ArrayBuffer, handle: number): void;
   /**
-   * An object that owns `handle` (a mapping at `address`) and closes it when the engine collects
-   * the object: what keeps a `SharedMemory` dropped without `close()` from leaking its mapping.
-   * Closing `handle` first is allowed; the collection then does nothing.
-   */
-  anchor(handle: number, address: bigint): object;
-  /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
    * collection now, then returns once collected buffers have released their mappings (the
    * handle count stops falling), so that the caller can retry once.

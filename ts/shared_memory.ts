@@ -227,8 +227,12 @@ export class SharedMemory implements Disposable {
   #address: bigint;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
-  /** Owns #handle for the engine: closes it if this object is dropped without close(). */
-  #anchor: object | undefined;
+  /**
+   * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
+   * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
+   * callback would wait for the event loop, which a busy synchronous loop never reaches).
+   */
+  #anchor: ArrayBuffer;
 
   private constructor(
     id: SegmentId,
@@ -239,12 +243,7 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    try {
-      this.#anchor = backend().anchor(handle, address);
-    } catch (err) {
-      backend().close(handle);
-      throw err;
-    }
+    this.#anchor = wrap(backend(), address, 1, handle);
   }
 
   /**
@@ -412,9 +411,7 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    // The anchor's finalizer will find the handle closed and do nothing.
-    this.#anchor = undefined;
-    backend().close(this.#handle);
+    release(this.#anchor);
     this.#handle = -1;
   }
 

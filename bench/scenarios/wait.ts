@@ -90,7 +90,8 @@ async function leader({ name, variant }: { name: string; variant: Variant }) {
 
 /** `wait_worker.ts` as a web Worker, or in Node.js (which has none) a `worker_threads` one. */
 async function startWorker(): Promise<{
-  done: Promise<{ elapsed_ms: number[] } | null>;
+  /** Resolves with the next message the Worker posts. */
+  next(): Promise<unknown>;
   postMessage(message: unknown): void;
   terminate(): void;
 }> {
@@ -98,20 +99,36 @@ async function startWorker(): Promise<{
     const { Worker: NodeWorker } = await import("node:worker_threads");
     const w = new NodeWorker(new URL("./wait_worker.js", import.meta.url));
     return {
-      done: new Promise((resolve, reject) => (w.once("message", resolve), w.once("error", reject))),
+      next: () =>
+        new Promise((resolve, reject) => (w.once("message", resolve), w.once("error", reject))),
       postMessage: (message) => w.postMessage(message),
       terminate: () => void w.terminate(),
     };
   }
   const w = new Worker(new URL("./wait_worker.ts", import.meta.url).href, { type: "module" });
   return {
-    done: new Promise((resolve, reject) => {
-      w.onmessage = (e) => resolve(e.data);
-      w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
-    }),
+    next: () =>
+      new Promise((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
+      }),
     postMessage: (message) => w.postMessage(message),
     terminate: () => w.terminate(),
   };
+}
+
+/** Round trips of a number posted to a Worker and posted back (`postMessage`). */
+async function posted() {
+  const w = await startWorker();
+  try {
+    return await roundTrips(N, WARMUP, async (i) => {
+      const back = w.next();
+      w.postMessage(i);
+      if (await back !== i) throw new Error(`the Worker answered ${i} wrongly`);
+    });
+  } finally {
+    w.terminate();
+  }
 }
 
 /** Two Workers of one process ping-ponging with Atomics.wait/notify on a SharedArrayBuffer. */
@@ -119,7 +136,7 @@ async function workers() {
   const sab = new SharedArrayBuffer(64);
   const started = await Promise.all([startWorker(), startWorker()]);
   try {
-    const done = started.map((w) => w.done);
+    const done = started.map((w) => w.next() as Promise<{ elapsed_ms: number[] } | null>);
     const cpu0 = cpuNs();
     started[1].postMessage({ role: "echo", sab });
     started[0].postMessage({ role: "leader", sab, n: N, warmup: WARMUP });
@@ -173,6 +190,7 @@ const RATIOS: [string, string, string, string, boolean?][] = [
   ["median_us", "async", "socket", "round trip: waitAsync / Unix socket"],
   ["median_us", "async", "native.async", "round trip: waitAsync / Rust async service"],
   ["median_us", "park", "workers", "round trip: wait/notify (park) / Atomics between Workers"],
+  ["median_us", "async", "posted", "round trip: waitAsync / a Worker's postMessage"],
   ["cpu_us", "park", "socket", "CPU per round trip: wait/notify (park) / Unix socket", true],
   ["cpu_us", "spin", "park", "CPU per round trip: spin-then-park / park"],
 ];
@@ -186,7 +204,8 @@ export const wait: Scenario = {
     `once; spin: wait with { spin: ${SPINS} } on both sides; async: waitAsync on the measuring ` +
     `side. socket: the runtime's Unix socket, 8-byte messages (async loop). workers: ` +
     `Atomics.wait/notify between two Workers of one process (process on CPU 0 for same, ` +
-    `unpinned threads for split). cpu_us: CPU of both processes (workers: the whole process) ` +
+    `unpinned threads for split). posted: a number posted to a Worker and posted back ` +
+    `(postMessage, the event loop on both threads). cpu_us: CPU of both processes (workers: the whole process) ` +
     `per round trip, from /proc/<pid>/task/*/schedstat. native: native_wait, the Rust futex ` +
     `ping-pong (park, spin-then-park, async service), pinned by sched_setaffinity.`,
   async run(ctx, skipped) {
@@ -209,12 +228,14 @@ export const wait: Scenario = {
         } catch (err) {
           skipped(`${placement} ${rt} socket`, err);
         }
-        try {
-          const cpus = placement === "same" ? "0" : "0,1";
-          const got = await runJson<object>(pinned(cpus, childCommand(rt, "wait", "workers")));
-          out.push(...rows({ ...base, what: "workers" }, got));
-        } catch (err) {
-          skipped(`${placement} ${rt} workers`, err);
+        for (const what of ["workers", "posted"] as const) {
+          try {
+            const cpus = placement === "same" ? "0" : "0,1";
+            const got = await runJson<object>(pinned(cpus, childCommand(rt, "wait", what)));
+            out.push(...rows({ ...base, what }, got));
+          } catch (err) {
+            skipped(`${placement} ${rt} ${what}`, err);
+          }
         }
       }
       try {
@@ -250,5 +271,5 @@ export const wait: Scenario = {
         })
       )
     ),
-  children: { echo, leader, workers },
+  children: { echo, leader, workers, posted },
 };

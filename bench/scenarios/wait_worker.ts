@@ -1,6 +1,7 @@
 /**
- * A Worker of the `wait` scenario's in-process reference: `Atomics.wait`/`notify` on a
- * SharedArrayBuffer, as the leader (timing each round trip) or the echo.
+ * A Worker of the `wait` scenario's in-process references: `Atomics.wait`/`notify` on a
+ * SharedArrayBuffer, as the leader (timing each round trip) or the echo; and a message sent with
+ * `postMessage` that is a number, which it posts straight back.
  *
  * @module
  */
@@ -53,5 +54,7 @@ function run({ role, sab, n, warmup }: any): void {
   reply({ elapsed_ms });
 }
 
-if (port) port.on("message", run);
-else scope.onmessage = (e) => run(e.data);
+// deno-lint-ignore no-explicit-any
+const answer = (data: any) => typeof data === "number" ? reply(data) : run(data);
+if (port) port.on("message", answer);
+else scope.onmessage = (e) => answer(e.data);

@@ -108,10 +108,6 @@ export function loadBun(explicit?: string): Backend {
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
       if (!buffer.detached) buffer.transfer(0);
     },
-    // A one-byte buffer with the same deallocator: JavaScriptCore runs it when the buffer is
-    // collected, during garbage collection itself (a FinalizationRegistry callback would wait for
-    // the event loop, which a busy synchronous loop never reaches).
-    anchor: (handle, address) => toArrayBuffer(Number(address), 0, 1, handle as never, release),
     relieve() {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       settleHandles(() => s.sb_handle_count());

@@ -114,9 +114,6 @@ export function loadDeno(explicit?: string): Backend {
       buffer.transfer(0);
       s.sb_close(handle);
     },
-    // A one-byte buffer: V8 runs a buffer's finalizer during garbage collection itself, while
-    // other Node-API finalizers wait for the event loop, which a busy loop may not reach.
-    anchor: (handle, address) => owner.wrap(handle, address, 1),
     relieve() {
       owner.relieve();
       settleHandles(() => s.sb_handle_count());

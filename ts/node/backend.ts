@@ -137,8 +137,6 @@ export function loadNode(explicit?: string): Backend {
       }
       n.close(handle);
     },
-    // A one-byte buffer: V8 runs a buffer's finalizer during garbage collection itself.
-    anchor: (handle, address) => n.wrap(handle, address, 1),
     relieve() {
       n.relieve();
       settleHandles(() => n.handleCount());

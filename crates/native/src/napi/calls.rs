@@ -57,21 +57,8 @@ impl<'a> Args<'a> {
         env: Env,
         info: sys::CallbackInfo,
     ) -> Result<(Self, *mut c_void), Thrown> {
-        let mut argv = [ptr::null_mut(); 8];
-        let mut argc = argv.len();
-        let mut data = ptr::null_mut();
-        // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
-        let status = unsafe {
-            (api.get_cb_info)(
-                env,
-                info,
-                &mut argc,
-                argv.as_mut_ptr(),
-                ptr::null_mut(),
-                &mut data,
-            )
-        };
-        check(status, "napi_get_cb_info")?;
+        // SAFETY: forwarded from the caller.
+        let (argv, argc, data) = unsafe { super::arguments::<8>(api, env, info)? };
         Ok((
             Self {
                 api,

@@ -224,6 +224,36 @@ unsafe fn settle(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
     Ok(())
 }
 
+/// The first `N` arguments of a call (`undefined` for those not passed), how many were passed,
+/// and the data pointer the function was made with.
+///
+/// # Safety
+/// `env` and `info` come from the runtime for this call.
+unsafe fn arguments<const N: usize>(
+    api: &Api,
+    env: Env,
+    info: CallbackInfo,
+) -> Result<([Value; N], usize, *mut c_void), Thrown> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
+    // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
+    check(
+        unsafe {
+            (api.get_cb_info)(
+                env,
+                info,
+                &mut argc,
+                argv.as_mut_ptr(),
+                ptr::null_mut(),
+                &mut data,
+            )
+        },
+        "napi_get_cb_info",
+    )?;
+    Ok((argv, argc, data))
+}
+
 /// Runs a JavaScript-facing function: reads `N` arguments, settles the account, runs `body`, and
 /// turns its error (or a panic) into a thrown JavaScript error.
 ///
@@ -238,22 +268,8 @@ unsafe fn call<const N: usize>(
         return ptr::null_mut();
     };
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut argc = N;
-        let mut argv = [ptr::null_mut(); N];
-        // SAFETY: argv has room for argc values; the other out-pointers may be null.
-        check(
-            unsafe {
-                (api.get_cb_info)(
-                    env,
-                    info,
-                    &mut argc,
-                    argv.as_mut_ptr(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                )
-            },
-            "napi_get_cb_info",
-        )?;
+        // SAFETY: forwarded from the caller.
+        let (argv, argc, _) = unsafe { arguments::<N>(api, env, info)? };
         if argc < N {
             return Err(Thrown::Type(format!("expected {N} arguments, got {argc}")));
         }
@@ -280,6 +296,8 @@ unsafe fn call<const N: usize>(
 /// `env` is live and this runs on its thread.
 unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     let text = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
+    // The status of a throw is ignored: it fails only when an exception is already pending, which
+    // is then the one JavaScript sees, and there is nobody else to report to.
     // SAFETY (all three): the strings are NUL-terminated and live for the call.
     let _ = match thrown {
         Thrown::Type(msg) => unsafe {
