@@ -216,6 +216,13 @@ function results(json: any): string {
   );
   out.push("### Lock, notify and wait on one thread, ns per call\n");
   out.push(pivot(of("mutex", (f) => f.metric === "ns"), (f) => f.what, (f) => f.runtime, "call"));
+  out.push("System calls of the looping thread per call, counted with `strace -f`:\n");
+  out.push(pivot(
+    of("mutex", (f) => f.metric === "syscalls per call"),
+    (f) => f.what,
+    (f) => f.runtime,
+    "call",
+  ));
   out.push(
     "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against idling:\n",
   );
