@@ -82,6 +82,7 @@ const goalOf = (r: Ratio) =>
     );
 
 const SIZE_NAMES: Record<number, string> = {
+  67108864: "64 MiB",
   8: "8 B",
   64: "64 B",
   4096: "4 KiB",
@@ -229,6 +230,15 @@ function results(json: any): string {
   out.push(
     pivot(of("mutex", (f) => f.what === "idle"), (f) => f.metric, (f) => f.runtime, "period"),
   );
+  if (of("ownership").length) {
+    out.push("### Engine-owned buffers: attach, unlink and the forced collection, µs\n");
+    out.push(pivot(
+      of("ownership"),
+      (f) => `${f.runtime} ${f.what}`,
+      (f) => `${sizeName(f.size)} ${f.metric.replace("_us", "")}`.trim(),
+      "who, operation",
+    ));
+  }
   for (const p of Object.keys(json.placements)) {
     out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
     out.push(TRIPS);
