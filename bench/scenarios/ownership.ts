@@ -141,7 +141,7 @@ async function measure(): Promise<Record<string, unknown>> {
   ) {
     for (const way of ["ffi", "napi"]) {
       const times: number[] = [];
-      for (let i = 0; i < 15; i++) {
+      for (let i = 0; i < 7; i++) {
         const name = `/sbbench-own-${tag}-u${label}`;
         const [handle, address] = make(name, size);
         if (touch) {
@@ -190,7 +190,7 @@ export const ownership: Scenario = {
     "getArrayBuffer + FinalizationRegistry; Bun: toArrayBuffer with the native deallocator), " +
     "napi = the Node-API module's external buffer with its finalizer. unlink: removing a " +
     "segment through the Node-API module (which reports the length it gives back) against the " +
-    "plain sb_unlink_name, 4 KiB and 64 MiB touched, 1 GiB untouched (median of 15, µs). " +
+    "plain sb_unlink_name, 4 KiB and 64 MiB touched, 1 GiB untouched (median of 7, µs). " +
     "relieve: the full collection forced after ENOSPC.",
   async run(ctx, skipped) {
     const out: Row[] = [];
