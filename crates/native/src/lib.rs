@@ -28,11 +28,34 @@ use std::ffi::c_char;
 use std::io;
 use std::panic::{self, UnwindSafe};
 
+use shared_buffer::segment::{FileKind, SegmentError};
+
+/// The negative code for a segment error: the one place typed segment errors become numbers.
+pub(crate) fn segment_code(err: &SegmentError) -> i32 {
+    match err {
+        SegmentError::NotFound => -libc::ENOENT,
+        SegmentError::AlreadyExists => -libc::EEXIST,
+        SegmentError::PermissionDenied => -libc::EACCES,
+        SegmentError::ForeignOwner { .. } => SB_EOWNER,
+        SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => -libc::EINVAL,
+        SegmentError::Symlink => -libc::ELOOP,
+        SegmentError::NotASegment(FileKind::Directory) => -libc::EISDIR,
+        SegmentError::NotASegment(_) => SB_EFTYPE,
+        SegmentError::Empty => -libc::ENODATA,
+        SegmentError::Os(err) => code_of(err),
+        _ => -libc::EIO,
+    }
+}
+
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 3;
+pub const SB_ABI_VERSION: u32 = 4;
 
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;
+/// The segment belongs to a user the caller did not accept (see `SB_OWNER_TRUSTED`).
+pub const SB_EOWNER: i32 = -1002;
+/// Something other than a segment is at the name: a directory, a FIFO, a socket or a device.
+pub const SB_EFTYPE: i32 = -1003;
 
 /// Runs an ABI body, turning a panic into [`SB_EPANIC`].
 pub(crate) fn guard(body: impl FnOnce() -> i32 + UnwindSafe) -> i32 {
@@ -76,11 +99,21 @@ pub extern "C" fn sb_error_message(code: i32) -> *const c_char {
 }
 
 fn describe(code: i32) -> (&'static std::ffi::CStr, &'static std::ffi::CStr) {
-    if code == SB_EPANIC {
-        return (
-            c"EPANIC",
-            c"internal error in the native library (a panic was caught)",
-        );
+    match code {
+        SB_EPANIC => {
+            return (
+                c"EPANIC",
+                c"internal error in the native library (a panic was caught)",
+            );
+        }
+        SB_EOWNER => return (c"EOWNER", c"the segment belongs to another user"),
+        SB_EFTYPE => {
+            return (
+                c"EFTYPE",
+                c"the name holds a directory, FIFO, socket or device, not a segment",
+            );
+        }
+        _ => {}
     }
     match code.checked_neg().unwrap_or(0) {
         0 => (c"OK", c"success"),
@@ -101,6 +134,15 @@ fn describe(code: i32) -> (&'static std::ffi::CStr, &'static std::ffi::CStr) {
         libc::ENOSPC => (c"ENOSPC", c"no space left in shared memory"),
         libc::ERANGE => (c"ERANGE", c"out of range"),
         libc::ENAMETOOLONG => (c"ENAMETOOLONG", c"name too long"),
+        libc::ELOOP => (
+            c"ELOOP",
+            c"the name is a symbolic link, which is never followed",
+        ),
+        libc::EISDIR => (c"EISDIR", c"the name is a directory, not a segment"),
+        libc::ENODATA => (
+            c"ENODATA",
+            c"the segment is empty: its creator died before sizing it, or it is not a segment",
+        ),
         libc::ENOSYS => (c"ENOSYS", c"not implemented on this platform"),
         libc::ENOTSUP => (c"ENOTSUP", c"not supported on this platform"),
         libc::ETIMEDOUT => (c"ETIMEDOUT", c"timed out"),

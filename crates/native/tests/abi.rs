@@ -107,6 +107,7 @@ fn open_name(name: &str, size: u64, how: u32) -> (i32, SbMapping) {
             how,
             0,
             0o600,
+            ffi::SB_OWNER_TRUSTED,
             &mut out,
         )
     };
@@ -176,12 +177,32 @@ fn c_layer_reports_errors_as_negative_codes() {
     let bad_utf8 = [b'/', 0xff, 0xfe];
     let mut out = SbMapping::default();
     // SAFETY: valid pointers and lengths.
-    let rc =
-        unsafe { ffi::sb_open_name(bad_utf8.as_ptr(), 3, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    let rc = unsafe {
+        ffi::sb_open_name(
+            bad_utf8.as_ptr(),
+            3,
+            64,
+            ffi::SB_CREATE,
+            0,
+            0o600,
+            -1,
+            &mut out,
+        )
+    };
     assert_eq!(rc, -libc::EINVAL);
     // SAFETY: a null name with a non-zero length is refused before it is read.
-    let rc =
-        unsafe { ffi::sb_open_name(std::ptr::null(), 5, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    let rc = unsafe {
+        ffi::sb_open_name(
+            std::ptr::null(),
+            5,
+            64,
+            ffi::SB_CREATE,
+            0,
+            0o600,
+            -1,
+            &mut out,
+        )
+    };
     assert_eq!(rc, -libc::EFAULT);
     let before = ffi::sb_handle_count();
     // SAFETY: a null out pointer is allowed and refused.
@@ -193,6 +214,7 @@ fn c_layer_reports_errors_as_negative_codes() {
             ffi::SB_OPEN,
             0,
             0,
+            ffi::SB_OWNER_TRUSTED,
             std::ptr::null_mut(),
         )
     };
@@ -205,7 +227,7 @@ fn c_layer_reports_errors_as_negative_codes() {
     assert_eq!(ffi::sb_close(first.handle as i32), 0);
     // SAFETY: out is valid.
     assert_eq!(
-        unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, &mut out) },
+        unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, -1, &mut out) },
         -libc::EINVAL
     );
     assert_eq!(ffi::sb_unlink_key(0), -libc::EINVAL);
