@@ -69,11 +69,16 @@ for (const [kind] of ids()) {
     const id = fresh();
     try {
       using _a = SharedMemory.create(id, 4096);
-      const mismatch = (e: unknown) =>
-        e instanceof SharedMemoryError && e.code === "EINVAL" &&
-        /4096 bytes, not 8192/.test(e.message);
-      assert.throws(() => SharedMemory.openOrCreate(id, 8192), mismatch);
-      assert.throws(() => SharedMemory.open(id, { size: 8192 }), mismatch);
+      const mismatch = (pattern: RegExp) => (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "EINVAL" && pattern.test(e.message);
+      assert.throws(
+        () => SharedMemory.openOrCreate(id, 8192),
+        mismatch(/exists with 4096 bytes, not 8192: open it with that size, or unlink it first/),
+      );
+      assert.throws(
+        () => SharedMemory.open(id, { size: 8192 }),
+        mismatch(/has 4096 bytes, fewer than the 8192 asked for/),
+      );
       assert.throws(
         () => SharedMemory.openOrCreate(id, 100),
         (e) => e instanceof SharedMemoryError && e.code === "EINVAL",

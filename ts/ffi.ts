@@ -9,7 +9,7 @@
  */
 
 /** The ABI version these bindings were written for; the library must report the same. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** `how` argument of the open calls. */
 export const OPEN = 0;
@@ -19,6 +19,14 @@ export const CREATE = 1;
 export const OPEN_OR_CREATE = 2;
 /** `flags` bit: fault all pages in now. */
 export const POPULATE = 1;
+/** `flags` bit, with {@linkcode CREATE} only: remove a leftover segment first. */
+export const REPLACE = 2;
+/** `owner` argument: accept segments of this user and of root. */
+export const OWNER_TRUSTED = -1n;
+/** `owner` argument: accept segments of any user. */
+export const OWNER_ANY = -2n;
+/** `out[4]` after `EFTYPE`: what is at the name, by number. */
+export const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
 /** Symbols of the native library. */
 export const symbols = {
@@ -28,16 +36,18 @@ export const symbols = {
   sb_error_name: { parameters: ["i32"], result: "pointer" },
   /** `const char *sb_error_message(int32_t code)` */
   sb_error_message: { parameters: ["i32"], result: "pointer" },
-  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)` */
+  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, int64_t owner, SbMapping *out)` */
   sb_open_key: {
-    parameters: ["u32", "u64", "u32", "u32", "u32", "buffer"],
+    parameters: ["u32", "u64", "u32", "u32", "u32", "i64", "buffer"],
     result: "i32",
   },
-  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)` */
+  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, int64_t owner, SbMapping *out)` */
   sb_open_name: {
-    parameters: ["buffer", "u32", "u64", "u32", "u32", "u32", "buffer"],
+    parameters: ["buffer", "u32", "u64", "u32", "u32", "u32", "i64", "buffer"],
     result: "i32",
   },
+  /** `int32_t sb_user_name(uint32_t uid, uint8_t *buf, uint32_t len)`: the name's length, or -ENOENT */
+  sb_user_name: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** `int32_t sb_unlink_key(uint32_t key)` */
   sb_unlink_key: { parameters: ["u32"], result: "i32" },
   /** `int32_t sb_unlink_name(const uint8_t *name, uint32_t name_len)` */
