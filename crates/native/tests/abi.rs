@@ -349,6 +349,8 @@ fn c_abi_mutex() {
 static EVENTS: StdMutex<Vec<(u64, i32)>> = StdMutex::new(Vec::new());
 static EVENT: Condvar = Condvar::new();
 
+const CB: Option<ffi::SbWakeCallback> = Some(record);
+
 extern "C" fn record(token: u64, result: i32) {
     EVENTS.lock().unwrap().push((token, result));
     EVENT.notify_all();
@@ -373,7 +375,7 @@ fn no_event(token: u64) -> bool {
     !EVENTS.lock().unwrap().iter().any(|(t, _)| *t == token)
 }
 
-/// One test owns the process-wide callback, so these steps run in order.
+/// These steps run in order, in one test.
 #[test]
 fn async_wait_service() {
     let seg = TestSeg::new("async");
@@ -383,26 +385,34 @@ fn async_wait_service() {
     // registered here (each one is seen to end before the segment drops).
     unsafe {
         assert_eq!(
-            ffi::sb_wait_async(addr, 0, -1, 1),
+            ffi::sb_wait_async(addr, 0, -1, 1, None),
             -libc::EINVAL,
-            "no callback yet"
+            "no callback"
         );
-        assert_eq!(ffi::sb_set_wake_callback(Some(record)), 0);
         assert_eq!(
-            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1),
+            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1, CB),
             -libc::EINVAL
         );
         assert_eq!(
-            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1),
+            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1, CB),
             -libc::EINVAL
         );
 
         // Settled at once: no callback.
-        assert_eq!(ffi::sb_wait_async(addr, 9, -1, 2), ffi::SB_WAIT_NOT_EQUAL);
-        assert_eq!(ffi::sb_wait_async(addr, 0, 0, 3), ffi::SB_WAIT_TIMED_OUT);
+        assert_eq!(
+            ffi::sb_wait_async(addr, 9, -1, 2, CB),
+            ffi::SB_WAIT_NOT_EQUAL
+        );
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, 0, 3, CB),
+            ffi::SB_WAIT_TIMED_OUT
+        );
 
         // Woken by a notify from this process.
-        assert_eq!(ffi::sb_wait_async(addr, 0, -1, 10), ffi::SB_WAIT_PENDING);
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, -1, 10, CB),
+            ffi::SB_WAIT_PENDING
+        );
         std::thread::sleep(Duration::from_millis(20));
         assert!(no_event(10), "called back before any notify");
         word.store(1, Ordering::Release);
@@ -412,7 +422,7 @@ fn async_wait_service() {
         // Timed out, no earlier than asked.
         let start = Instant::now();
         assert_eq!(
-            ffi::sb_wait_async(addr, 1, 50_000_000, 11),
+            ffi::sb_wait_async(addr, 1, 50_000_000, 11, CB),
             ffi::SB_WAIT_PENDING
         );
         assert_eq!(event(11), ffi::SB_WAIT_TIMED_OUT);
@@ -422,7 +432,7 @@ fn async_wait_service() {
         word.store(0, Ordering::Release);
         let mut notifier = spawn_notifier(&seg);
         for token in 20..25 {
-            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token), 0);
+            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token, CB), 0);
         }
         for token in 20..25 {
             assert_eq!(event(token), ffi::SB_WAIT_OK, "token {token}");
@@ -434,7 +444,7 @@ fn async_wait_service() {
         for round in 0..50u32 {
             let token = 100 + u64::from(round);
             word.store(round, Ordering::Release);
-            assert_eq!(ffi::sb_wait_async(addr, round, -1, token), 0);
+            assert_eq!(ffi::sb_wait_async(addr, round, -1, token, CB), 0);
             word.store(round + 1, Ordering::Release);
             ffi::sb_notify(addr, u32::MAX);
             assert_eq!(event(token), ffi::SB_WAIT_OK);
@@ -446,11 +456,17 @@ fn async_wait_service() {
             seg.word(10 + i).store(0, Ordering::Release);
             let token = 1000 + i as u64;
             assert_eq!(
-                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token),
+                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token, CB),
                 0
             );
         }
-        assert!(sync::service_stats().pending >= 100);
+        let stats = sync::service_stats();
+        assert!(stats.pending >= 100, "{stats:?}");
+        assert!(
+            stats.threads <= stats.pending.div_ceil(stats.per_thread) + 1,
+            "one thread watches up to {} waits: {stats:?}",
+            stats.per_thread
+        );
         for i in 0..100 {
             seg.word(10 + i).store(1, Ordering::Release);
             ffi::sb_notify(seg.word(10 + i).as_ptr(), 1);
@@ -458,10 +474,27 @@ fn async_wait_service() {
         for i in 0..100 {
             assert_eq!(event(1000 + i), ffi::SB_WAIT_OK);
         }
-        let stats = sync::service_stats();
-        assert!(stats.threads >= 100, "{stats:?}");
 
-        assert_eq!(ffi::sb_set_wake_callback(None), 0);
+        // Cancelled: a closing segment ends the waits on its range, with EBADF, at once.
+        for i in 0..10 {
+            seg.word(200 + i).store(0, Ordering::Release);
+            let token = 2000 + i as u64;
+            assert_eq!(
+                ffi::sb_wait_async(seg.word(200 + i).as_ptr(), 0, -1, token, CB),
+                0
+            );
+        }
+        let start = seg.word(200).as_ptr() as usize;
+        assert_eq!(ffi::sb_wait_cancel(start, 5 * 4), 5);
+        for i in 0..5 {
+            assert_eq!(event(2000 + i), -libc::EBADF);
+        }
+        assert!(no_event(2005), "outside the range: still pending");
+        assert_eq!(ffi::sb_wait_cancel(start, 10 * 4), 5);
+        for i in 5..10 {
+            assert_eq!(event(2000 + i), -libc::EBADF);
+        }
+        assert_eq!(ffi::sb_wait_cancel(start, 10 * 4), 0, "nothing left");
     }
 
     // The Rust API, with a closure.
