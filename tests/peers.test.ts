@@ -11,15 +11,15 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import {
+  type Child,
   cleanup,
   finished,
+  killAll,
   lib,
   other,
   runtime,
   runtimes,
   spawn,
-  type Child,
-  killAll,
   test,
   uniqueKey,
   uniqueName,

@@ -65,7 +65,9 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * into `dir`, readable by every user: the checkout itself may not be (a clone in a `0700` home).
  */
 function readableCopy(dir: string): void {
-  for (const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children", "tests/harness.ts"]) {
+  for (
+    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children", "tests/harness.ts"]
+  ) {
     cpSync(`${ROOT}${path}`, `${dir}/${path}`, { recursive: true });
   }
   mkdirSync(`${dir}/target/release`, { recursive: true });
@@ -240,7 +242,9 @@ for (const which of runtimes) {
         try {
           const r = await runAsNobody(which, "xp_create.ts", [...idArgs(id), "4096", "666"]);
           if (r.code !== 0 || !r.stdout.includes("created 4096")) {
-            throw new Error(`${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+            throw new Error(
+              `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
+            );
           }
           const label = "key" in id ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
           const refused = (e: unknown) => {

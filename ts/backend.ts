@@ -54,8 +54,10 @@ export interface Backend {
   address(address: bigint): Address;
   /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */
   wait(address: Address, expected: number, timeoutNs: number, spins: number): number;
-  /** The same without blocking the event loop; resolves with the same codes. */
+  /** The same without blocking the event loop; resolves with the same codes, or -EBADF. */
   waitAsync(address: Address, expected: number, timeoutNs: number): Promise<number>;
+  /** Ends the pending waits on `length` bytes from `address` with -EBADF; returns how many. */
+  cancelWaits(address: Address, length: number): number;
   notify(address: Address, count: number): number;
   mutexInit(address: Address): number;
   mutexLock(address: Address, timeoutNs: number): number;

@@ -70,21 +70,14 @@ export const symbols = {
 
   /** `int32_t sb_wait(const uint32_t *addr, uint32_t expected, int64_t timeout_ns)`: 0 woken, 1 not equal, 2 timed out */
   sb_wait: { parameters: ["usize", "u32", "i64"], result: "i32" },
-  /** `sb_wait` run on a thread of Deno's pool: returns a Promise (Deno only; Bun uses `sb_wait_async`) */
-  sb_wait_nonblocking: {
-    name: "sb_wait",
-    parameters: ["usize", "u32", "i64"],
-    result: "i32",
-    nonblocking: true,
-  },
   /** `int32_t sb_wait_spin(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint32_t spins)` */
   sb_wait_spin: { parameters: ["usize", "u32", "i64", "u32"], result: "i32" },
   /** `int32_t sb_notify(const uint32_t *addr, uint32_t count)`: how many were woken */
   sb_notify: { parameters: ["usize", "u32"], result: "i32" },
-  /** `int32_t sb_set_wake_callback(void (*cb)(uint64_t token, int32_t result))` */
-  sb_set_wake_callback: { parameters: ["function"], result: "i32" },
-  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token)`: 0 pending, 1 not equal, 2 timed out */
-  sb_wait_async: { parameters: ["usize", "u32", "i64", "u64"], result: "i32" },
+  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token, void (*cb)(uint64_t token, int32_t result))`: 0 pending (cb is called once later, from a native thread), 1 not equal, 2 timed out */
+  sb_wait_async: { parameters: ["usize", "u32", "i64", "u64", "function"], result: "i32" },
+  /** `int32_t sb_wait_cancel(uintptr_t addr, size_t len)`: ends the pending waits on `addr..addr+len` with -EBADF now; how many */
+  sb_wait_cancel: { parameters: ["usize", "usize"], result: "i32" },
   /** `uint32_t sb_mutex_size(void)` */
   sb_mutex_size: { parameters: [], result: "u32" },
   /** `uint32_t sb_mutex_align(void)` */

@@ -76,7 +76,10 @@ export interface OpenOptions {
 }
 
 /** Each buffer this library made: the handle (mapping reference) it owns, and its address. */
-const owned = new WeakMap<ArrayBuffer, { handle: number; address: bigint }>();
+const owned = new WeakMap<
+  ArrayBuffer,
+  { handle: number; address: bigint; /** The whole mapping (createSharedBuffer). */ whole: boolean }
+>();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
 /** Closes the handle of a SharedMemory that was dropped without close(). */
@@ -219,6 +222,7 @@ function wrap(
   address: bigint,
   length: number,
   handle: number,
+  whole = false,
 ): ArrayBuffer {
   let buffer: ArrayBuffer;
   try {
@@ -227,7 +231,7 @@ function wrap(
     b.close(handle);
     throw err;
   }
-  owned.set(buffer, { handle, address });
+  owned.set(buffer, { handle, address, whole });
   return buffer;
 }
 
@@ -236,7 +240,10 @@ function release(buffer: ArrayBuffer): void {
   if (record === undefined) return;
   owned.delete(buffer);
   released.add(buffer);
-  backend().unwrap(buffer, record.handle);
+  const b = backend();
+  // The buffer is the mapping's only user: its pending waits can never be woken through it.
+  if (record.whole) b.cancelWaits(b.address(record.address), buffer.byteLength);
+  b.unwrap(buffer, record.handle);
 }
 
 /**
@@ -472,11 +479,15 @@ export class SharedMemory implements Disposable {
 
   /**
    * Unmaps the segment from this process, after detaching every buffer and view it handed out
-   * (they read as empty afterwards; nothing touches the old memory). Idempotent. The segment
-   * itself stays until {@linkcode unlink}.
+   * (they read as empty afterwards; nothing touches the old memory) and ending every pending
+   * {@linkcode waitAsync} on it (each rejects with a `SharedMemoryError` `EBADF`). Idempotent.
+   * The segment itself stays until {@linkcode unlink}.
    */
   close(): void {
     if (this.#handle < 0) return;
+    const b = backend();
+    // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
+    b.cancelWaits(b.address(this.#address), this.byteLength);
     if (this.#buffer) release(this.#buffer);
     for (const ref of this.#views) {
       const view = ref.deref();
@@ -565,7 +576,7 @@ export function createSharedBuffer(
     mode: 0o600,
     owner,
   });
-  return wrap(b, address, length, handle);
+  return wrap(b, address, length, handle, true);
 }
 
 /**

@@ -255,6 +255,24 @@ pub unsafe fn futex_waitv(words: &[WaitvWord], timeout: Option<Duration>) -> io:
     }
 }
 
+/// Sleeps while the private word `word` (used by this process only) holds `expected`, for at
+/// most `timeout`; returns on a wake, a change, a signal or the timeout, without saying which.
+pub fn futex_wait_private(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Duration) {
+    let ts = timespec_of(timeout);
+    // SAFETY: a valid, aligned word of this process, read by the kernel; `ts` outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
 /// Wakes at most `count` threads of this process waiting on the private word `word`.
 pub fn futex_wake_private(word: &std::sync::atomic::AtomicU32, count: u32) {
     let count = libc::c_int::try_from(count).unwrap_or(libc::c_int::MAX);

@@ -10,10 +10,13 @@
 //!
 //! Linux 5.16 and later: **groups**. One native thread sleeps on up to 127 waits at once with
 //! `futex_waitv`, plus one private control word that this process bumps to add or cancel a wait.
-//! 2,000 pending waits take 16 threads, parked in the kernel (no CPU). When the call returns, the
-//! thread completes the word it was woken for, re-checks the others in the kernel (a changed word
-//! completes as woken) and parks again. A group whose waits all ended exits after 30 s without
-//! work; one is kept.
+//! A group watches each word at most once, so that a notify of `n` wakes `n` threads and ends
+//! exactly `n` waits, as with one thread per wait: waits on distinct words share threads (2,000
+//! of them take 16 threads), waits on one word take one thread each. When the call returns, the
+//! thread completes the wait it was woken for and parks again on the rest; a word that changed
+//! meanwhile makes the kernel refuse to park, and then each word is checked in the kernel (a
+//! changed one completes as woken). A group whose waits all ended exits after 30 s without work;
+//! one is kept.
 //!
 //! Elsewhere (macOS, older Linux): a **pool** of threads, one parked per pending wait, reused;
 //! idle threads beyond one exit after 30 s. At most [`POOL_MAX_WAITS`] waits pend there.
@@ -36,7 +39,7 @@ use super::{WaitOutcome, wait_kernel, wait_raw};
 pub const MAX_ASYNC_WAITS: usize = 16_384;
 
 /// The most waits pending at once where each takes a thread (no `futex_waitv`).
-pub const POOL_MAX_WAITS: usize = 1024;
+pub const POOL_MAX_WAITS: usize = 4096;
 
 /// Threads beyond the first exit after this long without work.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
@@ -170,9 +173,12 @@ pub fn service_stats() -> ServiceStats {
 /// [`WaitOutcome::TimedOut`] (the deadline, counted from this call, passed), or an error (`EBADF`
 /// from [`cancel_waits`]); never with [`WaitOutcome::NotEqual`].
 ///
-/// A wait is re-armed now and then (when another wait of its group ends or begins), and a
-/// notify that lands in that moment without changing the word can be missed: change the word,
-/// then notify, as every correct use of wait/notify does, and the change is always seen.
+/// With `futex_waitv` (Linux 5.16+) one thread watches many waits and re-arms them now and then
+/// (when another wait of its group ends or begins). A notify that lands in that moment finds
+/// no waiter there: if it changed the word, the wait still ends (the change is seen on
+/// re-arming) but the notify's count leaves it out; if it did not change the word, the wait
+/// goes on. Change the word, then notify, as every correct use of wait/notify does, and no
+/// wake-up is lost; set [`THREAD_PER_WAIT_ENV`] for exact counts at a thread per wait.
 ///
 /// A process that forks while the service has threads must not use it in the child (fork and
 /// exec is fine).
@@ -268,7 +274,12 @@ pub fn cancel_waits(start: usize, len: usize) -> usize {
     ended
 }
 
-/// True if this kernel has `futex_waitv` (probed once).
+/// The environment variable that, set to `1`, makes the service park one thread per wait even
+/// where `futex_waitv` exists: exact `notify` counts under concurrent notifies, at the cost of a
+/// thread per pending wait (see [`wait_async`]).
+pub const THREAD_PER_WAIT_ENV: &str = "SHARED_BUFFER_THREAD_PER_WAIT";
+
+/// True if this kernel has `futex_waitv` and [`THREAD_PER_WAIT_ENV`] is not set (decided once).
 fn use_groups() -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -280,7 +291,9 @@ fn use_groups() -> bool {
             _ => {
                 // SAFETY: no words: the kernel checks the arguments and reads nothing.
                 let probe = unsafe { crate::os::futex_waitv(&[], Some(Duration::ZERO)) };
-                let yes = !matches!(&probe, Err(e) if e.raw_os_error() == Some(libc::ENOSYS));
+                let forced = std::env::var_os(THREAD_PER_WAIT_ENV).is_some_and(|v| v == "1");
+                let yes =
+                    !forced && !matches!(&probe, Err(e) if e.raw_os_error() == Some(libc::ENOSYS));
                 STATE.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
                 yes
             }
@@ -331,7 +344,10 @@ mod groups {
         for group in groups.iter() {
             let mut entries = lock(&group.entries);
             entries.retain(|e| !e.finished());
-            if entries.len() < PER_GROUP {
+            // One kernel queue entry per word and thread: a notify of `n` then wakes `n` threads,
+            // each of which ends exactly one wait, so wake counts stay exact. Waits on a word this
+            // group already watches go to another group.
+            if entries.len() < PER_GROUP && entries.iter().all(|e| e.addr != entry.addr) {
                 entries.push(entry);
                 drop(entries);
                 group.nudge();
@@ -392,9 +408,11 @@ mod groups {
                 if now.duration_since(since) >= IDLE_EXIT && retire(group) {
                     return;
                 }
-            } else {
-                idle_since = None;
+                // Nothing to watch: sleep on the control word alone, privately.
+                os::futex_wait_private(&group.control, seq, IDLE_EXIT);
+                continue;
             }
+            idle_since = None;
             let mut words = Vec::with_capacity(watched.len() + 1);
             words.push(WaitvWord {
                 addr: group.control.as_ptr(),
@@ -406,11 +424,7 @@ mod groups {
                 expected: e.expected,
                 private: false,
             }));
-            let left = if watched.is_empty() {
-                Some(IDLE_EXIT)
-            } else {
-                watched.iter().filter_map(|e| e.left(now)).min()
-            };
+            let left = watched.iter().filter_map(|e| e.left(now)).min();
             // SAFETY: the control word is ours; the others were handed to wait_async, whose
             // caller promised aligned addresses; only the kernel reads them (EFAULT if gone).
             match unsafe { os::futex_waitv(&words, left) } {
