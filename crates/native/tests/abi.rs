@@ -226,21 +226,15 @@ fn c_layer_reports_errors_as_negative_codes() {
     );
     assert_eq!(ffi::sb_close(first.handle as i32), 0);
     // SAFETY: out is valid.
-    assert_eq!(
-        unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, -1, &mut out) },
-        -libc::EINVAL
-    );
+    let rc = unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, -1, &mut out) };
+    assert_eq!(rc, -libc::EINVAL);
     assert_eq!(ffi::sb_unlink_key(0), -libc::EINVAL);
     // SAFETY: name is valid for its length.
-    assert_eq!(
-        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
-        0
-    );
+    let rc = unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) };
+    assert_eq!(rc, 0);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
-        -libc::ENOENT
-    );
+    let rc = unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) };
+    assert_eq!(rc, -libc::ENOENT);
 }
 
 #[test]
