@@ -608,11 +608,13 @@ fn blocking_receive_wakes_on_send_and_on_close() {
 
 // ---- fragments ----------------------------------------------------------------------------
 
-/// The 32-bit word at byte `offset` of a heap channel's region, read while the channel lives.
+/// The 32-bit word at byte `offset` of a heap channel's region, read while the channel lives
+/// (and, in some tests, while a sender thread writes it: so atomically, as the protocol does).
 fn word_at(heap: &mut Heap, offset: usize) -> u32 {
     assert!(offset % 4 == 0 && offset + 4 <= heap.len());
-    // SAFETY: in bounds and aligned; the tests read words only while no other thread writes.
-    unsafe { heap.ptr().add(offset).cast::<u32>().read_volatile() }
+    // SAFETY: in bounds and 4-aligned (the region is 8-aligned); every access to the region's
+    // words, the channel's included, is atomic, and the reference does not outlive this call.
+    unsafe { AtomicU32::from_ptr(heap.ptr().add(offset).cast()) }.load(Ordering::Acquire)
 }
 
 fn tail_pos(heap: &mut Heap) -> u32 {
