@@ -256,7 +256,11 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
   if (record !== undefined && !(buffer as ArrayBuffer).detached) return record.address;
   if (released.has(buffer as ArrayBuffer) || (buffer as ArrayBuffer).detached) {
-    throw new SharedMemoryError(`${caller}: the segment is closed (EBADF)`, "EBADF", 9);
+    throw new SharedMemoryError(
+      `${caller}: the buffer's segment was closed (or the buffer detached) (EBADF)`,
+      "EBADF",
+      9,
+    );
   }
   throw new TypeError(
     `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
@@ -300,14 +304,17 @@ export class SharedMemory implements Disposable {
   readonly created: boolean;
   #handle: number;
   #address: bigint;
+  #label: string;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
 
   private constructor(
     id: SegmentId,
+    label: string,
     [handle, address, length, created]: [number, bigint, number, boolean],
   ) {
     this.id = id;
+    this.#label = label;
     this.#handle = handle;
     this.#address = address;
     this.byteLength = length;
@@ -362,6 +369,7 @@ export class SharedMemory implements Disposable {
     const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
       id,
+      resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
     );
   }
@@ -418,6 +426,7 @@ export class SharedMemory implements Disposable {
     }
     return new SharedMemory(
       id,
+      resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
     );
   }
@@ -513,7 +522,7 @@ export class SharedMemory implements Disposable {
   #checkOpen(what: string): void {
     if (this.#handle < 0) {
       throw new SharedMemoryError(
-        `SharedMemory.${what}: the segment is closed (EBADF)`,
+        `SharedMemory.${what} of ${this.#label}: this SharedMemory was closed (EBADF)`,
         "EBADF",
         9,
       );
@@ -522,9 +531,9 @@ export class SharedMemory implements Disposable {
 
   #window(offset: number, length: number, what: string): ArrayBuffer {
     const b = backend();
-    checkBufferLength(b, length, `SharedMemory.${what}`);
+    checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
     const handle = b.dup(this.#handle);
-    if (handle < 0) fail(b, handle, `SharedMemory.${what}`);
+    if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
     return wrap(b, this.#address + BigInt(offset), length, handle);
   }
 }
