@@ -1104,8 +1104,25 @@ fn layout_table_is_complete() {
 
 // ---- proptest: garbage never panics or hangs ----------------------------------------------
 
+/// 256 cases natively; a few under Miri, which runs them thousands of times slower and cannot
+/// write proptest's failure files (no file system access).
+fn proptest_config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 4,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig {
+            cases: 256,
+            ..ProptestConfig::default()
+        }
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+    #![proptest_config(proptest_config())]
 
     /// Entirely random header bytes.
     #[test]

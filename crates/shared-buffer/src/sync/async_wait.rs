@@ -86,6 +86,8 @@ struct Entry {
     deadline: Option<Instant>,
     /// Taken by whoever completes the wait first: the service thread, or [`cancel_waits`].
     done: Mutex<Option<Completion>>,
+    /// Watched by a pool thread of its own (else by a group).
+    pooled: bool,
 }
 
 impl Entry {
@@ -210,7 +212,17 @@ where
     if timeout == Some(Duration::ZERO) {
         return Ok(AsyncStart::TimedOut);
     }
-    let groups = use_groups();
+    register(addr, expected, timeout, Box::new(done), use_groups())
+}
+
+/// Registers a wait that passed its first check, with the groups or with the pool.
+fn register(
+    addr: *const u32,
+    expected: u32,
+    timeout: Option<Duration>,
+    done: Completion,
+    groups: bool,
+) -> io::Result<AsyncStart> {
     let entry = {
         let mut registry = lock(&REGISTRY);
         let limit = if groups {
@@ -227,7 +239,8 @@ where
             addr: addr as usize,
             expected,
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
-            done: Mutex::new(Some(Box::new(done))),
+            done: Mutex::new(Some(done)),
+            pooled: !groups,
         });
         registry.pending.insert(entry.serial, Arc::clone(&entry));
         entry
@@ -263,12 +276,9 @@ pub fn cancel_waits(start: usize, len: usize) -> usize {
         }
     }
     if ended > 0 {
-        if use_groups() {
-            groups::nudge_all();
-        } else {
-            for entry in &hit {
-                pool::release(entry);
-            }
+        groups::nudge_all();
+        for entry in hit.iter().filter(|e| e.pooled) {
+            pool::release(entry);
         }
     }
     ended
@@ -581,5 +591,57 @@ mod pool {
             }
         });
         entry.complete(result);
+    }
+}
+
+#[cfg(all(test, not(loom), not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc;
+
+    /// The pool (one thread per wait), which macOS and older kernels use: woken, timed out,
+    /// cancelled, each completion exactly once.
+    #[test]
+    fn the_pool_wakes_times_out_and_cancels() {
+        static WORDS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+        let (tx, rx) = mpsc::channel();
+        let start = |i: usize, timeout: Option<Duration>| {
+            let tx = tx.clone();
+            let done: Completion =
+                Box::new(move |r| tx.send((i, r.map_err(|e| e.raw_os_error()))).unwrap());
+            register(WORDS[i].as_ptr(), 0, timeout, done, false).unwrap()
+        };
+        let long = Duration::from_secs(30);
+        for i in 0..3 {
+            assert_eq!(start(i, Some(long)), AsyncStart::Pending);
+        }
+        assert_eq!(
+            start(3, Some(Duration::from_millis(20))),
+            AsyncStart::Pending
+        );
+        assert_eq!(
+            rx.recv_timeout(long).unwrap(),
+            (3, Ok(WaitOutcome::TimedOut))
+        );
+        WORDS[0].store(1, Ordering::Release);
+        // SAFETY: a static word.
+        unsafe { super::super::notify_raw(WORDS[0].as_ptr(), 1) }.unwrap();
+        assert_eq!(rx.recv_timeout(long).unwrap(), (0, Ok(WaitOutcome::Woken)));
+        let first = WORDS[1].as_ptr() as usize;
+        assert_eq!(cancel_waits(first, 8), 2);
+        let mut ended = [
+            rx.recv_timeout(long).unwrap(),
+            rx.recv_timeout(long).unwrap(),
+        ];
+        ended.sort_by_key(|e| e.0);
+        assert_eq!(
+            ended,
+            [(1, Err(Some(libc::EBADF))), (2, Err(Some(libc::EBADF)))]
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "each completion once"
+        );
     }
 }
