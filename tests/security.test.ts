@@ -66,7 +66,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 function readableCopy(dir: string): void {
   for (
-    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children", "tests/harness.ts"]
+    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children"]
   ) {
     cpSync(`${ROOT}${path}`, `${dir}/${path}`, { recursive: true });
   }
