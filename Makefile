@@ -68,8 +68,6 @@ test: lint test-rust test-loom test-deno test-bun
 # ThreadSanitizer. They need a nightly toolchain with miri and rust-src; `deep-tools` installs it.
 NIGHTLY ?= nightly
 HOST := $(shell rustc -vV | sed -n 's/^host: //p')
-# The tests that run in one process over heap memory; the rest spawn processes or map segments.
-MIRI_SKIP := --skip child --skip process --skip killed --skip died
 SANITIZE = RUSTFLAGS="-Zsanitizer=$(1)" RUSTDOCFLAGS="-Zsanitizer=$(1)" \
 	CARGO_TARGET_DIR=target/$(1) cargo +$(NIGHTLY) test -Zbuild-std --target $(HOST) \
 	-p shared-buffer -p shared-buffer-native --tests
@@ -80,8 +78,8 @@ deep-tools:
 	rustup toolchain install $(NIGHTLY) --profile minimal --component miri,rust-src
 
 test-miri:
-	MIRIFLAGS="-Zmiri-strict-provenance" cargo +$(NIGHTLY) miri test -p shared-buffer --lib channel::layout
-	MIRIFLAGS="-Zmiri-strict-provenance" cargo +$(NIGHTLY) miri test -p shared-buffer --test channel -- $(MIRI_SKIP)
+	cargo +$(NIGHTLY) miri test -p shared-buffer --lib channel::layout
+	cargo +$(NIGHTLY) miri test -p shared-buffer --test channel
 
 test-asan:
 	$(call SANITIZE,address)

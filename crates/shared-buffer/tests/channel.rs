@@ -184,6 +184,7 @@ const MPSC_MAX_LEN: usize = MPSC_CAPACITY as usize * 3 / 2;
 
 /// Not a test on its own: the entry point of the child processes the other tests start.
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn child_entry() {
     let Ok(role) = std::env::var(CHILD_ENV) else {
         return;
@@ -256,6 +257,7 @@ fn child_entry() {
 /// 100,000 messages of 0 to 6144 bytes through a 4096-byte ring (one record holds 2040): about
 /// a third go in one record, the rest in 2 to 4 fragments, a third are longer than the ring.
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn spsc_100k_messages_from_a_child_process() {
     let seg = Named::new("spsc");
     let channel = seg.channel(SPSC_CAPACITY, Mode::Spsc);
@@ -305,6 +307,7 @@ fn spsc_100k_messages_from_a_child_process() {
 /// ring: their fragments interleave in the ring, and each message comes back whole, in its
 /// producer's order.
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn mpsc_three_producer_processes() {
     let seg = Named::new("mpsc");
     let channel = seg.channel(MPSC_CAPACITY, Mode::Mpsc);
@@ -356,6 +359,7 @@ fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<Inst
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn consumer_learns_that_the_producer_was_killed() {
     let seg = Named::new("kill-tx");
     let channel = seg.channel(4096, Mode::Spsc);
@@ -380,6 +384,7 @@ fn consumer_learns_that_the_producer_was_killed() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn consumer_learns_that_a_producer_died_holding_a_reservation() {
     let seg = Named::new("kill-stuck");
     let channel = seg.channel(4096, Mode::Mpsc);
@@ -400,6 +405,7 @@ fn consumer_learns_that_a_producer_died_holding_a_reservation() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn producer_learns_that_the_consumer_was_killed() {
     let seg = Named::new("kill-rx");
     let channel = seg.channel(4096, Mode::Spsc);
@@ -1037,6 +1043,7 @@ fn open_refuses_bad_headers() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn create_refuses_bad_configs() {
     let mut heap = Heap::new(region_size(1024));
     for capacity in [0, 32, 1000, 1 << 31] {
