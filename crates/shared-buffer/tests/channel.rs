@@ -548,7 +548,8 @@ fn attach_rules() {
 #[test]
 fn mpsc_threads_under_contention() {
     const PRODUCERS: u32 = 4;
-    const COUNT: u32 = 20_000;
+    // Miri runs this thousands of times slower: fewer messages there.
+    const COUNT: u32 = if cfg!(miri) { 60 } else { 20_000 };
     let mut heap = Heap::new(region_size(512));
     let channel = heap.channel(512, Mode::Mpsc);
     let max = channel.max_record();
@@ -648,7 +649,9 @@ fn fragmented_messages_of_every_size_round_trip() {
     let mut tx = channel.sender(fast()).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
     let mut sizes: Vec<usize> = vec![0, 1, 119, 120, 121, 239, 240, 241, 255, 256, 257, 1000];
-    sizes.extend((0..300u32).map(|i| message(9, i, 0, 2000, false).len()));
+    // Miri runs this thousands of times slower: a sample there.
+    let random = if cfg!(miri) { 12 } else { 300 };
+    sizes.extend((0..random).map(|i| message(9, i, 0, 2000, false).len()));
     let expected: Vec<Vec<u8>> = sizes
         .iter()
         .enumerate()
