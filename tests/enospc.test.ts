@@ -8,7 +8,16 @@
 
 import { spawnSync } from "node:child_process";
 import process from "node:process";
-import { runtimes, scriptCommand, start, testUnless } from "./harness.ts";
+import {
+  isRoot,
+  lacking,
+  type Missing,
+  runtime,
+  runtimes,
+  scriptCommand,
+  start,
+  testUnless,
+} from "./harness.ts";
 
 const MiB = 1024 * 1024;
 const MOUNT = "mount -t tmpfs -o size=16m tmpfs /dev/shm";
@@ -20,8 +29,9 @@ function assertEquals(actual: unknown, expected: unknown, what: string): void {
 }
 
 /** Why a private 16 MiB /dev/shm cannot be made here, or false if it can. */
-function whyNoPrivateShm(): string | false {
-  if (process.getuid?.() !== 0) return "needs root to mount a private /dev/shm";
+function whyNoPrivateShm(): Missing | string | false {
+  if (process.platform !== "linux") return lacking("mount namespaces are Linux only");
+  if (!isRoot) return lacking("needs root to mount a private /dev/shm");
   const probe = spawnSync("unshare", ["-m", "sh", "-c", MOUNT], { encoding: "utf8" });
   if (probe.error) return `unshare is not available (${probe.error.message})`;
   if (probe.status !== 0) {
@@ -82,6 +92,31 @@ for (const which of runtimes) {
       assertEquals(result.afterMore, "ENOENT", "opening the 12 MiB name after the failed create");
       // Nothing at all was left in the private /dev/shm once the child was done.
       assertEquals(r.stdout.split("\n").find((l) => l.startsWith("left ")), "left []", "leftovers");
+    },
+  );
+}
+
+for (const mode of ["sync", "async"] as const) {
+  testUnless(
+    noPrivateShm,
+    `a ${mode} loop that creates, fills, unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
+    async () => {
+      const count = 300; // about 20 times what fits
+      const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
+      const r = await start([
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        `${MOUNT} && exec "$@"`,
+        "sh",
+        ...scriptCommand(runtime, "churn.ts", [prefix, String(count), mode]),
+      ]).done;
+      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+      if (r.code !== 0 || line === undefined) {
+        throw new Error(`${runtime} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+      }
+      assertEquals(JSON.parse(line.slice("result ".length)).made, count, "segments made");
     },
   );
 }

@@ -5,10 +5,9 @@
  */
 
 import { type Backend, backend } from "./backend.ts";
-import { SharedMemoryError } from "./errors.ts";
+import { errorOf, SharedMemoryError } from "./errors.ts";
 import {
   CREATE,
-  FILE_KINDS,
   OPEN,
   OPEN_OR_CREATE,
   OWNER_ANY,
@@ -82,12 +81,10 @@ const owned = new WeakMap<
 >();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
-/** Closes the handle of a SharedMemory that was dropped without close(). */
-const dropped = new FinalizationRegistry<number>((handle) => {
-  backend().close(handle);
-});
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
+/** `out[4]` after `EFTYPE`: what is at the name, by number. */
+const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
 interface Resolved {
   readonly label: string;
@@ -146,8 +143,8 @@ function flag(value: unknown, what: string): boolean {
 }
 
 function ownerArg(value: unknown, what: string): bigint {
-  if (value === undefined) return OWNER_TRUSTED;
-  if (value === "any") return OWNER_ANY;
+  if (value === undefined) return BigInt(OWNER_TRUSTED);
+  if (value === "any") return BigInt(OWNER_ANY);
   return BigInt(check.integer(value, what, 0, 2 ** 32 - 1));
 }
 
@@ -208,7 +205,18 @@ function openSegment(
   const b = backend();
   out.fill(0n);
   const flags = (req.populate ? POPULATE : 0) | (req.replace ? REPLACE : 0);
-  const code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
+  let code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
+  for (
+    let retry = 0;
+    retry < 3 && code < 0 && req.how !== OPEN && b.errorName(code) === "ENOSPC";
+    retry++
+  ) {
+    // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
+    // collected: have the engine collect them, then try again.
+    b.relieve();
+    out.fill(0n);
+    code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
+  }
   if (code < 0) {
     const action = `${caller} of ${id.label}${req.size ? ` (${req.size} bytes)` : ""}`;
     const name = b.errorName(code);
@@ -256,11 +264,7 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
   if (record !== undefined && !(buffer as ArrayBuffer).detached) return record.address;
   if (released.has(buffer as ArrayBuffer) || (buffer as ArrayBuffer).detached) {
-    throw new SharedMemoryError(
-      `${caller}: the buffer's segment was closed (or the buffer detached) (EBADF)`,
-      "EBADF",
-      9,
-    );
+    throw errorOf("EBADF", `${caller}: the buffer's segment was closed (or the buffer detached)`);
   }
   throw new TypeError(
     `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
@@ -307,6 +311,12 @@ export class SharedMemory implements Disposable {
   #label: string;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
+  /**
+   * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
+   * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
+   * callback would wait for the event loop, which a busy synchronous loop never reaches).
+   */
+  #anchor: ArrayBuffer;
 
   private constructor(
     id: SegmentId,
@@ -319,7 +329,7 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    dropped.register(this, handle, this);
+    this.#anchor = wrap(backend(), address, 1, handle);
   }
 
   /**
@@ -487,10 +497,13 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * Unmaps the segment from this process, after detaching every buffer and view it handed out
-   * (they read as empty afterwards; nothing touches the old memory) and ending every pending
-   * {@linkcode waitAsync} on it (each rejects with a `SharedMemoryError` `EBADF`). Idempotent.
-   * The segment itself stays until {@linkcode unlink}.
+   * Drops this process's hold on the segment now: ends every pending {@linkcode waitAsync} on
+   * its memory in this process (each rejects with a `SharedMemoryError` `EBADF`), detaches every
+   * buffer and view it handed out that is still in this process (they read as empty afterwards;
+   * nothing touches the old memory) and releases their references to the mapping. A buffer that
+   * was moved elsewhere (to a Worker, into a stream, by `transfer()`) holds its own reference and
+   * keeps working until the engine collects it; the mapping is unmapped when the last reference
+   * goes. Idempotent. The segment itself stays until {@linkcode unlink}.
    */
   close(): void {
     if (this.#handle < 0) return;
@@ -504,8 +517,7 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    dropped.unregister(this);
-    backend().close(this.#handle);
+    release(this.#anchor);
     this.#handle = -1;
   }
 
@@ -521,10 +533,9 @@ export class SharedMemory implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#handle < 0) {
-      throw new SharedMemoryError(
-        `SharedMemory.${what} of ${this.#label}: this SharedMemory was closed (EBADF)`,
+      throw errorOf(
         "EBADF",
-        9,
+        `SharedMemory.${what} of ${this.#label}: this SharedMemory was closed`,
       );
     }
   }

@@ -10,7 +10,7 @@
 
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
 import { AsyncWaits } from "../async_waits.ts";
-import { type Backend, commonCalls } from "../backend.ts";
+import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
 
@@ -60,7 +60,7 @@ export function loadBun(explicit?: string): Backend {
   const candidates = libraryCandidates(
     explicit,
     process.env[LIBRARY_ENV],
-    `${import.meta.dir}/../..`,
+    decodeURIComponent(new URL("../../", import.meta.url).pathname).replace(/\/$/, ""),
     process.platform,
   );
   const table = bunSymbols();
@@ -110,6 +110,10 @@ export function loadBun(explicit?: string): Backend {
       // Detaching runs the deallocator now, which closes the handle. A buffer already moved
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
       if (!buffer.detached) buffer.transfer(0);
+    },
+    relieve() {
+      (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
+      settleHandles(() => s.sb_handle_count());
     },
   };
 }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use crate::{guard, segment_code};
+use crate::napi::Report;
+use crate::{code_of, guard, status};
 use shared_buffer::segment::{FileKind, Options, Owner, Segment, SegmentError, SegmentId};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
@@ -26,9 +27,9 @@ pub const SB_OWNER_TRUSTED: i64 = -1;
 pub const SB_OWNER_ANY: i64 = -2;
 
 /// What an open writes back. After a failure every field is 0 except: on `-EINVAL` from a size
-/// check, `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail` holds the owner's
-/// uid; on [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name (1 a directory, 2 a FIFO, 3 a socket,
-/// 4 a device, 5 another special file).
+/// check, `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
+/// holds the owner's uid; on [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name
+/// (2 a FIFO, 3 a socket, 4 a device, 5 another special file).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SbMapping {
@@ -46,15 +47,48 @@ pub struct SbMapping {
 
 const _: () = assert!(std::mem::size_of::<SbMapping>() == 40);
 
+/// One mapping of a segment into this process, shared by all the handles that reference it and
+/// unmapped when the last one is closed.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    pub(crate) segment: Segment,
+    /// The key or name it was opened under.
+    pub(crate) id: SegmentId,
+    /// Memory reported to a JavaScript engine as freed when this mapping goes (see `napi`).
+    pub(crate) report: Mutex<Option<Report>>,
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Some(report) = self
+            .report
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            report.mapping_gone();
+        }
+    }
+}
+
+/// A live handle: the mapping it references and a serial number that is never reused, so that
+/// an owner can close "its" handle without closing a later handle that reuses the number.
+struct Entry {
+    serial: u64,
+    mapping: Arc<Mapped>,
+}
+
 /// Live handles. Each holds one reference to its segment's mapping.
 struct Handles {
     next: i32,
-    live: HashMap<i32, Arc<Segment>>,
+    next_serial: u64,
+    live: HashMap<i32, Entry>,
 }
 
 static HANDLES: LazyLock<Mutex<Handles>> = LazyLock::new(|| {
     Mutex::new(Handles {
         next: 1,
+        next_serial: 1,
         live: HashMap::new(),
     })
 });
@@ -66,25 +100,60 @@ fn handles() -> MutexGuard<'static, Handles> {
 }
 
 impl Handles {
-    fn insert(&mut self, segment: Arc<Segment>) -> i32 {
+    fn insert(&mut self, mapping: Arc<Mapped>) -> i32 {
+        let serial = self.next_serial;
+        self.next_serial += 1;
         loop {
             let id = self.next;
             self.next = if id == i32::MAX { 1 } else { id + 1 };
             if let std::collections::hash_map::Entry::Vacant(slot) = self.live.entry(id) {
-                slot.insert(segment);
+                slot.insert(Entry { serial, mapping });
                 return id;
             }
         }
     }
 }
 
+/// The mapping `handle` references and the handle's serial number, if it is live.
+pub(crate) fn lookup(handle: i32) -> Option<(Arc<Mapped>, u64)> {
+    handles()
+        .live
+        .get(&handle)
+        .map(|entry| (entry.mapping.clone(), entry.serial))
+}
+
+/// Every live mapping opened under `id`.
+pub(crate) fn mappings_of(id: &SegmentId) -> Vec<Arc<Mapped>> {
+    let handles = handles();
+    let mut found: Vec<Arc<Mapped>> = Vec::new();
+    for entry in handles.live.values() {
+        if entry.mapping.id == *id && !found.iter().any(|m| Arc::ptr_eq(m, &entry.mapping)) {
+            found.push(entry.mapping.clone());
+        }
+    }
+    found
+}
+
+/// Closes `handle` if it is still the one numbered `serial`; returns whether it did.
+pub(crate) fn close_owned(handle: i32, serial: u64) -> bool {
+    let removed = {
+        let mut handles = handles();
+        match handles.live.get(&handle) {
+            Some(entry) if entry.serial == serial => handles.live.remove(&handle),
+            _ => None,
+        }
+    };
+    // Unmapped (if this was the last reference) after the lock is released.
+    removed.is_some()
+}
+
 /// Writes the result of an open to `out` and registers the handle.
 ///
 /// # Safety
 /// `out` must be null or valid for writing one [`SbMapping`].
-unsafe fn finish(result: Result<Segment, SegmentError>, out: *mut SbMapping) -> i32 {
+unsafe fn finish(result: Result<(Segment, SegmentId), SegmentError>, out: *mut SbMapping) -> i32 {
     let (code, record) = match result {
-        Ok(segment) => {
+        Ok((segment, id)) => {
             let record = SbMapping {
                 handle: 0,
                 addr: segment.as_ptr() as u64,
@@ -92,7 +161,11 @@ unsafe fn finish(result: Result<Segment, SegmentError>, out: *mut SbMapping) -> 
                 created: u64::from(segment.created()),
                 detail: 0,
             };
-            let handle = handles().insert(Arc::new(segment));
+            let handle = handles().insert(Arc::new(Mapped {
+                segment,
+                id,
+                report: Mutex::new(None),
+            }));
             (
                 0,
                 SbMapping {
@@ -101,7 +174,7 @@ unsafe fn finish(result: Result<Segment, SegmentError>, out: *mut SbMapping) -> 
                 },
             )
         }
-        Err(err) => (segment_code(&err), failure_record(&err)),
+        Err(err) => (code_of(&err), failure_record(&err)),
     };
     if !out.is_null() {
         // SAFETY: the caller promises `out` is valid for one write.
@@ -117,9 +190,10 @@ unsafe fn finish(result: Result<Segment, SegmentError>, out: *mut SbMapping) -> 
 /// Opens or creates the keyed (System V) segment `key`.
 ///
 /// `how` is [`SB_OPEN`], [`SB_CREATE`] or [`SB_OPEN_OR_CREATE`]; `size` is the size in bytes
-/// (for [`SB_OPEN`], 0 means the whole segment); `flags` may hold [`SB_POPULATE`]; `mode` is the
-/// permission bits of a segment this call creates; `owner` is [`SB_OWNER_TRUSTED`],
-/// [`SB_OWNER_ANY`], or a uid whose segments are accepted besides the trusted ones.
+/// (for [`SB_OPEN`], 0 means the whole segment); `flags` may hold [`SB_POPULATE`] and
+/// [`SB_REPLACE`]; `mode` is the permission bits of a segment this call creates; `owner` is
+/// [`SB_OWNER_TRUSTED`], [`SB_OWNER_ANY`], or a uid whose segments are accepted besides the
+/// trusted ones.
 ///
 /// # Safety
 /// `out` must be null or valid for writing one [`SbMapping`].
@@ -134,8 +208,7 @@ pub unsafe extern "C" fn sb_open_key(
     out: *mut SbMapping,
 ) -> i32 {
     guard(|| {
-        let result =
-            SegmentId::key(key).and_then(|id| open_detailed(&id, size, how, flags, mode, owner));
+        let result = open_detailed(SegmentId::key(key), size, how, flags, mode, owner);
         // SAFETY: forwarded from the caller.
         unsafe { finish(result, out) }
     })
@@ -161,7 +234,7 @@ pub unsafe extern "C" fn sb_open_name(
     guard(|| {
         // SAFETY: forwarded from the caller.
         let id = unsafe { parse_name(name, name_len as usize) };
-        let result = id.and_then(|id| open_detailed(&id, size, how, flags, mode, owner));
+        let result = open_detailed(id, size, how, flags, mode, owner);
         // SAFETY: forwarded from the caller.
         unsafe { finish(result, out) }
     })
@@ -188,13 +261,14 @@ fn failure_record(err: &SegmentError) -> SbMapping {
 }
 
 fn open_detailed(
-    id: &SegmentId,
+    id: Result<SegmentId, SegmentError>,
     size: u64,
     how: u32,
     flags: u32,
     mode: u32,
     owner: i64,
-) -> Result<Segment, SegmentError> {
+) -> Result<(Segment, SegmentId), SegmentError> {
+    let id = id?;
     let size = usize::try_from(size)
         .map_err(|_| SegmentError::Os(std::io::Error::from_raw_os_error(libc::EFBIG)))?;
     let owner = match owner {
@@ -213,22 +287,23 @@ fn open_detailed(
         owner,
         replace: flags & SB_REPLACE != 0,
     };
-    match how {
-        SB_OPEN => Segment::open(id, (size != 0).then_some(size), &options),
-        SB_CREATE => Segment::create(id, size, &options),
-        SB_OPEN_OR_CREATE if !options.replace => Segment::open_or_create(id, size, &options),
+    let made = match how {
+        SB_OPEN => Segment::open(&id, (size != 0).then_some(size), &options),
+        SB_CREATE => Segment::create(&id, size, &options),
+        SB_OPEN_OR_CREATE if !options.replace => Segment::open_or_create(&id, size, &options),
         SB_OPEN_OR_CREATE => Err(SegmentError::Invalid(
             "SB_REPLACE works with SB_CREATE only",
         )),
         _ => Err(SegmentError::Invalid(
             "how must be SB_OPEN, SB_CREATE or SB_OPEN_OR_CREATE",
         )),
-    }
+    };
+    made.map(|segment| (segment, id))
 }
 
 /// # Safety
 /// `name` must be valid for reading `len` bytes (or `len` must be 0).
-unsafe fn parse_name(name: *const u8, len: usize) -> Result<SegmentId, SegmentError> {
+pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> Result<SegmentId, SegmentError> {
     if name.is_null() && len != 0 {
         return Err(SegmentError::Os(std::io::Error::from_raw_os_error(
             libc::EFAULT,
@@ -248,12 +323,13 @@ unsafe fn parse_name(name: *const u8, len: usize) -> Result<SegmentId, SegmentEr
 /// Removes the keyed segment `key` (it lives on until the last process detaches).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_unlink_key(key: u32) -> i32 {
-    guard(
-        || match SegmentId::key(key).and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => segment_code(&err),
-        },
-    )
+    guard(|| {
+        status(
+            SegmentId::key(key)
+                .and_then(|id| Segment::unlink(&id))
+                .map(|()| 0),
+        )
+    })
 }
 
 /// Removes the named segment `name[..name_len]`.
@@ -265,10 +341,7 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
         let id = unsafe { parse_name(name, name_len as usize) };
-        match id.and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => segment_code(&err),
-        }
+        status(id.and_then(|id| Segment::unlink(&id)).map(|()| 0))
     })
 }
 
@@ -278,8 +351,8 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
 pub extern "C" fn sb_dup(handle: i32) -> i32 {
     guard(|| {
         let mut handles = handles();
-        match handles.live.get(&handle).cloned() {
-            Some(segment) => handles.insert(segment),
+        match handles.live.get(&handle).map(|entry| entry.mapping.clone()) {
+            Some(mapping) => handles.insert(mapping),
             None => -libc::EBADF,
         }
     })
@@ -343,4 +416,53 @@ pub unsafe extern "C" fn sb_user_name(uid: u32, buf: *mut u8, len: u32) -> i32 {
         }
         i32::try_from(name.len()).unwrap_or(i32::MAX)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_closes_only_the_handle_it_was_given() {
+        let name = format!("/sb-owner-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id);
+        let mut out = SbMapping::default();
+        // SAFETY: the name is valid for its length and `out` for one write.
+        let rc = unsafe {
+            sb_open_name(
+                name.as_ptr(),
+                name.len() as u32,
+                4096,
+                SB_CREATE,
+                0,
+                0o600,
+                SB_OWNER_TRUSTED,
+                &mut out,
+            )
+        };
+        assert_eq!(rc, 0);
+        let handle = out.handle as i32;
+        let (_, serial) = lookup(handle).unwrap();
+        assert!(
+            !close_owned(handle, serial + 1),
+            "another serial closes nothing"
+        );
+        assert!(lookup(handle).is_some());
+        let dup = sb_dup(handle);
+        let (_, dup_serial) = lookup(dup).unwrap();
+        assert_ne!(serial, dup_serial, "every handle has its own serial");
+        assert_eq!(mappings_of(&id).len(), 1, "two handles, one mapping");
+        assert!(close_owned(handle, serial));
+        assert!(!close_owned(handle, serial), "closed once only");
+        assert_eq!(sb_close(handle), -libc::EBADF);
+        assert_eq!(
+            mappings_of(&id).len(),
+            1,
+            "the duplicate still holds the mapping"
+        );
+        assert_eq!(sb_close(dup), 0);
+        assert!(mappings_of(&id).is_empty());
+        Segment::unlink(&id).unwrap();
+    }
 }

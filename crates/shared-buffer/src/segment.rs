@@ -391,6 +391,8 @@ impl Segment {
         for _ in 0..16 {
             match Self::create_once(id, size, options) {
                 Err(SegmentError::AlreadyExists) => {}
+                // Made, and removed by another process before it could be mapped.
+                Err(SegmentError::NotFound) => continue,
                 other => return other,
             }
             match Self::open_raw(id, options.owner, exact) {
