@@ -89,8 +89,10 @@ test-miri:
 test-asan:
 	$(call SANITIZE,address)
 
+# report_mutex_bugs=0: the lock tests unlock a held lock from the wrong thread on purpose (it must
+# fail with EPERM), which ThreadSanitizer would report as a misuse; data races are still reported.
 test-tsan:
-	TSAN_OPTIONS="halt_on_error=1" $(call SANITIZE,thread)
+	TSAN_OPTIONS="halt_on_error=1 report_mutex_bugs=0" $(call SANITIZE,thread)
 
 bench: tools build
 	bash bench/run.sh
