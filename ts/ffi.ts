@@ -9,7 +9,7 @@
  */
 
 /** The ABI version these bindings were written for; the library must report the same. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** `how` argument of the open calls. */
 export const OPEN = 0;
@@ -81,6 +81,10 @@ export const symbols = {
   sb_mutex_align: { parameters: [], result: "u32" },
   /** `int32_t sb_mutex_init(uint8_t *addr)`: 0 initialised, 1 already initialised */
   sb_mutex_init: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_open(uint8_t *addr)`: 0 if a ready mutex is there, else -EINVAL or -EAGAIN */
+  sb_mutex_open: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_held_in(uintptr_t addr, uint64_t len)`: locks this process holds in that range */
+  sb_mutex_held_in: { parameters: ["usize", "u64"], result: "i32" },
   /** `int32_t sb_mutex_lock(uint8_t *addr, int64_t timeout_ns)`: 0 acquired, 1 acquired after the owner died */
   sb_mutex_lock: { parameters: ["usize", "i64"], result: "i32" },
   /** `int32_t sb_mutex_trylock(uint8_t *addr)`: as `sb_mutex_lock`, or -EBUSY */

@@ -148,6 +148,23 @@ function wrap(
   return buffer;
 }
 
+/**
+ * Throws `EBUSY` if a thread of this process holds a `Mutex` inside the `length` bytes
+ * at `address`: unmapping them would strand the lock (nobody here could unlock it).
+ */
+function refuseIfLocked(b: Backend, address: bigint, length: number, action: string): void {
+  const held = b.mutexHeldIn(b.address(address), length);
+  if (held > 0) {
+    throw new SharedMemoryError(
+      `${action}: this process holds ${held} lock${
+        held === 1 ? "" : "s"
+      } inside it; unlock first (EBUSY)`,
+      "EBUSY",
+      16,
+    );
+  }
+}
+
 function release(buffer: ArrayBuffer): void {
   const record = owned.get(buffer);
   if (record === undefined) return;
@@ -377,9 +394,13 @@ export class SharedMemory implements Disposable {
    * Unmaps the segment from this process, after detaching every buffer and view it handed out
    * (they read as empty afterwards; nothing touches the old memory). Idempotent. The segment
    * itself stays until {@linkcode unlink}.
+   *
+   * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+   *   inside the segment (through this object's buffers): unlock it first. Nothing is closed then.
    */
   close(): void {
     if (this.#handle < 0) return;
+    refuseIfLocked(backend(), this.#address, this.byteLength, "SharedMemory.close");
     if (this.#buffer) release(this.#buffer);
     for (const ref of this.#views) {
       const view = ref.deref();
@@ -471,6 +492,8 @@ export function createSharedBuffer(
  * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
  *
  * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+ *   inside the buffer: unlock it first.
  *
  * @example
  * ```ts
@@ -492,6 +515,8 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
       "buffer was not made by createSharedBuffer or SharedMemory",
     );
   }
+  const record = owned.get(buffer)!;
+  refuseIfLocked(backend(), record.address, buffer.byteLength, "detachSharedBuffer");
   release(buffer);
 }
 

@@ -29,7 +29,7 @@ use std::io;
 use std::panic::{self, UnwindSafe};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 3;
+pub const SB_ABI_VERSION: u32 = 4;
 
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;
@@ -108,6 +108,7 @@ fn describe(code: i32) -> (&'static std::ffi::CStr, &'static std::ffi::CStr) {
         libc::ENOTRECOVERABLE => (c"ENOTRECOVERABLE", c"state not recoverable"),
         libc::EDEADLK => (c"EDEADLK", c"deadlock: already held by this thread"),
         libc::EBUSY => (c"EBUSY", c"busy"),
+        libc::ENOLCK => (c"ENOLCK", c"this thread holds too many locks"),
         libc::EIDRM => (c"EIDRM", c"segment was removed"),
         libc::EPIPE => (c"EPIPE", c"the channel is closed"),
         libc::ECONNRESET => (c"ECONNRESET", c"the peer process died"),

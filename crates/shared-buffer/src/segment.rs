@@ -296,6 +296,14 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // The mapping goes away after this: no thread may go on counting a lock inside it as
+        // held, or a later mapping at the same addresses would look held.
+        crate::sync::forget_held_in(self.mapping.as_ptr() as usize, self.mapping.len());
+    }
+}
+
 fn check_create(size: usize, options: &Options) -> io::Result<()> {
     if size == 0 {
         return Err(invalid("size must be at least 1 byte"));
