@@ -200,27 +200,25 @@ pub(super) fn acquire<T>(
     })
 }
 
-/// This thread's identity if it was ever computed, else 0 (a thread that never locked holds
-/// nothing).
+/// Forgets that this thread holds the lock at `addr` (nothing if it was not recorded) and
+/// returns this thread's identity, or 0 if it never locked anything (then it holds nothing).
+/// One thread-local access.
 #[inline]
-pub(super) fn identity() -> u64 {
-    LOCAL.try_with(|local| local.identity.get()).unwrap_or(0)
-}
-
-/// Forgets that this thread holds the lock at `addr` (nothing if it was not recorded).
-#[inline]
-pub(super) fn forget(addr: usize) {
-    let _ = LOCAL.try_with(|local| {
-        if let Some(list) = local.list.get() {
-            if let Some(slot) = list
-                .slots
-                .iter()
-                .find(|s| s.load(Ordering::Relaxed) == addr)
-            {
-                slot.store(0, Ordering::Release);
+pub(super) fn release(addr: usize) -> u64 {
+    LOCAL
+        .try_with(|local| {
+            if let Some(list) = local.list.get() {
+                if let Some(slot) = list
+                    .slots
+                    .iter()
+                    .find(|s| s.load(Ordering::Relaxed) == addr)
+                {
+                    slot.store(0, Ordering::Release);
+                }
             }
-        }
-    });
+            local.identity.get()
+        })
+        .unwrap_or(0)
 }
 
 /// How many locks that live threads of this process hold in `[start, start + len)`.

@@ -623,10 +623,9 @@ impl Mutex {
     /// process overwrote the owner word meanwhile).
     #[inline]
     pub fn unlock(&self) -> Result<(), LockError> {
-        let me = held::identity();
+        // Whatever the word says, this thread stops counting the lock as held.
+        let me = held::release(self.addr());
         let word = self.owner.load(Ordering::Relaxed);
-        // Whatever the word says now, this thread stops counting the lock as held.
-        held::forget(self.addr());
         if me == 0 || word & !WAITERS != me {
             return Err(LockError::NotOwner);
         }
