@@ -91,7 +91,7 @@ fn a_thread_that_ends_holding_the_lock_is_a_dead_owner() {
         let holder = s.spawn(move || {
             assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
             held_tx.send(()).unwrap();
-            end_rx.recv().unwrap();
+            let _ = end_rx.recv_timeout(Duration::from_secs(20));
         });
         held_rx.recv().unwrap();
         let waiter = s.spawn(|| {
@@ -159,9 +159,11 @@ fn a_live_owner_named_by_a_peer_gives_busy_and_timeouts_and_our_own_name_deadloc
     std::thread::scope(|s| {
         s.spawn(move || {
             mutex.lock(None).unwrap();
-            tx.send(owner.load(Ordering::Acquire)).unwrap();
+            let word = owner.load(Ordering::Acquire);
             mutex.unlock().unwrap();
-            end_rx.recv().unwrap();
+            tx.send(word).unwrap();
+            // Bounded, so that a failed assertion below cannot leave this thread waiting.
+            let _ = end_rx.recv_timeout(Duration::from_secs(20));
         });
         let other = rx.recv().unwrap();
         pair.owner().store(other, Ordering::Release);

@@ -365,16 +365,20 @@ pub const OWNER_TOKEN_MAX: u32 = (1 << 30) - 1;
 /// reused after the thread is gone, and a new thread with the same id and the same start tick
 /// would have to appear within one tick (10 ms) or a multiple of 2^32 ticks (497 days) later.
 ///
+/// Where `/proc` cannot be read (not mounted in a chroot), the stamp is 0, which
+/// [`thread_liveness`] takes as "start time unknown": the thread is then told dead only once its
+/// id is gone, and a reused id is not told apart.
+///
 /// # Errors
-/// Errors of reading `/proc` (for example `ENOENT` where it is not mounted).
+/// `EINVAL` if the kernel's thread id does not fit (it always does).
 #[cfg(target_os = "linux")]
 pub fn thread_identity() -> io::Result<(u32, u32)> {
     // SAFETY: gettid takes no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     let tid = u32::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    match task_stat(tid)? {
-        Some((_, start)) => Ok((tid, start as u32)),
-        None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+    match task_stat(tid) {
+        Ok(Some((_, start))) => Ok((tid, start as u32)),
+        Ok(None) | Err(_) => Ok((tid, 0)),
     }
 }
 
@@ -422,7 +426,7 @@ fn task_stat(tid: u32) -> io::Result<Option<(u8, u64)>> {
 ///
 /// Linux: `kill(tid, 0)` failing with `ESRCH` means no task has that id any more; otherwise
 /// `/proc/<tid>/task/<tid>/stat` must exist, not be a zombie (`Z`, `X`), and carry the same start
-/// time. Costs one `kill` and, for a live thread, one small `/proc` read (a few microseconds).
+/// time (any, for stamp 0: see [`thread_identity`]). Costs one `kill` and, for a live thread, one small `/proc` read (a few microseconds).
 #[cfg(target_os = "linux")]
 pub fn thread_liveness(token: u32, stamp: u32) -> Liveness {
     let Ok(tid) = libc::pid_t::try_from(token) else {
@@ -440,7 +444,7 @@ pub fn thread_liveness(token: u32, stamp: u32) -> Liveness {
     }
     match task_stat(token) {
         Ok(Some((b'Z' | b'X', _))) => Liveness::Dead,
-        Ok(Some((_, start))) if start as u32 == stamp => Liveness::Alive,
+        Ok(Some((_, start))) if stamp == 0 || start as u32 == stamp => Liveness::Alive,
         Ok(Some(_)) => Liveness::Dead,
         // kill found a task but /proc does not show it: hidden (hidepid), or it just ended.
         // The next check tells.
