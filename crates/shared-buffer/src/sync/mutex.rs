@@ -452,6 +452,15 @@ impl Mutex {
         }
     }
 
+    /// Takes the lock if it is free (the uncontended path: one compare-and-swap). True on
+    /// success.
+    #[inline]
+    fn take_free(&self, me: u64) -> bool {
+        self.owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Takes the lock over from `word` (a dead owner's), marked "waiters" since some may be
     /// parked. True on success.
     fn take_over(&self, word: u64, me: u64) -> bool {
@@ -470,11 +479,7 @@ impl Mutex {
     pub fn lock(&self, timeout: Option<Duration>) -> Result<LockOutcome, LockError> {
         self.check_header()?;
         held::acquire(encode, self.addr(), |me| {
-            if self
-                .owner
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if self.take_free(me) {
                 return Ok(LockOutcome::Acquired);
             }
             if timeout == Some(Duration::ZERO) {
@@ -494,11 +499,7 @@ impl Mutex {
             let word = self.owner.load(Ordering::Relaxed);
             match Self::classify(word, me) {
                 Owner::Free => {
-                    if self
-                        .owner
-                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if self.take_free(me) {
                         return Ok(LockOutcome::Acquired);
                     }
                 }
@@ -572,11 +573,7 @@ impl Mutex {
     pub fn try_lock(&self) -> Result<LockOutcome, LockError> {
         self.check_header()?;
         held::acquire(encode, self.addr(), |me| {
-            if self
-                .owner
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if self.take_free(me) {
                 return Ok(LockOutcome::Acquired);
             }
             self.try_slow(me)
@@ -589,11 +586,7 @@ impl Mutex {
             let word = self.owner.load(Ordering::Relaxed);
             match Self::classify(word, me) {
                 Owner::Free => {
-                    if self
-                        .owner
-                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if self.take_free(me) {
                         return Ok(LockOutcome::Acquired);
                     }
                 }
