@@ -17,7 +17,7 @@ export BUN_BIN := $(BUN)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build demo test test-rust test-loom test-deno test-bun lint bench tools clean
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean
 
 all: build
 
@@ -26,6 +26,11 @@ build: $(LIB)
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
 	@touch $@
+
+# Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
+# crates/native/src/abi.rs); `make test` fails while they are out of date.
+generate:
+	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \

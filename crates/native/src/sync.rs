@@ -50,16 +50,11 @@ fn wait_code(result: io::Result<WaitOutcome>) -> i32 {
     }
 }
 
-/// The negative code of a lock error: its errno ([`LockError::errno`], the one mapping).
-fn lock_error_code(err: &LockError) -> i32 {
-    -err.errno()
-}
-
 fn lock_code(result: Result<LockOutcome, LockError>) -> i32 {
     match result {
         Ok(LockOutcome::Acquired) => SB_LOCK_ACQUIRED,
         Ok(LockOutcome::OwnerDied) => SB_LOCK_OWNER_DIED,
-        Err(err) => lock_error_code(&err),
+        Err(err) => code_of(&err),
     }
 }
 
@@ -185,7 +180,7 @@ pub unsafe extern "C" fn sb_mutex_init(addr: *mut u8) -> i32 {
         match unsafe { Mutex::init(addr) } {
             Ok((_, sync::InitOutcome::Initialized)) => 0,
             Ok((_, sync::InitOutcome::AlreadyInitialized)) => 1,
-            Err(err) => lock_error_code(&err),
+            Err(err) => code_of(&err),
         }
     })
 }
@@ -206,7 +201,7 @@ pub unsafe extern "C" fn sb_mutex_open(addr: *mut u8) -> i32 {
         // SAFETY: non-null, aligned, and valid, as the caller promises.
         match unsafe { Mutex::from_ptr(addr) } {
             Ok(_) => 0,
-            Err(err) => lock_error_code(&err),
+            Err(err) => code_of(&err),
         }
     })
 }
@@ -215,10 +210,10 @@ pub unsafe extern "C" fn sb_mutex_open(addr: *mut u8) -> i32 {
 /// check before closing or detaching memory: see `sb_close`). Never reads the memory. Returns a
 /// count (0 or more).
 #[unsafe(no_mangle)]
-pub extern "C" fn sb_mutex_held_in(addr: usize, len: u64) -> i32 {
+pub extern "C" fn sb_mutex_held_in(addr: *const u8, len: u64) -> i32 {
     guard(|| {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        i32::try_from(sync::held_in(addr, len)).unwrap_or(i32::MAX)
+        i32::try_from(sync::held_in(addr as usize, len)).unwrap_or(i32::MAX)
     })
 }
 
@@ -276,7 +271,7 @@ pub unsafe extern "C" fn sb_mutex_unlock(addr: *mut u8) -> i32 {
         match unsafe { mutex_at(addr) } {
             Ok(mutex) => match mutex.unlock() {
                 Ok(()) => 0,
-                Err(err) => lock_error_code(&err),
+                Err(err) => code_of(&err),
             },
             Err(code) => code,
         }

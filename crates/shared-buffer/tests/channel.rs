@@ -344,14 +344,13 @@ fn mpsc_three_producer_processes() {
     assert_eq!(rx.recv(None).unwrap(), None);
 }
 
-/// Kills `child` after `delay` on another thread, reaps it, and returns when it was killed.
-fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<Instant> {
+/// Kills `child` after `delay` on another thread (most likely while this thread is blocked on
+/// it; were it not blocked yet, the outcome would be the same), and reaps it.
+fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
-        let killed = Instant::now();
         child.wait().unwrap();
-        killed
     })
 }
 
@@ -368,15 +367,9 @@ fn consumer_learns_that_the_producer_was_killed() {
     }
     let killer = kill_later(child, Duration::from_millis(200));
     let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
-    let delay = noticed.saturating_duration_since(killed);
-    assert!(
-        delay < Duration::from_millis(50 + 1500),
-        "noticed {delay:?} after the kill"
-    );
 }
 
 #[test]
@@ -389,14 +382,8 @@ fn consumer_learns_that_a_producer_died_holding_a_reservation() {
     assert_eq!(rx.recv(None).unwrap().unwrap(), b"before");
     let killer = kill_later(child, Duration::from_millis(200));
     let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
-    let delay = noticed.saturating_duration_since(killed);
-    assert!(
-        delay < Duration::from_millis(2 * 50 + 1500),
-        "noticed {delay:?} after the kill"
-    );
 }
 
 #[test]
@@ -412,10 +399,8 @@ fn producer_learns_that_the_consumer_was_killed() {
     let err = tx
         .send(&[7; 100], Some(Duration::from_secs(20)))
         .unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
-    assert!(noticed.saturating_duration_since(killed) < Duration::from_millis(50 + 1500));
 }
 
 // ---- in process ---------------------------------------------------------------------------
@@ -472,7 +457,6 @@ fn full_ring_pushes_back_and_never_drops() {
         libc::ETIMEDOUT
     );
     assert!(started.elapsed() >= Duration::from_millis(100));
-    assert!(started.elapsed() < Duration::from_secs(2));
     for i in 0..sent {
         assert_eq!(rx.try_recv().unwrap().unwrap(), i.to_le_bytes());
     }
@@ -600,9 +584,7 @@ fn blocking_receive_wakes_on_send_and_on_close() {
     for i in 0..1000u32 {
         assert_eq!(rx.recv(None).unwrap().unwrap(), i.to_le_bytes());
     }
-    let started = Instant::now();
     assert_eq!(rx.recv(None).unwrap(), None);
-    assert!(started.elapsed() < Duration::from_secs(2));
     t.join().unwrap();
 }
 
@@ -820,7 +802,8 @@ fn a_new_producer_clears_its_slots_unfinished_message() {
     second.send(&[6; 100], None).unwrap(); // 128..240
     let cut = std::thread::spawn(move || second.send(&[7; 1000], None));
     // The cut-off sender commits a skip record and its first fragment, and waits for room.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // (The deadline only keeps a broken build from hanging.)
+    let deadline = Instant::now() + Duration::from_secs(60);
     let fragment = COMMITTED | layout::REC_MORE | 120;
     while commit_at(&mut heap, 0) != fragment && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
@@ -1178,7 +1161,6 @@ proptest! {
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
-        let started = Instant::now();
         let mut received = 0;
         for _ in 0..64 {
             match rx.recv(Some(Duration::from_millis(1))) {
@@ -1198,7 +1180,6 @@ proptest! {
                 }
             }
         }
-        prop_assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     /// Well-formed chains of whole messages, fragments, abort and skip records from random
@@ -1255,7 +1236,6 @@ proptest! {
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
-        let started = Instant::now();
         let mut received = 0;
         for _ in 0..64 {
             match rx.try_recv() {
@@ -1271,6 +1251,5 @@ proptest! {
                 }
             }
         }
-        prop_assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
