@@ -17,6 +17,7 @@ import {
   finished,
   killAll,
   lib,
+  ownerDiedCount,
   pid,
   runtimes,
   spawn,
@@ -158,12 +159,7 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
       const results = await Promise.all(
         waiters.map((c, i) => finished(c, `${runtimes[i]} waiter`)),
       );
-      const died = results.map((r) => {
-        const m = /^locked ownerDied=(true|false)\nunlocked$/m.exec(r.stdout);
-        assert.ok(m, `a waiter's output:\n${r.stdout}`);
-        return m[1] === "true";
-      });
-      assert.equal(died.filter(Boolean).length, 1, `ownerDied per waiter: ${died}`);
+      assert.equal(ownerDiedCount(results), 1, "waiters told ownerDied");
     } finally {
       killAll(children);
     }
