@@ -62,7 +62,10 @@ mod async_wait;
 mod held;
 mod mutex;
 
-pub use async_wait::{AsyncStart, MAX_ASYNC_WAITS, ServiceStats, service_stats, wait_async};
+pub use async_wait::{
+    AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_waits, service_stats,
+    wait_async,
+};
 pub use held::{MAX_HELD, forget_in as forget_held_in, held_in};
 pub use mutex::{
     InitOutcome, LIVENESS_POLL, LockError, LockOutcome, MUTEX_ALIGN, MUTEX_LAYOUT, MUTEX_SIZE,
