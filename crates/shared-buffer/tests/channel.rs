@@ -1283,3 +1283,192 @@ proptest! {
         prop_assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+// ---- dead senders, reclaimed slots, limits ------------------------------------------------
+
+/// The pid of a process that has exited and been reaped: dead (until the kernel reuses it).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn plant_pid(heap: &mut Heap, slot: usize, pid: u32) {
+    set_word(heap, layout::OFF_PRODUCER_PIDS + 4 * slot, pid);
+}
+
+/// A reservation mark: a skip record's shape without the commit bit.
+fn mark(len: usize) -> u32 {
+    layout::REC_SKIP | (layout::record_span(len) - 8) as u32
+}
+
+#[test]
+fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
+    let me = std::process::id();
+    let dead = dead_pid();
+    // Slot 2 (producer word 3) died after a fragment and a reservation it never committed;
+    // slot 0 (producer word 1) lives and has messages on both sides of the reservation.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[
+            (COMMITTED | layout::REC_MORE | 248, 3, 248),
+            (COMMITTED | 4, 1, 4),
+            (mark(16), 3, 16),
+            (COMMITTED | 5, 1, 5),
+        ],
+    );
+    for (slot, pid) in [(0, me), (1, me), (2, dead)] {
+        plant_pid(&mut heap, slot, pid);
+    }
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+    // The reservation holds up the ring until the receiver, waiting, finds its sender dead.
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    assert!(rx.take_dead_senders().is_empty());
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap(),
+        [0xAB; 5]
+    );
+    let died = rx.take_dead_senders();
+    assert_eq!(
+        died,
+        [shared_buffer::channel::DeadSender { pid: dead, slot: 2 }]
+    );
+    assert!(rx.take_dead_senders().is_empty(), "reported once");
+    // Live senders keep the stream open: no ECONNRESET, only a timeout.
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(150)))),
+        libc::ETIMEDOUT
+    );
+    // A new sender takes the freed slot; the dead one's fragment is not glued onto its message.
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(b"rejoined", Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        b"rejoined"
+    );
+    assert_eq!(
+        heap.bytes()[layout::OFF_PRODUCER_PIDS + 8..][..4],
+        me.to_le_bytes(),
+        "the new sender holds slot 2"
+    );
+}
+
+#[test]
+fn the_only_sender_dies_mid_message_and_a_new_one_takes_over() {
+    let dead = dead_pid();
+    // One whole message, a fragment, then a reservation never marked (the sender died between
+    // moving the tail and marking it).
+    let mut heap = handmade(
+        512,
+        Mode::Spsc,
+        &[
+            (COMMITTED | 6, 0, 6),
+            (COMMITTED | layout::REC_MORE | 248, 0, 248),
+        ],
+    );
+    let tail = u32::from_le_bytes(heap.bytes()[layout::OFF_TAIL..][..4].try_into().unwrap());
+    set_word(&mut heap, layout::OFF_TAIL, tail + 64);
+    plant_pid(&mut heap, 0, dead);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(
+        code(channel.sender(fast())),
+        libc::EAGAIN,
+        "a dead sender's place"
+    );
+    assert_eq!(rx.recv(None).unwrap().unwrap(), [0xAB; 6]);
+    let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
+    assert!(err.to_string().contains("every sender"), "{err}");
+    assert_eq!(rx.take_dead_senders().len(), 1);
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(b"again", None).unwrap();
+    assert_eq!(
+        rx.recv(None).unwrap().unwrap(),
+        b"again",
+        "no fragment glued on"
+    );
+    drop(tx);
+    assert_eq!(rx.recv(None).unwrap(), None);
+}
+
+#[test]
+fn limits_drop_only_the_offending_message() {
+    use shared_buffer::channel::Limits;
+    for limits in [
+        Limits {
+            max_message: 1000,
+            max_pending: 1 << 20,
+        },
+        Limits {
+            max_message: 1 << 20,
+            max_pending: 600,
+        },
+    ] {
+        let mut heap = Heap::new(region_size(1024));
+        let channel = heap.channel(1024, Mode::Mpsc);
+        let mut rx = channel.receiver(fast()).unwrap();
+        rx.set_limits(limits);
+        let mut tx = channel.sender(fast()).unwrap();
+        let sending = std::thread::spawn(move || {
+            tx.send(&[7; 1500], Some(Duration::from_secs(10))).unwrap();
+            tx.send(b"ok", Some(Duration::from_secs(10))).unwrap();
+            tx.send(&[8; 900], Some(Duration::from_secs(10))).unwrap();
+        });
+        let err = rx.recv(Some(Duration::from_secs(10))).unwrap_err();
+        assert_eq!(error_code(&err), libc::EMSGSIZE, "{err}");
+        assert!(err.to_string().contains("Limits::max_"), "{err}");
+        assert_eq!(
+            rx.recv(Some(Duration::from_secs(10))).unwrap().unwrap(),
+            b"ok"
+        );
+        assert_eq!(
+            rx.recv(Some(Duration::from_secs(10))).unwrap().unwrap(),
+            [8; 900]
+        );
+        sending.join().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_sender_among_live_ones_across_processes() {
+    let seg = Named::new("kill-one");
+    let channel = seg.channel(MPSC_CAPACITY, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut stuck = spawn_child("stuck_producer", &seg, "");
+    read_line(&mut stuck, "ready");
+    let stuck_pid = stuck.id();
+    assert_eq!(rx.recv(None).unwrap().unwrap(), b"before");
+    let mut live: Vec<Child> = (0..2)
+        .map(|p| spawn_child("mpsc_producer", &seg, &p.to_string()))
+        .collect();
+    // The live senders fill the ring behind the reservation; the receiver waits on it.
+    stuck.kill().unwrap();
+    stuck.wait().unwrap();
+    let mut next = [0u32; 2];
+    for _ in 0..2 * MPSC_COUNT {
+        let msg = rx.recv(Some(Duration::from_secs(30))).unwrap().unwrap();
+        let p = u32::from_le_bytes(msg[..4].try_into().unwrap()) as usize;
+        let seq = u32::from_le_bytes(msg[4..8].try_into().unwrap());
+        assert_eq!(seq, next[p], "order of producer {p}");
+        assert_eq!(msg, message(p as u32, seq, 8, MPSC_MAX_LEN, true));
+        next[p] += 1;
+    }
+    let died = rx.take_dead_senders();
+    assert_eq!(died.len(), 1);
+    assert_eq!(died[0].pid, stuck_pid);
+    for child in &mut live {
+        read_line(child, "checksum=");
+        assert!(child.wait().unwrap().success());
+    }
+    // A new sender joins and closes the stream.
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(b"last", None).unwrap();
+    tx.close();
+    assert_eq!(rx.recv(None).unwrap().unwrap(), b"last");
+    assert_eq!(rx.recv(None).unwrap(), None);
+}

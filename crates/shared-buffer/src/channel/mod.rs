@@ -891,7 +891,8 @@ pub struct Limits {
     /// one record, at most [`Channel::max_record`] bytes, is delivered in place whatever this
     /// says.)
     pub max_message: usize,
-    /// All partial messages together, of every sender. Default 256 MiB.
+    /// All partial messages together, of every sender: the fragments received of messages whose
+    /// last fragment has not come yet. Default 256 MiB.
     pub max_pending: usize,
 }
 
@@ -1348,7 +1349,9 @@ impl Receiver {
             )));
         }
         let limits = self.limits;
-        if total > limits.max_message || self.pending_bytes + len > limits.max_pending {
+        if total > limits.max_message
+            || (kind == REC_MORE && self.pending_bytes + len > limits.max_pending)
+        {
             self.drop_partial(slot);
             self.consumer.release(&sh, idx, len);
             if kind == REC_MORE {
