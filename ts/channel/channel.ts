@@ -304,7 +304,11 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
 }
 
 function closedError(what: string): SharedMemoryError {
-  return new SharedMemoryError(`${what}: this endpoint is closed (EBADF)`, "EBADF", 9);
+  return new SharedMemoryError(
+    `${what}: this endpoint (or its channel) is closed (EBADF)`,
+    "EBADF",
+    9,
+  );
 }
 
 /**
@@ -583,6 +587,8 @@ export class ChannelSender implements Disposable {
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
         yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
+        // Closed while it waited (the sender, or its channel): the memory may be gone.
+        if (this.#closed) throw closedError("ChannelSender.send");
       }
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
@@ -698,6 +704,46 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     ring.attachConsumer(pid);
     this.#consumer = new Consumer(ring);
     this.#registry = registry;
+  }
+
+  /** Listens for {@linkcode ChannelReceiverEventMap} events (`"senderdied"`). */
+  override addEventListener<K extends keyof ChannelReceiverEventMap>(
+    type: K,
+    listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event type (EventTarget's signature). */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(type, listener, options);
+  }
+
+  /** Stops listening (see {@linkcode addEventListener}). */
+  override removeEventListener<K extends keyof ChannelReceiverEventMap>(
+    type: K,
+    listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening (EventTarget's signature). */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    super.removeEventListener(type, listener, options);
   }
 
   /**
