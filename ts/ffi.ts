@@ -9,7 +9,7 @@
  */
 
 /** The ABI version these bindings were written for; the library must report the same. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** `how` argument of the open calls. */
 export const OPEN = 0;
@@ -89,8 +89,6 @@ export const symbols = {
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
   /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), -EINVAL for 0 or above 2^31-1 */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
-  /** `int64_t sb_channel_constant(const uint8_t *name, uint32_t name_len)`: a channel layout constant by name, or -1 */
-  sb_channel_constant: { parameters: ["buffer", "u32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The shape of the symbol table. */

@@ -29,7 +29,7 @@ use std::io;
 use std::panic::{self, UnwindSafe};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 3;
+pub const SB_ABI_VERSION: u32 = 4;
 
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;

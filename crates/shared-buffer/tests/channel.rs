@@ -1013,7 +1013,11 @@ fn open_refuses_bad_headers() {
     let cases: &[(usize, u32, i32)] = &[
         (layout::OFF_MAGIC, 0, libc::EAGAIN),
         (layout::OFF_MAGIC, 0x1234_5678, libc::EBADMSG),
-        (layout::OFF_VERSION, 2, libc::EPROTONOSUPPORT),
+        (
+            layout::OFF_VERSION,
+            layout::VERSION + 1,
+            libc::EPROTONOSUPPORT,
+        ),
         (layout::OFF_HEADER_SIZE, 512, libc::EBADMSG),
         (layout::OFF_CAPACITY, 1000, libc::EBADMSG),
         (layout::OFF_CAPACITY, 32, libc::EBADMSG),
@@ -1090,7 +1094,7 @@ fn create_refuses_bad_configs() {
 
 #[test]
 fn layout_table_is_complete() {
-    let names: Vec<&str> = layout::TABLE.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = layout::TABLE.iter().map(|e| e.0).collect();
     for needed in [
         "MAGIC",
         "VERSION",
@@ -1107,6 +1111,18 @@ fn layout_table_is_complete() {
         assert!(names.contains(&needed), "{needed}");
     }
     assert_eq!(layout::region_size(64), 1088);
+}
+
+/// `ts/channel/layout.ts` is generated from the layout (`make gen-layout`): the checked-in file
+/// must be what generating it now gives.
+#[test]
+fn generated_typescript_layout_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ts/channel/layout.ts");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert!(
+        checked_in == layout::typescript(),
+        "ts/channel/layout.ts is out of date: run `make gen-layout`"
+    );
 }
 
 // ---- proptest: garbage never panics or hangs ----------------------------------------------

@@ -228,7 +228,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -397,44 +397,262 @@ const _: () = {
     assert!(MAGIC == 0x4843_4253);
 };
 
-/// Every constant and offset of the layout by name, for checking another implementation's copy.
-pub const TABLE: &[(&str, u32)] = &[
-    ("MAGIC", MAGIC),
-    ("VERSION", VERSION),
-    ("HEADER_SIZE", HEADER_SIZE as u32),
-    ("MIN_CAPACITY", MIN_CAPACITY),
-    ("MAX_CAPACITY", MAX_CAPACITY),
-    ("MAX_PRODUCERS", MAX_PRODUCERS as u32),
-    ("MAX_MESSAGE_LEN", MAX_MESSAGE_LEN as u32),
-    ("MODE_SPSC", MODE_SPSC),
-    ("MODE_MPSC", MODE_MPSC),
-    ("FLAG_RX_CLOSED", FLAG_RX_CLOSED),
-    ("POS_MASK", POS_MASK),
-    ("TAIL_CLOSED", TAIL_CLOSED),
-    ("RECORD_HEADER_SIZE", RECORD_HEADER_SIZE as u32),
-    ("RECORD_ALIGN", RECORD_ALIGN as u32),
-    ("OFF_REC_PRODUCER", OFF_REC_PRODUCER as u32),
-    ("REC_COMMITTED", REC_COMMITTED),
-    ("REC_SKIP", REC_SKIP),
-    ("REC_MORE", REC_MORE),
-    ("REC_ABORT", REC_ABORT),
-    ("REC_LEN_MASK", REC_LEN_MASK),
-    ("OFF_MAGIC", OFF_MAGIC as u32),
-    ("OFF_VERSION", OFF_VERSION as u32),
-    ("OFF_HEADER_SIZE", OFF_HEADER_SIZE as u32),
-    ("OFF_CAPACITY", OFF_CAPACITY as u32),
-    ("OFF_MAX_MESSAGE", OFF_MAX_MESSAGE as u32),
-    ("OFF_MODE", OFF_MODE as u32),
-    ("OFF_FLAGS", OFF_FLAGS as u32),
-    ("OFF_CONSUMER_PID", OFF_CONSUMER_PID as u32),
-    ("OFF_MAX_PRODUCERS", OFF_MAX_PRODUCERS as u32),
-    ("OFF_HEAD", OFF_HEAD as u32),
-    ("OFF_TAIL", OFF_TAIL as u32),
-    ("OFF_RX_WAITING", OFF_RX_WAITING as u32),
-    ("OFF_TX_WAITING", OFF_TX_WAITING as u32),
-    ("OFF_PRODUCER_PIDS", OFF_PRODUCER_PIDS as u32),
-    ("OFF_DATA", OFF_DATA as u32),
+/// How [`TABLE`] writes a value in generated code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Radix {
+    /// `1024`
+    Decimal,
+    /// `0x8000_0000`
+    Hex,
+}
+
+/// Every constant and offset of the layout by name, with its radix and a one-line description:
+/// what [`typescript`] turns into `ts/channel/layout.ts`.
+pub const TABLE: &[(&str, u32, Radix, &str)] = &[
+    (
+        "MAGIC",
+        MAGIC,
+        Radix::Hex,
+        "`\"SBCH\"` read as a little-endian u32.",
+    ),
+    (
+        "VERSION",
+        VERSION,
+        Radix::Decimal,
+        "The layout version; a region with another version is refused.",
+    ),
+    (
+        "HEADER_SIZE",
+        HEADER_SIZE as u32,
+        Radix::Decimal,
+        "Bytes before the data area.",
+    ),
+    (
+        "MIN_CAPACITY",
+        MIN_CAPACITY,
+        Radix::Decimal,
+        "The smallest data area.",
+    ),
+    (
+        "MAX_CAPACITY",
+        MAX_CAPACITY,
+        Radix::Decimal,
+        "The largest data area: 2^28 bytes.",
+    ),
+    (
+        "MAX_PRODUCERS",
+        MAX_PRODUCERS as u32,
+        Radix::Decimal,
+        "Slots in the producer pid table.",
+    ),
+    (
+        "MAX_MESSAGE_LEN",
+        MAX_MESSAGE_LEN as u32,
+        Radix::Hex,
+        "The longest message, fragmented or not.",
+    ),
+    (
+        "MODE_SPSC",
+        MODE_SPSC,
+        Radix::Decimal,
+        "One producer, one consumer.",
+    ),
+    (
+        "MODE_MPSC",
+        MODE_MPSC,
+        Radix::Decimal,
+        "Many producers, one consumer.",
+    ),
+    (
+        "FLAG_RX_CLOSED",
+        FLAG_RX_CLOSED,
+        Radix::Decimal,
+        "`flags` bit: the consumer has closed its end.",
+    ),
+    (
+        "POS_MASK",
+        POS_MASK,
+        Radix::Hex,
+        "Positions count modulo 2^31.",
+    ),
+    (
+        "TAIL_CLOSED",
+        TAIL_CLOSED,
+        Radix::Hex,
+        "`tail` bit: closed by a sender.",
+    ),
+    (
+        "RECORD_HEADER_SIZE",
+        RECORD_HEADER_SIZE as u32,
+        Radix::Decimal,
+        "Bytes of a record header.",
+    ),
+    (
+        "RECORD_ALIGN",
+        RECORD_ALIGN as u32,
+        Radix::Decimal,
+        "Records start at multiples of this.",
+    ),
+    (
+        "OFF_REC_PRODUCER",
+        OFF_REC_PRODUCER as u32,
+        Radix::Decimal,
+        "Byte offset of a record's producer word.",
+    ),
+    (
+        "REC_COMMITTED",
+        REC_COMMITTED,
+        Radix::Hex,
+        "Commit word bit: the record is complete.",
+    ),
+    (
+        "REC_SKIP",
+        REC_SKIP,
+        Radix::Hex,
+        "Commit word bit: a skip record (alone: a reservation mark).",
+    ),
+    (
+        "REC_MORE",
+        REC_MORE,
+        Radix::Hex,
+        "Commit word bit: a fragment; more of the message follow.",
+    ),
+    (
+        "REC_ABORT",
+        REC_ABORT,
+        Radix::Hex,
+        "Commit word bit: the producer gave up its fragmented message.",
+    ),
+    (
+        "REC_LEN_MASK",
+        REC_LEN_MASK,
+        Radix::Hex,
+        "Commit word bits holding the length.",
+    ),
+    (
+        "OFF_MAGIC",
+        OFF_MAGIC as u32,
+        Radix::Decimal,
+        "Byte offset of `magic`.",
+    ),
+    (
+        "OFF_VERSION",
+        OFF_VERSION as u32,
+        Radix::Decimal,
+        "Byte offset of `version`.",
+    ),
+    (
+        "OFF_HEADER_SIZE",
+        OFF_HEADER_SIZE as u32,
+        Radix::Decimal,
+        "Byte offset of `header_size`.",
+    ),
+    (
+        "OFF_CAPACITY",
+        OFF_CAPACITY as u32,
+        Radix::Decimal,
+        "Byte offset of `capacity`.",
+    ),
+    (
+        "OFF_MAX_MESSAGE",
+        OFF_MAX_MESSAGE as u32,
+        Radix::Decimal,
+        "Byte offset of `max_message` (the largest record payload).",
+    ),
+    (
+        "OFF_MODE",
+        OFF_MODE as u32,
+        Radix::Decimal,
+        "Byte offset of `mode`.",
+    ),
+    (
+        "OFF_FLAGS",
+        OFF_FLAGS as u32,
+        Radix::Decimal,
+        "Byte offset of `flags`.",
+    ),
+    (
+        "OFF_CONSUMER_PID",
+        OFF_CONSUMER_PID as u32,
+        Radix::Decimal,
+        "Byte offset of `consumer_pid`.",
+    ),
+    (
+        "OFF_MAX_PRODUCERS",
+        OFF_MAX_PRODUCERS as u32,
+        Radix::Decimal,
+        "Byte offset of `max_producers`.",
+    ),
+    (
+        "OFF_HEAD",
+        OFF_HEAD as u32,
+        Radix::Decimal,
+        "Byte offset of `head`.",
+    ),
+    (
+        "OFF_TAIL",
+        OFF_TAIL as u32,
+        Radix::Decimal,
+        "Byte offset of `tail`.",
+    ),
+    (
+        "OFF_RX_WAITING",
+        OFF_RX_WAITING as u32,
+        Radix::Decimal,
+        "Byte offset of `rx_waiting`.",
+    ),
+    (
+        "OFF_TX_WAITING",
+        OFF_TX_WAITING as u32,
+        Radix::Decimal,
+        "Byte offset of `tx_waiting`.",
+    ),
+    (
+        "OFF_PRODUCER_PIDS",
+        OFF_PRODUCER_PIDS as u32,
+        Radix::Decimal,
+        "Byte offset of `producer_pids[0]`.",
+    ),
+    (
+        "OFF_DATA",
+        OFF_DATA as u32,
+        Radix::Decimal,
+        "Byte offset of the data area.",
+    ),
 ];
+
+/// The TypeScript module `ts/channel/layout.ts`: every [`TABLE`] entry as an exported constant,
+/// and the two span helpers. `make gen-layout` writes it; a test fails when the checked-in file
+/// differs.
+pub fn typescript() -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "// Generated from crates/shared-buffer/src/channel/layout.rs by `make gen-layout`: do \
+         not edit.\n\n/**\n * The channel's byte layout: the constants and offsets of \
+         `layout.rs`, whose docs (and\n * `docs/channel.md`) describe every word and the \
+         protocol.\n *\n * @module\n */\n",
+    );
+    for &(name, value, radix, doc) in TABLE {
+        let value = match radix {
+            Radix::Decimal => value.to_string(),
+            Radix::Hex => {
+                let hex = format!("{value:08x}");
+                format!("0x{}_{}", &hex[..4], &hex[4..])
+            }
+        };
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\n/** {doc} */\nexport const {name} = {value};\n");
+    }
+    out.push_str(
+        "\n/** The largest payload of one record: `capacity / 2 - 8`. */\n\
+         export function maxRecord(capacity: number): number {\n  \
+         return capacity / 2 - RECORD_HEADER_SIZE;\n}\n\n\
+         /** The bytes a record with a `len`-byte payload occupies. */\n\
+         export function recordSpan(len: number): number {\n  \
+         return RECORD_HEADER_SIZE + ((len + 7) & ~7);\n}\n",
+    );
+    out
+}
 
 /// The region size for a data area of `capacity` bytes: header plus data.
 pub const fn region_size(capacity: u32) -> usize {
@@ -463,11 +681,11 @@ mod tests {
 
     #[test]
     fn table_names_are_unique_and_match() {
-        let mut names: Vec<_> = TABLE.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<_> = TABLE.iter().map(|e| e.0).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), TABLE.len());
-        let get = |n: &str| TABLE.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let get = |n: &str| TABLE.iter().find(|e| e.0 == n).map(|e| e.1);
         assert_eq!(get("OFF_TAIL"), Some(256));
         assert_eq!(get("MAGIC"), Some(0x4843_4253));
         assert_eq!(get("REC_MORE"), Some(0x2000_0000));
