@@ -439,6 +439,20 @@ export class ChannelSender implements Disposable {
   }
 
   /**
+   * Abandons the reservation {@linkcode reserve} made: nothing is sent, and the receiver steps
+   * over its room.
+   *
+   * @throws {SharedMemoryError} `EINVAL` if nothing is reserved.
+   */
+  abandon(): void {
+    if (this.#closed) throw closedError("ChannelSender.abandon");
+    if (!this.#reserved) {
+      throw channelError("EINVAL", "ChannelSender.abandon: nothing is reserved");
+    }
+    this.#dropReservation();
+  }
+
+  /**
    * Ends the stream: the receiver drains what is left, then sees the end. Also frees this
    * process's sender slot. Idempotent.
    */
