@@ -25,6 +25,7 @@ build: $(LIB)
 
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
+	cargo build --release -p shared-buffer-native --examples
 	@touch $@
 
 $(TOOLS)/deno $(TOOLS)/bun:
