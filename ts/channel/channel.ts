@@ -182,8 +182,9 @@ export class Channel implements Disposable {
       throw new RangeError(`options.producers must be "one" or "many", got ${String(producers)}`);
     }
     const mode = producers === "many" ? L.MODE_MPSC : L.MODE_SPSC;
-    const shm = relabel("Channel.create", () =>
-      SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 })
+    const shm = relabel(
+      "Channel.create",
+      () => SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 }),
     );
     try {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
