@@ -456,7 +456,7 @@ function rawRing(name: string) {
 const COMMITTED = layout.REC_COMMITTED;
 const mark = (len: number) => layout.REC_SKIP | (layout.recordSpan(len) - 8);
 
-test("many senders: a dead sender's slot is reclaimed, live senders go on, a senderdied event tells, a new sender joins", async () => {
+test("many senders: a dead sender's slot is reclaimed, live senders go on, a senderdied event tells, a new sender joins", () => {
   const name = uniqueName("reclaim");
   try {
     using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
