@@ -111,8 +111,9 @@ function nsUntil(until: number): number {
  *
  * Sending copies the message into the ring and receiving copies it out (or lends a view of it:
  * {@linkcode ChannelReceiver.recvView}); no system call is made while the peer is awake. A full
- * ring blocks senders (backpressure): nothing is dropped or reordered. A peer that dies turns a
- * blocked call into an `ECONNRESET` error within `peerCheckMs`.
+ * ring blocks senders (backpressure): nothing is dropped or reordered. A receiver that dies
+ * turns a blocked send into an `ECONNRESET` error within `peerCheckMs`; a sender that dies is
+ * noticed by the receiver (see {@linkcode ChannelReceiver}). The protocol: `docs/channel.md`.
  *
  * @example
  * ```ts

@@ -1,6 +1,6 @@
 /**
  * The channel's ring protocol over a region of shared memory, in JavaScript: the same protocol
- * as `src/channel/ring.rs`, whose module docs (`layout.rs`) describe it word by word. The hot
+ * as `crates/shared-buffer/src/channel/ring.rs`; `docs/channel.md` describes it word by word. The hot
  * path is plain JavaScript with `Atomics`: sending to an awake receiver, or receiving from an
  * awake sender, makes no FFI call and no system call. JavaScript's `Atomics` operations are all
  * sequentially consistent, which gives the release/acquire orderings and the SeqCst fences of the

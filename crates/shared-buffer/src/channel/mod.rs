@@ -15,7 +15,7 @@
 //!
 //! The same protocol is implemented in TypeScript over an `Int32Array` with `Atomics`, so it is
 //! deliberately simple: 32-bit little-endian words, positions counting modulo 2^31. The byte
-//! layout is in [`layout`], the memory-ordering rules in the `ring` module's source.
+//! layout and the protocol are in [`layout`] (rendered from `docs/channel.md`).
 //!
 //! # Waiting, and peers that die
 //!
@@ -23,8 +23,11 @@
 //! word after announcing itself in the header; the other side makes a system call only when that
 //! word says someone is parked, so two busy peers exchange messages without any system call.
 //! A parked call wakes at least every [`WaitOptions::liveness_interval`] to check that its peer
-//! process still exists (pids in the header, `kill(pid, 0)`); if it died without closing the
-//! channel, the call fails with `ECONNRESET` instead of waiting forever.
+//! processes still exist (pids in the header, `kill(pid, 0)`). A sender whose receiver died gets
+//! `ECONNRESET`. A receiver frees a dead sender's slot, drops what it left unfinished, keeps
+//! delivering the other senders' messages and reports the dead one
+//! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty and
+//! every sender died. The protocol, word by word: [`layout`] (`docs/channel.md`).
 //!
 //! # Errors
 //!
@@ -32,12 +35,12 @@
 //!
 //! | errno | when |
 //! | --- | --- |
-//! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet |
+//! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet; a sender's place is held by a dead process the receiver has not freed yet |
 //! | `ETIMEDOUT` | a blocking call's timeout passed |
-//! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`] |
-//! | `EPIPE` | sending after the channel was closed (by a sender, or by the receiver going away); opening a closed channel |
-//! | `ECONNRESET` | the peer process died without closing: every producer (receiving on an empty ring), a producer holding the record at `head`, or the consumer (sending into a full ring) |
-//! | `EBUSY` | a second consumer, a second SPSC producer, or all 64 MPSC producer slots taken |
+//! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`]; a fragmented message beyond the receiver's [`Limits`] (dropped) |
+//! | `EPIPE` | sending after the receiver closed the channel, or after a sender closed it (the message says which); opening a closed channel |
+//! | `ECONNRESET` | the consumer died (a sender waiting for room); every sender died (a receiver on an empty ring) |
+//! | `EBUSY` | a second consumer, a second live SPSC producer, or all 64 MPSC producer slots taken by live ones |
 //! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record, a fragmented message longer than [`layout::MAX_MESSAGE_LEN`]) |
 //! | `EPROTONOSUPPORT` | the header has another layout version |
 //! | `EINVAL` | a bad capacity or mode, or a region too small |
