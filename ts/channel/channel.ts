@@ -41,9 +41,9 @@ export interface ChannelOptions {
 /** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
 export interface EndpointOptions {
   /**
-   * How often a parked endpoint checks that its peer process is still alive, in milliseconds;
-   * a dead peer turns a blocked call into an `ECONNRESET` error within about this time.
-   * Default 100.
+   * How often a parked endpoint checks that its peer processes are still alive, in
+   * milliseconds: a sender whose receiver died gets `ECONNRESET`, a receiver frees dead senders'
+   * places (see {@linkcode ChannelReceiver}), within about this time. Default 100.
    */
   peerCheckMs?: number;
   /** How many times to look again before parking in the kernel. Default 64. */
