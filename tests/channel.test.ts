@@ -583,3 +583,81 @@ test("a hostile sender feeding fragments without end is cut off at the limit, an
     cleanup({ name });
   }
 });
+
+test("crafted rings (garbage commit words, marks, lengths, producer words and slots, positions) give messages or clear errors, bounded in time and memory", () => {
+  const known = new Set(["EBADMSG", "ETIMEDOUT", "EMSGSIZE", "ECONNRESET"]);
+  const kinds = [
+    0,
+    layout.REC_SKIP,
+    layout.REC_MORE,
+    layout.REC_ABORT,
+    layout.REC_MORE | layout.REC_ABORT,
+    layout.REC_SKIP | layout.REC_MORE,
+  ];
+  const dead = deadPid();
+  let delivered = 0;
+  let errors = 0;
+  for (let seed = 1; seed <= 120; seed++) {
+    const name = uniqueName("crafted");
+    const rand = (() => {
+      let x = seed * 2654435761 >>> 0 || 1;
+      return (n: number) => {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        return (x >>> 0) % n;
+      };
+    })();
+    try {
+      const capacity = 256;
+      using ch = Channel.create({ name }, { capacity, producers: seed % 2 ? "many" : "one" });
+      const raw = rawRing(name);
+      using _raw = raw.shm;
+      const head = (rand(1 << 28) * 8) & layout.POS_MASK;
+      const used = 16 + rand(31) * 8;
+      // Records at random 8-byte boundaries of the data area.
+      for (let n = rand(12); n > 0; n--) {
+        const at = layout.OFF_DATA + rand(capacity / 8) * 8;
+        const len = [ch.maxRecordBytes, rand(600), layout.REC_LEN_MASK, 0][rand(4)];
+        const committed = rand(4) === 0 ? 0 : layout.REC_COMMITTED;
+        const word = rand(10) === 0
+          ? rand(0x7fff_ffff) * 2
+          : committed | kinds[rand(kinds.length)] | (len & layout.REC_LEN_MASK);
+        raw.i32[at >> 2] = word;
+        raw.i32[(at >> 2) + 1] = [rand(70), -1, 0x7fff_ffff][rand(3)];
+      }
+      // Producer slots: empty, this process, a dead process, or garbage.
+      for (let slot = 0; slot < 4; slot++) {
+        raw.setPid(slot, [0, pid, dead, -5, 0x7fff_fff0][rand(5)]);
+      }
+      if (rand(2) === 0) {
+        // A well-formed message at head, so that parsing gets past the first record.
+        const at = layout.OFF_DATA + (head & (capacity - 1));
+        raw.i32[at >> 2] = layout.REC_COMMITTED | 5;
+        raw.i32[(at >> 2) + 1] = 1;
+      }
+      Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
+      const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
+      Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
+      const rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      let bytes = 0;
+      for (let i = 0; i < 8; i++) {
+        try {
+          const got = rx.recv(3);
+          if (got === null) break;
+          bytes += got.length;
+          delivered++;
+        } catch (err) {
+          assert.ok(err instanceof SharedMemoryError && known.has(err.code), String(err));
+          errors++;
+          if (err.code === "EBADMSG") break;
+        }
+      }
+      // Every byte delivered was in the ring once: no more than the ring holds.
+      assert.ok(bytes <= capacity, `${bytes} bytes out of a ${capacity}-byte ring`);
+    } finally {
+      cleanup({ name });
+    }
+  }
+  assert.ok(delivered > 0 && errors > 0, `${delivered} messages, ${errors} errors`);
+});

@@ -157,7 +157,8 @@ export class Channel implements Disposable {
       notify: (offset, count) => void b.notify(at(offset), count),
       wait: (offset, expected, ns) => void b.wait(at(offset), expected, ns, 0),
       waitAsync: async (offset, expected, ns) => void await b.waitAsync(at(offset), expected, ns),
-      alive: (other) => b.processAlive(other),
+      // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
+      alive: (other) => other > 0 && b.processAlive(other),
     };
     this.#ring = new Ring(buffer, capacity, mode, parking);
   }

@@ -1175,9 +1175,11 @@ proptest! {
         used in 0u32..=32,
         // (record slot, length: a fragment's 120 or any, kind bits, producer word)
         commit_words in proptest::collection::vec(
-            (0usize..32, prop_oneof![Just(120u32), 0u32..600], 0u32..8, 0u32..70),
+            (0usize..32, prop_oneof![Just(120u32), 0u32..600, Just(layout::REC_LEN_MASK)], 0u32..16, 0u32..70),
             0..12,
         ),
+        // Producer slots: empty, this process, a dead process, garbage.
+        pids in proptest::collection::vec(0usize..4, 4),
         mpsc in any::<bool>(),
         closed in any::<bool>(),
     ) {
@@ -1186,7 +1188,8 @@ proptest! {
         drop(heap.channel(cap, if mpsc { Mode::Mpsc } else { Mode::Spsc }));
         heap.bytes()[layout::OFF_DATA..].copy_from_slice(&data);
         // Plausible commit words at record boundaries, so that parsing goes deeper: any mix of
-        // SKIP, MORE and ABORT, and producer words mostly in range.
+        // SKIP, MORE and ABORT, committed or not (a mark), lengths up to the largest the word
+        // holds, and producer words mostly in range.
         for (slot, len, kind, producer) in commit_words {
             let flags = [layout::REC_SKIP, layout::REC_MORE, layout::REC_ABORT]
                 .iter()
@@ -1194,8 +1197,15 @@ proptest! {
                 .filter(|&(bit, _)| kind & (1 << bit) != 0)
                 .fold(0, |acc, (_, &flag)| acc | flag);
             let len = if flags == layout::REC_ABORT && len == 120 { 0 } else { len };
-            set_word(&mut heap, layout::OFF_DATA + slot * 8, layout::REC_COMMITTED | flags | len);
+            let committed = if kind & 8 == 0 { layout::REC_COMMITTED } else { 0 };
+            set_word(&mut heap, layout::OFF_DATA + slot * 8, committed | flags | len);
             set_word(&mut heap, layout::OFF_DATA + slot * 8 + 4, producer);
+        }
+        static DEAD: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let dead = *DEAD.get_or_init(dead_pid);
+        for (slot, which) in pids.into_iter().enumerate() {
+            let pid = [0, std::process::id(), dead, 0xFFFF_FFFB][which];
+            set_word(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * slot, pid);
         }
         let head = (head * 8) & layout::POS_MASK;
         let tail = head.wrapping_add(used * 8) & layout::POS_MASK;
@@ -1216,7 +1226,7 @@ proptest! {
                 Err(err) => {
                     let c = error_code(&err);
                     prop_assert!(
-                        [libc::ETIMEDOUT, libc::EBADMSG].contains(&c),
+                        [libc::ETIMEDOUT, libc::EBADMSG, libc::ECONNRESET].contains(&c),
                         "unexpected {err}"
                     );
                     if c == libc::EBADMSG { break; }
