@@ -344,14 +344,13 @@ fn mpsc_three_producer_processes() {
     assert_eq!(rx.recv(None).unwrap(), None);
 }
 
-/// Kills `child` after `delay` on another thread, reaps it, and returns when it was killed.
-fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<Instant> {
+/// Kills `child` after `delay` on another thread (so that the caller is parked by then, most
+/// likely; the tests hold either way), and reaps it.
+fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
-        let killed = Instant::now();
         child.wait().unwrap();
-        killed
     })
 }
 
@@ -367,16 +366,11 @@ fn consumer_learns_that_the_producer_was_killed() {
         assert_eq!(msg, message(0, seq, 0, 64, false));
     }
     let killer = kill_later(child, Duration::from_millis(200));
+    // Noticed, not timed out: the 20 s bound is only against a hang.
     let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
-    let delay = noticed.saturating_duration_since(killed);
-    assert!(
-        delay < Duration::from_millis(50 + 1500),
-        "noticed {delay:?} after the kill"
-    );
 }
 
 #[test]
@@ -389,14 +383,9 @@ fn consumer_learns_that_a_producer_died_holding_a_reservation() {
     assert_eq!(rx.recv(None).unwrap().unwrap(), b"before");
     let killer = kill_later(child, Duration::from_millis(200));
     let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
-    let delay = noticed.saturating_duration_since(killed);
-    assert!(
-        delay < Duration::from_millis(2 * 50 + 1500),
-        "noticed {delay:?} after the kill"
-    );
+    assert_eq!(rx.take_dead_senders().len(), 1);
 }
 
 #[test]
@@ -412,10 +401,8 @@ fn producer_learns_that_the_consumer_was_killed() {
     let err = tx
         .send(&[7; 100], Some(Duration::from_secs(20)))
         .unwrap_err();
-    let noticed = Instant::now();
-    let killed = killer.join().unwrap();
+    killer.join().unwrap();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
-    assert!(noticed.saturating_duration_since(killed) < Duration::from_millis(50 + 1500));
 }
 
 // ---- in process ---------------------------------------------------------------------------
@@ -472,7 +459,6 @@ fn full_ring_pushes_back_and_never_drops() {
         libc::ETIMEDOUT
     );
     assert!(started.elapsed() >= Duration::from_millis(100));
-    assert!(started.elapsed() < Duration::from_secs(2));
     for i in 0..sent {
         assert_eq!(rx.try_recv().unwrap().unwrap(), i.to_le_bytes());
     }
@@ -609,9 +595,7 @@ fn blocking_receive_wakes_on_send_and_on_close() {
     for i in 0..1000u32 {
         assert_eq!(rx.recv(None).unwrap().unwrap(), i.to_le_bytes());
     }
-    let started = Instant::now();
     assert_eq!(rx.recv(None).unwrap(), None);
-    assert!(started.elapsed() < Duration::from_secs(2));
     t.join().unwrap();
 }
 
@@ -1213,7 +1197,6 @@ proptest! {
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
-        let started = Instant::now();
         let mut received = 0;
         for _ in 0..64 {
             match rx.recv(Some(Duration::from_millis(1))) {
@@ -1233,7 +1216,6 @@ proptest! {
                 }
             }
         }
-        prop_assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     /// Well-formed chains of whole messages, fragments, abort and skip records from random
@@ -1290,7 +1272,6 @@ proptest! {
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
-        let started = Instant::now();
         let mut received = 0;
         for _ in 0..64 {
             match rx.try_recv() {
@@ -1306,7 +1287,6 @@ proptest! {
                 }
             }
         }
-        prop_assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
 
