@@ -17,7 +17,7 @@ export BUN_BIN := $(BUN)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build demo test test-rust test-loom test-deno test-bun lint bench tools clean gen-layout golden
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean
 
 all: build
 
@@ -27,6 +27,13 @@ $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Ca
 	cargo build --release -p shared-buffer-native
 	cargo build --release -p shared-buffer-native --examples
 	@touch $@
+
+# Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
+# crates/native/src/abi.rs, ts/channel/layout.ts from the channel layout, the channel's golden
+# byte traces in tests/golden/); `make test` fails while they are out of date.
+generate:
+	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
+	SB_GENERATE=1 cargo test -q -p shared-buffer --test golden
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
@@ -51,13 +58,6 @@ lint: tools
 test-rust:
 	cargo test --workspace
 
-# ts/channel/layout.ts from the Rust layout (a Rust test fails when the checked-in file is stale).
-gen-layout:
-	cargo run -q -p shared-buffer --example gen_layout_ts > ts/channel/layout.ts
-
-# Rewrites tests/golden/ from the Rust implementation (the Rust and TypeScript tests compare).
-golden:
-	SB_BLESS=1 cargo test -q -p shared-buffer --test golden
 
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:

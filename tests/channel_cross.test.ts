@@ -23,6 +23,7 @@ import {
   cleanup,
   type Done,
   finished,
+  HANG_MS,
   killAll,
   lib,
   other,
@@ -33,8 +34,10 @@ import {
   spawn,
   test,
   uniqueName,
+  until,
   within,
 } from "./harness.ts";
+import { HEADER_SIZE, OFF_RX_WAITING, OFF_TX_WAITING } from "../ts/channel/layout.ts";
 import {
   checksum,
   combine,
@@ -152,8 +155,8 @@ for (const from of runtimes) {
           "mix",
         ]);
         const [rs, rr] = await Promise.all([
-          finished(sender, `${from} sender`, 60_000),
-          finished(receiver, `${to} receiver`, 60_000),
+          finished(sender, `${from} sender`, HANG_MS),
+          finished(receiver, `${to} receiver`, HANG_MS),
         ]);
         const sent = resultOf<Sent>(rs, "sender");
         const got = resultOf<Received>(rr, "receiver");
@@ -170,7 +173,7 @@ for (const from of runtimes) {
         }
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -220,12 +223,12 @@ async function fourSenders(
         ctl,
       ])
     );
-    await within(Promise.all(senders.map((c) => c.line("ready"))), 20_000, "senders ready");
+    await within(Promise.all(senders.map((c) => c.line("ready"))), HANG_MS, "senders ready");
     assert.equal(Atomics.load(i32, CTL_READY), SENDERS.length, "senders attached");
     Atomics.store(i32, CTL_GO, 1);
     notify(i32, CTL_GO);
     const done = await Promise.all([
-      ...senders.map((c, i) => finished(c, `${SENDERS[i]} sender ${i}`, 60_000)),
+      ...senders.map((c, i) => finished(c, `${SENDERS[i]} sender ${i}`, HANG_MS)),
       receiving,
     ]);
     reports = done.slice(0, SENDERS.length).map((r, i) => resultOf<Sent>(r as Done, `sender ${i}`));
@@ -285,7 +288,7 @@ test(`2 Deno + 2 Bun senders send ${EACH} messages each to this process (${runti
         assert.ok(switches > 100, `the senders' messages interleaved only ${switches} times`);
         assert.equal(rx.tryRecv(), undefined, "nothing more");
       } finally {
-        killAll(children);
+        await killAll(children);
         await receiving.catch(() => {});
       }
     },
@@ -311,7 +314,7 @@ for (const to of runtimes) {
         ]);
         await ready(receiver, `${to} receiver`);
         let got: Received | undefined;
-        const receiving = finished(receiver, `${to} receiver`, 60_000).then((r) => {
+        const receiving = finished(receiver, `${to} receiver`, HANG_MS).then((r) => {
           got = resultOf<Received>(r, "receiver");
         });
         const sent = await fourSenders(children, name, seed, receiving);
@@ -321,7 +324,7 @@ for (const to of runtimes) {
         assert.ok(got.switches > 100, `the senders' messages interleaved ${got.switches} times`);
         assert.deepEqual(got.ends, ["undefined"], "nothing more after the last message");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -354,11 +357,21 @@ for (const first of runtimes) {
           assert.equal(bad, undefined, `the second sender's first message: ${bad}`);
           assert.equal(rx.tryRecv(), undefined, "nothing more");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       },
     );
   });
+}
+
+/**
+ * Resolves once the receiver (or a sender) of channel `name` is parked waiting: its waiting word
+ * in the header (`rx_waiting` / `tx_waiting`) reads 1.
+ */
+async function parkedOn(name: string, who: "receiver" | "sender", what: string): Promise<void> {
+  using shm = SharedMemory.open({ name }, { size: HEADER_SIZE });
+  const word = new Int32Array(shm.buffer, who === "receiver" ? OFF_RX_WAITING : OFF_TX_WAITING, 1);
+  await until(() => Atomics.load(word, 0) === 1, what);
 }
 
 // ---- 3. The end of a stream ---------------------------------------------------------------------
@@ -392,7 +405,7 @@ for (const from of runtimes) {
         assert.equal(got.hashes[0], expectedHash("fixed", 0, 0, FIT), "running hash");
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -414,7 +427,7 @@ for (const from of runtimes) {
           "0",
         ]);
         await ready(receiver, `${to} receiver`);
-        await sleep(100); // let it park in for await
+        await parkedOn(name, "receiver", `the ${to} receiver to park in for await`);
         const sender = spawn(children, from, "cx_send.ts", [
           name,
           "mixed",
@@ -436,7 +449,7 @@ for (const from of runtimes) {
         assert.equal(got.hashes[0], want, "the receiver's running hash");
         assert.deepEqual(got.ends, ["null", "null", "null", "null", "forAwait:0"], "end");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -465,11 +478,11 @@ interface Blocked extends Outcome {
 async function blockThen(blocker: Child, what: string, act: () => void): Promise<Blocked> {
   let exited = false;
   blocker.done.then(() => (exited = true));
-  await within(blocker.line("blocking"), 20_000, `${what} blocking`);
+  await within(blocker.line("blocking"), HANG_MS, `${what} blocking`);
   await sleep(BLOCK_MS);
   assert.equal(exited, false, `${what} stopped blocking before its peer went away`);
   act();
-  return resultOf<Blocked>(await finished(blocker, what, 10_000), what);
+  return resultOf<Blocked>(await finished(blocker, what, HANG_MS), what);
 }
 
 /** Checks a blocked child's report: `code`, after blocking at least BLOCK_MS, its timer as said. */
@@ -506,7 +519,7 @@ for (const killed of runtimes) {
           assertBlocked(r, "ECONNRESET", mode, `${survivor} receiver`);
           assert.equal(r.received, BEFORE, "messages received before the sender died");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
@@ -523,7 +536,7 @@ for (const killed of runtimes) {
           assertBlocked(r, "ECONNRESET", mode, `${survivor} sender`);
           assert.equal(r.sent, FIT, "messages that fit before the ring was full");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });
@@ -546,11 +559,11 @@ for (const killed of runtimes) {
           "sync",
           String(BEFORE),
         ]);
-        const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+        const r = resultOf<Blocked>(await finished(receiver, "receiver", HANG_MS), "receiver");
         assert.equal(r.code, "ECONNRESET", r.message);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -576,7 +589,7 @@ for (const killed of runtimes) {
         assertBlocked(r, "ECONNRESET", "async", `${survivor} receiver`);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -592,9 +605,10 @@ for (const killed of runtimes) {
           "fragment",
         ]);
         await ready(sender, `${killed} sender`);
-        await sleep(BLOCK_MS); // it fills the ring with fragments, then waits for room
+        // It fills the ring with fragments of the long message, then waits for room.
+        await parkedOn(name, "sender", `the ${killed} sender to wait partway through the message`);
         sender.kill("SIGKILL");
-        const dead = await within(sender.done, 10_000, "the killed sender to exit");
+        const dead = await within(sender.done, HANG_MS, "the killed sender to exit");
         assert.ok(!dead.stdout.includes("sent the long message"), "the long message went out");
         const receiver = spawn(children, survivor, "cx_block.ts", [
           name,
@@ -602,11 +616,11 @@ for (const killed of runtimes) {
           "sync",
           String(BEFORE),
         ]);
-        const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+        const r = resultOf<Blocked>(await finished(receiver, "receiver", HANG_MS), "receiver");
         assert.equal(r.code, "ECONNRESET", r.message);
         assert.equal(r.received, BEFORE);
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -627,17 +641,17 @@ for (const waiter of runtimes) {
           const receiver = spawn(children, waiter, "cx_block.ts", [name, "recv", "async", "0"]);
           let exited = false;
           receiver.done.then(() => (exited = true));
-          await within(receiver.line("blocking"), 20_000, "receiver blocking");
+          await within(receiver.line("blocking"), HANG_MS, "receiver blocking");
           senders[0].kill("SIGKILL");
-          await within(senders[0].done, 10_000, "the first killed sender to exit");
+          await within(senders[0].done, HANG_MS, "the first killed sender to exit");
           // Several peer checks (50 ms) pass with one sender dead and one alive: no error.
           await sleep(BLOCK_MS);
           assert.equal(exited, false, "the receiver gave up while a sender was alive");
           senders[1].kill("SIGKILL");
-          const r = resultOf<Blocked>(await finished(receiver, "receiver", 10_000), "receiver");
+          const r = resultOf<Blocked>(await finished(receiver, "receiver", HANG_MS), "receiver");
           assertBlocked(r, "ECONNRESET", "async", `${waiter} receiver`);
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       },
     );
@@ -759,7 +773,7 @@ for (const from of runtimes) {
           `the sender took ${sent.elapsedMs} ms, the receiver slept ${got.sleptBeforeMs} ms`,
         );
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -774,13 +788,13 @@ for (const from of runtimes) {
       const children: Child[] = [];
       try {
         const sender = spawn(children, from, "cx_block.ts", [name, "send", "sync", "0"]);
-        await within(sender.line("blocking"), 20_000, `${from} sender blocking`);
+        await within(sender.line("blocking"), HANG_MS, `${from} sender blocking`);
         // The receiver takes a copy of one message and then receives nothing more.
         const receiver = spawn(children, to, "cx_hold.ts", [name, "receiver", "0", "recv1-hold"]);
         await ready(receiver, `${to} receiver`);
         const r = await within(
           sender.done,
-          5_000,
+          HANG_MS,
           `the ${from} sender's send, after the ${to} receiver's recv() returned a copy,`,
         );
         assert.equal(r.code, 0, r.stderr);
@@ -788,7 +802,7 @@ for (const from of runtimes) {
         assert.equal(outcome.code, "none", outcome.message);
         assert.equal(outcome.sent, FIT, "messages that fit before the ring was full");
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -810,7 +824,7 @@ for (const which of runtimes) {
       );
       assert.equal(r.code, "EBADMSG", r.message);
     } finally {
-      killAll(children);
+      await killAll(children);
       cleanup({ name });
     }
   });
@@ -838,14 +852,14 @@ for (const holder of runtimes) {
         // A dead receiver's place can be taken at once; a dead sender's only once the receiver
         // (here alive but not receiving) has freed it: until then, EAGAIN.
         txHolder.kill("SIGKILL");
-        await within(txHolder.done, 10_000, "the killed sender to exit");
+        await within(txHolder.done, HANG_MS, "the killed sender to exit");
         const dead = resultOf<Outcome>(
           await finished(spawn(children, second, "cx_try.ts", [name, "sender"]), "sender"),
           "sender",
         );
         assert.equal(dead.code, "EAGAIN", `a sender after the sender died: ${dead.message}`);
         rxHolder.kill("SIGKILL");
-        await within(rxHolder.done, 10_000, "the killed receiver to exit");
+        await within(rxHolder.done, HANG_MS, "the killed receiver to exit");
         let taken: ChannelReceiver | undefined;
         try {
           taken = ch.receiver();
@@ -853,7 +867,7 @@ for (const holder of runtimes) {
           taken?.close();
         }
       } finally {
-        killAll(children);
+        await killAll(children);
       }
     });
   });
@@ -885,7 +899,7 @@ for (const holder of runtimes) {
           assert.equal(late.code, "EPIPE", `a sender after the receiver closed: ${late.message}`);
           assert.throws(() => ch.receiver(), isCode("EPIPE"), "a receiver after the close");
         } finally {
-          killAll(children);
+          await killAll(children);
         }
       });
     });

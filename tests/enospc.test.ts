@@ -8,7 +8,15 @@
 
 import { spawnSync } from "node:child_process";
 import process from "node:process";
-import { runtimes, scriptCommand, start, testUnless } from "./harness.ts";
+import {
+  isRoot,
+  lacking,
+  type Missing,
+  runtimes,
+  scriptCommand,
+  start,
+  testUnless,
+} from "./harness.ts";
 
 const MiB = 1024 * 1024;
 const MOUNT = "mount -t tmpfs -o size=16m tmpfs /dev/shm";
@@ -20,8 +28,9 @@ function assertEquals(actual: unknown, expected: unknown, what: string): void {
 }
 
 /** Why a private 16 MiB /dev/shm cannot be made here, or false if it can. */
-function whyNoPrivateShm(): string | false {
-  if (process.getuid?.() !== 0) return "needs root to mount a private /dev/shm";
+function whyNoPrivateShm(): Missing | string | false {
+  if (process.platform !== "linux") return lacking("mount namespaces are Linux only");
+  if (!isRoot) return lacking("needs root to mount a private /dev/shm");
   const probe = spawnSync("unshare", ["-m", "sh", "-c", MOUNT], { encoding: "utf8" });
   if (probe.error) return `unshare is not available (${probe.error.message})`;
   if (probe.status !== 0) {

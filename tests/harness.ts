@@ -14,24 +14,93 @@ export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
 const entry = runtime === "bun" ? "../bun.ts" : "../mod.ts";
 /** The library as this runtime's users import it. */
 export const lib: typeof import("../mod.ts") = await import(entry);
+// Loaded once for the whole suite, so that Deno's resource sanitizer does not count it as a leak
+// of whichever test happens to load it first.
+lib.loadLibrary();
 
 type Body = () => void | Promise<void>;
-const bunTest = "bun:test";
-const register: (name: string, fn: Body) => void = runtime === "bun"
-  ? (await import(bunTest)).test
-  : (name, fn) => Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
-/** Registers a test with the runtime's test runner. */
-export function test(name: string, fn: Body): void {
-  register(`[${runtime}] ${name}`, fn);
+/** Options of {@linkcode test}. */
+export interface TestOptions {
+  /**
+   * Why Deno's op and resource sanitizers are off for this test (they are on by default): for
+   * example a child process or a pending native wait that deliberately outlives the test.
+   */
+  unsanitized?: string;
 }
 
-/** Registers a test that is skipped, with its reason printed, when `reason` is a string. */
-export function testUnless(reason: string | false, name: string, fn: Body): void {
-  if (reason === false) return test(name, fn);
-  test(`${name} (skipped: ${reason})`, () => {
-    console.warn(`skipped: ${name}: ${reason}`);
-  });
+/**
+ * Why a test cannot run on this machine. A skip whose `ciMayLack` is false fails the run when
+ * the environment variable `CI` is `true`: CI is expected to have everything else.
+ */
+export interface Missing {
+  /** What is missing. */
+  readonly reason: string;
+  /** True for a capability CI machines may lack ({@linkcode lacking}). */
+  readonly ciMayLack: boolean;
+}
+
+/**
+ * A capability that CI machines may legitimately lack, so that its absence skips a test even
+ * in CI: root (hosted CI runners are not root), or a platform feature (Linux-only interfaces on
+ * macOS). Anything else a test needs (a tool such as `nm`, `cc`, `setpriv` or `unshare` where
+ * root is available) must be there in CI.
+ */
+export function lacking(reason: string): Missing {
+  return { reason, ciMayLack: true };
+}
+
+/** Skips a test that reads Linux-only interfaces (`/proc`, `/dev/shm`) elsewhere. */
+export const onlyLinux: Missing | false =
+  (globalThis as unknown as { process: { platform: string } }).process.platform === "linux"
+    ? false
+    : lacking("reads /proc or /dev/shm, which only Linux has");
+
+/** Whether this process runs as root. */
+export const isRoot: boolean =
+  (globalThis as unknown as { process: { getuid?: () => number } }).process.getuid?.() === 0;
+
+const env = (globalThis as unknown as { process: { env: Record<string, string | undefined> } })
+  .process.env;
+/** True under CI (`CI=true`), where skipping a test CI can run is a failure. */
+export const inCI: boolean = env.CI === "true";
+
+type Register = (name: string, fn: Body) => void;
+const bunTest = "bun:test";
+/** Bun's runner (`bun:test`), in Bun. */
+const bun: { test: Register & { skip: Register } } | undefined = runtime === "bun"
+  ? await import(bunTest)
+  : undefined;
+
+/** Registers a test with the runtime's test runner. */
+export function test(name: string, fn: Body, options: TestOptions = {}): void {
+  const full = `[${runtime}] ${name}`;
+  if (bun) return bun.test(full, fn);
+  const sanitize = options.unsanitized === undefined;
+  Deno.test({ name: full, fn, sanitizeOps: sanitize, sanitizeResources: sanitize });
+}
+
+/**
+ * Registers a test that the runner skips (reported as skipped, never as passed) when `missing`
+ * says why it cannot run here. Under CI a skip for any reason but a {@linkcode lacking}
+ * capability registers a failing test instead.
+ */
+export function testUnless(
+  missing: string | Missing | false,
+  name: string,
+  fn: Body,
+  options: TestOptions = {},
+): void {
+  if (missing === false) return test(name, fn, options);
+  const why = typeof missing === "string" ? { reason: missing, ciMayLack: false } : missing;
+  if (inCI && !why.ciMayLack) {
+    return test(name, () => {
+      throw new Error(`skipped in CI, which should be able to run it: ${why.reason}`);
+    });
+  }
+  const full = `[${runtime}] ${name} (skipped: ${why.reason})`;
+  if (bun) return bun.test.skip(full, fn);
+  Deno.test({ name: full, fn, ignore: true });
 }
 
 /** This process's id. */
@@ -182,7 +251,10 @@ export type Done = Awaited<Child["done"]>;
 /** The runtime that is not `which`. */
 export const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
 
-/** `promise`, or a rejection naming `what` once `ms` have passed. */
+/**
+ * `promise`, or a rejection naming `what` once `ms` have passed: a guard against hangs (use
+ * {@linkcode HANG_MS}), never a measure of speed.
+ */
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -195,6 +267,22 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
+/**
+ * Resolves once `condition()` returns true, checking it again every few milliseconds. Tests wait
+ * for conditions this way, never for an amount of time. The only limit is a hang guard
+ * (`HANG_MS`, far beyond any healthy run), which fails with `what` in the message.
+ */
+export async function until(condition: () => boolean, what: string): Promise<void> {
+  const give = Date.now() + HANG_MS;
+  while (!condition()) {
+    if (Date.now() > give) throw new Error(`still waiting for ${what} after ${HANG_MS} ms`);
+    await sleep(2);
+  }
+}
+
+/** How long a test may wait for a condition before it is declared hung. */
+export const HANG_MS = 60_000;
+
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<unknown> =>
   new Promise((resolve) => setTimeout(resolve, ms));
@@ -206,13 +294,17 @@ export function spawn(children: Child[], which: Runtime, script: string, args: s
   return child;
 }
 
-/** SIGKILLs every child (harmless for those that already exited). */
-export function killAll(children: Child[]): void {
+/**
+ * SIGKILLs every child (harmless for those that already exited) and waits until each has exited,
+ * so that no process outlives the test that started it.
+ */
+export async function killAll(children: Child[]): Promise<void> {
   for (const child of children) child.kill("SIGKILL");
+  await Promise.allSettled(children.map((child) => child.done));
 }
 
 /** Waits for a child to exit 0 and returns its output; throws with its stderr otherwise. */
-export async function finished(child: Child, what: string, ms = 30_000): Promise<Done> {
+export async function finished(child: Child, what: string, ms = HANG_MS): Promise<Done> {
   const r = await within(child.done, ms, `${what} to exit`);
   if (r.code !== 0) {
     throw new Error(`${what} exited with ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}`);

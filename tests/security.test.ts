@@ -13,7 +13,10 @@ import { tmpdir } from "node:os";
 import process from "node:process";
 import {
   cleanup,
+  isRoot,
+  lacking,
   lib,
+  type Missing,
   runtimes,
   scriptCommand,
   start,
@@ -35,8 +38,8 @@ function assertEquals(actual: unknown, expected: unknown, what: string): void {
 }
 
 /** Why the tests that switch user cannot run here, or false if they can. */
-function whyNoOtherUser(): string | false {
-  if (process.getuid?.() !== 0) return "needs root to run a child as uid 65534";
+function whyNoOtherUser(): Missing | string | false {
+  if (!isRoot) return lacking("needs root to run a child as uid 65534");
   const probe = spawnSync(SETPRIV[0], [...SETPRIV.slice(1), "true"], { encoding: "utf8" });
   if (probe.error) return `setpriv is not available (${probe.error.message})`;
   if (probe.status !== 0) return `setpriv fails here: ${probe.stderr.trim()}`;
@@ -44,7 +47,9 @@ function whyNoOtherUser(): string | false {
 }
 
 const noOtherUser = whyNoOtherUser();
-const noDiskModes = whyNoOsView();
+const noDiskModes = process.platform === "linux"
+  ? whyNoOsView()
+  : lacking("reads /dev/shm and /proc/sysvipc/shm, which only Linux has");
 
 /** What `xp_open.ts` printed. */
 interface OpenResult {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cleanup, lib, test, uniqueName } from "./harness.ts";
+import { cleanup, HANG_MS, lib, test, uniqueName, until } from "./harness.ts";
 
 const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
 
@@ -40,38 +40,44 @@ test("waitAsync: not-equal, timed-out, and a wake-up while timers keep running",
   const start = performance.now();
   assert.equal(await waitAsync(i32, 0, 0, 30), "timed-out");
   assert.ok(performance.now() - start >= 29.9);
+  // The event loop runs while the wait is pending: a timer ticks five times before anything
+  // changes the word. (Were the loop blocked, no tick would come and the test would hang.)
+  let settled = false;
+  const woken = waitAsync(i32, 1, 0, HANG_MS).finally(() => (settled = true));
   let ticks = 0;
-  const timer = setInterval(() => ticks++, 2);
-  try {
-    const woken = waitAsync(i32, 1, 0);
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    Atomics.store(i32, 1, 1);
-    notify(i32, 1);
-    assert.equal(await woken, "ok");
-    assert.ok(ticks >= 5, `the event loop kept running while waiting (ticks: ${ticks})`);
-  } finally {
-    clearInterval(timer);
-  }
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (++ticks < 5) return;
+      clearInterval(timer);
+      resolve();
+    }, 1);
+  });
+  assert.equal(settled, false, "the wait ended before any notify");
+  Atomics.store(i32, 1, 1);
+  notify(i32, 1);
+  assert.equal(await woken, "ok");
 });
 
 test("notify wakes waitAsync waiters one at a time, then all", async () => {
   using shm = scratch();
   const i32 = new Int32Array(shm.buffer);
   const results: string[] = [];
-  const waiters = [0, 1, 2].map(() => waitAsync(i32, 2, 0, 10_000).then((r) => results.push(r)));
-  // Let every waiter park in the kernel before notifying.
-  await new Promise((resolve) => setTimeout(resolve, 150));
-  assert.equal(notify(i32, 2, 0), 0);
-  assert.equal(notify(i32, 2, 1), 1);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  const waiters = [0, 1, 2].map(() => waitAsync(i32, 2, 0, HANG_MS).then((r) => results.push(r)));
+  assert.equal(notify(i32, 2, 0), 0, "a count of 0 wakes nobody");
+  // notify(1) wakes exactly one waiter once one has parked in the kernel; until then it wakes
+  // nobody (the word never changes, so a waiter that has not parked yet parks later).
+  await until(() => notify(i32, 2, 1) === 1, "a waiter to park and be woken by notify(1)");
+  await Promise.race(waiters);
   assert.deepEqual(results, ["ok"], "exactly one woke");
-  assert.equal(notify(i32, 2), 2);
+  // The other two, however many notifies it takes for both to have parked.
+  let woken = 0;
+  await until(() => (woken += notify(i32, 2)) === 2, "the other two waiters to be woken");
   await Promise.all(waiters);
   assert.deepEqual(results, ["ok", "ok", "ok"]);
   assert.equal(notify(i32, 2), 0, "nobody is left waiting");
 });
 
-test("wait/notify misuse: clear errors, the process lives on", () => {
+test("wait/notify misuse: clear errors, the process lives on", async () => {
   const shm = scratch();
   const i32 = new Int32Array(shm.buffer);
   const typeError = (what: string) => (e: unknown) =>
@@ -94,7 +100,7 @@ test("wait/notify misuse: clear errors, the process lives on", () => {
   assert.throws(() => wait(i32, 0, 0, "1" as never), TypeError);
   assert.throws(() => wait(i32, 0, 0, 0, { spin: -1 }), RangeError);
   assert.throws(() => notify(i32, 0, -1), RangeError);
-  assert.rejects(waitAsync(new Int32Array(4), 0, 0), TypeError);
+  await assert.rejects(waitAsync(new Int32Array(4), 0, 0), TypeError);
   const offset = new Int32Array(shm.buffer, 64, 4);
   Atomics.store(offset, 3, 5);
   assert.equal(wait(offset, 3, 5, 0), "timed-out", "a view at an offset reaches the right word");
@@ -102,7 +108,7 @@ test("wait/notify misuse: clear errors, the process lives on", () => {
   const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
   assert.throws(() => wait(i32, 0, 0, 0), closed);
   assert.throws(() => notify(i32, 0), closed);
-  assert.rejects(waitAsync(i32, 0, 0, 0), closed);
+  await assert.rejects(waitAsync(i32, 0, 0, 0), closed);
 });
 
 test("Mutex: lock, tryLock, unlock, guards with using", () => {

@@ -45,6 +45,8 @@ export interface Backend {
   handleCount(): number;
   errorName(code: number): string;
   errorMessage(code: number): string;
+  /** This platform's positive error number for a symbolic name (`sb_errno`), 0 if unknown. */
+  errno(name: string): number;
 
   /** Converts an address for the calls below. */
   address(address: bigint): Address;
@@ -87,6 +89,7 @@ export type CommonCalls = Pick<
   | "mutexUnlock"
   | "processAlive"
   | "mutexSize"
+  | "errno"
 >;
 
 // deno-lint-ignore no-explicit-any
@@ -97,6 +100,7 @@ type Calls = Record<string, (...args: any[]) => any>;
  * through as each runtime's {@linkcode Backend.address} made them.
  */
 export function commonCalls(s: Calls): CommonCalls {
+  const errnos = new Map<string, number>();
   return {
     openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
     openName: (name, size, how, flags, mode, out) =>
@@ -112,6 +116,15 @@ export function commonCalls(s: Calls): CommonCalls {
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
     processAlive: (pid) => s.sb_process_alive(pid) !== 0,
     mutexSize: s.sb_mutex_size(),
+    errno(name) {
+      let found = errnos.get(name);
+      if (found === undefined) {
+        const bytes = new TextEncoder().encode(name);
+        found = s.sb_errno(bytes, bytes.length) as number;
+        errnos.set(name, found);
+      }
+      return found;
+    },
   };
 }
 

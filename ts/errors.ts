@@ -4,6 +4,8 @@
  * @module
  */
 
+import { backend } from "./backend.ts";
+
 /**
  * A failed operation on a shared-memory segment.
  *
@@ -21,7 +23,8 @@
 export class SharedMemoryError extends Error {
   /** The symbolic error code, such as `"EEXIST"`, `"ENOENT"`, `"EACCES"` or `"EINVAL"`. */
   readonly code: string;
-  /** The positive OS error number (`17` for `EEXIST` on Linux), or the library's own code. */
+  /** The positive error number of this platform (`17` for `EEXIST` on Linux), or the library's
+   * own code. */
   readonly errno: number;
 
   /**
@@ -35,4 +38,15 @@ export class SharedMemoryError extends Error {
     this.code = code;
     this.errno = errno;
   }
+}
+
+/**
+ * A {@linkcode SharedMemoryError} with the symbolic `code` (`"EBADF"`) and this platform's number
+ * for it, which the native library supplies (`EAGAIN` is 11 on Linux, 35 on macOS).
+ *
+ * @param code The symbolic code.
+ * @param message What was attempted and what went wrong; ` (code)` is appended.
+ */
+export function errorOf(code: string, message: string): SharedMemoryError {
+  return new SharedMemoryError(`${message} (${code})`, code, backend().errno(code));
 }

@@ -1,93 +1,98 @@
+// Generated from crates/native/src/abi.rs by `make generate`. Do not edit.
+
 /**
- * The one symbol table of the native library, in Deno's format. The Bun adapter converts it
- * (`bun/backend.ts`); `tests/ffi_drift.test.ts` fails when it drifts from the library's exports.
+ * The one symbol table of the native library, in Deno's format, with the C signature of
+ * each function in its comment; the Bun adapter converts it (`bun/backend.ts`). Every
+ * function that can fail returns a negative code (`-errno` of this platform) on failure.
  *
- * Every function returns `0` (or a documented positive value) on success and a negative code on
- * failure; the C signature of each is in its comment.
+ * "usize" is always an address passed by value (a BigInt in Deno, a number in Bun),
+ * checked in TypeScript to lie inside a live mapping of this library.
  *
  * @module
  */
 
-/** The ABI version these bindings were written for; the library must report the same. */
-export const ABI_VERSION = 4;
-
-/** `how` argument of the open calls. */
+/** The ABI version these bindings were generated for; the library must report the same. */
+export const ABI_VERSION = 5;
+/** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
 export const CREATE = 1;
 /** `how`: open, or create if missing. */
 export const OPEN_OR_CREATE = 2;
-/** `flags` bit: fault all pages in now. */
+/** `flags` bit of the open calls: fault every page in now. */
 export const POPULATE = 1;
+/** A wait ended by a notify, or spuriously. */
+export const WAIT_OK = 0;
+/** A wait found the word not holding the expected value. */
+export const WAIT_NOT_EQUAL = 1;
+/** A wait timed out. */
+export const WAIT_TIMED_OUT = 2;
+/** A lock was acquired. */
+export const LOCK_ACQUIRED = 0;
+/** A lock was acquired after its previous owner died holding it. */
+export const LOCK_OWNER_DIED = 1;
 
 /** Symbols of the native library. */
 export const symbols = {
-  /** `uint32_t sb_abi_version(void)` */
+  /** `uint32_t sb_abi_version(void)`: the ABI version. */
   sb_abi_version: { parameters: [], result: "u32" },
-  /** `const char *sb_error_name(int32_t code)` */
+  /** `const char *sb_error_name(int32_t code)`: the symbolic name of a code (`"EEXIST"`), static. */
   sb_error_name: { parameters: ["i32"], result: "pointer" },
-  /** `const char *sb_error_message(int32_t code)` */
+  /** `const char *sb_error_message(int32_t code)`: a short description of a code, static. */
   sb_error_message: { parameters: ["i32"], result: "pointer" },
-  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)` */
-  sb_open_key: {
-    parameters: ["u32", "u64", "u32", "u32", "u32", "buffer"],
-    result: "i32",
-  },
-  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)` */
+  /** `int32_t sb_errno(const uint8_t *name, uint32_t name_len)`: the positive error number of a symbolic name on this platform, 0 if unknown. */
+  sb_errno: { parameters: ["buffer", "u32"], result: "i32" },
+  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
+  sb_open_key: { parameters: ["u32", "u64", "u32", "u32", "u32", "buffer"], result: "i32" },
+  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
   sb_open_name: {
     parameters: ["buffer", "u32", "u64", "u32", "u32", "u32", "buffer"],
     result: "i32",
   },
-  /** `int32_t sb_unlink_key(uint32_t key)` */
+  /** `int32_t sb_unlink_key(uint32_t key)`: 0, or a negative code. */
   sb_unlink_key: { parameters: ["u32"], result: "i32" },
-  /** `int32_t sb_unlink_name(const uint8_t *name, uint32_t name_len)` */
+  /** `int32_t sb_unlink_name(const uint8_t *name, uint32_t name_len)`: 0, or a negative code. */
   sb_unlink_name: { parameters: ["buffer", "u32"], result: "i32" },
-  /** `int32_t sb_dup(int32_t handle)`: a new handle, or a negative code */
+  /** `int32_t sb_dup(int32_t handle)`: a new handle, or a negative code. */
   sb_dup: { parameters: ["i32"], result: "i32" },
-  /** `int32_t sb_close(int32_t handle)` */
+  /** `int32_t sb_close(int32_t handle)`: 0, or -EBADF. */
   sb_close: { parameters: ["i32"], result: "i32" },
-  /** `void sb_release(void *bytes, void *context)`: the deallocator Bun's buffers call */
+  /** `void sb_release(void *bytes, void *context)`: the deallocator Bun's buffers call; closes the handle in `context`. */
   sb_release: { parameters: ["pointer", "pointer"], result: "void" },
-  /** `const void *sb_release_fn(void)`: the address of `sb_release` */
+  /** `const void *sb_release_fn(void)`: the address of `sb_release`. */
   sb_release_fn: { parameters: [], result: "pointer" },
-  /** `int32_t sb_handle_count(void)`: live handles in this process */
+  /** `int32_t sb_handle_count(void)`: live handles in this process. */
   sb_handle_count: { parameters: [], result: "i32" },
-
-  // "usize" in this table is always an address passed by value: a BigInt in Deno (measured:
-  // 57 ns for a mutex lock+unlock, against 250 ns with pointer objects), and Bun's "ptr", a number
-  // (35 ns, against 75-150 ns as "u64"). Each address is checked in TypeScript to lie inside a
-  // live mapping of this library.
-
-  /** `int32_t sb_wait(const uint32_t *addr, uint32_t expected, int64_t timeout_ns)`: 0 woken, 1 not equal, 2 timed out */
+  /** `int32_t sb_wait(const uint32_t *addr, uint32_t expected, int64_t timeout_ns)`: 0 woken, 1 not equal, 2 timed out, or a negative code. */
   sb_wait: { parameters: ["usize", "u32", "i64"], result: "i32" },
-  /** `sb_wait` run on a thread of Deno's pool: returns a Promise (Deno only; Bun uses `sb_wait_async`) */
+  /** `sb_wait` on a thread of Deno's pool, returning a Promise (Deno only). */
   sb_wait_nonblocking: {
     name: "sb_wait",
     parameters: ["usize", "u32", "i64"],
     result: "i32",
     nonblocking: true,
   },
-  /** `int32_t sb_wait_spin(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint32_t spins)` */
+  /** `int32_t sb_wait_spin(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint32_t spins)`: as `sb_wait`, spinning first. */
   sb_wait_spin: { parameters: ["usize", "u32", "i64", "u32"], result: "i32" },
-  /** `int32_t sb_notify(const uint32_t *addr, uint32_t count)`: how many were woken */
+  /** `int32_t sb_notify(const uint32_t *addr, uint32_t count)`: how many were woken, or a negative code. */
   sb_notify: { parameters: ["usize", "u32"], result: "i32" },
-  /** `int32_t sb_set_wake_callback(void (*cb)(uint64_t token, int32_t result))` */
+  /** `int32_t sb_set_wake_callback(void (*cb)(uint64_t token, int32_t result))`: 0. */
   sb_set_wake_callback: { parameters: ["function"], result: "i32" },
-  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token)`: 0 pending, 1 not equal, 2 timed out */
+  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token)`: 0 pending, 1 not equal, 2 timed out, or a negative code. */
   sb_wait_async: { parameters: ["usize", "u32", "i64", "u64"], result: "i32" },
-  /** `uint32_t sb_mutex_size(void)` */
+  /** `uint32_t sb_mutex_size(void)`: the bytes a mutex occupies. */
   sb_mutex_size: { parameters: [], result: "u32" },
-  /** `uint32_t sb_mutex_align(void)` */
+  /** `uint32_t sb_mutex_align(void)`: the alignment a mutex needs. */
   sb_mutex_align: { parameters: [], result: "u32" },
-  /** `int32_t sb_mutex_init(uint8_t *addr)`: 0 initialised, 1 already initialised */
+  /** `int32_t sb_mutex_init(uint8_t *addr)`: 0 initialised, 1 already initialised, or a negative code. */
   sb_mutex_init: { parameters: ["usize"], result: "i32" },
-  /** `int32_t sb_mutex_lock(uint8_t *addr, int64_t timeout_ns)`: 0 acquired, 1 acquired after the owner died */
+  /** `int32_t sb_mutex_lock(uint8_t *addr, int64_t timeout_ns)`: 0 acquired, 1 acquired after the owner died, or a negative code. */
   sb_mutex_lock: { parameters: ["usize", "i64"], result: "i32" },
-  /** `int32_t sb_mutex_trylock(uint8_t *addr)`: as `sb_mutex_lock`, or -EBUSY */
+  /** `int32_t sb_mutex_trylock(uint8_t *addr)`: as `sb_mutex_lock`, or -EBUSY. */
   sb_mutex_trylock: { parameters: ["usize"], result: "i32" },
-  /** `int32_t sb_mutex_unlock(uint8_t *addr)`: -EPERM if this thread does not hold it */
+  /** `int32_t sb_mutex_unlock(uint8_t *addr)`: 0, or -EPERM if this thread does not hold it. */
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
-  /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), -EINVAL for 0 or above 2^31-1 */
+  /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), or a negative code. */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -5,7 +5,7 @@
  */
 
 import { type Backend, backend } from "./backend.ts";
-import { SharedMemoryError } from "./errors.ts";
+import { errorOf, SharedMemoryError } from "./errors.ts";
 import { CREATE, OPEN, OPEN_OR_CREATE, POPULATE } from "./ffi.ts";
 import * as check from "./validate.ts";
 
@@ -166,7 +166,7 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
   if (record !== undefined && !(buffer as ArrayBuffer).detached) return record.address;
   if (released.has(buffer as ArrayBuffer) || (buffer as ArrayBuffer).detached) {
-    throw new SharedMemoryError(`${caller}: the segment is closed (EBADF)`, "EBADF", 9);
+    throw errorOf("EBADF", `${caller}: the segment is closed`);
   }
   throw new TypeError(
     `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
@@ -404,11 +404,7 @@ export class SharedMemory implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#handle < 0) {
-      throw new SharedMemoryError(
-        `SharedMemory.${what}: the segment is closed (EBADF)`,
-        "EBADF",
-        9,
-      );
+      throw errorOf("EBADF", `SharedMemory.${what}: the segment is closed`);
     }
   }
 

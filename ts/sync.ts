@@ -10,7 +10,8 @@
  */
 
 import { type Address, backend } from "./backend.ts";
-import { SharedMemoryError } from "./errors.ts";
+import { errorOf } from "./errors.ts";
+import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, throwCode } from "./shared_memory.ts";
 import * as check from "./validate.ts";
 
@@ -27,7 +28,11 @@ export interface WaitOptions {
   spin?: number;
 }
 
-const RESULTS: readonly WaitResult[] = ["ok", "not-equal", "timed-out"];
+const RESULTS: Record<number, WaitResult> = {
+  [WAIT_OK]: "ok",
+  [WAIT_NOT_EQUAL]: "not-equal",
+  [WAIT_TIMED_OUT]: "timed-out",
+};
 
 /** The Int32Array element's address, after every check. */
 function locate(view: unknown, index: unknown, caller: string): bigint {
@@ -45,6 +50,8 @@ function locate(view: unknown, index: unknown, caller: string): bigint {
 }
 
 const FOREVER = -1;
+/** This platform's `EBUSY`, read from the native library on first use. */
+let EBUSY = 0;
 
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
 function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
@@ -261,10 +268,9 @@ export class Mutex {
     const mutex = new Mutex(buffer, address);
     const state = new Int32Array(buffer, byteOffset, 1);
     if (Atomics.load(state, 0) !== 2) {
-      throw new SharedMemoryError(
-        `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init) (EINVAL)`,
+      throw errorOf(
         "EINVAL",
-        22,
+        `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init)`,
       );
     }
     return mutex;
@@ -298,15 +304,18 @@ export class Mutex {
     const ns = timeoutNs(timeoutMs);
     const code = backend().mutexLock(this.#checked("lock"), ns);
     if (code < 0) throwCode(code, "Mutex.lock");
-    return new MutexGuard(this, code === 1);
+    return new MutexGuard(this, code === LOCK_OWNER_DIED);
   }
 
   /** Takes the lock if it is free; returns `null` if another thread or process holds it. */
   tryLock(): MutexGuard | null {
-    const code = backend().mutexTryLock(this.#checked("tryLock"));
-    if (code === -16) return null; // EBUSY
-    if (code < 0) throwCode(code, "Mutex.tryLock");
-    return new MutexGuard(this, code === 1);
+    const b = backend();
+    const code = b.mutexTryLock(this.#checked("tryLock"));
+    if (code < 0) {
+      if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
+      throwCode(code, "Mutex.tryLock");
+    }
+    return new MutexGuard(this, code === LOCK_OWNER_DIED);
   }
 
   /**

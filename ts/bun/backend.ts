@@ -61,7 +61,7 @@ export function loadBun(explicit?: string): Backend {
   const candidates = libraryCandidates(
     explicit,
     process.env[LIBRARY_ENV],
-    `${import.meta.dir}/../..`,
+    decodeURIComponent(new URL("../../", import.meta.url).pathname).replace(/\/$/, ""),
     process.platform,
   );
   const table = bunSymbols();

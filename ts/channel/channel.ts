@@ -6,7 +6,7 @@
  */
 
 import { backend } from "../backend.ts";
-import { SharedMemoryError } from "../errors.ts";
+import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import * as L from "./layout.ts";
@@ -280,7 +280,7 @@ export class Channel implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#shm.closed) {
-      throw new SharedMemoryError(`Channel.${what}: the channel is closed (EBADF)`, "EBADF", 9);
+      throw errorOf("EBADF", `Channel.${what}: the channel is closed`);
     }
   }
 }
@@ -307,11 +307,7 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
 }
 
 function closedError(what: string): SharedMemoryError {
-  return new SharedMemoryError(
-    `${what}: this endpoint (or its channel) is closed (EBADF)`,
-    "EBADF",
-    9,
-  );
+  return errorOf("EBADF", `${what}: this endpoint (or its channel) is closed`);
 }
 
 /**

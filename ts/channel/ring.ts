@@ -9,25 +9,12 @@
  * @module
  */
 
-import { SharedMemoryError } from "../errors.ts";
+import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
-
-/** Linux errno values of the codes the protocol reports. */
-const ERRNO: Record<string, number> = {
-  EAGAIN: 11,
-  EBUSY: 16,
-  EINVAL: 22,
-  EPIPE: 32,
-  EBADMSG: 74,
-  EMSGSIZE: 90,
-  EPROTONOSUPPORT: 93,
-  ECONNRESET: 104,
-  ETIMEDOUT: 110,
-};
 
 /** A protocol failure as a SharedMemoryError with `code`. */
 export function channelError(code: string, message: string): SharedMemoryError {
-  return new SharedMemoryError(`${message} (${code})`, code, ERRNO[code] ?? 0);
+  return errorOf(code, message);
 }
 
 const W = (offset: number) => offset >> 2;

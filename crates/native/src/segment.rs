@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use crate::{code_of, guard};
+use crate::{code_of, guard, status};
 use shared_buffer::segment::{Options, Segment, SegmentId, SizeMismatch};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
@@ -200,12 +200,13 @@ unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<SegmentId> 
 /// Removes the keyed segment `key` (it lives on until the last process detaches).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_unlink_key(key: u32) -> i32 {
-    guard(
-        || match SegmentId::key(key).and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => code_of(&err),
-        },
-    )
+    guard(|| {
+        status(
+            SegmentId::key(key)
+                .and_then(|id| Segment::unlink(&id))
+                .map(|()| 0),
+        )
+    })
 }
 
 /// Removes the named segment `name[..name_len]`.
@@ -217,10 +218,7 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
         let id = unsafe { parse_name(name, name_len as usize) };
-        match id.and_then(|id| Segment::unlink(&id)) {
-            Ok(()) => 0,
-            Err(err) => code_of(&err),
-        }
+        status(id.and_then(|id| Segment::unlink(&id)).map(|()| 0))
     })
 }
 

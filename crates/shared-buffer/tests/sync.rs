@@ -121,11 +121,6 @@ fn child_entry() {
         "waiter" => child_waiter(&seg, var("SB_SYNC_INDEX") as usize),
         "hold" => child_hold(&seg),
         "count" => child_count(&seg, var("SB_SYNC_ROUNDS")),
-        "notifier" => {
-            std::thread::sleep(Duration::from_millis(100));
-            seg.atomic_u32(0).store(1, Ordering::Release);
-            notify(seg.atomic_u32(0), NOTIFY_ALL).unwrap();
-        }
         other => panic!("unknown role {other}"),
     }
 }

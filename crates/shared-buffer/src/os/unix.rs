@@ -137,7 +137,8 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
             // We made it and cannot hand it out: remove it so no half-made segment stays behind.
             // SAFETY: IPC_RMID takes no buffer.
             unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
-            Err(err)
+            // Another process may have removed it before we attached: ENOENT, as for an open.
+            Err(vanished(err))
         }
     }
 }
@@ -149,8 +150,18 @@ pub fn sysv_open(key: libc::key_t) -> io::Result<Mapping> {
     // SAFETY: shmid_ds is plain old data; all-zero is a valid value to be overwritten.
     let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: `stat` is a valid, writable shmid_ds.
-    cvt(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) })?;
-    sysv_attach(id, stat.shm_segsz as usize)
+    cvt(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) }).map_err(vanished)?;
+    sysv_attach(id, stat.shm_segsz as usize).map_err(vanished)
+}
+
+/// An id that `shmget` just returned is refused with `EINVAL` or `EIDRM` only when the segment
+/// was removed in between (and, for `EINVAL`, its last user detached): report that as the lookup
+/// would have, `ENOENT`, so that callers racing with an unlink see one error for it.
+fn vanished(err: io::Error) -> io::Error {
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::EIDRM) => io::Error::from_raw_os_error(libc::ENOENT),
+        _ => err,
+    }
 }
 
 fn sysv_attach(id: libc::c_int, len: usize) -> io::Result<Mapping> {
@@ -173,7 +184,7 @@ pub fn sysv_remove(key: libc::key_t) -> io::Result<()> {
     // SAFETY: shmget takes plain integers.
     let id = cvt(unsafe { libc::shmget(key, 0, 0) })?;
     // SAFETY: IPC_RMID takes no buffer.
-    cvt(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) })?;
+    cvt(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) }).map_err(vanished)?;
     Ok(())
 }
 

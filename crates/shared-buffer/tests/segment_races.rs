@@ -1,0 +1,68 @@
+//! Creating, opening and unlinking one segment from many threads at once: `open_or_create`
+//! always ends with a segment of the asked size, whoever wins each race.
+//!
+//! Threads race through the same system calls as processes do (`shm_open`, `shmget`), so the
+//! kernel interleaves them the same way, only faster. Two interleavings matter: another thread
+//! unlinks the segment between this one's failed exclusive create and its open (the open finds
+//! nothing, and the create must be tried again), and another thread has created the segment but
+//! not sized it yet (the open must wait for the size instead of reporting a zero-length segment).
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use shared_buffer::{Options, Segment, SegmentId};
+
+const THREADS: usize = 8;
+const ROUNDS: usize = 3000;
+const SIZE: usize = 8192;
+
+fn unique(kind: u32) -> u32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    std::process::id().wrapping_mul(4096) ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ kind
+}
+
+/// Runs THREADS threads that each open-or-create, write, close and unlink `id` ROUNDS times,
+/// and returns how many rounds created the segment. Panics on the first failed round.
+fn churn(id: &SegmentId) -> usize {
+    let created = AtomicUsize::new(0);
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                start.wait();
+                for round in 0..ROUNDS {
+                    let seg = Segment::open_or_create(id, SIZE, &Options::default())
+                        .unwrap_or_else(|err| panic!("round {round}: open_or_create: {err}"));
+                    assert_eq!(seg.len(), SIZE);
+                    if seg.created() {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    seg.atomic_u32(0).fetch_add(1, Ordering::Relaxed);
+                    drop(seg);
+                    match Segment::unlink(id) {
+                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                            panic!("round {round}: unlink: {err}")
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let _ = Segment::unlink(id);
+    created.into_inner()
+}
+
+#[test]
+fn open_or_create_survives_racing_creators_and_unlinkers_named() {
+    let id = SegmentId::name(&format!("/sbrace-{}", unique(0x6c00_0000))).unwrap();
+    let created = churn(&id);
+    assert!(created > 0 && created <= THREADS * ROUNDS, "{created}");
+}
+
+#[test]
+fn open_or_create_survives_racing_creators_and_unlinkers_keyed() {
+    let id = SegmentId::key(unique(0x6d00_0000)).unwrap();
+    let created = churn(&id);
+    assert!(created > 0 && created <= THREADS * ROUNDS, "{created}");
+}

@@ -1,0 +1,206 @@
+/**
+ * The native library as the runtimes load it: its exports are exactly the generated table in
+ * `ts/ffi.ts` (whose types the Rust compiler checks, see `crates/native/src/abi.rs`), the search
+ * order (explicit path, `SHARED_BUFFER_LIB`, next to the package), the one error that lists every
+ * path tried, refusing a library of another ABI version, and error numbers taken from the library.
+ *
+ * @module
+ */
+
+import { spawnSync } from "node:child_process";
+import { copyFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import process from "node:process";
+import {
+  type Done,
+  lib,
+  resultOf,
+  runtime,
+  scriptCommand,
+  start,
+  test,
+  testUnless,
+} from "./harness.ts";
+import { ABI_VERSION, symbols } from "../ts/ffi.ts";
+import { backend } from "../ts/backend.ts";
+import { LIBRARY_ENV, libraryFileName } from "../ts/library.ts";
+
+const root = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+const FILE = libraryFileName(process.platform);
+const BUILT = `${root}/target/release/${FILE}`;
+
+function assertEquals(actual: unknown, expected: unknown, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}:\n  expected ${e}\n  got      ${a}`);
+}
+
+function assertIncludes(text: string, part: string, what: string): void {
+  if (!text.includes(part)) throw new Error(`${what}: ${JSON.stringify(part)} not in:\n${text}`);
+}
+
+/** Why a tool cannot run here, or false. */
+function whyNo(tool: string, args: string[]): string | false {
+  const probe = spawnSync(tool, args, { encoding: "utf8" });
+  return probe.error ? `${tool} is not available: ${probe.error.message}` : false;
+}
+
+/** The native symbol of each table entry (Deno's nonblocking variant names its symbol). */
+const tableSymbols = [
+  ...new Set(
+    Object.entries(symbols as unknown as Record<string, { name?: string }>)
+      .map(([key, entry]) => entry.name ?? key),
+  ),
+].sort();
+
+testUnless(
+  whyNo("nm", ["--version"]),
+  "the built library exports exactly the sb_* symbols of the generated table",
+  () => {
+    const macos = process.platform === "darwin";
+    const nm = spawnSync("nm", macos ? ["-gU", BUILT] : ["-D", "--defined-only", BUILT], {
+      encoding: "utf8",
+    });
+    if (nm.status !== 0) throw new Error(`nm failed on ${BUILT}: ${nm.stderr}`);
+    const exported = nm.stdout.split("\n")
+      .map((line) => line.trim().split(/\s+/).at(-1)!.replace(macos ? /^_/ : /^$/, ""))
+      .filter((name) => name.startsWith("sb_"))
+      .sort();
+    assertEquals(
+      exported,
+      tableSymbols,
+      `the exports of ${BUILT} vs ts/ffi.ts (an export missing from crates/native/src/abi.rs, or a stale build)`,
+    );
+  },
+);
+
+test("error numbers come from the native library, named as it names them", () => {
+  const b = backend();
+  for (const name of ["EBADF", "EAGAIN", "EBUSY", "EINVAL", "ENOENT", "ETIMEDOUT", "EPIPE"]) {
+    const errno = b.errno(name);
+    if (!(errno > 0)) throw new Error(`${name}: no number (${errno})`);
+    assertEquals(b.errorName(-errno), name, `the name of -${errno}`);
+  }
+  assertEquals(b.errno("ENOT_A_CODE"), 0, "an unknown name");
+  // The library's own number for a closed segment reaches the error object.
+  const shm = lib.SharedMemory.create({ name: `/sbtest-errno-${runtime}-${process.pid}` }, 64);
+  shm.unlink();
+  shm.close();
+  try {
+    void shm.buffer;
+    throw new Error("buffer after close did not throw");
+  } catch (err) {
+    if (!(err instanceof lib.SharedMemoryError)) throw err;
+    assertEquals([err.code, err.errno], ["EBADF", b.errno("EBADF")], "code and errno");
+  }
+});
+
+/** A copy of the package's TypeScript (no native library next to it) in a fresh folder. */
+function packageCopy(): string {
+  const dir = mkdtempSync(`${tmpdir()}/sb-package-`);
+  for (const file of ["mod.ts", "bun.ts"]) copyFileSync(`${root}/${file}`, `${dir}/${file}`);
+  cpSync(`${root}/ts`, `${dir}/ts`, { recursive: true });
+  return dir;
+}
+
+/** Runs `load_library.ts` against `entryDir`'s entry point and returns what it printed. */
+async function load(
+  entryDir: string,
+  env: Record<string, string>,
+  explicit?: string,
+): Promise<{ path?: string; error?: string }> {
+  const entry = `${entryDir}/${runtime === "bun" ? "bun.ts" : "mod.ts"}`;
+  const args = explicit === undefined ? [entry] : [entry, explicit];
+  const r: Done = await start(scriptCommand(runtime, "load_library.ts", args), env).done;
+  if (r.code !== 0) throw new Error(`load_library.ts exited with ${r.code}:\n${r.stderr}`);
+  return resultOf(r, "load_library.ts");
+}
+
+test("search order: explicit path, then SHARED_BUFFER_LIB, then next to the package", async () => {
+  const dir = mkdtempSync(`${tmpdir()}/sb-lib-`);
+  try {
+    const copy = `${dir}/${FILE}`;
+    copyFileSync(BUILT, copy);
+    // The variable wins over the build next to the package.
+    assertEquals(await load(root, { [LIBRARY_ENV]: copy }), { path: copy }, "from the variable");
+    // An explicit path wins over the variable.
+    assertEquals(
+      await load(root, { [LIBRARY_ENV]: copy }, BUILT),
+      { path: BUILT },
+      "explicit over the variable",
+    );
+    // A variable naming nothing falls through to the build next to the package.
+    assertEquals(
+      await load(root, { [LIBRARY_ENV]: `${dir}/missing/${FILE}` }),
+      { path: BUILT },
+      "falling through",
+    );
+    // Without the variable: next to the package.
+    assertEquals(await load(root, { [LIBRARY_ENV]: "" }), { path: BUILT }, "no variable");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("when nothing loads, one error lists every path tried and names SHARED_BUFFER_LIB", async () => {
+  const pkg = packageCopy();
+  try {
+    const missing = `${pkg}/nowhere/${FILE}`;
+    const { path, error } = await load(pkg, { [LIBRARY_ENV]: missing });
+    assertEquals(path, undefined, "a path");
+    for (
+      const tried of [
+        missing,
+        `${pkg}/target/release/${FILE}`,
+        `${pkg}/target/debug/${FILE}`,
+        `${pkg}/${FILE}`,
+      ]
+    ) {
+      assertIncludes(error!, `  ${tried}: `, "every candidate, in order");
+    }
+    const order = [missing, `${pkg}/target/release/`, `${pkg}/target/debug/`].map((p) =>
+      error!.indexOf(p)
+    );
+    assertEquals(order, [...order].sort((a, b) => a - b), "the order tried");
+    assertIncludes(error!, LIBRARY_ENV, "the variable's name");
+  } finally {
+    rmSync(pkg, { recursive: true, force: true });
+  }
+});
+
+testUnless(
+  whyNo("cc", ["--version"]),
+  "a library of another ABI version is refused, and the search goes on past it",
+  async () => {
+    const dir = mkdtempSync(`${tmpdir()}/sb-stale-`);
+    try {
+      // A stub that exports every symbol of the table (so that dlopen binds them all), and
+      // reports another ABI version.
+      const stale = ABI_VERSION + 100;
+      const body = tableSymbols
+        .filter((name) => name !== "sb_abi_version")
+        .map((name) => `long ${name}(void) { return 0; }`)
+        .join("\n");
+      writeFileSync(
+        `${dir}/stub.c`,
+        `unsigned sb_abi_version(void) { return ${stale}; }\n${body}\n`,
+      );
+      const stub = `${dir}/${FILE}`;
+      const cc = spawnSync("cc", ["-shared", "-fPIC", "-o", stub, `${dir}/stub.c`], {
+        encoding: "utf8",
+      });
+      if (cc.status !== 0) throw new Error(`cc failed: ${cc.stderr}`);
+      const explicit = await load(root, {}, stub);
+      assertEquals(explicit.path, undefined, "loaded the stale library");
+      assertIncludes(
+        explicit.error!,
+        `${stub}: ABI version ${stale}, these bindings need ${ABI_VERSION}`,
+        "the refusal",
+      );
+      // Through the variable, the stale library is skipped for the build next to the package.
+      assertEquals(await load(root, { [LIBRARY_ENV]: stub }), { path: BUILT }, "skipped");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
