@@ -133,6 +133,10 @@ section wait "${DENO_RUN[@]}" bench/wait.ts
 # ring, by placement (about 2.5 minutes). Also draws bench/out/channel.svg.
 section channel "${DENO_RUN[@]}" bench/channel.ts
 
+# Engine-owned buffers: attach cost by kind of buffer, unlink with and without reporting to the
+# engine, and the forced collection after ENOSPC, in Deno and Bun (about 20 s).
+section ownership "${DENO_RUN[@]}" bench/ownership.ts
+
 # ---- merge and print ---------------------------------------------------------------------------
 
 "${DENO_RUN[@]}" bench/merge.ts

@@ -28,6 +28,7 @@ export interface Backend {
     how: number,
     flags: number,
     mode: number,
+    owner: bigint,
     out: BigUint64Array,
   ): number;
   openName(
@@ -36,8 +37,11 @@ export interface Backend {
     how: number,
     flags: number,
     mode: number,
+    owner: bigint,
     out: BigUint64Array,
   ): number;
+  /** The login name of `uid`, or undefined if the user database has none. */
+  userName(uid: number): string | undefined;
   unlinkKey(key: number): number;
   unlinkName(name: Uint8Array): number;
   dup(handle: number): number;
@@ -52,8 +56,10 @@ export interface Backend {
   address(address: bigint): Address;
   /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */
   wait(address: Address, expected: number, timeoutNs: number, spins: number): number;
-  /** The same without blocking the event loop; resolves with the same codes. */
+  /** The same without blocking the event loop; resolves with the same codes, or -EBADF. */
   waitAsync(address: Address, expected: number, timeoutNs: number): Promise<number>;
+  /** Ends the pending waits on `length` bytes from `address` with -EBADF; returns how many. */
+  cancelWaits(address: Address, length: number): number;
   notify(address: Address, count: number): number;
   mutexInit(address: Address): number;
   mutexLock(address: Address, timeoutNs: number): number;
@@ -66,11 +72,23 @@ export interface Backend {
 
   /**
    * A zero-copy ArrayBuffer over `length` bytes at `address`. The buffer owns `handle` (one
-   * reference to the mapping) and closes it when it is garbage-collected.
+   * reference to the mapping), and the engine's own finalizer closes it when the buffer is
+   * collected, wherever it was moved (a Worker, a stream, `transfer()`, another realm). A move the
+   * runtime cannot make safe must be refused by the runtime with its own error.
    */
   wrap(address: bigint, length: number, handle: number): ArrayBuffer;
-  /** Detaches a buffer made by {@linkcode wrap} and closes its `handle` now. */
+  /**
+   * For `close()`: if `buffer` is still in this process (not detached), detaches it and closes
+   * `handle` now. A buffer already moved or detached is left to its finalizer, so a moved buffer
+   * keeps working until it is collected.
+   */
   unwrap(buffer: ArrayBuffer, handle: number): void;
+  /**
+   * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
+   * collection now, then returns once collected buffers have released their mappings (the
+   * handle count stops falling), so that the caller can retry once.
+   */
+  relieve(): void;
 }
 
 /** The calls both adapters make the same way. */
@@ -83,6 +101,7 @@ export type CommonCalls = Pick<
   | "dup"
   | "close"
   | "handleCount"
+  | "userName"
   | "notify"
   | "mutexInit"
   | "mutexTryLock"
@@ -102,9 +121,19 @@ type Calls = Record<string, (...args: any[]) => any>;
 export function commonCalls(s: Calls): CommonCalls {
   const errnos = new Map<string, number>();
   return {
-    openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
-    openName: (name, size, how, flags, mode, out) =>
-      s.sb_open_name(name, name.length, size, how, flags, mode, out),
+    openKey: (key, size, how, flags, mode, owner, out) =>
+      s.sb_open_key(key, size, how, flags, mode, owner, out),
+    openName: (name, size, how, flags, mode, owner, out) =>
+      s.sb_open_name(name, name.length, size, how, flags, mode, owner, out),
+    userName(uid) {
+      let buf = new Uint8Array(64);
+      let n = s.sb_user_name(uid, buf, buf.length);
+      if (n > buf.length) {
+        buf = new Uint8Array(n);
+        n = s.sb_user_name(uid, buf, buf.length);
+      }
+      return n < 0 || n > buf.length ? undefined : new TextDecoder().decode(buf.subarray(0, n));
+    },
     unlinkKey: (key) => s.sb_unlink_key(key),
     unlinkName: (name) => s.sb_unlink_name(name, name.length),
     dup: (handle) => s.sb_dup(handle),
@@ -126,6 +155,22 @@ export function commonCalls(s: Calls): CommonCalls {
       return found;
     },
   };
+}
+
+/**
+ * Waits until the handle count has stopped falling for a few milliseconds (at most a quarter of
+ * a second): engines release collected buffers on a sweeper thread shortly after a collection.
+ */
+export function settleHandles(handleCount: () => number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let last = handleCount();
+  let still = 0;
+  for (let round = 0; round < 250 && still < 5; round++) {
+    Atomics.wait(pause, 0, 0, 1);
+    const now = handleCount();
+    still = now < last ? 0 : still + 1;
+    last = now;
+  }
 }
 
 /** A loader that opens the native library on first use. */
