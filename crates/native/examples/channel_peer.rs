@@ -58,8 +58,10 @@ fn main() {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     let num = |i: usize| arg(i).parse::<u32>().expect("a number argument");
     let id = SegmentId::name(arg(1)).expect("a segment name");
-    let segment = Segment::open(&id, None, &Options::default())
-        .unwrap_or_else(|e| fail("open", e.raw_os_error().unwrap_or(0), &e));
+    let segment = Segment::open(&id, None, &Options::default()).unwrap_or_else(|e| {
+        let e = std::io::Error::from(e);
+        fail("open", e.raw_os_error().unwrap_or(0), &e)
+    });
     let channel = Channel::open(segment).unwrap_or_else(|e| fail("Channel::open", e.errno(), &e));
     let (max, cap) = (channel.max_record(), channel.capacity() as usize);
     let options = WaitOptions {
