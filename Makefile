@@ -98,8 +98,10 @@ test-asan:
 test-tsan:
 	TSAN_OPTIONS="halt_on_error=1 report_mutex_bugs=0" $(call SANITIZE,thread)
 
+# Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
+# `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
 bench: tools build
-	bash bench/run.sh
+	$(DENO) run --allow-all bench/run.ts
 
 clean:
 	cargo clean

@@ -533,6 +533,14 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // The mapping goes away after this: no thread may go on counting a lock inside it as
+        // held, or a later mapping at the same addresses would look held.
+        crate::sync::forget_held_in(self.mapping.as_ptr() as usize, self.mapping.len());
+    }
+}
+
 /// Refuses a segment unless `owner` accepts every uid in `uids`.
 fn check_owner(owner: Owner, uids: &[u32]) -> Result<()> {
     match uids.iter().find(|&&uid| !owner.accepts(uid)) {
