@@ -26,12 +26,15 @@ build: $(LIB)
 
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
+	cargo build --release -p shared-buffer-native --examples
 	@touch $@
 
 # Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
-# crates/native/src/abi.rs); `make test` fails while they are out of date.
+# crates/native/src/abi.rs, ts/channel/layout.ts from the channel layout, the channel's golden
+# byte traces in tests/golden/); `make test` fails while they are out of date.
 generate:
 	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
+	SB_GENERATE=1 cargo test -q -p shared-buffer --test golden
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
@@ -55,6 +58,7 @@ lint: tools
 
 test-rust:
 	cargo test --workspace
+
 
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:
