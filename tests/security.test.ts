@@ -8,7 +8,7 @@
  */
 
 import { spawnSync } from "node:child_process";
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, cpSync, linkSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import {
@@ -81,6 +81,22 @@ function readableCopy(dir: string): void {
   spawnSync("chmod", ["-R", "a+rX", dir]);
 }
 
+/**
+ * `bin`, or a link or copy in `dir` that uid 65534 can run when `bin` lies inside the checkout (the
+ * pinned runtimes in `.tools/`), which that user may not be able to enter.
+ */
+function runnableBy65534(bin: string, dir: string): string {
+  if (!bin.startsWith(ROOT)) return bin;
+  const target = realpathSync(bin);
+  const copy = `${dir}/${target.slice(target.lastIndexOf("/") + 1)}`;
+  try {
+    linkSync(target, copy);
+  } catch {
+    cpSync(target, copy); // another file system
+  }
+  return copy;
+}
+
 /** Runs a child script in `which` as uid/gid 65534, from a copy readable by that user. */
 async function runAsNobody(which: "deno" | "bun", script: string, args: string[]): Promise<Done> {
   const home = mkdtempSync(`${tmpdir()}/sb-xp-nobody-`);
@@ -88,9 +104,11 @@ async function runAsNobody(which: "deno" | "bun", script: string, args: string[]
     chmodSync(home, 0o777);
     const tree = `${home}/pkg`;
     readableCopy(tree);
-    const command = scriptCommand(which, script, args).map((part) =>
-      part.startsWith(ROOT) ? `${tree}/${part.slice(ROOT.length)}` : part
-    );
+    const [bin, ...rest] = scriptCommand(which, script, args);
+    const command = [
+      runnableBy65534(bin, home),
+      ...rest.map((part) => part.startsWith(ROOT) ? `${tree}/${part.slice(ROOT.length)}` : part),
+    ];
     return await start([...SETPRIV, ...command], {
       HOME: home,
       TMPDIR: home,
