@@ -67,8 +67,10 @@ test-bun: tools build
 
 test: lint test-rust test-loom test-deno test-bun
 
+# Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
+# `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
 bench: tools build
-	bash bench/run.sh
+	$(DENO) run --allow-all bench/run.ts
 
 clean:
 	cargo clean

@@ -1,377 +1,395 @@
 /**
- * Turns `bench/out/results.json` (or the file given as the first argument) into Markdown tables
- * for the README and prints them: `deno run --allow-read bench/report.ts`.
+ * The one renderer of benchmark results: `deno run -A bench/report.ts [results.json]` reads
+ * `bench/out/results.json` (what `make bench` wrote) and rewrites
  *
- * One renderer per section; sections without one are listed at the end. To report a new section,
- * add a function to {@linkcode renderers}.
+ * - the part of `bench/README.md` between `<!-- results -->` and `<!-- /results -->`: every
+ *   figure (median over runs, with min-max spread) and every ratio, with the goals;
+ * - `docs/channel-throughput.svg`: the channel's throughput over each runtime's Unix socket;
+ * - the part of `README.md` between `<!-- bench -->` and `<!-- /bench -->`: that chart and a
+ *   sentence of figures.
+ *
+ * Nothing here is measured or written by hand: every number comes from the JSON. Run it with
+ * Deno: it formats the Markdown it wrote with `deno fmt`.
  *
  * @module
  */
 
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
-import { channelReport } from "./channel_report.ts";
-import { root } from "./common.ts";
+import { root } from "./harness.ts";
 
-// deno-lint-ignore no-explicit-any
-type Json = any;
-
-const path = process.argv[2] ?? `${root}/bench/out/results.json`;
-const results: Record<string, Json> = JSON.parse(readFileSync(path, "utf8"));
-
-const us = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(1)} us`);
-const x = (v: number | undefined, digits = 2) => (v === undefined ? "-" : `${v.toFixed(digits)}x`);
-const gbps = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(1)} GB/s`);
-const mark = (met: boolean | null | undefined) => (met === true ? " ✓" : met === false ? " ✗" : "");
-
-function table(header: string[], rows: string[][]): string {
-  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
-  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
+/** A figure or ratio as `bench/run.ts` writes it. */
+interface Stat {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+interface Figure extends Stat {
+  scenario: string;
+  runtime: string;
+  what: string;
+  size?: number;
+  placement?: string;
+  metric: string;
+}
+type Side = Omit<Figure, keyof Stat | "scenario">;
+interface Ratio extends Stat {
+  scenario: string;
+  label: string;
+  num: Side;
+  den: Side;
+  note?: string;
 }
 
-function machine(m: Json): string {
-  if (!m || m.skipped) return "";
-  const v = m.versions ?? {};
-  const versions = [v.deno?.replace(/ \(.*/, ""), v.bun && `bun ${v.bun}`, v.node, v.rustc]
-    .filter(Boolean).join(", ");
-  return `Measured ${m.date?.slice(0, 10)} on ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}, ` +
-    `${versions}; ${m.placement}; load average at start ${m.loadavg_at_start?.join(" ")}.`;
-}
+/**
+ * The goals, as ratios of the same run: a goal is met when the ratio's median over runs is on
+ * the right side. `runtimes`, `size` and `placement` narrow where the goal applies.
+ */
+const GOALS: {
+  label: string;
+  size?: number;
+  placement?: string;
+  atLeast?: number;
+  atMost?: number;
+}[] = [
+  { label: "channel (copying) / Unix socket, one write per message", size: 64, atLeast: 10 },
+  { label: "channel with a receive timeout / Unix socket", size: 64, atLeast: 10 },
+  { label: "channel (copying) / the Rust ring copying", size: 64, atLeast: 0.5 },
+  { label: "channel with a receive timeout / the Rust ring", size: 64, atLeast: 0.5 },
+  { label: "channel (copying) / the Rust ring copying", size: 4096, atLeast: 0.7 },
+  { label: "channel (copying) / Unix socket, one write per message", size: 65536, atLeast: 1 },
+  { label: "channel zero-copy / Unix socket", size: 65536, atLeast: 2 },
+  { label: "channel zero-copy / the Rust ring zero-copy", size: 65536, atLeast: 0.7 },
+  { label: "round trip: channel (parked) / Unix socket", atMost: 0.5 },
+  { label: "round trip: wait/notify (park) / Unix socket", atMost: 0.5 },
+  { label: "round trip: wait/notify (park) / Rust futex", atMost: 1.25 },
+  { label: "attach key, 4 KiB: time / libc's", atMost: 2 },
+  { label: "attach key, 1 GiB: time / libc's", atMost: 2 },
+  { label: "attach key_view, 4 KiB: time / libc's", atMost: 2 },
+  { label: "attach key_view, 1 GiB: time / libc's", atMost: 2 },
+  { label: "f64_sum over a shared buffer: GB/s / a plain ArrayBuffer's", atLeast: 0.95 },
+  { label: "u8_set over a shared buffer: GB/s / a plain ArrayBuffer's", atLeast: 0.95 },
+];
 
-function segment(s: Json): string {
-  if (s.skipped) return `Segment benchmarks skipped: ${s.skipped}`;
-  const a = s.attach;
-  const r = a.results;
-  const goal = a.goal;
-  const rows: string[][] = [];
-  const add = (label: string, impl: string, variant: string) => {
-    const res = r[impl];
-    if (!res) return;
-    if (res.skipped) {
-      rows.push([label, "skipped", "", "", res.skipped, ""]);
-      return;
-    }
-    const v = res[variant];
-    if (!v) return;
-    const g = goal[`${impl}.${variant}`];
-    rows.push([
-      label,
-      us(v.small_us),
-      us(v.large_us),
-      x(v.ratio),
-      g ? `${x(g.quotient)}${mark(g.goal_met)}` : impl === "native" ? "(reference)" : "-",
-      `${us(v.mean_small_us)} / ${us(v.mean_large_us)} = ${x(v.mean_ratio)}`,
-    ]);
-  };
-  add("native libc: shmget + IPC_STAT + shmat + shmdt", "native", "raw_key");
-  add("native `Segment::open({key})` + drop", "native", "segment_key");
-  for (const [impl, name] of [["deno", "Deno"], ["bun", "Bun"]]) {
-    add(`${name} \`SharedMemory.open({key})\` + \`.buffer\` + \`close()\``, impl, "key");
-    add(`${name} \`open({key})\` + \`.view(0, 4096)\` + \`close()\``, impl, "key_view");
-    add(`${name} \`createSharedBuffer\` + \`detachSharedBuffer\``, impl, "seed_api");
-  }
-  add("Node seed `shared-buffer@1.4.0` (no unmap: GC does it)", "node_seed", "seed_key");
-  add("Node seed, with the GC that unmaps, amortized", "node_seed", "seed_key_gc");
-  add("native libc: shm_open + fstat + mmap + close + munmap", "native", "raw_name");
-  add("native `Segment::open({name})` + drop", "native", "segment_name");
-  add("Deno `SharedMemory.open({name})` + `.buffer` + `close()`", "deno", "name");
-  add("Bun `SharedMemory.open({name})` + `.buffer` + `close()`", "bun", "name");
-  const attach = table(
-    [
-      "attach an existing segment (per call)",
-      "4 KiB",
-      "1 GiB",
-      "1 GiB / 4 KiB",
-      `÷ native ratio (goal ≤ 1.2)`,
-      "means: 4 KiB / 1 GiB",
-    ],
-    rows,
-  );
+const goalOf = (r: Ratio) =>
+  r.num.runtime === "native" || r.num.runtime === "seed"
+    ? undefined
+    : GOALS.find((g) =>
+      g.label === r.label && (g.size === undefined || g.size === r.num.size) &&
+      (g.placement === undefined || g.placement === r.num.placement)
+    );
 
-  const t = s.throughput;
-  const tRows: string[][] = [];
-  for (const [kernel, label] of [["f64_sum", "Float64Array sum"], ["u8_set", "Uint8Array.set"]]) {
-    const row = [label];
-    const n = t.native?.[kernel];
-    row.push(n ? `${gbps(n.shared_gbps)} / ${gbps(n.plain_gbps)} = ${x(n.ratio, 3)}` : "skipped");
-    for (const which of ["deno", "bun"]) {
-      const k = t[which]?.[kernel];
-      if (!k) {
-        row.push("skipped", "");
-        continue;
-      }
-      row.push(
-        `${gbps(k.shared_gbps)} / ${gbps(k.plain_gbps)}`,
-        `${x(k.ratio, 3)}${mark(k.goal_met)}`,
-      );
-    }
-    tRows.push(row);
-  }
-  const throughput = table(
-    [
-      "64 MiB buffer",
-      "native (Rust) shared / heap",
-      "Deno shared / plain",
-      "Deno ratio (goal ≥ 0.95)",
-      "Bun shared / plain",
-      "Bun ratio (goal ≥ 0.95)",
-    ],
-    tRows,
-  );
-  return [
-    `Attach: open + map + unmap of a segment that already exists and is populated, no page ` +
-    `touched. ${a.rounds} processes per implementation, each timing ${a.blocks_per_round} ` +
-    `blocks per size of the same number of calls (~${a.block_ms} ms at 4 KiB), alternating ` +
-    `sizes. Per-call medians; the ratio is the median over back-to-back block pairs, divided ` +
-    `in the next column by the native libc ratio of the same run; the last column is total ` +
-    `time over total calls, which keeps the blocks a garbage collection slowed down.`,
-    "",
-    attach,
-    "",
-    `Throughput: shared (\`SharedMemory.create\`, populated) vs \`new ArrayBuffer\` of the same ` +
-    `size, medians over ${t.rounds} processes per runtime, alternating shared and plain; the ` +
-    `native column runs the same kernels (f64 sum, memcpy) over a segment and a heap buffer.`,
-    "",
-    throughput,
-  ].join("\n");
-}
-
-/** Microseconds with two decimals below 10, one above. */
-const usFine = (v: number | undefined) =>
-  v === undefined ? "-" : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} us`;
-const nsFine = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(1)} ns`);
-
-function wait(w: Json): string {
-  if (w.skipped) return `Wait/notify benchmarks skipped: ${w.skipped}`;
-  const runtimes = ["deno", "bun"];
-  const cell = (f: Json) =>
-    !f
-      ? "-"
-      : f.skipped
-      ? `skipped (${f.skipped})`
-      : `${usFine(f.median_us)} / ${usFine(f.p99_us)}`;
-  const placements = Object.keys(w.latency ?? {});
-  const where: Record<string, string> = {
-    same: "same core: both `taskset -c 0`",
-    split: "two cores: `taskset -c 0` / `-c 1`",
-  };
-  const variants: [string, string, string | null][] = [
-    ["park", "`wait`/`notify`, park at once", "park"],
-    [
-      "spin",
-      `\`wait(.., { spin: ${w.latency?.same?.native?.spin?.spins ?? 256} })\` both sides`,
-      "spin",
-    ],
-    ["async", "`waitAsync` measuring side, `wait` echo side", "async"],
-    ["unix_socket", "runtime's Unix socket, 8 B", null],
-    ["worker_atomics", "`Atomics.wait`/`notify`, 2 Workers (in-process)", null],
-  ];
-  const rows: string[][] = [];
-  for (const p of placements) {
-    const l = w.latency[p];
-    for (const [key, label, nativeKey] of variants) {
-      rows.push([
-        where[p] ?? p,
-        label,
-        ...runtimes.map((r) => cell(l[r]?.[key])),
-        nativeKey ? cell(l.native?.[nativeKey]) : "",
-      ]);
-    }
-  }
-  const latency = table(
-    [
-      "placement",
-      "round trip between two processes",
-      "Deno median / p99",
-      "Bun median / p99",
-      "native (Rust) median / p99",
-    ],
-    rows,
-  );
-
-  const ratioRows: string[][] = [];
-  const byKey = new Map<string, Json>();
-  for (const r of w.ratios ?? []) byKey.set(`${r.placement}|${r.runtime}|${r.ratio}`, r);
-  const kinds: [string, (rt: string) => string, string][] = [
-    ["`wait`/`notify` ÷ own Unix socket", (rt) => `${rt}.park / ${rt}.unix_socket`, "≤ 0.5"],
-    ["`wait`/`notify` ÷ native futex", (rt) => `${rt}.park / native.park`, "≤ 1.25"],
-    ["(floor) native futex ÷ own Unix socket", (rt) => `native.park / ${rt}.unix_socket`, ""],
-    ["spin-then-park ÷ own Unix socket", (rt) => `${rt}.spin / ${rt}.unix_socket`, ""],
-    ["`waitAsync` ÷ own Unix socket", (rt) => `${rt}.async / ${rt}.unix_socket`, ""],
-    ["spin-then-park ÷ native spin-then-park", (rt) => `${rt}.spin / native.spin`, ""],
-    ["`waitAsync` ÷ native async service", (rt) => `${rt}.async / native.async`, ""],
-    ["`wait`/`notify` ÷ Workers + Atomics", (rt) => `${rt}.park / ${rt}.worker_atomics`, ""],
-  ];
-  for (const p of placements) {
-    for (const [label, key, goal] of kinds) {
-      const cells = runtimes.map((rt) => {
-        const r = byKey.get(`${p}|${rt}|${key(rt)}`);
-        if (!r || r.median === null) return "-";
-        return `${x(r.median)}${mark(r.goal_met)} (p99 ${x(r.p99)})`;
-      });
-      ratioRows.push([where[p] ?? p, label, ...cells, goal]);
-    }
-  }
-  const ratios = table(
-    ["placement", "median ratio, same run", "Deno", "Bun", "goal"],
-    ratioRows,
-  );
-
-  const m = w.micro ?? {};
-  const nat = m.native_same ?? m.native_split;
-  const sys = w.syscalls ?? {};
-  const sysCell = (rt: string, window: string) => {
-    const s = sys[rt];
-    if (!s) return "-";
-    if (s.skipped) return `skipped (${s.skipped})`;
-    const win = s.windows?.[window];
-    if (!win || win.skipped) return "-";
-    const names = Object.entries(win.loop_thread_by_name as Record<string, number>)
-      .map(([k, v]) => `${k} ${v}`).join(", ");
-    return `${win.loop_thread_syscalls} in ${win.iterations.toLocaleString("en-US")}` +
-      (names ? ` (${names})` : "") +
-      (win.other_threads_syscalls ? `; other threads ${win.other_threads_syscalls}` : "");
-  };
-  const microCell = (rt: string, k: string, goal?: number) => {
-    const v = m[rt]?.[k];
-    if (m[rt]?.skipped) return "skipped";
-    return v === undefined ? "-" : `${nsFine(v)}${goal === undefined ? "" : mark(v < goal)}`;
-  };
-  const idle = (rt: string) => {
-    const i = w.idle?.[rt];
-    if (!i) return "-";
-    if (i.skipped) return `skipped (${i.skipped})`;
-    return `${i.wait_async_2s.cpu_ms_per_s.toFixed(2)} ms/s (idle runtime: ` +
-      `${i.idle_before_1s.cpu_ms_per_s.toFixed(2)} before, ${
-        i.idle_after_1s.cpu_ms_per_s.toFixed(2)
-      } after)`;
-  };
-  const microRows: string[][] = [
-    [
-      "`Mutex` lock + unlock, uncontended",
-      microCell("deno", "lock_unlock_ns", 100),
-      microCell("bun", "lock_unlock_ns", 100),
-      nsFine(nat?.mutex_lock_unlock_ns),
-      "< 100 ns",
-    ],
-    [
-      "`tryLock` + unlock",
-      microCell("deno", "trylock_unlock_ns"),
-      microCell("bun", "trylock_unlock_ns"),
-      "",
-      "",
-    ],
-    [
-      "lock alone (4,096 mutexes per block)",
-      microCell("deno", "lock_alone_ns"),
-      microCell("bun", "lock_alone_ns"),
-      "",
-      "",
-    ],
-    [
-      "unlock alone (4,096 mutexes per block)",
-      microCell("deno", "unlock_alone_ns", 100),
-      microCell("bun", "unlock_alone_ns", 100),
-      "",
-      "< 100 ns",
-    ],
-    [
-      "system calls in 1,000,000 lock + unlock (strace -f)",
-      sysCell("deno", "lock_unlock"),
-      sysCell("bun", "lock_unlock"),
-      "",
-      "none",
-    ],
-    [
-      "system calls in 4,096 unlocks",
-      sysCell("deno", "unlock_many"),
-      sysCell("bun", "unlock_many"),
-      "",
-      "none",
-    ],
-    [
-      "`notify` with no waiter",
-      microCell("deno", "notify_no_waiter_ns"),
-      microCell("bun", "notify_no_waiter_ns"),
-      nsFine(nat?.notify_no_waiter_ns),
-      "",
-    ],
-    [
-      "system calls in 10,000 such `notify`",
-      sysCell("deno", "notify"),
-      sysCell("bun", "notify"),
-      "",
-      "",
-    ],
-    [
-      '`wait` on a changed value ("not-equal")',
-      microCell("deno", "wait_not_equal_ns"),
-      microCell("bun", "wait_not_equal_ns"),
-      "",
-      "",
-    ],
-    [
-      "`Atomics.notify` on a SharedArrayBuffer, no waiter",
-      microCell("deno", "atomics_notify_sab_no_waiter_ns"),
-      microCell("bun", "atomics_notify_sab_no_waiter_ns"),
-      "",
-      "",
-    ],
-    ["CPU of an idle `waitAsync` (2 s)", idle("deno"), idle("bun"), "", "not measurable"],
-    [
-      "`performance.now()` (in every round-trip sample)",
-      microCell("deno", "timer_now_ns"),
-      microCell("bun", "timer_now_ns"),
-      "",
-      "",
-    ],
-  ];
-  const micro = table(
-    ["one thread, `taskset -c 0`", "Deno", "Bun", "native (Rust)", "goal"],
-    microRows,
-  );
-  const rt = w.round_trips ?? {};
-  const load = w.load_average;
-  return [
-    `Wait/notify: round trips between two processes of one runtime (the measuring one stores and ` +
-    `notifies, the echo one answers), each timed with \`performance.now()\`; ${rt.rounds} rounds ` +
-    `of ${
-      rt.n?.toLocaleString("en-US")
-    } timed round trips per variant (after ${rt.warmup} untimed), ` +
-    `rotated order; each figure is the median over rounds of the round's median and p99. ` +
-    `Native: \`bench/native_wait.rs\` in the same run.` +
-    (load
-      ? ` Load average ${load.at_start?.join(" ")} at the start, ${
-        load.at_end?.join(" ")
-      } at the end.`
-      : ""),
-    "",
-    latency,
-    "",
-    "Ratios of medians measured in the same run and placement (p99 ratio in brackets):",
-    "",
-    ratios,
-    "",
-    micro,
-  ].join("\n");
-}
-
-/** Markdown for each known section. */
-const renderers: Record<string, (section: Json) => string> = {
-  segment,
-  wait,
-  channel: channelReport,
+const SIZE_NAMES: Record<number, string> = {
+  8: "8 B",
+  64: "64 B",
+  4096: "4 KiB",
+  65536: "64 KiB",
+  1048576: "1 MiB",
+  1073741824: "1 GiB",
 };
+const sizeName = (n?: number) => (n === undefined ? "" : SIZE_NAMES[n] ?? `${n} B`);
 
-const parts: string[] = [];
-const unknown: string[] = [];
-for (const [name, section] of Object.entries(results)) {
-  if (["generated", "seconds", "machine"].includes(name)) continue;
-  const render = renderers[name];
-  if (render) parts.push(render(section));
-  else unknown.push(name);
+/** A number for people: 3 significant digits, thousands as k/M. */
+function num(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
+  return a >= 100 ? v.toFixed(0) : `${+v.toPrecision(3)}`;
 }
-const footer = machine(results.machine);
-if (footer) parts.push(footer);
-if (unknown.length) parts.push(`(No Markdown renderer for: ${unknown.join(", ")}.)`);
-console.log(parts.join("\n\n"));
+
+/** The median, with its min-max spread when there was more than one run. */
+const cell = (
+  s?: Stat,
+) => (!s
+  ? ""
+  : s.runs.length > 1
+  ? `${num(s.median)} (${num(s.min)}-${num(s.max)})`
+  : num(s.median));
+
+/** A Markdown table. */
+function table(head: string[], body: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [line(head), line(head.map(() => "---")), ...body.map(line)].join("\n");
+}
+
+/**
+ * Figures as a table: one row per `rowOf`, one column per `colOf`, each cell drawn by `draw`
+ * (the median and its spread by default).
+ */
+function pivot(
+  figs: Figure[],
+  rowOf: (f: Figure) => string,
+  colOf: (f: Figure) => string,
+  first: string,
+  draw: (f: Figure) => string = cell,
+): string {
+  const rows = [...new Set(figs.map(rowOf))];
+  const cols = [...new Set(figs.map(colOf))];
+  const at = new Map(figs.map((f) => [`${rowOf(f)}\u0000${colOf(f)}`, f]));
+  return table(
+    [first, ...cols],
+    rows.map((
+      r,
+    ) => [r, ...cols.map((c) => at.has(`${r}\u0000${c}`) ? draw(at.get(`${r}\u0000${c}`)!) : "")]),
+  );
+}
+
+const TRIPS = "Median µs per round trip (lowest-highest run), then p99 µs and the CPU µs both " +
+  "processes used per round trip (medians over runs):\n";
+
+/** Round-trip figures as a table: median with spread, p99 and CPU per round trip in each cell. */
+function trips(
+  figs: Figure[],
+  rowOf: (f: Figure) => string,
+  colOf: (f: Figure) => string,
+  first: string,
+): string {
+  const other = (f: Figure, metric: string) =>
+    figs.find((g) => g.metric === metric && rowOf(g) === rowOf(f) && colOf(g) === colOf(f));
+  return pivot(figs.filter((f) => f.metric === "median_us"), rowOf, colOf, first, (f) => {
+    const [p99, cpu] = [other(f, "p99_us"), other(f, "cpu_us")];
+    return `${cell(f)}; p99 ${p99 ? num(p99.median) : "?"}${cpu ? `; CPU ${num(cpu.median)}` : ""}`;
+  });
+}
+
+/** The ratios of one scenario, with their goals and the numbers of their notes. */
+function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
+  return table(
+    ["ratio", "who", "size", "placement", "value", "goal"],
+    ratios.map((r) => {
+      const g = goalOf(r);
+      const goal = !g
+        ? ""
+        : `${g.atLeast !== undefined ? `≥ ${g.atLeast}` : `≤ ${g.atMost}`} ${
+          (g.atLeast !== undefined ? r.median >= g.atLeast : r.median <= g.atMost!)
+            ? "met"
+            : "**not met**"
+        }`;
+      const mark = r.note ? ` [${notes.indexOf(r.note) + 1}]` : "";
+      const who = r.num.runtime === r.den.runtime
+        ? r.num.runtime
+        : `${r.num.runtime} / ${r.den.runtime}`;
+      return [r.label + mark, who, sizeName(r.num.size), r.num.placement ?? "", cell(r), goal];
+    }),
+  );
+}
+
+/** Every section of `bench/README.md`'s results, from the JSON. */
+function results(json: any): string {
+  const figs: Figure[] = json.figures;
+  const ratios: Ratio[] = json.ratios;
+  const of = (scenario: string, pred: (f: Figure) => boolean = () => true) =>
+    figs.filter((f) => f.scenario === scenario && pred(f));
+  const m = json.machine;
+  const out: string[] = [];
+  out.push(
+    `Run of ${json.generated.slice(0, 16).replace("T", " ")} UTC: ${json.runs} run(s) of every ` +
+      `scenario in ${Math.round(json.elapsed_s)} s on ${m.cpus} CPUs (${m.cpu}), Linux ` +
+      `${m.kernel}; ${Object.values(m.versions).join(", ")}. Load average ` +
+      `${m.load_average.at_start.join(" / ")} at the start and ${
+        m.load_average.at_end.join(" / ")
+      } ` +
+      "at the end (other work shares this machine). Each cell is the median over runs, with the " +
+      "lowest and highest run in brackets.",
+  );
+  const placementText = (p?: string) => (p ? `${p}: ${json.placements[p]}` : "");
+
+  out.push("### Attach: open + view + close, µs per call\n");
+  out.push(
+    pivot(
+      of("attach", (f) => f.metric === "us"),
+      (f) => `${f.runtime} ${f.what}`,
+      (f) => sizeName(f.size),
+      "who, variant",
+    ),
+  );
+  out.push("### Throughput over a 64 MiB buffer, GB/s\n");
+  out.push(
+    pivot(
+      of("throughput"),
+      (f) => `${f.runtime} ${f.what}`,
+      (f) => f.metric.replace("_gbps", ""),
+      "who, kernel",
+    ),
+  );
+  out.push("### Lock, notify and wait on one thread, ns per call\n");
+  out.push(pivot(of("mutex", (f) => f.metric === "ns"), (f) => f.what, (f) => f.runtime, "call"));
+  out.push(
+    "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against idling:\n",
+  );
+  out.push(
+    pivot(of("mutex", (f) => f.what === "idle"), (f) => f.metric, (f) => f.runtime, "period"),
+  );
+  for (const p of Object.keys(json.placements)) {
+    out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
+    out.push(TRIPS);
+    out.push(
+      trips(of("wait", (f) => f.placement === p), (f) => f.what, (f) => f.runtime, "variant"),
+    );
+  }
+  for (const p of Object.keys(json.placements)) {
+    const c = of("channel", (f) => f.placement === p);
+    if (!c.length) continue;
+    out.push(`### Channel throughput, messages/s, ${placementText(p)}\n`);
+    const rate = c.filter((f) => f.metric === "msgs_per_s");
+    out.push(
+      pivot(rate, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"),
+    );
+    out.push(`### Channel round trips, ${placementText(p)}\n`);
+    out.push(TRIPS);
+    out.push(trips(c, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"));
+  }
+  out.push("### Ratios of the same run\n");
+  out.push(
+    "Each ratio is taken within one run, then its median over runs (lowest-highest run in " +
+      "brackets). A goal is met when the median is on its side.\n",
+  );
+  const notes = [...new Set(ratios.map((r) => r.note).filter(Boolean))];
+  out.push(notes.map((n, i) => `[${i + 1}] ${n}.`).join("\n"));
+  for (const scenario of Object.keys(json.scenarios)) {
+    const mine = ratios.filter((r) => r.scenario === scenario);
+    if (!mine.length) continue;
+    out.push(`#### ${scenario}\n`);
+    out.push(ratioTable(mine, notes));
+  }
+  const skipped = Object.entries(json.skipped as Record<string, string>);
+  if (skipped.length) {
+    out.push("### Not measured in this run\n");
+    out.push(skipped.map(([k, v]) => `- ${k}: ${v}`).join("\n"));
+  }
+  return out.join("\n\n") + "\n";
+}
+
+/** The chart: channel throughput over each runtime's Unix socket (split placement), log scale. */
+function chart(json: any): string {
+  const ratios: Ratio[] = json.ratios;
+  const placement = "split" in json.placements ? "split" : "same";
+  const series = [
+    [
+      "channel (copying) / Unix socket, one write per message",
+      "Channel send / recvInto",
+      "#2f6fb3",
+    ],
+    ["channel zero-copy / Unix socket", "Channel reserve+commit / recvView", "#e08a1e"],
+    ["the Rust ring copying / Unix socket", "Rust ring, copying", "#8c8c8c"],
+  ];
+  const sizes = [64, 4096, 65536, 1048576];
+  const runtimes = [
+    ...new Set(ratios.filter((r) => r.scenario === "channel").map((r) => r.num.runtime)),
+  ]
+    .filter((rt) => rt !== "native");
+  const value = (label: string, rt: string, size: number) =>
+    ratios.find((r) =>
+      r.label === label && r.num.size === size && r.num.placement === placement &&
+      (r.num.runtime === rt || r.den.runtime === rt && r.num.runtime === "native")
+    )?.median;
+  const [W, H, left, top, bottom] = [300, 260, 50, 60, 50];
+  const width = left + runtimes.length * W + 20;
+  // 0.1x to 100x, log scale, rounded to tenths of a pixel.
+  const y = (v: number) => Math.round((top + H - ((Math.log10(v) + 1) / 3) * H) * 10) / 10;
+  const svg: string[] = [];
+  svg.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
+      top + H + bottom
+    }" font-family="sans-serif" font-size="12">`,
+  );
+  svg.push(`<rect width="100%" height="100%" fill="white"/>`);
+  svg.push(
+    `<text x="${left}" y="20" font-size="14" font-weight="bold">Messages/s over the runtime's Unix socket (one message per write), ${placement}</text>`,
+  );
+  series.forEach(([, name, color], i) => {
+    svg.push(
+      `<rect x="${left + i * 230}" y="32" width="12" height="12" fill="${color}"/><text x="${
+        left + i * 230 + 16
+      }" y="42">${name}</text>`,
+    );
+  });
+  for (const v of [0.1, 1, 10, 100]) {
+    svg.push(
+      `<line x1="${left}" x2="${width - 20}" y1="${y(v)}" y2="${y(v)}" stroke="${
+        v === 1 ? "#000" : "#ddd"
+      }"/>`,
+    );
+    svg.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v}x</text>`);
+  }
+  runtimes.forEach((rt, p) => {
+    const x0 = left + p * W;
+    svg.push(
+      `<text x="${x0 + W / 2}" y="${
+        top + H + 38
+      }" text-anchor="middle" font-weight="bold">${rt}</text>`,
+    );
+    sizes.forEach((size, s) => {
+      const gx = x0 + 10 + s * (W / sizes.length);
+      svg.push(
+        `<text x="${gx + 30}" y="${top + H + 16}" text-anchor="middle">${sizeName(size)}</text>`,
+      );
+      series.forEach(([label, , color], i) => {
+        const v = value(label, rt, size);
+        if (v === undefined) return;
+        const clamped = Math.min(100, Math.max(0.1, v));
+        const [x, yv, y1] = [gx + i * 20, y(clamped), y(1)];
+        svg.push(
+          `<rect x="${x}" y="${Math.min(yv, y1)}" width="18" height="${
+            Math.max(1, Math.round(Math.abs(y1 - yv) * 10) / 10)
+          }" fill="${color}"><title>${label}: ${num(v)}x</title></rect>`,
+        );
+        svg.push(
+          `<text x="${x + 9}" y="${v >= 1 ? yv - 3 : yv + 11}" text-anchor="middle" font-size="9">${
+            num(v)
+          }</text>`,
+        );
+        const goal = GOALS.find((g) => g.label === label && g.size === size)?.atLeast;
+        if (goal !== undefined) {
+          svg.push(
+            `<line x1="${x - 2}" x2="${x + 20}" y1="${y(goal)}" y2="${
+              y(goal)
+            }" stroke="#c00" stroke-width="2"><title>goal: at least ${goal}x</title></line>`,
+          );
+        }
+      });
+    });
+  });
+  svg.push("</svg>");
+  return svg.join("\n") + "\n";
+}
+
+/** The README's sentence of figures: the channel's headline ratios, from the same JSON. */
+function summary(json: any): string {
+  const ratios: Ratio[] = json.ratios;
+  const placement = "split" in json.placements ? "split" : "same";
+  const pick = (label: string, size: number) =>
+    ratios.filter((r) => r.label === label && r.num.size === size && r.num.placement === placement)
+      .map((r) => `${num(r.median)}x in ${r.num.runtime[0].toUpperCase()}${r.num.runtime.slice(1)}`)
+      .join(", ") || "not measured";
+  const where = placement === "split" ? "on two cores" : "on one core";
+  return `![Channel throughput over the runtime's Unix socket](docs/channel-throughput.svg)\n\n` +
+    `Between two processes ${where}, medians of ${json.runs} runs of one \`make bench\`: 64 B ` +
+    `messages through a channel (\`send\` / \`recvInto\`) reach ` +
+    `${pick("channel (copying) / Unix socket, one write per message", 64)} the messages/s of ` +
+    `the runtime's own Unix socket written one message per write ` +
+    `(${pick("channel (copying) / Unix socket, packed 64 KiB writes", 64)} of the socket with ` +
+    `messages packed into 64 KiB writes) and ` +
+    `${pick("channel (copying) / the Rust ring copying", 64)} of the Rust ring doing the same; ` +
+    `64 KiB messages zero-copy reach ${pick("channel zero-copy / Unix socket", 65536)} the ` +
+    `socket. The method, every figure and every comparison: [bench/README.md](bench/README.md).\n`;
+}
+
+/** Replaces the text between `<!-- tag -->` and `<!-- /tag -->` in `file`. */
+function splice(file: string, tag: string, text: string): void {
+  const old = readFileSync(file, "utf8");
+  const [open, close] = [`<!-- ${tag} -->`, `<!-- /${tag} -->`];
+  const [i, j] = [old.indexOf(open), old.indexOf(close)];
+  if (i < 0 || j < i) throw new Error(`${file} has no ${open} ... ${close} markers`);
+  writeFileSync(file, `${old.slice(0, i + open.length)}\n${text}${old.slice(j)}`);
+}
+
+const json = JSON.parse(readFileSync(process.argv[2] ?? `${root}/bench/out/results.json`, "utf8"));
+splice(`${root}/bench/README.md`, "results", results(json));
+writeFileSync(`${root}/docs/channel-throughput.svg`, chart(json));
+splice(`${root}/README.md`, "bench", summary(json));
+// The Markdown as `deno fmt` (which `make test` checks) lays it out.
+spawnSync(process.execPath, ["fmt", "-q", `${root}/README.md`, `${root}/bench/README.md`]);
+console.error("[bench] wrote bench/README.md, docs/channel-throughput.svg and README.md's summary");

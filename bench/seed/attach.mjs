@@ -1,6 +1,6 @@
 // The anchor of the attach benchmark: the seed package (npm `shared-buffer@1.4.0`, a node-gyp
-// addon) in Node attaching the segments that bench/segment.ts made, timed as the other children
-// are and printed in the same JSON shape.
+// addon) in Node attaching the segments that bench/scenarios/attach.ts made, timed as the other children
+// are and printed in the same JSON shape (see bench/scenarios/attach.ts).
 //
 // The seed's createSharedBuffer(key, size) is shmget(key, size, 0666) + shmat, without IPC_STAT.
 // Its detachSharedBuffer does not unmap: shmdt runs when the buffer is garbage-collected, so a
@@ -11,10 +11,12 @@
 import { createRequire } from "node:module";
 import process from "node:process";
 
-// A relative path: the bare name would resolve to this repository's own package.json, which is
+// SEED_PACKAGE (a folder) or a relative path: the bare name would resolve to this repository's own package.json, which is
 // also called "shared-buffer".
 const require = createRequire(import.meta.url);
-const { createSharedBuffer, detachSharedBuffer } = require("./node_modules/shared-buffer");
+const { createSharedBuffer, detachSharedBuffer } = require(
+  process.env.SEED_PACKAGE ?? "./node_modules/shared-buffer",
+);
 
 const SMALL = 4096;
 const LARGE = 1 << 30;
@@ -26,7 +28,7 @@ function envInt(name, fallback) {
 
 function need(name) {
   const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run bench/segment.ts`);
+  if (!value) throw new Error(`${name} is not set: run bench/run.ts attach`);
   return Number(value);
 }
 

@@ -1,0 +1,240 @@
+/**
+ * Attach: `open` + a view + `close()` of a 4 KiB and a 1 GiB segment that already exist and are
+ * populated, so that only the attach path is timed; against the same system calls from Rust
+ * (`native_segment`) and the seed package (npm `shared-buffer@1.4.0`) in Node.
+ *
+ * @module
+ */
+
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import process from "node:process";
+import {
+  calibrate,
+  childCommand,
+  type Compare,
+  leftovers,
+  lib,
+  median,
+  nativeBinary,
+  root,
+  round,
+  type Row,
+  runJson,
+  type Scenario,
+  timeBlock,
+  uniqueName,
+} from "../harness.ts";
+
+const SIZES = { small: 4096, large: 1 << 30 } as const;
+const BLOCKS = 8;
+const BLOCK_MS = 10;
+
+/** The segments under test: a key and a name of each size. */
+interface Ids {
+  keys: [number, number];
+  names: [string, string];
+}
+
+/** Per-variant blocks of ns per call, as every attach child (and the Rust one) prints them. */
+type Blocks = Record<string, Record<"small" | "large", { ns_per_op: number[] }>>;
+
+/** Times each variant on both sizes in alternating blocks of the same number of calls. */
+function attachChild(ids: Ids): { variants: Blocks } {
+  const { SharedMemory, createSharedBuffer, detachSharedBuffer } = lib;
+  let sink = 0;
+  const pairOf = (op: (i: 0 | 1) => void): [() => void, () => void] => [() => op(0), () => op(1)];
+  const variants: Record<string, [() => void, () => void]> = {
+    key: pairOf((i) => {
+      const shm = SharedMemory.open({ key: ids.keys[i] });
+      sink += shm.buffer.byteLength;
+      shm.close();
+    }),
+    key_view: pairOf((i) => {
+      const shm = SharedMemory.open({ key: ids.keys[i] });
+      sink += shm.view(0, SIZES.small).byteLength;
+      shm.close();
+    }),
+    name: pairOf((i) => {
+      const shm = SharedMemory.open({ name: ids.names[i] });
+      sink += shm.buffer.byteLength;
+      shm.close();
+    }),
+    seed_api: pairOf((i) => {
+      const buffer = createSharedBuffer(ids.keys[i], i ? SIZES.large : SIZES.small);
+      sink += buffer.byteLength;
+      detachSharedBuffer(buffer);
+    }),
+  };
+  const out: Blocks = {};
+  const iters: Record<string, number> = {};
+  for (const [name, [small, large]] of Object.entries(variants)) {
+    for (let i = 0; i < 500; i++) small(), large();
+    iters[name] = calibrate(BLOCK_MS, small); // one count for both sizes: GC spreads alike
+    out[name] = { small: { ns_per_op: [] }, large: { ns_per_op: [] } };
+  }
+  for (let b = 0; b < BLOCKS; b++) {
+    for (const [name, [small, large]] of Object.entries(variants)) {
+      const order = b % 2 ? ["large", "small"] as const : ["small", "large"] as const;
+      for (const size of order) {
+        out[name][size].ns_per_op.push(timeBlock(iters[name], size === "small" ? small : large));
+      }
+    }
+  }
+  if (sink === 0 || lib.openHandleCount() !== 0) throw new Error("handles left open");
+  return { variants: out };
+}
+
+/**
+ * The seed's attach script, with the seed package from `SEED_PACKAGE` (a folder) or installed
+ * into `bench/seed/node_modules` once; throws why it cannot.
+ */
+function seedScript(): string {
+  const given = process.env.SEED_PACKAGE;
+  if (given && existsSync(`${given}/build/Release/shared-buffer.node`)) {
+    return `${root}/bench/seed/attach.mjs`;
+  }
+  const addon = `${root}/bench/seed/node_modules/shared-buffer/build/Release/shared-buffer.node`;
+  if (!existsSync(addon)) {
+    const nodedir = existsSync("/usr/include/node/node.h") ? "/usr" : "";
+    const npm = spawnSync("npm", [
+      "install",
+      "--prefix",
+      `${root}/bench/seed`,
+      "--no-save",
+      "--no-package-lock",
+      "--no-audit",
+      "--no-fund",
+      "--loglevel=error",
+      "shared-buffer@1.4.0",
+    ], { env: { ...process.env, npm_config_nodedir: nodedir }, encoding: "utf8" });
+    if (!existsSync(addon)) {
+      throw new Error(`npm install shared-buffer@1.4.0 failed: ${(npm.stderr ?? "").slice(-300)}`);
+    }
+  }
+  return `${root}/bench/seed/attach.mjs`;
+}
+
+/** Creates the populated segments, runs `fn`, removes them. */
+async function withSegments<T>(fn: (ids: Ids) => Promise<T>): Promise<T> {
+  const made: ({ key: number } | { name: string })[] = [];
+  const tag = uniqueName("attach");
+  const create = (id: { key: number } | { name: string }, size: number) => {
+    leftovers("add", ["key" in id ? `key:${id.key}` : id.name]);
+    lib.SharedMemory.create(id, size, { populate: true }).close();
+    made.push(id);
+  };
+  const freshKey = (size: number): number => {
+    for (let tries = 0;; tries++) {
+      const key = 0x5bc0_0000 + Math.floor(Math.random() * 0x3f_ffff);
+      try {
+        create({ key }, size);
+        return key;
+      } catch (err) {
+        if (!(err instanceof lib.SharedMemoryError && err.code === "EEXIST") || tries > 100) {
+          throw err;
+        }
+      }
+    }
+  };
+  try {
+    const names: [string, string] = [`/${tag}-small`, `/${tag}-large`];
+    create({ name: names[0] }, SIZES.small);
+    create({ name: names[1] }, SIZES.large);
+    return await fn({ keys: [freshKey(SIZES.small), freshKey(SIZES.large)], names });
+  } finally {
+    for (const id of made) lib.SharedMemory.unlink(id);
+    leftovers("remove", made.map((id) => "key" in id ? `key:${id.key}` : id.name));
+  }
+}
+
+const env = (ids: Ids) => ({
+  SB_BENCH_KEY_SMALL: String(ids.keys[0]),
+  SB_BENCH_KEY_LARGE: String(ids.keys[1]),
+  SB_BENCH_NAME_SMALL: ids.names[0],
+  SB_BENCH_NAME_LARGE: ids.names[1],
+  SB_BENCH_BLOCKS: String(BLOCKS),
+  SB_BENCH_BLOCK_MS: String(BLOCK_MS),
+});
+
+/** Rows of one child's blocks: median µs per call of each size, and the size ratio. */
+function toRows(who: string, blocks: Blocks): Row[] {
+  return Object.entries(blocks).flatMap(([what, { small, large }]) => {
+    const us = (b: number[]) => round(median(b) / 1e3, 3);
+    const pairs = small.ns_per_op.map((ns, i) => large.ns_per_op[i] / ns);
+    return [
+      { runtime: who, what, size: SIZES.small, metric: "us", value: us(small.ns_per_op) },
+      { runtime: who, what, size: SIZES.large, metric: "us", value: us(large.ns_per_op) },
+      { runtime: who, what, metric: "1 GiB / 4 KiB", value: round(median(pairs), 3) },
+    ];
+  });
+}
+
+/** The native (libc) variant each variant compares with. */
+const NATIVE: Record<string, string> = {
+  key: "raw_key",
+  key_view: "raw_key",
+  name: "raw_name",
+  seed_api: "raw_key",
+  seed_key: "raw_key",
+  seed_key_gc: "raw_key",
+};
+
+/** The scenario. */
+export const attach: Scenario = {
+  name: "attach",
+  method: "open + view + close() of an existing, populated 4 KiB and 1 GiB segment, no page " +
+    "touched; each process times blocks of the same number of calls for both sizes, " +
+    "alternating; figures are medians over blocks (us per call). Variants: key / name = " +
+    "SharedMemory.open({ key } / { name }) + .buffer + close(); key_view = .view(0, 4096) " +
+    "instead of .buffer; seed_api = createSharedBuffer + detachSharedBuffer. native: libc " +
+    "shmget + shmctl(IPC_STAT) + shmat + shmdt (raw_key), shm_open + fstat + mmap + munmap " +
+    "(raw_name), and shared_buffer::Segment (segment_key, segment_name). seed: npm " +
+    "shared-buffer@1.4.0 in Node; its detach does not unmap (GC does), so seed_key leaves the " +
+    "forced GC out of the timing and seed_key_gc times it.",
+  async run(ctx, skipped) {
+    return await withSegments(async (ids) => {
+      const out: Row[] = [];
+      const jobs: [string, () => Promise<string[]>][] = [
+        ["native", async () => [await nativeBinary("native_segment")]],
+        ...ctx.runtimes.map((rt): [string, () => Promise<string[]>] => [
+          rt,
+          () => Promise.resolve(childCommand(rt, "attach", "attach", ids)),
+        ]),
+        ["seed", () => Promise.resolve(["node", "--expose-gc", seedScript()])],
+      ];
+      for (const [who, command] of ctx.run % 2 ? jobs.reverse() : jobs) {
+        try {
+          const got = await runJson<{ variants: Blocks }>(await command(), { env: env(ids) });
+          out.push(...toRows(who, got.variants));
+        } catch (err) {
+          skipped(who, err);
+        }
+      }
+      return out;
+    });
+  },
+  compare(ctx) {
+    const list: Compare[] = [];
+    for (const who of [...ctx.runtimes, "seed"]) {
+      const variants = who === "seed" ? ["seed_key", "seed_key_gc"] : ["key", "key_view", "name"];
+      for (const what of variants) {
+        const native = { runtime: "native", what: NATIVE[what] };
+        for (const size of Object.values(SIZES)) {
+          list.push({
+            label: `attach ${what}, ${size === SIZES.small ? "4 KiB" : "1 GiB"}: time / libc's`,
+            num: { runtime: who, what, size, metric: "us" },
+            den: { ...native, size, metric: "us" },
+          });
+        }
+        list.push({
+          label: `attach ${what}: 1 GiB / 4 KiB cost ratio over libc's`,
+          num: { runtime: who, what, metric: "1 GiB / 4 KiB" },
+          den: { ...native, metric: "1 GiB / 4 KiB" },
+        });
+      }
+    }
+    return list;
+  },
+  children: { attach: (ids: Ids) => attachChild(ids) },
+};
