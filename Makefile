@@ -17,7 +17,7 @@ export BUN_BIN := $(BUN)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean gen-layout golden
 
 all: build
 
@@ -25,6 +25,7 @@ build: $(LIB)
 
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
+	cargo build --release -p shared-buffer-native --examples
 	@touch $@
 
 # Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
@@ -54,6 +55,14 @@ lint: tools
 
 test-rust:
 	cargo test --workspace
+
+# ts/channel/layout.ts from the Rust layout (a Rust test fails when the checked-in file is stale).
+gen-layout:
+	cargo run -q -p shared-buffer --example gen_layout_ts > ts/channel/layout.ts
+
+# Rewrites tests/golden/ from the Rust implementation (the Rust and TypeScript tests compare).
+golden:
+	SB_BLESS=1 cargo test -q -p shared-buffer --test golden
 
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:

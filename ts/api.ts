@@ -29,7 +29,10 @@ export {
   Channel,
   type ChannelOptions,
   ChannelReceiver,
+  type ChannelReceiverEventMap,
   ChannelSender,
   type EndpointOptions,
   type Message,
+  type ReceiverOptions,
+  SenderDiedEvent,
 } from "./channel/channel.ts";

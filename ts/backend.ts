@@ -59,8 +59,6 @@ export interface Backend {
   mutexLock(address: Address, timeoutNs: number): number;
   mutexTryLock(address: Address): number;
   mutexUnlock(address: Address): number;
-  /** A channel layout constant by name (`sb_channel_constant`), -1 if unknown; for tests. */
-  channelConstant(name: string): number;
   /** True if process `pid` exists and is not a zombie (`sb_process_alive`). */
   processAlive(pid: number): boolean;
   /** `sb_mutex_size()`. */
@@ -89,7 +87,6 @@ export type CommonCalls = Pick<
   | "mutexInit"
   | "mutexTryLock"
   | "mutexUnlock"
-  | "channelConstant"
   | "processAlive"
   | "mutexSize"
   | "errno"
@@ -117,10 +114,6 @@ export function commonCalls(s: Calls): CommonCalls {
     mutexInit: (address) => s.sb_mutex_init(address),
     mutexTryLock: (address) => s.sb_mutex_trylock(address),
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
-    channelConstant(name) {
-      const bytes = new TextEncoder().encode(name);
-      return Number(s.sb_channel_constant(bytes, bytes.length));
-    },
     processAlive: (pid) => s.sb_process_alive(pid) !== 0,
     mutexSize: s.sb_mutex_size(),
     errno(name) {

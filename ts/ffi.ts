@@ -94,8 +94,6 @@ export const symbols = {
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
   /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), or a negative code. */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
-  /** `int64_t sb_channel_constant(const uint8_t *name, uint32_t name_len)`: a channel layout constant by name, or -1. */
-  sb_channel_constant: { parameters: ["buffer", "u32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The shape of the symbol table. */

@@ -6,19 +6,21 @@
  */
 
 import { backend } from "../backend.ts";
-import { errorOf, type SharedMemoryError } from "../errors.ts";
+import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import * as L from "./layout.ts";
 import {
   channelError,
   Consumer,
+  EMPTY,
   END,
   FULL,
   IN_FLIGHT,
   initRegion,
   type Parking,
   Producer,
+  RESERVED,
   Ring,
   validateRegion,
 } from "./ring.ts";
@@ -39,9 +41,9 @@ export interface ChannelOptions {
 /** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
 export interface EndpointOptions {
   /**
-   * How often a parked endpoint checks that its peer process is still alive, in milliseconds;
-   * a dead peer turns a blocked call into an `ECONNRESET` error within about this time.
-   * Default 100.
+   * How often a parked endpoint checks that its peer processes are still alive, in
+   * milliseconds: a sender whose receiver died gets `ECONNRESET`, a receiver frees dead senders'
+   * places (see {@linkcode ChannelReceiver}), within about this time. Default 100.
    */
   peerCheckMs?: number;
   /** How many times to look again before parking in the kernel. Default 64. */
@@ -109,8 +111,9 @@ function nsUntil(until: number): number {
  *
  * Sending copies the message into the ring and receiving copies it out (or lends a view of it:
  * {@linkcode ChannelReceiver.recvView}); no system call is made while the peer is awake. A full
- * ring blocks senders (backpressure): nothing is dropped or reordered. A peer that dies turns a
- * blocked call into an `ECONNRESET` error within `peerCheckMs`.
+ * ring blocks senders (backpressure): nothing is dropped or reordered. A receiver that dies
+ * turns a blocked send into an `ECONNRESET` error within `peerCheckMs`; a sender that dies is
+ * noticed by the receiver (see {@linkcode ChannelReceiver}). The protocol: `docs/channel.md`.
  *
  * @example
  * ```ts
@@ -154,7 +157,8 @@ export class Channel implements Disposable {
       notify: (offset, count) => void b.notify(at(offset), count),
       wait: (offset, expected, ns) => void b.wait(at(offset), expected, ns, 0),
       waitAsync: async (offset, expected, ns) => void await b.waitAsync(at(offset), expected, ns),
-      alive: (other) => b.processAlive(other),
+      // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
+      alive: (other) => other > 0 && b.processAlive(other),
     };
     this.#ring = new Ring(buffer, capacity, mode, parking);
   }
@@ -175,12 +179,15 @@ export class Channel implements Disposable {
     if ((capacity & (capacity - 1)) !== 0) {
       throw new RangeError(`options.capacity must be a power of two, got ${capacity}`);
     }
-    const producers = opts.producers ?? "one";
+    const producers = opts.producers === undefined ? "one" : opts.producers;
     if (producers !== "one" && producers !== "many") {
       throw new RangeError(`options.producers must be "one" or "many", got ${String(producers)}`);
     }
     const mode = producers === "many" ? L.MODE_MPSC : L.MODE_SPSC;
-    const shm = SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 });
+    const shm = relabel(
+      "Channel.create",
+      () => SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 }),
+    );
     try {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
       return new Channel(id, shm, capacity, mode);
@@ -202,7 +209,7 @@ export class Channel implements Disposable {
   static open(id: SegmentId, options?: { timeoutMs?: number }): Channel {
     const opts = check.options<{ timeoutMs?: number }>(options, "options");
     const deadline = deadlineOf(opts.timeoutMs ?? 1000);
-    const shm = SharedMemory.open(id);
+    const shm = relabel("Channel.open", () => SharedMemory.open(id));
     try {
       const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
       for (;;) {
@@ -228,7 +235,9 @@ export class Channel implements Disposable {
    * Attaches this process as a sender.
    *
    * @throws {SharedMemoryError} `EBUSY` if a one-sender channel already has a live sender, or
-   *   all 64 sender slots are taken; `EPIPE` if the channel is closed.
+   *   all 64 sender slots are taken by live ones; `EAGAIN` if the place is held by a dead sender
+   *   that the receiver has not freed yet (it does while it waits, within its `peerCheckMs`);
+   *   `EPIPE` if the receiver closed the channel or a sender ended the stream.
    */
   sender(options?: EndpointOptions): ChannelSender {
     this.#checkOpen("sender");
@@ -243,9 +252,9 @@ export class Channel implements Disposable {
    * @throws {SharedMemoryError} `EBUSY` if a live process already receives; `EPIPE` if the
    *   receiver closed the channel before.
    */
-  receiver(options?: EndpointOptions): ChannelReceiver {
+  receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");
-    const endpoint = new ChannelReceiver(this.#ring, endpointOptions(options), this.#endpoints);
+    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -276,6 +285,17 @@ export class Channel implements Disposable {
   }
 }
 
+/** Runs a segment call, naming `caller` in its error instead of the SharedMemory method. */
+function relabel<T>(caller: string, body: () => T): T {
+  try {
+    return body();
+  } catch (err) {
+    if (!(err instanceof SharedMemoryError)) throw err;
+    const message = err.message.replace(/^SharedMemory\.\w+/, caller);
+    throw new SharedMemoryError(message, err.code, err.errno);
+  }
+}
+
 function endpointOptions(options: unknown): Required<EndpointOptions> {
   const opts = check.options<EndpointOptions>(options, "options");
   return {
@@ -287,7 +307,7 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
 }
 
 function closedError(what: string): SharedMemoryError {
-  return errorOf("EBADF", `${what}: this endpoint is closed`);
+  return errorOf("EBADF", `${what}: this endpoint (or its channel) is closed`);
 }
 
 /**
@@ -407,9 +427,28 @@ export class ChannelSender implements Disposable {
   commit(): void {
     if (this.#closed) throw closedError("ChannelSender.commit");
     const reserved = this.#reserved;
-    if (!reserved) throw new Error("ChannelSender.commit: nothing is reserved");
+    if (!reserved) {
+      throw channelError(
+        "EINVAL",
+        "ChannelSender.commit: nothing is reserved (call reserve() first; each reservation is committed once)",
+      );
+    }
     this.#reserved = undefined;
     this.#producer.commit(reserved[0], reserved[1], 0);
+  }
+
+  /**
+   * Abandons the reservation {@linkcode reserve} made: nothing is sent, and the receiver steps
+   * over its room.
+   *
+   * @throws {SharedMemoryError} `EINVAL` if nothing is reserved.
+   */
+  abandon(): void {
+    if (this.#closed) throw closedError("ChannelSender.abandon");
+    if (!this.#reserved) {
+      throw channelError("EINVAL", "ChannelSender.abandon: nothing is reserved");
+    }
+    this.#dropReservation();
   }
 
   /**
@@ -459,10 +498,13 @@ export class ChannelSender implements Disposable {
   #checkUsable(what: string): void {
     if (this.#closed) throw closedError(`ChannelSender.${what}`);
     if (this.#busy) {
-      throw new Error(`ChannelSender.${what}: another send is still waiting; await it first`);
+      throw channelError(
+        "EBUSY",
+        `ChannelSender.${what}: another send is still waiting; await it first`,
+      );
     }
     if (this.#reserved) {
-      throw new Error(`ChannelSender.${what}: commit the reservation first`);
+      throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
     }
   }
 
@@ -556,12 +598,65 @@ export class ChannelSender implements Disposable {
         nextCheck = now + peerCheckMs;
       }
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
-      if (!producer.progressed()) {
+      if (!producer.shouldWake()) {
         yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
+        // Closed while it waited (the sender, or its channel): the memory may be gone.
+        if (this.#closed) throw closedError("ChannelSender.send");
       }
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
   }
+}
+
+/** Options for {@linkcode Channel.receiver}. */
+export interface ReceiverOptions extends EndpointOptions {
+  /**
+   * The longest message the receiver puts back together from fragments, in bytes; a longer one
+   * is dropped and the receive that meets it throws `EMSGSIZE`. Default 64 MiB. (A message of
+   * one record, at most `maxRecordBytes`, is delivered whatever this says.)
+   */
+  maxMessageBytes?: number;
+  /**
+   * All partially received messages of all senders together, in bytes; the message whose next
+   * fragment would go beyond it is dropped (`EMSGSIZE`). Default 256 MiB.
+   */
+  maxPendingBytes?: number;
+}
+
+/**
+ * Dispatched by a {@linkcode ChannelReceiver} (event type `"senderdied"`) when it finds that a
+ * sender process died without closing or detaching. Its place is free again for a new sender;
+ * the messages it completed are still delivered, its unfinished message is dropped.
+ *
+ * @example
+ * ```ts
+ * rx.addEventListener("senderdied", (e) => console.warn(`sender ${e.pid} died`));
+ * ```
+ */
+export class SenderDiedEvent extends Event {
+  /** The dead process's id. */
+  readonly pid: number;
+  /** The sender slot it held (0 with one sender), free again. */
+  readonly slot: number;
+
+  /** @internal Made by the receiver. */
+  constructor(pid: number, slot: number) {
+    super("senderdied");
+    this.pid = pid;
+    this.slot = slot;
+  }
+}
+
+/** The events a {@linkcode ChannelReceiver} dispatches. */
+export interface ChannelReceiverEventMap {
+  /** A sender process died (see {@linkcode SenderDiedEvent}). */
+  senderdied: SenderDiedEvent;
+}
+
+/** A partial message of one sender: its pieces and their length; `null` parts: being dropped. */
+interface Partial {
+  parts: Uint8Array[] | null;
+  size: number;
 }
 
 /**
@@ -569,16 +664,25 @@ export class ChannelSender implements Disposable {
  * (per sender, with many senders); `null` means the end of the stream: a sender closed the
  * channel and everything before was received.
  *
+ * While it waits, it checks every `peerCheckMs` that its senders' processes still exist. A
+ * dead sender's place is freed for a new sender, the messages it completed are still delivered,
+ * its unfinished message and any record it reserved but never committed are dropped, and a
+ * {@linkcode SenderDiedEvent} (`"senderdied"`) is dispatched. A receive fails with `ECONNRESET`
+ * only when the ring is empty and every sender died.
+ *
  * @example
  * ```ts
  * const rx = channel.receiver();
+ * rx.addEventListener("senderdied", (e) => console.warn(`sender ${e.pid} died`));
  * for await (const message of rx) console.log(message.length);
  * ```
  */
-export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
+export class ChannelReceiver extends EventTarget implements Disposable, AsyncIterable<Uint8Array> {
   readonly #ring: Ring;
   readonly #consumer: Consumer;
   readonly #options: Required<EndpointOptions>;
+  readonly #maxMessage: number;
+  readonly #maxPending: number;
   readonly #registry: Set<unknown>;
   #closed = false;
   /** An async receive is waiting: receives do not overlap. */
@@ -587,16 +691,72 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   #held: Uint8Array | undefined;
   /** A message lent by recvView: [idx, len], released at the next receive. */
   #lent: [number, number] | undefined;
-  /** Partial fragmented messages, by sender tag: the pieces and their total length. */
-  readonly #partial = new Map<number, { parts: Uint8Array[]; size: number }>();
+  /** Partial fragmented messages, by sender tag (0 with one sender). */
+  readonly #partial = new Map<number, Partial>();
+  /** Bytes of all partial messages. */
+  #pendingBytes = 0;
+  /** Sender slots reclaimed from dead processes whose records are still ahead: slot -> end. */
+  readonly #orphans = new Map<number, number>();
+  /** A sender died and none has been seen alive since. */
+  #bereaved = false;
+  /** The head at which an unmarked record was seen at the last check, or -1. */
+  #stuckAt = -1;
 
   /** @internal Made by {@linkcode Channel.receiver}. */
-  constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
+  constructor(ring: Ring, options: ReceiverOptions | undefined, registry: Set<unknown>) {
+    super();
+    const opts = check.options<ReceiverOptions>(options, "options");
+    this.#options = endpointOptions(opts);
+    this.#maxMessage = opts.maxMessageBytes === undefined
+      ? 64 * 2 ** 20
+      : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN);
+    this.#maxPending = opts.maxPendingBytes === undefined
+      ? 256 * 2 ** 20
+      : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
-    this.#options = options;
     ring.attachConsumer(pid);
     this.#consumer = new Consumer(ring);
     this.#registry = registry;
+  }
+
+  /** Listens for {@linkcode ChannelReceiverEventMap} events (`"senderdied"`). */
+  override addEventListener<K extends keyof ChannelReceiverEventMap>(
+    type: K,
+    listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event type (EventTarget's signature). */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(type, listener, options);
+  }
+
+  /** Stops listening (see {@linkcode addEventListener}). */
+  override removeEventListener<K extends keyof ChannelReceiverEventMap>(
+    type: K,
+    listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening (EventTarget's signature). */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    super.removeEventListener(type, listener, options);
   }
 
   /**
@@ -604,8 +764,10 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
    *
    * @param timeoutMs How long to wait at most; default forever.
    * @returns The message, or `null` at the end of the stream.
-   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the sender died; `EBADMSG` if the
-   *   ring is corrupt.
+   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if every sender died; `EMSGSIZE` if a
+   *   fragmented message went beyond the receiver's limits (that message is dropped, the next
+   *   receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
+   *   channel was closed, also while the receive waited.
    */
   recv(timeoutMs?: number): Uint8Array | null {
     return this.#copy(this.recvView(timeoutMs));
@@ -696,7 +858,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
     const lent = this.#lent;
     if (lent) {
       this.#lent = undefined;
-      this.#consumer.release(lent[0], lent[1]);
+      if (!this.#closed) this.#consumer.release(lent[0], lent[1]);
     }
   }
 
@@ -721,7 +883,8 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   }
 
   /**
-   * Leaves the channel: senders get `EPIPE` from then on. Idempotent.
+   * Leaves the channel: senders get `EPIPE` from then on. A receive still waiting ends with
+   * `EBADF`. Idempotent.
    */
   close(): void {
     if (this.#closed) return;
@@ -741,7 +904,10 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
   #begin(what: string): void {
     if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
     if (this.#busy) {
-      throw new Error(`ChannelReceiver.${what}: another receive is still waiting; await it first`);
+      throw channelError(
+        "EBUSY",
+        `ChannelReceiver.${what}: another receive is still waiting; await it first`,
+      );
     }
     if (this.#held === undefined) this.release();
   }
@@ -770,8 +936,12 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
     const r = this.#ring;
     for (;;) {
       const idx = consumer.peek();
+      if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
-        this.#partial.clear(); // a sender ended the stream in the middle of another's message
+        // A sender ended the stream in the middle of another's message: never completed.
+        this.#partial.clear();
+        this.#pendingBytes = 0;
+        this.#orphans.clear();
         return null;
       }
       if (idx < 0) return undefined;
@@ -783,16 +953,10 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
         this.#lent = [idx, len];
         return r.bytes.subarray(start, start + len);
       }
-      let key = 0; // SPSC keeps one partial message and never reads the producer word
-      if (r.mode === L.MODE_MPSC) {
-        key = consumer.tag(idx);
-        if (key < 1 || key > L.MAX_PRODUCERS) {
-          throw channelError("EBADMSG", `corrupt record: producer word ${key}`);
-        }
-      }
+      const key = this.#tagOf(idx);
       const partial = this.#partial.get(key);
       if (special === L.REC_ABORT) {
-        this.#partial.delete(key);
+        this.#dropPartial(key);
         consumer.release(idx, len);
         continue;
       }
@@ -800,14 +964,29 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
         this.#lent = [idx, len];
         return r.bytes.subarray(start, start + len);
       }
-      if ((partial?.size ?? 0) + len > L.MAX_MESSAGE_LEN) {
+      if (partial !== undefined && partial.parts === null) {
+        // The rest of a message dropped for a limit.
+        consumer.release(idx, len);
+        if (special === 0) this.#partial.delete(key);
+        continue;
+      }
+      const size = (partial?.size ?? 0) + len;
+      if (size > L.MAX_MESSAGE_LEN) {
         throw channelError("EBADMSG", "corrupt ring: a fragmented message grows without end");
+      }
+      const more = special === L.REC_MORE;
+      if (size > this.#maxMessage || (more && this.#pendingBytes + len > this.#maxPending)) {
+        this.#dropPartial(key);
+        consumer.release(idx, len);
+        if (more) this.#partial.set(key, { parts: null, size: 0 });
+        throw this.#overLimit(key, size);
       }
       const chunk = r.bytes.slice(start, start + len);
       consumer.release(idx, len);
-      if (special === L.REC_MORE) {
+      if (more) {
+        this.#pendingBytes += len;
         if (partial) {
-          partial.parts.push(chunk);
+          partial.parts!.push(chunk);
           partial.size += len;
         } else {
           this.#partial.set(key, { parts: [chunk], size: len });
@@ -815,8 +994,54 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
         continue;
       }
       this.#partial.delete(key);
-      partial!.parts.push(chunk);
-      return concat(partial!.parts, partial!.size + len);
+      this.#pendingBytes -= partial!.size;
+      partial!.parts!.push(chunk);
+      return concat(partial!.parts!, size);
+    }
+  }
+
+  /** The sender tag of the record at `idx`: its producer word, or 0 with one sender. */
+  #tagOf(idx: number): number {
+    if (this.#ring.mode !== L.MODE_MPSC) return 0; // one sender: the word is not read
+    const key = this.#consumer.tag(idx);
+    if (key < 1 || key > L.MAX_PRODUCERS) {
+      throw channelError("EBADMSG", `corrupt record: producer word ${key}`);
+    }
+    return key;
+  }
+
+  #dropPartial(key: number): void {
+    const partial = this.#partial.get(key);
+    if (partial === undefined) return;
+    this.#pendingBytes -= partial.size;
+    this.#partial.delete(key);
+  }
+
+  #overLimit(key: number, size: number): SharedMemoryError {
+    const what = size > this.#maxMessage
+      ? `a message of at least ${size} bytes is longer than the receiver's limit of ${this.#maxMessage} bytes (maxMessageBytes)`
+      : `the partial messages of all senders would exceed the receiver's limit of ${this.#maxPending} bytes (maxPendingBytes)`;
+    return channelError(
+      "EMSGSIZE",
+      `ChannelReceiver: ${what}; the message of sender slot ${Math.max(0, key - 1)} was dropped`,
+    );
+  }
+
+  /** The slot key (tag) of a reclaimed slot whose records are still ahead, and their end. */
+  #orphanEnd(key: number): number | undefined {
+    const end = this.#orphans.get(key);
+    if (end === undefined) return undefined;
+    const ahead = (end - this.#consumer.head) & L.POS_MASK;
+    return ahead !== 0 && ahead <= this.#ring.capacity ? end : undefined;
+  }
+
+  /** Drops the unfinished message of every reclaimed slot whose records are all behind `head`. */
+  #settleOrphans(): void {
+    for (const key of [...this.#orphans.keys()]) {
+      if (this.#orphanEnd(key) === undefined) {
+        this.#orphans.delete(key);
+        this.#dropPartial(key);
+      }
     }
   }
 
@@ -825,7 +1050,7 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
     const consumer = this.#consumer;
     const { spin, peerCheckMs } = this.#options;
     let nextCheck = performance.now() + peerCheckMs;
-    let lastInFlight = -1;
+    this.#stuckAt = -1;
     for (let spins = 0;; spins++) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
@@ -838,33 +1063,68 @@ export class ChannelReceiver implements Disposable, AsyncIterable<Uint8Array> {
       const state = consumer.peek();
       if (state >= 0 || state === END) continue; // arrived meanwhile
       if (now >= nextCheck) {
-        this.#checkSenders(state, lastInFlight);
-        lastInFlight = state === IN_FLIGHT ? consumer.head : -1;
         nextCheck = now + peerCheckMs;
+        this.#checkSenders(state);
+        continue;
       }
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
       const again = consumer.peek();
       if (again === state) {
         yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
       }
+      if (this.#closed) throw closedError("ChannelReceiver.recv");
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
     }
   }
 
-  /** Fails a waiting receive whose senders died. */
-  #checkSenders(state: number, lastInFlight: number): void {
+  /**
+   * The liveness check of a waiting receiver: reclaims dead senders' slots, steps over a
+   * record at `head` that a dead sender reserved, and fails when every sender died.
+   */
+  #checkSenders(state: number): void {
     const r = this.#ring;
-    const pids = r.producerPids();
-    const dead = pids.filter((p) => !r.parking.alive(p));
-    if (dead.length === 0) return;
-    const inFlightTwice = state === IN_FLIGHT &&
-      (r.mode === L.MODE_SPSC || lastInFlight === this.#consumer.head);
-    if (dead.length === pids.length || inFlightTwice) {
+    const consumer = this.#consumer;
+    const slots = r.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
+    // Loaded before any reclaim: a dead sender's records all lie before it, a new one's after.
+    const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+    let live = 0;
+    const died: SenderDiedEvent[] = [];
+    for (let slot = 0; slot < slots; slot++) {
+      const other = r.producerPid(slot);
+      if (other === 0) continue;
+      if (r.parking.alive(other)) live++;
+      else if (r.reclaimProducer(slot, other)) {
+        this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
+        died.push(new SenderDiedEvent(other, slot));
+        this.#bereaved = true;
+      }
+    }
+    if (live > 0) this.#bereaved = false;
+    for (const event of died) this.dispatchEvent(event);
+    if (state === RESERVED) {
+      if (this.#orphanEnd(this.#tagOf(consumer.reservedIdx)) !== undefined) {
+        consumer.stepOver(consumer.reservedIdx, consumer.reservedSpan);
+      }
+      this.#stuckAt = -1;
+    } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {
+      // The only sender's last reservation, never marked: it ends where its records end.
+      const end = this.#orphanEnd(0);
+      if (end !== undefined) consumer.skipTo(end);
+    } else if (state === IN_FLIGHT && this.#orphans.size !== 0) {
+      if (this.#stuckAt === consumer.head) {
+        throw channelError(
+          "ECONNRESET",
+          "ChannelReceiver: a sender process died between reserving a record and marking it; " +
+            "the ring cannot be read past it",
+        );
+      }
+      this.#stuckAt = consumer.head;
+    } else if (state === EMPTY && this.#bereaved && live === 0) {
       throw channelError(
         "ECONNRESET",
-        `the channel's sender${dead.length > 1 ? "s" : ""} (process ${dead.join(", ")}) died`,
+        "ChannelReceiver: every sender process died without closing the channel",
       );
-    }
+    } else this.#stuckAt = -1;
   }
 }
 

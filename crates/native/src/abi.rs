@@ -225,8 +225,6 @@ exports! {
     fn sb_mutex_unlock(addr: *mut u8 => "usize") -> i32;
     /// 1 alive, 0 dead (gone or zombie), or a negative code.
     fn sb_process_alive(pid: u32) -> i32;
-    /// A channel layout constant by name, or -1.
-    fn sb_channel_constant(name: *const u8 => "buffer", name_len: u32) -> i64;
 }
 
 /// Declares [`CONSTANTS`] from the Rust constants themselves.

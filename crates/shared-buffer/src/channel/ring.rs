@@ -349,7 +349,7 @@ impl Producer {
             return Err(errno(libc::EMSGSIZE));
         }
         if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
-            return Err(errno(libc::EPIPE));
+            return Err(super::closed(sh));
         }
         let span = record_span(len) as u32;
         if sh.mode == MODE_SPSC {
@@ -371,6 +371,7 @@ impl Producer {
             self.tail = self.tail.wrapping_add(need) & POS_MASK;
             sh.tail().store(self.tail, Relaxed);
             if need == span {
+                self.mark(sh, idx as usize, span);
                 return Ok(Some(idx as usize));
             }
             commit_skip(sh, idx as usize, to_end);
@@ -406,7 +407,7 @@ impl Producer {
             let tail = sh.tail().load(Acquire);
             self.head_seen = head;
             if tail & TAIL_CLOSED != 0 {
-                return Err(errno(libc::EPIPE));
+                return Err(super::closed(sh));
             }
             if tail % RECORD_ALIGN as u32 != 0 {
                 return Err(corrupt(format!("tail {tail:#x} is not a position")));
@@ -438,10 +439,29 @@ impl Producer {
                 continue;
             }
             if need == span {
+                self.mark(sh, idx as usize, span);
                 return Ok(Some(idx as usize));
             }
             commit_skip(sh, idx as usize, to_end);
         }
+    }
+
+    /// Marks the record just reserved at `idx` as this producer's: the producer word (MPSC),
+    /// then the commit word `REC_SKIP | (span - 8)` without [`REC_COMMITTED`] (release). A
+    /// receiver that finds the record's producer dead steps over it as a skip record of that
+    /// span (see [`layout`](super::layout), *Reservation marks*).
+    #[inline]
+    fn mark(&self, sh: &Shared, idx: usize, span: u32) {
+        if self.tag != 0 {
+            // SAFETY: the reservation gave this producer the record's bytes, inside the data
+            // area; the release store below publishes this plain write.
+            unsafe {
+                sh.mem
+                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
+            };
+        }
+        sh.commit_word(idx)
+            .store(REC_SKIP | (span - RECORD_HEADER_SIZE as u32), Release);
     }
 
     /// The payload bytes of the record reserved at `idx`.
@@ -453,24 +473,17 @@ impl Producer {
     /// [`REC_MORE`] or [`REC_ABORT`].
     #[inline]
     pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) {
-        if self.tag != 0 {
-            // SAFETY: the reservation gave this producer the record's bytes, inside the data
-            // area; the release store below publishes this plain write with the payload.
-            unsafe {
-                sh.mem
-                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
-            };
-        }
+        // The producer word was written with the reservation mark.
         sh.commit_word(idx)
             .store(REC_COMMITTED | kind | len as u32, Release);
         sh.wake_consumer();
     }
 
-    /// Gives up the record reserved at `idx`: zeroes what may have been written and commits it
-    /// as a skip record, so the consumer steps over it.
-    pub(crate) fn abort(&mut self, sh: &Shared, idx: usize, len: usize) {
+    /// Abandons the record reserved at `idx`: zeroes what may have been written (and the
+    /// producer word) and commits it as a skip record, so the consumer steps over it.
+    pub(crate) fn abandon(&mut self, sh: &Shared, idx: usize, len: usize) {
         // SAFETY: the reservation gave this producer the record's bytes; they are in bounds.
-        unsafe { sh.mem.zero(Self::payload_offset(idx), len) };
+        unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, 4 + len) };
         let span = record_span(len) as u32;
         sh.commit_word(idx).store(
             REC_COMMITTED | REC_SKIP | (span - RECORD_HEADER_SIZE as u32),
@@ -511,8 +524,11 @@ pub(crate) enum Peek {
     Message { idx: usize, len: usize, kind: u32 },
     /// Nothing reserved past `head`.
     Empty,
-    /// A record is reserved at `head` but not committed yet.
+    /// A record is reserved at `head` but neither marked nor committed yet.
     InFlight,
+    /// A record is reserved and marked at `head` (its producer word is set) but not committed
+    /// yet: its data index and span.
+    Reserved { idx: usize, span: u32 },
     /// Closed by a sender, and everything before the close was consumed.
     End,
 }
@@ -568,16 +584,14 @@ impl Consumer {
                 }
                 return Ok(Peek::InFlight);
             }
-            if word & REC_COMMITTED == 0 {
-                return Err(corrupt(format!(
-                    "record at {:#x} has commit word {word:#010x}",
-                    self.head
-                )));
-            }
+            let committed = word & REC_COMMITTED != 0;
             let len = (word & REC_LEN_MASK) as usize;
             let kind = word & (REC_SKIP | REC_MORE | REC_ABORT);
             let skip = kind == REC_SKIP;
             let ok = match kind {
+                // A reservation mark: a skip record's shape without the commit bit.
+                REC_SKIP if !committed => len % RECORD_ALIGN == 0 && len <= sh.max_record,
+                _ if !committed => false,
                 0 => len <= sh.max_record,
                 REC_SKIP => true, // bounded by the checks below
                 REC_MORE => len == sh.max_record,
@@ -609,6 +623,9 @@ impl Consumer {
                     )));
                 }
                 self.tail_seen = tail;
+            }
+            if !committed {
+                return Ok(Peek::Reserved { idx, span });
             }
             if !skip {
                 return Ok(Peek::Message { idx, len, kind });
@@ -670,11 +687,26 @@ impl Consumer {
         sh.wake_producers();
     }
 
+    /// Steps over the record at `idx` (`span` bytes) whose producer died before committing it,
+    /// as over a skip record: zeroes it and moves `head`.
+    pub(crate) fn step_over(&mut self, sh: &Shared, idx: usize, span: u32) {
+        // SAFETY: peek validated the span inside the data area, and its producer is gone.
+        unsafe { sh.mem.zero(OFF_DATA + idx, span as usize) };
+        self.advance(sh, span);
+    }
+
+    /// Moves `head` to `to`, over a reservation that its dead producer never marked. The bytes
+    /// are zero already: a producer writes nothing before its mark.
+    pub(crate) fn skip_to(&mut self, sh: &Shared, to: u32) {
+        let span = to.wrapping_sub(self.head) & POS_MASK;
+        self.advance(sh, span);
+    }
+
     /// True if a parked consumer should look again: a commit at `head`, or the close bit
     /// changed since the last peek.
     pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
         let idx = (self.head & sh.mask) as usize;
-        sh.commit_word(idx).load(Acquire) != 0
+        sh.commit_word(idx).load(Acquire) & REC_COMMITTED != 0
             || (sh.tail().load(Acquire) ^ self.tail_word) & TAIL_CLOSED != 0
     }
 }
