@@ -12,6 +12,7 @@ import {
   isRoot,
   lacking,
   type Missing,
+  runtime,
   runtimes,
   scriptCommand,
   start,
@@ -91,6 +92,31 @@ for (const which of runtimes) {
       assertEquals(result.afterMore, "ENOENT", "opening the 12 MiB name after the failed create");
       // Nothing at all was left in the private /dev/shm once the child was done.
       assertEquals(r.stdout.split("\n").find((l) => l.startsWith("left ")), "left []", "leftovers");
+    },
+  );
+}
+
+for (const mode of ["sync", "async"] as const) {
+  testUnless(
+    noPrivateShm,
+    `a ${mode} loop that creates, fills, unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
+    async () => {
+      const count = 300; // about 20 times what fits
+      const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
+      const r = await start([
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        `${MOUNT} && exec "$@"`,
+        "sh",
+        ...scriptCommand(runtime, "churn.ts", [prefix, String(count), mode]),
+      ]).done;
+      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+      if (r.code !== 0 || line === undefined) {
+        throw new Error(`${runtime} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+      }
+      assertEquals(JSON.parse(line.slice("result ".length)).made, count, "segments made");
     },
   );
 }

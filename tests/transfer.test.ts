@@ -1,96 +1,131 @@
+/**
+ * Moving a buffer over a segment, by every route the engines offer: the move either works (the
+ * moved buffer still reads and writes the segment after the sender closed and dropped it, and
+ * another process sees its writes) or is refused by the runtime with its own error; the process
+ * never crashes. Each move runs in a child process whose exit status is checked, so a SIGSEGV
+ * would fail the test instead of killing the runner.
+ *
+ * @module
+ */
+
 import assert from "node:assert/strict";
-import { cleanup, collectGarbage, lib, runtime, test, uniqueName } from "./harness.ts";
+import { cleanup, lib, runtime, runtimeBin, start, test, uniqueName } from "./harness.ts";
 
 const { SharedMemory } = lib;
 
-function worker(): {
-  ask(message: unknown, transfer?: Transferable[]): Promise<number>;
-  stop(): void;
-} {
-  const w = new Worker(new URL("./children/echo_worker.ts", import.meta.url).href, {
-    type: "module",
+/** Every route by which an engine moves an ArrayBuffer's memory to another object. */
+const ROUTES = [
+  "worker",
+  "port",
+  "structuredClone",
+  "structuredClone-set",
+  "transfer",
+  "captured-transfer",
+  "byob-read",
+  "enqueue",
+  "vm",
+] as const;
+
+/**
+ * The routes each runtime refuses with its own error (a move that is not refused must work).
+ * Deno and Bun make every move safe: Deno's Node-API buffers and Bun's `bun:ffi` buffers carry
+ * their reference along.
+ */
+const REFUSED: Partial<Record<string, readonly string[]>> = {};
+
+/** The child's command line: this runtime, with GC exposed (Deno) and the least permissions. */
+function moveCommand(route: string, name: string): string[] {
+  const path = new URL("./children/move.ts", import.meta.url).pathname;
+  return runtime === "deno"
+    ? [
+      runtimeBin("deno"),
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+      "--v8-flags=--expose-gc",
+      path,
+      route,
+      name,
+    ]
+    : [runtimeBin("bun"), path, route, name];
+}
+
+for (const route of ROUTES) {
+  test(`a buffer moved by ${route} survives close() and collection, or the move is refused`, async () => {
+    const name = uniqueName(`mv-${route}`);
+    try {
+      using shm = SharedMemory.create({ name }, 64);
+      new Uint8Array(shm.buffer)[3] = 0x33;
+      const r = await start(moveCommand(route, name)).done;
+      assert.equal(r.signal, null, `the child was killed by ${r.signal}:\n${r.stderr}`);
+      assert.equal(r.code, 0, `the child failed:\n${r.stderr}`);
+      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+      assert.ok(line, `no result line:\n${r.stdout}\n${r.stderr}`);
+      const result = JSON.parse(line.slice("result ".length));
+      if (REFUSED[runtime]?.includes(route)) {
+        assert.equal(result.outcome, "refused", `the runtime refuses ${route}`);
+        assert.match(result.error, /\S/, "a refusal says why");
+        return;
+      }
+      assert.equal(result.outcome, "moved", "the moved buffer is the segment, not a copy");
+      assert.equal(result.detached, true, "the sender's buffer is detached by the move");
+      const bytes = new Uint8Array(shm.buffer);
+      assert.equal(result.read, 0x33, "the moved buffer read the segment after close()");
+      assert.equal(bytes[1], 0x77, "its write after close() reached the segment");
+      assert.equal(bytes[2], 0x42);
+    } finally {
+      cleanup({ name });
+    }
   });
-  return {
-    ask: (message, transfer) =>
-      new Promise((resolve, reject) => {
-        w.onmessage = (e) => resolve(e.data);
-        w.onerror = (e) => reject(e);
-        w.postMessage(message, transfer ?? []);
-      }),
-    stop: () => w.terminate(),
-  };
 }
 
 test("posting a shared buffer without a transfer list copies it", async () => {
   const name = uniqueName("copy");
-  const w = worker();
+  const w = new Worker(new URL("./children/move_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  const ask = (message: unknown) =>
+    new Promise<number>((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data);
+      w.onerror = (e) => reject(e);
+      w.postMessage(message);
+    });
   try {
     using shm = SharedMemory.create({ name }, 64);
     new Uint8Array(shm.buffer)[0] = 21;
-    assert.equal(await w.ask(shm.buffer), 21);
+    assert.equal(await ask({ buffer: shm.buffer }), 64);
     assert.equal(shm.buffer.detached, false);
+    assert.equal(await ask({ read: 0 }), 21);
+    new Uint8Array(shm.buffer)[0] = 22;
+    assert.equal(await ask({ read: 0 }), 21, "the Worker holds a copy");
   } finally {
-    w.stop();
+    w.terminate();
     cleanup({ name });
   }
 });
 
-if (runtime === "deno") {
-  test("Deno refuses to move a shared buffer, instead of crashing later", async () => {
-    const name = uniqueName("move");
-    const w = worker();
-    try {
-      using shm = SharedMemory.create({ name }, 64);
-      const buffer = shm.buffer;
-      new Uint8Array(buffer)[0] = 8;
-      const refused = (e: unknown) => e instanceof DOMException && e.name === "DataCloneError";
-      await assert.rejects(w.ask(buffer, [buffer]), refused);
-      assert.throws(() => structuredClone(buffer, { transfer: [buffer] }), refused);
-      const { port1, port2 } = new MessageChannel();
-      assert.throws(() => port1.postMessage(buffer, [buffer]), refused);
-      assert.throws(() => port1.postMessage(buffer, { transfer: [buffer] }), refused);
-      port1.close();
-      port2.close();
-      assert.throws(() => buffer.transfer(), TypeError);
-      assert.throws(() => buffer.transfer(32), TypeError);
-      assert.throws(() => buffer.transferToFixedLength(), TypeError);
-      assert.equal(new Uint8Array(buffer)[0], 8, "the refused buffer is untouched");
-      // Other buffers move as usual.
-      const plain = new ArrayBuffer(8);
-      assert.equal(structuredClone(plain, { transfer: [plain] }).byteLength, 8);
-      assert.equal(new ArrayBuffer(4).transfer(16).byteLength, 16);
-      // transfer(0) only detaches, so it stays allowed.
-      const view = shm.view(0, 8);
-      assert.equal(view.transfer(0).byteLength, 0);
-      assert.equal(view.detached, true);
-    } finally {
-      w.stop();
-      cleanup({ name });
-    }
-  });
-} else {
-  test("Bun moves a shared buffer to a Worker; the mapping lives until the moved copy dies", async () => {
-    const name = uniqueName("move");
-    const w = worker();
-    try {
-      const shm = SharedMemory.create({ name }, 64);
-      const buffer = shm.buffer;
-      new Uint8Array(buffer)[0] = 8;
-      assert.equal(await w.ask(buffer, [buffer]), 8);
-      assert.equal(buffer.detached, true);
-      const moved = shm.view(0, 64).transfer();
-      shm.close();
-      // Both moved buffers still reach the memory after close().
-      assert.equal(new Uint8Array(moved)[0], 8);
-      assert.equal(await w.ask("again"), 8);
-      using writer = SharedMemory.open({ name });
-      new Uint8Array(writer.buffer)[0] = 9;
-      assert.equal(await w.ask("again"), 9, "the worker's copy is still shared memory");
-      assert.equal(new Uint8Array(moved)[0], 9);
-    } finally {
-      w.stop();
-      await collectGarbage(2);
-      cleanup({ name });
-    }
-  });
-}
+test("close() detaches the buffers still here and releases their references at once", () => {
+  const name = uniqueName("close");
+  try {
+    const before = lib.openHandleCount();
+    const shm = SharedMemory.create({ name }, 4096);
+    const buffer = shm.buffer;
+    const view = shm.view(0, 16);
+    const bytes = new Uint8Array(buffer);
+    const moved = shm.view(16, 16).transfer();
+    new Uint8Array(moved)[0] = 5;
+    shm.close();
+    assert.equal(buffer.detached, true);
+    assert.equal(view.detached, true);
+    assert.equal(bytes.length, 0);
+    assert.equal(bytes[0], undefined, "nothing touches the old memory");
+    // The moved buffer keeps its own reference until it is collected.
+    assert.equal(lib.openHandleCount(), before + 1);
+    new Uint8Array(moved)[1] = 6;
+    using again = SharedMemory.open({ name });
+    assert.deepEqual([...new Uint8Array(again.view(16, 2))], [5, 6]);
+  } finally {
+    cleanup({ name });
+  }
+});

@@ -66,11 +66,23 @@ export interface Backend {
 
   /**
    * A zero-copy ArrayBuffer over `length` bytes at `address`. The buffer owns `handle` (one
-   * reference to the mapping) and closes it when it is garbage-collected.
+   * reference to the mapping), and the engine's own finalizer closes it when the buffer is
+   * collected, wherever it was moved (a Worker, a stream, `transfer()`, another realm). A move the
+   * runtime cannot make safe must be refused by the runtime with its own error.
    */
   wrap(address: bigint, length: number, handle: number): ArrayBuffer;
-  /** Detaches a buffer made by {@linkcode wrap} and closes its `handle` now. */
+  /**
+   * For `close()`: if `buffer` is still in this process (not detached), detaches it and closes
+   * `handle` now. A buffer already moved or detached is left to its finalizer, so a moved buffer
+   * keeps working until it is collected.
+   */
   unwrap(buffer: ArrayBuffer, handle: number): void;
+  /**
+   * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
+   * collection now, then returns once collected buffers have released their mappings (the
+   * handle count stops falling), so that the caller can retry once.
+   */
+  relieve(): void;
 }
 
 /** The calls both adapters make the same way. */
@@ -126,6 +138,22 @@ export function commonCalls(s: Calls): CommonCalls {
       return found;
     },
   };
+}
+
+/**
+ * Waits until the handle count has stopped falling for a few milliseconds (at most a quarter of
+ * a second): engines release collected buffers on a sweeper thread shortly after a collection.
+ */
+export function settleHandles(handleCount: () => number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let last = handleCount();
+  let still = 0;
+  for (let round = 0; round < 250 && still < 5; round++) {
+    Atomics.wait(pause, 0, 0, 1);
+    const now = handleCount();
+    still = now < last ? 0 : still + 1;
+    last = now;
+  }
 }
 
 /** A loader that opens the native library on first use. */

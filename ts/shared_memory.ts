@@ -43,10 +43,6 @@ export interface OpenOptions {
 const owned = new WeakMap<ArrayBuffer, { handle: number; address: bigint }>();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
-/** Closes the handle of a SharedMemory that was dropped without close(). */
-const dropped = new FinalizationRegistry<number>((handle) => {
-  backend().close(handle);
-});
 /** Scratch for the open calls' out-parameter: handle, address, length, created. */
 const out = new BigUint64Array(4);
 
@@ -115,7 +111,18 @@ function openSegment(
 ): [number, bigint, number, boolean] {
   const b = backend();
   out.fill(0n);
-  const code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  let code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  for (
+    let retry = 0;
+    retry < 3 && code < 0 && how !== OPEN && b.errorName(code) === "ENOSPC";
+    retry++
+  ) {
+    // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
+    // collected: have the engine collect them, then try again.
+    b.relieve();
+    out.fill(0n);
+    code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  }
   const action = `${caller}: ${id.label}${size ? ` (${size} bytes)` : ""}`;
   if (code < 0) {
     const actual = Number(out[2]);
@@ -212,6 +219,12 @@ export class SharedMemory implements Disposable {
   #address: bigint;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
+  /**
+   * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
+   * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
+   * callback would wait for the event loop, which a busy synchronous loop never reaches).
+   */
+  #anchor: ArrayBuffer;
 
   private constructor(
     id: SegmentId,
@@ -222,7 +235,7 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    dropped.register(this, handle, this);
+    this.#anchor = wrap(backend(), address, 1, handle);
   }
 
   /**
@@ -374,9 +387,12 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * Unmaps the segment from this process, after detaching every buffer and view it handed out
-   * (they read as empty afterwards; nothing touches the old memory). Idempotent. The segment
-   * itself stays until {@linkcode unlink}.
+   * Drops this process's hold on the segment now: detaches every buffer and view it handed out
+   * that is still in this process (they read as empty afterwards; nothing touches the old
+   * memory) and releases their references to the mapping. A buffer that was moved elsewhere (to
+   * a Worker, into a stream, by `transfer()`) holds its own reference and keeps working until the
+   * engine collects it; the mapping is unmapped when the last reference goes. Idempotent. The
+   * segment itself stays until {@linkcode unlink}.
    */
   close(): void {
     if (this.#handle < 0) return;
@@ -387,8 +403,7 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    dropped.unregister(this);
-    backend().close(this.#handle);
+    release(this.#anchor);
     this.#handle = -1;
   }
 

@@ -9,7 +9,7 @@
  */
 
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
-import { type Backend, commonCalls } from "../backend.ts";
+import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
 
@@ -97,6 +97,10 @@ export function loadBun(explicit?: string): Backend {
       // Detaching runs the deallocator now, which closes the handle. A buffer already moved
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
       if (!buffer.detached) buffer.transfer(0);
+    },
+    relieve() {
+      (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
+      settleHandles(() => s.sb_handle_count());
     },
   };
 }

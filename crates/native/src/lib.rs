@@ -23,6 +23,7 @@
 pub mod abi;
 mod channel;
 mod error;
+mod napi;
 mod segment;
 mod sync;
 

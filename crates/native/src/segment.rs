@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
+use crate::napi::Report;
 use crate::{code_of, guard, status};
 use shared_buffer::segment::{Options, Segment, SegmentId, SizeMismatch};
 
@@ -33,15 +34,48 @@ pub struct SbMapping {
 
 const _: () = assert!(std::mem::size_of::<SbMapping>() == 32);
 
+/// One mapping of a segment into this process, shared by all the handles that reference it and
+/// unmapped when the last one is closed.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    pub(crate) segment: Segment,
+    /// The key or name it was opened under.
+    pub(crate) id: SegmentId,
+    /// Memory reported to a JavaScript engine as freed when this mapping goes (see `napi`).
+    pub(crate) report: Mutex<Option<Report>>,
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Some(report) = self
+            .report
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            report.mapping_gone();
+        }
+    }
+}
+
+/// A live handle: the mapping it references and a serial number that is never reused, so that
+/// an owner can close "its" handle without closing a later handle that reuses the number.
+struct Entry {
+    serial: u64,
+    mapping: Arc<Mapped>,
+}
+
 /// Live handles. Each holds one reference to its segment's mapping.
 struct Handles {
     next: i32,
-    live: HashMap<i32, Arc<Segment>>,
+    next_serial: u64,
+    live: HashMap<i32, Entry>,
 }
 
 static HANDLES: LazyLock<Mutex<Handles>> = LazyLock::new(|| {
     Mutex::new(Handles {
         next: 1,
+        next_serial: 1,
         live: HashMap::new(),
     })
 });
@@ -53,32 +87,71 @@ fn handles() -> MutexGuard<'static, Handles> {
 }
 
 impl Handles {
-    fn insert(&mut self, segment: Arc<Segment>) -> i32 {
+    fn insert(&mut self, mapping: Arc<Mapped>) -> i32 {
+        let serial = self.next_serial;
+        self.next_serial += 1;
         loop {
             let id = self.next;
             self.next = if id == i32::MAX { 1 } else { id + 1 };
             if let std::collections::hash_map::Entry::Vacant(slot) = self.live.entry(id) {
-                slot.insert(segment);
+                slot.insert(Entry { serial, mapping });
                 return id;
             }
         }
     }
 }
 
+/// The mapping `handle` references and the handle's serial number, if it is live.
+pub(crate) fn lookup(handle: i32) -> Option<(Arc<Mapped>, u64)> {
+    handles()
+        .live
+        .get(&handle)
+        .map(|entry| (entry.mapping.clone(), entry.serial))
+}
+
+/// Every live mapping opened under `id`.
+pub(crate) fn mappings_of(id: &SegmentId) -> Vec<Arc<Mapped>> {
+    let handles = handles();
+    let mut found: Vec<Arc<Mapped>> = Vec::new();
+    for entry in handles.live.values() {
+        if entry.mapping.id == *id && !found.iter().any(|m| Arc::ptr_eq(m, &entry.mapping)) {
+            found.push(entry.mapping.clone());
+        }
+    }
+    found
+}
+
+/// Closes `handle` if it is still the one numbered `serial`; returns whether it did.
+pub(crate) fn close_owned(handle: i32, serial: u64) -> bool {
+    let removed = {
+        let mut handles = handles();
+        match handles.live.get(&handle) {
+            Some(entry) if entry.serial == serial => handles.live.remove(&handle),
+            _ => None,
+        }
+    };
+    // Unmapped (if this was the last reference) after the lock is released.
+    removed.is_some()
+}
+
 /// Writes the result of an open to `out` and registers the handle.
 ///
 /// # Safety
 /// `out` must be null or valid for writing one [`SbMapping`].
-unsafe fn finish(result: Result<Segment, (i32, u64)>, out: *mut SbMapping) -> i32 {
+unsafe fn finish(result: Result<(Segment, SegmentId), (i32, u64)>, out: *mut SbMapping) -> i32 {
     let (code, record) = match result {
-        Ok(segment) => {
+        Ok((segment, id)) => {
             let record = SbMapping {
                 handle: 0,
                 addr: segment.as_ptr() as u64,
                 len: segment.len() as u64,
                 created: u64::from(segment.created()),
             };
-            let handle = handles().insert(Arc::new(segment));
+            let handle = handles().insert(Arc::new(Mapped {
+                segment,
+                id,
+                report: Mutex::new(None),
+            }));
             (
                 0,
                 SbMapping {
@@ -161,7 +234,7 @@ fn open_detailed(
     how: u32,
     flags: u32,
     mode: u32,
-) -> Result<Segment, (i32, u64)> {
+) -> Result<(Segment, SegmentId), (i32, u64)> {
     let id = id.map_err(|e| (code_of(&e), 0))?;
     let size_usize = usize::try_from(size).map_err(|_| (-libc::EFBIG, 0))?;
     let options = Options {
@@ -174,15 +247,18 @@ fn open_detailed(
         SB_OPEN_OR_CREATE => Segment::open_or_create(&id, size_usize, &options),
         _ => return Err((-libc::EINVAL, 0)),
     };
-    made.map_err(|err| {
-        let actual = SizeMismatch::find(&err).map_or(0, |m| m.actual as u64);
-        (code_of(&err), actual)
-    })
+    match made {
+        Ok(segment) => Ok((segment, id)),
+        Err(err) => {
+            let actual = SizeMismatch::find(&err).map_or(0, |m| m.actual as u64);
+            Err((code_of(&err), actual))
+        }
+    }
 }
 
 /// # Safety
 /// `name` must be valid for reading `len` bytes (or `len` must be 0).
-unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<SegmentId> {
+pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<SegmentId> {
     if name.is_null() && len != 0 {
         return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
     }
@@ -228,8 +304,8 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
 pub extern "C" fn sb_dup(handle: i32) -> i32 {
     guard(|| {
         let mut handles = handles();
-        match handles.live.get(&handle).cloned() {
-            Some(segment) => handles.insert(segment),
+        match handles.live.get(&handle).map(|entry| entry.mapping.clone()) {
+            Some(mapping) => handles.insert(mapping),
             None => -libc::EBADF,
         }
     })
@@ -271,4 +347,52 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_handle_count() -> i32 {
     guard(|| i32::try_from(handles().live.len()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_closes_only_the_handle_it_was_given() {
+        let name = format!("/sb-owner-{}", std::process::id());
+        let id = SegmentId::name(&name).unwrap();
+        let _ = Segment::unlink(&id);
+        let mut out = SbMapping::default();
+        // SAFETY: the name is valid for its length and `out` for one write.
+        let rc = unsafe {
+            sb_open_name(
+                name.as_ptr(),
+                name.len() as u32,
+                4096,
+                SB_CREATE,
+                0,
+                0o600,
+                &mut out,
+            )
+        };
+        assert_eq!(rc, 0);
+        let handle = out.handle as i32;
+        let (_, serial) = lookup(handle).unwrap();
+        assert!(
+            !close_owned(handle, serial + 1),
+            "another serial closes nothing"
+        );
+        assert!(lookup(handle).is_some());
+        let dup = sb_dup(handle);
+        let (_, dup_serial) = lookup(dup).unwrap();
+        assert_ne!(serial, dup_serial, "every handle has its own serial");
+        assert_eq!(mappings_of(&id).len(), 1, "two handles, one mapping");
+        assert!(close_owned(handle, serial));
+        assert!(!close_owned(handle, serial), "closed once only");
+        assert_eq!(sb_close(handle), -libc::EBADF);
+        assert_eq!(
+            mappings_of(&id).len(),
+            1,
+            "the duplicate still holds the mapping"
+        );
+        assert_eq!(sb_close(dup), 0);
+        assert!(mappings_of(&id).is_empty());
+        Segment::unlink(&id).unwrap();
+    }
 }

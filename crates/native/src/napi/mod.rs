@@ -1,0 +1,525 @@
+//! The Node-API module: ArrayBuffers over segments that the JavaScript engine owns.
+//!
+//! The same library file is loaded twice in one process: through `Deno.dlopen` / `bun:ffi` for
+//! the flat `sb_*` calls, and through `process.dlopen` (Node.js, Deno, Bun) as a Node-API module,
+//! which registers [`napi_register_module_v1`]. Both loads are the same image, so they share the
+//! handle table: a handle opened through `sb_open_name` can be given to [`wrap`] here.
+//!
+//! What it exports (all functions; errors are thrown as JavaScript errors, never panics):
+//!
+//! - `wrap(handle, address, length)`: an external ArrayBuffer over `length` bytes at `address`
+//!   (a BigInt), which must lie inside the mapping `handle` references. The buffer takes over
+//!   `handle` (one reference to the mapping): its finalizer closes it when the engine collects
+//!   the buffer, wherever the buffer was moved. Closing the handle earlier with `sb_close` is
+//!   allowed; the finalizer then does nothing (each handle carries a serial number that is never
+//!   reused, so a later handle with the same number is never closed by mistake).
+//! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the same code, and after a
+//!   successful unlink each mapping this process holds of that segment is reported to the
+//!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (its
+//!   length). The report is taken back when the mapping goes. A mapping of a linked segment is
+//!   never reported: unmapping it frees no memory.
+//! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
+//!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
+//! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
+//! - `abiVersion`: [`crate::SB_ABI_VERSION`].
+//!
+//! Finalizers may run on any thread (V8 may free a backing store on a background thread) and
+//! after the environment that made the buffer is gone, so they call no Node-API function: they
+//! close the handle, and a mapping that goes adds its report to its environment's `pending`
+//! count, which the next call from that environment takes back with `napi_adjust_external_memory`.
+
+pub mod sys;
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use shared_buffer::segment::{Segment, SegmentId};
+
+use crate::segment::{Mapped, close_owned, lookup, mappings_of};
+use crate::{SB_ABI_VERSION, code_of, sb_error_name};
+use sys::{Api, CallbackInfo, Env, OK, Value, api};
+
+/// What one JavaScript environment has reported with `napi_adjust_external_memory`.
+#[derive(Debug, Default)]
+pub(crate) struct Account {
+    /// Bytes reported and not yet taken back.
+    outstanding: AtomicI64,
+    /// Bytes whose mapping has gone, to take back on the environment's next call.
+    pending: AtomicI64,
+    /// How many times `relieve` has run.
+    reliefs: AtomicI64,
+}
+
+/// A mapping's report: to whom, and how much.
+#[derive(Debug)]
+pub(crate) struct Report {
+    account: Arc<Account>,
+    bytes: i64,
+}
+
+impl Report {
+    /// Called when the mapping is unmapped, on whatever thread that happens.
+    pub(crate) fn mapping_gone(self) {
+        self.account
+            .pending
+            .fetch_add(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a finalizer needs to close the handle its object owns.
+struct Owner {
+    handle: i32,
+    serial: u64,
+}
+
+/// An error to throw into JavaScript.
+enum Thrown {
+    Type(String),
+    Range(String),
+    /// An `Error` whose `code` is the symbolic name of a native code.
+    Code(i32, String),
+    /// A Node-API call failed; an exception may already be pending.
+    Status(&'static str, sys::Status),
+}
+
+type Outcome = Result<Value, Thrown>;
+
+fn check(status: sys::Status, what: &'static str) -> Result<(), Thrown> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(Thrown::Status(what, status))
+    }
+}
+
+/// The exported module: called once per environment that loads the library with
+/// `process.dlopen` (or `require`).
+///
+/// # Safety
+/// Called by the runtime with a live `env` and its `exports` object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Value {
+    let registered = panic::catch_unwind(AssertUnwindSafe(|| {
+        // Without the runtime's Node-API functions nothing can be exported; the JavaScript side
+        // finds `abiVersion` missing and says so.
+        let Ok(api) = api() else { return };
+        // SAFETY: env and exports come from the runtime for this call.
+        if let Err(thrown) = unsafe { register(api, env, exports) } {
+            // SAFETY: as above.
+            unsafe { throw(api, env, thrown) };
+        }
+    }));
+    if registered.is_err() {
+        return ptr::null_mut();
+    }
+    exports
+}
+
+/// # Safety
+/// `env` and `exports` are live for this call.
+unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
+    // SAFETY: env is live.
+    unsafe { account(api, env)? };
+    let functions: [(&CStr, sys::Callback); 5] = [
+        (c"wrap", js_wrap),
+        (c"relieve", js_relieve),
+        (c"unlinkKey", js_unlink_key),
+        (c"unlinkName", js_unlink_name),
+        (c"reportedBytes", js_reported_bytes),
+    ];
+    for (name, callback) in functions {
+        let mut function = ptr::null_mut();
+        // SAFETY: name is NUL-terminated (length from to_bytes), callback has the napi_callback
+        // signature, and `function` is a valid out-pointer.
+        check(
+            unsafe {
+                (api.create_function)(
+                    env,
+                    name.as_ptr(),
+                    name.to_bytes().len(),
+                    callback,
+                    ptr::null_mut(),
+                    &mut function,
+                )
+            },
+            "napi_create_function",
+        )?;
+        // SAFETY: exports is an object of this env, name is NUL-terminated.
+        check(
+            unsafe { (api.set_named_property)(env, exports, name.as_ptr(), function) },
+            "napi_set_named_property",
+        )?;
+    }
+    let mut version = ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    check(
+        unsafe { (api.create_uint32)(env, SB_ABI_VERSION, &mut version) },
+        "napi_create_uint32",
+    )?;
+    // SAFETY: as above.
+    check(
+        unsafe { (api.set_named_property)(env, exports, c"abiVersion".as_ptr(), version) },
+        "napi_set_named_property",
+    )
+}
+
+/// This environment's [`Account`], made on first use and freed with the environment.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    check(
+        unsafe { (api.get_instance_data)(env, &mut data) },
+        "napi_get_instance_data",
+    )?;
+    if !data.is_null() {
+        // SAFETY: only this module sets this environment's instance data, always to a
+        // `Box<Arc<Account>>`, which lives until `drop_account`.
+        return Ok(unsafe { &*data.cast::<Arc<Account>>() }.clone());
+    }
+    let account = Arc::new(Account::default());
+    let boxed = Box::into_raw(Box::new(account.clone()));
+    // SAFETY: `boxed` is handed to the runtime, which calls `drop_account` with it once.
+    let status =
+        unsafe { (api.set_instance_data)(env, boxed.cast(), drop_account, ptr::null_mut()) };
+    if status != OK {
+        // SAFETY: the runtime did not take `boxed`; it came from Box::into_raw above.
+        drop(unsafe { Box::from_raw(boxed) });
+        check(status, "napi_set_instance_data")?;
+    }
+    Ok(account)
+}
+
+unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_void) {
+    let _ = panic::catch_unwind(|| {
+        // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
+        drop(unsafe { Box::from_raw(data.cast::<Arc<Account>>()) });
+    });
+}
+
+/// Takes back what mappings that have gone had reported.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn settle(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
+    let gone = account.pending.swap(0, Ordering::Relaxed);
+    if gone != 0 {
+        account.outstanding.fetch_sub(gone, Ordering::Relaxed);
+        let mut total = 0;
+        // SAFETY: valid out-pointer.
+        check(
+            unsafe { (api.adjust_external_memory)(env, -gone, &mut total) },
+            "napi_adjust_external_memory",
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs a JavaScript-facing function: reads `N` arguments, settles the account, runs `body`, and
+/// turns its error (or a panic) into a thrown JavaScript error.
+///
+/// # Safety
+/// `env` and `info` come from the runtime for this call.
+unsafe fn call<const N: usize>(
+    env: Env,
+    info: CallbackInfo,
+    body: impl FnOnce(&Api, &Arc<Account>, [Value; N]) -> Outcome,
+) -> Value {
+    let Ok(api) = api() else {
+        return ptr::null_mut();
+    };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut argc = N;
+        let mut argv = [ptr::null_mut(); N];
+        // SAFETY: argv has room for argc values; the other out-pointers may be null.
+        check(
+            unsafe {
+                (api.get_cb_info)(
+                    env,
+                    info,
+                    &mut argc,
+                    argv.as_mut_ptr(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            },
+            "napi_get_cb_info",
+        )?;
+        if argc < N {
+            return Err(Thrown::Type(format!("expected {N} arguments, got {argc}")));
+        }
+        // SAFETY: env is live and this is its thread.
+        let account = unsafe { account(api, env)? };
+        // SAFETY: as above.
+        unsafe { settle(api, env, &account)? };
+        body(api, &account, argv)
+    }));
+    let thrown = match outcome {
+        Ok(Ok(value)) => return value,
+        Ok(Err(thrown)) => thrown,
+        Err(_) => Thrown::Code(
+            crate::SB_EPANIC,
+            "internal error in the native library (a panic was caught)".into(),
+        ),
+    };
+    // SAFETY: env is live.
+    unsafe { throw(api, env, thrown) };
+    ptr::null_mut()
+}
+
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
+    let text = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
+    // The status of a throw is ignored: it fails only when an exception is already pending, which
+    // is then the one JavaScript sees, and there is nobody else to report to.
+    // SAFETY (all three): the strings are NUL-terminated and live for the call.
+    let _ = match thrown {
+        Thrown::Type(msg) => unsafe {
+            (api.throw_type_error)(env, ptr::null(), text(msg).as_ptr())
+        },
+        Thrown::Range(msg) => unsafe {
+            (api.throw_range_error)(env, ptr::null(), text(msg).as_ptr())
+        },
+        Thrown::Code(code, msg) => unsafe {
+            (api.throw_error)(env, sb_error_name(code), text(msg).as_ptr())
+        },
+        // A failed call may have left an exception pending; throwing again would fail too.
+        Thrown::Status(_, sys::PENDING_EXCEPTION) => return,
+        Thrown::Status(what, status) => unsafe {
+            (api.throw_error)(
+                env,
+                ptr::null(),
+                text(format!("{what} failed (napi_status {status})")).as_ptr(),
+            )
+        },
+    };
+}
+
+fn int32(api: &Api, env: Env, value: Value, what: &str) -> Result<i32, Thrown> {
+    let mut out = 0;
+    // SAFETY: value belongs to this call; valid out-pointer.
+    let status = unsafe { (api.get_value_int32)(env, value, &mut out) };
+    if status != OK {
+        return Err(Thrown::Type(format!("{what} must be a number")));
+    }
+    Ok(out)
+}
+
+fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner), Thrown> {
+    let handle = int32(api, env, value, "handle")?;
+    match lookup(handle) {
+        Some((mapping, serial)) => Ok((mapping, Owner { handle, serial })),
+        None => Err(Thrown::Code(
+            -libc::EBADF,
+            format!("handle {handle} is not open (EBADF)"),
+        )),
+    }
+}
+
+/// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
+/// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
+/// no Node-API function.
+unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_void) {
+    let _ = panic::catch_unwind(|| {
+        // SAFETY: `hint` is the `Box<Owner>` given with the object, finalized exactly once.
+        let owner = unsafe { Box::from_raw(hint.cast::<Owner>()) };
+        close_owned(owner.handle, owner.serial);
+    });
+}
+
+unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(
+            env,
+            info,
+            |api, _, [handle, address, length]: [Value; 3]| {
+                let (mapping, owner) = handle_arg(api, env, handle)?;
+                let mut start = 0u64;
+                let mut lossless = false;
+                // SAFETY: valid out-pointers.
+                let status = (api.get_value_bigint_uint64)(env, address, &mut start, &mut lossless);
+                if status != OK || !lossless {
+                    return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
+                }
+                let mut len = 0f64;
+                let status = (api.get_value_double)(env, length, &mut len);
+                if status != OK || !(len >= 1.0 && len.fract() == 0.0 && len <= isize::MAX as f64) {
+                    return Err(Thrown::Type("length must be a positive integer".into()));
+                }
+                let len = len as u64;
+                let base = mapping.segment.as_ptr() as u64;
+                let end = base + mapping.segment.len() as u64;
+                if start < base || start.checked_add(len).is_none_or(|last| last > end) {
+                    return Err(Thrown::Range(format!(
+                        "{len} bytes at {start:#x} are not inside the mapping of handle {}",
+                        owner.handle
+                    )));
+                }
+                let hint = Box::into_raw(Box::new(owner));
+                let mut buffer = ptr::null_mut();
+                // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the
+                // handle `hint` owns is open, and `release_owner` closes it exactly once when the
+                // engine releases the buffer. Other processes may write these bytes at any time,
+                // which JavaScript's memory model allows for an ArrayBuffer's contents.
+                let status = (api.create_external_arraybuffer)(
+                    env,
+                    start as usize as *mut c_void,
+                    len as usize,
+                    release_owner,
+                    hint.cast(),
+                    &mut buffer,
+                );
+                if status != OK {
+                    // The engine did not take the buffer, so it will never call the finalizer.
+                    drop(Box::from_raw(hint));
+                    return Err(Thrown::Status("napi_create_external_arraybuffer", status));
+                }
+                Ok(buffer)
+            },
+        )
+    }
+}
+
+/// Removes a segment, then reports each of this process's mappings of it (see the module docs).
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn unlink(
+    api: &Api,
+    env: Env,
+    account: &Arc<Account>,
+    id: std::io::Result<SegmentId>,
+) -> Outcome {
+    let code = match id.and_then(|id| Segment::unlink(&id).map(|()| id)) {
+        Ok(id) => {
+            for mapping in mappings_of(&id) {
+                let mut report = mapping
+                    .report
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if report.is_some() {
+                    continue;
+                }
+                // The whole length: a named segment this library creates reserves all of its
+                // memory up front (so that a full /dev/shm fails the create, not a later write),
+                // and counting resident pages (mincore) took 80 ms for 1 GiB here.
+                let bytes = i64::try_from(mapping.segment.len()).unwrap_or(i64::MAX);
+                let mut total = 0;
+                // SAFETY: valid out-pointer; env is live on this thread.
+                check(
+                    unsafe { (api.adjust_external_memory)(env, bytes, &mut total) },
+                    "napi_adjust_external_memory",
+                )?;
+                account.outstanding.fetch_add(bytes, Ordering::Relaxed);
+                *report = Some(Report {
+                    account: account.clone(),
+                    bytes,
+                });
+            }
+            0
+        }
+        Err(err) => code_of(&err),
+    };
+    let mut value = ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    check(
+        unsafe { (api.create_int32)(env, code, &mut value) },
+        "napi_create_int32",
+    )?;
+    Ok(value)
+}
+
+unsafe extern "C" fn js_unlink_key(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [key]: [Value; 1]| {
+            let mut raw = 0u32;
+            if (api.get_value_uint32)(env, key, &mut raw) != OK {
+                return Err(Thrown::Type("key must be a number".into()));
+            }
+            unlink(api, env, account, SegmentId::key(raw))
+        })
+    }
+}
+
+unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [name]: [Value; 1]| {
+            let mut buf = [0u8; 512];
+            let mut len = 0usize;
+            let status = (api.get_value_string_utf8)(
+                env,
+                name,
+                buf.as_mut_ptr().cast::<c_char>(),
+                buf.len(),
+                &mut len,
+            );
+            if status != OK {
+                return Err(Thrown::Type("name must be a string".into()));
+            }
+            let id = if len + 1 >= buf.len() {
+                Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+            } else {
+                crate::segment::parse_name(buf.as_ptr(), len)
+            };
+            unlink(api, env, account, id)
+        })
+    }
+}
+
+/// How much the first `relieve` reports for a moment: far above an engine's limit for a
+/// synchronous full collection (V8: half the old generation above the last low mark).
+const RELIEF_BYTES: i64 = 1 << 44;
+/// How much more each later `relieve` reports. V8 sets its next limit from the external memory
+/// at the time of a collection, which a relief's own collection sees inflated, so the same
+/// amount again would not cross it.
+const RELIEF_STEP: i64 = 1 << 37;
+
+unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let round = account.reliefs.fetch_add(1, Ordering::Relaxed);
+            let bytes = RELIEF_STEP
+                .checked_mul(round)
+                .and_then(|more| more.checked_add(RELIEF_BYTES))
+                .unwrap_or(i64::MAX / 2);
+            let mut total = 0;
+            check(
+                (api.adjust_external_memory)(env, bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            check(
+                (api.adjust_external_memory)(env, -bytes, &mut total),
+                "napi_adjust_external_memory",
+            )?;
+            settle(api, env, account)?;
+            let mut value = ptr::null_mut();
+            check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
+            Ok(value)
+        })
+    }
+}
+
+unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let bytes = account.outstanding.load(Ordering::Relaxed);
+            let mut value = ptr::null_mut();
+            check(
+                (api.create_int32)(env, i32::try_from(bytes).unwrap_or(i32::MAX), &mut value),
+                "napi_create_int32",
+            )?;
+            Ok(value)
+        })
+    }
+}

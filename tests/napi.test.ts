@@ -1,0 +1,74 @@
+/**
+ * The Node-API module on its own, loaded a second time with `process.dlopen` as the adapters do:
+ * what `wrap` refuses, and the memory report that `unlinkName` makes and takes back.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import process from "node:process";
+import { cleanup, collectGarbage, lib, test, uniqueName } from "./harness.ts";
+import { loadNodeApi } from "../ts/napi.ts";
+import { backend } from "../ts/backend.ts";
+import { OPEN } from "../ts/ffi.ts";
+
+const { SharedMemory } = lib;
+const napi = loadNodeApi(lib.loadLibrary(), process.dlopen);
+const MiB = 1024 * 1024;
+
+test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt address", async () => {
+  const name = uniqueName("napi-wrap");
+  // Objects dropped by earlier tests would change the handle count while this one counts.
+  await collectGarbage(3);
+  try {
+    using shm = SharedMemory.create({ name }, 4096);
+    const handles = lib.openHandleCount();
+    assert.throws(
+      () => napi.wrap(2 ** 31 - 7, 4096n, 16),
+      (e: Error & { code?: string }) => e.code === "EBADF" && /not open/.test(e.message),
+    );
+    const out = new BigUint64Array(4);
+    const bytes = new TextEncoder().encode(name);
+    assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, out), 0);
+    const [handle, address] = [Number(out[0]), out[1]];
+    assert.throws(() => napi.wrap(handle, address + 4000n, 200), RangeError);
+    assert.throws(() => napi.wrap(handle, address - 1n, 1), RangeError);
+    assert.throws(() => napi.wrap(handle, 2n ** 64n - 1n, 2), RangeError);
+    assert.throws(() => napi.wrap(handle, Number(address) as unknown as bigint, 16), TypeError);
+    assert.throws(() => napi.wrap(handle, address, 0), TypeError);
+    assert.throws(() => napi.wrap(handle, address, -1), TypeError);
+    assert.throws(() => napi.wrap(handle, address, 1.5), TypeError);
+    assert.equal(lib.openHandleCount(), handles + 1, "a refused wrap leaves the handle open");
+    const buffer = napi.wrap(handle, address + 4095n, 1);
+    assert.equal(buffer.byteLength, 1);
+    buffer.transfer(0);
+    // Detaching releases the buffer's memory, and its finalizer closes the handle it took.
+    for (let i = 0; i < 1000 && lib.openHandleCount() > handles; i++) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+    assert.equal(lib.openHandleCount(), handles);
+    assert.ok(backend().close(handle) < 0, "already closed by the finalizer");
+    assert.equal(lib.openHandleCount(), handles, "no handle is left behind");
+    assert.equal(shm.byteLength, 4096);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("unlinking a segment this process maps reports its length, taken back when it is unmapped", () => {
+  const name = uniqueName("napi-report");
+  try {
+    const before = napi.reportedBytes();
+    const shm = SharedMemory.create({ name }, MiB);
+    new Uint8Array(shm.buffer).fill(1);
+    assert.equal(napi.reportedBytes(), before, "a linked segment is not reported");
+    assert.equal(napi.unlinkName(name), 0);
+    assert.equal(napi.reportedBytes(), before + MiB, "one mapping of 1 MiB, reported once");
+    assert.ok(napi.unlinkName(name) < 0, "a second unlink fails (ENOENT)");
+    assert.equal(napi.reportedBytes(), before + MiB);
+    shm.close();
+    assert.equal(napi.reportedBytes(), before, "taken back once the mapping is gone");
+  } finally {
+    cleanup({ name });
+  }
+});

@@ -1,0 +1,63 @@
+/**
+ * The Node-API half of the native library: the same library file, loaded a second time with
+ * `process.dlopen` (from `node:process`), which registers it as a Node-API module. Its buffers are
+ * owned by the JavaScript engine: each one holds one reference to its mapping and the engine's
+ * own finalizer releases it when the buffer is collected, wherever the buffer was moved.
+ *
+ * The contract of each export is in `crates/native/src/napi/mod.rs`.
+ *
+ * @module
+ */
+
+import { ABI_VERSION } from "./ffi.ts";
+
+/** What the Node-API module exports. */
+export interface NodeApiModule {
+  /** The library's ABI version; must equal {@linkcode ABI_VERSION}. */
+  readonly abiVersion: number;
+  /**
+   * An ArrayBuffer over `length` bytes at `address`, inside the mapping `handle` references. The
+   * buffer takes over `handle` and closes it when the engine collects it.
+   *
+   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
+   * @throws {RangeError} If the bytes are not inside the mapping.
+   */
+  wrap(handle: number, address: bigint, length: number): ArrayBuffer;
+  /**
+   * `sb_unlink_key`, after which each of this process's mappings of the segment is reported to
+   * the engine as the memory its collection would free. Returns 0 or a negative code.
+   */
+  unlinkKey(key: number): number;
+  /** The same for a named segment (the name as validated, with or without its `/`). */
+  unlinkName(name: string): number;
+  /**
+   * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
+   * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
+   */
+  relieve(): number;
+  /** Bytes this environment has reported and not yet taken back. */
+  reportedBytes(): number;
+}
+
+/** `process.dlopen`'s shape. */
+export type Dlopen = (module: { exports: unknown }, path: string) => void;
+
+/**
+ * Loads the library at `path` as a Node-API module.
+ *
+ * @param dlopen `process.dlopen` from `node:process` (Deno needs only `--allow-ffi` for it).
+ * @throws {Error} If it does not register, or reports another ABI version.
+ */
+export function loadNodeApi(path: string, dlopen: Dlopen): NodeApiModule {
+  const module = { exports: {} as Partial<NodeApiModule> };
+  dlopen(module, path);
+  const found = module.exports.abiVersion;
+  if (found !== ABI_VERSION) {
+    throw new Error(
+      found === undefined
+        ? `shared-buffer: ${path} did not register as a Node-API module (the runtime lacks a Node-API function it needs)`
+        : `shared-buffer: ${path} has ABI version ${found} as a Node-API module, these bindings need ${ABI_VERSION}`,
+    );
+  }
+  return module.exports as NodeApiModule;
+}
