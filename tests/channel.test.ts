@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
+import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
 import { spawnSync } from "node:child_process";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
@@ -760,4 +761,35 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
     }
   }
   assert.ok(delivered > 0 && errors > 0, `${delivered} messages, ${errors} errors`);
+});
+
+test("adaptive spin: spins while spinning catches, parks at once after failures, probes at doubling intervals", () => {
+  const s = new Spinner("adaptive");
+  assert.equal(s.fixed, -1);
+  assert.equal(new Spinner(0).fixed, 0, "a number is a fixed count");
+  assert.equal(s.budgetMs(), SPIN_MS, "spins at first");
+  for (let i = 0; i < 20; i++) s.record(true);
+  assert.deepEqual(s.state, { score: 8, probeEvery: 1 });
+  // The peer stops answering within the spin (it shares this core, or it is slow).
+  let spun = 0;
+  for (let wait = 0; wait < 4; wait++) {
+    if (s.budgetMs() > 0) spun++, s.record(false);
+  }
+  assert.equal(spun, 4);
+  assert.equal(s.state.score, 0, "credit gone after a few failed spins");
+  const probes: number[] = [];
+  for (let wait = 0; wait < 5000; wait++) {
+    if (s.budgetMs() > 0) {
+      probes.push(wait);
+      s.record(false);
+    }
+  }
+  const gaps = probes.slice(1).map((p, i) => p - probes[i]);
+  assert.deepEqual(gaps.slice(0, 10), [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+  assert.ok(gaps.every((g) => g <= MAX_PROBE_EVERY));
+  // One probe that catches brings spinning back at once.
+  while (s.budgetMs() === 0);
+  s.record(true);
+  assert.equal(s.budgetMs(), SPIN_MS);
+  assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
 });

@@ -10,6 +10,7 @@ import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import * as L from "./layout.ts";
+import { CLOCK_EVERY, Spinner } from "./spin.ts";
 import {
   channelError,
   Consumer,
@@ -46,8 +47,13 @@ export interface EndpointOptions {
    * places (see {@linkcode ChannelReceiver}), within about this time. Default 100.
    */
   peerCheckMs?: number;
-  /** How many times to look again before parking in the kernel. Default 64. */
-  spin?: number;
+  /**
+   * How long to look again before parking in the kernel: `"adaptive"` (default) spins for up
+   * to 20 µs while spinning has been catching messages (or room) lately, and parks at once
+   * while it has not, probing now and then; a number looks again exactly that many times
+   * (0: park at once).
+   */
+  spin?: number | "adaptive";
 }
 
 /** What `send` accepts: bytes, or a string sent as UTF-8. */
@@ -324,7 +330,9 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
     peerCheckMs: opts.peerCheckMs === undefined
       ? 100
       : check.integer(opts.peerCheckMs, "options.peerCheckMs", 1, 3_600_000),
-    spin: opts.spin === undefined ? 64 : check.integer(opts.spin, "options.spin", 0, 1 << 30),
+    spin: opts.spin === undefined || opts.spin === "adaptive"
+      ? "adaptive"
+      : check.integer(opts.spin, "options.spin", 0, 1 << 30),
   };
 }
 
@@ -350,6 +358,7 @@ export class ChannelSender implements Disposable {
   readonly #ring: Ring;
   readonly #producer: Producer;
   readonly #options: Required<EndpointOptions>;
+  readonly #spinner: Spinner;
   readonly #slot: number;
   readonly #registry: Set<unknown>;
   #closed = false;
@@ -364,6 +373,7 @@ export class ChannelSender implements Disposable {
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
     this.#ring = ring;
     this.#options = options;
+    this.#spinner = new Spinner(options.spin);
     this.#slot = ring.attachProducer(pid);
     this.#producer = new Producer(ring, this.#slot);
     this.#registry = registry;
@@ -638,15 +648,32 @@ export class ChannelSender implements Disposable {
   *#reserveSteps(len: number, deadline: number): Generator<Park, number> {
     const r = this.#ring;
     const producer = this.#producer;
-    const { spin, peerCheckMs } = this.#options;
+    const { peerCheckMs } = this.#options;
+    const spinner = this.#spinner;
+    const fixed = spinner.fixed;
+    const budget = fixed < 0 ? spinner.budgetMs() : 0;
+    let spinUntil = -1;
+    let parked = false;
     let nextCheck = performance.now() + peerCheckMs;
     for (let spins = 0;; spins++) {
       if (this.#closed) throw closedError("ChannelSender.send");
       const idx = producer.tryReserve(len);
-      if (idx !== FULL) return idx;
-      if (spins < spin) continue;
+      if (idx !== FULL) {
+        if (budget > 0) spinner.record(!parked);
+        return idx;
+      }
+      if (fixed >= 0) {
+        if (spins < fixed) continue;
+      } else if (!parked && budget > 0 && spins % CLOCK_EVERY !== 0) {
+        continue;
+      } else if (!parked && budget > 0) {
+        const t = performance.now();
+        if (spinUntil < 0) spinUntil = t + budget;
+        if (t < spinUntil) continue;
+      }
       const now = performance.now();
       if (now >= deadline) {
+        if (budget > 0) spinner.record(false);
         throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
       }
       if (now >= nextCheck) {
@@ -658,6 +685,7 @@ export class ChannelSender implements Disposable {
       }
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
+        parked = true;
         yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError("ChannelSender.send");
@@ -740,6 +768,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #ring: Ring;
   readonly #consumer: Consumer;
   readonly #options: Required<EndpointOptions>;
+  readonly #spinner: Spinner;
   readonly #maxMessage: number;
   readonly #maxPending: number;
   readonly #registry: Set<unknown>;
@@ -769,6 +798,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     super();
     const opts = check.options<ReceiverOptions>(options, "options");
     this.#options = endpointOptions(opts);
+    this.#spinner = new Spinner(this.#options.spin);
     this.#maxMessage = opts.maxMessageBytes === undefined
       ? 64 * 2 ** 20
       : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN);
@@ -1220,16 +1250,33 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const deadline = deadlineAfter(timeout);
     const r = this.#ring;
     const consumer = this.#consumer;
-    const { spin, peerCheckMs } = this.#options;
+    const { peerCheckMs } = this.#options;
+    const spinner = this.#spinner;
+    const fixed = spinner.fixed;
+    const budget = fixed < 0 ? spinner.budgetMs() : 0;
+    let spinUntil = -1;
+    let parked = false;
     let nextCheck = performance.now() + peerCheckMs;
     this.#stuckAt = -1;
     for (let spins = 0;; spins++) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
-      if (got !== undefined) return got;
-      if (spins < spin) continue;
+      if (got !== undefined) {
+        if (budget > 0) spinner.record(!parked);
+        return got;
+      }
+      if (fixed >= 0) {
+        if (spins < fixed) continue;
+      } else if (!parked && budget > 0 && spins % CLOCK_EVERY !== 0) {
+        continue;
+      } else if (!parked && budget > 0) {
+        const t = performance.now();
+        if (spinUntil < 0) spinUntil = t + budget;
+        if (t < spinUntil) continue;
+      }
       const now = performance.now();
       if (now >= deadline) {
+        if (budget > 0) spinner.record(false);
         throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
       }
       const state = consumer.peek();
@@ -1242,6 +1289,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
       const again = consumer.peek();
       if (again === state) {
+        parked = true;
         yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
