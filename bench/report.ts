@@ -59,6 +59,8 @@ const GOALS: {
   { label: "channel (copying) / the Rust ring copying", size: 64, atLeast: 0.5 },
   { label: "channel with a receive timeout / the Rust ring", size: 64, atLeast: 0.5 },
   { label: "channel (copying) / the Rust ring copying", size: 4096, atLeast: 0.7 },
+  { label: "channel with a receive timeout / the Rust ring", size: 4096, atLeast: 0.7 },
+  { label: "channel batch / the Rust ring copying", size: 64, atLeast: 0.8 },
   { label: "channel (copying) / Unix socket, one write per message", size: 65536, atLeast: 1 },
   { label: "channel zero-copy / Unix socket", size: 65536, atLeast: 2 },
   { label: "channel zero-copy / the Rust ring zero-copy", size: 65536, atLeast: 0.7 },
