@@ -224,6 +224,10 @@ function results(json: any): string {
   out.push(
     pivot(of("mutex", (f) => f.what === "idle"), (f) => f.metric, (f) => f.runtime, "period"),
   );
+  if (of("hotpath").length) {
+    out.push("### The channel's hot path on one thread, 64 B, ns per call\n");
+    out.push(pivot(of("hotpath"), (f) => f.what, (f) => f.runtime, "call or piece"));
+  }
   for (const p of Object.keys(json.placements)) {
     out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
     out.push(TRIPS);

@@ -10,6 +10,7 @@ import { throughput } from "./scenarios/throughput.ts";
 import { wait } from "./scenarios/wait.ts";
 import { mutex } from "./scenarios/mutex.ts";
 import { channel } from "./scenarios/channel.ts";
+import { hotpath } from "./scenarios/hotpath.ts";
 
 /** Every scenario `make bench` runs. */
-export const SCENARIOS: Scenario[] = [attach, throughput, mutex, wait, channel];
+export const SCENARIOS: Scenario[] = [attach, throughput, mutex, hotpath, wait, channel];

@@ -86,7 +86,7 @@ const TRANSPORTS: Record<string, {
     sameCore: true,
     stream: [64, 4 * KIB],
     trips: [],
-    how: "the copying path with a timeout on every receive: recvInto(buffer, 1000)",
+    how: "the copying path with a timeout on every receive: recvInto(buffer, 20000)",
   },
   channel_batch: {
     sameCore: true,
@@ -167,7 +167,7 @@ async function measureChannel(spec: Spec): Promise<PairResult> {
     try {
       if (rx && spec.stream) {
         const zeroCopy = spec.transport.startsWith("channel_zc");
-        const timeout = spec.transport === "channel_timeout" ? 1000 : undefined;
+        const timeout = spec.transport === "channel_timeout" ? 20_000 : undefined;
         const meter = new Meter(spec.stream.warmupMs);
         const every = tickEvery(size);
         const into = new Uint8Array(size);
