@@ -10,7 +10,7 @@ import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import * as L from "./layout.ts";
-import { CLOCK_EVERY, Spinner } from "./spin.ts";
+import { Spinner } from "./spin.ts";
 import {
   channelError,
   Consumer,
@@ -650,30 +650,19 @@ export class ChannelSender implements Disposable {
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    const fixed = spinner.fixed;
-    const budget = fixed < 0 ? spinner.budgetMs() : 0;
-    let spinUntil = -1;
-    let parked = false;
     let nextCheck = performance.now() + peerCheckMs;
-    for (let spins = 0;; spins++) {
+    spinner.start();
+    for (;;) {
       if (this.#closed) throw closedError("ChannelSender.send");
       const idx = producer.tryReserve(len);
       if (idx !== FULL) {
-        if (budget > 0) spinner.record(!parked);
+        spinner.end(true);
         return idx;
       }
-      if (fixed >= 0) {
-        if (spins < fixed) continue;
-      } else if (!parked && budget > 0 && spins % CLOCK_EVERY !== 0) {
-        continue;
-      } else if (!parked && budget > 0) {
-        const t = performance.now();
-        if (spinUntil < 0) spinUntil = t + budget;
-        if (t < spinUntil) continue;
-      }
+      if (spinner.keepSpinning()) continue;
       const now = performance.now();
       if (now >= deadline) {
-        if (budget > 0) spinner.record(false);
+        spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
       }
       if (now >= nextCheck) {
@@ -685,7 +674,7 @@ export class ChannelSender implements Disposable {
       }
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
-        parked = true;
+        spinner.parking();
         yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError("ChannelSender.send");
@@ -1252,31 +1241,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    const fixed = spinner.fixed;
-    const budget = fixed < 0 ? spinner.budgetMs() : 0;
-    let spinUntil = -1;
-    let parked = false;
     let nextCheck = performance.now() + peerCheckMs;
     this.#stuckAt = -1;
-    for (let spins = 0;; spins++) {
+    spinner.start();
+    for (;;) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
       if (got !== undefined) {
-        if (budget > 0) spinner.record(!parked);
+        spinner.end(true);
         return got;
       }
-      if (fixed >= 0) {
-        if (spins < fixed) continue;
-      } else if (!parked && budget > 0 && spins % CLOCK_EVERY !== 0) {
-        continue;
-      } else if (!parked && budget > 0) {
-        const t = performance.now();
-        if (spinUntil < 0) spinUntil = t + budget;
-        if (t < spinUntil) continue;
-      }
+      if (spinner.keepSpinning()) continue;
       const now = performance.now();
       if (now >= deadline) {
-        if (budget > 0) spinner.record(false);
+        spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
       }
       const state = consumer.peek();
@@ -1289,7 +1267,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
       const again = consumer.peek();
       if (again === state) {
-        parked = true;
+        spinner.parking();
         yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");

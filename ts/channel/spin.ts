@@ -30,9 +30,43 @@ export class Spinner {
   #score = 2;
   #probeEvery = 1;
   #sinceProbe = 0;
+  /** The wait under way (an endpoint's waits never overlap): its budget, rounds, end, park. */
+  #budget = 0;
+  #spins = 0;
+  #until = -1;
+  #parked = false;
 
   constructor(spin: number | "adaptive") {
     this.fixed = spin === "adaptive" ? -1 : spin;
+  }
+
+  /** A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says. */
+  start(): void {
+    this.#budget = this.fixed < 0 ? this.budgetMs() : 0;
+    this.#spins = 0;
+    this.#until = -1;
+    this.#parked = false;
+  }
+
+  /** After a look that found nothing: true to look again at once, false to go on to park. */
+  keepSpinning(): boolean {
+    const spins = this.#spins++;
+    if (this.fixed >= 0) return spins < this.fixed;
+    if (this.#parked || this.#budget === 0) return false;
+    if (spins % CLOCK_EVERY !== 0) return true;
+    const now = performance.now();
+    if (this.#until < 0) this.#until = now + this.#budget;
+    return now < this.#until;
+  }
+
+  /** The wait parks in the kernel: it spins no more. */
+  parking(): void {
+    this.#parked = true;
+  }
+
+  /** The wait ends: `got` what it waited for, or not (a timeout, an error). */
+  end(got: boolean): void {
+    if (this.#budget > 0) this.record(got && !this.#parked);
   }
 
   /** How long the wait starting now spins (ms; 0: park at once). Adaptive endpoints only. */
