@@ -165,8 +165,11 @@ function trips(
  */
 function breakdown(figs: Figure[]): string {
   const runtimes = [...new Set(figs.map((f) => f.runtime))];
-  const at = (rt: string, what: string) =>
+  const fig = (rt: string, what: string) =>
     figs.find((f) => f.runtime === rt && f.what === what)?.median ?? NaN;
+  // A piece's own cost: its loop's time less the empty loop's; a call's: as measured.
+  const at = (rt: string, what: string) =>
+    fig(rt, what) - (/^(send|recv)/.test(what) ? 0 : fig(rt, "empty_loop"));
   const parts: [string, (rt: string) => number][] = [
     ["send: the whole call", (rt) => at(rt, "send")],
     ["send: copy in (set)", (rt) => at(rt, "copy_in_set_64")],
@@ -274,8 +277,8 @@ function results(json: any): string {
     out.push("### The channel's hot path on one thread, 64 B, ns per call\n");
     out.push(pivot(of("hotpath"), (f) => f.what, (f) => f.runtime, "call or piece"));
     out.push(
-      "Where each call's nanoseconds go (medians of the table above: a piece's own cost, and " +
-        "what is left for the call's checks and JavaScript calls):\n",
+      "Where each call's nanoseconds go (medians of the table above; a piece's own cost is its " +
+        "figure less the empty loop's; what is left is the call's checks and JavaScript calls):\n",
     );
     out.push(breakdown(of("hotpath")));
   }

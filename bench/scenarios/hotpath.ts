@@ -11,7 +11,6 @@ import {
   childCommand,
   lib,
   median,
-  perCall,
   pinned,
   round,
   type Row,
@@ -38,6 +37,18 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
     if (b >= BLOCKS / 4) sendNs.push(((t1 - t0) * 1e6) / K), recvNs.push(((t2 - t1) * 1e6) / K);
   }
   return [round(median(sendNs), 1), round(median(recvNs), 1)];
+}
+
+/** Median ns per iteration of `block`, a loop of K, over BLOCKS timed blocks. */
+function blockNs(block: () => void): number {
+  const ns: number[] = [];
+  for (let b = 0; b < BLOCKS; b++) {
+    const t0 = performance.now();
+    block();
+    const t1 = performance.now();
+    if (b >= BLOCKS / 4) ns.push(((t1 - t0) * 1e6) / K);
+  }
+  return round(median(ns), 1);
 }
 
 function costsChild(): Record<string, number> {
@@ -73,31 +84,49 @@ function costsChild(): Record<string, number> {
         while (n < K) n += rx.recvMany((m) => sum += m[0])!;
       },
     );
-    // The pieces, alone.
+    // The pieces, alone: each a loop of K in one timed block, like the calls above.
     const ring = new Uint8Array(256 * 1024 + 128);
     const i32 = new Int32Array(ring.buffer);
-    let at = 0;
-    const next = () => (at = (at + 72) & 0x3fff8);
+    const at = (i: number) => (i * 72) & 0x3fff8;
     const pieces = {
-      performance_now: perCall(() => sum += performance.now()),
-      atomics_load: perCall(() => sum += Atomics.load(i32, next() >> 2)),
-      atomics_store: perCall(() => Atomics.store(i32, next() >> 2, 1)),
-      copy_in_set_64: perCall(() => ring.set(message, next())),
-      copy_out_loop_64: perCall(() => {
-        const s = next();
-        for (let i = 0; i < SIZE; i++) into[i] = ring[s + i];
+      performance_now: blockNs(() => {
+        for (let i = 0; i < K; i++) sum += performance.now();
       }),
-      copy_out_subarray_set_64: perCall(() => {
-        const s = next();
-        into.set(ring.subarray(s, s + SIZE));
+      atomics_load: blockNs(() => {
+        for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
       }),
-      zero_72_words: perCall(() => {
-        const w = next() >> 2;
-        for (let j = w; j < w + 18; j++) i32[j] = 0;
+      atomics_store: blockNs(() => {
+        for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
       }),
-      zero_72_fill: perCall(() => {
-        const s = next();
-        ring.fill(0, s, s + 72);
+      copy_in_set_64: blockNs(() => {
+        for (let i = 0; i < K; i++) ring.set(message, at(i));
+      }),
+      copy_out_loop_64: blockNs(() => {
+        for (let i = 0; i < K; i++) {
+          const s = at(i);
+          for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
+        }
+      }),
+      copy_out_subarray_set_64: blockNs(() => {
+        for (let i = 0; i < K; i++) {
+          const s = at(i);
+          into.set(ring.subarray(s, s + SIZE));
+        }
+      }),
+      zero_72_words: blockNs(() => {
+        for (let i = 0; i < K; i++) {
+          const w = at(i) >> 2;
+          for (let j = w; j < w + 18; j++) i32[j] = 0;
+        }
+      }),
+      zero_72_fill: blockNs(() => {
+        for (let i = 0; i < K; i++) {
+          const s = at(i);
+          ring.fill(0, s, s + 72);
+        }
+      }),
+      empty_loop: blockNs(() => {
+        for (let i = 0; i < K; i++) sum += at(i);
       }),
     };
     if (sum === -1) console.error(sum); // keeps every result alive
@@ -123,8 +152,8 @@ export const hotpath: Scenario = {
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
-    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone in blocks of " +
-    "about 10 ms: performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
+    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone the same " +
+    "way, a loop of the piece per block (empty_loop: the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
   async run(ctx, skipped) {
