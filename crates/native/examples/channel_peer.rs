@@ -60,7 +60,7 @@ fn main() {
     let num = |i: usize| arg(i).parse::<u32>().expect("a number argument");
     let id = SegmentId::name(arg(1)).expect("a segment name");
     let segment =
-        Segment::open(&id, None, &Options::default()).unwrap_or_else(|e| fail("open", &e));
+        Segment::open(&id, None, &Options::default()).unwrap_or_else(|e| fail("open", &e.into()));
     let channel = Channel::open(segment).unwrap_or_else(|e| fail("Channel::open", &e));
     let (max, cap) = (channel.max_record(), channel.capacity() as usize);
     let options = WaitOptions {
