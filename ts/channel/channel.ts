@@ -668,6 +668,8 @@ export class ChannelSender implements Disposable {
       if (now >= nextCheck) {
         const consumer = r.consumerPid();
         if (consumer !== 0 && !r.parking.alive(consumer)) {
+          // A receiver that closed the channel and exited since the pid was read did not die.
+          if (r.rxClosed()) throw r.closedError("ChannelSender");
           throw channelError("ECONNRESET", `the channel's receiver (process ${consumer}) died`);
         }
         nextCheck = now + peerCheckMs;
