@@ -18,7 +18,7 @@ DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
 .PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean \
-	gen-layout golden check-deep deep-tools test-miri test-asan test-tsan
+	check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
 
@@ -30,9 +30,11 @@ $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Ca
 	@touch $@
 
 # Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
-# crates/native/src/abi.rs); `make test` fails while they are out of date.
+# crates/native/src/abi.rs, ts/channel/layout.ts from the channel layout, the channel's golden
+# byte traces in tests/golden/); `make test` fails while they are out of date.
 generate:
 	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
+	SB_GENERATE=1 cargo test -q -p shared-buffer --test golden
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
@@ -57,13 +59,6 @@ lint: tools
 test-rust:
 	cargo test --workspace
 
-# ts/channel/layout.ts from the Rust layout (a Rust test fails when the checked-in file is stale).
-gen-layout:
-	cargo run -q -p shared-buffer --example gen_layout_ts > ts/channel/layout.ts
-
-# Rewrites tests/golden/ from the Rust implementation (the Rust and TypeScript tests compare).
-golden:
-	SB_BLESS=1 cargo test -q -p shared-buffer --test golden
 
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:

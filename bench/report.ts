@@ -84,6 +84,7 @@ const goalOf = (r: Ratio) =>
     );
 
 const SIZE_NAMES: Record<number, string> = {
+  67108864: "64 MiB",
   8: "8 B",
   64: "64 B",
   4096: "4 KiB",
@@ -267,6 +268,13 @@ function results(json: any): string {
   );
   out.push("### Lock, notify and wait on one thread, ns per call\n");
   out.push(pivot(of("mutex", (f) => f.metric === "ns"), (f) => f.what, (f) => f.runtime, "call"));
+  out.push("System calls of the looping thread per call, counted with `strace -f`:\n");
+  out.push(pivot(
+    of("mutex", (f) => f.metric === "syscalls per call"),
+    (f) => f.what,
+    (f) => f.runtime,
+    "call",
+  ));
   out.push(
     "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against idling:\n",
   );
@@ -281,6 +289,15 @@ function results(json: any): string {
         "figure less the empty loop's; what is left is the call's checks and JavaScript calls):\n",
     );
     out.push(breakdown(of("hotpath")));
+  }
+  if (of("ownership").length) {
+    out.push("### Engine-owned buffers: attach, unlink and the forced collection, µs\n");
+    out.push(pivot(
+      of("ownership"),
+      (f) => `${f.runtime} ${f.what}`,
+      (f) => `${sizeName(f.size)} ${f.metric.replace("_us", "")}`.trim(),
+      "who, operation",
+    ));
   }
   for (const p of Object.keys(json.placements)) {
     out.push(`### Wait/notify round trips, ${placementText(p)}\n`);

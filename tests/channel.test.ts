@@ -483,16 +483,16 @@ test("closing a channel or an endpoint ends pending recvAsync, sendAsync and for
   const ebadf = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
   for (const closing of ["channel", "endpoint"] as const) {
     const a = channel(1024);
-    const rx = a.receiver({ peerCheckMs: 10_000 });
+    const rx = a.receiver({ peerCheckMs: 1000 });
     a.sender();
     const receiving = rx.recvAsync();
     const b = channel(1024);
     b.receiver();
-    const tx = b.sender({ peerCheckMs: 10_000 });
+    const tx = b.sender({ peerCheckMs: 1000 });
     while (tx.trySend(pattern(400, 1)));
     const sending = tx.sendAsync(pattern(400, 2));
     const c = channel(1024);
-    const iterated = c.receiver({ peerCheckMs: 10_000 });
+    const iterated = c.receiver({ peerCheckMs: 1000 });
     c.sender();
     const looping = (async () => {
       for await (const _ of iterated) assert.fail("no message was sent");

@@ -23,6 +23,7 @@ import {
   killAll,
   lib,
   other,
+  ownerDiedCount,
   resultOf,
   runtimes,
   sleep,
@@ -462,12 +463,7 @@ for (const holderRuntime of runtimes) {
         const results = await Promise.all(
           waiters.map((c, i) => finished(c, `${runtimes[i]} waiter`)),
         );
-        const died = results.map((r) => {
-          const m = /^locked ownerDied=(true|false)\nunlocked$/m.exec(r.stdout);
-          assert.ok(m, `a waiter's output:\n${r.stdout}`);
-          return m[1] === "true";
-        });
-        assert.equal(died.filter(Boolean).length, 1, `ownerDied per waiter: ${died}`);
+        assert.equal(ownerDiedCount(results), 1, "waiters told ownerDied");
         const after = mutex.lock(5000);
         assert.equal(after.ownerDied, false, "this process's lock after both waiters");
         after.unlock();

@@ -62,6 +62,10 @@ export interface Backend {
   cancelWaits(address: Address, length: number): number;
   notify(address: Address, count: number): number;
   mutexInit(address: Address): number;
+  /** `sb_mutex_open`: 0 if a ready mutex is at `address`. */
+  mutexOpen(address: Address): number;
+  /** `sb_mutex_held_in`: how many locks this process holds in `length` bytes at `address`. */
+  mutexHeldIn(address: Address, length: number): number;
   mutexLock(address: Address, timeoutNs: number): number;
   mutexTryLock(address: Address): number;
   mutexUnlock(address: Address): number;
@@ -104,6 +108,8 @@ export type CommonCalls = Pick<
   | "userName"
   | "notify"
   | "mutexInit"
+  | "mutexOpen"
+  | "mutexHeldIn"
   | "mutexTryLock"
   | "mutexUnlock"
   | "processAlive"
@@ -141,6 +147,8 @@ export function commonCalls(s: Calls): CommonCalls {
     handleCount: () => s.sb_handle_count(),
     notify: (address, count) => s.sb_notify(address, count),
     mutexInit: (address) => s.sb_mutex_init(address),
+    mutexOpen: (address) => s.sb_mutex_open(address),
+    mutexHeldIn: (address, length) => s.sb_mutex_held_in(address, length),
     mutexTryLock: (address) => s.sb_mutex_trylock(address),
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
     processAlive: (pid) => s.sb_process_alive(pid) !== 0,

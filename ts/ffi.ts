@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 7;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -63,7 +63,7 @@ export const symbols = {
   sb_unlink_name: { parameters: ["buffer", "u32"], result: "i32" },
   /** `int32_t sb_dup(int32_t handle)`: a new handle, or a negative code. */
   sb_dup: { parameters: ["i32"], result: "i32" },
-  /** `int32_t sb_close(int32_t handle)`: 0, or -EBADF. */
+  /** `int32_t sb_close(int32_t handle)`: 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap. */
   sb_close: { parameters: ["i32"], result: "i32" },
   /** `void sb_release(void *bytes, void *context)`: the deallocator Bun's buffers call; closes the handle in `context`. */
   sb_release: { parameters: ["pointer", "pointer"], result: "void" },
@@ -87,6 +87,10 @@ export const symbols = {
   sb_mutex_align: { parameters: [], result: "u32" },
   /** `int32_t sb_mutex_init(uint8_t *addr)`: 0 initialised, 1 already initialised, or a negative code. */
   sb_mutex_init: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_open(uint8_t *addr)`: 0 if a ready mutex is there, or a negative code (-EINVAL, -EAGAIN). */
+  sb_mutex_open: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_held_in(const uint8_t *addr, uint64_t len)`: how many locks threads of this process hold in the `len` bytes from `addr`. */
+  sb_mutex_held_in: { parameters: ["usize", "u64"], result: "i32" },
   /** `int32_t sb_mutex_lock(uint8_t *addr, int64_t timeout_ns)`: 0 acquired, 1 acquired after the owner died, or a negative code. */
   sb_mutex_lock: { parameters: ["usize", "i64"], result: "i32" },
   /** `int32_t sb_mutex_trylock(uint8_t *addr)`: as `sb_mutex_lock`, or -EBUSY. */

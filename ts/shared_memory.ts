@@ -243,6 +243,20 @@ function wrap(
   return buffer;
 }
 
+/**
+ * Throws `EBUSY` if a thread of this process holds a `Mutex` inside the `length` bytes
+ * at `address`: unmapping them would strand the lock (nobody here could unlock it).
+ */
+function refuseIfLocked(b: Backend, address: bigint, length: number, action: string): void {
+  const held = b.mutexHeldIn(b.address(address), length);
+  if (held > 0) {
+    throw errorOf(
+      "EBUSY",
+      `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
+    );
+  }
+}
+
 function release(buffer: ArrayBuffer): void {
   const record = owned.get(buffer);
   if (record === undefined) return;
@@ -504,10 +518,14 @@ export class SharedMemory implements Disposable {
    * was moved elsewhere (to a Worker, into a stream, by `transfer()`) holds its own reference and
    * keeps working until the engine collects it; the mapping is unmapped when the last reference
    * goes. Idempotent. The segment itself stays until {@linkcode unlink}.
+   *
+   * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+   *   inside the segment (through this object's buffers): unlock it first. Nothing is closed then.
    */
   close(): void {
     if (this.#handle < 0) return;
     const b = backend();
+    refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
     b.cancelWaits(b.address(this.#address), this.byteLength);
     if (this.#buffer) release(this.#buffer);
@@ -604,6 +622,8 @@ export function createSharedBuffer(
  * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
  *
  * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+ *   inside the buffer: unlock it first.
  *
  * @example
  * ```ts
@@ -625,6 +645,8 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
       "buffer was not made by createSharedBuffer or SharedMemory",
     );
   }
+  const record = owned.get(buffer)!;
+  refuseIfLocked(backend(), record.address, buffer.byteLength, "detachSharedBuffer");
   release(buffer);
 }
 

@@ -1,4 +1,4 @@
-// Generated from crates/shared-buffer/src/channel/layout.rs by `make gen-layout`: do not edit.
+// Generated from crates/shared-buffer/src/channel/layout.rs by `make generate`: do not edit.
 
 /**
  * The channel's byte layout: the constants and offsets of `layout.rs`, whose docs (and

@@ -333,7 +333,9 @@ export class Producer {
     const r = this.#r;
     const word = DATA + (idx >> 2);
     if (this.#tag !== 0) r.i32[word + 1] = this.#tag;
-    Atomics.store(r.i32, word, L.REC_SKIP | (span - 8));
+    // A plain store: the commit's Atomics.store orders it before the commit, and a receiver
+    // reads it only when this sender has died (an SC store here would cost every message).
+    r.i32[word] = L.REC_SKIP | (span - 8);
     return idx;
   }
 

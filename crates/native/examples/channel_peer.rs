@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use shared_buffer::channel::{Channel, WaitOptions, error_code};
+use shared_buffer::channel::{Channel, ChannelError, WaitOptions};
 use shared_buffer::{Options, Segment, SegmentId};
 
 /// A 32-bit hash of (seed, producer, index): xorshift over a mix of the three.
@@ -45,10 +45,9 @@ fn message(seed: u32, producer: u32, index: u32, max_record: usize, capacity: us
     out
 }
 
-fn fail(what: &str, err: &std::io::Error) -> ! {
+fn fail(what: &str, errno: i32, err: &dyn std::fmt::Display) -> ! {
     println!(
-        "result {{\"ok\":false,\"errno\":{},\"error\":{:?}}}",
-        error_code(err),
+        "result {{\"ok\":false,\"errno\":{errno},\"error\":{:?}}}",
         format!("{what}: {err}")
     );
     std::process::exit(1);
@@ -59,9 +58,11 @@ fn main() {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     let num = |i: usize| arg(i).parse::<u32>().expect("a number argument");
     let id = SegmentId::name(arg(1)).expect("a segment name");
-    let segment =
-        Segment::open(&id, None, &Options::default()).unwrap_or_else(|e| fail("open", &e.into()));
-    let channel = Channel::open(segment).unwrap_or_else(|e| fail("Channel::open", &e));
+    let segment = Segment::open(&id, None, &Options::default()).unwrap_or_else(|e| {
+        let e = std::io::Error::from(e);
+        fail("open", e.raw_os_error().unwrap_or(0), &e)
+    });
+    let channel = Channel::open(segment).unwrap_or_else(|e| fail("Channel::open", e.errno(), &e));
     let (max, cap) = (channel.max_record(), channel.capacity() as usize);
     let options = WaitOptions {
         liveness_interval: Duration::from_millis(50),
@@ -73,11 +74,11 @@ fn main() {
             let (producer, count, seed) = (num(2), num(3), num(4));
             let mut tx = channel
                 .sender(options)
-                .unwrap_or_else(|e| fail("sender", &e));
+                .unwrap_or_else(|e| fail("sender", e.errno(), &e));
             if arg(6) == "break" {
                 let long = vec![0xEE; 2 * cap + 1];
                 match tx.send(&long, Some(Duration::ZERO)) {
-                    Err(e) if error_code(&e) == libc::ETIMEDOUT => println!("broken"),
+                    Err(ChannelError::Timeout) => println!("broken"),
                     other => panic!("the long message should have broken off: {other:?}"),
                 }
             }
@@ -86,11 +87,12 @@ fn main() {
                 if i % 5 == 4 && msg.len() <= max {
                     let mut slot = tx
                         .reserve(msg.len(), patience)
-                        .unwrap_or_else(|e| fail("reserve", &e));
+                        .unwrap_or_else(|e| fail("reserve", e.errno(), &e));
                     slot.copy_from_slice(&msg);
                     slot.commit();
                 } else {
-                    tx.send(&msg, patience).unwrap_or_else(|e| fail("send", &e));
+                    tx.send(&msg, patience)
+                        .unwrap_or_else(|e| fail("send", e.errno(), &e));
                 }
             }
             if arg(5) == "close" {
@@ -102,7 +104,7 @@ fn main() {
             let (producers, count, seed) = (num(2), num(3), num(4));
             let mut rx = channel
                 .receiver(options)
-                .unwrap_or_else(|e| fail("receiver", &e));
+                .unwrap_or_else(|e| fail("receiver", e.errno(), &e));
             println!("ready");
             let mut next = vec![0u32; producers as usize];
             let mut buf = Vec::new();
@@ -115,17 +117,17 @@ fn main() {
                 };
                 let msg = match got {
                     Ok(Some(msg)) => msg,
-                    Ok(None) => fail("recv", &std::io::Error::other("the stream ended early")),
-                    Err(e) => fail("recv", &e),
+                    Ok(None) => fail("recv", 0, &"the stream ended early"),
+                    Err(e) => fail("recv", e.errno(), &e),
                 };
                 let p = u32::from_le_bytes(msg[..4].try_into().unwrap());
                 let want = next.get(p as usize).map(|&i| message(seed, p, i, max, cap));
                 if want.as_deref() != Some(&msg[..]) {
-                    let err = std::io::Error::other(format!(
+                    let err = format!(
                         "message {n}: {} bytes from producer {p}, not the expected one",
                         msg.len()
-                    ));
-                    fail("recv", &err);
+                    );
+                    fail("recv", 0, &err);
                 }
                 next[p as usize] += 1;
             }

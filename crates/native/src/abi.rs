@@ -187,7 +187,7 @@ exports! {
     fn sb_unlink_name(name: *const u8 => "buffer", name_len: u32) -> i32;
     /// A new handle, or a negative code.
     fn sb_dup(handle: i32) -> i32;
-    /// 0, or -EBADF.
+    /// 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap.
     fn sb_close(handle: i32) -> i32;
     /// The deallocator Bun's buffers call; closes the handle in `context`.
     fn sb_release(bytes: *mut c_void, context: *mut c_void) -> ();
@@ -223,6 +223,10 @@ exports! {
     fn sb_mutex_align() -> u32;
     /// 0 initialised, 1 already initialised, or a negative code.
     fn sb_mutex_init(addr: *mut u8 => "usize") -> i32;
+    /// 0 if a ready mutex is there, or a negative code (-EINVAL, -EAGAIN).
+    fn sb_mutex_open(addr: *mut u8 => "usize") -> i32;
+    /// How many locks threads of this process hold in the `len` bytes from `addr`.
+    fn sb_mutex_held_in(addr: *const u8 => "usize", len: u64) -> i32;
     /// 0 acquired, 1 acquired after the owner died, or a negative code.
     fn sb_mutex_lock(addr: *mut u8 => "usize", timeout_ns: i64) -> i32;
     /// As `sb_mutex_lock`, or -EBUSY.

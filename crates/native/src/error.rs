@@ -63,6 +63,13 @@ impl ErrorCode for SegmentError {
     }
 }
 
+impl ErrorCode for shared_buffer::sync::LockError {
+    /// The lock's own mapping to numbers ([`shared_buffer::sync::LockError::errno`]).
+    fn errno(&self) -> i32 {
+        shared_buffer::sync::LockError::errno(self)
+    }
+}
+
 /// The negative code for an error.
 pub(crate) fn code_of(err: &impl ErrorCode) -> i32 {
     -err.errno()
@@ -132,6 +139,7 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
         c"deadlock: already held by this thread",
     ),
     (libc::EBUSY, c"EBUSY", c"busy"),
+    (libc::ENOLCK, c"ENOLCK", c"this thread holds too many locks"),
     (libc::EIDRM, c"EIDRM", c"segment was removed"),
     (libc::EPIPE, c"EPIPE", c"the channel is closed"),
     (libc::ECONNRESET, c"ECONNRESET", c"the peer process died"),

@@ -358,30 +358,49 @@ pub extern "C" fn sb_dup(handle: i32) -> i32 {
     })
 }
 
-/// Closes `handle`. The mapping is unmapped when its last handle is closed. Returns `0`, or
-/// `-EBADF` for an unknown or already closed handle.
+/// Closes `handle`. The mapping is unmapped when its last handle is closed. Returns `0`,
+/// `-EBADF` for an unknown or already closed handle, or `-EBUSY` (the handle stays open) when
+/// this is the mapping's last handle and a live thread of this process holds a lock inside it:
+/// unmapping would leave that lock held in the segment with no way to unlock it from here.
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_close(handle: i32) -> i32 {
-    guard(|| {
-        // Take the segment out under the lock, unmap after releasing it.
-        let removed = handles().live.remove(&handle);
-        match removed {
-            Some(segment) => {
-                drop(segment);
-                0
+    guard(|| close(handle, false))
+}
+
+/// Closes `handle`; unless `force`, refuses (`-EBUSY`) to unmap memory in which this process
+/// holds a lock.
+fn close(handle: i32, force: bool) -> i32 {
+    // Take the segment out under the lock, unmap after releasing it.
+    let removed = {
+        let mut handles = handles();
+        match handles.live.get(&handle) {
+            None => return -libc::EBADF,
+            Some(Entry { mapping, .. })
+                if !force
+                    && Arc::strong_count(mapping) == 1
+                    && shared_buffer::sync::held_in(
+                        mapping.segment.as_ptr() as usize,
+                        mapping.segment.len(),
+                    ) > 0 =>
+            {
+                return -libc::EBUSY;
             }
-            None => -libc::EBADF,
+            Some(_) => handles.live.remove(&handle),
         }
-    })
+    };
+    drop(removed);
+    0
 }
 
 /// A deallocator in the shape JavaScriptCore (Bun's `toArrayBuffer`) calls when an external
 /// ArrayBuffer is collected or detached: `context` is the handle the buffer holds, which is
-/// closed. The bytes pointer is unused.
+/// closed. The bytes pointer is unused. It cannot refuse: if this process still holds a lock in
+/// the mapping, the lock stays held in the segment until the holding thread ends (nothing in
+/// this process keeps pointing at the freed memory).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_release(_bytes: *mut c_void, context: *mut c_void) {
     // An unknown handle here is ignored: a deallocator has nobody to report to.
-    let _ = sb_close(context as usize as i32);
+    let _ = guard(|| close(context as usize as i32, true));
 }
 
 /// The address of [`sb_release`], for runtimes that take a deallocator as a function pointer.

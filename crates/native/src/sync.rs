@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{code_of, guard};
 use shared_buffer::sync::{
-    self, AsyncStart, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome,
+    self, AsyncStart, LockError, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome,
 };
 
 /// A wait ended by a notify, or spuriously (`Atomics.wait`'s `"ok"`).
@@ -45,7 +45,7 @@ fn wait_code(result: io::Result<WaitOutcome>) -> i32 {
     }
 }
 
-fn lock_code(result: io::Result<LockOutcome>) -> i32 {
+fn lock_code(result: Result<LockOutcome, LockError>) -> i32 {
     match result {
         Ok(LockOutcome::Acquired) => SB_LOCK_ACQUIRED,
         Ok(LockOutcome::OwnerDied) => SB_LOCK_OWNER_DIED,
@@ -142,7 +142,8 @@ fn mutex_ok(addr: *mut u8) -> bool {
     !addr.is_null() && addr as usize % MUTEX_ALIGN == 0
 }
 
-/// The mutex at `addr`, or a negative code.
+/// The mutex at `addr`, or `-EINVAL` for a null or misaligned address. Its header is checked by
+/// each operation that needs it (see [`Mutex::lock`]).
 ///
 /// # Safety
 /// As [`sb_mutex_lock`].
@@ -151,8 +152,8 @@ unsafe fn mutex_at<'a>(addr: *mut u8) -> Result<&'a Mutex, i32> {
         return Err(-libc::EINVAL);
     }
     // SAFETY: non-null, aligned, and (the caller promises) MUTEX_SIZE bytes of a mapping this
-    // library made, written only by the mutex code.
-    unsafe { Mutex::from_ptr(addr) }.map_err(|err| code_of(&err))
+    // library made. A Mutex is atomics only, so any bytes are a valid value of it.
+    Ok(unsafe { &*addr.cast::<Mutex>() })
 }
 
 /// Initialises a mutex in the [`MUTEX_SIZE`] zeroed bytes at `addr` (the segment creator does
@@ -179,10 +180,44 @@ pub unsafe extern "C" fn sb_mutex_init(addr: *mut u8) -> i32 {
     })
 }
 
+/// Checks that the [`MUTEX_SIZE`] bytes at `addr` hold a ready mutex of this layout. Returns 0,
+/// `-EINVAL` for a null or misaligned address, an uninitialised mutex or bytes that are not one
+/// (another layout included), `-EAGAIN` if another process began initialising it over 100 ms ago
+/// and has not finished.
+///
+/// # Safety
+/// As [`sb_mutex_init`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_open(addr: *mut u8) -> i32 {
+    guard(|| {
+        if !mutex_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null, aligned, and valid, as the caller promises.
+        match unsafe { Mutex::from_ptr(addr) } {
+            Ok(_) => 0,
+            Err(err) => code_of(&err),
+        }
+    })
+}
+
+/// How many locks that live threads of this process hold in the `len` bytes from `addr` (the
+/// check before closing or detaching memory: see `sb_close`). Never reads the memory. Returns a
+/// count (0 or more).
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_mutex_held_in(addr: *const u8, len: u64) -> i32 {
+    guard(|| {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        i32::try_from(sync::held_in(addr as usize, len)).unwrap_or(i32::MAX)
+    })
+}
+
 /// Locks the mutex at `addr`, waiting at most `timeout_ns` nanoseconds (negative: no limit).
 /// Returns [`SB_LOCK_ACQUIRED`] (0), [`SB_LOCK_OWNER_DIED`] (1: acquired, and the previous owner
-/// died holding it), `-ETIMEDOUT`, `-EDEADLK` (this thread holds it), `-EINVAL` (null,
-/// misaligned, or not initialised), `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE`.
+/// died holding it, or another process left bytes that name no live owner), `-ETIMEDOUT`,
+/// `-EDEADLK` (this thread holds it), `-EINVAL` (null, misaligned, or not initialised),
+/// `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE` (another process overwrote the
+/// lock's header), `-ENOLCK` (this thread holds 64 locks already).
 ///
 /// Blocks the calling thread while the lock is held elsewhere. The lock belongs to the calling
 /// thread: unlock it from the same thread (with Deno's `nonblocking: true` the call runs on a
@@ -218,8 +253,9 @@ pub unsafe extern "C" fn sb_mutex_trylock(addr: *mut u8) -> i32 {
     })
 }
 
-/// Unlocks the mutex at `addr`. Returns 0, `-EPERM` when the calling thread does not hold it,
-/// `-EINVAL` (null, misaligned, or not initialised).
+/// Unlocks the mutex at `addr`. Returns 0, `-EPERM` when the calling thread does not hold it
+/// (also when another process overwrote the owner meanwhile), `-EINVAL` (null, misaligned, or
+/// not initialised).
 ///
 /// # Safety
 /// As [`sb_mutex_lock`].

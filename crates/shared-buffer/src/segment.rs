@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::os;
 
-/// How long an open waits for a creator that has made a name but not yet sized it.
-const SIZE_RACE_WAIT: Duration = Duration::from_millis(200);
+/// How long an open waits for a creator that has made a name but not yet sized it. A creator
+/// sizes its file right after making it, but a busy machine may not run it for a while: waiting
+/// as long as a file counts as recent ([`RECENT_SECS`]) keeps a slow creator from being mistaken
+/// for a dead one, and an older empty file is refused at once.
+const SIZE_RACE_WAIT: Duration = Duration::from_secs(RECENT_SECS);
 
 /// An empty file whose status changed longer ago than this (seconds) is nobody's segment in the
 /// making.
@@ -530,6 +533,14 @@ impl Segment {
         // other processes access atomically, and the reference is tied to &self, so it cannot
         // outlive the mapping.
         unsafe { AtomicU32::from_ptr(self.as_ptr().add(byte_offset).cast()) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // The mapping goes away after this: no thread may go on counting a lock inside it as
+        // held, or a later mapping at the same addresses would look held.
+        crate::sync::forget_held_in(self.mapping.as_ptr() as usize, self.mapping.len());
     }
 }
 

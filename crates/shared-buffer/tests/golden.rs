@@ -3,7 +3,8 @@
 //! implementation runs the same steps (`tests/channel_golden.test.ts`) and must produce the same
 //! bytes, so the two implementations cannot drift apart unnoticed.
 //!
-//! `SB_BLESS=1` (`make golden`) rewrites the files from this implementation instead of comparing.
+//! `SB_GENERATE=1` (`make generate`) rewrites the files from this implementation instead of
+//! comparing.
 #![cfg(not(loom))]
 
 use std::fmt::Write;
@@ -56,7 +57,7 @@ impl Trace {
 
     fn check(&self, file: &str) {
         let path = format!("{}/../../tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os("SB_BLESS").is_some() {
+        if std::env::var_os("SB_GENERATE").is_some() {
             std::fs::write(&path, &self.text).unwrap();
             return;
         }
@@ -69,7 +70,7 @@ impl Trace {
                 .unwrap_or(0);
             panic!(
                 "{file} differs from this implementation from line {}: golden {:?}, now {:?} \
-                 (make golden rewrites it, if the change is meant)",
+                 (make generate rewrites it, if the change is meant)",
                 first + 1,
                 golden.lines().nth(first),
                 self.text.lines().nth(first)

@@ -1,6 +1,6 @@
 //! The channel's byte layout: the one definition of where every word lives, checked at compile
 //! time below and written into `ts/channel/layout.ts` for the TypeScript implementation
-//! ([`typescript`], `make gen-layout`). [`TABLE`] lists every constant and offset by name.
+//! ([`typescript`], `make generate`). [`TABLE`] lists every constant and offset by name.
 //!
 //! What follows is `docs/channel.md`: the channel's use, and its protocol word by word.
 //!
@@ -405,12 +405,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
 ];
 
 /// The TypeScript module `ts/channel/layout.ts`: every [`TABLE`] entry as an exported constant,
-/// and the two span helpers. `make gen-layout` writes it; a test fails when the checked-in file
+/// and the two span helpers. `make generate` writes it; a test fails when the checked-in file
 /// differs.
 pub fn typescript() -> String {
     use std::fmt::Write;
     let mut out = String::from(
-        "// Generated from crates/shared-buffer/src/channel/layout.rs by `make gen-layout`: do \
+        "// Generated from crates/shared-buffer/src/channel/layout.rs by `make generate`: do \
          not edit.\n\n/**\n * The channel's byte layout: the constants and offsets of \
          `layout.rs`, whose docs (and\n * `docs/channel.md`) describe every word and the \
          protocol.\n *\n * @module\n */\n",

@@ -69,6 +69,7 @@
 // Under loom only the models use the protocol, and the shared-memory entry points are left out.
 #![cfg_attr(loom, allow(dead_code))]
 
+mod error;
 pub mod layout;
 pub mod liveness;
 mod mem;
@@ -78,15 +79,16 @@ mod ring;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
-use std::fmt;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 use crate::Segment;
 
+pub use error::{ChannelError, ClosedBy, Result, error_code};
 pub use layout::{max_record, region_size};
+
+use error::{corrupt, os};
 
 use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_MORE};
 use mem::{Mem, Ordering::*, fence};
@@ -143,73 +145,18 @@ impl Default for WaitOptions {
     }
 }
 
-/// A channel error with an errno and a description; carried inside an `io::Error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelError {
-    errno: i32,
-    message: String,
-}
-
-impl ChannelError {
-    pub(crate) fn new(errno: i32, message: String) -> Self {
-        Self { errno, message }
-    }
-
-    /// The errno (positive, e.g. `libc::EBADMSG`).
-    pub fn errno(&self) -> i32 {
-        self.errno
-    }
-
-    /// The channel error inside `err`, if that is what `err` carries.
-    pub fn find(err: &io::Error) -> Option<&Self> {
-        err.get_ref()?.downcast_ref::<Self>()
-    }
-}
-
-impl fmt::Display for ChannelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ChannelError {}
-
-/// The errno of any error this module returns (positive); `EIO` for an error without one.
-pub fn error_code(err: &io::Error) -> i32 {
-    err.raw_os_error()
-        .or_else(|| ChannelError::find(err).map(ChannelError::errno))
-        .unwrap_or(libc::EIO)
-}
-
-/// A bare errno, without allocation (the hot-path errors).
-pub(crate) fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
-}
-
-/// `EBADMSG`: the header or ring is corrupt.
-pub(crate) fn corrupt(message: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        ChannelError::new(libc::EBADMSG, message),
-    )
-}
-
 /// `EPIPE` for a closed channel, saying who closed it: the receiver, or a sender (the end of
 /// the stream).
-pub(crate) fn closed(sh: &Shared) -> io::Error {
-    let message = if sh.rx_closed() {
-        "the receiver closed the channel"
+pub(crate) fn closed(sh: &Shared) -> ChannelError {
+    ChannelError::Closed(if sh.rx_closed() {
+        ClosedBy::Receiver
     } else {
-        "a sender closed the channel: the stream has ended"
-    };
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        ChannelError::new(libc::EPIPE, message.to_owned()),
-    )
+        ClosedBy::Sender
+    })
 }
 
 /// `EPIPE` if the channel is closed.
-fn check_open(sh: &Shared) -> io::Result<()> {
+fn check_open(sh: &Shared) -> Result<()> {
     if sh.rx_closed() || sh.tail_closed() {
         return Err(closed(sh));
     }
@@ -217,11 +164,8 @@ fn check_open(sh: &Shared) -> io::Result<()> {
 }
 
 /// `ECONNRESET`: the peer died.
-fn peer_died(message: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionReset,
-        ChannelError::new(libc::ECONNRESET, message.to_owned()),
-    )
+fn peer_died(message: &'static str) -> ChannelError {
+    ChannelError::PeerDied(message)
 }
 
 /// A channel in a shared-memory region. Cheap to clone; make a [`Sender`] or [`Receiver`] from
@@ -239,12 +183,12 @@ impl Channel {
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
     /// too small.
     #[cfg(not(loom))]
-    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> io::Result<Self> {
+    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> Result<Self> {
         let segment = segment.into();
         // SAFETY: the segment is mapped for len bytes (page aligned) while the Arc lives, and the
         // Arc is kept in Shared.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
-            .ok_or_else(|| errno(libc::EINVAL))?;
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         // A segment this process did not just create may hold old bytes that another process
         // still looks at: zero them atomically.
         let zero = if segment.created() {
@@ -264,11 +208,11 @@ impl Channel {
     /// out-of-range field, or a capacity larger than the segment; `EPROTONOSUPPORT` for another
     /// layout version.
     #[cfg(not(loom))]
-    pub fn open(segment: impl Into<Arc<Segment>>) -> io::Result<Self> {
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Self> {
         let segment = segment.into();
         // SAFETY: as in create.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
-            .ok_or_else(|| errno(libc::EINVAL))?;
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         ring::validate(&mem)?;
         Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
     }
@@ -283,9 +227,10 @@ impl Channel {
     /// # Errors
     /// As [`Channel::create`]; `EINVAL` also for a null or misaligned pointer.
     #[cfg(not(loom))]
-    pub unsafe fn create_raw(ptr: *mut u8, len: usize, config: Config) -> io::Result<Self> {
+    pub unsafe fn create_raw(ptr: *mut u8, len: usize, config: Config) -> Result<Self> {
         // SAFETY: forwarded from the caller.
-        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        let mem = unsafe { Mem::new(ptr, len) }
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         // SAFETY: the caller promises exclusive use during this call.
         unsafe {
             ring::init(
@@ -308,9 +253,10 @@ impl Channel {
     /// # Errors
     /// As [`Channel::open`]; `EINVAL` also for a null or misaligned pointer.
     #[cfg(not(loom))]
-    pub unsafe fn open_raw(ptr: *mut u8, len: usize) -> io::Result<Self> {
+    pub unsafe fn open_raw(ptr: *mut u8, len: usize) -> Result<Self> {
         // SAFETY: forwarded from the caller.
-        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        let mem = unsafe { Mem::new(ptr, len) }
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         ring::validate(&mem)?;
         Ok(Self::from_mem(mem, None))
     }
@@ -382,7 +328,7 @@ impl Channel {
     /// channel already has a live producer or every MPSC slot is taken by a live one; `EAGAIN`
     /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
     /// while it waits, within its liveness interval).
-    pub fn sender(&self, options: WaitOptions) -> io::Result<Sender> {
+    pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
         check_open(sh)?;
         let me = liveness::own_pid();
@@ -408,30 +354,11 @@ impl Channel {
         }
         let Some(slot) = slot else {
             return Err(match dead {
-                Some(pid) => io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    ChannelError::new(
-                        libc::EAGAIN,
-                        format!(
-                            "a sender's place is held by process {pid}, which died; the \
-                             receiver frees it while it waits for messages"
-                        ),
-                    ),
-                ),
-                None if sh.mode == MODE_SPSC => io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    ChannelError::new(
-                        libc::EBUSY,
-                        "the one-producer channel already has a live sender".into(),
-                    ),
-                ),
-                None => io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    ChannelError::new(
-                        libc::EBUSY,
-                        format!("all {MAX_PRODUCERS} sender slots are taken"),
-                    ),
-                ),
+                Some(pid) => ChannelError::PlaceHeldByDead(pid),
+                None if sh.mode == MODE_SPSC => {
+                    ChannelError::Busy("the one-sender channel already has a live sender".into())
+                }
+                None => ChannelError::Busy(format!("all {MAX_PRODUCERS} sender slots are taken")),
             });
         };
         let mut sender = Sender {
@@ -454,7 +381,7 @@ impl Channel {
     ///
     /// # Errors
     /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached.
-    pub fn receiver(&self, options: WaitOptions) -> io::Result<Receiver> {
+    pub fn receiver(&self, options: WaitOptions) -> Result<Receiver> {
         let sh = &*self.shared;
         if sh.rx_closed() {
             return Err(closed(sh));
@@ -475,7 +402,9 @@ impl Channel {
             }
         }
         if !attached {
-            return Err(errno(libc::EBUSY));
+            return Err(ChannelError::Busy(
+                "a live process already receives from this channel".into(),
+            ));
         }
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -533,7 +462,7 @@ impl Clock {
     }
 
     /// The next step; `ETIMEDOUT` when the deadline has passed.
-    fn next(&mut self, spin: u32) -> io::Result<Step> {
+    fn next(&mut self, spin: u32) -> Result<Step> {
         if self.spins < spin {
             self.spins += 1;
             std::hint::spin_loop();
@@ -542,7 +471,7 @@ impl Clock {
         let now = Instant::now();
         if let Some(deadline) = self.deadline {
             if now >= deadline {
-                return Err(errno(libc::ETIMEDOUT));
+                return Err(ChannelError::Timeout);
             }
         }
         if now >= self.next_check {
@@ -592,7 +521,7 @@ impl Sender {
     /// `EMSGSIZE` if `msg` is longer than [`layout::MAX_MESSAGE_LEN`]; `ETIMEDOUT`; `EPIPE` if
     /// the channel was closed or the receiver went away; `ECONNRESET` if the consumer process
     /// died while the ring was full; `EBADMSG` if the positions are corrupt.
-    pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() <= self.shared.max_record && !self.owes_abort {
             let idx = self.reserve_idx(msg.len(), Some(timeout))?;
             self.write_commit(idx, msg, 0);
@@ -606,7 +535,7 @@ impl Sender {
     /// # Errors
     /// `EAGAIN` if the ring is full; `EMSGSIZE` if `msg` is longer than [`Sender::max_record`]
     /// (use [`Sender::send`] for those); otherwise as [`Sender::send`].
-    pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         if msg.len() > self.shared.max_record {
             return Err(too_long(msg.len(), self.shared.max_record, "try_send"));
         }
@@ -624,11 +553,7 @@ impl Sender {
     /// `EMSGSIZE` if `len` is more than one record ([`Sender::max_record`]): send longer
     /// messages with [`Sender::send`]. Otherwise as [`Sender::send`].
     #[cfg(not(loom))]
-    pub fn reserve(
-        &mut self,
-        len: usize,
-        timeout: Option<Duration>,
-    ) -> io::Result<Reservation<'_>> {
+    pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<Reservation<'_>> {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "reserve"));
         }
@@ -651,7 +576,7 @@ impl Sender {
     /// # Errors
     /// `EAGAIN` if the ring is full; otherwise as [`Sender::reserve`].
     #[cfg(not(loom))]
-    pub fn try_reserve(&mut self, len: usize) -> io::Result<Reservation<'_>> {
+    pub fn try_reserve(&mut self, len: usize) -> Result<Reservation<'_>> {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "try_reserve"));
         }
@@ -689,7 +614,7 @@ impl Sender {
 
     /// A message that needs fragments or an abort record first.
     #[cold]
-    fn send_slow(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    fn send_slow(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() > MAX_MESSAGE_LEN {
             return Err(too_long(msg.len(), MAX_MESSAGE_LEN, "send"));
         }
@@ -729,7 +654,7 @@ impl Sender {
 
     /// Commits the owed abort record, if any: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> io::Result<()> {
+    fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> Result<()> {
         if self.owes_abort {
             let idx = self.reserve_idx(0, wait)?;
             self.producer.commit(&self.shared, idx, 0, REC_ABORT);
@@ -740,18 +665,18 @@ impl Sender {
 
     /// Reserves a record: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> io::Result<usize> {
+    fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> Result<usize> {
         if let Some(idx) = self.producer.try_reserve(&self.shared, len)? {
             return Ok(idx);
         }
         match wait {
-            None => Err(errno(libc::EAGAIN)),
+            None => Err(ChannelError::Full),
             Some(timeout) => self.reserve_slow(len, timeout),
         }
     }
 
     #[cold]
-    fn reserve_slow(&mut self, len: usize, timeout: Option<Duration>) -> io::Result<usize> {
+    fn reserve_slow(&mut self, len: usize, timeout: Option<Duration>) -> Result<usize> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
         loop {
@@ -770,7 +695,7 @@ impl Sender {
             word.swap(1, SeqCst);
             fence(SeqCst);
             if !self.producer.should_wake(&sh) {
-                park::wait(word, 1, Some(slice))?;
+                park::wait(word, 1, Some(slice)).map_err(os)?;
             }
             if sh.mode == MODE_SPSC {
                 // The only producer: nobody else relies on the flag.
@@ -791,23 +716,17 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 }
 
 /// `EMSGSIZE` for a `len`-byte message or reservation where `max` bytes is the limit.
-fn too_long(len: usize, max: usize, call: &str) -> io::Error {
+fn too_long(len: usize, max: usize, call: &str) -> ChannelError {
     let hint = if max == MAX_MESSAGE_LEN {
         String::new()
     } else {
         "; use send, which splits longer messages into fragments".to_owned()
     };
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        ChannelError::new(
-            libc::EMSGSIZE,
-            format!("{call}: {len} bytes, at most {max} fit{hint}"),
-        ),
-    )
+    ChannelError::TooLong(format!("{call}: {len} bytes, at most {max} fit{hint}"))
 }
 
 /// Fails if the consumer process died.
-fn check_consumer(sh: &Shared) -> io::Result<()> {
+fn check_consumer(sh: &Shared) -> Result<()> {
     let pid = sh.consumer_pid().load(Acquire);
     if pid != 0 && !liveness::alive(pid) {
         return Err(peer_died(
@@ -1083,7 +1002,7 @@ impl Receiver {
     /// docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
     /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt. After `ETIMEDOUT`
     /// the fragments received so far are kept, and the next call goes on with the same message.
-    pub fn recv(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.recv_into(&mut buf, timeout)?.map(|_| buf))
     }
@@ -1093,7 +1012,7 @@ impl Receiver {
     /// # Errors
     /// `EAGAIN` if no whole message is ready (fragments that are there are collected); otherwise
     /// as [`Receiver::recv`].
-    pub fn try_recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.copy_next(&mut buf, None)?.map(|_| buf))
     }
@@ -1106,7 +1025,7 @@ impl Receiver {
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
-    ) -> io::Result<Option<usize>> {
+    ) -> Result<Option<usize>> {
         self.copy_next(buf, Some(timeout))
     }
 
@@ -1118,7 +1037,7 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     #[cfg(not(loom))]
-    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> io::Result<Option<MessageRef<'_>>> {
+    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<Option<MessageRef<'_>>> {
         let next = self.next(Some(timeout))?;
         Ok(next.map(|got| self.hand_out(got)))
     }
@@ -1128,7 +1047,7 @@ impl Receiver {
     /// # Errors
     /// `EAGAIN` if no whole message is ready; otherwise as [`Receiver::recv`].
     #[cfg(not(loom))]
-    pub fn try_recv_ref(&mut self) -> io::Result<Option<MessageRef<'_>>> {
+    pub fn try_recv_ref(&mut self) -> Result<Option<MessageRef<'_>>> {
         let next = self.next(None)?;
         Ok(next.map(|got| self.hand_out(got)))
     }
@@ -1179,7 +1098,7 @@ impl Receiver {
         &mut self,
         buf: &mut Vec<u8>,
         wait: Option<Option<Duration>>,
-    ) -> io::Result<Option<usize>> {
+    ) -> Result<Option<usize>> {
         let Some(got) = self.next(wait)? else {
             return Ok(None);
         };
@@ -1205,18 +1124,18 @@ impl Receiver {
 
     /// The next message: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn next(&mut self, wait: Option<Option<Duration>>) -> io::Result<Option<Got>> {
+    fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
         self.release();
         match (self.poll()?, wait) {
             (Poll::Got(got), _) => Ok(Some(got)),
             (Poll::End, _) => Ok(None),
-            (Poll::Wait(_), None) => Err(errno(libc::EAGAIN)),
+            (Poll::Wait(_), None) => Err(ChannelError::Empty),
             (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
         }
     }
 
     #[cold]
-    fn next_slow(&mut self, timeout: Option<Duration>) -> io::Result<Option<Got>> {
+    fn next_slow(&mut self, timeout: Option<Duration>) -> Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
         self.stuck_at = None;
@@ -1238,7 +1157,7 @@ impl Receiver {
             word.swap(1, SeqCst);
             fence(SeqCst);
             if !self.consumer.should_wake(&sh) {
-                park::wait(word, 1, Some(slice))?;
+                park::wait(word, 1, Some(slice)).map_err(os)?;
             }
             word.swap(0, Relaxed);
         }
@@ -1247,7 +1166,7 @@ impl Receiver {
     /// Consumes records until a whole message is there (a one-record message is left in the
     /// ring, pending), the stream ends, or nothing more is committed.
     #[inline]
-    fn poll(&mut self) -> io::Result<Poll> {
+    fn poll(&mut self) -> Result<Poll> {
         loop {
             let peek = self.consumer.peek(&self.shared)?;
             if !self.orphans.is_empty() {
@@ -1322,7 +1241,7 @@ impl Receiver {
     /// `EBADMSG` error the record stays unconsumed, so the same error comes again; on
     /// `EMSGSIZE` (a limit) it is consumed and the sender's message dropped.
     #[cold]
-    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> io::Result<Option<Got>> {
+    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
         let slot = self.consumer.producer_slot(&sh, idx)?;
         let bit = 1u64 << slot;
@@ -1392,7 +1311,7 @@ impl Receiver {
     /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
     /// a record at `head` that a dead sender reserved, and fails when every sender died.
     #[cold]
-    fn check_senders(&mut self, state: Peek) -> io::Result<()> {
+    fn check_senders(&mut self, state: Peek) -> Result<()> {
         let sh = Arc::clone(&self.shared);
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -1458,7 +1377,7 @@ impl Receiver {
 }
 
 /// `EMSGSIZE`: a fragmented message grew beyond the receiver's limits; it was dropped.
-fn over_limit(slot: usize, total: usize, limits: &Limits) -> io::Error {
+fn over_limit(slot: usize, total: usize, limits: &Limits) -> ChannelError {
     let what = if total > limits.max_message {
         format!(
             "a message of at least {total} bytes is longer than the receiver's limit of {} \
@@ -1472,13 +1391,9 @@ fn over_limit(slot: usize, total: usize, limits: &Limits) -> io::Error {
             limits.max_pending
         )
     };
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        ChannelError::new(
-            libc::EMSGSIZE,
-            format!("{what}; the message of sender slot {slot} was dropped"),
-        ),
-    )
+    ChannelError::OverLimit(format!(
+        "{what}; the message of sender slot {slot} was dropped"
+    ))
 }
 
 impl Drop for Receiver {

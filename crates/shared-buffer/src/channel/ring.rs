@@ -23,13 +23,12 @@
 //!   guarantees without explicit fences.
 
 use std::any::Any;
-use std::io;
 use std::sync::Arc;
 
+use super::error::{ChannelError, Result, corrupt};
 use super::layout::*;
 use super::mem::{AtomicU32, Mem, Ordering::*, fence};
 use super::park;
-use super::{corrupt, errno};
 
 /// A validated channel region and the facts read from its header.
 #[derive(Debug)]
@@ -141,31 +140,21 @@ pub(crate) enum ZeroData {
 /// # Safety
 /// With [`ZeroData::Plain`], nobody else may use the region during the call; with
 /// [`ZeroData::No`], the data area must be zero already.
-pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -> io::Result<()> {
+pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -> Result<()> {
     if !capacity_ok(capacity) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            super::ChannelError::new(
-                libc::EINVAL,
-                format!("capacity {capacity} is not a power of two in 64..=2^28"),
-            ),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "capacity {capacity} is not a power of two in 64..=2^28"
+        )));
     }
     if mode != MODE_SPSC && mode != MODE_MPSC {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(ChannelError::Invalid(format!("unknown mode {mode}")));
     }
     let needed = region_size(capacity);
     if mem.len() < needed {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            super::ChannelError::new(
-                libc::EINVAL,
-                format!(
-                    "region of {} bytes is too small for capacity {capacity} ({needed} needed)",
-                    mem.len()
-                ),
-            ),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "region of {} bytes is too small for capacity {capacity} ({needed} needed)",
+            mem.len()
+        )));
     }
     mem.word(OFF_MAGIC).store(0, Release);
     for offset in (4..HEADER_SIZE).step_by(4) {
@@ -196,32 +185,25 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
 /// Checks a region's header; returns `(capacity, mode)`.
 ///
 /// Never panics and never loops without bound, whatever the bytes.
-pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
+pub(crate) fn validate(mem: &Mem) -> Result<(u32, u32)> {
     if mem.len() < HEADER_SIZE + MIN_CAPACITY as usize {
-        return Err(bad(
-            libc::EINVAL,
-            format!("region of {} bytes is too small for a channel", mem.len()),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "region of {} bytes is too small for a channel",
+            mem.len()
+        )));
     }
     let magic = mem.word(OFF_MAGIC).load(Acquire);
     if magic == 0 {
-        return Err(bad(
-            libc::EAGAIN,
-            "channel header not initialised yet (magic is 0)".into(),
-        ));
+        return Err(ChannelError::NotReady);
     }
     if magic != MAGIC {
-        return Err(bad(
-            libc::EBADMSG,
-            format!("not a channel: magic {magic:#010x}, expected {MAGIC:#010x}"),
-        ));
+        return Err(corrupt(format!(
+            "not a channel: magic {magic:#010x}, expected {MAGIC:#010x}"
+        )));
     }
     let version = mem.word(OFF_VERSION).load(Relaxed);
     if version != VERSION {
-        return Err(bad(
-            libc::EPROTONOSUPPORT,
-            format!("channel layout version {version}, this library speaks {VERSION}"),
-        ));
+        return Err(ChannelError::Version(version));
     }
     let header_size = mem.word(OFF_HEADER_SIZE).load(Relaxed);
     if header_size as usize != HEADER_SIZE {
@@ -282,7 +264,7 @@ pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
     Err(corrupt(last))
 }
 
-fn check_positions(head: u32, tail: u32, capacity: u32) -> Result<(), String> {
+fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(), String> {
     if head & !POS_MASK != 0 || head % RECORD_ALIGN as u32 != 0 {
         return Err(format!("head {head:#x} is not a position"));
     }
@@ -297,16 +279,6 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn bad(code: i32, message: String) -> io::Error {
-    let kind = match code {
-        libc::EAGAIN => io::ErrorKind::WouldBlock,
-        libc::EPROTONOSUPPORT => io::ErrorKind::Unsupported,
-        libc::EINVAL => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::InvalidData,
-    };
-    io::Error::new(kind, super::ChannelError::new(code, message))
 }
 
 // ---- producer -----------------------------------------------------------------------------
@@ -344,9 +316,12 @@ impl Producer {
     /// when the consumer or a sender closed the channel; `EBADMSG` when the positions are
     /// corrupt.
     #[inline]
-    pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> io::Result<Option<usize>> {
+    pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> Result<Option<usize>> {
         if len > sh.max_record {
-            return Err(errno(libc::EMSGSIZE));
+            return Err(ChannelError::TooLong(format!(
+                "{len} bytes do not fit one record ({} at most)",
+                sh.max_record
+            )));
         }
         if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
             return Err(super::closed(sh));
@@ -360,7 +335,7 @@ impl Producer {
     }
 
     #[inline]
-    fn reserve_spsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+    fn reserve_spsc(&mut self, sh: &Shared, span: u32) -> Result<Option<usize>> {
         for _ in 0..2 {
             let idx = self.tail & sh.mask;
             let to_end = sh.capacity - idx;
@@ -381,7 +356,7 @@ impl Producer {
     }
 
     #[inline]
-    fn space_spsc(&mut self, sh: &Shared, need: u32) -> io::Result<bool> {
+    fn space_spsc(&mut self, sh: &Shared, need: u32) -> Result<bool> {
         let cap = sh.capacity;
         let used = self.tail.wrapping_sub(self.head_seen) & POS_MASK;
         if used <= cap && cap - used >= need {
@@ -398,7 +373,7 @@ impl Producer {
         Ok(cap - used >= need)
     }
 
-    fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+    fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> Result<Option<usize>> {
         let cap = sh.capacity;
         let mut last_bad = None;
         loop {
@@ -560,7 +535,7 @@ impl Consumer {
     /// `EBADMSG` if the record at `head` or the positions are corrupt (the state is unchanged:
     /// the same error comes again).
     #[inline]
-    pub(crate) fn peek(&mut self, sh: &Shared) -> io::Result<Peek> {
+    pub(crate) fn peek(&mut self, sh: &Shared) -> Result<Peek> {
         let cap = sh.capacity as usize;
         loop {
             let idx = (self.head & sh.mask) as usize;
@@ -646,7 +621,7 @@ impl Consumer {
     ///
     /// # Errors
     /// `EBADMSG` if the producer word is not in `1..=64`.
-    pub(crate) fn producer_slot(&self, sh: &Shared, idx: usize) -> io::Result<usize> {
+    pub(crate) fn producer_slot(&self, sh: &Shared, idx: usize) -> Result<usize> {
         if sh.mode == MODE_SPSC {
             return Ok(0);
         }

@@ -72,6 +72,18 @@ pub enum RawWait {
     Interrupted,
 }
 
+/// What a liveness check of a lock owner found (see `thread_liveness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The thread exists and is the one named (same start time or thread id).
+    Alive,
+    /// The thread is gone, a zombie, or its number now names another thread.
+    Dead,
+    /// The system would not say (another user's process under a restrictive `/proc`): callers
+    /// treat it as alive, since taking a live owner's lock would break mutual exclusion.
+    Unknown,
+}
+
 #[cfg(target_os = "linux")]
 mod wait_linux;
 #[cfg(target_os = "linux")]

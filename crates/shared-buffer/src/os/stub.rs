@@ -95,3 +95,25 @@ pub fn user_name(_uid: u32) -> Option<String> {
 pub fn posix_unlink(_name: &CStr) -> io::Result<()> {
     unsupported()
 }
+
+/// The largest owner token (none exist here).
+pub const OWNER_TOKEN_MAX: u32 = (1 << 30) - 1;
+
+/// Unsupported here: no lock owner can be named.
+pub fn thread_identity() -> io::Result<(u32, u32)> {
+    unsupported()
+}
+
+/// Nothing can be told here.
+pub fn thread_liveness(_token: u32, _stamp: u32) -> super::Liveness {
+    super::Liveness::Unknown
+}
+
+/// No `fork` here: nothing to register.
+pub fn at_fork(
+    _prepare: unsafe extern "C" fn(),
+    _parent: unsafe extern "C" fn(),
+    _child: unsafe extern "C" fn(),
+) -> io::Result<()> {
+    Ok(())
+}
