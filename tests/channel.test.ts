@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
+import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
 import { spawnSync } from "node:child_process";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
@@ -337,6 +338,106 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
   assert.throws(() => rx.recvInto([] as never), TypeError);
 });
 
+test("recvMany and sendMany: every message in order across wrap-arounds, batches bounded by what is ready and max", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  let sent = 0;
+  let received = 0;
+  const take = (view: Uint8Array) => {
+    assert.deepEqual(view, pattern((received * 13) % 90, received));
+    received++;
+  };
+  for (let round = 0; round < 300; round++) {
+    const batch: Uint8Array[] = [];
+    for (let i = round % 7; i >= 0; i--, sent++) batch.push(pattern((sent * 13) % 90, sent));
+    assert.equal(tx.sendMany(batch, 5000), batch.length);
+    const before = received;
+    const got = rx.recvMany(take, 5000, round % 3 === 0 ? 2 : undefined);
+    assert.equal(got, received - before);
+    assert.ok(got! >= 1 && (round % 3 !== 0 || got! <= 2), `batch of ${got}`);
+    if (round % 3 !== 0) assert.equal(received, sent, "drains everything ready");
+  }
+  while (received < sent) rx.recvMany(take, 5000);
+  // Slices that fill most of the ring, each drained in batches before the next.
+  for (let i = 0; i < 25; i++) {
+    const slice: Uint8Array[] = [];
+    for (let j = 0; j < 8; j++, sent++) slice.push(pattern((sent * 13) % 90, sent));
+    tx.sendMany(slice, 5000);
+    while (received < sent) rx.recvMany(take, 5000);
+  }
+  assert.equal(received, sent);
+  tx.close();
+  assert.equal(rx.recvMany(take, 5000), null, "the end of the stream");
+  // Fragmented messages and text come through recvMany as whole messages.
+  using wide = channel(8192);
+  const wtx = wide.sender();
+  const wrx = wide.receiver();
+  wtx.sendMany([pattern(3000, 1), "text", new Uint16Array([7])], 5000);
+  const seen: Uint8Array[] = [];
+  while (seen.length < 3) wrx.recvMany((v) => seen.push(v.slice()), 5000);
+  assert.deepEqual(seen.map((v) => v.length), [3000, 4, 2]);
+  assert.deepEqual(seen[0], pattern(3000, 1));
+  assert.equal(rx.recvMany(take), null, "and again");
+});
+
+test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may not receive", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  assert.throws(() => rx.recvMany(() => {}, 0), code("ETIMEDOUT"));
+  assert.throws(() => rx.recvMany("f" as never), TypeError);
+  assert.throws(() => rx.recvMany(() => {}, 0, 0), RangeError);
+  assert.throws(() => tx.sendMany("abc" as never), TypeError);
+  assert.throws(() => tx.sendMany([new Uint8Array(1), 5 as never]), TypeError);
+  assert.equal(rx.recvText(0), "\0", "the message before the bad one was sent");
+  tx.sendMany(["a", "b", "c"]);
+  assert.throws(
+    () => rx.recvMany(() => rx.recv(0)),
+    code("EBUSY"),
+    "a receive inside the callback is refused",
+  );
+  let after = "";
+  rx.recvMany((v) => after += String.fromCharCode(...v));
+  assert.equal(after, "bc", "the message whose callback threw counts as delivered");
+  const boom = new Error("boom");
+  tx.sendMany(["x", "y"]);
+  assert.throws(() =>
+    rx.recvMany(() => {
+      throw boom;
+    }), (e) => e === boom);
+  assert.equal(rx.recvText(0), "y");
+  // A full ring: sendMany times out at the first message without room, after sending the others.
+  const fill = new Uint8Array(100);
+  let n = 0;
+  while (tx.trySend(fill)) n++;
+  rx.recv(0);
+  assert.throws(() => tx.sendMany([fill, fill, fill], 20), code("ETIMEDOUT"));
+  let left = 0;
+  while (rx.tryRecv()) left++;
+  assert.equal(left, n, "the one that fit was sent, the others not");
+  rx.close();
+  assert.throws(() => tx.sendMany(["late"]), code("EPIPE"));
+  assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
+});
+
+test("recvMany stops when a callback closes the receiver", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.sendMany(["1", "2", "3"]);
+  let calls = 0;
+  assert.equal(
+    rx.recvMany(() => {
+      calls++;
+      rx.close();
+    }),
+    1,
+  );
+  assert.equal(calls, 1);
+  assert.throws(() => tx.send("x"), code("EPIPE"));
+});
+
 test("misuse of a sender is a SharedMemoryError with a code", () => {
   using ch = channel(1024);
   const tx = ch.sender();
@@ -660,4 +761,35 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
     }
   }
   assert.ok(delivered > 0 && errors > 0, `${delivered} messages, ${errors} errors`);
+});
+
+test("adaptive spin: spins while spinning catches, parks at once after failures, probes at doubling intervals", () => {
+  const s = new Spinner("adaptive");
+  assert.equal(s.fixed, -1);
+  assert.equal(new Spinner(0).fixed, 0, "a number is a fixed count");
+  assert.equal(s.budgetMs(), SPIN_MS, "spins at first");
+  for (let i = 0; i < 20; i++) s.record(true);
+  assert.deepEqual(s.state, { score: 8, probeEvery: 1 });
+  // The peer stops answering within the spin (it shares this core, or it is slow).
+  let spun = 0;
+  for (let wait = 0; wait < 4; wait++) {
+    if (s.budgetMs() > 0) spun++, s.record(false);
+  }
+  assert.equal(spun, 4);
+  assert.equal(s.state.score, 0, "credit gone after a few failed spins");
+  const probes: number[] = [];
+  for (let wait = 0; wait < 5000; wait++) {
+    if (s.budgetMs() > 0) {
+      probes.push(wait);
+      s.record(false);
+    }
+  }
+  const gaps = probes.slice(1).map((p, i) => p - probes[i]);
+  assert.deepEqual(gaps.slice(0, 10), [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+  assert.ok(gaps.every((g) => g <= MAX_PROBE_EVERY));
+  // One probe that catches brings spinning back at once.
+  while (s.budgetMs() === 0);
+  s.record(true);
+  assert.equal(s.budgetMs(), SPIN_MS);
+  assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
 });

@@ -95,7 +95,7 @@ interface Sent {
   producer: number;
   sent: number;
   hash: number;
-  methods: { send: number; sendAsync: number; reserve: number; trySend: number };
+  methods: { send: number; sendAsync: number; reserve: number; trySend: number; sendMany: number };
   full: number;
   elapsedMs: number;
 }

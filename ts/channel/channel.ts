@@ -10,6 +10,7 @@ import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import * as L from "./layout.ts";
+import { Spinner } from "./spin.ts";
 import {
   channelError,
   Consumer,
@@ -46,8 +47,13 @@ export interface EndpointOptions {
    * places (see {@linkcode ChannelReceiver}), within about this time. Default 100.
    */
   peerCheckMs?: number;
-  /** How many times to look again before parking in the kernel. Default 64. */
-  spin?: number;
+  /**
+   * How long to look again before parking in the kernel: `"adaptive"` (default) spins for up
+   * to 20 µs while spinning has been catching messages (or room) lately, and parks at once
+   * while it has not, probing now and then; a number looks again exactly that many times
+   * (0: park at once).
+   */
+  spin?: number | "adaptive";
 }
 
 /** What `send` accepts: bytes, or a string sent as UTF-8. */
@@ -69,15 +75,37 @@ function bytesOf(message: unknown, what: string): Uint8Array {
   throw new TypeError(`${what} must be a string, an ArrayBuffer or a typed array`);
 }
 
-/** A deadline in performance.now() time, or Infinity. */
-function deadlineOf(timeoutMs: unknown): number {
+/**
+ * A validated timeout in whole milliseconds, or Infinity; reads no clock, so that a call with a
+ * timeout costs nothing while it need not wait.
+ */
+function timeoutOf(timeoutMs: unknown): number {
   if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
-  return performance.now() + check.integer(
+  if (typeof timeoutMs === "number" && timeoutMs >= 0 && timeoutMs <= Number.MAX_SAFE_INTEGER) {
+    return Math.ceil(timeoutMs);
+  }
+  return check.integer(
     typeof timeoutMs === "number" && Number.isFinite(timeoutMs) ? Math.ceil(timeoutMs) : timeoutMs,
     "timeoutMs",
     0,
     Number.MAX_SAFE_INTEGER,
   );
+}
+
+/** The deadline `timeout` ms (from {@linkcode timeoutOf}) from now, in performance.now() time. */
+function deadlineAfter(timeout: number): number {
+  return timeout === Infinity ? Infinity : performance.now() + timeout;
+}
+
+/**
+ * Messages up to this many bytes are copied out of the ring byte by byte: cheaper than making a
+ * view for `set` (measured: 35-49 ns against 52-72 ns at 64 B), and no allocation.
+ */
+const SMALL_COPY = 128;
+
+/** A deadline in performance.now() time, or Infinity. */
+function deadlineOf(timeoutMs: unknown): number {
+  return deadlineAfter(timeoutOf(timeoutMs));
 }
 
 /** A request to park on a header word until woken or `until` (performance.now() time). */
@@ -302,7 +330,9 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
     peerCheckMs: opts.peerCheckMs === undefined
       ? 100
       : check.integer(opts.peerCheckMs, "options.peerCheckMs", 1, 3_600_000),
-    spin: opts.spin === undefined ? 64 : check.integer(opts.spin, "options.spin", 0, 1 << 30),
+    spin: opts.spin === undefined || opts.spin === "adaptive"
+      ? "adaptive"
+      : check.integer(opts.spin, "options.spin", 0, 1 << 30),
   };
 }
 
@@ -328,6 +358,7 @@ export class ChannelSender implements Disposable {
   readonly #ring: Ring;
   readonly #producer: Producer;
   readonly #options: Required<EndpointOptions>;
+  readonly #spinner: Spinner;
   readonly #slot: number;
   readonly #registry: Set<unknown>;
   #closed = false;
@@ -342,6 +373,7 @@ export class ChannelSender implements Disposable {
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
     this.#ring = ring;
     this.#options = options;
+    this.#spinner = new Spinner(options.spin);
     this.#slot = ring.attachProducer(pid);
     this.#producer = new Producer(ring, this.#slot);
     this.#registry = registry;
@@ -369,19 +401,44 @@ export class ChannelSender implements Disposable {
    */
   send(message: Message, timeoutMs?: number): void {
     const bytes = this.#start(message, "send");
-    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes)) return;
-    runSync(this.#sendSteps(bytes, deadline), this.#ring.parking);
+    runSync(this.#sendSteps(bytes, timeout), this.#ring.parking);
+  }
+
+  /**
+   * Sends each message of `messages` in order, as {@linkcode send} would: the batch path, with
+   * the checks and the wake-up test of one call per message and no allocation while there is
+   * room.
+   *
+   * @param messages The messages; each as in {@linkcode send}.
+   * @param timeoutMs How long the whole call may wait for room at most, counted from the first
+   *   time it has to wait; default forever.
+   * @returns How many messages were sent (all of them).
+   * @throws As {@linkcode send}, at the first message that fails; the messages before it were
+   *   sent, the rest were not.
+   */
+  sendMany(messages: readonly Message[], timeoutMs?: number): number {
+    if (!Array.isArray(messages)) throw new TypeError("sendMany: messages must be an array");
+    const timeout = timeoutOf(timeoutMs);
+    let deadline = NaN; // read from the clock only if this call has to wait
+    for (let i = 0; i < messages.length; i++) {
+      const bytes = this.#start(messages[i], "sendMany");
+      if (this.#tryFast(bytes)) continue;
+      if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
+      runSync(this.#sendSteps(bytes, deadline - performance.now()), this.#ring.parking);
+    }
+    return messages.length;
   }
 
   /** {@linkcode send} as a Promise: waits for room without blocking the event loop. */
   async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
     const bytes = this.#start(message, "sendAsync");
-    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes)) return;
     this.#busy = true;
     try {
-      await runAsync(this.#sendSteps(bytes, deadline), this.#ring.parking);
+      await runAsync(this.#sendSteps(bytes, timeout), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -414,10 +471,17 @@ export class ChannelSender implements Disposable {
   reserve(byteLength: number, timeoutMs?: number): Uint8Array {
     this.#checkUsable("reserve");
     const len = check.integer(byteLength, "byteLength", 0, this.#ring.maxRecord);
-    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
-    if (this.#abortOwed) runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
+    const timeout = timeoutOf(timeoutMs);
+    let deadline = NaN; // read from the clock only if this call has to wait
+    if (this.#abortOwed) {
+      deadline = deadlineAfter(timeout);
+      runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
+    }
     let idx = this.#producer.tryReserve(len);
-    if (idx === FULL) idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
+    if (idx === FULL) {
+      if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
+      idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
+    }
     this.#reserved = [idx, len];
     const start = L.OFF_DATA + idx + 8;
     return this.#ring.bytes.subarray(start, start + len);
@@ -520,14 +584,19 @@ export class ChannelSender implements Disposable {
   /** The hot path: one record with room now. */
   #tryFast(bytes: Uint8Array): boolean {
     if (bytes.length > this.#ring.maxRecord || this.#abortOwed) return false;
-    const idx = this.#producer.tryReserve(bytes.length);
+    const len = bytes.length;
+    const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
-    this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
-    this.#producer.commit(idx, bytes.length, 0);
+    const ring = this.#ring.bytes;
+    const at = L.OFF_DATA + idx + 8;
+    ring.set(bytes, at);
+    this.#producer.commit(idx, len, 0);
     return true;
   }
 
-  *#sendSteps(bytes: Uint8Array, deadline: number): Generator<Park, void> {
+  /** The slow path of a send; its deadline starts when the fast path found no room. */
+  *#sendSteps(bytes: Uint8Array, timeout: number): Generator<Park, void> {
+    const deadline = deadlineAfter(timeout);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
     const max = this.#ring.maxRecord;
     let sent = 0;
@@ -579,26 +648,35 @@ export class ChannelSender implements Disposable {
   *#reserveSteps(len: number, deadline: number): Generator<Park, number> {
     const r = this.#ring;
     const producer = this.#producer;
-    const { spin, peerCheckMs } = this.#options;
+    const { peerCheckMs } = this.#options;
+    const spinner = this.#spinner;
     let nextCheck = performance.now() + peerCheckMs;
-    for (let spins = 0;; spins++) {
+    spinner.start();
+    for (;;) {
       if (this.#closed) throw closedError("ChannelSender.send");
       const idx = producer.tryReserve(len);
-      if (idx !== FULL) return idx;
-      if (spins < spin) continue;
+      if (idx !== FULL) {
+        spinner.end(true);
+        return idx;
+      }
+      if (spinner.keepSpinning()) continue;
       const now = performance.now();
       if (now >= deadline) {
+        spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
       }
       if (now >= nextCheck) {
         const consumer = r.consumerPid();
         if (consumer !== 0 && !r.parking.alive(consumer)) {
+          // A receiver that closed the channel and exited since the pid was read did not die.
+          if (r.rxClosed()) throw r.closedError("ChannelSender");
           throw channelError("ECONNRESET", `the channel's receiver (process ${consumer}) died`);
         }
         nextCheck = now + peerCheckMs;
       }
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
+        spinner.parking();
         yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError("ChannelSender.send");
@@ -681,16 +759,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #ring: Ring;
   readonly #consumer: Consumer;
   readonly #options: Required<EndpointOptions>;
+  readonly #spinner: Spinner;
   readonly #maxMessage: number;
   readonly #maxPending: number;
   readonly #registry: Set<unknown>;
   #closed = false;
   /** An async receive is waiting: receives do not overlap. */
   #busy = false;
+  /** A recvMany is handing out messages: its callbacks may not receive. */
+  #inBatch = false;
   /** A message that did not fit a recvInto target: the next receive returns it again. */
   #held: Uint8Array | undefined;
-  /** A message lent by recvView: [idx, len], released at the next receive. */
-  #lent: [number, number] | undefined;
+  /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
+  #lentIdx = -1;
+  #lentLen = 0;
   /** Partial fragmented messages, by sender tag (0 with one sender). */
   readonly #partial = new Map<number, Partial>();
   /** Bytes of all partial messages. */
@@ -707,6 +789,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     super();
     const opts = check.options<ReceiverOptions>(options, "options");
     this.#options = endpointOptions(opts);
+    this.#spinner = new Spinner(this.#options.spin);
     this.#maxMessage = opts.maxMessageBytes === undefined
       ? 64 * 2 ** 20
       : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN);
@@ -785,6 +868,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(target instanceof Uint8Array)) {
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
+    // The hot path: one whole message waiting, copied straight out of the ring (no view made).
+    if (
+      this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
+      !this.#inBatch
+    ) {
+      const timeout = timeoutOf(timeoutMs);
+      const len = this.#takeSimple(target);
+      if (len >= 0) return len;
+      return this.#recvIntoSlow(target, timeout);
+    }
+    return this.#recvIntoSlow(target, timeoutMs);
+  }
+
+  #recvIntoSlow(target: Uint8Array, timeoutMs: number | undefined): number | null {
     const view = this.recvView(timeoutMs);
     if (view === null) return null;
     if (view.length > target.length) {
@@ -798,6 +895,70 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     return view.length;
   }
 
+  /**
+   * Receives every message that is ready, handing each to `onMessage` in order: the batch path.
+   * Waits (up to `timeoutMs`) only for the first; then delivers what the ring holds, up to
+   * `max`, without waiting, and hands the room back to the senders once for the whole batch.
+   * Each view points into the ring and is valid only during its `onMessage` call (copy what
+   * you keep). A fragmented message comes as one reassembled buffer, as from
+   * {@linkcode recvView}.
+   *
+   * Errors are those of {@linkcode recv}, met at the same message: the messages before it were
+   * delivered and consumed. If `onMessage` throws, its message counts as delivered and the
+   * error propagates.
+   *
+   * @param onMessage Called with each message.
+   * @param timeoutMs How long to wait for the first message at most; default forever.
+   * @param max The most messages to deliver in this call; default no limit.
+   * @returns How many messages were delivered (at least 1), or `null` at the end of the
+   *   stream with none delivered (the end after some messages is returned by the next call).
+   */
+  recvMany(
+    onMessage: (message: Uint8Array) => void,
+    timeoutMs?: number,
+    max?: number,
+  ): number | null {
+    if (typeof onMessage !== "function") {
+      throw new TypeError("recvMany: onMessage must be a function");
+    }
+    const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
+    const first = this.recvView(timeoutMs);
+    if (first === null) return null;
+    const consumer = this.#consumer;
+    const bytes = this.#ring.bytes;
+    let count = 0;
+    this.#inBatch = true;
+    try {
+      count++;
+      onMessage(first);
+      this.release();
+      while (count < limit && !this.#closed) {
+        if (this.#partial.size === 0 && this.#orphans.size === 0) {
+          const idx = consumer.peek();
+          if (idx >= 0 && (consumer.word & (L.REC_MORE | L.REC_ABORT)) === 0) {
+            const start = L.OFF_DATA + idx + 8;
+            const len = consumer.len;
+            count++;
+            try {
+              onMessage(bytes.subarray(start, start + len));
+            } finally {
+              if (!this.#closed) consumer.consume(idx, len);
+            }
+            continue;
+          }
+        }
+        const view = this.#tryOne();
+        if (view === undefined || view === null) break; // nothing ready, or the end: next call
+        count++;
+        onMessage(view);
+        this.release();
+      }
+    } finally {
+      this.#inBatch = false;
+      if (!this.#closed) consumer.publish();
+    }
+    return count;
+  }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
     return this.#copy(await this.recvViewAsync(timeoutMs));
@@ -810,21 +971,21 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   recvView(timeoutMs?: number): Uint8Array | null {
     this.#begin("recvView");
-    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
-    return runSync(this.#recvSteps(deadline), this.#ring.parking);
+    return runSync(this.#recvSteps(timeout), this.#ring.parking);
   }
 
   /** {@linkcode recvView} as a Promise. */
   async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
     this.#begin("recvViewAsync");
-    const deadline = timeoutMs === undefined ? Infinity : deadlineOf(timeoutMs);
+    const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
     this.#busy = true;
     try {
-      return await runAsync(this.#recvSteps(deadline), this.#ring.parking);
+      return await runAsync(this.#recvSteps(timeout), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -855,10 +1016,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Hands the space of a message lent by {@linkcode recvView} back to the senders now. */
   release(): void {
     this.#held = undefined;
-    const lent = this.#lent;
-    if (lent) {
-      this.#lent = undefined;
-      if (!this.#closed) this.#consumer.release(lent[0], lent[1]);
+    const idx = this.#lentIdx;
+    if (idx >= 0) {
+      this.#lentIdx = -1;
+      if (!this.#closed) this.#consumer.release(idx, this.#lentLen);
     }
   }
 
@@ -903,6 +1064,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   #begin(what: string): void {
     if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+    if (this.#inBatch) {
+      throw channelError(
+        "EBUSY",
+        `ChannelReceiver.${what}: called from a recvMany callback; return from it first`,
+      );
+    }
     if (this.#busy) {
       throw channelError(
         "EBUSY",
@@ -910,6 +1077,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     if (this.#held === undefined) this.release();
+  }
+
+  /**
+   * The hot path of {@linkcode recvInto}: copies the next message into `target` and consumes it
+   * when it is one whole record that fits and nothing else is pending; else -1 (nothing taken).
+   */
+  #takeSimple(target: Uint8Array): number {
+    if (this.#partial.size !== 0 || this.#orphans.size !== 0) return -1;
+    const consumer = this.#consumer;
+    const idx = consumer.peek();
+    if (idx < 0 || (consumer.word & (L.REC_MORE | L.REC_ABORT)) !== 0) return -1;
+    const len = consumer.len;
+    if (len > target.length) return -1;
+    const bytes = this.#ring.bytes;
+    const start = L.OFF_DATA + idx + 8;
+    if (len <= SMALL_COPY) {
+      for (let i = 0; i < len; i++) target[i] = bytes[start + i];
+    } else {
+      target.set(bytes.subarray(start, start + len));
+    }
+    consumer.release(idx, len);
+    return len;
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
@@ -950,7 +1139,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const start = L.OFF_DATA + idx + 8;
       const special = word & (L.REC_MORE | L.REC_ABORT);
       if (special === 0 && this.#partial.size === 0) {
-        this.#lent = [idx, len];
+        this.#lentIdx = idx;
+        this.#lentLen = len;
         return r.bytes.subarray(start, start + len);
       }
       const key = this.#tagOf(idx);
@@ -961,7 +1151,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         continue;
       }
       if (partial === undefined && special === 0) {
-        this.#lent = [idx, len];
+        this.#lentIdx = idx;
+        this.#lentLen = len;
         return r.bytes.subarray(start, start + len);
       }
       if (partial !== undefined && partial.parts === null) {
@@ -1045,19 +1236,27 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  *#recvSteps(deadline: number): Generator<Park, Uint8Array | null> {
+  /** The slow path of a receive; its deadline starts when the fast path found nothing. */
+  *#recvSteps(timeout: number): Generator<Park, Uint8Array | null> {
+    const deadline = deadlineAfter(timeout);
     const r = this.#ring;
     const consumer = this.#consumer;
-    const { spin, peerCheckMs } = this.#options;
+    const { peerCheckMs } = this.#options;
+    const spinner = this.#spinner;
     let nextCheck = performance.now() + peerCheckMs;
     this.#stuckAt = -1;
-    for (let spins = 0;; spins++) {
+    spinner.start();
+    for (;;) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
-      if (got !== undefined) return got;
-      if (spins < spin) continue;
+      if (got !== undefined) {
+        spinner.end(true);
+        return got;
+      }
+      if (spinner.keepSpinning()) continue;
       const now = performance.now();
       if (now >= deadline) {
+        spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
       }
       const state = consumer.peek();
@@ -1070,6 +1269,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
       const again = consumer.peek();
       if (again === state) {
+        spinner.parking();
         yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
