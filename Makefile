@@ -40,7 +40,8 @@ NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec d
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate demo test test-rust test-loom test-deno test-bun test-node lint bench tools clean
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun test-node lint bench tools \
+	clean check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
 
@@ -119,6 +120,32 @@ test-node: tools build
 	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
 
 test: lint test-rust test-loom test-deno test-bun test-node
+
+# Deeper checks of the Rust core, not part of `make test` (several minutes each): Miri on the
+# channel ring and layout over heap memory, and the Rust tests under AddressSanitizer and
+# ThreadSanitizer. They need a nightly toolchain with miri and rust-src; `deep-tools` installs it.
+NIGHTLY ?= nightly
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+SANITIZE = RUSTFLAGS="-Zsanitizer=$(1)" RUSTDOCFLAGS="-Zsanitizer=$(1)" \
+	CARGO_TARGET_DIR=target/$(1) cargo +$(NIGHTLY) test -Zbuild-std --target $(HOST) \
+	-p shared-buffer -p shared-buffer-native --tests
+
+check-deep: deep-tools test-miri test-asan test-tsan
+
+deep-tools:
+	rustup toolchain install $(NIGHTLY) --profile minimal --component miri,rust-src
+
+test-miri:
+	cargo +$(NIGHTLY) miri test -p shared-buffer --lib channel::layout
+	cargo +$(NIGHTLY) miri test -p shared-buffer --test channel
+
+test-asan:
+	$(call SANITIZE,address)
+
+# report_mutex_bugs=0: the lock tests unlock a held lock from the wrong thread on purpose (it must
+# fail with EPERM), which ThreadSanitizer would report as a misuse; data races are still reported.
+test-tsan:
+	TSAN_OPTIONS="halt_on_error=1 report_mutex_bugs=0" $(call SANITIZE,thread)
 
 # Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
 # `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.

@@ -118,10 +118,14 @@ export function wait(
  * Like {@linkcode wait}, but returns a Promise and never blocks the event loop: timers, I/O and
  * other promises keep running while it waits.
  *
- * Deno runs the kernel wait on a thread of its FFI pool. Bun's FFI has no such calls, so the
- * native library parks the wait on a thread of its own pool and wakes the JavaScript thread
- * through a thread-safe callback. An idle wait costs no CPU in either runtime. Closing the
- * segment does not cancel a pending wait: it ends on a notify or its timeout.
+ * The native library parks the wait in the kernel on a thread of its own (on Linux one thread
+ * watches up to 127 waits) and wakes the JavaScript thread through a thread-safe callback, in
+ * Deno and Bun alike: thousands of waits may pend at once, an idle wait costs no CPU, and file
+ * I/O and timers keep running. Closing the segment ends its pending waits: they reject with a
+ * `SharedMemoryError` whose code is `EBADF`.
+ *
+ * A notify that lands while a wait is being re-armed (when another wait begins or ends) is seen
+ * only if the word changed: change the word, then notify, as the example does.
  *
  * @example
  * ```ts
@@ -139,7 +143,14 @@ export async function waitAsync(
   const value = word(expected);
   const ns = timeoutNs(timeoutMs);
   const b = backend();
-  return result(await b.waitAsync(b.address(address), value, ns), "waitAsync");
+  const code = await b.waitAsync(b.address(address), value, ns);
+  if (code < 0 && b.errorName(code) === "EBADF") {
+    throw errorOf(
+      "EBADF",
+      `waitAsync on element ${index}: the segment was closed while the wait was pending`,
+    );
+  }
+  return result(code, "waitAsync");
 }
 
 /**

@@ -35,6 +35,7 @@ export interface NodeCalls extends
     Backend,
     | "openKey"
     | "openName"
+    | "userName"
     | "dup"
     | "close"
     | "handleCount"
@@ -42,6 +43,7 @@ export interface NodeCalls extends
     | "errorMessage"
     | "wait"
     | "waitAsync"
+    | "cancelWaits"
     | "notify"
     | "mutexInit"
     | "mutexLock"
@@ -91,6 +93,7 @@ export function loadNode(explicit?: string): Backend {
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
+    userName: n.userName,
     unlinkKey: n.unlinkKey,
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
     dup: n.dup,
@@ -102,6 +105,7 @@ export function loadNode(explicit?: string): Backend {
     address: (address) => Number(address),
     wait: n.wait,
     waitAsync: n.waitAsync,
+    cancelWaits: n.cancelWaits,
     notify: n.notify,
     mutexInit: n.mutexInit,
     mutexLock: n.mutexLock,

@@ -83,6 +83,7 @@ abi_types! {
     u32 => "uint32_t", "u32";
     i64 => "int64_t", "i64";
     u64 => "uint64_t", "u64";
+    usize => "uintptr_t", "usize";
     *const u8 => "const uint8_t *", "pointer";
     *mut u8 => "uint8_t *", "pointer";
     *const u32 => "const uint32_t *", "pointer";
@@ -164,6 +165,7 @@ exports! {
         how: u32,
         flags: u32,
         mode: u32,
+        owner: i64,
         out: *mut SbMapping => "buffer",
     ) -> i32;
     /// 0, or a negative code; the mapping goes to `out`.
@@ -174,8 +176,11 @@ exports! {
         how: u32,
         flags: u32,
         mode: u32,
+        owner: i64,
         out: *mut SbMapping => "buffer",
     ) -> i32;
+    /// The user name's length (written to `buf` up to `len` bytes), or -ENOENT.
+    fn sb_user_name(uid: u32, buf: *mut u8 => "buffer", len: u32) -> i32;
     /// 0, or a negative code.
     fn sb_unlink_key(key: u32) -> i32;
     /// 0, or a negative code.
@@ -191,7 +196,6 @@ exports! {
     /// Live handles in this process.
     fn sb_handle_count() -> i32;
     /// 0 woken, 1 not equal, 2 timed out, or a negative code.
-    #[nonblocking = "sb_wait_nonblocking"]
     fn sb_wait(addr: *const u32 => "usize", expected: u32, timeout_ns: i64) -> i32;
     /// As `sb_wait`, spinning first.
     fn sb_wait_spin(
@@ -202,15 +206,17 @@ exports! {
     ) -> i32;
     /// How many were woken, or a negative code.
     fn sb_notify(addr: *const u32 => "usize", count: u32) -> i32;
-    /// 0.
-    fn sb_set_wake_callback(cb: Option<SbWakeCallback>) -> i32;
-    /// 0 pending, 1 not equal, 2 timed out, or a negative code.
+    /// 0 pending (`cb` is called once later, from a native thread), 1 not equal, 2 timed out,
+    /// or a negative code.
     fn sb_wait_async(
         addr: *const u32 => "usize",
         expected: u32,
         timeout_ns: i64,
         token: u64,
+        cb: Option<SbWakeCallback>,
     ) -> i32;
+    /// Ends the pending waits on `addr..addr + len` with -EBADF now; how many.
+    fn sb_wait_cancel(addr: usize, len: usize) -> i32;
     /// The bytes a mutex occupies.
     fn sb_mutex_size() -> u32;
     /// The alignment a mutex needs.
@@ -250,6 +256,12 @@ constants! {
     OPEN_OR_CREATE = SB_OPEN_OR_CREATE;
     /// `flags` bit of the open calls: fault every page in now.
     POPULATE = SB_POPULATE;
+    /// `flags` bit, with `CREATE` only: remove a leftover segment under the id first.
+    REPLACE = SB_REPLACE;
+    /// `owner` argument of the open calls: accept segments of this user and of root.
+    OWNER_TRUSTED = SB_OWNER_TRUSTED;
+    /// `owner`: accept segments of any user.
+    OWNER_ANY = SB_OWNER_ANY;
     /// A wait ended by a notify, or spuriously.
     WAIT_OK = SB_WAIT_OK;
     /// A wait found the word not holding the expected value.

@@ -48,8 +48,6 @@ fn a_mutex_released_without_repair_is_not_recoverable() {
     // (A try-lock says the same; glibc's leaves the lock held by the calling thread afterwards,
     // so it comes last.)
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { ffi::sb_mutex_trylock(addr) },
-        -libc::ENOTRECOVERABLE
-    );
+    let code = unsafe { ffi::sb_mutex_trylock(addr) };
+    assert_eq!(code, -libc::ENOTRECOVERABLE);
 }

@@ -37,7 +37,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError};
 
-use shared_buffer::segment::{Segment, SegmentId};
+use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
 use crate::segment::{Mapped, close_owned, lookup, mappings_of};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
@@ -136,9 +136,9 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         .map_err(|(what, status)| Thrown::Status(what, status))?;
     for (name, callback) in functions {
         let mut function = ptr::null_mut();
-        // SAFETY: name is NUL-terminated (length from to_bytes), callback has the napi_callback
-        // signature, and `function` is a valid out-pointer.
         check(
+            // SAFETY: name is NUL-terminated (length from to_bytes), callback has the napi_callback
+            // signature, and `function` is a valid out-pointer.
             unsafe {
                 (api.create_function)(
                     env,
@@ -151,15 +151,15 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
             },
             "napi_create_function",
         )?;
-        // SAFETY: exports is an object of this env, name is NUL-terminated.
         check(
+            // SAFETY: exports is an object of this env, name is NUL-terminated.
             unsafe { (api.set_named_property)(env, exports, name.as_ptr(), function) },
             "napi_set_named_property",
         )?;
     }
     let mut version = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.create_uint32)(env, SB_ABI_VERSION, &mut version) },
         "napi_create_uint32",
     )?;
@@ -176,8 +176,8 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
 /// `env` is live and this runs on its thread.
 unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
     let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.get_instance_data)(env, &mut data) },
         "napi_get_instance_data",
     )?;
@@ -215,8 +215,8 @@ unsafe fn settle(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
     if gone != 0 {
         account.outstanding.fetch_sub(gone, Ordering::Relaxed);
         let mut total = 0;
-        // SAFETY: valid out-pointer.
         check(
+            // SAFETY: valid out-pointer.
             unsafe { (api.adjust_external_memory)(env, -gone, &mut total) },
             "napi_adjust_external_memory",
         )?;
@@ -237,8 +237,8 @@ unsafe fn arguments<const N: usize>(
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     let mut data = ptr::null_mut();
-    // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
     check(
+        // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
         unsafe {
             (api.get_cb_info)(
                 env,
@@ -298,19 +298,22 @@ unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     let text = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
     // The status of a throw is ignored: it fails only when an exception is already pending, which
     // is then the one JavaScript sees, and there is nobody else to report to.
-    // SAFETY (all three): the strings are NUL-terminated and live for the call.
     let _ = match thrown {
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Type(msg) => unsafe {
             (api.throw_type_error)(env, ptr::null(), text(msg).as_ptr())
         },
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Range(msg) => unsafe {
             (api.throw_range_error)(env, ptr::null(), text(msg).as_ptr())
         },
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Code(code, msg) => unsafe {
             (api.throw_error)(env, sb_error_name(code), text(msg).as_ptr())
         },
         // A failed call may have left an exception pending; throwing again would fail too.
         Thrown::Status(_, sys::PENDING_EXCEPTION) => return,
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Status(what, status) => unsafe {
             (api.throw_error)(
                 env,
@@ -415,7 +418,7 @@ unsafe fn unlink(
     api: &Api,
     env: Env,
     account: &Arc<Account>,
-    id: std::io::Result<SegmentId>,
+    id: Result<SegmentId, SegmentError>,
 ) -> Outcome {
     let code = match id.and_then(|id| Segment::unlink(&id).map(|()| id)) {
         Ok(id) => {
@@ -432,8 +435,8 @@ unsafe fn unlink(
                 // and counting resident pages (mincore) took 80 ms for 1 GiB here.
                 let bytes = i64::try_from(mapping.segment.len()).unwrap_or(i64::MAX);
                 let mut total = 0;
-                // SAFETY: valid out-pointer; env is live on this thread.
                 check(
+                    // SAFETY: valid out-pointer; env is live on this thread.
                     unsafe { (api.adjust_external_memory)(env, bytes, &mut total) },
                     "napi_adjust_external_memory",
                 )?;
@@ -448,8 +451,8 @@ unsafe fn unlink(
         Err(err) => code_of(&err),
     };
     let mut value = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.create_int32)(env, code, &mut value) },
         "napi_create_int32",
     )?;
@@ -486,7 +489,9 @@ unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
                 return Err(Thrown::Type("name must be a string".into()));
             }
             let id = if len + 1 >= buf.len() {
-                Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+                Err(SegmentError::Os(std::io::Error::from_raw_os_error(
+                    libc::ENAMETOOLONG,
+                )))
             } else {
                 crate::segment::parse_name(buf.as_ptr(), len)
             };

@@ -79,6 +79,7 @@ napi! {
     get_value_uint32 = "napi_get_value_uint32": fn(Env, Value, *mut u32);
     get_value_double = "napi_get_value_double": fn(Env, Value, *mut f64);
     get_value_bigint_uint64 = "napi_get_value_bigint_uint64": fn(Env, Value, *mut u64, *mut bool);
+    get_value_bigint_int64 = "napi_get_value_bigint_int64": fn(Env, Value, *mut i64, *mut bool);
     get_value_string_utf8 = "napi_get_value_string_utf8":
         fn(Env, Value, *mut c_char, usize, *mut usize);
     create_int32 = "napi_create_int32": fn(Env, i32, *mut Value);

@@ -14,6 +14,50 @@ mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
 
+/// What `IPC_STAT` says about an existing keyed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysvInfo {
+    /// The segment's id (for [`sysv_attach`]).
+    pub id: libc::c_int,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its owner's uid (the creator may hand it to another uid with `IPC_SET`).
+    pub uid: u32,
+    /// Its creator's uid, which nobody can change.
+    pub creator_uid: u32,
+}
+
+/// What kind of file is at a segment's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file: what `shm_open` makes.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character or block device.
+    Device,
+    /// Anything else.
+    Other,
+}
+
+/// What `fstat` says about an opened name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The kind of file.
+    pub kind: FileKind,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its owner's uid.
+    pub uid: u32,
+    /// Seconds since its status last changed (creation, `fchmod`, sizing), by the wall clock;
+    /// 0 if the clock went backwards.
+    pub changed_secs_ago: u64,
+}
+
 /// What one kernel wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawWait {

@@ -8,10 +8,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::time::Duration;
 
-/// How long [`posix_open`] waits for a creator that has made the name but not yet sized it.
-const SIZE_RACE_WAIT: Duration = Duration::from_millis(200);
+use super::{FileInfo, FileKind, SysvInfo};
 
 /// Turns the `-1` convention of a system call into `errno`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -131,7 +129,7 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
     // SAFETY: shmget takes plain integers.
     let id = cvt(unsafe { libc::shmget(key, size, flags) })?;
-    match sysv_attach(id, size) {
+    match sysv_attach_id(id, size) {
         Ok(mapping) => Ok(mapping),
         Err(err) => {
             // We made it and cannot hand it out: remove it so no half-made segment stays behind.
@@ -143,15 +141,20 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
     }
 }
 
-/// Opens the existing keyed segment `key`; its size comes from `IPC_STAT`.
-pub fn sysv_open(key: libc::key_t) -> io::Result<Mapping> {
+/// Looks up the existing keyed segment `key` without attaching it.
+pub fn sysv_lookup(key: libc::key_t) -> io::Result<SysvInfo> {
     // SAFETY: shmget takes plain integers; size 0 and no flags look the key up.
     let id = cvt(unsafe { libc::shmget(key, 0, 0) })?;
     // SAFETY: shmid_ds is plain old data; all-zero is a valid value to be overwritten.
     let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: `stat` is a valid, writable shmid_ds.
     cvt(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) }).map_err(vanished)?;
-    sysv_attach(id, stat.shm_segsz as usize).map_err(vanished)
+    Ok(SysvInfo {
+        id,
+        size: stat.shm_segsz as usize,
+        uid: stat.shm_perm.uid,
+        creator_uid: stat.shm_perm.cuid,
+    })
 }
 
 /// An id that `shmget` just returned is refused with `EINVAL` or `EIDRM` only when the segment
@@ -164,7 +167,12 @@ fn vanished(err: io::Error) -> io::Error {
     }
 }
 
-fn sysv_attach(id: libc::c_int, len: usize) -> io::Result<Mapping> {
+/// Attaches the keyed segment that [`sysv_lookup`] found (`ENOENT` if it was removed since).
+pub fn sysv_attach(info: &SysvInfo) -> io::Result<Mapping> {
+    sysv_attach_id(info.id, info.size).map_err(vanished)
+}
+
+fn sysv_attach_id(id: libc::c_int, len: usize) -> io::Result<Mapping> {
     // SAFETY: a null address lets the kernel choose; the result is checked below.
     let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
     if addr as isize == -1 {
@@ -230,35 +238,71 @@ fn size_new(fd: &OwnedFd, size: usize, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens the existing named segment; its size comes from `fstat`.
-pub fn posix_open(name: &CStr) -> io::Result<Mapping> {
-    let flags = libc::O_RDWR | libc::O_CLOEXEC;
-    // SAFETY: `name` is a valid C string.
-    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) })?;
-    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // A creator makes the name and sizes it in two steps; give it a moment before calling a
-    // zero-length segment an error.
-    let deadline = std::time::Instant::now() + SIZE_RACE_WAIT;
-    loop {
-        let size = fd_size(&fd)?;
-        if size > 0 {
-            return map_fd(&fd, size);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        std::thread::sleep(Duration::from_millis(1));
+fn file_kind(mode: libc::mode_t) -> FileKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::Regular,
+        libc::S_IFDIR => FileKind::Directory,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR | libc::S_IFBLK => FileKind::Device,
+        _ => FileKind::Other,
     }
 }
 
-fn fd_size(fd: &OwnedFd) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a descriptor we own and a valid, writable stat buffer.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
-    usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
+/// An opened name: the descriptor, nothing mapped yet.
+#[derive(Debug)]
+pub struct OpenedName {
+    fd: OwnedFd,
+}
+
+impl OpenedName {
+    /// `fstat` of the descriptor, read again on every call.
+    pub fn info(&self) -> io::Result<FileInfo> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we own and a valid, writable stat buffer.
+        cvt(unsafe { libc::fstat(self.fd.as_raw_fd(), &mut stat) })?;
+        let size =
+            usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let changed = u64::try_from(stat.st_ctime).unwrap_or(0);
+        Ok(FileInfo {
+            kind: file_kind(stat.st_mode),
+            size,
+            uid: stat.st_uid,
+            changed_secs_ago: now.saturating_sub(changed),
+        })
+    }
+
+    /// Maps the first `len` bytes.
+    pub fn map(&self, len: usize) -> io::Result<Mapping> {
+        map_fd(&self.fd, len)
+    }
+}
+
+/// Opens the existing name without following a symbolic link (`ELOOP`) and, on Linux, without
+/// blocking on a FIFO. Nothing is mapped: check [`OpenedName::info`] first.
+pub fn posix_open_name(name: &CStr) -> io::Result<OpenedName> {
+    #[cfg(target_os = "linux")]
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    #[cfg(not(target_os = "linux"))]
+    let flags = libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: `name` is a valid C string.
+    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) }).map_err(|err| {
+        // glibc turns the kernel's EISDIR into EINVAL; names are checked before they get here,
+        // so EINVAL can only mean a directory.
+        if cfg!(target_os = "linux") && err.raw_os_error() == Some(libc::EINVAL) {
+            io::Error::from_raw_os_error(libc::EISDIR)
+        } else {
+            err
+        }
+    })?;
+    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(OpenedName { fd })
 }
 
 fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
@@ -284,6 +328,36 @@ fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         len,
         kind: MapKind::Mmap,
     })
+}
+
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of `uid` from the user database, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: passwd is plain old data; all-zero is valid and getpwuid_r overwrites it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the length given; the strings getpwuid_r writes
+        // point into `buf`, which outlives their use below.
+        let err =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if err == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if err != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
 }
 
 /// Removes the name; processes that have it mapped keep their memory until they unmap it.

@@ -145,6 +145,151 @@ pub unsafe fn futex_wake(addr: *const u32, count: u32) -> io::Result<usize> {
     }
 }
 
+/// One word of a [`futex_waitv`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitvWord {
+    /// The word's address.
+    pub addr: *const u32,
+    /// The value to sleep on.
+    pub expected: u32,
+    /// True for a word only this process uses (a private futex, keyed by this address space);
+    /// false for a word in shared memory, woken from any process.
+    pub private: bool,
+}
+
+/// How a [`futex_waitv`] call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waitv {
+    /// The word at this index was woken (others may have been woken too; see [`futex_waitv`]).
+    Woken(usize),
+    /// Some word did not hold its expected value when the kernel looked (which one is not said).
+    NotEqual,
+    /// The deadline passed.
+    TimedOut,
+    /// A signal ended the call early.
+    Interrupted,
+}
+
+/// The kernel's `struct futex_waitv` (`linux/futex.h`).
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<FutexWaitv>() == 24);
+
+/// `FUTEX2_SIZE_U32`: a 32-bit word.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// `FUTEX2_PRIVATE` (the same bit as `FUTEX_PRIVATE_FLAG`).
+const FUTEX2_PRIVATE: u32 = 128;
+/// `FUTEX_WAITV_MAX`: the most words one call takes.
+pub const WAITV_MAX: usize = 128;
+
+/// Sleeps on up to [`WAITV_MAX`] words at once (Linux 5.16+), until one is woken, one does not
+/// hold its expected value, or `timeout` (`None`: no limit) passes.
+///
+/// When the call returns, the thread is no longer queued on any word: a wake of another word
+/// that lands while it returns is consumed without being reported. Callers re-check the words
+/// (a changed word is seen) before waiting again; a wake without a change can be missed.
+///
+/// # Safety
+/// Each address should be a 4-byte aligned word in memory this process maps. Only the kernel
+/// reads the words, with its own fault handling (`EFAULT`), as for [`futex_wait`].
+///
+/// # Errors
+/// `ENOSYS` on kernels before 5.16; `EFAULT`, `EINVAL`; any other error of the kernel.
+pub unsafe fn futex_waitv(words: &[WaitvWord], timeout: Option<Duration>) -> io::Result<Waitv> {
+    let list: Vec<FutexWaitv> = words
+        .iter()
+        .map(|w| FutexWaitv {
+            val: u64::from(w.expected),
+            uaddr: w.addr as u64,
+            flags: FUTEX2_SIZE_U32 | if w.private { FUTEX2_PRIVATE } else { 0 },
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute deadline on the clock it is given.
+    let deadline = match timeout {
+        None => None,
+        Some(left) => {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `now` is a valid, writable timespec.
+            if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let at = Duration::new(now.tv_sec as u64, now.tv_nsec as u32).saturating_add(left);
+            Some(timespec_of(at))
+        }
+    };
+    let ts_ptr = deadline
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `list` holds `list.len()` valid entries and outlives the call; the kernel reads
+    // each word under its own fault handling and writes nothing; `ts_ptr` is null or a valid
+    // timespec. Flags 0 is the only value the call takes.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            list.as_ptr(),
+            list.len() as libc::c_uint,
+            0 as libc::c_uint,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if ret >= 0 {
+        return Ok(Waitv::Woken(ret as usize));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(Waitv::NotEqual),
+        Some(libc::ETIMEDOUT) => Ok(Waitv::TimedOut),
+        Some(libc::EINTR | libc::ERESTART) => Ok(Waitv::Interrupted),
+        _ => Err(err),
+    }
+}
+
+/// Sleeps while the private word `word` (used by this process only) holds `expected`, for at
+/// most `timeout`; returns on a wake, a change, a signal or the timeout, without saying which.
+pub fn futex_wait_private(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Duration) {
+    let ts = timespec_of(timeout);
+    // SAFETY: a valid, aligned word of this process, read by the kernel; `ts` outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
+/// Wakes at most `count` threads of this process waiting on the private word `word`.
+pub fn futex_wake_private(word: &std::sync::atomic::AtomicU32, count: u32) {
+    let count = libc::c_int::try_from(count).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid, aligned word of this process; FUTEX_WAKE touches no user memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+}
+
 /// The robust, process-shared, error-checking `pthread_mutex_t` that [`crate::sync::Mutex`]
 /// places in shared memory.
 ///

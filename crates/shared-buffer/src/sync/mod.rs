@@ -61,7 +61,10 @@ mod mutex;
 #[cfg(any(target_os = "macos", all(test, target_os = "linux")))]
 mod pidlock;
 
-pub use async_wait::{AsyncStart, MAX_ASYNC_WAITS, ServiceStats, service_stats, wait_async};
+pub use async_wait::{
+    AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_waits, service_stats,
+    wait_async,
+};
 pub use mutex::{InitOutcome, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, MutexGuard};
 
 use std::io;
