@@ -189,8 +189,8 @@ impl<'a> Args<'a> {
 
     fn int(&self, value: i32) -> Call {
         let mut out = ptr::null_mut();
-        // SAFETY: a valid env and out-pointer.
         check(
+            // SAFETY: a valid env and out-pointer.
             unsafe { (self.api.create_int32)(self.env, value, &mut out) },
             "napi_create_int32",
         )?;
@@ -370,8 +370,8 @@ callbacks! {
             unsafe { sb_channel_constant(name.as_ptr(), len as u32) }
         };
         let mut out = ptr::null_mut();
-        // SAFETY: a valid env and out-pointer.
         check(
+            // SAFETY: a valid env and out-pointer.
             unsafe { (a.api.create_double)(a.env, value as f64, &mut out) },
             "napi_create_double",
         )?;
@@ -412,9 +412,9 @@ callbacks! {
 
 fn string(a: &Args<'_>, text: *const c_char) -> Call {
     let mut out = ptr::null_mut();
-    // SAFETY: sb_error_name/sb_error_message return static NUL-terminated strings;
-    // NAPI_AUTO_LENGTH (usize::MAX) tells Node-API to find the NUL.
     check(
+        // SAFETY: sb_error_name/sb_error_message return static NUL-terminated strings;
+        // NAPI_AUTO_LENGTH (usize::MAX) tells Node-API to find the NUL.
         unsafe { (a.api.create_string_utf8)(a.env, text, usize::MAX, &mut out) },
         "napi_create_string_utf8",
     )?;
