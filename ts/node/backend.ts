@@ -134,6 +134,7 @@ export function loadNode(explicit?: string): Backend {
       n.close(handle);
     },
     relieve() {
+      n.forgetDetached();
       n.relieve();
       settleHandles(() => n.handleCount());
     },

@@ -114,6 +114,12 @@ napi! {
     is_detached_arraybuffer = "napi_is_detached_arraybuffer": fn(Env, Value, *mut bool);
     detach_arraybuffer = "napi_detach_arraybuffer": fn(Env, Value);
     get_undefined = "napi_get_undefined": fn(Env, *mut Value);
+    // Weak references to the buffers `wrap` made (mod.rs, `Tracked`).
+    create_reference = "napi_create_reference": fn(Env, Value, u32, *mut *mut c_void);
+    delete_reference = "napi_delete_reference": fn(Env, *mut c_void);
+    get_reference_value = "napi_get_reference_value": fn(Env, *mut c_void, *mut Value);
+    open_handle_scope = "napi_open_handle_scope": fn(Env, *mut *mut c_void);
+    close_handle_scope = "napi_close_handle_scope": fn(Env, *mut c_void);
 }
 
 static API: OnceLock<Result<Api, &'static str>> = OnceLock::new();
