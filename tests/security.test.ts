@@ -92,8 +92,10 @@ async function runAsNobody(which: Runtime, script: string, args: string[]): Prom
     chmodSync(home, 0o777);
     const tree = `${home}/pkg`;
     readableCopy(tree);
-    const command = scriptCommand(which, script, args).map((part) =>
-      part.startsWith(ROOT) ? `${tree}/${part.slice(ROOT.length)}` : part
+    // The scripts from the copy; the runtime's binary stays where it is (the newest Node lives
+    // in the checkout's .tools).
+    const command = scriptCommand(which, script, args).map((part, i) =>
+      i > 0 && part.startsWith(ROOT) ? `${tree}/${part.slice(ROOT.length)}` : part
     );
     return await start([...SETPRIV, ...command], {
       HOME: home,
