@@ -1,28 +1,51 @@
-# shared-buffer: `make demo` runs the example, `make test` runs every check, `make bench` the
-# benchmarks. Deno and Bun are used from the PATH when there, else fetched (pinned) from the npm
-# registry into .tools/.
+# shared-buffer: `make` builds the native library and the JavaScript Node.js runs, `make demo`
+# runs the example, `make test` runs every check, `make bench` the benchmarks. Deno and Bun are
+# used from the PATH when there, else fetched (pinned) from the npm registry into .tools/. Node.js
+# runs twice: the machine's (20 or newer) and the newest, pinned from the npm registry into .tools/.
 
 DENO_VERSION := 2.9.6
 BUN_VERSION := 1.4.5
+NODE_VERSION := 26.10.0
+TYPESCRIPT_VERSION := 7.0.2
+ESBUILD_VERSION := 0.28.2
+SEED_VERSION := 1.4.0
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
 LIB := target/release/libshared_buffer_native.so
 
 DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS)/deno)
 BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS)/bun)
-export DENO BUN
-# Tests and benchmarks start child processes of both runtimes through these.
+# The machine's Node.js, and the newest one.
+NODE ?= $(or $(shell command -v node 2>/dev/null),$(TOOLS)/node)
+NODE_LATEST := $(TOOLS)/node
+export DENO BUN NODE
+# Tests and benchmarks start child processes of every runtime through these.
 export DENO_BIN := $(DENO)
 export BUN_BIN := $(BUN)
+export NODE_BIN := $(NODE)
+
+# Node.js runs JavaScript built from the TypeScript sources: ES modules and .d.ts by tsc, one file
+# per source (so the tests share module instances with the library), and the CommonJS bundle for
+# `require` by esbuild (tsc cannot emit CommonJS from modules that the tests load as ES modules).
+TSC := $(TOOLS)/tsc
+ESBUILD := $(TOOLS)/esbuild
+NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
+TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
+# The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
+# which the tests open segments with from Node.
+SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
+export SEED_PACKAGE := $(CURDIR)/.tools/seed/node_modules/shared-buffer
+export SEED_NODE := $(NODE)
+NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec dist/tests/*.test.js
 
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate demo test test-rust test-loom test-deno test-bun lint bench tools clean \
-	check-deep deep-tools test-miri test-asan test-tsan
+.PHONY: all build generate demo test test-rust test-loom test-deno test-bun test-node lint bench tools \
+	clean check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
 
-build: $(LIB)
+build: $(LIB) dist/node.js dist/node.cjs
 
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
@@ -40,9 +63,34 @@ $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
 		deno@$(DENO_VERSION) bun@$(BUN_VERSION)
 
-tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno)
+$(NODE_TOOLS):
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
+		node@$(NODE_VERSION) typescript@$(TYPESCRIPT_VERSION) esbuild@$(ESBUILD_VERSION)
+	@touch $@
+
+# Built with the machine's Node (the addon's ABI is that Node's); node-gyp finds its headers in
+# <prefix>/include/node.
+$(SEED):
+	npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
+		npm install --prefix .tools/seed --no-audit --no-fund --loglevel=error \
+		shared-buffer@$(SEED_VERSION)
+	@test -f $@
+
+dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS)
+	$(TSC) -p tsconfig.node.json
+	@touch $@
+
+# The bundle is given the import.meta.url the ES module build of ts/node/backend.ts has, which
+# that adapter finds the package's folder from.
+dist/node.cjs: $(TS_SOURCES) | $(NODE_TOOLS)
+	$(ESBUILD) node.ts --bundle --platform=node --format=cjs --target=node20 --log-level=warning \
+		--outfile=$@ --define:import.meta.url=__sb_module_url \
+		'--banner:js=const __sb_module_url = require("node:url").pathToFileURL(__dirname + "/ts/node/backend.js").href;'
+
+tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno) $(NODE_TOOLS) $(SEED)
 	@$(DENO) --version | head -1
 	@echo "bun $$($(BUN) --version)"
+	@echo "node $$($(NODE) --version) and $$($(NODE_LATEST) --version)"
 
 demo: tools build
 	$(DENO_RUN) examples/seed_demo.ts
@@ -54,7 +102,7 @@ lint: tools
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check mod.ts tests/ examples/ bench/
+	$(DENO) check mod.ts node.ts tests/ examples/ bench/
 
 test-rust:
 	cargo test --workspace
@@ -70,7 +118,12 @@ test-deno: tools build
 test-bun: tools build
 	cd tests && $(BUN) test --timeout 60000
 
-test: lint test-rust test-loom test-deno test-bun
+# The suite in the machine's Node.js and in the newest; each starts Node children of its own kind.
+test-node: tools build
+	NODE_BIN=$(NODE) $(call NODE_TEST,$(NODE))
+	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
+
+test: lint test-rust test-loom test-deno test-bun test-node
 
 # Deeper checks of the Rust core, not part of `make test` (several minutes each): Miri on the
 # channel ring and layout over heap memory, and the Rust tests under AddressSanitizer and
@@ -105,4 +158,4 @@ bench: tools build
 
 clean:
 	cargo clean
-	rm -rf .tools bench/out
+	rm -rf .tools bench/out dist

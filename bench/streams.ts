@@ -272,12 +272,16 @@ class PushConn implements Conn {
       error: (_: Any, err: unknown) => console.error(`[bench] socket error: ${err}`),
     };
   }
-  /** Wires a Node `net.Socket` (Node's `write` buffers everything; it only asks to wait). */
+  /**
+   * Wires a Node `net.Socket`. Node's `write` takes everything, keeping a reference to what the
+   * kernel did not take yet, so it gets a copy (the writers reuse their buffer); it only asks to
+   * wait for drain.
+   */
   node(socket: Any): this {
     socket.on("data", (chunk: Uint8Array) => this.data(chunk));
     socket.on("drain", () => this.drain());
     socket.on("close", () => this.closed());
-    this.put = (b) => (socket.write(b) ? b.length : -1);
+    this.put = (b) => (socket.write(b.slice()) ? b.length : -1);
     this.end = () => socket.end();
     return this;
   }
@@ -339,7 +343,9 @@ export function startPeer(
       kill: () => proc.kill(9),
     };
   }
-  if (options.ipc) throw new Error(`${runtime} has no IPC channel to a child in this benchmark`);
+  if (options.ipc && runtime === "deno") {
+    throw new Error("deno has no IPC channel to a child in this benchmark");
+  }
   if (runtime === "deno") {
     const child = new Deno.Command(command[0], {
       args: command.slice(1),
@@ -362,7 +368,12 @@ export function startPeer(
       },
     };
   }
-  const child = spawn(command[0], command.slice(1), { stdio: [stdio, stdio, "inherit"] });
+  // Node.js: node:child_process, with its IPC channel when asked (what `fork` sets up).
+  const child = spawn(command[0], command.slice(1), {
+    stdio: options.ipc ? [stdio, stdio, "inherit", "ipc"] : [stdio, stdio, "inherit"],
+    serialization: options.serialization as "json" | "advanced" | undefined,
+  });
+  if (options.ipc) child.on("message", options.ipc);
   return {
     pid: child.pid!,
     exited: new Promise((resolve) => child.on("close", (code) => resolve(code ?? -1))),
@@ -374,7 +385,9 @@ export function startPeer(
         },
       })
       : undefined,
-    writeStdin: (bytes) => void child.stdin!.write(bytes),
+    // A copy: Node keeps a reference to what the pipe did not take yet, and writers reuse theirs.
+    writeStdin: (bytes) => void child.stdin!.write(bytes.slice()),
+    send: (m) => void child.send(m as Parameters<typeof child.send>[0]),
     kill: () => child.kill("SIGKILL"),
   };
 }
@@ -544,12 +557,12 @@ export async function peerStream(spec: Spec): Promise<void> {
   conn.close();
 }
 
-// ---- Bun's IPC -----------------------------------------------------------------------------------
+// ---- Bun's and Node's IPC --------------------------------------------------------------------------
 
-/** IPC credit window: messages in flight at most (Bun's `send()` never pushes back). */
+/** IPC credit window: messages in flight at most (`send()` never pushes back). */
 const ipcWindow = (size: number) => Math.max(4, Math.min(16384, (8 << 20) / size | 0));
 
-/** The measuring side of a Bun IPC pair (`ipc_json` or `ipc_advanced`). */
+/** The measuring side of an IPC pair (`ipc_json` or `ipc_advanced`), in Bun or Node.js. */
 export async function measureIpc(spec: Spec): Promise<PairResult> {
   const { size } = spec;
   const json = spec.transport === "ipc_json";
@@ -595,7 +608,7 @@ export async function measureIpc(spec: Spec): Promise<PairResult> {
   }
 }
 
-/** The peer of a Bun IPC pair: sends the stream within the credit window, then echoes. */
+/** The peer of an IPC pair: sends the stream within the credit window, then echoes. */
 export async function peerIpc(spec: Spec): Promise<void> {
   const { size } = spec;
   const send = (m: unknown) => process.send!(m);

@@ -1,7 +1,8 @@
 /**
- * A worker pool over shared-memory channels: the parent starts worker processes (Deno and Bun
- * alternating), hands each one jobs through its own channel, and collects every result through
- * one channel that all workers send into.
+ * A worker pool over shared-memory channels: the parent starts worker processes (Deno, Bun and
+ * Node.js in turn), hands each one jobs through its own channel, and collects every result
+ * through one channel that all workers send into. Node runs the JavaScript `make` builds from
+ * this file (`node dist/examples/worker_pool.js 4`).
  *
  *     make demo
  *     # or: deno run --allow-ffi --allow-read --allow-env --allow-run examples/worker_pool.ts 4
@@ -13,10 +14,9 @@
 import { spawn } from "node:child_process";
 import process from "node:process";
 
-const runtime = "Bun" in globalThis ? "bun" : "deno";
-const { Channel }: typeof import("../mod.ts") = await import(
-  runtime === "bun" ? "../bun.ts" : "../mod.ts"
-);
+import { childCommands, library, runtime } from "./runtimes.ts";
+
+const { Channel } = await library();
 
 interface Job {
   id: number;
@@ -69,7 +69,7 @@ if (args[0] === "--worker") {
     producers: "many",
   });
   const receiver = results.receiver();
-  const self = new URL(import.meta.url).pathname;
+  const commands = childCommands(import.meta.url);
   const jobs: { name: string; channel: ReturnType<typeof Channel.create> }[] = [];
   const exits: Promise<void>[] = [];
   const started = performance.now();
@@ -77,10 +77,8 @@ if (args[0] === "--worker") {
     for (let w = 0; w < workers; w++) {
       const name = `/pool-jobs-${tag}-${w}`;
       jobs.push({ name, channel: Channel.create({ name }, { capacity: 1 << 14 }) });
-      const [bin, flags] = w % 2 === 0
-        ? [process.env.DENO_BIN ?? "deno", ["run", "--allow-ffi", "--allow-read", "--allow-env"]]
-        : [process.env.BUN_BIN ?? "bun", []];
-      const child = spawn(bin, [...flags, self, "--worker", name, resultsName], {
+      const [bin, flags] = commands[w % commands.length];
+      const child = spawn(bin, [...flags, "--worker", name, resultsName], {
         stdio: "inherit",
       });
       exits.push(

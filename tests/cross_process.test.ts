@@ -1,5 +1,5 @@
 /**
- * Cross-process behaviour with real segments and real child processes of both runtimes: the seed
+ * Cross-process behaviour with real segments and real child processes of every runtime: the seed
  * README's example, Deno-to-Bun and Bun-to-Deno data, atomic counting from four processes, and a
  * child killed with SIGKILL while it has a segment mapped.
  *
@@ -9,6 +9,7 @@
 import {
   cleanup,
   lib,
+  mix,
   runScript,
   runtimes,
   scriptCommand,
@@ -111,10 +112,12 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
 
 // ---- Four processes, one atomic counter ---------------------------------------------------------
 
-test("2 Deno + 2 Bun processes Atomics.add one Int32 counter: the total is exact", async () => {
+const COUNTERS = ["deno", "bun", "node", "node"] as const;
+
+test(`${mix(COUNTERS)} processes Atomics.add one Int32 counter: the total is exact`, async () => {
   const key = uniqueKey();
   const n = 1_000_000;
-  const kinds = ["deno", "deno", "bun", "bun"] as const;
+  const kinds = COUNTERS;
   try {
     using shm = SharedMemory.create({ key }, 4096);
     const i32 = new Int32Array(shm.buffer);

@@ -1,17 +1,40 @@
 /**
- * The tiny adapter that lets one test suite run under both `deno test` and `bun test`: the
- * library for this runtime, `test`, unique segment ids, GC, and child processes of either
- * runtime.
+ * The tiny adapter that lets one test suite run under `deno test`, `bun test` and `node --test`:
+ * the library for this runtime, `test`, unique segment ids, GC, and child processes of any of the
+ * three runtimes.
+ *
+ * Node.js runs the JavaScript that `make` builds from these files into `dist/tests/` (with the
+ * library in `dist/`); Deno and Bun run the TypeScript. Children run the same way: a Node child
+ * runs `dist/tests/children/<script>.js`, a Deno or Bun child `tests/children/<script>.ts`.
  *
  * @module
  */
 
 import { spawn as spawnProcess } from "node:child_process";
+import process from "node:process";
+
+/** The three runtimes. */
+export const runtimes = ["deno", "bun", "node"] as const;
+
+/** One of the three runtimes. */
+export type Runtime = (typeof runtimes)[number];
 
 /** The runtime running this file. */
-export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
+export const runtime: Runtime = "Bun" in globalThis
+  ? "bun"
+  : "Deno" in globalThis
+  ? "deno"
+  : "node";
 
-const entry = runtime === "bun" ? "../bun.ts" : "../mod.ts";
+/** Whether this file runs as the JavaScript built into `dist/tests/` (always so in Node). */
+const built = import.meta.url.endsWith(".js");
+/** `tests/` (the TypeScript) and `dist/tests/` (the built JavaScript), as file URLs. */
+const sourceTests = new URL(built ? "../../tests/" : "./", import.meta.url);
+const builtTests = new URL(built ? "./" : "../dist/tests/", import.meta.url);
+/** The repository's folder, with a trailing `/`. */
+export const repoRoot: string = decodeURIComponent(new URL("../", sourceTests).pathname);
+
+const entry = { bun: "../bun.ts", deno: "../mod.ts", node: "../node.ts" }[runtime];
 /** The library as this runtime's users import it. */
 export const lib: typeof import("../mod.ts") = await import(entry);
 // Loaded once for the whole suite, so that Deno's resource sanitizer does not count it as a leak
@@ -71,11 +94,17 @@ const bunTest = "bun:test";
 const bun: { test: Register & { skip: Register } } | undefined = runtime === "bun"
   ? await import(bunTest)
   : undefined;
+const nodeTest = "node:test";
+/** Node's runner (`node:test`), in Node.js. */
+const node: { test: Register & { skip: Register } } | undefined = runtime === "node"
+  ? await import(nodeTest)
+  : undefined;
 
 /** Registers a test with the runtime's test runner. */
 export function test(name: string, fn: Body, options: TestOptions = {}): void {
   const full = `[${runtime}] ${name}`;
   if (bun) return bun.test(full, fn);
+  if (node) return node.test(full, fn);
   const sanitize = options.unsanitized === undefined;
   Deno.test({ name: full, fn, sanitizeOps: sanitize, sanitizeResources: sanitize });
 }
@@ -100,13 +129,12 @@ export function testUnless(
   }
   const full = `[${runtime}] ${name} (skipped: ${why.reason})`;
   if (bun) return bun.test.skip(full, fn);
+  if (node) return node.test.skip(full, fn);
   Deno.test({ name: full, fn, ignore: true });
 }
 
 /** This process's id. */
-export const pid: number = runtime === "bun"
-  ? (globalThis as unknown as { process: { pid: number } }).process.pid
-  : Deno.pid;
+export const pid: number = process.pid;
 
 let counter = 0;
 
@@ -119,6 +147,14 @@ export function uniqueName(tag: string): string {
 export function uniqueKey(): number {
   return 0x5b00_0000 +
     ((pid * 4096 + ++counter * 131 + Math.floor(Math.random() * 4096)) % 0xff_ffff);
+}
+
+/**
+ * Whether a buffer is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached
+ * buffer has length 0 (the library never hands out an empty buffer over a segment).
+ */
+export function detached(buffer: ArrayBuffer): boolean {
+  return buffer.detached ?? buffer.byteLength === 0;
 }
 
 /** Removes a segment if it still exists. */
@@ -137,26 +173,50 @@ export async function collectGarbage(rounds = 10): Promise<void> {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
     } else {
       const gc = (globalThis as { gc?: () => void }).gc;
-      if (!gc) throw new Error("run deno test with --v8-flags=--expose-gc");
+      if (!gc) {
+        throw new Error("run deno test with --v8-flags=--expose-gc, node with --expose-gc");
+      }
       gc();
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
-/** The path of a runtime's executable (from DENO_BIN / BUN_BIN, else the PATH). */
-export function runtimeBin(which: "deno" | "bun"): string {
-  const env = (globalThis as unknown as { process: { env: Record<string, string | undefined> } })
-    .process.env;
+/**
+ * The path of a runtime's executable: DENO_BIN / BUN_BIN / NODE_BIN, else the PATH (for Node,
+ * this process's own executable when it is Node).
+ */
+export function runtimeBin(which: Runtime): string {
+  const env = process.env;
+  if (which === "node") return env.NODE_BIN ?? (runtime === "node" ? process.execPath : "node");
   return (which === "deno" ? env.DENO_BIN : env.BUN_BIN) ?? which;
 }
 
-/** The command line that runs `script` (a path under tests/children) in `which`. */
-export function scriptCommand(which: "deno" | "bun", script: string, args: string[]): string[] {
-  const path = new URL(`./children/${script}`, import.meta.url).pathname;
+/** The command line that runs `script` (a `.ts` name under tests/children) in `which`. */
+export function scriptCommand(which: Runtime, script: string, args: string[]): string[] {
+  if (which === "node") {
+    const path = new URL(`./children/${script.replace(/\.ts$/, ".js")}`, builtTests).pathname;
+    return [runtimeBin("node"), "--expose-gc", path, ...args];
+  }
+  const path = new URL(`./children/${script}`, sourceTests).pathname;
   return which === "deno"
     ? [runtimeBin("deno"), "run", "--allow-ffi", "--allow-read", "--allow-env", path, ...args]
     : [runtimeBin("bun"), path, ...args];
+}
+
+/**
+ * The seed package's folder (`SEED_PACKAGE`, set by `make`), or undefined when it is not
+ * installed.
+ */
+export const seedPackage: string | undefined = process.env.SEED_PACKAGE || undefined;
+
+/**
+ * The command line that runs the seed addon (`children/seed_addon.ts`) in the Node.js it was
+ * built for (`SEED_NODE`, else `node` from the PATH).
+ */
+export function seedCommand(args: string[]): string[] {
+  const path = new URL("./children/seed_addon.js", builtTests).pathname;
+  return [process.env.SEED_NODE ?? "node", path, ...args];
 }
 
 /** A running child process. */
@@ -174,10 +234,7 @@ export interface Child {
 /** Starts a command with its stdout and stderr captured. */
 export function start(command: string[], env: Record<string, string> = {}): Child {
   const proc = spawnProcess(command[0], command.slice(1), {
-    env: {
-      ...(globalThis as unknown as { process: { env: Record<string, string> } }).process.env,
-      ...env,
-    },
+    env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -225,7 +282,7 @@ export function start(command: string[], env: Record<string, string> = {}): Chil
 
 /** Runs a child script to completion and returns its result; throws if it failed. */
 export async function runScript(
-  which: "deno" | "bun",
+  which: Runtime,
   script: string,
   args: string[],
 ): Promise<string> {
@@ -240,16 +297,24 @@ export async function runScript(
   return result.stdout;
 }
 
-/** Both runtimes, for tests that run a child in each. */
-export const runtimes = ["deno", "bun"] as const;
-
-/** One of the two runtimes. */
-export type Runtime = (typeof runtimes)[number];
 /** How a child ended, with its output. */
 export type Done = Awaited<Child["done"]>;
 
-/** The runtime that is not `which`. */
-export const other = (which: Runtime): Runtime => which === "deno" ? "bun" : "deno";
+/**
+ * The runtime after `which` in a cycle (Deno, Bun, Node.js, Deno): tests that pair a runtime with
+ * "the other" thus cover Deno-Bun, Bun-Node and Node-Deno, each runtime on both sides.
+ */
+export const other = (which: Runtime): Runtime =>
+  runtimes[(runtimes.indexOf(which) + 1) % runtimes.length];
+
+/** A list of runtimes as a test name says it: `["deno", "bun", "deno"]` is "2 deno + 1 bun". */
+export function mix(kinds: readonly Runtime[]): string {
+  return runtimes
+    .map((which) => [which, kinds.filter((k) => k === which).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([which, n]) => `${n} ${which}`)
+    .join(" + ");
+}
 
 /**
  * `promise`, or a rejection naming `what` once `ms` have passed: a guard against hangs (use

@@ -14,6 +14,7 @@ import process from "node:process";
 import {
   type Done,
   lib,
+  repoRoot,
   resultOf,
   runtime,
   scriptCommand,
@@ -25,7 +26,7 @@ import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 import { backend } from "../ts/backend.ts";
 import { LIBRARY_ENV, libraryFileName } from "../ts/library.ts";
 
-const root = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+const root = repoRoot.replace(/\/$/, "");
 const FILE = libraryFileName(process.platform);
 const BUILT = `${root}/target/release/${FILE}`;
 
@@ -95,13 +96,22 @@ test("error numbers come from the native library, named as it names them", () =>
   }
 });
 
-/** A copy of the package's TypeScript (no native library next to it) in a fresh folder. */
+/**
+ * A copy of the package's TypeScript (no native library next to it) in a fresh folder, with the
+ * JavaScript Node runs (`dist/`).
+ */
 function packageCopy(): string {
   const dir = mkdtempSync(`${tmpdir()}/sb-package-`);
   for (const file of ["mod.ts", "bun.ts"]) copyFileSync(`${root}/${file}`, `${dir}/${file}`);
   cpSync(`${root}/ts`, `${dir}/ts`, { recursive: true });
+  cpSync(`${root}/dist/ts`, `${dir}/dist/ts`, { recursive: true });
+  copyFileSync(`${root}/dist/node.js`, `${dir}/dist/node.js`);
   return dir;
 }
+
+/** The package's entry point for this runtime, under `dir`. */
+const entryOf = (dir: string) =>
+  `${dir}/${{ bun: "bun.ts", deno: "mod.ts", node: "dist/node.js" }[runtime]}`;
 
 /** Runs `load_library.ts` against `entryDir`'s entry point and returns what it printed. */
 async function load(
@@ -109,7 +119,7 @@ async function load(
   env: Record<string, string>,
   explicit?: string,
 ): Promise<{ path?: string; error?: string }> {
-  const entry = `${entryDir}/${runtime === "bun" ? "bun.ts" : "mod.ts"}`;
+  const entry = entryOf(entryDir);
   const args = explicit === undefined ? [entry] : [entry, explicit];
   const r: Done = await start(scriptCommand(runtime, "load_library.ts", args), env).done;
   if (r.code !== 0) throw new Error(`load_library.ts exited with ${r.code}:\n${r.stderr}`);
@@ -194,7 +204,10 @@ testUnless(
       assertEquals(explicit.path, undefined, "loaded the stale library");
       assertIncludes(
         explicit.error!,
-        `${stub}: ABI version ${stale}, these bindings need ${ABI_VERSION}`,
+        // Node loads the library as a Node-API module, which the stub is not.
+        runtime === "node"
+          ? `${stub}: `
+          : `${stub}: ABI version ${stale}, these bindings need ${ABI_VERSION}`,
         "the refusal",
       );
       // Through the variable, the stale library is skipped for the build next to the package.

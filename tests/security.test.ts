@@ -18,6 +18,8 @@ import {
   lacking,
   lib,
   type Missing,
+  repoRoot,
+  type Runtime,
   runtimes,
   scriptCommand,
   start,
@@ -62,16 +64,18 @@ interface OpenResult {
   code?: string;
 }
 
-/** The checkout's root folder. */
-const ROOT = new URL("../", import.meta.url).pathname;
+/** The checkout's root folder (the same when this file runs built, from `dist/tests`). */
+const ROOT = repoRoot;
 
 /**
- * Copies what a child needs (the library's TypeScript, the child scripts, the native library)
- * into `dir`, readable by every user: the checkout itself may not be (a clone in a `0700` home).
+ * Copies what a child needs (the library's TypeScript, the child scripts, Node's built
+ * JavaScript and the native library) into `dir`, readable by every user: the checkout itself may
+ * not be (a clone in a `0700` home).
  */
 function readableCopy(dir: string): void {
+  const node = ["package.json", "dist/node.js", "dist/ts", "dist/tests/children"];
   for (
-    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children"]
+    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children", ...node]
   ) {
     cpSync(`${ROOT}${path}`, `${dir}/${path}`, { recursive: true });
   }
@@ -98,7 +102,7 @@ function runnableBy65534(bin: string, dir: string): string {
 }
 
 /** Runs a child script in `which` as uid/gid 65534, from a copy readable by that user. */
-async function runAsNobody(which: "deno" | "bun", script: string, args: string[]): Promise<Done> {
+async function runAsNobody(which: Runtime, script: string, args: string[]): Promise<Done> {
   const home = mkdtempSync(`${tmpdir()}/sb-xp-nobody-`);
   try {
     chmodSync(home, 0o777);
@@ -122,7 +126,7 @@ async function runAsNobody(which: "deno" | "bun", script: string, args: string[]
 }
 
 /** Runs `xp_open.ts` in `which` as uid/gid 65534. */
-async function openAsNobody(which: "deno" | "bun", id: Id, reply: number): Promise<OpenResult> {
+async function openAsNobody(which: Runtime, id: Id, reply: number): Promise<OpenResult> {
   const r = await runAsNobody(which, "xp_open.ts", [...idArgs(id), String(reply)]);
   const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
   if (r.code !== 0 || line === undefined) {
@@ -189,7 +193,7 @@ for (const which of runtimes) {
 
 /** Creates `id` from a `which` child that runs under `umask`; `mode` undefined means default. */
 async function createUnderUmask(
-  which: "deno" | "bun",
+  which: Runtime,
   umask: string,
   id: Id,
   mode?: string,

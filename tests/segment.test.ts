@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import process from "node:process";
-import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import { cleanup, detached, lib, repoRoot, test, uniqueKey, uniqueName } from "./harness.ts";
 
 const { SharedMemory, SharedMemoryError } = lib;
 
@@ -122,7 +122,7 @@ for (const [kind] of ids()) {
       shm.close();
       shm.close();
       assert.equal(shm.closed, true);
-      assert.equal(whole.detached, true);
+      assert.equal(detached(whole), true);
       assert.equal(whole.byteLength, 0);
       assert.equal(f64.length, 0);
       assert.equal(f64[0], undefined, "a stale view reads undefined, not freed memory");
@@ -152,7 +152,7 @@ for (const [kind] of ids()) {
         kept = shm.buffer;
         assert.equal(kept.byteLength, 64);
       }
-      assert.equal(kept.detached, true);
+      assert.equal(detached(kept), true);
     } finally {
       cleanup(id);
     }
@@ -229,7 +229,7 @@ test("unlink of a missing segment is ENOENT", () => {
 test(`the library path is reported and loadLibrary refuses a second path`, () => {
   const path = lib.loadLibrary();
   // Without SHARED_BUFFER_LIB, the library is the build next to the package.
-  const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
+  const root = repoRoot;
   const file = process.platform === "darwin"
     ? "libshared_buffer_native.dylib"
     : "libshared_buffer_native.so";

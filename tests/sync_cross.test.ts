@@ -1,5 +1,5 @@
 /**
- * `wait` / `waitAsync` / `notify` and `Mutex` across real processes of both runtimes: Deno-Bun
+ * `wait` / `waitAsync` / `notify` and `Mutex` across real processes of all three runtimes: Deno-Bun
  * ping-pong without a lost wake-up (children only, and this process as one side), `waitAsync`
  * keeping the event loop running, notify counts with waiters in four processes, a lock holder
  * killed with SIGKILL, four processes counting under the lock, and timeouts in children.
@@ -22,6 +22,7 @@ import {
   HANG_MS,
   killAll,
   lib,
+  mix,
   other,
   ownerDiedCount,
   resultOf,
@@ -308,12 +309,14 @@ async function parked(
   }
 }
 
-test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync), then the other 3", async () => {
+test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync), then the other 5", async () => {
   const kinds = [
     ["deno", "sync"],
     ["bun", "async"],
+    ["node", "sync"],
     ["deno", "async"],
     ["bun", "sync"],
+    ["node", "async"],
   ] as const;
   await withSegment("sx-many", async (name, shm) => {
     const i32 = new Int32Array(shm.buffer, 0, 2);
@@ -346,23 +349,23 @@ test("notify across processes: 1 of 4 waiters (Deno and Bun, wait and waitAsync)
       const others = waiters.map((_, i) => i).filter((i) => i !== first[0]);
       assert.deepEqual(
         others.map((i) => exited[i]),
-        [false, false, false],
+        others.map(() => false),
         "the other waiters are still running",
       );
       if (CAN_SEE_PARKING) {
         assert.deepEqual(
           others.map((i) => threadsIn(pids[i], SHARED_WAIT)),
-          [1, 1, 1],
+          others.map(() => 1),
           "the other waiters are still parked in the kernel",
         );
       }
 
-      assert.equal(notify(i32, 0), 3, "notify(all) wakes the other 3");
+      assert.equal(notify(i32, 0), others.length, "notify(all) wakes the other 5");
       const results = await Promise.all(waiters.map((c, i) => finished(c, kinds[i].join(" "))));
       for (const [i, r] of results.entries()) {
         assert.match(r.stdout, /^woken ok$/m, `${kinds[i].join(" ")} waiter's result`);
       }
-      assert.equal(Atomics.load(i32, 1), 4, "waiters woken in all");
+      assert.equal(Atomics.load(i32, 1), kinds.length, "waiters woken in all");
       assert.equal(notify(i32, 0), 0, "nobody is left waiting");
     } finally {
       await killAll(children);
@@ -477,7 +480,7 @@ for (const holderRuntime of runtimes) {
 // ---- 5. Four processes count under the lock ----------------------------------------------------
 
 const COUNT = 20_000;
-const COUNTERS = ["deno", "deno", "bun", "bun"] as const;
+const COUNTERS = ["deno", "bun", "node", "node"] as const;
 
 /**
  * Runs the four counting children with `guard`; returns the counter, the times a child entered
@@ -526,7 +529,7 @@ async function countTogether(
   return out;
 }
 
-test(`2 Deno + 2 Bun processes add 1 to a plain Float64 ${COUNT} times each under the Mutex: exact`, async () => {
+test(`${mix(COUNTERS)} processes add 1 to a plain Float64 ${COUNT} times each under the Mutex: exact`, async () => {
   const { counter, overlaps, contended } = await countTogether("lock");
   // The processes did compete for the lock (tens to thousands of times per run here)...
   assert.ok(contended > 0, "tryLock never found the lock taken: the children did not compete");

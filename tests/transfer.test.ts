@@ -9,7 +9,20 @@
  */
 
 import assert from "node:assert/strict";
-import { cleanup, lib, runtime, runtimeBin, start, test, uniqueName } from "./harness.ts";
+import {
+  cleanup,
+  detached,
+  lacking,
+  lib,
+  runtime,
+  runtimeBin,
+  scriptCommand,
+  start,
+  test,
+  testUnless,
+  uniqueName,
+} from "./harness.ts";
+import { startWorker } from "./children/lib.ts";
 
 const { SharedMemory } = lib;
 
@@ -26,16 +39,30 @@ const ROUTES = [
   "vm",
 ] as const;
 
+/** Node 21 and newer: `ArrayBuffer.prototype.transfer` exists. */
+const newNode = runtime === "node" && typeof ArrayBuffer.prototype.transfer === "function";
+/** Node.js posts and clones these buffers by copy (20) or refuses them (21+): never a move. */
+const POSTED = ["worker", "port", "structuredClone", "structuredClone-set"];
+
 /**
  * The routes each runtime refuses with its own error (a move that is not refused must work).
  * Deno and Bun make every move safe: Deno's Node-API buffers and Bun's `bun:ffi` buffers carry
- * their reference along.
+ * their reference along. Node 21+ refuses to post or clone a Node-API buffer with a transfer list
+ * (`DataCloneError`) and moves it safely otherwise; Node 20 has no `transfer()` at all.
  */
-const REFUSED: Partial<Record<string, readonly string[]>> = {};
+const REFUSED: Partial<Record<string, readonly string[]>> = {
+  node: newNode ? POSTED : ["transfer", "captured-transfer", "vm"],
+};
+
+/** The routes that copy instead of moving: Node 20 ignores such a buffer in a transfer list. */
+const COPIED: Partial<Record<string, readonly string[]>> = {
+  node: newNode ? [] : POSTED,
+};
 
 /** The child's command line: this runtime, with GC exposed (Deno) and the least permissions. */
 function moveCommand(route: string, name: string): string[] {
   const path = new URL("./children/move.ts", import.meta.url).pathname;
+  if (runtime === "node") return scriptCommand("node", "move.ts", [route, name]);
   return runtime === "deno"
     ? [
       runtimeBin("deno"),
@@ -68,6 +95,10 @@ for (const route of ROUTES) {
         assert.match(result.error, /\S/, "a refusal says why");
         return;
       }
+      if (COPIED[runtime]?.includes(route)) {
+        assert.equal(result.outcome, "copied", `the runtime copies for ${route}`);
+        return;
+      }
       assert.equal(result.outcome, "moved", "the moved buffer is the segment, not a copy");
       assert.equal(result.detached, true, "the sender's buffer is detached by the move");
       const bytes = new Uint8Array(shm.buffer);
@@ -82,50 +113,49 @@ for (const route of ROUTES) {
 
 test("posting a shared buffer without a transfer list copies it", async () => {
   const name = uniqueName("copy");
-  const w = new Worker(new URL("./children/move_worker.ts", import.meta.url).href, {
-    type: "module",
-  });
-  const ask = (message: unknown) =>
-    new Promise<number>((resolve, reject) => {
-      w.onmessage = (e) => resolve(e.data);
-      w.onerror = (e) => reject(e);
-      w.postMessage(message);
-    });
+  const w = await startWorker("move_worker.ts");
+  const ask = (message: unknown) => w.ask(message);
   try {
     using shm = SharedMemory.create({ name }, 64);
     new Uint8Array(shm.buffer)[0] = 21;
     assert.equal(await ask({ buffer: shm.buffer }), 64);
-    assert.equal(shm.buffer.detached, false);
+    assert.equal(detached(shm.buffer), false);
     assert.equal(await ask({ read: 0 }), 21);
     new Uint8Array(shm.buffer)[0] = 22;
     assert.equal(await ask({ read: 0 }), 21, "the Worker holds a copy");
   } finally {
-    w.terminate();
+    w.stop();
     cleanup({ name });
   }
 });
 
-test("close() detaches the buffers still here and releases their references at once", () => {
-  const name = uniqueName("close");
-  try {
-    const before = lib.openHandleCount();
-    const shm = SharedMemory.create({ name }, 4096);
-    const buffer = shm.buffer;
-    const view = shm.view(0, 16);
-    const bytes = new Uint8Array(buffer);
-    const moved = shm.view(16, 16).transfer();
-    new Uint8Array(moved)[0] = 5;
-    shm.close();
-    assert.equal(buffer.detached, true);
-    assert.equal(view.detached, true);
-    assert.equal(bytes.length, 0);
-    assert.equal(bytes[0], undefined, "nothing touches the old memory");
-    // The moved buffer keeps its own reference until it is collected.
-    assert.equal(lib.openHandleCount(), before + 1);
-    new Uint8Array(moved)[1] = 6;
-    using again = SharedMemory.open({ name });
-    assert.deepEqual([...new Uint8Array(again.view(16, 2))], [5, 6]);
-  } finally {
-    cleanup({ name });
-  }
-});
+const noTransfer = runtime === "node" && !newNode &&
+  lacking("Node 20 has no ArrayBuffer.prototype.transfer");
+testUnless(
+  noTransfer,
+  "close() detaches the buffers still here and releases their references at once",
+  () => {
+    const name = uniqueName("close");
+    try {
+      const before = lib.openHandleCount();
+      const shm = SharedMemory.create({ name }, 4096);
+      const buffer = shm.buffer;
+      const view = shm.view(0, 16);
+      const bytes = new Uint8Array(buffer);
+      const moved = shm.view(16, 16).transfer();
+      new Uint8Array(moved)[0] = 5;
+      shm.close();
+      assert.equal(buffer.detached, true);
+      assert.equal(view.detached, true);
+      assert.equal(bytes.length, 0);
+      assert.equal(bytes[0], undefined, "nothing touches the old memory");
+      // The moved buffer keeps its own reference until it is collected.
+      assert.equal(lib.openHandleCount(), before + 1);
+      new Uint8Array(moved)[1] = 6;
+      using again = SharedMemory.open({ name });
+      assert.deepEqual([...new Uint8Array(again.view(16, 2))], [5, 6]);
+    } finally {
+      cleanup({ name });
+    }
+  },
+);

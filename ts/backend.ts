@@ -1,22 +1,23 @@
 /**
  * What each runtime adapter provides, and the slot the active adapter is installed in.
  *
- * `mod.ts` installs the Deno adapter and `bun.ts` the Bun one; everything else in `ts/` is
- * runtime-neutral and reaches the native library only through {@linkcode Backend}.
+ * `mod.ts` installs the Deno adapter, `bun.ts` the Bun one and `node.ts` the Node.js one;
+ * everything else in `ts/` is runtime-neutral and reaches the native library only through
+ * {@linkcode Backend}.
  *
  * @module
  */
 
 /**
  * An address in the form this runtime's FFI takes fastest for a `usize` parameter: a BigInt in
- * Deno (a number there costs a slow conversion), a number in Bun.
+ * Deno (a number there costs a slow conversion), a number in Bun and Node.js.
  */
 export type Address = bigint | number;
 
 /** Native calls and buffer plumbing, implemented once per runtime. */
 export interface Backend {
   /** Which runtime this is. */
-  readonly runtime: "deno" | "bun";
+  readonly runtime: "deno" | "bun" | "node";
   /** Largest ArrayBuffer the runtime makes over foreign memory, in bytes. */
   readonly maxBufferBytes: number;
   /** Where the native library was loaded from. */
@@ -217,7 +218,7 @@ export function loadLibrary(path?: string): string {
   }
   if (!loader) {
     throw new Error(
-      "shared-buffer: import it from mod.ts (Deno) or bun.ts (Bun)",
+      "shared-buffer: import it from mod.ts (Deno), bun.ts (Bun) or node.ts (Node.js)",
     );
   }
   active = loader(path);

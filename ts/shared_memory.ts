@@ -269,6 +269,14 @@ function release(buffer: ArrayBuffer): void {
 }
 
 /**
+ * Whether `buffer` is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached
+ * buffer has length 0, and this library never wraps an empty one.
+ */
+export function isDetached(buffer: ArrayBuffer): boolean {
+  return buffer.detached ?? buffer.byteLength === 0;
+}
+
+/**
  * The address of `buffer`'s first byte, for the wait/notify and lock calls.
  *
  * @throws {SharedMemoryError} `EBADF` if the buffer was detached (its segment closed).
@@ -276,8 +284,8 @@ function release(buffer: ArrayBuffer): void {
  */
 export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
-  if (record !== undefined && !(buffer as ArrayBuffer).detached) return record.address;
-  if (released.has(buffer as ArrayBuffer) || (buffer as ArrayBuffer).detached) {
+  if (record !== undefined && !isDetached(buffer as ArrayBuffer)) return record.address;
+  if (released.has(buffer as ArrayBuffer) || isDetached(buffer as ArrayBuffer)) {
     throw errorOf("EBADF", `${caller}: the buffer's segment was closed (or the buffer detached)`);
   }
   throw new TypeError(
@@ -476,7 +484,7 @@ export class SharedMemory implements Disposable {
    */
   get buffer(): ArrayBuffer {
     this.#checkOpen("buffer");
-    if (this.#buffer === undefined || this.#buffer.detached) {
+    if (this.#buffer === undefined || isDetached(this.#buffer)) {
       this.#buffer = this.#window(0, this.byteLength, "buffer");
     }
     return this.#buffer;

@@ -12,7 +12,7 @@
 import { type Address, backend } from "./backend.ts";
 import { errorOf } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
-import { addressOf, throwCode } from "./shared_memory.ts";
+import { addressOf, isDetached, throwCode } from "./shared_memory.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -349,7 +349,7 @@ export class Mutex {
   }
 
   #checked(what: string): Address {
-    if (this.#buffer.detached) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
+    if (isDetached(this.#buffer)) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
     return this.#address;
   }
 }

@@ -134,15 +134,15 @@ const TRANSPORTS: Record<string, {
   ipc_json: {
     stream: SIZES,
     trips: SIZES,
-    runtimes: ["bun"],
-    how: "Bun.spawn({ ipc, serialization: 'json' }), { s: seq, d: a string of n characters }, " +
-      "with a credit window since send() never pushes back",
+    runtimes: ["bun", "node"],
+    how: "Bun.spawn({ ipc, serialization: 'json' }) / node:child_process with an 'ipc' stdio, " +
+      "{ s: seq, d: a string of n characters }, with a credit window since send() never pushes back",
   },
   ipc_advanced: {
     stream: SIZES,
     trips: SIZES,
-    runtimes: ["bun"],
-    how: "Bun.spawn({ ipc, serialization: 'advanced' }) (structured clone), { s, d: Uint8Array }",
+    runtimes: ["bun", "node"],
+    how: "the same with serialization: 'advanced' (structured clone), { s, d: Uint8Array }",
   },
 };
 
@@ -396,18 +396,30 @@ const RATIOS: [string, string, string, string, boolean?][] = [
   ],
   ["msgs_per_s", "channel_zc_fill", "channel", "channel zero-copy, filled in place / copying"],
   ["msgs_per_s", "channel", "stdio", "channel (copying) / stdio pipe", true],
-  ["msgs_per_s", "channel", "ipc_json", "channel (copying) / Bun ipc, json", true],
-  ["msgs_per_s", "channel", "ipc_advanced", "channel (copying) / Bun ipc, advanced", true],
+  ["msgs_per_s", "channel", "ipc_json", "channel (copying) / the runtime's ipc, json", true],
+  [
+    "msgs_per_s",
+    "channel",
+    "ipc_advanced",
+    "channel (copying) / the runtime's ipc, advanced",
+    true,
+  ],
   ["msgs_per_s", "native.copy", "socket", "the Rust ring copying / Unix socket"],
   ["msgs_per_s", "native.zero_copy", "socket", "the Rust ring zero-copy / Unix socket"],
   ["median_us", "channel", "socket", "round trip: channel (parked) / Unix socket", true],
   ["median_us", "channel", "stdio", "round trip: channel (parked) / stdio pipes", true],
-  ["median_us", "channel", "ipc_json", "round trip: channel (parked) / Bun ipc, json", true],
+  [
+    "median_us",
+    "channel",
+    "ipc_json",
+    "round trip: channel (parked) / the runtime's ipc, json",
+    true,
+  ],
   [
     "median_us",
     "channel",
     "ipc_advanced",
-    "round trip: channel (parked) / Bun ipc, advanced",
+    "round trip: channel (parked) / the runtime's ipc, advanced",
     true,
   ],
   ["median_us", "channel", "native.copy", "round trip: channel (parked) / the Rust ring parked"],

@@ -22,6 +22,7 @@ import {
   rows,
   runJson,
   type Runtime,
+  runtime,
   type Scenario,
   start,
   uniqueName,
@@ -87,18 +88,57 @@ async function leader({ name, variant }: { name: string; variant: Variant }) {
   return latency;
 }
 
+/** `wait_worker.ts` as a web Worker, or in Node.js (which has none) a `worker_threads` one. */
+async function startWorker(): Promise<{
+  /** Resolves with the next message the Worker posts. */
+  next(): Promise<unknown>;
+  postMessage(message: unknown): void;
+  terminate(): void;
+}> {
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL("./wait_worker.js", import.meta.url));
+    let waiting: { resolve(m: unknown): void; reject(e: Error): void } | undefined;
+    w.on("message", (m) => waiting?.resolve(m));
+    w.on("error", (e) => waiting?.reject(e));
+    return {
+      next: () => new Promise((resolve, reject) => (waiting = { resolve, reject })),
+      postMessage: (message) => w.postMessage(message),
+      terminate: () => void w.terminate(),
+    };
+  }
+  const w = new Worker(new URL("./wait_worker.ts", import.meta.url).href, { type: "module" });
+  return {
+    next: () =>
+      new Promise((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
+      }),
+    postMessage: (message) => w.postMessage(message),
+    terminate: () => w.terminate(),
+  };
+}
+
+/** Round trips of a number posted to a Worker and posted back (`postMessage`). */
+async function posted() {
+  const w = await startWorker();
+  try {
+    return await roundTrips(N, WARMUP, async (i) => {
+      const back = w.next();
+      w.postMessage(i);
+      if (await back !== i) throw new Error(`the Worker answered ${i} wrongly`);
+    });
+  } finally {
+    w.terminate();
+  }
+}
+
 /** Two Workers of one process ping-ponging with Atomics.wait/notify on a SharedArrayBuffer. */
 async function workers() {
   const sab = new SharedArrayBuffer(64);
-  const url = new URL("./wait_worker.ts", import.meta.url).href;
-  const started = [new Worker(url, { type: "module" }), new Worker(url, { type: "module" })];
+  const started = await Promise.all([startWorker(), startWorker()]);
   try {
-    const done = started.map((w) =>
-      new Promise<{ elapsed_ms: number[] } | null>((resolve, reject) => {
-        w.onmessage = (e) => resolve(e.data);
-        w.onerror = (e) => (e.preventDefault?.(), reject(new Error(e.message)));
-      })
-    );
+    const done = started.map((w) => w.next() as Promise<{ elapsed_ms: number[] } | null>);
     const cpu0 = cpuNs();
     started[1].postMessage({ role: "echo", sab });
     started[0].postMessage({ role: "leader", sab, n: N, warmup: WARMUP });
@@ -152,6 +192,7 @@ const RATIOS: [string, string, string, string, boolean?][] = [
   ["median_us", "async", "socket", "round trip: waitAsync / Unix socket"],
   ["median_us", "async", "native.async", "round trip: waitAsync / Rust async service"],
   ["median_us", "park", "workers", "round trip: wait/notify (park) / Atomics between Workers"],
+  ["median_us", "async", "posted", "round trip: waitAsync / a Worker's postMessage"],
   ["cpu_us", "park", "socket", "CPU per round trip: wait/notify (park) / Unix socket", true],
   ["cpu_us", "spin", "park", "CPU per round trip: spin-then-park / park"],
 ];
@@ -165,7 +206,8 @@ export const wait: Scenario = {
     `once; spin: wait with { spin: ${SPINS} } on both sides; async: waitAsync on the measuring ` +
     `side. socket: the runtime's Unix socket, 8-byte messages (async loop). workers: ` +
     `Atomics.wait/notify between two Workers of one process (process on CPU 0 for same, ` +
-    `unpinned threads for split). cpu_us: CPU of both processes (workers: the whole process) ` +
+    `unpinned threads for split). posted: a number posted to a Worker and posted back ` +
+    `(postMessage, the event loop on both threads). cpu_us: CPU of both processes (workers: the whole process) ` +
     `per round trip, from /proc/<pid>/task/*/schedstat. native: native_wait, the Rust futex ` +
     `ping-pong (park, spin-then-park, async service), pinned by sched_setaffinity.`,
   async run(ctx, skipped) {
@@ -188,12 +230,14 @@ export const wait: Scenario = {
         } catch (err) {
           skipped(`${placement} ${rt} socket`, err);
         }
-        try {
-          const cpus = placement === "same" ? "0" : "0,1";
-          const got = await runJson<object>(pinned(cpus, childCommand(rt, "wait", "workers")));
-          out.push(...rows({ ...base, what: "workers" }, got));
-        } catch (err) {
-          skipped(`${placement} ${rt} workers`, err);
+        for (const what of ["workers", "posted"] as const) {
+          try {
+            const cpus = placement === "same" ? "0" : "0,1";
+            const got = await runJson<object>(pinned(cpus, childCommand(rt, "wait", what)));
+            out.push(...rows({ ...base, what }, got));
+          } catch (err) {
+            skipped(`${placement} ${rt} ${what}`, err);
+          }
         }
       }
       try {
@@ -229,5 +273,5 @@ export const wait: Scenario = {
         })
       )
     ),
-  children: { echo, leader, workers },
+  children: { echo, leader, workers, posted },
 };

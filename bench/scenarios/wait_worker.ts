@@ -1,6 +1,7 @@
 /**
- * A Worker of the `wait` scenario's in-process reference: `Atomics.wait`/`notify` on a
- * SharedArrayBuffer, as the leader (timing each round trip) or the echo.
+ * A Worker of the `wait` scenario's in-process references: `Atomics.wait`/`notify` on a
+ * SharedArrayBuffer, as the leader (timing each round trip) or the echo; and a message sent with
+ * `postMessage` that is a number, which it posts straight back.
  *
  * @module
  */
@@ -12,9 +13,14 @@ const scope = globalThis as unknown as {
   onmessage: ((e: MessageEvent) => void) | null;
   postMessage(message: unknown): void;
 };
+// Node.js has no web Worker: there this runs in a `node:worker_threads` Worker.
+const port = "Deno" in globalThis || "Bun" in globalThis
+  ? undefined
+  : (await import("node:worker_threads")).parentPort!;
+const reply = (message: unknown) => port ? port.postMessage(message) : scope.postMessage(message);
 
-scope.onmessage = (e) => {
-  const { role, sab, n, warmup } = e.data;
+// deno-lint-ignore no-explicit-any
+function run({ role, sab, n, warmup }: any): void {
   const v = new Int32Array(sab);
   if (role === "echo") {
     Atomics.store(v, READY, 1);
@@ -30,7 +36,7 @@ scope.onmessage = (e) => {
       Atomics.store(v, PONG, now);
       Atomics.notify(v, PONG, 1);
     }
-    return scope.postMessage(null);
+    return reply(null);
   }
   while (Atomics.load(v, READY) === 0) Atomics.wait(v, READY, 0, 10_000);
   const elapsed_ms: number[] = [];
@@ -45,5 +51,10 @@ scope.onmessage = (e) => {
   }
   Atomics.store(v, PING, STOP);
   Atomics.notify(v, PING);
-  scope.postMessage({ elapsed_ms });
-};
+  reply({ elapsed_ms });
+}
+
+// deno-lint-ignore no-explicit-any
+const answer = (data: any) => typeof data === "number" ? reply(data) : run(data);
+if (port) port.on("message", answer);
+else scope.onmessage = (e) => answer(e.data);

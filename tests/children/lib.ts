@@ -4,15 +4,20 @@
  * @module
  */
 
-export const runtime: "deno" | "bun" = "Bun" in globalThis ? "bun" : "deno";
-const entry = runtime === "bun" ? "../../bun.ts" : "../../mod.ts";
+import process from "node:process";
+
+/** The runtime running this script (Node.js runs the JavaScript built into `dist/tests/`). */
+export const runtime: "deno" | "bun" | "node" = "Bun" in globalThis
+  ? "bun"
+  : "Deno" in globalThis
+  ? "deno"
+  : "node";
+const entry = { bun: "../../bun.ts", deno: "../../mod.ts", node: "../../node.ts" }[runtime];
 /** The library as this runtime's users import it. */
 export const lib: typeof import("../../mod.ts") = await import(entry);
 
 /** The script's arguments. */
-export const args: string[] = runtime === "bun"
-  ? (globalThis as unknown as { process: { argv: string[] } }).process.argv.slice(2)
-  : Deno.args;
+export const args: string[] = process.argv.slice(2);
 
 /** Prints one line to stdout. */
 export function say(line: string): void {
@@ -20,9 +25,7 @@ export function say(line: string): void {
 }
 
 /** This process's id. */
-export const pid: number = runtime === "bun"
-  ? (globalThis as unknown as { process: { pid: number } }).process.pid
-  : Deno.pid;
+export const pid: number = process.pid;
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
@@ -39,4 +42,42 @@ export function report(result: Record<string, unknown>): void {
 /** Throws with `message` unless `ok`. */
 export function check(ok: boolean, message: string): asserts ok {
   if (!ok) throw new Error(message);
+}
+
+/** A Worker to exchange messages with, each answered by one number. */
+export interface TestWorker {
+  /** Posts `message` (moving `transfer`) and resolves with the Worker's answer. */
+  ask(message: unknown, transfer?: ArrayBuffer[]): Promise<number>;
+  /** Terminates it. */
+  stop(): void;
+}
+
+/**
+ * A Worker running `script` (a `.ts` name in this folder): a web Worker in Deno and Bun, a
+ * `node:worker_threads` Worker in Node.js (which has no web Worker) running the built `.js`.
+ */
+export async function startWorker(script: string): Promise<TestWorker> {
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL(`./${script.replace(/\.ts$/, ".js")}`, import.meta.url));
+    return {
+      ask: (message, transfer = []) =>
+        new Promise((resolve, reject) => {
+          w.once("message", resolve);
+          w.once("error", reject);
+          w.postMessage(message, transfer);
+        }),
+      stop: () => void w.terminate(),
+    };
+  }
+  const w = new Worker(new URL(`./${script}`, import.meta.url).href, { type: "module" });
+  return {
+    ask: (message, transfer = []) =>
+      new Promise<number>((resolve, reject) => {
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => reject(e);
+        w.postMessage(message, transfer);
+      }),
+    stop: () => w.terminate(),
+  };
 }

@@ -9,9 +9,8 @@
  * @module
  */
 
-const argv: string[] = "Bun" in globalThis
-  ? (globalThis as unknown as { process: { argv: string[] } }).process.argv.slice(2)
-  : Deno.args;
+const argv: string[] = (globalThis as unknown as { process: { argv: string[] } }).process.argv
+  .slice(2);
 const [entry, explicit] = argv;
 const lib: typeof import("../../mod.ts") = await import(entry);
 try {

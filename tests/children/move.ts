@@ -14,7 +14,7 @@
 // Captured before the library loads, as code that ran earlier would have it.
 const capturedTransfer = ArrayBuffer.prototype.transfer;
 
-const { args, lib, report, runtime } = await import("./lib.ts");
+const { args, lib, report, runtime, startWorker } = await import("./lib.ts");
 const { SharedMemory } = lib;
 const [route, name] = args;
 
@@ -23,7 +23,7 @@ async function collect(): Promise<void> {
     if (runtime === "bun") {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
     } else {
-      (globalThis as unknown as { gc(): void }).gc();
+      (globalThis as unknown as { gc(): void }).gc(); // Deno and Node run with --expose-gc
     }
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -59,18 +59,17 @@ async function streamed(stream: ReadableStream<Uint8Array>, view?: Uint8Array): 
 async function move(buffer: ArrayBuffer): Promise<Moved> {
   switch (route) {
     case "worker": {
-      const w = new Worker(new URL("./move_worker.ts", import.meta.url).href, { type: "module" });
-      const ask = (message: unknown, transfer: Transferable[] = []) =>
-        new Promise<number>((resolve, reject) => {
-          w.onmessage = (e) => resolve(e.data);
-          w.onerror = (e) => reject(e);
-          w.postMessage(message, transfer);
-        });
-      await ask({ buffer }, [buffer]);
+      const w = await startWorker("move_worker.ts");
+      try {
+        await w.ask({ buffer }, [buffer]);
+      } catch (err) {
+        w.stop(); // refused: nothing else would end the Worker
+        throw err;
+      }
       return {
-        read: (i) => ask({ read: i }),
-        write: async (i, value) => void await ask({ write: i, value }),
-        stop: () => w.terminate(),
+        read: (i) => w.ask({ read: i }),
+        write: async (i, value) => void await w.ask({ write: i, value }),
+        stop: w.stop,
       };
     }
     case "port": {
@@ -78,11 +77,13 @@ async function move(buffer: ArrayBuffer): Promise<Moved> {
       const received = new Promise<ArrayBuffer>((resolve) => {
         port2.onmessage = (e) => resolve(e.data);
       });
-      port1.postMessage(buffer, [buffer]);
-      const moved = await received;
-      port1.close();
-      port2.close();
-      return local(moved);
+      try {
+        port1.postMessage(buffer, [buffer]);
+        return local(await received);
+      } finally {
+        port1.close();
+        port2.close();
+      }
     }
     case "structuredClone":
       return local(structuredClone(buffer, { transfer: [buffer] }));
@@ -142,7 +143,8 @@ async function run(): Promise<Record<string, unknown>> {
     check.close();
     if (!shared) return { outcome: "copied" };
     shm.close();
-    const detached = original.detached;
+    // Node 20 has no `detached`; there a detached buffer has length 0.
+    const detached = original.detached ?? original.byteLength === 0;
     shm = undefined;
     await collect();
     const read = await moved.read(3);

@@ -4,23 +4,34 @@
  * Messages: `{ buffer }` keeps it and replies with its length; `{ read: i }` replies with byte
  * `i`; `{ write: i, value }` writes byte `i` and replies with it.
  *
+ * A web Worker in Deno and Bun; a `node:worker_threads` Worker in Node.js, which has no web
+ * Worker.
+ *
  * @module
  */
 
+type Message = { buffer?: ArrayBuffer; read?: number; write?: number; value?: number };
+
 let kept: ArrayBuffer | undefined;
+const node = !("Deno" in globalThis) && !("Bun" in globalThis);
+const port = node ? (await import("node:worker_threads")).parentPort! : undefined;
 const scope = globalThis as unknown as {
   onmessage: (e: MessageEvent) => void;
   postMessage: (message: unknown) => void;
 };
-scope.onmessage = (e: MessageEvent) => {
-  const m = e.data as { buffer?: ArrayBuffer; read?: number; write?: number; value?: number };
+const reply = (message: unknown) => port ? port.postMessage(message) : scope.postMessage(message);
+
+function answer(m: Message): void {
   if (m.buffer) {
     kept = m.buffer;
-    scope.postMessage(kept.byteLength);
+    reply(kept.byteLength);
   } else if (m.read !== undefined) {
-    scope.postMessage(kept ? new Uint8Array(kept)[m.read] : -1);
+    reply(kept ? new Uint8Array(kept)[m.read] : -1);
   } else if (m.write !== undefined) {
     new Uint8Array(kept!)[m.write] = m.value!;
-    scope.postMessage(new Uint8Array(kept!)[m.write]);
+    reply(new Uint8Array(kept!)[m.write]);
   }
-};
+}
+
+if (port) port.on("message", answer);
+else scope.onmessage = (e: MessageEvent) => answer(e.data as Message);

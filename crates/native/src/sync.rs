@@ -307,18 +307,35 @@ pub unsafe extern "C" fn sb_wait_async(
         let Some(cb) = cb else {
             return -libc::EINVAL;
         };
-        if !word_ok(addr) {
-            return -libc::EINVAL;
-        }
-        let done = move |result: io::Result<WaitOutcome>| cb(token, wait_code(result));
-        // SAFETY: non-null and aligned; see above for who reads the word.
-        match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
-            Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
-            Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
-            Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
-            Err(err) => code_of(&err),
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { start_wait_async(addr, expected, timeout_ns, move |code| cb(token, code)) }
     })
+}
+
+/// The body of [`sb_wait_async`] with the completion as a closure, shared with Node's
+/// `waitAsync`: returns [`SB_WAIT_PENDING`] (and `done` will run exactly once, on a pool thread or
+/// from [`sb_wait_cancel`], with the result code), or the code to report at once (`done` never
+/// runs).
+///
+/// # Safety
+/// As [`sb_wait_async`].
+pub(crate) unsafe fn start_wait_async(
+    addr: *const u32,
+    expected: u32,
+    timeout_ns: i64,
+    done: impl FnOnce(i32) + Send + 'static,
+) -> i32 {
+    if !word_ok(addr) {
+        return -libc::EINVAL;
+    }
+    let done = move |result: io::Result<WaitOutcome>| done(wait_code(result));
+    // SAFETY: non-null and aligned; see sb_wait_async for who reads the word.
+    match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
+        Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
+        Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
+        Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
+        Err(err) => code_of(&err),
+    }
 }
 
 /// Ends every pending [`sb_wait_async`] wait on a word in `addr..addr + len` now: each one's

@@ -20,6 +20,9 @@
 //!   never reported: unmapping it frees no memory.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
+//! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
+//!   (see [`Tracked`]) and arms the next `relieve`, which then closes the handles of the buffers
+//!   its collection collected; call it right before `relieve`. Returns how many are tracked.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
 //!
@@ -28,13 +31,14 @@
 //! close the handle, and a mapping that goes adds its report to its environment's `pending`
 //! count, which the next call from that environment takes back with `napi_adjust_external_memory`.
 
+mod calls;
 pub mod sys;
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
@@ -51,7 +55,45 @@ pub(crate) struct Account {
     pending: AtomicI64,
     /// How many times `relieve` has run.
     reliefs: AtomicI64,
+    /// The buffers `wrap` made here, weakly; used on the environment's own thread only.
+    tracked: Mutex<Tracked>,
 }
+
+/// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
+#[derive(Debug)]
+struct Watched {
+    /// The `napi_ref`, as an address so that [`Account`] stays `Send`.
+    reference: usize,
+    handle: i32,
+    serial: u64,
+}
+
+/// The weak references of one environment to the buffers it made.
+///
+/// Node.js runs the finalizer of a collected external buffer only on a later turn of the event
+/// loop, so a synchronous loop that drops buffers without `close()` never gets their mappings
+/// back, even after a forced collection. V8 clears weak references during the collection itself,
+/// so `relieve` reads them right after it forces one: a buffer whose reference is empty was
+/// collected, and its handle is closed at once (by serial, so the finalizer that comes later
+/// closes nothing). A buffer detached before it was collected may have handed its memory to
+/// another buffer (`transfer()`), so `forgetDetached`, called just before `relieve`, forgets
+/// every detached buffer (its finalizer runs when the memory is really released). It is a call
+/// of its own because the values it reads must not live through the collection, and a handle
+/// scope inside one call does not free them in every runtime (Deno). Any `wrap` in between
+/// disarms `relieve`'s release.
+#[derive(Debug, Default)]
+struct Tracked {
+    entries: Vec<Watched>,
+    /// Length at which `wrap` next forgets collected and detached buffers (amortised: twice
+    /// what was left after the last time).
+    prune_at: usize,
+    /// Set by `forgetDetached`, cleared by `wrap` and `relieve`: every buffer still tracked was
+    /// attached (not detached) when last looked at.
+    armed: bool,
+}
+
+/// The fewest entries at which `wrap` prunes.
+const PRUNE_MIN: usize = 64;
 
 /// A mapping's report: to whom, and how much.
 #[derive(Debug)]
@@ -123,13 +165,17 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 5] = [
+    let functions: [(&CStr, sys::Callback); 6] = [
         (c"wrap", js_wrap),
         (c"relieve", js_relieve),
+        (c"forgetDetached", js_forget_detached),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
         (c"reportedBytes", js_reported_bytes),
     ];
+    // SAFETY: env and exports are live for this call.
+    unsafe { calls::register(api, env, exports) }
+        .map_err(|(what, status)| Thrown::Status(what, status))?;
     for (name, callback) in functions {
         let mut function = ptr::null_mut();
         check(
@@ -220,6 +266,36 @@ unsafe fn settle(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
     Ok(())
 }
 
+/// The first `N` arguments of a call (`undefined` for those not passed), how many were passed,
+/// and the data pointer the function was made with.
+///
+/// # Safety
+/// `env` and `info` come from the runtime for this call.
+unsafe fn arguments<const N: usize>(
+    api: &Api,
+    env: Env,
+    info: CallbackInfo,
+) -> Result<([Value; N], usize, *mut c_void), Thrown> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
+    check(
+        // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
+        unsafe {
+            (api.get_cb_info)(
+                env,
+                info,
+                &mut argc,
+                argv.as_mut_ptr(),
+                ptr::null_mut(),
+                &mut data,
+            )
+        },
+        "napi_get_cb_info",
+    )?;
+    Ok((argv, argc, data))
+}
+
 /// Runs a JavaScript-facing function: reads `N` arguments, settles the account, runs `body`, and
 /// turns its error (or a panic) into a thrown JavaScript error.
 ///
@@ -234,22 +310,8 @@ unsafe fn call<const N: usize>(
         return ptr::null_mut();
     };
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut argc = N;
-        let mut argv = [ptr::null_mut(); N];
-        check(
-            // SAFETY: argv has room for argc values; the other out-pointers may be null.
-            unsafe {
-                (api.get_cb_info)(
-                    env,
-                    info,
-                    &mut argc,
-                    argv.as_mut_ptr(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                )
-            },
-            "napi_get_cb_info",
-        )?;
+        // SAFETY: forwarded from the caller.
+        let (argv, argc, _) = unsafe { arguments::<N>(api, env, info)? };
         if argc < N {
             return Err(Thrown::Type(format!("expected {N} arguments, got {argc}")));
         }
@@ -342,7 +404,7 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
         call(
             env,
             info,
-            |api, _, [handle, address, length]: [Value; 3]| {
+            |api, account, [handle, address, length]: [Value; 3]| {
                 let (mapping, owner) = handle_arg(api, env, handle)?;
                 let mut start = 0u64;
                 let mut lossless = false;
@@ -384,6 +446,10 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     drop(Box::from_raw(hint));
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
                 }
+                // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
+                // before any JavaScript runs again (the finalizer cannot run during this call).
+                let (handle, serial) = ((*hint).handle, (*hint).serial);
+                track(api, env, account, buffer, handle, serial)?;
                 Ok(buffer)
             },
         )
@@ -506,9 +572,41 @@ unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
                 (api.adjust_external_memory)(env, -bytes, &mut total),
                 "napi_adjust_external_memory",
             )?;
+            let mut tracked = account
+                .tracked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if std::mem::take(&mut tracked.armed) {
+                // The collection has run: every empty reference is a buffer it collected, none
+                // of them detached (forgetDetached ran just before, and no JavaScript since).
+                release_collected(api, env, &mut tracked);
+            }
+            drop(tracked);
             settle(api, env, account)?;
             let mut value = ptr::null_mut();
             check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
+            Ok(value)
+        })
+    }
+}
+
+unsafe extern "C" fn js_forget_detached(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let mut tracked = account
+                .tracked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            prune(api, env, &mut tracked)?;
+            tracked.armed = true;
+            let count = i32::try_from(tracked.entries.len()).unwrap_or(i32::MAX);
+            drop(tracked);
+            let mut value = ptr::null_mut();
+            check(
+                (api.create_int32)(env, count, &mut value),
+                "napi_create_int32",
+            )?;
             Ok(value)
         })
     }
@@ -527,4 +625,98 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
             Ok(value)
         })
     }
+}
+
+/// Keeps a weak reference to `buffer`, which owns `handle` (numbered `serial`), and now and then
+/// forgets the buffers already collected or detached.
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `buffer` is a value of this call.
+unsafe fn track(
+    api: &Api,
+    env: Env,
+    account: &Account,
+    buffer: Value,
+    handle: i32,
+    serial: u64,
+) -> Result<(), Thrown> {
+    let mut reference = ptr::null_mut();
+    check(
+        // SAFETY: a value of this call and a valid out-pointer.
+        unsafe { (api.create_reference)(env, buffer, 0, &mut reference) },
+        "napi_create_reference",
+    )?;
+    let mut tracked = account
+        .tracked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    tracked.entries.push(Watched {
+        reference: reference as usize,
+        handle,
+        serial,
+    });
+    if tracked.entries.len() >= tracked.prune_at.max(PRUNE_MIN) {
+        // SAFETY: forwarded.
+        unsafe { prune(api, env, &mut tracked)? };
+        tracked.prune_at = tracked.entries.len() * 2;
+    }
+    Ok(())
+}
+
+/// Forgets (deletes the references of) the tracked buffers that were collected or detached,
+/// leaving their handles to their finalizers.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown> {
+    let mut scope = ptr::null_mut();
+    check(
+        // SAFETY: valid out-pointer. The scope frees the values read below before the caller
+        // goes on, so that they keep nothing alive through a collection.
+        unsafe { (api.open_handle_scope)(env, &mut scope) },
+        "napi_open_handle_scope",
+    )?;
+    tracked.entries.retain(|entry| {
+        let reference = entry.reference as *mut c_void;
+        let mut value = ptr::null_mut();
+        // SAFETY: a reference of this environment, not yet deleted; valid out-pointer.
+        let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
+        let mut detached = false;
+        if status == OK && !value.is_null() {
+            // SAFETY: a live ArrayBuffer of this environment; valid out-pointer.
+            unsafe { (api.is_detached_arraybuffer)(env, value, &mut detached) };
+            if !detached {
+                return true;
+            }
+        }
+        // SAFETY: as above; deleted once, then dropped from the list.
+        unsafe { (api.delete_reference)(env, reference) };
+        false
+    });
+    // SAFETY: the scope opened above, closed once.
+    unsafe { (api.close_handle_scope)(env, scope) };
+    Ok(())
+}
+
+/// Closes the handles of the tracked buffers whose references are empty (collected; none was
+/// detached, see [`prune`]) and forgets them.
+///
+/// # Safety
+/// `env` is live and this runs on its thread, with no JavaScript run since [`prune`].
+unsafe fn release_collected(api: &Api, env: Env, tracked: &mut Tracked) {
+    tracked.entries.retain(|entry| {
+        let reference = entry.reference as *mut c_void;
+        let mut value = ptr::null_mut();
+        // SAFETY: a reference of this environment, not yet deleted; valid out-pointer. An empty
+        // reference gives no value to keep in a scope.
+        let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
+        if status != OK || !value.is_null() {
+            return true;
+        }
+        close_owned(entry.handle, entry.serial);
+        // SAFETY: as above; deleted once, then dropped from the list.
+        unsafe { (api.delete_reference)(env, reference) };
+        false
+    });
+    tracked.prune_at = tracked.entries.len() * 2;
 }

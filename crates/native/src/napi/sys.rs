@@ -29,6 +29,11 @@ pub const PENDING_EXCEPTION: Status = 10;
 pub type Callback = unsafe extern "C" fn(env: Env, info: CallbackInfo) -> Value;
 /// `napi_finalize`.
 pub type Finalize = unsafe extern "C" fn(env: Env, data: *mut c_void, hint: *mut c_void);
+/// `napi_threadsafe_function_call_js`.
+pub type CallJs =
+    unsafe extern "C" fn(env: Env, js_callback: Value, context: *mut c_void, data: *mut c_void);
+/// `napi_cleanup_hook`.
+pub type CleanupHook = unsafe extern "C" fn(arg: *mut c_void);
 
 macro_rules! napi {
     ($( $field:ident = $symbol:literal : fn($($arg:ty),*); )*) => {
@@ -74,6 +79,7 @@ napi! {
     get_value_uint32 = "napi_get_value_uint32": fn(Env, Value, *mut u32);
     get_value_double = "napi_get_value_double": fn(Env, Value, *mut f64);
     get_value_bigint_uint64 = "napi_get_value_bigint_uint64": fn(Env, Value, *mut u64, *mut bool);
+    get_value_bigint_int64 = "napi_get_value_bigint_int64": fn(Env, Value, *mut i64, *mut bool);
     get_value_string_utf8 = "napi_get_value_string_utf8":
         fn(Env, Value, *mut c_char, usize, *mut usize);
     create_int32 = "napi_create_int32": fn(Env, i32, *mut Value);
@@ -89,6 +95,31 @@ napi! {
     throw_error = "napi_throw_error": fn(Env, *const c_char, *const c_char);
     throw_type_error = "napi_throw_type_error": fn(Env, *const c_char, *const c_char);
     throw_range_error = "napi_throw_range_error": fn(Env, *const c_char, *const c_char);
+    // The calls Node.js makes (calls.rs).
+    get_value_int64 = "napi_get_value_int64": fn(Env, Value, *mut i64);
+    get_typedarray_info = "napi_get_typedarray_info":
+        fn(Env, Value, *mut i32, *mut usize, *mut *mut c_void, *mut Value, *mut usize);
+    create_double = "napi_create_double": fn(Env, f64, *mut Value);
+    create_string_utf8 = "napi_create_string_utf8": fn(Env, *const c_char, usize, *mut Value);
+    create_promise = "napi_create_promise": fn(Env, *mut *mut c_void, *mut Value);
+    resolve_deferred = "napi_resolve_deferred": fn(Env, *mut c_void, Value);
+    create_threadsafe_function = "napi_create_threadsafe_function":
+        fn(Env, Value, Value, Value, usize, usize, *mut c_void, Option<Finalize>, *mut c_void,
+           Option<CallJs>, *mut *mut c_void);
+    call_threadsafe_function = "napi_call_threadsafe_function": fn(*mut c_void, *mut c_void, i32);
+    release_threadsafe_function = "napi_release_threadsafe_function": fn(*mut c_void, i32);
+    ref_threadsafe_function = "napi_ref_threadsafe_function": fn(Env, *mut c_void);
+    unref_threadsafe_function = "napi_unref_threadsafe_function": fn(Env, *mut c_void);
+    add_env_cleanup_hook = "napi_add_env_cleanup_hook": fn(Env, CleanupHook, *mut c_void);
+    is_detached_arraybuffer = "napi_is_detached_arraybuffer": fn(Env, Value, *mut bool);
+    detach_arraybuffer = "napi_detach_arraybuffer": fn(Env, Value);
+    get_undefined = "napi_get_undefined": fn(Env, *mut Value);
+    // Weak references to the buffers `wrap` made (mod.rs, `Tracked`).
+    create_reference = "napi_create_reference": fn(Env, Value, u32, *mut *mut c_void);
+    delete_reference = "napi_delete_reference": fn(Env, *mut c_void);
+    get_reference_value = "napi_get_reference_value": fn(Env, *mut c_void, *mut Value);
+    open_handle_scope = "napi_open_handle_scope": fn(Env, *mut *mut c_void);
+    close_handle_scope = "napi_close_handle_scope": fn(Env, *mut c_void);
 }
 
 static API: OnceLock<Result<Api, &'static str>> = OnceLock::new();

@@ -1,0 +1,24 @@
+/**
+ * shared-buffer for Node.js 20 and newer: cross-process shared memory as zero-copy
+ * ArrayBuffers. Node runs the JavaScript that `make` builds from this file: `dist/node.js`
+ * (`import`) and `dist/node.cjs` (`require`), with types in `dist/node.d.ts`.
+ *
+ * No flags are needed (under `--permission`, allow addons: `--allow-addons`).
+ *
+ * @example
+ * ```ts
+ * import { SharedMemory } from "./node.ts";
+ * const shm = SharedMemory.openOrCreate({ name: "/jobs" }, 4096);
+ * Atomics.add(new Int32Array(shm.buffer), 0, 1);
+ * shm.close();
+ * ```
+ *
+ * @module
+ */
+
+import { installBackend } from "./ts/backend.ts";
+import { loadNode } from "./ts/node/backend.ts";
+
+installBackend(loadNode);
+
+export * from "./ts/api.ts";

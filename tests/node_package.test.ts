@@ -1,0 +1,58 @@
+/**
+ * The package by name in Node.js, as the seed's users load it: `require("shared-buffer")` (the
+ * CommonJS build) and `import` (the ES modules) give the same API, and a process that `require`s
+ * it shares a segment with this one through the seed's two functions.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { cleanup, lib, repoRoot, runtime, test, uniqueKey } from "./harness.ts";
+
+/** Runs `code` in a Node child whose working folder is the package, and returns its stdout. */
+function node(code: string, type: "commonjs" | "module"): string {
+  const r = spawnSync(process.execPath, [`--input-type=${type}`, "-e", code], {
+    cwd: repoRoot,
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`node exited with ${r.status ?? r.signal}:\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+if (runtime === "node") {
+  test("require and import of the package by name give the same API", () => {
+    const required = node(
+      `console.log(Object.keys(require("shared-buffer")).sort().join())`,
+      "commonjs",
+    );
+    const imported = node(
+      `const m = await import("shared-buffer"); console.log(Object.keys(m).sort().join())`,
+      "module",
+    );
+    assert.equal(required, imported);
+    assert.equal(imported, Object.keys(lib).sort().join());
+  });
+
+  test("a process that requires the package shares a segment through createSharedBuffer", () => {
+    const key = uniqueKey();
+    try {
+      const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
+      mine[3] = 0.25;
+      const seen = node(
+        `const { createSharedBuffer, detachSharedBuffer } = require("shared-buffer");
+         const buffer = createSharedBuffer(${key}, 80);
+         const values = new Float64Array(buffer);
+         console.log(values[3]);
+         values[4] = 42;
+         detachSharedBuffer(buffer);`,
+        "commonjs",
+      );
+      assert.equal(seen, "0.25");
+      assert.equal(mine[4], 42);
+    } finally {
+      cleanup({ key });
+    }
+  });
+}

@@ -1,0 +1,132 @@
+/**
+ * Moving a buffer in Node.js, by every route Node has: a Worker's transfer list, `structuredClone`
+ * with `transfer`, `ArrayBuffer.prototype.transfer` (Node 21+), and a byte stream's `enqueue`.
+ * Each either keeps the memory alive for as long as the moved buffer lives, or is refused with
+ * Node's own error; the mapping is released once the last buffer over it is collected.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { Worker } from "node:worker_threads";
+import {
+  cleanup,
+  collectGarbage,
+  detached,
+  lib,
+  runtime,
+  test,
+  uniqueName,
+  within,
+} from "./harness.ts";
+
+const { SharedMemory, openHandleCount } = lib;
+
+/** A worker_threads Worker that keeps the last buffer it was sent and answers with its byte 0. */
+function echoWorker(): {
+  ask(message: unknown, transfer?: ArrayBuffer[]): Promise<number>;
+  stop(): Promise<number>;
+} {
+  const w = new Worker(
+    `const { parentPort } = require("node:worker_threads");
+     let kept;
+     parentPort.on("message", (m) => {
+       if (m instanceof ArrayBuffer) kept = m;
+       parentPort.postMessage(kept && kept.byteLength > 0 ? new Uint8Array(kept)[0] : -1);
+     });`,
+    { eval: true },
+  );
+  return {
+    ask: (message, transfer) =>
+      within(
+        new Promise((resolve, reject) => {
+          w.once("message", resolve);
+          w.once("error", reject);
+          w.postMessage(message, transfer);
+        }),
+        30_000,
+        "the worker's answer",
+      ),
+    stop: () => w.terminate(),
+  };
+}
+
+/** Node 21 and newer: `ArrayBuffer.prototype.transfer` exists and Node refuses to move these. */
+const newNode = typeof ArrayBuffer.prototype.transfer === "function";
+
+/** Moves views of a new segment away, closes it, and checks the moved buffers still work. */
+async function moveAndClose(name: string, before: number): Promise<void> {
+  const moved: ArrayBuffer[] = [];
+  const shm = SharedMemory.create({ name }, 4096);
+  new Uint8Array(shm.buffer)[0] = 7;
+  if (newNode) moved.push(shm.view(0, 64).transfer());
+  const view = shm.view(0, 64);
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(controller) {
+      controller.enqueue(new Uint8Array(view));
+      controller.close();
+    },
+  });
+  const chunk = await stream.getReader().read();
+  moved.push((chunk.value as Uint8Array).buffer as ArrayBuffer);
+  assert.equal(detached(view), true, "enqueue moved it");
+  shm.close();
+  await collectGarbage(3);
+  const writer = SharedMemory.open({ name });
+  new Uint8Array(writer.buffer)[0] = 9;
+  for (const buffer of moved) {
+    assert.equal(new Uint8Array(buffer)[0], 9, "a moved buffer still reaches the segment");
+  }
+  writer.close();
+  assert.equal(
+    openHandleCount(),
+    before + moved.length,
+    "the moved buffers hold their references",
+  );
+}
+
+if (runtime === "node") {
+  test("a Worker's transfer list and structuredClone copy the buffer (Node 20) or refuse it (Node 21+)", async () => {
+    const name = uniqueName("nodemove");
+    const w = echoWorker();
+    try {
+      const shm = SharedMemory.create({ name }, 64);
+      const buffer = shm.buffer;
+      new Uint8Array(buffer)[0] = 8;
+      const refused = (e: unknown) => (e as Error).name === "DataCloneError";
+      if (newNode) {
+        await assert.rejects(w.ask(buffer, [buffer]), refused);
+        assert.throws(() => structuredClone(buffer, { transfer: [buffer] }), refused);
+      } else {
+        assert.equal(await w.ask(buffer, [buffer]), 8, "the worker got a copy");
+        const copy = structuredClone(buffer, { transfer: [buffer] });
+        assert.equal(new Uint8Array(copy)[0], 8);
+        new Uint8Array(copy)[0] = 1;
+      }
+      assert.equal(detached(buffer), false, "the sender's buffer is untouched");
+      assert.equal(new Uint8Array(buffer)[0], 8, "a copy is not shared memory");
+      shm.close();
+      assert.equal(detached(buffer), true, "close() detaches it");
+      await collectGarbage(3);
+      assert.equal(await w.ask("again"), newNode ? -1 : 8, "the worker's copy is its own");
+    } finally {
+      await w.stop();
+      cleanup({ name });
+    }
+  });
+
+  test("transfer() and a byte stream move the memory with its reference, which lives until the moved buffer dies", async () => {
+    const name = uniqueName("nodemove");
+    const before = openHandleCount();
+    try {
+      await moveAndClose(name, before);
+      for (let round = 0; round < 50 && openHandleCount() > before; round++) {
+        await collectGarbage(1);
+      }
+      assert.equal(openHandleCount(), before, "every reference went with its buffer");
+    } finally {
+      cleanup({ name });
+    }
+  });
+}

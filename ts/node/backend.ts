@@ -1,0 +1,142 @@
+/**
+ * The Node.js adapter. Node 20 has no FFI, so every call goes through the library's Node-API
+ * module (the same library file, loaded with `process.dlopen`): besides the engine-owned buffers
+ * that Deno and Bun also take from it, the module exports one JavaScript function per call of
+ * the flat C ABI (`crates/native/src/napi/calls.rs`), each calling the same native code.
+ *
+ * `waitAsync` parks the wait on the native library's own thread pool and resolves its Promise
+ * through a Node-API thread-safe function, so a pending wait never blocks the event loop nor
+ * occupies one of the four threads Node keeps for file I/O and DNS.
+ *
+ * Buffers are Node-API external ArrayBuffers: each owns one reference to its mapping, released by
+ * the engine when the buffer's memory is freed. Node never moves them unsafely (measured: Node 20
+ * copies them for `postMessage` and `structuredClone` even when listed for transfer; Node 21 and
+ * newer refuse that with a `DataCloneError`, while `transfer()` and byte streams move the memory
+ * and the reference with it). See `docs/node.md`, which also says why `markAsUntransferable` must
+ * not be used on them.
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { type Backend, settleHandles } from "../backend.ts";
+import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import { loadNodeApi, type NodeApiModule } from "../napi.ts";
+
+/**
+ * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
+ * `sb_*` function of the same name (see `ts/ffi.ts`), taking what the {@linkcode Backend} call of
+ * that name takes (addresses as numbers or BigInts), except as noted.
+ */
+export interface NodeCalls extends
+  NodeApiModule,
+  Pick<
+    Backend,
+    | "openKey"
+    | "openName"
+    | "userName"
+    | "dup"
+    | "close"
+    | "handleCount"
+    | "errorName"
+    | "errorMessage"
+    | "wait"
+    | "waitAsync"
+    | "cancelWaits"
+    | "notify"
+    | "mutexInit"
+    | "mutexLock"
+    | "mutexTryLock"
+    | "mutexUnlock"
+    | "channelConstant"
+    | "errno"
+  > {
+  /** `sb_mutex_size()`. */
+  mutexSize(): number;
+  /** `sb_process_alive(pid)`: 1 alive, 0 dead, or a negative code. */
+  processAlive(pid: number): number;
+  /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
+  detach(buffer: ArrayBuffer): void;
+}
+
+/**
+ * The package's folder. The adapter runs as built JavaScript, `dist/ts/node/backend.js` (the
+ * CommonJS bundle `dist/node.cjs` is given the same `import.meta.url` by the build), so the
+ * package is three folders up.
+ */
+function packageRoot(): string {
+  return fileURLToPath(new URL("../../../", import.meta.url)).replace(/\/$/, "");
+}
+
+const decoder = new TextDecoder();
+
+/** Opens the native library as a Node-API module and returns the Node.js backend. */
+export function loadNode(explicit?: string): Backend {
+  const candidates = libraryCandidates(
+    explicit,
+    process.env[LIBRARY_ENV],
+    packageRoot(),
+    process.platform,
+  );
+  const [n, path] = openFirst<NodeCalls>(
+    candidates,
+    (path) => loadNodeApi(path, process.dlopen) as NodeCalls,
+    (m) => m.abiVersion,
+    // Node cannot unload an addon; one that loaded with the right version is kept.
+    () => {},
+  );
+  return {
+    runtime: "node",
+    // V8's limit for one ArrayBuffer on 64-bit targets.
+    maxBufferBytes: Number.MAX_SAFE_INTEGER,
+    libraryPath: path,
+    openKey: n.openKey,
+    openName: n.openName,
+    userName: n.userName,
+    unlinkKey: n.unlinkKey,
+    unlinkName: (name) => n.unlinkName(decoder.decode(name)),
+    dup: n.dup,
+    close: n.close,
+    handleCount: n.handleCount,
+    errorName: n.errorName,
+    errorMessage: n.errorMessage,
+    // Addresses below 2^53 are exact as numbers, which Node-API converts faster than a BigInt.
+    address: (address) => Number(address),
+    wait: n.wait,
+    waitAsync: n.waitAsync,
+    cancelWaits: n.cancelWaits,
+    notify: n.notify,
+    mutexInit: n.mutexInit,
+    mutexLock: n.mutexLock,
+    mutexTryLock: n.mutexTryLock,
+    mutexUnlock: n.mutexUnlock,
+    mutexSize: n.mutexSize(),
+    channelConstant: n.channelConstant,
+    errno: n.errno,
+    processAlive: (pid) => n.processAlive(pid) === 1,
+    wrap: (address, length, handle) => n.wrap(handle, address, length),
+    unwrap(buffer, handle) {
+      // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
+      // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
+      if (buffer.byteLength === 0) return;
+      if (typeof buffer.transfer === "function") {
+        try {
+          buffer.transfer(0);
+        } catch {
+          // Marked untransferable by its user (a V8 detach key, Node 21+): it cannot be detached
+          // nor moved, so it keeps its reference until it is collected.
+          return;
+        }
+      } else {
+        n.detach(buffer); // Node 20
+      }
+      n.close(handle);
+    },
+    relieve() {
+      n.forgetDetached();
+      n.relieve();
+      settleHandles(() => n.handleCount());
+    },
+  };
+}
