@@ -44,7 +44,7 @@ DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
 .PHONY: all build generate dist demo test test-rust test-loom test-deno test-bun test-node lint bench \
-	tools clean cross-tools package test-install
+	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
 
@@ -52,12 +52,15 @@ build: $(LIB) dist/node.js dist/node.cjs
 
 $(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
+	cargo build --release -p shared-buffer-native --examples
 	@touch $@
 
 # Rewrites the checked-in files generated from the Rust source (ts/ffi.ts from
-# crates/native/src/abi.rs); `make test` fails while they are out of date.
+# crates/native/src/abi.rs, ts/channel/layout.ts from the channel layout, the channel's golden
+# byte traces in tests/golden/); `make test` fails while they are out of date.
 generate:
 	SB_GENERATE=1 cargo test -q -p shared-buffer-native --test generated
+	SB_GENERATE=1 cargo test -q -p shared-buffer --test golden
 
 $(TOOLS)/deno $(TOOLS)/bun:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
@@ -107,6 +110,7 @@ lint: tools
 test-rust:
 	cargo test --workspace
 
+
 # Every interleaving of the channel's producers and consumer over a tiny ring (about a minute).
 test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p shared-buffer --lib channel::loom_tests
@@ -123,6 +127,32 @@ test-node: tools build
 	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
 
 test: lint test-rust test-loom test-deno test-bun test-node
+
+# Deeper checks of the Rust core, not part of `make test` (several minutes each): Miri on the
+# channel ring and layout over heap memory, and the Rust tests under AddressSanitizer and
+# ThreadSanitizer. They need a nightly toolchain with miri and rust-src; `deep-tools` installs it.
+NIGHTLY ?= nightly
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+SANITIZE = RUSTFLAGS="-Zsanitizer=$(1)" RUSTDOCFLAGS="-Zsanitizer=$(1)" \
+	CARGO_TARGET_DIR=target/$(1) cargo +$(NIGHTLY) test -Zbuild-std --target $(HOST) \
+	-p shared-buffer -p shared-buffer-native --tests
+
+check-deep: deep-tools test-miri test-asan test-tsan
+
+deep-tools:
+	rustup toolchain install $(NIGHTLY) --profile minimal --component miri,rust-src
+
+test-miri:
+	cargo +$(NIGHTLY) miri test -p shared-buffer --lib channel::layout
+	cargo +$(NIGHTLY) miri test -p shared-buffer --test channel
+
+test-asan:
+	$(call SANITIZE,address)
+
+# report_mutex_bugs=0: the lock tests unlock a held lock from the wrong thread on purpose (it must
+# fail with EPERM), which ThreadSanitizer would report as a misuse; data races are still reported.
+test-tsan:
+	TSAN_OPTIONS="halt_on_error=1 report_mutex_bugs=0" $(call SANITIZE,thread)
 
 # Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
 # `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.

@@ -62,10 +62,11 @@ export interface RuntimeInfo {
   missing(): string | null;
 }
 
-const probe = (exe: string) =>
+/** Null if `exe` (a path, or a name on the PATH) exists, else why not. */
+const probe = (exe: string, variable: string) =>
   existsSync(exe) || process.env.PATH?.split(":").some((d) => existsSync(`${d}/${exe}`))
     ? null
-    : `${exe} not found (set ${exe.toUpperCase()})`;
+    : `${exe} not found (set ${variable})`;
 
 /**
  * Every runtime the benchmarks know, in the order they are reported. Node runs the JavaScript
@@ -83,13 +84,13 @@ export const RUNTIMES: Record<Runtime, RuntimeInfo> = {
       ...args,
     ],
     entry: "mod.ts",
-    missing: () => probe(RUNTIMES.deno.exe),
+    missing: () => probe(RUNTIMES.deno.exe, "DENO"),
   },
   bun: {
     exe: env("BUN", "bun"),
     command: (script, args) => [RUNTIMES.bun.exe, `${root}/bench/${script}`, ...args],
     entry: "bun.ts",
-    missing: () => probe(RUNTIMES.bun.exe),
+    missing: () => probe(RUNTIMES.bun.exe, "BUN"),
   },
   node: {
     exe: env("NODE", "node"),
@@ -101,7 +102,7 @@ export const RUNTIMES: Record<Runtime, RuntimeInfo> = {
     ],
     entry: "dist/node.js",
     missing: () =>
-      probe(RUNTIMES.node.exe) ??
+      probe(RUNTIMES.node.exe, "NODE") ??
         (existsSync(`${root}/dist/bench/child.js`) ? null : "no build in dist/bench/"),
   },
 };
@@ -110,13 +111,6 @@ export const RUNTIMES: Record<Runtime, RuntimeInfo> = {
 export const lib: typeof import("../mod.ts") = await import(
   `${root}/${RUNTIMES[runtime].entry}`
 );
-
-/** This runtime's name and version. */
-export function version(): string {
-  if (runtime === "bun") return `bun ${(globalThis as any).Bun.version}`;
-  if (runtime === "deno") return `deno ${Deno.version.deno}`;
-  return `node ${process.version}`;
-}
 
 /** Prints a progress line on stderr. */
 export function progress(message: string): void {

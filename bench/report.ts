@@ -59,6 +59,8 @@ const GOALS: {
   { label: "channel (copying) / the Rust ring copying", size: 64, atLeast: 0.5 },
   { label: "channel with a receive timeout / the Rust ring", size: 64, atLeast: 0.5 },
   { label: "channel (copying) / the Rust ring copying", size: 4096, atLeast: 0.7 },
+  { label: "channel with a receive timeout / the Rust ring", size: 4096, atLeast: 0.7 },
+  { label: "channel batch / the Rust ring copying", size: 64, atLeast: 0.8 },
   { label: "channel (copying) / Unix socket, one write per message", size: 65536, atLeast: 1 },
   { label: "channel zero-copy / Unix socket", size: 65536, atLeast: 2 },
   { label: "channel zero-copy / the Rust ring zero-copy", size: 65536, atLeast: 0.7 },
@@ -82,6 +84,7 @@ const goalOf = (r: Ratio) =>
     );
 
 const SIZE_NAMES: Record<number, string> = {
+  67108864: "64 MiB",
   8: "8 B",
   64: "64 B",
   4096: "4 KiB",
@@ -154,6 +157,55 @@ function trips(
   });
 }
 
+/**
+ * The hot path split into its pieces, per runtime: `send` is the copy in (`Uint8Array.set`), three
+ * `Atomics.store` (tail, reservation mark, commit word) and two `Atomics.load` (the receiver's
+ * flags and its waiting word); `recvInto` is the copy out (byte by byte), the record zeroed
+ * word by word, one `Atomics.store` (head) and two `Atomics.load` (the commit word, the
+ * senders' waiting word). The rest is argument checks, state checks and calls.
+ */
+function breakdown(figs: Figure[]): string {
+  const runtimes = [...new Set(figs.map((f) => f.runtime))];
+  const fig = (rt: string, what: string) =>
+    figs.find((f) => f.runtime === rt && f.what === what)?.median ?? NaN;
+  // A piece's own cost: its loop's time less the empty loop's; a call's: as measured.
+  const at = (rt: string, what: string) =>
+    fig(rt, what) - (/^(send|recv)/.test(what) ? 0 : fig(rt, "empty_loop"));
+  const parts: [string, (rt: string) => number][] = [
+    ["send: the whole call", (rt) => at(rt, "send")],
+    ["send: copy in (set)", (rt) => at(rt, "copy_in_set_64")],
+    [
+      "send: 3 Atomics.store + 2 Atomics.load",
+      (rt) => 3 * at(rt, "atomics_store") + 2 * at(rt, "atomics_load"),
+    ],
+    [
+      "send: the rest (checks, calls)",
+      (rt) =>
+        at(rt, "send") - at(rt, "copy_in_set_64") - 3 * at(rt, "atomics_store") -
+        2 * at(rt, "atomics_load"),
+    ],
+    ["recvInto: the whole call", (rt) => at(rt, "recv_into")],
+    ["recvInto: copy out (byte loop)", (rt) => at(rt, "copy_out_loop_64")],
+    ["recvInto: zero the record (words)", (rt) => at(rt, "zero_72_words")],
+    [
+      "recvInto: 1 Atomics.store + 2 Atomics.load",
+      (rt) => at(rt, "atomics_store") + 2 * at(rt, "atomics_load"),
+    ],
+    [
+      "recvInto: the rest (checks, calls)",
+      (rt) =>
+        at(rt, "recv_into") - at(rt, "copy_out_loop_64") - at(rt, "zero_72_words") -
+        at(rt, "atomics_store") - 2 * at(rt, "atomics_load"),
+    ],
+    ["recvInto: what a timeout adds", (rt) => at(rt, "recv_into_timeout") - at(rt, "recv_into")],
+    ["a clock read it no longer makes (performance.now)", (rt) => at(rt, "performance_now")],
+  ];
+  return table(
+    ["ns", ...runtimes],
+    parts.map(([label, f]) => [label, ...runtimes.map((rt) => num(Math.round(f(rt) * 10) / 10))]),
+  );
+}
+
 /** The ratios of one scenario, with their goals and the numbers of their notes. */
 function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
   return table(
@@ -216,12 +268,37 @@ function results(json: any): string {
   );
   out.push("### Lock, notify and wait on one thread, ns per call\n");
   out.push(pivot(of("mutex", (f) => f.metric === "ns"), (f) => f.what, (f) => f.runtime, "call"));
+  out.push("System calls of the looping thread per call, counted with `strace -f`:\n");
+  out.push(pivot(
+    of("mutex", (f) => f.metric === "syscalls per call"),
+    (f) => f.what,
+    (f) => f.runtime,
+    "call",
+  ));
   out.push(
     "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against idling:\n",
   );
   out.push(
     pivot(of("mutex", (f) => f.what === "idle"), (f) => f.metric, (f) => f.runtime, "period"),
   );
+  if (of("hotpath").length) {
+    out.push("### The channel's hot path on one thread, 64 B, ns per call\n");
+    out.push(pivot(of("hotpath"), (f) => f.what, (f) => f.runtime, "call or piece"));
+    out.push(
+      "Where each call's nanoseconds go (medians of the table above; a piece's own cost is its " +
+        "figure less the empty loop's; what is left is the call's checks and JavaScript calls):\n",
+    );
+    out.push(breakdown(of("hotpath")));
+  }
+  if (of("ownership").length) {
+    out.push("### Engine-owned buffers: attach, unlink and the forced collection, µs\n");
+    out.push(pivot(
+      of("ownership"),
+      (f) => `${f.runtime} ${f.what}`,
+      (f) => `${sizeName(f.size)} ${f.metric.replace("_us", "")}`.trim(),
+      "who, operation",
+    ));
+  }
   for (const p of Object.keys(json.placements)) {
     out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
     out.push(TRIPS);

@@ -22,6 +22,7 @@ import {
   key,
   median,
   type Placement,
+  PLACEMENTS,
   progress,
   removeLeftovers,
   root,
@@ -79,7 +80,7 @@ for (let run = 0; run < runs; run++) {
     const noted = (what: string, why: unknown) => {
       const reason = why instanceof Error ? why.message : String(why);
       progress(`${scenario.name}: ${what} skipped: ${reason}`);
-      skipped[`${scenario.name} ${what}`] = reason;
+      skipped[`${scenario.name} ${what}`] = `run ${run + 1}: ${reason}`;
     };
     const got = new Map<string, number>();
     try {
@@ -123,9 +124,7 @@ const results = {
     versions,
   },
   runs,
-  placements: Object.fromEntries(
-    placements.map((p) => [p, p === "same" ? "both on CPU 0" : "CPU 0 and CPU 1"]),
-  ),
+  placements: Object.fromEntries(placements.map((p) => [p, PLACEMENTS[p].text])),
   scenarios: Object.fromEntries(scenarios.map((s) => [s.name, s.method])),
   figures: [...figures.values()].map(({ scenario, row, runs }): Figure => ({
     scenario,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
-import { backend } from "../ts/backend.ts";
+import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
+import { spawnSync } from "node:child_process";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -105,11 +106,11 @@ test("zero-copy: reserve and commit, recvView valid until the next receive", () 
   const slot = tx.reserve(100);
   assert.equal(slot.length, 100);
   assert.ok(slot.every((b) => b === 0), "reserved bytes start zeroed");
-  assert.throws(() => tx.send("x"), /commit the reservation first/);
+  assert.throws(() => tx.send("x"), code("EBUSY"), "send during a reservation");
   slot.fill(9);
   assert.equal(rx.tryRecv(), undefined, "not visible before commit");
   tx.commit();
-  assert.throws(() => tx.commit(), /nothing is reserved/);
+  assert.throws(() => tx.commit(), code("EINVAL"), "a second commit");
   const view = rx.recvView()!;
   assert.equal(view.length, 100);
   assert.ok(view.every((b) => b === 9));
@@ -189,7 +190,7 @@ test("open: not a channel, corrupt header, other version, not set up", () => {
     const i32 = new Int32Array(shm.buffer);
     i32[1] = 99;
     assert.throws(() => Channel.open({ name: name2 }), code("EPROTONOSUPPORT"));
-    i32[1] = 1;
+    i32[1] = layout.VERSION;
     i32[3] = 1000; // capacity not a power of two
     assert.throws(() => Channel.open({ name: name2 }), code("EBADMSG"));
     i32[3] = 1024;
@@ -248,6 +249,10 @@ test("bad options and arguments", () => {
     () => Channel.create({ name }, { capacity: 1024, producers: "two" as never }),
     RangeError,
   );
+  assert.throws(
+    () => Channel.create({ name }, { capacity: 1024, producers: null as never }),
+    RangeError,
+  );
   assert.throws(() => Channel.create({ name }, undefined as never), TypeError);
   using ch = channel();
   assert.throws(() => ch.sender({ peerCheckMs: 0 }), RangeError);
@@ -255,15 +260,6 @@ test("bad options and arguments", () => {
   assert.throws(() => tx.send(42 as never), TypeError);
   assert.throws(() => tx.send("x", -1), RangeError);
   assert.throws(() => tx.reserve(-1), RangeError);
-});
-
-test("the layout constants match the native library's", () => {
-  const checked = Object.entries(layout).filter(([, v]) => typeof v === "number");
-  assert.ok(checked.length > 20);
-  for (const [name, value] of checked) {
-    const native = backend().channelConstant(name);
-    assert.equal(native, value, `${name}: TypeScript ${value}, native ${native}`);
-  }
 });
 
 test("recv hands a copied message's room back at once", () => {
@@ -283,10 +279,10 @@ test("overlapping receives or sends on one endpoint are refused, not interleaved
   const tx = ch.sender();
   const rx = ch.receiver();
   const first = rx.recvAsync(5000);
-  assert.throws(() => rx.recv(0), /another receive is still waiting/);
-  await assert.rejects(rx.recvAsync(0), /another receive is still waiting/);
+  assert.throws(() => rx.recv(0), code("EBUSY"));
+  await assert.rejects(rx.recvAsync(0), code("EBUSY"));
   const long = tx.sendAsync(pattern(3000, 3), 5000); // needs the receiver to make room
-  await assert.rejects(tx.sendAsync("short"), /another send is still waiting/);
+  await assert.rejects(tx.sendAsync("short"), code("EBUSY"));
   assert.deepEqual(await first, pattern(3000, 3));
   await long;
   tx.send("short");
@@ -340,4 +336,460 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
   tx.close();
   assert.equal(rx.recvInto(target), null);
   assert.throws(() => rx.recvInto([] as never), TypeError);
+});
+
+test("recvMany and sendMany: every message in order across wrap-arounds, batches bounded by what is ready and max", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  let sent = 0;
+  let received = 0;
+  const take = (view: Uint8Array) => {
+    assert.deepEqual(view, pattern((received * 13) % 90, received));
+    received++;
+  };
+  for (let round = 0; round < 300; round++) {
+    const batch: Uint8Array[] = [];
+    for (let i = round % 7; i >= 0; i--, sent++) batch.push(pattern((sent * 13) % 90, sent));
+    assert.equal(tx.sendMany(batch, 5000), batch.length);
+    const before = received;
+    const got = rx.recvMany(take, 5000, round % 3 === 0 ? 2 : undefined);
+    assert.equal(got, received - before);
+    assert.ok(got! >= 1 && (round % 3 !== 0 || got! <= 2), `batch of ${got}`);
+    if (round % 3 !== 0) assert.equal(received, sent, "drains everything ready");
+  }
+  while (received < sent) rx.recvMany(take, 5000);
+  // Slices that fill most of the ring, each drained in batches before the next.
+  for (let i = 0; i < 25; i++) {
+    const slice: Uint8Array[] = [];
+    for (let j = 0; j < 8; j++, sent++) slice.push(pattern((sent * 13) % 90, sent));
+    tx.sendMany(slice, 5000);
+    while (received < sent) rx.recvMany(take, 5000);
+  }
+  assert.equal(received, sent);
+  tx.close();
+  assert.equal(rx.recvMany(take, 5000), null, "the end of the stream");
+  // Fragmented messages and text come through recvMany as whole messages.
+  using wide = channel(8192);
+  const wtx = wide.sender();
+  const wrx = wide.receiver();
+  wtx.sendMany([pattern(3000, 1), "text", new Uint16Array([7])], 5000);
+  const seen: Uint8Array[] = [];
+  while (seen.length < 3) wrx.recvMany((v) => seen.push(v.slice()), 5000);
+  assert.deepEqual(seen.map((v) => v.length), [3000, 4, 2]);
+  assert.deepEqual(seen[0], pattern(3000, 1));
+  assert.equal(rx.recvMany(take), null, "and again");
+});
+
+test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may not receive", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  assert.throws(() => rx.recvMany(() => {}, 0), code("ETIMEDOUT"));
+  assert.throws(() => rx.recvMany("f" as never), TypeError);
+  assert.throws(() => rx.recvMany(() => {}, 0, 0), RangeError);
+  assert.throws(() => tx.sendMany("abc" as never), TypeError);
+  assert.throws(() => tx.sendMany([new Uint8Array(1), 5 as never]), TypeError);
+  assert.equal(rx.recvText(0), "\0", "the message before the bad one was sent");
+  tx.sendMany(["a", "b", "c"]);
+  assert.throws(
+    () => rx.recvMany(() => rx.recv(0)),
+    code("EBUSY"),
+    "a receive inside the callback is refused",
+  );
+  let after = "";
+  rx.recvMany((v) => after += String.fromCharCode(...v));
+  assert.equal(after, "bc", "the message whose callback threw counts as delivered");
+  const boom = new Error("boom");
+  tx.sendMany(["x", "y"]);
+  assert.throws(() =>
+    rx.recvMany(() => {
+      throw boom;
+    }), (e) => e === boom);
+  assert.equal(rx.recvText(0), "y");
+  // A full ring: sendMany times out at the first message without room, after sending the others.
+  const fill = new Uint8Array(100);
+  let n = 0;
+  while (tx.trySend(fill)) n++;
+  rx.recv(0);
+  assert.throws(() => tx.sendMany([fill, fill, fill], 20), code("ETIMEDOUT"));
+  let left = 0;
+  while (rx.tryRecv()) left++;
+  assert.equal(left, n, "the one that fit was sent, the others not");
+  rx.close();
+  assert.throws(() => tx.sendMany(["late"]), code("EPIPE"));
+  assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
+});
+
+test("recvMany stops when a callback closes the receiver", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.sendMany(["1", "2", "3"]);
+  let calls = 0;
+  assert.equal(
+    rx.recvMany(() => {
+      calls++;
+      rx.close();
+    }),
+    1,
+  );
+  assert.equal(calls, 1);
+  assert.throws(() => tx.send("x"), code("EPIPE"));
+});
+
+test("misuse of a sender is a SharedMemoryError with a code", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  assert.throws(() => tx.commit(), code("EINVAL"), "commit without reserve");
+  tx.reserve(8);
+  assert.throws(() => tx.send("x"), code("EBUSY"));
+  assert.throws(() => tx.trySend("x"), code("EBUSY"));
+  assert.throws(() => tx.reserve(8), code("EBUSY"));
+  tx.commit();
+  assert.throws(() => tx.commit(), code("EINVAL"), "a second commit");
+});
+
+test("errors name the Channel call, and EPIPE says who closed the channel", () => {
+  const name = uniqueName("label");
+  assert.throws(
+    () => Channel.open({ name }),
+    (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "ENOENT" && e.message.startsWith("Channel.open"),
+  );
+  {
+    using ch = channel(1024, "many");
+    const a = ch.sender();
+    const b = ch.sender();
+    ch.receiver();
+    a.close();
+    const byASender = (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EPIPE" && /a sender closed/.test(e.message);
+    assert.throws(() => b.send("x"), byASender, "a second sender after the first closed");
+    assert.throws(() => ch.sender(), byASender, "a new sender after a sender closed");
+  }
+  {
+    using ch = channel(1024, "many");
+    const a = ch.sender();
+    ch.receiver().close();
+    const byTheReceiver = (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EPIPE" && /receiver closed/.test(e.message);
+    assert.throws(() => a.send("x"), byTheReceiver);
+    assert.throws(() => ch.sender(), byTheReceiver);
+  }
+});
+
+test("closing a channel or an endpoint ends pending recvAsync, sendAsync and for await with a SharedMemoryError", async () => {
+  const ebadf = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  for (const closing of ["channel", "endpoint"] as const) {
+    const a = channel(1024);
+    const rx = a.receiver({ peerCheckMs: 1000 });
+    a.sender();
+    const receiving = rx.recvAsync();
+    const b = channel(1024);
+    b.receiver();
+    const tx = b.sender({ peerCheckMs: 1000 });
+    while (tx.trySend(pattern(400, 1)));
+    const sending = tx.sendAsync(pattern(400, 2));
+    const c = channel(1024);
+    const iterated = c.receiver({ peerCheckMs: 1000 });
+    c.sender();
+    const looping = (async () => {
+      for await (const _ of iterated) assert.fail("no message was sent");
+    })();
+    // Observed from the start, so that no rejection goes unhandled meanwhile.
+    const outcomes = Promise.all(
+      [receiving, sending, looping].map((p) => p.then(() => "resolved", (err) => err)),
+    );
+    await sleep(20); // let them park (the assertions below hold either way)
+    if (closing === "channel") {
+      a.close();
+      b.close();
+      c.close();
+    } else {
+      rx.close();
+      tx.close();
+      iterated.close();
+    }
+    const [r, s, l] = await outcomes;
+    assert.ok(ebadf(r), `recvAsync, ${closing} closed: ${r}`);
+    assert.ok(ebadf(s), `sendAsync, ${closing} closed: ${s}`);
+    assert.ok(ebadf(l), `for await, ${closing} closed: ${l}`);
+    a.close();
+    b.close();
+    c.close();
+  }
+});
+
+/** The pid of a process that has exited and been reaped. */
+function deadPid(): number {
+  const done = spawnSync("true");
+  assert.ok(done.pid! > 0);
+  return done.pid!;
+}
+
+/** A raw view of a channel's segment, for planting what a dead or hostile sender leaves. */
+function rawRing(name: string) {
+  const shm = SharedMemory.open({ name });
+  const i32 = new Int32Array(shm.buffer);
+  const bytes = new Uint8Array(shm.buffer);
+  const w = (offset: number) => offset >> 2;
+  return {
+    shm,
+    i32,
+    bytes,
+    tail: () => Atomics.load(i32, w(layout.OFF_TAIL)) & layout.POS_MASK,
+    setPid: (slot: number, pid: number) =>
+      Atomics.store(i32, w(layout.OFF_PRODUCER_PIDS) + slot, pid),
+    /** Appends a record at the tail; it must fit before the end of the ring. */
+    append(commit: number, producer: number, len: number, fill = 0xab) {
+      const capacity = i32[w(layout.OFF_CAPACITY)];
+      const pos = Atomics.load(i32, w(layout.OFF_TAIL));
+      const at = layout.OFF_DATA + (pos & (capacity - 1));
+      i32[w(at) + 1] = producer;
+      bytes.fill(fill, at + 8, at + 8 + len);
+      Atomics.store(i32, w(at), commit | 0);
+      Atomics.store(i32, w(layout.OFF_TAIL), (pos + layout.recordSpan(len)) & layout.POS_MASK);
+    },
+  };
+}
+
+const COMMITTED = layout.REC_COMMITTED;
+const mark = (len: number) => layout.REC_SKIP | (layout.recordSpan(len) - 8);
+
+test("many senders: a dead sender's slot is reclaimed, live senders go on, a senderdied event tells, a new sender joins", () => {
+  const name = uniqueName("reclaim");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver({ peerCheckMs: 20 });
+    const died: { pid: number; slot: number }[] = [];
+    rx.addEventListener("senderdied", (e) => died.push({ pid: e.pid, slot: e.slot }));
+    const a = ch.sender(); // slot 0
+    const b = ch.sender(); // slot 1
+    assert.equal(rx.tryRecv(), undefined, "their abort records");
+    a.send("a1");
+    // Slot 2 (producer word 3): a process that sent a fragment, reserved a record, and died.
+    const dead = deadPid();
+    raw.setPid(2, dead);
+    raw.append(COMMITTED | layout.REC_MORE | ch.maxRecordBytes, 3, ch.maxRecordBytes);
+    raw.append(mark(16), 3, 16, 0);
+    a.send("a2");
+    b.send("b1");
+    assert.equal(rx.recvText(5000), "a1");
+    assert.equal(rx.tryRecv(), undefined, "the dead sender's reservation holds up the ring");
+    assert.deepEqual(died, []);
+    assert.equal(rx.recvText(20_000), "a2", "stepped over the dead sender's reservation");
+    assert.deepEqual(died, [{ pid: dead, slot: 2 }]);
+    assert.equal(rx.recvText(5000), "b1");
+    assert.throws(() => rx.recv(100), code("ETIMEDOUT"), "live senders keep the stream open");
+    const c = ch.sender(); // takes the freed slot 2
+    assert.equal(Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + 2), pid);
+    c.send("c1");
+    assert.equal(rx.recvText(5000), "c1", "no fragment of the dead sender glued on");
+    assert.equal(died.length, 1, "reported once");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("one sender: its death mid-message gives ECONNRESET once the ring is drained; a new sender takes over", () => {
+  const name = uniqueName("spsc-dead");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver({ peerCheckMs: 20 });
+    const died: number[] = [];
+    rx.addEventListener("senderdied", (e) => died.push(e.pid));
+    const dead = deadPid();
+    raw.setPid(0, dead);
+    raw.append(COMMITTED | 6, 0, 6);
+    raw.append(COMMITTED | layout.REC_MORE | ch.maxRecordBytes, 0, ch.maxRecordBytes);
+    // A reservation the sender made and died before marking: the tail moved, nothing else.
+    Atomics.add(raw.i32, layout.OFF_TAIL >> 2, 64);
+    assert.throws(() => ch.sender(), code("EAGAIN"), "the dead sender's place, not freed yet");
+    assert.equal(rx.recv(5000)!.length, 6);
+    assert.throws(
+      () => rx.recv(20_000),
+      (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "ECONNRESET" &&
+        /every sender/.test(e.message),
+    );
+    assert.deepEqual(died, [dead]);
+    const tx = ch.sender();
+    tx.send("again");
+    assert.equal(rx.recvText(5000), "again", "the dead sender's fragment was dropped");
+    tx.close();
+    assert.equal(rx.recv(5000), null);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("receive limits: a message over maxMessageBytes or maxPendingBytes costs only itself (EMSGSIZE)", async () => {
+  for (const options of [{ maxMessageBytes: 1000 }, { maxPendingBytes: 600 }]) {
+    using ch = channel(1024, "many");
+    const rx = ch.receiver(options);
+    const tx = ch.sender();
+    const sending = (async () => {
+      await tx.sendAsync(pattern(1500, 1), 5000);
+      await tx.sendAsync("ok", 5000);
+      await tx.sendAsync(pattern(900, 2), 5000);
+    })();
+    await assert.rejects(
+      rx.recvAsync(5000),
+      (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "EMSGSIZE" && /max\w+Bytes/.test(e.message),
+    );
+    assert.equal(new TextDecoder().decode((await rx.recvAsync(5000))!), "ok");
+    assert.deepEqual(await rx.recvAsync(5000), pattern(900, 2));
+    await sending;
+  }
+  using ch = channel(1024);
+  assert.throws(() => ch.receiver({ maxMessageBytes: -1 }), RangeError);
+});
+
+test("a hostile sender feeding fragments without end is cut off at the limit, and the receiver goes on", () => {
+  const name = uniqueName("endless");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver({ maxMessageBytes: 20_000 });
+    raw.setPid(5, pid);
+    const fragment = () =>
+      raw.append(COMMITTED | layout.REC_MORE | ch.maxRecordBytes, 6, ch.maxRecordBytes);
+    let error: unknown;
+    let rounds = 0;
+    for (; rounds < 1000 && error === undefined; rounds++) {
+      fragment(); // the receiver drains each one: the message never ends
+      try {
+        assert.equal(rx.tryRecv(), undefined);
+      } catch (err) {
+        error = err;
+      }
+    }
+    assert.ok(error instanceof SharedMemoryError && error.code === "EMSGSIZE", String(error));
+    assert.equal(rounds, Math.floor(20_000 / ch.maxRecordBytes) + 1, "cut off at the limit");
+    // The rest of that message is skipped; the sender's next message comes through.
+    fragment();
+    raw.append(COMMITTED | 3, 6, 3);
+    raw.append(COMMITTED | 5, 6, 5, 0x11);
+    // The fragment and the last one are dropped; the whole message after them is delivered.
+    assert.deepEqual(rx.tryRecv(), new Uint8Array(5).fill(0x11));
+    assert.equal(rx.tryRecv(), undefined);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("crafted rings (garbage commit words, marks, lengths, producer words and slots, positions) give messages or clear errors, bounded in time and memory", () => {
+  const known = new Set(["EBADMSG", "ETIMEDOUT", "EMSGSIZE", "ECONNRESET"]);
+  const kinds = [
+    0,
+    layout.REC_SKIP,
+    layout.REC_MORE,
+    layout.REC_ABORT,
+    layout.REC_MORE | layout.REC_ABORT,
+    layout.REC_SKIP | layout.REC_MORE,
+  ];
+  const dead = deadPid();
+  let delivered = 0;
+  let errors = 0;
+  for (let seed = 1; seed <= 120; seed++) {
+    const name = uniqueName("crafted");
+    const rand = (() => {
+      let x = seed * 2654435761 >>> 0 || 1;
+      return (n: number) => {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        return (x >>> 0) % n;
+      };
+    })();
+    try {
+      const capacity = 256;
+      using ch = Channel.create({ name }, { capacity, producers: seed % 2 ? "many" : "one" });
+      const raw = rawRing(name);
+      using _raw = raw.shm;
+      const head = (rand(1 << 28) * 8) & layout.POS_MASK;
+      const used = 16 + rand(31) * 8;
+      // Records at random 8-byte boundaries of the data area.
+      for (let n = rand(12); n > 0; n--) {
+        const at = layout.OFF_DATA + rand(capacity / 8) * 8;
+        const len = [ch.maxRecordBytes, rand(600), layout.REC_LEN_MASK, 0][rand(4)];
+        const committed = rand(4) === 0 ? 0 : layout.REC_COMMITTED;
+        const word = rand(10) === 0
+          ? rand(0x7fff_ffff) * 2
+          : committed | kinds[rand(kinds.length)] | (len & layout.REC_LEN_MASK);
+        raw.i32[at >> 2] = word;
+        raw.i32[(at >> 2) + 1] = [rand(70), -1, 0x7fff_ffff][rand(3)];
+      }
+      // Producer slots: empty, this process, a dead process, or garbage.
+      for (let slot = 0; slot < 4; slot++) {
+        raw.setPid(slot, [0, pid, dead, -5, 0x7fff_fff0][rand(5)]);
+      }
+      if (rand(2) === 0) {
+        // A well-formed message at head, so that parsing gets past the first record.
+        const at = layout.OFF_DATA + (head & (capacity - 1));
+        raw.i32[at >> 2] = layout.REC_COMMITTED | 5;
+        raw.i32[(at >> 2) + 1] = 1;
+      }
+      Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
+      const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
+      Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
+      const rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      let bytes = 0;
+      for (let i = 0; i < 8; i++) {
+        try {
+          const got = rx.recv(3);
+          if (got === null) break;
+          bytes += got.length;
+          delivered++;
+        } catch (err) {
+          assert.ok(err instanceof SharedMemoryError && known.has(err.code), String(err));
+          errors++;
+          if (err.code === "EBADMSG") break;
+        }
+      }
+      // Every byte delivered was in the ring once: no more than the ring holds.
+      assert.ok(bytes <= capacity, `${bytes} bytes out of a ${capacity}-byte ring`);
+    } finally {
+      cleanup({ name });
+    }
+  }
+  assert.ok(delivered > 0 && errors > 0, `${delivered} messages, ${errors} errors`);
+});
+
+test("adaptive spin: spins while spinning catches, parks at once after failures, probes at doubling intervals", () => {
+  const s = new Spinner("adaptive");
+  assert.equal(s.fixed, -1);
+  assert.equal(new Spinner(0).fixed, 0, "a number is a fixed count");
+  assert.equal(s.budgetMs(), SPIN_MS, "spins at first");
+  for (let i = 0; i < 20; i++) s.record(true);
+  assert.deepEqual(s.state, { score: 8, probeEvery: 1 });
+  // The peer stops answering within the spin (it shares this core, or it is slow).
+  let spun = 0;
+  for (let wait = 0; wait < 4; wait++) {
+    if (s.budgetMs() > 0) spun++, s.record(false);
+  }
+  assert.equal(spun, 4);
+  assert.equal(s.state.score, 0, "credit gone after a few failed spins");
+  const probes: number[] = [];
+  for (let wait = 0; wait < 5000; wait++) {
+    if (s.budgetMs() > 0) {
+      probes.push(wait);
+      s.record(false);
+    }
+  }
+  const gaps = probes.slice(1).map((p, i) => p - probes[i]);
+  assert.deepEqual(gaps.slice(0, 10), [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+  assert.ok(gaps.every((g) => g <= MAX_PROBE_EVERY));
+  // One probe that catches brings spinning back at once.
+  while (s.budgetMs() === 0);
+  s.record(true);
+  assert.equal(s.budgetMs(), SPIN_MS);
+  assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
 });

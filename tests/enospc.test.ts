@@ -96,19 +96,9 @@ for (const which of runtimes) {
   );
 }
 
-/**
- * Node.js runs a Node-API buffer's finalizer on a later turn of the event loop, never during the
- * collection itself: a create that fails with ENOSPC cannot release the dropped segments before
- * it retries, so the loop below fails there (see docs/node.md). Not solved yet.
- */
-const nodeFinalizersWait = runtime === "node" &&
-  lacking(
-    "Node.js releases collected buffers only on a later turn of the event loop (docs/node.md)",
-  );
-
 for (const mode of ["sync", "async"] as const) {
   testUnless(
-    noPrivateShm || nodeFinalizersWait,
+    noPrivateShm,
     `a ${mode} loop that creates, fills, unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
     async () => {
       const count = 300; // about 20 times what fits

@@ -377,6 +377,18 @@ export async function finished(child: Child, what: string, ms = HANG_MS): Promis
   return r;
 }
 
+/**
+ * For `sx_mutex.ts <name> <offset> open unlock` waiters that have all exited: how many of them
+ * were told `ownerDied`. Throws if a waiter's output is not "locked ownerDied=..., unlocked".
+ */
+export function ownerDiedCount(results: Done[]): number {
+  return results.filter((r) => {
+    const m = /^locked ownerDied=(true|false)\nunlocked$/m.exec(r.stdout);
+    if (m === null) throw new Error(`a waiter's output:\n${r.stdout}\n${r.stderr}`);
+    return m[1] === "true";
+  }).length;
+}
+
 /** The JSON of a child's `result ` line. */
 export function resultOf<T = Record<string, unknown>>(r: Done, what: string): T {
   const line = r.stdout.split("\n").find((l) => l.startsWith("result "));

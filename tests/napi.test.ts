@@ -10,7 +10,7 @@ import process from "node:process";
 import { cleanup, collectGarbage, lib, runtime, test, uniqueName } from "./harness.ts";
 import { loadNodeApi } from "../ts/napi.ts";
 import { backend } from "../ts/backend.ts";
-import { OPEN } from "../ts/ffi.ts";
+import { OPEN, OWNER_TRUSTED } from "../ts/ffi.ts";
 
 const { SharedMemory } = lib;
 const napi = loadNodeApi(lib.loadLibrary(), process.dlopen);
@@ -27,9 +27,9 @@ test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt a
       () => napi.wrap(2 ** 31 - 7, 4096n, 16),
       (e: Error & { code?: string }) => e.code === "EBADF" && /not open/.test(e.message),
     );
-    const out = new BigUint64Array(4);
+    const out = new BigUint64Array(5);
     const bytes = new TextEncoder().encode(name);
-    assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, out), 0);
+    assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
     const [handle, address] = [Number(out[0]), out[1]];
     assert.throws(() => napi.wrap(handle, address + 4000n, 200), RangeError);
     assert.throws(() => napi.wrap(handle, address - 1n, 1), RangeError);

@@ -1,5 +1,5 @@
 /**
- * `waitAsync` in Node.js never blocks the event loop nor Node's own thread pool: a thousand
+ * `waitAsync` in Node.js never blocks the event loop nor Node's own thread pool: three thousand
  * pending waits leave timers, file reads (which run on that pool) and other promises running,
  * and each ends with its own notify.
  *
@@ -11,7 +11,7 @@ import { readFile } from "node:fs/promises";
 import { cleanup, lib, runtime, test, uniqueName, within } from "./harness.ts";
 
 const { SharedMemory, notify, waitAsync } = lib;
-const PENDING = 1000;
+const PENDING = 3000;
 
 if (runtime === "node") {
   test(`${PENDING} pending waitAsync calls leave timers, file reads and promises running`, async () => {
@@ -35,7 +35,9 @@ if (runtime === "node") {
       assert.equal(settled.filter(Boolean).length, 0, "no wait ended by itself");
       for (let i = 0; i < PENDING; i += 2) {
         Atomics.store(words, i, 1);
-        assert.equal(notify(words, i), 1, `word ${i} had its waiter`);
+        // At most its one waiter; a wait whose native thread was re-arming when the notify came
+        // ends through the changed word, uncounted.
+        assert.ok(notify(words, i) <= 1, `word ${i} had one waiter`);
       }
       await within(Promise.all(waits.filter((_, i) => i % 2 === 0)), 30_000, "the even waits");
       assert.equal(settled.filter(Boolean).length, PENDING / 2, "only the notified waits ended");

@@ -8,15 +8,17 @@
  */
 
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, cpSync, linkSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import {
   cleanup,
+  type Done,
   isRoot,
   lacking,
   lib,
   type Missing,
+  repoRoot,
   type Runtime,
   runtimes,
   scriptCommand,
@@ -28,7 +30,7 @@ import {
 import { type Id, idArgs } from "./children/xp_common.ts";
 import { fileMode, sysvSegment, whyNoOsView } from "./children/xp_os.ts";
 
-const { SharedMemory } = lib;
+const { SharedMemory, SharedMemoryError, createSharedBuffer, detachSharedBuffer } = lib;
 const NOBODY = 65534;
 const SETPRIV = ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--"];
 
@@ -62,32 +64,75 @@ interface OpenResult {
   code?: string;
 }
 
-/** Runs `xp_open.ts` in `which` as uid/gid 65534, with a home of its own. */
-async function openAsNobody(which: Runtime, id: Id, reply: number): Promise<OpenResult> {
+/** The checkout's root folder (the same when this file runs built, from `dist/tests`). */
+const ROOT = repoRoot;
+
+/**
+ * Copies what a child needs (the library's TypeScript, the child scripts, Node's built
+ * JavaScript and the native library) into `dir`, readable by every user: the checkout itself may
+ * not be (a clone in a `0700` home).
+ */
+function readableCopy(dir: string): void {
+  const node = ["package.json", "dist/node.js", "dist/ts", "dist/tests/children"];
+  for (
+    const path of ["mod.ts", "bun.ts", "deno.json", "ts", "tests/children", ...node]
+  ) {
+    cpSync(`${ROOT}${path}`, `${dir}/${path}`, { recursive: true });
+  }
+  mkdirSync(`${dir}/target/release`, { recursive: true });
+  const lib = "target/release/libshared_buffer_native.so";
+  cpSync(`${ROOT}${lib}`, `${dir}/${lib}`);
+  spawnSync("chmod", ["-R", "a+rX", dir]);
+}
+
+/**
+ * `bin`, or a link or copy in `dir` that uid 65534 can run when `bin` lies inside the checkout (the
+ * pinned runtimes in `.tools/`), which that user may not be able to enter.
+ */
+function runnableBy65534(bin: string, dir: string): string {
+  if (!bin.startsWith(ROOT)) return bin;
+  const target = realpathSync(bin);
+  const copy = `${dir}/${target.slice(target.lastIndexOf("/") + 1)}`;
+  try {
+    linkSync(target, copy);
+  } catch {
+    cpSync(target, copy); // another file system
+  }
+  return copy;
+}
+
+/** Runs a child script in `which` as uid/gid 65534, from a copy readable by that user. */
+async function runAsNobody(which: Runtime, script: string, args: string[]): Promise<Done> {
   const home = mkdtempSync(`${tmpdir()}/sb-xp-nobody-`);
   try {
     chmodSync(home, 0o777);
-    const child = start(
-      [...SETPRIV, ...scriptCommand(which, "xp_open.ts", [...idArgs(id), String(reply)])],
-      {
-        HOME: home,
-        TMPDIR: home,
-        DENO_DIR: `${home}/deno`,
-        XDG_CACHE_HOME: `${home}/cache`,
-        BUN_INSTALL_CACHE_DIR: `${home}/bun`,
-      },
-    );
-    const r = await child.done;
-    const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
-    if (r.code !== 0 || line === undefined) {
-      throw new Error(
-        `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
-      );
-    }
-    return JSON.parse(line.slice("result ".length));
+    const tree = `${home}/pkg`;
+    readableCopy(tree);
+    const [bin, ...rest] = scriptCommand(which, script, args);
+    const command = [
+      runnableBy65534(bin, home),
+      ...rest.map((part) => part.startsWith(ROOT) ? `${tree}/${part.slice(ROOT.length)}` : part),
+    ];
+    return await start([...SETPRIV, ...command], {
+      HOME: home,
+      TMPDIR: home,
+      DENO_DIR: `${home}/deno`,
+      XDG_CACHE_HOME: `${home}/cache`,
+      BUN_INSTALL_CACHE_DIR: `${home}/bun`,
+    }).done;
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
+}
+
+/** Runs `xp_open.ts` in `which` as uid/gid 65534. */
+async function openAsNobody(which: Runtime, id: Id, reply: number): Promise<OpenResult> {
+  const r = await runAsNobody(which, "xp_open.ts", [...idArgs(id), String(reply)]);
+  const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+  if (r.code !== 0 || line === undefined) {
+    throw new Error(`${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+  }
+  return JSON.parse(line.slice("result ".length));
 }
 
 function freshId(kind: "keyed" | "named"): Id {
@@ -210,4 +255,59 @@ for (const which of runtimes) {
       }
     },
   );
+}
+
+// ---- Segments another user made -------------------------------------------------------------
+
+for (const which of runtimes) {
+  for (const kind of ["keyed", "named"] as const) {
+    testUnless(
+      noOtherUser,
+      `a ${kind} segment a ${which} child made as uid ${NOBODY} (mode 0o666) is refused with EOWNER naming the owner; { owner } and "any" accept it`,
+      async () => {
+        const id = freshId(kind);
+        try {
+          const r = await runAsNobody(which, "xp_create.ts", [...idArgs(id), "4096", "666"]);
+          if (r.code !== 0 || !r.stdout.includes("created 4096")) {
+            throw new Error(
+              `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
+            );
+          }
+          const label = "key" in id ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
+          const refused = (e: unknown) => {
+            if (!(e instanceof SharedMemoryError)) throw e;
+            assertEquals([e.code, e.errno], ["EOWNER", 1002], "code");
+            if (!e.message.includes(label) || !/uid 65534 \(nobody\)/.test(e.message)) {
+              throw new Error(`message names neither the segment nor the owner: ${e.message}`);
+            }
+            if (!e.message.includes("{ owner: 65534 }")) throw new Error(`no hint: ${e.message}`);
+          };
+          const expectRefused = (what: string, fn: () => unknown) => {
+            try {
+              fn();
+            } catch (e) {
+              refused(e);
+              return;
+            }
+            throw new Error(`${what} accepted another user's segment`);
+          };
+          expectRefused("open", () => SharedMemory.open(id).close());
+          expectRefused("openOrCreate", () => SharedMemory.openOrCreate(id, 4096).close());
+          expectRefused("open with another owner", () => SharedMemory.open(id, { owner: 4242 }));
+          if ("key" in id) {
+            expectRefused("createSharedBuffer", () => createSharedBuffer(id.key, 4096, true));
+            const buffer = createSharedBuffer(id.key, 4096, false, { owner: NOBODY });
+            assertEquals(buffer.byteLength, 4096, "createSharedBuffer with owner");
+            detachSharedBuffer(buffer);
+          }
+          using accepted = SharedMemory.open(id, { owner: NOBODY });
+          assertEquals(accepted.byteLength, 4096, "open with owner");
+          using any = SharedMemory.openOrCreate(id, 4096, { owner: "any" });
+          assertEquals(any.created, false, "openOrCreate with owner any");
+        } finally {
+          cleanup(id);
+        }
+      },
+    );
+  }
 }

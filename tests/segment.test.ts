@@ -70,11 +70,16 @@ for (const [kind] of ids()) {
     const id = fresh();
     try {
       using _a = SharedMemory.create(id, 4096);
-      const mismatch = (e: unknown) =>
-        e instanceof SharedMemoryError && e.code === "EINVAL" &&
-        /4096 bytes, not 8192/.test(e.message);
-      assert.throws(() => SharedMemory.openOrCreate(id, 8192), mismatch);
-      assert.throws(() => SharedMemory.open(id, { size: 8192 }), mismatch);
+      const mismatch = (pattern: RegExp) => (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "EINVAL" && pattern.test(e.message);
+      assert.throws(
+        () => SharedMemory.openOrCreate(id, 8192),
+        mismatch(/exists with 4096 bytes, not 8192: open it with that size, or unlink it first/),
+      );
+      assert.throws(
+        () => SharedMemory.open(id, { size: 8192 }),
+        mismatch(/has 4096 bytes, fewer than the 8192 asked for/),
+      );
       assert.throws(
         () => SharedMemory.openOrCreate(id, 100),
         (e) => e instanceof SharedMemoryError && e.code === "EINVAL",
@@ -232,3 +237,40 @@ test(`the library path is reported and loadLibrary refuses a second path`, () =>
   assert.equal(lib.loadLibrary(path), path);
   assert.throws(() => lib.loadLibrary("/elsewhere/libshared_buffer_native.so"), /already loaded/);
 });
+
+for (const [kind, id] of ids()) {
+  test(`${kind}: errors name what was attempted and on which segment`, () => {
+    try {
+      const shm = SharedMemory.create(id, 64);
+      const label = "key" in id ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
+      shm.close();
+      assert.throws(
+        () => shm.buffer,
+        (e: unknown) =>
+          e instanceof SharedMemoryError && e.code === "EBADF" &&
+          e.message === `SharedMemory.buffer of ${label}: this SharedMemory was closed (EBADF)`,
+      );
+      assert.throws(
+        () => shm.view(0, 8),
+        (e: unknown) =>
+          e instanceof SharedMemoryError && e.message.startsWith(`SharedMemory.view of ${label}:`),
+      );
+      SharedMemory.unlink(id);
+      assert.throws(
+        () => SharedMemory.unlink(id),
+        (e: unknown) =>
+          e instanceof SharedMemoryError && e.code === "ENOENT" &&
+          e.message.startsWith(`SharedMemory.unlink of ${label}: `),
+      );
+      assert.throws(
+        () => SharedMemory.open(id),
+        (e: unknown) =>
+          e instanceof SharedMemoryError &&
+          e.message ===
+            `SharedMemory.open of ${label}: no segment exists under this id (create it first, or check the name or key) (ENOENT)`,
+      );
+    } finally {
+      cleanup(id);
+    }
+  });
+}

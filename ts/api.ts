@@ -8,11 +8,13 @@ export { loadLibrary } from "./backend.ts";
 export { SharedMemoryError } from "./errors.ts";
 export { LIBRARY_ENV } from "./library.ts";
 export {
+  type CreateNewOptions,
   type CreateOptions,
   createSharedBuffer,
   detachSharedBuffer,
   openHandleCount,
   type OpenOptions,
+  type Owner,
   type SegmentId,
   SharedMemory,
 } from "./shared_memory.ts";
@@ -29,7 +31,10 @@ export {
   Channel,
   type ChannelOptions,
   ChannelReceiver,
+  type ChannelReceiverEventMap,
   ChannelSender,
   type EndpointOptions,
   type Message,
+  type ReceiverOptions,
+  SenderDiedEvent,
 } from "./channel/channel.ts";

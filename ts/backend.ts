@@ -29,6 +29,7 @@ export interface Backend {
     how: number,
     flags: number,
     mode: number,
+    owner: bigint,
     out: BigUint64Array,
   ): number;
   openName(
@@ -37,8 +38,11 @@ export interface Backend {
     how: number,
     flags: number,
     mode: number,
+    owner: bigint,
     out: BigUint64Array,
   ): number;
+  /** The login name of `uid`, or undefined if the user database has none. */
+  userName(uid: number): string | undefined;
   unlinkKey(key: number): number;
   unlinkName(name: Uint8Array): number;
   dup(handle: number): number;
@@ -53,15 +57,19 @@ export interface Backend {
   address(address: bigint): Address;
   /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */
   wait(address: Address, expected: number, timeoutNs: number, spins: number): number;
-  /** The same without blocking the event loop; resolves with the same codes. */
+  /** The same without blocking the event loop; resolves with the same codes, or -EBADF. */
   waitAsync(address: Address, expected: number, timeoutNs: number): Promise<number>;
+  /** Ends the pending waits on `length` bytes from `address` with -EBADF; returns how many. */
+  cancelWaits(address: Address, length: number): number;
   notify(address: Address, count: number): number;
   mutexInit(address: Address): number;
+  /** `sb_mutex_open`: 0 if a ready mutex is at `address`. */
+  mutexOpen(address: Address): number;
+  /** `sb_mutex_held_in`: how many locks this process holds in `length` bytes at `address`. */
+  mutexHeldIn(address: Address, length: number): number;
   mutexLock(address: Address, timeoutNs: number): number;
   mutexTryLock(address: Address): number;
   mutexUnlock(address: Address): number;
-  /** A channel layout constant by name (`sb_channel_constant`), -1 if unknown; for tests. */
-  channelConstant(name: string): number;
   /** True if process `pid` exists and is not a zombie (`sb_process_alive`). */
   processAlive(pid: number): boolean;
   /** `sb_mutex_size()`. */
@@ -98,11 +106,13 @@ export type CommonCalls = Pick<
   | "dup"
   | "close"
   | "handleCount"
+  | "userName"
   | "notify"
   | "mutexInit"
+  | "mutexOpen"
+  | "mutexHeldIn"
   | "mutexTryLock"
   | "mutexUnlock"
-  | "channelConstant"
   | "processAlive"
   | "mutexSize"
   | "errno"
@@ -118,9 +128,19 @@ type Calls = Record<string, (...args: any[]) => any>;
 export function commonCalls(s: Calls): CommonCalls {
   const errnos = new Map<string, number>();
   return {
-    openKey: (key, size, how, flags, mode, out) => s.sb_open_key(key, size, how, flags, mode, out),
-    openName: (name, size, how, flags, mode, out) =>
-      s.sb_open_name(name, name.length, size, how, flags, mode, out),
+    openKey: (key, size, how, flags, mode, owner, out) =>
+      s.sb_open_key(key, size, how, flags, mode, owner, out),
+    openName: (name, size, how, flags, mode, owner, out) =>
+      s.sb_open_name(name, name.length, size, how, flags, mode, owner, out),
+    userName(uid) {
+      let buf = new Uint8Array(64);
+      let n = s.sb_user_name(uid, buf, buf.length);
+      if (n > buf.length) {
+        buf = new Uint8Array(n);
+        n = s.sb_user_name(uid, buf, buf.length);
+      }
+      return n < 0 || n > buf.length ? undefined : new TextDecoder().decode(buf.subarray(0, n));
+    },
     unlinkKey: (key) => s.sb_unlink_key(key),
     unlinkName: (name) => s.sb_unlink_name(name, name.length),
     dup: (handle) => s.sb_dup(handle),
@@ -128,12 +148,10 @@ export function commonCalls(s: Calls): CommonCalls {
     handleCount: () => s.sb_handle_count(),
     notify: (address, count) => s.sb_notify(address, count),
     mutexInit: (address) => s.sb_mutex_init(address),
+    mutexOpen: (address) => s.sb_mutex_open(address),
+    mutexHeldIn: (address, length) => s.sb_mutex_held_in(address, length),
     mutexTryLock: (address) => s.sb_mutex_trylock(address),
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
-    channelConstant(name) {
-      const bytes = new TextEncoder().encode(name);
-      return Number(s.sb_channel_constant(bytes, bytes.length));
-    },
     processAlive: (pid) => s.sb_process_alive(pid) !== 0,
     mutexSize: s.sb_mutex_size(),
     errno(name) {

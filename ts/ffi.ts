@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 7;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -21,6 +21,12 @@ export const CREATE = 1;
 export const OPEN_OR_CREATE = 2;
 /** `flags` bit of the open calls: fault every page in now. */
 export const POPULATE = 1;
+/** `flags` bit, with `CREATE` only: remove a leftover segment under the id first. */
+export const REPLACE = 2;
+/** `owner` argument of the open calls: accept segments of this user and of root. */
+export const OWNER_TRUSTED = -1;
+/** `owner`: accept segments of any user. */
+export const OWNER_ANY = -2;
 /** A wait ended by a notify, or spuriously. */
 export const WAIT_OK = 0;
 /** A wait found the word not holding the expected value. */
@@ -42,20 +48,22 @@ export const symbols = {
   sb_error_message: { parameters: ["i32"], result: "pointer" },
   /** `int32_t sb_errno(const uint8_t *name, uint32_t name_len)`: the positive error number of a symbolic name on this platform, 0 if unknown. */
   sb_errno: { parameters: ["buffer", "u32"], result: "i32" },
-  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
-  sb_open_key: { parameters: ["u32", "u64", "u32", "u32", "u32", "buffer"], result: "i32" },
-  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
+  /** `int32_t sb_open_key(uint32_t key, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, int64_t owner, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
+  sb_open_key: { parameters: ["u32", "u64", "u32", "u32", "u32", "i64", "buffer"], result: "i32" },
+  /** `int32_t sb_open_name(const uint8_t *name, uint32_t name_len, uint64_t size, uint32_t how, uint32_t flags, uint32_t mode, int64_t owner, SbMapping *out)`: 0, or a negative code; the mapping goes to `out`. */
   sb_open_name: {
-    parameters: ["buffer", "u32", "u64", "u32", "u32", "u32", "buffer"],
+    parameters: ["buffer", "u32", "u64", "u32", "u32", "u32", "i64", "buffer"],
     result: "i32",
   },
+  /** `int32_t sb_user_name(uint32_t uid, uint8_t *buf, uint32_t len)`: the user name's length (written to `buf` up to `len` bytes), or -ENOENT. */
+  sb_user_name: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   /** `int32_t sb_unlink_key(uint32_t key)`: 0, or a negative code. */
   sb_unlink_key: { parameters: ["u32"], result: "i32" },
   /** `int32_t sb_unlink_name(const uint8_t *name, uint32_t name_len)`: 0, or a negative code. */
   sb_unlink_name: { parameters: ["buffer", "u32"], result: "i32" },
   /** `int32_t sb_dup(int32_t handle)`: a new handle, or a negative code. */
   sb_dup: { parameters: ["i32"], result: "i32" },
-  /** `int32_t sb_close(int32_t handle)`: 0, or -EBADF. */
+  /** `int32_t sb_close(int32_t handle)`: 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap. */
   sb_close: { parameters: ["i32"], result: "i32" },
   /** `void sb_release(void *bytes, void *context)`: the deallocator Bun's buffers call; closes the handle in `context`. */
   sb_release: { parameters: ["pointer", "pointer"], result: "void" },
@@ -65,27 +73,24 @@ export const symbols = {
   sb_handle_count: { parameters: [], result: "i32" },
   /** `int32_t sb_wait(const uint32_t *addr, uint32_t expected, int64_t timeout_ns)`: 0 woken, 1 not equal, 2 timed out, or a negative code. */
   sb_wait: { parameters: ["usize", "u32", "i64"], result: "i32" },
-  /** `sb_wait` on a thread of Deno's pool, returning a Promise (Deno only). */
-  sb_wait_nonblocking: {
-    name: "sb_wait",
-    parameters: ["usize", "u32", "i64"],
-    result: "i32",
-    nonblocking: true,
-  },
   /** `int32_t sb_wait_spin(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint32_t spins)`: as `sb_wait`, spinning first. */
   sb_wait_spin: { parameters: ["usize", "u32", "i64", "u32"], result: "i32" },
   /** `int32_t sb_notify(const uint32_t *addr, uint32_t count)`: how many were woken, or a negative code. */
   sb_notify: { parameters: ["usize", "u32"], result: "i32" },
-  /** `int32_t sb_set_wake_callback(void (*cb)(uint64_t token, int32_t result))`: 0. */
-  sb_set_wake_callback: { parameters: ["function"], result: "i32" },
-  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token)`: 0 pending, 1 not equal, 2 timed out, or a negative code. */
-  sb_wait_async: { parameters: ["usize", "u32", "i64", "u64"], result: "i32" },
+  /** `int32_t sb_wait_async(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint64_t token, void (*cb)(uint64_t token, int32_t result))`: 0 pending (`cb` is called once later, from a native thread), 1 not equal, 2 timed out, or a negative code. */
+  sb_wait_async: { parameters: ["usize", "u32", "i64", "u64", "function"], result: "i32" },
+  /** `int32_t sb_wait_cancel(uintptr_t addr, uintptr_t len)`: ends the pending waits on `addr..addr + len` with -EBADF now; how many. */
+  sb_wait_cancel: { parameters: ["usize", "usize"], result: "i32" },
   /** `uint32_t sb_mutex_size(void)`: the bytes a mutex occupies. */
   sb_mutex_size: { parameters: [], result: "u32" },
   /** `uint32_t sb_mutex_align(void)`: the alignment a mutex needs. */
   sb_mutex_align: { parameters: [], result: "u32" },
   /** `int32_t sb_mutex_init(uint8_t *addr)`: 0 initialised, 1 already initialised, or a negative code. */
   sb_mutex_init: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_open(uint8_t *addr)`: 0 if a ready mutex is there, or a negative code (-EINVAL, -EAGAIN). */
+  sb_mutex_open: { parameters: ["usize"], result: "i32" },
+  /** `int32_t sb_mutex_held_in(const uint8_t *addr, uint64_t len)`: how many locks threads of this process hold in the `len` bytes from `addr`. */
+  sb_mutex_held_in: { parameters: ["usize", "u64"], result: "i32" },
   /** `int32_t sb_mutex_lock(uint8_t *addr, int64_t timeout_ns)`: 0 acquired, 1 acquired after the owner died, or a negative code. */
   sb_mutex_lock: { parameters: ["usize", "i64"], result: "i32" },
   /** `int32_t sb_mutex_trylock(uint8_t *addr)`: as `sb_mutex_lock`, or -EBUSY. */
@@ -94,8 +99,6 @@ export const symbols = {
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
   /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), or a negative code. */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
-  /** `int64_t sb_channel_constant(const uint8_t *name, uint32_t name_len)`: a channel layout constant by name, or -1. */
-  sb_channel_constant: { parameters: ["buffer", "u32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The shape of the symbol table. */

@@ -35,6 +35,13 @@ export interface NodeApiModule {
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
    */
   relieve(): number;
+  /**
+   * Forgets the buffers `wrap` made that are detached or collected, and arms the next
+   * `relieve` (call it right before) to close the handles of the buffers its collection
+   * collects, at once rather than when the engine runs their finalizers. Returns how many
+   * buffers are still tracked.
+   */
+  forgetDetached(): number;
   /** Bytes this environment has reported and not yet taken back. */
   reportedBytes(): number;
 }

@@ -6,7 +6,15 @@
 
 import { type Backend, backend } from "./backend.ts";
 import { errorOf, SharedMemoryError } from "./errors.ts";
-import { CREATE, OPEN, OPEN_OR_CREATE, POPULATE } from "./ffi.ts";
+import {
+  CREATE,
+  OPEN,
+  OPEN_OR_CREATE,
+  OWNER_ANY,
+  OWNER_TRUSTED,
+  POPULATE,
+  REPLACE,
+} from "./ffi.ts";
 import * as check from "./validate.ts";
 
 /**
@@ -20,16 +28,43 @@ import * as check from "./validate.ts";
  */
 export type SegmentId = { readonly key: number } | { readonly name: string };
 
-/** Options for {@linkcode SharedMemory.create} and {@linkcode SharedMemory.openOrCreate}. */
+/**
+ * Whose existing segment an open accepts: `undefined` (the default) accepts segments of this
+ * process's user and of root; a uid accepts that user's segments too; `"any"` accepts every
+ * user's, as the seed package did.
+ *
+ * A segment's owner can read, change, truncate and remove it whatever its mode, so a segment
+ * made by another user is someone else's memory: a squatter can create a well-known name or key
+ * first, with mode `0o666`, and hand you data they control. Accept another owner only when you
+ * trust that user.
+ */
+export type Owner = number | "any";
+
+/** Options for {@linkcode SharedMemory.openOrCreate}. */
 export interface CreateOptions {
   /** Permission bits of a segment this call creates. Default `0o600`: owner only. */
   mode?: number;
   /** Fault every page in now, so that no access pays a page fault later. Default `false`. */
   populate?: boolean;
+  /** Whose existing segment is accepted (see {@linkcode Owner}). Default: this user's or root's. */
+  owner?: Owner;
+}
+
+/** Options for {@linkcode SharedMemory.create}. */
+export interface CreateNewOptions extends CreateOptions {
+  /**
+   * If a segment exists under the id (a leftover of a crashed run), remove it and create a new
+   * one instead of failing with `EEXIST`. Processes still mapping the old segment keep it, cut
+   * off from the id. Only a segment of an accepted {@linkcode CreateOptions.owner} is removed.
+   * Default `false`.
+   */
+  replace?: boolean;
 }
 
 /** Options for {@linkcode SharedMemory.open}. */
 export interface OpenOptions {
+  /** Whose segment is accepted (see {@linkcode Owner}). Default: this user's or root's. */
+  owner?: Owner;
   /**
    * Expose only the first `size` bytes; the segment must have at least that many.
    * Default: the whole segment, its size read from the OS.
@@ -40,15 +75,20 @@ export interface OpenOptions {
 }
 
 /** Each buffer this library made: the handle (mapping reference) it owns, and its address. */
-const owned = new WeakMap<ArrayBuffer, { handle: number; address: bigint }>();
+const owned = new WeakMap<
+  ArrayBuffer,
+  { handle: number; address: bigint; /** The whole mapping (createSharedBuffer). */ whole: boolean }
+>();
 /** Buffers already detached by this library, to tell "twice" from "never ours". */
 const released = new WeakSet<ArrayBuffer>();
-/** Scratch for the open calls' out-parameter: handle, address, length, created. */
-const out = new BigUint64Array(4);
+/** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
+const out = new BigUint64Array(5);
+/** `out[4]` after `EFTYPE`: what is at the name, by number. */
+const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
 interface Resolved {
   readonly label: string;
-  open(b: Backend, size: bigint, how: number, flags: number, mode: number): number;
+  open(b: Backend, size: bigint, how: number, flags: number, mode: number, owner: bigint): number;
   unlink(b: Backend): number;
 }
 
@@ -71,14 +111,16 @@ function resolve(id: unknown, what: string): Resolved {
     const key = check.key((id as { key: unknown }).key, `${what}.key`);
     return {
       label: `key 0x${key.toString(16)}`,
-      open: (b, size, how, flags, mode) => b.openKey(key, size, how, flags, mode, out),
+      open: (b, size, how, flags, mode, owner) =>
+        b.openKey(key, size, how, flags, mode, owner, out),
       unlink: (b) => b.unlinkKey(key),
     };
   }
   const [name, bytes] = check.name((id as { name: unknown }).name, `${what}.name`);
   return {
     label: `name ${name}`,
-    open: (b, size, how, flags, mode) => b.openName(bytes, size, how, flags, mode, out),
+    open: (b, size, how, flags, mode, owner) =>
+      b.openName(bytes, size, how, flags, mode, owner, out),
     unlink: (b) => b.unlinkName(bytes),
   };
 }
@@ -100,40 +142,85 @@ function flag(value: unknown, what: string): boolean {
   return value;
 }
 
+function ownerArg(value: unknown, what: string): bigint {
+  if (value === undefined) return BigInt(OWNER_TRUSTED);
+  if (value === "any") return BigInt(OWNER_ANY);
+  return BigInt(check.integer(value, what, 0, 2 ** 32 - 1));
+}
+
+/** How an open should go. */
+interface OpenRequest {
+  size: number;
+  how: number;
+  populate: boolean;
+  mode: number;
+  owner: bigint;
+  replace?: boolean;
+}
+
+/** The user `uid` as `uid 1000 (alice)`. */
+function describeUser(b: Backend, uid: number): string {
+  const name = b.userName(uid);
+  return name === undefined ? `uid ${uid}` : `uid ${uid} (${name})`;
+}
+
+/** The message for a failed open: what went wrong, and what to do about it. */
+function openFailure(b: Backend, code: number, req: OpenRequest): string {
+  const name = b.errorName(code);
+  const actual = Number(out[2]);
+  const detail = Number(out[4]);
+  switch (name) {
+    case "EINVAL":
+      if (actual > 0) {
+        return req.how === OPEN
+          ? `the segment has ${actual} bytes, fewer than the ${req.size} asked for`
+          : `the segment exists with ${actual} bytes, not ${req.size}: open it with that size, or unlink it first`;
+      }
+      break;
+    case "EOWNER":
+      return `the segment belongs to ${
+        describeUser(b, detail)
+      }, not to this user or root; if you trust that user, pass { owner: ${detail} }`;
+    case "EFTYPE":
+      return `the name holds ${FILE_KINDS[detail] ?? "a special file"}, not a segment`;
+    case "EEXIST":
+      if (req.how === CREATE) {
+        return "a segment exists already under this id; open it, or pass { replace: true } to remove a leftover of a crashed run and create afresh";
+      }
+      break;
+    case "ENOENT":
+      return "no segment exists under this id (create it first, or check the name or key)";
+    case "EACCES":
+      return "permission denied: the segment's owner did not grant this user access in its mode";
+  }
+  return b.errorMessage(code);
+}
+
 /** Opens a segment; returns [handle, address, length, created]. */
 function openSegment(
   caller: string,
   id: Resolved,
-  size: number,
-  how: number,
-  populate: boolean,
-  mode: number,
+  req: OpenRequest,
 ): [number, bigint, number, boolean] {
   const b = backend();
   out.fill(0n);
-  let code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+  const flags = (req.populate ? POPULATE : 0) | (req.replace ? REPLACE : 0);
+  let code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
   for (
     let retry = 0;
-    retry < 3 && code < 0 && how !== OPEN && b.errorName(code) === "ENOSPC";
+    retry < 3 && code < 0 && req.how !== OPEN && b.errorName(code) === "ENOSPC";
     retry++
   ) {
     // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
     // collected: have the engine collect them, then try again.
     b.relieve();
     out.fill(0n);
-    code = id.open(b, BigInt(size), how, populate ? POPULATE : 0, mode);
+    code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
   }
-  const action = `${caller}: ${id.label}${size ? ` (${size} bytes)` : ""}`;
   if (code < 0) {
-    const actual = Number(out[2]);
-    if (b.errorName(code) === "EINVAL" && actual > 0) {
-      throw new SharedMemoryError(
-        `${action}: the segment has ${actual} bytes, not ${size} (EINVAL)`,
-        "EINVAL",
-        -code,
-      );
-    }
-    fail(b, code, action);
+    const action = `${caller} of ${id.label}${req.size ? ` (${req.size} bytes)` : ""}`;
+    const name = b.errorName(code);
+    throw new SharedMemoryError(`${action}: ${openFailure(b, code, req)} (${name})`, name, -code);
   }
   return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
 }
@@ -143,6 +230,7 @@ function wrap(
   address: bigint,
   length: number,
   handle: number,
+  whole = false,
 ): ArrayBuffer {
   let buffer: ArrayBuffer;
   try {
@@ -151,8 +239,22 @@ function wrap(
     b.close(handle);
     throw err;
   }
-  owned.set(buffer, { handle, address });
+  owned.set(buffer, { handle, address, whole });
   return buffer;
+}
+
+/**
+ * Throws `EBUSY` if a thread of this process holds a `Mutex` inside the `length` bytes
+ * at `address`: unmapping them would strand the lock (nobody here could unlock it).
+ */
+function refuseIfLocked(b: Backend, address: bigint, length: number, action: string): void {
+  const held = b.mutexHeldIn(b.address(address), length);
+  if (held > 0) {
+    throw errorOf(
+      "EBUSY",
+      `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
+    );
+  }
 }
 
 function release(buffer: ArrayBuffer): void {
@@ -160,7 +262,10 @@ function release(buffer: ArrayBuffer): void {
   if (record === undefined) return;
   owned.delete(buffer);
   released.add(buffer);
-  backend().unwrap(buffer, record.handle);
+  const b = backend();
+  // The buffer is the mapping's only user: its pending waits can never be woken through it.
+  if (record.whole) b.cancelWaits(b.address(record.address), buffer.byteLength);
+  b.unwrap(buffer, record.handle);
 }
 
 /**
@@ -181,7 +286,7 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
   if (record !== undefined && !isDetached(buffer as ArrayBuffer)) return record.address;
   if (released.has(buffer as ArrayBuffer) || isDetached(buffer as ArrayBuffer)) {
-    throw errorOf("EBADF", `${caller}: the segment is closed`);
+    throw errorOf("EBADF", `${caller}: the buffer's segment was closed (or the buffer detached)`);
   }
   throw new TypeError(
     `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
@@ -225,6 +330,7 @@ export class SharedMemory implements Disposable {
   readonly created: boolean;
   #handle: number;
   #address: bigint;
+  #label: string;
   #buffer: ArrayBuffer | undefined;
   #views: WeakRef<ArrayBuffer>[] = [];
   /**
@@ -236,9 +342,11 @@ export class SharedMemory implements Disposable {
 
   private constructor(
     id: SegmentId,
+    label: string,
     [handle, address, length, created]: [number, bigint, number, boolean],
   ) {
     this.id = id;
+    this.#label = label;
     this.#handle = handle;
     this.#address = address;
     this.byteLength = length;
@@ -252,9 +360,11 @@ export class SharedMemory implements Disposable {
    *
    * @param id `{ key }` (1 to 0xffffffff) or `{ name }` (`"/jobs"`; the `/` is optional).
    * @param size The size in bytes.
-   * @param options Permissions (default `0o600`) and page population.
-   * @throws {SharedMemoryError} `EEXIST` if it exists; `ENOSPC` if a named segment does not fit
-   *   in `/dev/shm`.
+   * @param options Permissions (default `0o600`), page population, and `replace` to remove a
+   *   leftover of a crashed run first.
+   * @throws {SharedMemoryError} `EEXIST` if it exists (without `replace`); `ENOSPC` if a named
+   *   segment does not fit in `/dev/shm`; with `replace`, `EOWNER` if the leftover is another
+   *   user's.
    *
    * @example
    * ```ts
@@ -264,7 +374,7 @@ export class SharedMemory implements Disposable {
   static create(
     id: SegmentId,
     size: number,
-    options?: CreateOptions,
+    options?: CreateNewOptions,
   ): SharedMemory {
     return SharedMemory.#make("SharedMemory.create", id, size, options, CREATE);
   }
@@ -272,8 +382,10 @@ export class SharedMemory implements Disposable {
   /**
    * Opens an existing segment.
    *
-   * @throws {SharedMemoryError} `ENOENT` if it does not exist; `EACCES` if its owner did not grant
-   *   access; `EINVAL` if it is smaller than `options.size`.
+   * @throws {SharedMemoryError} `ENOENT` if it does not exist; `EOWNER` if another user made it
+   *   (see {@linkcode Owner}); `EACCES` if its owner did not grant access; `EINVAL` if it is
+   *   smaller than `options.size`; `ELOOP`, `EISDIR`, `EFTYPE` or `ENODATA` if the name holds a
+   *   symbolic link, a directory, a FIFO/socket/device, or an empty file.
    *
    * @example
    * ```ts
@@ -286,9 +398,11 @@ export class SharedMemory implements Disposable {
     const opts = check.options<OpenOptions>(options, "options");
     const size = opts.size === undefined ? 0 : check.size(opts.size, "options.size");
     const populate = flag(opts.populate, "options.populate");
+    const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
       id,
-      openSegment("SharedMemory.open", resolved, size, OPEN, populate, 0),
+      resolved.label,
+      openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
     );
   }
 
@@ -296,7 +410,8 @@ export class SharedMemory implements Disposable {
    * Opens the segment if it exists, else creates it; {@linkcode SharedMemory.created} says which.
    * An existing segment keeps its data and must have exactly `size` bytes.
    *
-   * @throws {SharedMemoryError} `EINVAL` if it exists with another size.
+   * @throws {SharedMemoryError} `EINVAL` if it exists with another size; `EOWNER` if another
+   *   user made it (see {@linkcode Owner}).
    *
    * @example
    * ```ts
@@ -328,22 +443,31 @@ export class SharedMemory implements Disposable {
     caller: string,
     id: SegmentId,
     size: number,
-    options: CreateOptions | undefined,
+    options: CreateNewOptions | undefined,
     how: number,
   ): SharedMemory {
     const resolved = resolve(id, "id");
     check.size(size);
-    const opts = check.options<CreateOptions>(options, "options");
+    const opts = check.options<CreateNewOptions>(options, "options");
     const mode = check.mode(opts.mode ?? 0o600, "options.mode");
     const populate = flag(opts.populate, "options.populate");
-    return new SharedMemory(id, openSegment(caller, resolved, size, how, populate, mode));
+    const owner = ownerArg(opts.owner, "options.owner");
+    const replace = flag(opts.replace, "options.replace");
+    if (replace && how !== CREATE) {
+      throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
+    }
+    return new SharedMemory(
+      id,
+      resolved.label,
+      openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
+    );
   }
 
   static unlink(id: SegmentId): void {
     const resolved = resolve(id, "id");
     const b = backend();
     const code = resolved.unlink(b);
-    if (code < 0) fail(b, code, `SharedMemory.unlink: ${resolved.label}`);
+    if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
   }
 
   /** True once {@linkcode SharedMemory.close} has run. */
@@ -395,15 +519,23 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * Drops this process's hold on the segment now: detaches every buffer and view it handed out
-   * that is still in this process (they read as empty afterwards; nothing touches the old
-   * memory) and releases their references to the mapping. A buffer that was moved elsewhere (to
-   * a Worker, into a stream, by `transfer()`) holds its own reference and keeps working until the
-   * engine collects it; the mapping is unmapped when the last reference goes. Idempotent. The
-   * segment itself stays until {@linkcode unlink}.
+   * Drops this process's hold on the segment now: ends every pending {@linkcode waitAsync} on
+   * its memory in this process (each rejects with a `SharedMemoryError` `EBADF`), detaches every
+   * buffer and view it handed out that is still in this process (they read as empty afterwards;
+   * nothing touches the old memory) and releases their references to the mapping. A buffer that
+   * was moved elsewhere (to a Worker, into a stream, by `transfer()`) holds its own reference and
+   * keeps working until the engine collects it; the mapping is unmapped when the last reference
+   * goes. Idempotent. The segment itself stays until {@linkcode unlink}.
+   *
+   * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+   *   inside the segment (through this object's buffers): unlock it first. Nothing is closed then.
    */
   close(): void {
     if (this.#handle < 0) return;
+    const b = backend();
+    refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
+    // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
+    b.cancelWaits(b.address(this.#address), this.byteLength);
     if (this.#buffer) release(this.#buffer);
     for (const ref of this.#views) {
       const view = ref.deref();
@@ -427,15 +559,18 @@ export class SharedMemory implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#handle < 0) {
-      throw errorOf("EBADF", `SharedMemory.${what}: the segment is closed`);
+      throw errorOf(
+        "EBADF",
+        `SharedMemory.${what} of ${this.#label}: this SharedMemory was closed`,
+      );
     }
   }
 
   #window(offset: number, length: number, what: string): ArrayBuffer {
     const b = backend();
-    checkBufferLength(b, length, `SharedMemory.${what}`);
+    checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
     const handle = b.dup(this.#handle);
-    if (handle < 0) fail(b, handle, `SharedMemory.${what}`);
+    if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
     return wrap(b, this.#address + BigInt(offset), length, handle);
   }
 }
@@ -454,8 +589,11 @@ export class SharedMemory implements Disposable {
  *   `initialize` finds it existing, exactly this many.
  * @param initialize If true, create the segment when missing; if false (default), open an
  *   existing one.
+ * @param options `owner`: whose existing segment is accepted (see {@linkcode Owner}); the seed
+ *   accepted anyone's, this accepts this user's and root's unless told otherwise.
  * @throws {SharedMemoryError} `ENOENT` when opening a missing segment; `EINVAL` on a size
- *   mismatch; `EACCES` for someone else's segment.
+ *   mismatch; `EOWNER` for another user's segment not accepted by `options.owner`; `EACCES` when
+ *   its owner did not grant access.
  *
  * @example
  * ```ts
@@ -468,21 +606,23 @@ export function createSharedBuffer(
   key: number,
   size: number,
   initialize?: boolean,
+  options?: { owner?: Owner },
 ): ArrayBuffer {
   const resolved = resolve({ key }, "createSharedBuffer");
   check.size(size);
   const create = flag(initialize, "initialize");
+  const opts = check.options<{ owner?: Owner }>(options, "options");
+  const owner = ownerArg(opts.owner, "options.owner");
   const b = backend();
   checkBufferLength(b, size, "createSharedBuffer");
-  const [handle, address, length] = openSegment(
-    "createSharedBuffer",
-    resolved,
+  const [handle, address, length] = openSegment("createSharedBuffer", resolved, {
     size,
-    create ? OPEN_OR_CREATE : OPEN,
-    false,
-    0o600,
-  );
-  return wrap(b, address, length, handle);
+    how: create ? OPEN_OR_CREATE : OPEN,
+    populate: false,
+    mode: 0o600,
+    owner,
+  });
+  return wrap(b, address, length, handle, true);
 }
 
 /**
@@ -490,6 +630,8 @@ export function createSharedBuffer(
  * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
  *
  * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
+ *   inside the buffer: unlock it first.
  *
  * @example
  * ```ts
@@ -511,6 +653,8 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
       "buffer was not made by createSharedBuffer or SharedMemory",
     );
   }
+  const record = owned.get(buffer)!;
+  refuseIfLocked(backend(), record.address, buffer.byteLength, "detachSharedBuffer");
   release(buffer);
 }
 

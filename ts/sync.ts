@@ -118,10 +118,14 @@ export function wait(
  * Like {@linkcode wait}, but returns a Promise and never blocks the event loop: timers, I/O and
  * other promises keep running while it waits.
  *
- * Deno runs the kernel wait on a thread of its FFI pool. Bun's FFI has no such calls, so the
- * native library parks the wait on a thread of its own pool and wakes the JavaScript thread
- * through a thread-safe callback. An idle wait costs no CPU in either runtime. Closing the
- * segment does not cancel a pending wait: it ends on a notify or its timeout.
+ * The native library parks the wait in the kernel on a thread of its own (on Linux one thread
+ * watches up to 127 waits) and wakes the JavaScript thread through a thread-safe callback, in
+ * Deno and Bun alike: thousands of waits may pend at once, an idle wait costs no CPU, and file
+ * I/O and timers keep running. Closing the segment ends its pending waits: they reject with a
+ * `SharedMemoryError` whose code is `EBADF`.
+ *
+ * A notify that lands while a wait is being re-armed (when another wait begins or ends) is seen
+ * only if the word changed: change the word, then notify, as the example does.
  *
  * @example
  * ```ts
@@ -139,7 +143,14 @@ export async function waitAsync(
   const value = word(expected);
   const ns = timeoutNs(timeoutMs);
   const b = backend();
-  return result(await b.waitAsync(b.address(address), value, ns), "waitAsync");
+  const code = await b.waitAsync(b.address(address), value, ns);
+  if (code < 0 && b.errorName(code) === "EBADF") {
+    throw errorOf(
+      "EBADF",
+      `waitAsync on element ${index}: the segment was closed while the wait was pending`,
+    );
+  }
+  return result(code, "waitAsync");
 }
 
 /**
@@ -212,10 +223,14 @@ export class MutexGuard implements Disposable {
  * A lock shared between processes that survives its holder's death, living in
  * {@linkcode Mutex.BYTE_LENGTH} bytes at an 8-byte-aligned offset of a segment.
  *
- * When the process holding it dies (even by SIGKILL), the next `lock()` succeeds and its guard
- * reports `ownerDied`, so the caller can repair the data. Linux uses a robust, process-shared
- * `pthread_mutex_t`: an uncontended lock or unlock is a few atomic instructions and no system
- * call. The lock belongs to the thread that took it: unlock it on the same thread.
+ * When the thread holding it ends (its process killed, even by SIGKILL, or its Worker
+ * terminated), the next `lock()` in any thread or process succeeds and its guard reports
+ * `ownerDied`, so the caller can repair the data. A waiter notices a dead holder within about
+ * 10 ms. The lock's bytes hold the owner's identity (thread id and start time) and never an
+ * address, so another process writing into them can spoil the lock but not harm this one: you
+ * get a clear error, a timeout or `ownerDied`. An uncontended lock or unlock is one atomic
+ * instruction and no system call. The lock belongs to the thread that took it: unlock it on the
+ * same thread. While a thread holds it, closing its segment throws `EBUSY`.
  *
  * @example
  * ```ts
@@ -265,15 +280,18 @@ export class Mutex {
    */
   static open(buffer: ArrayBuffer, byteOffset = 0): Mutex {
     const address = Mutex.#locate(buffer, byteOffset, "Mutex.open");
-    const mutex = new Mutex(buffer, address);
-    const state = new Int32Array(buffer, byteOffset, 1);
-    if (Atomics.load(state, 0) !== 2) {
-      throw errorOf(
-        "EINVAL",
-        `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init)`,
-      );
+    const b = backend();
+    const code = b.mutexOpen(b.address(address));
+    if (code < 0) {
+      if (b.errorName(code) === "EINVAL") {
+        throw errorOf(
+          "EINVAL",
+          `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init), or its bytes were overwritten`,
+        );
+      }
+      throwCode(code, `Mutex.open at byte ${byteOffset}`);
     }
-    return mutex;
+    return new Mutex(buffer, address);
   }
 
   static #locate(buffer: unknown, byteOffset: unknown, caller: string): bigint {
@@ -298,7 +316,8 @@ export class Mutex {
    *
    * @param timeoutMs How long to wait at most; default forever.
    * @throws {SharedMemoryError} `ETIMEDOUT` when the time runs out; `EDEADLK` if this thread
-   *   already holds it; `EBADF` if the segment was closed.
+   *   already holds it; `EBADF` if the segment was closed; `ENOTRECOVERABLE` if another process
+   *   overwrote the lock's header (set it up again); `ENOLCK` if this thread holds 64 locks.
    */
   lock(timeoutMs?: number): MutexGuard {
     const ns = timeoutNs(timeoutMs);
@@ -321,7 +340,8 @@ export class Mutex {
   /**
    * Releases the lock.
    *
-   * @throws {SharedMemoryError} `EPERM` if this thread does not hold it.
+   * @throws {SharedMemoryError} `EPERM` if this thread does not hold it (or another process
+   *   overwrote the lock while it was held).
    */
   unlock(): void {
     const code = backend().mutexUnlock(this.#checked("unlock"));

@@ -86,7 +86,14 @@ const TRANSPORTS: Record<string, {
     sameCore: true,
     stream: [64, 4 * KIB],
     trips: [],
-    how: "the copying path with a timeout on every receive: recvInto(buffer, 1000)",
+    how: "the copying path with a timeout on every receive: recvInto(buffer, 20000)",
+  },
+  channel_batch: {
+    sameCore: true,
+    stream: [64, 4 * KIB],
+    trips: [],
+    how:
+      "the batch path: sendMany(an array of Uint8Arrays) / recvMany(a callback that checks each)",
   },
   channel_zc: {
     sameCore: true,
@@ -160,13 +167,21 @@ async function measureChannel(spec: Spec): Promise<PairResult> {
     try {
       if (rx && spec.stream) {
         const zeroCopy = spec.transport.startsWith("channel_zc");
-        const timeout = spec.transport === "channel_timeout" ? 1000 : undefined;
+        // channel_timeout gives every receive a timeout once the stream runs (the first message
+        // waits for the peer to start, which takes seconds on a loaded machine).
+        let timeout: number | undefined;
         const meter = new Meter(spec.stream.warmupMs);
         const every = tickEvery(size);
         const into = new Uint8Array(size);
         let [seq, pending] = [0, 0];
-        for (;;) {
+        const take = (m: Uint8Array) => {
+          check("channel stream", m, seq++, size);
+          if (++pending === every) meter.add(every), pending = 0;
+        };
+        while (spec.transport === "channel_batch" && rx.recvMany(take) !== null);
+        for (; spec.transport !== "channel_batch";) {
           const m = zeroCopy ? rx.recvView() : rx.recvInto(into, timeout) === null ? null : into;
+          if (spec.transport === "channel_timeout") timeout = 1000;
           if (m === null) break;
           check("channel stream", m, seq++, size);
           if (++pending === every) meter.add(every), pending = 0;
@@ -208,21 +223,29 @@ function peerChannel(spec: Spec): void {
     const payload = new Uint8Array(size).fill(0x33);
     const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
     let seq = 0;
-    do {
-      for (let i = tickEvery(size); i > 0; i--, seq++) {
-        if (zeroCopy) {
-          // channel_zc writes the stamp only, as native_ring --zero-copy touches the first and
-          // last byte; channel_zc_fill writes every byte first, as a producer building it would.
-          const slot = tx.reserve(size);
-          if (fill) slot.fill(seq);
-          stamp(slot, seq);
-          tx.commit();
-        } else {
-          stamp(payload, seq);
-          tx.send(payload);
+    if (spec.transport === "channel_batch") {
+      const batch = Array.from({ length: tickEvery(size) }, () => new Uint8Array(size).fill(0x33));
+      do {
+        for (const m of batch) stamp(m, seq++);
+        tx.sendMany(batch);
+      } while (performance.now() < stopAt);
+    } else {
+      do {
+        for (let i = tickEvery(size); i > 0; i--, seq++) {
+          if (zeroCopy) {
+            // channel_zc writes the stamp only, as native_ring --zero-copy touches the first and
+            // last byte; channel_zc_fill writes every byte first, as a producer building it would.
+            const slot = tx.reserve(size);
+            if (fill) slot.fill(seq);
+            stamp(slot, seq);
+            tx.commit();
+          } else {
+            stamp(payload, seq);
+            tx.send(payload);
+          }
         }
-      }
-    } while (performance.now() < stopAt);
+      } while (performance.now() < stopAt);
+    }
     tx.close();
   }
   if (spec.trips) {
@@ -345,6 +368,22 @@ const RATIOS: [string, string, string, string, boolean?][] = [
     "channel with a receive timeout / the Rust ring",
   ],
   ["msgs_per_s", "channel_timeout", "channel", "channel with a receive timeout / without"],
+  ["msgs_per_s", "channel_batch", "native.copy", "channel batch / the Rust ring copying"],
+  [
+    "msgs_per_s",
+    "channel_batch",
+    "socket",
+    "channel batch / Unix socket, one write per message",
+    true,
+  ],
+  [
+    "msgs_per_s",
+    "channel_batch",
+    "socket_packed",
+    "channel batch / Unix socket, packed 64 KiB writes",
+    true,
+  ],
+  ["msgs_per_s", "channel_batch", "channel", "channel batch / one by one"],
   ["msgs_per_s", "channel_zc", "socket", "channel zero-copy / Unix socket", true],
   ["msgs_per_s", "channel_zc", "native.zero_copy", "channel zero-copy / the Rust ring zero-copy"],
   ["msgs_per_s", "channel_zc", "channel", "channel zero-copy / copying"],

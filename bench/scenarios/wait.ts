@@ -98,9 +98,11 @@ async function startWorker(): Promise<{
   if (runtime === "node") {
     const { Worker: NodeWorker } = await import("node:worker_threads");
     const w = new NodeWorker(new URL("./wait_worker.js", import.meta.url));
+    let waiting: { resolve(m: unknown): void; reject(e: Error): void } | undefined;
+    w.on("message", (m) => waiting?.resolve(m));
+    w.on("error", (e) => waiting?.reject(e));
     return {
-      next: () =>
-        new Promise((resolve, reject) => (w.once("message", resolve), w.once("error", reject))),
+      next: () => new Promise((resolve, reject) => (waiting = { resolve, reject })),
       postMessage: (message) => w.postMessage(message),
       terminate: () => void w.terminate(),
     };

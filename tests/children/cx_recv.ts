@@ -4,8 +4,8 @@
  * none twice, each byte. With one producer (profiles "mixed" and "fixed") message `i` is message
  * `i` of producer 0; with "tagged" the producer is read from the message.
  *
- * `<how>` `mix`: each message through one of `recv`, `recvView`, `recvAsync`, `recvViewAsync` or
- * `tryRecv` (then `recv` if nothing was ready), with a `for await` run of 50 messages every 1000;
+ * `<how>` `mix`: each message through one of `recv`, `recvView`, `recvAsync`, `recvViewAsync`,
+ * `recvInto`, `recvMany` (every message ready) or `tryRecv` (then `recv` if nothing was ready), with a `for await` run of 50 messages every 1000;
  * `forawait`: one `for await` over the whole stream (which must end after the last message).
  *
  * `<end>` `null`: the stream must then end (`recv`, `recvAsync` and `tryRecv` give `null`, and a
@@ -56,7 +56,18 @@ readyThenGo(undefined);
 
 const next: number[] = new Array(producers).fill(0);
 const hashes: number[] = new Array(producers).fill(HASH_START);
-const methods = { recv: 0, recvView: 0, recvAsync: 0, recvViewAsync: 0, tryRecv: 0, forAwait: 0 };
+const methods = {
+  recv: 0,
+  recvView: 0,
+  recvAsync: 0,
+  recvViewAsync: 0,
+  tryRecv: 0,
+  recvInto: 0,
+  recvMany: 0,
+  forAwait: 0,
+};
+/** recvInto's target: room for the largest message of any profile. */
+const into = new Uint8Array(256 * 1024);
 let received = 0;
 let switches = 0;
 let last = -1;
@@ -98,8 +109,10 @@ if (how === "forawait") {
   }
   check(received === total, `for await ended after ${received} of ${total} messages`);
 } else {
+  let forAwaitAt = 500;
   while (received < total) {
-    if (received % 1000 === 500 && total - received >= 50) {
+    if (received >= forAwaitAt && total - received >= 50) {
+      forAwaitAt += 1000;
       let n = 0;
       for await (const message of rx) {
         take(message);
@@ -108,7 +121,7 @@ if (how === "forawait") {
       methods.forAwait += n;
       continue;
     }
-    switch (mix(seed, received, 0x7ec0) % 5) {
+    switch (mix(seed, received, 0x7ec0) % 7) {
       case 0:
         take(rx.recv(TIMEOUT_MS));
         methods.recv++;
@@ -124,6 +137,16 @@ if (how === "forawait") {
       case 3:
         take(await rx.recvViewAsync(TIMEOUT_MS));
         methods.recvViewAsync++;
+        break;
+      case 4: {
+        const len = rx.recvInto(into, TIMEOUT_MS);
+        take(len === null ? null : into.subarray(0, len));
+        methods.recvInto++;
+        break;
+      }
+      case 5:
+        // Everything ready, in one call (never past this stream's last message).
+        methods.recvMany += rx.recvMany(take, TIMEOUT_MS, total - received) ?? 0;
         break;
       default: {
         const got = rx.tryRecv();

@@ -4,7 +4,8 @@
  * senders) or `none` (just exits).
  *
  * Each message goes out through one of `send`, `sendAsync`, `reserve` + `commit` (zero-copy,
- * written in place) or `trySend`, chosen from its sequence number; a message longer than one
+ * written in place), `trySend` or `sendMany` (with up to 3 messages after it), chosen from its
+ * sequence number; a message longer than one
  * record goes through `send` or `sendAsync` (fragmented). A `trySend` that finds the ring full
  * counts as `full` and the message then goes through `send`. With `<probe>` = `probe`, every
  * message is first offered to `trySend`, so `full` counts how often the ring was full.
@@ -46,7 +47,7 @@ const channel = lib.Channel.open({ name });
 const tx = channel.sender({ peerCheckMs: 50 });
 readyThenGo(ctl);
 
-const methods = { send: 0, sendAsync: 0, reserve: 0, trySend: 0 };
+const methods = { send: 0, sendAsync: 0, reserve: 0, trySend: 0, sendMany: 0 };
 let full = 0;
 let hash = HASH_START;
 const start = performance.now();
@@ -75,6 +76,20 @@ for (let seq = 0; seq < count; seq++) {
       hash = combine(hash, len, sum);
       continue;
     }
+  }
+  if (pick === 4 && !probe) {
+    // A batch: this message and up to 3 more, in one sendMany.
+    const batch: Uint8Array[] = [];
+    const last = Math.min(count, seq + 1 + mix(seed, producer, seq) % 4);
+    for (; seq < last; seq++) {
+      const m = makeMessage(profile, seed, producer, seq);
+      hash = combine(hash, m.length, checksum(m));
+      batch.push(m);
+    }
+    seq--;
+    check(tx.sendMany(batch, TIMEOUT_MS) === batch.length, "sendMany's count");
+    methods.sendMany++;
+    continue;
   }
   message ??= makeMessage(profile, seed, producer, seq);
   hash = combine(hash, message.length, checksum(message));

@@ -9,6 +9,7 @@
  */
 
 import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
+import { AsyncWaits } from "../async_waits.ts";
 import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
@@ -45,8 +46,6 @@ const BUN_TYPES: Record<string, string> = {
 export function bunSymbols(): Record<string, { args: string[]; returns: string }> {
   const table: Record<string, { args: string[]; returns: string }> = {};
   for (const [name, def] of Object.entries(symbols)) {
-    // Bun's FFI has no calls on other threads; `sb_wait_async` serves waitAsync instead.
-    if ("nonblocking" in def && def.nonblocking) continue;
     const convert = (t: string) => {
       const bun = BUN_TYPES[t];
       if (!bun) throw new Error(`no Bun FFI type for ${t} (in ${name})`);
@@ -84,7 +83,19 @@ export function loadBun(explicit?: string): Backend {
   );
   const s = lib.symbols as Symbols;
   const release = s.sb_release_fn();
-  const wakes = new AsyncWaits(s);
+  // The native wait service calls this from its threads; Bun queues each call onto this thread.
+  let keepAlive: ReturnType<typeof setInterval> | undefined;
+  const waits = new AsyncWaits((on) => {
+    if (on) keepAlive ??= setInterval(() => {}, 2 ** 30);
+    else if (keepAlive !== undefined) {
+      clearInterval(keepAlive);
+      keepAlive = undefined;
+    }
+  });
+  const woken = new JSCallback(
+    (token: number | bigint, code: number) => waits.woken(Number(token), code),
+    { args: ["u64", "i32"], returns: "void", threadsafe: true },
+  );
   return {
     runtime: "bun",
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
@@ -98,7 +109,9 @@ export function loadBun(explicit?: string): Backend {
       spins > 0
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)
         : s.sb_wait(address, expected, timeoutNs),
-    waitAsync: (address, expected, timeoutNs) => wakes.wait(address as number, expected, timeoutNs),
+    waitAsync: (address, expected, timeoutNs) =>
+      waits.wait((token) => s.sb_wait_async(address, expected, timeoutNs, token, woken.ptr)),
+    cancelWaits: (address, length) => s.sb_wait_cancel(address, length),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
     wrap: (address, length, handle) =>
       // The handle rides along as the deallocator's context; sb_release closes it.
@@ -113,53 +126,4 @@ export function loadBun(explicit?: string): Backend {
       settleHandles(() => s.sb_handle_count());
     },
   };
-}
-
-/**
- * `waitAsync` for Bun. Bun's FFI cannot run a call on another thread, so the native library
- * does: `sb_wait_async` hands the wait to a pool of native threads, each parked in the kernel on
- * one wait, and returns at once. When a wait ends, that thread calls a
- * `JSCallback({ threadsafe: true })`, which Bun queues onto the JavaScript thread, and the callback
- * resolves the wait's Promise. While any wait is pending a timer keeps the event loop alive, as a
- * pending `Atomics.waitAsync` would.
- */
-class AsyncWaits {
-  #symbols: Symbols;
-  #callback: JSCallback | undefined;
-  #pending = new Map<number, (code: number) => void>();
-  #next = 1;
-  #keepAlive: ReturnType<typeof setInterval> | undefined;
-
-  constructor(symbols: Symbols) {
-    this.#symbols = symbols;
-  }
-
-  wait(address: number, expected: number, timeoutNs: number): Promise<number> {
-    if (this.#callback === undefined) {
-      this.#callback = new JSCallback(
-        (token: number | bigint, code: number) => this.#woken(Number(token), code),
-        { args: ["u64", "i32"], returns: "void", threadsafe: true },
-      );
-      const rc = this.#symbols.sb_set_wake_callback(this.#callback.ptr);
-      if (rc !== 0) return Promise.resolve(rc);
-    }
-    const token = this.#next++;
-    const rc = this.#symbols.sb_wait_async(address, expected, timeoutNs, token);
-    if (rc !== 0) return Promise.resolve(rc); // not equal, timed out, or an error: no callback
-    return new Promise((resolve) => {
-      this.#pending.set(token, resolve);
-      this.#keepAlive ??= setInterval(() => {}, 2 ** 30);
-    });
-  }
-
-  #woken(token: number, code: number): void {
-    const resolve = this.#pending.get(token);
-    if (resolve === undefined) return;
-    this.#pending.delete(token);
-    if (this.#pending.size === 0 && this.#keepAlive !== undefined) {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = undefined;
-    }
-    resolve(code);
-  }
 }

@@ -1,6 +1,6 @@
 /**
  * The channel's ring protocol over a region of shared memory, in JavaScript: the same protocol
- * as `src/channel/ring.rs`, whose module docs (`layout.rs`) describe it word by word. The hot
+ * as `crates/shared-buffer/src/channel/ring.rs`; `docs/channel.md` describes it word by word. The hot
  * path is plain JavaScript with `Atomics`: sending to an awake receiver, or receiving from an
  * awake sender, makes no FFI call and no system call. JavaScript's `Atomics` operations are all
  * sequentially consistent, which gives the release/acquire orderings and the SeqCst fences of the
@@ -28,6 +28,8 @@ const PRODUCER_PIDS = W(L.OFF_PRODUCER_PIDS);
 const DATA = W(L.OFF_DATA);
 const COMMITTED = L.REC_COMMITTED | 0;
 const TAIL_CLOSED = L.TAIL_CLOSED | 0;
+/** Records up to this many bytes are zeroed word by word: cheaper than `fill` for small ones. */
+const SMALL_ZERO = 256;
 
 /** Native services the protocol needs on its slow paths. */
 export interface Parking {
@@ -155,7 +157,9 @@ export class Ring {
 
   /** Registers `pid` as the receiver. */
   attachConsumer(pid: number): void {
-    if (this.rxClosed()) throw channelError("EPIPE", "the channel's receiver has closed it");
+    if (this.rxClosed()) {
+      throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
+    }
     for (let round = 0; round < 8; round++) {
       const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
       if (holder === 0) return;
@@ -178,38 +182,51 @@ export class Ring {
 
   /** Registers `pid` as a sender; returns its slot. */
   attachProducer(pid: number): number {
-    if (this.rxClosed() || this.tailClosed()) {
-      throw channelError("EPIPE", "the channel is closed");
+    if (this.rxClosed() || this.tailClosed()) throw this.closedError("Channel.sender");
+    const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
+    let dead = 0;
+    for (let slot = 0; slot < slots; slot++) {
+      const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
+      if (holder === 0) return slot;
+      if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
-    if (this.mode === L.MODE_SPSC) {
-      const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS, 0, pid);
-      if (holder === 0) return 0;
-      if (holder === pid || this.parking.alive(holder)) {
-        throw channelError(
-          "EBUSY",
-          `process ${holder} already sends on this one-producer channel`,
-        );
-      }
-      throw channelError("ECONNRESET", `the channel's sender (process ${holder}) died`);
+    if (dead !== 0) {
+      throw channelError(
+        "EAGAIN",
+        `Channel.sender: a sender's place is held by process ${dead}, which died; ` +
+          "the receiver frees it while it waits for messages",
+      );
     }
-    for (let slot = 0; slot < L.MAX_PRODUCERS; slot++) {
-      if (Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid) === 0) return slot;
-    }
-    throw channelError("EBUSY", `all ${L.MAX_PRODUCERS} sender slots are taken`);
+    throw channelError(
+      "EBUSY",
+      this.mode === L.MODE_SPSC
+        ? "Channel.sender: this one-sender channel already has a live sender"
+        : `Channel.sender: all ${L.MAX_PRODUCERS} sender slots are taken`,
+    );
+  }
+
+  /** `EPIPE`, saying who closed the channel: the receiver, or a sender (the stream ended). */
+  closedError(caller: string): SharedMemoryError {
+    return channelError(
+      "EPIPE",
+      this.rxClosed()
+        ? `${caller}: the receiver closed the channel`
+        : `${caller}: a sender closed the channel; the stream has ended`,
+    );
   }
 
   detachProducer(slot: number, pid: number): void {
     Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0);
   }
 
-  /** The pids of registered senders. */
-  producerPids(): number[] {
-    const pids: number[] = [];
-    for (let slot = 0; slot < L.MAX_PRODUCERS; slot++) {
-      const pid = Atomics.load(this.i32, PRODUCER_PIDS + slot);
-      if (pid !== 0) pids.push(pid);
-    }
-    return pids;
+  /** The pid in sender slot `slot` (0: free). */
+  producerPid(slot: number): number {
+    return Atomics.load(this.i32, PRODUCER_PIDS + slot);
+  }
+
+  /** Frees the slot of a dead sender `pid`; false if it changed meanwhile. */
+  reclaimProducer(slot: number, pid: number): boolean {
+    return Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0) === pid;
   }
 
   consumerPid(): number {
@@ -222,6 +239,8 @@ export const FULL = -1;
 export const EMPTY = -1;
 export const IN_FLIGHT = -2;
 export const END = -3;
+/** A record reserved and marked but not committed: {@linkcode Consumer.reservedIdx} and span. */
+export const RESERVED = -4;
 
 /** A sender's private state. */
 export class Producer {
@@ -247,7 +266,7 @@ export class Producer {
   tryReserve(len: number): number {
     const r = this.#r;
     if ((Atomics.load(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) {
-      throw channelError("EPIPE", "the channel's receiver has closed it");
+      throw r.closedError("ChannelSender");
     }
     const span = L.recordSpan(len);
     return r.mode === L.MODE_SPSC ? this.#reserveSpsc(span) : this.#reserveMpsc(span);
@@ -261,7 +280,7 @@ export class Producer {
       const need = span < toEnd ? span : toEnd;
       let used = (this.#tail - this.headSeen) & L.POS_MASK;
       if (used > r.capacity || r.capacity - used < need) {
-        if (r.tailClosed()) throw channelError("EPIPE", "the channel was closed by a sender");
+        if (r.tailClosed()) throw r.closedError("ChannelSender");
         this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
         used = (this.#tail - this.headSeen) & L.POS_MASK;
         if (used > r.capacity) throw channelError("EBADMSG", "corrupt channel positions");
@@ -269,7 +288,7 @@ export class Producer {
       }
       this.#tail = (this.#tail + need) & L.POS_MASK;
       Atomics.store(r.i32, TAIL, this.#tail);
-      if (need === span) return idx;
+      if (need === span) return this.#mark(idx, span);
       this.#commitSkip(idx, toEnd);
     }
     throw channelError("EBADMSG", "a reservation did not fit after wrapping");
@@ -283,9 +302,7 @@ export class Producer {
       const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
       const tail = Atomics.load(r.i32, TAIL);
       this.headSeen = head;
-      if ((tail & TAIL_CLOSED) !== 0) {
-        throw channelError("EPIPE", "the channel was closed by a sender");
-      }
+      if ((tail & TAIL_CLOSED) !== 0) throw r.closedError("ChannelSender");
       if ((tail & 7) !== 0) throw channelError("EBADMSG", "corrupt channel tail");
       const used = (tail - head) & L.POS_MASK;
       if (used > r.capacity) {
@@ -302,9 +319,24 @@ export class Producer {
       if (r.capacity - used < need) return FULL;
       const next = (tail + need) & L.POS_MASK;
       if (Atomics.compareExchange(r.i32, TAIL, tail, next) !== tail) continue;
-      if (need === span) return idx;
+      if (need === span) return this.#mark(idx, span);
       this.#commitSkip(idx, toEnd);
     }
+  }
+
+  /**
+   * Marks the record just reserved at `idx` as this sender's: the producer word, then the
+   * commit word `REC_SKIP | (span - 8)` without the commit bit. A receiver that finds this
+   * sender dead steps over it as a skip record of that span.
+   */
+  #mark(idx: number, span: number): number {
+    const r = this.#r;
+    const word = DATA + (idx >> 2);
+    if (this.#tag !== 0) r.i32[word + 1] = this.#tag;
+    // A plain store: the commit's Atomics.store orders it before the commit, and a receiver
+    // reads it only when this sender has died (an SC store here would cost every message).
+    r.i32[word] = L.REC_SKIP | (span - 8);
+    return idx;
   }
 
   #commitSkip(idx: number, toEnd: number): void {
@@ -313,26 +345,27 @@ export class Producer {
     r.wakeConsumer();
   }
 
-  /** Publishes the record at `idx`; `flags` is 0, REC_MORE or REC_ABORT. */
-  commit(idx: number, len: number, flags: number): void {
+  /**
+   * Publishes the record at `idx` (its producer word was written with the mark); `kind` is 0,
+   * REC_MORE or REC_ABORT.
+   */
+  commit(idx: number, len: number, kind: number): void {
     const r = this.#r;
-    const word = DATA + (idx >> 2);
-    r.i32[word + 1] = this.#tag;
-    Atomics.store(r.i32, word, COMMITTED | flags | len);
+    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | kind | len);
     r.wakeConsumer();
   }
 
-  /** Gives up the record at `idx`: zeroes it and commits it as a skip record. */
+  /** Abandons the record at `idx`: zeroes it (and its producer word), commits it as a skip record. */
   abandon(idx: number, len: number): void {
     const r = this.#r;
-    const start = L.OFF_DATA + idx + 8;
-    r.bytes.fill(0, start, start + len);
+    const start = L.OFF_DATA + idx + 4;
+    r.bytes.fill(0, start, start + 4 + len);
     Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
     r.wakeConsumer();
   }
 
-  /** True when a parked sender should look again. */
-  progressed(): boolean {
+  /** True when a parked sender should look again: `head` moved or someone closed. */
+  shouldWake(): boolean {
     const r = this.#r;
     return (Atomics.load(r.i32, HEAD) & L.POS_MASK) !== this.headSeen || r.rxClosed() ||
       r.tailClosed();
@@ -343,16 +376,22 @@ export class Producer {
 export class Consumer {
   /** The receiver position (this receiver is its only writer). */
   head: number;
+  /** The `head` last stored into shared memory ({@linkcode consume} runs ahead of it). */
+  #published: number;
   #tailSeen: number;
   /** The commit word of the message {@linkcode peek} found. */
   word = 0;
   /** Its payload length. */
   len = 0;
+  /** For RESERVED: the reserved record's data index and span. */
+  reservedIdx = 0;
+  reservedSpan = 0;
   readonly #r: Ring;
 
   constructor(ring: Ring) {
     this.#r = ring;
     this.head = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
+    this.#published = this.head;
     this.#tailSeen = this.head;
   }
 
@@ -374,13 +413,14 @@ export class Consumer {
         }
         return IN_FLIGHT;
       }
-      if ((word & COMMITTED) === 0) {
-        throw channelError("EBADMSG", `corrupt record at position ${this.head}`);
-      }
+      const committed = (word & COMMITTED) !== 0;
       const len = word & L.REC_LEN_MASK;
       const skip = (word & L.REC_SKIP) !== 0;
       const kind = word & (L.REC_SKIP | L.REC_MORE | L.REC_ABORT);
-      const valid = kind === 0
+      const valid = !committed
+        // A reservation mark: a skip record's shape without the commit bit.
+        ? kind === L.REC_SKIP && (len & 7) === 0 && len <= r.maxRecord
+        : kind === 0
         ? len <= r.maxRecord
         : kind === L.REC_MORE
         ? len === r.maxRecord
@@ -405,6 +445,11 @@ export class Consumer {
         }
         this.#tailSeen = tail;
       }
+      if (!committed) {
+        this.reservedIdx = idx;
+        this.reservedSpan = span;
+        return RESERVED;
+      }
       if (!skip) {
         this.word = word;
         this.len = len;
@@ -420,16 +465,60 @@ export class Consumer {
     return this.#r.i32[DATA + (idx >> 2) + 1];
   }
 
+  /** Steps over a record whose sender died before committing it: zeroes it, moves `head`. */
+  stepOver(idx: number, span: number): void {
+    const start = L.OFF_DATA + idx;
+    this.#r.bytes.fill(0, start, start + span);
+    this.#advance(span);
+  }
+
+  /** Moves `head` to `to`, over a reservation its dead sender never marked (still zero). */
+  skipTo(to: number): void {
+    this.#advance((to - this.head) & L.POS_MASK);
+  }
+
   /** Consumes the record at `idx`: zeroes it and moves `head`. */
   release(idx: number, len: number): void {
-    const r = this.#r;
-    const start = L.OFF_DATA + idx;
-    r.bytes.fill(0, start, start + 8 + len);
+    this.#zero(idx, L.recordSpan(len));
     this.#advance(L.recordSpan(len));
+  }
+
+  /**
+   * Consumes the record at `idx` like {@linkcode release} but leaves `head` unpublished:
+   * {@linkcode publish} hands the room of a whole batch back to the senders at once.
+   */
+  consume(idx: number, len: number): void {
+    const span = L.recordSpan(len);
+    this.#zero(idx, span);
+    this.head = (this.head + span) & L.POS_MASK;
+    // A sender waiting for room gets it in quarters of the ring, not only after the batch.
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#r.capacity >> 2) this.publish();
+  }
+
+  /** Publishes `head` (after {@linkcode consume}) and wakes parked senders. */
+  publish(): void {
+    if (this.#published === this.head) return;
+    this.#published = this.head;
+    Atomics.store(this.#r.i32, HEAD, this.head);
+    this.#r.wakeProducers();
+  }
+
+  /** Zeroes the `span` bytes (a multiple of 8) of the record at `idx`. */
+  #zero(idx: number, span: number): void {
+    const r = this.#r;
+    if (span <= SMALL_ZERO) {
+      const i32 = r.i32;
+      const end = DATA + ((idx + span) >> 2);
+      for (let w = DATA + (idx >> 2); w < end; w++) i32[w] = 0;
+    } else {
+      const start = L.OFF_DATA + idx;
+      r.bytes.fill(0, start, start + span);
+    }
   }
 
   #advance(span: number): void {
     this.head = (this.head + span) & L.POS_MASK;
+    this.#published = this.head;
     Atomics.store(this.#r.i32, HEAD, this.head);
     this.#r.wakeProducers();
   }

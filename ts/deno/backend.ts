@@ -11,6 +11,7 @@
  */
 
 import process from "node:process";
+import { AsyncWaits } from "../async_waits.ts";
 import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
@@ -87,6 +88,14 @@ export function loadDeno(explicit?: string): Backend {
   );
   const s = lib.symbols;
   const owner = loadNodeApi(path, process.dlopen);
+  // The native wait service calls this from its threads; Deno queues each call onto this thread.
+  // Referenced (holding the event loop open) only while a wait is pending.
+  const woken = Deno.UnsafeCallback.threadSafe(
+    { parameters: ["u64", "i32"], result: "void" } as const,
+    (token, code) => waits.woken(Number(token), code),
+  );
+  woken.unref();
+  const waits = new AsyncWaits((on) => on ? woken.ref() : woken.unref());
   return {
     runtime: "deno",
     // V8's limit for one ArrayBuffer on 64-bit targets.
@@ -102,9 +111,13 @@ export function loadDeno(explicit?: string): Backend {
       spins > 0
         ? s.sb_wait_spin(address as bigint, expected, ns(timeoutNs), spins)
         : s.sb_wait(address as bigint, expected, ns(timeoutNs)),
-    // Runs the blocking wait on a thread of Deno's pool; the event loop keeps going.
+    // Not a `nonblocking` call: each of those holds a thread of Deno's small blocking pool, and
+    // a few dozen idle waits would starve its file I/O. The native service parks them instead.
     waitAsync: (address, expected, timeoutNs) =>
-      s.sb_wait_nonblocking(address as bigint, expected, ns(timeoutNs)),
+      waits.wait((token) =>
+        s.sb_wait_async(address as bigint, expected, ns(timeoutNs), BigInt(token), woken.pointer)
+      ),
+    cancelWaits: (address, length) => s.sb_wait_cancel(address as bigint, BigInt(length)),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
     wrap: (address, length, handle) => owner.wrap(handle, address, length),
     unwrap(buffer, handle) {

@@ -42,6 +42,7 @@ export interface NodeCalls extends
     Backend,
     | "openKey"
     | "openName"
+    | "userName"
     | "dup"
     | "close"
     | "handleCount"
@@ -49,12 +50,12 @@ export interface NodeCalls extends
     | "errorMessage"
     | "wait"
     | "waitAsync"
+    | "cancelWaits"
     | "notify"
     | "mutexInit"
     | "mutexLock"
     | "mutexTryLock"
     | "mutexUnlock"
-    | "channelConstant"
     | "errno"
   > {
   /** `sb_mutex_size()`. */
@@ -99,6 +100,7 @@ export function loadNode(explicit?: string): Backend {
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
+    userName: n.userName,
     unlinkKey: n.unlinkKey,
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
     dup: n.dup,
@@ -110,13 +112,13 @@ export function loadNode(explicit?: string): Backend {
     address: (address) => Number(address),
     wait: n.wait,
     waitAsync: n.waitAsync,
+    cancelWaits: n.cancelWaits,
     notify: n.notify,
     mutexInit: n.mutexInit,
     mutexLock: n.mutexLock,
     mutexTryLock: n.mutexTryLock,
     mutexUnlock: n.mutexUnlock,
     mutexSize: n.mutexSize(),
-    channelConstant: n.channelConstant,
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle) => n.wrap(handle, address, length),
@@ -138,6 +140,7 @@ export function loadNode(explicit?: string): Backend {
       n.close(handle);
     },
     relieve() {
+      n.forgetDetached();
       n.relieve();
       settleHandles(() => n.handleCount());
     },

@@ -270,7 +270,7 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         let got = if args.zero_copy {
             match rx.recv_ref(timeout).unwrap() {
                 Some(msg) => {
-                    checksum += u64::from(msg.first().copied().unwrap_or(0));
+                    checksum += u64::from(msg.get(0).unwrap_or(0));
                     true
                 }
                 None => false,

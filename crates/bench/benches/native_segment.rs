@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
-use shared_buffer::{Options, Segment, SegmentId};
+use shared_buffer::{Options, Segment, SegmentError, SegmentId};
 
 const SMALL: usize = 4096;
 const LARGE: usize = 1 << 30;
@@ -64,7 +64,7 @@ fn segments(owned: &mut Owned) -> io::Result<(Pair, Pair)> {
         let key = |s: String| {
             s.parse::<u32>()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-                .and_then(SegmentId::key)
+                .and_then(|k| Ok(SegmentId::key(k)?))
         };
         let keys = Pair {
             small: key(ks)?,
@@ -87,8 +87,8 @@ fn segments(owned: &mut Owned) -> io::Result<(Pair, Pair)> {
         large: SegmentId::name(&format!("/sb-bench-native-{pid}-large"))?,
     };
     let options = Options {
-        mode: 0o600,
         populate: true,
+        ..Options::default()
     };
     for pair in [&keys, &names] {
         for (id, size) in [(&pair.small, SMALL), (&pair.large, LARGE)] {
@@ -194,8 +194,8 @@ fn throughput() -> io::Result<()> {
     const PASSES: u32 = 3;
     let reps = env_u64("SB_BENCH_TP_REPS", 9) as usize;
     let options = Options {
-        mode: 0o600,
         populate: true,
+        ..Options::default()
     };
     let base = 0x5b80_0000 | ((std::process::id() & 0x3fff) << 4);
     let mut shared = None;
@@ -207,8 +207,8 @@ fn throughput() -> io::Result<()> {
                 shared = Some(segment);
                 break;
             }
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err),
+            Err(SegmentError::AlreadyExists) => {}
+            Err(err) => return Err(err.into()),
         }
     }
     let shared = shared.ok_or_else(|| io::Error::other("no free key for the segment"))?;

@@ -7,7 +7,8 @@
 //! - `async_service`: this process waits through the async wait service (a pool thread parks,
 //!   then a completion wakes this thread: the path Bun takes, minus JavaScript); the child parks.
 //! - `notify_no_waiter_ns`: one notify on a word nobody waits on.
-//! - `mutex_uncontended_ns`: one lock plus unlock of the robust mutex, nobody else using it.
+//! - `mutex_uncontended_ns`: one lock plus unlock of the mutex, nobody else using it (see
+//!   `native_lock.rs` for the lock against the pthread one it replaced).
 //! - `async_handoff`: in one process, register a wait and notify it at once, until the
 //!   completion has run: through the reused pool, and with a thread spawned per wait.
 //!

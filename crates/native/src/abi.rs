@@ -83,6 +83,7 @@ abi_types! {
     u32 => "uint32_t", "u32";
     i64 => "int64_t", "i64";
     u64 => "uint64_t", "u64";
+    usize => "uintptr_t", "usize";
     *const u8 => "const uint8_t *", "pointer";
     *mut u8 => "uint8_t *", "pointer";
     *const u32 => "const uint32_t *", "pointer";
@@ -167,6 +168,7 @@ exports! {
         how: u32,
         flags: u32,
         mode: u32,
+        owner: i64,
         out: *mut SbMapping => "buffer",
     ) -> i32;
     /// 0, or a negative code; the mapping goes to `out`.
@@ -177,15 +179,18 @@ exports! {
         how: u32,
         flags: u32,
         mode: u32,
+        owner: i64,
         out: *mut SbMapping => "buffer",
     ) -> i32;
+    /// The user name's length (written to `buf` up to `len` bytes), or -ENOENT.
+    fn sb_user_name(uid: u32, buf: *mut u8 => "buffer", len: u32) -> i32;
     /// 0, or a negative code.
     fn sb_unlink_key(key: u32) -> i32;
     /// 0, or a negative code.
     fn sb_unlink_name(name: *const u8 => "buffer", name_len: u32) -> i32;
     /// A new handle, or a negative code.
     fn sb_dup(handle: i32) -> i32;
-    /// 0, or -EBADF.
+    /// 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap.
     fn sb_close(handle: i32) -> i32;
     /// The deallocator Bun's buffers call; closes the handle in `context`.
     fn sb_release(bytes: *mut c_void, context: *mut c_void) -> ();
@@ -194,7 +199,6 @@ exports! {
     /// Live handles in this process.
     fn sb_handle_count() -> i32;
     /// 0 woken, 1 not equal, 2 timed out, or a negative code.
-    #[nonblocking = "sb_wait_nonblocking"]
     fn sb_wait(addr: *const u32 => "usize", expected: u32, timeout_ns: i64) -> i32;
     /// As `sb_wait`, spinning first.
     fn sb_wait_spin(
@@ -205,21 +209,27 @@ exports! {
     ) -> i32;
     /// How many were woken, or a negative code.
     fn sb_notify(addr: *const u32 => "usize", count: u32) -> i32;
-    /// 0.
-    fn sb_set_wake_callback(cb: Option<SbWakeCallback>) -> i32;
-    /// 0 pending, 1 not equal, 2 timed out, or a negative code.
+    /// 0 pending (`cb` is called once later, from a native thread), 1 not equal, 2 timed out,
+    /// or a negative code.
     fn sb_wait_async(
         addr: *const u32 => "usize",
         expected: u32,
         timeout_ns: i64,
         token: u64,
+        cb: Option<SbWakeCallback>,
     ) -> i32;
+    /// Ends the pending waits on `addr..addr + len` with -EBADF now; how many.
+    fn sb_wait_cancel(addr: usize, len: usize) -> i32;
     /// The bytes a mutex occupies.
     fn sb_mutex_size() -> u32;
     /// The alignment a mutex needs.
     fn sb_mutex_align() -> u32;
     /// 0 initialised, 1 already initialised, or a negative code.
     fn sb_mutex_init(addr: *mut u8 => "usize") -> i32;
+    /// 0 if a ready mutex is there, or a negative code (-EINVAL, -EAGAIN).
+    fn sb_mutex_open(addr: *mut u8 => "usize") -> i32;
+    /// How many locks threads of this process hold in the `len` bytes from `addr`.
+    fn sb_mutex_held_in(addr: *const u8 => "usize", len: u64) -> i32;
     /// 0 acquired, 1 acquired after the owner died, or a negative code.
     fn sb_mutex_lock(addr: *mut u8 => "usize", timeout_ns: i64) -> i32;
     /// As `sb_mutex_lock`, or -EBUSY.
@@ -228,8 +238,6 @@ exports! {
     fn sb_mutex_unlock(addr: *mut u8 => "usize") -> i32;
     /// 1 alive, 0 dead (gone or zombie), or a negative code.
     fn sb_process_alive(pid: u32) -> i32;
-    /// A channel layout constant by name, or -1.
-    fn sb_channel_constant(name: *const u8 => "buffer", name_len: u32) -> i64;
 }
 
 /// Declares [`CONSTANTS`] from the Rust constants themselves.
@@ -253,6 +261,12 @@ constants! {
     OPEN_OR_CREATE = SB_OPEN_OR_CREATE;
     /// `flags` bit of the open calls: fault every page in now.
     POPULATE = SB_POPULATE;
+    /// `flags` bit, with `CREATE` only: remove a leftover segment under the id first.
+    REPLACE = SB_REPLACE;
+    /// `owner` argument of the open calls: accept segments of this user and of root.
+    OWNER_TRUSTED = SB_OWNER_TRUSTED;
+    /// `owner`: accept segments of any user.
+    OWNER_ANY = SB_OWNER_ANY;
     /// A wait ended by a notify, or spuriously.
     WAIT_OK = SB_WAIT_OK;
     /// A wait found the word not holding the expected value.

@@ -1,13 +1,11 @@
 //! What the TypeScript implementation of the channel protocol needs from native code: the
-//! liveness check for peer processes, and the layout constants to check its own copy against.
+//! liveness check for peer processes. (Its layout constants are generated from the Rust layout
+//! at build time of the sources: `ts/channel/layout.ts`.)
 //!
 //! The protocol itself runs in TypeScript over the shared memory (see
 //! [`shared_buffer::channel::layout`]); these calls are on its slow paths and in its tests only.
 
-use std::panic;
-
 use crate::guard;
-use shared_buffer::channel::layout::TABLE;
 use shared_buffer::channel::liveness;
 
 /// Whether process `pid` is alive, as the channel's peers judge it: 1 if it exists and is not a
@@ -25,68 +23,9 @@ pub extern "C" fn sb_process_alive(pid: u32) -> i32 {
     })
 }
 
-/// The value of the channel layout constant or offset named `name[..name_len]` (UTF-8, e.g.
-/// `"OFF_TAIL"`, `"REC_MORE"`), as listed in [`TABLE`]; -1 for a name it does not list (or a
-/// null `name` with a non-zero length). Values are `u32`s, so every known name gives `0..=2^32-1`.
-///
-/// # Safety
-/// `name` must be valid for reading `name_len` bytes (or `name_len` must be 0).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sb_channel_constant(name: *const u8, name_len: u32) -> i64 {
-    let name = if name_len == 0 {
-        &[][..]
-    } else if name.is_null() {
-        return -1;
-    } else {
-        // SAFETY: non-null and valid for name_len bytes, as the caller promises.
-        unsafe { std::slice::from_raw_parts(name, name_len as usize) }
-    };
-    // A table lookup cannot panic; the guard is there because nothing may unwind out of here.
-    panic::catch_unwind(|| {
-        TABLE
-            .iter()
-            .find(|(known, _)| known.as_bytes() == name)
-            .map_or(-1, |&(_, value)| i64::from(value))
-    })
-    .unwrap_or(-1)
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use shared_buffer::channel::layout;
-
-    fn constant(name: &str) -> i64 {
-        // SAFETY: the str is valid for its length.
-        unsafe { sb_channel_constant(name.as_ptr(), name.len() as u32) }
-    }
-
-    #[test]
-    fn constants_by_name() {
-        assert_eq!(constant("OFF_TAIL"), 256);
-        assert_eq!(constant("MAGIC"), 0x4843_4253);
-        assert_eq!(constant("REC_COMMITTED"), 0x8000_0000);
-        assert_eq!(constant("REC_MORE"), 0x2000_0000);
-        assert_eq!(constant("REC_ABORT"), 0x1000_0000);
-        assert_eq!(constant("REC_LEN_MASK"), 0x0FFF_FFFF);
-        assert_eq!(constant("MAX_CAPACITY"), 1 << 28);
-        assert_eq!(constant("MAX_MESSAGE_LEN"), 0x7FFF_FFFF);
-        for &(name, value) in layout::TABLE {
-            assert_eq!(constant(name), i64::from(value), "{name}");
-        }
-        for unknown in ["", "off_tail", "OFF_TAIL ", "NOPE", "OFF_TAI"] {
-            assert_eq!(constant(unknown), -1, "{unknown:?}");
-        }
-        // SAFETY: null with a length is refused before any read; null with 0 reads nothing.
-        unsafe {
-            assert_eq!(sb_channel_constant(std::ptr::null(), 4), -1);
-            assert_eq!(sb_channel_constant(std::ptr::null(), 0), -1);
-        }
-        // Not UTF-8: unknown, not an error.
-        let bytes = [0xFFu8, 0xFE];
-        // SAFETY: valid for 2 bytes.
-        assert_eq!(unsafe { sb_channel_constant(bytes.as_ptr(), 2) }, -1);
-    }
 
     #[test]
     fn channel_errors_have_names() {

@@ -12,8 +12,14 @@ use std::ffi::{CStr, c_char};
 use std::io;
 use std::panic::{self, UnwindSafe};
 
+use shared_buffer::segment::{FileKind, SegmentError};
+
 /// A panic was caught at the ABI boundary (a bug in this library).
 pub const SB_EPANIC: i32 = -1001;
+/// The segment belongs to a user the caller did not accept (see `SB_OWNER_TRUSTED`).
+pub const SB_EOWNER: i32 = -1002;
+/// Something other than a segment is at the name: a FIFO, a socket or a device.
+pub const SB_EFTYPE: i32 = -1003;
 
 /// An error that the C boundary reports as `-errno`.
 pub trait ErrorCode {
@@ -35,6 +41,32 @@ impl ErrorCode for io::Error {
             io::ErrorKind::TimedOut => libc::ETIMEDOUT,
             _ => libc::EIO,
         }
+    }
+}
+
+impl ErrorCode for SegmentError {
+    /// The one place where typed segment errors become numbers.
+    fn errno(&self) -> i32 {
+        match self {
+            SegmentError::NotFound => libc::ENOENT,
+            SegmentError::AlreadyExists => libc::EEXIST,
+            SegmentError::PermissionDenied => libc::EACCES,
+            SegmentError::ForeignOwner { .. } => -SB_EOWNER,
+            SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => libc::EINVAL,
+            SegmentError::Symlink => libc::ELOOP,
+            SegmentError::NotASegment(FileKind::Directory) => libc::EISDIR,
+            SegmentError::NotASegment(_) => -SB_EFTYPE,
+            SegmentError::Empty => libc::ENODATA,
+            SegmentError::Os(err) => err.errno(),
+            _ => libc::EIO,
+        }
+    }
+}
+
+impl ErrorCode for shared_buffer::sync::LockError {
+    /// The lock's own mapping to numbers ([`shared_buffer::sync::LockError::errno`]).
+    fn errno(&self) -> i32 {
+        shared_buffer::sync::LockError::errno(self)
     }
 }
 
@@ -77,6 +109,21 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
     (libc::ENOSPC, c"ENOSPC", c"no space left in shared memory"),
     (libc::ERANGE, c"ERANGE", c"out of range"),
     (libc::ENAMETOOLONG, c"ENAMETOOLONG", c"name too long"),
+    (
+        libc::ELOOP,
+        c"ELOOP",
+        c"the name is a symbolic link, which is never followed",
+    ),
+    (
+        libc::EISDIR,
+        c"EISDIR",
+        c"the name is a directory, not a segment",
+    ),
+    (
+        libc::ENODATA,
+        c"ENODATA",
+        c"the segment is empty: its creator died before sizing it, or it is not a segment",
+    ),
     (libc::ENOSYS, c"ENOSYS", c"not implemented on this platform"),
     (libc::ENOTSUP, c"ENOTSUP", c"not supported on this platform"),
     (libc::ETIMEDOUT, c"ETIMEDOUT", c"timed out"),
@@ -92,6 +139,7 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
         c"deadlock: already held by this thread",
     ),
     (libc::EBUSY, c"EBUSY", c"busy"),
+    (libc::ENOLCK, c"ENOLCK", c"this thread holds too many locks"),
     (libc::EIDRM, c"EIDRM", c"segment was removed"),
     (libc::EPIPE, c"EPIPE", c"the channel is closed"),
     (libc::ECONNRESET, c"ECONNRESET", c"the peer process died"),
@@ -106,6 +154,16 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
         -SB_EPANIC,
         c"EPANIC",
         c"internal error in the native library (a panic was caught)",
+    ),
+    (
+        -SB_EOWNER,
+        c"EOWNER",
+        c"the segment belongs to another user",
+    ),
+    (
+        -SB_EFTYPE,
+        c"EFTYPE",
+        c"the name holds a FIFO, socket or device, not a segment",
     ),
 ];
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::napi::Report;
 use crate::{code_of, guard, status};
-use shared_buffer::segment::{Options, Segment, SegmentId, SizeMismatch};
+use shared_buffer::segment::{FileKind, Options, Owner, Segment, SegmentError, SegmentId};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
 pub const SB_OPEN: u32 = 0;
@@ -16,9 +16,20 @@ pub const SB_CREATE: u32 = 1;
 pub const SB_OPEN_OR_CREATE: u32 = 2;
 /// `flags` bit: fault every page in now.
 pub const SB_POPULATE: u32 = 1;
+/// `flags` bit, [`SB_CREATE`] only: remove a segment left under the key or name (if its owner is
+/// accepted) and create a new one, instead of failing with `-EEXIST`.
+pub const SB_REPLACE: u32 = 2;
 
-/// What an open writes back. On `-EINVAL` from a size check, `len` holds the segment's actual
-/// size; otherwise all fields are 0 after a failure.
+/// `owner` argument of the open calls: accept segments of this process's effective user and of
+/// root (the default).
+pub const SB_OWNER_TRUSTED: i64 = -1;
+/// `owner`: accept a segment of any user (the seed package's behaviour).
+pub const SB_OWNER_ANY: i64 = -2;
+
+/// What an open writes back. After a failure every field is 0 except: on `-EINVAL` from a size
+/// check, `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
+/// holds the owner's uid; on [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name
+/// (2 a FIFO, 3 a socket, 4 a device, 5 another special file).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SbMapping {
@@ -30,9 +41,11 @@ pub struct SbMapping {
     pub len: u64,
     /// 1 if this call created the segment, 0 if it opened an existing one.
     pub created: u64,
+    /// More about a failure (see above); 0 on success.
+    pub detail: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<SbMapping>() == 32);
+const _: () = assert!(std::mem::size_of::<SbMapping>() == 40);
 
 /// One mapping of a segment into this process, shared by all the handles that reference it and
 /// unmapped when the last one is closed.
@@ -138,7 +151,7 @@ pub(crate) fn close_owned(handle: i32, serial: u64) -> bool {
 ///
 /// # Safety
 /// `out` must be null or valid for writing one [`SbMapping`].
-unsafe fn finish(result: Result<(Segment, SegmentId), (i32, u64)>, out: *mut SbMapping) -> i32 {
+unsafe fn finish(result: Result<(Segment, SegmentId), SegmentError>, out: *mut SbMapping) -> i32 {
     let (code, record) = match result {
         Ok((segment, id)) => {
             let record = SbMapping {
@@ -146,6 +159,7 @@ unsafe fn finish(result: Result<(Segment, SegmentId), (i32, u64)>, out: *mut SbM
                 addr: segment.as_ptr() as u64,
                 len: segment.len() as u64,
                 created: u64::from(segment.created()),
+                detail: 0,
             };
             let handle = handles().insert(Arc::new(Mapped {
                 segment,
@@ -160,13 +174,7 @@ unsafe fn finish(result: Result<(Segment, SegmentId), (i32, u64)>, out: *mut SbM
                 },
             )
         }
-        Err((code, actual)) => (
-            code,
-            SbMapping {
-                len: actual,
-                ..SbMapping::default()
-            },
-        ),
+        Err(err) => (code_of(&err), failure_record(&err)),
     };
     if !out.is_null() {
         // SAFETY: the caller promises `out` is valid for one write.
@@ -182,8 +190,10 @@ unsafe fn finish(result: Result<(Segment, SegmentId), (i32, u64)>, out: *mut SbM
 /// Opens or creates the keyed (System V) segment `key`.
 ///
 /// `how` is [`SB_OPEN`], [`SB_CREATE`] or [`SB_OPEN_OR_CREATE`]; `size` is the size in bytes
-/// (for [`SB_OPEN`], 0 means the whole segment); `flags` may hold [`SB_POPULATE`]; `mode` is the
-/// permission bits of a segment this call creates.
+/// (for [`SB_OPEN`], 0 means the whole segment); `flags` may hold [`SB_POPULATE`] and
+/// [`SB_REPLACE`]; `mode` is the permission bits of a segment this call creates; `owner` is
+/// [`SB_OWNER_TRUSTED`], [`SB_OWNER_ANY`], or a uid whose segments are accepted besides the
+/// trusted ones.
 ///
 /// # Safety
 /// `out` must be null or valid for writing one [`SbMapping`].
@@ -194,10 +204,11 @@ pub unsafe extern "C" fn sb_open_key(
     how: u32,
     flags: u32,
     mode: u32,
+    owner: i64,
     out: *mut SbMapping,
 ) -> i32 {
     guard(|| {
-        let result = open_detailed(SegmentId::key(key), size, how, flags, mode);
+        let result = open_detailed(SegmentId::key(key), size, how, flags, mode, owner);
         // SAFETY: forwarded from the caller.
         unsafe { finish(result, out) }
     })
@@ -217,50 +228,86 @@ pub unsafe extern "C" fn sb_open_name(
     how: u32,
     flags: u32,
     mode: u32,
+    owner: i64,
     out: *mut SbMapping,
 ) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
         let id = unsafe { parse_name(name, name_len as usize) };
-        let result = open_detailed(id, size, how, flags, mode);
+        let result = open_detailed(id, size, how, flags, mode, owner);
         // SAFETY: forwarded from the caller.
         unsafe { finish(result, out) }
     })
 }
 
+/// The record written back after a failure.
+fn failure_record(err: &SegmentError) -> SbMapping {
+    let mut record = SbMapping::default();
+    match err {
+        SegmentError::SizeMismatch(m) => record.len = m.actual as u64,
+        SegmentError::ForeignOwner { uid } => record.detail = u64::from(*uid),
+        SegmentError::NotASegment(kind) => {
+            record.detail = match kind {
+                FileKind::Directory => 1,
+                FileKind::Fifo => 2,
+                FileKind::Socket => 3,
+                FileKind::Device => 4,
+                _ => 5,
+            }
+        }
+        _ => {}
+    }
+    record
+}
+
 fn open_detailed(
-    id: std::io::Result<SegmentId>,
+    id: Result<SegmentId, SegmentError>,
     size: u64,
     how: u32,
     flags: u32,
     mode: u32,
-) -> Result<(Segment, SegmentId), (i32, u64)> {
-    let id = id.map_err(|e| (code_of(&e), 0))?;
-    let size_usize = usize::try_from(size).map_err(|_| (-libc::EFBIG, 0))?;
+    owner: i64,
+) -> Result<(Segment, SegmentId), SegmentError> {
+    let id = id?;
+    let size = usize::try_from(size)
+        .map_err(|_| SegmentError::Os(std::io::Error::from_raw_os_error(libc::EFBIG)))?;
+    let owner = match owner {
+        SB_OWNER_TRUSTED => Owner::Trusted,
+        SB_OWNER_ANY => Owner::Any,
+        uid => Owner::Uid(u32::try_from(uid).map_err(|_| {
+            SegmentError::Invalid("owner must be a uid, SB_OWNER_TRUSTED or SB_OWNER_ANY")
+        })?),
+    };
+    if flags & !(SB_POPULATE | SB_REPLACE) != 0 {
+        return Err(SegmentError::Invalid("unknown flags"));
+    }
     let options = Options {
         mode,
         populate: flags & SB_POPULATE != 0,
+        owner,
+        replace: flags & SB_REPLACE != 0,
     };
     let made = match how {
-        SB_OPEN => Segment::open(&id, (size_usize != 0).then_some(size_usize), &options),
-        SB_CREATE => Segment::create(&id, size_usize, &options),
-        SB_OPEN_OR_CREATE => Segment::open_or_create(&id, size_usize, &options),
-        _ => return Err((-libc::EINVAL, 0)),
+        SB_OPEN => Segment::open(&id, (size != 0).then_some(size), &options),
+        SB_CREATE => Segment::create(&id, size, &options),
+        SB_OPEN_OR_CREATE if !options.replace => Segment::open_or_create(&id, size, &options),
+        SB_OPEN_OR_CREATE => Err(SegmentError::Invalid(
+            "SB_REPLACE works with SB_CREATE only",
+        )),
+        _ => Err(SegmentError::Invalid(
+            "how must be SB_OPEN, SB_CREATE or SB_OPEN_OR_CREATE",
+        )),
     };
-    match made {
-        Ok(segment) => Ok((segment, id)),
-        Err(err) => {
-            let actual = SizeMismatch::find(&err).map_or(0, |m| m.actual as u64);
-            Err((code_of(&err), actual))
-        }
-    }
+    made.map(|segment| (segment, id))
 }
 
 /// # Safety
 /// `name` must be valid for reading `len` bytes (or `len` must be 0).
-pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<SegmentId> {
+pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> Result<SegmentId, SegmentError> {
     if name.is_null() && len != 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        return Err(SegmentError::Os(std::io::Error::from_raw_os_error(
+            libc::EFAULT,
+        )));
     }
     let bytes = if len == 0 {
         &[][..]
@@ -269,7 +316,7 @@ pub(crate) unsafe fn parse_name(name: *const u8, len: usize) -> std::io::Result<
         unsafe { std::slice::from_raw_parts(name, len) }
     };
     let text =
-        std::str::from_utf8(bytes).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        std::str::from_utf8(bytes).map_err(|_| SegmentError::Invalid("name is not UTF-8"))?;
     SegmentId::name(text)
 }
 
@@ -311,30 +358,49 @@ pub extern "C" fn sb_dup(handle: i32) -> i32 {
     })
 }
 
-/// Closes `handle`. The mapping is unmapped when its last handle is closed. Returns `0`, or
-/// `-EBADF` for an unknown or already closed handle.
+/// Closes `handle`. The mapping is unmapped when its last handle is closed. Returns `0`,
+/// `-EBADF` for an unknown or already closed handle, or `-EBUSY` (the handle stays open) when
+/// this is the mapping's last handle and a live thread of this process holds a lock inside it:
+/// unmapping would leave that lock held in the segment with no way to unlock it from here.
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_close(handle: i32) -> i32 {
-    guard(|| {
-        // Take the segment out under the lock, unmap after releasing it.
-        let removed = handles().live.remove(&handle);
-        match removed {
-            Some(segment) => {
-                drop(segment);
-                0
+    guard(|| close(handle, false))
+}
+
+/// Closes `handle`; unless `force`, refuses (`-EBUSY`) to unmap memory in which this process
+/// holds a lock.
+fn close(handle: i32, force: bool) -> i32 {
+    // Take the segment out under the lock, unmap after releasing it.
+    let removed = {
+        let mut handles = handles();
+        match handles.live.get(&handle) {
+            None => return -libc::EBADF,
+            Some(Entry { mapping, .. })
+                if !force
+                    && Arc::strong_count(mapping) == 1
+                    && shared_buffer::sync::held_in(
+                        mapping.segment.as_ptr() as usize,
+                        mapping.segment.len(),
+                    ) > 0 =>
+            {
+                return -libc::EBUSY;
             }
-            None => -libc::EBADF,
+            Some(_) => handles.live.remove(&handle),
         }
-    })
+    };
+    drop(removed);
+    0
 }
 
 /// A deallocator in the shape JavaScriptCore (Bun's `toArrayBuffer`) calls when an external
 /// ArrayBuffer is collected or detached: `context` is the handle the buffer holds, which is
-/// closed. The bytes pointer is unused.
+/// closed. The bytes pointer is unused. It cannot refuse: if this process still holds a lock in
+/// the mapping, the lock stays held in the segment until the holding thread ends (nothing in
+/// this process keeps pointing at the freed memory).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_release(_bytes: *mut c_void, context: *mut c_void) {
     // An unknown handle here is ignored: a deallocator has nobody to report to.
-    let _ = sb_close(context as usize as i32);
+    let _ = guard(|| close(context as usize as i32, true));
 }
 
 /// The address of [`sb_release`], for runtimes that take a deallocator as a function pointer.
@@ -347,6 +413,28 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_handle_count() -> i32 {
     guard(|| i32::try_from(handles().live.len()).unwrap_or(i32::MAX))
+}
+
+/// Writes the login name of user `uid` (UTF-8, no NUL) into `buf[..len]` and returns its length
+/// in bytes, which may exceed `len` (then only `len` bytes were written: call again with a larger
+/// buffer); `-ENOENT` if the user database has no such user.
+///
+/// # Safety
+/// `buf` must be valid for writing `len` bytes (or `len` must be 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_user_name(uid: u32, buf: *mut u8, len: u32) -> i32 {
+    guard(|| {
+        let Some(name) = shared_buffer::os::user_name(uid) else {
+            return -libc::ENOENT;
+        };
+        let n = name.len().min(len as usize);
+        if n > 0 && !buf.is_null() {
+            // SAFETY: the caller promises `buf` is valid for `len` >= n bytes; the source is a
+            // distinct Rust string.
+            unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), buf, n) };
+        }
+        i32::try_from(name.len()).unwrap_or(i32::MAX)
+    })
 }
 
 #[cfg(test)]
@@ -368,6 +456,7 @@ mod tests {
                 SB_CREATE,
                 0,
                 0o600,
+                SB_OWNER_TRUSTED,
                 &mut out,
             )
         };

@@ -8,12 +8,11 @@
 //! negative code. Timeouts are nanoseconds; a negative timeout means no limit.
 
 use std::io;
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::{code_of, guard};
 use shared_buffer::sync::{
-    self, AsyncStart, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome,
+    self, AsyncStart, LockError, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, WaitOutcome,
 };
 
 /// A wait ended by a notify, or spuriously (`Atomics.wait`'s `"ok"`).
@@ -30,12 +29,8 @@ pub const SB_LOCK_ACQUIRED: i32 = 0;
 /// A lock was acquired, but its previous owner died holding it: repair the data it protects.
 pub const SB_LOCK_OWNER_DIED: i32 = 1;
 
-/// The callback that `sb_wait_async` completions call: `(token, result)`.
+/// The callback that `sb_wait_async` completions call, from a native thread: `(token, result)`.
 pub type SbWakeCallback = extern "C" fn(token: u64, result: i32);
-
-/// Set by `sb_set_wake_callback`. Read-locked while a completion calls it, so that replacing it
-/// waits for calls in flight.
-static WAKE_CALLBACK: RwLock<Option<SbWakeCallback>> = RwLock::new(None);
 
 fn timeout_of(timeout_ns: i64) -> Option<Duration> {
     u64::try_from(timeout_ns).ok().map(Duration::from_nanos)
@@ -50,7 +45,7 @@ fn wait_code(result: io::Result<WaitOutcome>) -> i32 {
     }
 }
 
-fn lock_code(result: io::Result<LockOutcome>) -> i32 {
+fn lock_code(result: Result<LockOutcome, LockError>) -> i32 {
     match result {
         Ok(LockOutcome::Acquired) => SB_LOCK_ACQUIRED,
         Ok(LockOutcome::OwnerDied) => SB_LOCK_OWNER_DIED,
@@ -147,7 +142,8 @@ fn mutex_ok(addr: *mut u8) -> bool {
     !addr.is_null() && addr as usize % MUTEX_ALIGN == 0
 }
 
-/// The mutex at `addr`, or a negative code.
+/// The mutex at `addr`, or `-EINVAL` for a null or misaligned address. Its header is checked by
+/// each operation that needs it (see [`Mutex::lock`]).
 ///
 /// # Safety
 /// As [`sb_mutex_lock`].
@@ -156,8 +152,8 @@ unsafe fn mutex_at<'a>(addr: *mut u8) -> Result<&'a Mutex, i32> {
         return Err(-libc::EINVAL);
     }
     // SAFETY: non-null, aligned, and (the caller promises) MUTEX_SIZE bytes of a mapping this
-    // library made, written only by the mutex code.
-    unsafe { Mutex::from_ptr(addr) }.map_err(|err| code_of(&err))
+    // library made. A Mutex is atomics only, so any bytes are a valid value of it.
+    Ok(unsafe { &*addr.cast::<Mutex>() })
 }
 
 /// Initialises a mutex in the [`MUTEX_SIZE`] zeroed bytes at `addr` (the segment creator does
@@ -184,10 +180,44 @@ pub unsafe extern "C" fn sb_mutex_init(addr: *mut u8) -> i32 {
     })
 }
 
+/// Checks that the [`MUTEX_SIZE`] bytes at `addr` hold a ready mutex of this layout. Returns 0,
+/// `-EINVAL` for a null or misaligned address, an uninitialised mutex or bytes that are not one
+/// (another layout included), `-EAGAIN` if another process began initialising it over 100 ms ago
+/// and has not finished.
+///
+/// # Safety
+/// As [`sb_mutex_init`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_mutex_open(addr: *mut u8) -> i32 {
+    guard(|| {
+        if !mutex_ok(addr) {
+            return -libc::EINVAL;
+        }
+        // SAFETY: non-null, aligned, and valid, as the caller promises.
+        match unsafe { Mutex::from_ptr(addr) } {
+            Ok(_) => 0,
+            Err(err) => code_of(&err),
+        }
+    })
+}
+
+/// How many locks that live threads of this process hold in the `len` bytes from `addr` (the
+/// check before closing or detaching memory: see `sb_close`). Never reads the memory. Returns a
+/// count (0 or more).
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_mutex_held_in(addr: *const u8, len: u64) -> i32 {
+    guard(|| {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        i32::try_from(sync::held_in(addr as usize, len)).unwrap_or(i32::MAX)
+    })
+}
+
 /// Locks the mutex at `addr`, waiting at most `timeout_ns` nanoseconds (negative: no limit).
 /// Returns [`SB_LOCK_ACQUIRED`] (0), [`SB_LOCK_OWNER_DIED`] (1: acquired, and the previous owner
-/// died holding it), `-ETIMEDOUT`, `-EDEADLK` (this thread holds it), `-EINVAL` (null,
-/// misaligned, or not initialised), `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE`.
+/// died holding it, or another process left bytes that name no live owner), `-ETIMEDOUT`,
+/// `-EDEADLK` (this thread holds it), `-EINVAL` (null, misaligned, or not initialised),
+/// `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE` (another process overwrote the
+/// lock's header), `-ENOLCK` (this thread holds 64 locks already).
 ///
 /// Blocks the calling thread while the lock is held elsewhere. The lock belongs to the calling
 /// thread: unlock it from the same thread (with Deno's `nonblocking: true` the call runs on a
@@ -223,8 +253,9 @@ pub unsafe extern "C" fn sb_mutex_trylock(addr: *mut u8) -> i32 {
     })
 }
 
-/// Unlocks the mutex at `addr`. Returns 0, `-EPERM` when the calling thread does not hold it,
-/// `-EINVAL` (null, misaligned, or not initialised).
+/// Unlocks the mutex at `addr`. Returns 0, `-EPERM` when the calling thread does not hold it
+/// (also when another process overwrote the owner meanwhile), `-EINVAL` (null, misaligned, or
+/// not initialised).
 ///
 /// # Safety
 /// As [`sb_mutex_lock`].
@@ -242,75 +273,49 @@ pub unsafe extern "C" fn sb_mutex_unlock(addr: *mut u8) -> i32 {
     })
 }
 
-/// Sets (or, with null, clears) the callback that [`sb_wait_async`] completions call, from a
-/// native thread, as `cb(token, result)`: `result` is [`SB_WAIT_OK`], [`SB_WAIT_TIMED_OUT`] or a
-/// negative code (never [`SB_WAIT_NOT_EQUAL`]). Returns 0.
-///
-/// Once this returns, the previous callback is never called again (replacing it waits for calls
-/// in flight). A completion that ends while no callback is set is dropped.
-///
-/// # Safety
-/// `cb` must be callable from any thread, at any time until it is replaced, and must not block
-/// waiting for the thread that replaces it. In Bun: a `JSCallback(fn, { threadsafe: true, ... })`
-/// pointer, which only queues the call for the JavaScript thread; keep the `JSCallback` open
-/// until every wait that may call it has ended.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sb_set_wake_callback(cb: Option<SbWakeCallback>) -> i32 {
-    guard(|| {
-        *WAKE_CALLBACK
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = cb;
-        0
-    })
-}
-
 /// Registers a wait for the word at `addr` to stop holding `expected`, for at most `timeout_ns`
 /// nanoseconds (negative: no limit), and returns at once:
 ///
-/// - [`SB_WAIT_PENDING`] (0): registered; the wake callback will be called exactly once as
-///   `cb(token, result)` from a native thread when it ends.
+/// - [`SB_WAIT_PENDING`] (0): registered; `cb(token, result)` will be called exactly once, from
+///   a native thread (or from [`sb_wait_cancel`]'s caller), when it ends.
 /// - [`SB_WAIT_NOT_EQUAL`] (1): the word already differs; nothing registered, no callback.
 /// - [`SB_WAIT_TIMED_OUT`] (2): `timeout_ns` was 0 and the word holds `expected`; no callback.
-/// - negative: `-EINVAL` (null or misaligned address, or no callback set), `-EAGAIN` (too many
+/// - negative: `-EINVAL` (null or misaligned address, or no callback), `-EAGAIN` (too many
 ///   pending waits), `-EFAULT`; no callback.
 ///
 /// The callback's `result` is [`SB_WAIT_OK`] (notified, or the word changed after
-/// registration), [`SB_WAIT_TIMED_OUT`] (timeout counted from this call) or negative.
+/// registration), [`SB_WAIT_TIMED_OUT`] (timeout counted from this call), `-EBADF` (cancelled by
+/// [`sb_wait_cancel`]) or another negative code. Thousands of waits may pend: on Linux 5.16+
+/// one native thread watches up to 127 of them (`futex_waitv`).
 ///
 /// # Safety
 /// `addr` must point into a mapping this library made. On Linux only the kernel reads the word
-/// (now and later), so a segment closed while the wait is pending gives `-EFAULT` or keeps
+/// (now and later), so a segment unmapped while the wait is pending gives `-EFAULT` or keeps
 /// waiting on the shared page, never a crash; on macOS the word is also read here in user
-/// space, so it must be mapped during this call.
+/// space, so it must be mapped during this call. `cb` must be callable from any thread until
+/// every wait registered with it has ended, and must not block: in Bun a
+/// `JSCallback(fn, { threadsafe: true })`, in Deno a `Deno.UnsafeCallback.threadSafe`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_wait_async(
     addr: *const u32,
     expected: u32,
     timeout_ns: i64,
     token: u64,
+    cb: Option<SbWakeCallback>,
 ) -> i32 {
     guard(|| {
-        if WAKE_CALLBACK
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
-        {
+        let Some(cb) = cb else {
             return -libc::EINVAL;
-        }
-        let done = move |code| {
-            let cb = WAKE_CALLBACK.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(cb) = *cb {
-                cb(token, code);
-            }
         };
         // SAFETY: forwarded from the caller.
-        unsafe { start_wait_async(addr, expected, timeout_ns, done) }
+        unsafe { start_wait_async(addr, expected, timeout_ns, move |code| cb(token, code)) }
     })
 }
 
 /// The body of [`sb_wait_async`] with the completion as a closure, shared with Node's
-/// `waitAsync`: returns [`SB_WAIT_PENDING`] (and `done` will run exactly once, on a pool thread,
-/// with the result code), or the code to report at once (`done` never runs).
+/// `waitAsync`: returns [`SB_WAIT_PENDING`] (and `done` will run exactly once, on a pool thread or
+/// from [`sb_wait_cancel`], with the result code), or the code to report at once (`done` never
+/// runs).
 ///
 /// # Safety
 /// As [`sb_wait_async`].
@@ -331,4 +336,12 @@ pub(crate) unsafe fn start_wait_async(
         Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,
         Err(err) => code_of(&err),
     }
+}
+
+/// Ends every pending [`sb_wait_async`] wait on a word in `addr..addr + len` now: each one's
+/// callback is called once with `-EBADF` before this returns (from this thread). Returns how many
+/// it ended. Call it before unmapping a segment, for the segment's range.
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_wait_cancel(addr: usize, len: usize) -> i32 {
+    guard(|| i32::try_from(sync::cancel_waits(addr, len)).unwrap_or(i32::MAX))
 }

@@ -106,6 +106,7 @@ fn open_name(name: &str, size: u64, how: u32) -> (i32, SbMapping) {
             how,
             0,
             0o600,
+            ffi::SB_OWNER_TRUSTED,
             &mut out,
         )
     };
@@ -175,12 +176,32 @@ fn c_layer_reports_errors_as_negative_codes() {
     let bad_utf8 = [b'/', 0xff, 0xfe];
     let mut out = SbMapping::default();
     // SAFETY: valid pointers and lengths.
-    let rc =
-        unsafe { ffi::sb_open_name(bad_utf8.as_ptr(), 3, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    let rc = unsafe {
+        ffi::sb_open_name(
+            bad_utf8.as_ptr(),
+            3,
+            64,
+            ffi::SB_CREATE,
+            0,
+            0o600,
+            -1,
+            &mut out,
+        )
+    };
     assert_eq!(rc, -libc::EINVAL);
     // SAFETY: a null name with a non-zero length is refused before it is read.
-    let rc =
-        unsafe { ffi::sb_open_name(std::ptr::null(), 5, 64, ffi::SB_CREATE, 0, 0o600, &mut out) };
+    let rc = unsafe {
+        ffi::sb_open_name(
+            std::ptr::null(),
+            5,
+            64,
+            ffi::SB_CREATE,
+            0,
+            0o600,
+            -1,
+            &mut out,
+        )
+    };
     assert_eq!(rc, -libc::EFAULT);
     let before = ffi::sb_handle_count();
     // SAFETY: a null out pointer is allowed and refused.
@@ -192,6 +213,7 @@ fn c_layer_reports_errors_as_negative_codes() {
             ffi::SB_OPEN,
             0,
             0,
+            ffi::SB_OWNER_TRUSTED,
             std::ptr::null_mut(),
         )
     };
@@ -203,21 +225,15 @@ fn c_layer_reports_errors_as_negative_codes() {
     );
     assert_eq!(ffi::sb_close(first.handle as i32), 0);
     // SAFETY: out is valid.
-    assert_eq!(
-        unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, &mut out) },
-        -libc::EINVAL
-    );
+    let rc = unsafe { ffi::sb_open_key(0, 64, ffi::SB_CREATE, 0, 0o600, -1, &mut out) };
+    assert_eq!(rc, -libc::EINVAL);
     assert_eq!(ffi::sb_unlink_key(0), -libc::EINVAL);
     // SAFETY: name is valid for its length.
-    assert_eq!(
-        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
-        0
-    );
+    let rc = unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) };
+    assert_eq!(rc, 0);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) },
-        -libc::ENOENT
-    );
+    let rc = unsafe { ffi::sb_unlink_name(name.as_ptr(), name.len() as u32) };
+    assert_eq!(rc, -libc::ENOENT);
 }
 
 #[test]
@@ -326,6 +342,8 @@ fn c_abi_mutex() {
 static EVENTS: StdMutex<Vec<(u64, i32)>> = StdMutex::new(Vec::new());
 static EVENT: Condvar = Condvar::new();
 
+const CB: Option<ffi::SbWakeCallback> = Some(record);
+
 extern "C" fn record(token: u64, result: i32) {
     EVENTS.lock().unwrap().push((token, result));
     EVENT.notify_all();
@@ -350,7 +368,7 @@ fn no_event(token: u64) -> bool {
     !EVENTS.lock().unwrap().iter().any(|(t, _)| *t == token)
 }
 
-/// One test owns the process-wide callback, so these steps run in order.
+/// These steps run in order, in one test.
 #[test]
 fn async_wait_service() {
     let seg = TestSeg::new("async");
@@ -360,26 +378,34 @@ fn async_wait_service() {
     // registered here (each one is seen to end before the segment drops).
     unsafe {
         assert_eq!(
-            ffi::sb_wait_async(addr, 0, -1, 1),
+            ffi::sb_wait_async(addr, 0, -1, 1, None),
             -libc::EINVAL,
-            "no callback yet"
+            "no callback"
         );
-        assert_eq!(ffi::sb_set_wake_callback(Some(record)), 0);
         assert_eq!(
-            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1),
+            ffi::sb_wait_async(std::ptr::null(), 0, -1, 1, CB),
             -libc::EINVAL
         );
         assert_eq!(
-            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1),
+            ffi::sb_wait_async(addr.cast::<u8>().add(2).cast(), 0, -1, 1, CB),
             -libc::EINVAL
         );
 
         // Settled at once: no callback.
-        assert_eq!(ffi::sb_wait_async(addr, 9, -1, 2), ffi::SB_WAIT_NOT_EQUAL);
-        assert_eq!(ffi::sb_wait_async(addr, 0, 0, 3), ffi::SB_WAIT_TIMED_OUT);
+        assert_eq!(
+            ffi::sb_wait_async(addr, 9, -1, 2, CB),
+            ffi::SB_WAIT_NOT_EQUAL
+        );
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, 0, 3, CB),
+            ffi::SB_WAIT_TIMED_OUT
+        );
 
         // Woken by a notify from this process.
-        assert_eq!(ffi::sb_wait_async(addr, 0, -1, 10), ffi::SB_WAIT_PENDING);
+        assert_eq!(
+            ffi::sb_wait_async(addr, 0, -1, 10, CB),
+            ffi::SB_WAIT_PENDING
+        );
         std::thread::sleep(Duration::from_millis(20));
         assert!(no_event(10), "called back before any notify");
         word.store(1, Ordering::Release);
@@ -389,7 +415,7 @@ fn async_wait_service() {
         // Timed out, no earlier than asked.
         let start = Instant::now();
         assert_eq!(
-            ffi::sb_wait_async(addr, 1, 50_000_000, 11),
+            ffi::sb_wait_async(addr, 1, 50_000_000, 11, CB),
             ffi::SB_WAIT_PENDING
         );
         assert_eq!(event(11), ffi::SB_WAIT_TIMED_OUT);
@@ -400,7 +426,7 @@ fn async_wait_service() {
         // Registered before the notifier starts: a wait ends "ok" when notified or when the
         // word changes after registration, whether or not its thread has parked yet.
         for token in 20..25 {
-            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token), 0);
+            assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token, CB), 0);
         }
         let mut notifier = spawn_notifier(&seg);
         for token in 20..25 {
@@ -413,7 +439,7 @@ fn async_wait_service() {
         for round in 0..50u32 {
             let token = 100 + u64::from(round);
             word.store(round, Ordering::Release);
-            assert_eq!(ffi::sb_wait_async(addr, round, -1, token), 0);
+            assert_eq!(ffi::sb_wait_async(addr, round, -1, token, CB), 0);
             word.store(round + 1, Ordering::Release);
             ffi::sb_notify(addr, u32::MAX);
             assert_eq!(event(token), ffi::SB_WAIT_OK);
@@ -425,11 +451,17 @@ fn async_wait_service() {
             seg.word(10 + i).store(0, Ordering::Release);
             let token = 1000 + i as u64;
             assert_eq!(
-                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token),
+                ffi::sb_wait_async(seg.word(10 + i).as_ptr(), 0, -1, token, CB),
                 0
             );
         }
-        assert!(sync::service_stats().pending >= 100);
+        let stats = sync::service_stats();
+        assert!(stats.pending >= 100, "{stats:?}");
+        assert!(
+            stats.threads - stats.idle <= stats.pending.div_ceil(stats.per_thread),
+            "one thread watches up to {} waits: {stats:?}",
+            stats.per_thread
+        );
         for i in 0..100 {
             seg.word(10 + i).store(1, Ordering::Release);
             ffi::sb_notify(seg.word(10 + i).as_ptr(), 1);
@@ -437,10 +469,27 @@ fn async_wait_service() {
         for i in 0..100 {
             assert_eq!(event(1000 + i), ffi::SB_WAIT_OK);
         }
-        let stats = sync::service_stats();
-        assert!(stats.threads >= 100, "{stats:?}");
 
-        assert_eq!(ffi::sb_set_wake_callback(None), 0);
+        // Cancelled: a closing segment ends the waits on its range, with EBADF, at once.
+        for i in 0..10 {
+            seg.word(200 + i).store(0, Ordering::Release);
+            let token = 2000 + i as u64;
+            assert_eq!(
+                ffi::sb_wait_async(seg.word(200 + i).as_ptr(), 0, -1, token, CB),
+                0
+            );
+        }
+        let start = seg.word(200).as_ptr() as usize;
+        assert_eq!(ffi::sb_wait_cancel(start, 5 * 4), 5);
+        for i in 0..5 {
+            assert_eq!(event(2000 + i), -libc::EBADF);
+        }
+        assert!(no_event(2005), "outside the range: still pending");
+        assert_eq!(ffi::sb_wait_cancel(start, 10 * 4), 5);
+        for i in 5..10 {
+            assert_eq!(event(2000 + i), -libc::EBADF);
+        }
+        assert_eq!(ffi::sb_wait_cancel(start, 10 * 4), 0, "nothing left");
     }
 
     // The Rust API, with a closure.

@@ -166,3 +166,13 @@ fn every_export_is_declared_once() {
     assert_eq!(names.len(), all, "a name is declared twice");
     assert!(names.iter().all(|n| n.starts_with("sb_")));
 }
+
+/// `ts/channel/layout.ts`: the channel layout's constants and offsets, from
+/// `shared_buffer::channel::layout`.
+#[test]
+fn channel_layout_ts() {
+    check_or_write(
+        "ts/channel/layout.ts",
+        &shared_buffer::channel::layout::typescript(),
+    );
+}

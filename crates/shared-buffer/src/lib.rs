@@ -33,4 +33,4 @@ pub mod os;
 pub mod segment;
 pub mod sync;
 
-pub use segment::{Options, Segment, SegmentId, SizeMismatch};
+pub use segment::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch};

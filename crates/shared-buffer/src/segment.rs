@@ -4,8 +4,19 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
 
 use crate::os;
+
+/// How long an open waits for a creator that has made a name but not yet sized it. A creator
+/// sizes its file right after making it, but a busy machine may not run it for a while: waiting
+/// as long as a file counts as recent ([`RECENT_SECS`]) keeps a slow creator from being mistaken
+/// for a dead one, and an older empty file is refused at once.
+const SIZE_RACE_WAIT: Duration = Duration::from_secs(RECENT_SECS);
+
+/// An empty file whose status changed longer ago than this (seconds) is nobody's segment in the
+/// making.
+const RECENT_SECS: u64 = 2;
 
 /// Which segment: a System V key or a POSIX name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,8 +31,8 @@ impl SegmentId {
     /// A keyed segment.
     ///
     /// # Errors
-    /// `InvalidInput` for key 0, which is `IPC_PRIVATE` and can never be shared.
-    pub fn key(key: u32) -> io::Result<Self> {
+    /// [`SegmentError::Invalid`] for key 0, which is `IPC_PRIVATE` and can never be shared.
+    pub fn key(key: u32) -> Result<Self> {
         if key == 0 {
             return Err(invalid("key 0 is IPC_PRIVATE and cannot be shared"));
         }
@@ -31,9 +42,9 @@ impl SegmentId {
     /// A named segment. The leading `/` is optional (`"jobs"` and `"/jobs"` are the same).
     ///
     /// # Errors
-    /// `InvalidInput` for an empty name, an inner `/` or a NUL; `ENAMETOOLONG` for a name longer
-    /// than [`os::NAME_MAX`] bytes after the `/`.
-    pub fn name(name: &str) -> io::Result<Self> {
+    /// [`SegmentError::Invalid`] for an empty name, an inner `/` or a NUL; `ENAMETOOLONG` (as
+    /// [`SegmentError::Os`]) for a name longer than [`os::NAME_MAX`] bytes after the `/`.
+    pub fn name(name: &str) -> Result<Self> {
         let bare = name.strip_prefix('/').unwrap_or(name);
         if bare.is_empty() {
             return Err(invalid("name is empty"));
@@ -42,7 +53,9 @@ impl SegmentId {
             return Err(invalid("name has a '/' after its first character"));
         }
         if bare.len() > os::NAME_MAX {
-            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+            return Err(SegmentError::Os(io::Error::from_raw_os_error(
+                libc::ENAMETOOLONG,
+            )));
         }
         let full = CString::new(format!("/{bare}")).map_err(|_| invalid("name has a NUL byte"))?;
         Ok(Self::Name(full))
@@ -65,6 +78,13 @@ pub struct Options {
     pub mode: u32,
     /// Fault every page in at once, so that no access takes a page fault later. Default false.
     pub populate: bool,
+    /// Whose existing segment an open accepts. Default [`Owner::Trusted`]: this user's or root's.
+    pub owner: Owner,
+    /// [`Segment::create`] only: if a segment exists under the key or name (one left behind by a
+    /// crashed run), remove it first and create a new one. Processes still mapping the old
+    /// segment keep it, cut off from the name. Only a segment of an owner that
+    /// [`Options::owner`] accepts is removed. Default false: `EEXIST`.
+    pub replace: bool,
 }
 
 impl Default for Options {
@@ -72,26 +92,19 @@ impl Default for Options {
         Self {
             mode: 0o600,
             populate: false,
+            owner: Owner::Trusted,
+            replace: false,
         }
     }
 }
 
 /// The segment exists with another size than the caller asked for.
-///
-/// Carried inside an `io::Error` of kind `InvalidInput`; [`SizeMismatch::find`] gets it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SizeMismatch {
     /// The size the caller asked for.
     pub requested: usize,
     /// The segment's size.
     pub actual: usize,
-}
-
-impl SizeMismatch {
-    /// The mismatch inside `err`, if that is what `err` is.
-    pub fn find(err: &io::Error) -> Option<Self> {
-        err.get_ref()?.downcast_ref::<Self>().copied()
-    }
 }
 
 impl fmt::Display for SizeMismatch {
@@ -106,9 +119,159 @@ impl fmt::Display for SizeMismatch {
 
 impl std::error::Error for SizeMismatch {}
 
-fn invalid(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
+fn invalid(msg: &'static str) -> SegmentError {
+    SegmentError::Invalid(msg)
 }
+
+/// Whose segments [`Segment::open`] and [`Segment::open_or_create`] accept.
+///
+/// A segment's owner can read, write, truncate and remove it whatever its mode, so opening a
+/// segment made by another user means trusting that user with your data: a squatter could make a
+/// well-known name or key first, with mode `0o666`, and hand you memory they control. The default
+/// accepts only segments of this process's effective user and of root (who can reach every
+/// process's memory anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// This process's effective user, or root. The default.
+    #[default]
+    Trusted,
+    /// As [`Owner::Trusted`], and also this uid.
+    Uid(u32),
+    /// Any user: the seed package's behaviour.
+    Any,
+}
+
+impl Owner {
+    /// True if a segment owned by `uid` is acceptable.
+    pub fn accepts(self, uid: u32) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Uid(allowed) if allowed == uid => true,
+            Self::Trusted | Self::Uid(_) => uid == 0 || uid == os::effective_uid(),
+        }
+    }
+}
+
+/// The kind of a file found at a segment's name that is not a segment.
+pub use os::FileKind;
+
+/// Why a segment could not be made, opened or removed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// No segment has this key or name.
+    NotFound,
+    /// A segment with this key or name exists already.
+    AlreadyExists,
+    /// The OS refused access: the owner did not grant it in the segment's mode.
+    PermissionDenied,
+    /// The segment belongs to a user that [`Options::owner`] does not accept.
+    ForeignOwner {
+        /// The owner's uid (for a keyed segment, the creator's if that is the one refused).
+        uid: u32,
+    },
+    /// The segment's size is not what the caller needs.
+    SizeMismatch(SizeMismatch),
+    /// The name is a symbolic link, which is never followed (it could point anywhere).
+    Symlink,
+    /// Something other than a segment is at the name: a directory, a FIFO, a socket, a device.
+    NotASegment(FileKind),
+    /// The name holds an empty file that nobody is sizing: a creator that died between making
+    /// the name and sizing it, or a file someone else put there.
+    Empty,
+    /// An argument is out of range (the message says which).
+    Invalid(&'static str),
+    /// Any other error of the OS.
+    Os(io::Error),
+}
+
+impl SegmentError {
+    /// The error for an `errno` of the OS, typed where a variant says more.
+    pub fn from_os(err: io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc::ENOENT) => Self::NotFound,
+            Some(libc::EEXIST) => Self::AlreadyExists,
+            Some(libc::EACCES) => Self::PermissionDenied,
+            Some(libc::ELOOP) => Self::Symlink,
+            Some(libc::EISDIR) => Self::NotASegment(FileKind::Directory),
+            // open() of a Unix socket.
+            Some(libc::ENXIO) => Self::NotASegment(FileKind::Socket),
+            _ => Self::Os(err),
+        }
+    }
+}
+
+impl From<io::Error> for SegmentError {
+    fn from(err: io::Error) -> Self {
+        Self::from_os(err)
+    }
+}
+
+impl fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such segment"),
+            Self::AlreadyExists => f.write_str("the segment exists already"),
+            Self::PermissionDenied => f.write_str("permission denied by the segment's mode"),
+            Self::ForeignOwner { uid } => match os::user_name(*uid) {
+                Some(name) => write!(f, "the segment belongs to another user: uid {uid} ({name})"),
+                None => write!(f, "the segment belongs to another user: uid {uid}"),
+            },
+            Self::SizeMismatch(m) => m.fmt(f),
+            Self::Symlink => f.write_str("the name is a symbolic link, which is never followed"),
+            Self::NotASegment(kind) => write!(f, "the name is {kind}, not a segment"),
+            Self::Empty => f.write_str("the segment is empty: its creator died before sizing it"),
+            Self::Invalid(msg) => f.write_str(msg),
+            Self::Os(err) => err.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Regular => "a file",
+            Self::Directory => "a directory",
+            Self::Fifo => "a FIFO",
+            Self::Socket => "a socket",
+            Self::Device => "a device",
+            Self::Other => "a special file",
+        })
+    }
+}
+
+impl std::error::Error for SegmentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Os(err) => Some(err),
+            Self::SizeMismatch(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl From<SegmentError> for io::Error {
+    /// For callers that speak `io::Error`: the matching kind, with the typed error inside.
+    fn from(err: SegmentError) -> Self {
+        let kind = match &err {
+            SegmentError::NotFound => io::ErrorKind::NotFound,
+            SegmentError::AlreadyExists => io::ErrorKind::AlreadyExists,
+            SegmentError::PermissionDenied | SegmentError::ForeignOwner { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => io::ErrorKind::InvalidInput,
+            SegmentError::Os(_) => io::ErrorKind::Other,
+            _ => io::ErrorKind::InvalidData,
+        };
+        match err {
+            SegmentError::Os(inner) => inner,
+            typed => io::Error::new(kind, typed),
+        }
+    }
+}
+
+/// A `Result` of the segment layer.
+pub type Result<T, E = SegmentError> = std::result::Result<T, E>;
 
 /// A shared-memory segment mapped into this process; unmapped on drop (the segment itself stays
 /// until [`Segment::unlink`]).
@@ -124,14 +287,34 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates a new segment of `size` bytes, zero-filled, failing if it already exists.
+    /// Creates a new segment of `size` bytes, zero-filled, failing if it already exists (unless
+    /// [`Options::replace`]).
     ///
     /// # Errors
-    /// `AlreadyExists` (`EEXIST`) if it exists; `InvalidInput` for size 0; `ENOSPC` when a named
-    /// segment does not fit in the shared-memory filesystem; `NotFound` if another process
-    /// removed a new keyed segment before this one could map it; any other error of the OS.
-    pub fn create(id: &SegmentId, size: usize, options: &Options) -> io::Result<Self> {
+    /// [`SegmentError::AlreadyExists`] if it exists; [`SegmentError::Invalid`] for size 0;
+    /// `ENOSPC` when a named segment does not fit in the shared-memory filesystem; with
+    /// `replace`, the errors of opening the old segment (someone else's, or not a segment);
+    /// any other error of the OS.
+    pub fn create(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {
         check_create(size, options)?;
+        // Replacing races with other processes creating and removing: each round fails only if
+        // another process won it, so a bounded number settles it.
+        for _ in 0..16 {
+            match Self::create_once(id, size, options) {
+                Err(SegmentError::AlreadyExists) if options.replace => {
+                    Self::check_replaceable(id, options)?;
+                    match Self::unlink(id) {
+                        Ok(()) | Err(SegmentError::NotFound) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(SegmentError::AlreadyExists)
+    }
+
+    fn create_once(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {
         let mapping = match id {
             SegmentId::Key(key) => os::sysv_create(*key as i32, size, options.mode)?,
             SegmentId::Name(name) => os::posix_create(name, size, options.mode)?,
@@ -139,27 +322,46 @@ impl Segment {
         Self::finish(mapping, true, options)
     }
 
+    /// Whether the segment at `id` may be removed by a replacing create: it must be a segment
+    /// (not a directory, a FIFO, a link) of an owner the options accept.
+    fn check_replaceable(id: &SegmentId, options: &Options) -> Result<()> {
+        match id {
+            SegmentId::Key(key) => {
+                let info = os::sysv_lookup(*key as i32)?;
+                check_owner(options.owner, &[info.uid, info.creator_uid])
+            }
+            SegmentId::Name(name) => {
+                let info = os::posix_open_name(name)?.info()?;
+                if info.kind != FileKind::Regular {
+                    return Err(SegmentError::NotASegment(info.kind));
+                }
+                check_owner(options.owner, &[info.uid])
+            }
+        }
+    }
+
     /// Opens an existing segment. With `size`, the segment must be at least that large, and only
     /// its first `size` bytes are exposed; without, all of it.
     ///
     /// # Errors
-    /// `NotFound` (`ENOENT`) if it does not exist; `PermissionDenied` (`EACCES`) if it belongs to
-    /// someone who did not grant access; `InvalidInput` with a [`SizeMismatch`] if it is smaller
-    /// than `size`.
-    pub fn open(id: &SegmentId, size: Option<usize>, options: &Options) -> io::Result<Self> {
+    /// [`SegmentError::NotFound`] if it does not exist; [`SegmentError::ForeignOwner`] if it
+    /// belongs to a user that [`Options::owner`] does not accept;
+    /// [`SegmentError::PermissionDenied`] if its owner did not grant access;
+    /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
+    /// [`SegmentError::NotASegment`] or [`SegmentError::Empty`] if the name holds something else.
+    pub fn open(id: &SegmentId, size: Option<usize>, options: &Options) -> Result<Self> {
         if size == Some(0) {
             return Err(invalid("size must be at least 1 byte"));
         }
-        let mapping = Self::open_raw(id)?;
-        if let Some(requested) = size {
-            if requested > mapping.len() {
-                let actual = mapping.len();
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    SizeMismatch { requested, actual },
-                ));
+        let mapping = Self::open_raw(id, options.owner, |actual| match size {
+            Some(requested) if requested > actual => {
+                Err(SegmentError::SizeMismatch(SizeMismatch {
+                    requested,
+                    actual,
+                }))
             }
-        }
+            _ => Ok(()),
+        })?;
         let mut segment = Self::finish(mapping, false, options)?;
         if let Some(requested) = size {
             segment.len = requested;
@@ -173,62 +375,92 @@ impl Segment {
     /// someone else's segment of another size is refused rather than silently allowed.
     ///
     /// # Errors
-    /// As [`Segment::create`] and [`Segment::open`]; `InvalidInput` with a [`SizeMismatch`] if the
+    /// As [`Segment::create`] and [`Segment::open`]; [`SegmentError::SizeMismatch`] if the
     /// existing segment's size differs.
-    pub fn open_or_create(id: &SegmentId, size: usize, options: &Options) -> io::Result<Self> {
+    pub fn open_or_create(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {
         check_create(size, options)?;
+        let exact = |actual| {
+            if actual == size {
+                Ok(())
+            } else {
+                Err(SegmentError::SizeMismatch(SizeMismatch {
+                    requested: size,
+                    actual,
+                }))
+            }
+        };
         // Creating and opening race with other processes doing the same or unlinking: a bounded
         // number of rounds settles it, since each round fails only if another process won it.
-        let mut last = io::Error::from_raw_os_error(libc::EAGAIN);
         for _ in 0..16 {
-            match Self::create(id, size, options) {
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            match Self::create_once(id, size, options) {
+                Err(SegmentError::AlreadyExists) => {}
                 // Made, and removed by another process before it could be mapped.
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    last = err;
-                    continue;
-                }
+                Err(SegmentError::NotFound) => continue,
                 other => return other,
             }
-            match Self::open_raw(id) {
-                Ok(mapping) if mapping.len() != size => {
-                    let actual = mapping.len();
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        SizeMismatch {
-                            requested: size,
-                            actual,
-                        },
-                    ));
-                }
+            match Self::open_raw(id, options.owner, exact) {
                 Ok(mapping) => return Self::finish(mapping, false, options),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => last = err,
+                Err(SegmentError::NotFound) => {}
                 Err(err) => return Err(err),
             }
         }
-        Err(last)
+        Err(SegmentError::Os(io::Error::from_raw_os_error(libc::EAGAIN)))
     }
 
     /// Removes the segment's key or name. Processes that have it mapped keep their memory until
     /// they unmap it; a new segment may be created under the same key or name at once.
     ///
     /// # Errors
-    /// `NotFound` if there is no such segment; `PermissionDenied` if it is someone else's.
-    pub fn unlink(id: &SegmentId) -> io::Result<()> {
+    /// [`SegmentError::NotFound`] if there is no such segment;
+    /// [`SegmentError::PermissionDenied`] (or `EPERM`) if it is someone else's.
+    pub fn unlink(id: &SegmentId) -> Result<()> {
         match id {
-            SegmentId::Key(key) => os::sysv_remove(*key as i32),
-            SegmentId::Name(name) => os::posix_unlink(name),
+            SegmentId::Key(key) => os::sysv_remove(*key as i32)?,
+            SegmentId::Name(name) => os::posix_unlink(name)?,
+        }
+        Ok(())
+    }
+
+    /// Opens the segment at `id` after checking its owner, its kind and (with `size_ok`) its
+    /// size, all before anything is mapped.
+    fn open_raw(
+        id: &SegmentId,
+        owner: Owner,
+        size_ok: impl Fn(usize) -> Result<()>,
+    ) -> Result<os::Mapping> {
+        match id {
+            SegmentId::Key(key) => {
+                let info = os::sysv_lookup(*key as i32)?;
+                check_owner(owner, &[info.uid, info.creator_uid])?;
+                size_ok(info.size)?;
+                Ok(os::sysv_attach(&info)?)
+            }
+            SegmentId::Name(name) => {
+                let opened = os::posix_open_name(name)?;
+                // A creator makes the name and sizes it in two steps, and an opener may come in
+                // between: a file changed in the last moments gets a short wait; an older empty
+                // one is a leftover, refused at once.
+                let deadline = Instant::now() + SIZE_RACE_WAIT;
+                loop {
+                    let info = opened.info()?;
+                    if info.kind != FileKind::Regular {
+                        return Err(SegmentError::NotASegment(info.kind));
+                    }
+                    check_owner(owner, &[info.uid])?;
+                    if info.size > 0 {
+                        size_ok(info.size)?;
+                        return Ok(opened.map(info.size)?);
+                    }
+                    if info.changed_secs_ago > RECENT_SECS || Instant::now() >= deadline {
+                        return Err(SegmentError::Empty);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
     }
 
-    fn open_raw(id: &SegmentId) -> io::Result<os::Mapping> {
-        match id {
-            SegmentId::Key(key) => os::sysv_open(*key as i32),
-            SegmentId::Name(name) => os::posix_open(name),
-        }
-    }
-
-    fn finish(mapping: os::Mapping, created: bool, options: &Options) -> io::Result<Self> {
+    fn finish(mapping: os::Mapping, created: bool, options: &Options) -> Result<Self> {
         if options.populate {
             mapping.populate()?;
         }
@@ -292,7 +524,9 @@ impl Segment {
             "offset {byte_offset} is not 4-byte aligned"
         );
         assert!(
-            byte_offset + 4 <= self.len(),
+            byte_offset
+                .checked_add(4)
+                .is_some_and(|end| end <= self.len()),
             "offset {byte_offset} is past the segment"
         );
         // SAFETY: in bounds and aligned (mappings are page-aligned); atomics may alias memory that
@@ -302,7 +536,23 @@ impl Segment {
     }
 }
 
-fn check_create(size: usize, options: &Options) -> io::Result<()> {
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // The mapping goes away after this: no thread may go on counting a lock inside it as
+        // held, or a later mapping at the same addresses would look held.
+        crate::sync::forget_held_in(self.mapping.as_ptr() as usize, self.mapping.len());
+    }
+}
+
+/// Refuses a segment unless `owner` accepts every uid in `uids`.
+fn check_owner(owner: Owner, uids: &[u32]) -> Result<()> {
+    match uids.iter().find(|&&uid| !owner.accepts(uid)) {
+        Some(&uid) => Err(SegmentError::ForeignOwner { uid }),
+        None => Ok(()),
+    }
+}
+
+fn check_create(size: usize, options: &Options) -> Result<()> {
     if size == 0 {
         return Err(invalid("size must be at least 1 byte"));
     }

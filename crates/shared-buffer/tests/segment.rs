@@ -1,10 +1,9 @@
 //! The Rust API and the C layer of segments: ownership, sizes, permissions, errors.
 
-use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use shared_buffer::{Options, Segment, SegmentId, SizeMismatch};
+use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -61,7 +60,7 @@ fn create_open_share_and_unlink() {
             "mapped memory outlives unlink"
         );
         let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(matches!(err, SegmentError::NotFound), "{err:?}");
     }
 }
 
@@ -72,7 +71,7 @@ fn exclusive_create_and_open_or_create() {
         assert!(first.created());
         first.atomic_u32(0).store(5, Ordering::Relaxed);
         let err = Segment::create(&s.0, 64, &Options::default()).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+        assert!(matches!(err, SegmentError::AlreadyExists), "{err:?}");
         let second = Segment::open_or_create(&s.0, 64, &Options::default()).unwrap();
         assert!(!second.created());
         assert_eq!(
@@ -88,25 +87,31 @@ fn sizes_are_checked() {
     for s in Scratch::both() {
         let _a = Segment::create(&s.0, 4096, &Options::default()).unwrap();
         let err = Segment::open_or_create(&s.0, 100, &Options::default()).unwrap_err();
-        assert_eq!(
-            SizeMismatch::find(&err),
-            Some(SizeMismatch {
-                requested: 100,
-                actual: 4096
-            })
+        assert!(
+            matches!(
+                err,
+                SegmentError::SizeMismatch(SizeMismatch {
+                    requested: 100,
+                    actual: 4096
+                })
+            ),
+            "{err:?}"
         );
         let err = Segment::open(&s.0, Some(8192), &Options::default()).unwrap_err();
-        assert_eq!(
-            SizeMismatch::find(&err),
-            Some(SizeMismatch {
-                requested: 8192,
-                actual: 4096
-            })
+        assert!(
+            matches!(
+                err,
+                SegmentError::SizeMismatch(SizeMismatch {
+                    requested: 8192,
+                    actual: 4096
+                })
+            ),
+            "{err:?}"
         );
         let prefix = Segment::open(&s.0, Some(10), &Options::default()).unwrap();
         assert_eq!(prefix.len(), 10);
         let err = Segment::create(&Scratch::named().0, 0, &Options::default()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(matches!(err, SegmentError::Invalid(_)), "{err:?}");
     }
 }
 
@@ -117,7 +122,7 @@ fn default_mode_is_owner_only_whatever_the_umask() {
     let old = unsafe { libc::umask(0) };
     let named = Scratch::named();
     let keyed = Scratch::keyed();
-    let made = (|| -> std::io::Result<()> {
+    let made = (|| -> Result<(), SegmentError> {
         Segment::create(&named.0, 64, &Options::default())?;
         Segment::create(&keyed.0, 64, &Options::default())?;
         Ok(())
@@ -153,7 +158,7 @@ fn a_wider_mode_is_applied_exactly_despite_the_umask() {
         64,
         &Options {
             mode: 0o640,
-            populate: false,
+            ..Options::default()
         },
     );
     // SAFETY: as above.
@@ -169,10 +174,10 @@ fn a_wider_mode_is_applied_exactly_despite_the_umask() {
         64,
         &Options {
             mode: 0o1000,
-            populate: false,
+            ..Options::default()
         },
     );
-    assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert!(matches!(err, Err(SegmentError::Invalid(_))));
 }
 
 #[test]
@@ -184,8 +189,8 @@ fn populate_maps_every_page_without_changing_data() {
             &s.0,
             None,
             &Options {
-                mode: 0o600,
                 populate: true,
+                ..Options::default()
             },
         )
         .unwrap();
@@ -195,25 +200,153 @@ fn populate_maps_every_page_without_changing_data() {
 
 #[test]
 fn names_and_keys_are_validated() {
-    assert_eq!(
-        SegmentId::key(0).unwrap_err().kind(),
-        ErrorKind::InvalidInput
-    );
+    assert!(matches!(SegmentId::key(0), Err(SegmentError::Invalid(_))));
     for bad in ["", "/", "a/b", "/a/b", "a\0b"] {
-        assert_eq!(
-            SegmentId::name(bad).unwrap_err().kind(),
-            ErrorKind::InvalidInput,
+        assert!(
+            matches!(SegmentId::name(bad), Err(SegmentError::Invalid(_))),
             "{bad:?}"
         );
     }
     let long = "x".repeat(256);
-    assert_eq!(
-        SegmentId::name(&long).unwrap_err().raw_os_error(),
-        Some(libc::ENAMETOOLONG)
-    );
+    match SegmentId::name(&long) {
+        Err(SegmentError::Os(err)) => assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG)),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         SegmentId::name("jobs").unwrap(),
         SegmentId::name("/jobs").unwrap()
     );
     assert_eq!(SegmentId::name("jobs").unwrap().to_string(), "name /jobs");
+}
+
+/// The path under /dev/shm of a named scratch segment.
+fn shm_path(s: &Scratch) -> String {
+    let SegmentId::Name(name) = &s.0 else {
+        unreachable!()
+    };
+    format!("/dev/shm{}", name.to_str().unwrap())
+}
+
+/// Removes whatever a test put at a scratch name (a directory included).
+struct Planted(String);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn odd_files_at_a_name_get_their_own_error_at_once() {
+    let target = Scratch::named();
+    Segment::create(&target.0, 64, &Options::default()).unwrap();
+
+    let link = Scratch::named();
+    let _l = Planted(shm_path(&link));
+    std::os::unix::fs::symlink(shm_path(&target), shm_path(&link)).unwrap();
+    let err = Segment::open(&link.0, None, &Options::default()).unwrap_err();
+    assert!(matches!(err, SegmentError::Symlink), "{err:?}");
+
+    let dir = Scratch::named();
+    let _d = Planted(shm_path(&dir));
+    std::fs::create_dir(shm_path(&dir)).unwrap();
+    let err = Segment::open(&dir.0, None, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::NotASegment(FileKind::Directory)),
+        "{err:?}"
+    );
+
+    let fifo = Scratch::named();
+    let _f = Planted(shm_path(&fifo));
+    let path = std::ffi::CString::new(shm_path(&fifo)).unwrap();
+    // SAFETY: a valid C string and a mode.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let err = Segment::open(&fifo.0, None, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::NotASegment(FileKind::Fifo)),
+        "{err:?}"
+    );
+    let err = Segment::open_or_create(&fifo.0, 64, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::NotASegment(FileKind::Fifo)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_empty_file_is_refused_as_empty() {
+    let s = Scratch::named();
+    std::fs::File::create(shm_path(&s)).unwrap();
+    // A fresh empty file gets the short wait for a creator that is sizing it, then this.
+    let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
+    assert!(matches!(err, SegmentError::Empty), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the segment is empty: its creator died before sizing it"
+    );
+}
+
+#[test]
+fn replace_removes_a_leftover_and_creates_afresh() {
+    for s in Scratch::both() {
+        let old = Segment::create(&s.0, 64, &Options::default()).unwrap();
+        old.atomic_u32(0).store(7, Ordering::Relaxed);
+        let err = Segment::create(&s.0, 128, &Options::default()).unwrap_err();
+        assert!(matches!(err, SegmentError::AlreadyExists), "{err:?}");
+        let replace = Options {
+            replace: true,
+            ..Options::default()
+        };
+        let new = Segment::create(&s.0, 128, &replace).unwrap();
+        assert!(new.created());
+        assert_eq!(new.len(), 128);
+        assert_eq!(
+            new.atomic_u32(0).load(Ordering::Relaxed),
+            0,
+            "a fresh segment"
+        );
+        assert_eq!(
+            old.atomic_u32(0).load(Ordering::Relaxed),
+            7,
+            "the old mapping lives on, cut off from the name"
+        );
+        let again = Segment::open(&s.0, None, &Options::default()).unwrap();
+        assert_eq!(again.len(), 128);
+    }
+}
+
+#[test]
+fn owners_are_checked_before_mapping() {
+    // As root, the segments this test makes are root's: accepted by default. Another user's
+    // segment is made through the setpriv tests of the TypeScript suite; here the policy itself.
+    let me = euid_from_proc();
+    assert!(Owner::Trusted.accepts(me));
+    assert!(Owner::Trusted.accepts(0));
+    let stranger = if me == 4242 { 4243 } else { 4242 };
+    assert!(!Owner::Trusted.accepts(stranger));
+    assert!(Owner::Uid(stranger).accepts(stranger));
+    assert!(Owner::Uid(stranger).accepts(me));
+    assert!(!Owner::Uid(stranger).accepts(stranger + 1));
+    assert!(Owner::Any.accepts(stranger));
+    let err = SegmentError::ForeignOwner { uid: 0 };
+    assert_eq!(
+        err.to_string(),
+        "the segment belongs to another user: uid 0 (root)"
+    );
+}
+
+fn euid_from_proc() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+#[should_panic(expected = "past the segment")]
+fn atomic_u32_refuses_an_offset_that_would_wrap() {
+    let s = Scratch::named();
+    let seg = Segment::create(&s.0, 64, &Options::default()).unwrap();
+    // usize::MAX - 3 is a multiple of 4; `+ 4` wrapped to 0 and passed the old bounds check.
+    let _ = seg.atomic_u32(usize::MAX - 3);
 }

@@ -10,7 +10,7 @@
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use shared_buffer::{Options, Segment, SegmentId};
+use shared_buffer::{Options, Segment, SegmentError, SegmentId};
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 3000;
@@ -40,7 +40,7 @@ fn churn(id: &SegmentId) -> usize {
                     seg.atomic_u32(0).fetch_add(1, Ordering::Relaxed);
                     drop(seg);
                     match Segment::unlink(id) {
-                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        Err(err) if !matches!(err, SegmentError::NotFound) => {
                             panic!("round {round}: unlink: {err}")
                         }
                         _ => {}

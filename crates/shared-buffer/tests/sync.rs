@@ -100,8 +100,8 @@ fn await_value(word: &AtomicU32, want: u32) {
     }
 }
 
-fn errno(err: std::io::Error) -> i32 {
-    err.raw_os_error().expect("an OS error")
+fn errno(err: impl Into<std::io::Error>) -> i32 {
+    err.into().raw_os_error().expect("an OS error")
 }
 
 // ---- child roles --------------------------------------------------------------------------
@@ -415,8 +415,8 @@ fn mutex_keeps_a_plain_counter_exact_across_processes() {
 fn mutex_error_codes() {
     let seg = TestSeg::new("mutex-errors");
     assert_eq!(
-        Mutex::open_in(&seg.seg, MUTEX_AT).unwrap_err().kind(),
-        std::io::ErrorKind::InvalidInput,
+        errno(Mutex::open_in(&seg.seg, MUTEX_AT).unwrap_err()),
+        libc::EINVAL,
         "an uninitialised mutex must be refused"
     );
     assert!(
@@ -465,8 +465,8 @@ fn mutex_error_codes() {
         .atomic_u32(1024)
         .store(0xdead_beef, Ordering::Relaxed);
     assert_eq!(
-        Mutex::init_in(&seg.seg, 1024).unwrap_err().kind(),
-        std::io::ErrorKind::InvalidInput
+        errno(Mutex::init_in(&seg.seg, 1024).unwrap_err()),
+        libc::EINVAL
     );
 }
 
@@ -489,13 +489,36 @@ fn racing_initialisers_agree() {
     mutex.unlock().unwrap();
 }
 
+/// Returns once thread `tid` of this process is in the `futex` system call (x86-64 number 202,
+/// as `/proc` shows it), or after `LONG` where `/proc` does not tell.
+fn parked_in_futex(tid: libc::pid_t) {
+    let deadline = Instant::now() + LONG;
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) {
+            Ok(line) if line.starts_with(&format!("{} ", libc::SYS_futex)) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        }
+    }
+}
+
 #[test]
 fn notify_zero_wakes_nobody() {
     let t = TestSeg::new("notify-zero");
     let woken = std::thread::scope(|scope| {
-        let waiter = scope.spawn(|| wait(t.word(0), 0, Some(LONG)).unwrap());
-        // Give the waiter time to park, then ask for zero wake-ups: the kernel would wake one.
-        std::thread::sleep(Duration::from_millis(100));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let word = t.word(0);
+        let waiter = scope.spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            wait(word, 0, Some(LONG)).unwrap()
+        });
+        // Once the waiter is parked in the kernel, ask for zero wake-ups: the kernel would wake
+        // one.
+        parked_in_futex(tid_rx.recv().unwrap());
         assert_eq!(notify(t.word(0), 0).unwrap(), 0);
         std::thread::sleep(Duration::from_millis(50));
         assert!(!waiter.is_finished(), "notify(0) must not wake the waiter");

@@ -24,10 +24,10 @@ use std::sync::{Mutex, PoisonError};
 use super::sys::{self, Api, Env, Value};
 use super::{Outcome, Thrown, check, throw};
 use crate::{
-    SB_WAIT_PENDING, SbMapping, sb_channel_constant, sb_close, sb_dup, sb_errno, sb_error_message,
-    sb_error_name, sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
-    sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_wait, sb_wait_spin,
-    start_wait_async,
+    SB_WAIT_PENDING, SbMapping, sb_close, sb_dup, sb_errno, sb_error_message, sb_error_name,
+    sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
+    sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_user_name, sb_wait,
+    sb_wait_cancel, sb_wait_spin, start_wait_async,
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
@@ -111,6 +111,18 @@ impl<'a> Args<'a> {
         ok_or(status, out, "expected a BigInt")
     }
 
+    fn i64_bigint(&self, i: usize) -> Result<i64, Thrown> {
+        let (mut out, mut lossless) = (0, false);
+        // SAFETY: as above.
+        let status = unsafe {
+            (self.api.get_value_bigint_int64)(self.env, self.arg(i)?, &mut out, &mut lossless)
+        };
+        if status == sys::OK && !lossless {
+            return Err(Thrown::Type("BigInt out of the i64 range".into()));
+        }
+        ok_or(status, out, "expected a BigInt")
+    }
+
     /// An address: a non-negative integral number (below 2^53), or a BigInt.
     fn address(&self, i: usize) -> Result<usize, Thrown> {
         let value = self.arg(i)?;
@@ -177,8 +189,8 @@ impl<'a> Args<'a> {
 
     fn int(&self, value: i32) -> Call {
         let mut out = ptr::null_mut();
-        // SAFETY: a valid env and out-pointer.
         check(
+            // SAFETY: a valid env and out-pointer.
             unsafe { (self.api.create_int32)(self.env, value, &mut out) },
             "napi_create_int32",
         )?;
@@ -252,29 +264,54 @@ macro_rules! callbacks {
 
 callbacks! {
     open_key => |a, _| {
-        let (out, len) = a.typed_array(5, BIGUINT64_ARRAY)?;
+        let (out, len) = a.typed_array(6, BIGUINT64_ARRAY)?;
         if len < 4 {
             return Err(Thrown::Type("out must hold 4 elements".into()));
         }
         // SAFETY: `out` is the data of a live BigUint64Array of at least 4 elements (32 bytes,
         // one SbMapping), which this synchronous call alone uses.
         let rc = unsafe {
-            sb_open_key(a.u32(0)?, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, out.cast::<SbMapping>())
+            sb_open_key(a.u32(0)?, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, a.i64_bigint(5)?, out.cast::<SbMapping>())
         };
         a.int(rc)
     };
     open_name => |a, _| {
         let (name, name_len) = a.typed_array(0, UINT8_ARRAY)?;
-        let (out, len) = a.typed_array(5, BIGUINT64_ARRAY)?;
+        let (out, len) = a.typed_array(6, BIGUINT64_ARRAY)?;
         if len < 4 {
             return Err(Thrown::Type("out must hold 4 elements".into()));
         }
         let name_len = u32::try_from(name_len).map_err(|_| Thrown::Type("name too long".into()))?;
         // SAFETY: `name` is the data of a live Uint8Array of `name_len` bytes; `out` as above.
         let rc = unsafe {
-            sb_open_name(name.cast(), name_len, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, out.cast::<SbMapping>())
+            sb_open_name(name.cast(), name_len, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, a.i64_bigint(5)?, out.cast::<SbMapping>())
         };
         a.int(rc)
+    };
+    user_name => |a, _| {
+        let uid = a.u32(0)?;
+        let mut buf = vec![0u8; 64];
+        loop {
+            let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+            // SAFETY: `buf` is valid for `len` bytes.
+            let n = unsafe { sb_user_name(uid, buf.as_mut_ptr(), len) };
+            if n < 0 {
+                let mut undefined = ptr::null_mut();
+                // SAFETY: a valid env and out-pointer.
+                check(unsafe { (a.api.get_undefined)(a.env, &mut undefined) }, "napi_get_undefined")?;
+                return Ok(undefined);
+            }
+            if n as usize <= buf.len() {
+                let mut out = ptr::null_mut();
+                // SAFETY: the first `n` bytes of `buf` were written; Node-API copies them.
+                let status = unsafe {
+                    (a.api.create_string_utf8)(a.env, buf.as_ptr().cast(), n as usize, &mut out)
+                };
+                check(status, "napi_create_string_utf8")?;
+                return Ok(out);
+            }
+            buf.resize(n as usize, 0);
+        }
     };
     dup => |a, _| a.int(sb_dup(a.i32(0)?));
     close => |a, _| a.int(sb_close(a.i32(0)?));
@@ -298,6 +335,7 @@ callbacks! {
         // SAFETY: the kernel never dereferences the address of a wake (see sb_notify).
         a.int(unsafe { sb_notify(a.address(0)? as *const u32, a.u32(1)?) })
     };
+    cancel_waits => |a, _| a.int(sb_wait_cancel(a.address(0)?, a.address(1)?));
     mutex_init => |a, _| {
         // SAFETY: checked by the TypeScript side as for Deno and Bun (see sb_mutex_init).
         a.int(unsafe { sb_mutex_init(a.address(0)? as *mut u8) })
@@ -316,29 +354,6 @@ callbacks! {
     };
     mutex_size => |a, _| a.int(i32::try_from(sb_mutex_size()).unwrap_or(i32::MAX));
     process_alive => |a, _| a.int(sb_process_alive(a.u32(0)?));
-    channel_constant => |a, _| {
-        let mut name = [0u8; 64];
-        let mut len = 0;
-        // SAFETY: `name` has room for its length including the NUL Node-API writes.
-        let status = unsafe {
-            (a.api.get_value_string_utf8)(a.env, a.arg(0)?, name.as_mut_ptr().cast::<c_char>(), name.len(), &mut len)
-        };
-        ok_or(status, (), "expected a string")?;
-        // A name that filled the buffer may have been cut short: no constant is that long.
-        let value = if len + 1 >= name.len() {
-            -1
-        } else {
-            // SAFETY: `len` bytes of `name` were written.
-            unsafe { sb_channel_constant(name.as_ptr(), len as u32) }
-        };
-        let mut out = ptr::null_mut();
-        // SAFETY: a valid env and out-pointer.
-        check(
-            unsafe { (a.api.create_double)(a.env, value as f64, &mut out) },
-            "napi_create_double",
-        )?;
-        Ok(out)
-    };
     errno => |a, _| {
         let value = match a.short_string(0)? {
             // SAFETY: the slice is valid for its length.
@@ -374,9 +389,9 @@ callbacks! {
 
 fn string(a: &Args<'_>, text: *const c_char) -> Call {
     let mut out = ptr::null_mut();
-    // SAFETY: sb_error_name/sb_error_message return static NUL-terminated strings;
-    // NAPI_AUTO_LENGTH (usize::MAX) tells Node-API to find the NUL.
     check(
+        // SAFETY: sb_error_name/sb_error_message return static NUL-terminated strings;
+        // NAPI_AUTO_LENGTH (usize::MAX) tells Node-API to find the NUL.
         unsafe { (a.api.create_string_utf8)(a.env, text, usize::MAX, &mut out) },
         "napi_create_string_utf8",
     )?;
@@ -387,6 +402,7 @@ fn string(a: &Args<'_>, text: *const c_char) -> Call {
 const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"openKey", open_key),
     (c"openName", open_name),
+    (c"userName", user_name),
     (c"dup", dup),
     (c"close", close),
     (c"handleCount", handle_count),
@@ -394,13 +410,13 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"errorMessage", error_message),
     (c"wait", wait),
     (c"notify", notify),
+    (c"cancelWaits", cancel_waits),
     (c"mutexInit", mutex_init),
     (c"mutexLock", mutex_lock),
     (c"mutexTryLock", mutex_trylock),
     (c"mutexUnlock", mutex_unlock),
     (c"mutexSize", mutex_size),
     (c"processAlive", process_alive),
-    (c"channelConstant", channel_constant),
     (c"errno", errno),
     (c"detach", detach),
 ];

@@ -20,6 +20,9 @@
 //!   never reported: unmapping it frees no memory.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
+//! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
+//!   (see [`Tracked`]) and arms the next `relieve`, which then closes the handles of the buffers
+//!   its collection collected; call it right before `relieve`. Returns how many are tracked.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
 //!
@@ -35,9 +38,9 @@ use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use shared_buffer::segment::{Segment, SegmentId};
+use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
 use crate::segment::{Mapped, close_owned, lookup, mappings_of};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
@@ -52,7 +55,45 @@ pub(crate) struct Account {
     pending: AtomicI64,
     /// How many times `relieve` has run.
     reliefs: AtomicI64,
+    /// The buffers `wrap` made here, weakly; used on the environment's own thread only.
+    tracked: Mutex<Tracked>,
 }
+
+/// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
+#[derive(Debug)]
+struct Watched {
+    /// The `napi_ref`, as an address so that [`Account`] stays `Send`.
+    reference: usize,
+    handle: i32,
+    serial: u64,
+}
+
+/// The weak references of one environment to the buffers it made.
+///
+/// Node.js runs the finalizer of a collected external buffer only on a later turn of the event
+/// loop, so a synchronous loop that drops buffers without `close()` never gets their mappings
+/// back, even after a forced collection. V8 clears weak references during the collection itself,
+/// so `relieve` reads them right after it forces one: a buffer whose reference is empty was
+/// collected, and its handle is closed at once (by serial, so the finalizer that comes later
+/// closes nothing). A buffer detached before it was collected may have handed its memory to
+/// another buffer (`transfer()`), so `forgetDetached`, called just before `relieve`, forgets
+/// every detached buffer (its finalizer runs when the memory is really released). It is a call
+/// of its own because the values it reads must not live through the collection, and a handle
+/// scope inside one call does not free them in every runtime (Deno). Any `wrap` in between
+/// disarms `relieve`'s release.
+#[derive(Debug, Default)]
+struct Tracked {
+    entries: Vec<Watched>,
+    /// Length at which `wrap` next forgets collected and detached buffers (amortised: twice
+    /// what was left after the last time).
+    prune_at: usize,
+    /// Set by `forgetDetached`, cleared by `wrap` and `relieve`: every buffer still tracked was
+    /// attached (not detached) when last looked at.
+    armed: bool,
+}
+
+/// The fewest entries at which `wrap` prunes.
+const PRUNE_MIN: usize = 64;
 
 /// A mapping's report: to whom, and how much.
 #[derive(Debug)]
@@ -124,9 +165,10 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 5] = [
+    let functions: [(&CStr, sys::Callback); 6] = [
         (c"wrap", js_wrap),
         (c"relieve", js_relieve),
+        (c"forgetDetached", js_forget_detached),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
         (c"reportedBytes", js_reported_bytes),
@@ -136,9 +178,9 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         .map_err(|(what, status)| Thrown::Status(what, status))?;
     for (name, callback) in functions {
         let mut function = ptr::null_mut();
-        // SAFETY: name is NUL-terminated (length from to_bytes), callback has the napi_callback
-        // signature, and `function` is a valid out-pointer.
         check(
+            // SAFETY: name is NUL-terminated (length from to_bytes), callback has the napi_callback
+            // signature, and `function` is a valid out-pointer.
             unsafe {
                 (api.create_function)(
                     env,
@@ -151,15 +193,15 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
             },
             "napi_create_function",
         )?;
-        // SAFETY: exports is an object of this env, name is NUL-terminated.
         check(
+            // SAFETY: exports is an object of this env, name is NUL-terminated.
             unsafe { (api.set_named_property)(env, exports, name.as_ptr(), function) },
             "napi_set_named_property",
         )?;
     }
     let mut version = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.create_uint32)(env, SB_ABI_VERSION, &mut version) },
         "napi_create_uint32",
     )?;
@@ -176,8 +218,8 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
 /// `env` is live and this runs on its thread.
 unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
     let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.get_instance_data)(env, &mut data) },
         "napi_get_instance_data",
     )?;
@@ -215,8 +257,8 @@ unsafe fn settle(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
     if gone != 0 {
         account.outstanding.fetch_sub(gone, Ordering::Relaxed);
         let mut total = 0;
-        // SAFETY: valid out-pointer.
         check(
+            // SAFETY: valid out-pointer.
             unsafe { (api.adjust_external_memory)(env, -gone, &mut total) },
             "napi_adjust_external_memory",
         )?;
@@ -237,8 +279,8 @@ unsafe fn arguments<const N: usize>(
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     let mut data = ptr::null_mut();
-    // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
     check(
+        // SAFETY: argv has room for argc values; the other out-pointers are valid or null.
         unsafe {
             (api.get_cb_info)(
                 env,
@@ -298,19 +340,22 @@ unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     let text = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
     // The status of a throw is ignored: it fails only when an exception is already pending, which
     // is then the one JavaScript sees, and there is nobody else to report to.
-    // SAFETY (all three): the strings are NUL-terminated and live for the call.
     let _ = match thrown {
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Type(msg) => unsafe {
             (api.throw_type_error)(env, ptr::null(), text(msg).as_ptr())
         },
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Range(msg) => unsafe {
             (api.throw_range_error)(env, ptr::null(), text(msg).as_ptr())
         },
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Code(code, msg) => unsafe {
             (api.throw_error)(env, sb_error_name(code), text(msg).as_ptr())
         },
         // A failed call may have left an exception pending; throwing again would fail too.
         Thrown::Status(_, sys::PENDING_EXCEPTION) => return,
+        // SAFETY: the strings are NUL-terminated and live for the call.
         Thrown::Status(what, status) => unsafe {
             (api.throw_error)(
                 env,
@@ -359,7 +404,7 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
         call(
             env,
             info,
-            |api, _, [handle, address, length]: [Value; 3]| {
+            |api, account, [handle, address, length]: [Value; 3]| {
                 let (mapping, owner) = handle_arg(api, env, handle)?;
                 let mut start = 0u64;
                 let mut lossless = false;
@@ -401,6 +446,10 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     drop(Box::from_raw(hint));
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
                 }
+                // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
+                // before any JavaScript runs again (the finalizer cannot run during this call).
+                let (handle, serial) = ((*hint).handle, (*hint).serial);
+                track(api, env, account, buffer, handle, serial)?;
                 Ok(buffer)
             },
         )
@@ -415,7 +464,7 @@ unsafe fn unlink(
     api: &Api,
     env: Env,
     account: &Arc<Account>,
-    id: std::io::Result<SegmentId>,
+    id: Result<SegmentId, SegmentError>,
 ) -> Outcome {
     let code = match id.and_then(|id| Segment::unlink(&id).map(|()| id)) {
         Ok(id) => {
@@ -432,8 +481,8 @@ unsafe fn unlink(
                 // and counting resident pages (mincore) took 80 ms for 1 GiB here.
                 let bytes = i64::try_from(mapping.segment.len()).unwrap_or(i64::MAX);
                 let mut total = 0;
-                // SAFETY: valid out-pointer; env is live on this thread.
                 check(
+                    // SAFETY: valid out-pointer; env is live on this thread.
                     unsafe { (api.adjust_external_memory)(env, bytes, &mut total) },
                     "napi_adjust_external_memory",
                 )?;
@@ -448,8 +497,8 @@ unsafe fn unlink(
         Err(err) => code_of(&err),
     };
     let mut value = ptr::null_mut();
-    // SAFETY: valid out-pointer.
     check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.create_int32)(env, code, &mut value) },
         "napi_create_int32",
     )?;
@@ -486,7 +535,9 @@ unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
                 return Err(Thrown::Type("name must be a string".into()));
             }
             let id = if len + 1 >= buf.len() {
-                Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+                Err(SegmentError::Os(std::io::Error::from_raw_os_error(
+                    libc::ENAMETOOLONG,
+                )))
             } else {
                 crate::segment::parse_name(buf.as_ptr(), len)
             };
@@ -521,9 +572,41 @@ unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
                 (api.adjust_external_memory)(env, -bytes, &mut total),
                 "napi_adjust_external_memory",
             )?;
+            let mut tracked = account
+                .tracked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if std::mem::take(&mut tracked.armed) {
+                // The collection has run: every empty reference is a buffer it collected, none
+                // of them detached (forgetDetached ran just before, and no JavaScript since).
+                release_collected(api, env, &mut tracked);
+            }
+            drop(tracked);
             settle(api, env, account)?;
             let mut value = ptr::null_mut();
             check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
+            Ok(value)
+        })
+    }
+}
+
+unsafe extern "C" fn js_forget_detached(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            let mut tracked = account
+                .tracked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            prune(api, env, &mut tracked)?;
+            tracked.armed = true;
+            let count = i32::try_from(tracked.entries.len()).unwrap_or(i32::MAX);
+            drop(tracked);
+            let mut value = ptr::null_mut();
+            check(
+                (api.create_int32)(env, count, &mut value),
+                "napi_create_int32",
+            )?;
             Ok(value)
         })
     }
@@ -542,4 +625,98 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
             Ok(value)
         })
     }
+}
+
+/// Keeps a weak reference to `buffer`, which owns `handle` (numbered `serial`), and now and then
+/// forgets the buffers already collected or detached.
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `buffer` is a value of this call.
+unsafe fn track(
+    api: &Api,
+    env: Env,
+    account: &Account,
+    buffer: Value,
+    handle: i32,
+    serial: u64,
+) -> Result<(), Thrown> {
+    let mut reference = ptr::null_mut();
+    check(
+        // SAFETY: a value of this call and a valid out-pointer.
+        unsafe { (api.create_reference)(env, buffer, 0, &mut reference) },
+        "napi_create_reference",
+    )?;
+    let mut tracked = account
+        .tracked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    tracked.entries.push(Watched {
+        reference: reference as usize,
+        handle,
+        serial,
+    });
+    if tracked.entries.len() >= tracked.prune_at.max(PRUNE_MIN) {
+        // SAFETY: forwarded.
+        unsafe { prune(api, env, &mut tracked)? };
+        tracked.prune_at = tracked.entries.len() * 2;
+    }
+    Ok(())
+}
+
+/// Forgets (deletes the references of) the tracked buffers that were collected or detached,
+/// leaving their handles to their finalizers.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown> {
+    let mut scope = ptr::null_mut();
+    check(
+        // SAFETY: valid out-pointer. The scope frees the values read below before the caller
+        // goes on, so that they keep nothing alive through a collection.
+        unsafe { (api.open_handle_scope)(env, &mut scope) },
+        "napi_open_handle_scope",
+    )?;
+    tracked.entries.retain(|entry| {
+        let reference = entry.reference as *mut c_void;
+        let mut value = ptr::null_mut();
+        // SAFETY: a reference of this environment, not yet deleted; valid out-pointer.
+        let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
+        let mut detached = false;
+        if status == OK && !value.is_null() {
+            // SAFETY: a live ArrayBuffer of this environment; valid out-pointer.
+            unsafe { (api.is_detached_arraybuffer)(env, value, &mut detached) };
+            if !detached {
+                return true;
+            }
+        }
+        // SAFETY: as above; deleted once, then dropped from the list.
+        unsafe { (api.delete_reference)(env, reference) };
+        false
+    });
+    // SAFETY: the scope opened above, closed once.
+    unsafe { (api.close_handle_scope)(env, scope) };
+    Ok(())
+}
+
+/// Closes the handles of the tracked buffers whose references are empty (collected; none was
+/// detached, see [`prune`]) and forgets them.
+///
+/// # Safety
+/// `env` is live and this runs on its thread, with no JavaScript run since [`prune`].
+unsafe fn release_collected(api: &Api, env: Env, tracked: &mut Tracked) {
+    tracked.entries.retain(|entry| {
+        let reference = entry.reference as *mut c_void;
+        let mut value = ptr::null_mut();
+        // SAFETY: a reference of this environment, not yet deleted; valid out-pointer. An empty
+        // reference gives no value to keep in a scope.
+        let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
+        if status != OK || !value.is_null() {
+            return true;
+        }
+        close_owned(entry.handle, entry.serial);
+        // SAFETY: as above; deleted once, then dropped from the list.
+        unsafe { (api.delete_reference)(env, reference) };
+        false
+    });
+    tracked.prune_at = tracked.entries.len() * 2;
 }

@@ -79,6 +79,7 @@ napi! {
     get_value_uint32 = "napi_get_value_uint32": fn(Env, Value, *mut u32);
     get_value_double = "napi_get_value_double": fn(Env, Value, *mut f64);
     get_value_bigint_uint64 = "napi_get_value_bigint_uint64": fn(Env, Value, *mut u64, *mut bool);
+    get_value_bigint_int64 = "napi_get_value_bigint_int64": fn(Env, Value, *mut i64, *mut bool);
     get_value_string_utf8 = "napi_get_value_string_utf8":
         fn(Env, Value, *mut c_char, usize, *mut usize);
     create_int32 = "napi_create_int32": fn(Env, i32, *mut Value);
@@ -98,7 +99,6 @@ napi! {
     get_value_int64 = "napi_get_value_int64": fn(Env, Value, *mut i64);
     get_typedarray_info = "napi_get_typedarray_info":
         fn(Env, Value, *mut i32, *mut usize, *mut *mut c_void, *mut Value, *mut usize);
-    create_double = "napi_create_double": fn(Env, f64, *mut Value);
     create_string_utf8 = "napi_create_string_utf8": fn(Env, *const c_char, usize, *mut Value);
     create_promise = "napi_create_promise": fn(Env, *mut *mut c_void, *mut Value);
     resolve_deferred = "napi_resolve_deferred": fn(Env, *mut c_void, Value);
@@ -113,6 +113,12 @@ napi! {
     is_detached_arraybuffer = "napi_is_detached_arraybuffer": fn(Env, Value, *mut bool);
     detach_arraybuffer = "napi_detach_arraybuffer": fn(Env, Value);
     get_undefined = "napi_get_undefined": fn(Env, *mut Value);
+    // Weak references to the buffers `wrap` made (mod.rs, `Tracked`).
+    create_reference = "napi_create_reference": fn(Env, Value, u32, *mut *mut c_void);
+    delete_reference = "napi_delete_reference": fn(Env, *mut c_void);
+    get_reference_value = "napi_get_reference_value": fn(Env, *mut c_void, *mut Value);
+    open_handle_scope = "napi_open_handle_scope": fn(Env, *mut *mut c_void);
+    close_handle_scope = "napi_close_handle_scope": fn(Env, *mut c_void);
 }
 
 static API: OnceLock<Result<Api, &'static str>> = OnceLock::new();

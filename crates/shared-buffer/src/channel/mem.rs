@@ -105,6 +105,17 @@ mod imp {
             unsafe { std::ptr::write_bytes(self.base.as_ptr().add(offset), 0, len) };
         }
 
+        /// The address of byte `offset`, for `len` bytes from there.
+        ///
+        /// # Panics
+        /// If the range is not inside the region.
+        #[inline]
+        pub(crate) fn ptr_at(&self, offset: usize, len: usize) -> *const u8 {
+            assert!(offset <= self.len && self.len - offset >= len);
+            // SAFETY: in bounds (checked above).
+            unsafe { self.base.as_ptr().add(offset) }
+        }
+
         /// The bytes at `offset` as a slice.
         ///
         /// # Safety

@@ -15,7 +15,7 @@
 //!
 //! The same protocol is implemented in TypeScript over an `Int32Array` with `Atomics`, so it is
 //! deliberately simple: 32-bit little-endian words, positions counting modulo 2^31. The byte
-//! layout is in [`layout`], the memory-ordering rules in the `ring` module's source.
+//! layout and the protocol are in [`layout`] (rendered from `docs/channel.md`).
 //!
 //! # Waiting, and peers that die
 //!
@@ -23,8 +23,11 @@
 //! word after announcing itself in the header; the other side makes a system call only when that
 //! word says someone is parked, so two busy peers exchange messages without any system call.
 //! A parked call wakes at least every [`WaitOptions::liveness_interval`] to check that its peer
-//! process still exists (pids in the header, `kill(pid, 0)`); if it died without closing the
-//! channel, the call fails with `ECONNRESET` instead of waiting forever.
+//! processes still exist (pids in the header, `kill(pid, 0)`). A sender whose receiver died gets
+//! `ECONNRESET`. A receiver frees a dead sender's slot, drops what it left unfinished, keeps
+//! delivering the other senders' messages and reports the dead one
+//! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty and
+//! every sender died. The protocol, word by word: [`layout`] (`docs/channel.md`).
 //!
 //! # Errors
 //!
@@ -32,12 +35,12 @@
 //!
 //! | errno | when |
 //! | --- | --- |
-//! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet |
+//! | `EAGAIN` | `try_*` found the ring full (send) or empty (receive); open found the header not initialised yet; a sender's place is held by a dead process the receiver has not freed yet |
 //! | `ETIMEDOUT` | a blocking call's timeout passed |
-//! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`] |
-//! | `EPIPE` | sending after the channel was closed (by a sender, or by the receiver going away); opening a closed channel |
-//! | `ECONNRESET` | the peer process died without closing: every producer (receiving on an empty ring), a producer holding the record at `head`, or the consumer (sending into a full ring) |
-//! | `EBUSY` | a second consumer, a second SPSC producer, or all 64 MPSC producer slots taken |
+//! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`]; a fragmented message beyond the receiver's [`Limits`] (dropped) |
+//! | `EPIPE` | sending after the receiver closed the channel, or after a sender closed it (the message says which); opening a closed channel |
+//! | `ECONNRESET` | the consumer died (a sender waiting for room); every sender died (a receiver on an empty ring) |
+//! | `EBUSY` | a second consumer, a second live SPSC producer, or all 64 MPSC producer slots taken by live ones |
 //! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record, a fragmented message longer than [`layout::MAX_MESSAGE_LEN`]) |
 //! | `EPROTONOSUPPORT` | the header has another layout version |
 //! | `EINVAL` | a bad capacity or mode, or a region too small |
@@ -66,6 +69,7 @@
 // Under loom only the models use the protocol, and the shared-memory entry points are left out.
 #![cfg_attr(loom, allow(dead_code))]
 
+mod error;
 pub mod layout;
 pub mod liveness;
 mod mem;
@@ -75,15 +79,16 @@ mod ring;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
-use std::fmt;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 use crate::Segment;
 
+pub use error::{ChannelError, ClosedBy, Result, error_code};
 pub use layout::{max_record, region_size};
+
+use error::{corrupt, os};
 
 use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_MORE};
 use mem::{Mem, Ordering::*, fence};
@@ -140,63 +145,27 @@ impl Default for WaitOptions {
     }
 }
 
-/// A channel error with an errno and a description; carried inside an `io::Error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelError {
-    errno: i32,
-    message: String,
+/// `EPIPE` for a closed channel, saying who closed it: the receiver, or a sender (the end of
+/// the stream).
+pub(crate) fn closed(sh: &Shared) -> ChannelError {
+    ChannelError::Closed(if sh.rx_closed() {
+        ClosedBy::Receiver
+    } else {
+        ClosedBy::Sender
+    })
 }
 
-impl ChannelError {
-    pub(crate) fn new(errno: i32, message: String) -> Self {
-        Self { errno, message }
+/// `EPIPE` if the channel is closed.
+fn check_open(sh: &Shared) -> Result<()> {
+    if sh.rx_closed() || sh.tail_closed() {
+        return Err(closed(sh));
     }
-
-    /// The errno (positive, e.g. `libc::EBADMSG`).
-    pub fn errno(&self) -> i32 {
-        self.errno
-    }
-
-    /// The channel error inside `err`, if that is what `err` carries.
-    pub fn find(err: &io::Error) -> Option<&Self> {
-        err.get_ref()?.downcast_ref::<Self>()
-    }
-}
-
-impl fmt::Display for ChannelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ChannelError {}
-
-/// The errno of any error this module returns (positive); `EIO` for an error without one.
-pub fn error_code(err: &io::Error) -> i32 {
-    err.raw_os_error()
-        .or_else(|| ChannelError::find(err).map(ChannelError::errno))
-        .unwrap_or(libc::EIO)
-}
-
-/// A bare errno, without allocation (the hot-path errors).
-pub(crate) fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
-}
-
-/// `EBADMSG`: the header or ring is corrupt.
-pub(crate) fn corrupt(message: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        ChannelError::new(libc::EBADMSG, message),
-    )
+    Ok(())
 }
 
 /// `ECONNRESET`: the peer died.
-fn peer_died(message: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionReset,
-        ChannelError::new(libc::ECONNRESET, message.to_owned()),
-    )
+fn peer_died(message: &'static str) -> ChannelError {
+    ChannelError::PeerDied(message)
 }
 
 /// A channel in a shared-memory region. Cheap to clone; make a [`Sender`] or [`Receiver`] from
@@ -214,12 +183,12 @@ impl Channel {
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
     /// too small.
     #[cfg(not(loom))]
-    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> io::Result<Self> {
+    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> Result<Self> {
         let segment = segment.into();
         // SAFETY: the segment is mapped for len bytes (page aligned) while the Arc lives, and the
         // Arc is kept in Shared.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
-            .ok_or_else(|| errno(libc::EINVAL))?;
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         // A segment this process did not just create may hold old bytes that another process
         // still looks at: zero them atomically.
         let zero = if segment.created() {
@@ -239,11 +208,11 @@ impl Channel {
     /// out-of-range field, or a capacity larger than the segment; `EPROTONOSUPPORT` for another
     /// layout version.
     #[cfg(not(loom))]
-    pub fn open(segment: impl Into<Arc<Segment>>) -> io::Result<Self> {
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Self> {
         let segment = segment.into();
         // SAFETY: as in create.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
-            .ok_or_else(|| errno(libc::EINVAL))?;
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         ring::validate(&mem)?;
         Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
     }
@@ -258,9 +227,10 @@ impl Channel {
     /// # Errors
     /// As [`Channel::create`]; `EINVAL` also for a null or misaligned pointer.
     #[cfg(not(loom))]
-    pub unsafe fn create_raw(ptr: *mut u8, len: usize, config: Config) -> io::Result<Self> {
+    pub unsafe fn create_raw(ptr: *mut u8, len: usize, config: Config) -> Result<Self> {
         // SAFETY: forwarded from the caller.
-        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        let mem = unsafe { Mem::new(ptr, len) }
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         // SAFETY: the caller promises exclusive use during this call.
         unsafe {
             ring::init(
@@ -283,9 +253,10 @@ impl Channel {
     /// # Errors
     /// As [`Channel::open`]; `EINVAL` also for a null or misaligned pointer.
     #[cfg(not(loom))]
-    pub unsafe fn open_raw(ptr: *mut u8, len: usize) -> io::Result<Self> {
+    pub unsafe fn open_raw(ptr: *mut u8, len: usize) -> Result<Self> {
         // SAFETY: forwarded from the caller.
-        let mem = unsafe { Mem::new(ptr, len) }.ok_or_else(|| errno(libc::EINVAL))?;
+        let mem = unsafe { Mem::new(ptr, len) }
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         ring::validate(&mem)?;
         Ok(Self::from_mem(mem, None))
     }
@@ -347,35 +318,48 @@ impl Channel {
         self.shared.tail_closed()
     }
 
-    /// Attaches a producer: records this process's pid in a producer slot. In [`Mode::Mpsc`] it
-    /// also commits an abort record if there is room (else it does before its first message),
-    /// which drops any message the slot's previous producer left unfinished (see [`layout`],
-    /// *Aborts*).
+    /// Attaches a producer: records this process's pid in a free producer slot. In
+    /// [`Mode::Mpsc`] it also commits an abort record if there is room (else it does before its
+    /// first message), which drops any message the slot's previous producer left unfinished (see
+    /// [`layout`], *Aborts*).
     ///
     /// # Errors
     /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
-    /// channel already has a live producer or every MPSC slot is taken; `ECONNRESET` if the
-    /// SPSC channel's producer died without closing it.
-    pub fn sender(&self, options: WaitOptions) -> io::Result<Sender> {
+    /// channel already has a live producer or every MPSC slot is taken by a live one; `EAGAIN`
+    /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
+    /// while it waits, within its liveness interval).
+    pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
-        if sh.rx_closed() || sh.tail_closed() {
-            return Err(errno(libc::EPIPE));
-        }
+        check_open(sh)?;
         let me = liveness::own_pid();
-        let slot = if sh.mode == MODE_SPSC {
-            match sh.producer_pid(0).compare_exchange(0, me, AcqRel, Acquire) {
-                Ok(_) => 0,
-                Err(pid) if liveness::alive(pid) => return Err(errno(libc::EBUSY)),
-                Err(_) => return Err(peer_died("the channel's producer died without closing it")),
-            }
+        let slots = if sh.mode == MODE_SPSC {
+            1
         } else {
-            (0..MAX_PRODUCERS)
-                .find(|&slot| {
-                    sh.producer_pid(slot)
-                        .compare_exchange(0, me, AcqRel, Relaxed)
-                        .is_ok()
-                })
-                .ok_or_else(|| errno(libc::EBUSY))?
+            MAX_PRODUCERS
+        };
+        let mut dead = None;
+        let mut slot = None;
+        for candidate in 0..slots {
+            match sh
+                .producer_pid(candidate)
+                .compare_exchange(0, me, AcqRel, Acquire)
+            {
+                Ok(_) => {
+                    slot = Some(candidate);
+                    break;
+                }
+                Err(pid) if dead.is_none() && !liveness::alive(pid) => dead = Some(pid),
+                Err(_) => {}
+            }
+        }
+        let Some(slot) = slot else {
+            return Err(match dead {
+                Some(pid) => ChannelError::PlaceHeldByDead(pid),
+                None if sh.mode == MODE_SPSC => {
+                    ChannelError::Busy("the one-sender channel already has a live sender".into())
+                }
+                None => ChannelError::Busy(format!("all {MAX_PRODUCERS} sender slots are taken")),
+            });
         };
         let mut sender = Sender {
             producer: Producer::new(sh, slot),
@@ -397,10 +381,10 @@ impl Channel {
     ///
     /// # Errors
     /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached.
-    pub fn receiver(&self, options: WaitOptions) -> io::Result<Receiver> {
+    pub fn receiver(&self, options: WaitOptions) -> Result<Receiver> {
         let sh = &*self.shared;
         if sh.rx_closed() {
-            return Err(errno(libc::EPIPE));
+            return Err(closed(sh));
         }
         let me = liveness::own_pid();
         let word = sh.consumer_pid();
@@ -418,7 +402,9 @@ impl Channel {
             }
         }
         if !attached {
-            return Err(errno(libc::EBUSY));
+            return Err(ChannelError::Busy(
+                "a live process already receives from this channel".into(),
+            ));
         }
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -430,10 +416,16 @@ impl Channel {
             shared: Arc::clone(&self.shared),
             pid: me,
             options,
+            limits: Limits::default(),
             pending: None,
             stuck_at: None,
             partials: vec![Vec::new(); slots],
+            discarding: 0,
             begun: 0,
+            pending_bytes: 0,
+            orphans: Vec::new(),
+            dead: Vec::new(),
+            bereaved: false,
             assembled: Vec::new(),
         })
     }
@@ -445,6 +437,16 @@ struct Clock {
     next_check: Instant,
     interval: Duration,
     spins: u32,
+}
+
+/// What a blocking call does next.
+enum Step {
+    /// Look again (still spinning).
+    Spin,
+    /// Check on the peer (a liveness check is due), then look again.
+    Check,
+    /// Park for at most this long.
+    Park(Duration),
 }
 
 impl Clock {
@@ -459,33 +461,28 @@ impl Clock {
         }
     }
 
-    /// Ok(None) to spin once more; Ok(Some(slice)) to park for at most `slice`, after running
-    /// `check` if a liveness check is due; Err(ETIMEDOUT) when the deadline has passed.
-    fn next(
-        &mut self,
-        spin: u32,
-        check: impl FnOnce() -> io::Result<()>,
-    ) -> io::Result<Option<Duration>> {
+    /// The next step; `ETIMEDOUT` when the deadline has passed.
+    fn next(&mut self, spin: u32) -> Result<Step> {
         if self.spins < spin {
             self.spins += 1;
             std::hint::spin_loop();
-            return Ok(None);
+            return Ok(Step::Spin);
         }
         let now = Instant::now();
         if let Some(deadline) = self.deadline {
             if now >= deadline {
-                return Err(errno(libc::ETIMEDOUT));
+                return Err(ChannelError::Timeout);
             }
         }
         if now >= self.next_check {
-            check()?;
             self.next_check = now + self.interval;
+            return Ok(Step::Check);
         }
         let mut slice = self.next_check.saturating_duration_since(now);
         if let Some(deadline) = self.deadline {
             slice = slice.min(deadline.saturating_duration_since(now));
         }
-        Ok(Some(slice.max(Duration::from_micros(1))))
+        Ok(Step::Park(slice.max(Duration::from_micros(1))))
     }
 }
 
@@ -524,7 +521,7 @@ impl Sender {
     /// `EMSGSIZE` if `msg` is longer than [`layout::MAX_MESSAGE_LEN`]; `ETIMEDOUT`; `EPIPE` if
     /// the channel was closed or the receiver went away; `ECONNRESET` if the consumer process
     /// died while the ring was full; `EBADMSG` if the positions are corrupt.
-    pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() <= self.shared.max_record && !self.owes_abort {
             let idx = self.reserve_idx(msg.len(), Some(timeout))?;
             self.write_commit(idx, msg, 0);
@@ -538,7 +535,7 @@ impl Sender {
     /// # Errors
     /// `EAGAIN` if the ring is full; `EMSGSIZE` if `msg` is longer than [`Sender::max_record`]
     /// (use [`Sender::send`] for those); otherwise as [`Sender::send`].
-    pub fn try_send(&mut self, msg: &[u8]) -> io::Result<()> {
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         if msg.len() > self.shared.max_record {
             return Err(too_long(msg.len(), self.shared.max_record, "try_send"));
         }
@@ -556,11 +553,7 @@ impl Sender {
     /// `EMSGSIZE` if `len` is more than one record ([`Sender::max_record`]): send longer
     /// messages with [`Sender::send`]. Otherwise as [`Sender::send`].
     #[cfg(not(loom))]
-    pub fn reserve(
-        &mut self,
-        len: usize,
-        timeout: Option<Duration>,
-    ) -> io::Result<Reservation<'_>> {
+    pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<Reservation<'_>> {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "reserve"));
         }
@@ -583,7 +576,7 @@ impl Sender {
     /// # Errors
     /// `EAGAIN` if the ring is full; otherwise as [`Sender::reserve`].
     #[cfg(not(loom))]
-    pub fn try_reserve(&mut self, len: usize) -> io::Result<Reservation<'_>> {
+    pub fn try_reserve(&mut self, len: usize) -> Result<Reservation<'_>> {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "try_reserve"));
         }
@@ -621,7 +614,7 @@ impl Sender {
 
     /// A message that needs fragments or an abort record first.
     #[cold]
-    fn send_slow(&mut self, msg: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    fn send_slow(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() > MAX_MESSAGE_LEN {
             return Err(too_long(msg.len(), MAX_MESSAGE_LEN, "send"));
         }
@@ -661,7 +654,7 @@ impl Sender {
 
     /// Commits the owed abort record, if any: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> io::Result<()> {
+    fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> Result<()> {
         if self.owes_abort {
             let idx = self.reserve_idx(0, wait)?;
             self.producer.commit(&self.shared, idx, 0, REC_ABORT);
@@ -672,32 +665,37 @@ impl Sender {
 
     /// Reserves a record: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> io::Result<usize> {
+    fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> Result<usize> {
         if let Some(idx) = self.producer.try_reserve(&self.shared, len)? {
             return Ok(idx);
         }
         match wait {
-            None => Err(errno(libc::EAGAIN)),
+            None => Err(ChannelError::Full),
             Some(timeout) => self.reserve_slow(len, timeout),
         }
     }
 
     #[cold]
-    fn reserve_slow(&mut self, len: usize, timeout: Option<Duration>) -> io::Result<usize> {
+    fn reserve_slow(&mut self, len: usize, timeout: Option<Duration>) -> Result<usize> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
         loop {
             if let Some(idx) = self.producer.try_reserve(&sh, len)? {
                 return Ok(idx);
             }
-            let Some(slice) = clock.next(self.options.spin, || check_consumer(&sh))? else {
-                continue;
+            let slice = match clock.next(self.options.spin)? {
+                Step::Spin => continue,
+                Step::Check => {
+                    check_consumer(&sh)?;
+                    continue;
+                }
+                Step::Park(slice) => slice,
             };
             let word = sh.tx_waiting();
             word.swap(1, SeqCst);
             fence(SeqCst);
             if !self.producer.should_wake(&sh) {
-                park::wait(word, 1, Some(slice))?;
+                park::wait(word, 1, Some(slice)).map_err(os)?;
             }
             if sh.mode == MODE_SPSC {
                 // The only producer: nobody else relies on the flag.
@@ -718,23 +716,17 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 }
 
 /// `EMSGSIZE` for a `len`-byte message or reservation where `max` bytes is the limit.
-fn too_long(len: usize, max: usize, call: &str) -> io::Error {
+fn too_long(len: usize, max: usize, call: &str) -> ChannelError {
     let hint = if max == MAX_MESSAGE_LEN {
         String::new()
     } else {
         "; use send, which splits longer messages into fragments".to_owned()
     };
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        ChannelError::new(
-            libc::EMSGSIZE,
-            format!("{call}: {len} bytes, at most {max} fit{hint}"),
-        ),
-    )
+    ChannelError::TooLong(format!("{call}: {len} bytes, at most {max} fit{hint}"))
 }
 
 /// Fails if the consumer process died.
-fn check_consumer(sh: &Shared) -> io::Result<()> {
+fn check_consumer(sh: &Shared) -> Result<()> {
     let pid = sh.consumer_pid().load(Acquire);
     if pid != 0 && !liveness::alive(pid) {
         return Err(peer_died(
@@ -809,26 +801,84 @@ impl std::ops::DerefMut for Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let sender = &mut *self.sender;
-        sender.producer.abort(&sender.shared, self.idx, self.len);
+        sender.producer.abandon(&sender.shared, self.idx, self.len);
     }
+}
+
+/// How much a [`Receiver`] holds of messages that come in fragments. A hostile or broken sender
+/// could otherwise make it buffer up to 2 GiB per sender slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// The longest message put back together from fragments. Default 64 MiB. (A message of
+    /// one record, at most [`Channel::max_record`] bytes, is delivered in place whatever this
+    /// says.)
+    pub max_message: usize,
+    /// All partial messages together, of every sender: the fragments received of messages whose
+    /// last fragment has not come yet. Default 256 MiB.
+    pub max_pending: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message: 64 << 20,
+            max_pending: 256 << 20,
+        }
+    }
+}
+
+/// A sender process that died without closing or detaching, found by the [`Receiver`] while it
+/// waited; see [`Receiver::take_dead_senders`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeadSender {
+    /// The dead process's id.
+    pub pid: u32,
+    /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender.
+    pub slot: usize,
+}
+
+/// A sender slot reclaimed from a dead process: its records all lie before `end`, the tail
+/// position when the slot was reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Orphan {
+    slot: usize,
+    end: u32,
 }
 
 /// The receiving end. Made by [`Channel::receiver`]; dropping it closes the channel for the
 /// senders (their sends fail with `EPIPE`).
+///
+/// While it waits for a message it checks, every [`WaitOptions::liveness_interval`], that the
+/// senders' processes still exist. A dead one's slot is reclaimed (a new sender may take it),
+/// the messages it completed are still delivered, its unfinished message and any record it
+/// reserved but never committed are dropped, and [`Receiver::take_dead_senders`] reports it.
+/// Receiving fails with `ECONNRESET` only when the ring is empty and every sender died.
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
     consumer: Consumer,
     pid: u32,
     options: WaitOptions,
+    limits: Limits,
     /// The message handed out by reference and not released yet: (idx, len).
     pending: Option<(usize, usize)>,
-    /// The head at which an uncommitted record was seen at the last liveness check.
+    /// The head at which an unmarked record was seen at the last liveness check while a dead
+    /// sender's records were still ahead.
     stuck_at: Option<u32>,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
-    /// How many of `partials` are non-empty (begun).
+    /// Slots whose message was dropped for a limit: their remaining fragments are skipped.
+    discarding: u64,
+    /// How many slots are collecting or discarding a message.
     begun: usize,
+    /// The bytes of all partial messages.
+    pending_bytes: usize,
+    /// Slots reclaimed from dead senders whose records are still ahead of `head`.
+    orphans: Vec<Orphan>,
+    /// Dead senders not yet taken by the user.
+    dead: Vec<DeadSender>,
+    /// A sender died and none has been seen alive since.
+    bereaved: bool,
     /// The last reassembled message handed out by reference.
     assembled: Vec<u8>,
 }
@@ -847,8 +897,99 @@ enum Got {
 enum Poll {
     Got(Got),
     End,
-    /// Nothing complete yet: the ring is `Peek::Empty` or `Peek::InFlight`.
+    /// Nothing complete yet: the ring is empty, or the record at `head` is not committed.
     Wait(Peek),
+}
+
+/// A message received in place by [`Receiver::recv_ref`]: valid until the next receive or
+/// [`Receiver::release`].
+///
+/// A one-record message stays in the shared ring, where a misbehaving peer process could still
+/// change it. So its bytes are read only through copies ([`MessageRef::to_vec`],
+/// [`MessageRef::copy_to_slice`], [`MessageRef::get`]) and atomics ([`MessageRef::as_atomic`]),
+/// never handed out as `&[u8]`; what a peer changes meanwhile comes out as some mix of old and
+/// new bytes, never as undefined behaviour. [`MessageRef::as_bytes`] gives a plain slice to a
+/// caller who vouches that no peer writes it.
+#[derive(Debug)]
+pub struct MessageRef<'a> {
+    ptr: *const u8,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a [std::sync::atomic::AtomicU8]>,
+}
+
+impl MessageRef<'_> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes as atomics, read with [`std::sync::atomic::Ordering::Relaxed`] loads.
+    pub fn as_atomic(&self) -> &[std::sync::atomic::AtomicU8] {
+        // SAFETY: ptr is valid for len bytes while the borrow of the receiver lasts (see
+        // Receiver::hand_out); AtomicU8 has the layout of u8, and every access through the
+        // slice is atomic, so a peer's concurrent writes are no data race.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+    }
+
+    /// The address of the first byte (for pointer comparisons or FFI; reading through it is the
+    /// caller's responsibility, as with [`MessageRef::as_bytes`]).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The byte at `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<u8> {
+        self.as_atomic()
+            .get(index)
+            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Copies the message into `dst`, which must be exactly [`MessageRef::len`] bytes long.
+    ///
+    /// # Panics
+    /// If `dst.len() != self.len()`.
+    pub fn copy_to_slice(&self, dst: &mut [u8]) {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        assert_eq!(dst.len(), self.len, "copy_to_slice: length mismatch");
+        // The payload starts 8-byte aligned (records are 8-aligned, the payload follows an
+        // 8-byte header; a reassembled message is read the same way): copy word by word.
+        let words = if self.ptr as usize % 8 == 0 {
+            self.len / 8
+        } else {
+            0
+        };
+        for i in 0..words {
+            // SAFETY: in bounds and 8-aligned (checked above); an atomic load never races.
+            let word = unsafe { AtomicU64::from_ptr(self.ptr.add(8 * i).cast_mut().cast()) };
+            dst[8 * i..8 * i + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+        }
+        let atoms = self.as_atomic();
+        for i in 8 * words..self.len {
+            dst[i] = atoms[i].load(Relaxed);
+        }
+    }
+
+    /// The message as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0; self.len];
+        self.copy_to_slice(&mut out);
+        out
+    }
+
+    /// The bytes as a plain slice.
+    ///
+    /// # Safety
+    /// No other thread or process may write these bytes while the slice lives: every sender
+    /// follows the channel protocol (none writes a committed record).
+    pub unsafe fn as_bytes(&self) -> &[u8] {
+        // SAFETY: valid for len bytes while the borrow lasts; unchanging, as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 impl Receiver {
@@ -857,10 +998,11 @@ impl Receiver {
     /// every message was received. A message that came in fragments is returned whole.
     ///
     /// # Errors
-    /// `ETIMEDOUT`; `ECONNRESET` if the producer(s) died (see the module docs); `EBADMSG` if the
-    /// ring is corrupt. After `ETIMEDOUT` the fragments received so far are kept, and the next
-    /// call goes on with the same message.
-    pub fn recv(&mut self, timeout: Option<Duration>) -> io::Result<Option<Vec<u8>>> {
+    /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty and every sender died (see the type's
+    /// docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
+    /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt. After `ETIMEDOUT`
+    /// the fragments received so far are kept, and the next call goes on with the same message.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.recv_into(&mut buf, timeout)?.map(|_| buf))
     }
@@ -870,7 +1012,7 @@ impl Receiver {
     /// # Errors
     /// `EAGAIN` if no whole message is ready (fragments that are there are collected); otherwise
     /// as [`Receiver::recv`].
-    pub fn try_recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.copy_next(&mut buf, None)?.map(|_| buf))
     }
@@ -883,19 +1025,19 @@ impl Receiver {
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
-    ) -> io::Result<Option<usize>> {
+    ) -> Result<Option<usize>> {
         self.copy_next(buf, Some(timeout))
     }
 
-    /// Receives the next message in place: a one-record message is a slice of the ring, valid
-    /// until the next receive or [`Receiver::release`], which frees its room for the senders; a
-    /// message that came in fragments is a slice of a buffer of the receiver, valid until the
-    /// next receive.
+    /// Receives the next message in place: a one-record message stays in the ring, valid until
+    /// the next receive or [`Receiver::release`], which frees its room for the senders; a
+    /// message that came in fragments is in a buffer of the receiver, valid until the next
+    /// receive. See [`MessageRef`] for how its bytes are read.
     ///
     /// # Errors
     /// As [`Receiver::recv`].
     #[cfg(not(loom))]
-    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> io::Result<Option<&[u8]>> {
+    pub fn recv_ref(&mut self, timeout: Option<Duration>) -> Result<Option<MessageRef<'_>>> {
         let next = self.next(Some(timeout))?;
         Ok(next.map(|got| self.hand_out(got)))
     }
@@ -905,25 +1047,40 @@ impl Receiver {
     /// # Errors
     /// `EAGAIN` if no whole message is ready; otherwise as [`Receiver::recv`].
     #[cfg(not(loom))]
-    pub fn try_recv_ref(&mut self) -> io::Result<Option<&[u8]>> {
+    pub fn try_recv_ref(&mut self) -> Result<Option<MessageRef<'_>>> {
         let next = self.next(None)?;
         Ok(next.map(|got| self.hand_out(got)))
     }
 
+    /// Sets the bounds on messages that come in fragments (see [`Limits`]).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The sender processes found dead since the last call (see the type's docs), oldest first.
+    pub fn take_dead_senders(&mut self) -> Vec<DeadSender> {
+        std::mem::take(&mut self.dead)
+    }
+
     #[cfg(not(loom))]
-    fn hand_out(&mut self, got: Got) -> &[u8] {
-        match got {
-            // SAFETY: peek validated the record inside the data area; producers may not write
-            // it until release moves head past it, which needs &mut self, so not while the
-            // slice lives.
-            Got::InPlace(idx, len) => unsafe {
-                self.shared.mem.slice(Consumer::payload_offset(idx), len)
-            },
+    fn hand_out(&mut self, got: Got) -> MessageRef<'_> {
+        let (ptr, len) = match got {
+            Got::InPlace(idx, len) => (
+                self.shared.mem.ptr_at(Consumer::payload_offset(idx), len),
+                len,
+            ),
             Got::Assembled(slot) => {
                 self.assembled.clear();
                 std::mem::swap(&mut self.assembled, &mut self.partials[slot]);
-                &self.assembled
+                (self.assembled.as_ptr(), self.assembled.len())
             }
+        };
+        // The record stays unreleased (and so unwritten by any sender that follows the
+        // protocol) until the next receive, which needs &mut self: not while the borrow lasts.
+        MessageRef {
+            ptr,
+            len,
+            _borrow: std::marker::PhantomData,
         }
     }
 
@@ -941,7 +1098,7 @@ impl Receiver {
         &mut self,
         buf: &mut Vec<u8>,
         wait: Option<Option<Duration>>,
-    ) -> io::Result<Option<usize>> {
+    ) -> Result<Option<usize>> {
         let Some(got) = self.next(wait)? else {
             return Ok(None);
         };
@@ -967,18 +1124,18 @@ impl Receiver {
 
     /// The next message: `wait` None = try once, Some(timeout) = block.
     #[inline]
-    fn next(&mut self, wait: Option<Option<Duration>>) -> io::Result<Option<Got>> {
+    fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
         self.release();
         match (self.poll()?, wait) {
             (Poll::Got(got), _) => Ok(Some(got)),
             (Poll::End, _) => Ok(None),
-            (Poll::Wait(_), None) => Err(errno(libc::EAGAIN)),
+            (Poll::Wait(_), None) => Err(ChannelError::Empty),
             (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
         }
     }
 
     #[cold]
-    fn next_slow(&mut self, timeout: Option<Duration>) -> io::Result<Option<Got>> {
+    fn next_slow(&mut self, timeout: Option<Duration>) -> Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
         self.stuck_at = None;
@@ -988,17 +1145,19 @@ impl Receiver {
                 Poll::End => return Ok(None),
                 Poll::Wait(state) => state,
             };
-            let head = self.consumer.head;
-            let stuck_at = &mut self.stuck_at;
-            let check = || check_producers(&sh, state, head, stuck_at);
-            let Some(slice) = clock.next(self.options.spin, check)? else {
-                continue;
+            let slice = match clock.next(self.options.spin)? {
+                Step::Spin => continue,
+                Step::Check => {
+                    self.check_senders(state)?;
+                    continue;
+                }
+                Step::Park(slice) => slice,
             };
             let word = sh.rx_waiting();
             word.swap(1, SeqCst);
             fence(SeqCst);
             if !self.consumer.should_wake(&sh) {
-                park::wait(word, 1, Some(slice))?;
+                park::wait(word, 1, Some(slice)).map_err(os)?;
             }
             word.swap(0, Relaxed);
         }
@@ -1007,9 +1166,13 @@ impl Receiver {
     /// Consumes records until a whole message is there (a one-record message is left in the
     /// ring, pending), the stream ends, or nothing more is committed.
     #[inline]
-    fn poll(&mut self) -> io::Result<Poll> {
+    fn poll(&mut self) -> Result<Poll> {
         loop {
-            match self.consumer.peek(&self.shared)? {
+            let peek = self.consumer.peek(&self.shared)?;
+            if !self.orphans.is_empty() {
+                self.settle_orphans();
+            }
+            match peek {
                 Peek::Message { idx, len, kind } => {
                     if kind == 0 && self.begun == 0 {
                         self.pending = Some((idx, len));
@@ -1020,11 +1183,12 @@ impl Receiver {
                     }
                 }
                 Peek::End => {
-                    if self.begun > 0 {
-                        // Messages cut off by the end of the stream are never completed.
-                        self.partials.iter_mut().for_each(|p| *p = Vec::new());
-                        self.begun = 0;
-                    }
+                    // Messages cut off by the end of the stream are never completed.
+                    self.partials.iter_mut().for_each(|p| *p = Vec::new());
+                    self.begun = 0;
+                    self.discarding = 0;
+                    self.pending_bytes = 0;
+                    self.orphans.clear();
                     return Ok(Poll::End);
                 }
                 state => return Ok(Poll::Wait(state)),
@@ -1032,31 +1196,93 @@ impl Receiver {
         }
     }
 
-    /// Applies the reassembly rules (see [`layout`]) to the data record at `idx`. On an error
-    /// the record stays unconsumed, so the same error comes again.
+    /// Drops the partial message of every reclaimed slot whose records are all behind `head`:
+    /// its sender is dead, so it can never be completed.
     #[cold]
-    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> io::Result<Option<Got>> {
-        let sh = &*self.shared;
-        let slot = self.consumer.producer_slot(sh, idx)?;
-        let partial = &mut self.partials[slot];
-        let was_begun = !partial.is_empty();
-        if kind == REC_ABORT {
-            if was_begun {
-                *partial = Vec::new();
-                self.begun -= 1;
+    fn settle_orphans(&mut self) {
+        let (head, cap) = (self.consumer.head, self.shared.capacity);
+        let mut i = 0;
+        while i < self.orphans.len() {
+            let orphan = self.orphans[i];
+            let ahead = orphan.end.wrapping_sub(head) & POS_MASK;
+            if ahead == 0 || ahead > cap {
+                self.drop_partial(orphan.slot);
+                self.orphans.swap_remove(i);
+            } else {
+                i += 1;
             }
-            self.consumer.release(sh, idx, len);
+        }
+    }
+
+    /// True if the reclaimed `slot`'s records are still ahead of `head`.
+    fn orphaned(&self, slot: usize) -> Option<Orphan> {
+        let (head, cap) = (self.consumer.head, self.shared.capacity);
+        self.orphans.iter().copied().find(|o| {
+            let ahead = o.end.wrapping_sub(head) & POS_MASK;
+            o.slot == slot && ahead != 0 && ahead <= cap
+        })
+    }
+
+    /// Forgets the message `slot` was sending (collected or being discarded).
+    fn drop_partial(&mut self, slot: usize) {
+        let partial = &mut self.partials[slot];
+        if !partial.is_empty() {
+            self.pending_bytes -= partial.len();
+            *partial = Vec::new();
+            self.begun -= 1;
+        }
+        if self.discarding & (1 << slot) != 0 {
+            self.discarding &= !(1 << slot);
+            self.begun -= 1;
+        }
+    }
+
+    /// Applies the reassembly rules (see [`layout`]) to the data record at `idx`. On an
+    /// `EBADMSG` error the record stays unconsumed, so the same error comes again; on
+    /// `EMSGSIZE` (a limit) it is consumed and the sender's message dropped.
+    #[cold]
+    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> Result<Option<Got>> {
+        let sh = Arc::clone(&self.shared);
+        let slot = self.consumer.producer_slot(&sh, idx)?;
+        let bit = 1u64 << slot;
+        if kind == REC_ABORT {
+            self.drop_partial(slot);
+            self.consumer.release(&sh, idx, len);
             return Ok(None);
         }
-        if kind == 0 && !was_begun {
+        let collecting = !self.partials[slot].is_empty();
+        if self.discarding & bit != 0 {
+            self.consumer.release(&sh, idx, len);
+            if kind != REC_MORE {
+                // The last fragment of the dropped message.
+                self.discarding &= !bit;
+                self.begun -= 1;
+            }
+            return Ok(None);
+        }
+        if kind == 0 && !collecting {
             self.pending = Some((idx, len));
             return Ok(Some(Got::InPlace(idx, len)));
         }
-        if partial.len() + len > MAX_MESSAGE_LEN {
+        let total = self.partials[slot].len() + len;
+        if total > MAX_MESSAGE_LEN {
             return Err(corrupt(format!(
                 "a fragmented message of producer slot {slot} grows beyond {MAX_MESSAGE_LEN} bytes"
             )));
         }
+        let limits = self.limits;
+        if total > limits.max_message
+            || (kind == REC_MORE && self.pending_bytes + len > limits.max_pending)
+        {
+            self.drop_partial(slot);
+            self.consumer.release(&sh, idx, len);
+            if kind == REC_MORE {
+                self.discarding |= bit;
+                self.begun += 1;
+            }
+            return Err(over_limit(slot, total, &limits));
+        }
+        let partial = &mut self.partials[slot];
         partial.reserve(len);
         let at = partial.len();
         // SAFETY: peek validated the record inside the data area and nobody writes it until
@@ -1069,55 +1295,105 @@ impl Receiver {
             );
             partial.set_len(at + len);
         }
-        self.consumer.release(sh, idx, len);
+        self.consumer.release(&sh, idx, len);
         if kind == REC_MORE {
-            if !was_begun {
+            self.pending_bytes += len;
+            if !collecting {
                 self.begun += 1;
             }
             return Ok(None);
         }
+        self.pending_bytes -= at;
         self.begun -= 1;
         Ok(Some(Got::Assembled(slot)))
     }
-}
 
-/// Fails if the producers died: every registered one on an empty ring, or any while a record at
-/// `head` stays uncommitted (at once in SPSC, at the second check on the same head in MPSC, since
-/// the record may belong to a live producer).
-fn check_producers(
-    sh: &Shared,
-    state: Peek,
-    head: u32,
-    stuck_at: &mut Option<u32>,
-) -> io::Result<()> {
-    let (mut registered, mut dead) = (0, 0);
-    for slot in 0..MAX_PRODUCERS {
-        let pid = sh.producer_pid(slot).load(Acquire);
-        if pid != 0 {
-            registered += 1;
-            if !liveness::alive(pid) {
-                dead += 1;
+    /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
+    /// a record at `head` that a dead sender reserved, and fails when every sender died.
+    #[cold]
+    fn check_senders(&mut self, state: Peek) -> Result<()> {
+        let sh = Arc::clone(&self.shared);
+        let slots = if sh.mode == MODE_SPSC {
+            1
+        } else {
+            MAX_PRODUCERS
+        };
+        // Loaded before any reclaiming CAS: every record of a sender found dead below lies
+        // before this position, and every record of a sender that takes its slot after it.
+        let tail = sh.tail().load(Acquire) & POS_MASK;
+        let mut live = 0;
+        for slot in 0..slots {
+            let word = sh.producer_pid(slot);
+            let pid = word.load(Acquire);
+            if pid == 0 {
+                continue;
+            }
+            if liveness::alive(pid) {
+                live += 1;
+            } else if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
+                self.orphans.push(Orphan { slot, end: tail });
+                self.dead.push(DeadSender { pid, slot });
+                self.bereaved = true;
             }
         }
-    }
-    match state {
-        Peek::Empty if registered > 0 && dead == registered => Err(peer_died(
-            "every producer process died without closing the channel",
-        )),
-        Peek::InFlight if dead > 0 => {
-            if sh.mode == MODE_SPSC || *stuck_at == Some(head & POS_MASK) {
+        if live > 0 {
+            self.bereaved = false;
+        }
+        let head = self.consumer.head;
+        match state {
+            Peek::Reserved { idx, span } => {
+                let slot = self.consumer.producer_slot(&sh, idx)?;
+                if self.orphaned(slot).is_some() {
+                    self.consumer.step_over(&sh, idx, span);
+                }
+                self.stuck_at = None;
+            }
+            Peek::InFlight if sh.mode == MODE_SPSC => {
+                // The only sender's last reservation, never marked: it ends at the orphan's end.
+                if let Some(orphan) = self.orphaned(0) {
+                    self.consumer.skip_to(&sh, orphan.end);
+                }
+            }
+            Peek::InFlight if !self.orphans.is_empty() => {
+                // Unmarked for a whole interval while a dead sender's records are still ahead:
+                // it died between reserving and marking, and the record's length is unknown.
+                if self.stuck_at == Some(head) {
+                    return Err(peer_died(
+                        "a sender process died between reserving a record and marking it; \
+                         the ring cannot be read past it",
+                    ));
+                }
+                self.stuck_at = Some(head);
+            }
+            Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(
-                    "a producer process died before committing the message it had reserved",
+                    "every sender process died without closing the channel",
                 ));
             }
-            *stuck_at = Some(head & POS_MASK);
-            Ok(())
+            _ => self.stuck_at = None,
         }
-        _ => {
-            *stuck_at = None;
-            Ok(())
-        }
+        Ok(())
     }
+}
+
+/// `EMSGSIZE`: a fragmented message grew beyond the receiver's limits; it was dropped.
+fn over_limit(slot: usize, total: usize, limits: &Limits) -> ChannelError {
+    let what = if total > limits.max_message {
+        format!(
+            "a message of at least {total} bytes is longer than the receiver's limit of {} \
+             bytes (Limits::max_message)",
+            limits.max_message
+        )
+    } else {
+        format!(
+            "the partial messages of all senders would exceed the receiver's limit of {} bytes \
+             (Limits::max_pending)",
+            limits.max_pending
+        )
+    };
+    ChannelError::OverLimit(format!(
+        "{what}; the message of sender slot {slot} was dropped"
+    ))
 }
 
 impl Drop for Receiver {

@@ -23,13 +23,12 @@
 //!   guarantees without explicit fences.
 
 use std::any::Any;
-use std::io;
 use std::sync::Arc;
 
+use super::error::{ChannelError, Result, corrupt};
 use super::layout::*;
 use super::mem::{AtomicU32, Mem, Ordering::*, fence};
 use super::park;
-use super::{corrupt, errno};
 
 /// A validated channel region and the facts read from its header.
 #[derive(Debug)]
@@ -141,31 +140,21 @@ pub(crate) enum ZeroData {
 /// # Safety
 /// With [`ZeroData::Plain`], nobody else may use the region during the call; with
 /// [`ZeroData::No`], the data area must be zero already.
-pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -> io::Result<()> {
+pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -> Result<()> {
     if !capacity_ok(capacity) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            super::ChannelError::new(
-                libc::EINVAL,
-                format!("capacity {capacity} is not a power of two in 64..=2^28"),
-            ),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "capacity {capacity} is not a power of two in 64..=2^28"
+        )));
     }
     if mode != MODE_SPSC && mode != MODE_MPSC {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        return Err(ChannelError::Invalid(format!("unknown mode {mode}")));
     }
     let needed = region_size(capacity);
     if mem.len() < needed {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            super::ChannelError::new(
-                libc::EINVAL,
-                format!(
-                    "region of {} bytes is too small for capacity {capacity} ({needed} needed)",
-                    mem.len()
-                ),
-            ),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "region of {} bytes is too small for capacity {capacity} ({needed} needed)",
+            mem.len()
+        )));
     }
     mem.word(OFF_MAGIC).store(0, Release);
     for offset in (4..HEADER_SIZE).step_by(4) {
@@ -196,32 +185,25 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
 /// Checks a region's header; returns `(capacity, mode)`.
 ///
 /// Never panics and never loops without bound, whatever the bytes.
-pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
+pub(crate) fn validate(mem: &Mem) -> Result<(u32, u32)> {
     if mem.len() < HEADER_SIZE + MIN_CAPACITY as usize {
-        return Err(bad(
-            libc::EINVAL,
-            format!("region of {} bytes is too small for a channel", mem.len()),
-        ));
+        return Err(ChannelError::Invalid(format!(
+            "region of {} bytes is too small for a channel",
+            mem.len()
+        )));
     }
     let magic = mem.word(OFF_MAGIC).load(Acquire);
     if magic == 0 {
-        return Err(bad(
-            libc::EAGAIN,
-            "channel header not initialised yet (magic is 0)".into(),
-        ));
+        return Err(ChannelError::NotReady);
     }
     if magic != MAGIC {
-        return Err(bad(
-            libc::EBADMSG,
-            format!("not a channel: magic {magic:#010x}, expected {MAGIC:#010x}"),
-        ));
+        return Err(corrupt(format!(
+            "not a channel: magic {magic:#010x}, expected {MAGIC:#010x}"
+        )));
     }
     let version = mem.word(OFF_VERSION).load(Relaxed);
     if version != VERSION {
-        return Err(bad(
-            libc::EPROTONOSUPPORT,
-            format!("channel layout version {version}, this library speaks {VERSION}"),
-        ));
+        return Err(ChannelError::Version(version));
     }
     let header_size = mem.word(OFF_HEADER_SIZE).load(Relaxed);
     if header_size as usize != HEADER_SIZE {
@@ -282,7 +264,7 @@ pub(crate) fn validate(mem: &Mem) -> io::Result<(u32, u32)> {
     Err(corrupt(last))
 }
 
-fn check_positions(head: u32, tail: u32, capacity: u32) -> Result<(), String> {
+fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(), String> {
     if head & !POS_MASK != 0 || head % RECORD_ALIGN as u32 != 0 {
         return Err(format!("head {head:#x} is not a position"));
     }
@@ -297,16 +279,6 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn bad(code: i32, message: String) -> io::Error {
-    let kind = match code {
-        libc::EAGAIN => io::ErrorKind::WouldBlock,
-        libc::EPROTONOSUPPORT => io::ErrorKind::Unsupported,
-        libc::EINVAL => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::InvalidData,
-    };
-    io::Error::new(kind, super::ChannelError::new(code, message))
 }
 
 // ---- producer -----------------------------------------------------------------------------
@@ -344,12 +316,15 @@ impl Producer {
     /// when the consumer or a sender closed the channel; `EBADMSG` when the positions are
     /// corrupt.
     #[inline]
-    pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> io::Result<Option<usize>> {
+    pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> Result<Option<usize>> {
         if len > sh.max_record {
-            return Err(errno(libc::EMSGSIZE));
+            return Err(ChannelError::TooLong(format!(
+                "{len} bytes do not fit one record ({} at most)",
+                sh.max_record
+            )));
         }
         if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
-            return Err(errno(libc::EPIPE));
+            return Err(super::closed(sh));
         }
         let span = record_span(len) as u32;
         if sh.mode == MODE_SPSC {
@@ -360,7 +335,7 @@ impl Producer {
     }
 
     #[inline]
-    fn reserve_spsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+    fn reserve_spsc(&mut self, sh: &Shared, span: u32) -> Result<Option<usize>> {
         for _ in 0..2 {
             let idx = self.tail & sh.mask;
             let to_end = sh.capacity - idx;
@@ -371,6 +346,7 @@ impl Producer {
             self.tail = self.tail.wrapping_add(need) & POS_MASK;
             sh.tail().store(self.tail, Relaxed);
             if need == span {
+                self.mark(sh, idx as usize, span);
                 return Ok(Some(idx as usize));
             }
             commit_skip(sh, idx as usize, to_end);
@@ -380,7 +356,7 @@ impl Producer {
     }
 
     #[inline]
-    fn space_spsc(&mut self, sh: &Shared, need: u32) -> io::Result<bool> {
+    fn space_spsc(&mut self, sh: &Shared, need: u32) -> Result<bool> {
         let cap = sh.capacity;
         let used = self.tail.wrapping_sub(self.head_seen) & POS_MASK;
         if used <= cap && cap - used >= need {
@@ -397,7 +373,7 @@ impl Producer {
         Ok(cap - used >= need)
     }
 
-    fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> io::Result<Option<usize>> {
+    fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> Result<Option<usize>> {
         let cap = sh.capacity;
         let mut last_bad = None;
         loop {
@@ -406,7 +382,7 @@ impl Producer {
             let tail = sh.tail().load(Acquire);
             self.head_seen = head;
             if tail & TAIL_CLOSED != 0 {
-                return Err(errno(libc::EPIPE));
+                return Err(super::closed(sh));
             }
             if tail % RECORD_ALIGN as u32 != 0 {
                 return Err(corrupt(format!("tail {tail:#x} is not a position")));
@@ -438,10 +414,29 @@ impl Producer {
                 continue;
             }
             if need == span {
+                self.mark(sh, idx as usize, span);
                 return Ok(Some(idx as usize));
             }
             commit_skip(sh, idx as usize, to_end);
         }
+    }
+
+    /// Marks the record just reserved at `idx` as this producer's: the producer word (MPSC),
+    /// then the commit word `REC_SKIP | (span - 8)` without [`REC_COMMITTED`] (release). A
+    /// receiver that finds the record's producer dead steps over it as a skip record of that
+    /// span (see [`layout`](super::layout), *Reservation marks*).
+    #[inline]
+    fn mark(&self, sh: &Shared, idx: usize, span: u32) {
+        if self.tag != 0 {
+            // SAFETY: the reservation gave this producer the record's bytes, inside the data
+            // area; the release store below publishes this plain write.
+            unsafe {
+                sh.mem
+                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
+            };
+        }
+        sh.commit_word(idx)
+            .store(REC_SKIP | (span - RECORD_HEADER_SIZE as u32), Release);
     }
 
     /// The payload bytes of the record reserved at `idx`.
@@ -453,24 +448,17 @@ impl Producer {
     /// [`REC_MORE`] or [`REC_ABORT`].
     #[inline]
     pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) {
-        if self.tag != 0 {
-            // SAFETY: the reservation gave this producer the record's bytes, inside the data
-            // area; the release store below publishes this plain write with the payload.
-            unsafe {
-                sh.mem
-                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
-            };
-        }
+        // The producer word was written with the reservation mark.
         sh.commit_word(idx)
             .store(REC_COMMITTED | kind | len as u32, Release);
         sh.wake_consumer();
     }
 
-    /// Gives up the record reserved at `idx`: zeroes what may have been written and commits it
-    /// as a skip record, so the consumer steps over it.
-    pub(crate) fn abort(&mut self, sh: &Shared, idx: usize, len: usize) {
+    /// Abandons the record reserved at `idx`: zeroes what may have been written (and the
+    /// producer word) and commits it as a skip record, so the consumer steps over it.
+    pub(crate) fn abandon(&mut self, sh: &Shared, idx: usize, len: usize) {
         // SAFETY: the reservation gave this producer the record's bytes; they are in bounds.
-        unsafe { sh.mem.zero(Self::payload_offset(idx), len) };
+        unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, 4 + len) };
         let span = record_span(len) as u32;
         sh.commit_word(idx).store(
             REC_COMMITTED | REC_SKIP | (span - RECORD_HEADER_SIZE as u32),
@@ -511,8 +499,11 @@ pub(crate) enum Peek {
     Message { idx: usize, len: usize, kind: u32 },
     /// Nothing reserved past `head`.
     Empty,
-    /// A record is reserved at `head` but not committed yet.
+    /// A record is reserved at `head` but neither marked nor committed yet.
     InFlight,
+    /// A record is reserved and marked at `head` (its producer word is set) but not committed
+    /// yet: its data index and span.
+    Reserved { idx: usize, span: u32 },
     /// Closed by a sender, and everything before the close was consumed.
     End,
 }
@@ -544,7 +535,7 @@ impl Consumer {
     /// `EBADMSG` if the record at `head` or the positions are corrupt (the state is unchanged:
     /// the same error comes again).
     #[inline]
-    pub(crate) fn peek(&mut self, sh: &Shared) -> io::Result<Peek> {
+    pub(crate) fn peek(&mut self, sh: &Shared) -> Result<Peek> {
         let cap = sh.capacity as usize;
         loop {
             let idx = (self.head & sh.mask) as usize;
@@ -568,16 +559,14 @@ impl Consumer {
                 }
                 return Ok(Peek::InFlight);
             }
-            if word & REC_COMMITTED == 0 {
-                return Err(corrupt(format!(
-                    "record at {:#x} has commit word {word:#010x}",
-                    self.head
-                )));
-            }
+            let committed = word & REC_COMMITTED != 0;
             let len = (word & REC_LEN_MASK) as usize;
             let kind = word & (REC_SKIP | REC_MORE | REC_ABORT);
             let skip = kind == REC_SKIP;
             let ok = match kind {
+                // A reservation mark: a skip record's shape without the commit bit.
+                REC_SKIP if !committed => len % RECORD_ALIGN == 0 && len <= sh.max_record,
+                _ if !committed => false,
                 0 => len <= sh.max_record,
                 REC_SKIP => true, // bounded by the checks below
                 REC_MORE => len == sh.max_record,
@@ -610,6 +599,9 @@ impl Consumer {
                 }
                 self.tail_seen = tail;
             }
+            if !committed {
+                return Ok(Peek::Reserved { idx, span });
+            }
             if !skip {
                 return Ok(Peek::Message { idx, len, kind });
             }
@@ -629,7 +621,7 @@ impl Consumer {
     ///
     /// # Errors
     /// `EBADMSG` if the producer word is not in `1..=64`.
-    pub(crate) fn producer_slot(&self, sh: &Shared, idx: usize) -> io::Result<usize> {
+    pub(crate) fn producer_slot(&self, sh: &Shared, idx: usize) -> Result<usize> {
         if sh.mode == MODE_SPSC {
             return Ok(0);
         }
@@ -670,11 +662,26 @@ impl Consumer {
         sh.wake_producers();
     }
 
+    /// Steps over the record at `idx` (`span` bytes) whose producer died before committing it,
+    /// as over a skip record: zeroes it and moves `head`.
+    pub(crate) fn step_over(&mut self, sh: &Shared, idx: usize, span: u32) {
+        // SAFETY: peek validated the span inside the data area, and its producer is gone.
+        unsafe { sh.mem.zero(OFF_DATA + idx, span as usize) };
+        self.advance(sh, span);
+    }
+
+    /// Moves `head` to `to`, over a reservation that its dead producer never marked. The bytes
+    /// are zero already: a producer writes nothing before its mark.
+    pub(crate) fn skip_to(&mut self, sh: &Shared, to: u32) {
+        let span = to.wrapping_sub(self.head) & POS_MASK;
+        self.advance(sh, span);
+    }
+
     /// True if a parked consumer should look again: a commit at `head`, or the close bit
     /// changed since the last peek.
     pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
         let idx = (self.head & sh.mask) as usize;
-        sh.commit_word(idx).load(Acquire) != 0
+        sh.commit_word(idx).load(Acquire) & REC_COMMITTED != 0
             || (sh.tail().load(Acquire) ^ self.tail_word) & TAIL_CLOSED != 0
     }
 }

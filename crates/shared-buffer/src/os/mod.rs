@@ -14,6 +14,50 @@ mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
 
+/// What `IPC_STAT` says about an existing keyed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SysvInfo {
+    /// The segment's id (for [`sysv_attach`]).
+    pub id: libc::c_int,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its owner's uid (the creator may hand it to another uid with `IPC_SET`).
+    pub uid: u32,
+    /// Its creator's uid, which nobody can change.
+    pub creator_uid: u32,
+}
+
+/// What kind of file is at a segment's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file: what `shm_open` makes.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character or block device.
+    Device,
+    /// Anything else.
+    Other,
+}
+
+/// What `fstat` says about an opened name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The kind of file.
+    pub kind: FileKind,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its owner's uid.
+    pub uid: u32,
+    /// Seconds since its status last changed (creation, `fchmod`, sizing), by the wall clock;
+    /// 0 if the clock went backwards.
+    pub changed_secs_ago: u64,
+}
+
 /// What one kernel wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawWait {
@@ -26,6 +70,18 @@ pub enum RawWait {
     TimedOut,
     /// A signal handler ran, or a partial wait ended early; the caller retries with the time left.
     Interrupted,
+}
+
+/// What a liveness check of a lock owner found (see `thread_liveness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The thread exists and is the one named (same start time or thread id).
+    Alive,
+    /// The thread is gone, a zombie, or its number now names another thread.
+    Dead,
+    /// The system would not say (another user's process under a restrictive `/proc`): callers
+    /// treat it as alive, since taking a live owner's lock would break mutual exclusion.
+    Unknown,
 }
 
 #[cfg(target_os = "linux")]

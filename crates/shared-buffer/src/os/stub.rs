@@ -4,6 +4,8 @@
 use std::ffi::CStr;
 use std::io;
 
+use super::{FileInfo, SysvInfo};
+
 /// The longest name after the leading `/`.
 pub const NAME_MAX: usize = 255;
 
@@ -47,7 +49,11 @@ pub fn sysv_create(_key: i32, _size: usize, _mode: u32) -> io::Result<Mapping> {
     unsupported()
 }
 /// Unsupported here.
-pub fn sysv_open(_key: i32) -> io::Result<Mapping> {
+pub fn sysv_lookup(_key: i32) -> io::Result<SysvInfo> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn sysv_attach(_info: &SysvInfo) -> io::Result<Mapping> {
     unsupported()
 }
 /// Unsupported here.
@@ -58,11 +64,56 @@ pub fn sysv_remove(_key: i32) -> io::Result<()> {
 pub fn posix_create(_name: &CStr, _size: usize, _mode: u32) -> io::Result<Mapping> {
     unsupported()
 }
+/// Never constructed on this platform.
+#[derive(Debug)]
+pub struct OpenedName(std::convert::Infallible);
+
+impl OpenedName {
+    /// Never called: no OpenedName exists on this platform.
+    pub fn info(&self) -> io::Result<FileInfo> {
+        match self.0 {}
+    }
+    /// Never called: no OpenedName exists on this platform.
+    pub fn map(&self, _len: usize) -> io::Result<Mapping> {
+        match self.0 {}
+    }
+}
+
 /// Unsupported here.
-pub fn posix_open(_name: &CStr) -> io::Result<Mapping> {
+pub fn posix_open_name(_name: &CStr) -> io::Result<OpenedName> {
     unsupported()
+}
+/// No users here: 0.
+pub fn effective_uid() -> u32 {
+    0
+}
+/// No user database here.
+pub fn user_name(_uid: u32) -> Option<String> {
+    None
 }
 /// Unsupported here.
 pub fn posix_unlink(_name: &CStr) -> io::Result<()> {
     unsupported()
+}
+
+/// The largest owner token (none exist here).
+pub const OWNER_TOKEN_MAX: u32 = (1 << 30) - 1;
+
+/// Unsupported here: no lock owner can be named.
+pub fn thread_identity() -> io::Result<(u32, u32)> {
+    unsupported()
+}
+
+/// Nothing can be told here.
+pub fn thread_liveness(_token: u32, _stamp: u32) -> super::Liveness {
+    super::Liveness::Unknown
+}
+
+/// No `fork` here: nothing to register.
+pub fn at_fork(
+    _prepare: unsafe extern "C" fn(),
+    _parent: unsafe extern "C" fn(),
+    _child: unsafe extern "C" fn(),
+) -> io::Result<()> {
+    Ok(())
 }

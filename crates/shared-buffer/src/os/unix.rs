@@ -8,10 +8,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::time::Duration;
 
-/// How long [`posix_open`] waits for a creator that has made the name but not yet sized it.
-const SIZE_RACE_WAIT: Duration = Duration::from_millis(200);
+use super::{FileInfo, FileKind, Liveness, SysvInfo};
 
 /// Turns the `-1` convention of a system call into `errno`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -131,7 +129,7 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
     // SAFETY: shmget takes plain integers.
     let id = cvt(unsafe { libc::shmget(key, size, flags) })?;
-    match sysv_attach(id, size) {
+    match sysv_attach_id(id, size) {
         Ok(mapping) => Ok(mapping),
         Err(err) => {
             // We made it and cannot hand it out: remove it so no half-made segment stays behind.
@@ -143,15 +141,20 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
     }
 }
 
-/// Opens the existing keyed segment `key`; its size comes from `IPC_STAT`.
-pub fn sysv_open(key: libc::key_t) -> io::Result<Mapping> {
+/// Looks up the existing keyed segment `key` without attaching it.
+pub fn sysv_lookup(key: libc::key_t) -> io::Result<SysvInfo> {
     // SAFETY: shmget takes plain integers; size 0 and no flags look the key up.
     let id = cvt(unsafe { libc::shmget(key, 0, 0) })?;
     // SAFETY: shmid_ds is plain old data; all-zero is a valid value to be overwritten.
     let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: `stat` is a valid, writable shmid_ds.
     cvt(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut stat) }).map_err(vanished)?;
-    sysv_attach(id, stat.shm_segsz as usize).map_err(vanished)
+    Ok(SysvInfo {
+        id,
+        size: stat.shm_segsz as usize,
+        uid: stat.shm_perm.uid,
+        creator_uid: stat.shm_perm.cuid,
+    })
 }
 
 /// An id that `shmget` just returned is refused with `EINVAL` or `EIDRM` only when the segment
@@ -164,7 +167,12 @@ fn vanished(err: io::Error) -> io::Error {
     }
 }
 
-fn sysv_attach(id: libc::c_int, len: usize) -> io::Result<Mapping> {
+/// Attaches the keyed segment that [`sysv_lookup`] found (`ENOENT` if it was removed since).
+pub fn sysv_attach(info: &SysvInfo) -> io::Result<Mapping> {
+    sysv_attach_id(info.id, info.size).map_err(vanished)
+}
+
+fn sysv_attach_id(id: libc::c_int, len: usize) -> io::Result<Mapping> {
     // SAFETY: a null address lets the kernel choose; the result is checked below.
     let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
     if addr as isize == -1 {
@@ -230,35 +238,71 @@ fn size_new(fd: &OwnedFd, size: usize, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens the existing named segment; its size comes from `fstat`.
-pub fn posix_open(name: &CStr) -> io::Result<Mapping> {
-    let flags = libc::O_RDWR | libc::O_CLOEXEC;
-    // SAFETY: `name` is a valid C string.
-    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) })?;
-    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // A creator makes the name and sizes it in two steps; give it a moment before calling a
-    // zero-length segment an error.
-    let deadline = std::time::Instant::now() + SIZE_RACE_WAIT;
-    loop {
-        let size = fd_size(&fd)?;
-        if size > 0 {
-            return map_fd(&fd, size);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        std::thread::sleep(Duration::from_millis(1));
+fn file_kind(mode: libc::mode_t) -> FileKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::Regular,
+        libc::S_IFDIR => FileKind::Directory,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR | libc::S_IFBLK => FileKind::Device,
+        _ => FileKind::Other,
     }
 }
 
-fn fd_size(fd: &OwnedFd) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a descriptor we own and a valid, writable stat buffer.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
-    usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))
+/// An opened name: the descriptor, nothing mapped yet.
+#[derive(Debug)]
+pub struct OpenedName {
+    fd: OwnedFd,
+}
+
+impl OpenedName {
+    /// `fstat` of the descriptor, read again on every call.
+    pub fn info(&self) -> io::Result<FileInfo> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we own and a valid, writable stat buffer.
+        cvt(unsafe { libc::fstat(self.fd.as_raw_fd(), &mut stat) })?;
+        let size =
+            usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let changed = u64::try_from(stat.st_ctime).unwrap_or(0);
+        Ok(FileInfo {
+            kind: file_kind(stat.st_mode),
+            size,
+            uid: stat.st_uid,
+            changed_secs_ago: now.saturating_sub(changed),
+        })
+    }
+
+    /// Maps the first `len` bytes.
+    pub fn map(&self, len: usize) -> io::Result<Mapping> {
+        map_fd(&self.fd, len)
+    }
+}
+
+/// Opens the existing name without following a symbolic link (`ELOOP`) and, on Linux, without
+/// blocking on a FIFO. Nothing is mapped: check [`OpenedName::info`] first.
+pub fn posix_open_name(name: &CStr) -> io::Result<OpenedName> {
+    #[cfg(target_os = "linux")]
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    #[cfg(not(target_os = "linux"))]
+    let flags = libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: `name` is a valid C string.
+    let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0) }).map_err(|err| {
+        // glibc turns the kernel's EISDIR into EINVAL; names are checked before they get here,
+        // so EINVAL can only mean a directory.
+        if cfg!(target_os = "linux") && err.raw_os_error() == Some(libc::EINVAL) {
+            io::Error::from_raw_os_error(libc::EISDIR)
+        } else {
+            err
+        }
+    })?;
+    // SAFETY: shm_open just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(OpenedName { fd })
 }
 
 fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
@@ -284,6 +328,36 @@ fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         len,
         kind: MapKind::Mmap,
     })
+}
+
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of `uid` from the user database, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: passwd is plain old data; all-zero is valid and getpwuid_r overwrites it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the length given; the strings getpwuid_r writes
+        // point into `buf`, which outlives their use below.
+        let err =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if err == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if err != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
 }
 
 /// Removes the name; processes that have it mapped keep their memory until they unmap it.
@@ -354,4 +428,237 @@ fn zombie(pid: u32) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn zombie(_pid: u32) -> bool {
     false
+}
+
+// ---- threads: the identity of a lock's owner ------------------------------------------------
+
+/// The largest owner token [`thread_identity`] can return (tokens start at 1). Linux: a thread id
+/// (the kernel's `PID_MAX_LIMIT`, 2^22); macOS: a process id (at most 99,999 there).
+#[cfg(target_os = "linux")]
+pub const OWNER_TOKEN_MAX: u32 = 1 << 22;
+/// The largest owner token [`thread_identity`] can return (tokens start at 1).
+#[cfg(not(target_os = "linux"))]
+pub const OWNER_TOKEN_MAX: u32 = (1 << 30) - 1;
+
+/// The calling thread as a lock owner: `(token, stamp)`, where the pair names this thread among
+/// all threads of the machine (in one pid namespace) for as long as the machine runs.
+///
+/// Linux: `token` is the thread id (`gettid`), `stamp` the low 32 bits of the thread's start
+/// time in clock ticks since boot (`/proc/<tid>/task/<tid>/stat`, field 22). A thread id is only
+/// reused after the thread is gone, and a new thread with the same id and the same start tick
+/// would have to appear within one tick (10 ms) or a multiple of 2^32 ticks (497 days) later.
+///
+/// Where `/proc` cannot be read (not mounted in a chroot), the stamp is 0, which
+/// [`thread_liveness`] takes as "start time unknown": the thread is then told dead only once its
+/// id is gone, and a reused id is not told apart.
+///
+/// # Errors
+/// `EINVAL` if the kernel's thread id does not fit (it always does).
+#[cfg(target_os = "linux")]
+pub fn thread_identity() -> io::Result<(u32, u32)> {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    let tid = u32::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match task_stat(tid) {
+        Ok(Some((_, start))) => Ok((tid, start as u32)),
+        Ok(None) | Err(_) => Ok((tid, 0)),
+    }
+}
+
+/// The state letter and the start time (field 22, clock ticks since boot) of thread `tid`, from
+/// `/proc/<tid>/task/<tid>/stat`; `None` when no such file exists.
+#[cfg(target_os = "linux")]
+fn task_stat(tid: u32) -> io::Result<Option<(u8, u64)>> {
+    use std::io::Read;
+    let path = format!("/proc/{tid}/task/{tid}/stat");
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+            Err(err) => return Err(err),
+        }
+    }
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat format");
+    let stat = &buf[..len];
+    // "tid (comm) S ppid ...": comm may hold spaces and parentheses, so take the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).map_err(|_| bad())?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields
+        .next()
+        .and_then(|s| s.bytes().next())
+        .ok_or_else(bad)?;
+    // The state is field 3; the start time is field 22, 19 further on.
+    let start = fields
+        .nth(18)
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(bad)?;
+    Ok(Some((state, start)))
+}
+
+/// Whether the thread that [`thread_identity`] described as `(token, stamp)` still runs.
+///
+/// Linux: `kill(tid, 0)` failing with `ESRCH` means no task has that id any more; otherwise
+/// `/proc/<tid>/task/<tid>/stat` must exist, not be a zombie (`Z`, `X`), and carry the same start
+/// time (any, for stamp 0: see [`thread_identity`]). Costs one `kill` and, for a live thread, one small `/proc` read (a few microseconds).
+#[cfg(target_os = "linux")]
+pub fn thread_liveness(token: u32, stamp: u32) -> Liveness {
+    let Ok(tid) = libc::pid_t::try_from(token) else {
+        return Liveness::Dead;
+    };
+    if tid <= 0 || token > OWNER_TOKEN_MAX {
+        return Liveness::Dead;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent. A
+    // positive number names one task (a thread id works as well as a process id).
+    if unsafe { libc::kill(tid, 0) } != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
+        return Liveness::Dead;
+    }
+    match task_stat(token) {
+        Ok(Some((b'Z' | b'X', _))) => Liveness::Dead,
+        Ok(Some((_, start))) if stamp == 0 || start as u32 == stamp => Liveness::Alive,
+        Ok(Some(_)) => Liveness::Dead,
+        // kill found a task but /proc does not show it: hidden (hidepid), or it just ended.
+        // The next check tells.
+        Ok(None) | Err(_) => Liveness::Unknown,
+    }
+}
+
+/// `PROC_PIDLISTTHREADIDS` of xnu's `sys/proc_info.h` (a private flavor, stable since macOS
+/// 10.13): the 64-bit ids of a process's threads, as `pthread_threadid_np` gives them.
+#[cfg(target_os = "macos")]
+const PROC_PIDLISTTHREADIDS: libc::c_int = 28;
+
+/// The calling thread as a lock owner: `(token, stamp)`.
+///
+/// macOS: `token` is the process id, `stamp` the low 32 bits of the thread's 64-bit id
+/// (`pthread_threadid_np`), which the kernel never hands out twice until reboot; so the pair
+/// survives the reuse of the process id.
+///
+/// # Errors
+/// Errors of `pthread_threadid_np`.
+#[cfg(target_os = "macos")]
+pub fn thread_identity() -> io::Result<(u32, u32)> {
+    let mut id: u64 = 0;
+    // SAFETY: a null thread means the calling thread; `id` is a valid place for the result.
+    let rc = unsafe { libc::pthread_threadid_np(0, &mut id) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok((current_pid(), id as u32))
+}
+
+/// Whether the thread that [`thread_identity`] described as `(token, stamp)` still runs.
+///
+/// macOS: `kill(pid, 0)` failing with `ESRCH` means the process is gone; otherwise
+/// `proc_pidinfo(PROC_PIDLISTTHREADIDS)` lists the ids of its threads, and one of them must end
+/// in `stamp`. A zombie has no threads. Another user's process cannot be inspected (`Unknown`).
+#[cfg(target_os = "macos")]
+pub fn thread_liveness(token: u32, stamp: u32) -> Liveness {
+    let Ok(pid) = libc::pid_t::try_from(token) else {
+        return Liveness::Dead;
+    };
+    if pid <= 0 || token > OWNER_TOKEN_MAX {
+        return Liveness::Dead;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks; nothing is sent.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => Liveness::Dead,
+            _ => Liveness::Unknown,
+        };
+    }
+    let mut ids = vec![0u64; 4096];
+    let size = libc::c_int::try_from(ids.len() * 8).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the buffer is valid for `size` bytes; the kernel writes at most that many.
+    let got =
+        unsafe { libc::proc_pidinfo(pid, PROC_PIDLISTTHREADIDS, 0, ids.as_mut_ptr().cast(), size) };
+    let Ok(bytes) = usize::try_from(got) else {
+        return Liveness::Unknown;
+    };
+    let count = (bytes / 8).min(ids.len());
+    if ids[..count].iter().any(|&id| id as u32 == stamp) {
+        return Liveness::Alive;
+    }
+    if count == ids.len() {
+        return Liveness::Unknown; // more threads than the buffer holds
+    }
+    if count == 0 {
+        // A zombie has no threads; anything else that lists none cannot be told.
+        return if zombie_macos(pid) {
+            Liveness::Dead
+        } else {
+            Liveness::Unknown
+        };
+    }
+    Liveness::Dead
+}
+
+/// True if `proc_pidinfo(PROC_PIDTBSDINFO)` shows process `pid` as a zombie (`SZOMB`).
+#[cfg(target_os = "macos")]
+fn zombie_macos(pid: libc::pid_t) -> bool {
+    /// `SZOMB` of `sys/proc.h`.
+    const SZOMB: u32 = 5;
+    // SAFETY: proc_bsdinfo is plain old data; all-zero is valid and the kernel overwrites it.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: `info` is valid for `size` bytes.
+    let got = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    got == size && info.pbi_status == SZOMB
+}
+
+/// Elsewhere no lock owner can be named.
+///
+/// # Errors
+/// Always `Unsupported`.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn thread_identity() -> io::Result<(u32, u32)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no thread identity on this platform",
+    ))
+}
+
+/// Elsewhere nothing can be told.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn thread_liveness(_token: u32, _stamp: u32) -> Liveness {
+    Liveness::Unknown
+}
+
+/// Runs `child` in the child process after every `fork` (`pthread_atfork`), with `prepare`
+/// before it and `parent` after it in the parent.
+///
+/// # Errors
+/// The error number of `pthread_atfork` (`ENOMEM`).
+pub fn at_fork(
+    prepare: unsafe extern "C" fn(),
+    parent: unsafe extern "C" fn(),
+    child: unsafe extern "C" fn(),
+) -> io::Result<()> {
+    // SAFETY: the handlers are plain functions that live as long as the program.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }

@@ -15,14 +15,15 @@
 //!   a wake-up, so [`WAIT_REPORTS_NOT_EQUAL`] is false and the caller compares first.
 //! - A wake reports only "woke someone" or "nobody waited" (`ENOENT`), never a count, so
 //!   [`WAKE_COUNT_EXACT`] is false; see [`futex_wake`].
-//! - macOS has no robust process-shared pthread mutex; [`crate::sync::Mutex`] uses its own
-//!   process-id lock there.
+//! - [`crate::sync::Mutex`] parks on the low half of its 64-bit owner word here as on Linux.
 //!
 //! This file cannot be built for macOS on the project's Linux machines; it uses only items that
 //! `libc` also has on Linux, and Linux test builds type-check it (see `os/mod.rs`). It has never
-//! run on a Mac. What was checked, on Linux: with this file and the process-id lock swapped in for
-//! the Linux ones, the whole `tests/rust_sync.rs` suite passed against `LD_PRELOAD` stand-ins for
+//! run on a Mac. What was checked, on Linux, before the lock was rewritten: with this file swapped
+//! in for the Linux one, the whole `tests/sync.rs` suite passed against `LD_PRELOAD` stand-ins for
 //! `os_sync_*` and, separately, `__ulock_*`, written over `futex` with the documented semantics.
+//! The whole crate, lock included, is also checked with `cargo clippy --target
+//! x86_64-apple-darwin`.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::io;

@@ -1,45 +1,51 @@
 //! The async wait service: a wait that returns at once and reports its end later, from a native
 //! thread, through a completion.
 //!
-//! Bun's FFI cannot run a call off its JavaScript thread (Deno can, with `nonblocking: true`,
-//! and simply calls the blocking [`super::wait`]). So Bun registers a wait here and gets a
-//! thread-safe callback when it ends.
+//! Neither runtime's FFI can park a call on a thread of its own without cost: Bun's FFI has no
+//! calls off its JavaScript thread, and Deno's `nonblocking` calls occupy a thread of its small
+//! blocking pool each, so a few dozen idle waits starve its file I/O. Both runtimes therefore
+//! register waits here and get a thread-safe callback when each ends.
 //!
 //! # Design
 //!
-//! A small pool of reusable native threads. Each pending wait occupies one thread, blocked in
-//! the kernel's wait call on the word (so an idle wait costs no CPU); when the wait ends, that
-//! thread runs the completion and goes back to the pool. Idle threads sleep on a condition
-//! variable, costing no CPU either. A new thread is spawned only when no idle one is free; one
-//! idle thread is kept forever, the others exit after 30 s without work. At most
-//! [`MAX_ASYNC_WAITS`] waits may be pending at once.
+//! Linux 5.16 and later: **groups**. One native thread sleeps on up to 127 waits at once with
+//! `futex_waitv`, plus one private control word that this process bumps to add or cancel a wait.
+//! A group watches each word at most once, so that a notify of `n` wakes `n` threads and ends
+//! exactly `n` waits, as with one thread per wait: waits on distinct words share threads (2,000
+//! of them take 16 threads), waits on one word take one thread each. When the call returns, the
+//! thread completes the wait it was woken for and parks again on the rest; a word that changed
+//! meanwhile makes the kernel refuse to park, and then each word is checked in the kernel (a
+//! changed one completes as woken). A group whose waits all ended exits after 30 s without work;
+//! one is kept.
 //!
-//! Why not one thread waiting on many words (Linux `futex_waitv`)? It is Linux-only (macOS has no
-//! equivalent), caps at 128 words, has one timeout for all of them, and needs a control word to
-//! add waits; one parked thread per pending wait is simple, portable and, reused, cheap (see
-//! `bench/native_wait.rs` for spawn against reuse).
+//! Elsewhere (macOS, older Linux): a **pool** of threads, one parked per pending wait, reused;
+//! idle threads beyond one exit after 30 s. At most [`POOL_MAX_WAITS`] waits pend there.
+//!
+//! Either way a pending wait is in one registry, so that [`cancel_waits`] can end every wait on
+//! a range of addresses (a segment being closed) at once.
 //!
 //! Semantics: see [`wait_async`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{WaitOutcome, wait_kernel, wait_raw};
 
 /// The most waits that may be pending at once; one more is `EAGAIN`.
-pub const MAX_ASYNC_WAITS: usize = 1024;
+pub const MAX_ASYNC_WAITS: usize = 16_384;
 
-/// Idle threads beyond the first exit after this long without work.
+/// The most waits pending at once where each takes a thread (no `futex_waitv`).
+pub const POOL_MAX_WAITS: usize = 4096;
+
+/// Threads beyond the first exit after this long without work.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
-/// Idle threads that never exit.
-const KEEP_IDLE: usize = 1;
-
-/// Stack of a pool thread: it only waits and runs the completion (for Bun, a thread-safe
-/// JSCallback, which only queues a task for the JavaScript thread).
+/// Stack of a service thread: it only waits and runs completions (for the runtimes, a
+/// thread-safe callback, which only queues a task for the JavaScript thread).
 const STACK_SIZE: usize = 256 * 1024;
 
 /// How [`wait_async`] began.
@@ -53,61 +59,107 @@ pub enum AsyncStart {
     TimedOut,
 }
 
-/// A snapshot of the pool, for tests and diagnostics.
+/// A snapshot of the service, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServiceStats {
-    /// Pool threads alive now.
+    /// Service threads alive now.
     pub threads: usize,
-    /// Of those, how many are idle.
+    /// Of those, how many have no wait to watch.
     pub idle: usize,
     /// Waits registered and not yet completed.
     pub pending: usize,
-    /// Pool threads spawned since the process started.
+    /// Service threads spawned since the process started.
     pub spawned: u64,
+    /// How many waits one thread watches: 127 with `futex_waitv`, else 1.
+    pub per_thread: usize,
 }
 
 type Completion = Box<dyn FnOnce(io::Result<WaitOutcome>) + Send>;
 
-struct Job {
-    /// The word's address (an integer, so that a Job is Send; only the kernel reads it on Linux).
+/// One pending wait.
+struct Entry {
+    serial: u64,
+    /// The word's address (an integer, so that an Entry is Send; only the kernel reads it).
     addr: usize,
     expected: u32,
     /// `None`: no limit.
     deadline: Option<Instant>,
-    done: Completion,
+    /// Taken by whoever completes the wait first: the service thread, or [`cancel_waits`].
+    done: Mutex<Option<Completion>>,
+    /// Watched by a pool thread of its own (else by a group).
+    pooled: bool,
 }
 
-struct Pool {
-    jobs: VecDeque<Job>,
-    threads: usize,
-    idle: usize,
-    pending: usize,
+impl Entry {
+    /// Runs the completion unless it already ran; true if this call ran it.
+    fn complete(&self, result: io::Result<WaitOutcome>) -> bool {
+        let done = lock(&self.done).take();
+        let Some(done) = done else {
+            return false;
+        };
+        lock(&REGISTRY).pending.remove(&self.serial);
+        // A panicking completion must not take the service thread (and its bookkeeping) with it.
+        let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+        true
+    }
+
+    fn finished(&self) -> bool {
+        lock(&self.done).is_none()
+    }
+
+    /// Time left until the deadline (`None`: no limit).
+    fn left(&self, now: Instant) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+}
+
+/// Every pending wait, by serial number, and the service's counters.
+struct Registry {
+    pending: BTreeMap<u64, Arc<Entry>>,
+    next: u64,
     spawned: u64,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    jobs: VecDeque::new(),
-    threads: 0,
-    idle: 0,
-    pending: 0,
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    pending: BTreeMap::new(),
+    next: 0,
     spawned: 0,
 });
-static WORK: Condvar = Condvar::new();
 
-fn pool() -> MutexGuard<'static, Pool> {
-    // Completions run outside the lock and every update is a few counter changes, so a poisoned
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Completions run outside every lock and each update is a few field changes, so a poisoned
     // lock (impossible short of a bug here) still holds consistent data.
-    POOL.lock().unwrap_or_else(PoisonError::into_inner)
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The pool's current state.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(STACK_SIZE)
+        .spawn(body)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EAGAIN))?;
+    lock(&REGISTRY).spawned += 1;
+    Ok(())
+}
+
+/// The service's current state.
 pub fn service_stats() -> ServiceStats {
-    let pool = pool();
+    let (pending, spawned) = {
+        let r = lock(&REGISTRY);
+        (r.pending.len(), r.spawned)
+    };
+    let groups = use_groups();
+    let (threads, idle) = if groups {
+        groups::counts()
+    } else {
+        pool::counts()
+    };
     ServiceStats {
-        threads: pool.threads,
-        idle: pool.idle,
-        pending: pool.pending,
-        spawned: pool.spawned,
+        threads,
+        idle,
+        pending,
+        spawned,
+        per_thread: if groups { groups::PER_GROUP } else { 1 },
     }
 }
 
@@ -118,26 +170,32 @@ pub fn service_stats() -> ServiceStats {
 /// `EFAULT`, not a crash): if it does not hold `expected` the result is [`AsyncStart::NotEqual`]
 /// at once, and a zero timeout gives [`AsyncStart::TimedOut`] at once; `done` never runs in
 /// either case, as with `Atomics.waitAsync`. Otherwise the wait is registered
-/// ([`AsyncStart::Pending`]) and `done` runs exactly once, on a pool thread, with
-/// [`WaitOutcome::Woken`] (notified; spuriously woken; or the word changed after registration,
-/// before the pool thread parked, which is the same as a notify that came early),
-/// [`WaitOutcome::TimedOut`] (the deadline, counted from this call, passed), or an error; never
-/// with [`WaitOutcome::NotEqual`].
+/// ([`AsyncStart::Pending`]) and `done` runs exactly once, on a service thread, with
+/// [`WaitOutcome::Woken`] (notified; spuriously woken; or the word changed after registration),
+/// [`WaitOutcome::TimedOut`] (the deadline, counted from this call, passed), or an error (`EBADF`
+/// from [`cancel_waits`]); never with [`WaitOutcome::NotEqual`].
 ///
-/// Each pending wait occupies one pool thread parked in the kernel (no CPU); idle threads are
-/// reused, one is kept forever and the others exit after 30 s without work. A process that
-/// forks while the pool has threads must not use this in the child (fork and exec is fine).
+/// With `futex_waitv` (Linux 5.16+) one thread watches many waits and re-arms them now and then
+/// (when another wait of its group ends or begins). A notify that lands in that moment finds
+/// no waiter there: if it changed the word, the wait still ends (the change is seen on
+/// re-arming) but the notify's count leaves it out; if it did not change the word, the wait
+/// goes on. Change the word, then notify, as every correct use of wait/notify does, and no
+/// wake-up is lost; set [`THREAD_PER_WAIT_ENV`] for exact counts at a thread per wait.
+///
+/// A process that forks while the service has threads must not use it in the child (fork and
+/// exec is fine).
 ///
 /// # Safety
 /// `addr` must be 4-byte aligned and point into memory this process maps. On Linux only the
-/// kernel reads the word, now and later on the pool thread: if the memory is unmapped meanwhile
-/// the wait ends with `EFAULT` (or keeps waiting on the shared page until notified or timed
-/// out), never with undefined behaviour. On other platforms the word is read in user space
-/// during this call, so it must be mapped now; the pool thread again leaves it to the kernel.
+/// kernel reads the word, now and later on the service thread: if the memory is unmapped
+/// meanwhile the wait ends with `EFAULT` (or keeps waiting on the shared page until notified or
+/// timed out), never with undefined behaviour. On other platforms the word is read in user space
+/// during this call, so it must be mapped now; the service thread again leaves it to the kernel.
 ///
 /// # Errors
-/// `EAGAIN` when [`MAX_ASYNC_WAITS`] waits are pending or no thread could be spawned; errors of the
-/// first check (`EFAULT`, `EINVAL`, `Unsupported`).
+/// `EAGAIN` when [`MAX_ASYNC_WAITS`] (or, without `futex_waitv`, [`POOL_MAX_WAITS`]) waits are
+/// pending or no thread could be spawned; errors of the first check (`EFAULT`, `EINVAL`,
+/// `Unsupported`).
 pub unsafe fn wait_async<F>(
     addr: *const u32,
     expected: u32,
@@ -154,78 +212,436 @@ where
     if timeout == Some(Duration::ZERO) {
         return Ok(AsyncStart::TimedOut);
     }
-    let job = Job {
-        addr: addr as usize,
-        expected,
-        deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
-        done: Box::new(done),
+    register(addr, expected, timeout, Box::new(done), use_groups())
+}
+
+/// Registers a wait that passed its first check, with the groups or with the pool.
+fn register(
+    addr: *const u32,
+    expected: u32,
+    timeout: Option<Duration>,
+    done: Completion,
+    groups: bool,
+) -> io::Result<AsyncStart> {
+    let entry = {
+        let mut registry = lock(&REGISTRY);
+        let limit = if groups {
+            MAX_ASYNC_WAITS
+        } else {
+            POOL_MAX_WAITS
+        };
+        if registry.pending.len() >= limit {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        registry.next += 1;
+        let entry = Arc::new(Entry {
+            serial: registry.next,
+            addr: addr as usize,
+            expected,
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            done: Mutex::new(Some(done)),
+            pooled: !groups,
+        });
+        registry.pending.insert(entry.serial, Arc::clone(&entry));
+        entry
     };
-    let mut pool = pool();
-    if pool.pending >= MAX_ASYNC_WAITS {
-        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+    let added = if groups {
+        groups::add(Arc::clone(&entry))
+    } else {
+        pool::add(Arc::clone(&entry))
+    };
+    if let Err(err) = added {
+        // Never handed to a thread: unregister without running the completion.
+        lock(&entry.done).take();
+        lock(&REGISTRY).pending.remove(&entry.serial);
+        return Err(err);
     }
-    // Every queued job needs a thread that will look at the queue without first blocking on a
-    // wait: an idle one (each takes one job), or a new one.
-    if pool.jobs.len() + 1 > pool.idle {
-        std::thread::Builder::new()
-            .name("sb-wait".into())
-            .stack_size(STACK_SIZE)
-            .spawn(worker)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EAGAIN))?;
-        pool.threads += 1;
-        pool.spawned += 1;
-    }
-    pool.jobs.push_back(job);
-    pool.pending += 1;
-    drop(pool);
-    WORK.notify_one();
     Ok(AsyncStart::Pending)
 }
 
-fn worker() {
-    let mut pool = pool();
-    loop {
-        if let Some(job) = pool.jobs.pop_front() {
-            drop(pool);
-            run(job);
-            pool = self::pool();
-            pool.pending -= 1;
-            continue;
+/// Ends every pending wait on a word in `start..start + len` now, each completion called once
+/// with `EBADF` (from this thread), and returns how many it ended. For a segment about to be
+/// unmapped: its waits can never be woken through it again.
+pub fn cancel_waits(start: usize, len: usize) -> usize {
+    let hit: Vec<Arc<Entry>> = lock(&REGISTRY)
+        .pending
+        .values()
+        .filter(|e| e.addr >= start && e.addr - start < len)
+        .cloned()
+        .collect();
+    let mut ended = 0;
+    for entry in &hit {
+        if entry.complete(Err(io::Error::from_raw_os_error(libc::EBADF))) {
+            ended += 1;
         }
-        pool.idle += 1;
-        let timed_out = if pool.idle > KEEP_IDLE {
-            let (guard, result) = WORK
-                .wait_timeout(pool, IDLE_EXIT)
-                .unwrap_or_else(PoisonError::into_inner);
-            pool = guard;
-            result.timed_out()
-        } else {
-            pool = WORK.wait(pool).unwrap_or_else(PoisonError::into_inner);
-            false
-        };
-        pool.idle -= 1;
-        if timed_out && pool.jobs.is_empty() {
-            pool.threads -= 1;
-            return;
+    }
+    if ended > 0 {
+        groups::nudge_all();
+        for entry in hit.iter().filter(|e| e.pooled) {
+            pool::release(entry);
+        }
+    }
+    ended
+}
+
+/// The environment variable that, set to `1`, makes the service park one thread per wait even
+/// where `futex_waitv` exists: exact `notify` counts under concurrent notifies, at the cost of a
+/// thread per pending wait (see [`wait_async`]).
+pub const THREAD_PER_WAIT_ENV: &str = "SHARED_BUFFER_THREAD_PER_WAIT";
+
+/// True if this kernel has `futex_waitv` and [`THREAD_PER_WAIT_ENV`] is not set (decided once).
+fn use_groups() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::atomic::AtomicU8;
+        static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
+        match STATE.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                // SAFETY: no words: the kernel checks the arguments and reads nothing.
+                let probe = unsafe { crate::os::futex_waitv(&[], Some(Duration::ZERO)) };
+                let forced = std::env::var_os(THREAD_PER_WAIT_ENV).is_some_and(|v| v == "1");
+                let yes =
+                    !forced && !matches!(&probe, Err(e) if e.raw_os_error() == Some(libc::ENOSYS));
+                STATE.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// Linux 5.16+: many waits per thread through `futex_waitv`.
+#[cfg(target_os = "linux")]
+mod groups {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::os::{self, Waitv, WaitvWord};
+
+    /// Waits one thread watches: `futex_waitv` takes 128 words, one of them the control word.
+    pub(super) const PER_GROUP: usize = os::WAITV_MAX - 1;
+
+    struct Group {
+        /// Bumped (and woken, privately) whenever the thread must look at `entries` again.
+        control: AtomicU32,
+        entries: Mutex<Vec<Arc<Entry>>>,
+    }
+
+    impl Group {
+        fn nudge(&self) {
+            self.control.fetch_add(1, Ordering::Release);
+            os::futex_wake_private(&self.control, 1);
+        }
+    }
+
+    static GROUPS: Mutex<Vec<Arc<Group>>> = Mutex::new(Vec::new());
+
+    /// (threads, idle threads).
+    pub(super) fn counts() -> (usize, usize) {
+        let groups = lock(&GROUPS);
+        let idle = groups
+            .iter()
+            .filter(|g| lock(&g.entries).iter().all(|e| e.finished()))
+            .count();
+        (groups.len(), idle)
+    }
+
+    pub(super) fn add(entry: Arc<Entry>) -> io::Result<()> {
+        let mut groups = lock(&GROUPS);
+        for group in groups.iter() {
+            let mut entries = lock(&group.entries);
+            entries.retain(|e| !e.finished());
+            // One kernel queue entry per word and thread: a notify of `n` then wakes `n` threads,
+            // each of which ends exactly one wait, so wake counts stay exact. Waits on a word this
+            // group already watches go to another group.
+            if entries.len() < PER_GROUP && entries.iter().all(|e| e.addr != entry.addr) {
+                entries.push(entry);
+                drop(entries);
+                group.nudge();
+                return Ok(());
+            }
+        }
+        let group = Arc::new(Group {
+            control: AtomicU32::new(0),
+            entries: Mutex::new(vec![entry]),
+        });
+        let runner = Arc::clone(&group);
+        spawn("sb-wait", move || run(&runner))?;
+        groups.push(group);
+        Ok(())
+    }
+
+    pub(super) fn nudge_all() {
+        for group in lock(&GROUPS).iter() {
+            group.nudge();
+        }
+    }
+
+    /// Leaves the group list if the group has nothing to do and is not the last one.
+    fn retire(group: &Arc<Group>) -> bool {
+        let mut groups = lock(&GROUPS);
+        if groups.len() <= 1 || !lock(&group.entries).is_empty() {
+            return false;
+        }
+        groups.retain(|g| !Arc::ptr_eq(g, group));
+        true
+    }
+
+    fn run(group: &Arc<Group>) {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let seq = group.control.load(Ordering::Acquire);
+            let now = Instant::now();
+            let mut expired = Vec::new();
+            let watched: Vec<Arc<Entry>> = {
+                let mut entries = lock(&group.entries);
+                entries.retain(|e| {
+                    if e.finished() {
+                        return false;
+                    }
+                    if e.deadline.is_some_and(|d| d <= now) {
+                        expired.push(Arc::clone(e));
+                        return false;
+                    }
+                    true
+                });
+                entries.clone()
+            };
+            for entry in expired {
+                entry.complete(Ok(WaitOutcome::TimedOut));
+            }
+            if watched.is_empty() {
+                let since = *idle_since.get_or_insert(now);
+                if now.duration_since(since) >= IDLE_EXIT && retire(group) {
+                    return;
+                }
+                // Nothing to watch: sleep on the control word alone, privately.
+                os::futex_wait_private(&group.control, seq, IDLE_EXIT);
+                continue;
+            }
+            idle_since = None;
+            let mut words = Vec::with_capacity(watched.len() + 1);
+            words.push(WaitvWord {
+                addr: group.control.as_ptr(),
+                expected: seq,
+                private: true,
+            });
+            words.extend(watched.iter().map(|e| WaitvWord {
+                addr: e.addr as *const u32,
+                expected: e.expected,
+                private: false,
+            }));
+            let left = watched.iter().filter_map(|e| e.left(now)).min();
+            // SAFETY: the control word is ours; the others were handed to wait_async, whose
+            // caller promised aligned addresses; only the kernel reads them (EFAULT if gone).
+            match unsafe { os::futex_waitv(&words, left) } {
+                // A wake of another word consumed by this return is seen on re-arming, if that
+                // word changed (NotEqual then).
+                Ok(Waitv::Woken(0)) => {}
+                Ok(Waitv::Woken(i)) => {
+                    watched[i - 1].complete(Ok(WaitOutcome::Woken));
+                }
+                // Only the control word moved: look at the list again, no need to ask the kernel.
+                Ok(Waitv::NotEqual) if group.control.load(Ordering::Acquire) != seq => {}
+                Ok(Waitv::NotEqual) | Err(_) => recheck(&watched),
+                Ok(Waitv::TimedOut | Waitv::Interrupted) => {}
+            }
+        }
+    }
+
+    /// Completes every wait whose word changed (as woken) or became unreadable (with the error),
+    /// asking the kernel one word at a time.
+    fn recheck(watched: &[Arc<Entry>]) {
+        for entry in watched {
+            if entry.finished() {
+                continue;
+            }
+            // SAFETY: as in run(): the kernel compares the word without sleeping.
+            match unsafe {
+                wait_kernel(
+                    entry.addr as *const u32,
+                    entry.expected,
+                    Some(Duration::ZERO),
+                )
+            } {
+                Ok(WaitOutcome::NotEqual) => {
+                    entry.complete(Ok(WaitOutcome::Woken));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    entry.complete(Err(err));
+                }
+            }
         }
     }
 }
 
-fn run(job: Job) {
-    let left = job
-        .deadline
-        .map(|deadline| deadline.saturating_duration_since(Instant::now()));
-    // SAFETY: wait_async's caller promised an aligned address; only the kernel reads it here,
-    // with its own fault handling (see wait_async).
-    let result = unsafe { wait_kernel(job.addr as *const u32, job.expected, left) }.map(|o| {
-        // It held `expected` at registration, so a difference now is a change (see the docs).
-        if o == WaitOutcome::NotEqual {
-            WaitOutcome::Woken
-        } else {
-            o
-        }
+/// Stand-in where `futex_waitv` cannot exist; never used there ([`use_groups`] is false).
+#[cfg(not(target_os = "linux"))]
+mod groups {
+    use super::*;
+
+    pub(super) const PER_GROUP: usize = 1;
+
+    pub(super) fn counts() -> (usize, usize) {
+        (0, 0)
+    }
+    pub(super) fn add(_entry: Arc<Entry>) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+    pub(super) fn nudge_all() {}
+}
+
+/// One parked thread per pending wait, reused.
+mod pool {
+    use super::*;
+
+    struct Pool {
+        jobs: VecDeque<Arc<Entry>>,
+        threads: usize,
+        idle: usize,
+    }
+
+    static POOL: Mutex<Pool> = Mutex::new(Pool {
+        jobs: VecDeque::new(),
+        threads: 0,
+        idle: 0,
     });
-    let done = job.done;
-    // A panicking completion must not take the pool thread (and its bookkeeping) with it.
-    let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+    static WORK: Condvar = Condvar::new();
+
+    /// (threads, idle threads).
+    pub(super) fn counts() -> (usize, usize) {
+        let pool = lock(&POOL);
+        (pool.threads, pool.idle)
+    }
+
+    pub(super) fn add(entry: Arc<Entry>) -> io::Result<()> {
+        let mut pool = lock(&POOL);
+        // Every queued job needs a thread that will look at the queue without first blocking on
+        // a wait: an idle one (each takes one job), or a new one.
+        if pool.jobs.len() + 1 > pool.idle {
+            spawn("sb-wait", worker)?;
+            pool.threads += 1;
+        }
+        pool.jobs.push_back(entry);
+        drop(pool);
+        WORK.notify_one();
+        Ok(())
+    }
+
+    /// Wakes the thread parked on a cancelled wait (and, spuriously, any other waiter on that
+    /// word: wait/notify allows spurious wake-ups), so that it returns to the pool.
+    pub(super) fn release(entry: &Entry) {
+        // SAFETY: the caller is about to unmap the segment and has not yet; a wake touches no
+        // user memory, and a bad address is only EFAULT.
+        let _ = unsafe { super::super::notify_raw(entry.addr as *const u32, u32::MAX) };
+    }
+
+    fn worker() {
+        let mut pool = lock(&POOL);
+        loop {
+            if let Some(entry) = pool.jobs.pop_front() {
+                drop(pool);
+                run(&entry);
+                pool = lock(&POOL);
+                continue;
+            }
+            pool.idle += 1;
+            // One idle thread is kept; the others leave after a while without work.
+            let timed_out = if pool.idle > 1 {
+                let (guard, result) = WORK
+                    .wait_timeout(pool, IDLE_EXIT)
+                    .unwrap_or_else(PoisonError::into_inner);
+                pool = guard;
+                result.timed_out()
+            } else {
+                pool = WORK.wait(pool).unwrap_or_else(PoisonError::into_inner);
+                false
+            };
+            pool.idle -= 1;
+            if timed_out && pool.jobs.is_empty() {
+                pool.threads -= 1;
+                return;
+            }
+        }
+    }
+
+    fn run(entry: &Entry) {
+        if entry.finished() {
+            return;
+        }
+        // SAFETY: wait_async's caller promised an aligned address; only the kernel reads it here,
+        // with its own fault handling (see wait_async).
+        let result = unsafe {
+            wait_kernel(
+                entry.addr as *const u32,
+                entry.expected,
+                entry.left(Instant::now()),
+            )
+        }
+        .map(|o| {
+            // It held `expected` at registration, so a difference now is a change.
+            if o == WaitOutcome::NotEqual {
+                WaitOutcome::Woken
+            } else {
+                o
+            }
+        });
+        entry.complete(result);
+    }
+}
+
+#[cfg(all(test, not(loom), not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc;
+
+    /// The pool (one thread per wait), which macOS and older kernels use: woken, timed out,
+    /// cancelled, each completion exactly once.
+    #[test]
+    fn the_pool_wakes_times_out_and_cancels() {
+        static WORDS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+        let (tx, rx) = mpsc::channel();
+        let start = |i: usize, timeout: Option<Duration>| {
+            let tx = tx.clone();
+            let done: Completion =
+                Box::new(move |r| tx.send((i, r.map_err(|e| e.raw_os_error()))).unwrap());
+            register(WORDS[i].as_ptr(), 0, timeout, done, false).unwrap()
+        };
+        let long = Duration::from_secs(30);
+        for i in 0..3 {
+            assert_eq!(start(i, Some(long)), AsyncStart::Pending);
+        }
+        assert_eq!(
+            start(3, Some(Duration::from_millis(20))),
+            AsyncStart::Pending
+        );
+        assert_eq!(
+            rx.recv_timeout(long).unwrap(),
+            (3, Ok(WaitOutcome::TimedOut))
+        );
+        WORDS[0].store(1, Ordering::Release);
+        // SAFETY: a static word.
+        unsafe { super::super::notify_raw(WORDS[0].as_ptr(), 1) }.unwrap();
+        assert_eq!(rx.recv_timeout(long).unwrap(), (0, Ok(WaitOutcome::Woken)));
+        let first = WORDS[1].as_ptr() as usize;
+        assert_eq!(cancel_waits(first, 8), 2);
+        let mut ended = [
+            rx.recv_timeout(long).unwrap(),
+            rx.recv_timeout(long).unwrap(),
+        ];
+        ended.sort_by_key(|e| e.0);
+        assert_eq!(
+            ended,
+            [(1, Err(Some(libc::EBADF))), (2, Err(Some(libc::EBADF)))]
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "each completion once"
+        );
+    }
 }

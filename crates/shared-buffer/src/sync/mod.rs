@@ -25,7 +25,9 @@
 //!
 //! # Mutex
 //!
-//! [`Mutex`] is a robust lock that lives at an offset inside shared memory; see its docs.
+//! [`Mutex`] is a lock that lives at an offset inside shared memory, survives its holder's death
+//! and holds no pointer; see its docs. [`held_in`] tells whether a thread of this process holds
+//! a lock inside an address range (closing a segment refuses then).
 //!
 //! # Async wait
 //!
@@ -57,12 +59,18 @@
 //! ```
 
 mod async_wait;
+mod held;
 mod mutex;
-#[cfg(any(target_os = "macos", all(test, target_os = "linux")))]
-mod pidlock;
 
-pub use async_wait::{AsyncStart, MAX_ASYNC_WAITS, ServiceStats, service_stats, wait_async};
-pub use mutex::{InitOutcome, LockOutcome, MUTEX_ALIGN, MUTEX_SIZE, Mutex, MutexGuard};
+pub use async_wait::{
+    AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_waits, service_stats,
+    wait_async,
+};
+pub use held::{MAX_HELD, forget_in as forget_held_in, held_in};
+pub use mutex::{
+    InitOutcome, LIVENESS_POLL, LockError, LockOutcome, MUTEX_ALIGN, MUTEX_LAYOUT, MUTEX_SIZE,
+    Mutex, MutexGuard,
+};
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,12 +1,15 @@
-//! [`Mutex`]: a robust lock living at an offset inside shared memory.
+//! [`Mutex`]: a lock living at an offset inside shared memory, robust against dead owners and
+//! against whatever another process writes into it.
 
-use std::cell::UnsafeCell;
+use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::held;
 use crate::Segment;
+use crate::os::{self, Liveness, RawWait};
 
 /// Bytes a [`Mutex`] occupies in shared memory. Reserve exactly this many, at an offset that is a
 /// multiple of [`MUTEX_ALIGN`].
@@ -16,107 +19,190 @@ pub const MUTEX_SIZE: usize = 64;
 /// 64-byte cache line avoids false sharing, but is not required.
 pub const MUTEX_ALIGN: usize = 8;
 
-/// Bytes before the native lock: the state word and a reserved word.
-const HEADER: usize = 8;
-
 /// State word: zeroed memory, nobody has started initialising.
 const UNINIT: u32 = 0;
-/// State word: one process is writing the native lock.
+/// State word: one process is writing the lock.
 const INITIALISING: u32 = 1;
-/// State word: the native lock is ready.
+/// State word: the lock is ready.
 const READY: u32 = 2;
+
+/// The layout word of this lock (bytes 4..8). Version 1, the glibc `pthread_mutex_t` of earlier
+/// releases, left these bytes 0.
+pub const MUTEX_LAYOUT: u32 = 2;
 
 /// How long [`Mutex::from_ptr`] and a losing [`Mutex::init`] wait for another process that is in
 /// the middle of initialising (a few microseconds normally).
 const INIT_WAIT: Duration = Duration::from_millis(100);
 
-// The native lock: glibc's robust pthread mutex on Linux, the process-id lock on macOS.
-#[cfg(target_os = "macos")]
-use super::pidlock as imp;
-#[cfg(target_os = "linux")]
-use crate::os::robust_mutex as imp;
+/// Bit 31 of the owner word: a waiter may be parked, so unlock must wake one.
+const WAITERS: u64 = 1 << 31;
+/// Bits of the owner word that hold the owner's token (bit 30 is always 0 in a valid word).
+const TOKEN_MASK: u64 = (1 << 30) - 1;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-mod imp {
-    //! No robust process-shared lock on this platform: every call is `Unsupported`.
-    use std::io;
-    use std::time::Duration;
+/// How long a parked waiter sleeps before it checks that the owner still lives (a dead process
+/// or thread wakes nobody). Also the longest a waiter takes to notice a killed owner.
+pub const LIVENESS_POLL: Duration = Duration::from_millis(10);
 
-    pub const SIZE: usize = 0;
-    pub const ALIGN: usize = 1;
+/// Spin rounds (about 50 ns each) before a locker parks: a lock held for a few microseconds
+/// changes hands without a system call.
+const SPINS: u32 = 100;
 
-    fn unsupported<T>() -> io::Result<T> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the cross-process mutex is not supported on this platform",
-        ))
-    }
-    pub unsafe fn init(_p: *mut u8) -> io::Result<()> {
-        unsupported()
-    }
-    pub unsafe fn lock(_p: *mut u8, _timeout: Option<Duration>) -> io::Result<bool> {
-        unsupported()
-    }
-    pub unsafe fn try_lock(_p: *mut u8) -> io::Result<bool> {
-        unsupported()
-    }
-    pub unsafe fn unlock(_p: *mut u8) -> io::Result<()> {
-        unsupported()
+/// The owner word of `(token, stamp)`: token in the low 32 bits (the futex word), stamp above.
+fn encode(token: u32, stamp: u32) -> u64 {
+    (u64::from(stamp) << 32) | (u64::from(token) & TOKEN_MASK)
+}
+
+/// Why a [`Mutex`] call failed. Each maps to one `errno` value ([`LockError::errno`]), which
+/// is what the C ABI returns (negated) and what `io::Error::from` carries.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LockError {
+    /// `try_lock`: another live thread or process holds it (`EBUSY`).
+    WouldBlock,
+    /// `lock`: the timeout passed (`ETIMEDOUT`).
+    TimedOut,
+    /// This thread already holds it (`EDEADLK`).
+    Deadlock,
+    /// `unlock` by a thread that does not hold it (`EPERM`).
+    NotOwner,
+    /// The lock's header no longer says "ready lock": another process overwrote it
+    /// (`ENOTRECOVERABLE`). Nothing was changed; the bytes must be set up again by the
+    /// application.
+    NotRecoverable,
+    /// This thread already holds [`held::MAX_HELD`] locks (`ENOLCK`).
+    TooManyHeld,
+    /// The bytes are not a ready lock (uninitialised, garbage, or another layout), or the
+    /// offset is misaligned or out of bounds (`EINVAL`).
+    Invalid(&'static str),
+    /// Another process began initialising the lock over 100 ms ago and has not finished
+    /// (`EAGAIN`); it may have died doing so.
+    Initialising,
+    /// The operating system failed (waiting, or naming this thread), or the platform has no
+    /// cross-process lock (`ENOTSUP`).
+    Os(io::Error),
+}
+
+impl LockError {
+    /// The `errno` value of this error: the one mapping from lock errors to numbers.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Self::WouldBlock => libc::EBUSY,
+            Self::TimedOut => libc::ETIMEDOUT,
+            Self::Deadlock => libc::EDEADLK,
+            Self::NotOwner => libc::EPERM,
+            Self::NotRecoverable => libc::ENOTRECOVERABLE,
+            Self::TooManyHeld => libc::ENOLCK,
+            Self::Invalid(_) => libc::EINVAL,
+            Self::Initialising => libc::EAGAIN,
+            Self::Os(err) => match (err.raw_os_error(), err.kind()) {
+                (Some(code), _) => code,
+                (None, io::ErrorKind::Unsupported) => libc::ENOTSUP,
+                (None, io::ErrorKind::InvalidInput) => libc::EINVAL,
+                (None, _) => libc::EIO,
+            },
+        }
     }
 }
 
-/// The native lock must fit in the bytes after the header, at an offset it can be aligned to.
-const _: () = assert!(imp::SIZE <= MUTEX_SIZE - HEADER);
-const _: () = assert!(imp::ALIGN <= MUTEX_ALIGN && HEADER % imp::ALIGN == 0);
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("the lock is held by another thread"),
+            Self::TimedOut => f.write_str("timed out waiting for the lock"),
+            Self::Deadlock => f.write_str("this thread already holds the lock"),
+            Self::NotOwner => f.write_str("this thread does not hold the lock"),
+            Self::NotRecoverable => {
+                f.write_str("the lock's bytes were overwritten: it is not a lock any more")
+            }
+            Self::TooManyHeld => write!(f, "this thread holds {} locks already", held::MAX_HELD),
+            Self::Invalid(why) => f.write_str(why),
+            Self::Initialising => f.write_str("another process is still setting up the lock"),
+            Self::Os(err) => write!(f, "{err}"),
+        }
+    }
+}
 
-/// A robust mutex shared between processes, placed at an offset inside shared memory.
+impl std::error::Error for LockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Os(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<LockError> for io::Error {
+    /// The error as its `errno` value ([`LockError::errno`]); an OS error as it was.
+    fn from(err: LockError) -> Self {
+        match err {
+            LockError::Os(err) => err,
+            other => io::Error::from_raw_os_error(other.errno()),
+        }
+    }
+}
+
+/// A mutex shared between processes, placed at an offset inside shared memory, that survives its
+/// holder's death and anything another process writes into it.
 ///
 /// # Layout
 ///
-/// [`MUTEX_SIZE`] (64) bytes at a multiple of [`MUTEX_ALIGN`] (8):
+/// [`MUTEX_SIZE`] (64) bytes at a multiple of [`MUTEX_ALIGN`] (8), native-endian:
 ///
 /// | bytes | what |
 /// | --- | --- |
-/// | 0..4 | state: 0 uninitialised, 1 initialising, 2 ready (native-endian `u32`) |
-/// | 4..8 | reserved, 0 |
-/// | 8..64 | the native lock |
+/// | 0..4 | state: 0 uninitialised, 1 initialising, 2 ready |
+/// | 4..8 | layout: [`MUTEX_LAYOUT`] (2) |
+/// | 8..16 | owner word: 0 free, else the owner's identity (below) |
+/// | 16..64 | reserved, 0 |
+///
+/// The owner word is one 64-bit atomic. Its low 32 bits are the futex word waiters park on:
+/// bits 0..30 the owner's *token*, bit 31 "a waiter may be parked"; its high 32 bits are the
+/// owner's *stamp*. Linux: token = thread id, stamp = low 32 bits of that thread's start time
+/// (clock ticks since boot); macOS: token = process id, stamp = low 32 bits of the thread's
+/// 64-bit id, never reused until reboot. Either pair names one thread for the life of the
+/// machine, so a reused process or thread id never passes for a dead owner. Taking the lock is
+/// one compare-and-swap from 0 to the caller's word: the identity is complete the instant the
+/// lock is held. No byte of the lock is ever an address.
 ///
 /// # Initialisation
 ///
 /// The memory starts zeroed (a new segment is). Whoever creates the segment, or anyone, calls
 /// [`Mutex::init`] (C: `sb_mutex_init`), which claims the state word with a compare-and-swap from
-/// 0 to 1, writes the native lock and publishes 2. Several processes may race to initialise: one
-/// wins ([`InitOutcome::Initialized`]), the others wait up to 100 ms for it to finish and get
-/// [`InitOutcome::AlreadyInitialized`]. An opener uses [`Mutex::from_ptr`], which returns
-/// `EINVAL` for an uninitialised mutex (state 0 or garbage), waits up to 100 ms while another
-/// process is initialising, and gives `EAGAIN` if that takes longer (for instance because the
-/// initialising process died in those microseconds; the state then stays 1 and the mutex cannot
-/// be used).
+/// 0 to 1, writes the layout and a free owner word, and publishes 2. Several processes may race
+/// to initialise: one wins ([`InitOutcome::Initialized`]), the others wait up to 100 ms for it
+/// to finish and get [`InitOutcome::AlreadyInitialized`]. An opener uses [`Mutex::from_ptr`],
+/// which refuses an uninitialised lock or foreign bytes ([`LockError::Invalid`], `EINVAL`), waits
+/// up to 100 ms while another process is initialising, and gives [`LockError::Initialising`]
+/// (`EAGAIN`) if that takes longer (the initialising process may have died in those
+/// microseconds; the state then stays 1 and the lock cannot be used).
 ///
-/// # Robustness
+/// # Dead owners
 ///
-/// When the process (or thread) that holds the lock dies, even by `SIGKILL`, the next
-/// [`Mutex::lock`] succeeds with [`LockOutcome::OwnerDied`]: the caller holds the lock and should
-/// repair the data it protects, which may be half-updated. The lock stays usable. Unlocking a
-/// lock this thread does not hold is `EPERM`; relocking one it holds is `EDEADLK`.
+/// When the thread that holds the lock ends, by a crash, `SIGKILL`, its process exiting, or a
+/// terminated Worker, the next [`Mutex::lock`] in any thread or process succeeds with
+/// [`LockOutcome::OwnerDied`]: the caller holds the lock and should repair the data it protects,
+/// which may be half-updated. The lock stays usable (it never becomes "not recoverable" the way
+/// a POSIX robust mutex unlocked without `pthread_mutex_consistent` does).
 ///
-/// # Platforms
+/// A dead owner wakes nobody, so a parked waiter checks the owner every [`LIVENESS_POLL`]
+/// (10 ms), and before giving up at its timeout; [`Mutex::try_lock`] checks at once. A check
+/// costs a `kill(tid, 0)` and one read of `/proc/<tid>/task/<tid>/stat` (Linux) or
+/// `proc_pidinfo` (macOS), a few microseconds.
 ///
-/// - **Linux**: a glibc `pthread_mutex_t` made `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST`
-///   and `PTHREAD_MUTEX_ERRORCHECK`. The kernel marks it when the holder dies, at once. Owner is
-///   the locking *thread*. Timed locks use `CLOCK_MONOTONIC` (glibc 2.30+). Uncontended lock and
-///   unlock make no system call.
-/// - **macOS**, which has no robust process-shared pthread mutex: a word holding the owner's
-///   process id, parked on with `os_sync_wait_on_address`. A waiter notices a dead owner with
-///   `kill(pid, 0)` failing with `ESRCH`, checked when it first finds the lock held and every
-///   50 ms while it waits. Limits: a dead owner that its parent has not yet reaped (a zombie)
-///   still counts as alive; if the dead owner's pid is reused by a new process before anyone
-///   notices, the lock looks held by that process until it exits; a *thread* that exits holding
-///   it while its process lives is not noticed at all.
-/// - Elsewhere: `Unsupported`.
+/// # Hostile peers
 ///
-/// Do not unmap the segment while holding the lock: the kernel can only mark a lock it can
-/// still reach when the holder dies.
+/// A process that can write the segment can spoil the lock (hold it forever under a live
+/// thread's identity, free it, or write garbage), but it cannot make another process crash,
+/// write outside these 64 bytes, or wait without a timeout it asked for: every word read is
+/// validated, an owner word that names no live thread (garbage, token 0 or too large, bit 30
+/// set) counts as a dead owner, a header that is no longer "ready, layout 2" gives
+/// [`LockError::NotRecoverable`], and every loop is bounded by the caller's timeout.
+///
+/// # Unmapping
+///
+/// Ending the mapping (dropping the [`Segment`]) while a thread of this process holds a lock in
+/// it leaves nothing of this process pointing at the freed memory, but the lock stays held in the
+/// segment until that thread ends; the C ABI refuses to close such a segment (`EBUSY`).
 ///
 /// # Examples
 ///
@@ -140,23 +226,23 @@ const _: () = assert!(imp::ALIGN <= MUTEX_ALIGN && HEADER % imp::ALIGN == 0);
 #[repr(C, align(8))]
 pub struct Mutex {
     state: AtomicU32,
-    _reserved: AtomicU32,
-    native: UnsafeCell<[u8; MUTEX_SIZE - HEADER]>,
+    layout: AtomicU32,
+    owner: AtomicU64,
+    _reserved: [AtomicU64; 6],
 }
 
 const _: () = assert!(std::mem::size_of::<Mutex>() == MUTEX_SIZE);
 const _: () = assert!(std::mem::align_of::<Mutex>() == MUTEX_ALIGN);
+const _: () = assert!(std::mem::offset_of!(Mutex, owner) == 8);
 
-// SAFETY: a Mutex is only ever a view of shared memory that every thread (and process) uses
-// through the native lock's own synchronisation; no field is touched without it.
-unsafe impl Sync for Mutex {}
-// SAFETY: as above; a Mutex is never owned by value (it cannot be constructed).
-unsafe impl Send for Mutex {}
-
-impl std::fmt::Debug for Mutex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Mutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mutex")
             .field("state", &self.state.load(Ordering::Relaxed))
+            .field(
+                "owner",
+                &format_args!("{:#x}", self.owner.load(Ordering::Relaxed)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -175,13 +261,22 @@ pub enum InitOutcome {
 pub enum LockOutcome {
     /// Acquired normally.
     Acquired,
-    /// Acquired, but the previous owner died holding it: the protected data may be
-    /// inconsistent and should be repaired before the lock is released.
+    /// Acquired, but the previous owner died holding it (or another process wrote something
+    /// into the lock that names no live owner): the protected data may be inconsistent and
+    /// should be repaired before the lock is released.
     OwnerDied,
 }
 
-fn invalid(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
+/// Who the owner word names.
+enum Owner {
+    Free,
+    Me,
+    /// Nothing a lock holds: counts as a dead owner.
+    Invalid,
+    Other {
+        token: u32,
+        stamp: u32,
+    },
 }
 
 impl Mutex {
@@ -189,16 +284,15 @@ impl Mutex {
     ///
     /// # Safety
     /// `ptr` must be aligned to [`MUTEX_ALIGN`] and valid for reads and writes of
-    /// [`MUTEX_SIZE`] bytes for `'a`, and those bytes must be zero or a mutex made by this
-    /// function (in any process). Nothing else may write them.
+    /// [`MUTEX_SIZE`] bytes for `'a` (other processes may write them).
     ///
     /// # Errors
-    /// `EINVAL` when the state word holds neither 0, 1 nor 2 (the bytes are not a mutex);
-    /// `EAGAIN` when another process began initialising more than 100 ms ago and has not
-    /// finished; errors of the native initialisation (`Unsupported` on other platforms).
-    pub unsafe fn init<'a>(ptr: *mut u8) -> io::Result<(&'a Mutex, InitOutcome)> {
+    /// [`LockError::Invalid`] when the bytes are neither zero nor a lock of this layout;
+    /// [`LockError::Initialising`] when another process began initialising more than 100 ms ago
+    /// and has not finished.
+    pub unsafe fn init<'a>(ptr: *mut u8) -> Result<(&'a Mutex, InitOutcome), LockError> {
         // SAFETY: the caller promises an aligned, valid range of MUTEX_SIZE bytes; a Mutex has
-        // atomics and an UnsafeCell only, so shared access from other processes is allowed.
+        // atomics only, so shared access from other processes is allowed.
         let mutex = unsafe { &*ptr.cast::<Mutex>() };
         match mutex.state.compare_exchange(
             UNINIT,
@@ -207,13 +301,8 @@ impl Mutex {
             Ordering::Acquire,
         ) {
             Ok(_) => {
-                // SAFETY: we won the state word, so nobody else touches the native bytes until
-                // READY is published; they are inside the caller's range and aligned (header is
-                // a multiple of the native alignment, checked at compile time).
-                if let Err(err) = unsafe { imp::init(mutex.native_ptr()) } {
-                    mutex.state.store(UNINIT, Ordering::Release);
-                    return Err(err);
-                }
+                mutex.owner.store(0, Ordering::Relaxed);
+                mutex.layout.store(MUTEX_LAYOUT, Ordering::Relaxed);
                 mutex.state.store(READY, Ordering::Release);
                 Ok((mutex, InitOutcome::Initialized))
             }
@@ -228,12 +317,12 @@ impl Mutex {
     ///
     /// # Safety
     /// `ptr` must be aligned to [`MUTEX_ALIGN`] and valid for reads and writes of
-    /// [`MUTEX_SIZE`] bytes for `'a`; those bytes may only ever be written by this module.
+    /// [`MUTEX_SIZE`] bytes for `'a` (other processes may write them).
     ///
     /// # Errors
-    /// `EINVAL` when it is not initialised; `EAGAIN` when another process is still initialising
-    /// it after 100 ms.
-    pub unsafe fn from_ptr<'a>(ptr: *mut u8) -> io::Result<&'a Mutex> {
+    /// [`LockError::Invalid`] when it is not initialised or not a lock of this layout;
+    /// [`LockError::Initialising`] when another process is still initialising it after 100 ms.
+    pub unsafe fn from_ptr<'a>(ptr: *mut u8) -> Result<&'a Mutex, LockError> {
         // SAFETY: as in `init`.
         let mutex = unsafe { &*ptr.cast::<Mutex>() };
         mutex.wait_ready()?;
@@ -243,9 +332,9 @@ impl Mutex {
     /// [`Mutex::init`] at `offset` inside `segment`, with bounds and alignment checked.
     ///
     /// # Errors
-    /// `InvalidInput` when `offset` is not a multiple of [`MUTEX_ALIGN`] or the mutex does not
-    /// fit; otherwise as [`Mutex::init`].
-    pub fn init_in(segment: &Segment, offset: usize) -> io::Result<(&Mutex, InitOutcome)> {
+    /// [`LockError::Invalid`] when `offset` is not a multiple of [`MUTEX_ALIGN`] or the mutex
+    /// does not fit; otherwise as [`Mutex::init`].
+    pub fn init_in(segment: &Segment, offset: usize) -> Result<(&Mutex, InitOutcome), LockError> {
         let ptr = Self::place(segment, offset)?;
         // SAFETY: in bounds and aligned (mappings are page-aligned), and tied to the segment's
         // lifetime; the memory is shared, which a Mutex allows.
@@ -255,95 +344,299 @@ impl Mutex {
     /// [`Mutex::from_ptr`] at `offset` inside `segment`, with bounds and alignment checked.
     ///
     /// # Errors
-    /// `InvalidInput` when `offset` is not a multiple of [`MUTEX_ALIGN`] or the mutex does not
-    /// fit; otherwise as [`Mutex::from_ptr`].
-    pub fn open_in(segment: &Segment, offset: usize) -> io::Result<&Mutex> {
+    /// [`LockError::Invalid`] when `offset` is not a multiple of [`MUTEX_ALIGN`] or the mutex
+    /// does not fit; otherwise as [`Mutex::from_ptr`].
+    pub fn open_in(segment: &Segment, offset: usize) -> Result<&Mutex, LockError> {
         let ptr = Self::place(segment, offset)?;
         // SAFETY: as in `init_in`.
         unsafe { Self::from_ptr(ptr) }
     }
 
-    fn place(segment: &Segment, offset: usize) -> io::Result<*mut u8> {
+    fn place(segment: &Segment, offset: usize) -> Result<*mut u8, LockError> {
         if offset % MUTEX_ALIGN != 0 {
-            return Err(invalid("mutex offset is not a multiple of MUTEX_ALIGN"));
+            return Err(LockError::Invalid(
+                "mutex offset is not a multiple of MUTEX_ALIGN",
+            ));
         }
         if offset
             .checked_add(MUTEX_SIZE)
             .is_none_or(|end| end > segment.len())
         {
-            return Err(invalid("mutex does not fit inside the segment"));
+            return Err(LockError::Invalid("mutex does not fit inside the segment"));
         }
         // SAFETY: offset + MUTEX_SIZE <= len, so the result stays inside the mapping.
         Ok(unsafe { segment.as_ptr().add(offset) })
     }
 
-    fn wait_ready(&self) -> io::Result<()> {
+    fn wait_ready(&self) -> Result<(), LockError> {
         let mut deadline = None;
         loop {
             match self.state.load(Ordering::Acquire) {
-                READY => return Ok(()),
+                READY if self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT => return Ok(()),
+                READY => {
+                    return Err(LockError::Invalid(
+                        "bytes are a lock of another layout (an older version of this library?)",
+                    ));
+                }
                 INITIALISING => {
                     let end = *deadline.get_or_insert_with(|| Instant::now() + INIT_WAIT);
                     if Instant::now() >= end {
-                        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                        return Err(LockError::Initialising);
                     }
                     std::thread::yield_now();
                 }
-                UNINIT => return Err(invalid("mutex is not initialised")),
-                _ => return Err(invalid("bytes are not a mutex (bad state word)")),
+                UNINIT => return Err(LockError::Invalid("mutex is not initialised")),
+                _ => return Err(LockError::Invalid("bytes are not a mutex (bad state word)")),
             }
         }
     }
 
-    fn native_ptr(&self) -> *mut u8 {
-        self.native.get().cast()
+    /// Ok while the header says "ready, this layout". Otherwise: zeroed bytes are
+    /// [`LockError::Invalid`], a lock being set up is waited for (then
+    /// [`LockError::Initialising`]), and anything else was written by another process:
+    /// [`LockError::NotRecoverable`].
+    #[inline]
+    fn check_header(&self) -> Result<(), LockError> {
+        if self.state.load(Ordering::Acquire) == READY
+            && self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT
+        {
+            return Ok(());
+        }
+        match self.wait_ready() {
+            Err(LockError::Invalid(_)) if self.state.load(Ordering::Relaxed) != UNINIT => {
+                Err(LockError::NotRecoverable)
+            }
+            other => other,
+        }
+    }
+
+    fn addr(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// The futex word: the low 32 bits of the owner word.
+    fn futex_word(&self) -> *const u32 {
+        let base = self.owner.as_ptr().cast::<u32>().cast_const();
+        if cfg!(target_endian = "little") {
+            base
+        } else {
+            base.wrapping_add(1)
+        }
+    }
+
+    fn classify(word: u64, me: u64) -> Owner {
+        if word == 0 {
+            return Owner::Free;
+        }
+        let base = word & !WAITERS;
+        if base == me {
+            return Owner::Me;
+        }
+        let low = base as u32;
+        let token = low & TOKEN_MASK as u32;
+        if low != token || token == 0 || token > os::OWNER_TOKEN_MAX {
+            return Owner::Invalid;
+        }
+        Owner::Other {
+            token,
+            stamp: (word >> 32) as u32,
+        }
+    }
+
+    /// True when `word` names an owner that is not known to live.
+    fn owner_dead(word: u64, me: u64) -> bool {
+        match Self::classify(word, me) {
+            Owner::Invalid => true,
+            Owner::Other { token, stamp } => os::thread_liveness(token, stamp) == Liveness::Dead,
+            Owner::Free | Owner::Me => false,
+        }
+    }
+
+    /// Takes the lock if it is free (the uncontended path: one compare-and-swap). True on
+    /// success.
+    #[inline]
+    fn take_free(&self, me: u64) -> bool {
+        self.owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock over from `word` (a dead owner's), marked "waiters" since some may be
+    /// parked. True on success.
+    fn take_over(&self, word: u64, me: u64) -> bool {
+        self.owner
+            .compare_exchange(word, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Locks, waiting at most `timeout` (`None`: no limit; `Some(ZERO)`: do not wait).
     ///
     /// # Errors
-    /// `ETIMEDOUT` (kind `TimedOut`) when the timeout passed; `EDEADLK` when this thread
-    /// already holds it; `ENOTRECOVERABLE` when a previous owner-died episode was released
-    /// without being marked consistent (only possible through other code).
-    pub fn lock(&self, timeout: Option<Duration>) -> io::Result<LockOutcome> {
-        if timeout == Some(Duration::ZERO) {
-            // A timed lock whose deadline has passed still makes a timed kernel wait (glibc),
-            // which can sleep for the timer slack; a try-lock answers at once.
-            return match self.try_lock() {
-                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-                    Err(io::Error::from_raw_os_error(libc::ETIMEDOUT))
+    /// [`LockError::TimedOut`] when the timeout passed; [`LockError::Deadlock`] when this thread
+    /// already holds it; [`LockError::NotRecoverable`] when another process overwrote the
+    /// lock's header; [`LockError::TooManyHeld`]; [`LockError::Os`] when waiting failed.
+    #[inline]
+    pub fn lock(&self, timeout: Option<Duration>) -> Result<LockOutcome, LockError> {
+        self.check_header()?;
+        held::acquire(encode, self.addr(), |me| {
+            if self.take_free(me) {
+                return Ok(LockOutcome::Acquired);
+            }
+            if timeout == Some(Duration::ZERO) {
+                return match self.try_slow(me) {
+                    Err(LockError::WouldBlock) => Err(LockError::TimedOut),
+                    other => other,
+                };
+            }
+            self.lock_slow(me, timeout)
+        })
+    }
+
+    fn lock_slow(&self, me: u64, timeout: Option<Duration>) -> Result<LockOutcome, LockError> {
+        // Spin a little first: a lock held for microseconds changes hands without parking.
+        for _ in 0..SPINS {
+            std::hint::spin_loop();
+            let word = self.owner.load(Ordering::Relaxed);
+            match Self::classify(word, me) {
+                Owner::Free => {
+                    if self.take_free(me) {
+                        return Ok(LockOutcome::Acquired);
+                    }
                 }
-                other => other,
-            };
+                Owner::Me => return Err(LockError::Deadlock),
+                Owner::Invalid => break,
+                Owner::Other { .. } => {}
+            }
         }
-        // SAFETY: `self` is a READY mutex (only init/from_ptr hand one out) inside live memory.
-        unsafe { imp::lock(self.native_ptr(), timeout) }.map(outcome)
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let word = self.owner.load(Ordering::Relaxed);
+            match Self::classify(word, me) {
+                Owner::Free => {
+                    // Others may be parked: keep the waiters bit so that our unlock wakes one.
+                    if self
+                        .owner
+                        .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Ok(LockOutcome::Acquired);
+                    }
+                    continue;
+                }
+                Owner::Me => return Err(LockError::Deadlock),
+                Owner::Invalid => {
+                    if self.take_over(word, me) {
+                        return Ok(LockOutcome::OwnerDied);
+                    }
+                    continue;
+                }
+                Owner::Other { .. } => {}
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                // A last look before giving up: the owner may have died.
+                if Self::owner_dead(word, me) && self.take_over(word, me) {
+                    return Ok(LockOutcome::OwnerDied);
+                }
+                return Err(LockError::TimedOut);
+            }
+            if word & WAITERS == 0
+                && self
+                    .owner
+                    .compare_exchange(word, word | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let slice = left.map_or(LIVENESS_POLL, |left| left.min(LIVENESS_POLL));
+            // SAFETY: the futex word is inside this lock, which is mapped while `self` lives.
+            // Only the kernel reads it here.
+            let parked =
+                unsafe { os::futex_wait(self.futex_word(), (word | WAITERS) as u32, Some(slice)) }
+                    .map_err(LockError::Os)?;
+            if parked == RawWait::TimedOut {
+                let now = self.owner.load(Ordering::Relaxed);
+                if Self::owner_dead(now, me) && self.take_over(now, me) {
+                    return Ok(LockOutcome::OwnerDied);
+                }
+            }
+        }
     }
 
-    /// Locks if nobody holds it, without waiting.
+    /// Locks if free, or if its owner is dead, without waiting.
     ///
     /// # Errors
-    /// `EBUSY` (kind `ResourceBusy`) when another thread or process holds it; `EDEADLK` when
-    /// this thread does.
-    pub fn try_lock(&self) -> io::Result<LockOutcome> {
-        // SAFETY: as in `lock`.
-        unsafe { imp::try_lock(self.native_ptr()) }.map(outcome)
+    /// [`LockError::WouldBlock`] when another live thread or process holds it;
+    /// [`LockError::Deadlock`] when this thread does; [`LockError::NotRecoverable`];
+    /// [`LockError::TooManyHeld`].
+    #[inline]
+    pub fn try_lock(&self) -> Result<LockOutcome, LockError> {
+        self.check_header()?;
+        held::acquire(encode, self.addr(), |me| {
+            if self.take_free(me) {
+                return Ok(LockOutcome::Acquired);
+            }
+            self.try_slow(me)
+        })
     }
 
-    /// Unlocks.
+    fn try_slow(&self, me: u64) -> Result<LockOutcome, LockError> {
+        // Bounded: another process flipping the word cannot keep this call busy.
+        for _ in 0..64 {
+            let word = self.owner.load(Ordering::Relaxed);
+            match Self::classify(word, me) {
+                Owner::Free => {
+                    if self.take_free(me) {
+                        return Ok(LockOutcome::Acquired);
+                    }
+                }
+                Owner::Me => return Err(LockError::Deadlock),
+                Owner::Invalid => {
+                    if self.take_over(word, me) {
+                        return Ok(LockOutcome::OwnerDied);
+                    }
+                }
+                Owner::Other { token, stamp } => {
+                    if os::thread_liveness(token, stamp) != Liveness::Dead {
+                        return Err(LockError::WouldBlock);
+                    }
+                    if self.take_over(word, me) {
+                        return Ok(LockOutcome::OwnerDied);
+                    }
+                }
+            }
+        }
+        Err(LockError::WouldBlock)
+    }
+
+    /// Unlocks, waking one parked waiter if any may be parked.
     ///
     /// # Errors
-    /// `EPERM` (kind `PermissionDenied`) when this thread does not hold it.
-    pub fn unlock(&self) -> io::Result<()> {
-        // SAFETY: as in `lock`.
-        unsafe { imp::unlock(self.native_ptr()) }
+    /// [`LockError::NotOwner`] when this thread does not hold it (including when another
+    /// process overwrote the owner word meanwhile).
+    #[inline]
+    pub fn unlock(&self) -> Result<(), LockError> {
+        // Whatever the word says, this thread stops counting the lock as held.
+        let me = held::release(self.addr());
+        let word = self.owner.load(Ordering::Relaxed);
+        if me == 0 || word & !WAITERS != me {
+            return Err(LockError::NotOwner);
+        }
+        let prev = self.owner.swap(0, Ordering::Release);
+        if prev & WAITERS != 0 {
+            // SAFETY: the futex word is inside this lock, mapped while `self` lives; a wake
+            // only uses the address to find waiters. It cannot fail for a mapped, aligned word;
+            // the lock is free either way, so an error would have nobody to tell.
+            let _ = unsafe { os::futex_wake(self.futex_word(), 1) };
+        }
+        Ok(())
     }
 
     /// [`Mutex::lock`], returning a guard that unlocks when dropped.
     ///
     /// # Errors
     /// As [`Mutex::lock`].
-    pub fn guard(&self, timeout: Option<Duration>) -> io::Result<MutexGuard<'_>> {
+    pub fn guard(&self, timeout: Option<Duration>) -> Result<MutexGuard<'_>, LockError> {
         let outcome = self.lock(timeout)?;
         Ok(MutexGuard {
             mutex: self,
@@ -356,21 +649,13 @@ impl Mutex {
     ///
     /// # Errors
     /// As [`Mutex::try_lock`].
-    pub fn try_guard(&self) -> io::Result<MutexGuard<'_>> {
+    pub fn try_guard(&self) -> Result<MutexGuard<'_>, LockError> {
         let outcome = self.try_lock()?;
         Ok(MutexGuard {
             mutex: self,
             outcome,
             _not_send: PhantomData,
         })
-    }
-}
-
-fn outcome(owner_died: bool) -> LockOutcome {
-    if owner_died {
-        LockOutcome::OwnerDied
-    } else {
-        LockOutcome::Acquired
     }
 }
 
@@ -398,8 +683,8 @@ impl MutexGuard<'_> {
 
 impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
-        // This thread holds the lock (the guard is not Send), so unlock cannot fail with EPERM;
-        // a destructor has nobody to report any other error to.
+        // This thread holds the lock (the guard is not Send), so unlock fails only if another
+        // process overwrote the lock meanwhile; a destructor has nobody to tell.
         let _ = self.mutex.unlock();
     }
 }

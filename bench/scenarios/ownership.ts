@@ -1,6 +1,6 @@
 /**
- * The ownership benchmark section (`bench/out/ownership.json`): what engine-owned buffers cost,
- * per runtime, over one open segment of 4 KiB and one of 1 GiB.
+ * Ownership: what engine-owned buffers cost, per runtime, over one open segment of 4 KiB and one
+ * of 1 GiB.
  *
  * - **attach**: one buffer over the whole segment, made, touched (one byte read) and released at
  *   once (`transfer(0)` and the handle closed), the way `view()` + `close()` do it; median and p90
@@ -8,22 +8,30 @@
  *   `UnsafePointerView.getArrayBuffer` plus a `FinalizationRegistry`, what Deno used before;
  *   Bun: `bun:ffi` `toArrayBuffer` with the native deallocator, what Bun uses), and `napi`, the
  *   Node-API module's external buffer with its finalizer (what Deno uses).
- * - **unlink**: removing a segment through the Node-API module (which reports the mapping's
- *   resident bytes to the engine, counted with `mincore`) against the plain `sb_unlink_name`,
- *   for a 4 KiB and a 64 MiB segment with every page touched, and an untouched 1 GiB one.
+ * - **unlink**: removing a segment through the Node-API module (which reports the length it
+ *   gives back to the engine) against the plain `sb_unlink_name`, for a 4 KiB and a 64 MiB
+ *   segment with every page touched, and an untouched 1 GiB one.
  * - **relieve**: the full collection the library forces when a create fails with ENOSPC.
- *
- * `deno run -A bench/ownership.ts` is the driver; it runs `ownership.ts measure` in Deno and in
- * Bun and prints one JSON object. Knob: `SB_OWNERSHIP_ROUNDS` (attach operations per figure,
- * default 400).
  *
  * @module
  */
 
 import process from "node:process";
-import { env, envInt, median, round, runJson, runtime, RUNTIMES } from "./harness.ts";
-import { symbols } from "../ts/ffi.ts";
-import { loadNodeApi } from "../ts/napi.ts";
+import {
+  childCommand,
+  type Compare,
+  env,
+  median,
+  root,
+  round,
+  type Row,
+  runJson,
+  type Runtime,
+  runtime,
+  type Scenario,
+} from "../harness.ts";
+import { symbols } from "../../ts/ffi.ts";
+import { loadNodeApi } from "../../ts/napi.ts";
 
 const MiB = 1024 * 1024;
 
@@ -50,12 +58,12 @@ function time(rounds: number, op: () => void): { median_us: number; p90_us: numb
 async function library(): Promise<{ s: Calls; path: string; ffiWrap: FfiWrap }> {
   const path = env(
     "SHARED_BUFFER_LIB",
-    `${import.meta.dirname}/../target/release/libshared_buffer_native.so`,
+    `${root}/target/release/libshared_buffer_native.so`,
   );
   if (runtime === "bun") {
     const ffi = "bun:ffi";
     const { dlopen, toArrayBuffer } = await import(ffi);
-    const adapter = "../ts/bun/backend.ts"; // not followed by `deno check`
+    const adapter = "../../ts/bun/backend.ts"; // not followed by `deno check`
     const { bunSymbols } = await import(adapter);
     const s = dlopen(path, bunSymbols()).symbols as Calls;
     const release = s.sb_release_fn();
@@ -85,7 +93,7 @@ async function library(): Promise<{ s: Calls; path: string; ffiWrap: FfiWrap }> 
 type FfiWrap = (address: bigint, length: number, handle: number) => ArrayBuffer;
 
 async function measure(): Promise<Record<string, unknown>> {
-  const rounds = envInt("SB_OWNERSHIP_ROUNDS", 400);
+  const rounds = ROUNDS;
   const { s, path, ffiWrap } = await library();
   const napi = loadNodeApi(path, process.dlopen);
   const out = new BigUint64Array(4);
@@ -133,7 +141,7 @@ async function measure(): Promise<Record<string, unknown>> {
   ) {
     for (const way of ["ffi", "napi"]) {
       const times: number[] = [];
-      for (let i = 0; i < 15; i++) {
+      for (let i = 0; i < 7; i++) {
         const name = `/sbbench-own-${tag}-u${label}`;
         const [handle, address] = make(name, size);
         if (touch) {
@@ -157,13 +165,75 @@ async function measure(): Promise<Record<string, unknown>> {
   return { runtime, rounds, attach_us: attach, unlink_median_us: unlink, relieve_us: relieve };
 }
 
-if (process.argv.includes("measure") || (runtime === "deno" && Deno.args[0] === "measure")) {
-  console.log(JSON.stringify(await measure()));
-} else {
-  const results: Record<string, unknown> = { section: "ownership" };
-  for (const which of ["deno", "bun"] as const) {
-    results[which] = await runJson(RUNTIMES[which].command("ownership.ts", ["measure"]))
-      .catch((err) => ({ skipped: String(err) }));
-  }
-  console.log(JSON.stringify(results, null, 2));
+const ROUNDS = 400;
+const SIZES: Record<string, number> = {
+  "4KiB": 4096,
+  "64MiB": 64 * MiB,
+  "1GiB": 1024 * MiB,
+  "1GiB_untouched": 1024 * MiB,
+};
+
+/** What the `measure` child prints. */
+interface Measured {
+  attach_us: Record<string, { median_us: number; p90_us: number }>;
+  unlink_median_us: Record<string, number>;
+  relieve_us: { median_us: number; p90_us: number };
 }
+
+/** The scenario. */
+export const ownership: Scenario = {
+  name: "ownership",
+  method:
+    `Engine-owned buffers over one open 4 KiB and one 1 GiB segment. attach: one buffer over ` +
+    `the whole segment made, touched (one byte) and released at once, ${ROUNDS} single ` +
+    "operations timed one by one (median and p90 µs); ffi = the runtime's own FFI buffer (Deno: " +
+    "getArrayBuffer + FinalizationRegistry; Bun: toArrayBuffer with the native deallocator), " +
+    "napi = the Node-API module's external buffer with its finalizer. unlink: removing a " +
+    "segment through the Node-API module (which reports the length it gives back) against the " +
+    "plain sb_unlink_name, 4 KiB and 64 MiB touched, 1 GiB untouched (median of 7, µs). " +
+    "relieve: the full collection forced after ENOSPC.",
+  async run(ctx, skipped) {
+    const out: Row[] = [];
+    for (const rt of ctx.runtimes.filter((r): r is Runtime => r !== "node")) {
+      try {
+        const got = await runJson<Measured>(childCommand(rt, "ownership", "measure"), {
+          timeoutMs: 300_000, // 1 GiB segments made and filled 30 times: minutes on a busy machine
+        });
+        for (const [k, v] of Object.entries(got.attach_us)) {
+          const [way, label] = k.split("_", 2);
+          const base = { runtime: rt, what: `attach ${way}`, size: SIZES[label] };
+          out.push({ ...base, metric: "median_us", value: v.median_us });
+          out.push({ ...base, metric: "p90_us", value: v.p90_us });
+        }
+        for (const [k, value] of Object.entries(got.unlink_median_us)) {
+          const [way, ...label] = k.split("_");
+          const what = `unlink ${way}${label.length > 1 ? ", untouched" : ""}`;
+          out.push({ runtime: rt, what, size: SIZES[label[0]], metric: "median_us", value });
+        }
+        out.push({
+          runtime: rt,
+          what: "relieve",
+          metric: "median_us",
+          value: got.relieve_us.median_us,
+        });
+      } catch (err) {
+        skipped(rt, err);
+      }
+    }
+    return out;
+  },
+  compare: (ctx) =>
+    ctx.runtimes.flatMap((rt): Compare[] => [
+      ...[4096, 1024 * MiB].map((size) => ({
+        label: "attach: Node-API buffer / the runtime's FFI buffer",
+        num: { runtime: rt, what: "attach napi", size, metric: "median_us" },
+        den: { runtime: rt, what: "attach ffi", size, metric: "median_us" },
+      })),
+      ...[["", 4096], ["", 64 * MiB], [", untouched", 1024 * MiB]].map(([tail, size]) => ({
+        label: `unlink${tail}: through Node-API (reporting) / plain`,
+        num: { runtime: rt, what: `unlink napi${tail}`, size: size as number, metric: "median_us" },
+        den: { runtime: rt, what: `unlink ffi${tail}`, size: size as number, metric: "median_us" },
+      })),
+    ]),
+  children: { measure },
+};

@@ -1,0 +1,195 @@
+//! Golden byte traces of the channel protocol: a fixed sequence of operations on a small ring,
+//! with the region's bytes after each step, checked into `tests/golden/`. The TypeScript
+//! implementation runs the same steps (`tests/channel_golden.test.ts`) and must produce the same
+//! bytes, so the two implementations cannot drift apart unnoticed.
+//!
+//! `SB_GENERATE=1` (`make generate`) rewrites the files from this implementation instead of
+//! comparing.
+#![cfg(not(loom))]
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, error_code, layout, region_size};
+
+/// An 8-byte-aligned heap region.
+struct Heap(Vec<u64>);
+
+impl Heap {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the Vec owns len * 8 initialised bytes; u8 has no alignment requirement.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 8) }
+    }
+}
+
+/// The trace so far: one block per step, the non-zero words of the region; pid words (which
+/// differ between runs) show as 1.
+struct Trace {
+    text: String,
+    step: usize,
+}
+
+impl Trace {
+    fn new() -> Self {
+        Self {
+            text: String::new(),
+            step: 0,
+        }
+    }
+
+    fn step(&mut self, heap: &Heap, what: &str) {
+        self.step += 1;
+        let _ = writeln!(self.text, "# {} {what}", self.step);
+        for (i, word) in heap.bytes().chunks_exact(4).enumerate() {
+            let offset = 4 * i;
+            let mut value = u32::from_le_bytes(word.try_into().unwrap());
+            let pid_word = offset == layout::OFF_CONSUMER_PID
+                || (layout::OFF_PRODUCER_PIDS..layout::OFF_PRODUCER_PIDS + 4 * 64)
+                    .contains(&offset);
+            if pid_word && value != 0 {
+                value = 1;
+            }
+            if value != 0 {
+                let _ = writeln!(self.text, "{offset:04x} {value:08x}");
+            }
+        }
+    }
+
+    fn check(&self, file: &str) {
+        let path = format!("{}/../../tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("SB_GENERATE").is_some() {
+            std::fs::write(&path, &self.text).unwrap();
+            return;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap();
+        if golden != self.text {
+            let first = golden
+                .lines()
+                .zip(self.text.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "{file} differs from this implementation from line {}: golden {:?}, now {:?} \
+                 (make generate rewrites it, if the change is meant)",
+                first + 1,
+                golden.lines().nth(first),
+                self.text.lines().nth(first)
+            );
+        }
+    }
+}
+
+fn options() -> WaitOptions {
+    WaitOptions {
+        spin: 0,
+        liveness_interval: Duration::from_secs(3600),
+    }
+}
+
+/// Byte `j` of a traced message of `len` bytes.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+fn channel(heap: &mut Heap, capacity: u32, mode: Mode) -> Channel {
+    *heap = Heap(vec![0; region_size(capacity) / 8]);
+    let len = heap.0.len() * 8;
+    // SAFETY: the heap region outlives the channel (both live until the test ends).
+    unsafe { Channel::create_raw(heap.0.as_mut_ptr().cast(), len, Config { capacity, mode }) }
+        .unwrap()
+}
+
+const EAGAIN: i32 = libc::EAGAIN;
+
+#[test]
+fn mpsc_trace() {
+    let mut heap = Heap(Vec::new());
+    let mut t = Trace::new();
+    let ch = channel(&mut heap, 256, Mode::Mpsc);
+    t.step(&heap, "create: many senders, capacity 256");
+    let mut rx = ch.receiver(options()).unwrap();
+    t.step(&heap, "the receiver attaches");
+    let a = ch.sender(options()).unwrap();
+    t.step(&heap, "sender A attaches (slot 0, an abort record)");
+    let mut b = ch.sender(options()).unwrap();
+    t.step(&heap, "sender B attaches (slot 1, an abort record)");
+    let mut a = a;
+    a.try_send(b"hello").unwrap();
+    t.step(&heap, "A try_send 'hello'");
+    b.send(&pattern(200, 1), Some(Duration::ZERO)).unwrap();
+    t.step(&heap, "B sends 200 bytes: two fragments");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"hello");
+    t.step(&heap, "receive 'hello' (after both abort records)");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), pattern(200, 1));
+    t.step(&heap, "receive the 200 bytes");
+    {
+        let mut slot = a.reserve(16, Some(Duration::ZERO)).unwrap();
+        slot.copy_from_slice(&pattern(16, 2));
+        slot.commit();
+    }
+    t.step(
+        &heap,
+        "A reserves 16 bytes (a skip record, then wraps), fills and commits them",
+    );
+    drop(b.try_reserve(24).unwrap());
+    t.step(&heap, "B reserves 24 bytes and abandons them");
+    let err = b.send(&pattern(300, 3), Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(error_code(&err), libc::ETIMEDOUT);
+    t.step(
+        &heap,
+        "B sends 300 bytes: one fragment, then the ring is full: an abort record",
+    );
+    assert_eq!(rx.try_recv().unwrap().unwrap(), pattern(16, 2));
+    t.step(&heap, "receive A's 16 bytes");
+    assert_eq!(error_code(&rx.try_recv().unwrap_err()), EAGAIN);
+    t.step(
+        &heap,
+        "receive nothing: the abandoned record and B's aborted fragment",
+    );
+    a.close();
+    t.step(&heap, "A closes the stream");
+    assert_eq!(rx.try_recv().unwrap(), None);
+    t.step(&heap, "receive the end of the stream");
+    rx.close();
+    t.step(&heap, "the receiver closes");
+    drop(b);
+    t.check("channel_mpsc.txt");
+}
+
+#[test]
+fn spsc_trace() {
+    let mut heap = Heap(Vec::new());
+    let mut t = Trace::new();
+    let ch = channel(&mut heap, 64, Mode::Spsc);
+    t.step(&heap, "create: one sender, capacity 64");
+    let mut rx = ch.receiver(options()).unwrap();
+    t.step(&heap, "the receiver attaches");
+    let mut tx = ch.sender(options()).unwrap();
+    t.step(&heap, "the sender attaches");
+    tx.try_send(&pattern(10, 4)).unwrap();
+    t.step(&heap, "try_send 10 bytes");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), pattern(10, 4));
+    t.step(&heap, "receive them");
+    tx.send(&pattern(30, 5), Some(Duration::ZERO)).unwrap();
+    t.step(
+        &heap,
+        "send 30 bytes: a fragment, a skip record, the last fragment at 0",
+    );
+    assert_eq!(rx.try_recv().unwrap().unwrap(), pattern(30, 5));
+    t.step(&heap, "receive the 30 bytes");
+    {
+        let mut slot = tx.reserve(4, None).unwrap();
+        slot.copy_from_slice(&pattern(4, 6));
+        slot.commit();
+    }
+    t.step(&heap, "reserve 4 bytes, fill and commit them");
+    tx.close();
+    t.step(&heap, "the sender closes");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), pattern(4, 6));
+    t.step(&heap, "receive the 4 bytes");
+    assert_eq!(rx.try_recv().unwrap(), None);
+    t.step(&heap, "receive the end of the stream");
+    t.check("channel_spsc.txt");
+}

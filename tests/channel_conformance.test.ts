@@ -1,0 +1,209 @@
+/**
+ * Conformance: the Rust implementation of the channel protocol (a real process running
+ * `crates/native/examples/channel_peer.rs`) against the TypeScript one (this process), in both
+ * directions: one sender and many, messages of every size (fragmented ones longer than the ring
+ * too) through a small ring that wraps thousands of times, zero-copy sends, abort records from a
+ * broken-off message, and the end of the stream. Both sides build message `i` of producer `p`
+ * the same way ({@linkcode message}) and check every byte and the order per producer.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Channel as ChannelType } from "../mod.ts";
+import {
+  type Child,
+  cleanup,
+  finished,
+  killAll,
+  lib,
+  resultOf,
+  start,
+  test,
+  uniqueName,
+  within,
+} from "./harness.ts";
+
+const { Channel, SharedMemoryError } = lib;
+
+const PEER = new URL("../target/release/examples/channel_peer", import.meta.url).pathname;
+const COUNT = 2000;
+
+/** The same hash as the Rust peer's. */
+function hash(seed: number, producer: number, index: number): number {
+  let x = (seed ^ Math.imul(producer + 1, 0x9e37_79b1) ^ Math.imul(index + 1, 0x85eb_ca77)) >>> 0;
+  x = (x ^ (x << 13)) >>> 0;
+  x = (x ^ (x >>> 17)) >>> 0;
+  return (x ^ (x << 5)) >>> 0;
+}
+
+/** Message `index` of `producer`, as the Rust peer builds it. */
+function message(
+  seed: number,
+  producer: number,
+  index: number,
+  ch: { maxRecordBytes: number; capacity: number },
+): Uint8Array {
+  const h = hash(seed, producer, index);
+  const r = h >>> 8;
+  const kind = h % 16;
+  const len = kind <= 9
+    ? 8 + (r % 56)
+    : kind <= 13
+    ? 8 + (r % (ch.maxRecordBytes - 7))
+    : ch.maxRecordBytes + 1 + (r % (2 * ch.capacity));
+  const out = new Uint8Array(len);
+  for (let j = 0; j < len; j++) out[j] = (j + index * 7 + producer * 13 + seed) & 0xff;
+  const view = new DataView(out.buffer);
+  view.setUint32(0, producer, true);
+  view.setUint32(4, index, true);
+  return out;
+}
+
+/** The Rust peer with `args`. */
+function peer(children: Child[], args: (string | number)[]): Child {
+  const child = start([PEER, ...args.map(String)]);
+  children.push(child);
+  return child;
+}
+
+/** A channel for `body`, removed after, with the children it started killed. */
+async function withChannel(
+  options: { capacity: number; producers?: "one" | "many" },
+  body: (name: string, ch: ChannelType, children: Child[]) => Promise<void>,
+): Promise<void> {
+  const name = uniqueName("conform");
+  const children: Child[] = [];
+  try {
+    using ch = Channel.create({ name }, options);
+    await body(name, ch, children);
+  } finally {
+    killAll(children);
+    cleanup({ name });
+  }
+}
+
+/** Receives `count` messages from each of `producers` producers, checking each. */
+async function receiveAll(
+  ch: ChannelType,
+  producers: number,
+  count: number,
+  seed: number,
+): Promise<ReturnType<ChannelType["receiver"]>> {
+  const rx = ch.receiver({ peerCheckMs: 50 });
+  const next = new Array(producers).fill(0);
+  for (let n = 0; n < producers * count; n++) {
+    const got = n % 2 ? await rx.recvAsync(30_000) : await rx.recvViewAsync(30_000);
+    assert.ok(got !== null, `the stream ended after ${n} messages`);
+    const p = new DataView(got.buffer, got.byteOffset).getUint32(0, true);
+    assert.ok(p < producers, `message ${n}: producer ${p}`);
+    assert.deepEqual(got, message(seed, p, next[p], ch), `message ${next[p]} of producer ${p}`);
+    next[p]++;
+  }
+  assert.deepEqual(next, new Array(producers).fill(count));
+  return rx;
+}
+
+/** Sends `count` messages as `producer`, zero-copy every fifth when it fits one record. */
+async function sendAll(
+  ch: ChannelType,
+  tx: ReturnType<ChannelType["sender"]>,
+  producer: number,
+  count: number,
+  seed: number,
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const msg = message(seed, producer, i, ch);
+    if (i % 5 === 4 && msg.length <= ch.maxRecordBytes) {
+      // reserve blocks the event loop while the ring is full: only when there is room.
+      if (tx.trySend(msg)) continue;
+    }
+    await tx.sendAsync(msg, 30_000);
+  }
+}
+
+type PeerResult = { ok: boolean; next?: number[]; after?: string; error?: string };
+
+test("conformance: a Rust sender to a TypeScript receiver, one sender, fragments and wrap-around, then the end", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 11;
+    const sender = peer(children, ["send", name, 0, COUNT, seed, "close"]);
+    const rx = await receiveAll(ch, 1, COUNT, seed);
+    assert.equal(await rx.recvAsync(30_000), null, "the end of the stream");
+    const r = resultOf<PeerResult>(await finished(sender, "Rust sender"), "Rust sender");
+    assert.equal(r.ok, true, r.error);
+  });
+});
+
+test("conformance: a TypeScript sender to a Rust receiver, one sender, fragments and wrap-around, then the end", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 12;
+    const receiver = peer(children, ["recv", name, 1, COUNT, seed, "end"]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    const tx = ch.sender();
+    await sendAll(ch, tx, 0, COUNT, seed);
+    tx.close();
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [COUNT]);
+    assert.equal(r.after, "end");
+  });
+});
+
+test("conformance: two Rust senders and a TypeScript sender into a TypeScript receiver", async () => {
+  await withChannel({ capacity: 4096, producers: "many" }, async (name, ch, children) => {
+    const seed = 13;
+    const senders = [0, 1].map((p) => peer(children, ["send", name, p, COUNT, seed, "detach"]));
+    const tx = ch.sender();
+    const receiving = receiveAll(ch, 3, COUNT, seed);
+    await Promise.all([sendAll(ch, tx, 2, COUNT, seed), receiving]);
+    for (const [i, s] of senders.entries()) {
+      const r = resultOf<PeerResult>(await finished(s, `Rust sender ${i}`), "Rust sender");
+      assert.equal(r.ok, true, r.error);
+    }
+  });
+});
+
+test("conformance: two TypeScript senders and a Rust sender into a Rust receiver", async () => {
+  await withChannel({ capacity: 4096, producers: "many" }, async (name, ch, children) => {
+    const seed = 14;
+    const receiver = peer(children, ["recv", name, 3, COUNT, seed]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    const rustSender = peer(children, ["send", name, 2, COUNT, seed, "detach"]);
+    const [a, b] = [ch.sender(), ch.sender()];
+    await Promise.all([sendAll(ch, a, 0, COUNT, seed), sendAll(ch, b, 1, COUNT, seed)]);
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [COUNT, COUNT, COUNT]);
+    await finished(rustSender, "Rust sender");
+  });
+});
+
+test("conformance: a Rust sender's broken-off long message (an abort record) never reaches a TypeScript receiver", async () => {
+  await withChannel({ capacity: 1024 }, async (name, ch, children) => {
+    const seed = 15;
+    const sender = peer(children, ["send", name, 0, 300, seed, "close", "break"]);
+    await within(sender.line("broken"), 20_000, "the Rust sender's broken message");
+    const rx = await receiveAll(ch, 1, 300, seed);
+    assert.equal(await rx.recvAsync(30_000), null, "the end of the stream");
+    await finished(sender, "Rust sender");
+  });
+});
+
+test("conformance: a TypeScript sender's broken-off long message (an abort record) never reaches a Rust receiver", async () => {
+  await withChannel({ capacity: 1024, producers: "many" }, async (name, ch, children) => {
+    const seed = 16;
+    const tx = ch.sender();
+    assert.throws(
+      () => tx.send(new Uint8Array(2 * 1024 + 1).fill(0xee), 0),
+      (e: unknown) => e instanceof SharedMemoryError && e.code === "ETIMEDOUT",
+    );
+    const receiver = peer(children, ["recv", name, 1, 300, seed, "end"]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    await sendAll(ch, tx, 0, 300, seed);
+    tx.close();
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.equal(r.after, "end");
+  });
+});

@@ -1,0 +1,152 @@
+/**
+ * The golden byte traces of `tests/golden/` (written by the Rust implementation, see
+ * `crates/shared-buffer/tests/golden.rs`): the TypeScript implementation runs the same steps on
+ * a ring in an ordinary ArrayBuffer and must leave the same bytes after each one.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "./harness.ts";
+import * as L from "../ts/channel/layout.ts";
+import { initRegion, type Parking, Ring } from "../ts/channel/ring.ts";
+import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
+import { SharedMemoryError } from "../ts/errors.ts";
+
+/** Parking that never parks: every step of the trace goes without waiting. */
+const parking: Parking = {
+  notify() {},
+  wait() {
+    throw new Error("the trace never waits");
+  },
+  waitAsync() {
+    throw new Error("the trace never waits");
+  },
+  alive: () => true,
+};
+
+const options = { peerCheckMs: 3_600_000, spin: 0 };
+
+function ring(capacity: number, mode: number): [Ring, ArrayBuffer] {
+  const buffer = new ArrayBuffer(L.HEADER_SIZE + capacity);
+  initRegion(new Int32Array(buffer), capacity, mode);
+  return [new Ring(buffer, capacity, mode, parking), buffer];
+}
+
+/** As the Rust test: the non-zero words after each step, pid words as 1. */
+class Trace {
+  text = "";
+  #step = 0;
+  constructor(readonly buffer: ArrayBuffer) {}
+
+  step(what: string): void {
+    this.text += `# ${++this.#step} ${what}\n`;
+    const words = new Uint32Array(this.buffer);
+    for (let i = 0; i < words.length; i++) {
+      const offset = 4 * i;
+      let value = words[i];
+      const pidWord = offset === L.OFF_CONSUMER_PID ||
+        (offset >= L.OFF_PRODUCER_PIDS && offset < L.OFF_PRODUCER_PIDS + 4 * L.MAX_PRODUCERS);
+      if (pidWord && value !== 0) value = 1;
+      if (value !== 0) {
+        this.text += `${offset.toString(16).padStart(4, "0")} ${
+          value.toString(16).padStart(8, "0")
+        }\n`;
+      }
+    }
+  }
+
+  check(file: string): void {
+    const golden = readFileSync(new URL(`./golden/${file}`, import.meta.url), "utf8");
+    const want = golden.split("\n");
+    const got = this.text.split("\n");
+    const first = want.findIndex((line, i) => line !== got[i]);
+    assert.equal(
+      first,
+      -1,
+      `${file} line ${first + 1}: golden ${JSON.stringify(want[first])}, TypeScript ${
+        JSON.stringify(got[first])
+      } (step ${want.slice(0, first + 1).filter((l) => l.startsWith("#")).pop()})`,
+    );
+    assert.equal(got.length, want.length);
+  }
+}
+
+function pattern(length: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, j) => (j * 7 + seed) & 0xff);
+}
+
+const text = (bytes: Uint8Array | null | undefined) => new TextDecoder().decode(bytes!);
+
+test("golden trace, many senders: the TypeScript ring leaves the bytes the Rust one does", () => {
+  const [r, buffer] = ring(256, L.MODE_MPSC);
+  const t = new Trace(buffer);
+  const registry = new Set<unknown>();
+  t.step("create: many senders, capacity 256");
+  const rx = new ChannelReceiver(r, options, registry);
+  t.step("the receiver attaches");
+  const a = new ChannelSender(r, options, registry);
+  t.step("sender A attaches (slot 0, an abort record)");
+  const b = new ChannelSender(r, options, registry);
+  t.step("sender B attaches (slot 1, an abort record)");
+  assert.equal(a.trySend("hello"), true);
+  t.step("A try_send 'hello'");
+  b.send(pattern(200, 1), 0);
+  t.step("B sends 200 bytes: two fragments");
+  assert.equal(text(rx.tryRecv()), "hello");
+  t.step("receive 'hello' (after both abort records)");
+  assert.deepEqual(rx.tryRecv(), pattern(200, 1));
+  t.step("receive the 200 bytes");
+  a.reserve(16, 0).set(pattern(16, 2));
+  a.commit();
+  t.step("A reserves 16 bytes (a skip record, then wraps), fills and commits them");
+  b.reserve(24, 0);
+  b.abandon();
+  t.step("B reserves 24 bytes and abandons them");
+  assert.throws(
+    () => b.send(pattern(300, 3), 0),
+    (e: unknown) => e instanceof SharedMemoryError && e.code === "ETIMEDOUT",
+  );
+  t.step("B sends 300 bytes: one fragment, then the ring is full: an abort record");
+  assert.deepEqual(rx.tryRecv(), pattern(16, 2));
+  t.step("receive A's 16 bytes");
+  assert.equal(rx.tryRecv(), undefined);
+  t.step("receive nothing: the abandoned record and B's aborted fragment");
+  a.close();
+  t.step("A closes the stream");
+  assert.equal(rx.tryRecv(), null);
+  t.step("receive the end of the stream");
+  rx.close();
+  t.step("the receiver closes");
+  t.check("channel_mpsc.txt");
+});
+
+test("golden trace, one sender: the TypeScript ring leaves the bytes the Rust one does", () => {
+  const [r, buffer] = ring(64, L.MODE_SPSC);
+  const t = new Trace(buffer);
+  const registry = new Set<unknown>();
+  t.step("create: one sender, capacity 64");
+  const rx = new ChannelReceiver(r, options, registry);
+  t.step("the receiver attaches");
+  const tx = new ChannelSender(r, options, registry);
+  t.step("the sender attaches");
+  assert.equal(tx.trySend(pattern(10, 4)), true);
+  t.step("try_send 10 bytes");
+  assert.deepEqual(rx.tryRecv(), pattern(10, 4));
+  t.step("receive them");
+  tx.send(pattern(30, 5), 0);
+  t.step("send 30 bytes: a fragment, a skip record, the last fragment at 0");
+  assert.deepEqual(rx.tryRecv(), pattern(30, 5));
+  t.step("receive the 30 bytes");
+  tx.reserve(4).set(pattern(4, 6));
+  tx.commit();
+  t.step("reserve 4 bytes, fill and commit them");
+  tx.close();
+  t.step("the sender closes");
+  assert.deepEqual(rx.tryRecv(), pattern(4, 6));
+  t.step("receive the 4 bytes");
+  assert.equal(rx.tryRecv(), null);
+  t.step("receive the end of the stream");
+  t.check("channel_spsc.txt");
+});

@@ -1,0 +1,289 @@
+/**
+ * The Mutex against what can go wrong around it: a Worker terminated while holding it, a peer
+ * process writing garbage or a crafted owner into it (held or free), a holder whose lock a peer
+ * overwrites, and closing memory that holds a lock of this process.
+ *
+ * Each test owns a named segment (or key) and removes it in `finally`, kills its children in
+ * `finally`, and bounds every wait.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { SharedMemory as Segment } from "../mod.ts";
+import {
+  type Child,
+  cleanup,
+  finished,
+  killAll,
+  lib,
+  ownerDiedCount,
+  pid,
+  runtimes,
+  spawn,
+  test,
+  uniqueKey,
+  uniqueName,
+  within,
+} from "./harness.ts";
+
+const { Mutex, SharedMemory, SharedMemoryError, createSharedBuffer, detachSharedBuffer } = lib;
+
+/** Where the tests put their lock; not 0, to catch offset mix-ups between processes. */
+const AT = 64;
+/** Int32 index of the owner word's low half (the thread id on Linux) for the lock at AT. */
+const OWNER_LO = AT / 4 + 2;
+const OWNER_HI = AT / 4 + 3;
+
+const failsWith = (code: string) => (e: unknown) => {
+  assert.ok(e instanceof SharedMemoryError, `a SharedMemoryError, got ${e}`);
+  assert.equal(e.code, code);
+  return true;
+};
+
+async function withSegment(
+  tag: string,
+  body: (name: string, shm: Segment) => Promise<void> | void,
+): Promise<void> {
+  const name = uniqueName(tag);
+  try {
+    const shm = SharedMemory.create({ name }, 4096);
+    try {
+      await body(name, shm);
+    } finally {
+      if (!shm.closed) shm.close();
+    }
+  } finally {
+    cleanup({ name });
+  }
+}
+
+/** Runs the scribbler child in `which`, writing `writes` (`index=value`) into the lock at AT. */
+async function scribble(which: (typeof runtimes)[number], name: string, writes: string[]) {
+  const children: Child[] = [];
+  try {
+    const c = spawn(children, which, "lk_scribble.ts", [name, String(AT), ...writes]);
+    const r = await finished(c, `${which} scribbler`);
+    assert.match(r.stdout, /^written$/m);
+  } finally {
+    killAll(children);
+  }
+}
+
+/** Resolves with the next message of `worker`. */
+function nextMessage(worker: Worker): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => reject(new Error(`worker error: ${e.message}`));
+  });
+}
+
+// ---- Close while held ----------------------------------------------------------------------------
+
+test("close() and detachSharedBuffer() while this process holds a lock inside: EBUSY, nothing closed", async () => {
+  await withSegment("lk-close", (_, shm) => {
+    const mutex = Mutex.init(shm.buffer, AT);
+    const view = shm.view(0, 256);
+    const far = shm.view(1024, 256);
+    const guard = mutex.lock();
+    assert.throws(() => shm.close(), failsWith("EBUSY"));
+    assert.equal(shm.closed, false, "still open");
+    assert.equal(shm.buffer.byteLength, 4096, "the buffer is still attached");
+    assert.throws(() => detachSharedBuffer(view), failsWith("EBUSY"));
+    assert.equal(view.byteLength, 256, "the view is still attached");
+    detachSharedBuffer(far); // no lock inside it
+    assert.equal(far.byteLength, 0);
+    // The lock still works through both.
+    assert.throws(() => Mutex.open(view, AT).lock(0), failsWith("EDEADLK"));
+    guard.unlock();
+    detachSharedBuffer(view);
+    shm.close();
+    assert.equal(shm.closed, true);
+  });
+});
+
+test("detachSharedBuffer() of a createSharedBuffer() buffer holding a lock of this thread: EBUSY until unlocked", () => {
+  const key = uniqueKey();
+  try {
+    const buffer = createSharedBuffer(key, 4096, true);
+    const guard = Mutex.init(buffer, 0).lock();
+    assert.throws(() => detachSharedBuffer(buffer), failsWith("EBUSY"));
+    assert.equal(buffer.byteLength, 4096);
+    guard.unlock();
+    detachSharedBuffer(buffer);
+    assert.equal(buffer.byteLength, 0);
+  } finally {
+    cleanup({ key });
+  }
+});
+
+// ---- A Worker terminated while holding the lock --------------------------------------------------
+
+test("a Worker terminated while holding the lock: lock() in this thread and in a Deno and a Bun process see ownerDied", async () => {
+  await withSegment("lk-worker", async (name, shm) => {
+    const mutex = Mutex.init(shm.buffer, AT);
+    const children: Child[] = [];
+    const url = new URL("./children/lk_worker.ts", import.meta.url).href;
+    try {
+      // 1. This thread's next lock.
+      let worker = new Worker(url, { type: "module" });
+      let reply = nextMessage(worker);
+      worker.postMessage({ name, offset: AT });
+      assert.deepEqual(await within(reply, 20_000, "the worker's lock"), {
+        locked: true,
+        ownerDied: false,
+      });
+      assert.equal(mutex.tryLock(), null, "the worker holds it");
+      worker.terminate();
+      const recovered = mutex.lock(20_000);
+      assert.equal(recovered.ownerDied, true, "ownerDied after the worker was terminated");
+      recovered.unlock();
+      const again = mutex.lock(1000);
+      assert.equal(again.ownerDied, false);
+      again.unlock();
+
+      // 2. Processes of both runtimes already waiting in lock() when the worker goes.
+      worker = new Worker(url, { type: "module" });
+      reply = nextMessage(worker);
+      worker.postMessage({ name, offset: AT });
+      await within(reply, 20_000, "the second worker's lock");
+      const waiters = runtimes.map((which) =>
+        spawn(children, which, "sx_mutex.ts", [name, String(AT), "open", "unlock"])
+      );
+      await within(
+        Promise.all(waiters.map((c) => c.line("locking "))),
+        20_000,
+        "the waiters' lock calls",
+      );
+      worker.terminate();
+      const results = await Promise.all(
+        waiters.map((c, i) => finished(c, `${runtimes[i]} waiter`)),
+      );
+      assert.equal(ownerDiedCount(results), 1, "waiters told ownerDied");
+    } finally {
+      killAll(children);
+    }
+  });
+});
+
+// ---- Hostile peers ---------------------------------------------------------------------------------
+
+for (const peer of runtimes) {
+  test(`a ${peer} peer writing garbage into a free lock: the next lock() reports ownerDied`, async () => {
+    await withSegment("lk-free", async (name, shm) => {
+      const mutex = Mutex.init(shm.buffer, AT);
+      for (
+        const words of [
+          ["2=0xdeadbeef", "3=0xdeadbeef"],
+          ["2=-1", "3=-1"],
+          ["2=0x80000000", "3=0"], // the waiters bit alone
+          ["2=0x40000007", "3=1"], // a bit no owner has
+          ["2=0", "3=12345"], // no owner token
+          [`2=${pid}`, "3=1"], // this process's main thread, with the wrong start time
+        ]
+      ) {
+        await scribble(peer, name, words);
+        const guard = mutex.lock(5000);
+        assert.equal(guard.ownerDied, true, `after ${words}`);
+        guard.unlock();
+        const next = mutex.tryLock();
+        assert.ok(next !== null && !next.ownerDied, `a clean lock after ${words}`);
+        next.unlock();
+      }
+    });
+  });
+
+  test(`a ${peer} peer overwriting a lock this process holds: unlock() is EPERM, the lock recovers, close() works`, async () => {
+    await withSegment("lk-held", async (name, shm) => {
+      const mutex = Mutex.init(shm.buffer, AT);
+      const guard = mutex.lock();
+      await scribble(peer, name, ["2=0x12345678", "3=0x9abcdef0"]);
+      assert.throws(() => guard.unlock(), failsWith("EPERM"));
+      const again = mutex.lock(5000);
+      assert.equal(again.ownerDied, true);
+      await scribble(peer, name, ["2=0", "3=0"]); // freed under the holder
+      assert.throws(() => again.unlock(), failsWith("EPERM"));
+      shm.close(); // nothing counts as held any more
+    });
+  });
+
+  test(`a ${peer} peer overwriting the lock's header: ENOTRECOVERABLE, Mutex.open EINVAL, no crash`, async () => {
+    await withSegment("lk-header", async (name, shm) => {
+      const mutex = Mutex.init(shm.buffer, AT);
+      for (const words of [["0=7"], ["0=-1"], ["1=1"], ["1=0"]]) {
+        await scribble(peer, name, words);
+        assert.throws(() => mutex.lock(1000), failsWith("ENOTRECOVERABLE"), `${words}`);
+        assert.throws(() => mutex.tryLock(), failsWith("ENOTRECOVERABLE"), `${words}`);
+        assert.throws(() => Mutex.open(shm.buffer, AT), failsWith("EINVAL"), `${words}`);
+        assert.throws(() => Mutex.init(shm.buffer, AT), failsWith("EINVAL"), `${words}`);
+        await scribble(peer, name, ["0=2", "1=2"]);
+        mutex.lock(1000).unlock();
+      }
+      await scribble(peer, name, ["0=0"]);
+      assert.throws(() => mutex.lock(1000), failsWith("EINVAL"), "zeroed state");
+    });
+  });
+
+  test(`a ${peer} peer copying a live holder's identity into a free lock: busy until that holder dies, then ownerDied`, async () => {
+    await withSegment("lk-crafted", async (name, shm) => {
+      const victim = 512; // the crafted lock
+      const mutex = Mutex.init(shm.buffer, AT);
+      const target = Mutex.init(shm.buffer, victim);
+      const children: Child[] = [];
+      try {
+        // A live holder of the lock at AT, in another process.
+        const holder = spawn(children, peer, "sx_mutex.ts", [name, String(AT), "open", "hold"]);
+        await within(holder.line("locked"), 20_000, "the holder's lock");
+        const i32 = new Int32Array(shm.buffer);
+        const lo = Atomics.load(i32, OWNER_LO);
+        const hi = Atomics.load(i32, OWNER_HI);
+        assert.notEqual(lo, 0, "the holder's owner word");
+        const writer = spawn(children, peer, "lk_scribble.ts", [
+          name,
+          String(victim),
+          `2=${lo}`,
+          `3=${hi}`,
+        ]);
+        await finished(writer, "scribbler");
+        assert.equal(target.tryLock(), null, "named by a live thread: busy");
+        assert.throws(() => target.lock(50), failsWith("ETIMEDOUT"));
+        assert.throws(() => target.unlock(), failsWith("EPERM"));
+        holder.kill("SIGKILL");
+        await within(holder.done, 10_000, "the killed holder");
+        const taken = target.lock(5000);
+        assert.equal(taken.ownerDied, true, "the named thread is dead now");
+        taken.unlock();
+        const original = mutex.lock(5000);
+        assert.equal(original.ownerDied, true);
+        original.unlock();
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+
+  test(`this process overwriting a ${peer} holder's lock: the holder's unlock() is EPERM, it survives and relocks with ownerDied`, async () => {
+    await withSegment("lk-victim", async (name, shm) => {
+      const flag = 800;
+      Mutex.init(shm.buffer, AT);
+      const children: Child[] = [];
+      try {
+        const victim = spawn(children, peer, "lk_victim.ts", [name, String(AT), String(flag)]);
+        assert.equal(
+          await within(victim.line("locked"), 20_000, "the victim's lock"),
+          "locked ownerDied=false",
+        );
+        const i32 = new Int32Array(shm.buffer);
+        Atomics.store(i32, OWNER_LO, 0x7fff_fff0);
+        Atomics.store(i32, OWNER_HI, 0x1234);
+        Atomics.store(i32, flag, 1);
+        lib.notify(i32, flag);
+        const r = await finished(victim, `${peer} victim`);
+        assert.match(r.stdout, /^unlock EPERM$/m);
+        assert.match(r.stdout, /^relocked ownerDied=true$/m);
+      } finally {
+        killAll(children);
+      }
+    });
+  });
+}

@@ -1,0 +1,180 @@
+/**
+ * What a careless or hostile peer can leave at a segment's id, and what each gets: odd files at a
+ * name (a clear error of its own, at once), a leftover of a crashed run (`replace`), and a peer
+ * that shrinks a segment (keyed segments cannot shrink; a named one can, which kills its mappers:
+ * the documented hazard, tested so the documentation stays true).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  type Child,
+  cleanup,
+  finished,
+  killAll,
+  lib,
+  other,
+  runtime,
+  runtimes,
+  spawn,
+  test,
+  uniqueKey,
+  uniqueName,
+  within,
+} from "./harness.ts";
+import { idArgs } from "./children/xp_common.ts";
+
+const { SharedMemory, SharedMemoryError } = lib;
+
+/** Asserts that `fn` throws a SharedMemoryError with `code` and a message matching `pattern`. */
+function throwsCode(fn: () => unknown, code: string, pattern: RegExp): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof SharedMemoryError, `not a SharedMemoryError: ${e}`);
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+/** A path in /dev/shm for a fresh name, removed (whatever it holds) when the test ends. */
+function planted(tag: string): { name: string; path: string; [Symbol.dispose](): void } {
+  const name = uniqueName(tag);
+  const path = `/dev/shm${name}`;
+  return { name, path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+// ---- Odd files at a name ---------------------------------------------------------------------
+
+test("a symbolic link at a name is ELOOP, never followed", () => {
+  const target = { name: uniqueName("odd-target") };
+  try {
+    SharedMemory.create(target, 64).close();
+    using link = planted("odd-link");
+    symlinkSync(`/dev/shm${target.name}`, link.path);
+    throwsCode(
+      () => SharedMemory.open({ name: link.name }),
+      "ELOOP",
+      new RegExp(`SharedMemory.open of name ${link.name}: .*symbolic link`),
+    );
+  } finally {
+    cleanup(target);
+  }
+});
+
+test("a directory at a name is EISDIR", () => {
+  using dir = planted("odd-dir");
+  mkdirSync(dir.path);
+  throwsCode(() => SharedMemory.open({ name: dir.name }), "EISDIR", /directory/);
+  throwsCode(
+    () => SharedMemory.create({ name: dir.name }, 64, { replace: true }),
+    "EISDIR",
+    /directory/,
+  );
+});
+
+test("a FIFO at a name is EFTYPE at once (the open does not block)", () => {
+  using fifo = planted("odd-fifo");
+  const made = spawnSync("mkfifo", ["-m", "600", fifo.path]);
+  assert.equal(made.status, 0, "mkfifo");
+  throwsCode(() => SharedMemory.open({ name: fifo.name }), "EFTYPE", /holds a FIFO, not a segment/);
+  throwsCode(
+    () => SharedMemory.openOrCreate({ name: fifo.name }, 64),
+    "EFTYPE",
+    /holds a FIFO/,
+  );
+});
+
+test("an empty file at a name is ENODATA, saying why", () => {
+  using empty = planted("odd-empty");
+  writeFileSync(empty.path, "", { mode: 0o600 });
+  throwsCode(
+    () => SharedMemory.open({ name: empty.name }),
+    "ENODATA",
+    /empty: its creator died before sizing it/,
+  );
+});
+
+test("a file shorter than asked for is EINVAL naming both sizes", () => {
+  using short = planted("odd-short");
+  writeFileSync(short.path, new Uint8Array(100), { mode: 0o600 });
+  throwsCode(
+    () => SharedMemory.open({ name: short.name }, { size: 4096 }),
+    "EINVAL",
+    /has 100 bytes, fewer than the 4096 asked for/,
+  );
+});
+
+// ---- A leftover of a crashed run -------------------------------------------------------------
+
+for (const which of runtimes) {
+  for (const kind of ["keyed", "named"] as const) {
+    test(`a ${kind} segment left by a killed ${which} child: create is EEXIST with a hint; { replace: true } makes it afresh`, async () => {
+      const id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("stale") };
+      const children: Child[] = [];
+      try {
+        const child = spawn(children, which, "xp_hang.ts", [...idArgs(id), "4096", "7"]);
+        await within(child.line("ready"), 30_000, "child to create its segment");
+        child.kill("SIGKILL");
+        await child.done;
+        throwsCode(() => SharedMemory.create(id, 64), "EEXIST", /pass \{ replace: true \}/);
+        using fresh = SharedMemory.create(id, 64, { replace: true });
+        assert.equal(fresh.created, true);
+        assert.equal(fresh.byteLength, 64);
+        assert.deepEqual([...new Uint8Array(fresh.buffer)], new Array(64).fill(0));
+        assert.throws(
+          () => SharedMemory.openOrCreate(id, 64, { replace: true } as never),
+          TypeError,
+        );
+      } finally {
+        killAll(children);
+        cleanup(id);
+      }
+    });
+  }
+}
+
+// ---- A peer that shrinks the segment ---------------------------------------------------------
+
+test(`keyed segments cannot shrink: after a ${other(runtime)} peer removes the key and makes a 64-byte segment under it, this process still reads and writes all of its mapping`, async () => {
+  const id = { key: uniqueKey() };
+  const children: Child[] = [];
+  try {
+    using shm = SharedMemory.create(id, 1 << 20);
+    const bytes = new Uint8Array(shm.buffer);
+    bytes.fill(0x5a);
+    SharedMemory.unlink(id); // the peer's first step needs the key free; the mapping stays
+    const peer = spawn(children, other(runtime), "xp_create.ts", [...idArgs(id), "64"]);
+    await finished(peer, "peer making a small segment under the key");
+    let sum = 0;
+    for (let i = 0; i < bytes.length; i++) sum += bytes[i];
+    assert.equal(sum, 0x5a * bytes.length, "every byte of the old mapping is still there");
+    bytes[bytes.length - 1] = 1;
+    assert.equal(bytes[bytes.length - 1], 1);
+    using small = SharedMemory.open(id);
+    assert.equal(small.byteLength, 64, "the peer's segment is another one");
+  } finally {
+    killAll(children);
+    cleanup(id);
+  }
+});
+
+for (const which of runtimes) {
+  test(`the documented hazard: truncating a named segment kills a ${which} process that maps it with SIGBUS`, async () => {
+    const id = { name: uniqueName("truncate") };
+    const children: Child[] = [];
+    try {
+      SharedMemory.create(id, 1 << 16).close();
+      const reader = spawn(children, which, "xp_map_read.ts", idArgs(id));
+      await within(reader.line("mapped"), 30_000, "reader to map the segment");
+      truncateSync(`/dev/shm${id.name}`, 0);
+      const r = await within(reader.done, 30_000, "reader to die");
+      assert.equal(r.signal, "SIGBUS", `reader ended with ${r.code ?? r.signal}:\n${r.stderr}`);
+    } finally {
+      killAll(children);
+      cleanup(id);
+    }
+  });
+}
