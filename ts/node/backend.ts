@@ -49,7 +49,6 @@ export interface NodeCalls extends
     | "mutexLock"
     | "mutexTryLock"
     | "mutexUnlock"
-    | "channelConstant"
     | "errno"
   > {
   /** `sb_mutex_size()`. */
@@ -112,7 +111,6 @@ export function loadNode(explicit?: string): Backend {
     mutexTryLock: n.mutexTryLock,
     mutexUnlock: n.mutexUnlock,
     mutexSize: n.mutexSize(),
-    channelConstant: n.channelConstant,
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle) => n.wrap(handle, address, length),

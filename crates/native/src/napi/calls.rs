@@ -24,8 +24,8 @@ use std::sync::{Mutex, PoisonError};
 use super::sys::{self, Api, Env, Value};
 use super::{Outcome, Thrown, check, throw};
 use crate::{
-    SB_WAIT_PENDING, SbMapping, sb_channel_constant, sb_close, sb_dup, sb_errno, sb_error_message,
-    sb_error_name, sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
+    SB_WAIT_PENDING, SbMapping, sb_close, sb_dup, sb_errno, sb_error_message, sb_error_name,
+    sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
     sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_user_name, sb_wait,
     sb_wait_cancel, sb_wait_spin, start_wait_async,
 };
@@ -354,29 +354,6 @@ callbacks! {
     };
     mutex_size => |a, _| a.int(i32::try_from(sb_mutex_size()).unwrap_or(i32::MAX));
     process_alive => |a, _| a.int(sb_process_alive(a.u32(0)?));
-    channel_constant => |a, _| {
-        let mut name = [0u8; 64];
-        let mut len = 0;
-        // SAFETY: `name` has room for its length including the NUL Node-API writes.
-        let status = unsafe {
-            (a.api.get_value_string_utf8)(a.env, a.arg(0)?, name.as_mut_ptr().cast::<c_char>(), name.len(), &mut len)
-        };
-        ok_or(status, (), "expected a string")?;
-        // A name that filled the buffer may have been cut short: no constant is that long.
-        let value = if len + 1 >= name.len() {
-            -1
-        } else {
-            // SAFETY: `len` bytes of `name` were written.
-            unsafe { sb_channel_constant(name.as_ptr(), len as u32) }
-        };
-        let mut out = ptr::null_mut();
-        check(
-            // SAFETY: a valid env and out-pointer.
-            unsafe { (a.api.create_double)(a.env, value as f64, &mut out) },
-            "napi_create_double",
-        )?;
-        Ok(out)
-    };
     errno => |a, _| {
         let value = match a.short_string(0)? {
             // SAFETY: the slice is valid for its length.
@@ -440,7 +417,6 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"mutexUnlock", mutex_unlock),
     (c"mutexSize", mutex_size),
     (c"processAlive", process_alive),
-    (c"channelConstant", channel_constant),
     (c"errno", errno),
     (c"detach", detach),
 ];

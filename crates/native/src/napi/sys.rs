@@ -99,7 +99,6 @@ napi! {
     get_value_int64 = "napi_get_value_int64": fn(Env, Value, *mut i64);
     get_typedarray_info = "napi_get_typedarray_info":
         fn(Env, Value, *mut i32, *mut usize, *mut *mut c_void, *mut Value, *mut usize);
-    create_double = "napi_create_double": fn(Env, f64, *mut Value);
     create_string_utf8 = "napi_create_string_utf8": fn(Env, *const c_char, usize, *mut Value);
     create_promise = "napi_create_promise": fn(Env, *mut *mut c_void, *mut Value);
     resolve_deferred = "napi_resolve_deferred": fn(Env, *mut c_void, Value);
