@@ -13,12 +13,12 @@
 #include <unistd.h>
 
 typedef struct {
-  uint64_t handle, addr, len, created;
+  uint64_t handle, addr, len, created, detail;
 } SbMapping;
 
 typedef uint32_t (*abi_fn)(void);
 typedef int32_t (*open_fn)(const uint8_t *, uint32_t, uint64_t, uint32_t, uint32_t, uint32_t,
-                           SbMapping *);
+                           int64_t, SbMapping *);
 typedef int32_t (*handle_fn)(int32_t);
 typedef int32_t (*unlink_fn)(const uint8_t *, uint32_t);
 
@@ -55,13 +55,13 @@ int main(int argc, char **argv) {
   snprintf(name, sizeof name, "/sb-smoke-%ld", (long)getpid());
   uint32_t len = (uint32_t)strlen(name);
   SbMapping a, b;
-  /* how 1 = create exclusively, 0 = open; mode 0600 */
-  int32_t rc = open_name((const uint8_t *)name, len, 4096, 1, 0, 0600, &a);
+  /* how 1 = create exclusively, 0 = open; mode 0600; owner -1 = this user or root */
+  int32_t rc = open_name((const uint8_t *)name, len, 4096, 1, 0, 0600, -1, &a);
   if (rc != 0 || !a.created || a.len != 4096) {
     fprintf(stderr, "smoke: create %s failed: %d\n", name, rc);
     return 1;
   }
-  rc = open_name((const uint8_t *)name, len, 0, 0, 0, 0600, &b);
+  rc = open_name((const uint8_t *)name, len, 0, 0, 0, 0600, -1, &b);
   if (rc != 0 || b.created || b.addr == a.addr) {
     fprintf(stderr, "smoke: open %s failed: %d\n", name, rc);
     unlink_name((const uint8_t *)name, len);
@@ -69,10 +69,12 @@ int main(int argc, char **argv) {
   }
   ((volatile uint8_t *)(uintptr_t)a.addr)[4095] = 0xa5;
   uint8_t seen = ((volatile uint8_t *)(uintptr_t)b.addr)[4095];
-  int ok = seen == 0xa5 && close_handle((int32_t)a.handle) == 0 &&
-           close_handle((int32_t)b.handle) == 0 && unlink_name((const uint8_t *)name, len) == 0;
-  if (!ok) {
-    fprintf(stderr, "smoke: round trip through %s failed (read 0x%02x)\n", name, seen);
+  int32_t closed_a = close_handle((int32_t)a.handle);
+  int32_t closed_b = close_handle((int32_t)b.handle);
+  int32_t unlinked = unlink_name((const uint8_t *)name, len);
+  if (seen != 0xa5 || closed_a != 0 || closed_b != 0 || unlinked != 0) {
+    fprintf(stderr, "smoke: round trip through %s failed (read 0x%02x, close %d %d, unlink %d)\n",
+            name, seen, closed_a, closed_b, unlinked);
     return 1;
   }
   printf("smoke: %s: ABI %u, create/open/write/read/close/unlink ok\n", argv[1], version);
