@@ -46,6 +46,8 @@ export interface NodeCalls extends
     | "cancelWaits"
     | "notify"
     | "mutexInit"
+    | "mutexOpen"
+    | "mutexHeldIn"
     | "mutexLock"
     | "mutexTryLock"
     | "mutexUnlock"
@@ -107,6 +109,8 @@ export function loadNode(explicit?: string): Backend {
     cancelWaits: n.cancelWaits,
     notify: n.notify,
     mutexInit: n.mutexInit,
+    mutexOpen: n.mutexOpen,
+    mutexHeldIn: n.mutexHeldIn,
     mutexLock: n.mutexLock,
     mutexTryLock: n.mutexTryLock,
     mutexUnlock: n.mutexUnlock,

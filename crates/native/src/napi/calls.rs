@@ -25,9 +25,9 @@ use super::sys::{self, Api, Env, Value};
 use super::{Outcome, Thrown, check, throw};
 use crate::{
     SB_WAIT_PENDING, SbMapping, sb_close, sb_dup, sb_errno, sb_error_message, sb_error_name,
-    sb_handle_count, sb_mutex_init, sb_mutex_lock, sb_mutex_size, sb_mutex_trylock,
-    sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive, sb_user_name, sb_wait,
-    sb_wait_cancel, sb_wait_spin, start_wait_async,
+    sb_handle_count, sb_mutex_held_in, sb_mutex_init, sb_mutex_lock, sb_mutex_open, sb_mutex_size,
+    sb_mutex_trylock, sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive,
+    sb_user_name, sb_wait, sb_wait_cancel, sb_wait_spin, start_wait_async,
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
@@ -340,6 +340,12 @@ callbacks! {
         // SAFETY: checked by the TypeScript side as for Deno and Bun (see sb_mutex_init).
         a.int(unsafe { sb_mutex_init(a.address(0)? as *mut u8) })
     };
+    mutex_open => |a, _| {
+        // SAFETY: as sb_mutex_init.
+        a.int(unsafe { sb_mutex_open(a.address(0)? as *mut u8) })
+    };
+    // A length, like an address, is a non-negative integer below 2^53.
+    mutex_held_in => |a, _| a.int(sb_mutex_held_in(a.address(0)? as *const u8, a.address(1)? as u64));
     mutex_lock => |a, _| {
         // SAFETY: as sb_mutex_init; the lock belongs to this (the JavaScript) thread.
         a.int(unsafe { sb_mutex_lock(a.address(0)? as *mut u8, a.i64(1)?) })
@@ -412,6 +418,8 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"notify", notify),
     (c"cancelWaits", cancel_waits),
     (c"mutexInit", mutex_init),
+    (c"mutexOpen", mutex_open),
+    (c"mutexHeldIn", mutex_held_in),
     (c"mutexLock", mutex_lock),
     (c"mutexTryLock", mutex_trylock),
     (c"mutexUnlock", mutex_unlock),
