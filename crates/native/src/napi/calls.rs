@@ -344,6 +344,7 @@ callbacks! {
         // SAFETY: as sb_mutex_init.
         a.int(unsafe { sb_mutex_open(a.address(0)? as *mut u8) })
     };
+    // A length, like an address, is a non-negative integer below 2^53.
     mutex_held_in => |a, _| a.int(sb_mutex_held_in(a.address(0)? as *const u8, a.address(1)? as u64));
     mutex_lock => |a, _| {
         // SAFETY: as sb_mutex_init; the lock belongs to this (the JavaScript) thread.
