@@ -8,6 +8,9 @@ BUN_VERSION := 1.4.5
 NODE_VERSION := 26.10.0
 TYPESCRIPT_VERSION := 7.0.2
 ESBUILD_VERSION := 0.28.2
+VERDACCIO_VERSION := 6.8.0
+ZIGLANG_VERSION := 0.17.1
+ZIGBUILD_VERSION := 0.24.1
 SEED_VERSION := 1.4.0
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
 LIB := target/release/libshared_buffer_native.so
@@ -40,8 +43,8 @@ NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec d
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate demo test test-rust test-loom test-deno test-bun test-node lint bench tools \
-	clean check-deep deep-tools test-miri test-asan test-tsan
+.PHONY: all build generate dist demo test test-rust test-loom test-deno test-bun test-node lint bench \
+	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
 
@@ -102,7 +105,7 @@ lint: tools
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check mod.ts node.ts tests/ examples/ bench/
+	$(DENO) check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
 
 test-rust:
 	cargo test --workspace
@@ -155,6 +158,48 @@ test-tsan:
 # `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
 bench: tools build
 	$(DENO) run --allow-all bench/run.ts
+
+# Deno runs the package's JavaScript when it comes from npm (it does not strip types under
+# node_modules): one bundle of mod.ts.
+dist: dist/node.js dist/node.cjs dist/deno.js
+
+dist/deno.js: $(TS_SOURCES) | tools
+	$(DENO) bundle --quiet --platform deno -o $@ mod.ts
+
+# Cross builds: cargo-zigbuild and zig from PyPI, the Rust targets, and from Debian: qemu-user
+# with the arm64 C library (to run the arm64 build), musl (to run the musl build), llvm (to read
+# the macOS files).
+PYTOOLS := $(CURDIR)/.tools/py
+CROSS_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl \
+	aarch64-unknown-linux-musl x86_64-apple-darwin aarch64-apple-darwin
+CROSS_DEBS := qemu-user libc6-arm64-cross musl llvm
+
+$(PYTOOLS)/bin/cargo-zigbuild:
+	python3 -m pip install --quiet --disable-pip-version-check --target $(PYTOOLS) \
+		ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(ZIGBUILD_VERSION)
+
+cross-tools: $(PYTOOLS)/bin/cargo-zigbuild
+	rustup target add $(CROSS_TARGETS) 2>&1 | grep -v "is up to date" || true
+	@command -v qemu-aarch64 >/dev/null && command -v llvm-nm >/dev/null \
+		&& test -e /usr/aarch64-linux-gnu/lib/libc.so.6 && test -e /lib/ld-musl-x86_64.so.1 \
+		|| { apt-get update -qq && apt-get install -y -qq $(CROSS_DEBS) >/dev/null; }
+
+# Every npm tarball into target/npm/: one package per platform and the main package.
+package: tools cross-tools build dist
+	PATH="$(PYTOOLS)/bin:$$PATH" CARGO_ZIGBUILD_ZIG_PATH=$(PYTOOLS)/ziglang/zig \
+		$(DENO) run --allow-all packaging/pack.ts
+
+$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio:
+	mkdir -p .tools/verdaccio
+	printf '{ "private": true, "dependencies": { "verdaccio": "$(VERDACCIO_VERSION)" }, "overrides": { "node-fetch": "2.7.0" } }\n' \
+		> .tools/verdaccio/package.json
+	npm install --prefix .tools/verdaccio --no-audit --no-fund --loglevel=error
+
+# Installs the tarballs from a local registry into fresh projects, as users do, in Node.js 20,
+# the newest Node.js, Deno and Bun, and runs a program that shares one segment and one channel.
+test-install: package $(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio | $(NODE_TOOLS)
+	NODE_NEWEST=$(NODE_LATEST) VERDACCIO=$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio \
+		bash packaging/install/test.sh
 
 clean:
 	cargo clean

@@ -17,6 +17,7 @@ import {
   finished,
   killAll,
   lib,
+  repoRoot,
   resultOf,
   start,
   test,
@@ -26,7 +27,7 @@ import {
 
 const { Channel, SharedMemoryError } = lib;
 
-const PEER = new URL("../target/release/examples/channel_peer", import.meta.url).pathname;
+const PEER = `${repoRoot}target/release/examples/channel_peer`;
 const COUNT = 2000;
 
 /** The same hash as the Rust peer's. */

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { test } from "./harness.ts";
+import { repoRoot, test } from "./harness.ts";
 import * as L from "../ts/channel/layout.ts";
 import { initRegion, type Parking, Ring } from "../ts/channel/ring.ts";
 import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
@@ -58,7 +58,7 @@ class Trace {
   }
 
   check(file: string): void {
-    const golden = readFileSync(new URL(`./golden/${file}`, import.meta.url), "utf8");
+    const golden = readFileSync(`${repoRoot}tests/golden/${file}`, "utf8");
     const want = golden.split("\n");
     const got = this.text.split("\n");
     const first = want.findIndex((line, i) => line !== got[i]);

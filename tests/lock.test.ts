@@ -19,6 +19,7 @@ import {
   lib,
   ownerDiedCount,
   pid,
+  runtime,
   runtimes,
   spawn,
   test,
@@ -70,12 +71,33 @@ async function scribble(which: (typeof runtimes)[number], name: string, writes: 
   }
 }
 
-/** Resolves with the next message of `worker`. */
-function nextMessage(worker: Worker): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    worker.onmessage = (e) => resolve(e.data);
-    worker.onerror = (e) => reject(new Error(`worker error: ${e.message}`));
+/**
+ * Starts `children/lk_worker.ts` (a web Worker in Deno and Bun, a `node:worker_threads` Worker in
+ * Node.js), asks it to take the lock at AT in segment `name`, and gives its reply and a way to
+ * terminate it.
+ */
+async function lockWorker(
+  name: string,
+): Promise<{ reply: Promise<Record<string, unknown>>; terminate: () => void }> {
+  const message = { name, offset: AT };
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL("./children/lk_worker.js", import.meta.url));
+    const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
+      w.once("message", resolve);
+      w.once("error", (e) => reject(new Error(`worker error: ${e.message}`)));
+    });
+    w.postMessage(message);
+    return { reply, terminate: () => void w.terminate() };
+  }
+  const url = new URL("./children/lk_worker.ts", import.meta.url).href;
+  const w = new Worker(url, { type: "module" });
+  const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
+    w.onmessage = (e) => resolve(e.data);
+    w.onerror = (e) => reject(new Error(`worker error: ${e.message}`));
   });
+  w.postMessage(message);
+  return { reply, terminate: () => w.terminate() };
 }
 
 // ---- Close while held ----------------------------------------------------------------------------
@@ -123,13 +145,10 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
   await withSegment("lk-worker", async (name, shm) => {
     const mutex = Mutex.init(shm.buffer, AT);
     const children: Child[] = [];
-    const url = new URL("./children/lk_worker.ts", import.meta.url).href;
     try {
       // 1. This thread's next lock.
-      let worker = new Worker(url, { type: "module" });
-      let reply = nextMessage(worker);
-      worker.postMessage({ name, offset: AT });
-      assert.deepEqual(await within(reply, 20_000, "the worker's lock"), {
+      let worker = await lockWorker(name);
+      assert.deepEqual(await within(worker.reply, 20_000, "the worker's lock"), {
         locked: true,
         ownerDied: false,
       });
@@ -143,10 +162,8 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
       again.unlock();
 
       // 2. Processes of both runtimes already waiting in lock() when the worker goes.
-      worker = new Worker(url, { type: "module" });
-      reply = nextMessage(worker);
-      worker.postMessage({ name, offset: AT });
-      await within(reply, 20_000, "the second worker's lock");
+      worker = await lockWorker(name);
+      await within(worker.reply, 20_000, "the second worker's lock");
       const waiters = runtimes.map((which) =>
         spawn(children, which, "sx_mutex.ts", [name, String(AT), "open", "unlock"])
       );

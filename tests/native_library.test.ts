@@ -25,6 +25,7 @@ import {
 import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 import { backend } from "../ts/backend.ts";
 import { LIBRARY_ENV, libraryFileName } from "../ts/library.ts";
+import { PACKAGE_NAME, VERSION } from "../ts/version.ts";
 
 const root = repoRoot.replace(/\/$/, "");
 const FILE = libraryFileName(process.platform);
@@ -207,7 +208,7 @@ testUnless(
         // Node loads the library as a Node-API module, which the stub is not.
         runtime === "node"
           ? `${stub}: `
-          : `${stub}: ABI version ${stale}, these bindings need ${ABI_VERSION}`,
+          : `${stub}: ABI version ${stale}, but ${PACKAGE_NAME} ${VERSION} needs ${ABI_VERSION}`,
         "the refusal",
       );
       // Through the variable, the stale library is skipped for the build next to the package.

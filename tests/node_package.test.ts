@@ -1,5 +1,5 @@
 /**
- * The package by name in Node.js, as the seed's users load it: `require("shared-buffer")` (the
+ * The package by name in Node.js, as users load it: `require("shared-buffer-ipc")` (the
  * CommonJS build) and `import` (the ES modules) give the same API, and a process that `require`s
  * it shares a segment with this one through the seed's two functions.
  *
@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { cleanup, lib, repoRoot, runtime, test, uniqueKey } from "./harness.ts";
+import { PACKAGE_NAME } from "../ts/version.ts";
 
 /** Runs `code` in a Node child whose working folder is the package, and returns its stdout. */
 function node(code: string, type: "commonjs" | "module"): string {
@@ -24,11 +25,11 @@ function node(code: string, type: "commonjs" | "module"): string {
 if (runtime === "node") {
   test("require and import of the package by name give the same API", () => {
     const required = node(
-      `console.log(Object.keys(require("shared-buffer")).sort().join())`,
+      `console.log(Object.keys(require("${PACKAGE_NAME}")).sort().join())`,
       "commonjs",
     );
     const imported = node(
-      `const m = await import("shared-buffer"); console.log(Object.keys(m).sort().join())`,
+      `const m = await import("${PACKAGE_NAME}"); console.log(Object.keys(m).sort().join())`,
       "module",
     );
     assert.equal(required, imported);
@@ -41,7 +42,7 @@ if (runtime === "node") {
       const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
       mine[3] = 0.25;
       const seen = node(
-        `const { createSharedBuffer, detachSharedBuffer } = require("shared-buffer");
+        `const { createSharedBuffer, detachSharedBuffer } = require("${PACKAGE_NAME}");
          const buffer = createSharedBuffer(${key}, 80);
          const values = new Float64Array(buffer);
          console.log(values[3]);

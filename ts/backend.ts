@@ -195,7 +195,7 @@ export function installBackend(load: BackendLoader): void {
 
 /**
  * Loads the native library now. Without `path`, the library is looked for as
- * {@linkcode libraryCandidates} says; calling this is optional, since first use loads it too.
+ * {@linkcode loadNativeLibrary} says; calling this is optional, since first use loads it too.
  *
  * @param path An explicit path to `libshared_buffer_native.so` (or `.dylib`), tried before anything else.
  * @returns The path it was loaded from.

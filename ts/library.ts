@@ -1,17 +1,22 @@
 /**
  * Where the native library is looked for, in a fixed order:
  *
- * 1. the path given to `loadLibrary(path)`;
+ * 1. the path given to `loadLibrary(path)` (only that path);
  * 2. the environment variable `SHARED_BUFFER_LIB` (read only where permitted);
- * 3. next to the module: `target/release/`, then `target/debug/`, then the module's own folder.
+ * 3. the npm platform package that fits this machine (`shared-buffer-ipc-linux-x64-gnu`, ...),
+ *    found by module resolution from this module, so it works from `node_modules` in Node.js,
+ *    Deno and Bun, and inside a `bun build --compile` binary;
+ * 4. a local build in a clone: `target/release/`, then `target/debug/`, then the package folder.
  *
- * When every candidate fails, one error lists each path tried with its reason and names the
- * variable.
+ * When every candidate fails, one {@linkcode SharedMemoryError} (code `ELIBACC`) lists each place
+ * tried with its reason and names the platform package that would fit.
  *
  * @module
  */
 
+import { SharedMemoryError } from "./errors.ts";
 import { ABI_VERSION } from "./ffi.ts";
+import { PACKAGE_NAME, VERSION } from "./version.ts";
 
 /**
  * The environment variable that overrides where the native library is found.
@@ -23,6 +28,56 @@ import { ABI_VERSION } from "./ffi.ts";
  */
 export const LIBRARY_ENV = "SHARED_BUFFER_LIB";
 
+/**
+ * The platforms a prebuilt library is published for, as npm package suffixes: the package
+ * `shared-buffer-ipc-<suffix>` holds the library for that platform.
+ */
+export const PREBUILT_PLATFORMS = [
+  "linux-x64-gnu",
+  "linux-arm64-gnu",
+  "linux-x64-musl",
+  "linux-arm64-musl",
+  "darwin-x64",
+  "darwin-arm64",
+] as const;
+
+/** One of {@linkcode PREBUILT_PLATFORMS}. */
+export type PrebuiltPlatform = typeof PREBUILT_PLATFORMS[number];
+
+/** The machine a library is wanted for. */
+export interface Platform {
+  /** `Deno.build.os` or `process.platform`: `"linux"`, `"darwin"`, ... */
+  os: string;
+  /** `Deno.build.arch` or `process.arch`: `"x86_64"`/`"x64"`, `"aarch64"`/`"arm64"`, ... */
+  arch: string;
+  /** The C library on Linux, when known. */
+  libc?: "gnu" | "musl";
+}
+
+/** What {@linkcode processPlatform} reads from Node.js's or Bun's `process`. */
+export interface ProcessLike {
+  platform: string;
+  arch: string;
+  report?: { getReport?: () => unknown };
+}
+
+/**
+ * This machine as Node.js and Bun describe it: on Linux, glibc when `process.report` names a
+ * glibc version, else musl.
+ */
+export function processPlatform(process: ProcessLike): Platform {
+  const report = process.report?.getReport?.() as
+    | { header?: { glibcVersionRuntime?: string } }
+    | undefined;
+  return {
+    os: process.platform,
+    arch: process.arch,
+    libc: process.platform === "linux"
+      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      : undefined,
+  };
+}
+
 /** The library's file name on `os` (a `Deno.build.os` / `process.platform` value). */
 export function libraryFileName(os: string): string {
   if (os === "darwin") return "libshared_buffer_native.dylib";
@@ -30,55 +85,195 @@ export function libraryFileName(os: string): string {
   return "libshared_buffer_native.so";
 }
 
-/** The candidate paths, most specific first. `root` is the package's folder. */
-export function libraryCandidates(
-  explicit: string | undefined,
-  fromEnv: string | undefined,
-  root: string,
-  os: string,
-): string[] {
-  if (explicit !== undefined) return [explicit];
-  const file = libraryFileName(os);
-  const found = fromEnv ? [fromEnv] : [];
-  found.push(
-    `${root}/target/release/${file}`,
-    `${root}/target/debug/${file}`,
-    `${root}/${file}`,
-  );
-  return found;
+/** The npm package holding the prebuilt library for `platform`. */
+export function platformPackageName(platform: PrebuiltPlatform): string {
+  return `${PACKAGE_NAME}-${platform}`;
 }
 
 /**
- * Opens the first candidate that loads and has the right ABI version.
+ * The prebuilt platforms that can serve this machine, best first: on Linux the detected C
+ * library's package, then the other one (a musl library can load where glibc is missing, and
+ * the reverse with a compatibility layer). Empty where nothing is prebuilt.
+ */
+export function platformsFor(platform: Platform): PrebuiltPlatform[] {
+  const arch = platform.arch === "x86_64" || platform.arch === "x64"
+    ? "x64"
+    : platform.arch === "aarch64" || platform.arch === "arm64"
+    ? "arm64"
+    : undefined;
+  if (arch === undefined) return [];
+  if (platform.os === "darwin") return [`darwin-${arch}`];
+  if (platform.os !== "linux") return [];
+  const libcs = platform.libc === "musl" ? ["musl", "gnu"] : ["gnu", "musl"];
+  return libcs.map((libc) => `linux-${arch}-${libc}` as PrebuiltPlatform);
+}
+
+/** Where to look, as each runtime's adapter sees it. */
+export interface LibrarySources {
+  /** The path given to `loadLibrary(path)`. */
+  explicit?: string;
+  /** The value of {@linkcode LIBRARY_ENV}, if set and readable. */
+  fromEnv?: string;
+  /** This machine. */
+  platform: Platform;
+  /**
+   * The path of a platform package's library, found by module resolution; `undefined` or a
+   * thrown error when the package is not installed.
+   */
+  resolvePackage: (platform: PrebuiltPlatform, file: string) => string | undefined;
+  /** The folder a clone's `target/` would be in, when this module is a file on disk. */
+  root?: string;
+}
+
+/** A path to try, and where it came from (which decides the advice when it does not fit). */
+interface Candidate {
+  path: string;
+  from: "explicit" | "env" | "package" | "local";
+  platform?: PrebuiltPlatform;
+}
+
+/** A loaded library and where it came from. */
+export interface Loaded<T> {
+  /** The library. */
+  lib: T;
+  /** The path it was loaded from. */
+  path: string;
+}
+
+/**
+ * Opens the first candidate that loads and has this version's ABI.
  *
+ * @param sources Where to look.
  * @param open Opens one path; throws on failure.
  * @param version Reads the loaded library's ABI version.
+ * @param close Closes a library that did not fit.
+ * @throws {SharedMemoryError} `ELIBACC`, listing every place tried, when none fits.
  */
-export function openFirst<T>(
-  candidates: string[],
+export function loadNativeLibrary<T>(
+  sources: LibrarySources,
   open: (path: string) => T,
   version: (lib: T) => number,
   close: (lib: T) => void,
-): [T, string] {
-  const failures: string[] = [];
-  for (const path of candidates) {
+): Loaded<T> {
+  const tried: string[] = [];
+  const wanted = platformsFor(sources.platform);
+  const file = libraryFileName(sources.platform.os);
+  for (const candidate of candidates(sources, wanted, file, tried)) {
     let lib: T;
     try {
-      lib = open(path);
+      lib = open(candidate.path);
     } catch (err) {
-      failures.push(`  ${path}: ${(err as Error).message.split("\n")[0]}`);
+      tried.push(`  ${candidate.path}: ${openFailure(err, candidate.path)}`);
       continue;
     }
-    const found = version(lib);
-    if (found === ABI_VERSION) return [lib, path];
+    let found: number;
+    try {
+      found = version(lib);
+    } catch (err) {
+      close(lib);
+      tried.push(`  ${candidate.path}: not this library (${openFailure(err, candidate.path)})`);
+      continue;
+    }
+    if (found === ABI_VERSION) return { lib, path: candidate.path };
     close(lib);
-    failures.push(
-      `  ${path}: ABI version ${found}, these bindings need ${ABI_VERSION} (rebuild with \`cargo build --release\`)`,
-    );
+    tried.push(`  ${candidate.path}: ${abiAdvice(candidate, found)}`);
   }
-  throw new Error(
-    `shared-buffer: could not load the native library. Tried:\n${
-      failures.join("\n")
-    }\nBuild it with \`cargo build --release\`, or set ${LIBRARY_ENV} to its path.`,
+  throw new SharedMemoryError(
+    `${PACKAGE_NAME} ${VERSION}: could not load the native library. Tried:\n${tried.join("\n")}\n` +
+      missingAdvice(sources.platform, wanted),
+    "ELIBACC",
+    79,
+  );
+}
+
+/** The candidates in lookup order; packages that do not resolve are noted in `tried`. */
+function* candidates(
+  sources: LibrarySources,
+  wanted: PrebuiltPlatform[],
+  file: string,
+  tried: string[],
+): Generator<Candidate> {
+  if (sources.explicit !== undefined) {
+    yield { path: sources.explicit, from: "explicit" };
+    return;
+  }
+  if (sources.fromEnv) yield { path: sources.fromEnv, from: "env" };
+  for (const platform of wanted) {
+    const name = platformPackageName(platform);
+    let path: string | undefined;
+    try {
+      path = sources.resolvePackage(platform, file);
+    } catch {
+      path = undefined;
+    }
+    if (path === undefined) tried.push(`  ${name}/${file}: not installed`);
+    else yield { path, from: "package", platform };
+  }
+  if (sources.root === undefined) return;
+  for (const dir of ["target/release/", "target/debug/", ""]) {
+    yield { path: `${sources.root}/${dir}${file}`, from: "local" };
+  }
+}
+
+/** A runtime's open error without its repeated prefixes and the path said again. */
+export function openFailure(err: unknown, path: string): string {
+  let message = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+  const prefix = "Could not open library: ";
+  while (message.startsWith(prefix)) message = message.slice(prefix.length);
+  if (message.startsWith(`${path}: `)) message = message.slice(path.length + 2);
+  return message;
+}
+
+/** What to do about a library whose ABI version is not this release's. */
+function abiAdvice(candidate: Candidate, found: number): string {
+  const mismatch = `ABI version ${found}, but ${PACKAGE_NAME} ${VERSION} needs ${ABI_VERSION}`;
+  switch (candidate.from) {
+    case "package":
+      return `${mismatch}: install matching versions (\`npm install ${PACKAGE_NAME}@${VERSION}\` ` +
+        `installs ${platformPackageName(candidate.platform!)}@${VERSION} with it)`;
+    case "local":
+      return `${mismatch}: rebuild it (\`cargo build --release\`)`;
+    default:
+      return `${mismatch}: use the library of the same release (from ` +
+        `${PACKAGE_NAME}-<platform>@${VERSION}, or \`cargo build --release\` in a checkout of ` +
+        `${VERSION})`;
+  }
+}
+
+/** The closing advice of the error: which package would fit, or how to build a library. */
+function missingAdvice(platform: Platform, wanted: PrebuiltPlatform[]): string {
+  const where = `${platform.os} ${platform.arch}${platform.libc ? ` (${platform.libc})` : ""}`;
+  const build = `set ${LIBRARY_ENV} to the path of a library (\`cargo build --release\` in a ` +
+    `clone builds one)`;
+  if (wanted.length === 0) return `No prebuilt library is published for ${where}: ${build}.`;
+  return `On ${where} the library comes in ${platformPackageName(wanted[0])}, an optional ` +
+    `dependency of ${PACKAGE_NAME}: install ${PACKAGE_NAME} without \`--omit=optional\`, or ` +
+    `${build}.`;
+}
+
+/** Each runtime's entry module in a clone (the npm package picks the right one by itself). */
+const ENTRIES: Record<string, string> = { Deno: "mod.ts", Bun: "bun.ts", "Node.js": "node.ts" };
+
+/**
+ * The error for an entry module loaded by another runtime (`mod.ts` in Bun, say), naming the
+ * entry that fits instead of failing on a missing global.
+ */
+export function wrongEntry(entry: string): SharedMemoryError {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown; process?: { versions?: object } };
+  const runtime = g.Bun !== undefined
+    ? "Bun"
+    : g.Deno !== undefined
+    ? "Deno"
+    : g.process?.versions && "node" in g.process.versions
+    ? "Node.js"
+    : "this runtime";
+  const owner = Object.keys(ENTRIES).find((r) => ENTRIES[r] === entry) ?? "another runtime";
+  const fits = ENTRIES[runtime];
+  return new SharedMemoryError(
+    `${PACKAGE_NAME}: ${entry} is the entry for ${owner}, but this is ${runtime}: ` +
+      (fits ? `import ${fits} instead, or ` : "") +
+      `import "${PACKAGE_NAME}" (the package picks each runtime's entry)`,
+    "ELIBACC",
+    79,
   );
 }

@@ -2,7 +2,8 @@
  * A Worker that opens the named segment it is sent, takes the Mutex at the given offset and
  * reports `{ locked, ownerDied }`, then keeps the lock (and its mapping) until it is terminated.
  *
- * Message in: `{ name, offset }`.
+ * Message in: `{ name, offset }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker in
+ * Node.js.
  *
  * @module
  */
@@ -11,21 +12,30 @@ const scope = globalThis as unknown as {
   onmessage: (e: MessageEvent) => void;
   postMessage: (message: unknown) => void;
 };
-const entry = "Bun" in globalThis ? "../../bun.ts" : "../../mod.ts";
+const node = !("Deno" in globalThis) && !("Bun" in globalThis);
 
 /** What the worker keeps alive until it is terminated. */
 const kept: unknown[] = [];
-// Set before any await: Bun drops messages that arrive while a worker's module is still
-// evaluating a top-level await.
-scope.onmessage = async (e: MessageEvent) => {
-  const { name, offset } = e.data as { name: string; offset: number };
+
+/** Opens the segment, takes the lock and keeps both; the reply to send. */
+async function take(m: { name: string; offset: number }): Promise<unknown> {
   try {
-    const lib: typeof import("../../mod.ts") = await import(entry);
-    const shm = lib.SharedMemory.open({ name });
-    const guard = lib.Mutex.open(shm.buffer, offset).lock(10_000);
+    const { lib } = await import("./lib.ts");
+    const shm = lib.SharedMemory.open({ name: m.name });
+    const guard = lib.Mutex.open(shm.buffer, m.offset).lock(10_000);
     kept.push(shm, guard); // held until the Worker is terminated
-    scope.postMessage({ locked: true, ownerDied: guard.ownerDied });
+    return { locked: true, ownerDied: guard.ownerDied };
   } catch (err) {
-    scope.postMessage({ locked: false, error: String(err) });
+    return { locked: false, error: String(err) };
   }
-};
+}
+
+if (node) {
+  // A `node:worker_threads` Worker: Node.js has no web Worker.
+  const port = (await import("node:worker_threads")).parentPort!;
+  port.on("message", async (m) => port.postMessage(await take(m)));
+} else {
+  // Set before any await: Bun drops messages that arrive while a worker's module is still
+  // evaluating a top-level await.
+  scope.onmessage = async (e: MessageEvent) => scope.postMessage(await take(e.data));
+}

@@ -12,7 +12,14 @@ import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
 import { AsyncWaits } from "../async_waits.ts";
 import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import {
+  LIBRARY_ENV,
+  loadNativeLibrary,
+  type ProcessLike,
+  processPlatform,
+  wrongEntry,
+} from "../library.ts";
+import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
 const BUN_TYPES: Record<string, string> = {
@@ -57,15 +64,18 @@ type Symbols = Record<string, (...args: any[]) => any>;
 
 /** Opens the native library and returns the Bun backend. */
 export function loadBun(explicit?: string): Backend {
-  const candidates = libraryCandidates(
-    explicit,
-    process.env[LIBRARY_ENV],
-    decodeURIComponent(new URL("../../", import.meta.url).pathname).replace(/\/$/, ""),
-    process.platform,
-  );
+  if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
   const table = bunSymbols();
-  const [lib, path] = openFirst(
-    candidates,
+  const { lib, path } = loadNativeLibrary(
+    {
+      explicit,
+      fromEnv: process.env[LIBRARY_ENV],
+      platform: processPlatform(process as ProcessLike),
+      resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
+      root: import.meta.dir.endsWith("/ts/bun")
+        ? import.meta.dir.slice(0, -"/ts/bun".length)
+        : undefined,
+    },
     // deno-lint-ignore no-explicit-any
     (p) => dlopen(p, table as any),
     (l) => (l.symbols as Symbols).sb_abi_version(),

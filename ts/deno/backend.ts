@@ -14,7 +14,13 @@ import process from "node:process";
 import { AsyncWaits } from "../async_waits.ts";
 import { type Backend, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import {
+  LIBRARY_ENV,
+  loadNativeLibrary,
+  type Platform,
+  platformPackageName,
+  wrongEntry,
+} from "../library.ts";
 import { loadNodeApi } from "../napi.ts";
 
 type Library = Deno.DynamicLibrary<typeof symbols>;
@@ -28,9 +34,29 @@ function readEnv(name: string): string | undefined {
   }
 }
 
-function packageRoot(): string {
-  const url = new URL("../../", import.meta.url);
-  return url.protocol === "file:" ? decodeURIComponent(url.pathname).replace(/\/$/, "") : ".";
+/** A clone's root when this file runs from its sources (not from a bundle or over https). */
+function cloneRoot(): string | undefined {
+  const here = new URL(import.meta.url);
+  if (here.protocol !== "file:" || !here.pathname.endsWith("/ts/deno/backend.ts")) return undefined;
+  return decodeURIComponent(new URL("../../", here).pathname).replace(/\/$/, "");
+}
+
+/** The path of an installed platform package's library, by module resolution from here. */
+function resolvePackage(name: string, file: string): string | undefined {
+  // Through a reference, since the specifier is computed: JSR's analyzer warns about a direct
+  // `import.meta.resolve` call it cannot follow, and this one is meant to fail when absent.
+  const meta = import.meta;
+  const url = new URL(meta.resolve(`${name}/${file}`));
+  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
+}
+
+function thisPlatform(): Platform {
+  const { os, arch, target } = Deno.build;
+  return {
+    os,
+    arch,
+    libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
+  };
 }
 
 /** Deno's FFI takes an i64 as a BigInt; forever (-1) is the common case, made once. */
@@ -47,14 +73,15 @@ const decoder = new TextDecoder();
 
 /** Opens the native library and returns the Deno backend. */
 export function loadDeno(explicit?: string): Backend {
-  const candidates = libraryCandidates(
-    explicit,
-    readEnv(LIBRARY_ENV),
-    packageRoot(),
-    Deno.build.os,
-  );
-  const [lib, path] = openFirst<Library>(
-    candidates,
+  if (!("Deno" in globalThis)) throw wrongEntry("mod.ts");
+  const { lib, path } = loadNativeLibrary<Library>(
+    {
+      explicit,
+      fromEnv: readEnv(LIBRARY_ENV),
+      platform: thisPlatform(),
+      resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
+      root: cloneRoot(),
+    },
     (p) => Deno.dlopen(p, symbols),
     (l) => l.symbols.sb_abi_version(),
     (l) => l.close(),

@@ -19,9 +19,16 @@
  */
 
 import process from "node:process";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { type Backend, settleHandles } from "../backend.ts";
-import { LIBRARY_ENV, libraryCandidates, openFirst } from "../library.ts";
+import {
+  LIBRARY_ENV,
+  loadNativeLibrary,
+  platformPackageName,
+  type ProcessLike,
+  processPlatform,
+} from "../library.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
@@ -74,14 +81,15 @@ const decoder = new TextDecoder();
 
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
-  const candidates = libraryCandidates(
-    explicit,
-    process.env[LIBRARY_ENV],
-    packageRoot(),
-    process.platform,
-  );
-  const [n, path] = openFirst<NodeCalls>(
-    candidates,
+  const resolve = createRequire(import.meta.url).resolve;
+  const { lib: n, path } = loadNativeLibrary<NodeCalls>(
+    {
+      explicit,
+      fromEnv: process.env[LIBRARY_ENV],
+      platform: processPlatform(process as ProcessLike),
+      resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
+      root: packageRoot(),
+    },
     (path) => loadNodeApi(path, process.dlopen) as NodeCalls,
     (m) => m.abiVersion,
     // Node cannot unload an addon; one that loaded with the right version is kept.

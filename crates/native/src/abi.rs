@@ -87,7 +87,10 @@ abi_types! {
     *const u8 => "const uint8_t *", "pointer";
     *mut u8 => "uint8_t *", "pointer";
     *const u32 => "const uint32_t *", "pointer";
-    *const c_char => "const char *", "pointer";
+    // `*const c_char` as spelled where C's `char` is signed (x86-64, macOS). Where it is unsigned
+    // (arm64 Linux) `*const c_char` is `*const u8`, a second impl would conflict, and it reads
+    // `const uint8_t *`: the checked-in table is generated on x86-64.
+    *const i8 => "const char *", "pointer";
     *mut c_void => "void *", "pointer";
     *const c_void => "const void *", "pointer";
     *mut SbMapping => "SbMapping *", "pointer";

@@ -1,0 +1,51 @@
+// The program each runtime runs in the install test, importing the package by its name.
+//   peer.mjs host BASE COUNT   creates BASE (a segment with a counter) and BASE-ch (a channel
+//                              for many senders), prints "ready", receives COUNT messages, checks
+//                              that the counter is COUNT, removes both and prints the senders.
+//   peer.mjs send BASE WHO     adds 1 to the counter and sends WHO with its runtime and version.
+import { Channel, loadLibrary, SharedMemory } from "shared-buffer-ipc";
+
+const [mode, base, arg] = globalThis.Deno?.args ?? process.argv.slice(2);
+const runtime = globalThis.Bun
+  ? `bun ${Bun.version}`
+  : globalThis.Deno
+  ? `deno ${Deno.version.deno}`
+  : `node ${process.versions.node}`;
+const segment = { name: base };
+const channel = { name: `${base}-ch` };
+
+if (mode === "host") {
+  const count = Number(arg);
+  const shm = SharedMemory.create(segment, 64);
+  const ch = Channel.create(channel, { capacity: 4096, producers: "many" });
+  try {
+    const rx = ch.receiver();
+    console.log(`ready ${runtime} ${loadLibrary()}`);
+    const seen = [];
+    for (let i = 0; i < count; i++) {
+      const text = rx.recvText(120_000);
+      if (text === null) throw new Error(`timed out after ${seen.length} of ${count} messages`);
+      seen.push(text);
+    }
+    const total = Atomics.load(new Int32Array(shm.buffer), 0);
+    if (total !== count) throw new Error(`counter is ${total}, expected ${count}`);
+    for (const text of seen.sort()) console.log(`received: ${text}`);
+    console.log(`counter: ${total}`);
+  } finally {
+    ch.unlink();
+    ch.close();
+    shm.unlink();
+    shm.close();
+  }
+} else if (mode === "send") {
+  const shm = SharedMemory.open(segment);
+  Atomics.add(new Int32Array(shm.buffer), 0, 1);
+  const ch = Channel.open(channel);
+  const tx = ch.sender();
+  tx.send(new TextEncoder().encode(`${arg}: ${runtime}, library ${loadLibrary()}`));
+  tx.detach(); // one of many senders: leave without ending the stream
+  ch.close();
+  shm.close();
+} else {
+  throw new Error(`usage: peer.mjs host BASE COUNT | send BASE WHO`);
+}

@@ -1,0 +1,196 @@
+/**
+ * Library lookup and its error: the lookup order, which platform packages fit a machine, the
+ * one error that lists every place tried, the advice for an ABI mismatch, the wording of a
+ * runtime's open error, and one version everywhere it is written down.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { lib, repoRoot as root, runtime, test } from "./harness.ts";
+import {
+  loadNativeLibrary,
+  openFailure,
+  platformsFor,
+  PREBUILT_PLATFORMS,
+  wrongEntry,
+} from "../ts/library.ts";
+import { ABI_VERSION } from "../ts/ffi.ts";
+import { PACKAGE_NAME, VERSION } from "../ts/version.ts";
+
+/** A fake runtime: `open` succeeds for paths in `versions`, reporting that ABI version. */
+function attempt(
+  sources: Parameters<typeof loadNativeLibrary>[0],
+  versions: Record<string, number>,
+) {
+  const opened: string[] = [];
+  const closed: string[] = [];
+  try {
+    const loaded = loadNativeLibrary<string>(
+      sources,
+      (path) => {
+        opened.push(path);
+        if (!(path in versions)) {
+          throw new Error(`Could not open library: Could not open library: ${path}: no such file`);
+        }
+        return path;
+      },
+      (path) => versions[path],
+      (path) => void closed.push(path),
+    );
+    return { loaded: loaded.path, opened, closed, error: undefined };
+  } catch (error) {
+    return {
+      loaded: undefined,
+      opened,
+      closed,
+      error: error as InstanceType<typeof lib.SharedMemoryError>,
+    };
+  }
+}
+
+const linux = { os: "linux", arch: "x86_64", libc: "gnu" as const };
+
+test("the lookup order: SHARED_BUFFER_LIB, the platform packages, then a local build", () => {
+  const r = attempt({
+    fromEnv: "/env/lib.so",
+    platform: linux,
+    resolvePackage: (p) => (p === "linux-x64-musl" ? "/pkg/musl.so" : undefined),
+    root: "/clone",
+  }, { "/clone/target/debug/libshared_buffer_native.so": ABI_VERSION });
+  assert.deepEqual(r.opened, [
+    "/env/lib.so",
+    "/pkg/musl.so",
+    "/clone/target/release/libshared_buffer_native.so",
+    "/clone/target/debug/libshared_buffer_native.so",
+  ]);
+  assert.equal(r.loaded, "/clone/target/debug/libshared_buffer_native.so");
+});
+
+test("an explicit path is the only one tried", () => {
+  const r = attempt({
+    explicit: "/x.so",
+    fromEnv: "/env/lib.so",
+    platform: linux,
+    resolvePackage: () => "/pkg/lib.so",
+    root: "/clone",
+  }, { "/pkg/lib.so": ABI_VERSION });
+  assert.deepEqual(r.opened, ["/x.so"]);
+  assert.equal(r.error?.code, "ELIBACC");
+});
+
+test("the error lists every place tried, once each, and names the package that fits", () => {
+  const r = attempt({ platform: linux, resolvePackage: () => undefined, root: "/c" }, {});
+  const message = r.error!.message;
+  assert.ok(r.error instanceof lib.SharedMemoryError);
+  assert.equal(message.match(/Could not open library/g), null, message);
+  assert.match(
+    message,
+    /shared-buffer-ipc-linux-x64-gnu\/libshared_buffer_native\.so: not installed/,
+  );
+  assert.match(message, /\n {2}\/c\/target\/release\/libshared_buffer_native\.so: no such file\n/);
+  assert.match(message, /comes in shared-buffer-ipc-linux-x64-gnu, an optional dependency/);
+  assert.match(message, /SHARED_BUFFER_LIB/);
+});
+
+test("an ABI mismatch is closed and says what to do for where it came from", () => {
+  const r = attempt({
+    fromEnv: "/env/lib.so",
+    platform: linux,
+    resolvePackage: (p) => (p === "linux-x64-gnu" ? "/pkg/lib.so" : undefined),
+    root: "/c",
+  }, {
+    "/env/lib.so": ABI_VERSION - 1,
+    "/pkg/lib.so": ABI_VERSION + 1,
+    "/c/target/release/libshared_buffer_native.so": ABI_VERSION + 2,
+  });
+  assert.deepEqual(r.closed, [
+    "/env/lib.so",
+    "/pkg/lib.so",
+    "/c/target/release/libshared_buffer_native.so",
+  ]);
+  const m = r.error!.message;
+  assert.match(
+    m,
+    new RegExp(
+      `/env/lib.so: ABI version ${
+        ABI_VERSION - 1
+      }, but ${PACKAGE_NAME} ${VERSION} needs ${ABI_VERSION}: use the library of the same release`,
+    ),
+  );
+  assert.match(
+    m,
+    new RegExp(
+      `/pkg/lib.so: ABI version ${ABI_VERSION + 1}.*npm install ${PACKAGE_NAME}@${VERSION}`,
+    ),
+  );
+  assert.match(m, /release\/libshared_buffer_native\.so: ABI version \d+.*cargo build --release/);
+});
+
+test("platform packages for each machine, and none where nothing is prebuilt", () => {
+  assert.deepEqual(platformsFor({ os: "linux", arch: "x64", libc: "musl" }), [
+    "linux-x64-musl",
+    "linux-x64-gnu",
+  ]);
+  assert.deepEqual(platformsFor({ os: "linux", arch: "aarch64" }), [
+    "linux-arm64-gnu",
+    "linux-arm64-musl",
+  ]);
+  assert.deepEqual(platformsFor({ os: "darwin", arch: "arm64" }), ["darwin-arm64"]);
+  assert.deepEqual(platformsFor({ os: "windows", arch: "x86_64" }), []);
+  for (const os of ["linux", "darwin"]) {
+    for (const arch of ["x64", "arm64"]) {
+      for (const p of platformsFor({ os, arch })) assert.ok(PREBUILT_PLATFORMS.includes(p));
+    }
+  }
+  const r = attempt(
+    { platform: { os: "freebsd", arch: "x64" }, resolvePackage: () => undefined },
+    {},
+  );
+  assert.match(r.error!.message, /No prebuilt library is published for freebsd x64/);
+});
+
+test("a runtime's open error loses its repeated prefix and the path said twice", () => {
+  const err = new Error(
+    "Could not open library: Could not open library: /a.so: invalid ELF header",
+  );
+  assert.equal(openFailure(err, "/a.so"), "invalid ELF header");
+  assert.equal(
+    openFailure(new Error("Expected at least one symbol"), "/a.so"),
+    "Expected at least one symbol",
+  );
+});
+
+test("an entry loaded by another runtime names the one that fits", () => {
+  const fits = { deno: "mod.ts", bun: "bun.ts", node: "node.ts" }[runtime];
+  const other = runtime === "deno" ? "bun.ts" : "mod.ts";
+  const err = wrongEntry(other);
+  assert.equal(err.code, "ELIBACC");
+  assert.match(err.message, new RegExp(`${other} is the entry for .*: import ${fits} instead`));
+});
+
+test("one version everywhere, and the platform packages pinned to it", () => {
+  const pkg = JSON.parse(readFileSync(`${root}package.json`, "utf8"));
+  const jsr = JSON.parse(readFileSync(`${root}deno.json`, "utf8"));
+  const cargo = readFileSync(`${root}Cargo.toml`, "utf8").match(/^version = "(.+)"$/m)?.[1];
+  const changelog = readFileSync(`${root}CHANGELOG.md`, "utf8").match(/^## (\d\S*)/m)?.[1];
+  assert.deepEqual([pkg.version, jsr.version, cargo, changelog], [
+    VERSION,
+    VERSION,
+    VERSION,
+    VERSION,
+  ]);
+  assert.equal(pkg.name, PACKAGE_NAME);
+  assert.deepEqual(
+    pkg.optionalDependencies,
+    Object.fromEntries(PREBUILT_PLATFORMS.map((p) => [`${PACKAGE_NAME}-${p}`, VERSION])),
+  );
+  const bunTable = readFileSync(`${root}ts/bun/platforms.ts`, "utf8");
+  for (const p of PREBUILT_PLATFORMS) {
+    assert.ok(
+      bunTable.includes(`"${p}": () => {`) && bunTable.includes(`require("${PACKAGE_NAME}-${p}")`),
+      p,
+    );
+  }
+});
