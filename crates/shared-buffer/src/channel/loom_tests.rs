@@ -19,11 +19,12 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The four cases:
+//! The five cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
 //! | [`spsc_wrap_every_interleaving`] | a skip record at the end of the ring, a producer waiting for room, an empty message, the end of the stream |
+//! | [`spsc_full_every_interleaving`] | a full ring: the producer waits for room with no skip record or close to wake the consumer |
 //! | [`spsc_fragments_every_interleaving`] | a message in two fragments with a skip record between them, the second waiting for room |
 //! | [`mpsc_wrap_every_interleaving`] | two producers racing for the last bytes: one writes the skip record, and in one order waits for room |
 //! | [`mpsc_order_every_interleaving`] | out-of-order commits of two producers, one of them sending two messages that must stay in order |
@@ -112,6 +113,14 @@ fn spsc(start: &'static [usize], sizes: &'static [usize]) {
 #[test]
 fn spsc_wrap_every_interleaving() {
     spsc(&[8], &[20, 12, 0]);
+}
+
+/// Three records of 32 bytes: the first two fill the ring exactly, the third goes to 0..32
+/// without a skip record and waits until the first is consumed. No skip record or close wakes
+/// the consumer meanwhile: only the commits do, so a commit that forgets to wake it deadlocks.
+#[test]
+fn spsc_full_every_interleaving() {
+    spsc(&[], &[24, 24, 24]);
 }
 
 /// One record holds at most 24 bytes here, so the 30-byte message goes as two fragments: 24
