@@ -355,8 +355,9 @@ export class SharedMemory implements Disposable {
    * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
    * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
    * callback would wait for the event loop, which a busy synchronous loop never reaches).
+   * Dropped by close(): nothing reads it after that.
    */
-  #anchor: ArrayBuffer;
+  #anchor: ArrayBuffer | undefined;
 
   private constructor(
     id: SegmentId,
@@ -561,7 +562,8 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    b.unwrap(this.#anchor, this.#handle);
+    b.dropAnchor(this.#anchor!, this.#handle);
+    this.#anchor = undefined;
     this.#handle = -1;
   }
 
