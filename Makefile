@@ -32,7 +32,7 @@ export NODE_BIN := $(NODE)
 TSC := $(TOOLS)/tsc
 ESBUILD := $(TOOLS)/esbuild
 NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
-TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
+TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts tests/children/*/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node.
 SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node

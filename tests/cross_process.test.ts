@@ -7,6 +7,7 @@
  */
 
 import {
+  childrenTest,
   cleanup,
   lib,
   mix,
@@ -18,8 +19,8 @@ import {
   uniqueKey,
   uniqueName,
 } from "./harness.ts";
-import { expectedChecksum, fnv1a, type Id, idArgs } from "./children/xp_common.ts";
-import { fileExists, sysvSegment } from "./children/xp_os.ts";
+import { expectedChecksum, fnv1a, type Id, idArgs } from "./children/segment/common.ts";
+import { fileExists, sysvSegment } from "./children/segment/os.ts";
 
 const { SharedMemory, createSharedBuffer, detachSharedBuffer } = lib;
 
@@ -61,7 +62,7 @@ for (const child of runtimes) {
       const sharedBuffer = createSharedBuffer(SEGMENT_ID, SEGMENT_SIZE, true);
       const sharedArray = new Float64Array(sharedBuffer);
       for (let i = 0; i < SEGMENT_ELEMENTS; i++) sharedArray[i] = 1 / i;
-      const out = await runScript(child, "xp_seed.ts", [
+      const out = await runScript(child, "seed/readme_child.ts", [
         String(SEGMENT_ID),
         String(SEGMENT_ELEMENTS),
       ]);
@@ -87,7 +88,7 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
     const seed = 0x5eed0000 + Math.floor(Math.random() * 0xffff);
     const expected = expectedChecksum(MiB, seed);
     try {
-      const wrote = await runScript(writer, "xp_pattern.ts", [
+      const wrote = await runScript(writer, "segment/pattern.ts", [
         "write",
         "name",
         name,
@@ -95,7 +96,7 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
         String(seed),
       ]);
       assertEquals(field(wrote, "wrote"), expected, `${writer} writer's checksum`);
-      const read = await runScript(reader, "xp_pattern.ts", ["read", "name", name]);
+      const read = await runScript(reader, "segment/pattern.ts", ["read", "name", name]);
       assertEquals(
         field(read, "read"),
         `${MiB} ${expected}`,
@@ -114,34 +115,38 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
 
 const COUNTERS = ["deno", "bun", "node", "node"] as const;
 
-test(`${mix(COUNTERS)} processes Atomics.add one Int32 counter: the total is exact`, async () => {
-  const key = uniqueKey();
-  const n = 1_000_000;
-  const kinds = COUNTERS;
-  try {
-    using shm = SharedMemory.create({ key }, 4096);
-    const i32 = new Int32Array(shm.buffer);
-    const children = kinds.map((which) =>
-      start(scriptCommand(which, "xp_counter.ts", [String(key), String(n)]))
-    );
+childrenTest(
+  COUNTERS,
+  `${mix(COUNTERS)} processes Atomics.add one Int32 counter: the total is exact`,
+  async () => {
+    const key = uniqueKey();
+    const n = 1_000_000;
+    const kinds = COUNTERS;
     try {
-      await Promise.all(children.map((c) => c.line("ready")));
-      // Every child has the segment mapped and is spinning; release them all at once.
-      Atomics.store(i32, 1, 1);
-      const results = await Promise.all(children.map((c) => c.done));
-      results.forEach((r, i) => {
-        if (r.code !== 0 || !r.stdout.includes("done")) {
-          throw new Error(`${kinds[i]} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
-        }
-      });
+      using shm = SharedMemory.create({ key }, 4096);
+      const i32 = new Int32Array(shm.buffer);
+      const children = kinds.map((which) =>
+        start(scriptCommand(which, "segment/count_atomically.ts", [String(key), String(n)]))
+      );
+      try {
+        await Promise.all(children.map((c) => c.line("ready")));
+        // Every child has the segment mapped and is spinning; release them all at once.
+        Atomics.store(i32, 1, 1);
+        const results = await Promise.all(children.map((c) => c.done));
+        results.forEach((r, i) => {
+          if (r.code !== 0 || !r.stdout.includes("done")) {
+            throw new Error(`${kinds[i]} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+          }
+        });
+      } finally {
+        for (const c of children) c.kill("SIGKILL");
+      }
+      assertEquals(Atomics.load(i32, 0), kinds.length * n, "counter");
     } finally {
-      for (const c of children) c.kill("SIGKILL");
+      cleanup({ key });
     }
-    assertEquals(Atomics.load(i32, 0), kinds.length * n, "counter");
-  } finally {
-    cleanup({ key });
-  }
-});
+  },
+);
 
 // ---- A child killed with SIGKILL ----------------------------------------------------------------
 
@@ -154,7 +159,11 @@ for (const child of runtimes) {
       const expected = expectedChecksum(size, seed);
       try {
         const proc = start(
-          scriptCommand(child, "xp_hang.ts", [...idArgs(id), String(size), String(seed)]),
+          scriptCommand(child, "segment/create_and_hang.ts", [
+            ...idArgs(id),
+            String(size),
+            String(seed),
+          ]),
         );
         let ready: string;
         try {

@@ -25,7 +25,7 @@ import {
   uniqueName,
   within,
 } from "./harness.ts";
-import { idArgs } from "./children/xp_common.ts";
+import { idArgs } from "./children/segment/common.ts";
 
 const { SharedMemory, SharedMemoryError } = lib;
 
@@ -115,7 +115,11 @@ for (const which of runtimes) {
       const id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("stale") };
       const children: Child[] = [];
       try {
-        const child = spawn(children, which, "xp_hang.ts", [...idArgs(id), "4096", "7"]);
+        const child = spawn(children, which, "segment/create_and_hang.ts", [
+          ...idArgs(id),
+          "4096",
+          "7",
+        ]);
         await within(child.line("ready"), 30_000, "child to create its segment");
         child.kill("SIGKILL");
         await child.done;
@@ -146,7 +150,7 @@ test(`keyed segments cannot shrink: after a ${other(runtime)} peer removes the k
     const bytes = new Uint8Array(shm.buffer);
     bytes.fill(0x5a);
     SharedMemory.unlink(id); // the peer's first step needs the key free; the mapping stays
-    const peer = spawn(children, other(runtime), "xp_create.ts", [...idArgs(id), "64"]);
+    const peer = spawn(children, other(runtime), "segment/create.ts", [...idArgs(id), "64"]);
     await finished(peer, "peer making a small segment under the key");
     let sum = 0;
     for (let i = 0; i < bytes.length; i++) sum += bytes[i];
@@ -167,7 +171,7 @@ for (const which of runtimes) {
     const children: Child[] = [];
     try {
       SharedMemory.create(id, 1 << 16).close();
-      const reader = spawn(children, which, "xp_map_read.ts", idArgs(id));
+      const reader = spawn(children, which, "segment/read_forever.ts", idArgs(id));
       await within(reader.line("mapped"), 30_000, "reader to map the segment");
       truncateSync(`/dev/shm${id.name}`, 0);
       const r = await within(reader.done, 30_000, "reader to die");
