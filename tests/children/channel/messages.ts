@@ -38,7 +38,7 @@ export function mix(a: number, b: number, c: number): number {
  * Sizes of the "mixed" profile, that stress a 64 KiB ring: the edges around one record and
  * around the capacity, 0 and tiny sizes.
  */
-const EDGES = [
+export const EDGES = [
   0,
   1,
   7,
