@@ -55,6 +55,7 @@ import {
   mismatch,
   MIXED_CAPACITY,
   MIXED_MAX_RECORD,
+  type Profile,
   tagOf,
 } from "./children/channel/messages.ts";
 
@@ -92,6 +93,60 @@ async function withControl(body: (name: string, i32: Int32Array) => Promise<void
   } finally {
     cleanup({ name });
   }
+}
+
+/** The arguments of `channel/receive.ts` (see that file). */
+interface ReceiveArgs {
+  profile: Profile;
+  seed: number;
+  /** Producers the messages come from (default 1). */
+  producers?: number;
+  /** Messages of each producer. */
+  count: number;
+  how: "mix" | "forawait";
+  end: "null" | "count" | "none";
+  /** A pause of `sleepMs` every `sleepEvery` messages (default none). */
+  sleepEvery?: number;
+  sleepMs?: number;
+}
+
+/** Starts `channel/receive.ts` in `which` on channel `name`. */
+function startReceiver(children: Child[], which: Runtime, name: string, a: ReceiveArgs): Child {
+  return spawn(children, which, "channel/receive.ts", [
+    name,
+    a.profile,
+    String(a.seed),
+    String(a.producers ?? 1),
+    String(a.count),
+    a.how,
+    a.end,
+    String(a.sleepEvery ?? 0),
+    String(a.sleepMs ?? 0),
+  ]);
+}
+
+/** The arguments of `channel/send.ts` (see that file). */
+interface SendArgs {
+  profile: Profile;
+  seed: number;
+  /** Its producer id (default 0). */
+  producer?: number;
+  count: number;
+  end: "close" | "detach" | "none";
+  how: "mix" | "probe";
+  /** A control segment's name: attach, count in, and wait for the start flag. */
+  ctl?: string;
+}
+
+/** Starts `channel/send.ts` in `which` on channel `name`. */
+function startSender(children: Child[], which: Runtime, name: string, a: SendArgs): Child {
+  const args = [name, a.profile, String(a.seed), String(a.producer ?? 0), String(a.count)];
+  return spawn(children, which, "channel/send.ts", [
+    ...args,
+    a.end,
+    a.how,
+    ...(a.ctl === undefined ? [] : [a.ctl]),
+  ]);
 }
 
 /** What `channel/send.ts` reports. */
@@ -150,27 +205,21 @@ for (const from of runtimes) {
       await withChannel("cx-stream", { capacity: MIXED_CAPACITY }, async (name) => {
         const children: Child[] = [];
         try {
-          const receiver = spawn(children, to, "channel/receive.ts", [
-            name,
-            "mixed",
-            String(seed),
-            "1",
-            String(STREAM),
-            "mix",
-            "null",
-            "0",
-            "0",
-          ]);
+          const receiver = startReceiver(children, to, name, {
+            profile: "mixed",
+            seed: seed,
+            count: STREAM,
+            how: "mix",
+            end: "null",
+          });
           await ready(receiver, `${to} receiver`);
-          const sender = spawn(children, from, "channel/send.ts", [
-            name,
-            "mixed",
-            String(seed),
-            "0",
-            String(STREAM),
-            "close",
-            "mix",
-          ]);
+          const sender = startSender(children, from, name, {
+            profile: "mixed",
+            seed: seed,
+            count: STREAM,
+            end: "close",
+            how: "mix",
+          });
           const [rs, rr] = await Promise.all([
             finished(sender, `${from} sender`, HANG_MS),
             finished(receiver, `${to} receiver`, HANG_MS),
@@ -238,16 +287,15 @@ async function fourSenders(
   let reports: Sent[] = [];
   await withControl(async (ctl, i32) => {
     const senders = SENDERS.map((which, producer) =>
-      spawn(children, which, "channel/send.ts", [
-        name,
-        "tagged",
-        String(seed),
-        String(producer),
-        String(EACH),
-        "detach",
-        "mix",
+      startSender(children, which, name, {
+        profile: "tagged",
+        seed: seed,
+        producer: producer,
+        count: EACH,
+        end: "detach",
+        how: "mix",
         ctl,
-      ])
+      })
     );
     await within(Promise.all(senders.map((c) => c.line("ready"))), HANG_MS, "senders ready");
     assert.equal(Atomics.load(i32, CTL_READY), SENDERS.length, "senders attached");
@@ -333,17 +381,14 @@ for (const to of runtimes) {
         async (name) => {
           const children: Child[] = [];
           try {
-            const receiver = spawn(children, to, "channel/receive.ts", [
-              name,
-              "tagged",
-              String(seed),
-              String(SENDERS.length),
-              String(EACH),
-              "mix",
-              "count",
-              "0",
-              "0",
-            ]);
+            const receiver = startReceiver(children, to, name, {
+              profile: "tagged",
+              seed: seed,
+              producers: SENDERS.length,
+              count: EACH,
+              how: "mix",
+              end: "count",
+            });
             await ready(receiver, `${to} receiver`);
             let got: Received | undefined;
             const receiving = finished(receiver, `${to} receiver`, HANG_MS).then((r) => {
@@ -441,17 +486,13 @@ for (const from of runtimes) {
         await finished(sender, `${from} sender`);
         // The stream is closed: no process can attach a sender any more.
         assert.throws(() => ch.sender(), isCode("EPIPE"), "a sender after the close");
-        const receiver = spawn(children, to, "channel/receive.ts", [
-          name,
-          "fixed",
-          "0",
-          "1",
-          String(FIT),
-          "mix",
-          "null",
-          "0",
-          "0",
-        ]);
+        const receiver = startReceiver(children, to, name, {
+          profile: "fixed",
+          seed: 0,
+          count: FIT,
+          how: "mix",
+          end: "null",
+        });
         const got = resultOf<Received>(await finished(receiver, `${to} receiver`), "receiver");
         assert.equal(got.received, FIT, "messages received");
         assert.equal(got.hashes[0], expectedHash("fixed", 0, 0, FIT), "running hash");
@@ -470,28 +511,22 @@ for (const from of runtimes) {
       await withChannel("cx-end", { capacity: MIXED_CAPACITY }, async (name) => {
         const children: Child[] = [];
         try {
-          const receiver = spawn(children, to, "channel/receive.ts", [
-            name,
-            "mixed",
-            String(seed),
-            "1",
-            "2000",
-            "forawait",
-            "null",
-            "0",
-            "0",
-          ]);
+          const receiver = startReceiver(children, to, name, {
+            profile: "mixed",
+            seed: seed,
+            count: 2000,
+            how: "forawait",
+            end: "null",
+          });
           await ready(receiver, `${to} receiver`);
           await parkedOn(name, "receiver", `the ${to} receiver to park in for await`);
-          const sender = spawn(children, from, "channel/send.ts", [
-            name,
-            "mixed",
-            String(seed),
-            "0",
-            "2000",
-            "close",
-            "mix",
-          ]);
+          const sender = startSender(children, from, name, {
+            profile: "mixed",
+            seed: seed,
+            count: 2000,
+            end: "close",
+            how: "mix",
+          });
           const [rs, rr] = await Promise.all([
             finished(sender, `${from} sender`),
             finished(receiver, `${to} receiver`),
@@ -739,15 +774,14 @@ for (const killed of runtimes) {
           ]);
           const dyingPid = Number((await ready(dying, `${killed} sender`)).split(" ")[1]);
           const live = runtimes.map((which, producer) =>
-            spawn(children, which, "channel/send.ts", [
-              name,
-              "tagged",
-              String(seed),
-              String(producer),
-              String(each),
-              "detach",
-              "mix",
-            ])
+            startSender(children, which, name, {
+              profile: "tagged",
+              seed: seed,
+              producer: producer,
+              count: each,
+              end: "detach",
+              how: "mix",
+            })
           );
           await Promise.all(live.map((c, i) => ready(c, `${runtimes[i]} sender`)));
           dying.kill("SIGKILL");
@@ -805,27 +839,23 @@ for (const from of runtimes) {
       await withChannel("cx-slow", { capacity: 16 * 1024 }, async (name) => {
         const children: Child[] = [];
         try {
-          const receiver = spawn(children, to, "channel/receive.ts", [
-            name,
-            "fixed",
-            "0",
-            "1",
-            String(SLOW_COUNT),
-            "mix",
-            "null",
-            String(SLOW_EVERY),
-            String(SLOW_MS),
-          ]);
+          const receiver = startReceiver(children, to, name, {
+            profile: "fixed",
+            seed: 0,
+            count: SLOW_COUNT,
+            how: "mix",
+            end: "null",
+            sleepEvery: SLOW_EVERY,
+            sleepMs: SLOW_MS,
+          });
           await ready(receiver, `${to} receiver`);
-          const sender = spawn(children, from, "channel/send.ts", [
-            name,
-            "fixed",
-            "0",
-            "0",
-            String(SLOW_COUNT),
-            "close",
-            "probe",
-          ]);
+          const sender = startSender(children, from, name, {
+            profile: "fixed",
+            seed: 0,
+            count: SLOW_COUNT,
+            end: "close",
+            how: "probe",
+          });
           const [rs, rr] = await Promise.all([
             finished(sender, `${from} sender`),
             finished(receiver, `${to} receiver`),
