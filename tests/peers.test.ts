@@ -1,8 +1,9 @@
 /**
  * What a careless or hostile peer can leave at a segment's id, and what each gets: odd files at a
- * name (a clear error of its own, at once), a leftover of a crashed run (`replace`), and a peer
- * that shrinks a segment (keyed segments cannot shrink; a named one can, which kills its mappers:
- * the documented hazard, tested so the documentation stays true).
+ * name (a clear error of its own, at once), and a peer that shrinks a segment (keyed segments
+ * cannot shrink; a named one can, which kills its mappers: the documented hazard, tested so the
+ * documentation stays true). A leftover of a crashed run (`replace`) is tested in
+ * `cross_process.test.ts`, with the other creators killed with SIGKILL.
  *
  * @module
  */
@@ -106,39 +107,6 @@ test("a file shorter than asked for is EINVAL naming both sizes", () => {
     /has 100 bytes, fewer than the 4096 asked for/,
   );
 });
-
-// ---- A leftover of a crashed run -------------------------------------------------------------
-
-for (const which of runtimes) {
-  for (const kind of ["keyed", "named"] as const) {
-    test(`a ${kind} segment left by a killed ${which} child: create is EEXIST with a hint; { replace: true } makes it afresh`, async () => {
-      const id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("stale") };
-      const children: Child[] = [];
-      try {
-        const child = spawn(children, which, "segment/create_and_hang.ts", [
-          ...idArgs(id),
-          "4096",
-          "7",
-        ]);
-        await within(child.line("ready"), 30_000, "child to create its segment");
-        child.kill("SIGKILL");
-        await child.done;
-        throwsCode(() => SharedMemory.create(id, 64), "EEXIST", /pass \{ replace: true \}/);
-        using fresh = SharedMemory.create(id, 64, { replace: true });
-        assert.equal(fresh.created, true);
-        assert.equal(fresh.byteLength, 64);
-        assert.deepEqual([...new Uint8Array(fresh.buffer)], new Array(64).fill(0));
-        assert.throws(
-          () => SharedMemory.openOrCreate(id, 64, { replace: true } as never),
-          TypeError,
-        );
-      } finally {
-        killAll(children);
-        cleanup(id);
-      }
-    });
-  }
-}
 
 // ---- A peer that shrinks the segment ---------------------------------------------------------
 
