@@ -39,8 +39,7 @@ SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
 export SEED_PACKAGE := $(CURDIR)/.tools/seed/node_modules/shared-buffer
 export SEED_NODE := $(NODE)
 # Test files run in parallel, each in its own process (one per core): the native library's state
-# (open handles, mappings) is per process, and some tests count it. Deno runs files in parallel
-# only within one process, so `deno test` runs them one after another.
+# (open handles, mappings) is per process, and some tests count it.
 NODE_TEST = $(1) --expose-gc --test --test-concurrency=$(JOBS) --test-timeout=600000 \
 	--test-reporter=spec dist/tests/*.test.js
 JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
@@ -120,8 +119,12 @@ test-rust:
 test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p shared-buffer --lib channel::loom_tests
 
+# Deno runs parallel test files in one process: the files that count the process's handles,
+# mappings or threads run alone after the others.
+DENO_ALONE := tests/lifecycle.test.ts tests/napi.test.ts tests/node_transfer.test.ts tests/wait_many.test.ts
 test-deno: tools build
-	$(DENO_TEST) --no-check tests/
+	$(DENO_TEST) --no-check --parallel $(filter-out $(DENO_ALONE),$(wildcard tests/*.test.ts))
+	$(DENO_TEST) --no-check $(DENO_ALONE)
 
 test-bun: tools build
 	cd tests && $(BUN) test --timeout 60000 --parallel=$(JOBS)
