@@ -9,14 +9,17 @@
 
 import {
   childCommand,
+  each,
   lib,
   median,
+  perCall,
   pinned,
+  ratios,
   round,
-  type Row,
   runJson,
   type Scenario,
   uniqueName,
+  wheres,
 } from "../harness.ts";
 
 /** Messages per timed block: sent in one block, received in the next. */
@@ -39,18 +42,6 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
   return [round(median(sendNs), 1), round(median(recvNs), 1)];
 }
 
-/** Median ns per iteration of `block`, a loop of K, over BLOCKS timed blocks. */
-function blockNs(block: () => void): number {
-  const ns: number[] = [];
-  for (let b = 0; b < BLOCKS; b++) {
-    const t0 = performance.now();
-    block();
-    const t1 = performance.now();
-    if (b >= BLOCKS / 4) ns.push(((t1 - t0) * 1e6) / K);
-  }
-  return round(median(ns), 1);
-}
-
 function costsChild(): Record<string, number> {
   const name = `/${uniqueName("hot")}`;
   const channel = lib.Channel.create({ name }, { capacity: 256 * 1024 });
@@ -65,18 +56,19 @@ function costsChild(): Record<string, number> {
     const sendK = () => {
       for (let i = 0; i < K; i++) message[0] = i, tx.send(message);
     };
-    const [send, recvInto] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvInto(into)!;
-    });
-    const [, recvIntoTimeout] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvInto(into, 1000)!;
-    });
-    const [, recvView] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvView()!.length;
-    });
-    const [, recv] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recv()!.length;
-    });
+    // Each receive after K sends, timed block by block.
+    const receives: Record<string, () => void> = {
+      recv_into: () => sum += rx.recvInto(into)!,
+      recv_into_timeout: () => sum += rx.recvInto(into, 1000)!,
+      recv_view: () => sum += rx.recvView()!.length,
+      recv_copy: () => sum += rx.recv()!.length,
+    };
+    const calls: Record<string, number> = {};
+    for (const [what, receive] of Object.entries(receives)) {
+      [calls.send, calls[what]] = pairOf(sendK, () => {
+        for (let i = 0; i < K; i++) receive();
+      });
+    }
     const [sendMany, recvMany] = pairOf(
       () => tx.sendMany(batch),
       () => {
@@ -84,59 +76,38 @@ function costsChild(): Record<string, number> {
         while (n < K) n += rx.recvMany((m) => sum += m[0])!;
       },
     );
-    // The pieces, alone: each a loop of K in one timed block, like the calls above.
+    // The pieces, alone, each over the records of a ring in turn (empty_loop: the loop alone).
     const ring = new Uint8Array(256 * 1024 + 128);
     const i32 = new Int32Array(ring.buffer);
-    const at = (i: number) => (i * 72) & 0x3fff8;
-    const pieces = {
-      performance_now: blockNs(() => {
-        for (let i = 0; i < K; i++) sum += performance.now();
-      }),
-      atomics_load: blockNs(() => {
-        for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
-      }),
-      atomics_store: blockNs(() => {
-        for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
-      }),
-      copy_in_set_64: blockNs(() => {
-        for (let i = 0; i < K; i++) ring.set(message, at(i));
-      }),
-      copy_out_loop_64: blockNs(() => {
-        for (let i = 0; i < K; i++) {
-          const s = at(i);
-          for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
-        }
-      }),
-      copy_out_subarray_set_64: blockNs(() => {
-        for (let i = 0; i < K; i++) {
-          const s = at(i);
-          into.set(ring.subarray(s, s + SIZE));
-        }
-      }),
-      zero_72_words: blockNs(() => {
-        for (let i = 0; i < K; i++) {
-          const w = at(i) >> 2;
-          for (let j = w; j < w + 18; j++) i32[j] = 0;
-        }
-      }),
-      zero_72_fill: blockNs(() => {
-        for (let i = 0; i < K; i++) {
-          const s = at(i);
-          ring.fill(0, s, s + 72);
-        }
-      }),
-      empty_loop: blockNs(() => {
-        for (let i = 0; i < K; i++) sum += at(i);
-      }),
-    };
+    let i = 0;
+    const at = () => (i++ * 72) & 0x3fff8;
+    const pieces = perCall({
+      performance_now: () => sum += performance.now(),
+      atomics_load: () => sum += Atomics.load(i32, at() >> 2),
+      atomics_store: () => Atomics.store(i32, at() >> 2, i),
+      copy_in_set_64: () => ring.set(message, at()),
+      copy_out_loop_64: () => {
+        const s = at();
+        for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
+      },
+      copy_out_subarray_set_64: () => {
+        const s = at();
+        into.set(ring.subarray(s, s + SIZE));
+      },
+      zero_72_words: () => {
+        const w = at() >> 2;
+        for (let j = w; j < w + 18; j++) i32[j] = 0;
+      },
+      zero_72_fill: () => {
+        const s = at();
+        ring.fill(0, s, s + 72);
+      },
+      empty_loop: () => sum += at(),
+    });
     if (sum === -1) console.error(sum); // keeps every result alive
     return {
-      send,
+      ...calls,
       send_many_per_message: sendMany,
-      recv_into: recvInto,
-      recv_into_timeout: recvIntoTimeout,
-      recv_view: recvView,
-      recv_copy: recv,
       recv_many_per_message: recvMany,
       ...pieces,
     };
@@ -152,43 +123,28 @@ export const hotpath: Scenario = {
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
-    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone the same " +
-    "way, a loop of the piece per block (empty_loop: the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
+    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone in interleaved " +
+    "blocks of about 10 ms, one piece per call of a closure (empty_loop: the closure alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
-  async run(ctx, skipped) {
-    const out: Row[] = [];
-    for (const rt of ctx.runtimes) {
-      try {
-        const got = await runJson<Record<string, number>>(
-          pinned("0", childCommand(rt, "hotpath", "costs")),
-        );
-        for (const [what, value] of Object.entries(got)) {
-          out.push({ runtime: rt, what, size: SIZE, metric: "ns", value });
-        }
-      } catch (err) {
-        skipped(rt, err);
-      }
-    }
-    return out;
-  },
+  run: (ctx, skipped) =>
+    each(ctx, skipped, ctx.runtimes, async (rt) => {
+      const got = await runJson<Record<string, number>>(
+        pinned("0", childCommand(rt, "hotpath", "costs")),
+      );
+      return Object.entries(got).map(([what, value]) => ({
+        runtime: rt,
+        what,
+        size: SIZE,
+        metric: "ns",
+        value,
+      }));
+    }),
   compare: (ctx) =>
-    ctx.runtimes.flatMap((rt) => [
-      {
-        label: "recvInto with a timeout / without",
-        num: { runtime: rt, what: "recv_into_timeout", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "recv_into", size: SIZE, metric: "ns" },
-      },
-      {
-        label: "recvMany per message / recvInto",
-        num: { runtime: rt, what: "recv_many_per_message", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "recv_into", size: SIZE, metric: "ns" },
-      },
-      {
-        label: "sendMany per message / send",
-        num: { runtime: rt, what: "send_many_per_message", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "send", size: SIZE, metric: "ns" },
-      },
-    ]),
+    ratios([
+      "ns recv_into_timeout / recv_into = recvInto with a timeout / without",
+      "ns recv_many_per_message / recv_into = recvMany per message / recvInto",
+      "ns send_many_per_message / send = sendMany per message / send",
+    ], wheres(ctx.runtimes, [SIZE])),
   children: { costs: costsChild },
 };
