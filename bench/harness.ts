@@ -545,20 +545,6 @@ export interface Scenario {
   children: Record<string, (args: any) => unknown>;
 }
 
-/** Runs `fn` and records its failure as skipped under `what` instead of throwing. */
-export async function attempt<T>(
-  what: string,
-  skipped: (what: string, why: unknown) => void,
-  fn: () => Promise<T>,
-): Promise<T | undefined> {
-  try {
-    return await fn();
-  } catch (err) {
-    skipped(what, err);
-    return undefined;
-  }
-}
-
 /**
  * The rows of `fn` for each of `whos`, one after another (in reverse order on odd runs); one that
  * fails is recorded as skipped under its name and the others still run.
@@ -571,7 +557,11 @@ export async function each<T extends string>(
 ): Promise<Row[]> {
   const out: Row[] = [];
   for (const who of ctx.run % 2 ? [...whos].reverse() : whos) {
-    out.push(...(await attempt(who, skipped, () => fn(who)) ?? []));
+    try {
+      out.push(...await fn(who));
+    } catch (err) {
+      skipped(who, err);
+    }
   }
   return out;
 }

@@ -844,9 +844,9 @@ export interface PairPlan {
 }
 
 /** Length of each one-way stream: untimed warm-up, then counted. */
-const STREAM = {
-  warmupMs: envInt("SB_BENCH_WARMUP_MS", 100),
-  measureMs: envInt("SB_BENCH_MEASURE_MS", 200),
+export const STREAM = {
+  warmupMs: envInt("SB_BENCH_WARMUP_MS", 80),
+  measureMs: envInt("SB_BENCH_MEASURE_MS", 160),
 };
 
 /** The measuring role: the pairs of `specs` one after another, each with a fresh peer. */
@@ -912,7 +912,11 @@ export async function pairRows(
   return plans.flatMap(({ transport, size }, k) => {
     const { latency, ...stream } = got[k] as PairResult & { error?: string };
     const base = { runtime: rt, what: what(transport), size, placement };
-    if (stream.error) skipped(`${placement} ${rt} ${base.what} ${size} B`, stream.error);
+    const at = `${placement} ${rt} ${base.what} ${size} B`;
+    if (stream.error) skipped(at, stream.error);
+    if (stream.msgs_per_s && stream.cpu_ns_per_msg === undefined) {
+      skipped(`${at} cost per message`, "the stream ended before its cost could be read");
+    }
     return [...rows(base, stream), ...rows(base, latency ?? {})];
   });
 }

@@ -10,12 +10,12 @@ import { existsSync } from "node:fs";
 import process from "node:process";
 import {
   childCommand,
-  type Compare,
   createKeyed,
   leftovers,
   lib,
   median,
   nativeBinary,
+  ratios,
   root,
   round,
   type Row,
@@ -23,6 +23,7 @@ import {
   type Scenario,
   timeOps,
   uniqueName,
+  wheres,
 } from "../harness.ts";
 
 const SIZES = { small: 4096, large: 1 << 30 } as const;
@@ -136,20 +137,15 @@ function toRows(who: string, blocks: Blocks): Row[] {
     return [
       { runtime: who, what, size: SIZES.small, metric: "us", value: us(small.ns_per_op) },
       { runtime: who, what, size: SIZES.large, metric: "us", value: us(large.ns_per_op) },
-      { runtime: who, what, metric: "1 GiB / 4 KiB", value: round(median(pairs), 3) },
+      { runtime: who, what, metric: "1GiB/4KiB", value: round(median(pairs), 3) },
     ];
   });
 }
 
-/** The native (libc) variant each variant compares with. */
-const NATIVE: Record<string, string> = {
-  key: "raw_key",
-  key_view: "raw_key",
-  name: "raw_name",
-  seed_api: "raw_key",
-  seed_key: "raw_key",
-  seed_key_gc: "raw_key",
-};
+/** Each variant against libc's same calls, per size (see {@linkcode ratios}). */
+const RATIOS = ["key", "key_view", "name", "seed_api", "seed_key", "seed_key_gc"].map((what) =>
+  `us ${what} / native.raw_${what === "name" ? "name" : "key"} = attach ${what}: time / libc's`
+);
 
 /** The scenario. */
 export const attach: Scenario = {
@@ -185,27 +181,13 @@ export const attach: Scenario = {
       return out;
     });
   },
-  compare(ctx) {
-    const list: Compare[] = [];
-    for (const who of [...ctx.runtimes, "seed"]) {
-      const variants = who === "seed" ? ["seed_key", "seed_key_gc"] : ["key", "key_view", "name"];
-      for (const what of variants) {
-        const native = { runtime: "native", what: NATIVE[what] };
-        for (const size of Object.values(SIZES)) {
-          list.push({
-            label: `attach ${what}, ${size === SIZES.small ? "4 KiB" : "1 GiB"}: time / libc's`,
-            num: { runtime: who, what, size, metric: "us" },
-            den: { ...native, size, metric: "us" },
-          });
-        }
-        list.push({
-          label: `attach ${what}: 1 GiB / 4 KiB cost ratio over libc's`,
-          num: { runtime: who, what, metric: "1 GiB / 4 KiB" },
-          den: { ...native, metric: "1 GiB / 4 KiB" },
-        });
-      }
-    }
-    return list;
+  compare: (ctx) => {
+    const whos = wheres([...ctx.runtimes, "seed"], Object.values(SIZES));
+    // How the cost grows from 4 KiB to 1 GiB, over how libc's grows.
+    const growth = RATIOS.map((l) =>
+      l.replace(/^us/, "1GiB/4KiB").replace(": time", ": 1 GiB / 4 KiB cost")
+    );
+    return [...ratios(RATIOS, whos), ...ratios(growth, wheres([...ctx.runtimes, "seed"]))];
   },
   children: { attach: (ids: Ids) => attachChild(ids) },
 };

@@ -21,7 +21,7 @@ import {
   type TripBudget,
   wheres,
 } from "../harness.ts";
-import { measureAll, type PairPlan, pairRows, peer } from "../streams.ts";
+import { measureAll, type PairPlan, pairRows, peer, STREAM } from "../streams.ts";
 
 const KIB = 1024;
 const MIB = 1 << 20;
@@ -45,12 +45,12 @@ const TRIP_CAPACITY: Record<number, number> = {
   65536: 256 * KIB,
   [MIB]: 4 * MIB,
 };
-/** Round trips per size: timed for 120 ms (after 24 ms untimed), at most `max`. */
+/** Round trips per size: timed for 100 ms (after 20 ms untimed), at most `max`. */
 const TRIPS: Record<number, TripBudget> = {
-  64: { ms: 120, max: 2000 },
-  4096: { ms: 120, max: 2000 },
-  65536: { ms: 120, max: 1000 },
-  [MIB]: { ms: 120, max: 200 },
+  64: { ms: 100, max: 2000 },
+  4096: { ms: 100, max: 2000 },
+  65536: { ms: 100, max: 1000 },
+  [MIB]: { ms: 100, max: 200 },
 };
 
 /** What each transport measures, at which sizes, in which runtimes, and how. */
@@ -185,14 +185,15 @@ const RATIOS = [
 export const channel: Scenario = {
   name: "channel",
   method: "One transport and one message size per pair of processes. Stream: the peer sends " +
-    "for 100 + 200 ms (SB_BENCH_WARMUP_MS + SB_BENCH_MEASURE_MS), then ends the stream; the " +
-    "receiver (the measuring process) counts messages/s after its first 100 ms, and reads the " +
-    "CPU time (/proc/<pid>/task/*/schedstat) and voluntary context switches " +
-    "(/proc/<pid>/task/*/status) of both processes when counting starts and 150 ms later: CPU " +
-    "ns and switches per message. Round trips: the measuring side sends a message and waits " +
-    "for its echo, 120 ms of them after 24 ms untimed (median, p99, and the CPU and switches of " +
-    "both processes per round trip). Every message carries its sequence number and every " +
-    "receiver checks it. The channel's calls are synchronous while the sockets, pipes and IPC " +
+    `for ${STREAM.warmupMs} + ${STREAM.measureMs} ms (SB_BENCH_WARMUP_MS + SB_BENCH_MEASURE_MS), ` +
+    "then ends the stream; the receiver (the measuring process) counts messages/s after its " +
+    `first ${STREAM.warmupMs} ms, and reads the CPU time (/proc/<pid>/task/*/schedstat) and ` +
+    "voluntary context switches (/proc/<pid>/task/*/status) of both processes when counting " +
+    `starts and ${STREAM.measureMs / 2} ms later: CPU ns and switches per message. Round ` +
+    "trips: the measuring side sends a message and waits for its echo, 100 ms of them after " +
+    "20 ms untimed (median, p99, and the CPU and switches of both processes per round trip). " +
+    "Every message carries its sequence number and every receiver checks it. The channel's " +
+    "calls are synchronous while the sockets, pipes and IPC " +
     "are driven by an async event loop, as users write each: the figures compare what each API " +
     "gives, not the same loop. native: native_ring, the Rust ring with the same capacities, " +
     "copying (send / recv_into) and zero-copy (reserve + touch first and last byte + commit / " +
@@ -224,7 +225,8 @@ export const channel: Scenario = {
             const got = await runJson<NativeRing>([
               bin,
               ...["--size", `${size}`, "--capacity", `${CAPACITY[size]}`, "--pin", placement],
-              ...["--seconds", "0.3", "--latency-size", `${size}`],
+              ...["--seconds", `${(STREAM.warmupMs + STREAM.measureMs) / 1e3}`],
+              ...["--latency-size", `${size}`],
               ...["--round-trips", `${withTrips ? TRIPS[size].max : 100}`],
               ...(zeroCopy ? ["--zero-copy"] : []),
             ]);

@@ -9,14 +9,15 @@
 import process from "node:process";
 import {
   childCommand,
-  type Compare,
   each,
   median,
+  ratios,
   round,
   type Row,
   runJson,
   runtime,
   type Scenario,
+  wheres,
 } from "../harness.ts";
 import { backend } from "../../ts/backend.ts";
 import { CREATE, OWNER_TRUSTED, REPLACE, symbols } from "../../ts/ffi.ts";
@@ -117,8 +118,9 @@ function measure(): Record<string, unknown> {
     deno: deno && ((name) => void deno.s.sb_unlink_name(encode(name), encode(name).length)),
     bun: (name) => void b.unlinkName(encode(name)),
   };
-  // Creating a 1 GiB segment takes about a second (its memory is reserved): 3 of those.
-  const touches = [["4KiB", true, 7], ["64MiB", true, 7], ["1GiB_untouched", false, 3]] as const;
+  // Creating a 1 GiB segment takes about a second (its memory is reserved): one of those per
+  // way and run (the median is then over runs).
+  const touches = [["4KiB", true, 7], ["64MiB", true, 7], ["1GiB_untouched", false, 1]] as const;
   for (const [label, touch, reps] of touches) {
     const ways = { napi: (name: string) => void napi.unlinkName(name), ffi: plain[runtime] };
     for (const [way, unlinkName] of Object.entries(ways)) {
@@ -168,7 +170,7 @@ export const ownership: Scenario = {
     "getArrayBuffer + FinalizationRegistry; Bun: toArrayBuffer with the native deallocator), " +
     "napi = the Node-API module's external buffer with its finalizer (Node: this way only). unlink: removing a " +
     "segment through the Node-API module (which reports the length it gives back) against the " +
-    "plain sb_unlink_name, 4 KiB and 64 MiB touched (median of 7, µs), 1 GiB untouched (median of 3). " +
+    "plain sb_unlink_name, 4 KiB and 64 MiB touched (median of 7, µs), 1 GiB untouched (once per run). " +
     "relieve: the full collection forced after ENOSPC.",
   run: (ctx, skipped) =>
     each(ctx, skipped, ctx.runtimes, async (rt) => {
@@ -178,13 +180,13 @@ export const ownership: Scenario = {
       });
       for (const [k, v] of Object.entries(got.attach_us)) {
         const [way, label] = k.split("_", 2);
-        const base = { runtime: rt, what: `attach ${way}`, size: SIZES[label] };
+        const base = { runtime: rt, what: `attach_${way}`, size: SIZES[label] };
         out.push({ ...base, metric: "median_us", value: v.median_us });
         out.push({ ...base, metric: "p90_us", value: v.p90_us });
       }
       for (const [k, value] of Object.entries(got.unlink_median_us)) {
         const [way, ...label] = k.split("_");
-        const what = `unlink ${way}${label.length > 1 ? ", untouched" : ""}`;
+        const what = `unlink_${way}${label.length > 1 ? "_untouched" : ""}`;
         out.push({ runtime: rt, what, size: SIZES[label.join("_")], metric: "median_us", value });
       }
       const value = got.relieve_us.median_us;
@@ -192,17 +194,11 @@ export const ownership: Scenario = {
       return out;
     }),
   compare: (ctx) =>
-    ctx.runtimes.flatMap((rt): Compare[] => [
-      ...[4096, 1024 * MiB].map((size) => ({
-        label: "attach: Node-API buffer / the runtime's FFI buffer",
-        num: { runtime: rt, what: "attach napi", size, metric: "median_us" },
-        den: { runtime: rt, what: "attach ffi", size, metric: "median_us" },
-      })),
-      ...[["", 4096], ["", 64 * MiB], [", untouched", 1024 * MiB]].map(([tail, size]) => ({
-        label: `unlink${tail}: through Node-API (reporting) / plain`,
-        num: { runtime: rt, what: `unlink napi${tail}`, size: size as number, metric: "median_us" },
-        den: { runtime: rt, what: `unlink ffi${tail}`, size: size as number, metric: "median_us" },
-      })),
-    ]),
+    ratios([
+      "median_us attach_napi / attach_ffi = attach: Node-API buffer / the runtime's FFI buffer",
+      "median_us unlink_napi / unlink_ffi = unlink: through Node-API (reporting) / plain",
+      "median_us unlink_napi_untouched / unlink_ffi_untouched = unlink, untouched: through " +
+      "Node-API (reporting) / plain",
+    ], wheres(ctx.runtimes, [4096, 64 * MiB, 1024 * MiB])),
   children: { measure },
 };

@@ -25,8 +25,8 @@ import { pairRows } from "../streams.ts";
 
 /** The pairs (`bench/streams.ts`): wait/notify three ways, and the Unix socket with 8-byte messages. */
 const PAIRS = ["futex_park", "futex_spin", "futex_async", "socket"];
-/** Round trips: timed for 150 ms (after 30 ms untimed), at most 2000. */
-const TRIPS = { ms: 150, max: 2000 };
+/** Round trips: timed for 100 ms (after 20 ms untimed), at most 2000. */
+const TRIPS = { ms: 100, max: 2000 };
 /** Round trips of the Workers and of the Rust ping-pong, and untimed ones before them. */
 const N = 2000;
 const WARMUP = 300;
