@@ -102,40 +102,42 @@ export class Meter {
   #start = -1;
   #counted = 0;
   #all = 0;
-  /** What each process used when counting started, half-way through, and the count then. */
-  #used: [Usage[], Usage[]?, number?] | null = null;
+  /** What each process used when counting started (or at the first tick), half-way, the count. */
+  #used: [Usage[], Usage[]?, number?] = [[]];
   constructor(readonly stream: NonNullable<Spec["stream"]>, readonly pids: number[]) {}
+
+  #sample = () => this.pids.map((pid) => usage(pid));
 
   /** `n` more messages arrived since the last call. */
   add(n: number): void {
     const now = performance.now();
-    if (this.#first < 0) this.#first = now;
+    if (this.#first < 0) (this.#first = now), (this.#used = [this.#sample()]);
     else this.#all += n;
     if (this.#start < 0) {
       if (now - this.#first >= this.stream.warmupMs) {
-        (this.#start = now), (this.#used = [this.pids.map((pid) => usage(pid))]);
+        (this.#start = now), (this.#used = [this.#sample()]);
       }
     } else {
       this.#counted += n;
-      if (this.#used!.length === 1 && now - this.#start >= this.stream.measureMs / 2) {
-        this.#used!.push(this.pids.map((pid) => usage(pid)), this.#counted);
+      if (this.#used.length === 1 && now - this.#start >= this.stream.measureMs / 2) {
+        this.#used.push(this.#sample(), this.#counted);
       }
     }
   }
 
   /**
    * Messages/s and the cost per message, with `n` last messages not yet added. A stream that
-   * ended within its warm-up (slow messages on a busy machine) is counted from its first message
-   * instead, and has no cost figures; one that ended before half of `measureMs` (the peer stops on
-   * its own clock) has them up to now, if both processes are still there.
+   * ended within its warm-up (slow messages on a busy machine) is counted from its first tick
+   * instead; one that ended before half of `measureMs` (the peer stops on its own clock) has its
+   * cost up to now, if both processes are still there.
    */
   finish(n: number): PairResult {
     this.add(n);
     const [from, count] = this.#counted ? [this.#start, this.#counted] : [this.#first, this.#all];
     if (!count) throw new Error("the stream ended after one message");
     const out: PairResult = { msgs_per_s: Math.round(count / ((performance.now() - from) / 1e3)) };
-    const [u0, u1 = this.pids.map((pid) => usage(pid)), msgs = this.#counted] = this.#used ?? [];
-    if (u0 && msgs && u1.every((u, i) => u.cpu > u0[i].cpu)) {
+    const [u0, u1 = this.#sample(), msgs = count] = this.#used;
+    if (u1.every((u, i) => u.cpu > u0[i].cpu)) {
       const sum = (f: (u: Usage, i: number) => number) => u1.reduce((t, u, i) => t + f(u, i), 0);
       out.cpu_ns_per_msg = round(sum((u, i) => u.cpu - u0[i].cpu) / msgs, 1);
       out.vcs_per_msg = round(sum((u, i) => u.vcs - u0[i].vcs) / msgs, 4);
@@ -650,16 +652,17 @@ function channelSide(spec: Spec): Side {
   return {
     peer: startPeer(spec),
     stream(take) {
-      if (transport === "channel_batch") { while (rx!.recvMany(take) !== null); }
-      const zeroCopy = transport.startsWith("channel_zc");
-      // The first receive waits for the peer to start, which takes seconds on a loaded machine.
+      // The first receive waits for the peer to start, which takes seconds on a loaded machine:
+      // channel_timeout gives every receive after it a timeout.
       let timeout: number | undefined;
-      for (; transport !== "channel_batch";) {
+      const zeroCopy = transport.startsWith("channel_zc");
+      const next = () => {
         const m = zeroCopy ? rx!.recvView() : rx!.recvInto(into, timeout) === null ? null : into;
-        if (m === null) break;
         if (transport === "channel_timeout") timeout = 20_000;
-        take(m);
-      }
+        return m;
+      };
+      if (transport === "channel_batch") { while (rx!.recvMany(take) !== null); }
+      else for (let m = next(); m !== null; m = next()) take(m);
       rx!.close();
     },
     trip(i) {

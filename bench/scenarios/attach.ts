@@ -185,7 +185,10 @@ export const attach: Scenario = {
     const whos = wheres([...ctx.runtimes, "seed"], Object.values(SIZES));
     // How the cost grows from 4 KiB to 1 GiB, over how libc's grows.
     const growth = RATIOS.map((l) =>
-      l.replace(/^us/, "1GiB/4KiB").replace(": time", ": 1 GiB / 4 KiB cost")
+      l.replace(/^us/, "1GiB/4KiB").replace(
+        ": time / libc's",
+        ": 1 GiB / 4 KiB cost ratio over libc's",
+      )
     );
     return [...ratios(RATIOS, whos), ...ratios(growth, wheres([...ctx.runtimes, "seed"]))];
   },
