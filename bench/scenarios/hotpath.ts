@@ -37,7 +37,9 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
     const t1 = performance.now();
     receive();
     const t2 = performance.now();
-    if (b >= BLOCKS / 4) sendNs.push(((t1 - t0) * 1e6) / K), recvNs.push(((t2 - t1) * 1e6) / K);
+    if (b >= BLOCKS / 4) {
+      sendNs.push(((t1 - t0) * 1e6) / K), recvNs.push(((t2 - t1) * 1e6) / K);
+    }
   }
   return [round(median(sendNs), 1), round(median(recvNs), 1)];
 }
@@ -76,34 +78,51 @@ function costsChild(): Record<string, number> {
         while (n < K) n += rx.recvMany((m) => sum += m[0])!;
       },
     );
-    // The pieces, alone, each over the records of a ring in turn (empty_loop: the loop alone).
+    // The pieces, alone, each in a loop of K over the records of a ring, like the calls above
+    // (empty_loop: the loop alone); ns per iteration.
     const ring = new Uint8Array(256 * 1024 + 128);
     const i32 = new Int32Array(ring.buffer);
-    let i = 0;
-    const at = () => (i++ * 72) & 0x3fff8;
-    const pieces = perCall({
-      performance_now: () => sum += performance.now(),
-      atomics_load: () => sum += Atomics.load(i32, at() >> 2),
-      atomics_store: () => Atomics.store(i32, at() >> 2, i),
-      copy_in_set_64: () => ring.set(message, at()),
+    const at = (i: number) => (i * 72) & 0x3fff8;
+    const loops = perCall({
+      performance_now: () => {
+        for (let i = 0; i < K; i++) sum += performance.now();
+      },
+      atomics_load: () => {
+        for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
+      },
+      atomics_store: () => {
+        for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
+      },
+      copy_in_set_64: () => {
+        for (let i = 0; i < K; i++) ring.set(message, at(i));
+      },
       copy_out_loop_64: () => {
-        const s = at();
-        for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
+        for (let i = 0; i < K; i++) {
+          const s = at(i);
+          for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
+        }
       },
       copy_out_subarray_set_64: () => {
-        const s = at();
-        into.set(ring.subarray(s, s + SIZE));
+        for (let i = 0; i < K; i++) {
+          into.set(ring.subarray(at(i), at(i) + SIZE));
+        }
       },
       zero_72_words: () => {
-        const w = at() >> 2;
-        for (let j = w; j < w + 18; j++) i32[j] = 0;
+        for (let i = 0; i < K; i++) {
+          const w = at(i) >> 2;
+          for (let j = w; j < w + 18; j++) i32[j] = 0;
+        }
       },
       zero_72_fill: () => {
-        const s = at();
-        ring.fill(0, s, s + 72);
+        for (let i = 0; i < K; i++) ring.fill(0, at(i), at(i) + 72);
       },
-      empty_loop: () => sum += at(),
+      empty_loop: () => {
+        for (let i = 0; i < K; i++) sum += at(i);
+      },
     });
+    const pieces = Object.fromEntries(
+      Object.entries(loops).map(([what, ns]) => [what, round(ns / K, 2)]),
+    );
     if (sum === -1) console.error(sum); // keeps every result alive
     return {
       ...calls,
@@ -123,8 +142,9 @@ export const hotpath: Scenario = {
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
-    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone in interleaved " +
-    "blocks of about 10 ms, one piece per call of a closure (empty_loop: the closure alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
+    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone as a loop of " +
+    `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
+    "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
   run: (ctx, skipped) =>
