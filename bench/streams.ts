@@ -149,9 +149,6 @@ export class Meter {
 /** Messages between two {@linkcode Meter.add} calls or a sender's looks at the clock. */
 export const tickEvery = (size: number) => Math.max(1, Math.min(256, (64 << 10) / size | 0));
 
-/** Frames packed into one write of `socket_packed`: as many as fit in 64 KiB. */
-export const packedPerWrite = (size: number) => Math.max(1, (64 << 10) / (4 + size) | 0);
-
 const END = 0xffff_ffff;
 const endFrame = () => new Uint8Array([0xff, 0xff, 0xff, 0xff]);
 
@@ -520,7 +517,7 @@ async function streamPeer(spec: Spec): Promise<PeerSide> {
   } else if (runtime === "bun") await Bun.connect({ unix: socketPath(spec), socket: c.bun() });
   else await new Promise<void>((resolve) => c.node(connect(socketPath(spec), resolve)));
   // socket_packed: as many frames as fit in each 64 KiB write; otherwise one frame per write.
-  const per = spec.transport === "socket_packed" ? packedPerWrite(size) : 1;
+  const per = spec.transport === "socket_packed" ? Math.max(1, (64 << 10) / (4 + size) | 0) : 1;
   const buffer = new Uint8Array(per * (4 + size));
   const payloads = Array.from({ length: per }, (_, k) => {
     new DataView(buffer.buffer).setUint32(k * (4 + size), size, true);
@@ -839,7 +836,7 @@ export interface PairPlan {
   transport: string;
   size: number;
   /** Measure the one-way stream. */
-  stream: boolean;
+  stream?: boolean;
   /** Round trips, or null. */
   trips: TripBudget | null;
   /** Ring bytes of the channel transports: the stream's channel, each round-trip channel. */
@@ -864,58 +861,40 @@ export async function measureAll(specs: Spec[]): Promise<(PairResult | { error: 
 /**
  * Runs pairs of one runtime and placement in one measuring process under `taskset -c` of the
  * placement (it starts a fresh peer for each, so stdio and IPC join exactly these two
- * processes). A pair that fails is returned as its error; the others still run.
- */
-export async function pairs(
-  rt: Runtime,
-  placement: Placement,
-  plans: PairPlan[],
-): Promise<(PairResult | { error: string })[]> {
-  const specs = plans.map(({ transport, size, stream, trips, capacity }): Spec => ({
-    transport,
-    size,
-    stream: stream ? STREAM : null,
-    trips,
-    capacity: capacity ?? [0, 0],
-    peerCpu: PLACEMENTS[placement].peer,
-    name: uniqueName("ch"),
-  }));
-  const names = specs.flatMap(ids);
-  leftovers("add", names);
-  try {
-    return await runJson(
-      pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
-      { timeoutMs: 30_000 * specs.length },
-    );
-  } finally {
-    for (const name of names) {
-      try {
-        lib.SharedMemory.unlink({ name });
-      } catch {
-        // removed by the pair, as it should be
-      }
-    }
-    leftovers("remove", names);
-  }
-}
-
-/**
- * The rows of {@linkcode pairs}: each pair's figures under `what(transport)`, and each failed
- * pair recorded as skipped.
+ * processes), and returns their rows. A pair that fails is recorded as skipped; the others
+ * still run.
  */
 export async function pairRows(
   rt: Runtime,
   placement: Placement,
   plans: PairPlan[],
   skipped: (what: string, why: unknown) => void,
-  what: (transport: string) => string = (t) => t,
 ): Promise<Row[]> {
-  const got = await pairs(rt, placement, plans)
-    .catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
-  return plans.flatMap(({ transport, size }, k) => {
-    const { latency, ...stream } = got[k] as PairResult & { error?: string };
-    const base = { runtime: rt, what: what(transport), size, placement };
-    const at = `${placement} ${rt} ${base.what} ${size} B`;
+  const specs = plans.map(({ stream, capacity, ...plan }): Spec => ({
+    ...plan,
+    stream: stream ? STREAM : null,
+    capacity: capacity ?? [0, 0],
+    peerCpu: PLACEMENTS[placement].peer,
+    name: uniqueName("ch"),
+  }));
+  const names = specs.flatMap(ids);
+  leftovers("add", names);
+  const got: (PairResult & { error?: string })[] = await runJson<typeof got>(
+    pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
+    { timeoutMs: 30_000 * specs.length },
+  ).catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
+  for (const name of names) {
+    try {
+      lib.SharedMemory.unlink({ name });
+    } catch {
+      // removed by the pair, as it should be
+    }
+  }
+  leftovers("remove", names);
+  return plans.flatMap(({ transport: what, size }, k) => {
+    const { latency, ...stream } = got[k];
+    const base = { runtime: rt, what, size, placement };
+    const at = `${placement} ${rt} ${what} ${size} B`;
     if (stream.error) skipped(at, stream.error);
     if (stream.msgs_per_s && stream.cpu_ns_per_msg === undefined) {
       skipped(`${at} cost per message`, "the stream ended before its cost could be read");
