@@ -426,6 +426,15 @@ export function rows(base: Omit<Row, "metric" | "value">, figures: object): Row[
   return numbers.map(([metric, value]) => ({ ...base, metric, value }));
 }
 
+/** Rows of one `metric`, a `what` for each field of `values`. */
+export function whats(
+  base: Omit<Row, "what" | "metric" | "value">,
+  metric: string,
+  values: object,
+) {
+  return rows({ ...base, what: "" }, values).map((r) => ({ ...r, what: r.metric, metric }));
+}
+
 /** The key that identifies a figure across runs and in {@linkcode Compare} specs. */
 export function key(r: Omit<Row, "value">): string {
   return [r.runtime, r.what, r.size ?? "", r.placement ?? "", r.metric].join("|");

@@ -24,6 +24,7 @@ import { CREATE, OWNER_TRUSTED, REPLACE, symbols } from "../../ts/ffi.ts";
 import { loadNodeApi } from "../../ts/napi.ts";
 
 const MiB = 1024 * 1024;
+const OWNER = BigInt(OWNER_TRUSTED);
 const ROUNDS = 400;
 const SIZES: Record<string, number> = {
   "4KiB": 4096,
@@ -53,15 +54,7 @@ function measure(): Record<string, unknown> {
   const out = new BigUint64Array(5);
   const encode = (name: string) => new TextEncoder().encode(name);
   const make = (name: string, size: number): [number, bigint] => {
-    const rc = b.openName(
-      encode(name),
-      BigInt(size),
-      CREATE,
-      REPLACE,
-      0o600,
-      BigInt(OWNER_TRUSTED),
-      out,
-    );
+    const rc = b.openName(encode(name), BigInt(size), CREATE, REPLACE, 0o600, OWNER, out);
     if (rc !== 0) throw new Error(`create ${name}: ${b.errorName(rc)}`);
     return [Number(out[0]), out[1]];
   };
