@@ -628,6 +628,9 @@ function ipcPeer(spec: Spec): PeerSide {
 /** Endpoint options: round trips park at once (`spin: 0`) except in `channel_spin`. */
 const tripOptions = (spec: Spec) => (spec.transport === "channel_spin" ? {} : { spin: 0 });
 
+/** `wait` options of both sides of a wait/notify pair: spin first only in `futex_spin`. */
+const waitOptions = (spec: Spec) => spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+
 /**
  * The measuring side of a channel pair: it makes the channels, receives the stream (`recvInto`
  * into one reused buffer, with a timeout once the stream runs in `channel_timeout`; `recvView`
@@ -734,7 +737,7 @@ function futexSide(spec: Spec): Side {
   const name = ids(spec)[0];
   const shm = lib.SharedMemory.create({ name }, 4096);
   const v = new Int32Array(shm.buffer, 0, 16);
-  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  const options = waitOptions(spec);
   const async = spec.transport === "futex_async";
   return {
     peer: startPeer(spec),
@@ -756,7 +759,7 @@ function futexSide(spec: Spec): Side {
 function futexPeer(spec: Spec): PeerSide {
   const shm = lib.SharedMemory.open({ name: ids(spec)[0] });
   const v = new Int32Array(shm.buffer, 0, 16);
-  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  const options = waitOptions(spec);
   return {
     send: () => 0,
     endStream() {},
@@ -831,17 +834,12 @@ export async function peer(spec: Spec): Promise<void> {
   side.close();
 }
 
-/** One pair of a {@linkcode pairs} batch. */
-export interface PairPlan {
-  transport: string;
-  size: number;
+/** One pair of a {@linkcode pairRows} batch: a {@linkcode Spec} without its placement and names. */
+export type PairPlan = Pick<Spec, "transport" | "size" | "trips"> & {
   /** Measure the one-way stream. */
   stream?: boolean;
-  /** Round trips, or null. */
-  trips: TripBudget | null;
-  /** Ring bytes of the channel transports: the stream's channel, each round-trip channel. */
-  capacity?: [number, number];
-}
+  capacity?: Spec["capacity"];
+};
 
 /** Length of each one-way stream: untimed warm-up, then counted. */
 export const STREAM = {
