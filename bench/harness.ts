@@ -378,10 +378,8 @@ export async function roundTrips(
   const samples = new Float64Array(budget.max);
   const pids = peerPid ? [process.pid, peerPid] : [process.pid];
   let i = 0;
-  for (
-    const warmUntil = performance.now() + budget.ms / 5;
-    i < 10 || performance.now() < warmUntil;
-  ) {
+  const warmUntil = performance.now() + budget.ms / 5;
+  while (i < 10 || performance.now() < warmUntil) {
     const pending = once(i++);
     if (pending) await pending;
   }

@@ -773,24 +773,21 @@ function futexPeer(spec: Spec): PeerSide {
   };
 }
 
-const kind = (transport: string) => /^(channel|ipc|futex)/.exec(transport)?.[1] ?? "stream";
-const SIDES: Record<string, (spec: Spec) => Side | Promise<Side>> = {
-  channel: channelSide,
-  ipc: ipcSide,
-  futex: futexSide,
-  stream: streamSide,
+/** The two sides of each kind of transport, by the start of its name (`stream`: the rest). */
+/** A value, or the Promise of one. */
+type MaybeAsync<T> = T | Promise<T>;
+const KINDS: Record<string, [(s: Spec) => MaybeAsync<Side>, (s: Spec) => MaybeAsync<PeerSide>]> = {
+  channel: [channelSide, channelPeer],
+  ipc: [ipcSide, ipcPeer],
+  futex: [futexSide, futexPeer],
+  stream: [streamSide, streamPeer],
 };
-const PEERS: Record<string, (spec: Spec) => PeerSide | Promise<PeerSide>> = {
-  channel: channelPeer,
-  ipc: ipcPeer,
-  futex: futexPeer,
-  stream: streamPeer,
-};
+const kind = (spec: Spec) => KINDS[/^(channel|ipc|futex)/.exec(spec.transport)?.[1] ?? "stream"];
 
 /** The measuring side of any pair: the stream with its cost per message, then round trips. */
 async function measure(spec: Spec): Promise<PairResult> {
   const { size } = spec;
-  const side = await SIDES[kind(spec.transport)](spec);
+  const side = await kind(spec)[0](spec);
   let result: PairResult = {};
   try {
     if (spec.stream) {
@@ -818,7 +815,7 @@ async function measure(spec: Spec): Promise<PairResult> {
 
 /** The peer side of any pair: sends the stream for the warm-up and the measured time, echoes. */
 export async function peer(spec: Spec): Promise<void> {
-  const side = await PEERS[kind(spec.transport)](spec);
+  const side = await kind(spec)[1](spec);
   if (spec.stream) {
     const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
     let seq = 0;
