@@ -13,6 +13,7 @@ import {
   nativeBinary,
   pinned,
   ratios,
+  round,
   roundTrips,
   type Row,
   rows,
@@ -86,12 +87,12 @@ async function workers() {
     started[1].postMessage({ role: "echo", sab });
     started[0].postMessage({ role: "leader", sab, n: N, warmup: WARMUP });
     const [lead] = await Promise.all(done);
-    const samples = Float64Array.from(lead!.elapsed_ms).sort();
+    const us = Float64Array.from(lead!.elapsed_ms, (ms) => ms * 1e3).sort();
     return {
-      median_us: Math.round(samples[N >> 1] * 1e5) / 100,
-      p99_us: Math.round(samples[Math.floor(N * 0.99)] * 1e5) / 100,
+      median_us: round(us[N >> 1], 2),
+      p99_us: round(us[Math.floor(N * 0.99)], 2),
       // The whole process (both Workers and the main thread) over warm-up and timed trips.
-      cpu_us: Math.round((cpuNs() - cpu0) / (N + WARMUP) / 10) / 100,
+      cpu_us: round((cpuNs() - cpu0) / 1e3 / (N + WARMUP), 2),
     };
   } finally {
     for (const w of started) w.terminate();
