@@ -98,10 +98,12 @@ function deadlineAfter(timeout: number): number {
 }
 
 /**
- * Messages up to this many bytes are copied out of the ring byte by byte: cheaper than making a
- * view for `set` (measured: 35-49 ns against 52-72 ns at 64 B), and no allocation.
+ * Messages up to this many bytes are copied out of the ring 32-bit word by word when the target
+ * is 4-byte aligned (else byte by byte): no view is made and nothing is allocated. At 64 B, on
+ * one thread: 10 / 20 / 41 ns (Deno / Bun / Node 20) word by word, 37 / 76 / 180 ns byte by
+ * byte, 63 / 125 / 66 ns through `subarray` + `set`.
  */
-const SMALL_COPY = 128;
+const SMALL_COPY = 256;
 
 /** A deadline in performance.now() time, or Infinity. */
 function deadlineOf(timeoutMs: unknown): number {
@@ -423,6 +425,14 @@ export class ChannelSender implements Disposable {
     const timeout = timeoutOf(timeoutMs);
     let deadline = NaN; // read from the clock only if this call has to wait
     for (let i = 0; i < messages.length; i++) {
+      if (!this.#abortOwed) {
+        this.#checkUsable("sendMany");
+        const next = this.#producer.commitRun(messages, i);
+        if (next !== i) {
+          i = next - 1;
+          continue;
+        }
+      }
       const bytes = this.#start(messages[i], "sendMany");
       if (this.#tryFast(bytes)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
@@ -773,6 +783,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
   #lentIdx = -1;
   #lentLen = 0;
+  /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
+  #target: Uint8Array | undefined;
+  #targetWords: Int32Array | undefined;
   /** Partial fragmented messages, by sender tag (0 with one sender). */
   readonly #partial = new Map<number, Partial>();
   /** Bytes of all partial messages. */
@@ -891,7 +904,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     target.set(view);
-    this.release();
+    this.#putBack();
     return view.length;
   }
 
@@ -931,7 +944,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     try {
       count++;
       onMessage(first);
-      this.release();
+      this.#putBack();
       while (count < limit && !this.#closed) {
         if (this.#partial.size === 0 && this.#orphans.size === 0) {
           const idx = consumer.peek();
@@ -951,7 +964,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         if (view === undefined || view === null) break; // nothing ready, or the end: next call
         count++;
         onMessage(view);
-        this.release();
+        this.#putBack();
       }
     } finally {
       this.#inBatch = false;
@@ -1003,7 +1016,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const view = this.recvView(timeoutMs);
     if (view === null) return null;
     const text = decoder.decode(view);
-    this.release();
+    this.#putBack();
     return text;
   }
 
@@ -1038,7 +1051,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const view = await this.recvViewAsync();
       if (view === null) return;
       const text = decoder.decode(view);
-      this.release();
+      this.#putBack();
       yield text;
     }
   }
@@ -1050,6 +1063,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   close(): void {
     if (this.#closed) return;
     this.release();
+    this.#consumer.publish();
     this.#closed = true;
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
@@ -1076,7 +1090,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `ChannelReceiver.${what}: another receive is still waiting; await it first`,
       );
     }
-    if (this.#held === undefined) this.release();
+    if (this.#held === undefined) this.#putBack();
+  }
+
+  /** Consumes the message lent by recvView as a new receive starts (see Consumer.take). */
+  #putBack(): void {
+    const idx = this.#lentIdx;
+    if (idx >= 0) {
+      this.#lentIdx = -1;
+      if (!this.#closed) this.#consumer.take(idx, this.#lentLen);
+    }
   }
 
   /**
@@ -1093,12 +1116,31 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
-      for (let i = 0; i < len; i++) target[i] = bytes[start + i];
+      if (target !== this.#target) this.#wordsOf(target);
+      const words = this.#targetWords;
+      let i = 0;
+      if (words !== undefined) {
+        // The record's data starts 8-byte aligned in the ring: copy whole words, then the rest.
+        const i32 = this.#ring.i32;
+        const from = start >> 2;
+        const n = len >> 2;
+        for (let w = 0; w < n; w++) words[w] = i32[from + w];
+        i = n << 2;
+      }
+      for (; i < len; i++) target[i] = bytes[start + i];
     } else {
       target.set(bytes.subarray(start, start + len));
     }
-    consumer.release(idx, len);
+    consumer.take(idx, len);
     return len;
+  }
+
+  /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */
+  #wordsOf(target: Uint8Array): void {
+    this.#target = target;
+    this.#targetWords = (target.byteOffset & 3) === 0
+      ? new Int32Array(target.buffer, target.byteOffset, target.length >> 2)
+      : undefined;
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
@@ -1127,13 +1169,17 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const idx = consumer.peek();
       if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
+        consumer.publish();
         // A sender ended the stream in the middle of another's message: never completed.
         this.#partial.clear();
         this.#pendingBytes = 0;
         this.#orphans.clear();
         return null;
       }
-      if (idx < 0) return undefined;
+      if (idx < 0) {
+        consumer.publish(); // nothing to take: the room of what was taken goes back now
+        return undefined;
+      }
       const word = consumer.word;
       const len = consumer.len;
       const start = L.OFF_DATA + idx + 8;
