@@ -364,8 +364,10 @@ export class ChannelSender implements Disposable {
   readonly #slot: number;
   readonly #registry: Set<unknown>;
   #closed = false;
-  /** A reservation made by {@linkcode reserve}, not yet committed: [idx, len]. */
-  #reserved: [number, number] | undefined;
+  /** The data index of a reservation made by {@linkcode reserve}, not yet committed (-1: none). */
+  #reservedIdx = -1;
+  /** Its length. */
+  #reservedLen = 0;
   /** An abort record is owed before the next record (see layout.rs, "Aborts"). */
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
@@ -492,23 +494,24 @@ export class ChannelSender implements Disposable {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
     }
-    this.#reserved = [idx, len];
+    this.#reservedIdx = idx;
+    this.#reservedLen = len;
     const start = L.OFF_DATA + idx + 8;
-    return this.#ring.bytes.subarray(start, start + len);
+    return this.#ring.view(start, len);
   }
 
   /** Publishes the message written into the view {@linkcode reserve} returned. */
   commit(): void {
     if (this.#closed) throw closedError("ChannelSender.commit");
-    const reserved = this.#reserved;
-    if (!reserved) {
+    const idx = this.#reservedIdx;
+    if (idx < 0) {
       throw channelError(
         "EINVAL",
         "ChannelSender.commit: nothing is reserved (call reserve() first; each reservation is committed once)",
       );
     }
-    this.#reserved = undefined;
-    this.#producer.commit(reserved[0], reserved[1], 0);
+    this.#reservedIdx = -1;
+    this.#producer.commit(idx, this.#reservedLen, 0);
   }
 
   /**
@@ -519,7 +522,7 @@ export class ChannelSender implements Disposable {
    */
   abandon(): void {
     if (this.#closed) throw closedError("ChannelSender.abandon");
-    if (!this.#reserved) {
+    if (this.#reservedIdx < 0) {
       throw channelError("EINVAL", "ChannelSender.abandon: nothing is reserved");
     }
     this.#dropReservation();
@@ -563,9 +566,9 @@ export class ChannelSender implements Disposable {
   }
 
   #dropReservation(): void {
-    if (this.#reserved) {
-      this.#producer.abandon(this.#reserved[0], this.#reserved[1]);
-      this.#reserved = undefined;
+    if (this.#reservedIdx >= 0) {
+      this.#producer.abandon(this.#reservedIdx, this.#reservedLen);
+      this.#reservedIdx = -1;
     }
   }
 
@@ -577,7 +580,7 @@ export class ChannelSender implements Disposable {
         `ChannelSender.${what}: another send is still waiting; await it first`,
       );
     }
-    if (this.#reserved) {
+    if (this.#reservedIdx >= 0) {
       throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
     }
   }
@@ -938,7 +941,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const first = this.recvView(timeoutMs);
     if (first === null) return null;
     const consumer = this.#consumer;
-    const bytes = this.#ring.bytes;
+    const ring = this.#ring;
     let count = 0;
     this.#inBatch = true;
     try {
@@ -953,7 +956,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             const len = consumer.len;
             count++;
             try {
-              onMessage(bytes.subarray(start, start + len));
+              onMessage(ring.view(start, len));
             } finally {
               if (!this.#closed) consumer.consume(idx, len);
             }
@@ -1187,7 +1190,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (special === 0 && this.#partial.size === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.bytes.subarray(start, start + len);
+        return r.view(start, len);
       }
       const key = this.#tagOf(idx);
       const partial = this.#partial.get(key);
@@ -1199,7 +1202,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (partial === undefined && special === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.bytes.subarray(start, start + len);
+        return r.view(start, len);
       }
       if (partial !== undefined && partial.parts === null) {
         // The rest of a message dropped for a limit.

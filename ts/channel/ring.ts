@@ -117,6 +117,8 @@ export function validateRegion(i32: Int32Array, bytes: number): [number, number]
 
 /** A validated region and what every endpoint needs to reach it. */
 export class Ring {
+  /** The region's buffer: views of messages are made on it directly (cheaper than `subarray`). */
+  readonly buffer: ArrayBuffer;
   readonly i32: Int32Array;
   readonly bytes: Uint8Array;
   readonly capacity: number;
@@ -126,6 +128,7 @@ export class Ring {
   readonly parking: Parking;
 
   constructor(buffer: ArrayBuffer, capacity: number, mode: number, parking: Parking) {
+    this.buffer = buffer;
     this.i32 = new Int32Array(buffer, 0, (L.HEADER_SIZE + capacity) >> 2);
     this.bytes = new Uint8Array(buffer, 0, L.HEADER_SIZE + capacity);
     this.capacity = capacity;
@@ -133,6 +136,14 @@ export class Ring {
     this.maxRecord = L.maxRecord(capacity);
     this.mode = mode;
     this.parking = parking;
+  }
+
+  /**
+   * A view of `len` bytes at byte `start` of the region: `new Uint8Array(buffer, ...)` costs
+   * 40-80 ns against 190-290 ns for `subarray` in Deno and Bun (no species lookup).
+   */
+  view(start: number, len: number): Uint8Array {
+    return new Uint8Array(this.buffer, start, len);
   }
 
   /** After a commit or a close: wake the receiver only if it may be parked. */
