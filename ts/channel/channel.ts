@@ -1121,16 +1121,21 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (len <= SMALL_COPY) {
       if (target !== this.#target) this.#wordsOf(target);
       const words = this.#targetWords;
-      let i = 0;
       if (words !== undefined) {
-        // The record's data starts 8-byte aligned in the ring: copy whole words, then the rest.
+        // The payload starts 8-byte aligned in the ring: whole words, each zeroed as it is
+        // read (one pass instead of a copy and a zeroing), then the bytes that are left.
         const i32 = this.#ring.i32;
         const from = start >> 2;
         const n = len >> 2;
-        for (let w = 0; w < n; w++) words[w] = i32[from + w];
-        i = n << 2;
+        for (let w = 0; w < n; w++) {
+          words[w] = i32[from + w];
+          i32[from + w] = 0;
+        }
+        for (let i = n << 2; i < len; i++) target[i] = bytes[start + i];
+        consumer.takeCleared(idx, len, n);
+        return len;
       }
-      for (; i < len; i++) target[i] = bytes[start + i];
+      for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
       target.set(bytes.subarray(start, start + len));
     }

@@ -572,10 +572,30 @@ export class Consumer {
    * when the receiver finds nothing to take ({@linkcode publish}).
    */
   take(idx: number, len: number): void {
-    this.consume(idx, len);
-    if (this.#published !== this.head && Atomics.load(this.#r.i32, TX_WAITING) !== 0) {
-      this.publish();
-    }
+    const span = L.recordSpan(len);
+    this.#zero(idx, span);
+    this.#took(span);
+  }
+
+  /**
+   * {@linkcode take} for a record whose first `cleared` payload words the caller zeroed as it
+   * copied them out: zeroes the rest of the record, then its header.
+   */
+  takeCleared(idx: number, len: number, cleared: number): void {
+    const span = L.recordSpan(len);
+    const i32 = this.#r.i32;
+    const first = DATA + (idx >> 2);
+    const end = first + (span >> 2);
+    for (let w = first + 2 + cleared; w < end; w++) i32[w] = 0;
+    i32[first + 1] = 0;
+    i32[first] = 0;
+    this.#took(span);
+  }
+
+  #took(span: number): void {
+    this.head = (this.head + span) & L.POS_MASK;
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+    else if (Atomics.load(this.#r.i32, TX_WAITING) !== 0) this.publish();
   }
 
   /** Publishes `head` (after {@linkcode consume}) and wakes parked senders. */
