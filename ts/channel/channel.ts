@@ -1137,7 +1137,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      target.set(bytes.subarray(start, start + len));
+      target.set(this.#ring.view(start, len));
     }
     consumer.take(idx, len);
     return len;
