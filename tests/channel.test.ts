@@ -274,21 +274,29 @@ test("recv hands a copied message's room back at once", () => {
   assert.equal(rx.tryRecv()!.length, 24);
 });
 
-/** A channel and an Int32Array over its whole region, through a second mapping of the segment. */
-function channelWithRegion(capacity: number) {
+/**
+ * A one-sender channel with its sender and receiver, and an Int32Array over its whole region
+ * through a second mapping of the segment (to watch `head` and `tail`).
+ */
+function watchedChannel(capacity: number) {
   const name = uniqueName("chan");
   const ch = Channel.create({ name }, { capacity });
   const shm = SharedMemory.open({ name });
   cleanup({ name });
-  return { ch, shm, words: new Int32Array(shm.buffer, 0, (layout.HEADER_SIZE + capacity) >> 2) };
+  return {
+    tx: ch.sender(),
+    rx: ch.receiver(),
+    words: new Int32Array(shm.buffer, 0, (layout.HEADER_SIZE + capacity) >> 2),
+    [Symbol.dispose]() {
+      shm.close();
+      ch.close();
+    },
+  };
 }
 
 test("recvInto hands room back at once to a parked sender, and all of it when the ring is empty", async () => {
-  const { ch, shm, words } = channelWithRegion(1024);
-  using _ch = ch;
-  using _shm = shm;
-  const tx = ch.sender();
-  const rx = ch.receiver();
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
   const head = () => Atomics.load(words, layout.OFF_HEAD >> 2);
   const tail = () => Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK;
   const small = new Uint8Array(24); // a 32-byte record: 32 of them fill the ring
@@ -314,11 +322,8 @@ test("recvInto hands room back at once to a parked sender, and all of it when th
 });
 
 test("recvInto copies every length into aligned and unaligned targets and zeroes the ring behind it", () => {
-  const { ch, shm, words } = channelWithRegion(1024);
-  using _ch = ch;
-  using _shm = shm;
-  const tx = ch.sender();
-  const rx = ch.receiver();
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
   const backing = new Uint8Array(400);
   const targets = [new Uint8Array(300), backing.subarray(1, 301), backing.subarray(2, 302)];
   for (let len = 0; len <= 290; len++) {
@@ -345,11 +350,8 @@ test("recvInto copies every length into aligned and unaligned targets and zeroes
 });
 
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
-  const { ch, shm, words } = channelWithRegion(1024);
-  using _ch = ch;
-  using _shm = shm;
-  const tx = ch.sender();
-  const rx = ch.receiver();
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
   const expected: Uint8Array[] = [];
   let received = 0;
   const take = (view: Uint8Array) => assert.deepEqual(view, expected[received++]);
