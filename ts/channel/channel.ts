@@ -789,6 +789,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
+  /** recvMany's buffer for small messages, its words, and its views by length. */
+  #scratch: { words: Int32Array; bytes: Uint8Array; views: Uint8Array[] } | undefined;
   /** Partial fragmented messages, by sender tag (0 with one sender). */
   readonly #partial = new Map<number, Partial>();
   /** Bytes of all partial messages. */
@@ -915,8 +917,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * Receives every message that is ready, handing each to `onMessage` in order: the batch path.
    * Waits (up to `timeoutMs`) only for the first; then delivers what the ring holds, up to
    * `max`, without waiting, and hands the room back to the senders once for the whole batch.
-   * Each view points into the ring and is valid only during its `onMessage` call (copy what
-   * you keep). A fragmented message comes as one reassembled buffer, as from
+   * Each view is valid only during its `onMessage` call (copy what you keep): it points into
+   * the ring, or, for a message of up to 256 bytes, into a buffer of the receiver that the next
+   * message reuses. A fragmented message comes as one reassembled buffer, as from
    * {@linkcode recvView}.
    *
    * Errors are those of {@linkcode recv}, met at the same message: the messages before it were
@@ -955,6 +958,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             const start = L.OFF_DATA + idx + 8;
             const len = consumer.len;
             count++;
+            if (len <= SMALL_COPY) {
+              // Consumed before the call: a message whose callback throws counts as delivered.
+              onMessage(this.#scratchCopy(start, len, idx));
+              continue;
+            }
             try {
               onMessage(ring.view(start, len));
             } finally {
@@ -1122,17 +1130,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (target !== this.#target) this.#wordsOf(target);
       const words = this.#targetWords;
       if (words !== undefined) {
-        // The payload starts 8-byte aligned in the ring: whole words, each zeroed as it is
-        // read (one pass instead of a copy and a zeroing), then the bytes that are left.
-        const i32 = this.#ring.i32;
-        const from = start >> 2;
-        const n = len >> 2;
-        for (let w = 0; w < n; w++) {
-          words[w] = i32[from + w];
-          i32[from + w] = 0;
-        }
-        for (let i = n << 2; i < len; i++) target[i] = bytes[start + i];
-        consumer.takeCleared(idx, len, n);
+        consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
         return len;
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
@@ -1141,6 +1139,47 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     consumer.take(idx, len);
     return len;
+  }
+
+  /**
+   * Copies the `len`-byte payload at byte `start` of the ring into `target` (whose whole 32-bit
+   * words `words` views): word by word, each ring word zeroed as it is read (one pass instead of
+   * a copy and a zeroing; the payload starts 8-byte aligned), then the bytes that are left.
+   * Returns how many payload words it zeroed.
+   */
+  #copyOut(start: number, len: number, words: Int32Array, target: Uint8Array): number {
+    const i32 = this.#ring.i32;
+    const bytes = this.#ring.bytes;
+    const from = start >> 2;
+    const n = len >> 2;
+    for (let w = 0; w < n; w++) {
+      words[w] = i32[from + w];
+      i32[from + w] = 0;
+    }
+    for (let i = n << 2; i < len; i++) target[i] = bytes[start + i];
+    return n;
+  }
+
+  /**
+   * recvMany's view of a small message: copied into this receiver's scratch buffer, one view per
+   * length made once (cheaper than a new view of the ring per message).
+   */
+  #scratchCopy(start: number, len: number, idx: number): Uint8Array {
+    let scratch = this.#scratch;
+    if (scratch === undefined) {
+      const buffer = new ArrayBuffer(SMALL_COPY);
+      scratch = this.#scratch = {
+        words: new Int32Array(buffer),
+        bytes: new Uint8Array(buffer),
+        views: [],
+      };
+    }
+    this.#consumer.consumeCleared(
+      idx,
+      len,
+      this.#copyOut(start, len, scratch.words, scratch.bytes),
+    );
+    return scratch.views[len] ??= new Uint8Array(scratch.bytes.buffer, 0, len);
   }
 
   /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */

@@ -582,6 +582,17 @@ export class Consumer {
    * copied them out: zeroes the rest of the record, then its header.
    */
   takeCleared(idx: number, len: number, cleared: number): void {
+    this.#took(this.#clearRest(idx, len, cleared));
+  }
+
+  /** {@linkcode consume} for a record whose first `cleared` payload words the caller zeroed. */
+  consumeCleared(idx: number, len: number, cleared: number): void {
+    this.head = (this.head + this.#clearRest(idx, len, cleared)) & L.POS_MASK;
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+  }
+
+  /** Zeroes the record at `idx` past its first `cleared` payload words, then its header; its span. */
+  #clearRest(idx: number, len: number, cleared: number): number {
     const span = L.recordSpan(len);
     const i32 = this.#r.i32;
     const first = DATA + (idx >> 2);
@@ -589,7 +600,7 @@ export class Consumer {
     for (let w = first + 2 + cleared; w < end; w++) i32[w] = 0;
     i32[first + 1] = 0;
     i32[first] = 0;
-    this.#took(span);
+    return span;
   }
 
   #took(span: number): void {
