@@ -110,3 +110,34 @@ test("a buffer kept alive stays mapped while its siblings are collected", async 
     cleanup({ key });
   }
 });
+
+test("close() releases a SharedMemory's own handle at once; collecting the closed object later releases nothing more", async () => {
+  const name = uniqueName("anchor");
+  try {
+    using keep = SharedMemory.create({ name }, 4096);
+    const kept = new Uint8Array(keep.buffer);
+    kept[0] = 7;
+    await collectGarbage(3);
+    const maps = segmentMappings();
+    const handles = openHandleCount();
+    (() => {
+      for (let i = 0; i < 500; i++) {
+        const shm = SharedMemory.open({ name });
+        new Uint8Array(shm.buffer)[1] = i & 0xff;
+        shm.close();
+      }
+    })();
+    assert.equal(openHandleCount(), handles, "each close() released both of its handles at once");
+    assert.equal(segmentMappings(), maps, "and each mapping");
+    await collectGarbage(5);
+    assert.equal(
+      openHandleCount(),
+      handles,
+      "collecting the closed objects closed no other handle",
+    );
+    assert.equal(kept[0], 7, "the segment kept open still reads");
+    assert.equal(kept[1], 499 & 0xff, "and sees what the closed ones wrote");
+  } finally {
+    cleanup({ name });
+  }
+});

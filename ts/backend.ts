@@ -89,6 +89,14 @@ export interface Backend {
    */
   unwrap(buffer: ArrayBuffer, handle: number): void;
   /**
+   * For `close()`: releases `handle`, owned by `anchor`, a private buffer that nothing reads
+   * again (the caller drops it). Where the buffer's finalizer checks which handle it owns
+   * (Node-API), the handle is closed without detaching the buffer, which would cost the engine
+   * a new empty buffer; where it does not (`bun:ffi`'s deallocator closes a handle by number,
+   * which may be given out again), the buffer is detached, which runs the finalizer now.
+   */
+  dropAnchor(anchor: ArrayBuffer, handle: number): void;
+  /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
    * collection now, then returns once collected buffers have released their mappings (the
    * handle count stops falling), so that the caller can retry once.

@@ -74,13 +74,25 @@ export interface OpenOptions {
   populate?: boolean;
 }
 
-/** Each buffer this library made: the handle (mapping reference) it owns, and its address. */
-const owned = new WeakMap<
-  ArrayBuffer,
-  { handle: number; address: bigint; /** The whole mapping (createSharedBuffer). */ whole: boolean }
->();
-/** Buffers already detached by this library, to tell "twice" from "never ours". */
-const released = new WeakSet<ArrayBuffer>();
+/** What this library knows of a buffer it handed out. */
+interface Owned {
+  /** The handle (mapping reference) the buffer owns. */
+  handle: number;
+  /** The address of its first byte. */
+  address: bigint;
+  /** The whole mapping (createSharedBuffer). */
+  whole: boolean;
+  /** Detached by this library already: tells "twice" from "never ours". */
+  released: boolean;
+}
+
+/**
+ * Each buffer handed out to the caller. (A `SharedMemory`'s private anchor is not in it: only
+ * its owner ever sees it.) A released buffer keeps its entry, marked, rather than moving to a
+ * second weak collection: each weak-collection write costs the engine a write barrier and work
+ * at every collection, and one attach is only a few of them.
+ */
+const owned = new WeakMap<ArrayBuffer, Owned>();
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
@@ -225,6 +237,17 @@ function openSegment(
   return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
 }
 
+/** A buffer that owns `handle`, which is closed if the buffer cannot be made. */
+function wrapOwned(b: Backend, address: bigint, length: number, handle: number): ArrayBuffer {
+  try {
+    return b.wrap(address, length, handle);
+  } catch (err) {
+    b.close(handle);
+    throw err;
+  }
+}
+
+/** {@linkcode wrapOwned}, for a buffer handed out to the caller. */
 function wrap(
   b: Backend,
   address: bigint,
@@ -232,14 +255,8 @@ function wrap(
   handle: number,
   whole = false,
 ): ArrayBuffer {
-  let buffer: ArrayBuffer;
-  try {
-    buffer = b.wrap(address, length, handle);
-  } catch (err) {
-    b.close(handle);
-    throw err;
-  }
-  owned.set(buffer, { handle, address, whole });
+  const buffer = wrapOwned(b, address, length, handle);
+  owned.set(buffer, { handle, address, whole, released: false });
   return buffer;
 }
 
@@ -259,9 +276,8 @@ function refuseIfLocked(b: Backend, address: bigint, length: number, action: str
 
 function release(buffer: ArrayBuffer): void {
   const record = owned.get(buffer);
-  if (record === undefined) return;
-  owned.delete(buffer);
-  released.add(buffer);
+  if (record === undefined || record.released) return;
+  record.released = true;
   const b = backend();
   // The buffer is the mapping's only user: its pending waits can never be woken through it.
   if (record.whole) b.cancelWaits(b.address(record.address), buffer.byteLength);
@@ -284,8 +300,10 @@ export function isDetached(buffer: ArrayBuffer): boolean {
  */
 export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   const record = owned.get(buffer as ArrayBuffer);
-  if (record !== undefined && !isDetached(buffer as ArrayBuffer)) return record.address;
-  if (released.has(buffer as ArrayBuffer) || isDetached(buffer as ArrayBuffer)) {
+  if (record !== undefined && !record.released && !isDetached(buffer as ArrayBuffer)) {
+    return record.address;
+  }
+  if (record?.released || isDetached(buffer as ArrayBuffer)) {
     throw errorOf("EBADF", `${caller}: the buffer's segment was closed (or the buffer detached)`);
   }
   throw new TypeError(
@@ -337,8 +355,9 @@ export class SharedMemory implements Disposable {
    * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
    * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
    * callback would wait for the event loop, which a busy synchronous loop never reaches).
+   * Dropped by close(): nothing reads it after that.
    */
-  #anchor: ArrayBuffer;
+  #anchor: ArrayBuffer | undefined;
 
   private constructor(
     id: SegmentId,
@@ -351,7 +370,7 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    this.#anchor = wrap(backend(), address, 1, handle);
+    this.#anchor = wrapOwned(backend(), address, 1, handle);
   }
 
   /**
@@ -543,7 +562,8 @@ export class SharedMemory implements Disposable {
     }
     this.#buffer = undefined;
     this.#views = [];
-    release(this.#anchor);
+    b.dropAnchor(this.#anchor!, this.#handle);
+    this.#anchor = undefined;
     this.#handle = -1;
   }
 
@@ -645,15 +665,15 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
       `buffer must be an ArrayBuffer, got ${buffer === null ? "null" : typeof buffer}`,
     );
   }
-  if (released.has(buffer)) {
+  const record = owned.get(buffer);
+  if (record?.released) {
     throw new TypeError("buffer was already detached by detachSharedBuffer");
   }
-  if (!owned.has(buffer)) {
+  if (record === undefined) {
     throw new TypeError(
       "buffer was not made by createSharedBuffer or SharedMemory",
     );
   }
-  const record = owned.get(buffer)!;
   refuseIfLocked(backend(), record.address, buffer.byteLength, "detachSharedBuffer");
   release(buffer);
 }

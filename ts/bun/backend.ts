@@ -121,6 +121,8 @@ export function loadBun(explicit?: string): Backend {
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
       if (!buffer.detached) buffer.transfer(0);
     },
+    // The deallocator closes its handle by number: detach now, while the number is still its.
+    dropAnchor: (anchor) => anchor.transfer(0),
     relieve() {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       settleHandles(() => s.sb_handle_count());

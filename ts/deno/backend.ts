@@ -127,6 +127,8 @@ export function loadDeno(explicit?: string): Backend {
       buffer.transfer(0);
       s.sb_close(handle);
     },
+    // The finalizer closes only the handle it was given, by serial number.
+    dropAnchor: (_anchor, handle) => s.sb_close(handle),
     relieve() {
       owner.relieve();
       settleHandles(() => s.sb_handle_count());

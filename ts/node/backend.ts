@@ -143,6 +143,8 @@ export function loadNode(explicit?: string): Backend {
       }
       n.close(handle);
     },
+    // The finalizer closes only the handle it was given, by serial number.
+    dropAnchor: (_anchor, handle) => n.close(handle),
     relieve() {
       n.forgetDetached();
       n.relieve();
