@@ -32,13 +32,17 @@ export NODE_BIN := $(NODE)
 TSC := $(TOOLS)/tsc
 ESBUILD := $(TOOLS)/esbuild
 NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
-TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
+TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts tests/children/*/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node.
 SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
 export SEED_PACKAGE := $(CURDIR)/.tools/seed/node_modules/shared-buffer
 export SEED_NODE := $(NODE)
-NODE_TEST = $(1) --expose-gc --test --test-timeout=600000 --test-reporter=spec dist/tests/*.test.js
+# Test files run in parallel, each in its own process (one per core): the native library's state
+# (open handles, mappings) is per process, and some tests count it.
+NODE_TEST = $(1) --expose-gc --test --test-concurrency=$(JOBS) --test-timeout=600000 \
+	--test-reporter=spec dist/tests/*.test.js
+JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
@@ -115,11 +119,15 @@ test-rust:
 test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p shared-buffer --lib channel::loom_tests
 
+# Deno runs parallel test files in one process: the files that count the process's handles,
+# mappings or threads run alone after the others.
+DENO_ALONE := tests/lifecycle.test.ts tests/napi.test.ts tests/node_transfer.test.ts tests/wait_many.test.ts
 test-deno: tools build
-	$(DENO_TEST) tests/
+	$(DENO_TEST) --no-check --parallel $(filter-out $(DENO_ALONE),$(wildcard tests/*.test.ts))
+	$(DENO_TEST) --no-check $(DENO_ALONE)
 
 test-bun: tools build
-	cd tests && $(BUN) test --timeout 60000
+	cd tests && $(BUN) test --timeout 60000 --parallel=$(JOBS)
 
 # The suite in the machine's Node.js and in the newest; each starts Node children of its own kind.
 test-node: tools build

@@ -1,27 +1,32 @@
 /**
  * Cross-process behaviour with real segments and real child processes of every runtime: the seed
  * README's example, Deno-to-Bun and Bun-to-Deno data, atomic counting from four processes, and a
- * child killed with SIGKILL while it has a segment mapped.
+ * segment's creator killed with SIGKILL (what survives, and replacing the leftover).
  *
  * @module
  */
 
+import assert from "node:assert/strict";
 import {
+  childrenTest,
   cleanup,
+  HANG_MS,
   lib,
   mix,
   runScript,
+  type Runtime,
   runtimes,
   scriptCommand,
   start,
   test,
   uniqueKey,
   uniqueName,
+  within,
 } from "./harness.ts";
-import { expectedChecksum, fnv1a, type Id, idArgs } from "./children/xp_common.ts";
-import { fileExists, sysvSegment } from "./children/xp_os.ts";
+import { expectedChecksum, fnv1a, type Id, idArgs } from "./children/segment/common.ts";
+import { fileExists, sysvSegment } from "./children/segment/os.ts";
 
-const { SharedMemory, createSharedBuffer, detachSharedBuffer } = lib;
+const { SharedMemory, SharedMemoryError, createSharedBuffer, detachSharedBuffer } = lib;
 
 function assertEquals(actual: unknown, expected: unknown, what: string): void {
   const a = JSON.stringify(actual);
@@ -61,7 +66,7 @@ for (const child of runtimes) {
       const sharedBuffer = createSharedBuffer(SEGMENT_ID, SEGMENT_SIZE, true);
       const sharedArray = new Float64Array(sharedBuffer);
       for (let i = 0; i < SEGMENT_ELEMENTS; i++) sharedArray[i] = 1 / i;
-      const out = await runScript(child, "xp_seed.ts", [
+      const out = await runScript(child, "seed/readme_child.ts", [
         String(SEGMENT_ID),
         String(SEGMENT_ELEMENTS),
       ]);
@@ -87,7 +92,7 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
     const seed = 0x5eed0000 + Math.floor(Math.random() * 0xffff);
     const expected = expectedChecksum(MiB, seed);
     try {
-      const wrote = await runScript(writer, "xp_pattern.ts", [
+      const wrote = await runScript(writer, "segment/pattern.ts", [
         "write",
         "name",
         name,
@@ -95,7 +100,7 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
         String(seed),
       ]);
       assertEquals(field(wrote, "wrote"), expected, `${writer} writer's checksum`);
-      const read = await runScript(reader, "xp_pattern.ts", ["read", "name", name]);
+      const read = await runScript(reader, "segment/pattern.ts", ["read", "name", name]);
       assertEquals(
         field(read, "read"),
         `${MiB} ${expected}`,
@@ -114,69 +119,118 @@ for (const [writer, reader] of [["deno", "bun"], ["bun", "deno"]] as const) {
 
 const COUNTERS = ["deno", "bun", "node", "node"] as const;
 
-test(`${mix(COUNTERS)} processes Atomics.add one Int32 counter: the total is exact`, async () => {
-  const key = uniqueKey();
-  const n = 1_000_000;
-  const kinds = COUNTERS;
-  try {
-    using shm = SharedMemory.create({ key }, 4096);
-    const i32 = new Int32Array(shm.buffer);
-    const children = kinds.map((which) =>
-      start(scriptCommand(which, "xp_counter.ts", [String(key), String(n)]))
-    );
+childrenTest(
+  COUNTERS,
+  `${mix(COUNTERS)} processes Atomics.add one Int32 counter: the total is exact`,
+  async () => {
+    const key = uniqueKey();
+    const n = 1_000_000;
+    const kinds = COUNTERS;
     try {
-      await Promise.all(children.map((c) => c.line("ready")));
-      // Every child has the segment mapped and is spinning; release them all at once.
-      Atomics.store(i32, 1, 1);
-      const results = await Promise.all(children.map((c) => c.done));
-      results.forEach((r, i) => {
-        if (r.code !== 0 || !r.stdout.includes("done")) {
-          throw new Error(`${kinds[i]} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
-        }
-      });
-    } finally {
-      for (const c of children) c.kill("SIGKILL");
-    }
-    assertEquals(Atomics.load(i32, 0), kinds.length * n, "counter");
-  } finally {
-    cleanup({ key });
-  }
-});
-
-// ---- A child killed with SIGKILL ----------------------------------------------------------------
-
-for (const child of runtimes) {
-  for (const kind of ["keyed", "named"] as const) {
-    test(`a ${child} child SIGKILLed with a ${kind} segment mapped: data and segment survive`, async () => {
-      const id: Id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-kill") };
-      const size = 256 * 1024;
-      const seed = 0x0dead000 + Math.floor(Math.random() * 0xfff);
-      const expected = expectedChecksum(size, seed);
+      using shm = SharedMemory.create({ key }, 4096);
+      const i32 = new Int32Array(shm.buffer);
+      const children = kinds.map((which) =>
+        start(scriptCommand(which, "segment/count_atomically.ts", [String(key), String(n)]))
+      );
       try {
-        const proc = start(
-          scriptCommand(child, "xp_hang.ts", [...idArgs(id), String(size), String(seed)]),
-        );
-        let ready: string;
-        try {
-          ready = await proc.line("ready");
-        } finally {
-          proc.kill("SIGKILL");
-        }
-        const result = await proc.done;
-        assertEquals(ready, `ready true ${expected}`, "child's ready line");
-        assertEquals([result.code, result.signal], [null, "SIGKILL"], "child's exit");
-
-        // The segment outlives its creator, and the kernel detached the dead process.
-        if ("key" in id) assertEquals(sysvSegment(id.key)?.nattch, 0, "nattch after the kill");
-        else assertEquals(fileExists(`/dev/shm${id.name}`), true, `/dev/shm${id.name} exists`);
-
-        using shm = SharedMemory.open(id);
-        assertEquals(shm.created, false, "created");
-        assertEquals(shm.byteLength, size, "byteLength");
-        assertEquals(fnv1a(new Uint8Array(shm.buffer)), expected, "checksum after the kill");
+        await Promise.all(children.map((c) => c.line("ready")));
+        // Every child has the segment mapped and is spinning; release them all at once.
+        Atomics.store(i32, 1, 1);
+        const results = await Promise.all(children.map((c) => c.done));
+        results.forEach((r, i) => {
+          if (r.code !== 0 || !r.stdout.includes("done")) {
+            throw new Error(`${kinds[i]} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+          }
+        });
       } finally {
-        cleanup(id);
+        for (const c of children) c.kill("SIGKILL");
       }
-    });
+      assertEquals(Atomics.load(i32, 0), kinds.length * n, "counter");
+    } finally {
+      cleanup({ key });
+    }
+  },
+);
+
+// ---- A segment's creator killed with SIGKILL ---------------------------------------------------
+
+/**
+ * A child that created a segment (`segment/create_and_hang.ts`: filled with a seeded pattern,
+ * still mapped) is SIGKILLed. The segment outlives it, detached by the kernel, and then this
+ * process either opens it (the data survived) or creates at its id (`EEXIST` with a hint, and
+ * `{ replace: true }` makes it afresh: a leftover of a crashed run).
+ */
+interface CreatorKilled {
+  kind: "keyed" | "named";
+  then: "open" | "create";
+}
+
+/** Every killed creator, each run with a child of every runtime. */
+const CREATOR_KILLED: CreatorKilled[] = (["keyed", "named"] as const).flatMap((kind) =>
+  (["open", "create"] as const).map((then) => ({ kind, then }))
+);
+
+function creatorKilledName(c: CreatorKilled, child: Runtime): string {
+  return c.then === "open"
+    ? `a ${child} child SIGKILLed with a ${c.kind} segment mapped: data and segment survive`
+    : `a ${c.kind} segment left by a killed ${child} child: create is EEXIST with a hint; { replace: true } makes it afresh`;
+}
+
+/** Runs one {@linkcode CreatorKilled} case with a `child` creator. */
+async function creatorKilled(c: CreatorKilled, child: Runtime): Promise<void> {
+  const id: Id = c.kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-kill") };
+  const size = 256 * 1024;
+  const seed = 0x0dead000 + Math.floor(Math.random() * 0xfff);
+  const expected = expectedChecksum(size, seed);
+  try {
+    const proc = start(
+      scriptCommand(child, "segment/create_and_hang.ts", [
+        ...idArgs(id),
+        String(size),
+        String(seed),
+      ]),
+    );
+    let ready: string;
+    try {
+      ready = await within(proc.line("ready"), HANG_MS, "the child to create its segment");
+    } finally {
+      proc.kill("SIGKILL");
+    }
+    const result = await proc.done;
+    assertEquals(ready, `ready true ${expected}`, "child's ready line");
+    assertEquals([result.code, result.signal], [null, "SIGKILL"], "child's exit");
+
+    // The segment outlives its creator, and the kernel detached the dead process.
+    if ("key" in id) assertEquals(sysvSegment(id.key)?.nattch, 0, "nattch after the kill");
+    else assertEquals(fileExists(`/dev/shm${id.name}`), true, `/dev/shm${id.name} exists`);
+
+    if (c.then === "open") {
+      using shm = SharedMemory.open(id);
+      assertEquals(shm.created, false, "created");
+      assertEquals(shm.byteLength, size, "byteLength");
+      assertEquals(fnv1a(new Uint8Array(shm.buffer)), expected, "checksum after the kill");
+    } else {
+      assert.throws(() => SharedMemory.create(id, 64), (e: unknown) => {
+        assert.ok(e instanceof SharedMemoryError, `not a SharedMemoryError: ${e}`);
+        assert.equal(e.code, "EEXIST", e.message);
+        assert.match(e.message, /pass \{ replace: true \}/);
+        return true;
+      });
+      using fresh = SharedMemory.create(id, 64, { replace: true });
+      assertEquals(fresh.created, true, "created");
+      assertEquals(fresh.byteLength, 64, "byteLength");
+      assertEquals([...new Uint8Array(fresh.buffer)], new Array(64).fill(0), "a fresh segment");
+      assert.throws(
+        () => SharedMemory.openOrCreate(id, 64, { replace: true } as never),
+        TypeError,
+      );
+    }
+  } finally {
+    cleanup(id);
   }
+}
+
+// This process opens or creates the segment after the death: every runner runs them all.
+for (const c of CREATOR_KILLED) {
+  for (const child of runtimes) test(creatorKilledName(c, child), () => creatorKilled(c, child));
 }

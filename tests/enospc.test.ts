@@ -9,6 +9,7 @@
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import {
+  childrenTestUnless,
   isRoot,
   lacking,
   type Missing,
@@ -43,8 +44,9 @@ function whyNoPrivateShm(): Missing | string | false {
 const noPrivateShm = whyNoPrivateShm();
 
 for (const which of runtimes) {
-  testUnless(
+  childrenTestUnless(
     noPrivateShm,
+    [which],
     `a ${which} child in a 16 MiB /dev/shm: 32 MiB fails with ENOSPC and leaves nothing, 8 MiB is fully writable, 12 MiB more fails`,
     async () => {
       // The segments live only in the child's private tmpfs, which vanishes with it: nothing to
@@ -58,7 +60,7 @@ for (const which of runtimes) {
         // After the child, list what it left in its private /dev/shm.
         `${MOUNT} && { "$@"; rc=$?; echo "left [$(ls -A /dev/shm)]"; exit $rc; }`,
         "sh",
-        ...scriptCommand(which, "xp_enospc.ts", [
+        ...scriptCommand(which, "segment/fill_small_shm.ts", [
           name,
           String(32 * MiB),
           String(8 * MiB),
@@ -110,7 +112,7 @@ for (const mode of ["sync", "async"] as const) {
         "-c",
         `${MOUNT} && exec "$@"`,
         "sh",
-        ...scriptCommand(runtime, "churn.ts", [prefix, String(count), mode]),
+        ...scriptCommand(runtime, "ownership/churn.ts", [prefix, String(count), mode]),
       ]).done;
       const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
       if (r.code !== 0 || line === undefined) {

@@ -110,6 +110,62 @@ export function test(name: string, fn: Body, options: TestOptions = {}): void {
 }
 
 /**
+ * The one runner that runs a test whose shared-memory work is all done by child processes of
+ * the runtimes `children` (this process only creates the segment, starts the children and checks
+ * what they report): the Node runners when one child is Node, so that the machine's Node and the
+ * newest Node each meet Deno and Bun; otherwise the runner of the first child's runtime. Such a
+ * test would do the same work in every runner, whatever runs the parent.
+ */
+export function runnerFor(children: readonly Runtime[]): Runtime {
+  if (children.length === 0) throw new Error("a test of children needs at least one child");
+  return children.includes("node") ? "node" : children[0];
+}
+
+/**
+ * With `SB_ALL_COMBINATIONS=1` every runner runs every {@linkcode childrenTest}, as when one
+ * runner is run alone to check a change.
+ */
+const allCombinations: boolean = env.SB_ALL_COMBINATIONS === "1";
+
+/**
+ * Whether `runner` registers a {@linkcode childrenTest} of `children`: the one runner
+ * {@linkcode runnerFor} names, or every runner when `all` (`SB_ALL_COMBINATIONS=1`).
+ */
+export function runsIn(
+  children: readonly Runtime[],
+  runner: Runtime,
+  all: boolean = allCombinations,
+): boolean {
+  return all || runnerFor(children) === runner;
+}
+
+/**
+ * Registers a test of child processes only (see {@linkcode runnerFor}): in the runner that
+ * `runnerFor(children)` names, not in the others, unless `SB_ALL_COMBINATIONS=1`. A test in which
+ * this process sends, receives, waits, locks or reads takes part itself and is registered with
+ * {@linkcode test} in every runner.
+ */
+export function childrenTest(
+  children: readonly Runtime[],
+  name: string,
+  fn: Body,
+  options: TestOptions = {},
+): void {
+  childrenTestUnless(false, children, name, fn, options);
+}
+
+/** {@linkcode childrenTest}, skipped as {@linkcode testUnless} says when `missing` is not false. */
+export function childrenTestUnless(
+  missing: string | Missing | false,
+  children: readonly Runtime[],
+  name: string,
+  fn: Body,
+  options: TestOptions = {},
+): void {
+  if (runsIn(children, runtime)) testUnless(missing, name, fn, options);
+}
+
+/**
  * Registers a test that the runner skips (reported as skipped, never as passed) when `missing`
  * says why it cannot run here. Under CI a skip for any reason but a {@linkcode lacking}
  * capability registers a failing test instead.
@@ -211,11 +267,11 @@ export function scriptCommand(which: Runtime, script: string, args: string[]): s
 export const seedPackage: string | undefined = process.env.SEED_PACKAGE || undefined;
 
 /**
- * The command line that runs the seed addon (`children/seed_addon.ts`) in the Node.js it was
+ * The command line that runs the seed addon (`children/seed/addon.ts`) in the Node.js it was
  * built for (`SEED_NODE`, else `node` from the PATH).
  */
 export function seedCommand(args: string[]): string[] {
-  const path = new URL("./children/seed_addon.js", builtTests).pathname;
+  const path = new URL("./children/seed/addon.js", builtTests).pathname;
   return [process.env.SEED_NODE ?? "node", path, ...args];
 }
 
@@ -378,7 +434,7 @@ export async function finished(child: Child, what: string, ms = HANG_MS): Promis
 }
 
 /**
- * For `sx_mutex.ts <name> <offset> open unlock` waiters that have all exited: how many of them
+ * For `lock/take_lock.ts <name> <offset> open unlock` waiters that have all exited: how many of them
  * were told `ownerDied`. Throws if a waiter's output is not "locked ownerDied=..., unlocked".
  */
 export function ownerDiedCount(results: Done[]): number {

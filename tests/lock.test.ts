@@ -63,7 +63,7 @@ async function withSegment(
 async function scribble(which: (typeof runtimes)[number], name: string, writes: string[]) {
   const children: Child[] = [];
   try {
-    const c = spawn(children, which, "lk_scribble.ts", [name, String(AT), ...writes]);
+    const c = spawn(children, which, "lock/scribble.ts", [name, String(AT), ...writes]);
     const r = await finished(c, `${which} scribbler`);
     assert.match(r.stdout, /^written$/m);
   } finally {
@@ -72,7 +72,7 @@ async function scribble(which: (typeof runtimes)[number], name: string, writes: 
 }
 
 /**
- * Starts `children/lk_worker.ts` (a web Worker in Deno and Bun, a `node:worker_threads` Worker in
+ * Starts `children/lock/lock_in_worker.ts` (a web Worker in Deno and Bun, a `node:worker_threads` Worker in
  * Node.js), asks it to take the lock at AT in segment `name`, and gives its reply and a way to
  * terminate it.
  */
@@ -82,7 +82,7 @@ async function lockWorker(
   const message = { name, offset: AT };
   if (runtime === "node") {
     const { Worker: NodeWorker } = await import("node:worker_threads");
-    const w = new NodeWorker(new URL("./children/lk_worker.js", import.meta.url));
+    const w = new NodeWorker(new URL("./children/lock/lock_in_worker.js", import.meta.url));
     const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
       w.once("message", resolve);
       w.once("error", (e) => reject(new Error(`worker error: ${e.message}`)));
@@ -90,7 +90,7 @@ async function lockWorker(
     w.postMessage(message);
     return { reply, terminate: () => void w.terminate() };
   }
-  const url = new URL("./children/lk_worker.ts", import.meta.url).href;
+  const url = new URL("./children/lock/lock_in_worker.ts", import.meta.url).href;
   const w = new Worker(url, { type: "module" });
   const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
     w.onmessage = (e) => resolve(e.data);
@@ -165,7 +165,7 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
       worker = await lockWorker(name);
       await within(worker.reply, 20_000, "the second worker's lock");
       const waiters = runtimes.map((which) =>
-        spawn(children, which, "sx_mutex.ts", [name, String(AT), "open", "unlock"])
+        spawn(children, which, "lock/take_lock.ts", [name, String(AT), "open", "unlock"])
       );
       await within(
         Promise.all(waiters.map((c) => c.line("locking "))),
@@ -249,13 +249,18 @@ for (const peer of runtimes) {
       const children: Child[] = [];
       try {
         // A live holder of the lock at AT, in another process.
-        const holder = spawn(children, peer, "sx_mutex.ts", [name, String(AT), "open", "hold"]);
+        const holder = spawn(children, peer, "lock/take_lock.ts", [
+          name,
+          String(AT),
+          "open",
+          "hold",
+        ]);
         await within(holder.line("locked"), 20_000, "the holder's lock");
         const i32 = new Int32Array(shm.buffer);
         const lo = Atomics.load(i32, OWNER_LO);
         const hi = Atomics.load(i32, OWNER_HI);
         assert.notEqual(lo, 0, "the holder's owner word");
-        const writer = spawn(children, peer, "lk_scribble.ts", [
+        const writer = spawn(children, peer, "lock/scribble.ts", [
           name,
           String(victim),
           `2=${lo}`,
@@ -285,7 +290,11 @@ for (const peer of runtimes) {
       Mutex.init(shm.buffer, AT);
       const children: Child[] = [];
       try {
-        const victim = spawn(children, peer, "lk_victim.ts", [name, String(AT), String(flag)]);
+        const victim = spawn(children, peer, "lock/overwritten_holder.ts", [
+          name,
+          String(AT),
+          String(flag),
+        ]);
         assert.equal(
           await within(victim.line("locked"), 20_000, "the victim's lock"),
           "locked ownerDied=false",

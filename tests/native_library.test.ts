@@ -114,7 +114,7 @@ function packageCopy(): string {
 const entryOf = (dir: string) =>
   `${dir}/${{ bun: "bun.ts", deno: "mod.ts", node: "dist/node.js" }[runtime]}`;
 
-/** Runs `load_library.ts` against `entryDir`'s entry point and returns what it printed. */
+/** Runs `library/load.ts` against `entryDir`'s entry point and returns what it printed. */
 async function load(
   entryDir: string,
   env: Record<string, string>,
@@ -122,9 +122,9 @@ async function load(
 ): Promise<{ path?: string; error?: string }> {
   const entry = entryOf(entryDir);
   const args = explicit === undefined ? [entry] : [entry, explicit];
-  const r: Done = await start(scriptCommand(runtime, "load_library.ts", args), env).done;
-  if (r.code !== 0) throw new Error(`load_library.ts exited with ${r.code}:\n${r.stderr}`);
-  return resultOf(r, "load_library.ts");
+  const r: Done = await start(scriptCommand(runtime, "library/load.ts", args), env).done;
+  if (r.code !== 0) throw new Error(`library/load.ts exited with ${r.code}:\n${r.stderr}`);
+  return resultOf(r, "library/load.ts");
 }
 
 test("search order: explicit path, then SHARED_BUFFER_LIB, then next to the package", async () => {

@@ -1,8 +1,9 @@
 /**
  * What a careless or hostile peer can leave at a segment's id, and what each gets: odd files at a
- * name (a clear error of its own, at once), a leftover of a crashed run (`replace`), and a peer
- * that shrinks a segment (keyed segments cannot shrink; a named one can, which kills its mappers:
- * the documented hazard, tested so the documentation stays true).
+ * name (a clear error of its own, at once), and a peer that shrinks a segment (keyed segments
+ * cannot shrink; a named one can, which kills its mappers: the documented hazard, tested so the
+ * documentation stays true). A leftover of a crashed run (`replace`) is tested in
+ * `cross_process.test.ts`, with the other creators killed with SIGKILL.
  *
  * @module
  */
@@ -25,7 +26,7 @@ import {
   uniqueName,
   within,
 } from "./harness.ts";
-import { idArgs } from "./children/xp_common.ts";
+import { idArgs } from "./children/segment/common.ts";
 
 const { SharedMemory, SharedMemoryError } = lib;
 
@@ -107,35 +108,6 @@ test("a file shorter than asked for is EINVAL naming both sizes", () => {
   );
 });
 
-// ---- A leftover of a crashed run -------------------------------------------------------------
-
-for (const which of runtimes) {
-  for (const kind of ["keyed", "named"] as const) {
-    test(`a ${kind} segment left by a killed ${which} child: create is EEXIST with a hint; { replace: true } makes it afresh`, async () => {
-      const id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("stale") };
-      const children: Child[] = [];
-      try {
-        const child = spawn(children, which, "xp_hang.ts", [...idArgs(id), "4096", "7"]);
-        await within(child.line("ready"), 30_000, "child to create its segment");
-        child.kill("SIGKILL");
-        await child.done;
-        throwsCode(() => SharedMemory.create(id, 64), "EEXIST", /pass \{ replace: true \}/);
-        using fresh = SharedMemory.create(id, 64, { replace: true });
-        assert.equal(fresh.created, true);
-        assert.equal(fresh.byteLength, 64);
-        assert.deepEqual([...new Uint8Array(fresh.buffer)], new Array(64).fill(0));
-        assert.throws(
-          () => SharedMemory.openOrCreate(id, 64, { replace: true } as never),
-          TypeError,
-        );
-      } finally {
-        killAll(children);
-        cleanup(id);
-      }
-    });
-  }
-}
-
 // ---- A peer that shrinks the segment ---------------------------------------------------------
 
 test(`keyed segments cannot shrink: after a ${other(runtime)} peer removes the key and makes a 64-byte segment under it, this process still reads and writes all of its mapping`, async () => {
@@ -146,7 +118,7 @@ test(`keyed segments cannot shrink: after a ${other(runtime)} peer removes the k
     const bytes = new Uint8Array(shm.buffer);
     bytes.fill(0x5a);
     SharedMemory.unlink(id); // the peer's first step needs the key free; the mapping stays
-    const peer = spawn(children, other(runtime), "xp_create.ts", [...idArgs(id), "64"]);
+    const peer = spawn(children, other(runtime), "segment/create.ts", [...idArgs(id), "64"]);
     await finished(peer, "peer making a small segment under the key");
     let sum = 0;
     for (let i = 0; i < bytes.length; i++) sum += bytes[i];
@@ -167,7 +139,7 @@ for (const which of runtimes) {
     const children: Child[] = [];
     try {
       SharedMemory.create(id, 1 << 16).close();
-      const reader = spawn(children, which, "xp_map_read.ts", idArgs(id));
+      const reader = spawn(children, which, "segment/read_forever.ts", idArgs(id));
       await within(reader.line("mapped"), 30_000, "reader to map the segment");
       truncateSync(`/dev/shm${id.name}`, 0);
       const r = await within(reader.done, 30_000, "reader to die");

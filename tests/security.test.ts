@@ -27,8 +27,8 @@ import {
   uniqueKey,
   uniqueName,
 } from "./harness.ts";
-import { type Id, idArgs } from "./children/xp_common.ts";
-import { fileMode, sysvSegment, whyNoOsView } from "./children/xp_os.ts";
+import { type Id, idArgs } from "./children/segment/common.ts";
+import { fileMode, sysvSegment, whyNoOsView } from "./children/segment/os.ts";
 
 const { SharedMemory, SharedMemoryError, createSharedBuffer, detachSharedBuffer } = lib;
 const NOBODY = 65534;
@@ -54,7 +54,7 @@ const noDiskModes = process.platform === "linux"
   ? whyNoOsView()
   : lacking("reads /dev/shm and /proc/sysvipc/shm, which only Linux has");
 
-/** What `xp_open.ts` printed. */
+/** What `segment/open.ts` printed. */
 interface OpenResult {
   ok: boolean;
   byteLength?: number;
@@ -125,9 +125,9 @@ async function runAsNobody(which: Runtime, script: string, args: string[]): Prom
   }
 }
 
-/** Runs `xp_open.ts` in `which` as uid/gid 65534. */
+/** Runs `segment/open.ts` in `which` as uid/gid 65534. */
 async function openAsNobody(which: Runtime, id: Id, reply: number): Promise<OpenResult> {
-  const r = await runAsNobody(which, "xp_open.ts", [...idArgs(id), String(reply)]);
+  const r = await runAsNobody(which, "segment/open.ts", [...idArgs(id), String(reply)]);
   const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
   if (r.code !== 0 || line === undefined) {
     throw new Error(`${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`);
@@ -204,7 +204,7 @@ async function createUnderUmask(
     "-c",
     `umask ${umask} && exec "$@"`,
     "sh",
-    ...scriptCommand(which, "xp_create.ts", args),
+    ...scriptCommand(which, "segment/create.ts", args),
   ]).done;
   if (r.code !== 0 || !r.stdout.includes("created 4096")) {
     throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
@@ -267,7 +267,7 @@ for (const which of runtimes) {
       async () => {
         const id = freshId(kind);
         try {
-          const r = await runAsNobody(which, "xp_create.ts", [...idArgs(id), "4096", "666"]);
+          const r = await runAsNobody(which, "segment/create.ts", [...idArgs(id), "4096", "666"]);
           if (r.code !== 0 || !r.stdout.includes("created 4096")) {
             throw new Error(
               `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,

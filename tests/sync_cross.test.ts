@@ -17,6 +17,7 @@ import { arch } from "node:os";
 import type { SharedMemory as Segment } from "../mod.ts";
 import {
   type Child,
+  childrenTest,
   cleanup,
   finished,
   HANG_MS,
@@ -26,6 +27,7 @@ import {
   other,
   ownerDiedCount,
   resultOf,
+  type Runtime,
   runtimes,
   sleep,
   spawn,
@@ -33,7 +35,7 @@ import {
   uniqueName,
   within,
 } from "./harness.ts";
-import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./children/sx_layout.ts";
+import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./children/lock/counter_layout.ts";
 
 const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
 
@@ -73,34 +75,45 @@ function assertSide(r: PingPong, role: number, what: string): void {
 }
 
 for (const first of runtimes) {
-  test(`${first} (first to move) and ${other(first)} children ping-pong ${ROUNDS} times with wait/notify`, async () => {
-    await withSegment("sx-pp", async (name, shm) => {
-      const turn = new Int32Array(shm.buffer, 0, 1);
-      const children: Child[] = [];
-      try {
-        const sides = [first, other(first)].map((which, role) =>
-          spawn(children, which, "sx_pingpong.ts", [name, String(role), String(ROUNDS), "sync"])
-        );
-        const results = await Promise.all(
-          sides.map((c, role) => finished(c, `side ${role}`, HANG_MS)),
-        );
-        results.forEach((r, role) => {
-          const side = resultOf(r, `side ${role}`) as unknown as PingPong;
-          assertSide(side, role, `${[first, other(first)][role]} side ${role}`);
-          // A blocking wait never lets the side's event loop run: its timer cannot tick. (This
-          // is what makes the waitAsync tick counts below mean something.)
-          assert.equal(side.ticks, 0, `side ${role}: ticks of a process blocked in wait`);
-        });
-        assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "the counter in this process");
-      } finally {
-        await killAll(children);
-      }
-    });
-  });
+  childrenTest(
+    [first, other(first)],
+    `${first} (first to move) and ${
+      other(first)
+    } children ping-pong ${ROUNDS} times with wait/notify`,
+    async () => {
+      await withSegment("sx-pp", async (name, shm) => {
+        const turn = new Int32Array(shm.buffer, 0, 1);
+        const children: Child[] = [];
+        try {
+          const sides = [first, other(first)].map((which, role) =>
+            spawn(children, which, "wait/ping_pong.ts", [
+              name,
+              String(role),
+              String(ROUNDS),
+              "sync",
+            ])
+          );
+          const results = await Promise.all(
+            sides.map((c, role) => finished(c, `side ${role}`, HANG_MS)),
+          );
+          results.forEach((r, role) => {
+            const side = resultOf(r, `side ${role}`) as unknown as PingPong;
+            assertSide(side, role, `${[first, other(first)][role]} side ${role}`);
+            // A blocking wait never lets the side's event loop run: its timer cannot tick. (This
+            // is what makes the waitAsync tick counts below mean something.)
+            assert.equal(side.ticks, 0, `side ${role}: ticks of a process blocked in wait`);
+          });
+          assert.equal(Atomics.load(turn, 0), 2 * ROUNDS, "the counter in this process");
+        } finally {
+          await killAll(children);
+        }
+      });
+    },
+  );
 }
 
 /**
- * This process as side 0 of the ping-pong: the same loop as `sx_pingpong.ts`, with `wait` or
+ * This process as side 0 of the ping-pong: the same loop as `wait/ping_pong.ts`, with `wait` or
  * `waitAsync`; `waiting` says when a `waitAsync` is pending. Returns the turns taken.
  */
 async function playSide0(
@@ -132,7 +145,7 @@ for (const child of runtimes) {
       const turn = new Int32Array(shm.buffer, 0, 1);
       const children: Child[] = [];
       try {
-        const c = spawn(children, child, "sx_pingpong.ts", [name, "1", String(ROUNDS), "sync"]);
+        const c = spawn(children, child, "wait/ping_pong.ts", [name, "1", String(ROUNDS), "sync"]);
         // Blocks this process until the child has played; each wait is bounded by 10 s.
         assert.equal(await playSide0(turn, false), ROUNDS, "this process's turns");
         assertSide(resultOf(await finished(c, "child"), "child") as unknown as PingPong, 1, child);
@@ -148,12 +161,13 @@ for (const child of runtimes) {
 
 /**
  * Before every PAUSE_EVERY-th turn the blocking side waits until the waitAsync side's timer has
- * ticked while it waited (`sx_pingpong.ts`): a condition, not an amount of time.
+ * ticked while it waited (`wait/ping_pong.ts`): a condition, not an amount of time.
  */
 const PAUSE_EVERY = 1000;
 
 for (const asyncSide of runtimes) {
-  test(
+  childrenTest(
+    [asyncSide, other(asyncSide)],
     `a ${asyncSide} child in waitAsync keeps its timers ticking through ${ROUNDS} round trips with a ${
       other(asyncSide)
     } child`,
@@ -161,13 +175,13 @@ for (const asyncSide of runtimes) {
       await withSegment("sx-pp-async", async (name) => {
         const children: Child[] = [];
         try {
-          const a = spawn(children, asyncSide, "sx_pingpong.ts", [
+          const a = spawn(children, asyncSide, "wait/ping_pong.ts", [
             name,
             "0",
             String(ROUNDS),
             "async",
           ]);
-          const b = spawn(children, other(asyncSide), "sx_pingpong.ts", [
+          const b = spawn(children, other(asyncSide), "wait/ping_pong.ts", [
             name,
             "1",
             String(ROUNDS),
@@ -201,7 +215,7 @@ for (const child of runtimes) {
     await withSegment("sx-pp-async-self", async (name, shm) => {
       const turn = new Int32Array(shm.buffer, 0, 1);
       const children: Child[] = [];
-      // As sx_pingpong.ts: ticks that fall while a waitAsync is pending are published in
+      // As wait/ping_pong.ts: ticks that fall while a waitAsync is pending are published in
       // Int32[1], and the child's pauses wait for them.
       const published = new Int32Array(shm.buffer, 4, 1);
       const waiting = { now: false };
@@ -213,7 +227,7 @@ for (const child of runtimes) {
         notify(published, 0);
       }, 2);
       try {
-        const c = spawn(children, child, "sx_pingpong.ts", [
+        const c = spawn(children, child, "wait/ping_pong.ts", [
           name,
           "1",
           String(ROUNDS),
@@ -323,7 +337,7 @@ test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync)
     const children: Child[] = [];
     try {
       const waiters = kinds.map(([which, mode]) =>
-        spawn(children, which, "sx_waiter.ts", [name, mode, "20000"])
+        spawn(children, which, "wait/wait_once.ts", [name, mode, "20000"])
       );
       const exited = waiters.map(() => false);
       const mark = (i: number) => () => (exited[i] = true);
@@ -375,106 +389,117 @@ test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync)
 
 // ---- 4. A lock holder killed with SIGKILL ------------------------------------------------------
 
-for (const child of runtimes) {
-  for (const initBy of ["child", "parent"] as const) {
-    test(`Mutex (set up by the ${initBy}) held by a ${child} child killed with SIGKILL: lock() reports ownerDied, then works`, async () => {
-      await withSegment("sx-mutex", async (name, shm) => {
-        const offset = 128; // not 0, to catch offset mix-ups between processes
-        const children: Child[] = [];
-        try {
-          if (initBy === "parent") Mutex.init(shm.buffer, offset);
-          const holder = spawn(children, child, "sx_mutex.ts", [
-            name,
-            String(offset),
-            initBy === "parent" ? "open" : "init",
-            "hold",
-          ]);
-          assert.equal(
-            await within(holder.line("locked"), HANG_MS, "the holder's lock"),
-            "locked ownerDied=false",
-          );
-          const mutex = Mutex.open(shm.buffer, offset);
-          assert.equal(mutex.tryLock(), null, "tryLock while the child holds it");
-          const begin = performance.now();
-          assert.throws(
-            () => mutex.lock(100),
-            (e) => e instanceof SharedMemoryError && e.code === "ETIMEDOUT",
-            "lock(100) while the child holds it",
-          );
-          assert.ok(performance.now() - begin >= 99.99, "lock(100) gave up no earlier than 100 ms");
-
-          holder.kill("SIGKILL");
-          const end = await within(holder.done, HANG_MS, "the killed holder");
-          assert.deepEqual([end.code, end.signal], [null, "SIGKILL"], "the holder's exit");
-
-          const recovered = mutex.lock(5000);
-          assert.equal(recovered.ownerDied, true, "ownerDied after the holder's death");
-          recovered.unlock();
-          const again = mutex.lock(5000);
-          assert.equal(again.ownerDied, false, "ownerDied on the next lock");
-          again.unlock();
-
-          // Another process, of each runtime, takes and releases it normally.
-          for (const next of runtimes) {
-            const locker = spawn(children, next, "sx_mutex.ts", [
-              name,
-              String(offset),
-              "open",
-              "unlock",
-            ]);
-            const r = await finished(locker, `${next} locker`);
-            assert.match(r.stdout, /^locked ownerDied=false\nunlocked$/m, `${next} locker`);
-          }
-          const last = mutex.tryLock();
-          assert.ok(last !== null && !last.ownerDied, "tryLock after the other processes");
-          last.unlock();
-        } finally {
-          await killAll(children);
-        }
-      });
-    });
-  }
+/**
+ * One way a lock holder (`lock/take_lock.ts`, always a child) dies with SIGKILL, and who must
+ * then see `ownerDied`: this process's next `lock()`, or exactly one of a waiter of every runtime
+ * already blocked in `lock()`. After that the lock works normally for everyone.
+ */
+interface HolderKilled {
+  /** Who calls `Mutex.init`: the holder (`init`, which sets it up), or this process first. */
+  setUpBy: "child" | "parent";
+  /** Who takes the lock after the death. */
+  next: "this process" | "waiters";
 }
 
-for (const holderRuntime of runtimes) {
-  test(`a ${holderRuntime} lock holder SIGKILLed while a Deno and a Bun process wait in lock(): exactly one gets ownerDied`, async () => {
-    await withSegment("sx-mutex-wait", async (name, shm) => {
-      const offset = 64;
-      const children: Child[] = [];
-      try {
-        const mutex = Mutex.init(shm.buffer, offset);
-        const holder = spawn(children, holderRuntime, "sx_mutex.ts", [
-          name,
-          String(offset),
-          "open",
-          "hold",
-        ]);
-        await within(holder.line("locked"), HANG_MS, "the holder's lock");
-        const waiters = runtimes.map((which) =>
-          spawn(children, which, "sx_mutex.ts", [name, String(offset), "open", "unlock"])
+/** Every holder death, each run with a holder of every runtime. */
+const HOLDER_KILLED: HolderKilled[] = [
+  { setUpBy: "child", next: "this process" },
+  { setUpBy: "parent", next: "this process" },
+  { setUpBy: "parent", next: "waiters" },
+];
+
+function holderKilledName(c: HolderKilled, holder: string): string {
+  return c.next === "this process"
+    ? `Mutex (set up by the ${c.setUpBy}) held by a ${holder} child killed with SIGKILL: lock() reports ownerDied, then works`
+    : `a ${holder} lock holder SIGKILLed while a Deno, a Bun and a Node process wait in lock(): exactly one gets ownerDied`;
+}
+
+/** Runs one {@linkcode HolderKilled} case with a `holderRuntime` holder. */
+async function holderKilled(c: HolderKilled, holderRuntime: Runtime): Promise<void> {
+  await withSegment("sx-mutex", async (name, shm) => {
+    const offset = 128; // not 0, to catch offset mix-ups between processes
+    const children: Child[] = [];
+    try {
+      if (c.setUpBy === "parent") Mutex.init(shm.buffer, offset);
+      const holder = spawn(children, holderRuntime, "lock/take_lock.ts", [
+        name,
+        String(offset),
+        c.setUpBy === "parent" ? "open" : "init",
+        "hold",
+      ]);
+      assert.equal(
+        await within(holder.line("locked"), HANG_MS, "the holder's lock"),
+        "locked ownerDied=false",
+      );
+      const mutex = Mutex.open(shm.buffer, offset);
+      assert.equal(mutex.tryLock(), null, "tryLock while the child holds it");
+      let waiters: Child[] = [];
+      if (c.next === "this process") {
+        const begin = performance.now();
+        assert.throws(
+          () => mutex.lock(100),
+          (e) => e instanceof SharedMemoryError && e.code === "ETIMEDOUT",
+          "lock(100) while the child holds it",
+        );
+        assert.ok(performance.now() - begin >= 99.99, "lock(100) gave up no earlier than 100 ms");
+      } else {
+        waiters = runtimes.map((which) =>
+          spawn(children, which, "lock/take_lock.ts", [name, String(offset), "open", "unlock"])
         );
         const pids = await within(
-          Promise.all(waiters.map(async (c) => Number((await c.line("locking ")).split(" ")[1]))),
+          Promise.all(waiters.map(async (w) => Number((await w.line("locking ")).split(" ")[1]))),
           HANG_MS,
           "the waiters' lock calls",
         );
-        // Let both park in the kernel (either way, exactly one must see the death).
+        // Let them park in the kernel (either way, exactly one must see the death).
         await parked(pids, SHARED_WAIT_ANY, { limitMs: 2000, strict: false });
         assert.equal(mutex.tryLock(), null, "the holder still holds it");
+      }
 
-        holder.kill("SIGKILL");
+      holder.kill("SIGKILL");
+      const end = await within(holder.done, HANG_MS, "the killed holder");
+      assert.deepEqual([end.code, end.signal], [null, "SIGKILL"], "the holder's exit");
+
+      if (c.next === "this process") {
+        const recovered = mutex.lock(5000);
+        assert.equal(recovered.ownerDied, true, "ownerDied after the holder's death");
+        recovered.unlock();
+      } else {
         const results = await Promise.all(
-          waiters.map((c, i) => finished(c, `${runtimes[i]} waiter`)),
+          waiters.map((w, i) => finished(w, `${runtimes[i]} waiter`)),
         );
         assert.equal(ownerDiedCount(results), 1, "waiters told ownerDied");
-        const after = mutex.lock(5000);
-        assert.equal(after.ownerDied, false, "this process's lock after both waiters");
-        after.unlock();
-      } finally {
-        await killAll(children);
       }
-    });
+      const again = mutex.lock(5000);
+      assert.equal(again.ownerDied, false, "ownerDied on the next lock");
+      again.unlock();
+      if (c.next === "this process") {
+        // Another process, of each runtime, takes and releases it normally.
+        for (const next of runtimes) {
+          const locker = spawn(children, next, "lock/take_lock.ts", [
+            name,
+            String(offset),
+            "open",
+            "unlock",
+          ]);
+          const r = await finished(locker, `${next} locker`);
+          assert.match(r.stdout, /^locked ownerDied=false\nunlocked$/m, `${next} locker`);
+        }
+        const last = mutex.tryLock();
+        assert.ok(last !== null && !last.ownerDied, "tryLock after the other processes");
+        last.unlock();
+      }
+    } finally {
+      await killAll(children);
+    }
   });
+}
+
+// This process takes the lock in every case: every runner runs them all.
+for (const c of HOLDER_KILLED) {
+  for (const holderRuntime of runtimes) {
+    test(holderKilledName(c, holderRuntime), () => holderKilled(c, holderRuntime));
+  }
 }
 
 // ---- 5. Four processes count under the lock ----------------------------------------------------
@@ -498,7 +523,7 @@ async function countTogether(
     const children: Child[] = [];
     try {
       const counters = COUNTERS.map((which) =>
-        spawn(children, which, "sx_locked_counter.ts", [name, String(COUNT), guard])
+        spawn(children, which, "lock/count_under_lock.ts", [name, String(COUNT), guard])
       );
       await within(Promise.all(counters.map((c) => c.line("ready"))), HANG_MS, "counters ready");
       assert.equal(Atomics.load(i32, READY), COUNTERS.length, "children ready");
@@ -529,22 +554,30 @@ async function countTogether(
   return out;
 }
 
-test(`${mix(COUNTERS)} processes add 1 to a plain Float64 ${COUNT} times each under the Mutex: exact`, async () => {
-  const { counter, overlaps, contended } = await countTogether("lock");
-  // The processes did compete for the lock (tens to thousands of times per run here)...
-  assert.ok(contended > 0, "tryLock never found the lock taken: the children did not compete");
-  // ...and it let only one in at a time.
-  assert.equal(overlaps, 0, "times two processes were inside the lock at once");
-  assert.equal(counter, COUNTERS.length * COUNT, "counter");
-});
+childrenTest(
+  COUNTERS,
+  `${mix(COUNTERS)} processes add 1 to a plain Float64 ${COUNT} times each under the Mutex: exact`,
+  async () => {
+    const { counter, overlaps, contended } = await countTogether("lock");
+    // The processes did compete for the lock (tens to thousands of times per run here)...
+    assert.ok(contended > 0, "tryLock never found the lock taken: the children did not compete");
+    // ...and it let only one in at a time.
+    assert.equal(overlaps, 0, "times two processes were inside the lock at once");
+    assert.equal(counter, COUNTERS.length * COUNT, "counter");
+  },
+);
 
 // The same children without the lock, to show the test above can fail: they do overlap, and
 // updates are lost.
-test(`the same 4 processes without the Mutex overlap and lose updates`, async () => {
-  const { counter, overlaps } = await countTogether("none");
-  assert.ok(overlaps > 0, "the children ran inside the section at the same time");
-  assert.ok(counter < COUNTERS.length * COUNT, `lost updates: counter ${counter}`);
-});
+childrenTest(
+  COUNTERS,
+  `the same 4 processes without the Mutex overlap and lose updates`,
+  async () => {
+    const { counter, overlaps } = await countTogether("none");
+    assert.ok(overlaps > 0, "the children ran inside the section at the same time");
+    assert.ok(counter < COUNTERS.length * COUNT, `lost updates: counter ${counter}`);
+  },
+);
 
 // ---- 6. Timeouts in children --------------------------------------------------------------------
 
@@ -553,24 +586,28 @@ const TIMEOUT_MS = 50;
 for (const child of runtimes) {
   for (const mode of ["sync", "async"] as const) {
     const fn = mode === "sync" ? "wait" : "waitAsync";
-    test(`${fn} with a ${TIMEOUT_MS} ms timeout in a ${child} child: timed-out, no earlier`, async () => {
-      await withSegment("sx-timeout", async (name) => {
-        const children: Child[] = [];
-        try {
-          const c = spawn(children, child, "sx_timeout.ts", [name, mode, String(TIMEOUT_MS)]);
-          const r = resultOf(await finished(c, `${child} ${fn}`), `${child} ${fn}`) as {
-            result: string;
-            elapsedMs: number;
-            notEqual: string;
-          };
-          assert.equal(r.result, "timed-out", `${fn} result`);
-          // performance.now() is rounded to microseconds; allow that much.
-          assert.ok(r.elapsedMs >= TIMEOUT_MS - 0.01, `${fn} returned after ${r.elapsedMs} ms`);
-          assert.equal(r.notEqual, "not-equal", `${fn} for a value the word does not hold`);
-        } finally {
-          await killAll(children);
-        }
-      });
-    });
+    childrenTest(
+      [child],
+      `${fn} with a ${TIMEOUT_MS} ms timeout in a ${child} child: timed-out, no earlier`,
+      async () => {
+        await withSegment("sx-timeout", async (name) => {
+          const children: Child[] = [];
+          try {
+            const c = spawn(children, child, "wait/time_out.ts", [name, mode, String(TIMEOUT_MS)]);
+            const r = resultOf(await finished(c, `${child} ${fn}`), `${child} ${fn}`) as {
+              result: string;
+              elapsedMs: number;
+              notEqual: string;
+            };
+            assert.equal(r.result, "timed-out", `${fn} result`);
+            // performance.now() is rounded to microseconds; allow that much.
+            assert.ok(r.elapsedMs >= TIMEOUT_MS - 0.01, `${fn} returned after ${r.elapsedMs} ms`);
+            assert.equal(r.notEqual, "not-equal", `${fn} for a value the word does not hold`);
+          } finally {
+            await killAll(children);
+          }
+        });
+      },
+    );
   }
 }

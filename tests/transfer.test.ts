@@ -61,8 +61,8 @@ const COPIED: Partial<Record<string, readonly string[]>> = {
 
 /** The child's command line: this runtime, with GC exposed (Deno) and the least permissions. */
 function moveCommand(route: string, name: string): string[] {
-  const path = new URL("./children/move.ts", import.meta.url).pathname;
-  if (runtime === "node") return scriptCommand("node", "move.ts", [route, name]);
+  const path = new URL("./children/ownership/move.ts", import.meta.url).pathname;
+  if (runtime === "node") return scriptCommand("node", "ownership/move.ts", [route, name]);
   return runtime === "deno"
     ? [
       runtimeBin("deno"),
@@ -113,7 +113,7 @@ for (const route of ROUTES) {
 
 test("posting a shared buffer without a transfer list copies it", async () => {
   const name = uniqueName("copy");
-  const w = await startWorker("move_worker.ts");
+  const w = await startWorker("ownership/move_worker.ts");
   const ask = (message: unknown) => w.ask(message);
   try {
     using shm = SharedMemory.create({ name }, 64);

@@ -75,7 +75,7 @@ test(
         assert.ok(added < 200, `${added} threads for ${pending.length} waits`);
       }
 
-      const notifier = spawn(children, other(runtime), "sx_notify_each.ts", [
+      const notifier = spawn(children, other(runtime), "wait/notify_each.ts", [
         name,
         String(DISTINCT),
       ]);

@@ -53,7 +53,7 @@ export interface TestWorker {
 }
 
 /**
- * A Worker running `script` (a `.ts` name in this folder): a web Worker in Deno and Bun, a
+ * A Worker running `script` (a `.ts` path under this folder, such as `ownership/move_worker.ts`): a web Worker in Deno and Bun, a
  * `node:worker_threads` Worker in Node.js (which has no web Worker) running the built `.js`.
  */
 export async function startWorker(script: string): Promise<TestWorker> {

@@ -18,6 +18,18 @@ const SIZE_RACE_WAIT: Duration = Duration::from_secs(RECENT_SECS);
 /// making.
 const RECENT_SECS: u64 = 2;
 
+/// How many rounds `create` (with `replace`) and `open_or_create` try when other processes keep
+/// creating and removing the same segment. A round is lost only when another process won it; the
+/// loser yields its time slice before the next, so that on a busy machine the winner gets to run
+/// (finish sizing, or unlink) instead of the loser spinning through its rounds. Losing them all
+/// is `EAGAIN`: a churn this hostile is not a race that more tries would settle.
+const RACE_ROUNDS: usize = 64;
+
+/// After a lost round: let the process that won it run.
+fn lost_race() {
+    std::thread::yield_now();
+}
+
 /// Which segment: a System V key or a POSIX name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SegmentId {
@@ -299,7 +311,7 @@ impl Segment {
         check_create(size, options)?;
         // Replacing races with other processes creating and removing: each round fails only if
         // another process won it, so a bounded number settles it.
-        for _ in 0..16 {
+        for _ in 0..RACE_ROUNDS {
             match Self::create_once(id, size, options) {
                 Err(SegmentError::AlreadyExists) if options.replace => {
                     Self::check_replaceable(id, options)?;
@@ -307,6 +319,7 @@ impl Segment {
                         Ok(()) | Err(SegmentError::NotFound) => {}
                         Err(err) => return Err(err),
                     }
+                    lost_race();
                 }
                 other => return other,
             }
@@ -391,16 +404,19 @@ impl Segment {
         };
         // Creating and opening race with other processes doing the same or unlinking: a bounded
         // number of rounds settles it, since each round fails only if another process won it.
-        for _ in 0..16 {
+        for _ in 0..RACE_ROUNDS {
             match Self::create_once(id, size, options) {
                 Err(SegmentError::AlreadyExists) => {}
                 // Made, and removed by another process before it could be mapped.
-                Err(SegmentError::NotFound) => continue,
+                Err(SegmentError::NotFound) => {
+                    lost_race();
+                    continue;
+                }
                 other => return other,
             }
             match Self::open_raw(id, options.owner, exact) {
                 Ok(mapping) => return Self::finish(mapping, false, options),
-                Err(SegmentError::NotFound) => {}
+                Err(SegmentError::NotFound) => lost_race(),
                 Err(err) => return Err(err),
             }
         }
