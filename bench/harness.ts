@@ -62,49 +62,41 @@ export interface RuntimeInfo {
   missing(): string | null;
 }
 
-/** Null if `exe` (a path, or a name on the PATH) exists, else why not. */
-const probe = (exe: string, variable: string) =>
-  existsSync(exe) || process.env.PATH?.split(":").some((d) => existsSync(`${d}/${exe}`))
-    ? null
-    : `${exe} not found (set ${variable})`;
+/**
+ * A runtime that runs `exe` (or `$VARIABLE`) with `flags`, the scripts under `dir` (`ext` for
+ * `.ts`) and the library's `entry`.
+ */
+function runtimeInfo(variable: string, flags: string[], dir: string, ext: string, entry: string) {
+  const exe = env(variable, variable.toLowerCase());
+  const info: RuntimeInfo = {
+    exe,
+    command: (
+      script,
+      args,
+    ) => [exe, ...flags, `${root}/${dir}/${script.replace(/\.ts$/, ext)}`, ...args],
+    entry,
+    missing: () =>
+      existsSync(exe) || process.env.PATH?.split(":").some((d) => existsSync(`${d}/${exe}`))
+        ? existsSync(`${root}/${dir}/child${ext}`) ? null : `no ${dir}/child${ext} (make build)`
+        : `${exe} not found (set ${variable})`,
+  };
+  return info;
+}
 
 /**
  * Every runtime the benchmarks know, in the order they are reported. Node runs the JavaScript
  * built into `dist/` (the same files, compiled), so its entry point and scripts live there.
  */
 export const RUNTIMES: Record<Runtime, RuntimeInfo> = {
-  deno: {
-    exe: env("DENO", "deno"),
-    command: (script, args) => [
-      RUNTIMES.deno.exe,
-      "run",
-      "--allow-all",
-      "--v8-flags=--expose-gc",
-      `${root}/bench/${script}`,
-      ...args,
-    ],
-    entry: "mod.ts",
-    missing: () => probe(RUNTIMES.deno.exe, "DENO"),
-  },
-  bun: {
-    exe: env("BUN", "bun"),
-    command: (script, args) => [RUNTIMES.bun.exe, `${root}/bench/${script}`, ...args],
-    entry: "bun.ts",
-    missing: () => probe(RUNTIMES.bun.exe, "BUN"),
-  },
-  node: {
-    exe: env("NODE", "node"),
-    command: (script, args) => [
-      RUNTIMES.node.exe,
-      "--expose-gc",
-      `${root}/dist/bench/${script.replace(/\.ts$/, ".js")}`,
-      ...args,
-    ],
-    entry: "dist/node.js",
-    missing: () =>
-      probe(RUNTIMES.node.exe, "NODE") ??
-        (existsSync(`${root}/dist/bench/child.js`) ? null : "no build in dist/bench/"),
-  },
+  deno: runtimeInfo(
+    "DENO",
+    ["run", "--allow-all", "--v8-flags=--expose-gc"],
+    "bench",
+    ".ts",
+    "mod.ts",
+  ),
+  bun: runtimeInfo("BUN", [], "bench", ".ts", "bun.ts"),
+  node: runtimeInfo("NODE", ["--expose-gc"], "dist/bench", ".js", "dist/node.js"),
 };
 
 /** The library as the running runtime loads it (`mod.ts` in Deno, `bun.ts` in Bun). */
@@ -236,6 +228,22 @@ export function removeLeftovers(): void {
   rmSync(LEFTOVERS, { force: true });
 }
 
+/** A new keyed segment of `size` bytes, populated, under a random key nobody uses. */
+export function createKeyed(
+  size: number,
+): { key: number; shm: ReturnType<typeof lib.SharedMemory.create> } {
+  for (let tries = 0;; tries++) {
+    const key = 0x5b00_0000 + Math.floor(Math.random() * 0xff_ffff);
+    try {
+      return { key, shm: lib.SharedMemory.create({ key }, size, { populate: true }) };
+    } catch (err) {
+      if (!(err instanceof lib.SharedMemoryError && err.code === "EEXIST") || tries > 100) {
+        throw err;
+      }
+    }
+  }
+}
+
 /**
  * The executable of the native benchmark `crates/bench/benches/<name>.rs`, built by
  * `cargo bench --no-run` once per run.
@@ -284,52 +292,85 @@ export function round(value: number, digits = 3): number {
   return Math.round(value * scale) / scale;
 }
 
-/** Nanoseconds per call of `op` in one block of `iters` calls. */
-export function timeBlock(iters: number, op: () => void): number {
-  const start = performance.now();
-  for (let i = 0; i < iters; i++) op();
-  return ((performance.now() - start) * 1e6) / iters;
-}
-
-/** The iteration count that makes one block of `op` last about `targetMs`. */
-export function calibrate(targetMs: number, op: () => void): number {
-  for (let iters = 16;; iters *= 4) {
+/**
+ * Times `ops` in interleaved blocks: after `warmup` untimed calls of each, every op gets the
+ * iteration count that makes one block of it last about `blockMs` (the count of `countOf(name)`
+ * when given, so that ops compared with each other run alike), then `blocks` rounds time one
+ * block of every op each, in reverse order on odd rounds. Returns ns per call of each block.
+ */
+export function timeOps(
+  ops: Record<string, () => void>,
+  { blocks = 10, blockMs = 10, warmup = 0, countOf = (name: string) => name } = {},
+): Record<string, number[]> {
+  const block = (iters: number, op: () => void) => {
     const start = performance.now();
     for (let i = 0; i < iters; i++) op();
-    const spent = performance.now() - start;
-    if (spent >= targetMs / 4 || iters >= 1 << 24) {
-      return Math.max(16, Math.round((iters * targetMs) / Math.max(spent, 1e-3)));
+    return performance.now() - start;
+  };
+  const counts: Record<string, number> = {};
+  for (const op of Object.values(ops)) block(warmup, op);
+  for (const name of Object.keys(ops)) {
+    for (let iters = 1; counts[countOf(name)] === undefined; iters *= 4) {
+      const spent = block(iters, ops[countOf(name)]);
+      if (spent >= blockMs / 4 || iters >= 1 << 24) {
+        counts[countOf(name)] = Math.max(1, Math.round((iters * blockMs) / Math.max(spent, 1e-3)));
+      }
     }
   }
+  const ns: Record<string, number[]> = Object.fromEntries(Object.keys(ops).map((n) => [n, []]));
+  for (let b = 0; b < blocks; b++) {
+    const names = Object.keys(ops);
+    for (const name of b % 2 ? names.reverse() : names) {
+      const iters = counts[countOf(name)];
+      ns[name].push((block(iters, ops[name]) * 1e6) / iters);
+    }
+  }
+  return ns;
 }
 
-/** Median nanoseconds per call of `op` over `blocks` blocks of about 10 ms, after a warm-up. */
-export function perCall(op: () => void, blocks = 10): number {
-  const iters = calibrate(10, op);
-  const ns: number[] = [];
-  for (let b = 0; b < blocks; b++) ns.push(timeBlock(iters, op));
-  return round(median(ns), 1);
+/** Median nanoseconds per call of each of `ops` over 10 interleaved blocks of about 10 ms. */
+export function perCall(ops: Record<string, () => void>): Record<string, number> {
+  const ns = timeOps(ops, { warmup: 1000 });
+  return Object.fromEntries(Object.entries(ns).map(([k, v]) => [k, round(median(v), 1)]));
+}
+
+/** What process `pid` used so far, over every thread: see {@linkcode usage}. */
+export interface Usage {
+  /** CPU time, ns, from the scheduler's own accounting (`/proc/<pid>/task/<tid>/schedstat`). */
+  cpu: number;
+  /** Voluntary context switches (`voluntary_ctxt_switches` of each thread's `status`). */
+  vcs: number;
 }
 
 /**
- * CPU time process `pid` used so far (every thread, nanoseconds), from the scheduler's own
- * accounting in `/proc/<pid>/task/<tid>/schedstat`: precise to the nanosecond, where
- * `process.cpuUsage()` and `/proc/<pid>/stat` count clock ticks. 0 where there is no `/proc`.
+ * CPU time and voluntary context switches of `pids` so far, summed over every thread of each:
+ * precise to the nanosecond, where `process.cpuUsage()` and `/proc/<pid>/stat` count clock
+ * ticks. Zeros where there is no `/proc`; a thread that ended meanwhile is left out.
  */
-export function cpuNs(pid: number = process.pid): number {
-  try {
-    return readdirSync(`/proc/${pid}/task`).reduce((total, tid) => {
-      try {
-        return total +
-          Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      } catch {
-        return total; // the thread ended meanwhile
+export function usage(...pids: number[]): Usage {
+  const u = { cpu: 0, vcs: 0 };
+  for (const pid of pids) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        try {
+          const dir = `/proc/${pid}/task/${tid}`;
+          u.cpu += Number(readFileSync(`${dir}/schedstat`, "utf8").split(" ")[0]);
+          u.vcs += Number(
+            /^voluntary_ctxt_switches:\s*(\d+)/m.exec(readFileSync(`${dir}/status`, "utf8"))?.[1],
+          );
+        } catch {
+          // the thread ended meanwhile
+        }
       }
-    }, 0);
-  } catch {
-    return 0;
+    } catch {
+      // no /proc, or the process ended
+    }
   }
+  return u;
 }
+
+/** CPU time process `pid` used so far (every thread, nanoseconds): {@linkcode usage}'s. */
+export const cpuNs = (pid: number = process.pid): number => usage(pid).cpu;
 
 /** Median and 99th percentile of per-round-trip times, in microseconds. */
 export interface Latency {
@@ -337,35 +378,54 @@ export interface Latency {
   p99_us: number;
   /** CPU used per round trip by both processes (or every thread of one process), when known. */
   cpu_us?: number;
+  /** Voluntary context switches per round trip of both processes, when known. */
+  vcs?: number;
+}
+
+/** How long round trips run: a time budget, and at most `max` timed ones. */
+export interface TripBudget {
+  ms: number;
+  max: number;
 }
 
 /**
- * Times `n` round trips after `warmup` untimed ones, each with `performance.now()` (whose cost is
- * inside every sample), and the CPU that this process and `peerPid` used over the timed ones.
+ * Times round trips one by one with `performance.now()` (whose cost is inside every sample):
+ * untimed ones for a fifth of `budget.ms` (at least 10), then timed ones until `budget.ms` has
+ * passed (at least 20) or `budget.max` were timed; and what this process and `peerPid` used
+ * over the timed ones.
  */
 export async function roundTrips(
-  n: number,
-  warmup: number,
+  budget: TripBudget,
   once: (i: number) => void | Promise<void>,
   peerPid?: number,
 ): Promise<Latency> {
-  const samples = new Float64Array(n);
-  const cpu = () => cpuNs() + (peerPid ? cpuNs(peerPid) : 0);
-  let cpu0 = 0;
-  for (let i = 0; i < warmup + n; i++) {
-    if (i === warmup) cpu0 = cpu();
-    const t0 = performance.now();
-    const pending = once(i);
+  const samples = new Float64Array(budget.max);
+  const pids = peerPid ? [process.pid, peerPid] : [process.pid];
+  let i = 0;
+  for (
+    const warmUntil = performance.now() + budget.ms / 5;
+    i < 10 || performance.now() < warmUntil;
+  ) {
+    const pending = once(i++);
     if (pending) await pending;
-    if (i >= warmup) samples[i - warmup] = performance.now() - t0;
   }
-  const used = cpu() - cpu0;
-  samples.sort();
+  const u0 = usage(...pids);
+  const stopAt = performance.now() + budget.ms;
+  let n = 0;
+  for (; n < budget.max && (n < 20 || performance.now() < stopAt); n++) {
+    const t0 = performance.now();
+    const pending = once(i++);
+    if (pending) await pending;
+    samples[n] = performance.now() - t0;
+  }
+  const u1 = usage(...pids);
+  const sorted = samples.subarray(0, n).sort();
   const out: Latency = {
-    median_us: round(samples[n >> 1] * 1e3, 2),
-    p99_us: round(samples[Math.min(n - 1, Math.floor(n * 0.99))] * 1e3, 2),
+    median_us: round(sorted[n >> 1] * 1e3, 2),
+    p99_us: round(sorted[Math.min(n - 1, Math.floor(n * 0.99))] * 1e3, 2),
   };
-  if (used > 0) out.cpu_us = round(used / 1e3 / n, 2);
+  if (u1.cpu > u0.cpu) out.cpu_us = round((u1.cpu - u0.cpu) / 1e3 / n, 2);
+  if (u1.vcs > u0.vcs) out.vcs = round((u1.vcs - u0.vcs) / n, 2);
   return out;
 }
 
@@ -410,6 +470,57 @@ export interface Compare {
   note?: string;
 }
 
+/** The parts of a {@linkcode Row} that place a figure: the same for both sides of a ratio. */
+export type Where = Pick<Row, "runtime" | "size" | "placement">;
+
+/**
+ * The ratios that lines `"<metric> <num> / <den> = <label>"` describe, at each of `wheres`: a
+ * side is a `what` of the place's runtime, or `<runtime>.<what>` (`native.copy`: the Rust ring);
+ * a trailing `!` marks the sides as driven differently, which `note` says how.
+ */
+export function ratios(lines: string[], wheres: Where[], note?: string): Compare[] {
+  return wheres.flatMap((where) =>
+    lines.map((line): Compare => {
+      const [, metric, num, den, label, bang] = /^(\S+) (\S+) \/ (\S+) = (.*?)( !)?$/.exec(line)!;
+      const side = (w: string) => {
+        const [who, of = metric] = w.split(":");
+        const [runtime, what] = who.includes(".") ? who.split(".") : [where.runtime, who];
+        return { ...where, runtime, what, metric: of };
+      };
+      return { label, num: side(num), den: side(den), note: bang ? note : undefined };
+    })
+  );
+}
+
+/** Every combination of the given runtimes, sizes and placements. */
+export function wheres(
+  runtimes: string[],
+  sizes: (number | undefined)[] = [undefined],
+  placements: (Placement | undefined)[] = [undefined],
+): Where[] {
+  return placements.flatMap((placement) =>
+    sizes.flatMap((size) => runtimes.map((runtime) => ({ runtime, size, placement })))
+  );
+}
+
+/** A figure's or a ratio's median over runs, with its spread. */
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+/** A figure over every run, as `bench/out/results.json` has it. */
+export interface Figure extends Omit<Row, "value">, Stat {
+  scenario: string;
+}
+
+/** A ratio over every run, as `bench/out/results.json` has it. */
+export interface Ratio extends Compare, Stat {
+  scenario: string;
+}
+
 /** What the scenarios get from the driver. */
 export interface Context {
   /** Runtimes that run here, in report order. */
@@ -434,16 +545,23 @@ export interface Scenario {
   children: Record<string, (args: any) => unknown>;
 }
 
-/** Runs `fn` and records its failure as skipped under `what` instead of throwing. */
-export async function attempt<T>(
-  what: string,
+/**
+ * The rows of `fn` for each of `whos`, one after another (in reverse order on odd runs); one that
+ * fails is recorded as skipped under its name and the others still run.
+ */
+export async function each<T extends string>(
+  ctx: Context,
   skipped: (what: string, why: unknown) => void,
-  fn: () => Promise<T>,
-): Promise<T | undefined> {
-  try {
-    return await fn();
-  } catch (err) {
-    skipped(what, err);
-    return undefined;
+  whos: T[],
+  fn: (who: T) => Promise<Row[]>,
+): Promise<Row[]> {
+  const out: Row[] = [];
+  for (const who of ctx.run % 2 ? [...whos].reverse() : whos) {
+    try {
+      out.push(...await fn(who));
+    } catch (err) {
+      skipped(who, err);
+    }
   }
+  return out;
 }

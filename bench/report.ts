@@ -17,71 +17,43 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
-import { root } from "./harness.ts";
+import { type Figure, type Ratio, root, type Stat } from "./harness.ts";
 
-/** A figure or ratio as `bench/run.ts` writes it. */
-interface Stat {
-  median: number;
-  min: number;
-  max: number;
-  runs: number[];
-}
-interface Figure extends Stat {
-  scenario: string;
-  runtime: string;
-  what: string;
-  size?: number;
-  placement?: string;
-  metric: string;
-}
-type Side = Omit<Figure, keyof Stat | "scenario">;
-interface Ratio extends Stat {
-  scenario: string;
-  label: string;
-  num: Side;
-  den: Side;
-  note?: string;
-}
+type Side = Ratio["num"];
 
 /**
- * The goals, as ratios of the same run: a goal is met when the ratio's median over runs is on
- * the right side. `runtimes`, `size` and `placement` narrow where the goal applies.
+ * The goals, as ratios of the same run: `"≥ <ratio>[ @<size>]: <label>"` (or `≤`) is met when the
+ * median over runs of the ratio `label` (at that message or segment size) is on its side.
  */
-const GOALS: {
-  label: string;
-  size?: number;
-  placement?: string;
-  atLeast?: number;
-  atMost?: number;
-}[] = [
-  { label: "channel (copying) / Unix socket, one write per message", size: 64, atLeast: 10 },
-  { label: "channel with a receive timeout / Unix socket", size: 64, atLeast: 10 },
-  { label: "channel (copying) / the Rust ring copying", size: 64, atLeast: 0.5 },
-  { label: "channel with a receive timeout / the Rust ring", size: 64, atLeast: 0.5 },
-  { label: "channel (copying) / the Rust ring copying", size: 4096, atLeast: 0.7 },
-  { label: "channel with a receive timeout / the Rust ring", size: 4096, atLeast: 0.7 },
-  { label: "channel batch / the Rust ring copying", size: 64, atLeast: 0.8 },
-  { label: "channel (copying) / Unix socket, one write per message", size: 65536, atLeast: 1 },
-  { label: "channel zero-copy / Unix socket", size: 65536, atLeast: 2 },
-  { label: "channel zero-copy / the Rust ring zero-copy", size: 65536, atLeast: 0.7 },
-  { label: "round trip: channel (parked) / Unix socket", atMost: 0.5 },
-  { label: "round trip: wait/notify (park) / Unix socket", atMost: 0.5 },
-  { label: "round trip: wait/notify (park) / Rust futex", atMost: 1.25 },
-  { label: "attach key, 4 KiB: time / libc's", atMost: 2 },
-  { label: "attach key, 1 GiB: time / libc's", atMost: 2 },
-  { label: "attach key_view, 4 KiB: time / libc's", atMost: 2 },
-  { label: "attach key_view, 1 GiB: time / libc's", atMost: 2 },
-  { label: "f64_sum over a shared buffer: GB/s / a plain ArrayBuffer's", atLeast: 0.95 },
-  { label: "u8_set over a shared buffer: GB/s / a plain ArrayBuffer's", atLeast: 0.95 },
-];
+const GOALS = [
+  "≥ 10 @64: channel (copying) / Unix socket, one write per message",
+  "≥ 10 @64: channel with a receive timeout / Unix socket",
+  "≥ 0.5 @64: channel (copying) / the Rust ring copying",
+  "≥ 0.5 @64: channel with a receive timeout / the Rust ring",
+  "≥ 0.7 @4096: channel (copying) / the Rust ring copying",
+  "≥ 0.7 @4096: channel with a receive timeout / the Rust ring",
+  "≥ 0.8 @64: channel batch / the Rust ring copying",
+  "≥ 1 @65536: channel (copying) / Unix socket, one write per message",
+  "≥ 2 @65536: channel zero-copy / Unix socket",
+  "≥ 0.7 @65536: channel zero-copy / the Rust ring zero-copy",
+  "≤ 0.5: round trip: channel (parked) / Unix socket",
+  "≤ 0.5: round trip: wait/notify (park) / Unix socket",
+  "≤ 1.25: round trip: wait/notify (park) / Rust futex",
+  "≤ 2 @4096: attach key: time / libc's",
+  "≤ 2 @1073741824: attach key: time / libc's",
+  "≤ 2 @4096: attach key_view: time / libc's",
+  "≤ 2 @1073741824: attach key_view: time / libc's",
+  "≥ 0.95: f64_sum over a shared buffer: GB/s / a plain ArrayBuffer's",
+  "≥ 0.95: u8_set over a shared buffer: GB/s / a plain ArrayBuffer's",
+].map((line) => {
+  const [, side, bound, size, label] = /^([≥≤]) (\S+)(?: @(\d+))?: (.*)$/.exec(line)!;
+  return { label, size: size ? Number(size) : undefined, atLeast: side === "≥", bound: +bound };
+});
 
 const goalOf = (r: Ratio) =>
   r.num.runtime === "native" || r.num.runtime === "seed"
     ? undefined
-    : GOALS.find((g) =>
-      g.label === r.label && (g.size === undefined || g.size === r.num.size) &&
-      (g.placement === undefined || g.placement === r.num.placement)
-    );
+    : GOALS.find((g) => g.label === r.label && (g.size === undefined || g.size === r.num.size));
 
 const SIZE_NAMES: Record<number, string> = {
   67108864: "64 MiB",
@@ -103,13 +75,8 @@ function num(v: number): string {
 }
 
 /** The median, with its min-max spread when there was more than one run. */
-const cell = (
-  s?: Stat,
-) => (!s
-  ? ""
-  : s.runs.length > 1
-  ? `${num(s.median)} (${num(s.min)}-${num(s.max)})`
-  : num(s.median));
+const cell = (s?: Stat) =>
+  !s ? "" : s.runs.length > 1 ? `${num(s.median)} (${num(s.min)}-${num(s.max)})` : num(s.median);
 
 /** A Markdown table. */
 function table(head: string[], body: string[][]): string {
@@ -117,113 +84,235 @@ function table(head: string[], body: string[][]): string {
   return [line(head), line(head.map(() => "---")), ...body.map(line)].join("\n");
 }
 
+/** Metrics shown after a cell's figure: `[metric, text before, text after]` its median. */
+type Beside = [string, string, string][];
+
+/** One table of `bench/README.md`'s results. */
+interface Section {
+  title?: string;
+  /** The text between the title and the table. */
+  intro?: string;
+  scenario: string;
+  /** Which of the scenario's figures (all by default). */
+  only?: (f: Figure) => boolean;
+  /** The metric of the cells (with its median, spread and `beside`); every metric if unset. */
+  metric?: string;
+  beside?: Beside;
+  rows: (f: Figure) => string;
+  cols: (f: Figure) => string;
+  first: string;
+  /** More text after the table, from the same figures. */
+  after?: (figs: Figure[]) => string;
+}
+
 /**
- * Figures as a table: one row per `rowOf`, one column per `colOf`, each cell drawn by `draw`
- * (the median and its spread by default).
+ * One section's figures as a table: one row per `rows`, one column per `cols`, each cell the
+ * median of `metric` with its spread, then the `beside` metrics of the same row and column.
  */
-function pivot(
-  figs: Figure[],
-  rowOf: (f: Figure) => string,
-  colOf: (f: Figure) => string,
-  first: string,
-  draw: (f: Figure) => string = cell,
-): string {
-  const rows = [...new Set(figs.map(rowOf))];
-  const cols = [...new Set(figs.map(colOf))];
-  const at = new Map(figs.map((f) => [`${rowOf(f)}\u0000${colOf(f)}`, f]));
+function pivot(figs: Figure[], s: Section): string {
+  const at = (f: Figure) => `${s.rows(f)}\u0000${s.cols(f)}`;
+  const byMetric = new Map(figs.map((f) => [`${at(f)}\u0000${f.metric}`, f]));
+  const shown = figs.filter((f) => !s.metric || f.metric === s.metric);
+  const cells = new Map(shown.map((f) => [at(f), f]));
+  const draw = (f: Figure) =>
+    [
+      cell(f),
+      ...(s.beside ?? []).flatMap(([metric, before, after]) => {
+        const g = byMetric.get(`${at(f)}\u0000${metric}`);
+        return g ? [`${before}${num(g.median)}${after}`] : [];
+      }),
+    ].join("; ");
+  const cols = [...new Set(shown.map(s.cols))];
   return table(
-    [first, ...cols],
-    rows.map((
+    [s.first, ...cols],
+    [...new Set(shown.map(s.rows))].map((r) => [
       r,
-    ) => [r, ...cols.map((c) => at.has(`${r}\u0000${c}`) ? draw(at.get(`${r}\u0000${c}`)!) : "")]),
+      ...cols.map((c) => (cells.has(`${r}\u0000${c}`) ? draw(cells.get(`${r}\u0000${c}`)!) : "")),
+    ]),
   );
 }
 
-const TRIPS = "Median µs per round trip (lowest-highest run), then p99 µs and the CPU µs both " +
-  "processes used per round trip (medians over runs):\n";
-
-/** Round-trip figures as a table: median with spread, p99 and CPU per round trip in each cell. */
-function trips(
-  figs: Figure[],
-  rowOf: (f: Figure) => string,
-  colOf: (f: Figure) => string,
-  first: string,
-): string {
-  const other = (f: Figure, metric: string) =>
-    figs.find((g) => g.metric === metric && rowOf(g) === rowOf(f) && colOf(g) === colOf(f));
-  return pivot(figs.filter((f) => f.metric === "median_us"), rowOf, colOf, first, (f) => {
-    const [p99, cpu] = [other(f, "p99_us"), other(f, "cpu_us")];
-    return `${cell(f)}; p99 ${p99 ? num(p99.median) : "?"}${cpu ? `; CPU ${num(cpu.median)}` : ""}`;
-  });
-}
+const TRIPS = "Median µs per round trip (lowest-highest run), then p99 µs, and the CPU µs and " +
+  "voluntary context switches (cs) of both processes per round trip (medians over runs):";
+const TRIP_COSTS: Beside = [["p99_us", "p99 ", ""], ["cpu_us", "CPU ", ""], ["vcs", "", " cs"]];
+const RATES = "Median messages/s (lowest-highest run), then the CPU ns and voluntary context " +
+  "switches (cs) of both processes per message while the stream ran (medians over runs). A " +
+  "transport that switches context for every message shows about 1 cs or more (the Rust " +
+  "ring's figures come without them):";
+const RATE_COSTS: Beside = [["cpu_ns_per_msg", "CPU ", " ns"], ["vcs_per_msg", "", " cs"]];
+/** The order of rows: the runtimes, then the native and seed anchors. */
+const ORDER = ["deno", "bun", "node", "native", "seed"];
+const who = (f: Figure) => `${f.runtime} ${f.what}`;
+const bySize = (f: Figure) => sizeName(f.size);
+const byRuntime = (f: Figure) => f.runtime;
+const byWhat = (f: Figure) => f.what;
 
 /**
- * The hot path split into its pieces, per runtime: `send` is the copy in (`Uint8Array.set`), three
- * `Atomics.store` (tail, reservation mark, commit word) and two `Atomics.load` (the receiver's
- * flags and its waiting word); `recvInto` is the copy out (byte by byte), the record zeroed
- * word by word, one `Atomics.store` (head) and two `Atomics.load` (the commit word, the
- * senders' waiting word). The rest is argument checks, state checks and calls.
+ * The hot path's calls split into their pieces (`"<count> <piece>"` each): `send` is the copy in
+ * (`Uint8Array.set`), three `Atomics.store` (tail, reservation mark, commit word) and two
+ * `Atomics.load` (the receiver's flags and its waiting word); `recvInto` is the copy out (byte
+ * by byte), the record zeroed word by word, one `Atomics.store` (head) and two `Atomics.load`
+ * (the commit word, the senders' waiting word). The rest is argument checks, state checks and
+ * calls.
  */
+const CALLS: [string, string, [string, string][]][] = [
+  ["send", "send", [
+    ["copy in (set)", "1 copy_in_set_64"],
+    ["3 Atomics.store + 2 Atomics.load", "3 atomics_store 2 atomics_load"],
+  ]],
+  ["recv_into", "recvInto", [
+    ["copy out (byte loop)", "1 copy_out_loop_64"],
+    ["zero the record (words)", "1 zero_72_words"],
+    ["1 Atomics.store + 2 Atomics.load", "1 atomics_store 2 atomics_load"],
+  ]],
+];
+
+/** The hot path split into its pieces, per runtime (see {@linkcode CALLS}). */
 function breakdown(figs: Figure[]): string {
-  const runtimes = [...new Set(figs.map((f) => f.runtime))];
+  const runtimes = [...new Set(figs.map(byRuntime))];
   const fig = (rt: string, what: string) =>
     figs.find((f) => f.runtime === rt && f.what === what)?.median ?? NaN;
   // A piece's own cost: its loop's time less the empty loop's; a call's: as measured.
   const at = (rt: string, what: string) =>
     fig(rt, what) - (/^(send|recv)/.test(what) ? 0 : fig(rt, "empty_loop"));
-  const parts: [string, (rt: string) => number][] = [
-    ["send: the whole call", (rt) => at(rt, "send")],
-    ["send: copy in (set)", (rt) => at(rt, "copy_in_set_64")],
+  const cost = (rt: string, pieces: string) =>
+    pieces.split(" ").reduce((t, w, i, all) => (i % 2 ? t : t + +w * at(rt, all[i + 1])), 0);
+  const parts: [string, (rt: string) => number][] = CALLS.flatMap(([call, name, pieces]) => [
+    [`${name}: the whole call`, (rt: string) => at(rt, call)],
+    ...pieces.map(([text, p]): [string, (rt: string) => number] => [
+      `${name}: ${text}`,
+      (rt) => cost(rt, p),
+    ]),
     [
-      "send: 3 Atomics.store + 2 Atomics.load",
-      (rt) => 3 * at(rt, "atomics_store") + 2 * at(rt, "atomics_load"),
+      `${name}: the rest (checks, calls)`,
+      (rt: string) => at(rt, call) - pieces.reduce((t, [, p]) => t + cost(rt, p), 0),
     ],
-    [
-      "send: the rest (checks, calls)",
-      (rt) =>
-        at(rt, "send") - at(rt, "copy_in_set_64") - 3 * at(rt, "atomics_store") -
-        2 * at(rt, "atomics_load"),
-    ],
-    ["recvInto: the whole call", (rt) => at(rt, "recv_into")],
-    ["recvInto: copy out (byte loop)", (rt) => at(rt, "copy_out_loop_64")],
-    ["recvInto: zero the record (words)", (rt) => at(rt, "zero_72_words")],
-    [
-      "recvInto: 1 Atomics.store + 2 Atomics.load",
-      (rt) => at(rt, "atomics_store") + 2 * at(rt, "atomics_load"),
-    ],
-    [
-      "recvInto: the rest (checks, calls)",
-      (rt) =>
-        at(rt, "recv_into") - at(rt, "copy_out_loop_64") - at(rt, "zero_72_words") -
-        at(rt, "atomics_store") - 2 * at(rt, "atomics_load"),
-    ],
+  ]);
+  parts.push(
     ["recvInto: what a timeout adds", (rt) => at(rt, "recv_into_timeout") - at(rt, "recv_into")],
     ["a clock read it no longer makes (performance.now)", (rt) => at(rt, "performance_now")],
-  ];
-  return table(
-    ["ns", ...runtimes],
-    parts.map(([label, f]) => [label, ...runtimes.map((rt) => num(Math.round(f(rt) * 10) / 10))]),
   );
+  return "Where each call's nanoseconds go (medians of the table above; a piece's own cost is " +
+    "its figure less the empty loop's; what is left is the call's checks and JavaScript " +
+    "calls):\n\n" + table(
+      ["ns", ...runtimes],
+      parts.map(([label, f]) => [label, ...runtimes.map((rt) => num(Math.round(f(rt) * 10) / 10))]),
+    );
 }
 
-/** The ratios of one scenario, with their goals and the numbers of their notes. */
+/** Every table of the results, in order. */
+function sections(placements: Record<string, string>): Section[] {
+  const at = Object.entries(placements).map(([p, text]) => [p, `${p}: ${text}`]);
+  const placed = (p: string) => (f: Figure) => f.placement === p;
+  return [
+    {
+      title: "Attach: open + view + close, µs per call",
+      scenario: "attach",
+      metric: "us",
+      first: "who, variant",
+    },
+    {
+      title: "Throughput over a 64 MiB buffer, GB/s",
+      scenario: "throughput",
+      cols: (f: Figure) => f.metric.replace("_gbps", ""),
+      first: "who, kernel",
+    },
+    {
+      title: "Lock, notify and wait on one thread, ns per call",
+      scenario: "mutex",
+      metric: "ns",
+      rows: byWhat,
+      cols: byRuntime,
+      first: "call",
+    },
+    {
+      intro: "System calls of the looping thread per call, counted with `strace -f`:",
+      scenario: "mutex",
+      metric: "syscalls per call",
+      rows: byWhat,
+      cols: byRuntime,
+      first: "call",
+    },
+    {
+      intro: "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against " +
+        "idling:",
+      scenario: "mutex",
+      only: (f: Figure) => f.what === "idle",
+      rows: (f: Figure) => f.metric,
+      cols: byRuntime,
+      first: "period",
+    },
+    {
+      title: "The channel's hot path on one thread, 64 B, ns per call",
+      scenario: "hotpath",
+      rows: byWhat,
+      cols: byRuntime,
+      first: "call or piece",
+      after: breakdown,
+    },
+    {
+      title: "Engine-owned buffers: attach, unlink and the forced collection, µs",
+      scenario: "ownership",
+      cols: (f: Figure) => `${sizeName(f.size)} ${f.metric.replace("_us", "")}`.trim(),
+      first: "who, operation",
+    },
+    ...at.map(([p, text]) => ({
+      title: `Wait/notify round trips, ${text}`,
+      intro: TRIPS,
+      scenario: "wait",
+      only: placed(p),
+      metric: "median_us",
+      beside: TRIP_COSTS,
+      rows: byWhat,
+      cols: byRuntime,
+      first: "variant",
+    })),
+    ...at.flatMap(([p, text]) => [
+      {
+        title: `Channel throughput, messages/s, ${text}`,
+        intro: RATES,
+        scenario: "channel",
+        only: placed(p),
+        metric: "msgs_per_s",
+        beside: RATE_COSTS,
+      },
+      {
+        title: `Channel round trips, ${text}`,
+        intro: TRIPS,
+        scenario: "channel",
+        only: placed(p),
+        metric: "median_us",
+        beside: TRIP_COSTS,
+      },
+    ]),
+  ].map((s) => ({ rows: who, cols: bySize, first: "who, transport", ...s }));
+}
+
+/**
+ * The ratios of one scenario, with their goals and the numbers of their notes. A ratio over the
+ * Unix socket written one message per write shows the same over the packed socket beside it,
+ * where the run has it.
+ */
 function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
+  const id = (s: Side) => [s.runtime, s.what, s.size, s.placement, s.metric].join("|");
+  const packed = new Map(
+    ratios.filter((r) => r.den.what === "socket_packed").map((r) => [id(r.num), r]),
+  );
+  const head = ["ratio", "who", "size", "placement", "value", "goal"];
+  if (packed.size) head.splice(5, 0, "over the packed socket");
   return table(
-    ["ratio", "who", "size", "placement", "value", "goal"],
-    ratios.map((r) => {
+    head,
+    ratios.filter((r) => r.den.what !== "socket_packed").map((r) => {
       const g = goalOf(r);
-      const goal = !g
-        ? ""
-        : `${g.atLeast !== undefined ? `≥ ${g.atLeast}` : `≤ ${g.atMost}`} ${
-          (g.atLeast !== undefined ? r.median >= g.atLeast : r.median <= g.atMost!)
-            ? "met"
-            : "**not met**"
-        }`;
+      const met = g && (g.atLeast ? r.median >= g.bound : r.median <= g.bound);
+      const goal = g ? `${g.atLeast ? "≥" : "≤"} ${g.bound} ${met ? "met" : "**not met**"}` : "";
       const mark = r.note ? ` [${notes.indexOf(r.note) + 1}]` : "";
-      const who = r.num.runtime === r.den.runtime
+      const whose = r.num.runtime === r.den.runtime
         ? r.num.runtime
         : `${r.num.runtime} / ${r.den.runtime}`;
-      return [r.label + mark, who, sizeName(r.num.size), r.num.placement ?? "", cell(r), goal];
+      const row = [r.label + mark, whose, sizeName(r.num.size), r.num.placement ?? "", cell(r)];
+      if (packed.size) row.push(r.den.what === "socket" ? cell(packed.get(id(r.num))) : "");
+      return [...row, goal];
     }),
   );
 }
@@ -232,112 +321,56 @@ function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
 function results(json: any): string {
   const figs: Figure[] = json.figures;
   const ratios: Ratio[] = json.ratios;
-  const of = (scenario: string, pred: (f: Figure) => boolean = () => true) =>
-    figs.filter((f) => f.scenario === scenario && pred(f));
   const m = json.machine;
   const out: string[] = [];
   out.push(
     `Run of ${json.generated.slice(0, 16).replace("T", " ")} UTC: ${json.runs} run(s) of every ` +
       `scenario in ${Math.round(json.elapsed_s)} s on ${m.cpus} CPUs (${m.cpu}), Linux ` +
       `${m.kernel}; ${Object.values(m.versions).join(", ")}. Load average ` +
-      `${m.load_average.at_start.join(" / ")} at the start and ${
-        m.load_average.at_end.join(" / ")
-      } ` +
-      "at the end (other work shares this machine). Each cell is the median over runs, with the " +
-      "lowest and highest run in brackets.",
+      `${m.load_average.at_start.join(" / ")} at the start and ` +
+      `${m.load_average.at_end.join(" / ")} at the end (other work shares this machine). Each ` +
+      "cell is the median over runs, with the lowest and highest run in brackets. Seconds per " +
+      "run of each scenario: " +
+      Object.entries(json.seconds_per_run as Record<string, number[]>)
+        .map(([s, t]) => `${s} ${t.join(" / ")}`).join(", ") +
+      ".",
   );
-  const placementText = (p?: string) => (p ? `${p}: ${json.placements[p]}` : "");
-
-  out.push("### Attach: open + view + close, µs per call\n");
-  out.push(
-    pivot(
-      of("attach", (f) => f.metric === "us"),
-      (f) => `${f.runtime} ${f.what}`,
-      (f) => sizeName(f.size),
-      "who, variant",
-    ),
-  );
-  out.push("### Throughput over a 64 MiB buffer, GB/s\n");
-  out.push(
-    pivot(
-      of("throughput"),
-      (f) => `${f.runtime} ${f.what}`,
-      (f) => f.metric.replace("_gbps", ""),
-      "who, kernel",
-    ),
-  );
-  out.push("### Lock, notify and wait on one thread, ns per call\n");
-  out.push(pivot(of("mutex", (f) => f.metric === "ns"), (f) => f.what, (f) => f.runtime, "call"));
-  out.push("System calls of the looping thread per call, counted with `strace -f`:\n");
-  out.push(pivot(
-    of("mutex", (f) => f.metric === "syscalls per call"),
-    (f) => f.what,
-    (f) => f.runtime,
-    "call",
-  ));
-  out.push(
-    "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against idling:\n",
-  );
-  out.push(
-    pivot(of("mutex", (f) => f.what === "idle"), (f) => f.metric, (f) => f.runtime, "period"),
-  );
-  if (of("hotpath").length) {
-    out.push("### The channel's hot path on one thread, 64 B, ns per call\n");
-    out.push(pivot(of("hotpath"), (f) => f.what, (f) => f.runtime, "call or piece"));
-    out.push(
-      "Where each call's nanoseconds go (medians of the table above; a piece's own cost is its " +
-        "figure less the empty loop's; what is left is the call's checks and JavaScript calls):\n",
-    );
-    out.push(breakdown(of("hotpath")));
+  for (const s of sections(json.placements)) {
+    const mine = figs.filter((f) => f.scenario === s.scenario && (!s.only || s.only(f)))
+      .sort((a, b) => ORDER.indexOf(a.runtime) - ORDER.indexOf(b.runtime));
+    if (!mine.length) continue;
+    if (s.title) out.push(`### ${s.title}`);
+    if (s.intro) out.push(s.intro);
+    out.push(pivot(mine, s));
+    if (s.after) out.push(s.after(mine));
   }
-  if (of("ownership").length) {
-    out.push("### Engine-owned buffers: attach, unlink and the forced collection, µs\n");
-    out.push(pivot(
-      of("ownership"),
-      (f) => `${f.runtime} ${f.what}`,
-      (f) => `${sizeName(f.size)} ${f.metric.replace("_us", "")}`.trim(),
-      "who, operation",
-    ));
-  }
-  for (const p of Object.keys(json.placements)) {
-    out.push(`### Wait/notify round trips, ${placementText(p)}\n`);
-    out.push(TRIPS);
-    out.push(
-      trips(of("wait", (f) => f.placement === p), (f) => f.what, (f) => f.runtime, "variant"),
-    );
-  }
-  for (const p of Object.keys(json.placements)) {
-    const c = of("channel", (f) => f.placement === p);
-    if (!c.length) continue;
-    out.push(`### Channel throughput, messages/s, ${placementText(p)}\n`);
-    const rate = c.filter((f) => f.metric === "msgs_per_s");
-    out.push(
-      pivot(rate, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"),
-    );
-    out.push(`### Channel round trips, ${placementText(p)}\n`);
-    out.push(TRIPS);
-    out.push(trips(c, (f) => `${f.runtime} ${f.what}`, (f) => sizeName(f.size), "who, transport"));
-  }
-  out.push("### Ratios of the same run\n");
+  out.push("### Ratios of the same run");
   out.push(
     "Each ratio is taken within one run, then its median over runs (lowest-highest run in " +
-      "brackets). A goal is met when the median is on its side.\n",
+      "brackets). A goal is met when the median is on its side. A ratio over the Unix socket " +
+      "written one message per write shows beside it the same over the socket with messages " +
+      "packed into 64 KiB writes, where the run measured that.",
   );
   const notes = [...new Set(ratios.map((r) => r.note).filter(Boolean))];
   out.push(notes.map((n, i) => `[${i + 1}] ${n}.`).join("\n"));
   for (const scenario of Object.keys(json.scenarios)) {
     const mine = ratios.filter((r) => r.scenario === scenario);
-    if (!mine.length) continue;
-    out.push(`#### ${scenario}\n`);
-    out.push(ratioTable(mine, notes));
+    if (mine.length) out.push(`#### ${scenario}`, ratioTable(mine, notes));
   }
+  out.push("### How each scenario measures");
+  out.push(Object.entries(json.scenarios).map(([name, how]) => `- **${name}**: ${how}`).join("\n"));
   const skipped = Object.entries(json.skipped as Record<string, string>);
   if (skipped.length) {
-    out.push("### Not measured in this run\n");
+    out.push("### Not measured in this run");
     out.push(skipped.map(([k, v]) => `- ${k}: ${v}`).join("\n"));
   }
   return out.join("\n\n") + "\n";
 }
+
+/** An SVG element. */
+const el = (tag: string, attrs: Record<string, string | number>, text = "") =>
+  `<${tag}${Object.entries(attrs).map(([k, v]) => ` ${k}="${v}"`).join("")}` +
+  (text ? `>${text}</${tag}>` : "/>");
 
 /** The chart: channel throughput over each runtime's Unix socket (split placement), log scale. */
 function chart(json: any): string {
@@ -355,8 +388,7 @@ function chart(json: any): string {
   const sizes = [64, 4096, 65536, 1048576];
   const runtimes = [
     ...new Set(ratios.filter((r) => r.scenario === "channel").map((r) => r.num.runtime)),
-  ]
-    .filter((rt) => rt !== "native");
+  ].filter((rt) => rt !== "native");
   const value = (label: string, rt: string, size: number) =>
     ratios.find((r) =>
       r.label === label && r.num.size === size && r.num.placement === placement &&
@@ -366,66 +398,49 @@ function chart(json: any): string {
   const width = left + runtimes.length * W + 20;
   // 0.1x to 100x, log scale, rounded to tenths of a pixel.
   const y = (v: number) => Math.round((top + H - ((Math.log10(v) + 1) / 3) * H) * 10) / 10;
-  const svg: string[] = [];
-  svg.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
-      top + H + bottom
-    }" font-family="sans-serif" font-size="12">`,
-  );
-  svg.push(`<rect width="100%" height="100%" fill="white"/>`);
-  svg.push(
-    `<text x="${left}" y="20" font-size="14" font-weight="bold">Messages/s over the runtime's Unix socket (one message per write), ${placement}</text>`,
-  );
+  const height = top + H + bottom;
+  const svg = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `font-family="sans-serif" font-size="12">`,
+    el("rect", { width: "100%", height: "100%", fill: "white" }),
+    el(
+      "text",
+      { x: left, y: 20, "font-size": 14, "font-weight": "bold" },
+      "Messages/s over " +
+        `the runtime's Unix socket (one message per write), ${placement}`,
+    ),
+  ];
   series.forEach(([, name, color], i) => {
-    svg.push(
-      `<rect x="${left + i * 230}" y="32" width="12" height="12" fill="${color}"/><text x="${
-        left + i * 230 + 16
-      }" y="42">${name}</text>`,
-    );
+    svg.push(el("rect", { x: left + i * 230, y: 32, width: 12, height: 12, fill: color }));
+    svg.push(el("text", { x: left + i * 230 + 16, y: 42 }, name));
   });
   for (const v of [0.1, 1, 10, 100]) {
-    svg.push(
-      `<line x1="${left}" x2="${width - 20}" y1="${y(v)}" y2="${y(v)}" stroke="${
-        v === 1 ? "#000" : "#ddd"
-      }"/>`,
-    );
-    svg.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v}x</text>`);
+    const stroke = v === 1 ? "#000" : "#ddd";
+    svg.push(el("line", { x1: left, x2: width - 20, y1: y(v), y2: y(v), stroke }));
+    svg.push(el("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, `${v}x`));
   }
   runtimes.forEach((rt, p) => {
     const x0 = left + p * W;
-    svg.push(
-      `<text x="${x0 + W / 2}" y="${
-        top + H + 38
-      }" text-anchor="middle" font-weight="bold">${rt}</text>`,
-    );
+    const label = { x: x0 + W / 2, y: top + H + 38, "text-anchor": "middle" };
+    svg.push(el("text", { ...label, "font-weight": "bold" }, rt));
     sizes.forEach((size, s) => {
       const gx = x0 + 10 + s * (W / sizes.length);
-      svg.push(
-        `<text x="${gx + 30}" y="${top + H + 16}" text-anchor="middle">${sizeName(size)}</text>`,
-      );
+      const at = { x: gx + 30, y: top + H + 16, "text-anchor": "middle" };
+      svg.push(el("text", at, sizeName(size)));
       series.forEach(([label, , color], i) => {
         const v = value(label, rt, size);
         if (v === undefined) return;
-        const clamped = Math.min(100, Math.max(0.1, v));
-        const [x, yv, y1] = [gx + i * 20, y(clamped), y(1)];
-        svg.push(
-          `<rect x="${x}" y="${Math.min(yv, y1)}" width="18" height="${
-            Math.max(1, Math.round(Math.abs(y1 - yv) * 10) / 10)
-          }" fill="${color}"><title>${label}: ${num(v)}x</title></rect>`,
-        );
-        svg.push(
-          `<text x="${x + 9}" y="${v >= 1 ? yv - 3 : yv + 11}" text-anchor="middle" font-size="9">${
-            num(v)
-          }</text>`,
-        );
-        const goal = GOALS.find((g) => g.label === label && g.size === size)?.atLeast;
-        if (goal !== undefined) {
-          svg.push(
-            `<line x1="${x - 2}" x2="${x + 20}" y1="${y(goal)}" y2="${
-              y(goal)
-            }" stroke="#c00" stroke-width="2"><title>goal: at least ${goal}x</title></line>`,
-          );
-        }
+        const [x, yv, y1] = [gx + i * 20, y(Math.min(100, Math.max(0.1, v))), y(1)];
+        const h = Math.max(1, Math.round(Math.abs(y1 - yv) * 10) / 10);
+        const title = `<title>${label}: ${num(v)}x</title>`;
+        svg.push(el("rect", { x, y: Math.min(yv, y1), width: 18, height: h, fill: color }, title));
+        const ty = v >= 1 ? yv - 3 : yv + 11;
+        svg.push(el("text", { x: x + 9, y: ty, "text-anchor": "middle", "font-size": 9 }, num(v)));
+        const goal = GOALS.find((g) => g.label === label && g.size === size && g.atLeast)?.bound;
+        if (goal === undefined) return;
+        const [x1, x2, yg] = [x - 2, x + 20, y(goal)];
+        const line = { x1, x2, y1: yg, y2: yg, stroke: "#c00", "stroke-width": 2 };
+        svg.push(el("line", line, `<title>goal: at least ${goal}x</title>`));
       });
     });
   });
@@ -443,7 +458,8 @@ function summary(json: any): string {
       .join(", ") || "not measured";
   const where = placement === "split" ? "on two cores" : "on one core";
   return `![Channel throughput over the runtime's Unix socket](docs/channel-throughput.svg)\n\n` +
-    `Between two processes ${where}, medians of ${json.runs} runs of one \`make bench\`: 64 B ` +
+    `Between two processes ${where}, medians of ${json.runs} run${json.runs > 1 ? "s" : ""} of ` +
+    `one \`make bench\`: 64 B ` +
     `messages through a channel (\`send\` / \`recvInto\`) reach ` +
     `${pick("channel (copying) / Unix socket, one write per message", 64)} the messages/s of ` +
     `the runtime's own Unix socket written one message per write ` +

@@ -19,6 +19,7 @@ import {
   type Context,
   env,
   envInt,
+  type Figure,
   key,
   median,
   type Placement,
@@ -32,15 +33,6 @@ import {
   RUNTIMES,
 } from "./harness.ts";
 import { SCENARIOS } from "./scenarios.ts";
-
-/** A figure over every run: its median and spread. */
-interface Figure extends Omit<Row, "value"> {
-  scenario: string;
-  median: number;
-  min: number;
-  max: number;
-  runs: number[];
-}
 
 const wall = performance.now();
 removeLeftovers();
@@ -107,12 +99,16 @@ for (let run = 0; run < runs; run++) {
 }
 load.at_end = loadavg();
 
-const spread = (values: number[], digits: number) => ({
-  median: round(median(values), digits),
-  min: round(Math.min(...values), digits),
-  max: round(Math.max(...values), digits),
-  runs: values.map((v) => round(v, digits)),
-});
+/** `values`' median and spread, each to 4 significant digits (small costs per message too). */
+const spread = (values: number[]) => {
+  const r = (v: number) => Number(v.toPrecision(4));
+  return {
+    median: r(median(values)),
+    min: r(Math.min(...values)),
+    max: r(Math.max(...values)),
+    runs: values.map(r),
+  };
+};
 const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
 const results = {
   generated: new Date().toISOString(),
@@ -129,12 +125,12 @@ const results = {
   figures: [...figures.values()].map(({ scenario, row, runs }): Figure => ({
     scenario,
     ...row,
-    ...spread(runs, 3),
+    ...spread(runs),
   })),
   ratios: [...ratios.values()].map(({ compare, scenario, runs }) => ({
     scenario,
     ...compare,
-    ...spread(runs, 3),
+    ...spread(runs),
   })),
   skipped,
   seconds_per_run: seconds,

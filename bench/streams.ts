@@ -1,8 +1,10 @@
 /**
- * What Deno, Bun and Node users have today between two processes, as the scenarios compare it:
- * each runtime's Unix-domain stream socket, a child's stdio pipes and Bun's IPC channel, with
- * length-prefixed frames; and the peer process that the measuring process starts with the
- * runtime's own process API (so that pipes and IPC join exactly these two processes).
+ * Pairs of processes: a measuring process and the peer it starts with the runtime's own process
+ * API (so that pipes and IPC join exactly these two processes), over one transport each: the
+ * library's channel or its wait/notify, or what Deno, Bun and Node users have today (the runtime's
+ * Unix-domain stream socket, a child's stdio pipes, Bun's and Node's IPC channel, with length-prefixed
+ * frames). Every transport is driven by the same stream and round-trip loops; each one only says
+ * how a message is sent, received and echoed.
  *
  * Every message carries its sequence number in its first 4 bytes and a byte derived from it in
  * its last byte, and every receiver checks both: a path that loses, repeats, reorders or
@@ -15,7 +17,27 @@ import { spawn } from "node:child_process";
 import { writeSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import process from "node:process";
-import { childCommand, type Latency, roundTrips, runtime } from "./harness.ts";
+import {
+  childCommand,
+  envInt,
+  type Latency,
+  leftovers,
+  lib,
+  pinned,
+  type Placement,
+  PLACEMENTS,
+  round,
+  roundTrips,
+  type Row,
+  rows,
+  runJson,
+  type Runtime,
+  runtime,
+  type TripBudget,
+  uniqueName,
+  type Usage,
+  usage,
+} from "./harness.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -23,25 +45,29 @@ const Bun: Any = (globalThis as Any).Bun;
 
 /** A stream or round trips between the measuring process and its peer, over one transport. */
 export interface Spec {
-  /** The scenario whose `peer` role the measuring side starts. */
-  scenario: string;
   transport: string;
   /** Payload bytes per message (at least 5). */
   size: number;
   /** The one-way stream (peer to measuring side), or null. */
   stream: { warmupMs: number; measureMs: number } | null;
-  /** Timed round trips and untimed ones before them, or null. */
-  trips: { n: number; warmup: number } | null;
+  /** The round trips, or null. */
+  trips: TripBudget | null;
+  /** Ring bytes of the channel transports: the stream's channel, each round-trip channel. */
+  capacity: [number, number];
   /** `taskset -c` list of the peer. */
   peerCpu: string;
   /** A unique base name for segments and the socket path. */
   name: string;
 }
 
-/** What the measuring process prints. */
+/** What the measuring process prints for one pair. */
 export interface PairResult {
   /** Messages/s counted by the receiver after the warm-up. */
   msgs_per_s?: number;
+  /** CPU ns both processes used per message of the stream (every thread). */
+  cpu_ns_per_msg?: number;
+  /** Voluntary context switches of both processes per message of the stream. */
+  vcs_per_msg?: number;
   latency?: Latency;
 }
 
@@ -66,34 +92,57 @@ export function check(what: string, m: Uint8Array | null, seq: number, size: num
 
 /**
  * Counts a stream as the receiver sees it: the clock starts at the first message, the first
- * `warmupMs` are not counted, then messages are counted until {@linkcode finish}. Call
- * {@linkcode add} every {@linkcode tickEvery} messages, not for each one.
+ * `warmupMs` are not counted, then messages are counted until {@linkcode finish}. What both
+ * processes used ({@linkcode usage}) is read when counting starts and again half of
+ * `measureMs` later, while the peer still sends. Call {@linkcode add} every
+ * {@linkcode tickEvery} messages, not for each one.
  */
 export class Meter {
   #first = -1;
   #start = -1;
   #counted = 0;
   #all = 0;
-  constructor(readonly warmupMs: number) {}
+  /** What each process used when counting started (or at the first tick), half-way, the count. */
+  #used: [Usage[], Usage[]?, number?] = [[]];
+  constructor(readonly stream: NonNullable<Spec["stream"]>, readonly pids: number[]) {}
+
+  #sample = () => this.pids.map((pid) => usage(pid));
 
   /** `n` more messages arrived since the last call. */
   add(n: number): void {
     const now = performance.now();
-    if (this.#first < 0) this.#first = now;
+    if (this.#first < 0) (this.#first = now), (this.#used = [this.#sample()]);
     else this.#all += n;
-    if (this.#start >= 0) this.#counted += n;
-    else if (now - this.#first >= this.warmupMs) this.#start = now;
+    if (this.#start < 0) {
+      if (now - this.#first >= this.stream.warmupMs) {
+        (this.#start = now), (this.#used = [this.#sample()]);
+      }
+    } else {
+      this.#counted += n;
+      if (this.#used.length === 1 && now - this.#start >= this.stream.measureMs / 2) {
+        this.#used.push(this.#sample(), this.#counted);
+      }
+    }
   }
 
   /**
-   * Messages/s, with `n` last messages not yet added. A stream that ended within its warm-up
-   * (slow messages on a busy machine) is counted from its first message instead.
+   * Messages/s and the cost per message, with `n` last messages not yet added. A stream that
+   * ended within its warm-up (slow messages on a busy machine) is counted from its first tick
+   * instead; one that ended before half of `measureMs` (the peer stops on its own clock) has its
+   * cost up to now, if both processes are still there.
    */
-  finish(n: number): number {
+  finish(n: number): PairResult {
     this.add(n);
     const [from, count] = this.#counted ? [this.#start, this.#counted] : [this.#first, this.#all];
     if (!count) throw new Error("the stream ended after one message");
-    return Math.round(count / ((performance.now() - from) / 1e3));
+    const out: PairResult = { msgs_per_s: Math.round(count / ((performance.now() - from) / 1e3)) };
+    const [u0, u1 = this.#sample(), msgs = count] = this.#used;
+    if (u1.every((u, i) => u.cpu > u0[i].cpu)) {
+      const sum = (f: (u: Usage, i: number) => number) => u1.reduce((t, u, i) => t + f(u, i), 0);
+      out.cpu_ns_per_msg = round(sum((u, i) => u.cpu - u0[i].cpu) / msgs, 1);
+      out.vcs_per_msg = round(sum((u, i) => u.vcs - u0[i].vcs) / msgs, 4);
+    }
+    return out;
   }
 }
 
@@ -104,18 +153,12 @@ export const tickEvery = (size: number) => Math.max(1, Math.min(256, (64 << 10) 
 export const packedPerWrite = (size: number) => Math.max(1, (64 << 10) / (4 + size) | 0);
 
 const END = 0xffff_ffff;
-
-/** A frame of `size` payload bytes: a 4-byte little-endian length, then the payload. */
-function frame(size: number): { frame: Uint8Array; payload: Uint8Array } {
-  const f = new Uint8Array(4 + size);
-  new DataView(f.buffer).setUint32(0, size, true);
-  return { frame: f, payload: f.subarray(4) };
-}
+const endFrame = () => new Uint8Array([0xff, 0xff, 0xff, 0xff]);
 
 /**
- * Splits a byte stream of frames into messages. A frame that arrives whole in one chunk is handed
- * on as a view of the chunk (no copy: the best case for the stream transports); one split across
- * chunks is put together in a buffer first.
+ * Splits a byte stream of frames (a 4-byte little-endian length, then the payload) into
+ * messages. A frame that arrives whole in one chunk is handed on as a view of the chunk (no
+ * copy: the best case for the stream transports); one split across chunks is put together first.
  */
 class FrameParser {
   onMessage: (m: Uint8Array) => void = () => {};
@@ -158,69 +201,19 @@ class FrameParser {
 
 // ---- byte streams -------------------------------------------------------------------------------
 
-/** A byte stream of frames over one runtime's socket or stdio API. */
-interface Conn {
-  /** Feeds incoming chunks to the parser until `done()` is true; throws at an early end. */
-  readUntil(done: () => boolean): Promise<void>;
-  /** Writes all of `bytes`; a Promise only when it had to wait. */
-  write(bytes: Uint8Array): Promise<void> | void;
-  close(): void;
-}
-
-/** A Conn that pulls with `read(buffer)` (Deno's Conn and stdin) into one reused buffer. */
-function pullConn(
-  parser: FrameParser,
-  read: (into: Uint8Array) => Promise<number | null>,
-  write: Conn["write"],
-  close: () => void,
-): Conn {
-  const buffer = new Uint8Array(256 << 10);
-  return {
-    async readUntil(done) {
-      while (!done()) {
-        const n = await read(buffer);
-        if (n === null) throw new Error("the stream ended early");
-        parser.push(buffer.subarray(0, n));
-      }
-    },
-    write,
-    close,
-  };
-}
-
-/** A Conn over a ReadableStream of chunks (a child's stdout, Bun's stdin). */
-function streamConn(
-  parser: FrameParser,
-  stream: ReadableStream<Uint8Array>,
-  write: Conn["write"],
-): Conn {
-  const reader = stream.getReader();
-  return {
-    async readUntil(done) {
-      while (!done()) {
-        const { value, done: ended } = await reader.read();
-        if (ended) throw new Error("the stream ended early");
-        parser.push(value);
-      }
-    },
-    write,
-    close: () => reader.releaseLock(),
-  };
-}
-
 /**
- * A Conn over callbacks (Bun's sockets, Node's `net.Socket`): chunks go straight into the parser.
- * `put` writes and returns how much was taken, the rest being written again on drain (Bun's
- * `socket.write` silently drops what does not fit), or -1 when all was taken but the writer must
- * wait for drain (Node).
+ * A byte stream of frames over one runtime's socket or stdio API. Incoming chunks go straight
+ * into the parser, whether the runtime pushes them (callbacks) or they are pulled ({@linkcode
+ * pump}); `write` is set per runtime.
  */
-class PushConn implements Conn {
+class Conn {
+  readonly parser = new FrameParser();
   #waiter: { done: () => boolean; resolve: () => void; reject: (e: Error) => void } | null = null;
   #drained: (() => void) | null = null;
   #closed = false;
-  put: (bytes: Uint8Array) => number = () => 0;
+  /** Writes all of `bytes`; a Promise only when it had to wait. */
+  write: (bytes: Uint8Array) => Promise<void> | void = () => {};
   end: () => void = () => {};
-  constructor(readonly parser: FrameParser) {}
 
   data(chunk: Uint8Array): void {
     this.parser.push(chunk);
@@ -234,37 +227,51 @@ class PushConn implements Conn {
   }
   closed(): void {
     this.#closed = true;
-    this.#waiter?.reject(new Error("the socket closed early"));
+    this.#waiter?.reject(new Error("the stream ended early"));
     this.#waiter = null;
     this.drain();
   }
+  /** Feeds chunks to the parser until `done()` is true; rejects at an early end. */
   readUntil(done: () => boolean): Promise<void> {
     if (done()) return Promise.resolve();
-    if (this.#closed) return Promise.reject(new Error("the socket closed early"));
+    if (this.#closed) return Promise.reject(new Error("the stream ended early"));
     return new Promise((resolve, reject) => (this.#waiter = { done, resolve, reject }));
   }
-  write(bytes: Uint8Array): Promise<void> | void {
-    const n = this.put(bytes);
-    if (n < 0) return new Promise<void>((resolve) => (this.#drained = resolve));
-    if (n < bytes.length) return this.#rest(bytes.subarray(n));
+  /** Feeds what `read` returns to the parser until it returns null (pull APIs). */
+  pump(read: () => Promise<Uint8Array | null>): this {
+    (async () => {
+      for (let chunk; (chunk = await read().catch(() => null)) !== null;) this.data(chunk);
+      this.closed();
+    })();
+    return this;
   }
-  async #rest(rest: Uint8Array): Promise<void> {
+  /**
+   * `write` over `put`, which writes and returns how much was taken, the rest being written
+   * again on drain (Bun's `socket.write` silently drops what does not fit), or -1 when all was
+   * taken but the writer must wait for drain (Node).
+   */
+  putter(put: (bytes: Uint8Array) => number): this {
+    this.write = (bytes) => {
+      const n = put(bytes);
+      if (n < 0) return new Promise<void>((resolve) => (this.#drained = resolve));
+      if (n < bytes.length) return this.#rest(bytes.subarray(n), put);
+    };
+    return this;
+  }
+  async #rest(rest: Uint8Array, put: (bytes: Uint8Array) => number): Promise<void> {
     while (rest.length > 0) {
-      if (this.#closed) throw new Error("the socket closed while writing");
+      if (this.#closed) throw new Error("the stream closed while writing");
       await new Promise<void>((resolve) => (this.#drained = resolve));
-      rest = rest.subarray(this.put(rest));
+      rest = rest.subarray(put(rest));
     }
   }
-  close(): void {
-    this.end();
-  }
   /** Handlers for Bun.listen / Bun.connect. */
-  bun(open?: (socket: Any) => void) {
+  bun(open?: () => void) {
     return {
       open: (socket: Any) => {
-        this.put = (b) => Math.max(0, socket.write(b));
+        this.putter((b) => Math.max(0, socket.write(b)));
         this.end = () => socket.end();
-        open?.(socket);
+        open?.();
       },
       data: (_: Any, chunk: Uint8Array) => this.data(chunk),
       drain: () => this.drain(),
@@ -273,31 +280,56 @@ class PushConn implements Conn {
     };
   }
   /**
-   * Wires a Node `net.Socket`. Node's `write` takes everything, keeping a reference to what the
-   * kernel did not take yet, so it gets a copy (the writers reuse their buffer); it only asks to
-   * wait for drain.
+   * Wires Node streams: a `net.Socket`, or a child's stdout and stdin (its own stdin and
+   * stdout). Node's `write` takes everything, keeping a reference to what the kernel did not
+   * take yet, so it gets a copy (the writers reuse their buffer); it only asks to wait for drain.
    */
-  node(socket: Any): this {
-    socket.on("data", (chunk: Uint8Array) => this.data(chunk));
-    socket.on("drain", () => this.drain());
-    socket.on("close", () => this.closed());
-    this.put = (b) => (socket.write(b.slice()) ? b.length : -1);
-    this.end = () => socket.end();
+  node(input: Any, output: Any = input): this {
+    input.on("data", (chunk: Uint8Array) => this.data(chunk));
+    input.on("close", () => this.closed());
+    output.on("drain", () => this.drain());
+    this.putter((b) => (output.write(b.slice()) ? b.length : -1));
+    this.end = () => output.end();
     return this;
+  }
+  /** Wires a Deno.Conn. */
+  deno(conn: Deno.Conn): this {
+    this.write = async (bytes) => {
+      for (let put = 0; put < bytes.length;) put += await conn.write(bytes.subarray(put));
+    };
+    this.end = () => conn.close();
+    return this.pump(pullFrom((b) => conn.read(b)));
   }
 }
 
-/** Writes all of `bytes` to file descriptor `fd` with blocking writes. */
+/** Chunks of a `read(buffer)` API (Deno's Conn and stdin), into one reused buffer. */
+function pullFrom(read: (into: Uint8Array) => Promise<number | null>) {
+  const buffer = new Uint8Array(256 << 10);
+  return async () => {
+    const n = await read(buffer);
+    return n === null ? null : buffer.subarray(0, n);
+  };
+}
+
+/** Chunks of a ReadableStream (a child's stdout, Bun's stdin). */
+function readFrom(stream: ReadableStream<Uint8Array>) {
+  const reader = stream.getReader();
+  return async () => {
+    const { value, done } = await reader.read();
+    return done ? null : value;
+  };
+}
+
+/**
+ * Writes all of `bytes` to file descriptor `fd`, which Deno and Bun leave blocking. (Node makes
+ * its stdio non-blocking as soon as `node:process` is imported: `writeSync` would fail with
+ * EAGAIN there, so Node writes through `process.stdout` as its users do.)
+ */
 function fdWriter(fd: number): (bytes: Uint8Array) => void {
   return (bytes) => {
     for (let put = 0; put < bytes.length;) put += writeSync(fd, bytes, put, bytes.length - put);
   };
 }
-
-/** Deno: writes all of `bytes` to a Deno.Conn. */
-const denoWriter = (conn: Deno.Conn) => async (bytes: Uint8Array) => {
-  for (let put = 0; put < bytes.length;) put += await conn.write(bytes.subarray(put));
-};
 
 // ---- the peer process -----------------------------------------------------------------------------
 
@@ -305,68 +337,59 @@ const denoWriter = (conn: Deno.Conn) => async (bytes: Uint8Array) => {
 export interface Peer {
   pid: number;
   exited: Promise<number>;
-  stdout?: ReadableStream<Uint8Array>;
-  writeStdin?: (bytes: Uint8Array) => Promise<void> | void;
   send?: (message: unknown) => void;
   kill(): void;
 }
 
-/** Starts the peer of `spec` under `taskset -c spec.peerCpu` with this runtime's process API. */
-export function startPeer(
+/**
+ * Starts the peer of `spec` under `taskset -c spec.peerCpu` with this runtime's process API,
+ * its stdin and stdout wired to `pipes` when given.
+ */
+function startPeer(
   spec: Spec,
-  options: { pipes?: boolean; ipc?: (m: Any) => void; serialization?: string } = {},
+  options: { pipes?: Conn; ipc?: (m: Any) => void; serialization?: string } = {},
 ): Peer {
-  const command = [
-    "taskset",
-    "-c",
-    spec.peerCpu,
-    ...childCommand(runtime, spec.scenario, "peer", spec),
-  ];
-  const stdio = options.pipes ? "pipe" : "ignore";
+  const command = pinned(spec.peerCpu, childCommand(runtime, "channel", "peer", spec));
+  const c = options.pipes;
+  const stdio = c ? "pipe" : "ignore";
   if (runtime === "bun") {
-    const proc = Bun.spawn(command, {
-      stdin: stdio,
-      stdout: stdio,
-      stderr: "inherit",
-      ...(options.ipc ? { ipc: options.ipc, serialization: options.serialization } : {}),
-    });
-    return {
-      pid: proc.pid,
-      exited: proc.exited,
-      stdout: options.pipes ? proc.stdout : undefined,
-      writeStdin: (bytes) => {
+    const ipc = options.ipc ? { ipc: options.ipc, serialization: options.serialization } : {};
+    const proc = Bun.spawn(command, { stdin: stdio, stdout: stdio, stderr: "inherit", ...ipc });
+    if (c) {
+      c.pump(readFrom(proc.stdout));
+      c.write = (bytes) => {
         proc.stdin.write(bytes);
         const flushed = proc.stdin.flush();
         if (flushed?.then) return flushed.then(() => {});
-      },
+      };
+    }
+    return {
+      pid: proc.pid,
+      exited: proc.exited,
       send: (m) => proc.send(m),
       kill: () => proc.kill(9),
     };
   }
-  if (options.ipc && runtime === "deno") {
-    throw new Error("deno has no IPC channel to a child in this benchmark");
-  }
   if (runtime === "deno") {
+    if (options.ipc) throw new Error("deno has no IPC channel to a child");
     const child = new Deno.Command(command[0], {
       args: command.slice(1),
-      stdin: options.pipes ? "piped" : "null",
-      stdout: options.pipes ? "piped" : "null",
+      stdin: c ? "piped" : "null",
+      stdout: c ? "piped" : "null",
       stderr: "inherit",
     }).spawn();
-    const writer = options.pipes ? child.stdin.getWriter() : undefined;
-    return {
-      pid: child.pid,
-      exited: child.status.then((s) => s.code),
-      stdout: options.pipes ? child.stdout : undefined,
-      writeStdin: (bytes) => writer!.write(bytes),
-      kill: () => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      },
+    if (c) {
+      const writer = child.stdin.getWriter();
+      c.pump(readFrom(child.stdout)).write = (bytes) => writer.write(bytes);
+    }
+    const kill = () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
     };
+    return { pid: child.pid, exited: child.status.then((s) => s.code), kill };
   }
   // Node.js: node:child_process, with its IPC channel when asked (what `fork` sets up).
   const child = spawn(command[0], command.slice(1), {
@@ -374,26 +397,17 @@ export function startPeer(
     serialization: options.serialization as "json" | "advanced" | undefined,
   });
   if (options.ipc) child.on("message", options.ipc);
+  if (c) c.node(child.stdout, child.stdin);
   return {
     pid: child.pid!,
     exited: new Promise((resolve) => child.on("close", (code) => resolve(code ?? -1))),
-    stdout: options.pipes
-      ? new ReadableStream({
-        start(c) {
-          child.stdout!.on("data", (b: Uint8Array) => c.enqueue(b));
-          child.stdout!.on("end", () => c.close());
-        },
-      })
-      : undefined,
-    // A copy: Node keeps a reference to what the pipe did not take yet, and writers reuse theirs.
-    writeStdin: (bytes) => void child.stdin!.write(bytes.slice()),
     send: (m) => void child.send(m as Parameters<typeof child.send>[0]),
     kill: () => child.kill("SIGKILL"),
   };
 }
 
 /** Waits for the peer's exit (killing it after 10 s); throws unless it exited with 0. */
-export async function peerDone(peer: Peer): Promise<void> {
+async function peerDone(peer: Peer): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const code = await Promise.race([
     peer.exited,
@@ -413,205 +427,183 @@ function failedFirst(peer: Peer): Promise<never> {
   return failed;
 }
 
+// ---- the two sides of each transport --------------------------------------------------------------
+
+/** The measuring side of one transport. */
+interface Side {
+  peer: Peer;
+  /** Receives the stream, handing each message to `take` (null: the transport checked it). */
+  stream(take: (m: Uint8Array | null) => void): Promise<void> | void;
+  /** One round trip of message `i`, checked. */
+  trip(i: number): Promise<void> | void;
+  /** Tells the peer that everything is done. */
+  end(): Promise<void> | void;
+  close(): void;
+}
+
+/** The peer side of one transport. */
+interface PeerSide {
+  /** Sends the message(s) from `seq` on; how many it sent (0: none yet, call again). */
+  send(seq: number): number | Promise<number>;
+  /** Ends the stream. */
+  endStream(): Promise<void> | void;
+  /** Echoes round trips until the measuring side ends. */
+  echo(): Promise<void> | void;
+  close(): void;
+}
+
 const socketPath = (spec: Spec) => `/tmp/${spec.name}.sock`;
+const ids = (spec: Spec) => ["d", "p", "q"].map((s) => `/${spec.name}-${s}`);
 
-/** The measuring side's Conn (it listens, or starts a child with pipes) and its peer. */
-async function measuringConn(spec: Spec, parser: FrameParser): Promise<[Conn, Peer]> {
-  if (spec.transport === "stdio") {
-    const peer = startPeer(spec, { pipes: true });
-    return [streamConn(parser, peer.stdout!, peer.writeStdin!), peer];
-  }
-  const path = socketPath(spec);
-  if (runtime === "deno") {
-    const listener = Deno.listen({ transport: "unix", path });
-    const peer = startPeer(spec);
-    const conn = await Promise.race([listener.accept(), failedFirst(peer)]);
+/** The measuring side of a socket or stdio pair: it listens, or starts a child with pipes. */
+async function streamSide(spec: Spec): Promise<Side> {
+  const { size } = spec;
+  const c = new Conn();
+  let peer: Peer;
+  if (spec.transport === "stdio") peer = startPeer(spec, { pipes: c });
+  else if (runtime === "deno") {
+    const listener = Deno.listen({ transport: "unix", path: socketPath(spec) });
+    peer = startPeer(spec);
+    c.deno(await Promise.race([listener.accept(), failedFirst(peer)]));
     listener.close();
-    return [pullConn(parser, (b) => conn.read(b), denoWriter(conn), () => conn.close()), peer];
-  }
-  const c = new PushConn(parser);
-  let opened!: () => void;
-  const open = new Promise<void>((resolve) => (opened = resolve));
-  let stop: () => void;
-  if (runtime === "bun") {
-    const server = Bun.listen({ unix: path, socket: c.bun(() => opened()) });
-    stop = () => server.stop(true);
   } else {
-    const server = createServer((socket) => (c.node(socket), opened())).listen(path);
-    stop = () => server.close();
-  }
-  const peer = startPeer(spec);
-  await Promise.race([open, failedFirst(peer)]);
-  const end = c.end;
-  c.end = () => (end(), stop());
-  return [c, peer];
-}
-
-/** The peer's Conn: it connects, or uses its own stdin and stdout. */
-async function peerConn(spec: Spec, parser: FrameParser): Promise<Conn> {
-  if (spec.transport === "stdio") {
-    if (runtime === "deno") {
-      return pullConn(
-        parser,
-        (b) => Deno.stdin.read(b),
-        fdWriter(1),
-        () => {},
-      );
-    }
-    if (runtime === "bun") return streamConn(parser, Bun.stdin.stream(), fdWriter(1));
-    const c = new PushConn(parser);
-    process.stdin.on("data", (chunk: Uint8Array) => c.data(chunk));
-    c.put = (b) => (fdWriter(1)(b), b.length);
-    return c;
-  }
-  const path = socketPath(spec);
-  if (runtime === "deno") {
-    const conn = await Deno.connect({ transport: "unix", path });
-    return pullConn(parser, (b) => conn.read(b), denoWriter(conn), () => conn.close());
-  }
-  const c = new PushConn(parser);
-  if (runtime === "bun") await Bun.connect({ unix: path, socket: c.bun() });
-  else await new Promise<void>((resolve) => c.node(connect(path, resolve)));
-  return c;
-}
-
-/** The measuring side of a socket or stdio pair: the stream, then the round trips. */
-export async function measureStream(spec: Spec): Promise<PairResult> {
-  const { size } = spec;
-  const parser = new FrameParser();
-  const [conn, peer] = await measuringConn(spec, parser);
-  const result: PairResult = {};
-  try {
-    if (spec.stream) {
-      const meter = new Meter(spec.stream.warmupMs);
-      const every = tickEvery(size);
-      let [seq, pending, ended] = [0, 0, false];
-      parser.onMessage = (m) => {
-        check(`${spec.transport} stream`, m, seq++, size);
-        if (++pending === every) meter.add(every), pending = 0;
-      };
-      parser.onEnd = () => (ended = true);
-      await conn.readUntil(() => ended);
-      result.msgs_per_s = meter.finish(pending);
-    }
-    if (spec.trips) {
-      const out = frame(size);
-      let [expect, got] = [0, false];
-      parser.onMessage = (m) => (check(`${spec.transport} echo`, m, expect, size), got = true);
-      result.latency = await roundTrips(spec.trips.n, spec.trips.warmup, async (i) => {
-        stamp(out.payload, expect = i);
-        got = false;
-        const w = conn.write(out.frame);
-        if (w) await w;
-        await conn.readUntil(() => got);
-      }, peer.pid);
-    }
-    const w = conn.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
-    if (w) await w;
-    await peerDone(peer);
-    conn.close();
-    return result;
-  } catch (err) {
-    peer.kill();
-    throw err;
-  }
-}
-
-/** The peer of a socket or stdio pair: sends the stream, then echoes until the end frame. */
-export async function peerStream(spec: Spec): Promise<void> {
-  const { size } = spec;
-  const parser = new FrameParser();
-  const conn = await peerConn(spec, parser);
-  if (spec.stream) {
-    const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
-    // socket_packed: many frames in each write; otherwise one frame per write.
-    const per = spec.transport === "socket_packed" ? packedPerWrite(size) : 1;
-    const buffer = new Uint8Array(per * (4 + size));
-    const payloads = Array.from({ length: per }, (_, k) => {
-      new DataView(buffer.buffer).setUint32(k * (4 + size), size, true);
-      return buffer.subarray(k * (4 + size) + 4, (k + 1) * (4 + size));
-    });
-    const batch = per > 1 ? 1 : tickEvery(size);
-    let seq = 0;
-    do {
-      for (let i = 0; i < batch; i++) {
-        for (const p of payloads) stamp(p, seq++);
-        const w = conn.write(buffer);
-        if (w) await w;
+    let stop: () => void;
+    const open = new Promise<void>((opened) => {
+      if (runtime === "bun") {
+        const server = Bun.listen({ unix: socketPath(spec), socket: c.bun(opened) });
+        stop = () => server.stop(true);
+      } else {
+        const server = createServer((socket) => (c.node(socket), opened()));
+        stop = () => server.close();
+        server.listen(socketPath(spec));
       }
-    } while (performance.now() < stopAt);
-    const w = conn.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
-    if (w) await w;
+    });
+    peer = startPeer(spec);
+    await Promise.race([open, failedFirst(peer)]);
+    const end = c.end;
+    c.end = () => (end(), stop());
   }
-  const echo = frame(size);
-  let [got, ended] = [false, false];
-  parser.onMessage = (m) => (echo.payload.set(m), got = true);
-  parser.onEnd = () => (ended = true);
-  for (;;) {
-    await conn.readUntil(() => got || ended);
-    if (!got) break;
-    got = false;
-    const w = conn.write(echo.frame);
-    if (w) await w;
-  }
-  conn.close();
+  const out = new Uint8Array(4 + size);
+  new DataView(out.buffer).setUint32(0, size, true);
+  let [expect, got] = [0, false];
+  const echoed = (m: Uint8Array) => (check(`${spec.transport} echo`, m, expect, size), got = true);
+  return {
+    peer,
+    async stream(take) {
+      let ended = false;
+      c.parser.onMessage = take;
+      c.parser.onEnd = () => (ended = true);
+      await c.readUntil(() => ended);
+    },
+    async trip(i) {
+      stamp(out.subarray(4), expect = i);
+      got = false;
+      c.parser.onMessage = echoed;
+      await c.write(out);
+      await c.readUntil(() => got);
+    },
+    end: () => c.write(endFrame()),
+    close: () => c.end(),
+  };
 }
 
-// ---- Bun's and Node's IPC --------------------------------------------------------------------------
+/** The peer of a socket or stdio pair: it connects, or uses its own stdin and stdout. */
+async function streamPeer(spec: Spec): Promise<PeerSide> {
+  const { size } = spec;
+  const c = new Conn();
+  if (spec.transport === "stdio") {
+    if (runtime === "deno") c.pump(pullFrom((b) => Deno.stdin.read(b))).write = fdWriter(1);
+    else if (runtime === "bun") c.pump(readFrom(Bun.stdin.stream())).write = fdWriter(1);
+    else c.node(process.stdin, process.stdout).end = () => {}; // Node's stdout cannot be ended
+  } else if (runtime === "deno") {
+    c.deno(await Deno.connect({ transport: "unix", path: socketPath(spec) }));
+  } else if (runtime === "bun") await Bun.connect({ unix: socketPath(spec), socket: c.bun() });
+  else await new Promise<void>((resolve) => c.node(connect(socketPath(spec), resolve)));
+  // socket_packed: as many frames as fit in each 64 KiB write; otherwise one frame per write.
+  const per = spec.transport === "socket_packed" ? packedPerWrite(size) : 1;
+  const buffer = new Uint8Array(per * (4 + size));
+  const payloads = Array.from({ length: per }, (_, k) => {
+    new DataView(buffer.buffer).setUint32(k * (4 + size), size, true);
+    return buffer.subarray(k * (4 + size) + 4, (k + 1) * (4 + size));
+  });
+  return {
+    send(seq) {
+      for (const p of payloads) stamp(p, seq++);
+      const w = c.write(buffer);
+      return w ? w.then(() => per) : per;
+    },
+    endStream: () => c.write(endFrame()),
+    async echo() {
+      const echo = new Uint8Array(4 + size);
+      new DataView(echo.buffer).setUint32(0, size, true);
+      let [got, ended] = [false, false];
+      c.parser.onMessage = (m) => (echo.set(m, 4), got = true);
+      c.parser.onEnd = () => (ended = true);
+      for (;;) {
+        await c.readUntil(() => got || ended);
+        if (!got) break;
+        got = false;
+        await c.write(echo);
+      }
+    },
+    close: () => c.end(),
+  };
+}
 
 /** IPC credit window: messages in flight at most (`send()` never pushes back). */
 const ipcWindow = (size: number) => Math.max(4, Math.min(16384, (8 << 20) / size | 0));
 
-/** The measuring side of an IPC pair (`ipc_json` or `ipc_advanced`), in Bun or Node.js. */
-export async function measureIpc(spec: Spec): Promise<PairResult> {
+/**
+ * The measuring side of an IPC pair (`ipc_json` or `ipc_advanced`), in Bun or Node.js. A json
+ * message carries a string of `size` characters, checked for its sequence number and length.
+ */
+function ipcSide(spec: Spec): Side {
   const { size } = spec;
   const json = spec.transport === "ipc_json";
-  const ok = (m: Any, seq: number) =>
-    m?.s === seq && (json ? m.d?.length === size : (check("ipc", m.d, seq, size), true));
   let handler: (m: Any) => void = () => {};
   const peer = startPeer(spec, {
     ipc: (m) => handler(m),
     serialization: json ? "json" : "advanced",
   });
-  const result: PairResult = {};
-  try {
-    if (spec.stream) {
-      const ackEvery = Math.max(1, ipcWindow(size) >> 2);
-      const meter = new Meter(spec.stream.warmupMs);
-      const every = tickEvery(size);
-      let [seq, pending] = [0, 0];
-      await new Promise<void>((resolve, reject) => {
+  const payload = (m: Any, seq: number): Uint8Array | null => {
+    if (m?.s !== seq || (json && m.d?.length !== size)) {
+      throw new Error(`ipc: expected message ${seq}, got ${m?.s}`);
+    }
+    return json ? null : m.d;
+  };
+  const [text, bytes] = ["x".repeat(size), new Uint8Array(size)];
+  return {
+    peer,
+    stream: (take) =>
+      new Promise<void>((resolve, reject) => {
+        const ackEvery = Math.max(1, ipcWindow(size) >> 2);
+        let seq = 0;
         handler = (m) => {
           if (m?.end) return resolve();
-          if (!ok(m, seq)) return reject(new Error(`ipc stream: expected ${seq}, got ${m?.s}`));
+          try {
+            take(payload(m, seq));
+          } catch (err) {
+            return reject(err);
+          }
           if (++seq % ackEvery === 0) peer.send!({ ack: seq });
-          if (++pending === every) meter.add(every), pending = 0;
         };
-      });
-      result.msgs_per_s = meter.finish(pending);
-    }
-    if (spec.trips) {
-      const [text, bytes] = ["x".repeat(size), new Uint8Array(size)];
-      result.latency = await roundTrips(spec.trips.n, spec.trips.warmup, async (i) => {
-        const back = new Promise<Any>((resolve) => (handler = resolve));
-        if (!json) stamp(bytes, i);
-        peer.send!({ s: i, d: json ? text : bytes });
-        if (!ok(await back, i)) throw new Error(`ipc echo: wrong message for ${i}`);
-      }, peer.pid);
-    }
-    peer.send!({ bye: true });
-    await peerDone(peer);
-    return result;
-  } catch (err) {
-    peer.kill();
-    throw err;
-  }
+      }),
+    async trip(i) {
+      const back = new Promise<Any>((resolve) => (handler = resolve));
+      if (!json) stamp(bytes, i);
+      peer.send!({ s: i, d: json ? text : bytes });
+      const m = payload(await back, i);
+      if (m) check("ipc echo", m, i, size);
+    },
+    end: () => peer.send!({ bye: true }),
+    close() {},
+  };
 }
 
-/** The peer of an IPC pair: sends the stream within the credit window, then echoes. */
-export async function peerIpc(spec: Spec): Promise<void> {
+/** The peer of an IPC pair: sends the stream within the credit window, echoes every message. */
+function ipcPeer(spec: Spec): PeerSide {
   const { size } = spec;
-  const send = (m: unknown) => process.send!(m);
+  const send = (m: unknown) => void process.send!(m);
   let acked = 0;
   let wake: (() => void) | null = null;
   let bye!: () => void;
@@ -621,19 +613,313 @@ export async function peerIpc(spec: Spec): Promise<void> {
     else if (typeof m?.s === "number") send(m);
     else if (m?.bye) bye();
   });
+  const window = ipcWindow(size);
+  const [text, bytes] = ["x".repeat(size), new Uint8Array(size)];
+  return {
+    send(seq) {
+      if (seq - acked >= window) return new Promise<number>((resolve) => (wake = () => resolve(0)));
+      if (spec.transport === "ipc_json") send({ s: seq, d: text });
+      else stamp(bytes, seq), send({ s: seq, d: bytes });
+      return 1;
+    },
+    endStream: () => send({ end: true }),
+    echo: () => done,
+    close() {},
+  };
+}
+
+/** Endpoint options: round trips park at once (`spin: 0`) except in `channel_spin`. */
+const tripOptions = (spec: Spec) => (spec.transport === "channel_spin" ? {} : { spin: 0 });
+
+/**
+ * The measuring side of a channel pair: it makes the channels, receives the stream (`recvInto`
+ * into one reused buffer, with a timeout once the stream runs in `channel_timeout`; `recvView`
+ * in `channel_zc*`; `recvMany` in `channel_batch`) and sends the round trips.
+ */
+function channelSide(spec: Spec): Side {
+  const { Channel } = lib;
+  const { size, transport } = spec;
+  const [d, p, q] = ids(spec);
+  const [data, ping, pong] = [
+    spec.stream && Channel.create({ name: d }, { capacity: spec.capacity[0] }),
+    spec.trips && Channel.create({ name: p }, { capacity: spec.capacity[1] }),
+    spec.trips && Channel.create({ name: q }, { capacity: spec.capacity[1] }),
+  ];
+  const rx = data?.receiver();
+  const [tx, back] = [ping?.sender(tripOptions(spec)), pong?.receiver(tripOptions(spec))];
+  const message = new Uint8Array(size);
+  const into = new Uint8Array(size);
+  return {
+    peer: startPeer(spec),
+    stream(take) {
+      // The first receive waits for the peer to start, which takes seconds on a loaded machine:
+      // channel_timeout gives every receive after it a timeout.
+      let timeout: number | undefined;
+      const zeroCopy = transport.startsWith("channel_zc");
+      const next = () => {
+        const m = zeroCopy ? rx!.recvView() : rx!.recvInto(into, timeout) === null ? null : into;
+        if (transport === "channel_timeout") timeout = 20_000;
+        return m;
+      };
+      if (transport === "channel_batch") { while (rx!.recvMany(take) !== null); }
+      else for (let m = next(); m !== null; m = next()) take(m);
+      rx!.close();
+    },
+    trip(i) {
+      stamp(message, i);
+      tx!.send(message);
+      check("channel echo", back!.recv(), i, size);
+    },
+    end: () => tx?.close(),
+    close() {
+      for (const ch of [data, ping, pong]) if (ch) ch.close(), ch.unlink();
+    },
+  };
+}
+
+/**
+ * The peer of a channel pair: `send` of one reused buffer, `sendMany` of a batch
+ * (`channel_batch`), or `reserve` + stamp in place + `commit` (`channel_zc`, which touches the
+ * first and last bytes only, as native_ring --zero-copy does; `channel_zc_fill` writes every byte
+ * first, as a producer building the message would); then echoes round trips.
+ */
+function channelPeer(spec: Spec): PeerSide {
+  const { Channel } = lib;
+  const { size, transport } = spec;
+  const [d, p, q] = ids(spec);
+  const data = spec.stream && Channel.open({ name: d }, { timeoutMs: 10_000 });
+  const tx = data && data.sender();
+  const payload = new Uint8Array(size).fill(0x33);
+  const batch = Array.from({ length: tickEvery(size) }, () => new Uint8Array(size).fill(0x33));
+  const fill = transport === "channel_zc_fill";
+  const sends: Record<string, (seq: number) => number> = {
+    channel_batch(seq) {
+      for (const m of batch) stamp(m, seq++);
+      tx!.sendMany(batch);
+      return batch.length;
+    },
+    channel_zc(seq) {
+      const slot = tx!.reserve(size);
+      if (fill) slot.fill(seq);
+      stamp(slot, seq);
+      tx!.commit();
+      return 1;
+    },
+  };
+  return {
+    send: sends[transport.replace("_fill", "")] ??
+      ((seq) => (stamp(payload, seq), tx!.send(payload), 1)),
+    endStream: () => tx!.close(),
+    echo() {
+      if (!spec.trips) return;
+      using ping = Channel.open({ name: p }, { timeoutMs: 10_000 });
+      using pong = Channel.open({ name: q }, { timeoutMs: 10_000 });
+      const rx = ping.receiver(tripOptions(spec));
+      const echo = pong.sender(tripOptions(spec));
+      for (let m = rx.recv(); m !== null; m = rx.recv()) echo.send(m);
+      echo.close();
+    },
+    close: () => data && data.close(),
+  };
+}
+
+/** The spin count of `futex_spin`, as the Rust side's default. */
+const SPINS = 256;
+// Words of the futex ping-pong segment; STOP in PING ends the echo.
+const [PING, PONG, STOP] = [0, 1, -1];
+
+/**
+ * The measuring side of a wait/notify pair over one 4 KiB segment: it stores and notifies PING,
+ * then waits for PONG (`futex_park`: `wait` parking at once; `futex_spin`: `wait` with
+ * `{ spin: SPINS }`; `futex_async`: `waitAsync`).
+ */
+function futexSide(spec: Spec): Side {
+  const name = ids(spec)[0];
+  const shm = lib.SharedMemory.create({ name }, 4096);
+  const v = new Int32Array(shm.buffer, 0, 16);
+  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  const async = spec.transport === "futex_async";
+  return {
+    peer: startPeer(spec),
+    stream: () => {},
+    async trip(i) {
+      Atomics.store(v, PING, i + 1);
+      lib.notify(v, PING, 1);
+      for (let now = Atomics.load(v, PONG); now !== i + 1; now = Atomics.load(v, PONG)) {
+        if (async) await lib.waitAsync(v, PONG, now);
+        else lib.wait(v, PONG, now, undefined, options);
+      }
+    },
+    end: () => void (Atomics.store(v, PING, STOP), lib.notify(v, PING)),
+    close: () => (shm.close(), lib.SharedMemory.unlink({ name })),
+  };
+}
+
+/** The echo side of a wait/notify pair: answers every PING in PONG until STOP. */
+function futexPeer(spec: Spec): PeerSide {
+  const shm = lib.SharedMemory.open({ name: ids(spec)[0] });
+  const v = new Int32Array(shm.buffer, 0, 16);
+  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  return {
+    send: () => 0,
+    endStream() {},
+    echo() {
+      for (let last = 0, now; (now = Atomics.load(v, PING)) !== STOP;) {
+        if (now === last) lib.wait(v, PING, last, undefined, options);
+        else (last = now), Atomics.store(v, PONG, now), lib.notify(v, PONG, 1);
+      }
+    },
+    close: () => shm.close(),
+  };
+}
+
+const kind = (transport: string) => /^(channel|ipc|futex)/.exec(transport)?.[1] ?? "stream";
+const SIDES: Record<string, (spec: Spec) => Side | Promise<Side>> = {
+  channel: channelSide,
+  ipc: ipcSide,
+  futex: futexSide,
+  stream: streamSide,
+};
+const PEERS: Record<string, (spec: Spec) => PeerSide | Promise<PeerSide>> = {
+  channel: channelPeer,
+  ipc: ipcPeer,
+  futex: futexPeer,
+  stream: streamPeer,
+};
+
+/** The measuring side of any pair: the stream with its cost per message, then round trips. */
+async function measure(spec: Spec): Promise<PairResult> {
+  const { size } = spec;
+  const side = await SIDES[kind(spec.transport)](spec);
+  let result: PairResult = {};
+  try {
+    if (spec.stream) {
+      const meter = new Meter(spec.stream, [process.pid, side.peer.pid]);
+      const every = tickEvery(size);
+      let [seq, pending] = [0, 0];
+      await side.stream((m) => {
+        if (m !== null) check(`${spec.transport} stream`, m, seq, size);
+        seq++;
+        if (++pending === every) meter.add(every), pending = 0;
+      });
+      result = meter.finish(pending);
+    }
+    if (spec.trips) result.latency = await roundTrips(spec.trips, side.trip, side.peer.pid);
+    await side.end();
+    await peerDone(side.peer);
+    return result;
+  } catch (err) {
+    side.peer.kill();
+    throw err;
+  } finally {
+    side.close();
+  }
+}
+
+/** The peer side of any pair: sends the stream for the warm-up and the measured time, echoes. */
+export async function peer(spec: Spec): Promise<void> {
+  const side = await PEERS[kind(spec.transport)](spec);
   if (spec.stream) {
-    const window = ipcWindow(size);
-    const [text, bytes] = ["x".repeat(size), new Uint8Array(size)];
     const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
     let seq = 0;
     do {
-      for (let i = 0; i < tickEvery(size); i++, seq++) {
-        while (seq - acked >= window) await new Promise<void>((resolve) => (wake = resolve));
-        if (spec.transport === "ipc_json") send({ s: seq, d: text });
-        else stamp(bytes, seq), send({ s: seq, d: bytes });
+      for (const until = seq + tickEvery(spec.size); seq < until;) {
+        const sent = side.send(seq);
+        seq += typeof sent === "number" ? sent : await sent;
       }
     } while (performance.now() < stopAt);
-    send({ end: true });
+    await side.endStream();
   }
-  await done;
+  await side.echo();
+  side.close();
+}
+
+/** One pair of a {@linkcode pairs} batch. */
+export interface PairPlan {
+  transport: string;
+  size: number;
+  /** Measure the one-way stream. */
+  stream: boolean;
+  /** Round trips, or null. */
+  trips: TripBudget | null;
+  /** Ring bytes of the channel transports: the stream's channel, each round-trip channel. */
+  capacity?: [number, number];
+}
+
+/** Length of each one-way stream: untimed warm-up, then counted. */
+export const STREAM = {
+  warmupMs: envInt("SB_BENCH_WARMUP_MS", 80),
+  measureMs: envInt("SB_BENCH_MEASURE_MS", 160),
+};
+
+/** The measuring role: the pairs of `specs` one after another, each with a fresh peer. */
+export async function measureAll(specs: Spec[]): Promise<(PairResult | { error: string })[]> {
+  const out: (PairResult | { error: string })[] = [];
+  for (const spec of specs) {
+    out.push(await measure(spec).catch((err) => ({ error: String(err?.message ?? err) })));
+  }
+  return out;
+}
+
+/**
+ * Runs pairs of one runtime and placement in one measuring process under `taskset -c` of the
+ * placement (it starts a fresh peer for each, so stdio and IPC join exactly these two
+ * processes). A pair that fails is returned as its error; the others still run.
+ */
+export async function pairs(
+  rt: Runtime,
+  placement: Placement,
+  plans: PairPlan[],
+): Promise<(PairResult | { error: string })[]> {
+  const specs = plans.map(({ transport, size, stream, trips, capacity }): Spec => ({
+    transport,
+    size,
+    stream: stream ? STREAM : null,
+    trips,
+    capacity: capacity ?? [0, 0],
+    peerCpu: PLACEMENTS[placement].peer,
+    name: uniqueName("ch"),
+  }));
+  const names = specs.flatMap(ids);
+  leftovers("add", names);
+  try {
+    return await runJson(
+      pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
+      { timeoutMs: 30_000 * specs.length },
+    );
+  } finally {
+    for (const name of names) {
+      try {
+        lib.SharedMemory.unlink({ name });
+      } catch {
+        // removed by the pair, as it should be
+      }
+    }
+    leftovers("remove", names);
+  }
+}
+
+/**
+ * The rows of {@linkcode pairs}: each pair's figures under `what(transport)`, and each failed
+ * pair recorded as skipped.
+ */
+export async function pairRows(
+  rt: Runtime,
+  placement: Placement,
+  plans: PairPlan[],
+  skipped: (what: string, why: unknown) => void,
+  what: (transport: string) => string = (t) => t,
+): Promise<Row[]> {
+  const got = await pairs(rt, placement, plans)
+    .catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
+  return plans.flatMap(({ transport, size }, k) => {
+    const { latency, ...stream } = got[k] as PairResult & { error?: string };
+    const base = { runtime: rt, what: what(transport), size, placement };
+    const at = `${placement} ${rt} ${base.what} ${size} B`;
+    if (stream.error) skipped(at, stream.error);
+    if (stream.msgs_per_s && stream.cpu_ns_per_msg === undefined) {
+      skipped(`${at} cost per message`, "the stream ended before its cost could be read");
+    }
+    return [...rows(base, stream), ...rows(base, latency ?? {})];
+  });
 }

@@ -6,24 +6,24 @@
  * @module
  */
 
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import process from "node:process";
 import {
-  calibrate,
   childCommand,
-  type Compare,
+  createKeyed,
   leftovers,
   lib,
   median,
   nativeBinary,
+  ratios,
   root,
   round,
   type Row,
   runJson,
   type Scenario,
-  timeBlock,
+  timeOps,
   uniqueName,
+  wheres,
 } from "../harness.ts";
 
 const SIZES = { small: 4096, large: 1 << 30 } as const;
@@ -66,52 +66,30 @@ function attachChild(ids: Ids): { variants: Blocks } {
       detachSharedBuffer(buffer);
     }),
   };
-  const out: Blocks = {};
-  const iters: Record<string, number> = {};
-  for (const [name, [small, large]] of Object.entries(variants)) {
-    for (let i = 0; i < 500; i++) small(), large();
-    iters[name] = calibrate(BLOCK_MS, small); // one count for both sizes: GC spreads alike
-    out[name] = { small: { ns_per_op: [] }, large: { ns_per_op: [] } };
-  }
-  for (let b = 0; b < BLOCKS; b++) {
-    for (const [name, [small, large]] of Object.entries(variants)) {
-      const order = b % 2 ? ["large", "small"] as const : ["small", "large"] as const;
-      for (const size of order) {
-        out[name][size].ns_per_op.push(timeBlock(iters[name], size === "small" ? small : large));
-      }
-    }
-  }
+  // One iteration count for both sizes of a variant: GC spreads alike.
+  const ns = timeOps(
+    Object.fromEntries(
+      Object.entries(variants).flatMap(([name, [small, large]]) => [
+        [`${name} small`, small],
+        [`${name} large`, large],
+      ]),
+    ),
+    { blocks: BLOCKS, blockMs: BLOCK_MS, warmup: 500, countOf: (n) => n.replace("large", "small") },
+  );
+  const out: Blocks = Object.fromEntries(
+    Object.keys(variants).map((name) => [name, {
+      small: { ns_per_op: ns[`${name} small`] },
+      large: { ns_per_op: ns[`${name} large`] },
+    }]),
+  );
   if (sink === 0 || lib.openHandleCount() !== 0) throw new Error("handles left open");
   return { variants: out };
 }
 
-/**
- * The seed's attach script, with the seed package from `SEED_PACKAGE` (a folder) or installed
- * into `bench/seed/node_modules` once; throws why it cannot.
- */
+/** The seed's attach script, with the seed package from `SEED_PACKAGE` (`make tools` builds it). */
 function seedScript(): string {
-  const given = process.env.SEED_PACKAGE;
-  if (given && existsSync(`${given}/build/Release/shared-buffer.node`)) {
-    return `${root}/bench/seed/attach.mjs`;
-  }
-  const addon = `${root}/bench/seed/node_modules/shared-buffer/build/Release/shared-buffer.node`;
-  if (!existsSync(addon)) {
-    const nodedir = existsSync("/usr/include/node/node.h") ? "/usr" : "";
-    const npm = spawnSync("npm", [
-      "install",
-      "--prefix",
-      `${root}/bench/seed`,
-      "--no-save",
-      "--no-package-lock",
-      "--no-audit",
-      "--no-fund",
-      "--loglevel=error",
-      "shared-buffer@1.4.0",
-    ], { env: { ...process.env, npm_config_nodedir: nodedir }, encoding: "utf8" });
-    if (!existsSync(addon)) {
-      throw new Error(`npm install shared-buffer@1.4.0 failed: ${(npm.stderr ?? "").slice(-300)}`);
-    }
-  }
+  const addon = `${process.env.SEED_PACKAGE}/build/Release/shared-buffer.node`;
+  if (!existsSync(addon)) throw new Error(`no ${addon}: set SEED_PACKAGE (make bench does)`);
   return `${root}/bench/seed/attach.mjs`;
 }
 
@@ -125,17 +103,11 @@ async function withSegments<T>(fn: (ids: Ids) => Promise<T>): Promise<T> {
     made.push(id);
   };
   const freshKey = (size: number): number => {
-    for (let tries = 0;; tries++) {
-      const key = 0x5bc0_0000 + Math.floor(Math.random() * 0x3f_ffff);
-      try {
-        create({ key }, size);
-        return key;
-      } catch (err) {
-        if (!(err instanceof lib.SharedMemoryError && err.code === "EEXIST") || tries > 100) {
-          throw err;
-        }
-      }
-    }
+    const { key, shm } = createKeyed(size);
+    leftovers("add", [`key:${key}`]);
+    shm.close();
+    made.push({ key });
+    return key;
   };
   try {
     const names: [string, string] = [`/${tag}-small`, `/${tag}-large`];
@@ -165,20 +137,15 @@ function toRows(who: string, blocks: Blocks): Row[] {
     return [
       { runtime: who, what, size: SIZES.small, metric: "us", value: us(small.ns_per_op) },
       { runtime: who, what, size: SIZES.large, metric: "us", value: us(large.ns_per_op) },
-      { runtime: who, what, metric: "1 GiB / 4 KiB", value: round(median(pairs), 3) },
+      { runtime: who, what, metric: "1GiB/4KiB", value: round(median(pairs), 3) },
     ];
   });
 }
 
-/** The native (libc) variant each variant compares with. */
-const NATIVE: Record<string, string> = {
-  key: "raw_key",
-  key_view: "raw_key",
-  name: "raw_name",
-  seed_api: "raw_key",
-  seed_key: "raw_key",
-  seed_key_gc: "raw_key",
-};
+/** Each variant against libc's same calls, per size (see {@linkcode ratios}). */
+const RATIOS = ["key", "key_view", "name", "seed_api", "seed_key", "seed_key_gc"].map((what) =>
+  `us ${what} / native.raw_${what === "name" ? "name" : "key"} = attach ${what}: time / libc's`
+);
 
 /** The scenario. */
 export const attach: Scenario = {
@@ -214,27 +181,16 @@ export const attach: Scenario = {
       return out;
     });
   },
-  compare(ctx) {
-    const list: Compare[] = [];
-    for (const who of [...ctx.runtimes, "seed"]) {
-      const variants = who === "seed" ? ["seed_key", "seed_key_gc"] : ["key", "key_view", "name"];
-      for (const what of variants) {
-        const native = { runtime: "native", what: NATIVE[what] };
-        for (const size of Object.values(SIZES)) {
-          list.push({
-            label: `attach ${what}, ${size === SIZES.small ? "4 KiB" : "1 GiB"}: time / libc's`,
-            num: { runtime: who, what, size, metric: "us" },
-            den: { ...native, size, metric: "us" },
-          });
-        }
-        list.push({
-          label: `attach ${what}: 1 GiB / 4 KiB cost ratio over libc's`,
-          num: { runtime: who, what, metric: "1 GiB / 4 KiB" },
-          den: { ...native, metric: "1 GiB / 4 KiB" },
-        });
-      }
-    }
-    return list;
+  compare: (ctx) => {
+    const whos = wheres([...ctx.runtimes, "seed"], Object.values(SIZES));
+    // How the cost grows from 4 KiB to 1 GiB, over how libc's grows.
+    const growth = RATIOS.map((l) =>
+      l.replace(/^us/, "1GiB/4KiB").replace(
+        ": time / libc's",
+        ": 1 GiB / 4 KiB cost ratio over libc's",
+      )
+    );
+    return [...ratios(RATIOS, whos), ...ratios(growth, wheres([...ctx.runtimes, "seed"]))];
   },
   children: { attach: (ids: Ids) => attachChild(ids) },
 };

@@ -1,43 +1,27 @@
 /**
  * Channel: one-way throughput and round trips between two processes, for 64 B to 1 MiB
  * messages, against each runtime's Unix socket (one message per write, and packed), a child's
- * stdio pipes, Bun's IPC channel and the Rust ring (`native_ring`) doing the same work.
+ * stdio pipes, Bun's and Node's IPC channel and the Rust ring (`native_ring`) doing the same
+ * work; beside each throughput, the CPU time and voluntary context switches of both processes per
+ * message. The pairs themselves are `bench/streams.ts`; this scenario also carries their child
+ * roles.
  *
  * @module
  */
 
 import {
-  childCommand,
   type Compare,
-  envInt,
-  leftovers,
-  lib,
   nativeBinary,
-  pinned,
-  type Placement,
-  PLACEMENTS,
-  roundTrips,
+  ratios,
   type Row,
   rows,
   runJson,
   type Runtime,
   type Scenario,
-  uniqueName,
+  type TripBudget,
+  wheres,
 } from "../harness.ts";
-import {
-  check,
-  measureIpc,
-  measureStream,
-  Meter,
-  type PairResult,
-  peerDone,
-  peerIpc,
-  peerStream,
-  type Spec,
-  stamp,
-  startPeer,
-  tickEvery,
-} from "../streams.ts";
+import { measureAll, type PairPlan, pairRows, peer, STREAM } from "../streams.ts";
 
 const KIB = 1024;
 const MIB = 1 << 20;
@@ -61,10 +45,13 @@ const TRIP_CAPACITY: Record<number, number> = {
   65536: 256 * KIB,
   [MIB]: 4 * MIB,
 };
-/** Timed round trips per size; a tenth more run untimed first. */
-const TRIPS: Record<number, number> = { 64: 2000, 4096: 2000, 65536: 1000, [MIB]: 200 };
-const WARMUP_MS = envInt("SB_BENCH_WARMUP_MS", 100);
-const MEASURE_MS = envInt("SB_BENCH_MEASURE_MS", 200);
+/** Round trips per size: timed for 100 ms (after 20 ms untimed), at most `max`. */
+const TRIPS: Record<number, TripBudget> = {
+  64: { ms: 100, max: 2000 },
+  4096: { ms: 100, max: 2000 },
+  65536: { ms: 100, max: 1000 },
+  [MIB]: { ms: 100, max: 200 },
+};
 
 /** What each transport measures, at which sizes, in which runtimes, and how. */
 const TRANSPORTS: Record<string, {
@@ -146,190 +133,6 @@ const TRANSPORTS: Record<string, {
   },
 };
 
-const ids = (spec: Spec) => ["d", "p", "q"].map((s) => `/${spec.name}-${s}`);
-
-/** Endpoint options: round trips park at once (`spin: 0`) except in `channel_spin`. */
-const tripOptions = (spec: Spec) => (spec.transport === "channel_spin" ? {} : { spin: 0 });
-
-/** The measuring side of a channel pair: it makes the channels and receives the stream. */
-async function measureChannel(spec: Spec): Promise<PairResult> {
-  const { Channel } = lib;
-  const { size } = spec;
-  const [data, ping, pong] = [
-    spec.stream && Channel.create({ name: ids(spec)[0] }, { capacity: CAPACITY[size] }),
-    spec.trips && Channel.create({ name: ids(spec)[1] }, { capacity: TRIP_CAPACITY[size] }),
-    spec.trips && Channel.create({ name: ids(spec)[2] }, { capacity: TRIP_CAPACITY[size] }),
-  ];
-  const result: PairResult = {};
-  try {
-    const rx = data?.receiver();
-    const peer = startPeer(spec);
-    try {
-      if (rx && spec.stream) {
-        const zeroCopy = spec.transport.startsWith("channel_zc");
-        // channel_timeout gives every receive a timeout once the stream runs (the first message
-        // waits for the peer to start, which takes seconds on a loaded machine).
-        let timeout: number | undefined;
-        const meter = new Meter(spec.stream.warmupMs);
-        const every = tickEvery(size);
-        const into = new Uint8Array(size);
-        let [seq, pending] = [0, 0];
-        const take = (m: Uint8Array) => {
-          check("channel stream", m, seq++, size);
-          if (++pending === every) meter.add(every), pending = 0;
-        };
-        while (spec.transport === "channel_batch" && rx.recvMany(take) !== null);
-        for (; spec.transport !== "channel_batch";) {
-          const m = zeroCopy ? rx.recvView() : rx.recvInto(into, timeout) === null ? null : into;
-          if (spec.transport === "channel_timeout") timeout = 1000;
-          if (m === null) break;
-          check("channel stream", m, seq++, size);
-          if (++pending === every) meter.add(every), pending = 0;
-        }
-        result.msgs_per_s = meter.finish(pending);
-        rx.close();
-      }
-      if (ping && pong && spec.trips) {
-        const tx = ping.sender(tripOptions(spec));
-        const back = pong.receiver(tripOptions(spec));
-        const message = new Uint8Array(size);
-        result.latency = await roundTrips(spec.trips.n, spec.trips.warmup, (i) => {
-          stamp(message, i);
-          tx.send(message);
-          check("channel echo", back.recv(), i, size);
-        }, peer.pid);
-        tx.close();
-      }
-      await peerDone(peer);
-    } catch (err) {
-      peer.kill();
-      throw err;
-    }
-  } finally {
-    for (const ch of [data, ping, pong]) if (ch) ch.close(), ch.unlink();
-  }
-  return result;
-}
-
-/** The peer of a channel pair: sends the stream, then echoes round trips. */
-function peerChannel(spec: Spec): void {
-  const { Channel } = lib;
-  const { size } = spec;
-  if (spec.stream) {
-    using data = Channel.open({ name: ids(spec)[0] }, { timeoutMs: 10_000 });
-    const tx = data.sender();
-    const zeroCopy = spec.transport.startsWith("channel_zc");
-    const fill = spec.transport === "channel_zc_fill";
-    const payload = new Uint8Array(size).fill(0x33);
-    const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
-    let seq = 0;
-    if (spec.transport === "channel_batch") {
-      const batch = Array.from({ length: tickEvery(size) }, () => new Uint8Array(size).fill(0x33));
-      do {
-        for (const m of batch) stamp(m, seq++);
-        tx.sendMany(batch);
-      } while (performance.now() < stopAt);
-    } else {
-      do {
-        for (let i = tickEvery(size); i > 0; i--, seq++) {
-          if (zeroCopy) {
-            // channel_zc writes the stamp only, as native_ring --zero-copy touches the first and
-            // last byte; channel_zc_fill writes every byte first, as a producer building it would.
-            const slot = tx.reserve(size);
-            if (fill) slot.fill(seq);
-            stamp(slot, seq);
-            tx.commit();
-          } else {
-            stamp(payload, seq);
-            tx.send(payload);
-          }
-        }
-      } while (performance.now() < stopAt);
-    }
-    tx.close();
-  }
-  if (spec.trips) {
-    using ping = Channel.open({ name: ids(spec)[1] }, { timeoutMs: 10_000 });
-    using pong = Channel.open({ name: ids(spec)[2] }, { timeoutMs: 10_000 });
-    const rx = ping.receiver(tripOptions(spec));
-    const tx = pong.sender(tripOptions(spec));
-    for (let m = rx.recv(); m !== null; m = rx.recv()) tx.send(m);
-    tx.close();
-  }
-}
-
-/** The measuring side of any pair. */
-export function measure(spec: Spec): Promise<PairResult> {
-  if (spec.transport.startsWith("channel")) return measureChannel(spec);
-  if (spec.transport.startsWith("ipc")) return measureIpc(spec);
-  return measureStream(spec);
-}
-
-/** The peer side of any pair. */
-export async function peer(spec: Spec): Promise<void> {
-  if (spec.transport.startsWith("channel")) peerChannel(spec);
-  else if (spec.transport.startsWith("ipc")) await peerIpc(spec);
-  else await peerStream(spec);
-}
-
-/** One pair of a {@linkcode pairs} batch. */
-export interface PairPlan {
-  transport: string;
-  size: number;
-  /** Measure the one-way stream. */
-  stream: boolean;
-  /** Timed round trips (0: none). */
-  trips: number;
-}
-
-/** The measuring role: the pairs of `specs` one after another, each with a fresh peer. */
-async function measureAll(specs: Spec[]): Promise<(PairResult | { error: string })[]> {
-  const out: (PairResult | { error: string })[] = [];
-  for (const spec of specs) {
-    out.push(await measure(spec).catch((err) => ({ error: String(err?.message ?? err) })));
-  }
-  return out;
-}
-
-/**
- * Runs pairs of one runtime and placement in one measuring process under `taskset -c 0` (it
- * starts a fresh peer for each, so stdio and IPC join exactly these two processes). A pair that
- * fails is returned as its error; the others still run.
- */
-export async function pairs(
-  rt: Runtime,
-  scenario: string,
-  placement: Placement,
-  plans: PairPlan[],
-): Promise<(PairResult | { error: string })[]> {
-  const specs = plans.map(({ transport, size, stream, trips }): Spec => ({
-    scenario,
-    transport,
-    size,
-    stream: stream ? { warmupMs: WARMUP_MS, measureMs: MEASURE_MS } : null,
-    trips: trips ? { n: trips, warmup: Math.ceil(trips / 10) } : null,
-    peerCpu: PLACEMENTS[placement].peer,
-    name: uniqueName("ch"),
-  }));
-  const names = specs.flatMap(ids);
-  leftovers("add", names);
-  try {
-    return await runJson(
-      pinned(PLACEMENTS[placement].measuring, childCommand(rt, scenario, "measure", specs)),
-      { timeoutMs: 30_000 * specs.length },
-    );
-  } finally {
-    for (const name of names) {
-      try {
-        lib.SharedMemory.unlink({ name });
-      } catch {
-        // removed by the pair, as it should be
-      }
-    }
-    leftovers("remove", names);
-  }
-}
-
 /** What native_ring prints (the parts used here). */
 interface NativeRing {
   throughput: { msgs_per_s: number }[];
@@ -340,120 +143,61 @@ interface NativeRing {
 const LOOP = "the channel's calls are synchronous; the other side runs an async event loop";
 
 /**
- * The ratios the report shows, for each runtime, size and placement: the metric, numerator and
- * denominator (`native.<what>` for the Rust ring, else this runtime's transport), the label, and
- * whether the two sides are driven differently (a synchronous channel against an event loop).
+ * The ratios the report shows, for each runtime, size and placement (see {@linkcode ratios}):
+ * `native.*` is the Rust ring of the same run; `!` marks a synchronous channel against an event
+ * loop.
  */
-const RATIOS: [string, string, string, string, boolean?][] = [
-  [
-    "msgs_per_s",
-    "channel",
-    "socket",
-    "channel (copying) / Unix socket, one write per message",
-    true,
-  ],
-  [
-    "msgs_per_s",
-    "channel",
-    "socket_packed",
-    "channel (copying) / Unix socket, packed 64 KiB writes",
-    true,
-  ],
-  ["msgs_per_s", "channel", "native.copy", "channel (copying) / the Rust ring copying"],
-  ["msgs_per_s", "channel_timeout", "socket", "channel with a receive timeout / Unix socket", true],
-  [
-    "msgs_per_s",
-    "channel_timeout",
-    "native.copy",
-    "channel with a receive timeout / the Rust ring",
-  ],
-  ["msgs_per_s", "channel_timeout", "channel", "channel with a receive timeout / without"],
-  ["msgs_per_s", "channel_batch", "native.copy", "channel batch / the Rust ring copying"],
-  [
-    "msgs_per_s",
-    "channel_batch",
-    "socket",
-    "channel batch / Unix socket, one write per message",
-    true,
-  ],
-  [
-    "msgs_per_s",
-    "channel_batch",
-    "socket_packed",
-    "channel batch / Unix socket, packed 64 KiB writes",
-    true,
-  ],
-  ["msgs_per_s", "channel_batch", "channel", "channel batch / one by one"],
-  ["msgs_per_s", "channel_zc", "socket", "channel zero-copy / Unix socket", true],
-  ["msgs_per_s", "channel_zc", "native.zero_copy", "channel zero-copy / the Rust ring zero-copy"],
-  ["msgs_per_s", "channel_zc", "channel", "channel zero-copy / copying"],
-  [
-    "msgs_per_s",
-    "channel_zc_fill",
-    "socket",
-    "channel zero-copy, filled in place / Unix socket",
-    true,
-  ],
-  ["msgs_per_s", "channel_zc_fill", "channel", "channel zero-copy, filled in place / copying"],
-  ["msgs_per_s", "channel", "stdio", "channel (copying) / stdio pipe", true],
-  ["msgs_per_s", "channel", "ipc_json", "channel (copying) / the runtime's ipc, json", true],
-  [
-    "msgs_per_s",
-    "channel",
-    "ipc_advanced",
-    "channel (copying) / the runtime's ipc, advanced",
-    true,
-  ],
-  ["msgs_per_s", "native.copy", "socket", "the Rust ring copying / Unix socket"],
-  ["msgs_per_s", "native.zero_copy", "socket", "the Rust ring zero-copy / Unix socket"],
-  ["median_us", "channel", "socket", "round trip: channel (parked) / Unix socket", true],
-  ["median_us", "channel", "stdio", "round trip: channel (parked) / stdio pipes", true],
-  [
-    "median_us",
-    "channel",
-    "ipc_json",
-    "round trip: channel (parked) / the runtime's ipc, json",
-    true,
-  ],
-  [
-    "median_us",
-    "channel",
-    "ipc_advanced",
-    "round trip: channel (parked) / the runtime's ipc, advanced",
-    true,
-  ],
-  ["median_us", "channel", "native.copy", "round trip: channel (parked) / the Rust ring parked"],
-  ["median_us", "native.copy", "socket", "round trip: the Rust ring parked / Unix socket"],
-  [
-    "median_us",
-    "channel_spin",
-    "socket",
-    "round trip: channel (spin, then park) / Unix socket",
-    true,
-  ],
-  [
-    "median_us",
-    "channel_spin",
-    "native.spin",
-    "round trip: channel (spin, then park) / the Rust ring's",
-  ],
-  ["cpu_us", "channel", "socket", "CPU per round trip: channel (parked) / Unix socket", true],
+const RATIOS = [
+  "msgs_per_s channel / socket = channel (copying) / Unix socket, one write per message !",
+  "msgs_per_s channel / socket_packed = channel (copying) / Unix socket, packed 64 KiB writes !",
+  "msgs_per_s channel / native.copy = channel (copying) / the Rust ring copying",
+  "msgs_per_s channel_timeout / socket = channel with a receive timeout / Unix socket !",
+  "msgs_per_s channel_timeout / native.copy = channel with a receive timeout / the Rust ring",
+  "msgs_per_s channel_timeout / channel = channel with a receive timeout / without",
+  "msgs_per_s channel_batch / native.copy = channel batch / the Rust ring copying",
+  "msgs_per_s channel_batch / socket = channel batch / Unix socket, one write per message !",
+  "msgs_per_s channel_batch / socket_packed = channel batch / Unix socket, packed 64 KiB writes !",
+  "msgs_per_s channel_batch / channel = channel batch / one by one",
+  "msgs_per_s channel_zc / socket = channel zero-copy / Unix socket !",
+  "msgs_per_s channel_zc / native.zero_copy = channel zero-copy / the Rust ring zero-copy",
+  "msgs_per_s channel_zc / channel = channel zero-copy / copying",
+  "msgs_per_s channel_zc_fill / socket = channel zero-copy, filled in place / Unix socket !",
+  "msgs_per_s channel_zc_fill / channel = channel zero-copy, filled in place / copying",
+  "msgs_per_s channel / stdio = channel (copying) / stdio pipe !",
+  "msgs_per_s channel / ipc_json = channel (copying) / the runtime's ipc, json !",
+  "msgs_per_s channel / ipc_advanced = channel (copying) / the runtime's ipc, advanced !",
+  "msgs_per_s native.copy / socket = the Rust ring copying / Unix socket",
+  "msgs_per_s native.zero_copy / socket = the Rust ring zero-copy / Unix socket",
+  "cpu_ns_per_msg channel / socket = CPU per message: channel (copying) / Unix socket !",
+  "cpu_ns_per_msg channel_batch / channel = CPU per message: channel batch / one by one",
+  "median_us channel / socket = round trip: channel (parked) / Unix socket !",
+  "median_us channel / stdio = round trip: channel (parked) / stdio pipes !",
+  "median_us channel / ipc_json = round trip: channel (parked) / the runtime's ipc, json !",
+  "median_us channel / ipc_advanced = round trip: channel (parked) / the runtime's ipc, advanced !",
+  "median_us channel / native.copy = round trip: channel (parked) / the Rust ring parked",
+  "median_us native.copy / socket = round trip: the Rust ring parked / Unix socket",
+  "median_us channel_spin / socket = round trip: channel (spin, then park) / Unix socket !",
+  "median_us channel_spin / native.spin = round trip: channel (spin, then park) / the Rust ring's",
+  "cpu_us channel / socket = CPU per round trip: channel (parked) / Unix socket !",
 ];
 
 /** The scenario. */
 export const channel: Scenario = {
   name: "channel",
   method: "One transport and one message size per pair of processes. Stream: the peer sends " +
-    `for ${WARMUP_MS} + ${MEASURE_MS} ms, then ends the stream; the receiver (the measuring ` +
-    `process) counts messages/s after its first ${WARMUP_MS} ms. Round trips: the measuring ` +
-    "side sends a message and waits for its echo (median, p99, and the CPU of both processes " +
-    "per round trip from /proc/<pid>/task/*/schedstat). Every message carries its sequence " +
-    "number and every receiver checks it. The channel's calls are synchronous while the " +
-    "sockets, pipes and IPC are driven by an async event loop, as users write each: the " +
-    "figures compare what each API gives, not the same loop. native: native_ring, the Rust " +
-    "ring with the same capacities, copying (send / recv_into) and zero-copy (reserve + touch " +
-    "first and last byte + commit / recv_ref); its round trips (64 B, 4 KiB) parked and " +
-    "spin-then-park. Transports: " +
+    `for ${STREAM.warmupMs} + ${STREAM.measureMs} ms (SB_BENCH_WARMUP_MS + SB_BENCH_MEASURE_MS), ` +
+    "then ends the stream; the receiver (the measuring process) counts messages/s after its " +
+    `first ${STREAM.warmupMs} ms, and reads the CPU time (/proc/<pid>/task/*/schedstat) and ` +
+    "voluntary context switches (/proc/<pid>/task/*/status) of both processes when counting " +
+    `starts and ${STREAM.measureMs / 2} ms later: CPU ns and switches per message. Round ` +
+    "trips: the measuring side sends a message and waits for its echo, 100 ms of them after " +
+    "20 ms untimed (median, p99, and the CPU and switches of both processes per round trip). " +
+    "Every message carries its sequence number and every receiver checks it. The channel's " +
+    "calls are synchronous while the sockets, pipes and IPC " +
+    "are driven by an async event loop, as users write each: the figures compare what each API " +
+    "gives, not the same loop. native: native_ring, the Rust ring with the same capacities, " +
+    "copying (send / recv_into) and zero-copy (reserve + touch first and last byte + commit / " +
+    "recv_ref); its round trips (64 B, 4 KiB) parked and spin-then-park. Transports: " +
     Object.entries(TRANSPORTS).map(([t, { how }]) => `${t}: ${how}`).join("; "),
   async run(ctx, skipped) {
     const out: Row[] = [];
@@ -464,24 +208,15 @@ export const channel: Scenario = {
         for (const rt of ctx.runtimes) {
           const plans = Object.entries(TRANSPORTS).flatMap(([transport, plan]): PairPlan[] => {
             const stream = plan.stream.includes(size);
-            const trips = plan.trips.includes(size) ? TRIPS[size] : 0;
+            const trips = plan.trips.includes(size) ? TRIPS[size] : null;
             const here = (!plan.runtimes || plan.runtimes.includes(rt)) &&
               (placement === "split" || plan.sameCore);
-            return (stream || trips) && here ? [{ transport, size, stream, trips }] : [];
+            const capacity: [number, number] = [CAPACITY[size], TRIP_CAPACITY[size]];
+            return (stream || trips) && here ? [{ transport, size, stream, trips, capacity }] : [];
           });
-          const got = await pairs(rt, "channel", placement, ctx.run % 2 ? plans.reverse() : plans)
-            .catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
-          plans.forEach(({ transport }, k) => {
-            const base = { runtime: rt, what: transport, size, placement };
-            const result = got[k];
-            if ("error" in result) {
-              skipped(`${placement} ${rt} ${transport} ${size} B`, result.error);
-            }
-            if ("msgs_per_s" in result) {
-              out.push({ ...base, metric: "msgs_per_s", value: result.msgs_per_s! });
-            }
-            if ("latency" in result) out.push(...rows(base, result.latency!));
-          });
+          out.push(
+            ...await pairRows(rt, placement, ctx.run % 2 ? plans.reverse() : plans, skipped),
+          );
         }
         for (const zeroCopy of bin ? [false, true] : []) {
           const what = zeroCopy ? "zero_copy" : "copy";
@@ -490,8 +225,9 @@ export const channel: Scenario = {
             const got = await runJson<NativeRing>([
               bin,
               ...["--size", `${size}`, "--capacity", `${CAPACITY[size]}`, "--pin", placement],
-              ...["--seconds", `${(WARMUP_MS + MEASURE_MS) / 1e3}`],
-              ...["--round-trips", `${withTrips ? TRIPS[size] : 100}`, "--latency-size", `${size}`],
+              ...["--seconds", `${(STREAM.warmupMs + STREAM.measureMs) / 1e3}`],
+              ...["--latency-size", `${size}`],
+              ...["--round-trips", `${withTrips ? TRIPS[size].max : 100}`],
               ...(zeroCopy ? ["--zero-copy"] : []),
             ]);
             const base = { runtime: "native", size, placement };
@@ -508,18 +244,12 @@ export const channel: Scenario = {
     }
     return out;
   },
-  compare: (ctx) =>
+  compare: (ctx): Compare[] =>
     ctx.placements.flatMap((placement) =>
-      (placement === "same" ? SAME_CORE_SIZES : SIZES).flatMap((size) =>
-        ctx.runtimes.flatMap((rt) =>
-          RATIOS.map(([metric, num, den, label, loop]): Compare => {
-            const side = (w: string) => {
-              const [runtime, what] = w.includes(".") ? w.split(".") : [rt, w];
-              return { runtime, what, size, placement, metric };
-            };
-            return { label, num: side(num), den: side(den), note: loop ? LOOP : undefined };
-          })
-        )
+      ratios(
+        RATIOS,
+        wheres(ctx.runtimes, placement === "same" ? SAME_CORE_SIZES : SIZES, [placement]),
+        LOOP,
       )
     ),
   children: { measure: measureAll, peer },

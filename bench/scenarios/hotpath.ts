@@ -9,14 +9,17 @@
 
 import {
   childCommand,
+  each,
   lib,
   median,
+  perCall,
   pinned,
+  ratios,
   round,
-  type Row,
   runJson,
   type Scenario,
   uniqueName,
+  wheres,
 } from "../harness.ts";
 
 /** Messages per timed block: sent in one block, received in the next. */
@@ -34,21 +37,11 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
     const t1 = performance.now();
     receive();
     const t2 = performance.now();
-    if (b >= BLOCKS / 4) sendNs.push(((t1 - t0) * 1e6) / K), recvNs.push(((t2 - t1) * 1e6) / K);
+    if (b >= BLOCKS / 4) {
+      sendNs.push(((t1 - t0) * 1e6) / K), recvNs.push(((t2 - t1) * 1e6) / K);
+    }
   }
   return [round(median(sendNs), 1), round(median(recvNs), 1)];
-}
-
-/** Median ns per iteration of `block`, a loop of K, over BLOCKS timed blocks. */
-function blockNs(block: () => void): number {
-  const ns: number[] = [];
-  for (let b = 0; b < BLOCKS; b++) {
-    const t0 = performance.now();
-    block();
-    const t1 = performance.now();
-    if (b >= BLOCKS / 4) ns.push(((t1 - t0) * 1e6) / K);
-  }
-  return round(median(ns), 1);
 }
 
 function costsChild(): Record<string, number> {
@@ -65,18 +58,19 @@ function costsChild(): Record<string, number> {
     const sendK = () => {
       for (let i = 0; i < K; i++) message[0] = i, tx.send(message);
     };
-    const [send, recvInto] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvInto(into)!;
-    });
-    const [, recvIntoTimeout] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvInto(into, 1000)!;
-    });
-    const [, recvView] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recvView()!.length;
-    });
-    const [, recv] = pairOf(sendK, () => {
-      for (let i = 0; i < K; i++) sum += rx.recv()!.length;
-    });
+    // Each receive after K sends, timed block by block.
+    const receives: Record<string, () => void> = {
+      recv_into: () => sum += rx.recvInto(into)!,
+      recv_into_timeout: () => sum += rx.recvInto(into, 1000)!,
+      recv_view: () => sum += rx.recvView()!.length,
+      recv_copy: () => sum += rx.recv()!.length,
+    };
+    const calls: Record<string, number> = {};
+    for (const [what, receive] of Object.entries(receives)) {
+      [calls.send, calls[what]] = pairOf(sendK, () => {
+        for (let i = 0; i < K; i++) receive();
+      });
+    }
     const [sendMany, recvMany] = pairOf(
       () => tx.sendMany(batch),
       () => {
@@ -84,59 +78,55 @@ function costsChild(): Record<string, number> {
         while (n < K) n += rx.recvMany((m) => sum += m[0])!;
       },
     );
-    // The pieces, alone: each a loop of K in one timed block, like the calls above.
+    // The pieces, alone, each in a loop of K over the records of a ring, like the calls above
+    // (empty_loop: the loop alone); ns per iteration.
     const ring = new Uint8Array(256 * 1024 + 128);
     const i32 = new Int32Array(ring.buffer);
     const at = (i: number) => (i * 72) & 0x3fff8;
-    const pieces = {
-      performance_now: blockNs(() => {
+    const loops = perCall({
+      performance_now: () => {
         for (let i = 0; i < K; i++) sum += performance.now();
-      }),
-      atomics_load: blockNs(() => {
+      },
+      atomics_load: () => {
         for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
-      }),
-      atomics_store: blockNs(() => {
+      },
+      atomics_store: () => {
         for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
-      }),
-      copy_in_set_64: blockNs(() => {
+      },
+      copy_in_set_64: () => {
         for (let i = 0; i < K; i++) ring.set(message, at(i));
-      }),
-      copy_out_loop_64: blockNs(() => {
+      },
+      copy_out_loop_64: () => {
         for (let i = 0; i < K; i++) {
           const s = at(i);
           for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
         }
-      }),
-      copy_out_subarray_set_64: blockNs(() => {
+      },
+      copy_out_subarray_set_64: () => {
         for (let i = 0; i < K; i++) {
-          const s = at(i);
-          into.set(ring.subarray(s, s + SIZE));
+          into.set(ring.subarray(at(i), at(i) + SIZE));
         }
-      }),
-      zero_72_words: blockNs(() => {
+      },
+      zero_72_words: () => {
         for (let i = 0; i < K; i++) {
           const w = at(i) >> 2;
           for (let j = w; j < w + 18; j++) i32[j] = 0;
         }
-      }),
-      zero_72_fill: blockNs(() => {
-        for (let i = 0; i < K; i++) {
-          const s = at(i);
-          ring.fill(0, s, s + 72);
-        }
-      }),
-      empty_loop: blockNs(() => {
+      },
+      zero_72_fill: () => {
+        for (let i = 0; i < K; i++) ring.fill(0, at(i), at(i) + 72);
+      },
+      empty_loop: () => {
         for (let i = 0; i < K; i++) sum += at(i);
-      }),
-    };
+      },
+    });
+    const pieces = Object.fromEntries(
+      Object.entries(loops).map(([what, ns]) => [what, round(ns / K, 2)]),
+    );
     if (sum === -1) console.error(sum); // keeps every result alive
     return {
-      send,
+      ...calls,
       send_many_per_message: sendMany,
-      recv_into: recvInto,
-      recv_into_timeout: recvIntoTimeout,
-      recv_view: recvView,
-      recv_copy: recv,
       recv_many_per_message: recvMany,
       ...pieces,
     };
@@ -152,43 +142,29 @@ export const hotpath: Scenario = {
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
-    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone the same " +
-    "way, a loop of the piece per block (empty_loop: the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
+    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone as a loop of " +
+    `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
+    "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
-  async run(ctx, skipped) {
-    const out: Row[] = [];
-    for (const rt of ctx.runtimes) {
-      try {
-        const got = await runJson<Record<string, number>>(
-          pinned("0", childCommand(rt, "hotpath", "costs")),
-        );
-        for (const [what, value] of Object.entries(got)) {
-          out.push({ runtime: rt, what, size: SIZE, metric: "ns", value });
-        }
-      } catch (err) {
-        skipped(rt, err);
-      }
-    }
-    return out;
-  },
+  run: (ctx, skipped) =>
+    each(ctx, skipped, ctx.runtimes, async (rt) => {
+      const got = await runJson<Record<string, number>>(
+        pinned("0", childCommand(rt, "hotpath", "costs")),
+      );
+      return Object.entries(got).map(([what, value]) => ({
+        runtime: rt,
+        what,
+        size: SIZE,
+        metric: "ns",
+        value,
+      }));
+    }),
   compare: (ctx) =>
-    ctx.runtimes.flatMap((rt) => [
-      {
-        label: "recvInto with a timeout / without",
-        num: { runtime: rt, what: "recv_into_timeout", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "recv_into", size: SIZE, metric: "ns" },
-      },
-      {
-        label: "recvMany per message / recvInto",
-        num: { runtime: rt, what: "recv_many_per_message", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "recv_into", size: SIZE, metric: "ns" },
-      },
-      {
-        label: "sendMany per message / send",
-        num: { runtime: rt, what: "send_many_per_message", size: SIZE, metric: "ns" },
-        den: { runtime: rt, what: "send", size: SIZE, metric: "ns" },
-      },
-    ]),
+    ratios([
+      "ns recv_into_timeout / recv_into = recvInto with a timeout / without",
+      "ns recv_many_per_message / recv_into = recvMany per message / recvInto",
+      "ns send_many_per_message / send = sendMany per message / send",
+    ], wheres(ctx.runtimes, [SIZE])),
   children: { costs: costsChild },
 };

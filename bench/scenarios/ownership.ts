@@ -1,17 +1,7 @@
 /**
- * Ownership: what engine-owned buffers cost, per runtime, over one open segment of 4 KiB and one
- * of 1 GiB.
- *
- * - **attach**: one buffer over the whole segment, made, touched (one byte read) and released at
- *   once (`transfer(0)` and the handle closed), the way `view()` + `close()` do it; median and p90
- *   of single operations. Two ways in each runtime: `ffi`, the runtime's own FFI buffer (Deno:
- *   `UnsafePointerView.getArrayBuffer` plus a `FinalizationRegistry`, what Deno used before;
- *   Bun: `bun:ffi` `toArrayBuffer` with the native deallocator, what Bun uses), and `napi`, the
- *   Node-API module's external buffer with its finalizer (what Deno uses).
- * - **unlink**: removing a segment through the Node-API module (which reports the length it
- *   gives back to the engine) against the plain `sb_unlink_name`, for a 4 KiB and a 64 MiB
- *   segment with every page touched, and an untouched 1 GiB one.
- * - **relieve**: the full collection the library forces when a create fails with ENOSPC.
+ * Ownership: what engine-owned buffers cost, per runtime: attach (a buffer made, touched and
+ * released), unlink with and without reporting to the engine, and the forced collection. The
+ * `method` below says how.
  *
  * @module
  */
@@ -19,152 +9,21 @@
 import process from "node:process";
 import {
   childCommand,
-  type Compare,
-  env,
+  each,
   median,
-  root,
+  ratios,
   round,
   type Row,
   runJson,
-  type Runtime,
   runtime,
   type Scenario,
+  wheres,
 } from "../harness.ts";
-import { symbols } from "../../ts/ffi.ts";
+import { backend } from "../../ts/backend.ts";
+import { CREATE, OWNER_TRUSTED, REPLACE, symbols } from "../../ts/ffi.ts";
 import { loadNodeApi } from "../../ts/napi.ts";
 
 const MiB = 1024 * 1024;
-
-// deno-lint-ignore no-explicit-any
-type Calls = Record<string, (...args: any[]) => any>;
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-}
-
-/** Median and p90 of `rounds` timed calls of `op`, in microseconds. */
-function time(rounds: number, op: () => void): { median_us: number; p90_us: number } {
-  for (let i = 0; i < 20; i++) op();
-  const times: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const t = performance.now();
-    op();
-    times.push((performance.now() - t) * 1000);
-  }
-  times.sort((a, b) => a - b);
-  return { median_us: round(median(times), 2), p90_us: round(percentile(times, 0.9), 2) };
-}
-
-async function library(): Promise<{ s: Calls; path: string; ffiWrap: FfiWrap }> {
-  const path = env(
-    "SHARED_BUFFER_LIB",
-    `${root}/target/release/libshared_buffer_native.so`,
-  );
-  if (runtime === "bun") {
-    const ffi = "bun:ffi";
-    const { dlopen, toArrayBuffer } = await import(ffi);
-    const adapter = "../../ts/bun/backend.ts"; // not followed by `deno check`
-    const { bunSymbols } = await import(adapter);
-    const s = dlopen(path, bunSymbols()).symbols as Calls;
-    const release = s.sb_release_fn();
-    return {
-      s,
-      path,
-      ffiWrap: (address, length, handle) =>
-        toArrayBuffer(Number(address), 0, length, handle, release),
-    };
-  }
-  const s = Deno.dlopen(path, symbols).symbols as unknown as Calls;
-  const registry = new FinalizationRegistry<number>((handle) => s.sb_close(handle));
-  return {
-    s,
-    path,
-    ffiWrap(address, length, handle) {
-      const buffer = Deno.UnsafePointerView.getArrayBuffer(
-        Deno.UnsafePointer.create(address)!,
-        length,
-      );
-      registry.register(buffer, handle, buffer);
-      return buffer;
-    },
-  };
-}
-
-type FfiWrap = (address: bigint, length: number, handle: number) => ArrayBuffer;
-
-async function measure(): Promise<Record<string, unknown>> {
-  const rounds = ROUNDS;
-  const { s, path, ffiWrap } = await library();
-  const napi = loadNodeApi(path, process.dlopen);
-  const out = new BigUint64Array(4);
-  const encode = (name: string) => new TextEncoder().encode(name);
-  const make = (name: string, size: number): [number, bigint] => {
-    const bytes = encode(name);
-    s.sb_unlink_name(bytes, bytes.length);
-    const rc = s.sb_open_name(bytes, bytes.length, BigInt(size), 1, 0, 0o600, out);
-    if (rc !== 0) throw new Error(`create ${name}: ${rc}`);
-    return [Number(out[0]), out[1]];
-  };
-  const tag = `${runtime}-${process.pid}`;
-  const attach: Record<string, unknown> = {};
-  for (const [label, size] of [["4KiB", 4096], ["1GiB", 1024 * MiB]] as const) {
-    const name = `/sbbench-own-${tag}-${label}`;
-    const [handle, address] = make(name, size);
-    const ways: Record<string, () => void> = {
-      ffi() {
-        const dup = s.sb_dup(handle);
-        const b = ffiWrap(address, size, dup);
-        new Uint8Array(b)[0];
-        b.transfer(0);
-        if (runtime === "deno") s.sb_close(dup);
-      },
-      napi() {
-        const dup = s.sb_dup(handle);
-        const b = napi.wrap(dup, address, size);
-        new Uint8Array(b)[0];
-        b.transfer(0);
-        s.sb_close(dup);
-      },
-    };
-    for (const [way, op] of Object.entries(ways)) attach[`${way}_${label}`] = time(rounds, op);
-    s.sb_close(handle);
-    const bytes = encode(name);
-    s.sb_unlink_name(bytes, bytes.length);
-  }
-  const unlink: Record<string, unknown> = {};
-  for (
-    const [label, size, touch] of [["4KiB", 4096, true], ["64MiB", 64 * MiB, true], [
-      "1GiB_untouched",
-      1024 * MiB,
-      false,
-    ]] as const
-  ) {
-    for (const way of ["ffi", "napi"]) {
-      const times: number[] = [];
-      for (let i = 0; i < 7; i++) {
-        const name = `/sbbench-own-${tag}-u${label}`;
-        const [handle, address] = make(name, size);
-        if (touch) {
-          const b = napi.wrap(s.sb_dup(handle), address, size);
-          new Uint8Array(b).fill(1);
-          b.transfer(0);
-        }
-        const t = performance.now();
-        if (way === "napi") napi.unlinkName(name);
-        else {
-          const bytes = encode(name);
-          s.sb_unlink_name(bytes, bytes.length);
-        }
-        times.push((performance.now() - t) * 1000);
-        s.sb_close(handle);
-      }
-      unlink[`${way}_${label}`] = round(median(times), 1);
-    }
-  }
-  const relieve = time(20, () => napi.relieve());
-  return { runtime, rounds, attach_us: attach, unlink_median_us: unlink, relieve_us: relieve };
-}
-
 const ROUNDS = 400;
 const SIZES: Record<string, number> = {
   "4KiB": 4096,
@@ -172,6 +31,127 @@ const SIZES: Record<string, number> = {
   "1GiB": 1024 * MiB,
   "1GiB_untouched": 1024 * MiB,
 };
+
+/** Median and p90 of `rounds` timed calls of `op` (after 20 untimed), in microseconds. */
+function time(rounds: number, op: () => void): { median_us: number; p90_us: number } {
+  for (let i = 0; i < 20; i++) op();
+  const times = Array.from({ length: rounds }, () => {
+    const t = performance.now();
+    op();
+    return (performance.now() - t) * 1000;
+  }).sort((a, b) => a - b);
+  return { median_us: round(median(times), 2), p90_us: round(times[Math.floor(rounds * 0.9)], 2) };
+}
+
+/**
+ * The child: through the library's own backend (the runtime's FFI in Deno and Bun, Node-API in
+ * Node), besides the Node-API module loaded with `process.dlopen`.
+ */
+function measure(): Record<string, unknown> {
+  const b = backend();
+  const napi = loadNodeApi(b.libraryPath, process.dlopen);
+  const out = new BigUint64Array(5);
+  const encode = (name: string) => new TextEncoder().encode(name);
+  const make = (name: string, size: number): [number, bigint] => {
+    const rc = b.openName(
+      encode(name),
+      BigInt(size),
+      CREATE,
+      REPLACE,
+      0o600,
+      BigInt(OWNER_TRUSTED),
+      out,
+    );
+    if (rc !== 0) throw new Error(`create ${name}: ${b.errorName(rc)}`);
+    return [Number(out[0]), out[1]];
+  };
+  // Deno's plain unlink and its own FFI buffer (what Deno used before the Node-API one).
+  const deno = runtime === "deno"
+    ? {
+      s: Deno.dlopen(b.libraryPath, { sb_unlink_name: symbols.sb_unlink_name }).symbols,
+      registry: new FinalizationRegistry<number>((handle) => b.close(handle)),
+    }
+    : undefined;
+  const tag = `${runtime}-${process.pid}`;
+  const attach: Record<string, unknown> = {};
+  for (const [label, size] of [["4KiB", 4096], ["1GiB", 1024 * MiB]] as const) {
+    const name = `/sbbench-own-${tag}-${label}`;
+    const [handle, address] = make(name, size);
+    const touched = (buffer: ArrayBuffer) => new Uint8Array(buffer)[0];
+    // The library's own way in this runtime: Node-API in Deno and Node, bun:ffi in Bun.
+    const library = () => {
+      const dup = b.dup(handle);
+      const buffer = b.wrap(address, size, dup);
+      touched(buffer);
+      b.unwrap(buffer, dup);
+    };
+    const ways: Record<string, () => void> = runtime === "bun"
+      ? {
+        ffi: library,
+        napi() {
+          const dup = b.dup(handle);
+          const buffer = napi.wrap(dup, address, size);
+          touched(buffer);
+          buffer.transfer(0);
+          b.close(dup);
+        },
+      }
+      : { napi: library };
+    if (deno) {
+      ways.ffi = () => {
+        const dup = b.dup(handle);
+        const pointer = Deno.UnsafePointer.create(address)!;
+        const buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+        deno.registry.register(buffer, dup, buffer);
+        touched(buffer);
+        buffer.transfer(0);
+        deno.registry.unregister(buffer);
+        b.close(dup);
+      };
+    }
+    for (const [way, op] of Object.entries(ways)) attach[`${way}_${label}`] = time(ROUNDS, op);
+    b.close(handle);
+    napi.unlinkName(name);
+  }
+  const unlink: Record<string, unknown> = {};
+  const plain: Record<string, ((name: string) => void) | undefined> = {
+    deno: deno && ((name) => void deno.s.sb_unlink_name(encode(name), encode(name).length)),
+    bun: (name) => void b.unlinkName(encode(name)),
+  };
+  // Creating a 1 GiB segment takes about a second (its memory is reserved): one of those per
+  // way and run (the median is then over runs).
+  const touches = [["4KiB", true, 7], ["64MiB", true, 7], ["1GiB_untouched", false, 1]] as const;
+  for (const [label, touch, reps] of touches) {
+    const ways = { napi: (name: string) => void napi.unlinkName(name), ffi: plain[runtime] };
+    for (const [way, unlinkName] of Object.entries(ways)) {
+      if (!unlinkName) continue;
+      const times: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        const name = `/sbbench-own-${tag}-u${label}`;
+        const [handle, address] = make(name, SIZES[label]);
+        if (touch) {
+          const dup = b.dup(handle);
+          const buffer = b.wrap(address, SIZES[label], dup);
+          new Uint8Array(buffer).fill(1);
+          b.unwrap(buffer, dup);
+        }
+        const t = performance.now();
+        unlinkName(name);
+        times.push((performance.now() - t) * 1000);
+        b.close(handle);
+      }
+      unlink[`${way}_${label}`] = round(median(times), 1);
+    }
+  }
+  const relieve = time(20, () => napi.relieve());
+  return {
+    runtime,
+    rounds: ROUNDS,
+    attach_us: attach,
+    unlink_median_us: unlink,
+    relieve_us: relieve,
+  };
+}
 
 /** What the `measure` child prints. */
 interface Measured {
@@ -188,52 +168,37 @@ export const ownership: Scenario = {
     `the whole segment made, touched (one byte) and released at once, ${ROUNDS} single ` +
     "operations timed one by one (median and p90 µs); ffi = the runtime's own FFI buffer (Deno: " +
     "getArrayBuffer + FinalizationRegistry; Bun: toArrayBuffer with the native deallocator), " +
-    "napi = the Node-API module's external buffer with its finalizer. unlink: removing a " +
+    "napi = the Node-API module's external buffer with its finalizer (Node: this way only). unlink: removing a " +
     "segment through the Node-API module (which reports the length it gives back) against the " +
-    "plain sb_unlink_name, 4 KiB and 64 MiB touched, 1 GiB untouched (median of 7, µs). " +
+    "plain sb_unlink_name, 4 KiB and 64 MiB touched (median of 7, µs), 1 GiB untouched (once per run). " +
     "relieve: the full collection forced after ENOSPC.",
-  async run(ctx, skipped) {
-    const out: Row[] = [];
-    for (const rt of ctx.runtimes.filter((r): r is Runtime => r !== "node")) {
-      try {
-        const got = await runJson<Measured>(childCommand(rt, "ownership", "measure"), {
-          timeoutMs: 300_000, // 1 GiB segments made and filled 30 times: minutes on a busy machine
-        });
-        for (const [k, v] of Object.entries(got.attach_us)) {
-          const [way, label] = k.split("_", 2);
-          const base = { runtime: rt, what: `attach ${way}`, size: SIZES[label] };
-          out.push({ ...base, metric: "median_us", value: v.median_us });
-          out.push({ ...base, metric: "p90_us", value: v.p90_us });
-        }
-        for (const [k, value] of Object.entries(got.unlink_median_us)) {
-          const [way, ...label] = k.split("_");
-          const what = `unlink ${way}${label.length > 1 ? ", untouched" : ""}`;
-          out.push({ runtime: rt, what, size: SIZES[label[0]], metric: "median_us", value });
-        }
-        out.push({
-          runtime: rt,
-          what: "relieve",
-          metric: "median_us",
-          value: got.relieve_us.median_us,
-        });
-      } catch (err) {
-        skipped(rt, err);
+  run: (ctx, skipped) =>
+    each(ctx, skipped, ctx.runtimes, async (rt) => {
+      const out: Row[] = [];
+      const got = await runJson<Measured>(childCommand(rt, "ownership", "measure"), {
+        timeoutMs: 300_000, // 1 GiB segments made and filled 30 times: minutes on a busy machine
+      });
+      for (const [k, v] of Object.entries(got.attach_us)) {
+        const [way, label] = k.split("_", 2);
+        const base = { runtime: rt, what: `attach_${way}`, size: SIZES[label] };
+        out.push({ ...base, metric: "median_us", value: v.median_us });
+        out.push({ ...base, metric: "p90_us", value: v.p90_us });
       }
-    }
-    return out;
-  },
+      for (const [k, value] of Object.entries(got.unlink_median_us)) {
+        const [way, ...label] = k.split("_");
+        const what = `unlink_${way}${label.length > 1 ? "_untouched" : ""}`;
+        out.push({ runtime: rt, what, size: SIZES[label.join("_")], metric: "median_us", value });
+      }
+      const value = got.relieve_us.median_us;
+      out.push({ runtime: rt, what: "relieve", metric: "median_us", value });
+      return out;
+    }),
   compare: (ctx) =>
-    ctx.runtimes.flatMap((rt): Compare[] => [
-      ...[4096, 1024 * MiB].map((size) => ({
-        label: "attach: Node-API buffer / the runtime's FFI buffer",
-        num: { runtime: rt, what: "attach napi", size, metric: "median_us" },
-        den: { runtime: rt, what: "attach ffi", size, metric: "median_us" },
-      })),
-      ...[["", 4096], ["", 64 * MiB], [", untouched", 1024 * MiB]].map(([tail, size]) => ({
-        label: `unlink${tail}: through Node-API (reporting) / plain`,
-        num: { runtime: rt, what: `unlink napi${tail}`, size: size as number, metric: "median_us" },
-        den: { runtime: rt, what: `unlink ffi${tail}`, size: size as number, metric: "median_us" },
-      })),
-    ]),
+    ratios([
+      "median_us attach_napi / attach_ffi = attach: Node-API buffer / the runtime's FFI buffer",
+      "median_us unlink_napi / unlink_ffi = unlink: through Node-API (reporting) / plain",
+      "median_us unlink_napi_untouched / unlink_ffi_untouched = unlink, untouched: through " +
+      "Node-API (reporting) / plain",
+    ], wheres(ctx.runtimes, [4096, 64 * MiB, 1024 * MiB])),
   children: { measure },
 };

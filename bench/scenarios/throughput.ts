@@ -5,38 +5,32 @@
  * @module
  */
 
-import type { SharedMemory as SharedMemoryType } from "../../mod.ts";
 import {
   childCommand,
-  type Compare,
-  lib,
+  createKeyed,
+  each,
   median,
   nativeBinary,
+  ratios,
   round,
-  type Row,
   runJson,
   type Scenario,
+  timeOps,
+  wheres,
 } from "../harness.ts";
 
 const BYTES = 64 << 20;
-const PASSES = 3;
+/** Each block: passes for about this long (two to four of 64 MiB). */
+const BLOCK_MS = 80;
 const REPS = 7;
 
 /** GB/s of each repetition, per kernel and buffer, as the Rust anchor prints them too. */
 type Kernels = Record<string, { shared_gbps: number[]; plain_gbps: number[] }>;
 
+/** GB/s of each kernel over the shared and the plain buffer, in interleaved blocks. */
 function throughputChild(): { kernels: Kernels } {
-  const { SharedMemory, SharedMemoryError } = lib;
-  let shm: SharedMemoryType | undefined;
-  for (let tries = 0; shm === undefined; tries++) {
-    const key = 0x5b40_0000 + Math.floor(Math.random() * 0x3f_ffff);
-    try {
-      shm = SharedMemory.create({ key }, BYTES, { populate: true });
-      shm.unlink(); // the mapping stays; nothing is left behind on a crash
-    } catch (err) {
-      if (!(err instanceof SharedMemoryError && err.code === "EEXIST") || tries > 100) throw err;
-    }
-  }
+  const { shm } = createKeyed(BYTES);
+  shm.unlink(); // the mapping stays; nothing is left behind on a crash
   try {
     const buffers = { shared: shm.buffer, plain: new ArrayBuffer(BYTES) };
     const source = new Uint8Array(BYTES);
@@ -56,22 +50,21 @@ function throughputChild(): { kernels: Kernels } {
       f64_sum: sum,
       u8_set: (buffer) => new Uint8Array(buffer).set(source),
     };
-    const out: Kernels = {};
-    for (const [name, kernel] of Object.entries(kernels)) {
-      out[name] = { shared_gbps: [], plain_gbps: [] };
-      for (let i = 0; i < 3; i++) kernel(buffers.shared), kernel(buffers.plain);
-    }
-    for (let rep = 0; rep < REPS; rep++) {
-      for (const [name, kernel] of Object.entries(kernels)) {
-        for (const which of rep % 2 ? ["plain", "shared"] as const : ["shared", "plain"] as const) {
-          const start = performance.now();
-          for (let p = 0; p < PASSES; p++) kernel(buffers[which]);
-          const gbps = (PASSES * BYTES) / ((performance.now() - start) / 1e3) / 1e9;
-          out[name][`${which}_gbps`].push(gbps);
-        }
-      }
-    }
-    return { kernels: out };
+    const ops = Object.fromEntries(
+      Object.entries(kernels).flatMap(([name, kernel]) =>
+        (["shared", "plain"] as const).map((b) => [`${name} ${b}`, () => kernel(buffers[b])])
+      ),
+    );
+    const ns = timeOps(ops, { blocks: REPS, blockMs: BLOCK_MS, warmup: 3 });
+    const gbps = (name: string) => ns[name].map((per) => BYTES / per);
+    return {
+      kernels: Object.fromEntries(
+        Object.keys(kernels).map((k) => [k, {
+          shared_gbps: gbps(`${k} shared`),
+          plain_gbps: gbps(`${k} plain`),
+        }]),
+      ),
+    };
   } finally {
     shm.close();
   }
@@ -82,41 +75,32 @@ export const throughput: Scenario = {
   name: "throughput",
   method: `Float64Array sum and Uint8Array.set (64 MiB copied in) over a 64 MiB shared buffer ` +
     `(SharedMemory.create, populated) against new ArrayBuffer (touched once); GB/s medians over ` +
-    `${REPS} repetitions of ${PASSES} passes, shared and plain alternating. native: the same ` +
+    `${REPS} interleaved blocks of passes (about ${BLOCK_MS} ms each), shared and plain alternating. native: the same ` +
     `kernels in Rust over a populated keyed segment against a heap Vec.`,
-  async run(ctx, skipped) {
-    const out: Row[] = [];
-    const jobs = [
-      ["native", async () => [await nativeBinary("native_segment"), "throughput"]] as const,
-      ...ctx.runtimes.map((rt) => [rt, () => childCommand(rt, "throughput", "run")] as const),
-    ];
-    for (const [who, command] of ctx.run % 2 ? jobs.reverse() : jobs) {
-      try {
-        const { kernels } = await runJson<{ kernels: Kernels }>(await command(), {
-          env: { SB_BENCH_TP_REPS: String(REPS) },
-        });
-        for (const [what, k] of Object.entries(kernels)) {
-          for (const [metric, list] of Object.entries(k)) {
-            out.push({ runtime: who, what, metric, value: round(median(list), 2) });
-          }
-        }
-      } catch (err) {
-        skipped(who, err);
-      }
-    }
-    return out;
-  },
+  run: (ctx, skipped) =>
+    each(ctx, skipped, ["native", ...ctx.runtimes], async (who) => {
+      const command = who === "native"
+        ? [await nativeBinary("native_segment"), "throughput"]
+        : childCommand(who, "throughput", "run");
+      const { kernels } = await runJson<{ kernels: Kernels }>(command, {
+        env: { SB_BENCH_TP_REPS: String(REPS) },
+      });
+      return Object.entries(kernels).flatMap(([what, k]) =>
+        Object.entries(k).map(([metric, list]) => ({
+          runtime: who,
+          what,
+          metric,
+          value: round(median(list), 2),
+        }))
+      );
+    }),
   compare: (ctx) =>
-    ctx.runtimes.flatMap((rt): Compare[] =>
-      ["f64_sum", "u8_set"].map((what) => ({
-        label: `${what} over a shared buffer: GB/s / a plain ArrayBuffer's`,
-        num: { runtime: rt, what, metric: "shared_gbps" },
-        den: { runtime: rt, what, metric: "plain_gbps" },
-      }))
-    ).concat(["f64_sum", "u8_set"].map((what) => ({
-      label: `${what} in Rust: shared / plain (the limit)`,
-      num: { runtime: "native", what, metric: "shared_gbps" },
-      den: { runtime: "native", what, metric: "plain_gbps" },
-    }))),
+    ratios([
+      "shared_gbps f64_sum / f64_sum:plain_gbps = f64_sum over a shared buffer: GB/s / a plain ArrayBuffer's",
+      "shared_gbps u8_set / u8_set:plain_gbps = u8_set over a shared buffer: GB/s / a plain ArrayBuffer's",
+    ], wheres(ctx.runtimes)).concat(ratios([
+      "shared_gbps f64_sum / f64_sum:plain_gbps = f64_sum in Rust: shared / plain (the limit)",
+      "shared_gbps u8_set / u8_set:plain_gbps = u8_set in Rust: shared / plain (the limit)",
+    ], wheres(["native"]))),
   children: { run: throughputChild },
 };

@@ -25,6 +25,7 @@ use shared_buffer::sync::{
     self, AsyncStart, DEFAULT_SPINS, Mutex, NOTIFY_ALL, WaitOutcome, notify, wait, wait_spin,
 };
 use shared_buffer::{Options, Segment, SegmentId};
+use test_support::{Kids, TestSeg, echo};
 
 const WARMUP: u32 = 1_000;
 
@@ -77,29 +78,6 @@ fn stats(samples: &mut [u64]) -> (u64, u64) {
     (samples[n / 2], samples[(n * 99 / 100).min(n - 1)])
 }
 
-/// The named segment of one run, unlinked on drop.
-struct Seg {
-    id: SegmentId,
-    name: String,
-    seg: Segment,
-}
-
-impl Seg {
-    fn new(tag: &str) -> Self {
-        let name = format!("/sb-nw-{tag}-{}", std::process::id());
-        let id = SegmentId::name(&name).expect("segment name");
-        let _ = Segment::unlink(&id);
-        let seg = Segment::create(&id, 4096, &Options::default()).expect("create segment");
-        Self { id, name, seg }
-    }
-}
-
-impl Drop for Seg {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.id);
-    }
-}
-
 /// The child: echoes word 0 into word 1 until it reads `u32::MAX`.
 fn child_main() {
     let name = env::var("SB_NW_SEG").expect("SB_NW_SEG");
@@ -111,22 +89,10 @@ fn child_main() {
         pin_to(cpu.parse().unwrap());
     }
     let id = SegmentId::name(&name).unwrap();
-    let seg = Segment::open(&id, None, &Options::default()).unwrap();
-    let (ping, pong) = (seg.atomic_u32(0), seg.atomic_u32(4));
-    let mut last = 0;
-    loop {
-        let now = ping.load(Ordering::Acquire);
-        if now == last {
-            wait_spin(ping, last, None, spins).unwrap();
-            continue;
-        }
-        if now == u32::MAX {
-            return;
-        }
-        last = now;
-        pong.store(now, Ordering::Release);
-        notify(pong, 1).unwrap();
-    }
+    echo(
+        &Segment::open(&id, None, &Options::default()).unwrap(),
+        spins,
+    );
 }
 
 #[derive(Clone, Copy)]
@@ -175,17 +141,18 @@ fn await_pong(pong: &AtomicU32, round: u32, side: Side) {
 
 /// Round-trip samples of one ping-pong run against a fresh child.
 fn ping_pong(side: Side, child_spins: u32, pin: Pin, n: u32) -> (u64, u64) {
-    let seg = Seg::new("pp");
+    let seg = TestSeg::new("nw-pp");
     let mut cmd = Command::new(env::current_exe().unwrap());
     cmd.env("SB_NW_ROLE", "echo")
-        .env("SB_NW_SEG", &seg.name)
+        .env("SB_NW_SEG", seg.name())
         .env("SB_NW_SPINS", child_spins.to_string())
         .stdout(Stdio::null());
     if let Some(cpu) = pin.cpus().1 {
         cmd.env("SB_NW_CPU", cpu.to_string());
     }
-    let mut child = cmd.spawn().expect("spawn child");
-    let (ping, pong) = (seg.seg.atomic_u32(0), seg.seg.atomic_u32(4));
+    let mut child = Kids::default();
+    child.spawn(&mut cmd);
+    let (ping, pong) = (seg.word(0), seg.word(1));
     let mut samples = Vec::with_capacity(n as usize);
     for round in 1..=WARMUP + n {
         let start = Instant::now();
@@ -198,8 +165,7 @@ fn ping_pong(side: Side, child_spins: u32, pin: Pin, n: u32) -> (u64, u64) {
     }
     ping.store(u32::MAX, Ordering::Release);
     notify(ping, NOTIFY_ALL).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child failed: {status}");
+    child.join_all();
     stats(&mut samples)
 }
 
@@ -288,12 +254,12 @@ fn main() {
     let spin = ping_pong(Side::Spin, DEFAULT_SPINS, pin, n);
     let service = ping_pong(Side::Async, 0, pin, n);
 
-    let seg = Seg::new("solo");
-    let word = seg.seg.atomic_u32(0);
+    let seg = TestSeg::new("nw-solo");
+    let word = seg.word(0);
     let notify_ns = mean_ns(200_000, || {
         notify(word, 1).unwrap();
     });
-    let (mutex, _) = Mutex::init_in(&seg.seg, 64).unwrap();
+    let (mutex, _) = Mutex::init_in(&seg, 64).unwrap();
     let mutex_ns = mean_ns(1_000_000, || {
         mutex.lock(None).unwrap();
         mutex.unlock().unwrap();

@@ -8,67 +8,10 @@ use std::time::{Duration, Instant};
 use shared_buffer::sync::{self, AsyncStart, MUTEX_SIZE, WaitOutcome};
 use shared_buffer::{Options, Segment, SegmentId};
 use shared_buffer_native::{self as ffi, SbMapping};
+use test_support::{Kids, LONG, Scratch, TestSeg, rerun, serial};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Serializes the tests that read process-wide state (the handle count).
-static GLOBAL: StdMutex<()> = StdMutex::new(());
-
-fn global() -> std::sync::MutexGuard<'static, ()> {
-    GLOBAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn unique() -> u32 {
-    std::process::id().wrapping_mul(4096) ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ 0x6b00_0000
-}
-
-/// A segment name that is unlinked when the test ends, however it ends.
-struct Scratch(SegmentId);
-
-impl Scratch {
-    fn named() -> Self {
-        Self(SegmentId::name(&format!("/sbffi-{}", unique())).unwrap())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.0);
-    }
-}
-
-const LONG: Duration = Duration::from_secs(10);
 /// Where tests put their mutex.
 const MUTEX_AT: usize = 64;
-
-/// A 4 KiB named segment, unlinked on drop.
-struct TestSeg {
-    id: SegmentId,
-    name: String,
-    seg: Segment,
-}
-
-impl TestSeg {
-    fn new(test: &str) -> Self {
-        let name = format!("/sb-abi-{test}-{}", std::process::id());
-        let id = SegmentId::name(&name).unwrap();
-        let _ = Segment::unlink(&id); // a leftover of a crashed earlier run
-        let seg = Segment::create(&id, 4096, &Options::default()).unwrap();
-        Self { id, name, seg }
-    }
-
-    fn word(&self, index: usize) -> &AtomicU32 {
-        self.seg.atomic_u32(index * 4)
-    }
-}
-
-impl Drop for TestSeg {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.id);
-    }
-}
 
 /// The entry point of the child process that notifies from another process; a no-op test
 /// otherwise.
@@ -81,16 +24,6 @@ fn child_entry() {
     // The parent registered its waits before starting this process.
     seg.atomic_u32(0).store(1, Ordering::Release);
     sync::notify(seg.atomic_u32(0), sync::NOTIFY_ALL).unwrap();
-}
-
-/// Runs [`child_entry`] in a new process that notifies word 0 of `seg`.
-fn spawn_notifier(seg: &TestSeg) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SB_ABI_NOTIFY", &seg.name)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 // ---- the C layer ----------------------------------------------------------------------------
@@ -115,12 +48,9 @@ fn open_name(name: &str, size: u64, how: u32) -> (i32, SbMapping) {
 
 #[test]
 fn c_layer_handles_count_references() {
-    let _serial = global();
-    let s = Scratch::named();
-    let SegmentId::Name(name) = &s.0 else {
-        unreachable!()
-    };
-    let name = name.to_str().unwrap();
+    let _serial = serial();
+    let s = Scratch::named("ffi");
+    let name = s.name();
     let before = ffi::sb_handle_count();
     let (rc, out) = open_name(name, 4096, ffi::SB_CREATE);
     assert_eq!(rc, 0);
@@ -155,12 +85,9 @@ fn c_layer_handles_count_references() {
 
 #[test]
 fn c_layer_reports_errors_as_negative_codes() {
-    let _serial = global();
-    let s = Scratch::named();
-    let SegmentId::Name(name) = &s.0 else {
-        unreachable!()
-    };
-    let name = name.to_str().unwrap();
+    let _serial = serial();
+    let s = Scratch::named("ffi");
+    let name = s.name();
     assert_eq!(open_name(name, 0, ffi::SB_OPEN).0, -libc::ENOENT);
     let (rc, first) = open_name(name, 64, ffi::SB_CREATE);
     assert_eq!(rc, 0);
@@ -305,7 +232,7 @@ fn c_abi_wait_and_notify() {
 #[test]
 fn c_abi_mutex() {
     let seg = TestSeg::new("abi-mutex");
-    let base = seg.seg.as_ptr();
+    let base = seg.as_ptr();
     assert_eq!(ffi::sb_mutex_size() as usize, MUTEX_SIZE);
     assert_eq!(ffi::sb_mutex_align(), 8);
     // SAFETY: (all sb_* calls) addresses inside the segment (or null / misaligned on purpose).
@@ -428,11 +355,12 @@ fn async_wait_service() {
         for token in 20..25 {
             assert_eq!(ffi::sb_wait_async(addr, 0, 10_000_000_000, token, CB), 0);
         }
-        let mut notifier = spawn_notifier(&seg);
+        let mut notifier = Kids::default();
+        notifier.spawn(rerun("child_entry").env("SB_ABI_NOTIFY", seg.name()));
         for token in 20..25 {
             assert_eq!(event(token), ffi::SB_WAIT_OK, "token {token}");
         }
-        assert!(notifier.wait().unwrap().success());
+        notifier.join_all();
 
         // Threads are reused: sequential waits spawn nothing new once one is idle.
         let spawned = sync::service_stats().spawned;

@@ -11,16 +11,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, error_code, layout, region_size};
-
-/// An 8-byte-aligned heap region.
-struct Heap(Vec<u64>);
-
-impl Heap {
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the Vec owns len * 8 initialised bytes; u8 has no alignment requirement.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 8) }
-    }
-}
+use test_support::Heap;
 
 /// The trace so far: one block per step, the non-zero words of the region; pid words (which
 /// differ between runs) show as 1.
@@ -94,18 +85,16 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn channel(heap: &mut Heap, capacity: u32, mode: Mode) -> Channel {
-    *heap = Heap(vec![0; region_size(capacity) / 8]);
-    let len = heap.0.len() * 8;
+    *heap = Heap::new(region_size(capacity));
     // SAFETY: the heap region outlives the channel (both live until the test ends).
-    unsafe { Channel::create_raw(heap.0.as_mut_ptr().cast(), len, Config { capacity, mode }) }
-        .unwrap()
+    unsafe { Channel::create_raw(heap.ptr(), heap.len(), Config { capacity, mode }) }.unwrap()
 }
 
 const EAGAIN: i32 = libc::EAGAIN;
 
 #[test]
 fn mpsc_trace() {
-    let mut heap = Heap(Vec::new());
+    let mut heap = Heap::new(0);
     let mut t = Trace::new();
     let ch = channel(&mut heap, 256, Mode::Mpsc);
     t.step(&heap, "create: many senders, capacity 256");
@@ -160,7 +149,7 @@ fn mpsc_trace() {
 
 #[test]
 fn spsc_trace() {
-    let mut heap = Heap(Vec::new());
+    let mut heap = Heap::new(0);
     let mut t = Trace::new();
     let ch = channel(&mut heap, 64, Mode::Spsc);
     t.step(&heap, "create: one sender, capacity 64");

@@ -6,25 +6,23 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shared_buffer::sync::{LockError, LockOutcome, MAX_HELD, MUTEX_SIZE, Mutex, held_in};
-use shared_buffer::{Options, Segment, SegmentId};
+use shared_buffer::{Options, Segment};
+use test_support::{Scratch, TestSeg};
 
 const AT: usize = 128;
 
 /// A named segment with a lock at [`AT`], and a second mapping of it: the peer's view.
 struct Pair {
-    id: SegmentId,
-    seg: Segment,
+    seg: TestSeg,
     peer: Segment,
 }
 
 impl Pair {
     fn new(test: &str) -> Self {
-        let id = SegmentId::name(&format!("/sb-lock-{test}-{}", std::process::id())).unwrap();
-        let _ = Segment::unlink(&id);
-        let seg = Segment::create(&id, 4096, &Options::default()).unwrap();
-        let peer = Segment::open(&id, None, &Options::default()).unwrap();
+        let seg = TestSeg::new(&format!("lock-{test}"));
+        let peer = Segment::open(seg.id(), None, &Options::default()).unwrap();
         Mutex::init_in(&seg, AT).unwrap();
-        Self { id, seg, peer }
+        Self { seg, peer }
     }
 
     fn mutex(&self) -> &Mutex {
@@ -41,12 +39,6 @@ impl Pair {
     /// A header word (0: state, 1: layout) as the peer sees it.
     fn header(&self, index: usize) -> &AtomicU32 {
         self.peer.atomic_u32(AT + 4 * index)
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.id);
     }
 }
 
@@ -277,7 +269,7 @@ fn held_in_counts_locks_per_range_and_forgets_an_unmapped_one() {
     assert_eq!(held_in(seg_range.0, seg_range.1), 0);
 
     // A mapping dropped while held: its address range stops counting.
-    let other = Segment::open(&pair.id, None, &Options::default()).unwrap();
+    let other = Segment::open(pair.seg.id(), None, &Options::default()).unwrap();
     let other_range = (other.as_ptr() as usize, other.len());
     Mutex::open_in(&other, AT).unwrap().lock(None).unwrap();
     assert_eq!(held_in(other_range.0, other_range.1), 1);
@@ -292,10 +284,9 @@ fn held_in_counts_locks_per_range_and_forgets_an_unmapped_one() {
 fn a_thread_holds_at_most_max_held_locks() {
     let pair = Pair::new("max-held");
     let count = MAX_HELD + 1;
-    let id = SegmentId::name(&format!("/sb-lock-many-{}", std::process::id())).unwrap();
-    let _ = Segment::unlink(&id);
-    let seg = Segment::create(&id, count * MUTEX_SIZE, &Options::default()).unwrap();
-    Segment::unlink(&id).unwrap();
+    let id = Scratch::named("lock-many");
+    let seg = Segment::create(&id.0, count * MUTEX_SIZE, &Options::default()).unwrap();
+    Segment::unlink(&id.0).unwrap();
     let locks: Vec<&Mutex> = (0..count)
         .map(|i| Mutex::init_in(&seg, i * MUTEX_SIZE).unwrap().0)
         .collect();

@@ -1,49 +1,14 @@
 //! The Rust API and the C layer of segments: ownership, sizes, permissions, errors.
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Serializes the tests that read process-wide state (the handle count, the umask).
-static GLOBAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn global() -> std::sync::MutexGuard<'static, ()> {
-    GLOBAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn unique() -> u32 {
-    std::process::id().wrapping_mul(4096) ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ 0x6a00_0000
-}
-
-/// A segment id that is unlinked when the test ends, however it ends.
-struct Scratch(SegmentId);
-
-impl Scratch {
-    fn named() -> Self {
-        Self(SegmentId::name(&format!("/sbrust-{}", unique())).unwrap())
-    }
-    fn keyed() -> Self {
-        Self(SegmentId::key(unique()).unwrap())
-    }
-    fn both() -> [Self; 2] {
-        [Self::keyed(), Self::named()]
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.0);
-    }
-}
+use test_support::{Scratch, serial};
 
 #[test]
 fn create_open_share_and_unlink() {
-    for s in Scratch::both() {
+    for s in Scratch::both("seg") {
         let a = Segment::create(&s.0, 4096, &Options::default()).unwrap();
         assert!(a.created());
         let b = Segment::open(&s.0, None, &Options::default()).unwrap();
@@ -66,7 +31,7 @@ fn create_open_share_and_unlink() {
 
 #[test]
 fn exclusive_create_and_open_or_create() {
-    for s in Scratch::both() {
+    for s in Scratch::both("seg") {
         let first = Segment::open_or_create(&s.0, 64, &Options::default()).unwrap();
         assert!(first.created());
         first.atomic_u32(0).store(5, Ordering::Relaxed);
@@ -84,7 +49,7 @@ fn exclusive_create_and_open_or_create() {
 
 #[test]
 fn sizes_are_checked() {
-    for s in Scratch::both() {
+    for s in Scratch::both("seg") {
         let _a = Segment::create(&s.0, 4096, &Options::default()).unwrap();
         let err = Segment::open_or_create(&s.0, 100, &Options::default()).unwrap_err();
         assert!(
@@ -110,17 +75,17 @@ fn sizes_are_checked() {
         );
         let prefix = Segment::open(&s.0, Some(10), &Options::default()).unwrap();
         assert_eq!(prefix.len(), 10);
-        let err = Segment::create(&Scratch::named().0, 0, &Options::default()).unwrap_err();
+        let err = Segment::create(&Scratch::named("seg").0, 0, &Options::default()).unwrap_err();
         assert!(matches!(err, SegmentError::Invalid(_)), "{err:?}");
     }
 }
 
 #[test]
 fn default_mode_is_owner_only_whatever_the_umask() {
-    let _serial = global();
+    let _serial = serial();
     // SAFETY: umask only changes this process's file-creation mask.
     let old = unsafe { libc::umask(0) };
-    let named = Scratch::named();
+    let named = Scratch::named("seg");
     let keyed = Scratch::keyed();
     let made = (|| -> Result<(), SegmentError> {
         Segment::create(&named.0, 64, &Options::default())?;
@@ -130,11 +95,11 @@ fn default_mode_is_owner_only_whatever_the_umask() {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     made.unwrap();
-    let SegmentId::Name(name) = &named.0 else {
-        unreachable!()
-    };
-    let path = format!("/dev/shm{}", name.to_str().unwrap());
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(shm_path(&named))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let SegmentId::Key(key) = keyed.0 else {
         unreachable!()
@@ -149,10 +114,10 @@ fn default_mode_is_owner_only_whatever_the_umask() {
 
 #[test]
 fn a_wider_mode_is_applied_exactly_despite_the_umask() {
-    let _serial = global();
+    let _serial = serial();
     // SAFETY: umask only changes this process's file-creation mask.
     let old = unsafe { libc::umask(0o077) };
-    let named = Scratch::named();
+    let named = Scratch::named("seg");
     let made = Segment::create(
         &named.0,
         64,
@@ -164,13 +129,10 @@ fn a_wider_mode_is_applied_exactly_despite_the_umask() {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     made.unwrap();
-    let SegmentId::Name(name) = &named.0 else {
-        unreachable!()
-    };
-    let mode = std::fs::metadata(format!("/dev/shm{}", name.to_str().unwrap())).unwrap();
+    let mode = std::fs::metadata(shm_path(&named)).unwrap();
     assert_eq!(mode.permissions().mode() & 0o777, 0o640);
     let err = Segment::create(
-        &Scratch::named().0,
+        &Scratch::named("seg").0,
         64,
         &Options {
             mode: 0o1000,
@@ -182,7 +144,7 @@ fn a_wider_mode_is_applied_exactly_despite_the_umask() {
 
 #[test]
 fn populate_maps_every_page_without_changing_data() {
-    for s in Scratch::both() {
+    for s in Scratch::both("seg") {
         let a = Segment::create(&s.0, 1 << 20, &Options::default()).unwrap();
         a.atomic_u32(4096).store(7, Ordering::Relaxed);
         let b = Segment::open(
@@ -221,10 +183,7 @@ fn names_and_keys_are_validated() {
 
 /// The path under /dev/shm of a named scratch segment.
 fn shm_path(s: &Scratch) -> String {
-    let SegmentId::Name(name) = &s.0 else {
-        unreachable!()
-    };
-    format!("/dev/shm{}", name.to_str().unwrap())
+    format!("/dev/shm{}", s.name())
 }
 
 /// Removes whatever a test put at a scratch name (a directory included).
@@ -239,16 +198,16 @@ impl Drop for Planted {
 
 #[test]
 fn odd_files_at_a_name_get_their_own_error_at_once() {
-    let target = Scratch::named();
+    let target = Scratch::named("seg");
     Segment::create(&target.0, 64, &Options::default()).unwrap();
 
-    let link = Scratch::named();
+    let link = Scratch::named("seg");
     let _l = Planted(shm_path(&link));
     std::os::unix::fs::symlink(shm_path(&target), shm_path(&link)).unwrap();
     let err = Segment::open(&link.0, None, &Options::default()).unwrap_err();
     assert!(matches!(err, SegmentError::Symlink), "{err:?}");
 
-    let dir = Scratch::named();
+    let dir = Scratch::named("seg");
     let _d = Planted(shm_path(&dir));
     std::fs::create_dir(shm_path(&dir)).unwrap();
     let err = Segment::open(&dir.0, None, &Options::default()).unwrap_err();
@@ -257,7 +216,7 @@ fn odd_files_at_a_name_get_their_own_error_at_once() {
         "{err:?}"
     );
 
-    let fifo = Scratch::named();
+    let fifo = Scratch::named("seg");
     let _f = Planted(shm_path(&fifo));
     let path = std::ffi::CString::new(shm_path(&fifo)).unwrap();
     // SAFETY: a valid C string and a mode.
@@ -276,7 +235,7 @@ fn odd_files_at_a_name_get_their_own_error_at_once() {
 
 #[test]
 fn an_empty_file_is_refused_as_empty() {
-    let s = Scratch::named();
+    let s = Scratch::named("seg");
     std::fs::File::create(shm_path(&s)).unwrap();
     // A fresh empty file gets the short wait for a creator that is sizing it, then this.
     let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
@@ -289,7 +248,7 @@ fn an_empty_file_is_refused_as_empty() {
 
 #[test]
 fn replace_removes_a_leftover_and_creates_afresh() {
-    for s in Scratch::both() {
+    for s in Scratch::both("seg") {
         let old = Segment::create(&s.0, 64, &Options::default()).unwrap();
         old.atomic_u32(0).store(7, Ordering::Relaxed);
         let err = Segment::create(&s.0, 128, &Options::default()).unwrap_err();
@@ -345,7 +304,7 @@ fn euid_from_proc() -> u32 {
 #[test]
 #[should_panic(expected = "past the segment")]
 fn atomic_u32_refuses_an_offset_that_would_wrap() {
-    let s = Scratch::named();
+    let s = Scratch::named("seg");
     let seg = Segment::create(&s.0, 64, &Options::default()).unwrap();
     // usize::MAX - 3 is a multiple of 4; `+ 4` wrapped to 0 and passed the old bounds check.
     let _ = seg.atomic_u32(usize::MAX - 3);

@@ -8,18 +8,14 @@
 //! not sized it yet (the open must wait for the size instead of reporting a zero-length segment).
 
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shared_buffer::{Options, Segment, SegmentError, SegmentId};
+use test_support::Scratch;
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 3000;
 const SIZE: usize = 8192;
-
-fn unique(kind: u32) -> u32 {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    std::process::id().wrapping_mul(4096) ^ COUNTER.fetch_add(1, Ordering::Relaxed) ^ kind
-}
 
 /// Runs THREADS threads that each open-or-create, write, close and unlink `id` ROUNDS times,
 /// and returns how many rounds created the segment. Panics on the first failed round.
@@ -49,20 +45,19 @@ fn churn(id: &SegmentId) -> usize {
             });
         }
     });
-    let _ = Segment::unlink(id);
     created.into_inner()
 }
 
 #[test]
 fn open_or_create_survives_racing_creators_and_unlinkers_named() {
-    let id = SegmentId::name(&format!("/sbrace-{}", unique(0x6c00_0000))).unwrap();
-    let created = churn(&id);
+    let id = Scratch::named("race");
+    let created = churn(&id.0);
     assert!(created > 0 && created <= THREADS * ROUNDS, "{created}");
 }
 
 #[test]
 fn open_or_create_survives_racing_creators_and_unlinkers_keyed() {
-    let id = SegmentId::key(unique(0x6d00_0000)).unwrap();
-    let created = churn(&id);
+    let id = Scratch::keyed();
+    let created = churn(&id.0);
     assert!(created > 0 && created <= THREADS * ROUNDS, "{created}");
 }

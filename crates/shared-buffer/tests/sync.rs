@@ -1,12 +1,11 @@
 //! Wait/notify, the robust mutex and the async wait service, across real processes.
 //!
 //! Child processes are this test binary run again with `--exact child_entry` and the role in
-//! `SB_SYNC_ROLE`; [`child_entry`] does nothing in a normal run. Every test owns a segment whose
-//! name includes the test's name and the pid, and unlinks it on drop, pass or fail; every child
-//! is killed and reaped on drop.
+//! `SB_SYNC_ROLE`; [`child_entry`] does nothing in a normal run. Every test owns a segment
+//! (`TestSeg`) and unlinks it on drop, pass or fail; every child is killed and reaped on drop
+//! (`Kids`).
 
 use std::env;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,8 @@ use shared_buffer::sync::{
     wait, wait_spin,
 };
 use shared_buffer::{Options, Segment, SegmentId};
+use test_support::{Kids, LONG, TestSeg, await_value, echo, rerun};
 
-const LONG: Duration = Duration::from_secs(10);
 /// Where tests put their mutex.
 const MUTEX_AT: usize = 64;
 /// Where tests put the counter the mutex protects.
@@ -24,80 +23,14 @@ const COUNTER_AT: usize = 128;
 
 // ---- helpers ------------------------------------------------------------------------------
 
-/// A named segment, unlinked on drop.
-struct TestSeg {
-    id: SegmentId,
-    name: String,
-    seg: Segment,
-}
-
-impl TestSeg {
-    fn new(test: &str) -> Self {
-        let name = format!("/sb-sync-{test}-{}", std::process::id());
-        let id = SegmentId::name(&name).unwrap();
-        let _ = Segment::unlink(&id); // a leftover of a crashed earlier run
-        let seg = Segment::create(&id, 4096, &Options::default()).unwrap();
-        Self { id, name, seg }
+/// Starts this binary again as a child in `role` on `seg`, with more environment `vars`.
+fn spawn(kids: &mut Kids, role: &str, seg: &TestSeg, vars: &[(&str, String)]) {
+    let mut cmd = rerun("child_entry");
+    cmd.env("SB_SYNC_ROLE", role).env("SB_SYNC_SEG", seg.name());
+    for (key, value) in vars {
+        cmd.env(key, value);
     }
-
-    fn word(&self, index: usize) -> &AtomicU32 {
-        self.seg.atomic_u32(index * 4)
-    }
-}
-
-impl Drop for TestSeg {
-    fn drop(&mut self) {
-        let _ = Segment::unlink(&self.id);
-    }
-}
-
-/// Children, killed and reaped on drop.
-#[derive(Default)]
-struct Kids(Vec<Child>);
-
-impl Kids {
-    fn spawn(&mut self, role: &str, seg: &TestSeg, vars: &[(&str, String)]) -> usize {
-        let mut cmd = Command::new(env::current_exe().unwrap());
-        cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-            .env("SB_SYNC_ROLE", role)
-            .env("SB_SYNC_SEG", &seg.name)
-            .stdout(Stdio::null());
-        for (key, value) in vars {
-            cmd.env(key, value);
-        }
-        self.0.push(cmd.spawn().unwrap());
-        self.0.len() - 1
-    }
-
-    /// Waits for every child and asserts that each succeeded.
-    fn join_all(&mut self) {
-        for mut child in self.0.drain(..) {
-            let status = child.wait().unwrap();
-            assert!(status.success(), "child failed: {status}");
-        }
-    }
-}
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits (parking, with a deadline) until `word` holds `want`.
-fn await_value(word: &AtomicU32, want: u32) {
-    let start = Instant::now();
-    loop {
-        let now = word.load(Ordering::Acquire);
-        if now == want {
-            return;
-        }
-        assert!(start.elapsed() < LONG, "word stuck at {now}, wanted {want}");
-        wait(word, now, Some(Duration::from_millis(100))).unwrap();
-    }
+    kids.spawn(&mut cmd);
 }
 
 fn errno(err: impl Into<std::io::Error>) -> i32 {
@@ -117,31 +50,11 @@ fn child_entry() {
     let seg = Segment::open(&id, None, &Options::default()).unwrap();
     let var = |key: &str| env::var(key).unwrap().parse::<u32>().unwrap();
     match role.as_str() {
-        "pingpong" => child_pingpong(&seg, var("SB_SYNC_SPINS")),
+        "pingpong" => echo(&seg, var("SB_SYNC_SPINS")),
         "waiter" => child_waiter(&seg, var("SB_SYNC_INDEX") as usize),
         "hold" => child_hold(&seg),
         "count" => child_count(&seg, var("SB_SYNC_ROUNDS")),
         other => panic!("unknown role {other}"),
-    }
-}
-
-/// Echoes every value of word 0 into word 1 until it reads `u32::MAX`.
-fn child_pingpong(seg: &Segment, spins: u32) {
-    let (ping, pong) = (seg.atomic_u32(0), seg.atomic_u32(4));
-    let mut last = 0;
-    loop {
-        let now = ping.load(Ordering::Acquire);
-        if now == last {
-            let outcome = wait_spin(ping, last, Some(LONG), spins).unwrap();
-            assert_ne!(outcome, WaitOutcome::TimedOut, "lost wake-up in the child");
-            continue;
-        }
-        if now == u32::MAX {
-            return;
-        }
-        last = now;
-        pong.store(now, Ordering::Release);
-        notify(pong, 1).unwrap();
     }
 }
 
@@ -272,7 +185,12 @@ fn wait_retries_after_a_signal_with_the_time_left() {
 fn ping_pong(test: &str, spins: u32) {
     let seg = TestSeg::new(test);
     let mut kids = Kids::default();
-    kids.spawn("pingpong", &seg, &[("SB_SYNC_SPINS", spins.to_string())]);
+    spawn(
+        &mut kids,
+        "pingpong",
+        &seg,
+        &[("SB_SYNC_SPINS", spins.to_string())],
+    );
     let (ping, pong) = (seg.word(0), seg.word(1));
     for round in 1..=1000 {
         ping.store(round, Ordering::Release);
@@ -306,7 +224,12 @@ fn notify_one_wakes_exactly_one_process_and_all_wakes_the_rest() {
     let seg = TestSeg::new("notify");
     let mut kids = Kids::default();
     for index in 0..3 {
-        kids.spawn("waiter", &seg, &[("SB_SYNC_INDEX", index.to_string())]);
+        spawn(
+            &mut kids,
+            "waiter",
+            &seg,
+            &[("SB_SYNC_INDEX", index.to_string())],
+        );
     }
     let (word, ready, done) = (seg.word(0), seg.word(1), seg.word(2));
     await_value(ready, 3);
@@ -345,13 +268,13 @@ fn notify_one_wakes_exactly_one_process_and_all_wakes_the_rest() {
 #[test]
 fn mutex_reports_a_killed_owner_and_stays_usable() {
     let seg = TestSeg::new("mutex-kill");
-    let (mutex, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    let (mutex, how) = Mutex::init_in(&seg, MUTEX_AT).unwrap();
     assert_eq!(how, InitOutcome::Initialized);
     let flag = seg.word(0);
 
     // 1. Killed while this process waits in lock().
     let mut kids = Kids::default();
-    kids.spawn("hold", &seg, &[]);
+    spawn(&mut kids, "hold", &seg, &[]);
     await_value(flag, 1);
     assert_eq!(errno(mutex.try_lock().unwrap_err()), libc::EBUSY);
     assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
@@ -369,9 +292,7 @@ fn mutex_reports_a_killed_owner_and_stays_usable() {
             outcome
         });
         std::thread::sleep(Duration::from_millis(100));
-        let mut child = kids.0.pop().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        kids.kill_last();
         assert_eq!(waiter.join().unwrap(), LockOutcome::OwnerDied);
     });
     assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
@@ -379,11 +300,9 @@ fn mutex_reports_a_killed_owner_and_stays_usable() {
 
     // 2. Killed with nobody waiting: the next lock finds out.
     flag.store(0, Ordering::Release);
-    kids.spawn("hold", &seg, &[]);
+    spawn(&mut kids, "hold", &seg, &[]);
     await_value(flag, 1);
-    let mut child = kids.0.pop().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kids.kill_last();
     let guard = mutex.guard(Some(LONG)).unwrap();
     assert!(guard.owner_died());
     drop(guard);
@@ -396,18 +315,23 @@ fn mutex_keeps_a_plain_counter_exact_across_processes() {
     const KIDS: usize = 4;
     const ROUNDS: u32 = 5_000;
     let seg = TestSeg::new("mutex-count");
-    let (mutex, _) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    let (mutex, _) = Mutex::init_in(&seg, MUTEX_AT).unwrap();
     let mut kids = Kids::default();
     for _ in 0..KIDS {
-        kids.spawn("count", &seg, &[("SB_SYNC_ROUNDS", ROUNDS.to_string())]);
+        spawn(
+            &mut kids,
+            "count",
+            &seg,
+            &[("SB_SYNC_ROUNDS", ROUNDS.to_string())],
+        );
     }
     for _ in 0..ROUNDS {
-        bump(&seg.seg, mutex);
+        bump(&seg, mutex);
     }
     kids.join_all();
     let _guard = mutex.guard(None).unwrap();
     // SAFETY: inside the segment, aligned, read under the lock.
-    let total = unsafe { seg.seg.as_ptr().add(COUNTER_AT).cast::<u64>().read() };
+    let total = unsafe { seg.as_ptr().add(COUNTER_AT).cast::<u64>().read() };
     assert_eq!(total, (KIDS as u64 + 1) * u64::from(ROUNDS));
 }
 
@@ -415,23 +339,20 @@ fn mutex_keeps_a_plain_counter_exact_across_processes() {
 fn mutex_error_codes() {
     let seg = TestSeg::new("mutex-errors");
     assert_eq!(
-        errno(Mutex::open_in(&seg.seg, MUTEX_AT).unwrap_err()),
+        errno(Mutex::open_in(&seg, MUTEX_AT).unwrap_err()),
         libc::EINVAL,
         "an uninitialised mutex must be refused"
     );
+    assert!(Mutex::init_in(&seg, MUTEX_AT + 4).is_err(), "misaligned");
     assert!(
-        Mutex::init_in(&seg.seg, MUTEX_AT + 4).is_err(),
-        "misaligned"
-    );
-    assert!(
-        Mutex::init_in(&seg.seg, 4096 - MUTEX_SIZE + 8).is_err(),
+        Mutex::init_in(&seg, 4096 - MUTEX_SIZE + 8).is_err(),
         "out of bounds"
     );
-    let (mutex, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    let (mutex, how) = Mutex::init_in(&seg, MUTEX_AT).unwrap();
     assert_eq!(how, InitOutcome::Initialized);
-    let (_, how) = Mutex::init_in(&seg.seg, MUTEX_AT).unwrap();
+    let (_, how) = Mutex::init_in(&seg, MUTEX_AT).unwrap();
     assert_eq!(how, InitOutcome::AlreadyInitialized);
-    let opened = Mutex::open_in(&seg.seg, MUTEX_AT).unwrap();
+    let opened = Mutex::open_in(&seg, MUTEX_AT).unwrap();
 
     assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
     assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
@@ -461,13 +382,8 @@ fn mutex_error_codes() {
     assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
 
     // Bytes that are neither zero nor a mutex.
-    seg.seg
-        .atomic_u32(1024)
-        .store(0xdead_beef, Ordering::Relaxed);
-    assert_eq!(
-        errno(Mutex::init_in(&seg.seg, 1024).unwrap_err()),
-        libc::EINVAL
-    );
+    seg.atomic_u32(1024).store(0xdead_beef, Ordering::Relaxed);
+    assert_eq!(errno(Mutex::init_in(&seg, 1024).unwrap_err()), libc::EINVAL);
 }
 
 #[test]
@@ -475,7 +391,7 @@ fn racing_initialisers_agree() {
     let seg = TestSeg::new("mutex-race");
     let outcomes: Vec<InitOutcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
-            .map(|_| scope.spawn(|| Mutex::init_in(&seg.seg, MUTEX_AT).unwrap().1))
+            .map(|_| scope.spawn(|| Mutex::init_in(&seg, MUTEX_AT).unwrap().1))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -484,7 +400,7 @@ fn racing_initialisers_agree() {
         .filter(|o| **o == InitOutcome::Initialized)
         .count();
     assert_eq!(firsts, 1);
-    let mutex = Mutex::open_in(&seg.seg, MUTEX_AT).unwrap();
+    let mutex = Mutex::open_in(&seg, MUTEX_AT).unwrap();
     assert_eq!(mutex.try_lock().unwrap(), LockOutcome::Acquired);
     mutex.unlock().unwrap();
 }

@@ -1,20 +1,41 @@
 //! Loom models of the ring: every interleaving (up to the preemption bound) of one producer and
-//! one consumer, and of two producers and one consumer, over a 64-byte ring whose messages wrap;
-//! and one producer sending a message in fragments, with a skip record between them.
+//! one consumer, and of two producers and one consumer, over a 64-byte ring.
 //!
-//! Run with:
+//! Run with `make test-loom`, or:
 //!
 //! ```text
-//! LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test --release --lib channel::loom_tests
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test --release -p shared-buffer --lib channel::loom_tests -- --nocapture
 //! ```
 //!
-//! Payload bytes are loom atomics accessed with relaxed ordering, so a missing acquire or release
-//! shows up as a stale byte (a torn message); a lost wake-up shows up as a deadlock, since the
-//! futex is modelled by a loom mutex and condition variable and waits have no timeout.
+//! (`LOOM_MAX_PREEMPTIONS` overrides the bound of 2; `--nocapture` shows how many interleavings
+//! each model ran.)
+//!
+//! Payload bytes are loom cells, so a missing acquire or release shows up as a race on a payload
+//! (or as a stale, torn message); a lost wake-up shows up as a deadlock, since the futex is
+//! modelled by a loom mutex and one condition variable per word, and waits have no timeout.
+//!
+//! Each model covers one case, because the number of interleavings multiplies with every
+//! operation in a model: one model with all the cases would take minutes. Steps that need no
+//! concurrency (attaching, and messages that only move the positions to where a case begins)
+//! run on one thread before the model's threads start, where loom has nothing to interleave.
+//! The five cases:
+//!
+//! | model | what it covers |
+//! | --- | --- |
+//! | [`spsc_wrap_every_interleaving`] | a skip record at the end of the ring, a producer waiting for room, an empty message, the end of the stream |
+//! | [`spsc_full_every_interleaving`] | a full ring: the producer waits for room with no skip record or close to wake the consumer |
+//! | [`spsc_fragments_every_interleaving`] | a message in two fragments with a skip record between them, the second waiting for room |
+//! | [`mpsc_wrap_every_interleaving`] | two producers racing for the last bytes: one writes the skip record, and in one order waits for room |
+//! | [`mpsc_order_every_interleaving`] | out-of-order commits of two producers, one of them sending two messages that must stay in order |
+//!
+//! Every model ends with both sides checking that nothing more is there, and reservations are
+//! marked before they are committed, so the consumer meets records reserved, marked and
+//! committed in every order the threads allow.
 
 use super::*;
 use loom::thread;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
 /// A payload that names its producer, sequence number and length in every byte.
 fn payload(producer: u8, seq: u8, len: usize) -> Vec<u8> {
@@ -23,13 +44,24 @@ fn payload(producer: u8, seq: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs a model with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2.
+/// Runs a model with the preemption bound from `LOOM_MAX_PREEMPTIONS`, or 2, and prints how
+/// many interleavings it ran.
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
-    builder.check(f);
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&runs);
+    builder.check(move || {
+        counter.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "{}: {} interleavings",
+        std::thread::current().name().unwrap_or("loom model"),
+        runs.load(StdOrdering::Relaxed)
+    );
 }
 
 fn options() -> WaitOptions {
@@ -39,33 +71,27 @@ fn options() -> WaitOptions {
     }
 }
 
-/// Spans 24 + 32 + 16 + 8 = 80 bytes through a 64-byte ring: the third message needs a skip
-/// record and the producer must wait for room.
-const SPSC_SIZES: [usize; 4] = [12, 20, 4, 0];
-
-#[test]
-fn spsc_every_interleaving() {
-    spsc_model(&SPSC_SIZES);
+fn ring(mode: Mode) -> Channel {
+    Channel::model(Config { capacity: 64, mode })
 }
 
-/// One record holds at most 24 bytes here, so the 30-byte message goes as two fragments: 24
-/// bytes at 24..56 (span 32), then a skip record over 56..64 and the last 6 bytes at 0..16,
-/// which must wait until the first message is consumed. Spans 24 + 32 + 8 + 16 + 8 = 88 bytes.
-const FRAGMENT_SIZES: [usize; 3] = [12, 30, 0];
-
-#[test]
-fn spsc_fragments_every_interleaving() {
-    spsc_model(&FRAGMENT_SIZES);
+/// Sends and receives one message of `len` bytes on this thread: moves both positions by its
+/// span before a model's threads start.
+fn advance(tx: &mut Sender, rx: &mut Receiver, len: usize) {
+    tx.send(&payload(3, 0, len), None).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(payload(3, 0, len)));
 }
 
-fn spsc_model(sizes: &'static [usize]) {
+/// One producer thread sends `sizes` and closes; the consumer receives them in order, then the
+/// end of the stream.
+fn spsc(start: &'static [usize], sizes: &'static [usize]) {
     model(move || {
-        let channel = Channel::model(Config {
-            capacity: 64,
-            mode: Mode::Spsc,
-        });
+        let channel = ring(Mode::Spsc);
         let mut tx = channel.sender(options()).unwrap();
         let mut rx = channel.receiver(options()).unwrap();
+        for &len in start {
+            advance(&mut tx, &mut rx, len);
+        }
         let producer = thread::spawn(move || {
             for (seq, &len) in sizes.iter().enumerate() {
                 tx.send(&payload(0, seq as u8, len), None).unwrap();
@@ -81,55 +107,85 @@ fn spsc_model(sizes: &'static [usize]) {
     });
 }
 
-/// Producer 0 sends two messages, producer 1 one. Their spans, 24 + 16 + 32 = 72 bytes, do not
-/// fit in 64: in every order one of them needs a skip record and waits for room. (They start at
-/// position 16, after the two producers' abort records, which attaching commits and the model
-/// consumes before the producers start, to keep the model small.)
-const MPSC_SIZES: [&[usize]; 2] = [&[12, 4], &[20]];
-
+/// From position 16: 20 bytes at 16..48 (span 32); 12 bytes (span 24) do not fit before the
+/// end, so a skip record fills 48..64 and the record goes to 0..24, which is free only once the
+/// first message is consumed; then an empty message at 24..32 and the close.
 #[test]
-fn mpsc_every_interleaving() {
-    model(|| {
-        let channel = Channel::model(Config {
-            capacity: 64,
-            mode: Mode::Mpsc,
-        });
+fn spsc_wrap_every_interleaving() {
+    spsc(&[8], &[20, 12, 0]);
+}
+
+/// Three records of 32 bytes: the first two fill the ring exactly, the third goes to 0..32
+/// without a skip record and waits until the first is consumed. No skip record or close wakes
+/// the consumer meanwhile: only the commits do, so a commit that forgets to wake it deadlocks.
+#[test]
+fn spsc_full_every_interleaving() {
+    spsc(&[], &[24, 24, 24]);
+}
+
+/// One record holds at most 24 bytes here, so the 30-byte message goes as two fragments: 24
+/// bytes at 24..56 (span 32), then a skip record over 56..64 and the last 6 bytes at 0..16,
+/// which must wait until the first message is consumed.
+#[test]
+fn spsc_fragments_every_interleaving() {
+    spsc(&[], &[12, 30]);
+}
+
+/// Two producer threads send `sizes[0]` and `sizes[1]`; the consumer receives every message
+/// once, each producer's in order, and then finds the ring empty.
+fn mpsc(start: &'static [usize], sizes: [&'static [usize]; 2]) {
+    model(move || {
+        let channel = ring(Mode::Mpsc);
         let mut rx = channel.receiver(options()).unwrap();
-        // Attaching commits an abort record; these two are consumed before the model proper.
-        let senders: Vec<_> = (0..2).map(|_| channel.sender(options()).unwrap()).collect();
+        // Attaching commits an abort record each (positions 0..16), consumed here.
+        let mut senders: Vec<_> = (0..2).map(|_| channel.sender(options()).unwrap()).collect();
         assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+        for &len in start {
+            advance(&mut senders[0], &mut rx, len);
+        }
         let producers: Vec<_> = senders
             .into_iter()
             .zip(0..2u8)
             .map(|(mut tx, p)| {
                 thread::spawn(move || {
-                    for (seq, &len) in MPSC_SIZES[p as usize].iter().enumerate() {
+                    for (seq, &len) in sizes[p as usize].iter().enumerate() {
                         tx.send(&payload(p, seq as u8, len), None).unwrap();
                     }
                 })
             })
             .collect();
         let mut next = [0usize; 2];
-        for _ in 0..3 {
+        for _ in 0..sizes[0].len() + sizes[1].len() {
             let got = rx.recv(None).unwrap().expect("a message, not the end");
             // Which producer: every byte says it (no message is empty).
             let p = ((got[0] >> 5) & 3) as usize;
             let seq = next[p];
-            assert!(
-                seq < MPSC_SIZES[p].len(),
-                "duplicate message from producer {p}"
-            );
+            assert!(seq < sizes[p].len(), "duplicate message from producer {p}");
             assert_eq!(
                 got,
-                payload(p as u8, seq as u8, MPSC_SIZES[p][seq]),
+                payload(p as u8, seq as u8, sizes[p][seq]),
                 "producer {p} message {seq}"
             );
             next[p] += 1;
         }
-        assert_eq!(next, [2, 1]);
         for producer in producers {
             producer.join().unwrap();
         }
         assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
     });
+}
+
+/// From position 24, spans 24 and 32 (56 bytes) in the 40 bytes left before the end: the second
+/// reservation writes a skip record and starts again at 0. If the 24-byte one goes first, the
+/// other needs 0..32 and waits until it is consumed; the other way round, 0..24 is free.
+#[test]
+fn mpsc_wrap_every_interleaving() {
+    mpsc(&[0], [&[12], &[20]]);
+}
+
+/// From position 16, three records of 16 bytes fill the ring to its end: producer 0's two
+/// messages and producer 1's one, reserved and committed in every order.
+#[test]
+fn mpsc_order_every_interleaving() {
+    mpsc(&[], [&[4, 4], &[4]]);
 }
