@@ -274,6 +274,112 @@ test("recv hands a copied message's room back at once", () => {
   assert.equal(rx.tryRecv()!.length, 24);
 });
 
+/**
+ * A one-sender channel with its sender and receiver, and an Int32Array over its whole region
+ * through a second mapping of the segment (to watch `head` and `tail`).
+ */
+function watchedChannel(capacity: number) {
+  const name = uniqueName("chan");
+  const ch = Channel.create({ name }, { capacity });
+  const shm = SharedMemory.open({ name });
+  cleanup({ name });
+  return {
+    tx: ch.sender(),
+    rx: ch.receiver(),
+    words: new Int32Array(shm.buffer, 0, (layout.HEADER_SIZE + capacity) >> 2),
+    [Symbol.dispose]() {
+      shm.close();
+      ch.close();
+    },
+  };
+}
+
+test("recvInto hands room back at once to a parked sender, and all of it when the ring is empty", async () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
+  const head = () => Atomics.load(words, layout.OFF_HEAD >> 2);
+  const tail = () => Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK;
+  const small = new Uint8Array(24); // a 32-byte record: 32 of them fill the ring
+  let n = 0;
+  while (tx.trySend(small)) n++;
+  assert.equal(n, 32);
+  // The send parks for room before sendAsync returns; the one message recvInto takes (far less
+  // than the room it otherwise hands back at once) must wake it.
+  const pending = tx.sendAsync(small, 10_000);
+  assert.equal(Atomics.load(words, layout.OFF_TX_WAITING >> 2), 1, "the sender is parked");
+  const into = new Uint8Array(64);
+  assert.equal(rx.recvInto(into, 0), 24);
+  await pending;
+  for (let i = 0; i < 32; i++) assert.equal(rx.recvInto(into, 0), 24);
+  assert.throws(() => rx.recvInto(into, 0), code("ETIMEDOUT"));
+  assert.equal(head(), tail(), "a receive that found nothing published the receiver's position");
+  // Messages taken one by one while nobody waits: room comes back at least every quarter ring.
+  for (let i = 0; i < 20; i++) tx.send(small);
+  for (let i = 0; i < 20; i++) assert.equal(rx.recvInto(into), 24);
+  assert.ok(((tail() - head()) & layout.POS_MASK) < 1024 / 4, "at most a quarter unpublished");
+  rx.close();
+  assert.equal(head(), tail(), "close publishes it too");
+});
+
+test("recvInto copies every length into aligned and unaligned targets and zeroes the ring behind it", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
+  const backing = new Uint8Array(400);
+  const targets = [new Uint8Array(300), backing.subarray(1, 301), backing.subarray(2, 302)];
+  for (let len = 0; len <= 290; len++) {
+    const message = pattern(len, len);
+    tx.send(message);
+    // A fresh target now and then, and the three kinds of alignment in turn.
+    const target = len % 7 === 0 ? new Uint8Array(300) : targets[len % 3];
+    target.fill(0xee);
+    assert.equal(rx.recvInto(target), len);
+    assert.deepEqual(target.subarray(0, len), message, `${len} bytes`);
+    assert.equal(target[len], 0xee, `nothing written past ${len} bytes`);
+  }
+  const data = words.subarray(layout.OFF_DATA >> 2);
+  assert.ok(data.every((w) => w === 0), "every record the receiver took is zero again");
+  // The same after wrapping many times with messages of mixed sizes.
+  for (let round = 0; round < 2000; round++) {
+    const message = pattern((round * 37) % 200, round);
+    tx.send(message);
+    const into = new Uint8Array(200);
+    assert.equal(rx.recvInto(round % 2 ? into : targets[round % 3]), message.length);
+    assert.deepEqual((round % 2 ? into : targets[round % 3]).subarray(0, message.length), message);
+  }
+  assert.ok(data.every((w) => w === 0), "and after wrapping around");
+});
+
+test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx, words } = watched;
+  const expected: Uint8Array[] = [];
+  let received = 0;
+  const take = (view: Uint8Array) => assert.deepEqual(view, expected[received++]);
+  for (let round = 0; round < 300; round++) {
+    // Up to 13 records of up to 64 bytes (832 of the ring's 1024): runs stop at the end of the
+    // ring (and wrap), at a string (sent one by one), and where the room ends.
+    const batch: (Uint8Array | string)[] = [];
+    for (let i = 0; i < 1 + (round % 13); i++) {
+      const n = expected.length;
+      const message = i === 5 ? `text ${n}` : pattern((n * 29) % 57, n);
+      batch.push(message);
+      expected.push(typeof message === "string" ? new TextEncoder().encode(message) : message);
+    }
+    assert.equal(tx.sendMany(batch, 5000), batch.length);
+    // A batch of at most 3 stays in the ring now and then: the next run (at most 4) starts behind it.
+    if (round % 13 >= 3 || round % 2 === 0) {
+      while (received < expected.length) rx.recvMany(take, 5000);
+    }
+  }
+  while (received < expected.length) rx.recvMany(take, 5000);
+  assert.equal(
+    Atomics.load(words, layout.OFF_HEAD >> 2),
+    Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK,
+  );
+  rx.close();
+  assert.throws(() => tx.sendMany([new Uint8Array(4)]), code("EPIPE"), "nothing after the close");
+});
+
 test("overlapping receives or sends on one endpoint are refused, not interleaved", async () => {
   using ch = channel(1024);
   const tx = ch.sender();

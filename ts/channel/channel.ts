@@ -98,10 +98,12 @@ function deadlineAfter(timeout: number): number {
 }
 
 /**
- * Messages up to this many bytes are copied out of the ring byte by byte: cheaper than making a
- * view for `set` (measured: 35-49 ns against 52-72 ns at 64 B), and no allocation.
+ * Messages up to this many bytes are copied out of the ring 32-bit word by word when the target
+ * is 4-byte aligned (else byte by byte): no view is made and nothing is allocated. At 64 B, on
+ * one thread: 10 / 20 / 41 ns (Deno / Bun / Node 20) word by word, 37 / 76 / 180 ns byte by
+ * byte, 63 / 125 / 66 ns through `subarray` + `set`.
  */
-const SMALL_COPY = 128;
+const SMALL_COPY = 256;
 
 /** A deadline in performance.now() time, or Infinity. */
 function deadlineOf(timeoutMs: unknown): number {
@@ -362,8 +364,10 @@ export class ChannelSender implements Disposable {
   readonly #slot: number;
   readonly #registry: Set<unknown>;
   #closed = false;
-  /** A reservation made by {@linkcode reserve}, not yet committed: [idx, len]. */
-  #reserved: [number, number] | undefined;
+  /** The data index of a reservation made by {@linkcode reserve}, not yet committed (-1: none). */
+  #reservedIdx = -1;
+  /** Its length. */
+  #reservedLen = 0;
   /** An abort record is owed before the next record (see layout.rs, "Aborts"). */
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
@@ -423,6 +427,14 @@ export class ChannelSender implements Disposable {
     const timeout = timeoutOf(timeoutMs);
     let deadline = NaN; // read from the clock only if this call has to wait
     for (let i = 0; i < messages.length; i++) {
+      if (!this.#abortOwed) {
+        this.#checkUsable("sendMany");
+        const next = this.#producer.commitRun(messages, i);
+        if (next !== i) {
+          i = next - 1;
+          continue;
+        }
+      }
       const bytes = this.#start(messages[i], "sendMany");
       if (this.#tryFast(bytes)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
@@ -482,23 +494,24 @@ export class ChannelSender implements Disposable {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
     }
-    this.#reserved = [idx, len];
+    this.#reservedIdx = idx;
+    this.#reservedLen = len;
     const start = L.OFF_DATA + idx + 8;
-    return this.#ring.bytes.subarray(start, start + len);
+    return this.#ring.view(start, len);
   }
 
   /** Publishes the message written into the view {@linkcode reserve} returned. */
   commit(): void {
     if (this.#closed) throw closedError("ChannelSender.commit");
-    const reserved = this.#reserved;
-    if (!reserved) {
+    const idx = this.#reservedIdx;
+    if (idx < 0) {
       throw channelError(
         "EINVAL",
         "ChannelSender.commit: nothing is reserved (call reserve() first; each reservation is committed once)",
       );
     }
-    this.#reserved = undefined;
-    this.#producer.commit(reserved[0], reserved[1], 0);
+    this.#reservedIdx = -1;
+    this.#producer.commit(idx, this.#reservedLen, 0);
   }
 
   /**
@@ -509,7 +522,7 @@ export class ChannelSender implements Disposable {
    */
   abandon(): void {
     if (this.#closed) throw closedError("ChannelSender.abandon");
-    if (!this.#reserved) {
+    if (this.#reservedIdx < 0) {
       throw channelError("EINVAL", "ChannelSender.abandon: nothing is reserved");
     }
     this.#dropReservation();
@@ -553,9 +566,9 @@ export class ChannelSender implements Disposable {
   }
 
   #dropReservation(): void {
-    if (this.#reserved) {
-      this.#producer.abandon(this.#reserved[0], this.#reserved[1]);
-      this.#reserved = undefined;
+    if (this.#reservedIdx >= 0) {
+      this.#producer.abandon(this.#reservedIdx, this.#reservedLen);
+      this.#reservedIdx = -1;
     }
   }
 
@@ -567,7 +580,7 @@ export class ChannelSender implements Disposable {
         `ChannelSender.${what}: another send is still waiting; await it first`,
       );
     }
-    if (this.#reserved) {
+    if (this.#reservedIdx >= 0) {
       throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
     }
   }
@@ -773,6 +786,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
   #lentIdx = -1;
   #lentLen = 0;
+  /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
+  #target: Uint8Array | undefined;
+  #targetWords: Int32Array | undefined;
+  /** recvMany's buffer for small messages, its words, and its views by length. */
+  #scratch: { words: Int32Array; bytes: Uint8Array; views: Uint8Array[] } | undefined;
   /** Partial fragmented messages, by sender tag (0 with one sender). */
   readonly #partial = new Map<number, Partial>();
   /** Bytes of all partial messages. */
@@ -891,7 +909,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     target.set(view);
-    this.release();
+    this.#putBack();
     return view.length;
   }
 
@@ -899,8 +917,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * Receives every message that is ready, handing each to `onMessage` in order: the batch path.
    * Waits (up to `timeoutMs`) only for the first; then delivers what the ring holds, up to
    * `max`, without waiting, and hands the room back to the senders once for the whole batch.
-   * Each view points into the ring and is valid only during its `onMessage` call (copy what
-   * you keep). A fragmented message comes as one reassembled buffer, as from
+   * Each view is valid only during its `onMessage` call (copy what you keep): it points into
+   * the ring, or, for a message of up to 256 bytes, into a buffer of the receiver that the next
+   * message reuses. A fragmented message comes as one reassembled buffer, as from
    * {@linkcode recvView}.
    *
    * Errors are those of {@linkcode recv}, met at the same message: the messages before it were
@@ -925,13 +944,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const first = this.recvView(timeoutMs);
     if (first === null) return null;
     const consumer = this.#consumer;
-    const bytes = this.#ring.bytes;
+    const ring = this.#ring;
     let count = 0;
     this.#inBatch = true;
     try {
       count++;
       onMessage(first);
-      this.release();
+      this.#putBack();
       while (count < limit && !this.#closed) {
         if (this.#partial.size === 0 && this.#orphans.size === 0) {
           const idx = consumer.peek();
@@ -939,8 +958,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             const start = L.OFF_DATA + idx + 8;
             const len = consumer.len;
             count++;
+            if (len <= SMALL_COPY) {
+              // Consumed before the call: a message whose callback throws counts as delivered.
+              onMessage(this.#scratchCopy(start, len, idx));
+              continue;
+            }
             try {
-              onMessage(bytes.subarray(start, start + len));
+              onMessage(ring.view(start, len));
             } finally {
               if (!this.#closed) consumer.consume(idx, len);
             }
@@ -951,7 +975,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         if (view === undefined || view === null) break; // nothing ready, or the end: next call
         count++;
         onMessage(view);
-        this.release();
+        this.#putBack();
       }
     } finally {
       this.#inBatch = false;
@@ -1003,7 +1027,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const view = this.recvView(timeoutMs);
     if (view === null) return null;
     const text = decoder.decode(view);
-    this.release();
+    this.#putBack();
     return text;
   }
 
@@ -1038,7 +1062,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const view = await this.recvViewAsync();
       if (view === null) return;
       const text = decoder.decode(view);
-      this.release();
+      this.#putBack();
       yield text;
     }
   }
@@ -1050,6 +1074,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   close(): void {
     if (this.#closed) return;
     this.release();
+    this.#consumer.publish();
     this.#closed = true;
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
@@ -1076,7 +1101,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `ChannelReceiver.${what}: another receive is still waiting; await it first`,
       );
     }
-    if (this.#held === undefined) this.release();
+    if (this.#held === undefined) this.#putBack();
+  }
+
+  /** Consumes the message lent by recvView as a new receive starts (see Consumer.take). */
+  #putBack(): void {
+    const idx = this.#lentIdx;
+    if (idx >= 0) {
+      this.#lentIdx = -1;
+      if (!this.#closed) this.#consumer.take(idx, this.#lentLen);
+    }
   }
 
   /**
@@ -1093,12 +1127,67 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
+      if (target !== this.#target) this.#wordsOf(target);
+      const words = this.#targetWords;
+      if (words !== undefined) {
+        consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
+        return len;
+      }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      target.set(bytes.subarray(start, start + len));
+      target.set(this.#ring.view(start, len));
     }
-    consumer.release(idx, len);
+    consumer.take(idx, len);
     return len;
+  }
+
+  /**
+   * Copies the `len`-byte payload at byte `start` of the ring into `target` (whose whole 32-bit
+   * words `words` views): word by word, each ring word zeroed as it is read (one pass instead of
+   * a copy and a zeroing; the payload starts 8-byte aligned), then the bytes that are left.
+   * Returns how many payload words it zeroed.
+   */
+  #copyOut(start: number, len: number, words: Int32Array, target: Uint8Array): number {
+    const i32 = this.#ring.i32;
+    const bytes = this.#ring.bytes;
+    const from = start >> 2;
+    const n = len >> 2;
+    for (let w = 0; w < n; w++) {
+      words[w] = i32[from + w];
+      i32[from + w] = 0;
+    }
+    for (let i = n << 2; i < len; i++) target[i] = bytes[start + i];
+    return n;
+  }
+
+  /**
+   * recvMany's view of a small message: copied into this receiver's scratch buffer, one view per
+   * length made once (cheaper than a new view of the ring per message).
+   */
+  #scratchCopy(start: number, len: number, idx: number): Uint8Array {
+    let scratch = this.#scratch;
+    if (scratch === undefined) {
+      const buffer = new ArrayBuffer(SMALL_COPY);
+      scratch = this.#scratch = {
+        words: new Int32Array(buffer),
+        bytes: new Uint8Array(buffer),
+        views: [],
+      };
+    }
+    this.#consumer.consumeCleared(
+      idx,
+      len,
+      this.#copyOut(start, len, scratch.words, scratch.bytes),
+    );
+    return scratch.views[len] ??= new Uint8Array(scratch.bytes.buffer, 0, len);
+  }
+
+  /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */
+  #wordsOf(target: Uint8Array): void {
+    this.#target = target;
+    this.#targetWords = (target.byteOffset & 3) === 0
+      ? new Int32Array(target.buffer, target.byteOffset, target.length >> 2)
+      : undefined;
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
@@ -1127,13 +1216,17 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const idx = consumer.peek();
       if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
+        consumer.publish();
         // A sender ended the stream in the middle of another's message: never completed.
         this.#partial.clear();
         this.#pendingBytes = 0;
         this.#orphans.clear();
         return null;
       }
-      if (idx < 0) return undefined;
+      if (idx < 0) {
+        consumer.publish(); // nothing to take: the room of what was taken goes back now
+        return undefined;
+      }
       const word = consumer.word;
       const len = consumer.len;
       const start = L.OFF_DATA + idx + 8;
@@ -1141,7 +1234,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (special === 0 && this.#partial.size === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.bytes.subarray(start, start + len);
+        return r.view(start, len);
       }
       const key = this.#tagOf(idx);
       const partial = this.#partial.get(key);
@@ -1153,7 +1246,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (partial === undefined && special === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.bytes.subarray(start, start + len);
+        return r.view(start, len);
       }
       if (partial !== undefined && partial.parts === null) {
         // The rest of a message dropped for a limit.

@@ -30,6 +30,12 @@ const COMMITTED = L.REC_COMMITTED | 0;
 const TAIL_CLOSED = L.TAIL_CLOSED | 0;
 /** Records up to this many bytes are zeroed word by word: cheaper than `fill` for small ones. */
 const SMALL_ZERO = 256;
+/**
+ * A receiver taking messages one by one publishes `head` after at most this many bytes (or a
+ * quarter of a smaller ring), at once when a sender is parked, and whenever it finds nothing to
+ * take: one shared store per 56 messages of 64 B instead of one per message.
+ */
+export const PUBLISH_EVERY = 4096;
 
 /** Native services the protocol needs on its slow paths. */
 export interface Parking {
@@ -111,6 +117,8 @@ export function validateRegion(i32: Int32Array, bytes: number): [number, number]
 
 /** A validated region and what every endpoint needs to reach it. */
 export class Ring {
+  /** The region's buffer: views of messages are made on it directly (cheaper than `subarray`). */
+  readonly buffer: ArrayBuffer;
   readonly i32: Int32Array;
   readonly bytes: Uint8Array;
   readonly capacity: number;
@@ -120,6 +128,7 @@ export class Ring {
   readonly parking: Parking;
 
   constructor(buffer: ArrayBuffer, capacity: number, mode: number, parking: Parking) {
+    this.buffer = buffer;
     this.i32 = new Int32Array(buffer, 0, (L.HEADER_SIZE + capacity) >> 2);
     this.bytes = new Uint8Array(buffer, 0, L.HEADER_SIZE + capacity);
     this.capacity = capacity;
@@ -127,6 +136,14 @@ export class Ring {
     this.maxRecord = L.maxRecord(capacity);
     this.mode = mode;
     this.parking = parking;
+  }
+
+  /**
+   * A view of `len` bytes at byte `start` of the region: `new Uint8Array(buffer, ...)` costs
+   * 40-80 ns against 190-290 ns for `subarray` in Deno and Bun (no species lookup).
+   */
+  view(start: number, len: number): Uint8Array {
+    return new Uint8Array(this.buffer, start, len);
   }
 
   /** After a commit or a close: wake the receiver only if it may be parked. */
@@ -355,6 +372,56 @@ export class Producer {
     r.wakeConsumer();
   }
 
+  /**
+   * The batch path of one sender (SPSC): sends `messages[from]`, `messages[from + 1]`, ... while
+   * each is a `Uint8Array` of one record and they fit, together, in the room before the end of
+   * the data area. The tail moves once for all of them (each record is marked, written and
+   * committed in order, as one by one), and the receiver is woken after the first record and
+   * after the last, if it is parked. Returns the index of the first message not sent: `from`
+   * when none was (the caller then sends one by one, which waits, wraps and reports errors).
+   */
+  commitRun(messages: readonly unknown[], from: number): number {
+    const r = this.#r;
+    if (r.mode !== L.MODE_SPSC) return from;
+    if ((Atomics.load(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) return from;
+    const start = this.#tail;
+    const idx = start & r.mask;
+    const toEnd = r.capacity - idx;
+    let free = r.capacity - ((start - this.headSeen) & L.POS_MASK);
+    if (free < toEnd) {
+      this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+      const used = (start - this.headSeen) & L.POS_MASK;
+      if (used > r.capacity) return from; // corrupt: the one-by-one path reports it
+      free = r.capacity - used;
+    }
+    const room = free < toEnd ? free : toEnd;
+    let bytes = 0;
+    let end = from;
+    for (; end < messages.length; end++) {
+      const message = messages[end];
+      if (!(message instanceof Uint8Array) || message.length > r.maxRecord) break;
+      const span = L.recordSpan(message.length);
+      if (bytes + span > room) break;
+      bytes += span;
+    }
+    if (end === from) return from;
+    this.#tail = (start + bytes) & L.POS_MASK;
+    Atomics.store(r.i32, TAIL, this.#tail);
+    const data = r.bytes;
+    let at = idx;
+    for (let k = from; k < end; k++) {
+      const message = messages[k] as Uint8Array;
+      const len = message.length;
+      this.#mark(at, L.recordSpan(len));
+      data.set(message, L.OFF_DATA + at + 8);
+      Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
+      if (k === from) r.wakeConsumer();
+      at += L.recordSpan(len);
+    }
+    r.wakeConsumer();
+    return end;
+  }
+
   /** Abandons the record at `idx`: zeroes it (and its producer word), commits it as a skip record. */
   abandon(idx: number, len: number): void {
     const r = this.#r;
@@ -387,9 +454,12 @@ export class Consumer {
   reservedIdx = 0;
   reservedSpan = 0;
   readonly #r: Ring;
+  /** Unpublished bytes at which {@linkcode consume} publishes `head`. */
+  readonly #publishEvery: number;
 
   constructor(ring: Ring) {
     this.#r = ring;
+    this.#publishEvery = Math.min(ring.capacity >> 2, PUBLISH_EVERY);
     this.head = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
     this.#published = this.head;
     this.#tailSeen = this.head;
@@ -491,8 +561,52 @@ export class Consumer {
     const span = L.recordSpan(len);
     this.#zero(idx, span);
     this.head = (this.head + span) & L.POS_MASK;
-    // A sender waiting for room gets it in quarters of the ring, not only after the batch.
-    if (((this.head - this.#published) & L.POS_MASK) >= this.#r.capacity >> 2) this.publish();
+    // Senders get the room back every PUBLISH_EVERY bytes, not only after the batch.
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+  }
+
+  /**
+   * Consumes the record at `idx` like {@linkcode consume}, and publishes `head` at once if a
+   * sender is parked waiting for room: a receive that hands out one message. The room of
+   * messages taken while no sender waits goes back every {@linkcode PUBLISH_EVERY} bytes, or
+   * when the receiver finds nothing to take ({@linkcode publish}).
+   */
+  take(idx: number, len: number): void {
+    const span = L.recordSpan(len);
+    this.#zero(idx, span);
+    this.#took(span);
+  }
+
+  /**
+   * {@linkcode take} for a record whose first `cleared` payload words the caller zeroed as it
+   * copied them out: zeroes the rest of the record, then its header.
+   */
+  takeCleared(idx: number, len: number, cleared: number): void {
+    this.#took(this.#clearRest(idx, len, cleared));
+  }
+
+  /** {@linkcode consume} for a record whose first `cleared` payload words the caller zeroed. */
+  consumeCleared(idx: number, len: number, cleared: number): void {
+    this.head = (this.head + this.#clearRest(idx, len, cleared)) & L.POS_MASK;
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+  }
+
+  /** Zeroes the record at `idx` past its first `cleared` payload words, then its header; its span. */
+  #clearRest(idx: number, len: number, cleared: number): number {
+    const span = L.recordSpan(len);
+    const i32 = this.#r.i32;
+    const first = DATA + (idx >> 2);
+    const end = first + (span >> 2);
+    for (let w = first + 2 + cleared; w < end; w++) i32[w] = 0;
+    i32[first + 1] = 0;
+    i32[first] = 0;
+    return span;
+  }
+
+  #took(span: number): void {
+    this.head = (this.head + span) & L.POS_MASK;
+    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+    else if (Atomics.load(this.#r.i32, TX_WAITING) !== 0) this.publish();
   }
 
   /** Publishes `head` (after {@linkcode consume}) and wakes parked senders. */
