@@ -35,18 +35,14 @@ export const runtime: Runtime = "Bun" in globalThis
 export const root: string = decodeURIComponent(new URL("../", import.meta.url).pathname)
   .replace(/\/$/, "").replace(/\/dist$/, "");
 
-/** An environment variable, or `fallback` when unset or empty. */
-export function env(name: string, fallback: string): string;
 /** An environment variable, or undefined when unset or empty. */
-export function env(name: string): string | undefined;
-export function env(name: string, fallback?: string): string | undefined {
-  const value = process.env[name];
-  return value === undefined || value === "" ? fallback : value;
+export function env(name: string): string | undefined {
+  return process.env[name] || undefined;
 }
 
 /** An integer from the environment, or `fallback`. */
 export function envInt(name: string, fallback: number): number {
-  const value = Number.parseInt(env(name) ?? "", 10);
+  const value = Number.parseInt(process.env[name] ?? "", 10);
   return Number.isFinite(value) ? value : fallback;
 }
 
@@ -66,21 +62,29 @@ export interface RuntimeInfo {
  * A runtime that runs `exe` (or `$VARIABLE`) with `flags`, the scripts under `dir` (`ext` for
  * `.ts`) and the library's `entry`.
  */
-function runtimeInfo(variable: string, flags: string[], dir: string, ext: string, entry: string) {
-  const exe = env(variable, variable.toLowerCase());
-  const info: RuntimeInfo = {
+function runtimeInfo(variable: string, flags: string, dir: string, entry: string): RuntimeInfo {
+  const exe = env(variable) ?? variable.toLowerCase();
+  const ext = dir === "bench" ? ".ts" : ".js";
+  const onPath = () => process.env.PATH?.split(":").some((d) => existsSync(`${d}/${exe}`));
+  return {
     exe,
     command: (
       script,
       args,
-    ) => [exe, ...flags, `${root}/${dir}/${script.replace(/\.ts$/, ext)}`, ...args],
+    ) => [
+      exe,
+      ...flags.split(" ").filter(Boolean),
+      `${root}/${dir}/${script.replace(/\.ts$/, ext)}`,
+      ...args,
+    ],
     entry,
     missing: () =>
-      existsSync(exe) || process.env.PATH?.split(":").some((d) => existsSync(`${d}/${exe}`))
-        ? existsSync(`${root}/${dir}/child${ext}`) ? null : `no ${dir}/child${ext} (make build)`
-        : `${exe} not found (set ${variable})`,
+      !existsSync(exe) && !onPath()
+        ? `${exe} not found (set ${variable})`
+        : existsSync(`${root}/${dir}/child${ext}`)
+        ? null
+        : `no ${dir}/child${ext} (make build)`,
   };
-  return info;
 }
 
 /**
@@ -88,15 +92,9 @@ function runtimeInfo(variable: string, flags: string[], dir: string, ext: string
  * built into `dist/` (the same files, compiled), so its entry point and scripts live there.
  */
 export const RUNTIMES: Record<Runtime, RuntimeInfo> = {
-  deno: runtimeInfo(
-    "DENO",
-    ["run", "--allow-all", "--v8-flags=--expose-gc"],
-    "bench",
-    ".ts",
-    "mod.ts",
-  ),
-  bun: runtimeInfo("BUN", [], "bench", ".ts", "bun.ts"),
-  node: runtimeInfo("NODE", ["--expose-gc"], "dist/bench", ".js", "dist/node.js"),
+  deno: runtimeInfo("DENO", "run --allow-all --v8-flags=--expose-gc", "bench", "mod.ts"),
+  bun: runtimeInfo("BUN", "", "bench", "bun.ts"),
+  node: runtimeInfo("NODE", "--expose-gc", "dist/bench", "dist/node.js"),
 };
 
 /** The library as the running runtime loads it (`mod.ts` in Deno, `bun.ts` in Bun). */
@@ -128,13 +126,6 @@ export function childCommand(rt: Runtime, scenario: string, role: string, args: 
   return RUNTIMES[rt].command("child.ts", [scenario, role, JSON.stringify(args)]);
 }
 
-/** A child process started with {@linkcode start}. */
-export interface Child {
-  /** Its stdout once it exited with 0; rejects with the reason otherwise. */
-  done: Promise<string>;
-  kill(): void;
-}
-
 /**
  * Starts `command` with stdout captured and stderr passed through, killed after `timeoutMs`. A
  * child stopped by SIGINT or SIGTERM stops the whole run (the user interrupted it).
@@ -142,7 +133,7 @@ export interface Child {
 export function start(
   command: string[],
   options: { env?: Record<string, string>; timeoutMs?: number } = {},
-): Child {
+): { done: Promise<string>; kill(): void } {
   const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "inherit"],
@@ -166,27 +157,20 @@ export function start(
         progress(`interrupted (a child got ${signal})`);
         process.exit(130);
       }
-      if (code === 0) resolve(stdout);
-      else {reject(
-          new Error(
-            timedOut ? `${what}: killed after ${ms / 1e3} s` : `${what}: exit ${code ?? signal}`,
-          ),
-        );}
+      if (code === 0) return resolve(stdout);
+      const why = timedOut ? `killed after ${ms / 1e3} s` : `exit ${code ?? signal}`;
+      reject(new Error(`${what}: ${why}`));
     });
   });
   return { done, kill: () => child.kill("SIGKILL") };
 }
 
-/** The last line of `stdout` that is a JSON object or array. */
-export function lastJson<T>(stdout: string): T {
+/** Runs `command` to its end and returns the JSON object or array it printed last. */
+export async function runJson<T>(command: string[], options?: Parameters<typeof start>[1]) {
+  const stdout = await start(command, options).done;
   const line = stdout.trim().split("\n").filter((l) => /^[[{]/.test(l)).pop();
   if (line === undefined) throw new Error(`no JSON in the output: ${stdout.slice(0, 300)}`);
   return JSON.parse(line) as T;
-}
-
-/** Runs `command` to its end and returns the JSON object it printed last. */
-export async function runJson<T>(command: string[], options?: Parameters<typeof start>[1]) {
-  return lastJson<T>(await start(command, options).done);
 }
 
 /** A name no other run uses, for segments and sockets. */
@@ -252,18 +236,10 @@ export async function nativeBinary(name: string): Promise<string> {
   const cached = nativeBinaries.get(name);
   if (cached) return cached;
   progress(`building crates/bench/benches/${name}.rs`);
-  const out = await start([
-    "cargo",
-    "bench",
-    "--manifest-path",
-    `${root}/Cargo.toml`,
-    "-p",
-    "shared-buffer-bench",
-    "--bench",
-    name,
-    "--no-run",
-    "--message-format=json",
-  ], { timeoutMs: 600_000 }).done;
+  const cargo = `cargo bench -p shared-buffer-bench --no-run --message-format=json --bench ${name}`;
+  const out = await start([...cargo.split(" "), "--manifest-path", `${root}/Cargo.toml`], {
+    timeoutMs: 600_000,
+  }).done;
   for (const line of out.split("\n")) {
     if (!line.startsWith("{")) continue;
     const message = JSON.parse(line);
@@ -402,10 +378,8 @@ export async function roundTrips(
   const samples = new Float64Array(budget.max);
   const pids = peerPid ? [process.pid, peerPid] : [process.pid];
   let i = 0;
-  for (
-    const warmUntil = performance.now() + budget.ms / 5;
-    i < 10 || performance.now() < warmUntil;
-  ) {
+  const warmUntil = performance.now() + budget.ms / 5;
+  while (i < 10 || performance.now() < warmUntil) {
     const pending = once(i++);
     if (pending) await pending;
   }
@@ -446,13 +420,17 @@ export interface Row {
 
 /** Rows of the fields of `figures` (e.g. a {@linkcode Latency}) that are numbers. */
 export function rows(base: Omit<Row, "metric" | "value">, figures: object): Row[] {
-  return Object.entries(figures).filter(([, v]) => typeof v === "number").map((
-    [metric, value],
-  ) => ({
-    ...base,
-    metric,
-    value,
-  }));
+  const numbers = Object.entries(figures).filter(([, v]) => typeof v === "number");
+  return numbers.map(([metric, value]) => ({ ...base, metric, value }));
+}
+
+/** Rows of one `metric`, a `what` for each field of `values`. */
+export function whats(
+  base: Omit<Row, "what" | "metric" | "value">,
+  metric: string,
+  values: object,
+) {
+  return rows({ ...base, what: "" }, values).map((r) => ({ ...r, what: r.metric, metric }));
 }
 
 /** The key that identifies a figure across runs and in {@linkcode Compare} specs. */

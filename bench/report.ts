@@ -55,16 +55,13 @@ const goalOf = (r: Ratio) =>
     ? undefined
     : GOALS.find((g) => g.label === r.label && (g.size === undefined || g.size === r.num.size));
 
-const SIZE_NAMES: Record<number, string> = {
-  67108864: "64 MiB",
-  8: "8 B",
-  64: "64 B",
-  4096: "4 KiB",
-  65536: "64 KiB",
-  1048576: "1 MiB",
-  1073741824: "1 GiB",
-};
-const sizeName = (n?: number) => (n === undefined ? "" : SIZE_NAMES[n] ?? `${n} B`);
+/** `n` bytes in the largest unit that divides it: `64 B`, `4 KiB`, `1 GiB`. */
+function sizeName(n?: number): string {
+  if (n === undefined) return "";
+  const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 1024], ["B", 1]] as const;
+  const [unit, scale] = units.find(([, scale]) => n >= scale && n % scale === 0) ?? ["B", 1];
+  return `${n / scale} ${unit}`;
+}
 
 /** A number for people: 3 significant digits, thousands as k/M. */
 function num(v: number): string {
@@ -204,6 +201,7 @@ function breakdown(figs: Figure[]): string {
 function sections(placements: Record<string, string>): Section[] {
   const at = Object.entries(placements).map(([p, text]) => [p, `${p}: ${text}`]);
   const placed = (p: string) => (f: Figure) => f.placement === p;
+  const calls = { scenario: "mutex", rows: byWhat, cols: byRuntime, first: "call" };
   return [
     {
       title: "Attach: open + view + close, µs per call",
@@ -217,21 +215,11 @@ function sections(placements: Record<string, string>): Section[] {
       cols: (f: Figure) => f.metric.replace("_gbps", ""),
       first: "who, kernel",
     },
-    {
-      title: "Lock, notify and wait on one thread, ns per call",
-      scenario: "mutex",
-      metric: "ns",
-      rows: byWhat,
-      cols: byRuntime,
-      first: "call",
-    },
+    { title: "Lock, notify and wait on one thread, ns per call", metric: "ns", ...calls },
     {
       intro: "System calls of the looping thread per call, counted with `strace -f`:",
-      scenario: "mutex",
       metric: "syscalls per call",
-      rows: byWhat,
-      cols: byRuntime,
-      first: "call",
+      ...calls,
     },
     {
       intro: "CPU of a fresh process, ms per second: one `waitAsync` nobody notifies against " +
@@ -377,14 +365,10 @@ function chart(json: any): string {
   const ratios: Ratio[] = json.ratios;
   const placement = "split" in json.placements ? "split" : "same";
   const series = [
-    [
-      "channel (copying) / Unix socket, one write per message",
-      "Channel send / recvInto",
-      "#2f6fb3",
-    ],
-    ["channel zero-copy / Unix socket", "Channel reserve+commit / recvView", "#e08a1e"],
-    ["the Rust ring copying / Unix socket", "Rust ring, copying", "#8c8c8c"],
-  ];
+    ["channel (copying) / Unix socket, one write per message", "Channel send / recvInto"],
+    ["channel zero-copy / Unix socket", "Channel reserve+commit / recvView"],
+    ["the Rust ring copying / Unix socket", "Rust ring, copying"],
+  ].map(([label, name], i) => [label, name, ["#2f6fb3", "#e08a1e", "#8c8c8c"][i]]);
   const sizes = [64, 4096, 65536, 1048576];
   const runtimes = [
     ...new Set(ratios.filter((r) => r.scenario === "channel").map((r) => r.num.runtime)),
@@ -399,16 +383,12 @@ function chart(json: any): string {
   // 0.1x to 100x, log scale, rounded to tenths of a pixel.
   const y = (v: number) => Math.round((top + H - ((Math.log10(v) + 1) / 3) * H) * 10) / 10;
   const height = top + H + bottom;
+  const title = `Messages/s over the runtime's Unix socket (one message per write), ${placement}`;
   const svg = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `font-family="sans-serif" font-size="12">`,
     el("rect", { width: "100%", height: "100%", fill: "white" }),
-    el(
-      "text",
-      { x: left, y: 20, "font-size": 14, "font-weight": "bold" },
-      "Messages/s over " +
-        `the runtime's Unix socket (one message per write), ${placement}`,
-    ),
+    el("text", { x: left, y: 20, "font-size": 14, "font-weight": "bold" }, title),
   ];
   series.forEach(([, name, color], i) => {
     svg.push(el("rect", { x: left + i * 230, y: 32, width: 12, height: 12, fill: color }));

@@ -149,9 +149,6 @@ export class Meter {
 /** Messages between two {@linkcode Meter.add} calls or a sender's looks at the clock. */
 export const tickEvery = (size: number) => Math.max(1, Math.min(256, (64 << 10) / size | 0));
 
-/** Frames packed into one write of `socket_packed`: as many as fit in 64 KiB. */
-export const packedPerWrite = (size: number) => Math.max(1, (64 << 10) / (4 + size) | 0);
-
 const END = 0xffff_ffff;
 const endFrame = () => new Uint8Array([0xff, 0xff, 0xff, 0xff]);
 
@@ -520,7 +517,7 @@ async function streamPeer(spec: Spec): Promise<PeerSide> {
   } else if (runtime === "bun") await Bun.connect({ unix: socketPath(spec), socket: c.bun() });
   else await new Promise<void>((resolve) => c.node(connect(socketPath(spec), resolve)));
   // socket_packed: as many frames as fit in each 64 KiB write; otherwise one frame per write.
-  const per = spec.transport === "socket_packed" ? packedPerWrite(size) : 1;
+  const per = spec.transport === "socket_packed" ? Math.max(1, (64 << 10) / (4 + size) | 0) : 1;
   const buffer = new Uint8Array(per * (4 + size));
   const payloads = Array.from({ length: per }, (_, k) => {
     new DataView(buffer.buffer).setUint32(k * (4 + size), size, true);
@@ -631,6 +628,9 @@ function ipcPeer(spec: Spec): PeerSide {
 /** Endpoint options: round trips park at once (`spin: 0`) except in `channel_spin`. */
 const tripOptions = (spec: Spec) => (spec.transport === "channel_spin" ? {} : { spin: 0 });
 
+/** `wait` options of both sides of a wait/notify pair: spin first only in `futex_spin`. */
+const waitOptions = (spec: Spec) => spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+
 /**
  * The measuring side of a channel pair: it makes the channels, receives the stream (`recvInto`
  * into one reused buffer, with a timeout once the stream runs in `channel_timeout`; `recvView`
@@ -737,7 +737,7 @@ function futexSide(spec: Spec): Side {
   const name = ids(spec)[0];
   const shm = lib.SharedMemory.create({ name }, 4096);
   const v = new Int32Array(shm.buffer, 0, 16);
-  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  const options = waitOptions(spec);
   const async = spec.transport === "futex_async";
   return {
     peer: startPeer(spec),
@@ -759,7 +759,7 @@ function futexSide(spec: Spec): Side {
 function futexPeer(spec: Spec): PeerSide {
   const shm = lib.SharedMemory.open({ name: ids(spec)[0] });
   const v = new Int32Array(shm.buffer, 0, 16);
-  const options = spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+  const options = waitOptions(spec);
   return {
     send: () => 0,
     endStream() {},
@@ -773,24 +773,21 @@ function futexPeer(spec: Spec): PeerSide {
   };
 }
 
-const kind = (transport: string) => /^(channel|ipc|futex)/.exec(transport)?.[1] ?? "stream";
-const SIDES: Record<string, (spec: Spec) => Side | Promise<Side>> = {
-  channel: channelSide,
-  ipc: ipcSide,
-  futex: futexSide,
-  stream: streamSide,
+/** The two sides of each kind of transport, by the start of its name (`stream`: the rest). */
+/** A value, or the Promise of one. */
+type MaybeAsync<T> = T | Promise<T>;
+const KINDS: Record<string, [(s: Spec) => MaybeAsync<Side>, (s: Spec) => MaybeAsync<PeerSide>]> = {
+  channel: [channelSide, channelPeer],
+  ipc: [ipcSide, ipcPeer],
+  futex: [futexSide, futexPeer],
+  stream: [streamSide, streamPeer],
 };
-const PEERS: Record<string, (spec: Spec) => PeerSide | Promise<PeerSide>> = {
-  channel: channelPeer,
-  ipc: ipcPeer,
-  futex: futexPeer,
-  stream: streamPeer,
-};
+const kind = (spec: Spec) => KINDS[/^(channel|ipc|futex)/.exec(spec.transport)?.[1] ?? "stream"];
 
 /** The measuring side of any pair: the stream with its cost per message, then round trips. */
 async function measure(spec: Spec): Promise<PairResult> {
   const { size } = spec;
-  const side = await SIDES[kind(spec.transport)](spec);
+  const side = await kind(spec)[0](spec);
   let result: PairResult = {};
   try {
     if (spec.stream) {
@@ -818,7 +815,7 @@ async function measure(spec: Spec): Promise<PairResult> {
 
 /** The peer side of any pair: sends the stream for the warm-up and the measured time, echoes. */
 export async function peer(spec: Spec): Promise<void> {
-  const side = await PEERS[kind(spec.transport)](spec);
+  const side = await kind(spec)[1](spec);
   if (spec.stream) {
     const stopAt = performance.now() + spec.stream.warmupMs + spec.stream.measureMs;
     let seq = 0;
@@ -834,17 +831,12 @@ export async function peer(spec: Spec): Promise<void> {
   side.close();
 }
 
-/** One pair of a {@linkcode pairs} batch. */
-export interface PairPlan {
-  transport: string;
-  size: number;
+/** One pair of a {@linkcode pairRows} batch: a {@linkcode Spec} without its placement and names. */
+export type PairPlan = Pick<Spec, "transport" | "size" | "trips"> & {
   /** Measure the one-way stream. */
-  stream: boolean;
-  /** Round trips, or null. */
-  trips: TripBudget | null;
-  /** Ring bytes of the channel transports: the stream's channel, each round-trip channel. */
-  capacity?: [number, number];
-}
+  stream?: boolean;
+  capacity?: Spec["capacity"];
+};
 
 /** Length of each one-way stream: untimed warm-up, then counted. */
 export const STREAM = {
@@ -864,58 +856,40 @@ export async function measureAll(specs: Spec[]): Promise<(PairResult | { error: 
 /**
  * Runs pairs of one runtime and placement in one measuring process under `taskset -c` of the
  * placement (it starts a fresh peer for each, so stdio and IPC join exactly these two
- * processes). A pair that fails is returned as its error; the others still run.
- */
-export async function pairs(
-  rt: Runtime,
-  placement: Placement,
-  plans: PairPlan[],
-): Promise<(PairResult | { error: string })[]> {
-  const specs = plans.map(({ transport, size, stream, trips, capacity }): Spec => ({
-    transport,
-    size,
-    stream: stream ? STREAM : null,
-    trips,
-    capacity: capacity ?? [0, 0],
-    peerCpu: PLACEMENTS[placement].peer,
-    name: uniqueName("ch"),
-  }));
-  const names = specs.flatMap(ids);
-  leftovers("add", names);
-  try {
-    return await runJson(
-      pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
-      { timeoutMs: 30_000 * specs.length },
-    );
-  } finally {
-    for (const name of names) {
-      try {
-        lib.SharedMemory.unlink({ name });
-      } catch {
-        // removed by the pair, as it should be
-      }
-    }
-    leftovers("remove", names);
-  }
-}
-
-/**
- * The rows of {@linkcode pairs}: each pair's figures under `what(transport)`, and each failed
- * pair recorded as skipped.
+ * processes), and returns their rows. A pair that fails is recorded as skipped; the others
+ * still run.
  */
 export async function pairRows(
   rt: Runtime,
   placement: Placement,
   plans: PairPlan[],
   skipped: (what: string, why: unknown) => void,
-  what: (transport: string) => string = (t) => t,
 ): Promise<Row[]> {
-  const got = await pairs(rt, placement, plans)
-    .catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
-  return plans.flatMap(({ transport, size }, k) => {
-    const { latency, ...stream } = got[k] as PairResult & { error?: string };
-    const base = { runtime: rt, what: what(transport), size, placement };
-    const at = `${placement} ${rt} ${base.what} ${size} B`;
+  const specs = plans.map(({ stream, capacity, ...plan }): Spec => ({
+    ...plan,
+    stream: stream ? STREAM : null,
+    capacity: capacity ?? [0, 0],
+    peerCpu: PLACEMENTS[placement].peer,
+    name: uniqueName("ch"),
+  }));
+  const names = specs.flatMap(ids);
+  leftovers("add", names);
+  const got: (PairResult & { error?: string })[] = await runJson<typeof got>(
+    pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
+    { timeoutMs: 30_000 * specs.length },
+  ).catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
+  for (const name of names) {
+    try {
+      lib.SharedMemory.unlink({ name });
+    } catch {
+      // removed by the pair, as it should be
+    }
+  }
+  leftovers("remove", names);
+  return plans.flatMap(({ transport: what, size }, k) => {
+    const { latency, ...stream } = got[k];
+    const base = { runtime: rt, what, size, placement };
+    const at = `${placement} ${rt} ${what} ${size} B`;
     if (stream.error) skipped(at, stream.error);
     if (stream.msgs_per_s && stream.cpu_ns_per_msg === undefined) {
       skipped(`${at} cost per message`, "the stream ended before its cost could be read");

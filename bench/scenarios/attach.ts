@@ -11,6 +11,7 @@ import process from "node:process";
 import {
   childCommand,
   createKeyed,
+  each,
   leftovers,
   lib,
   median,
@@ -20,6 +21,7 @@ import {
   round,
   type Row,
   runJson,
+  type Runtime,
   type Scenario,
   timeOps,
   uniqueName,
@@ -161,24 +163,16 @@ export const attach: Scenario = {
     "forced GC out of the timing and seed_key_gc times it.",
   async run(ctx, skipped) {
     return await withSegments(async (ids) => {
-      const out: Row[] = [];
-      const jobs: [string, () => Promise<string[]>][] = [
-        ["native", async () => [await nativeBinary("native_segment")]],
-        ...ctx.runtimes.map((rt): [string, () => Promise<string[]>] => [
-          rt,
-          () => Promise.resolve(childCommand(rt, "attach", "attach", ids)),
-        ]),
-        ["seed", () => Promise.resolve(["node", "--expose-gc", seedScript()])],
-      ];
-      for (const [who, command] of ctx.run % 2 ? jobs.reverse() : jobs) {
-        try {
-          const got = await runJson<{ variants: Blocks }>(await command(), { env: env(ids) });
-          out.push(...toRows(who, got.variants));
-        } catch (err) {
-          skipped(who, err);
-        }
-      }
-      return out;
+      const command = async (who: string) =>
+        who === "native"
+          ? [await nativeBinary("native_segment")]
+          : who === "seed"
+          ? ["node", "--expose-gc", seedScript()]
+          : childCommand(who as Runtime, "attach", "attach", ids);
+      return await each(ctx, skipped, ["native", ...ctx.runtimes, "seed"], async (who) => {
+        const got = await runJson<{ variants: Blocks }>(await command(who), { env: env(ids) });
+        return toRows(who, got.variants);
+      });
     });
   },
   compare: (ctx) => {

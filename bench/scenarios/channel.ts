@@ -31,26 +31,16 @@ const SIZES = [64, 4 * KIB, 64 * KIB, MIB];
  * transports marked `sameCore`, to keep the whole run within minutes).
  */
 const SAME_CORE_SIZES = [64, 4 * KIB];
-/** Ring bytes of the stream's channel per message size (native_ring gets the same). */
-const CAPACITY: Record<number, number> = {
-  64: 256 * KIB,
-  4096: 256 * KIB,
-  65536: 4 * MIB,
-  [MIB]: 4 * MIB,
-};
-/** Ring bytes of each round-trip channel: one message fits in one record. */
-const TRIP_CAPACITY: Record<number, number> = {
-  64: 64 * KIB,
-  4096: 64 * KIB,
-  65536: 256 * KIB,
-  [MIB]: 4 * MIB,
-};
-/** Round trips per size: timed for 100 ms (after 20 ms untimed), at most `max`. */
-const TRIPS: Record<number, TripBudget> = {
-  64: { ms: 100, max: 2000 },
-  4096: { ms: 100, max: 2000 },
-  65536: { ms: 100, max: 1000 },
-  [MIB]: { ms: 100, max: 200 },
+/**
+ * Per message size: ring bytes of the stream's channel (native_ring gets the same) and of each
+ * round-trip channel (one message fits in one record), and the round trips (timed for 100 ms
+ * after 20 ms untimed, at most `max`).
+ */
+const PER_SIZE: Record<number, { capacity: number; tripCapacity: number; trips: TripBudget }> = {
+  64: { capacity: 256 * KIB, tripCapacity: 64 * KIB, trips: { ms: 100, max: 2000 } },
+  4096: { capacity: 256 * KIB, tripCapacity: 64 * KIB, trips: { ms: 100, max: 2000 } },
+  65536: { capacity: 4 * MIB, tripCapacity: 256 * KIB, trips: { ms: 100, max: 1000 } },
+  [MIB]: { capacity: 4 * MIB, tripCapacity: 4 * MIB, trips: { ms: 100, max: 200 } },
 };
 
 /** What each transport measures, at which sizes, in which runtimes, and how. */
@@ -205,14 +195,16 @@ export const channel: Scenario = {
     for (const placement of ctx.placements) {
       const sizes = placement === "same" ? SAME_CORE_SIZES : SIZES;
       for (const size of ctx.run % 2 ? [...sizes].reverse() : sizes) {
+        const { capacity, tripCapacity, trips } = PER_SIZE[size];
+        const rings: [number, number] = [capacity, tripCapacity];
         for (const rt of ctx.runtimes) {
           const plans = Object.entries(TRANSPORTS).flatMap(([transport, plan]): PairPlan[] => {
             const stream = plan.stream.includes(size);
-            const trips = plan.trips.includes(size) ? TRIPS[size] : null;
+            const withTrips = plan.trips.includes(size);
             const here = (!plan.runtimes || plan.runtimes.includes(rt)) &&
               (placement === "split" || plan.sameCore);
-            const capacity: [number, number] = [CAPACITY[size], TRIP_CAPACITY[size]];
-            return (stream || trips) && here ? [{ transport, size, stream, trips, capacity }] : [];
+            if (!here || !(stream || withTrips)) return [];
+            return [{ transport, size, stream, trips: withTrips ? trips : null, capacity: rings }];
           });
           out.push(
             ...await pairRows(rt, placement, ctx.run % 2 ? plans.reverse() : plans, skipped),
@@ -221,15 +213,14 @@ export const channel: Scenario = {
         for (const zeroCopy of bin ? [false, true] : []) {
           const what = zeroCopy ? "zero_copy" : "copy";
           const withTrips = !zeroCopy && size <= 4 * KIB;
+          const seconds = (STREAM.warmupMs + STREAM.measureMs) / 1e3;
+          const args = `--size ${size} --capacity ${capacity} --pin ${placement} ` +
+            `--seconds ${seconds} --latency-size ${size} --round-trips ${
+              withTrips ? trips.max : 100
+            }` +
+            (zeroCopy ? " --zero-copy" : "");
           try {
-            const got = await runJson<NativeRing>([
-              bin,
-              ...["--size", `${size}`, "--capacity", `${CAPACITY[size]}`, "--pin", placement],
-              ...["--seconds", `${(STREAM.warmupMs + STREAM.measureMs) / 1e3}`],
-              ...["--latency-size", `${size}`],
-              ...["--round-trips", `${withTrips ? TRIPS[size].max : 100}`],
-              ...(zeroCopy ? ["--zero-copy"] : []),
-            ]);
+            const got = await runJson<NativeRing>([bin, ...args.split(" ")]);
             const base = { runtime: "native", size, placement };
             out.push({ ...base, what, metric: "msgs_per_s", value: got.throughput[0].msgs_per_s });
             if (withTrips) {

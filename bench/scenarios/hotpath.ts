@@ -19,6 +19,7 @@ import {
   runJson,
   type Scenario,
   uniqueName,
+  whats,
   wheres,
 } from "../harness.ts";
 
@@ -149,16 +150,8 @@ export const hotpath: Scenario = {
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
   run: (ctx, skipped) =>
     each(ctx, skipped, ctx.runtimes, async (rt) => {
-      const got = await runJson<Record<string, number>>(
-        pinned("0", childCommand(rt, "hotpath", "costs")),
-      );
-      return Object.entries(got).map(([what, value]) => ({
-        runtime: rt,
-        what,
-        size: SIZE,
-        metric: "ns",
-        value,
-      }));
+      const got = await runJson<object>(pinned("0", childCommand(rt, "hotpath", "costs")));
+      return whats({ runtime: rt, size: SIZE }, "ns", got);
     }),
   compare: (ctx) =>
     ratios([

@@ -25,6 +25,7 @@ import {
   type Scenario,
   start,
   uniqueName,
+  whats,
   wheres,
 } from "../harness.ts";
 
@@ -164,29 +165,15 @@ export const mutex: Scenario = {
       const got = await runJson<Record<string, number>>(
         pinned("0", [bin, "--pin", "same", "--n", "500"]),
       );
-      out.push(
-        { runtime: "native", what: "lock_unlock", metric: "ns", value: got.mutex_uncontended_ns },
-        {
-          runtime: "native",
-          what: "notify_no_waiter",
-          metric: "ns",
-          value: got.notify_no_waiter_ns,
-        },
-      );
+      const { mutex_uncontended_ns: lock_unlock, notify_no_waiter_ns: notify_no_waiter } = got;
+      out.push(...whats({ runtime: "native" }, "ns", { lock_unlock, notify_no_waiter }));
     } catch (err) {
       skipped("native", err);
     }
     out.push(
       ...await each(ctx, skipped, ctx.runtimes, async (rt) => {
-        const got = await runJson<Record<string, number>>(
-          pinned("0", childCommand(rt, "mutex", "costs")),
-        );
-        return Object.entries(got).map(([k, value]) => ({
-          runtime: rt,
-          what: k,
-          metric: "ns",
-          value,
-        }));
+        const got = await runJson<object>(pinned("0", childCommand(rt, "mutex", "costs")));
+        return whats({ runtime: rt }, "ns", got);
       }),
     );
     for (const rt of ctx.runtimes) {

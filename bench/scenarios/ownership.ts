@@ -14,6 +14,7 @@ import {
   ratios,
   round,
   type Row,
+  rows,
   runJson,
   runtime,
   type Scenario,
@@ -24,13 +25,8 @@ import { CREATE, OWNER_TRUSTED, REPLACE, symbols } from "../../ts/ffi.ts";
 import { loadNodeApi } from "../../ts/napi.ts";
 
 const MiB = 1024 * 1024;
+const OWNER = BigInt(OWNER_TRUSTED);
 const ROUNDS = 400;
-const SIZES: Record<string, number> = {
-  "4KiB": 4096,
-  "64MiB": 64 * MiB,
-  "1GiB": 1024 * MiB,
-  "1GiB_untouched": 1024 * MiB,
-};
 
 /** Median and p90 of `rounds` timed calls of `op` (after 20 untimed), in microseconds. */
 function time(rounds: number, op: () => void): { median_us: number; p90_us: number } {
@@ -47,23 +43,15 @@ function time(rounds: number, op: () => void): { median_us: number; p90_us: numb
  * The child: through the library's own backend (the runtime's FFI in Deno and Bun, Node-API in
  * Node), besides the Node-API module loaded with `process.dlopen`.
  */
-function measure(): Record<string, unknown> {
+function measure(): Row[] {
   const b = backend();
   const napi = loadNodeApi(b.libraryPath, process.dlopen);
-  const out = new BigUint64Array(5);
+  const opened = new BigUint64Array(5);
   const encode = (name: string) => new TextEncoder().encode(name);
   const make = (name: string, size: number): [number, bigint] => {
-    const rc = b.openName(
-      encode(name),
-      BigInt(size),
-      CREATE,
-      REPLACE,
-      0o600,
-      BigInt(OWNER_TRUSTED),
-      out,
-    );
+    const rc = b.openName(encode(name), BigInt(size), CREATE, REPLACE, 0o600, OWNER, opened);
     if (rc !== 0) throw new Error(`create ${name}: ${b.errorName(rc)}`);
-    return [Number(out[0]), out[1]];
+    return [Number(opened[0]), opened[1]];
   };
   // Deno's plain unlink and its own FFI buffer (what Deno used before the Node-API one).
   const deno = runtime === "deno"
@@ -73,9 +61,9 @@ function measure(): Record<string, unknown> {
     }
     : undefined;
   const tag = `${runtime}-${process.pid}`;
-  const attach: Record<string, unknown> = {};
-  for (const [label, size] of [["4KiB", 4096], ["1GiB", 1024 * MiB]] as const) {
-    const name = `/sbbench-own-${tag}-${label}`;
+  const out: Row[] = [];
+  for (const size of [4096, 1024 * MiB]) {
+    const name = `/sbbench-own-${tag}-${size}`;
     const [handle, address] = make(name, size);
     const touched = (buffer: ArrayBuffer) => new Uint8Array(buffer)[0];
     // The library's own way in this runtime: Node-API in Deno and Node, bun:ffi in Bun.
@@ -109,29 +97,30 @@ function measure(): Record<string, unknown> {
         b.close(dup);
       };
     }
-    for (const [way, op] of Object.entries(ways)) attach[`${way}_${label}`] = time(ROUNDS, op);
+    for (const [way, op] of Object.entries(ways)) {
+      out.push(...rows({ runtime, what: `attach_${way}`, size }, time(ROUNDS, op)));
+    }
     b.close(handle);
     napi.unlinkName(name);
   }
-  const unlink: Record<string, unknown> = {};
   const plain: Record<string, ((name: string) => void) | undefined> = {
     deno: deno && ((name) => void deno.s.sb_unlink_name(encode(name), encode(name).length)),
     bun: (name) => void b.unlinkName(encode(name)),
   };
   // Creating a 1 GiB segment takes about a second (its memory is reserved): one of those per
   // way and run (the median is then over runs).
-  const touches = [["4KiB", true, 7], ["64MiB", true, 7], ["1GiB_untouched", false, 1]] as const;
-  for (const [label, touch, reps] of touches) {
+  const touches = [[4096, true, 7], [64 * MiB, true, 7], [1024 * MiB, false, 1]] as const;
+  for (const [size, touch, reps] of touches) {
     const ways = { napi: (name: string) => void napi.unlinkName(name), ffi: plain[runtime] };
     for (const [way, unlinkName] of Object.entries(ways)) {
       if (!unlinkName) continue;
       const times: number[] = [];
       for (let i = 0; i < reps; i++) {
-        const name = `/sbbench-own-${tag}-u${label}`;
-        const [handle, address] = make(name, SIZES[label]);
+        const name = `/sbbench-own-${tag}-u${size}`;
+        const [handle, address] = make(name, size);
         if (touch) {
           const dup = b.dup(handle);
-          const buffer = b.wrap(address, SIZES[label], dup);
+          const buffer = b.wrap(address, size, dup);
           new Uint8Array(buffer).fill(1);
           b.unwrap(buffer, dup);
         }
@@ -140,24 +129,12 @@ function measure(): Record<string, unknown> {
         times.push((performance.now() - t) * 1000);
         b.close(handle);
       }
-      unlink[`${way}_${label}`] = round(median(times), 1);
+      const what = `unlink_${way}${touch ? "" : "_untouched"}`;
+      out.push({ runtime, what, size, metric: "median_us", value: round(median(times), 1) });
     }
   }
-  const relieve = time(20, () => napi.relieve());
-  return {
-    runtime,
-    rounds: ROUNDS,
-    attach_us: attach,
-    unlink_median_us: unlink,
-    relieve_us: relieve,
-  };
-}
-
-/** What the `measure` child prints. */
-interface Measured {
-  attach_us: Record<string, { median_us: number; p90_us: number }>;
-  unlink_median_us: Record<string, number>;
-  relieve_us: { median_us: number; p90_us: number };
+  const value = time(20, () => napi.relieve()).median_us;
+  return [...out, { runtime, what: "relieve", metric: "median_us", value }];
 }
 
 /** The scenario. */
@@ -173,26 +150,10 @@ export const ownership: Scenario = {
     "plain sb_unlink_name, 4 KiB and 64 MiB touched (median of 7, µs), 1 GiB untouched (once per run). " +
     "relieve: the full collection forced after ENOSPC.",
   run: (ctx, skipped) =>
-    each(ctx, skipped, ctx.runtimes, async (rt) => {
-      const out: Row[] = [];
-      const got = await runJson<Measured>(childCommand(rt, "ownership", "measure"), {
+    each(ctx, skipped, ctx.runtimes, (rt) =>
+      runJson(childCommand(rt, "ownership", "measure"), {
         timeoutMs: 300_000, // 1 GiB segments made and filled 30 times: minutes on a busy machine
-      });
-      for (const [k, v] of Object.entries(got.attach_us)) {
-        const [way, label] = k.split("_", 2);
-        const base = { runtime: rt, what: `attach_${way}`, size: SIZES[label] };
-        out.push({ ...base, metric: "median_us", value: v.median_us });
-        out.push({ ...base, metric: "p90_us", value: v.p90_us });
-      }
-      for (const [k, value] of Object.entries(got.unlink_median_us)) {
-        const [way, ...label] = k.split("_");
-        const what = `unlink_${way}${label.length > 1 ? "_untouched" : ""}`;
-        out.push({ runtime: rt, what, size: SIZES[label.join("_")], metric: "median_us", value });
-      }
-      const value = got.relieve_us.median_us;
-      out.push({ runtime: rt, what: "relieve", metric: "median_us", value });
-      return out;
-    }),
+      })),
   compare: (ctx) =>
     ratios([
       "median_us attach_napi / attach_ffi = attach: Node-API buffer / the runtime's FFI buffer",

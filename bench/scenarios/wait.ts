@@ -13,6 +13,7 @@ import {
   nativeBinary,
   pinned,
   ratios,
+  round,
   roundTrips,
   type Row,
   rows,
@@ -86,12 +87,12 @@ async function workers() {
     started[1].postMessage({ role: "echo", sab });
     started[0].postMessage({ role: "leader", sab, n: N, warmup: WARMUP });
     const [lead] = await Promise.all(done);
-    const samples = Float64Array.from(lead!.elapsed_ms).sort();
+    const us = Float64Array.from(lead!.elapsed_ms, (ms) => ms * 1e3).sort();
     return {
-      median_us: Math.round(samples[N >> 1] * 1e5) / 100,
-      p99_us: Math.round(samples[Math.floor(N * 0.99)] * 1e5) / 100,
+      median_us: round(us[N >> 1], 2),
+      p99_us: round(us[Math.floor(N * 0.99)], 2),
       // The whole process (both Workers and the main thread) over warm-up and timed trips.
-      cpu_us: Math.round((cpuNs() - cpu0) / (N + WARMUP) / 10) / 100,
+      cpu_us: round((cpuNs() - cpu0) / 1e3 / (N + WARMUP), 2),
     };
   } finally {
     for (const w of started) w.terminate();
@@ -141,16 +142,11 @@ export const wait: Scenario = {
     for (const placement of ctx.placements) {
       for (const rt of ctx.runtimes) {
         const base = { runtime: rt, placement };
-        const plans = PAIRS.map((transport) => ({
-          transport,
-          size: 8,
-          stream: false,
-          trips: TRIPS,
-        }));
-        const what = (transport: string) => transport.replace("futex_", "");
+        const plans = PAIRS.map((transport) => ({ transport, size: 8, trips: TRIPS }));
         // One row per variant and placement, as the Workers' and Rust's: no size.
-        const got = await pairRows(rt, placement, plans, skipped, what);
-        out.push(...got.map(({ size: _, ...row }) => row));
+        for (const { size: _, what, ...row } of await pairRows(rt, placement, plans, skipped)) {
+          out.push({ ...row, what: what.replace("futex_", "") });
+        }
         for (const what of ["workers", "posted"] as const) {
           try {
             const cpus = placement === "same" ? "0" : "0,1";
@@ -164,17 +160,11 @@ export const wait: Scenario = {
       try {
         const bin = await nativeBinary("native_wait");
         const got = await runJson<NativeWait>([bin, "--pin", placement, "--n", String(N)]);
-        for (
-          const [what, from] of [["park", "park"], ["spin", "spin_then_park"], [
-            "async",
-            "async_service",
-          ]] as const
-        ) {
+        const names = { park: "park", spin: "spin_then_park", async: "async_service" } as const;
+        for (const [what, from] of Object.entries(names)) {
           const { median_ns, p99_ns } = got[from];
-          out.push(...rows({ runtime: "native", what, placement }, {
-            median_us: median_ns / 1e3,
-            p99_us: p99_ns / 1e3,
-          }));
+          const base = { runtime: "native", what, placement };
+          out.push(...rows(base, { median_us: median_ns / 1e3, p99_us: p99_ns / 1e3 }));
         }
       } catch (err) {
         skipped(`${placement} native`, err);
