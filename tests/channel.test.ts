@@ -349,6 +349,55 @@ test("recvInto copies every length into aligned and unaligned targets and zeroes
   assert.ok(data.every((w) => w === 0), "and after wrapping around");
 });
 
+/** A buffer that can change its length: `ArrayBuffer` or `SharedArrayBuffer` with a maximum. */
+interface Growable {
+  readonly byteLength: number;
+}
+type GrowableOf = new (length: number, options: { maxByteLength: number }) => Growable;
+
+test("recvInto copies all of a message into a view of a buffer that grew or shrank since the last receive", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const kinds: [string, GrowableOf, (b: Growable, n: number) => void][] = [
+    ["ArrayBuffer", ArrayBuffer as unknown as GrowableOf, (b, n) => {
+      (b as unknown as { resize(n: number): void }).resize(n);
+    }],
+    ["SharedArrayBuffer", SharedArrayBuffer as unknown as GrowableOf, (b, n) => {
+      (b as unknown as { grow(n: number): void }).grow(n);
+    }],
+  ];
+  let seed = 0;
+  for (const [kind, Make, setLength] of kinds) {
+    const buffer = new Make(8, { maxByteLength: 512 });
+    // A view that follows the buffer's length, and one of fixed length at an offset.
+    const tracking = new Uint8Array(buffer as ArrayBuffer);
+    for (const [length, growTo] of [[8, 8], [100, 128], [201, 256], [256, 512]]) {
+      setLength(buffer, growTo);
+      const message = pattern(length, ++seed);
+      tx.send(message);
+      assert.equal(rx.recvInto(tracking), length, `${kind}: ${length} bytes`);
+      assert.deepEqual(
+        tracking.subarray(0, length),
+        message,
+        `${kind}: ${length} bytes into ${growTo}`,
+      );
+    }
+  }
+  // A resizable buffer shrinks and grows again under a view of fixed length.
+  const buffer = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
+  const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
+  const fixed = new Uint8Array(buffer as ArrayBuffer, 4, 40);
+  tx.send(pattern(40, ++seed));
+  assert.equal(rx.recvInto(fixed), 40);
+  resize(8); // the view is out of bounds now: no room for a message
+  tx.send(pattern(40, ++seed));
+  assert.throws(() => rx.recvInto(fixed), RangeError);
+  resize(512);
+  assert.equal(rx.recvInto(fixed), 40);
+  assert.deepEqual(fixed, pattern(40, seed));
+});
+
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;
