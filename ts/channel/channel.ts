@@ -1171,7 +1171,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #scratchCopy(start: number, len: number, idx: number): Uint8Array {
     let scratch = this.#scratch;
-    if (scratch === undefined) {
+    // A callback may have detached the buffer its view lent (transferred it, as to a worker).
+    if (scratch === undefined || scratch.bytes.length === 0) {
       const buffer = new ArrayBuffer(SMALL_COPY);
       scratch = this.#scratch = {
         words: new Int32Array(buffer),
