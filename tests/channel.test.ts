@@ -426,6 +426,36 @@ test("a recvMany callback that transfers its view's buffer away loses none of th
   assert.deepEqual(got, sent);
 });
 
+test("sendMany with an array whose element changes between reads sends what it read, and the ring stays sound", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  for (const [first, then] of [[16, 200], [200, 16], [16, "text"]] as const) {
+    const small = pattern(first, 1);
+    const other = typeof then === "string" ? then : pattern(then, 2);
+    const messages: (Uint8Array | string)[] = [pattern(24, 3), small, pattern(40, 4)];
+    let reads = 0;
+    // An element that is a getter: a different message from its second read on.
+    Object.defineProperty(messages, 1, { get: () => (++reads === 1 ? small : other) });
+    assert.equal(tx.sendMany(messages, 5000), 3);
+    const got: Uint8Array[] = [];
+    while (got.length < 3) rx.recvMany((view) => void got.push(view.slice()), 5000);
+    assert.deepEqual(got[0], messages[0] as Uint8Array);
+    assert.deepEqual(got[2], messages[2] as Uint8Array);
+    const second = typeof then === "string" ? new TextEncoder().encode(then) : other as Uint8Array;
+    assert.ok(
+      [small, second].some((m) => m.length === got[1].length && m.every((b, i) => b === got[1][i])),
+      `the second message is one of what its element held (${got[1].length} bytes)`,
+    );
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  }
+  // The ring is sound after all that: messages still go through in order.
+  for (let i = 0; i < 100; i++) {
+    tx.send(pattern(i, i), 5000);
+    assert.deepEqual(rx.recv(5000), pattern(i, i));
+  }
+});
+
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;
