@@ -410,18 +410,26 @@ export class Producer {
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
     const data = r.bytes;
+    const stop = idx + bytes;
     let at = idx;
-    for (let k = from; k < end; k++) {
-      const message = messages[k] as Uint8Array;
+    let k = from;
+    for (; k < end; k++) {
+      // Read again: an element may be a getter that now gives something else. What no longer
+      // fits the run is left to the one-by-one path, and the run's rest becomes a skip record.
+      const message = messages[k];
+      if (!(message instanceof Uint8Array)) break;
       const len = message.length;
-      this.#mark(at, L.recordSpan(len));
+      const span = L.recordSpan(len);
+      if (len > r.maxRecord || at + span > stop) break;
+      this.#mark(at, span);
       data.set(message, L.OFF_DATA + at + 8);
       Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
       if (k === from) r.wakeConsumer();
-      at += L.recordSpan(len);
+      at += span;
     }
+    if (at < stop) this.#commitSkip(at, stop - at);
     r.wakeConsumer();
-    return end;
+    return k;
   }
 
   /** Abandons the record at `idx`: zeroes it (and its producer word), commits it as a skip record. */
