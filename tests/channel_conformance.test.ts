@@ -208,3 +208,23 @@ test("conformance: a TypeScript sender's broken-off long message (an abort recor
     assert.equal(r.after, "end");
   });
 });
+
+test("conformance: a Rust sender that starts waiting after the TypeScript receiver's last recvInto gets the room it took", async () => {
+  // Many senders: this process fills the ring, then leaves the sending to the Rust peer.
+  await withChannel({ capacity: 64 * 1024, producers: "many" }, async (name, ch, children) => {
+    const rx = ch.receiver();
+    const tx = ch.sender();
+    const filler = new Uint8Array(1000);
+    while (tx.trySend(filler));
+    // Nobody waits for room yet: the receiver takes two messages, then receives nothing.
+    for (let i = 0; i < 2; i++) assert.equal(rx.recvInto(new Uint8Array(1000), 0), 1000);
+    tx.detach();
+    // A seed whose first message fits in the room the receiver took (2016 bytes).
+    let seed = 1;
+    while (message(seed, 0, 0, ch).length > 512) seed++;
+    const sender = peer(children, ["send", name, 0, 1, seed, "detach"]);
+    const r = resultOf<PeerResult>(await finished(sender, "Rust sender"), "Rust sender");
+    assert.equal(r.ok, true, r.error);
+    rx.close();
+  });
+});

@@ -51,6 +51,7 @@ import {
   expectedHash,
   FIXED_SIZE,
   HASH_START,
+  makeMessage,
   messageSize,
   mismatch,
   MIXED_CAPACITY,
@@ -919,6 +920,85 @@ for (const from of runtimes) {
           const outcome = resultOf<Blocked>(r, "sender");
           assert.equal(outcome.code, "none", outcome.message);
           assert.equal(outcome.sent, FIT, "messages that fit before the ring was full");
+        } finally {
+          await killAll(children);
+        }
+      });
+    },
+  );
+}
+
+// `docs/channel.md`, *Advance*: a receiver may store `head` late while it goes on receiving, but
+// a sender never waits for room that the receiver has already taken: a sender that starts to
+// wait after the receiver's last receive gets that room although nothing is received again.
+for (const which of runtimes) {
+  childrenTest(
+    [which],
+    `a ${which} sender that starts waiting after recvInto took a message gets its room, with no further receive`,
+    async () => {
+      // Many senders: this process fills the ring, then leaves the sending to the child.
+      const options = { capacity: MIXED_CAPACITY, producers: "many" } as const;
+      await withChannel("cx-late", options, async (name, channel) => {
+        const children: Child[] = [];
+        try {
+          const rx = channel.receiver();
+          const tx = channel.sender();
+          let fit = 0;
+          while (tx.trySend(makeMessage("fixed", 0, 0, fit))) fit++;
+          assert.ok(fit >= FIT - 1, `${fit} messages filled the ring`);
+          // Nobody waits for room yet: the receiver takes two messages, then receives nothing.
+          const into = new Uint8Array(FIXED_SIZE);
+          for (let i = 0; i < 2; i++) assert.equal(rx.recvInto(into, 0), FIXED_SIZE);
+          tx.detach();
+          // The child's sender finds the ring full as `head` says and waits (10 s at most).
+          const sender = spawn(children, which, "channel/attach_and_hold.ts", [
+            name,
+            "sender",
+            "1",
+            "detach",
+          ]);
+          const r = await within(sender.done, HANG_MS, `the ${which} sender's send`);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(resultOf<{ sent: number }>(r, "sender").sent, 1);
+          rx.close();
+        } finally {
+          await killAll(children);
+        }
+      });
+    },
+  );
+}
+
+// A receiver killed right after a receive: the next receiver (which takes over the dead one's
+// place) starts at the shared `head`, which must already be past what the dead one took.
+for (const which of runtimes) {
+  childrenTest(
+    [which],
+    `a receiver taking over from a ${which} receiver killed after a recvInto gets the next message`,
+    async () => {
+      await withChannel("cx-rxkill", { capacity: MIXED_CAPACITY }, async (name, channel) => {
+        const children: Child[] = [];
+        try {
+          const tx = channel.sender();
+          for (let seq = 0; seq < 3; seq++) tx.send(makeMessage("fixed", 0, 0, seq));
+          const receiver = spawn(children, which, "channel/attach_and_hold.ts", [
+            name,
+            "receiver",
+            "0",
+            "recvinto1-hold",
+          ]);
+          await ready(receiver, `${which} receiver`);
+          assert.equal(
+            await receiver.line("got"),
+            `got ${FIXED_SIZE}`,
+            "it took the first message",
+          );
+          receiver.kill("SIGKILL");
+          await within(receiver.done, HANG_MS, `the killed ${which} receiver's exit`);
+          const rx = channel.receiver();
+          assert.deepEqual(rx.recv(10_000), makeMessage("fixed", 0, 0, 1), "the second message");
+          assert.deepEqual(rx.recv(10_000), makeMessage("fixed", 0, 0, 2), "the third");
+          rx.close();
         } finally {
           await killAll(children);
         }

@@ -1127,8 +1127,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
-      if (target !== this.#target) this.#wordsOf(target);
-      const words = this.#targetWords;
+      let words = this.#targetWords;
+      // The same target, but its buffer may have been resized since (a view that follows its
+      // buffer's length, or one that went out of bounds and back): words of its length now.
+      if (target !== this.#target || (words !== undefined && words.length !== target.length >> 2)) {
+        this.#wordsOf(target);
+        words = this.#targetWords;
+      }
       if (words !== undefined) {
         consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
         return len;
@@ -1166,7 +1171,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #scratchCopy(start: number, len: number, idx: number): Uint8Array {
     let scratch = this.#scratch;
-    if (scratch === undefined) {
+    // A callback may have detached the buffer its view lent (transferred it, as to a worker).
+    if (scratch === undefined || scratch.bytes.length === 0) {
       const buffer = new ArrayBuffer(SMALL_COPY);
       scratch = this.#scratch = {
         words: new Int32Array(buffer),

@@ -31,9 +31,11 @@ const TAIL_CLOSED = L.TAIL_CLOSED | 0;
 /** Records up to this many bytes are zeroed word by word: cheaper than `fill` for small ones. */
 const SMALL_ZERO = 256;
 /**
- * A receiver taking messages one by one publishes `head` after at most this many bytes (or a
- * quarter of a smaller ring), at once when a sender is parked, and whenever it finds nothing to
- * take: one shared store per 56 messages of 64 B instead of one per message.
+ * A receiver taking a batch ({@linkcode Consumer.consume}) publishes `head` after at most this
+ * many bytes (or a quarter of a smaller ring) and at the end of the batch. One taking messages one
+ * by one ({@linkcode Consumer.take}) publishes it before the receive returns: between receives a
+ * sender may start to wait for that room (and the receiver may never receive again), and a
+ * receiver that takes over from a killed one starts at the published `head`.
  */
 export const PUBLISH_EVERY = 4096;
 
@@ -408,18 +410,26 @@ export class Producer {
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
     const data = r.bytes;
+    const stop = idx + bytes;
     let at = idx;
-    for (let k = from; k < end; k++) {
-      const message = messages[k] as Uint8Array;
+    let k = from;
+    for (; k < end; k++) {
+      // Read again: an element may be a getter that now gives something else. What no longer
+      // fits the run is left to the one-by-one path, and the run's rest becomes a skip record.
+      const message = messages[k];
+      if (!(message instanceof Uint8Array)) break;
       const len = message.length;
-      this.#mark(at, L.recordSpan(len));
+      const span = L.recordSpan(len);
+      if (len > r.maxRecord || at + span > stop) break;
+      this.#mark(at, span);
       data.set(message, L.OFF_DATA + at + 8);
       Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
       if (k === from) r.wakeConsumer();
-      at += L.recordSpan(len);
+      at += span;
     }
+    if (at < stop) this.#commitSkip(at, stop - at);
     r.wakeConsumer();
-    return end;
+    return k;
   }
 
   /** Abandons the record at `idx`: zeroes it (and its producer word), commits it as a skip record. */
@@ -566,10 +576,8 @@ export class Consumer {
   }
 
   /**
-   * Consumes the record at `idx` like {@linkcode consume}, and publishes `head` at once if a
-   * sender is parked waiting for room: a receive that hands out one message. The room of
-   * messages taken while no sender waits goes back every {@linkcode PUBLISH_EVERY} bytes, or
-   * when the receiver finds nothing to take ({@linkcode publish}).
+   * Consumes the record at `idx` and publishes `head`: a receive that hands out one message.
+   * `head` cannot wait for a later receive (see {@linkcode PUBLISH_EVERY}).
    */
   take(idx: number, len: number): void {
     const span = L.recordSpan(len);
@@ -605,8 +613,7 @@ export class Consumer {
 
   #took(span: number): void {
     this.head = (this.head + span) & L.POS_MASK;
-    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
-    else if (Atomics.load(this.#r.i32, TX_WAITING) !== 0) this.publish();
+    this.publish();
   }
 
   /** Publishes `head` (after {@linkcode consume}) and wakes parked senders. */

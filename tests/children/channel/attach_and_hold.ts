@@ -19,6 +19,7 @@
  * - `close`: closes the receiver and exits;
  * - `recv1-hold`: receives one message with `recv()` (a copy), prints its length as `got <n>`,
  *   and stays alive without receiving again;
+ * - `recvinto1-hold`: the same with `recvInto()` (the copying receive for hot loops);
  * - `go-close`: waits for the start flag of the control segment `<ctl>`, then closes the receiver
  *   and exits.
  *
@@ -83,6 +84,12 @@ if (role === "sender") {
     const got = rx.recv(10_000);
     check(got !== null, "the stream ended");
     say(`got ${got.length}`);
+    say(`ready ${pid}`);
+    stayAlive();
+  } else if (then === "recvinto1-hold") {
+    const got = rx.recvInto(new Uint8Array(64 * 1024), 10_000);
+    check(got !== null, "the stream ended");
+    say(`got ${got}`);
     say(`ready ${pid}`);
     stayAlive();
   } else if (then === "close") {
