@@ -456,6 +456,27 @@ test("sendMany with an array whose element changes between reads sends what it r
   }
 });
 
+test("a Uint8Array subclass whose length is not its real one is sent whole, and the records after it stay sound", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  // A builder that reports the bytes it used: a copy of it still writes all of its bytes.
+  class Used extends Uint8Array {
+    override get length(): number {
+      return 4;
+    }
+  }
+  const whole = pattern(100, 7);
+  const used = new Used(100);
+  used.set(whole);
+  tx.send(used, 5000);
+  tx.send(pattern(8, 1), 5000);
+  assert.equal(tx.sendMany([used, pattern(8, 2), used, pattern(8, 3)], 5000), 4);
+  const expected = [whole, pattern(8, 1), whole, pattern(8, 2), whole, pattern(8, 3)];
+  for (const [i, want] of expected.entries()) assert.deepEqual(rx.recv(5000), want, `message ${i}`);
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+});
+
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;

@@ -20,6 +20,7 @@ import {
   IN_FLIGHT,
   initRegion,
   type Parking,
+  plainBytes,
   Producer,
   RESERVED,
   Ring,
@@ -67,7 +68,9 @@ const pid: number = "Deno" in globalThis
 
 function bytesOf(message: unknown, what: string): Uint8Array {
   if (typeof message === "string") return encoder.encode(message);
-  if (message instanceof Uint8Array) return message;
+  // A subclass may report a `length` other than its real one, which the copy into the ring would
+  // not honour: it is sent through a plain view of its bytes (see plainBytes in ring.ts).
+  if (plainBytes(message)) return message;
   if (ArrayBuffer.isView(message)) {
     return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
   }

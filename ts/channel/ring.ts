@@ -12,6 +12,16 @@
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
 
+/**
+ * Whether `message` is a plain `Uint8Array`, whose `length` is the number of bytes a copy of it
+ * writes. A subclass may define `length` otherwise (a builder reporting the bytes it used, say):
+ * a record reserved by that length and filled by `Uint8Array.prototype.set`, which copies the
+ * real length, would overrun into the records after it. Such messages go through a plain view.
+ */
+export function plainBytes(message: unknown): message is Uint8Array {
+  return message instanceof Uint8Array && message.constructor === Uint8Array;
+}
+
 /** A protocol failure as a SharedMemoryError with `code`. */
 export function channelError(code: string, message: string): SharedMemoryError {
   return errorOf(code, message);
@@ -401,7 +411,7 @@ export class Producer {
     let end = from;
     for (; end < messages.length; end++) {
       const message = messages[end];
-      if (!(message instanceof Uint8Array) || message.length > r.maxRecord) break;
+      if (!plainBytes(message) || message.length > r.maxRecord) break;
       const span = L.recordSpan(message.length);
       if (bytes + span > room) break;
       bytes += span;
@@ -417,7 +427,7 @@ export class Producer {
       // Read again: an element may be a getter that now gives something else. What no longer
       // fits the run is left to the one-by-one path, and the run's rest becomes a skip record.
       const message = messages[k];
-      if (!(message instanceof Uint8Array)) break;
+      if (!plainBytes(message)) break;
       const len = message.length;
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;

@@ -1259,6 +1259,7 @@ fn mark(len: usize) -> u32 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
 fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
     let me = std::process::id();
     let dead = dead_pid();
@@ -1313,6 +1314,7 @@ fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
 fn the_only_sender_dies_mid_message_and_a_new_one_takes_over() {
     let dead = dead_pid();
     // One whole message, a fragment, then a reservation never marked (the sender died between
