@@ -1102,6 +1102,7 @@ proptest! {
     /// returns messages (never longer than the ring held), `EAGAIN`, `ETIMEDOUT` or `EBADMSG`,
     /// never panics, and each call returns.
     #[test]
+    #[cfg_attr(miri, ignore = "probes producers' pids with kill, which Miri cannot call")]
     fn corrupted_ring_never_panics_or_hangs(
         data in proptest::collection::vec(any::<u8>(), 256),
         head in 0u32..(1 << 28),
@@ -1396,6 +1397,7 @@ fn limits_drop_only_the_offending_message() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn a_killed_sender_among_live_ones_across_processes() {
     let seg = Scratch::named("chan-kill-one");
     let channel = channel_in(&seg, MPSC_CAPACITY, Mode::Mpsc);
