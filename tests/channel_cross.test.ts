@@ -932,8 +932,8 @@ for (const from of runtimes) {
 // a sender never waits for room that the receiver has already taken: a sender that starts to
 // wait after the receiver's last receive gets that room although nothing is received again.
 for (const which of runtimes) {
-  childrenTest(
-    [which],
+  // This process receives (and takes over): every runner runs it.
+  test(
     `a ${which} sender that starts waiting after recvInto took a message gets its room, with no further receive`,
     async () => {
       // Many senders: this process fills the ring, then leaves the sending to the child.
@@ -972,8 +972,8 @@ for (const which of runtimes) {
 // A receiver killed right after a receive: the next receiver (which takes over the dead one's
 // place) starts at the shared `head`, which must already be past what the dead one took.
 for (const which of runtimes) {
-  childrenTest(
-    [which],
+  // This process receives (and takes over): every runner runs it.
+  test(
     `a receiver taking over from a ${which} receiver killed after a recvInto gets the next message`,
     async () => {
       await withChannel("cx-rxkill", { capacity: MIXED_CAPACITY }, async (name, channel) => {
