@@ -456,7 +456,7 @@ test("sendMany with an array whose element changes between reads sends what it r
   }
 });
 
-test("a Uint8Array subclass whose length is not its real one is sent whole, and the records after it stay sound", () => {
+test("a Uint8Array subclass whose length is not its real one is sent whole and received into by its real length", () => {
   using ch = channel(1024);
   const tx = ch.sender();
   const rx = ch.receiver();
@@ -475,6 +475,20 @@ test("a Uint8Array subclass whose length is not its real one is sent whole, and 
   const expected = [whole, pattern(8, 1), whole, pattern(8, 2), whole, pattern(8, 3)];
   for (const [i, want] of expected.entries()) assert.deepEqual(rx.recv(5000), want, `message ${i}`);
   assert.equal(rx.tryRecv(), undefined, "nothing else");
+  // A target that claims more room than it has: what does not fit is refused, not dropped.
+  class Roomy extends Uint8Array {
+    override get length(): number {
+      return 1000;
+    }
+  }
+  tx.send(whole, 5000);
+  tx.send(pattern(8, 4), 5000);
+  assert.throws(() => rx.recvInto(new Roomy(50), 5000), RangeError);
+  const target = new Roomy(100);
+  assert.equal(rx.recvInto(target, 5000), 100);
+  assert.deepEqual(new Uint8Array(target), whole);
+  assert.equal(rx.recvInto(target, 5000), 8);
+  assert.deepEqual(new Uint8Array(target.buffer, 0, 8), pattern(8, 4));
 });
 
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {

@@ -20,7 +20,7 @@ import {
   IN_FLIGHT,
   initRegion,
   type Parking,
-  plainBytes,
+  plainView,
   Producer,
   RESERVED,
   Ring,
@@ -68,9 +68,7 @@ const pid: number = "Deno" in globalThis
 
 function bytesOf(message: unknown, what: string): Uint8Array {
   if (typeof message === "string") return encoder.encode(message);
-  // A subclass may report a `length` other than its real one, which the copy into the ring would
-  // not honour: it is sent through a plain view of its bytes (see plainBytes in ring.ts).
-  if (plainBytes(message)) return message;
+  if (message instanceof Uint8Array) return plainView(message);
   if (ArrayBuffer.isView(message)) {
     return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
   }
@@ -889,6 +887,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(target instanceof Uint8Array)) {
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
+    target = plainView(target);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&

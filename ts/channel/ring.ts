@@ -13,13 +13,29 @@ import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
 
 /**
- * Whether `message` is a plain `Uint8Array`, whose `length` is the number of bytes a copy of it
- * writes. A subclass may define `length` otherwise (a builder reporting the bytes it used, say):
- * a record reserved by that length and filled by `Uint8Array.prototype.set`, which copies the
- * real length, would overrun into the records after it. Such messages go through a plain view.
+ * Whether `bytes` is a plain `Uint8Array`, whose `length` is the number of bytes it holds. A
+ * subclass may define `length` otherwise (a builder reporting the bytes it used, say): a record
+ * reserved by that length and filled by `Uint8Array.prototype.set`, which copies the real length,
+ * would overrun into the records after it, and a receive into a target longer than it really is
+ * would drop what does not fit. Such arrays are used through {@linkcode plainView}.
  */
-export function plainBytes(message: unknown): message is Uint8Array {
-  return message instanceof Uint8Array && message.constructor === Uint8Array;
+export function plainBytes(bytes: unknown): bytes is Uint8Array {
+  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
+}
+
+const typedArray = Object.getPrototypeOf(Uint8Array.prototype);
+const intrinsic = (name: string) => Object.getOwnPropertyDescriptor(typedArray, name)!.get!;
+const bufferOf = intrinsic("buffer");
+const byteOffsetOf = intrinsic("byteOffset");
+const byteLengthOf = intrinsic("byteLength");
+
+/**
+ * `bytes` itself when it is a plain `Uint8Array`, else a plain view of the same bytes, made from
+ * the engine's own accessors (which a subclass cannot redefine).
+ */
+export function plainView(bytes: Uint8Array): Uint8Array {
+  if (plainBytes(bytes)) return bytes;
+  return new Uint8Array(bufferOf.call(bytes), byteOffsetOf.call(bytes), byteLengthOf.call(bytes));
 }
 
 /** A protocol failure as a SharedMemoryError with `code`. */
