@@ -15,12 +15,16 @@
 //!   order, so a consumer that has seen a commit and then loads `tail` sees the reservation.
 //! - Parking (Dekker): the sleeper exchanges 1 into its waiter word, issues a SeqCst fence, and
 //!   looks again before `futex_wait(word, 1)`; the waker stores its progress (commit word or
-//!   `head`), issues a SeqCst fence, and only if the waiter word is non-zero exchanges it to 0
-//!   and calls `futex_wake`. One of the two always sees the other, so no wake-up is lost and an
-//!   awake peer costs no system call. Waiter words are only ever written by atomic exchange
-//!   (never a plain store), which keeps their modification order simple (and lets loom check
-//!   it). JavaScript `Atomics` operations are all sequentially consistent, which gives the same
-//!   guarantees without explicit fences.
+//!   `head`), issues a SeqCst fence, and only if the waiter word is 1 swaps it to 0 (a CAS on
+//!   `rx_waiting`) and calls `futex_wake`. One of the two always sees the other, so no wake-up
+//!   is lost and an awake peer costs no system call. Waiter words are only ever written by atomic
+//!   exchange or CAS (never a plain store), which keeps their modification order simple (and
+//!   lets loom check it). JavaScript `Atomics` operations are all sequentially consistent, which
+//!   gives the same guarantees without explicit fences.
+//! - The consumer's close: its last `head` store, then `flags`, then [`RX_CLOSED`] exchanged into
+//!   `rx_waiting`, which nothing clears (wakers CAS only from [`RX_PARKED`]). A producer learns
+//!   of the close from the wake-up check after its commit, and then reads `head` to tell whether
+//!   its record was consumed ([`Producer::commit`]).
 
 use std::any::Any;
 use std::sync::Arc;
