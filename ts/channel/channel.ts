@@ -962,13 +962,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             count++;
             if (len <= SMALL_COPY) {
               // Consumed before the call: a message whose callback throws counts as delivered.
-              onMessage(this.#scratchCopy(start, len, idx));
+              onMessage(this.#scratchCopy(start, len));
               continue;
             }
             try {
               onMessage(ring.view(start, len));
             } finally {
-              if (!this.#closed) consumer.consume(idx, len);
+              if (!this.#closed) consumer.consume(len);
             }
             continue;
           }
@@ -1169,9 +1169,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * recvMany's view of a small message: copied into this receiver's scratch buffer, one view per
-   * length made once (cheaper than a new view of the ring per message).
+   * length made once (cheaper than a new view of the ring per message), and consumed. The ring's
+   * copy stays intact until the batch hands its room back (see `Consumer`).
    */
-  #scratchCopy(start: number, len: number, idx: number): Uint8Array {
+  #scratchCopy(start: number, len: number): Uint8Array {
     let scratch = this.#scratch;
     // A callback may have detached the buffer its view lent (transferred it, as to a worker).
     if (scratch === undefined || scratch.bytes.length === 0) {
@@ -1182,12 +1183,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         views: [],
       };
     }
-    this.#consumer.consumeCleared(
-      idx,
-      len,
-      this.#copyOut(start, len, scratch.words, scratch.bytes),
-    );
-    return scratch.views[len] ??= new Uint8Array(scratch.bytes.buffer, 0, len);
+    const i32 = this.#ring.i32;
+    const bytes = this.#ring.bytes;
+    const words = scratch.words;
+    const from = start >> 2;
+    const n = len >> 2;
+    for (let w = 0; w < n; w++) words[w] = i32[from + w];
+    const out = scratch.bytes;
+    for (let i = n << 2; i < len; i++) out[i] = bytes[start + i];
+    this.#consumer.consume(len);
+    return scratch.views[len] ??= new Uint8Array(out.buffer, 0, len);
   }
 
   /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */
