@@ -13,14 +13,14 @@ import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
 
 /**
- * Whether `bytes` is a plain `Uint8Array`, whose `length` is the number of bytes it holds. A
- * subclass may define `length` otherwise (a builder reporting the bytes it used, say): a record
- * reserved by that length and filled by `Uint8Array.prototype.set`, which copies the real length,
- * would overrun into the records after it, and a receive into a target longer than it really is
- * would drop what does not fit. Such arrays are used through {@linkcode plainView}.
+ * Whether `bytes` is a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass, whose
+ * `subarray` and friends it inherits. Its `length` may still lie (an own property defined on it):
+ * the length of any array a caller hands in is read with {@linkcode byteCount}. Other arrays are
+ * used through {@linkcode plainView}.
  */
 export function plainBytes(bytes: unknown): bytes is Uint8Array {
-  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
+  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array &&
+    ArrayBuffer.isView(bytes);
 }
 
 const typedArray = Object.getPrototypeOf(Uint8Array.prototype);
@@ -28,13 +28,31 @@ const intrinsic = (name: string) => Object.getOwnPropertyDescriptor(typedArray, 
 const bufferOf = intrinsic("buffer");
 const byteOffsetOf = intrinsic("byteOffset");
 const byteLengthOf = intrinsic("byteLength");
+const lengthOf = intrinsic("length");
 
 /**
- * `bytes` itself when it is a plain `Uint8Array`, else a plain view of the same bytes, made from
- * the engine's own accessors (which a subclass cannot redefine).
+ * The number of bytes of `bytes` as the engine counts them, whatever its `length` property says:
+ * a record reserved by a `length` that claims less than the array holds would be overrun by
+ * `Uint8Array.prototype.set` (which copies the real length), and a receive into a target that
+ * claims more would drop what does not fit.
+ */
+export function byteCount(bytes: Uint8Array): number {
+  return lengthOf.call(bytes);
+}
+
+/**
+ * `bytes` itself when it is a plain `Uint8Array` ({@linkcode plainBytes}), else a new plain view
+ * of the same bytes, made from the engine's own accessors (which a subclass cannot redefine).
+ *
+ * @throws {TypeError} If `bytes` is not really a typed array (a Proxy, say).
  */
 export function plainView(bytes: Uint8Array): Uint8Array {
-  if (plainBytes(bytes)) return bytes;
+  return plainBytes(bytes) ? bytes : freshView(bytes);
+}
+
+/** A new plain view of the bytes of `bytes`, made from the engine's own accessors. */
+export function freshView(bytes: Uint8Array): Uint8Array {
+  if (!ArrayBuffer.isView(bytes)) throw new TypeError("expected a Uint8Array, got another object");
   return new Uint8Array(bufferOf.call(bytes), byteOffsetOf.call(bytes), byteLengthOf.call(bytes));
 }
 
@@ -427,6 +445,7 @@ export class Producer {
     let bytes = 0;
     let end = from;
     for (; end < messages.length; end++) {
+      // Sizes the run only: the records are written by the lengths read below.
       const message = messages[end];
       if (!plainBytes(message) || message.length > r.maxRecord) break;
       const span = L.recordSpan(message.length);
@@ -441,15 +460,23 @@ export class Producer {
     let at = idx;
     let k = from;
     for (; k < end; k++) {
-      // Read again: an element may be a getter that now gives something else. What no longer
-      // fits the run is left to the one-by-one path, and the run's rest becomes a skip record.
-      const message = messages[k];
-      if (!plainBytes(message)) break;
-      const len = message.length;
+      // Read again: an element may be a getter that now gives something else (or throws). What
+      // no longer fits the run is left to the one-by-one path (which reports what threw), and
+      // the run's rest becomes a skip record: the tail has moved, nothing may throw past here.
+      let message: unknown;
+      let len: number;
+      try {
+        message = messages[k];
+        if (!plainBytes(message)) break;
+        len = byteCount(message);
+      } catch {
+        break;
+      }
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
       this.#mark(at, span);
-      data.set(message, L.OFF_DATA + at + 8);
+      // A detached buffer counts 0 bytes, and `set` would throw on it.
+      if (len !== 0) data.set(message, L.OFF_DATA + at + 8);
       Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
       if (k === from) r.wakeConsumer();
       at += span;
