@@ -294,6 +294,18 @@ function watchedChannel(capacity: number) {
   };
 }
 
+/** The ring is sound: messages still go through in order, and all its room was handed back. */
+function assertSound({ tx, rx, words }: ReturnType<typeof watchedChannel>): void {
+  for (let i = 0; i < 100; i++) {
+    tx.send(pattern(i, i), 5000);
+    assert.deepEqual(rx.recv(5000), pattern(i, i));
+  }
+  assert.equal(
+    Atomics.load(words, layout.OFF_HEAD >> 2),
+    Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK,
+  );
+}
+
 test("recvInto hands room back at once to a parked sender, and all of it when the ring is empty", async () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;
@@ -493,7 +505,7 @@ test("a Uint8Array subclass whose length is not its real one is sent whole and r
 
 test("a plain Uint8Array with an own length larger or smaller than its real one is sent whole, received into by its real length, and leaves the ring sound", async () => {
   using watched = watchedChannel(1024);
-  const { tx, rx, words } = watched;
+  const { tx, rx } = watched;
   const lying = (bytes: Uint8Array, length: PropertyDescriptor) =>
     Object.defineProperty(bytes, "length", length);
   let reads = 0;
@@ -531,20 +543,12 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
   const fake = new Proxy(pattern(8, 1), {});
   assert.throws(() => tx.send(fake, 5000), TypeError);
   assert.throws(() => rx.recvInto(fake, 0), TypeError);
-  // The ring is sound after all that: messages still go through in order, all of it handed back.
-  for (let i = 0; i < 100; i++) {
-    tx.send(pattern(i, i), 5000);
-    assert.deepEqual(rx.recv(5000), pattern(i, i));
-  }
-  assert.equal(
-    Atomics.load(words, layout.OFF_HEAD >> 2),
-    Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK,
-  );
+  assertSound(watched);
 });
 
 test("a detached message is sent as the 0 bytes it has, and an element that throws halfway through sendMany leaves the ring sound", () => {
   using watched = watchedChannel(1024);
-  const { tx, rx, words } = watched;
+  const { tx, rx } = watched;
   const detached = () => {
     const bytes = pattern(16, 3);
     const buffer = bytes.buffer as ArrayBuffer;
@@ -571,14 +575,7 @@ test("a detached message is sent as the 0 bytes it has, and an element that thro
   assert.throws(() => tx.sendMany(messages, 5000), /read 3/);
   assert.deepEqual(rx.recv(5000), pattern(8, 4), "the message before it");
   assert.equal(rx.tryRecv(), undefined, "nothing after it");
-  for (let i = 0; i < 100; i++) {
-    tx.send(pattern(i, i), 5000);
-    assert.deepEqual(rx.recv(5000), pattern(i, i));
-  }
-  assert.equal(
-    Atomics.load(words, layout.OFF_HEAD >> 2),
-    Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK,
-  );
+  assertSound(watched);
 });
 
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {

@@ -16,20 +16,18 @@ import {
   cleanup,
   finished,
   killAll,
+  killInsideRecvMany,
   lib,
   repoRoot,
   resultOf,
   runtimes,
-  spawn,
   start,
   test,
   uniqueName,
-  until,
   within,
 } from "./harness.ts";
-import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
 
-const { Channel, SharedMemory, SharedMemoryError } = lib;
+const { Channel, SharedMemoryError } = lib;
 
 const PEER = `${repoRoot}target/release/examples/channel_peer`;
 const COUNT = 2000;
@@ -149,41 +147,19 @@ for (const killed of runtimes) {
       if (first.reduce((n, m) => n + span(m), 0) > capacity) continue;
       if (first.slice(1, 4).reduce((n, m) => n + span(m), 0) < capacity / 4) break;
     }
-    const ctl = uniqueName("conform-ctl");
-    try {
-      using shm = SharedMemory.create({ name: ctl }, CTL_BYTES);
-      const ctlI32 = new Int32Array(shm.buffer, 0, 2);
-      await withChannel({ capacity }, async (name, ch, children) => {
-        const tx = ch.sender();
-        for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
-        const dying = spawn(children, killed, "channel/attach_and_hold.ts", [
-          name,
-          "receiver",
-          String(taken),
-          "recvmany-hold",
-          ctl,
-        ]);
-        let exited = false;
-        dying.done.then(() => (exited = true));
-        await until(
-          () => exited || Atomics.load(ctlI32, CTL_READY) === taken,
-          `the ${killed} receiver inside the callback of message ${taken}`,
-        );
-        if (exited) assert.fail(`the ${killed} receiver exited: ${(await dying.done).stderr}`);
-        dying.kill("SIGKILL");
-        await within(dying.done, 20_000, `the killed ${killed} receiver's exit`);
-        const receiver = peer(children, ["recv", name, 1, total - 1, seed, "end", 1]);
-        await within(receiver.line("ready"), 20_000, "Rust receiver ready");
-        for (let i = taken; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
-        tx.close();
-        const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
-        assert.equal(r.ok, true, r.error);
-        assert.deepEqual(r.next, [total], "messages 1 to the last, each once, in order");
-        assert.equal(r.after, "end");
-      });
-    } finally {
-      cleanup({ name: ctl });
-    }
+    await withChannel({ capacity }, async (name, ch, children) => {
+      const tx = ch.sender();
+      for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
+      await killInsideRecvMany(children, killed, name, taken);
+      const receiver = peer(children, ["recv", name, 1, total - 1, seed, "end", 1]);
+      await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+      for (let i = taken; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
+      tx.close();
+      const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+      assert.equal(r.ok, true, r.error);
+      assert.deepEqual(r.next, [total], "messages 1 to the last, each once, in order");
+      assert.equal(r.after, "end");
+    });
   });
 }
 

@@ -26,6 +26,7 @@ import {
   finished,
   HANG_MS,
   killAll,
+  killInsideRecvMany,
   lib,
   mix,
   other,
@@ -1023,57 +1024,37 @@ for (const which of runtimes) {
           return out;
         };
         const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, 4).getUint32(0, true);
-        await withControl(async (ctl, ctlI32) => {
-          await withChannel("cx-rxbatch", { capacity: MIXED_CAPACITY }, async (name, channel) => {
-            const children: Child[] = [];
-            try {
-              const tx = channel.sender();
-              // All in the ring before the receiver starts: one recvMany call takes them.
-              const before = 8;
-              const total = 40;
-              let seq = 0;
-              for (; seq < before; seq++) tx.send(numbered(seq));
-              const taken = 5;
-              const receiver = spawn(children, which, "channel/attach_and_hold.ts", [
-                name,
-                "receiver",
-                String(taken),
-                "recvmany-hold",
-                ctl,
-              ]);
-              let exited = false;
-              receiver.done.then(() => (exited = true));
-              await until(
-                () => exited || Atomics.load(ctlI32, CTL_READY) === taken,
-                `the ${which} receiver inside the callback of message ${taken}`,
-              );
-              if (exited) {
-                assert.fail(`the ${which} receiver exited: ${(await receiver.done).stderr}`);
-              }
-              receiver.kill("SIGKILL");
-              await within(receiver.done, HANG_MS, `the killed ${which} receiver's exit`);
-              for (; seq < total; seq++) tx.send(numbered(seq));
-              const rx = channel.receiver();
-              const got: Uint8Array[] = [];
-              const first = rx.recv(10_000);
-              assert.ok(first !== null, "the stream ended");
-              got.push(first);
-              while (got.length < total - 1) {
-                rx.recvMany((m) => void got.push(m.slice()), 10_000);
-              }
-              // The dead receiver's first message was handed back before its callback's end.
-              assert.deepEqual(
-                got.map(seqOf),
-                Array.from({ length: total - 1 }, (_, i) => i + 1),
-                "messages 1.. in order, each once",
-              );
-              for (const m of got) assert.deepEqual(m, numbered(seqOf(m)));
-              assert.equal(rx.tryRecv(), undefined, "nothing more");
-              rx.close();
-            } finally {
-              await killAll(children);
+        await withChannel("cx-rxbatch", { capacity: MIXED_CAPACITY }, async (name, channel) => {
+          const children: Child[] = [];
+          try {
+            const tx = channel.sender();
+            // All in the ring before the receiver starts: one recvMany call takes them.
+            const before = 8;
+            const total = 40;
+            let seq = 0;
+            for (; seq < before; seq++) tx.send(numbered(seq));
+            await killInsideRecvMany(children, which, name, 5);
+            for (; seq < total; seq++) tx.send(numbered(seq));
+            const rx = channel.receiver();
+            const got: Uint8Array[] = [];
+            const first = rx.recv(10_000);
+            assert.ok(first !== null, "the stream ended");
+            got.push(first);
+            while (got.length < total - 1) {
+              rx.recvMany((m) => void got.push(m.slice()), 10_000);
             }
-          });
+            // The dead receiver's first message was handed back before its callback's end.
+            assert.deepEqual(
+              got.map(seqOf),
+              Array.from({ length: total - 1 }, (_, i) => i + 1),
+              "messages 1.. in order, each once",
+            );
+            for (const m of got) assert.deepEqual(m, numbered(seqOf(m)));
+            assert.equal(rx.tryRecv(), undefined, "nothing more");
+            rx.close();
+          } finally {
+            await killAll(children);
+          }
         });
       },
     );

@@ -467,8 +467,8 @@ export class Producer {
       let len: number;
       try {
         message = messages[k];
-        if (!plainBytes(message)) break;
-        len = byteCount(message);
+        if (!(message instanceof Uint8Array)) break;
+        len = byteCount(message); // throws if it is not really a typed array
       } catch {
         break;
       }
