@@ -22,6 +22,7 @@ import {
   IN_FLIGHT,
   initRegion,
   type Parking,
+  plainBytes,
   plainView,
   Producer,
   RESERVED,
@@ -69,8 +70,9 @@ const pid: number = "Deno" in globalThis
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
 function bytesOf(message: unknown, what: string): Uint8Array {
+  if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
-  if (message instanceof Uint8Array) return plainView(message);
+  if (message instanceof Uint8Array) return freshView(message);
   if (ArrayBuffer.isView(message)) {
     return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
   }

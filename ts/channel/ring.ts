@@ -13,14 +13,14 @@ import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
 
 /**
- * Whether `bytes` is a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass, whose
- * `subarray` and friends it inherits. Its `length` may still lie (an own property defined on it):
- * the length of any array a caller hands in is read with {@linkcode byteCount}. Other arrays are
- * used through {@linkcode plainView}.
+ * Whether `bytes` looks like a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass,
+ * whose `subarray` and friends it inherits. Its `length` may still lie (an own property defined on
+ * it), and a Proxy can look like one: the length of any array a caller hands in is read with
+ * {@linkcode byteCount}, which refuses what is not a typed array. Other arrays are used through
+ * {@linkcode plainView}.
  */
 export function plainBytes(bytes: unknown): bytes is Uint8Array {
-  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array &&
-    ArrayBuffer.isView(bytes);
+  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
 }
 
 const typedArray = Object.getPrototypeOf(Uint8Array.prototype);
@@ -35,6 +35,8 @@ const lengthOf = intrinsic("length");
  * a record reserved by a `length` that claims less than the array holds would be overrun by
  * `Uint8Array.prototype.set` (which copies the real length), and a receive into a target that
  * claims more would drop what does not fit.
+ *
+ * @throws {TypeError} If `bytes` is not really a typed array (a Proxy of one, say).
  */
 export function byteCount(bytes: Uint8Array): number {
   return lengthOf.call(bytes);
