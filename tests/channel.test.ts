@@ -3,6 +3,7 @@ import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness
 import * as layout from "../ts/channel/layout.ts";
 import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
 import { spawnSync } from "node:child_process";
+import { Producer, Ring } from "../ts/channel/ring.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -779,6 +780,39 @@ test("recvMany stops when a callback closes the receiver", () => {
   );
   assert.equal(calls, 1);
   assert.throws(() => tx.send("x"), code("EPIPE"));
+});
+
+test("a receiver that closes inside a recvMany callback has consumed the message it was handed", () => {
+  // A sender whose wake-up check comes after the receiver's close mark reads `head` to decide
+  // whether its message was consumed. The sender here is the ring's own Producer over a second
+  // mapping, stopped between storing its commit word and that check (as a preempted process
+  // would be): the receiver takes its message in a recvMany batch and closes from the callback.
+  for (const size of [300, 40]) { // a view of the ring, and a scratch copy
+    using w = watchedChannel(4096);
+    const parking = { notify() {}, wait() {}, waitAsync: () => Promise.resolve(), alive: () => true };
+    const ring = new Ring(w.words.buffer as ArrayBuffer, 4096, layout.MODE_SPSC, parking);
+    const producer = new Producer(ring, 0);
+    // A first message (recvMany's first comes through recvView), then the one stopped.
+    const first = producer.tryReserve(1);
+    assert.equal(producer.commit(first, 1, 0), true);
+    const idx = producer.tryReserve(size);
+    ring.bytes.set(pattern(size, size), layout.OFF_DATA + idx + 8);
+    Atomics.store(ring.i32, (layout.OFF_DATA + idx) >> 2, layout.REC_COMMITTED | size);
+    let got: Uint8Array | undefined;
+    w.rx.recvMany((view) => {
+      if (view.length !== size) return;
+      got = view.slice();
+      w.rx.close();
+    });
+    assert.deepEqual(got, pattern(size, size), "delivered");
+    // The same commit again, then the wake-up check: it finds the close mark.
+    assert.equal(
+      producer.commit(idx, size, 0),
+      true,
+      `a ${size}-byte message handed to the callback is reported sent`,
+    );
+    assert.equal(Atomics.load(w.words, layout.OFF_HEAD >> 2), 16 + layout.recordSpan(size));
+  }
 });
 
 test("misuse of a sender is a SharedMemoryError with a code", () => {

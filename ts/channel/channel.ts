@@ -985,11 +985,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
               onMessage(this.#scratchCopy(start, len));
               continue;
             }
-            try {
-              onMessage(ring.view(start, len));
-            } finally {
-              if (!this.#closed) consumer.consume(len);
-            }
+            // Consumed before the call too (its room goes back with the next one's, so a
+            // receiver killed in the callback leaves it to the next): a callback that closes
+            // the receiver has consumed it, as a sender that then sees the close reads `head`.
+            consumer.consume(len);
+            onMessage(ring.view(start, len));
             continue;
           }
         }
