@@ -765,6 +765,35 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
   assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
 });
 
+test("a message whose buffer is detached while its send waits for room fails alone; the ring stays sound", async () => {
+  // A fragmented message (two of its four fragments fit before the sender waits), and one
+  // record waiting for room in a full ring.
+  for (const [size, fill] of [[2000, false], [300, true]] as const) {
+    using w = watchedChannel(1024);
+    const { tx, rx } = w;
+    let filled = 0;
+    while (fill && tx.trySend(pattern(100, filled))) filled++;
+    const message = pattern(size, 7);
+    const sending = tx.sendAsync(message, 10_000);
+    structuredClone(message.buffer, { transfer: [message.buffer] }); // detached under the send
+    assert.equal(message.length, 0);
+    const outcome = sending.then(() => "sent", (err) => err);
+    // The receiver makes room; the broken-off message never comes out.
+    const got: number[] = [];
+    for (;;) {
+      const m = rx.tryRecv();
+      if (m) got.push(m.length);
+      else if (await Promise.race([outcome, sleep(1).then(() => undefined)]) !== undefined) break;
+    }
+    const err = await outcome;
+    assert.ok(err instanceof TypeError, `the send fails: ${err}`);
+    tx.send("after", 5000);
+    for (let m = rx.recv(5000); m!.length !== 5; m = rx.recv(5000)) got.push(m!.length);
+    assert.deepEqual(got, Array(filled).fill(100), "nothing of the broken-off message is delivered");
+    assertSound(w);
+  }
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();

@@ -630,10 +630,11 @@ export class ChannelSender implements Disposable {
     const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
     const max = this.#ring.maxRecord;
+    const total = bytes.length;
     let sent = 0;
     do {
-      const len = Math.min(max, bytes.length - sent);
-      const more = sent + len < bytes.length ? L.REC_MORE : 0;
+      const len = Math.min(max, total - sent);
+      const more = sent + len < total ? L.REC_MORE : 0;
       let idx: number;
       try {
         idx = yield* this.#reserveSteps(len, deadline);
@@ -641,11 +642,18 @@ export class ChannelSender implements Disposable {
         if (sent > 0) this.#owe();
         throw err;
       }
+      if (bytes.length !== total) {
+        // The caller detached or shrank the message's buffer while this send waited for room
+        // (a view out of bounds has no bytes): the record is given up, the message broken off.
+        this.#producer.abandon(idx, len);
+        if (sent > 0) this.#owe();
+        throw new TypeError("send: the message's buffer was detached or resized during the send");
+      }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, more)) throw this.#ring.closedError("ChannelSender");
       sent += len;
-    } while (sent < bytes.length);
+    } while (sent < total);
   }
 
   /** A fragmented message broke off: tell the receiver now if there is room, else later. */
