@@ -777,13 +777,14 @@ test("a message whose buffer is detached while its send waits for room fails alo
     const sending = tx.sendAsync(message, 10_000);
     structuredClone(message.buffer, { transfer: [message.buffer] }); // detached under the send
     assert.equal(message.length, 0);
-    const outcome = sending.then(() => "sent", (err) => err);
+    let settled = false;
+    const outcome = sending.then(() => "sent", (err) => err).finally(() => settled = true);
     // The receiver makes room; the broken-off message never comes out.
     const got: number[] = [];
-    for (;;) {
+    while (!settled) {
       const m = rx.tryRecv();
       if (m) got.push(m.length);
-      else if (await Promise.race([outcome, sleep(1).then(() => undefined)]) !== undefined) break;
+      else await sleep(1);
     }
     const err = await outcome;
     assert.ok(err instanceof TypeError, `the send fails: ${err}`);
@@ -792,6 +793,33 @@ test("a message whose buffer is detached while its send waits for room fails alo
     assert.deepEqual(got, Array(filled).fill(100), "nothing of the broken-off message is delivered");
     assertSound(w);
   }
+});
+
+test("a senderdied listener may not receive on the receiver that is waiting (EBUSY)", () => {
+  const name = uniqueName("reenter");
+  using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  const raw = rawRing(name);
+  cleanup({ name });
+  using _raw = raw.shm;
+  // A dead sender's reservation (marked, never committed) at head, then two live messages.
+  raw.setPid(0, deadPid());
+  raw.append(layout.REC_SKIP | 8, 1, 8);
+  raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x61);
+  raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x62);
+  const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+  const inner: unknown[] = [];
+  rx.addEventListener("senderdied", () => {
+    try {
+      inner.push(rx.recv(5000));
+    } catch (err) {
+      inner.push(err);
+    }
+  });
+  const text = (m: Uint8Array | null) => new TextDecoder().decode(m!);
+  assert.equal(text(rx.recv(5000)), "aaa");
+  assert.equal(inner.length, 1);
+  assert.ok(code("EBUSY")(inner[0]), `the listener's receive: ${inner[0]}`);
+  assert.equal(text(rx.recv(5000)), "bbb");
 });
 
 test("recvMany stops when a callback closes the receiver", () => {

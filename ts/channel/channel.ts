@@ -1028,7 +1028,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
-    return runSync(this.#recvSteps(timeout), this.#ring.parking);
+    // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
+    this.#busy = true;
+    try {
+      return runSync(this.#recvSteps(timeout), this.#ring.parking);
+    } finally {
+      this.#busy = false;
+    }
   }
 
   /** {@linkcode recvView} as a Promise. */
