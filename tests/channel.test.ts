@@ -775,7 +775,8 @@ test("a message whose buffer is detached while its send waits for room fails alo
     while (fill && tx.trySend(pattern(100, filled))) filled++;
     const message = pattern(size, 7);
     const sending = tx.sendAsync(message, 10_000);
-    structuredClone(message.buffer, { transfer: [message.buffer] }); // detached under the send
+    const buffer = message.buffer as ArrayBuffer;
+    structuredClone(buffer, { transfer: [buffer] }); // detached under the send
     assert.equal(message.length, 0);
     let settled = false;
     const outcome = sending.then(() => "sent", (err) => err).finally(() => settled = true);
@@ -820,6 +821,23 @@ test("a senderdied listener may not receive on the receiver that is waiting (EBU
   assert.equal(inner.length, 1);
   assert.ok(code("EBUSY")(inner[0]), `the listener's receive: ${inner[0]}`);
   assert.equal(text(rx.recv(5000)), "bbb");
+});
+
+test("recvInto copies with the engine's set, not a set method of the target's own", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.sendMany([pattern(300, 1), pattern(300, 2), pattern(5, 3)]);
+  const target = new Uint8Array(1000);
+  let called = 0;
+  // A method that receives again from inside the copy.
+  Object.defineProperty(target, "set", { value: () => void (called++, rx.tryRecv()) });
+  assert.equal(rx.recvInto(target), 300);
+  assert.deepEqual(target.subarray(0, 300), pattern(300, 1));
+  assert.equal(called, 0);
+  assert.deepEqual(rx.recv(0), pattern(300, 2), "nothing skipped");
+  assert.deepEqual(rx.recv(0), pattern(5, 3));
+  assert.equal(rx.tryRecv(), undefined);
 });
 
 test("recvMany stops when a callback closes the receiver", () => {

@@ -14,6 +14,7 @@ import { Spinner } from "./spin.ts";
 import {
   byteCount,
   channelError,
+  copyInto,
   Consumer,
   EMPTY,
   END,
@@ -938,7 +939,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `recvInto: the next message has ${view.length} bytes, target only ${room}`,
       );
     }
-    target.set(view);
+    copyInto(target, view);
     this.#putBack();
     return view.length;
   }
@@ -1177,7 +1178,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      target.set(this.#ring.view(start, len));
+      copyInto(target, this.#ring.view(start, len));
     }
     consumer.take(idx, len);
     return len;

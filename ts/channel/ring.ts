@@ -29,6 +29,16 @@ const bufferOf = intrinsic("buffer");
 const byteOffsetOf = intrinsic("byteOffset");
 const byteLengthOf = intrinsic("byteLength");
 const lengthOf = intrinsic("length");
+const setOf = typedArray.set as (this: Uint8Array, source: Uint8Array) => void;
+
+/**
+ * Copies `source` into the start of `target` with the engine's own `set`: a method of the
+ * target's own (a property defined on a plain array) would run the caller's code in the middle
+ * of a receive.
+ */
+export function copyInto(target: Uint8Array, source: Uint8Array): void {
+  setOf.call(target, source);
+}
 
 /**
  * The number of bytes of `bytes` as the engine counts them, whatever its `length` property says:
