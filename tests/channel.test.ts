@@ -791,7 +791,11 @@ test("a message whose buffer is detached while its send waits for room fails alo
     assert.ok(err instanceof TypeError, `the send fails: ${err}`);
     tx.send("after", 5000);
     for (let m = rx.recv(5000); m!.length !== 5; m = rx.recv(5000)) got.push(m!.length);
-    assert.deepEqual(got, Array(filled).fill(100), "nothing of the broken-off message is delivered");
+    assert.deepEqual(
+      got,
+      Array(filled).fill(100),
+      "nothing of the broken-off message is delivered",
+    );
     assertSound(w);
   }
 });
@@ -840,6 +844,20 @@ test("recvInto copies with the engine's set, not a set method of the target's ow
   assert.equal(rx.tryRecv(), undefined);
 });
 
+test("a receiver refuses a head that a peer rewrote after the channel was opened (EBADMSG)", () => {
+  const name = uniqueName("head");
+  using ch = Channel.create({ name }, { capacity: 256 });
+  const raw = rawRing(name);
+  cleanup({ name });
+  using _raw = raw.shm;
+  for (const head of [4, 2, layout.TAIL_CLOSED | 0]) {
+    Atomics.store(raw.i32, layout.OFF_HEAD >> 2, head);
+    assert.throws(() => ch.receiver(), code("EBADMSG"), `head ${head}`);
+  }
+  Atomics.store(raw.i32, layout.OFF_HEAD >> 2, 0);
+  assert.equal(ch.receiver().tryRecv(), undefined, "the place was left free");
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();
@@ -864,7 +882,12 @@ test("a receiver that closes inside a recvMany callback has consumed the message
   // would be): the receiver takes its message in a recvMany batch and closes from the callback.
   for (const size of [300, 40]) { // a view of the ring, and a scratch copy
     using w = watchedChannel(4096);
-    const parking = { notify() {}, wait() {}, waitAsync: () => Promise.resolve(), alive: () => true };
+    const parking = {
+      notify() {},
+      wait() {},
+      waitAsync: () => Promise.resolve(),
+      alive: () => true,
+    };
     const ring = new Ring(w.words.buffer as ArrayBuffer, 4096, layout.MODE_SPSC, parking);
     const producer = new Producer(ring, 0);
     // A first message (recvMany's first comes through recvView), then the one stopped.
@@ -1192,7 +1215,15 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
       Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
       const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
       Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
-      const rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      let rx;
+      try {
+        rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      } catch (err) {
+        // A head that is not a multiple of 8 is refused when the receiver attaches.
+        assert.ok(code("EBADMSG")(err), String(err));
+        errors++;
+        continue;
+      }
       let bytes = 0;
       for (let i = 0; i < 8; i++) {
         try {

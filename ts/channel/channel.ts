@@ -14,8 +14,8 @@ import { Spinner } from "./spin.ts";
 import {
   byteCount,
   channelError,
-  copyInto,
   Consumer,
+  copyInto,
   EMPTY,
   END,
   freshView,

@@ -281,8 +281,17 @@ export class Ring {
    * this one must not receive, nor ever park.
    */
   #attachedConsumer(pid: number): void {
-    if (!this.rxClosed()) return;
+    // The receiver starts at `head`, which a peer may have rewritten since the channel was
+    // opened (the Rust receiver would index a misaligned word): refused alike.
+    const head = Atomics.load(this.i32, HEAD);
+    if (!this.rxClosed() && (head & ~(L.POS_MASK & ~7)) === 0) return;
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
+    if (!this.rxClosed()) {
+      throw channelError(
+        "EBADMSG",
+        `Channel.receiver: corrupt channel head 0x${(head >>> 0).toString(16)}`,
+      );
+    }
     throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
   }
 

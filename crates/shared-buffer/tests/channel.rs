@@ -1561,3 +1561,20 @@ fn receiver_close_stops_senders_on_their_next_commit() {
         );
     }
 }
+
+/// A peer rewrites `head` after the channel was opened (validated) and before a receiver takes
+/// over: the receiver refuses it (`EBADMSG`) instead of panicking at a misaligned word.
+#[test]
+fn a_receiver_refuses_a_head_rewritten_after_open() {
+    for head in [4u32, 2, 0x8000_0000] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, Mode::Spsc);
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        let rx = channel.receiver(fast());
+        assert_eq!(code(rx.map(|_| ())), libc::EBADMSG, "head {head:#x}");
+        // The place is free again: a sound head lets a receiver attach.
+        set_word(&mut heap, layout::OFF_HEAD, 0);
+        let mut rx = channel.receiver(fast()).unwrap();
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    }
+}

@@ -412,6 +412,13 @@ impl Channel {
             let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(closed(sh));
         }
+        // The receiver starts at `head`, which a peer may have rewritten since `open` checked
+        // it: a position that is not a multiple of 8 would index a misaligned word.
+        let head = sh.head().load(Acquire);
+        if head & !(POS_MASK & !7) != 0 {
+            let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(corrupt(format!("corrupt channel head {head:#x}")));
+        }
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {
