@@ -858,6 +858,20 @@ test("a receiver refuses a head that a peer rewrote after the channel was opened
   assert.equal(ch.receiver().tryRecv(), undefined, "the place was left free");
 });
 
+test("a dead sender's reservation that a peer made end off a record boundary is refused (EBADMSG)", () => {
+  for (const tail of [10, 12, 4]) {
+    const name = uniqueName("offtail");
+    using ch = Channel.create({ name }, { capacity: 256 });
+    const raw = rawRing(name);
+    cleanup({ name });
+    using _raw = raw.shm;
+    const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+    raw.setPid(0, deadPid());
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail);
+    assert.throws(() => rx.recv(10_000), code("EBADMSG"), `tail ${tail}`);
+  }
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();

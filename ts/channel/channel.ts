@@ -1457,6 +1457,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {
       // The only sender's last reservation, never marked: it ends where its records end.
       const end = this.#orphanEnd(0);
+      if (end !== undefined && (end & 7) !== 0) {
+        // A record boundary, unless a peer wrote `tail`.
+        throw channelError(
+          "EBADMSG",
+          `corrupt channel tail 0x${end.toString(16)}: not on a record boundary`,
+        );
+      }
       if (end !== undefined) consumer.skipTo(end);
     } else if (state === IN_FLIGHT && this.#orphans.size !== 0) {
       if (this.#stuckAt === consumer.head) {

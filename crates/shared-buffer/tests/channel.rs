@@ -1578,3 +1578,23 @@ fn a_receiver_refuses_a_head_rewritten_after_open() {
         assert_eq!(code(rx.try_recv()), libc::EAGAIN);
     }
 }
+
+/// The only sender died between reserving and marking, and a peer left `tail` off a record
+/// boundary: the receiver that steps over the reservation to the tail refuses the position
+/// (`EBADMSG`) instead of panicking at a misaligned word.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_dead_senders_reservation_ending_off_a_record_boundary_is_refused() {
+    for tail in [10u32, 12, 4] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, Mode::Spsc);
+        let mut rx = channel.receiver(fast()).unwrap();
+        plant_pid(&mut heap, 0, dead_pid());
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        assert_eq!(
+            code(rx.recv(Some(Duration::from_secs(10)))),
+            libc::EBADMSG,
+            "tail {tail}"
+        );
+    }
+}

@@ -1370,6 +1370,13 @@ impl Receiver {
             Peek::InFlight if sh.mode == MODE_SPSC => {
                 // The only sender's last reservation, never marked: it ends at the orphan's end.
                 if let Some(orphan) = self.orphaned(0) {
+                    // A record boundary, unless a peer wrote `tail`.
+                    if orphan.end & 7 != 0 {
+                        return Err(corrupt(format!(
+                            "corrupt channel tail {:#x}: not on a record boundary",
+                            orphan.end
+                        )));
+                    }
                     self.consumer.skip_to(&sh, orphan.end);
                 }
             }
