@@ -872,6 +872,20 @@ test("a dead sender's reservation that a peer made end off a record boundary is 
   }
 });
 
+test("a sender refuses a tail that a peer rewrote off a record boundary after open (EBADMSG)", () => {
+  for (const producers of ["one", "many"] as const) {
+    const name = uniqueName("tail");
+    using ch = Channel.create({ name }, { capacity: 256, producers });
+    const raw = rawRing(name);
+    cleanup({ name });
+    using _raw = raw.shm;
+    for (const tail of [2, 4]) {
+      Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail);
+      assert.throws(() => ch.sender().send("x", 0), code("EBADMSG"), `${producers} tail ${tail}`);
+    }
+  }
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();

@@ -314,7 +314,7 @@ export class Ring {
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
       const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
-      if (holder === 0) return slot;
+      if (holder === 0) return this.#attachedProducer(slot, pid);
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
     if (dead !== 0) {
@@ -329,6 +329,20 @@ export class Ring {
       this.mode === L.MODE_SPSC
         ? "Channel.sender: this one-sender channel already has a live sender"
         : `Channel.sender: all ${L.MAX_PRODUCERS} sender slots are taken`,
+    );
+  }
+
+  /**
+   * The one sender starts at `tail`, which a peer may have rewritten since the channel was
+   * opened (the Rust sender would index a misaligned word): refused alike. Returns `slot`.
+   */
+  #attachedProducer(slot: number, pid: number): number {
+    const tail = Atomics.load(this.i32, TAIL);
+    if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return slot;
+    this.detachProducer(slot, pid);
+    throw channelError(
+      "EBADMSG",
+      `Channel.sender: corrupt channel tail 0x${(tail >>> 0).toString(16)}`,
     );
   }
 

@@ -1598,3 +1598,19 @@ fn a_dead_senders_reservation_ending_off_a_record_boundary_is_refused() {
         );
     }
 }
+
+/// A peer rewrites `tail` off a record boundary after the channel was opened and before a
+/// sender attaches: the sender's first send refuses it (`EBADMSG`) instead of panicking at a
+/// misaligned word.
+#[test]
+fn a_sender_refuses_a_tail_rewritten_after_open() {
+    for (mode, tail) in [(Mode::Spsc, 2u32), (Mode::Spsc, 4), (Mode::Mpsc, 2), (Mode::Mpsc, 4)] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, mode);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        match channel.sender(fast()) {
+            Ok(mut tx) => assert_eq!(code(tx.send(b"x", None)), libc::EBADMSG, "{mode:?} {tail}"),
+            Err(err) => assert_eq!(error_code(&err), libc::EBADMSG, "{mode:?} {tail}"),
+        }
+    }
+}

@@ -361,6 +361,13 @@ impl Channel {
                 None => ChannelError::Busy(format!("all {MAX_PRODUCERS} sender slots are taken")),
             });
         };
+        // The one sender starts at `tail`, which a peer may have rewritten since `open` checked
+        // it: a position off a record boundary would index a misaligned word.
+        let tail = sh.tail().load(Acquire);
+        if sh.mode == MODE_SPSC && tail & 7 != 0 {
+            let _ = sh.producer_pid(slot).compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(corrupt(format!("corrupt channel tail {tail:#x}")));
+        }
         let mut sender = Sender {
             producer: Producer::new(sh, slot),
             shared: Arc::clone(&self.shared),
