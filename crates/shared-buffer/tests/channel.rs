@@ -1604,7 +1604,12 @@ fn a_dead_senders_reservation_ending_off_a_record_boundary_is_refused() {
 /// misaligned word.
 #[test]
 fn a_sender_refuses_a_tail_rewritten_after_open() {
-    for (mode, tail) in [(Mode::Spsc, 2u32), (Mode::Spsc, 4), (Mode::Mpsc, 2), (Mode::Mpsc, 4)] {
+    for (mode, tail) in [
+        (Mode::Spsc, 2u32),
+        (Mode::Spsc, 4),
+        (Mode::Mpsc, 2),
+        (Mode::Mpsc, 4),
+    ] {
         let mut heap = Heap::new(region_size(256));
         let channel = heap.channel(256, mode);
         set_word(&mut heap, layout::OFF_TAIL, tail);

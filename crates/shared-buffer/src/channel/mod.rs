@@ -365,7 +365,9 @@ impl Channel {
         // it: a position off a record boundary would index a misaligned word.
         let tail = sh.tail().load(Acquire);
         if sh.mode == MODE_SPSC && tail & 7 != 0 {
-            let _ = sh.producer_pid(slot).compare_exchange(me, 0, AcqRel, Relaxed);
+            let _ = sh
+                .producer_pid(slot)
+                .compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(corrupt(format!("corrupt channel tail {tail:#x}")));
         }
         let mut sender = Sender {
