@@ -287,9 +287,9 @@ test("recv hands a copied message's room back at once", () => {
  * A one-sender channel with its sender and receiver, and an Int32Array over its whole region
  * through a second mapping of the segment (to watch `head` and `tail`).
  */
-function watchedChannel(capacity: number) {
+function watchedChannel(capacity: number, producers: "one" | "many" = "one") {
   const name = uniqueName("chan");
-  const ch = Channel.create({ name }, { capacity });
+  const ch = Channel.create({ name }, { capacity, producers });
   const shm = SharedMemory.open({ name });
   cleanup({ name });
   return {
@@ -884,6 +884,21 @@ test("a sender refuses a tail that a peer rewrote off a record boundary after op
       assert.throws(() => ch.sender().send("x", 0), code("EBADMSG"), `${producers} tail ${tail}`);
     }
   }
+});
+
+test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {
+  // Its slot is free once it detached: an abort record written with its tag afterwards would
+  // drop the partial message of the next sender in that slot, which would then be delivered
+  // without its first fragments.
+  using w = watchedChannel(4096, "many");
+  const tx = w.tx;
+  const message = pattern(2 * tx.maxRecordBytes + 100, 9); // two fragments fill the ring
+  const sending = tx.sendAsync(message, 10_000).then(() => "sent", (err) => err);
+  tx.detach();
+  assert.equal(w.rx.tryRecv(), undefined, "the fragments are taken, the message unfinished");
+  const tail = Atomics.load(w.words, layout.OFF_TAIL >> 2);
+  assert.ok(code("EBADF")(await sending));
+  assert.equal(Atomics.load(w.words, layout.OFF_TAIL >> 2), tail, "nothing written after it left");
 });
 
 test("recvMany stops when a callback closes the receiver", () => {

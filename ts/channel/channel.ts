@@ -640,7 +640,8 @@ export class ChannelSender implements Disposable {
       try {
         idx = yield* this.#reserveSteps(len, deadline);
       } catch (err) {
-        if (sent > 0) this.#owe();
+        // Not once it has left (closed or detached while it waited): its slot may be another's.
+        if (sent > 0 && !this.#closed) this.#owe();
         throw err;
       }
       if (bytes.length !== total) {
