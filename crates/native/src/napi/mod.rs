@@ -434,6 +434,28 @@ unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     };
 }
 
+/// `undefined`, to return.
+fn undefined(api: &Api, env: Env) -> Outcome {
+    let mut value = ptr::null_mut();
+    check(
+        // SAFETY: a valid out-pointer; env is live on this thread (every caller runs in a callback).
+        unsafe { (api.get_undefined)(env, &mut value) },
+        "napi_get_undefined",
+    )?;
+    Ok(value)
+}
+
+/// `n` as a JavaScript number, to return.
+fn int_value(api: &Api, env: Env, n: i32) -> Outcome {
+    let mut value = ptr::null_mut();
+    check(
+        // SAFETY: a valid out-pointer; env is live on this thread (every caller runs in a callback).
+        unsafe { (api.create_int32)(env, n, &mut value) },
+        "napi_create_int32",
+    )?;
+    Ok(value)
+}
+
 fn int32(api: &Api, env: Env, value: Value, what: &str) -> Result<i32, Thrown> {
     let mut out = 0;
     // SAFETY: value belongs to this call; valid out-pointer.
@@ -620,12 +642,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             if account.track_all.load(Ordering::Relaxed) {
                 track(api, env, account, object, handle, serial, 0)?;
             }
-            let mut undefined = ptr::null_mut();
-            check(
-                (api.get_undefined)(env, &mut undefined),
-                "napi_get_undefined",
-            )?;
-            Ok(undefined)
+            undefined(api, env)
         })
     }
 }
@@ -635,12 +652,7 @@ unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             account.track_all.store(true, Ordering::Relaxed);
-            let mut undefined = ptr::null_mut();
-            check(
-                (api.get_undefined)(env, &mut undefined),
-                "napi_get_undefined",
-            )?;
-            Ok(undefined)
+            undefined(api, env)
         })
     }
 }
@@ -685,13 +697,7 @@ unsafe fn unlink(
         }
         Err(err) => code_of(&err),
     };
-    let mut value = ptr::null_mut();
-    check(
-        // SAFETY: valid out-pointer.
-        unsafe { (api.create_int32)(env, code, &mut value) },
-        "napi_create_int32",
-    )?;
-    Ok(value)
+    int_value(api, env, code)
 }
 
 unsafe extern "C" fn js_unlink_key(env: Env, info: CallbackInfo) -> Value {
@@ -772,9 +778,7 @@ unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
             }
             drop(tracked);
             settle(api, env, account)?;
-            let mut value = ptr::null_mut();
-            check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
-            Ok(value)
+            int_value(api, env, 0)
         })
     }
 }
@@ -791,12 +795,7 @@ unsafe extern "C" fn js_forget_detached(env: Env, info: CallbackInfo) -> Value {
             tracked.armed = true;
             let count = i32::try_from(tracked.count).unwrap_or(i32::MAX);
             drop(tracked);
-            let mut value = ptr::null_mut();
-            check(
-                (api.create_int32)(env, count, &mut value),
-                "napi_create_int32",
-            )?;
-            Ok(value)
+            int_value(api, env, count)
         })
     }
 }
@@ -806,12 +805,7 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             let bytes = account.outstanding.load(Ordering::Relaxed);
-            let mut value = ptr::null_mut();
-            check(
-                (api.create_int32)(env, i32::try_from(bytes).unwrap_or(i32::MAX), &mut value),
-                "napi_create_int32",
-            )?;
-            Ok(value)
+            int_value(api, env, i32::try_from(bytes).unwrap_or(i32::MAX))
         })
     }
 }
