@@ -26,6 +26,7 @@ import {
   finished,
   HANG_MS,
   killAll,
+  killInsideRecvMany,
   lib,
   mix,
   other,
@@ -1005,6 +1006,59 @@ for (const which of runtimes) {
       });
     },
   );
+}
+
+// `docs/channel.md`, *A receiver that dies*: a receiver killed inside a recvMany callback has
+// consumed records whose room it has not handed back yet; the receiver that takes over starts at
+// the shared `head` and gets them again (the one whose callback was running among them), then
+// every later message, and never waits on a zeroed record.
+for (const which of runtimes) {
+  for (const size of [100, 600]) {
+    // 100 B: copied out before the callback; 600 B: lent as a view of the ring.
+    test(
+      `a receiver taking over from a ${which} receiver killed inside a recvMany callback (${size} B messages) gets the batch again and every later message`,
+      async () => {
+        const numbered = (seq: number) => {
+          const out = new Uint8Array(size).map((_, j) => (seq * 31 + j) & 0xff);
+          new DataView(out.buffer).setUint32(0, seq, true);
+          return out;
+        };
+        const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, 4).getUint32(0, true);
+        await withChannel("cx-rxbatch", { capacity: MIXED_CAPACITY }, async (name, channel) => {
+          const children: Child[] = [];
+          try {
+            const tx = channel.sender();
+            // All in the ring before the receiver starts: one recvMany call takes them.
+            const before = 8;
+            const total = 40;
+            let seq = 0;
+            for (; seq < before; seq++) tx.send(numbered(seq));
+            await killInsideRecvMany(children, which, name, 5);
+            for (; seq < total; seq++) tx.send(numbered(seq));
+            const rx = channel.receiver();
+            const got: Uint8Array[] = [];
+            const first = rx.recv(10_000);
+            assert.ok(first !== null, "the stream ended");
+            got.push(first);
+            while (got.length < total - 1) {
+              rx.recvMany((m) => void got.push(m.slice()), 10_000);
+            }
+            // The dead receiver's first message was handed back before its callback's end.
+            assert.deepEqual(
+              got.map(seqOf),
+              Array.from({ length: total - 1 }, (_, i) => i + 1),
+              "messages 1.. in order, each once",
+            );
+            for (const m of got) assert.deepEqual(m, numbered(seqOf(m)));
+            assert.equal(rx.tryRecv(), undefined, "nothing more");
+            rx.close();
+          } finally {
+            await killAll(children);
+          }
+        });
+      },
+    );
+  }
 }
 
 // ---- 6. Errors another process sees -------------------------------------------------------------
