@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Address, type Backend, backend } from "./backend.ts";
+import { type Backend, backend } from "./backend.ts";
 import { errorOf, SharedMemoryError } from "./errors.ts";
 import {
   CREATE,
@@ -84,8 +84,6 @@ interface Owned {
   whole: boolean;
   /** Detached by this library already: tells "twice" from "never ours". */
   released: boolean;
-  /** Addresses of the words waited on or notified so far, by byte offset (see wordAddress). */
-  words?: Map<number, Address>;
 }
 
 /**
@@ -313,32 +311,23 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   );
 }
 
-/** Word addresses one buffer keeps, at most; further words compute theirs on every call. */
-const MAX_WORDS = 64;
+/** What {@linkcode mappingOf} gives: a buffer's mapping as this library keeps it. */
+export interface Mapping {
+  /** The address of the buffer's first byte. */
+  readonly address: bigint;
+  /** Released by `close()` (its buffer detached, or kept by a runtime that refused to detach). */
+  readonly released: boolean;
+}
 
 /**
- * The address of the 4-byte word at `byteOffset` in `buffer`, in the form the runtime's calls
- * take (see {@linkcode Backend.address}), for wait and notify. The buffer's liveness is checked
- * on every call, as in {@linkcode addressOf}; the address itself is made once per word: a
- * BigInt sum and a conversion on each call cost a round trip between two processes about a
- * tenth of its time (measured in Deno, both processes on one core).
+ * The live mapping of `buffer`, which the caller may keep and check for `released` later.
  *
  * @throws {SharedMemoryError} `EBADF` if the buffer was detached (its segment closed).
  * @throws {TypeError} If the buffer did not come from this library.
  */
-export function wordAddress(buffer: ArrayBufferLike, byteOffset: number, caller: string): Address {
-  const record = owned.get(buffer as ArrayBuffer);
-  if (record === undefined || record.released || isDetached(buffer as ArrayBuffer)) {
-    addressOf(buffer, caller); // throws
-  }
-  const words = record!.words ??= new Map();
-  let address = words.get(byteOffset);
-  if (address === undefined) {
-    const b = backend();
-    address = b.address(record!.address + BigInt(byteOffset));
-    if (words.size < MAX_WORDS) words.set(byteOffset, address);
-  }
-  return address;
+export function mappingOf(buffer: ArrayBufferLike, caller: string): Mapping {
+  addressOf(buffer, caller); // throws unless live
+  return owned.get(buffer as ArrayBuffer)!;
 }
 
 /** Throws the SharedMemoryError for a negative native code. */

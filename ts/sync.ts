@@ -12,7 +12,7 @@
 import { type Address, backend } from "./backend.ts";
 import { errorOf } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
-import { addressOf, isDetached, throwCode, wordAddress } from "./shared_memory.ts";
+import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -34,6 +34,25 @@ RESULTS[WAIT_OK] = "ok";
 RESULTS[WAIT_NOT_EQUAL] = "not-equal";
 RESULTS[WAIT_TIMED_OUT] = "timed-out";
 
+/** What the calls on one view keep: its buffer's mapping, and each word's address by index. */
+interface ViewWords {
+  mapping: Mapping;
+  /** The address of the view's first element. */
+  base: bigint;
+  at: Map<number, Address>;
+}
+
+/**
+ * The views waited on or notified, each with the addresses of its words in the form the
+ * runtime's calls take (see `Backend.address`). Between two processes a call comes
+ * right after a context switch, with nothing in the caches: making the address on every call (a
+ * BigInt sum, in Node a conversion) and reading `view.buffer` (a call into the engine) cost a
+ * Deno round trip on one core about a tenth of its time.
+ */
+const views = new WeakMap<Int32Array, ViewWords>();
+/** Word addresses one view keeps, at most; further words make theirs on every call. */
+const MAX_WORDS = 64;
+
 /** The Int32Array element's address, after every check. */
 function locate(view: unknown, index: unknown, caller: string): Address {
   if (!(view instanceof Int32Array)) {
@@ -43,6 +62,7 @@ function locate(view: unknown, index: unknown, caller: string): Address {
       }`,
     );
   }
+  // 0 once the buffer is detached (its segment closed): this library's buffers never resize.
   const length = view.length;
   if (typeof index !== "number" || !(index >= 0 && index < length) || !Number.isInteger(index)) {
     // The buffer first (a closed segment's views are empty: EBADF, not a bad index).
@@ -50,7 +70,18 @@ function locate(view: unknown, index: unknown, caller: string): Address {
     check.integer(index, "index", 0, Math.max(length - 1, 0));
     throw new RangeError(`${caller}: view is empty`);
   }
-  return wordAddress(view.buffer, view.byteOffset + index * 4, caller);
+  let words = views.get(view);
+  if (words === undefined || words.mapping.released) {
+    const mapping = mappingOf(view.buffer, caller); // throws for a closed or foreign buffer
+    words = { mapping, base: mapping.address + BigInt(view.byteOffset), at: new Map() };
+    views.set(view, words);
+  }
+  let address = words.at.get(index);
+  if (address === undefined) {
+    address = backend().address(words.base + BigInt(index * 4));
+    if (words.at.size < MAX_WORDS) words.at.set(index, address);
+  }
+  return address;
 }
 
 const FOREVER = -1;
