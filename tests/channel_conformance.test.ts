@@ -3,7 +3,8 @@
  * `crates/native/examples/channel_peer.rs`) against the TypeScript one (this process), in both
  * directions: one sender and many, messages of every size (fragmented ones longer than the ring
  * too) through a small ring that wraps thousands of times, zero-copy sends, abort records from a
- * broken-off message, and the end of the stream. Both sides build message `i` of producer `p`
+ * broken-off message, the end of the stream, and a receiver closing while the other side sends.
+ * Both sides build message `i` of producer `p`
  * the same way ({@linkcode message}) and check every byte and the order per producer.
  *
  * @module
@@ -16,9 +17,11 @@ import {
   cleanup,
   finished,
   killAll,
+  killInsideRecvMany,
   lib,
   repoRoot,
   resultOf,
+  runtimes,
   start,
   test,
   uniqueName,
@@ -125,6 +128,42 @@ async function sendAll(
 
 type PeerResult = { ok: boolean; next?: number[]; after?: string; error?: string };
 
+// `docs/channel.md`, *A receiver that dies*: a Rust receiver takes over from a receiver of each
+// runtime killed inside a recvMany callback, in a ring small enough that a batch hands room back
+// every quarter of it (1 KiB): it gets the dead receiver's batch again from the first message
+// that receiver had not handed back, then every later one, then the end.
+for (const killed of runtimes) {
+  test(`conformance: a Rust receiver taking over from a ${killed} receiver killed inside a recvMany callback gets the batch again and every later message`, async () => {
+    const capacity = 4096;
+    const taken = 5;
+    const total = 200;
+    const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
+    const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
+    // A seed whose first messages fit the ring at once, none fragmented, and whose second to
+    // fourth stay below the quarter: one recvMany call takes them all, handing back only the first.
+    let seed = 100;
+    for (;; seed++) {
+      const first = Array.from({ length: taken }, (_, i) => message(seed, 0, i, dims));
+      if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
+      if (first.reduce((n, m) => n + span(m), 0) > capacity) continue;
+      if (first.slice(1, 4).reduce((n, m) => n + span(m), 0) < capacity / 4) break;
+    }
+    await withChannel({ capacity }, async (name, ch, children) => {
+      const tx = ch.sender();
+      for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
+      await killInsideRecvMany(children, killed, name, taken);
+      const receiver = peer(children, ["recv", name, 1, total - 1, seed, "end", 1]);
+      await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+      for (let i = taken; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
+      tx.close();
+      const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+      assert.equal(r.ok, true, r.error);
+      assert.deepEqual(r.next, [total], "messages 1 to the last, each once, in order");
+      assert.equal(r.after, "end");
+    });
+  });
+}
+
 test("conformance: a Rust sender to a TypeScript receiver, one sender, fragments and wrap-around, then the end", async () => {
   await withChannel({ capacity: 4096 }, async (name, ch, children) => {
     const seed = 11;
@@ -226,5 +265,55 @@ test("conformance: a Rust sender that starts waiting after the TypeScript receiv
     const r = resultOf<PeerResult>(await finished(sender, "Rust sender"), "Rust sender");
     assert.equal(r.ok, true, r.error);
     rx.close();
+  });
+});
+
+type UntilClosed = { ok: boolean; sent: number; errno: number; error: string; later: number[] };
+const EPIPE = 32;
+
+test("conformance: the TypeScript receiver closes while a Rust sender sends: its failing send and every later one get EPIPE", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 17;
+    const sender = peer(children, ["until-closed", name, 0, seed]);
+    await within(sender.line("ready"), 20_000, "Rust sender ready");
+    const rx = await receiveAll(ch, 1, COUNT, seed);
+    rx.close();
+    const r = resultOf<UntilClosed>(await finished(sender, "Rust sender"), "Rust sender");
+    assert.equal(r.ok, true, r.error);
+    assert.equal(r.errno, EPIPE, r.error);
+    assert.match(r.error, /the receiver closed the channel/);
+    assert.deepEqual(r.later, [EPIPE, EPIPE, EPIPE], "send, try_send and reserve after that");
+    assert.ok(r.sent >= COUNT, `${r.sent} sent, ${COUNT} received`);
+  });
+});
+
+test("conformance: a Rust receiver closes while a TypeScript sender sends: its failing send and every later one get EPIPE", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 18;
+    const receiver = peer(children, ["recv", name, 1, COUNT, seed]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    const tx = ch.sender();
+    let sent = 0;
+    let failed: unknown;
+    for (; failed === undefined; sent++) {
+      try {
+        await tx.sendAsync(message(seed, 0, sent, ch), 30_000);
+      } catch (err) {
+        failed = err;
+      }
+    }
+    sent--;
+    const closed = (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EPIPE" &&
+      e.message === "ChannelSender: the receiver closed the channel (EPIPE)";
+    assert.ok(closed(failed), `the failing send: ${failed}`);
+    assert.throws(() => tx.send(message(seed, 0, sent, ch), 1000), closed, "send after that");
+    assert.throws(() => tx.trySend(new Uint8Array(8)), closed, "trySend after that");
+    assert.throws(() => tx.reserve(8, 1000), closed, "reserve after that");
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [COUNT]);
+    assert.ok(sent >= COUNT, `${sent} sent, ${COUNT} received`);
+    tx.close();
   });
 });

@@ -26,6 +26,7 @@ import {
   finished,
   HANG_MS,
   killAll,
+  killInsideRecvMany,
   lib,
   mix,
   other,
@@ -1007,6 +1008,59 @@ for (const which of runtimes) {
   );
 }
 
+// `docs/channel.md`, *A receiver that dies*: a receiver killed inside a recvMany callback has
+// consumed records whose room it has not handed back yet; the receiver that takes over starts at
+// the shared `head` and gets them again (the one whose callback was running among them), then
+// every later message, and never waits on a zeroed record.
+for (const which of runtimes) {
+  for (const size of [100, 600]) {
+    // 100 B: copied out before the callback; 600 B: lent as a view of the ring.
+    test(
+      `a receiver taking over from a ${which} receiver killed inside a recvMany callback (${size} B messages) gets the batch again and every later message`,
+      async () => {
+        const numbered = (seq: number) => {
+          const out = new Uint8Array(size).map((_, j) => (seq * 31 + j) & 0xff);
+          new DataView(out.buffer).setUint32(0, seq, true);
+          return out;
+        };
+        const seqOf = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset, 4).getUint32(0, true);
+        await withChannel("cx-rxbatch", { capacity: MIXED_CAPACITY }, async (name, channel) => {
+          const children: Child[] = [];
+          try {
+            const tx = channel.sender();
+            // All in the ring before the receiver starts: one recvMany call takes them.
+            const before = 8;
+            const total = 40;
+            let seq = 0;
+            for (; seq < before; seq++) tx.send(numbered(seq));
+            await killInsideRecvMany(children, which, name, 5);
+            for (; seq < total; seq++) tx.send(numbered(seq));
+            const rx = channel.receiver();
+            const got: Uint8Array[] = [];
+            const first = rx.recv(10_000);
+            assert.ok(first !== null, "the stream ended");
+            got.push(first);
+            while (got.length < total - 1) {
+              rx.recvMany((m) => void got.push(m.slice()), 10_000);
+            }
+            // The dead receiver's first message was handed back before its callback's end.
+            assert.deepEqual(
+              got.map(seqOf),
+              Array.from({ length: total - 1 }, (_, i) => i + 1),
+              "messages 1.. in order, each once",
+            );
+            for (const m of got) assert.deepEqual(m, numbered(seqOf(m)));
+            assert.equal(rx.tryRecv(), undefined, "nothing more");
+            rx.close();
+          } finally {
+            await killAll(children);
+          }
+        });
+      },
+    );
+  }
+}
+
 // ---- 6. Errors another process sees -------------------------------------------------------------
 
 for (const which of runtimes) {
@@ -1127,5 +1181,91 @@ for (const holder of runtimes) {
         }
       });
     });
+  });
+}
+
+/** What `channel/send_until_closed.ts` reports. */
+interface SentUntilClosed {
+  producer: number;
+  sent: number;
+  first: { code: string; message: string };
+  later: { code: string; message: string }[];
+}
+
+/** Messages this process takes from each sender before it closes the channel. */
+const BEFORE_CLOSE = 500;
+/** The error every send of an attached sender gets once the receiver closed (as ever). */
+const RECEIVER_CLOSED = {
+  code: "EPIPE",
+  message: "ChannelSender: the receiver closed the channel (EPIPE)",
+};
+
+// `docs/channel.md`, *Close*: senders learn of the receiver's close from the wake-up check after
+// each commit (`rx_waiting` holds `RX_CLOSED`); a send whose message the receiver left unread
+// fails, and so does every later one, whichever way it sends.
+for (const first of runtimes) {
+  const second = other(first);
+  test(`the receiver closes while a ${first} and a ${second} sender send as fast as they can: each send from then on fails with EPIPE, every message received was reported sent`, async () => {
+    await withChannel(
+      "cx-close",
+      { capacity: MIXED_CAPACITY, producers: "many" },
+      async (name, ch) => {
+        const children: Child[] = [];
+        const rx = ch.receiver();
+        try {
+          await withControl(async (ctl, i32) => {
+            const senders = [first, second].map((which, producer) =>
+              spawn(children, which, "channel/send_until_closed.ts", [name, `${producer}`, ctl])
+            );
+            await within(Promise.all(senders.map((c) => c.line("ready"))), HANG_MS, "ready");
+            Atomics.store(i32, CTL_GO, 1);
+            notify(i32, CTL_GO);
+            const got = [0, 0];
+            const take = (message: Uint8Array) => {
+              assert.equal(message.length, 64);
+              const producer = message[0];
+              const seq = new DataView(message.buffer, message.byteOffset).getUint32(4, true);
+              assert.equal(seq, got[producer], `sender ${producer}'s messages in order`);
+              got[producer]++;
+            };
+            while (got[0] < BEFORE_CLOSE || got[1] < BEFORE_CLOSE) {
+              const message = rx.recv(HANG_MS);
+              assert.ok(message !== null, "no end of stream");
+              take(message);
+            }
+            // Close with the ring drained (as far as the senders let it be): their next sends
+            // find room and commit before they can see the close.
+            for (let n = 0; n < MIXED_CAPACITY; n++) {
+              const message = rx.tryRecv();
+              if (message === undefined) break;
+              assert.ok(message !== null, "no end of stream");
+              take(message);
+            }
+            rx.close();
+            const reports = await Promise.all(
+              senders.map((c, i) => finished(c, `sender ${i}`, HANG_MS)),
+            );
+            for (const [producer, r] of reports.entries()) {
+              const report = resultOf<SentUntilClosed>(r, `sender ${producer}`);
+              const who = `the ${[first, second][producer]} sender`;
+              assert.deepEqual(report.first, RECEIVER_CLOSED, `${who}'s failing send`);
+              assert.deepEqual(
+                report.later,
+                Array(5).fill(RECEIVER_CLOSED),
+                `${who}'s send, trySend, sendMany, sendAsync and reserve after that`,
+              );
+              assert.ok(
+                got[producer] <= report.sent,
+                `${who} reported ${report.sent} sent, ${got[producer]} were received`,
+              );
+            }
+          });
+          assert.throws(() => ch.receiver(), isCode("EPIPE"), "a receiver after the close");
+        } finally {
+          rx.close();
+          await killAll(children);
+        }
+      },
+    );
   });
 }

@@ -12,14 +12,17 @@ import * as check from "../validate.ts";
 import * as L from "./layout.ts";
 import { Spinner } from "./spin.ts";
 import {
+  byteCount,
   channelError,
   Consumer,
   EMPTY,
   END,
+  freshView,
   FULL,
   IN_FLIGHT,
   initRegion,
   type Parking,
+  plainBytes,
   plainView,
   Producer,
   RESERVED,
@@ -67,8 +70,9 @@ const pid: number = "Deno" in globalThis
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
 function bytesOf(message: unknown, what: string): Uint8Array {
+  if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
-  if (message instanceof Uint8Array) return plainView(message);
+  if (message instanceof Uint8Array) return freshView(message);
   if (ArrayBuffer.isView(message)) {
     return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
   }
@@ -377,6 +381,8 @@ export class ChannelSender implements Disposable {
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
   #busy = false;
+  /** The length of the message {@linkcode #start} returned last. */
+  #len = 0;
 
   /** @internal Made by {@linkcode Channel.sender}. */
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
@@ -411,7 +417,7 @@ export class ChannelSender implements Disposable {
   send(message: Message, timeoutMs?: number): void {
     const bytes = this.#start(message, "send");
     const timeout = timeoutOf(timeoutMs);
-    if (this.#tryFast(bytes)) return;
+    if (this.#tryFast(bytes, this.#len)) return;
     runSync(this.#sendSteps(bytes, timeout), this.#ring.parking);
   }
 
@@ -441,7 +447,7 @@ export class ChannelSender implements Disposable {
         }
       }
       const bytes = this.#start(messages[i], "sendMany");
-      if (this.#tryFast(bytes)) continue;
+      if (this.#tryFast(bytes, this.#len)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       runSync(this.#sendSteps(bytes, deadline - performance.now()), this.#ring.parking);
     }
@@ -452,7 +458,7 @@ export class ChannelSender implements Disposable {
   async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
     const bytes = this.#start(message, "sendAsync");
     const timeout = timeoutOf(timeoutMs);
-    if (this.#tryFast(bytes)) return;
+    if (this.#tryFast(bytes, this.#len)) return;
     this.#busy = true;
     try {
       await runAsync(this.#sendSteps(bytes, timeout), this.#ring.parking);
@@ -469,13 +475,14 @@ export class ChannelSender implements Disposable {
   /** Sends without waiting: false if the ring has no room now. */
   trySend(message: Message): boolean {
     const bytes = this.#start(message, "trySend");
-    if (bytes.length > this.#ring.maxRecord) {
+    const len = this.#len;
+    if (len > this.#ring.maxRecord) {
       throw new RangeError(
-        `trySend: a message of ${bytes.length} bytes needs several records; use send or sendAsync`,
+        `trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
       );
     }
     if (this.#abortOwed && !this.#tryPayAbort()) return false;
-    return this.#tryFast(bytes);
+    return this.#tryFast(bytes, len);
   }
 
   /**
@@ -494,6 +501,8 @@ export class ChannelSender implements Disposable {
       deadline = deadlineAfter(timeout);
       runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
     }
+    // Its commit reports nothing, so the receiver's close is looked for here.
+    if (this.#ring.rxClosed()) throw this.#ring.closedError("ChannelSender");
     let idx = this.#producer.tryReserve(len);
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
@@ -516,6 +525,7 @@ export class ChannelSender implements Disposable {
       );
     }
     this.#reservedIdx = -1;
+    // A close after the reservation is reported by this sender's next call.
     this.#producer.commit(idx, this.#reservedLen, 0);
   }
 
@@ -590,31 +600,38 @@ export class ChannelSender implements Disposable {
     }
   }
 
+  /**
+   * The message as bytes, its length (as the engine counts it, see `byteCount`) left in
+   * {@linkcode #len}: the one length the send works with.
+   */
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
     const bytes = bytesOf(message, "message");
-    if (bytes.length > L.MAX_MESSAGE_LEN) {
+    const len = byteCount(bytes);
+    if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
     }
+    this.#len = len;
     return bytes;
   }
 
-  /** The hot path: one record with room now. */
-  #tryFast(bytes: Uint8Array): boolean {
-    if (bytes.length > this.#ring.maxRecord || this.#abortOwed) return false;
-    const len = bytes.length;
+  /** The hot path: one record with room now, for the `len` bytes of `bytes`. */
+  #tryFast(bytes: Uint8Array, len: number): boolean {
+    if (len > this.#ring.maxRecord || this.#abortOwed) return false;
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
-    const ring = this.#ring.bytes;
-    const at = L.OFF_DATA + idx + 8;
-    ring.set(bytes, at);
-    this.#producer.commit(idx, len, 0);
+    // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
+    if (len !== 0) this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
+    if (!this.#producer.commit(idx, len, 0)) throw this.#ring.closedError("ChannelSender");
     return true;
   }
 
   /** The slow path of a send; its deadline starts when the fast path found no room. */
-  *#sendSteps(bytes: Uint8Array, timeout: number): Generator<Park, void> {
+  *#sendSteps(message: Uint8Array, timeout: number): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
+    // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
+    // (none of a detached buffer, which has no bytes to view).
+    const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
     const max = this.#ring.maxRecord;
     let sent = 0;
@@ -629,7 +646,8 @@ export class ChannelSender implements Disposable {
         throw err;
       }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
-      this.#producer.commit(idx, len, more);
+      // A fragment the receiver will never read: the channel is closed for good, no abort owed.
+      if (!this.#producer.commit(idx, len, more)) throw this.#ring.closedError("ChannelSender");
       sent += len;
     } while (sent < bytes.length);
   }
@@ -658,6 +676,7 @@ export class ChannelSender implements Disposable {
   }
 
   #commitAbort(idx: number): void {
+    // Into a closed channel: the next record's reservation reports it.
     this.#producer.commit(idx, 0, L.REC_ABORT);
     this.#abortOwed = false;
   }
@@ -891,26 +910,27 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
     target = plainView(target);
+    const room = byteCount(target);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
       !this.#inBatch
     ) {
       const timeout = timeoutOf(timeoutMs);
-      const len = this.#takeSimple(target);
+      const len = this.#takeSimple(target, room);
       if (len >= 0) return len;
-      return this.#recvIntoSlow(target, timeout);
+      return this.#recvIntoSlow(target, room, timeout);
     }
-    return this.#recvIntoSlow(target, timeoutMs);
+    return this.#recvIntoSlow(target, room, timeoutMs);
   }
 
-  #recvIntoSlow(target: Uint8Array, timeoutMs: number | undefined): number | null {
+  #recvIntoSlow(target: Uint8Array, room: number, timeoutMs: number | undefined): number | null {
     const view = this.recvView(timeoutMs);
     if (view === null) return null;
-    if (view.length > target.length) {
+    if (view.length > room) {
       this.#held = view;
       throw new RangeError(
-        `recvInto: the next message has ${view.length} bytes, target only ${target.length}`,
+        `recvInto: the next message has ${view.length} bytes, target only ${room}`,
       );
     }
     target.set(view);
@@ -965,13 +985,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             count++;
             if (len <= SMALL_COPY) {
               // Consumed before the call: a message whose callback throws counts as delivered.
-              onMessage(this.#scratchCopy(start, len, idx));
+              onMessage(this.#scratchCopy(start, len));
               continue;
             }
             try {
               onMessage(ring.view(start, len));
             } finally {
-              if (!this.#closed) consumer.consume(idx, len);
+              if (!this.#closed) consumer.consume(len);
             }
             continue;
           }
@@ -1120,23 +1140,24 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * The hot path of {@linkcode recvInto}: copies the next message into `target` and consumes it
-   * when it is one whole record that fits and nothing else is pending; else -1 (nothing taken).
+   * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
+   * pending; else -1 (nothing taken).
    */
-  #takeSimple(target: Uint8Array): number {
+  #takeSimple(target: Uint8Array, room: number): number {
     if (this.#partial.size !== 0 || this.#orphans.size !== 0) return -1;
     const consumer = this.#consumer;
     const idx = consumer.peek();
     if (idx < 0 || (consumer.word & (L.REC_MORE | L.REC_ABORT)) !== 0) return -1;
     const len = consumer.len;
-    if (len > target.length) return -1;
+    if (len > room) return -1;
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
       let words = this.#targetWords;
       // The same target, but its buffer may have been resized since (a view that follows its
       // buffer's length, or one that went out of bounds and back): words of its length now.
-      if (target !== this.#target || (words !== undefined && words.length !== target.length >> 2)) {
-        this.#wordsOf(target);
+      if (target !== this.#target || (words !== undefined && words.length !== room >> 2)) {
+        this.#wordsOf(target, room);
         words = this.#targetWords;
       }
       if (words !== undefined) {
@@ -1172,9 +1193,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * recvMany's view of a small message: copied into this receiver's scratch buffer, one view per
-   * length made once (cheaper than a new view of the ring per message).
+   * length made once (cheaper than a new view of the ring per message), and consumed. The ring's
+   * copy stays intact until the batch hands its room back (see `Consumer`).
    */
-  #scratchCopy(start: number, len: number, idx: number): Uint8Array {
+  #scratchCopy(start: number, len: number): Uint8Array {
     let scratch = this.#scratch;
     // A callback may have detached the buffer its view lent (transferred it, as to a worker).
     if (scratch === undefined || scratch.bytes.length === 0) {
@@ -1185,20 +1207,30 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         views: [],
       };
     }
-    this.#consumer.consumeCleared(
-      idx,
-      len,
-      this.#copyOut(start, len, scratch.words, scratch.bytes),
-    );
-    return scratch.views[len] ??= new Uint8Array(scratch.bytes.buffer, 0, len);
+    const i32 = this.#ring.i32;
+    const bytes = this.#ring.bytes;
+    const words = scratch.words;
+    const from = start >> 2;
+    const n = len >> 2;
+    for (let w = 0; w < n; w++) words[w] = i32[from + w];
+    const out = scratch.bytes;
+    for (let i = n << 2; i < len; i++) out[i] = bytes[start + i];
+    this.#consumer.consume(len);
+    return scratch.views[len] ??= new Uint8Array(out.buffer, 0, len);
   }
 
-  /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */
-  #wordsOf(target: Uint8Array): void {
+  /**
+   * Remembers `target` and, if it is 4-byte aligned, a view of the whole 32-bit words of its
+   * `room` bytes (its buffer and offset as the engine has them, see `freshView`).
+   */
+  #wordsOf(target: Uint8Array, room: number): void {
     this.#target = target;
-    this.#targetWords = (target.byteOffset & 3) === 0
-      ? new Int32Array(target.buffer, target.byteOffset, target.length >> 2)
-      : undefined;
+    this.#targetWords = undefined;
+    if (room < 4) return; // no whole word (or a detached buffer, which has no bytes to view)
+    const own = freshView(target);
+    if ((own.byteOffset & 3) === 0) {
+      this.#targetWords = new Int32Array(own.buffer, own.byteOffset, room >> 2);
+    }
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
