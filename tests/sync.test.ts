@@ -132,6 +132,63 @@ test("wait and notify reach each buffer's own word, and none after its segment c
   assert.equal(wait(wb, 5, 2, 0), "timed-out", "the other segment works on");
 });
 
+test("arrays and buffers that lie about their size or place reach no word outside their mapping", async () => {
+  using shm = scratch();
+  const words = 4096 / 4;
+  const beyond = 1 << 26; // 256 MiB past the mapping: a read there ends the process
+  const outside = (e: unknown) => e instanceof RangeError && /index/.test(e.message);
+  class Longer extends Int32Array {
+    override get length() {
+      return 1 << 28;
+    }
+    override get byteLength() {
+      return 1 << 30;
+    }
+  }
+  class Shifted extends Int32Array {
+    override get byteOffset() {
+      return 1 << 30;
+    }
+  }
+  const own = new Int32Array(shm.buffer);
+  Object.defineProperty(own, "length", { value: 1 << 28 });
+  Object.defineProperty(own, "byteLength", { value: 1 << 30 });
+  // A byte array given Int32Array's prototype: `instanceof` passes, its element count is 4x its
+  // word count.
+  const bytes = Object.setPrototypeOf(new Uint8Array(shm.buffer), Int32Array.prototype);
+  for (const view of [new Longer(shm.buffer), own, bytes]) {
+    assert.throws(() => wait(view, beyond, 0, 0, { spin: 100 }), outside);
+    assert.throws(() => wait(view, words, 0, 0, { spin: 100 }), outside);
+    assert.throws(() => notify(view, beyond), outside);
+    await assert.rejects(waitAsync(view, beyond, 0, 0), outside);
+    Atomics.store(new Int32Array(shm.buffer), words - 1, 7);
+    assert.equal(wait(view, words - 1, 7, 0), "timed-out", "the last word is still reached");
+  }
+  // The engine's byteOffset, not the subclass's: word 3 of the segment.
+  Atomics.store(new Int32Array(shm.buffer), 3, 9);
+  assert.equal(wait(new Shifted(shm.buffer), 3, 9, 0, { spin: 100 }), "timed-out");
+  // Not a typed array at all: the engine's accessors refuse it.
+  const fake = Object.create(Int32Array.prototype);
+  assert.throws(() => wait(fake, 0, 0, 0), TypeError);
+  assert.throws(() => notify(new Proxy(new Int32Array(shm.buffer), {}), 0), TypeError);
+
+  // A buffer whose byteLength or detached flag was redefined on it: the engine's count bounds a
+  // mutex's place, and a detached buffer stays detached.
+  const buffer = shm.buffer;
+  Object.defineProperty(buffer, "byteLength", { value: 2 ** 40 });
+  assert.throws(() => Mutex.init(buffer, 2 ** 39), RangeError);
+  assert.throws(() => Mutex.init(buffer, 4096), RangeError);
+  Mutex.init(buffer, 4096 - Mutex.BYTE_LENGTH).lock().unlock();
+  const other = scratch();
+  const gone = other.view();
+  Object.defineProperty(gone, "detached", { value: false });
+  Object.defineProperty(gone, "byteLength", { value: 4096 });
+  other.close();
+  const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  assert.throws(() => Mutex.init(gone, 0), closed);
+  assert.throws(() => wait(new Int32Array(4), 0, 0, 0), TypeError);
+});
+
 test("Mutex: lock, tryLock, unlock, guards with using", () => {
   using shm = scratch();
   const mutex = Mutex.init(shm.buffer, 64);

@@ -15,6 +15,7 @@ import {
   POPULATE,
   REPLACE,
 } from "./ffi.ts";
+import { bufferByteLength, bufferDetached } from "./intrinsics.ts";
 import * as check from "./validate.ts";
 
 /**
@@ -280,16 +281,20 @@ function release(buffer: ArrayBuffer): void {
   record.released = true;
   const b = backend();
   // The buffer is the mapping's only user: its pending waits can never be woken through it.
-  if (record.whole) b.cancelWaits(b.address(record.address), buffer.byteLength);
+  if (record.whole) b.cancelWaits(b.address(record.address), bufferByteLength(buffer));
   b.unwrap(buffer, record.handle);
 }
 
 /**
- * Whether `buffer` is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached
- * buffer has length 0, and this library never wraps an empty one.
+ * Whether `buffer` is detached, as the engine says (see `intrinsics.ts`: a `detached` or
+ * `byteLength` property the caller defined on the buffer is not read).
  */
 export function isDetached(buffer: ArrayBuffer): boolean {
-  return buffer.detached ?? buffer.byteLength === 0;
+  try {
+    return bufferDetached(buffer);
+  } catch {
+    return false; // not an ArrayBuffer at all (a SharedArrayBuffer, say): not this library's either
+  }
 }
 
 /**
@@ -714,7 +719,7 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
       "buffer was not made by createSharedBuffer or SharedMemory",
     );
   }
-  refuseIfLocked(backend(), record.address, buffer.byteLength, "detachSharedBuffer");
+  refuseIfLocked(backend(), record.address, bufferByteLength(buffer), "detachSharedBuffer");
   release(buffer);
 }
 

@@ -13,6 +13,7 @@ import { type Address, backend } from "./backend.ts";
 import { errorOf } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
+import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -62,18 +63,22 @@ function locate(view: unknown, index: unknown, caller: string): Address {
       }`,
     );
   }
-  // 0 once the buffer is detached (its segment closed): this library's buffers never resize.
-  const length = view.length;
+  // The engine's own count of the view's bytes (see intrinsics.ts): a `length` or `byteOffset`
+  // redefined by a subclass or on the array would point the native call, which reads the word
+  // in user space while it spins, outside the mapping. Bytes, not elements: an array of another
+  // type given Int32Array's prototype passes `instanceof`. 0 once the buffer is detached (its
+  // segment closed): this library's buffers never resize.
+  const length = viewByteLength(view) >> 2;
   if (typeof index !== "number" || !(index >= 0 && index < length) || !Number.isInteger(index)) {
     // The buffer first (a closed segment's views are empty: EBADF, not a bad index).
-    addressOf(view.buffer, caller);
+    addressOf(viewBuffer(view), caller);
     check.integer(index, "index", 0, Math.max(length - 1, 0));
     throw new RangeError(`${caller}: view is empty`);
   }
   let words = views.get(view);
   if (words === undefined || words.mapping.released) {
-    const mapping = mappingOf(view.buffer, caller); // throws for a closed or foreign buffer
-    words = { mapping, base: mapping.address + BigInt(view.byteOffset), at: new Map() };
+    const mapping = mappingOf(viewBuffer(view), caller); // throws for a closed or foreign buffer
+    words = { mapping, base: mapping.address + BigInt(viewByteOffset(view)), at: new Map() };
     views.set(view, words);
   }
   let address = words.at.get(index);
@@ -338,7 +343,7 @@ export class Mutex {
       byteOffset,
       "byteOffset",
       0,
-      buffer.byteLength - Mutex.BYTE_LENGTH,
+      bufferByteLength(buffer) - Mutex.BYTE_LENGTH, // the engine's, not a property defined on it
     );
     if (offset % Mutex.ALIGNMENT !== 0) {
       throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);

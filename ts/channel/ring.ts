@@ -10,6 +10,7 @@
  */
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
+import { viewBuffer, viewByteLength, viewByteOffset, viewLength } from "../intrinsics.ts";
 import * as L from "./layout.ts";
 
 /**
@@ -23,13 +24,10 @@ export function plainBytes(bytes: unknown): bytes is Uint8Array {
   return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
 }
 
-const typedArray = Object.getPrototypeOf(Uint8Array.prototype);
-const intrinsic = (name: string) => Object.getOwnPropertyDescriptor(typedArray, name)!.get!;
-const bufferOf = intrinsic("buffer");
-const byteOffsetOf = intrinsic("byteOffset");
-const byteLengthOf = intrinsic("byteLength");
-const lengthOf = intrinsic("length");
-const setOf = typedArray.set as (this: Uint8Array, source: Uint8Array) => void;
+const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
+  this: Uint8Array,
+  source: Uint8Array,
+) => void;
 
 /**
  * Copies `source` into the start of `target` with the engine's own `set`: a method of the
@@ -49,7 +47,7 @@ export function copyInto(target: Uint8Array, source: Uint8Array): void {
  * @throws {TypeError} If `bytes` is not really a typed array (a Proxy of one, say).
  */
 export function byteCount(bytes: Uint8Array): number {
-  return lengthOf.call(bytes);
+  return viewLength(bytes);
 }
 
 /**
@@ -65,7 +63,7 @@ export function plainView(bytes: Uint8Array): Uint8Array {
 /** A new plain view of the bytes of `bytes`, made from the engine's own accessors. */
 export function freshView(bytes: Uint8Array): Uint8Array {
   if (!ArrayBuffer.isView(bytes)) throw new TypeError("expected a Uint8Array, got another object");
-  return new Uint8Array(bufferOf.call(bytes), byteOffsetOf.call(bytes), byteLengthOf.call(bytes));
+  return new Uint8Array(viewBuffer(bytes), viewByteOffset(bytes), viewByteLength(bytes));
 }
 
 /** A protocol failure as a SharedMemoryError with `code`. */

@@ -29,6 +29,7 @@ import {
   type ProcessLike,
   processPlatform,
 } from "../library.ts";
+import { bufferByteLength } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
@@ -138,7 +139,7 @@ export function loadNode(explicit?: string): Backend {
     unwrap(buffer, handle) {
       // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
       // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
-      if (buffer.byteLength === 0) return;
+      if (bufferByteLength(buffer) === 0) return;
       if (typeof buffer.transfer === "function") {
         try {
           buffer.transfer(0);
