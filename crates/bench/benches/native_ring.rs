@@ -10,6 +10,9 @@
 //! echo side for latency), with `NATIVE_RING_ROLE` set. Throughput: the child sends messages of
 //! one size for `--seconds`, copying each from a buffer (or filling it in place with
 //! `--zero-copy`), then closes; the parent copies each out (or reads it in place) and counts.
+//! Every message carries its sequence number in its first 4 bytes and a byte derived from it in
+//! its last, and every receiver checks both, as the TypeScript pairs of `bench/streams.ts` do:
+//! both sides of a comparison do the same work per message.
 //! Latency: ping-pong over two channels, once with both sides parking at once (`spin: 0`, every
 //! hop wakes a parked peer through the futex) and once with the default spin-then-park.
 //!
@@ -180,6 +183,31 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
 }
 
+/// Writes `seq` into the first 4 bytes of `m` (little-endian) and `seq ^ 0x5a` into its last,
+/// as `stamp` in `bench/streams.ts` (a message of fewer than 4 bytes keeps what fits).
+fn stamp(m: &mut [u8], seq: u32) {
+    for (k, byte) in m.iter_mut().take(4).enumerate() {
+        *byte = (seq >> (8 * k)) as u8;
+    }
+    if let Some(last) = m.last_mut() {
+        *last = (seq ^ 0x5a) as u8;
+    }
+}
+
+/// Panics unless the message is `size` bytes long (`len`) and carries the stamp of `seq` (see
+/// [`stamp`]); `at(k)` reads its byte `k`.
+fn check(seq: u32, size: usize, len: usize, at: impl Fn(usize) -> u8) {
+    // In a message of at most 4 bytes the last byte took the place of part of the number.
+    let number = if size > 4 { 4 } else { size.saturating_sub(1) };
+    let ok = len == size
+        && (size == 0 || at(size - 1) == (seq ^ 0x5a) as u8)
+        && (0..number).all(|k| at(k) == (seq >> (8 * k)) as u8);
+    assert!(
+        ok,
+        "expected message {seq} of {size} bytes, got {len} bytes"
+    );
+}
+
 // ---- children -----------------------------------------------------------------------------
 
 fn child_main(role: &str) {
@@ -191,23 +219,23 @@ fn child_main(role: &str) {
             let secs: f64 = env(SECS).parse().unwrap();
             let zero_copy = env(ZERO_COPY) == "1";
             let mut tx = channel.sender(WaitOptions::default()).unwrap();
-            let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let stop = Instant::now() + Duration::from_secs_f64(secs);
             let batch = (4 << 20) / (size + 64) + 1;
+            let mut seq = 0u32;
             'outer: loop {
                 for _ in 0..batch {
                     if zero_copy {
                         let mut slot = tx.reserve(size, None).unwrap();
-                        // Touch the message as a producer filling it would (first and last
-                        // line), without paying a full copy.
-                        if size > 0 {
-                            slot[0] = 1;
-                            slot[size - 1] = 1;
-                        }
+                        // Stamp the message in place (its first and last bytes), as a producer
+                        // filling it would touch them, without paying a full copy.
+                        stamp(&mut slot, seq);
                         slot.commit();
                     } else {
+                        stamp(&mut payload, seq);
                         tx.send(&payload, None).unwrap();
                     }
+                    seq = seq.wrapping_add(1);
                 }
                 if Instant::now() >= stop {
                     break 'outer;
@@ -265,18 +293,22 @@ fn throughput(args: &Args, size: usize) -> Throughput {
     // The clock starts at the first message, so process start-up is not counted.
     let mut messages = 0u64;
     let mut start = Instant::now();
-    let mut checksum = 0u64;
     loop {
+        let seq = messages as u32;
         let got = if args.zero_copy {
             match rx.recv_ref(timeout).unwrap() {
                 Some(msg) => {
-                    checksum += u64::from(msg.get(0).unwrap_or(0));
+                    check(seq, size, msg.len(), |k| msg.get(k).unwrap_or(0));
                     true
                 }
                 None => false,
             }
         } else {
-            rx.recv_into(&mut buf, timeout).unwrap().is_some()
+            let got = rx.recv_into(&mut buf, timeout).unwrap().is_some();
+            if got {
+                check(seq, size, buf.len(), |k| buf[k]);
+            }
+            got
         };
         if !got {
             break;
@@ -287,7 +319,6 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         messages += 1;
     }
     let seconds = start.elapsed().as_secs_f64();
-    std::hint::black_box(checksum);
     assert!(child.wait().unwrap().success());
     pin_to(None);
     Throughput {
@@ -327,16 +358,20 @@ fn latency(args: &Args, spin: u32) -> Latency {
         ],
     );
     pin_to(parent_cpu);
-    let msg = vec![1u8; args.latency_size];
+    let size = args.latency_size;
+    let mut msg = vec![1u8; size];
     let mut buf = Vec::new();
     let warmup = args.round_trips / 10 + 10;
     let mut samples = Vec::with_capacity(args.round_trips);
     for i in 0..warmup + args.round_trips {
+        let seq = i as u32;
         let t0 = Instant::now();
+        stamp(&mut msg, seq);
         tx.send(&msg, None).unwrap();
         rx.recv_into(&mut buf, Some(Duration::from_secs(30)))
             .unwrap()
             .unwrap();
+        check(seq, size, buf.len(), |k| buf[k]);
         if i >= warmup {
             samples.push(t0.elapsed().as_secs_f64() * 1e6);
         }
