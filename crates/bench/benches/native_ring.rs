@@ -269,6 +269,8 @@ struct Throughput {
     capacity: u32,
     messages: u64,
     seconds: f64,
+    /// CPU ns and voluntary switches of both processes per message, if the stream lasted.
+    cost: Option<(f64, f64)>,
 }
 
 fn throughput(args: &Args, size: usize) -> Throughput {
@@ -288,11 +290,16 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         ],
     );
     pin_to(parent_cpu);
+    let pids = [std::process::id(), child.id()];
     let mut buf = Vec::with_capacity(size);
     let timeout = Some(Duration::from_secs(30));
     // The clock starts at the first message, so process start-up is not counted.
     let mut messages = 0u64;
     let mut start = Instant::now();
+    // What both processes used when counting starts and half-way through, while the child
+    // still sends (as `Meter` in bench/streams.ts): the cost per message.
+    let mut used = [Usage::of(&pids), Usage::default()];
+    let mut cost = None;
     loop {
         let seq = messages as u32;
         let got = if args.zero_copy {
@@ -315,6 +322,13 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         }
         if messages == 0 {
             start = Instant::now();
+            used[0] = Usage::of(&pids);
+        } else if cost.is_none()
+            && messages % 1024 == 0
+            && start.elapsed().as_secs_f64() >= args.seconds / 2.0
+        {
+            used[1] = Usage::of(&pids);
+            cost = Some(used[1].per(&used[0], messages));
         }
         messages += 1;
     }
@@ -326,6 +340,49 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         capacity,
         messages: messages.saturating_sub(1), // the first one started the clock
         seconds,
+        cost,
+    }
+}
+
+/// CPU time (ns) and voluntary context switches of processes so far, every thread, from
+/// `/proc/<pid>/task/*/schedstat` and `status`, as `usage` in bench/harness.ts reads them.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+impl Usage {
+    fn of(pids: &[u32]) -> Self {
+        let mut u = Self::default();
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue; // the process ended
+            };
+            for task in tasks.flatten() {
+                let dir = task.path();
+                let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                let first = |text: String| text.split_whitespace().next().map(str::to_owned);
+                u.cpu_ns += first(read("schedstat"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                u.switches += read("status")
+                    .lines()
+                    .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        u
+    }
+
+    /// CPU ns and switches per message since `before`, over `messages` messages.
+    fn per(&self, before: &Self, messages: u64) -> (f64, f64) {
+        let n = messages.max(1) as f64;
+        (
+            self.cpu_ns.saturating_sub(before.cpu_ns) as f64 / n,
+            self.switches.saturating_sub(before.switches) as f64 / n,
+        )
     }
 }
 
@@ -401,15 +458,19 @@ fn main() {
     for &size in &args.sizes {
         let t = throughput(&args, size);
         let rate = t.messages as f64 / t.seconds;
+        let cost = t.cost.map_or(String::new(), |(cpu, vcs)| {
+            format!(",\"cpu_ns_per_msg\":{cpu:.1},\"vcs_per_msg\":{vcs:.4}")
+        });
         parts.push(format!(
-            "{{\"size\":{},\"capacity\":{},\"messages\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"bytes_per_s\":{:.0},\"gb_per_s\":{:.3}}}",
+            "{{\"size\":{},\"capacity\":{},\"messages\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"bytes_per_s\":{:.0},\"gb_per_s\":{:.3}{}}}",
             t.size,
             t.capacity,
             t.messages,
             t.seconds,
             rate,
             rate * t.size as f64,
-            rate * t.size as f64 / 1e9
+            rate * t.size as f64 / 1e9,
+            cost
         ));
     }
     let parked = latency(&args, 0);
