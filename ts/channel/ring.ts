@@ -619,9 +619,41 @@ export class Consumer {
     this.#took(this.#clearRest(idx, len, cleared));
   }
 
-  /** {@linkcode consume} for a record whose first `cleared` payload words the caller zeroed. */
-  consumeCleared(idx: number, len: number, cleared: number): void {
-    this.head = (this.head + this.#clearRest(idx, len, cleared)) & L.POS_MASK;
+  /**
+   * The record `ahead` bytes past `head` (which must lie before the end of the data area) if it
+   * is a whole one-record message, committed: its data index, with its length in
+   * {@linkcode len}; else -1, for anything else (nothing, a reservation, a skip record, a
+   * fragment, or a record {@linkcode peek} would call corrupt, which it does when it gets there).
+   * The batch path finds a run of messages with it without moving `head`.
+   */
+  peekAt(ahead: number): number {
+    const r = this.#r;
+    const pos = (this.head + ahead) & L.POS_MASK;
+    const idx = pos & r.mask;
+    const word = Atomics.load(r.i32, DATA + (idx >> 2));
+    if ((word & (COMMITTED | L.REC_SKIP | L.REC_MORE | L.REC_ABORT)) !== COMMITTED) return -1;
+    const len = word & L.REC_LEN_MASK;
+    if (len > r.maxRecord) return -1;
+    const span = L.recordSpan(len);
+    if (span > r.capacity - idx) return -1;
+    if (span > ((this.#tailSeen - pos) & L.POS_MASK)) {
+      const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+      const avail = (tail - pos) & L.POS_MASK;
+      if (avail > r.capacity || span > avail) return -1;
+      this.#tailSeen = tail;
+    }
+    this.len = len;
+    return idx;
+  }
+
+  /**
+   * Consumes the `bytes` of records from `head` on (at data index `idx`, not crossing the end
+   * of the data area) like {@linkcode consume}: zeroes them with one `fill` and moves `head`.
+   */
+  consumeRun(idx: number, bytes: number): void {
+    const start = L.OFF_DATA + idx;
+    this.#r.bytes.fill(0, start, start + bytes);
+    this.head = (this.head + bytes) & L.POS_MASK;
     if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
   }
 
