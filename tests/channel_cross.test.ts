@@ -1033,6 +1033,41 @@ for (const which of runtimes) {
   );
 }
 
+for (const child of runtimes) {
+  test(`a ${child} receiver that exits inside a recvMany callback leaves the messages it had not finished to the next receiver, in order`, async () => {
+    await withChannel("cx-exit", { capacity: 4096 }, async (name, ch) => {
+      const children: Child[] = [];
+      try {
+        const tx = ch.sender();
+        // Small messages back to back: the child's recvMany hands them out from one run.
+        const sent = Array.from({ length: 40 }, (_, i) => new Uint8Array(24).fill(i));
+        assert.equal(tx.sendMany(sent, HANG_MS), sent.length);
+        const exitAt = 6;
+        const r = resultOf<Outcome & { seen: number[] }>(
+          await finished(
+            spawn(children, child, "channel/exit_in_batch.ts", [name, String(exitAt)]),
+            "child",
+          ),
+          "child",
+        );
+        assert.deepEqual(r.seen, [0, 1, 2, 3, 4, 5], "the child's messages, in order");
+        // The next receiver starts where the dead one's receives were last consumed: at most
+        // the messages it was handed in the batch it died in come again, none is lost.
+        const rx = ch.receiver();
+        const got: number[] = [];
+        while (got.length === 0 || got[got.length - 1] !== sent.length - 1) {
+          assert.notEqual(rx.recvMany((m) => void got.push(m[0]), HANG_MS), null);
+        }
+        const first = got[0];
+        assert.ok(first >= 1 && first <= exitAt - 1, `resumes at ${first}`);
+        assert.deepEqual(got, sent.slice(first).map((m) => m[0]), "the rest, in order");
+      } finally {
+        await killAll(children);
+      }
+    });
+  });
+}
+
 for (const holder of runtimes) {
   const second = other(holder);
   test(`a ${second} child gets EBUSY for a second receiver or sender while a ${holder} child holds it, takes over a killed receiver, and gets EAGAIN for a killed sender's place not freed yet`, async () => {

@@ -648,13 +648,14 @@ export class Consumer {
 
   /**
    * Consumes the `bytes` of records from `head` on (at data index `idx`, not crossing the end
-   * of the data area) like {@linkcode consume}: zeroes them with one `fill` and moves `head`.
+   * of the data area): zeroes them with one `fill` and publishes `head` (and what
+   * {@linkcode consume} left unpublished), so that no zeroed record waits unpublished while the
+   * batch goes on (a receiver that dies there leaves nothing for the next one to wait on).
    */
   consumeRun(idx: number, bytes: number): void {
     const start = L.OFF_DATA + idx;
     this.#r.bytes.fill(0, start, start + bytes);
-    this.head = (this.head + bytes) & L.POS_MASK;
-    if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+    this.#took(bytes);
   }
 
   /** Zeroes the record at `idx` past its first `cleared` payload words, then its header; its span. */
