@@ -636,10 +636,13 @@ export class Consumer {
     if (len > r.maxRecord) return -1;
     const span = L.recordSpan(len);
     if (span > r.capacity - idx) return -1;
-    if (span > ((this.#tailSeen - pos) & L.POS_MASK)) {
+    // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
+    // reservation) is looked at again.
+    const seen = (this.#tailSeen - this.head) & L.POS_MASK;
+    if (seen > r.capacity || ahead + span > seen) {
       const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
-      const avail = (tail - pos) & L.POS_MASK;
-      if (avail > r.capacity || span > avail) return -1;
+      const avail = (tail - this.head) & L.POS_MASK;
+      if (avail > r.capacity || ahead + span > avail) return -1;
       this.#tailSeen = tail;
     }
     this.len = len;
