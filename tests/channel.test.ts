@@ -715,6 +715,35 @@ test("recvMany: a callback that throws in the middle of a run of small messages 
   assert.equal(rx.tryRecv(), undefined, "nothing else");
 });
 
+test("recvMany meets a record past the tail after a run of small messages with recv's error, the messages before it delivered", () => {
+  const name = uniqueName("chan");
+  cleanup({ name });
+  for (const how of ["recvMany", "recv"]) {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    using raw = SharedMemory.open({ name });
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    tx.sendMany(["a1", "b2", "c3"]);
+    // A committed 8-byte record right after them, where no sender reserved anything.
+    const words = new Int32Array(raw.buffer, layout.OFF_DATA, 64);
+    Atomics.store(words, 3 * 4, (layout.REC_COMMITTED | 8) | 0);
+    const got: string[] = [];
+    const take = (m: Uint8Array) => void got.push(new TextDecoder().decode(m));
+    assert.throws(
+      () => {
+        for (;;) {
+          if (how === "recvMany") rx.recvMany(take, 1000);
+          else take(rx.recv(1000)!);
+        }
+      },
+      (e) => code("EBADMSG")(e) && /past the tail/.test(String(e)),
+      how,
+    );
+    assert.deepEqual(got, ["a1", "b2", "c3"], how);
+    ch.unlink();
+  }
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();
