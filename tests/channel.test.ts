@@ -294,6 +294,18 @@ function watchedChannel(capacity: number) {
   };
 }
 
+/** The ring is sound: messages still go through in order, and all its room was handed back. */
+function assertSound({ tx, rx, words }: ReturnType<typeof watchedChannel>): void {
+  for (let i = 0; i < 100; i++) {
+    tx.send(pattern(i, i), 5000);
+    assert.deepEqual(rx.recv(5000), pattern(i, i));
+  }
+  assert.equal(
+    Atomics.load(words, layout.OFF_HEAD >> 2),
+    Atomics.load(words, layout.OFF_TAIL >> 2) & layout.POS_MASK,
+  );
+}
+
 test("recvInto hands room back at once to a parked sender, and all of it when the ring is empty", async () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;
@@ -495,6 +507,81 @@ test("a Uint8Array subclass whose length is not its real one is sent whole and r
   assert.deepEqual(new Uint8Array(target), whole);
   assert.equal(rx.recvInto(target, 5000), 8);
   assert.deepEqual(new Uint8Array(target.buffer, 0, 8), pattern(8, 4));
+});
+
+test("a plain Uint8Array with an own length larger or smaller than its real one is sent whole, received into by its real length, and leaves the ring sound", async () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  const lying = (bytes: Uint8Array, length: PropertyDescriptor) =>
+    Object.defineProperty(bytes, "length", length);
+  let reads = 0;
+  // Claims more and less than it holds, as a value, and a getter that says something else each time.
+  const claims: PropertyDescriptor[] = [0, 4, 99, 101, 300, 1e6, 2 ** 31, -1, 1.5, NaN]
+    .map((value) => ({ value }));
+  claims.push({ get: () => (reads++ % 2 ? 4 : 5000) });
+  for (const [i, claim] of claims.entries()) {
+    const whole = pattern(100 + i, i);
+    const small = pattern(8, i);
+    const message = () => lying(whole.slice(), claim);
+    tx.send(message(), 5000);
+    assert.equal(tx.trySend(message()), true);
+    assert.equal(tx.sendMany([message(), small, message()], 5000), 3);
+    await tx.sendAsync(message(), 5000);
+    for (const [k, want] of [whole, whole, whole, small, whole, whole].entries()) {
+      assert.deepEqual(rx.recv(5000), want, `claim ${i}, message ${k}`);
+    }
+    // Targets: the same lies, on a target with room (small and large messages) and on one without.
+    for (const size of [40 + i, 300 + i]) {
+      const sent = pattern(size, i + 50);
+      tx.send(sent, 5000);
+      const roomy = lying(new Uint8Array(size + 8).fill(0xee), claim);
+      assert.equal(rx.recvInto(roomy, 5000), size, `claim ${i}, ${size} B into a target with room`);
+      assert.deepEqual(roomy.subarray(0, size), sent);
+      assert.deepEqual([...roomy.subarray(size)], new Array(8).fill(0xee), "nothing past it");
+      const tight = lying(new Uint8Array(size - 1), claim);
+      tx.send(sent, 5000);
+      assert.throws(() => rx.recvInto(tight, 5000), RangeError, `claim ${i}, a target too short`);
+      assert.deepEqual(rx.recv(5000), sent, "the message a target was too short for, next");
+    }
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  }
+  // Not a typed array at all, though it says it is one: refused.
+  const fake = new Proxy(pattern(8, 1), {});
+  assert.throws(() => tx.send(fake, 5000), TypeError);
+  assert.throws(() => rx.recvInto(fake, 0), TypeError);
+  assertSound(watched);
+});
+
+test("a detached message is sent as the 0 bytes it has, and an element that throws halfway through sendMany leaves the ring sound", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  const detached = () => {
+    const bytes = pattern(16, 3);
+    const buffer = bytes.buffer as ArrayBuffer;
+    structuredClone(buffer, { transfer: [buffer] });
+    return bytes;
+  };
+  tx.send(detached(), 5000);
+  assert.equal(tx.trySend(detached()), true);
+  assert.equal(tx.sendMany([pattern(8, 1), detached(), pattern(8, 2)], 5000), 3);
+  for (const want of [new Uint8Array(0), new Uint8Array(0), pattern(8, 1), new Uint8Array(0)]) {
+    assert.deepEqual(rx.recv(5000), want);
+  }
+  assert.deepEqual(rx.recv(5000), pattern(8, 2));
+  // The element is read once to size the run, again to write it (then it throws), and once more
+  // by the one-by-one path, whose error sendMany reports.
+  let reads = 0;
+  const messages = [pattern(8, 4), pattern(8, 5), pattern(8, 6)];
+  Object.defineProperty(messages, 1, {
+    get: () => {
+      if (++reads > 1) throw new Error(`read ${reads}`);
+      return pattern(8, 5);
+    },
+  });
+  assert.throws(() => tx.sendMany(messages, 5000), /read 3/);
+  assert.deepEqual(rx.recv(5000), pattern(8, 4), "the message before it");
+  assert.equal(rx.tryRecv(), undefined, "nothing after it");
+  assertSound(watched);
 });
 
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {

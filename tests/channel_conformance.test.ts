@@ -16,9 +16,11 @@ import {
   cleanup,
   finished,
   killAll,
+  killInsideRecvMany,
   lib,
   repoRoot,
   resultOf,
+  runtimes,
   start,
   test,
   uniqueName,
@@ -124,6 +126,42 @@ async function sendAll(
 }
 
 type PeerResult = { ok: boolean; next?: number[]; after?: string; error?: string };
+
+// `docs/channel.md`, *A receiver that dies*: a Rust receiver takes over from a receiver of each
+// runtime killed inside a recvMany callback, in a ring small enough that a batch hands room back
+// every quarter of it (1 KiB): it gets the dead receiver's batch again from the first message
+// that receiver had not handed back, then every later one, then the end.
+for (const killed of runtimes) {
+  test(`conformance: a Rust receiver taking over from a ${killed} receiver killed inside a recvMany callback gets the batch again and every later message`, async () => {
+    const capacity = 4096;
+    const taken = 5;
+    const total = 200;
+    const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
+    const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
+    // A seed whose first messages fit the ring at once, none fragmented, and whose second to
+    // fourth stay below the quarter: one recvMany call takes them all, handing back only the first.
+    let seed = 100;
+    for (;; seed++) {
+      const first = Array.from({ length: taken }, (_, i) => message(seed, 0, i, dims));
+      if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
+      if (first.reduce((n, m) => n + span(m), 0) > capacity) continue;
+      if (first.slice(1, 4).reduce((n, m) => n + span(m), 0) < capacity / 4) break;
+    }
+    await withChannel({ capacity }, async (name, ch, children) => {
+      const tx = ch.sender();
+      for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
+      await killInsideRecvMany(children, killed, name, taken);
+      const receiver = peer(children, ["recv", name, 1, total - 1, seed, "end", 1]);
+      await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+      for (let i = taken; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
+      tx.close();
+      const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+      assert.equal(r.ok, true, r.error);
+      assert.deepEqual(r.next, [total], "messages 1 to the last, each once, in order");
+      assert.equal(r.after, "end");
+    });
+  });
+}
 
 test("conformance: a Rust sender to a TypeScript receiver, one sender, fragments and wrap-around, then the end", async () => {
   await withChannel({ capacity: 4096 }, async (name, ch, children) => {

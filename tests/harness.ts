@@ -12,6 +12,7 @@
 
 import { spawn as spawnProcess } from "node:child_process";
 import process from "node:process";
+import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
 
 /** The three runtimes. */
 export const runtimes = ["deno", "bun", "node"] as const;
@@ -450,4 +451,41 @@ export function resultOf<T = Record<string, unknown>>(r: Done, what: string): T 
   const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
   if (line === undefined) throw new Error(`${what} printed no result:\n${r.stdout}\n${r.stderr}`);
   return JSON.parse(line.slice("result ".length)) as T;
+}
+
+/**
+ * A receiver of `which` on the channel `name` killed with SIGKILL inside a `recvMany` callback
+ * (`channel/attach_and_hold.ts`, `recvmany-hold`): it takes `taken` messages with one call and is
+ * killed in the callback of the last, so the room of that batch was never handed back.
+ */
+export async function killInsideRecvMany(
+  children: Child[],
+  which: Runtime,
+  name: string,
+  taken: number,
+): Promise<void> {
+  const ctl = uniqueName("ctl");
+  try {
+    using shm = lib.SharedMemory.create({ name: ctl }, CTL_BYTES);
+    const ready = new Int32Array(shm.buffer, 0, 2);
+    const receiver = spawn(children, which, "channel/attach_and_hold.ts", [
+      name,
+      "receiver",
+      String(taken),
+      "recvmany-hold",
+      ctl,
+    ]);
+    let exited = false;
+    receiver.done.then(() => (exited = true));
+    await until(
+      () => exited || Atomics.load(ready, CTL_READY) === taken,
+      `the ${which} receiver inside the callback of message ${taken}`,
+    );
+    if (exited) throw new Error(`the ${which} receiver exited: ${(await receiver.done).stderr}`);
+    receiver.kill("SIGKILL");
+    const dead = await within(receiver.done, HANG_MS, `the killed ${which} receiver's exit`);
+    if (dead.signal !== "SIGKILL") throw new Error(`the ${which} receiver ended otherwise`);
+  } finally {
+    cleanup({ name: ctl });
+  }
 }

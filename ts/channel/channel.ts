@@ -12,14 +12,17 @@ import * as check from "../validate.ts";
 import * as L from "./layout.ts";
 import { Spinner } from "./spin.ts";
 import {
+  byteCount,
   channelError,
   Consumer,
   EMPTY,
   END,
+  freshView,
   FULL,
   IN_FLIGHT,
   initRegion,
   type Parking,
+  plainBytes,
   plainView,
   Producer,
   RESERVED,
@@ -67,8 +70,9 @@ const pid: number = "Deno" in globalThis
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
 function bytesOf(message: unknown, what: string): Uint8Array {
+  if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
-  if (message instanceof Uint8Array) return plainView(message);
+  if (message instanceof Uint8Array) return freshView(message);
   if (ArrayBuffer.isView(message)) {
     return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
   }
@@ -107,8 +111,8 @@ function deadlineAfter(timeout: number): number {
 const SMALL_COPY = 256;
 /**
  * recvMany copies a run of small messages that lie back to back in the ring, up to this many
- * bytes of records, into a buffer of the receiver with one `set`, and zeroes them with one
- * `fill`: about a third of the cost per message of copying and zeroing each alone.
+ * bytes of records, into a buffer of the receiver with one `set`: cheaper per message than
+ * copying each alone (the records are zeroed together when `head` is published).
  */
 const RUN_BYTES = 4096;
 
@@ -379,6 +383,8 @@ export class ChannelSender implements Disposable {
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
   #busy = false;
+  /** The length of the message {@linkcode #start} returned last. */
+  #len = 0;
 
   /** @internal Made by {@linkcode Channel.sender}. */
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
@@ -413,7 +419,7 @@ export class ChannelSender implements Disposable {
   send(message: Message, timeoutMs?: number): void {
     const bytes = this.#start(message, "send");
     const timeout = timeoutOf(timeoutMs);
-    if (this.#tryFast(bytes)) return;
+    if (this.#tryFast(bytes, this.#len)) return;
     runSync(this.#sendSteps(bytes, timeout), this.#ring.parking);
   }
 
@@ -443,7 +449,7 @@ export class ChannelSender implements Disposable {
         }
       }
       const bytes = this.#start(messages[i], "sendMany");
-      if (this.#tryFast(bytes)) continue;
+      if (this.#tryFast(bytes, this.#len)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       runSync(this.#sendSteps(bytes, deadline - performance.now()), this.#ring.parking);
     }
@@ -454,7 +460,7 @@ export class ChannelSender implements Disposable {
   async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
     const bytes = this.#start(message, "sendAsync");
     const timeout = timeoutOf(timeoutMs);
-    if (this.#tryFast(bytes)) return;
+    if (this.#tryFast(bytes, this.#len)) return;
     this.#busy = true;
     try {
       await runAsync(this.#sendSteps(bytes, timeout), this.#ring.parking);
@@ -471,13 +477,14 @@ export class ChannelSender implements Disposable {
   /** Sends without waiting: false if the ring has no room now. */
   trySend(message: Message): boolean {
     const bytes = this.#start(message, "trySend");
-    if (bytes.length > this.#ring.maxRecord) {
+    const len = this.#len;
+    if (len > this.#ring.maxRecord) {
       throw new RangeError(
-        `trySend: a message of ${bytes.length} bytes needs several records; use send or sendAsync`,
+        `trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
       );
     }
     if (this.#abortOwed && !this.#tryPayAbort()) return false;
-    return this.#tryFast(bytes);
+    return this.#tryFast(bytes, len);
   }
 
   /**
@@ -592,31 +599,38 @@ export class ChannelSender implements Disposable {
     }
   }
 
+  /**
+   * The message as bytes, its length (as the engine counts it, see `byteCount`) left in
+   * {@linkcode #len}: the one length the send works with.
+   */
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
     const bytes = bytesOf(message, "message");
-    if (bytes.length > L.MAX_MESSAGE_LEN) {
+    const len = byteCount(bytes);
+    if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
     }
+    this.#len = len;
     return bytes;
   }
 
-  /** The hot path: one record with room now. */
-  #tryFast(bytes: Uint8Array): boolean {
-    if (bytes.length > this.#ring.maxRecord || this.#abortOwed) return false;
-    const len = bytes.length;
+  /** The hot path: one record with room now, for the `len` bytes of `bytes`. */
+  #tryFast(bytes: Uint8Array, len: number): boolean {
+    if (len > this.#ring.maxRecord || this.#abortOwed) return false;
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
-    const ring = this.#ring.bytes;
-    const at = L.OFF_DATA + idx + 8;
-    ring.set(bytes, at);
+    // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
+    if (len !== 0) this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
     this.#producer.commit(idx, len, 0);
     return true;
   }
 
   /** The slow path of a send; its deadline starts when the fast path found no room. */
-  *#sendSteps(bytes: Uint8Array, timeout: number): Generator<Park, void> {
+  *#sendSteps(message: Uint8Array, timeout: number): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
+    // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
+    // (none of a detached buffer, which has no bytes to view).
+    const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
     const max = this.#ring.maxRecord;
     let sent = 0;
@@ -898,26 +912,27 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
     target = plainView(target);
+    const room = byteCount(target);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
       !this.#inBatch
     ) {
       const timeout = timeoutOf(timeoutMs);
-      const len = this.#takeSimple(target);
+      const len = this.#takeSimple(target, room);
       if (len >= 0) return len;
-      return this.#recvIntoSlow(target, timeout);
+      return this.#recvIntoSlow(target, room, timeout);
     }
-    return this.#recvIntoSlow(target, timeoutMs);
+    return this.#recvIntoSlow(target, room, timeoutMs);
   }
 
-  #recvIntoSlow(target: Uint8Array, timeoutMs: number | undefined): number | null {
+  #recvIntoSlow(target: Uint8Array, room: number, timeoutMs: number | undefined): number | null {
     const view = this.recvView(timeoutMs);
     if (view === null) return null;
-    if (view.length > target.length) {
+    if (view.length > room) {
       this.#held = view;
       throw new RangeError(
-        `recvInto: the next message has ${view.length} bytes, target only ${target.length}`,
+        `recvInto: the next message has ${view.length} bytes, target only ${room}`,
       );
     }
     target.set(view);
@@ -977,7 +992,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             try {
               onMessage(ring.view(start, len));
             } finally {
-              if (!this.#closed) consumer.consume(idx, len);
+              if (!this.#closed) consumer.consume(len);
             }
             continue;
           }
@@ -1126,23 +1141,24 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * The hot path of {@linkcode recvInto}: copies the next message into `target` and consumes it
-   * when it is one whole record that fits and nothing else is pending; else -1 (nothing taken).
+   * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
+   * pending; else -1 (nothing taken).
    */
-  #takeSimple(target: Uint8Array): number {
+  #takeSimple(target: Uint8Array, room: number): number {
     if (this.#partial.size !== 0 || this.#orphans.size !== 0) return -1;
     const consumer = this.#consumer;
     const idx = consumer.peek();
     if (idx < 0 || (consumer.word & (L.REC_MORE | L.REC_ABORT)) !== 0) return -1;
     const len = consumer.len;
-    if (len > target.length) return -1;
+    if (len > room) return -1;
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
       let words = this.#targetWords;
       // The same target, but its buffer may have been resized since (a view that follows its
       // buffer's length, or one that went out of bounds and back): words of its length now.
-      if (target !== this.#target || (words !== undefined && words.length !== target.length >> 2)) {
-        this.#wordsOf(target);
+      if (target !== this.#target || (words !== undefined && words.length !== room >> 2)) {
+        this.#wordsOf(target, room);
         words = this.#targetWords;
       }
       if (words !== undefined) {
@@ -1180,13 +1196,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * recvMany's path for small messages: from the one {@linkcode Consumer.peek} found at `idx`
    * (at `head`), takes the run of whole small messages that follow it back to back (at most
    * `max`, {@linkcode RUN_BYTES} of records, up to the end of the data area), copies the run
-   * into this receiver's buffer with one `set`, hands each message to `onMessage` as a view of
-   * that copy, and then consumes the records handed out with one `fill`. The records stay in
-   * the ring, committed and unconsumed, until their messages were handed out: when a callback
-   * throws, its message counts as delivered and those after it are received again by the next
-   * call; when a callback closes the receiver, the ring is not touched again; when it detaches
-   * the copy (transfers the view's buffer), the messages not yet handed out stay in the ring.
-   * Returns how many messages were handed out.
+   * into this receiver's buffer with one `set` and hands each message to `onMessage` as a view
+   * of that copy, consuming it just before (a message whose callback throws counts as
+   * delivered). The messages after one whose callback throws, closes the receiver or detaches
+   * the copy (transfers the view's buffer) stay in the ring for the next receive. Returns how
+   * many messages were handed out.
    */
   #deliverRun(idx: number, onMessage: (message: Uint8Array) => void, max: number): number {
     const consumer = this.#consumer;
@@ -1213,32 +1227,34 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (len > SMALL_COPY) break;
     }
     copy.set(this.#ring.view(L.OFF_DATA + idx, bytes));
-    let done = 0; // bytes of the records handed out
+    let at = 8; // the payload of the next message in the copy
     let k = 0;
-    try {
-      while (k < n) {
-        const len = lens[k++];
-        const at = done + 8;
-        done += L.recordSpan(len);
-        let view = views[at >> 3];
-        if (view === undefined || view.length !== len) {
-          view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
-        }
-        onMessage(view);
-        if (this.#closed || copy.length === 0) break;
+    while (k < n) {
+      const len = lens[k++];
+      let view = views[at >> 3];
+      if (view === undefined || view.length !== len) {
+        view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
       }
-    } finally {
-      if (!this.#closed) consumer.consumeRun(idx, done);
+      at += L.recordSpan(len);
+      consumer.consume(len);
+      onMessage(view);
+      if (this.#closed || copy.length === 0) break;
     }
     return k;
   }
 
-  /** Remembers `target` and, if it is 4-byte aligned, a view of its whole 32-bit words. */
-  #wordsOf(target: Uint8Array): void {
+  /**
+   * Remembers `target` and, if it is 4-byte aligned, a view of the whole 32-bit words of its
+   * `room` bytes (its buffer and offset as the engine has them, see `freshView`).
+   */
+  #wordsOf(target: Uint8Array, room: number): void {
     this.#target = target;
-    this.#targetWords = (target.byteOffset & 3) === 0
-      ? new Int32Array(target.buffer, target.byteOffset, target.length >> 2)
-      : undefined;
+    this.#targetWords = undefined;
+    if (room < 4) return; // no whole word (or a detached buffer, which has no bytes to view)
+    const own = freshView(target);
+    if ((own.byteOffset & 3) === 0) {
+      this.#targetWords = new Int32Array(own.buffer, own.byteOffset, room >> 2);
+    }
   }
 
   /** A message that did not fit a recvInto target, handed out again. */

@@ -13,11 +13,11 @@ import { errorOf, type SharedMemoryError } from "../errors.ts";
 import * as L from "./layout.ts";
 
 /**
- * Whether `bytes` is a plain `Uint8Array`, whose `length` is the number of bytes it holds. A
- * subclass may define `length` otherwise (a builder reporting the bytes it used, say): a record
- * reserved by that length and filled by `Uint8Array.prototype.set`, which copies the real length,
- * would overrun into the records after it, and a receive into a target longer than it really is
- * would drop what does not fit. Such arrays are used through {@linkcode plainView}.
+ * Whether `bytes` looks like a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass,
+ * whose `subarray` and friends it inherits. Its `length` may still lie (an own property defined on
+ * it), and a Proxy can look like one: the length of any array a caller hands in is read with
+ * {@linkcode byteCount}, which refuses what is not a typed array. Other arrays are used through
+ * {@linkcode plainView}.
  */
 export function plainBytes(bytes: unknown): bytes is Uint8Array {
   return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
@@ -28,13 +28,33 @@ const intrinsic = (name: string) => Object.getOwnPropertyDescriptor(typedArray, 
 const bufferOf = intrinsic("buffer");
 const byteOffsetOf = intrinsic("byteOffset");
 const byteLengthOf = intrinsic("byteLength");
+const lengthOf = intrinsic("length");
 
 /**
- * `bytes` itself when it is a plain `Uint8Array`, else a plain view of the same bytes, made from
- * the engine's own accessors (which a subclass cannot redefine).
+ * The number of bytes of `bytes` as the engine counts them, whatever its `length` property says:
+ * a record reserved by a `length` that claims less than the array holds would be overrun by
+ * `Uint8Array.prototype.set` (which copies the real length), and a receive into a target that
+ * claims more would drop what does not fit.
+ *
+ * @throws {TypeError} If `bytes` is not really a typed array (a Proxy of one, say).
+ */
+export function byteCount(bytes: Uint8Array): number {
+  return lengthOf.call(bytes);
+}
+
+/**
+ * `bytes` itself when it is a plain `Uint8Array` ({@linkcode plainBytes}), else a new plain view
+ * of the same bytes, made from the engine's own accessors (which a subclass cannot redefine).
+ *
+ * @throws {TypeError} If `bytes` is not really a typed array (a Proxy, say).
  */
 export function plainView(bytes: Uint8Array): Uint8Array {
-  if (plainBytes(bytes)) return bytes;
+  return plainBytes(bytes) ? bytes : freshView(bytes);
+}
+
+/** A new plain view of the bytes of `bytes`, made from the engine's own accessors. */
+export function freshView(bytes: Uint8Array): Uint8Array {
+  if (!ArrayBuffer.isView(bytes)) throw new TypeError("expected a Uint8Array, got another object");
   return new Uint8Array(bufferOf.call(bytes), byteOffsetOf.call(bytes), byteLengthOf.call(bytes));
 }
 
@@ -57,11 +77,12 @@ const TAIL_CLOSED = L.TAIL_CLOSED | 0;
 /** Records up to this many bytes are zeroed word by word: cheaper than `fill` for small ones. */
 const SMALL_ZERO = 256;
 /**
- * A receiver taking a batch ({@linkcode Consumer.consume}) publishes `head` after at most this
- * many bytes (or a quarter of a smaller ring) and at the end of the batch. One taking messages one
- * by one ({@linkcode Consumer.take}) publishes it before the receive returns: between receives a
- * sender may start to wait for that room (and the receiver may never receive again), and a
- * receiver that takes over from a killed one starts at the published `head`.
+ * A receiver taking a batch ({@linkcode Consumer.consume}) publishes `head` once this many bytes
+ * (or a quarter of a smaller ring) are consumed and unpublished, and at the end of the batch. One
+ * taking messages one by one ({@linkcode Consumer.take}) publishes it before the receive returns:
+ * between receives a sender may start to wait for that room (and the receiver may never receive
+ * again). A receiver that takes over from a killed one starts at the published `head`, and gets
+ * the records consumed after it again (they are zeroed only when `head` is published).
  */
 export const PUBLISH_EVERY = 4096;
 
@@ -426,6 +447,7 @@ export class Producer {
     let bytes = 0;
     let end = from;
     for (; end < messages.length; end++) {
+      // Sizes the run only: the records are written by the lengths read below.
       const message = messages[end];
       if (!plainBytes(message) || message.length > r.maxRecord) break;
       const span = L.recordSpan(message.length);
@@ -440,15 +462,23 @@ export class Producer {
     let at = idx;
     let k = from;
     for (; k < end; k++) {
-      // Read again: an element may be a getter that now gives something else. What no longer
-      // fits the run is left to the one-by-one path, and the run's rest becomes a skip record.
-      const message = messages[k];
-      if (!plainBytes(message)) break;
-      const len = message.length;
+      // Read again: an element may be a getter that now gives something else (or throws). What
+      // no longer fits the run is left to the one-by-one path (which reports what threw), and
+      // the run's rest becomes a skip record: the tail has moved, nothing may throw past here.
+      let message: unknown;
+      let len: number;
+      try {
+        message = messages[k];
+        if (!(message instanceof Uint8Array)) break;
+        len = byteCount(message); // throws if it is not really a typed array
+      } catch {
+        break;
+      }
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
       this.#mark(at, span);
-      data.set(message, L.OFF_DATA + at + 8);
+      // A detached buffer counts 0 bytes, and `set` would throw on it.
+      if (len !== 0) data.set(message, L.OFF_DATA + at + 8);
       Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
       if (k === from) r.wakeConsumer();
       at += span;
@@ -475,7 +505,15 @@ export class Producer {
   }
 }
 
-/** A receiver's private state. */
+/**
+ * A receiver's private state.
+ *
+ * Zero only when publishing: a consumed record stays intact in the ring until `head` is stored
+ * past it, and {@linkcode publish} zeroes the records it hands back just before it stores
+ * `head`. A receiver that dies between the two (inside a {@linkcode consume} batch, or while a
+ * view of a message is lent out) leaves whole records behind the published `head`,
+ * which the receiver that takes over reads again; it never finds a zeroed record there.
+ */
 export class Consumer {
   /** The receiver position (this receiver is its only writer). */
   head: number;
@@ -561,8 +599,15 @@ export class Consumer {
         this.len = len;
         return idx;
       }
-      Atomics.store(r.i32, DATA + (idx >> 2), 0);
-      this.#advance(span);
+      if (this.#published === this.head) {
+        // Its payload is zero already: only the commit word needs clearing.
+        Atomics.store(r.i32, DATA + (idx >> 2), 0);
+        this.head = (this.head + span) & L.POS_MASK;
+        this.#store();
+      } else {
+        // Behind records consumed but not yet handed back: zeroed with them.
+        this.head = (this.head + span) & L.POS_MASK;
+      }
     }
   }
 
@@ -572,33 +617,32 @@ export class Consumer {
   }
 
   /** Steps over a record whose sender died before committing it: zeroes it, moves `head`. */
-  stepOver(idx: number, span: number): void {
-    const start = L.OFF_DATA + idx;
-    this.#r.bytes.fill(0, start, start + span);
-    this.#advance(span);
+  stepOver(_idx: number, span: number): void {
+    this.head = (this.head + span) & L.POS_MASK;
+    this.publish();
   }
 
   /** Moves `head` to `to`, over a reservation its dead sender never marked (still zero). */
   skipTo(to: number): void {
-    this.#advance((to - this.head) & L.POS_MASK);
+    this.head = to & L.POS_MASK;
+    this.publish();
   }
 
-  /** Consumes the record at `idx`: zeroes it and moves `head`. */
-  release(idx: number, len: number): void {
-    this.#zero(idx, L.recordSpan(len));
-    this.#advance(L.recordSpan(len));
+  /** Consumes the record at `idx` (at `head`): zeroes it and publishes `head`. */
+  release(_idx: number, len: number): void {
+    this.head = (this.head + L.recordSpan(len)) & L.POS_MASK;
+    this.publish();
   }
 
   /**
-   * Consumes the record at `idx` like {@linkcode release} but leaves `head` unpublished:
-   * {@linkcode publish} hands the room of a whole batch back to the senders at once.
+   * Consumes the record at `head` like {@linkcode release}, but leaves it intact and `head`
+   * unpublished: {@linkcode publish} hands the room of a whole batch back to the senders at
+   * once. Every {@linkcode PUBLISH_EVERY} bytes the records consumed BEFORE this one are handed
+   * back, so the record a caller is still working on is never among them.
    */
-  consume(idx: number, len: number): void {
-    const span = L.recordSpan(len);
-    this.#zero(idx, span);
-    this.head = (this.head + span) & L.POS_MASK;
-    // Senders get the room back every PUBLISH_EVERY bytes, not only after the batch.
+  consume(len: number): void {
     if (((this.head - this.#published) & L.POS_MASK) >= this.#publishEvery) this.publish();
+    this.head = (this.head + L.recordSpan(len)) & L.POS_MASK;
   }
 
   /**
@@ -606,9 +650,7 @@ export class Consumer {
    * `head` cannot wait for a later receive (see {@linkcode PUBLISH_EVERY}).
    */
   take(idx: number, len: number): void {
-    const span = L.recordSpan(len);
-    this.#zero(idx, span);
-    this.#took(span);
+    this.release(idx, len);
   }
 
   /**
@@ -616,7 +658,9 @@ export class Consumer {
    * copied them out: zeroes the rest of the record, then its header.
    */
   takeCleared(idx: number, len: number, cleared: number): void {
-    this.#took(this.#clearRest(idx, len, cleared));
+    if (this.#published !== this.head) return this.release(idx, len);
+    this.head = (this.head + this.#clearRest(idx, len, cleared)) & L.POS_MASK;
+    this.#store();
   }
 
   /**
@@ -649,18 +693,6 @@ export class Consumer {
     return idx;
   }
 
-  /**
-   * Consumes the `bytes` of records from `head` on (at data index `idx`, not crossing the end
-   * of the data area): zeroes them with one `fill` and publishes `head` (and what
-   * {@linkcode consume} left unpublished), so that no zeroed record waits unpublished while the
-   * batch goes on (a receiver that dies there leaves nothing for the next one to wait on).
-   */
-  consumeRun(idx: number, bytes: number): void {
-    const start = L.OFF_DATA + idx;
-    this.#r.bytes.fill(0, start, start + bytes);
-    this.#took(bytes);
-  }
-
   /** Zeroes the record at `idx` past its first `cleared` payload words, then its header; its span. */
   #clearRest(idx: number, len: number, cleared: number): number {
     const span = L.recordSpan(len);
@@ -673,20 +705,33 @@ export class Consumer {
     return span;
   }
 
-  #took(span: number): void {
-    this.head = (this.head + span) & L.POS_MASK;
-    this.publish();
+  /**
+   * Hands the records consumed since the last call back to the senders: zeroes them, then
+   * stores `head` and wakes parked senders.
+   */
+  publish(): void {
+    const from = this.#published;
+    const bytes = (this.head - from) & L.POS_MASK;
+    if (bytes === 0) return;
+    const r = this.#r;
+    const idx = from & r.mask;
+    const toEnd = r.capacity - idx;
+    if (bytes <= toEnd) this.#zero(idx, bytes);
+    else {
+      this.#zero(idx, toEnd);
+      this.#zero(0, bytes - toEnd);
+    }
+    this.#store();
   }
 
-  /** Publishes `head` (after {@linkcode consume}) and wakes parked senders. */
-  publish(): void {
-    if (this.#published === this.head) return;
+  /** Stores `head` (everything before it zeroed) and wakes parked senders. */
+  #store(): void {
     this.#published = this.head;
     Atomics.store(this.#r.i32, HEAD, this.head);
     this.#r.wakeProducers();
   }
 
-  /** Zeroes the `span` bytes (a multiple of 8) of the record at `idx`. */
+  /** Zeroes the `span` bytes (a multiple of 8) at data index `idx`. */
   #zero(idx: number, span: number): void {
     const r = this.#r;
     if (span <= SMALL_ZERO) {
@@ -697,12 +742,5 @@ export class Consumer {
       const start = L.OFF_DATA + idx;
       r.bytes.fill(0, start, start + span);
     }
-  }
-
-  #advance(span: number): void {
-    this.head = (this.head + span) & L.POS_MASK;
-    this.#published = this.head;
-    Atomics.store(this.#r.i32, HEAD, this.head);
-    this.#r.wakeProducers();
   }
 }

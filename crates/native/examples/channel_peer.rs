@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! channel_peer send <name> <producer> <count> <seed> <close|detach> [break]
-//! channel_peer recv <name> <producers> <count-each> <seed> [end]
+//! channel_peer recv <name> <producers> <count-each> <seed> [end|-] [first]
 //! ```
+//!
+//! A receiver with `first` expects each producer's stream to start at message `first` (a
+//! receiver that takes over from one that died gets what that one did not hand back).
 //!
 //! A sender with `break` first sends a message longer than twice the ring with a zero timeout,
 //! which breaks off after some fragments (so the receiver gets an abort record), prints
@@ -106,7 +109,8 @@ fn main() {
                 .receiver(options)
                 .unwrap_or_else(|e| fail("receiver", e.errno(), &e));
             println!("ready");
-            let mut next = vec![0u32; producers as usize];
+            let first = arg(6).parse::<u32>().unwrap_or(0);
+            let mut next = vec![first; producers as usize];
             let mut buf = Vec::new();
             for n in 0..producers * count {
                 let got = if n % 2 == 0 {

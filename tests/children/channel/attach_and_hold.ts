@@ -20,6 +20,9 @@
  * - `recv1-hold`: receives one message with `recv()` (a copy), prints its length as `got <n>`,
  *   and stays alive without receiving again;
  * - `recvinto1-hold`: the same with `recvInto()` (the copying receive for hot loops);
+ * - `recvmany-hold`: receives with one `recvMany()` call and, inside the callback of its
+ *   `<count>`-th message, stores `<count>` into the ready word of the control segment `<ctl>` and
+ *   blocks there until killed (so its batch is never handed back);
  * - `go-close`: waits for the start flag of the control segment `<ctl>`, then closes the receiver
  *   and exits.
  *
@@ -28,9 +31,9 @@
  * @module
  */
 
-import { args, lib, say } from "../lib.ts";
+import { args, lib, say, sleepSync } from "../lib.ts";
 import { check, describe, pid, readyThenGo, report, stayAlive } from "./common.ts";
-import { makeMessage } from "./messages.ts";
+import { CTL_READY, makeMessage } from "./messages.ts";
 
 const [name, role, countArg, then, ctl] = args;
 const count = Number(countArg);
@@ -92,6 +95,17 @@ if (role === "sender") {
     say(`got ${got}`);
     say(`ready ${pid}`);
     stayAlive();
+  } else if (then === "recvmany-hold") {
+    // Through shared memory, not stdout: this thread never returns to flush anything.
+    const shm = lib.SharedMemory.open({ name: ctl });
+    const ready = new Int32Array(shm.buffer, 0, 2);
+    let taken = 0;
+    rx.recvMany(() => {
+      if (++taken < count) return;
+      Atomics.store(ready, CTL_READY, taken);
+      for (;;) sleepSync(60_000);
+    }, 10_000);
+    check(false, `recvMany returned after ${taken} messages`);
   } else if (then === "close") {
     rx.close();
     say(`ready ${pid}`);
