@@ -54,7 +54,7 @@ all: build
 
 build: $(LIB) dist/node.js dist/node.cjs
 
-$(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
+$(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/examples/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
 	cargo build --release -p shared-buffer-native
 	cargo build --release -p shared-buffer-native --examples
 	@touch $@

@@ -197,6 +197,14 @@ test("open: not a channel, corrupt header, other version, not set up", () => {
     i32[256 / 4] = 3; // tail not a position
     assert.throws(() => Channel.open({ name: name2 }), code("EBADMSG"));
     i32[256 / 4] = 0;
+    // The receiver's close mark without the flag its close sets first; then with it.
+    i32[layout.OFF_RX_WAITING / 4] = layout.RX_CLOSED;
+    assert.throws(() => Channel.open({ name: name2 }), code("EBADMSG"));
+    i32[layout.OFF_FLAGS / 4] = layout.FLAG_RX_CLOSED;
+    using closed = Channel.open({ name: name2 });
+    assert.throws(() => closed.sender(), code("EPIPE"), "a sender after the receiver's close");
+    i32[layout.OFF_FLAGS / 4] = 0;
+    i32[layout.OFF_RX_WAITING / 4] = 0;
     using ok = Channel.open({ name: name2 });
     assert.equal(ok.capacity, 1024);
   } finally {

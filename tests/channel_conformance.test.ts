@@ -3,7 +3,8 @@
  * `crates/native/examples/channel_peer.rs`) against the TypeScript one (this process), in both
  * directions: one sender and many, messages of every size (fragmented ones longer than the ring
  * too) through a small ring that wraps thousands of times, zero-copy sends, abort records from a
- * broken-off message, and the end of the stream. Both sides build message `i` of producer `p`
+ * broken-off message, the end of the stream, and a receiver closing while the other side sends.
+ * Both sides build message `i` of producer `p`
  * the same way ({@linkcode message}) and check every byte and the order per producer.
  *
  * @module
@@ -264,5 +265,55 @@ test("conformance: a Rust sender that starts waiting after the TypeScript receiv
     const r = resultOf<PeerResult>(await finished(sender, "Rust sender"), "Rust sender");
     assert.equal(r.ok, true, r.error);
     rx.close();
+  });
+});
+
+type UntilClosed = { ok: boolean; sent: number; errno: number; error: string; later: number[] };
+const EPIPE = 32;
+
+test("conformance: the TypeScript receiver closes while a Rust sender sends: its failing send and every later one get EPIPE", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 17;
+    const sender = peer(children, ["until-closed", name, 0, seed]);
+    await within(sender.line("ready"), 20_000, "Rust sender ready");
+    const rx = await receiveAll(ch, 1, COUNT, seed);
+    rx.close();
+    const r = resultOf<UntilClosed>(await finished(sender, "Rust sender"), "Rust sender");
+    assert.equal(r.ok, true, r.error);
+    assert.equal(r.errno, EPIPE, r.error);
+    assert.match(r.error, /the receiver closed the channel/);
+    assert.deepEqual(r.later, [EPIPE, EPIPE, EPIPE], "send, try_send and reserve after that");
+    assert.ok(r.sent >= COUNT, `${r.sent} sent, ${COUNT} received`);
+  });
+});
+
+test("conformance: a Rust receiver closes while a TypeScript sender sends: its failing send and every later one get EPIPE", async () => {
+  await withChannel({ capacity: 4096 }, async (name, ch, children) => {
+    const seed = 18;
+    const receiver = peer(children, ["recv", name, 1, COUNT, seed]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    const tx = ch.sender();
+    let sent = 0;
+    let failed: unknown;
+    for (; failed === undefined; sent++) {
+      try {
+        await tx.sendAsync(message(seed, 0, sent, ch), 30_000);
+      } catch (err) {
+        failed = err;
+      }
+    }
+    sent--;
+    const closed = (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EPIPE" &&
+      e.message === "ChannelSender: the receiver closed the channel (EPIPE)";
+    assert.ok(closed(failed), `the failing send: ${failed}`);
+    assert.throws(() => tx.send(message(seed, 0, sent, ch), 1000), closed, "send after that");
+    assert.throws(() => tx.trySend(new Uint8Array(8)), closed, "trySend after that");
+    assert.throws(() => tx.reserve(8, 1000), closed, "reserve after that");
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [COUNT]);
+    assert.ok(sent >= COUNT, `${sent} sent, ${COUNT} received`);
+    tx.close();
   });
 });

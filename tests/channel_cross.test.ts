@@ -1183,3 +1183,89 @@ for (const holder of runtimes) {
     });
   });
 }
+
+/** What `channel/send_until_closed.ts` reports. */
+interface SentUntilClosed {
+  producer: number;
+  sent: number;
+  first: { code: string; message: string };
+  later: { code: string; message: string }[];
+}
+
+/** Messages this process takes from each sender before it closes the channel. */
+const BEFORE_CLOSE = 500;
+/** The error every send of an attached sender gets once the receiver closed (as ever). */
+const RECEIVER_CLOSED = {
+  code: "EPIPE",
+  message: "ChannelSender: the receiver closed the channel (EPIPE)",
+};
+
+// `docs/channel.md`, *Close*: senders learn of the receiver's close from the wake-up check after
+// each commit (`rx_waiting` holds `RX_CLOSED`); a send whose message the receiver left unread
+// fails, and so does every later one, whichever way it sends.
+for (const first of runtimes) {
+  const second = other(first);
+  test(`the receiver closes while a ${first} and a ${second} sender send as fast as they can: each send from then on fails with EPIPE, every message received was reported sent`, async () => {
+    await withChannel(
+      "cx-close",
+      { capacity: MIXED_CAPACITY, producers: "many" },
+      async (name, ch) => {
+        const children: Child[] = [];
+        const rx = ch.receiver();
+        try {
+          await withControl(async (ctl, i32) => {
+            const senders = [first, second].map((which, producer) =>
+              spawn(children, which, "channel/send_until_closed.ts", [name, `${producer}`, ctl])
+            );
+            await within(Promise.all(senders.map((c) => c.line("ready"))), HANG_MS, "ready");
+            Atomics.store(i32, CTL_GO, 1);
+            notify(i32, CTL_GO);
+            const got = [0, 0];
+            const take = (message: Uint8Array) => {
+              assert.equal(message.length, 64);
+              const producer = message[0];
+              const seq = new DataView(message.buffer, message.byteOffset).getUint32(4, true);
+              assert.equal(seq, got[producer], `sender ${producer}'s messages in order`);
+              got[producer]++;
+            };
+            while (got[0] < BEFORE_CLOSE || got[1] < BEFORE_CLOSE) {
+              const message = rx.recv(HANG_MS);
+              assert.ok(message !== null, "no end of stream");
+              take(message);
+            }
+            // Close with the ring drained (as far as the senders let it be): their next sends
+            // find room and commit before they can see the close.
+            for (let n = 0; n < MIXED_CAPACITY; n++) {
+              const message = rx.tryRecv();
+              if (message === undefined) break;
+              assert.ok(message !== null, "no end of stream");
+              take(message);
+            }
+            rx.close();
+            const reports = await Promise.all(
+              senders.map((c, i) => finished(c, `sender ${i}`, HANG_MS)),
+            );
+            for (const [producer, r] of reports.entries()) {
+              const report = resultOf<SentUntilClosed>(r, `sender ${producer}`);
+              const who = `the ${[first, second][producer]} sender`;
+              assert.deepEqual(report.first, RECEIVER_CLOSED, `${who}'s failing send`);
+              assert.deepEqual(
+                report.later,
+                Array(5).fill(RECEIVER_CLOSED),
+                `${who}'s send, trySend, sendMany, sendAsync and reserve after that`,
+              );
+              assert.ok(
+                got[producer] <= report.sent,
+                `${who} reported ${report.sent} sent, ${got[producer]} were received`,
+              );
+            }
+          });
+          assert.throws(() => ch.receiver(), isCode("EPIPE"), "a receiver after the close");
+        } finally {
+          rx.close();
+          await killAll(children);
+        }
+      },
+    );
+  });
+}

@@ -503,6 +503,8 @@ export class ChannelSender implements Disposable {
       deadline = deadlineAfter(timeout);
       runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
     }
+    // Its commit reports nothing, so the receiver's close is looked for here.
+    if (this.#ring.rxClosed()) throw this.#ring.closedError("ChannelSender");
     let idx = this.#producer.tryReserve(len);
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
@@ -525,6 +527,7 @@ export class ChannelSender implements Disposable {
       );
     }
     this.#reservedIdx = -1;
+    // A close after the reservation is reported by this sender's next call.
     this.#producer.commit(idx, this.#reservedLen, 0);
   }
 
@@ -621,7 +624,7 @@ export class ChannelSender implements Disposable {
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
     if (len !== 0) this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
-    this.#producer.commit(idx, len, 0);
+    if (!this.#producer.commit(idx, len, 0)) throw this.#ring.closedError("ChannelSender");
     return true;
   }
 
@@ -645,7 +648,8 @@ export class ChannelSender implements Disposable {
         throw err;
       }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
-      this.#producer.commit(idx, len, more);
+      // A fragment the receiver will never read: the channel is closed for good, no abort owed.
+      if (!this.#producer.commit(idx, len, more)) throw this.#ring.closedError("ChannelSender");
       sent += len;
     } while (sent < bytes.length);
   }
@@ -674,6 +678,7 @@ export class ChannelSender implements Disposable {
   }
 
   #commitAbort(idx: number): void {
+    // Into a closed channel: the next record's reservation reports it.
     this.#producer.commit(idx, 0, L.REC_ABORT);
     this.#abortOwed = false;
   }

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 2;
+export const VERSION = 3;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -36,6 +36,12 @@ export const MODE_MPSC = 1;
 
 /** `flags` bit: the consumer has closed its end. */
 export const FLAG_RX_CLOSED = 1;
+
+/** `rx_waiting` value: the consumer may be parked on the word. */
+export const RX_PARKED = 1;
+
+/** `rx_waiting` value: the consumer closed the channel; final. */
+export const RX_CLOSED = 2;
 
 /** Positions count modulo 2^31. */
 export const POS_MASK = 0x7fff_ffff;

@@ -5,6 +5,7 @@
 //! ```text
 //! channel_peer send <name> <producer> <count> <seed> <close|detach> [break]
 //! channel_peer recv <name> <producers> <count-each> <seed> [end|-] [first]
+//! channel_peer until-closed <name> <producer> <seed>
 //! ```
 //!
 //! A receiver with `first` expects each producer's stream to start at message `first` (a
@@ -14,6 +15,10 @@
 //! which breaks off after some fragments (so the receiver gets an abort record), prints
 //! `broken`, and then sends its stream. Message `i` of producer `p` is [`message`]`(seed, p, i,
 //! max_record, capacity)`; the TypeScript tests build the same bytes.
+//!
+//! `until-closed` sends that stream until a send fails (the receiver closes meanwhile), then
+//! tries `send`, `try_send` and `reserve` once each, and reports how many sends succeeded and the
+//! errno of the failing send and of each try (0 if one succeeded).
 
 use std::time::Duration;
 
@@ -145,6 +150,32 @@ fn main() {
                 _ => "not asked",
             };
             println!("result {{\"ok\":true,\"next\":{next:?},\"after\":\"{end}\"}}");
+        }
+        "until-closed" => {
+            let (producer, seed) = (num(2), num(3));
+            let mut tx = channel
+                .sender(options)
+                .unwrap_or_else(|e| fail("sender", e.errno(), &e));
+            println!("ready");
+            let mut sent = 0;
+            let first = loop {
+                match tx.send(&message(seed, producer, sent, max, cap), patience) {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+            };
+            let msg = message(seed, producer, sent, max, cap);
+            let errno = |r: Result<(), ChannelError>| r.err().map_or(0, |e| e.errno());
+            let later = [
+                errno(tx.send(&msg, patience)),
+                errno(tx.try_send(&msg[..msg.len().min(max)])),
+                errno(tx.reserve(8, patience).map(drop)),
+            ];
+            println!(
+                "result {{\"ok\":true,\"sent\":{sent},\"errno\":{},\"error\":{:?},\"later\":{later:?}}}",
+                first.errno(),
+                first.to_string()
+            );
         }
         other => panic!("unknown role {other:?}"),
     }

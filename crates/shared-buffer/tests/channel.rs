@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shared_buffer::channel::{
-    Channel, ChannelError, Config, Mode, WaitOptions, error_code, layout, max_record, region_size,
+    Channel, ChannelError, ClosedBy, Config, Mode, WaitOptions, error_code, layout, max_record,
+    region_size,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 use test_support::{Heap, Scratch, await_value, rerun};
@@ -954,6 +955,9 @@ fn open_refuses_bad_headers() {
         (layout::OFF_FLAGS, 0x10, libc::EBADMSG),
         (layout::OFF_MAX_PRODUCERS, 8, libc::EBADMSG),
         (layout::OFF_RX_WAITING, 7, libc::EBADMSG),
+        // The close mark without the flag that the receiver's close sets first.
+        (layout::OFF_RX_WAITING, layout::RX_CLOSED, libc::EBADMSG),
+        (layout::OFF_TX_WAITING, layout::RX_CLOSED, libc::EBADMSG),
         (layout::OFF_HEAD, 4, libc::EBADMSG), // not a multiple of 8
         (layout::OFF_HEAD, 0x8000_0000, libc::EBADMSG), // bit 31
         (layout::OFF_TAIL, 2048, libc::EBADMSG), // more than capacity ahead
@@ -965,6 +969,16 @@ fn open_refuses_bad_headers() {
         set_word(&mut heap, offset, value);
         assert_eq!(open_code(&mut heap), expected, "word {offset} = {value:#x}");
     }
+    // A receiver's close (flag and mark) is fine: senders then get EPIPE.
+    let mut heap = fresh();
+    set_word(&mut heap, layout::OFF_FLAGS, layout::FLAG_RX_CLOSED);
+    set_word(&mut heap, layout::OFF_RX_WAITING, layout::RX_CLOSED);
+    let err = heap
+        .open()
+        .unwrap()
+        .sender(WaitOptions::default())
+        .unwrap_err();
+    assert_eq!(err, ChannelError::Closed(ClosedBy::Receiver));
     // A closed tail at a valid position is fine.
     let mut heap = fresh();
     set_word(&mut heap, layout::OFF_TAIL, layout::TAIL_CLOSED);
@@ -1479,4 +1493,71 @@ fn typed_errors_say_what_happened() {
     );
     let io = std::io::Error::from(err);
     assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+}
+
+// ---- the receiver's close -----------------------------------------------------------------
+
+/// Two sender threads send as fast as they can while the receiver takes some messages (the
+/// last one lent in place) and closes: senders learn of the close from the wake-up check after
+/// their commit, so each one's first failing send and every later one (whichever way) is
+/// `EPIPE` by the receiver, and every message received was reported sent.
+#[test]
+#[cfg_attr(miri, ignore = "too many messages for Miri")]
+fn receiver_close_stops_senders_on_their_next_commit() {
+    const BEFORE_CLOSE: u32 = 2000;
+    let mut heap = Heap::new(region_size(4096));
+    let channel = heap.channel(4096, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let senders: Vec<_> = (0..2u8)
+        .map(|p| {
+            let mut tx = channel.sender(fast()).unwrap();
+            std::thread::spawn(move || {
+                let mut msg = [p; 64];
+                let mut sent = 0u32;
+                let first = loop {
+                    msg[4..8].copy_from_slice(&sent.to_le_bytes());
+                    match tx.send(&msg, Some(Duration::from_secs(20))) {
+                        Ok(()) => sent += 1,
+                        Err(err) => break err,
+                    }
+                };
+                let later = [
+                    tx.send(&msg, Some(Duration::from_secs(1))).unwrap_err(),
+                    tx.try_send(&msg).unwrap_err(),
+                    tx.reserve(8, Some(Duration::from_secs(1))).unwrap_err(),
+                    tx.try_reserve(8).unwrap_err(),
+                ];
+                (sent, first, later)
+            })
+        })
+        .collect();
+    let mut got = [0u32; 2];
+    while got[0] < BEFORE_CLOSE || got[1] < BEFORE_CLOSE {
+        let msg = rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap();
+        let (p, seq) = (
+            msg[0] as usize,
+            u32::from_le_bytes(msg[4..8].try_into().unwrap()),
+        );
+        assert_eq!(seq, got[p], "sender {p}'s messages in order");
+        got[p] += 1;
+    }
+    // One more, lent in place when the receiver closes: the close consumes it first.
+    let msg = rx.recv_ref(Some(Duration::from_secs(20))).unwrap().unwrap();
+    got[msg.to_vec()[0] as usize] += 1;
+    drop(rx);
+    for (p, sender) in senders.into_iter().enumerate() {
+        let (sent, first, later) = sender.join().unwrap();
+        let closed = ChannelError::Closed(ClosedBy::Receiver);
+        assert_eq!(first, closed, "sender {p}'s failing send");
+        assert_eq!(
+            later,
+            [(); 4].map(|_| closed.clone()),
+            "sender {p} after that"
+        );
+        assert!(
+            got[p] <= sent,
+            "sender {p}: {sent} sent, {} received",
+            got[p]
+        );
+    }
 }

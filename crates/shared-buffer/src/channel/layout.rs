@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -33,6 +33,13 @@ pub const MODE_MPSC: u32 = 1;
 pub const FLAG_RX_CLOSED: u32 = 1;
 /// Every `flags` bit this version knows.
 pub const FLAGS_KNOWN: u32 = FLAG_RX_CLOSED;
+
+/// `rx_waiting` value: the consumer may be parked on the word.
+pub const RX_PARKED: u32 = 1;
+/// `rx_waiting` value: the consumer closed the channel (after setting [`FLAG_RX_CLOSED`]). It
+/// is final: wakers clear only [`RX_PARKED`] (CAS 1 -> 0), so every producer's wake-up after a
+/// commit sees it.
+pub const RX_CLOSED: u32 = 2;
 
 /// Positions count modulo 2^31.
 pub const POS_MASK: u32 = 0x7FFF_FFFF;
@@ -94,7 +101,7 @@ pub struct Header {
     pub tail: u32,
     /// Zero.
     pub pad2: [u32; 31],
-    /// 1 while the consumer may be parked.
+    /// [`RX_PARKED`] while the consumer may be parked; [`RX_CLOSED`] once it closed.
     pub rx_waiting: u32,
     /// Zero.
     pub pad3: [u32; 31],
@@ -251,6 +258,18 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         FLAG_RX_CLOSED,
         Radix::Decimal,
         "`flags` bit: the consumer has closed its end.",
+    ),
+    (
+        "RX_PARKED",
+        RX_PARKED,
+        Radix::Decimal,
+        "`rx_waiting` value: the consumer may be parked on the word.",
+    ),
+    (
+        "RX_CLOSED",
+        RX_CLOSED,
+        Radix::Decimal,
+        "`rx_waiting` value: the consumer closed the channel; final.",
     ),
     (
         "POS_MASK",

@@ -19,7 +19,7 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The five cases:
+//! The seven cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
@@ -28,12 +28,16 @@
 //! | [`spsc_fragments_every_interleaving`] | a message in two fragments with a skip record between them, the second waiting for room |
 //! | [`mpsc_wrap_every_interleaving`] | two producers racing for the last bytes: one writes the skip record, and in one order waits for room |
 //! | [`mpsc_order_every_interleaving`] | out-of-order commits of two producers, one of them sending two messages that must stay in order |
+//! | [`mpsc_close_every_interleaving`] | the receiver closes while two producers send: no send that starts after the close, or whose message was left unread, reports success |
+//! | [`spsc_close_full_every_interleaving`] | the receiver closes while the producer waits for room: the wait ends, and a message left unread is not reported sent |
 //!
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
 //! committed in every order the threads allow.
 
 use super::*;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
@@ -188,4 +192,108 @@ fn mpsc_wrap_every_interleaving() {
 #[test]
 fn mpsc_order_every_interleaving() {
     mpsc(&[], [&[4, 4], &[4]]);
+}
+
+/// What a producer thread of a close model saw: for each message, whether the send reported
+/// success.
+type Sent = Vec<bool>;
+
+/// One producer's sends in a close model: `sizes` in order. A send that starts after the
+/// receiver's close is known (`closed`, set once the close returned) must fail with `EPIPE`,
+/// and once one send failed so must every later one.
+fn send_through_close(tx: &mut Sender, p: u8, sizes: &[usize], closed: &AtomicBool) -> Sent {
+    let mut sent = Vec::new();
+    for (seq, &len) in sizes.iter().enumerate() {
+        let after_close = closed.load(SeqCst);
+        let ok = match tx.send(&payload(p, seq as u8, len), None) {
+            Ok(()) => {
+                assert!(
+                    !after_close,
+                    "producer {p} message {seq}: sent after the close"
+                );
+                assert!(
+                    sent.iter().all(|&ok| ok),
+                    "producer {p} message {seq}: sent after a send failed"
+                );
+                true
+            }
+            Err(err) => {
+                assert_eq!(err, ChannelError::Closed(ClosedBy::Receiver));
+                false
+            }
+        };
+        sent.push(ok);
+    }
+    sent
+}
+
+/// Checks a close model's outcome: every message the receiver got was reported sent (a failed
+/// send's message is never read), in each producer's order.
+fn check_close(got: &[Vec<u8>], sizes: &[&[usize]], sent: &[Sent]) {
+    let mut next = vec![0usize; sizes.len()];
+    for message in got {
+        let p = ((message[0] >> 5) & 3) as usize;
+        let seq = next[p];
+        assert_eq!(message, &payload(p as u8, seq as u8, sizes[p][seq]));
+        assert!(
+            sent[p][seq],
+            "producer {p} message {seq} was read but reported failed"
+        );
+        next[p] += 1;
+    }
+}
+
+/// The receiver takes what is there (at most one message), then closes, while two producers
+/// send (the first two messages, the second one): every interleaving of the close with the
+/// reservations, commits and wake-ups. A waker that cleared the close mark (an exchange to 0
+/// instead of a CAS from 1) lets a send that starts after the close report success: this model
+/// fails on it.
+#[test]
+fn mpsc_close_every_interleaving() {
+    const SIZES: [&[usize]; 2] = [&[4, 4], &[4]];
+    model(|| {
+        let channel = ring(Mode::Mpsc);
+        let mut rx = channel.receiver(options()).unwrap();
+        let senders: Vec<_> = (0..2).map(|_| channel.sender(options()).unwrap()).collect();
+        assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+        let closed = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = senders
+            .into_iter()
+            .zip(0..2u8)
+            .map(|(mut tx, p)| {
+                let closed = Arc::clone(&closed);
+                thread::spawn(move || send_through_close(&mut tx, p, SIZES[p as usize], &closed))
+            })
+            .collect();
+        let got: Vec<_> = rx.try_recv().ok().flatten().into_iter().collect();
+        drop(rx);
+        closed.store(true, SeqCst);
+        let sent: Vec<_> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+        check_close(&got, &SIZES, &sent);
+    });
+}
+
+/// One producer sends three records of 32 bytes into a ring that holds two, so the third waits
+/// for room; the receiver takes what is there (at most one message) and closes. The waiting
+/// send must end (the close wakes it, or it finds room and commits into the closed ring): a
+/// full ring that did not look for the close would keep it waiting, which this model finds as
+/// a loop without end. No message left unread is reported sent once the close is seen.
+#[test]
+fn spsc_close_full_every_interleaving() {
+    const SIZES: [&[usize]; 1] = [&[24, 24, 24]];
+    model(|| {
+        let channel = ring(Mode::Spsc);
+        let mut tx = channel.sender(options()).unwrap();
+        let mut rx = channel.receiver(options()).unwrap();
+        let closed = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let closed = Arc::clone(&closed);
+            thread::spawn(move || send_through_close(&mut tx, 0, SIZES[0], &closed))
+        };
+        let got: Vec<_> = rx.try_recv().ok().flatten().into_iter().collect();
+        drop(rx);
+        closed.store(true, SeqCst);
+        let sent = producer.join().unwrap();
+        check_close(&got, &SIZES, &[sent]);
+    });
 }

@@ -406,6 +406,12 @@ impl Channel {
                 "a live process already receives from this channel".into(),
             ));
         }
+        // A receiver that closed between the check above and its pid's release: its close is
+        // final (see `layout`, *Close*), so this one must not receive, nor ever park.
+        if sh.rx_closed() {
+            let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(closed(sh));
+        }
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {
@@ -524,8 +530,7 @@ impl Sender {
     pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() <= self.shared.max_record && !self.owes_abort {
             let idx = self.reserve_idx(msg.len(), Some(timeout))?;
-            self.write_commit(idx, msg, 0);
-            return Ok(());
+            return self.write_commit(idx, msg, 0);
         }
         self.send_slow(msg, timeout)
     }
@@ -541,8 +546,7 @@ impl Sender {
         }
         self.pay_abort(None)?;
         let idx = self.reserve_idx(msg.len(), None)?;
-        self.write_commit(idx, msg, 0);
-        Ok(())
+        self.write_commit(idx, msg, 0)
     }
 
     /// Reserves room for a `len`-byte message and returns it to be filled in place; it is sent
@@ -557,6 +561,8 @@ impl Sender {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "reserve"));
         }
+        // A reservation's commit reports nothing, so the close is looked for here.
+        check_open(&self.shared)?;
         let idx = if self.owes_abort {
             let deadline = deadline_after(timeout);
             self.pay_abort(Some(remaining(deadline)))?;
@@ -580,6 +586,7 @@ impl Sender {
         if len > self.shared.max_record {
             return Err(too_long(len, self.shared.max_record, "try_reserve"));
         }
+        check_open(&self.shared)?;
         self.pay_abort(None)?;
         let idx = self.reserve_idx(len, None)?;
         Ok(Reservation {
@@ -603,13 +610,16 @@ impl Sender {
     }
 
     /// Writes `msg` into the record reserved at `idx` and commits it as `kind`.
+    ///
+    /// # Errors
+    /// `EPIPE` if the receiver closed the channel without reading it ([`Producer::commit`]).
     #[inline]
-    fn write_commit(&mut self, idx: usize, msg: &[u8], kind: u32) {
+    fn write_commit(&mut self, idx: usize, msg: &[u8], kind: u32) -> Result<()> {
         let sh = &*self.shared;
         // SAFETY: the reservation gave this producer the record's bytes, which lie inside the
         // data area (idx + 8 + len <= capacity).
         unsafe { sh.mem.write(Producer::payload_offset(idx), msg) };
-        self.producer.commit(sh, idx, msg.len(), kind);
+        self.producer.commit(sh, idx, msg.len(), kind)
     }
 
     /// A message that needs fragments or an abort record first.
@@ -623,8 +633,7 @@ impl Sender {
         let max = self.shared.max_record;
         if msg.len() <= max {
             let idx = self.reserve_idx(msg.len(), Some(remaining(deadline)))?;
-            self.write_commit(idx, msg, 0);
-            return Ok(());
+            return self.write_commit(idx, msg, 0);
         }
         let count = msg.len().div_ceil(max);
         for (i, fragment) in msg.chunks(max).enumerate() {
@@ -638,7 +647,9 @@ impl Sender {
                 }
             };
             let kind = if i + 1 < count { REC_MORE } else { 0 };
-            self.write_commit(idx, fragment, kind);
+            // A fragment the receiver will never read: the channel is closed for good, so no
+            // abort record is owed.
+            self.write_commit(idx, fragment, kind)?;
         }
         Ok(())
     }
@@ -657,8 +668,8 @@ impl Sender {
     fn pay_abort(&mut self, wait: Option<Option<Duration>>) -> Result<()> {
         if self.owes_abort {
             let idx = self.reserve_idx(0, wait)?;
-            self.producer.commit(&self.shared, idx, 0, REC_ABORT);
             self.owes_abort = false;
+            self.producer.commit(&self.shared, idx, 0, REC_ABORT)?;
         }
         Ok(())
     }
@@ -760,12 +771,13 @@ pub struct Reservation<'a> {
 
 #[cfg(not(loom))]
 impl Reservation<'_> {
-    /// Sends the message.
+    /// Sends the message. (The receiver's close was looked for when the room was reserved; one
+    /// that comes after it is noticed by the sender's next call.)
     pub fn commit(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
         let (idx, len) = (this.idx, this.len);
         let sender = &mut *this.sender;
-        sender.producer.commit(&sender.shared, idx, len, 0);
+        let _ = sender.producer.commit(&sender.shared, idx, len, 0);
     }
 }
 
@@ -1398,9 +1410,11 @@ fn over_limit(slot: usize, total: usize, limits: &Limits) -> ChannelError {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        // `head` first: a sender that sees the close mark reads it to learn whether its last
+        // message was consumed.
         self.release();
         let sh = &*self.shared;
-        sh.flags().fetch_or(layout::FLAG_RX_CLOSED, AcqRel);
+        sh.close_consumer();
         let _ = sh
             .consumer_pid()
             .compare_exchange(self.pid, 0, AcqRel, Relaxed);

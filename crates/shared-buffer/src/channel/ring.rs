@@ -15,12 +15,16 @@
 //!   order, so a consumer that has seen a commit and then loads `tail` sees the reservation.
 //! - Parking (Dekker): the sleeper exchanges 1 into its waiter word, issues a SeqCst fence, and
 //!   looks again before `futex_wait(word, 1)`; the waker stores its progress (commit word or
-//!   `head`), issues a SeqCst fence, and only if the waiter word is non-zero exchanges it to 0
-//!   and calls `futex_wake`. One of the two always sees the other, so no wake-up is lost and an
-//!   awake peer costs no system call. Waiter words are only ever written by atomic exchange
-//!   (never a plain store), which keeps their modification order simple (and lets loom check
-//!   it). JavaScript `Atomics` operations are all sequentially consistent, which gives the same
-//!   guarantees without explicit fences.
+//!   `head`), issues a SeqCst fence, and only if the waiter word is 1 swaps it to 0 (a CAS on
+//!   `rx_waiting`) and calls `futex_wake`. One of the two always sees the other, so no wake-up
+//!   is lost and an awake peer costs no system call. Waiter words are only ever written by atomic
+//!   exchange or CAS (never a plain store), which keeps their modification order simple (and
+//!   lets loom check it). JavaScript `Atomics` operations are all sequentially consistent, which
+//!   gives the same guarantees without explicit fences.
+//! - The consumer's close: its last `head` store, then `flags`, then [`RX_CLOSED`] exchanged into
+//!   `rx_waiting`, which nothing clears (wakers CAS only from [`RX_PARKED`]). A producer learns
+//!   of the close from the wake-up check after its commit, and then reads `head` to tell whether
+//!   its record was consumed ([`Producer::commit`]).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -91,15 +95,33 @@ impl Shared {
         self.mem.word(OFF_DATA + idx)
     }
 
-    /// After a commit or a close: wake the consumer if, and only if, it may be parked.
+    /// After a commit or a close: wake the consumer if, and only if, it may be parked. Returns
+    /// true if the consumer has closed the channel ([`RX_CLOSED`], which no waker clears): the
+    /// one load a commit makes anyway is how producers learn of the close.
     #[inline]
-    pub(crate) fn wake_consumer(&self) {
+    pub(crate) fn wake_consumer(&self) -> bool {
         fence(SeqCst);
         let word = self.rx_waiting();
-        if word.load(Relaxed) != 0 && word.swap(0, SeqCst) != 0 {
-            // A failed wake leaves the consumer to its periodic wake-up; nothing to report.
-            let _ = park::notify(word, 1);
+        let mut seen = word.load(Relaxed);
+        if seen == RX_PARKED {
+            match word.compare_exchange(RX_PARKED, 0, SeqCst, Relaxed) {
+                Ok(_) => {
+                    // A failed wake leaves the consumer to its periodic wake-up; nothing to
+                    // report.
+                    let _ = park::notify(word, 1);
+                    return false;
+                }
+                Err(now) => seen = now,
+            }
         }
+        seen == RX_CLOSED
+    }
+
+    /// The consumer's close: [`FLAG_RX_CLOSED`] (what attaching and error messages read), then
+    /// [`RX_CLOSED`] into `rx_waiting` (what committing producers see); both are final.
+    pub(crate) fn close_consumer(&self) {
+        self.flags().fetch_or(FLAG_RX_CLOSED, AcqRel);
+        self.rx_waiting().swap(RX_CLOSED, SeqCst);
     }
 
     /// After the consumer freed space or closed: wake every parked producer, if any.
@@ -246,8 +268,12 @@ pub(crate) fn validate(mem: &Mem) -> Result<(u32, u32)> {
         return Err(corrupt(format!("unknown flags {flags:#x}")));
     }
     for offset in [OFF_RX_WAITING, OFF_TX_WAITING] {
-        let value = mem.word(offset).load(Relaxed);
-        if value > 1 {
+        // Loaded before `flags` (acquire): a consumer's close sets the flag, then the mark.
+        let value = mem.word(offset).load(Acquire);
+        let closed = offset == OFF_RX_WAITING
+            && value == RX_CLOSED
+            && mem.word(OFF_FLAGS).load(Acquire) & FLAG_RX_CLOSED != 0;
+        if value > RX_PARKED && !closed {
             return Err(corrupt(format!("waiter word at {offset} holds {value}")));
         }
     }
@@ -286,8 +312,12 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(
 /// A producer's private state.
 #[derive(Debug)]
 pub(crate) struct Producer {
-    /// SPSC: the tail position (this producer is its only writer).
+    /// The end position of this producer's last reservation; in SPSC also the tail position
+    /// (this producer is its only writer).
     tail: u32,
+    /// This producer saw [`RX_CLOSED`]: the consumer's close is final, so every later send
+    /// fails without touching the ring.
+    rx_closed: bool,
     /// The last `head` seen; in SPSC it bounds the free space without touching the consumer's
     /// cache line, in both modes it is what a parked producer waits to see change.
     head_seen: u32,
@@ -300,6 +330,7 @@ impl Producer {
         Self {
             tail: sh.tail().load(Acquire) & POS_MASK,
             head_seen: sh.head().load(Acquire) & POS_MASK,
+            rx_closed: false,
             tag: if sh.mode == MODE_MPSC {
                 slot as u32 + 1
             } else {
@@ -311,10 +342,15 @@ impl Producer {
     /// Reserves a record for a `len`-byte payload; `Ok(None)` when the ring is full. Writes a
     /// skip record first when the record would cross the end of the data area.
     ///
+    /// The consumer's close is not looked for here while there is room: the commit that follows
+    /// finds it ([`Producer::commit`]). A full ring is where a closed one would keep a producer
+    /// waiting, so `None` is never returned once the consumer has closed.
+    ///
     /// # Errors
     /// `EMSGSIZE` when `len` exceeds one record (callers split longer messages first); `EPIPE`
-    /// when the consumer or a sender closed the channel; `EBADMSG` when the positions are
-    /// corrupt.
+    /// when this producer saw the consumer's close, when the ring is full and the consumer or a
+    /// sender closed the channel, and in MPSC when a sender closed it; `EBADMSG` when the
+    /// positions are corrupt.
     #[inline]
     pub(crate) fn try_reserve(&mut self, sh: &Shared, len: usize) -> Result<Option<usize>> {
         if len > sh.max_record {
@@ -323,7 +359,7 @@ impl Producer {
                 sh.max_record
             )));
         }
-        if sh.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
+        if self.rx_closed {
             return Err(super::closed(sh));
         }
         let span = record_span(len) as u32;
@@ -341,7 +377,7 @@ impl Producer {
             let to_end = sh.capacity - idx;
             let need = span.min(to_end);
             if !self.space_spsc(sh, need)? {
-                return Ok(None);
+                return full(sh);
             }
             self.tail = self.tail.wrapping_add(need) & POS_MASK;
             sh.tail().store(self.tail, Relaxed);
@@ -403,7 +439,7 @@ impl Producer {
             let to_end = cap - idx;
             let need = span.min(to_end);
             if cap - used < need {
-                return Ok(None);
+                return full(sh);
             }
             let next = tail.wrapping_add(need) & POS_MASK;
             if sh
@@ -413,6 +449,7 @@ impl Producer {
             {
                 continue;
             }
+            self.tail = next;
             if need == span {
                 self.mark(sh, idx as usize, span);
                 return Ok(Some(idx as usize));
@@ -444,14 +481,39 @@ impl Producer {
         OFF_DATA + idx + RECORD_HEADER_SIZE
     }
 
-    /// Publishes the record reserved at `idx` with a `len`-byte payload; `kind` is 0,
-    /// [`REC_MORE`] or [`REC_ABORT`].
+    /// Publishes the record reserved at `idx` (this producer's last reservation) with a
+    /// `len`-byte payload; `kind` is 0, [`REC_MORE`] or [`REC_ABORT`].
+    ///
+    /// # Errors
+    /// `EPIPE` when the consumer closed the channel without consuming the record: it will
+    /// never be read. A record committed while the consumer closes is reported sent only if
+    /// the consumer consumed it before closing, or if the wake-up after the commit came before
+    /// the close mark (the commit then came before the close, as with any message the consumer
+    /// leaves unread).
     #[inline]
-    pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) {
+    pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) -> Result<()> {
         // The producer word was written with the reservation mark.
         sh.commit_word(idx)
             .store(REC_COMMITTED | kind | len as u32, Release);
-        sh.wake_consumer();
+        if sh.wake_consumer() {
+            return self.committed_after_close(sh);
+        }
+        Ok(())
+    }
+
+    /// The consumer closed the channel: `Ok` if it consumed this producer's last record before
+    /// closing (it publishes `head` before its close mark), else `EPIPE`. Later sends fail at
+    /// once.
+    #[cold]
+    fn committed_after_close(&mut self, sh: &Shared) -> Result<()> {
+        self.rx_closed = true;
+        // Pairs with the consumer's SeqCst swap of the mark, which follows its last head store.
+        fence(Acquire);
+        let head = sh.head().load(Acquire) & POS_MASK;
+        if head.wrapping_sub(self.tail) & POS_MASK <= sh.capacity {
+            return Ok(());
+        }
+        Err(super::closed(sh))
     }
 
     /// Abandons the record reserved at `idx`: zeroes what may have been written (and the
@@ -478,6 +540,16 @@ impl Producer {
     pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
         sh.head().load(Acquire) & POS_MASK != self.head_seen || sh.rx_closed() || sh.tail_closed()
     }
+}
+
+/// `Ok(None)` for a full ring, or `EPIPE` if the consumer closed it: a producer that waits for
+/// room looks for the close here, the commit being the place while there is room.
+#[inline]
+fn full(sh: &Shared) -> Result<Option<usize>> {
+    if sh.rx_closed() {
+        return Err(super::closed(sh));
+    }
+    Ok(None)
 }
 
 /// Commits the skip record that fills `to_end` bytes at `idx` up to the end of the data area.
