@@ -271,19 +271,26 @@ export function round(value: number, digits = 3): number {
 /**
  * Times `ops` in interleaved blocks: after `warmup` untimed calls of each, every op gets the
  * iteration count that makes one block of it last about `blockMs` (the count of `countOf(name)`
- * when given, so that ops compared with each other run alike), then `blocks` rounds time one
- * block of every op each, in reverse order on odd rounds. Returns ns per call of each block.
+ * when given, so that ops compared with each other run alike; `counts` may give some counts
+ * already, which are then used as they are, and receives the ones found), then `blocks` rounds
+ * time one block of every op each, in reverse order on odd rounds. Returns ns per call of each
+ * block.
  */
 export function timeOps(
   ops: Record<string, () => void>,
-  { blocks = 10, blockMs = 10, warmup = 0, countOf = (name: string) => name } = {},
+  {
+    blocks = 10,
+    blockMs = 10,
+    warmup = 0,
+    countOf = (name: string) => name,
+    counts = {} as Record<string, number>,
+  } = {},
 ): Record<string, number[]> {
   const block = (iters: number, op: () => void) => {
     const start = performance.now();
     for (let i = 0; i < iters; i++) op();
     return performance.now() - start;
   };
-  const counts: Record<string, number> = {};
   for (const op of Object.values(ops)) block(warmup, op);
   for (const name of Object.keys(ops)) {
     for (let iters = 1; counts[countOf(name)] === undefined; iters *= 4) {

@@ -98,10 +98,12 @@ for (const which of runtimes) {
   );
 }
 
-for (const mode of ["sync", "async"] as const) {
+for (
+  const [mode, through] of [["sync", "buffer"], ["async", "buffer"], ["sync", "view"]] as const
+) {
   testUnless(
     noPrivateShm,
-    `a ${mode} loop that creates, fills, unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
+    `a ${mode} loop that creates, fills (through ${through}), unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
     async () => {
       const count = 300; // about 20 times what fits
       const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
@@ -112,7 +114,7 @@ for (const mode of ["sync", "async"] as const) {
         "-c",
         `${MOUNT} && exec "$@"`,
         "sh",
-        ...scriptCommand(runtime, "ownership/churn.ts", [prefix, String(count), mode]),
+        ...scriptCommand(runtime, "ownership/churn.ts", [prefix, String(count), mode, through]),
       ]).done;
       const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
       if (r.code !== 0 || line === undefined) {

@@ -68,6 +68,36 @@ testUnless(
   },
 );
 
+test("a view outlives its SharedMemory dropped without close(), and another one's close() leaves it alone", async () => {
+  const name = uniqueName("orphan");
+  try {
+    SharedMemory.create({ name }, 4096).close();
+    await collectGarbage(3);
+    const handles = openHandleCount();
+    // The SharedMemory is dropped at once; only its view is kept.
+    const orphan = (() => SharedMemory.open({ name }).view(0, 64))();
+    new Uint8Array(orphan)[0] = 7;
+    for (let round = 0; round < 30 && openHandleCount() > handles + 1; round++) {
+      await collectGarbage(2);
+    }
+    assert.equal(openHandleCount(), handles + 1, "the dropped SharedMemory released its handle");
+    // Many later SharedMemory objects take views and close: none of them may detach the orphan.
+    for (let i = 0; i < 200; i++) {
+      const shm = SharedMemory.open({ name });
+      const view = shm.view(0, 64);
+      shm.close();
+      assert.equal(view.byteLength, 0, "close() detaches its own view");
+    }
+    assert.equal(orphan.byteLength, 64, "the orphan view is still attached");
+    assert.equal(new Uint8Array(orphan)[0], 7);
+    new Uint8Array(orphan)[1] = 8;
+    using again = SharedMemory.open({ name });
+    assert.deepEqual([...new Uint8Array(again.view(0, 2))], [7, 8], "and still maps the segment");
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("dropped buffers and objects are unmapped by the garbage collector", async () => {
   const key = uniqueKey();
   const name = uniqueName("gc");

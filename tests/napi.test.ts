@@ -61,6 +61,51 @@ test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt a
   }
 });
 
+test("takeViews hands back the views of one group only, once, and wrap refuses a closed group", () => {
+  const name = uniqueName("napi-views");
+  const b = backend();
+  try {
+    using one = SharedMemory.create({ name }, 4096);
+    using two = SharedMemory.open({ name });
+    const out = new BigUint64Array(5);
+    const bytes = new TextEncoder().encode(name);
+    const open = () => {
+      assert.equal(b.openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
+      return [Number(out[0]), out[1]] as const;
+    };
+    const [groupA, address] = open();
+    const [groupB, addressB] = open();
+    const views = (group: number, at: bigint, count: number) =>
+      Array.from({ length: count }, (_, i) => napi.wrap(b.dup(group), at + BigInt(i), 8, group));
+    const a = views(groupA, address, 3);
+    const other = views(groupB, addressB, 2);
+    const plain = napi.wrap(b.dup(groupA), address, 8);
+    const taken = napi.takeViews(groupA);
+    assert.equal(taken.length, 3);
+    assert.ok(a.every((view) => taken.includes(view)), "exactly the group's views");
+    assert.deepEqual(napi.takeViews(groupA), [], "forgotten once handed back");
+    assert.deepEqual(napi.takeViews(groupB), other);
+    assert.ok(!taken.includes(plain), "a buffer made without a group is never handed back");
+    const closed = b.dup(groupA);
+    assert.equal(b.close(closed), 0);
+    const refused = b.dup(groupA);
+    assert.throws(
+      () => napi.wrap(refused, address, 8, closed),
+      (e: Error & { code?: string }) => e.code === "EBADF" && /group handle/.test(e.message),
+    );
+    assert.equal(b.close(refused), 0, "a refused wrap leaves its handle open");
+    assert.throws(
+      () => napi.takeViews(closed),
+      (e: Error & { code?: string }) => e.code === "EBADF",
+    );
+    assert.equal(one.byteLength + two.byteLength, 8192);
+    b.close(groupA);
+    b.close(groupB);
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("unlinking a segment this process maps reports its length, taken back when it is unmapped", () => {
   const name = uniqueName("napi-report");
   try {

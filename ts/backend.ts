@@ -81,7 +81,25 @@ export interface Backend {
    * collected, wherever it was moved (a Worker, a stream, `transfer()`, another realm). A move the
    * runtime cannot make safe must be refused by the runtime with its own error.
    */
-  wrap(address: bigint, length: number, handle: number): ArrayBuffer;
+  wrap(address: bigint, length: number, handle: number, group?: number): ArrayBuffer;
+  /**
+   * Where the runtime tracks views natively (Node-API: Deno, Node.js): `wrap` with a `group` (the
+   * handle of the `SharedMemory` that made the view) keeps a weak reference to the view, and this
+   * hands back the group's views not yet collected, forgetting them; `close()` detaches those
+   * still here. A weak Node-API reference costs less than a `WeakRef` and, unlike one, does not
+   * keep its view alive until the end of the job that made it. Absent: the caller keeps
+   * `WeakRef`s (Bun, where they are cheap).
+   */
+  takeViews?(group: number): ArrayBuffer[];
+  /**
+   * Makes `owner` (a `SharedMemory`) hold `handle`, released by the engine when `owner` is
+   * collected without `close()`. Returns what `owner` must keep for that (the "anchor"): a private
+   * one-byte buffer over `address` that owns the handle where a buffer's finalizer runs during the
+   * collection itself (Deno, Bun), nothing where a finalizer on `owner` itself does as well
+   * (Node.js, which runs either kind on a later turn of the event loop). Throws, leaving
+   * `handle` open, if it cannot.
+   */
+  anchor(owner: object, address: bigint, handle: number): ArrayBuffer | undefined;
   /**
    * For `close()`: if `buffer` is still in this process (not detached), detaches it and closes
    * `handle` now. A buffer already moved or detached is left to its finalizer, so a moved buffer
@@ -89,13 +107,13 @@ export interface Backend {
    */
   unwrap(buffer: ArrayBuffer, handle: number): void;
   /**
-   * For `close()`: releases `handle`, owned by `anchor`, a private buffer that nothing reads
-   * again (the caller drops it). Where the buffer's finalizer checks which handle it owns
-   * (Node-API), the handle is closed without detaching the buffer, which would cost the engine
-   * a new empty buffer; where it does not (`bun:ffi`'s deallocator closes a handle by number,
-   * which may be given out again), the buffer is detached, which runs the finalizer now.
+   * For `close()`: releases `handle`, owned by what {@linkcode anchor} returned (which the caller
+   * drops; nothing reads it again). Where the finalizer checks which handle it owns (Node-API),
+   * the handle is closed without detaching the anchor, which would cost the engine a new empty
+   * buffer; where it does not (`bun:ffi`'s deallocator closes a handle by number, which may be
+   * given out again), the anchor is detached, which runs the finalizer now.
    */
-  dropAnchor(anchor: ArrayBuffer, handle: number): void;
+  dropAnchor(anchor: ArrayBuffer | undefined, handle: number): void;
   /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
    * collection now, then returns once collected buffers have released their mappings (the

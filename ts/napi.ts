@@ -22,7 +22,20 @@ export interface NodeApiModule {
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    * @throws {RangeError} If the bytes are not inside the mapping.
    */
-  wrap(handle: number, address: bigint, length: number): ArrayBuffer;
+  wrap(handle: number, address: bigint, length: number, group?: number): ArrayBuffer;
+  /**
+   * The buffers `wrap` made with `group` (an open handle, matched by its serial number) that
+   * have not been collected (detached ones included), forgetting them.
+   */
+  takeViews(group: number): ArrayBuffer[];
+  /**
+   * `object` takes over `handle` and closes it when the engine finalizes `object`.
+   *
+   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
+   */
+  addFinalizer(object: object, handle: number): void;
+  /** From now on, `wrap` and `addFinalizer` track everything they make for `relieve`. */
+  trackAll(): void;
   /**
    * `sb_unlink_key`, after which each of this process's mappings of the segment is reported to
    * the engine as the memory its collection would free. Returns 0 or a negative code.

@@ -237,25 +237,25 @@ function openSegment(
   return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
 }
 
-/** A buffer that owns `handle`, which is closed if the buffer cannot be made. */
-function wrapOwned(b: Backend, address: bigint, length: number, handle: number): ArrayBuffer {
-  try {
-    return b.wrap(address, length, handle);
-  } catch (err) {
-    b.close(handle);
-    throw err;
-  }
-}
-
-/** {@linkcode wrapOwned}, for a buffer handed out to the caller. */
+/**
+ * A buffer handed out to the caller, which owns `handle` (closed if the buffer cannot be made);
+ * with `group`, a view that the backend tracks for `close()` ({@linkcode Backend.takeViews}).
+ */
 function wrap(
   b: Backend,
   address: bigint,
   length: number,
   handle: number,
   whole = false,
+  group?: number,
 ): ArrayBuffer {
-  const buffer = wrapOwned(b, address, length, handle);
+  let buffer;
+  try {
+    buffer = b.wrap(address, length, handle, group);
+  } catch (err) {
+    b.close(handle);
+    throw err;
+  }
   owned.set(buffer, { handle, address, whole, released: false });
   return buffer;
 }
@@ -350,10 +350,14 @@ export class SharedMemory implements Disposable {
   #address: bigint;
   #label: string;
   #buffer: ArrayBuffer | undefined;
-  #views: WeakRef<ArrayBuffer>[] = [];
+  /** The views to detach at close(), where the backend does not track them itself (Bun). */
+  #views: WeakRef<ArrayBuffer>[] | undefined;
+  /** Whether view() made any view that the backend tracks (so close() asks for them). */
+  #viewed = false;
   /**
-   * Owns #handle: a private one-byte buffer, so that the engine releases the handle when this
-   * object is dropped without close(), during garbage collection itself (a FinalizationRegistry
+   * Owns #handle (see {@linkcode Backend.anchor}): a private one-byte buffer, or nothing where
+   * this object itself does, so that the engine releases the handle when this object is dropped
+   * without close(), during garbage collection itself where it can (a FinalizationRegistry
    * callback would wait for the event loop, which a busy synchronous loop never reaches).
    * Dropped by close(): nothing reads it after that.
    */
@@ -370,7 +374,13 @@ export class SharedMemory implements Disposable {
     this.#address = address;
     this.byteLength = length;
     this.created = created;
-    this.#anchor = wrapOwned(backend(), address, 1, handle);
+    const b = backend();
+    try {
+      this.#anchor = b.anchor(this, address, handle);
+    } catch (err) {
+      b.close(handle);
+      throw err;
+    }
   }
 
   /**
@@ -529,11 +539,18 @@ export class SharedMemory implements Disposable {
       ? this.byteLength - byteOffset
       : check.integer(byteLength, "byteLength", 0, this.byteLength - byteOffset);
     if (length === 0) return new ArrayBuffer(0);
-    const view = this.#window(byteOffset, length, "view");
-    if (this.#views.length >= 64 && (this.#views.length & (this.#views.length - 1)) === 0) {
-      this.#views = this.#views.filter((ref) => ref.deref() !== undefined);
+    // Tracked natively where the backend can (group: this object's handle), else by a WeakRef.
+    const b = backend();
+    if (b.takeViews) {
+      this.#viewed = true;
+      return this.#window(byteOffset, length, "view", this.#handle);
     }
-    this.#views.push(new WeakRef(view));
+    const view = this.#window(byteOffset, length, "view");
+    const views = this.#views ??= [];
+    if (views.length >= 64 && (views.length & (views.length - 1)) === 0) {
+      this.#views = views.filter((ref) => ref.deref() !== undefined);
+    }
+    this.#views!.push(new WeakRef(view));
     return view;
   }
 
@@ -556,13 +573,17 @@ export class SharedMemory implements Disposable {
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
     b.cancelWaits(b.address(this.#address), this.byteLength);
     if (this.#buffer) release(this.#buffer);
-    for (const ref of this.#views) {
-      const view = ref.deref();
-      if (view) release(view);
+    if (this.#viewed) {
+      for (const view of b.takeViews!(this.#handle)) release(view);
+    } else if (this.#views) {
+      for (const ref of this.#views) {
+        const view = ref.deref();
+        if (view) release(view);
+      }
     }
     this.#buffer = undefined;
-    this.#views = [];
-    b.dropAnchor(this.#anchor!, this.#handle);
+    this.#views = undefined;
+    b.dropAnchor(this.#anchor, this.#handle);
     this.#anchor = undefined;
     this.#handle = -1;
   }
@@ -586,12 +607,12 @@ export class SharedMemory implements Disposable {
     }
   }
 
-  #window(offset: number, length: number, what: string): ArrayBuffer {
+  #window(offset: number, length: number, what: string, group?: number): ArrayBuffer {
     const b = backend();
     checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
     const handle = b.dup(this.#handle);
     if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
-    return wrap(b, this.#address + BigInt(offset), length, handle);
+    return wrap(b, this.#address + BigInt(offset), length, handle, false, group);
   }
 }
 

@@ -116,13 +116,15 @@ export function loadBun(explicit?: string): Backend {
     wrap: (address, length, handle) =>
       // The handle rides along as the deallocator's context; sb_release closes it.
       toArrayBuffer(Number(address), 0, length, handle as never, release),
+    anchor: (_owner, address, handle) =>
+      toArrayBuffer(Number(address), 0, 1, handle as never, release),
     unwrap(buffer) {
       // Detaching runs the deallocator now, which closes the handle. A buffer already moved
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
       if (!buffer.detached) buffer.transfer(0);
     },
     // The deallocator closes its handle by number: detach now, while the number is still its.
-    dropAnchor: (anchor) => anchor.transfer(0),
+    dropAnchor: (anchor) => anchor!.transfer(0),
     relieve() {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       settleHandles(() => s.sb_handle_count());

@@ -119,7 +119,9 @@ export function loadDeno(explicit?: string): Backend {
       ),
     cancelWaits: (address, length) => s.sb_wait_cancel(address as bigint, BigInt(length)),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
-    wrap: (address, length, handle) => owner.wrap(handle, address, length),
+    wrap: (address, length, handle, group) => owner.wrap(handle, address, length, group),
+    takeViews: (group) => owner.takeViews(group),
+    anchor: (_owner, address, handle) => owner.wrap(handle, address, 1),
     unwrap(buffer, handle) {
       // Still here: detach it (V8 then frees its memory, and the finalizer finds the handle
       // closed) and drop its reference now. Moved or detached: its finalizer owns the handle.

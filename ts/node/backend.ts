@@ -95,6 +95,8 @@ export function loadNode(explicit?: string): Backend {
     // Node cannot unload an addon; one that loaded with the right version is kept.
     () => {},
   );
+  // The relief closes the handles of what its collection collected through these references.
+  n.trackAll();
   return {
     runtime: "node",
     // V8's limit for one ArrayBuffer on 64-bit targets.
@@ -125,7 +127,14 @@ export function loadNode(explicit?: string): Backend {
     mutexSize: n.mutexSize(),
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
-    wrap: (address, length, handle) => n.wrap(handle, address, length),
+    wrap: (address, length, handle, group) => n.wrap(handle, address, length, group),
+    takeViews: (group) => n.takeViews(group),
+    // Node runs a buffer's finalizer on a later turn of the event loop, as it does one on an
+    // object: the SharedMemory itself owns its handle, at a third of a buffer's cost.
+    anchor(owner, _address, handle) {
+      n.addFinalizer(owner, handle);
+      return undefined;
+    },
     unwrap(buffer, handle) {
       // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
       // frees its memory, and the finalizer finds the handle closed) and drop its reference now.

@@ -7,12 +7,23 @@
 //!
 //! What it exports (all functions; errors are thrown as JavaScript errors, never panics):
 //!
-//! - `wrap(handle, address, length)`: an external ArrayBuffer over `length` bytes at `address`
-//!   (a BigInt), which must lie inside the mapping `handle` references. The buffer takes over
-//!   `handle` (one reference to the mapping): its finalizer closes it when the engine collects
-//!   the buffer, wherever the buffer was moved. Closing the handle earlier with `sb_close` is
-//!   allowed; the finalizer then does nothing (each handle carries a serial number that is never
-//!   reused, so a later handle with the same number is never closed by mistake).
+//! - `wrap(handle, address, length, group?)`: an external ArrayBuffer over `length` bytes at
+//!   `address` (a BigInt), which must lie inside the mapping `handle` references. The buffer takes
+//!   over `handle` (one reference to the mapping): its finalizer closes it when the engine
+//!   collects the buffer, wherever the buffer was moved. Closing the handle earlier with
+//!   `sb_close` is allowed; the finalizer then does nothing (each handle carries a serial number
+//!   that is never reused, so a later handle with the same number is never closed by mistake).
+//!   With `group`, an open handle (a `SharedMemory`'s own), the buffer is a view of that group:
+//!   `takeViews(group)` hands it back. It is held by a weak Node-API reference, which, unlike a
+//!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it.
+//! - `takeViews(group)`: the views made with `group` (by its handle's serial number) that have
+//!   not been collected, as an array, forgetting them: `close()` detaches those still attached.
+//! - `addFinalizer(object, handle)`: `object` takes over `handle`, closed (by serial number) when
+//!   the engine finalizes the object; with `trackAll`, tracked like a buffer. For engines whose
+//!   buffer finalizers wait for the event loop anyway (Node.js), a finalizer on the object is a
+//!   cheaper owner than a private one-byte buffer.
+//! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
+//!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
 //! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the same code, and after a
 //!   successful unlink each mapping this process holds of that segment is reported to the
 //!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (its
@@ -34,10 +45,11 @@
 mod calls;
 pub mod sys;
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
@@ -57,6 +69,8 @@ pub(crate) struct Account {
     reliefs: AtomicI64,
     /// The buffers `wrap` made here, weakly; used on the environment's own thread only.
     tracked: Mutex<Tracked>,
+    /// Set by `trackAll`: every buffer is tracked, not only views.
+    track_all: AtomicBool,
 }
 
 /// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
@@ -66,6 +80,8 @@ struct Watched {
     reference: usize,
     handle: i32,
     serial: u64,
+    /// The serial number of the handle whose `takeViews` hands it back; 0 for none.
+    group: u64,
 }
 
 /// The weak references of one environment to the buffers it made.
@@ -83,13 +99,46 @@ struct Watched {
 /// disarms `relieve`'s release.
 #[derive(Debug, Default)]
 struct Tracked {
+    /// Buffers of no group (tracked for `relieve` only).
     entries: Vec<Watched>,
+    /// Views, by group, so that `takeViews` finds a group's without a scan of everything.
+    views: HashMap<u64, Vec<Watched>>,
+    /// How many there are in `entries` and `views` together.
+    count: usize,
     /// Length at which `wrap` next forgets collected and detached buffers (amortised: twice
     /// what was left after the last time).
     prune_at: usize,
     /// Set by `forgetDetached`, cleared by `wrap` and `relieve`: every buffer still tracked was
     /// attached (not detached) when last looked at.
     armed: bool,
+}
+
+impl Tracked {
+    fn push(&mut self, watched: Watched) {
+        self.count += 1;
+        if watched.group == 0 {
+            self.entries.push(watched);
+        } else {
+            self.views.entry(watched.group).or_default().push(watched);
+        }
+    }
+
+    /// Keeps the entries for which `keep` is true, in `entries` and in every group.
+    fn retain(&mut self, mut keep: impl FnMut(&Watched) -> bool) {
+        self.entries.retain(&mut keep);
+        self.views.retain(|_, group| {
+            group.retain(&mut keep);
+            !group.is_empty()
+        });
+        self.count = self.entries.len() + self.views.values().map(Vec::len).sum::<usize>();
+    }
+
+    /// Removes and returns the entries of `group`.
+    fn take_group(&mut self, group: u64) -> Vec<Watched> {
+        let taken = self.views.remove(&group).unwrap_or_default();
+        self.count -= taken.len();
+        taken
+    }
 }
 
 /// The fewest entries at which `wrap` prunes.
@@ -165,8 +214,11 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 6] = [
+    let functions: [(&CStr, sys::Callback); 9] = [
         (c"wrap", js_wrap),
+        (c"takeViews", js_take_views),
+        (c"addFinalizer", js_add_finalizer),
+        (c"trackAll", js_track_all),
         (c"relieve", js_relieve),
         (c"forgetDetached", js_forget_detached),
         (c"unlinkKey", js_unlink_key),
@@ -306,14 +358,30 @@ unsafe fn call<const N: usize>(
     info: CallbackInfo,
     body: impl FnOnce(&Api, &Arc<Account>, [Value; N]) -> Outcome,
 ) -> Value {
+    // SAFETY: forwarded.
+    unsafe { call_with(env, info, N, body) }
+}
+
+/// [`call`], of which only the first `required` arguments must be passed (the others are null).
+///
+/// # Safety
+/// `env` and `info` come from the runtime for this call.
+unsafe fn call_with<const N: usize>(
+    env: Env,
+    info: CallbackInfo,
+    required: usize,
+    body: impl FnOnce(&Api, &Arc<Account>, [Value; N]) -> Outcome,
+) -> Value {
     let Ok(api) = api() else {
         return ptr::null_mut();
     };
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: forwarded from the caller.
         let (argv, argc, _) = unsafe { arguments::<N>(api, env, info)? };
-        if argc < N {
-            return Err(Thrown::Type(format!("expected {N} arguments, got {argc}")));
+        if argc < required {
+            return Err(Thrown::Type(format!(
+                "expected {required} arguments, got {argc}"
+            )));
         }
         // SAFETY: env is live and this is its thread.
         let account = unsafe { account(api, env)? };
@@ -366,6 +434,28 @@ unsafe fn throw(api: &Api, env: Env, thrown: Thrown) {
     };
 }
 
+/// `undefined`, to return.
+fn undefined(api: &Api, env: Env) -> Outcome {
+    let mut value = ptr::null_mut();
+    check(
+        // SAFETY: a valid out-pointer; env is live on this thread (every caller runs in a callback).
+        unsafe { (api.get_undefined)(env, &mut value) },
+        "napi_get_undefined",
+    )?;
+    Ok(value)
+}
+
+/// `n` as a JavaScript number, to return.
+fn int_value(api: &Api, env: Env, n: i32) -> Outcome {
+    let mut value = ptr::null_mut();
+    check(
+        // SAFETY: a valid out-pointer; env is live on this thread (every caller runs in a callback).
+        unsafe { (api.create_int32)(env, n, &mut value) },
+        "napi_create_int32",
+    )?;
+    Ok(value)
+}
+
 fn int32(api: &Api, env: Env, value: Value, what: &str) -> Result<i32, Thrown> {
     let mut out = 0;
     // SAFETY: value belongs to this call; valid out-pointer.
@@ -387,6 +477,29 @@ fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner),
     }
 }
 
+/// The serial number of the group handle `value` (`undefined` or 0: none, 0).
+fn group_arg(api: &Api, env: Env, value: Value) -> Result<u64, Thrown> {
+    if value.is_null() {
+        return Ok(0);
+    }
+    let mut kind = 0;
+    // SAFETY: a value of this call; valid out-pointer.
+    let status = unsafe { (api.type_of)(env, value, &mut kind) };
+    if status == OK && kind == sys::UNDEFINED {
+        return Ok(0);
+    }
+    match int32(api, env, value, "group")? {
+        0 => Ok(0),
+        handle => match lookup(handle) {
+            Some((_, serial)) => Ok(serial),
+            None => Err(Thrown::Code(
+                -libc::EBADF,
+                format!("group handle {handle} is not open (EBADF)"),
+            )),
+        },
+    }
+}
+
 /// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
 /// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
 /// no Node-API function.
@@ -401,11 +514,13 @@ unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_v
 unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(
+        call_with(
             env,
             info,
-            |api, account, [handle, address, length]: [Value; 3]| {
+            3,
+            |api, account, [handle, address, length, group]: [Value; 4]| {
                 let (mapping, owner) = handle_arg(api, env, handle)?;
+                let group = group_arg(api, env, group)?;
                 let mut start = 0u64;
                 let mut lossless = false;
                 // SAFETY: valid out-pointers.
@@ -449,10 +564,96 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
                 // before any JavaScript runs again (the finalizer cannot run during this call).
                 let (handle, serial) = ((*hint).handle, (*hint).serial);
-                track(api, env, account, buffer, handle, serial)?;
+                if group != 0 || account.track_all.load(Ordering::Relaxed) {
+                    track(api, env, account, buffer, handle, serial, group)?;
+                }
                 Ok(buffer)
             },
         )
+    }
+}
+
+unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [group]: [Value; 1]| {
+            let group = group_arg(api, env, group)?;
+            let mut views = Vec::new();
+            if group != 0 {
+                let mut tracked = account
+                    .tracked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for entry in tracked.take_group(group) {
+                    let reference = entry.reference as *mut c_void;
+                    let mut value = ptr::null_mut();
+                    // SAFETY: a reference of this environment, not yet deleted; valid
+                    // out-pointer. The value lives in this call's scope.
+                    let status = (api.get_reference_value)(env, reference, &mut value);
+                    if status == OK && !value.is_null() {
+                        views.push(value);
+                    }
+                    // SAFETY: as above; deleted once, and dropped from the list already.
+                    (api.delete_reference)(env, reference);
+                }
+            }
+            let mut array = ptr::null_mut();
+            check(
+                (api.create_array_with_length)(env, views.len(), &mut array),
+                "napi_create_array_with_length",
+            )?;
+            for (index, view) in views.into_iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                // SAFETY: an array and a value of this call.
+                check(
+                    (api.set_element)(env, array, index, view),
+                    "napi_set_element",
+                )?;
+            }
+            Ok(array)
+        })
+    }
+}
+
+unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [object, handle]: [Value; 2]| {
+            let (_, owner) = handle_arg(api, env, handle)?;
+            let hint = Box::into_raw(Box::new(owner));
+            // SAFETY: `release_owner` takes back `hint` exactly once, when the engine finalizes
+            // the object; it calls no Node-API function. No reference is asked for: one given
+            // out here would own the finalizer (deleting it early cancels it in Node.js).
+            let status = (api.add_finalizer)(
+                env,
+                object,
+                ptr::null_mut(),
+                release_owner,
+                hint.cast(),
+                ptr::null_mut(),
+            );
+            if status != OK {
+                // The engine did not take the finalizer, so it will never run it.
+                drop(Box::from_raw(hint));
+                return Err(Thrown::Status("napi_add_finalizer", status));
+            }
+            // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
+            let (handle, serial) = ((*hint).handle, (*hint).serial);
+            if account.track_all.load(Ordering::Relaxed) {
+                track(api, env, account, object, handle, serial, 0)?;
+            }
+            undefined(api, env)
+        })
+    }
+}
+
+unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            account.track_all.store(true, Ordering::Relaxed);
+            undefined(api, env)
+        })
     }
 }
 
@@ -496,13 +697,7 @@ unsafe fn unlink(
         }
         Err(err) => code_of(&err),
     };
-    let mut value = ptr::null_mut();
-    check(
-        // SAFETY: valid out-pointer.
-        unsafe { (api.create_int32)(env, code, &mut value) },
-        "napi_create_int32",
-    )?;
-    Ok(value)
+    int_value(api, env, code)
 }
 
 unsafe extern "C" fn js_unlink_key(env: Env, info: CallbackInfo) -> Value {
@@ -583,9 +778,7 @@ unsafe extern "C" fn js_relieve(env: Env, info: CallbackInfo) -> Value {
             }
             drop(tracked);
             settle(api, env, account)?;
-            let mut value = ptr::null_mut();
-            check((api.create_int32)(env, 0, &mut value), "napi_create_int32")?;
-            Ok(value)
+            int_value(api, env, 0)
         })
     }
 }
@@ -600,14 +793,9 @@ unsafe extern "C" fn js_forget_detached(env: Env, info: CallbackInfo) -> Value {
                 .unwrap_or_else(PoisonError::into_inner);
             prune(api, env, &mut tracked)?;
             tracked.armed = true;
-            let count = i32::try_from(tracked.entries.len()).unwrap_or(i32::MAX);
+            let count = i32::try_from(tracked.count).unwrap_or(i32::MAX);
             drop(tracked);
-            let mut value = ptr::null_mut();
-            check(
-                (api.create_int32)(env, count, &mut value),
-                "napi_create_int32",
-            )?;
-            Ok(value)
+            int_value(api, env, count)
         })
     }
 }
@@ -617,12 +805,7 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             let bytes = account.outstanding.load(Ordering::Relaxed);
-            let mut value = ptr::null_mut();
-            check(
-                (api.create_int32)(env, i32::try_from(bytes).unwrap_or(i32::MAX), &mut value),
-                "napi_create_int32",
-            )?;
-            Ok(value)
+            int_value(api, env, i32::try_from(bytes).unwrap_or(i32::MAX))
         })
     }
 }
@@ -639,6 +822,7 @@ unsafe fn track(
     buffer: Value,
     handle: i32,
     serial: u64,
+    group: u64,
 ) -> Result<(), Thrown> {
     let mut reference = ptr::null_mut();
     check(
@@ -650,15 +834,16 @@ unsafe fn track(
         .tracked
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    tracked.entries.push(Watched {
+    tracked.push(Watched {
         reference: reference as usize,
         handle,
         serial,
+        group,
     });
-    if tracked.entries.len() >= tracked.prune_at.max(PRUNE_MIN) {
+    if tracked.count >= tracked.prune_at.max(PRUNE_MIN) {
         // SAFETY: forwarded.
         unsafe { prune(api, env, &mut tracked)? };
-        tracked.prune_at = tracked.entries.len() * 2;
+        tracked.prune_at = tracked.count * 2;
     }
     Ok(())
 }
@@ -676,7 +861,7 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
         unsafe { (api.open_handle_scope)(env, &mut scope) },
         "napi_open_handle_scope",
     )?;
-    tracked.entries.retain(|entry| {
+    tracked.retain(|entry| {
         let reference = entry.reference as *mut c_void;
         let mut value = ptr::null_mut();
         // SAFETY: a reference of this environment, not yet deleted; valid out-pointer.
@@ -704,7 +889,7 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
 /// # Safety
 /// `env` is live and this runs on its thread, with no JavaScript run since [`prune`].
 unsafe fn release_collected(api: &Api, env: Env, tracked: &mut Tracked) {
-    tracked.entries.retain(|entry| {
+    tracked.retain(|entry| {
         let reference = entry.reference as *mut c_void;
         let mut value = ptr::null_mut();
         // SAFETY: a reference of this environment, not yet deleted; valid out-pointer. An empty
@@ -718,5 +903,5 @@ unsafe fn release_collected(api: &Api, env: Env, tracked: &mut Tracked) {
         unsafe { (api.delete_reference)(env, reference) };
         false
     });
-    tracked.prune_at = tracked.entries.len() * 2;
+    tracked.prune_at = tracked.count * 2;
 }

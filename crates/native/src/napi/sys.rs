@@ -24,6 +24,8 @@ pub type Status = i32;
 pub const OK: Status = 0;
 /// `napi_pending_exception`.
 pub const PENDING_EXCEPTION: Status = 10;
+/// `napi_undefined`, what `napi_typeof` gives for `undefined`.
+pub const UNDEFINED: i32 = 0;
 
 /// `napi_callback`.
 pub type Callback = unsafe extern "C" fn(env: Env, info: CallbackInfo) -> Value;
@@ -119,6 +121,12 @@ napi! {
     get_reference_value = "napi_get_reference_value": fn(Env, *mut c_void, *mut Value);
     open_handle_scope = "napi_open_handle_scope": fn(Env, *mut *mut c_void);
     close_handle_scope = "napi_close_handle_scope": fn(Env, *mut c_void);
+    // The views `takeViews` hands back (mod.rs).
+    create_array_with_length = "napi_create_array_with_length": fn(Env, usize, *mut Value);
+    type_of = "napi_typeof": fn(Env, Value, *mut i32);
+    add_finalizer = "napi_add_finalizer":
+        fn(Env, Value, *mut c_void, Finalize, *mut c_void, *mut *mut c_void);
+    set_element = "napi_set_element": fn(Env, Value, u32, Value);
 }
 
 static API: OnceLock<Result<Api, &'static str>> = OnceLock::new();
