@@ -140,6 +140,26 @@ test("timeouts: recv and send give ETIMEDOUT no earlier than asked", async () =>
   await assert.rejects(tx.sendAsync("x", 0), code("ETIMEDOUT"));
 });
 
+test("timeouts fire after any spin: adaptive, none, and a fixed spin longer than the timeout", () => {
+  for (const spin of ["adaptive", 0, 1_000_000] as const) {
+    using ch = channel(64);
+    const tx = ch.sender({ spin });
+    const rx = ch.receiver({ spin });
+    for (const ms of [0, 15]) {
+      let start = performance.now();
+      assert.throws(() => rx.recvInto(new Uint8Array(8), ms), code("ETIMEDOUT"), `spin ${spin}`);
+      assert.ok(performance.now() - start >= ms - 0.1, `recvInto, spin ${spin}: not earlier`);
+      start = performance.now();
+      assert.throws(() => rx.recv(ms), code("ETIMEDOUT"), `spin ${spin}`);
+      assert.ok(performance.now() - start >= ms - 0.1, `recv, spin ${spin}: not earlier`);
+    }
+    while (tx.trySend("12345678"));
+    const start = performance.now();
+    assert.throws(() => tx.send("x", 15), code("ETIMEDOUT"), `send, spin ${spin}`);
+    assert.ok(performance.now() - start >= 14.9, `send, spin ${spin}: not earlier`);
+  }
+});
+
 test("a receiver's close makes senders fail with EPIPE; a second receiver is EBUSY", () => {
   using ch = channel();
   const tx = ch.sender();

@@ -111,6 +111,27 @@ test("wait/notify misuse: clear errors, the process lives on", async () => {
   await assert.rejects(waitAsync(i32, 0, 0, 0), closed);
 });
 
+test("wait and notify reach each buffer's own word, and none after its segment closed", () => {
+  const a = scratch();
+  using b = scratch();
+  const [wa, wb] = [new Int32Array(a.buffer), new Int32Array(b.buffer)];
+  Atomics.store(wa, 5, 1);
+  Atomics.store(wb, 5, 2);
+  // The same word twice in each buffer: the second call finds the address the first made.
+  for (let round = 0; round < 2; round++) {
+    assert.equal(wait(wa, 5, 1, 0), "timed-out", "a's word holds 1");
+    assert.equal(wait(wb, 5, 1, 0), "not-equal", "b's word holds 2, not a's 1");
+    assert.equal(wait(new Int32Array(b.buffer, 20, 1), 0, 2, 0), "timed-out", "byte 20 is word 5");
+    assert.equal(notify(wa, 5), 0);
+  }
+  a.close();
+  const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  assert.throws(() => wait(wa, 5, 1, 0), closed, "a word used before the close");
+  assert.throws(() => notify(wa, 5), closed);
+  assert.throws(() => wait(wa, 9, 1, 0), closed, "any index of a closed segment's view");
+  assert.equal(wait(wb, 5, 2, 0), "timed-out", "the other segment works on");
+});
+
 test("Mutex: lock, tryLock, unlock, guards with using", () => {
   using shm = scratch();
   const mutex = Mutex.init(shm.buffer, 64);

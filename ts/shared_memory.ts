@@ -311,6 +311,25 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
   );
 }
 
+/** What {@linkcode mappingOf} gives: a buffer's mapping as this library keeps it. */
+export interface Mapping {
+  /** The address of the buffer's first byte. */
+  readonly address: bigint;
+  /** Released by `close()` (its buffer detached, or kept by a runtime that refused to detach). */
+  readonly released: boolean;
+}
+
+/**
+ * The live mapping of `buffer`, which the caller may keep and check for `released` later.
+ *
+ * @throws {SharedMemoryError} `EBADF` if the buffer was detached (its segment closed).
+ * @throws {TypeError} If the buffer did not come from this library.
+ */
+export function mappingOf(buffer: ArrayBufferLike, caller: string): Mapping {
+  addressOf(buffer, caller); // throws unless live
+  return owned.get(buffer as ArrayBuffer)!;
+}
+
 /** Throws the SharedMemoryError for a negative native code. */
 export function throwCode(code: number, action: string): never {
   fail(backend(), code, action);

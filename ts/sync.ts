@@ -12,7 +12,7 @@
 import { type Address, backend } from "./backend.ts";
 import { errorOf } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
-import { addressOf, isDetached, throwCode } from "./shared_memory.ts";
+import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -28,14 +28,33 @@ export interface WaitOptions {
   spin?: number;
 }
 
-const RESULTS: Record<number, WaitResult> = {
-  [WAIT_OK]: "ok",
-  [WAIT_NOT_EQUAL]: "not-equal",
-  [WAIT_TIMED_OUT]: "timed-out",
-};
+/** The results by code: an array, so that the lookup is one element load. */
+const RESULTS: WaitResult[] = [];
+RESULTS[WAIT_OK] = "ok";
+RESULTS[WAIT_NOT_EQUAL] = "not-equal";
+RESULTS[WAIT_TIMED_OUT] = "timed-out";
+
+/** What the calls on one view keep: its buffer's mapping, and each word's address by index. */
+interface ViewWords {
+  mapping: Mapping;
+  /** The address of the view's first element. */
+  base: bigint;
+  at: Map<number, Address>;
+}
+
+/**
+ * The views waited on or notified, each with the addresses of its words in the form the
+ * runtime's calls take (see `Backend.address`). Between two processes a call comes
+ * right after a context switch, with nothing in the caches: making the address on every call (a
+ * BigInt sum, in Node a conversion) and reading `view.buffer` (a call into the engine) cost a
+ * Deno round trip on one core about a tenth of its time.
+ */
+const views = new WeakMap<Int32Array, ViewWords>();
+/** Word addresses one view keeps, at most; further words make theirs on every call. */
+const MAX_WORDS = 64;
 
 /** The Int32Array element's address, after every check. */
-function locate(view: unknown, index: unknown, caller: string): bigint {
+function locate(view: unknown, index: unknown, caller: string): Address {
   if (!(view instanceof Int32Array)) {
     throw new TypeError(
       `${caller}: view must be an Int32Array over shared memory, got ${
@@ -43,10 +62,26 @@ function locate(view: unknown, index: unknown, caller: string): bigint {
       }`,
     );
   }
-  const base = addressOf(view.buffer, caller);
-  const i = check.integer(index, "index", 0, Math.max(view.length - 1, 0));
-  if (view.length === 0) throw new RangeError(`${caller}: view is empty`);
-  return base + BigInt(view.byteOffset + i * 4);
+  // 0 once the buffer is detached (its segment closed): this library's buffers never resize.
+  const length = view.length;
+  if (typeof index !== "number" || !(index >= 0 && index < length) || !Number.isInteger(index)) {
+    // The buffer first (a closed segment's views are empty: EBADF, not a bad index).
+    addressOf(view.buffer, caller);
+    check.integer(index, "index", 0, Math.max(length - 1, 0));
+    throw new RangeError(`${caller}: view is empty`);
+  }
+  let words = views.get(view);
+  if (words === undefined || words.mapping.released) {
+    const mapping = mappingOf(view.buffer, caller); // throws for a closed or foreign buffer
+    words = { mapping, base: mapping.address + BigInt(view.byteOffset), at: new Map() };
+    views.set(view, words);
+  }
+  let address = words.at.get(index);
+  if (address === undefined) {
+    address = backend().address(words.base + BigInt(index * 4));
+    if (words.at.size < MAX_WORDS) words.at.set(index, address);
+  }
+  return address;
 }
 
 const FOREVER = -1;
@@ -68,6 +103,8 @@ function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
 
 /** The value as the kernel compares it: the 32 bits of an Int32Array element. */
 function word(expected: unknown): number {
+  // An Int32Array element, the common case, passes without the full check.
+  if (typeof expected === "number" && (expected | 0) === expected) return expected >>> 0;
   return check.integer(expected, "expected", -(2 ** 31), 2 ** 32 - 1) >>> 0;
 }
 
@@ -110,8 +147,7 @@ export function wait(
   const spin = options?.spin === undefined
     ? 0
     : check.integer(options.spin, "options.spin", 0, 2 ** 32 - 1);
-  const b = backend();
-  return result(b.wait(b.address(address), value, ns, spin), "wait");
+  return result(backend().wait(address, value, ns, spin), "wait");
 }
 
 /**
@@ -143,7 +179,7 @@ export async function waitAsync(
   const value = word(expected);
   const ns = timeoutNs(timeoutMs);
   const b = backend();
-  const code = await b.waitAsync(b.address(address), value, ns);
+  const code = await b.waitAsync(address, value, ns);
   if (code < 0 && b.errorName(code) === "EBADF") {
     throw errorOf(
       "EBADF",
@@ -170,8 +206,7 @@ export function notify(view: Int32Array, index: number, count?: number): number 
   const n = count === undefined || count === Infinity
     ? 0xffff_ffff
     : check.integer(count, "count", 0, 0xffff_ffff);
-  const b = backend();
-  const woken = b.notify(b.address(address), n);
+  const woken = backend().notify(address, n);
   if (woken < 0) throwCode(woken, "notify");
   return woken;
 }

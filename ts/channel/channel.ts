@@ -121,28 +121,32 @@ function deadlineOf(timeoutMs: unknown): number {
   return deadlineAfter(timeoutOf(timeoutMs));
 }
 
-/** A request to park on a header word until woken or `until` (performance.now() time). */
+/**
+ * A request to park on a header word until woken or for at most `ns` nanoseconds: a relative
+ * timeout, made from the clock reading the wait decided on, so that parking reads no clock.
+ */
 interface Park {
   offset: number;
-  until: number;
+  ns: number;
 }
 
 function runSync<T>(steps: Generator<Park, T>, parking: Parking): T {
   for (let step = steps.next();; step = steps.next()) {
     if (step.done) return step.value;
-    parking.wait(step.value.offset, 1, nsUntil(step.value.until));
+    parking.wait(step.value.offset, 1, step.value.ns);
   }
 }
 
 async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise<T> {
   for (let step = steps.next();; step = steps.next()) {
     if (step.done) return step.value;
-    await parking.waitAsync(step.value.offset, 1, nsUntil(step.value.until));
+    await parking.waitAsync(step.value.offset, 1, step.value.ns);
   }
 }
 
-function nsUntil(until: number): number {
-  return Math.max(0, Math.ceil((until - performance.now()) * 1e6));
+/** The nanoseconds from `now` until `until` (both performance.now() time), at least 0. */
+function nsUntil(until: number, now: number): number {
+  return Math.max(0, Math.ceil((until - now) * 1e6));
 }
 
 /**
@@ -689,8 +693,7 @@ export class ChannelSender implements Disposable {
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    let nextCheck = performance.now() + peerCheckMs;
-    spinner.start();
+    let nextCheck = spinner.start() + peerCheckMs;
     for (;;) {
       if (this.#closed) throw closedError("ChannelSender.send");
       const idx = producer.tryReserve(len);
@@ -699,7 +702,7 @@ export class ChannelSender implements Disposable {
         return idx;
       }
       if (spinner.keepSpinning()) continue;
-      const now = performance.now();
+      const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
@@ -716,7 +719,7 @@ export class ChannelSender implements Disposable {
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
         spinner.parking();
-        yield { offset: L.OFF_TX_WAITING, until: Math.min(deadline, nextCheck) };
+        yield { offset: L.OFF_TX_WAITING, ns: nsUntil(Math.min(deadline, nextCheck), now) };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError("ChannelSender.send");
       }
@@ -1403,14 +1406,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** The slow path of a receive; its deadline starts when the fast path found nothing. */
   *#recvSteps(timeout: number): Generator<Park, Uint8Array | null> {
-    const deadline = deadlineAfter(timeout);
     const r = this.#ring;
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    let nextCheck = performance.now() + peerCheckMs;
+    // The wait's one clock reading gives its deadline and its first peer check.
+    const start = spinner.start();
+    const deadline = start + timeout;
+    let nextCheck = start + peerCheckMs;
     this.#stuckAt = -1;
-    spinner.start();
     for (;;) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
@@ -1419,7 +1423,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         return got;
       }
       if (spinner.keepSpinning()) continue;
-      const now = performance.now();
+      const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
         throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
@@ -1435,7 +1439,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const again = consumer.peek();
       if (again === state) {
         spinner.parking();
-        yield { offset: L.OFF_RX_WAITING, until: Math.min(deadline, nextCheck) };
+        yield { offset: L.OFF_RX_WAITING, ns: nsUntil(Math.min(deadline, nextCheck), now) };
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);

@@ -7,8 +7,12 @@
  * the spin keeps failing (the peer shares this core, so it cannot run while this process spins,
  * or it answers slowly) the endpoint parks at once, and only now and then spins again to see
  * whether things changed, at intervals that double after each failed probe (up to every
- * {@linkcode MAX_PROBE_EVERY}th wait). The clock is read only while spinning, every
- * {@linkcode CLOCK_EVERY} rounds: a wait that need not happen costs nothing.
+ * {@linkcode MAX_PROBE_EVERY}th wait).
+ *
+ * The Spinner also keeps the wait's clock: {@linkcode Spinner.start} reads it once, and the wait
+ * takes its deadline, its next peer check and the relative timeout of its first park from that
+ * one reading; spinning reads it again only every {@linkcode CLOCK_EVERY} rounds, and a wait reads
+ * it afresh only after a park. A call that need not wait reads no clock at all.
  *
  * @module
  */
@@ -35,31 +39,49 @@ export class Spinner {
   #spins = 0;
   #until = -1;
   #parked = false;
+  /** The wait's latest clock reading (performance.now() time). */
+  #now = 0;
 
   constructor(spin: number | "adaptive") {
     this.fixed = spin === "adaptive" ? -1 : spin;
   }
 
-  /** A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says. */
-  start(): void {
+  /**
+   * A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says.
+   *
+   * @returns The clock, read once here: the wait's start.
+   */
+  start(): number {
     this.#budget = this.fixed < 0 ? this.budgetMs() : 0;
     this.#spins = 0;
-    this.#until = -1;
     this.#parked = false;
+    const now = this.#now = performance.now();
+    this.#until = now + this.#budget;
+    return now;
   }
 
   /** After a look that found nothing: true to look again at once, false to go on to park. */
   keepSpinning(): boolean {
-    const spins = this.#spins++;
-    if (this.fixed >= 0) return spins < this.fixed;
+    const spins = ++this.#spins;
+    if (this.fixed >= 0) return spins <= this.fixed;
     if (this.#parked || this.#budget === 0) return false;
     if (spins % CLOCK_EVERY !== 0) return true;
-    const now = performance.now();
-    if (this.#until < 0) this.#until = now + this.#budget;
-    return now < this.#until;
+    return (this.#now = performance.now()) < this.#until;
   }
 
-  /** The wait parks in the kernel: it spins no more. */
+  /**
+   * The clock for the wait's next decision: the latest reading while it has not parked yet
+   * (from {@linkcode start}, or from an adaptive spin, which reads it every
+   * {@linkcode CLOCK_EVERY} rounds and when it stops), read afresh after a fixed spin and once
+   * the wait has parked. A reading a few rounds old only makes a deadline fire a little late,
+   * never early.
+   */
+  now(): number {
+    if (this.#parked || (this.fixed > 0 && this.#spins > 1)) this.#now = performance.now();
+    return this.#now;
+  }
+
+  /** The wait parks in the kernel: it spins no more, and reads the clock afresh from now on. */
   parking(): void {
     this.#parked = true;
   }

@@ -62,8 +62,9 @@ fn word_ok(addr: *const u32) -> bool {
 /// [`SB_WAIT_TIMED_OUT`], `-EINVAL` for a null or misaligned address, `-EFAULT` for an unmapped
 /// one (Linux), `-ENOTSUP` where unsupported.
 ///
-/// Blocks the calling thread: Deno calls it with `nonblocking: true`; Bun uses
-/// [`sb_wait_async`].
+/// Blocks the calling thread. Deno and Bun call it synchronously, as a fast FFI call (Deno's
+/// `nonblocking: true` would hold a thread of its small blocking pool per wait); their
+/// `waitAsync` goes through [`sb_wait_async`].
 ///
 /// # Safety
 /// `addr` must point into a mapping this library made. On Linux the address goes straight to the
