@@ -14,6 +14,8 @@ ZIGBUILD_VERSION := 0.24.1
 SEED_VERSION := 1.4.0
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
 LIB := target/release/libshared_buffer_native.so
+# The Rust peers the conformance tests run (crates/native/examples/).
+PEERS := target/release/examples/channel_peer
 
 DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS)/deno)
 BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS)/bun)
@@ -52,10 +54,17 @@ DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
 all: build
 
-build: $(LIB) dist/node.js dist/node.cjs
+build: $(LIB) $(PEERS) dist/node.js dist/node.cjs
 
-$(LIB): $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/examples/*.rs crates/*/Cargo.toml) Cargo.toml Cargo.lock
+RUST_SOURCES := $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/examples/*.rs \
+	crates/*/Cargo.toml) Cargo.toml Cargo.lock
+
+$(LIB): $(RUST_SOURCES)
 	cargo build --release -p shared-buffer-native
+	@touch $@
+
+# A target of its own: a library built by hand with `cargo build` must not leave them stale.
+$(PEERS): $(RUST_SOURCES)
 	cargo build --release -p shared-buffer-native --examples
 	@touch $@
 

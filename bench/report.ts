@@ -134,8 +134,8 @@ const TRIPS = "Median µs per round trip (lowest-highest run), then p99 µs, and
 const TRIP_COSTS: Beside = [["p99_us", "p99 ", ""], ["cpu_us", "CPU ", ""], ["vcs", "", " cs"]];
 const RATES = "Median messages/s (lowest-highest run), then the CPU ns and voluntary context " +
   "switches (cs) of both processes per message while the stream ran (medians over runs). A " +
-  "transport that switches context for every message shows about 1 cs or more (the Rust " +
-  "ring's figures come without them):";
+  "transport that switches context for every message shows about 1 cs or more; the Rust " +
+  "ring's are read the same way:";
 const RATE_COSTS: Beside = [["cpu_ns_per_msg", "CPU ", " ns"], ["vcs_per_msg", "", " cs"]];
 /** The order of rows: the runtimes, then the native and seed anchors. */
 const ORDER = ["deno", "bun", "node", "native", "seed"];

@@ -443,8 +443,12 @@ test("a recvMany callback that transfers its view's buffer away loses none of th
   using ch = channel(1024);
   const tx = ch.sender();
   const rx = ch.receiver();
+  tx.send("x");
+  const ring = rx.recvView()!.buffer; // a view into the ring itself: never detached here
+  rx.release();
   const sent: Uint8Array[] = [];
   const got: Uint8Array[] = [];
+  let detached = 0;
   for (let round = 0; round < 3; round++) {
     for (let i = 0; i < 6; i++) {
       const message = pattern(16 + (i & 1) * 100, sent.length + 1);
@@ -456,15 +460,17 @@ test("a recvMany callback that transfers its view's buffer away loses none of th
       n += rx.recvMany((view) => {
         got.push(view.slice());
         // The view's buffer is the caller's to use during the call: here it is handed on
-        // (as to a worker) and detached.
+        // (as to a worker) and detached, in the middle of a run of messages.
         const buffer = view.buffer;
-        if (buffer instanceof ArrayBuffer && view.byteOffset === 0 && buffer.byteLength <= 256) {
+        if (buffer instanceof ArrayBuffer && buffer !== ring && got.length % 2 === 0) {
           structuredClone(buffer, { transfer: [buffer] });
+          detached++;
         }
       }, 0)!;
     }
   }
   assert.deepEqual(got, sent);
+  assert.ok(detached > 0, "some views were of the receiver's copy");
 });
 
 test("sendMany with an array whose element changes between reads sends what it read, and the ring stays sound", () => {
@@ -919,6 +925,75 @@ test("a sender detached while its fragmented sendAsync waits writes nothing more
   const tail = Atomics.load(w.words, layout.OFF_TAIL >> 2);
   assert.ok(code("EBADF")(await sending));
   assert.equal(Atomics.load(w.words, layout.OFF_TAIL >> 2), tail, "nothing written after it left");
+});
+
+test("recvMany: a callback that throws in the middle of a run of small messages leaves the rest, in order, for the next receive", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const boom = new Error("boom");
+  let sent = 0;
+  const got: number[] = [];
+  for (let round = 0; round < 40; round++) {
+    // Small and large messages mixed, so runs end at a large one, at the end of the ring and
+    // at the end of what is ready; the callback throws at every 7th message.
+    const batch = Array.from({ length: 1 + round % 9 }, () => {
+      const m = pattern(sent % 5 === 4 ? 300 : 8 + sent % 40, sent);
+      m[0] = sent++ & 0xff;
+      return m;
+    });
+    tx.sendMany(batch, 5000);
+    while (got.length < sent) {
+      try {
+        rx.recvMany((view) => {
+          const n = got.length;
+          assert.deepEqual(
+            view,
+            (() => {
+              const m = pattern(n % 5 === 4 ? 300 : 8 + n % 40, n);
+              m[0] = n & 0xff;
+              return m;
+            })(),
+          );
+          got.push(n);
+          if (n % 7 === 6) throw boom;
+        }, 5000);
+      } catch (err) {
+        assert.equal(err, boom);
+      }
+    }
+  }
+  assert.deepEqual(got, Array.from({ length: sent }, (_, i) => i), "each once, in order");
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+});
+
+test("recvMany meets a record past the tail after a run of small messages with recv's error, the messages before it delivered", () => {
+  const name = uniqueName("chan");
+  cleanup({ name });
+  for (const how of ["recvMany", "recv"]) {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    using raw = SharedMemory.open({ name });
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    tx.sendMany(["a1", "b2", "c3"]);
+    // A committed 8-byte record right after them, where no sender reserved anything.
+    const words = new Int32Array(raw.buffer, layout.OFF_DATA, 64);
+    Atomics.store(words, 3 * 4, (layout.REC_COMMITTED | 8) | 0);
+    const got: string[] = [];
+    const take = (m: Uint8Array) => void got.push(new TextDecoder().decode(m));
+    assert.throws(
+      () => {
+        for (;;) {
+          if (how === "recvMany") rx.recvMany(take, 1000);
+          else take(rx.recv(1000)!);
+        }
+      },
+      (e) => code("EBADMSG")(e) && /past the tail/.test(String(e)),
+      how,
+    );
+    assert.deepEqual(got, ["a1", "b2", "c3"], how);
+    ch.unlink();
+  }
 });
 
 test("recvMany stops when a callback closes the receiver", () => {

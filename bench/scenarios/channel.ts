@@ -125,7 +125,8 @@ const TRANSPORTS: Record<string, {
 
 /** What native_ring prints (the parts used here). */
 interface NativeRing {
-  throughput: { msgs_per_s: number }[];
+  /** With the CPU time and voluntary switches of both processes per message, read as `Meter` does. */
+  throughput: { msgs_per_s: number; cpu_ns_per_msg?: number; vcs_per_msg?: number }[];
   latency_parked: { median_us: number; p99_us: number };
   latency_spin_then_park: { median_us: number; p99_us: number };
 }
@@ -160,6 +161,8 @@ const RATIOS = [
   "msgs_per_s native.zero_copy / socket = the Rust ring zero-copy / Unix socket",
   "cpu_ns_per_msg channel / socket = CPU per message: channel (copying) / Unix socket !",
   "cpu_ns_per_msg channel_batch / channel = CPU per message: channel batch / one by one",
+  "cpu_ns_per_msg channel / native.copy = CPU per message: channel (copying) / the Rust ring",
+  "cpu_ns_per_msg channel_batch / native.copy = CPU per message: channel batch / the Rust ring",
   "median_us channel / socket = round trip: channel (parked) / Unix socket !",
   "median_us channel / stdio = round trip: channel (parked) / stdio pipes !",
   "median_us channel / ipc_json = round trip: channel (parked) / the runtime's ipc, json !",
@@ -186,8 +189,10 @@ export const channel: Scenario = {
     "calls are synchronous while the sockets, pipes and IPC " +
     "are driven by an async event loop, as users write each: the figures compare what each API " +
     "gives, not the same loop. native: native_ring, the Rust ring with the same capacities, " +
-    "copying (send / recv_into) and zero-copy (reserve + touch first and last byte + commit / " +
-    "recv_ref); its round trips (64 B, 4 KiB) parked and spin-then-park. Transports: " +
+    "copying (send / recv_into) and zero-copy (reserve + stamp in place + commit / recv_ref), " +
+    "stamping and checking every message as the channel's pairs do, with the CPU time and " +
+    "switches of both processes per message read the same way; its round trips (64 B, 4 KiB) " +
+    "parked and spin-then-park. Transports: " +
     Object.entries(TRANSPORTS).map(([t, { how }]) => `${t}: ${how}`).join("; "),
   async run(ctx, skipped) {
     const out: Row[] = [];
@@ -222,7 +227,8 @@ export const channel: Scenario = {
           try {
             const got = await runJson<NativeRing>([bin, ...args.split(" ")]);
             const base = { runtime: "native", size, placement };
-            out.push({ ...base, what, metric: "msgs_per_s", value: got.throughput[0].msgs_per_s });
+            const { msgs_per_s, cpu_ns_per_msg, vcs_per_msg } = got.throughput[0];
+            out.push(...rows({ ...base, what }, { msgs_per_s, cpu_ns_per_msg, vcs_per_msg }));
             if (withTrips) {
               out.push(...rows({ ...base, what }, got.latency_parked));
               out.push(...rows({ ...base, what: "spin" }, got.latency_spin_then_park));

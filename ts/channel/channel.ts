@@ -110,6 +110,12 @@ function deadlineAfter(timeout: number): number {
  * byte, 63 / 125 / 66 ns through `subarray` + `set`.
  */
 const SMALL_COPY = 256;
+/**
+ * recvMany copies a run of small messages that lie back to back in the ring, up to this many
+ * bytes of records, into a buffer of the receiver with one `set`: cheaper per message than
+ * copying each alone (the records are zeroed together when `head` is published).
+ */
+const RUN_BYTES = 4096;
 
 /** A deadline in performance.now() time, or Infinity. */
 function deadlineOf(timeoutMs: unknown): number {
@@ -822,8 +828,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
-  /** recvMany's buffer for small messages, its words, and its views by length. */
-  #scratch: { words: Int32Array; bytes: Uint8Array; views: Uint8Array[] } | undefined;
+  /**
+   * recvMany's copy of a run of records (see {@linkcode RUN_BYTES}), the lengths of its
+   * messages, and a view of each payload by its offset (a view is made again only when the
+   * length at that offset changes).
+   */
+  #run: { bytes: Uint8Array; lens: Int32Array; views: Uint8Array[] } | undefined;
   /** Partial fragmented messages, by sender tag (0 with one sender). */
   readonly #partial = new Map<number, Partial>();
   /** Bytes of all partial messages. */
@@ -992,12 +1002,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           if (idx >= 0 && (consumer.word & (L.REC_MORE | L.REC_ABORT)) === 0) {
             const start = L.OFF_DATA + idx + 8;
             const len = consumer.len;
-            count++;
             if (len <= SMALL_COPY) {
-              // Consumed before the call: a message whose callback throws counts as delivered.
-              onMessage(this.#scratchCopy(start, len));
+              count += this.#deliverRun(idx, onMessage, limit - count);
               continue;
             }
+            count++;
             // Consumed before the call too (its room goes back with the next one's, so a
             // receiver killed in the callback leaves it to the next): a callback that closes
             // the receiver has consumed it, as a sender that then sees the close reads `head`.
@@ -1208,31 +1217,54 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /**
-   * recvMany's view of a small message: copied into this receiver's scratch buffer, one view per
-   * length made once (cheaper than a new view of the ring per message), and consumed. The ring's
-   * copy stays intact until the batch hands its room back (see `Consumer`).
+   * recvMany's path for small messages: from the one {@linkcode Consumer.peek} found at `idx`
+   * (at `head`), takes the run of whole small messages that follow it back to back (at most
+   * `max`, {@linkcode RUN_BYTES} of records, up to the end of the data area), copies the run
+   * into this receiver's buffer with one `set` and hands each message to `onMessage` as a view
+   * of that copy, consuming it just before (a message whose callback throws counts as
+   * delivered). The messages after one whose callback throws, closes the receiver or detaches
+   * the copy (transfers the view's buffer) stay in the ring for the next receive. Returns how
+   * many messages were handed out.
    */
-  #scratchCopy(start: number, len: number): Uint8Array {
-    let scratch = this.#scratch;
+  #deliverRun(idx: number, onMessage: (message: Uint8Array) => void, max: number): number {
+    const consumer = this.#consumer;
+    let run = this.#run;
     // A callback may have detached the buffer its view lent (transferred it, as to a worker).
-    if (scratch === undefined || scratch.bytes.length === 0) {
-      const buffer = new ArrayBuffer(SMALL_COPY);
-      scratch = this.#scratch = {
-        words: new Int32Array(buffer),
-        bytes: new Uint8Array(buffer),
+    if (run === undefined || run.bytes.length === 0) {
+      run = this.#run = {
+        bytes: new Uint8Array(RUN_BYTES),
+        lens: new Int32Array(RUN_BYTES >> 3),
         views: [],
       };
     }
-    const i32 = this.#ring.i32;
-    const bytes = this.#ring.bytes;
-    const words = scratch.words;
-    const from = start >> 2;
-    const n = len >> 2;
-    for (let w = 0; w < n; w++) words[w] = i32[from + w];
-    const out = scratch.bytes;
-    for (let i = n << 2; i < len; i++) out[i] = bytes[start + i];
-    this.#consumer.consume(len);
-    return scratch.views[len] ??= new Uint8Array(out.buffer, 0, len);
+    const { bytes: copy, lens, views } = run;
+    let n = 0;
+    let bytes = 0;
+    for (let len = consumer.len; n < max;) {
+      const span = L.recordSpan(len);
+      if (bytes + span > RUN_BYTES) break;
+      lens[n++] = len;
+      bytes += span;
+      // Records never cross the end of the data area: the next one there starts at 0.
+      if (idx + bytes >= this.#ring.capacity || consumer.peekAt(bytes) < 0) break;
+      len = consumer.len;
+      if (len > SMALL_COPY) break;
+    }
+    copy.set(this.#ring.view(L.OFF_DATA + idx, bytes));
+    let at = 8; // the payload of the next message in the copy
+    let k = 0;
+    while (k < n) {
+      const len = lens[k++];
+      let view = views[at >> 3];
+      if (view === undefined || view.length !== len) {
+        view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
+      }
+      at += L.recordSpan(len);
+      consumer.consume(len);
+      onMessage(view);
+      if (this.#closed || copy.length === 0) break;
+    }
+    return k;
   }
 
   /**

@@ -766,6 +766,36 @@ export class Consumer {
     this.#store();
   }
 
+  /**
+   * The record `ahead` bytes past `head` (which must lie before the end of the data area) if it
+   * is a whole one-record message, committed: its data index, with its length in
+   * {@linkcode len}; else -1, for anything else (nothing, a reservation, a skip record, a
+   * fragment, or a record {@linkcode peek} would call corrupt, which it does when it gets there).
+   * The batch path finds a run of messages with it without moving `head`.
+   */
+  peekAt(ahead: number): number {
+    const r = this.#r;
+    const pos = (this.head + ahead) & L.POS_MASK;
+    const idx = pos & r.mask;
+    const word = Atomics.load(r.i32, DATA + (idx >> 2));
+    if ((word & (COMMITTED | L.REC_SKIP | L.REC_MORE | L.REC_ABORT)) !== COMMITTED) return -1;
+    const len = word & L.REC_LEN_MASK;
+    if (len > r.maxRecord) return -1;
+    const span = L.recordSpan(len);
+    if (span > r.capacity - idx) return -1;
+    // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
+    // reservation) is looked at again.
+    const seen = (this.#tailSeen - this.head) & L.POS_MASK;
+    if (seen > r.capacity || ahead + span > seen) {
+      const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+      const avail = (tail - this.head) & L.POS_MASK;
+      if (avail > r.capacity || ahead + span > avail) return -1;
+      this.#tailSeen = tail;
+    }
+    this.len = len;
+    return idx;
+  }
+
   /** Zeroes the record at `idx` past its first `cleared` payload words, then its header; its span. */
   #clearRest(idx: number, len: number, cleared: number): number {
     const span = L.recordSpan(len);

@@ -10,6 +10,9 @@
 //! echo side for latency), with `NATIVE_RING_ROLE` set. Throughput: the child sends messages of
 //! one size for `--seconds`, copying each from a buffer (or filling it in place with
 //! `--zero-copy`), then closes; the parent copies each out (or reads it in place) and counts.
+//! Every message carries its sequence number in its first 4 bytes and a byte derived from it in
+//! its last, and every receiver checks both, as the TypeScript pairs of `bench/streams.ts` do:
+//! both sides of a comparison do the same work per message.
 //! Latency: ping-pong over two channels, once with both sides parking at once (`spin: 0`, every
 //! hop wakes a parked peer through the futex) and once with the default spin-then-park.
 //!
@@ -180,6 +183,31 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
 }
 
+/// Writes `seq` into the first 4 bytes of `m` (little-endian) and `seq ^ 0x5a` into its last,
+/// as `stamp` in `bench/streams.ts` (a message of fewer than 4 bytes keeps what fits).
+fn stamp(m: &mut [u8], seq: u32) {
+    for (k, byte) in m.iter_mut().take(4).enumerate() {
+        *byte = (seq >> (8 * k)) as u8;
+    }
+    if let Some(last) = m.last_mut() {
+        *last = (seq ^ 0x5a) as u8;
+    }
+}
+
+/// Panics unless the message is `size` bytes long (`len`) and carries the stamp of `seq` (see
+/// [`stamp`]); `at(k)` reads its byte `k`.
+fn check(seq: u32, size: usize, len: usize, at: impl Fn(usize) -> u8) {
+    // In a message of at most 4 bytes the last byte took the place of part of the number.
+    let number = if size > 4 { 4 } else { size.saturating_sub(1) };
+    let ok = len == size
+        && (size == 0 || at(size - 1) == (seq ^ 0x5a) as u8)
+        && (0..number).all(|k| at(k) == (seq >> (8 * k)) as u8);
+    assert!(
+        ok,
+        "expected message {seq} of {size} bytes, got {len} bytes"
+    );
+}
+
 // ---- children -----------------------------------------------------------------------------
 
 fn child_main(role: &str) {
@@ -191,23 +219,23 @@ fn child_main(role: &str) {
             let secs: f64 = env(SECS).parse().unwrap();
             let zero_copy = env(ZERO_COPY) == "1";
             let mut tx = channel.sender(WaitOptions::default()).unwrap();
-            let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let stop = Instant::now() + Duration::from_secs_f64(secs);
             let batch = (4 << 20) / (size + 64) + 1;
+            let mut seq = 0u32;
             'outer: loop {
                 for _ in 0..batch {
                     if zero_copy {
                         let mut slot = tx.reserve(size, None).unwrap();
-                        // Touch the message as a producer filling it would (first and last
-                        // line), without paying a full copy.
-                        if size > 0 {
-                            slot[0] = 1;
-                            slot[size - 1] = 1;
-                        }
+                        // Stamp the message in place (its first and last bytes), as a producer
+                        // filling it would touch them, without paying a full copy.
+                        stamp(&mut slot, seq);
                         slot.commit();
                     } else {
+                        stamp(&mut payload, seq);
                         tx.send(&payload, None).unwrap();
                     }
+                    seq = seq.wrapping_add(1);
                 }
                 if Instant::now() >= stop {
                     break 'outer;
@@ -241,6 +269,8 @@ struct Throughput {
     capacity: u32,
     messages: u64,
     seconds: f64,
+    /// CPU ns and voluntary switches of both processes per message, if the stream lasted.
+    cost: Option<(f64, f64)>,
 }
 
 fn throughput(args: &Args, size: usize) -> Throughput {
@@ -260,34 +290,49 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         ],
     );
     pin_to(parent_cpu);
+    let pids = [std::process::id(), child.id()];
     let mut buf = Vec::with_capacity(size);
     let timeout = Some(Duration::from_secs(30));
     // The clock starts at the first message, so process start-up is not counted.
     let mut messages = 0u64;
     let mut start = Instant::now();
-    let mut checksum = 0u64;
+    // What both processes used when counting starts and half-way through, while the child
+    // still sends (as `Meter` in bench/streams.ts): the cost per message.
+    let mut used = [Usage::of(&pids), Usage::default()];
+    let mut cost = None;
     loop {
+        let seq = messages as u32;
         let got = if args.zero_copy {
             match rx.recv_ref(timeout).unwrap() {
                 Some(msg) => {
-                    checksum += u64::from(msg.get(0).unwrap_or(0));
+                    check(seq, size, msg.len(), |k| msg.get(k).unwrap_or(0));
                     true
                 }
                 None => false,
             }
         } else {
-            rx.recv_into(&mut buf, timeout).unwrap().is_some()
+            let got = rx.recv_into(&mut buf, timeout).unwrap().is_some();
+            if got {
+                check(seq, size, buf.len(), |k| buf[k]);
+            }
+            got
         };
         if !got {
             break;
         }
         if messages == 0 {
             start = Instant::now();
+            used[0] = Usage::of(&pids);
+        } else if cost.is_none()
+            && messages % 1024 == 0
+            && start.elapsed().as_secs_f64() >= args.seconds / 2.0
+        {
+            used[1] = Usage::of(&pids);
+            cost = Some(used[1].per(&used[0], messages));
         }
         messages += 1;
     }
     let seconds = start.elapsed().as_secs_f64();
-    std::hint::black_box(checksum);
     assert!(child.wait().unwrap().success());
     pin_to(None);
     Throughput {
@@ -295,6 +340,49 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         capacity,
         messages: messages.saturating_sub(1), // the first one started the clock
         seconds,
+        cost,
+    }
+}
+
+/// CPU time (ns) and voluntary context switches of processes so far, every thread, from
+/// `/proc/<pid>/task/*/schedstat` and `status`, as `usage` in bench/harness.ts reads them.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+impl Usage {
+    fn of(pids: &[u32]) -> Self {
+        let mut u = Self::default();
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue; // the process ended
+            };
+            for task in tasks.flatten() {
+                let dir = task.path();
+                let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                let first = |text: String| text.split_whitespace().next().map(str::to_owned);
+                u.cpu_ns += first(read("schedstat"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                u.switches += read("status")
+                    .lines()
+                    .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        u
+    }
+
+    /// CPU ns and switches per message since `before`, over `messages` messages.
+    fn per(&self, before: &Self, messages: u64) -> (f64, f64) {
+        let n = messages.max(1) as f64;
+        (
+            self.cpu_ns.saturating_sub(before.cpu_ns) as f64 / n,
+            self.switches.saturating_sub(before.switches) as f64 / n,
+        )
     }
 }
 
@@ -327,16 +415,20 @@ fn latency(args: &Args, spin: u32) -> Latency {
         ],
     );
     pin_to(parent_cpu);
-    let msg = vec![1u8; args.latency_size];
+    let size = args.latency_size;
+    let mut msg = vec![1u8; size];
     let mut buf = Vec::new();
     let warmup = args.round_trips / 10 + 10;
     let mut samples = Vec::with_capacity(args.round_trips);
     for i in 0..warmup + args.round_trips {
+        let seq = i as u32;
         let t0 = Instant::now();
+        stamp(&mut msg, seq);
         tx.send(&msg, None).unwrap();
         rx.recv_into(&mut buf, Some(Duration::from_secs(30)))
             .unwrap()
             .unwrap();
+        check(seq, size, buf.len(), |k| buf[k]);
         if i >= warmup {
             samples.push(t0.elapsed().as_secs_f64() * 1e6);
         }
@@ -366,15 +458,19 @@ fn main() {
     for &size in &args.sizes {
         let t = throughput(&args, size);
         let rate = t.messages as f64 / t.seconds;
+        let cost = t.cost.map_or(String::new(), |(cpu, vcs)| {
+            format!(",\"cpu_ns_per_msg\":{cpu:.1},\"vcs_per_msg\":{vcs:.4}")
+        });
         parts.push(format!(
-            "{{\"size\":{},\"capacity\":{},\"messages\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"bytes_per_s\":{:.0},\"gb_per_s\":{:.3}}}",
+            "{{\"size\":{},\"capacity\":{},\"messages\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"bytes_per_s\":{:.0},\"gb_per_s\":{:.3}{}}}",
             t.size,
             t.capacity,
             t.messages,
             t.seconds,
             rate,
             rate * t.size as f64,
-            rate * t.size as f64 / 1e9
+            rate * t.size as f64 / 1e9,
+            cost
         ));
     }
     let parked = latency(&args, 0);

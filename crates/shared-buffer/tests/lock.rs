@@ -313,15 +313,19 @@ fn a_forked_child_killed_holding_the_lock_is_a_dead_owner_and_fork_resets_identi
     mutex.lock(None).unwrap();
     let flag = pair.peer.atomic_u32(0);
     flag.store(0, Ordering::SeqCst);
+    const TRIED: u32 = 50;
     // SAFETY: the child runs only the lock code (atomics, a /proc read, futex) and _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
         let code = match mutex.try_lock() {
-            Err(LockError::WouldBlock) => match mutex.lock(Some(Duration::from_secs(10))) {
-                Ok(LockOutcome::Acquired) => 0,
-                _ => 3,
-            },
+            Err(LockError::WouldBlock) => {
+                flag.store(TRIED, Ordering::SeqCst);
+                match mutex.lock(Some(Duration::from_secs(10))) {
+                    Ok(LockOutcome::Acquired) => 0,
+                    _ => 3,
+                }
+            }
             _ => 2,
         };
         flag.store(if code == 0 { 1 } else { 100 + code }, Ordering::SeqCst);
@@ -330,10 +334,18 @@ fn a_forked_child_killed_holding_the_lock_is_a_dead_owner_and_fork_resets_identi
             unsafe { libc::pause() };
         }
     }
-    std::thread::sleep(Duration::from_millis(20));
-    mutex.unlock().unwrap(); // the child gets it now
+    // Unlock only once the child found the lock held: a child scheduled late must not find it
+    // free already.
     let start = Instant::now();
     while flag.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "child never tried"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    mutex.unlock().unwrap(); // the child gets it now
+    while matches!(flag.load(Ordering::SeqCst), 0 | TRIED) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "child never locked"
