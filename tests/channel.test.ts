@@ -3,6 +3,7 @@ import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness
 import * as layout from "../ts/channel/layout.ts";
 import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
 import { spawnSync } from "node:child_process";
+import { Producer, Ring } from "../ts/channel/ring.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -306,9 +307,9 @@ test("recv hands a copied message's room back at once", () => {
  * A one-sender channel with its sender and receiver, and an Int32Array over its whole region
  * through a second mapping of the segment (to watch `head` and `tail`).
  */
-function watchedChannel(capacity: number) {
+function watchedChannel(capacity: number, producers: "one" | "many" = "one") {
   const name = uniqueName("chan");
-  const ch = Channel.create({ name }, { capacity });
+  const ch = Channel.create({ name }, { capacity, producers });
   const shm = SharedMemory.open({ name });
   cleanup({ name });
   return {
@@ -790,6 +791,142 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
   assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
 });
 
+test("a message whose buffer is detached while its send waits for room fails alone; the ring stays sound", async () => {
+  // A fragmented message (two of its four fragments fit before the sender waits), and one
+  // record waiting for room in a full ring.
+  for (const [size, fill] of [[2000, false], [300, true]] as const) {
+    using w = watchedChannel(1024);
+    const { tx, rx } = w;
+    let filled = 0;
+    while (fill && tx.trySend(pattern(100, filled))) filled++;
+    const message = pattern(size, 7);
+    const sending = tx.sendAsync(message, 10_000);
+    const buffer = message.buffer as ArrayBuffer;
+    structuredClone(buffer, { transfer: [buffer] }); // detached under the send
+    assert.equal(message.length, 0);
+    let settled = false;
+    const outcome = sending.then(() => "sent", (err) => err).finally(() => settled = true);
+    // The receiver makes room; the broken-off message never comes out.
+    const got: number[] = [];
+    while (!settled) {
+      const m = rx.tryRecv();
+      if (m) got.push(m.length);
+      else await sleep(1);
+    }
+    const err = await outcome;
+    assert.ok(err instanceof TypeError, `the send fails: ${err}`);
+    tx.send("after", 5000);
+    for (let m = rx.recv(5000); m!.length !== 5; m = rx.recv(5000)) got.push(m!.length);
+    assert.deepEqual(
+      got,
+      Array(filled).fill(100),
+      "nothing of the broken-off message is delivered",
+    );
+    assertSound(w);
+  }
+});
+
+test("a senderdied listener may not receive on the receiver that is waiting (EBUSY)", () => {
+  const name = uniqueName("reenter");
+  using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  const raw = rawRing(name);
+  cleanup({ name });
+  using _raw = raw.shm;
+  // A dead sender's reservation (marked, never committed) at head, then two live messages.
+  raw.setPid(0, deadPid());
+  raw.append(layout.REC_SKIP | 8, 1, 8);
+  raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x61);
+  raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x62);
+  const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+  const inner: unknown[] = [];
+  rx.addEventListener("senderdied", () => {
+    try {
+      inner.push(rx.recv(5000));
+    } catch (err) {
+      inner.push(err);
+    }
+  });
+  const text = (m: Uint8Array | null) => new TextDecoder().decode(m!);
+  assert.equal(text(rx.recv(5000)), "aaa");
+  assert.equal(inner.length, 1);
+  assert.ok(code("EBUSY")(inner[0]), `the listener's receive: ${inner[0]}`);
+  assert.equal(text(rx.recv(5000)), "bbb");
+});
+
+test("recvInto copies with the engine's set, not a set method of the target's own", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.sendMany([pattern(300, 1), pattern(300, 2), pattern(5, 3)]);
+  const target = new Uint8Array(1000);
+  let called = 0;
+  // A method that receives again from inside the copy.
+  Object.defineProperty(target, "set", { value: () => void (called++, rx.tryRecv()) });
+  assert.equal(rx.recvInto(target), 300);
+  assert.deepEqual(target.subarray(0, 300), pattern(300, 1));
+  assert.equal(called, 0);
+  assert.deepEqual(rx.recv(0), pattern(300, 2), "nothing skipped");
+  assert.deepEqual(rx.recv(0), pattern(5, 3));
+  assert.equal(rx.tryRecv(), undefined);
+});
+
+test("a receiver refuses a head that a peer rewrote after the channel was opened (EBADMSG)", () => {
+  const name = uniqueName("head");
+  using ch = Channel.create({ name }, { capacity: 256 });
+  const raw = rawRing(name);
+  cleanup({ name });
+  using _raw = raw.shm;
+  for (const head of [4, 2, layout.TAIL_CLOSED | 0]) {
+    Atomics.store(raw.i32, layout.OFF_HEAD >> 2, head);
+    assert.throws(() => ch.receiver(), code("EBADMSG"), `head ${head}`);
+  }
+  Atomics.store(raw.i32, layout.OFF_HEAD >> 2, 0);
+  assert.equal(ch.receiver().tryRecv(), undefined, "the place was left free");
+});
+
+test("a dead sender's reservation that a peer made end off a record boundary is refused (EBADMSG)", () => {
+  for (const tail of [10, 12, 4]) {
+    const name = uniqueName("offtail");
+    using ch = Channel.create({ name }, { capacity: 256 });
+    const raw = rawRing(name);
+    cleanup({ name });
+    using _raw = raw.shm;
+    const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+    raw.setPid(0, deadPid());
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail);
+    assert.throws(() => rx.recv(10_000), code("EBADMSG"), `tail ${tail}`);
+  }
+});
+
+test("a sender refuses a tail that a peer rewrote off a record boundary after open (EBADMSG)", () => {
+  for (const producers of ["one", "many"] as const) {
+    const name = uniqueName("tail");
+    using ch = Channel.create({ name }, { capacity: 256, producers });
+    const raw = rawRing(name);
+    cleanup({ name });
+    using _raw = raw.shm;
+    for (const tail of [2, 4]) {
+      Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail);
+      assert.throws(() => ch.sender().send("x", 0), code("EBADMSG"), `${producers} tail ${tail}`);
+    }
+  }
+});
+
+test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {
+  // Its slot is free once it detached: an abort record written with its tag afterwards would
+  // drop the partial message of the next sender in that slot, which would then be delivered
+  // without its first fragments.
+  using w = watchedChannel(4096, "many");
+  const tx = w.tx;
+  const message = pattern(2 * tx.maxRecordBytes + 100, 9); // two fragments fill the ring
+  const sending = tx.sendAsync(message, 10_000).then(() => "sent", (err) => err);
+  tx.detach();
+  assert.equal(w.rx.tryRecv(), undefined, "the fragments are taken, the message unfinished");
+  const tail = Atomics.load(w.words, layout.OFF_TAIL >> 2);
+  assert.ok(code("EBADF")(await sending));
+  assert.equal(Atomics.load(w.words, layout.OFF_TAIL >> 2), tail, "nothing written after it left");
+});
+
 test("recvMany: a callback that throws in the middle of a run of small messages leaves the rest, in order, for the next receive", () => {
   using ch = channel(4096);
   const tx = ch.sender();
@@ -874,6 +1011,44 @@ test("recvMany stops when a callback closes the receiver", () => {
   );
   assert.equal(calls, 1);
   assert.throws(() => tx.send("x"), code("EPIPE"));
+});
+
+test("a receiver that closes inside a recvMany callback has consumed the message it was handed", () => {
+  // A sender whose wake-up check comes after the receiver's close mark reads `head` to decide
+  // whether its message was consumed. The sender here is the ring's own Producer over a second
+  // mapping, stopped between storing its commit word and that check (as a preempted process
+  // would be): the receiver takes its message in a recvMany batch and closes from the callback.
+  for (const size of [300, 40]) { // a view of the ring, and a scratch copy
+    using w = watchedChannel(4096);
+    const parking = {
+      notify() {},
+      wait() {},
+      waitAsync: () => Promise.resolve(),
+      alive: () => true,
+    };
+    const ring = new Ring(w.words.buffer as ArrayBuffer, 4096, layout.MODE_SPSC, parking);
+    const producer = new Producer(ring, 0);
+    // A first message (recvMany's first comes through recvView), then the one stopped.
+    const first = producer.tryReserve(1);
+    assert.equal(producer.commit(first, 1, 0), true);
+    const idx = producer.tryReserve(size);
+    ring.bytes.set(pattern(size, size), layout.OFF_DATA + idx + 8);
+    Atomics.store(ring.i32, (layout.OFF_DATA + idx) >> 2, layout.REC_COMMITTED | size);
+    let got: Uint8Array | undefined;
+    w.rx.recvMany((view) => {
+      if (view.length !== size) return;
+      got = view.slice();
+      w.rx.close();
+    });
+    assert.deepEqual(got, pattern(size, size), "delivered");
+    // The same commit again, then the wake-up check: it finds the close mark.
+    assert.equal(
+      producer.commit(idx, size, 0),
+      true,
+      `a ${size}-byte message handed to the callback is reported sent`,
+    );
+    assert.equal(Atomics.load(w.words, layout.OFF_HEAD >> 2), 16 + layout.recordSpan(size));
+  }
 });
 
 test("misuse of a sender is a SharedMemoryError with a code", () => {
@@ -1178,7 +1353,15 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
       Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
       const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
       Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
-      const rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      let rx;
+      try {
+        rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
+      } catch (err) {
+        // A head that is not a multiple of 8 is refused when the receiver attaches.
+        assert.ok(code("EBADMSG")(err), String(err));
+        errors++;
+        continue;
+      }
       let bytes = 0;
       for (let i = 0; i < 8; i++) {
         try {

@@ -15,6 +15,7 @@ import {
   byteCount,
   channelError,
   Consumer,
+  copyInto,
   EMPTY,
   END,
   freshView,
@@ -640,22 +641,31 @@ export class ChannelSender implements Disposable {
     const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
     const max = this.#ring.maxRecord;
+    const total = bytes.length;
     let sent = 0;
     do {
-      const len = Math.min(max, bytes.length - sent);
-      const more = sent + len < bytes.length ? L.REC_MORE : 0;
+      const len = Math.min(max, total - sent);
+      const more = sent + len < total ? L.REC_MORE : 0;
       let idx: number;
       try {
         idx = yield* this.#reserveSteps(len, deadline);
       } catch (err) {
-        if (sent > 0) this.#owe();
+        // Not once it has left (closed or detached while it waited): its slot may be another's.
+        if (sent > 0 && !this.#closed) this.#owe();
         throw err;
+      }
+      if (bytes.length !== total) {
+        // The caller detached or shrank the message's buffer while this send waited for room
+        // (a view out of bounds has no bytes): the record is given up, the message broken off.
+        this.#producer.abandon(idx, len);
+        if (sent > 0) this.#owe();
+        throw new TypeError("send: the message's buffer was detached or resized during the send");
       }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, more)) throw this.#ring.closedError("ChannelSender");
       sent += len;
-    } while (sent < bytes.length);
+    } while (sent < total);
   }
 
   /** A fragmented message broke off: tell the receiver now if there is room, else later. */
@@ -943,7 +953,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `recvInto: the next message has ${view.length} bytes, target only ${room}`,
       );
     }
-    target.set(view);
+    copyInto(target, view);
     this.#putBack();
     return view.length;
   }
@@ -997,11 +1007,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
               continue;
             }
             count++;
-            try {
-              onMessage(ring.view(start, len));
-            } finally {
-              if (!this.#closed) consumer.consume(len);
-            }
+            // Consumed before the call too (its room goes back with the next one's, so a
+            // receiver killed in the callback leaves it to the next): a callback that closes
+            // the receiver has consumed it, as a sender that then sees the close reads `head`.
+            consumer.consume(len);
+            onMessage(ring.view(start, len));
             continue;
           }
         }
@@ -1032,7 +1042,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
-    return runSync(this.#recvSteps(timeout), this.#ring.parking);
+    // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
+    this.#busy = true;
+    try {
+      return runSync(this.#recvSteps(timeout), this.#ring.parking);
+    } finally {
+      this.#busy = false;
+    }
   }
 
   /** {@linkcode recvView} as a Promise. */
@@ -1175,7 +1191,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      target.set(this.#ring.view(start, len));
+      copyInto(target, this.#ring.view(start, len));
     }
     consumer.take(idx, len);
     return len;
@@ -1478,6 +1494,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {
       // The only sender's last reservation, never marked: it ends where its records end.
       const end = this.#orphanEnd(0);
+      if (end !== undefined && (end & 7) !== 0) {
+        // A record boundary, unless a peer wrote `tail`.
+        throw channelError(
+          "EBADMSG",
+          `corrupt channel tail 0x${end.toString(16)}: not on a record boundary`,
+        );
+      }
       if (end !== undefined) consumer.skipTo(end);
     } else if (state === IN_FLIGHT && this.#orphans.size !== 0) {
       if (this.#stuckAt === consumer.head) {

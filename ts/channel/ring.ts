@@ -24,6 +24,20 @@ export function plainBytes(bytes: unknown): bytes is Uint8Array {
   return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
 }
 
+const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
+  this: Uint8Array,
+  source: Uint8Array,
+) => void;
+
+/**
+ * Copies `source` into the start of `target` with the engine's own `set`: a method of the
+ * target's own (a property defined on a plain array) would run the caller's code in the middle
+ * of a receive.
+ */
+export function copyInto(target: Uint8Array, source: Uint8Array): void {
+  setOf.call(target, source);
+}
+
 /**
  * The number of bytes of `bytes` as the engine counts them, whatever its `length` property says:
  * a record reserved by a `length` that claims less than the array holds would be overrun by
@@ -265,8 +279,17 @@ export class Ring {
    * this one must not receive, nor ever park.
    */
   #attachedConsumer(pid: number): void {
-    if (!this.rxClosed()) return;
+    // The receiver starts at `head`, which a peer may have rewritten since the channel was
+    // opened (the Rust receiver would index a misaligned word): refused alike.
+    const head = Atomics.load(this.i32, HEAD);
+    if (!this.rxClosed() && (head & ~(L.POS_MASK & ~7)) === 0) return;
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
+    if (!this.rxClosed()) {
+      throw channelError(
+        "EBADMSG",
+        `Channel.receiver: corrupt channel head 0x${(head >>> 0).toString(16)}`,
+      );
+    }
     throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
   }
 
@@ -289,7 +312,7 @@ export class Ring {
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
       const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
-      if (holder === 0) return slot;
+      if (holder === 0) return this.#attachedProducer(slot, pid);
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
     if (dead !== 0) {
@@ -304,6 +327,20 @@ export class Ring {
       this.mode === L.MODE_SPSC
         ? "Channel.sender: this one-sender channel already has a live sender"
         : `Channel.sender: all ${L.MAX_PRODUCERS} sender slots are taken`,
+    );
+  }
+
+  /**
+   * The one sender starts at `tail`, which a peer may have rewritten since the channel was
+   * opened (the Rust sender would index a misaligned word): refused alike. Returns `slot`.
+   */
+  #attachedProducer(slot: number, pid: number): number {
+    const tail = Atomics.load(this.i32, TAIL);
+    if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return slot;
+    this.detachProducer(slot, pid);
+    throw channelError(
+      "EBADMSG",
+      `Channel.sender: corrupt channel tail 0x${(tail >>> 0).toString(16)}`,
     );
   }
 

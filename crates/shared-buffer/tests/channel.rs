@@ -1561,3 +1561,61 @@ fn receiver_close_stops_senders_on_their_next_commit() {
         );
     }
 }
+
+/// A peer rewrites `head` after the channel was opened (validated) and before a receiver takes
+/// over: the receiver refuses it (`EBADMSG`) instead of panicking at a misaligned word.
+#[test]
+fn a_receiver_refuses_a_head_rewritten_after_open() {
+    for head in [4u32, 2, 0x8000_0000] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, Mode::Spsc);
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        let rx = channel.receiver(fast());
+        assert_eq!(code(rx.map(|_| ())), libc::EBADMSG, "head {head:#x}");
+        // The place is free again: a sound head lets a receiver attach.
+        set_word(&mut heap, layout::OFF_HEAD, 0);
+        let mut rx = channel.receiver(fast()).unwrap();
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    }
+}
+
+/// The only sender died between reserving and marking, and a peer left `tail` off a record
+/// boundary: the receiver that steps over the reservation to the tail refuses the position
+/// (`EBADMSG`) instead of panicking at a misaligned word.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_dead_senders_reservation_ending_off_a_record_boundary_is_refused() {
+    for tail in [10u32, 12, 4] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, Mode::Spsc);
+        let mut rx = channel.receiver(fast()).unwrap();
+        plant_pid(&mut heap, 0, dead_pid());
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        assert_eq!(
+            code(rx.recv(Some(Duration::from_secs(10)))),
+            libc::EBADMSG,
+            "tail {tail}"
+        );
+    }
+}
+
+/// A peer rewrites `tail` off a record boundary after the channel was opened and before a
+/// sender attaches: the sender's first send refuses it (`EBADMSG`) instead of panicking at a
+/// misaligned word.
+#[test]
+fn a_sender_refuses_a_tail_rewritten_after_open() {
+    for (mode, tail) in [
+        (Mode::Spsc, 2u32),
+        (Mode::Spsc, 4),
+        (Mode::Mpsc, 2),
+        (Mode::Mpsc, 4),
+    ] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, mode);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        match channel.sender(fast()) {
+            Ok(mut tx) => assert_eq!(code(tx.send(b"x", None)), libc::EBADMSG, "{mode:?} {tail}"),
+            Err(err) => assert_eq!(error_code(&err), libc::EBADMSG, "{mode:?} {tail}"),
+        }
+    }
+}

@@ -361,6 +361,15 @@ impl Channel {
                 None => ChannelError::Busy(format!("all {MAX_PRODUCERS} sender slots are taken")),
             });
         };
+        // The one sender starts at `tail`, which a peer may have rewritten since `open` checked
+        // it: a position off a record boundary would index a misaligned word.
+        let tail = sh.tail().load(Acquire);
+        if sh.mode == MODE_SPSC && tail & 7 != 0 {
+            let _ = sh
+                .producer_pid(slot)
+                .compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(corrupt(format!("corrupt channel tail {tail:#x}")));
+        }
         let mut sender = Sender {
             producer: Producer::new(sh, slot),
             shared: Arc::clone(&self.shared),
@@ -411,6 +420,13 @@ impl Channel {
         if sh.rx_closed() {
             let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(closed(sh));
+        }
+        // The receiver starts at `head`, which a peer may have rewritten since `open` checked
+        // it: a position that is not a multiple of 8 would index a misaligned word.
+        let head = sh.head().load(Acquire);
+        if head & !(POS_MASK & !7) != 0 {
+            let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(corrupt(format!("corrupt channel head {head:#x}")));
         }
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -1363,6 +1379,13 @@ impl Receiver {
             Peek::InFlight if sh.mode == MODE_SPSC => {
                 // The only sender's last reservation, never marked: it ends at the orphan's end.
                 if let Some(orphan) = self.orphaned(0) {
+                    // A record boundary, unless a peer wrote `tail`.
+                    if orphan.end & 7 != 0 {
+                        return Err(corrupt(format!(
+                            "corrupt channel tail {:#x}: not on a record boundary",
+                            orphan.end
+                        )));
+                    }
                     self.consumer.skip_to(&sh, orphan.end);
                 }
             }
