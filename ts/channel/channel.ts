@@ -1093,7 +1093,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const idx = this.#lentIdx;
     if (idx >= 0) {
       this.#lentIdx = -1;
-      if (!this.#closed) this.#consumer.release(idx, this.#lentLen);
+      if (!this.#closed) this.#consumer.release(this.#lentLen);
     }
   }
 
@@ -1159,7 +1159,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const idx = this.#lentIdx;
     if (idx >= 0) {
       this.#lentIdx = -1;
-      if (!this.#closed) this.#consumer.take(idx, this.#lentLen);
+      if (!this.#closed) this.#consumer.release(this.#lentLen);
     }
   }
 
@@ -1193,7 +1193,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } else {
       copyInto(target, this.#ring.view(start, len));
     }
-    consumer.take(idx, len);
+    consumer.release(len);
     return len;
   }
 
@@ -1331,7 +1331,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const partial = this.#partial.get(key);
       if (special === L.REC_ABORT) {
         this.#dropPartial(key);
-        consumer.release(idx, len);
+        consumer.release(len);
         continue;
       }
       if (partial === undefined && special === 0) {
@@ -1341,7 +1341,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (partial !== undefined && partial.parts === null) {
         // The rest of a message dropped for a limit.
-        consumer.release(idx, len);
+        consumer.release(len);
         if (special === 0) this.#partial.delete(key);
         continue;
       }
@@ -1352,12 +1352,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const more = special === L.REC_MORE;
       if (size > this.#maxMessage || (more && this.#pendingBytes + len > this.#maxPending)) {
         this.#dropPartial(key);
-        consumer.release(idx, len);
+        consumer.release(len);
         if (more) this.#partial.set(key, { parts: null, size: 0 });
         throw this.#overLimit(key, size);
       }
       const chunk = r.bytes.slice(start, start + len);
-      consumer.release(idx, len);
+      consumer.release(len);
       if (more) {
         this.#pendingBytes += len;
         if (partial) {
@@ -1488,7 +1488,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     for (const event of died) this.dispatchEvent(event);
     if (state === RESERVED) {
       if (this.#orphanEnd(this.#tagOf(consumer.reservedIdx)) !== undefined) {
-        consumer.stepOver(consumer.reservedIdx, consumer.reservedSpan);
+        consumer.stepOver(consumer.reservedSpan);
       }
       this.#stuckAt = -1;
     } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {

@@ -89,7 +89,7 @@ const SMALL_ZERO = 256;
 /**
  * A receiver taking a batch ({@linkcode Consumer.consume}) publishes `head` once this many bytes
  * (or a quarter of a smaller ring) are consumed and unpublished, and at the end of the batch. One
- * taking messages one by one ({@linkcode Consumer.take}) publishes it before the receive returns:
+ * taking messages one by one ({@linkcode Consumer.release}) publishes it before the receive returns:
  * between receives a sender may start to wait for that room (and the receiver may never receive
  * again). A receiver that takes over from a killed one starts at the published `head`, and gets
  * the records consumed after it again (they are zeroed only when `head` is published).
@@ -720,7 +720,7 @@ export class Consumer {
   }
 
   /** Steps over a record whose sender died before committing it: zeroes it, moves `head`. */
-  stepOver(_idx: number, span: number): void {
+  stepOver(span: number): void {
     this.head = (this.head + span) & L.POS_MASK;
     this.publish();
   }
@@ -731,8 +731,11 @@ export class Consumer {
     this.publish();
   }
 
-  /** Consumes the record at `idx` (at `head`): zeroes it and publishes `head`. */
-  release(_idx: number, len: number): void {
+  /**
+   * Consumes the `len`-byte message at `head` and publishes `head` (zeroing it): a receive that
+   * hands out one message; `head` cannot wait for a later receive (see {@linkcode PUBLISH_EVERY}).
+   */
+  release(len: number): void {
     this.head = (this.head + L.recordSpan(len)) & L.POS_MASK;
     this.publish();
   }
@@ -749,19 +752,11 @@ export class Consumer {
   }
 
   /**
-   * Consumes the record at `idx` and publishes `head`: a receive that hands out one message.
-   * `head` cannot wait for a later receive (see {@linkcode PUBLISH_EVERY}).
-   */
-  take(idx: number, len: number): void {
-    this.release(idx, len);
-  }
-
-  /**
-   * {@linkcode take} for a record whose first `cleared` payload words the caller zeroed as it
+   * {@linkcode release} for a record whose first `cleared` payload words the caller zeroed as it
    * copied them out: zeroes the rest of the record, then its header.
    */
   takeCleared(idx: number, len: number, cleared: number): void {
-    if (this.#published !== this.head) return this.release(idx, len);
+    if (this.#published !== this.head) return this.release(len);
     this.head = (this.head + this.#clearRest(idx, len, cleared)) & L.POS_MASK;
     this.#store();
   }
