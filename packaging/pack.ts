@@ -194,8 +194,10 @@ function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): 
   const nm = target.os === "darwin"
     ? ["llvm-nm", "-gU", lib]
     : ["llvm-nm", "-D", "--defined-only", lib];
-  const exported = run(nm).split("\n").map((l) => l.trim().split(/\s+/).pop() ?? "")
-    .filter((s) => s.startsWith(`${prefix}sb_`)).map((s) => s.slice(prefix.length)).sort();
+  const symbols = run(nm).split("\n").map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length === 3 && f[2].startsWith(`${prefix}sb_`))
+    .map(([address, , name]) => ({ address, name: name.slice(prefix.length) }));
+  const exported = symbols.map((s) => s.name).sort();
   if (JSON.stringify(exported) !== JSON.stringify(EXPORTS)) {
     const missing = EXPORTS.filter((s) => !exported.includes(s));
     const extra = exported.filter((s) => !EXPORTS.includes(s));
@@ -205,8 +207,17 @@ function checkLibrary(platform: PrebuiltPlatform, target: Target, lib: string): 
       }`,
     );
   }
-  // The ABI version is a constant returned by sb_abi_version: read it from the machine code.
-  const code = run(["llvm-objdump", "-d", `--disassemble-symbols=${prefix}sb_abi_version`, lib]);
+  // The ABI version is a constant returned by sb_abi_version: read it from the machine code at its
+  // address (by address, not by name: the compiler merges functions with the same body, and
+  // sb_mutex_align also returns 8, so the code there may carry the other name).
+  const start = parseInt(symbols.find((s) => s.name === "sb_abi_version")!.address, 16);
+  const code = run([
+    "llvm-objdump",
+    "-d",
+    `--start-address=0x${start.toString(16)}`,
+    `--stop-address=0x${(start + 16).toString(16)}`,
+    lib,
+  ]);
   const abi = code.match(/mov\s+w0, #(0x)?([0-9a-f]+)/) ??
     code.match(/movl?\s+\$(0x)?([0-9a-f]+), %eax/);
   const version = abi ? parseInt(abi[2], abi[1] ? 16 : 10) : NaN;
