@@ -84,3 +84,36 @@ test("detachSharedBuffer works on a SharedMemory buffer; the object then makes a
     cleanup({ key });
   }
 });
+
+test("createSharedBuffer and view() beyond the runtime's largest buffer: a RangeError naming view(), never an abort", () => {
+  // Node.js 20 cannot make an external buffer over 4 GiB; asking it to aborted the process.
+  const key = uniqueKey();
+  const size = 2 ** 32 + 1;
+  try {
+    // A keyed segment's pages are made on first touch: 4 GiB of address space, no memory.
+    using shm = SharedMemory.create({ key }, size);
+    const attempts: [string, () => ArrayBuffer][] = [
+      ["createSharedBuffer", () => createSharedBuffer(key, size)],
+      ["view", () => shm.view(0, size)],
+      ["buffer", () => shm.buffer],
+    ];
+    for (const [what, attempt] of attempts) {
+      let buffer: ArrayBuffer;
+      try {
+        buffer = attempt();
+      } catch (err) {
+        assert.ok(err instanceof RangeError, `${what}: ${err}`);
+        assert.match(err.message, /largest ArrayBuffer .* use view\(byteOffset, byteLength\)/);
+        continue;
+      }
+      assert.equal(buffer.byteLength, size, what);
+      if (what === "createSharedBuffer") detachSharedBuffer(buffer);
+    }
+    // A window that fits is the way in, in every runtime.
+    const tail = new Uint8Array(shm.view(size - 16, 16));
+    tail[15] = 7;
+    assert.equal(tail[15], 7);
+  } finally {
+    cleanup({ key });
+  }
+});

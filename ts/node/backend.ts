@@ -19,6 +19,7 @@
  */
 
 import process from "node:process";
+import { constants as bufferConstants } from "node:buffer";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { type Backend, settleHandles } from "../backend.ts";
@@ -100,8 +101,9 @@ export function loadNode(explicit?: string): Backend {
   n.trackAll();
   return {
     runtime: "node",
-    // V8's limit for one ArrayBuffer on 64-bit targets.
-    maxBufferBytes: Number.MAX_SAFE_INTEGER,
+    // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
+    // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
+    maxBufferBytes: bufferConstants.MAX_LENGTH,
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
