@@ -214,3 +214,37 @@ test("Mutex: a peer that began setting a mutex up and never finished gets EAGAIN
     cleanup({ name });
   }
 });
+
+test("the private constructors of Mutex and SharedMemory refuse every caller but the library", () => {
+  // TypeScript's `private` is gone at run time: a Mutex constructed at an address of the
+  // caller's choosing made lock() write there (SIGSEGV), and a SharedMemory constructed from a
+  // handle and address of the caller's choosing made buffers over memory never mapped.
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    const forge = (cls: unknown, args: unknown[]) =>
+      Reflect.construct(cls as new (...a: unknown[]) => object, args);
+    for (const address of [8n, 4096n, 0n]) {
+      assert.throws(
+        () => (forge(Mutex, [shm.buffer, address]) as { lock(ms: number): unknown }).lock(1),
+        (e) => e instanceof TypeError && /no public constructor/.test(e.message),
+      );
+    }
+    // The library's own handle numbers are small and guessable: 1 is as good as any.
+    for (const handle of [1, 2, 3]) {
+      assert.throws(
+        () => {
+          const forged = forge(SharedMemory, [{ key }, "forged", [handle, 8n, 4096, false]]);
+          new Uint8Array((forged as { buffer: ArrayBuffer }).buffer)[0] = 1;
+        },
+        (e) => e instanceof TypeError && /no public constructor/.test(e.message),
+      );
+    }
+    // The real ones still work, and the segment is untouched.
+    const mutex = Mutex.init(shm.buffer, 64);
+    mutex.lock().unlock();
+    assert.equal(new Uint8Array(shm.buffer)[0], 0);
+  } finally {
+    cleanup({ key });
+  }
+});

@@ -94,6 +94,8 @@ interface Owned {
  * at every collection, and one attach is only a few of them.
  */
 const owned = new WeakMap<ArrayBuffer, Owned>();
+/** What the private constructors take first, so that no caller outside this module can run them. */
+const CONSTRUCT: unique symbol = Symbol("SharedMemory");
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
@@ -388,10 +390,19 @@ export class SharedMemory implements Disposable {
   #anchor: ArrayBuffer | undefined;
 
   private constructor(
+    token: typeof CONSTRUCT,
     id: SegmentId,
     label: string,
-    [handle, address, length, created]: [number, bigint, number, boolean],
+    opened: [number, bigint, number, boolean],
   ) {
+    // `private` is TypeScript's word only: a forged handle and address would have made
+    // buffers over memory this library never mapped.
+    if (token !== CONSTRUCT) {
+      throw new TypeError(
+        "SharedMemory has no public constructor: use SharedMemory.create, open or openOrCreate",
+      );
+    }
+    const [handle, address, length, created] = opened;
     this.id = id;
     this.#label = label;
     this.#handle = handle;
@@ -453,6 +464,7 @@ export class SharedMemory implements Disposable {
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
+      CONSTRUCT,
       id,
       resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
@@ -510,6 +522,7 @@ export class SharedMemory implements Disposable {
       throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
     }
     return new SharedMemory(
+      CONSTRUCT,
       id,
       resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
