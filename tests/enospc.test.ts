@@ -98,6 +98,45 @@ for (const which of runtimes) {
   );
 }
 
+for (const which of runtimes) {
+  childrenTestUnless(
+    noPrivateShm,
+    [which],
+    `a ${which} child in a 16 MiB /dev/shm opens segments another program sized with ftruncate alone: what fits is reserved and written, what does not is ENOSPC, never SIGBUS`,
+    async () => {
+      const tag = `sbtest-xp-sparse-${which}-${Math.random().toString(36).slice(2, 8)}`;
+      // The other program: a 4 MiB segment holding "peer", a 12 MiB one, both sparse, then 8 MiB
+      // of other files. 4 MiB fit in what is left, 12 MiB do not.
+      const peer = [
+        `truncate -s 4M /dev/shm/${tag}-fits`,
+        `printf peer | dd of=/dev/shm/${tag}-fits conv=notrunc status=none`,
+        `truncate -s 12M /dev/shm/${tag}-big`,
+        `dd if=/dev/zero of=/dev/shm/${tag}-filler bs=1M count=8 status=none`,
+      ].join(" && ");
+      const r = await start([
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        `${MOUNT} && ${peer} && exec "$@"`,
+        "sh",
+        ...scriptCommand(which, "segment/fill_sparse.ts", [`/${tag}-fits`, `/${tag}-big`]),
+      ]).done;
+      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+      if (r.code !== 0 || line === undefined) {
+        throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+      }
+      const result = JSON.parse(line.slice("result ".length));
+      assertEquals(
+        result[`/${tag}-fits`],
+        { byteLength: 4 * MiB, before: "peer", pages: 4 * MiB / 4096 },
+        "the 4 MiB segment: its bytes kept, every page written",
+      );
+      assertEquals(result[`/${tag}-big`], { code: "ENOSPC" }, "opening the 12 MiB segment");
+    },
+  );
+}
+
 for (
   const [mode, through] of [["sync", "buffer"], ["async", "buffer"], ["sync", "view"]] as const
 ) {
