@@ -248,3 +248,45 @@ test("the private constructors of Mutex and SharedMemory refuse every caller but
     cleanup({ key });
   }
 });
+
+test("a byteLength, id or created assigned or defined on a SharedMemory changes nothing it does", () => {
+  // TypeScript's `readonly` is gone at run time: view() took its bounds from a byteLength
+  // assigned from outside, and Bun made a buffer reaching past the mapping (SIGSEGV on access).
+  const name = uniqueName("readonly");
+  const other = uniqueName("readonly-other");
+  try {
+    const shm = SharedMemory.create({ name }, 4096);
+    using spared = SharedMemory.create({ name: other }, 64);
+    const attempts = [
+      () => Object.assign(shm, { byteLength: 1 << 30, id: { name: other }, created: false }),
+      () =>
+        Object.defineProperties(shm, {
+          byteLength: { value: 1 << 30 },
+          id: { value: { name: other } },
+          created: { value: false },
+        }),
+    ];
+    for (const attempt of attempts) {
+      try {
+        attempt();
+      } catch (err) {
+        assert.ok(err instanceof TypeError, `refused with a TypeError: ${err}`); // a getter only
+      }
+    }
+    assert.throws(() => shm.view(0, 1 << 30), RangeError);
+    assert.throws(() => shm.view(1 << 29, 16), RangeError);
+    assert.equal(shm.view().byteLength, 4096);
+    assert.equal(shm.buffer.byteLength, 4096);
+    shm.close();
+    shm.unlink(); // its own name, not the one defined on it
+    assert.equal(spared.byteLength, 64);
+    assert.throws(
+      () => SharedMemory.open({ name }),
+      (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+    );
+    SharedMemory.open({ name: other }).close();
+  } finally {
+    cleanup({ name });
+    cleanup({ name: other });
+  }
+});

@@ -366,12 +366,12 @@ function checkBufferLength(b: Backend, length: number, what: string): void {
  * ```
  */
 export class SharedMemory implements Disposable {
-  /** The segment's key or name, as given. */
-  readonly id: SegmentId;
-  /** The number of bytes mapped. */
-  readonly byteLength: number;
-  /** True if this call created the segment, false if it opened an existing one. */
-  readonly created: boolean;
+  // Getters over private fields, not public fields: TypeScript's `readonly` is gone at run time,
+  // and a byteLength assigned from outside bounded view() (Bun then made a buffer reaching past
+  // the mapping, and its first access beyond was a SIGSEGV).
+  #id: SegmentId;
+  #length: number;
+  #created: boolean;
   #handle: number;
   #address: bigint;
   #label: string;
@@ -403,12 +403,12 @@ export class SharedMemory implements Disposable {
       );
     }
     const [handle, address, length, created] = opened;
-    this.id = id;
+    this.#id = id;
     this.#label = label;
     this.#handle = handle;
     this.#address = address;
-    this.byteLength = length;
-    this.created = created;
+    this.#length = length;
+    this.#created = created;
     const b = backend();
     try {
       this.#anchor = b.anchor(this, address, handle);
@@ -536,6 +536,21 @@ export class SharedMemory implements Disposable {
     if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
   }
 
+  /** The segment's key or name, as given. */
+  get id(): SegmentId {
+    return this.#id;
+  }
+
+  /** The number of bytes mapped. */
+  get byteLength(): number {
+    return this.#length;
+  }
+
+  /** True if this call created the segment, false if it opened an existing one. */
+  get created(): boolean {
+    return this.#created;
+  }
+
   /** True once {@linkcode SharedMemory.close} has run. */
   get closed(): boolean {
     return this.#handle < 0;
@@ -551,7 +566,7 @@ export class SharedMemory implements Disposable {
   get buffer(): ArrayBuffer {
     this.#checkOpen("buffer");
     if (this.#buffer === undefined || isDetached(this.#buffer)) {
-      this.#buffer = this.#window(0, this.byteLength, "buffer");
+      this.#buffer = this.#window(0, this.#length, "buffer");
     }
     return this.#buffer;
   }
@@ -571,10 +586,10 @@ export class SharedMemory implements Disposable {
    */
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
-    check.integer(byteOffset, "byteOffset", 0, this.byteLength);
+    check.integer(byteOffset, "byteOffset", 0, this.#length);
     const length = byteLength === undefined
-      ? this.byteLength - byteOffset
-      : check.integer(byteLength, "byteLength", 0, this.byteLength - byteOffset);
+      ? this.#length - byteOffset
+      : check.integer(byteLength, "byteLength", 0, this.#length - byteOffset);
     if (length === 0) return new ArrayBuffer(0);
     // Tracked natively where the backend can (group: this object's handle), else by a WeakRef.
     const b = backend();
@@ -606,9 +621,9 @@ export class SharedMemory implements Disposable {
   close(): void {
     if (this.#handle < 0) return;
     const b = backend();
-    refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
+    refuseIfLocked(b, this.#address, this.#length, "SharedMemory.close");
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
-    b.cancelWaits(b.address(this.#address), this.byteLength);
+    b.cancelWaits(b.address(this.#address), this.#length);
     if (this.#buffer) release(this.#buffer);
     if (this.#viewed) {
       for (const view of b.takeViews!(this.#handle)) release(view);
@@ -627,7 +642,7 @@ export class SharedMemory implements Disposable {
 
   /** Removes this segment's key or name (see {@linkcode SharedMemory.unlink}). */
   unlink(): void {
-    SharedMemory.unlink(this.id);
+    SharedMemory.unlink(this.#id);
   }
 
   /** Same as {@linkcode close}, for `using`. */
