@@ -292,8 +292,8 @@ impl OpenedName {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let len =
-                libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+            let len = libc::off_t::try_from(len)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
             // SAFETY: plain integers on a descriptor we own; posix_fallocate returns the error
             // number instead of setting errno. It never shrinks the file nor changes its bytes.
             let err = unsafe { libc::posix_fallocate(self.fd.as_raw_fd(), 0, len) };
