@@ -116,6 +116,21 @@ test("bad ids and options", () => {
   for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
     rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
   }
+  // A segment its owner cannot map for reading and writing: no later open by its owner works.
+  for (const mode of [0o400, 0o200, 0o000, 0o066]) {
+    const key = uniqueKey();
+    try {
+      rejects(() => SharedMemory.create({ key }, 64, { mode }), RangeError, "owner");
+      rejects(() => SharedMemory.openOrCreate({ key }, 64, { mode }), RangeError, "owner");
+      assert.throws(
+        () => SharedMemory.open({ key }),
+        (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+        "nothing was created",
+      );
+    } finally {
+      cleanup({ key });
+    }
+  }
   rejects(
     () => SharedMemory.create({ name: "/x" }, 64, { mode: "600" as never }),
     TypeError,

@@ -515,6 +515,13 @@ export class SharedMemory implements Disposable {
     check.size(size);
     const opts = check.options<CreateNewOptions>(options, "options");
     const mode = check.mode(opts.mode ?? 0o600, "options.mode");
+    if ((mode & 0o600) !== 0o600) {
+      // Every open maps a segment for reading and writing: without these bits the owner's own
+      // later opens fail (EACCES), and a keyed create failed at once with a misleading message.
+      throw new RangeError(
+        `options.mode must let the owner read and write (0o600), got 0o${mode.toString(8)}`,
+      );
+    }
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     const replace = flag(opts.replace, "options.replace");
