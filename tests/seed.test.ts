@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cleanup, detached, lib, test, uniqueKey } from "./harness.ts";
+import { cleanup, detached, lacking, lib, test, testUnless, uniqueKey } from "./harness.ts";
 
 const { createSharedBuffer, detachSharedBuffer, SharedMemory } = lib;
 
@@ -117,3 +117,27 @@ test("createSharedBuffer and view() beyond the runtime's largest buffer: a Range
     cleanup({ key });
   }
 });
+
+testUnless(
+  typeof ArrayBuffer.prototype.transfer !== "function" &&
+    lacking("Node.js 20 has no ArrayBuffer.prototype.transfer"),
+  "detachSharedBuffer of a buffer moved by transfer() is a TypeError; the moved buffer keeps working",
+  () => {
+    // It used to return as if it had unmapped the segment, while the buffer the memory moved to
+    // kept it mapped.
+    const key = uniqueKey();
+    try {
+      const buffer = createSharedBuffer(key, 64, true);
+      const moved = buffer.transfer();
+      assert.throws(
+        () => detachSharedBuffer(buffer),
+        (e) => e instanceof TypeError && /moved/.test(e.message),
+      );
+      new Uint8Array(moved)[3] = 5;
+      assert.equal(new Uint8Array(createSharedBuffer(key, 64))[3], 5);
+      assert.throws(() => detachSharedBuffer(moved), TypeError, "not this library's handle");
+    } finally {
+      cleanup({ key });
+    }
+  },
+);

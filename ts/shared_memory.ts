@@ -729,7 +729,8 @@ export function createSharedBuffer(
  * Detaches and unmaps a buffer from {@linkcode createSharedBuffer} now (or any buffer from
  * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
  *
- * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ * @throws {TypeError} If the buffer did not come from this library, was already detached, or
+ *   was moved (its memory went with it, to the buffer it moved to).
  * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
  *   inside the buffer: unlock it first.
  *
@@ -747,11 +748,20 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
   }
   const record = owned.get(buffer);
   if (record?.released) {
-    throw new TypeError("buffer was already detached by detachSharedBuffer");
+    throw new TypeError(
+      "buffer was already detached (by detachSharedBuffer, or by its SharedMemory's close())",
+    );
   }
   if (record === undefined) {
     throw new TypeError(
       "buffer was not made by createSharedBuffer or SharedMemory",
+    );
+  }
+  if (isDetached(buffer)) {
+    // Its memory went with it: the buffer it moved to keeps the mapping until it is collected.
+    // Succeeding here would tell the caller the segment was unmapped when it was not.
+    throw new TypeError(
+      "buffer was moved (by transfer(), into a stream or to a Worker): the buffer it moved to keeps the segment mapped until it is collected",
     );
   }
   refuseIfLocked(backend(), record.address, bufferByteLength(buffer), "detachSharedBuffer");
