@@ -290,3 +290,22 @@ test("a byteLength, id or created assigned or defined on a SharedMemory changes 
     cleanup({ name: other });
   }
 });
+
+test("a Mutex in a view() from an offset that is not a multiple of 8: a RangeError that says so", () => {
+  // It was a SharedMemoryError EINVAL "Mutex.init at byte 0: invalid argument".
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    for (const start of [1, 4, 12]) {
+      for (const make of [Mutex.init, Mutex.open]) {
+        assert.throws(
+          () => make(shm.view(start, 256), 0),
+          (e) => e instanceof RangeError && /not a multiple of 8 \(a view\(\)/.test(e.message),
+        );
+      }
+    }
+    Mutex.init(shm.view(8, 256), 0).lock().unlock();
+  } finally {
+    cleanup({ key });
+  }
+});

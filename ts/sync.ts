@@ -355,6 +355,12 @@ export class Mutex {
     if (offset % Mutex.ALIGNMENT !== 0) {
       throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);
     }
+    if (base % BigInt(Mutex.ALIGNMENT) !== 0n) {
+      // A view() from an unaligned offset: the native check said only "invalid argument".
+      throw new RangeError(
+        `${caller}: the buffer starts at a byte of its segment that is not a multiple of ${Mutex.ALIGNMENT} (a view() from such an offset); use a buffer that starts at one`,
+      );
+    }
     return base + BigInt(offset);
   }
 
