@@ -1084,7 +1084,7 @@ childrenTest(
     const children: Child[] = [];
     try {
       // A ring that holds thousands of messages: the sender fills it while the receiver drains it.
-      using channel = Channel.create({ name }, { capacity: 1 << 20 });
+      using _channel = Channel.create({ name }, { capacity: 1 << 20 });
       using ctl = SharedMemory.create({ name: ctlName }, CTL_BYTES);
       const words = new Int32Array(ctl.buffer);
       for (let i = 0; i <= rounds; i++) {
