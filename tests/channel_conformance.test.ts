@@ -11,7 +11,9 @@
  */
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import type { Channel as ChannelType } from "../mod.ts";
+import { OFF_CONSUMER_PID, OFF_DATA, OFF_ZEROING } from "../ts/channel/layout.ts";
 import {
   type Child,
   cleanup,
@@ -163,6 +165,46 @@ for (const killed of runtimes) {
     });
   });
 }
+
+// `docs/channel.md`, *A receiver that dies*: what a receiver killed while it zeroed what it
+// consumed leaves (crafted here: `zeroing` ahead of `head`, the first records zeroed, the next
+// one's commit word and half its payload too, the last intact): a Rust receiver taking over
+// finishes the zeroing and gets every message after those, in order, then the end.
+test("conformance: a Rust receiver taking over from a receiver killed while it zeroed what it consumed gets every later message", async () => {
+  const capacity = 4096;
+  const consumed = 4;
+  const total = 200;
+  const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
+  const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
+  // A seed whose first messages are single records that fit the ring at once.
+  let seed = 300;
+  for (;; seed++) {
+    const first = Array.from({ length: consumed + 1 }, (_, i) => message(seed, 0, i, dims));
+    if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
+    if (first.reduce((n, m) => n + span(m), 0) <= capacity) break;
+  }
+  await withChannel({ capacity }, async (name, ch, children) => {
+    const tx = ch.sender();
+    const sent = Array.from({ length: consumed + 1 }, (_, i) => message(seed, 0, i, ch));
+    for (const m of sent) tx.send(m);
+    const spans = sent.map(span);
+    const to = spans.slice(0, consumed).reduce((a, b) => a + b, 0);
+    const zeroTo = to - spans[consumed - 1] + 8 + (spans[consumed - 1] - 8) / 2;
+    using raw = lib.SharedMemory.open({ name });
+    const i32 = new Int32Array(raw.buffer);
+    for (let pos = 0; pos < (zeroTo & ~3); pos += 4) Atomics.store(i32, (OFF_DATA + pos) >> 2, 0);
+    Atomics.store(i32, OFF_ZEROING >> 2, to);
+    Atomics.store(i32, OFF_CONSUMER_PID >> 2, spawnSync("true").pid!);
+    const receiver = peer(children, ["recv", name, 1, total - consumed, seed, "end", consumed]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    for (let i = consumed + 1; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
+    tx.close();
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [total], "messages after the consumed ones, each once, in order");
+    assert.equal(r.after, "end");
+  });
+});
 
 test("conformance: a Rust sender to a TypeScript receiver, one sender, fragments and wrap-around, then the end", async () => {
   await withChannel({ capacity: 4096 }, async (name, ch, children) => {
