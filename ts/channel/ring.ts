@@ -645,9 +645,11 @@ export class Producer {
  *
  * Zero only when publishing: a consumed record stays intact in the ring until `head` is stored
  * past it, and {@linkcode publish} zeroes the records it hands back just before it stores
- * `head`. A receiver that dies between the two (inside a {@linkcode consume} batch, or while a
- * view of a message is lent out) leaves whole records behind the published `head`,
- * which the receiver that takes over reads again; it never finds a zeroed record there.
+ * `head`. A receiver that dies before that (inside a {@linkcode consume} batch, or while a view
+ * of a message is lent out) leaves whole records behind the published `head`, which the receiver
+ * that takes over reads again. One that dies while it zeroes has announced the range first
+ * (`zeroing`, see {@linkcode announce}): the receiver that takes over finishes the zeroing
+ * instead of finding a zeroed record there.
  */
 export class Consumer {
   /** The receiver position (this receiver is its only writer). */
