@@ -1415,6 +1415,28 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
 });
 
+/**
+ * A one-sender channel of `capacity` bytes whose segment is already unlinked, with a raw view of
+ * it to plant what a killed receiver leaves; `head`, `zeroing` and `tail` start at `start`.
+ */
+function zeroingRing(capacity: number, start: number) {
+  const name = uniqueName("zeroing");
+  const ch = Channel.create({ name }, { capacity });
+  const raw = rawRing(name);
+  cleanup({ name });
+  for (const word of [layout.OFF_HEAD, layout.OFF_ZEROING, layout.OFF_TAIL]) {
+    Atomics.store(raw.i32, word >> 2, start);
+  }
+  return {
+    ch,
+    raw,
+    [Symbol.dispose]() {
+      raw.shm.close();
+      ch.close();
+    },
+  };
+}
+
 // `docs/channel.md`, *A receiver that dies*: a receiver killed after it announced the records it
 // zeroes (`zeroing` ahead of `head`) and before it stored `head` leaves them zeroed, partly zeroed
 // or intact; the receiver that takes over finishes the zeroing and gets the next message (not one
@@ -1435,14 +1457,8 @@ test("a receiver taking over finishes a killed receiver's zeroing: no wait at a 
   ];
   const dead = deadPid();
   for (const [what, start, consumed, zeroed] of cases) {
-    const name = uniqueName("zeroing");
-    using ch = Channel.create({ name }, { capacity: CAP });
-    const raw = rawRing(name);
-    cleanup({ name });
-    using _raw = raw.shm;
-    for (const word of [layout.OFF_HEAD, layout.OFF_ZEROING, layout.OFF_TAIL]) {
-      Atomics.store(raw.i32, w(word), start);
-    }
+    using ring = zeroingRing(CAP, start);
+    const { ch, raw } = ring;
     const tx = ch.sender();
     for (let seq = 0; seq < 4; seq++) tx.send(numbered(seq));
     const to = start + 32 * consumed;
@@ -1491,14 +1507,8 @@ test("a zeroing word that is not a position from head to tail is EBADMSG for a r
   // head at 64, two records of span 32: tail at 128.
   const bad = [68, 132, 56, 0x8000_0060 | 0, 0x7fff_fff8, 0xffff_fff8 | 0, 64 + CAP];
   for (const zeroing of [...bad, 64, 128]) {
-    const name = uniqueName("zeroing-bad");
-    using ch = Channel.create({ name }, { capacity: CAP });
-    const raw = rawRing(name);
-    cleanup({ name });
-    using _raw = raw.shm;
-    for (const word of [layout.OFF_HEAD, layout.OFF_ZEROING, layout.OFF_TAIL]) {
-      Atomics.store(raw.i32, w(word), 64);
-    }
+    using ring = zeroingRing(CAP, 64);
+    const { ch, raw } = ring;
     const tx = ch.sender();
     tx.send(pattern(20, 1));
     tx.send(pattern(20, 2));

@@ -66,6 +66,28 @@ function message(
   return out;
 }
 
+/** The bytes the records of `messages` take in the ring. */
+function spans(messages: Uint8Array[]): number {
+  return messages.reduce((n, m) => n + 8 + ((m.length + 7) & ~7), 0);
+}
+
+/**
+ * The first seed from `from` whose first `count` messages are single records that fit the ring
+ * at once, and that `ok` accepts.
+ */
+function seedFor(
+  from: number,
+  count: number,
+  dims: { maxRecordBytes: number; capacity: number },
+  ok: (first: Uint8Array[]) => boolean = () => true,
+): number {
+  for (let seed = from;; seed++) {
+    const first = Array.from({ length: count }, (_, i) => message(seed, 0, i, dims));
+    if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
+    if (spans(first) <= dims.capacity && ok(first)) return seed;
+  }
+}
+
 /** The Rust peer with `args`. */
 function peer(children: Child[], args: (string | number)[]): Child {
   const child = start([PEER, ...args.map(String)]);
@@ -140,16 +162,9 @@ for (const killed of runtimes) {
     const taken = 5;
     const total = 200;
     const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
-    const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
-    // A seed whose first messages fit the ring at once, none fragmented, and whose second to
-    // fourth stay below the quarter: one recvMany call takes them all, handing back only the first.
-    let seed = 100;
-    for (;; seed++) {
-      const first = Array.from({ length: taken }, (_, i) => message(seed, 0, i, dims));
-      if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
-      if (first.reduce((n, m) => n + span(m), 0) > capacity) continue;
-      if (first.slice(1, 4).reduce((n, m) => n + span(m), 0) < capacity / 4) break;
-    }
+    // A seed whose second to fourth messages stay below the quarter: one recvMany call takes
+    // them all, handing back only the first.
+    const seed = seedFor(100, taken, dims, (first) => spans(first.slice(1, 4)) < capacity / 4);
     await withChannel({ capacity }, async (name, ch, children) => {
       const tx = ch.sender();
       for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
@@ -175,21 +190,15 @@ test("conformance: a Rust receiver taking over from a receiver killed while it z
   const consumed = 4;
   const total = 200;
   const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
-  const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
-  // A seed whose first messages are single records that fit the ring at once.
-  let seed = 300;
-  for (;; seed++) {
-    const first = Array.from({ length: consumed + 1 }, (_, i) => message(seed, 0, i, dims));
-    if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
-    if (first.reduce((n, m) => n + span(m), 0) <= capacity) break;
-  }
+  const seed = seedFor(300, consumed + 1, dims);
   await withChannel({ capacity }, async (name, ch, children) => {
     const tx = ch.sender();
     const sent = Array.from({ length: consumed + 1 }, (_, i) => message(seed, 0, i, ch));
     for (const m of sent) tx.send(m);
-    const spans = sent.map(span);
-    const to = spans.slice(0, consumed).reduce((a, b) => a + b, 0);
-    const zeroTo = to - spans[consumed - 1] + 8 + (spans[consumed - 1] - 8) / 2;
+    // The first records zeroed, then the last consumed one's header and half its payload.
+    const to = spans(sent.slice(0, consumed));
+    const lastSpan = spans(sent.slice(consumed - 1, consumed));
+    const zeroTo = to - lastSpan + 8 + (lastSpan - 8) / 2;
     using raw = lib.SharedMemory.open({ name });
     const i32 = new Int32Array(raw.buffer);
     for (let pos = 0; pos < (zeroTo & ~3); pos += 4) Atomics.store(i32, (OFF_DATA + pos) >> 2, 0);
