@@ -1351,13 +1351,17 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
         raw.i32[(at >> 2) + 1] = 1;
       }
       Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
+      // What a receiver killed while it zeroed leaves (finished at attach), or garbage.
+      const zeroing = [head, head, head + 8 * rand(used / 8 + 2), rand(0x7fff_ffff)][rand(4)];
+      Atomics.store(raw.i32, layout.OFF_ZEROING >> 2, zeroing);
       const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
       Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
       let rx;
       try {
         rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
       } catch (err) {
-        // A head that is not a multiple of 8 is refused when the receiver attaches.
+        // A head that is not a multiple of 8, or a zeroing word that is not a position from
+        // head to tail, is refused when the receiver attaches.
         assert.ok(code("EBADMSG")(err), String(err));
         errors++;
         continue;

@@ -1042,6 +1042,7 @@ fn layout_table_is_complete() {
         "VERSION",
         "HEADER_SIZE",
         "OFF_HEAD",
+        "OFF_ZEROING",
         "OFF_TAIL",
         "OFF_RX_WAITING",
         "OFF_TX_WAITING",
@@ -1158,6 +1159,7 @@ proptest! {
         let head = (head * 8) & layout::POS_MASK;
         let tail = head.wrapping_add(used * 8) & layout::POS_MASK;
         set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_ZEROING, head);
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
@@ -1232,6 +1234,7 @@ proptest! {
             set_word(&mut heap, layout::OFF_DATA + word * 4, value);
         }
         set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_ZEROING, head);
         let tail = pos & layout::POS_MASK;
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
