@@ -1186,6 +1186,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         words = this.#targetWords;
       }
       if (words !== undefined) {
+        consumer.announce(len); // the copy zeroes the ring as it goes
         consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
         return len;
       }
