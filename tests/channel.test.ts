@@ -581,6 +581,32 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
   assertSound(watched);
 });
 
+test("a length getter that sends, or closes the endpoint, runs before anything is reserved or taken: the stream stays whole and the close holds", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  // A getter that sends first: its message goes first, then the one it belongs to.
+  const outer = Object.defineProperty(pattern(16, 2), "length", {
+    get: () => (tx.send(pattern(8, 1), 5000), 16),
+  });
+  tx.send(outer, 5000);
+  assert.deepEqual(rx.recv(5000), pattern(8, 1));
+  assert.deepEqual(rx.recv(5000), pattern(16, 2));
+  // A target whose getter closes the receiver: the receive refuses, and takes nothing.
+  using other = watchedChannel(1024);
+  const { rx: rx2, tx: tx2 } = other;
+  tx2.send(pattern(8, 5), 5000);
+  const closingTarget = Object.defineProperty(new Uint8Array(8), "length", {
+    get: () => (rx2.close(), 8),
+  });
+  assert.throws(() => rx2.recvInto(closingTarget, 5000), code("EBADF"));
+  // A getter that closes the sender: the send refuses, the stream ends after what came before.
+  tx.send(pattern(8, 3), 5000);
+  const closing = Object.defineProperty(pattern(8, 4), "length", { get: () => (tx.close(), 8) });
+  assert.throws(() => tx.send(closing, 5000), code("EBADF"));
+  assert.deepEqual(rx.recv(5000), pattern(8, 3));
+  assert.equal(rx.recv(5000), null, "the end, not a message sent after the close");
+});
+
 test("a detached message is sent as the 0 bytes it has, and an element that throws halfway through sendMany leaves the ring sound", () => {
   using watched = watchedChannel(1024);
   const { tx, rx } = watched;

@@ -26,6 +26,7 @@ import {
   plainBytes,
   plainView,
   Producer,
+  quickByteCount,
   RESERVED,
   Ring,
   validateRegion,
@@ -614,7 +615,9 @@ export class ChannelSender implements Disposable {
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
     const bytes = bytesOf(message, "message");
-    const len = byteCount(bytes);
+    const len = quickByteCount(bytes);
+    // Its getters (`constructor`, `length`) may have closed this sender or started a send.
+    this.#checkUsable(what);
     if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
     }
@@ -930,7 +933,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
     target = plainView(target);
-    const room = byteCount(target);
+    const room = quickByteCount(target);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
