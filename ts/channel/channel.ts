@@ -391,7 +391,10 @@ export class ChannelSender implements Disposable {
   #busy = false;
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
-  /** The message {@linkcode #start} counted last: a real typed array (see `quickByteCount`). */
+  /**
+   * The message {@linkcode #start} counted last: a real typed array (see `quickByteCount`), kept
+   * until the next send (as a receiver keeps its last `recvInto` target).
+   */
   #known: Uint8Array | undefined;
 
   /** @internal Made by {@linkcode Channel.sender}. */
