@@ -581,6 +581,64 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
   assertSound(watched);
 });
 
+test("a length getter that sends, or closes the endpoint, runs before anything is reserved or taken: the stream stays whole and the close holds", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  // The quick count reads `length` of an array the endpoint counted before: each array is used
+  // again, and its getter acts only once armed.
+  let armed = false;
+  let calls = 0;
+  const expected: Uint8Array[] = [];
+  const outer = Object.defineProperty(pattern(16, 2), "length", {
+    get: () => {
+      if (armed) calls++, tx.send(pattern(8, 1), 5000), expected.push(pattern(8, 1));
+      return 16;
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    tx.send(outer, 5000);
+    expected.push(pattern(16, 2));
+    armed = true;
+  }
+  assert.ok(calls > 0, "the getter ran");
+  for (const want of expected) assert.deepEqual(rx.recv(5000), want);
+  armed = false;
+  // A target whose getter closes the receiver: the receive refuses, and takes nothing.
+  using other = watchedChannel(1024);
+  const { rx: rx2, tx: tx2 } = other;
+  const target = Object.defineProperty(new Uint8Array(8), "length", {
+    get: () => (armed && rx2.close(), 8),
+  });
+  tx2.send(pattern(8, 5), 5000);
+  tx2.send(pattern(8, 6), 5000);
+  assert.equal(rx2.recvInto(target, 5000), 8);
+  armed = true;
+  assert.throws(() => rx2.recvInto(target, 5000), code("EBADF"));
+  armed = false;
+  // A getter that closes the sender: the send refuses, the stream ends after what came before.
+  const closing = Object.defineProperty(pattern(8, 4), "length", {
+    get: () => (armed && tx.close(), 8),
+  });
+  tx.send(closing, 5000);
+  armed = true;
+  assert.throws(() => tx.send(closing, 5000), code("EBADF"));
+  assert.deepEqual(rx.recv(5000), pattern(8, 4));
+  assert.equal(rx.recv(5000), null, "the end, not a message sent after the close");
+  // Not a typed array, though it has a Uint8Array's prototype, a length and elements that agree
+  // (and a getter among them): refused before anything is reserved or taken, sent whole or not.
+  using third = watchedChannel(1024);
+  const { tx: tx3, rx: rx3 } = third;
+  const disguised = Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype);
+  Object.defineProperty(disguised, "length", { value: 8 });
+  for (let i = 0; i < 8; i++) Object.defineProperty(disguised, i, { get: () => i });
+  for (let round = 0; round < 3; round++) {
+    assert.throws(() => tx3.send(disguised, 5000), TypeError);
+    tx3.send(pattern(8, round), 5000);
+    assert.throws(() => rx3.recvInto(disguised, 5000), TypeError);
+    assert.deepEqual(rx3.recv(5000), pattern(8, round));
+  }
+});
+
 test("a detached message is sent as the 0 bytes it has, and an element that throws halfway through sendMany leaves the ring sound", () => {
   using watched = watchedChannel(1024);
   const { tx, rx } = watched;
