@@ -13,6 +13,7 @@ import {
   isRoot,
   lacking,
   type Missing,
+  type Runtime,
   runtime,
   runtimes,
   scriptCommand,
@@ -43,6 +44,33 @@ function whyNoPrivateShm(): Missing | string | false {
 
 const noPrivateShm = whyNoPrivateShm();
 
+/**
+ * Runs `script` (under `tests/children/`) in `which` inside a private 16 MiB `/dev/shm`, after
+ * the shell commands `before` and before `after` (which see its exit status in `rc`), and
+ * returns its `result` line parsed, and the whole output.
+ */
+async function inSmallShm(
+  which: Runtime,
+  script: string,
+  args: string[],
+  { before = "true", after = "" } = {},
+): Promise<{ result: Record<string, unknown>; stdout: string }> {
+  const r = await start([
+    "unshare",
+    "-m",
+    "sh",
+    "-c",
+    `${MOUNT} && ${before} && { "$@"; rc=$?; ${after} exit $rc; }`,
+    "sh",
+    ...scriptCommand(which, script, args),
+  ]).done;
+  const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+  if (r.code !== 0 || line === undefined) {
+    throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+  }
+  return { result: JSON.parse(line.slice("result ".length)), stdout: r.stdout };
+}
+
 for (const which of runtimes) {
   childrenTestUnless(
     noPrivateShm,
@@ -52,26 +80,13 @@ for (const which of runtimes) {
       // The segments live only in the child's private tmpfs, which vanishes with it: nothing to
       // clean up here.
       const name = `/sbtest-xp-enospc-${which}-${Math.random().toString(36).slice(2, 8)}`;
-      const r = await start([
-        "unshare",
-        "-m",
-        "sh",
-        "-c",
+      const { result, stdout } = await inSmallShm(
+        which,
+        "segment/fill_small_shm.ts",
+        [name, String(32 * MiB), String(8 * MiB), String(12 * MiB)],
         // After the child, list what it left in its private /dev/shm.
-        `${MOUNT} && { "$@"; rc=$?; echo "left [$(ls -A /dev/shm)]"; exit $rc; }`,
-        "sh",
-        ...scriptCommand(which, "segment/fill_small_shm.ts", [
-          name,
-          String(32 * MiB),
-          String(8 * MiB),
-          String(12 * MiB),
-        ]),
-      ]).done;
-      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
-      if (r.code !== 0 || line === undefined) {
-        throw new Error(`${which} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
-      }
-      const result = JSON.parse(line.slice("result ".length));
+        { after: `echo "left [$(ls -A /dev/shm)]";` },
+      );
       assertEquals(
         result.big,
         { ok: false, error: "SharedMemoryError", isSharedMemoryError: true, code: "ENOSPC" },
@@ -93,7 +108,38 @@ for (const which of runtimes) {
       );
       assertEquals(result.afterMore, "ENOENT", "opening the 12 MiB name after the failed create");
       // Nothing at all was left in the private /dev/shm once the child was done.
-      assertEquals(r.stdout.split("\n").find((l) => l.startsWith("left ")), "left []", "leftovers");
+      assertEquals(stdout.split("\n").find((l) => l.startsWith("left ")), "left []", "leftovers");
+    },
+  );
+}
+
+for (const which of runtimes) {
+  childrenTestUnless(
+    noPrivateShm,
+    [which],
+    `a ${which} child in a 16 MiB /dev/shm opens segments another program sized with ftruncate alone: what fits is reserved and written, what does not is ENOSPC, never SIGBUS`,
+    async () => {
+      const tag = `sbtest-xp-sparse-${which}-${Math.random().toString(36).slice(2, 8)}`;
+      // The other program: a 4 MiB segment holding "peer", a 12 MiB one, both sparse, then 8 MiB
+      // of other files. 4 MiB fit in what is left, 12 MiB do not.
+      const peer = [
+        `truncate -s 4M /dev/shm/${tag}-fits`,
+        `printf peer | dd of=/dev/shm/${tag}-fits conv=notrunc status=none`,
+        `truncate -s 12M /dev/shm/${tag}-big`,
+        `dd if=/dev/zero of=/dev/shm/${tag}-filler bs=1M count=8 status=none`,
+      ].join(" && ");
+      const { result } = await inSmallShm(
+        which,
+        "segment/fill_sparse.ts",
+        [`/${tag}-fits`, `/${tag}-big`],
+        { before: peer },
+      );
+      assertEquals(
+        result[`/${tag}-fits`],
+        { byteLength: 4 * MiB, before: "peer", pages: 4 * MiB / 4096 },
+        "the 4 MiB segment: its bytes kept, every page written",
+      );
+      assertEquals(result[`/${tag}-big`], { code: "ENOSPC" }, "opening the 12 MiB segment");
     },
   );
 }
@@ -107,20 +153,12 @@ for (
     async () => {
       const count = 300; // about 20 times what fits
       const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
-      const r = await start([
-        "unshare",
-        "-m",
-        "sh",
-        "-c",
-        `${MOUNT} && exec "$@"`,
-        "sh",
-        ...scriptCommand(runtime, "ownership/churn.ts", [prefix, String(count), mode, through]),
-      ]).done;
-      const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
-      if (r.code !== 0 || line === undefined) {
-        throw new Error(`${runtime} child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
-      }
-      assertEquals(JSON.parse(line.slice("result ".length)).made, count, "segments made");
+      const { result } = await inSmallShm(
+        runtime,
+        "ownership/churn.ts",
+        [prefix, String(count), mode, through],
+      );
+      assertEquals(result.made, count, "segments made");
     },
   );
 }

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import process from "node:process";
-import { cleanup, collectGarbage, lib, runtime, test, uniqueName } from "./harness.ts";
+import { cleanup, collectGarbage, lib, runtime, test, uniqueKey, uniqueName } from "./harness.ts";
 import { loadNodeApi } from "../ts/napi.ts";
 import { backend } from "../ts/backend.ts";
 import { OPEN, OWNER_TRUSTED } from "../ts/ffi.ts";
@@ -121,5 +121,34 @@ test("unlinking a segment this process maps reports its length, taken back when 
     assert.equal(napi.reportedBytes(), before, "taken back once the mapping is gone");
   } finally {
     cleanup({ name });
+  }
+});
+
+test("wrap of more bytes than the runtime's largest buffer is an error, not an abort", () => {
+  // Node.js 20 refuses an external buffer over 4 GiB and runs its finalizer at once; freeing the
+  // finalizer's data again after the refusal aborted the process ("double free").
+  const key = uniqueKey();
+  const b = backend();
+  try {
+    // A keyed segment's pages are made on first touch: 4 GiB of address space, no memory.
+    using _shm = SharedMemory.create({ key }, 2 ** 32 + 4096);
+    const handles = lib.openHandleCount();
+    const out = new BigUint64Array(5);
+    assert.equal(b.openKey(key, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
+    const [handle, address] = [Number(out[0]), out[1]];
+    let made: ArrayBuffer | undefined;
+    try {
+      made = napi.wrap(handle, address, 2 ** 32 + 1);
+    } catch (err) {
+      assert.ok(err instanceof Error, `refused with an Error: ${err}`);
+      b.close(handle); // closed already where the engine ran the finalizer
+      assert.equal(lib.openHandleCount(), handles, "a refused wrap leaves no handle behind");
+    }
+    if (made) {
+      assert.equal(made.byteLength, 2 ** 32 + 1);
+      made.transfer(0);
+    }
+  } finally {
+    cleanup({ key });
   }
 });

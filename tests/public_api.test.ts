@@ -214,3 +214,98 @@ test("Mutex: a peer that began setting a mutex up and never finished gets EAGAIN
     cleanup({ name });
   }
 });
+
+test("the private constructors of Mutex and SharedMemory refuse every caller but the library", () => {
+  // TypeScript's `private` is gone at run time: a Mutex constructed at an address of the
+  // caller's choosing made lock() write there (SIGSEGV), and a SharedMemory constructed from a
+  // handle and address of the caller's choosing made buffers over memory never mapped.
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    const forge = (cls: unknown, args: unknown[]) =>
+      Reflect.construct(cls as new (...a: unknown[]) => object, args);
+    for (const address of [8n, 4096n, 0n]) {
+      assert.throws(
+        () => (forge(Mutex, [shm.buffer, address]) as { lock(ms: number): unknown }).lock(1),
+        (e) => e instanceof TypeError && /no public constructor/.test(e.message),
+      );
+    }
+    // The library's own handle numbers are small and guessable: 1 is as good as any.
+    for (const handle of [1, 2, 3]) {
+      assert.throws(
+        () => {
+          const forged = forge(SharedMemory, [{ key }, "forged", [handle, 8n, 4096, false]]);
+          new Uint8Array((forged as { buffer: ArrayBuffer }).buffer)[0] = 1;
+        },
+        (e) => e instanceof TypeError && /no public constructor/.test(e.message),
+      );
+    }
+    // The real ones still work, and the segment is untouched.
+    const mutex = Mutex.init(shm.buffer, 64);
+    mutex.lock().unlock();
+    assert.equal(new Uint8Array(shm.buffer)[0], 0);
+  } finally {
+    cleanup({ key });
+  }
+});
+
+test("a byteLength, id or created assigned or defined on a SharedMemory changes nothing it does", () => {
+  // TypeScript's `readonly` is gone at run time: view() took its bounds from a byteLength
+  // assigned from outside, and Bun made a buffer reaching past the mapping (SIGSEGV on access).
+  const name = uniqueName("readonly");
+  const other = uniqueName("readonly-other");
+  try {
+    const shm = SharedMemory.create({ name }, 4096);
+    using spared = SharedMemory.create({ name: other }, 64);
+    const attempts = [
+      () => Object.assign(shm, { byteLength: 1 << 30, id: { name: other }, created: false }),
+      () =>
+        Object.defineProperties(shm, {
+          byteLength: { value: 1 << 30 },
+          id: { value: { name: other } },
+          created: { value: false },
+        }),
+    ];
+    for (const attempt of attempts) {
+      try {
+        attempt();
+      } catch (err) {
+        assert.ok(err instanceof TypeError, `refused with a TypeError: ${err}`); // a getter only
+      }
+    }
+    assert.throws(() => shm.view(0, 1 << 30), RangeError);
+    assert.throws(() => shm.view(1 << 29, 16), RangeError);
+    assert.equal(shm.view().byteLength, 4096);
+    assert.equal(shm.buffer.byteLength, 4096);
+    shm.close();
+    shm.unlink(); // its own name, not the one defined on it
+    assert.equal(spared.byteLength, 64);
+    assert.throws(
+      () => SharedMemory.open({ name }),
+      (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+    );
+    SharedMemory.open({ name: other }).close();
+  } finally {
+    cleanup({ name });
+    cleanup({ name: other });
+  }
+});
+
+test("a Mutex in a view() from an offset that is not a multiple of 8: a RangeError that says so", () => {
+  // It was a SharedMemoryError EINVAL "Mutex.init at byte 0: invalid argument".
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    for (const start of [1, 4, 12]) {
+      for (const make of [Mutex.init, Mutex.open]) {
+        assert.throws(
+          () => make(shm.view(start, 256), 0),
+          (e) => e instanceof RangeError && /not a multiple of 8 \(a view\(\)/.test(e.message),
+        );
+      }
+    }
+    Mutex.init(shm.view(8, 256), 0).lock().unlock();
+  } finally {
+    cleanup({ key });
+  }
+});

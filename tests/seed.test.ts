@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cleanup, detached, lib, test, uniqueKey } from "./harness.ts";
+import { cleanup, detached, lacking, lib, test, testUnless, uniqueKey } from "./harness.ts";
 
 const { createSharedBuffer, detachSharedBuffer, SharedMemory } = lib;
 
@@ -84,3 +84,60 @@ test("detachSharedBuffer works on a SharedMemory buffer; the object then makes a
     cleanup({ key });
   }
 });
+
+test("createSharedBuffer and view() beyond the runtime's largest buffer: a RangeError naming view(), never an abort", () => {
+  // Node.js 20 cannot make an external buffer over 4 GiB; asking it to aborted the process.
+  const key = uniqueKey();
+  const size = 2 ** 32 + 1;
+  try {
+    // A keyed segment's pages are made on first touch: 4 GiB of address space, no memory.
+    using shm = SharedMemory.create({ key }, size);
+    const attempts: [string, () => ArrayBuffer][] = [
+      ["createSharedBuffer", () => createSharedBuffer(key, size)],
+      ["view", () => shm.view(0, size)],
+      ["buffer", () => shm.buffer],
+    ];
+    for (const [what, attempt] of attempts) {
+      let buffer: ArrayBuffer;
+      try {
+        buffer = attempt();
+      } catch (err) {
+        assert.ok(err instanceof RangeError, `${what}: ${err}`);
+        assert.match(err.message, /largest ArrayBuffer .* use view\(byteOffset, byteLength\)/);
+        continue;
+      }
+      assert.equal(buffer.byteLength, size, what);
+      if (what === "createSharedBuffer") detachSharedBuffer(buffer);
+    }
+    // A window that fits is the way in, in every runtime.
+    const tail = new Uint8Array(shm.view(size - 16, 16));
+    tail[15] = 7;
+    assert.equal(tail[15], 7);
+  } finally {
+    cleanup({ key });
+  }
+});
+
+testUnless(
+  typeof ArrayBuffer.prototype.transfer !== "function" &&
+    lacking("Node.js 20 has no ArrayBuffer.prototype.transfer"),
+  "detachSharedBuffer of a buffer moved by transfer() is a TypeError; the moved buffer keeps working",
+  () => {
+    // It used to return as if it had unmapped the segment, while the buffer the memory moved to
+    // kept it mapped.
+    const key = uniqueKey();
+    try {
+      const buffer = createSharedBuffer(key, 64, true);
+      const moved = buffer.transfer();
+      assert.throws(
+        () => detachSharedBuffer(buffer),
+        (e) => e instanceof TypeError && /moved/.test(e.message),
+      );
+      new Uint8Array(moved)[3] = 5;
+      assert.equal(new Uint8Array(createSharedBuffer(key, 64))[3], 5);
+      assert.throws(() => detachSharedBuffer(moved), TypeError, "not this library's handle");
+    } finally {
+      cleanup({ key });
+    }
+  },
+);

@@ -20,6 +20,7 @@ import {
   start,
   test,
   testUnless,
+  uniqueKey,
   uniqueName,
 } from "./harness.ts";
 import { startWorker } from "./children/lib.ts";
@@ -159,3 +160,40 @@ testUnless(
     }
   },
 );
+
+test("a transfer or detached defined on a buffer does not keep close() or detachSharedBuffer() from detaching it", () => {
+  // Deno and Node.js closed the buffer's reference after calling the buffer's own `transfer`:
+  // a no-op one left it attached to unmapped memory, and the next access was a SIGSEGV. Bun
+  // left it attached and readable after close().
+  const name = uniqueName("own-transfer");
+  const key = uniqueKey();
+  const engineByteLength = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength")!
+    .get!;
+  try {
+    const shm = SharedMemory.create({ name }, 1 << 16);
+    SharedMemory.unlink({ name }); // its memory goes with the last reference
+    const seed = lib.createSharedBuffer(key, 4096, true);
+    SharedMemory.unlink({ key });
+    const buffers = [shm.buffer, shm.view(0, 4096), shm.view(4096), seed];
+    for (const buffer of buffers) {
+      Object.defineProperty(buffer, "transfer", { value: () => buffer });
+      Object.defineProperty(buffer, "detached", { value: true });
+    }
+    const arrays = buffers.map((buffer) => new Uint8Array(buffer));
+    shm.close();
+    lib.detachSharedBuffer(seed);
+    for (const [i, buffer] of buffers.entries()) {
+      assert.equal(engineByteLength.call(buffer), 0, `buffer ${i} is detached`);
+    }
+    // Whatever is mapped now where the old segments were, nothing reaches it through them.
+    using other = SharedMemory.create({ name }, 1 << 16);
+    new Uint8Array(other.buffer).fill(9);
+    for (const array of arrays) {
+      assert.equal(array.length, 0);
+      assert.equal(array[0], undefined);
+    }
+  } finally {
+    cleanup({ name });
+    cleanup({ key });
+  }
+});

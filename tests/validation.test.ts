@@ -66,13 +66,16 @@ test("bad sizes: type, range, zero, and beyond what the OS or runtime allows", (
   }
 });
 
-test("bad names: empty, too long, inner slash, NUL, wrong type", () => {
+test("bad names: empty, too long, inner slash, NUL, lone surrogate, wrong type", () => {
   const cases: [unknown, ErrorConstructor, string][] = [
     ["", RangeError, "empty"],
     ["/", RangeError, "empty"],
     ["a/b", RangeError, "'/'"],
     ["/a/b", RangeError, "'/'"],
     ["a\0b", RangeError, "NUL"],
+    // Each would have opened "/a\ufffd": UTF-8 cannot encode half a surrogate pair.
+    ["a\ud800", RangeError, "surrogate"],
+    ["/a\udc00b", RangeError, "surrogate"],
     ["x".repeat(256), RangeError, "255"],
     ["é".repeat(128), RangeError, "255"],
     [42, TypeError, "string"],
@@ -82,6 +85,17 @@ test("bad names: empty, too long, inner slash, NUL, wrong type", () => {
     rejects(() => SharedMemory.create({ name: name as string }, 64), type, "name");
     rejects(() => SharedMemory.open({ name: name as string }), type, detail);
     rejects(() => SharedMemory.unlink({ name: name as string }), type, "name");
+  }
+  // A whole pair is one character, and fine.
+  const pair = uniqueName("pair-\u{1f600}");
+  try {
+    SharedMemory.create({ name: pair }, 64).close();
+    assert.throws(
+      () => SharedMemory.open({ name: pair.replace("\u{1f600}", "\ufffd") }),
+      (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+    );
+  } finally {
+    cleanup({ name: pair });
   }
   // The longest legal name works.
   const name = "/" + "n".repeat(255 - 20) + Math.random().toString(36).slice(2, 12).padEnd(20, "z");
@@ -101,6 +115,21 @@ test("bad ids and options", () => {
   rejects(() => SharedMemory.create({ name: "/x" }, 64, 5 as never), TypeError, "options");
   for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
     rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
+  }
+  // A segment its owner cannot map for reading and writing: no later open by its owner works.
+  for (const mode of [0o400, 0o200, 0o000, 0o066]) {
+    const key = uniqueKey();
+    try {
+      rejects(() => SharedMemory.create({ key }, 64, { mode }), RangeError, "owner");
+      rejects(() => SharedMemory.openOrCreate({ key }, 64, { mode }), RangeError, "owner");
+      assert.throws(
+        () => SharedMemory.open({ key }),
+        (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+        "nothing was created",
+      );
+    } finally {
+      cleanup({ key });
+    }
   }
   rejects(
     () => SharedMemory.create({ name: "/x" }, 64, { mode: "600" as never }),

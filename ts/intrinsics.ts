@@ -21,6 +21,12 @@ const lengthOf = getter(typedArray, "length")!;
 const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
 const detachedOf = getter(ArrayBuffer.prototype, "detached");
+/** Node 20 has no `ArrayBuffer.prototype.transfer` either. */
+const transferOf = (ArrayBuffer.prototype as { transfer?: (length?: number) => ArrayBuffer })
+  .transfer;
+
+/** Whether the engine can detach a buffer with `transfer` (Node 20 cannot). */
+export const canTransfer: boolean = transferOf !== undefined;
 
 /** The ArrayBuffer a typed array views. */
 export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
@@ -53,4 +59,23 @@ export function bufferByteLength(buffer: ArrayBuffer): number {
  */
 export function bufferDetached(buffer: ArrayBuffer): boolean {
   return detachedOf === undefined ? bufferByteLengthOf.call(buffer) === 0 : detachedOf.call(buffer);
+}
+
+/**
+ * Detaches `buffer` through the engine's own `transfer(0)`, taken at load: a `transfer` defined
+ * on the buffer (or put on the prototype later) is not called, and the result is read through
+ * the engine's own getters. Returns whether `buffer` is detached afterwards: false where the
+ * engine has no `transfer` (Node 20) or refuses (a buffer given a detach key, Node 21+).
+ *
+ * Close paths release a mapping's reference right after this; had a no-op `transfer` defined on
+ * the buffer been called instead, the buffer would have stayed attached to unmapped memory.
+ */
+export function detachBuffer(buffer: ArrayBuffer): boolean {
+  if (transferOf === undefined) return false;
+  try {
+    transferOf.call(buffer, 0);
+  } catch {
+    return false;
+  }
+  return bufferDetached(buffer);
 }

@@ -94,6 +94,8 @@ interface Owned {
  * at every collection, and one attach is only a few of them.
  */
 const owned = new WeakMap<ArrayBuffer, Owned>();
+/** What the private constructors take first, so that no caller outside this module can run them. */
+const CONSTRUCT: unique symbol = Symbol("SharedMemory");
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
@@ -364,12 +366,12 @@ function checkBufferLength(b: Backend, length: number, what: string): void {
  * ```
  */
 export class SharedMemory implements Disposable {
-  /** The segment's key or name, as given. */
-  readonly id: SegmentId;
-  /** The number of bytes mapped. */
-  readonly byteLength: number;
-  /** True if this call created the segment, false if it opened an existing one. */
-  readonly created: boolean;
+  // Getters over private fields, not public fields: TypeScript's `readonly` is gone at run time,
+  // and a byteLength assigned from outside bounded view() (Bun then made a buffer reaching past
+  // the mapping, and its first access beyond was a SIGSEGV).
+  #id: SegmentId;
+  #length: number;
+  #created: boolean;
   #handle: number;
   #address: bigint;
   #label: string;
@@ -388,16 +390,25 @@ export class SharedMemory implements Disposable {
   #anchor: ArrayBuffer | undefined;
 
   private constructor(
+    token: typeof CONSTRUCT,
     id: SegmentId,
     label: string,
-    [handle, address, length, created]: [number, bigint, number, boolean],
+    opened: [number, bigint, number, boolean],
   ) {
-    this.id = id;
+    // `private` is TypeScript's word only: a forged handle and address would have made
+    // buffers over memory this library never mapped.
+    if (token !== CONSTRUCT) {
+      throw new TypeError(
+        "SharedMemory has no public constructor: use SharedMemory.create, open or openOrCreate",
+      );
+    }
+    const [handle, address, length, created] = opened;
+    this.#id = id;
     this.#label = label;
     this.#handle = handle;
     this.#address = address;
-    this.byteLength = length;
-    this.created = created;
+    this.#length = length;
+    this.#created = created;
     const b = backend();
     try {
       this.#anchor = b.anchor(this, address, handle);
@@ -453,6 +464,7 @@ export class SharedMemory implements Disposable {
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
+      CONSTRUCT,
       id,
       resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
@@ -503,6 +515,13 @@ export class SharedMemory implements Disposable {
     check.size(size);
     const opts = check.options<CreateNewOptions>(options, "options");
     const mode = check.mode(opts.mode ?? 0o600, "options.mode");
+    if ((mode & 0o600) !== 0o600) {
+      // Every open maps a segment for reading and writing: without these bits the owner's own
+      // later opens fail (EACCES), and a keyed create failed at once with a misleading message.
+      throw new RangeError(
+        `options.mode must let the owner read and write (0o600), got 0o${mode.toString(8)}`,
+      );
+    }
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     const replace = flag(opts.replace, "options.replace");
@@ -510,6 +529,7 @@ export class SharedMemory implements Disposable {
       throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
     }
     return new SharedMemory(
+      CONSTRUCT,
       id,
       resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
@@ -521,6 +541,21 @@ export class SharedMemory implements Disposable {
     const b = backend();
     const code = resolved.unlink(b);
     if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
+  }
+
+  /** The segment's key or name, as given. */
+  get id(): SegmentId {
+    return this.#id;
+  }
+
+  /** The number of bytes mapped. */
+  get byteLength(): number {
+    return this.#length;
+  }
+
+  /** True if this call created the segment, false if it opened an existing one. */
+  get created(): boolean {
+    return this.#created;
   }
 
   /** True once {@linkcode SharedMemory.close} has run. */
@@ -538,7 +573,7 @@ export class SharedMemory implements Disposable {
   get buffer(): ArrayBuffer {
     this.#checkOpen("buffer");
     if (this.#buffer === undefined || isDetached(this.#buffer)) {
-      this.#buffer = this.#window(0, this.byteLength, "buffer");
+      this.#buffer = this.#window(0, this.#length, "buffer");
     }
     return this.#buffer;
   }
@@ -558,10 +593,10 @@ export class SharedMemory implements Disposable {
    */
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
-    check.integer(byteOffset, "byteOffset", 0, this.byteLength);
+    check.integer(byteOffset, "byteOffset", 0, this.#length);
     const length = byteLength === undefined
-      ? this.byteLength - byteOffset
-      : check.integer(byteLength, "byteLength", 0, this.byteLength - byteOffset);
+      ? this.#length - byteOffset
+      : check.integer(byteLength, "byteLength", 0, this.#length - byteOffset);
     if (length === 0) return new ArrayBuffer(0);
     // Tracked natively where the backend can (group: this object's handle), else by a WeakRef.
     const b = backend();
@@ -593,9 +628,9 @@ export class SharedMemory implements Disposable {
   close(): void {
     if (this.#handle < 0) return;
     const b = backend();
-    refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
+    refuseIfLocked(b, this.#address, this.#length, "SharedMemory.close");
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
-    b.cancelWaits(b.address(this.#address), this.byteLength);
+    b.cancelWaits(b.address(this.#address), this.#length);
     if (this.#buffer) release(this.#buffer);
     if (this.#viewed) {
       for (const view of b.takeViews!(this.#handle)) release(view);
@@ -614,7 +649,7 @@ export class SharedMemory implements Disposable {
 
   /** Removes this segment's key or name (see {@linkcode SharedMemory.unlink}). */
   unlink(): void {
-    SharedMemory.unlink(this.id);
+    SharedMemory.unlink(this.#id);
   }
 
   /** Same as {@linkcode close}, for `using`. */
@@ -694,7 +729,8 @@ export function createSharedBuffer(
  * Detaches and unmaps a buffer from {@linkcode createSharedBuffer} now (or any buffer from
  * {@linkcode SharedMemory}). The buffer and its typed arrays read as empty afterwards.
  *
- * @throws {TypeError} If the buffer did not come from this library, or was already detached.
+ * @throws {TypeError} If the buffer did not come from this library, was already detached, or
+ *   was moved (its memory went with it, to the buffer it moved to).
  * @throws {SharedMemoryError} `EBUSY` if a thread of this process holds a `Mutex`
  *   inside the buffer: unlock it first.
  *
@@ -712,11 +748,20 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
   }
   const record = owned.get(buffer);
   if (record?.released) {
-    throw new TypeError("buffer was already detached by detachSharedBuffer");
+    throw new TypeError(
+      "buffer was already detached (by detachSharedBuffer, or by its SharedMemory's close())",
+    );
   }
   if (record === undefined) {
     throw new TypeError(
       "buffer was not made by createSharedBuffer or SharedMemory",
+    );
+  }
+  if (isDetached(buffer)) {
+    // Its memory went with it: the buffer it moved to keeps the mapping until it is collected.
+    // Succeeding here would tell the caller the segment was unmapped when it was not.
+    throw new TypeError(
+      "buffer was moved (by transfer(), into a stream or to a Worker): the buffer it moved to keeps the segment mapped until it is collected",
     );
   }
   refuseIfLocked(backend(), record.address, bufferByteLength(buffer), "detachSharedBuffer");

@@ -90,6 +90,8 @@ function locate(view: unknown, index: unknown, caller: string): Address {
 }
 
 const FOREVER = -1;
+/** What Mutex's private constructor takes first, so that no caller outside this module can run it. */
+const CONSTRUCT: unique symbol = Symbol("Mutex");
 /** This platform's `EBUSY`, read from the native library on first use. */
 let EBUSY = 0;
 
@@ -293,7 +295,12 @@ export class Mutex {
   #buffer: ArrayBuffer;
   #address: Address;
 
-  private constructor(buffer: ArrayBuffer, address: bigint) {
+  private constructor(token: typeof CONSTRUCT, buffer: ArrayBuffer, address: bigint) {
+    // `private` is TypeScript's word only: a lock at an address of the caller's choosing made
+    // lock() write wherever it pointed (SIGSEGV, or a write into this process's own memory).
+    if (token !== CONSTRUCT) {
+      throw new TypeError("Mutex has no public constructor: use Mutex.init or Mutex.open");
+    }
     this.#buffer = buffer;
     this.#address = backend().address(address);
   }
@@ -310,7 +317,7 @@ export class Mutex {
     const b = backend();
     const code = b.mutexInit(b.address(address));
     if (code < 0) throwCode(code, `Mutex.init at byte ${byteOffset}`);
-    return new Mutex(buffer, address);
+    return new Mutex(CONSTRUCT, buffer, address);
   }
 
   /**
@@ -331,7 +338,7 @@ export class Mutex {
       }
       throwCode(code, `Mutex.open at byte ${byteOffset}`);
     }
-    return new Mutex(buffer, address);
+    return new Mutex(CONSTRUCT, buffer, address);
   }
 
   static #locate(buffer: unknown, byteOffset: unknown, caller: string): bigint {
@@ -347,6 +354,12 @@ export class Mutex {
     );
     if (offset % Mutex.ALIGNMENT !== 0) {
       throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);
+    }
+    if (base % BigInt(Mutex.ALIGNMENT) !== 0n) {
+      // A view() from an unaligned offset: the native check said only "invalid argument".
+      throw new RangeError(
+        `${caller}: the buffer starts at a byte of its segment that is not a multiple of ${Mutex.ALIGNMENT} (a view() from such an offset); use a buffer that starts at one`,
+      );
     }
     return base + BigInt(offset);
   }

@@ -81,6 +81,11 @@ export function name(value: unknown, what = "name"): [string, Uint8Array] {
   if (bare.includes("\0")) {
     throw new RangeError(`${what} must not contain a NUL character`);
   }
+  // UTF-8 has no encoding for half a surrogate pair: TextEncoder writes U+FFFD in its place, so
+  // "/a\ud800" and "/a\udc00" would both open the segment "/a\ufffd".
+  if (/\p{Cs}/u.test(bare)) {
+    throw new RangeError(`${what} must not contain a lone surrogate (half a UTF-16 pair)`);
+  }
   const bytes = new TextEncoder().encode("/" + bare);
   if (bytes.length - 1 > MAX_NAME_BYTES) {
     throw new RangeError(

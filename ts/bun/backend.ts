@@ -19,6 +19,7 @@ import {
   processPlatform,
   wrongEntry,
 } from "../library.ts";
+import { bufferDetached, detachBuffer } from "../intrinsics.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
@@ -121,10 +122,12 @@ export function loadBun(explicit?: string): Backend {
     unwrap(buffer) {
       // Detaching runs the deallocator now, which closes the handle. A buffer already moved
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.
-      if (!buffer.detached) buffer.transfer(0);
+      // Through the engine's own accessors: a `transfer` or `detached` defined on the buffer
+      // left it attached after close().
+      if (!bufferDetached(buffer)) detachBuffer(buffer);
     },
     // The deallocator closes its handle by number: detach now, while the number is still its.
-    dropAnchor: (anchor) => anchor!.transfer(0),
+    dropAnchor: (anchor) => void detachBuffer(anchor!),
     relieve() {
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       settleHandles(() => s.sb_handle_count());

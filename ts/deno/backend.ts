@@ -21,6 +21,7 @@ import {
   platformPackageName,
   wrongEntry,
 } from "../library.ts";
+import { bufferDetached, detachBuffer } from "../intrinsics.ts";
 import { loadNodeApi } from "../napi.ts";
 
 type Library = Deno.DynamicLibrary<typeof symbols>;
@@ -125,8 +126,9 @@ export function loadDeno(explicit?: string): Backend {
     unwrap(buffer, handle) {
       // Still here: detach it (V8 then frees its memory, and the finalizer finds the handle
       // closed) and drop its reference now. Moved or detached: its finalizer owns the handle.
-      if (buffer.detached) return;
-      buffer.transfer(0);
+      // Through the engine's own accessors: closing the handle of a buffer that a `transfer`
+      // defined on it left attached unmapped memory the buffer still reached (SIGSEGV).
+      if (bufferDetached(buffer) || !detachBuffer(buffer)) return;
       s.sb_close(handle);
     },
     // The finalizer closes only the handle it was given, by serial number.

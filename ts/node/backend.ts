@@ -19,6 +19,7 @@
  */
 
 import process from "node:process";
+import { constants as bufferConstants } from "node:buffer";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { type Backend, settleHandles } from "../backend.ts";
@@ -29,7 +30,7 @@ import {
   type ProcessLike,
   processPlatform,
 } from "../library.ts";
-import { bufferByteLength } from "../intrinsics.ts";
+import { bufferByteLength, canTransfer, detachBuffer } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule } from "../napi.ts";
 
 /**
@@ -100,8 +101,9 @@ export function loadNode(explicit?: string): Backend {
   n.trackAll();
   return {
     runtime: "node",
-    // V8's limit for one ArrayBuffer on 64-bit targets.
-    maxBufferBytes: Number.MAX_SAFE_INTEGER,
+    // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
+    // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
+    maxBufferBytes: bufferConstants.MAX_LENGTH,
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
@@ -139,17 +141,16 @@ export function loadNode(explicit?: string): Backend {
     unwrap(buffer, handle) {
       // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
       // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
+      // The engine's own accessors and transfer (see ../intrinsics.ts): closing the handle of
+      // a buffer that a `transfer` defined on it left attached unmapped memory it still reached.
       if (bufferByteLength(buffer) === 0) return;
-      if (typeof buffer.transfer === "function") {
-        try {
-          buffer.transfer(0);
-        } catch {
-          // Marked untransferable by its user (a V8 detach key, Node 21+): it cannot be detached
-          // nor moved, so it keeps its reference until it is collected.
-          return;
-        }
+      if (canTransfer) {
+        // Refused: marked untransferable by its user (a V8 detach key, Node 21+), it cannot be
+        // detached nor moved, so it keeps its reference until it is collected.
+        if (!detachBuffer(buffer)) return;
       } else {
         n.detach(buffer); // Node 20
+        if (bufferByteLength(buffer) !== 0) return;
       }
       n.close(handle);
     },

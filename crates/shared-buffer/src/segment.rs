@@ -465,6 +465,13 @@ impl Segment {
                     check_owner(owner, &[info.uid])?;
                     if info.size > 0 {
                         size_ok(info.size)?;
+                        // A segment another program sized with ftruncate alone is sparse: in a
+                        // full /dev/shm (a container's 64 MiB) the first write to a page it
+                        // lacks would kill this process with SIGBUS. Ours are reserved at
+                        // create, so this costs nothing for them.
+                        if info.allocated < info.size as u64 {
+                            opened.reserve(info.size)?;
+                        }
                         return Ok(opened.map(info.size)?);
                     }
                     if info.changed_secs_ago > RECENT_SECS || Instant::now() >= deadline {

@@ -557,8 +557,13 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     &mut buffer,
                 );
                 if status != OK {
-                    // The engine did not take the buffer, so it will never call the finalizer.
-                    drop(Box::from_raw(hint));
+                    // Whether the finalizer ran is not known: Node.js 20 makes the buffer with
+                    // `node::Buffer::New`, which calls it at once when it refuses the length
+                    // (more than 4 GiB there), closing the handle and freeing `hint`; the other
+                    // engines do not call it. Freeing `hint` here too was a double free that
+                    // aborted the process, so it is left to the finalizer: where none runs, its
+                    // 16 bytes leak, once per refused buffer, and the handle stays open (the
+                    // caller closes it, by number: after the finalizer it is closed already).
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
                 }
                 // SAFETY: env is live on this thread; `hint` is the engine's now, read only here

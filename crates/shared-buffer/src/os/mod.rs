@@ -51,6 +51,9 @@ pub struct FileInfo {
     pub kind: FileKind,
     /// Its size in bytes.
     pub size: usize,
+    /// Bytes of memory the filesystem has given it (`st_blocks * 512`): less than `size` for a
+    /// sparse file, sized by a peer with `ftruncate` alone.
+    pub allocated: u64,
     /// Its owner's uid.
     pub uid: u32,
     /// Seconds since its status last changed (creation, `fchmod`, sizing), by the wall clock;

@@ -77,6 +77,10 @@ impl OpenedName {
     pub fn map(&self, _len: usize) -> io::Result<Mapping> {
         match self.0 {}
     }
+    /// Never called: no OpenedName exists on this platform.
+    pub fn reserve(&self, _len: usize) -> io::Result<()> {
+        match self.0 {}
+    }
 }
 
 /// Unsupported here.

@@ -272,6 +272,9 @@ impl OpenedName {
         Ok(FileInfo {
             kind: file_kind(stat.st_mode),
             size,
+            allocated: u64::try_from(stat.st_blocks)
+                .unwrap_or(0)
+                .saturating_mul(512),
             uid: stat.st_uid,
             changed_secs_ago: now.saturating_sub(changed),
         })
@@ -280,6 +283,27 @@ impl OpenedName {
     /// Maps the first `len` bytes.
     pub fn map(&self, len: usize) -> io::Result<Mapping> {
         map_fd(&self.fd, len)
+    }
+
+    /// Gives the first `len` bytes memory now, as [`posix_create`] does for the segments this
+    /// library makes: `ENOSPC` here rather than `SIGBUS` on a later write to a page the full
+    /// filesystem cannot provide. A no-op where the filesystem has no `fallocate`, and off Linux.
+    pub fn reserve(&self, len: usize) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let len = libc::off_t::try_from(len)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+            // SAFETY: plain integers on a descriptor we own; posix_fallocate returns the error
+            // number instead of setting errno. It never shrinks the file nor changes its bytes.
+            let err = unsafe { libc::posix_fallocate(self.fd.as_raw_fd(), 0, len) };
+            if err != 0 && err != libc::EOPNOTSUPP && err != libc::EINVAL {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = len;
+        Ok(())
     }
 }
 
