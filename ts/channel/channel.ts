@@ -9,7 +9,19 @@ import { backend } from "../backend.ts";
 import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
+import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
 import * as L from "./layout.ts";
+import {
+  addRing,
+  addSender,
+  labelOf,
+  receiverHere,
+  removeRing,
+  removeSender,
+  ringAt,
+  sendersHere,
+  setReceiver,
+} from "./local.ts";
 import { Spinner } from "./spin.ts";
 import {
   byteCount,
@@ -207,6 +219,7 @@ export class Channel implements Disposable {
       alive: (other) => other > 0 && b.processAlive(other),
     };
     this.#ring = new Ring(buffer, capacity, mode, parking);
+    addRing(this.#ring, labelOf(id));
   }
 
   /**
@@ -316,6 +329,7 @@ export class Channel implements Disposable {
    */
   close(): void {
     for (const endpoint of [...this.#endpoints]) endpoint[Symbol.dispose]();
+    removeRing(this.#ring);
     this.#shm.close();
   }
 
@@ -390,6 +404,13 @@ export class ChannelSender implements Disposable {
   #busy = false;
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
+  /** Inside a sendMany run, whose records are reserved but not all written. */
+  #inRun = false;
+  /** What this thread's receiver of the channel sees of this sender (see local.ts). */
+  readonly #local = {
+    inRun: (): boolean => this.#inRun,
+    reserved: (): number => this.#reservedIdx,
+  };
 
   /** @internal Made by {@linkcode Channel.sender}. */
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
@@ -399,6 +420,7 @@ export class ChannelSender implements Disposable {
     this.#slot = ring.attachProducer(pid);
     this.#producer = new Producer(ring, this.#slot);
     this.#registry = registry;
+    addSender(ring, this.#local);
     if (ring.mode === L.MODE_MPSC) {
       // A sender that left this slot mid-message may not have said so: clear its partial message
       // now if there is room, else before this sender's first record.
@@ -425,7 +447,7 @@ export class ChannelSender implements Disposable {
     const bytes = this.#start(message, "send");
     const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes, this.#len)) return;
-    runSync(this.#sendSteps(bytes, timeout), this.#ring.parking);
+    runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
   }
 
   /**
@@ -447,7 +469,15 @@ export class ChannelSender implements Disposable {
     for (let i = 0; i < messages.length; i++) {
       if (!this.#abortOwed) {
         this.#checkUsable("sendMany");
-        const next = this.#producer.commitRun(messages, i);
+        // An element's getter runs inside the run: a receive it makes on this thread would wait
+        // for the records the run has reserved (see #ownSender).
+        this.#inRun = true;
+        let next: number;
+        try {
+          next = this.#producer.commitRun(messages, i);
+        } finally {
+          this.#inRun = false;
+        }
         if (next !== i) {
           i = next - 1;
           continue;
@@ -456,7 +486,7 @@ export class ChannelSender implements Disposable {
       const bytes = this.#start(messages[i], "sendMany");
       if (this.#tryFast(bytes, this.#len)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
-      runSync(this.#sendSteps(bytes, deadline - performance.now()), this.#ring.parking);
+      runSync(this.#sendSteps(bytes, deadline - performance.now(), true), this.#ring.parking);
     }
     return messages.length;
   }
@@ -468,7 +498,7 @@ export class ChannelSender implements Disposable {
     if (this.#tryFast(bytes, this.#len)) return;
     this.#busy = true;
     try {
-      await runAsync(this.#sendSteps(bytes, timeout), this.#ring.parking);
+      await runAsync(this.#sendSteps(bytes, timeout, false), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -506,14 +536,14 @@ export class ChannelSender implements Disposable {
     let deadline = NaN; // read from the clock only if this call has to wait
     if (this.#abortOwed) {
       deadline = deadlineAfter(timeout);
-      runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
+      runSync(this.#owedAbortSteps(deadline, true), this.#ring.parking);
     }
     // Its commit reports nothing, so the receiver's close is looked for here.
     if (this.#ring.rxClosed()) throw this.#ring.closedError("ChannelSender");
     let idx = this.#producer.tryReserve(len);
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
-      idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
+      idx = runSync(this.#reserveSteps(len, deadline, true), this.#ring.parking);
     }
     this.#reservedIdx = idx;
     this.#reservedLen = len;
@@ -583,6 +613,7 @@ export class ChannelSender implements Disposable {
     this.#closed = true;
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
+    removeSender(this.#ring, this.#local);
     // A send of ours waiting in the kernel wakes up and reports the close.
     this.#ring.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
   }
@@ -633,13 +664,16 @@ export class ChannelSender implements Disposable {
     return true;
   }
 
-  /** The slow path of a send; its deadline starts when the fast path found no room. */
-  *#sendSteps(message: Uint8Array, timeout: number): Generator<Park, void> {
+  /**
+   * The slow path of a send; its deadline starts when the fast path found no room. `sync`: run
+   * by {@linkcode runSync}, blocking this thread while it waits.
+   */
+  *#sendSteps(message: Uint8Array, timeout: number, sync: boolean): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
     // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
     // (none of a detached buffer, which has no bytes to view).
     const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
-    if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
+    if (this.#abortOwed) yield* this.#owedAbortSteps(deadline, sync);
     const max = this.#ring.maxRecord;
     const total = bytes.length;
     let sent = 0;
@@ -648,7 +682,7 @@ export class ChannelSender implements Disposable {
       const more = sent + len < total ? L.REC_MORE : 0;
       let idx: number;
       try {
-        idx = yield* this.#reserveSteps(len, deadline);
+        idx = yield* this.#reserveSteps(len, deadline, sync);
       } catch (err) {
         // Not once it has left (closed or detached while it waited): its slot may be another's.
         if (sent > 0 && !this.#closed) this.#owe();
@@ -686,8 +720,8 @@ export class ChannelSender implements Disposable {
     return true;
   }
 
-  *#owedAbortSteps(deadline: number): Generator<Park, void> {
-    const idx = yield* this.#reserveSteps(0, deadline);
+  *#owedAbortSteps(deadline: number, sync: boolean): Generator<Park, void> {
+    const idx = yield* this.#reserveSteps(0, deadline, sync);
     this.#commitAbort(idx);
   }
 
@@ -697,16 +731,25 @@ export class ChannelSender implements Disposable {
     this.#abortOwed = false;
   }
 
-  /** Reserves a record, parking on `tx_waiting` while the ring is full. */
-  *#reserveSteps(len: number, deadline: number): Generator<Park, number> {
+  /**
+   * Reserves a record, parking on `tx_waiting` while the ring is full; `sync` as in
+   * {@linkcode #sendSteps}.
+   */
+  *#reserveSteps(len: number, deadline: number, sync: boolean): Generator<Park, number> {
     const r = this.#ring;
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
     let nextCheck = spinner.start() + peerCheckMs;
+    // Whether this thread holds the receiver is looked at once, when the ring is first full.
+    let ownChecked = !sync;
     for (;;) {
       if (this.#closed) throw closedError("ChannelSender.send");
-      const idx = producer.tryReserve(len);
+      let idx = producer.tryReserve(len);
+      if (idx === FULL && !ownChecked) {
+        ownChecked = true;
+        idx = ownReceiver(r, producer, len, deadline);
+      }
       if (idx !== FULL) {
         spinner.end(true);
         return idx;
@@ -736,6 +779,34 @@ export class ChannelSender implements Disposable {
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
   }
+}
+
+/**
+ * What a synchronous send that found the ring full does when this thread holds the channel's
+ * receiver (through any mapping of its segment): while the send blocks the thread, that receiver
+ * cannot run, and no other process can make room. Inside one of the receiver's calls (a
+ * recvMany callback, a listener while a receive waits) the receiver first hands back what it
+ * consumed before the callback's message; the send takes the room that makes, or fails with
+ * `EDEADLK` at once, whatever its timeout. Outside them a send without a deadline fails alike
+ * (it would wait forever); one with a deadline waits it out (`ETIMEDOUT`), as asked.
+ * Returns the record reserved, or FULL: wait as usual.
+ */
+function ownReceiver(ring: Ring, producer: Producer, len: number, deadline: number): number {
+  if (ring.consumerPid() !== pid) return FULL;
+  const receiver = receiverHere(ring);
+  if (receiver === undefined) return FULL; // another thread of this process receives
+  const inCall = receiver.inCall();
+  if (inCall) {
+    receiver.handBack();
+    const idx = producer.tryReserve(len);
+    if (idx !== FULL) return idx;
+  } else if (deadline !== Infinity) return FULL;
+  throw channelError(
+    "EDEADLK",
+    inCall
+      ? "ChannelSender.send: a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call"
+      : "ChannelSender.send: the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)",
+  );
 }
 
 /** Options for {@linkcode Channel.receiver}. */
@@ -820,6 +891,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #busy = false;
   /** A recvMany is handing out messages: its callbacks may not receive. */
   #inBatch = false;
+  /**
+   * In a recvMany batch, the position of the record consumed for the callback that runs (or -1:
+   * its message is lent, not consumed): what the batch hands back early stops there.
+   */
+  #working = -1;
+  /** What this thread's senders of the channel see of this receiver (see local.ts). */
+  readonly #local = {
+    inCall: (): boolean => this.#inBatch || this.#busy,
+    handBack: (): void => this.#handBack(),
+  };
   /** A message that did not fit a recvInto target: the next receive returns it again. */
   #held: Uint8Array | undefined;
   /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
@@ -861,6 +942,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     ring.attachConsumer(pid);
     this.#consumer = new Consumer(ring);
     this.#registry = registry;
+    setReceiver(ring, this.#local);
   }
 
   /** Listens for {@linkcode ChannelReceiverEventMap} events (`"senderdied"`). */
@@ -931,6 +1013,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     target = plainView(target);
     const room = byteCount(target);
+    if (target !== this.#target) this.#adopt(target, room);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
@@ -992,6 +1075,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const ring = this.#ring;
     let count = 0;
     this.#inBatch = true;
+    this.#working = -1;
     try {
       count++;
       onMessage(first);
@@ -1010,6 +1094,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             // Consumed before the call too (its room goes back with the next one's, so a
             // receiver killed in the callback leaves it to the next): a callback that closes
             // the receiver has consumed it, as a sender that then sees the close reads `head`.
+            this.#working = consumer.head;
             consumer.consume(len);
             onMessage(ring.view(start, len));
             continue;
@@ -1017,6 +1102,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         }
         const view = this.#tryOne();
         if (view === undefined || view === null) break; // nothing ready, or the end: next call
+        this.#working = -1;
         count++;
         onMessage(view);
         this.#putBack();
@@ -1045,7 +1131,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
     this.#busy = true;
     try {
-      return runSync(this.#recvSteps(timeout), this.#ring.parking);
+      return runSync(this.#recvSteps(timeout, true), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -1059,7 +1145,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (fast !== undefined) return fast;
     this.#busy = true;
     try {
-      return await runAsync(this.#recvSteps(timeout), this.#ring.parking);
+      return await runAsync(this.#recvSteps(timeout, false), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -1128,6 +1214,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#closed = true;
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
+    setReceiver(this.#ring, undefined);
     // A receive of ours waiting in the kernel wakes up and reports the close.
     this.#ring.parking.notify(L.OFF_RX_WAITING, 0xffff_ffff);
   }
@@ -1152,6 +1239,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     if (this.#held === undefined) this.#putBack();
+  }
+
+  /**
+   * A send of this thread found the ring full inside a recvMany callback: hands back what the
+   * batch consumed before the callback's message (that record and the view of it stay).
+   */
+  #handBack(): void {
+    if (!this.#inBatch || this.#closed) return;
+    if (this.#working < 0) this.#consumer.publish();
+    else this.#consumer.publishTo(this.#working);
   }
 
   /** Consumes the message lent by recvView as a new receive starts (see Consumer.take). */
@@ -1179,9 +1276,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
       let words = this.#targetWords;
-      // The same target, but its buffer may have been resized since (a view that follows its
-      // buffer's length, or one that went out of bounds and back): words of its length now.
-      if (target !== this.#target || (words !== undefined && words.length !== room >> 2)) {
+      // The target recvInto adopted, but its buffer may have been resized since (a view that
+      // follows its buffer's length, or one that went out of bounds and back): words of its
+      // length now.
+      if (words !== undefined && words.length !== room >> 2) {
         this.#wordsOf(target, room);
         words = this.#targetWords;
       }
@@ -1260,11 +1358,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
       }
       at += L.recordSpan(len);
+      this.#working = consumer.head;
       consumer.consume(len);
       onMessage(view);
       if (this.#closed || copy.length === 0) break;
     }
     return k;
+  }
+
+  /**
+   * Checks a recvInto target met for the first time, then remembers it ({@linkcode #wordsOf}):
+   * it may not lie in the ring of a channel, where a view lent by recvView, recvMany or reserve
+   * points (invalid once released: senders reuse that room) and where the header is.
+   */
+  #adopt(target: Uint8Array, room: number): void {
+    const ring = ringAt(viewBuffer(target));
+    if (ring !== undefined && viewByteOffset(target) < L.OFF_DATA + ring.capacity) {
+      throw channelError(
+        "EFAULT",
+        "ChannelReceiver.recvInto: the target lies inside a channel's ring (a view lent by recvView, recvMany or reserve, which is invalid once released); receive into memory of your own",
+      );
+    }
+    this.#wordsOf(target, room);
   }
 
   /**
@@ -1420,8 +1535,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** The slow path of a receive; its deadline starts when the fast path found nothing. */
-  *#recvSteps(timeout: number): Generator<Park, Uint8Array | null> {
+  /**
+   * The slow path of a receive; its deadline starts when the fast path found nothing. `sync`:
+   * run by {@linkcode runSync}, blocking this thread while it waits.
+   */
+  *#recvSteps(timeout: number, sync: boolean): Generator<Park, Uint8Array | null> {
     const r = this.#ring;
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
@@ -1431,12 +1549,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
     this.#stuckAt = -1;
+    // Whether a sender of this thread holds the record at head is looked at once.
+    let ownChecked = !sync;
     for (;;) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
       if (got !== undefined) {
         spinner.end(true);
         return got;
+      }
+      if (!ownChecked) {
+        ownChecked = true;
+        this.#ownSender(timeout);
       }
       if (spinner.keepSpinning()) continue;
       const now = spinner.now();
@@ -1459,6 +1583,42 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+    }
+  }
+
+  /**
+   * A synchronous receive found nothing to take while a sender of this thread (through any
+   * mapping of the segment) may be the one it waits for, which cannot send while the receive
+   * blocks the thread. With one sender, that sender is the only one: inside its sendMany run (an
+   * element's getter receives) that is `EDEADLK` at once, and outside it when the receive has no
+   * deadline. With many, when the record at head is the one this thread's `reserve()` holds and
+   * the receive has no deadline. A receive with a deadline waits it out (`ETIMEDOUT`), as asked.
+   */
+  #ownSender(timeout: number): void {
+    const consumer = this.#consumer;
+    const state = consumer.peek();
+    if (state >= 0 || state === END) return;
+    const one = this.#ring.mode === L.MODE_SPSC;
+    for (const sender of sendersHere(this.#ring)) {
+      if (one && sender.inRun()) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns",
+        );
+      }
+      if (timeout !== Infinity) continue;
+      if (one) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)",
+        );
+      }
+      if (state === RESERVED && sender.reserved() === consumer.reservedIdx) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout",
+        );
+      }
     }
   }
 
