@@ -54,24 +54,28 @@ for (const twice of [false, true]) {
     const big = new Uint8Array(200).fill(0xee); // a record of 208 bytes: more than one message frees
     const seen: number[] = [];
     const errors: unknown[] = [];
-    rx.recvMany((m) => {
-      seen.push(m[0]);
-      if (seen.length === 2) {
-        // Only the first message (handed back after its callback) is free: 64 bytes.
-        for (const send of [() => tx.send(big), () => tx.send(big, 60_000)]) {
-          try {
-            send();
-          } catch (err) {
-            errors.push(err);
+    rx.recvMany(
+      (m) => {
+        seen.push(m[0]);
+        if (seen.length === 2) {
+          // Only the first message (handed back after its callback) is free: 64 bytes.
+          for (const send of [() => tx.send(big), () => tx.send(big, 60_000)]) {
+            try {
+              send();
+            } catch (err) {
+              errors.push(err);
+            }
           }
+          assert.throws(() => tx.sendMany([big]), code("EDEADLK"), "sendMany alike");
+          assert.throws(() => tx.reserve(200), code("EDEADLK"), "reserve alike");
+          assert.equal(tx.trySend(big), false, "trySend never waits");
         }
-        assert.throws(() => tx.sendMany([big]), code("EDEADLK"), "sendMany alike");
-        assert.throws(() => tx.reserve(200), code("EDEADLK"), "reserve alike");
-        assert.equal(tx.trySend(big), false, "trySend never waits");
-      }
-      // Messages 2, 3 and 4 were consumed before this one: with the first, 256 bytes.
-      if (seen.length === 5) tx.send(big);
-    }, undefined, 8);
+        // Messages 2, 3 and 4 were consumed before this one: with the first, 256 bytes.
+        if (seen.length === 5) tx.send(big);
+      },
+      undefined,
+      8,
+    );
     assert.equal(errors.length, 2);
     for (const err of errors) {
       assert.ok(code("EDEADLK")(err), String(err));
@@ -88,9 +92,13 @@ for (const twice of [false, true]) {
     const tx = ch.b.sender();
     const n = fill(tx);
     let pending: Promise<void> | undefined;
-    const count = rx.recvMany(() => {
-      pending ??= tx.sendAsync(message(0xab, 1000));
-    }, undefined, 1);
+    const count = rx.recvMany(
+      () => {
+        pending ??= tx.sendAsync(message(0xab, 1000));
+      },
+      undefined,
+      1,
+    );
     assert.equal(count, 1);
     // The send waits for room, which receiving here makes.
     const rest: number[] = [];
@@ -113,12 +121,20 @@ for (const twice of [false, true]) {
     assert.throws(() => rx.recv(0), code("ETIMEDOUT"));
     const slot = tx.reserve(8);
     slot.fill(3);
-    assert.throws(() => rx.recv(), code("EDEADLK"), "the record at head is this thread's reservation");
+    assert.throws(
+      () => rx.recv(),
+      code("EDEADLK"),
+      "the record at head is this thread's reservation",
+    );
     assert.throws(() => rx.recv(1), code("ETIMEDOUT"));
     tx.commit();
     assert.deepEqual([...rx.recv()!], [3, 3, 3, 3, 3, 3, 3, 3]);
     const n = fill(tx);
-    assert.throws(() => tx.send(message(1)), code("EDEADLK"), "only this thread's receiver makes room");
+    assert.throws(
+      () => tx.send(message(1)),
+      code("EDEADLK"),
+      "only this thread's receiver makes room",
+    );
     assert.throws(() => tx.send(message(1), 1), code("ETIMEDOUT"));
     const view = rx.recvView()!;
     assert.throws(() => tx.send(new Uint8Array(200)), code("EDEADLK"), "nor while it lends a view");
