@@ -441,7 +441,10 @@ export class ChannelSender implements Disposable {
    *   {@linkcode maxRecordBytes} is sent in fragments.
    * @param timeoutMs How long to wait for room at most; default forever.
    * @throws {SharedMemoryError} `ETIMEDOUT`; `EPIPE` if the receiver closed the channel or a
-   *   sender ended it; `ECONNRESET` if the receiver died.
+   *   sender ended it; `ECONNRESET` if the receiver died; `EDEADLK` if the ring is full and the
+   *   receiver is this thread's: at once inside its `recvMany` callback (after the batch handed
+   *   back what it could), and for a send without a timeout anywhere (see `docs/channel.md`,
+   *   "Both ends in one thread"; {@linkcode sendAsync} waits instead).
    */
   send(message: Message, timeoutMs?: number): void {
     const bytes = this.#start(message, "send");
@@ -993,7 +996,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if every sender died; `EMSGSIZE` if a
    *   fragmented message went beyond the receiver's limits (that message is dropped, the next
    *   receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
-   *   channel was closed, also while the receive waited.
+   *   channel was closed, also while the receive waited; `EDEADLK` if it would wait for a
+   *   sender of this thread: inside that sender's `sendMany`, or, without a timeout, when the
+   *   channel's only sender is this thread's (with many senders: when the next record is this
+   *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
     return this.#copy(this.recvView(timeoutMs));
@@ -1006,6 +1012,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * @returns The message's length, or `null` at the end of the stream.
    * @throws {RangeError} If the message is longer than `target`; it stays next in line, for a
    *   receive with a larger target (or {@linkcode recv}).
+   * @throws {SharedMemoryError} Those of {@linkcode recv}; `EFAULT` if `target` lies inside a
+   *   channel's ring or header (a view lent by {@linkcode recvView}, a `recvMany` callback or
+   *   `reserve()`, invalid once released: senders reuse that room).
    */
   recvInto(target: Uint8Array, timeoutMs?: number): number | null {
     if (!(target instanceof Uint8Array)) {
@@ -1052,7 +1061,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *
    * Errors are those of {@linkcode recv}, met at the same message: the messages before it were
    * delivered and consumed. If `onMessage` throws, its message counts as delivered and the
-   * error propagates.
+   * error propagates. A synchronous send from `onMessage` into this channel (through any
+   * opening of it) that finds the ring full gets the room of the messages delivered before in
+   * this batch, or fails with `EDEADLK` at once: use `sendAsync` there to wait.
    *
    * @param onMessage Called with each message.
    * @param timeoutMs How long to wait for the first message at most; default forever.
