@@ -1,9 +1,11 @@
 // Misuse of a channel from one thread: a synchronous call that would wait for what only its own
 // thread can do fails with EDEADLK instead of hanging, and a receive never writes into a ring.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import * as layout from "../ts/channel/layout.ts";
 
-const { Channel, SharedMemoryError } = lib;
+const { Channel, SharedMemory, SharedMemoryError } = lib;
 type Channel = ReturnType<typeof Channel.open>;
 
 const code = (c: string) => (e: unknown) => e instanceof SharedMemoryError && e.code === c;
@@ -243,4 +245,35 @@ test("sending a lent view copies what it holds: the view while lent is the messa
     assert.equal(stale.length, 40);
     assert.deepEqual(rx.recv(), message(round, 40), "the ring is sound after each");
   }
+});
+
+test("a send inside a senderdied listener, which runs while a receive waits, into the full ring of that receiver is EDEADLK", () => {
+  const name = uniqueName("guard-listener");
+  using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  using shm = SharedMemory.open({ name });
+  cleanup({ name });
+  // A dead sender's reservation (marked, never committed) at head: the receiver waits there
+  // until its peer check frees the slot and dispatches "senderdied".
+  const i32 = new Int32Array(shm.buffer);
+  const dead = spawnSync("true").pid!;
+  Atomics.store(i32, layout.OFF_PRODUCER_PIDS >> 2, dead);
+  i32[(layout.OFF_DATA >> 2) + 1] = 1;
+  Atomics.store(i32, layout.OFF_DATA >> 2, layout.REC_SKIP | 8);
+  Atomics.store(i32, layout.OFF_TAIL >> 2, 16);
+  const tx = ch.sender(); // slot 1, this thread's
+  const n = fill(tx);
+  const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+  const inner: unknown[] = [];
+  rx.addEventListener("senderdied", () => {
+    try {
+      tx.send(message(0xdd), 60_000);
+      inner.push("sent");
+    } catch (err) {
+      inner.push(err);
+    }
+  });
+  assert.equal(rx.recv(60_000)![0], 0, "the first live message, after the dead one's reservation");
+  assert.equal(inner.length, 1);
+  assert.ok(code("EDEADLK")(inner[0]), `the listener's send: ${inner[0]}`);
+  assert.equal(drain(rx).length, n - 1);
 });

@@ -894,6 +894,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #busy = false;
   /** A recvMany is handing out messages: its callbacks may not receive. */
   #inBatch = false;
+  /** A synchronous receive waits (and runs the "senderdied" listeners). */
+  #waiting = false;
   /**
    * In a recvMany batch, the position of the record consumed for the callback that runs (or -1:
    * its message is lent, not consumed): what the batch hands back early stops there.
@@ -901,7 +903,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #working = -1;
   /** What this thread's senders of the channel see of this receiver (see local.ts). */
   readonly #local = {
-    inCall: (): boolean => this.#inBatch || this.#busy,
+    inCall: (): boolean => this.#inBatch || this.#waiting,
     handBack: (): void => this.#handBack(),
   };
   /** A message that did not fit a recvInto target: the next receive returns it again. */
@@ -1141,10 +1143,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (fast !== undefined) return fast;
     // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
     this.#busy = true;
+    this.#waiting = true;
     try {
       return runSync(this.#recvSteps(timeout, true), this.#ring.parking);
     } finally {
       this.#busy = false;
+      this.#waiting = false;
     }
   }
 

@@ -18,7 +18,7 @@ import type { Ring } from "./ring.ts";
 
 /** A receiver of this thread, as this thread's senders see it. */
 export interface LocalReceiver {
-  /** Inside one of its calls: a recvMany callback runs, or a listener while a receive waits. */
+  /** Inside one of its synchronous calls: a recvMany callback, or a listener while a receive waits. */
   inCall(): boolean;
   /**
    * Hands back to the senders the records it consumed before the one a callback is working on
