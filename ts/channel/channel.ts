@@ -475,11 +475,13 @@ export class ChannelSender implements Disposable {
         // An element's getter runs inside the run: a receive it makes on this thread would wait
         // for the records the run has reserved (see #ownSender).
         this.#inRun = true;
+        runs++;
         let next: number;
         try {
           next = this.#producer.commitRun(messages, i);
         } finally {
           this.#inRun = false;
+          runs--;
         }
         if (next !== i) {
           i = next - 1;
@@ -783,6 +785,9 @@ export class ChannelSender implements Disposable {
     }
   }
 }
+
+/** sendMany runs of this thread in progress (an element's getter may be running in one). */
+let runs = 0;
 
 /**
  * What a synchronous send that found the ring full does when this thread holds the channel's
@@ -1610,10 +1615,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * the receive has no deadline. A receive with a deadline waits it out (`ETIMEDOUT`), as asked.
    */
   #ownSender(timeout: number): void {
+    // Cheap tests first: this runs whenever a synchronous receive starts to wait.
+    if (timeout !== Infinity && runs === 0) return;
     const consumer = this.#consumer;
     const state = consumer.peek();
     if (state >= 0 || state === END) return;
     const one = this.#ring.mode === L.MODE_SPSC;
+    if (one ? this.#ring.producerPid(0) !== pid : state !== RESERVED) return;
     for (const sender of sendersHere(this.#ring)) {
       if (one && sender.inRun()) {
         throw channelError(
