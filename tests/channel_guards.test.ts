@@ -2,7 +2,7 @@
 // thread can do fails with EDEADLK instead of hanging, and a receive never writes into a ring.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import { cleanup, HANG_MS, lib, runtime, test, uniqueKey, uniqueName, within } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
@@ -276,4 +276,57 @@ test("a send inside a senderdied listener, which runs while a receive waits, int
   assert.equal(inner.length, 1);
   assert.ok(code("EDEADLK")(inner[0]), `the listener's send: ${inner[0]}`);
   assert.equal(drain(rx).length, n - 1);
+});
+
+/**
+ * Starts `children/channel/receive_in_worker.ts` (a web Worker in Deno and Bun, a
+ * `node:worker_threads` Worker in Node.js) on channel `name`; its replies, in order.
+ */
+async function receiverWorker(name: string) {
+  const replies: unknown[] = [];
+  const waiting: ((reply: unknown) => void)[] = [];
+  const take = (reply: unknown) => {
+    const wake = waiting.shift();
+    if (wake) wake(reply);
+    else replies.push(reply);
+  };
+  const next = () =>
+    replies.length > 0
+      ? Promise.resolve(replies.shift())
+      : new Promise<unknown>((resolve) => waiting.push(resolve));
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL("./children/channel/receive_in_worker.js", import.meta.url));
+    w.on("message", take);
+    w.on("error", (e) => take({ error: `worker error: ${e.message}` }));
+    w.postMessage({ name });
+    return { next, terminate: () => void w.terminate() };
+  }
+  const url = new URL("./children/channel/receive_in_worker.ts", import.meta.url).href;
+  const w = new Worker(url, { type: "module" });
+  w.onmessage = (e) => take(e.data);
+  w.onerror = (e) => take({ error: `worker error: ${e.message}` });
+  w.postMessage({ name });
+  return { next, terminate: () => w.terminate() };
+}
+
+test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
+  const name = uniqueName("guard-worker");
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  const worker = await receiverWorker(name);
+  try {
+    const tx = ch.sender();
+    const n = fill(tx);
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's receiver"), {
+      attached: true,
+    });
+    tx.send(message(0xee, 1000)); // parks until the worker, which waits for that, drains
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's messages"), {
+      received: n + 1,
+      last: 1000,
+    });
+  } finally {
+    worker.terminate();
+    cleanup({ name });
+  }
 });
