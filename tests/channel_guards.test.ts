@@ -2,7 +2,17 @@
 // thread can do fails with EDEADLK instead of hanging, and a receive never writes into a ring.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cleanup, HANG_MS, lib, runtime, test, uniqueKey, uniqueName, within } from "./harness.ts";
+import {
+  cleanup,
+  detached,
+  HANG_MS,
+  lib,
+  runtime,
+  test,
+  uniqueKey,
+  uniqueName,
+  within,
+} from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
@@ -329,4 +339,63 @@ test("a receiver in a Worker of this process is another thread: a send without a
     worker.terminate();
     cleanup({ name });
   }
+});
+
+/** Moves `view`'s buffer into a byte stream, which detaches it (every runtime can). */
+function enqueue(view: Uint8Array): void {
+  new ReadableStream({ type: "bytes", start: (c) => c.enqueue(view) });
+}
+
+/** Moves `view`'s buffer by `transfer()` where the runtime has it (not Node 20), else enqueue. */
+function transfer(view: Uint8Array): void {
+  const buffer = view.buffer as ArrayBuffer & { transfer?: () => ArrayBuffer };
+  if (typeof buffer.transfer === "function") buffer.transfer();
+  else enqueue(view);
+}
+
+test("moving a lent view's buffer away (transfer(), a byte stream) detaches only the lent views, and the channel goes on", () => {
+  using ch = channels(4096);
+  const rx = ch.a.receiver();
+  const tx = ch.a.sender();
+  let n = 0;
+  for (const move of [transfer, enqueue]) {
+    for (const how of ["recvView", "recvMany", "reserve"] as const) {
+      const what = `${how}, ${move.name}`;
+      let moved: Uint8Array | undefined;
+      if (how === "reserve") {
+        moved = tx.reserve(300);
+        moved.fill(n & 0xff);
+        move(moved);
+        tx.commit();
+        assert.deepEqual(rx.recv(), new Uint8Array(300).fill(n & 0xff), what);
+      } else {
+        tx.send(message(n, 300));
+        if (how === "recvView") {
+          moved = rx.recvView()!;
+          move(moved);
+        } else {
+          rx.recvMany((m) => {
+            moved = m;
+            move(m);
+          });
+        }
+      }
+      assert.ok(detached(moved!.buffer as ArrayBuffer), `${what}: the lent view's buffer moved`);
+      // Everything goes on: sends, every kind of receive, new lent views.
+      tx.send(message(n + 1));
+      const view = rx.recvView()!;
+      assert.deepEqual(view, message(n + 1), what);
+      tx.sendMany([message(n + 2), message(n + 3, 300)]);
+      const got: number[] = [];
+      rx.recvMany((m) => got.push(m[0]));
+      assert.deepEqual(got, [(n + 2) & 0xff, (n + 3) & 0xff], what);
+      const into = new Uint8Array(64);
+      tx.send(message(n + 4));
+      assert.equal(rx.recvInto(into), SMALL, what);
+      assert.equal(into[0], (n + 4) & 0xff, what);
+      n += 5;
+    }
+  }
+  rx.close();
+  assert.throws(() => tx.send("x"), code("EPIPE"), "the receiver's close reached the ring");
 });

@@ -12,6 +12,7 @@ import * as check from "../validate.ts";
 import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
 import * as L from "./layout.ts";
 import {
+  addBuffer,
   addRing,
   addSender,
   labelOf,
@@ -129,6 +130,38 @@ const SMALL_COPY = 256;
  */
 const RUN_BYTES = 4096;
 
+/**
+ * Makes the views a channel lends (by recvView, recvMany and reserve) on an ArrayBuffer of their
+ * own over the ring's mapping, never on the buffer the channel itself reads and writes through:
+ * a caller may move a lent view's buffer (`transfer()`, `postMessage` to a Worker, a byte
+ * stream), which detaches it, and the channel must go on. Once that buffer is detached, the
+ * next view is lent from a new one.
+ */
+class Lender {
+  #buffer: ArrayBuffer | undefined;
+  readonly #ring: Ring;
+  readonly #make: () => ArrayBuffer;
+
+  constructor(ring: Ring, make: () => ArrayBuffer) {
+    this.#ring = ring;
+    this.#make = make;
+  }
+
+  /** A view of `len` bytes at byte `start` of the region (see `Ring.view`). */
+  view(start: number, len: number): Uint8Array {
+    if (this.#buffer !== undefined) {
+      try {
+        return new Uint8Array(this.#buffer, start, len);
+      } catch {
+        // Detached: moved by its holder. Lent afresh below.
+      }
+    }
+    const buffer = this.#buffer = this.#make();
+    addBuffer(this.#ring, buffer);
+    return new Uint8Array(buffer, start, len);
+  }
+}
+
 /** A deadline in performance.now() time, or Infinity. */
 function deadlineOf(timeoutMs: unknown): number {
   return deadlineAfter(timeoutOf(timeoutMs));
@@ -197,6 +230,7 @@ export class Channel implements Disposable {
   readonly producers: "one" | "many";
   readonly #shm: SharedMemory;
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #endpoints = new Set<ChannelSender | ChannelReceiver>();
 
   private constructor(id: SegmentId, shm: SharedMemory, capacity: number, mode: number) {
@@ -220,6 +254,7 @@ export class Channel implements Disposable {
     };
     this.#ring = new Ring(buffer, capacity, mode, parking);
     addRing(this.#ring, labelOf(id));
+    this.#lender = new Lender(this.#ring, () => shm.view(0, L.HEADER_SIZE + capacity));
   }
 
   /**
@@ -300,7 +335,12 @@ export class Channel implements Disposable {
    */
   sender(options?: EndpointOptions): ChannelSender {
     this.#checkOpen("sender");
-    const endpoint = new ChannelSender(this.#ring, endpointOptions(options), this.#endpoints);
+    const endpoint = new ChannelSender(
+      this.#ring,
+      this.#lender,
+      endpointOptions(options),
+      this.#endpoints,
+    );
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -313,7 +353,7 @@ export class Channel implements Disposable {
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");
-    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints);
+    const endpoint = new ChannelReceiver(this.#ring, this.#lender, options, this.#endpoints);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -388,6 +428,7 @@ function closedError(what: string): SharedMemoryError {
  */
 export class ChannelSender implements Disposable {
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #producer: Producer;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
@@ -413,8 +454,14 @@ export class ChannelSender implements Disposable {
   };
 
   /** @internal Made by {@linkcode Channel.sender}. */
-  constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
+  constructor(
+    ring: Ring,
+    lender: Lender,
+    options: Required<EndpointOptions>,
+    registry: Set<unknown>,
+  ) {
     this.#ring = ring;
+    this.#lender = lender;
     this.#options = options;
     this.#spinner = new Spinner(options.spin);
     this.#slot = ring.attachProducer(pid);
@@ -553,7 +600,7 @@ export class ChannelSender implements Disposable {
     this.#reservedIdx = idx;
     this.#reservedLen = len;
     const start = L.OFF_DATA + idx + 8;
-    return this.#ring.view(start, len);
+    return this.#lender.view(start, len);
   }
 
   /** Publishes the message written into the view {@linkcode reserve} returned. */
@@ -888,6 +935,7 @@ interface Partial {
  */
 export class ChannelReceiver extends EventTarget implements Disposable, AsyncIterable<Uint8Array> {
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #consumer: Consumer;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
@@ -937,8 +985,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #stuckAt = -1;
 
   /** @internal Made by {@linkcode Channel.receiver}. */
-  constructor(ring: Ring, options: ReceiverOptions | undefined, registry: Set<unknown>) {
+  constructor(
+    ring: Ring,
+    lender: Lender,
+    options: ReceiverOptions | undefined,
+    registry: Set<unknown>,
+  ) {
     super();
+    this.#lender = lender;
     const opts = check.options<ReceiverOptions>(options, "options");
     this.#options = endpointOptions(opts);
     this.#spinner = new Spinner(this.#options.spin);
@@ -1090,7 +1144,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const first = this.recvView(timeoutMs);
     if (first === null) return null;
     const consumer = this.#consumer;
-    const ring = this.#ring;
+    const lender = this.#lender;
     let count = 0;
     this.#inBatch = true;
     this.#working = -1;
@@ -1114,7 +1168,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             // the receiver has consumed it, as a sender that then sees the close reads `head`.
             this.#working = consumer.head;
             consumer.consume(len);
-            onMessage(ring.view(start, len));
+            onMessage(lender.view(start, len));
             continue;
           }
         }
@@ -1460,7 +1514,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (special === 0 && this.#partial.size === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.view(start, len);
+        return this.#lender.view(start, len);
       }
       const key = this.#tagOf(idx);
       const partial = this.#partial.get(key);
@@ -1472,7 +1526,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (partial === undefined && special === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.view(start, len);
+        return this.#lender.view(start, len);
       }
       if (partial !== undefined && partial.parts === null) {
         // The rest of a message dropped for a limit.

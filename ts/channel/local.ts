@@ -43,7 +43,7 @@ interface Local {
 
 /** Each ring of this thread (held weakly: a channel dropped without close() may be collected). */
 const locals = new WeakMap<Ring, Local>();
-/** The ring each ring's buffer belongs to. */
+/** The ring each of its buffers belongs to (its own, and the one its lent views are made on). */
 const byBuffer = new WeakMap<ArrayBuffer, Ring>();
 /** The rings of this thread by their segment's key or name. */
 const byLabel = new Map<string, WeakRef<Ring>[]>();
@@ -146,6 +146,11 @@ export function sendersHere(ring: Ring): LocalSender[] {
     if (senders.size !== 0 && sameRegion(ring, other)) found.push(...senders);
   }
   return found;
+}
+
+/** Registers another buffer over the mapping of `ring` (the one its lent views are made on). */
+export function addBuffer(ring: Ring, buffer: ArrayBuffer): void {
+  byBuffer.set(buffer, ring);
 }
 
 /**
