@@ -29,11 +29,13 @@ function message(n: number, length = SMALL): Uint8Array {
 
 /** A channel, and (with `twice`) a second opening of its segment: two mappings of one ring. */
 function channels(capacity: number, twice = false, producers: "one" | "many" = "one") {
-  const id = twice && producers === "many" ? { key: uniqueKey() } : { name: uniqueName("guard") };
+  const name = uniqueName("guard");
+  const id = twice && producers === "many" ? { key: uniqueKey() } : { name };
   const a = Channel.create(id, { capacity, producers });
   let b: Channel = a;
   try {
-    if (twice) b = Channel.open(id);
+    // The same name without its leading '/' is the same segment.
+    if (twice) b = Channel.open("name" in id ? { name: name.slice(1) } : id);
   } finally {
     cleanup(id);
   }

@@ -48,9 +48,13 @@ const byBuffer = new WeakMap<ArrayBuffer, Ring>();
 /** The rings of this thread by their segment's key or name. */
 const byLabel = new Map<string, WeakRef<Ring>[]>();
 
-/** The label of a channel's segment id: the same for every opening of the same key or name. */
+/**
+ * The label of a channel's segment id (validated by the open): the same for every opening of
+ * the same key or name (`"jobs"` and `"/jobs"` are one name).
+ */
 export function labelOf(id: { readonly key: number } | { readonly name: string }): string {
-  return "key" in id ? `key ${id.key}` : `name ${id.name}`;
+  if ("key" in id) return `key ${id.key}`;
+  return id.name.startsWith("/") ? `name ${id.name}` : `name /${id.name}`;
 }
 
 /** Registers a ring this thread opened. */
