@@ -337,9 +337,9 @@ export class Channel implements Disposable {
     this.#checkOpen("sender");
     const endpoint = new ChannelSender(
       this.#ring,
-      this.#lender,
       endpointOptions(options),
       this.#endpoints,
+      this.#lender,
     );
     this.#endpoints.add(endpoint);
     return endpoint;
@@ -353,7 +353,7 @@ export class Channel implements Disposable {
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");
-    const endpoint = new ChannelReceiver(this.#ring, this.#lender, options, this.#endpoints);
+    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints, this.#lender);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -453,12 +453,15 @@ export class ChannelSender implements Disposable {
     reserved: (): number => this.#reservedIdx,
   };
 
-  /** @internal Made by {@linkcode Channel.sender}. */
+  /**
+   * @internal Made by {@linkcode Channel.sender}; `lender` makes the views it lends (default: on
+   * the ring's own buffer, for a ring that is not a channel's segment).
+   */
   constructor(
     ring: Ring,
-    lender: Lender,
     options: Required<EndpointOptions>,
     registry: Set<unknown>,
+    lender: Lender = new Lender(ring, () => ring.buffer),
   ) {
     this.#ring = ring;
     this.#lender = lender;
@@ -984,12 +987,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The head at which an unmarked record was seen at the last check, or -1. */
   #stuckAt = -1;
 
-  /** @internal Made by {@linkcode Channel.receiver}. */
+  /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
   constructor(
     ring: Ring,
-    lender: Lender,
     options: ReceiverOptions | undefined,
     registry: Set<unknown>,
+    lender: Lender = new Lender(ring, () => ring.buffer),
   ) {
     super();
     this.#lender = lender;
