@@ -39,6 +39,7 @@ import {
   plainBytes,
   plainView,
   Producer,
+  quickByteCount,
   RESERVED,
   Ring,
   validateRegion,
@@ -445,6 +446,11 @@ export class ChannelSender implements Disposable {
   #busy = false;
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
+  /**
+   * The message {@linkcode #start} counted last: a real typed array (see `quickByteCount`), kept
+   * until the next send (as a receiver keeps its last `recvInto` target).
+   */
+  #known: Uint8Array | undefined;
   /** Inside a sendMany run, whose records are reserved but not all written. */
   #inRun = false;
   /** What this thread's receiver of the channel sees of this sender (see local.ts). */
@@ -700,7 +706,10 @@ export class ChannelSender implements Disposable {
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
     const bytes = bytesOf(message, "message");
-    const len = byteCount(bytes);
+    const len = quickByteCount(bytes, this.#known);
+    this.#known = bytes;
+    // Its getters (`constructor`, `length`) may have closed this sender or started a send.
+    this.#checkUsable(what);
     if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
     }
@@ -1085,7 +1094,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
     target = plainView(target);
-    const room = byteCount(target);
+    // #target was counted by the engine's getter before (it is a real typed array).
+    const room = quickByteCount(target, this.#target);
     if (target !== this.#target) this.#adopt(target, room);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
@@ -1361,6 +1371,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         words = this.#targetWords;
       }
       if (words !== undefined) {
+        consumer.announce(len); // the copy zeroes the ring as it goes
         consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
         return len;
       }
