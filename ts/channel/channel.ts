@@ -9,7 +9,20 @@ import { backend } from "../backend.ts";
 import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
+import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
 import * as L from "./layout.ts";
+import {
+  addBuffer,
+  addRing,
+  addSender,
+  labelOf,
+  receiverHere,
+  removeRing,
+  removeSender,
+  ringAt,
+  sendersHere,
+  setReceiver,
+} from "./local.ts";
 import { Spinner } from "./spin.ts";
 import {
   byteCount,
@@ -118,6 +131,38 @@ const SMALL_COPY = 256;
  */
 const RUN_BYTES = 4096;
 
+/**
+ * Makes the views a channel lends (by recvView, recvMany and reserve) on an ArrayBuffer of their
+ * own over the ring's mapping, never on the buffer the channel itself reads and writes through:
+ * a caller may move a lent view's buffer (`transfer()`, `postMessage` to a Worker, a byte
+ * stream), which detaches it, and the channel must go on. Once that buffer is detached, the
+ * next view is lent from a new one.
+ */
+class Lender {
+  #buffer: ArrayBuffer | undefined;
+  readonly #ring: Ring;
+  readonly #make: () => ArrayBuffer;
+
+  constructor(ring: Ring, make: () => ArrayBuffer) {
+    this.#ring = ring;
+    this.#make = make;
+  }
+
+  /** A view of `len` bytes at byte `start` of the region (see `Ring.view`). */
+  view(start: number, len: number): Uint8Array {
+    if (this.#buffer !== undefined) {
+      try {
+        return new Uint8Array(this.#buffer, start, len);
+      } catch {
+        // Detached: moved by its holder. Lent afresh below.
+      }
+    }
+    const buffer = this.#buffer = this.#make();
+    addBuffer(this.#ring, buffer);
+    return new Uint8Array(buffer, start, len);
+  }
+}
+
 /** A deadline in performance.now() time, or Infinity. */
 function deadlineOf(timeoutMs: unknown): number {
   return deadlineAfter(timeoutOf(timeoutMs));
@@ -186,6 +231,7 @@ export class Channel implements Disposable {
   readonly producers: "one" | "many";
   readonly #shm: SharedMemory;
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #endpoints = new Set<ChannelSender | ChannelReceiver>();
 
   private constructor(id: SegmentId, shm: SharedMemory, capacity: number, mode: number) {
@@ -208,6 +254,8 @@ export class Channel implements Disposable {
       alive: (other) => other > 0 && b.processAlive(other),
     };
     this.#ring = new Ring(buffer, capacity, mode, parking);
+    addRing(this.#ring, labelOf(id));
+    this.#lender = new Lender(this.#ring, () => shm.view(0, L.HEADER_SIZE + capacity));
   }
 
   /**
@@ -288,7 +336,12 @@ export class Channel implements Disposable {
    */
   sender(options?: EndpointOptions): ChannelSender {
     this.#checkOpen("sender");
-    const endpoint = new ChannelSender(this.#ring, endpointOptions(options), this.#endpoints);
+    const endpoint = new ChannelSender(
+      this.#ring,
+      endpointOptions(options),
+      this.#endpoints,
+      this.#lender,
+    );
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -301,7 +354,7 @@ export class Channel implements Disposable {
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");
-    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints);
+    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints, this.#lender);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -317,6 +370,7 @@ export class Channel implements Disposable {
    */
   close(): void {
     for (const endpoint of [...this.#endpoints]) endpoint[Symbol.dispose]();
+    removeRing(this.#ring);
     this.#shm.close();
   }
 
@@ -375,6 +429,7 @@ function closedError(what: string): SharedMemoryError {
  */
 export class ChannelSender implements Disposable {
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #producer: Producer;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
@@ -396,15 +451,32 @@ export class ChannelSender implements Disposable {
    * until the next send (as a receiver keeps its last `recvInto` target).
    */
   #known: Uint8Array | undefined;
+  /** Inside a sendMany run, whose records are reserved but not all written. */
+  #inRun = false;
+  /** What this thread's receiver of the channel sees of this sender (see local.ts). */
+  readonly #local = {
+    inRun: (): boolean => this.#inRun,
+    reserved: (): number => this.#reservedIdx,
+  };
 
-  /** @internal Made by {@linkcode Channel.sender}. */
-  constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
+  /**
+   * @internal Made by {@linkcode Channel.sender}; `lender` makes the views it lends (default: on
+   * the ring's own buffer, for a ring that is not a channel's segment).
+   */
+  constructor(
+    ring: Ring,
+    options: Required<EndpointOptions>,
+    registry: Set<unknown>,
+    lender: Lender = new Lender(ring, () => ring.buffer),
+  ) {
     this.#ring = ring;
+    this.#lender = lender;
     this.#options = options;
     this.#spinner = new Spinner(options.spin);
     this.#slot = ring.attachProducer(pid);
     this.#producer = new Producer(ring, this.#slot);
     this.#registry = registry;
+    addSender(ring, this.#local);
     if (ring.mode === L.MODE_MPSC) {
       // A sender that left this slot mid-message may not have said so: clear its partial message
       // now if there is room, else before this sender's first record.
@@ -425,13 +497,16 @@ export class ChannelSender implements Disposable {
    *   {@linkcode maxRecordBytes} is sent in fragments.
    * @param timeoutMs How long to wait for room at most; default forever.
    * @throws {SharedMemoryError} `ETIMEDOUT`; `EPIPE` if the receiver closed the channel or a
-   *   sender ended it; `ECONNRESET` if the receiver died.
+   *   sender ended it; `ECONNRESET` if the receiver died; `EDEADLK` if the ring is full and the
+   *   receiver is this thread's: at once inside its `recvMany` callback (after the batch handed
+   *   back what it could), and for a send without a timeout anywhere (see `docs/channel.md`,
+   *   "Both ends in one thread"; {@linkcode sendAsync} waits instead).
    */
   send(message: Message, timeoutMs?: number): void {
     const bytes = this.#start(message, "send");
     const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes, this.#len)) return;
-    runSync(this.#sendSteps(bytes, timeout), this.#ring.parking);
+    runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
   }
 
   /**
@@ -453,7 +528,17 @@ export class ChannelSender implements Disposable {
     for (let i = 0; i < messages.length; i++) {
       if (!this.#abortOwed) {
         this.#checkUsable("sendMany");
-        const next = this.#producer.commitRun(messages, i);
+        // An element's getter runs inside the run: a receive it makes on this thread would wait
+        // for the records the run has reserved (see #ownSender).
+        this.#inRun = true;
+        runs++;
+        let next: number;
+        try {
+          next = this.#producer.commitRun(messages, i);
+        } finally {
+          this.#inRun = false;
+          runs--;
+        }
         if (next !== i) {
           i = next - 1;
           continue;
@@ -462,7 +547,7 @@ export class ChannelSender implements Disposable {
       const bytes = this.#start(messages[i], "sendMany");
       if (this.#tryFast(bytes, this.#len)) continue;
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
-      runSync(this.#sendSteps(bytes, deadline - performance.now()), this.#ring.parking);
+      runSync(this.#sendSteps(bytes, deadline - performance.now(), true), this.#ring.parking);
     }
     return messages.length;
   }
@@ -474,7 +559,7 @@ export class ChannelSender implements Disposable {
     if (this.#tryFast(bytes, this.#len)) return;
     this.#busy = true;
     try {
-      await runAsync(this.#sendSteps(bytes, timeout), this.#ring.parking);
+      await runAsync(this.#sendSteps(bytes, timeout, false), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -512,19 +597,19 @@ export class ChannelSender implements Disposable {
     let deadline = NaN; // read from the clock only if this call has to wait
     if (this.#abortOwed) {
       deadline = deadlineAfter(timeout);
-      runSync(this.#owedAbortSteps(deadline), this.#ring.parking);
+      runSync(this.#owedAbortSteps(deadline, true), this.#ring.parking);
     }
     // Its commit reports nothing, so the receiver's close is looked for here.
     if (this.#ring.rxClosed()) throw this.#ring.closedError("ChannelSender");
     let idx = this.#producer.tryReserve(len);
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
-      idx = runSync(this.#reserveSteps(len, deadline), this.#ring.parking);
+      idx = runSync(this.#reserveSteps(len, deadline, true), this.#ring.parking);
     }
     this.#reservedIdx = idx;
     this.#reservedLen = len;
     const start = L.OFF_DATA + idx + 8;
-    return this.#ring.view(start, len);
+    return this.#lender.view(start, len);
   }
 
   /** Publishes the message written into the view {@linkcode reserve} returned. */
@@ -589,6 +674,7 @@ export class ChannelSender implements Disposable {
     this.#closed = true;
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
+    removeSender(this.#ring, this.#local);
     // A send of ours waiting in the kernel wakes up and reports the close.
     this.#ring.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
   }
@@ -642,13 +728,16 @@ export class ChannelSender implements Disposable {
     return true;
   }
 
-  /** The slow path of a send; its deadline starts when the fast path found no room. */
-  *#sendSteps(message: Uint8Array, timeout: number): Generator<Park, void> {
+  /**
+   * The slow path of a send; its deadline starts when the fast path found no room. `sync`: run
+   * by {@linkcode runSync}, blocking this thread while it waits.
+   */
+  *#sendSteps(message: Uint8Array, timeout: number, sync: boolean): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
     // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
     // (none of a detached buffer, which has no bytes to view).
     const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
-    if (this.#abortOwed) yield* this.#owedAbortSteps(deadline);
+    if (this.#abortOwed) yield* this.#owedAbortSteps(deadline, sync);
     const max = this.#ring.maxRecord;
     const total = bytes.length;
     let sent = 0;
@@ -657,7 +746,7 @@ export class ChannelSender implements Disposable {
       const more = sent + len < total ? L.REC_MORE : 0;
       let idx: number;
       try {
-        idx = yield* this.#reserveSteps(len, deadline);
+        idx = yield* this.#reserveSteps(len, deadline, sync);
       } catch (err) {
         // Not once it has left (closed or detached while it waited): its slot may be another's.
         if (sent > 0 && !this.#closed) this.#owe();
@@ -695,8 +784,8 @@ export class ChannelSender implements Disposable {
     return true;
   }
 
-  *#owedAbortSteps(deadline: number): Generator<Park, void> {
-    const idx = yield* this.#reserveSteps(0, deadline);
+  *#owedAbortSteps(deadline: number, sync: boolean): Generator<Park, void> {
+    const idx = yield* this.#reserveSteps(0, deadline, sync);
     this.#commitAbort(idx);
   }
 
@@ -706,16 +795,25 @@ export class ChannelSender implements Disposable {
     this.#abortOwed = false;
   }
 
-  /** Reserves a record, parking on `tx_waiting` while the ring is full. */
-  *#reserveSteps(len: number, deadline: number): Generator<Park, number> {
+  /**
+   * Reserves a record, parking on `tx_waiting` while the ring is full; `sync` as in
+   * {@linkcode #sendSteps}.
+   */
+  *#reserveSteps(len: number, deadline: number, sync: boolean): Generator<Park, number> {
     const r = this.#ring;
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
     let nextCheck = spinner.start() + peerCheckMs;
+    // Whether this thread holds the receiver is looked at once, when the ring is first full.
+    let ownChecked = !sync;
     for (;;) {
       if (this.#closed) throw closedError("ChannelSender.send");
-      const idx = producer.tryReserve(len);
+      let idx = producer.tryReserve(len);
+      if (idx === FULL && !ownChecked) {
+        ownChecked = true;
+        idx = ownReceiver(r, producer, len, deadline);
+      }
       if (idx !== FULL) {
         spinner.end(true);
         return idx;
@@ -745,6 +843,37 @@ export class ChannelSender implements Disposable {
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
   }
+}
+
+/** sendMany runs of this thread in progress (an element's getter may be running in one). */
+let runs = 0;
+
+/**
+ * What a synchronous send that found the ring full does when this thread holds the channel's
+ * receiver (through any mapping of its segment): while the send blocks the thread, that receiver
+ * cannot run, and no other process can make room. Inside one of the receiver's calls (a
+ * recvMany callback, a listener while a receive waits) the receiver first hands back what it
+ * consumed before the callback's message; the send takes the room that makes, or fails with
+ * `EDEADLK` at once, whatever its timeout. Outside them a send without a deadline fails alike
+ * (it would wait forever); one with a deadline waits it out (`ETIMEDOUT`), as asked.
+ * Returns the record reserved, or FULL: wait as usual.
+ */
+function ownReceiver(ring: Ring, producer: Producer, len: number, deadline: number): number {
+  if (ring.consumerPid() !== pid) return FULL;
+  const receiver = receiverHere(ring);
+  if (receiver === undefined) return FULL; // another thread of this process receives
+  const inCall = receiver.inCall();
+  if (inCall) {
+    receiver.handBack();
+    const idx = producer.tryReserve(len);
+    if (idx !== FULL) return idx;
+  } else if (deadline !== Infinity) return FULL;
+  throw channelError(
+    "EDEADLK",
+    inCall
+      ? "ChannelSender.send: a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call"
+      : "ChannelSender.send: the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)",
+  );
 }
 
 /** Options for {@linkcode Channel.receiver}. */
@@ -818,6 +947,7 @@ interface Partial {
  */
 export class ChannelReceiver extends EventTarget implements Disposable, AsyncIterable<Uint8Array> {
   readonly #ring: Ring;
+  readonly #lender: Lender;
   readonly #consumer: Consumer;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
@@ -829,6 +959,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #busy = false;
   /** A recvMany is handing out messages: its callbacks may not receive. */
   #inBatch = false;
+  /** A synchronous receive waits (and runs the "senderdied" listeners). */
+  #waiting = false;
+  /**
+   * In a recvMany batch, the position of the record consumed for the callback that runs (or -1:
+   * its message is lent, not consumed): what the batch hands back early stops there.
+   */
+  #working = -1;
+  /** What this thread's senders of the channel see of this receiver (see local.ts). */
+  readonly #local = {
+    inCall: (): boolean => this.#inBatch || this.#waiting,
+    handBack: (): void => this.#handBack(),
+  };
   /** A message that did not fit a recvInto target: the next receive returns it again. */
   #held: Uint8Array | undefined;
   /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
@@ -854,9 +996,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The head at which an unmarked record was seen at the last check, or -1. */
   #stuckAt = -1;
 
-  /** @internal Made by {@linkcode Channel.receiver}. */
-  constructor(ring: Ring, options: ReceiverOptions | undefined, registry: Set<unknown>) {
+  /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
+  constructor(
+    ring: Ring,
+    options: ReceiverOptions | undefined,
+    registry: Set<unknown>,
+    lender: Lender = new Lender(ring, () => ring.buffer),
+  ) {
     super();
+    this.#lender = lender;
     const opts = check.options<ReceiverOptions>(options, "options");
     this.#options = endpointOptions(opts);
     this.#spinner = new Spinner(this.#options.spin);
@@ -870,6 +1018,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     ring.attachConsumer(pid);
     this.#consumer = new Consumer(ring);
     this.#registry = registry;
+    setReceiver(ring, this.#local);
   }
 
   /** Listens for {@linkcode ChannelReceiverEventMap} events (`"senderdied"`). */
@@ -920,7 +1069,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if every sender died; `EMSGSIZE` if a
    *   fragmented message went beyond the receiver's limits (that message is dropped, the next
    *   receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
-   *   channel was closed, also while the receive waited.
+   *   channel was closed, also while the receive waited; `EDEADLK` if it would wait for a
+   *   sender of this thread: inside that sender's `sendMany`, or, without a timeout, when the
+   *   channel's only sender is this thread's (with many senders: when the next record is this
+   *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
     return this.#copy(this.recvView(timeoutMs));
@@ -933,6 +1085,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * @returns The message's length, or `null` at the end of the stream.
    * @throws {RangeError} If the message is longer than `target`; it stays next in line, for a
    *   receive with a larger target (or {@linkcode recv}).
+   * @throws {SharedMemoryError} Those of {@linkcode recv}; `EFAULT` if `target` lies inside a
+   *   channel's ring or header (a view lent by {@linkcode recvView}, a `recvMany` callback or
+   *   `reserve()`, invalid once released: senders reuse that room).
    */
   recvInto(target: Uint8Array, timeoutMs?: number): number | null {
     if (!(target instanceof Uint8Array)) {
@@ -941,6 +1096,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     target = plainView(target);
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = quickByteCount(target, this.#target);
+    if (target !== this.#target) this.#adopt(target, room);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
@@ -979,7 +1135,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *
    * Errors are those of {@linkcode recv}, met at the same message: the messages before it were
    * delivered and consumed. If `onMessage` throws, its message counts as delivered and the
-   * error propagates.
+   * error propagates. A synchronous send from `onMessage` into this channel (through any
+   * opening of it) that finds the ring full gets the room of the messages delivered before in
+   * this batch, or fails with `EDEADLK` at once: use `sendAsync` there to wait.
    *
    * @param onMessage Called with each message.
    * @param timeoutMs How long to wait for the first message at most; default forever.
@@ -999,9 +1157,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const first = this.recvView(timeoutMs);
     if (first === null) return null;
     const consumer = this.#consumer;
-    const ring = this.#ring;
+    const lender = this.#lender;
     let count = 0;
     this.#inBatch = true;
+    this.#working = -1;
     try {
       count++;
       onMessage(first);
@@ -1020,13 +1179,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             // Consumed before the call too (its room goes back with the next one's, so a
             // receiver killed in the callback leaves it to the next): a callback that closes
             // the receiver has consumed it, as a sender that then sees the close reads `head`.
+            this.#working = consumer.head;
             consumer.consume(len);
-            onMessage(ring.view(start, len));
+            onMessage(lender.view(start, len));
             continue;
           }
         }
         const view = this.#tryOne();
         if (view === undefined || view === null) break; // nothing ready, or the end: next call
+        this.#working = -1;
         count++;
         onMessage(view);
         this.#putBack();
@@ -1054,10 +1215,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (fast !== undefined) return fast;
     // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
     this.#busy = true;
+    this.#waiting = true;
     try {
-      return runSync(this.#recvSteps(timeout), this.#ring.parking);
+      return runSync(this.#recvSteps(timeout, true), this.#ring.parking);
     } finally {
       this.#busy = false;
+      this.#waiting = false;
     }
   }
 
@@ -1069,7 +1232,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (fast !== undefined) return fast;
     this.#busy = true;
     try {
-      return await runAsync(this.#recvSteps(timeout), this.#ring.parking);
+      return await runAsync(this.#recvSteps(timeout, false), this.#ring.parking);
     } finally {
       this.#busy = false;
     }
@@ -1138,6 +1301,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#closed = true;
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
+    setReceiver(this.#ring, undefined);
     // A receive of ours waiting in the kernel wakes up and reports the close.
     this.#ring.parking.notify(L.OFF_RX_WAITING, 0xffff_ffff);
   }
@@ -1162,6 +1326,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     if (this.#held === undefined) this.#putBack();
+  }
+
+  /**
+   * A send of this thread found the ring full inside a recvMany callback: hands back what the
+   * batch consumed before the callback's message (that record and the view of it stay).
+   */
+  #handBack(): void {
+    if (!this.#inBatch || this.#closed) return;
+    if (this.#working < 0) this.#consumer.publish();
+    else this.#consumer.publishTo(this.#working);
   }
 
   /** Consumes the message lent by recvView as a new receive starts (see Consumer.take). */
@@ -1189,9 +1363,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const start = L.OFF_DATA + idx + 8;
     if (len <= SMALL_COPY) {
       let words = this.#targetWords;
-      // The same target, but its buffer may have been resized since (a view that follows its
-      // buffer's length, or one that went out of bounds and back): words of its length now.
-      if (target !== this.#target || (words !== undefined && words.length !== room >> 2)) {
+      // The target recvInto adopted, but its buffer may have been resized since (a view that
+      // follows its buffer's length, or one that went out of bounds and back): words of its
+      // length now.
+      if (words !== undefined && words.length !== room >> 2) {
         this.#wordsOf(target, room);
         words = this.#targetWords;
       }
@@ -1271,11 +1446,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
       }
       at += L.recordSpan(len);
+      this.#working = consumer.head;
       consumer.consume(len);
       onMessage(view);
       if (this.#closed || copy.length === 0) break;
     }
     return k;
+  }
+
+  /**
+   * Checks a recvInto target met for the first time, then remembers it ({@linkcode #wordsOf}):
+   * it may not lie in the ring of a channel, where a view lent by recvView, recvMany or reserve
+   * points (invalid once released: senders reuse that room) and where the header is.
+   */
+  #adopt(target: Uint8Array, room: number): void {
+    const ring = ringAt(viewBuffer(target));
+    if (ring !== undefined && viewByteOffset(target) < L.OFF_DATA + ring.capacity) {
+      throw channelError(
+        "EFAULT",
+        "ChannelReceiver.recvInto: the target lies inside a channel's ring (a view lent by recvView, recvMany or reserve, which is invalid once released); receive into memory of your own",
+      );
+    }
+    this.#wordsOf(target, room);
   }
 
   /**
@@ -1336,7 +1528,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (special === 0 && this.#partial.size === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.view(start, len);
+        return this.#lender.view(start, len);
       }
       const key = this.#tagOf(idx);
       const partial = this.#partial.get(key);
@@ -1348,7 +1540,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (partial === undefined && special === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
-        return r.view(start, len);
+        return this.#lender.view(start, len);
       }
       if (partial !== undefined && partial.parts === null) {
         // The rest of a message dropped for a limit.
@@ -1431,8 +1623,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** The slow path of a receive; its deadline starts when the fast path found nothing. */
-  *#recvSteps(timeout: number): Generator<Park, Uint8Array | null> {
+  /**
+   * The slow path of a receive; its deadline starts when the fast path found nothing. `sync`:
+   * run by {@linkcode runSync}, blocking this thread while it waits.
+   */
+  *#recvSteps(timeout: number, sync: boolean): Generator<Park, Uint8Array | null> {
     const r = this.#ring;
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
@@ -1442,12 +1637,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
     this.#stuckAt = -1;
+    // Whether a sender of this thread holds the record at head is looked at once.
+    let ownChecked = !sync;
     for (;;) {
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       const got = this.#tryOne();
       if (got !== undefined) {
         spinner.end(true);
         return got;
+      }
+      if (!ownChecked) {
+        ownChecked = true;
+        this.#ownSender(timeout);
       }
       if (spinner.keepSpinning()) continue;
       const now = spinner.now();
@@ -1470,6 +1671,45 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+    }
+  }
+
+  /**
+   * A synchronous receive found nothing to take while a sender of this thread (through any
+   * mapping of the segment) may be the one it waits for, which cannot send while the receive
+   * blocks the thread. With one sender, that sender is the only one: inside its sendMany run (an
+   * element's getter receives) that is `EDEADLK` at once, and outside it when the receive has no
+   * deadline. With many, when the record at head is the one this thread's `reserve()` holds and
+   * the receive has no deadline. A receive with a deadline waits it out (`ETIMEDOUT`), as asked.
+   */
+  #ownSender(timeout: number): void {
+    // Cheap tests first: this runs whenever a synchronous receive starts to wait.
+    if (timeout !== Infinity && runs === 0) return;
+    const consumer = this.#consumer;
+    const state = consumer.peek();
+    if (state >= 0 || state === END) return;
+    const one = this.#ring.mode === L.MODE_SPSC;
+    if (one ? this.#ring.producerPid(0) !== pid : state !== RESERVED) return;
+    for (const sender of sendersHere(this.#ring)) {
+      if (one && sender.inRun()) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns",
+        );
+      }
+      if (timeout !== Infinity) continue;
+      if (one) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)",
+        );
+      }
+      if (state === RESERVED && sender.reserved() === consumer.reservedIdx) {
+        throw channelError(
+          "EDEADLK",
+          "ChannelReceiver.recv: the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout",
+        );
+      }
     }
   }
 

@@ -901,6 +901,18 @@ export class Consumer {
     this.#store();
   }
 
+  /**
+   * {@linkcode publish} of the records consumed before position `to` only (`to` lies between
+   * the published `head` and {@linkcode head}): the record at `to`, which a batch's callback is
+   * still working on, and those after it stay consumed and unpublished.
+   */
+  publishTo(to: number): void {
+    const head = this.head;
+    this.head = to;
+    this.publish();
+    this.head = head;
+  }
+
   /** Stores `head` (everything before it zeroed) and wakes parked senders. */
   #store(): void {
     this.#published = this.head;

@@ -1,0 +1,403 @@
+// Misuse of a channel from one thread: a synchronous call that would wait for what only its own
+// thread can do fails with EDEADLK instead of hanging, and a receive never writes into a ring.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import {
+  cleanup,
+  detached,
+  HANG_MS,
+  lib,
+  runtime,
+  test,
+  uniqueKey,
+  uniqueName,
+  within,
+} from "./harness.ts";
+import * as layout from "../ts/channel/layout.ts";
+
+const { Channel, SharedMemory, SharedMemoryError } = lib;
+type Channel = ReturnType<typeof Channel.open>;
+
+const code = (c: string) => (e: unknown) => e instanceof SharedMemoryError && e.code === c;
+
+/** Messages of 56 bytes: records of 64, so `capacity / 64` of them fill the ring exactly. */
+const SMALL = 56;
+
+function message(n: number, length = SMALL): Uint8Array {
+  return new Uint8Array(length).fill(n & 0xff);
+}
+
+/** A channel, and (with `twice`) a second opening of its segment: two mappings of one ring. */
+function channels(capacity: number, twice = false, producers: "one" | "many" = "one") {
+  const name = uniqueName("guard");
+  const id = twice && producers === "many" ? { key: uniqueKey() } : { name };
+  const a = Channel.create(id, { capacity, producers });
+  let b: Channel = a;
+  try {
+    // The same name without its leading '/' is the same segment.
+    if (twice) b = Channel.open("name" in id ? { name: name.slice(1) } : id);
+  } finally {
+    cleanup(id);
+  }
+  return { a, b, [Symbol.dispose]: () => (a.close(), b.close()) };
+}
+
+/** Fills the ring with SMALL-byte messages numbered from 0; how many. */
+function fill(tx: { trySend(m: Uint8Array): boolean }): number {
+  let n = 0;
+  while (tx.trySend(message(n))) n++;
+  return n;
+}
+
+/** Receives everything left without waiting; each message's first byte, in order. */
+function drain(rx: { tryRecv(): Uint8Array | null | undefined }): number[] {
+  const got: number[] = [];
+  for (let m = rx.tryRecv(); m; m = rx.tryRecv()) got.push(m.length === SMALL ? m[0] : -m.length);
+  return got;
+}
+
+for (const twice of [false, true]) {
+  const how = twice ? "through a second opening of the segment" : "on the same channel";
+
+  test(`a send inside a recvMany callback ${how} takes the room the batch consumed before its message, else fails with EDEADLK`, () => {
+    using ch = channels(1 << 16, twice);
+    const rx = ch.a.receiver();
+    const tx = ch.b.sender();
+    const n = fill(tx);
+    assert.equal(n, (1 << 16) / 64, "full to the last byte");
+    const big = new Uint8Array(200).fill(0xee); // a record of 208 bytes: more than one message frees
+    const seen: number[] = [];
+    const errors: unknown[] = [];
+    rx.recvMany(
+      (m) => {
+        seen.push(m[0]);
+        if (seen.length === 2) {
+          // Only the first message (handed back after its callback) is free: 64 bytes.
+          for (const send of [() => tx.send(big), () => tx.send(big, 60_000)]) {
+            try {
+              send();
+            } catch (err) {
+              errors.push(err);
+            }
+          }
+          assert.throws(() => tx.sendMany([big]), code("EDEADLK"), "sendMany alike");
+          assert.throws(() => tx.reserve(200), code("EDEADLK"), "reserve alike");
+          assert.equal(tx.trySend(big), false, "trySend never waits");
+        }
+        // Messages 2, 3 and 4 were consumed before this one: with the first, 256 bytes.
+        if (seen.length === 5) tx.send(big);
+      },
+      undefined,
+      8,
+    );
+    assert.equal(errors.length, 2);
+    for (const err of errors) {
+      assert.ok(code("EDEADLK")(err), String(err));
+      assert.match((err as Error).message, /recvMany callback/);
+    }
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7]);
+    const rest = drain(rx);
+    assert.deepEqual(rest, [...Array(n - 8).keys()].map((i) => (i + 8) & 0xff).concat([-200]));
+  });
+
+  test(`a sendAsync inside a recvMany callback ${how} waits for the batch to end, then sends`, async () => {
+    using ch = channels(4096, twice);
+    const rx = ch.a.receiver();
+    const tx = ch.b.sender();
+    const n = fill(tx);
+    let pending: Promise<void> | undefined;
+    const count = rx.recvMany(
+      () => {
+        pending ??= tx.sendAsync(message(0xab, 1000));
+      },
+      undefined,
+      1,
+    );
+    assert.equal(count, 1);
+    // The send waits for room, which receiving here makes.
+    const rest: number[] = [];
+    while (rest.at(-1) !== -1000) {
+      const m = (await rx.recvAsync())!;
+      rest.push(m.length === SMALL ? m[0] : -m.length);
+    }
+    await pending;
+    assert.equal(rest.length, n);
+  });
+
+  test(`one thread holding both ends ${how}: a send or receive without a deadline that would wait for itself is EDEADLK, one with a deadline times out`, () => {
+    using ch = channels(4096, twice);
+    const rx = ch.a.receiver();
+    const tx = ch.b.sender();
+    // One sender, and it is this thread's: an empty ring stays empty while a receive waits.
+    assert.throws(() => rx.recv(), code("EDEADLK"));
+    assert.throws(() => rx.recvInto(new Uint8Array(8)), code("EDEADLK"));
+    assert.throws(() => rx.recvMany(() => {}), code("EDEADLK"));
+    assert.throws(() => rx.recv(0), code("ETIMEDOUT"));
+    const slot = tx.reserve(8);
+    slot.fill(3);
+    assert.throws(
+      () => rx.recv(),
+      code("EDEADLK"),
+      "the record at head is this thread's reservation",
+    );
+    assert.throws(() => rx.recv(1), code("ETIMEDOUT"));
+    tx.commit();
+    assert.deepEqual([...rx.recv()!], [3, 3, 3, 3, 3, 3, 3, 3]);
+    const n = fill(tx);
+    assert.throws(
+      () => tx.send(message(1)),
+      code("EDEADLK"),
+      "only this thread's receiver makes room",
+    );
+    assert.throws(() => tx.send(message(1), 1), code("ETIMEDOUT"));
+    const view = rx.recvView()!;
+    assert.throws(() => tx.send(new Uint8Array(200)), code("EDEADLK"), "nor while it lends a view");
+    rx.release();
+    assert.equal(view[0], 0, "released");
+    tx.send(message(0xcc), 0);
+    assert.equal(drain(rx).length, n);
+  });
+}
+
+test("a receive inside sendMany (an element's getter) of this channel's only sender is EDEADLK; the messages go through", () => {
+  using ch = channels(4096);
+  const rx = ch.a.receiver();
+  const tx = ch.a.sender();
+  const got: number[] = [];
+  const errors: unknown[] = [];
+  const messages = [message(1), message(2), message(3)];
+  Object.defineProperty(messages, 1, {
+    get() {
+      // The run has reserved its records: a receive would wait for the ones not written yet.
+      for (;;) {
+        try {
+          got.push(rx.recv(60_000)![0]);
+        } catch (err) {
+          errors.push(err);
+          break;
+        }
+      }
+      return message(2);
+    },
+  });
+  assert.equal(tx.sendMany(messages), 3);
+  assert.ok(errors.length >= 1 && errors.every(code("EDEADLK")), String(errors));
+  assert.deepEqual(got.concat(drain(rx)), [1, 2, 3]);
+});
+
+test("with many senders, a receive without a deadline waits for others, but not for this thread's reservation at head", () => {
+  using ch = channels(4096, true, "many");
+  const rx = ch.a.receiver();
+  const tx = ch.b.sender();
+  const slot = tx.reserve(8);
+  assert.throws(() => rx.recv(), code("EDEADLK"));
+  slot.fill(9);
+  tx.commit();
+  assert.equal(rx.recv()![0], 9);
+  // Nothing reserved: another process may send, so an empty ring is waited on.
+  assert.throws(() => rx.recv(1), code("ETIMEDOUT"));
+});
+
+test("a view a receive lent, kept after release, is refused as a recvInto target: the ring and its header stay sound", () => {
+  using ch = channels(4096);
+  const rx = ch.a.receiver();
+  const tx = ch.a.sender();
+  tx.send(message(1));
+  const lent = rx.recvView()!;
+  let kept: Uint8Array | undefined;
+  tx.send(message(2));
+  tx.send(message(3, 300));
+  rx.recvMany((m) => kept ??= m.length === 300 ? m : undefined); // a view into the ring
+  assert.ok(kept);
+  tx.send(message(4));
+  tx.send(message(5));
+  const ring = lent.buffer as ArrayBuffer;
+  const header = new Uint8Array(ring, 0, 1024);
+  const end = new Uint8Array(ring, 1024 + 4096 - 8, 8);
+  for (const target of [lent, kept, header, end, new Uint8Array(ring, 0, 0)]) {
+    assert.throws(() => rx.recvInto(target), code("EFAULT"));
+  }
+  class Sub extends Uint8Array {}
+  assert.throws(() => rx.recvInto(new Sub(ring, 1100, 64)), code("EFAULT"), "a subclass");
+  // The receiver goes on, and a target of its own still works after a refused one.
+  const own = new Uint8Array(64);
+  assert.equal(rx.recvInto(own), SMALL);
+  assert.equal(own[0], 4);
+  assert.throws(() => rx.recvInto(lent), code("EFAULT"), "after another target too");
+  assert.equal(rx.recvInto(own), SMALL);
+  assert.equal(own[0], 5);
+  // Another channel's ring is refused alike.
+  using other = channels(4096);
+  const otherTx = other.a.sender();
+  const reserved = otherTx.reserve(16);
+  otherTx.commit();
+  tx.send(message(6));
+  assert.throws(() => rx.recvInto(reserved), code("EFAULT"));
+  assert.equal(rx.recvInto(own), SMALL);
+  assert.equal(own[0], 6);
+  tx.close();
+  assert.equal(rx.recvInto(own), null);
+});
+
+test("sending a lent view copies what it holds: the view while lent is the message, and a released one cannot break the ring", () => {
+  using ch = channels(256);
+  const rx = ch.a.receiver();
+  const tx = ch.a.sender();
+  tx.send(message(7, 40));
+  const lent = rx.recvView()!;
+  tx.send(lent); // forwarding a message while it is lent is a copy of it
+  rx.release();
+  const got = rx.recv()!;
+  assert.deepEqual(got, message(7, 40));
+  // The released view now covers free room, which the next records reuse (the ring wraps).
+  for (let round = 0; round < 20; round++) {
+    tx.send(lent);
+    tx.send(message(round, 40));
+    const stale = rx.recv()!;
+    assert.equal(stale.length, 40);
+    assert.deepEqual(rx.recv(), message(round, 40), "the ring is sound after each");
+  }
+});
+
+test("a send inside a senderdied listener, which runs while a receive waits, into the full ring of that receiver is EDEADLK", () => {
+  const name = uniqueName("guard-listener");
+  using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  using shm = SharedMemory.open({ name });
+  cleanup({ name });
+  // A dead sender's reservation (marked, never committed) at head: the receiver waits there
+  // until its peer check frees the slot and dispatches "senderdied".
+  const i32 = new Int32Array(shm.buffer);
+  const dead = spawnSync("true").pid!;
+  Atomics.store(i32, layout.OFF_PRODUCER_PIDS >> 2, dead);
+  i32[(layout.OFF_DATA >> 2) + 1] = 1;
+  Atomics.store(i32, layout.OFF_DATA >> 2, layout.REC_SKIP | 8);
+  Atomics.store(i32, layout.OFF_TAIL >> 2, 16);
+  const tx = ch.sender(); // slot 1, this thread's
+  const n = fill(tx);
+  const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+  const inner: unknown[] = [];
+  rx.addEventListener("senderdied", () => {
+    try {
+      tx.send(message(0xdd), 60_000);
+      inner.push("sent");
+    } catch (err) {
+      inner.push(err);
+    }
+  });
+  assert.equal(rx.recv(60_000)![0], 0, "the first live message, after the dead one's reservation");
+  assert.equal(inner.length, 1);
+  assert.ok(code("EDEADLK")(inner[0]), `the listener's send: ${inner[0]}`);
+  assert.equal(drain(rx).length, n - 1);
+});
+
+/**
+ * Starts `children/channel/receive_in_worker.ts` (a web Worker in Deno and Bun, a
+ * `node:worker_threads` Worker in Node.js) on channel `name`; its replies, in order.
+ */
+async function receiverWorker(name: string) {
+  const replies: unknown[] = [];
+  const waiting: ((reply: unknown) => void)[] = [];
+  const take = (reply: unknown) => {
+    const wake = waiting.shift();
+    if (wake) wake(reply);
+    else replies.push(reply);
+  };
+  const next = () =>
+    replies.length > 0
+      ? Promise.resolve(replies.shift())
+      : new Promise<unknown>((resolve) => waiting.push(resolve));
+  if (runtime === "node") {
+    const { Worker: NodeWorker } = await import("node:worker_threads");
+    const w = new NodeWorker(new URL("./children/channel/receive_in_worker.js", import.meta.url));
+    w.on("message", take);
+    w.on("error", (e) => take({ error: `worker error: ${e.message}` }));
+    w.postMessage({ name });
+    return { next, terminate: () => void w.terminate() };
+  }
+  const url = new URL("./children/channel/receive_in_worker.ts", import.meta.url).href;
+  const w = new Worker(url, { type: "module" });
+  w.onmessage = (e) => take(e.data);
+  w.onerror = (e) => take({ error: `worker error: ${e.message}` });
+  w.postMessage({ name });
+  return { next, terminate: () => w.terminate() };
+}
+
+test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
+  const name = uniqueName("guard-worker");
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  const worker = await receiverWorker(name);
+  try {
+    const tx = ch.sender();
+    const n = fill(tx);
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's receiver"), {
+      attached: true,
+    });
+    tx.send(message(0xee, 1000)); // parks until the worker, which waits for that, drains
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's messages"), {
+      received: n + 1,
+      last: 1000,
+    });
+  } finally {
+    worker.terminate();
+    cleanup({ name });
+  }
+});
+
+/** Moves `view`'s buffer into a byte stream, which detaches it (every runtime can). */
+function enqueue(view: Uint8Array): void {
+  new ReadableStream({ type: "bytes", start: (c) => c.enqueue(view) });
+}
+
+/** Moves `view`'s buffer by `transfer()` where the runtime has it (not Node 20), else enqueue. */
+function transfer(view: Uint8Array): void {
+  const buffer = view.buffer as ArrayBuffer & { transfer?: () => ArrayBuffer };
+  if (typeof buffer.transfer === "function") buffer.transfer();
+  else enqueue(view);
+}
+
+test("moving a lent view's buffer away (transfer(), a byte stream) detaches only the lent views, and the channel goes on", () => {
+  using ch = channels(4096);
+  const rx = ch.a.receiver();
+  const tx = ch.a.sender();
+  let n = 0;
+  for (const move of [transfer, enqueue]) {
+    for (const how of ["recvView", "recvMany", "reserve"] as const) {
+      const what = `${how}, ${move.name}`;
+      let moved: Uint8Array | undefined;
+      if (how === "reserve") {
+        moved = tx.reserve(300);
+        moved.fill(n & 0xff);
+        move(moved);
+        tx.commit();
+        assert.deepEqual(rx.recv(), new Uint8Array(300).fill(n & 0xff), what);
+      } else {
+        tx.send(message(n, 300));
+        if (how === "recvView") {
+          moved = rx.recvView()!;
+          move(moved);
+        } else {
+          rx.recvMany((m) => {
+            moved = m;
+            move(m);
+          });
+        }
+      }
+      assert.ok(detached(moved!.buffer as ArrayBuffer), `${what}: the lent view's buffer moved`);
+      // Everything goes on: sends, every kind of receive, new lent views.
+      tx.send(message(n + 1));
+      const view = rx.recvView()!;
+      assert.deepEqual(view, message(n + 1), what);
+      tx.sendMany([message(n + 2), message(n + 3, 300)]);
+      const got: number[] = [];
+      rx.recvMany((m) => got.push(m[0]));
+      assert.deepEqual(got, [(n + 2) & 0xff, (n + 3) & 0xff], what);
+      const into = new Uint8Array(64);
+      tx.send(message(n + 4));
+      assert.equal(rx.recvInto(into), SMALL, what);
+      assert.equal(into[0], (n + 4) & 0xff, what);
+      n += 5;
+    }
+  }
+  rx.close();
+  assert.throws(() => tx.send("x"), code("EPIPE"), "the receiver's close reached the ring");
+});
