@@ -29,6 +29,20 @@ export interface NodeApiModule {
    */
   takeViews(group: number): ArrayBuffer[];
   /**
+   * `close()` in one call: if this process holds locks in the `length` bytes at `address` (a
+   * number), returns how many and does nothing; else ends the pending waits there, takes the
+   * views of group `handle` when `views` is 1 (as `takeViews`; `undefined` when 0), and closes
+   * `handle` by its serial number, as the finalizer `addFinalizer` gave it would.
+   *
+   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
+   */
+  closeSegment(
+    handle: number,
+    address: number,
+    length: number,
+    views: number,
+  ): number | ArrayBuffer[] | undefined;
+  /**
    * `object` takes over `handle` and closes it when the engine finalizes `object`.
    *
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.

@@ -267,12 +267,15 @@ function wrap(
  */
 function refuseIfLocked(b: Backend, address: bigint, length: number, action: string): void {
   const held = b.mutexHeldIn(b.address(address), length);
-  if (held > 0) {
-    throw errorOf(
-      "EBUSY",
-      `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
-    );
-  }
+  if (held > 0) throw lockedError(held, action);
+}
+
+/** The `EBUSY` error for memory in which this process holds `held` locks. */
+function lockedError(held: number, action: string): SharedMemoryError {
+  return errorOf(
+    "EBUSY",
+    `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
+  );
 }
 
 function release(buffer: ArrayBuffer): void {
@@ -593,6 +596,18 @@ export class SharedMemory implements Disposable {
   close(): void {
     if (this.#handle < 0) return;
     const b = backend();
+    if (b.closeSegment) {
+      // One native call checks the locks, ends the waits, takes the views and drops the anchor.
+      const views = b.closeSegment(this.#address, this.byteLength, this.#handle, this.#viewed);
+      if (typeof views === "number") throw lockedError(views, "SharedMemory.close");
+      const buffer = this.#buffer;
+      this.#buffer = undefined;
+      this.#anchor = undefined;
+      this.#handle = -1;
+      if (buffer) release(buffer);
+      if (views) for (const view of views) release(view);
+      return;
+    }
     refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
     b.cancelWaits(b.address(this.#address), this.byteLength);

@@ -65,8 +65,13 @@ export interface NodeCalls extends
   mutexSize(): number;
   /** `sb_process_alive(pid)`: 1 alive, 0 dead, or a negative code. */
   processAlive(pid: number): number;
-  /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
-  detach(buffer: ArrayBuffer): void;
+  /**
+   * Detaches `buffer` unless it is detached already, and then closes `handle`, which it owns
+   * (Node 20 has no `ArrayBuffer.prototype.transfer`). Returns `sb_close`'s code, 0 if detached
+   * already.
+   */
+  unwrap(buffer: ArrayBuffer, handle: number): number;
+
 }
 
 /**
@@ -148,13 +153,15 @@ export function loadNode(explicit?: string): Backend {
           // nor moved, so it keeps its reference until it is collected.
           return;
         }
+        n.close(handle);
       } else {
-        n.detach(buffer); // Node 20
+        n.unwrap(buffer, handle); // Node 20: detach and close in one call
       }
-      n.close(handle);
     },
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => n.close(handle),
+    closeSegment: (address, length, handle, views) =>
+      n.closeSegment(handle, Number(address), length, views ? 1 : 0),
     relieve() {
       n.forgetDetached();
       n.relieve();

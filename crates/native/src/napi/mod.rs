@@ -47,6 +47,7 @@ pub mod sys;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
+use std::hash::BuildHasherDefault;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -54,8 +55,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{Mapped, close_owned, lookup, mappings_of};
-use crate::{SB_ABI_VERSION, code_of, sb_error_name};
+use crate::segment::{HandleHasher, Mapped, close_owned, lookup, mappings_of};
+use crate::{SB_ABI_VERSION, code_of, sb_error_name, sb_mutex_held_in, sb_wait_cancel};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
 /// What one JavaScript environment has reported with `napi_adjust_external_memory`.
@@ -102,7 +103,7 @@ struct Tracked {
     /// Buffers of no group (tracked for `relieve` only).
     entries: Vec<Watched>,
     /// Views, by group, so that `takeViews` finds a group's without a scan of everything.
-    views: HashMap<u64, Vec<Watched>>,
+    views: HashMap<u64, Vec<Watched>, BuildHasherDefault<HandleHasher>>,
     /// How many there are in `entries` and `views` together.
     count: usize,
     /// Length at which `wrap` next forgets collected and detached buffers (amortised: twice
@@ -214,9 +215,10 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 9] = [
+    let functions: [(&CStr, sys::Callback); 10] = [
         (c"wrap", js_wrap),
         (c"takeViews", js_take_views),
+        (c"closeSegment", js_close_segment),
         (c"addFinalizer", js_add_finalizer),
         (c"trackAll", js_track_all),
         (c"relieve", js_relieve),
@@ -466,6 +468,17 @@ fn int32(api: &Api, env: Env, value: Value, what: &str) -> Result<i32, Thrown> {
     Ok(out)
 }
 
+/// A non-negative integer below 2^53 passed as a number (an address or a length).
+fn safe_integer(api: &Api, env: Env, value: Value, what: &str) -> Result<usize, Thrown> {
+    let mut number = 0.0;
+    // SAFETY: value belongs to this call; valid out-pointer.
+    let status = unsafe { (api.get_value_double)(env, value, &mut number) };
+    if status != OK || !(0.0..=9_007_199_254_740_991.0).contains(&number) || number.fract() != 0.0 {
+        return Err(Thrown::Type(format!("{what} must be a safe integer")));
+    }
+    Ok(number as usize)
+}
+
 fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner), Thrown> {
     let handle = int32(api, env, value, "handle")?;
     match lookup(handle) {
@@ -578,40 +591,83 @@ unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, [group]: [Value; 1]| {
             let group = group_arg(api, env, group)?;
-            let mut views = Vec::new();
-            if group != 0 {
-                let mut tracked = account
-                    .tracked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                for entry in tracked.take_group(group) {
-                    let reference = entry.reference as *mut c_void;
-                    let mut value = ptr::null_mut();
-                    // SAFETY: a reference of this environment, not yet deleted; valid
-                    // out-pointer. The value lives in this call's scope.
-                    let status = (api.get_reference_value)(env, reference, &mut value);
-                    if status == OK && !value.is_null() {
-                        views.push(value);
-                    }
-                    // SAFETY: as above; deleted once, and dropped from the list already.
-                    (api.delete_reference)(env, reference);
-                }
-            }
-            let mut array = ptr::null_mut();
-            check(
-                (api.create_array_with_length)(env, views.len(), &mut array),
-                "napi_create_array_with_length",
-            )?;
-            for (index, view) in views.into_iter().enumerate() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                // SAFETY: an array and a value of this call.
-                check(
-                    (api.set_element)(env, array, index, view),
-                    "napi_set_element",
-                )?;
-            }
-            Ok(array)
+            take_views(api, env, account, group)
         })
+    }
+}
+
+/// The views of `group` (a handle's serial number; 0: none) not yet collected, as an array,
+/// forgetting them.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn take_views(api: &Api, env: Env, account: &Account, group: u64) -> Outcome {
+    let mut views = Vec::new();
+    if group != 0 {
+        let mut tracked = account
+            .tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for entry in tracked.take_group(group) {
+            let reference = entry.reference as *mut c_void;
+            let mut value = ptr::null_mut();
+            // SAFETY: a reference of this environment, not yet deleted; valid out-pointer. The
+            // value lives in the calling callback's scope.
+            let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
+            if status == OK && !value.is_null() {
+                views.push(value);
+            }
+            // SAFETY: as above; deleted once, and dropped from the list already.
+            unsafe { (api.delete_reference)(env, reference) };
+        }
+    }
+    let mut array = ptr::null_mut();
+    check(
+        // SAFETY: valid out-pointer.
+        unsafe { (api.create_array_with_length)(env, views.len(), &mut array) },
+        "napi_create_array_with_length",
+    )?;
+    for (index, view) in views.into_iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        check(
+            // SAFETY: an array and a value of this call.
+            unsafe { (api.set_element)(env, array, index, view) },
+            "napi_set_element",
+        )?;
+    }
+    Ok(array)
+}
+
+unsafe extern "C" fn js_close_segment(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(
+            env,
+            info,
+            |api, account, [handle, address, length, views]: [Value; 4]| {
+                let (_, owner) = handle_arg(api, env, handle)?;
+                let address = safe_integer(api, env, address, "address")?;
+                let length = safe_integer(api, env, length, "length")?;
+                let views = int32(api, env, views, "views")? != 0;
+                // Nothing is done while this process holds a lock in the memory: unmapping it
+                // would strand the lock (the caller throws EBUSY with the count).
+                let held = sb_mutex_held_in(address as *const u8, length as u64);
+                if held > 0 {
+                    return int_value(api, env, held);
+                }
+                sb_wait_cancel(address, length);
+                // Taken while the handle is still open: its serial names the group.
+                let result = if views {
+                    take_views(api, env, account, owner.serial)?
+                } else {
+                    undefined(api, env)?
+                };
+                // The anchor's handle, by serial as its finalizer would (which then finds it
+                // closed). The views and the buffer hold handles of their own.
+                close_owned(owner.handle, owner.serial);
+                Ok(result)
+            },
+        )
     }
 }
 
