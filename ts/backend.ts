@@ -83,6 +83,19 @@ export interface Backend {
    */
   wrap(address: bigint, length: number, handle: number, group?: number): ArrayBuffer;
   /**
+   * `dup(handle)` and {@linkcode wrap} of the new handle in one call, where each call costs a
+   * crossing (Node-API in Node.js): the new handle's number is written to `out[0]`. If the
+   * buffer cannot be made, it throws and the new handle is closed. Absent: the caller makes the
+   * two calls.
+   */
+  wrapDup?(
+    address: bigint,
+    length: number,
+    handle: number,
+    group: number | undefined,
+    out: Int32Array,
+  ): ArrayBuffer;
+  /**
    * Where the runtime tracks views natively (Node-API: Deno, Node.js): `wrap` with a `group` (the
    * handle of the `SharedMemory` that made the view) keeps a weak reference to the view, and this
    * hands back the group's views not yet collected, forgetting them; `close()` detaches those

@@ -17,12 +17,20 @@ export interface NodeApiModule {
   readonly abiVersion: number;
   /**
    * An ArrayBuffer over `length` bytes at `address`, inside the mapping `handle` references. The
-   * buffer takes over `handle` and closes it when the engine collects it.
+   * buffer takes over `handle` and closes it when the engine collects it. With `dupOut`, it takes
+   * over a new handle to the same mapping instead (`sb_dup` of `handle`), whose number is written
+   * to `dupOut[0]`; the new handle is closed again if the buffer cannot be made.
    *
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    * @throws {RangeError} If the bytes are not inside the mapping.
    */
-  wrap(handle: number, address: bigint, length: number, group?: number): ArrayBuffer;
+  wrap(
+    handle: number,
+    address: bigint,
+    length: number,
+    group?: number,
+    dupOut?: Int32Array,
+  ): ArrayBuffer;
   /**
    * The buffers `wrap` made with `group` (an open handle, matched by its serial number) that
    * have not been collected (detached ones included), forgetting them.

@@ -96,6 +96,8 @@ interface Owned {
 const owned = new WeakMap<ArrayBuffer, Owned>();
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
+/** Scratch for {@linkcode Backend.wrapDup}'s out-parameter: the new handle. */
+const dupped = new Int32Array(1);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
 const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
@@ -605,7 +607,7 @@ export class SharedMemory implements Disposable {
       this.#anchor = undefined;
       this.#handle = -1;
       if (buffer) release(buffer);
-      if (views) for (const view of views) release(view);
+      if (views) { for (const view of views) release(view); }
       return;
     }
     refuseIfLocked(b, this.#address, this.byteLength, "SharedMemory.close");
@@ -649,6 +651,12 @@ export class SharedMemory implements Disposable {
   #window(offset: number, length: number, what: string, group?: number): ArrayBuffer {
     const b = backend();
     checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
+    if (b.wrapDup) {
+      const address = this.#address + BigInt(offset);
+      const buffer = b.wrapDup(address, length, this.#handle, group, dupped);
+      owned.set(buffer, { handle: dupped[0], address, whole: false, released: false });
+      return buffer;
+    }
     const handle = b.dup(this.#handle);
     if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
     return wrap(b, this.#address + BigInt(offset), length, handle, false, group);

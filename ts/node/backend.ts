@@ -71,7 +71,6 @@ export interface NodeCalls extends
    * already.
    */
   unwrap(buffer: ArrayBuffer, handle: number): number;
-
 }
 
 /**
@@ -134,6 +133,7 @@ export function loadNode(explicit?: string): Backend {
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle, group) => n.wrap(handle, address, length, group),
+    wrapDup: (address, length, handle, group, out) => n.wrap(handle, address, length, group, out),
     takeViews: (group) => n.takeViews(group),
     // Node runs a buffer's finalizer on a later turn of the event loop, as it does one on an
     // object: the SharedMemory itself owns its handle, at a third of a buffer's cost.

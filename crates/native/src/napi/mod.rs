@@ -15,7 +15,12 @@
 //!   that is never reused, so a later handle with the same number is never closed by mistake).
 //!   With `group`, an open handle (a `SharedMemory`'s own), the buffer is a view of that group:
 //!   `takeViews(group)` hands it back. It is held by a weak Node-API reference, which, unlike a
-//!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it.
+//!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it. With
+//!   `dupOut` (a fifth argument, an Int32Array), the buffer takes over a new handle to the
+//!   mapping of `handle` instead (`sb_dup`, saving Node.js a call), whose number is written to
+//!   `dupOut[0]`; if the buffer cannot be made, the new handle is closed again.
+//! - `closeSegment(handle, address, length, views)`: `SharedMemory.close()` in one call (see
+//!   `ts/napi.ts`): the lock check, the pending waits, the views of group `handle`, and `handle`.
 //! - `takeViews(group)`: the views made with `group` (by its handle's serial number) that have
 //!   not been collected, as an array, forgetting them: `close()` detaches those still attached.
 //! - `addFinalizer(object, handle)`: `object` takes over `handle`, closed (by serial number) when
@@ -531,59 +536,144 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
             env,
             info,
             3,
-            |api, account, [handle, address, length, group]: [Value; 4]| {
-                let (mapping, owner) = handle_arg(api, env, handle)?;
+            |api, account, [handle, address, length, group, dup_out]: [Value; 5]| {
                 let group = group_arg(api, env, group)?;
-                let mut start = 0u64;
-                let mut lossless = false;
-                // SAFETY: valid out-pointers.
-                let status = (api.get_value_bigint_uint64)(env, address, &mut start, &mut lossless);
-                if status != OK || !lossless {
-                    return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
+                let Some(out) = int32_out(api, env, dup_out)? else {
+                    let handle = int32(api, env, handle, "handle")?;
+                    return wrap_buffer(api, env, account, handle, address, length, group);
+                };
+                // `dup` first: the buffer owns a handle of its own, whose number goes to `out`.
+                let from = int32(api, env, handle, "handle")?;
+                let new = crate::sb_dup(from);
+                if new < 0 {
+                    return Err(Thrown::Code(
+                        new,
+                        format!("handle {from} is not open (EBADF)"),
+                    ));
                 }
-                let mut len = 0f64;
-                let status = (api.get_value_double)(env, length, &mut len);
-                if status != OK || !(len >= 1.0 && len.fract() == 0.0 && len <= isize::MAX as f64) {
-                    return Err(Thrown::Type("length must be a positive integer".into()));
+                let made = wrap_buffer(api, env, account, new, address, length, group);
+                match made {
+                    // SAFETY: `out` points to the first element of a live Int32Array, which
+                    // only this synchronous call uses now.
+                    Ok(_) => *out = new,
+                    // No buffer reached JavaScript, so nothing can reach the mapping through it.
+                    Err(_) => {
+                        crate::sb_close(new);
+                    }
                 }
-                let len = len as u64;
-                let base = mapping.segment.as_ptr() as u64;
-                let end = base + mapping.segment.len() as u64;
-                if start < base || start.checked_add(len).is_none_or(|last| last > end) {
-                    return Err(Thrown::Range(format!(
-                        "{len} bytes at {start:#x} are not inside the mapping of handle {}",
-                        owner.handle
-                    )));
-                }
-                let hint = Box::into_raw(Box::new(owner));
-                let mut buffer = ptr::null_mut();
-                // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the
-                // handle `hint` owns is open, and `release_owner` closes it exactly once when the
-                // engine releases the buffer. Other processes may write these bytes at any time,
-                // which JavaScript's memory model allows for an ArrayBuffer's contents.
-                let status = (api.create_external_arraybuffer)(
-                    env,
-                    start as usize as *mut c_void,
-                    len as usize,
-                    release_owner,
-                    hint.cast(),
-                    &mut buffer,
-                );
-                if status != OK {
-                    // The engine did not take the buffer, so it will never call the finalizer.
-                    drop(Box::from_raw(hint));
-                    return Err(Thrown::Status("napi_create_external_arraybuffer", status));
-                }
-                // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
-                // before any JavaScript runs again (the finalizer cannot run during this call).
-                let (handle, serial) = ((*hint).handle, (*hint).serial);
-                if group != 0 || account.track_all.load(Ordering::Relaxed) {
-                    track(api, env, account, buffer, handle, serial, group)?;
-                }
-                Ok(buffer)
+                made
             },
         )
     }
+}
+
+/// The first element of the Int32Array `value`, to write a result to; `None` for `undefined`
+/// (or a value not passed).
+fn int32_out(api: &Api, env: Env, value: Value) -> Result<Option<*mut i32>, Thrown> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let mut kind = 0;
+    // SAFETY: a value of this call; valid out-pointer.
+    let status = unsafe { (api.type_of)(env, value, &mut kind) };
+    if status == OK && kind == sys::UNDEFINED {
+        return Ok(None);
+    }
+    let (mut ty, mut length, mut data) = (-1, 0, ptr::null_mut());
+    let (mut buffer, mut offset) = (ptr::null_mut(), 0);
+    // SAFETY: a value of this call and valid out-pointers.
+    let status = unsafe {
+        (api.get_typedarray_info)(
+            env,
+            value,
+            &mut ty,
+            &mut length,
+            &mut data,
+            &mut buffer,
+            &mut offset,
+        )
+    };
+    if status != OK || ty != INT32_ARRAY || length < 1 || data.is_null() {
+        return Err(Thrown::Type(
+            "out must be an Int32Array of 1 element or more".into(),
+        ));
+    }
+    Ok(Some(data.cast::<i32>()))
+}
+
+/// `napi_int32_array` in `napi_typedarray_type`.
+const INT32_ARRAY: i32 = 5;
+
+/// `wrap`'s buffer over `length` bytes at `address` in the mapping of `handle`, which it takes
+/// over (see the module docs).
+///
+/// # Safety
+/// `env` is live and this runs on its thread; the values belong to this call.
+unsafe fn wrap_buffer(
+    api: &Api,
+    env: Env,
+    account: &Account,
+    handle: i32,
+    address: Value,
+    length: Value,
+    group: u64,
+) -> Outcome {
+    let Some((mapping, serial)) = lookup(handle) else {
+        return Err(Thrown::Code(
+            -libc::EBADF,
+            format!("handle {handle} is not open (EBADF)"),
+        ));
+    };
+    let owner = Owner { handle, serial };
+    let mut start = 0u64;
+    let mut lossless = false;
+    // SAFETY: valid out-pointers.
+    let status = unsafe { (api.get_value_bigint_uint64)(env, address, &mut start, &mut lossless) };
+    if status != OK || !lossless {
+        return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
+    }
+    let mut len = 0f64;
+    // SAFETY: valid out-pointer.
+    let status = unsafe { (api.get_value_double)(env, length, &mut len) };
+    if status != OK || !(len >= 1.0 && len.fract() == 0.0 && len <= isize::MAX as f64) {
+        return Err(Thrown::Type("length must be a positive integer".into()));
+    }
+    let len = len as u64;
+    let base = mapping.segment.as_ptr() as u64;
+    let end = base + mapping.segment.len() as u64;
+    if start < base || start.checked_add(len).is_none_or(|last| last > end) {
+        return Err(Thrown::Range(format!(
+            "{len} bytes at {start:#x} are not inside the mapping of handle {}",
+            owner.handle
+        )));
+    }
+    let hint = Box::into_raw(Box::new(owner));
+    let mut buffer = ptr::null_mut();
+    // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the handle
+    // `hint` owns is open, and `release_owner` closes it exactly once when the engine releases
+    // the buffer. Other processes may write these bytes at any time, which JavaScript's memory
+    // model allows for an ArrayBuffer's contents.
+    let status = unsafe {
+        (api.create_external_arraybuffer)(
+            env,
+            start as usize as *mut c_void,
+            len as usize,
+            release_owner,
+            hint.cast(),
+            &mut buffer,
+        )
+    };
+    if status != OK {
+        // The engine did not take the buffer, so it will never call the finalizer.
+        // SAFETY: `hint` came from Box::into_raw above and nobody else has it.
+        drop(unsafe { Box::from_raw(hint) });
+        return Err(Thrown::Status("napi_create_external_arraybuffer", status));
+    }
+    if group != 0 || account.track_all.load(Ordering::Relaxed) {
+        // SAFETY: forwarded; the buffer is a value of this call.
+        unsafe { track(api, env, account, buffer, handle, serial, group)? };
+    }
+    Ok(buffer)
 }
 
 unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
