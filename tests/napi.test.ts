@@ -107,17 +107,20 @@ test("takeViews hands back the views of one group only, once, and wrap refuses a
   }
 });
 
+/** Opens `name` once more through the flat calls: a handle of its own and its mapping's address. */
+function openAgain(name: string): [number, bigint] {
+  const out = new BigUint64Array(5);
+  const bytes = new TextEncoder().encode(name);
+  assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
+  return [Number(out[0]), out[1]];
+}
+
 test("wrap with dupOut takes a new handle and names it, closing it again when refused; closeSegment refuses while a lock is held", () => {
   const name = uniqueName("napi-dup");
   const b = backend();
   try {
     using shm = SharedMemory.create({ name }, 4096);
-    const out = new BigUint64Array(5);
-    assert.equal(
-      b.openName(new TextEncoder().encode(name), 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out),
-      0,
-    );
-    const [handle, address] = [Number(out[0]), out[1]];
+    const [handle, address] = openAgain(name);
     const locked = Number(addressOf(shm.buffer, "test")); // shm's own mapping, made before counting
     const handles = lib.openHandleCount();
     const dupOut = new Int32Array([-1]);
@@ -163,15 +166,9 @@ test("wrap with dupOut takes a new handle and names it, closing it again when re
 
 test("closeSegment takes the views of its group and closes its handle", () => {
   const name = uniqueName("napi-close");
-  const b = backend();
   try {
     using shm = SharedMemory.create({ name }, 4096);
-    const out = new BigUint64Array(5);
-    assert.equal(
-      b.openName(new TextEncoder().encode(name), 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out),
-      0,
-    );
-    const [handle, address] = [Number(out[0]), out[1]];
+    const [handle, address] = openAgain(name);
     const dupOut = new Int32Array(1);
     const views = [0n, 8n].map((at) => napi.wrap(handle, address + at, 8, handle, dupOut));
     const taken = napi.closeSegment(handle, Number(address), 4096, 1) as ArrayBuffer[];
