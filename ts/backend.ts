@@ -128,18 +128,21 @@ export interface Backend {
    */
   dropAnchor(anchor: ArrayBuffer | undefined, handle: number): void;
   /**
-   * All that `close()` does natively, in one call where each call costs a crossing (Node-API in
-   * Node.js): if this process holds locks in the `length` bytes at `address`, returns how many
-   * and does nothing; else ends the pending waits there, takes the views of group `handle` (as
-   * {@linkcode takeViews}, when `views`), releases `handle` as {@linkcode dropAnchor} does, and
-   * returns the views (`undefined` without `views`). The caller then releases its buffer and the
-   * views with {@linkcode unwrap}. Absent: the caller makes those calls one by one.
+   * All that `close()` does natively, in as few calls as the runtime allows, where each call
+   * costs a crossing (Node-API in Node.js): if this process holds locks in the `length` bytes at
+   * `address`, returns how many and does nothing; else ends the pending waits there, takes the
+   * views of group `handle` (as {@linkcode takeViews}, when `views`), releases `handle` as
+   * {@linkcode dropAnchor} does, releases `buffer` (which owns `bufferHandle`) as
+   * {@linkcode unwrap} does, and returns the views (`undefined` without `views`), which the caller
+   * then releases. Absent: the caller makes those calls one by one.
    */
   closeSegment?(
     address: bigint,
     length: number,
     handle: number,
     views: boolean,
+    buffer?: ArrayBuffer,
+    bufferHandle?: number,
   ): number | ArrayBuffer[] | undefined;
   /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage

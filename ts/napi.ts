@@ -39,8 +39,11 @@ export interface NodeApiModule {
   /**
    * `close()` in one call: if this process holds locks in the `length` bytes at `address` (a
    * number), returns how many and does nothing; else ends the pending waits there, takes the
-   * views of group `handle` when `views` is 1 (as `takeViews`; `undefined` when 0), and closes
-   * `handle` by its serial number, as the finalizer `addFinalizer` gave it would.
+   * views of group `handle` when `views` is 1 (as `takeViews`; `undefined` when 0), closes
+   * `handle` by its serial number, as the finalizer `addFinalizer` gave it would, and last, with
+   * `buffer`, detaches it and closes `bufferHandle`, which it owns, unless it is detached
+   * already or cannot be detached (it keeps its handle then). Pass `buffer` only where no detach
+   * key can be set on a buffer (Node.js 20): V8 aborts on a detach against a key.
    *
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    */
@@ -49,6 +52,8 @@ export interface NodeApiModule {
     address: number,
     length: number,
     views: number,
+    buffer?: ArrayBuffer,
+    bufferHandle?: number,
   ): number | ArrayBuffer[] | undefined;
   /**
    * `object` takes over `handle` and closes it when the engine finalizes `object`.

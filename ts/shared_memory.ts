@@ -599,14 +599,24 @@ export class SharedMemory implements Disposable {
     if (this.#handle < 0) return;
     const b = backend();
     if (b.closeSegment) {
-      // One native call checks the locks, ends the waits, takes the views and drops the anchor.
-      const views = b.closeSegment(this.#address, this.byteLength, this.#handle, this.#viewed);
-      if (typeof views === "number") throw lockedError(views, "SharedMemory.close");
+      // One native call checks the locks, ends the waits, takes the views, drops the anchor and
+      // releases the buffer (this object's own, never a whole mapping: no waits of its own).
       const buffer = this.#buffer;
+      const record = buffer && owned.get(buffer);
+      const live = record?.released === false ? record : undefined;
+      const views = b.closeSegment(
+        this.#address,
+        this.byteLength,
+        this.#handle,
+        this.#viewed,
+        live && buffer,
+        live?.handle,
+      );
+      if (typeof views === "number") throw lockedError(views, "SharedMemory.close");
+      if (live) live.released = true;
       this.#buffer = undefined;
       this.#anchor = undefined;
       this.#handle = -1;
-      if (buffer) release(buffer);
       if (views) { for (const view of views) release(view); }
       return;
     }

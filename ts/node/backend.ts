@@ -102,6 +102,24 @@ export function loadNode(explicit?: string): Backend {
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
+  /** {@linkcode Backend.unwrap}. */
+  const unwrap = (buffer: ArrayBuffer, handle: number): void => {
+    // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
+    // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
+    if (bufferByteLength(buffer) === 0) return;
+    if (typeof buffer.transfer === "function") {
+      try {
+        buffer.transfer(0);
+      } catch {
+        // Marked untransferable by its user (a V8 detach key, Node 21+): it cannot be detached
+        // nor moved, so it keeps its reference until it is collected.
+        return;
+      }
+      n.close(handle);
+    } else {
+      n.unwrap(buffer, handle); // Node 20: detach and close in one call
+    }
+  };
   return {
     runtime: "node",
     // V8's limit for one ArrayBuffer on 64-bit targets.
@@ -141,27 +159,20 @@ export function loadNode(explicit?: string): Backend {
       n.addFinalizer(owner, handle);
       return undefined;
     },
-    unwrap(buffer, handle) {
-      // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
-      // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
-      if (bufferByteLength(buffer) === 0) return;
-      if (typeof buffer.transfer === "function") {
-        try {
-          buffer.transfer(0);
-        } catch {
-          // Marked untransferable by its user (a V8 detach key, Node 21+): it cannot be detached
-          // nor moved, so it keeps its reference until it is collected.
-          return;
-        }
-        n.close(handle);
-      } else {
-        n.unwrap(buffer, handle); // Node 20: detach and close in one call
-      }
-    },
+    unwrap,
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => n.close(handle),
-    closeSegment: (address, length, handle, views) =>
-      n.closeSegment(handle, Number(address), length, views ? 1 : 0),
+    closeSegment(address, length, handle, views, buffer, bufferHandle) {
+      const [at, flag] = [Number(address), views ? 1 : 0];
+      // Node 20 detaches in the same call; newer Node through `transfer(0)`, since a detach key
+      // its user set on the buffer would make the native detach abort the process.
+      if (buffer === undefined || typeof buffer.transfer !== "function") {
+        return n.closeSegment(handle, at, length, flag, buffer, bufferHandle);
+      }
+      const taken = n.closeSegment(handle, at, length, flag);
+      if (typeof taken !== "number") unwrap(buffer, bufferHandle!);
+      return taken;
+    },
     relieve() {
       n.forgetDetached();
       n.relieve();

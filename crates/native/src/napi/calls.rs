@@ -370,22 +370,10 @@ callbacks! {
     };
     unwrap => |a, _| {
         // Node 20 has no `ArrayBuffer.prototype.transfer`: this is how `close()` detaches a
-        // buffer and closes the handle it owns, in one call. A buffer detached already (moved,
-        // or detached by its user) is left to its finalizer, which owns the handle then.
-        let buffer = a.arg(0)?;
-        let handle = a.i32(1)?;
-        let mut detached = false;
-        // SAFETY: a value of this callback and a valid out-pointer.
-        let status = unsafe { (a.api.is_detached_arraybuffer)(a.env, buffer, &mut detached) };
-        check(status, "napi_is_detached_arraybuffer")?;
-        if detached {
-            return a.int(0);
-        }
-        // SAFETY: as above; a buffer that cannot be detached gives a status, not a crash, and
-        // then keeps its handle (the mapping stays while the buffer can reach it).
-        let status = unsafe { (a.api.detach_arraybuffer)(a.env, buffer) };
-        check(status, "napi_detach_arraybuffer")?;
-        a.int(sb_close(handle))
+        // buffer and closes the handle it owns, in one call (see `unwrap_buffer`).
+        let (buffer, handle) = (a.arg(0)?, a.i32(1)?);
+        // SAFETY: env is live on this thread and `buffer` is a value of this callback.
+        a.int(unsafe { super::unwrap_buffer(a.api, a.env, buffer, handle) })
     };
     wait_async => |a, data| {
         // SAFETY: `data` is the `Waits` that `register` made for this environment and keeps

@@ -731,14 +731,20 @@ unsafe fn take_views(api: &Api, env: Env, account: &Account, group: u64) -> Outc
 unsafe extern "C" fn js_close_segment(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(
+        call_with(
             env,
             info,
-            |api, account, [handle, address, length, views]: [Value; 4]| {
+            4,
+            |api, account, [handle, address, length, views, buffer, buffer_handle]: [Value; 6]| {
                 let (_, owner) = handle_arg(api, env, handle)?;
                 let address = safe_integer(api, env, address, "address")?;
                 let length = safe_integer(api, env, length, "length")?;
                 let views = int32(api, env, views, "views")? != 0;
+                let buffer = if buffer.is_null() || is_undefined(api, env, buffer) {
+                    None
+                } else {
+                    Some((buffer, int32(api, env, buffer_handle, "bufferHandle")?))
+                };
                 // Nothing is done while this process holds a lock in the memory: unmapping it
                 // would strand the lock (the caller throws EBUSY with the count).
                 let held = sb_mutex_held_in(address as *const u8, length as u64);
@@ -755,10 +761,45 @@ unsafe extern "C" fn js_close_segment(env: Env, info: CallbackInfo) -> Value {
                 // The anchor's handle, by serial as its finalizer would (which then finds it
                 // closed). The views and the buffer hold handles of their own.
                 close_owned(owner.handle, owner.serial);
+                if let Some((buffer, buffer_handle)) = buffer {
+                    // Last, and without throwing: everything above is done already.
+                    unwrap_buffer(api, env, buffer, buffer_handle);
+                }
                 Ok(result)
             },
         )
     }
+}
+
+/// Whether `value` is `undefined`.
+fn is_undefined(api: &Api, env: Env, value: Value) -> bool {
+    let mut kind = 0;
+    // SAFETY: a value of this call; valid out-pointer.
+    let status = unsafe { (api.type_of)(env, value, &mut kind) };
+    status == OK && kind == sys::UNDEFINED
+}
+
+/// Detaches `buffer` and closes `handle`, which it owns, unless it is detached already (moved, or
+/// detached by its user: its finalizer owns the handle then) or cannot be detached (it keeps its
+/// handle, and the mapping, until it is collected). Calls no JavaScript.
+///
+/// Only where no detach key can be set on a buffer (Node.js 20): with a key, V8 aborts the
+/// process from `napi_detach_arraybuffer` instead of failing.
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `buffer` is a value of this call.
+pub(crate) unsafe fn unwrap_buffer(api: &Api, env: Env, buffer: Value, handle: i32) -> i32 {
+    let mut detached = false;
+    // SAFETY: a value of this call and a valid out-pointer.
+    let status = unsafe { (api.is_detached_arraybuffer)(env, buffer, &mut detached) };
+    if status != OK || detached {
+        return 0;
+    }
+    // SAFETY: as above; a buffer that cannot be detached gives a status, not a crash.
+    if unsafe { (api.detach_arraybuffer)(env, buffer) } != OK {
+        return 0;
+    }
+    crate::sb_close(handle)
 }
 
 unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
