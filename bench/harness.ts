@@ -369,11 +369,14 @@ export interface Latency {
 export interface TripBudget {
   ms: number;
   max: number;
+  /** Untimed round trips before them, in ms; default a fifth of `ms`. */
+  warmMs?: number;
 }
 
 /**
  * Times round trips one by one with `performance.now()` (whose cost is inside every sample):
- * untimed ones for a fifth of `budget.ms` (at least 10), then timed ones until `budget.ms` has
+ * untimed ones for `budget.warmMs` (a fifth of `budget.ms` if not given; at least 10 round
+ * trips), then timed ones until `budget.ms` has
  * passed (at least 20) or `budget.max` were timed; and what this process and `peerPid` used
  * over the timed ones.
  */
@@ -385,7 +388,7 @@ export async function roundTrips(
   const samples = new Float64Array(budget.max);
   const pids = peerPid ? [process.pid, peerPid] : [process.pid];
   let i = 0;
-  const warmUntil = performance.now() + budget.ms / 5;
+  const warmUntil = performance.now() + (budget.warmMs ?? budget.ms / 5);
   while (i < 10 || performance.now() < warmUntil) {
     const pending = once(i++);
     if (pending) await pending;

@@ -847,9 +847,14 @@ export type PairPlan = Pick<Spec, "transport" | "size" | "trips"> & {
   capacity?: Spec["capacity"];
 };
 
-/** Length of each one-way stream: untimed warm-up, then counted. */
+/**
+ * Length of each one-way stream: untimed warm-up, then counted. The warm-up lets the engines'
+ * optimizing compilers finish: after 80 ms, Bun's compiler threads were still at work on the
+ * pair's own core (on one core, 500-1,000 ns of their CPU per 64 B message counted, and a fifth
+ * of the messages/s), after 400 ms nearly done (load average 5-6).
+ */
 export const STREAM = {
-  warmupMs: envInt("SB_BENCH_WARMUP_MS", 80),
+  warmupMs: envInt("SB_BENCH_WARMUP_MS", 400),
   measureMs: envInt("SB_BENCH_MEASURE_MS", 160),
 };
 

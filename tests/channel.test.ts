@@ -581,6 +581,64 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
   assertSound(watched);
 });
 
+test("a length getter that sends, or closes the endpoint, runs before anything is reserved or taken: the stream stays whole and the close holds", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  // The quick count reads `length` of an array the endpoint counted before: each array is used
+  // again, and its getter acts only once armed.
+  let armed = false;
+  let calls = 0;
+  const expected: Uint8Array[] = [];
+  const outer = Object.defineProperty(pattern(16, 2), "length", {
+    get: () => {
+      if (armed) calls++, tx.send(pattern(8, 1), 5000), expected.push(pattern(8, 1));
+      return 16;
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    tx.send(outer, 5000);
+    expected.push(pattern(16, 2));
+    armed = true;
+  }
+  assert.ok(calls > 0, "the getter ran");
+  for (const want of expected) assert.deepEqual(rx.recv(5000), want);
+  armed = false;
+  // A target whose getter closes the receiver: the receive refuses, and takes nothing.
+  using other = watchedChannel(1024);
+  const { rx: rx2, tx: tx2 } = other;
+  const target = Object.defineProperty(new Uint8Array(8), "length", {
+    get: () => (armed && rx2.close(), 8),
+  });
+  tx2.send(pattern(8, 5), 5000);
+  tx2.send(pattern(8, 6), 5000);
+  assert.equal(rx2.recvInto(target, 5000), 8);
+  armed = true;
+  assert.throws(() => rx2.recvInto(target, 5000), code("EBADF"));
+  armed = false;
+  // A getter that closes the sender: the send refuses, the stream ends after what came before.
+  const closing = Object.defineProperty(pattern(8, 4), "length", {
+    get: () => (armed && tx.close(), 8),
+  });
+  tx.send(closing, 5000);
+  armed = true;
+  assert.throws(() => tx.send(closing, 5000), code("EBADF"));
+  assert.deepEqual(rx.recv(5000), pattern(8, 4));
+  assert.equal(rx.recv(5000), null, "the end, not a message sent after the close");
+  // Not a typed array, though it has a Uint8Array's prototype, a length and elements that agree
+  // (and a getter among them): refused before anything is reserved or taken, sent whole or not.
+  using third = watchedChannel(1024);
+  const { tx: tx3, rx: rx3 } = third;
+  const disguised = Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype);
+  Object.defineProperty(disguised, "length", { value: 8 });
+  for (let i = 0; i < 8; i++) Object.defineProperty(disguised, i, { get: () => i });
+  for (let round = 0; round < 3; round++) {
+    assert.throws(() => tx3.send(disguised, 5000), TypeError);
+    tx3.send(pattern(8, round), 5000);
+    assert.throws(() => rx3.recvInto(disguised, 5000), TypeError);
+    assert.deepEqual(rx3.recv(5000), pattern(8, round));
+  }
+});
+
 test("a detached message is sent as the 0 bytes it has, and an element that throws halfway through sendMany leaves the ring sound", () => {
   using watched = watchedChannel(1024);
   const { tx, rx } = watched;
@@ -1351,13 +1409,17 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
         raw.i32[(at >> 2) + 1] = 1;
       }
       Atomics.store(raw.i32, layout.OFF_HEAD >> 2, rand(8) === 0 ? head + 4 : head);
+      // What a receiver killed while it zeroed leaves (finished at attach), or garbage.
+      const zeroing = [head, head, head + 8 * rand(used / 8 + 2), rand(0x7fff_ffff)][rand(4)];
+      Atomics.store(raw.i32, layout.OFF_ZEROING >> 2, zeroing);
       const tail = (head + used + (rand(8) === 0 ? 8 * capacity : 0)) & layout.POS_MASK;
       Atomics.store(raw.i32, layout.OFF_TAIL >> 2, tail | (rand(4) === 0 ? layout.TAIL_CLOSED : 0));
       let rx;
       try {
         rx = ch.receiver({ peerCheckMs: 1, maxMessageBytes: 4096, maxPendingBytes: 8192 });
       } catch (err) {
-        // A head that is not a multiple of 8 is refused when the receiver attaches.
+        // A head that is not a multiple of 8, or a zeroing word that is not a position from
+        // head to tail, is refused when the receiver attaches.
         assert.ok(code("EBADMSG")(err), String(err));
         errors++;
         continue;
@@ -1413,4 +1475,120 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   s.record(true);
   assert.equal(s.budgetMs(), SPIN_MS);
   assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
+});
+
+/**
+ * A one-sender channel of `capacity` bytes whose segment is already unlinked, with a raw view of
+ * it to plant what a killed receiver leaves; `head`, `zeroing` and `tail` start at `start`.
+ */
+function zeroingRing(capacity: number, start: number) {
+  const name = uniqueName("zeroing");
+  const ch = Channel.create({ name }, { capacity });
+  const raw = rawRing(name);
+  cleanup({ name });
+  for (const word of [layout.OFF_HEAD, layout.OFF_ZEROING, layout.OFF_TAIL]) {
+    Atomics.store(raw.i32, word >> 2, start);
+  }
+  return {
+    ch,
+    raw,
+    [Symbol.dispose]() {
+      raw.shm.close();
+      ch.close();
+    },
+  };
+}
+
+// `docs/channel.md`, *A receiver that dies*: a receiver killed after it announced the records it
+// zeroes (`zeroing` ahead of `head`) and before it stored `head` leaves them zeroed, partly zeroed
+// or intact; the receiver that takes over finishes the zeroing and gets the next message (not one
+// the dead receiver consumed, nor one half zeroed), then every later one.
+test("a receiver taking over finishes a killed receiver's zeroing: no wait at a zeroed record, no half-zeroed message", () => {
+  const CAP = 256;
+  const LEN = 20; // a span of 32
+  const w = (offset: number) => offset >> 2;
+  const numbered = (seq: number) => pattern(LEN, seq + 1);
+  // [what, start position, records the dead receiver consumed, bytes from `head` it zeroed]
+  const cases: [string, number, number, number][] = [
+    ["a batch, all zeroed", 0, 2, 64],
+    ["a batch, the first record zeroed", 0, 2, 32],
+    ["a batch, the second record's commit word zeroed", 0, 2, 36],
+    ["a batch, nothing zeroed yet", 0, 2, 0],
+    ["recvInto, two payload words zeroed", 0, 1, 16],
+    ["a batch across the end of the ring", 192, 3, 80],
+  ];
+  const dead = deadPid();
+  for (const [what, start, consumed, zeroed] of cases) {
+    using ring = zeroingRing(CAP, start);
+    const { ch, raw } = ring;
+    const tx = ch.sender();
+    for (let seq = 0; seq < 4; seq++) tx.send(numbered(seq));
+    const to = start + 32 * consumed;
+    // recvInto's copy zeroes payload words from the payload's start.
+    const from = what.startsWith("recvInto") ? start + 8 : start;
+    for (let pos = from; pos < from + zeroed; pos += 4) {
+      Atomics.store(raw.i32, w(layout.OFF_DATA + (pos & (CAP - 1))), 0);
+    }
+    Atomics.store(raw.i32, w(layout.OFF_ZEROING), to);
+    Atomics.store(raw.i32, w(layout.OFF_CONSUMER_PID), dead);
+    const rx = ch.receiver({ peerCheckMs: 1 });
+    assert.equal(Atomics.load(raw.i32, w(layout.OFF_HEAD)), to, `${what}: head moved on`);
+    for (let pos = start; pos < to; pos++) {
+      assert.equal(raw.bytes[layout.OFF_DATA + (pos & (CAP - 1))], 0, `${what}: byte ${pos}`);
+    }
+    assert.deepEqual(rx.recv(10_000), numbered(consumed), `${what}: the next message`);
+    // Then on as usual, through wrap-arounds, by recvInto and recvMany.
+    const into = new Uint8Array(64);
+    for (let seq = consumed + 1; seq < 40;) {
+      if (seq >= 4) tx.send(numbered(seq));
+      if (seq % 2 === 0) {
+        const len = rx.recvInto(into, 10_000);
+        assert.deepEqual(into.subarray(0, len!), numbered(seq), `${what}: message ${seq}`);
+        seq++;
+      } else {
+        rx.recvMany((m) => {
+          assert.deepEqual(m, numbered(seq), `${what}: message ${seq}`);
+          seq++;
+        }, 10_000);
+      }
+    }
+    assert.equal(rx.tryRecv(), undefined, `${what}: nothing more`);
+    assert.equal(
+      Atomics.load(raw.i32, w(layout.OFF_ZEROING)),
+      Atomics.load(raw.i32, w(layout.OFF_HEAD)),
+      `${what}: zeroing follows head`,
+    );
+    rx.close();
+  }
+});
+
+test("a zeroing word that is not a position from head to tail is EBADMSG for a receiver taking over, which leaves the place free", () => {
+  const CAP = 256;
+  const w = (offset: number) => offset >> 2;
+  const dead = deadPid();
+  // head at 64, two records of span 32: tail at 128.
+  const bad = [68, 132, 56, 0x8000_0060 | 0, 0x7fff_fff8, 0xffff_fff8 | 0, 64 + CAP];
+  for (const zeroing of [...bad, 64, 128]) {
+    using ring = zeroingRing(CAP, 64);
+    const { ch, raw } = ring;
+    const tx = ch.sender();
+    tx.send(pattern(20, 1));
+    tx.send(pattern(20, 2));
+    Atomics.store(raw.i32, w(layout.OFF_ZEROING), zeroing);
+    Atomics.store(raw.i32, w(layout.OFF_CONSUMER_PID), dead);
+    const what = `zeroing 0x${(zeroing >>> 0).toString(16)}`;
+    if (bad.includes(zeroing)) {
+      assert.throws(() => ch.receiver(), code("EBADMSG"), what);
+      assert.equal(Atomics.load(raw.i32, w(layout.OFF_CONSUMER_PID)), 0, `${what}: place free`);
+      assert.equal(Atomics.load(raw.i32, w(layout.OFF_HEAD)), 64, `${what}: head unchanged`);
+      Atomics.store(raw.i32, w(layout.OFF_ZEROING), 64);
+    }
+    const rx = ch.receiver();
+    if (zeroing !== 128) {
+      assert.deepEqual(rx.tryRecv(), pattern(20, 1), what);
+      assert.deepEqual(rx.tryRecv(), pattern(20, 2), what);
+    }
+    assert.equal(rx.tryRecv(), undefined, `${what}: nothing more`);
+    rx.close();
+  }
 });

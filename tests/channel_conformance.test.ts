@@ -11,7 +11,9 @@
  */
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import type { Channel as ChannelType } from "../mod.ts";
+import { OFF_CONSUMER_PID, OFF_DATA, OFF_ZEROING } from "../ts/channel/layout.ts";
 import {
   type Child,
   cleanup,
@@ -62,6 +64,28 @@ function message(
   view.setUint32(0, producer, true);
   view.setUint32(4, index, true);
   return out;
+}
+
+/** The bytes the records of `messages` take in the ring. */
+function spans(messages: Uint8Array[]): number {
+  return messages.reduce((n, m) => n + 8 + ((m.length + 7) & ~7), 0);
+}
+
+/**
+ * The first seed from `from` whose first `count` messages are single records that fit the ring
+ * at once, and that `ok` accepts.
+ */
+function seedFor(
+  from: number,
+  count: number,
+  dims: { maxRecordBytes: number; capacity: number },
+  ok: (first: Uint8Array[]) => boolean = () => true,
+): number {
+  for (let seed = from;; seed++) {
+    const first = Array.from({ length: count }, (_, i) => message(seed, 0, i, dims));
+    if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
+    if (spans(first) <= dims.capacity && ok(first)) return seed;
+  }
 }
 
 /** The Rust peer with `args`. */
@@ -138,16 +162,9 @@ for (const killed of runtimes) {
     const taken = 5;
     const total = 200;
     const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
-    const span = (m: Uint8Array) => 8 + ((m.length + 7) & ~7);
-    // A seed whose first messages fit the ring at once, none fragmented, and whose second to
-    // fourth stay below the quarter: one recvMany call takes them all, handing back only the first.
-    let seed = 100;
-    for (;; seed++) {
-      const first = Array.from({ length: taken }, (_, i) => message(seed, 0, i, dims));
-      if (first.some((m) => m.length > dims.maxRecordBytes)) continue;
-      if (first.reduce((n, m) => n + span(m), 0) > capacity) continue;
-      if (first.slice(1, 4).reduce((n, m) => n + span(m), 0) < capacity / 4) break;
-    }
+    // A seed whose second to fourth messages stay below the quarter: one recvMany call takes
+    // them all, handing back only the first.
+    const seed = seedFor(100, taken, dims, (first) => spans(first.slice(1, 4)) < capacity / 4);
     await withChannel({ capacity }, async (name, ch, children) => {
       const tx = ch.sender();
       for (let i = 0; i < taken; i++) tx.send(message(seed, 0, i, ch));
@@ -163,6 +180,40 @@ for (const killed of runtimes) {
     });
   });
 }
+
+// `docs/channel.md`, *A receiver that dies*: what a receiver killed while it zeroed what it
+// consumed leaves (crafted here: `zeroing` ahead of `head`, the first records zeroed, the next
+// one's commit word and half its payload too, the last intact): a Rust receiver taking over
+// finishes the zeroing and gets every message after those, in order, then the end.
+test("conformance: a Rust receiver taking over from a receiver killed while it zeroed what it consumed gets every later message", async () => {
+  const capacity = 4096;
+  const consumed = 4;
+  const total = 200;
+  const dims = { capacity, maxRecordBytes: capacity / 2 - 8 };
+  const seed = seedFor(300, consumed + 1, dims);
+  await withChannel({ capacity }, async (name, ch, children) => {
+    const tx = ch.sender();
+    const sent = Array.from({ length: consumed + 1 }, (_, i) => message(seed, 0, i, ch));
+    for (const m of sent) tx.send(m);
+    // The first records zeroed, then the last consumed one's header and half its payload.
+    const to = spans(sent.slice(0, consumed));
+    const lastSpan = spans(sent.slice(consumed - 1, consumed));
+    const zeroTo = to - lastSpan + 8 + (lastSpan - 8) / 2;
+    using raw = lib.SharedMemory.open({ name });
+    const i32 = new Int32Array(raw.buffer);
+    for (let pos = 0; pos < (zeroTo & ~3); pos += 4) Atomics.store(i32, (OFF_DATA + pos) >> 2, 0);
+    Atomics.store(i32, OFF_ZEROING >> 2, to);
+    Atomics.store(i32, OFF_CONSUMER_PID >> 2, spawnSync("true").pid!);
+    const receiver = peer(children, ["recv", name, 1, total - consumed, seed, "end", consumed]);
+    await within(receiver.line("ready"), 20_000, "Rust receiver ready");
+    for (let i = consumed + 1; i < total; i++) await tx.sendAsync(message(seed, 0, i, ch), 30_000);
+    tx.close();
+    const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual(r.next, [total], "messages after the consumed ones, each once, in order");
+    assert.equal(r.after, "end");
+  });
+});
 
 test("conformance: a Rust sender to a TypeScript receiver, one sender, fragments and wrap-around, then the end", async () => {
   await withChannel({ capacity: 4096 }, async (name, ch, children) => {

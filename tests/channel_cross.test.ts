@@ -45,9 +45,13 @@ import { HEADER_SIZE, OFF_RX_WAITING, OFF_TX_WAITING } from "../ts/channel/layou
 import {
   checksum,
   combine,
+  CTL_BAD,
   CTL_BYTES,
+  CTL_FIRST,
   CTL_GO,
+  CTL_LAST,
   CTL_READY,
+  CTL_STOP,
   EDGES,
   expectedHash,
   FIXED_SIZE,
@@ -1060,6 +1064,95 @@ for (const which of runtimes) {
     );
   }
 }
+
+// `docs/channel.md`, *A receiver that dies*: receivers of every runtime killed (SIGKILL) at points
+// of a busy stream that nothing chooses (after a number of messages, wherever the receiver then
+// is: zeroing what it consumed, copying a message out, inside a callback), each taken over by the
+// next. Every message delivered is whole and intact (stamp and checksum); each receiver's messages
+// are consecutive; messages a killed receiver consumed without handing their room back come again;
+// and a message is missing only where a killed receiver was taking it (at most one per kill: the
+// receive had begun to hand its room back, or had returned it before the receiver logged it).
+// Without the `zeroing` word, a receiver killed while it zeroed leaves the next one waiting at a
+// zeroed record (its receive times out) or hands it a message with zeros.
+childrenTest(
+  [...runtimes],
+  "receivers of every runtime killed at random points of a busy stream and taken over: every message intact, none lost but one a killed receiver was taking",
+  async () => {
+    const rounds = 60;
+    const name = uniqueName("cx-rxloop");
+    const ctlName = uniqueName("cx-rxloop-ctl");
+    const children: Child[] = [];
+    try {
+      // A ring that holds thousands of messages: the sender fills it while the receiver drains it.
+      using _channel = Channel.create({ name }, { capacity: 1 << 20 });
+      using ctl = SharedMemory.create({ name: ctlName }, CTL_BYTES);
+      const words = new Int32Array(ctl.buffer);
+      for (let i = 0; i <= rounds; i++) {
+        words[CTL_FIRST(i)] = -1;
+        words[CTL_LAST(i)] = -1;
+      }
+      const sender = spawn(children, "bun", "channel/stamped.ts", ["send", name, ctlName]);
+      const receive = (i: number) =>
+        spawn(children, runtimes[i % runtimes.length], "channel/stamped.ts", [
+          "receive",
+          name,
+          ctlName,
+          String(i),
+        ]);
+      for (let i = 0; i < rounds; i++) {
+        const receiver = receive(i);
+        await ready(receiver, `receiver ${i}`);
+        let exited = false;
+        receiver.done.then(() => (exited = true));
+        const target = 1000 + (Math.imul(i + 1, 0x9e3779b1) >>> 11) % 20_000;
+        await until(
+          () =>
+            exited ||
+            Atomics.load(words, CTL_LAST(i)) - Atomics.load(words, CTL_FIRST(i)) >= target,
+          `receiver ${i} (${runtimes[i % runtimes.length]}) getting ${target} messages`,
+        );
+        if (exited) throw new Error(`receiver ${i} exited: ${(await receiver.done).stderr}`);
+        receiver.kill("SIGKILL");
+        const dead = await within(receiver.done, HANG_MS, `killed receiver ${i}'s exit`);
+        assert.equal(dead.signal, "SIGKILL", dead.stderr);
+        assert.equal(Atomics.load(words, CTL_BAD), 0, `receiver ${i} got a broken message`);
+      }
+      const last = receive(rounds);
+      await ready(last, "the last receiver");
+      await until(
+        () => Atomics.load(words, CTL_FIRST(rounds)) >= 0,
+        "the last receiver's messages",
+      );
+      Atomics.store(words, CTL_STOP, 1);
+      const sent = resultOf<{ sent: number }>(await finished(sender, "sender"), "sender").sent;
+      const got = resultOf<{ last: number }>(await finished(last, "last receiver"), "receiver");
+      assert.equal(Atomics.load(words, CTL_BAD), 0, "a broken message");
+      assert.equal(got.last, sent - 1, "the last receiver got the stream to its last message");
+      // Per receiver, in order: [first, last] got (first -1: none). A receiver starts at most one
+      // message per kill since the last message got past that message; earlier is a message got
+      // again.
+      assert.equal(words[CTL_FIRST(0)], 0, "the first receiver starts at message 0");
+      let frontier = -1;
+      let kills = 0;
+      for (let i = 0; i <= rounds; i++) {
+        const [first, end] = [words[CTL_FIRST(i)], words[CTL_LAST(i)]];
+        if (first >= 0) {
+          assert.ok(
+            first <= frontier + 1 + kills,
+            `receiver ${i} starts at ${first}, more than ${kills} past message ${frontier}`,
+          );
+          frontier = Math.max(frontier, end);
+          kills = 0;
+        }
+        kills++;
+      }
+    } finally {
+      await killAll(children);
+      cleanup({ name });
+      cleanup({ name: ctlName });
+    }
+  },
+);
 
 // ---- 6. Errors another process sees -------------------------------------------------------------
 

@@ -27,12 +27,14 @@ import { pairRows } from "../streams.ts";
 /** The pairs (`bench/streams.ts`): wait/notify three ways, and the Unix socket with 8-byte messages. */
 const PAIRS = ["futex_park", "futex_spin", "futex_async", "socket"];
 /**
- * Round trips: at most 2000 (as the Rust ping-pong's), timed for at most 500 ms, after 100 ms
+ * Round trips: at most 2000 (as the Rust ping-pong's), timed for at most 500 ms, after 400 ms
  * untimed. The untimed part is long enough for the engines' optimizing compilers: on one core,
- * 2500 untimed round trips (20 ms) left Node's at 8.0 µs where 20,000 gave 6.9 µs; the Rust side
+ * 2500 untimed round trips (20 ms) left Node's at 8.0 µs where 20,000 gave 6.9 µs; and after
+ * 100 ms Bun's compiler threads were still at work, on the same core, through the 2000 timed
+ * ones (8-9 µs of their CPU per round trip in each process, at load average 6). The Rust side
  * needs no such warm-up.
  */
-const TRIPS = { ms: 500, max: 2000 };
+const TRIPS = { ms: 500, max: 2000, warmMs: 400 };
 /** Round trips of the Workers and of the Rust ping-pong, and untimed ones before them. */
 const N = 2000;
 const WARMUP = 300;
@@ -132,9 +134,7 @@ export const wait: Scenario = {
   name: "wait",
   method: `Round trips between two processes through one 4 KiB segment (word 0 ping, word 1 ` +
     `pong): the measuring side (CPU 0) stores and notifies, the echo side answers; ` +
-    `${TRIPS.max} (at most ${TRIPS.ms} ms of them) after ${
-      TRIPS.ms / 5
-    } ms untimed (Workers: ${N} after ${WARMUP}), each timed with performance.now(). park: wait/notify parking at ` +
+    `${TRIPS.max} (at most ${TRIPS.ms} ms of them) after ${TRIPS.warmMs} ms untimed (Workers: ${N} after ${WARMUP}), each timed with performance.now(). park: wait/notify parking at ` +
     `once; spin: wait with { spin: 256 } on both sides; async: waitAsync on the measuring ` +
     `side. socket: the runtime's Unix socket, 8-byte messages (async loop). workers: ` +
     `Atomics.wait/notify between two Workers of one process (process on CPU 0 for same, ` +

@@ -26,6 +26,7 @@ import {
   plainBytes,
   plainView,
   Producer,
+  quickByteCount,
   RESERVED,
   Ring,
   validateRegion,
@@ -390,6 +391,11 @@ export class ChannelSender implements Disposable {
   #busy = false;
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
+  /**
+   * The message {@linkcode #start} counted last: a real typed array (see `quickByteCount`), kept
+   * until the next send (as a receiver keeps its last `recvInto` target).
+   */
+  #known: Uint8Array | undefined;
 
   /** @internal Made by {@linkcode Channel.sender}. */
   constructor(ring: Ring, options: Required<EndpointOptions>, registry: Set<unknown>) {
@@ -614,7 +620,10 @@ export class ChannelSender implements Disposable {
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
     const bytes = bytesOf(message, "message");
-    const len = byteCount(bytes);
+    const len = quickByteCount(bytes, this.#known);
+    this.#known = bytes;
+    // Its getters (`constructor`, `length`) may have closed this sender or started a send.
+    this.#checkUsable(what);
     if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
     }
@@ -930,7 +939,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
     target = plainView(target);
-    const room = byteCount(target);
+    // #target was counted by the engine's getter before (it is a real typed array).
+    const room = quickByteCount(target, this.#target);
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
@@ -1186,6 +1196,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         words = this.#targetWords;
       }
       if (words !== undefined) {
+        consumer.announce(len); // the copy zeroes the ring as it goes
         consumer.takeCleared(idx, len, this.#copyOut(start, len, words, target));
         return len;
       }

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 3;
+export const VERSION = 4;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -102,6 +102,9 @@ export const OFF_MAX_PRODUCERS = 32;
 
 /** Byte offset of `head`. */
 export const OFF_HEAD = 128;
+
+/** Byte offset of `zeroing`. */
+export const OFF_ZEROING = 132;
 
 /** Byte offset of `tail`. */
 export const OFF_TAIL = 256;

@@ -1042,6 +1042,7 @@ fn layout_table_is_complete() {
         "VERSION",
         "HEADER_SIZE",
         "OFF_HEAD",
+        "OFF_ZEROING",
         "OFF_TAIL",
         "OFF_RX_WAITING",
         "OFF_TX_WAITING",
@@ -1158,6 +1159,7 @@ proptest! {
         let head = (head * 8) & layout::POS_MASK;
         let tail = head.wrapping_add(used * 8) & layout::POS_MASK;
         set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_ZEROING, head);
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) }).unwrap();
@@ -1232,6 +1234,7 @@ proptest! {
             set_word(&mut heap, layout::OFF_DATA + word * 4, value);
         }
         set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_ZEROING, head);
         let tail = pos & layout::POS_MASK;
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
         let channel = heap.open().unwrap();
@@ -1618,4 +1621,175 @@ fn a_sender_refuses_a_tail_rewritten_after_open() {
             Err(err) => assert_eq!(error_code(&err), libc::EBADMSG, "{mode:?} {tail}"),
         }
     }
+}
+
+// ---- a receiver killed while it zeroed what it consumed -------------------------------------
+
+/// A channel of `capacity` bytes (one sender) in a new named segment, with its segment to plant
+/// what a killed receiver leaves; `head`, `zeroing` and `tail` start at `start`.
+fn zeroing_channel(
+    scratch: &Scratch,
+    capacity: u32,
+    start: u32,
+) -> (Channel, std::sync::Arc<Segment>) {
+    let segment = std::sync::Arc::new(
+        Segment::create(&scratch.0, region_size(capacity), &Options::default()).unwrap(),
+    );
+    let config = Config {
+        capacity,
+        mode: Mode::Spsc,
+    };
+    let channel = Channel::create(std::sync::Arc::clone(&segment), config).unwrap();
+    for offset in [layout::OFF_HEAD, layout::OFF_ZEROING, layout::OFF_TAIL] {
+        segment.atomic_u32(offset).store(start, Ordering::SeqCst);
+    }
+    (channel, segment)
+}
+
+/// Zeroes the data-area bytes `from..to` (ring positions, multiples of 4) as a killed receiver
+/// left them.
+fn zero_positions(segment: &Segment, capacity: u32, from: u32, to: u32) {
+    for pos in (from..to).step_by(4) {
+        let at = layout::OFF_DATA + (pos & (capacity - 1)) as usize;
+        segment.atomic_u32(at).store(0, Ordering::SeqCst);
+    }
+}
+
+/// `docs/channel.md`, *A receiver that dies*: a receiver killed after it announced the records
+/// it zeroes (`zeroing` ahead of `head`) and before it stored `head` leaves them zeroed, partly
+/// zeroed or intact; the receiver that takes over finishes the zeroing, moves `head` there, and
+/// gets the next message (not one the dead receiver consumed, nor one half zeroed), then every
+/// later one through wrap-arounds.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_receiver_taking_over_finishes_a_killed_receivers_zeroing() {
+    const CAP: u32 = 256;
+    const LEN: usize = 20; // a span of 32
+    // (what, start position, records the dead receiver consumed, bytes from `head` it zeroed)
+    let cases: [(&str, u32, u32, u32); 6] = [
+        ("a batch, all zeroed", 0, 2, 64),
+        ("a batch, the first record zeroed", 0, 2, 32),
+        ("a batch, the second record's commit word zeroed", 0, 2, 36),
+        ("a batch, nothing zeroed yet", 0, 2, 0),
+        ("recvInto, two payload words zeroed", 0, 1, 16),
+        ("a batch across the end of the ring", 192, 3, 80),
+    ];
+    let dead = dead_pid();
+    for (what, start, consumed, zeroed) in cases {
+        let scratch = Scratch::named("zeroing");
+        let (channel, segment) = zeroing_channel(&scratch, CAP, start);
+        let mut tx = channel.sender(fast()).unwrap();
+        for seq in 0..4 {
+            tx.send(&message(0, seq, LEN, LEN, true), None).unwrap();
+        }
+        let to = (start + 32 * consumed) & layout::POS_MASK;
+        if what.starts_with("recvInto") {
+            // The copy zeroes payload words, from the payload's start.
+            zero_positions(&segment, CAP, start + 8, start + 8 + zeroed);
+        } else {
+            zero_positions(&segment, CAP, start, start + zeroed);
+        }
+        segment
+            .atomic_u32(layout::OFF_ZEROING)
+            .store(to, Ordering::SeqCst);
+        segment
+            .atomic_u32(layout::OFF_CONSUMER_PID)
+            .store(dead, Ordering::SeqCst);
+        let mut rx = channel.receiver(fast()).unwrap();
+        let head = segment.atomic_u32(layout::OFF_HEAD).load(Ordering::SeqCst);
+        assert_eq!(
+            head, to,
+            "{what}: head moved to where the dead one was zeroing"
+        );
+        for pos in (start..to).step_by(4) {
+            let at = layout::OFF_DATA + (pos & (CAP - 1)) as usize;
+            let word = segment.atomic_u32(at).load(Ordering::SeqCst);
+            assert_eq!(
+                word, 0,
+                "{what}: the consumed records are zero (position {pos})"
+            );
+        }
+        let next = rx.recv(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(
+            next,
+            Some(message(0, consumed, LEN, LEN, true)),
+            "{what}: the first message the dead receiver had not consumed"
+        );
+        // Then on as usual, through wrap-arounds.
+        for seq in consumed + 1..40 {
+            if seq >= 4 {
+                tx.send(&message(0, seq, LEN, LEN, true), None).unwrap();
+            }
+            let got = rx.recv(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(
+                got,
+                Some(message(0, seq, LEN, LEN, true)),
+                "{what}: message {seq}"
+            );
+        }
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN, "{what}: nothing more");
+        let words = [layout::OFF_HEAD, layout::OFF_ZEROING]
+            .map(|offset| segment.atomic_u32(offset).load(Ordering::SeqCst));
+        assert_eq!(words[0], words[1], "{what}: zeroing follows head");
+    }
+}
+
+/// A `zeroing` word a peer wrote that is neither `head` nor a position after it and at or
+/// before `tail`'s is `EBADMSG` for a receiver taking over, which leaves the place free and
+/// touches nothing; `head` itself, or `tail`'s position, are sound.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_receiver_refuses_a_zeroing_word_that_is_not_a_position_from_head_to_tail() {
+    const CAP: u32 = 256;
+    let dead = dead_pid();
+    // head at 64, two records of span 32: tail at 128.
+    for zeroing in [
+        68u32,       // not a multiple of 8
+        132,         // past the tail
+        56,          // behind head
+        0x8000_0060, // bit 31
+        0x7FFF_FFF8, // far behind head (huge, counted from it)
+        0xFFFF_FFF8, // huge
+        64 + CAP,    // a capacity ahead
+    ] {
+        let scratch = Scratch::named("zeroing-bad");
+        let (channel, segment) = zeroing_channel(&scratch, CAP, 64);
+        let mut tx = channel.sender(fast()).unwrap();
+        for seq in 0..2 {
+            tx.send(&message(0, seq, 20, 20, true), None).unwrap();
+        }
+        let word = |offset| segment.atomic_u32(offset);
+        word(layout::OFF_ZEROING).store(zeroing, Ordering::SeqCst);
+        word(layout::OFF_CONSUMER_PID).store(dead, Ordering::SeqCst);
+        assert_eq!(
+            code(channel.receiver(fast()).map(|_| ())),
+            libc::EBADMSG,
+            "zeroing {zeroing:#x}"
+        );
+        assert_eq!(word(layout::OFF_CONSUMER_PID).load(Ordering::SeqCst), 0);
+        assert_eq!(word(layout::OFF_HEAD).load(Ordering::SeqCst), 64);
+        // Sound again: the receiver attaches and gets both messages.
+        word(layout::OFF_ZEROING).store(64, Ordering::SeqCst);
+        let mut rx = channel.receiver(fast()).unwrap();
+        for seq in 0..2 {
+            assert_eq!(rx.try_recv().unwrap(), Some(message(0, seq, 20, 20, true)));
+        }
+    }
+    // `zeroing` at the tail: the dead receiver consumed everything.
+    let scratch = Scratch::named("zeroing-tail");
+    let (channel, segment) = zeroing_channel(&scratch, CAP, 64);
+    let mut tx = channel.sender(fast()).unwrap();
+    for seq in 0..2 {
+        tx.send(&message(0, seq, 20, 20, true), None).unwrap();
+    }
+    segment
+        .atomic_u32(layout::OFF_ZEROING)
+        .store(128, Ordering::SeqCst);
+    segment
+        .atomic_u32(layout::OFF_CONSUMER_PID)
+        .store(dead_pid(), Ordering::SeqCst);
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN, "nothing left");
+    tx.send(b"next", None).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), Some(b"next".to_vec()));
 }

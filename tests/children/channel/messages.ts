@@ -221,3 +221,12 @@ export const CTL_GO = 0;
 export const CTL_READY = 1;
 /** Bytes of a control segment. */
 export const CTL_BYTES = 4096;
+
+/** `channel/stamped.ts` control word: a message failed the check (its sequence number + 1). */
+export const CTL_BAD = 0;
+/** `channel/stamped.ts` control word: the parent stores 1 when the sender is to close. */
+export const CTL_STOP = 2;
+/** `channel/stamped.ts` control word of receiver `i`: the first sequence number it got, or -1. */
+export const CTL_FIRST = (i: number): number => 4 + 2 * i;
+/** `channel/stamped.ts` control word of receiver `i`: the last sequence number it got, or -1. */
+export const CTL_LAST = (i: number): number => 5 + 2 * i;

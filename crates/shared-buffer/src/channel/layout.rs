@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -95,8 +95,12 @@ pub struct Header {
     pub reserved0: [u32; 23],
     /// The consumer's position.
     pub head: u32,
+    /// The position up to which the consumer is zeroing what it consumed: stored before it
+    /// zeroes records past `head`, then `head` follows. Equal to `head` between receives; read
+    /// only by a consumer taking over from a dead one.
+    pub zeroing: u32,
     /// Zero.
-    pub pad1: [u32; 31],
+    pub pad1: [u32; 30],
     /// The producers' reservation position, with [`TAIL_CLOSED`].
     pub tail: u32,
     /// Zero.
@@ -146,6 +150,8 @@ pub const OFF_CONSUMER_PID: usize = offset_of!(Header, consumer_pid);
 pub const OFF_MAX_PRODUCERS: usize = offset_of!(Header, max_producers);
 /// Byte offset of `head`.
 pub const OFF_HEAD: usize = offset_of!(Header, head);
+/// Byte offset of `zeroing`.
+pub const OFF_ZEROING: usize = offset_of!(Header, zeroing);
 /// Byte offset of `tail`.
 pub const OFF_TAIL: usize = offset_of!(Header, tail);
 /// Byte offset of `rx_waiting`.
@@ -170,6 +176,7 @@ const _: () = {
     assert!(OFF_CONSUMER_PID == 28);
     assert!(OFF_MAX_PRODUCERS == 32);
     assert!(OFF_HEAD == 128);
+    assert!(OFF_ZEROING == 132);
     assert!(OFF_TAIL == 256);
     assert!(OFF_RX_WAITING == 384);
     assert!(OFF_TX_WAITING == 512);
@@ -390,6 +397,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         OFF_HEAD as u32,
         Radix::Decimal,
         "Byte offset of `head`.",
+    ),
+    (
+        "OFF_ZEROING",
+        OFF_ZEROING as u32,
+        Radix::Decimal,
+        "Byte offset of `zeroing`.",
     ),
     (
         "OFF_TAIL",

@@ -34,6 +34,15 @@
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
 //! committed in every order the threads allow.
+//!
+//! The `zeroing` word has no model: no live peer's ordering depends on it. Producers never read
+//! it; the only reader is a consumer that has just attached, which no other consumer runs beside
+//! (it holds `consumer_pid`). Its predecessor either detached alive, leaving `zeroing == head`
+//! with its stores ordered before the attach by the AcqRel CASes of `consumer_pid`, or was killed,
+//! and a killed process's executed stores are all in memory before another can see it dead:
+//! an ordering of the kernel, not of the program, which a model of threads cannot express. The
+//! crafted killed-mid-zeroing rings of `tests/channel.rs` and the kill loop of
+//! `tests/channel_cross.test.ts` check it instead.
 
 use super::*;
 use loom::sync::Arc;

@@ -428,6 +428,12 @@ impl Channel {
             let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(corrupt(format!("corrupt channel head {head:#x}")));
         }
+        // A receiver killed while it zeroed what it had consumed left `zeroing` ahead of `head`:
+        // finish its job before receiving.
+        if let Err(err) = ring::finish_zeroing(sh, head) {
+            let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
+            return Err(err);
+        }
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {

@@ -10,7 +10,9 @@
 //!   commit word with **release**; the consumer loads the commit word with **acquire** before
 //!   reading either.
 //! - The consumer zeroes the consumed bytes, then stores `head` with **release**; a producer
-//!   loads `head` with **acquire** before writing into space that `head` freed.
+//!   loads `head` with **acquire** before writing into space that `head` freed. Before it zeroes
+//!   anything past `head` it stores `zeroing` (where `head` goes next), relaxed: only a consumer
+//!   that takes over from a dead one reads it ([`finish_zeroing`]).
 //! - A producer's reservation (`tail` store or CAS) comes before its commit store in program
 //!   order, so a consumer that has seen a commit and then loads `tail` sees the reservation.
 //! - Parking (Dekker): the sleeper exchanges 1 into its waiter word, issues a SeqCst fence, and
@@ -28,6 +30,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::compiler_fence;
 
 use super::error::{ChannelError, Result, corrupt};
 use super::layout::*;
@@ -63,6 +66,10 @@ impl Shared {
     #[inline]
     pub(crate) fn head(&self) -> &AtomicU32 {
         self.mem.word(OFF_HEAD)
+    }
+    #[inline]
+    pub(crate) fn zeroing(&self) -> &AtomicU32 {
+        self.mem.word(OFF_ZEROING)
     }
     #[inline]
     pub(crate) fn tail(&self) -> &AtomicU32 {
@@ -305,6 +312,58 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(
         ));
     }
     Ok(())
+}
+
+/// Run by a consumer that has just attached (its CAS of `consumer_pid` succeeded, so no other
+/// consumer runs), before it receives: if the consumer before it died between announcing the
+/// records it zeroes ([`Consumer::announce`]: `zeroing` ahead of `head`) and storing `head`,
+/// finishes the job: zeroes `[head, zeroing)` (records that consumer had consumed, some of them
+/// zeroed already) and stores `head = zeroing`. `head` is the value the caller loaded and
+/// checked.
+///
+/// # Errors
+/// `EBADMSG` if `zeroing` is neither `head` nor a position after it and at or before `tail`'s
+/// (not a multiple of 8, bit 31 set, behind `head`, past `tail`): a peer wrote it.
+pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<()> {
+    let to = sh.zeroing().load(Acquire);
+    if to == head {
+        return Ok(());
+    }
+    // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
+    let tail = sh.tail().load(Acquire) & POS_MASK;
+    let ahead = to.wrapping_sub(head) & POS_MASK;
+    let used = tail.wrapping_sub(head) & POS_MASK;
+    if to & !POS_MASK != 0 || to % RECORD_ALIGN as u32 != 0 || used > sh.capacity || ahead > used {
+        return Err(corrupt(format!(
+            "corrupt channel zeroing {to:#x}: not a position from head {head:#x} to tail {tail:#x}"
+        )));
+    }
+    let idx = (head & sh.mask) as usize;
+    let (ahead, to_end) = (ahead as usize, sh.capacity as usize - idx);
+    zero_records(sh, idx, ahead.min(to_end));
+    if ahead > to_end {
+        zero_records(sh, 0, ahead - to_end);
+    }
+    sh.head().store(to, Release);
+    sh.wake_producers();
+    Ok(())
+}
+
+/// Zeroes the `len` bytes (a multiple of 8) of whole records at data index `idx`, which the
+/// dead consumer before this one had consumed.
+fn zero_records(sh: &Shared, idx: usize, len: usize) {
+    // SAFETY: the caller keeps the range inside the data area; its records were consumed, so no
+    // producer writes them until `head` moves past them.
+    #[cfg(not(loom))]
+    unsafe {
+        sh.mem.zero(OFF_DATA + idx, len)
+    };
+    // The loom model clears a commit word only where a zeroed range starts: one record at a time.
+    #[cfg(loom)]
+    for at in (idx..idx + len).step_by(RECORD_ALIGN) {
+        // SAFETY: as above.
+        unsafe { sh.mem.zero(OFF_DATA + at, RECORD_ALIGN) };
+    }
 }
 
 // ---- producer -----------------------------------------------------------------------------
@@ -678,6 +737,7 @@ impl Consumer {
                 return Ok(Peek::Message { idx, len, kind });
             }
             // A skip record's payload is zero already (never written, or zeroed by abort).
+            self.announce(sh, span);
             sh.commit_word(idx).store(0, Relaxed);
             self.advance(sh, span);
         }
@@ -721,10 +781,34 @@ impl Consumer {
     /// Consumes the message at `idx` with a `len`-byte payload: zeroes it and moves `head`.
     #[inline]
     pub(crate) fn release(&mut self, sh: &Shared, idx: usize, len: usize) {
+        let span = record_span(len) as u32;
+        self.announce(sh, span);
         // SAFETY: peek validated that the record lies inside the data area, and until `head`
         // moves past it no producer may touch it.
         unsafe { sh.mem.zero(OFF_DATA + idx, RECORD_HEADER_SIZE + len) };
-        self.advance(sh, record_span(len) as u32);
+        self.advance(sh, span);
+    }
+
+    /// Stores `zeroing = head + span`: the consumer is about to zero the `span` bytes at `head`
+    /// (or, for [`Consumer::skip_to`], to move over them) and then store `head` there. A consumer
+    /// killed in between leaves `zeroing` ahead of `head`, and the one that takes over finishes
+    /// the job ([`finish_zeroing`]) instead of waiting at a zeroed commit word as at a record in
+    /// flight.
+    ///
+    /// Relaxed, and no fence: the word matters only once this process is dead (a consumer that
+    /// detaches alive leaves `zeroing == head`, and its CAS of `consumer_pid` to 0 orders that
+    /// before the next consumer's attach). A killed process stops at an instruction boundary,
+    /// and every store it executed before that reaches memory: the kernel takes the process
+    /// down through its own fully ordered paths before another process can see it dead (`kill`
+    /// failing with `ESRCH`, or state `Z` in `/proc`). What the program must ensure is only that
+    /// this store comes before the zeroing in the instruction stream: the compiler fence keeps
+    /// the compiler from moving the plain writes of the zeroing above it (it emits no
+    /// instruction). Producers never read the word.
+    #[inline]
+    fn announce(&self, sh: &Shared, span: u32) {
+        sh.zeroing()
+            .store(self.head.wrapping_add(span) & POS_MASK, Relaxed);
+        compiler_fence(SeqCst);
     }
 
     #[inline]
@@ -737,6 +821,7 @@ impl Consumer {
     /// Steps over the record at `idx` (`span` bytes) whose producer died before committing it,
     /// as over a skip record: zeroes it and moves `head`.
     pub(crate) fn step_over(&mut self, sh: &Shared, idx: usize, span: u32) {
+        self.announce(sh, span);
         // SAFETY: peek validated the span inside the data area, and its producer is gone.
         unsafe { sh.mem.zero(OFF_DATA + idx, span as usize) };
         self.advance(sh, span);
@@ -746,6 +831,9 @@ impl Consumer {
     /// are zero already: a producer writes nothing before its mark.
     pub(crate) fn skip_to(&mut self, sh: &Shared, to: u32) {
         let span = to.wrapping_sub(self.head) & POS_MASK;
+        // Nothing to zero; `zeroing` follows `head` all the same (it equals `head` between
+        // receives, so a consumer taking over never mistakes an old value for unfinished work).
+        self.announce(sh, span);
         self.advance(sh, span);
     }
 
