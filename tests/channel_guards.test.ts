@@ -343,6 +343,36 @@ test("a receiver in a Worker of this process is another thread: a send without a
   }
 });
 
+test("a channel made again under the name of one this thread still holds both ends of is another segment: a send into it waits for its receiver in a Worker", async () => {
+  const name = uniqueName("guard-again");
+  // The first segment of the name, with both ends in this thread and nothing received: its
+  // header words agree with those of the second one below in everything but identity.
+  using old = Channel.create({ name }, { capacity: 4096 });
+  const oldRx = old.receiver();
+  const oldTx = old.sender();
+  cleanup({ name });
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  const worker = await receiverWorker(name);
+  try {
+    const tx = ch.sender();
+    const n = fill(tx);
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's receiver"), {
+      attached: true,
+    });
+    tx.send(message(0xee, 1000)); // parks until the worker, which waits for that, drains
+    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's messages"), {
+      received: n + 1,
+      last: 1000,
+    });
+    // The first segment is untouched, its ends still usable.
+    oldTx.send(message(7));
+    assert.deepEqual(drain(oldRx), [7]);
+  } finally {
+    worker.terminate();
+    cleanup({ name });
+  }
+});
+
 /** Moves `view`'s buffer into a byte stream, which detaches it (every runtime can). */
 function enqueue(view: Uint8Array): void {
   new ReadableStream({ type: "bytes", start: (c) => c.enqueue(view) });
