@@ -322,9 +322,11 @@ async function receiverWorker(name: string) {
   return { next, terminate: () => w.terminate() };
 }
 
-test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
-  const name = uniqueName("guard-worker");
-  using ch = Channel.create({ name }, { capacity: 4096 });
+/**
+ * Fills the ring of `ch` (segment `name`) from this thread while a Worker takes its receiver,
+ * then sends one more message without a deadline: it parks until the Worker drains the ring.
+ */
+async function sendToWorker(ch: Channel, name: string): Promise<void> {
   const worker = await receiverWorker(name);
   try {
     const tx = ch.sender();
@@ -339,6 +341,15 @@ test("a receiver in a Worker of this process is another thread: a send without a
     });
   } finally {
     worker.terminate();
+  }
+}
+
+test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
+  const name = uniqueName("guard-worker");
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  try {
+    await sendToWorker(ch, name);
+  } finally {
     cleanup({ name });
   }
 });
@@ -352,23 +363,12 @@ test("a channel made again under the name of one this thread still holds both en
   const oldTx = old.sender();
   cleanup({ name });
   using ch = Channel.create({ name }, { capacity: 4096 });
-  const worker = await receiverWorker(name);
   try {
-    const tx = ch.sender();
-    const n = fill(tx);
-    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's receiver"), {
-      attached: true,
-    });
-    tx.send(message(0xee, 1000)); // parks until the worker, which waits for that, drains
-    assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's messages"), {
-      received: n + 1,
-      last: 1000,
-    });
+    await sendToWorker(ch, name);
     // The first segment is untouched, its ends still usable.
     oldTx.send(message(7));
     assert.deepEqual(drain(oldRx), [7]);
   } finally {
-    worker.terminate();
     cleanup({ name });
   }
 });
