@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
   cleanup,
+  collectGarbage,
   detached,
   HANG_MS,
   lib,
@@ -14,6 +15,7 @@ import {
   within,
 } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
+import { labelCount } from "../ts/channel/local.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 type Channel = ReturnType<typeof Channel.open>;
@@ -430,4 +432,24 @@ test("moving a lent view's buffer away (transfer(), a byte stream) detaches only
   }
   rx.close();
   assert.throws(() => tx.send("x"), code("EPIPE"), "the receiver's close reached the ring");
+});
+
+test("channels dropped without close() leave nothing in this thread's registry of ends once collected", async () => {
+  await collectGarbage(3);
+  const before = labelCount();
+  const names: string[] = [];
+  try {
+    (() => {
+      for (let i = 0; i < 20; i++) {
+        names.push(uniqueName("guard-drop"));
+        const ch = Channel.create({ name: names[i] }, { capacity: 4096 });
+        ch.sender();
+        ch.receiver();
+      }
+    })();
+    for (let round = 0; round < 30 && labelCount() > before; round++) await collectGarbage(2);
+    assert.ok(labelCount() <= before, `${labelCount() - before} names left`);
+  } finally {
+    for (const name of names) cleanup({ name });
+  }
 });

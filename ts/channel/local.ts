@@ -46,6 +46,12 @@ const locals = new WeakMap<Ring, Local>();
 const byBuffer = new WeakMap<ArrayBuffer, Ring>();
 /** The rings of this thread by their segment's key or name. */
 const byLabel = new Map<string, WeakRef<Ring>[]>();
+/**
+ * Drops the entry of a ring collected without its channel's close() (a channel dropped), which
+ * would otherwise stay in {@linkcode byLabel} for good when no ring of its label is looked up
+ * again (a name used once).
+ */
+const collected = new FinalizationRegistry<string>((label) => void live(label));
 
 /**
  * The label of a channel's segment id (validated by the open): the same for every opening of
@@ -63,6 +69,12 @@ export function addRing(ring: Ring, label: string): void {
   const list = byLabel.get(label);
   if (list === undefined) byLabel.set(label, [new WeakRef(ring)]);
   else list.push(new WeakRef(ring));
+  collected.register(ring, label);
+}
+
+/** How many keys and names this thread's registry holds rings of (for tests). */
+export function labelCount(): number {
+  return byLabel.size;
 }
 
 /** Forgets a ring whose channel closed. */
