@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
   cleanup,
+  collectGarbage,
   detached,
   HANG_MS,
   lib,
@@ -14,6 +15,7 @@ import {
   within,
 } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
+import { labelCount } from "../ts/channel/local.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 type Channel = ReturnType<typeof Channel.open>;
@@ -322,9 +324,11 @@ async function receiverWorker(name: string) {
   return { next, terminate: () => w.terminate() };
 }
 
-test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
-  const name = uniqueName("guard-worker");
-  using ch = Channel.create({ name }, { capacity: 4096 });
+/**
+ * Fills the ring of `ch` (segment `name`) from this thread while a Worker takes its receiver,
+ * then sends one more message without a deadline: it parks until the Worker drains the ring.
+ */
+async function sendToWorker(ch: Channel, name: string): Promise<void> {
   const worker = await receiverWorker(name);
   try {
     const tx = ch.sender();
@@ -339,6 +343,34 @@ test("a receiver in a Worker of this process is another thread: a send without a
     });
   } finally {
     worker.terminate();
+  }
+}
+
+test("a receiver in a Worker of this process is another thread: a send without a deadline into the full ring waits for it", async () => {
+  const name = uniqueName("guard-worker");
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  try {
+    await sendToWorker(ch, name);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("a channel made again under the name of one this thread still holds both ends of is another segment: a send into it waits for its receiver in a Worker", async () => {
+  const name = uniqueName("guard-again");
+  // The first segment of the name, with both ends in this thread and nothing received: its
+  // header words agree with those of the second one below in everything but identity.
+  using old = Channel.create({ name }, { capacity: 4096 });
+  const oldRx = old.receiver();
+  const oldTx = old.sender();
+  cleanup({ name });
+  using ch = Channel.create({ name }, { capacity: 4096 });
+  try {
+    await sendToWorker(ch, name);
+    // The first segment is untouched, its ends still usable.
+    oldTx.send(message(7));
+    assert.deepEqual(drain(oldRx), [7]);
+  } finally {
     cleanup({ name });
   }
 });
@@ -400,4 +432,24 @@ test("moving a lent view's buffer away (transfer(), a byte stream) detaches only
   }
   rx.close();
   assert.throws(() => tx.send("x"), code("EPIPE"), "the receiver's close reached the ring");
+});
+
+test("channels dropped without close() leave nothing in this thread's registry of ends once collected", async () => {
+  await collectGarbage(3);
+  const before = labelCount();
+  const names: string[] = [];
+  try {
+    (() => {
+      for (let i = 0; i < 20; i++) {
+        names.push(uniqueName("guard-drop"));
+        const ch = Channel.create({ name: names[i] }, { capacity: 4096 });
+        ch.sender();
+        ch.receiver();
+      }
+    })();
+    for (let round = 0; round < 30 && labelCount() > before; round++) await collectGarbage(2);
+    assert.ok(labelCount() <= before, `${labelCount() - before} names left`);
+  } finally {
+    for (const name of names) cleanup({ name });
+  }
 });

@@ -6,9 +6,8 @@
  *
  * A ring is found through any of its mappings: a channel opened twice in one thread is two
  * {@linkcode Ring} objects over two mappings of one segment. Two rings count as one when their
- * segments have the same key or name and their headers agree on everything only their receiver
- * or an attaching endpoint writes (capacity, mode, the published `head`, the receiver's and the
- * senders' pids); see {@linkcode sameRegion}.
+ * segments have the same key or name and a word written through one mapping is seen through the
+ * other; see {@linkcode sameRegion}.
  *
  * @module
  */
@@ -47,6 +46,12 @@ const locals = new WeakMap<Ring, Local>();
 const byBuffer = new WeakMap<ArrayBuffer, Ring>();
 /** The rings of this thread by their segment's key or name. */
 const byLabel = new Map<string, WeakRef<Ring>[]>();
+/**
+ * Drops the entry of a ring collected without its channel's close() (a channel dropped), which
+ * would otherwise stay in {@linkcode byLabel} for good when no ring of its label is looked up
+ * again (a name used once).
+ */
+const collected = new FinalizationRegistry<string>((label) => void live(label));
 
 /**
  * The label of a channel's segment id (validated by the open): the same for every opening of
@@ -64,6 +69,12 @@ export function addRing(ring: Ring, label: string): void {
   const list = byLabel.get(label);
   if (list === undefined) byLabel.set(label, [new WeakRef(ring)]);
   else list.push(new WeakRef(ring));
+  collected.register(ring, label);
+}
+
+/** How many keys and names this thread's registry holds rings of (for tests). */
+export function labelCount(): number {
+  return byLabel.size;
 }
 
 /** Forgets a ring whose channel closed. */
@@ -109,23 +120,34 @@ function live(label: string): Ring[] {
 }
 
 /**
- * Whether rings `a` and `b`, of the same key or name, are one segment: the words only the
- * receiver and attaching endpoints write agree. Called when `a` or `b` has its receiver in this
- * thread, inside one of its calls or not running at all, so `head` stands still; the pids
- * change only when endpoints attach or leave. A different segment under the same name (the
- * first unlinked and made again) agrees on all of them only by chance.
+ * The header word (`reserved0[0]`, zero at rest) through which {@linkcode sameRegion} tells two
+ * mappings apart: a token written through one mapping and read through the other.
+ */
+const PROBE = (L.OFF_MAX_PRODUCERS + 4) >> 2;
+
+/**
+ * Whether rings `a` and `b`, of the same key or name, are one segment. Header words cannot
+ * tell: a segment unlinked and made again under the name, with the same capacity, both ends in
+ * this process (one in a Worker, same pid) and nothing received yet, agrees with the first on
+ * every one of them. So a random token is written through `a` into a word nothing else uses and
+ * read back through `b`, then taken away (compare-and-exchange both ways: another thread or
+ * process may be doing the same; its token seen through both mappings answers as well). A word
+ * a peer keeps nonzero makes the two count as different, so the send or receive waits as usual.
  */
 function sameRegion(a: Ring, b: Ring): boolean {
   if (a === b) return true;
   if (a.capacity !== b.capacity || a.mode !== b.mode) return false;
-  for (const word of [L.OFF_HEAD, L.OFF_CONSUMER_PID, L.OFF_FLAGS]) {
-    if (Atomics.load(a.i32, word >> 2) !== Atomics.load(b.i32, word >> 2)) return false;
+  for (let round = 0; round < 16; round++) {
+    const token = (Math.random() * 0x1_0000_0000) | 0 || 1;
+    const held = Atomics.compareExchange(a.i32, PROBE, 0, token);
+    if (held === 0) {
+      const seen = Atomics.load(b.i32, PROBE);
+      Atomics.compareExchange(a.i32, PROBE, token, 0);
+      return seen === token;
+    }
+    if (Atomics.load(b.i32, PROBE) === held && Atomics.load(a.i32, PROBE) === held) return true;
   }
-  const slots = a.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
-  for (let slot = 0; slot < slots; slot++) {
-    if (a.producerPid(slot) !== b.producerPid(slot)) return false;
-  }
-  return true;
+  return false;
 }
 
 /** The receiver this thread holds on the segment of `ring`, through any of its mappings. */

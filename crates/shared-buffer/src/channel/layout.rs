@@ -91,7 +91,8 @@ pub struct Header {
     pub consumer_pid: u32,
     /// [`MAX_PRODUCERS`].
     pub max_producers: u32,
-    /// Zero.
+    /// Zero. The TypeScript endpoints write a token into the first word for a moment, and read
+    /// it through another mapping of the same name, to tell whether two mappings are one segment.
     pub reserved0: [u32; 23],
     /// The consumer's position.
     pub head: u32,
