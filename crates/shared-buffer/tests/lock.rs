@@ -48,13 +48,28 @@ fn errno(err: LockError) -> i32 {
 
 /// The owner word of a thread that locked and ended without unlocking.
 fn word_of_a_dead_thread(pair: &Pair) -> u64 {
-    std::thread::scope(|s| {
+    let task = std::thread::scope(|s| {
         s.spawn(|| {
             assert_eq!(pair.mutex().lock(None).unwrap(), LockOutcome::Acquired);
+            // "<pid>/task/<tid>", relative to /proc.
+            std::path::Path::new("/proc").join(std::fs::read_link("/proc/thread-self").unwrap())
         })
         .join()
-        .unwrap();
+        .unwrap()
     });
+    // `join` returns once the thread has cleared its id, a moment before the kernel stops
+    // listing it as running, which is what the lock's liveness check reads: wait for that.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(task.join("stat"))
+        .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} still running",
+            task.display()
+        );
+        std::thread::yield_now();
+    }
     let word = pair.owner().load(Ordering::Acquire);
     assert_ne!(word, 0);
     word
