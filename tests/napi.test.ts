@@ -10,10 +10,9 @@ import process from "node:process";
 import { cleanup, collectGarbage, lib, runtime, test, uniqueKey, uniqueName } from "./harness.ts";
 import { loadNodeApi } from "../ts/napi.ts";
 import { backend } from "../ts/backend.ts";
-import { addressOf } from "../ts/shared_memory.ts";
 import { OPEN, OWNER_TRUSTED } from "../ts/ffi.ts";
 
-const { Mutex, SharedMemory } = lib;
+const { SharedMemory } = lib;
 const napi = loadNodeApi(lib.loadLibrary(), process.dlopen);
 const MiB = 1024 * 1024;
 
@@ -102,80 +101,6 @@ test("takeViews hands back the views of one group only, once, and wrap refuses a
     assert.equal(one.byteLength + two.byteLength, 8192);
     b.close(groupA);
     b.close(groupB);
-  } finally {
-    cleanup({ name });
-  }
-});
-
-/** Opens `name` once more through the flat calls: a handle of its own and its mapping's address. */
-function openAgain(name: string): [number, bigint] {
-  const out = new BigUint64Array(5);
-  const bytes = new TextEncoder().encode(name);
-  assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
-  return [Number(out[0]), out[1]];
-}
-
-test("wrap with dupOut takes a new handle and names it, closing it again when refused; closeSegment refuses while a lock is held", () => {
-  const name = uniqueName("napi-dup");
-  const b = backend();
-  try {
-    using shm = SharedMemory.create({ name }, 4096);
-    const [handle, address] = openAgain(name);
-    const locked = Number(addressOf(shm.buffer, "test")); // shm's own mapping, made before counting
-    const handles = lib.openHandleCount();
-    const dupOut = new Int32Array([-1]);
-    assert.throws(() => napi.wrap(handle, address + 4000n, 200, undefined, dupOut), RangeError);
-    assert.throws(() => napi.wrap(handle, address, 8, undefined, new Int32Array(0)), TypeError);
-    assert.throws(
-      () => napi.wrap(2 ** 31 - 7, address, 8, undefined, dupOut),
-      (e: Error & { code?: string }) => e.code === "EBADF",
-    );
-    assert.equal(lib.openHandleCount(), handles, "a refused wrap closes the handle it made");
-    assert.equal(dupOut[0], -1, "and names none");
-    const view = napi.wrap(handle, address, 8, handle, dupOut);
-    assert.ok(dupOut[0] > 0 && dupOut[0] !== handle, "a handle of its own");
-    assert.equal(lib.openHandleCount(), handles + 1);
-    const words = new Int32Array(view);
-    words[1] = 7;
-    assert.equal(new Int32Array(shm.buffer)[1], 7, "over the same memory");
-
-    // A lock held in the bytes named: the count, and nothing is done.
-    const guard = Mutex.init(shm.buffer, 64).lock();
-    try {
-      assert.equal(napi.closeSegment(handle, locked, 4096, 1), 1);
-      assert.equal(lib.openHandleCount(), handles + 1, "nothing closed");
-    } finally {
-      guard.unlock();
-    }
-    assert.equal(
-      napi.closeSegment(handle, Number(address), 4096, 0),
-      undefined,
-      "no views asked for",
-    );
-    assert.equal(lib.openHandleCount(), handles, "the handle is closed; the view keeps its own");
-    assert.throws(
-      () => napi.closeSegment(handle, Number(address), 4096, 1),
-      (e: Error & { code?: string }) => e.code === "EBADF",
-    );
-    assert.equal(words[1], 7, "the view still reads the memory");
-    assert.equal(b.close(dupOut[0]), 0);
-  } finally {
-    cleanup({ name });
-  }
-});
-
-test("closeSegment takes the views of its group and closes its handle", () => {
-  const name = uniqueName("napi-close");
-  try {
-    using shm = SharedMemory.create({ name }, 4096);
-    const [handle, address] = openAgain(name);
-    const dupOut = new Int32Array(1);
-    const views = [0n, 8n].map((at) => napi.wrap(handle, address + at, 8, handle, dupOut));
-    const taken = napi.closeSegment(handle, Number(address), 4096, 1) as ArrayBuffer[];
-    assert.equal(taken.length, 2);
-    assert.ok(views.every((view) => taken.includes(view)));
-    assert.ok(backend().close(handle) < 0, "closed");
-    assert.equal(shm.byteLength, 4096);
   } finally {
     cleanup({ name });
   }

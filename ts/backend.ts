@@ -83,19 +83,6 @@ export interface Backend {
    */
   wrap(address: bigint, length: number, handle: number, group?: number): ArrayBuffer;
   /**
-   * `dup(handle)` and {@linkcode wrap} of the new handle in one call, where each call costs a
-   * crossing (Node-API in Node.js): the new handle's number is written to `out[0]`. If the
-   * buffer cannot be made, it throws and the new handle is closed. Absent: the caller makes the
-   * two calls.
-   */
-  wrapDup?(
-    address: bigint,
-    length: number,
-    handle: number,
-    group: number | undefined,
-    out: Int32Array,
-  ): ArrayBuffer;
-  /**
    * Where the runtime tracks views natively (Node-API: Deno, Node.js): `wrap` with a `group` (the
    * handle of the `SharedMemory` that made the view) keeps a weak reference to the view, and this
    * hands back the group's views not yet collected, forgetting them; `close()` detaches those
@@ -127,23 +114,6 @@ export interface Backend {
    * given out again), the anchor is detached, which runs the finalizer now.
    */
   dropAnchor(anchor: ArrayBuffer | undefined, handle: number): void;
-  /**
-   * All that `close()` does natively, in as few calls as the runtime allows, where each call
-   * costs a crossing (Node-API in Node.js): if this process holds locks in the `length` bytes at
-   * `address`, returns how many and does nothing; else ends the pending waits there, takes the
-   * views of group `handle` (as {@linkcode takeViews}, when `views`), releases `handle` as
-   * {@linkcode dropAnchor} does, releases `buffer` (which owns `bufferHandle`) as
-   * {@linkcode unwrap} does, and returns the views (`undefined` without `views`), which the caller
-   * then releases. Absent: the caller makes those calls one by one.
-   */
-  closeSegment?(
-    address: bigint,
-    length: number,
-    handle: number,
-    views: boolean,
-    buffer?: ArrayBuffer,
-    bufferHandle?: number,
-  ): number | ArrayBuffer[] | undefined;
   /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
    * collection now, then returns once collected buffers have released their mappings (the

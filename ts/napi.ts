@@ -17,44 +17,17 @@ export interface NodeApiModule {
   readonly abiVersion: number;
   /**
    * An ArrayBuffer over `length` bytes at `address`, inside the mapping `handle` references. The
-   * buffer takes over `handle` and closes it when the engine collects it. With `dupOut`, it takes
-   * over a new handle to the same mapping instead (`sb_dup` of `handle`), whose number is written
-   * to `dupOut[0]`; the new handle is closed again if the buffer cannot be made.
+   * buffer takes over `handle` and closes it when the engine collects it.
    *
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    * @throws {RangeError} If the bytes are not inside the mapping.
    */
-  wrap(
-    handle: number,
-    address: bigint,
-    length: number,
-    group?: number,
-    dupOut?: Int32Array,
-  ): ArrayBuffer;
+  wrap(handle: number, address: bigint, length: number, group?: number): ArrayBuffer;
   /**
    * The buffers `wrap` made with `group` (an open handle, matched by its serial number) that
    * have not been collected (detached ones included), forgetting them.
    */
   takeViews(group: number): ArrayBuffer[];
-  /**
-   * `close()` in one call: if this process holds locks in the `length` bytes at `address` (a
-   * number), returns how many and does nothing; else ends the pending waits there, takes the
-   * views of group `handle` when `views` is 1 (as `takeViews`; `undefined` when 0), closes
-   * `handle` by its serial number, as the finalizer `addFinalizer` gave it would, and last, with
-   * `buffer`, detaches it and closes `bufferHandle`, which it owns, unless it is detached
-   * already or cannot be detached (it keeps its handle then). Pass `buffer` only where no detach
-   * key can be set on a buffer (Node.js 20): V8 aborts on a detach against a key.
-   *
-   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
-   */
-  closeSegment(
-    handle: number,
-    address: number,
-    length: number,
-    views: number,
-    buffer?: ArrayBuffer,
-    bufferHandle?: number,
-  ): number | ArrayBuffer[] | undefined;
   /**
    * `object` takes over `handle` and closes it when the engine finalizes `object`.
    *

@@ -98,8 +98,6 @@ const owned = new WeakMap<ArrayBuffer, Owned>();
 const CONSTRUCT: unique symbol = Symbol("SharedMemory");
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
-/** Scratch for {@linkcode Backend.wrapDup}'s out-parameter: the new handle. */
-const dupped = new Int32Array(1);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
 const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
@@ -279,15 +277,12 @@ function wrap(
  */
 function refuseIfLocked(b: Backend, address: bigint, length: number, action: string): void {
   const held = b.mutexHeldIn(b.address(address), length);
-  if (held > 0) throw lockedError(held, action);
-}
-
-/** The `EBUSY` error for memory in which this process holds `held` locks. */
-function lockedError(held: number, action: string): SharedMemoryError {
-  return errorOf(
-    "EBUSY",
-    `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
-  );
+  if (held > 0) {
+    throw errorOf(
+      "EBUSY",
+      `${action}: this process holds ${held} lock${held === 1 ? "" : "s"} inside it; unlock first`,
+    );
+  }
 }
 
 function release(buffer: ArrayBuffer): void {
@@ -641,28 +636,6 @@ export class SharedMemory implements Disposable {
   close(): void {
     if (this.#handle < 0) return;
     const b = backend();
-    if (b.closeSegment) {
-      // One native call checks the locks, ends the waits, takes the views, drops the anchor and
-      // releases the buffer (this object's own, never a whole mapping: no waits of its own).
-      const buffer = this.#buffer;
-      const record = buffer && owned.get(buffer);
-      const live = record?.released === false ? record : undefined;
-      const views = b.closeSegment(
-        this.#address,
-        this.#length,
-        this.#handle,
-        this.#viewed,
-        live && buffer,
-        live?.handle,
-      );
-      if (typeof views === "number") throw lockedError(views, "SharedMemory.close");
-      if (live) live.released = true;
-      this.#buffer = undefined;
-      this.#anchor = undefined;
-      this.#handle = -1;
-      if (views) { for (const view of views) release(view); }
-      return;
-    }
     refuseIfLocked(b, this.#address, this.#length, "SharedMemory.close");
     // Pending waitAsync calls on this mapping end now, rejecting with EBADF.
     b.cancelWaits(b.address(this.#address), this.#length);
@@ -704,12 +677,6 @@ export class SharedMemory implements Disposable {
   #window(offset: number, length: number, what: string, group?: number): ArrayBuffer {
     const b = backend();
     checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
-    if (b.wrapDup) {
-      const address = this.#address + BigInt(offset);
-      const buffer = b.wrapDup(address, length, this.#handle, group, dupped);
-      owned.set(buffer, { handle: dupped[0], address, whole: false, released: false });
-      return buffer;
-    }
     const handle = b.dup(this.#handle);
     if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
     return wrap(b, this.#address + BigInt(offset), length, handle, false, group);

@@ -66,12 +66,8 @@ export interface NodeCalls extends
   mutexSize(): number;
   /** `sb_process_alive(pid)`: 1 alive, 0 dead, or a negative code. */
   processAlive(pid: number): number;
-  /**
-   * Detaches `buffer` unless it is detached already, and then closes `handle`, which it owns
-   * (Node 20 has no `ArrayBuffer.prototype.transfer`). Returns `sb_close`'s code, 0 if detached
-   * already.
-   */
-  unwrap(buffer: ArrayBuffer, handle: number): number;
+  /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
+  detach(buffer: ArrayBuffer): void;
 }
 
 /**
@@ -103,22 +99,6 @@ export function loadNode(explicit?: string): Backend {
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
-  /** {@linkcode Backend.unwrap}. */
-  const unwrap = (buffer: ArrayBuffer, handle: number): void => {
-    // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
-    // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
-    // The engine's own accessors and transfer (see ../intrinsics.ts): closing the handle of a
-    // buffer that a `transfer` defined on it left attached unmapped memory it still reached.
-    if (bufferByteLength(buffer) === 0) return;
-    if (canTransfer) {
-      // Refused: marked untransferable by its user (a V8 detach key, Node 21+), it cannot be
-      // detached nor moved, so it keeps its reference until it is collected.
-      if (!detachBuffer(buffer)) return;
-      n.close(handle);
-    } else {
-      n.unwrap(buffer, handle); // Node 20: detach and (only if detached) close in one call
-    }
-  };
   return {
     runtime: "node",
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
@@ -151,7 +131,6 @@ export function loadNode(explicit?: string): Backend {
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
     wrap: (address, length, handle, group) => n.wrap(handle, address, length, group),
-    wrapDup: (address, length, handle, group, out) => n.wrap(handle, address, length, group, out),
     takeViews: (group) => n.takeViews(group),
     // Node runs a buffer's finalizer on a later turn of the event loop, as it does one on an
     // object: the SharedMemory itself owns its handle, at a third of a buffer's cost.
@@ -159,20 +138,24 @@ export function loadNode(explicit?: string): Backend {
       n.addFinalizer(owner, handle);
       return undefined;
     },
-    unwrap,
+    unwrap(buffer, handle) {
+      // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
+      // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
+      // The engine's own accessors and transfer (see ../intrinsics.ts): closing the handle of
+      // a buffer that a `transfer` defined on it left attached unmapped memory it still reached.
+      if (bufferByteLength(buffer) === 0) return;
+      if (canTransfer) {
+        // Refused: marked untransferable by its user (a V8 detach key, Node 21+), it cannot be
+        // detached nor moved, so it keeps its reference until it is collected.
+        if (!detachBuffer(buffer)) return;
+      } else {
+        n.detach(buffer); // Node 20
+        if (bufferByteLength(buffer) !== 0) return;
+      }
+      n.close(handle);
+    },
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => n.close(handle),
-    closeSegment(address, length, handle, views, buffer, bufferHandle) {
-      const [at, flag] = [Number(address), views ? 1 : 0];
-      // Node 20 detaches in the same call; newer Node through `transfer(0)`, since a detach key
-      // its user set on the buffer would make the native detach abort the process.
-      if (buffer === undefined || !canTransfer) {
-        return n.closeSegment(handle, at, length, flag, buffer, bufferHandle);
-      }
-      const taken = n.closeSegment(handle, at, length, flag);
-      if (typeof taken !== "number") unwrap(buffer, bufferHandle!);
-      return taken;
-    },
     relieve() {
       n.forgetDetached();
       n.relieve();

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::napi::Report;
@@ -83,44 +82,14 @@ struct Entry {
 struct Handles {
     next: i32,
     next_serial: u64,
-    live: HashMap<i32, Entry, BuildHasherDefault<HandleHasher>>,
-}
-
-/// Hashes a handle number (or a handle's serial number) with one multiplication. The keys are
-/// numbers this library hands out itself, one after another, so nobody can choose keys that
-/// collide, which is what the standard library's SipHash guards against; an attach makes about
-/// ten lookups, and SipHash was 3% of the instructions of a Node.js `open` + `.buffer` +
-/// `close()`.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct HandleHasher(u64);
-
-impl Hasher for HandleHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the multiplier spreads consecutive numbers over the high bits,
-        // which the table reads besides the low ones.
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_i32(&mut self, n: i32) {
-        self.write_u64(u64::from(n as u32));
-    }
+    live: HashMap<i32, Entry>,
 }
 
 static HANDLES: LazyLock<Mutex<Handles>> = LazyLock::new(|| {
     Mutex::new(Handles {
         next: 1,
         next_serial: 1,
-        live: HashMap::default(),
+        live: HashMap::new(),
     })
 });
 

@@ -368,12 +368,22 @@ callbacks! {
         };
         a.int(value)
     };
-    unwrap => |a, _| {
-        // Node 20 has no `ArrayBuffer.prototype.transfer`: this is how `close()` detaches a
-        // buffer and closes the handle it owns, in one call (see `unwrap_buffer`).
-        let (buffer, handle) = (a.arg(0)?, a.i32(1)?);
-        // SAFETY: env is live on this thread and `buffer` is a value of this callback.
-        a.int(unsafe { super::unwrap_buffer(a.api, a.env, buffer, handle) })
+    detach => |a, _| {
+        // Node 20 has no `ArrayBuffer.prototype.transfer`: this is how `close()` detaches.
+        let buffer = a.arg(0)?;
+        let mut detached = false;
+        // SAFETY: a value of this callback and a valid out-pointer.
+        let status = unsafe { (a.api.is_detached_arraybuffer)(a.env, buffer, &mut detached) };
+        check(status, "napi_is_detached_arraybuffer")?;
+        if !detached {
+            // SAFETY: as above; a buffer that cannot be detached gives a status, not a crash.
+            let status = unsafe { (a.api.detach_arraybuffer)(a.env, buffer) };
+            check(status, "napi_detach_arraybuffer")?;
+        }
+        let mut undefined = ptr::null_mut();
+        // SAFETY: a valid env and out-pointer.
+        check(unsafe { (a.api.get_undefined)(a.env, &mut undefined) }, "napi_get_undefined")?;
+        Ok(undefined)
     };
     wait_async => |a, data| {
         // SAFETY: `data` is the `Waits` that `register` made for this environment and keeps
@@ -416,7 +426,7 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"mutexSize", mutex_size),
     (c"processAlive", process_alive),
     (c"errno", errno),
-    (c"unwrap", unwrap),
+    (c"detach", detach),
 ];
 
 /// Adds the calls to `exports`.

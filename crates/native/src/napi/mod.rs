@@ -15,12 +15,7 @@
 //!   that is never reused, so a later handle with the same number is never closed by mistake).
 //!   With `group`, an open handle (a `SharedMemory`'s own), the buffer is a view of that group:
 //!   `takeViews(group)` hands it back. It is held by a weak Node-API reference, which, unlike a
-//!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it. With
-//!   `dupOut` (a fifth argument, an Int32Array), the buffer takes over a new handle to the
-//!   mapping of `handle` instead (`sb_dup`, saving Node.js a call), whose number is written to
-//!   `dupOut[0]`; if the buffer cannot be made, the new handle is closed again.
-//! - `closeSegment(handle, address, length, views)`: `SharedMemory.close()` in one call (see
-//!   `ts/napi.ts`): the lock check, the pending waits, the views of group `handle`, and `handle`.
+//!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it.
 //! - `takeViews(group)`: the views made with `group` (by its handle's serial number) that have
 //!   not been collected, as an array, forgetting them: `close()` detaches those still attached.
 //! - `addFinalizer(object, handle)`: `object` takes over `handle`, closed (by serial number) when
@@ -52,7 +47,6 @@ pub mod sys;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::hash::BuildHasherDefault;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -60,8 +54,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{HandleHasher, Mapped, close_owned, lookup, mappings_of};
-use crate::{SB_ABI_VERSION, code_of, sb_error_name, sb_mutex_held_in, sb_wait_cancel};
+use crate::segment::{Mapped, close_owned, lookup, mappings_of};
+use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
 /// What one JavaScript environment has reported with `napi_adjust_external_memory`.
@@ -108,7 +102,7 @@ struct Tracked {
     /// Buffers of no group (tracked for `relieve` only).
     entries: Vec<Watched>,
     /// Views, by group, so that `takeViews` finds a group's without a scan of everything.
-    views: HashMap<u64, Vec<Watched>, BuildHasherDefault<HandleHasher>>,
+    views: HashMap<u64, Vec<Watched>>,
     /// How many there are in `entries` and `views` together.
     count: usize,
     /// Length at which `wrap` next forgets collected and detached buffers (amortised: twice
@@ -220,10 +214,9 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 10] = [
+    let functions: [(&CStr, sys::Callback); 9] = [
         (c"wrap", js_wrap),
         (c"takeViews", js_take_views),
-        (c"closeSegment", js_close_segment),
         (c"addFinalizer", js_add_finalizer),
         (c"trackAll", js_track_all),
         (c"relieve", js_relieve),
@@ -473,17 +466,6 @@ fn int32(api: &Api, env: Env, value: Value, what: &str) -> Result<i32, Thrown> {
     Ok(out)
 }
 
-/// A non-negative integer below 2^53 passed as a number (an address or a length).
-fn safe_integer(api: &Api, env: Env, value: Value, what: &str) -> Result<usize, Thrown> {
-    let mut number = 0.0;
-    // SAFETY: value belongs to this call; valid out-pointer.
-    let status = unsafe { (api.get_value_double)(env, value, &mut number) };
-    if status != OK || !(0.0..=9_007_199_254_740_991.0).contains(&number) || number.fract() != 0.0 {
-        return Err(Thrown::Type(format!("{what} must be a safe integer")));
-    }
-    Ok(number as usize)
-}
-
 fn handle_arg(api: &Api, env: Env, value: Value) -> Result<(Arc<Mapped>, Owner), Thrown> {
     let handle = int32(api, env, value, "handle")?;
     match lookup(handle) {
@@ -536,148 +518,64 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
             env,
             info,
             3,
-            |api, account, [handle, address, length, group, dup_out]: [Value; 5]| {
+            |api, account, [handle, address, length, group]: [Value; 4]| {
+                let (mapping, owner) = handle_arg(api, env, handle)?;
                 let group = group_arg(api, env, group)?;
-                let Some(out) = int32_out(api, env, dup_out)? else {
-                    let handle = int32(api, env, handle, "handle")?;
-                    return wrap_buffer(api, env, account, handle, address, length, group);
-                };
-                // `dup` first: the buffer owns a handle of its own, whose number goes to `out`.
-                let from = int32(api, env, handle, "handle")?;
-                let new = crate::sb_dup(from);
-                if new < 0 {
-                    return Err(Thrown::Code(
-                        new,
-                        format!("handle {from} is not open (EBADF)"),
-                    ));
+                let mut start = 0u64;
+                let mut lossless = false;
+                // SAFETY: valid out-pointers.
+                let status = (api.get_value_bigint_uint64)(env, address, &mut start, &mut lossless);
+                if status != OK || !lossless {
+                    return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
                 }
-                let made = wrap_buffer(api, env, account, new, address, length, group);
-                match made {
-                    // SAFETY: `out` points to the first element of a live Int32Array, which
-                    // only this synchronous call uses now.
-                    Ok(_) => *out = new,
-                    // No buffer reached JavaScript, so nothing can reach the mapping through it.
-                    Err(_) => {
-                        crate::sb_close(new);
-                    }
+                let mut len = 0f64;
+                let status = (api.get_value_double)(env, length, &mut len);
+                if status != OK || !(len >= 1.0 && len.fract() == 0.0 && len <= isize::MAX as f64) {
+                    return Err(Thrown::Type("length must be a positive integer".into()));
                 }
-                made
+                let len = len as u64;
+                let base = mapping.segment.as_ptr() as u64;
+                let end = base + mapping.segment.len() as u64;
+                if start < base || start.checked_add(len).is_none_or(|last| last > end) {
+                    return Err(Thrown::Range(format!(
+                        "{len} bytes at {start:#x} are not inside the mapping of handle {}",
+                        owner.handle
+                    )));
+                }
+                let hint = Box::into_raw(Box::new(owner));
+                let mut buffer = ptr::null_mut();
+                // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the
+                // handle `hint` owns is open, and `release_owner` closes it exactly once when the
+                // engine releases the buffer. Other processes may write these bytes at any time,
+                // which JavaScript's memory model allows for an ArrayBuffer's contents.
+                let status = (api.create_external_arraybuffer)(
+                    env,
+                    start as usize as *mut c_void,
+                    len as usize,
+                    release_owner,
+                    hint.cast(),
+                    &mut buffer,
+                );
+                if status != OK {
+                    // Whether the finalizer ran is not known: Node.js 20 makes the buffer with
+                    // `node::Buffer::New`, which calls it at once when it refuses the length
+                    // (more than 4 GiB there), closing the handle and freeing `hint`; the other
+                    // engines do not call it. Freeing `hint` here too was a double free that
+                    // aborted the process, so it is left to the finalizer: where none runs, its
+                    // 16 bytes leak, once per refused buffer, and the handle stays open (the
+                    // caller closes it, by number: after the finalizer it is closed already).
+                    return Err(Thrown::Status("napi_create_external_arraybuffer", status));
+                }
+                // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
+                // before any JavaScript runs again (the finalizer cannot run during this call).
+                let (handle, serial) = ((*hint).handle, (*hint).serial);
+                if group != 0 || account.track_all.load(Ordering::Relaxed) {
+                    track(api, env, account, buffer, handle, serial, group)?;
+                }
+                Ok(buffer)
             },
         )
     }
-}
-
-/// The first element of the Int32Array `value`, to write a result to; `None` for `undefined`
-/// (or a value not passed).
-fn int32_out(api: &Api, env: Env, value: Value) -> Result<Option<*mut i32>, Thrown> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let mut kind = 0;
-    // SAFETY: a value of this call; valid out-pointer.
-    let status = unsafe { (api.type_of)(env, value, &mut kind) };
-    if status == OK && kind == sys::UNDEFINED {
-        return Ok(None);
-    }
-    let (mut ty, mut length, mut data) = (-1, 0, ptr::null_mut());
-    let (mut buffer, mut offset) = (ptr::null_mut(), 0);
-    // SAFETY: a value of this call and valid out-pointers.
-    let status = unsafe {
-        (api.get_typedarray_info)(
-            env,
-            value,
-            &mut ty,
-            &mut length,
-            &mut data,
-            &mut buffer,
-            &mut offset,
-        )
-    };
-    if status != OK || ty != INT32_ARRAY || length < 1 || data.is_null() {
-        return Err(Thrown::Type(
-            "out must be an Int32Array of 1 element or more".into(),
-        ));
-    }
-    Ok(Some(data.cast::<i32>()))
-}
-
-/// `napi_int32_array` in `napi_typedarray_type`.
-const INT32_ARRAY: i32 = 5;
-
-/// `wrap`'s buffer over `length` bytes at `address` in the mapping of `handle`, which it takes
-/// over (see the module docs).
-///
-/// # Safety
-/// `env` is live and this runs on its thread; the values belong to this call.
-unsafe fn wrap_buffer(
-    api: &Api,
-    env: Env,
-    account: &Account,
-    handle: i32,
-    address: Value,
-    length: Value,
-    group: u64,
-) -> Outcome {
-    let Some((mapping, serial)) = lookup(handle) else {
-        return Err(Thrown::Code(
-            -libc::EBADF,
-            format!("handle {handle} is not open (EBADF)"),
-        ));
-    };
-    let owner = Owner { handle, serial };
-    let mut start = 0u64;
-    let mut lossless = false;
-    // SAFETY: valid out-pointers.
-    let status = unsafe { (api.get_value_bigint_uint64)(env, address, &mut start, &mut lossless) };
-    if status != OK || !lossless {
-        return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
-    }
-    let mut len = 0f64;
-    // SAFETY: valid out-pointer.
-    let status = unsafe { (api.get_value_double)(env, length, &mut len) };
-    if status != OK || !(len >= 1.0 && len.fract() == 0.0 && len <= isize::MAX as f64) {
-        return Err(Thrown::Type("length must be a positive integer".into()));
-    }
-    let len = len as u64;
-    let base = mapping.segment.as_ptr() as u64;
-    let end = base + mapping.segment.len() as u64;
-    if start < base || start.checked_add(len).is_none_or(|last| last > end) {
-        return Err(Thrown::Range(format!(
-            "{len} bytes at {start:#x} are not inside the mapping of handle {}",
-            owner.handle
-        )));
-    }
-    let hint = Box::into_raw(Box::new(owner));
-    let mut buffer = ptr::null_mut();
-    // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the handle
-    // `hint` owns is open, and `release_owner` closes it exactly once when the engine releases
-    // the buffer. Other processes may write these bytes at any time, which JavaScript's memory
-    // model allows for an ArrayBuffer's contents.
-    let status = unsafe {
-        (api.create_external_arraybuffer)(
-            env,
-            start as usize as *mut c_void,
-            len as usize,
-            release_owner,
-            hint.cast(),
-            &mut buffer,
-        )
-    };
-    if status != OK {
-        // Whether the finalizer ran is not known: Node.js 20 makes the buffer with
-        // `node::Buffer::New`, which calls it at once when it refuses the length (more than
-        // 4 GiB there), closing the handle and freeing `hint`; the other engines do not call it.
-        // Freeing `hint` here too was a double free that aborted the process, so it is left to
-        // the finalizer: where none runs, its 16 bytes leak, once per refused buffer, and the
-        // handle stays open (the caller closes it, by number: after the finalizer it is closed
-        // already).
-        return Err(Thrown::Status("napi_create_external_arraybuffer", status));
-    }
-    if group != 0 || account.track_all.load(Ordering::Relaxed) {
-        // SAFETY: forwarded; the buffer is a value of this call.
-        unsafe { track(api, env, account, buffer, handle, serial, group)? };
-    }
-    Ok(buffer)
 }
 
 unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
@@ -685,125 +583,41 @@ unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, [group]: [Value; 1]| {
             let group = group_arg(api, env, group)?;
-            take_views(api, env, account, group)
+            let mut views = Vec::new();
+            if group != 0 {
+                let mut tracked = account
+                    .tracked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for entry in tracked.take_group(group) {
+                    let reference = entry.reference as *mut c_void;
+                    let mut value = ptr::null_mut();
+                    // SAFETY: a reference of this environment, not yet deleted; valid
+                    // out-pointer. The value lives in this call's scope.
+                    let status = (api.get_reference_value)(env, reference, &mut value);
+                    if status == OK && !value.is_null() {
+                        views.push(value);
+                    }
+                    // SAFETY: as above; deleted once, and dropped from the list already.
+                    (api.delete_reference)(env, reference);
+                }
+            }
+            let mut array = ptr::null_mut();
+            check(
+                (api.create_array_with_length)(env, views.len(), &mut array),
+                "napi_create_array_with_length",
+            )?;
+            for (index, view) in views.into_iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                // SAFETY: an array and a value of this call.
+                check(
+                    (api.set_element)(env, array, index, view),
+                    "napi_set_element",
+                )?;
+            }
+            Ok(array)
         })
     }
-}
-
-/// The views of `group` (a handle's serial number; 0: none) not yet collected, as an array,
-/// forgetting them.
-///
-/// # Safety
-/// `env` is live and this runs on its thread.
-unsafe fn take_views(api: &Api, env: Env, account: &Account, group: u64) -> Outcome {
-    let mut views = Vec::new();
-    if group != 0 {
-        let mut tracked = account
-            .tracked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for entry in tracked.take_group(group) {
-            let reference = entry.reference as *mut c_void;
-            let mut value = ptr::null_mut();
-            // SAFETY: a reference of this environment, not yet deleted; valid out-pointer. The
-            // value lives in the calling callback's scope.
-            let status = unsafe { (api.get_reference_value)(env, reference, &mut value) };
-            if status == OK && !value.is_null() {
-                views.push(value);
-            }
-            // SAFETY: as above; deleted once, and dropped from the list already.
-            unsafe { (api.delete_reference)(env, reference) };
-        }
-    }
-    let mut array = ptr::null_mut();
-    check(
-        // SAFETY: valid out-pointer.
-        unsafe { (api.create_array_with_length)(env, views.len(), &mut array) },
-        "napi_create_array_with_length",
-    )?;
-    for (index, view) in views.into_iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        check(
-            // SAFETY: an array and a value of this call.
-            unsafe { (api.set_element)(env, array, index, view) },
-            "napi_set_element",
-        )?;
-    }
-    Ok(array)
-}
-
-unsafe extern "C" fn js_close_segment(env: Env, info: CallbackInfo) -> Value {
-    // SAFETY: env and info come from the runtime.
-    unsafe {
-        call_with(
-            env,
-            info,
-            4,
-            |api, account, [handle, address, length, views, buffer, buffer_handle]: [Value; 6]| {
-                let (_, owner) = handle_arg(api, env, handle)?;
-                let address = safe_integer(api, env, address, "address")?;
-                let length = safe_integer(api, env, length, "length")?;
-                let views = int32(api, env, views, "views")? != 0;
-                let buffer = if buffer.is_null() || is_undefined(api, env, buffer) {
-                    None
-                } else {
-                    Some((buffer, int32(api, env, buffer_handle, "bufferHandle")?))
-                };
-                // Nothing is done while this process holds a lock in the memory: unmapping it
-                // would strand the lock (the caller throws EBUSY with the count).
-                let held = sb_mutex_held_in(address as *const u8, length as u64);
-                if held > 0 {
-                    return int_value(api, env, held);
-                }
-                sb_wait_cancel(address, length);
-                // Taken while the handle is still open: its serial names the group.
-                let result = if views {
-                    take_views(api, env, account, owner.serial)?
-                } else {
-                    undefined(api, env)?
-                };
-                // The anchor's handle, by serial as its finalizer would (which then finds it
-                // closed). The views and the buffer hold handles of their own.
-                close_owned(owner.handle, owner.serial);
-                if let Some((buffer, buffer_handle)) = buffer {
-                    // Last, and without throwing: everything above is done already.
-                    unwrap_buffer(api, env, buffer, buffer_handle);
-                }
-                Ok(result)
-            },
-        )
-    }
-}
-
-/// Whether `value` is `undefined`.
-fn is_undefined(api: &Api, env: Env, value: Value) -> bool {
-    let mut kind = 0;
-    // SAFETY: a value of this call; valid out-pointer.
-    let status = unsafe { (api.type_of)(env, value, &mut kind) };
-    status == OK && kind == sys::UNDEFINED
-}
-
-/// Detaches `buffer` and closes `handle`, which it owns, unless it is detached already (moved, or
-/// detached by its user: its finalizer owns the handle then) or cannot be detached (it keeps its
-/// handle, and the mapping, until it is collected). Calls no JavaScript.
-///
-/// Only where no detach key can be set on a buffer (Node.js 20): with a key, V8 aborts the
-/// process from `napi_detach_arraybuffer` instead of failing.
-///
-/// # Safety
-/// `env` is live and this runs on its thread; `buffer` is a value of this call.
-pub(crate) unsafe fn unwrap_buffer(api: &Api, env: Env, buffer: Value, handle: i32) -> i32 {
-    let mut detached = false;
-    // SAFETY: a value of this call and a valid out-pointer.
-    let status = unsafe { (api.is_detached_arraybuffer)(env, buffer, &mut detached) };
-    if status != OK || detached {
-        return 0;
-    }
-    // SAFETY: as above; a buffer that cannot be detached gives a status, not a crash.
-    if unsafe { (api.detach_arraybuffer)(env, buffer) } != OK {
-        return 0;
-    }
-    crate::sb_close(handle)
 }
 
 unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
