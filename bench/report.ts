@@ -164,9 +164,16 @@ const CALLS: [string, string, [string, string][]][] = [
   ]],
 ];
 
+/**
+ * The runtimes whose `send` and `recvInto` run the TypeScript path that {@linkcode CALLS} splits;
+ * Deno and Bun make one native call each instead (docs/channel.md, "The native fast paths").
+ */
+const TYPESCRIPT_PATH = ["node"];
+
 /** The hot path split into its pieces, per runtime (see {@linkcode CALLS}). */
 function breakdown(figs: Figure[]): string {
-  const runtimes = [...new Set(figs.map(byRuntime))];
+  const runtimes = [...new Set(figs.map(byRuntime))].filter((rt) => TYPESCRIPT_PATH.includes(rt));
+  if (runtimes.length === 0) return "";
   const fig = (rt: string, what: string) =>
     figs.find((f) => f.runtime === rt && f.what === what)?.median ?? NaN;
   // A piece's own cost: its loop's time less the empty loop's; a call's: as measured.
@@ -189,9 +196,10 @@ function breakdown(figs: Figure[]): string {
     ["recvInto: what a timeout adds", (rt) => at(rt, "recv_into_timeout") - at(rt, "recv_into")],
     ["a clock read it no longer makes (performance.now)", (rt) => at(rt, "performance_now")],
   );
-  return "Where each call's nanoseconds go (medians of the table above; a piece's own cost is " +
-    "its figure less the empty loop's; what is left is the call's checks and JavaScript " +
-    "calls):\n\n" + table(
+  return "Where each call's nanoseconds go in the TypeScript path, which Node.js runs (Deno and " +
+    "Bun make one native call for each `send` and `recvInto` of the table above instead; medians " +
+    "of that table; a piece's own cost is its figure less the empty loop's; what is left is the " +
+    "call's checks and JavaScript calls):\n\n" + table(
       ["ns", ...runtimes],
       parts.map(([label, f]) => [label, ...runtimes.map((rt) => num(Math.round(f(rt) * 10) / 10))]),
     );
@@ -330,7 +338,8 @@ function results(json: any): string {
     if (s.title) out.push(`### ${s.title}`);
     if (s.intro) out.push(s.intro);
     out.push(pivot(mine, s));
-    if (s.after) out.push(s.after(mine));
+    const after = s.after?.(mine);
+    if (after) out.push(after);
   }
   out.push("### Ratios of the same run");
   out.push(

@@ -14,6 +14,24 @@
  */
 export type Address = bigint | number;
 
+/**
+ * One channel's native fast paths in the form this runtime calls fastest, with the endpoint state
+ * each call reads and updates (this process's own memory, which no peer reaches).
+ */
+export interface ChannelCalls {
+  /** `sb_channel_take` with {@linkcode takeState}. */
+  take(target: Uint8Array, room: number): number;
+  /** `sb_channel_put` with {@linkcode putState}. */
+  put(message: Uint8Array, length: number): number;
+  readonly takeState: Int32Array;
+  readonly putState: Int32Array;
+}
+
+/** The two states of {@linkcode ChannelCalls}, in buffers the engine never moves. */
+export function channelStates(): [Int32Array, Int32Array] {
+  return [new Int32Array(new ArrayBuffer(16)), new Int32Array(new ArrayBuffer(16))];
+}
+
 /** Native calls and buffer plumbing, implemented once per runtime. */
 export interface Backend {
   /** Which runtime this is. */
@@ -53,6 +71,12 @@ export interface Backend {
   /** This platform's positive error number for a symbolic name (`sb_errno`), 0 if unknown. */
   errno(name: string): number;
 
+  /**
+   * The native fast paths of the channel whose region is at `region` (`sb_channel_take` and
+   * `sb_channel_put`, see `Parking.take` and `Parking.put`). Absent where a call into the library
+   * costs more than the receive it stands for (Node.js, through Node-API).
+   */
+  channelCalls?(region: Address): ChannelCalls;
   /** Converts an address for the calls below. */
   address(address: bigint): Address;
   /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -99,6 +99,10 @@ export const symbols = {
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
   /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), or a negative code. */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
+  /** `int32_t sb_channel_take(uint8_t *region, SbTakeState *state, uint8_t *target, uint32_t room)`: the length of the message taken into `target`, or -1 with nothing taken. */
+  sb_channel_take: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
+  /** `int32_t sb_channel_put(uint8_t *region, SbPutState *state, const uint8_t *src, uint32_t len)`: 0 sent, 1 no room now, 2 committed after the receiver closed (EPIPE), or -1 with nothing reserved. */
+  sb_channel_put: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The shape of the symbol table. */

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { CString, dlopen, JSCallback, toArrayBuffer } from "bun:ffi";
+import { CString, dlopen, JSCallback, ptr, toArrayBuffer } from "bun:ffi";
 import { AsyncWaits } from "../async_waits.ts";
-import { type Backend, commonCalls, settleHandles } from "../backend.ts";
+import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
   LIBRARY_ENV,
@@ -106,6 +106,17 @@ export function loadBun(explicit?: string): Backend {
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
     address: (address) => Number(address),
+    channelCalls(region) {
+      // Typed arrays pass as pointers for a few nanoseconds here: nothing to cache.
+      const [takeState, putState] = channelStates();
+      const [takeAt, putAt] = [ptr(takeState), ptr(putState)];
+      return {
+        take: (target, room) => s.sb_channel_take(region, takeAt, target, room),
+        put: (message, length) => s.sb_channel_put(region, putAt, message, length),
+        takeState,
+        putState,
+      };
+    },
     wait: (address, expected, timeoutNs, spins) =>
       spins > 0
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)

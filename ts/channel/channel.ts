@@ -7,7 +7,7 @@
 
 import { backend } from "../backend.ts";
 import { errorOf, SharedMemoryError } from "../errors.ts";
-import { addressOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
+import { addressOf, mappingOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
 import * as L from "./layout.ts";
@@ -39,6 +39,9 @@ import {
   plainBytes,
   plainView,
   Producer,
+  PUT_CLOSED,
+  PUT_FULL,
+  PUT_SENT,
   quickByteCount,
   RESERVED,
   Ring,
@@ -253,6 +256,18 @@ export class Channel implements Disposable {
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
       alive: (other) => other > 0 && b.processAlive(other),
     };
+    const calls = b.channelCalls?.(b.address(base));
+    if (calls !== undefined) {
+      // The mapping is checked right before each call: close() releases it.
+      const mapping = mappingOf(buffer, "Channel");
+      parking.takeState = calls.takeState;
+      parking.putState = calls.putState;
+      calls.takeState[2] = calls.putState[2] = capacity;
+      parking.take = (target, room) => mapping.released ? -1 : calls.take(target, room);
+      if (mode === L.MODE_SPSC) {
+        parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
+      }
+    }
     this.#ring = new Ring(buffer, capacity, mode, parking);
     addRing(this.#ring, labelOf(id));
     this.#lender = new Lender(this.#ring, () => shm.view(0, L.HEADER_SIZE + capacity));
@@ -705,7 +720,9 @@ export class ChannelSender implements Disposable {
    */
   #start(message: Message, what: string): Uint8Array {
     this.#checkUsable(what);
-    const bytes = bytesOf(message, "message");
+    // The array of the last send was a plain one (its type never changes): no need to look again.
+    const known = this.#known;
+    const bytes = known !== undefined && message === known ? known : bytesOf(message, "message");
     const len = quickByteCount(bytes, this.#known);
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
@@ -720,6 +737,13 @@ export class ChannelSender implements Disposable {
   /** The hot path: one record with room now, for the `len` bytes of `bytes`. */
   #tryFast(bytes: Uint8Array, len: number): boolean {
     if (len > this.#ring.maxRecord || this.#abortOwed) return false;
+    const { put, putState } = this.#ring.parking;
+    if (put !== undefined) {
+      const got = this.#producer.putNative(put, putState!, bytes, len);
+      if (got === PUT_SENT) return true;
+      if (got === PUT_FULL) return false;
+      if (got === PUT_CLOSED) throw this.#ring.closedError("ChannelSender");
+    }
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
@@ -1075,7 +1099,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
-    return this.#copy(this.recvView(timeoutMs));
+    return this.#takeCopy(timeoutMs) ?? this.#copy(this.recvView(timeoutMs));
   }
 
   /**
@@ -1093,7 +1117,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(target instanceof Uint8Array)) {
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
-    target = plainView(target);
+    // #target is plain already (an array's type never changes).
+    if (target !== this.#target) target = plainView(target);
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = quickByteCount(target, this.#target);
     if (target !== this.#target) this.#adopt(target, room);
@@ -1200,7 +1225,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    return this.#copy(await this.recvViewAsync(timeoutMs));
+    return this.#takeCopy(timeoutMs) ?? this.#copy(await this.recvViewAsync(timeoutMs));
   }
 
   /**
@@ -1240,6 +1265,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end. */
   tryRecv(): Uint8Array | null | undefined {
+    const fast = this.#takeCopy(undefined);
+    if (fast !== undefined) return fast;
     this.#begin("tryRecv");
     const view = this.#takeHeld() ?? this.#tryOne();
     return view === undefined ? undefined : this.#copy(view);
@@ -1355,6 +1382,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #takeSimple(target: Uint8Array, room: number): number {
     if (this.#partial.size !== 0 || this.#orphans.size !== 0) return -1;
     const consumer = this.#consumer;
+    const { take, takeState } = this.#ring.parking;
+    if (take !== undefined) {
+      const len = consumer.takeNative(take, takeState!, target, room);
+      if (len >= 0) return len;
+    }
     const idx = consumer.peek();
     if (idx < 0 || (consumer.word & (L.REC_MORE | L.REC_ABORT)) !== 0) return -1;
     const len = consumer.len;
@@ -1489,6 +1521,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const held = this.#held;
     this.#held = undefined;
     return held;
+  }
+
+  /**
+   * The hot path of the copying receives where native code receives ({@linkcode Parking.take}):
+   * the whole message waiting at `head`, copied into a new array of its length in one call, its
+   * room handed back; undefined when anything else is the case (the receive's own path then
+   * looks, and reports what it finds). `timeoutMs` is checked as the receive would.
+   */
+  #takeCopy(timeoutMs: number | undefined): Uint8Array | undefined {
+    const { take, takeState } = this.#ring.parking;
+    if (
+      take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
+      this.#busy || this.#inBatch || this.#partial.size !== 0 || this.#orphans.size !== 0
+    ) return undefined;
+    timeoutOf(timeoutMs);
+    const consumer = this.#consumer;
+    const len = consumer.waitingLength();
+    if (len < 0) return undefined;
+    const copy = new Uint8Array(len);
+    const got = consumer.takeNative(take, takeState!, copy, len);
+    // A peer may rewrite the commit word between the two looks: what was taken is delivered.
+    return got === len ? copy : got < 0 ? undefined : copy.slice(0, got);
   }
 
   /** A copy of a received message, whose room goes back to the senders at once. */

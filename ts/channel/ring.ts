@@ -15,13 +15,16 @@ import * as L from "./layout.ts";
 
 /**
  * Whether `bytes` looks like a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass,
- * whose `subarray` and friends it inherits. Its `length` may still lie (an own property defined on
- * it), and a Proxy can look like one: the length of any array a caller hands in is read with
- * {@linkcode byteCount}, which refuses what is not a typed array. Other arrays are used through
- * {@linkcode plainView}.
+ * whose `subarray` and friends it inherits, and with elements of one byte (an array of wider
+ * elements given `Uint8Array`'s prototype counts its elements as its length, and `set` converts
+ * them: as bytes its length is its `byteLength`, and native code copies bytes). Its `length` may
+ * still lie (an own property defined on it), and a Proxy can look like one: the length of any
+ * array a caller hands in is read with {@linkcode byteCount}, which refuses what is not a typed
+ * array. Other arrays are used through {@linkcode plainView}.
  */
 export function plainBytes(bytes: unknown): bytes is Uint8Array {
-  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array;
+  return bytes instanceof Uint8Array && bytes.constructor === Uint8Array &&
+    bytes.byteLength === bytes.length;
 }
 
 const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
@@ -131,7 +134,30 @@ export interface Parking {
   waitAsync(offset: number, expected: number, ns: number): Promise<void>;
   /** True if the process exists and is not a zombie. */
   alive(pid: number): boolean;
+  /**
+   * Where native code can receive faster than this module: one receive of a whole message of
+   * at most `room` bytes into `target` (`sb_channel_take`), from the position and `tail` bound in
+   * `takeState[0]` and `[1]`, which it updates; its length, or -1 with nothing taken (nothing
+   * there, anything but a whole message that fits, a corrupt record, or a closed mapping).
+   */
+  take?: (target: Uint8Array, room: number) => number;
+  takeState?: Int32Array;
+  /**
+   * Where native code can send faster than this module, with one sender: one send of a
+   * `length`-byte message of one record (`sb_channel_put`), from the tail, `head` seen and
+   * close seen in `putState[0]`, `[1]` and `[3]`, which it updates: {@linkcode PUT_SENT},
+   * {@linkcode PUT_FULL}, {@linkcode PUT_CLOSED}, or -1 with nothing reserved.
+   */
+  put?: (message: Uint8Array, length: number) => number;
+  putState?: Int32Array;
 }
+
+/** {@linkcode Parking.put}: sent. */
+export const PUT_SENT = 0;
+/** {@linkcode Parking.put}: no room now, nothing reserved. */
+export const PUT_FULL = 1;
+/** {@linkcode Parking.put}: committed, but the receiver had closed without consuming it. */
+export const PUT_CLOSED = 2;
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
 export function initRegion(i32: Int32Array, capacity: number, mode: number): void {
@@ -472,6 +498,27 @@ export class Producer {
     return r.mode === L.MODE_SPSC ? this.#reserveSpsc(span) : this.#reserveMpsc(span);
   }
 
+  /**
+   * A send of the `len`-byte message `bytes` of one record through {@linkcode Parking.put}, in
+   * SPSC: what `put` returns (-1 with nothing reserved also when this sender saw the close).
+   */
+  putNative(
+    put: (message: Uint8Array, length: number) => number,
+    state: Int32Array,
+    bytes: Uint8Array,
+    len: number,
+  ): number {
+    if (this.#rxClosed || this.#r.mode !== L.MODE_SPSC) return -1;
+    state[0] = this.#tail;
+    state[1] = this.headSeen;
+    state[3] = 0;
+    const got = put(bytes, len);
+    this.#tail = state[0];
+    this.headSeen = state[1];
+    if (state[3] !== 0) this.#rxClosed = true;
+    return got;
+  }
+
   #reserveSpsc(span: number): number {
     const r = this.#r;
     for (let round = 0; round < 2; round++) {
@@ -626,7 +673,7 @@ export class Producer {
       let len: number;
       try {
         message = messages[k];
-        if (!(message instanceof Uint8Array)) break;
+        if (!plainBytes(message)) break;
         len = byteCount(message); // throws if it is not really a typed array
       } catch {
         break;
@@ -771,6 +818,39 @@ export class Consumer {
         this.head = (this.head + span) & L.POS_MASK;
       }
     }
+  }
+
+  /**
+   * A receive of the whole message at `head` into `target` through {@linkcode Parking.take}, when
+   * every record before `head` is handed back: its length, or -1 with nothing taken (skip
+   * records at `head` may have been stepped over).
+   */
+  takeNative(
+    take: (target: Uint8Array, room: number) => number,
+    state: Int32Array,
+    target: Uint8Array,
+    room: number,
+  ): number {
+    if (this.#published !== this.head) return -1;
+    state[0] = this.head;
+    state[1] = this.#tailSeen;
+    const len = take(target, room);
+    this.head = this.#published = state[0];
+    this.#tailSeen = state[1];
+    return len;
+  }
+
+  /**
+   * The length of the whole message committed at `head`, or -1 for anything else (nothing, a
+   * reservation, a skip record, a fragment, or a length no record holds): one look at its commit
+   * word, validated in full by the receive that follows.
+   */
+  waitingLength(): number {
+    const r = this.#r;
+    const word = Atomics.load(r.i32, DATA + ((this.head & r.mask) >> 2));
+    if ((word & (COMMITTED | L.REC_SKIP | L.REC_MORE | L.REC_ABORT)) !== COMMITTED) return -1;
+    const len = word & L.REC_LEN_MASK;
+    return len <= r.maxRecord ? len : -1;
   }
 
   /** The tag (sender slot + 1, or 0) of the record at `idx`. */

@@ -94,6 +94,8 @@ abi_types! {
     *mut c_void => "void *", "pointer";
     *const c_void => "const void *", "pointer";
     *mut SbMapping => "SbMapping *", "pointer";
+    *mut TakeState => "SbTakeState *", "pointer";
+    *mut PutState => "SbPutState *", "pointer";
     Option<SbWakeCallback> => "void (*)(uint64_t token, int32_t result)", "function";
 }
 
@@ -238,6 +240,21 @@ exports! {
     fn sb_mutex_unlock(addr: *mut u8 => "usize") -> i32;
     /// 1 alive, 0 dead (gone or zombie), or a negative code.
     fn sb_process_alive(pid: u32) -> i32;
+    /// The length of the message taken into `target`, or -1 with nothing taken.
+    fn sb_channel_take(
+        region: *mut u8 => "usize",
+        state: *mut TakeState => "usize",
+        target: *mut u8 => "buffer",
+        room: u32,
+    ) -> i32;
+    /// 0 sent, 1 no room now, 2 committed after the receiver closed (EPIPE), or -1 with nothing
+    /// reserved.
+    fn sb_channel_put(
+        region: *mut u8 => "usize",
+        state: *mut PutState => "usize",
+        src: *const u8 => "buffer",
+        len: u32,
+    ) -> i32;
 }
 
 /// Declares [`CONSTANTS`] from the Rust constants themselves.

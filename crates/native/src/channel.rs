@@ -1,12 +1,20 @@
 //! What the TypeScript implementation of the channel protocol needs from native code: the
-//! liveness check for peer processes. (Its layout constants are generated from the Rust layout
-//! at build time of the sources: `ts/channel/layout.ts`.)
+//! liveness check for peer processes, and in Deno and Bun the fast paths of its commonest calls.
+//! (Its layout constants are generated from the Rust layout at build time of the sources:
+//! `ts/channel/layout.ts`.)
 //!
-//! The protocol itself runs in TypeScript over the shared memory (see
-//! [`shared_buffer::channel::layout`]); these calls are on its slow paths and in its tests only.
+//! The protocol runs in TypeScript over the shared memory (see
+//! [`shared_buffer::channel::layout`]), except a one-record send with one sender and the copying
+//! receive of a whole message, which `sb_channel_put` and `sb_channel_take` do in one call with
+//! the Rust ring's own code, over state the TypeScript endpoint keeps in its own memory.
 
 use crate::guard;
-use shared_buffer::channel::liveness;
+use shared_buffer::channel::{foreign, liveness};
+
+/// The receiver state `sb_channel_take` reads and updates.
+pub type TakeState = foreign::TakeState;
+/// The sender state `sb_channel_put` reads and updates.
+pub type PutState = foreign::PutState;
 
 /// Whether process `pid` is alive, as the channel's peers judge it: 1 if it exists and is not a
 /// zombie (`kill(pid, 0)` does not fail with `ESRCH`, and `/proc/<pid>/stat` does not show
@@ -20,6 +28,60 @@ pub extern "C" fn sb_process_alive(pid: u32) -> i32 {
     guard(|| match liveness::probe(pid) {
         Ok(alive) => i32::from(alive),
         Err(errno) => -errno,
+    })
+}
+
+/// One receive of a whole message of at most `room` bytes into `target`, for the TypeScript
+/// receiver's fast path: its length, or -1 with nothing taken (the caller's own path then looks
+/// at what is there). See [`foreign::take_into`].
+///
+/// # Safety
+/// As [`foreign::take_into`]: `region` is a live, validated channel region of `state.capacity`
+/// bytes of data, `state` the caller's own, `target` valid for `room` bytes. The TypeScript
+/// receiver checks its mapping is live (its buffer not detached) right before the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_channel_take(
+    region: *mut u8,
+    state: *mut foreign::TakeState,
+    target: *mut u8,
+    room: u32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises above.
+        let Some(state) = (unsafe { state.as_mut() }) else {
+            return -1;
+        };
+        if target.is_null() && room != 0 {
+            return -1;
+        }
+        // SAFETY: as above.
+        unsafe { foreign::take_into(region, state, target, room as usize) }
+    })
+}
+
+/// One send of a `len`-byte message of one record from `src`, for the TypeScript sender's fast
+/// path (one sender): 0 sent, 1 no room now, 2 committed but the receiver had closed without
+/// consuming it (`EPIPE`), or -1 with nothing reserved (the caller's own path then looks). See
+/// [`foreign::put_from`].
+///
+/// # Safety
+/// As [`foreign::put_from`]: `region` is a live, validated channel region of `state.capacity`
+/// bytes of data in SPSC mode, `state` the caller's own, `src` valid for `len` bytes. The
+/// TypeScript sender checks its mapping is live right before the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_channel_put(
+    region: *mut u8,
+    state: *mut PutState,
+    src: *const u8,
+    len: u32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises above.
+        let Some(state) = (unsafe { state.as_mut() }) else {
+            return -1;
+        };
+        // SAFETY: as above.
+        unsafe { foreign::put_from(region, state, src, len as usize) }
     })
 }
 
@@ -48,6 +110,61 @@ mod tests {
             assert_eq!(got, name);
             assert_ne!(message, c"unknown error");
         }
+    }
+
+    #[test]
+    fn the_fast_paths_refuse_missing_pointers() {
+        use shared_buffer::channel::{Channel, Config, Mode, region_size};
+        let mut heap = test_support::Heap::new(region_size(256));
+        // SAFETY: the heap region outlives the channel (dropped at the end of the test).
+        let ch = unsafe {
+            Channel::create_raw(
+                heap.ptr(),
+                heap.len(),
+                Config {
+                    capacity: 256,
+                    mode: Mode::Spsc,
+                },
+            )
+        }
+        .unwrap();
+        let region = heap.ptr();
+        let mut put = PutState {
+            capacity: 256,
+            ..PutState::default()
+        };
+        let mut take = TakeState {
+            capacity: 256,
+            ..TakeState::default()
+        };
+        // SAFETY: the region is a live channel of capacity 256; every other pointer is null or
+        // valid for the length given.
+        unsafe {
+            assert_eq!(
+                sb_channel_put(region, std::ptr::null_mut(), b"x".as_ptr(), 1),
+                -1
+            );
+            assert_eq!(sb_channel_put(region, &mut put, std::ptr::null(), 1), -1);
+            assert_eq!(
+                sb_channel_take(region, std::ptr::null_mut(), std::ptr::null_mut(), 0),
+                -1
+            );
+            // An empty message from no memory at all, received into none.
+            assert_eq!(sb_channel_put(region, &mut put, std::ptr::null(), 0), 0);
+            assert_eq!(
+                sb_channel_take(region, &mut take, std::ptr::null_mut(), 8),
+                -1
+            );
+            assert_eq!(
+                sb_channel_take(region, &mut take, std::ptr::null_mut(), 0),
+                0
+            );
+            let mut into = [0u8; 4];
+            assert_eq!(sb_channel_put(region, &mut put, b"abc".as_ptr(), 3), 0);
+            assert_eq!(sb_channel_take(region, &mut take, into.as_mut_ptr(), 4), 3);
+            assert_eq!(&into[..3], b"abc");
+        }
+        drop(ch);
     }
 
     #[test]

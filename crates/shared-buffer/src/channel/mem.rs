@@ -81,6 +81,39 @@ mod imp {
             }
         }
 
+        /// Copies `len` bytes between byte `offset` and `other`, either way (`into_region`: from
+        /// `other` into the region), where `other` may be anywhere: in another mapping of the same
+        /// memory, or even in this region (a stale view a JavaScript caller kept of a record
+        /// since released), so the copy allows overlap.
+        ///
+        /// # Safety
+        /// `offset + len <= self.len()`, the protocol must give these bytes of the region to the
+        /// caller, and `other` must be valid for `len` bytes (reads, or writes when copying out)
+        /// unless `len` is 0.
+        #[inline]
+        pub(crate) unsafe fn copy_foreign(
+            &self,
+            offset: usize,
+            other: *mut u8,
+            len: usize,
+            into_region: bool,
+        ) {
+            debug_assert!(offset + len <= self.len);
+            if len == 0 {
+                return; // `other` may be null then (an empty or detached JavaScript buffer)
+            }
+            // SAFETY: in bounds and given to the caller, and `other` valid, as the caller
+            // promises; `ptr::copy` is defined for overlapping ranges.
+            unsafe {
+                let here = self.base.as_ptr().add(offset);
+                if into_region {
+                    std::ptr::copy(other.cast_const(), here, len);
+                } else {
+                    std::ptr::copy(here.cast_const(), other, len);
+                }
+            }
+        }
+
         /// Copies `len` bytes at `offset` to `dst`.
         ///
         /// # Safety

@@ -94,6 +94,16 @@ use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC
 use mem::{Mem, Ordering::*, fence};
 use ring::{Consumer, Peek, Producer, Shared};
 
+/// The fast paths of endpoints that run the protocol elsewhere (the TypeScript one, through
+/// the C ABI): not for Rust programs, which use [`Sender`] and [`Receiver`].
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod foreign {
+    pub use super::ring::{
+        PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, take_into,
+    };
+}
+
 /// How many producers a channel has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {

@@ -457,6 +457,12 @@ impl Producer {
         if used <= cap && cap - used >= need {
             return Ok(true);
         }
+        // Only this producer ends the stream, and it sends nothing after: a closed tail here was
+        // written by a peer. Refused where the TypeScript producer refuses it, so that a runtime
+        // sending through `put_from` fails as one sending in TypeScript does.
+        if sh.tail().load(Acquire) & TAIL_CLOSED != 0 {
+            return Err(super::closed(sh));
+        }
         self.head_seen = sh.head().load(Acquire) & POS_MASK;
         let used = self.tail.wrapping_sub(self.head_seen) & POS_MASK;
         if used > cap {
@@ -844,4 +850,168 @@ impl Consumer {
         sh.commit_word(idx).load(Acquire) & REC_COMMITTED != 0
             || (sh.tail().load(Acquire) ^ self.tail_word) & TAIL_CLOSED != 0
     }
+}
+
+/// What a receiver running the protocol in another language keeps between two
+/// [`take_into`] calls: its own memory, never the shared region's.
+#[cfg(not(loom))]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TakeState {
+    /// The receiver position, published (`head` in the region holds it).
+    pub head: u32,
+    /// A `tail` position known to be reached (see [`Consumer`]).
+    pub tail_seen: u32,
+    /// The capacity the receiver validated when it attached.
+    pub capacity: u32,
+}
+
+/// One receive of a whole one-record message into `target`, for a receiver whose protocol state
+/// lives elsewhere (the TypeScript receiver's fast path): if the record at `state.head` is a
+/// committed message of at most `room` bytes, copies it to `target`, consumes it as
+/// [`Consumer::release`] does (zeroes it, stores `head`, wakes parked producers) and returns its
+/// length. Otherwise returns -1 with nothing taken: nothing there yet, a fragment, an aborted or
+/// reserved record, a message longer than `room`, or a corrupt record or position (the caller's
+/// own path finds and reports it). Skip records at `head` are stepped over either way, as
+/// [`Consumer::peek`] does; `state` follows.
+///
+/// # Safety
+/// `region` must be a live mapping of a channel region validated with `state.capacity` (a power
+/// of two between [`MIN_CAPACITY`] and [`MAX_CAPACITY`]), 8-byte aligned, valid for
+/// `OFF_DATA + state.capacity` bytes; `target` valid for writes of `room` bytes (or `room` 0);
+/// and the caller the region's one attached consumer, with every record before `state.head`
+/// released.
+#[cfg(not(loom))]
+pub unsafe fn take_into(
+    region: *mut u8,
+    state: &mut TakeState,
+    target: *mut u8,
+    room: usize,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
+        return -1;
+    };
+    if state.head % RECORD_ALIGN as u32 != 0 {
+        return -1;
+    }
+    let mut consumer = Consumer {
+        head: state.head & POS_MASK,
+        tail_seen: state.tail_seen & POS_MASK,
+        tail_word: 0,
+    };
+    let taken = match consumer.peek(&sh) {
+        Ok(Peek::Message { idx, len, kind: 0 }) if len <= room => {
+            // SAFETY: peek validated the committed record inside the data area (its producer's
+            // payload writes happen-before the acquire load of its commit word), and the caller
+            // promises `target` holds `room >= len` bytes.
+            unsafe {
+                sh.mem
+                    .copy_foreign(Consumer::payload_offset(idx), target, len, false)
+            };
+            consumer.release(&sh, idx, len);
+            len as i32
+        }
+        _ => -1,
+    };
+    state.head = consumer.head;
+    state.tail_seen = consumer.tail_seen;
+    taken
+}
+
+/// The region of a channel whose endpoint runs in another language, in SPSC mode (the only one
+/// [`take_into`] and [`put_from`] serve), or `None` for an impossible capacity or address.
+///
+/// # Safety
+/// As [`take_into`]: a live region, 8-byte aligned, of `OFF_DATA + capacity` bytes.
+#[cfg(not(loom))]
+unsafe fn foreign_region(region: *mut u8, capacity: u32) -> Option<Shared> {
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
+        return None;
+    }
+    Some(Shared {
+        // SAFETY: the caller promises a live, aligned region of this many bytes.
+        mem: unsafe { Mem::new(region, OFF_DATA + capacity as usize) }?,
+        capacity,
+        mask: capacity - 1,
+        max_record: max_record(capacity),
+        mode: MODE_SPSC,
+        _owner: None,
+    })
+}
+
+/// What the one sender of an SPSC channel running the protocol in another language keeps
+/// between two [`put_from`] calls: its own memory, never the shared region's.
+#[cfg(not(loom))]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutState {
+    /// The tail position (this sender is its only writer).
+    pub tail: u32,
+    /// The last `head` seen.
+    pub head_seen: u32,
+    /// The capacity the sender validated when it attached.
+    pub capacity: u32,
+    /// 1 once this sender saw the receiver's close (every later send fails), else 0.
+    pub rx_closed: u32,
+}
+
+/// [`put_from`]: the message was sent.
+pub const PUT_SENT: i32 = 0;
+/// [`put_from`]: no room now; nothing was reserved (a skip record to the end of the data area
+/// may have been written, and `state.tail` moved past it).
+pub const PUT_FULL: i32 = 1;
+/// [`put_from`]: the message was committed, but the receiver had closed without consuming it:
+/// it will never be read (`EPIPE`). `state.rx_closed` is set.
+pub const PUT_CLOSED: i32 = 2;
+
+/// One send of a `len`-byte message of one record from `src`, for the one sender of an SPSC
+/// channel whose protocol state lives elsewhere (the TypeScript sender's fast path): reserves,
+/// copies, commits and wakes the receiver as [`Producer`] does. Returns [`PUT_SENT`],
+/// [`PUT_FULL`] or [`PUT_CLOSED`], or -1 with nothing reserved when the caller's own path must
+/// look (a message longer than one record, this sender already saw the close, the receiver
+/// closed and the ring is full, or corrupt positions: that path reports each). `state` follows.
+///
+/// # Safety
+/// As [`take_into`] for `region`; `src` valid for reads of `len` bytes (or `len` 0); the caller
+/// the region's one attached producer in SPSC mode, with nothing reserved and uncommitted.
+#[cfg(not(loom))]
+pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, len: usize) -> i32 {
+    // SAFETY: the caller's promise.
+    let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
+        return -1;
+    };
+    if len > sh.max_record
+        || state.rx_closed != 0
+        || state.tail % RECORD_ALIGN as u32 != 0
+        || (src.is_null() && len != 0)
+    {
+        return -1;
+    }
+    let mut producer = Producer {
+        tail: state.tail & POS_MASK,
+        head_seen: state.head_seen & POS_MASK,
+        rx_closed: false,
+        tag: 0,
+    };
+    let done = match producer.reserve_spsc(&sh, record_span(len) as u32) {
+        Ok(Some(idx)) => {
+            // SAFETY: the reservation gave this producer the record's bytes, in bounds; the
+            // caller promises `src` holds `len` bytes (checked not null unless `len` is 0).
+            unsafe {
+                sh.mem
+                    .copy_foreign(Producer::payload_offset(idx), src.cast_mut(), len, true)
+            };
+            match producer.commit(&sh, idx, len, 0) {
+                Ok(()) => PUT_SENT,
+                Err(_) => PUT_CLOSED,
+            }
+        }
+        Ok(None) => PUT_FULL,
+        Err(_) => -1,
+    };
+    state.tail = producer.tail;
+    state.head_seen = producer.head_seen;
+    state.rx_closed = u32::from(producer.rx_closed);
+    done
 }

@@ -1,0 +1,355 @@
+//! The fast paths for endpoints whose protocol runs in TypeScript ([`foreign`]): a foreign
+//! receiver against Rust senders, a foreign sender against Rust receivers, every message length
+//! across many wrap-arounds, what they must leave to the caller's own path, and corrupted rings.
+#![cfg(not(loom))]
+
+use proptest::prelude::*;
+use shared_buffer::channel::foreign::{
+    PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, take_into,
+};
+use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, layout, max_record, region_size};
+use test_support::Heap;
+
+const CAP: u32 = 256;
+
+fn channel(heap: &mut Heap, mode: Mode) -> Channel {
+    // SAFETY: the heap region outlives every channel of the test (tests drop it last).
+    unsafe {
+        Channel::create_raw(
+            heap.ptr(),
+            heap.len(),
+            Config {
+                capacity: CAP,
+                mode,
+            },
+        )
+    }
+    .unwrap()
+}
+
+/// The 32-bit word at byte `offset` of the region (no other thread runs in these tests).
+fn word(heap: &Heap, offset: usize) -> u32 {
+    u32::from_le_bytes(heap.bytes()[offset..offset + 4].try_into().unwrap())
+}
+
+fn set_word(heap: &mut Heap, offset: usize, value: u32) {
+    heap.bytes_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Message `seq` of `len` bytes: every byte derived from both.
+fn message(seq: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as usize * 31 + i * 7) as u8)
+        .collect()
+}
+
+fn take(heap: &mut Heap, state: &mut TakeState, into: &mut [u8]) -> i32 {
+    // SAFETY: the heap holds a channel region of CAP bytes of data and outlives the call; `into`
+    // holds `into.len()` bytes; the test is the region's only consumer.
+    unsafe { take_into(heap.ptr(), state, into.as_mut_ptr(), into.len()) }
+}
+
+fn put(heap: &mut Heap, state: &mut PutState, msg: &[u8]) -> i32 {
+    // SAFETY: as in `take`; `msg` holds `msg.len()` bytes; the test is the only producer.
+    unsafe { put_from(heap.ptr(), state, msg.as_ptr(), msg.len()) }
+}
+
+#[test]
+fn a_foreign_receiver_takes_every_length_from_a_rust_sender() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    let mut state = TakeState {
+        capacity: CAP,
+        ..TakeState::default()
+    };
+    let max = max_record(CAP);
+    let mut into = vec![0u8; max];
+    let mut seq = 0;
+    // Every length, a few times over, so that records land at every offset and wrap.
+    for round in 0..4 {
+        for len in 0..=max {
+            let sent = message(seq, len);
+            tx.try_send(&sent).unwrap();
+            let got = take(&mut heap, &mut state, &mut into);
+            assert_eq!(got, len as i32, "round {round}, length {len}");
+            assert_eq!(&into[..len], &sent[..]);
+            assert_eq!(word(&heap, layout::OFF_HEAD), state.head, "head published");
+            assert_eq!(word(&heap, layout::OFF_ZEROING), state.head, "zeroing done");
+            seq += 1;
+        }
+    }
+    // Nothing left: -1, nothing moved; and the data area is zero behind the receiver.
+    let before = state;
+    assert_eq!(take(&mut heap, &mut state, &mut into), -1);
+    assert_eq!(state, before);
+    assert!(heap.bytes()[layout::OFF_DATA..].iter().all(|&b| b == 0));
+    // Three messages waiting, taken in order.
+    for s in 0..3 {
+        tx.try_send(&message(1000 + s, 5)).unwrap();
+    }
+    for s in 0..3 {
+        assert_eq!(take(&mut heap, &mut state, &mut into), 5);
+        assert_eq!(&into[..5], &message(1000 + s, 5)[..]);
+    }
+}
+
+#[test]
+fn a_foreign_receiver_takes_from_many_rust_senders() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Mpsc);
+    let mut a = ch.sender(WaitOptions::default()).unwrap();
+    let mut b = ch.sender(WaitOptions::default()).unwrap();
+    // Each sender's attach committed an abort record (for an unfinished message of its slot's
+    // previous owner): not a message, so the fast path leaves it to the caller's own path.
+    let mut state = TakeState {
+        capacity: CAP,
+        ..TakeState::default()
+    };
+    let mut into = [0u8; 64];
+    assert_eq!(take(&mut heap, &mut state, &mut into), -1);
+    assert_eq!(state.head, 0);
+    // A Rust receiver steps over them, and stays attached, idle (its drop would close).
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    assert!(rx.try_recv().is_err(), "nothing but the abort records");
+    let head = word(&heap, layout::OFF_HEAD);
+    assert_ne!(head, 0);
+    let mut state = TakeState {
+        head,
+        tail_seen: head,
+        capacity: CAP,
+    };
+    for seq in 0..200 {
+        let (tx, len) = if seq % 2 == 0 {
+            (&mut a, 3)
+        } else {
+            (&mut b, 17)
+        };
+        tx.try_send(&message(seq, len)).unwrap();
+        assert_eq!(take(&mut heap, &mut state, &mut into), len as i32);
+        assert_eq!(&into[..len], &message(seq, len)[..]);
+    }
+    drop(rx);
+}
+
+#[test]
+fn a_rust_receiver_gets_every_length_from_a_foreign_sender() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    let mut state = PutState {
+        capacity: CAP,
+        ..PutState::default()
+    };
+    let max = max_record(CAP);
+    let mut seq = 0;
+    for _ in 0..4 {
+        for len in 0..=max {
+            let sent = message(seq, len);
+            assert_eq!(put(&mut heap, &mut state, &sent), PUT_SENT);
+            assert_eq!(word(&heap, layout::OFF_TAIL), state.tail, "tail stored");
+            assert_eq!(rx.try_recv().unwrap().as_deref(), Some(&sent[..]));
+            seq += 1;
+        }
+    }
+}
+
+#[test]
+fn a_foreign_sender_stops_at_a_full_ring_and_learns_of_the_close() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    let mut state = PutState {
+        capacity: CAP,
+        ..PutState::default()
+    };
+    // 24-byte messages take 32-byte records: 8 fill the ring.
+    let mut sent = 0;
+    loop {
+        let got = put(&mut heap, &mut state, &message(sent, 24));
+        if got != PUT_SENT {
+            assert_eq!(got, PUT_FULL);
+            break;
+        }
+        sent += 1;
+    }
+    assert_eq!(sent, 8);
+    let full = state;
+    assert_eq!(put(&mut heap, &mut state, &message(99, 24)), PUT_FULL);
+    assert_eq!(state.tail, full.tail, "nothing reserved");
+    // One taken: room for one more, found by loading head again.
+    assert_eq!(rx.try_recv().unwrap().unwrap(), message(0, 24));
+    assert_eq!(put(&mut heap, &mut state, &message(sent, 24)), PUT_SENT);
+    // The receiver drains the ring; a message sent then stays unread when it closes.
+    while let Ok(Some(_)) = rx.try_recv() {}
+    assert_eq!(put(&mut heap, &mut state, &message(100, 24)), PUT_SENT);
+    drop(rx);
+    assert_eq!(state.rx_closed, 0, "not seen yet");
+    // The commit after the close finds it: that message will never be read.
+    assert_eq!(put(&mut heap, &mut state, &message(101, 24)), PUT_CLOSED);
+    assert_eq!(state.rx_closed, 1);
+    // From then on the caller's own path answers (EPIPE at once).
+    assert_eq!(put(&mut heap, &mut state, &message(102, 24)), -1);
+}
+
+#[test]
+fn a_tail_a_peer_closed_stops_a_foreign_sender_that_looks_for_room() {
+    // Only the one sender closes the tail, and it sends nothing after; the TypeScript sender
+    // answers EPIPE when it finds the bit while looking for room, and `put_from` leaves that case
+    // to it instead of sending (and wiping the bit with its tail store).
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    let mut state = PutState {
+        capacity: CAP,
+        ..PutState::default()
+    };
+    while put(&mut heap, &mut state, &message(0, 24)) == PUT_SENT {}
+    assert!(rx.try_recv().unwrap().is_some(), "room for one more");
+    let tail = word(&heap, layout::OFF_TAIL);
+    set_word(&mut heap, layout::OFF_TAIL, tail | layout::TAIL_CLOSED);
+    let before = state;
+    assert_eq!(put(&mut heap, &mut state, &message(1, 24)), -1);
+    assert_eq!(state, before, "nothing reserved");
+    assert_eq!(
+        word(&heap, layout::OFF_TAIL),
+        tail | layout::TAIL_CLOSED,
+        "the bit stays"
+    );
+}
+
+#[test]
+fn what_the_fast_paths_leave_to_the_caller() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    let max = max_record(CAP);
+    let mut into = vec![0u8; max];
+    // Capacities no channel has.
+    for capacity in [0, 100, CAP + 1, layout::MAX_CAPACITY * 2] {
+        let mut s = TakeState {
+            capacity,
+            ..TakeState::default()
+        };
+        assert_eq!(
+            take(&mut heap, &mut s, &mut into),
+            -1,
+            "capacity {capacity}"
+        );
+        let mut p = PutState {
+            capacity,
+            ..PutState::default()
+        };
+        assert_eq!(put(&mut heap, &mut p, b"x"), -1, "capacity {capacity}");
+    }
+    // A message longer than the room: left in place, for a larger target.
+    let mut state = TakeState {
+        capacity: CAP,
+        ..TakeState::default()
+    };
+    tx.try_send(&message(1, 40)).unwrap();
+    assert_eq!(take(&mut heap, &mut state, &mut into[..39]), -1);
+    assert_eq!(state.head, 0);
+    assert_eq!(take(&mut heap, &mut state, &mut into[..40]), 40);
+    // A fragmented message: its records are the caller's to reassemble.
+    tx.send(&message(2, max + 1), None).unwrap();
+    let before = state;
+    assert_eq!(take(&mut heap, &mut state, &mut into), -1);
+    assert_eq!(state.head, before.head);
+    // A record longer than one record may be: never sent in one piece.
+    let mut p = PutState {
+        capacity: CAP,
+        ..PutState::default()
+    };
+    assert_eq!(put(&mut heap, &mut p, &vec![0; max + 1]), -1);
+    assert_eq!(p.tail, 0, "nothing reserved");
+}
+
+#[test]
+fn corrupt_records_are_left_to_the_caller_untouched() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    tx.try_send(&message(1, 16)).unwrap();
+    let mut into = [0u8; 64];
+    let committed = word(&heap, layout::OFF_DATA);
+    for bad in [
+        layout::REC_COMMITTED | 500,                     // longer than a record
+        layout::REC_COMMITTED | layout::REC_MORE | 16,   // a fragment of the wrong length
+        layout::REC_COMMITTED | layout::REC_ABORT | 16,  // an abort with a length
+        layout::REC_COMMITTED | layout::REC_SKIP | 1000, // a skip past the end
+        layout::REC_COMMITTED | layout::REC_MORE | layout::REC_ABORT,
+        layout::REC_COMMITTED | 120, // past the tail
+    ] {
+        set_word(&mut heap, layout::OFF_DATA, bad);
+        let mut state = TakeState {
+            capacity: CAP,
+            ..TakeState::default()
+        };
+        assert_eq!(take(&mut heap, &mut state, &mut into), -1, "{bad:#x}");
+        assert_eq!(state.head, 0, "{bad:#x}");
+        assert_eq!(
+            word(&heap, layout::OFF_DATA),
+            bad,
+            "the record is left as found"
+        );
+    }
+    set_word(&mut heap, layout::OFF_DATA, committed);
+    let mut state = TakeState {
+        capacity: CAP,
+        ..TakeState::default()
+    };
+    assert_eq!(take(&mut heap, &mut state, &mut into), 16);
+    // A tail more than the capacity ahead, and a head the peer moved: the sender's own path
+    // reports them.
+    set_word(&mut heap, layout::OFF_TAIL, 4 * CAP);
+    let mut p = PutState {
+        capacity: CAP,
+        tail: 4 * CAP,
+        head_seen: 0,
+        rx_closed: 0,
+    };
+    assert_eq!(put(&mut heap, &mut p, b"x"), -1);
+}
+
+fn proptest_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// Random bytes in the data area and random positions in the header and in the caller's
+    /// state: each call returns, never panics, takes at most `room` bytes and never more than
+    /// the ring held, and puts only what fits.
+    #[test]
+    fn random_rings_never_panic(
+        data in proptest::collection::vec(any::<u8>(), CAP as usize),
+        head in any::<u32>(),
+        tail in any::<u32>(),
+        seen in any::<u32>(),
+        room in 0usize..200,
+    ) {
+        let mut heap = Heap::new(region_size(CAP));
+        drop(channel(&mut heap, Mode::Spsc));
+        heap.bytes_mut()[layout::OFF_DATA..].copy_from_slice(&data);
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        let mut into = vec![0u8; room];
+        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        for _ in 0..16 {
+            let got = take(&mut heap, &mut state, &mut into);
+            prop_assert!(got == -1 || (0..=room as i32).contains(&got));
+            if got < 0 { break; }
+        }
+        let mut p = PutState { tail, head_seen: seen, capacity: CAP, rx_closed: 0 };
+        for len in [0usize, 7, 64, 200] {
+            let got = put(&mut heap, &mut p, &vec![1; len]);
+            prop_assert!([-1, PUT_SENT, PUT_FULL, PUT_CLOSED].contains(&got));
+        }
+    }
+}
