@@ -43,6 +43,22 @@ fn message(seq: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The state of an endpoint that attaches to a fresh channel of capacity [`CAP`].
+fn fresh_take() -> TakeState {
+    TakeState {
+        capacity: CAP,
+        ..TakeState::default()
+    }
+}
+
+/// As [`fresh_take`], for a sender.
+fn fresh_put() -> PutState {
+    PutState {
+        capacity: CAP,
+        ..PutState::default()
+    }
+}
+
 fn take(heap: &mut Heap, state: &mut TakeState, into: &mut [u8]) -> i32 {
     // SAFETY: the heap holds a channel region of CAP bytes of data and outlives the call; `into`
     // holds `into.len()` bytes; the test is the region's only consumer.
@@ -59,10 +75,7 @@ fn a_foreign_receiver_takes_every_length_from_a_rust_sender() {
     let mut heap = Heap::new(region_size(CAP));
     let ch = channel(&mut heap, Mode::Spsc);
     let mut tx = ch.sender(WaitOptions::default()).unwrap();
-    let mut state = TakeState {
-        capacity: CAP,
-        ..TakeState::default()
-    };
+    let mut state = fresh_take();
     let max = max_record(CAP);
     let mut into = vec![0u8; max];
     let mut seq = 0;
@@ -102,10 +115,7 @@ fn a_foreign_receiver_takes_from_many_rust_senders() {
     let mut b = ch.sender(WaitOptions::default()).unwrap();
     // Each sender's attach committed an abort record (for an unfinished message of its slot's
     // previous owner): not a message, so the fast path leaves it to the caller's own path.
-    let mut state = TakeState {
-        capacity: CAP,
-        ..TakeState::default()
-    };
+    let mut state = fresh_take();
     let mut into = [0u8; 64];
     assert_eq!(take(&mut heap, &mut state, &mut into), -1);
     assert_eq!(state.head, 0);
@@ -137,10 +147,7 @@ fn a_rust_receiver_gets_every_length_from_a_foreign_sender() {
     let mut heap = Heap::new(region_size(CAP));
     let ch = channel(&mut heap, Mode::Spsc);
     let mut rx = ch.receiver(WaitOptions::default()).unwrap();
-    let mut state = PutState {
-        capacity: CAP,
-        ..PutState::default()
-    };
+    let mut state = fresh_put();
     let max = max_record(CAP);
     let mut seq = 0;
     for _ in 0..4 {
@@ -159,10 +166,7 @@ fn a_foreign_sender_stops_at_a_full_ring_and_learns_of_the_close() {
     let mut heap = Heap::new(region_size(CAP));
     let ch = channel(&mut heap, Mode::Spsc);
     let mut rx = ch.receiver(WaitOptions::default()).unwrap();
-    let mut state = PutState {
-        capacity: CAP,
-        ..PutState::default()
-    };
+    let mut state = fresh_put();
     // 24-byte messages take 32-byte records: 8 fill the ring.
     let mut sent = 0;
     loop {
@@ -200,10 +204,7 @@ fn a_tail_a_peer_closed_stops_a_foreign_sender_that_looks_for_room() {
     let mut heap = Heap::new(region_size(CAP));
     let ch = channel(&mut heap, Mode::Spsc);
     let mut rx = ch.receiver(WaitOptions::default()).unwrap();
-    let mut state = PutState {
-        capacity: CAP,
-        ..PutState::default()
-    };
+    let mut state = fresh_put();
     while put(&mut heap, &mut state, &message(0, 24)) == PUT_SENT {}
     assert!(rx.try_recv().unwrap().is_some(), "room for one more");
     let tail = word(&heap, layout::OFF_TAIL);
@@ -243,10 +244,7 @@ fn what_the_fast_paths_leave_to_the_caller() {
         assert_eq!(put(&mut heap, &mut p, b"x"), -1, "capacity {capacity}");
     }
     // A message longer than the room: left in place, for a larger target.
-    let mut state = TakeState {
-        capacity: CAP,
-        ..TakeState::default()
-    };
+    let mut state = fresh_take();
     tx.try_send(&message(1, 40)).unwrap();
     assert_eq!(take(&mut heap, &mut state, &mut into[..39]), -1);
     assert_eq!(state.head, 0);
@@ -257,10 +255,7 @@ fn what_the_fast_paths_leave_to_the_caller() {
     assert_eq!(take(&mut heap, &mut state, &mut into), -1);
     assert_eq!(state.head, before.head);
     // A record longer than one record may be: never sent in one piece.
-    let mut p = PutState {
-        capacity: CAP,
-        ..PutState::default()
-    };
+    let mut p = fresh_put();
     assert_eq!(put(&mut heap, &mut p, &vec![0; max + 1]), -1);
     assert_eq!(p.tail, 0, "nothing reserved");
 }
@@ -282,10 +277,7 @@ fn corrupt_records_are_left_to_the_caller_untouched() {
         layout::REC_COMMITTED | 120, // past the tail
     ] {
         set_word(&mut heap, layout::OFF_DATA, bad);
-        let mut state = TakeState {
-            capacity: CAP,
-            ..TakeState::default()
-        };
+        let mut state = fresh_take();
         assert_eq!(take(&mut heap, &mut state, &mut into), -1, "{bad:#x}");
         assert_eq!(state.head, 0, "{bad:#x}");
         assert_eq!(
@@ -295,10 +287,7 @@ fn corrupt_records_are_left_to_the_caller_untouched() {
         );
     }
     set_word(&mut heap, layout::OFF_DATA, committed);
-    let mut state = TakeState {
-        capacity: CAP,
-        ..TakeState::default()
-    };
+    let mut state = fresh_take();
     assert_eq!(take(&mut heap, &mut state, &mut into), 16);
     // A tail more than the capacity ahead, and a head the peer moved: the sender's own path
     // reports them.
