@@ -349,7 +349,7 @@ fn a_rust_receiver_gets_what_foreign_senders_send_among_rust_ones() {
     let mut heap = Heap::new(region_size(CAP));
     let ch = channel(&mut heap, Mode::Mpsc);
     let mut a = ch.sender(WaitOptions::default()).unwrap();
-    let mut b = ch.sender(WaitOptions::default()).unwrap();
+    let b = ch.sender(WaitOptions::default()).unwrap();
     let mut rx = ch.receiver(WaitOptions::default()).unwrap();
     // The abort records the senders' attaches committed.
     assert!(rx.try_recv().is_err());
