@@ -29,7 +29,7 @@ export interface ChannelCalls {
 
 /** The two states of {@linkcode ChannelCalls}, in buffers the engine never moves. */
 export function channelStates(): [Int32Array, Int32Array] {
-  return [new Int32Array(new ArrayBuffer(16)), new Int32Array(new ArrayBuffer(16))];
+  return [new Int32Array(new ArrayBuffer(32)), new Int32Array(new ArrayBuffer(32))];
 }
 
 /** Native calls and buffer plumbing, implemented once per runtime. */

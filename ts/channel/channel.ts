@@ -264,9 +264,7 @@ export class Channel implements Disposable {
       parking.putState = calls.putState;
       calls.takeState[2] = calls.putState[2] = capacity;
       parking.take = (target, room) => mapping.released ? -1 : calls.take(target, room);
-      if (mode === L.MODE_SPSC) {
-        parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
-      }
+      parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
     }
     this.#ring = new Ring(buffer, capacity, mode, parking);
     addRing(this.#ring, labelOf(id));

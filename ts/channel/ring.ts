@@ -143,9 +143,10 @@ export interface Parking {
   take?: (target: Uint8Array, room: number) => number;
   takeState?: Int32Array;
   /**
-   * Where native code can send faster than this module, with one sender: one send of a
-   * `length`-byte message of one record (`sb_channel_put`), from the tail, `head` seen and
-   * close seen in `putState[0]`, `[1]` and `[3]`, which it updates: {@linkcode PUT_SENT},
+   * Where native code can send faster than this module: one send of a `length`-byte message of
+   * one record (`sb_channel_put`), from the end of the sender's last reservation, the `head` it
+   * saw and the close it saw in `putState[0]`, `[1]` and `[3]`, which it updates, and its tag
+   * (slot + 1 with many senders, else 0) in `[4]`: {@linkcode PUT_SENT},
    * {@linkcode PUT_FULL}, {@linkcode PUT_CLOSED}, or -1 with nothing reserved.
    */
   put?: (message: Uint8Array, length: number) => number;
@@ -499,8 +500,8 @@ export class Producer {
   }
 
   /**
-   * A send of the `len`-byte message `bytes` of one record through {@linkcode Parking.put}, in
-   * SPSC: what `put` returns (-1 with nothing reserved also when this sender saw the close).
+   * A send of the `len`-byte message `bytes` of one record through {@linkcode Parking.put}: what
+   * `put` returns (-1 with nothing reserved also when this sender saw the close).
    */
   putNative(
     put: (message: Uint8Array, length: number) => number,
@@ -508,10 +509,11 @@ export class Producer {
     bytes: Uint8Array,
     len: number,
   ): number {
-    if (this.#rxClosed || this.#r.mode !== L.MODE_SPSC) return -1;
+    if (this.#rxClosed) return -1;
     state[0] = this.#tail;
     state[1] = this.headSeen;
     state[3] = 0;
+    state[4] = this.#tag; // every sender of the channel in this process shares the state
     const got = put(bytes, len);
     this.#tail = state[0];
     this.headSeen = state[1];

@@ -4,7 +4,7 @@
 //! `ts/channel/layout.ts`.)
 //!
 //! The protocol runs in TypeScript over the shared memory (see
-//! [`shared_buffer::channel::layout`]), except a one-record send with one sender and the copying
+//! [`shared_buffer::channel::layout`]), except a one-record send and the copying
 //! receive of a whole message, which `sb_channel_put` and `sb_channel_take` do in one call with
 //! the Rust ring's own code, over state the TypeScript endpoint keeps in its own memory.
 
@@ -60,13 +60,13 @@ pub unsafe extern "C" fn sb_channel_take(
 }
 
 /// One send of a `len`-byte message of one record from `src`, for the TypeScript sender's fast
-/// path (one sender): 0 sent, 1 no room now, 2 committed but the receiver had closed without
+/// path (with one sender or many: `state.tag`): 0 sent, 1 no room now, 2 committed but the receiver had closed without
 /// consuming it (`EPIPE`), or -1 with nothing reserved (the caller's own path then looks). See
 /// [`foreign::put_from`].
 ///
 /// # Safety
 /// As [`foreign::put_from`]: `region` is a live, validated channel region of `state.capacity`
-/// bytes of data in SPSC mode, `state` the caller's own, `src` valid for `len` bytes. The
+/// bytes of data in the mode `state.tag` says, `state` the caller's own, `src` valid for `len` bytes. The
 /// TypeScript sender checks its mapping is live right before the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_channel_put(

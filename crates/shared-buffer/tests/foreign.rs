@@ -297,6 +297,7 @@ fn corrupt_records_are_left_to_the_caller_untouched() {
         tail: 4 * CAP,
         head_seen: 0,
         rx_closed: 0,
+        tag: 0,
     };
     assert_eq!(put(&mut heap, &mut p, b"x"), -1);
 }
@@ -335,10 +336,60 @@ proptest! {
             prop_assert!(got == -1 || (0..=room as i32).contains(&got));
             if got < 0 { break; }
         }
-        let mut p = PutState { tail, head_seen: seen, capacity: CAP, rx_closed: 0 };
+        let mut p = PutState { tail, head_seen: seen, capacity: CAP, rx_closed: 0, tag: 0 };
         for len in [0usize, 7, 64, 200] {
             let got = put(&mut heap, &mut p, &vec![1; len]);
             prop_assert!([-1, PUT_SENT, PUT_FULL, PUT_CLOSED].contains(&got));
         }
     }
+}
+
+#[test]
+fn a_rust_receiver_gets_what_foreign_senders_send_among_rust_ones() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Mpsc);
+    let mut a = ch.sender(WaitOptions::default()).unwrap();
+    let b = ch.sender(WaitOptions::default()).unwrap();
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    // The abort records the senders' attaches committed.
+    assert!(rx.try_recv().is_err());
+    // A foreign sender in the slot of `b` (slot 1, tag 2), from the tail as it is now.
+    let tail = word(&heap, layout::OFF_TAIL);
+    let mut state = PutState {
+        tail,
+        head_seen: word(&heap, layout::OFF_HEAD),
+        tag: 2,
+        ..fresh_put()
+    };
+    let max = max_record(CAP);
+    for seq in 0..300u32 {
+        let len = seq as usize % (max + 1);
+        let sent = message(seq, len);
+        if seq % 3 == 0 {
+            a.try_send(&sent).unwrap();
+        } else {
+            assert_eq!(put(&mut heap, &mut state, &sent), PUT_SENT, "message {seq}");
+            let at = state
+                .tail
+                .wrapping_sub(layout::RECORD_ALIGN as u32 + len.next_multiple_of(8) as u32);
+            let idx = (at & (CAP - 1)) as usize;
+            assert_eq!(
+                word(&heap, layout::OFF_DATA + idx + layout::OFF_REC_PRODUCER),
+                2,
+                "tagged"
+            );
+        }
+        assert_eq!(
+            rx.try_recv().unwrap().as_deref(),
+            Some(&sent[..]),
+            "message {seq}"
+        );
+    }
+    // Tags no slot has are the caller's to refuse.
+    let mut bad = PutState {
+        tag: layout::MAX_PRODUCERS as u32 + 1,
+        ..state
+    };
+    assert_eq!(put(&mut heap, &mut bad, b"x"), -1);
+    drop(b);
 }

@@ -919,8 +919,9 @@ pub unsafe fn take_into(
     taken
 }
 
-/// The region of a channel whose endpoint runs in another language, in SPSC mode (the only one
-/// [`take_into`] and [`put_from`] serve), or `None` for an impossible capacity or address.
+/// The region of a channel whose endpoint runs in another language, in SPSC mode ([`put_from`]
+/// switches to MPSC for a tagged sender; [`take_into`] reads no producer word), or `None` for an
+/// impossible capacity or address.
 ///
 /// # Safety
 /// As [`take_into`]: a live region, 8-byte aligned, of `OFF_DATA + capacity` bytes.
@@ -940,13 +941,14 @@ unsafe fn foreign_region(region: *mut u8, capacity: u32) -> Option<Shared> {
     })
 }
 
-/// What the one sender of an SPSC channel running the protocol in another language keeps
-/// between two [`put_from`] calls: its own memory, never the shared region's.
+/// What a sender running the protocol in another language keeps between two [`put_from`]
+/// calls: its own memory, never the shared region's.
 #[cfg(not(loom))]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PutState {
-    /// The tail position (this sender is its only writer).
+    /// The end of this sender's last reservation; with one sender also the tail position (this
+    /// sender is its only writer).
     pub tail: u32,
     /// The last `head` seen.
     pub head_seen: u32,
@@ -954,6 +956,9 @@ pub struct PutState {
     pub capacity: u32,
     /// 1 once this sender saw the receiver's close (every later send fails), else 0.
     pub rx_closed: u32,
+    /// 0 for the one sender of an SPSC channel; in MPSC, the sender's slot + 1 (its records'
+    /// producer word), in `1..=MAX_PRODUCERS`.
+    pub tag: u32,
 }
 
 /// [`put_from`]: the message was sent.
@@ -965,22 +970,30 @@ pub const PUT_FULL: i32 = 1;
 /// it will never be read (`EPIPE`). `state.rx_closed` is set.
 pub const PUT_CLOSED: i32 = 2;
 
-/// One send of a `len`-byte message of one record from `src`, for the one sender of an SPSC
-/// channel whose protocol state lives elsewhere (the TypeScript sender's fast path): reserves,
-/// copies, commits and wakes the receiver as [`Producer`] does. Returns [`PUT_SENT`],
+/// One send of a `len`-byte message of one record from `src`, for a sender whose protocol state
+/// lives elsewhere (the TypeScript sender's fast path), the one sender of an SPSC channel
+/// (`state.tag` 0) or one of an MPSC channel's: reserves, copies, commits and wakes the receiver
+/// as [`Producer`] does. Returns [`PUT_SENT`],
 /// [`PUT_FULL`] or [`PUT_CLOSED`], or -1 with nothing reserved when the caller's own path must
 /// look (a message longer than one record, this sender already saw the close, the receiver
 /// closed and the ring is full, or corrupt positions: that path reports each). `state` follows.
 ///
 /// # Safety
 /// As [`take_into`] for `region`; `src` valid for reads of `len` bytes (or `len` 0); the caller
-/// the region's one attached producer in SPSC mode, with nothing reserved and uncommitted.
+/// attached as the producer `state.tag` names (0: the one producer of an SPSC region; in an MPSC
+/// region the slot's producer), with nothing reserved and uncommitted.
 #[cfg(not(loom))]
 pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, len: usize) -> i32 {
     // SAFETY: the caller's promise.
-    let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
+    let Some(mut sh) = (unsafe { foreign_region(region, state.capacity) }) else {
         return -1;
     };
+    if state.tag as usize > MAX_PRODUCERS {
+        return -1;
+    }
+    if state.tag != 0 {
+        sh.mode = MODE_MPSC;
+    }
     if len > sh.max_record
         || state.rx_closed != 0
         || state.tail % RECORD_ALIGN as u32 != 0
@@ -992,9 +1005,9 @@ pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, le
         tail: state.tail & POS_MASK,
         head_seen: state.head_seen & POS_MASK,
         rx_closed: false,
-        tag: 0,
+        tag: state.tag,
     };
-    let done = match producer.reserve_spsc(&sh, record_span(len) as u32) {
+    let done = match producer.try_reserve(&sh, len) {
         Ok(Some(idx)) => {
             // SAFETY: the reservation gave this producer the record's bytes, in bounds; the
             // caller promises `src` holds `len` bytes (checked not null unless `len` is 0).
