@@ -3,7 +3,7 @@ import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness
 import * as layout from "../ts/channel/layout.ts";
 import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
 import { spawnSync } from "node:child_process";
-import { Producer, Ring } from "../ts/channel/ring.ts";
+import { initRegion, Producer, Ring } from "../ts/channel/ring.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -1781,4 +1781,36 @@ test("a view at an offset of a resizable buffer, out of its bounds and back, sen
   message.set(pattern(48, 2));
   tx.send(message);
   assert.deepEqual(rx.recv(0), pattern(48, 2));
+});
+
+test("a commit that finds the receiver closed counts as sent when head passed it, however far", () => {
+  // Between a commit and its look at `head`, other senders' records may go round the ring many
+  // times (a sender descheduled in between): a `head` more than a ring ahead still means consumed.
+  const capacity = 4096;
+  const parking = {
+    notify: () => {},
+    wait: () => {},
+    waitAsync: () => Promise.resolve(),
+    alive: () => true,
+  };
+  const end = 32; // the first record's end: 8 bytes of header and 24 of payload
+  for (
+    const [head, sent] of [
+      [end, true],
+      [end + 8, true],
+      [end + 3 * capacity, true],
+      [end + 1000 * capacity, true],
+      [0, false],
+      [(end - capacity) & layout.POS_MASK, false],
+    ] as const
+  ) {
+    const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
+    initRegion(words, capacity, layout.MODE_MPSC);
+    const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_MPSC, parking);
+    const producer = new Producer(ring, 0);
+    const idx = producer.tryReserve(24);
+    words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;
+    words[layout.OFF_HEAD >> 2] = head & layout.POS_MASK;
+    assert.equal(producer.commit(idx, 24, 0), sent, `head ${head}`);
+  }
 });

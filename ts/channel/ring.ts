@@ -623,7 +623,11 @@ export class Producer {
     const r = this.#r;
     this.#rxClosed = true;
     const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
-    return ((head - end) & L.POS_MASK) <= r.capacity;
+    // Unconsumed: `head` up to a ring behind `end`. Consumed: `head` at `end` or anywhere ahead,
+    // however far: other senders' records may have gone round the ring many times between this
+    // commit and this look (positions wrap only after 2 GiB).
+    const behind = (end - head) & L.POS_MASK;
+    return behind === 0 || behind > r.capacity;
   }
 
   /**

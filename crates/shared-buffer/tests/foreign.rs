@@ -393,3 +393,31 @@ fn a_rust_receiver_gets_what_foreign_senders_send_among_rust_ones() {
     assert_eq!(put(&mut heap, &mut bad, b"x"), -1);
     drop(b);
 }
+
+#[test]
+fn a_commit_after_the_close_is_sent_if_head_passed_it_however_far() {
+    // Between a commit and its look at `head`, other senders' records may go round the ring many
+    // times: a `head` more than a ring ahead still means consumed.
+    let len = 24;
+    let end = 32u32; // the first record's end: 8 bytes of header and 24 of payload
+    for (head, expect) in [
+        (end, PUT_SENT),
+        (end + 8, PUT_SENT),
+        (end + 3 * CAP, PUT_SENT),
+        (end + 1000 * CAP, PUT_SENT),
+        (0, PUT_CLOSED),
+        (end.wrapping_sub(CAP) & layout::POS_MASK, PUT_CLOSED),
+    ] {
+        let mut heap = Heap::new(region_size(CAP));
+        drop(channel(&mut heap, Mode::Spsc));
+        set_word(&mut heap, layout::OFF_RX_WAITING, layout::RX_CLOSED);
+        set_word(&mut heap, layout::OFF_HEAD, head & layout::POS_MASK);
+        let mut state = fresh_put();
+        assert_eq!(
+            put(&mut heap, &mut state, &message(0, len)),
+            expect,
+            "head {head:#x}"
+        );
+        assert_eq!(state.rx_closed, 1);
+    }
+}

@@ -575,7 +575,11 @@ impl Producer {
         // Pairs with the consumer's SeqCst swap of the mark, which follows its last head store.
         fence(Acquire);
         let head = sh.head().load(Acquire) & POS_MASK;
-        if head.wrapping_sub(self.tail) & POS_MASK <= sh.capacity {
+        // Unconsumed: `head` up to a ring behind this record's end. Consumed: `head` at the end
+        // or anywhere ahead, however far: other producers' records may have gone round the ring
+        // many times between the commit and this load (positions wrap only after 2 GiB).
+        let behind = self.tail.wrapping_sub(head) & POS_MASK;
+        if behind == 0 || behind > sh.capacity {
             return Ok(());
         }
         Err(super::closed(sh))
