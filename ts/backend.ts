@@ -8,6 +8,8 @@
  * @module
  */
 
+import { CHANNEL_STATE_BYTES } from "./ffi.ts";
+
 /**
  * An address in the form this runtime's FFI takes fastest for a `usize` parameter: a BigInt in
  * Deno (a number there costs a slow conversion), a number in Bun and Node.js.
@@ -29,7 +31,8 @@ export interface ChannelCalls {
 
 /** The two states of {@linkcode ChannelCalls}, in buffers the engine never moves. */
 export function channelStates(): [Int32Array, Int32Array] {
-  return [new Int32Array(new ArrayBuffer(32)), new Int32Array(new ArrayBuffer(32))];
+  const state = () => new Int32Array(new ArrayBuffer(CHANNEL_STATE_BYTES));
+  return [state(), state()];
 }
 
 /** Native calls and buffer plumbing, implemented once per runtime. */

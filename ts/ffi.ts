@@ -37,6 +37,30 @@ export const WAIT_TIMED_OUT = 2;
 export const LOCK_ACQUIRED = 0;
 /** A lock was acquired after its previous owner died holding it. */
 export const LOCK_OWNER_DIED = 1;
+/** `sb_channel_put`: the message was sent. */
+export const PUT_SENT = 0;
+/** `sb_channel_put`: no room now, nothing reserved. */
+export const PUT_FULL = 1;
+/** `sb_channel_put`: committed, but the receiver had closed without consuming it (`EPIPE`). */
+export const PUT_CLOSED = 2;
+/** Bytes of the state buffer either channel call takes (`SbTakeState`, `SbPutState`). */
+export const CHANNEL_STATE_BYTES = 20;
+/** `SbTakeState` field, as an index of 32-bit words: the receiver position. */
+export const TAKE_HEAD = 0;
+/** `SbTakeState`: the `tail` position known to be reached. */
+export const TAKE_TAIL_SEEN = 1;
+/** `SbTakeState`: the capacity validated at attach. */
+export const TAKE_CAPACITY = 2;
+/** `SbPutState`: the end of the sender's last reservation. */
+export const PUT_TAIL = 0;
+/** `SbPutState`: the last `head` seen. */
+export const PUT_HEAD_SEEN = 1;
+/** `SbPutState`: the capacity validated at attach. */
+export const PUT_CAPACITY = 2;
+/** `SbPutState`: 1 once the sender saw the receiver's close. */
+export const PUT_RX_CLOSED = 3;
+/** `SbPutState`: the sender's tag (slot + 1 with many senders, else 0). */
+export const PUT_TAG = 4;
 
 /** Symbols of the native library. */
 export const symbols = {

@@ -10,6 +10,7 @@ import { errorOf, SharedMemoryError } from "../errors.ts";
 import { addressOf, mappingOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
+import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
 import * as L from "./layout.ts";
 import {
   addBuffer,
@@ -39,9 +40,6 @@ import {
   plainBytes,
   plainView,
   Producer,
-  PUT_CLOSED,
-  PUT_FULL,
-  PUT_SENT,
   quickByteCount,
   RESERVED,
   Ring,
@@ -262,7 +260,7 @@ export class Channel implements Disposable {
       const mapping = mappingOf(buffer, "Channel");
       parking.takeState = calls.takeState;
       parking.putState = calls.putState;
-      calls.takeState[2] = calls.putState[2] = capacity;
+      calls.takeState[TAKE_CAPACITY] = calls.putState[PUT_CAPACITY] = capacity;
       parking.take = (target, room) => mapping.released ? -1 : calls.take(target, room);
       parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
     }

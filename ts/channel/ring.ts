@@ -11,6 +11,14 @@
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import { viewBuffer, viewByteLength, viewByteOffset, viewLength } from "../intrinsics.ts";
+import {
+  PUT_HEAD_SEEN,
+  PUT_RX_CLOSED,
+  PUT_TAG,
+  PUT_TAIL,
+  TAKE_HEAD,
+  TAKE_TAIL_SEEN,
+} from "../ffi.ts";
 import * as L from "./layout.ts";
 
 /**
@@ -137,7 +145,7 @@ export interface Parking {
   /**
    * Where native code can receive faster than this module: one receive of a whole message of
    * at most `room` bytes into `target` (`sb_channel_take`), from the position and `tail` bound in
-   * `takeState[0]` and `[1]`, which it updates; its length, or -1 with nothing taken (nothing
+   * `takeState` (at the generated indices `TAKE_HEAD` and `TAKE_TAIL_SEEN`), which it updates; its length, or -1 with nothing taken (nothing
    * there, anything but a whole message that fits, a corrupt record, or a closed mapping).
    */
   take?: (target: Uint8Array, room: number) => number;
@@ -145,20 +153,13 @@ export interface Parking {
   /**
    * Where native code can send faster than this module: one send of a `length`-byte message of
    * one record (`sb_channel_put`), from the end of the sender's last reservation, the `head` it
-   * saw and the close it saw in `putState[0]`, `[1]` and `[3]`, which it updates, and its tag
-   * (slot + 1 with many senders, else 0) in `[4]`: {@linkcode PUT_SENT},
+   * saw and the close it saw in `putState` (`PUT_TAIL`, `PUT_HEAD_SEEN`, `PUT_RX_CLOSED`), which
+   * it updates, and its tag (slot + 1 with many senders, else 0, `PUT_TAG`): {@linkcode PUT_SENT},
    * {@linkcode PUT_FULL}, {@linkcode PUT_CLOSED}, or -1 with nothing reserved.
    */
   put?: (message: Uint8Array, length: number) => number;
   putState?: Int32Array;
 }
-
-/** {@linkcode Parking.put}: sent. */
-export const PUT_SENT = 0;
-/** {@linkcode Parking.put}: no room now, nothing reserved. */
-export const PUT_FULL = 1;
-/** {@linkcode Parking.put}: committed, but the receiver had closed without consuming it. */
-export const PUT_CLOSED = 2;
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
 export function initRegion(i32: Int32Array, capacity: number, mode: number): void {
@@ -510,14 +511,14 @@ export class Producer {
     len: number,
   ): number {
     if (this.#rxClosed) return -1;
-    state[0] = this.#tail;
-    state[1] = this.headSeen;
-    state[3] = 0;
-    state[4] = this.#tag; // every sender of the channel in this process shares the state
+    state[PUT_TAIL] = this.#tail;
+    state[PUT_HEAD_SEEN] = this.headSeen;
+    state[PUT_RX_CLOSED] = 0;
+    state[PUT_TAG] = this.#tag; // every sender of the channel in this process shares the state
     const got = put(bytes, len);
-    this.#tail = state[0];
-    this.headSeen = state[1];
-    if (state[3] !== 0) this.#rxClosed = true;
+    this.#tail = state[PUT_TAIL];
+    this.headSeen = state[PUT_HEAD_SEEN];
+    if (state[PUT_RX_CLOSED] !== 0) this.#rxClosed = true;
     return got;
   }
 
@@ -838,11 +839,11 @@ export class Consumer {
     room: number,
   ): number {
     if (this.#published !== this.head) return -1;
-    state[0] = this.head;
-    state[1] = this.#tailSeen;
+    state[TAKE_HEAD] = this.head;
+    state[TAKE_TAIL_SEEN] = this.#tailSeen;
     const len = take(target, room);
-    this.head = this.#published = state[0];
-    this.#tailSeen = state[1];
+    this.head = this.#published = state[TAKE_HEAD];
+    this.#tailSeen = state[TAKE_TAIL_SEEN];
     return len;
   }
 

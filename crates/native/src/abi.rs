@@ -294,4 +294,28 @@ constants! {
     LOCK_ACQUIRED = SB_LOCK_ACQUIRED;
     /// A lock was acquired after its previous owner died holding it.
     LOCK_OWNER_DIED = SB_LOCK_OWNER_DIED;
+    /// `sb_channel_put`: the message was sent.
+    PUT_SENT = shared_buffer::channel::foreign::PUT_SENT;
+    /// `sb_channel_put`: no room now, nothing reserved.
+    PUT_FULL = shared_buffer::channel::foreign::PUT_FULL;
+    /// `sb_channel_put`: committed, but the receiver had closed without consuming it (`EPIPE`).
+    PUT_CLOSED = shared_buffer::channel::foreign::PUT_CLOSED;
+    /// Bytes of the state buffer either channel call takes (`SbTakeState`, `SbPutState`).
+    CHANNEL_STATE_BYTES = STATE_BYTES;
+    /// `SbTakeState` field, as an index of 32-bit words: the receiver position.
+    TAKE_HEAD = std::mem::offset_of!(TakeState, head) / 4;
+    /// `SbTakeState`: the `tail` position known to be reached.
+    TAKE_TAIL_SEEN = std::mem::offset_of!(TakeState, tail_seen) / 4;
+    /// `SbTakeState`: the capacity validated at attach.
+    TAKE_CAPACITY = std::mem::offset_of!(TakeState, capacity) / 4;
+    /// `SbPutState`: the end of the sender's last reservation.
+    PUT_TAIL = std::mem::offset_of!(PutState, tail) / 4;
+    /// `SbPutState`: the last `head` seen.
+    PUT_HEAD_SEEN = std::mem::offset_of!(PutState, head_seen) / 4;
+    /// `SbPutState`: the capacity validated at attach.
+    PUT_CAPACITY = std::mem::offset_of!(PutState, capacity) / 4;
+    /// `SbPutState`: 1 once the sender saw the receiver's close.
+    PUT_RX_CLOSED = std::mem::offset_of!(PutState, rx_closed) / 4;
+    /// `SbPutState`: the sender's tag (slot + 1 with many senders, else 0).
+    PUT_TAG = std::mem::offset_of!(PutState, tag) / 4;
 }

@@ -15,6 +15,11 @@ use shared_buffer::channel::{foreign, liveness};
 pub type TakeState = foreign::TakeState;
 /// The sender state `sb_channel_put` reads and updates.
 pub type PutState = foreign::PutState;
+/// The bytes a caller allocates for either state.
+pub const STATE_BYTES: usize = {
+    let (take, put) = (size_of::<TakeState>(), size_of::<PutState>());
+    if take > put { take } else { put }
+};
 
 /// Whether process `pid` is alive, as the channel's peers judge it: 1 if it exists and is not a
 /// zombie (`kill(pid, 0)` does not fail with `ESRCH`, and `/proc/<pid>/stat` does not show
