@@ -159,6 +159,13 @@ export interface Parking {
    */
   put?: (message: Uint8Array, length: number) => number;
   putState?: Int32Array;
+  /**
+   * Where native code can look ahead faster than this module (`sb_channel_scan_run`, with
+   * `takeState`): copies the run of whole messages of at most `small` bytes each committed back
+   * to back at `head` (at most `max`, and as many bytes of records as `out` holds) into `out`,
+   * records and all, their lengths into `lens`; their count, 0 for none. Consumes nothing.
+   */
+  scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
 }
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
@@ -845,6 +852,26 @@ export class Consumer {
     this.head = this.#published = state[TAKE_HEAD];
     this.#tailSeen = state[TAKE_TAIL_SEEN];
     return len;
+  }
+
+  /**
+   * The batch path's look ahead through {@linkcode Parking.scanRun}: the run of whole messages
+   * of at most `small` bytes each committed back to back at `head`, copied into `out` (records
+   * and all) with their lengths in `lens`; their count (0 for none). Moves nothing.
+   */
+  scanNative(
+    scanRun: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number,
+    state: Int32Array,
+    out: Uint8Array,
+    lens: Int32Array,
+    max: number,
+    small: number,
+  ): number {
+    state[TAKE_HEAD] = this.head;
+    state[TAKE_TAIL_SEEN] = this.#tailSeen;
+    const n = scanRun(out, lens, max, small);
+    this.#tailSeen = state[TAKE_TAIL_SEEN];
+    return n;
   }
 
   /**
