@@ -1456,7 +1456,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const { bytes: copy, lens, views } = run;
     const { scanRun, takeState } = this.#ring.parking;
     // Native code finds and copies the run in one call (0: it found none, which a peer may
-    // have caused since the peek; this path then looks for itself).
+    // have caused since the peek, or a failure of the call itself; this path then looks for
+    // itself).
     let n = scanRun === undefined ? 0 : consumer.scanNative(
       scanRun,
       takeState!,
@@ -1465,7 +1466,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       Math.min(max, lens.length),
       SMALL_COPY,
     );
-    if (n === 0) {
+    if (n <= 0) {
+      n = 0;
       let bytes = 0;
       for (let len = consumer.len; n < max;) {
         const span = L.recordSpan(len);

@@ -803,7 +803,10 @@ export class Consumer {
       if (span > r.capacity - idx) {
         throw channelError("EBADMSG", `corrupt record at position ${this.head}: crosses the end`);
       }
-      if (span > ((this.#tailSeen - this.head) & L.POS_MASK)) {
+      // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
+      // reservation) bounds nothing and is looked at again.
+      const seen = (this.#tailSeen - this.head) & L.POS_MASK;
+      if (seen > r.capacity || span > seen) {
         const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
         const avail = (tail - this.head) & L.POS_MASK;
         if (avail > r.capacity || span > avail) {

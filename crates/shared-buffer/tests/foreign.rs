@@ -626,8 +626,104 @@ fn a_run_scan_stops_at_a_record_the_receiver_would_report() {
     assert_eq!(&out[8..11], b"abc");
 }
 
+/// What [`scan_run`] must find in `heap`: the lengths of the run at `head`, by the rules of the
+/// TypeScript receiver's own look ahead (`Consumer.peekAt`), against the region's real `tail`.
+fn model_run(heap: &Heap, head: u32, room: usize, max: usize, small: usize) -> Vec<u32> {
+    let cap = CAP as usize;
+    let start = (head & (CAP - 1)) as usize;
+    let tail = word(heap, layout::OFF_TAIL) & layout::POS_MASK;
+    let avail = (tail.wrapping_sub(head) & layout::POS_MASK) as usize;
+    let (mut lens, mut bytes) = (Vec::new(), 0);
+    while lens.len() < max {
+        let idx = start + bytes;
+        let w = word(heap, layout::OFF_DATA + idx);
+        let kind = layout::REC_COMMITTED | layout::REC_SKIP | layout::REC_MORE | layout::REC_ABORT;
+        if w & kind != layout::REC_COMMITTED {
+            break;
+        }
+        let len = (w & layout::REC_LEN_MASK) as usize;
+        let sp = span(len);
+        if len > small || len > max_record(CAP) || sp > cap - idx || bytes + sp > room {
+            break;
+        }
+        if avail > cap || bytes + sp > avail {
+            break;
+        }
+        lens.push(len as u32);
+        bytes += sp;
+        if idx + sp == cap {
+            break;
+        }
+    }
+    lens
+}
+
+/// One record of a ring built for [`scan_run`]: its commit word's kind and its length.
+fn record() -> impl Strategy<Value = (u32, usize)> {
+    let kind = prop_oneof![
+        16 => Just(layout::REC_COMMITTED),
+        1 => Just(layout::REC_COMMITTED | layout::REC_SKIP),
+        1 => Just(layout::REC_COMMITTED | layout::REC_MORE),
+        1 => Just(layout::REC_COMMITTED | layout::REC_ABORT),
+        1 => Just(layout::REC_SKIP),
+        1 => Just(0),
+    ];
+    (kind, prop_oneof![4 => 0usize..=40, 1 => 0usize..=200])
+}
+
 proptest! {
     #![proptest_config(proptest_config())]
+
+    /// Rings of records back to back from an aligned `head` (messages of every length, and now
+    /// and then something else: a skip record, a fragment, an abort, a reservation, nothing, a
+    /// length no record holds), with `tail` anywhere near them: a run scan finds exactly what
+    /// the receiver's own look ahead finds, copies those records as they are, and writes
+    /// nothing to the region.
+    #[test]
+    fn a_run_scan_finds_what_the_look_ahead_finds(
+        records in proptest::collection::vec(record(), 1..24),
+        at in 0u32..CAP / 8,
+        rounds in 0u32..4,
+        tail_shift in prop_oneof![3 => Just(0i32), 1 => -64i32..64],
+        fresh in any::<bool>(),
+        room in prop_oneof![Just(4096usize), 0usize..400],
+        max in prop_oneof![Just(512usize), 0usize..20],
+        small in prop_oneof![2 => Just(256usize), 1 => 0usize..300],
+    ) {
+        let mut heap = Heap::new(region_size(CAP));
+        drop(channel(&mut heap, Mode::Spsc));
+        let head = (rounds * CAP + at * 8) & layout::POS_MASK;
+        let mut idx = (at * 8) as usize;
+        let mut end = head;
+        for &(kind, len) in &records {
+            let sp = span(len);
+            if idx + sp > CAP as usize {
+                break;
+            }
+            set_word(&mut heap, layout::OFF_DATA + idx, kind | len as u32);
+            let payload = message(idx as u32, len);
+            let from = layout::OFF_DATA + idx + 8;
+            heap.bytes_mut()[from..from + len].copy_from_slice(&payload);
+            idx += sp;
+            end = end.wrapping_add(sp as u32) & layout::POS_MASK;
+        }
+        let tail = end.wrapping_add_signed(tail_shift * 8) & layout::POS_MASK;
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        let before = heap.bytes().to_vec();
+        let mut out = vec![0u8; room];
+        let mut lens = vec![0u32; max];
+        let seen = if fresh { head } else { tail };
+        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let n = scan(&mut heap, &mut state, &mut out, &mut lens, max, small);
+        let want = model_run(&heap, head, room, max, small);
+        prop_assert_eq!(&lens[..n], &want[..]);
+        let bytes: usize = want.iter().map(|&len| span(len as usize)).sum();
+        let from = layout::OFF_DATA + (at * 8) as usize;
+        prop_assert_eq!(&out[..bytes], &before[from..from + bytes]);
+        prop_assert_eq!(heap.bytes(), &before[..]);
+        prop_assert_eq!(state.head, head);
+    }
 
     /// Random bytes and positions: a run scan returns, never panics, reports at most `max`
     /// messages of at most `small` bytes in at most the room of `out`, and writes nothing to the
@@ -658,4 +754,48 @@ proptest! {
         prop_assert_eq!(heap.bytes(), &before[..]);
         prop_assert_eq!(state.head, head);
     }
+}
+
+#[test]
+fn a_tail_seen_behind_head_bounds_nothing() {
+    // A receiver's `tail` bound left behind `head` (as after a skip over a dead producer's
+    // reservation) must be looked at again, not taken for a ring's worth of room: a record a
+    // peer planted past the real tail is refused.
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    tx.try_send(&message(0, 8)).unwrap();
+    let mut state = fresh_take();
+    let mut into = [0u8; 16];
+    assert_eq!(take(&mut heap, &mut state, &mut into), 8);
+    assert_eq!((state.head, word(&heap, layout::OFF_TAIL)), (16, 16));
+    set_word(&mut heap, layout::OFF_DATA + 16, layout::REC_COMMITTED | 8);
+    for seen in [8, 0, 16u32.wrapping_sub(CAP) & layout::POS_MASK] {
+        let mut stale = TakeState {
+            tail_seen: seen,
+            ..state
+        };
+        assert_eq!(
+            take(&mut heap, &mut stale, &mut into),
+            -1,
+            "tail seen {seen}"
+        );
+        let (mut out, mut lens) = ([0u8; 64], [0u32; 4]);
+        let mut stale = TakeState {
+            tail_seen: seen,
+            ..state
+        };
+        assert_eq!(
+            scan(&mut heap, &mut stale, &mut out, &mut lens, 4, 64),
+            0,
+            "tail seen {seen}"
+        );
+    }
+    // Once the sender's tail covers it, it is a message.
+    set_word(&mut heap, layout::OFF_TAIL, 32);
+    let mut stale = TakeState {
+        tail_seen: 8,
+        ..state
+    };
+    assert_eq!(take(&mut heap, &mut stale, &mut into), 8);
 }

@@ -729,7 +729,10 @@ impl Consumer {
                 )));
             }
             let span = span as u32;
-            if span > self.tail_seen.wrapping_sub(self.head) & POS_MASK {
+            // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead
+            // producer's reservation) bounds nothing and is looked at again.
+            let seen = self.tail_seen.wrapping_sub(self.head) & POS_MASK;
+            if seen > sh.capacity || span > seen {
                 let tail = sh.tail().load(Acquire) & POS_MASK;
                 let avail = tail.wrapping_sub(self.head) & POS_MASK;
                 if avail > sh.capacity || span > avail {
