@@ -145,21 +145,21 @@ const byRuntime = (f: Figure) => f.runtime;
 const byWhat = (f: Figure) => f.what;
 
 /**
- * The hot path's calls split into their pieces (`"<count> <piece>"` each): `send` is the copy in
- * (`Uint8Array.set`), three `Atomics.store` (tail, reservation mark, commit word) and two
- * `Atomics.load` (the receiver's flags and its waiting word); `recvInto` is the copy out (byte
- * by byte), the record zeroed word by word, one `Atomics.store` (head) and two `Atomics.load`
- * (the commit word, the senders' waiting word). The rest is argument checks, state checks and
- * calls.
+ * The hot path's calls split into their pieces (`"<count> <piece>"` each), as the TypeScript path
+ * runs them with one sender and room in the ring: `send` is the copy in (`Uint8Array.set`), two
+ * `Atomics.store` (tail, commit word; the reservation mark is a plain store) and one
+ * `Atomics.load` (the receiver's waiting word); `recvInto` is the copy out word by word, each ring
+ * word zeroed as it is read, one `Atomics.store` (head) and two `Atomics.load` (the commit word,
+ * the senders' waiting word). The rest is argument checks, state checks, the record's header
+ * zeroed, and calls.
  */
 const CALLS: [string, string, [string, string][]][] = [
   ["send", "send", [
     ["copy in (set)", "1 copy_in_set_64"],
-    ["3 Atomics.store + 2 Atomics.load", "3 atomics_store 2 atomics_load"],
+    ["2 Atomics.store + 1 Atomics.load", "2 atomics_store 1 atomics_load"],
   ]],
   ["recv_into", "recvInto", [
-    ["copy out (byte loop)", "1 copy_out_loop_64"],
-    ["zero the record (words)", "1 zero_72_words"],
+    ["copy out, zeroing the ring as it goes (words)", "1 copy_out_words_64"],
     ["1 Atomics.store + 2 Atomics.load", "1 atomics_store 2 atomics_load"],
   ]],
 ];

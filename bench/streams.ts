@@ -868,9 +868,9 @@ export async function measureAll(specs: Spec[]): Promise<(PairResult | { error: 
 }
 
 /**
- * Runs pairs of one runtime and placement in one measuring process under `taskset -c` of the
- * placement (it starts a fresh peer for each, so stdio and IPC join exactly these two
- * processes), and returns their rows. A pair that fails is recorded as skipped; the others
+ * Runs pairs of one runtime and placement, each in a measuring process of its own under
+ * `taskset -c` of the placement (which starts a fresh peer, so stdio and IPC join exactly these
+ * two processes), and returns their rows. A pair that fails is recorded as skipped; the others
  * still run.
  */
 export async function pairRows(
@@ -888,10 +888,18 @@ export async function pairRows(
   }));
   const names = specs.flatMap(ids);
   leftovers("add", names);
-  const got: (PairResult & { error?: string })[] = await runJson<typeof got>(
-    pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", specs)),
-    { timeoutMs: 30_000 * specs.length },
-  ).catch((err) => plans.map(() => ({ error: String(err?.message ?? err) })));
+  // Each pair in a measuring process of its own, as each run of the Rust ring: in one process
+  // that had measured other pairs before, V8 and JavaScriptCore run the channel's calls slower
+  // than in the first (its code deoptimized and compiled again once a second channel exists), and
+  // the pair measured first, always the same transport in half the runs, came out faster.
+  const got: (PairResult & { error?: string })[] = [];
+  for (const spec of specs) {
+    const [one] = await runJson<typeof got>(
+      pinned(PLACEMENTS[placement].measuring, childCommand(rt, "channel", "measure", [spec])),
+      { timeoutMs: 30_000 },
+    ).catch((err) => [{ error: String(err?.message ?? err) }]);
+    got.push(one);
+  }
   for (const name of names) {
     try {
       lib.SharedMemory.unlink({ name });

@@ -1054,6 +1054,55 @@ test("recvMany meets a record past the tail after a run of small messages with r
   }
 });
 
+test("recvMany meets a record a peer rewrote in the middle of a run as recv does: a skip stepped over, anything else recv's error after the messages before it", () => {
+  const name = uniqueName("chan");
+  cleanup({ name });
+  const span = 16; // each message below: 8 bytes of header, 2 of payload, 6 of padding
+  for (
+    const [what, word] of [
+      ["a skip", layout.REC_COMMITTED | layout.REC_SKIP | (span - 8)],
+      ["a fragment", layout.REC_COMMITTED | layout.REC_MORE | 2],
+      ["an abort with a length", layout.REC_COMMITTED | layout.REC_ABORT | 2],
+      ["longer than a record", layout.REC_COMMITTED | 5000],
+      ["a reservation", layout.REC_SKIP | (span - 8)],
+    ] as const
+  ) {
+    for (const how of ["recvMany", "recv"]) {
+      using ch = Channel.create({ name }, { capacity: 1024 });
+      using raw = SharedMemory.open({ name });
+      const tx = ch.sender();
+      const rx = ch.receiver();
+      tx.sendMany(["a1", "b2", "c3", "d4", "e5"]);
+      const words = new Int32Array(raw.buffer, layout.OFF_DATA, 64);
+      Atomics.store(words, (2 * span) >> 2, word | 0);
+      const got: string[] = [];
+      const take = (m: Uint8Array) => void got.push(new TextDecoder().decode(m));
+      let error: unknown;
+      try {
+        while (got.length < 4) {
+          if (how === "recvMany") rx.recvMany(take, 200);
+          else take(rx.recv(200)!);
+        }
+      } catch (err) {
+        error = err;
+      }
+      const at = `${what}, ${how}`;
+      if (what === "a skip") {
+        assert.equal(error, undefined, at);
+        assert.deepEqual(got, ["a1", "b2", "d4", "e5"], at);
+      } else if (what === "a reservation") {
+        // A live sender's reservation: the receive waits for its commit, and times out.
+        assert.ok(code("ETIMEDOUT")(error), `${at}: ${error}`);
+        assert.deepEqual(got, ["a1", "b2"], at);
+      } else {
+        assert.ok(code("EBADMSG")(error), `${at}: ${error}`);
+        assert.deepEqual(got, ["a1", "b2"], at);
+      }
+      ch.unlink();
+    }
+  }
+});
+
 test("recvMany stops when a callback closes the receiver", () => {
   using ch = channel(1024);
   const tx = ch.sender();

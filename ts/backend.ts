@@ -25,6 +25,8 @@ export interface ChannelCalls {
   take(target: Uint8Array, room: number): number;
   /** `sb_channel_put` with {@linkcode putState}. */
   put(message: Uint8Array, length: number): number;
+  /** `sb_channel_scan_run` with {@linkcode takeState}. */
+  scanRun(out: Uint8Array, lens: Int32Array, max: number, small: number): number;
   readonly takeState: Int32Array;
   readonly putState: Int32Array;
 }
@@ -75,8 +77,8 @@ export interface Backend {
   errno(name: string): number;
 
   /**
-   * The native fast paths of the channel whose region is at `region` (`sb_channel_take` and
-   * `sb_channel_put`, see `Parking.take` and `Parking.put`). Absent where a call into the library
+   * The native fast paths of the channel whose region is at `region` (`sb_channel_take`,
+   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`). Absent where a call into the library
    * costs more than the receive it stands for (Node.js, through Node-API).
    */
   channelCalls?(region: Address): ChannelCalls;

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -125,6 +125,11 @@ export const symbols = {
   sb_process_alive: { parameters: ["u32"], result: "i32" },
   /** `int32_t sb_channel_take(uint8_t *region, SbTakeState *state, uint8_t *target, uint32_t room)`: the length of the message taken into `target`, or -1 with nothing taken. */
   sb_channel_take: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
+  /** `int32_t sb_channel_scan_run(uint8_t *region, SbTakeState *state, uint8_t *out, uint32_t out_len, uint32_t *lens, uint32_t max, uint32_t small)`: how many messages of the run at `head` were copied to `out` (their lengths to `lens`); 0 for none. */
+  sb_channel_scan_run: {
+    parameters: ["usize", "usize", "buffer", "u32", "buffer", "u32", "u32"],
+    result: "i32",
+  },
   /** `int32_t sb_channel_put(uint8_t *region, SbPutState *state, const uint8_t *src, uint32_t len)`: 0 sent, 1 no room now, 2 committed after the receiver closed (EPIPE), or -1 with nothing reserved. */
   sb_channel_put: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -113,6 +113,8 @@ export function loadBun(explicit?: string): Backend {
       return {
         take: (target, room) => s.sb_channel_take(region, takeAt, target, room),
         put: (message, length) => s.sb_channel_put(region, putAt, message, length),
+        scanRun: (out, lens, max, small) =>
+          s.sb_channel_scan_run(region, takeAt, out, out.length, lens, max, small),
         takeState,
         putState,
       };

@@ -263,6 +263,8 @@ export class Channel implements Disposable {
       calls.takeState[TAKE_CAPACITY] = calls.putState[PUT_CAPACITY] = capacity;
       parking.take = (target, room) => mapping.released ? -1 : calls.take(target, room);
       parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
+      parking.scanRun = (out, lens, max, small) =>
+        mapping.released ? 0 : calls.scanRun(out, lens, max, small);
     }
     this.#ring = new Ring(buffer, capacity, mode, parking);
     addRing(this.#ring, labelOf(id));
@@ -1452,19 +1454,33 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       };
     }
     const { bytes: copy, lens, views } = run;
-    let n = 0;
-    let bytes = 0;
-    for (let len = consumer.len; n < max;) {
-      const span = L.recordSpan(len);
-      if (bytes + span > RUN_BYTES) break;
-      lens[n++] = len;
-      bytes += span;
-      // Records never cross the end of the data area: the next one there starts at 0.
-      if (idx + bytes >= this.#ring.capacity || consumer.peekAt(bytes) < 0) break;
-      len = consumer.len;
-      if (len > SMALL_COPY) break;
+    const { scanRun, takeState } = this.#ring.parking;
+    // Native code finds and copies the run in one call (0: it found none, which a peer may
+    // have caused since the peek, or a failure of the call itself; this path then looks for
+    // itself).
+    let n = scanRun === undefined ? 0 : consumer.scanNative(
+      scanRun,
+      takeState!,
+      copy,
+      lens,
+      Math.min(max, lens.length),
+      SMALL_COPY,
+    );
+    if (n <= 0) {
+      n = 0;
+      let bytes = 0;
+      for (let len = consumer.len; n < max;) {
+        const span = L.recordSpan(len);
+        if (bytes + span > RUN_BYTES) break;
+        lens[n++] = len;
+        bytes += span;
+        // Records never cross the end of the data area: the next one there starts at 0.
+        if (idx + bytes >= this.#ring.capacity || consumer.peekAt(bytes) < 0) break;
+        len = consumer.len;
+        if (len > SMALL_COPY) break;
+      }
+      copy.set(this.#ring.view(L.OFF_DATA + idx, bytes));
     }
-    copy.set(this.#ring.view(L.OFF_DATA + idx, bytes));
     let at = 8; // the payload of the next message in the copy
     let k = 0;
     while (k < n) {

@@ -159,6 +159,13 @@ export interface Parking {
    */
   put?: (message: Uint8Array, length: number) => number;
   putState?: Int32Array;
+  /**
+   * Where native code can look ahead faster than this module (`sb_channel_scan_run`, with
+   * `takeState`): copies the run of whole messages of at most `small` bytes each committed back
+   * to back at `head` (at most `max`, and as many bytes of records as `out` holds) into `out`,
+   * records and all, their lengths into `lens`; their count, 0 for none. Consumes nothing.
+   */
+  scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
 }
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
@@ -796,7 +803,10 @@ export class Consumer {
       if (span > r.capacity - idx) {
         throw channelError("EBADMSG", `corrupt record at position ${this.head}: crosses the end`);
       }
-      if (span > ((this.#tailSeen - this.head) & L.POS_MASK)) {
+      // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
+      // reservation) bounds nothing and is looked at again.
+      const seen = (this.#tailSeen - this.head) & L.POS_MASK;
+      if (seen > r.capacity || span > seen) {
         const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
         const avail = (tail - this.head) & L.POS_MASK;
         if (avail > r.capacity || span > avail) {
@@ -845,6 +855,26 @@ export class Consumer {
     this.head = this.#published = state[TAKE_HEAD];
     this.#tailSeen = state[TAKE_TAIL_SEEN];
     return len;
+  }
+
+  /**
+   * The batch path's look ahead through {@linkcode Parking.scanRun}: the run of whole messages
+   * of at most `small` bytes each committed back to back at `head`, copied into `out` (records
+   * and all) with their lengths in `lens`; their count (0 for none). Moves nothing.
+   */
+  scanNative(
+    scanRun: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number,
+    state: Int32Array,
+    out: Uint8Array,
+    lens: Int32Array,
+    max: number,
+    small: number,
+  ): number {
+    state[TAKE_HEAD] = this.head;
+    state[TAKE_TAIL_SEEN] = this.#tailSeen;
+    const n = scanRun(out, lens, max, small);
+    this.#tailSeen = state[TAKE_TAIL_SEEN];
+    return n;
   }
 
   /**

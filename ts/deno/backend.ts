@@ -199,6 +199,9 @@ export function loadDeno(explicit?: string): Backend {
             ? s.sb_channel_put(r, putAt, message, length)
             : s.sb_channel_put_at(r, putAt, at, length);
         },
+        // Once per run of messages: the plain call, which reads each array's address itself.
+        scanRun: (out, lens, max, small) =>
+          s.sb_channel_scan_run(r, takeAt, out, out.length, lens, max, small),
         takeState,
         putState,
       };

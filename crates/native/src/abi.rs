@@ -87,6 +87,7 @@ abi_types! {
     *const u8 => "const uint8_t *", "pointer";
     *mut u8 => "uint8_t *", "pointer";
     *const u32 => "const uint32_t *", "pointer";
+    *mut u32 => "uint32_t *", "pointer";
     // `*const c_char` as spelled where C's `char` is signed (x86-64, macOS). Where it is unsigned
     // (arm64 Linux) `*const c_char` is `*const u8`, a second impl would conflict, and it reads
     // `const uint8_t *`: the checked-in table is generated on x86-64.
@@ -246,6 +247,17 @@ exports! {
         state: *mut TakeState => "usize",
         target: *mut u8 => "buffer",
         room: u32,
+    ) -> i32;
+    /// How many messages of the run at `head` were copied to `out` (their lengths to `lens`); 0
+    /// for none.
+    fn sb_channel_scan_run(
+        region: *mut u8 => "usize",
+        state: *mut TakeState => "usize",
+        out: *mut u8 => "buffer",
+        out_len: u32,
+        lens: *mut u32 => "buffer",
+        max: u32,
+        small: u32,
     ) -> i32;
     /// 0 sent, 1 no room now, 2 committed after the receiver closed (EPIPE), or -1 with nothing
     /// reserved.

@@ -64,6 +64,45 @@ pub unsafe extern "C" fn sb_channel_take(
     })
 }
 
+/// The batch receive's look ahead, for the TypeScript receiver's `recvMany`: copies the run of
+/// whole messages of at most `small` bytes each committed back to back at `state.head` (at most
+/// `max` of them, `out_len` bytes of records) to `out`, their lengths to `lens`, and returns
+/// their count, 0 for none; consumes nothing. See [`foreign::scan_run`].
+///
+/// # Safety
+/// As [`foreign::scan_run`]: `region` is a live, validated channel region of `state.capacity`
+/// bytes of data, `state` the caller's own, `out` valid for `out_len` bytes and `lens` for `max`
+/// `u32`s. The TypeScript receiver checks its mapping is live right before the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_channel_scan_run(
+    region: *mut u8,
+    state: *mut TakeState,
+    out: *mut u8,
+    out_len: u32,
+    lens: *mut u32,
+    max: u32,
+    small: u32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises above.
+        let Some(state) = (unsafe { state.as_mut() }) else {
+            return 0;
+        };
+        // SAFETY: as above (null `out` or `lens` gives 0).
+        unsafe {
+            foreign::scan_run(
+                region,
+                state,
+                out,
+                out_len as usize,
+                lens,
+                max as usize,
+                small as usize,
+            )
+        }
+    })
+}
+
 /// One send of a `len`-byte message of one record from `src`, for the TypeScript sender's fast
 /// path (with one sender or many: `state.tag`): 0 sent, 1 no room now, 2 committed but the receiver had closed without
 /// consuming it (`EPIPE`), or -1 with nothing reserved (the caller's own path then looks). See
@@ -166,6 +205,22 @@ mod tests {
             );
             let mut into = [0u8; 4];
             assert_eq!(sb_channel_put(region, &mut put, b"abc".as_ptr(), 3), 0);
+            let (mut out, mut lens) = ([0u8; 16], [0u32; 2]);
+            let (o, l) = (out.as_mut_ptr(), lens.as_mut_ptr());
+            assert_eq!(
+                sb_channel_scan_run(region, std::ptr::null_mut(), o, 16, l, 2, 8),
+                0
+            );
+            assert_eq!(
+                sb_channel_scan_run(region, &mut take, std::ptr::null_mut(), 16, l, 2, 8),
+                0
+            );
+            assert_eq!(
+                sb_channel_scan_run(region, &mut take, o, 16, std::ptr::null_mut(), 2, 8),
+                0
+            );
+            assert_eq!(sb_channel_scan_run(region, &mut take, o, 16, l, 2, 8), 1);
+            assert_eq!((&out[8..11], lens[0]), (&b"abc"[..], 3));
             assert_eq!(sb_channel_take(region, &mut take, into.as_mut_ptr(), 4), 3);
             assert_eq!(&into[..3], b"abc");
         }

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use shared_buffer::channel::foreign::{
-    PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, take_into,
+    PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, scan_run, take_into,
 };
 use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, layout, max_record, region_size};
 use test_support::Heap;
@@ -68,6 +68,32 @@ fn take(heap: &mut Heap, state: &mut TakeState, into: &mut [u8]) -> i32 {
 fn put(heap: &mut Heap, state: &mut PutState, msg: &[u8]) -> i32 {
     // SAFETY: as in `take`; `msg` holds `msg.len()` bytes; the test is the only producer.
     unsafe { put_from(heap.ptr(), state, msg.as_ptr(), msg.len()) }
+}
+
+/// [`scan_run`] into `out` and `lens` (all of each), at most `max` messages of `small` bytes.
+fn scan(
+    heap: &mut Heap,
+    state: &mut TakeState,
+    out: &mut [u8],
+    lens: &mut [u32],
+    max: usize,
+    small: usize,
+) -> usize {
+    assert!(max <= lens.len());
+    // SAFETY: as in `take`; `out` and `lens` hold what the call is told.
+    let n = unsafe {
+        scan_run(
+            heap.ptr(),
+            state,
+            out.as_mut_ptr(),
+            out.len(),
+            lens.as_mut_ptr(),
+            max,
+            small,
+        )
+    };
+    assert!(n >= 0);
+    n as usize
 }
 
 #[test]
@@ -420,4 +446,356 @@ fn a_commit_after_the_close_is_sent_if_head_passed_it_however_far() {
         );
         assert_eq!(state.rx_closed, 1);
     }
+}
+
+/// The record span of a `len`-byte payload.
+fn span(len: usize) -> usize {
+    (8 + len).next_multiple_of(8)
+}
+
+#[test]
+fn a_run_scan_finds_the_messages_takes_would_deliver_and_changes_nothing() {
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    let mut state = fresh_take();
+    let max = max_record(CAP);
+    let small = 40;
+    let mut into = vec![0u8; max];
+    let mut seq = 0u32;
+    let mut sent: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut rounds = 0;
+    // Lengths chosen so that runs end at every reason: a message over `small`, the end of the
+    // data area, `max`, the room of `out`, and nothing more sent.
+    let lengths = [0usize, 1, 7, 8, 16, 40, 41, 3, max, 24, 33];
+    for step in 0..600usize {
+        // Send what fits of the next few lengths.
+        for k in 0..(step % 5) {
+            let len = lengths[(step * 3 + k) % lengths.len()];
+            let m = message(seq, len);
+            if tx.try_send(&m).is_err() {
+                break;
+            }
+            sent.push_back(m);
+            seq += 1;
+        }
+        let before = heap.bytes().to_vec();
+        let limit = 1 + step % 4;
+        let room = [256, 64, 48, 16][step % 4];
+        let mut out = vec![0u8; room];
+        let mut lens = vec![0u32; limit];
+        let n = scan(&mut heap, &mut state, &mut out, &mut lens, limit, small);
+        assert_eq!(
+            heap.bytes(),
+            &before[..],
+            "step {step}: the scan wrote to the region"
+        );
+        // What the run holds: the next messages, each whole, in their records back to back.
+        let mut at = 0;
+        for (k, &len) in lens[..n].iter().enumerate() {
+            let m = &sent[k];
+            assert_eq!(len as usize, m.len(), "step {step}, message {k}");
+            assert!(m.len() <= small);
+            assert_eq!(
+                &out[at + 8..at + 8 + m.len()],
+                &m[..],
+                "step {step}, message {k}"
+            );
+            at += span(m.len());
+        }
+        assert!(at <= room);
+        // Why it stopped where it did.
+        let idx = state.head as usize % CAP as usize;
+        let next_word = word(&heap, layout::OFF_DATA + (idx + at) % CAP as usize);
+        // (A skip record is where the sender wrapped: take steps over it.)
+        if n < limit && idx + at < CAP as usize && next_word & layout::REC_SKIP == 0 {
+            match sent.get(n) {
+                None => {}
+                Some(next) => assert!(
+                    next.len() > small || at + span(next.len()) > room,
+                    "step {step}: stopped before a message it could take"
+                ),
+            }
+        }
+        if n > 0 {
+            rounds += 1;
+        }
+        // Take the run (and sometimes one more) one by one, as the caller consumes it.
+        let takes = if step % 3 == 0 { n + 1 } else { n.max(1) };
+        for _ in 0..takes {
+            match sent.front() {
+                Some(m) if m.len() <= max => {
+                    let got = take(&mut heap, &mut state, &mut into);
+                    if got < 0 {
+                        break;
+                    }
+                    assert_eq!(&into[..got as usize], &m[..]);
+                    sent.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+    assert!(rounds > 100, "runs found: {rounds}");
+}
+
+#[test]
+fn a_run_scan_stops_at_a_record_the_receiver_would_report() {
+    let cases: [(&str, u32); 6] = [
+        ("longer than a record", layout::REC_COMMITTED | 500),
+        ("a fragment", layout::REC_COMMITTED | layout::REC_MORE | 16),
+        ("an abort", layout::REC_COMMITTED | layout::REC_ABORT),
+        ("a skip", layout::REC_COMMITTED | layout::REC_SKIP | 8),
+        ("a reservation", layout::REC_SKIP | 8),
+        ("past the tail", layout::REC_COMMITTED | 8),
+    ];
+    for (what, bad) in cases {
+        let mut heap = Heap::new(region_size(CAP));
+        let ch = channel(&mut heap, Mode::Spsc);
+        let mut tx = ch.sender(WaitOptions::default()).unwrap();
+        for seq in 0..3 {
+            tx.try_send(&message(seq, 8)).unwrap();
+        }
+        // The third record becomes `bad`; "past the tail" puts it after the last one instead.
+        let at = if what == "past the tail" {
+            3 * 16
+        } else {
+            2 * 16
+        };
+        set_word(&mut heap, layout::OFF_DATA + at, bad);
+        let mut state = fresh_take();
+        let (mut out, mut lens) = ([0u8; 256], [0u32; 8]);
+        let n = scan(&mut heap, &mut state, &mut out, &mut lens, 8, 64);
+        assert_eq!(n, at / 16, "{what}");
+        assert_eq!(state.head, 0, "{what}: nothing consumed");
+        // A corrupt first record: nothing.
+        if what == "past the tail" {
+            continue;
+        }
+        set_word(&mut heap, layout::OFF_DATA, bad);
+        let mut state = fresh_take();
+        assert_eq!(
+            scan(&mut heap, &mut state, &mut out, &mut lens, 8, 64),
+            0,
+            "{what}"
+        );
+    }
+    // Capacities no channel has, and no memory to copy to.
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    ch.sender(WaitOptions::default())
+        .unwrap()
+        .try_send(b"abc")
+        .unwrap();
+    let (mut out, mut lens) = ([0u8; 64], [0u32; 4]);
+    for capacity in [0, 100, CAP * 2 + 1] {
+        let mut s = TakeState {
+            capacity,
+            ..TakeState::default()
+        };
+        assert_eq!(scan(&mut heap, &mut s, &mut out, &mut lens, 4, 64), 0);
+    }
+    let mut s = fresh_take();
+    // SAFETY: null pointers are refused before anything is read or written.
+    let got = unsafe {
+        scan_run(
+            heap.ptr(),
+            &mut s,
+            std::ptr::null_mut(),
+            64,
+            lens.as_mut_ptr(),
+            4,
+            64,
+        )
+    };
+    assert_eq!(got, 0);
+    // SAFETY: as above.
+    let got = unsafe {
+        scan_run(
+            heap.ptr(),
+            &mut s,
+            out.as_mut_ptr(),
+            64,
+            std::ptr::null_mut(),
+            4,
+            64,
+        )
+    };
+    assert_eq!(got, 0);
+    assert_eq!(scan(&mut heap, &mut s, &mut out, &mut lens, 4, 64), 1);
+    assert_eq!(&out[8..11], b"abc");
+}
+
+/// What [`scan_run`] must find in `heap`: the lengths of the run at `head`, by the rules of the
+/// TypeScript receiver's own look ahead (`Consumer.peekAt`), against the region's real `tail`.
+fn model_run(heap: &Heap, head: u32, room: usize, max: usize, small: usize) -> Vec<u32> {
+    let cap = CAP as usize;
+    let start = (head & (CAP - 1)) as usize;
+    let tail = word(heap, layout::OFF_TAIL) & layout::POS_MASK;
+    let avail = (tail.wrapping_sub(head) & layout::POS_MASK) as usize;
+    let (mut lens, mut bytes) = (Vec::new(), 0);
+    while lens.len() < max {
+        let idx = start + bytes;
+        let w = word(heap, layout::OFF_DATA + idx);
+        let kind = layout::REC_COMMITTED | layout::REC_SKIP | layout::REC_MORE | layout::REC_ABORT;
+        if w & kind != layout::REC_COMMITTED {
+            break;
+        }
+        let len = (w & layout::REC_LEN_MASK) as usize;
+        let sp = span(len);
+        if len > small || len > max_record(CAP) || sp > cap - idx || bytes + sp > room {
+            break;
+        }
+        if avail > cap || bytes + sp > avail {
+            break;
+        }
+        lens.push(len as u32);
+        bytes += sp;
+        if idx + sp == cap {
+            break;
+        }
+    }
+    lens
+}
+
+/// One record of a ring built for [`scan_run`]: its commit word's kind and its length.
+fn record() -> impl Strategy<Value = (u32, usize)> {
+    let kind = prop_oneof![
+        16 => Just(layout::REC_COMMITTED),
+        1 => Just(layout::REC_COMMITTED | layout::REC_SKIP),
+        1 => Just(layout::REC_COMMITTED | layout::REC_MORE),
+        1 => Just(layout::REC_COMMITTED | layout::REC_ABORT),
+        1 => Just(layout::REC_SKIP),
+        1 => Just(0),
+    ];
+    (kind, prop_oneof![4 => 0usize..=40, 1 => 0usize..=200])
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// Rings of records back to back from an aligned `head` (messages of every length, and now
+    /// and then something else: a skip record, a fragment, an abort, a reservation, nothing, a
+    /// length no record holds), with `tail` anywhere near them: a run scan finds exactly what
+    /// the receiver's own look ahead finds, copies those records as they are, and writes
+    /// nothing to the region.
+    #[test]
+    fn a_run_scan_finds_what_the_look_ahead_finds(
+        records in proptest::collection::vec(record(), 1..24),
+        at in 0u32..CAP / 8,
+        rounds in 0u32..4,
+        tail_shift in prop_oneof![3 => Just(0i32), 1 => -64i32..64],
+        fresh in any::<bool>(),
+        room in prop_oneof![Just(4096usize), 0usize..400],
+        max in prop_oneof![Just(512usize), 0usize..20],
+        small in prop_oneof![2 => Just(256usize), 1 => 0usize..300],
+    ) {
+        let mut heap = Heap::new(region_size(CAP));
+        drop(channel(&mut heap, Mode::Spsc));
+        let head = (rounds * CAP + at * 8) & layout::POS_MASK;
+        let mut idx = (at * 8) as usize;
+        let mut end = head;
+        for &(kind, len) in &records {
+            let sp = span(len);
+            if idx + sp > CAP as usize {
+                break;
+            }
+            set_word(&mut heap, layout::OFF_DATA + idx, kind | len as u32);
+            let payload = message(idx as u32, len);
+            let from = layout::OFF_DATA + idx + 8;
+            heap.bytes_mut()[from..from + len].copy_from_slice(&payload);
+            idx += sp;
+            end = end.wrapping_add(sp as u32) & layout::POS_MASK;
+        }
+        let tail = end.wrapping_add_signed(tail_shift * 8) & layout::POS_MASK;
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        let before = heap.bytes().to_vec();
+        let mut out = vec![0u8; room];
+        let mut lens = vec![0u32; max];
+        let seen = if fresh { head } else { tail };
+        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let n = scan(&mut heap, &mut state, &mut out, &mut lens, max, small);
+        let want = model_run(&heap, head, room, max, small);
+        prop_assert_eq!(&lens[..n], &want[..]);
+        let bytes: usize = want.iter().map(|&len| span(len as usize)).sum();
+        let from = layout::OFF_DATA + (at * 8) as usize;
+        prop_assert_eq!(&out[..bytes], &before[from..from + bytes]);
+        prop_assert_eq!(heap.bytes(), &before[..]);
+        prop_assert_eq!(state.head, head);
+    }
+
+    /// Random bytes and positions: a run scan returns, never panics, reports at most `max`
+    /// messages of at most `small` bytes in at most the room of `out`, and writes nothing to the
+    /// region.
+    #[test]
+    fn random_rings_never_make_a_run_scan_panic(
+        data in proptest::collection::vec(any::<u8>(), CAP as usize),
+        head in any::<u32>(),
+        tail in any::<u32>(),
+        seen in any::<u32>(),
+        room in 0usize..300,
+        max in 0usize..40,
+        small in 0usize..300,
+    ) {
+        let mut heap = Heap::new(region_size(CAP));
+        drop(channel(&mut heap, Mode::Spsc));
+        heap.bytes_mut()[layout::OFF_DATA..].copy_from_slice(&data);
+        set_word(&mut heap, layout::OFF_HEAD, head);
+        set_word(&mut heap, layout::OFF_TAIL, tail);
+        let before = heap.bytes().to_vec();
+        let mut out = vec![0u8; room];
+        let mut lens = vec![0u32; max];
+        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let n = scan(&mut heap, &mut state, &mut out, &mut lens, max, small);
+        prop_assert!(n <= max);
+        prop_assert!(lens[..n].iter().all(|&len| len as usize <= small));
+        prop_assert!(lens[..n].iter().map(|&len| span(len as usize)).sum::<usize>() <= room);
+        prop_assert_eq!(heap.bytes(), &before[..]);
+        prop_assert_eq!(state.head, head);
+    }
+}
+
+#[test]
+fn a_tail_seen_behind_head_bounds_nothing() {
+    // A receiver's `tail` bound left behind `head` (as after a skip over a dead producer's
+    // reservation) must be looked at again, not taken for a ring's worth of room: a record a
+    // peer planted past the real tail is refused.
+    let mut heap = Heap::new(region_size(CAP));
+    let ch = channel(&mut heap, Mode::Spsc);
+    let mut tx = ch.sender(WaitOptions::default()).unwrap();
+    tx.try_send(&message(0, 8)).unwrap();
+    let mut state = fresh_take();
+    let mut into = [0u8; 16];
+    assert_eq!(take(&mut heap, &mut state, &mut into), 8);
+    assert_eq!((state.head, word(&heap, layout::OFF_TAIL)), (16, 16));
+    set_word(&mut heap, layout::OFF_DATA + 16, layout::REC_COMMITTED | 8);
+    for seen in [8, 0, 16u32.wrapping_sub(CAP) & layout::POS_MASK] {
+        let mut stale = TakeState {
+            tail_seen: seen,
+            ..state
+        };
+        assert_eq!(
+            take(&mut heap, &mut stale, &mut into),
+            -1,
+            "tail seen {seen}"
+        );
+        let (mut out, mut lens) = ([0u8; 64], [0u32; 4]);
+        let mut stale = TakeState {
+            tail_seen: seen,
+            ..state
+        };
+        assert_eq!(
+            scan(&mut heap, &mut stale, &mut out, &mut lens, 4, 64),
+            0,
+            "tail seen {seen}"
+        );
+    }
+    // Once the sender's tail covers it, it is a message.
+    set_word(&mut heap, layout::OFF_TAIL, 32);
+    let mut stale = TakeState {
+        tail_seen: 8,
+        ..state
+    };
+    assert_eq!(take(&mut heap, &mut stale, &mut into), 8);
 }

@@ -100,7 +100,7 @@ use ring::{Consumer, Peek, Producer, Shared};
 #[doc(hidden)]
 pub mod foreign {
     pub use super::ring::{
-        PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, take_into,
+        PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, scan_run, take_into,
     };
 }
 

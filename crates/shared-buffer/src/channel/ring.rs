@@ -729,7 +729,10 @@ impl Consumer {
                 )));
             }
             let span = span as u32;
-            if span > self.tail_seen.wrapping_sub(self.head) & POS_MASK {
+            // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead
+            // producer's reservation) bounds nothing and is looked at again.
+            let seen = self.tail_seen.wrapping_sub(self.head) & POS_MASK;
+            if seen > sh.capacity || span > seen {
                 let tail = sh.tail().load(Acquire) & POS_MASK;
                 let avail = tail.wrapping_sub(self.head) & POS_MASK;
                 if avail > sh.capacity || span > avail {
@@ -921,6 +924,84 @@ pub unsafe fn take_into(
     state.head = consumer.head;
     state.tail_seen = consumer.tail_seen;
     taken
+}
+
+/// The batch receive's look ahead, for a receiver whose protocol state lives elsewhere (the
+/// TypeScript receiver's `recvMany`): finds the run of whole one-record messages of at most
+/// `small` bytes each committed back to back from `state.head`, at most `max` of them and at
+/// most `out_len` bytes of records, up to the end of the data area; copies those records,
+/// headers included, to `out` and their payload lengths to `lens`, and returns how many there
+/// are (0 if the record at `state.head` is not one: nothing there yet, a skip record, a
+/// fragment, a reservation, or anything [`Consumer::peek`] would call corrupt, which the
+/// caller's own path reports when it gets there). Consumes nothing and writes nothing to the
+/// region: the caller hands each message out and consumes it itself, so that one whose handler
+/// throws leaves the rest of the run in the ring. `state.tail_seen` follows.
+///
+/// # Safety
+/// As [`take_into`] for `region`; `out` valid for writes of `out_len` bytes and `lens` of `max`
+/// `u32`s (or `max` 0).
+#[cfg(not(loom))]
+pub unsafe fn scan_run(
+    region: *mut u8,
+    state: &mut TakeState,
+    out: *mut u8,
+    out_len: usize,
+    lens: *mut u32,
+    max: usize,
+    small: usize,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
+        return 0;
+    };
+    if state.head % RECORD_ALIGN as u32 != 0 || out.is_null() || lens.is_null() {
+        return 0;
+    }
+    let head = state.head & POS_MASK;
+    let mut tail_seen = state.tail_seen & POS_MASK;
+    let start = (head & sh.mask) as usize;
+    let cap = sh.capacity as usize;
+    let (mut n, mut bytes) = (0usize, 0usize);
+    while n < max && n < i32::MAX as usize {
+        let idx = start + bytes;
+        let word = sh.commit_word(idx).load(Acquire);
+        if word & (REC_COMMITTED | REC_SKIP | REC_MORE | REC_ABORT) != REC_COMMITTED {
+            break;
+        }
+        let len = (word & REC_LEN_MASK) as usize;
+        if len > small || len > sh.max_record {
+            break;
+        }
+        let span = record_span(len);
+        if span > cap - idx || bytes + span > out_len {
+            break;
+        }
+        // Bounded by `tail`, counted from `head`, as `peek` bounds one record.
+        let ahead = (bytes + span) as u32;
+        let seen = tail_seen.wrapping_sub(head) & POS_MASK;
+        if seen > sh.capacity || ahead > seen {
+            let tail = sh.tail().load(Acquire) & POS_MASK;
+            let avail = tail.wrapping_sub(head) & POS_MASK;
+            if avail > sh.capacity || ahead > avail {
+                break;
+            }
+            tail_seen = tail;
+        }
+        // SAFETY: `n < max`, and the caller promises `lens` holds `max` entries.
+        unsafe { lens.add(n).write_unaligned(len as u32) };
+        n += 1;
+        bytes += span;
+        if idx + span == cap {
+            break; // records never cross the end of the data area: the next one is at 0
+        }
+    }
+    // SAFETY: every record of the run is committed and lies inside the data area (checked
+    // above; their producers' writes happen-before the acquire loads of their commit words, and
+    // nobody writes them until `head` moves past them); the caller promises `out` holds
+    // `out_len >= bytes` bytes.
+    unsafe { sh.mem.copy_foreign(OFF_DATA + start, out, bytes, false) };
+    state.tail_seen = tail_seen;
+    n as i32
 }
 
 /// The region of a channel whose endpoint runs in another language, in SPSC mode ([`put_from`]
