@@ -45,7 +45,16 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
   return [round(median(sendNs), 1), round(median(recvNs), 1)];
 }
 
-function costsChild(): Record<string, number> {
+/**
+ * What one child measures: a receive of one kind (with the sends before it), the batch calls, or
+ * the pieces. Each in a process of its own: in one process, the call measured later ran slower
+ * (the engines compile the shared code again as it meets other calls and other channels; see
+ * "Processes" in `bench/README.md`).
+ */
+const PARTS = ["recv_into", "recv_into_timeout", "recv_view", "recv_copy", "batch", "pieces"];
+
+function costsChild({ part }: { part: string }): Record<string, number> {
+  if (part === "pieces") return piecesOf();
   const name = `/${uniqueName("hot")}`;
   const channel = lib.Channel.create({ name }, { capacity: 256 * 1024 });
   lib.SharedMemory.unlink({ name });
@@ -54,101 +63,113 @@ function costsChild(): Record<string, number> {
     const rx = channel.receiver();
     const message = new Uint8Array(SIZE);
     const into = new Uint8Array(SIZE);
-    const batch = Array.from({ length: K }, () => new Uint8Array(SIZE));
     let sum = 0;
-    const sendK = () => {
-      for (let i = 0; i < K; i++) message[0] = i, tx.send(message);
+    const result = (figures: Record<string, number>) => {
+      if (sum === -1) console.error(sum); // keeps every result alive
+      return figures;
     };
-    // Each receive after K sends, timed block by block.
+    if (part === "batch") {
+      const batch = Array.from({ length: K }, () => new Uint8Array(SIZE));
+      const [sendMany, recvMany] = pairOf(
+        () => tx.sendMany(batch),
+        () => {
+          let n = 0;
+          while (n < K) n += rx.recvMany((m) => sum += m[0])!;
+        },
+      );
+      return result({ send_many_per_message: sendMany, recv_many_per_message: recvMany });
+    }
+    // K sends, then K receives of this kind, timed block by block.
     const receives: Record<string, () => void> = {
       recv_into: () => sum += rx.recvInto(into)!,
       recv_into_timeout: () => sum += rx.recvInto(into, 1000)!,
       recv_view: () => sum += rx.recvView()!.length,
       recv_copy: () => sum += rx.recv()!.length,
     };
-    const calls: Record<string, number> = {};
-    for (const [what, receive] of Object.entries(receives)) {
-      [calls.send, calls[what]] = pairOf(sendK, () => {
-        for (let i = 0; i < K; i++) receive();
-      });
-    }
-    const [sendMany, recvMany] = pairOf(
-      () => tx.sendMany(batch),
+    const receive = receives[part];
+    if (receive === undefined) throw new Error(`no part ${part}`);
+    const [send, received] = pairOf(
       () => {
-        let n = 0;
-        while (n < K) n += rx.recvMany((m) => sum += m[0])!;
+        for (let i = 0; i < K; i++) message[0] = i, tx.send(message);
+      },
+      () => {
+        for (let i = 0; i < K; i++) receive();
       },
     );
-    // The pieces, alone, each in a loop of K over the records of a ring, like the calls above
-    // (empty_loop: the loop alone); ns per iteration.
-    const ring = new Uint8Array(256 * 1024 + 128);
-    const i32 = new Int32Array(ring.buffer);
-    const words = new Int32Array(into.buffer);
-    const at = (i: number) => (i * 72) & 0x3fff8;
-    const loops = perCall({
-      performance_now: () => {
-        for (let i = 0; i < K; i++) sum += performance.now();
-      },
-      atomics_load: () => {
-        for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
-      },
-      atomics_store: () => {
-        for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
-      },
-      copy_in_set_64: () => {
-        for (let i = 0; i < K; i++) ring.set(message, at(i));
-      },
-      copy_out_loop_64: () => {
-        for (let i = 0; i < K; i++) {
-          const s = at(i);
-          for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
-        }
-      },
-      // What recvInto runs for a message of up to 256 bytes: word by word, each ring word zeroed
-      // as it is read.
-      copy_out_words_64: () => {
-        for (let i = 0; i < K; i++) {
-          const w = (at(i) >> 2) + 2;
-          for (let j = 0; j < SIZE >> 2; j++) (words[j] = i32[w + j]), (i32[w + j] = 0);
-        }
-      },
-      copy_out_subarray_set_64: () => {
-        for (let i = 0; i < K; i++) {
-          into.set(ring.subarray(at(i), at(i) + SIZE));
-        }
-      },
-      zero_72_words: () => {
-        for (let i = 0; i < K; i++) {
-          const w = at(i) >> 2;
-          for (let j = w; j < w + 18; j++) i32[j] = 0;
-        }
-      },
-      zero_72_fill: () => {
-        for (let i = 0; i < K; i++) ring.fill(0, at(i), at(i) + 72);
-      },
-      empty_loop: () => {
-        for (let i = 0; i < K; i++) sum += at(i);
-      },
-    });
-    const pieces = Object.fromEntries(
-      Object.entries(loops).map(([what, ns]) => [what, round(ns / K, 2)]),
-    );
-    if (sum === -1) console.error(sum); // keeps every result alive
-    return {
-      ...calls,
-      send_many_per_message: sendMany,
-      recv_many_per_message: recvMany,
-      ...pieces,
-    };
+    // The sends of the plain recvInto's process stand for `send`.
+    return result(part === "recv_into" ? { send, [part]: received } : { [part]: received });
   } finally {
     channel.close();
   }
 }
 
+/** The pieces, alone, each in a loop of K over the records of a ring, like the calls. */
+function piecesOf(): Record<string, number> {
+  const message = new Uint8Array(SIZE);
+  const into = new Uint8Array(SIZE);
+  let sum = 0;
+  // empty_loop: the loop alone; ns per iteration.
+  const ring = new Uint8Array(256 * 1024 + 128);
+  const i32 = new Int32Array(ring.buffer);
+  const words = new Int32Array(into.buffer);
+  const at = (i: number) => (i * 72) & 0x3fff8;
+  const loops = perCall({
+    performance_now: () => {
+      for (let i = 0; i < K; i++) sum += performance.now();
+    },
+    atomics_load: () => {
+      for (let i = 0; i < K; i++) sum += Atomics.load(i32, at(i) >> 2);
+    },
+    atomics_store: () => {
+      for (let i = 0; i < K; i++) Atomics.store(i32, at(i) >> 2, i);
+    },
+    copy_in_set_64: () => {
+      for (let i = 0; i < K; i++) ring.set(message, at(i));
+    },
+    copy_out_loop_64: () => {
+      for (let i = 0; i < K; i++) {
+        const s = at(i);
+        for (let j = 0; j < SIZE; j++) into[j] = ring[s + j];
+      }
+    },
+    // What recvInto runs for a message of up to 256 bytes: word by word, each ring word zeroed
+    // as it is read.
+    copy_out_words_64: () => {
+      for (let i = 0; i < K; i++) {
+        const w = (at(i) >> 2) + 2;
+        for (let j = 0; j < SIZE >> 2; j++) (words[j] = i32[w + j]), (i32[w + j] = 0);
+      }
+    },
+    copy_out_subarray_set_64: () => {
+      for (let i = 0; i < K; i++) {
+        into.set(ring.subarray(at(i), at(i) + SIZE));
+      }
+    },
+    zero_72_words: () => {
+      for (let i = 0; i < K; i++) {
+        const w = at(i) >> 2;
+        for (let j = w; j < w + 18; j++) i32[j] = 0;
+      }
+    },
+    zero_72_fill: () => {
+      for (let i = 0; i < K; i++) ring.fill(0, at(i), at(i) + 72);
+    },
+    empty_loop: () => {
+      for (let i = 0; i < K; i++) sum += at(i);
+    },
+  });
+  const pieces = Object.fromEntries(
+    Object.entries(loops).map(([what, ns]) => [what, round(ns / K, 2)]),
+  );
+  if (sum === -1) console.error(sum); // keeps every result alive
+  return pieces;
+}
+
 /** The scenario. */
 export const hotpath: Scenario = {
   name: "hotpath",
-  method: `One thread on CPU 0, one process per runtime, ${SIZE} B messages through a 256 KiB ` +
+  method: `One thread on CPU 0, one process per call measured (and one for the pieces), ` +
+    `${SIZE} B messages through a 256 KiB ` +
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
@@ -159,7 +180,11 @@ export const hotpath: Scenario = {
     "subarray()+set(), a 72-byte record zeroed word by word and by fill().",
   run: (ctx, skipped) =>
     each(ctx, skipped, ctx.runtimes, async (rt) => {
-      const got = await runJson<object>(pinned("0", childCommand(rt, "hotpath", "costs")));
+      const got: Record<string, number> = {};
+      for (const part of ctx.run % 2 ? [...PARTS].reverse() : PARTS) {
+        const command = childCommand(rt, "hotpath", "costs", { part });
+        Object.assign(got, await runJson<object>(pinned("0", command)));
+      }
       return whats({ runtime: rt, size: SIZE }, "ns", got);
     }),
   compare: (ctx) =>
