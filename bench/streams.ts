@@ -655,7 +655,8 @@ function channelSide(spec: Spec): Side {
       // channel_timeout: the same timeout on every receive, the first (which waits for the peer
       // to start, seconds on a loaded machine) included. In Deno a loop that passed none to the
       // first receive and a number to every later one ran about a fifth slower, with twice the
-      // context switches on one core (V8 compiles the receive for both kinds of argument).
+      // context switches on one core: the library's steps are the same, the engine runs them
+      // slower.
       const timeout = transport === "channel_timeout" ? 20_000 : undefined;
       const zeroCopy = transport.startsWith("channel_zc");
       const next = () =>
