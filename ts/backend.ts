@@ -78,8 +78,8 @@ export interface Backend {
 
   /**
    * The native fast paths of the channel whose region is at `region` (`sb_channel_take`,
-   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`). Absent where a call into the library
-   * costs more than the receive it stands for (Node.js, through Node-API).
+   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`). Absent where a call into the
+   * library costs more than the receive it stands for (Node.js, through Node-API).
    */
   channelCalls?(region: Address): ChannelCalls;
   /** Converts an address for the calls below. */

@@ -145,8 +145,9 @@ export interface Parking {
   /**
    * Where native code can receive faster than this module: one receive of a whole message of
    * at most `room` bytes into `target` (`sb_channel_take`), from the position and `tail` bound in
-   * `takeState` (at the generated indices `TAKE_HEAD` and `TAKE_TAIL_SEEN`), which it updates; its length, or -1 with nothing taken (nothing
-   * there, anything but a whole message that fits, a corrupt record, or a closed mapping).
+   * `takeState` (at the generated indices `TAKE_HEAD` and `TAKE_TAIL_SEEN`), which it updates;
+   * its length, or -1 with nothing taken (nothing there, anything but a whole message that fits,
+   * a corrupt record, or a closed mapping).
    */
   take?: (target: Uint8Array, room: number) => number;
   takeState?: Int32Array;

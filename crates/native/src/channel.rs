@@ -4,9 +4,10 @@
 //! `ts/channel/layout.ts`.)
 //!
 //! The protocol runs in TypeScript over the shared memory (see
-//! [`shared_buffer::channel::layout`]), except a one-record send and the copying
-//! receive of a whole message, which `sb_channel_put` and `sb_channel_take` do in one call with
-//! the Rust ring's own code, over state the TypeScript endpoint keeps in its own memory.
+//! [`shared_buffer::channel::layout`]), except a one-record send and the copying receive of a
+//! whole message, which `sb_channel_put` and `sb_channel_take` do in one call with the Rust
+//! ring's own code, and the batch receive's look ahead, which `sb_channel_scan_run` makes in one
+//! call; all over state the TypeScript endpoint keeps in its own memory.
 
 use crate::guard;
 use shared_buffer::channel::{foreign, liveness};
@@ -47,7 +48,7 @@ pub extern "C" fn sb_process_alive(pid: u32) -> i32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_channel_take(
     region: *mut u8,
-    state: *mut foreign::TakeState,
+    state: *mut TakeState,
     target: *mut u8,
     room: u32,
 ) -> i32 {
@@ -104,14 +105,14 @@ pub unsafe extern "C" fn sb_channel_scan_run(
 }
 
 /// One send of a `len`-byte message of one record from `src`, for the TypeScript sender's fast
-/// path (with one sender or many: `state.tag`): 0 sent, 1 no room now, 2 committed but the receiver had closed without
-/// consuming it (`EPIPE`), or -1 with nothing reserved (the caller's own path then looks). See
-/// [`foreign::put_from`].
+/// path (with one sender or many: `state.tag`): 0 sent, 1 no room now, 2 committed but the
+/// receiver had closed without consuming it (`EPIPE`), or -1 with nothing reserved (the caller's
+/// own path then looks). See [`foreign::put_from`].
 ///
 /// # Safety
 /// As [`foreign::put_from`]: `region` is a live, validated channel region of `state.capacity`
-/// bytes of data in the mode `state.tag` says, `state` the caller's own, `src` valid for `len` bytes. The
-/// TypeScript sender checks its mapping is live right before the call.
+/// bytes of data in the mode `state.tag` says, `state` the caller's own, `src` valid for `len`
+/// bytes. The TypeScript sender checks its mapping is live right before the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_channel_put(
     region: *mut u8,
