@@ -22,8 +22,9 @@ import { type Figure, type Ratio, root, type Stat } from "./harness.ts";
 type Side = Ratio["num"];
 
 /**
- * The goals, as ratios of the same run: `"≥ <ratio>[ @<size>]: <label>"` (or `≤`) is met when the
- * median over runs of the ratio `label` (at that message or segment size) is on its side.
+ * The goals, as ratios of the same run: `"≥ <ratio>[ @<size>][ <placement>]: <label>"` (or `≤`)
+ * is met when the median over runs of the ratio `label` (at that message or segment size, in
+ * that placement) is on its side.
  */
 const GOALS = [
   "≥ 10 @64: channel (copying) / Unix socket, one write per message",
@@ -39,6 +40,11 @@ const GOALS = [
   "≤ 0.5: round trip: channel (parked) / Unix socket",
   "≤ 0.5: round trip: wait/notify (park) / Unix socket",
   "≤ 1.25: round trip: wait/notify (park) / Rust futex",
+  // Wake-ups: a reply from the other core is caught by spinning, one core burns no time slice.
+  "≤ 0.25 split: round trip: wait/notify (adaptive spin) / park",
+  "≤ 1.25 same: CPU per round trip: wait/notify (adaptive spin) / park",
+  "≤ 0.25 @64 split: round trip: channel (spin, then park) / parked",
+  "≤ 1.25 @64 same: CPU per round trip: channel (spin, then park) / parked",
   "≤ 2 @4096: attach key: time / libc's",
   "≤ 2 @1073741824: attach key: time / libc's",
   "≤ 2 @4096: attach key_view: time / libc's",
@@ -46,14 +52,24 @@ const GOALS = [
   "≥ 0.95: f64_sum over a shared buffer: GB/s / a plain ArrayBuffer's",
   "≥ 0.95: u8_set over a shared buffer: GB/s / a plain ArrayBuffer's",
 ].map((line) => {
-  const [, side, bound, size, label] = /^([≥≤]) (\S+)(?: @(\d+))?: (.*)$/.exec(line)!;
-  return { label, size: size ? Number(size) : undefined, atLeast: side === "≥", bound: +bound };
+  const [, side, bound, size, placement, label] =
+    /^([≥≤]) (\S+)(?: @(\d+))?(?: (same|split))?: (.*)$/.exec(line)!;
+  return {
+    label,
+    size: size ? Number(size) : undefined,
+    placement,
+    atLeast: side === "≥",
+    bound: +bound,
+  };
 });
 
 const goalOf = (r: Ratio) =>
   r.num.runtime === "native" || r.num.runtime === "seed"
     ? undefined
-    : GOALS.find((g) => g.label === r.label && (g.size === undefined || g.size === r.num.size));
+    : GOALS.find((g) =>
+      g.label === r.label && (g.size === undefined || g.size === r.num.size) &&
+      (g.placement === undefined || g.placement === r.num.placement)
+    );
 
 /** `n` bytes in the largest unit that divides it: `64 B`, `4 KiB`, `1 GiB`. */
 function sizeName(n?: number): string {

@@ -628,8 +628,16 @@ function ipcPeer(spec: Spec): PeerSide {
 /** Endpoint options: round trips park at once (`spin: 0`) except in `channel_spin`. */
 const tripOptions = (spec: Spec) => (spec.transport === "channel_spin" ? {} : { spin: 0 });
 
-/** `wait` options of both sides of a wait/notify pair: spin first only in `futex_spin`. */
-const waitOptions = (spec: Spec) => spec.transport === "futex_spin" ? { spin: SPINS } : undefined;
+/**
+ * `wait` options of both sides of a wait/notify pair: a fixed spin first in `futex_spin`, a
+ * learned one in `futex_adaptive`, none (park at once) otherwise.
+ */
+const waitOptions = (spec: Spec) =>
+  spec.transport === "futex_spin"
+    ? { spin: SPINS }
+    : spec.transport === "futex_adaptive"
+    ? { spin: "adaptive" as const }
+    : undefined;
 
 /**
  * The measuring side of a channel pair: it makes the channels, receives the stream (`recvInto`
@@ -731,7 +739,8 @@ const [PING, PONG, STOP] = [0, 1, -1];
 /**
  * The measuring side of a wait/notify pair over one 4 KiB segment: it stores and notifies PING,
  * then waits for PONG (`futex_park`: `wait` parking at once; `futex_spin`: `wait` with
- * `{ spin: SPINS }`; `futex_async`: `waitAsync`).
+ * `{ spin: SPINS }`; `futex_adaptive`: `wait` with `{ spin: "adaptive" }`; `futex_async`:
+ * `waitAsync`).
  */
 function futexSide(spec: Spec): Side {
   const name = ids(spec)[0];

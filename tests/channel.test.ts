@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
-import { MAX_PROBE_EVERY, SPIN_MS, Spinner } from "../ts/channel/spin.ts";
+import { MAX_PROBE_EVERY, MAX_SPIN_MS, SPIN_MS, Spinner } from "../ts/spin.ts";
 import { spawnSync } from "node:child_process";
 import { initRegion, Producer, Ring } from "../ts/channel/ring.ts";
 
@@ -1501,7 +1501,7 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   assert.equal(new Spinner(0).fixed, 0, "a number is a fixed count");
   assert.equal(s.budgetMs(), SPIN_MS, "spins at first");
   for (let i = 0; i < 20; i++) s.record(true);
-  assert.deepEqual(s.state, { score: 8, probeEvery: 1 });
+  assert.deepEqual(s.state, { score: 8, probeEvery: 1, spinMs: SPIN_MS });
   // The peer stops answering within the spin (it shares this core, or it is slow).
   let spun = 0;
   for (let wait = 0; wait < 4; wait++) {
@@ -1523,7 +1523,70 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   while (s.budgetMs() === 0);
   s.record(true);
   assert.equal(s.budgetMs(), SPIN_MS);
-  assert.deepEqual(s.state, { score: 1, probeEvery: 1 });
+  assert.deepEqual(s.state, { score: 1, probeEvery: 1, spinMs: SPIN_MS });
+});
+
+/** Busy-waits `ms` milliseconds of wall time. */
+function spend(ms: number): void {
+  for (const end = performance.now() + ms; performance.now() < end;);
+}
+
+test("adaptive spin: a spin lasts as long as the last park took, within its bounds", () => {
+  const s = new Spinner("adaptive");
+  assert.equal(s.state.spinMs, SPIN_MS, "the shortest budget at first");
+  s.learn(0.08);
+  assert.equal(s.state.spinMs, 0.08, "after a park of 80 µs");
+  assert.equal(s.budgetMs(), s.state.spinMs, "a spinning wait gets the learned budget");
+  s.learn(5);
+  assert.equal(s.state.spinMs, MAX_SPIN_MS, "never longer than the longest");
+  s.learn(0.001);
+  assert.equal(s.state.spinMs, SPIN_MS, "never shorter than the shortest");
+
+  // Through a wait: it parks, and is woken 300 µs later.
+  s.start();
+  while (s.keepSpinning());
+  s.now();
+  s.parking();
+  spend(0.3);
+  s.end(true);
+  assert.equal(s.state.spinMs, MAX_SPIN_MS, "learned from the time parked");
+  // A wait that timed out after parking teaches nothing.
+  s.learn(0.001);
+  s.start();
+  while (s.keepSpinning());
+  s.now();
+  s.parking();
+  spend(0.3);
+  s.end(false);
+  assert.equal(s.state.spinMs, SPIN_MS);
+
+  // While it parks at once (its spins failed), a park is timed only when the next wait probes.
+  const q = new Spinner("adaptive");
+  for (let i = 0; i < 3; i++) q.record(false);
+  assert.deepEqual(q.state, { score: 0, probeEvery: 4, spinMs: SPIN_MS });
+  // Without a deadline (`start(false)`), such a wait reads no clock at all.
+  const parkedWait = (clock: boolean) => {
+    const start = q.start(clock);
+    assert.equal(Number.isNaN(start), !clock, "a reading only when asked for");
+    assert.equal(q.keepSpinning(), false, "parks at once");
+    q.now();
+    q.parking();
+    spend(0.3);
+    q.end(true);
+  };
+  parkedWait(false);
+  parkedWait(true);
+  assert.equal(q.state.spinMs, SPIN_MS, "no probe next: nothing learned");
+  parkedWait(false);
+  assert.equal(q.state.spinMs, MAX_SPIN_MS, "a probe next: learned for it, clock or not");
+  // The probe spins (for what was learned), and so reads the clock though its caller needs none.
+  assert.equal(Number.isNaN(q.start(false)), false);
+  assert.equal(q.keepSpinning(), true);
+  const fixed = new Spinner(100);
+  fixed.start();
+  fixed.parking();
+  fixed.end(true);
+  assert.equal(fixed.state.spinMs, SPIN_MS, "a fixed count learns nothing");
 });
 
 /**

@@ -24,6 +24,39 @@ test("wait: not-equal at once, timed-out no earlier than asked", () => {
   assert.equal(wait(i32, 3, 6, undefined, { spin: 100 }), "not-equal");
 });
 
+test("wait with an adaptive spin: not-equal at once, timed-out no earlier than asked, options checked", () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  const adaptive = { spin: "adaptive" } as const;
+  Atomics.store(i32, 3, 7);
+  assert.equal(wait(i32, 3, 8, undefined, adaptive), "not-equal");
+  assert.equal(wait(i32, 3, 7, 0, adaptive), "timed-out");
+  assert.equal(wait(i32, 3, -1 >>> 0, 0, adaptive), "not-equal", "all 32 bits compared");
+  i32[4] = -1;
+  assert.equal(wait(i32, 4, 0xffff_ffff, 0, adaptive), "timed-out");
+  // Timeouts shorter than a spin, about one, and far longer: each ends no earlier than asked,
+  // whether it ended while spinning or after parking (the spin stops at a few failures).
+  for (const ms of [0.005, 0.05, 0.2, 1, 1, 1, 1, 1, 20]) {
+    const start = performance.now();
+    assert.equal(wait(i32, 3, 7, ms, adaptive), "timed-out");
+    const took = performance.now() - start;
+    assert.ok(took >= ms - 0.001, `a ${ms} ms timeout ended after ${took} ms`);
+  }
+  // The word of another view of the same memory learns on its own, and works the same.
+  assert.equal(wait(new Int32Array(shm.buffer, 12, 1), 0, 7, 1, adaptive), "timed-out");
+  for (const spin of ["fast", "ADAPTIVE", -1, 1.5, null, {}]) {
+    assert.throws(
+      () => wait(i32, 3, 7, 0, { spin } as never),
+      (e: unknown) =>
+        (e instanceof TypeError || e instanceof RangeError) && /options\.spin/.test(e.message),
+      String(spin),
+    );
+  }
+  shm.close();
+  const closed = (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF";
+  assert.throws(() => wait(i32, 3, 7, 0, adaptive), closed);
+});
+
 test("wait compares all 32 bits, signed or unsigned", () => {
   using shm = scratch();
   const i32 = new Int32Array(shm.buffer);
@@ -163,6 +196,13 @@ test("arrays and buffers that lie about their size or place reach no word outsid
     await assert.rejects(waitAsync(view, beyond, 0, 0), outside);
     Atomics.store(new Int32Array(shm.buffer), words - 1, 7);
     assert.equal(wait(view, words - 1, 7, 0), "timed-out", "the last word is still reached");
+    // An adaptive spin reads the word itself: the word the native wait parks on, not what the
+    // array's own elements show (byte 1023 of the byte array, which holds 0).
+    assert.throws(() => wait(view, beyond, 0, 0, { spin: "adaptive" }), outside);
+    for (const ms of [0, 0.2]) {
+      assert.equal(wait(view, words - 1, 7, ms, { spin: "adaptive" }), "timed-out", `${ms} ms`);
+    }
+    assert.equal(wait(view, words - 1, 0, 0, { spin: "adaptive" }), "not-equal");
   }
   // The engine's byteOffset, not the subclass's: word 3 of the segment.
   Atomics.store(new Int32Array(shm.buffer), 3, 9);

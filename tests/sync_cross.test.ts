@@ -74,12 +74,12 @@ function assertSide(r: PingPong, role: number, what: string): void {
   assert.equal(r.final, 2 * ROUNDS, `${what}: counter at the end`);
 }
 
-for (const first of runtimes) {
+for (const [first, mode] of runtimes.flatMap((r) => [[r, "sync"], [r, "adaptive"]] as const)) {
   childrenTest(
     [first, other(first)],
-    `${first} (first to move) and ${
-      other(first)
-    } children ping-pong ${ROUNDS} times with wait/notify`,
+    `${first} (first to move) and ${other(first)} children ping-pong ${ROUNDS} times with ${
+      mode === "sync" ? "wait/notify" : "wait (adaptive spin)/notify"
+    }`,
     async () => {
       await withSegment("sx-pp", async (name, shm) => {
         const turn = new Int32Array(shm.buffer, 0, 1);
@@ -90,7 +90,7 @@ for (const first of runtimes) {
               name,
               String(role),
               String(ROUNDS),
-              "sync",
+              mode,
             ])
           );
           const results = await Promise.all(
@@ -323,12 +323,15 @@ async function parked(
   }
 }
 
-test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync), then the other 5", async () => {
+test("notify across processes: 1 of 9 waiters (each runtime, wait, adaptive wait and waitAsync), then the other 8", async () => {
   const kinds = [
     ["deno", "sync"],
     ["bun", "async"],
-    ["node", "sync"],
+    ["node", "adaptive"],
     ["deno", "async"],
+    ["bun", "adaptive"],
+    ["node", "sync"],
+    ["deno", "adaptive"],
     ["bun", "sync"],
     ["node", "async"],
   ] as const;
@@ -350,7 +353,7 @@ test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync)
       await parked(pids, SHARED_WAIT);
       assert.equal(notify(i32, 1, 1), 0, "nobody waits on the neighbouring word");
 
-      assert.equal(notify(i32, 0, 1), 1, "notify(1) with 4 waiters");
+      assert.equal(notify(i32, 0, 1), 1, `notify(1) with ${kinds.length} waiters`);
       const first = await within(
         Promise.race(waiters.map(async (c, i) => [i, await c.line("woken ")] as const)),
         HANG_MS,
@@ -374,7 +377,7 @@ test("notify across processes: 1 of 6 waiters (each runtime, wait and waitAsync)
         );
       }
 
-      assert.equal(notify(i32, 0), others.length, "notify(all) wakes the other 5");
+      assert.equal(notify(i32, 0), others.length, `notify(all) wakes the other ${others.length}`);
       const results = await Promise.all(waiters.map((c, i) => finished(c, kinds[i].join(" "))));
       for (const [i, r] of results.entries()) {
         assert.match(r.stdout, /^woken ok$/m, `${kinds[i].join(" ")} waiter's result`);

@@ -14,6 +14,7 @@ import { errorOf } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
 import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
+import { Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
 /** How a wait ended, as `Atomics.wait` reports it. */
@@ -22,11 +23,18 @@ export type WaitResult = "ok" | "not-equal" | "timed-out";
 /** Options for {@linkcode wait}. */
 export interface WaitOptions {
   /**
-   * Check the word this many times (about 50 ns each) before parking in the kernel. Spinning
-   * trades CPU for latency when the other process answers within microseconds and runs on another
-   * core. Default 0: park at once.
+   * How long to check the word before parking in the kernel. Spinning trades CPU for latency
+   * when the other process answers within microseconds from another core; on one core it only
+   * delays the other process.
+   *
+   * - `0` (default): park at once, as `Atomics.wait` does.
+   * - A number: check the word this many times (about 50 ns each) first.
+   * - `"adaptive"`: spin while spinning has been catching changes of this word in this thread,
+   *   for a time learned from its recent waits (20-250 µs), and park at once while it has not,
+   *   trying again now and then, as a channel's endpoints do (`docs/channel.md`, _Spin before
+   *   parking_).
    */
-  spin?: number;
+  spin?: number | "adaptive";
 }
 
 /** The results by code: an array, so that the lookup is one element load. */
@@ -41,6 +49,13 @@ interface ViewWords {
   /** The address of the view's first element. */
   base: bigint;
   at: Map<number, Address>;
+  /**
+   * The view's words as the engine places them, for an adaptive wait's spin (made on its first):
+   * an array that only claims to be an Int32Array reads other bytes through its own elements.
+   */
+  words?: Int32Array;
+  /** What adaptive waits on each word learned, by index (at most {@linkcode MAX_WORDS}). */
+  spinners?: Map<number, Spinner>;
 }
 
 /**
@@ -151,10 +166,74 @@ export function wait(
   const address = locate(view, index, "wait");
   const value = word(expected);
   const ns = timeoutNs(timeoutMs);
-  const spin = options?.spin === undefined
-    ? 0
-    : check.integer(options.spin, "options.spin", 0, 2 ** 32 - 1);
-  return result(backend().wait(address, value, ns, spin), "wait");
+  const spin = options?.spin;
+  if (spin === "adaptive") {
+    const found = views.get(view)!; // made by `locate`
+    const words = found.words ??= honestWords(view);
+    // Misaligned (not really an Int32Array): the native call reports it.
+    if (words === undefined) return result(backend().wait(address, value, ns, 0), "wait");
+    const spinners = found.spinners ??= new Map();
+    let spinner = spinners.get(index);
+    if (spinner === undefined) {
+      spinner = new Spinner("adaptive");
+      if (spinners.size < MAX_WORDS) spinners.set(index, spinner);
+    }
+    return waitAdaptive(words, index, spinner, address, value, ns);
+  }
+  if (spin !== undefined && typeof spin !== "number") {
+    throw new TypeError(
+      `options.spin must be "adaptive" or a number of rounds, got ${check.describe(spin)}`,
+    );
+  }
+  const spins = spin === undefined ? 0 : check.integer(spin, "options.spin", 0, 2 ** 32 - 1);
+  return result(backend().wait(address, value, ns, spins), "wait");
+}
+
+/** The words of `view` from the engine's own buffer, offset and length; undefined if misaligned. */
+function honestWords(view: Int32Array): Int32Array | undefined {
+  const offset = viewByteOffset(view);
+  if ((offset & 3) !== 0) return undefined;
+  return new Int32Array(viewBuffer(view) as ArrayBuffer, offset, viewByteLength(view) >> 2);
+}
+
+/**
+ * {@linkcode wait} with an adaptive spin: the word is checked here, with `Atomics.load`, for the
+ * spin's budget (ending early at the deadline), then the native call parks for the time left.
+ * Results as `sb_wait_spin`'s: `"not-equal"` only if the word differed at the first look.
+ */
+function waitAdaptive(
+  words: Int32Array,
+  index: number,
+  spinner: Spinner,
+  address: Address,
+  value: number,
+  ns: number,
+): WaitResult {
+  if (Atomics.load(words, index) >>> 0 !== value) return "not-equal";
+  if (ns === 0) return "timed-out";
+  // Without a timeout, a wait that parks at once reads no clock.
+  const start = spinner.start(ns > 0);
+  const deadline = ns < 0 ? Infinity : start + ns / 1e6;
+  while (spinner.keepSpinning()) {
+    if (Atomics.load(words, index) >>> 0 !== value) {
+      spinner.end(true);
+      return "ok";
+    }
+    // The latest reading, taken every few rounds by the spin: a deadline passes a little late,
+    // never early.
+    if (spinner.now() >= deadline) break;
+  }
+  const now = spinner.now();
+  if (now >= deadline) {
+    spinner.end(false);
+    return "timed-out";
+  }
+  spinner.parking();
+  const left = ns < 0 ? FOREVER : Math.max(1, Math.ceil((deadline - now) * 1e6));
+  const code = backend().wait(address, value, left, 0);
+  spinner.end(code === WAIT_OK || code === WAIT_NOT_EQUAL);
+  // It held `value` at the first look, so a difference now means it changed.
+  return code === WAIT_NOT_EQUAL ? "ok" : result(code, "wait");
 }
 
 /**

@@ -10,7 +10,8 @@ export const MAX_KEY = 0xffff_ffff;
 /** Longest segment name in UTF-8 bytes, after the leading `/`. */
 export const MAX_NAME_BYTES = 255;
 
-function describe(value: unknown): string {
+/** A bad value as error messages show it. */
+export function describe(value: unknown): string {
   if (typeof value === "bigint") return `bigint ${value}n`;
   if (typeof value === "string") return `string ${JSON.stringify(value)}`;
   if (typeof value === "number") return String(value);

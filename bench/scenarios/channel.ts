@@ -171,6 +171,8 @@ const RATIOS = [
   "median_us native.copy / socket = round trip: the Rust ring parked / Unix socket",
   "median_us channel_spin / socket = round trip: channel (spin, then park) / Unix socket !",
   "median_us channel_spin / native.spin = round trip: channel (spin, then park) / the Rust ring's",
+  "median_us channel_spin / channel = round trip: channel (spin, then park) / parked",
+  "cpu_us channel_spin / channel = CPU per round trip: channel (spin, then park) / parked",
   "cpu_us channel / socket = CPU per round trip: channel (parked) / Unix socket !",
 ];
 

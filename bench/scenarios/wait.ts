@@ -1,6 +1,7 @@
 /**
  * Wait/notify round trips between two processes, by placement, with the CPU both sides use per
- * round trip: `wait`/`notify` parking at once, spin-then-park, and `waitAsync` on the measuring
+ * round trip: `wait`/`notify` parking at once, spin-then-park (a fixed spin and an adaptive one),
+ * and `waitAsync` on the measuring
  * side; against the runtime's Unix socket (8-byte messages), `Atomics.wait`/`notify` between two
  * Workers of one process, and the Rust futex ping-pong (`native_wait`).
  *
@@ -24,8 +25,8 @@ import {
 } from "../harness.ts";
 import { pairRows } from "../streams.ts";
 
-/** The pairs (`bench/streams.ts`): wait/notify three ways, and the Unix socket with 8-byte messages. */
-const PAIRS = ["futex_park", "futex_spin", "futex_async", "socket"];
+/** The pairs (`bench/streams.ts`): wait/notify four ways, and the Unix socket with 8-byte messages. */
+const PAIRS = ["futex_park", "futex_spin", "futex_adaptive", "futex_async", "socket"];
 /**
  * Round trips: at most 2000 (as the Rust ping-pong's), timed for at most 500 ms, after 400 ms
  * untimed. The untimed part is long enough for the engines' optimizing compilers: on one core,
@@ -121,12 +122,15 @@ const RATIOS = [
   "median_us native.park / socket = round trip: Rust futex / Unix socket",
   "median_us spin / socket = round trip: spin-then-park / Unix socket !",
   "median_us spin / native.spin = round trip: spin-then-park / Rust spin-then-park",
+  "median_us adaptive / park = round trip: wait/notify (adaptive spin) / park",
+  "median_us adaptive / native.spin = round trip: wait/notify (adaptive spin) / Rust spin-then-park",
   "median_us async / socket = round trip: waitAsync / Unix socket",
   "median_us async / native.async = round trip: waitAsync / Rust async service",
   "median_us park / workers = round trip: wait/notify (park) / Atomics between Workers",
   "median_us async / posted = round trip: waitAsync / a Worker's postMessage",
   "cpu_us park / socket = CPU per round trip: wait/notify (park) / Unix socket !",
   "cpu_us spin / park = CPU per round trip: spin-then-park / park",
+  "cpu_us adaptive / park = CPU per round trip: wait/notify (adaptive spin) / park",
 ];
 
 /** The scenario. */
@@ -135,7 +139,8 @@ export const wait: Scenario = {
   method: `Round trips between two processes through one 4 KiB segment (word 0 ping, word 1 ` +
     `pong): the measuring side (CPU 0) stores and notifies, the echo side answers; ` +
     `${TRIPS.max} (at most ${TRIPS.ms} ms of them) after ${TRIPS.warmMs} ms untimed (Workers: ${N} after ${WARMUP}), each timed with performance.now(). park: wait/notify parking at ` +
-    `once; spin: wait with { spin: 256 } on both sides; async: waitAsync on the measuring ` +
+    `once; spin: wait with { spin: 256 } on both sides; adaptive: wait with { spin: ` +
+    `"adaptive" } on both sides; async: waitAsync on the measuring ` +
     `side. socket: the runtime's Unix socket, 8-byte messages (async loop). workers: ` +
     `Atomics.wait/notify between two Workers of one process (process on CPU 0 for same, ` +
     `unpinned threads for split). posted: a number posted to a Worker and posted back ` +

@@ -24,7 +24,7 @@ import {
   sendersHere,
   setReceiver,
 } from "./local.ts";
-import { Spinner } from "./spin.ts";
+import { Spinner } from "../spin.ts";
 import {
   byteCount,
   channelError,

@@ -5,18 +5,18 @@ import { args, check, lib, pid, report, say } from "../lib.ts";
  * counter with a compare-and-swap (which fails only if the other side moved out of turn) and
  * notifies. After `<rounds>` round trips the counter is `2 * rounds`.
  *
- * `<mode>` `sync` waits with `wait`, `async` with `waitAsync`. A 2 ms `setInterval` ticks
- * throughout; it counts all ticks and those that fell while a `waitAsync` was pending, and
- * publishes the latter in `Int32[1]` (with a notify). With `<pauseEvery>` > 0, before every
- * `<pauseEvery>`-th turn the side waits until `Int32[1]` moves: until the other side's timer has
- * ticked while that side waited for its turn, which only happens if its event loop runs during a
- * `waitAsync`. (Such a pause never ends against a side whose waits block its event loop: that
- * side times out.)
+ * `<mode>` `sync` waits with `wait`, `adaptive` with `wait(.., { spin: "adaptive" })`, `async`
+ * with `waitAsync`. A 2 ms `setInterval` ticks throughout; it counts all ticks and those that
+ * fell while a `waitAsync` was pending, and publishes the latter in `Int32[1]` (with a notify).
+ * With `<pauseEvery>` > 0, before every `<pauseEvery>`-th turn the side waits until `Int32[1]`
+ * moves: until the other side's timer has ticked while that side waited for its turn, which only
+ * happens if its event loop runs during a `waitAsync`. (Such a pause never ends against a side
+ * whose waits block its event loop: that side times out.)
  *
  * Prints `ready <pid>`, then `result {turns, final, ticks, ticksWhileWaiting, elapsedMs, ...}`.
  * Any wait that times out (10 s: a lost wake-up) or an out-of-turn move exits non-zero.
  *
- * Usage: `wait/ping_pong.ts <name> <role> <rounds> <sync|async> [pauseEvery]`
+ * Usage: `wait/ping_pong.ts <name> <role> <rounds> <sync|adaptive|async> [pauseEvery]`
  *
  * @module
  */
@@ -26,7 +26,8 @@ const role = Number(roleArg);
 const total = 2 * Number(roundsArg);
 const pauseEvery = Number(pauseEveryArg);
 check(role === 0 || role === 1, `bad role ${roleArg}`);
-check(mode === "sync" || mode === "async", `bad mode ${mode}`);
+check(mode === "sync" || mode === "adaptive" || mode === "async", `bad mode ${mode}`);
+const options = mode === "adaptive" ? { spin: "adaptive" as const } : undefined;
 const WAIT_MS = 10_000;
 
 const shm = lib.SharedMemory.open({ name });
@@ -54,8 +55,8 @@ for (;;) {
   let v = Atomics.load(turn, 0);
   while (v < total && (v & 1) !== role) {
     let r: ReturnType<typeof lib.wait>;
-    if (mode === "sync") {
-      r = lib.wait(turn, 0, v, WAIT_MS);
+    if (mode !== "async") {
+      r = lib.wait(turn, 0, v, WAIT_MS, options);
     } else {
       waiting = true;
       r = await lib.waitAsync(turn, 0, v, WAIT_MS);

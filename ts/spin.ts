@@ -2,12 +2,22 @@
  * How long a channel endpoint spins before parking in the kernel, learned from its recent waits.
  *
  * Parking and being woken costs tens of microseconds here; a reply from a process running on
- * another core often comes within a few. So a wait first spins for up to {@linkcode SPIN_MS}
- * (about what a park and a wake-up cost), and keeps doing so while spinning pays off. When
- * the spin keeps failing (the peer shares this core, so it cannot run while this process spins,
- * or it answers slowly) the endpoint parks at once, and only now and then spins again to see
- * whether things changed, at intervals that double after each failed probe (up to every
- * {@linkcode MAX_PROBE_EVERY}th wait).
+ * another core often comes within a few. So a wait first spins, and keeps doing so while spinning
+ * pays off. When the spin keeps failing (the peer shares this core, so it cannot run while this
+ * process spins, or it answers slowly) the endpoint parks at once, and only now and then spins
+ * again to see whether things changed, at intervals that double after each failed probe (up to
+ * every {@linkcode MAX_PROBE_EVERY}th wait).
+ *
+ * How long a spin lasts is learned too: as long as the last wait that parked took from its park
+ * to its wake-up, at least {@linkcode SPIN_MS} and at most {@linkcode MAX_SPIN_MS}. Two processes
+ * that answer each other from two cores otherwise settle where both park: each reply comes only
+ * after the other's wake-up, later than a short spin, so every spin fails and both stop spinning.
+ * On this machine's VM a wake-up takes 40 µs at the median and up to 200 µs, so such a round
+ * trip took 80-150 µs instead of 1-3. A park between two parked processes lasts both wake-ups,
+ * so a spin that long outlasts the peer's: it catches the reply, the answer to it finds the peer
+ * spinning or soon probing, and both spin from then on. On one core a park is short (the peer
+ * runs as soon as this process parks), so the spin stays short, and its failures stop it as
+ * before.
  *
  * The Spinner also keeps the wait's clock: {@linkcode Spinner.start} reads it once, and the wait
  * takes its deadline, its next peer check and the relative timeout of its first park from that
@@ -17,8 +27,15 @@
  * @module
  */
 
-/** The longest spin before parking, in milliseconds (20 µs). */
+/** The shortest spin budget, in milliseconds (20 µs), and the first. */
 export const SPIN_MS = 0.02;
+/**
+ * The longest spin budget, in milliseconds (250 µs): beyond the slowest wake-ups measured here
+ * (the 99th percentile of a round trip between two parked processes on two cores, which is two
+ * wake-ups, was 250-360 µs), and short enough that the few failed spins before spinning stops
+ * cost little.
+ */
+export const MAX_SPIN_MS = 0.25;
 /** Spin rounds between two looks at the clock. */
 export const CLOCK_EVERY = 32;
 /** The most credit a run of successful spins builds up. */
@@ -34,11 +51,15 @@ export class Spinner {
   #score = 2;
   #probeEvery = 1;
   #sinceProbe = 0;
+  /** The budget of a wait that spins (ms), learned from the last wait that parked. */
+  #spinMs = SPIN_MS;
   /** The wait under way (an endpoint's waits never overlap): its budget, rounds, end, park. */
   #budget = 0;
   #spins = 0;
   #until = -1;
   #parked = false;
+  /** When the wait parked first (its clock reading then). */
+  #parkedAt = 0;
   /** The wait's latest clock reading (performance.now() time). */
   #now = 0;
 
@@ -49,12 +70,16 @@ export class Spinner {
   /**
    * A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says.
    *
+   * @param clock False if the caller needs no clock reading (no deadline, no peer checks): then
+   *   a wait that parks at once reads none (NaN), unless the next wait will spin and needs its
+   *   time parked.
    * @returns The clock, read once here: the wait's start.
    */
-  start(): number {
+  start(clock = true): number {
     this.#budget = this.fixed < 0 ? this.budgetMs() : 0;
     this.#spins = 0;
     this.#parked = false;
+    if (!clock && this.#budget === 0) return this.#now = NaN;
     const now = this.#now = performance.now();
     this.#until = now + this.#budget;
     return now;
@@ -81,22 +106,44 @@ export class Spinner {
     return this.#now;
   }
 
-  /** The wait parks in the kernel: it spins no more, and reads the clock afresh from now on. */
+  /**
+   * The wait parks in the kernel: it spins no more, and reads the clock afresh from now on. Call
+   * it after {@linkcode now}, whose reading is when it parked.
+   */
   parking(): void {
+    if (!this.#parked) {
+      // Without a reading (see `start`): one only if the time parked will be learned from.
+      const known = !Number.isNaN(this.#now);
+      this.#parkedAt = known || !this.#spinsNext() ? this.#now : performance.now();
+    }
     this.#parked = true;
   }
 
   /** The wait ends: `got` what it waited for, or not (a timeout, an error). */
   end(got: boolean): void {
+    if (this.fixed >= 0) return;
     if (this.#budget > 0) this.record(got && !this.#parked);
+    // The clock is read for this only when the next wait will spin: on one core, where waits
+    // park at once, a clock read per wait cost more than the spins it tunes.
+    if (got && this.#parked && this.#spinsNext()) this.learn(performance.now() - this.#parkedAt);
+  }
+
+  /** Whether the next wait spins (what {@linkcode budgetMs} will say, without counting it). */
+  #spinsNext(): boolean {
+    return this.#score > 0 || this.#sinceProbe + 1 >= this.#probeEvery;
+  }
+
+  /** A wait got what it waited for `parkedMs` after it parked: the next spins' budget. */
+  learn(parkedMs: number): void {
+    this.#spinMs = parkedMs > MAX_SPIN_MS ? MAX_SPIN_MS : parkedMs > SPIN_MS ? parkedMs : SPIN_MS;
   }
 
   /** How long the wait starting now spins (ms; 0: park at once). Adaptive endpoints only. */
   budgetMs(): number {
-    if (this.#score > 0) return SPIN_MS;
+    if (this.#score > 0) return this.#spinMs;
     if (++this.#sinceProbe < this.#probeEvery) return 0;
     this.#sinceProbe = 0;
-    return SPIN_MS;
+    return this.#spinMs;
   }
 
   /** A wait that spun ended: `caught` if spinning caught what it waited for (no park). */
@@ -112,8 +159,8 @@ export class Spinner {
     }
   }
 
-  /** The current state, for tests: credit and probe interval. */
-  get state(): { score: number; probeEvery: number } {
-    return { score: this.#score, probeEvery: this.#probeEvery };
+  /** The current state, for tests: credit, probe interval and spin budget (ms). */
+  get state(): { score: number; probeEvery: number; spinMs: number } {
+    return { score: this.#score, probeEvery: this.#probeEvery, spinMs: this.#spinMs };
   }
 }
