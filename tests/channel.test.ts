@@ -1501,7 +1501,7 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   assert.equal(new Spinner(0).fixed, 0, "a number is a fixed count");
   assert.equal(s.budgetMs(), SPIN_MS, "spins at first");
   for (let i = 0; i < 20; i++) s.record(true);
-  assert.deepEqual(s.state, { score: 8, probeEvery: 1, spinMs: SPIN_MS });
+  assert.deepEqual(s.state, { score: 8, probeEvery: 1, spinMs: SPIN_MS, budget: 0 });
   // The peer stops answering within the spin (it shares this core, or it is slow).
   let spun = 0;
   for (let wait = 0; wait < 4; wait++) {
@@ -1523,7 +1523,7 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   while (s.budgetMs() === 0);
   s.record(true);
   assert.equal(s.budgetMs(), SPIN_MS);
-  assert.deepEqual(s.state, { score: 1, probeEvery: 1, spinMs: SPIN_MS });
+  assert.deepEqual(s.state, { score: 1, probeEvery: 1, spinMs: SPIN_MS, budget: 0 });
 });
 
 /** Busy-waits `ms` milliseconds of wall time. */
@@ -1531,55 +1531,89 @@ function spend(ms: number): void {
   for (const end = performance.now() + ms; performance.now() < end;);
 }
 
-test("adaptive spin: a spin lasts as long as the last park took, within its bounds", () => {
+/**
+ * One wait of `s` that parks (after its spin, if any) and is woken after about `parkMs`; returns
+ * the time it really spent parked, at least (this machine may be slower than asked).
+ */
+function parkedWait(s: Spinner, parkMs: number, clock = true): number {
+  s.start(clock);
+  while (s.keepSpinning());
+  s.now();
+  const before = performance.now();
+  s.parking();
+  spend(parkMs);
+  const parked = performance.now() - before;
+  s.end(true);
+  return parked;
+}
+
+/** A wait of `s` whose change is there at the first look of its spin. */
+function caughtWait(s: Spinner): void {
+  s.start();
+  s.end(true);
+}
+
+test("adaptive spin: a spin lasts as long as the last slow wake-up took, within its bounds", () => {
   const s = new Spinner("adaptive");
   assert.equal(s.state.spinMs, SPIN_MS, "the shortest budget at first");
   s.learn(0.08);
   assert.equal(s.state.spinMs, 0.08, "after a park of 80 µs");
-  assert.equal(s.budgetMs(), s.state.spinMs, "a spinning wait gets the learned budget");
-  s.learn(5);
-  assert.equal(s.state.spinMs, MAX_SPIN_MS, "never longer than the longest");
+  s.start();
+  assert.equal(s.state.budget, 0.08, "a spinning wait gets the learned budget");
+  s.end(true);
   s.learn(0.001);
   assert.equal(s.state.spinMs, SPIN_MS, "never shorter than the shortest");
+  s.learn(0.2);
+  s.learn(5);
+  assert.equal(s.state.spinMs, 0.2, "a park longer than any spin may last teaches nothing");
 
-  // Through a wait: it parks, and is woken 300 µs later.
-  s.start();
-  while (s.keepSpinning());
-  s.now();
-  s.parking();
-  spend(0.3);
-  s.end(true);
-  assert.equal(s.state.spinMs, MAX_SPIN_MS, "learned from the time parked");
+  // Through waits: the time parked is measured from the park to the end of the wait.
+  const parked = parkedWait(s, 0.1);
+  const { spinMs } = s.state;
+  if (parked <= MAX_SPIN_MS) {
+    assert.ok(spinMs >= 0.1 && spinMs <= MAX_SPIN_MS, `${spinMs} ms after ${parked} ms parked`);
+  } else {
+    assert.equal(spinMs, 0.2, `a wait held up for ${parked} ms teaches nothing`);
+  }
   // A wait that timed out after parking teaches nothing.
-  s.learn(0.001);
+  s.learn(0.05);
   s.start();
   while (s.keepSpinning());
   s.now();
   s.parking();
-  spend(0.3);
+  spend(0.1);
   s.end(false);
-  assert.equal(s.state.spinMs, SPIN_MS);
+  assert.equal(s.state.spinMs, 0.05);
+
+  // Changes caught by the spin keep what was learned.
+  s.learn(0.2);
+  for (let i = 0; i < 5; i++) caughtWait(s);
+  assert.equal(s.state.spinMs, 0.2);
+
+  // An async wait's spin is capped (its event loop waits meanwhile).
+  s.learn(0.2);
+  s.start(true, SPIN_MS);
+  assert.equal(s.state.budget, SPIN_MS);
+  s.end(true);
 
   // While it parks at once (its spins failed), a park is timed only when the next wait probes.
   const q = new Spinner("adaptive");
   for (let i = 0; i < 3; i++) q.record(false);
-  assert.deepEqual(q.state, { score: 0, probeEvery: 4, spinMs: SPIN_MS });
+  assert.deepEqual(q.state, { score: 0, probeEvery: 4, spinMs: SPIN_MS, budget: 0 });
   // Without a deadline (`start(false)`), such a wait reads no clock at all.
-  const parkedWait = (clock: boolean) => {
-    const start = q.start(clock);
-    assert.equal(Number.isNaN(start), !clock, "a reading only when asked for");
-    assert.equal(q.keepSpinning(), false, "parks at once");
-    q.now();
-    q.parking();
-    spend(0.3);
-    q.end(true);
-  };
-  parkedWait(false);
-  parkedWait(true);
+  assert.equal(Number.isNaN(q.start(false)), true, "no reading when none is asked for");
+  assert.equal(q.keepSpinning(), false, "parks at once");
+  q.now();
+  q.parking();
+  spend(0.1);
+  q.end(true);
+  parkedWait(q, 0.1, true);
   assert.equal(q.state.spinMs, SPIN_MS, "no probe next: nothing learned");
-  parkedWait(false);
-  assert.equal(q.state.spinMs, MAX_SPIN_MS, "a probe next: learned for it, clock or not");
-  // The probe spins (for what was learned), and so reads the clock though its caller needs none.
+  const before = parkedWait(q, 0.1, false);
+  if (before <= MAX_SPIN_MS) {
+    assert.ok(q.state.spinMs >= 0.1, "a probe next: learned for it, clock or not");
+  }
+  // The probe spins, and so reads the clock though its caller needs none.
   assert.equal(Number.isNaN(q.start(false)), false);
   assert.equal(q.keepSpinning(), true);
   const fixed = new Spinner(100);

@@ -42,7 +42,7 @@ test("wait with an adaptive spin: not-equal at once, timed-out no earlier than a
     const took = performance.now() - start;
     assert.ok(took >= ms - 0.001, `a ${ms} ms timeout ended after ${took} ms`);
   }
-  // The word of another view of the same memory learns on its own, and works the same.
+  // Another view of the same word shares what its waits learned, and works the same.
   assert.equal(wait(new Int32Array(shm.buffer, 12, 1), 0, 7, 1, adaptive), "timed-out");
   for (const spin of ["fast", "ADAPTIVE", -1, 1.5, null, {}]) {
     assert.throws(

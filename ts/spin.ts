@@ -1,5 +1,6 @@
 /**
- * How long a channel endpoint spins before parking in the kernel, learned from its recent waits.
+ * How long a channel endpoint (or an adaptive `wait`) spins before parking in the kernel, learned
+ * from its recent waits.
  *
  * Parking and being woken costs tens of microseconds here; a reply from a process running on
  * another core often comes within a few. So a wait first spins, and keeps doing so while spinning
@@ -8,21 +9,27 @@
  * again to see whether things changed, at intervals that double after each failed probe (up to
  * every {@linkcode MAX_PROBE_EVERY}th wait).
  *
- * How long a spin lasts is learned too: as long as the last wait that parked took from its park
- * to its wake-up, at least {@linkcode SPIN_MS} and at most {@linkcode MAX_SPIN_MS}. Two processes
- * that answer each other from two cores otherwise settle where both park: each reply comes only
- * after the other's wake-up, later than a short spin, so every spin fails and both stop spinning.
- * On this machine's VM a wake-up takes 40 µs at the median and up to 200 µs, so such a round
- * trip took 80-150 µs instead of 1-3. A park between two parked processes lasts both wake-ups,
- * so a spin that long outlasts the peer's: it catches the reply, the answer to it finds the peer
- * spinning or soon probing, and both spin from then on. On one core a park is short (the peer
- * runs as soon as this process parks), so the spin stays short, and its failures stop it as
- * before.
+ * How long a spin lasts is learned too. Two processes that answer each other from two cores
+ * otherwise settle where both park: each reply comes only after the other's wake-up, later than
+ * a short spin, so every spin fails and both stop spinning. On this machine's VM a wake-up takes
+ * 40 µs at the median and up to 200 µs, so such round trips took 80-150 µs instead of 1-3. So a
+ * wait that parked and was woken after up to {@linkcode MAX_SPIN_MS} sets the spin to that time
+ * (a park between two parked processes lasts both wake-ups, so a spin that long outlasts the
+ * peer's: it catches the reply, the answer finds the peer spinning or soon probing, and both
+ * spin from then on). A longer park (a slow peer, an idle stream) teaches nothing: no spin that
+ * short would have caught it. (Halving the spin after each change caught at once, so that a
+ * gap in a stream would cost less, brought the parking pairs back: one hiccup, and 20 µs spins
+ * failed on both sides again.) On one core a failed spin delays the peer, whose answer then
+ * teaches a longer spin; the failures stop spinning all the same, and a probe, once spinning
+ * stopped paying, spins at most {@linkcode MAX_SPIN_MS} every {@linkcode MAX_PROBE_EVERY}th
+ * wait. An async wait spins at most {@linkcode SPIN_MS}: its event loop waits meanwhile.
  *
  * The Spinner also keeps the wait's clock: {@linkcode Spinner.start} reads it once, and the wait
  * takes its deadline, its next peer check and the relative timeout of its first park from that
- * one reading; spinning reads it again only every {@linkcode CLOCK_EVERY} rounds, and a wait reads
- * it afresh only after a park. A call that need not wait reads no clock at all.
+ * one reading; spinning reads it again only every {@linkcode CLOCK_EVERY} rounds, a wait reads
+ * it afresh after a park, and a wait that parked reads it once more at its end when the next
+ * wait will spin (to learn from it). A call that need not wait reads no clock at all, nor does a
+ * wait without a deadline that parks at once (`start(false)`).
  *
  * @module
  */
@@ -71,12 +78,14 @@ export class Spinner {
    * A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says.
    *
    * @param clock False if the caller needs no clock reading (no deadline, no peer checks): then
-   *   a wait that parks at once reads none (NaN), unless the next wait will spin and needs its
-   *   time parked.
-   * @returns The clock, read once here: the wait's start.
+   *   a wait that parks at once reads none, and {@linkcode now} gives NaN until it parks.
+   * @param maxMs The longest spin the caller allows (an async wait blocks its event loop while
+   *   it spins).
+   * @returns The clock, read once here: the wait's start (NaN as above).
    */
-  start(clock = true): number {
-    this.#budget = this.fixed < 0 ? this.budgetMs() : 0;
+  start(clock = true, maxMs = Infinity): number {
+    const budget = this.fixed < 0 ? this.budgetMs() : 0;
+    this.#budget = budget < maxMs ? budget : maxMs;
     this.#spins = 0;
     this.#parked = false;
     if (!clock && this.#budget === 0) return this.#now = NaN;
@@ -99,7 +108,7 @@ export class Spinner {
    * (from {@linkcode start}, or from an adaptive spin, which reads it every
    * {@linkcode CLOCK_EVERY} rounds and when it stops), read afresh after a fixed spin and once
    * the wait has parked. A reading a few rounds old only makes a deadline fire a little late,
-   * never early.
+   * never early. NaN before the park of a wait started without a clock.
    */
   now(): number {
     if (this.#parked || (this.fixed > 0 && this.#spins > 1)) this.#now = performance.now();
@@ -122,7 +131,9 @@ export class Spinner {
   /** The wait ends: `got` what it waited for, or not (a timeout, an error). */
   end(got: boolean): void {
     if (this.fixed >= 0) return;
-    if (this.#budget > 0) this.record(got && !this.#parked);
+    if (this.#budget > 0) {
+      this.record(got && !this.#parked);
+    }
     // The clock is read for this only when the next wait will spin: on one core, where waits
     // park at once, a clock read per wait cost more than the spins it tunes.
     if (got && this.#parked && this.#spinsNext()) this.learn(performance.now() - this.#parkedAt);
@@ -133,9 +144,12 @@ export class Spinner {
     return this.#score > 0 || this.#sinceProbe + 1 >= this.#probeEvery;
   }
 
-  /** A wait got what it waited for `parkedMs` after it parked: the next spins' budget. */
+  /**
+   * A wait got what it waited for `parkedMs` after it parked: the next spins' budget, unless it
+   * took longer than any spin may last (then no spin would have caught it).
+   */
   learn(parkedMs: number): void {
-    this.#spinMs = parkedMs > MAX_SPIN_MS ? MAX_SPIN_MS : parkedMs > SPIN_MS ? parkedMs : SPIN_MS;
+    if (parkedMs <= MAX_SPIN_MS) this.#spinMs = parkedMs > SPIN_MS ? parkedMs : SPIN_MS;
   }
 
   /** How long the wait starting now spins (ms; 0: park at once). Adaptive endpoints only. */
@@ -159,8 +173,16 @@ export class Spinner {
     }
   }
 
-  /** The current state, for tests: credit, probe interval and spin budget (ms). */
-  get state(): { score: number; probeEvery: number; spinMs: number } {
-    return { score: this.#score, probeEvery: this.#probeEvery, spinMs: this.#spinMs };
+  /**
+   * The current state, for tests: credit, probe interval, learned spin (ms), and the budget of
+   * the latest wait (ms).
+   */
+  get state(): { score: number; probeEvery: number; spinMs: number; budget: number } {
+    return {
+      score: this.#score,
+      probeEvery: this.#probeEvery,
+      spinMs: this.#spinMs,
+      budget: this.#budget,
+    };
   }
 }

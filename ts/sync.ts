@@ -30,9 +30,9 @@ export interface WaitOptions {
    * - `0` (default): park at once, as `Atomics.wait` does.
    * - A number: check the word this many times (about 50 ns each) first.
    * - `"adaptive"`: spin while spinning has been catching changes of this word in this thread,
-   *   for a time learned from its recent waits (20-250 µs), and park at once while it has not,
-   *   trying again now and then, as a channel's endpoints do (`docs/channel.md`, _Spin before
-   *   parking_).
+   *   for a time learned from its last slow wake-up (20-250 µs), and park at once while it has
+   *   not, trying again now and then, as a channel's endpoints do (`docs/channel.md`, _Spin
+   *   before parking_).
    */
   spin?: number | "adaptive";
 }
@@ -54,7 +54,7 @@ interface ViewWords {
    * an array that only claims to be an Int32Array reads other bytes through its own elements.
    */
   words?: Int32Array;
-  /** What adaptive waits on each word learned, by index (at most {@linkcode MAX_WORDS}). */
+  /** The spinners of the view's words by index (at most {@linkcode MAX_WORDS}): `spinnerAt`'s. */
   spinners?: Map<number, Spinner>;
 }
 
@@ -175,7 +175,7 @@ export function wait(
     const spinners = found.spinners ??= new Map();
     let spinner = spinners.get(index);
     if (spinner === undefined) {
-      spinner = new Spinner("adaptive");
+      spinner = spinnerAt(address);
       if (spinners.size < MAX_WORDS) spinners.set(index, spinner);
     }
     return waitAdaptive(words, index, spinner, address, value, ns);
@@ -187,6 +187,24 @@ export function wait(
   }
   const spins = spin === undefined ? 0 : check.integer(spin, "options.spin", 0, 2 ** 32 - 1);
   return result(backend().wait(address, value, ns, spins), "wait");
+}
+
+/**
+ * What adaptive waits on each word learned, by address: module state, so per thread, as each
+ * thread's waits are its own; every view of the word shares it. The oldest word is forgotten
+ * beyond {@linkcode MAX_SPINNERS}.
+ */
+const spinners = new Map<Address, Spinner>();
+const MAX_SPINNERS = 1024;
+
+function spinnerAt(address: Address): Spinner {
+  let spinner = spinners.get(address);
+  if (spinner === undefined) {
+    if (spinners.size >= MAX_SPINNERS) spinners.delete(spinners.keys().next().value!);
+    spinner = new Spinner("adaptive");
+    spinners.set(address, spinner);
+  }
+  return spinner;
 }
 
 /** The words of `view` from the engine's own buffer, offset and length; undefined if misaligned. */

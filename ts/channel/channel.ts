@@ -24,7 +24,7 @@ import {
   sendersHere,
   setReceiver,
 } from "./local.ts";
-import { Spinner } from "../spin.ts";
+import { SPIN_MS, Spinner } from "../spin.ts";
 import {
   byteCount,
   channelError,
@@ -68,10 +68,11 @@ export interface EndpointOptions {
    */
   peerCheckMs?: number;
   /**
-   * How long to look again before parking in the kernel: `"adaptive"` (default) spins for up
-   * to 20 µs while spinning has been catching messages (or room) lately, and parks at once
-   * while it has not, probing now and then; a number looks again exactly that many times
-   * (0: park at once).
+   * How long to look again before parking in the kernel: `"adaptive"` (default) spins while
+   * spinning has been catching messages (or room) lately, for 20-250 µs as learned from its last
+   * slow wake-up (at most 20 µs in an async call, which blocks its event loop while it spins),
+   * and parks at once while it has not, probing now and then; a number looks again exactly that
+   * many times (0: park at once). See `docs/channel.md`, _Spin before parking_.
    */
   spin?: number | "adaptive";
 }
@@ -826,7 +827,8 @@ export class ChannelSender implements Disposable {
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    let nextCheck = spinner.start() + peerCheckMs;
+    // An async wait spins at most briefly: its event loop waits meanwhile.
+    let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
@@ -1698,8 +1700,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    // The wait's one clock reading gives its deadline and its first peer check.
-    const start = spinner.start();
+    // The wait's one clock reading gives its deadline and its first peer check. An async wait
+    // spins at most briefly: its event loop waits meanwhile.
+    const start = spinner.start(true, sync ? Infinity : SPIN_MS);
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
     this.#stuckAt = -1;
