@@ -28,14 +28,15 @@ import { pairRows } from "../streams.ts";
 /** The pairs (`bench/streams.ts`): wait/notify four ways, and the Unix socket with 8-byte messages. */
 const PAIRS = ["futex_park", "futex_spin", "futex_adaptive", "futex_async", "socket"];
 /**
- * Round trips: at most 2000 (as the Rust ping-pong's), timed for at most 500 ms, after 400 ms
+ * Round trips: at most 2000 (as the Rust ping-pong's), timed for at most 500 ms, after 1 s
  * untimed. The untimed part is long enough for the engines' optimizing compilers: on one core,
- * 2500 untimed round trips (20 ms) left Node's at 8.0 µs where 20,000 gave 6.9 µs; and after
- * 100 ms Bun's compiler threads were still at work, on the same core, through the 2000 timed
- * ones (8-9 µs of their CPU per round trip in each process, at load average 6). The Rust side
- * needs no such warm-up.
+ * 2500 untimed round trips (20 ms) left Node's at 8.0 µs where 20,000 gave 6.9 µs; after 100 ms
+ * Bun's compiler threads were still at work, on the same core, through the 2000 timed ones (8-9
+ * µs of their CPU per round trip in each process, at load average 6); and after 400 ms Bun's
+ * adaptive wait still cost 23-32 µs of CPU per round trip against 13-16 for parking at once,
+ * 9-11 against 8-11 after 1 s. The Rust side needs no such warm-up.
  */
-const TRIPS = { ms: 500, max: 2000, warmMs: 400 };
+const TRIPS = { ms: 500, max: 2000, warmMs: 1000 };
 /** Round trips of the Workers and of the Rust ping-pong, and untimed ones before them. */
 const N = 2000;
 const WARMUP = 300;
