@@ -131,9 +131,7 @@ export class Spinner {
   /** The wait ends: `got` what it waited for, or not (a timeout, an error). */
   end(got: boolean): void {
     if (this.fixed >= 0) return;
-    if (this.#budget > 0) {
-      this.record(got && !this.#parked);
-    }
+    if (this.#budget > 0) this.record(got && !this.#parked);
     // The clock is read for this only when the next wait will spin: on one core, where waits
     // park at once, a clock read per wait cost more than the spins it tunes.
     if (got && this.#parked && this.#spinsNext()) this.learn(performance.now() - this.#parkedAt);
