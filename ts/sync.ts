@@ -54,8 +54,6 @@ interface ViewWords {
    * an array that only claims to be an Int32Array reads other bytes through its own elements.
    */
   words?: Int32Array;
-  /** The spinners of the view's words by index (at most {@linkcode MAX_WORDS}): `spinnerAt`'s. */
-  spinners?: Map<number, Spinner>;
 }
 
 /**
@@ -172,13 +170,7 @@ export function wait(
     const words = found.words ??= honestWords(view);
     // Misaligned (not really an Int32Array): the native call reports it.
     if (words === undefined) return result(backend().wait(address, value, ns, 0), "wait");
-    const spinners = found.spinners ??= new Map();
-    let spinner = spinners.get(index);
-    if (spinner === undefined) {
-      spinner = spinnerAt(address);
-      if (spinners.size < MAX_WORDS) spinners.set(index, spinner);
-    }
-    return waitAdaptive(words, index, spinner, address, value, ns);
+    return waitAdaptive(words, index, spinnerAt(address), address, value, ns);
   }
   if (spin !== undefined && typeof spin !== "number") {
     throw new TypeError(
