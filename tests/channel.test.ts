@@ -1,9 +1,21 @@
 import assert from "node:assert/strict";
-import { cleanup, lib, pid, sleep, test, uniqueKey, uniqueName } from "./harness.ts";
+import {
+  type Child,
+  cleanup,
+  killAll,
+  lib,
+  pid,
+  runtime,
+  sleep,
+  spawn,
+  test,
+  uniqueKey,
+  uniqueName,
+} from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
 import { MAX_PROBE_EVERY, MAX_SPIN_MS, SPIN_MS, Spinner } from "../ts/spin.ts";
 import { spawnSync } from "node:child_process";
-import { initRegion, Producer, Ring } from "../ts/channel/ring.ts";
+import { initRegion, Producer, Ring, STEP_LIMIT } from "../ts/channel/ring.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -1402,6 +1414,73 @@ test("a hostile sender feeding fragments without end is cut off at the limit, an
     assert.equal(rx.tryRecv(), undefined);
   } finally {
     cleanup({ name });
+  }
+});
+
+test("one look steps over a bounded number of records that deliver nothing; the message behind them comes on a later look, and a receive waits through them", () => {
+  const name = uniqueName("steps");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1 << 16 });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver();
+    const flood = (kind: number, count: number) => {
+      for (let i = 0; i < count; i++) raw.append(COMMITTED | kind, 0, 0);
+    };
+    for (const kind of [layout.REC_SKIP, layout.REC_ABORT]) {
+      flood(kind, 2 * STEP_LIMIT + 100);
+      raw.append(COMMITTED | 3, 0, 3, 0x33);
+      const looks: unknown[] = [];
+      for (let got; got === undefined && looks.length < 10;) looks.push(got = rx.tryRecv());
+      assert.deepEqual(looks.at(-1), new Uint8Array(3).fill(0x33), "the message behind them");
+      assert.ok(looks.length >= 2 && looks.length <= 4, `${looks.length} looks`);
+      // A receive with a deadline looks as often as it takes.
+      flood(kind, 3 * STEP_LIMIT);
+      raw.append(COMMITTED | 4, 0, 4, 0x44);
+      assert.deepEqual(rx.recv(60_000), new Uint8Array(4).fill(0x44));
+      assert.equal(rx.tryRecv(), undefined);
+    }
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("a peer writing skip or abort records as fast as they are consumed cannot hold a receive past its deadline", async () => {
+  const children: Child[] = [];
+  for (const kind of ["skip", "abort"]) {
+    const name = uniqueName(`flood-${kind}`);
+    try {
+      using ch = Channel.create({ name }, { capacity: 1 << 20 });
+      const rx = ch.receiver({ peerCheckMs: 50 });
+      const into = new Uint8Array(64);
+      const peer = spawn(children, runtime, "channel/flood.ts", [name, kind]);
+      await peer.line("flooding");
+      let exited = false;
+      peer.done.then(() => (exited = true));
+      const receives: [string, () => unknown][] = [
+        ["recvInto", () => rx.recvInto(into, 100)],
+        ["recv", () => rx.recv(100)],
+        ["recvView", () => rx.recvView(100)],
+        ["recvMany", () => rx.recvMany(() => {}, 100)],
+        ["recvAsync", () => rx.recvAsync(100)],
+      ];
+      for (const [what, receive] of receives) {
+        const started = performance.now();
+        await assert.rejects(async () => await receive(), code("ETIMEDOUT"), what);
+        assert.ok(performance.now() - started >= 100, `${what} returned early`);
+        // Returned while the flood goes on: the peer never stops by itself.
+        assert.equal(exited, false, `${what}: the flood stopped`);
+      }
+      // The event loop ran while an async receive waited out the flood.
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      await assert.rejects(rx.recvAsync(200), code("ETIMEDOUT"));
+      clearInterval(timer);
+      assert.ok(ticks > 0, "no timer ran while recvAsync waited");
+    } finally {
+      await killAll(children);
+      cleanup({ name });
+    }
   }
 });
 

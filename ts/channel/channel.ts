@@ -43,6 +43,8 @@ import {
   quickByteCount,
   RESERVED,
   Ring,
+  SKIPPING,
+  STEP_LIMIT,
   validateRegion,
 } from "./ring.ts";
 
@@ -192,6 +194,12 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
     await parking.waitAsync(step.value.offset, 1, step.value.ns);
   }
 }
+
+/**
+ * How long a receive pauses, at most, after {@linkcode STEP_LIMIT} records that delivered
+ * nothing (ms). A sender's commit ends the pause at once.
+ */
+const STALL_MS = 1;
 
 /** The nanoseconds from `now` until `until` (both performance.now() time), at least 0. */
 function nsUntil(until: number, now: number): number {
@@ -986,6 +994,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** A synchronous receive waits (and runs the "senderdied" listeners). */
   #waiting = false;
   /**
+   * The last {@linkcode #tryOne} stopped after {@linkcode STEP_LIMIT} records that delivered
+   * nothing.
+   */
+  #stalled = false;
+  /**
    * In a recvMany batch, the position of the record consumed for the callback that runs (or -1:
    * its message is lent, not consumed): what the batch hands back early stops there.
    */
@@ -1569,12 +1582,19 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * One step without waiting: a message (lent, or reassembled), `null` at the end, or
-   * `undefined` when nothing is ready.
+   * `undefined` when nothing is ready, or when {@linkcode STEP_LIMIT} records delivered nothing
+   * ({@linkcode #stalled}).
    */
   #tryOne(): Uint8Array | null | undefined {
     const consumer = this.#consumer;
     const r = this.#ring;
-    for (;;) {
+    this.#stalled = false;
+    for (let steps = 0;; steps += consumer.stepped + 1) {
+      if (steps >= STEP_LIMIT) {
+        consumer.publish();
+        this.#stalled = true;
+        return undefined;
+      }
       const idx = consumer.peek();
       if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
@@ -1587,6 +1607,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (idx < 0) {
         consumer.publish(); // nothing to take: the room of what was taken goes back now
+        this.#stalled = idx === SKIPPING;
         return undefined;
       }
       const word = consumer.word;
@@ -1715,6 +1736,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         spinner.end(true);
         return got;
       }
+      if (this.#stalled) {
+        // Records that deliver nothing as fast as they are consumed (a peer writing them):
+        // the deadline holds, and the peer's writes (or the event loop) go on for a moment.
+        spinner.parking();
+        const now = spinner.now();
+        if (now >= deadline) {
+          spinner.end(false);
+          throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
+        }
+        Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
+        yield { offset: L.OFF_RX_WAITING, ns: nsUntil(Math.min(deadline, now + STALL_MS), now) };
+        Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+        continue;
+      }
       if (!ownChecked) {
         ownChecked = true;
         this.#ownSender(timeout);
@@ -1756,7 +1791,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (timeout !== Infinity && runs === 0) return;
     const consumer = this.#consumer;
     const state = consumer.peek();
-    if (state >= 0 || state === END) return;
+    if (state >= 0 || state === END || state === SKIPPING) return;
     const one = this.#ring.mode === L.MODE_SPSC;
     if (one ? this.#ring.producerPid(0) !== pid : state !== RESERVED) return;
     for (const sender of sendersHere(this.#ring)) {

@@ -472,6 +472,19 @@ export const IN_FLIGHT = -2;
 export const END = -3;
 /** A record reserved and marked but not committed: {@linkcode Consumer.reservedIdx} and span. */
 export const RESERVED = -4;
+/**
+ * {@linkcode Consumer.peek} stepped over {@linkcode STEP_LIMIT} skip records without finding
+ * anything else: look again once the caller has checked its deadline.
+ */
+export const SKIPPING = -5;
+/**
+ * The most records that deliver nothing (skip and abort records, the rest of a dropped message)
+ * that one look at the ring steps over or consumes before it lets its caller check the
+ * deadline. Senders write one skip record per lap of the ring and one abort record per failed
+ * message; a peer writing them as fast as they are consumed would otherwise keep one look
+ * going for as long as it likes.
+ */
+export const STEP_LIMIT = 1024;
 
 /** A sender's private state. */
 export class Producer {
@@ -747,6 +760,8 @@ export class Consumer {
   word = 0;
   /** Its payload length. */
   len = 0;
+  /** How many skip records that peek stepped over. */
+  stepped = 0;
   /** For RESERVED: the reserved record's data index and span. */
   reservedIdx = 0;
   reservedSpan = 0;
@@ -763,12 +778,14 @@ export class Consumer {
   }
 
   /**
-   * Looks at `head`, stepping over skip records: a message's data index (its commit word and
-   * length in {@linkcode word} and {@linkcode len}), or EMPTY, IN_FLIGHT or END.
+   * Looks at `head`, stepping over skip records (at most {@linkcode STEP_LIMIT}: then SKIPPING;
+   * how many in {@linkcode stepped}): a message's data index (its commit word and length in
+   * {@linkcode word} and {@linkcode len}), or EMPTY, IN_FLIGHT, END, RESERVED or SKIPPING.
    */
   peek(): number {
     const r = this.#r;
-    for (;;) {
+    for (this.stepped = 0;; this.stepped++) {
+      if (this.stepped === STEP_LIMIT) return SKIPPING;
       const idx = this.head & r.mask;
       const word = Atomics.load(r.i32, DATA + (idx >> 2));
       if (word === 0) {

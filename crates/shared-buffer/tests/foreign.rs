@@ -7,7 +7,9 @@ use proptest::prelude::*;
 use shared_buffer::channel::foreign::{
     PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, scan_run, take_into,
 };
-use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, layout, max_record, region_size};
+use shared_buffer::channel::{
+    Channel, ChannelError, Config, Mode, WaitOptions, layout, max_record, region_size,
+};
 use test_support::Heap;
 
 const CAP: u32 = 256;
@@ -798,4 +800,91 @@ fn a_tail_seen_behind_head_bounds_nothing() {
         ..state
     };
     assert_eq!(take(&mut heap, &mut stale, &mut into), 8);
+}
+
+/// Appends `count` committed records of the kind `kind` (payload 0, span 8) at the tail of a
+/// one-producer ring of `cap` bytes, then one message of `len` bytes of `fill`, as a peer writing
+/// into the region would.
+fn append_nothing_then(heap: &mut Heap, cap: u32, kind: u32, count: u32, len: u32, fill: u8) {
+    let mut tail = word(heap, layout::OFF_TAIL) & layout::POS_MASK;
+    for _ in 0..count {
+        let at = layout::OFF_DATA + (tail & (cap - 1)) as usize;
+        set_word(heap, at, layout::REC_COMMITTED | kind);
+        tail += 8;
+    }
+    let at = layout::OFF_DATA + (tail & (cap - 1)) as usize;
+    heap.bytes_mut()[at + 8..at + 8 + len as usize].fill(fill);
+    set_word(heap, at, layout::REC_COMMITTED | len);
+    tail += span(len as usize) as u32;
+    set_word(heap, layout::OFF_TAIL, tail);
+}
+
+#[test]
+fn a_look_steps_over_a_bounded_number_of_records_that_deliver_nothing() {
+    // The ring's STEP_LIMIT: what one look steps over or consumes without finding a message.
+    const LIMIT: u32 = 1024;
+    const BIG: u32 = 1 << 16;
+    let mut heap = Heap::new(region_size(BIG));
+    // SAFETY: the heap region outlives the channel (dropped at the end of the test).
+    let ch = unsafe {
+        Channel::create_raw(
+            heap.ptr(),
+            heap.len(),
+            Config {
+                capacity: BIG,
+                mode: Mode::Spsc,
+            },
+        )
+    }
+    .unwrap();
+    // The foreign fast path: each take steps over at most LIMIT skip records, then leaves the
+    // rest to a later call.
+    append_nothing_then(&mut heap, BIG, layout::REC_SKIP, 2 * LIMIT + 100, 3, 0x33);
+    let mut state = TakeState {
+        capacity: BIG,
+        ..TakeState::default()
+    };
+    let mut into = [0u8; 16];
+    let mut takes = vec![];
+    while takes.last() != Some(&3) && takes.len() < 10 {
+        let before = state.head;
+        takes.push(take(&mut heap, &mut state, &mut into));
+        assert!(state.head - before <= LIMIT * 8 + span(3) as u32);
+    }
+    assert_eq!(takes, [-1, -1, 3]);
+    assert_eq!(&into[..3], &[0x33; 3]);
+    drop(ch);
+    // The Rust receiver: the same for skip and abort records, and a receive with a deadline
+    // looks as often as it takes.
+    let mut heap = Heap::new(region_size(BIG));
+    // SAFETY: as above.
+    let ch = unsafe {
+        Channel::create_raw(
+            heap.ptr(),
+            heap.len(),
+            Config {
+                capacity: BIG,
+                mode: Mode::Spsc,
+            },
+        )
+    }
+    .unwrap();
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    for kind in [layout::REC_SKIP, layout::REC_ABORT] {
+        append_nothing_then(&mut heap, BIG, kind, 2 * LIMIT + 100, 3, 0x33);
+        let mut looks = 0;
+        let got = loop {
+            looks += 1;
+            match rx.try_recv() {
+                Ok(got) => break got,
+                Err(err) => assert!(matches!(err, ChannelError::Empty), "{err}"),
+            }
+            assert!(looks < 10);
+        };
+        assert_eq!(got, Some(vec![0x33; 3]));
+        assert!((2..=4).contains(&looks), "{looks} looks");
+        append_nothing_then(&mut heap, BIG, kind, 3 * LIMIT, 4, 0x44);
+        let got = rx.recv(Some(std::time::Duration::from_secs(60))).unwrap();
+        assert_eq!(got, Some(vec![0x44; 4]));
+    }
 }

@@ -92,7 +92,7 @@ use error::{corrupt, os};
 
 use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_MORE};
 use mem::{Mem, Ordering::*, fence};
-use ring::{Consumer, Peek, Producer, Shared};
+use ring::{Consumer, Peek, Producer, STEP_LIMIT, Shared};
 
 /// The fast paths of endpoints that run the protocol elsewhere (the TypeScript one, through
 /// the C ABI): not for Rust programs, which use [`Sender`] and [`Receiver`].
@@ -1189,7 +1189,14 @@ impl Receiver {
                 Poll::End => return Ok(None),
                 Poll::Wait(state) => state,
             };
-            let slice = match clock.next(self.options.spin)? {
+            // After records that delivered nothing (a peer writing them as fast as they are
+            // consumed, see STEP_LIMIT), no spin: the deadline is checked at once.
+            let spin = if state == Peek::Busy {
+                0
+            } else {
+                self.options.spin
+            };
+            let slice = match clock.next(spin)? {
                 Step::Spin => continue,
                 Step::Check => {
                     self.check_senders(state)?;
@@ -1211,8 +1218,13 @@ impl Receiver {
     /// ring, pending), the stream ends, or nothing more is committed.
     #[inline]
     fn poll(&mut self) -> Result<Poll> {
+        let mut steps = 0;
         loop {
+            if steps >= STEP_LIMIT {
+                return Ok(Poll::Wait(Peek::Busy));
+            }
             let peek = self.consumer.peek(&self.shared)?;
+            steps += self.consumer.stepped + 1;
             if !self.orphans.is_empty() {
                 self.settle_orphans();
             }

@@ -647,7 +647,17 @@ pub(crate) enum Peek {
     Reserved { idx: usize, span: u32 },
     /// Closed by a sender, and everything before the close was consumed.
     End,
+    /// [`STEP_LIMIT`] records were stepped over (or consumed) without finding a message: look
+    /// again once the caller has checked its deadline.
+    Busy,
 }
+
+/// The most records that deliver nothing (skip and abort records, the rest of a dropped
+/// message) that one look at the ring steps over or consumes before it lets its caller check
+/// the deadline. Producers write one skip record per lap of the ring and one abort record per
+/// failed message; a peer writing them as fast as they are consumed would otherwise keep one
+/// look going for as long as it likes.
+pub(crate) const STEP_LIMIT: u32 = 1024;
 
 /// The consumer's private state.
 #[derive(Debug)]
@@ -658,6 +668,8 @@ pub(crate) struct Consumer {
     tail_seen: u32,
     /// The `tail` word as last seen when nothing was ready.
     tail_word: u32,
+    /// How many skip records the last [`Consumer::peek`] stepped over.
+    pub(crate) stepped: u32,
 }
 
 impl Consumer {
@@ -667,10 +679,12 @@ impl Consumer {
             head,
             tail_seen: head,
             tail_word: 0,
+            stepped: 0,
         }
     }
 
-    /// Looks at `head`, stepping over skip records.
+    /// Looks at `head`, stepping over skip records (at most [`STEP_LIMIT`]: then
+    /// [`Peek::Busy`]; how many in `stepped`).
     ///
     /// # Errors
     /// `EBADMSG` if the record at `head` or the positions are corrupt (the state is unchanged:
@@ -678,7 +692,11 @@ impl Consumer {
     #[inline]
     pub(crate) fn peek(&mut self, sh: &Shared) -> Result<Peek> {
         let cap = sh.capacity as usize;
+        self.stepped = 0;
         loop {
+            if self.stepped == STEP_LIMIT {
+                return Ok(Peek::Busy);
+            }
             let idx = (self.head & sh.mask) as usize;
             let word = sh.commit_word(idx).load(Acquire);
             if word == 0 {
@@ -753,6 +771,7 @@ impl Consumer {
             self.announce(sh, span);
             sh.commit_word(idx).store(0, Relaxed);
             self.advance(sh, span);
+            self.stepped += 1;
         }
     }
 
@@ -906,6 +925,7 @@ pub unsafe fn take_into(
         head: state.head & POS_MASK,
         tail_seen: state.tail_seen & POS_MASK,
         tail_word: 0,
+        stepped: 0,
     };
     let taken = match consumer.peek(&sh) {
         Ok(Peek::Message { idx, len, kind: 0 }) if len <= room => {
