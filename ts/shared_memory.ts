@@ -102,6 +102,11 @@ const out = new BigUint64Array(5);
 const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
 interface Resolved {
+  /**
+   * A copy of the id, frozen: a caller who changes their own id object afterwards changes
+   * nothing here (`unlink()` once removed the segment under the new name).
+   */
+  readonly id: SegmentId;
   readonly label: string;
   open(b: Backend, size: bigint, how: number, flags: number, mode: number, owner: bigint): number;
   unlink(b: Backend): number;
@@ -125,14 +130,17 @@ function resolve(id: unknown, what: string): Resolved {
   if (hasKey) {
     const key = check.key((id as { key: unknown }).key, `${what}.key`);
     return {
+      id: Object.freeze({ key }),
       label: `key 0x${key.toString(16)}`,
       open: (b, size, how, flags, mode, owner) =>
         b.openKey(key, size, how, flags, mode, owner, out),
       unlink: (b) => b.unlinkKey(key),
     };
   }
-  const [name, bytes] = check.name((id as { name: unknown }).name, `${what}.name`);
+  const given = (id as { name: unknown }).name;
+  const [name, bytes] = check.name(given, `${what}.name`);
   return {
+    id: Object.freeze({ name: given as string }),
     label: `name ${name}`,
     open: (b, size, how, flags, mode, owner) =>
       b.openName(bytes, size, how, flags, mode, owner, out),
@@ -473,7 +481,7 @@ export class SharedMemory implements Disposable {
     const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
       CONSTRUCT,
-      id,
+      resolved.id,
       resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
     );
@@ -538,7 +546,7 @@ export class SharedMemory implements Disposable {
     }
     return new SharedMemory(
       CONSTRUCT,
-      id,
+      resolved.id,
       resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
     );
@@ -551,7 +559,10 @@ export class SharedMemory implements Disposable {
     if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
   }
 
-  /** The segment's key or name, as given. */
+  /**
+   * The segment's key or name, as given when this was opened: a frozen copy, which later changes
+   * to the caller's own id object do not reach.
+   */
   get id(): SegmentId {
     return this.#id;
   }
