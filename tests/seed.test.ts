@@ -32,6 +32,35 @@ test("createSharedBuffer: initialize on an existing segment keeps its data (the 
   }
 });
 
+test("createSharedBuffer: initialize is any value, taken by JavaScript truthiness as the seed did", () => {
+  // It threw "initialize must be a boolean" for 1 or "true", which the seed (V8's
+  // BooleanValue()) took as true: not a drop-in.
+  for (const initialize of [true, 1, "true", "false", "yes", {}, [], -1]) {
+    const key = uniqueKey();
+    try {
+      const buffer = createSharedBuffer(key, 64, initialize as boolean);
+      assert.equal(buffer.byteLength, 64, `${String(initialize)} creates`);
+      detachSharedBuffer(buffer);
+    } finally {
+      cleanup({ key });
+    }
+  }
+  for (const initialize of [false, 0, "", null, undefined, NaN, 0n]) {
+    const key = uniqueKey();
+    assert.throws(
+      () => createSharedBuffer(key, 64, initialize as boolean),
+      (e) => e instanceof lib.SharedMemoryError && e.code === "ENOENT",
+      `${String(initialize)} only opens`,
+    );
+    cleanup({ key });
+  }
+  // SharedMemory's own options stay strict.
+  assert.throws(
+    () => SharedMemory.create({ key: uniqueKey() }, 64, { populate: 1 as never }),
+    (e) => e instanceof TypeError && /options\.populate must be a boolean/.test(e.message),
+  );
+});
+
 test("createSharedBuffer: a smaller size attaches to a prefix; a larger one is refused", () => {
   const key = uniqueKey();
   try {

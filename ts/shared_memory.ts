@@ -706,8 +706,9 @@ export class SharedMemory implements Disposable {
  * @param key Any integer from 1 to 0xffffffff naming the segment.
  * @param size The size in bytes. When opening, the segment must have at least this many; when
  *   `initialize` finds it existing, exactly this many.
- * @param initialize If true, create the segment when missing; if false (default), open an
- *   existing one.
+ * @param initialize If truthy, create the segment when missing; if falsy (default), open an
+ *   existing one. Any value is taken, by JavaScript truthiness (`1` and `"false"` create, `0`
+ *   and `""` do not), as the seed converted it (V8's `BooleanValue`).
  * @param options `owner`: whose existing segment is accepted (see {@linkcode Owner}); the seed
  *   accepted anyone's, this accepts this user's and root's unless told otherwise.
  * @throws {SharedMemoryError} `ENOENT` when opening a missing segment; `EINVAL` on a size
@@ -729,7 +730,8 @@ export function createSharedBuffer(
 ): ArrayBuffer {
   const resolved = resolve({ key }, "createSharedBuffer");
   check.size(size);
-  const create = flag(initialize, "initialize");
+  // Truthiness, not a boolean check: a drop-in must take the `1` or `"true"` the seed took.
+  const create = Boolean(initialize);
   const opts = check.options<{ owner?: Owner }>(options, "options");
   const owner = ownerArg(opts.owner, "options.owner");
   const b = backend();
