@@ -358,10 +358,19 @@ export function throwCode(code: number, action: string): never {
   fail(backend(), code, action);
 }
 
-function checkBufferLength(b: Backend, length: number, what: string): void {
+/**
+ * Throws a RangeError if the runtime cannot make an ArrayBuffer of `length` bytes; `window` says
+ * how the caller reaches such a segment instead.
+ */
+function checkBufferLength(
+  b: Backend,
+  length: number,
+  what: string,
+  window = "view(byteOffset, byteLength)",
+): void {
   if (length > b.maxBufferBytes) {
     throw new RangeError(
-      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use view(byteOffset, byteLength) for a window`,
+      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use ${window} for a window`,
     );
   }
 }
@@ -508,17 +517,6 @@ export class SharedMemory implements Disposable {
     return SharedMemory.#make("SharedMemory.openOrCreate", id, size, options, OPEN_OR_CREATE);
   }
 
-  /**
-   * Removes a segment's key or name. Processes that have it mapped keep using it; it is freed
-   * when the last one closes it. A new segment can be created under the same id at once.
-   *
-   * @throws {SharedMemoryError} `ENOENT` if there is no such segment.
-   *
-   * @example
-   * ```ts
-   * SharedMemory.unlink({ name: "/jobs" });
-   * ```
-   */
   /** Checks the arguments of a creating call and makes the segment. */
   static #make(
     caller: string,
@@ -552,6 +550,17 @@ export class SharedMemory implements Disposable {
     );
   }
 
+  /**
+   * Removes a segment's key or name. Processes that have it mapped keep using it; it is freed
+   * when the last one closes it. A new segment can be created under the same id at once.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if there is no such segment.
+   *
+   * @example
+   * ```ts
+   * SharedMemory.unlink({ name: "/jobs" });
+   * ```
+   */
   static unlink(id: SegmentId): void {
     const resolved = resolve(id, "id");
     const b = backend();
@@ -735,7 +744,13 @@ export function createSharedBuffer(
   const opts = check.options<{ owner?: Owner }>(options, "options");
   const owner = ownerArg(opts.owner, "options.owner");
   const b = backend();
-  checkBufferLength(b, size, "createSharedBuffer");
+  // createSharedBuffer has no view() of its own.
+  checkBufferLength(
+    b,
+    size,
+    "createSharedBuffer",
+    `SharedMemory.open({ key: ${key} }).view(byteOffset, byteLength)`,
+  );
   const [handle, address, length] = openSegment("createSharedBuffer", resolved, {
     size,
     how: create ? OPEN_OR_CREATE : OPEN,
