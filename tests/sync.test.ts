@@ -179,6 +179,33 @@ test("wait: options must be an object (or undefined)", () => {
   assert.equal(wait(i32, 0, 0, 0, {}), "timed-out");
 });
 
+test("timeout errors of wait, waitAsync and lock are worded as a channel's", async () => {
+  // wait and lock said "got object" for null where a channel said "got null", and "must be at
+  // least 0 (or Infinity)" where a channel said "must be between 0 and 9007199254740991".
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  const mutex = Mutex.init(shm.buffer, 64);
+  using channel = lib.Channel.create({ name: uniqueName("sync-timeouts") }, { capacity: 1024 });
+  channel.unlink();
+  const rx = channel.receiver();
+  const cases: [unknown, ErrorConstructor, string][] = [
+    [null, TypeError, "timeoutMs must be a number, got null"],
+    ["1", TypeError, 'timeoutMs must be a number, got string "1"'],
+    [-1, RangeError, `timeoutMs must be between 0 and ${Number.MAX_SAFE_INTEGER}, got -1`],
+    [NaN, RangeError, "timeoutMs must be an integer, got NaN"],
+  ];
+  for (const [timeout, type, message] of cases) {
+    const is = (e: unknown) => e instanceof type && (e as Error).message === message;
+    const t = timeout as number;
+    assert.throws(() => rx.recv(t), is, `recv(${String(timeout)}): the wording to match`);
+    assert.throws(() => wait(i32, 0, 0, t), is, `wait(${String(timeout)})`);
+    assert.throws(() => mutex.lock(t), is, `lock(${String(timeout)})`);
+    await assert.rejects(waitAsync(i32, 0, 0, t), is, `waitAsync(${String(timeout)})`);
+  }
+  // A fraction of a millisecond is a timeout here, as before.
+  assert.equal(wait(i32, 0, 0, 0.25), "timed-out");
+});
+
 test("wait and notify reach each buffer's own word, and none after its segment closed", () => {
   const a = scratch();
   using b = scratch();

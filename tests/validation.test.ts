@@ -155,6 +155,12 @@ test("bad ids and options", () => {
     TypeError,
     "populate",
   );
+  // null is named as null, not as its typeof ("object").
+  rejects(
+    () => SharedMemory.open({ name: "/x" }, { populate: null as never }),
+    TypeError,
+    "options.populate must be a boolean, got null",
+  );
 });
 
 test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {

@@ -160,7 +160,7 @@ function fail(b: Backend, code: number, action: string): never {
 function flag(value: unknown, what: string): boolean {
   if (value === undefined) return false;
   if (typeof value !== "boolean") {
-    throw new TypeError(`${what} must be a boolean, got ${typeof value}`);
+    throw new TypeError(`${what} must be a boolean, got ${check.describe(value)}`);
   }
   return value;
 }
