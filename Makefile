@@ -97,9 +97,10 @@ dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS)
 	@touch $@
 
 # The bundle is given the import.meta.url the ES module build of ts/node/backend.ts has, which
-# that adapter finds the package's folder from.
+# that adapter finds the package's folder from. --keep-names: classes esbuild renames inside the
+# bundle (`_SharedMemory`) keep their own name in `name`, `util.inspect` and stack traces.
 dist/node.cjs: $(TS_SOURCES) | $(NODE_TOOLS)
-	$(ESBUILD) node.ts --bundle --platform=node --format=cjs --target=node20 --log-level=warning \
+	$(ESBUILD) node.ts --bundle --platform=node --format=cjs --target=node20 --keep-names --log-level=warning \
 		--outfile=$@ --define:import.meta.url=__sb_module_url \
 		'--banner:js=const __sb_module_url = require("node:url").pathToFileURL(__dirname + "/ts/node/backend.js").href;'
 

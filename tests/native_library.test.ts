@@ -12,15 +12,19 @@ import { copyFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import process from "node:process";
 import {
+  childrenTest,
+  cleanup,
   type Done,
   lib,
   repoRoot,
   resultOf,
   runtime,
+  runtimeBin,
   scriptCommand,
   start,
   test,
   testUnless,
+  uniqueName,
 } from "./harness.ts";
 import { ABI_VERSION, symbols } from "../ts/ffi.ts";
 import { backend } from "../ts/backend.ts";
@@ -215,6 +219,42 @@ testUnless(
       assertEquals(await load(root, { [LIBRARY_ENV]: stub }), { path: BUILT }, "skipped");
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+childrenTest(
+  ["deno"],
+  "Deno with --allow-ffi scoped to the library: all but async waits work; those say what they need",
+  async () => {
+    // The README's scoped permission once failed on first use with an uncaught "NotCapable:
+    // Requires ffi access": the async waits' callback, which needs unscoped --allow-ffi, was made
+    // when the library loaded.
+    const [name, channel] = [uniqueName("scoped-ffi"), uniqueName("scoped-ffi-ch")];
+    try {
+      const script = `${root}/tests/children/library/scoped_ffi.ts`;
+      const r = await start([
+        runtimeBin("deno"),
+        "run",
+        `--allow-ffi=${BUILT}`,
+        script,
+        name,
+        channel,
+      ])
+        .done;
+      if (r.code !== 0) {
+        throw new Error(`library/scoped_ffi.ts exited with ${r.code}:\n${r.stderr}`);
+      }
+      const result = resultOf<Record<string, { name: string; message: string }>>(r, "scoped_ffi");
+      assertEquals(result.sync, "ok", "the blocking calls");
+      for (const call of ["waitAsync", "recvAsync"]) {
+        assertEquals(result[call].name, "NotCapable", `${call}: the error's class`);
+        assertIncludes(result[call].message, "need --allow-ffi without a path", call);
+        assertIncludes(result[call].message, "callback", `${call}: why`);
+      }
+    } finally {
+      cleanup({ name });
+      cleanup({ name: channel });
     }
   },
 );

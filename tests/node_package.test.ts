@@ -57,3 +57,27 @@ if (runtime === "node") {
     }
   });
 }
+
+if (runtime === "node") {
+  test("under require, classes and stack frames carry their own names (esbuild --keep-names)", () => {
+    // The CommonJS bundle renamed them `_SharedMemory`, `_Mutex`, `_Channel` in `name`,
+    // `util.inspect` and stack traces.
+    const seen = node(
+      `const { Channel, Mutex, SharedMemory, SharedMemoryError } = require("${PACKAGE_NAME}");
+       const names = [Channel, Mutex, SharedMemory, SharedMemoryError].map((c) => c.name);
+       const shm = SharedMemory.create({ key: ${uniqueKey()} }, 64);
+       shm.unlink();
+       shm.close();
+       let frame = "";
+       try { shm.view(); } catch (e) { frame = e.stack.split("\\n").find((l) => /^ *at .*\\.view /.test(l)); }
+       console.log(JSON.stringify({ names, inspected: require("node:util").inspect(shm), frame }));`,
+      "commonjs",
+    );
+    const { names, inspected, frame } = JSON.parse(seen);
+    assert.deepEqual(names, ["Channel", "Mutex", "SharedMemory", "SharedMemoryError"]);
+    assert.match(inspected, /^SharedMemory /);
+    // Node 20's V8 names a method's stack frame (and a failed private-member check, in every
+    // version) by the class's own binding, which the bundle still calls `_SharedMemory`.
+    if (!process.versions.node.startsWith("20.")) assert.match(frame, /at SharedMemory\.view /);
+  });
+}

@@ -291,6 +291,52 @@ test("a byteLength, id or created assigned or defined on a SharedMemory changes 
   }
 });
 
+test("an id object changed after open: unlink() and id still name the segment opened", () => {
+  // SharedMemory and Channel kept the caller's own object: after `id.name = "/b"`, unlink()
+  // removed "/b" and `id` returned the changed object.
+  for (const kind of ["SharedMemory", "Channel"] as const) {
+    for (const how of ["create", "open"] as const) {
+      const [a, b] = [uniqueName("id-copy-a"), uniqueName("id-copy-b")];
+      const [keyA, keyB] = [uniqueKey(), uniqueKey()];
+      try {
+        using spared = SharedMemory.create({ name: b }, 4096);
+        using sparedKey = SharedMemory.create({ key: keyB }, 4096);
+        for (const id of [{ name: a }, { key: keyA }] as Record<string, unknown>[]) {
+          const made = kind === "SharedMemory"
+            ? SharedMemory.create(id as Id, 4096)
+            : Channel.create(id as Id, { capacity: 1024 });
+          const given: Record<string, unknown> = how === "create" ? id : { ...id };
+          const opened = how === "create"
+            ? made
+            : kind === "SharedMemory"
+            ? SharedMemory.open(given as Id)
+            : Channel.open(given as Id);
+          const original = { ...given };
+          if ("name" in given) given.name = b;
+          else given.key = keyB;
+          assert.deepEqual(opened.id, original, `${kind}.${how}: id after the change`);
+          assert.ok(Object.isFrozen(opened.id), `${kind}.${how}: id is frozen`);
+          assert.notEqual(opened.id, given, `${kind}.${how}: id is a copy`);
+          opened.unlink();
+          assert.throws(
+            () => SharedMemory.open(original as Id),
+            code("ENOENT"),
+            `${kind}.${how}: the segment opened is gone`,
+          );
+          if (opened !== made) opened.close();
+          made.close();
+        }
+        // The ids the objects were changed to are untouched.
+        SharedMemory.open({ name: b }).close();
+        SharedMemory.open({ key: keyB }).close();
+        void spared, sparedKey;
+      } finally {
+        for (const id of [{ name: a }, { name: b }, { key: keyA }, { key: keyB }]) cleanup(id);
+      }
+    }
+  }
+});
+
 test("a Mutex in a view() from an offset that is not a multiple of 8: a RangeError that says so", () => {
   // It was a SharedMemoryError EINVAL "Mutex.init at byte 0: invalid argument".
   const key = uniqueKey();

@@ -32,6 +32,35 @@ test("createSharedBuffer: initialize on an existing segment keeps its data (the 
   }
 });
 
+test("createSharedBuffer: initialize is any value, taken by JavaScript truthiness as the seed did", () => {
+  // It threw "initialize must be a boolean" for 1 or "true", which the seed (V8's
+  // BooleanValue()) took as true: not a drop-in.
+  for (const initialize of [true, 1, "true", "false", "yes", {}, [], -1]) {
+    const key = uniqueKey();
+    try {
+      const buffer = createSharedBuffer(key, 64, initialize as boolean);
+      assert.equal(buffer.byteLength, 64, `${String(initialize)} creates`);
+      detachSharedBuffer(buffer);
+    } finally {
+      cleanup({ key });
+    }
+  }
+  for (const initialize of [false, 0, "", null, undefined, NaN, 0n]) {
+    const key = uniqueKey();
+    assert.throws(
+      () => createSharedBuffer(key, 64, initialize as boolean),
+      (e) => e instanceof lib.SharedMemoryError && e.code === "ENOENT",
+      `${String(initialize)} only opens`,
+    );
+    cleanup({ key });
+  }
+  // SharedMemory's own options stay strict.
+  assert.throws(
+    () => SharedMemory.create({ key: uniqueKey() }, 64, { populate: 1 as never }),
+    (e) => e instanceof TypeError && /options\.populate must be a boolean/.test(e.message),
+  );
+});
+
 test("createSharedBuffer: a smaller size attaches to a prefix; a larger one is refused", () => {
   const key = uniqueKey();
   try {
@@ -85,7 +114,7 @@ test("detachSharedBuffer works on a SharedMemory buffer; the object then makes a
   }
 });
 
-test("createSharedBuffer and view() beyond the runtime's largest buffer: a RangeError naming view(), never an abort", () => {
+test("createSharedBuffer and view() beyond the runtime's largest buffer: a RangeError naming the view() to use, never an abort", () => {
   // Node.js 20 cannot make an external buffer over 4 GiB; asking it to aborted the process.
   const key = uniqueKey();
   const size = 2 ** 32 + 1;
@@ -103,7 +132,15 @@ test("createSharedBuffer and view() beyond the runtime's largest buffer: a Range
         buffer = attempt();
       } catch (err) {
         assert.ok(err instanceof RangeError, `${what}: ${err}`);
-        assert.match(err.message, /largest ArrayBuffer .* use view\(byteOffset, byteLength\)/);
+        // createSharedBuffer has no view() of its own: its message names SharedMemory's.
+        assert.match(
+          err.message,
+          what === "createSharedBuffer"
+            ? new RegExp(
+              `largest ArrayBuffer .* use SharedMemory\\.open\\(\\{ key: ${key} \\}\\)\\.view\\(byteOffset, byteLength\\)`,
+            )
+            : /largest ArrayBuffer .* use view\(byteOffset, byteLength\)/,
+        );
         continue;
       }
       assert.equal(buffer.byteLength, size, what);

@@ -226,7 +226,7 @@ test("unlink of a missing segment is ENOENT", () => {
   );
 });
 
-test(`the library path is reported and loadLibrary refuses a second path`, () => {
+test(`the library path is reported and loadLibrary refuses a second path, or one not a string`, () => {
   const path = lib.loadLibrary();
   // Without SHARED_BUFFER_LIB, the library is the build next to the package.
   const root = repoRoot;
@@ -236,6 +236,15 @@ test(`the library path is reported and loadLibrary refuses a second path`, () =>
   assert.equal(path, process.env.SHARED_BUFFER_LIB || `${root}target/release/${file}`);
   assert.equal(lib.loadLibrary(path), path);
   assert.throws(() => lib.loadLibrary("/elsewhere/libshared_buffer_native.so"), /already loaded/);
+  // Not a string: a TypeError naming the argument (it was "already loaded from ..." here, and
+  // before the first load a search for the value as a path).
+  for (const bad of [5, null, { path }, new URL(`file://${path}`)]) {
+    assert.throws(
+      () => lib.loadLibrary(bad as never),
+      (e) => e instanceof TypeError && /^loadLibrary: path must be a string, got /.test(e.message),
+      String(bad),
+    );
+  }
 });
 
 for (const [kind, id] of ids()) {

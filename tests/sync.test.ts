@@ -144,6 +144,68 @@ test("wait/notify misuse: clear errors, the process lives on", async () => {
   await assert.rejects(waitAsync(i32, 0, 0, 0), closed);
 });
 
+test("wait, waitAsync and notify on a misaligned view: a RangeError that says so, before the call", async () => {
+  // It was a SharedMemoryError EINVAL "wait: invalid argument" from the native call.
+  using shm = scratch();
+  const misaligned = (e: unknown) =>
+    e instanceof RangeError &&
+    /not a multiple of 4 \(an Int32Array over a view\(\)/.test(e.message);
+  for (const start of [1, 2, 3, 6]) {
+    const i32 = new Int32Array(shm.view(start, 16));
+    assert.throws(() => wait(i32, 0, 1, 0), misaligned, `wait, view(${start})`);
+    assert.throws(() => wait(i32, 0, 1, 0, { spin: 10 }), misaligned, `spin, view(${start})`);
+    assert.throws(() => wait(i32, 0, 1, 0, { spin: "adaptive" }), misaligned);
+    assert.throws(() => notify(i32, 0), misaligned, `notify, view(${start})`);
+    await assert.rejects(waitAsync(i32, 0, 1, 0), misaligned, `waitAsync, view(${start})`);
+  }
+  // Aligned views work, and reach the word at their own offset.
+  Atomics.store(new Int32Array(shm.buffer), 2, 5);
+  assert.equal(wait(new Int32Array(shm.view(8, 16)), 0, 5, 0), "timed-out");
+  assert.equal(notify(new Int32Array(shm.view(4, 16)), 1), 0);
+});
+
+test("wait: options must be an object (or undefined)", () => {
+  // A string was read as "no options" and the wait went ahead.
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  for (const options of ["x", 5, null, true, [1]]) {
+    assert.throws(
+      () => wait(i32, 0, 1, 0, options as never),
+      (e) => e instanceof TypeError && /^options must be an object, got /.test(e.message),
+      `options ${String(options)}`,
+    );
+  }
+  assert.equal(wait(i32, 0, 1, 0, undefined), "not-equal");
+  assert.equal(wait(i32, 0, 0, 0, {}), "timed-out");
+});
+
+test("timeout errors of wait, waitAsync and lock are worded as a channel's", async () => {
+  // wait and lock said "got object" for null where a channel said "got null", and "must be at
+  // least 0 (or Infinity)" where a channel said "must be between 0 and 9007199254740991".
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  const mutex = Mutex.init(shm.buffer, 64);
+  using channel = lib.Channel.create({ name: uniqueName("sync-timeouts") }, { capacity: 1024 });
+  channel.unlink();
+  const rx = channel.receiver();
+  const cases: [unknown, ErrorConstructor, string][] = [
+    [null, TypeError, "timeoutMs must be a number, got null"],
+    ["1", TypeError, 'timeoutMs must be a number, got string "1"'],
+    [-1, RangeError, `timeoutMs must be between 0 and ${Number.MAX_SAFE_INTEGER}, got -1`],
+    [NaN, RangeError, "timeoutMs must be an integer, got NaN"],
+  ];
+  for (const [timeout, type, message] of cases) {
+    const is = (e: unknown) => e instanceof type && (e as Error).message === message;
+    const t = timeout as number;
+    assert.throws(() => rx.recv(t), is, `recv(${String(timeout)}): the wording to match`);
+    assert.throws(() => wait(i32, 0, 0, t), is, `wait(${String(timeout)})`);
+    assert.throws(() => mutex.lock(t), is, `lock(${String(timeout)})`);
+    await assert.rejects(waitAsync(i32, 0, 0, t), is, `waitAsync(${String(timeout)})`);
+  }
+  // A fraction of a millisecond is a timeout here, as before.
+  assert.equal(wait(i32, 0, 0, 0.25), "timed-out");
+});
+
 test("wait and notify reach each buffer's own word, and none after its segment closed", () => {
   const a = scratch();
   using b = scratch();

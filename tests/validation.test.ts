@@ -66,10 +66,15 @@ test("bad sizes: type, range, zero, and beyond what the OS or runtime allows", (
   }
 });
 
-test("bad names: empty, too long, inner slash, NUL, lone surrogate, wrong type", () => {
+test("bad names: empty, dot or dot-dot, too long, inner slash, NUL, lone surrogate, wrong type", () => {
   const cases: [unknown, ErrorConstructor, string][] = [
     ["", RangeError, "empty"],
     ["/", RangeError, "empty"],
+    // Each failed with an EEXIST that suggested `replace: true`: they name a folder.
+    ["/.", RangeError, '"." or ".."'],
+    [".", RangeError, '"." or ".."'],
+    ["/..", RangeError, '"." or ".."'],
+    ["..", RangeError, '"." or ".."'],
     ["a/b", RangeError, "'/'"],
     ["/a/b", RangeError, "'/'"],
     ["a\0b", RangeError, "NUL"],
@@ -85,6 +90,15 @@ test("bad names: empty, too long, inner slash, NUL, lone surrogate, wrong type",
     rejects(() => SharedMemory.create({ name: name as string }, 64), type, "name");
     rejects(() => SharedMemory.open({ name: name as string }), type, detail);
     rejects(() => SharedMemory.unlink({ name: name as string }), type, "name");
+  }
+  // Dots are fine in any other name.
+  for (const tag of ["...", ".a", "a."]) {
+    const dotted = `/${tag}${uniqueName("dots").slice(1)}`;
+    try {
+      SharedMemory.create({ name: dotted }, 64).close();
+    } finally {
+      cleanup({ name: dotted });
+    }
   }
   // A whole pair is one character, and fine.
   const pair = uniqueName("pair-\u{1f600}");
@@ -141,7 +155,12 @@ test("bad ids and options", () => {
     TypeError,
     "populate",
   );
-  rejects(() => createSharedBuffer(uniqueKey(), 64, "yes" as never), TypeError, "initialize");
+  // null is named as null, not as its typeof ("object").
+  rejects(
+    () => SharedMemory.open({ name: "/x" }, { populate: null as never }),
+    TypeError,
+    "options.populate must be a boolean, got null",
+  );
 });
 
 test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {

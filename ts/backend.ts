@@ -9,6 +9,7 @@
  */
 
 import { CHANNEL_STATE_BYTES } from "./ffi.ts";
+import { describe } from "./validate.ts";
 
 /**
  * An address in the form this runtime's FFI takes fastest for a `usize` parameter: a BigInt in
@@ -254,6 +255,7 @@ export function installBackend(load: BackendLoader): void {
  *
  * @param path An explicit path to `libshared_buffer_native.so` (or `.dylib`), tried before anything else.
  * @returns The path it was loaded from.
+ * @throws {TypeError} If `path` is given and is not a string.
  * @throws {Error} If it is already loaded from another path, or no candidate loads.
  *
  * @example
@@ -263,6 +265,9 @@ export function installBackend(load: BackendLoader): void {
  * ```
  */
 export function loadLibrary(path?: string): string {
+  if (path !== undefined && typeof path !== "string") {
+    throw new TypeError(`loadLibrary: path must be a string, got ${describe(path)}`);
+  }
   if (active) {
     if (path !== undefined && path !== active.libraryPath) {
       throw new Error(

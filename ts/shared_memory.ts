@@ -102,6 +102,11 @@ const out = new BigUint64Array(5);
 const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
 interface Resolved {
+  /**
+   * A copy of the id, frozen: a caller who changes their own id object afterwards changes
+   * nothing here (`unlink()` once removed the segment under the new name).
+   */
+  readonly id: SegmentId;
   readonly label: string;
   open(b: Backend, size: bigint, how: number, flags: number, mode: number, owner: bigint): number;
   unlink(b: Backend): number;
@@ -125,14 +130,17 @@ function resolve(id: unknown, what: string): Resolved {
   if (hasKey) {
     const key = check.key((id as { key: unknown }).key, `${what}.key`);
     return {
+      id: Object.freeze({ key }),
       label: `key 0x${key.toString(16)}`,
       open: (b, size, how, flags, mode, owner) =>
         b.openKey(key, size, how, flags, mode, owner, out),
       unlink: (b) => b.unlinkKey(key),
     };
   }
-  const [name, bytes] = check.name((id as { name: unknown }).name, `${what}.name`);
+  const given = (id as { name: unknown }).name;
+  const [name, bytes] = check.name(given, `${what}.name`);
   return {
+    id: Object.freeze({ name: given as string }),
     label: `name ${name}`,
     open: (b, size, how, flags, mode, owner) =>
       b.openName(bytes, size, how, flags, mode, owner, out),
@@ -152,7 +160,7 @@ function fail(b: Backend, code: number, action: string): never {
 function flag(value: unknown, what: string): boolean {
   if (value === undefined) return false;
   if (typeof value !== "boolean") {
-    throw new TypeError(`${what} must be a boolean, got ${typeof value}`);
+    throw new TypeError(`${what} must be a boolean, got ${check.describe(value)}`);
   }
   return value;
 }
@@ -350,10 +358,19 @@ export function throwCode(code: number, action: string): never {
   fail(backend(), code, action);
 }
 
-function checkBufferLength(b: Backend, length: number, what: string): void {
+/**
+ * Throws a RangeError if the runtime cannot make an ArrayBuffer of `length` bytes; `window` says
+ * how the caller reaches such a segment instead.
+ */
+function checkBufferLength(
+  b: Backend,
+  length: number,
+  what: string,
+  window = "view(byteOffset, byteLength)",
+): void {
   if (length > b.maxBufferBytes) {
     throw new RangeError(
-      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use view(byteOffset, byteLength) for a window`,
+      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use ${window} for a window`,
     );
   }
 }
@@ -473,7 +490,7 @@ export class SharedMemory implements Disposable {
     const owner = ownerArg(opts.owner, "options.owner");
     return new SharedMemory(
       CONSTRUCT,
-      id,
+      resolved.id,
       resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
     );
@@ -500,17 +517,6 @@ export class SharedMemory implements Disposable {
     return SharedMemory.#make("SharedMemory.openOrCreate", id, size, options, OPEN_OR_CREATE);
   }
 
-  /**
-   * Removes a segment's key or name. Processes that have it mapped keep using it; it is freed
-   * when the last one closes it. A new segment can be created under the same id at once.
-   *
-   * @throws {SharedMemoryError} `ENOENT` if there is no such segment.
-   *
-   * @example
-   * ```ts
-   * SharedMemory.unlink({ name: "/jobs" });
-   * ```
-   */
   /** Checks the arguments of a creating call and makes the segment. */
   static #make(
     caller: string,
@@ -538,12 +544,23 @@ export class SharedMemory implements Disposable {
     }
     return new SharedMemory(
       CONSTRUCT,
-      id,
+      resolved.id,
       resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
     );
   }
 
+  /**
+   * Removes a segment's key or name. Processes that have it mapped keep using it; it is freed
+   * when the last one closes it. A new segment can be created under the same id at once.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if there is no such segment.
+   *
+   * @example
+   * ```ts
+   * SharedMemory.unlink({ name: "/jobs" });
+   * ```
+   */
   static unlink(id: SegmentId): void {
     const resolved = resolve(id, "id");
     const b = backend();
@@ -551,7 +568,10 @@ export class SharedMemory implements Disposable {
     if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
   }
 
-  /** The segment's key or name, as given. */
+  /**
+   * The segment's key or name, as given when this was opened: a frozen copy, which later changes
+   * to the caller's own id object do not reach.
+   */
   get id(): SegmentId {
     return this.#id;
   }
@@ -695,8 +715,9 @@ export class SharedMemory implements Disposable {
  * @param key Any integer from 1 to 0xffffffff naming the segment.
  * @param size The size in bytes. When opening, the segment must have at least this many; when
  *   `initialize` finds it existing, exactly this many.
- * @param initialize If true, create the segment when missing; if false (default), open an
- *   existing one.
+ * @param initialize If truthy, create the segment when missing; if falsy (default), open an
+ *   existing one. Any value is taken, by JavaScript truthiness (`1` and `"false"` create, `0`
+ *   and `""` do not), as the seed converted it (V8's `BooleanValue`).
  * @param options `owner`: whose existing segment is accepted (see {@linkcode Owner}); the seed
  *   accepted anyone's, this accepts this user's and root's unless told otherwise.
  * @throws {SharedMemoryError} `ENOENT` when opening a missing segment; `EINVAL` on a size
@@ -718,11 +739,18 @@ export function createSharedBuffer(
 ): ArrayBuffer {
   const resolved = resolve({ key }, "createSharedBuffer");
   check.size(size);
-  const create = flag(initialize, "initialize");
+  // Truthiness, not a boolean check: a drop-in must take the `1` or `"true"` the seed took.
+  const create = Boolean(initialize);
   const opts = check.options<{ owner?: Owner }>(options, "options");
   const owner = ownerArg(opts.owner, "options.owner");
   const b = backend();
-  checkBufferLength(b, size, "createSharedBuffer");
+  // createSharedBuffer has no view() of its own.
+  checkBufferLength(
+    b,
+    size,
+    "createSharedBuffer",
+    `SharedMemory.open({ key: ${key} }).view(byteOffset, byteLength)`,
+  );
   const [handle, address, length] = openSegment("createSharedBuffer", resolved, {
     size,
     how: create ? OPEN_OR_CREATE : OPEN,

@@ -91,7 +91,15 @@ function locate(view: unknown, index: unknown, caller: string): Address {
   let words = views.get(view);
   if (words === undefined || words.mapping.released) {
     const mapping = mappingOf(viewBuffer(view), caller); // throws for a closed or foreign buffer
-    words = { mapping, base: mapping.address + BigInt(viewByteOffset(view)), at: new Map() };
+    const base = mapping.address + BigInt(viewByteOffset(view));
+    if ((base & 3n) !== 0n) {
+      // An Int32Array over a view() from an offset that is not a multiple of 4: the kernel waits
+      // on aligned words only, and the native call said only "invalid argument" (EINVAL).
+      throw new RangeError(
+        `${caller}: view starts at a byte of its segment that is not a multiple of 4 (an Int32Array over a view() from such an offset); use a buffer that starts at one`,
+      );
+    }
+    words = { mapping, base, at: new Map() };
     views.set(view, words);
   }
   let address = words.at.get(index);
@@ -111,11 +119,15 @@ let EBUSY = 0;
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
 function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
   if (timeoutMs === undefined || timeoutMs === Infinity) return FOREVER;
+  // Worded as the channel's timeouts are (`check.integer`), though a fraction of a ms counts here.
   if (typeof timeoutMs !== "number") {
-    throw new TypeError(`${what} must be a number of milliseconds, got ${typeof timeoutMs}`);
+    throw new TypeError(`${what} must be a number, got ${check.describe(timeoutMs)}`);
   }
-  if (Number.isNaN(timeoutMs) || timeoutMs < 0) {
-    throw new RangeError(`${what} must be at least 0 (or Infinity), got ${timeoutMs}`);
+  if (Number.isNaN(timeoutMs)) check.integer(timeoutMs, what, 0, Number.MAX_SAFE_INTEGER);
+  if (timeoutMs < 0) {
+    throw new RangeError(
+      `${what} must be between 0 and ${Number.MAX_SAFE_INTEGER}, got ${timeoutMs}`,
+    );
   }
   const ns = Math.ceil(timeoutMs * 1e6);
   return ns > Number.MAX_SAFE_INTEGER ? FOREVER : ns;
@@ -144,8 +156,11 @@ function result(code: number, caller: string): WaitResult {
  *   earlier.
  * @returns `"ok"` when woken (spurious wake-ups are possible: re-check your condition, as with
  *   `Atomics.wait`), `"not-equal"` if the value already differed, `"timed-out"`.
- * @throws {TypeError} If `view` is not an Int32Array over this library's memory.
- * @throws {RangeError} For a bad index, expected value or timeout.
+ * @param options How long to spin before parking (see {@linkcode WaitOptions}).
+ * @throws {TypeError} If `view` is not an Int32Array over this library's memory, or `options`
+ *   is not an object.
+ * @throws {RangeError} For a bad index, expected value or timeout, or a view whose first element
+ *   is not at a multiple of 4 bytes in its segment.
  * @throws {SharedMemoryError} `EBADF` if the segment was closed.
  *
  * @example
@@ -164,11 +179,13 @@ export function wait(
   const address = locate(view, index, "wait");
   const value = word(expected);
   const ns = timeoutNs(timeoutMs);
-  const spin = options?.spin;
+  const spin = options === undefined
+    ? undefined
+    : check.options<WaitOptions>(options, "options").spin;
   if (spin === "adaptive") {
     const found = views.get(view)!; // made by `locate`
     const words = found.words ??= honestWords(view);
-    // Misaligned (not really an Int32Array): the native call reports it.
+    // Misaligned (not really an Int32Array; `locate` refuses those first): the native call says.
     if (words === undefined) return result(backend().wait(address, value, ns, 0), "wait");
     return waitAdaptive(words, index, spinnerAt(address), address, value, ns);
   }

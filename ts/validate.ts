@@ -74,6 +74,15 @@ export function name(value: unknown, what = "name"): [string, Uint8Array] {
   }
   const bare = value.startsWith("/") ? value.slice(1) : value;
   if (bare.length === 0) throw new RangeError(`${what} must not be empty`);
+  if (bare === "." || bare === "..") {
+    // They name the segments' folder (`/dev/shm`) or its parent, never a segment: a create
+    // failed with an EEXIST that suggested `replace: true`.
+    throw new RangeError(
+      `${what} must not be "." or "..", which name a folder, not a segment, got ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
   if (bare.includes("/")) {
     throw new RangeError(
       `${what} must not contain '/' after its first character, got ${JSON.stringify(value)}`,

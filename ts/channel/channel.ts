@@ -231,7 +231,7 @@ function nsUntil(until: number, now: number): number {
  * ```
  */
 export class Channel implements Disposable {
-  /** The segment's key or name. */
+  /** The segment's key or name, as given: a frozen copy (see {@linkcode SharedMemory.id}). */
   readonly id: SegmentId;
   /** Bytes of the ring. */
   readonly capacity: number;
@@ -307,10 +307,10 @@ export class Channel implements Disposable {
     );
     try {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
-      return new Channel(id, shm, capacity, mode);
+      return new Channel(shm.id, shm, capacity, mode);
     } catch (err) {
       shm.close();
-      SharedMemory.unlink(id);
+      SharedMemory.unlink(shm.id);
       throw err;
     }
   }
@@ -331,7 +331,7 @@ export class Channel implements Disposable {
       const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
       for (;;) {
         const found = validateRegion(i32, shm.byteLength);
-        if (found) return new Channel(id, shm, found[0], found[1]);
+        if (found) return new Channel(shm.id, shm, found[0], found[1]);
         if (performance.now() >= deadline) {
           throw channelError("ETIMEDOUT", "Channel.open: the channel was never set up");
         }
