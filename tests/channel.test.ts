@@ -13,7 +13,7 @@ import {
   uniqueName,
 } from "./harness.ts";
 import * as layout from "../ts/channel/layout.ts";
-import { MAX_PROBE_EVERY, MAX_SPIN_MS, SPIN_MS, Spinner } from "../ts/spin.ts";
+import { MAX_PROBE_EVERY, MAX_SPIN_MS, PROBE_GAP_SPINS, SPIN_MS, Spinner } from "../ts/spin.ts";
 import { spawnSync } from "node:child_process";
 import { initRegion, Producer, Ring, STEP_LIMIT } from "../ts/channel/ring.ts";
 
@@ -1605,6 +1605,35 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   assert.deepEqual(s.state, { score: 1, probeEvery: 1, spinMs: SPIN_MS, budget: 0 });
 });
 
+test("adaptive spin: once it parks at once, a wait with a clock probes at least every PROBE_GAP_SPINS spins of time, and a wait without one finds out within 32 waits", () => {
+  const s = new Spinner("adaptive");
+  s.learn(0.05);
+  for (let i = 0; i < 40; i++) {
+    s.start(true);
+    s.record(false);
+  }
+  // Every spin failed: the count alone would now wait up to 1,024 waits for the next probe.
+  assert.deepEqual(s.state, { score: 0, probeEvery: MAX_PROBE_EVERY, spinMs: 0.05, budget: 0 });
+  const gapMs = PROBE_GAP_SPINS * 0.05;
+  for (const clock of [true, false]) {
+    spend(gapMs * 1.5);
+    let waits = 0;
+    do {
+      waits++;
+      s.start(clock);
+    } while (s.state.budget === 0 && waits < 1000);
+    assert.equal(s.state.budget, 0.05, "a probe");
+    // With a clock, the first wait after the gap; without, within the waits between two looks.
+    assert.ok(waits <= (clock ? 1 : 32), `${waits} waits (clock: ${clock})`);
+    s.record(false);
+  }
+  // The gap is counted from the last spin: right after one, waits park at once again (a busy
+  // machine may take longer than the gap between two of them; then it probes, as it should).
+  const started = performance.now();
+  s.start(true);
+  if (performance.now() - started < gapMs / 2) assert.equal(s.state.budget, 0);
+});
+
 /** Busy-waits `ms` milliseconds of wall time. */
 function spend(ms: number): void {
   for (const end = performance.now() + ms; performance.now() < end;);
@@ -1675,8 +1704,9 @@ test("adaptive spin: a spin lasts as long as the last slow wake-up took, within 
   assert.equal(s.state.budget, SPIN_MS);
   s.end(true);
 
-  // While it parks at once (its spins failed), a park is timed only when the next wait probes.
-  const q = new Spinner("adaptive");
+  // While it parks at once (its spins failed), a park is timed only when the next wait probes
+  // (here counted in waits only: no probe comes from the time gap).
+  const q = new Spinner("adaptive", Infinity);
   for (let i = 0; i < 3; i++) q.record(false);
   assert.deepEqual(q.state, { score: 0, probeEvery: 4, spinMs: SPIN_MS, budget: 0 });
   // Without a deadline (`start(false)`), such a wait reads no clock at all.

@@ -7,7 +7,14 @@
  * pays off. When the spin keeps failing (the peer shares this core, so it cannot run while this
  * process spins, or it answers slowly) the endpoint parks at once, and only now and then spins
  * again to see whether things changed, at intervals that double after each failed probe (up to
- * every {@linkcode MAX_PROBE_EVERY}th wait).
+ * every {@linkcode MAX_PROBE_EVERY}th wait), and at least once every {@linkcode PROBE_GAP_SPINS}
+ * spin budgets of time: so a failed probe costs at most 1/64 of the time, and a pair that stopped
+ * spinning for a while tries again within milliseconds. (Here two processes on two cores
+ * sometimes could not run at once: the host ran other work, and while one spun the other did not
+ * get its reply out, as on one core. Both then stopped spinning, and with probes every 1,024
+ * waits, 100 ms at their round trip of 100 µs, they stayed parked long after: in 7 of 16 runs of
+ * a 1.3 s ping-pong in which the host took 9% or more of the two CPUs' time (the guest's steal
+ * time), none of 24 in which it took less. Probing by time as well, 1 of 22 such runs.)
  *
  * How long a spin lasts is learned too. Two processes that answer each other from two cores
  * otherwise settle where both park: each reply comes only after the other's wake-up, later than
@@ -27,9 +34,10 @@
  * The Spinner also keeps the wait's clock: {@linkcode Spinner.start} reads it once, and the wait
  * takes its deadline, its next peer check and the relative timeout of its first park from that
  * one reading; spinning reads it again only every {@linkcode CLOCK_EVERY} rounds, a wait reads
- * it afresh after a park, and a wait that parked reads it once more at its end when the next
- * wait will spin (to learn from it). A call that need not wait reads no clock at all, nor does a
- * wait without a deadline that parks at once (`start(false)`).
+ * it afresh after a park, and a wait that parked reads it once more at its end when it spun or
+ * the next wait will spin (to learn from it). A call that need not wait reads no clock at all,
+ * nor does a wait without a deadline that parks at once (`start(false)`), but for one wait in
+ * {@linkcode GAP_CHECK_EVERY}, which looks whether a probe is due by time.
  *
  * @module
  */
@@ -49,6 +57,14 @@ export const CLOCK_EVERY = 32;
 const MAX_SCORE = 8;
 /** The longest interval, in waits, between two probing spins once spinning stopped paying. */
 export const MAX_PROBE_EVERY = 1024;
+/**
+ * The longest interval between two spins, in spin budgets of time, where the wait's clock
+ * tells: a probe that fails costs at most 1/64 of the time, and a pair that stopped spinning
+ * while spinning could not pay tries again within milliseconds, not after 1,024 waits.
+ */
+export const PROBE_GAP_SPINS = 64;
+/** A wait without a clock of its own reads it for the gap above once every this many waits. */
+export const GAP_CHECK_EVERY = 32;
 
 /** The spin policy of one endpoint: a fixed number of rounds, or learned ("adaptive"). */
 export class Spinner {
@@ -67,11 +83,16 @@ export class Spinner {
   #parked = false;
   /** When the wait parked first (its clock reading then). */
   #parkedAt = 0;
+  /** When a wait last began to spin (or this spinner was made). */
+  #spunAt = performance.now();
+  /** {@linkcode PROBE_GAP_SPINS}, or another gap (tests: Infinity, counting waits only). */
+  readonly #gapSpins: number;
   /** The wait's latest clock reading (performance.now() time). */
   #now = 0;
 
-  constructor(spin: number | "adaptive") {
+  constructor(spin: number | "adaptive", gapSpins = PROBE_GAP_SPINS) {
     this.fixed = spin === "adaptive" ? -1 : spin;
+    this.#gapSpins = gapSpins;
   }
 
   /**
@@ -84,14 +105,24 @@ export class Spinner {
    * @returns The clock, read once here: the wait's start (NaN as above).
    */
   start(clock = true, maxMs = Infinity): number {
-    const budget = this.fixed < 0 ? this.budgetMs() : 0;
+    let now = NaN;
+    let budget = 0;
+    if (this.fixed < 0) {
+      // A wait without a clock reads it now and then all the same, for the probes' time gap.
+      if (clock || (this.#score === 0 && (this.#sinceProbe + 1) % GAP_CHECK_EVERY === 0)) {
+        now = performance.now();
+      }
+      budget = this.budgetMs(now);
+    } else if (clock) now = performance.now();
     this.#budget = budget < maxMs ? budget : maxMs;
     this.#spins = 0;
     this.#parked = false;
-    if (!clock && this.#budget === 0) return this.#now = NaN;
-    const now = this.#now = performance.now();
+    if (this.#budget > 0) {
+      if (Number.isNaN(now)) now = performance.now();
+      this.#spunAt = now;
+    }
     this.#until = now + this.#budget;
-    return now;
+    return this.#now = now;
   }
 
   /** After a look that found nothing: true to look again at once, false to go on to park. */
@@ -132,9 +163,11 @@ export class Spinner {
   end(got: boolean): void {
     if (this.fixed >= 0) return;
     if (this.#budget > 0) this.record(got && !this.#parked);
-    // The clock is read for this only when the next wait will spin: on one core, where waits
-    // park at once, a clock read per wait cost more than the spins it tunes.
-    if (got && this.#parked && this.#spinsNext()) this.learn(performance.now() - this.#parkedAt);
+    // The clock is read for this only when this wait spun or the next one will: on one core,
+    // where waits park at once, a clock read per wait cost more than the spins it tunes.
+    if (got && this.#parked && (this.#budget > 0 || this.#spinsNext())) {
+      this.learn(performance.now() - this.#parkedAt);
+    }
   }
 
   /** Whether the next wait spins (what {@linkcode budgetMs} will say, without counting it). */
@@ -150,10 +183,18 @@ export class Spinner {
     if (parkedMs <= MAX_SPIN_MS) this.#spinMs = parkedMs > SPIN_MS ? parkedMs : SPIN_MS;
   }
 
-  /** How long the wait starting now spins (ms; 0: park at once). Adaptive endpoints only. */
-  budgetMs(): number {
+  /**
+   * How long the wait starting now spins (ms; 0: park at once). Adaptive endpoints only.
+   *
+   * @param now The clock, if read: a probe is due too once {@linkcode PROBE_GAP_SPINS} spin
+   *   budgets of time passed since the last spin.
+   */
+  budgetMs(now = NaN): number {
     if (this.#score > 0) return this.#spinMs;
-    if (++this.#sinceProbe < this.#probeEvery) return 0;
+    if (
+      ++this.#sinceProbe < this.#probeEvery &&
+      !(now - this.#spunAt >= this.#gapSpins * this.#spinMs)
+    ) return 0;
     this.#sinceProbe = 0;
     return this.#spinMs;
   }
