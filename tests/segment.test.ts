@@ -119,9 +119,12 @@ for (const [kind] of ids()) {
       f64[0] = 1.5;
       const window = new Int32Array(shm.view(1024, 1024));
       window[0] = 9;
+      // The first view is held as the buffer is, later ones are tracked: all are detached.
+      const later = [shm.view(0, 8), shm.view(8, 8), shm.view(2048)];
       shm.close();
       shm.close();
       assert.equal(shm.closed, true);
+      assert.ok(later.every(detached), "every later view is detached");
       assert.equal(detached(whole), true);
       assert.equal(whole.byteLength, 0);
       assert.equal(f64.length, 0);
