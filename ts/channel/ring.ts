@@ -569,7 +569,10 @@ export class Producer {
     const r = this.#r;
     let lastHead = -1;
     let lastTail = -1;
-    for (;;) {
+    for (let tries = 0;; tries++) {
+      // Each failed try means another sender moved `tail` (or a peer wrote it): after many, the
+      // caller waits for room as when the ring is full, and checks its deadline meanwhile.
+      if (tries === STEP_LIMIT) return this.#full();
       const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
       const tail = Atomics.load(r.i32, TAIL);
       this.headSeen = head;

@@ -477,7 +477,7 @@ impl Producer {
     fn reserve_mpsc(&mut self, sh: &Shared, span: u32) -> Result<Option<usize>> {
         let cap = sh.capacity;
         let mut last_bad = None;
-        loop {
+        for _ in 0..STEP_LIMIT {
             // head before tail: the tail read later is never behind the head read earlier.
             let head = sh.head().load(Acquire) & POS_MASK;
             let tail = sh.tail().load(Acquire);
@@ -521,6 +521,9 @@ impl Producer {
             }
             commit_skip(sh, idx as usize, to_end);
         }
+        // Each failed try means another producer moved `tail` (or a peer wrote it): after
+        // many, the caller waits for room as when the ring is full, and checks its deadline.
+        full(sh)
     }
 
     /// Marks the record just reserved at `idx` as this producer's: the producer word (MPSC),

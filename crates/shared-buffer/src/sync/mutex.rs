@@ -46,6 +46,8 @@ pub const LIVENESS_POLL: Duration = Duration::from_millis(10);
 /// Spin rounds (about 50 ns each) before a locker parks: a lock held for a few microseconds
 /// changes hands without a system call.
 const SPINS: u32 = 100;
+/// Lost races (a compare-and-swap that failed) between two looks at the clock.
+const RACES_PER_LOOK: u32 = 64;
 
 /// The owner word of `(token, stamp)`: token in the low 32 bits (the futex word), stamp above.
 fn encode(token: u32, stamp: u32) -> u64 {
@@ -509,9 +511,10 @@ impl Mutex {
             }
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut races = 0u32;
         loop {
             let word = self.owner.load(Ordering::Relaxed);
-            match Self::classify(word, me) {
+            let lost = match Self::classify(word, me) {
                 Owner::Free => {
                     // Others may be parked: keep the waiters bit so that our unlock wakes one.
                     if self
@@ -521,16 +524,26 @@ impl Mutex {
                     {
                         return Ok(LockOutcome::Acquired);
                     }
-                    continue;
+                    true
                 }
                 Owner::Me => return Err(LockError::Deadlock),
                 Owner::Invalid => {
                     if self.take_over(word, me) {
                         return Ok(LockOutcome::OwnerDied);
                     }
-                    continue;
+                    true
                 }
-                Owner::Other { .. } => {}
+                Owner::Other { .. } => false,
+            };
+            if lost {
+                // A race lost to another locker: look again at once, but at the clock too now
+                // and then, or a peer writing the word as fast as it changes would keep this
+                // loop from its deadline.
+                races += 1;
+                if races % RACES_PER_LOOK == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(LockError::TimedOut);
+                }
+                continue;
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
