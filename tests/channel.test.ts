@@ -1445,6 +1445,38 @@ test("one look steps over a bounded number of records that deliver nothing; the 
   }
 });
 
+test("a sender's abandoned reservations are stepped over 1,024 at a time; every kind of receive gets the message behind them", async () => {
+  using ch = channel(1 << 16);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const abandonThenSend = (count: number, message: string) => {
+    for (let i = 0; i < count; i++) {
+      tx.reserve(0);
+      tx.abandon();
+    }
+    tx.send(message);
+  };
+  const text = (bytes: Uint8Array | null | undefined) => bytes && new TextDecoder().decode(bytes);
+  abandonThenSend(2 * STEP_LIMIT + 100, "a");
+  const looks: unknown[] = [];
+  for (let got; got === undefined && looks.length < 10;) looks.push(got = rx.tryRecv());
+  assert.equal(text(looks.at(-1) as Uint8Array), "a");
+  assert.equal(looks.length, 3, "two looks of 1,024, then the rest and the message");
+  abandonThenSend(3 * STEP_LIMIT, "b");
+  assert.equal(text(rx.recv(60_000)), "b");
+  abandonThenSend(3 * STEP_LIMIT, "c");
+  assert.equal(text(await rx.recvAsync(60_000)), "c");
+  abandonThenSend(3 * STEP_LIMIT, "d");
+  const into = new Uint8Array(8);
+  assert.equal(rx.recvInto(into, 60_000), 1);
+  assert.equal(into[0], "d".charCodeAt(0));
+  abandonThenSend(3 * STEP_LIMIT, "e");
+  const batch: string[] = [];
+  rx.recvMany((m) => void batch.push(text(m)!), 60_000);
+  assert.deepEqual(batch, ["e"]);
+  assert.equal(rx.tryRecv(), undefined);
+});
+
 test("a peer writing skip or abort records as fast as they are consumed cannot hold a receive past its deadline", async () => {
   const children: Child[] = [];
   for (const kind of ["skip", "abort"]) {
@@ -1608,10 +1640,8 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
 test("adaptive spin: once it parks at once, a wait with a clock probes at least every PROBE_GAP_SPINS spins of time, and a wait without one finds out within 32 waits", () => {
   const s = new Spinner("adaptive");
   s.learn(0.05);
-  for (let i = 0; i < 40; i++) {
-    s.start(true);
-    s.record(false);
-  }
+  // Waits that spin and fail, counted without a clock (so no probe comes from time here).
+  for (let i = 0; i < 5000; i++) if (s.budgetMs() > 0) s.record(false);
   // Every spin failed: the count alone would now wait up to 1,024 waits for the next probe.
   assert.deepEqual(s.state, { score: 0, probeEvery: MAX_PROBE_EVERY, spinMs: 0.05, budget: 0 });
   const gapMs = PROBE_GAP_SPINS * 0.05;

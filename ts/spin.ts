@@ -99,7 +99,8 @@ export class Spinner {
    * A wait begins: it spins for the fixed rounds, or for what {@linkcode budgetMs} says.
    *
    * @param clock False if the caller needs no clock reading (no deadline, no peer checks): then
-   *   a wait that parks at once reads none, and {@linkcode now} gives NaN until it parks.
+   *   a wait that parks at once reads none but one in {@linkcode GAP_CHECK_EVERY} (for the
+   *   probes' time gap), and {@linkcode now} gives NaN until it parks if it read none.
    * @param maxMs The longest spin the caller allows (an async wait blocks its event loop while
    *   it spins).
    * @returns The clock, read once here: the wait's start (NaN as above).
@@ -144,6 +145,14 @@ export class Spinner {
   now(): number {
     if (this.#parked || (this.fixed > 0 && this.#spins > 1)) this.#now = performance.now();
     return this.#now;
+  }
+
+  /**
+   * Reads the clock for a wait that went on without parking or spinning (it consumed records
+   * that delivered nothing): what {@linkcode now} gives from then on.
+   */
+  refresh(): number {
+    return this.#now = performance.now();
   }
 
   /**

@@ -195,12 +195,6 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
   }
 }
 
-/**
- * How long a receive pauses, at most, after {@linkcode STEP_LIMIT} records that delivered
- * nothing (ms). A sender's commit ends the pause at once.
- */
-const STALL_MS = 1;
-
 /** The nanoseconds from `now` until `until` (both performance.now() time), at least 0. */
 function nsUntil(until: number, now: number): number {
   return Math.max(0, Math.ceil((until - now) * 1e6));
@@ -1276,7 +1270,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end. */
+  /**
+   * Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end.
+   * `undefined` also after 1,024 records that deliver nothing in a row (abandoned reservations,
+   * aborted messages), which it consumes: a message behind more of them takes more calls.
+   */
   tryRecv(): Uint8Array | null | undefined {
     const fast = this.#takeCopy(undefined);
     if (fast !== undefined) return fast;
@@ -1589,13 +1587,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const consumer = this.#consumer;
     const r = this.#ring;
     this.#stalled = false;
-    for (let steps = 0;; steps += consumer.stepped + 1) {
-      if (steps >= STEP_LIMIT) {
+    for (let steps = 0;;) {
+      const idx = consumer.peek(STEP_LIMIT - steps);
+      steps += consumer.stepped;
+      if (idx === SKIPPING) {
         consumer.publish();
         this.#stalled = true;
         return undefined;
       }
-      const idx = consumer.peek();
       if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
         consumer.publish();
@@ -1607,7 +1606,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (idx < 0) {
         consumer.publish(); // nothing to take: the room of what was taken goes back now
-        this.#stalled = idx === SKIPPING;
         return undefined;
       }
       const word = consumer.word;
@@ -1624,6 +1622,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (special === L.REC_ABORT) {
         this.#dropPartial(key);
         consumer.release(len);
+        steps++;
         continue;
       }
       if (partial === undefined && special === 0) {
@@ -1635,6 +1634,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         // The rest of a message dropped for a limit.
         consumer.release(len);
         if (special === 0) this.#partial.delete(key);
+        steps++;
         continue;
       }
       const size = (partial?.size ?? 0) + len;
@@ -1737,17 +1737,21 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         return got;
       }
       if (this.#stalled) {
-        // Records that deliver nothing as fast as they are consumed (a peer writing them):
-        // the deadline holds, and the peer's writes (or the event loop) go on for a moment.
-        spinner.parking();
-        const now = spinner.now();
+        // Many records that deliver nothing (abandoned reservations, or a peer writing such
+        // records as fast as they are consumed): the deadline holds, and an async receive lets
+        // its event loop run (a wait of a nanosecond ends through the event loop); then the
+        // next look goes on from there.
+        const now = spinner.refresh();
         if (now >= deadline) {
           spinner.end(false);
           throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
         }
-        Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
-        yield { offset: L.OFF_RX_WAITING, ns: nsUntil(Math.min(deadline, now + STALL_MS), now) };
-        Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+        if (!sync) {
+          Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
+          yield { offset: L.OFF_RX_WAITING, ns: 1 };
+          if (this.#closed) throw closedError("ChannelReceiver.recv");
+          Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+        }
         continue;
       }
       if (!ownChecked) {
@@ -1761,7 +1765,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
       }
       const state = consumer.peek();
-      if (state >= 0 || state === END) continue; // arrived meanwhile
+      if (state >= 0 || state === END || state === SKIPPING) continue; // arrived meanwhile
       if (now >= nextCheck) {
         nextCheck = now + peerCheckMs;
         this.#checkSenders(state);

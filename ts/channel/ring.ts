@@ -473,16 +473,17 @@ export const END = -3;
 /** A record reserved and marked but not committed: {@linkcode Consumer.reservedIdx} and span. */
 export const RESERVED = -4;
 /**
- * {@linkcode Consumer.peek} stepped over {@linkcode STEP_LIMIT} skip records without finding
+ * {@linkcode Consumer.peek} stepped over as many skip records as it was allowed without finding
  * anything else: look again once the caller has checked its deadline.
  */
 export const SKIPPING = -5;
 /**
  * The most records that deliver nothing (skip and abort records, the rest of a dropped message)
  * that one look at the ring steps over or consumes before it lets its caller check the
- * deadline. Senders write one skip record per lap of the ring and one abort record per failed
- * message; a peer writing them as fast as they are consumed would otherwise keep one look
- * going for as long as it likes.
+ * deadline. Senders write a skip record per lap of the ring and per abandoned reservation, and
+ * an abort record per failed message; a peer writing them as fast as they are consumed would
+ * otherwise keep one look going for as long as it likes. (Fragments of a message being put
+ * together do not count: the receiver's limits bound them.)
  */
 export const STEP_LIMIT = 1024;
 
@@ -781,14 +782,14 @@ export class Consumer {
   }
 
   /**
-   * Looks at `head`, stepping over skip records (at most {@linkcode STEP_LIMIT}: then SKIPPING;
-   * how many in {@linkcode stepped}): a message's data index (its commit word and length in
-   * {@linkcode word} and {@linkcode len}), or EMPTY, IN_FLIGHT, END, RESERVED or SKIPPING.
+   * Looks at `head`, stepping over skip records (at most `limit`: then SKIPPING; how many in
+   * {@linkcode stepped}): a message's data index (its commit word and length in {@linkcode word}
+   * and {@linkcode len}), or EMPTY, IN_FLIGHT, END, RESERVED or SKIPPING.
    */
-  peek(): number {
+  peek(limit: number = STEP_LIMIT): number {
     const r = this.#r;
     for (this.stepped = 0;; this.stepped++) {
-      if (this.stepped === STEP_LIMIT) return SKIPPING;
+      if (this.stepped >= limit) return SKIPPING;
       const idx = this.head & r.mask;
       const word = Atomics.load(r.i32, DATA + (idx >> 2));
       if (word === 0) {

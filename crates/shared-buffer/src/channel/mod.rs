@@ -477,6 +477,16 @@ struct Clock {
     spins: u32,
 }
 
+/// What [`Receiver::reassemble`] did with a data record.
+enum Reassembled {
+    /// A whole message.
+    Got(Got),
+    /// A fragment, kept with the others of its message.
+    Collected,
+    /// Consumed and dropped: an abort record, or a fragment of a message dropped for a limit.
+    Dropped,
+}
+
 /// What a blocking call does next.
 enum Step {
     /// Look again (still spinning).
@@ -1054,8 +1064,10 @@ impl Receiver {
     /// Receives the next message if all of it is there now.
     ///
     /// # Errors
-    /// `EAGAIN` if no whole message is ready (fragments that are there are collected); otherwise
-    /// as [`Receiver::recv`].
+    /// `EAGAIN` if no whole message is ready (fragments that are there are collected), or after
+    /// 1,024 records that deliver nothing in a row (abandoned reservations, aborted messages),
+    /// which it consumes: a message behind more of them takes more calls; otherwise as
+    /// [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
         Ok(self.copy_next(&mut buf, None)?.map(|_| buf))
@@ -1220,11 +1232,10 @@ impl Receiver {
     fn poll(&mut self) -> Result<Poll> {
         let mut steps = 0;
         loop {
-            if steps >= STEP_LIMIT {
-                return Ok(Poll::Wait(Peek::Busy));
-            }
-            let peek = self.consumer.peek(&self.shared)?;
-            steps += self.consumer.stepped + 1;
+            let peek = self
+                .consumer
+                .peek_within(&self.shared, STEP_LIMIT - steps)?;
+            steps += self.consumer.stepped;
             if !self.orphans.is_empty() {
                 self.settle_orphans();
             }
@@ -1234,8 +1245,12 @@ impl Receiver {
                         self.pending = Some((idx, len));
                         return Ok(Poll::Got(Got::InPlace(idx, len)));
                     }
-                    if let Some(got) = self.reassemble(idx, len, kind)? {
-                        return Ok(Poll::Got(got));
+                    match self.reassemble(idx, len, kind)? {
+                        Reassembled::Got(got) => return Ok(Poll::Got(got)),
+                        Reassembled::Collected => {}
+                        // Counted: a peer writing such records as fast as they are consumed
+                        // must not keep this look going (see STEP_LIMIT).
+                        Reassembled::Dropped => steps += 1,
                     }
                 }
                 Peek::End => {
@@ -1297,14 +1312,14 @@ impl Receiver {
     /// `EBADMSG` error the record stays unconsumed, so the same error comes again; on
     /// `EMSGSIZE` (a limit) it is consumed and the sender's message dropped.
     #[cold]
-    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> Result<Option<Got>> {
+    fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> Result<Reassembled> {
         let sh = Arc::clone(&self.shared);
         let slot = self.consumer.producer_slot(&sh, idx)?;
         let bit = 1u64 << slot;
         if kind == REC_ABORT {
             self.drop_partial(slot);
             self.consumer.release(&sh, idx, len);
-            return Ok(None);
+            return Ok(Reassembled::Dropped);
         }
         let collecting = !self.partials[slot].is_empty();
         if self.discarding & bit != 0 {
@@ -1314,11 +1329,11 @@ impl Receiver {
                 self.discarding &= !bit;
                 self.begun -= 1;
             }
-            return Ok(None);
+            return Ok(Reassembled::Dropped);
         }
         if kind == 0 && !collecting {
             self.pending = Some((idx, len));
-            return Ok(Some(Got::InPlace(idx, len)));
+            return Ok(Reassembled::Got(Got::InPlace(idx, len)));
         }
         let total = self.partials[slot].len() + len;
         if total > MAX_MESSAGE_LEN {
@@ -1357,11 +1372,11 @@ impl Receiver {
             if !collecting {
                 self.begun += 1;
             }
-            return Ok(None);
+            return Ok(Reassembled::Collected);
         }
         self.pending_bytes -= at;
         self.begun -= 1;
-        Ok(Some(Got::Assembled(slot)))
+        Ok(Reassembled::Got(Got::Assembled(slot)))
     }
 
     /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over

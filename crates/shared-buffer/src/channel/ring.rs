@@ -650,16 +650,18 @@ pub(crate) enum Peek {
     Reserved { idx: usize, span: u32 },
     /// Closed by a sender, and everything before the close was consumed.
     End,
-    /// [`STEP_LIMIT`] records were stepped over (or consumed) without finding a message: look
-    /// again once the caller has checked its deadline.
+    /// As many skip records as allowed were stepped over (or, in a receiver's look,
+    /// [`STEP_LIMIT`] records consumed) without finding a message: look again once the caller
+    /// has checked its deadline.
     Busy,
 }
 
 /// The most records that deliver nothing (skip and abort records, the rest of a dropped
 /// message) that one look at the ring steps over or consumes before it lets its caller check
-/// the deadline. Producers write one skip record per lap of the ring and one abort record per
-/// failed message; a peer writing them as fast as they are consumed would otherwise keep one
-/// look going for as long as it likes.
+/// the deadline. Producers write a skip record per lap of the ring and per abandoned
+/// reservation, and an abort record per failed message; a peer writing them as fast as they are
+/// consumed would otherwise keep one look going for as long as it likes. (Fragments of a
+/// message being put together do not count: the receiver's limits bound them.)
 pub(crate) const STEP_LIMIT: u32 = 1024;
 
 /// The consumer's private state.
@@ -690,14 +692,23 @@ impl Consumer {
     /// [`Peek::Busy`]; how many in `stepped`).
     ///
     /// # Errors
+    /// As [`Consumer::peek_within`].
+    #[inline]
+    pub(crate) fn peek(&mut self, sh: &Shared) -> Result<Peek> {
+        self.peek_within(sh, STEP_LIMIT)
+    }
+
+    /// [`Consumer::peek`], stepping over at most `limit` skip records.
+    ///
+    /// # Errors
     /// `EBADMSG` if the record at `head` or the positions are corrupt (the state is unchanged:
     /// the same error comes again).
     #[inline]
-    pub(crate) fn peek(&mut self, sh: &Shared) -> Result<Peek> {
+    pub(crate) fn peek_within(&mut self, sh: &Shared, limit: u32) -> Result<Peek> {
         let cap = sh.capacity as usize;
         self.stepped = 0;
         loop {
-            if self.stepped == STEP_LIMIT {
+            if self.stepped >= limit {
                 return Ok(Peek::Busy);
             }
             let idx = (self.head & sh.mask) as usize;
