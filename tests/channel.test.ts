@@ -204,6 +204,22 @@ test("many senders: each one's order is kept, any one's close ends the stream", 
   assert.equal(rx.recv(), null);
 });
 
+test("a receive's errors name the call made, and a negative timeout is refused however small", async () => {
+  using ch = channel(1024);
+  const rx = ch.receiver();
+  for (const timeoutMs of [-0.5, -1, -Infinity, NaN]) {
+    assert.throws(() => rx.recv(timeoutMs), RangeError, String(timeoutMs));
+  }
+  rx.close();
+  const named = (call: string) => (e: unknown) =>
+    e instanceof SharedMemoryError && e.code === "EBADF" &&
+    e.message.startsWith(`ChannelReceiver.${call}:`);
+  assert.throws(() => rx.recv(), named("recv"));
+  assert.throws(() => rx.recvView(), named("recvView"));
+  await assert.rejects(rx.recvAsync(), named("recvAsync"));
+  await assert.rejects(rx.recvViewAsync(), named("recvViewAsync"));
+});
+
 test("open: not a channel, corrupt header, other version, not set up", () => {
   const name = uniqueName("notchan");
   try {
@@ -211,6 +227,13 @@ test("open: not a channel, corrupt header, other version, not set up", () => {
     const i32 = new Int32Array(shm.buffer);
     i32[0] = 0x12345678;
     assert.throws(() => Channel.open({ name }), code("EBADMSG"));
+    assert.throws(
+      () => Channel.open({ name }),
+      (e: unknown) =>
+        e instanceof SharedMemoryError &&
+        e.message.startsWith(`Channel.open of name ${name}: not a channel`),
+      "the call and the segment are named",
+    );
     i32[0] = 0;
     assert.throws(() => Channel.open({ name }, { timeoutMs: 20 }), code("ETIMEDOUT"));
   } finally {

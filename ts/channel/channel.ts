@@ -108,8 +108,9 @@ function timeoutOf(timeoutMs: unknown): number {
   if (typeof timeoutMs === "number" && timeoutMs >= 0 && timeoutMs <= Number.MAX_SAFE_INTEGER) {
     return Math.ceil(timeoutMs);
   }
+  // A negative fraction is refused too (rounding it up made it 0).
   return check.integer(
-    typeof timeoutMs === "number" && Number.isFinite(timeoutMs) ? Math.ceil(timeoutMs) : timeoutMs,
+    typeof timeoutMs === "number" && timeoutMs > 0 ? Math.ceil(timeoutMs) : timeoutMs,
     "timeoutMs",
     0,
     Number.MAX_SAFE_INTEGER,
@@ -333,6 +334,16 @@ export class Channel implements Disposable {
       }
     } catch (err) {
       shm.close();
+      // The header's errors, which say nothing of the call or the segment.
+      if (err instanceof SharedMemoryError && !err.message.startsWith("Channel.open")) {
+        const id = shm.id;
+        const which = "key" in id ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
+        throw new SharedMemoryError(
+          `Channel.open of ${which}: ${err.message}`,
+          err.code,
+          err.errno,
+        );
+      }
       throw err;
     }
   }
@@ -1106,7 +1117,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
-    return this.#takeCopy(timeoutMs) ?? this.#copy(this.recvView(timeoutMs));
+    return this.#takeCopy(timeoutMs) ?? this.#copy(this.#view(timeoutMs, "recv"));
   }
 
   /**
@@ -1232,7 +1243,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    return this.#takeCopy(timeoutMs) ?? this.#copy(await this.recvViewAsync(timeoutMs));
+    return this.#takeCopy(timeoutMs) ?? this.#copy(await this.#viewAsync(timeoutMs, "recvAsync"));
   }
 
   /**
@@ -1241,7 +1252,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * handed back to the senders. A fragmented message comes back as one reassembled buffer.
    */
   recvView(timeoutMs?: number): Uint8Array | null {
-    this.#begin("recvView");
+    return this.#view(timeoutMs, "recvView");
+  }
+
+  /** {@linkcode recvView}, its errors named after `what` (the call the user made). */
+  #view(timeoutMs: number | undefined, what: string): Uint8Array | null {
+    this.#begin(what);
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
@@ -1257,8 +1273,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /** {@linkcode recvView} as a Promise. */
-  async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    this.#begin("recvViewAsync");
+  recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    return this.#viewAsync(timeoutMs, "recvViewAsync");
+  }
+
+  /** {@linkcode recvViewAsync}, its errors named after `what` (the call the user made). */
+  async #viewAsync(timeoutMs: number | undefined, what: string): Promise<Uint8Array | null> {
+    this.#begin(what);
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
