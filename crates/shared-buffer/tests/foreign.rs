@@ -15,18 +15,12 @@ use test_support::Heap;
 const CAP: u32 = 256;
 
 fn channel(heap: &mut Heap, mode: Mode) -> Channel {
+    channel_of(heap, CAP, mode)
+}
+
+fn channel_of(heap: &mut Heap, capacity: u32, mode: Mode) -> Channel {
     // SAFETY: the heap region outlives every channel of the test (tests drop it last).
-    unsafe {
-        Channel::create_raw(
-            heap.ptr(),
-            heap.len(),
-            Config {
-                capacity: CAP,
-                mode,
-            },
-        )
-    }
-    .unwrap()
+    unsafe { Channel::create_raw(heap.ptr(), heap.len(), Config { capacity, mode }) }.unwrap()
 }
 
 /// The 32-bit word at byte `offset` of the region (no other thread runs in these tests).
@@ -825,18 +819,7 @@ fn a_look_steps_over_a_bounded_number_of_records_that_deliver_nothing() {
     const LIMIT: u32 = 1024;
     const BIG: u32 = 1 << 16;
     let mut heap = Heap::new(region_size(BIG));
-    // SAFETY: the heap region outlives the channel (dropped at the end of the test).
-    let ch = unsafe {
-        Channel::create_raw(
-            heap.ptr(),
-            heap.len(),
-            Config {
-                capacity: BIG,
-                mode: Mode::Spsc,
-            },
-        )
-    }
-    .unwrap();
+    let ch = channel_of(&mut heap, BIG, Mode::Spsc);
     // The foreign fast path: each take steps over at most LIMIT skip records, then leaves the
     // rest to a later call.
     append_nothing_then(&mut heap, BIG, layout::REC_SKIP, 2 * LIMIT + 100, 3, 0x33);
@@ -857,18 +840,7 @@ fn a_look_steps_over_a_bounded_number_of_records_that_deliver_nothing() {
     // The Rust receiver: the same for skip and abort records, and a receive with a deadline
     // looks as often as it takes.
     let mut heap = Heap::new(region_size(BIG));
-    // SAFETY: as above.
-    let ch = unsafe {
-        Channel::create_raw(
-            heap.ptr(),
-            heap.len(),
-            Config {
-                capacity: BIG,
-                mode: Mode::Spsc,
-            },
-        )
-    }
-    .unwrap();
+    let ch = channel_of(&mut heap, BIG, Mode::Spsc);
     let mut rx = ch.receiver(WaitOptions::default()).unwrap();
     for kind in [layout::REC_SKIP, layout::REC_ABORT] {
         append_nothing_then(&mut heap, BIG, kind, 2 * LIMIT + 100, 3, 0x33);
