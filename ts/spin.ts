@@ -29,7 +29,8 @@
  * failed on both sides again.) On one core a failed spin delays the peer, whose answer then
  * teaches a longer spin; the failures stop spinning all the same, and a probe, once spinning
  * stopped paying, spins at most {@linkcode MAX_SPIN_MS} every {@linkcode MAX_PROBE_EVERY}th
- * wait. An async wait spins at most {@linkcode SPIN_MS}: its event loop waits meanwhile.
+ * wait or once the time gap has passed, whichever comes first. An async wait spins at most
+ * {@linkcode SPIN_MS}: its event loop waits meanwhile.
  *
  * The Spinner also keeps the wait's clock: {@linkcode Spinner.start} reads it once, and the wait
  * takes its deadline, its next peer check and the relative timeout of its first park from that
