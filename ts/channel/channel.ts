@@ -471,6 +471,8 @@ export class ChannelSender implements Disposable {
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
   #busy = false;
+  /** The call under way (`send`, `sendMany`, `reserve`...), which errors name. */
+  #call = "send";
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
   /**
@@ -724,6 +726,7 @@ export class ChannelSender implements Disposable {
     if (this.#reservedIdx >= 0) {
       throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
     }
+    this.#call = what;
   }
 
   /**
@@ -845,11 +848,11 @@ export class ChannelSender implements Disposable {
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
-      if (this.#closed) throw closedError("ChannelSender.send");
+      if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
       let idx = producer.tryReserve(len);
       if (idx === FULL && !ownChecked) {
         ownChecked = true;
-        idx = ownReceiver(r, producer, len, deadline);
+        idx = ownReceiver(r, producer, len, deadline, `ChannelSender.${this.#call}`);
       }
       if (idx !== FULL) {
         spinner.end(true);
@@ -859,7 +862,7 @@ export class ChannelSender implements Disposable {
       const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
-        throw channelError("ETIMEDOUT", "ChannelSender.send: no room in the ring in time");
+        throw channelError("ETIMEDOUT", `ChannelSender.${this.#call}: no room in the ring in time`);
       }
       if (now >= nextCheck) {
         const consumer = r.consumerPid();
@@ -875,7 +878,7 @@ export class ChannelSender implements Disposable {
         spinner.parking();
         yield { offset: L.OFF_TX_WAITING, ns: nsUntil(Math.min(deadline, nextCheck), now) };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
-        if (this.#closed) throw closedError("ChannelSender.send");
+        if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
       }
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
@@ -895,7 +898,13 @@ let runs = 0;
  * (it would wait forever); one with a deadline waits it out (`ETIMEDOUT`), as asked.
  * Returns the record reserved, or FULL: wait as usual.
  */
-function ownReceiver(ring: Ring, producer: Producer, len: number, deadline: number): number {
+function ownReceiver(
+  ring: Ring,
+  producer: Producer,
+  len: number,
+  deadline: number,
+  caller: string,
+): number {
   if (ring.consumerPid() !== pid) return FULL;
   const receiver = receiverHere(ring);
   if (receiver === undefined) return FULL; // another thread of this process receives
@@ -908,8 +917,8 @@ function ownReceiver(ring: Ring, producer: Producer, len: number, deadline: numb
   throw channelError(
     "EDEADLK",
     inCall
-      ? "ChannelSender.send: a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call"
-      : "ChannelSender.send: the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)",
+      ? `${caller}: a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call`
+      : `${caller}: the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)`,
   );
 }
 
