@@ -1,5 +1,17 @@
 import assert from "node:assert/strict";
-import { cleanup, HANG_MS, lib, test, uniqueName, until } from "./harness.ts";
+import {
+  cleanup,
+  HANG_MS,
+  lacking,
+  lib,
+  runtime,
+  sleep,
+  test,
+  testUnless,
+  uniqueName,
+  until,
+  within,
+} from "./harness.ts";
 
 const { Mutex, notify, SharedMemory, SharedMemoryError, wait, waitAsync } = lib;
 
@@ -345,3 +357,44 @@ test("Mutex misuse: bad buffers and offsets, no mutex there, closed segment", ()
   assert.throws(() => mutex.tryLock(), closed);
   assert.throws(() => mutex.unlock(), closed);
 });
+
+test("a wait longer than one park (100 ms) still times out no earlier than asked", () => {
+  using shm = scratch();
+  const i32 = new Int32Array(shm.buffer);
+  Atomics.store(i32, 3, 7);
+  for (const options of [undefined, { spin: "adaptive" as const }]) {
+    const start = performance.now();
+    assert.equal(wait(i32, 3, 7, 250, options), "timed-out");
+    assert.ok(performance.now() - start >= 249.9, "never earlier than the timeout");
+  }
+});
+
+testUnless(
+  runtime !== "node" &&
+    lacking(
+      "an awaitable Worker.terminate(): Deno's returns at once and its process then stays up after a Worker busy in any loop (a plain for (;;) {} too)",
+    ),
+  "a Worker parked without a timeout in wait() or lock() can be terminated",
+  async () => {
+    const name = uniqueName("parked");
+    try {
+      using shm = SharedMemory.create({ name }, 4096);
+      using _held = Mutex.init(shm.buffer, 64).lock();
+      const { Worker: NodeWorker } = await import("node:worker_threads");
+      for (const what of ["wait", "lock"]) {
+        const url = new URL("./children/wait/park_in_worker.js", import.meta.url);
+        const w = new NodeWorker(url);
+        const said: unknown[] = [];
+        w.on("message", (m) => said.push(m));
+        w.postMessage({ name, what });
+        await until(() => said.includes("parking"), `the ${what} Worker to park`);
+        await sleep(50);
+        // A thread parked in the kernel for good would hold terminate() for good.
+        await within(w.terminate(), 10_000, `terminate() of a Worker parked in ${what}()`);
+        assert.deepEqual(said, ["parking"]);
+      }
+    } finally {
+      cleanup({ name });
+    }
+  },
+);

@@ -115,6 +115,35 @@ const FOREVER = -1;
 const CONSTRUCT: unique symbol = Symbol("Mutex");
 /** This platform's `EBUSY`, read from the native library on first use. */
 let EBUSY = 0;
+/** This platform's `ETIMEDOUT`, read from the native library on first use. */
+let ETIMEDOUT = 0;
+
+/**
+ * The longest a blocking native call parks at once (ns). A thread parked in the kernel cannot be
+ * stopped: terminating a Worker that waited without a timeout (and, in Node.js, `process.exit`,
+ * which waits for its Workers) hung for as long as the wait lasted. Longer waits park in slices,
+ * and the engine ends a terminated Worker between two of them; an idle wait wakes 10 times a
+ * second for it.
+ */
+const SLICE_NS = 100_000_000;
+
+/**
+ * `backend().wait` for `ns` (-1: forever) in slices of at most {@linkcode SLICE_NS}. After the
+ * first slice, a word found changed counts as a wake-up (`WAIT_OK`): it held `value` when the
+ * wait began.
+ */
+function park(address: Address, value: number, ns: number, spins: number): number {
+  const b = backend();
+  if (ns >= 0 && ns <= SLICE_NS) return b.wait(address, value, ns, spins);
+  const deadline = ns < 0 ? Infinity : performance.now() + ns / 1e6;
+  for (let first = true;; first = false) {
+    const left = Math.ceil((deadline - performance.now()) * 1e6); // Infinity without a timeout
+    if (left <= 0) return WAIT_TIMED_OUT;
+    const code = b.wait(address, value, left < SLICE_NS ? left : SLICE_NS, first ? spins : 0);
+    if (code === WAIT_NOT_EQUAL && !first) return WAIT_OK;
+    if (code !== WAIT_TIMED_OUT || left <= SLICE_NS) return code;
+  }
+}
 
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
 function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
@@ -186,7 +215,7 @@ export function wait(
     const found = views.get(view)!; // made by `locate`
     const words = found.words ??= honestWords(view);
     // Misaligned (not really an Int32Array; `locate` refuses those first): the native call says.
-    if (words === undefined) return result(backend().wait(address, value, ns, 0), "wait");
+    if (words === undefined) return result(park(address, value, ns, 0), "wait");
     return waitAdaptive(words, index, spinnerAt(address), address, value, ns);
   }
   if (spin !== undefined && typeof spin !== "number") {
@@ -195,7 +224,7 @@ export function wait(
     );
   }
   const spins = spin === undefined ? 0 : check.integer(spin, "options.spin", 0, 2 ** 32 - 1);
-  return result(backend().wait(address, value, ns, spins), "wait");
+  return result(park(address, value, ns, spins), "wait");
 }
 
 /**
@@ -257,7 +286,7 @@ function waitAdaptive(
   }
   spinner.parking();
   const left = ns < 0 ? FOREVER : Math.max(1, Math.ceil((deadline - now) * 1e6));
-  const code = backend().wait(address, value, left, 0);
+  const code = park(address, value, left, 0);
   spinner.end(code === WAIT_OK || code === WAIT_NOT_EQUAL);
   // It held `value` at the first look, so a difference now means it changed.
   return code === WAIT_NOT_EQUAL ? "ok" : result(code, "wait");
@@ -480,7 +509,24 @@ export class Mutex {
    */
   lock(timeoutMs?: number): MutexGuard {
     const ns = timeoutNs(timeoutMs);
-    const code = backend().mutexLock(this.#checked("lock"), ns);
+    const b = backend();
+    const address = this.#checked("lock");
+    let code: number;
+    if (ns >= 0 && ns <= SLICE_NS) code = b.mutexLock(address, ns);
+    else {
+      // In slices, as `park`: a Worker waiting for the lock can be terminated.
+      const timedOut = -(ETIMEDOUT ||= b.errno("ETIMEDOUT"));
+      const deadline = ns < 0 ? Infinity : performance.now() + ns / 1e6;
+      do {
+        const left = Math.ceil((deadline - performance.now()) * 1e6); // Infinity without one
+        if (left <= 0) {
+          code = timedOut;
+          break;
+        }
+        code = b.mutexLock(address, left < SLICE_NS ? left : SLICE_NS);
+        if (left <= SLICE_NS) break;
+      } while (code === timedOut);
+    }
     if (code < 0) throwCode(code, "Mutex.lock");
     return new MutexGuard(this, code === LOCK_OWNER_DIED);
   }

@@ -196,6 +196,12 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
   }
 }
 
+/**
+ * The longest one park lasts (ms), whatever `peerCheckMs` says: a thread parked in the kernel
+ * cannot be stopped, and a Worker's `terminate()` waits for it (see `park` in `ts/sync.ts`).
+ */
+const PARK_MS = 100;
+
 /** The nanoseconds from `now` until `until` (both performance.now() time), at least 0. */
 function nsUntil(until: number, now: number): number {
   return Math.max(0, Math.ceil((until - now) * 1e6));
@@ -876,7 +882,10 @@ export class ChannelSender implements Disposable {
       Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
         spinner.parking();
-        yield { offset: L.OFF_TX_WAITING, ns: nsUntil(Math.min(deadline, nextCheck), now) };
+        yield {
+          offset: L.OFF_TX_WAITING,
+          ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
+        };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
       }
@@ -1805,7 +1814,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const again = consumer.peek();
       if (again === state) {
         spinner.parking();
-        yield { offset: L.OFF_RX_WAITING, ns: nsUntil(Math.min(deadline, nextCheck), now) };
+        yield {
+          offset: L.OFF_RX_WAITING,
+          ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
+        };
       }
       if (this.#closed) throw closedError("ChannelReceiver.recv");
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
