@@ -15,7 +15,15 @@ import {
 import * as layout from "../ts/channel/layout.ts";
 import { MAX_PROBE_EVERY, MAX_SPIN_MS, PROBE_GAP_SPINS, SPIN_MS, Spinner } from "../ts/spin.ts";
 import { spawnSync } from "node:child_process";
-import { initRegion, Producer, Ring, STEP_LIMIT } from "../ts/channel/ring.ts";
+import {
+  Consumer,
+  EMPTY,
+  FULL,
+  initRegion,
+  Producer,
+  Ring,
+  STEP_LIMIT,
+} from "../ts/channel/ring.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -2089,6 +2097,44 @@ test("a view at an offset of a resizable buffer, out of its bounds and back, sen
   message.set(pattern(48, 2));
   tx.send(message);
   assert.deepEqual(rx.recv(0), pattern(48, 2));
+});
+
+test("a batch that consumed a whole ring without handing it back does not read its own oldest record as a new one", () => {
+  // Found by a load test that killed and stopped recvMany receivers: EBADMSG "past the tail" at
+  // the start of a lap, where the receiver stood at a record it had consumed a lap before.
+  const capacity = 1024; // a quarter of it between two hand-backs of a batch
+  const parking = {
+    notify: () => {},
+    wait: () => {},
+    waitAsync: () => Promise.resolve(),
+    alive: () => true,
+  };
+  const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
+  initRegion(words, capacity, layout.MODE_SPSC);
+  const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
+  const producer = new Producer(ring, 0);
+  const consumer = new Consumer(ring);
+  const send = (len: number) => {
+    const idx = producer.tryReserve(len);
+    assert.ok(idx >= 0, `room for ${len} bytes`);
+    assert.equal(producer.commit(idx, len, 0), true);
+  };
+  send(240); // 248 bytes at 0
+  send(504); // 512 bytes at 248: the largest record of this ring
+  // The next one does not fit before the end: a skip record from 760 to the end, then no room.
+  assert.equal(producer.tryReserve(300), FULL);
+  // A batch: each message consumed, its room handed back only every quarter ring.
+  for (const len of [240, 504]) {
+    assert.ok(consumer.peek() >= 0);
+    assert.equal(consumer.len, len);
+    consumer.consume(len);
+  }
+  // Past the skip record it stands a whole ring after what it last handed back.
+  assert.equal(consumer.peek(), EMPTY, "the ring is empty, and the first record was zeroed");
+  assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), capacity, "its room handed back");
+  send(300); // and the sender uses it
+  assert.equal(consumer.peek(), 0);
+  assert.equal(consumer.len, 300);
 });
 
 test("a commit that finds the receiver closed counts as sent when head passed it, however far", () => {

@@ -790,6 +790,11 @@ export class Consumer {
     const r = this.#r;
     for (this.stepped = 0;; this.stepped++) {
       if (this.stepped >= limit) return SKIPPING;
+      // A batch that consumed a whole ring without handing it back stands at its own oldest
+      // record, not zeroed yet: hand it back first (it read as a record past the tail, EBADMSG).
+      if (
+        this.#published !== this.head && ((this.head - this.#published) & L.POS_MASK) >= r.capacity
+      ) this.publish();
       const idx = this.head & r.mask;
       const word = Atomics.load(r.i32, DATA + (idx >> 2));
       if (word === 0) {
