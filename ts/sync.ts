@@ -128,21 +128,31 @@ let ETIMEDOUT = 0;
 const SLICE_NS = 100_000_000;
 
 /**
- * `backend().wait` for `ns` (-1: forever) in slices of at most {@linkcode SLICE_NS}. After the
- * first slice, a word found changed counts as a wake-up (`WAIT_OK`): it held `value` when the
- * wait began.
+ * Runs a blocking native call for `ns` (-1: forever; more than {@linkcode SLICE_NS}: shorter
+ * waits make the call once themselves, with no closure) in slices of at most `SLICE_NS`:
+ * `call(sliceNs, first)` again while it returns `timedOut` and time is left.
+ */
+function sliced(ns: number, timedOut: number, call: (sliceNs: number, first: boolean) => number) {
+  const deadline = ns < 0 ? Infinity : performance.now() + ns / 1e6;
+  for (let first = true;; first = false) {
+    const left = Math.ceil((deadline - performance.now()) * 1e6); // Infinity without a timeout
+    if (left <= 0) return timedOut;
+    const code = call(left < SLICE_NS ? left : SLICE_NS, first);
+    if (code !== timedOut || left <= SLICE_NS) return code;
+  }
+}
+
+/**
+ * `backend().wait` for `ns` (-1: forever), in slices. After the first slice, a word found
+ * changed counts as a wake-up (`WAIT_OK`): it held `value` when the wait began.
  */
 function park(address: Address, value: number, ns: number, spins: number): number {
   const b = backend();
   if (ns >= 0 && ns <= SLICE_NS) return b.wait(address, value, ns, spins);
-  const deadline = ns < 0 ? Infinity : performance.now() + ns / 1e6;
-  for (let first = true;; first = false) {
-    const left = Math.ceil((deadline - performance.now()) * 1e6); // Infinity without a timeout
-    if (left <= 0) return WAIT_TIMED_OUT;
-    const code = b.wait(address, value, left < SLICE_NS ? left : SLICE_NS, first ? spins : 0);
-    if (code === WAIT_NOT_EQUAL && !first) return WAIT_OK;
-    if (code !== WAIT_TIMED_OUT || left <= SLICE_NS) return code;
-  }
+  return sliced(ns, WAIT_TIMED_OUT, (slice, first) => {
+    const code = b.wait(address, value, slice, first ? spins : 0);
+    return code === WAIT_NOT_EQUAL && !first ? WAIT_OK : code;
+  });
 }
 
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
@@ -511,22 +521,10 @@ export class Mutex {
     const ns = timeoutNs(timeoutMs);
     const b = backend();
     const address = this.#checked("lock");
-    let code: number;
-    if (ns >= 0 && ns <= SLICE_NS) code = b.mutexLock(address, ns);
-    else {
-      // In slices, as `park`: a Worker waiting for the lock can be terminated.
-      const timedOut = -(ETIMEDOUT ||= b.errno("ETIMEDOUT"));
-      const deadline = ns < 0 ? Infinity : performance.now() + ns / 1e6;
-      do {
-        const left = Math.ceil((deadline - performance.now()) * 1e6); // Infinity without one
-        if (left <= 0) {
-          code = timedOut;
-          break;
-        }
-        code = b.mutexLock(address, left < SLICE_NS ? left : SLICE_NS);
-        if (left <= SLICE_NS) break;
-      } while (code === timedOut);
-    }
+    // Longer waits in slices, as `park`: a Worker waiting for the lock can be terminated.
+    const code = ns >= 0 && ns <= SLICE_NS
+      ? b.mutexLock(address, ns)
+      : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) throwCode(code, "Mutex.lock");
     return new MutexGuard(this, code === LOCK_OWNER_DIED);
   }
