@@ -24,6 +24,7 @@ import {
   Ring,
   STEP_LIMIT,
 } from "../ts/channel/ring.ts";
+import type { ChannelReceiver } from "../mod.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -1304,10 +1305,19 @@ function rawRing(name: string) {
     tail: () => Atomics.load(i32, w(layout.OFF_TAIL)) & layout.POS_MASK,
     setPid: (slot: number, pid: number) =>
       Atomics.store(i32, w(layout.OFF_PRODUCER_PIDS) + slot, pid),
-    /** Appends a record at the tail; it must fit before the end of the ring. */
+    /**
+     * Appends a record at the tail, after a skip record to the end of the ring if it does not
+     * fit before it.
+     */
     append(commit: number, producer: number, len: number, fill = 0xab) {
       const capacity = i32[w(layout.OFF_CAPACITY)];
-      const pos = Atomics.load(i32, w(layout.OFF_TAIL));
+      let pos = Atomics.load(i32, w(layout.OFF_TAIL));
+      const toEnd = capacity - (pos & (capacity - 1));
+      if (layout.recordSpan(len) > toEnd) {
+        const skip = layout.OFF_DATA + (pos & (capacity - 1));
+        Atomics.store(i32, w(skip), layout.REC_COMMITTED | layout.REC_SKIP | (toEnd - 8));
+        pos = (pos + toEnd) & layout.POS_MASK;
+      }
       const at = layout.OFF_DATA + (pos & (capacity - 1));
       i32[w(at) + 1] = producer;
       bytes.fill(fill, at + 8, at + 8 + len);
@@ -1354,6 +1364,56 @@ test("many senders: a dead sender's slot is reclaimed, live senders go on, a sen
     assert.equal(died.length, 1, "reported once");
   } finally {
     cleanup({ name });
+  }
+});
+
+test("a receiver that takes over drops the rest of a message whose first fragments went to the dead one, in every kind of receive", async () => {
+  type Receive = (rx: ChannelReceiver) => Promise<Uint8Array | null | undefined>;
+  const receives: Record<string, Receive> = {
+    tryRecv: (rx) => Promise.resolve(rx.tryRecv()),
+    recv: (rx) => Promise.resolve(rx.recv(5000)),
+    recvView: (rx) => Promise.resolve(rx.recvView(5000)?.slice()),
+    recvInto: (rx) => {
+      const into = new Uint8Array(4096);
+      const len = rx.recvInto(into, 5000);
+      return Promise.resolve(len === null ? null : into.slice(0, len));
+    },
+    recvMany: (rx) => {
+      let got: Uint8Array | undefined;
+      rx.recvMany((m) => (got ??= m.slice()), 5000, 1);
+      return Promise.resolve(got);
+    },
+    recvAsync: (rx) => rx.recvAsync(5000),
+  };
+  for (const [how, receive] of Object.entries(receives)) {
+    for (const producers of ["one", "many"] as const) {
+      const name = uniqueName("takeover-rest");
+      try {
+        using ch = Channel.create({ name }, { capacity: 1024, producers });
+        const raw = rawRing(name);
+        using _raw = raw.shm;
+        const rx = ch.receiver();
+        const max = ch.maxRecordBytes;
+        const tag = producers === "many" ? 1 : 0;
+        if (tag) raw.setPid(0, pid);
+        // The dead receiver consumed this sender's first fragment: a middle and the last
+        // fragment are left, then a whole message, then a message in two fragments.
+        raw.append(COMMITTED | layout.REC_MORE | layout.REC_CONT | max, tag, max);
+        raw.append(COMMITTED | layout.REC_CONT | 7, tag, 7);
+        raw.append(COMMITTED | 6, tag, 6, 0x11);
+        const ctx = `${how}, ${producers}`;
+        assert.deepEqual(await receive(rx), new Uint8Array(6).fill(0x11), ctx);
+        raw.append(COMMITTED | layout.REC_MORE | max, tag, max, 0x22);
+        assert.equal(rx.tryRecv(), undefined, ctx);
+        raw.append(COMMITTED | layout.REC_CONT | 9, tag, 9, 0x33);
+        const whole = new Uint8Array(max + 9).fill(0x22);
+        whole.fill(0x33, max);
+        assert.deepEqual(await receive(rx), whole, ctx);
+        assert.equal(rx.tryRecv(), undefined, ctx);
+      } finally {
+        cleanup({ name });
+      }
+    }
   }
 });
 
@@ -1422,12 +1482,13 @@ test("a hostile sender feeding fragments without end is cut off at the limit, an
     using _raw = raw.shm;
     const rx = ch.receiver({ maxMessageBytes: 20_000 });
     raw.setPid(5, pid);
-    const fragment = () =>
-      raw.append(COMMITTED | layout.REC_MORE | ch.maxRecordBytes, 6, ch.maxRecordBytes);
+    const max = ch.maxRecordBytes;
+    const fragment = (first: boolean) =>
+      raw.append(COMMITTED | layout.REC_MORE | (first ? 0 : layout.REC_CONT) | max, 6, max);
     let error: unknown;
     let rounds = 0;
     for (; rounds < 1000 && error === undefined; rounds++) {
-      fragment(); // the receiver drains each one: the message never ends
+      fragment(rounds === 0); // the receiver drains each one: the message never ends
       try {
         assert.equal(rx.tryRecv(), undefined);
       } catch (err) {
@@ -1435,14 +1496,24 @@ test("a hostile sender feeding fragments without end is cut off at the limit, an
       }
     }
     assert.ok(error instanceof SharedMemoryError && error.code === "EMSGSIZE", String(error));
-    assert.equal(rounds, Math.floor(20_000 / ch.maxRecordBytes) + 1, "cut off at the limit");
+    assert.equal(rounds, Math.floor(20_000 / max) + 1, "cut off at the limit");
     // The rest of that message is skipped; the sender's next message comes through.
-    fragment();
-    raw.append(COMMITTED | 3, 6, 3);
+    fragment(false);
+    raw.append(COMMITTED | layout.REC_CONT | 3, 6, 3);
     raw.append(COMMITTED | 5, 6, 5, 0x11);
     // The fragment and the last one are dropped; the whole message after them is delivered.
     assert.deepEqual(rx.tryRecv(), new Uint8Array(5).fill(0x11));
     assert.equal(rx.tryRecv(), undefined);
+    // First fragments without end: each ends the message before it, so nothing piles up, and
+    // the message after them is whole.
+    for (let i = 0; i < 100; i++) {
+      fragment(true);
+      assert.equal(rx.tryRecv(), undefined);
+    }
+    raw.append(COMMITTED | layout.REC_CONT | 3, 6, 3, 0x22);
+    const last = rx.tryRecv()!;
+    assert.equal(last.length, max + 3, "one first fragment and the last");
+    assert.deepEqual(last.subarray(max), new Uint8Array(3).fill(0x22));
   } finally {
     cleanup({ name });
   }
@@ -1558,6 +1629,9 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
     layout.REC_ABORT,
     layout.REC_MORE | layout.REC_ABORT,
     layout.REC_SKIP | layout.REC_MORE,
+    layout.REC_CONT,
+    layout.REC_MORE | layout.REC_CONT,
+    layout.REC_CONT | layout.REC_ABORT,
   ];
   const dead = deadPid();
   let delivered = 0;

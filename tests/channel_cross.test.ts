@@ -65,7 +65,7 @@ import {
   tagOf,
 } from "./children/channel/messages.ts";
 
-const { Channel, SharedMemory, SharedMemoryError, notify } = lib;
+const { Channel, SharedMemory, SharedMemoryError, notify, wait } = lib;
 
 /** A child's `ready` line, within `ms`. */
 function ready(child: Child, what: string, ms = 20_000): Promise<string> {
@@ -1063,6 +1063,54 @@ for (const which of runtimes) {
       },
     );
   }
+}
+
+for (const which of runtimes) {
+  test(`a receiver taking over from a ${which} receiver killed after it collected the first fragments of a message drops the rest, then gets the next message whole`, async () => {
+    await withChannel("cx-rxsplit", { capacity: 1024 }, async (name, channel) => {
+      const children: Child[] = [];
+      try {
+        const tx = channel.sender();
+        const max = channel.maxRecordBytes;
+        // Three fragments: the first two fill the ring, the last waits for room.
+        const sending = tx.sendAsync(new Uint8Array(2 * max + 100).fill(0x5a), 10_000);
+        sending.catch(() => {}); // awaited below; a failure before that ends the test anyway
+        await parkedOn(name, "sender", "the sender waiting to send the last fragment");
+        let receiver!: Child;
+        await withControl(async (ctl, words) => {
+          receiver = spawn(children, which, "channel/attach_and_hold.ts", [
+            name,
+            "receiver",
+            "0",
+            "tryrecv1-hold",
+            ctl,
+          ]);
+          // This thread waits without its event loop: the sender cannot send the last fragment
+          // until the receiver's tryRecv has returned.
+          assert.notEqual(
+            wait(words, CTL_READY, 0, 20_000),
+            "timed-out",
+            `the ${which} receiver's tryRecv`,
+          );
+          const got = await within(receiver.line("got"), 20_000, `the ${which} receiver's line`);
+          assert.equal(got, "got none", "fragments collected, no message yet");
+          await ready(receiver, `the ${which} receiver`);
+        });
+        // The receiver handed the room of the two fragments back: the last one is sent.
+        await sending;
+        receiver.kill("SIGKILL");
+        const dead = await within(receiver.done, HANG_MS, `the killed ${which} receiver's exit`);
+        assert.equal(dead.signal, "SIGKILL", dead.stderr);
+        tx.send("next", 5000);
+        const rx = channel.receiver();
+        assert.equal(rx.recvText(5000), "next", "not the last fragment as a message of its own");
+        assert.equal(rx.tryRecv(), undefined, "nothing more");
+        rx.close();
+      } finally {
+        await killAll(children);
+      }
+    });
+  });
 }
 
 // `docs/channel.md`, *A receiver that dies*: receivers of every runtime killed (SIGKILL) at points

@@ -788,7 +788,7 @@ export class ChannelSender implements Disposable {
     let sent = 0;
     do {
       const len = Math.min(max, total - sent);
-      const more = sent + len < total ? L.REC_MORE : 0;
+      const kind = (sent + len < total ? L.REC_MORE : 0) | (sent > 0 ? L.REC_CONT : 0);
       let idx: number;
       try {
         idx = yield* this.#reserveSteps(len, deadline, sync);
@@ -806,7 +806,7 @@ export class ChannelSender implements Disposable {
       }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
-      if (!this.#producer.commit(idx, len, more)) throw this.#ring.closedError("ChannelSender");
+      if (!this.#producer.commit(idx, len, kind)) throw this.#ring.closedError("ChannelSender");
       sent += len;
     } while (sent < total);
   }
@@ -976,9 +976,9 @@ export interface ChannelReceiverEventMap {
   senderdied: SenderDiedEvent;
 }
 
-/** A partial message of one sender: its pieces and their length; `null` parts: being dropped. */
+/** A partial message of one sender: its pieces and their length. */
 interface Partial {
-  parts: Uint8Array[] | null;
+  parts: Uint8Array[];
   size: number;
 }
 
@@ -1229,7 +1229,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       while (count < limit && !this.#closed) {
         if (this.#partial.size === 0 && this.#orphans.size === 0) {
           const idx = consumer.peek();
-          if (idx >= 0 && (consumer.word & (L.REC_MORE | L.REC_ABORT)) === 0) {
+          if (idx >= 0 && (consumer.word & L.REC_KINDS) === 0) {
             const start = L.OFF_DATA + idx + 8;
             const len = consumer.len;
             if (len <= SMALL_COPY) {
@@ -1438,7 +1438,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (len >= 0) return len;
     }
     const idx = consumer.peek();
-    if (idx < 0 || (consumer.word & (L.REC_MORE | L.REC_ABORT)) !== 0) return -1;
+    if (idx < 0 || (consumer.word & L.REC_KINDS) !== 0) return -1;
     const len = consumer.len;
     if (len > room) return -1;
     const bytes = this.#ring.bytes;
@@ -1650,29 +1650,32 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const word = consumer.word;
       const len = consumer.len;
       const start = L.OFF_DATA + idx + 8;
-      const special = word & (L.REC_MORE | L.REC_ABORT);
-      if (special === 0 && this.#partial.size === 0) {
+      const kind = word & L.REC_KINDS;
+      if (kind === 0) {
         this.#lentIdx = idx;
         this.#lentLen = len;
         return this.#lender.view(start, len);
       }
       const key = this.#tagOf(idx);
-      const partial = this.#partial.get(key);
-      if (special === L.REC_ABORT) {
+      if (kind === L.REC_ABORT) {
         this.#dropPartial(key);
         consumer.release(len);
         steps++;
         continue;
       }
-      if (partial === undefined && special === 0) {
-        this.#lentIdx = idx;
-        this.#lentLen = len;
-        return this.#lender.view(start, len);
-      }
-      if (partial !== undefined && partial.parts === null) {
-        // The rest of a message dropped for a limit.
+      let partial = this.#partial.get(key);
+      if ((kind & L.REC_CONT) === 0) {
+        // A first fragment. An honest sender ends what it began with its last fragment or an
+        // abort record; one that died in the middle of a message ends it here.
+        if (partial !== undefined) {
+          this.#dropPartial(key);
+          partial = undefined;
+          steps++;
+        }
+      } else if (partial === undefined) {
+        // The rest of a message this receiver did not see begin: a receiver that died consumed
+        // its first fragments, or it was dropped for a limit.
         consumer.release(len);
-        if (special === 0) this.#partial.delete(key);
         steps++;
         continue;
       }
@@ -1680,11 +1683,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (size > L.MAX_MESSAGE_LEN) {
         throw channelError("EBADMSG", "corrupt ring: a fragmented message grows without end");
       }
-      const more = special === L.REC_MORE;
+      const more = (kind & L.REC_MORE) !== 0;
       if (size > this.#maxMessage || (more && this.#pendingBytes + len > this.#maxPending)) {
+        // Its remaining fragments find no message begun, and are dropped.
         this.#dropPartial(key);
         consumer.release(len);
-        if (more) this.#partial.set(key, { parts: null, size: 0 });
         throw this.#overLimit(key, size);
       }
       const chunk = r.bytes.slice(start, start + len);
@@ -1692,7 +1695,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (more) {
         this.#pendingBytes += len;
         if (partial) {
-          partial.parts!.push(chunk);
+          partial.parts.push(chunk);
           partial.size += len;
         } else {
           this.#partial.set(key, { parts: [chunk], size: len });
@@ -1701,8 +1704,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       this.#partial.delete(key);
       this.#pendingBytes -= partial!.size;
-      partial!.parts!.push(chunk);
-      return concat(partial!.parts!, size);
+      partial!.parts.push(chunk);
+      return concat(partial!.parts, size);
     }
   }
 

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 4;
+export const VERSION = 5;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -70,8 +70,14 @@ export const REC_MORE = 0x2000_0000;
 /** Commit word bit: the producer gave up its fragmented message. */
 export const REC_ABORT = 0x1000_0000;
 
+/** Commit word bit: a fragment that continues a message (not its first). */
+export const REC_CONT = 0x0800_0000;
+
+/** Commit word bits naming a record's kind; none: a whole message. */
+export const REC_KINDS = 0x7800_0000;
+
 /** Commit word bits holding the length. */
-export const REC_LEN_MASK = 0x0fff_ffff;
+export const REC_LEN_MASK = 0x07ff_ffff;
 
 /** Byte offset of `magic`. */
 export const OFF_MAGIC = 0;

@@ -478,9 +478,9 @@ export const RESERVED = -4;
  */
 export const SKIPPING = -5;
 /**
- * The most records that deliver nothing (skip and abort records, the rest of a dropped message)
- * that one look at the ring steps over or consumes before it lets its caller check the
- * deadline. Senders write a skip record per lap of the ring and per abandoned reservation, and
+ * The most records that deliver nothing (skip and abort records, the rest of a message dropped or
+ * begun before this receiver) that one look at the ring steps over or consumes before it lets its
+ * caller check the deadline. Senders write a skip record per lap of the ring and per abandoned reservation, and
  * an abort record per failed message; a peer writing them as fast as they are consumed would
  * otherwise keep one look going for as long as it likes. (Fragments of a message being put
  * together do not count: the receiver's limits bound them.)
@@ -809,13 +809,15 @@ export class Consumer {
       const committed = (word & COMMITTED) !== 0;
       const len = word & L.REC_LEN_MASK;
       const skip = (word & L.REC_SKIP) !== 0;
-      const kind = word & (L.REC_SKIP | L.REC_MORE | L.REC_ABORT);
+      const kind = word & L.REC_KINDS;
       const valid = !committed
         // A reservation mark: a skip record's shape without the commit bit.
         ? kind === L.REC_SKIP && (len & 7) === 0 && len <= r.maxRecord
-        : kind === 0
+        // A whole message, or the last fragment of one.
+        : kind === 0 || kind === L.REC_CONT
         ? len <= r.maxRecord
-        : kind === L.REC_MORE
+        // A first fragment, or one in the middle.
+        : kind === L.REC_MORE || kind === (L.REC_MORE | L.REC_CONT)
         ? len === r.maxRecord
         : kind === L.REC_ABORT
         ? len === 0
@@ -912,7 +914,7 @@ export class Consumer {
   waitingLength(): number {
     const r = this.#r;
     const word = Atomics.load(r.i32, DATA + ((this.head & r.mask) >> 2));
-    if ((word & (COMMITTED | L.REC_SKIP | L.REC_MORE | L.REC_ABORT)) !== COMMITTED) return -1;
+    if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) return -1;
     const len = word & L.REC_LEN_MASK;
     return len <= r.maxRecord ? len : -1;
   }
@@ -995,7 +997,7 @@ export class Consumer {
     const pos = (this.head + ahead) & L.POS_MASK;
     const idx = pos & r.mask;
     const word = Atomics.load(r.i32, DATA + (idx >> 2));
-    if ((word & (COMMITTED | L.REC_SKIP | L.REC_MORE | L.REC_ABORT)) !== COMMITTED) return -1;
+    if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) return -1;
     const len = word & L.REC_LEN_MASK;
     if (len > r.maxRecord) return -1;
     const span = L.recordSpan(len);

@@ -846,14 +846,19 @@ fn malformed_fragments_are_refused() {
     const MORE: u32 = layout::REC_MORE;
     const ABORT: u32 = layout::REC_ABORT;
     const SKIP: u32 = layout::REC_SKIP;
+    const CONT: u32 = layout::REC_CONT;
     let bad: &[(Mode, &[Handmade])] = &[
-        // A fragment shorter than max_record.
+        // A fragment but the last shorter than max_record; a last fragment longer.
         (Mode::Spsc, &[(COMMITTED | MORE | 100, 0, 100)]),
+        (Mode::Spsc, &[(COMMITTED | MORE | CONT | 100, 0, 100)]),
+        (Mode::Spsc, &[(COMMITTED | CONT | 128, 0, 128)]),
         // An abort record with a length.
         (Mode::Spsc, &[(COMMITTED | ABORT | 8, 0, 8)]),
         // Flags combined.
         (Mode::Spsc, &[(COMMITTED | SKIP | MORE | 120, 0, 120)]),
         (Mode::Spsc, &[(COMMITTED | MORE | ABORT | 120, 0, 120)]),
+        (Mode::Spsc, &[(COMMITTED | CONT | ABORT, 0, 0)]),
+        (Mode::Spsc, &[(COMMITTED | CONT | SKIP | 120, 0, 120)]),
         // MPSC producer words out of range, on a fragment, an abort, and a last fragment.
         (Mode::Mpsc, &[(COMMITTED | MORE | 120, 0, 120)]),
         (Mode::Mpsc, &[(COMMITTED | ABORT, 65, 0)]),
@@ -861,7 +866,7 @@ fn malformed_fragments_are_refused() {
             Mode::Mpsc,
             &[
                 (COMMITTED | MORE | 120, 3, 120),
-                (COMMITTED | 5, 0xFFFF_FFFF, 5),
+                (COMMITTED | CONT | 5, 0xFFFF_FFFF, 5),
             ],
         ),
     ];
@@ -880,7 +885,7 @@ fn malformed_fragments_are_refused() {
         &[
             (COMMITTED | MORE | 248, 3, 248),
             (COMMITTED | 4, 1, 4),
-            (COMMITTED | 10, 3, 10),
+            (COMMITTED | CONT | 10, 3, 10),
         ],
     );
     let channel = heap.open().unwrap();
@@ -906,6 +911,80 @@ fn malformed_fragments_are_refused() {
     assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
     assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 3]);
     assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+}
+
+/// A receiver that takes over from one that died may find a message whose first fragments the
+/// dead one consumed: it drops the rest rather than deliver it as a shorter message.
+#[test]
+fn the_rest_of_a_message_begun_before_the_receiver_is_dropped() {
+    const MORE: u32 = layout::REC_MORE;
+    const CONT: u32 = layout::REC_CONT;
+    // Many senders: slot 2's middle and last fragments around slot 0's whole message, then a
+    // whole message of slot 2's own.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[
+            (COMMITTED | MORE | CONT | 248, 3, 248),
+            (COMMITTED | 4, 1, 4),
+            (COMMITTED | CONT | 10, 3, 10),
+            (COMMITTED | 5, 3, 5),
+        ],
+    );
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    drop((rx, channel));
+    // One sender, through every kind of receive: a last fragment alone, then a whole message,
+    // then a message in two fragments.
+    let records: &[Handmade] = &[
+        (COMMITTED | CONT | 7, 0, 7),
+        (COMMITTED | 6, 0, 6),
+        (COMMITTED | MORE | 248, 0, 248),
+        (COMMITTED | CONT | 9, 0, 9),
+    ];
+    for how in 0..3 {
+        let mut heap = handmade(512, Mode::Spsc, records);
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            match how {
+                0 => got.push(rx.try_recv().unwrap().unwrap()),
+                1 => got.push(rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap()),
+                _ => {
+                    let len = rx.recv_into(&mut buf, Some(Duration::from_secs(5)));
+                    assert_eq!(len.unwrap(), Some(buf.len()));
+                    got.push(buf.clone());
+                }
+            }
+        }
+        assert_eq!(got, [vec![0xAB; 6], vec![0xAB; 257]], "receive {how}");
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN, "receive {how}");
+    }
+    // A first fragment ends the unfinished message before it (its sender died without an abort
+    // record): the two fill the ring, the last fragment comes after the receiver consumed them.
+    let mut heap = handmade(
+        512,
+        Mode::Spsc,
+        &[
+            (COMMITTED | MORE | 248, 0, 248),
+            (COMMITTED | MORE | 248, 0, 248),
+        ],
+    );
+    heap.bytes_mut()[layout::OFF_DATA + 264..][..248].fill(0xCD);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    set_word(&mut heap, layout::OFF_DATA, COMMITTED | CONT | 9);
+    heap.bytes_mut()[layout::OFF_DATA + 8..][..9].fill(0xEF);
+    set_word(&mut heap, layout::OFF_TAIL, 512 + 24);
+    let mut want = vec![0xCD; 248];
+    want.extend([0xEF; 9]);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), want);
 }
 
 // ---- header validation --------------------------------------------------------------------

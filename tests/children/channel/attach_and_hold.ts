@@ -20,6 +20,9 @@
  * - `recv1-hold`: receives one message with `recv()` (a copy), prints its length as `got <n>`,
  *   and stays alive without receiving again;
  * - `recvinto1-hold`: the same with `recvInto()` (the copying receive for hot loops);
+ * - `tryrecv1-hold`: calls `tryRecv()` once (which collects the fragments that are there),
+ *   stores 1 into the ready word of the control segment `<ctl>` and wakes it, prints `got <n>`
+ *   or `got none`, and stays alive without receiving again;
  * - `recvmany-hold`: receives with one `recvMany()` call and, inside the callback of its
  *   `<count>`-th message, stores `<count>` into the ready word of the control segment `<ctl>` and
  *   blocks there until killed (so its batch is never handed back);
@@ -93,6 +96,15 @@ if (role === "sender") {
     const got = rx.recvInto(new Uint8Array(64 * 1024), 10_000);
     check(got !== null, "the stream ended");
     say(`got ${got}`);
+    say(`ready ${pid}`);
+    stayAlive();
+  } else if (then === "tryrecv1-hold") {
+    const got = rx.tryRecv();
+    const ready = new Int32Array(lib.SharedMemory.open({ name: ctl }).buffer, 0, 2);
+    Atomics.store(ready, CTL_READY, 1);
+    lib.notify(ready, CTL_READY);
+    check(got !== null, "the stream ended");
+    say(`got ${got?.length ?? "none"}`);
     say(`ready ${pid}`);
     stayAlive();
   } else if (then === "recvmany-hold") {

@@ -11,13 +11,13 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
 pub const MIN_CAPACITY: u32 = 64;
-/// The largest data area: 2^28 bytes (256 MiB), so that a record's length fits in
-/// [`REC_LEN_MASK`].
+/// The largest data area: 2^28 bytes (256 MiB), so that a record's length (at most half of it)
+/// fits in [`REC_LEN_MASK`].
 pub const MAX_CAPACITY: u32 = 1 << 28;
 /// Slots in the producer pid table.
 pub const MAX_PRODUCERS: usize = 64;
@@ -62,8 +62,15 @@ pub const REC_MORE: u32 = 0x2000_0000;
 /// Commit word bit: an abort record (no payload): the producer gave up the fragmented message it
 /// had begun; the consumer drops what it collected of it.
 pub const REC_ABORT: u32 = 0x1000_0000;
-/// Commit word bits holding the length (bits 0..=27).
-pub const REC_LEN_MASK: u32 = 0x0FFF_FFFF;
+/// Commit word bit: a fragment that continues a message (every fragment but the first). A
+/// consumer that did not collect the message's beginning (its first fragments went to a consumer
+/// that died) drops such records instead of taking the rest for a message.
+pub const REC_CONT: u32 = 0x0800_0000;
+/// Every commit word bit that names a record's kind: a committed record with none of them is a
+/// whole message.
+pub const REC_KINDS: u32 = REC_SKIP | REC_MORE | REC_ABORT | REC_CONT;
+/// Commit word bits holding the length (bits 0..=26).
+pub const REC_LEN_MASK: u32 = 0x07FF_FFFF;
 
 /// The header as a `#[repr(C)]` struct: the offsets of its fields are the layout.
 ///
@@ -124,8 +131,8 @@ pub struct Header {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RecordHeader {
-    /// 0 until committed; then [`REC_COMMITTED`], maybe one of [`REC_SKIP`], [`REC_MORE`] or
-    /// [`REC_ABORT`], and the length.
+    /// 0 until committed; then [`REC_COMMITTED`], maybe [`REC_SKIP`], [`REC_ABORT`], or
+    /// [`REC_MORE`] and [`REC_CONT`] (a fragment), and the length.
     pub commit: u32,
     /// MPSC: the sending producer's slot + 1 (`1..=64`); SPSC and skip records: 0.
     pub producer: u32,
@@ -188,9 +195,10 @@ const _: () = {
     assert!(align_of::<RecordHeader>() == 4);
     assert!(HEADER_SIZE % RECORD_ALIGN == 0);
     assert!(MAX_CAPACITY <= POS_MASK / 2 + 1); // capacity divides 2^31
-    // A skip record's length (span - 8) reaches capacity - 8; a payload, capacity / 2 - 8.
-    assert!(MAX_CAPACITY as usize - RECORD_HEADER_SIZE <= REC_LEN_MASK as usize);
-    assert!(REC_LEN_MASK & (REC_COMMITTED | REC_SKIP | REC_MORE | REC_ABORT) == 0);
+    // A payload is at most capacity / 2 - 8 bytes; so is a skip record's length (span - 8): a
+    // skip fills the end of the ring only when a record of at most capacity / 2 does not fit.
+    assert!(MAX_CAPACITY as usize / 2 - RECORD_HEADER_SIZE <= REC_LEN_MASK as usize);
+    assert!(REC_LEN_MASK & (REC_COMMITTED | REC_KINDS) == 0);
     assert!(MAX_MESSAGE_LEN == POS_MASK as usize);
     assert!(MAGIC == 0x4843_4253);
 };
@@ -332,6 +340,18 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         REC_ABORT,
         Radix::Hex,
         "Commit word bit: the producer gave up its fragmented message.",
+    ),
+    (
+        "REC_CONT",
+        REC_CONT,
+        Radix::Hex,
+        "Commit word bit: a fragment that continues a message (not its first).",
+    ),
+    (
+        "REC_KINDS",
+        REC_KINDS,
+        Radix::Hex,
+        "Commit word bits naming a record's kind; none: a whole message.",
     ),
     (
         "REC_LEN_MASK",
@@ -506,7 +526,9 @@ mod tests {
         assert_eq!(get("MAGIC"), Some(0x4843_4253));
         assert_eq!(get("REC_MORE"), Some(0x2000_0000));
         assert_eq!(get("REC_ABORT"), Some(0x1000_0000));
-        assert_eq!(get("REC_LEN_MASK"), Some(0x0FFF_FFFF));
+        assert_eq!(get("REC_CONT"), Some(0x0800_0000));
+        assert_eq!(get("REC_KINDS"), Some(0x7800_0000));
+        assert_eq!(get("REC_LEN_MASK"), Some(0x07FF_FFFF));
         assert_eq!(get("MAX_CAPACITY"), Some(1 << 28));
         assert_eq!(get("MAX_MESSAGE_LEN"), Some(0x7FFF_FFFF));
         assert_eq!(get("OFF_REC_PRODUCER"), Some(4));

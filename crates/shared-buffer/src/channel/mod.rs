@@ -90,7 +90,9 @@ pub use layout::{max_record, region_size};
 
 use error::{corrupt, os};
 
-use layout::{MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_MORE};
+use layout::{
+    MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_CONT, REC_MORE,
+};
 use mem::{Mem, Ordering::*, fence};
 use ring::{Consumer, Peek, Producer, STEP_LIMIT, Shared};
 
@@ -458,8 +460,6 @@ impl Channel {
             pending: None,
             stuck_at: None,
             partials: vec![Vec::new(); slots],
-            discarding: 0,
-            begun: 0,
             pending_bytes: 0,
             orphans: Vec::new(),
             dead: Vec::new(),
@@ -483,7 +483,9 @@ enum Reassembled {
     Got(Got),
     /// A fragment, kept with the others of its message.
     Collected,
-    /// Consumed and dropped: an abort record, or a fragment of a message dropped for a limit.
+    /// Consumed, and a message dropped: an abort record, a fragment of a message this receiver
+    /// did not see begin (or dropped for a limit), or a first fragment that ends its sender's
+    /// unfinished message.
     Dropped,
 }
 
@@ -688,7 +690,8 @@ impl Sender {
                     return Err(err);
                 }
             };
-            let kind = if i + 1 < count { REC_MORE } else { 0 };
+            let more = if i + 1 < count { REC_MORE } else { 0 };
+            let kind = if i > 0 { more | REC_CONT } else { more };
             // A fragment the receiver will never read: the channel is closed for good, so no
             // abort record is owed.
             self.write_commit(idx, fragment, kind)?;
@@ -921,10 +924,6 @@ pub struct Receiver {
     stuck_at: Option<u32>,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
-    /// Slots whose message was dropped for a limit: their remaining fragments are skipped.
-    discarding: u64,
-    /// How many slots are collecting or discarding a message.
-    begun: usize,
     /// The bytes of all partial messages.
     pending_bytes: usize,
     /// Slots reclaimed from dead senders whose records are still ahead of `head`.
@@ -1241,7 +1240,7 @@ impl Receiver {
             }
             match peek {
                 Peek::Message { idx, len, kind } => {
-                    if kind == 0 && self.begun == 0 {
+                    if kind == 0 {
                         self.pending = Some((idx, len));
                         return Ok(Poll::Got(Got::InPlace(idx, len)));
                     }
@@ -1256,8 +1255,6 @@ impl Receiver {
                 Peek::End => {
                     // Messages cut off by the end of the stream are never completed.
                     self.partials.iter_mut().for_each(|p| *p = Vec::new());
-                    self.begun = 0;
-                    self.discarding = 0;
                     self.pending_bytes = 0;
                     self.orphans.clear();
                     return Ok(Poll::End);
@@ -1294,46 +1291,40 @@ impl Receiver {
         })
     }
 
-    /// Forgets the message `slot` was sending (collected or being discarded).
+    /// Forgets the unfinished message of `slot`, if any.
     fn drop_partial(&mut self, slot: usize) {
         let partial = &mut self.partials[slot];
         if !partial.is_empty() {
             self.pending_bytes -= partial.len();
             *partial = Vec::new();
-            self.begun -= 1;
-        }
-        if self.discarding & (1 << slot) != 0 {
-            self.discarding &= !(1 << slot);
-            self.begun -= 1;
         }
     }
 
-    /// Applies the reassembly rules (see [`layout`]) to the data record at `idx`. On an
-    /// `EBADMSG` error the record stays unconsumed, so the same error comes again; on
+    /// Applies the reassembly rules (see [`layout`]) to the fragment or abort record at `idx`.
+    /// On an `EBADMSG` error the record stays unconsumed, so the same error comes again; on
     /// `EMSGSIZE` (a limit) it is consumed and the sender's message dropped.
     #[cold]
     fn reassemble(&mut self, idx: usize, len: usize, kind: u32) -> Result<Reassembled> {
         let sh = Arc::clone(&self.shared);
         let slot = self.consumer.producer_slot(&sh, idx)?;
-        let bit = 1u64 << slot;
+        let mut outcome = Reassembled::Collected;
         if kind == REC_ABORT {
             self.drop_partial(slot);
             self.consumer.release(&sh, idx, len);
             return Ok(Reassembled::Dropped);
         }
-        let collecting = !self.partials[slot].is_empty();
-        if self.discarding & bit != 0 {
-            self.consumer.release(&sh, idx, len);
-            if kind != REC_MORE {
-                // The last fragment of the dropped message.
-                self.discarding &= !bit;
-                self.begun -= 1;
+        if kind & REC_CONT == 0 {
+            // A first fragment. An honest sender ends what it began with its last fragment or
+            // an abort record; one that died in the middle of a message ends it here.
+            if !self.partials[slot].is_empty() {
+                self.drop_partial(slot);
+                outcome = Reassembled::Dropped;
             }
+        } else if self.partials[slot].is_empty() {
+            // The rest of a message this receiver did not see begin: a receiver that died
+            // consumed its first fragments, or it was dropped for a limit.
+            self.consumer.release(&sh, idx, len);
             return Ok(Reassembled::Dropped);
-        }
-        if kind == 0 && !collecting {
-            self.pending = Some((idx, len));
-            return Ok(Reassembled::Got(Got::InPlace(idx, len)));
         }
         let total = self.partials[slot].len() + len;
         if total > MAX_MESSAGE_LEN {
@@ -1342,15 +1333,11 @@ impl Receiver {
             )));
         }
         let limits = self.limits;
-        if total > limits.max_message
-            || (kind == REC_MORE && self.pending_bytes + len > limits.max_pending)
-        {
+        let more = kind & REC_MORE != 0;
+        if total > limits.max_message || (more && self.pending_bytes + len > limits.max_pending) {
+            // Its remaining fragments find no message begun, and are dropped.
             self.drop_partial(slot);
             self.consumer.release(&sh, idx, len);
-            if kind == REC_MORE {
-                self.discarding |= bit;
-                self.begun += 1;
-            }
             return Err(over_limit(slot, total, &limits));
         }
         let partial = &mut self.partials[slot];
@@ -1367,15 +1354,11 @@ impl Receiver {
             partial.set_len(at + len);
         }
         self.consumer.release(&sh, idx, len);
-        if kind == REC_MORE {
+        if more {
             self.pending_bytes += len;
-            if !collecting {
-                self.begun += 1;
-            }
-            return Ok(Reassembled::Collected);
+            return Ok(outcome);
         }
         self.pending_bytes -= at;
-        self.begun -= 1;
         Ok(Reassembled::Got(Got::Assembled(slot)))
     }
 

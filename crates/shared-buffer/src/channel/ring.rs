@@ -550,7 +550,8 @@ impl Producer {
     }
 
     /// Publishes the record reserved at `idx` (this producer's last reservation) with a
-    /// `len`-byte payload; `kind` is 0, [`REC_MORE`] or [`REC_ABORT`].
+    /// `len`-byte payload; `kind` is 0, [`REC_ABORT`], or a fragment's [`REC_MORE`] and
+    /// [`REC_CONT`] bits.
     ///
     /// # Errors
     /// `EPIPE` when the consumer closed the channel without consuming the record: it will
@@ -638,8 +639,8 @@ fn commit_skip(sh: &Shared, idx: usize, to_end: u32) {
 /// What the consumer found at `head`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Peek {
-    /// A committed data record: its data index, payload length, and kind (0, [`REC_MORE`] or
-    /// [`REC_ABORT`]).
+    /// A committed data record: its data index, payload length, and kind (0, [`REC_ABORT`], or a
+    /// fragment: [`REC_MORE`], [`REC_CONT`] or both).
     Message { idx: usize, len: usize, kind: u32 },
     /// Nothing reserved past `head`.
     Empty,
@@ -656,8 +657,11 @@ pub(crate) enum Peek {
     Busy,
 }
 
-/// The most records that deliver nothing (skip and abort records, the rest of a dropped
-/// message) that one look at the ring steps over or consumes before it lets its caller check
+/// The kind of a fragment in the middle of a message: more follow, and it is not the first.
+pub(crate) const MORE_CONT: u32 = REC_MORE | REC_CONT;
+
+/// The most records that deliver nothing (skip and abort records, the rest of a message dropped
+/// or begun before this receiver) that one look at the ring steps over or consumes before it lets its caller check
 /// the deadline. Producers write a skip record per lap of the ring and per abandoned
 /// reservation, and an abort record per failed message; a peer writing them as fast as they are
 /// consumed would otherwise keep one look going for as long as it likes. (Fragments of a
@@ -734,22 +738,24 @@ impl Consumer {
             }
             let committed = word & REC_COMMITTED != 0;
             let len = (word & REC_LEN_MASK) as usize;
-            let kind = word & (REC_SKIP | REC_MORE | REC_ABORT);
+            let kind = word & REC_KINDS;
             let skip = kind == REC_SKIP;
             let ok = match kind {
                 // A reservation mark: a skip record's shape without the commit bit.
                 REC_SKIP if !committed => len % RECORD_ALIGN == 0 && len <= sh.max_record,
                 _ if !committed => false,
-                0 => len <= sh.max_record,
+                // A whole message, or the last fragment of one.
+                0 | REC_CONT => len <= sh.max_record,
                 REC_SKIP => true, // bounded by the checks below
-                REC_MORE => len == sh.max_record,
+                // A first fragment, or one in the middle.
+                REC_MORE | MORE_CONT => len == sh.max_record,
                 REC_ABORT => len == 0,
                 _ => false,
             };
             if !ok {
                 return Err(corrupt(format!(
                     "record at {:#x} has commit word {word:#010x} (one record holds at most {} \
-                     bytes, a fragment exactly that many)",
+                     bytes, a fragment but the last exactly that many)",
                     self.head, sh.max_record
                 )));
             }
@@ -999,7 +1005,7 @@ pub unsafe fn scan_run(
     while n < max && n < i32::MAX as usize {
         let idx = start + bytes;
         let word = sh.commit_word(idx).load(Acquire);
-        if word & (REC_COMMITTED | REC_SKIP | REC_MORE | REC_ABORT) != REC_COMMITTED {
+        if word & (REC_COMMITTED | REC_KINDS) != REC_COMMITTED {
             break;
         }
         let len = (word & REC_LEN_MASK) as usize;
