@@ -22,6 +22,7 @@ import {
   finished,
   HANG_MS,
   killAll,
+  lacking,
   lib,
   mix,
   other,
@@ -32,6 +33,7 @@ import {
   sleep,
   spawn,
   test,
+  testUnless,
   uniqueName,
   within,
 } from "./harness.ts";
@@ -273,8 +275,13 @@ const SHARED_WAIT_ANY = /^202 0x[0-9a-f]+ 0x[09] /;
  * `undefined` if /proc does not tell.
  */
 function threadsIn(pid: number, pattern: RegExp): number | undefined {
+  return tidsIn(pid, pattern)?.length;
+}
+
+/** The threads of process `pid` in a system call matching `pattern`, as for `threadsIn`. */
+function tidsIn(pid: number, pattern: RegExp): string[] | undefined {
   try {
-    let n = 0;
+    const tids = [];
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       let line: string;
       try {
@@ -282,12 +289,18 @@ function threadsIn(pid: number, pattern: RegExp): number | undefined {
       } catch {
         continue; // the thread just exited
       }
-      if (pattern.test(line)) n++;
+      if (pattern.test(line)) tids.push(tid);
     }
-    return n;
+    return tids;
   } catch {
     return undefined;
   }
+}
+
+/** How many times thread `tid` of `pid` has given up the CPU of its own accord (it parked). */
+function voluntarySwitches(pid: number, tid: string): number {
+  const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+  return Number(/^voluntary_ctxt_switches:\s*(\d+)$/m.exec(status)![1]);
 }
 
 /** True where /proc shows threads' system calls (Linux x86-64, and permission to look). */
@@ -389,6 +402,47 @@ test("notify across processes: 1 of 9 waiters (each runtime, wait, adaptive wait
     }
   });
 });
+
+// Waits park in slices of 100 ms only in a Worker, which must stay terminable (`sync.test.ts`): a
+// notify that changes no value and comes between two slices would find no thread parked.
+testUnless(
+  CAN_SEE_PARKING ? false : lacking("/proc does not show system calls here"),
+  "a wait without a timeout on a main thread parks once, in every runtime: nothing wakes it before a notify",
+  async () => {
+    await withSegment("sx-once", async (name, shm) => {
+      const i32 = new Int32Array(shm.buffer, 0, 2);
+      const children: Child[] = [];
+      try {
+        const kinds = [...runtimes].flatMap((which) =>
+          (["sync", "adaptive"] as const).map((mode) => [which, mode] as const)
+        );
+        const waiters = kinds.map(([which, mode]) =>
+          spawn(children, which, "wait/wait_once.ts", [name, mode, "Infinity"])
+        );
+        const pids = await within(
+          Promise.all(waiters.map(async (c) => Number((await c.line("waiting ")).split(" ")[1]))),
+          HANG_MS,
+          "waiters to start",
+        );
+        await parked(pids, SHARED_WAIT);
+        const tids = pids.map((pid) => tidsIn(pid, SHARED_WAIT)![0]);
+        const before = pids.map((pid, i) => voluntarySwitches(pid, tids[i]));
+        await sleep(350);
+        assert.deepEqual(
+          pids.map((pid, i) => voluntarySwitches(pid, tids[i]) - before[i]),
+          pids.map(() => 0),
+          `woken while nothing notified (${kinds.map((k) => k.join(" ")).join(", ")})`,
+        );
+        assert.equal(notify(i32, 0), kinds.length, "every waiter was parked, and is woken");
+        for (const [i, c] of waiters.entries()) {
+          assert.match((await finished(c, kinds[i].join(" "))).stdout, /^woken ok$/m);
+        }
+      } finally {
+        await killAll(children);
+      }
+    });
+  },
+);
 
 // ---- 4. A lock holder killed with SIGKILL ------------------------------------------------------
 

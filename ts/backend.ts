@@ -46,6 +46,11 @@ export interface Backend {
   readonly maxBufferBytes: number;
   /** Where the native library was loaded from. */
   readonly libraryPath: string;
+  /**
+   * True on the process's main thread, false in a Worker: only a Worker can be terminated while
+   * a wait of its own blocks it (see `park` in `sync.ts`).
+   */
+  readonly mainThread: boolean;
 
   openKey(
     key: number,

@@ -143,12 +143,15 @@ function sliced(ns: number, timedOut: number, call: (sliceNs: number, first: boo
 }
 
 /**
- * `backend().wait` for `ns` (-1: forever), in slices. After the first slice, a word found
- * changed counts as a wake-up (`WAIT_OK`): it held `value` when the wait began.
+ * `backend().wait` for `ns` (-1: forever); in a Worker, in slices. After the first slice, a word
+ * found changed counts as a wake-up (`WAIT_OK`): it held `value` when the wait began. A `notify`
+ * that changes nothing and comes in the instant between two slices finds no thread parked and is
+ * missed: so the main thread, which nothing terminates, parks in one call, and a notify there is
+ * never missed once the wait has begun.
  */
 function park(address: Address, value: number, ns: number, spins: number): number {
   const b = backend();
-  if (ns >= 0 && ns <= SLICE_NS) return b.wait(address, value, ns, spins);
+  if ((ns >= 0 && ns <= SLICE_NS) || b.mainThread) return b.wait(address, value, ns, spins);
   return sliced(ns, WAIT_TIMED_OUT, (slice, first) => {
     const code = b.wait(address, value, slice, first ? spins : 0);
     return code === WAIT_NOT_EQUAL && !first ? WAIT_OK : code;
@@ -187,6 +190,10 @@ function result(code: number, caller: string): WaitResult {
 /**
  * Blocks the calling thread while `view[index]` holds `expected`, until another process (or
  * thread) calls {@linkcode notify} on the same element, or `timeoutMs` passes.
+ *
+ * In a Worker, a wait longer than 100 ms parks in slices of 100 ms, so that the Worker can be
+ * terminated; a change of the word is seen across slices, but a `notify` that changes nothing and
+ * comes in the instant between two is missed. Store, then notify (as the example does).
  *
  * @param view An Int32Array over a segment of this library.
  * @param index The element to wait on.

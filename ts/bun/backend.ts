@@ -99,6 +99,7 @@ export function loadBun(explicit?: string): Backend {
   );
   return {
     runtime: "bun",
+    mainThread: (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread,
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
     maxBufferBytes: 2 ** 32,
     libraryPath: path,

@@ -213,6 +213,9 @@ export function loadDeno(explicit?: string): Backend {
   if (ffiUnscoped()) callback();
   return {
     runtime: "deno",
+    // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
+    // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.
+    mainThread: Object.prototype.toString.call(globalThis) === "[object Window]",
     // V8's limit for one ArrayBuffer on 64-bit targets.
     maxBufferBytes: Number.MAX_SAFE_INTEGER,
     libraryPath: path,

@@ -22,6 +22,7 @@ import process from "node:process";
 import { constants as bufferConstants } from "node:buffer";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
+import { isMainThread } from "node:worker_threads";
 import { type Backend, settleHandles } from "../backend.ts";
 import {
   LIBRARY_ENV,
@@ -101,6 +102,7 @@ export function loadNode(explicit?: string): Backend {
   n.trackAll();
   return {
     runtime: "node",
+    mainThread: isMainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,
