@@ -94,7 +94,7 @@ test("an empty file at a name is ENODATA, saying why", () => {
   throwsCode(
     () => SharedMemory.open({ name: empty.name }),
     "ENODATA",
-    /empty: its creator died before sizing it/,
+    /an empty file: not a segment, or one whose creator died or stalled before sizing it/,
   );
 });
 

@@ -8,7 +8,18 @@
  */
 
 import { spawnSync } from "node:child_process";
-import { chmodSync, cpSync, linkSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import {
@@ -258,6 +269,37 @@ for (const which of runtimes) {
 }
 
 // ---- Segments another user made -------------------------------------------------------------
+
+for (const which of runtimes) {
+  testUnless(
+    noOtherUser,
+    `a ${which} child running as uid ${NOBODY} replaces a leftover of its own that no one may open (mode 0o400)`,
+    async () => {
+      const id = { name: uniqueName("xp-sec") };
+      const path = `/dev/shm${id.name}`;
+      try {
+        writeFileSync(path, new Uint8Array(64));
+        chmodSync(path, 0o400);
+        chownSync(path, NOBODY, NOBODY);
+        const r = await runAsNobody(which, "segment/create.ts", [
+          ...idArgs(id),
+          "4096",
+          "600",
+          "replace",
+        ]);
+        if (r.code !== 0 || !r.stdout.includes("created 4096")) {
+          throw new Error(
+            `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
+          );
+        }
+        const made = statSync(path);
+        assertEquals([made.size, made.uid, made.mode & 0o777], [4096, NOBODY, 0o600], "new file");
+      } finally {
+        rmSync(path, { force: true });
+      }
+    },
+  );
+}
 
 for (const which of runtimes) {
   for (const kind of ["keyed", "named"] as const) {

@@ -122,7 +122,7 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
     (
         libc::ENODATA,
         c"ENODATA",
-        c"the segment is empty: its creator died before sizing it, or it is not a segment",
+        c"the name holds an empty file: not a segment, or one whose creator died or stalled before sizing it",
     ),
     (libc::ENOSYS, c"ENOSYS", c"not implemented on this platform"),
     (libc::ENOTSUP, c"ENOTSUP", c"not supported on this platform"),

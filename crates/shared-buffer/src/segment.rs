@@ -232,7 +232,10 @@ impl fmt::Display for SegmentError {
             Self::SizeMismatch(m) => m.fmt(f),
             Self::Symlink => f.write_str("the name is a symbolic link, which is never followed"),
             Self::NotASegment(kind) => write!(f, "the name is {kind}, not a segment"),
-            Self::Empty => f.write_str("the segment is empty: its creator died before sizing it"),
+            Self::Empty => f.write_str(
+                "the name holds an empty file: not a segment, or one whose creator died or stalled \
+                 before sizing it",
+            ),
             Self::Invalid(msg) => f.write_str(msg),
             Self::Os(err) => err.fmt(f),
         }
@@ -344,7 +347,7 @@ impl Segment {
                 check_owner(options.owner, &[info.uid, info.creator_uid])
             }
             SegmentId::Name(name) => {
-                let info = os::posix_open_name(name)?.info()?;
+                let info = os::posix_name_info(name)?;
                 if info.kind != FileKind::Regular {
                     return Err(SegmentError::NotASegment(info.kind));
                 }

@@ -1,6 +1,6 @@
 //! The Rust API and the C layer of segments: ownership, sizes, permissions, errors.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::Ordering;
 
 use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch};
@@ -242,8 +242,42 @@ fn an_empty_file_is_refused_as_empty() {
     assert!(matches!(err, SegmentError::Empty), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "the segment is empty: its creator died before sizing it"
+        "the name holds an empty file: not a segment, or one whose creator died or stalled before sizing it"
     );
+}
+
+/// A named segment appears at its name only once it is sized and its memory reserved: an opener
+/// never finds the file of a create in progress, empty or short, nor waits for it.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_named_create_is_never_seen_unsized() {
+    const SIZE: usize = 256 << 20; // long enough to reserve that the loop below sees it happen
+    let s = Scratch::named("seg");
+    let path = shm_path(&s);
+    let id = s.0.clone();
+    let creator = std::thread::spawn(move || Segment::create(&id, SIZE, &Options::default()));
+    let mut absent = 0;
+    let seen = loop {
+        match std::fs::metadata(&path) {
+            Ok(meta) => break meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => absent += 1,
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert_eq!(
+        seen.len(),
+        SIZE as u64,
+        "the first look at the name sees it sized"
+    );
+    assert!(seen.blocks() * 512 >= SIZE as u64, "and reserved");
+    let segment = creator.join().unwrap().unwrap();
+    assert_eq!(segment.len(), SIZE);
+    assert!(absent > 0, "the loop looked while the create was under way");
+    // A create that fails (the name is taken now) leaves the name to its holder.
+    let err = Segment::create(&s.0, 4096, &Options::default()).unwrap_err();
+    assert!(matches!(err, SegmentError::AlreadyExists), "{err:?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
+    Segment::unlink(&s.0).unwrap();
 }
 
 #[test]

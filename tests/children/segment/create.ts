@@ -1,8 +1,8 @@
 /**
  * Creates a segment, closes it (the segment stays) and prints `created <byteLength>`. Without
- * `<mode>` the library's default mode is used.
+ * `<mode>` the library's default mode is used; `replace` creates with `{ replace: true }`.
  *
- * Usage: `segment/create.ts <kind> <id> <size> [mode, octal]`
+ * Usage: `segment/create.ts <kind> <id> <size> [mode, octal] [replace]`
  *
  * @module
  */
@@ -10,8 +10,11 @@
 import { args, lib, say } from "../lib.ts";
 import { parseId } from "./common.ts";
 
-const [kind, value, size, mode] = args;
-const options = mode === undefined ? undefined : { mode: parseInt(mode, 8) };
+const [kind, value, size, mode, replace] = args;
+const options = {
+  ...(mode === undefined ? {} : { mode: parseInt(mode, 8) }),
+  ...(replace === "replace" ? { replace: true } : {}),
+};
 const shm = lib.SharedMemory.create(parseId(kind, value), Number(size), options);
 say(`created ${shm.byteLength}`);
 shm.close();

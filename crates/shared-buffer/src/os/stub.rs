@@ -87,6 +87,10 @@ impl OpenedName {
 pub fn posix_open_name(_name: &CStr) -> io::Result<OpenedName> {
     unsupported()
 }
+/// Unsupported here.
+pub fn posix_name_info(_name: &CStr) -> io::Result<FileInfo> {
+    unsupported()
+}
 /// No users here: 0.
 pub fn effective_uid() -> u32 {
     0

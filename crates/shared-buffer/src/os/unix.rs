@@ -5,6 +5,8 @@
 //! the moment the map call succeeds, so that a failure later in setup still unmaps it.
 
 use std::ffi::CStr;
+#[cfg(target_os = "linux")]
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -201,7 +203,18 @@ pub fn sysv_remove(key: libc::key_t) -> io::Result<()> {
 /// Creates the named segment exclusively, with exactly `mode` (the umask does not narrow it), and
 /// reserves all of its memory up front so that a full `/dev/shm` fails here with `ENOSPC` instead
 /// of a `SIGBUS` on first write.
+///
+/// On Linux the file is made unnamed and sized first, then linked at the name
+/// ([`create_unnamed`]): nobody ever finds the name holding a file still being sized, and a
+/// create that fails leaves nothing to remove. Elsewhere (or where `/dev/shm` cannot make unnamed
+/// files) the name is made first, and a failure removes it.
 pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> {
+    #[cfg(target_os = "linux")]
+    match create_unnamed(name, size, mode) {
+        Err(Unnamed::Unsupported) => {}
+        Err(Unnamed::Failed(err)) => return Err(err),
+        Ok(mapping) => return Ok(mapping),
+    }
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
     // SAFETY: `name` is a valid C string; the mode is passed as the variadic third argument.
     let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::c_uint) })?;
@@ -214,6 +227,81 @@ pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> 
         unsafe { libc::shm_unlink(name.as_ptr()) };
     }
     made
+}
+
+/// Where glibc and musl keep the files of `shm_open` names.
+#[cfg(target_os = "linux")]
+const SHM_DIR: &str = "/dev/shm";
+
+/// Why [`create_unnamed`] made no segment.
+#[cfg(target_os = "linux")]
+enum Unnamed {
+    /// This system cannot make unnamed files in [`SHM_DIR`] or link them (no `O_TMPFILE`, no
+    /// `/proc`): create the usual way.
+    Unsupported,
+    /// The create failed (the name exists, no room, ...): report it.
+    Failed(io::Error),
+}
+
+/// Makes the segment as an unnamed file in [`SHM_DIR`] (`O_TMPFILE`), sizes, reserves and maps it,
+/// and only then links it at the name, which fails with `EEXIST` if the name is taken (as
+/// `O_EXCL` does). Until the link the file belongs to no name, and the kernel frees it when the
+/// descriptor closes, whether this returns an error or the process dies.
+#[cfg(target_os = "linux")]
+fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unnamed> {
+    use std::os::fd::AsRawFd;
+    let dir = CString::new(SHM_DIR).map_err(|_| Unnamed::Unsupported)?;
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: `dir` is a valid C string; the mode is passed as the variadic third argument.
+    let raw = unsafe { libc::open(dir.as_ptr(), flags, (mode & 0o777) as libc::c_uint) };
+    if raw < 0 {
+        // EISDIR, EINVAL or EOPNOTSUPP: a kernel or filesystem without O_TMPFILE; ENOENT: no
+        // /dev/shm. Anything else (EACCES, EMFILE, ENOSPC, ...) is this create's failure.
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EISDIR | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOENT) => {
+                Unnamed::Unsupported
+            }
+            _ => Unnamed::Failed(err),
+        });
+    }
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mapping = size_new(&fd, size, mode)
+        .and_then(|()| map_fd(&fd, size))
+        .map_err(Unnamed::Failed)?;
+    // The name after its leading `/`, in the directory; names are checked before they get here
+    // (no other `/`, no NUL).
+    let target = [SHM_DIR.as_bytes(), name.to_bytes()].concat();
+    let target = CString::new(target).map_err(|_| Unnamed::Failed(einval()))?;
+    // linkat(fd, "", AT_EMPTY_PATH) needs a capability; the descriptor's /proc link does not.
+    let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| Unnamed::Failed(einval()))?;
+    // SAFETY: two valid C strings; plain integers.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        let err = io::Error::last_os_error();
+        // ENOENT: no /proc (the name's directory exists: the unnamed file was made in it).
+        return Err(if err.raw_os_error() == Some(libc::ENOENT) {
+            Unnamed::Unsupported
+        } else {
+            Unnamed::Failed(err)
+        });
+    }
+    Ok(mapping)
+}
+
+#[cfg(target_os = "linux")]
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
 }
 
 fn size_new(fd: &OwnedFd, size: usize, mode: u32) -> io::Result<()> {
@@ -249,6 +337,25 @@ fn file_kind(mode: libc::mode_t) -> FileKind {
     }
 }
 
+/// The parts of a `stat` that decide whether a file may be a segment.
+fn file_info(stat: &libc::stat) -> io::Result<FileInfo> {
+    let size =
+        usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let changed = u64::try_from(stat.st_ctime).unwrap_or(0);
+    Ok(FileInfo {
+        kind: file_kind(stat.st_mode),
+        size,
+        allocated: u64::try_from(stat.st_blocks)
+            .unwrap_or(0)
+            .saturating_mul(512),
+        uid: stat.st_uid,
+        changed_secs_ago: now.saturating_sub(changed),
+    })
+}
+
 /// An opened name: the descriptor, nothing mapped yet.
 #[derive(Debug)]
 pub struct OpenedName {
@@ -263,21 +370,7 @@ impl OpenedName {
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a descriptor we own and a valid, writable stat buffer.
         cvt(unsafe { libc::fstat(self.fd.as_raw_fd(), &mut stat) })?;
-        let size =
-            usize::try_from(stat.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let changed = u64::try_from(stat.st_ctime).unwrap_or(0);
-        Ok(FileInfo {
-            kind: file_kind(stat.st_mode),
-            size,
-            allocated: u64::try_from(stat.st_blocks)
-                .unwrap_or(0)
-                .saturating_mul(512),
-            uid: stat.st_uid,
-            changed_secs_ago: now.saturating_sub(changed),
-        })
+        file_info(&stat)
     }
 
     /// Maps the first `len` bytes.
@@ -305,6 +398,28 @@ impl OpenedName {
         let _ = len;
         Ok(())
     }
+}
+
+/// What is at the name, as a replacing create needs to know it (its kind and owner), without
+/// opening it: on Linux an `lstat` of its file, which works whatever the file's mode (a leftover
+/// of this user's with mode `0o400` may be replaced, as its owner may remove it); elsewhere an
+/// open and `fstat`. A symbolic link is `ELOOP`, as an open reports it.
+pub fn posix_name_info(name: &CStr) -> io::Result<FileInfo> {
+    #[cfg(target_os = "linux")]
+    {
+        let path =
+            CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat()).map_err(|_| einval())?;
+        // SAFETY: `stat` is plain old data; all-zero is valid and lstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a valid, writable stat buffer.
+        cvt(unsafe { libc::lstat(path.as_ptr(), &mut stat) })?;
+        if stat.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        file_info(&stat)
+    }
+    #[cfg(not(target_os = "linux"))]
+    posix_open_name(name)?.info()
 }
 
 /// Opens the existing name without following a symbolic link (`ELOOP`) and, on Linux, without
