@@ -376,7 +376,8 @@ impl Segment {
                     actual,
                 }))
             }
-            _ => Ok(()),
+            Some(requested) => Ok(requested),
+            None => Ok(actual),
         })?;
         let mut segment = Self::finish(mapping, false, options)?;
         if let Some(requested) = size {
@@ -397,7 +398,7 @@ impl Segment {
         check_create(size, options)?;
         let exact = |actual| {
             if actual == size {
-                Ok(())
+                Ok(size)
             } else {
                 Err(SegmentError::SizeMismatch(SizeMismatch {
                     requested: size,
@@ -440,12 +441,13 @@ impl Segment {
         Ok(())
     }
 
-    /// Opens the segment at `id` after checking its owner, its kind and (with `size_ok`) its
-    /// size, all before anything is mapped.
+    /// Opens the segment at `id` after checking its owner, its kind and (with `size_ok`, which
+    /// returns how many bytes to expose) its size, all before anything is mapped. A named
+    /// segment is mapped only as far as it is exposed; a keyed one is always mapped whole.
     fn open_raw(
         id: &SegmentId,
         owner: Owner,
-        size_ok: impl Fn(usize) -> Result<()>,
+        size_ok: impl Fn(usize) -> Result<usize>,
     ) -> Result<os::Mapping> {
         match id {
             SegmentId::Key(key) => {
@@ -467,15 +469,16 @@ impl Segment {
                     }
                     check_owner(owner, &[info.uid])?;
                     if info.size > 0 {
-                        size_ok(info.size)?;
+                        let len = size_ok(info.size)?;
                         // A segment another program sized with ftruncate alone is sparse: in a
                         // full /dev/shm (a container's 64 MiB) the first write to a page it
                         // lacks would kill this process with SIGBUS. Ours are reserved at
-                        // create, so this costs nothing for them.
+                        // create, so this costs nothing for them. Only what this process maps
+                        // is reserved: an opener of the first 4 KiB does not commit the rest.
                         if info.allocated < info.size as u64 {
-                            opened.reserve(info.size)?;
+                            opened.reserve(len)?;
                         }
-                        return Ok(opened.map(info.size)?);
+                        return Ok(opened.map(len)?);
                     }
                     if info.changed_secs_ago > RECENT_SECS || Instant::now() >= deadline {
                         return Err(SegmentError::Empty);

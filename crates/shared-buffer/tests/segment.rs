@@ -280,6 +280,39 @@ fn a_named_create_is_never_seen_unsized() {
     Segment::unlink(&s.0).unwrap();
 }
 
+/// A file another program sized with `ftruncate` alone (sparse) gets its memory reserved by an
+/// open, so that a full `/dev/shm` fails the open rather than a later write (`SIGBUS`); but only
+/// as far as the open exposes it.
+#[test]
+#[cfg(target_os = "linux")]
+fn an_open_reserves_what_it_maps_of_a_sparse_file() {
+    const SIZE: u64 = 64 << 20;
+    let s = Scratch::named("seg");
+    let path = shm_path(&s);
+    let _p = Planted(path.clone());
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(SIZE).unwrap();
+    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert_eq!(allocated(), 0, "sparse");
+    let first = Segment::open(&s.0, Some(8192), &Options::default()).unwrap();
+    assert_eq!(first.len(), 8192);
+    assert!(
+        (8192..1 << 20).contains(&allocated()),
+        "the first 8 KiB reserved, not the rest: {} bytes",
+        allocated()
+    );
+    let whole = Segment::open(&s.0, None, &Options::default()).unwrap();
+    assert_eq!(whole.len() as u64, SIZE);
+    assert!(
+        allocated() >= SIZE,
+        "all of it reserved once all of it is mapped"
+    );
+    whole
+        .atomic_u32(SIZE as usize - 4)
+        .store(1, Ordering::Relaxed);
+    drop((first, whole));
+}
+
 #[test]
 fn replace_removes_a_leftover_and_creates_afresh() {
     for s in Scratch::both("seg") {
