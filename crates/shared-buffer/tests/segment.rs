@@ -273,6 +273,12 @@ fn a_named_create_is_never_seen_unsized() {
     let segment = creator.join().unwrap().unwrap();
     assert_eq!(segment.len(), SIZE);
     assert!(absent > 0, "the loop looked while the create was under way");
+    // Mapped through its name, as tools that list mappings (lsof, pmap) show it.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        maps.lines().any(|l| l.ends_with(&format!(" {path}"))),
+        "{path} in /proc/self/maps:\n{maps}"
+    );
     // A create that fails (the name is taken now) leaves the name to its holder.
     let err = Segment::create(&s.0, 4096, &Options::default()).unwrap_err();
     assert!(matches!(err, SegmentError::AlreadyExists), "{err:?}");

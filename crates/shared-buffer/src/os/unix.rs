@@ -247,6 +247,10 @@ enum Unnamed {
 /// and only then links it at the name, which fails with `EEXIST` if the name is taken (as
 /// `O_EXCL` does). Until the link the file belongs to no name, and the kernel frees it when the
 /// descriptor closes, whether this returns an error or the process dies.
+///
+/// A mapping of the unnamed file shows in `/proc/<pid>/maps` (and `lsof`, `pmap`) as
+/// `/dev/shm/#<inode> (deleted)` even once it is linked, so the file is then mapped again through
+/// its name ([`remap_named`]), and the first mapping dropped.
 #[cfg(target_os = "linux")]
 fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unnamed> {
     use std::os::fd::AsRawFd;
@@ -296,7 +300,26 @@ fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unname
             Unnamed::Failed(err)
         });
     }
-    Ok(mapping)
+    Ok(remap_named(name, &fd, size).unwrap_or(mapping))
+}
+
+/// A mapping of the file just linked at `name` through the name, if the name still holds that
+/// file (`unnamed` is its descriptor; another process may have removed or replaced it since).
+#[cfg(target_os = "linux")]
+fn remap_named(name: &CStr, unnamed: &OwnedFd, size: usize) -> Option<Mapping> {
+    let named = posix_open_name(name).ok()?;
+    let identity = |fd: &OwnedFd| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we own and a valid, writable stat buffer.
+        cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) }).ok()?;
+        Some((stat.st_dev, stat.st_ino))
+    };
+    if identity(&named.fd)? != identity(unnamed)? {
+        return None;
+    }
+    named.map(size).ok()
 }
 
 #[cfg(target_os = "linux")]
