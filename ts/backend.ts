@@ -152,9 +152,10 @@ export interface Backend {
   /**
    * Called when creating a segment failed with `ENOSPC`: asks the engine for a full garbage
    * collection now, then returns once collected buffers have released their mappings (the
-   * handle count stops falling), so that the caller can retry once.
+   * handle count stops falling), so that the caller can retry once. Returns how many handles
+   * were released (0: retrying cannot help, as far as this process goes).
    */
-  relieve(): void;
+  relieve(): number;
 }
 
 /** The calls both adapters make the same way. */
@@ -231,7 +232,7 @@ export function commonCalls(s: Calls): CommonCalls {
  * Waits until the handle count has stopped falling for a few milliseconds (at most a quarter of
  * a second): engines release collected buffers on a sweeper thread shortly after a collection.
  */
-export function settleHandles(handleCount: () => number): void {
+export function settleHandles(handleCount: () => number, before: number): number {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   let last = handleCount();
   let still = 0;
@@ -241,6 +242,7 @@ export function settleHandles(handleCount: () => number): void {
     still = now < last ? 0 : still + 1;
     last = now;
   }
+  return before - last;
 }
 
 /** A loader that opens the native library on first use. */

@@ -220,10 +220,12 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
 }
 
 /**
- * How many times an `ENOSPC` create has the engine collect and tries again. One collection
- * usually frees every segment dropped without `close()`; Node.js 26 once needed more than three in
- * a loop that drops a segment and a view of it each turn (not reproduced since), and each try
- * costs only a program whose shared memory is full.
+ * How many times an `ENOSPC` create has the engine collect and tries again: once, and again while
+ * a collection releases segments. One collection usually frees every segment dropped without
+ * `close()`; Node.js 26 once needed more than three in a loop that drops a segment and a view of
+ * it each turn (not reproduced since). A create that cannot fit stops after one retry: each try
+ * reserves (zero-fills) memory up to the full filesystem (about 2 s for 3.5 GiB), and every other
+ * program's allocation fails meanwhile.
  */
 const RELIEF_TRIES = 6;
 
@@ -244,7 +246,7 @@ function openSegment(
   ) {
     // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
     // collected: have the engine collect them, then try again.
-    b.relieve();
+    if (b.relieve() === 0 && retry > 0) break;
     out.fill(0n);
     code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
   }

@@ -143,8 +143,9 @@ export function loadBun(explicit?: string): Backend {
     // The deallocator closes its handle by number: detach now, while the number is still its.
     dropAnchor: (anchor) => void detachBuffer(anchor!),
     relieve() {
+      const before = s.sb_handle_count();
       (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
-      settleHandles(() => s.sb_handle_count());
+      return settleHandles(() => s.sb_handle_count(), before);
     },
   };
 }

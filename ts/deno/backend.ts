@@ -277,8 +277,9 @@ export function loadDeno(explicit?: string): Backend {
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => s.sb_close(handle),
     relieve() {
+      const before = s.sb_handle_count();
       owner.relieve();
-      settleHandles(() => s.sb_handle_count());
+      return settleHandles(() => s.sb_handle_count(), before);
     },
   };
 }

@@ -159,9 +159,10 @@ export function loadNode(explicit?: string): Backend {
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => n.close(handle),
     relieve() {
+      const before = n.handleCount();
       n.forgetDetached();
       n.relieve();
-      settleHandles(() => n.handleCount());
+      return settleHandles(() => n.handleCount(), before);
     },
   };
 }
