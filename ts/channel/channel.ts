@@ -25,6 +25,7 @@ import {
   setReceiver,
 } from "./local.ts";
 import { SPIN_MS, Spinner } from "../spin.ts";
+import { mustYield, nextTurn } from "./turns.ts";
 import {
   byteCount,
   channelError,
@@ -589,6 +590,7 @@ export class ChannelSender implements Disposable {
 
   /** {@linkcode send} as a Promise: waits for room without blocking the event loop. */
   async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
+    if (mustYield()) await nextTurn();
     const bytes = this.#start(message, "sendAsync");
     const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes, this.#len)) return;
@@ -1261,6 +1263,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    if (mustYield()) await nextTurn();
     return this.#takeCopy(timeoutMs) ?? this.#copy(await this.#viewAsync(timeoutMs, "recvAsync"));
   }
 
@@ -1297,6 +1300,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** {@linkcode recvViewAsync}, its errors named after `what` (the call the user made). */
   async #viewAsync(timeoutMs: number | undefined, what: string): Promise<Uint8Array | null> {
+    if (what !== "recvAsync" && mustYield()) await nextTurn(); // recvAsync looked already
     this.#begin(what);
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();

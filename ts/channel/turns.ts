@@ -1,0 +1,54 @@
+/**
+ * Event-loop turns for the channel's async calls. An async receive that finds a message ready, or
+ * an async send that finds room, completes at once and settles its promise as a microtask; a
+ * `for await` over a ring that a busy peer keeps filling (or a `sendAsync` loop that a fast
+ * receiver keeps emptying) then never lets the event loop turn. Timers, I/O and every other task
+ * of the thread starved: a 5 ms interval fired 16-138 times a second instead of 200 while one
+ * process sent to itself as fast as it could, and 8-14 times a second in Node while it received
+ * from a faster process (`channel_cross.test.ts`).
+ *
+ * So the async calls note when a run of them began, and ask the event loop (`setImmediate`) to
+ * say when it turned; once a run has gone on for {@linkcode TURN_BUDGET_MS} without a turn, the
+ * next call waits for one first. A call that waited for a message or for room let the loop turn
+ * anyway. Module state is per thread, as the event loop is.
+ *
+ * @module
+ */
+
+/** How long async calls that complete at once may keep the event loop from turning (ms). */
+export const TURN_BUDGET_MS = 4;
+/** Calls between two looks at the clock. */
+const CHECK_EVERY = 32;
+
+/** `setImmediate` of Node.js and Bun, and of Deno (which has it as a global too). */
+const immediate = (globalThis as unknown as { setImmediate(callback: () => void): unknown })
+  .setImmediate;
+
+/** When the current run of calls began (`performance.now()`), or -1 once the loop has turned. */
+let runStart = -1;
+let calls = 0;
+
+function turned(): void {
+  runStart = -1;
+}
+
+/**
+ * Called at the start of each async call: true when the event loop has not turned for
+ * {@linkcode TURN_BUDGET_MS}, and the call should first `await` {@linkcode nextTurn}.
+ */
+export function mustYield(): boolean {
+  if (runStart < 0) {
+    runStart = performance.now();
+    calls = 0;
+    immediate(turned);
+    return false;
+  }
+  if (++calls < CHECK_EVERY) return false;
+  calls = 0;
+  return performance.now() - runStart >= TURN_BUDGET_MS;
+}
+
+/** Resolves once the event loop has turned: its timers and I/O had their go. */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => immediate(resolve));
+}
