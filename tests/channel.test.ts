@@ -547,6 +547,37 @@ test("sendMany with an array whose element changes between reads sends what it r
   }
 });
 
+test("the rest of a sendMany run that an element's getter cut short becomes skip records of at most half the ring each", () => {
+  const name = uniqueName("run-rest");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    const first = pattern(480, 1);
+    const messages: (Uint8Array | string)[] = [first, pattern(40, 2)];
+    let reads = 0;
+    // Sized as 480 bytes, then read as a string: the run of 536 bytes is given up at once.
+    Object.defineProperty(messages, 0, { get: () => (++reads === 1 ? first : "text") });
+    assert.equal(tx.sendMany(messages, 5000), 2);
+    // With the capacity at its largest (2^28), a skip record over more than half the ring has a
+    // length past 27 bits, which reads as a continued fragment: EBADMSG for an honest sender.
+    for (let at = 0; at < 536;) {
+      const word = raw.i32[(layout.OFF_DATA + at) >> 2];
+      assert.equal(word & ~layout.REC_LEN_MASK, COMMITTED | layout.REC_SKIP, `record at ${at}`);
+      const span = (word & layout.REC_LEN_MASK) + 8;
+      assert.ok(span <= 512, `a skip record of ${span} bytes at ${at}`);
+      at += span;
+    }
+    assert.deepEqual(rx.recv(5000), new TextEncoder().encode("text"));
+    assert.deepEqual(rx.recv(5000), pattern(40, 2));
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("a Uint8Array subclass whose length is not its real one is sent whole and received into by its real length", () => {
   using ch = channel(1024);
   const tx = ch.sender();

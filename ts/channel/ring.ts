@@ -719,7 +719,11 @@ export class Producer {
       if (k === from && r.wakeConsumer()) closed = true;
       at += span;
     }
-    if (at < stop) this.#commitSkip(at, stop - at);
+    // A skip record's length has 27 bits (`REC_LEN_MASK`): one spans at most half the ring.
+    for (let span = 0; at < stop; at += span) {
+      span = Math.min(stop - at, r.capacity / 2);
+      this.#commitSkip(at, span);
+    }
     if ((r.wakeConsumer() || closed) && !this.#consumedBeforeClose(this.#tail)) {
       throw r.closedError("ChannelSender");
     }
