@@ -75,7 +75,7 @@ for (const which of runtimes) {
   childrenTestUnless(
     noPrivateShm,
     [which],
-    `a ${which} child in a 16 MiB /dev/shm: 32 MiB fails with ENOSPC and leaves nothing, 8 MiB is fully writable, 12 MiB more fails`,
+    `a ${which} child in a 16 MiB /dev/shm: 32 MiB fails with ENOSPC and leaves nothing, 10 MiB is fully writable, 12 MiB more fails`,
     async () => {
       // The segments live only in the child's private tmpfs, which vanishes with it: nothing to
       // clean up here.
@@ -83,7 +83,7 @@ for (const which of runtimes) {
       const { result, stdout } = await inSmallShm(
         which,
         "segment/fill_small_shm.ts",
-        [name, String(32 * MiB), String(8 * MiB), String(12 * MiB)],
+        [name, String(32 * MiB), String(10 * MiB), String(12 * MiB)],
         // After the child, list what it left in its private /dev/shm.
         { after: `echo "left [$(ls -A /dev/shm)]";` },
       );
@@ -96,15 +96,26 @@ for (const which of runtimes) {
       assertEquals(result.handlesAfterBig, 0, "open handles after the failed create");
       assertEquals(
         result.small,
-        { byteLength: 8 * MiB, pages: 8 * MiB / 4096, good: 8 * MiB / 4096 },
-        "the 8 MiB segment, every page written and read back",
+        { byteLength: 10 * MiB, pages: 10 * MiB / 4096, good: 10 * MiB / 4096 },
+        "the 10 MiB segment, every page written and read back",
       );
-      assertEquals(result.whileSmall, "exists", "opening the 8 MiB name while it exists");
-      // 12 MiB fits in the empty 16 MiB but not next to the 8 MiB one: space is reserved.
+      assertEquals(result.whileSmall, "exists", "opening the 10 MiB name while it exists");
+      // A second 10 MiB would not fit: the name is found taken before anything is reserved.
+      assertEquals(
+        result.openOrCreate,
+        { created: false, byteLength: 10 * MiB },
+        "openOrCreate of the 10 MiB name",
+      );
+      assertEquals(
+        result.createAgain,
+        { ok: false, error: "SharedMemoryError", isSharedMemoryError: true, code: "EEXIST" },
+        "creating the 10 MiB name again",
+      );
+      // 12 MiB fits in the empty 16 MiB but not next to the 10 MiB one: space is reserved.
       assertEquals(
         result.more,
         { ok: false, error: "SharedMemoryError", isSharedMemoryError: true, code: "ENOSPC" },
-        "creating 12 MiB next to the 8 MiB segment",
+        "creating 12 MiB next to the 10 MiB segment",
       );
       assertEquals(result.afterMore, "ENOENT", "opening the 12 MiB name after the failed create");
       // Nothing at all was left in the private /dev/shm once the child was done.

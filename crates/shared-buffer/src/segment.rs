@@ -317,13 +317,24 @@ impl Segment {
         for _ in 0..RACE_ROUNDS {
             match Self::create_once(id, size, options) {
                 Err(SegmentError::AlreadyExists) if options.replace => {
-                    Self::check_replaceable(id, options)?;
+                    match Self::check_replaceable(id, options) {
+                        Ok(()) => {}
+                        // Removed by another process since: a round lost, try again.
+                        Err(SegmentError::NotFound) => {
+                            lost_race();
+                            continue;
+                        }
+                        Err(err) => return Err(err),
+                    }
                     match Self::unlink(id) {
                         Ok(()) | Err(SegmentError::NotFound) => {}
                         Err(err) => return Err(err),
                     }
                     lost_race();
                 }
+                // Made, and removed by another process before it could be mapped (a keyed
+                // segment removed with no process attached is gone at once).
+                Err(SegmentError::NotFound) => lost_race(),
                 other => return other,
             }
         }

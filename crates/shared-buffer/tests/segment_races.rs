@@ -1,5 +1,6 @@
 //! Creating, opening and unlinking one segment from many threads at once: `open_or_create`
-//! always ends with a segment of the asked size, whoever wins each race.
+//! always ends with a segment of the asked size, whoever wins each race, and a replacing create
+//! never fails because another thread removed what it was replacing.
 //!
 //! Threads race through the same system calls as processes do (`shm_open`, `shmget`), so the
 //! kernel interleaves them the same way, only faster. Two interleavings matter: another thread
@@ -60,4 +61,54 @@ fn open_or_create_survives_racing_creators_and_unlinkers_keyed() {
     let id = Scratch::keyed();
     let created = churn(&id.0);
     assert!(created > 0 && created <= THREADS * ROUNDS, "{created}");
+}
+
+/// A replacing create among threads that replace and unlink the same id: each call ends with a
+/// fresh segment of its own, or (after as many lost rounds as it allows) `AlreadyExists`; never
+/// with the `NotFound` of a segment another thread removed between its failed create and its
+/// check. Returns how many calls made a segment.
+fn replace_churn(id: &SegmentId) -> usize {
+    let replace = Options {
+        replace: true,
+        ..Options::default()
+    };
+    let made = AtomicUsize::new(0);
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                start.wait();
+                for round in 0..ROUNDS / 3 {
+                    match Segment::create(id, SIZE, &replace) {
+                        Ok(seg) => {
+                            assert!(seg.created());
+                            assert_eq!(seg.len(), SIZE);
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(SegmentError::AlreadyExists) => {}
+                        Err(err) => panic!("round {round}: create(replace): {err}"),
+                    }
+                    if round % 2 == 0 {
+                        match Segment::unlink(id) {
+                            Err(err) if !matches!(err, SegmentError::NotFound) => {
+                                panic!("round {round}: unlink: {err}")
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            });
+        }
+    });
+    made.into_inner()
+}
+
+#[test]
+fn replace_survives_racing_replacers_and_unlinkers_named() {
+    assert!(replace_churn(&Scratch::named("race").0) > 0);
+}
+
+#[test]
+fn replace_survives_racing_replacers_and_unlinkers_keyed() {
+    assert!(replace_churn(&Scratch::keyed().0) > 0);
 }

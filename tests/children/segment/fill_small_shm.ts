@@ -1,9 +1,10 @@
 /**
  * Run inside a private, small `/dev/shm` (a 16 MiB tmpfs): tries to create a named segment of
  * `<big>` bytes, checks that its name is gone after the failure, then creates one of `<small>`
- * bytes, writes every byte of it, reads every page back, tries to create a second segment of
- * `<more>` bytes (which would fit in the empty filesystem, but not next to the first one) and
- * removes the first. Prints one JSON line starting with `result `. A SIGBUS anywhere kills the
+ * bytes, writes every byte of it, reads every page back, opens it with `openOrCreate` and tries to
+ * create it again (no second copy would fit next to it: the name must be found taken first),
+ * tries to create a second segment of `<more>` bytes (which would fit in the empty filesystem,
+ * but not next to the first one) and removes the first. Prints one JSON line starting with `result `. A SIGBUS anywhere kills the
  * process instead.
  *
  * Usage: `segment/fill_small_shm.ts <name> <big> <small> <more>`
@@ -68,6 +69,14 @@ for (let p = 0; p < pages; p++) {
 }
 result.small = { byteLength: shm.byteLength, pages, good };
 result.whileSmall = probe(`${name}-small`);
+try {
+  const again = lib.SharedMemory.openOrCreate({ name: `${name}-small` }, small);
+  result.openOrCreate = { created: again.created, byteLength: again.byteLength };
+  again.close();
+} catch (err) {
+  result.openOrCreate = { code: (err as { code?: string }).code };
+}
+result.createAgain = tryCreate(`${name}-small`, small);
 result.more = tryCreate(`${name}-more`, more);
 result.afterMore = probe(`${name}-more`);
 shm.close();

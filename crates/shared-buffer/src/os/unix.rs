@@ -254,6 +254,22 @@ enum Unnamed {
 #[cfg(target_os = "linux")]
 fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unnamed> {
     use std::os::fd::AsRawFd;
+    // The name after its leading `/`, in the directory; names are checked before they get here
+    // (no other `/`, no NUL).
+    let target = CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat())
+        .map_err(|_| Unnamed::Failed(einval()))?;
+    // A name already taken is EEXIST before any memory is reserved: open-or-create and replace
+    // try a create first, and the reservation of a large segment takes seconds (or fails with
+    // ENOSPC where the segment already there fits). `linkat` below settles a name taken since.
+    let taken = || {
+        // SAFETY: `stat` is plain old data; all-zero is valid and lstat overwrites it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a valid, writable stat buffer.
+        unsafe { libc::lstat(target.as_ptr(), &mut stat) == 0 }
+    };
+    if taken() {
+        return Err(Unnamed::Failed(io::Error::from_raw_os_error(libc::EEXIST)));
+    }
     let dir = CString::new(SHM_DIR).map_err(|_| Unnamed::Unsupported)?;
     let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
     // SAFETY: `dir` is a valid C string; the mode is passed as the variadic third argument.
@@ -273,11 +289,15 @@ fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unname
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mapping = size_new(&fd, size, mode)
         .and_then(|()| map_fd(&fd, size))
-        .map_err(Unnamed::Failed)?;
-    // The name after its leading `/`, in the directory; names are checked before they get here
-    // (no other `/`, no NUL).
-    let target = [SHM_DIR.as_bytes(), name.to_bytes()].concat();
-    let target = CString::new(target).map_err(|_| Unnamed::Failed(einval()))?;
+        .map_err(|err| {
+            // Another process may have made the segment meanwhile, taking the room this one
+            // lacked: report the name taken, so that open-or-create opens it.
+            Unnamed::Failed(if taken() {
+                io::Error::from_raw_os_error(libc::EEXIST)
+            } else {
+                err
+            })
+        })?;
     // linkat(fd, "", AT_EMPTY_PATH) needs a capability; the descriptor's /proc link does not.
     let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| Unnamed::Failed(einval()))?;
