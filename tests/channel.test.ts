@@ -517,6 +517,26 @@ test("a recvMany callback that transfers its view's buffer away loses none of th
   assert.ok(detached > 0, "some views were of the receiver's copy");
 });
 
+test("async calls not awaited one by one send and take in call order, through the event loop's turns", async () => {
+  using ch = channel(1 << 20);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  // Calls made in one go for 20 ms (more than the 4 ms after which one waits for a turn).
+  const sends: Promise<void>[] = [];
+  const start = performance.now();
+  while (performance.now() - start < 20 && sends.length < 50_000) {
+    sends.push(tx.sendAsync(pattern(8, sends.length)));
+  }
+  await Promise.all(sends);
+  const receives: Promise<Uint8Array | null>[] = [];
+  while (receives.length < sends.length) receives.push(rx.recvAsync(5000));
+  const got = await Promise.all(receives);
+  for (const [i, message] of got.entries()) {
+    assert.deepEqual(message, pattern(8, i), `message ${i}`);
+  }
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+});
+
 test("sendMany with an array whose element changes between reads sends what it read, and the ring stays sound", () => {
   using ch = channel(1024);
   const tx = ch.sender();

@@ -246,7 +246,8 @@ function openSegment(
   ) {
     // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
     // collected: have the engine collect them, then try again.
-    if (b.relieve() === 0 && retry > 0) break;
+    // (Negative when another thread opened segments meanwhile: nothing released either.)
+    if (b.relieve() <= 0 && retry > 0) break;
     out.fill(0n);
     code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
   }

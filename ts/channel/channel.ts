@@ -590,10 +590,13 @@ export class ChannelSender implements Disposable {
 
   /** {@linkcode send} as a Promise: waits for room without blocking the event loop. */
   async sendAsync(message: Message, timeoutMs?: number): Promise<void> {
-    if (mustYield()) await nextTurn();
     const bytes = this.#start(message, "sendAsync");
     const timeout = timeoutOf(timeoutMs);
-    if (this.#tryFast(bytes, this.#len)) return;
+    if (this.#tryFast(bytes, this.#len)) {
+      // Sent, in call order: the event loop may have its turn before the promise settles.
+      if (mustYield()) await nextTurn();
+      return;
+    }
     this.#busy = true;
     try {
       await runAsync(this.#sendSteps(bytes, timeout, false), this.#ring.parking);
@@ -1263,8 +1266,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    const message = this.#takeCopy(timeoutMs) ??
+      await this.#viewAsync(timeoutMs, "recvAsync", true);
+    // Taken, in call order, and a copy: the event loop may have its turn before it is handed out.
     if (mustYield()) await nextTurn();
-    return this.#takeCopy(timeoutMs) ?? this.#copy(await this.#viewAsync(timeoutMs, "recvAsync"));
+    return message;
   }
 
   /**
@@ -1294,20 +1300,41 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /** {@linkcode recvView} as a Promise. */
-  recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    return this.#viewAsync(timeoutMs, "recvViewAsync");
+  async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    const view = await this.#viewAsync(timeoutMs, "recvViewAsync");
+    if (mustYield()) {
+      // The view stays lent through the event loop's turn: other receives wait for this one
+      // (EBUSY), as while a receive waits for a message.
+      this.#busy = true;
+      try {
+        await nextTurn();
+      } finally {
+        this.#busy = false;
+      }
+      if (this.#closed) throw closedError("ChannelReceiver.recvViewAsync");
+    }
+    return view;
   }
 
-  /** {@linkcode recvViewAsync}, its errors named after `what` (the call the user made). */
-  async #viewAsync(timeoutMs: number | undefined, what: string): Promise<Uint8Array | null> {
-    if (what !== "recvAsync" && mustYield()) await nextTurn(); // recvAsync looked already
+  /**
+   * {@linkcode recvViewAsync}, its errors named after `what` (the call the user made); with
+   * `copy`, a copy of the message, made before any other call of this receiver can run: a lent
+   * view handed through a settled promise could be released by the next receive (a `recvAsync`
+   * not awaited before the next one copied another message's bytes, or zeroes).
+   */
+  async #viewAsync(
+    timeoutMs: number | undefined,
+    what: string,
+    copy = false,
+  ): Promise<Uint8Array | null> {
     this.#begin(what);
     const timeout = timeoutOf(timeoutMs);
     const fast = this.#takeHeld() ?? this.#tryOne();
-    if (fast !== undefined) return fast;
+    if (fast !== undefined) return copy ? this.#copy(fast) : fast;
     this.#busy = true;
     try {
-      return await runAsync(this.#recvSteps(timeout, false), this.#ring.parking);
+      const view = await runAsync(this.#recvSteps(timeout, false), this.#ring.parking);
+      return copy ? this.#copy(view) : view;
     } finally {
       this.#busy = false;
     }

@@ -700,7 +700,7 @@ export class Producer {
     for (; k < end; k++) {
       // Read again: an element may be a getter that now gives something else (or throws). What
       // no longer fits the run is left to the one-by-one path (which reports what threw), and
-      // the run's rest becomes a skip record: the tail has moved, nothing may throw past here.
+      // the run's rest becomes skip records: the tail has moved, nothing may throw past here.
       let message: unknown;
       let len: number;
       try {

@@ -8,9 +8,11 @@
  * from a faster process (`channel_cross.test.ts`).
  *
  * So the async calls note when a run of them began, and ask the event loop (`setImmediate`) to
- * say when it turned; once a run has gone on for {@linkcode TURN_BUDGET_MS} without a turn, the
- * next call waits for one first. A call that waited for a message or for room let the loop turn
- * anyway. Module state is per thread, as the event loop is.
+ * say when it turned; once a run has gone on for {@linkcode TURN_BUDGET_MS} without a turn (the
+ * clock is read every {@linkcode CHECK_EVERY} calls), the next call waits for one after it has
+ * done its work and before its promise settles, so that calls not awaited one by one still send
+ * and take in call order. A call that waited for a message or for room let the loop turn anyway.
+ * Module state is per thread, as the event loop is.
  *
  * @module
  */
@@ -18,11 +20,15 @@
 /** How long async calls that complete at once may keep the event loop from turning (ms). */
 export const TURN_BUDGET_MS = 4;
 /** Calls between two looks at the clock. */
-const CHECK_EVERY = 32;
+const CHECK_EVERY = 8;
 
-/** `setImmediate` of Node.js and Bun, and of Deno (which has it as a global too). */
-const immediate = (globalThis as unknown as { setImmediate(callback: () => void): unknown })
-  .setImmediate;
+/**
+ * `setImmediate`, a global in Node.js, Bun and Deno (since 2.4; a 0 ms timeout before). Taken when
+ * this module loads: a fake-timer library installed before that, which fakes `setImmediate` but
+ * not `performance.now`, holds a yielding call until its timers are run.
+ */
+const immediate = (globalThis as unknown as { setImmediate?(callback: () => void): unknown })
+  .setImmediate ?? ((callback: () => void) => setTimeout(callback, 0));
 
 /** When the current run of calls began (`performance.now()`), or -1 once the loop has turned. */
 let runStart = -1;

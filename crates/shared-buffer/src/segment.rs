@@ -333,8 +333,9 @@ impl Segment {
                     lost_race();
                 }
                 // Made, and removed by another process before it could be mapped (a keyed
-                // segment removed with no process attached is gone at once).
-                Err(SegmentError::NotFound) => lost_race(),
+                // segment removed with no process attached is gone at once). A name made is
+                // mapped through its descriptor: its NotFound is the OS's (no /dev/shm).
+                Err(SegmentError::NotFound) if matches!(id, SegmentId::Key(_)) => lost_race(),
                 other => return other,
             }
         }
