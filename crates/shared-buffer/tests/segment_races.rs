@@ -18,35 +18,49 @@ const THREADS: usize = 8;
 const ROUNDS: usize = 3000;
 const SIZE: usize = 8192;
 
-/// Runs THREADS threads that each open-or-create, write, close and unlink `id` ROUNDS times,
-/// and returns how many rounds created the segment. Panics on the first failed round.
-fn churn(id: &SegmentId) -> usize {
-    let created = AtomicUsize::new(0);
+/// Runs `round(0..rounds)` on THREADS threads that start together; returns how many rounds
+/// returned true.
+fn race(rounds: usize, round: impl Fn(usize) -> bool + Sync) -> usize {
+    let count = AtomicUsize::new(0);
     let start = Barrier::new(THREADS);
     std::thread::scope(|scope| {
         for _ in 0..THREADS {
             scope.spawn(|| {
                 start.wait();
-                for round in 0..ROUNDS {
-                    let seg = Segment::open_or_create(id, SIZE, &Options::default())
-                        .unwrap_or_else(|err| panic!("round {round}: open_or_create: {err}"));
-                    assert_eq!(seg.len(), SIZE);
-                    if seg.created() {
-                        created.fetch_add(1, Ordering::Relaxed);
-                    }
-                    seg.atomic_u32(0).fetch_add(1, Ordering::Relaxed);
-                    drop(seg);
-                    match Segment::unlink(id) {
-                        Err(err) if !matches!(err, SegmentError::NotFound) => {
-                            panic!("round {round}: unlink: {err}")
-                        }
-                        _ => {}
+                for r in 0..rounds {
+                    if round(r) {
+                        count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
         }
     });
-    created.into_inner()
+    count.into_inner()
+}
+
+/// Removes `id`, which another thread may have removed already.
+fn unlink_unless_gone(id: &SegmentId, round: usize) {
+    match Segment::unlink(id) {
+        Err(err) if !matches!(err, SegmentError::NotFound) => {
+            panic!("round {round}: unlink: {err}")
+        }
+        _ => {}
+    }
+}
+
+/// Runs THREADS threads that each open-or-create, write, close and unlink `id` ROUNDS times,
+/// and returns how many rounds created the segment. Panics on the first failed round.
+fn churn(id: &SegmentId) -> usize {
+    race(ROUNDS, |round| {
+        let seg = Segment::open_or_create(id, SIZE, &Options::default())
+            .unwrap_or_else(|err| panic!("round {round}: open_or_create: {err}"));
+        assert_eq!(seg.len(), SIZE);
+        let created = seg.created();
+        seg.atomic_u32(0).fetch_add(1, Ordering::Relaxed);
+        drop(seg);
+        unlink_unless_gone(id, round);
+        created
+    })
 }
 
 #[test]
@@ -72,35 +86,21 @@ fn replace_churn(id: &SegmentId) -> usize {
         replace: true,
         ..Options::default()
     };
-    let made = AtomicUsize::new(0);
-    let start = Barrier::new(THREADS);
-    std::thread::scope(|scope| {
-        for _ in 0..THREADS {
-            scope.spawn(|| {
-                start.wait();
-                for round in 0..ROUNDS / 3 {
-                    match Segment::create(id, SIZE, &replace) {
-                        Ok(seg) => {
-                            assert!(seg.created());
-                            assert_eq!(seg.len(), SIZE);
-                            made.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(SegmentError::AlreadyExists) => {}
-                        Err(err) => panic!("round {round}: create(replace): {err}"),
-                    }
-                    if round % 2 == 0 {
-                        match Segment::unlink(id) {
-                            Err(err) if !matches!(err, SegmentError::NotFound) => {
-                                panic!("round {round}: unlink: {err}")
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            });
+    race(ROUNDS / 3, |round| {
+        let made = match Segment::create(id, SIZE, &replace) {
+            Ok(seg) => {
+                assert!(seg.created());
+                assert_eq!(seg.len(), SIZE);
+                true
+            }
+            Err(SegmentError::AlreadyExists) => false,
+            Err(err) => panic!("round {round}: create(replace): {err}"),
+        };
+        if round % 2 == 0 {
+            unlink_unless_gone(id, round);
         }
-    });
-    made.into_inner()
+        made
+    })
 }
 
 #[test]
