@@ -230,6 +230,48 @@ async function creatorKilled(c: CreatorKilled, child: Runtime): Promise<void> {
   }
 }
 
+// A restart: the new process replaces the segment while the old one still runs; the old one's
+// clean exit removes its own segment's key or name only, never the new one's.
+for (const kind of ["keyed", "named"] as const) {
+  for (const child of runtimes) {
+    test(
+      `a ${kind} segment a ${child} child replaced: unlink() on the old one is ENOENT and leaves the new one's ${
+        kind === "keyed" ? "key" : "name"
+      }`,
+      async () => {
+        const id: Id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-restart") };
+        try {
+          using old = SharedMemory.create(id, 64);
+          const r = await start(
+            scriptCommand(child, "segment/create.ts", [...idArgs(id), "128", "600", "replace"]),
+          ).done;
+          assertEquals(
+            [r.code, r.stdout.trim()],
+            [0, "created 128"],
+            `the ${child} child: ${r.stderr}`,
+          );
+          assert.throws(() => old.unlink(), (e: unknown) => {
+            assert.ok(e instanceof SharedMemoryError, `not a SharedMemoryError: ${e}`);
+            assert.equal(e.code, "ENOENT", e.message);
+            assert.match(e.message, /no longer names this segment/);
+            return true;
+          });
+          using fresh = SharedMemory.open(id);
+          assertEquals(fresh.byteLength, 128, "the new segment, still under its id");
+          fresh.unlink();
+          assert.throws(() => SharedMemory.open(id), (e: unknown) => {
+            assert.ok(e instanceof SharedMemoryError && e.code === "ENOENT", String(e));
+            return true;
+          });
+          assert.throws(() => fresh.unlink(), /no longer names this segment/, "removed already");
+        } finally {
+          cleanup(id);
+        }
+      },
+    );
+  }
+}
+
 // This process opens or creates the segment after the death: every runner runs them all.
 for (const c of CREATOR_KILLED) {
   for (const child of runtimes) test(creatorKilledName(c, child), () => creatorKilled(c, child));

@@ -74,6 +74,11 @@ export interface Backend {
   userName(uid: number): string | undefined;
   unlinkKey(key: number): number;
   unlinkName(name: Uint8Array): number;
+  /**
+   * Removes the key or name `handle`'s segment was opened under if it still names that segment:
+   * 0, `-ENOENT` if it names another segment now or none, or another negative code.
+   */
+  unlinkHandle(handle: number): number;
   dup(handle: number): number;
   close(handle: number): number;
   handleCount(): number;
@@ -165,6 +170,7 @@ export type CommonCalls = Pick<
   | "openName"
   | "unlinkKey"
   | "unlinkName"
+  | "unlinkHandle"
   | "dup"
   | "close"
   | "handleCount"
@@ -205,6 +211,7 @@ export function commonCalls(s: Calls): CommonCalls {
     },
     unlinkKey: (key) => s.sb_unlink_key(key),
     unlinkName: (name) => s.sb_unlink_name(name, name.length),
+    unlinkHandle: (handle) => s.sb_unlink_handle(handle),
     dup: (handle) => s.sb_dup(handle),
     close: (handle) => s.sb_close(handle),
     handleCount: () => s.sb_handle_count(),

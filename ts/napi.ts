@@ -43,6 +43,8 @@ export interface NodeApiModule {
   unlinkKey(key: number): number;
   /** The same for a named segment (the name as validated, with or without its `/`). */
   unlinkName(name: string): number;
+  /** The same for `handle`'s segment, if its key or name still names it (`sb_unlink_handle`). */
+  unlinkHandle(handle: number): number;
   /**
    * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.

@@ -689,9 +689,29 @@ export class SharedMemory implements Disposable {
     this.#handle = -1;
   }
 
-  /** Removes this segment's key or name (see {@linkcode SharedMemory.unlink}). */
+  /**
+   * Removes this segment's key or name (see {@linkcode SharedMemory.unlink}) if it still names
+   * this segment. After another process replaced the segment (`replace: true`), or removed it,
+   * this throws `ENOENT` and leaves the key or name alone: a restart's old process, exiting
+   * cleanly, does not take its name from the new one. After {@linkcode close}, this removes
+   * whatever holds the key or name, as the static {@linkcode SharedMemory.unlink} does.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if the key or name holds another segment now, or none.
+   */
   unlink(): void {
-    SharedMemory.unlink(this.#id);
+    if (this.#handle < 0) return SharedMemory.unlink(this.#id);
+    const b = backend();
+    const code = b.unlinkHandle(this.#handle);
+    if (code >= 0) return;
+    const label = "key" in this.#id
+      ? `key 0x${this.#id.key.toString(16)}`
+      : `name ${this.#id.name}`;
+    if (b.errorName(code) !== "ENOENT") fail(b, code, `SharedMemory.unlink of ${label}`);
+    throw new SharedMemoryError(
+      `SharedMemory.unlink of ${label}: it no longer names this segment (another process removed or replaced it) (ENOENT)`,
+      "ENOENT",
+      -code,
+    );
   }
 
   /** Same as {@linkcode close}, for `using`. */

@@ -393,9 +393,12 @@ export class Channel implements Disposable {
     return endpoint;
   }
 
-  /** Removes the segment's name or key; the channel keeps working for who has it open. */
+  /**
+   * Removes the segment's name or key if it still names this channel's segment (see
+   * {@linkcode SharedMemory.unlink}); the channel keeps working for who has it open.
+   */
   unlink(): void {
-    SharedMemory.unlink(this.id);
+    this.#shm.unlink();
   }
 
   /**

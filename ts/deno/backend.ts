@@ -222,6 +222,7 @@ export function loadDeno(explicit?: string): Backend {
     ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
     unlinkKey: (key) => owner.unlinkKey(key),
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
+    unlinkHandle: (handle) => owner.unlinkHandle(handle),
     errorName: (code) => cstring(s.sb_error_name(code)),
     errorMessage: (code) => cstring(s.sb_error_message(code)),
     address: (address) => address,

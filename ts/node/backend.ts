@@ -112,6 +112,7 @@ export function loadNode(explicit?: string): Backend {
     userName: n.userName,
     unlinkKey: n.unlinkKey,
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
+    unlinkHandle: (handle) => n.unlinkHandle(handle),
     dup: n.dup,
     close: n.close,
     handleCount: n.handleCount,

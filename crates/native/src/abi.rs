@@ -191,6 +191,8 @@ exports! {
     fn sb_unlink_key(key: u32) -> i32;
     /// 0, or a negative code.
     fn sb_unlink_name(name: *const u8 => "buffer", name_len: u32) -> i32;
+    /// 0; -ENOENT if its key or name names another segment now, or none; -EBADF.
+    fn sb_unlink_handle(handle: i32) -> i32;
     /// A new handle, or a negative code.
     fn sb_dup(handle: i32) -> i32;
     /// 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap.

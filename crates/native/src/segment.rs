@@ -345,6 +345,17 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     })
 }
 
+/// Removes the key or name `handle`'s segment was opened under, if it still names that segment
+/// (another process may have replaced it since, or removed it). Returns 0, `-ENOENT` if it names
+/// another segment now or none, or `-EBADF` for a handle that is not live.
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_unlink_handle(handle: i32) -> i32 {
+    guard(|| match lookup(handle) {
+        Some((mapping, _)) => status(mapping.segment.unlink_own(&mapping.id).map(|()| 0)),
+        None => -libc::EBADF,
+    })
+}
+
 /// A new handle to the same mapping as `handle` (one more reference). Returns the new handle
 /// (positive) or `-EBADF`.
 #[unsafe(no_mangle)]

@@ -439,6 +439,25 @@ impl Segment {
         Err(SegmentError::Os(io::Error::from_raw_os_error(libc::EAGAIN)))
     }
 
+    /// Removes `id`, the key or name this segment was opened under, if it still names this
+    /// segment: another process may have replaced it (`Options::replace`) or removed it since.
+    ///
+    /// # Errors
+    /// [`SegmentError::NotFound`] if `id` names another segment now, or none; as
+    /// [`Segment::unlink`] otherwise.
+    pub fn unlink_own(&self, id: &SegmentId) -> Result<()> {
+        match (id, self.mapping.identity()) {
+            (SegmentId::Key(key), os::Identity::SysV(shmid)) => {
+                os::sysv_remove_own(*key as i32, shmid)?;
+            }
+            (SegmentId::Name(name), identity @ os::Identity::File { .. }) => {
+                os::posix_unlink_own(name, identity)?;
+            }
+            _ => return Err(SegmentError::NotFound),
+        }
+        Ok(())
+    }
+
     /// Removes the segment's key or name. Processes that have it mapped keep their memory until
     /// they unmap it; a new segment may be created under the same key or name at once.
     ///
@@ -490,7 +509,7 @@ impl Segment {
                         if info.allocated < info.size as u64 {
                             opened.reserve(len)?;
                         }
-                        return Ok(opened.map(len)?);
+                        return Ok(opened.map(len, &info)?);
                     }
                     if info.changed_secs_ago > RECENT_SECS || Instant::now() >= deadline {
                         return Err(SegmentError::Empty);

@@ -348,6 +348,29 @@ fn replace_removes_a_leftover_and_creates_afresh() {
     }
 }
 
+/// A segment removes its own key or name only: after another process replaced it, the old
+/// one's removal leaves the new one's name alone (a restart's old process exiting cleanly).
+#[test]
+fn unlink_own_removes_only_the_segment_it_maps() {
+    let replace = Options {
+        replace: true,
+        ..Options::default()
+    };
+    for s in Scratch::both("seg") {
+        let old = Segment::create(&s.0, 64, &Options::default()).unwrap();
+        let new = Segment::create(&s.0, 128, &replace).unwrap();
+        let err = old.unlink_own(&s.0).unwrap_err();
+        assert!(matches!(err, SegmentError::NotFound), "{err:?}");
+        let again = Segment::open(&s.0, None, &Options::default()).unwrap();
+        assert_eq!(again.len(), 128, "the replacement keeps its {}", s.0);
+        new.unlink_own(&s.0).unwrap();
+        let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
+        assert!(matches!(err, SegmentError::NotFound), "{err:?}");
+        let err = new.unlink_own(&s.0).unwrap_err();
+        assert!(matches!(err, SegmentError::NotFound), "{err:?}");
+    }
+}
+
 #[test]
 fn owners_are_checked_before_mapping() {
     // As root, the segments this test makes are root's: accepted by default. Another user's

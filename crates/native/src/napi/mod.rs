@@ -24,10 +24,10 @@
 //!   cheaper owner than a private one-byte buffer.
 //! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
 //!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
-//! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the same code, and after a
-//!   successful unlink each mapping this process holds of that segment is reported to the
-//!   engine with `napi_adjust_external_memory` as the memory its unmapping would free (its
-//!   length). The report is taken back when the mapping goes. A mapping of a linked segment is
+//! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
+//!   same code, and after a successful unlink each mapping this process holds of that segment is
+//!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
+//!   free (its length). The report is taken back when the mapping goes. A mapping of a linked segment is
 //!   never reported: unmapping it frees no memory.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
@@ -214,7 +214,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 9] = [
+    let functions: [(&CStr, sys::Callback); 10] = [
         (c"wrap", js_wrap),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
@@ -223,6 +223,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"forgetDetached", js_forget_detached),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
+        (c"unlinkHandle", js_unlink_handle),
         (c"reportedBytes", js_reported_bytes),
     ];
     // SAFETY: env and exports are live for this call.
@@ -672,7 +673,22 @@ unsafe fn unlink(
     account: &Arc<Account>,
     id: Result<SegmentId, SegmentError>,
 ) -> Outcome {
-    let code = match id.and_then(|id| Segment::unlink(&id).map(|()| id)) {
+    // SAFETY: forwarded from the caller.
+    unsafe { unlink_with(api, env, account, id, Segment::unlink) }
+}
+
+/// As [`unlink`], removing the segment with `remove`.
+///
+/// # Safety
+/// As [`unlink`].
+unsafe fn unlink_with(
+    api: &Api,
+    env: Env,
+    account: &Arc<Account>,
+    id: Result<SegmentId, SegmentError>,
+    remove: impl FnOnce(&SegmentId) -> Result<(), SegmentError>,
+) -> Outcome {
+    let code = match id.and_then(|id| remove(&id).map(|()| id)) {
         Ok(id) => {
             for mapping in mappings_of(&id) {
                 let mut report = mapping
@@ -714,6 +730,20 @@ unsafe extern "C" fn js_unlink_key(env: Env, info: CallbackInfo) -> Value {
                 return Err(Thrown::Type("key must be a number".into()));
             }
             unlink(api, env, account, SegmentId::key(raw))
+        })
+    }
+}
+
+unsafe extern "C" fn js_unlink_handle(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [handle]: [Value; 1]| {
+            let Some((mapping, _)) = crate::segment::lookup(int32(api, env, handle, "handle")?)
+            else {
+                return int_value(api, env, -libc::EBADF);
+            };
+            let id = Ok(mapping.id.clone());
+            unlink_with(api, env, account, id, |id| mapping.segment.unlink_own(id))
         })
     }
 }

@@ -59,6 +59,17 @@ pub struct FileInfo {
     /// Seconds since its status last changed (creation, `fchmod`, sizing), by the wall clock;
     /// 0 if the clock went backwards.
     pub changed_secs_ago: u64,
+    /// Which file it is (device and inode).
+    pub identity: Identity,
+}
+
+/// Which segment a mapping is of, whatever its key or name holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// A System V segment's id.
+    SysV(libc::c_int),
+    /// A named segment's file: device and inode.
+    File { dev: u64, ino: u64 },
 }
 
 /// What one kernel wait ended with.

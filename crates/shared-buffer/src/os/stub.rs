@@ -37,6 +37,10 @@ impl Mapping {
     pub fn populate(&self) -> io::Result<()> {
         match self.0 {}
     }
+    /// Never called: no Mapping exists on this platform.
+    pub fn identity(&self) -> super::Identity {
+        match self.0 {}
+    }
 }
 
 /// The page size assumed where the platform cannot be asked.
@@ -89,6 +93,14 @@ pub fn posix_open_name(_name: &CStr) -> io::Result<OpenedName> {
 }
 /// Unsupported here.
 pub fn posix_name_info(_name: &CStr) -> io::Result<FileInfo> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn sysv_remove_own(_key: i32, _shmid: i32) -> io::Result<()> {
+    unsupported()
+}
+/// Unsupported here.
+pub fn posix_unlink_own(_name: &CStr, _identity: super::Identity) -> io::Result<()> {
     unsupported()
 }
 /// No users here: 0.

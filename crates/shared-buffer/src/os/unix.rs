@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::{FileInfo, FileKind, Liveness, SysvInfo};
+use super::{FileInfo, FileKind, Identity, Liveness, SysvInfo};
 
 /// Turns the `-1` convention of a system call into `errno`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -37,6 +37,7 @@ pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     kind: MapKind,
+    identity: Identity,
 }
 
 // SAFETY: a Mapping is an address range, not a Rust value; it may be unmapped from any thread,
@@ -47,6 +48,11 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Which segment this maps.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
     /// The first byte of the range.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -185,6 +191,7 @@ fn sysv_attach_id(id: libc::c_int, len: usize) -> io::Result<Mapping> {
         ptr,
         len,
         kind: MapKind::SysV,
+        identity: Identity::SysV(id),
     })
 }
 
@@ -220,7 +227,7 @@ pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> 
     let raw = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, mode as libc::c_uint) })?;
     // SAFETY: shm_open just returned this descriptor and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let made = size_new(&fd, size, mode).and_then(|()| map_fd(&fd, size));
+    let made = size_new(&fd, size, mode).and_then(|()| map_fd(&fd, size, fd_identity(&fd)?));
     if made.is_err() {
         // We created the name: remove it so a failed create leaves nothing behind.
         // SAFETY: `name` is a valid C string.
@@ -288,7 +295,7 @@ fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unname
     // SAFETY: open just returned this descriptor and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mapping = size_new(&fd, size, mode)
-        .and_then(|()| map_fd(&fd, size))
+        .and_then(|()| map_fd(&fd, size, fd_identity(&fd)?))
         .map_err(|err| {
             // Another process may have made the segment meanwhile, taking the room this one
             // lacked: report the name taken, so that open-or-create opens it.
@@ -328,18 +335,11 @@ fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unname
 #[cfg(target_os = "linux")]
 fn remap_named(name: &CStr, unnamed: &OwnedFd, size: usize) -> Option<Mapping> {
     let named = posix_open_name(name).ok()?;
-    let identity = |fd: &OwnedFd| {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a descriptor we own and a valid, writable stat buffer.
-        cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) }).ok()?;
-        Some((stat.st_dev, stat.st_ino))
-    };
-    if identity(&named.fd)? != identity(unnamed)? {
+    let identity = fd_identity(unnamed).ok()?;
+    if fd_identity(&named.fd).ok()? != identity {
         return None;
     }
-    named.map(size).ok()
+    map_fd(&named.fd, size, identity).ok()
 }
 
 #[cfg(target_os = "linux")]
@@ -396,6 +396,7 @@ fn file_info(stat: &libc::stat) -> io::Result<FileInfo> {
             .saturating_mul(512),
         uid: stat.st_uid,
         changed_secs_ago: now.saturating_sub(changed),
+        identity: stat_identity(stat),
     })
 }
 
@@ -416,9 +417,9 @@ impl OpenedName {
         file_info(&stat)
     }
 
-    /// Maps the first `len` bytes.
-    pub fn map(&self, len: usize) -> io::Result<Mapping> {
-        map_fd(&self.fd, len)
+    /// Maps the first `len` bytes; `info` is what [`OpenedName::info`] said.
+    pub fn map(&self, len: usize, info: &FileInfo) -> io::Result<Mapping> {
+        map_fd(&self.fd, len, info.identity)
     }
 
     /// Gives the first `len` bytes memory now, as [`posix_create`] does for the segments this
@@ -487,7 +488,26 @@ pub fn posix_open_name(name: &CStr) -> io::Result<OpenedName> {
     Ok(OpenedName { fd })
 }
 
-fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+/// The identity of the file open at `fd`.
+fn fd_identity(fd: &OwnedFd) -> io::Result<Identity> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `stat` is plain old data; all-zero is valid and fstat overwrites it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor we own and a valid, writable stat buffer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) })?;
+    Ok(stat_identity(&stat))
+}
+
+// dev_t and ino_t are u64 here, other widths and signs elsewhere (dev_t is i32 on macOS).
+#[allow(clippy::unnecessary_cast)]
+fn stat_identity(stat: &libc::stat) -> Identity {
+    Identity::File {
+        dev: stat.st_dev as u64,
+        ino: stat.st_ino as u64,
+    }
+}
+
+fn map_fd(fd: &OwnedFd, len: usize, identity: Identity) -> io::Result<Mapping> {
     use std::os::fd::AsRawFd;
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: a null hint lets the kernel choose; the result is checked below.
@@ -509,6 +529,7 @@ fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         ptr,
         len,
         kind: MapKind::Mmap,
+        identity,
     })
 }
 
@@ -547,6 +568,28 @@ pub fn posix_unlink(name: &CStr) -> io::Result<()> {
     // SAFETY: `name` is a valid C string.
     cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
     Ok(())
+}
+
+/// Removes `key` if it still names the segment `shmid`; `ENOENT` if it names another, or none.
+pub fn sysv_remove_own(key: libc::key_t, shmid: libc::c_int) -> io::Result<()> {
+    // SAFETY: shmget takes plain integers.
+    let current = cvt(unsafe { libc::shmget(key, 0, 0) })?;
+    if current != shmid {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    // IPC_RMID of the id itself: what the key names cannot change in between.
+    // SAFETY: IPC_RMID takes no buffer.
+    cvt(unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) }).map_err(vanished)?;
+    Ok(())
+}
+
+/// Removes `name` if it still holds the file `identity`; `ENOENT` if it holds another, or none.
+/// (The look and the removal are two steps: a file swapped in between them is removed.)
+pub fn posix_unlink_own(name: &CStr, identity: Identity) -> io::Result<()> {
+    if posix_name_info(name)?.identity != identity {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    posix_unlink(name)
 }
 
 /// The longest name after the leading `/`.
