@@ -517,6 +517,34 @@ test("a recvMany callback that transfers its view's buffer away loses none of th
   assert.ok(detached > 0, "some views were of the receiver's copy");
 });
 
+// `ts/channel/turns.ts`. Nothing here is timed: a run of calls that all complete at once lasts far
+// longer than the 4 ms after which one waits for a turn, and a timer set before the run must fire
+// before the run ends; without the turns it fired only after the last call.
+test("a run of async calls that all complete at once lets the event loop turn: a timer set before it fires during it", async () => {
+  const count = 200_000;
+  using ch = channel(1 << 23);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const message = new Uint8Array(8);
+  let fired = false;
+  setTimeout(() => (fired = true), 0);
+  let sentBefore = -1;
+  for (let i = 0; i < count; i++) {
+    await tx.sendAsync(message); // room for all of them: each completes at once
+    if (fired && sentBefore < 0) sentBefore = i;
+  }
+  assert.ok(sentBefore >= 0, `sendAsync: the timer fired only after ${count} sends`);
+  fired = false;
+  setTimeout(() => (fired = true), 0);
+  let receivedBefore = -1;
+  let received = 0;
+  for await (const _message of rx) { // all of them ready: each completes at once
+    if (fired && receivedBefore < 0) receivedBefore = received;
+    if (++received === count) break;
+  }
+  assert.ok(receivedBefore >= 0, `for await: the timer fired only after ${count} messages`);
+});
+
 test("async calls not awaited one by one send and take in call order, through the event loop's turns", async () => {
   using ch = channel(1 << 20);
   const tx = ch.sender();

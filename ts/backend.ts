@@ -238,6 +238,8 @@ export function commonCalls(s: Calls): CommonCalls {
 /**
  * Waits until the handle count has stopped falling for a few milliseconds (at most a quarter of
  * a second): engines release collected buffers on a sweeper thread shortly after a collection.
+ * Returns how many handles were released since the count was `before` (negative if other threads
+ * opened more meanwhile).
  */
 export function settleHandles(handleCount: () => number, before: number): number {
   const pause = new Int32Array(new SharedArrayBuffer(4));

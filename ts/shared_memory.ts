@@ -112,6 +112,11 @@ interface Resolved {
   unlink(b: Backend): number;
 }
 
+/** How errors name a segment: `key 0x...` or `name /...`. */
+export function segmentLabel(id: SegmentId): string {
+  return resolve(id, "id").label;
+}
+
 function resolve(id: unknown, what: string): Resolved {
   if (typeof id !== "object" || id === null) {
     throw new TypeError(
@@ -703,9 +708,7 @@ export class SharedMemory implements Disposable {
     const b = backend();
     const code = b.unlinkHandle(this.#handle);
     if (code >= 0) return;
-    const label = "key" in this.#id
-      ? `key 0x${this.#id.key.toString(16)}`
-      : `name ${this.#id.name}`;
+    const label = segmentLabel(this.#id);
     if (b.errorName(code) !== "ENOENT") fail(b, code, `SharedMemory.unlink of ${label}`);
     throw new SharedMemoryError(
       `SharedMemory.unlink of ${label}: it no longer names this segment (another process removed or replaced it) (ENOENT)`,

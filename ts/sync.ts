@@ -119,11 +119,11 @@ let EBUSY = 0;
 let ETIMEDOUT = 0;
 
 /**
- * The longest a blocking native call parks at once (ns). A thread parked in the kernel cannot be
- * stopped: terminating a Worker that waited without a timeout (and, in Node.js, `process.exit`,
- * which waits for its Workers) hung for as long as the wait lasted. Longer waits park in slices,
- * and the engine ends a terminated Worker between two of them; an idle wait wakes 10 times a
- * second for it.
+ * The longest a blocking native call of a Worker parks at once (ns). A thread parked in the kernel
+ * cannot be stopped: terminating a Worker that waited without a timeout (and, in Node.js,
+ * `process.exit`, which waits for its Workers) hung for as long as the wait lasted. Longer waits
+ * in a Worker park in slices, and the engine ends a terminated Worker between two of them; an
+ * idle wait wakes 10 times a second for it.
  */
 const SLICE_NS = 100_000_000;
 
@@ -146,8 +146,8 @@ function sliced(ns: number, timedOut: number, call: (sliceNs: number, first: boo
  * `backend().wait` for `ns` (-1: forever); in a Worker, in slices. After the first slice, a word
  * found changed counts as a wake-up (`WAIT_OK`): it held `value` when the wait began. A `notify`
  * that changes nothing and comes in the instant between two slices finds no thread parked and is
- * missed: so the main thread, which nothing terminates, parks in one call, and a notify there is
- * never missed once the wait has begun.
+ * missed: so the main thread, which nothing terminates, parks in one call (as `Mutex.lock` does
+ * there), and a notify there is never missed once the wait has begun.
  */
 function park(address: Address, value: number, ns: number, spins: number): number {
   const b = backend();
@@ -528,8 +528,8 @@ export class Mutex {
     const ns = timeoutNs(timeoutMs);
     const b = backend();
     const address = this.#checked("lock");
-    // Longer waits in slices, as `park`: a Worker waiting for the lock can be terminated.
-    const code = ns >= 0 && ns <= SLICE_NS
+    // Longer waits in a Worker in slices, as `park`: the Worker can be terminated meanwhile.
+    const code = (ns >= 0 && ns <= SLICE_NS) || b.mainThread
       ? b.mutexLock(address, ns)
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) throwCode(code, "Mutex.lock");

@@ -7,7 +7,13 @@
 
 import { backend } from "../backend.ts";
 import { errorOf, SharedMemoryError } from "../errors.ts";
-import { addressOf, mappingOf, type SegmentId, SharedMemory } from "../shared_memory.ts";
+import {
+  addressOf,
+  mappingOf,
+  type SegmentId,
+  segmentLabel,
+  SharedMemory,
+} from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
@@ -343,10 +349,8 @@ export class Channel implements Disposable {
       shm.close();
       // The header's errors, which say nothing of the call or the segment.
       if (err instanceof SharedMemoryError && !err.message.startsWith("Channel.open")) {
-        const id = shm.id;
-        const which = "key" in id ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
         throw new SharedMemoryError(
-          `Channel.open of ${which}: ${err.message}`,
+          `Channel.open of ${segmentLabel(shm.id)}: ${err.message}`,
           err.code,
           err.errno,
         );

@@ -5,7 +5,7 @@
  * receiver keeps emptying) then never lets the event loop turn. Timers, I/O and every other task
  * of the thread starved: a 5 ms interval fired 16-138 times a second instead of 200 while one
  * process sent to itself as fast as it could, and 8-14 times a second in Node while it received
- * from a faster process (`channel_cross.test.ts`).
+ * from a faster process.
  *
  * So the async calls note when a run of them began, and ask the event loop (`setImmediate`) to
  * say when it turned; once a run has gone on for {@linkcode TURN_BUDGET_MS} without a turn (the
@@ -39,8 +39,9 @@ function turned(): void {
 }
 
 /**
- * Called at the start of each async call: true when the event loop has not turned for
- * {@linkcode TURN_BUDGET_MS}, and the call should first `await` {@linkcode nextTurn}.
+ * Called by each async call once its send or receive is done: true when the event loop has not
+ * turned for {@linkcode TURN_BUDGET_MS}, and the call should `await` {@linkcode nextTurn} before
+ * its promise settles.
  */
 export function mustYield(): boolean {
   if (runStart < 0) {

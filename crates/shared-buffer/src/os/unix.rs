@@ -261,10 +261,7 @@ enum Unnamed {
 #[cfg(target_os = "linux")]
 fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unnamed> {
     use std::os::fd::AsRawFd;
-    // The name after its leading `/`, in the directory; names are checked before they get here
-    // (no other `/`, no NUL).
-    let target = CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat())
-        .map_err(|_| Unnamed::Failed(einval()))?;
+    let target = shm_path(name).map_err(Unnamed::Failed)?;
     // A name already taken is EEXIST before any memory is reserved: open-or-create and replace
     // try a create first, and the reservation of a large segment takes seconds (or fails with
     // ENOSPC where the segment already there fits). `linkat` below settles a name taken since.
@@ -327,19 +324,25 @@ fn create_unnamed(name: &CStr, size: usize, mode: u32) -> Result<Mapping, Unname
             Unnamed::Failed(err)
         });
     }
-    Ok(remap_named(name, &fd, size).unwrap_or(mapping))
+    Ok(remap_named(name, &mapping).unwrap_or(mapping))
 }
 
-/// A mapping of the file just linked at `name` through the name, if the name still holds that
-/// file (`unnamed` is its descriptor; another process may have removed or replaced it since).
+/// A mapping of the file `unnamed` maps, through `name` it was just linked at, if the name still
+/// holds that file (another process may have removed or replaced it since).
 #[cfg(target_os = "linux")]
-fn remap_named(name: &CStr, unnamed: &OwnedFd, size: usize) -> Option<Mapping> {
+fn remap_named(name: &CStr, unnamed: &Mapping) -> Option<Mapping> {
     let named = posix_open_name(name).ok()?;
-    let identity = fd_identity(unnamed).ok()?;
-    if fd_identity(&named.fd).ok()? != identity {
+    if fd_identity(&named.fd).ok()? != unnamed.identity {
         return None;
     }
-    map_fd(&named.fd, size, identity).ok()
+    map_fd(&named.fd, unnamed.len, unnamed.identity).ok()
+}
+
+/// The path of `name`'s file in [`SHM_DIR`]. Names are checked before they get here: a leading
+/// `/`, no other, no NUL.
+#[cfg(target_os = "linux")]
+fn shm_path(name: &CStr) -> io::Result<CString> {
+    CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat()).map_err(|_| einval())
 }
 
 #[cfg(target_os = "linux")]
@@ -451,8 +454,7 @@ impl OpenedName {
 pub fn posix_name_info(name: &CStr) -> io::Result<FileInfo> {
     #[cfg(target_os = "linux")]
     {
-        let path =
-            CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat()).map_err(|_| einval())?;
+        let path = shm_path(name)?;
         // SAFETY: `stat` is plain old data; all-zero is valid and lstat overwrites it.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid C string and a valid, writable stat buffer.
