@@ -858,13 +858,15 @@ export type PairPlan = Pick<Spec, "transport" | "size" | "trips"> & {
 
 /**
  * Length of each one-way stream: untimed warm-up, then counted. The warm-up lets the engines'
- * optimizing compilers finish: after 80 ms, Bun's compiler threads were still at work on the
- * pair's own core (on one core, 500-1,000 ns of their CPU per 64 B message counted, and a fifth
- * of the messages/s), after 400 ms nearly done (load average 5-6).
+ * optimizing compilers finish, whose threads share the pair's core on one CPU: after 80 ms, Bun's
+ * were still at work (500-1,000 ns of their CPU per 64 B message counted, and a fifth of the
+ * messages/s); a stream of two Bun processes on one core reached its steady pace only after about
+ * a second (4 KiB: 0.49-0.56 M messages/s from 0.4 to 0.6 s, 1.2-1.9 M from 1.5 to 1.8 s), Deno's
+ * after 0.4-1 s (bench/README.md, _The compilers in the window_).
  */
 export const STREAM = {
-  warmupMs: envInt("SB_BENCH_WARMUP_MS", 400),
-  measureMs: envInt("SB_BENCH_MEASURE_MS", 160),
+  warmupMs: envInt("SB_BENCH_WARMUP_MS", 1500),
+  measureMs: envInt("SB_BENCH_MEASURE_MS", 250),
 };
 
 /** The measuring role: the pairs of `specs` one after another, each with a fresh peer. */
