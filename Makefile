@@ -175,8 +175,11 @@ test-tsan:
 
 # Every benchmark, SB_BENCH_RUNS times (default 3): bench/out/results.json, printed as JSON.
 # `$(DENO) run -A bench/report.ts` turns it into bench/README.md's tables and the chart.
+# Node is measured in the newest release (pinned as Deno and Bun are), not the oldest supported
+# one the tests also run: BENCH_NODE=node measures the one on the PATH.
+BENCH_NODE ?= $(NODE_LATEST)
 bench: tools build
-	$(DENO) run --allow-all bench/run.ts
+	NODE=$(BENCH_NODE) $(DENO) run --allow-all bench/run.ts
 
 # Deno runs the package's JavaScript when it comes from npm (it does not strip types under
 # node_modules): one bundle of mod.ts.

@@ -105,7 +105,10 @@ async function attachChild(ids: Ids): Promise<{ variants: Blocks }> {
   return { variants: out };
 }
 
-/** The seed's attach script, with the seed package from `SEED_PACKAGE` (`make tools` builds it). */
+/**
+ * The seed's attach script, with the seed package from `SEED_PACKAGE` (`make tools` builds it),
+ * run by the Node it was built for (`SEED_NODE`, else `node` from the PATH).
+ */
 function seedScript(): string {
   const addon = `${process.env.SEED_PACKAGE}/build/Release/shared-buffer.node`;
   if (!existsSync(addon)) throw new Error(`no ${addon}: set SEED_PACKAGE (make bench does)`);
@@ -185,7 +188,7 @@ export const attach: Scenario = {
         who === "native"
           ? [await nativeBinary("native_segment")]
           : who === "seed"
-          ? ["node", "--expose-gc", seedScript()]
+          ? [process.env.SEED_NODE ?? "node", "--expose-gc", seedScript()]
           : childCommand(who as Runtime, "attach", "attach", ids);
       return await each(ctx, skipped, ["native", ...ctx.runtimes, "seed"], async (who) => {
         const got = await runJson<{ variants: Blocks }>(await command(who), { env: env(ids) });
