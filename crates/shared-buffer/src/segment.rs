@@ -317,16 +317,8 @@ impl Segment {
         for _ in 0..RACE_ROUNDS {
             match Self::create_once(id, size, options) {
                 Err(SegmentError::AlreadyExists) if options.replace => {
-                    match Self::check_replaceable(id, options) {
-                        Ok(()) => {}
-                        // Removed by another process since: a round lost, try again.
-                        Err(SegmentError::NotFound) => {
-                            lost_race();
-                            continue;
-                        }
-                        Err(err) => return Err(err),
-                    }
-                    match Self::unlink(id) {
+                    match Self::remove_replaceable(id, options) {
+                        // Removed by this process, or by another since: a round lost, try again.
                         Ok(()) | Err(SegmentError::NotFound) => {}
                         Err(err) => return Err(err),
                     }
@@ -350,22 +342,25 @@ impl Segment {
         Self::finish(mapping, true, options)
     }
 
-    /// Whether the segment at `id` may be removed by a replacing create: it must be a segment
-    /// (not a directory, a FIFO, a link) of an owner the options accept.
-    fn check_replaceable(id: &SegmentId, options: &Options) -> Result<()> {
+    /// Removes the segment at `id` for a replacing create if it may be: a segment (not a
+    /// directory, a FIFO, a link) of an owner the options accept. What is checked is what is
+    /// removed: a keyed segment by the id looked up, a name by the file it holds as it is removed
+    /// ([`os::posix_unlink_checked`]).
+    fn remove_replaceable(id: &SegmentId, options: &Options) -> Result<()> {
         match id {
             SegmentId::Key(key) => {
                 let info = os::sysv_lookup(*key as i32)?;
-                check_owner(options.owner, &[info.uid, info.creator_uid])
+                check_owner(options.owner, &[info.uid, info.creator_uid])?;
+                os::sysv_remove_own(*key as i32, info.id)?;
             }
-            SegmentId::Name(name) => {
-                let info = os::posix_name_info(name)?;
+            SegmentId::Name(name) => os::posix_unlink_checked(name, |info| {
                 if info.kind != FileKind::Regular {
                     return Err(SegmentError::NotASegment(info.kind));
                 }
                 check_owner(options.owner, &[info.uid])
-            }
+            })?,
         }
+        Ok(())
     }
 
     /// Opens an existing segment. With `size`, the segment must be at least that large, and only

@@ -112,3 +112,78 @@ fn replace_survives_racing_replacers_and_unlinkers_named() {
 fn replace_survives_racing_replacers_and_unlinkers_keyed() {
     assert!(replace_churn(&Scratch::keyed().0) > 0);
 }
+
+/// Swaps what `swapped_in` makes in at a fresh segment's name (an atomic `rename` over it, as a
+/// process of the same user may) while `remove` removes that segment, ROUNDS times; `is_it`
+/// must still find it at the name afterwards, whichever came first.
+#[cfg(target_os = "linux")]
+fn swap_rounds(
+    swapped_in: impl Fn(&str),
+    remove: impl Fn(&SegmentId, Segment) + Sync,
+    is_it: impl Fn(&str) -> bool,
+) {
+    let scratch = Scratch::named("swap");
+    let id = &scratch.0;
+    let SegmentId::Name(name) = id else {
+        unreachable!("a named scratch")
+    };
+    let path = format!("/dev/shm{}", name.to_str().unwrap());
+    let swap = format!("{path}.swap");
+    for round in 0..ROUNDS {
+        let seg = Segment::create(id, SIZE, &Options::default())
+            .unwrap_or_else(|err| panic!("round {round}: create: {err}"));
+        swapped_in(&swap);
+        let start = Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                start.wait();
+                std::fs::rename(&swap, &path).unwrap();
+            });
+            start.wait();
+            remove(id, seg);
+        });
+        assert!(is_it(&path), "round {round}: what was swapped in is gone");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// `unlink_own` never removes a file swapped in at the name after its look: it used to look and
+/// then remove in two steps, and removed the swapped-in file when the swap came between them.
+#[cfg(target_os = "linux")]
+#[test]
+fn unlink_own_leaves_a_file_swapped_in() {
+    const MARK: &[u8] = b"not the segment";
+    swap_rounds(
+        |at| std::fs::write(at, MARK).unwrap(),
+        // Removed before the swap, or found the file swapped in (ENOENT).
+        |id, seg| match seg.unlink_own(id) {
+            Ok(()) | Err(SegmentError::NotFound) => {}
+            Err(err) => panic!("unlink_own: {err}"),
+        },
+        |at| std::fs::read(at).is_ok_and(|got| got == MARK),
+    );
+}
+
+/// A replacing create never removes a symbolic link swapped in at the name, which it refuses to
+/// remove: it used to check and then remove in two steps, and removed the link when the swap
+/// came between them.
+#[cfg(target_os = "linux")]
+#[test]
+fn replace_leaves_a_link_swapped_in() {
+    let replace = Options {
+        replace: true,
+        ..Options::default()
+    };
+    swap_rounds(
+        |at| std::os::unix::fs::symlink("/nonexistent", at).unwrap(),
+        |id, seg| {
+            drop(seg);
+            // Replaced before the swap (which then took the new segment's name), or refused.
+            match Segment::create(id, SIZE, &replace) {
+                Ok(_) | Err(SegmentError::Symlink) => {}
+                Err(err) => panic!("create(replace): {err}"),
+            }
+        },
+        |at| std::fs::symlink_metadata(at).is_ok_and(|m| m.file_type().is_symlink()),
+    );
+}

@@ -103,6 +103,13 @@ pub fn sysv_remove_own(_key: i32, _shmid: i32) -> io::Result<()> {
 pub fn posix_unlink_own(_name: &CStr, _identity: super::Identity) -> io::Result<()> {
     unsupported()
 }
+/// Unsupported here.
+pub fn posix_unlink_checked<E: From<io::Error>>(
+    _name: &CStr,
+    _check: impl Fn(FileInfo) -> Result<(), E>,
+) -> Result<(), E> {
+    Err(unsupported::<()>().unwrap_err().into())
+}
 /// No users here: 0.
 pub fn effective_uid() -> u32 {
     0

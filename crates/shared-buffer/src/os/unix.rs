@@ -453,17 +453,7 @@ impl OpenedName {
 /// open and `fstat`. A symbolic link is `ELOOP`, as an open reports it.
 pub fn posix_name_info(name: &CStr) -> io::Result<FileInfo> {
     #[cfg(target_os = "linux")]
-    {
-        let path = shm_path(name)?;
-        // SAFETY: `stat` is plain old data; all-zero is valid and lstat overwrites it.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid C string and a valid, writable stat buffer.
-        cvt(unsafe { libc::lstat(path.as_ptr(), &mut stat) })?;
-        if stat.st_mode & libc::S_IFMT == libc::S_IFLNK {
-            return Err(io::Error::from_raw_os_error(libc::ELOOP));
-        }
-        file_info(&stat)
-    }
+    return lstat_info(&shm_path(name)?);
     #[cfg(not(target_os = "linux"))]
     posix_open_name(name)?.info()
 }
@@ -586,12 +576,104 @@ pub fn sysv_remove_own(key: libc::key_t, shmid: libc::c_int) -> io::Result<()> {
 }
 
 /// Removes `name` if it still holds the file `identity`; `ENOENT` if it holds another, or none.
-/// (The look and the removal are two steps: a file swapped in between them is removed.)
 pub fn posix_unlink_own(name: &CStr, identity: Identity) -> io::Result<()> {
-    if posix_name_info(name)?.identity != identity {
-        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    posix_unlink_checked(name, |info| {
+        if info.identity == identity {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::ENOENT))
+        }
+    })
+}
+
+/// Removes `name` if `check` accepts the file it holds when it is removed; `check`'s error
+/// otherwise, with the name left holding what it held.
+///
+/// A look and a removal are two steps, and a process of this user (or root) may swap another
+/// file in at the name between them. On Linux the removal therefore takes the file off the name
+/// first: `renameat2(RENAME_NOREPLACE)` moves exactly the file the name holds at that instant to
+/// a private name in the same directory, where it is looked at again and removed, or moved back
+/// if `check` refuses it. (Should the name be taken again in that instant, the refused file
+/// stays at the private name, `.shared-buffer-removing-<pid>-<n>`: moved, never removed.) A first
+/// look before the move leaves the name alone in the usual case of a refusal. Elsewhere, or where
+/// the filesystem cannot rename that way, the look and the removal stay two steps.
+pub fn posix_unlink_checked<E: From<io::Error>>(
+    name: &CStr,
+    check: impl Fn(FileInfo) -> Result<(), E>,
+) -> Result<(), E> {
+    check(posix_name_info(name)?)?;
+    #[cfg(target_os = "linux")]
+    {
+        let path = shm_path(name)?;
+        let private = removing_path()?;
+        if let Err(err) = rename_noreplace(&path, &private) {
+            return match err.raw_os_error() {
+                Some(libc::EINVAL | libc::ENOSYS) => Ok(posix_unlink(name)?),
+                _ => Err(err.into()),
+            };
+        }
+        match lstat_info(&private).map_err(E::from).and_then(&check) {
+            Ok(()) => {
+                // SAFETY: a valid C string.
+                cvt(unsafe { libc::unlink(private.as_ptr()) })?;
+                Ok(())
+            }
+            Err(refused) => {
+                // Back where it was, unless the name was taken again meanwhile (see above).
+                let _ = rename_noreplace(&private, &path);
+                Err(refused)
+            }
+        }
     }
-    posix_unlink(name)
+    #[cfg(not(target_os = "linux"))]
+    Ok(posix_unlink(name)?)
+}
+
+/// Moves `from` to `to`, failing with `EEXIST` if `to` exists (`renameat2`, Linux 3.15; tmpfs
+/// supports the flag since 3.17). `EINVAL` where the filesystem does not.
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: two valid C strings, plain integers; the system call reads the strings only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A name in [`SHM_DIR`] that no other removal uses: this process's id and a counter.
+#[cfg(target_os = "linux")]
+fn removing_path() -> io::Result<CString> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    CString::new(format!(
+        "{SHM_DIR}/.shared-buffer-removing-{}-{n}",
+        current_pid()
+    ))
+    .map_err(|_| einval())
+}
+
+/// What `lstat` says of `path`: `ELOOP` for a symbolic link, as [`posix_name_info`] reports it.
+#[cfg(target_os = "linux")]
+fn lstat_info(path: &CStr) -> io::Result<FileInfo> {
+    // SAFETY: `stat` is plain old data; all-zero is valid and lstat overwrites it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a valid, writable stat buffer.
+    cvt(unsafe { libc::lstat(path.as_ptr(), &mut stat) })?;
+    if stat.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    file_info(&stat)
 }
 
 /// The longest name after the leading `/`.
