@@ -368,6 +368,16 @@ fn unlink_own_removes_only_the_segment_it_maps() {
         assert!(matches!(err, SegmentError::NotFound), "{err:?}");
         let err = new.unlink_own(&s.0).unwrap_err();
         assert!(matches!(err, SegmentError::NotFound), "{err:?}");
+        // A symbolic link at the name is another file too, and stays.
+        #[cfg(target_os = "linux")]
+        if let SegmentId::Name(name) = &s.0 {
+            let path = format!("/dev/shm{}", name.to_str().unwrap());
+            std::os::unix::fs::symlink("/nonexistent", &path).unwrap();
+            let err = new.unlink_own(&s.0).unwrap_err();
+            assert!(matches!(err, SegmentError::NotFound), "{err:?}");
+            assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 }
 

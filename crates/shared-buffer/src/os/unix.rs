@@ -577,11 +577,20 @@ pub fn sysv_remove_own(key: libc::key_t, shmid: libc::c_int) -> io::Result<()> {
 
 /// Removes `name` if it still holds the file `identity`; `ENOENT` if it holds another, or none.
 pub fn posix_unlink_own(name: &CStr, identity: Identity) -> io::Result<()> {
+    let gone = || io::Error::from_raw_os_error(libc::ENOENT);
     posix_unlink_checked(name, |info| {
         if info.identity == identity {
             Ok(())
         } else {
-            Err(io::Error::from_raw_os_error(libc::ENOENT))
+            Err(gone())
+        }
+    })
+    // A symbolic link at the name (`ELOOP`) is another file too.
+    .map_err(|err| {
+        if err.raw_os_error() == Some(libc::ELOOP) {
+            gone()
+        } else {
+            err
         }
     })
 }
@@ -592,11 +601,12 @@ pub fn posix_unlink_own(name: &CStr, identity: Identity) -> io::Result<()> {
 /// A look and a removal are two steps, and a process of this user (or root) may swap another
 /// file in at the name between them. On Linux the removal therefore takes the file off the name
 /// first: `renameat2(RENAME_NOREPLACE)` moves exactly the file the name holds at that instant to
-/// a private name in the same directory, where it is looked at again and removed, or moved back
-/// if `check` refuses it. (Should the name be taken again in that instant, the refused file
-/// stays at the private name, `.shared-buffer-removing-<pid>-<n>`: moved, never removed.) A first
-/// look before the move leaves the name alone in the usual case of a refusal. Elsewhere, or where
-/// the filesystem cannot rename that way, the look and the removal stay two steps.
+/// a private name in the same directory ([`removing_path`]), where it is looked at again and
+/// removed, or moved back if `check` refuses it. (Should the name be taken again in that instant,
+/// or the process be killed before the private name is removed, the file stays there: moved,
+/// never removed.) A first look before the move leaves the name alone in the usual case of a
+/// refusal. Elsewhere, or where the filesystem (or a system-call filter) does not allow such a
+/// rename, the look and the removal stay two steps.
 pub fn posix_unlink_checked<E: From<io::Error>>(
     name: &CStr,
     check: impl Fn(FileInfo) -> Result<(), E>,
@@ -605,13 +615,28 @@ pub fn posix_unlink_checked<E: From<io::Error>>(
     #[cfg(target_os = "linux")]
     {
         let path = shm_path(name)?;
-        let private = removing_path()?;
-        if let Err(err) = rename_noreplace(&path, &private) {
-            return match err.raw_os_error() {
-                Some(libc::EINVAL | libc::ENOSYS) => Ok(posix_unlink(name)?),
-                _ => Err(err.into()),
-            };
-        }
+        let mut tries = 0;
+        let private = loop {
+            let private = removing_path()?;
+            match rename_noreplace(&path, &private) {
+                Ok(()) => break private,
+                // The private name is taken (by a process of another pid namespace sharing this
+                // directory, or one killed while it removed): another one.
+                Err(err) if err.raw_os_error() == Some(libc::EEXIST) && tries < 8 => tries += 1,
+                // No such rename here: the old way. (`EPERM` too, from a system-call filter; the
+                // sticky directory's `EPERM` for another user's file comes back from the removal
+                // just the same.)
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
+                    ) =>
+                {
+                    return Ok(posix_unlink(name)?);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         match lstat_info(&private).map_err(E::from).and_then(&check) {
             Ok(()) => {
                 // SAFETY: a valid C string.
@@ -650,14 +675,19 @@ fn rename_noreplace(from: &CStr, to: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// A name in [`SHM_DIR`] that no other removal uses: this process's id and a counter.
+/// A private name in [`SHM_DIR`] for a file being removed:
+/// `.shared-buffer-removing-<pid>-<ns>-<n>`, by this process's id, the wall clock's nanoseconds
+/// (processes of other pid namespaces may share the directory) and a counter.
 #[cfg(target_os = "linux")]
 fn removing_path() -> io::Result<CString> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     CString::new(format!(
-        "{SHM_DIR}/.shared-buffer-removing-{}-{n}",
+        "{SHM_DIR}/.shared-buffer-removing-{}-{ns}-{n}",
         current_pid()
     ))
     .map_err(|_| einval())
