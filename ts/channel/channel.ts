@@ -66,6 +66,12 @@ export interface ChannelOptions {
   producers?: "one" | "many";
   /** Permission bits of the segment. Default `0o600`. */
   mode?: number;
+  /**
+   * {@linkcode Channel.create} only: remove whatever segment is under the id first (a leftover
+   * of a crashed run), as `SharedMemory.create` does with `replace`, with the same checks.
+   * Processes that still map the old channel keep it, cut off from the id. Default false.
+   */
+  replace?: boolean;
 }
 
 /** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
@@ -289,7 +295,8 @@ export class Channel implements Disposable {
   }
 
   /**
-   * Creates a new channel in a new segment (`EEXIST` if one exists under the id).
+   * Creates a new channel in a new segment (`EEXIST` if one exists under the id, unless
+   * `options.replace`).
    *
    * @throws {RangeError} For a capacity that is not a power of two in 64..2^28.
    */
@@ -311,7 +318,11 @@ export class Channel implements Disposable {
     const mode = producers === "many" ? L.MODE_MPSC : L.MODE_SPSC;
     const shm = relabel(
       "Channel.create",
-      () => SharedMemory.create(id, L.HEADER_SIZE + capacity, { mode: opts.mode ?? 0o600 }),
+      () =>
+        SharedMemory.create(id, L.HEADER_SIZE + capacity, {
+          mode: opts.mode ?? 0o600,
+          replace: opts.replace,
+        }),
     );
     try {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
