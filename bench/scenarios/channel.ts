@@ -231,11 +231,10 @@ export const channel: Scenario = {
         for (const zeroCopy of bin ? [false, true] : []) {
           const what = zeroCopy ? "zero_copy" : "copy";
           const withTrips = !zeroCopy && size <= 4 * KIB;
-          const seconds = (STREAM.warmupMs + STREAM.measureMs) / 1e3;
+          // Counted over the same window as the pairs: after the warm-up, for the measured time.
           const args = `--size ${size} --capacity ${capacity} --pin ${placement} ` +
-            `--seconds ${seconds} --latency-size ${size} --round-trips ${
-              withTrips ? trips.max : 100
-            }` +
+            `--warmup ${STREAM.warmupMs / 1e3} --seconds ${STREAM.measureMs / 1e3} ` +
+            `--latency-size ${size} --round-trips ${withTrips ? trips.max : 100}` +
             (zeroCopy ? " --zero-copy" : "");
           try {
             const got = await runJson<NativeRing>([bin, ...args.split(" ")]);

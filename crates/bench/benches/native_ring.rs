@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! cargo bench --bench native_ring -- [--size 64 --size 4096 ...] [--pin same|split|none]
-//!     [--seconds 1.5] [--capacity BYTES] [--mode spsc|mpsc] [--zero-copy]
+//!     [--seconds 1.5] [--warmup 0] [--capacity BYTES] [--mode spsc|mpsc] [--zero-copy]
 //!     [--round-trips 20000] [--latency-size 64]
 //! ```
 //!
 //! The parent process is the consumer; it re-runs this binary as the child (the producer, or the
 //! echo side for latency), with `NATIVE_RING_ROLE` set. Throughput: the child sends messages of
-//! one size for `--seconds`, copying each from a buffer (or filling it in place with
-//! `--zero-copy`), then closes; the parent copies each out (or reads it in place) and counts.
+//! one size for `--warmup` + `--seconds`, copying each from a buffer (or filling it in place with
+//! `--zero-copy`), then closes; the parent copies each out (or reads it in place) and counts those
+//! after the first `--warmup` seconds (from its first message), as the TypeScript pairs count.
 //! Every message carries its sequence number in its first 4 bytes and a byte derived from it in
 //! its last, and every receiver checks both, as the TypeScript pairs of `bench/streams.ts` do:
 //! both sides of a comparison do the same work per message.
@@ -39,6 +40,8 @@ struct Args {
     sizes: Vec<usize>,
     pin: String,
     seconds: f64,
+    /// Seconds of the stream not counted, from its first message.
+    warmup: f64,
     capacity: Option<u32>,
     mode: Mode,
     zero_copy: bool,
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
         sizes: Vec::new(),
         pin: "split".into(),
         seconds: 1.5,
+        warmup: 0.0,
         capacity: None,
         mode: Mode::Spsc,
         zero_copy: false,
@@ -66,6 +70,7 @@ fn parse_args() -> Args {
                 .extend(value().split(',').map(|s| parse_size(s.trim()))),
             "--pin" => args.pin = value(),
             "--seconds" => args.seconds = value().parse().expect("--seconds"),
+            "--warmup" => args.warmup = value().parse().expect("--warmup"),
             "--capacity" => args.capacity = Some(parse_size(&value()) as u32),
             "--mode" => {
                 args.mode = match value().as_str() {
@@ -284,7 +289,7 @@ fn throughput(args: &Args, size: usize) -> Throughput {
         &[
             (SEG, name),
             (SIZE, size.to_string()),
-            (SECS, args.seconds.to_string()),
+            (SECS, (args.warmup + args.seconds).to_string()),
             (CPU, child_cpu.map(|c| c.to_string()).unwrap_or_default()),
             (ZERO_COPY, if args.zero_copy { "1" } else { "0" }.into()),
         ],
@@ -293,9 +298,12 @@ fn throughput(args: &Args, size: usize) -> Throughput {
     let pids = [std::process::id(), child.id()];
     let mut buf = Vec::with_capacity(size);
     let timeout = Some(Duration::from_secs(30));
-    // The clock starts at the first message, so process start-up is not counted.
+    // The clock starts at the first message, so process start-up is not counted, and counting
+    // starts `warmup` seconds later, at message `base`.
     let mut messages = 0u64;
-    let mut start = Instant::now();
+    let mut first = Instant::now();
+    let mut start = first;
+    let mut base = None;
     // What both processes used when counting starts and half-way through, while the child
     // still sends (as `Meter` in bench/streams.ts): the cost per message.
     let mut used = [Usage::of(&pids), Usage::default()];
@@ -321,14 +329,23 @@ fn throughput(args: &Args, size: usize) -> Throughput {
             break;
         }
         if messages == 0 {
-            start = Instant::now();
-            used[0] = Usage::of(&pids);
-        } else if cost.is_none()
-            && messages % 1024 == 0
-            && start.elapsed().as_secs_f64() >= args.seconds / 2.0
-        {
-            used[1] = Usage::of(&pids);
-            cost = Some(used[1].per(&used[0], messages));
+            first = Instant::now();
+        }
+        match base {
+            None if first.elapsed().as_secs_f64() >= args.warmup => {
+                start = Instant::now();
+                used[0] = Usage::of(&pids);
+                base = Some(messages);
+            }
+            Some(base)
+                if cost.is_none()
+                    && (messages - base) % 1024 == 0
+                    && start.elapsed().as_secs_f64() >= args.seconds / 2.0 =>
+            {
+                used[1] = Usage::of(&pids);
+                cost = Some(used[1].per(&used[0], messages - base));
+            }
+            _ => {}
         }
         messages += 1;
     }
@@ -338,7 +355,8 @@ fn throughput(args: &Args, size: usize) -> Throughput {
     Throughput {
         size,
         capacity,
-        messages: messages.saturating_sub(1), // the first one started the clock
+        // The one that started the clock is not counted.
+        messages: base.map_or(0, |base| messages - base - 1),
         seconds,
         cost,
     }
