@@ -76,28 +76,32 @@ test("send and receive bytes, text and JSON in order; end of stream after close"
 
 test("Channel.create with replace makes a fresh channel over a leftover one, which its holders keep", () => {
   const name = uniqueName("chan");
-  cleanup({ name });
   // A crashed run's channel, still under the name; this process still holds it.
   const old = Channel.create({ name }, { capacity: 4096 });
-  old.sender().send("left over");
-  assert.throws(() => Channel.create({ name }, { capacity: 4096 }), code("EEXIST"));
-  assert.throws(
-    () => Channel.create({ name }, { capacity: 4096, replace: 1 as unknown as boolean }),
-    /options\.replace must be a boolean/,
-  );
-  const fresh = Channel.create({ name }, { capacity: 8192, replace: true });
-  const rx = fresh.receiver();
-  assert.equal(rx.tryRecv(), undefined, "nothing of the old channel");
-  const joined = Channel.open({ name });
-  assert.equal(joined.capacity, 8192, "an opener finds the new channel");
-  joined.sender().send("new");
-  assert.equal(rx.recvText(), "new");
-  assert.equal(
-    old.receiver().recvText(),
-    "left over",
-    "the old one lives on, cut off from the name",
-  );
-  for (const ch of [joined, fresh, old]) ch.close();
+  try {
+    old.sender().send("left over");
+    assert.throws(() => Channel.create({ name }, { capacity: 4096 }), code("EEXIST"));
+    assert.throws(
+      () => Channel.create({ name }, { capacity: 4096, replace: 1 as unknown as boolean }),
+      /options\.replace must be a boolean/,
+    );
+    const fresh = Channel.create({ name }, { capacity: 8192, replace: true });
+    const rx = fresh.receiver();
+    assert.equal(rx.tryRecv(), undefined, "nothing of the old channel");
+    const joined = Channel.open({ name });
+    assert.equal(joined.capacity, 8192, "an opener finds the new channel");
+    joined.sender().send("new");
+    assert.equal(rx.recvText(), "new");
+    assert.equal(
+      old.receiver().recvText(),
+      "left over",
+      "the old one lives on, cut off from the name",
+    );
+    for (const ch of [joined, fresh]) ch.close();
+  } finally {
+    old.close();
+    cleanup({ name });
+  }
 });
 
 test("a full ring pushes back; nothing is dropped or reordered across wrap-arounds", () => {
