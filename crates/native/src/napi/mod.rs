@@ -27,8 +27,8 @@
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
-//!   free (its length). The report is taken back when the mapping goes. A mapping of a linked segment is
-//!   never reported: unmapping it frees no memory.
+//!   free (its length). The report is taken back when the mapping goes. A mapping of a linked
+//!   segment is never reported: unmapping it frees no memory.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected

@@ -662,10 +662,10 @@ pub(crate) const MORE_CONT: u32 = REC_MORE | REC_CONT;
 
 /// The most records that deliver nothing (skip and abort records, the rest of a message dropped
 /// or begun before this receiver) that one look at the ring steps over or consumes before it
-/// lets its caller check the deadline. Producers write a skip record per lap of the ring and per abandoned
-/// reservation, and an abort record per failed message; a peer writing them as fast as they are
-/// consumed would otherwise keep one look going for as long as it likes. (Fragments of a
-/// message being put together do not count: the receiver's limits bound them.)
+/// lets its caller check the deadline. Producers write a skip record per lap of the ring and per
+/// abandoned reservation, and an abort record per failed message; a peer writing them as fast as
+/// they are consumed would otherwise keep one look going for as long as it likes. (Fragments of
+/// a message being put together do not count: the receiver's limits bound them.)
 pub(crate) const STEP_LIMIT: u32 = 1024;
 
 /// The consumer's private state.
