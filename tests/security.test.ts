@@ -353,3 +353,67 @@ for (const which of runtimes) {
     );
   }
 }
+
+testUnless(
+  isRoot ? false : lacking("needs root to give a channel to uid 65534"),
+  `a channel uid ${NOBODY} owns: Channel.open and a replacing Channel.create refuse it with EOWNER and a hint; { owner } accepts it`,
+  () => {
+    const { Channel } = lib;
+    const id = { name: uniqueName("xp-channel") };
+    const path = `/dev/shm${id.name}`;
+    const text = new TextDecoder();
+    const refused = (what: string, fn: () => unknown) => {
+      try {
+        fn();
+      } catch (e) {
+        if (!(e instanceof SharedMemoryError)) throw e;
+        assertEquals([e.code, e.errno], ["EOWNER", 1002], `${what}: code`);
+        const call = what.slice(0, what.indexOf("("));
+        if (!e.message.startsWith(call) || !e.message.includes("{ owner: 65534 }")) {
+          throw new Error(
+            `${what}: the message names neither the call nor the option: ${e.message}`,
+          );
+        }
+        return;
+      }
+      throw new Error(`${what} accepted another user's channel`);
+    };
+    try {
+      Channel.create(id, { capacity: 4096, mode: 0o666 }).close();
+      chownSync(path, NOBODY, NOBODY);
+      refused("Channel.open()", () => Channel.open(id).close());
+      refused("Channel.open({ owner: 4242 })", () => Channel.open(id, { owner: 4242 }).close());
+      refused(
+        "Channel.create({ replace: true })",
+        () => Channel.create(id, { capacity: 4096, replace: true }).close(),
+      );
+      assertEquals(statSync(path).uid, NOBODY, "the refused replace left the channel");
+      {
+        using joined = Channel.open(id, { owner: NOBODY, populate: true, timeoutMs: 100 });
+        const [tx, rx] = [joined.sender(), joined.receiver()];
+        tx.send("from root");
+        assertEquals(text.decode(rx.recv(0)!), "from root", "a message through it");
+        tx.close();
+        assertEquals(rx.recv(0), null, "the end of the stream");
+      }
+      let threw: unknown;
+      try {
+        Channel.open(id, { owner: "nobody" as unknown as number });
+      } catch (e) {
+        threw = e;
+      }
+      assertEquals(threw instanceof TypeError, true, "a TypeError for an owner that is no uid");
+      using fresh = Channel.create(id, {
+        capacity: 8192,
+        owner: NOBODY,
+        populate: true,
+        replace: true,
+      });
+      assertEquals([statSync(path).uid, fresh.capacity], [0, 8192], "the replacing channel");
+      using opened = Channel.open(id);
+      assertEquals(opened.capacity, 8192, "an open finds the new channel");
+    } finally {
+      rmSync(path, { force: true });
+    }
+  },
+);

@@ -29,6 +29,7 @@ export {
 } from "./sync.ts";
 export {
   Channel,
+  type ChannelOpenOptions,
   type ChannelOptions,
   ChannelReceiver,
   type ChannelReceiverEventMap,

@@ -10,6 +10,7 @@ import { errorOf, SharedMemoryError } from "../errors.ts";
 import {
   addressOf,
   mappingOf,
+  type Owner,
   type SegmentId,
   segmentLabel,
   SharedMemory,
@@ -66,12 +67,32 @@ export interface ChannelOptions {
   producers?: "one" | "many";
   /** Permission bits of the segment. Default `0o600`. */
   mode?: number;
+  /** Fault every page of the segment in now, so that no send pays a page fault later. */
+  populate?: boolean;
+  /**
+   * Whose leftover segment `replace` may remove (see {@linkcode Owner}). Default: this user's
+   * or root's.
+   */
+  owner?: Owner;
   /**
    * {@linkcode Channel.create} only: remove whatever segment is under the id first (a leftover
    * of a crashed run), as `SharedMemory.create` does with `replace`, with the same checks.
    * Processes that still map the old channel keep it, cut off from the id. Default false.
    */
   replace?: boolean;
+}
+
+/** Options for {@linkcode Channel.open}. */
+export interface ChannelOpenOptions {
+  /** How long to wait for the creator to finish setting the channel up, in ms. Default 1000. */
+  timeoutMs?: number;
+  /**
+   * Whose channel is accepted (see {@linkcode Owner}): another user's needs this (and a `mode`
+   * from its creator that lets this user in). Default: this user's or root's.
+   */
+  owner?: Owner;
+  /** Fault every page of the segment in now, so that no receive pays a page fault later. */
+  populate?: boolean;
 }
 
 /** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
@@ -321,6 +342,8 @@ export class Channel implements Disposable {
       () =>
         SharedMemory.create(id, L.HEADER_SIZE + capacity, {
           mode: opts.mode ?? 0o600,
+          populate: opts.populate,
+          owner: opts.owner,
           replace: opts.replace,
         }),
     );
@@ -342,10 +365,13 @@ export class Channel implements Disposable {
    *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `ETIMEDOUT` if it
    *   never got set up.
    */
-  static open(id: SegmentId, options?: { timeoutMs?: number }): Channel {
-    const opts = check.options<{ timeoutMs?: number }>(options, "options");
+  static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
+    const opts = check.options<ChannelOpenOptions>(options, "options");
     const deadline = deadlineOf(opts.timeoutMs ?? 1000);
-    const shm = relabel("Channel.open", () => SharedMemory.open(id));
+    const shm = relabel(
+      "Channel.open",
+      () => SharedMemory.open(id, { owner: opts.owner, populate: opts.populate }),
+    );
     try {
       const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
       for (;;) {
