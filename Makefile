@@ -49,7 +49,7 @@ JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate dist demo test test-rust test-loom test-deno test-bun test-node lint bench \
+.PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node lint bench \
 	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
@@ -145,7 +145,14 @@ test-node: tools build
 	NODE_BIN=$(NODE) $(call NODE_TEST,$(NODE))
 	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
 
-test: lint test-rust test-loom test-deno test-bun test-node
+# Every test removes the segments it makes: what the suite could leave behind is listed first, and
+# what appeared since, with no live process holding it, fails the run (tests/leftovers.sh).
+SHM_BEFORE_TEST := target/shm-before-test.txt
+test: shm-before-test lint test-rust test-loom test-deno test-bun test-node
+	tests/leftovers.sh check $(SHM_BEFORE_TEST)
+
+shm-before-test:
+	@mkdir -p target && tests/leftovers.sh list > $(SHM_BEFORE_TEST)
 
 # Deeper checks of the Rust core, not part of `make test` (several minutes each): Miri on the
 # channel ring and layout over heap memory, and the Rust tests under AddressSanitizer and
