@@ -409,6 +409,35 @@ function assertSound({ tx, rx, words }: ReturnType<typeof watchedChannel>): void
   );
 }
 
+test("messages over 256 bytes whose lengths change at the same place in the ring come whole through recvInto and recvMany", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx } = watched;
+  // Spans that bring each length back to places other lengths took before, and runs that
+  // recvMany copies out at once.
+  const lengths = [257, 300, 1000, 264, 2040, 504, 257];
+  const target = new Uint8Array(4096);
+  let seed = 0;
+  for (let round = 0; round < 60; round++) {
+    const sent: Uint8Array[] = [];
+    for (let k = 0; k < 3; k++) {
+      const message = pattern(lengths[(round + k * 3) % lengths.length], ++seed);
+      tx.send(message, 5000);
+      sent.push(message);
+    }
+    if (round % 2 === 0) {
+      for (const message of sent) {
+        const len = rx.recvInto(target, 5000);
+        assert.deepEqual(target.subarray(0, len!), message, `round ${round}`);
+      }
+    } else {
+      const got: Uint8Array[] = [];
+      while (got.length < sent.length) rx.recvMany((m) => got.push(m.slice()), 5000);
+      assert.deepEqual(got, sent, `round ${round}`);
+    }
+  }
+  assertSound(watched);
+});
+
 test("recvInto hands room back at once to a parked sender, and all of it when the ring is empty", async () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;

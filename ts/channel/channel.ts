@@ -1534,7 +1534,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      copyInto(target, this.#ring.view(start, len));
+      copyInto(target, this.#ring.copyView(start, len));
     }
     consumer.release(len);
     return len;
@@ -1606,7 +1606,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         len = consumer.len;
         if (len > SMALL_COPY) break;
       }
-      copy.set(this.#ring.view(L.OFF_DATA + idx, bytes));
+      copy.set(this.#ring.copyView(L.OFF_DATA + idx, bytes));
     }
     let at = 8; // the payload of the next message in the copy
     let k = 0;
