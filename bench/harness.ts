@@ -212,19 +212,28 @@ export function removeLeftovers(): void {
   rmSync(LEFTOVERS, { force: true });
 }
 
-/** A new keyed segment of `size` bytes, populated, under a random key nobody uses. */
+/**
+ * A new keyed segment of `size` bytes under a random key nobody uses, populated. It is listed as
+ * a leftover ({@linkcode leftovers}) before its pages are made: that takes up to a second at
+ * 1 GiB, and a run stopped meanwhile used to leave the segment, resident, past every later run.
+ */
 export function createKeyed(
   size: number,
 ): { key: number; shm: ReturnType<typeof lib.SharedMemory.create> } {
   for (let tries = 0;; tries++) {
     const key = 0x5b00_0000 + Math.floor(Math.random() * 0xff_ffff);
+    let shm;
     try {
-      return { key, shm: lib.SharedMemory.create({ key }, size, { populate: true }) };
+      shm = lib.SharedMemory.create({ key }, size);
     } catch (err) {
       if (!(err instanceof lib.SharedMemoryError && err.code === "EEXIST") || tries > 100) {
         throw err;
       }
+      continue;
     }
+    leftovers("add", [`key:${key}`]);
+    lib.SharedMemory.open({ key }, { populate: true }).close();
+    return { key, shm };
   }
 }
 

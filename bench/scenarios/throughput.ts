@@ -9,6 +9,7 @@ import {
   childCommand,
   createKeyed,
   each,
+  leftovers,
   median,
   nativeBinary,
   ratios,
@@ -29,8 +30,9 @@ type Kernels = Record<string, { shared_gbps: number[]; plain_gbps: number[] }>;
 
 /** GB/s of each kernel over the shared and the plain buffer, in interleaved blocks. */
 function throughputChild(): { kernels: Kernels } {
-  const { shm } = createKeyed(BYTES);
+  const { key, shm } = createKeyed(BYTES);
   shm.unlink(); // the mapping stays; nothing is left behind on a crash
+  leftovers("remove", [`key:${key}`]);
   try {
     const buffers = { shared: shm.buffer, plain: new ArrayBuffer(BYTES) };
     const source = new Uint8Array(BYTES);
