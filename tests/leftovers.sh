@@ -2,8 +2,8 @@
 # Shared memory the suite leaves behind. Every test removes what it makes, so a segment that is
 # still there when the suite ends, and that no live process holds, is a leak: a name in /dev/shm
 # of the suite's (`/sbtest-…` from the TypeScript tests, `/sb-…` from the Rust ones) or a removal's
-# private name (`.shared-buffer-removing-…`), or a System V segment of this user that nothing has
-# attached and whose creator has exited.
+# private name (`.shared-buffer-removing-…`) that this user owns, or a System V segment of this
+# user that nothing has attached and whose creator has exited.
 #
 #   tests/leftovers.sh list          prints what exists now, one `name:<file>` or `shmid:<id>` a line
 #   tests/leftovers.sh check <file>  fails, listing them, on leaks that <file> (a `list`) lacks
@@ -14,10 +14,12 @@
 set -euo pipefail
 
 list() {
-  local f
-  for f in /dev/shm/sbtest-* /dev/shm/sb-* /dev/shm/.shared-buffer-removing-*; do
-    [[ -e $f || -L $f ]] && echo "name:${f#/dev/shm/}"
-  done
+  # This user's only (links included): another user's processes, which might hold theirs, cannot
+  # be looked into.
+  if [[ -d /dev/shm ]]; then
+    find /dev/shm -mindepth 1 -maxdepth 1 -user "$(id -u)" \( -name 'sbtest-*' -o -name 'sb-*' \
+      -o -name '.shared-buffer-removing-*' \) -printf 'name:%f\n'
+  fi
   if [[ -r /proc/sysvipc/shm ]]; then
     # key shmid perms size cpid lpid nattch uid ...: this user's, attached by nobody.
     awk -v uid="$(id -u)" 'NR > 1 && $7 == 0 && $8 == uid { print "shmid:" $2 " " $5 }' \
