@@ -173,9 +173,12 @@ export async function runJson<T>(command: string[], options?: Parameters<typeof 
   return JSON.parse(line) as T;
 }
 
-/** A name no other run uses, for segments and sockets. */
+/**
+ * A name no other run uses, for segments and sockets; not one of the names the test suite's check
+ * for leftovers looks at (`sbtest-`, `sb-`), so a bench may run beside `make test`.
+ */
 export function uniqueName(prefix: string): string {
-  return `sb-${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  return `sbbench-${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
 const LEFTOVERS = `${root}/bench/out/.segments`;
@@ -232,7 +235,12 @@ export function createKeyed(
       continue;
     }
     leftovers("add", [`key:${key}`]);
-    lib.SharedMemory.open({ key }, { populate: true }).close();
+    try {
+      lib.SharedMemory.open({ key }, { populate: true }).close();
+    } catch (err) {
+      shm.close(); // the key stays listed: the next run removes it
+      throw err;
+    }
     return { key, shm };
   }
 }

@@ -176,7 +176,7 @@ struct Seg {
 
 impl Seg {
     fn new() -> Self {
-        let name = format!("/sb-nl-{}", std::process::id());
+        let name = format!("/sbbench-nl-{}", std::process::id());
         let id = SegmentId::name(&name).expect("segment name");
         let _ = Segment::unlink(&id);
         let seg = Segment::create(&id, 4096, &Options::default()).expect("create segment");

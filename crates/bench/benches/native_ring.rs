@@ -145,7 +145,7 @@ struct Named(SegmentId);
 
 impl Named {
     fn new(tag: &str) -> (Self, String) {
-        let name = format!("/sb-bench-ring-{tag}-{}", std::process::id());
+        let name = format!("/sbbench-ring-{tag}-{}", std::process::id());
         let id = SegmentId::name(&name).unwrap();
         let _ = Segment::unlink(&id);
         (Self(id), name)

@@ -83,8 +83,8 @@ fn segments(owned: &mut Owned) -> io::Result<(Pair, Pair)> {
         large: SegmentId::key(base + 1)?,
     };
     let names = Pair {
-        small: SegmentId::name(&format!("/sb-bench-native-{pid}-small"))?,
-        large: SegmentId::name(&format!("/sb-bench-native-{pid}-large"))?,
+        small: SegmentId::name(&format!("/sbbench-native-{pid}-small"))?,
+        large: SegmentId::name(&format!("/sbbench-native-{pid}-large"))?,
     };
     let options = Options {
         populate: true,
