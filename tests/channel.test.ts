@@ -409,30 +409,37 @@ function assertSound({ tx, rx, words }: ReturnType<typeof watchedChannel>): void
   );
 }
 
-test("messages over 256 bytes whose lengths change at the same place in the ring come whole through recvInto and recvMany", () => {
-  using watched = watchedChannel(4096);
+test("messages whose lengths change at the same places in the ring come whole through recvInto and recvMany, and nothing past them is written", () => {
+  // Room for a round's messages wherever it starts, with the skip record before the end.
+  using watched = watchedChannel(8192);
   const { tx, rx } = watched;
-  // Spans that bring each length back to places other lengths took before, and runs that
-  // recvMany copies out at once.
-  const lengths = [257, 300, 1000, 264, 2040, 504, 257];
-  const target = new Uint8Array(4096);
+  // Over 256 bytes (Node's recvInto copies each through a view of the ring) and runs of small
+  // ones (its recvMany copies each run through one), of lengths that come back to places other
+  // lengths took before.
+  const large = [257, 300, 1000, 264, 2040, 504, 257];
+  const small = [8, 40, 200, 64, 16, 256, 120];
+  const SENTINEL = 0xa5;
   let seed = 0;
-  for (let round = 0; round < 60; round++) {
-    const sent: Uint8Array[] = [];
-    for (let k = 0; k < 3; k++) {
-      const message = pattern(lengths[(round + k * 3) % lengths.length], ++seed);
-      tx.send(message, 5000);
-      sent.push(message);
-    }
-    if (round % 2 === 0) {
-      for (const message of sent) {
-        const len = rx.recvInto(target, 5000);
-        assert.deepEqual(target.subarray(0, len!), message, `round ${round}`);
-      }
-    } else {
+  for (let round = 0; round < 90; round++) {
+    const batch = round % 3 === 2;
+    const sizes = batch
+      ? Array.from({ length: 1 + (round % 5) }, (_, k) => small[(round + k) % small.length])
+      : [0, 1, 2].map((k) => large[(round + k * 3) % large.length]);
+    const sent = sizes.map((n) => pattern(n, ++seed));
+    for (const message of sent) tx.send(message, 5000);
+    if (batch) {
       const got: Uint8Array[] = [];
       while (got.length < sent.length) rx.recvMany((m) => got.push(m.slice()), 5000);
       assert.deepEqual(got, sent, `round ${round}`);
+      continue;
+    }
+    for (const [k, message] of sent.entries()) {
+      // A target of the message's length, or a larger one whose bytes past it must stay.
+      const target = new Uint8Array(k % 2 ? message.length : 4096).fill(SENTINEL);
+      const len = rx.recvInto(target, 5000)!;
+      assert.equal(len, message.length, `round ${round}`);
+      assert.deepEqual(target.subarray(0, len), message, `round ${round}`);
+      assert.ok(target.subarray(len).every((b) => b === SENTINEL), `round ${round}: past it`);
     }
   }
   assertSound(watched);

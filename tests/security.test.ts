@@ -302,6 +302,39 @@ for (const which of runtimes) {
 }
 
 for (const which of runtimes) {
+  testUnless(
+    noOtherUser,
+    `a ${which} child running as uid ${NOBODY} that may not remove another user's name gets a replace refused as such, and the name stays`,
+    async () => {
+      const id = { name: uniqueName("xp-sec") };
+      const path = `/dev/shm${id.name}`;
+      try {
+        writeFileSync(path, new Uint8Array(4096));
+        chmodSync(path, 0o666);
+        chownSync(path, 4242, 4242);
+        const r = await runAsNobody(which, "segment/create.ts", [
+          ...idArgs(id),
+          "4096",
+          "600",
+          "replace",
+          "4242",
+        ]);
+        // The sticky /dev/shm lets only a file's owner (and root) remove it, whatever its mode.
+        if (r.code === 0 || !/may not remove the segment under this id/.test(r.stderr)) {
+          throw new Error(
+            `${which} child as ${NOBODY} exited with ${r.code ?? r.signal}:\n${r.stderr}`,
+          );
+        }
+        const kept = statSync(path);
+        assertEquals([kept.size, kept.uid], [4096, 4242], "the name and its file");
+      } finally {
+        rmSync(path, { force: true });
+      }
+    },
+  );
+}
+
+for (const which of runtimes) {
   for (const kind of ["keyed", "named"] as const) {
     testUnless(
       noOtherUser,

@@ -202,11 +202,6 @@ class Lender {
   }
 }
 
-/** A deadline in performance.now() time, or Infinity. */
-function deadlineOf(timeoutMs: unknown): number {
-  return deadlineAfter(timeoutOf(timeoutMs));
-}
-
 /**
  * A request to park on a header word until woken or for at most `ns` nanoseconds: a relative
  * timeout, made from the clock reading the wait decided on, so that parking reads no clock.
@@ -367,11 +362,13 @@ export class Channel implements Disposable {
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
     const opts = check.options<ChannelOpenOptions>(options, "options");
-    const deadline = deadlineOf(opts.timeoutMs ?? 1000);
+    const timeout = timeoutOf(opts.timeoutMs ?? 1000); // checked before anything is opened
     const shm = relabel(
       "Channel.open",
       () => SharedMemory.open(id, { owner: opts.owner, populate: opts.populate }),
     );
+    // Counted from here: faulting the pages in (populate) is not the creator's setup.
+    const deadline = deadlineAfter(timeout);
     try {
       const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
       for (;;) {

@@ -282,9 +282,9 @@ export class Ring {
   /**
    * {@linkcode view} for a copy this library makes and drops at once, never one it hands out: the
    * last view made at each of a few starts is kept and given again while the same length is
-   * asked for there, so a loop of same-sized messages makes no array once round the ring.
-   * Node.js copies every message over 256 bytes out through one (a new view and its collection
-   * cost 15-30 ns more per receive there).
+   * asked for there, so a loop of same-sized messages makes no array once round the ring. In
+   * Node.js, `recvInto` copies a message over 256 bytes out through one, and `recvMany` each run
+   * of small messages (a new view and its collection cost 15-30 ns more per copy there).
    */
   copyView(start: number, len: number): Uint8Array {
     const slot = (start >>> 3) % COPY_VIEWS;
