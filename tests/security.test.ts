@@ -270,6 +270,13 @@ for (const which of runtimes) {
 
 // ---- Segments another user made -------------------------------------------------------------
 
+/** Puts a zero-filled file of `bytes` at `path` (a name in /dev/shm), with `mode`, owned by `uid`. */
+function plantFile(path: string, bytes: number, mode: number, uid: number): void {
+  writeFileSync(path, new Uint8Array(bytes));
+  chmodSync(path, mode);
+  chownSync(path, uid, uid);
+}
+
 for (const which of runtimes) {
   testUnless(
     noOtherUser,
@@ -278,9 +285,7 @@ for (const which of runtimes) {
       const id = { name: uniqueName("xp-sec") };
       const path = `/dev/shm${id.name}`;
       try {
-        writeFileSync(path, new Uint8Array(64));
-        chmodSync(path, 0o400);
-        chownSync(path, NOBODY, NOBODY);
+        plantFile(path, 64, 0o400, NOBODY);
         const r = await runAsNobody(which, "segment/create.ts", [
           ...idArgs(id),
           "4096",
@@ -309,9 +314,7 @@ for (const which of runtimes) {
       const id = { name: uniqueName("xp-sec") };
       const path = `/dev/shm${id.name}`;
       try {
-        writeFileSync(path, new Uint8Array(4096));
-        chmodSync(path, 0o666);
-        chownSync(path, 4242, 4242);
+        plantFile(path, 4096, 0o666, 4242);
         const r = await runAsNobody(which, "segment/create.ts", [
           ...idArgs(id),
           "4096",
