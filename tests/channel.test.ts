@@ -844,6 +844,19 @@ test("a detached message is sent as the 0 bytes it has, and an element that thro
     assert.deepEqual(rx.recv(5000), want);
   }
   assert.deepEqual(rx.recv(5000), pattern(8, 2));
+  // Whatever holds the detached buffer: a Uint8Array subclass, another view, the buffer itself.
+  class Bytes extends Uint8Array {}
+  const gone = (make: (buffer: ArrayBuffer) => ArrayBufferView | ArrayBuffer) => {
+    const buffer = new ArrayBuffer(16);
+    const message = make(buffer);
+    structuredClone(buffer, { transfer: [buffer] });
+    return message;
+  };
+  const kinds = [(b: ArrayBuffer) => new Bytes(b), (b: ArrayBuffer) => new Int32Array(b)];
+  for (const make of [...kinds, (b: ArrayBuffer) => new DataView(b), (b: ArrayBuffer) => b]) {
+    tx.send(gone(make), 5000);
+    assert.deepEqual(rx.recv(5000), new Uint8Array(0), String(make));
+  }
   // The element is read once to size the run, again to write it (then it throws), and once more
   // by the one-by-one path, whose error sendMany reports.
   let reads = 0;

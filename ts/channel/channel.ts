@@ -126,10 +126,17 @@ function bytesOf(message: unknown, what: string): Uint8Array {
   if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
   if (message instanceof Uint8Array) return freshView(message);
+  // A detached buffer is sent as the 0 bytes it has (no view of it can be made).
   if (ArrayBuffer.isView(message)) {
-    return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+    // (A detached DataView's byteLength throws; its buffer's counts 0.)
+    const buffer = message.buffer;
+    return buffer.byteLength === 0
+      ? new Uint8Array(0)
+      : new Uint8Array(buffer, message.byteOffset, message.byteLength);
   }
-  if (message instanceof ArrayBuffer) return new Uint8Array(message);
+  if (message instanceof ArrayBuffer) {
+    return message.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(message);
+  }
   throw new TypeError(`${what} must be a string, an ArrayBuffer or a typed array`);
 }
 

@@ -95,10 +95,15 @@ export function plainView(bytes: Uint8Array): Uint8Array {
   return plainBytes(bytes) ? bytes : freshView(bytes);
 }
 
-/** A new plain view of the bytes of `bytes`, made from the engine's own accessors. */
+/**
+ * A new plain view of the bytes of `bytes`, made from the engine's own accessors: an empty array
+ * for a detached buffer, which has no bytes to view (and of which no view can be made).
+ */
 export function freshView(bytes: Uint8Array): Uint8Array {
   if (!ArrayBuffer.isView(bytes)) throw new TypeError("expected a Uint8Array, got another object");
-  return new Uint8Array(viewBuffer(bytes), viewByteOffset(bytes), viewByteLength(bytes));
+  const length = viewByteLength(bytes);
+  if (length === 0) return new Uint8Array(0);
+  return new Uint8Array(viewBuffer(bytes), viewByteOffset(bytes), length);
 }
 
 /** A protocol failure as a SharedMemoryError with `code`. */
