@@ -223,7 +223,7 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
       // A replace that may not remove what is under the id (another user's file in /dev/shm,
       // whose sticky bit lets only its owner and root remove it, or another user's key).
       if (req.replace) {
-        return "permission denied: this user may not remove the segment under this id (only its owner or root may), so { replace: true } cannot replace it";
+        return "permission denied: this user may not remove the segment under this id (only its owner, a key's creator or root may), so { replace: true } cannot replace it";
       }
       if (name === "EPERM") break;
       return "permission denied: the segment's owner did not grant this user access in its mode";

@@ -34,7 +34,6 @@ import {
 import { SPIN_MS, Spinner } from "../spin.ts";
 import { mustYield, nextTurn } from "./turns.ts";
 import {
-  byteCount,
   channelError,
   Consumer,
   copyInto,
@@ -833,8 +832,8 @@ export class ChannelSender implements Disposable {
   *#sendSteps(message: Uint8Array, timeout: number, sync: boolean): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
     // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
-    // (none of a detached buffer, which has no bytes to view).
-    const bytes = byteCount(message) === 0 ? new Uint8Array(0) : freshView(message);
+    // (an empty one for a detached buffer, which has no bytes to view).
+    const bytes = freshView(message);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline, sync);
     const max = this.#ring.maxRecord;
     const total = bytes.length;
