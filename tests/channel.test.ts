@@ -873,6 +873,68 @@ test("a detached message is sent as the 0 bytes it has, and an element that thro
   assertSound(watched);
 });
 
+test("an element's getter that closes the one sender or the channel during sendMany: EBADF, and the close holds", () => {
+  for (const closes of ["sender", "channel"] as const) {
+    const name = uniqueName("run-close");
+    try {
+      const ch = Channel.create({ name }, { capacity: 1024 });
+      const tx = ch.sender();
+      const rx = ch.receiver();
+      const messages = [pattern(8, 1), pattern(8, 2)];
+      // Read first to size the run: the close comes before anything is written.
+      Object.defineProperty(messages, 1, {
+        get: () => (closes === "sender" ? tx.close() : ch.close(), pattern(8, 2)),
+      });
+      assert.throws(
+        () => tx.sendMany(messages, 5000),
+        (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF",
+        closes,
+      );
+      if (closes === "sender") {
+        // The stream ended where close() ended it; a batch did not take the end back.
+        assert.equal(rx.recv(5000), null, "the end of the stream");
+        using again = Channel.open({ name });
+        assert.throws(() => again.sender(), /EPIPE/, "no sender joins an ended stream");
+      }
+      ch.close();
+    } finally {
+      cleanup({ name });
+    }
+  }
+});
+
+test("a DataView or a typed array is sent as the bytes the engine says it spans, whatever its own properties say", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const view = new DataView(new Uint8Array([1, 2, 3, 4]).buffer, 0, 2);
+  Object.defineProperty(view, "byteOffset", { value: 2 });
+  tx.send(view, 5000);
+  assert.deepEqual(rx.recv(5000), new Uint8Array([1, 2]));
+  const words = new Int16Array([0x0201, 0x0403]);
+  Object.defineProperty(words, "byteLength", { value: 1 });
+  tx.send(words, 5000);
+  assert.deepEqual(rx.recv(5000), new Uint8Array([1, 2, 3, 4]));
+  const more = new Int16Array([0x0201, 0x0403]);
+  Object.defineProperty(more, "byteLength", { value: 1e9 });
+  Object.defineProperty(more, "buffer", { get: () => new ArrayBuffer(8) });
+  tx.send(more, 5000);
+  assert.deepEqual(rx.recv(5000), new Uint8Array([1, 2, 3, 4]));
+});
+
+test("a numeric spin of any length ends at the call's timeout", () => {
+  using ch = channel(1024);
+  const rx = ch.receiver({ spin: 2 ** 30 });
+  const tx = ch.sender({ spin: 2 ** 30 });
+  const started = performance.now();
+  assert.throws(() => rx.recv(5), /ETIMEDOUT/);
+  while (tx.trySend(pattern(100, 1)));
+  assert.throws(() => tx.send(pattern(100, 2), 5), /ETIMEDOUT/);
+  // 2^30 rounds took 15-35 s before; the bound is far above two 5 ms timeouts on a loaded host.
+  const took = performance.now() - started;
+  assert.ok(took < 3000, `two timeouts of 5 ms took ${took} ms`);
+});
+
 test("sendMany writes runs of records up to the end of the ring and the room it has, in order", () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;
@@ -2344,7 +2406,7 @@ test("a batch that consumed a whole ring without handing it back does not read i
     alive: () => true,
   };
   const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-  initRegion(words, capacity, layout.MODE_SPSC);
+  initRegion(words, capacity, layout.MODE_SPSC, 0);
   const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
   const producer = new Producer(ring, 0);
   const consumer = new Consumer(ring);
@@ -2393,7 +2455,7 @@ test("a commit that finds the receiver closed counts as sent when head passed it
     ] as const
   ) {
     const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-    initRegion(words, capacity, layout.MODE_MPSC);
+    initRegion(words, capacity, layout.MODE_MPSC, 0);
     const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_MPSC, parking);
     const producer = new Producer(ring, 0);
     const idx = producer.tryReserve(24);

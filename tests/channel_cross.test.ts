@@ -17,16 +17,20 @@
  */
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import type { Channel as ChannelType, ChannelReceiver } from "../mod.ts";
 import {
   type Child,
   childrenTest,
+  childrenTestUnless,
   cleanup,
   type Done,
   finished,
   HANG_MS,
+  isRoot,
   killAll,
   killInsideRecvMany,
+  lacking,
   lib,
   mix,
   other,
@@ -34,14 +38,21 @@ import {
   type Runtime,
   runtime,
   runtimes,
+  scriptCommand,
   sleep,
   spawn,
+  start,
   test,
   uniqueName,
   until,
   within,
 } from "./harness.ts";
-import { HEADER_SIZE, OFF_RX_WAITING, OFF_TX_WAITING } from "../ts/channel/layout.ts";
+import {
+  HEADER_SIZE,
+  OFF_PID_NAMESPACE,
+  OFF_RX_WAITING,
+  OFF_TX_WAITING,
+} from "../ts/channel/layout.ts";
 import {
   checksum,
   combine,
@@ -1227,6 +1238,74 @@ for (const which of runtimes) {
     },
   );
 }
+
+/** `unshare` putting a child in a new pid namespace, or why it cannot here. */
+const UNSHARE_PID = ["unshare", "--pid", "--fork", "--"];
+function whyNoPidNamespace() {
+  if (process.platform !== "linux") return lacking("pid namespaces are Linux's");
+  if (!isRoot) return lacking("needs root to make a pid namespace");
+  const probe = spawnSync(UNSHARE_PID[0], [...UNSHARE_PID.slice(1), "true"], { encoding: "utf8" });
+  if (probe.error) return `unshare is not available (${probe.error.message})`;
+  if (probe.status !== 0) return `unshare --pid fails here: ${probe.stderr.trim()}`;
+  return false;
+}
+const noPidNamespace = whyNoPidNamespace();
+
+for (const which of runtimes) {
+  childrenTestUnless(
+    noPidNamespace,
+    [which],
+    `a ${which} child in another pid namespace gets EXDEV from Channel.open (a child in this one opens the channel)`,
+    async () => {
+      const name = uniqueName("cx-pidns");
+      const children: Child[] = [];
+      try {
+        using _channel = Channel.create({ name }, { capacity: MIXED_CAPACITY });
+        const open = scriptCommand(which, "channel/try_once.ts", [name, "send"]);
+        const here = start(open);
+        children.push(here);
+        const same = resultOf<Outcome>(
+          await finished(here, "child in this pid namespace"),
+          "child",
+        );
+        assert.equal(same.code, "ok", same.message);
+        const away = start([...UNSHARE_PID, ...open]);
+        children.push(away);
+        const r = resultOf<Outcome>(await finished(away, "child in a new pid namespace"), "child");
+        assert.equal(r.code, "EXDEV", r.message);
+        assert.match(
+          r.message,
+          /^Channel\.open of .*another pid namespace \(pid:\[\d+\]; this process is in pid:\[\d+\]\)/,
+        );
+      } finally {
+        await killAll(children);
+        cleanup({ name });
+      }
+    },
+  );
+}
+
+test("Channel.open refuses a header that names another pid namespace with EXDEV, and takes one that names none", () => {
+  const name = uniqueName("cx-pidns-word");
+  try {
+    using _channel = Channel.create({ name }, { capacity: MIXED_CAPACITY });
+    using shm = SharedMemory.open({ name });
+    const words = new Uint32Array(shm.buffer, 0, HEADER_SIZE >> 2);
+    const ours = words[OFF_PID_NAMESPACE >> 2];
+    if (process.platform === "linux") assert.notEqual(ours, 0, "the creator's pid namespace");
+    words[OFF_PID_NAMESPACE >> 2] = (ours + 1) >>> 0;
+    assert.throws(
+      () => Channel.open({ name }, { timeoutMs: 100 }),
+      (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "EXDEV" &&
+        e.message.includes(`pid:[${(ours + 1) >>> 0}]; this process is in pid:[${ours}]`),
+    );
+    words[OFF_PID_NAMESPACE >> 2] = 0; // not Linux, or no /proc where it was made
+    Channel.open({ name }, { timeoutMs: 100 }).close();
+  } finally {
+    cleanup({ name });
+  }
+});
 
 for (const holder of runtimes) {
   const second = other(holder);

@@ -30,11 +30,12 @@ const options = { peerCheckMs: 3_600_000, spin: 0 };
 
 function ring(capacity: number, mode: number): [Ring, ArrayBuffer] {
   const buffer = new ArrayBuffer(L.HEADER_SIZE + capacity);
-  initRegion(new Int32Array(buffer), capacity, mode);
+  // Any pid namespace: the trace shows it as 1, as the Rust one does.
+  initRegion(new Int32Array(buffer), capacity, mode, 4026531836);
   return [new Ring(buffer, capacity, mode, parking), buffer];
 }
 
-/** As the Rust test: the non-zero words after each step, pid words as 1. */
+/** As the Rust test: the non-zero words after each step, pid words and the pid namespace as 1. */
 class Trace {
   text = "";
   #step = 0;
@@ -46,7 +47,7 @@ class Trace {
     for (let i = 0; i < words.length; i++) {
       const offset = 4 * i;
       let value = words[i];
-      const pidWord = offset === L.OFF_CONSUMER_PID ||
+      const pidWord = offset === L.OFF_CONSUMER_PID || offset === L.OFF_PID_NAMESPACE ||
         (offset >= L.OFF_PRODUCER_PIDS && offset < L.OFF_PRODUCER_PIDS + 4 * L.MAX_PRODUCERS);
       if (pidWord && value !== 0) value = 1;
       if (value !== 0) {

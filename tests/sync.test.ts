@@ -109,6 +109,7 @@ test("notify wakes waitAsync waiters one at a time, then all", async () => {
   const results: string[] = [];
   const waiters = [0, 1, 2].map(() => waitAsync(i32, 2, 0, HANG_MS).then((r) => results.push(r)));
   assert.equal(notify(i32, 2, 0), 0, "a count of 0 wakes nobody");
+  assert.equal(notify(i32, 2, -0), 0, "nor does -0 (which Deno's FFI refuses as unsigned)");
   // notify(1) wakes exactly one waiter once one has parked in the kernel; until then it wakes
   // nobody (the word never changes, so a waiter that has not parked yet parks later).
   await until(() => notify(i32, 2, 1) === 1, "a waiter to park and be woken by notify(1)");

@@ -112,6 +112,11 @@ export interface Backend {
   mutexUnlock(address: Address): number;
   /** True if process `pid` exists and is not a zombie (`sb_process_alive`). */
   processAlive(pid: number): boolean;
+  /**
+   * This process's pid namespace as a channel's header records it (`sb_pid_namespace`: the
+   * inode number of `/proc/self/ns/pid`), 0 where it cannot be told.
+   */
+  readonly pidNamespace: number;
   /** `sb_mutex_size()`. */
   readonly mutexSize: number;
 
@@ -182,6 +187,7 @@ export type CommonCalls = Pick<
   | "mutexTryLock"
   | "mutexUnlock"
   | "processAlive"
+  | "pidNamespace"
   | "mutexSize"
   | "errno"
 >;
@@ -222,6 +228,7 @@ export function commonCalls(s: Calls): CommonCalls {
     mutexTryLock: (address) => s.sb_mutex_trylock(address),
     mutexUnlock: (address) => s.sb_mutex_unlock(address),
     processAlive: (pid) => s.sb_process_alive(pid) !== 0,
+    pidNamespace: s.sb_pid_namespace(),
     mutexSize: s.sb_mutex_size(),
     errno(name) {
       let found = errnos.get(name);

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 11;
+export const ABI_VERSION = 12;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -125,6 +125,8 @@ export const symbols = {
   sb_mutex_unlock: { parameters: ["usize"], result: "i32" },
   /** `int32_t sb_process_alive(uint32_t pid)`: 1 alive, 0 dead (gone or zombie), or a negative code. */
   sb_process_alive: { parameters: ["u32"], result: "i32" },
+  /** `uint32_t sb_pid_namespace(void)`: this process's pid namespace (the inode number of /proc/self/ns/pid), 0 if unknown. */
+  sb_pid_namespace: { parameters: [], result: "u32" },
   /** `int32_t sb_channel_take(uint8_t *region, SbTakeState *state, uint8_t *target, uint32_t room)`: the length of the message taken into `target`, or -1 with nothing taken. */
   sb_channel_take: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
   /** `int32_t sb_channel_scan_run(uint8_t *region, SbTakeState *state, uint8_t *out, uint32_t out_len, uint32_t *lens, uint32_t max, uint32_t small)`: how many messages of the run at `head` were copied to `out` (their lengths to `lens`); 0 for none. */

@@ -19,6 +19,9 @@ const byteOffsetOf = getter(typedArray, "byteOffset")!;
 const byteLengthOf = getter(typedArray, "byteLength")!;
 const lengthOf = getter(typedArray, "length")!;
 const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
+const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
+const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
+const dataViewByteLengthOf = getter(DataView.prototype, "byteLength")!;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
 const detachedOf = getter(ArrayBuffer.prototype, "detached");
 /** Node 20 has no `ArrayBuffer.prototype.transfer` either. */
@@ -46,6 +49,33 @@ export function viewByteLength(view: ArrayBufferView): number {
 /** How many elements a typed array holds (0 once its buffer is detached). */
 export function viewLength(view: ArrayBufferView): number {
   return lengthOf.call(view);
+}
+
+/**
+ * A `Uint8Array` over the bytes a typed array or a `DataView` spans, as the engine has them (the
+ * object's own `buffer`, `byteOffset` and `byteLength` may say otherwise); empty once its buffer
+ * is detached. Throws a `TypeError` for anything else.
+ */
+export function viewBytes(view: ArrayBufferView): Uint8Array {
+  let buffer: ArrayBufferLike;
+  try {
+    buffer = bufferOf.call(view);
+  } catch {
+    // Not a typed array: a DataView, whose byteLength throws once its buffer is detached.
+    buffer = dataViewBufferOf.call(view);
+    let length: number;
+    try {
+      length = dataViewByteLengthOf.call(view);
+    } catch (err) {
+      if (!(buffer instanceof SharedArrayBuffer) && bufferByteLength(buffer) === 0) {
+        return new Uint8Array(0);
+      }
+      throw err; // out of the bounds of a resizable buffer that shrank
+    }
+    return new Uint8Array(buffer, dataViewByteOffsetOf.call(view), length);
+  }
+  const length = byteLengthOf.call(view); // 0 once detached (or out of bounds)
+  return length === 0 ? new Uint8Array(0) : new Uint8Array(buffer, byteOffsetOf.call(view), length);
 }
 
 /** How many bytes an ArrayBuffer holds (0 once detached). */

@@ -123,14 +123,26 @@ export class Spinner {
       if (Number.isNaN(now)) now = performance.now();
       this.#spunAt = now;
     }
-    this.#until = now + this.#budget;
+    // A fixed spin ends after its rounds, or at what bound() says.
+    this.#until = this.fixed >= 0 ? Infinity : now + this.#budget;
     return this.#now = now;
+  }
+
+  /**
+   * A fixed spin (up to 2^30 rounds, seconds of them) ends by `until` too, a clock reading: the
+   * wait's deadline or its next look at its peers. An adaptive spin is bounded by its budget.
+   */
+  bound(until: number): void {
+    if (this.fixed > 0) this.#until = until;
   }
 
   /** After a look that found nothing: true to look again at once, false to go on to park. */
   keepSpinning(): boolean {
     const spins = ++this.#spins;
-    if (this.fixed >= 0) return spins <= this.fixed;
+    if (this.fixed >= 0) {
+      if (spins > this.fixed) return false;
+      return spins % CLOCK_EVERY !== 0 || (this.#now = performance.now()) < this.#until;
+    }
     if (this.#parked || this.#budget === 0) return false;
     if (spins % CLOCK_EVERY !== 0) return true;
     return (this.#now = performance.now()) < this.#until;

@@ -36,7 +36,8 @@ export function integer(
       `${what} must be between ${min} and ${max}, got ${value}`,
     );
   }
-  return value;
+  // -0 as 0: Deno's FFI refuses -0 for an unsigned parameter.
+  return value + 0;
 }
 
 /** Checks a System V key: an integer in 1..=0xffffffff (0 is IPC_PRIVATE). */

@@ -16,7 +16,7 @@ import {
   SharedMemory,
 } from "../shared_memory.ts";
 import * as check from "../validate.ts";
-import { viewBuffer, viewByteOffset } from "../intrinsics.ts";
+import { bufferByteLength, viewBuffer, viewByteOffset, viewBytes } from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
 import * as L from "./layout.ts";
 import {
@@ -125,16 +125,11 @@ function bytesOf(message: unknown, what: string): Uint8Array {
   if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
   if (message instanceof Uint8Array) return freshView(message);
-  // A detached buffer is sent as the 0 bytes it has (no view of it can be made).
-  if (ArrayBuffer.isView(message)) {
-    // (A detached DataView's byteLength throws; its buffer's counts 0.)
-    const buffer = message.buffer;
-    return buffer.byteLength === 0
-      ? new Uint8Array(0)
-      : new Uint8Array(buffer, message.byteOffset, message.byteLength);
-  }
+  // A detached buffer is sent as the 0 bytes it has (no view of it can be made). Its bounds are
+  // the engine's: an own `byteOffset` or `byteLength` would send other bytes than it holds.
+  if (ArrayBuffer.isView(message)) return viewBytes(message);
   if (message instanceof ArrayBuffer) {
-    return message.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(message);
+    return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
   throw new TypeError(`${what} must be a string, an ArrayBuffer or a typed array`);
 }
@@ -349,7 +344,8 @@ export class Channel implements Disposable {
         }),
     );
     try {
-      initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
+      const header = new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2);
+      initRegion(header, capacity, mode, backend().pidNamespace);
       return new Channel(shm.id, shm, capacity, mode);
     } catch (err) {
       shm.close();
@@ -378,7 +374,7 @@ export class Channel implements Disposable {
     try {
       const i32 = new Int32Array(shm.buffer, 0, Math.min(shm.byteLength, L.HEADER_SIZE) >> 2);
       for (;;) {
-        const found = validateRegion(i32, shm.byteLength);
+        const found = validateRegion(i32, shm.byteLength, backend().pidNamespace);
         if (found) return new Channel(shm.id, shm, found[0], found[1]);
         if (performance.now() >= deadline) {
           throw channelError("ETIMEDOUT", "Channel.open: the channel was never set up");
@@ -903,6 +899,7 @@ export class ChannelSender implements Disposable {
     const spinner = this.#spinner;
     // An async wait spins at most briefly: its event loop waits meanwhile.
     let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
+    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
@@ -1846,6 +1843,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const start = spinner.start(true, sync ? Infinity : SPIN_MS);
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
+    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     this.#stuckAt = -1;
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 5;
+export const VERSION = 6;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -105,6 +105,9 @@ export const OFF_CONSUMER_PID = 28;
 
 /** Byte offset of `max_producers`. */
 export const OFF_MAX_PRODUCERS = 32;
+
+/** Byte offset of `pid_namespace`. */
+export const OFF_PID_NAMESPACE = 40;
 
 /** Byte offset of `head`. */
 export const OFF_HEAD = 128;

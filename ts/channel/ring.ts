@@ -174,14 +174,23 @@ export interface Parking {
   scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
 }
 
-/** Writes a fresh header into zero-filled memory; `magic` is stored last. */
-export function initRegion(i32: Int32Array, capacity: number, mode: number): void {
+/**
+ * Writes a fresh header into zero-filled memory; `magic` is stored last. `pidNamespace`: the
+ * creator's (see `Backend.pidNamespace`), 0 if unknown.
+ */
+export function initRegion(
+  i32: Int32Array,
+  capacity: number,
+  mode: number,
+  pidNamespace: number,
+): void {
   i32[W(L.OFF_VERSION)] = L.VERSION;
   i32[W(L.OFF_HEADER_SIZE)] = L.HEADER_SIZE;
   i32[W(L.OFF_CAPACITY)] = capacity;
   i32[W(L.OFF_MAX_MESSAGE)] = L.maxRecord(capacity);
   i32[W(L.OFF_MODE)] = mode;
   i32[W(L.OFF_MAX_PRODUCERS)] = L.MAX_PRODUCERS;
+  i32[W(L.OFF_PID_NAMESPACE)] = pidNamespace;
   Atomics.store(i32, W(L.OFF_MAGIC), L.MAGIC);
 }
 
@@ -192,9 +201,15 @@ function capacityOk(capacity: number): boolean {
 
 /**
  * Checks a region's header, never looping without bound; returns `[capacity, mode]`, or
- * `undefined` while the creator has not finished (magic still 0).
+ * `undefined` while the creator has not finished (magic still 0). `pidNamespace`: this
+ * process's (0 if unknown); a region made in another is refused, as peers are told alive or dead
+ * by pid.
  */
-export function validateRegion(i32: Int32Array, bytes: number): [number, number] | undefined {
+export function validateRegion(
+  i32: Int32Array,
+  bytes: number,
+  pidNamespace: number,
+): [number, number] | undefined {
   if (bytes < L.HEADER_SIZE + L.MIN_CAPACITY) {
     throw channelError("EINVAL", `a region of ${bytes} bytes is too small for a channel`);
   }
@@ -221,6 +236,17 @@ export function validateRegion(i32: Int32Array, bytes: number): [number, number]
   const mode = i32[W(L.OFF_MODE)];
   if (mode !== L.MODE_SPSC && mode !== L.MODE_MPSC) throw corrupt(`mode ${mode}`);
   if (i32[W(L.OFF_MAX_PRODUCERS)] !== L.MAX_PRODUCERS) throw corrupt("max_producers");
+  // Unknown (0) on either side: nothing to compare.
+  const theirs = i32[W(L.OFF_PID_NAMESPACE)] >>> 0;
+  if (theirs !== pidNamespace && theirs !== 0 && pidNamespace !== 0) {
+    throw channelError(
+      "EXDEV",
+      `the channel was made in another pid namespace (pid:[${theirs}]; this process is in ` +
+        `pid:[${pidNamespace}]): its peers are told alive or dead by pid, which holds only ` +
+        "within one pid namespace; run every process of a channel in one (a container sharing " +
+        "another's /dev/shm must share its pid namespace too)",
+    );
+  }
   if ((Atomics.load(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
   for (const word of [RX_WAITING, TX_WAITING]) {
     // Loaded before `flags`: a receiver's close sets the flag, then the mark.
@@ -721,6 +747,9 @@ export class Producer {
       bytes += span;
     }
     if (end === from) return from;
+    // The getters above may have closed this sender (its close marks `tail`, which this store
+    // would undo) or the channel (its memory is gone): the one-by-one path reports either.
+    if (r.i32.length === 0 || Atomics.load(r.i32, TAIL) !== start) return from;
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
     const data = r.bytes;
@@ -741,6 +770,8 @@ export class Producer {
       } catch {
         break;
       }
+      // A getter closed the channel: its memory is gone, nothing more can be written.
+      if (data.length === 0) return k;
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
       this.#mark(at, span);

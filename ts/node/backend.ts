@@ -67,6 +67,8 @@ export interface NodeCalls extends
   mutexSize(): number;
   /** `sb_process_alive(pid)`: 1 alive, 0 dead, or a negative code. */
   processAlive(pid: number): number;
+  /** `sb_pid_namespace()`, as an int32 bit for bit. */
+  pidNamespace(): number;
   /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
   detach(buffer: ArrayBuffer): void;
 }
@@ -133,6 +135,7 @@ export function loadNode(explicit?: string): Backend {
     mutexSize: n.mutexSize(),
     errno: n.errno,
     processAlive: (pid) => n.processAlive(pid) === 1,
+    pidNamespace: n.pidNamespace() >>> 0,
     wrap: (address, length, handle, group) => n.wrap(handle, address, length, group),
     takeViews: (group) => n.takeViews(group),
     // Node runs a buffer's finalizer on a later turn of the event loop, as it does one on an

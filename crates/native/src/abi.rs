@@ -243,6 +243,8 @@ exports! {
     fn sb_mutex_unlock(addr: *mut u8 => "usize") -> i32;
     /// 1 alive, 0 dead (gone or zombie), or a negative code.
     fn sb_process_alive(pid: u32) -> i32;
+    /// This process's pid namespace (the inode number of /proc/self/ns/pid), 0 if unknown.
+    fn sb_pid_namespace() -> u32;
     /// The length of the message taken into `target`, or -1 with nothing taken.
     fn sb_channel_take(
         region: *mut u8 => "usize",

@@ -37,6 +37,15 @@ pub extern "C" fn sb_process_alive(pid: u32) -> i32 {
     })
 }
 
+/// This process's pid namespace as a channel's header records it (the inode number of
+/// `/proc/self/ns/pid`), or 0 where it cannot be read (no `/proc`, not Linux): the TypeScript
+/// endpoints write it when they create a channel and compare it when they open one.
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_pid_namespace() -> u32 {
+    // It reads a file and cannot panic; were it to, 0 (unknown) is the safe answer.
+    std::panic::catch_unwind(liveness::pid_namespace).unwrap_or(0)
+}
+
 /// One receive of a whole message of at most `room` bytes into `target`, for the TypeScript
 /// receiver's fast path: its length, or -1 with nothing taken (the caller's own path then looks
 /// at what is there). See [`foreign::take_into`].

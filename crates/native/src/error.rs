@@ -151,6 +151,11 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
         c"unsupported channel layout version",
     ),
     (
+        libc::EXDEV,
+        c"EXDEV",
+        c"the channel was made in another pid namespace",
+    ),
+    (
         -SB_EPANIC,
         c"EPANIC",
         c"internal error in the native library (a panic was caught)",

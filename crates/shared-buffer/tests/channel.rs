@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shared_buffer::channel::{
-    Channel, ChannelError, ClosedBy, Config, Mode, WaitOptions, error_code, layout, max_record,
-    region_size,
+    Channel, ChannelError, ClosedBy, Config, Mode, WaitOptions, error_code, layout, liveness,
+    max_record, region_size,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 use test_support::{Heap, Scratch, await_value, rerun};
@@ -1048,6 +1048,28 @@ fn open_refuses_bad_headers() {
         set_word(&mut heap, offset, value);
         assert_eq!(open_code(&mut heap), expected, "word {offset} = {value:#x}");
     }
+    // A channel made in another pid namespace: its peers' pids mean nothing here.
+    let ours = liveness::pid_namespace();
+    if cfg!(target_os = "linux") {
+        assert_ne!(ours, 0, "this process's pid namespace");
+        assert_eq!(
+            ok.bytes()[layout::OFF_PID_NAMESPACE..][..4],
+            ours.to_le_bytes()
+        );
+        let mut heap = fresh();
+        set_word(&mut heap, layout::OFF_PID_NAMESPACE, ours.wrapping_add(1));
+        assert_eq!(open_code(&mut heap), libc::EXDEV);
+        let message = heap.open().unwrap_err().to_string();
+        let names = format!(
+            "pid:[{}]; this process is in pid:[{ours}]",
+            ours.wrapping_add(1)
+        );
+        assert!(message.contains(&names), "{message}");
+    }
+    // 0: the creator could not tell its own (no /proc, not Linux); nothing to compare.
+    let mut heap = fresh();
+    set_word(&mut heap, layout::OFF_PID_NAMESPACE, 0);
+    heap.open().unwrap();
     // A receiver's close (flag and mark) is fine: senders then get EPIPE.
     let mut heap = fresh();
     set_word(&mut heap, layout::OFF_FLAGS, layout::FLAG_RX_CLOSED);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use shared_buffer::channel::{Channel, Config, Mode, WaitOptions, error_code, layout, region_size};
 use test_support::Heap;
 
-/// The trace so far: one block per step, the non-zero words of the region; pid words (which
-/// differ between runs) show as 1.
+/// The trace so far: one block per step, the non-zero words of the region; pid words and the
+/// pid namespace (which differ between runs and machines) show as 1.
 struct Trace {
     text: String,
     step: usize,
@@ -35,6 +35,7 @@ impl Trace {
             let offset = 4 * i;
             let mut value = u32::from_le_bytes(word.try_into().unwrap());
             let pid_word = offset == layout::OFF_CONSUMER_PID
+                || offset == layout::OFF_PID_NAMESPACE
                 || (layout::OFF_PRODUCER_PIDS..layout::OFF_PRODUCER_PIDS + 4 * 64)
                     .contains(&offset);
             if pid_word && value != 0 {

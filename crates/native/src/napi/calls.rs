@@ -26,8 +26,8 @@ use super::{Outcome, Thrown, check, throw};
 use crate::{
     SB_WAIT_PENDING, SbMapping, sb_close, sb_dup, sb_errno, sb_error_message, sb_error_name,
     sb_handle_count, sb_mutex_held_in, sb_mutex_init, sb_mutex_lock, sb_mutex_open, sb_mutex_size,
-    sb_mutex_trylock, sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_process_alive,
-    sb_user_name, sb_wait, sb_wait_cancel, sb_wait_spin, start_wait_async,
+    sb_mutex_trylock, sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_pid_namespace,
+    sb_process_alive, sb_user_name, sb_wait, sb_wait_cancel, sb_wait_spin, start_wait_async,
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
@@ -360,6 +360,8 @@ callbacks! {
     };
     mutex_size => |a, _| a.int(i32::try_from(sb_mutex_size()).unwrap_or(i32::MAX));
     process_alive => |a, _| a.int(sb_process_alive(a.u32(0)?));
+    // As an int32 bit for bit (JavaScript takes it back with `>>> 0`).
+    pid_namespace => |a, _| a.int(sb_pid_namespace() as i32);
     errno => |a, _| {
         let value = match a.short_string(0)? {
             // SAFETY: the slice is valid for its length.
@@ -425,6 +427,7 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"mutexUnlock", mutex_unlock),
     (c"mutexSize", mutex_size),
     (c"processAlive", process_alive),
+    (c"pidNamespace", pid_namespace),
     (c"errno", errno),
     (c"detach", detach),
 ];

@@ -46,6 +46,14 @@ pub enum ChannelError {
     Corrupt(String),
     /// The channel has another layout version (`EPROTONOSUPPORT`).
     Version(u32),
+    /// The channel was made in another pid namespace, `theirs`, than this process's, `ours`
+    /// (`EXDEV`): its peers' liveness is told by pid, which holds only within one.
+    OtherPidNamespace {
+        /// The creator's (the header's `pid_namespace`).
+        theirs: u32,
+        /// This process's.
+        ours: u32,
+    },
     /// A bad capacity, mode, pointer or region size (`EINVAL`).
     Invalid(String),
     /// Waiting in the kernel failed with this errno.
@@ -64,6 +72,7 @@ impl ChannelError {
             Self::TooLong(_) | Self::OverLimit(_) => libc::EMSGSIZE,
             Self::Corrupt(_) => libc::EBADMSG,
             Self::Version(_) => libc::EPROTONOSUPPORT,
+            Self::OtherPidNamespace { .. } => libc::EXDEV,
             Self::Invalid(_) => libc::EINVAL,
             Self::Os(errno) => *errno,
         }
@@ -84,7 +93,7 @@ impl ChannelError {
             Self::PeerDied(_) => io::ErrorKind::ConnectionReset,
             Self::Busy(_) => io::ErrorKind::ResourceBusy,
             Self::TooLong(_) | Self::Invalid(_) => io::ErrorKind::InvalidInput,
-            Self::Version(_) => io::ErrorKind::Unsupported,
+            Self::Version(_) | Self::OtherPidNamespace { .. } => io::ErrorKind::Unsupported,
             Self::OverLimit(_) | Self::Corrupt(_) => io::ErrorKind::InvalidData,
             Self::Os(_) => io::ErrorKind::Other,
         }
@@ -117,6 +126,13 @@ impl fmt::Display for ChannelError {
                 f,
                 "channel layout version {found}, this library speaks {}",
                 super::layout::VERSION
+            ),
+            Self::OtherPidNamespace { theirs, ours } => write!(
+                f,
+                "the channel was made in another pid namespace (pid:[{theirs}]; this process is \
+                 in pid:[{ours}]): its peers are told alive or dead by pid, which holds only \
+                 within one pid namespace; run every process of a channel in one (a container \
+                 sharing another's /dev/shm must share its pid namespace too)"
             ),
             Self::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
         }

@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -98,9 +98,15 @@ pub struct Header {
     pub consumer_pid: u32,
     /// [`MAX_PRODUCERS`].
     pub max_producers: u32,
-    /// Zero. The TypeScript endpoints write a token into the first word for a moment, and read
-    /// it through another mapping of the same name, to tell whether two mappings are one segment.
-    pub reserved0: [u32; 23],
+    /// Zero. The TypeScript endpoints write a token here for a moment, and read it through
+    /// another mapping of the same name, to tell whether two mappings are one segment.
+    pub reserved0: u32,
+    /// The creator's pid namespace (the inode number of `/proc/self/ns/pid`), or 0 where none
+    /// could be read. Peers are told alive or dead by pid, which holds only within one pid
+    /// namespace: an open from another one is refused (`EXDEV`).
+    pub pid_namespace: u32,
+    /// Zero.
+    pub pad0: [u32; 21],
     /// The consumer's position.
     pub head: u32,
     /// The position up to which the consumer is zeroing what it consumed: stored before it
@@ -156,6 +162,8 @@ pub const OFF_FLAGS: usize = offset_of!(Header, flags);
 pub const OFF_CONSUMER_PID: usize = offset_of!(Header, consumer_pid);
 /// Byte offset of `max_producers`.
 pub const OFF_MAX_PRODUCERS: usize = offset_of!(Header, max_producers);
+/// Byte offset of `pid_namespace`.
+pub const OFF_PID_NAMESPACE: usize = offset_of!(Header, pid_namespace);
 /// Byte offset of `head`.
 pub const OFF_HEAD: usize = offset_of!(Header, head);
 /// Byte offset of `zeroing`.
@@ -183,6 +191,7 @@ const _: () = {
     assert!(OFF_FLAGS == 24);
     assert!(OFF_CONSUMER_PID == 28);
     assert!(OFF_MAX_PRODUCERS == 32);
+    assert!(OFF_PID_NAMESPACE == 40);
     assert!(OFF_HEAD == 128);
     assert!(OFF_ZEROING == 132);
     assert!(OFF_TAIL == 256);
@@ -412,6 +421,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         OFF_MAX_PRODUCERS as u32,
         Radix::Decimal,
         "Byte offset of `max_producers`.",
+    ),
+    (
+        "OFF_PID_NAMESPACE",
+        OFF_PID_NAMESPACE as u32,
+        Radix::Decimal,
+        "Byte offset of `pid_namespace`.",
     ),
     (
         "OFF_HEAD",

@@ -7,6 +7,8 @@
 //!
 //! Pids are compared within one pid namespace: peers in different containers see different pids
 //! and must not use the liveness check (a foreign pid looks dead or, worse, like another process).
+//! So a channel's header records its creator's pid namespace ([`pid_namespace`]), and an open
+//! from another one is refused.
 //! A pid reused by a new process after its owner died looks alive; that delays detection until
 //! the new process exits, it never reports a live peer as dead.
 
@@ -20,6 +22,27 @@ pub(crate) fn own_pid() -> u32 {
 #[cfg(loom)]
 pub(crate) fn own_pid() -> u32 {
     1
+}
+
+/// This process's pid namespace, as stored in the header: the inode number of
+/// `/proc/self/ns/pid`, read once (a process never changes its own: `unshare` and `setns` move
+/// only its later children). 0 where it cannot be read: no `/proc`, or not Linux.
+#[cfg(all(target_os = "linux", not(loom)))]
+pub fn pid_namespace() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    static NAMESPACE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NAMESPACE.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/pid")
+            .ok()
+            .and_then(|meta| u32::try_from(meta.ino()).ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Elsewhere (and under loom) there is no pid namespace to tell.
+#[cfg(any(not(target_os = "linux"), loom))]
+pub fn pid_namespace() -> u32 {
+    0
 }
 
 /// True unless `pid` is known to be dead. 0 and values above `i32::MAX` are not pids: dead.

@@ -43,6 +43,7 @@
 //! | `EBUSY` | a second consumer, a second live SPSC producer, or all 64 MPSC producer slots taken by live ones |
 //! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record, a fragmented message longer than [`layout::MAX_MESSAGE_LEN`]) |
 //! | `EPROTONOSUPPORT` | the header has another layout version |
+//! | `EXDEV` | the channel was made in another pid namespace (peers are told alive or dead by pid) |
 //! | `EINVAL` | a bad capacity or mode, or a region too small |
 //!
 //! # Examples
@@ -218,7 +219,7 @@ impl Channel {
     /// # Errors
     /// `EAGAIN` if the header is not initialised yet; `EBADMSG` for a wrong magic, an
     /// out-of-range field, or a capacity larger than the segment; `EPROTONOSUPPORT` for another
-    /// layout version.
+    /// layout version; `EXDEV` if it was made in another pid namespace.
     #[cfg(not(loom))]
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Self> {
         let segment = segment.into();

@@ -35,7 +35,7 @@ use std::sync::atomic::compiler_fence;
 use super::error::{ChannelError, Result, corrupt};
 use super::layout::*;
 use super::mem::{AtomicU32, Mem, Ordering::*, fence};
-use super::park;
+use super::{liveness, park};
 
 /// A validated channel region and the facts read from its header.
 #[derive(Debug)]
@@ -207,6 +207,8 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
     mem.word(OFF_MODE).store(mode, Relaxed);
     mem.word(OFF_MAX_PRODUCERS)
         .store(MAX_PRODUCERS as u32, Relaxed);
+    mem.word(OFF_PID_NAMESPACE)
+        .store(liveness::pid_namespace(), Relaxed);
     mem.word(OFF_MAGIC).store(MAGIC, Release);
     Ok(())
 }
@@ -269,6 +271,12 @@ pub(crate) fn validate(mem: &Mem) -> Result<(u32, u32)> {
         return Err(corrupt(format!(
             "max_producers {slots}, expected {MAX_PRODUCERS}"
         )));
+    }
+    // Unknown (0) on either side: nothing to compare.
+    let theirs = mem.word(OFF_PID_NAMESPACE).load(Relaxed);
+    let ours = liveness::pid_namespace();
+    if theirs != ours && theirs != 0 && ours != 0 {
+        return Err(ChannelError::OtherPidNamespace { theirs, ours });
     }
     let flags = mem.word(OFF_FLAGS).load(Relaxed);
     if flags & !FLAGS_KNOWN != 0 {
