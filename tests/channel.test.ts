@@ -356,6 +356,13 @@ test("bad options and arguments", () => {
     () => Channel.create({ name }, { capacity: 1024, producers: null as never }),
     RangeError,
   );
+  // Objects that have no string form are named by their type.
+  for (const producers of [{}, Object.create(null)]) {
+    assert.throws(
+      () => Channel.create({ name }, { capacity: 1024, producers }),
+      (e: unknown) => e instanceof RangeError && /got object$/.test(e.message),
+    );
+  }
   assert.throws(() => Channel.create({ name }, undefined as never), TypeError);
   using ch = channel();
   assert.throws(() => ch.sender({ peerCheckMs: 0 }), RangeError);
@@ -920,6 +927,36 @@ test("a DataView or a typed array is sent as the bytes the engine says it spans,
   Object.defineProperty(more, "buffer", { get: () => new ArrayBuffer(8) });
   tx.send(more, 5000);
   assert.deepEqual(rx.recv(5000), new Uint8Array([1, 2, 3, 4]));
+});
+
+test("a receive that times out or finds its receiver closed names the call the user made", async () => {
+  using ch = channel(1024);
+  const rx = ch.receiver();
+  const calls: [string, () => unknown][] = [
+    ["recv", () => rx.recv(1)],
+    ["recvInto", () => rx.recvInto(new Uint8Array(8), 1)],
+    ["recvView", () => rx.recvView(1)],
+    ["recvMany", () => rx.recvMany(() => {}, 1)],
+    ["recvText", () => rx.recvText(1)],
+  ];
+  for (const [name, call] of calls) {
+    assert.throws(call, (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
+      e.message.startsWith(`ChannelReceiver.${name}: `), name);
+  }
+  await assert.rejects(
+    rx.recvAsync(1),
+    (e: unknown) =>
+      e instanceof SharedMemoryError && e.message.startsWith("ChannelReceiver.recvAsync: "),
+  );
+  const pending = rx.recvAsync();
+  rx.close();
+  await assert.rejects(
+    pending,
+    (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EBADF" &&
+      e.message.startsWith("ChannelReceiver.recvAsync"),
+  );
 });
 
 test("a numeric spin of any length ends at the call's timeout", () => {

@@ -330,7 +330,9 @@ export class Channel implements Disposable {
     }
     const producers = opts.producers === undefined ? "one" : opts.producers;
     if (producers !== "one" && producers !== "many") {
-      throw new RangeError(`options.producers must be "one" or "many", got ${String(producers)}`);
+      throw new RangeError(
+        `options.producers must be "one" or "many", got ${check.describe(producers)}`,
+      );
     }
     const mode = producers === "many" ? L.MODE_MPSC : L.MODE_SPSC;
     const shm = relabel(
@@ -1221,7 +1223,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   #recvIntoSlow(target: Uint8Array, room: number, timeoutMs: number | undefined): number | null {
-    const view = this.recvView(timeoutMs);
+    const view = this.#view(timeoutMs, "recvInto");
     if (view === null) return null;
     if (view.length > room) {
       this.#held = view;
@@ -1264,7 +1266,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvMany: onMessage must be a function");
     }
     const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
-    const first = this.recvView(timeoutMs);
+    const first = this.#view(timeoutMs, "recvMany");
     if (first === null) return null;
     const consumer = this.#consumer;
     const lender = this.#lender;
@@ -1336,7 +1338,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#busy = true;
     this.#waiting = true;
     try {
-      return runSync(this.#recvSteps(timeout, true), this.#ring.parking);
+      return runSync(this.#recvSteps(timeout, true, what), this.#ring.parking);
     } finally {
       this.#busy = false;
       this.#waiting = false;
@@ -1377,7 +1379,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (fast !== undefined) return copy ? this.#copy(fast) : fast;
     this.#busy = true;
     try {
-      const view = await runAsync(this.#recvSteps(timeout, false), this.#ring.parking);
+      const view = await runAsync(this.#recvSteps(timeout, false, what), this.#ring.parking);
       return copy ? this.#copy(view) : view;
     } finally {
       this.#busy = false;
@@ -1399,7 +1401,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** Receives a UTF-8 message as a string (`null` at the end). */
   recvText(timeoutMs?: number): string | null {
-    const view = this.recvView(timeoutMs);
+    const view = this.#view(timeoutMs, "recvText");
     if (view === null) return null;
     const text = decoder.decode(view);
     this.#putBack();
@@ -1831,9 +1833,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * The slow path of a receive; its deadline starts when the fast path found nothing. `sync`:
-   * run by {@linkcode runSync}, blocking this thread while it waits.
+   * run by {@linkcode runSync}, blocking this thread while it waits. `what`: the call the user
+   * made, which its errors name.
    */
-  *#recvSteps(timeout: number, sync: boolean): Generator<Park, Uint8Array | null> {
+  *#recvSteps(timeout: number, sync: boolean, what: string): Generator<Park, Uint8Array | null> {
     const r = this.#ring;
     const consumer = this.#consumer;
     const { peerCheckMs } = this.#options;
@@ -1848,7 +1851,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;
     for (;;) {
-      if (this.#closed) throw closedError("ChannelReceiver.recv");
+      if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
       const got = this.#tryOne();
       if (got !== undefined) {
         spinner.end(true);
@@ -1862,25 +1865,25 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         const now = spinner.refresh();
         if (now >= deadline) {
           spinner.end(false);
-          throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
+          throw channelError("ETIMEDOUT", `ChannelReceiver.${what}: no message in time`);
         }
         if (!sync) {
           Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
           yield { offset: L.OFF_RX_WAITING, ns: 1 };
-          if (this.#closed) throw closedError("ChannelReceiver.recv");
+          if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
           Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
         }
         continue;
       }
       if (!ownChecked) {
         ownChecked = true;
-        this.#ownSender(timeout);
+        this.#ownSender(timeout, what);
       }
       if (spinner.keepSpinning()) continue;
       const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
-        throw channelError("ETIMEDOUT", "ChannelReceiver.recv: no message in time");
+        throw channelError("ETIMEDOUT", `ChannelReceiver.${what}: no message in time`);
       }
       const state = consumer.peek();
       if (state >= 0 || state === END || state === SKIPPING) continue; // arrived meanwhile
@@ -1898,7 +1901,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
         };
       }
-      if (this.#closed) throw closedError("ChannelReceiver.recv");
+      if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
     }
   }
@@ -1911,7 +1914,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * deadline. With many, when the record at head is the one this thread's `reserve()` holds and
    * the receive has no deadline. A receive with a deadline waits it out (`ETIMEDOUT`), as asked.
    */
-  #ownSender(timeout: number): void {
+  #ownSender(timeout: number, what: string): void {
     // Cheap tests first: this runs whenever a synchronous receive starts to wait.
     if (timeout !== Infinity && runs === 0) return;
     const consumer = this.#consumer;
@@ -1923,20 +1926,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (one && sender.inRun()) {
         throw channelError(
           "EDEADLK",
-          "ChannelReceiver.recv: a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns",
+          `ChannelReceiver.${what}: a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns`,
         );
       }
       if (timeout !== Infinity) continue;
       if (one) {
         throw channelError(
           "EDEADLK",
-          "ChannelReceiver.recv: nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)",
+          `ChannelReceiver.${what}: nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)`,
         );
       }
       if (state === RESERVED && sender.reserved() === consumer.reservedIdx) {
         throw channelError(
           "EDEADLK",
-          "ChannelReceiver.recv: the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout",
+          `ChannelReceiver.${what}: the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout`,
         );
       }
     }
