@@ -358,11 +358,15 @@ export class Channel implements Disposable {
 
   /**
    * Opens a channel another process created, waiting up to `timeoutMs` (default 1000) for its
-   * creator to finish setting it up.
+   * creator to finish setting it up. (An empty file at the name that changed in the last 2
+   * seconds is waited for as {@linkcode SharedMemory.open} waits, up to those 2 seconds, whatever
+   * `timeoutMs`: a creator that names its file before sizing it, which this library's do not on
+   * Linux.)
    *
    * @throws {SharedMemoryError} `ENOENT` if there is none; `EBADMSG` if the segment is not a
-   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `ETIMEDOUT` if it
-   *   never got set up.
+   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `EXDEV` if it was made
+   *   in another pid namespace; `ETIMEDOUT` if it never got set up; those of
+   *   {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
     const opts = check.options<ChannelOpenOptions>(options, "options");
