@@ -908,6 +908,21 @@ test("an element's getter that closes the one sender or the channel during sendM
       cleanup({ name });
     }
   }
+  // Read again to write the run: what came before the close goes out, nothing after it.
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const messages = [pattern(8, 1), pattern(8, 2), pattern(8, 3)];
+  let reads = 0;
+  Object.defineProperty(messages, 1, {
+    get: () => (++reads === 2 && tx.close(), pattern(8, 2)),
+  });
+  assert.throws(
+    () => tx.sendMany(messages, 5000),
+    (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF",
+  );
+  assert.deepEqual(rx.recv(5000), pattern(8, 1), "the message before the close");
+  assert.equal(rx.recv(5000), null, "then the end of the stream");
 });
 
 test("a DataView or a typed array is sent as the bytes the engine says it spans, whatever its own properties say", () => {
@@ -938,12 +953,22 @@ test("a receive that times out or finds its receiver closed names the call the u
     ["recvView", () => rx.recvView(1)],
     ["recvMany", () => rx.recvMany(() => {}, 1)],
     ["recvText", () => rx.recvText(1)],
+    ["recvJson", () => rx.recvJson(1)],
   ];
   for (const [name, call] of calls) {
     assert.throws(call, (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
       e.message.startsWith(`ChannelReceiver.${name}: `), name);
   }
+  using full = channel(1024);
+  const tx = full.sender();
+  while (tx.trySend(pattern(100, 1)));
+  assert.throws(
+    () => tx.sendJson({ no: "room" }, 1),
+    (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
+      e.message.startsWith("ChannelSender.sendJson: "),
+  );
   await assert.rejects(
     rx.recvAsync(1),
     (e: unknown) =>
@@ -957,6 +982,28 @@ test("a receive that times out or finds its receiver closed names the call the u
       e instanceof SharedMemoryError && e.code === "EBADF" &&
       e.message.startsWith("ChannelReceiver.recvAsync"),
   );
+});
+
+test("a numeric spin of an async receive or send lets the event loop run", async () => {
+  using ch = channel(1024);
+  // Peer checks far apart: a spin bounded by them (and not by the event loop) blocks seconds.
+  const rx = ch.receiver({ spin: 2 ** 30, peerCheckMs: 5000 });
+  const tx = ch.sender({ spin: 2 ** 30, peerCheckMs: 5000 });
+  const calls = {
+    recvAsync: () => rx.recvAsync(1000),
+    sendAsync: () => {
+      while (tx.trySend(pattern(100, 1)));
+      return tx.sendAsync(pattern(100, 2), 1000);
+    },
+  };
+  for (const [name, call] of Object.entries(calls)) {
+    const started = performance.now();
+    let fired = NaN;
+    setTimeout(() => (fired = performance.now() - started), 10);
+    await assert.rejects(call(), /ETIMEDOUT/);
+    // A spin that blocks to the deadline fires it after 1000 ms.
+    assert.ok(fired < 500, `${name}: a 10 ms timer fired after ${fired} ms`);
+  }
 });
 
 test("a numeric spin of any length ends at the call's timeout", () => {
@@ -1433,6 +1480,7 @@ test("a receiver that closes inside a recvMany callback has consumed the message
       wait() {},
       waitAsync: () => Promise.resolve(),
       alive: () => true,
+      pidNamespace: 0,
     };
     const ring = new Ring(w.words.buffer as ArrayBuffer, 4096, layout.MODE_SPSC, parking);
     const producer = new Producer(ring, 0);
@@ -2441,9 +2489,10 @@ test("a batch that consumed a whole ring without handing it back does not read i
     wait: () => {},
     waitAsync: () => Promise.resolve(),
     alive: () => true,
+    pidNamespace: 0,
   };
   const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-  initRegion(words, capacity, layout.MODE_SPSC, 0);
+  initRegion(words, capacity, layout.MODE_SPSC);
   const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
   const producer = new Producer(ring, 0);
   const consumer = new Consumer(ring);
@@ -2479,6 +2528,7 @@ test("a commit that finds the receiver closed counts as sent when head passed it
     wait: () => {},
     waitAsync: () => Promise.resolve(),
     alive: () => true,
+    pidNamespace: 0,
   };
   const end = 32; // the first record's end: 8 bytes of header and 24 of payload
   for (
@@ -2492,7 +2542,7 @@ test("a commit that finds the receiver closed counts as sent when head passed it
     ] as const
   ) {
     const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-    initRegion(words, capacity, layout.MODE_MPSC, 0);
+    initRegion(words, capacity, layout.MODE_MPSC);
     const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_MPSC, parking);
     const producer = new Producer(ring, 0);
     const idx = producer.tryReserve(24);

@@ -1255,53 +1255,72 @@ for (const which of runtimes) {
   childrenTestUnless(
     noPidNamespace,
     [which],
-    `a ${which} child in another pid namespace gets EXDEV from Channel.open (a child in this one opens the channel)`,
+    `a ${which} child in another pid namespace: EXDEV from a channel whose endpoints are here, and a channel it only made works here`,
     async () => {
       const name = uniqueName("cx-pidns");
+      const made = uniqueName("cx-pidns-made");
       const children: Child[] = [];
+      const run = async (command: string[], what: string) => {
+        const child = start(command);
+        children.push(child);
+        return resultOf<Outcome>(await finished(child, what), what);
+      };
       try {
-        using _channel = Channel.create({ name }, { capacity: MIXED_CAPACITY });
-        const open = scriptCommand(which, "channel/try_once.ts", [name, "send"]);
-        const here = start(open);
-        children.push(here);
-        const same = resultOf<Outcome>(
-          await finished(here, "child in this pid namespace"),
-          "child",
-        );
+        using channel = Channel.create({ name }, { capacity: MIXED_CAPACITY });
+        using _rx = channel.receiver(); // the first endpoint: its namespace is the channel's
+        const send = scriptCommand(which, "channel/try_once.ts", [name, "send"]);
+        const same = await run(send, "a child in this pid namespace");
         assert.equal(same.code, "ok", same.message);
-        const away = start([...UNSHARE_PID, ...open]);
-        children.push(away);
-        const r = resultOf<Outcome>(await finished(away, "child in a new pid namespace"), "child");
-        assert.equal(r.code, "EXDEV", r.message);
+        const away = await run([...UNSHARE_PID, ...send], "a child in a new pid namespace");
+        assert.equal(away.code, "EXDEV", away.message);
         assert.match(
-          r.message,
+          away.message,
           /^Channel\.open of .*another pid namespace \(pid:\[\d+\]; this process is in pid:\[\d+\]\)/,
         );
+        // A creator that attaches nothing is no peer: its namespace does not matter.
+        const create = scriptCommand(which, "channel/try_once.ts", [made, "create"]);
+        const created = await run([...UNSHARE_PID, ...create], "a creator in a new pid namespace");
+        assert.equal(created.code, "ok", created.message);
+        using other = Channel.open({ name: made });
+        using tx = other.sender();
+        using rx = other.receiver();
+        tx.send("across", 1000);
+        assert.equal(rx.recvText(1000), "across");
       } finally {
         await killAll(children);
         cleanup({ name });
+        cleanup({ name: made });
       }
     },
   );
 }
 
-test("Channel.open refuses a header that names another pid namespace with EXDEV, and takes one that names none", () => {
+test("the first endpoint records its pid namespace; an open or attach from another is EXDEV, and none recorded is no check", () => {
   const name = uniqueName("cx-pidns-word");
   try {
-    using _channel = Channel.create({ name }, { capacity: MIXED_CAPACITY });
+    using channel = Channel.create({ name }, { capacity: MIXED_CAPACITY, producers: "many" });
     using shm = SharedMemory.open({ name });
     const words = new Uint32Array(shm.buffer, 0, HEADER_SIZE >> 2);
-    const ours = words[OFF_PID_NAMESPACE >> 2];
-    if (process.platform === "linux") assert.notEqual(ours, 0, "the creator's pid namespace");
-    words[OFF_PID_NAMESPACE >> 2] = (ours + 1) >>> 0;
-    assert.throws(
-      () => Channel.open({ name }, { timeoutMs: 100 }),
-      (e: unknown) =>
-        e instanceof SharedMemoryError && e.code === "EXDEV" &&
-        e.message.includes(`pid:[${(ours + 1) >>> 0}]; this process is in pid:[${ours}]`),
-    );
-    words[OFF_PID_NAMESPACE >> 2] = 0; // not Linux, or no /proc where it was made
-    Channel.open({ name }, { timeoutMs: 100 }).close();
+    const word = OFF_PID_NAMESPACE >> 2;
+    assert.equal(words[word], 0, "no endpoint yet");
+    channel.sender().detach(); // the stream stays open for the senders below
+    const ours = words[word];
+    if (ours === 0) return; // not Linux, or no /proc: nothing to compare, nothing to test
+    const theirs = (ours + 1) >>> 0;
+    const refused = (call: string) => (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EXDEV" && e.message.startsWith(call) &&
+      e.message.includes(`pid:[${theirs}]; this process is in pid:[${ours}]`);
+    words[word] = theirs;
+    assert.throws(() => Channel.open({ name }, { timeoutMs: 100 }), refused("Channel.open"));
+    // Recorded after this opening looked: its attach is refused too.
+    words[word] = 0;
+    using late = Channel.open({ name }, { timeoutMs: 100 });
+    words[word] = theirs;
+    assert.throws(() => late.sender(), refused("Channel.sender"));
+    // None recorded: the next endpoint records its own.
+    words[word] = 0;
+    late.sender().detach();
+    assert.equal(words[word], ours, "the sender recorded its namespace");
   } finally {
     cleanup({ name });
   }

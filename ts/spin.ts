@@ -130,7 +130,8 @@ export class Spinner {
 
   /**
    * A fixed spin (up to 2^30 rounds, seconds of them) ends by `until` too, a clock reading: the
-   * wait's deadline or its next look at its peers. An adaptive spin is bounded by its budget.
+   * wait's deadline, its next look at its peers, or (an async wait, whose event loop waits
+   * meanwhile) {@linkcode SPIN_MS} after its start. An adaptive spin is bounded by its budget.
    */
   bound(until: number): void {
     if (this.fixed > 0) this.#until = until;

@@ -106,8 +106,9 @@ export interface EndpointOptions {
    * How long to look again before parking in the kernel: `"adaptive"` (default) spins while
    * spinning has been catching messages (or room) lately, for 20-250 µs as learned from its last
    * slow wake-up (at most 20 µs in an async call, which blocks its event loop while it spins),
-   * and parks at once while it has not, probing now and then; a number looks again exactly that
-   * many times (0: park at once). See `docs/channel.md`, _Spin before parking_.
+   * and parks at once while it has not, probing now and then; a number looks again up to that
+   * many times, never past the call's deadline or its next peer check (nor 20 µs in an async
+   * call), and 0 parks at once. See `docs/channel.md`, _Spin before parking_.
    */
   spin?: number | "adaptive";
 }
@@ -293,6 +294,7 @@ export class Channel implements Disposable {
       waitAsync: async (offset, expected, ns) => void await b.waitAsync(at(offset), expected, ns),
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
       alive: (other) => other > 0 && b.processAlive(other),
+      pidNamespace: b.pidNamespace,
     };
     const calls = b.channelCalls?.(b.address(base));
     if (calls !== undefined) {
@@ -346,8 +348,7 @@ export class Channel implements Disposable {
         }),
     );
     try {
-      const header = new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2);
-      initRegion(header, capacity, mode, backend().pidNamespace);
+      initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
       return new Channel(shm.id, shm, capacity, mode);
     } catch (err) {
       shm.close();
@@ -364,8 +365,8 @@ export class Channel implements Disposable {
    * Linux.)
    *
    * @throws {SharedMemoryError} `ENOENT` if there is none; `EBADMSG` if the segment is not a
-   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `EXDEV` if it was made
-   *   in another pid namespace; `ETIMEDOUT` if it never got set up; those of
+   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `EXDEV` if its
+   *   endpoints are in another pid namespace; `ETIMEDOUT` if it never got set up; those of
    *   {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
@@ -656,7 +657,11 @@ export class ChannelSender implements Disposable {
 
   /** Sends `JSON.stringify(value)`; see {@linkcode send}. */
   sendJson(value: unknown, timeoutMs?: number): void {
-    this.send(JSON.stringify(value), timeoutMs);
+    // As send, its errors named after this call.
+    const bytes = this.#start(JSON.stringify(value), "sendJson");
+    const timeout = timeoutOf(timeoutMs);
+    if (this.#tryFast(bytes, this.#len)) return;
+    runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
   }
 
   /** Sends without waiting: false if the ring has no room now. */
@@ -761,6 +766,7 @@ export class ChannelSender implements Disposable {
 
   #leave(): void {
     this.#closed = true;
+    this.#producer.left = true;
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
     removeSender(this.#ring, this.#local);
@@ -904,8 +910,9 @@ export class ChannelSender implements Disposable {
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
     // An async wait spins at most briefly: its event loop waits meanwhile.
-    let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
-    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
+    const start = spinner.start(true, sync ? Infinity : SPIN_MS);
+    let nextCheck = start + peerCheckMs;
+    spinner.bound(Math.min(deadline, nextCheck, sync ? Infinity : start + SPIN_MS));
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
@@ -1405,7 +1412,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** Receives a UTF-8 message as a string (`null` at the end). */
   recvText(timeoutMs?: number): string | null {
-    const view = this.#view(timeoutMs, "recvText");
+    return this.#text(timeoutMs, "recvText");
+  }
+
+  /** {@linkcode recvText}, its errors named after `what` (the call the user made). */
+  #text(timeoutMs: number | undefined, what: string): string | null {
+    const view = this.#view(timeoutMs, what);
     if (view === null) return null;
     const text = decoder.decode(view);
     this.#putBack();
@@ -1414,7 +1426,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
   recvJson<T = unknown>(timeoutMs?: number): T | null {
-    const text = this.recvText(timeoutMs);
+    const text = this.#text(timeoutMs, "recvJson");
     return text === null ? null : JSON.parse(text);
   }
 
@@ -1850,7 +1862,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const start = spinner.start(true, sync ? Infinity : SPIN_MS);
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
-    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
+    spinner.bound(Math.min(deadline, nextCheck, sync ? Infinity : start + SPIN_MS));
     this.#stuckAt = -1;
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;

@@ -119,6 +119,7 @@ const FLAGS = W(L.OFF_FLAGS);
 const RX_WAITING = W(L.OFF_RX_WAITING);
 const TX_WAITING = W(L.OFF_TX_WAITING);
 const CONSUMER_PID = W(L.OFF_CONSUMER_PID);
+const PID_NAMESPACE = W(L.OFF_PID_NAMESPACE);
 const PRODUCER_PIDS = W(L.OFF_PRODUCER_PIDS);
 const DATA = W(L.OFF_DATA);
 const COMMITTED = L.REC_COMMITTED | 0;
@@ -147,6 +148,8 @@ export interface Parking {
   waitAsync(offset: number, expected: number, ns: number): Promise<void>;
   /** True if the process exists and is not a zombie. */
   alive(pid: number): boolean;
+  /** This process's pid namespace (see `Backend.pidNamespace`), 0 if unknown. */
+  readonly pidNamespace: number;
   /**
    * Where native code can receive faster than this module: one receive of a whole message of
    * at most `room` bytes into `target` (`sb_channel_take`), from the position and `tail` bound in
@@ -174,24 +177,26 @@ export interface Parking {
   scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
 }
 
-/**
- * Writes a fresh header into zero-filled memory; `magic` is stored last. `pidNamespace`: the
- * creator's (see `Backend.pidNamespace`), 0 if unknown.
- */
-export function initRegion(
-  i32: Int32Array,
-  capacity: number,
-  mode: number,
-  pidNamespace: number,
-): void {
+/** Writes a fresh header into zero-filled memory; `magic` is stored last. */
+export function initRegion(i32: Int32Array, capacity: number, mode: number): void {
   i32[W(L.OFF_VERSION)] = L.VERSION;
   i32[W(L.OFF_HEADER_SIZE)] = L.HEADER_SIZE;
   i32[W(L.OFF_CAPACITY)] = capacity;
   i32[W(L.OFF_MAX_MESSAGE)] = L.maxRecord(capacity);
   i32[W(L.OFF_MODE)] = mode;
   i32[W(L.OFF_MAX_PRODUCERS)] = L.MAX_PRODUCERS;
-  i32[W(L.OFF_PID_NAMESPACE)] = pidNamespace;
   Atomics.store(i32, W(L.OFF_MAGIC), L.MAGIC);
+}
+
+/** `EXDEV`: the channel's endpoints are in pid namespace `theirs`, this process in `ours`. */
+function otherPidNamespace(theirs: number, ours: number, what = ""): SharedMemoryError {
+  return channelError(
+    "EXDEV",
+    `${what}the channel's endpoints are in another pid namespace (pid:[${theirs}]; this process ` +
+      `is in pid:[${ours}]): peers are told alive or dead by pid, which holds only within one ` +
+      "pid namespace; run every endpoint of a channel in one (a container sharing another's " +
+      "/dev/shm must share its pid namespace too)",
+  );
 }
 
 function capacityOk(capacity: number): boolean {
@@ -236,16 +241,11 @@ export function validateRegion(
   const mode = i32[W(L.OFF_MODE)];
   if (mode !== L.MODE_SPSC && mode !== L.MODE_MPSC) throw corrupt(`mode ${mode}`);
   if (i32[W(L.OFF_MAX_PRODUCERS)] !== L.MAX_PRODUCERS) throw corrupt("max_producers");
-  // Unknown (0) on either side: nothing to compare.
+  // The namespace of the endpoints attached so far (see Ring.joinPidNamespace); unknown (0) on
+  // either side: nothing to compare.
   const theirs = i32[W(L.OFF_PID_NAMESPACE)] >>> 0;
   if (theirs !== pidNamespace && theirs !== 0 && pidNamespace !== 0) {
-    throw channelError(
-      "EXDEV",
-      `the channel was made in another pid namespace (pid:[${theirs}]; this process is in ` +
-        `pid:[${pidNamespace}]): its peers are told alive or dead by pid, which holds only ` +
-        "within one pid namespace; run every process of a channel in one (a container sharing " +
-        "another's /dev/shm must share its pid namespace too)",
-    );
+    throw otherPidNamespace(theirs, pidNamespace);
   }
   if ((Atomics.load(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
   for (const word of [RX_WAITING, TX_WAITING]) {
@@ -371,11 +371,23 @@ export class Ring {
     return (Atomics.load(this.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
   }
 
+  /**
+   * Makes this process's pid namespace the channel's if none is yet (the first endpoint to
+   * attach does), else checks that it is the same: peers are told alive or dead by pid.
+   */
+  #joinPidNamespace(what: string): void {
+    const ours = this.parking.pidNamespace;
+    if (ours === 0) return;
+    const theirs = Atomics.compareExchange(this.i32, PID_NAMESPACE, 0, ours | 0) >>> 0;
+    if (theirs !== 0 && theirs !== ours) throw otherPidNamespace(theirs, ours, `${what}: `);
+  }
+
   /** Registers `pid` as the receiver. */
   attachConsumer(pid: number): void {
     if (this.rxClosed()) {
       throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
     }
+    this.#joinPidNamespace("Channel.receiver");
     for (let round = 0; round < 8; round++) {
       const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
       if (holder === 0) return this.#attachedConsumer(pid);
@@ -457,6 +469,7 @@ export class Ring {
   /** Registers `pid` as a sender; returns its slot. */
   attachProducer(pid: number): number {
     if (this.rxClosed() || this.tailClosed()) throw this.closedError("Channel.sender");
+    this.#joinPidNamespace("Channel.sender");
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
@@ -555,6 +568,11 @@ export class Producer {
   #rxClosed = false;
   /** The last `head` seen: bounds free space, and is what a parked sender waits to see move. */
   headSeen: number;
+  /**
+   * Its sender closed or detached (set by the sender): a {@linkcode commitRun} in progress, whose
+   * element getter did that, writes nothing more.
+   */
+  left = false;
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -770,8 +788,11 @@ export class Producer {
       } catch {
         break;
       }
-      // A getter closed the channel: its memory is gone, nothing more can be written.
+      // A getter closed the channel: its memory is gone, nothing more can be written. Or it
+      // closed (or detached) this sender: the rest of the run becomes skip records, so that no
+      // message goes out after the close returned.
       if (data.length === 0) return k;
+      if (this.left) break;
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
       this.#mark(at, span);

@@ -536,6 +536,32 @@ fn blocking_receive_wakes_on_send_and_on_close() {
     t.join().unwrap();
 }
 
+#[test]
+fn a_spin_of_any_length_ends_at_the_timeout() {
+    let mut heap = Heap::new(region_size(1024));
+    let channel = heap.channel(1024, Mode::Spsc);
+    let longest = WaitOptions {
+        spin: u32::MAX,
+        ..WaitOptions::default()
+    };
+    let mut rx = channel.receiver(longest).unwrap();
+    let mut tx = channel.sender(longest).unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        rx.recv(Some(Duration::from_millis(5))),
+        Err(ChannelError::Timeout)
+    );
+    while tx.try_send(&[1; 100]).is_ok() {}
+    let full = tx.send(&[2; 100], Some(Duration::from_millis(5)));
+    assert_eq!(full, Err(ChannelError::Timeout));
+    // 2^32 rounds take seconds; the bound is far above two 5 ms timeouts on a loaded host.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 // ---- fragments ----------------------------------------------------------------------------
 
 /// The 32-bit word at byte `offset` of a heap channel's region, read while the channel lives
@@ -1048,28 +1074,43 @@ fn open_refuses_bad_headers() {
         set_word(&mut heap, offset, value);
         assert_eq!(open_code(&mut heap), expected, "word {offset} = {value:#x}");
     }
-    // A channel made in another pid namespace: its peers' pids mean nothing here.
+    // The first endpoint records its pid namespace; an open or an attach from another one is
+    // refused, since peers' pids mean nothing across them; none recorded (0) is no check.
     let ours = liveness::pid_namespace();
-    if cfg!(target_os = "linux") {
-        assert_ne!(ours, 0, "this process's pid namespace");
-        assert_eq!(
-            ok.bytes()[layout::OFF_PID_NAMESPACE..][..4],
-            ours.to_le_bytes()
-        );
-        let mut heap = fresh();
-        set_word(&mut heap, layout::OFF_PID_NAMESPACE, ours.wrapping_add(1));
-        assert_eq!(open_code(&mut heap), libc::EXDEV);
-        let message = heap.open().unwrap_err().to_string();
-        let names = format!(
-            "pid:[{}]; this process is in pid:[{ours}]",
-            ours.wrapping_add(1)
-        );
-        assert!(message.contains(&names), "{message}");
-    }
-    // 0: the creator could not tell its own (no /proc, not Linux); nothing to compare.
+    let namespace_word = |heap: &mut Heap| {
+        // SAFETY: an aligned word inside the heap, which outlives the reference.
+        unsafe {
+            &*heap
+                .ptr()
+                .add(layout::OFF_PID_NAMESPACE)
+                .cast::<AtomicU32>()
+        }
+    };
     let mut heap = fresh();
-    set_word(&mut heap, layout::OFF_PID_NAMESPACE, 0);
-    heap.open().unwrap();
+    let channel = heap.open().unwrap();
+    assert_eq!(
+        namespace_word(&mut heap).load(Ordering::SeqCst),
+        0,
+        "no endpoint yet"
+    );
+    let mut tx = channel.sender(WaitOptions::default()).unwrap();
+    assert_eq!(namespace_word(&mut heap).load(Ordering::SeqCst), ours);
+    if ours != 0 {
+        let theirs = ours.wrapping_add(1);
+        let names = format!("pid:[{theirs}]; this process is in pid:[{ours}]");
+        namespace_word(&mut heap).store(theirs, Ordering::SeqCst);
+        // An endpoint attached before keeps working; new ones are refused.
+        tx.try_send(b"before").unwrap();
+        let err = channel.receiver(WaitOptions::default()).unwrap_err();
+        assert_eq!(error_code(&err), libc::EXDEV);
+        assert!(err.to_string().contains(&names), "{err}");
+        assert_eq!(open_code(&mut heap), libc::EXDEV);
+        namespace_word(&mut heap).store(0, Ordering::SeqCst);
+        drop(channel.receiver(WaitOptions::default()).unwrap());
+        assert_eq!(namespace_word(&mut heap).load(Ordering::SeqCst), ours);
+    }
+    drop(tx);
+    drop(channel);
     // A receiver's close (flag and mark) is fine: senders then get EPIPE.
     let mut heap = fresh();
     set_word(&mut heap, layout::OFF_FLAGS, layout::FLAG_RX_CLOSED);

@@ -46,8 +46,8 @@ pub enum ChannelError {
     Corrupt(String),
     /// The channel has another layout version (`EPROTONOSUPPORT`).
     Version(u32),
-    /// The channel was made in another pid namespace, `theirs`, than this process's, `ours`
-    /// (`EXDEV`): its peers' liveness is told by pid, which holds only within one.
+    /// The channel's endpoints are in another pid namespace, `theirs`, than this process's,
+    /// `ours` (`EXDEV`): peers are told alive or dead by pid, which holds only within one.
     OtherPidNamespace {
         /// The creator's (the header's `pid_namespace`).
         theirs: u32,
@@ -129,10 +129,10 @@ impl fmt::Display for ChannelError {
             ),
             Self::OtherPidNamespace { theirs, ours } => write!(
                 f,
-                "the channel was made in another pid namespace (pid:[{theirs}]; this process is \
-                 in pid:[{ours}]): its peers are told alive or dead by pid, which holds only \
-                 within one pid namespace; run every process of a channel in one (a container \
-                 sharing another's /dev/shm must share its pid namespace too)"
+                "the channel's endpoints are in another pid namespace (pid:[{theirs}]; this \
+                 process is in pid:[{ours}]): peers are told alive or dead by pid, which holds \
+                 only within one pid namespace; run every endpoint of a channel in one (a \
+                 container sharing another's /dev/shm must share its pid namespace too)"
             ),
             Self::Os(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
         }

@@ -101,9 +101,10 @@ pub struct Header {
     /// Zero. The TypeScript endpoints write a token here for a moment, and read it through
     /// another mapping of the same name, to tell whether two mappings are one segment.
     pub reserved0: u32,
-    /// The creator's pid namespace (the inode number of `/proc/self/ns/pid`), or 0 where none
-    /// could be read. Peers are told alive or dead by pid, which holds only within one pid
-    /// namespace: an open from another one is refused (`EXDEV`).
+    /// The pid namespace of the channel's endpoints (the inode number of `/proc/self/ns/pid`):
+    /// 0 until the first endpoint attaches, which stores its own (or leaves 0 where it cannot read
+    /// it). Peers are told alive or dead by pid, which holds only within one pid namespace: an
+    /// open or attach from another one is refused (`EXDEV`).
     pub pid_namespace: u32,
     /// Zero.
     pub pad0: [u32; 21],

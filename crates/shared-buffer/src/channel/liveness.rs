@@ -7,8 +7,8 @@
 //!
 //! Pids are compared within one pid namespace: peers in different containers see different pids
 //! and must not use the liveness check (a foreign pid looks dead or, worse, like another process).
-//! So a channel's header records its creator's pid namespace ([`pid_namespace`]), and an open
-//! from another one is refused.
+//! So a channel's header records the pid namespace of its endpoints ([`pid_namespace`], stored
+//! by the first to attach), and an open or attach from another one is refused.
 //! A pid reused by a new process after its owner died looks alive; that delays detection until
 //! the new process exits, it never reports a live peer as dead.
 
@@ -25,18 +25,42 @@ pub(crate) fn own_pid() -> u32 {
 }
 
 /// This process's pid namespace, as stored in the header: the inode number of
-/// `/proc/self/ns/pid`, read once (a process never changes its own: `unshare` and `setns` move
-/// only its later children). 0 where it cannot be read: no `/proc`, or not Linux.
+/// `/proc/self/ns/pid`. 0 where it cannot be told: no `/proc`, not Linux, or a `/proc` whose
+/// namespace links are not the kernel's namespace files (gVisor has made up a new inode for each
+/// lookup, which would tell two processes of one namespace apart). Read once per process: a
+/// process never changes its own (`unshare` and `setns` move only its later children), but a
+/// child forked after one of those is in another, so a new pid reads it again.
 #[cfg(all(target_os = "linux", not(loom)))]
 pub fn pid_namespace() -> u32 {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    // The pid that read it (high half) and what it read (low half); 0: not read yet.
+    static READ: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let read = READ.load(Relaxed);
+    if read >> 32 == u64::from(pid) {
+        return read as u32;
+    }
+    let namespace = read_pid_namespace();
+    READ.store(u64::from(pid) << 32 | u64::from(namespace), Relaxed);
+    namespace
+}
+
+#[cfg(all(target_os = "linux", not(loom)))]
+fn read_pid_namespace() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    static NAMESPACE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *NAMESPACE.get_or_init(|| {
-        std::fs::metadata("/proc/self/ns/pid")
-            .ok()
-            .and_then(|meta| u32::try_from(meta.ino()).ok())
-            .unwrap_or(0)
-    })
+    const PATH: &std::ffi::CStr = c"/proc/self/ns/pid";
+    /// `NSFS_MAGIC` of `<linux/magic.h>`: the file system of the kernel's namespace files.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // SAFETY: an all-zero statfs is a valid value for the call to fill in.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    if unsafe { libc::statfs(PATH.as_ptr(), &mut fs) } != 0 || fs.f_type as i64 != NSFS_MAGIC {
+        return 0;
+    }
+    std::fs::metadata("/proc/self/ns/pid")
+        .ok()
+        .and_then(|meta| u32::try_from(meta.ino()).ok())
+        .unwrap_or(0)
 }
 
 /// Elsewhere (and under loom) there is no pid namespace to tell.

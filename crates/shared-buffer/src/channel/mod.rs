@@ -344,6 +344,7 @@ impl Channel {
     pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
         check_open(sh)?;
+        sh.join_pid_namespace()?;
         let me = liveness::own_pid();
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -408,6 +409,7 @@ impl Channel {
         if sh.rx_closed() {
             return Err(closed(sh));
         }
+        sh.join_pid_namespace()?;
         let me = liveness::own_pid();
         let word = sh.consumer_pid();
         let mut current = 0;
@@ -501,6 +503,14 @@ enum Step {
 }
 
 impl Clock {
+    /// Spin rounds between two looks at the clock.
+    const CLOCK_EVERY: u32 = 64;
+
+    /// Whether the deadline or the next liveness check has come at `now`.
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next_check || self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
     fn new(timeout: Option<Duration>, options: &WaitOptions) -> Self {
         let now = Instant::now();
         let interval = options.liveness_interval.max(Duration::from_millis(1));
@@ -512,12 +522,17 @@ impl Clock {
         }
     }
 
-    /// The next step; `ETIMEDOUT` when the deadline has passed.
+    /// The next step; `ETIMEDOUT` when the deadline has passed. A spin (up to `u32::MAX`
+    /// rounds) looks at the clock every [`Self::CLOCK_EVERY`] rounds, and ends at the deadline
+    /// or the next liveness check.
     fn next(&mut self, spin: u32) -> Result<Step> {
         if self.spins < spin {
             self.spins += 1;
-            std::hint::spin_loop();
-            return Ok(Step::Spin);
+            if self.spins % Self::CLOCK_EVERY != 0 || !self.due(Instant::now()) {
+                std::hint::spin_loop();
+                return Ok(Step::Spin);
+            }
+            self.spins = spin; // the spin is over: the rest goes by the clock
         }
         let now = Instant::now();
         if let Some(deadline) = self.deadline {

@@ -91,6 +91,23 @@ impl Shared {
     pub(crate) fn consumer_pid(&self) -> &AtomicU32 {
         self.mem.word(OFF_CONSUMER_PID)
     }
+    /// Makes this process's pid namespace the channel's if none is yet (the first endpoint to
+    /// attach does), else checks that it is the same: peers are told alive or dead by pid.
+    pub(crate) fn join_pid_namespace(&self) -> Result<()> {
+        let ours = liveness::pid_namespace();
+        if ours == 0 {
+            return Ok(());
+        }
+        match self
+            .mem
+            .word(OFF_PID_NAMESPACE)
+            .compare_exchange(0, ours, AcqRel, Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(theirs) if theirs == ours => Ok(()),
+            Err(theirs) => Err(ChannelError::OtherPidNamespace { theirs, ours }),
+        }
+    }
     #[inline]
     pub(crate) fn producer_pid(&self, slot: usize) -> &AtomicU32 {
         assert!(slot < MAX_PRODUCERS);
@@ -207,8 +224,6 @@ pub(crate) unsafe fn init(mem: &Mem, capacity: u32, mode: u32, zero: ZeroData) -
     mem.word(OFF_MODE).store(mode, Relaxed);
     mem.word(OFF_MAX_PRODUCERS)
         .store(MAX_PRODUCERS as u32, Relaxed);
-    mem.word(OFF_PID_NAMESPACE)
-        .store(liveness::pid_namespace(), Relaxed);
     mem.word(OFF_MAGIC).store(MAGIC, Release);
     Ok(())
 }
@@ -272,7 +287,8 @@ pub(crate) fn validate(mem: &Mem) -> Result<(u32, u32)> {
             "max_producers {slots}, expected {MAX_PRODUCERS}"
         )));
     }
-    // Unknown (0) on either side: nothing to compare.
+    // The namespace of the endpoints attached so far (see `Shared::join_pid_namespace`); unknown
+    // (0) on either side: nothing to compare.
     let theirs = mem.word(OFF_PID_NAMESPACE).load(Relaxed);
     let ours = liveness::pid_namespace();
     if theirs != ours && theirs != 0 && ours != 0 {
