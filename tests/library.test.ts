@@ -94,6 +94,22 @@ test("the error lists every place tried, once each, and names the package that f
   assert.match(message, /SHARED_BUFFER_LIB/);
 });
 
+test("out of file descriptors, the error says so instead of advising a reinstall", () => {
+  const load = () =>
+    loadNativeLibrary<string>(
+      { platform: linux, resolvePackage: () => "/pkg/lib.so", root: "/c" },
+      (path) => {
+        throw new Error(`Could not open library: ${path}: Too many open files`);
+      },
+      () => ABI_VERSION,
+      () => {},
+    );
+  assert.throws(load, (e: unknown) =>
+    e instanceof lib.SharedMemoryError && e.code === "ELIBACC" &&
+    /no file descriptor left to open it with \(EMFILE\)/.test(e.message) &&
+    !/optional dependency/.test(e.message));
+});
+
 test("an ABI mismatch is closed and says what to do for where it came from", () => {
   const r = attempt({
     fromEnv: "/env/lib.so",

@@ -178,9 +178,14 @@ export function loadNativeLibrary<T>(
     close(lib);
     tried.push(`  ${candidate.path}: ${abiAdvice(candidate, found)}`);
   }
+  // Out of file descriptors, every open fails: the library is there, the advice would mislead.
+  const outOfFiles = tried.some((line) => /Too many open files/i.test(line));
   throw new SharedMemoryError(
     `${PACKAGE_NAME} ${VERSION}: could not load the native library. Tried:\n${tried.join("\n")}\n` +
-      missingAdvice(sources.platform, wanted),
+      (outOfFiles
+        ? "The process has no file descriptor left to open it with (EMFILE): close some, or " +
+          "raise the limit (ulimit -n), then call again."
+        : missingAdvice(sources.platform, wanted)),
     "ELIBACC",
     79,
   );

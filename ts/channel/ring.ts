@@ -392,7 +392,11 @@ export class Ring {
       const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
       if (holder === 0) return this.#attachedConsumer(pid);
       if (holder === pid) {
-        throw channelError("EBUSY", "this process already has the channel's receiver");
+        throw channelError(
+          "EBUSY",
+          "this process already has the channel's receiver (in this thread or a Worker; one " +
+            "that ended without closing it holds it until the process exits)",
+        );
       }
       if (this.parking.alive(holder)) {
         throw channelError("EBUSY", `process ${holder} already receives from this channel`);
