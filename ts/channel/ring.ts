@@ -792,11 +792,13 @@ export class Producer {
       } catch {
         break;
       }
-      // A getter closed the channel: its memory is gone, nothing more can be written. Or it
-      // closed (or detached) this sender: the rest of the run becomes skip records, so that no
-      // message goes out after the close returned.
-      if (data.length === 0) return k;
-      if (this.left) break;
+      // A getter closed (or detached) this sender: the rest of the run becomes skip records, so
+      // that no message goes out after the close returned. Or it closed the channel, which
+      // closes its senders first: its memory is gone, and nothing more can be written.
+      if (this.left) {
+        if (data.length === 0) return k;
+        break;
+      }
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
       this.#mark(at, span);
