@@ -115,7 +115,7 @@ export class Spinner {
         now = performance.now();
       }
       budget = this.budgetMs(now);
-    } else if (clock) now = performance.now();
+    } else if (clock || maxMs !== Infinity) now = performance.now();
     this.#budget = budget < maxMs ? budget : maxMs;
     this.#spins = 0;
     this.#parked = false;
@@ -123,18 +123,19 @@ export class Spinner {
       if (Number.isNaN(now)) now = performance.now();
       this.#spunAt = now;
     }
-    // A fixed spin ends after its rounds, or at what bound() says.
-    this.#until = this.fixed >= 0 ? Infinity : now + this.#budget;
+    // A fixed spin (up to 2^30 rounds, seconds of them) ends after its rounds, after `maxMs`, or
+    // at what bound() says.
+    if (this.fixed < 0) this.#until = now + this.#budget;
+    else this.#until = maxMs === Infinity ? Infinity : now + maxMs;
     return this.#now = now;
   }
 
   /**
-   * A fixed spin (up to 2^30 rounds, seconds of them) ends by `until` too, a clock reading: the
-   * wait's deadline, its next look at its peers, or (an async wait, whose event loop waits
-   * meanwhile) {@linkcode SPIN_MS} after its start. An adaptive spin is bounded by its budget.
+   * The wait's spin ends by `until` too, a clock reading (its deadline, or its next look at its
+   * peers), whatever its budget or rounds.
    */
   bound(until: number): void {
-    if (this.fixed > 0) this.#until = until;
+    if (until < this.#until) this.#until = until;
   }
 
   /** After a look that found nothing: true to look again at once, false to go on to park. */

@@ -910,9 +910,8 @@ export class ChannelSender implements Disposable {
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
     // An async wait spins at most briefly: its event loop waits meanwhile.
-    const start = spinner.start(true, sync ? Infinity : SPIN_MS);
-    let nextCheck = start + peerCheckMs;
-    spinner.bound(Math.min(deadline, nextCheck, sync ? Infinity : start + SPIN_MS));
+    let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
+    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
@@ -1862,7 +1861,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const start = spinner.start(true, sync ? Infinity : SPIN_MS);
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
-    spinner.bound(Math.min(deadline, nextCheck, sync ? Infinity : start + SPIN_MS));
+    spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     this.#stuckAt = -1;
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;

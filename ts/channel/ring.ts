@@ -770,8 +770,9 @@ export class Producer {
     }
     if (end === from) return from;
     // The getters above may have closed this sender (its close marks `tail`, which this store
-    // would undo) or the channel (its memory is gone): the one-by-one path reports either.
-    if (r.i32.length === 0 || Atomics.load(r.i32, TAIL) !== start) return from;
+    // would undo; a channel's close closes its senders, then unmaps) or sent through it (`tail`
+    // moved): the one-by-one path reports or sends.
+    if (this.left || Atomics.load(r.i32, TAIL) !== start) return from;
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
     const data = r.bytes;
