@@ -1239,7 +1239,7 @@ test("a senderdied listener may not receive on the receiver that is waiting (EBU
   using _raw = raw.shm;
   // A dead sender's reservation (marked, never committed) at head, then two live messages.
   raw.setPid(0, deadPid());
-  raw.append(layout.REC_SKIP | 8, 1, 8);
+  raw.append(layout.markWord(0, 16), 1, 8);
   raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x61);
   raw.append(layout.REC_COMMITTED | 3, 2, 3, 0x62);
   const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
@@ -1411,7 +1411,7 @@ test("recvMany meets a record a peer rewrote in the middle of a run as recv does
       ["a fragment", layout.REC_COMMITTED | layout.REC_MORE | 2],
       ["an abort with a length", layout.REC_COMMITTED | layout.REC_ABORT | 2],
       ["longer than a record", layout.REC_COMMITTED | 5000],
-      ["a reservation", layout.REC_SKIP | (span - 8)],
+      ["a reservation", layout.markWord(0, span)],
     ] as const
   ) {
     for (const how of ["recvMany", "recv"]) {
@@ -1632,7 +1632,7 @@ function rawRing(name: string) {
 }
 
 const COMMITTED = layout.REC_COMMITTED;
-const mark = (len: number) => layout.REC_SKIP | (layout.recordSpan(len) - 8);
+const mark = (slot: number, len: number) => layout.markWord(slot, layout.recordSpan(len));
 
 test("many senders: a dead sender's slot is reclaimed, live senders go on, a senderdied event tells, a new sender joins", () => {
   const name = uniqueName("reclaim");
@@ -1651,7 +1651,7 @@ test("many senders: a dead sender's slot is reclaimed, live senders go on, a sen
     const dead = deadPid();
     raw.setPid(2, dead);
     raw.append(COMMITTED | layout.REC_MORE | ch.maxRecordBytes, 3, ch.maxRecordBytes);
-    raw.append(mark(16), 3, 16, 0);
+    raw.append(mark(2, 16), 3, 16, 0);
     a.send("a2");
     b.send("b1");
     assert.equal(rx.recvText(5000), "a1");
@@ -1666,6 +1666,84 @@ test("many senders: a dead sender's slot is reclaimed, live senders go on, a sen
     c.send("c1");
     assert.equal(rx.recvText(5000), "c1", "no fragment of the dead sender glued on");
     assert.equal(died.length, 1, "reported once");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("many senders: a reservation nobody marked (its sender killed or stalled between its tail CAS and its mark) is swept at the second peer check, in every kind of receive; nothing else is lost", async () => {
+  const receives: Record<string, (rx: ChannelReceiver) => Promise<Uint8Array | null | undefined>> =
+    {
+      recv: (rx) => Promise.resolve(rx.recv(20_000)),
+      recvAsync: (rx) => rx.recvAsync(20_000),
+      recvMany: (rx) => {
+        let got: Uint8Array | undefined;
+        rx.recvMany((m) => (got ??= m.slice()), 20_000, 1);
+        return Promise.resolve(got);
+      },
+    };
+  const text = (m: Uint8Array | null | undefined) => new TextDecoder().decode(m!);
+  for (const [how, receive] of Object.entries(receives)) {
+    for (const dead of [true, false]) {
+      const name = uniqueName("sweep");
+      const what = `${how}, ${dead ? "dead" : "stalled"}`;
+      try {
+        using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+        const raw = rawRing(name);
+        using _raw = raw.shm;
+        const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+        const a = ch.sender(); // slot 0
+        assert.equal(rx.tryRecv(), undefined, "its abort record");
+        a.send("a1");
+        // Slot 2 moved the tail over 24 bytes and wrote nothing.
+        raw.setPid(2, dead ? deadPid() : pid);
+        Atomics.store(raw.i32, layout.OFF_TAIL >> 2, raw.tail() + 24);
+        a.send("a2");
+        assert.equal(rx.recvText(5000), "a1");
+        assert.equal(rx.tryRecv(), undefined, `${what}: in flight`);
+        const start = performance.now();
+        assert.equal(text(await receive(rx)), "a2", what);
+        assert.ok(performance.now() - start >= 35, `${what}: not before the second check`);
+        assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 2, `${what}: one sweep, ended`);
+        assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), raw.tail(), what);
+        const data = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 1024);
+        assert.ok(data.every((b) => b === 0), `${what}: what was consumed is zero`);
+        a.send("a3");
+        assert.equal(rx.recvText(5000), "a3", what);
+      } finally {
+        cleanup({ name });
+      }
+    }
+  }
+});
+
+test("many senders: a claim that finds its word taken reserves again, and a sweep left half done by a killed receiver costs nothing", () => {
+  const name = uniqueName("sweep-claim");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const SWEEPS = layout.OFF_SWEEPS >> 2;
+    // A receiver killed in the middle of a sweep: `sweeps` odd, and a swept word (a skip record
+    // of 8 bytes) where the sender's next record goes.
+    Atomics.store(raw.i32, SWEEPS, 5);
+    const a = ch.sender(); // its abort record
+    const from = raw.tail();
+    Atomics.store(raw.i32, (layout.OFF_DATA >> 2) + (from >> 2), layout.SWEPT | 0);
+    // The first claim fails on the swept word, and the send reserves again. With `sweeps` odd,
+    // every claim checks that it stands: none is undone.
+    for (let i = 0; i < 50; i++) a.send(`m${i}`);
+    assert.equal(raw.tail(), from + 16 + 50 * 16, "one reservation lost, no claim undone");
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.equal(Atomics.load(raw.i32, SWEEPS), 6, "made even when a receiver attaches");
+    const got: string[] = [];
+    while (got.length < 50) {
+      rx.recvMany((m) => void got.push(new TextDecoder().decode(m)), 20_000, 50 - got.length);
+    }
+    assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
+    // The lost reservation: the swept word, stepped over, then 8 zero bytes, swept.
+    assert.equal(Atomics.load(raw.i32, SWEEPS), 8, "one more sweep");
+    assert.equal(rx.tryRecv(), undefined);
   } finally {
     cleanup({ name });
   }

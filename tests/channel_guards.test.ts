@@ -275,7 +275,7 @@ test("a send inside a senderdied listener, which runs while a receive waits, int
   const dead = spawnSync("true").pid!;
   Atomics.store(i32, layout.OFF_PRODUCER_PIDS >> 2, dead);
   i32[(layout.OFF_DATA >> 2) + 1] = 1;
-  Atomics.store(i32, layout.OFF_DATA >> 2, layout.REC_SKIP | 8);
+  Atomics.store(i32, layout.OFF_DATA >> 2, layout.markWord(0, 16));
   Atomics.store(i32, layout.OFF_TAIL >> 2, 16);
   const tx = ch.sender(); // slot 1, this thread's
   const n = fill(tx);

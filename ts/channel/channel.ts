@@ -1114,7 +1114,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #orphans = new Map<number, number>();
   /** A sender died and none has been seen alive since. */
   #bereaved = false;
-  /** The head at which an unmarked record was seen at the last check, or -1. */
+  /** The head at which an unmarked record was seen at the last check (swept if still there at the next), or -1. */
   #stuckAt = -1;
 
   /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
@@ -1862,7 +1862,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const deadline = start + timeout;
     let nextCheck = start + peerCheckMs;
     spinner.bound(deadline < nextCheck ? deadline : nextCheck);
-    this.#stuckAt = -1;
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;
     for (;;) {
@@ -1968,15 +1967,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const r = this.#ring;
     const consumer = this.#consumer;
     const slots = r.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
-    // Loaded before any reclaim: a dead sender's records all lie before it, a new one's after.
-    const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
     let live = 0;
     const died: SenderDiedEvent[] = [];
     for (let slot = 0; slot < slots; slot++) {
       const other = r.producerPid(slot);
       if (other === 0) continue;
-      if (r.parking.alive(other)) live++;
-      else if (r.reclaimProducer(slot, other)) {
+      if (r.parking.alive(other)) {
+        live++;
+        continue;
+      }
+      // After the probe found the sender dead (its records all lie before this position) and
+      // before the reclaim (a sender taking the slot reserves after it). Loaded before the
+      // probe, it missed a record reserved between the two by a sender killed right after.
+      const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      if (r.reclaimProducer(slot, other)) {
         this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
         died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;
@@ -1985,7 +1989,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (live > 0) this.#bereaved = false;
     for (const event of died) this.dispatchEvent(event);
     if (state === RESERVED) {
-      if (this.#orphanEnd(this.#tagOf(consumer.reservedIdx)) !== undefined) {
+      const tag = r.mode === L.MODE_MPSC ? consumer.reservedSlot + 1 : 0;
+      if (this.#orphanEnd(tag) !== undefined) {
         consumer.stepOver(consumer.reservedSpan);
       }
       this.#stuckAt = -1;
@@ -2000,15 +2005,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         );
       }
       if (end !== undefined) consumer.skipTo(end);
-    } else if (state === IN_FLIGHT && this.#orphans.size !== 0) {
+    } else if (state === IN_FLIGHT) {
+      // Unmarked for a whole interval: its sender died between reserving and marking it, or
+      // stalls there. Its length is unknown; a sweep takes it back.
       if (this.#stuckAt === consumer.head) {
-        throw channelError(
-          "ECONNRESET",
-          "ChannelReceiver: a sender process died between reserving a record and marking it; " +
-            "the ring cannot be read past it",
-        );
-      }
-      this.#stuckAt = consumer.head;
+        this.#stuckAt = -1;
+        consumer.sweep();
+      } else this.#stuckAt = consumer.head;
     } else if (state === EMPTY && this.#bereaved && live === 0) {
       throw channelError(
         "ECONNRESET",

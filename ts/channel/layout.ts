@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 6;
+export const VERSION = 7;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -79,6 +79,18 @@ export const REC_KINDS = 0x7800_0000;
 /** Commit word bits holding the length. */
 export const REC_LEN_MASK = 0x07ff_ffff;
 
+/** Reservation mark bits holding the producer's slot. */
+export const MARK_SLOT_MASK = 0x3f00_0000;
+
+/** How far a reservation mark's slot is shifted. */
+export const MARK_SLOT_SHIFT = 24;
+
+/** Reservation mark bits holding `(span - 8) / 8`. */
+export const MARK_UNITS_MASK = 0x00ff_ffff;
+
+/** A word of a reservation the consumer took back: a skip record of 8 bytes. */
+export const SWEPT = 0xc000_0000;
+
 /** Byte offset of `magic`. */
 export const OFF_MAGIC = 0;
 
@@ -109,6 +121,9 @@ export const OFF_MAX_PRODUCERS = 32;
 /** Byte offset of `pid_namespace`. */
 export const OFF_PID_NAMESPACE = 40;
 
+/** Byte offset of `sweeps`. */
+export const OFF_SWEEPS = 44;
+
 /** Byte offset of `head`. */
 export const OFF_HEAD = 128;
 
@@ -138,4 +153,9 @@ export function maxRecord(capacity: number): number {
 /** The bytes a record with a `len`-byte payload occupies. */
 export function recordSpan(len: number): number {
   return RECORD_HEADER_SIZE + ((len + 7) & ~7);
+}
+
+/** The reservation mark of producer slot `slot` (0 in SPSC) over `span` bytes. */
+export function markWord(slot: number, span: number): number {
+  return REC_SKIP | (slot << MARK_SLOT_SHIFT) | ((span - RECORD_HEADER_SIZE) >>> 3);
 }

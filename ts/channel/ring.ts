@@ -114,6 +114,7 @@ export function channelError(code: string, message: string): SharedMemoryError {
 const W = (offset: number) => offset >> 2;
 const HEAD = W(L.OFF_HEAD);
 const ZEROING = W(L.OFF_ZEROING);
+const SWEEPS = W(L.OFF_SWEEPS);
 const TAIL = W(L.OFF_TAIL);
 const FLAGS = W(L.OFF_FLAGS);
 const RX_WAITING = W(L.OFF_RX_WAITING);
@@ -123,6 +124,7 @@ const PID_NAMESPACE = W(L.OFF_PID_NAMESPACE);
 const PRODUCER_PIDS = W(L.OFF_PRODUCER_PIDS);
 const DATA = W(L.OFF_DATA);
 const COMMITTED = L.REC_COMMITTED | 0;
+const SWEPT = L.SWEPT | 0;
 const TAIL_CLOSED = L.TAIL_CLOSED | 0;
 const RX_PARKED = L.RX_PARKED;
 const RX_CLOSED = L.RX_CLOSED;
@@ -419,7 +421,13 @@ export class Ring {
     let bad = `head 0x${(head >>> 0).toString(16)}`;
     if (!this.rxClosed() && (head & ~(L.POS_MASK & ~7)) === 0) {
       const zeroing = this.#finishZeroing(head);
-      if (zeroing === undefined) return;
+      if (zeroing === undefined) {
+        // A receiver killed in the middle of a sweep left `sweeps` odd, which would send every
+        // sender's claim down its slow path. Raising it is safe: a sender relies only on seeing
+        // it odd or changed after a sweep took its word, and the dead one's raise came first.
+        if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
+        return;
+      }
       bad = zeroing;
     }
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
@@ -672,26 +680,61 @@ export class Producer {
       const need = span < toEnd ? span : toEnd;
       if (r.capacity - used < need) return this.#full();
       const next = (tail + need) & L.POS_MASK;
+      // Before the tail CAS: a sweep that ended before this load took nothing past its tail,
+      // which this CAS then moves (see #claim).
+      const sweeps = Atomics.load(r.i32, SWEEPS);
       if (Atomics.compareExchange(r.i32, TAIL, tail, next) !== tail) continue;
+      // Swept (this sender stalled before its mark) or written by a peer: reserve again.
+      if (!this.#claim(idx, tail, L.markWord(this.#tag - 1, need), sweeps)) continue;
       this.#tail = next;
-      if (need === span) return this.#mark(idx, span);
-      this.#commitSkip(idx, toEnd);
+      if (need !== span) {
+        this.#commitSkip(idx, toEnd);
+        continue;
+      }
+      // A plain store: the commit's Atomics.store publishes it.
+      r.i32[DATA + (idx >> 2) + 1] = this.#tag;
+      return idx;
     }
   }
 
   /**
-   * Marks the record just reserved at `idx` as this sender's: the producer word, then the
-   * commit word `REC_SKIP | (span - 8)` without the commit bit. A receiver that finds this
-   * sender dead steps over it as a skip record of that span.
+   * Marks the record just reserved at `idx` as this sender's (SPSC: nobody else writes there):
+   * the commit word `markWord(0, span)`. A receiver that finds this sender dead steps over the
+   * record as a skip record of that span.
    */
   #mark(idx: number, span: number): number {
-    const r = this.#r;
-    const word = DATA + (idx >> 2);
-    if (this.#tag !== 0) r.i32[word + 1] = this.#tag;
     // A plain store: the commit's Atomics.store orders it before the commit, and a receiver
     // reads it only when this sender has died (an SC store here would cost every message).
-    r.i32[word] = L.REC_SKIP | (span - 8);
+    this.#r.i32[DATA + (idx >> 2)] = L.markWord(0, span);
     return idx;
+  }
+
+  /**
+   * Claims the record reserved at position `pos` (data index `idx`) by a CAS of its commit word
+   * from 0 to `mark` (MPSC); `sweeps` is the word as loaded before the tail CAS. False when the
+   * receiver swept the reservation first (see {@linkcode Consumer.sweep}) or a peer wrote the
+   * word: nothing is written, and the caller reserves again.
+   *
+   * A sweep CASes each word it takes from 0 to SWEPT, so one of the two CASes fails. What
+   * remains is a claim that lands after a sweep took the word and zeroed it again: the sweep
+   * raised `sweeps` before that, so the load below sees it changed, unless it was odd already.
+   * A sweep that had ended before the first load took nothing at or past `pos`.
+   */
+  #claim(idx: number, pos: number, mark: number, sweeps: number): boolean {
+    const r = this.#r;
+    const word = DATA + (idx >> 2);
+    if (Atomics.compareExchange(r.i32, word, 0, mark) !== 0) return false;
+    if ((sweeps & 1) === 0 && Atomics.load(r.i32, SWEEPS) === sweeps) return true;
+    // During or after a sweep: the claim stands unless the receiver consumed `pos` (behind
+    // `head`, or between `head` and `zeroing`), which only a sweep does to a record not committed.
+    const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+    const ahead = (pos - head) & L.POS_MASK;
+    const taken = (Atomics.load(r.i32, ZEROING) - head) & L.POS_MASK;
+    if (ahead < r.capacity && ahead >= taken) return true;
+    // Swept: undo. Nobody else writes the word now (the receiver is past it, senders reach it
+    // a lap later).
+    Atomics.compareExchange(r.i32, word, mark, 0);
+    return false;
   }
 
   /** FULL, or `EPIPE` if the receiver closed: a sender waiting for room looks for the close here. */
@@ -860,9 +903,10 @@ export class Consumer {
   len = 0;
   /** How many skip records that peek stepped over. */
   stepped = 0;
-  /** For RESERVED: the reserved record's data index and span. */
+  /** For RESERVED: the reserved record's data index, span, and the sender slot its mark names. */
   reservedIdx = 0;
   reservedSpan = 0;
+  reservedSlot = 0;
   readonly #r: Ring;
   /** Unpublished bytes at which {@linkcode consume} publishes `head`. */
   readonly #publishEvery: number;
@@ -901,12 +945,14 @@ export class Consumer {
         return IN_FLIGHT;
       }
       const committed = (word & COMMITTED) !== 0;
-      const len = word & L.REC_LEN_MASK;
+      // A reservation mark: REC_SKIP without the commit bit, its sender's slot and its span in
+      // 8-byte units (every other bit is one of those).
+      const len = committed ? word & L.REC_LEN_MASK : (word & L.MARK_UNITS_MASK) << 3;
       const skip = (word & L.REC_SKIP) !== 0;
       const kind = word & L.REC_KINDS;
+      const slot = (word & L.MARK_SLOT_MASK) >>> L.MARK_SLOT_SHIFT;
       const valid = !committed
-        // A reservation mark: a skip record's shape without the commit bit.
-        ? kind === L.REC_SKIP && (len & 7) === 0 && len <= r.maxRecord
+        ? skip && len <= r.maxRecord && (slot === 0 || r.mode === L.MODE_MPSC)
         // A whole message, or the last fragment of one.
         : kind === 0 || kind === L.REC_CONT
         ? len <= r.maxRecord
@@ -940,6 +986,7 @@ export class Consumer {
       if (!committed) {
         this.reservedIdx = idx;
         this.reservedSpan = span;
+        this.reservedSlot = slot;
         return RESERVED;
       }
       if (!skip) {
@@ -1022,6 +1069,48 @@ export class Consumer {
   stepOver(span: number): void {
     this.head = (this.head + span) & L.POS_MASK;
     this.publish();
+  }
+
+  /**
+   * Sweeps (MPSC): takes back the reservations at `head` that nobody marked, because their
+   * senders died between their tail CAS and their mark (or stall there), and moves `head` past
+   * them; returns how many bytes it took. A sender writes nothing into its reservation before
+   * its mark, so the bytes up to the next marked or committed record are zero. Each 8-byte word
+   * from `head` on is claimed by a CAS of 0 to SWEPT (the CAS a sender marks with), up to the
+   * first that fails (the next record), the tail, or the end of the data area; then they are
+   * consumed: `zeroing`, the zeroes, `head`. `sweeps` is raised before and after, so that a
+   * sender whose claim lands on a swept word finds out (see `Producer`'s #claim). A receiver
+   * killed in the middle leaves skip records of 8 bytes, and `sweeps` odd (the next one makes it
+   * even when it attaches).
+   */
+  sweep(): number {
+    const r = this.#r;
+    this.publish();
+    Atomics.add(r.i32, SWEEPS, 1);
+    // After the raise: a sender reserving past this position saw `sweeps` odd, or loaded it
+    // after the sweep ended.
+    const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+    const ahead = (tail - this.head) & L.POS_MASK;
+    const idx = this.head & r.mask;
+    let taken = 0;
+    if (ahead <= r.capacity) {
+      const limit = Math.min(ahead, r.capacity - idx);
+      while (
+        taken < limit && Atomics.compareExchange(r.i32, DATA + ((idx + taken) >> 2), 0, SWEPT) === 0
+      ) taken += 8;
+    }
+    if (taken > 0) {
+      // `zeroing` before the zeroes: a sender whose claim reads one sees it.
+      Atomics.store(r.i32, ZEROING, (this.head + taken) & L.POS_MASK);
+      for (let at = idx; at < idx + taken; at += 8) Atomics.store(r.i32, DATA + (at >> 2), 0);
+      this.head = (this.head + taken) & L.POS_MASK;
+      this.#store();
+    }
+    Atomics.add(r.i32, SWEEPS, 1);
+    if (ahead > r.capacity) {
+      throw channelError("EBADMSG", "corrupt channel: tail is more than the capacity ahead");
+    }
+    return taken;
   }
 
   /** Moves `head` to `to`, over a reservation its dead sender never marked (still zero). */

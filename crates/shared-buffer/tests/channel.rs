@@ -1413,9 +1413,9 @@ fn plant_pid(heap: &mut Heap, slot: usize, pid: u32) {
     set_word(heap, layout::OFF_PRODUCER_PIDS + 4 * slot, pid);
 }
 
-/// A reservation mark: a skip record's shape without the commit bit.
-fn mark(len: usize) -> u32 {
-    layout::REC_SKIP | (layout::record_span(len) - 8) as u32
+/// The reservation mark of producer `slot` for a `len`-byte payload.
+fn mark(slot: usize, len: usize) -> u32 {
+    layout::mark_word(slot, layout::record_span(len) as u32)
 }
 
 #[test]
@@ -1431,7 +1431,7 @@ fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
         &[
             (COMMITTED | layout::REC_MORE | 248, 3, 248),
             (COMMITTED | 4, 1, 4),
-            (mark(16), 3, 16),
+            (mark(2, 16), 3, 16),
             (COMMITTED | 5, 1, 5),
         ],
     );
@@ -1471,6 +1471,69 @@ fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
         me.to_le_bytes(),
         "the new sender holds slot 2"
     );
+}
+
+/// A sender killed between its tail CAS and its mark leaves a reservation of unknown length,
+/// all zero, at `head`. Left unmarked for two liveness checks, it is swept: the receiver takes
+/// the zero words up to the next record (or the tail) and goes on, whether the sender is dead
+/// or only stalls (it would reserve again). The other senders lose nothing.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_reservation_never_marked_is_swept_and_the_others_go_on() {
+    let me = std::process::id();
+    let unmarked: Handmade = (0, 0, 0); // 8 zero bytes
+    for (dead, then_more) in [(true, true), (false, true), (true, false)] {
+        // Slot 0 lives; slot 2 reserved 24 bytes and wrote nothing. Then slot 1's message,
+        // or nothing: the sweep stops at the tail.
+        let mut records = vec![(COMMITTED | 4, 1, 4), unmarked, unmarked, unmarked];
+        if then_more {
+            records.push((COMMITTED | 5, 2, 5));
+        }
+        let mut heap = handmade(512, Mode::Mpsc, &records);
+        plant_pid(&mut heap, 0, me);
+        plant_pid(&mut heap, 1, me);
+        plant_pid(&mut heap, 2, if dead { dead_pid() } else { me });
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN, "in flight");
+        let start = Instant::now();
+        if then_more {
+            let got = rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap();
+            assert_eq!(got, [0xAB; 5], "dead {dead}");
+        } else {
+            assert_eq!(
+                code(rx.recv(Some(Duration::from_millis(300)))),
+                libc::ETIMEDOUT
+            );
+        }
+        // Two checks 50 ms apart: not before the second.
+        assert!(start.elapsed() >= Duration::from_millis(100), "dead {dead}");
+        assert_eq!(rx.take_dead_senders().len(), usize::from(dead));
+        let tail = u32::from_le_bytes(
+            heap.bytes_mut()[layout::OFF_TAIL..][..4]
+                .try_into()
+                .unwrap(),
+        );
+        let head = u32::from_le_bytes(
+            heap.bytes_mut()[layout::OFF_HEAD..][..4]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(head, tail, "everything consumed");
+        let sweeps = u32::from_le_bytes(
+            heap.bytes_mut()[layout::OFF_SWEEPS..][..4]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(sweeps, 2, "one sweep, ended");
+        let data = &heap.bytes_mut()[layout::OFF_DATA..][..512];
+        assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
+        let channel = heap.open().unwrap();
+        let mut tx = channel.sender(fast()).unwrap();
+        tx.send(b"after", None).unwrap();
+        assert_eq!(rx.recv(None).unwrap().unwrap(), b"after");
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -71,6 +71,17 @@ pub const REC_CONT: u32 = 0x0800_0000;
 pub const REC_KINDS: u32 = REC_SKIP | REC_MORE | REC_ABORT | REC_CONT;
 /// Commit word bits holding the length (bits 0..=26).
 pub const REC_LEN_MASK: u32 = 0x07FF_FFFF;
+/// A reservation mark ([`REC_SKIP`] without [`REC_COMMITTED`]) holds its producer's slot in
+/// these bits (24..=29) ...
+pub const MARK_SLOT_MASK: u32 = 0x3F00_0000;
+/// ... shifted by this much ...
+pub const MARK_SLOT_SHIFT: u32 = 24;
+/// ... and its span in these (0..=23), as `(span - 8) / 8`.
+pub const MARK_UNITS_MASK: u32 = 0x00FF_FFFF;
+/// What the consumer writes, by CAS from 0, over each 8-byte word of a reservation it takes back
+/// from a sender that did not mark it in time (a sweep): a skip record of 8 bytes, so that the
+/// sender's own CAS of its mark fails, and a consumer taking over steps over it.
+pub const SWEPT: u32 = REC_COMMITTED | REC_SKIP;
 
 /// The header as a `#[repr(C)]` struct: the offsets of its fields are the layout.
 ///
@@ -106,8 +117,12 @@ pub struct Header {
     /// it). Peers are told alive or dead by pid, which holds only within one pid namespace: an
     /// open or attach from another one is refused (`EXDEV`).
     pub pid_namespace: u32,
+    /// How many times the consumer began or ended a sweep (it takes back reservations nobody
+    /// marked in time): odd while it sweeps. A sender whose mark lands while it is odd, or after
+    /// it changed, checks that its reservation was not taken.
+    pub sweeps: u32,
     /// Zero.
-    pub pad0: [u32; 21],
+    pub pad0: [u32; 20],
     /// The consumer's position.
     pub head: u32,
     /// The position up to which the consumer is zeroing what it consumed: stored before it
@@ -165,6 +180,8 @@ pub const OFF_CONSUMER_PID: usize = offset_of!(Header, consumer_pid);
 pub const OFF_MAX_PRODUCERS: usize = offset_of!(Header, max_producers);
 /// Byte offset of `pid_namespace`.
 pub const OFF_PID_NAMESPACE: usize = offset_of!(Header, pid_namespace);
+/// Byte offset of `sweeps`.
+pub const OFF_SWEEPS: usize = offset_of!(Header, sweeps);
 /// Byte offset of `head`.
 pub const OFF_HEAD: usize = offset_of!(Header, head);
 /// Byte offset of `zeroing`.
@@ -193,6 +210,7 @@ const _: () = {
     assert!(OFF_CONSUMER_PID == 28);
     assert!(OFF_MAX_PRODUCERS == 32);
     assert!(OFF_PID_NAMESPACE == 40);
+    assert!(OFF_SWEEPS == 44);
     assert!(OFF_HEAD == 128);
     assert!(OFF_ZEROING == 132);
     assert!(OFF_TAIL == 256);
@@ -209,6 +227,12 @@ const _: () = {
     // skip fills the end of the ring only when a record of at most capacity / 2 does not fit.
     assert!(MAX_CAPACITY as usize / 2 - RECORD_HEADER_SIZE <= REC_LEN_MASK as usize);
     assert!(REC_LEN_MASK & (REC_COMMITTED | REC_KINDS) == 0);
+    // A mark's span in 8-byte units, and its slot, fit beside REC_SKIP.
+    assert!(
+        (MAX_CAPACITY as usize / 2 - RECORD_HEADER_SIZE) / RECORD_ALIGN <= MARK_UNITS_MASK as usize
+    );
+    assert!((MAX_PRODUCERS as u32 - 1) << MARK_SLOT_SHIFT == MARK_SLOT_MASK);
+    assert!(MARK_SLOT_MASK & (MARK_UNITS_MASK | REC_SKIP | REC_COMMITTED) == 0);
     assert!(MAX_MESSAGE_LEN == POS_MASK as usize);
     assert!(MAGIC == 0x4843_4253);
 };
@@ -370,6 +394,30 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         "Commit word bits holding the length.",
     ),
     (
+        "MARK_SLOT_MASK",
+        MARK_SLOT_MASK,
+        Radix::Hex,
+        "Reservation mark bits holding the producer's slot.",
+    ),
+    (
+        "MARK_SLOT_SHIFT",
+        MARK_SLOT_SHIFT,
+        Radix::Decimal,
+        "How far a reservation mark's slot is shifted.",
+    ),
+    (
+        "MARK_UNITS_MASK",
+        MARK_UNITS_MASK,
+        Radix::Hex,
+        "Reservation mark bits holding `(span - 8) / 8`.",
+    ),
+    (
+        "SWEPT",
+        SWEPT,
+        Radix::Hex,
+        "A word of a reservation the consumer took back: a skip record of 8 bytes.",
+    ),
+    (
         "OFF_MAGIC",
         OFF_MAGIC as u32,
         Radix::Decimal,
@@ -428,6 +476,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         OFF_PID_NAMESPACE as u32,
         Radix::Decimal,
         "Byte offset of `pid_namespace`.",
+    ),
+    (
+        "OFF_SWEEPS",
+        OFF_SWEEPS as u32,
+        Radix::Decimal,
+        "Byte offset of `sweeps`.",
     ),
     (
         "OFF_HEAD",
@@ -501,7 +555,10 @@ pub fn typescript() -> String {
          return capacity / 2 - RECORD_HEADER_SIZE;\n}\n\n\
          /** The bytes a record with a `len`-byte payload occupies. */\n\
          export function recordSpan(len: number): number {\n  \
-         return RECORD_HEADER_SIZE + ((len + 7) & ~7);\n}\n",
+         return RECORD_HEADER_SIZE + ((len + 7) & ~7);\n}\n\n\
+         /** The reservation mark of producer slot `slot` (0 in SPSC) over `span` bytes. */\n\
+         export function markWord(slot: number, span: number): number {\n  \
+         return REC_SKIP | (slot << MARK_SLOT_SHIFT) | ((span - RECORD_HEADER_SIZE) >>> 3);\n}\n",
     );
     out
 }
@@ -520,6 +577,24 @@ pub const fn max_record(capacity: u32) -> usize {
 /// The bytes a record with a `len`-byte payload occupies: header plus payload rounded up to 8.
 pub const fn record_span(len: usize) -> usize {
     RECORD_HEADER_SIZE + len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// The reservation mark of producer slot `slot` (0 in SPSC) over `span` bytes (a multiple of 8,
+/// at most `capacity / 2`): [`REC_SKIP`], the slot, and the span in 8-byte units.
+pub const fn mark_word(slot: usize, span: u32) -> u32 {
+    REC_SKIP
+        | ((slot as u32) << MARK_SLOT_SHIFT)
+        | ((span - RECORD_HEADER_SIZE as u32) / RECORD_ALIGN as u32)
+}
+
+/// The span of the reservation mark `word`.
+pub const fn mark_span(word: u32) -> u32 {
+    (word & MARK_UNITS_MASK) * RECORD_ALIGN as u32 + RECORD_HEADER_SIZE as u32
+}
+
+/// The producer slot of the reservation mark `word`.
+pub const fn mark_slot(word: u32) -> usize {
+    ((word & MARK_SLOT_MASK) >> MARK_SLOT_SHIFT) as usize
 }
 
 /// True if `capacity` is a valid data area size.
@@ -562,5 +637,14 @@ mod tests {
         assert!(capacity_ok(64) && capacity_ok(1 << 28));
         assert!(!capacity_ok(32) && !capacity_ok(96) && !capacity_ok(1 << 29));
         assert!(!capacity_ok(1 << 30) && !capacity_ok(1 << 31));
+    }
+
+    #[test]
+    fn marks_round_trip() {
+        for (slot, span) in [(0, 8), (63, 8), (5, 16), (63, MAX_CAPACITY / 2)] {
+            let word = mark_word(slot, span);
+            assert_eq!(word & (REC_COMMITTED | REC_SKIP), REC_SKIP);
+            assert_eq!((mark_slot(word), mark_span(word)), (slot, span));
+        }
     }
 }

@@ -19,7 +19,7 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The seven cases:
+//! The eight cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
@@ -30,13 +30,15 @@
 //! | [`mpsc_order_every_interleaving`] | out-of-order commits of two producers, one of them sending two messages that must stay in order |
 //! | [`mpsc_close_every_interleaving`] | the receiver closes while two producers send: no send that starts after the close, or whose message was left unread, reports success |
 //! | [`spsc_close_full_every_interleaving`] | the receiver closes while the producer waits for room: the wait ends, and a message left unread is not reported sent |
+//! | [`mpsc_sweep_every_interleaving`] | the receiver sweeps while a producer reserves and marks: a reservation it takes is reserved again, one it does not is left alone; the message arrives once, and the ring ends all zero |
 //!
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
 //! committed in every order the threads allow.
 //!
-//! The `zeroing` word has no model: no live peer's ordering depends on it. Producers never read
-//! it; the only reader is a consumer that has just attached, which no other consumer runs beside
+//! The `zeroing` word has no model beyond the sweep's: no other live peer's ordering depends on
+//! it. Producers read it only to check a claim made during a sweep (that model covers it); the
+//! other reader is a consumer that has just attached, which no other consumer runs beside
 //! (it holds `consumer_pid`). Its predecessor either detached alive, leaving `zeroing == head`
 //! with its stores ordered before the attach by the AcqRel CASes of `consumer_pid`, or was killed,
 //! and a killed process's executed stores are all in memory before another can see it dead:
@@ -304,5 +306,36 @@ fn spsc_close_full_every_interleaving() {
         closed.store(true, SeqCst);
         let sent = producer.join().unwrap();
         check_close(&got, &SIZES, &[sent]);
+    });
+}
+
+/// A producer sends one message (from position 16, after two others) while the receiver sweeps
+/// once, as it does at a record left unmarked for two liveness checks: in one interleaving the
+/// sweep takes the reservation between the tail CAS and the mark, zeroes it and moves `head`
+/// past it before the mark's CAS lands, which the claim must find and undo (else the mark would
+/// sit in free space and the message go unread). The message arrives exactly once, and the data
+/// area is zero at the end. Without the check of `sweeps` after the claim the model fails.
+#[test]
+fn mpsc_sweep_every_interleaving() {
+    model(|| {
+        let channel = ring(Mode::Mpsc);
+        let mut rx = channel.receiver(options()).unwrap();
+        let mut tx = channel.sender(options()).unwrap();
+        assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+        advance(&mut tx, &mut rx, 4);
+        let producer = thread::spawn(move || {
+            tx.send(&payload(0, 1, 12), None).unwrap();
+            tx
+        });
+        let sh = std::sync::Arc::clone(&rx.shared);
+        rx.consumer.sweep(&sh).unwrap();
+        assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 12)));
+        let tx = producer.join().unwrap();
+        assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+        let mut data = [0xFFu8; 64];
+        // SAFETY: both threads are done with the ring; it is 64 bytes after the header.
+        unsafe { sh.mem.read(layout::OFF_DATA, data.as_mut_ptr(), data.len()) };
+        assert_eq!(data, [0u8; 64], "the data area after the last message");
+        drop(tx);
     });
 }

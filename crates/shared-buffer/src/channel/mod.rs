@@ -449,6 +449,7 @@ impl Channel {
             let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(err);
         }
+        ring::end_dead_sweep(sh);
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {
@@ -935,8 +936,8 @@ pub struct Receiver {
     limits: Limits,
     /// The message handed out by reference and not released yet: (idx, len).
     pending: Option<(usize, usize)>,
-    /// The head at which an unmarked record was seen at the last liveness check while a dead
-    /// sender's records were still ahead.
+    /// The head at which an unmarked record was seen at the last liveness check: one still
+    /// there at the next check is swept.
     stuck_at: Option<u32>,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
@@ -1209,7 +1210,6 @@ impl Receiver {
     fn next_slow(&mut self, timeout: Option<Duration>) -> Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options);
-        self.stuck_at = None;
         loop {
             let state = match self.poll()? {
                 Poll::Got(got) => return Ok(Some(got)),
@@ -1388,9 +1388,6 @@ impl Receiver {
         } else {
             MAX_PRODUCERS
         };
-        // Loaded before any reclaiming CAS: every record of a sender found dead below lies
-        // before this position, and every record of a sender that takes its slot after it.
-        let tail = sh.tail().load(Acquire) & POS_MASK;
         let mut live = 0;
         for slot in 0..slots {
             let word = sh.producer_pid(slot);
@@ -1400,7 +1397,15 @@ impl Receiver {
             }
             if liveness::alive(pid) {
                 live += 1;
-            } else if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
+                continue;
+            }
+            // Loaded after the probe found the sender dead (every record it reserved lies
+            // before this position: a killed process's stores are all in memory before it is
+            // seen dead) and before the reclaiming CAS (a sender that takes the slot reserves
+            // at or after it). Loaded before the probe, it missed a record reserved between the
+            // two by a sender killed right after, whose mark then held up the ring for good.
+            let tail = sh.tail().load(Acquire) & POS_MASK;
+            if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
                 self.orphans.push(Orphan { slot, end: tail });
                 self.dead.push(DeadSender { pid, slot });
                 self.bereaved = true;
@@ -1411,8 +1416,7 @@ impl Receiver {
         }
         let head = self.consumer.head;
         match state {
-            Peek::Reserved { idx, span } => {
-                let slot = self.consumer.producer_slot(&sh, idx)?;
+            Peek::Reserved { idx, span, slot } => {
                 if self.orphaned(slot).is_some() {
                     self.consumer.step_over(&sh, idx, span);
                 }
@@ -1431,16 +1435,15 @@ impl Receiver {
                     self.consumer.skip_to(&sh, orphan.end);
                 }
             }
-            Peek::InFlight if !self.orphans.is_empty() => {
-                // Unmarked for a whole interval while a dead sender's records are still ahead:
-                // it died between reserving and marking, and the record's length is unknown.
+            Peek::InFlight => {
+                // Unmarked for a whole interval: its sender died between reserving and marking
+                // it, or stalls there. Its length is unknown; a sweep takes it back.
                 if self.stuck_at == Some(head) {
-                    return Err(peer_died(
-                        "a sender process died between reserving a record and marking it; \
-                         the ring cannot be read past it",
-                    ));
+                    self.stuck_at = None;
+                    self.consumer.sweep(&sh)?;
+                } else {
+                    self.stuck_at = Some(head);
                 }
-                self.stuck_at = Some(head);
             }
             Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(

@@ -11,10 +11,17 @@
 //!   reading either.
 //! - The consumer zeroes the consumed bytes, then stores `head` with **release**; a producer
 //!   loads `head` with **acquire** before writing into space that `head` freed. Before it zeroes
-//!   anything past `head` it stores `zeroing` (where `head` goes next), relaxed: only a consumer
-//!   that takes over from a dead one reads it ([`finish_zeroing`]).
+//!   anything past `head` it stores `zeroing` (where `head` goes next), relaxed: a consumer that
+//!   takes over from a dead one reads it ([`finish_zeroing`]), and so does a producer checking a
+//!   claim made during a sweep, after one of the sweep's release stores.
 //! - A producer's reservation (`tail` store or CAS) comes before its commit store in program
 //!   order, so a consumer that has seen a commit and then loads `tail` sees the reservation.
+//! - In MPSC a producer claims the record it reserved by a CAS of its commit word from 0 to its
+//!   mark: a consumer that sweeps (takes back reservations nobody marked in time) claims each
+//!   word first by the same CAS, so exactly one of the two gets it. The consumer raises `sweeps`
+//!   (SeqCst) before and after; a producer whose claim lands while it is odd, or after it
+//!   changed, checks `head` and `zeroing` to learn whether its record was swept
+//!   ([`Producer::claim`]).
 //! - Parking (Dekker): the sleeper exchanges 1 into its waiter word, issues a SeqCst fence, and
 //!   looks again before `futex_wait(word, 1)`; the waker stores its progress (commit word or
 //!   `head`), issues a SeqCst fence, and only if the waiter word is 1 swaps it to 0 (a CAS on
@@ -66,6 +73,10 @@ impl Shared {
     #[inline]
     pub(crate) fn head(&self) -> &AtomicU32 {
         self.mem.word(OFF_HEAD)
+    }
+    #[inline]
+    pub(crate) fn sweeps(&self) -> &AtomicU32 {
+        self.mem.word(OFF_SWEEPS)
     }
     #[inline]
     pub(crate) fn zeroing(&self) -> &AtomicU32 {
@@ -373,6 +384,16 @@ pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<()> {
     Ok(())
 }
 
+/// Run by a consumer that has just attached (no other consumer runs): a consumer killed in the
+/// middle of a sweep left `sweeps` odd, which would send every producer's claim down its slow
+/// path. Raising it is safe: a producer relies only on seeing it odd or changed after a sweep
+/// took its word, and the dead consumer's raise before that came first.
+pub(crate) fn end_dead_sweep(sh: &Shared) {
+    if sh.sweeps().load(Relaxed) & 1 != 0 {
+        sh.sweeps().fetch_add(1, SeqCst);
+    }
+}
+
 /// Zeroes the `len` bytes (a multiple of 8) of whole records at data index `idx`, which the
 /// dead consumer before this one had consumed.
 fn zero_records(sh: &Shared, idx: usize, len: usize) {
@@ -531,6 +552,9 @@ impl Producer {
                 return full(sh);
             }
             let next = tail.wrapping_add(need) & POS_MASK;
+            // Before the tail CAS: a sweep that ended before this load took nothing past its
+            // tail, which this CAS then moves (see `claim`).
+            let sweeps = sh.sweeps().load(Acquire);
             if sh
                 .tail()
                 .compare_exchange_weak(tail, next, AcqRel, Relaxed)
@@ -538,34 +562,89 @@ impl Producer {
             {
                 continue;
             }
+            let idx = idx as usize;
+            if !self.claim(sh, idx, tail, mark_word(self.slot(), need), sweeps) {
+                // The consumer swept the reservation (this producer stalled before its mark),
+                // or a peer wrote there: reserve again.
+                continue;
+            }
             self.tail = next;
             if need == span {
-                self.mark(sh, idx as usize, span);
-                return Ok(Some(idx as usize));
+                // SAFETY: the claim gave this producer the record's bytes, inside the data area;
+                // the commit's release store publishes this plain write.
+                unsafe {
+                    sh.mem
+                        .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
+                };
+                return Ok(Some(idx));
             }
-            commit_skip(sh, idx as usize, to_end);
+            commit_skip(sh, idx, to_end);
         }
         // Each failed try means another producer moved `tail` (or a peer wrote it): after
         // many, the caller waits for room as when the ring is full, and checks its deadline.
         full(sh)
     }
 
-    /// Marks the record just reserved at `idx` as this producer's: the producer word (MPSC),
-    /// then the commit word `REC_SKIP | (span - 8)` without [`REC_COMMITTED`] (release). A
-    /// receiver that finds the record's producer dead steps over it as a skip record of that
-    /// span (see [`layout`](super::layout), *Reservation marks*).
+    /// The producer slot this producer's marks name: 0 in SPSC.
+    fn slot(&self) -> usize {
+        self.tag.saturating_sub(1) as usize
+    }
+
+    /// Marks the record just reserved at `idx` as this producer's (SPSC: nobody else writes
+    /// there): the commit word [`mark_word`] (release). A receiver that finds the producer dead
+    /// steps over the record as a skip record of that span (see [`layout`](super::layout),
+    /// *Records*).
     #[inline]
     fn mark(&self, sh: &Shared, idx: usize, span: u32) {
-        if self.tag != 0 {
-            // SAFETY: the reservation gave this producer the record's bytes, inside the data
-            // area; the release store below publishes this plain write.
-            unsafe {
-                sh.mem
-                    .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
-            };
+        sh.commit_word(idx).store(mark_word(0, span), Release);
+    }
+
+    /// Claims the record reserved at position `pos` (index `idx`) with a CAS of its commit word
+    /// from 0 to `mark` (MPSC); `sweeps` is the word as loaded before the tail CAS. False when
+    /// the consumer swept the reservation first, or a peer wrote the word: nothing is written,
+    /// and the caller reserves again.
+    ///
+    /// A sweep CASes each word it takes from 0 to [`SWEPT`], so it fails where this claim landed
+    /// first, and this claim fails on a word it holds. What remains is a claim that lands after a
+    /// sweep took the word and zeroed it again: the consumer raised `sweeps` before that zero
+    /// store (release), which this CAS read (acquire), so the load below sees the raise, unless
+    /// `sweeps` was odd already. A sweep that had ended before the first load took nothing at or
+    /// past `pos`: its `tail` load came before that end, which came before this producer's tail
+    /// CAS. So only a claim that sees `sweeps` odd or changed needs [`Producer::claim_stands`].
+    #[inline]
+    fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> bool {
+        if sh
+            .commit_word(idx)
+            .compare_exchange(0, mark, AcqRel, Relaxed)
+            .is_err()
+        {
+            return false;
         }
-        sh.commit_word(idx)
-            .store(REC_SKIP | (span - RECORD_HEADER_SIZE as u32), Release);
+        if sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps {
+            return true;
+        }
+        self.claim_stands(sh, idx, pos, mark)
+    }
+
+    /// After a claim during or after a sweep: true unless the consumer has consumed position
+    /// `pos` (it is behind `head`, or between `head` and `zeroing`), which only a sweep does to
+    /// a record not committed. A swept claim is undone (the word back to 0) and false.
+    #[cold]
+    fn claim_stands(&self, sh: &Shared, idx: usize, pos: u32, mark: u32) -> bool {
+        let head = sh.head().load(Acquire) & POS_MASK;
+        // Stored before the sweep's zero stores (release), one of which this claim read.
+        let zeroing = sh.zeroing().load(Relaxed) & POS_MASK;
+        let ahead = pos.wrapping_sub(head) & POS_MASK;
+        let taken = zeroing.wrapping_sub(head) & POS_MASK;
+        if ahead < sh.capacity && ahead >= taken {
+            return true;
+        }
+        // Nobody else writes the word now: the consumer is past it, and producers reach it only
+        // a lap of the ring later.
+        let _ = sh
+            .commit_word(idx)
+            .compare_exchange(mark, 0, Relaxed, Relaxed);
+        false
     }
 
     /// The payload bytes of the record reserved at `idx`.
@@ -585,7 +664,7 @@ impl Producer {
     /// leaves unread).
     #[inline]
     pub(crate) fn commit(&mut self, sh: &Shared, idx: usize, len: usize, kind: u32) -> Result<()> {
-        // The producer word was written with the reservation mark.
+        // The producer word was written after the claim.
         sh.commit_word(idx)
             .store(REC_COMMITTED | kind | len as u32, Release);
         if sh.wake_consumer() {
@@ -670,9 +749,9 @@ pub(crate) enum Peek {
     Empty,
     /// A record is reserved at `head` but neither marked nor committed yet.
     InFlight,
-    /// A record is reserved and marked at `head` (its producer word is set) but not committed
-    /// yet: its data index and span.
-    Reserved { idx: usize, span: u32 },
+    /// A record is reserved and marked at `head` but not committed yet: its data index, span,
+    /// and the producer slot its mark names.
+    Reserved { idx: usize, span: u32, slot: usize },
     /// Closed by a sender, and everything before the close was consumed.
     End,
     /// As many skip records as allowed were stepped over (or, in a receiver's look,
@@ -761,20 +840,30 @@ impl Consumer {
                 return Ok(Peek::InFlight);
             }
             let committed = word & REC_COMMITTED != 0;
-            let len = (word & REC_LEN_MASK) as usize;
+            // A reservation mark: REC_SKIP without the commit bit, its producer's slot and
+            // its span in 8-byte units (every other bit is one of those).
+            let mark = (!committed).then(|| (mark_slot(word), mark_span(word)));
+            let len = match mark {
+                Some((_, span)) => span as usize - RECORD_HEADER_SIZE,
+                None => (word & REC_LEN_MASK) as usize,
+            };
             let kind = word & REC_KINDS;
             let skip = kind == REC_SKIP;
-            let ok = match kind {
-                // A reservation mark: a skip record's shape without the commit bit.
-                REC_SKIP if !committed => len % RECORD_ALIGN == 0 && len <= sh.max_record,
-                _ if !committed => false,
-                // A whole message, or the last fragment of one.
-                0 | REC_CONT => len <= sh.max_record,
-                REC_SKIP => true, // bounded by the checks below
-                // A first fragment, or one in the middle.
-                REC_MORE | MORE_CONT => len == sh.max_record,
-                REC_ABORT => len == 0,
-                _ => false,
+            let ok = match (kind, mark) {
+                (_, Some((slot, _))) => {
+                    word & REC_SKIP != 0
+                        && len <= sh.max_record
+                        && (slot == 0 || sh.mode == MODE_MPSC)
+                }
+                (kind, None) => match kind {
+                    // A whole message, or the last fragment of one.
+                    0 | REC_CONT => len <= sh.max_record,
+                    REC_SKIP => true, // bounded by the checks below
+                    // A first fragment, or one in the middle.
+                    REC_MORE | MORE_CONT => len == sh.max_record,
+                    REC_ABORT => len == 0,
+                    _ => false,
+                },
             };
             if !ok {
                 return Err(corrupt(format!(
@@ -805,8 +894,8 @@ impl Consumer {
                 }
                 self.tail_seen = tail;
             }
-            if !committed {
-                return Ok(Peek::Reserved { idx, span });
+            if let Some((slot, _)) = mark {
+                return Ok(Peek::Reserved { idx, span, slot });
             }
             if !skip {
                 return Ok(Peek::Message { idx, len, kind });
@@ -879,7 +968,8 @@ impl Consumer {
     /// failing with `ESRCH`, or state `Z` in `/proc`). What the program must ensure is only that
     /// this store comes before the zeroing in the instruction stream: the compiler fence keeps
     /// the compiler from moving the plain writes of the zeroing above it (it emits no
-    /// instruction). Producers never read the word.
+    /// instruction). Producers read the word only to check a claim made during a sweep, whose
+    /// zero stores are release stores after the store of `zeroing` (see [`Consumer::sweep`]).
     #[inline]
     fn announce(&self, sh: &Shared, span: u32) {
         sh.zeroing()
@@ -911,6 +1001,60 @@ impl Consumer {
         // receives, so a consumer taking over never mistakes an old value for unfinished work).
         self.announce(sh, span);
         self.advance(sh, span);
+    }
+
+    /// Sweeps (MPSC): takes back the reservations at `head` that nobody marked, because their
+    /// producers died between their tail CAS and their mark (or stall there), and moves `head`
+    /// past them. Returns how many bytes it took.
+    ///
+    /// A producer writes nothing into its reservation before its mark, so the bytes from `head`
+    /// up to the next marked or committed record are all zero. The sweep claims each 8-byte
+    /// word from `head` on by a CAS of 0 to [`SWEPT`], the CAS a producer makes to mark, and
+    /// stops at the first that fails (a mark or a commit: the next record), at the `tail`
+    /// position, or at the end of the data area. So no producer marks what it took: one that
+    /// stalled is left with a failed claim, or with one it finds swept (see `Producer::claim`),
+    /// and reserves again. Then it consumes the words as skip records: `zeroing`, the zeroes
+    /// (release, so that a producer whose claim reads one sees `zeroing`), `head`. `sweeps` is
+    /// raised before and after. A consumer killed in the middle leaves skip records of 8 bytes,
+    /// which the next one steps over, and `sweeps` odd, which it makes even when it attaches.
+    ///
+    /// # Errors
+    /// `EBADMSG` if `tail` is more than the capacity ahead of `head`.
+    #[cold]
+    pub(crate) fn sweep(&mut self, sh: &Shared) -> Result<u32> {
+        sh.sweeps().fetch_add(1, SeqCst);
+        // After the raise: a producer that reserves past this position saw `sweeps` odd, or
+        // loaded it after the sweep ended.
+        let tail = sh.tail().load(SeqCst) & POS_MASK;
+        let ahead = tail.wrapping_sub(self.head) & POS_MASK;
+        let idx = (self.head & sh.mask) as usize;
+        let mut taken = 0;
+        if ahead <= sh.capacity {
+            let limit = ahead.min(sh.capacity - idx as u32) as usize;
+            while taken < limit
+                && sh
+                    .commit_word(idx + taken)
+                    .compare_exchange(0, SWEPT, SeqCst, Relaxed)
+                    .is_ok()
+            {
+                taken += RECORD_ALIGN;
+            }
+        }
+        if taken > 0 {
+            self.announce(sh, taken as u32);
+            for at in (idx..idx + taken).step_by(RECORD_ALIGN) {
+                sh.commit_word(at).store(0, Release);
+            }
+            self.advance(sh, taken as u32);
+        }
+        sh.sweeps().fetch_add(1, SeqCst);
+        if ahead > sh.capacity {
+            return Err(corrupt(format!(
+                "tail {tail:#x} is more than capacity ahead of head {:#x}",
+                self.head
+            )));
+        }
+        Ok(taken as u32)
     }
 
     /// True if a parked consumer should look again: a commit at `head`, or the close bit
