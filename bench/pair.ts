@@ -6,7 +6,8 @@
  *
  * ```text
  * taskset -c 0 deno run -A bench/pair.ts [--size 4096] [--mode plain|timeout|batch|zc]
- *     [--capacity 262144] [--peer-cpu 1] [--warmup-ms 1500] [--measure-ms 1000]
+ *     [--capacity 262144] [--producers one|many] [--peer-cpu 1] [--warmup-ms 1500]
+ *     [--measure-ms 1000]
  * taskset -c 0 bun bench/pair.ts ...        taskset -c 0 node dist/bench/pair.js ...
  * ```
  *
@@ -34,12 +35,17 @@ function options(argv: string[]) {
   const num = (name: string, fallback: number) => Number(got.get(name) ?? fallback);
   const mode = (got.get("mode") ?? "plain") as Mode;
   if (!MODES.includes(mode)) throw new Error(`--mode must be one of ${MODES.join(", ")}`);
+  const producers = got.get("producers") ?? "one";
+  if (producers !== "one" && producers !== "many") {
+    throw new Error("--producers must be one or many");
+  }
   return {
     role: got.get("role") ?? "receive",
     name: got.get("name") ?? `/sbbench-pair-${process.pid}`,
     size: num("size", 4096),
     mode,
     capacity: num("capacity", 256 * 1024),
+    producers: producers as "one" | "many",
     peerCpu: got.get("peer-cpu"),
     warmupMs: num("warmup-ms", 1500),
     measureMs: num("measure-ms", 1000),
@@ -75,7 +81,11 @@ function send(o: Options): void {
 
 /** The measuring side: makes the channel, starts the child, receives and counts. */
 async function receive(o: Options): Promise<void> {
-  using channel = lib.Channel.create({ name: o.name }, { capacity: o.capacity, replace: true });
+  using channel = lib.Channel.create({ name: o.name }, {
+    capacity: o.capacity,
+    producers: o.producers,
+    replace: true,
+  });
   using header = lib.SharedMemory.open({ name: o.name });
   const words = new Int32Array(header.buffer, 0, L.HEADER_SIZE >> 2);
   const rx = channel.receiver();
@@ -103,6 +113,7 @@ async function receive(o: Options): Promise<void> {
       result = {
         runtime,
         mode: o.mode,
+        producers: o.producers,
         size: o.size,
         msgs_per_s: Math.round(n / ((now - from) / 1000)),
         rx_cpu_ns_per_msg: Math.round((used.user + used.system) * 1000 / n),

@@ -1671,7 +1671,7 @@ test("many senders: a dead sender's slot is reclaimed, live senders go on, a sen
   }
 });
 
-test("many senders: a reservation nobody marked (its sender killed or stalled between its tail CAS and its mark) is swept at the second peer check, in every kind of receive; nothing else is lost", async () => {
+test("many senders: a reservation nobody marked (its sender killed between its tail CAS and its mark) is swept at the second peer check, in every kind of receive; nothing else is lost; a live sender's after ten", async () => {
   const receives: Record<string, (rx: ChannelReceiver) => Promise<Uint8Array | null | undefined>> =
     {
       recv: (rx) => Promise.resolve(rx.recv(20_000)),
@@ -1701,9 +1701,15 @@ test("many senders: a reservation nobody marked (its sender killed or stalled be
         a.send("a2");
         assert.equal(rx.recvText(5000), "a1");
         assert.equal(rx.tryRecv(), undefined, `${what}: in flight`);
+        if (!dead) {
+          // Its sender may still mark it: swept only after ten checks (a peer may have written
+          // over its claim, and it reserved again).
+          assert.throws(() => rx.recv(100), code("ETIMEDOUT"), what);
+          assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 0, `${what}: no sweep yet`);
+        }
         const start = performance.now();
         assert.equal(text(await receive(rx)), "a2", what);
-        assert.ok(performance.now() - start >= 35, `${what}: not before the second check`);
+        assert.ok(performance.now() - start >= (dead ? 35 : 95), `${what}: not before the check`);
         assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 2, `${what}: one sweep, ended`);
         assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), raw.tail(), what);
         const data = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 1024);
@@ -1744,6 +1750,30 @@ test("many senders: a claim that finds its word taken reserves again, and a swee
     // The lost reservation: the swept word, stepped over, then 8 zero bytes, swept.
     assert.equal(Atomics.load(raw.i32, SWEEPS), 8, "one more sweep");
     assert.equal(rx.tryRecv(), undefined);
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("many senders: a sender swept while it stalled before its claim finds its place consumed, and writes nothing there", () => {
+  const name = uniqueName("sweep-stalled");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const a = ch.sender(); // its abort record at 0..8
+    const at = raw.tail();
+    // A sweep under way (`sweeps` odd) that has taken 16 bytes at the tail, zeroing them: where
+    // the next record goes.
+    Atomics.store(raw.i32, layout.OFF_SWEEPS >> 2, 3);
+    Atomics.store(raw.i32, layout.OFF_ZEROING >> 2, at + 16);
+    a.send("x");
+    assert.equal(raw.tail(), at + 32, "reserved again past the consumed place");
+    assert.equal(Atomics.load(raw.i32, (layout.OFF_DATA + at) >> 2), 0, "nothing claimed there");
+    // A receiver taking over finishes the dead one's zeroing, then finds the message.
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.equal(rx.recvText(5000), "x");
+    assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 4, "made even at attach");
   } finally {
     cleanup({ name });
   }

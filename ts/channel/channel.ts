@@ -52,6 +52,7 @@ import {
   Ring,
   SKIPPING,
   STEP_LIMIT,
+  SWEEP_MAX,
   validateRegion,
 } from "./ring.ts";
 
@@ -226,6 +227,14 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
     await parking.waitAsync(step.value.offset, 1, step.value.ns);
   }
 }
+
+/**
+ * Peer checks in a row at which the record at `head` is reserved and unmarked, with no dead
+ * sender's records ahead, before it is swept: a live sender's reservation whose claim failed (a
+ * peer wrote its commit word) is never marked, and one that stalls this long before its claim
+ * loses only the reservation (it reserves again).
+ */
+const LIVE_SWEEP_CHECKS = 10;
 
 /**
  * The longest one park lasts (ms), whatever `peerCheckMs` says: a thread parked in the kernel
@@ -1114,8 +1123,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #orphans = new Map<number, number>();
   /** A sender died and none has been seen alive since. */
   #bereaved = false;
-  /** The head at which an unmarked record was seen at the last check (swept if still there at the next), or -1. */
+  /** The head at which an unmarked record was seen at the last check, or -1 ... */
   #stuckAt = -1;
+  /** ... and at how many checks in a row (see #checkSenders). */
+  #stuckChecks = 0;
 
   /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
   constructor(
@@ -1988,6 +1999,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     if (live > 0) this.#bereaved = false;
     for (const event of died) this.dispatchEvent(event);
+    // A listener may have closed the receiver (or the channel): nothing more to do here.
+    if (this.#closed) return;
     if (state === RESERVED) {
       const tag = r.mode === L.MODE_MPSC ? consumer.reservedSlot + 1 : 0;
       if (this.#orphanEnd(tag) !== undefined) {
@@ -2006,12 +2019,29 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (end !== undefined) consumer.skipTo(end);
     } else if (state === IN_FLIGHT) {
-      // Unmarked for a whole interval: its sender died between reserving and marking it, or
-      // stalls there. Its length is unknown; a sweep takes it back.
-      if (this.#stuckAt === consumer.head) {
-        this.#stuckAt = -1;
-        consumer.sweep();
-      } else this.#stuckAt = consumer.head;
+      // Unmarked for a whole interval while a dead sender's records are still ahead: it may be
+      // that sender's, killed between reserving and marking, whose length is unknown. A sweep
+      // takes back the zero words up to the next record, no further than the dead sender's
+      // records go. With nobody dead, only after LIVE_SWEEP_CHECKS checks: a live sender whose claim
+      // failed (a peer wrote its word) reserved again and never marks this one.
+      const checks = this.#stuckAt === consumer.head ? this.#stuckChecks + 1 : 1;
+      this.#stuckAt = consumer.head;
+      this.#stuckChecks = checks;
+      let until = -1;
+      let furthest = 0;
+      for (const key of this.#orphans.keys()) {
+        const end = this.#orphanEnd(key);
+        if (end === undefined) continue;
+        const ahead = (end - consumer.head) & L.POS_MASK;
+        if (ahead > furthest) [until, furthest] = [end, ahead];
+      }
+      if (until < 0 || checks < 2) {
+        if (checks < LIVE_SWEEP_CHECKS) return;
+        until = (consumer.head + r.capacity) & L.POS_MASK; // as far as the ring goes
+      }
+      // A sweep cut short goes on at the next check.
+      if (consumer.sweep(until) === SWEEP_MAX) this.#stuckAt = consumer.head;
+      else this.#stuckAt = -1;
     } else if (state === EMPTY && this.#bereaved && live === 0) {
       throw channelError(
         "ECONNRESET",

@@ -420,14 +420,13 @@ export class Ring {
     const head = Atomics.load(this.i32, HEAD);
     let bad = `head 0x${(head >>> 0).toString(16)}`;
     if (!this.rxClosed() && (head & ~(L.POS_MASK & ~7)) === 0) {
+      // A receiver killed in the middle of a sweep left `sweeps` odd, which would send every
+      // sender's claim down its slow path. Raising it is safe: a sender relies only on seeing it
+      // odd or changed after a sweep took its word, and the dead one's raise came first. Raised
+      // before the dead one's zeroing is finished: a claim that reads one of those zeros sees it.
+      if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
       const zeroing = this.#finishZeroing(head);
-      if (zeroing === undefined) {
-        // A receiver killed in the middle of a sweep left `sweeps` odd, which would send every
-        // sender's claim down its slow path. Raising it is safe: a sender relies only on seeing
-        // it odd or changed after a sweep took its word, and the dead one's raise came first.
-        if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
-        return;
-      }
+      if (zeroing === undefined) return;
       bad = zeroing;
     }
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
@@ -568,6 +567,9 @@ export const SKIPPING = -5;
  * together do not count: the receiver's limits bound them.)
  */
 export const STEP_LIMIT = 1024;
+
+/** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
+export const SWEEP_MAX = 512 << 10;
 
 /** A sender's private state. */
 export class Producer {
@@ -723,18 +725,36 @@ export class Producer {
   #claim(idx: number, pos: number, mark: number, sweeps: number): boolean {
     const r = this.#r;
     const word = DATA + (idx >> 2);
+    // Before the CAS too, when a sweep has run since: a sender swept while it stalled before
+    // its claim finds its position consumed and does not CAS at all (a lap later, the word at
+    // that index may be 0 again inside another sender's record, or free space at `head`). A
+    // plain load: this look only narrows that window (an `Atomics` one costs 7-10 ns); the one
+    // after the CAS is what the claim's soundness rests on.
+    if ((sweeps & 1) !== 0 || r.i32[SWEEPS] !== sweeps) {
+      if (this.#consumed(pos)) return false;
+    }
     if (Atomics.compareExchange(r.i32, word, 0, mark) !== 0) return false;
-    if ((sweeps & 1) === 0 && Atomics.load(r.i32, SWEEPS) === sweeps) return true;
-    // During or after a sweep: the claim stands unless the receiver consumed `pos` (behind
-    // `head`, or between `head` and `zeroing`), which only a sweep does to a record not committed.
-    const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
-    const ahead = (pos - head) & L.POS_MASK;
-    const taken = (Atomics.load(r.i32, ZEROING) - head) & L.POS_MASK;
-    if (ahead < r.capacity && ahead >= taken) return true;
+    if (this.#quiet(sweeps) || !this.#consumed(pos)) return true;
     // Swept: undo. Nobody else writes the word now (the receiver is past it, senders reach it
     // a lap later).
     Atomics.compareExchange(r.i32, word, mark, 0);
     return false;
+  }
+
+  /** No sweep began or ended since `sweeps` was loaded, and none was under way then. */
+  #quiet(sweeps: number): boolean {
+    return (sweeps & 1) === 0 && Atomics.load(this.#r.i32, SWEEPS) === sweeps;
+  }
+
+  /**
+   * Whether the receiver has consumed position `pos` (behind `head`, or between `head` and
+   * `zeroing`), which it does to a record not committed only in a sweep.
+   */
+  #consumed(pos: number): boolean {
+    const r = this.#r;
+    const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+    const ahead = (pos - head) & L.POS_MASK;
+    return ahead >= r.capacity || ahead < ((Atomics.load(r.i32, ZEROING) - head) & L.POS_MASK);
   }
 
   /** FULL, or `EPIPE` if the receiver closed: a sender waiting for room looks for the close here. */
@@ -1081,9 +1101,9 @@ export class Consumer {
    * consumed: `zeroing`, the zeroes, `head`. `sweeps` is raised before and after, so that a
    * sender whose claim lands on a swept word finds out (see `Producer`'s #claim). A receiver
    * killed in the middle leaves skip records of 8 bytes, and `sweeps` odd (the next one makes it
-   * even when it attaches).
+   * even when it attaches). Returns how many bytes it took.
    */
-  sweep(): number {
+  sweep(until: number): number {
     const r = this.#r;
     this.publish();
     Atomics.add(r.i32, SWEEPS, 1);
@@ -1094,7 +1114,9 @@ export class Consumer {
     const idx = this.head & r.mask;
     let taken = 0;
     if (ahead <= r.capacity) {
-      const limit = Math.min(ahead, r.capacity - idx);
+      // No further than a dead sender's records go (`until`), nor more than SWEEP_MAX bytes in
+      // one call (the caller goes on at its next check).
+      const limit = Math.min(ahead, (until - this.head) & L.POS_MASK, r.capacity - idx, SWEEP_MAX);
       while (
         taken < limit && Atomics.compareExchange(r.i32, DATA + ((idx + taken) >> 2), 0, SWEPT) === 0
       ) taken += 8;

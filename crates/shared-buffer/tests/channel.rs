@@ -1474,15 +1474,16 @@ fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
 }
 
 /// A sender killed between its tail CAS and its mark leaves a reservation of unknown length,
-/// all zero, at `head`. Left unmarked for two liveness checks, it is swept: the receiver takes
-/// the zero words up to the next record (or the tail) and goes on, whether the sender is dead
-/// or only stalls (it would reserve again). The other senders lose nothing.
+/// all zero, at `head`. Left unmarked at two liveness checks while the dead sender's records are
+/// still ahead, it is swept: the receiver takes the zero words up to the next record (or the
+/// tail) and goes on; the other senders lose nothing. A live sender's unmarked reservation is
+/// swept only after ten checks.
 #[test]
 #[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
-fn a_reservation_never_marked_is_swept_and_the_others_go_on() {
+fn a_dead_senders_reservation_never_marked_is_swept_and_the_others_go_on() {
     let me = std::process::id();
     let unmarked: Handmade = (0, 0, 0); // 8 zero bytes
-    for (dead, then_more) in [(true, true), (false, true), (true, false)] {
+    for (dead, then_more) in [(true, true), (true, false), (false, true)] {
         // Slot 0 lives; slot 2 reserved 24 bytes and wrote nothing. Then slot 1's message,
         // or nothing: the sweep stops at the tail.
         let mut records = vec![(COMMITTED | 4, 1, 4), unmarked, unmarked, unmarked];
@@ -1498,35 +1499,36 @@ fn a_reservation_never_marked_is_swept_and_the_others_go_on() {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
         assert_eq!(code(rx.try_recv()), libc::EAGAIN, "in flight");
         let start = Instant::now();
+        let word = |heap: &mut Heap, at: usize| {
+            u32::from_le_bytes(heap.bytes_mut()[at..][..4].try_into().unwrap())
+        };
+        if !dead {
+            // Its sender may still mark it: swept only after ten checks (a peer may have
+            // written over its claim, and it reserved again).
+            let waited = rx.recv(Some(Duration::from_millis(200)));
+            assert_eq!(code(waited), libc::ETIMEDOUT);
+            assert_eq!(word(&mut heap, layout::OFF_SWEEPS), 0, "no sweep yet");
+        }
         if then_more {
             let got = rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap();
-            assert_eq!(got, [0xAB; 5], "dead {dead}");
+            assert_eq!(got, [0xAB; 5]);
         } else {
             assert_eq!(
                 code(rx.recv(Some(Duration::from_millis(300)))),
                 libc::ETIMEDOUT
             );
         }
-        // Two checks 50 ms apart: not before the second.
-        assert!(start.elapsed() >= Duration::from_millis(100), "dead {dead}");
+        // Checks 50 ms apart: not before the second (dead), the tenth (alive).
+        let least = if dead { 100 } else { 500 };
+        assert!(start.elapsed() >= Duration::from_millis(least));
         assert_eq!(rx.take_dead_senders().len(), usize::from(dead));
-        let tail = u32::from_le_bytes(
-            heap.bytes_mut()[layout::OFF_TAIL..][..4]
-                .try_into()
-                .unwrap(),
+        let tail = word(&mut heap, layout::OFF_TAIL);
+        assert_eq!(
+            word(&mut heap, layout::OFF_HEAD),
+            tail,
+            "everything consumed"
         );
-        let head = u32::from_le_bytes(
-            heap.bytes_mut()[layout::OFF_HEAD..][..4]
-                .try_into()
-                .unwrap(),
-        );
-        assert_eq!(head, tail, "everything consumed");
-        let sweeps = u32::from_le_bytes(
-            heap.bytes_mut()[layout::OFF_SWEEPS..][..4]
-                .try_into()
-                .unwrap(),
-        );
-        assert_eq!(sweeps, 2, "one sweep, ended");
+        assert_eq!(word(&mut heap, layout::OFF_SWEEPS), 2, "one sweep, ended");
         let data = &heap.bytes_mut()[layout::OFF_DATA..][..512];
         assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
         let channel = heap.open().unwrap();
@@ -1534,6 +1536,62 @@ fn a_reservation_never_marked_is_swept_and_the_others_go_on() {
         tx.send(b"after", None).unwrap();
         assert_eq!(rx.recv(None).unwrap().unwrap(), b"after");
     }
+}
+
+/// A sender swept while it stalled before its claim (here: a sweep under way, `sweeps` odd, that
+/// has consumed the 16 bytes at the tail) finds its place consumed, writes nothing there, and
+/// reserves again; a receiver taking over finishes the sweep's zeroing and gets the message.
+#[test]
+fn a_sender_swept_before_its_claim_writes_nothing_there() {
+    let mut heap = handmade(512, Mode::Mpsc, &[]);
+    let channel = heap.open().unwrap();
+    let mut tx = channel.sender(fast()).unwrap(); // its abort record at 0..8
+    let word = |heap: &mut Heap, at: usize| {
+        u32::from_le_bytes(heap.bytes_mut()[at..][..4].try_into().unwrap())
+    };
+    let at = word(&mut heap, layout::OFF_TAIL);
+    set_word(&mut heap, layout::OFF_SWEEPS, 3);
+    set_word(&mut heap, layout::OFF_ZEROING, at + 16);
+    tx.send(b"x", None).unwrap();
+    assert_eq!(word(&mut heap, layout::OFF_TAIL), at + 32, "reserved again");
+    let claimed = word(&mut heap, layout::OFF_DATA + at as usize);
+    assert_eq!(claimed, 0, "nothing claimed in the consumed place");
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(
+        word(&mut heap, layout::OFF_SWEEPS),
+        4,
+        "made even at attach"
+    );
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        b"x"
+    );
+}
+
+/// A receiver killed in the middle of a sweep leaves `sweeps` odd and the words it took as skip
+/// records of 8 bytes: the next receiver makes `sweeps` even when it attaches and steps over
+/// them; messages after them arrive.
+#[test]
+fn a_receiver_killed_mid_sweep_leaves_nothing_to_trip_over() {
+    let swept: Handmade = (layout::SWEPT, 0, 0);
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[swept, swept, swept, (COMMITTED | 5, 1, 5)],
+    );
+    set_word(&mut heap, layout::OFF_SWEEPS, 7);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let sweeps = u32::from_le_bytes(
+        heap.bytes_mut()[layout::OFF_SWEEPS..][..4]
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(sweeps, 8, "made even at attach");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    let data = &heap.bytes_mut()[layout::OFF_DATA..][..512];
+    assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The eight cases:
+//! The nine cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
@@ -31,6 +31,7 @@
 //! | [`mpsc_close_every_interleaving`] | the receiver closes while two producers send: no send that starts after the close, or whose message was left unread, reports success |
 //! | [`spsc_close_full_every_interleaving`] | the receiver closes while the producer waits for room: the wait ends, and a message left unread is not reported sent |
 //! | [`mpsc_sweep_every_interleaving`] | the receiver sweeps while a producer reserves and marks: a reservation it takes is reserved again, one it does not is left alone; the message arrives once, and the ring ends all zero |
+//! | [`mpsc_sweeps_after_reservation_every_interleaving`] | the receiver sweeps twice once the producer's tail CAS is seen, so every sweep races the claim: the same |
 //!
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
@@ -309,15 +310,11 @@ fn spsc_close_full_every_interleaving() {
     });
 }
 
-/// A producer sends one message (from position 16, after two others) while the receiver sweeps
-/// once, as it does at a record left unmarked for two liveness checks: in one interleaving the
-/// sweep takes the reservation between the tail CAS and the mark, zeroes it and moves `head`
-/// past it before the mark's CAS lands, which the claim must find and undo (else the mark would
-/// sit in free space and the message go unread). The message arrives exactly once, and the data
-/// area is zero at the end. Without the check of `sweeps` after the claim the model fails.
-#[test]
-fn mpsc_sweep_every_interleaving() {
-    model(|| {
+/// Sends one 12-byte message from a producer thread while `sweep` runs on the receiver's
+/// thread, then checks that it arrives exactly once and that the data area ends all zero (a mark
+/// left behind would be nonzero; the message going unread deadlocks the model).
+fn sweep_model(sweep: fn(&mut Receiver, &std::sync::Arc<Shared>)) {
+    model(move || {
         let channel = ring(Mode::Mpsc);
         let mut rx = channel.receiver(options()).unwrap();
         let mut tx = channel.sender(options()).unwrap();
@@ -328,7 +325,7 @@ fn mpsc_sweep_every_interleaving() {
             tx
         });
         let sh = std::sync::Arc::clone(&rx.shared);
-        rx.consumer.sweep(&sh).unwrap();
+        sweep(&mut rx, &sh);
         assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 12)));
         let tx = producer.join().unwrap();
         assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
@@ -338,4 +335,36 @@ fn mpsc_sweep_every_interleaving() {
         assert_eq!(data, [0u8; 64], "the data area after the last message");
         drop(tx);
     });
+}
+
+/// One sweep as far as the ring goes.
+fn sweep_once(rx: &mut Receiver, sh: &std::sync::Arc<Shared>) {
+    let until = rx.consumer.head.wrapping_add(64) & POS_MASK;
+    rx.consumer.sweep(sh, until).unwrap();
+}
+
+/// The receiver waits until the producer has moved `tail` (its reservation made, its claim
+/// maybe not), then sweeps twice: each sweep races the claim, and the second one a producer
+/// that may have seen the first begin or end. Fails without either raise of `sweeps`.
+#[test]
+fn mpsc_sweeps_after_reservation_every_interleaving() {
+    sweep_model(|rx, sh| {
+        let start = sh.tail().load(SeqCst);
+        while sh.tail().load(SeqCst) == start {
+            thread::yield_now();
+        }
+        sweep_once(rx, sh);
+        sweep_once(rx, sh);
+    });
+}
+
+/// A producer sends one message (from position 16, after two others) while the receiver sweeps
+/// once, as it does at a record left unmarked for two liveness checks: in one interleaving the
+/// sweep takes the reservation between the tail CAS and the mark, zeroes it and moves `head`
+/// past it before the mark's CAS lands, which the claim must find and undo (else the mark would
+/// sit in free space and the message go unread). The message arrives exactly once, and the data
+/// area is zero at the end. Without the check of `sweeps` after the claim the model fails.
+#[test]
+fn mpsc_sweep_every_interleaving() {
+    sweep_model(sweep_once);
 }

@@ -444,12 +444,12 @@ impl Channel {
             return Err(corrupt(format!("corrupt channel head {head:#x}")));
         }
         // A receiver killed while it zeroed what it had consumed left `zeroing` ahead of `head`:
-        // finish its job before receiving.
+        // finish its job before receiving (after ending its sweep, if it was sweeping).
+        ring::end_dead_sweep(sh);
         if let Err(err) = ring::finish_zeroing(sh, head) {
             let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
             return Err(err);
         }
-        ring::end_dead_sweep(sh);
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {
@@ -462,7 +462,7 @@ impl Channel {
             options,
             limits: Limits::default(),
             pending: None,
-            stuck_at: None,
+            stuck: None,
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
             orphans: Vec::new(),
@@ -919,6 +919,12 @@ struct Orphan {
     end: u32,
 }
 
+/// Liveness checks in a row at which the record at `head` is reserved and unmarked, with no dead
+/// sender's records ahead, before it is swept: a live sender's reservation whose claim failed
+/// (a peer wrote its commit word) is never marked, and one that stalls this long before its
+/// claim loses only the reservation (it reserves again).
+const LIVE_SWEEP_CHECKS: u32 = 10;
+
 /// The receiving end. Made by [`Channel::receiver`]; dropping it closes the channel for the
 /// senders (their sends fail with `EPIPE`).
 ///
@@ -936,9 +942,9 @@ pub struct Receiver {
     limits: Limits,
     /// The message handed out by reference and not released yet: (idx, len).
     pending: Option<(usize, usize)>,
-    /// The head at which an unmarked record was seen at the last liveness check: one still
-    /// there at the next check is swept.
-    stuck_at: Option<u32>,
+    /// The head at which an unmarked record was seen at the last liveness check, and at how
+    /// many checks in a row (see `check_senders`).
+    stuck: Option<(u32, u32)>,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
     /// The bytes of all partial messages.
@@ -1420,7 +1426,7 @@ impl Receiver {
                 if self.orphaned(slot).is_some() {
                     self.consumer.step_over(&sh, idx, span);
                 }
-                self.stuck_at = None;
+                self.stuck = None;
             }
             Peek::InFlight if sh.mode == MODE_SPSC => {
                 // The only sender's last reservation, never marked: it ends at the orphan's end.
@@ -1436,13 +1442,35 @@ impl Receiver {
                 }
             }
             Peek::InFlight => {
-                // Unmarked for a whole interval: its sender died between reserving and marking
-                // it, or stalls there. Its length is unknown; a sweep takes it back.
-                if self.stuck_at == Some(head) {
-                    self.stuck_at = None;
-                    self.consumer.sweep(&sh)?;
+                // Unmarked for a whole interval while a dead sender's records are still ahead:
+                // it may be that sender's, killed between reserving and marking, whose length
+                // is unknown. A sweep takes back the zero words up to the next record, no
+                // further than the dead sender's records go. With nobody dead, only after
+                // LIVE_SWEEP_CHECKS checks.
+                let checks = match self.stuck {
+                    Some((at, checks)) if at == head => checks + 1,
+                    _ => 1,
+                };
+                self.stuck = Some((head, checks));
+                let ahead = |end: u32| end.wrapping_sub(head) & POS_MASK;
+                let dead_until = self
+                    .orphans
+                    .iter()
+                    .map(|o| o.end)
+                    .filter(|&end| ahead(end) != 0 && ahead(end) <= sh.capacity)
+                    .max_by_key(|&end| ahead(end));
+                let until = match dead_until {
+                    Some(end) if checks >= 2 => end,
+                    // A live sender's claim failed (a peer wrote its word) and it reserved
+                    // again, or it stalls before its claim: swept as far as the ring goes.
+                    _ if checks >= LIVE_SWEEP_CHECKS => head.wrapping_add(sh.capacity) & POS_MASK,
+                    _ => return Ok(()),
+                };
+                // A sweep cut short goes on at the next check.
+                if self.consumer.sweep(&sh, until)? != ring::SWEEP_MAX {
+                    self.stuck = None;
                 } else {
-                    self.stuck_at = Some(head);
+                    self.stuck = Some((self.consumer.head, checks));
                 }
             }
             Peek::Empty if self.bereaved && live == 0 => {
@@ -1450,7 +1478,7 @@ impl Receiver {
                     "every sender process died without closing the channel",
                 ));
             }
-            _ => self.stuck_at = None,
+            _ => self.stuck = None,
         }
         Ok(())
     }

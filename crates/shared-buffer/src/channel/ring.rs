@@ -375,6 +375,9 @@ pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<()> {
     }
     let idx = (head & sh.mask) as usize;
     let (ahead, to_end) = (ahead as usize, sh.capacity as usize - idx);
+    // The dead consumer may have been sweeping: a producer's claim that reads one of these zeros
+    // must see the raise of `sweeps` (`end_dead_sweep`, run before) that came before it.
+    fence(Release);
     zero_records(sh, idx, ahead.min(to_end));
     if ahead > to_end {
         zero_records(sh, 0, ahead - to_end);
@@ -607,12 +610,24 @@ impl Producer {
     /// A sweep CASes each word it takes from 0 to [`SWEPT`], so it fails where this claim landed
     /// first, and this claim fails on a word it holds. What remains is a claim that lands after a
     /// sweep took the word and zeroed it again: the consumer raised `sweeps` before that zero
-    /// store (release), which this CAS read (acquire), so the load below sees the raise, unless
-    /// `sweeps` was odd already. A sweep that had ended before the first load took nothing at or
-    /// past `pos`: its `tail` load came before that end, which came before this producer's tail
-    /// CAS. So only a claim that sees `sweeps` odd or changed needs [`Producer::claim_stands`].
+    /// store (release), which this CAS read (acquire), so the load after it sees the raise,
+    /// unless `sweeps` was odd already. A sweep that had ended before the first load took
+    /// nothing at or past `pos`: its `tail` load came before that end, which came before this
+    /// producer's tail CAS. So only a claim that sees `sweeps` odd or changed checks whether its
+    /// position was consumed ([`Producer::consumed`]), and undoes itself if so.
+    ///
+    /// The same check runs before the CAS when a sweep has run since the first load: a producer
+    /// swept while it stalled before its claim finds its position consumed, and does not CAS at
+    /// all. Its CAS expects 0, and a lap of the ring later the word at that index may be 0 again
+    /// inside another producer's record (or free space at `head`). What is left is a stall
+    /// between this check and the CAS long enough for a sweep and a lap, with the undo after
+    /// it: `docs/channel.md`, *Liveness*.
     #[inline]
     fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> bool {
+        let quiet = || sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps;
+        if !quiet() && Self::consumed(sh, pos) {
+            return false;
+        }
         if sh
             .commit_word(idx)
             .compare_exchange(0, mark, AcqRel, Relaxed)
@@ -620,31 +635,27 @@ impl Producer {
         {
             return false;
         }
-        if sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps {
+        if quiet() || !Self::consumed(sh, pos) {
             return true;
         }
-        self.claim_stands(sh, idx, pos, mark)
-    }
-
-    /// After a claim during or after a sweep: true unless the consumer has consumed position
-    /// `pos` (it is behind `head`, or between `head` and `zeroing`), which only a sweep does to
-    /// a record not committed. A swept claim is undone (the word back to 0) and false.
-    #[cold]
-    fn claim_stands(&self, sh: &Shared, idx: usize, pos: u32, mark: u32) -> bool {
-        let head = sh.head().load(Acquire) & POS_MASK;
-        // Stored before the sweep's zero stores (release), one of which this claim read.
-        let zeroing = sh.zeroing().load(Relaxed) & POS_MASK;
-        let ahead = pos.wrapping_sub(head) & POS_MASK;
-        let taken = zeroing.wrapping_sub(head) & POS_MASK;
-        if ahead < sh.capacity && ahead >= taken {
-            return true;
-        }
-        // Nobody else writes the word now: the consumer is past it, and producers reach it only
-        // a lap of the ring later.
+        // Swept: undo. Nobody else writes the word now: the consumer is past it, and producers
+        // reach it a lap of the ring later.
         let _ = sh
             .commit_word(idx)
             .compare_exchange(mark, 0, Relaxed, Relaxed);
         false
+    }
+
+    /// Whether the consumer has consumed position `pos` (behind `head`, or between `head` and
+    /// `zeroing`), which it does to a record not committed only in a sweep.
+    #[cold]
+    fn consumed(sh: &Shared, pos: u32) -> bool {
+        let head = sh.head().load(Acquire) & POS_MASK;
+        // Stored before the sweep's zero stores (release), one of which a claim read.
+        let zeroing = sh.zeroing().load(Relaxed) & POS_MASK;
+        let ahead = pos.wrapping_sub(head) & POS_MASK;
+        let taken = zeroing.wrapping_sub(head) & POS_MASK;
+        ahead >= sh.capacity || ahead < taken
     }
 
     /// The payload bytes of the record reserved at `idx`.
@@ -770,6 +781,9 @@ pub(crate) const MORE_CONT: u32 = REC_MORE | REC_CONT;
 /// they are consumed would otherwise keep one look going for as long as it likes. (Fragments of
 /// a message being put together do not count: the receiver's limits bound them.)
 pub(crate) const STEP_LIMIT: u32 = 1024;
+
+/// The most bytes one sweep takes: 64 Ki words, 1-2 ms of CASes and stores.
+pub(crate) const SWEEP_MAX: u32 = 512 << 10;
 
 /// The consumer's private state.
 #[derive(Debug)]
@@ -901,8 +915,10 @@ impl Consumer {
                 return Ok(Peek::Message { idx, len, kind });
             }
             // A skip record's payload is zero already (never written, or zeroed by abort).
+            // Release: a word a consumer killed in its sweep took ([`SWEPT`]) is zeroed here,
+            // and a producer's claim that reads the zero must see the raise of `sweeps` before.
             self.announce(sh, span);
-            sh.commit_word(idx).store(0, Relaxed);
+            sh.commit_word(idx).store(0, Release);
             self.advance(sh, span);
             self.stepped += 1;
         }
@@ -1018,10 +1034,14 @@ impl Consumer {
     /// raised before and after. A consumer killed in the middle leaves skip records of 8 bytes,
     /// which the next one steps over, and `sweeps` odd, which it makes even when it attaches.
     ///
+    /// It sweeps no further than `until` (a dead producer's records end there), nor more than
+    /// [`SWEEP_MAX`] bytes in one call, so that a receive overruns its deadline by at most a
+    /// few milliseconds; the caller goes on at its next check.
+    ///
     /// # Errors
     /// `EBADMSG` if `tail` is more than the capacity ahead of `head`.
     #[cold]
-    pub(crate) fn sweep(&mut self, sh: &Shared) -> Result<u32> {
+    pub(crate) fn sweep(&mut self, sh: &Shared, until: u32) -> Result<u32> {
         sh.sweeps().fetch_add(1, SeqCst);
         // After the raise: a producer that reserves past this position saw `sweeps` odd, or
         // loaded it after the sweep ended.
@@ -1030,7 +1050,11 @@ impl Consumer {
         let idx = (self.head & sh.mask) as usize;
         let mut taken = 0;
         if ahead <= sh.capacity {
-            let limit = ahead.min(sh.capacity - idx as u32) as usize;
+            let until = until.wrapping_sub(self.head) & POS_MASK;
+            let limit = ahead
+                .min(until)
+                .min(sh.capacity - idx as u32)
+                .min(SWEEP_MAX) as usize;
             while taken < limit
                 && sh
                     .commit_word(idx + taken)
