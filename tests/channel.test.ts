@@ -1755,6 +1755,34 @@ test("many senders: a claim that finds its word taken reserves again, and a swee
   }
 });
 
+test("many senders: a sweep goes no further than the dead sender's records; a live sender's later reservation is left for its claim", () => {
+  const name = uniqueName("sweep-until");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const a = ch.sender(); // slot 0
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    // Slot 2 moved the tail over 24 bytes, wrote nothing, and died.
+    raw.setPid(2, deadPid());
+    const end = raw.tail() + 24;
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, end);
+    let died = 0;
+    rx.addEventListener("senderdied", () => died++);
+    while (died === 0) assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    // Then sender `a` reserves 16 bytes, and has not claimed them yet.
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, end + 16);
+    assert.throws(() => rx.recv(150), code("ETIMEDOUT"));
+    assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), end, "swept to the dead one's end");
+    assert.equal(Atomics.load(raw.i32, (layout.OFF_DATA + end) >> 2), 0, "left for its claim");
+    assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 2, "one sweep");
+    void a;
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("many senders: a sender swept while it stalled before its claim finds its place consumed, and writes nothing there", () => {
   const name = uniqueName("sweep-stalled");
   try {

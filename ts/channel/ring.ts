@@ -423,7 +423,10 @@ export class Ring {
       // A receiver killed in the middle of a sweep left `sweeps` odd, which would send every
       // sender's claim down its slow path. Raising it is safe: a sender relies only on seeing it
       // odd or changed after a sweep took its word, and the dead one's raise came first. Raised
-      // before the dead one's zeroing is finished: a claim that reads one of those zeros sees it.
+      // before the dead one's zeroing is finished, as in Rust (where a release fence then orders
+      // it before the zeros); here the zeros are `fill`'s plain stores, which the JavaScript
+      // model does not order, but the dead one's own raise is in memory before it can be seen
+      // dead, before its SWEPT words were taken.
       if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
       const zeroing = this.#finishZeroing(head);
       if (zeroing === undefined) return;

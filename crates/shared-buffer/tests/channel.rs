@@ -1538,6 +1538,42 @@ fn a_dead_senders_reservation_never_marked_is_swept_and_the_others_go_on() {
     }
 }
 
+/// A sweep goes no further than a dead sender's records: a live sender's reservation made after
+/// the receiver found the dead one is left for its claim (until ten checks have passed).
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_sweep_goes_no_further_than_the_dead_senders_records() {
+    let unmarked: Handmade = (0, 0, 0);
+    let records = [(COMMITTED | 4, 1, 4), unmarked, unmarked, unmarked];
+    let mut heap = handmade(512, Mode::Mpsc, &records);
+    plant_pid(&mut heap, 0, std::process::id());
+    plant_pid(&mut heap, 2, dead_pid());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 4]);
+    let word = |heap: &mut Heap, at: usize| {
+        u32::from_le_bytes(heap.bytes_mut()[at..][..4].try_into().unwrap())
+    };
+    // The dead sender's records end at the tail, once a check has found it dead.
+    let end = word(&mut heap, layout::OFF_TAIL);
+    while rx.take_dead_senders().is_empty() {
+        let waited = rx.recv(Some(Duration::from_millis(60)));
+        assert_eq!(code(waited), libc::ETIMEDOUT);
+    }
+    // Then the live sender in slot 0 reserves 16 bytes, and has not claimed them yet.
+    set_word(&mut heap, layout::OFF_TAIL, end + 16);
+    let waited = rx.recv(Some(Duration::from_millis(300)));
+    assert_eq!(code(waited), libc::ETIMEDOUT);
+    assert_eq!(
+        word(&mut heap, layout::OFF_HEAD),
+        end,
+        "swept to the dead sender's end"
+    );
+    let claim = word(&mut heap, layout::OFF_DATA + end as usize);
+    assert_eq!(claim, 0, "the live reservation is left for its claim");
+    assert_eq!(word(&mut heap, layout::OFF_SWEEPS), 2, "one sweep");
+}
+
 /// A sender swept while it stalled before its claim (here: a sweep under way, `sweeps` odd, that
 /// has consumed the 16 bytes at the tail) finds its place consumed, writes nothing there, and
 /// reserves again; a receiver taking over finishes the sweep's zeroing and gets the message.

@@ -19,7 +19,7 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The nine cases:
+//! The ten cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
@@ -32,6 +32,7 @@
 //! | [`spsc_close_full_every_interleaving`] | the receiver closes while the producer waits for room: the wait ends, and a message left unread is not reported sent |
 //! | [`mpsc_sweep_every_interleaving`] | the receiver sweeps while a producer reserves and marks: a reservation it takes is reserved again, one it does not is left alone; the message arrives once, and the ring ends all zero |
 //! | [`mpsc_sweeps_after_reservation_every_interleaving`] | the receiver sweeps twice once the producer's tail CAS is seen, so every sweep races the claim: the same |
+//! | [`mpsc_two_sweeps_every_interleaving`] | two sweeps back to back racing the whole send: the same |
 //!
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
@@ -353,6 +354,19 @@ fn mpsc_sweeps_after_reservation_every_interleaving() {
         while sh.tail().load(SeqCst) == start {
             thread::yield_now();
         }
+        sweep_once(rx, sh);
+        sweep_once(rx, sh);
+    });
+}
+
+/// Two sweeps back to back, racing the whole send. (It does not fail without the raise at a
+/// sweep's end, which is needed all the same: the first sweep would leave `sweeps` odd, the
+/// second make it even, and a producer that loads it between the second's raise and its `tail`
+/// load would take the quiet path after a claim that sweep consumed. No model here reaches
+/// that interleaving.)
+#[test]
+fn mpsc_two_sweeps_every_interleaving() {
+    sweep_model(|rx, sh| {
         sweep_once(rx, sh);
         sweep_once(rx, sh);
     });
