@@ -1631,6 +1631,22 @@ function rawRing(name: string) {
   };
 }
 
+/** Runs `body` over a new many-sender channel of 1 KiB and a raw view of its ring, then removes it. */
+function withManyRing(
+  label: string,
+  body: (ch: ReturnType<typeof Channel.create>, raw: ReturnType<typeof rawRing>) => void,
+): void {
+  const name = uniqueName(label);
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    body(ch, raw);
+  } finally {
+    cleanup({ name });
+  }
+}
+
 const COMMITTED = layout.REC_COMMITTED;
 const mark = (slot: number, len: number) => layout.markWord(slot, layout.recordSpan(len));
 
@@ -1724,11 +1740,7 @@ test("many senders: a reservation nobody marked (its sender killed between its t
 });
 
 test("many senders: a claim that finds its word taken reserves again, and a sweep left half done by a killed receiver costs nothing", () => {
-  const name = uniqueName("sweep-claim");
-  try {
-    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
-    const raw = rawRing(name);
-    using _raw = raw.shm;
+  withManyRing("sweep-claim", (ch, raw) => {
     const SWEEPS = layout.OFF_SWEEPS >> 2;
     // A receiver killed in the middle of a sweep: `sweeps` odd, and a swept word (a skip record
     // of 8 bytes) where the sender's next record goes.
@@ -1750,17 +1762,11 @@ test("many senders: a claim that finds its word taken reserves again, and a swee
     // The lost reservation: the swept word, stepped over, then 8 zero bytes, swept.
     assert.equal(Atomics.load(raw.i32, SWEEPS), 8, "one more sweep");
     assert.equal(rx.tryRecv(), undefined);
-  } finally {
-    cleanup({ name });
-  }
+  });
 });
 
 test("many senders: a sweep goes no further than the dead sender's records; a live sender's later reservation is left for its claim", () => {
-  const name = uniqueName("sweep-until");
-  try {
-    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
-    const raw = rawRing(name);
-    using _raw = raw.shm;
+  withManyRing("sweep-until", (ch, raw) => {
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
     const a = ch.sender(); // slot 0
     assert.equal(rx.tryRecv(), undefined, "its abort record");
@@ -1778,17 +1784,11 @@ test("many senders: a sweep goes no further than the dead sender's records; a li
     assert.equal(Atomics.load(raw.i32, (layout.OFF_DATA + end) >> 2), 0, "left for its claim");
     assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 2, "one sweep");
     void a;
-  } finally {
-    cleanup({ name });
-  }
+  });
 });
 
 test("many senders: a sender swept while it stalled before its claim finds its place consumed, and writes nothing there", () => {
-  const name = uniqueName("sweep-stalled");
-  try {
-    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
-    const raw = rawRing(name);
-    using _raw = raw.shm;
+  withManyRing("sweep-stalled", (ch, raw) => {
     const a = ch.sender(); // its abort record at 0..8
     const at = raw.tail();
     // A sweep under way (`sweeps` odd) that has taken 16 bytes at the tail, zeroing them: where
@@ -1802,9 +1802,7 @@ test("many senders: a sender swept while it stalled before its claim finds its p
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
     assert.equal(rx.recvText(5000), "x");
     assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 4, "made even at attach");
-  } finally {
-    cleanup({ name });
-  }
+  });
 });
 
 test("a receiver that takes over drops the rest of a message whose first fragments went to the dead one, in every kind of receive", async () => {
