@@ -2022,8 +2022,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // Unmarked for a whole interval while a dead sender's records are still ahead: it may be
       // that sender's, killed between reserving and marking, whose length is unknown. A sweep
       // takes back the zero words up to the next record, no further than the dead sender's
-      // records go. With nobody dead, only after LIVE_SWEEP_CHECKS checks: a live sender whose claim
-      // failed (a peer wrote its word) reserved again and never marks this one.
+      // records go. With nobody dead, only after LIVE_SWEEP_CHECKS checks: a live sender whose
+      // claim failed (a peer wrote its word) reserved again and never marks this one.
       const checks = this.#stuckAt === consumer.head ? this.#stuckChecks + 1 : 1;
       this.#stuckAt = consumer.head;
       this.#stuckChecks = checks;

@@ -1104,7 +1104,7 @@ export class Consumer {
    * consumed: `zeroing`, the zeroes, `head`. `sweeps` is raised before and after, so that a
    * sender whose claim lands on a swept word finds out (see `Producer`'s #claim). A receiver
    * killed in the middle leaves skip records of 8 bytes, and `sweeps` odd (the next one makes it
-   * even when it attaches). Returns how many bytes it took.
+   * even when it attaches).
    */
   sweep(until: number): number {
     const r = this.#r;

@@ -863,13 +863,13 @@ impl Consumer {
             };
             let kind = word & REC_KINDS;
             let skip = kind == REC_SKIP;
-            let ok = match (kind, mark) {
-                (_, Some((slot, _))) => {
+            let ok = match mark {
+                Some((slot, _)) => {
                     word & REC_SKIP != 0
                         && len <= sh.max_record
                         && (slot == 0 || sh.mode == MODE_MPSC)
                 }
-                (kind, None) => match kind {
+                None => match kind {
                     // A whole message, or the last fragment of one.
                     0 | REC_CONT => len <= sh.max_record,
                     REC_SKIP => true, // bounded by the checks below
