@@ -1717,10 +1717,12 @@ test("many senders: a reservation nobody marked (its sender killed between its t
         a.send("a2");
         assert.equal(rx.recvText(5000), "a1");
         assert.equal(rx.tryRecv(), undefined, `${what}: in flight`);
-        // Checks come at least 20 ms apart. A dead sender's record is swept at the second: a
-        // receive of 30 ms makes one at most. A live sender's at the tenth (it may still claim
-        // it; or a peer wrote over its claim, and it reserved again): one of 100 ms makes five.
-        assert.throws(() => rx.recv(dead ? 30 : 100), code("ETIMEDOUT"), what);
+        // Checks come at least 20 ms apart, the first as the receive starts to wait (one is
+        // due by then). A dead sender's record is swept at the second: a receive of 15 ms makes
+        // one. A live sender's at the tenth (it may still claim it; or a peer wrote over its
+        // claim, and it reserved again): one of 100 ms makes six at most.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+        assert.throws(() => rx.recv(dead ? 15 : 100), code("ETIMEDOUT"), what);
         assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 0, `${what}: no sweep yet`);
         assert.equal(text(await receive(rx)), "a2", what);
         assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 2, `${what}: one sweep, ended`);
@@ -1759,6 +1761,126 @@ test("many senders: a claim that finds its word taken reserves again, and a swee
     // The lost reservation: the swept word, stepped over, then 8 zero bytes, swept.
     assert.equal(Atomics.load(raw.i32, SWEEPS), 8, "one more sweep");
     assert.equal(rx.tryRecv(), undefined);
+  });
+});
+
+test("many senders: a stale mark (a sender killed between a claim that lost its place and its undo) in free space reads as an empty ring, and the sender that reserves there takes it over", () => {
+  withManyRing("stale-free", (ch, raw) => {
+    // Slot 5's mark over 40 bytes at the tail; slot 5 is free.
+    Atomics.store(raw.i32, (layout.OFF_DATA >> 2) + (raw.tail() >> 2), mark(5, 32));
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.equal(rx.tryRecv(), undefined, "empty, not corrupt");
+    const a = ch.sender(); // its abort record lands on the mark, taken over
+    a.send("taken over");
+    assert.equal(new TextDecoder().decode(rx.tryRecv()!), "taken over");
+    assert.equal(raw.tail(), 8 + layout.recordSpan(10), "no reservation lost");
+  });
+});
+
+test("many senders: a stale mark on a dead sender's reservation is taken alone (at once past the tail, at a peer check if its slot is free); the rest is swept, and the next message arrives", () => {
+  for (const staleLen of [56, 16]) {
+    withManyRing(`stale-head-${staleLen}`, (ch, raw) => {
+      const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+      const a = ch.sender(); // slot 0
+      assert.equal(rx.tryRecv(), undefined, "its abort record");
+      // Slot 3 reserved 16 bytes and died; slot 2's stale mark on its first word, over 64
+      // bytes (past the tail) or 24 (inside it). Slot 2 is free. Then `a`'s message.
+      raw.setPid(3, deadPid());
+      const at = raw.tail();
+      raw.append(mark(2, staleLen), 0, 0);
+      raw.append(0, 0, 0);
+      a.send("after");
+      assert.equal(rx.recvText(20_000), `after`, `a mark over ${staleLen} bytes`);
+      assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), raw.tail());
+      assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 4, "the mark's word, the sweep");
+      const data = raw.bytes.subarray(layout.OFF_DATA + at, layout.OFF_DATA + raw.tail());
+      assert.ok(data.every((b) => b === 0), "what was consumed is zero");
+    });
+  }
+});
+
+test("many senders: a receiver that never waits still frees a dead sender's slot once a peer check is due, and tells, in every kind of receive", () => {
+  const kinds: Record<string, (rx: ChannelReceiver, target: Uint8Array) => void> = {
+    recv: (rx) => assert.ok(rx.recv(0) !== null),
+    recvInto: (rx, target) => assert.equal(rx.recvInto(target, 0), 8),
+    tryRecv: (rx) => assert.ok(rx.tryRecv() instanceof Uint8Array),
+    recvView: (rx) => assert.ok(rx.recvView(0) !== null),
+  };
+  for (const [kind, receive] of Object.entries(kinds)) {
+    withManyRing(`busy-${kind}`, (ch, raw) => {
+      const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+      const a = ch.sender(); // slot 0
+      assert.equal(rx.tryRecv(), undefined, "its abort record");
+      const dead = deadPid();
+      raw.setPid(2, dead);
+      const died: number[] = [];
+      const inner: unknown[] = [];
+      rx.addEventListener("senderdied", (e) => {
+        died.push(e.pid);
+        try {
+          inner.push(rx.tryRecv());
+        } catch (err) {
+          inner.push(err);
+        }
+      });
+      const target = new Uint8Array(64);
+      const deadline = Date.now() + 30_000;
+      // Every receive finds a message waiting.
+      for (let n = 0; died.length === 0; n++) {
+        assert.ok(Date.now() < deadline, `${kind}: not freed after ${n} messages`);
+        a.send(new Uint8Array(8));
+        receive(rx, target);
+      }
+      assert.deepEqual(died, [dead], kind);
+      assert.ok(code("EBUSY")(inner[0]), `${kind}: the listener's receive: ${inner[0]}`);
+      assert.equal(Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + 2), 0, "slot 2 freed");
+      ch.sender().send("joined");
+      assert.equal(rx.recvText(0), "joined", kind);
+    });
+  }
+});
+
+test("many senders: a recvMany batch that never runs dry frees a dead sender's slot, and tells when it ends", () => {
+  withManyRing("busy-batch", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const a = ch.sender(); // slot 0
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    const dead = deadPid();
+    raw.setPid(2, dead);
+    const died: number[] = [];
+    rx.addEventListener("senderdied", (e) => died.push(e.pid));
+    const slot2 = () => Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + 2);
+    const deadline = Date.now() + 30_000;
+    a.send(new Uint8Array(8));
+    let inBatch = 0;
+    // Each message sends the next, until the slot is freed: one batch all along.
+    const count = rx.recvMany(() => {
+      assert.ok(Date.now() < deadline, `not freed after ${inBatch} messages`);
+      inBatch++;
+      if (slot2() !== 0) a.send(new Uint8Array(8));
+      else assert.deepEqual(died, [], "told when the batch ends");
+    });
+    assert.equal(count, inBatch);
+    assert.ok(inBatch > 1);
+    assert.deepEqual(died, [dead]);
+  });
+});
+
+test("many senders: receives that each wait less than peerCheckMs still check on the senders", () => {
+  withManyRing("short-waits", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
+    const a = ch.sender();
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    raw.setPid(2, deadPid());
+    let died = 0;
+    rx.addEventListener("senderdied", () => died++);
+    const deadline = Date.now() + 30_000;
+    // Each wait is a fifth of the interval.
+    while (died === 0) {
+      assert.ok(Date.now() < deadline, "never checked");
+      assert.throws(() => rx.recv(10), code("ETIMEDOUT"));
+    }
+    void a;
   });
 });
 

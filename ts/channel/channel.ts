@@ -98,9 +98,10 @@ export interface ChannelOpenOptions {
 /** Options for {@linkcode Channel.sender} and {@linkcode Channel.receiver}. */
 export interface EndpointOptions {
   /**
-   * How often a parked endpoint checks that its peer processes are still alive, in
-   * milliseconds: a sender whose receiver died gets `ECONNRESET`, a receiver frees dead senders'
-   * places (see {@linkcode ChannelReceiver}), within about this time. Default 100.
+   * How often an endpoint checks that its peer processes are still alive, in milliseconds: a
+   * sender whose receiver died gets `ECONNRESET` (a sender checks while it waits for room), a
+   * receiver frees dead senders' places (see {@linkcode ChannelReceiver}), within about this
+   * time. Default 100.
    */
   peerCheckMs?: number;
   /**
@@ -235,6 +236,12 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
  * loses only the reservation (it reserves again).
  */
 const LIVE_SWEEP_CHECKS = 10;
+
+/**
+ * Messages received between two looks at the clock by a receiver that does not wait: when a
+ * liveness check is due, it checks on its senders all the same (see `#lookBusy`).
+ */
+const BUSY_LOOK_EVERY = 1024;
 
 /**
  * The longest one park lasts (ms), whatever `peerCheckMs` says: a thread parked in the kernel
@@ -421,7 +428,7 @@ export class Channel implements Disposable {
    *
    * @throws {SharedMemoryError} `EBUSY` if a one-sender channel already has a live sender, or
    *   all 64 sender slots are taken by live ones; `EAGAIN` if the place is held by a dead sender
-   *   that the receiver has not freed yet (it does while it waits, within its `peerCheckMs`);
+   *   that the receiver has not freed yet (it does within its `peerCheckMs`, while it receives);
    *   `EPIPE` if the receiver closed the channel or a sender ended the stream.
    */
   sender(options?: EndpointOptions): ChannelSender {
@@ -1057,11 +1064,14 @@ interface Partial {
  * (per sender, with many senders); `null` means the end of the stream: a sender closed the
  * channel and everything before was received.
  *
- * While it waits, it checks every `peerCheckMs` that its senders' processes still exist. A
- * dead sender's place is freed for a new sender, the messages it completed are still delivered,
- * its unfinished message and any record it reserved but never committed are dropped, and a
- * {@linkcode SenderDiedEvent} (`"senderdied"`) is dispatched. A receive fails with `ECONNRESET`
- * only when the ring is empty and every sender died.
+ * Every `peerCheckMs` it checks that its senders' processes still exist: while it waits for a
+ * message, and between receives when it never waits (it looks at the clock every 1,024
+ * receives; a `recvMany` batch counts its messages). A dead sender's place is freed for a new
+ * sender, the messages it completed are still delivered, its unfinished message and any record
+ * it reserved but never committed are dropped, and a {@linkcode SenderDiedEvent}
+ * (`"senderdied"`) is dispatched: inside the receive that found it (before it takes a message),
+ * or when a `recvMany` batch ends. Its listeners may not receive (`EBUSY`). A receive fails
+ * with `ECONNRESET` only when the ring is empty and every sender died.
  *
  * @example
  * ```ts
@@ -1127,6 +1137,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #stuckAt = -1;
   /** ... and at how many checks in a row (see #checkSenders). */
   #stuckChecks = 0;
+  /** When the next liveness check is due (performance.now() time), whether it waits or not. */
+  #nextCheck: number;
+  /** Receives left before one that does not wait looks at the clock (see #lookBusy). */
+  #countdown = BUSY_LOOK_EVERY;
+  /** Dead senders found while no listener could run (in a recvMany batch): dispatched next. */
+  #died: SenderDiedEvent[] = [];
 
   /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
   constructor(
@@ -1140,6 +1156,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const opts = check.options<ReceiverOptions>(options, "options");
     this.#options = endpointOptions(opts);
     this.#spinner = new Spinner(this.#options.spin);
+    this.#nextCheck = performance.now() + this.#options.peerCheckMs;
     this.#maxMessage = opts.maxMessageBytes === undefined
       ? 64 * 2 ** 20
       : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN);
@@ -1230,6 +1247,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = quickByteCount(target, this.#target);
     if (target !== this.#target) this.#adopt(target, room);
+    if (--this.#countdown <= 0) this.#lookBusy();
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
@@ -1292,6 +1310,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const consumer = this.#consumer;
     const lender = this.#lender;
     let count = 0;
+    // The batch's messages count toward the next look at the clock: a batch that never ends
+    // still checks on its senders (their events wait for the batch's end).
+    let look = this.#countdown;
     this.#inBatch = true;
     this.#working = -1;
     try {
@@ -1299,6 +1320,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       onMessage(first);
       this.#putBack();
       while (count < limit && !this.#closed) {
+        if (count >= look) {
+          this.#lookBusy();
+          look = count + BUSY_LOOK_EVERY;
+        }
         if (this.#partial.size === 0 && this.#orphans.size === 0) {
           const idx = consumer.peek();
           if (idx >= 0 && (consumer.word & L.REC_KINDS) === 0) {
@@ -1328,7 +1353,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } finally {
       this.#inBatch = false;
       if (!this.#closed) consumer.publish();
+      this.#countdown = look - count;
     }
+    if (this.#died.length !== 0) this.#dispatchDied();
     return count;
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
@@ -1492,6 +1519,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   #begin(what: string): void {
+    if (--this.#countdown <= 0) this.#lookBusy();
     if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
     if (this.#inBatch) {
       throw channelError(
@@ -1697,6 +1725,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * looks, and reports what it finds). `timeoutMs` is checked as the receive would.
    */
   #takeCopy(timeoutMs: number | undefined): Uint8Array | undefined {
+    if (--this.#countdown <= 0) this.#lookBusy();
     const { take, takeState } = this.#ring.parking;
     if (
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
@@ -1871,7 +1900,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // spins at most briefly: its event loop waits meanwhile.
     const start = spinner.start(true, sync ? Infinity : SPIN_MS);
     const deadline = start + timeout;
-    let nextCheck = start + peerCheckMs;
+    // The checks go on from one wait (or busy stretch) to the next: short waits add up.
+    let nextCheck = this.#nextCheck;
     spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;
@@ -1913,7 +1943,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const state = consumer.peek();
       if (state >= 0 || state === END || state === SKIPPING) continue; // arrived meanwhile
       if (now >= nextCheck) {
-        nextCheck = now + peerCheckMs;
+        nextCheck = this.#nextCheck = now + peerCheckMs;
         this.#checkSenders(state);
         continue;
       }
@@ -1971,15 +2001,47 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /**
-   * The liveness check of a waiting receiver: reclaims dead senders' slots, steps over a
-   * record at `head` that a dead sender reserved, and fails when every sender died.
+   * A receive counted down {@linkcode BUSY_LOOK_EVERY} receives: a receiver that never waits
+   * checks on its senders all the same once a check is due, so a dead sender's slot is freed
+   * for a new one while the others keep it busy. Runs as a receive starts (or between a
+   * batch's messages), before it takes anything.
    */
-  #checkSenders(state: number): void {
+  #lookBusy(): void {
+    this.#countdown = BUSY_LOOK_EVERY;
+    if (this.#closed || this.#busy) return;
+    const now = performance.now();
+    if (now < this.#nextCheck) return;
+    this.#nextCheck = now + this.#options.peerCheckMs;
+    this.#reap();
+    if (!this.#inBatch && this.#died.length !== 0) this.#dispatchDied();
+  }
+
+  /**
+   * Dispatches the "senderdied" events found. Its listeners run as inside a synchronous wait:
+   * they may not receive (`EBUSY`), and a send of this thread that finds the ring full fails
+   * at once (`EDEADLK`).
+   */
+  #dispatchDied(): void {
+    const died = this.#died;
+    this.#died = [];
+    const [busy, waiting] = [this.#busy, this.#waiting];
+    this.#busy = this.#waiting = true;
+    try {
+      for (const event of died) this.dispatchEvent(event);
+    } finally {
+      this.#busy = busy;
+      this.#waiting = waiting;
+    }
+  }
+
+  /**
+   * Reclaims dead senders' slots (their records still ahead become orphans), queues their
+   * events, and returns how many senders are alive.
+   */
+  #reap(): number {
     const r = this.#ring;
-    const consumer = this.#consumer;
     const slots = r.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
     let live = 0;
-    const died: SenderDiedEvent[] = [];
     for (let slot = 0; slot < slots; slot++) {
       const other = r.producerPid(slot);
       if (other === 0) continue;
@@ -1993,18 +2055,40 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       if (r.reclaimProducer(slot, other)) {
         this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
-        died.push(new SenderDiedEvent(other, slot));
+        this.#died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;
       }
     }
     if (live > 0) this.#bereaved = false;
-    for (const event of died) this.dispatchEvent(event);
+    return live;
+  }
+
+  /**
+   * The liveness check of a waiting receiver: reclaims dead senders' slots, steps over a
+   * record at `head` that a dead sender reserved, and fails when every sender died.
+   */
+  #checkSenders(state: number): void {
+    const r = this.#ring;
+    const consumer = this.#consumer;
+    const live = this.#reap();
+    for (const event of this.#died.splice(0)) this.dispatchEvent(event);
     // A listener may have closed the receiver (or the channel): nothing more to do here.
     if (this.#closed) return;
     if (state === RESERVED) {
-      const tag = r.mode === L.MODE_MPSC ? consumer.reservedSlot + 1 : 0;
-      if (this.#orphanEnd(tag) !== undefined) {
-        consumer.stepOver(consumer.reservedSpan);
+      const many = r.mode === L.MODE_MPSC;
+      const slot = consumer.reservedSlot;
+      const mark = L.markWord(slot, consumer.reservedSpan);
+      if (this.#orphanEnd(many ? slot + 1 : 0) !== undefined) {
+        // The dead sender's own reservation (it ends by the orphan's end: peek saw it end by
+        // the tail, which was loaded before the reclaim).
+        consumer.dropMark(mark, consumer.reservedSpan);
+      } else if (many && r.producerPid(slot) === 0) {
+        // A mark whose slot is free, with no records of a dead sender of it ahead: nobody's. It
+        // is stale, left by a sender killed in its claim after losing its place (see
+        // `Producer`'s #claim), on a reservation whose own sender did not take it over (it
+        // died, or stalls): its word is taken alone, and the rest of that reservation is
+        // unmarked.
+        consumer.dropMark(mark, 8);
       }
       this.#stuckAt = -1;
     } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {

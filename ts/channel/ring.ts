@@ -495,7 +495,7 @@ export class Ring {
       throw channelError(
         "EAGAIN",
         `Channel.sender: a sender's place is held by process ${dead}, which died; ` +
-          "the receiver frees it while it waits for messages",
+          "the receiver frees it within its peerCheckMs while it receives",
       );
     }
     throw channelError(
@@ -724,6 +724,12 @@ export class Producer {
    * remains is a claim that lands after a sweep took the word and zeroed it again: the sweep
    * raised `sweeps` before that, so the load below sees it changed, unless it was odd already.
    * A sweep that had ended before the first load took nothing at or past `pos`.
+   *
+   * A sender killed between such a CAS and its undo leaves a stale mark. Where it lands on the
+   * first word of a later reservation, the sender that reserved it finds a mark where only its
+   * own can be, and takes it over with a second CAS, which fails if the receiver took the mark
+   * first ({@linkcode Consumer.dropMark}) or a stalled sender undid it: the claim then fails, and
+   * never CASes again (a 0 there may be the receiver's, after it took the word).
    */
   #claim(idx: number, pos: number, mark: number, sweeps: number): boolean {
     const r = this.#r;
@@ -736,7 +742,11 @@ export class Producer {
     if ((sweeps & 1) !== 0 || r.i32[SWEEPS] !== sweeps) {
       if (this.#consumed(pos)) return false;
     }
-    if (Atomics.compareExchange(r.i32, word, 0, mark) !== 0) return false;
+    const seen = Atomics.compareExchange(r.i32, word, 0, mark);
+    if (seen !== 0) {
+      const stale = (seen & (L.REC_COMMITTED | L.REC_SKIP)) === L.REC_SKIP;
+      if (!stale || Atomics.compareExchange(r.i32, word, seen, mark) !== seen) return false;
+    }
     if (this.#quiet(sweeps) || !this.#consumed(pos)) return true;
     // Swept: undo. Nobody else writes the word now (the receiver is past it, senders reach it
     // a lap later).
@@ -999,8 +1009,19 @@ export class Consumer {
       // reservation) bounds nothing and is looked at again.
       const seen = (this.#tailSeen - this.head) & L.POS_MASK;
       if (seen > r.capacity || span > seen) {
-        const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+        const tailWord = Atomics.load(r.i32, TAIL);
+        const tail = tailWord & L.POS_MASK;
         const avail = (tail - this.head) & L.POS_MASK;
+        if (!committed && r.mode === L.MODE_MPSC && span > avail && avail <= r.capacity) {
+          // A mark past the tail is nobody's: a sender marks only inside what its tail CAS
+          // reserved, which this load sees. It is stale (see `Producer`'s #claim). In free
+          // space, the sender that reserves there takes it over.
+          if (avail === 0) return (tailWord & TAIL_CLOSED) !== 0 ? END : EMPTY;
+          // The first word of a reservation, which its sender may be taking over: taken alone
+          // here if this CAS comes first.
+          this.dropMark(word, 8);
+          continue;
+        }
         if (avail > r.capacity || span > avail) {
           throw channelError("EBADMSG", `corrupt record at position ${this.head}: past the tail`);
         }
@@ -1088,10 +1109,34 @@ export class Consumer {
     return this.#r.i32[DATA + (idx >> 2) + 1];
   }
 
-  /** Steps over a record whose sender died before committing it: zeroes it, moves `head`. */
-  stepOver(span: number): void {
-    this.head = (this.head + span) & L.POS_MASK;
+  /**
+   * Consumes the marked record at `head` that no sender will commit: the whole record (`span`
+   * bytes) when its dead sender reserved it, or the mark's word alone (`span` 8) when the mark
+   * is stale, left by a sender whose claim had lost its place (see `Producer`'s #claim). Takes
+   * the mark with a CAS to SWEPT, as a sweep takes a word, with `sweeps` raised before and
+   * after: the sender whose reservation begins on a stale mark takes it over with a CAS too, so
+   * exactly one of the two has it, and a claim that reads the zero stored here sees the raise
+   * and finds its position consumed. False, with nothing consumed, if the word no longer holds
+   * `mark`.
+   */
+  dropMark(mark: number, span: number): boolean {
+    const r = this.#r;
     this.publish();
+    Atomics.add(r.i32, SWEEPS, 1);
+    const idx = this.head & r.mask;
+    const word = DATA + (idx >> 2);
+    const taken = Atomics.compareExchange(r.i32, word, mark, SWEPT) === mark;
+    if (taken) {
+      Atomics.store(r.i32, ZEROING, (this.head + span) & L.POS_MASK);
+      r.i32[word + 1] = 0; // the producer word
+      if (span > 8) this.#zero(idx + 8, span - 8);
+      // After the raise and `zeroing`: a claim that reads this zero sees both.
+      Atomics.store(r.i32, word, 0);
+      this.head = (this.head + span) & L.POS_MASK;
+      this.#store();
+    }
+    Atomics.add(r.i32, SWEEPS, 1);
+    return taken;
   }
 
   /**

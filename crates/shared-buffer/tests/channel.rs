@@ -1473,6 +1473,115 @@ fn a_dead_senders_slot_is_reclaimed_while_live_senders_go_on() {
     );
 }
 
+/// A receiver kept busy by live senders never waits, yet still frees a dead sender's slot once
+/// a liveness check is due, and reports it: a new sender is not refused for as long as the
+/// others keep it busy.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_receiver_that_never_waits_frees_a_dead_senders_slot() {
+    let dead = dead_pid();
+    let mut heap = handmade(4096, Mode::Mpsc, &[]);
+    plant_pid(&mut heap, 1, dead);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut received = 0u64;
+    // Every receive finds a message waiting: `try_recv` never waits.
+    while rx.take_dead_senders().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not freed after {received} messages"
+        );
+        tx.try_send(&received.to_le_bytes()).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), received.to_le_bytes());
+        received += 1;
+    }
+    assert_eq!(
+        heap.bytes_mut()[layout::OFF_PRODUCER_PIDS + 4..][..4],
+        [0; 4],
+        "slot 1 is free"
+    );
+    let mut late = channel.sender(fast()).unwrap();
+    late.try_send(b"joined").unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"joined");
+}
+
+/// Receives that each wait less than a liveness interval still check on the senders, once one
+/// is due: the interval runs on from one wait to the next.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn short_waits_add_up_to_a_liveness_check() {
+    let dead = dead_pid();
+    let mut heap = handmade(4096, Mode::Mpsc, &[]);
+    plant_pid(&mut heap, 1, dead);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let _tx = channel.sender(fast()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Each wait is a fifth of the 50 ms interval.
+    while rx.take_dead_senders().is_empty() {
+        assert!(Instant::now() < deadline, "never checked");
+        assert_eq!(
+            code(rx.recv(Some(Duration::from_millis(10)))),
+            libc::ETIMEDOUT
+        );
+    }
+}
+
+/// A stale mark: a sender that lost its place to a sweep while it stalled, and was killed between
+/// its claim's CAS (landing a lap later) and its undo, left its mark in free space. A receiver
+/// finds the ring empty there, and the sender that reserves next takes the word over: nothing
+/// is lost, and nothing waits.
+#[test]
+fn a_sender_takes_over_a_stale_mark_where_it_reserved() {
+    let mut heap = handmade(512, Mode::Mpsc, &[]);
+    // Free space at the tail, holding slot 5's mark over 40 bytes; slot 5 is free.
+    set_word(&mut heap, layout::OFF_DATA, mark(5, 32));
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN, "empty, not corrupt");
+    // Its abort record lands on the mark (taken over), then its message.
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.try_send(b"taken over").unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"taken over");
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_TAIL) as usize,
+        8 + layout::record_span(10),
+        "no reservation lost"
+    );
+}
+
+/// A stale mark on the first word of a reservation whose sender died before taking it over:
+/// taken as one word by the receiver, at once if the mark runs past the tail (nobody's), else
+/// at a liveness check if its slot is free. The rest of the dead sender's reservation is swept;
+/// the message after it arrives.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_stale_mark_at_head_is_dropped_and_the_others_go_on() {
+    let me = std::process::id();
+    let unmarked: Handmade = (0, 0, 0);
+    // Slot 2's mark over 64 bytes (past the tail) or over 24 (inside it); slot 2 is free. Then
+    // the rest of slot 3's reservation, and slot 0's message: 32 bytes in all.
+    for stale_len in [56, 16] {
+        let records = [(mark(2, stale_len), 3, 0), unmarked, (COMMITTED | 5, 1, 5)];
+        let mut heap = handmade(512, Mode::Mpsc, &records);
+        plant_pid(&mut heap, 0, me);
+        plant_pid(&mut heap, 3, dead_pid());
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        let got = rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap();
+        assert_eq!(got, [0xAB; 5], "a mark over {stale_len} bytes");
+        assert_eq!(rx.take_dead_senders().len(), 1);
+        let tail = word_at(&mut heap, layout::OFF_TAIL);
+        assert_eq!(word_at(&mut heap, layout::OFF_HEAD), tail);
+        // The mark's word, then the sweep of the 8 zero bytes.
+        assert_eq!(word_at(&mut heap, layout::OFF_SWEEPS), 4);
+        let data = &heap.bytes_mut()[layout::OFF_DATA..][..512];
+        assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
+    }
+}
+
 /// A sender killed between its tail CAS and its mark leaves a reservation of unknown length,
 /// all zero, at `head`. Left unmarked at two liveness checks while the dead sender's records are
 /// still ahead, it is swept: the receiver takes the zero words up to the next record (or the
@@ -1501,10 +1610,12 @@ fn a_dead_senders_reservation_never_marked_is_swept_and_the_others_go_on() {
         let word = |heap: &mut Heap, at: usize| {
             u32::from_le_bytes(heap.bytes_mut()[at..][..4].try_into().unwrap())
         };
-        // Checks come at least 50 ms apart. A dead sender's record is swept at the second: a
-        // receive of 70 ms makes one at most. A live sender's at the tenth (it may still claim
-        // it; or a peer wrote over its claim, and it reserved again): one of 200 ms makes four.
-        let waited = rx.recv(Some(Duration::from_millis(if dead { 70 } else { 200 })));
+        // Checks come at least 50 ms apart, the first as the receive starts to wait (one is due
+        // by then). A dead sender's record is swept at the second: a receive of 40 ms makes one.
+        // A live sender's at the tenth (it may still claim it; or a peer wrote over its claim,
+        // and it reserved again): one of 200 ms makes five at most.
+        std::thread::sleep(Duration::from_millis(60));
+        let waited = rx.recv(Some(Duration::from_millis(if dead { 40 } else { 200 })));
         assert_eq!(code(waited), libc::ETIMEDOUT);
         assert_eq!(word(&mut heap, layout::OFF_SWEEPS), 0, "no sweep yet");
         if then_more {

@@ -24,8 +24,8 @@ pub enum ChannelError {
     Empty,
     /// Open found the header not initialised yet: retry (`EAGAIN`).
     NotReady,
-    /// A sender's place is held by this dead process; the receiver frees it while it waits for
-    /// messages (`EAGAIN`).
+    /// A sender's place is held by this dead process; the receiver frees it within its liveness
+    /// interval while it receives (`EAGAIN`).
     PlaceHeldByDead(u32),
     /// A blocking call's timeout passed (`ETIMEDOUT`).
     Timeout,
@@ -109,7 +109,7 @@ impl fmt::Display for ChannelError {
             Self::PlaceHeldByDead(pid) => write!(
                 f,
                 "a sender's place is held by process {pid}, which died; the receiver frees it \
-                 while it waits for messages"
+                 within its liveness interval while it receives"
             ),
             Self::Timeout => f.write_str("timed out"),
             Self::Closed(ClosedBy::Receiver) => f.write_str("the receiver closed the channel"),

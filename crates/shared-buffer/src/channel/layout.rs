@@ -587,6 +587,11 @@ pub const fn mark_word(slot: usize, span: u32) -> u32 {
         | ((span - RECORD_HEADER_SIZE as u32) / RECORD_ALIGN as u32)
 }
 
+/// True if commit word `word` is a reservation mark: [`REC_SKIP`] without [`REC_COMMITTED`].
+pub const fn is_mark(word: u32) -> bool {
+    word & (REC_COMMITTED | REC_SKIP) == REC_SKIP
+}
+
 /// The span of the reservation mark `word`.
 pub const fn mark_span(word: u32) -> u32 {
     (word & MARK_UNITS_MASK) * RECORD_ALIGN as u32 + RECORD_HEADER_SIZE as u32

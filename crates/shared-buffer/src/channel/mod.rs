@@ -340,7 +340,7 @@ impl Channel {
     /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
     /// channel already has a live producer or every MPSC slot is taken by a live one; `EAGAIN`
     /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
-    /// while it waits, within its liveness interval).
+    /// within its liveness interval, while it receives or waits).
     pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
         check_open(sh)?;
@@ -463,6 +463,8 @@ impl Channel {
             limits: Limits::default(),
             pending: None,
             stuck: None,
+            next_check: Instant::now() + liveness_interval(&options),
+            countdown: BUSY_LOOK_EVERY,
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
             orphans: Vec::new(),
@@ -514,13 +516,20 @@ impl Clock {
 
     fn new(timeout: Option<Duration>, options: &WaitOptions) -> Self {
         let now = Instant::now();
-        let interval = options.liveness_interval.max(Duration::from_millis(1));
+        let interval = liveness_interval(options);
         Self {
             deadline: timeout.and_then(|t| now.checked_add(t)),
             next_check: now + interval,
             interval,
             spins: 0,
         }
+    }
+
+    /// The first liveness check at `at` (or as soon as the spin ends, if it has passed) instead
+    /// of an interval from now: a receiver's checks go on from one wait to the next.
+    fn checking_at(mut self, at: Instant) -> Self {
+        self.next_check = at;
+        self
     }
 
     /// The next step; `ETIMEDOUT` when the deadline has passed. A spin (up to `u32::MAX`
@@ -551,6 +560,11 @@ impl Clock {
         }
         Ok(Step::Park(slice.max(Duration::from_micros(1))))
     }
+}
+
+/// The time between two liveness checks: at least 1 ms.
+fn liveness_interval(options: &WaitOptions) -> Duration {
+    options.liveness_interval.max(Duration::from_millis(1))
 }
 
 /// The sending end. Made by [`Channel::sender`].
@@ -925,11 +939,16 @@ struct Orphan {
 /// claim loses only the reservation (it reserves again).
 const LIVE_SWEEP_CHECKS: u32 = 10;
 
+/// Messages received between two looks at the clock by a receiver that does not wait: when a
+/// liveness check is due, it checks on its senders all the same (see `Receiver::look_busy`).
+const BUSY_LOOK_EVERY: u32 = 1024;
+
 /// The receiving end. Made by [`Channel::receiver`]; dropping it closes the channel for the
 /// senders (their sends fail with `EPIPE`).
 ///
-/// While it waits for a message it checks, every [`WaitOptions::liveness_interval`], that the
-/// senders' processes still exist. A dead one's slot is reclaimed (a new sender may take it),
+/// Every [`WaitOptions::liveness_interval`] it checks that the senders' processes still exist:
+/// while it waits for a message, and between messages when it never waits (it looks at the
+/// clock every 1,024 messages). A dead one's slot is reclaimed (a new sender may take it),
 /// the messages it completed are still delivered, its unfinished message and any record it
 /// reserved but never committed are dropped, and [`Receiver::take_dead_senders`] reports it.
 /// Receiving fails with `ECONNRESET` only when the ring is empty and every sender died.
@@ -945,6 +964,10 @@ pub struct Receiver {
     /// The head at which an unmarked record was seen at the last liveness check, and at how
     /// many checks in a row (see `check_senders`).
     stuck: Option<(u32, u32)>,
+    /// When the next liveness check is due, whether this receiver waits or not.
+    next_check: Instant,
+    /// Messages left before a receive that does not wait looks at the clock (see `look_busy`).
+    countdown: u32,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
     /// The bytes of all partial messages.
@@ -1205,7 +1228,13 @@ impl Receiver {
     fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
         self.release();
         match (self.poll()?, wait) {
-            (Poll::Got(got), _) => Ok(Some(got)),
+            (Poll::Got(got), _) => {
+                self.countdown -= 1;
+                if self.countdown == 0 {
+                    self.look_busy();
+                }
+                Ok(Some(got))
+            }
             (Poll::End, _) => Ok(None),
             (Poll::Wait(_), None) => Err(ChannelError::Empty),
             (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
@@ -1215,7 +1244,7 @@ impl Receiver {
     #[cold]
     fn next_slow(&mut self, timeout: Option<Duration>) -> Result<Option<Got>> {
         let sh = Arc::clone(&self.shared);
-        let mut clock = Clock::new(timeout, &self.options);
+        let mut clock = Clock::new(timeout, &self.options).checking_at(self.next_check);
         loop {
             let state = match self.poll()? {
                 Poll::Got(got) => return Ok(Some(got)),
@@ -1232,6 +1261,7 @@ impl Receiver {
             let slice = match clock.next(spin)? {
                 Step::Spin => continue,
                 Step::Check => {
+                    self.next_check = clock.next_check;
                     self.check_senders(state)?;
                     continue;
                 }
@@ -1384,10 +1414,23 @@ impl Receiver {
         Ok(Reassembled::Got(Got::Assembled(slot)))
     }
 
-    /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
-    /// a record at `head` that a dead sender reserved, and fails when every sender died.
+    /// A receive counted down [`BUSY_LOOK_EVERY`] messages: a receiver that never waits checks
+    /// on its senders all the same once a check is due, so a dead sender's slot is freed for a
+    /// new one while the others keep it busy.
     #[cold]
-    fn check_senders(&mut self, state: Peek) -> Result<()> {
+    fn look_busy(&mut self) {
+        self.countdown = BUSY_LOOK_EVERY;
+        let now = Instant::now();
+        if now >= self.next_check {
+            self.next_check = now + liveness_interval(&self.options);
+            self.reap();
+        }
+    }
+
+    /// Reclaims the slots of dead senders (their records still ahead become orphans); returns
+    /// how many senders are alive.
+    #[cold]
+    fn reap(&mut self) -> u32 {
         let sh = Arc::clone(&self.shared);
         let slots = if sh.mode == MODE_SPSC {
             1
@@ -1420,11 +1463,31 @@ impl Receiver {
         if live > 0 {
             self.bereaved = false;
         }
+        live
+    }
+
+    /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
+    /// a record at `head` that a dead sender reserved, and fails when every sender died.
+    #[cold]
+    fn check_senders(&mut self, state: Peek) -> Result<()> {
+        let sh = Arc::clone(&self.shared);
+        let live = self.reap();
         let head = self.consumer.head;
         match state {
             Peek::Reserved { idx, span, slot } => {
+                let mark = layout::mark_word(slot, span);
                 if self.orphaned(slot).is_some() {
-                    self.consumer.step_over(&sh, idx, span);
+                    // The dead sender's own reservation (it ends by the orphan's end: peek saw
+                    // it end by `tail`, which was loaded before the reclaim).
+                    self.consumer.drop_mark(&sh, idx, mark, span);
+                } else if sh.mode == MODE_MPSC && sh.producer_pid(slot).load(Acquire) == 0 {
+                    // A mark whose slot is free, with no records of a dead sender of it ahead:
+                    // nobody's. It is stale, left by a sender killed in its claim after losing
+                    // its place (see `Producer::claim`), on a reservation whose own sender did
+                    // not take it over (it died, or stalls): its word is taken alone, and the
+                    // rest of that reservation is unmarked.
+                    self.consumer
+                        .drop_mark(&sh, idx, mark, layout::RECORD_ALIGN as u32);
                 }
                 self.stuck = None;
             }

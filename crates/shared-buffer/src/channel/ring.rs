@@ -622,18 +622,26 @@ impl Producer {
     /// inside another producer's record (or free space at `head`). What is left is a stall
     /// between this check and the CAS long enough for a sweep and a lap, with the undo after
     /// it: `docs/channel.md`, *Liveness*.
+    ///
+    /// A producer killed in that window, between its CAS and its undo, leaves a *stale* mark.
+    /// Where it lands on the first word of a later reservation, the producer that reserved it
+    /// finds a mark where only its own can be (nobody else reserved that position in this lap,
+    /// and the consumer zeroed it before it moved `head` past it), and takes the word over with a
+    /// second CAS. That CAS fails if the consumer took the stale mark first (a sweep of one word,
+    /// see [`Consumer::drop_mark`]), or if a stalled producer undid it meanwhile: the claim then
+    /// fails as above, and never CASes again (a 0 there may be the consumer's, after it took the
+    /// word).
     #[inline]
     fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> bool {
         let quiet = || sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps;
         if !quiet() && Self::consumed(sh, pos) {
             return false;
         }
-        if sh
-            .commit_word(idx)
-            .compare_exchange(0, mark, AcqRel, Relaxed)
-            .is_err()
-        {
-            return false;
+        let word = sh.commit_word(idx);
+        if let Err(seen) = word.compare_exchange(0, mark, AcqRel, Relaxed) {
+            if !is_mark(seen) || word.compare_exchange(seen, mark, AcqRel, Relaxed).is_err() {
+                return false;
+            }
         }
         if quiet() || !Self::consumed(sh, pos) {
             return true;
@@ -898,8 +906,27 @@ impl Consumer {
             // producer's reservation) bounds nothing and is looked at again.
             let seen = self.tail_seen.wrapping_sub(self.head) & POS_MASK;
             if seen > sh.capacity || span > seen {
-                let tail = sh.tail().load(Acquire) & POS_MASK;
+                let tail_word = sh.tail().load(Acquire);
+                let tail = tail_word & POS_MASK;
                 let avail = tail.wrapping_sub(self.head) & POS_MASK;
+                if mark.is_some() && sh.mode == MODE_MPSC && span > avail && avail <= sh.capacity {
+                    // A mark past `tail` is nobody's: a producer marks only inside what its tail
+                    // CAS reserved, which this load sees. It is stale (see `Producer::claim`).
+                    if avail == 0 {
+                        // In free space: the producer that reserves here takes it over.
+                        self.tail_word = tail_word;
+                        return Ok(if tail_word & TAIL_CLOSED != 0 {
+                            Peek::End
+                        } else {
+                            Peek::Empty
+                        });
+                    }
+                    // The first word of a reservation, which its producer may be taking over:
+                    // taken alone here if this CAS comes first.
+                    self.drop_mark(sh, idx, word, RECORD_ALIGN as u32);
+                    self.stepped += 1;
+                    continue;
+                }
                 if avail > sh.capacity || span > avail {
                     return Err(corrupt(format!(
                         "record at {:#x} ({span} bytes) runs past tail {tail:#x}",
@@ -1000,13 +1027,34 @@ impl Consumer {
         sh.wake_producers();
     }
 
-    /// Steps over the record at `idx` (`span` bytes) whose producer died before committing it,
-    /// as over a skip record: zeroes it and moves `head`.
-    pub(crate) fn step_over(&mut self, sh: &Shared, idx: usize, span: u32) {
-        self.announce(sh, span);
-        // SAFETY: peek validated the span inside the data area, and its producer is gone.
-        unsafe { sh.mem.zero(OFF_DATA + idx, span as usize) };
-        self.advance(sh, span);
+    /// Consumes the marked record at `idx` (at `head`) that no producer will commit: the whole
+    /// record (`span` bytes) when its dead producer reserved it, or the mark's word alone
+    /// (`span` 8) when the mark is stale, left by a producer whose claim had lost its place
+    /// (see `Producer::claim`). Takes the mark with a CAS to [`SWEPT`], as a sweep takes a
+    /// word, with `sweeps` raised before and after: the producer whose reservation begins on a
+    /// stale mark takes it over with a CAS too, so exactly one of the two has it, and a claim
+    /// that reads the zero stored here sees the raise and finds its position consumed. False,
+    /// with nothing consumed, if the word no longer holds `mark`.
+    #[cold]
+    pub(crate) fn drop_mark(&mut self, sh: &Shared, idx: usize, mark: u32, span: u32) -> bool {
+        sh.sweeps().fetch_add(1, SeqCst);
+        let taken = sh
+            .commit_word(idx)
+            .compare_exchange(mark, SWEPT, SeqCst, Relaxed)
+            .is_ok();
+        if taken {
+            self.announce(sh, span);
+            let rest = span as usize - OFF_REC_PRODUCER;
+            // SAFETY: peek validated the span inside the data area. Nobody else writes it: the
+            // mark's producer is dead, or the mark is stale and `span` is its word's alone (the
+            // producer word after it is written only by a claim that stands).
+            unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, rest) };
+            // After the raise and `zeroing`: a claim that reads this zero sees both.
+            sh.commit_word(idx).store(0, Release);
+            self.advance(sh, span);
+        }
+        sh.sweeps().fetch_add(1, SeqCst);
+        taken
     }
 
     /// Moves `head` to `to`, over a reservation that its dead producer never marked. The bytes
