@@ -1884,6 +1884,41 @@ test("many senders: receives that each wait less than peerCheckMs still check on
   });
 });
 
+test("many senders: a sweep stopped by the end of the ring goes on from its start at the next peer check", () => {
+  withManyRing("sweep-wrap", (ch, raw) => {
+    const w = (offset: number) => offset >> 2;
+    // From 16 (what was before is consumed): two messages at 16..960; slot 2 died with
+    // 960..1024 reserved, slot 3 with 0..16 of the next lap, neither marked; slot 0 lives.
+    for (const at of [16, 488]) {
+      raw.i32[w(layout.OFF_DATA + at) + 1] = 1;
+      raw.bytes.fill(0xab, layout.OFF_DATA + at + 8, layout.OFF_DATA + at + 8 + 464);
+      Atomics.store(raw.i32, w(layout.OFF_DATA + at), COMMITTED | 464);
+    }
+    for (const offset of [layout.OFF_HEAD, layout.OFF_ZEROING]) {
+      Atomics.store(raw.i32, w(offset), 16);
+    }
+    Atomics.store(raw.i32, w(layout.OFF_TAIL), 1024 + 16);
+    raw.setPid(0, pid);
+    raw.setPid(2, deadPid());
+    raw.setPid(3, deadPid());
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    for (let i = 0; i < 2; i++) assert.equal(rx.recv(0)!.length, 464);
+    // Each receive makes one check: one is due as it starts, and it ends before the next.
+    const oneCheck = () => {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+      assert.throws(() => rx.recv(15), code("ETIMEDOUT"));
+    };
+    const word = (offset: number) => Atomics.load(raw.i32, w(offset));
+    oneCheck();
+    assert.equal(word(layout.OFF_SWEEPS), 0, "not at the first check");
+    oneCheck();
+    assert.equal(word(layout.OFF_HEAD), 1024, "swept to the end");
+    oneCheck();
+    assert.equal(word(layout.OFF_HEAD), 1024 + 16, "and on at the next check");
+    assert.equal(word(layout.OFF_SWEEPS), 4);
+  });
+});
+
 test("many senders: a sweep goes no further than the dead sender's records; a live sender's later reservation is left for its claim", () => {
   withManyRing("sweep-until", (ch, raw) => {
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });

@@ -2123,9 +2123,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         if (checks < LIVE_SWEEP_CHECKS) return;
         until = (consumer.head + r.capacity) & L.POS_MASK; // as far as the ring goes
       }
-      // A sweep cut short goes on at the next check.
-      if (consumer.sweep(until) === SWEEP_MAX) this.#stuckAt = consumer.head;
-      else this.#stuckAt = -1;
+      // A sweep cut short (by its bound, or by the end of the data area) goes on at the next
+      // check.
+      const taken = consumer.sweep(until);
+      const wrapped = taken > 0 && (consumer.head & r.mask) === 0;
+      this.#stuckAt = taken === SWEEP_MAX || wrapped ? consumer.head : -1;
     } else if (state === EMPTY && this.#bereaved && live === 0) {
       throw channelError(
         "ECONNRESET",

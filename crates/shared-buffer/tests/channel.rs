@@ -1644,6 +1644,60 @@ fn a_dead_senders_reservation_never_marked_is_swept_and_the_others_go_on() {
     }
 }
 
+/// A sweep stopped by the end of the data area goes on from its start at the next liveness
+/// check, without waiting for two more.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_sweep_that_reaches_the_end_of_the_ring_goes_on_at_the_next_check() {
+    // From 16 (what was before is consumed): two messages at 16..448; slot 2 died with
+    // 448..512 reserved, slot 3 with 0..16 of the next lap, neither marked; slot 0 lives.
+    let mut heap = handmade(512, Mode::Mpsc, &[]);
+    for at in [16, 232] {
+        set_word(&mut heap, layout::OFF_DATA + at, COMMITTED | 208);
+        set_word(&mut heap, layout::OFF_DATA + at + 4, 1);
+        heap.bytes_mut()[layout::OFF_DATA + at + 8..][..208].fill(0xAB);
+    }
+    for word in [layout::OFF_HEAD, layout::OFF_ZEROING] {
+        set_word(&mut heap, word, 16);
+    }
+    set_word(&mut heap, layout::OFF_TAIL, 512 + 16);
+    plant_pid(&mut heap, 0, std::process::id());
+    plant_pid(&mut heap, 2, dead_pid());
+    plant_pid(&mut heap, 3, dead_pid());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 208]);
+    }
+    // Each receive makes one check: one is due as it starts, and it ends before the next.
+    let mut one_check = || {
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            code(rx.recv(Some(Duration::from_millis(40)))),
+            libc::ETIMEDOUT
+        );
+    };
+    one_check();
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_SWEEPS),
+        0,
+        "not at the first check"
+    );
+    one_check();
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_HEAD),
+        512,
+        "swept to the end"
+    );
+    one_check();
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_HEAD),
+        512 + 16,
+        "and on at the next check"
+    );
+    assert_eq!(word_at(&mut heap, layout::OFF_SWEEPS), 4);
+}
+
 /// A sweep goes no further than a dead sender's records: a live sender's reservation made after
 /// the receiver found the dead one is left for its claim (until ten checks have passed).
 #[test]

@@ -1529,12 +1529,12 @@ impl Receiver {
                     _ if checks >= LIVE_SWEEP_CHECKS => head.wrapping_add(sh.capacity) & POS_MASK,
                     _ => return Ok(()),
                 };
-                // A sweep cut short goes on at the next check.
-                if self.consumer.sweep(&sh, until)? != ring::SWEEP_MAX {
-                    self.stuck = None;
-                } else {
-                    self.stuck = Some((self.consumer.head, checks));
-                }
+                // A sweep cut short (by its bound, or by the end of the data area) goes on at
+                // the next check.
+                let taken = self.consumer.sweep(&sh, until)?;
+                let wrapped = taken > 0 && self.consumer.head & sh.mask == 0;
+                self.stuck =
+                    (taken == ring::SWEEP_MAX || wrapped).then_some((self.consumer.head, checks));
             }
             Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(
