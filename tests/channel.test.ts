@@ -1777,20 +1777,22 @@ test("many senders: a stale mark (a sender killed between a claim that lost its 
   });
 });
 
-test("many senders: a stale mark on a dead sender's reservation is taken alone (at once past the tail, at a peer check if its slot is free); the rest is swept, and the next message arrives", () => {
-  for (const staleLen of [56, 16]) {
+test("many senders: a stale mark on a dead sender's reservation is taken alone at a peer check (it runs past the tail, its slot is free, or its slot's dead sender never wrote its producer word there); the rest is swept, and the next message arrives", () => {
+  for (const [staleLen, slot2Dead] of [[56, false], [16, false], [16, true]] as const) {
     withManyRing(`stale-head-${staleLen}`, (ch, raw) => {
       const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
       const a = ch.sender(); // slot 0
       assert.equal(rx.tryRecv(), undefined, "its abort record");
       // Slot 3 reserved 16 bytes and died; slot 2's stale mark on its first word, over 64
-      // bytes (past the tail) or 24 (inside it). Slot 2 is free. Then `a`'s message.
+      // bytes (past the tail) or 24 (inside it). Slot 2 is free, or dead. Then `a`'s message.
       raw.setPid(3, deadPid());
+      if (slot2Dead) raw.setPid(2, deadPid());
       const at = raw.tail();
       raw.append(mark(2, staleLen), 0, 0);
       raw.append(0, 0, 0);
       a.send("after");
-      assert.equal(rx.recvText(20_000), `after`, `a mark over ${staleLen} bytes`);
+      const what = `a mark over ${staleLen} bytes, slot 2 dead: ${slot2Dead}`;
+      assert.equal(rx.recvText(20_000), `after`, what);
       assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), raw.tail());
       assert.equal(Atomics.load(raw.i32, layout.OFF_SWEEPS >> 2), 4, "the mark's word, the sweep");
       const data = raw.bytes.subarray(layout.OFF_DATA + at, layout.OFF_DATA + raw.tail());
@@ -1838,6 +1840,39 @@ test("many senders: a receiver that never waits still frees a dead sender's slot
       assert.equal(rx.recvText(0), "joined", kind);
     });
   }
+});
+
+test("a senderdied listener that detaches recvInto's target, running inside the receive, gets the call a RangeError and leaves the message next in line", () => {
+  withManyRing("busy-detach", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const a = ch.sender(); // slot 0
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    raw.setPid(2, deadPid());
+    let target = new Uint8Array(64);
+    let detached = false;
+    rx.addEventListener("senderdied", () => {
+      structuredClone(target.buffer, { transfer: [target.buffer] });
+      detached = true;
+    });
+    const deadline = Date.now() + 30_000;
+    let threw = false;
+    for (let n = 0; !detached; n++) {
+      assert.ok(Date.now() < deadline, `not freed after ${n} messages`);
+      a.send(pattern(8, n & 0xff));
+      try {
+        assert.equal(rx.recvInto(target, 0), 8);
+        assert.deepEqual(target.subarray(0, 8), pattern(8, n & 0xff));
+      } catch (err) {
+        assert.ok(detached && err instanceof RangeError, `message ${n}: ${err}`);
+        assert.deepEqual(rx.recv(0), pattern(8, n & 0xff), "still next in line");
+        threw = true;
+      }
+    }
+    assert.ok(threw, "the receive that ran the listener");
+    target = new Uint8Array(64);
+    a.send("after");
+    assert.equal(rx.recvInto(target, 0), 5);
+  });
 });
 
 test("many senders: a recvMany batch that never runs dry frees a dead sender's slot, and tells when it ends", () => {

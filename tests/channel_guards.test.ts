@@ -264,35 +264,38 @@ test("sending a lent view copies what it holds: the view while lent is the messa
   }
 });
 
-test("a send inside a senderdied listener, which runs while a receive waits, into the full ring of that receiver is EDEADLK", () => {
-  const name = uniqueName("guard-listener");
-  using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
-  using shm = SharedMemory.open({ name });
-  cleanup({ name });
-  // A dead sender's reservation (marked, never committed) at head: the receiver waits there
-  // until its peer check frees the slot and dispatches "senderdied".
-  const i32 = new Int32Array(shm.buffer);
-  const dead = spawnSync("true").pid!;
-  Atomics.store(i32, layout.OFF_PRODUCER_PIDS >> 2, dead);
-  i32[(layout.OFF_DATA >> 2) + 1] = 1;
-  Atomics.store(i32, layout.OFF_DATA >> 2, layout.markWord(0, 16));
-  Atomics.store(i32, layout.OFF_TAIL >> 2, 16);
-  const tx = ch.sender(); // slot 1, this thread's
-  const n = fill(tx);
-  const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
-  const inner: unknown[] = [];
-  rx.addEventListener("senderdied", () => {
-    try {
-      tx.send(message(0xdd), 60_000);
-      inner.push("sent");
-    } catch (err) {
-      inner.push(err);
-    }
-  });
-  assert.equal(rx.recv(60_000)![0], 0, "the first live message, after the dead one's reservation");
-  assert.equal(inner.length, 1);
-  assert.ok(code("EDEADLK")(inner[0]), `the listener's send: ${inner[0]}`);
-  assert.equal(drain(rx).length, n - 1);
+test("a send inside a senderdied listener, which runs while a receive waits (sync or async), into the full ring of that receiver is EDEADLK", async () => {
+  for (const wait of ["recv", "recvAsync"] as const) {
+    const name = uniqueName("guard-listener");
+    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+    using shm = SharedMemory.open({ name });
+    cleanup({ name });
+    // A dead sender's reservation (marked, never committed) at head: the receiver waits there
+    // until its peer check frees the slot and dispatches "senderdied".
+    const i32 = new Int32Array(shm.buffer);
+    const dead = spawnSync("true").pid!;
+    Atomics.store(i32, layout.OFF_PRODUCER_PIDS >> 2, dead);
+    i32[(layout.OFF_DATA >> 2) + 1] = 1;
+    Atomics.store(i32, layout.OFF_DATA >> 2, layout.markWord(0, 16));
+    Atomics.store(i32, layout.OFF_TAIL >> 2, 16);
+    const tx = ch.sender(); // slot 1, this thread's
+    const n = fill(tx);
+    const rx = ch.receiver({ peerCheckMs: 1, spin: 0 });
+    const inner: unknown[] = [];
+    rx.addEventListener("senderdied", () => {
+      try {
+        tx.send(message(0xdd), 60_000);
+        inner.push("sent");
+      } catch (err) {
+        inner.push(err);
+      }
+    });
+    const got = wait === "recv" ? rx.recv(60_000) : await rx.recvAsync(60_000);
+    assert.equal(got![0], 0, `${wait}: the first live message, after the dead one's reservation`);
+    assert.equal(inner.length, 1);
+    assert.ok(code("EDEADLK")(inner[0]), `${wait}: the listener's send: ${inner[0]}`);
+    assert.equal(drain(rx).length, n - 1);
+  }
 });
 
 /**

@@ -34,6 +34,7 @@ import {
 import { SPIN_MS, Spinner } from "../spin.ts";
 import { mustYield, nextTurn } from "./turns.ts";
 import {
+  byteCount,
   channelError,
   Consumer,
   copyInto,
@@ -1242,12 +1243,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(target instanceof Uint8Array)) {
       throw new TypeError("recvInto: target must be a Uint8Array");
     }
+    // Before the target is looked at: a "senderdied" listener may resize or detach it.
+    if (--this.#countdown <= 0) this.#lookBusy();
     // #target is plain already (an array's type never changes).
     if (target !== this.#target) target = plainView(target);
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = quickByteCount(target, this.#target);
     if (target !== this.#target) this.#adopt(target, room);
-    if (--this.#countdown <= 0) this.#lookBusy();
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
@@ -1264,6 +1266,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #recvIntoSlow(target: Uint8Array, room: number, timeoutMs: number | undefined): number | null {
     const view = this.#view(timeoutMs, "recvInto");
     if (view === null) return null;
+    // Counted again: a "senderdied" listener that ran meanwhile may have resized or detached it.
+    room = byteCount(target);
     if (view.length > room) {
       this.#held = view;
       throw new RangeError(
@@ -1353,7 +1357,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } finally {
       this.#inBatch = false;
       if (!this.#closed) consumer.publish();
-      this.#countdown = look - count;
+      // Events the batch found wait for the next receive if a callback threw.
+      this.#countdown = this.#died.length !== 0 ? 0 : look - count;
     }
     if (this.#died.length !== 0) this.#dispatchDied();
     return count;
@@ -2010,9 +2015,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#countdown = BUSY_LOOK_EVERY;
     if (this.#closed || this.#busy) return;
     const now = performance.now();
-    if (now < this.#nextCheck) return;
-    this.#nextCheck = now + this.#options.peerCheckMs;
-    this.#reap();
+    if (now >= this.#nextCheck) {
+      this.#nextCheck = now + this.#options.peerCheckMs;
+      this.#reap();
+    }
+    // With what a batch found and could not dispatch (a callback threw) too.
     if (!this.#inBatch && this.#died.length !== 0) this.#dispatchDied();
   }
 
@@ -2071,23 +2078,26 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const r = this.#ring;
     const consumer = this.#consumer;
     const live = this.#reap();
-    for (const event of this.#died.splice(0)) this.dispatchEvent(event);
+    if (this.#died.length !== 0) this.#dispatchDied();
     // A listener may have closed the receiver (or the channel): nothing more to do here.
     if (this.#closed) return;
     if (state === RESERVED) {
       const many = r.mode === L.MODE_MPSC;
       const slot = consumer.reservedSlot;
-      const mark = L.markWord(slot, consumer.reservedSpan);
-      if (this.#orphanEnd(many ? slot + 1 : 0) !== undefined) {
-        // The dead sender's own reservation (it ends by the orphan's end: peek saw it end by
-        // the tail, which was loaded before the reclaim).
-        consumer.dropMark(mark, consumer.reservedSpan);
-      } else if (many && r.producerPid(slot) === 0) {
-        // A mark whose slot is free, with no records of a dead sender of it ahead: nobody's. It
-        // is stale, left by a sender killed in its claim after losing its place (see
-        // `Producer`'s #claim), on a reservation whose own sender did not take it over (it
-        // died, or stalls): its word is taken alone, and the rest of that reservation is
-        // unmarked.
+      const span = consumer.reservedSpan;
+      const mark = L.markWord(slot, span);
+      // Loaded after the mark: it covers every record marked by then.
+      const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      const pastTail = span > ((tail - consumer.head) & L.POS_MASK);
+      if (this.#orphanEnd(many ? slot + 1 : 0) !== undefined && !pastTail) {
+        // The dead sender's own reservation, whole if its producer word says so.
+        consumer.dropMark(mark, span, many ? slot + 1 : 0);
+      } else if (many && (pastTail || r.producerPid(slot) === 0)) {
+        // A mark that no live sender can have made here: it runs past the tail (a sender marks
+        // only inside what it reserved), or its slot is free with no records of a dead sender
+        // of it ahead. It is stale, left by a sender killed in its claim after losing its place
+        // (see `Producer`'s #claim), on a reservation whose own sender did not take it over in a
+        // whole interval (it died, or stalls): its word is taken alone, the rest is swept.
         consumer.dropMark(mark, 8);
       }
       this.#stuckAt = -1;

@@ -727,9 +727,11 @@ export class Producer {
    *
    * A sender killed between such a CAS and its undo leaves a stale mark. Where it lands on the
    * first word of a later reservation, the sender that reserved it finds a mark where only its
-   * own can be, and takes it over with a second CAS, which fails if the receiver took the mark
-   * first ({@linkcode Consumer.dropMark}) or a stalled sender undid it: the claim then fails, and
-   * never CASes again (a 0 there may be the receiver's, after it took the word).
+   * own can be, and takes it over with a second CAS, once it has checked that its position is
+   * not consumed (a mark there may also be a live sender's of a later lap, if this one stalled
+   * before its first CAS long enough to be swept). The second CAS fails if the receiver took the
+   * mark first ({@linkcode Consumer.dropMark}) or a stalled sender undid it: the claim then
+   * fails, and never CASes again (a 0 there may be the receiver's, after it took the word).
    */
   #claim(idx: number, pos: number, mark: number, sweeps: number): boolean {
     const r = this.#r;
@@ -745,7 +747,8 @@ export class Producer {
     const seen = Atomics.compareExchange(r.i32, word, 0, mark);
     if (seen !== 0) {
       const stale = (seen & (L.REC_COMMITTED | L.REC_SKIP)) === L.REC_SKIP;
-      if (!stale || Atomics.compareExchange(r.i32, word, seen, mark) !== seen) return false;
+      if (!stale || this.#consumed(pos)) return false;
+      if (Atomics.compareExchange(r.i32, word, seen, mark) !== seen) return false;
     }
     if (this.#quiet(sweeps) || !this.#consumed(pos)) return true;
     // Swept: undo. Nobody else writes the word now (the receiver is past it, senders reach it
@@ -1017,10 +1020,12 @@ export class Consumer {
           // reserved, which this load sees. It is stale (see `Producer`'s #claim). In free
           // space, the sender that reserves there takes it over.
           if (avail === 0) return (tailWord & TAIL_CLOSED) !== 0 ? END : EMPTY;
-          // The first word of a reservation, which its sender may be taking over: taken alone
-          // here if this CAS comes first.
-          this.dropMark(word, 8);
-          continue;
+          // The first word of a reservation, which its sender takes over, unless it died: the
+          // liveness check takes the mark then (never before the sender has had an interval).
+          this.reservedIdx = idx;
+          this.reservedSpan = span;
+          this.reservedSlot = slot;
+          return RESERVED;
         }
         if (avail > r.capacity || span > avail) {
           throw channelError("EBADMSG", `corrupt record at position ${this.head}: past the tail`);
@@ -1118,8 +1123,15 @@ export class Consumer {
    * exactly one of the two has it, and a claim that reads the zero stored here sees the raise
    * and finds its position consumed. False, with nothing consumed, if the word no longer holds
    * `mark`.
+   *
+   * With `owner` (many senders: the slot's producer word, `slot + 1`; 0: none) the whole span is
+   * taken only if the record's producer word holds it: a sender writes it once its claim
+   * stands, before its payload, so a mark without it is stale (the reservation under it is
+   * someone else's, of another length) or its sender died before writing anything; either way
+   * the rest of the reservation is zero, and left to a sweep. Read once the CAS took the mark:
+   * nobody writes that word then.
    */
-  dropMark(mark: number, span: number): boolean {
+  dropMark(mark: number, span: number, owner = 0): boolean {
     const r = this.#r;
     this.publish();
     Atomics.add(r.i32, SWEEPS, 1);
@@ -1127,6 +1139,7 @@ export class Consumer {
     const word = DATA + (idx >> 2);
     const taken = Atomics.compareExchange(r.i32, word, mark, SWEPT) === mark;
     if (taken) {
+      if (owner !== 0 && r.i32[word + 1] !== owner) span = 8;
       Atomics.store(r.i32, ZEROING, (this.head + span) & L.POS_MASK);
       r.i32[word + 1] = 0; // the producer word
       if (span > 8) this.#zero(idx + 8, span - 8);

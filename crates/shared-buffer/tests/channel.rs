@@ -1529,6 +1529,25 @@ fn short_waits_add_up_to_a_liveness_check() {
     }
 }
 
+/// A liveness interval too long for the clock means "never check", not a panic.
+#[test]
+fn a_liveness_interval_of_duration_max_is_taken() {
+    let mut heap = Heap::new(region_size(512));
+    let channel = heap.channel(512, Mode::Mpsc);
+    let forever = WaitOptions {
+        spin: 0,
+        liveness_interval: Duration::MAX,
+    };
+    let mut rx = channel.receiver(forever).unwrap();
+    let mut tx = channel.sender(forever).unwrap();
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(5)))),
+        libc::ETIMEDOUT
+    );
+    tx.send(b"x", Some(Duration::from_secs(1))).unwrap();
+    assert_eq!(rx.recv(None).unwrap().unwrap(), b"x");
+}
+
 /// A stale mark: a sender that lost its place to a sweep while it stalled, and was killed between
 /// its claim's CAS (landing a lap later) and its undo, left its mark in free space. A receiver
 /// finds the ring empty there, and the sender that reserves next takes the word over: nothing
@@ -1553,32 +1572,40 @@ fn a_sender_takes_over_a_stale_mark_where_it_reserved() {
 }
 
 /// A stale mark on the first word of a reservation whose sender died before taking it over:
-/// taken as one word by the receiver, at once if the mark runs past the tail (nobody's), else
-/// at a liveness check if its slot is free. The rest of the dead sender's reservation is swept;
-/// the message after it arrives.
+/// taken as one word by the receiver's liveness check, as the mark runs past the tail (nobody's),
+/// its slot is free, or its slot's dead sender never wrote its producer word there. The rest of
+/// the dead sender's reservation is swept; the message after it arrives.
 #[test]
 #[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
 fn a_stale_mark_at_head_is_dropped_and_the_others_go_on() {
     let me = std::process::id();
     let unmarked: Handmade = (0, 0, 0);
-    // Slot 2's mark over 64 bytes (past the tail) or over 24 (inside it); slot 2 is free. Then
-    // the rest of slot 3's reservation, and slot 0's message: 32 bytes in all.
-    for stale_len in [56, 16] {
-        let records = [(mark(2, stale_len), 3, 0), unmarked, (COMMITTED | 5, 1, 5)];
+    // Slot 2's mark over 64 bytes (past the tail) or over 24 (inside it); slot 2 free or dead.
+    // Then the rest of slot 3's reservation, and slot 0's message: 32 bytes in all.
+    for (stale_len, slot_2_dead) in [(56, false), (16, false), (16, true)] {
+        let what = format!("a mark over {stale_len} bytes, slot 2 dead: {slot_2_dead}");
+        let records = [(mark(2, stale_len), 0, 0), unmarked, (COMMITTED | 5, 1, 5)];
         let mut heap = handmade(512, Mode::Mpsc, &records);
         plant_pid(&mut heap, 0, me);
+        if slot_2_dead {
+            plant_pid(&mut heap, 2, dead_pid());
+        }
         plant_pid(&mut heap, 3, dead_pid());
         let channel = heap.open().unwrap();
         let mut rx = channel.receiver(fast()).unwrap();
-        let got = rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap();
-        assert_eq!(got, [0xAB; 5], "a mark over {stale_len} bytes");
-        assert_eq!(rx.take_dead_senders().len(), 1);
+        let got = rx.recv(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(got.unwrap(), [0xAB; 5], "{what}");
+        let dead = rx.take_dead_senders().len();
+        assert_eq!(dead, 1 + usize::from(slot_2_dead), "{what}");
         let tail = word_at(&mut heap, layout::OFF_TAIL);
-        assert_eq!(word_at(&mut heap, layout::OFF_HEAD), tail);
+        assert_eq!(word_at(&mut heap, layout::OFF_HEAD), tail, "{what}");
         // The mark's word, then the sweep of the 8 zero bytes.
-        assert_eq!(word_at(&mut heap, layout::OFF_SWEEPS), 4);
+        assert_eq!(word_at(&mut heap, layout::OFF_SWEEPS), 4, "{what}");
         let data = &heap.bytes_mut()[layout::OFF_DATA..][..512];
-        assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
+        assert!(
+            data.iter().all(|&b| b == 0),
+            "{what}: consumed bytes are zero"
+        );
     }
 }
 

@@ -33,7 +33,7 @@
 //! | [`mpsc_sweep_every_interleaving`] | the receiver sweeps while a producer reserves and marks: a reservation it takes is reserved again, one it does not is left alone; the message arrives once, and the ring ends all zero |
 //! | [`mpsc_sweeps_after_reservation_every_interleaving`] | the receiver sweeps twice once the producer's tail CAS is seen, so every sweep races the claim: the same |
 //! | [`mpsc_two_sweeps_every_interleaving`] | two sweeps back to back racing the whole send: the same |
-//! | [`mpsc_stale_mark_every_interleaving`] | a stale mark where the producer reserves: its claim takes it over while the receiver takes it as one word, then sweeps; the same |
+//! | [`mpsc_stale_mark_every_interleaving`] | a stale mark where the producer reserves: its claim takes it over while the receiver's liveness check takes it as one word, then sweeps; the same |
 //!
 //! Every model ends with both sides checking that nothing more is there, and reservations are
 //! marked before they are committed, so the consumer meets records reserved, marked and
@@ -386,8 +386,8 @@ fn mpsc_sweep_every_interleaving() {
 
 /// A stale mark (left by a producer killed between a claim that lost its place and its undo)
 /// lies where the producer reserves next, over more than the ring then holds. The producer's
-/// claim takes the word over while the receiver, finding the mark past the tail, takes it as
-/// one word: exactly one of the two gets it. A producer that loses reserves again, and one
+/// claim takes the word over while the receiver's liveness check, finding the mark past the
+/// tail, takes it as one word: exactly one of the two gets it. A producer that loses reserves again, and one
 /// sweep takes what it gave up. The message arrives exactly once, and the data area ends all
 /// zero. The model deadlocks without the producer's check after its claim, or without the
 /// receiver's first raise of `sweeps`: a claim that reads the receiver's zero store would then
@@ -401,24 +401,28 @@ fn mpsc_stale_mark_every_interleaving() {
         assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
         advance(&mut tx, &mut rx, 4);
         let sh = std::sync::Arc::clone(&rx.shared);
-        // At position 24: slot 5's mark over 32 bytes (slot 5 is free).
+        // At position 24: slot 5's mark over 24 bytes (slot 5 is free).
         let at = sh.tail().load(SeqCst) as usize;
         sh.mem
             .word(layout::OFF_DATA + at)
-            .store(layout::mark_word(5, 32), SeqCst);
+            .store(layout::mark_word(5, 24), SeqCst);
         let producer = thread::spawn(move || {
-            tx.send(&payload(0, 1, 12), None).unwrap();
+            tx.send(&payload(0, 1, 4), None).unwrap();
             tx
         });
         while sh.tail().load(SeqCst) as usize == at {
             thread::yield_now();
         }
-        let mut got = rx.try_recv().ok().flatten();
+        // The liveness check at the mark (as if an interval had passed; the mark may be the
+        // producer's by now, or committed, and then its CAS fails).
+        let state = Peek::Reserved {
+            idx: at,
+            span: 24,
+            slot: 5,
+        };
+        rx.check_senders(state).unwrap();
         sweep_once(&mut rx, &sh);
-        if got.is_none() {
-            got = rx.recv(None).unwrap();
-        }
-        assert_eq!(got, Some(payload(0, 1, 12)));
+        assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 4)));
         let tx = producer.join().unwrap();
         assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
         let mut data = [0xFFu8; 64];

@@ -463,7 +463,7 @@ impl Channel {
             limits: Limits::default(),
             pending: None,
             stuck: None,
-            next_check: Instant::now() + liveness_interval(&options),
+            next_check: later(Instant::now(), liveness_interval(&options)),
             countdown: BUSY_LOOK_EVERY,
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
@@ -519,7 +519,7 @@ impl Clock {
         let interval = liveness_interval(options);
         Self {
             deadline: timeout.and_then(|t| now.checked_add(t)),
-            next_check: now + interval,
+            next_check: later(now, interval),
             interval,
             spins: 0,
         }
@@ -551,7 +551,7 @@ impl Clock {
             }
         }
         if now >= self.next_check {
-            self.next_check = now + self.interval;
+            self.next_check = later(now, self.interval);
             return Ok(Step::Check);
         }
         let mut slice = self.next_check.saturating_duration_since(now);
@@ -565,6 +565,13 @@ impl Clock {
 /// The time between two liveness checks: at least 1 ms.
 fn liveness_interval(options: &WaitOptions) -> Duration {
     options.liveness_interval.max(Duration::from_millis(1))
+}
+
+/// `interval` after `now`; an interval too long for the clock (`Duration::MAX`) is a year.
+fn later(now: Instant, interval: Duration) -> Instant {
+    now.checked_add(interval)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// The sending end. Made by [`Channel::sender`].
@@ -939,8 +946,9 @@ struct Orphan {
 /// claim loses only the reservation (it reserves again).
 const LIVE_SWEEP_CHECKS: u32 = 10;
 
-/// Messages received between two looks at the clock by a receiver that does not wait: when a
-/// liveness check is due, it checks on its senders all the same (see `Receiver::look_busy`).
+/// Receives (calls, whatever they return) between two looks at the clock by a receiver that does
+/// not wait: when a liveness check is due, it checks on its senders all the same (see
+/// `Receiver::look_busy`).
 const BUSY_LOOK_EVERY: u32 = 1024;
 
 /// The receiving end. Made by [`Channel::receiver`]; dropping it closes the channel for the
@@ -948,7 +956,7 @@ const BUSY_LOOK_EVERY: u32 = 1024;
 ///
 /// Every [`WaitOptions::liveness_interval`] it checks that the senders' processes still exist:
 /// while it waits for a message, and between messages when it never waits (it looks at the
-/// clock every 1,024 messages). A dead one's slot is reclaimed (a new sender may take it),
+/// clock every 1,024 receives). A dead one's slot is reclaimed (a new sender may take it),
 /// the messages it completed are still delivered, its unfinished message and any record it
 /// reserved but never committed are dropped, and [`Receiver::take_dead_senders`] reports it.
 /// Receiving fails with `ECONNRESET` only when the ring is empty and every sender died.
@@ -966,7 +974,7 @@ pub struct Receiver {
     stuck: Option<(u32, u32)>,
     /// When the next liveness check is due, whether this receiver waits or not.
     next_check: Instant,
-    /// Messages left before a receive that does not wait looks at the clock (see `look_busy`).
+    /// Receives left before one that does not wait looks at the clock (see `look_busy`).
     countdown: u32,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
@@ -1227,14 +1235,12 @@ impl Receiver {
     #[inline]
     fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
         self.release();
+        self.countdown -= 1;
+        if self.countdown == 0 {
+            self.look_busy();
+        }
         match (self.poll()?, wait) {
-            (Poll::Got(got), _) => {
-                self.countdown -= 1;
-                if self.countdown == 0 {
-                    self.look_busy();
-                }
-                Ok(Some(got))
-            }
+            (Poll::Got(got), _) => Ok(Some(got)),
             (Poll::End, _) => Ok(None),
             (Poll::Wait(_), None) => Err(ChannelError::Empty),
             (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
@@ -1414,7 +1420,7 @@ impl Receiver {
         Ok(Reassembled::Got(Got::Assembled(slot)))
     }
 
-    /// A receive counted down [`BUSY_LOOK_EVERY`] messages: a receiver that never waits checks
+    /// A receive counted down [`BUSY_LOOK_EVERY`] receives: a receiver that never waits checks
     /// on its senders all the same once a check is due, so a dead sender's slot is freed for a
     /// new one while the others keep it busy.
     #[cold]
@@ -1422,7 +1428,7 @@ impl Receiver {
         self.countdown = BUSY_LOOK_EVERY;
         let now = Instant::now();
         if now >= self.next_check {
-            self.next_check = now + liveness_interval(&self.options);
+            self.next_check = later(now, liveness_interval(&self.options));
             self.reap();
         }
     }
@@ -1476,18 +1482,23 @@ impl Receiver {
         match state {
             Peek::Reserved { idx, span, slot } => {
                 let mark = layout::mark_word(slot, span);
-                if self.orphaned(slot).is_some() {
-                    // The dead sender's own reservation (it ends by the orphan's end: peek saw
-                    // it end by `tail`, which was loaded before the reclaim).
-                    self.consumer.drop_mark(&sh, idx, mark, span);
-                } else if sh.mode == MODE_MPSC && sh.producer_pid(slot).load(Acquire) == 0 {
-                    // A mark whose slot is free, with no records of a dead sender of it ahead:
-                    // nobody's. It is stale, left by a sender killed in its claim after losing
-                    // its place (see `Producer::claim`), on a reservation whose own sender did
-                    // not take it over (it died, or stalls): its word is taken alone, and the
-                    // rest of that reservation is unmarked.
-                    self.consumer
-                        .drop_mark(&sh, idx, mark, layout::RECORD_ALIGN as u32);
+                let many = sh.mode == MODE_MPSC;
+                // Loaded after the mark: it covers every record marked by then.
+                let tail = sh.tail().load(Acquire) & POS_MASK;
+                let past_tail = span > tail.wrapping_sub(head) & POS_MASK;
+                let word = layout::RECORD_ALIGN as u32;
+                if self.orphaned(slot).is_some() && !past_tail {
+                    // The dead sender's own reservation, whole if its producer word says so.
+                    let owner = many.then_some(slot as u32 + 1);
+                    self.consumer.drop_mark(&sh, idx, mark, span, owner);
+                } else if many && (past_tail || sh.producer_pid(slot).load(Acquire) == 0) {
+                    // A mark that no live sender can have made here: it runs past `tail` (a
+                    // sender marks only inside what it reserved), or its slot is free with no
+                    // records of a dead sender of it ahead. It is stale, left by a sender killed
+                    // in its claim after losing its place (see `Producer::claim`), on a
+                    // reservation whose own sender did not take it over in a whole interval (it
+                    // died, or stalls): its word is taken alone, the rest is swept.
+                    self.consumer.drop_mark(&sh, idx, mark, word, None);
                 }
                 self.stuck = None;
             }

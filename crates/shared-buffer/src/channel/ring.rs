@@ -579,6 +579,10 @@ impl Producer {
                     sh.mem
                         .write(OFF_DATA + idx + OFF_REC_PRODUCER, &self.tag.to_le_bytes())
                 };
+                // Before the payload in the instruction stream: a consumer that finds this
+                // producer killed takes the record's whole span only if this word is written
+                // (see `Consumer::drop_mark`).
+                compiler_fence(SeqCst);
                 return Ok(Some(idx));
             }
             commit_skip(sh, idx, to_end);
@@ -627,10 +631,12 @@ impl Producer {
     /// Where it lands on the first word of a later reservation, the producer that reserved it
     /// finds a mark where only its own can be (nobody else reserved that position in this lap,
     /// and the consumer zeroed it before it moved `head` past it), and takes the word over with a
-    /// second CAS. That CAS fails if the consumer took the stale mark first (a sweep of one word,
-    /// see [`Consumer::drop_mark`]), or if a stalled producer undid it meanwhile: the claim then
-    /// fails as above, and never CASes again (a 0 there may be the consumer's, after it took the
-    /// word).
+    /// second CAS, once it has checked that its position is not consumed: a mark there may also
+    /// be a live producer's of a later lap, if this one stalled before its first CAS long enough
+    /// to be swept (the failed CAS acquires that mark, so the check sees the lap). The second CAS
+    /// fails if the consumer took the stale mark first ([`Consumer::drop_mark`]), or if a
+    /// stalled producer undid it meanwhile: the claim then fails as above, and never CASes again
+    /// (a 0 there may be the consumer's, after it took the word).
     #[inline]
     fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> bool {
         let quiet = || sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps;
@@ -638,8 +644,11 @@ impl Producer {
             return false;
         }
         let word = sh.commit_word(idx);
-        if let Err(seen) = word.compare_exchange(0, mark, AcqRel, Relaxed) {
-            if !is_mark(seen) || word.compare_exchange(seen, mark, AcqRel, Relaxed).is_err() {
+        if let Err(seen) = word.compare_exchange(0, mark, AcqRel, Acquire) {
+            if !is_mark(seen)
+                || Self::consumed(sh, pos)
+                || word.compare_exchange(seen, mark, AcqRel, Relaxed).is_err()
+            {
                 return false;
             }
         }
@@ -921,11 +930,14 @@ impl Consumer {
                             Peek::Empty
                         });
                     }
-                    // The first word of a reservation, which its producer may be taking over:
-                    // taken alone here if this CAS comes first.
-                    self.drop_mark(sh, idx, word, RECORD_ALIGN as u32);
-                    self.stepped += 1;
-                    continue;
+                    // The first word of a reservation, which its producer takes over, unless
+                    // it died: the liveness check takes the mark then (never before the
+                    // producer has had an interval to take it).
+                    return Ok(Peek::Reserved {
+                        idx,
+                        span,
+                        slot: mark_slot(word),
+                    });
                 }
                 if avail > sh.capacity || span > avail {
                     return Err(corrupt(format!(
@@ -965,18 +977,9 @@ impl Consumer {
         if sh.mode == MODE_SPSC {
             return Ok(0);
         }
-        let mut word = [0u8; 4];
-        // SAFETY: peek validated the committed record inside the data area; its producer wrote
-        // the word before the commit word's release store, which peek loaded with acquire, and
-        // nobody writes it again until head moves past the record.
-        unsafe {
-            sh.mem.read(
-                OFF_DATA + idx + OFF_REC_PRODUCER,
-                word.as_mut_ptr(),
-                word.len(),
-            )
-        };
-        let tag = u32::from_le_bytes(word) as usize;
+        // Its producer wrote the word before the commit word's release store, which peek loaded
+        // with acquire, and nobody writes it again until head moves past the record.
+        let tag = self.producer_word(sh, idx) as usize;
         if tag == 0 || tag > MAX_PRODUCERS {
             return Err(corrupt(format!(
                 "record at {:#x} has producer word {tag}, not a slot in 1..={MAX_PRODUCERS}",
@@ -1028,21 +1031,39 @@ impl Consumer {
     }
 
     /// Consumes the marked record at `idx` (at `head`) that no producer will commit: the whole
-    /// record (`span` bytes) when its dead producer reserved it, or the mark's word alone
-    /// (`span` 8) when the mark is stale, left by a producer whose claim had lost its place
-    /// (see `Producer::claim`). Takes the mark with a CAS to [`SWEPT`], as a sweep takes a
-    /// word, with `sweeps` raised before and after: the producer whose reservation begins on a
-    /// stale mark takes it over with a CAS too, so exactly one of the two has it, and a claim
-    /// that reads the zero stored here sees the raise and finds its position consumed. False,
-    /// with nothing consumed, if the word no longer holds `mark`.
+    /// record (`span` bytes) when its dead producer reserved it, or the mark's word alone (`span`
+    /// 8) when the mark is stale, left by a producer whose claim had lost its place (see
+    /// `Producer::claim`). Takes the mark with a CAS to [`SWEPT`], as a sweep takes a word, with
+    /// `sweeps` raised before and after: the producer whose reservation begins on a stale mark
+    /// takes it over with a CAS too, so exactly one of the two has it, and a claim that reads the
+    /// zero stored here sees the raise and finds its position consumed. False, with nothing
+    /// consumed, if the word no longer holds `mark`.
+    ///
+    /// With `owner` (MPSC: the slot's producer word, `slot + 1`) the whole span is taken only if
+    /// the record's producer word holds it: a producer writes it once its claim stands, before
+    /// its payload, so a mark without it is stale (the reservation under it is someone else's,
+    /// of another length) or its producer died before writing anything; either way the rest of
+    /// the reservation is zero, and left to a sweep. Read once the CAS took the mark: nobody
+    /// writes that word then.
     #[cold]
-    pub(crate) fn drop_mark(&mut self, sh: &Shared, idx: usize, mark: u32, span: u32) -> bool {
+    pub(crate) fn drop_mark(
+        &mut self,
+        sh: &Shared,
+        idx: usize,
+        mark: u32,
+        span: u32,
+        owner: Option<u32>,
+    ) -> bool {
         sh.sweeps().fetch_add(1, SeqCst);
         let taken = sh
             .commit_word(idx)
             .compare_exchange(mark, SWEPT, SeqCst, Relaxed)
             .is_ok();
         if taken {
+            let span = match owner {
+                Some(owner) if self.producer_word(sh, idx) != owner => RECORD_ALIGN as u32,
+                _ => span,
+            };
             self.announce(sh, span);
             let rest = span as usize - OFF_REC_PRODUCER;
             // SAFETY: peek validated the span inside the data area. Nobody else writes it: the
@@ -1055,6 +1076,22 @@ impl Consumer {
         }
         sh.sweeps().fetch_add(1, SeqCst);
         taken
+    }
+
+    /// The producer word of the record at `idx`, which nobody writes meanwhile: the caller
+    /// loaded its commit (acquire) or took its mark.
+    fn producer_word(&self, sh: &Shared, idx: usize) -> u32 {
+        let mut word = [0u8; 4];
+        // SAFETY: inside the data area (`idx` is a record's start, below the capacity), and not
+        // written meanwhile, as the caller ensures.
+        unsafe {
+            sh.mem.read(
+                OFF_DATA + idx + OFF_REC_PRODUCER,
+                word.as_mut_ptr(),
+                word.len(),
+            )
+        };
+        u32::from_le_bytes(word)
     }
 
     /// Moves `head` to `to`, over a reservation that its dead producer never marked. The bytes
@@ -1392,4 +1429,50 @@ pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, le
     state.head_seen = producer.head_seen;
     state.rx_closed = u32::from(producer.rx_closed);
     done
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::{Channel, Config, Mode};
+    use super::*;
+
+    /// A producer that stalled before its claim's first CAS long enough for its reservation to be
+    /// swept and the ring to lap finds a live producer's mark at its index, a lap later: it
+    /// leaves it, where it would take over a stale mark at its own place.
+    #[test]
+    fn a_claim_never_takes_over_the_mark_of_a_later_lap() {
+        let mut region = vec![0u64; region_size(64) / 8];
+        let config = Config {
+            capacity: 64,
+            mode: Mode::Mpsc,
+        };
+        // SAFETY: the region is 8-aligned, ours alone, and outlives the channel.
+        let channel =
+            unsafe { Channel::create_raw(region.as_mut_ptr().cast(), region.len() * 8, config) }
+                .unwrap();
+        let sh = &*channel.shared;
+        // Position 0 was the stalled producer's, swept; 64..80 is slot 1's, claimed.
+        for word in [sh.head(), sh.zeroing()] {
+            word.store(64, SeqCst);
+        }
+        sh.tail().store(80, SeqCst);
+        let live = mark_word(1, 16);
+        sh.commit_word(0).store(live, SeqCst);
+        let stalled = Producer::new(sh, 0);
+        // No sweep since its `sweeps` load as far as its first look goes: it goes on to the CAS.
+        let sweeps = sh.sweeps().load(SeqCst);
+        assert!(!stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
+        assert_eq!(
+            sh.commit_word(0).load(SeqCst),
+            live,
+            "the live mark is left"
+        );
+        // The same word, stale (its place not consumed): taken over.
+        for word in [sh.head(), sh.zeroing(), sh.tail()] {
+            word.store(0, SeqCst);
+        }
+        sh.tail().store(16, SeqCst);
+        assert!(stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
+        assert_eq!(sh.commit_word(0).load(SeqCst), mark_word(0, 16));
+    }
 }
