@@ -1777,6 +1777,31 @@ test("many senders: a stale mark (a sender killed between a claim that lost its 
   });
 });
 
+test("many senders: a stale mark on a reservation is left at the first peer check that finds it, for its sender to take over", () => {
+  withManyRing("stale-left", (ch, raw) => {
+    const a = ch.sender(); // slot 0
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    // Slot 3 (alive) reserved 16 bytes; slot 2's stale mark lies on them. Then `a`'s message.
+    raw.setPid(3, pid);
+    const at = raw.tail();
+    raw.append(mark(2, 16), 0, 0);
+    raw.append(0, 0, 0);
+    a.send("after");
+    // One check, due as the receive starts; the next would come after it ends.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+    assert.throws(() => rx.recv(15), code("ETIMEDOUT"));
+    const word = (layout.OFF_DATA + at) >> 2;
+    assert.equal(Atomics.load(raw.i32, word), mark(2, 16), "left");
+    // Slot 3 takes it over, writes and commits its 8 bytes.
+    raw.i32[word + 1] = 4;
+    raw.bytes.fill(0xcd, layout.OFF_DATA + at + 8, layout.OFF_DATA + at + 16);
+    Atomics.store(raw.i32, word, COMMITTED | 8);
+    assert.deepEqual(rx.recv(5000), new Uint8Array(8).fill(0xcd));
+    assert.equal(rx.recvText(5000), "after");
+  });
+});
+
 test("many senders: a stale mark on a dead sender's reservation is taken alone at a peer check (it runs past the tail, its slot is free, or its slot's dead sender never wrote its producer word there); the rest is swept, and the next message arrives", () => {
   for (const [staleLen, slot2Dead] of [[56, false], [16, false], [16, true]] as const) {
     withManyRing(`stale-head-${staleLen}`, (ch, raw) => {
@@ -1872,6 +1897,25 @@ test("a senderdied listener that detaches recvInto's target, running inside the 
     target = new Uint8Array(64);
     a.send("after");
     assert.equal(rx.recvInto(target, 0), 5);
+  });
+});
+
+test("many senders: a busy receiver that spends long on each message still checks on its senders on time", () => {
+  withManyRing("busy-slow", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const a = ch.sender();
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    raw.setPid(2, deadPid());
+    let died = 0;
+    rx.addEventListener("senderdied", () => died++);
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    // 3 ms of work per message, a 20 ms interval: 1,024 messages would take 3 s.
+    for (let n = 0; died === 0; n++) {
+      assert.ok(n < 300, `not freed after ${n} messages`);
+      a.send(new Uint8Array(8));
+      assert.equal(rx.recv(0)!.length, 8);
+      Atomics.wait(pause, 0, 0, 3);
+    }
   });
 });
 

@@ -239,7 +239,7 @@ async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise
 const LIVE_SWEEP_CHECKS = 10;
 
 /**
- * Messages received between two looks at the clock by a receiver that does not wait: when a
+ * The most receives between two looks at the clock by a receiver that does not wait: when a
  * liveness check is due, it checks on its senders all the same (see `#lookBusy`).
  */
 const BUSY_LOOK_EVERY = 1024;
@@ -1066,13 +1066,14 @@ interface Partial {
  * channel and everything before was received.
  *
  * Every `peerCheckMs` it checks that its senders' processes still exist: while it waits for a
- * message, and between receives when it never waits (it looks at the clock every 1,024
- * receives; a `recvMany` batch counts its messages). A dead sender's place is freed for a new
- * sender, the messages it completed are still delivered, its unfinished message and any record
- * it reserved but never committed are dropped, and a {@linkcode SenderDiedEvent}
- * (`"senderdied"`) is dispatched: inside the receive that found it (before it takes a message),
- * or when a `recvMany` batch ends. Its listeners may not receive (`EBUSY`). A receive fails
- * with `ECONNRESET` only when the ring is empty and every sender died.
+ * message, and between receives when it never waits (it looks at the clock about four times
+ * a `peerCheckMs` at the pace it receives, and at least every 1,024 receives; a `recvMany`
+ * batch counts its messages). A dead sender's place is freed for a new sender, the messages it
+ * completed are still delivered, its unfinished message and any record it reserved but never
+ * committed are dropped, and a {@linkcode SenderDiedEvent} (`"senderdied"`) is dispatched:
+ * inside the receive that found it (before it takes a message), or when a `recvMany` batch
+ * ends. Its listeners may not receive (`EBUSY`). A receive fails with `ECONNRESET` only when the
+ * ring is empty and every sender died.
  *
  * @example
  * ```ts
@@ -1138,10 +1139,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #stuckAt = -1;
   /** ... and at how many checks in a row (see #checkSenders). */
   #stuckChecks = 0;
-  /** When the next liveness check is due (performance.now() time), whether it waits or not. */
+  /** When the next liveness check is due (performance.now() time), whether it waits or not ... */
   #nextCheck: number;
-  /** Receives left before one that does not wait looks at the clock (see #lookBusy). */
-  #countdown = BUSY_LOOK_EVERY;
+  /** ... and, for a receiver that does not wait, when it may reap again (see #lookBusy). */
+  #nextBusyCheck = 0;
+  /** Receives left before one that does not wait looks at the clock (see #lookBusy) ... */
+  #countdown = 1; // the first receive looks, and learns the pace from there
+  /** ... counted down from this many, since this last look. */
+  #lookedAfter = 1;
+  #lastLook = performance.now();
   /** Dead senders found while no listener could run (in a recvMany batch): dispatched next. */
   #died: SenderDiedEvent[] = [];
 
@@ -1326,7 +1332,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       while (count < limit && !this.#closed) {
         if (count >= look) {
           this.#lookBusy();
-          look = count + BUSY_LOOK_EVERY;
+          look = count + this.#countdown;
         }
         if (this.#partial.size === 0 && this.#orphans.size === 0) {
           const idx = consumer.peek();
@@ -2006,17 +2012,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /**
-   * A receive counted down {@linkcode BUSY_LOOK_EVERY} receives: a receiver that never waits
-   * checks on its senders all the same once a check is due, so a dead sender's slot is freed
-   * for a new one while the others keep it busy. Runs as a receive starts (or between a
-   * batch's messages), before it takes anything.
+   * A receive counted down `#countdown` receives: a receiver that never waits checks on its
+   * senders all the same once a check is due, so a dead sender's slot is freed for a new one
+   * while the others keep it busy. The next look comes after as many receives as take about a
+   * quarter of `peerCheckMs` at the pace of those since the last look, no more than twice as
+   * many as last time, and no more than {@linkcode BUSY_LOOK_EVERY}: a receiver that spends long
+   * on each message still checks on time. Runs as a receive starts (or between a batch's messages), before it takes anything.
    */
   #lookBusy(): void {
-    this.#countdown = BUSY_LOOK_EVERY;
-    if (this.#closed || this.#busy) return;
+    if (this.#closed || this.#busy) {
+      this.#countdown = BUSY_LOOK_EVERY;
+      return;
+    }
     const now = performance.now();
-    if (now >= this.#nextCheck) {
-      this.#nextCheck = now + this.#options.peerCheckMs;
+    const each = (now - this.#lastLook) / this.#lookedAfter;
+    const next = each > 0 ? Math.floor(this.#options.peerCheckMs / 4 / each) : BUSY_LOOK_EVERY;
+    // At most twice as many as last time: one fast stretch says little of the next.
+    const most = Math.min(BUSY_LOOK_EVERY, 2 * this.#lookedAfter);
+    this.#countdown = this.#lookedAfter = Math.max(1, Math.min(most, next));
+    this.#lastLook = now;
+    // A wait's checks keep their own schedule (the steps after reaping are theirs alone).
+    if (now >= this.#nextCheck && now >= this.#nextBusyCheck) {
+      this.#nextBusyCheck = now + this.#options.peerCheckMs;
       this.#reap();
     }
     // With what a batch found and could not dispatch (a callback threw) too.
@@ -2089,6 +2106,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // Loaded after the mark: it covers every record marked by then.
       const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       const pastTail = span > ((tail - consumer.head) & L.POS_MASK);
+      const checks = this.#stuckAt === consumer.head ? this.#stuckChecks + 1 : 1;
+      this.#stuckAt = -1;
       if (this.#orphanEnd(many ? slot + 1 : 0) !== undefined && !pastTail) {
         // The dead sender's own reservation, whole if its producer word says so.
         consumer.dropMark(mark, span, many ? slot + 1 : 0);
@@ -2096,11 +2115,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         // A mark that no live sender can have made here: it runs past the tail (a sender marks
         // only inside what it reserved), or its slot is free with no records of a dead sender
         // of it ahead. It is stale, left by a sender killed in its claim after losing its place
-        // (see `Producer`'s #claim), on a reservation whose own sender did not take it over in a
-        // whole interval (it died, or stalls): its word is taken alone, the rest is swept.
-        consumer.dropMark(mark, 8);
+        // (see `Producer`'s #claim), on a reservation whose own sender takes it over, unless it
+        // died (or stalls): found so at two checks in a row, its word is taken alone, the rest
+        // swept.
+        if (checks >= 2) consumer.dropMark(mark, 8);
+        else [this.#stuckAt, this.#stuckChecks] = [consumer.head, checks];
       }
-      this.#stuckAt = -1;
     } else if (state === IN_FLIGHT && r.mode !== L.MODE_MPSC) {
       // The only sender's last reservation, never marked: it ends where its records end.
       const end = this.#orphanEnd(0);

@@ -899,11 +899,19 @@ export class Producer {
     return k;
   }
 
-  /** Abandons the record at `idx`: zeroes it (and its producer word), commits it as a skip record. */
+  /**
+   * Abandons the record at `idx`: zeroes it, then its producer word, and commits it as a skip
+   * record.
+   */
   abandon(idx: number, len: number): void {
     const r = this.#r;
-    const start = L.OFF_DATA + idx + 4;
-    r.bytes.fill(0, start, start + 4 + len);
+    const start = L.OFF_DATA + idx + 8;
+    r.bytes.fill(0, start, start + len);
+    // The payload first (`fill` is a call, which the engines do not move this store above): a
+    // receiver that finds this sender killed in between takes the whole record while the
+    // producer word is there, and only the mark's word once it is gone (see
+    // `Consumer.dropMark`), so the rest must be zero by then.
+    r.i32[DATA + (idx >> 2) + 1] = 0;
     Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
     r.wakeConsumer();
   }

@@ -1507,6 +1507,28 @@ fn a_receiver_that_never_waits_frees_a_dead_senders_slot() {
     assert_eq!(rx.try_recv().unwrap().unwrap(), b"joined");
 }
 
+/// A busy receiver that spends long on each message looks at the clock more often: it frees a
+/// dead sender's slot within a few intervals, not after 1,024 slow messages.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_receiver_slow_on_each_message_still_checks_on_time() {
+    let dead = dead_pid();
+    let mut heap = handmade(4096, Mode::Mpsc, &[]);
+    plant_pid(&mut heap, 1, dead);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut received = 0u32;
+    // 5 ms of work per message, a 50 ms interval: 1,024 messages would take 5 s.
+    while rx.take_dead_senders().is_empty() {
+        assert!(received < 300, "not freed after {received} messages");
+        tx.try_send(&received.to_le_bytes()).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), received.to_le_bytes());
+        std::thread::sleep(Duration::from_millis(5));
+        received += 1;
+    }
+}
+
 /// Receives that each wait less than a liveness interval still check on the senders, once one
 /// is due: the interval runs on from one wait to the next.
 #[test]
@@ -1568,6 +1590,38 @@ fn a_sender_takes_over_a_stale_mark_where_it_reserved() {
         word_at(&mut heap, layout::OFF_TAIL) as usize,
         8 + layout::record_span(10),
         "no reservation lost"
+    );
+}
+
+/// A stale mark on the first word of a reservation is left at the first liveness check that
+/// finds it: the sender that reserved there, alive, takes it over in the meantime.
+#[test]
+#[cfg_attr(miri, ignore = "probes pids with kill")]
+fn a_stale_mark_is_left_for_its_sender_until_a_second_check() {
+    let unmarked: Handmade = (0, 0, 0);
+    let records = [(mark(2, 16), 0, 0), unmarked, (COMMITTED | 5, 1, 5)];
+    let mut heap = handmade(512, Mode::Mpsc, &records);
+    plant_pid(&mut heap, 0, std::process::id());
+    plant_pid(&mut heap, 3, std::process::id());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    // One check, due as the receive starts; the next would come after it ends.
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(40)))),
+        libc::ETIMEDOUT
+    );
+    assert_eq!(word_at(&mut heap, layout::OFF_DATA), mark(2, 16), "left");
+    assert_eq!(word_at(&mut heap, layout::OFF_SWEEPS), 0);
+    // Slot 3 takes it over, writes and commits its 8 bytes.
+    set_word(&mut heap, layout::OFF_DATA + 4, 4);
+    heap.bytes_mut()[layout::OFF_DATA + 8..][..8].fill(0xCD);
+    set_word(&mut heap, layout::OFF_DATA, COMMITTED | 8);
+    let got = rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap();
+    assert_eq!(got, [0xCD; 8]);
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        [0xAB; 5]
     );
 }
 

@@ -464,7 +464,11 @@ impl Channel {
             pending: None,
             stuck: None,
             next_check: later(Instant::now(), liveness_interval(&options)),
-            countdown: BUSY_LOOK_EVERY,
+            next_busy_check: Instant::now(),
+            // The first receive looks, and learns the pace from there.
+            countdown: 1,
+            looked_after: 1,
+            last_look: Instant::now(),
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
             orphans: Vec::new(),
@@ -946,8 +950,8 @@ struct Orphan {
 /// claim loses only the reservation (it reserves again).
 const LIVE_SWEEP_CHECKS: u32 = 10;
 
-/// Receives (calls, whatever they return) between two looks at the clock by a receiver that does
-/// not wait: when a liveness check is due, it checks on its senders all the same (see
+/// The most receives (calls, whatever they return) between two looks at the clock by a receiver
+/// that does not wait: when a liveness check is due, it checks on its senders all the same (see
 /// `Receiver::look_busy`).
 const BUSY_LOOK_EVERY: u32 = 1024;
 
@@ -956,9 +960,10 @@ const BUSY_LOOK_EVERY: u32 = 1024;
 ///
 /// Every [`WaitOptions::liveness_interval`] it checks that the senders' processes still exist:
 /// while it waits for a message, and between messages when it never waits (it looks at the
-/// clock every 1,024 receives). A dead one's slot is reclaimed (a new sender may take it),
-/// the messages it completed are still delivered, its unfinished message and any record it
-/// reserved but never committed are dropped, and [`Receiver::take_dead_senders`] reports it.
+/// clock about four times an interval at the pace it receives, and at least every 1,024
+/// receives). A dead one's slot is reclaimed (a new sender may take it), the messages it
+/// completed are still delivered, its unfinished message and any record it reserved but never
+/// committed are dropped, and [`Receiver::take_dead_senders`] reports it.
 /// Receiving fails with `ECONNRESET` only when the ring is empty and every sender died.
 #[derive(Debug)]
 pub struct Receiver {
@@ -972,10 +977,15 @@ pub struct Receiver {
     /// The head at which an unmarked record was seen at the last liveness check, and at how
     /// many checks in a row (see `check_senders`).
     stuck: Option<(u32, u32)>,
-    /// When the next liveness check is due, whether this receiver waits or not.
+    /// When the next liveness check is due, whether this receiver waits or not ...
     next_check: Instant,
-    /// Receives left before one that does not wait looks at the clock (see `look_busy`).
+    /// ... and, for one that does not wait, when it may reap again (see `look_busy`).
+    next_busy_check: Instant,
+    /// Receives left before one that does not wait looks at the clock (see `look_busy`) ...
     countdown: u32,
+    /// ... counted down from this many, since this last look.
+    looked_after: u32,
+    last_look: Instant,
     /// Fragmented messages being put back together, by producer slot (one in SPSC).
     partials: Vec<Vec<u8>>,
     /// The bytes of all partial messages.
@@ -1420,15 +1430,26 @@ impl Receiver {
         Ok(Reassembled::Got(Got::Assembled(slot)))
     }
 
-    /// A receive counted down [`BUSY_LOOK_EVERY`] receives: a receiver that never waits checks
-    /// on its senders all the same once a check is due, so a dead sender's slot is freed for a
-    /// new one while the others keep it busy.
+    /// A receive counted down `countdown` receives: a receiver that never waits checks on its
+    /// senders all the same once a check is due, so a dead sender's slot is freed for a new one
+    /// while the others keep it busy. The next look comes after as many receives as take about
+    /// a quarter of the interval at the pace of those since the last look, no more than twice
+    /// as many as last time, and no more than [`BUSY_LOOK_EVERY`]: a receiver that spends long
+    /// on each message still checks on time.
     #[cold]
     fn look_busy(&mut self) {
-        self.countdown = BUSY_LOOK_EVERY;
         let now = Instant::now();
-        if now >= self.next_check {
-            self.next_check = later(now, liveness_interval(&self.options));
+        let spent = now.saturating_duration_since(self.last_look).as_nanos();
+        let each = (spent / u128::from(self.looked_after)).max(1);
+        let quarter = liveness_interval(&self.options).as_nanos() / 4;
+        // At most twice as many as last time: one fast stretch says little of the next.
+        let most = (2 * self.looked_after).min(BUSY_LOOK_EVERY);
+        self.looked_after = (quarter / each).clamp(1, u128::from(most)) as u32;
+        self.countdown = self.looked_after;
+        self.last_look = now;
+        // A wait's checks keep their own schedule (the steps after reaping are theirs alone).
+        if now >= self.next_check && now >= self.next_busy_check {
+            self.next_busy_check = later(now, liveness_interval(&self.options));
             self.reap();
         }
     }
@@ -1486,7 +1507,11 @@ impl Receiver {
                 // Loaded after the mark: it covers every record marked by then.
                 let tail = sh.tail().load(Acquire) & POS_MASK;
                 let past_tail = span > tail.wrapping_sub(head) & POS_MASK;
-                let word = layout::RECORD_ALIGN as u32;
+                let checks = match self.stuck {
+                    Some((at, checks)) if at == head => checks + 1,
+                    _ => 1,
+                };
+                self.stuck = None;
                 if self.orphaned(slot).is_some() && !past_tail {
                     // The dead sender's own reservation, whole if its producer word says so.
                     let owner = many.then_some(slot as u32 + 1);
@@ -1496,11 +1521,15 @@ impl Receiver {
                     // sender marks only inside what it reserved), or its slot is free with no
                     // records of a dead sender of it ahead. It is stale, left by a sender killed
                     // in its claim after losing its place (see `Producer::claim`), on a
-                    // reservation whose own sender did not take it over in a whole interval (it
-                    // died, or stalls): its word is taken alone, the rest is swept.
-                    self.consumer.drop_mark(&sh, idx, mark, word, None);
+                    // reservation whose own sender takes it over, unless it died (or stalls):
+                    // found so at two checks in a row, its word is taken alone, the rest swept.
+                    if checks >= 2 {
+                        let word = layout::RECORD_ALIGN as u32;
+                        self.consumer.drop_mark(&sh, idx, mark, word, None);
+                    } else {
+                        self.stuck = Some((head, checks));
+                    }
                 }
-                self.stuck = None;
             }
             Peek::InFlight if sh.mode == MODE_SPSC => {
                 // The only sender's last reservation, never marked: it ends at the orphan's end.

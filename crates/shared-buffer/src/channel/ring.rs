@@ -720,11 +720,17 @@ impl Producer {
         Err(super::closed(sh))
     }
 
-    /// Abandons the record reserved at `idx`: zeroes what may have been written (and the
-    /// producer word) and commits it as a skip record, so the consumer steps over it.
+    /// Abandons the record reserved at `idx`: zeroes what may have been written, then the
+    /// producer word, and commits it as a skip record, so the consumer steps over it.
     pub(crate) fn abandon(&mut self, sh: &Shared, idx: usize, len: usize) {
         // SAFETY: the reservation gave this producer the record's bytes; they are in bounds.
-        unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, 4 + len) };
+        unsafe { sh.mem.zero(OFF_DATA + idx + RECORD_HEADER_SIZE, len) };
+        // The payload first: a consumer that finds this producer killed in between takes the
+        // whole record while the producer word is there, and only the mark's word once it is
+        // gone (see `Consumer::drop_mark`), so the rest must be zero by then.
+        compiler_fence(SeqCst);
+        // SAFETY: as above.
+        unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, 4) };
         let span = record_span(len) as u32;
         sh.commit_word(idx).store(
             REC_COMMITTED | REC_SKIP | (span - RECORD_HEADER_SIZE as u32),
