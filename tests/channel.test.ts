@@ -1671,8 +1671,8 @@ test("many senders: a dead sender's slot is reclaimed, live senders go on, a sen
     a.send("a2");
     b.send("b1");
     assert.equal(rx.recvText(5000), "a1");
+    // Until a check that waits steps over it (a check between receives only reaps the slot).
     assert.equal(rx.tryRecv(), undefined, "the dead sender's reservation holds up the ring");
-    assert.deepEqual(died, []);
     assert.equal(rx.recvText(20_000), "a2", "stepped over the dead sender's reservation");
     assert.deepEqual(died, [{ pid: dead, slot: 2 }]);
     assert.equal(rx.recvText(5000), "b1");
