@@ -330,13 +330,19 @@ fn sweep_model(sweep: fn(&mut Receiver, &std::sync::Arc<Shared>)) {
         sweep(&mut rx, &sh);
         assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 12)));
         let tx = producer.join().unwrap();
-        assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
-        let mut data = [0xFFu8; 64];
-        // SAFETY: both threads are done with the ring; it is 64 bytes after the header.
-        unsafe { sh.mem.read(layout::OFF_DATA, data.as_mut_ptr(), data.len()) };
-        assert_eq!(data, [0u8; 64], "the data area after the last message");
+        ends_empty(&mut rx, &sh);
         drop(tx);
     });
+}
+
+/// Once both threads are done: nothing more to receive, and the data area all zero (a mark left
+/// behind would be nonzero).
+fn ends_empty(rx: &mut Receiver, sh: &Shared) {
+    assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+    let mut data = [0xFFu8; 64];
+    // SAFETY: both threads are done with the ring; it is 64 bytes after the header.
+    unsafe { sh.mem.read(layout::OFF_DATA, data.as_mut_ptr(), data.len()) };
+    assert_eq!(data, [0u8; 64], "the data area after the last message");
 }
 
 /// One sweep as far as the ring goes.
@@ -424,11 +430,7 @@ fn mpsc_stale_mark_every_interleaving() {
         sweep_once(&mut rx, &sh);
         assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 4)));
         let tx = producer.join().unwrap();
-        assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
-        let mut data = [0xFFu8; 64];
-        // SAFETY: both threads are done with the ring; it is 64 bytes after the header.
-        unsafe { sh.mem.read(layout::OFF_DATA, data.as_mut_ptr(), data.len()) };
-        assert_eq!(data, [0u8; 64], "the data area after the last message");
+        ends_empty(&mut rx, &sh);
         drop(tx);
     });
 }
