@@ -1631,20 +1631,33 @@ function rawRing(name: string) {
   };
 }
 
-/** Runs `body` over a new many-sender channel of 1 KiB and a raw view of its ring, then removes it. */
-function withManyRing(
+/**
+ * Runs `body` over a new many-sender channel of 1 KiB and a raw view of its ring, then removes
+ * it (after the promise `body` returns settles, if it returns one).
+ */
+function withManyRing<T extends void | Promise<void>>(
   label: string,
-  body: (ch: ReturnType<typeof Channel.create>, raw: ReturnType<typeof rawRing>) => void,
-): void {
+  body: (ch: ReturnType<typeof Channel.create>, raw: ReturnType<typeof rawRing>) => T,
+): T {
   const name = uniqueName(label);
-  try {
-    using ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
-    const raw = rawRing(name);
-    using _raw = raw.shm;
-    body(ch, raw);
-  } finally {
+  const ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  let raw: ReturnType<typeof rawRing> | undefined;
+  const done = () => {
+    raw?.shm.close();
+    ch.close();
     cleanup({ name });
+  };
+  let result: T;
+  try {
+    raw = rawRing(name);
+    result = body(ch, raw);
+  } catch (err) {
+    done();
+    throw err;
   }
+  if (result instanceof Promise) return result.finally(done) as T;
+  done();
+  return result;
 }
 
 const COMMITTED = layout.REC_COMMITTED;
@@ -1826,15 +1839,38 @@ test("many senders: a stale mark on a dead sender's reservation is taken alone a
   }
 });
 
-test("many senders: a receiver that never waits still frees a dead sender's slot once a peer check is due, and tells, in every kind of receive", () => {
-  const kinds: Record<string, (rx: ChannelReceiver, target: Uint8Array) => void> = {
-    recv: (rx) => assert.ok(rx.recv(0) !== null),
-    recvInto: (rx, target) => assert.equal(rx.recvInto(target, 0), 8),
-    tryRecv: (rx) => assert.ok(rx.tryRecv() instanceof Uint8Array),
-    recvView: (rx) => assert.ok(rx.recvView(0) !== null),
+test("many senders: a receiver that never waits still frees a dead sender's slot once a peer check is due, and tells, in every kind of receive", async () => {
+  type Receive = (rx: ChannelReceiver, target: Uint8Array) => unknown;
+  const eight = (m: Uint8Array | null | undefined) => assert.equal(m?.length, 8);
+  // What each kind receives: 8 bytes, or (the text and JSON receives) the JSON text "[1234]".
+  const kinds: Record<string, () => Receive> = {
+    recv: () => (rx) => eight(rx.recv(0)),
+    recvInto: () => (rx, target) => assert.equal(rx.recvInto(target, 0), 8),
+    tryRecv: () => (rx) => eight(rx.tryRecv()),
+    recvView: () => (rx) => eight(rx.recvView(0)),
+    recvText: () => (rx) => assert.equal(rx.recvText(0), "[1234]"),
+    recvJson: () => (rx) => assert.deepEqual(rx.recvJson(0), [1234]),
+    recvAsync: () => async (rx) => eight(await rx.recvAsync(0)),
+    recvViewAsync: () => async (rx) => eight(await rx.recvViewAsync(0)),
+    "async iteration": () => {
+      let messages: AsyncIterator<Uint8Array> | undefined;
+      return async (rx) => {
+        messages ??= rx[Symbol.asyncIterator]();
+        eight((await messages.next()).value);
+      };
+    },
+    texts: () => {
+      let texts: AsyncIterator<string> | undefined;
+      return async (rx) => {
+        texts ??= rx.texts();
+        assert.equal((await texts.next()).value, "[1234]");
+      };
+    },
   };
-  for (const [kind, receive] of Object.entries(kinds)) {
-    withManyRing(`busy-${kind}`, (ch, raw) => {
+  for (const [kind, make] of Object.entries(kinds)) {
+    const receive = make();
+    const json = /Text|Json|texts/.test(kind);
+    await withManyRing(`busy-${kind.replace(" ", "-")}`, async (ch, raw) => {
       const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
       const a = ch.sender(); // slot 0
       assert.equal(rx.tryRecv(), undefined, "its abort record");
@@ -1855,8 +1891,9 @@ test("many senders: a receiver that never waits still frees a dead sender's slot
       // Every receive finds a message waiting.
       for (let n = 0; died.length === 0; n++) {
         assert.ok(Date.now() < deadline, `${kind}: not freed after ${n} messages`);
-        a.send(new Uint8Array(8));
-        receive(rx, target);
+        if (json) a.sendJson([1234]);
+        else a.send(new Uint8Array(8));
+        await receive(rx, target);
       }
       assert.deepEqual(died, [dead], kind);
       assert.ok(code("EBUSY")(inner[0]), `${kind}: the listener's receive: ${inner[0]}`);
