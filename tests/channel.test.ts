@@ -1790,6 +1790,35 @@ test("many senders: a stale mark (a sender killed between a claim that lost its 
   });
 });
 
+test("one sender: its mark seen before its tail (a plain store, ordered only before the commit) reads as an empty ring, not corruption; the message arrives once committed", () => {
+  const name = uniqueName("mark-before-tail");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    const rx = ch.receiver({ spin: 0 });
+    // The mark is out, `tail` still 0: the order another core may see the two plain stores in.
+    const word = layout.OFF_DATA >> 2;
+    Atomics.store(raw.i32, word, mark(0, 5));
+    assert.equal(rx.tryRecv(), undefined, "empty, not corrupt");
+    assert.throws(() => rx.recv(20), code("ETIMEDOUT"));
+    // Then `tail`, the payload and the commit.
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, layout.recordSpan(5));
+    raw.bytes.fill(0xab, layout.OFF_DATA + 8, layout.OFF_DATA + 13);
+    Atomics.store(raw.i32, word, COMMITTED | 5);
+    assert.deepEqual(rx.tryRecv(), new Uint8Array(5).fill(0xab));
+    const tx = ch.sender();
+    tx.send("next");
+    assert.equal(rx.recvText(5000), "next");
+    // A mark past a tail that did move is still corrupt: no sender leaves one.
+    Atomics.store(raw.i32, (layout.OFF_DATA + raw.tail()) >> 2, mark(0, 5));
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, raw.tail() + 8);
+    assert.throws(() => rx.tryRecv(), code("EBADMSG"));
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("many senders: a stale mark on a reservation is left at the first peer check that finds it, for its sender to take over", () => {
   withManyRing("stale-left", (ch, raw) => {
     const a = ch.sender(); // slot 0

@@ -1593,6 +1593,38 @@ fn a_sender_takes_over_a_stale_mark_where_it_reserved() {
     );
 }
 
+/// One sender's mark seen before its `tail`: a sender in JavaScript stores `tail` with a plain
+/// store, which only its commit orders, so a receiver may find the mark at a `tail` that has not
+/// moved yet. Nothing is ready there, which is not corruption: the message arrives once committed.
+#[test]
+fn one_senders_mark_seen_before_its_tail_reads_as_an_empty_ring() {
+    let mut heap = handmade(512, Mode::Spsc, &[]);
+    let span = layout::record_span(5);
+    // The mark is out, `tail` still 0: the order another core may see the two plain stores in.
+    set_word(&mut heap, layout::OFF_DATA, mark(0, 5));
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN, "empty, not corrupt");
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(20)))),
+        libc::ETIMEDOUT
+    );
+    // Then `tail`, the payload and the commit.
+    set_word(&mut heap, layout::OFF_TAIL, span as u32);
+    heap.bytes_mut()[layout::OFF_DATA + 8..][..5].fill(0xAB);
+    set_word(&mut heap, layout::OFF_DATA, COMMITTED | 5);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    // A mark past a `tail` that did move is still corrupt: no sender leaves one.
+    let mut heap = handmade(512, Mode::Spsc, &[(COMMITTED | 5, 0, 5)]);
+    set_word(&mut heap, layout::OFF_DATA + span, mark(0, 5));
+    set_word(&mut heap, layout::OFF_TAIL, span as u32 + 8);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+}
+
 /// A stale mark on the first word of a reservation is left at the first liveness check that
 /// finds it: the sender that reserved there, alive, takes it over in the meantime.
 #[test]

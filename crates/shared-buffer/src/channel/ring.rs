@@ -924,18 +924,22 @@ impl Consumer {
                 let tail_word = sh.tail().load(Acquire);
                 let tail = tail_word & POS_MASK;
                 let avail = tail.wrapping_sub(self.head) & POS_MASK;
+                if mark.is_some() && avail == 0 {
+                    // A mark at `tail`, in free space. MPSC: a producer marks only inside what
+                    // its tail CAS reserved, which this load sees, so the mark is stale (see
+                    // `Producer::claim`), and the producer that reserves here takes it over.
+                    // SPSC: the producer's own, whose relaxed store of `tail` (a plain one in
+                    // JavaScript, which orders it only before the commit) is not seen yet.
+                    // Either way nothing is ready.
+                    self.tail_word = tail_word;
+                    return Ok(if tail_word & TAIL_CLOSED != 0 {
+                        Peek::End
+                    } else {
+                        Peek::Empty
+                    });
+                }
                 if mark.is_some() && sh.mode == MODE_MPSC && span > avail && avail <= sh.capacity {
-                    // A mark past `tail` is nobody's: a producer marks only inside what its tail
-                    // CAS reserved, which this load sees. It is stale (see `Producer::claim`).
-                    if avail == 0 {
-                        // In free space: the producer that reserves here takes it over.
-                        self.tail_word = tail_word;
-                        return Ok(if tail_word & TAIL_CLOSED != 0 {
-                            Peek::End
-                        } else {
-                            Peek::Empty
-                        });
-                    }
+                    // A mark past `tail` is nobody's, as above: stale.
                     // The first word of a reservation, which its producer takes over, unless
                     // it died: the liveness check takes the mark then (never before the
                     // producer has had an interval to take it).
