@@ -175,6 +175,33 @@ test("zero-copy: reserve and commit, recvView valid until the next receive", () 
   assert.equal(rx.tryRecv(), null);
 });
 
+test("a receiver's close detaches the views it lent (recvView, recvMany), which would read zeros, and leaves a sender's reservation alone", () => {
+  {
+    using ch = channel(4096);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    tx.send(new Uint8Array(400).fill(7));
+    const view = rx.recvView(100)!;
+    assert.equal(view[0], 7);
+    const slot = tx.reserve(16); // a sender's view of the same ring
+    rx.close();
+    assert.equal(view.byteLength, 0, "detached, not zeroed under the caller");
+    assert.equal(view[0], undefined);
+    assert.equal(slot.byteLength, 16, "the sender's reservation is still its own");
+    slot.fill(1);
+    assert.equal(slot[15], 1);
+  }
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.send(new Uint8Array(300).fill(8));
+  let kept: Uint8Array | undefined;
+  assert.equal(rx.recvMany((m) => void (kept = m)), 1);
+  assert.equal(kept!.byteLength, 300);
+  rx.close();
+  assert.equal(kept!.byteLength, 0);
+});
+
 test("timeouts: recv and send give ETIMEDOUT no earlier than asked", async () => {
   using ch = channel(64);
   const tx = ch.sender();
@@ -2923,6 +2950,33 @@ test("a view at an offset of a resizable buffer, out of its bounds and back, sen
   message.set(pattern(48, 2));
   tx.send(message);
   assert.deepEqual(rx.recv(0), pattern(48, 2));
+});
+
+test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {
+  const capacity = 1024;
+  const parking = {
+    notify: () => {},
+    wait: () => {},
+    waitAsync: () => Promise.resolve(),
+    alive: () => true,
+    pidNamespace: 0,
+  };
+  const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
+  initRegion(words, capacity, layout.MODE_SPSC);
+  const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
+  const consumer = new Consumer(ring);
+  const data = layout.OFF_DATA >> 2;
+  // Two records reserved; the first marked and committed after the look that found it unmarked.
+  Atomics.store(words, layout.OFF_TAIL >> 2, 32);
+  Atomics.store(words, data, layout.REC_COMMITTED | 8);
+  assert.equal(consumer.skipTo(32), false);
+  assert.equal(consumer.head, 0);
+  assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), 0);
+  assert.equal(consumer.peek(), 0, "the committed message is next");
+  // Still unmarked: stepped over.
+  Atomics.store(words, data, 0);
+  assert.equal(consumer.skipTo(32), true);
+  assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), 32);
 });
 
 test("a batch that consumed a whole ring without handing it back does not read its own oldest record as a new one", () => {

@@ -124,6 +124,36 @@ test("close() and detachSharedBuffer() while this process holds a lock inside: E
   });
 });
 
+test("a guard of a hold the Mutex ended directly does not release a later hold: unlock() and dispose do nothing", async () => {
+  await withSegment("lk-guard", (_, shm) => {
+    const mutex = Mutex.init(shm.buffer, AT);
+    const old = mutex.lock();
+    mutex.unlock(); // directly, not through the guard
+    const now = mutex.lock();
+    old.unlock();
+    assert.throws(() => mutex.lock(0), failsWith("EDEADLK"), "still held");
+    {
+      using _stale = old;
+    }
+    assert.throws(() => mutex.lock(0), failsWith("EDEADLK"), "still held after the dispose");
+    now.unlock();
+    const free = mutex.tryLock();
+    assert.ok(free, "free once its own guard unlocked it");
+    free.unlock();
+    // A `using` block that unlocks directly, then locks again: the dispose leaves the new hold.
+    let inner: ReturnType<typeof mutex.lock> | undefined;
+    {
+      using guard = mutex.lock();
+      assert.equal(guard.ownerDied, false);
+      mutex.unlock();
+      inner = mutex.lock();
+    }
+    assert.throws(() => mutex.lock(0), failsWith("EDEADLK"), "the later hold stands");
+    inner.unlock();
+    assert.throws(() => mutex.unlock(), failsWith("EPERM"));
+  });
+});
+
 test("detachSharedBuffer() of a createSharedBuffer() buffer holding a lock of this thread: EBUSY until unlocked", () => {
   const key = uniqueKey();
   try {

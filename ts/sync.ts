@@ -386,6 +386,9 @@ export function notify(view: Int32Array, index: number, count?: number): number 
  * }
  * ```
  */
+/** Unlocks `mutex` if its hold numbered `hold` is still the one taken last (see {@linkcode Mutex}). */
+let releaseHold: (mutex: Mutex, hold: number) => void;
+
 export class MutexGuard implements Disposable {
   /**
    * True if the previous holder died while holding the lock: the data it protects may be half
@@ -393,18 +396,24 @@ export class MutexGuard implements Disposable {
    */
   readonly ownerDied: boolean;
   #mutex: Mutex | undefined;
+  readonly #hold: number;
 
   /** @internal Made by {@linkcode Mutex.lock} and {@linkcode Mutex.tryLock}. */
-  constructor(mutex: Mutex, ownerDied: boolean) {
+  constructor(mutex: Mutex, ownerDied: boolean, hold: number) {
     this.#mutex = mutex;
     this.ownerDied = ownerDied;
+    this.#hold = hold;
   }
 
-  /** Unlocks the mutex; a second call does nothing. */
+  /**
+   * Unlocks the mutex, if the hold this guard was made for is still on: a second call does
+   * nothing, nor does a call after the mutex was unlocked directly ({@linkcode Mutex.unlock}),
+   * which would otherwise release a later lock's hold.
+   */
   unlock(): void {
     const mutex = this.#mutex;
     this.#mutex = undefined;
-    mutex?.unlock();
+    if (mutex !== undefined) releaseHold(mutex, this.#hold);
   }
 
   /** Same as {@linkcode unlock}, for `using`. */
@@ -446,6 +455,14 @@ export class Mutex {
 
   #buffer: ArrayBuffer;
   #address: Address;
+  /** Holds taken and released through this object: a guard releases only the one it names. */
+  #holds = 0;
+
+  static {
+    releaseHold = (mutex, hold) => {
+      if (mutex.#holds === hold) mutex.unlock();
+    };
+  }
 
   private constructor(token: typeof CONSTRUCT, buffer: ArrayBuffer, address: bigint) {
     // `private` is TypeScript's word only: a lock at an address of the caller's choosing made
@@ -533,7 +550,7 @@ export class Mutex {
       ? b.mutexLock(address, ns)
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) throwCode(code, "Mutex.lock");
-    return new MutexGuard(this, code === LOCK_OWNER_DIED);
+    return new MutexGuard(this, code === LOCK_OWNER_DIED, ++this.#holds);
   }
 
   /** Takes the lock if it is free; returns `null` if another thread or process holds it. */
@@ -544,7 +561,7 @@ export class Mutex {
       if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
       throwCode(code, "Mutex.tryLock");
     }
-    return new MutexGuard(this, code === LOCK_OWNER_DIED);
+    return new MutexGuard(this, code === LOCK_OWNER_DIED, ++this.#holds);
   }
 
   /**
@@ -556,6 +573,7 @@ export class Mutex {
   unlock(): void {
     const code = backend().mutexUnlock(this.#checked("unlock"));
     if (code < 0) throwCode(code, "Mutex.unlock");
+    this.#holds++;
   }
 
   #checked(what: string): Address {

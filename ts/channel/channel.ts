@@ -9,6 +9,8 @@ import { backend } from "../backend.ts";
 import { errorOf, SharedMemoryError } from "../errors.ts";
 import {
   addressOf,
+  detachSharedBuffer,
+  isDetached,
   mappingOf,
   type Owner,
   type SegmentId,
@@ -186,10 +188,28 @@ class Lender {
   #buffer: ArrayBuffer | undefined;
   readonly #ring: Ring;
   readonly #make: () => ArrayBuffer;
+  readonly #detach: ((buffer: ArrayBuffer) => void) | undefined;
 
-  constructor(ring: Ring, make: () => ArrayBuffer) {
+  /** `detach`: how {@linkcode end} takes back a buffer `make` made; none: it is not taken back. */
+  constructor(ring: Ring, make: () => ArrayBuffer, detach?: (buffer: ArrayBuffer) => void) {
     this.#ring = ring;
     this.#make = make;
+    this.#detach = detach;
+  }
+
+  /**
+   * Detaches the buffer of every view lent so far, as the channel's close does: a receiver that
+   * closes has zeroed the records they showed, and a view that stayed would read those zeros.
+   */
+  end(): void {
+    const buffer = this.#buffer;
+    this.#buffer = undefined;
+    if (buffer === undefined || this.#detach === undefined || isDetached(buffer)) return;
+    try {
+      this.#detach(buffer);
+    } catch {
+      // A lock this thread holds inside it (EBUSY): the buffer stays, for the collector.
+    }
   }
 
   /** A view of `len` bytes at byte `start` of the region (see `Ring.view`). */
@@ -291,6 +311,8 @@ export class Channel implements Disposable {
   readonly #shm: SharedMemory;
   readonly #ring: Ring;
   readonly #lender: Lender;
+  /** Makes a buffer over the whole region, for the views an endpoint lends. */
+  readonly #lend: () => ArrayBuffer;
   readonly #endpoints = new Set<ChannelSender | ChannelReceiver>();
 
   private constructor(id: SegmentId, shm: SharedMemory, capacity: number, mode: number) {
@@ -327,7 +349,8 @@ export class Channel implements Disposable {
     }
     this.#ring = new Ring(buffer, capacity, mode, parking);
     addRing(this.#ring, labelOf(id));
-    this.#lender = new Lender(this.#ring, () => shm.view(0, L.HEADER_SIZE + capacity));
+    this.#lend = () => shm.view(0, L.HEADER_SIZE + capacity);
+    this.#lender = new Lender(this.#ring, this.#lend);
   }
 
   /**
@@ -452,7 +475,9 @@ export class Channel implements Disposable {
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");
-    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints, this.#lender);
+    // Views of its own, which its close detaches (the senders' stay theirs).
+    const lender = new Lender(this.#ring, this.#lend, detachSharedBuffer);
+    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints, lender);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -576,8 +601,9 @@ export class ChannelSender implements Disposable {
     this.#lender = lender;
     this.#options = options;
     this.#spinner = new Spinner(options.spin);
-    this.#slot = ring.attachProducer(pid);
-    this.#producer = new Producer(ring, this.#slot);
+    const [slot, tail] = ring.attachProducer(pid);
+    this.#slot = slot;
+    this.#producer = new Producer(ring, slot, tail);
     this.#registry = registry;
     addSender(ring, this.#local);
     if (ring.mode === L.MODE_MPSC) {
@@ -966,6 +992,11 @@ export class ChannelSender implements Disposable {
         };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
         if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
+      } else {
+        // `head` moved since the look: look again, on a fresh clock, so that the deadline and
+        // the receiver's check still come when the room it makes never fits (many senders
+        // taking it first, or a peer writing `head`).
+        spinner.refresh();
       }
       if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
@@ -1171,8 +1202,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       ? 256 * 2 ** 20
       : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
-    ring.attachConsumer(pid);
-    this.#consumer = new Consumer(ring);
+    this.#consumer = new Consumer(ring, ring.attachConsumer(pid));
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }
@@ -1517,6 +1547,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.release();
     this.#consumer.publish();
     this.#closed = true;
+    this.#lender.end();
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
     setReceiver(this.#ring, undefined);
@@ -2131,6 +2162,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           `corrupt channel tail 0x${end.toString(16)}: not on a record boundary`,
         );
       }
+      // Not if it has been marked since the look that found it: the next look takes what the
+      // sender committed before it died.
       if (end !== undefined) consumer.skipTo(end);
     } else if (state === IN_FLIGHT) {
       // Unmarked for a whole interval while a dead sender's records are still ahead: it may be

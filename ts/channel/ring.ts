@@ -384,8 +384,11 @@ export class Ring {
     if (theirs !== 0 && theirs !== ours) throw otherPidNamespace(theirs, ours, `${what}: `);
   }
 
-  /** Registers `pid` as the receiver. */
-  attachConsumer(pid: number): void {
+  /**
+   * Registers `pid` as the receiver; returns the position it starts at, checked (a `head` loaded
+   * again later could be one a peer wrote since).
+   */
+  attachConsumer(pid: number): number {
     if (this.rxClosed()) {
       throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
     }
@@ -414,7 +417,7 @@ export class Ring {
    * A receiver that closed between the check and its pid's release: its close is final, so
    * this one must not receive, nor ever park.
    */
-  #attachedConsumer(pid: number): void {
+  #attachedConsumer(pid: number): number {
     // The receiver starts at `head`, which a peer may have rewritten since the channel was
     // opened (the Rust receiver would index a misaligned word): refused alike.
     const head = Atomics.load(this.i32, HEAD);
@@ -429,7 +432,7 @@ export class Ring {
       // dead, before its SWEPT words were taken.
       if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
       const zeroing = this.#finishZeroing(head);
-      if (zeroing === undefined) return;
+      if (typeof zeroing === "number") return zeroing;
       bad = zeroing;
     }
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
@@ -444,12 +447,13 @@ export class Ring {
    * receiver before it was killed between announcing the records it zeroes (`zeroing` ahead of
    * `head`, see {@linkcode Consumer.announce}) and storing `head`, finishes its job: zeroes
    * `[head, zeroing)` (records it had consumed, some zeroed already) and stores `head =
-   * zeroing`. Returns what is wrong with a `zeroing` that is neither `head` nor a position after
-   * it and at or before `tail`'s (a peer wrote it), else `undefined`.
+   * zeroing`. Returns the position the receiver starts at (`head`, or `zeroing` once done), or
+   * what is wrong with a `zeroing` that is neither `head` nor a position after it and at or
+   * before `tail`'s (a peer wrote it).
    */
-  #finishZeroing(head: number): string | undefined {
+  #finishZeroing(head: number): number | string {
     const to = Atomics.load(this.i32, ZEROING);
-    if (to === head) return undefined;
+    if (to === head) return head;
     // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
     const tail = Atomics.load(this.i32, TAIL) & L.POS_MASK;
     const ahead = (to - head) & L.POS_MASK;
@@ -465,7 +469,7 @@ export class Ring {
     if (ahead > toEnd) this.bytes.fill(0, L.OFF_DATA, L.OFF_DATA + ahead - toEnd);
     Atomics.store(this.i32, HEAD, to);
     this.wakeProducers();
-    return undefined;
+    return to;
   }
 
   /**
@@ -480,8 +484,11 @@ export class Ring {
     this.wakeProducers();
   }
 
-  /** Registers `pid` as a sender; returns its slot. */
-  attachProducer(pid: number): number {
+  /**
+   * Registers `pid` as a sender; returns its slot and the `tail` it starts at, checked (one
+   * loaded again later could be one a peer wrote since).
+   */
+  attachProducer(pid: number): [slot: number, tail: number] {
     if (this.rxClosed() || this.tailClosed()) throw this.closedError("Channel.sender");
     this.#joinPidNamespace("Channel.sender");
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
@@ -508,11 +515,12 @@ export class Ring {
 
   /**
    * The one sender starts at `tail`, which a peer may have rewritten since the channel was
-   * opened (the Rust sender would index a misaligned word): refused alike. Returns `slot`.
+   * opened (the Rust sender would index a misaligned word): refused alike. Returns `slot` and
+   * that `tail`.
    */
-  #attachedProducer(slot: number, pid: number): number {
+  #attachedProducer(slot: number, pid: number): [slot: number, tail: number] {
     const tail = Atomics.load(this.i32, TAIL);
-    if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return slot;
+    if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return [slot, tail];
     this.detachProducer(slot, pid);
     throw channelError(
       "EBADMSG",
@@ -594,9 +602,10 @@ export class Producer {
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
 
-  constructor(ring: Ring, slot: number) {
+  /** `tail`: where it starts, as its attach checked it (default: as it is now). */
+  constructor(ring: Ring, slot: number, tail = Atomics.load(ring.i32, TAIL)) {
     this.#r = ring;
-    this.#tail = Atomics.load(ring.i32, TAIL) & L.POS_MASK;
+    this.#tail = tail & L.POS_MASK;
     this.headSeen = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
     this.#tag = ring.mode === L.MODE_MPSC ? slot + 1 : 0;
   }
@@ -958,10 +967,11 @@ export class Consumer {
   /** Unpublished bytes at which {@linkcode consume} publishes `head`. */
   readonly #publishEvery: number;
 
-  constructor(ring: Ring) {
+  /** `head`: where it starts, as its attach checked it (default: as it is now). */
+  constructor(ring: Ring, head = Atomics.load(ring.i32, HEAD)) {
     this.#r = ring;
     this.#publishEvery = Math.min(ring.capacity >> 2, PUBLISH_EVERY);
-    this.head = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
+    this.head = head & L.POS_MASK;
     this.#published = this.head;
     this.#tailSeen = this.head;
   }
@@ -1209,10 +1219,19 @@ export class Consumer {
     return taken;
   }
 
-  /** Moves `head` to `to`, over a reservation its dead sender never marked (still zero). */
-  skipTo(to: number): void {
+  /**
+   * Moves `head` to `to`, over a reservation its dead sender never marked (still zero). False,
+   * with nothing moved, if the word at `head` is not 0 (any more): the look that found the
+   * reservation unmarked came before the sender died, which may have marked and committed it,
+   * and more, since.
+   */
+  skipTo(to: number): boolean {
+    const r = this.#r;
+    // Loaded after the sender was seen dead: every store it made is in memory.
+    if (Atomics.load(r.i32, DATA + ((this.head & r.mask) >> 2)) !== 0) return false;
     this.head = to & L.POS_MASK;
     this.publish();
+    return true;
   }
 
   /**

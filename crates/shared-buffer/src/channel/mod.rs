@@ -385,7 +385,7 @@ impl Channel {
             return Err(corrupt(format!("corrupt channel tail {tail:#x}")));
         }
         let mut sender = Sender {
-            producer: Producer::new(sh, slot),
+            producer: Producer::new(sh, slot, tail),
             shared: Arc::clone(&self.shared),
             slot,
             pid: me,
@@ -446,17 +446,20 @@ impl Channel {
         // A receiver killed while it zeroed what it had consumed left `zeroing` ahead of `head`:
         // finish its job before receiving (after ending its sweep, if it was sweeping).
         ring::end_dead_sweep(sh);
-        if let Err(err) = ring::finish_zeroing(sh, head) {
-            let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
-            return Err(err);
-        }
+        let head = match ring::finish_zeroing(sh, head) {
+            Ok(head) => head,
+            Err(err) => {
+                let _ = word.compare_exchange(me, 0, AcqRel, Relaxed);
+                return Err(err);
+            }
+        };
         let slots = if sh.mode == MODE_SPSC {
             1
         } else {
             MAX_PRODUCERS
         };
         Ok(Receiver {
-            consumer: Consumer::new(sh),
+            consumer: Consumer::new(head),
             shared: Arc::clone(&self.shared),
             pid: me,
             options,
@@ -1541,7 +1544,9 @@ impl Receiver {
                             orphan.end
                         )));
                     }
-                    self.consumer.skip_to(&sh, orphan.end);
+                    // Not if it has been marked since the look that found it: the next look
+                    // takes what the sender committed before it died.
+                    let _ = self.consumer.skip_to(&sh, orphan.end);
                 }
             }
             Peek::InFlight => {

@@ -359,10 +359,12 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(
 /// # Errors
 /// `EBADMSG` if `zeroing` is neither `head` nor a position after it and at or before `tail`'s
 /// (not a multiple of 8, bit 31 set, behind `head`, past `tail`): a peer wrote it.
-pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<()> {
+///
+/// Returns the position the consumer starts at: `head`, or `zeroing` once it is done.
+pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<u32> {
     let to = sh.zeroing().load(Acquire);
     if to == head {
-        return Ok(());
+        return Ok(head);
     }
     // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
     let tail = sh.tail().load(Acquire) & POS_MASK;
@@ -384,7 +386,7 @@ pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<()> {
     }
     sh.head().store(to, Release);
     sh.wake_producers();
-    Ok(())
+    Ok(to)
 }
 
 /// Run by a consumer that has just attached (no other consumer runs): a consumer killed in the
@@ -433,9 +435,11 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(sh: &Shared, slot: usize) -> Self {
+    /// A producer in `slot` starting at `tail`: the word its caller loaded and checked (loaded
+    /// again here, it could be one a peer wrote since, off a record boundary).
+    pub(crate) fn new(sh: &Shared, slot: usize, tail: u32) -> Self {
         Self {
-            tail: sh.tail().load(Acquire) & POS_MASK,
+            tail: tail & POS_MASK,
             head_seen: sh.head().load(Acquire) & POS_MASK,
             rx_closed: false,
             tag: if sh.mode == MODE_MPSC {
@@ -822,8 +826,10 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(sh: &Shared) -> Self {
-        let head = sh.head().load(Acquire) & POS_MASK;
+    /// A consumer starting at `head`: the position its caller checked (loaded again here, it
+    /// could be one a peer wrote since, off a record boundary).
+    pub(crate) fn new(head: u32) -> Self {
+        let head = head & POS_MASK;
         Self {
             head,
             tail_seen: head,
@@ -1105,13 +1111,20 @@ impl Consumer {
     }
 
     /// Moves `head` to `to`, over a reservation that its dead producer never marked. The bytes
-    /// are zero already: a producer writes nothing before its mark.
-    pub(crate) fn skip_to(&mut self, sh: &Shared, to: u32) {
+    /// are zero already: a producer writes nothing before its mark. False, with nothing moved,
+    /// if the word at `head` is not 0 (any more): the look that found the reservation unmarked
+    /// came before the producer died, which may have marked and committed it, and more, since.
+    pub(crate) fn skip_to(&mut self, sh: &Shared, to: u32) -> bool {
+        // Loaded after the producer was seen dead: every store it made is in memory.
+        if sh.commit_word((self.head & sh.mask) as usize).load(Acquire) != 0 {
+            return false;
+        }
         let span = to.wrapping_sub(self.head) & POS_MASK;
         // Nothing to zero; `zeroing` follows `head` all the same (it equals `head` between
         // receives, so a consumer taking over never mistakes an old value for unfinished work).
         self.announce(sh, span);
         self.advance(sh, span);
+        true
     }
 
     /// Sweeps (MPSC): takes back the reservations at `head` that nobody marked, because their
@@ -1468,7 +1481,7 @@ mod tests {
         sh.tail().store(80, SeqCst);
         let live = mark_word(1, 16);
         sh.commit_word(0).store(live, SeqCst);
-        let stalled = Producer::new(sh, 0);
+        let stalled = Producer::new(sh, 0, 80);
         // No sweep since its `sweeps` load as far as its first look goes: it goes on to the CAS.
         let sweeps = sh.sweeps().load(SeqCst);
         assert!(!stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
@@ -1484,5 +1497,34 @@ mod tests {
         sh.tail().store(16, SeqCst);
         assert!(stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
         assert_eq!(sh.commit_word(0).load(SeqCst), mark_word(0, 16));
+    }
+
+    /// One producer's unmarked reservation is stepped over only while the word at `head` is
+    /// still 0: the look that found it unmarked may be older than the dead producer's last mark
+    /// and commit, whose messages must not be skipped.
+    #[test]
+    fn skip_to_leaves_a_reservation_marked_since_the_look() {
+        let mut region = vec![0u64; region_size(64) / 8];
+        let config = Config {
+            capacity: 64,
+            mode: Mode::Spsc,
+        };
+        // SAFETY: the region is 8-aligned, ours alone, and outlives the channel.
+        let channel =
+            unsafe { Channel::create_raw(region.as_mut_ptr().cast(), region.len() * 8, config) }
+                .unwrap();
+        let sh = &*channel.shared;
+        sh.tail().store(32, SeqCst);
+        sh.commit_word(0).store(REC_COMMITTED | 8, SeqCst);
+        let mut consumer = Consumer::new(0);
+        assert!(!consumer.skip_to(sh, 32));
+        assert_eq!((consumer.head, sh.head().load(SeqCst)), (0, 0));
+        assert!(matches!(
+            consumer.peek(sh),
+            Ok(Peek::Message { idx: 0, len: 8, .. })
+        ));
+        sh.commit_word(0).store(0, SeqCst);
+        assert!(consumer.skip_to(sh, 32));
+        assert_eq!((consumer.head, sh.head().load(SeqCst)), (32, 32));
     }
 }
