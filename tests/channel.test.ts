@@ -2013,11 +2013,13 @@ test("many senders: a busy receiver that spends long on each message still check
 });
 
 test("many senders: a recvMany batch that never runs dry frees a dead sender's slot, and tells when it ends", () => {
+  // Found before the receiver attaches, and a check interval long enough for the batch to start
+  // before the first check is due (a loaded machine had it reap before the batch, and tell then).
+  const dead = deadPid();
   withManyRing("busy-batch", (ch, raw) => {
-    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const rx = ch.receiver({ peerCheckMs: 200, spin: 0 });
     const a = ch.sender(); // slot 0
     assert.equal(rx.tryRecv(), undefined, "its abort record");
-    const dead = deadPid();
     raw.setPid(2, dead);
     const died: number[] = [];
     rx.addEventListener("senderdied", (e) => died.push(e.pid));
@@ -2952,8 +2954,8 @@ test("a view at an offset of a resizable buffer, out of its bounds and back, sen
   assert.deepEqual(rx.recv(0), pattern(48, 2));
 });
 
-test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {
-  const capacity = 1024;
+/** A ring in a plain buffer of this process, with no peers; `words` views its whole region. */
+function heapRing(capacity: number, mode: number) {
   const parking = {
     notify: () => {},
     wait: () => {},
@@ -2962,8 +2964,12 @@ test("one sender's unmarked reservation is stepped over only while the word at h
     pidNamespace: 0,
   };
   const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-  initRegion(words, capacity, layout.MODE_SPSC);
-  const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
+  initRegion(words, capacity, mode);
+  return { words, ring: new Ring(words.buffer as ArrayBuffer, capacity, mode, parking) };
+}
+
+test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {
+  const { words, ring } = heapRing(1024, layout.MODE_SPSC);
   const consumer = new Consumer(ring);
   const data = layout.OFF_DATA >> 2;
   // Two records reserved; the first marked and committed after the look that found it unmarked.
@@ -2983,16 +2989,7 @@ test("a batch that consumed a whole ring without handing it back does not read i
   // Found by a load test that killed and stopped recvMany receivers: EBADMSG "past the tail" at
   // the start of a lap, where the receiver stood at a record it had consumed a lap before.
   const capacity = 1024; // a quarter of it between two hand-backs of a batch
-  const parking = {
-    notify: () => {},
-    wait: () => {},
-    waitAsync: () => Promise.resolve(),
-    alive: () => true,
-    pidNamespace: 0,
-  };
-  const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-  initRegion(words, capacity, layout.MODE_SPSC);
-  const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_SPSC, parking);
+  const { words, ring } = heapRing(capacity, layout.MODE_SPSC);
   const producer = new Producer(ring, 0);
   const consumer = new Consumer(ring);
   const send = (len: number) => {
@@ -3022,13 +3019,6 @@ test("a commit that finds the receiver closed counts as sent when head passed it
   // Between a commit and its look at `head`, other senders' records may go round the ring many
   // times (a sender descheduled in between): a `head` more than a ring ahead still means consumed.
   const capacity = 4096;
-  const parking = {
-    notify: () => {},
-    wait: () => {},
-    waitAsync: () => Promise.resolve(),
-    alive: () => true,
-    pidNamespace: 0,
-  };
   const end = 32; // the first record's end: 8 bytes of header and 24 of payload
   for (
     const [head, sent] of [
@@ -3040,9 +3030,7 @@ test("a commit that finds the receiver closed counts as sent when head passed it
       [(end - capacity) & layout.POS_MASK, false],
     ] as const
   ) {
-    const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
-    initRegion(words, capacity, layout.MODE_MPSC);
-    const ring = new Ring(words.buffer as ArrayBuffer, capacity, layout.MODE_MPSC, parking);
+    const { words, ring } = heapRing(capacity, layout.MODE_MPSC);
     const producer = new Producer(ring, 0);
     const idx = producer.tryReserve(24);
     words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;

@@ -1459,20 +1459,25 @@ mod tests {
     use super::super::{Channel, Config, Mode};
     use super::*;
 
+    /// A channel of 64 bytes in a region of its own, returned first: bind both, the region
+    /// first (`let (_region, channel) = ...`), so that it is dropped after the channel.
+    fn channel_in(mode: Mode) -> (Vec<u64>, Channel) {
+        let mut region = vec![0u64; region_size(64) / 8];
+        let config = Config { capacity: 64, mode };
+        // SAFETY: the region is 8-aligned and ours alone; its heap buffer does not move with
+        // the `Vec`, which the caller keeps until after the channel is dropped.
+        let channel =
+            unsafe { Channel::create_raw(region.as_mut_ptr().cast(), region.len() * 8, config) }
+                .unwrap();
+        (region, channel)
+    }
+
     /// A producer that stalled before its claim's first CAS long enough for its reservation to be
     /// swept and the ring to lap finds a live producer's mark at its index, a lap later: it
     /// leaves it, where it would take over a stale mark at its own place.
     #[test]
     fn a_claim_never_takes_over_the_mark_of_a_later_lap() {
-        let mut region = vec![0u64; region_size(64) / 8];
-        let config = Config {
-            capacity: 64,
-            mode: Mode::Mpsc,
-        };
-        // SAFETY: the region is 8-aligned, ours alone, and outlives the channel.
-        let channel =
-            unsafe { Channel::create_raw(region.as_mut_ptr().cast(), region.len() * 8, config) }
-                .unwrap();
+        let (_region, channel) = channel_in(Mode::Mpsc);
         let sh = &*channel.shared;
         // Position 0 was the stalled producer's, swept; 64..80 is slot 1's, claimed.
         for word in [sh.head(), sh.zeroing()] {
@@ -1504,15 +1509,7 @@ mod tests {
     /// and commit, whose messages must not be skipped.
     #[test]
     fn skip_to_leaves_a_reservation_marked_since_the_look() {
-        let mut region = vec![0u64; region_size(64) / 8];
-        let config = Config {
-            capacity: 64,
-            mode: Mode::Spsc,
-        };
-        // SAFETY: the region is 8-aligned, ours alone, and outlives the channel.
-        let channel =
-            unsafe { Channel::create_raw(region.as_mut_ptr().cast(), region.len() * 8, config) }
-                .unwrap();
+        let (_region, channel) = channel_in(Mode::Spsc);
         let sh = &*channel.shared;
         sh.tail().store(32, SeqCst);
         sh.commit_word(0).store(REC_COMMITTED | 8, SeqCst);
