@@ -249,6 +249,19 @@ test("the private constructors of Mutex and SharedMemory refuse every caller but
   }
 });
 
+test("Channel, its endpoints and MutexGuard say they have no public constructor, as SharedMemory and Mutex do", () => {
+  const { ChannelSender, ChannelReceiver, MutexGuard } = lib;
+  for (const cls of [Channel, ChannelSender, ChannelReceiver, MutexGuard]) {
+    for (const args of [[], [{}, {}, new Set()]]) {
+      assert.throws(
+        () => Reflect.construct(cls as unknown as new (...a: unknown[]) => object, args),
+        (e) => e instanceof TypeError && /^\w+ has no public constructor: use /.test(e.message),
+        cls.name,
+      );
+    }
+  }
+});
+
 test("a byteLength, id or created assigned or defined on a SharedMemory changes nothing it does", () => {
   // TypeScript's `readonly` is gone at run time: view() took its bounds from a byteLength
   // assigned from outside, and Bun made a buffer reaching past the mapping (SIGSEGV on access).

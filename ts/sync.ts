@@ -400,6 +400,9 @@ export class MutexGuard implements Disposable {
 
   /** @internal Made by {@linkcode Mutex.lock} and {@linkcode Mutex.tryLock}. */
   constructor(mutex: Mutex, ownerDied: boolean, hold: number) {
+    if (!(mutex instanceof Mutex)) {
+      throw new TypeError("MutexGuard has no public constructor: use a Mutex's lock or tryLock");
+    }
     this.#mutex = mutex;
     this.ownerDied = ownerDied;
     this.#hold = hold;

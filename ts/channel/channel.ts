@@ -184,6 +184,11 @@ const RUN_BYTES = 4096;
  * stream), which detaches it, and the channel must go on. Once that buffer is detached, the
  * next view is lent from a new one.
  */
+/** The error of a public class's constructor called from outside the library. */
+function noConstructor(name: string, instead: string): TypeError {
+  return new TypeError(`${name} has no public constructor: use ${instead}`);
+}
+
 class Lender {
   #buffer: ArrayBuffer | undefined;
   readonly #ring: Ring;
@@ -316,6 +321,7 @@ export class Channel implements Disposable {
   readonly #endpoints = new Set<ChannelSender | ChannelReceiver>();
 
   private constructor(id: SegmentId, shm: SharedMemory, capacity: number, mode: number) {
+    if (!(shm instanceof SharedMemory)) throw noConstructor("Channel", "Channel.create or open");
     this.id = id;
     this.#shm = shm;
     this.capacity = capacity;
@@ -597,6 +603,7 @@ export class ChannelSender implements Disposable {
     registry: Set<unknown>,
     lender: Lender = new Lender(ring, () => ring.buffer),
   ) {
+    if (!(ring instanceof Ring)) throw noConstructor("ChannelSender", "a channel's sender()");
     this.#ring = ring;
     this.#lender = lender;
     this.#options = options;
@@ -1189,6 +1196,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     registry: Set<unknown>,
     lender: Lender = new Lender(ring, () => ring.buffer),
   ) {
+    if (!(ring instanceof Ring)) throw noConstructor("ChannelReceiver", "a channel's receiver()");
     super();
     this.#lender = lender;
     const opts = check.options<ReceiverOptions>(options, "options");
