@@ -200,11 +200,17 @@ export function uniqueName(tag: string): string {
   return `/sbtest-${tag}-${runtime}-${pid}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/** A System V key no other test or run is likely to use. */
+/**
+ * A System V key no other test of this run uses: the low 12 bits of the pid, then a per-process
+ * count (4,096 keys per process), so two keys drawn here never meet, and two processes meet only
+ * if their pids are 4,096 apart and both draw as many keys. Random keys met each other about once
+ * in a few thousand pairs, which a full run draws.
+ */
 export function uniqueKey(): number {
-  return 0x5b00_0000 +
-    ((pid * 4096 + ++counter * 131 + Math.floor(Math.random() * 4096)) % 0xff_ffff);
+  if (keyCounter === 0xfff) throw new Error("uniqueKey: this process drew 4,095 keys already");
+  return 0x5b00_0000 + (pid & 0xfff) * 0x1000 + ++keyCounter;
 }
+let keyCounter = 0;
 
 /**
  * Whether a buffer is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached

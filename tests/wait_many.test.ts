@@ -20,6 +20,7 @@ import {
   sleep,
   spawn,
   test,
+  uniqueKey,
   uniqueName,
   within,
 } from "./harness.ts";
@@ -124,7 +125,7 @@ test("close() ends pending waitAsync calls with EBADF; other segments' waits go 
 });
 
 test("detachSharedBuffer ends pending waitAsync calls on that buffer with EBADF", async () => {
-  const key = 0x5b00_0000 + Math.floor(Math.random() * 0xff_ffff);
+  const key = uniqueKey();
   try {
     const buffer = createSharedBuffer(key, 64, true);
     const pending = waitAsync(new Int32Array(buffer), 3, 0);
