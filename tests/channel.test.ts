@@ -29,6 +29,9 @@ import type { ChannelReceiver } from "../mod.ts";
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
 const code = (c: string) => (e: unknown) => e instanceof SharedMemoryError && e.code === c;
+/** An error of class `type` whose message matches `message`. */
+const says = (type: new (...args: never[]) => Error, message: RegExp) => (e: unknown) =>
+  e instanceof type && message.test(e.message);
 
 /** A channel whose segment is already unlinked. */
 function channel(capacity = 4096, producers: "one" | "many" = "one") {
@@ -81,6 +84,11 @@ test("Channel.create with replace makes a fresh channel over a leftover one, whi
   try {
     old.sender().send("left over");
     assert.throws(() => Channel.create({ name }, { capacity: 4096 }), code("EEXIST"));
+    assert.throws(
+      () => Channel.create({ name }, { capacity: 4096 }),
+      says(SharedMemoryError, /^Channel\.create of .* \(capacity 4096\): a segment exists/),
+      "the error quotes the capacity asked for, not the segment's size",
+    );
     assert.throws(
       () => Channel.create({ name }, { capacity: 4096, replace: 1 as unknown as boolean }),
       /options\.replace must be a boolean/,
@@ -1190,8 +1198,15 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
   assert.throws(() => rx.recvMany(() => {}, 0), code("ETIMEDOUT"));
   assert.throws(() => rx.recvMany("f" as never), TypeError);
   assert.throws(() => rx.recvMany(() => {}, 0, 0), RangeError);
-  assert.throws(() => tx.sendMany("abc" as never), TypeError);
-  assert.throws(() => tx.sendMany([new Uint8Array(1), 5 as never]), TypeError);
+  assert.throws(
+    () => tx.sendMany("abc" as never),
+    says(TypeError, /^ChannelSender\.sendMany: messages must be an array, got string "abc"$/),
+  );
+  assert.throws(
+    () => tx.sendMany([new Uint8Array(1), 5 as never]),
+    says(TypeError, /^ChannelSender\.sendMany: messages\[1\] must be a string, .*, got 5$/),
+    "the error names the element",
+  );
   assert.equal(rx.recvText(0), "\0", "the message before the bad one was sent");
   tx.sendMany(["a", "b", "c"]);
   assert.throws(
@@ -1214,13 +1229,59 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
   let n = 0;
   while (tx.trySend(fill)) n++;
   rx.recv(0);
-  assert.throws(() => tx.sendMany([fill, fill, fill], 20), code("ETIMEDOUT"));
+  assert.throws(
+    () => tx.sendMany([fill, fill, fill], 20),
+    says(
+      SharedMemoryError,
+      /^ChannelSender\.sendMany: no room in the ring in time; 1 of the 3 messages were sent, the rest not \(ETIMEDOUT\)$/,
+    ),
+  );
   let left = 0;
   while (rx.tryRecv()) left++;
   assert.equal(left, n, "the one that fit was sent, the others not");
   rx.close();
-  assert.throws(() => tx.sendMany(["late"]), code("EPIPE"));
+  assert.throws(
+    () => tx.sendMany(["late"]),
+    says(
+      SharedMemoryError,
+      /^ChannelSender\.sendMany: the receiver closed the channel; 0 of the 1/,
+    ),
+  );
   assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
+});
+
+test("a send's errors name the call and what is wrong with the message", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  assert.throws(
+    () => tx.send(5 as never),
+    says(TypeError, /^ChannelSender\.send: message must be a string, .*, got 5$/),
+  );
+  for (const value of [undefined, () => 1, Symbol("s"), { toJSON: () => undefined }]) {
+    assert.throws(
+      () => tx.sendJson(value),
+      says(TypeError, /^ChannelSender\.sendJson: JSON\.stringify makes no text of \w+; /),
+      `sendJson(${typeof value})`,
+    );
+  }
+  assert.equal(rx.tryRecv(), undefined, "nothing was sent");
+  tx.sendJson(0);
+  assert.equal(rx.recvJson(0), 0);
+  assert.throws(
+    () => ch.receiver(),
+    says(SharedMemoryError, /^Channel\.receiver: this process already has the channel's receiver/),
+  );
+  rx.close();
+  for (const [call, send] of [["send", () => tx.send("x")], ["trySend", () => tx.trySend("x")]]) {
+    assert.throws(
+      send as () => void,
+      says(
+        SharedMemoryError,
+        new RegExp(`^ChannelSender\\.${call}: the receiver closed the channel \\(EPIPE\\)$`),
+      ),
+    );
+  }
 });
 
 test("a message whose buffer is detached while its send waits for room fails alone; the ring stays sound", async () => {

@@ -354,13 +354,17 @@ test("conformance: a Rust receiver closes while a TypeScript sender sends: its f
       }
     }
     sent--;
-    const closed = (e: unknown) =>
+    const closed = (call: string) => (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "EPIPE" &&
-      e.message === "ChannelSender: the receiver closed the channel (EPIPE)";
-    assert.ok(closed(failed), `the failing send: ${failed}`);
-    assert.throws(() => tx.send(message(seed, 0, sent, ch), 1000), closed, "send after that");
-    assert.throws(() => tx.trySend(new Uint8Array(8)), closed, "trySend after that");
-    assert.throws(() => tx.reserve(8, 1000), closed, "reserve after that");
+      e.message === `ChannelSender.${call}: the receiver closed the channel (EPIPE)`;
+    assert.ok(closed("sendAsync")(failed), `the failing send: ${failed}`);
+    assert.throws(
+      () => tx.send(message(seed, 0, sent, ch), 1000),
+      closed("send"),
+      "send after that",
+    );
+    assert.throws(() => tx.trySend(new Uint8Array(8)), closed("trySend"), "trySend after that");
+    assert.throws(() => tx.reserve(8, 1000), closed("reserve"), "reserve after that");
     const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
     assert.equal(r.ok, true, r.error);
     assert.deepEqual(r.next, [COUNT]);

@@ -1433,11 +1433,11 @@ interface SentUntilClosed {
 
 /** Messages this process takes from each sender before it closes the channel. */
 const BEFORE_CLOSE = 500;
-/** The error every send of an attached sender gets once the receiver closed (as ever). */
-const RECEIVER_CLOSED = {
+/** The error a send of an attached sender gets once the receiver closed (as ever), by call. */
+const receiverClosed = (call: string, tail = "") => ({
   code: "EPIPE",
-  message: "ChannelSender: the receiver closed the channel (EPIPE)",
-};
+  message: `ChannelSender.${call}: the receiver closed the channel${tail} (EPIPE)`,
+});
 
 // `docs/channel.md`, *Close*: senders learn of the receiver's close from the wake-up check after
 // each commit (`rx_waiting` holds `RX_CLOSED`); a send whose message the receiver left unread
@@ -1487,10 +1487,16 @@ for (const first of runtimes) {
             for (const [producer, r] of reports.entries()) {
               const report = resultOf<SentUntilClosed>(r, `sender ${producer}`);
               const who = `the ${[first, second][producer]} sender`;
-              assert.deepEqual(report.first, RECEIVER_CLOSED, `${who}'s failing send`);
+              assert.deepEqual(report.first, receiverClosed("send"), `${who}'s failing send`);
               assert.deepEqual(
                 report.later,
-                Array(5).fill(RECEIVER_CLOSED),
+                [
+                  receiverClosed("send"),
+                  receiverClosed("trySend"),
+                  receiverClosed("sendMany", "; 0 of the 2 messages were sent, the rest not"),
+                  receiverClosed("sendAsync"),
+                  receiverClosed("reserve"),
+                ],
                 `${who}'s send, trySend, sendMany, sendAsync and reserve after that`,
               );
               assert.ok(

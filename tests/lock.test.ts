@@ -151,6 +151,7 @@ test("a guard of a hold the Mutex ended directly does not release a later hold: 
     assert.throws(() => mutex.lock(0), failsWith("EDEADLK"), "the later hold stands");
     inner.unlock();
     assert.throws(() => mutex.unlock(), failsWith("EPERM"));
+    assert.throws(() => mutex.unlock(), /Mutex\.unlock: this thread does not hold the lock/);
   });
 });
 

@@ -130,6 +130,14 @@ test("bad ids and options", () => {
   for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
     rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
   }
+  // Out of range either way, in octal as modes are written.
+  for (const [mode, got] of [[-1, "-1"], [0o1000, "0o1000"]] as const) {
+    rejects(
+      () => SharedMemory.create({ name: "/x" }, 64, { mode }),
+      RangeError,
+      `options.mode must be between 0o0 and 0o777, got ${got}`,
+    );
+  }
   // A segment its owner cannot map for reading and writing: no later open by its owner works.
   for (const mode of [0o400, 0o200, 0o000, 0o066]) {
     const key = uniqueKey();

@@ -342,10 +342,13 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
     return record.address;
   }
   if (record?.released || isDetached(buffer as ArrayBuffer)) {
-    throw errorOf("EBADF", `${caller}: the buffer's segment was closed (or the buffer detached)`);
+    throw errorOf(
+      "EBADF",
+      `${caller}: the buffer's segment was closed, or the buffer was detached (transferred or detachSharedBuffer)`,
+    );
   }
   throw new TypeError(
-    `${caller}: the memory must come from SharedMemory or createSharedBuffer (a plain or SharedArrayBuffer is process-local)`,
+    `${caller}: the buffer must be one this library handed out (SharedMemory, createSharedBuffer), not a plain ArrayBuffer, a SharedArrayBuffer, or a copy or transfer of one (postMessage, structuredClone)`,
   );
 }
 

@@ -574,8 +574,17 @@ export class Mutex {
    *   overwrote the lock while it was held).
    */
   unlock(): void {
-    const code = backend().mutexUnlock(this.#checked("unlock"));
-    if (code < 0) throwCode(code, "Mutex.unlock");
+    const b = backend();
+    const code = b.mutexUnlock(this.#checked("unlock"));
+    if (code < 0) {
+      if (code === -b.errno("EPERM")) {
+        throw errorOf(
+          "EPERM",
+          "Mutex.unlock: this thread does not hold the lock (or another process overwrote it while it was held)",
+        );
+      }
+      throwCode(code, "Mutex.unlock");
+    }
     this.#holds++;
   }
 

@@ -57,10 +57,10 @@ export function size(value: unknown, what = "size"): number {
 
 /** Checks permission bits: an integer in 0..=0o777. */
 export function mode(value: unknown, what = "mode"): number {
-  if (typeof value === "number" && Number.isInteger(value) && value > 0o777) {
-    throw new RangeError(
-      `${what} must be between 0o0 and 0o777, got 0o${value.toString(8)}`,
-    );
+  // In octal both ways, as modes are written (a negative one as given).
+  if (typeof value === "number" && Number.isInteger(value) && (value < 0 || value > 0o777)) {
+    const got = value < 0 ? String(value) : `0o${value.toString(8)}`;
+    throw new RangeError(`${what} must be between 0o0 and 0o777, got ${got}`);
   }
   return integer(value, what, 0, 0o777);
 }

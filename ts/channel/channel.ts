@@ -127,7 +127,7 @@ const pid: number = "Deno" in globalThis
   ? (globalThis as unknown as { Deno: { pid: number } }).Deno.pid
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
-function bytesOf(message: unknown, what: string): Uint8Array {
+function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
   if (message instanceof Uint8Array) return freshView(message);
@@ -137,7 +137,11 @@ function bytesOf(message: unknown, what: string): Uint8Array {
   if (message instanceof ArrayBuffer) {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
-  throw new TypeError(`${what} must be a string, an ArrayBuffer or a typed array`);
+  throw new TypeError(
+    `${messageLabel(what, index)} must be a string, an ArrayBuffer or a typed array, got ${
+      check.describe(message)
+    }`,
+  );
 }
 
 /**
@@ -392,6 +396,8 @@ export class Channel implements Disposable {
           owner: opts.owner,
           replace: opts.replace,
         }),
+      // The size the caller gave, not the segment's (the header's bytes added).
+      [`(${L.HEADER_SIZE + capacity} bytes)`, `(capacity ${capacity})`],
     );
     try {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
@@ -518,13 +524,16 @@ export class Channel implements Disposable {
   }
 }
 
-/** Runs a segment call, naming `caller` in its error instead of the SharedMemory method. */
-function relabel<T>(caller: string, body: () => T): T {
+/**
+ * Runs a segment call, naming `caller` in its error instead of the SharedMemory method, and the
+ * first `swap[0]` in its message `swap[1]`.
+ */
+function relabel<T>(caller: string, body: () => T, swap: [string, string] = ["", ""]): T {
   try {
     return body();
   } catch (err) {
     if (!(err instanceof SharedMemoryError)) throw err;
-    const message = err.message.replace(/^SharedMemory\.\w+/, caller);
+    const message = err.message.replace(/^SharedMemory\.\w+/, caller).replace(swap[0], swap[1]);
     throw new SharedMemoryError(message, err.code, err.errno);
   }
 }
@@ -539,6 +548,22 @@ function endpointOptions(options: unknown): Required<EndpointOptions> {
       ? "adaptive"
       : check.integer(opts.spin, "options.spin", 0, 1 << 30),
   };
+}
+
+/** What a send's errors call its message: `messages[3]` inside a sendMany (index >= 0). */
+function messageLabel(what: string, index: number): string {
+  return index < 0 ? `ChannelSender.${what}: message` : `ChannelSender.${what}: messages[${index}]`;
+}
+
+/** A sendMany error at message `sent` of `total`, saying that the ones before it were sent. */
+function partway(err: SharedMemoryError, sent: number, total: number): SharedMemoryError {
+  const suffix = ` (${err.code})`;
+  const base = err.message.endsWith(suffix) ? err.message.slice(0, -suffix.length) : err.message;
+  return new SharedMemoryError(
+    `${base}; ${sent} of the ${total} messages were sent, the rest not${suffix}`,
+    err.code,
+    err.errno,
+  );
 }
 
 function closedError(what: string): SharedMemoryError {
@@ -576,8 +601,6 @@ export class ChannelSender implements Disposable {
   #abortOwed = false;
   /** An async send is waiting: sends do not overlap. */
   #busy = false;
-  /** The call under way (`send`, `sendMany`, `reserve`...), which errors name. */
-  #call = "send";
   /** The length of the message {@linkcode #start} returned last. */
   #len = 0;
   /**
@@ -658,32 +681,42 @@ export class ChannelSender implements Disposable {
    *   sent, the rest were not.
    */
   sendMany(messages: readonly Message[], timeoutMs?: number): number {
-    if (!Array.isArray(messages)) throw new TypeError("sendMany: messages must be an array");
+    if (!Array.isArray(messages)) {
+      throw new TypeError(
+        `ChannelSender.sendMany: messages must be an array, got ${check.describe(messages)}`,
+      );
+    }
     const timeout = timeoutOf(timeoutMs);
     let deadline = NaN; // read from the clock only if this call has to wait
-    for (let i = 0; i < messages.length; i++) {
-      if (!this.#abortOwed) {
-        this.#checkUsable("sendMany");
-        // An element's getter runs inside the run: a receive it makes on this thread would wait
-        // for the records the run has reserved (see #ownSender).
-        this.#inRun = true;
-        runs++;
-        let next: number;
-        try {
-          next = this.#producer.commitRun(messages, i);
-        } finally {
-          this.#inRun = false;
-          runs--;
+    let i = 0;
+    try {
+      for (; i < messages.length; i++) {
+        if (!this.#abortOwed) {
+          this.#checkUsable("sendMany");
+          // An element's getter runs inside the run: a receive it makes on this thread would wait
+          // for the records the run has reserved (see #ownSender).
+          this.#inRun = true;
+          runs++;
+          let next: number;
+          try {
+            next = this.#producer.commitRun(messages, i);
+          } finally {
+            this.#inRun = false;
+            runs--;
+          }
+          if (next !== i) {
+            i = next - 1;
+            continue;
+          }
         }
-        if (next !== i) {
-          i = next - 1;
-          continue;
-        }
+        const bytes = this.#start(messages[i], "sendMany", i);
+        if (this.#tryFast(bytes, this.#len)) continue;
+        if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
+        runSync(this.#sendSteps(bytes, deadline - performance.now(), true), this.#ring.parking);
       }
-      const bytes = this.#start(messages[i], "sendMany");
-      if (this.#tryFast(bytes, this.#len)) continue;
-      if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
-      runSync(this.#sendSteps(bytes, deadline - performance.now(), true), this.#ring.parking);
+    } catch (err) {
+      // The library's errors say how far the call got; an element's own error is passed on.
+      throw err instanceof SharedMemoryError ? partway(err, i, messages.length) : err;
     }
     return messages.length;
   }
@@ -707,8 +740,17 @@ export class ChannelSender implements Disposable {
 
   /** Sends `JSON.stringify(value)`; see {@linkcode send}. */
   sendJson(value: unknown, timeoutMs?: number): void {
+    const text: string | undefined = JSON.stringify(value);
+    if (text === undefined) {
+      // JSON.stringify has no text for these; send would blame a "message" the caller never made.
+      throw new TypeError(
+        `ChannelSender.sendJson: JSON.stringify makes no text of ${
+          check.describe(value)
+        }; send a value JSON can hold`,
+      );
+    }
     // As send, its errors named after this call.
-    const bytes = this.#start(JSON.stringify(value), "sendJson");
+    const bytes = this.#start(text, "sendJson");
     const timeout = timeoutOf(timeoutMs);
     if (this.#tryFast(bytes, this.#len)) return;
     runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
@@ -744,7 +786,7 @@ export class ChannelSender implements Disposable {
       runSync(this.#owedAbortSteps(deadline, true), this.#ring.parking);
     }
     // Its commit reports nothing, so the receiver's close is looked for here.
-    if (this.#ring.rxClosed()) throw this.#ring.closedError("ChannelSender");
+    if (this.#ring.rxClosed()) throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
     let idx = this.#producer.tryReserve(len);
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
@@ -767,6 +809,7 @@ export class ChannelSender implements Disposable {
       );
     }
     this.#reservedIdx = -1;
+    this.#producer.call = "commit";
     // A close after the reservation is reported by this sender's next call.
     this.#producer.commit(idx, this.#reservedLen, 0);
   }
@@ -842,24 +885,28 @@ export class ChannelSender implements Disposable {
     if (this.#reservedIdx >= 0) {
       throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
     }
-    this.#call = what;
+    this.#producer.call = what;
   }
 
   /**
    * The message as bytes, its length (as the engine counts it, see `byteCount`) left in
    * {@linkcode #len}: the one length the send works with.
    */
-  #start(message: Message, what: string): Uint8Array {
+  #start(message: Message, what: string, index = -1): Uint8Array {
     this.#checkUsable(what);
     // The array of the last send was a plain one (its type never changes): no need to look again.
     const known = this.#known;
-    const bytes = known !== undefined && message === known ? known : bytesOf(message, "message");
+    const bytes = known !== undefined && message === known ? known : bytesOf(message, what, index);
     const len = quickByteCount(bytes, this.#known);
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
     if (len > L.MAX_MESSAGE_LEN) {
-      throw new RangeError(`message must be at most ${L.MAX_MESSAGE_LEN} bytes`);
+      throw new RangeError(
+        `${
+          messageLabel(what, index)
+        } has ${len} bytes; a message may have at most ${L.MAX_MESSAGE_LEN}`,
+      );
     }
     this.#len = len;
     return bytes;
@@ -873,13 +920,15 @@ export class ChannelSender implements Disposable {
       const got = this.#producer.putNative(put, putState!, bytes, len);
       if (got === PUT_SENT) return true;
       if (got === PUT_FULL) return false;
-      if (got === PUT_CLOSED) throw this.#ring.closedError("ChannelSender");
+      if (got === PUT_CLOSED) throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
     }
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
     if (len !== 0) this.#ring.bytes.set(bytes, L.OFF_DATA + idx + 8);
-    if (!this.#producer.commit(idx, len, 0)) throw this.#ring.closedError("ChannelSender");
+    if (!this.#producer.commit(idx, len, 0)) {
+      throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
+    }
     return true;
   }
 
@@ -916,7 +965,9 @@ export class ChannelSender implements Disposable {
       }
       this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
-      if (!this.#producer.commit(idx, len, kind)) throw this.#ring.closedError("ChannelSender");
+      if (!this.#producer.commit(idx, len, kind)) {
+        throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
+      }
       sent += len;
     } while (sent < total);
   }
@@ -965,11 +1016,11 @@ export class ChannelSender implements Disposable {
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
-      if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
+      if (this.#closed) throw closedError(`ChannelSender.${this.#producer.call}`);
       let idx = producer.tryReserve(len);
       if (idx === FULL && !ownChecked) {
         ownChecked = true;
-        idx = ownReceiver(r, producer, len, deadline, `ChannelSender.${this.#call}`);
+        idx = ownReceiver(r, producer, len, deadline, `ChannelSender.${this.#producer.call}`);
       }
       if (idx !== FULL) {
         spinner.end(true);
@@ -979,14 +1030,20 @@ export class ChannelSender implements Disposable {
       const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
-        throw channelError("ETIMEDOUT", `ChannelSender.${this.#call}: no room in the ring in time`);
+        throw channelError(
+          "ETIMEDOUT",
+          `ChannelSender.${this.#producer.call}: no room in the ring in time`,
+        );
       }
       if (now >= nextCheck) {
         const consumer = r.consumerPid();
         if (consumer !== 0 && !r.parking.alive(consumer)) {
           // A receiver that closed the channel and exited since the pid was read did not die.
-          if (r.rxClosed()) throw r.closedError("ChannelSender");
-          throw channelError("ECONNRESET", `the channel's receiver (process ${consumer}) died`);
+          if (r.rxClosed()) throw r.closedError(`ChannelSender.${this.#producer.call}`);
+          throw channelError(
+            "ECONNRESET",
+            `ChannelSender.${this.#producer.call}: the channel's receiver (process ${consumer}) died`,
+          );
         }
         nextCheck = now + peerCheckMs;
       }
@@ -998,7 +1055,7 @@ export class ChannelSender implements Disposable {
           ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
         };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
-        if (this.#closed) throw closedError(`ChannelSender.${this.#call}`);
+        if (this.#closed) throw closedError(`ChannelSender.${this.#producer.call}`);
       } else {
         // `head` moved since the look: look again, on a fresh clock, so that the deadline and
         // the receiver's check still come when the room it makes never fits (many senders
@@ -1569,6 +1626,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   #begin(what: string): void {
+    this.#consumer.call = what;
     if (--this.#countdown <= 0) this.#lookBusy();
     if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
     if (this.#inBatch) {
@@ -1863,7 +1921,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       const size = (partial?.size ?? 0) + len;
       if (size > L.MAX_MESSAGE_LEN) {
-        throw channelError("EBADMSG", "corrupt ring: a fragmented message grows without end");
+        throw channelError(
+          "EBADMSG",
+          `ChannelReceiver.${consumer.call}: corrupt ring: a fragmented message grows without end`,
+        );
       }
       const more = (kind & L.REC_MORE) !== 0;
       if (size > this.#maxMessage || (more && this.#pendingBytes + len > this.#maxPending)) {
@@ -1994,7 +2055,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (state >= 0 || state === END || state === SKIPPING) continue; // arrived meanwhile
       if (now >= nextCheck) {
         nextCheck = this.#nextCheck = now + peerCheckMs;
-        this.#checkSenders(state);
+        this.#checkSenders(state, what);
         continue;
       }
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
@@ -2130,7 +2191,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * The liveness check of a waiting receiver: reclaims dead senders' slots, steps over a
    * record at `head` that a dead sender reserved, and fails when every sender died.
    */
-  #checkSenders(state: number): void {
+  #checkSenders(state: number, what: string): void {
     const r = this.#ring;
     const consumer = this.#consumer;
     const live = this.#reap();
@@ -2202,7 +2263,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     } else if (state === EMPTY && this.#bereaved && live === 0) {
       throw channelError(
         "ECONNRESET",
-        "ChannelReceiver: every sender process died without closing the channel",
+        `ChannelReceiver.${what}: every sender process died without closing the channel`,
       );
     } else this.#stuckAt = -1;
   }

@@ -399,18 +399,22 @@ export class Ring {
       if (holder === pid) {
         throw channelError(
           "EBUSY",
-          "this process already has the channel's receiver (in this thread or a Worker; one " +
+          "Channel.receiver: this process already has the channel's receiver (in this thread " +
+            "or a Worker; one " +
             "that ended without closing it holds it until the process exits)",
         );
       }
       if (this.parking.alive(holder)) {
-        throw channelError("EBUSY", `process ${holder} already receives from this channel`);
+        throw channelError(
+          "EBUSY",
+          `Channel.receiver: process ${holder} already receives from this channel`,
+        );
       }
       if (Atomics.compareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) {
         return this.#attachedConsumer(pid);
       }
     }
-    throw channelError("EBUSY", "another process is attaching as the receiver");
+    throw channelError("EBUSY", "Channel.receiver: another process is attaching as the receiver");
   }
 
   /**
@@ -598,6 +602,8 @@ export class Producer {
    * element getter did that, writes nothing more.
    */
   left = false;
+  /** The sender's call under way (`send`, `reserve`...), which the errors found here name. */
+  call = "send";
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -618,7 +624,7 @@ export class Producer {
    */
   tryReserve(len: number): number {
     const r = this.#r;
-    if (this.#rxClosed) throw r.closedError("ChannelSender");
+    if (this.#rxClosed) throw r.closedError(`ChannelSender.${this.call}`);
     const span = L.recordSpan(len);
     return r.mode === L.MODE_SPSC ? this.#reserveSpsc(span) : this.#reserveMpsc(span);
   }
@@ -653,10 +659,12 @@ export class Producer {
       const need = span < toEnd ? span : toEnd;
       let used = (this.#tail - this.headSeen) & L.POS_MASK;
       if (used > r.capacity || r.capacity - used < need) {
-        if (r.tailClosed()) throw r.closedError("ChannelSender");
+        if (r.tailClosed()) throw r.closedError(`ChannelSender.${this.call}`);
         this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
         used = (this.#tail - this.headSeen) & L.POS_MASK;
-        if (used > r.capacity) throw channelError("EBADMSG", "corrupt channel positions");
+        if (used > r.capacity) {
+          throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel positions`);
+        }
         if (r.capacity - used < need) return this.#full();
       }
       this.#tail = (this.#tail + need) & L.POS_MASK;
@@ -667,7 +675,10 @@ export class Producer {
       if (need === span) return this.#mark(idx, span);
       this.#commitSkip(idx, toEnd);
     }
-    throw channelError("EBADMSG", "a reservation did not fit after wrapping");
+    throw channelError(
+      "EBADMSG",
+      `ChannelSender.${this.call}: a reservation did not fit after wrapping`,
+    );
   }
 
   #reserveMpsc(span: number): number {
@@ -681,12 +692,14 @@ export class Producer {
       const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
       const tail = Atomics.load(r.i32, TAIL);
       this.headSeen = head;
-      if ((tail & TAIL_CLOSED) !== 0) throw r.closedError("ChannelSender");
-      if ((tail & 7) !== 0) throw channelError("EBADMSG", "corrupt channel tail");
+      if ((tail & TAIL_CLOSED) !== 0) throw r.closedError(`ChannelSender.${this.call}`);
+      if ((tail & 7) !== 0) {
+        throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel tail`);
+      }
       const used = (tail - head) & L.POS_MASK;
       if (used > r.capacity) {
         if (head === lastHead && tail === lastTail) {
-          throw channelError("EBADMSG", "corrupt channel positions");
+          throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel positions`);
         }
         lastHead = head;
         lastTail = tail;
@@ -787,7 +800,7 @@ export class Producer {
 
   /** FULL, or `EPIPE` if the receiver closed: a sender waiting for room looks for the close here. */
   #full(): number {
-    if (this.#r.rxClosed()) throw this.#r.closedError("ChannelSender");
+    if (this.#r.rxClosed()) throw this.#r.closedError(`ChannelSender.${this.call}`);
     return FULL;
   }
 
@@ -906,7 +919,7 @@ export class Producer {
       this.#commitSkip(at, span);
     }
     if ((r.wakeConsumer() || closed) && !this.#consumedBeforeClose(this.#tail)) {
-      throw r.closedError("ChannelSender");
+      throw r.closedError(`ChannelSender.${this.call}`);
     }
     return k;
   }
@@ -948,6 +961,8 @@ export class Producer {
  * instead of finding a zeroed record there.
  */
 export class Consumer {
+  /** The receiver's call under way (`recv`, `recvMany`...), which the errors found here name. */
+  call = "recv";
   /** The receiver position (this receiver is its only writer). */
   head: number;
   /** The `head` last stored into shared memory ({@linkcode consume} runs ahead of it). */
@@ -997,7 +1012,10 @@ export class Consumer {
         const pos = tail & L.POS_MASK;
         if (pos === this.head) return (tail & TAIL_CLOSED) !== 0 ? END : EMPTY;
         if (((pos - this.head) & L.POS_MASK) > r.capacity) {
-          throw channelError("EBADMSG", "corrupt channel: tail is more than the capacity ahead");
+          throw channelError(
+            "EBADMSG",
+            `ChannelReceiver.${this.call}: corrupt channel: tail is more than the capacity ahead`,
+          );
         }
         return IN_FLIGHT;
       }
@@ -1027,7 +1045,10 @@ export class Consumer {
       }
       const span = L.recordSpan(len);
       if (span > r.capacity - idx) {
-        throw channelError("EBADMSG", `corrupt record at position ${this.head}: crosses the end`);
+        throw channelError(
+          "EBADMSG",
+          `ChannelReceiver.${this.call}: corrupt record at position ${this.head}: crosses the end`,
+        );
       }
       // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
       // reservation) bounds nothing and is looked at again.
@@ -1051,7 +1072,10 @@ export class Consumer {
           return RESERVED;
         }
         if (avail > r.capacity || span > avail) {
-          throw channelError("EBADMSG", `corrupt record at position ${this.head}: past the tail`);
+          throw channelError(
+            "EBADMSG",
+            `ChannelReceiver.${this.call}: corrupt record at position ${this.head}: past the tail`,
+          );
         }
         this.#tailSeen = tail;
       }
@@ -1214,7 +1238,10 @@ export class Consumer {
     }
     Atomics.add(r.i32, SWEEPS, 1);
     if (ahead > r.capacity) {
-      throw channelError("EBADMSG", "corrupt channel: tail is more than the capacity ahead");
+      throw channelError(
+        "EBADMSG",
+        `ChannelReceiver.${this.call}: corrupt channel: tail is more than the capacity ahead`,
+      );
     }
     return taken;
   }
