@@ -101,20 +101,29 @@ const out = new BigUint64Array(5);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
 const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
 
+/**
+ * A checked id: a System V key (`bytes` undefined), or a name with its UTF-8 bytes. Plain data,
+ * so that an open allocates no closures and builds no label until an error needs one.
+ */
 interface Resolved {
   /**
    * A copy of the id, frozen: a caller who changes their own id object afterwards changes
    * nothing here (`unlink()` once removed the segment under the new name).
    */
   readonly id: SegmentId;
-  readonly label: string;
-  open(b: Backend, size: bigint, how: number, flags: number, mode: number, owner: bigint): number;
-  unlink(b: Backend): number;
+  readonly key: number;
+  /** The canonical name (one leading `/`). */
+  readonly name: string;
+  readonly bytes: Uint8Array | undefined;
 }
 
 /** How errors name a segment: `key 0x...` or `name /...`. */
 export function segmentLabel(id: SegmentId): string {
-  return resolve(id, "id").label;
+  return labelOf(resolve(id, "id"));
+}
+
+function labelOf(id: Resolved): string {
+  return id.bytes === undefined ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
 }
 
 function resolve(id: unknown, what: string): Resolved {
@@ -134,23 +143,29 @@ function resolve(id: unknown, what: string): Resolved {
   }
   if (hasKey) {
     const key = check.key((id as { key: unknown }).key, `${what}.key`);
-    return {
-      id: Object.freeze({ key }),
-      label: `key 0x${key.toString(16)}`,
-      open: (b, size, how, flags, mode, owner) =>
-        b.openKey(key, size, how, flags, mode, owner, out),
-      unlink: (b) => b.unlinkKey(key),
-    };
+    return { id: Object.freeze({ key }), key, name: "", bytes: undefined };
   }
   const given = (id as { name: unknown }).name;
   const [name, bytes] = check.name(given, `${what}.name`);
-  return {
-    id: Object.freeze({ name: given as string }),
-    label: `name ${name}`,
-    open: (b, size, how, flags, mode, owner) =>
-      b.openName(bytes, size, how, flags, mode, owner, out),
-    unlink: (b) => b.unlinkName(bytes),
-  };
+  return { id: Object.freeze({ name: given as string }), key: 0, name, bytes };
+}
+
+function openResolved(
+  b: Backend,
+  id: Resolved,
+  size: bigint,
+  how: number,
+  flags: number,
+  mode: number,
+  owner: bigint,
+): number {
+  return id.bytes === undefined
+    ? b.openKey(id.key, size, how, flags, mode, owner, out)
+    : b.openName(id.bytes, size, how, flags, mode, owner, out);
+}
+
+function unlinkResolved(b: Backend, id: Resolved): number {
+  return id.bytes === undefined ? b.unlinkKey(id.key) : b.unlinkName(id.bytes);
 }
 
 function fail(b: Backend, code: number, action: string): never {
@@ -250,7 +265,7 @@ function openSegment(
   const b = backend();
   out.fill(0n);
   const flags = (req.populate ? POPULATE : 0) | (req.replace ? REPLACE : 0);
-  let code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
+  let code = openResolved(b, id, BigInt(req.size), req.how, flags, req.mode, req.owner);
   for (
     let retry = 0;
     retry < RELIEF_TRIES && code < 0 && req.how !== OPEN && b.errorName(code) === "ENOSPC";
@@ -261,10 +276,10 @@ function openSegment(
     // (Negative when another thread opened segments meanwhile: nothing released either.)
     if (b.relieve() <= 0 && retry > 0) break;
     out.fill(0n);
-    code = id.open(b, BigInt(req.size), req.how, flags, req.mode, req.owner);
+    code = openResolved(b, id, BigInt(req.size), req.how, flags, req.mode, req.owner);
   }
   if (code < 0) {
-    const action = `${caller} of ${id.label}${req.size ? ` (${req.size} bytes)` : ""}`;
+    const action = `${caller} of ${labelOf(id)}${req.size ? ` (${req.size} bytes)` : ""}`;
     const name = b.errorName(code);
     throw new SharedMemoryError(`${action}: ${openFailure(b, code, req)} (${name})`, name, -code);
   }
@@ -417,7 +432,6 @@ export class SharedMemory implements Disposable {
   #created: boolean;
   #handle: number;
   #address: bigint;
-  #label: string;
   #buffer: ArrayBuffer | undefined;
   /**
    * The first view made, held as {@linkcode #buffer} is: most users make one view, and tracking
@@ -441,7 +455,6 @@ export class SharedMemory implements Disposable {
   private constructor(
     token: typeof CONSTRUCT,
     id: SegmentId,
-    label: string,
     opened: [number, bigint, number, boolean],
   ) {
     // `private` is TypeScript's word only: a forged handle and address would have made
@@ -453,7 +466,6 @@ export class SharedMemory implements Disposable {
     }
     const [handle, address, length, created] = opened;
     this.#id = id;
-    this.#label = label;
     this.#handle = handle;
     this.#address = address;
     this.#length = length;
@@ -515,7 +527,6 @@ export class SharedMemory implements Disposable {
     return new SharedMemory(
       CONSTRUCT,
       resolved.id,
-      resolved.label,
       openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
     );
   }
@@ -569,7 +580,6 @@ export class SharedMemory implements Disposable {
     return new SharedMemory(
       CONSTRUCT,
       resolved.id,
-      resolved.label,
       openSegment(caller, resolved, { size, how, populate, mode, owner, replace }),
     );
   }
@@ -588,8 +598,8 @@ export class SharedMemory implements Disposable {
   static unlink(id: SegmentId): void {
     const resolved = resolve(id, "id");
     const b = backend();
-    const code = resolved.unlink(b);
-    if (code < 0) fail(b, code, `SharedMemory.unlink of ${resolved.label}`);
+    const code = unlinkResolved(b, resolved);
+    if (code < 0) fail(b, code, `SharedMemory.unlink of ${labelOf(resolved)}`);
   }
 
   /**
@@ -736,16 +746,19 @@ export class SharedMemory implements Disposable {
     if (this.#handle < 0) {
       throw errorOf(
         "EBADF",
-        `SharedMemory.${what} of ${this.#label}: this SharedMemory was closed`,
+        `SharedMemory.${what} of ${segmentLabel(this.#id)}: this SharedMemory was closed`,
       );
     }
   }
 
   #window(offset: number, length: number, what: string, group?: number): ArrayBuffer {
     const b = backend();
-    checkBufferLength(b, length, `SharedMemory.${what} of ${this.#label}`);
+    // The label is built only for an error: this runs at every `.buffer` and `view()`.
+    if (length > b.maxBufferBytes) {
+      checkBufferLength(b, length, `SharedMemory.${what} of ${segmentLabel(this.#id)}`);
+    }
     const handle = b.dup(this.#handle);
-    if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${this.#label}`);
+    if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${segmentLabel(this.#id)}`);
     return wrap(b, this.#address + BigInt(offset), length, handle, false, group);
   }
 }
