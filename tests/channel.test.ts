@@ -1865,6 +1865,42 @@ test("many senders: a claim that finds its word taken reserves again, and a swee
   });
 });
 
+test("many senders: a receiver killed right after taking a dead sender's mark leaves how far that record goes; the next receiver zeroes it when it attaches, and the next message arrives", () => {
+  withManyRing("dropping", (ch, raw) => {
+    const SWEEPS = layout.OFF_SWEEPS >> 2;
+    // What the killed receiver left: the dead sender's record (its producer word, a payload that
+    // is not zero) under the word its CAS stored, and `sweeps` raised once. (Its CAS stored an
+    // 8-byte skip record before, and the next receiver stepped onto the payload.)
+    raw.append(layout.droppingWord(layout.recordSpan(40)), 3, 40);
+    Atomics.store(raw.i32, SWEEPS, 1);
+    const a = ch.sender(); // its abort record, after that record
+    a.send("after");
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.equal(Atomics.load(raw.i32, layout.OFF_HEAD >> 2), 48, "consumed at attach");
+    assert.equal(Atomics.load(raw.i32, layout.OFF_ZEROING >> 2), 48);
+    assert.equal(Atomics.load(raw.i32, SWEEPS), 4, "even, and raised around the drop");
+    const record = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 48);
+    assert.ok(record.every((b) => b === 0), "the record is zero");
+    assert.equal(rx.recvText(5000), "after");
+  });
+});
+
+test("many senders: that word where no killed receiver leaves it is a peer's: EBADMSG, no crash", () => {
+  withManyRing("dropping-past-tail", (ch, raw) => {
+    raw.append(layout.droppingWord(48), 3, 40);
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, 16);
+    const rx = ch.receiver(); // left alone at attach
+    assert.throws(() => rx.tryRecv(), code("EBADMSG"), "longer than the tail covers");
+  });
+  withManyRing("dropping-late", (ch, raw) => {
+    raw.append(COMMITTED | 5, 1, 5);
+    raw.append(layout.droppingWord(16), 1, 8);
+    const rx = ch.receiver();
+    assert.equal(rx.tryRecv()?.length, 5);
+    assert.throws(() => rx.tryRecv(), code("EBADMSG"), "after a message");
+  });
+});
+
 test("many senders: a stale mark (a sender killed between a claim that lost its place and its undo) in free space reads as an empty ring, and the sender that reserves there takes it over", () => {
   withManyRing("stale-free", (ch, raw) => {
     // Slot 5's mark over 40 bytes at the tail; slot 5 is free.

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 7;
+export const VERSION = 8;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -91,6 +91,9 @@ export const MARK_UNITS_MASK = 0x00ff_ffff;
 /** A word of a reservation the consumer took back: a skip record of 8 bytes. */
 export const SWEPT = 0xc000_0000;
 
+/** A taken mark, until its record is zeroed; its span as a mark holds it. */
+export const DROPPING = 0xd000_0000;
+
 /** Byte offset of `magic`. */
 export const OFF_MAGIC = 0;
 
@@ -158,4 +161,16 @@ export function recordSpan(len: number): number {
 /** The reservation mark of producer slot `slot` (0 in SPSC) over `span` bytes. */
 export function markWord(slot: number, span: number): number {
   return REC_SKIP | (slot << MARK_SLOT_SHIFT) | ((span - RECORD_HEADER_SIZE) >>> 3);
+}
+
+/** The word over a taken mark's record of `span` bytes until it is zeroed. */
+export function droppingWord(span: number): number {
+  return DROPPING | ((span - RECORD_HEADER_SIZE) >>> 3);
+}
+
+/** The span of `word` if it is a {@linkcode droppingWord}, else 0. */
+export function droppingSpan(word: number): number {
+  return (word & ~MARK_UNITS_MASK) === (DROPPING | 0)
+    ? ((word & MARK_UNITS_MASK) << 3) + RECORD_HEADER_SIZE
+    : 0;
 }

@@ -457,7 +457,7 @@ export class Ring {
    */
   #finishZeroing(head: number): number | string {
     const to = Atomics.load(this.i32, ZEROING);
-    if (to === head) return head;
+    if (to === head) return this.#finishDrop(head);
     // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
     const tail = Atomics.load(this.i32, TAIL) & L.POS_MASK;
     const ahead = (to - head) & L.POS_MASK;
@@ -471,6 +471,44 @@ export class Ring {
     const start = L.OFF_DATA + idx;
     this.bytes.fill(0, start, start + Math.min(ahead, toEnd));
     if (ahead > toEnd) this.bytes.fill(0, L.OFF_DATA, L.OFF_DATA + ahead - toEnd);
+    Atomics.store(this.i32, HEAD, to);
+    this.wakeProducers();
+    return to;
+  }
+
+  /**
+   * Run by {@linkcode #finishZeroing} when the receiver before this one left no zeroing to
+   * finish: if it was killed in {@linkcode Consumer.dropMark} after taking a mark and before
+   * announcing the zeroing, the word at `head` ({@linkcode L.droppingWord}) says how far the
+   * record goes; finishes the job. Returns where the receiver starts. A record that runs past
+   * `tail` or the end of the data area is a peer's: left alone, for the first receive to report
+   * (`EBADMSG`), as any corrupt record.
+   */
+  #finishDrop(head: number): number {
+    const idx = head & this.mask;
+    const span = L.droppingSpan(Atomics.load(this.i32, DATA + (idx >> 2)));
+    if (span === 0) return head;
+    const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
+    if (used > this.capacity || span > used || span > this.capacity - idx) return head;
+    // As in dropMark: a claim that reads one of these zeros sees `sweeps` changed.
+    Atomics.add(this.i32, SWEEPS, 1);
+    const to = this.dropRecord(head, span);
+    Atomics.add(this.i32, SWEEPS, 1);
+    return to;
+  }
+
+  /**
+   * Consumes the `span`-byte record at `head` whose mark the receiver took (its commit word holds
+   * {@linkcode L.droppingWord} until the record is zeroed): stores `zeroing` past it, zeroes its
+   * producer word and payload, stores 0 into its commit word (after the raise of `sweeps` and
+   * `zeroing`: a claim that reads this zero sees both), then `head`. Returns the new `head`.
+   */
+  dropRecord(head: number, span: number): number {
+    const to = (head + span) & L.POS_MASK;
+    const word = DATA + ((head & this.mask) >> 2);
+    Atomics.store(this.i32, ZEROING, to);
+    this.i32.fill(0, word + 1, word + (span >> 2));
+    Atomics.store(this.i32, word, 0);
     Atomics.store(this.i32, HEAD, to);
     this.wakeProducers();
     return to;
@@ -1165,8 +1203,8 @@ export class Consumer {
    * Consumes the marked record at `head` that no sender will commit: the whole record (`span`
    * bytes) when its dead sender reserved it, or the mark's word alone (`span` 8) when the mark
    * is stale, left by a sender whose claim had lost its place (see `Producer`'s #claim). Takes
-   * the mark with a CAS to SWEPT, as a sweep takes a word, with `sweeps` raised before and
-   * after: the sender whose reservation begins on a stale mark takes it over with a CAS too, so
+   * the mark with a CAS to its {@linkcode L.droppingWord} (which says how far the record goes
+   * until it is zeroed), as a sweep takes a word, with `sweeps` raised before and after: the sender whose reservation begins on a stale mark takes it over with a CAS too, so
    * exactly one of the two has it, and a claim that reads the zero stored here sees the raise
    * and finds its position consumed. False, with nothing consumed, if the word no longer holds
    * `mark`.
@@ -1175,25 +1213,24 @@ export class Consumer {
    * taken only if the record's producer word holds it: a sender writes it once its claim
    * stands, before its payload, so a mark without it is stale (the reservation under it is
    * someone else's, of another length) or its sender died before writing anything; either way
-   * the rest of the reservation is zero, and left to a sweep. Read once the CAS took the mark:
-   * nobody writes that word then.
+   * the rest of the reservation is zero, and left to a sweep. Read before the CAS (for the word
+   * it stores) and again once it took the mark (nobody writes that word then), which decides.
    */
   dropMark(mark: number, span: number, owner = 0): boolean {
     const r = this.#r;
     this.publish();
+    const word = DATA + ((this.head & r.mask) >> 2);
+    const taking = () => owner !== 0 && r.i32[word + 1] !== owner ? 8 : span;
     Atomics.add(r.i32, SWEEPS, 1);
-    const idx = this.head & r.mask;
-    const word = DATA + (idx >> 2);
-    const taken = Atomics.compareExchange(r.i32, word, mark, SWEPT) === mark;
+    // Decided before the CAS too, so that the word it stores tells a receiver taking over from
+    // this one, killed right after, how far the record goes (Ring.finishDrop).
+    const guess = taking();
+    const taken = Atomics.compareExchange(r.i32, word, mark, L.droppingWord(guess)) === mark;
     if (taken) {
-      if (owner !== 0 && r.i32[word + 1] !== owner) span = 8;
-      Atomics.store(r.i32, ZEROING, (this.head + span) & L.POS_MASK);
-      r.i32[word + 1] = 0; // the producer word
-      if (span > 8) this.#zero(idx + 8, span - 8);
-      // After the raise and `zeroing`: a claim that reads this zero sees both.
-      Atomics.store(r.i32, word, 0);
-      this.head = (this.head + span) & L.POS_MASK;
-      this.#store();
+      const took = taking();
+      if (took !== guess) Atomics.store(r.i32, word, L.droppingWord(took));
+      this.head = r.dropRecord(this.head, took);
+      this.#published = this.head;
     }
     Atomics.add(r.i32, SWEEPS, 1);
     return taken;

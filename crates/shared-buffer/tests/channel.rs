@@ -1903,6 +1903,64 @@ fn a_receiver_killed_mid_sweep_leaves_nothing_to_trip_over() {
     assert!(data.iter().all(|&b| b == 0), "consumed bytes are zero");
 }
 
+/// A receiver killed in `drop_mark` right after its CAS took a dead sender's mark leaves the
+/// word that says how far that sender's record goes, over a producer word and a payload that are
+/// not zero: the next receiver finishes zeroing it when it attaches, and the message after it
+/// arrives. (Before, the CAS stored an 8-byte skip record, and the next receiver stepped onto the
+/// payload: `EBADMSG` for good, or a record forged by its bytes.)
+#[test]
+fn a_receiver_killed_while_dropping_a_dead_senders_record_leaves_it_to_the_next() {
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[(layout::dropping_word(48), 3, 40), (COMMITTED | 5, 1, 5)],
+    );
+    // The dead receiver raised `sweeps` before its CAS.
+    set_word(&mut heap, layout::OFF_SWEEPS, 1);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let word = |heap: &mut Heap, at: usize| {
+        u32::from_le_bytes(heap.bytes_mut()[at..][..4].try_into().unwrap())
+    };
+    assert_eq!(
+        word(&mut heap, layout::OFF_HEAD),
+        48,
+        "the record is consumed"
+    );
+    assert_eq!(word(&mut heap, layout::OFF_ZEROING), 48);
+    assert_eq!(
+        word(&mut heap, layout::OFF_SWEEPS),
+        4,
+        "even, and raised around the drop"
+    );
+    let dropped = &heap.bytes_mut()[layout::OFF_DATA..][..48];
+    assert!(dropped.iter().all(|&b| b == 0), "the record is zero");
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+}
+
+/// That word anywhere else, or running past the tail, is a peer's: `EBADMSG` at the first
+/// receive that meets it, no crash.
+#[test]
+fn a_dropping_word_out_of_place_is_corrupt() {
+    // At head, longer than what the tail covers: left alone at attach.
+    let mut heap = handmade(512, Mode::Mpsc, &[(layout::dropping_word(48), 3, 40)]);
+    set_word(&mut heap, layout::OFF_TAIL, 16);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+    // After a message: a receive finds it.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[(COMMITTED | 5, 1, 5), (layout::dropping_word(16), 1, 8)],
+    );
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
 fn the_only_sender_dies_mid_message_and_a_new_one_takes_over() {

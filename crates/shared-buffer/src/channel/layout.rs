@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -82,6 +82,15 @@ pub const MARK_UNITS_MASK: u32 = 0x00FF_FFFF;
 /// from a sender that did not mark it in time (a sweep): a skip record of 8 bytes, so that the
 /// sender's own CAS of its mark fails, and a consumer taking over steps over it.
 pub const SWEPT: u32 = REC_COMMITTED | REC_SKIP;
+/// What the consumer writes, by CAS, over the mark of a reservation it takes from a dead (or
+/// stale) producer, with the span it takes in the bits of [`MARK_UNITS_MASK`] as a mark holds
+/// it: it stands there until the consumer has zeroed the record, so a consumer killed in between
+/// leaves a word that says how far the record goes, and the next one finishes the job when it
+/// attaches. (A [`SWEPT`] word there read as a skip record of 8 bytes, and the next consumer
+/// stepped onto the dead producer's payload.) As a commit word it is a skip record with the abort
+/// bit, which no producer writes: seen anywhere but at `head` when a consumer attaches, it is
+/// corrupt.
+pub const DROPPING: u32 = REC_COMMITTED | REC_SKIP | REC_ABORT;
 
 /// The header as a `#[repr(C)]` struct: the offsets of its fields are the layout.
 ///
@@ -418,6 +427,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         "A word of a reservation the consumer took back: a skip record of 8 bytes.",
     ),
     (
+        "DROPPING",
+        DROPPING,
+        Radix::Hex,
+        "A taken mark, until its record is zeroed; its span as a mark holds it.",
+    ),
+    (
         "OFF_MAGIC",
         OFF_MAGIC as u32,
         Radix::Decimal,
@@ -558,7 +573,14 @@ pub fn typescript() -> String {
          return RECORD_HEADER_SIZE + ((len + 7) & ~7);\n}\n\n\
          /** The reservation mark of producer slot `slot` (0 in SPSC) over `span` bytes. */\n\
          export function markWord(slot: number, span: number): number {\n  \
-         return REC_SKIP | (slot << MARK_SLOT_SHIFT) | ((span - RECORD_HEADER_SIZE) >>> 3);\n}\n",
+         return REC_SKIP | (slot << MARK_SLOT_SHIFT) | ((span - RECORD_HEADER_SIZE) >>> 3);\n}\n\n\
+         /** The word over a taken mark's record of `span` bytes until it is zeroed. */\n\
+         export function droppingWord(span: number): number {\n  \
+         return DROPPING | ((span - RECORD_HEADER_SIZE) >>> 3);\n}\n\n\
+         /** The span of `word` if it is a {@linkcode droppingWord}, else 0. */\n\
+         export function droppingSpan(word: number): number {\n  \
+         return (word & ~MARK_UNITS_MASK) === (DROPPING | 0)\n    \
+         ? ((word & MARK_UNITS_MASK) << 3) + RECORD_HEADER_SIZE\n    : 0;\n}\n",
     );
     out
 }
@@ -600,6 +622,21 @@ pub const fn mark_span(word: u32) -> u32 {
 /// The producer slot of the reservation mark `word`.
 pub const fn mark_slot(word: u32) -> usize {
     ((word & MARK_SLOT_MASK) >> MARK_SLOT_SHIFT) as usize
+}
+
+/// The word that stands over a taken mark's record of `span` bytes until it is zeroed:
+/// [`DROPPING`] and the span in 8-byte units, as [`mark_word`] holds it.
+pub const fn dropping_word(span: u32) -> u32 {
+    DROPPING | ((span - RECORD_HEADER_SIZE as u32) / RECORD_ALIGN as u32)
+}
+
+/// The span of `word` if it is a [`dropping_word`].
+pub const fn dropping_span(word: u32) -> Option<u32> {
+    if word & !MARK_UNITS_MASK == DROPPING {
+        Some(mark_span(word))
+    } else {
+        None
+    }
 }
 
 /// True if `capacity` is a valid data area size.

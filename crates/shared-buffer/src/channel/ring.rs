@@ -364,7 +364,7 @@ fn check_positions(head: u32, tail: u32, capacity: u32) -> std::result::Result<(
 pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<u32> {
     let to = sh.zeroing().load(Acquire);
     if to == head {
-        return Ok(head);
+        return finish_drop(sh, head);
     }
     // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
     let tail = sh.tail().load(Acquire) & POS_MASK;
@@ -387,6 +387,49 @@ pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<u32> {
     sh.head().store(to, Release);
     sh.wake_producers();
     Ok(to)
+}
+
+/// Run by [`finish_zeroing`] when the consumer before this one left no zeroing to finish: if it
+/// died in [`Consumer::drop_mark`] after taking a mark and before announcing the zeroing, the
+/// [`dropping_word`] at `head` says how far the record goes; finishes the job as that consumer
+/// would have. Returns the position the consumer starts at.
+///
+/// A word whose record runs past the end of the data area or past `tail` is a peer's: it is
+/// left alone, and the first receive reports it (`EBADMSG`), as any corrupt record.
+fn finish_drop(sh: &Shared, head: u32) -> Result<u32> {
+    let idx = (head & sh.mask) as usize;
+    let Some(span) = dropping_span(sh.commit_word(idx).load(Acquire)) else {
+        return Ok(head);
+    };
+    let used = (sh.tail().load(Acquire) & POS_MASK).wrapping_sub(head) & POS_MASK;
+    if used > sh.capacity || span > used || span as usize > sh.capacity as usize - idx {
+        return Ok(head);
+    }
+    // As in `drop_mark`: a claim that reads one of these zeros sees `sweeps` changed.
+    sh.sweeps().fetch_add(1, SeqCst);
+    let head = drop_record(sh, head, idx, span);
+    sh.sweeps().fetch_add(1, SeqCst);
+    Ok(head)
+}
+
+/// Consumes the `span`-byte record at `head` (data index `idx`) whose mark the consumer took:
+/// its commit word holds the [`dropping_word`] until the record is zeroed. Stores `zeroing`
+/// past it (see [`Consumer::announce`]), zeroes its producer word and payload, stores 0 into its
+/// commit word (release, after the raise of `sweeps` and `zeroing`: a claim that reads this zero
+/// sees both), then `head`. Returns the new `head`.
+fn drop_record(sh: &Shared, head: u32, idx: usize, span: u32) -> u32 {
+    let to = head.wrapping_add(span) & POS_MASK;
+    sh.zeroing().store(to, Relaxed);
+    compiler_fence(SeqCst);
+    let rest = span as usize - OFF_REC_PRODUCER;
+    // SAFETY: the caller validated the span inside the data area. Nobody else writes it: the
+    // mark's producer is dead, or the mark is stale and `span` is its word's alone (the producer
+    // word after it is written only by a claim that stands).
+    unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, rest) };
+    sh.commit_word(idx).store(0, Release);
+    sh.head().store(to, Release);
+    sh.wake_producers();
+    to
 }
 
 /// Run by a consumer that has just attached (no other consumer runs): a consumer killed in the
@@ -1049,18 +1092,20 @@ impl Consumer {
     /// Consumes the marked record at `idx` (at `head`) that no producer will commit: the whole
     /// record (`span` bytes) when its dead producer reserved it, or the mark's word alone (`span`
     /// 8) when the mark is stale, left by a producer whose claim had lost its place (see
-    /// `Producer::claim`). Takes the mark with a CAS to [`SWEPT`], as a sweep takes a word, with
-    /// `sweeps` raised before and after: the producer whose reservation begins on a stale mark
-    /// takes it over with a CAS too, so exactly one of the two has it, and a claim that reads the
-    /// zero stored here sees the raise and finds its position consumed. False, with nothing
-    /// consumed, if the word no longer holds `mark`.
+    /// `Producer::claim`). Takes the mark with a CAS to its [`dropping_word`], as a sweep takes a
+    /// word, with `sweeps` raised before and after: the producer whose reservation begins on a
+    /// stale mark takes it over with a CAS too, so exactly one of the two has it, and a claim
+    /// that reads the zero stored here sees the raise and finds its position consumed. False,
+    /// with nothing consumed, if the word no longer holds `mark`.
     ///
     /// With `owner` (MPSC: the slot's producer word, `slot + 1`) the whole span is taken only if
     /// the record's producer word holds it: a producer writes it once its claim stands, before
     /// its payload, so a mark without it is stale (the reservation under it is someone else's,
     /// of another length) or its producer died before writing anything; either way the rest of
-    /// the reservation is zero, and left to a sweep. Read once the CAS took the mark: nobody
-    /// writes that word then.
+    /// the reservation is zero, and left to a sweep. It is read before the CAS, so that the
+    /// word the CAS stores says how far the record goes to a consumer that takes over from this
+    /// one killed right after it ([`finish_drop`]), and again once the CAS took the mark (nobody
+    /// writes it then), which decides.
     #[cold]
     pub(crate) fn drop_mark(
         &mut self,
@@ -1070,25 +1115,24 @@ impl Consumer {
         span: u32,
         owner: Option<u32>,
     ) -> bool {
+        let taking = |consumer: &Self| match owner {
+            Some(owner) if consumer.producer_word(sh, idx) != owner => RECORD_ALIGN as u32,
+            _ => span,
+        };
         sh.sweeps().fetch_add(1, SeqCst);
+        let guess = taking(self);
         let taken = sh
             .commit_word(idx)
-            .compare_exchange(mark, SWEPT, SeqCst, Relaxed)
+            .compare_exchange(mark, dropping_word(guess), SeqCst, Relaxed)
             .is_ok();
         if taken {
-            let span = match owner {
-                Some(owner) if self.producer_word(sh, idx) != owner => RECORD_ALIGN as u32,
-                _ => span,
-            };
-            self.announce(sh, span);
-            let rest = span as usize - OFF_REC_PRODUCER;
-            // SAFETY: peek validated the span inside the data area. Nobody else writes it: the
-            // mark's producer is dead, or the mark is stale and `span` is its word's alone (the
-            // producer word after it is written only by a claim that stands).
-            unsafe { sh.mem.zero(OFF_DATA + idx + OFF_REC_PRODUCER, rest) };
-            // After the raise and `zeroing`: a claim that reads this zero sees both.
-            sh.commit_word(idx).store(0, Release);
-            self.advance(sh, span);
+            let span = taking(self);
+            if span != guess {
+                // Ours since the CAS; before `zeroing` in the instruction stream (see `announce`).
+                sh.commit_word(idx).store(dropping_word(span), Relaxed);
+                compiler_fence(SeqCst);
+            }
+            self.head = drop_record(sh, self.head, idx, span);
         }
         sh.sweeps().fetch_add(1, SeqCst);
         taken
