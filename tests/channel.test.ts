@@ -1901,6 +1901,78 @@ test("many senders: that word where no killed receiver leaves it is a peer's: EB
   });
 });
 
+test("many senders: a receiver that reclaims a dead sender's slot records where its records end in the region, and empties the entry once past them", () => {
+  withManyRing("orphan-record", (ch, raw) => {
+    const ORPHANS = layout.OFF_ORPHANS >> 2;
+    // Slot 2 reserved 24 bytes at 0 and died before marking them.
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, 24);
+    raw.setPid(2, deadPid());
+    const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
+    // A check is due by the time the receive starts to wait: it reclaims the slot. A sweep
+    // needs a second, 50 ms later.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60);
+    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    assert.equal(Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + 2), 0, "slot 2 freed");
+    assert.deepEqual([raw.i32[ORPHANS], raw.i32[ORPHANS + 1]], [3, 24], "slot 2's entry");
+    const a = ch.sender(); // slot 0; its abort record at 24
+    a.send("x");
+    assert.equal(rx.recvText(5000), "x");
+    assert.equal(raw.i32[ORPHANS], 0, "emptied once passed");
+  });
+});
+
+test("many senders: a receiver taking over from one killed before it reached a dead sender's records reads the region's entry, and takes that sender's mark for its whole record", () => {
+  withManyRing("orphan-takeover", (ch, raw) => {
+    const ORPHANS = layout.OFF_ORPHANS >> 2;
+    // What the killed receiver left: slot 2 freed, its entry, and the dead sender's marked
+    // reservation (producer word written, payload not zero) at head; a message after it. Taken
+    // for a stale mark (its word alone), the payload was read as a record: EBADMSG for good.
+    raw.append(mark(2, 40), 3, 40);
+    raw.append(COMMITTED | 5, 1, 5);
+    raw.i32[ORPHANS + 1] = 48;
+    raw.i32[ORPHANS] = 3;
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.deepEqual(rx.recv(5000), new Uint8Array(5).fill(0xab));
+    assert.equal(raw.i32[ORPHANS], 0, "emptied once passed");
+    const record = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 48);
+    assert.ok(record.every((b) => b === 0), "the dead sender's record is zero");
+  });
+});
+
+test("one sender: a receiver taking over skips the dead sender's unmarked reservation its predecessor recorded, and gets the new sender's message", () => {
+  const name = uniqueName("orphan-spsc");
+  try {
+    using ch = Channel.create({ name }, { capacity: 512 });
+    const raw = rawRing(name);
+    using _raw = raw.shm;
+    // The dead sender's last reservation, never marked, ends at 64; the receiver that
+    // reclaimed its slot was killed. (The next one waited for that reservation forever.)
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, 64);
+    raw.i32[(layout.OFF_ORPHANS >> 2) + 1] = 64;
+    raw.i32[layout.OFF_ORPHANS >> 2] = 1;
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    ch.sender().send("after");
+    assert.equal(rx.recvText(5000), "after");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("many senders: orphan entries that cannot be true are emptied when a receiver attaches, and change nothing", () => {
+  withManyRing("orphan-bad", (ch, raw) => {
+    const ORPHANS = layout.OFF_ORPHANS >> 2;
+    raw.append(COMMITTED | 5, 1, 5);
+    const bad = [[3, 0], [3, 64], [3, 12], [65, 16], [1, 0x8000_0010 | 0], [-1, 8]];
+    for (const [i, [tag, end]] of bad.entries()) {
+      raw.i32[ORPHANS + 2 * i] = tag;
+      raw.i32[ORPHANS + 2 * i + 1] = end;
+    }
+    const rx = ch.receiver();
+    for (let i = 0; i < bad.length; i++) assert.equal(raw.i32[ORPHANS + 2 * i], 0, `entry ${i}`);
+    assert.deepEqual(rx.tryRecv(), new Uint8Array(5).fill(0xab));
+  });
+});
+
 test("many senders: a stale mark (a sender killed between a claim that lost its place and its undo) in free space reads as an empty ring, and the sender that reserves there takes it over", () => {
   withManyRing("stale-free", (ch, raw) => {
     // Slot 5's mark over 40 bytes at the tail; slot 5 is free.

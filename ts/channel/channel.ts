@@ -1268,6 +1268,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
     this.#consumer = new Consumer(ring, ring.attachConsumer(pid));
+    // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
+    for (const [slot, end] of ring.loadOrphans(this.#consumer.head)) {
+      this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
+    }
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }
@@ -1880,6 +1884,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         // A sender ended the stream in the middle of another's message: never completed.
         this.#partial.clear();
         this.#pendingBytes = 0;
+        for (const [key, end] of this.#orphans) this.#ring.forgetOrphan(Math.max(0, key - 1), end);
         this.#orphans.clear();
         return null;
       }
@@ -1989,10 +1994,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** Drops the unfinished message of every reclaimed slot whose records are all behind `head`. */
   #settleOrphans(): void {
-    for (const key of [...this.#orphans.keys()]) {
+    for (const [key, end] of [...this.#orphans]) {
       if (this.#orphanEnd(key) === undefined) {
         this.#orphans.delete(key);
         this.#dropPartial(key);
+        this.#ring.forgetOrphan(Math.max(0, key - 1), end);
       }
     }
   }
@@ -2177,11 +2183,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // before the reclaim (a sender taking the slot reserves after it). Loaded before the
       // probe, it missed a record reserved between the two by a sender killed right after.
       const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      // In the region first, for a receiver that takes over from this one (see `orphans` in
+      // layout.rs); with every entry taken, the slot waits for one.
+      const undo = r.recordOrphan(slot, tail);
+      if (undo === undefined) continue;
       if (r.reclaimProducer(slot, other)) {
         this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
         this.#died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;
-      }
+      } else undo();
     }
     if (live > 0) this.#bereaved = false;
     return live;

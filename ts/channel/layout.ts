@@ -145,6 +145,12 @@ export const OFF_TX_WAITING = 512;
 /** Byte offset of `producer_pids[0]`. */
 export const OFF_PRODUCER_PIDS = 640;
 
+/** Byte offset of `orphans[0]`: pairs of a dead sender's slot + 1 and its records' end. */
+export const OFF_ORPHANS = 896;
+
+/** Entries in `orphans`. */
+export const ORPHAN_ENTRIES = 16;
+
 /** Byte offset of the data area. */
 export const OFF_DATA = 1024;
 

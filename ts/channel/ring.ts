@@ -122,6 +122,7 @@ const TX_WAITING = W(L.OFF_TX_WAITING);
 const CONSUMER_PID = W(L.OFF_CONSUMER_PID);
 const PID_NAMESPACE = W(L.OFF_PID_NAMESPACE);
 const PRODUCER_PIDS = W(L.OFF_PRODUCER_PIDS);
+const ORPHANS = W(L.OFF_ORPHANS);
 const DATA = W(L.OFF_DATA);
 const COMMITTED = L.REC_COMMITTED | 0;
 const SWEPT = L.SWEPT | 0;
@@ -596,6 +597,67 @@ export class Ring {
 
   consumerPid(): number {
     return Atomics.load(this.i32, CONSUMER_PID);
+  }
+
+  /**
+   * Records in the region that the records of the dead sender in `slot` end before `end` (see
+   * `orphans` in layout.rs): in the slot's entry if it has one (an earlier sender of it died with
+   * records still ahead, which end before `end` too), else in the first empty one. Returns how to
+   * put the entry back if the slot is not reclaimed after all, or undefined if every entry is
+   * taken. Plain stores, the end first: read only by a receiver that takes over from this one,
+   * after this one detached or died (as `zeroing`, see {@linkcode Consumer.announce}).
+   */
+  recordOrphan(slot: number, end: number): (() => void) | undefined {
+    const i32 = this.i32;
+    const tag = slot + 1;
+    let at = -1;
+    for (let i = 0; i < L.ORPHAN_ENTRIES && at < 0; i++) if (i32[ORPHANS + 2 * i] === tag) at = i;
+    for (let i = 0; i < L.ORPHAN_ENTRIES && at < 0; i++) if (i32[ORPHANS + 2 * i] === 0) at = i;
+    if (at < 0) return undefined;
+    const word = ORPHANS + 2 * at;
+    const [tagBefore, endBefore] = [i32[word], i32[word + 1]];
+    i32[word + 1] = end;
+    i32[word] = tag;
+    return () => {
+      i32[word + 1] = endBefore;
+      i32[word] = tagBefore;
+    };
+  }
+
+  /**
+   * Empties the region's entry for the dead sender of `slot` whose records end at `end`, once
+   * they are behind `head` (not one that a later death of a sender of the slot moved on).
+   */
+  forgetOrphan(slot: number, end: number): void {
+    for (let i = 0; i < L.ORPHAN_ENTRIES; i++) {
+      const word = ORPHANS + 2 * i;
+      if (this.i32[word] === slot + 1 && this.i32[word + 1] === end) this.i32[word] = 0;
+    }
+  }
+
+  /**
+   * The dead senders that the receivers before this one recorded in the region whose records are
+   * still ahead of `head`, as [slot, end] pairs; empties the entries that are not (left by a
+   * receiver killed as it passed their end, or written by a peer).
+   */
+  loadOrphans(head: number): [slot: number, end: number][] {
+    const slots = this.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
+    const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
+    const found: [number, number][] = [];
+    for (let i = 0; i < L.ORPHAN_ENTRIES; i++) {
+      const word = ORPHANS + 2 * i;
+      const tag = this.i32[word];
+      if (tag === 0) continue;
+      const end = this.i32[word + 1];
+      const ahead = (end - head) & L.POS_MASK;
+      if (
+        tag > 0 && tag <= slots && (end & ~(L.POS_MASK & ~7)) === 0 && ahead !== 0 &&
+        ahead <= Math.min(used, this.capacity)
+      ) {
+        found.push([tag - 1, end]);
+      } else this.i32[word] = 0;
+    }
+    return found;
   }
 }
 

@@ -1961,6 +1961,121 @@ fn a_dropping_word_out_of_place_is_corrupt() {
     assert_eq!(code(rx.try_recv()), libc::EBADMSG);
 }
 
+/// A receiver that reclaims a dead sender's slot records in the region where that sender's
+/// records end, and empties the entry once it is past them.
+#[test]
+#[cfg_attr(miri, ignore = "probes pids with kill")]
+fn a_reclaimed_senders_end_is_kept_in_the_region_until_its_records_are_passed() {
+    // Slot 2 reserved 24 bytes at 0 and died before marking them.
+    let mut heap = handmade(512, Mode::Mpsc, &[]);
+    set_word(&mut heap, layout::OFF_TAIL, 24);
+    plant_pid(&mut heap, 2, dead_pid());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    // A check is due by the time the receive starts to wait: it reclaims the slot. A sweep
+    // needs a second, an interval (50 ms) later.
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(30)))),
+        libc::ETIMEDOUT
+    );
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_PRODUCER_PIDS + 8),
+        0,
+        "slot 2 freed"
+    );
+    assert_eq!(word_at(&mut heap, layout::OFF_ORPHANS), 3, "slot 2's entry");
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_ORPHANS + 4),
+        24,
+        "its records' end"
+    );
+    let mut tx = channel.sender(fast()).unwrap(); // slot 0; its abort record at 24
+    tx.send(b"x", None).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        b"x"
+    );
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_ORPHANS),
+        0,
+        "emptied once passed"
+    );
+}
+
+/// A receiver killed after it reclaimed a dead sender's slot, before it reached that sender's
+/// records: the one that takes over reads the region's entry, so it takes the dead sender's
+/// mark for what it is (the whole record), not for a stale one (its word alone: then it stepped
+/// onto the payload, `EBADMSG` for good).
+#[test]
+fn a_receiver_taking_over_knows_the_dead_senders_its_predecessor_reclaimed() {
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[(mark(2, 40), 3, 40), (COMMITTED | 5, 1, 5)],
+    );
+    set_word(&mut heap, layout::OFF_ORPHANS, 3);
+    set_word(&mut heap, layout::OFF_ORPHANS + 4, 48);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        [0xAB; 5]
+    );
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_ORPHANS),
+        0,
+        "emptied once passed"
+    );
+    let dropped = &heap.bytes_mut()[layout::OFF_DATA..][..48];
+    assert!(
+        dropped.iter().all(|&b| b == 0),
+        "the dead sender's record is zero"
+    );
+}
+
+/// The same with one sender: the dead one's last reservation, never marked, ends where the
+/// entry says, and the message of the sender that took the slot since arrives (the receiver
+/// waited for that reservation forever).
+#[test]
+fn a_receiver_taking_over_skips_the_only_senders_unmarked_reservation() {
+    let mut heap = handmade(512, Mode::Spsc, &[]);
+    set_word(&mut heap, layout::OFF_TAIL, 64);
+    set_word(&mut heap, layout::OFF_ORPHANS, 1);
+    set_word(&mut heap, layout::OFF_ORPHANS + 4, 64);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(b"after", None).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+        b"after"
+    );
+}
+
+/// Entries that are not a dead sender's records still ahead (behind `head`, past `tail`, off a
+/// record boundary, a slot out of range) are emptied when a receiver attaches, and change
+/// nothing.
+#[test]
+fn orphan_entries_that_cannot_be_true_are_emptied_at_attach() {
+    let mut heap = handmade(512, Mode::Mpsc, &[(COMMITTED | 5, 1, 5)]);
+    let bad: [(u32, u32); 5] = [(3, 0), (3, 64), (3, 12), (65, 16), (1, 0x8000_0010)];
+    for (i, (tag, end)) in bad.iter().enumerate() {
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * i, *tag);
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * i + 4, *end);
+    }
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    for i in 0..bad.len() {
+        assert_eq!(
+            word_at(&mut heap, layout::OFF_ORPHANS + 8 * i),
+            0,
+            "entry {i}"
+        );
+    }
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
 fn the_only_sender_dies_mid_message_and_a_new_one_takes_over() {

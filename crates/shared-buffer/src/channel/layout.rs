@@ -154,9 +154,19 @@ pub struct Header {
     pub pad4: [u32; 31],
     /// Attached producers' pids, 0 = free.
     pub producer_pids: [u32; MAX_PRODUCERS],
-    /// Zero.
-    pub reserved1: [u32; 32],
+    /// The consumer's record of the sender slots it reclaimed from dead processes whose records
+    /// are still ahead of `head` (*orphans*): [`ORPHAN_ENTRIES`] pairs of the slot + 1 (0: an
+    /// empty entry) and the `tail` position loaded when the slot was reclaimed, before which all
+    /// of that sender's records lie. Written by the consumer alone, before it frees the slot; a
+    /// consumer taking over from a killed one reads it when it attaches, so that it knows those
+    /// records for a dead sender's (it took a reservation mark there for a stale one, and
+    /// stepped onto the payload; with one sender it waited for a record that would never come).
+    pub orphans: [u32; 2 * ORPHAN_ENTRIES],
 }
+
+/// Entries in [`Header::orphans`]: dead senders whose records are still ahead at once. A dead
+/// sender found when all are taken keeps its slot until one frees up (its place stays taken).
+pub const ORPHAN_ENTRIES: usize = 16;
 
 /// The header of every record.
 #[repr(C)]
@@ -203,6 +213,8 @@ pub const OFF_RX_WAITING: usize = offset_of!(Header, rx_waiting);
 pub const OFF_TX_WAITING: usize = offset_of!(Header, tx_waiting);
 /// Byte offset of `producer_pids[0]`.
 pub const OFF_PRODUCER_PIDS: usize = offset_of!(Header, producer_pids);
+/// Byte offset of `orphans[0]`.
+pub const OFF_ORPHANS: usize = offset_of!(Header, orphans);
 /// Byte offset of the data area.
 pub const OFF_DATA: usize = HEADER_SIZE;
 
@@ -227,6 +239,8 @@ const _: () = {
     assert!(OFF_TX_WAITING == 512);
     assert!(OFF_PRODUCER_PIDS == 640);
     assert!(OFF_PRODUCER_PIDS + 4 * MAX_PRODUCERS == 896);
+    assert!(OFF_ORPHANS == 896);
+    assert!(OFF_ORPHANS + 8 * ORPHAN_ENTRIES == HEADER_SIZE);
     assert!(size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
     assert!(offset_of!(RecordHeader, producer) == OFF_REC_PRODUCER);
     assert!(align_of::<RecordHeader>() == 4);
@@ -533,6 +547,18 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         OFF_PRODUCER_PIDS as u32,
         Radix::Decimal,
         "Byte offset of `producer_pids[0]`.",
+    ),
+    (
+        "OFF_ORPHANS",
+        OFF_ORPHANS as u32,
+        Radix::Decimal,
+        "Byte offset of `orphans[0]`: pairs of a dead sender's slot + 1 and its records' end.",
+    ),
+    (
+        "ORPHAN_ENTRIES",
+        ORPHAN_ENTRIES as u32,
+        Radix::Decimal,
+        "Entries in `orphans`.",
     ),
     (
         "OFF_DATA",

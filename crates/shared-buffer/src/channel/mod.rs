@@ -92,7 +92,8 @@ pub use layout::{max_record, region_size};
 use error::{corrupt, os};
 
 use layout::{
-    MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, POS_MASK, REC_ABORT, REC_CONT, REC_MORE,
+    MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, ORPHAN_ENTRIES, POS_MASK, REC_ABORT,
+    REC_CONT, REC_MORE,
 };
 use mem::{Mem, Ordering::*, fence};
 use ring::{Consumer, Peek, Producer, STEP_LIMIT, Shared};
@@ -474,7 +475,7 @@ impl Channel {
             last_look: Instant::now(),
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
-            orphans: Vec::new(),
+            orphans: load_orphans(sh, head, slots),
             dead: Vec::new(),
             bereaved: false,
             assembled: Vec::new(),
@@ -947,6 +948,88 @@ struct Orphan {
     end: u32,
 }
 
+/// An entry of the region's orphan record (see [`layout::Header::orphans`]) as
+/// [`record_orphan`] found it, to put back if the slot was not reclaimed after all.
+struct OrphanEntry {
+    index: usize,
+    tag: u32,
+    end: u32,
+}
+
+impl OrphanEntry {
+    fn undo(&self, sh: &Shared) {
+        let (tag, end) = sh.orphan(self.index);
+        end.store(self.end, Relaxed);
+        tag.store(self.tag, Relaxed);
+    }
+}
+
+/// Records in the region that the records of the dead sender in `slot` end before `end`: in
+/// the slot's entry if it has one (an earlier sender of it died with records still ahead, which
+/// end before `end` too), else in the first empty one; `None` if every entry is taken.
+///
+/// Relaxed, as `zeroing` (see `Consumer::announce`): read only by a receiver that takes over
+/// from this one, after this one detached (its CAS of `consumer_pid` orders them) or died (a
+/// killed process's stores are all in memory before it is seen dead). The end goes first, so
+/// that an entry killed halfway is empty or holds an end that is still true.
+fn record_orphan(sh: &Shared, slot: usize, end: u32) -> Option<OrphanEntry> {
+    let tag = slot as u32 + 1;
+    let held = |i: usize| sh.orphan(i).0.load(Relaxed);
+    let index = (0..ORPHAN_ENTRIES)
+        .find(|&i| held(i) == tag)
+        .or_else(|| (0..ORPHAN_ENTRIES).find(|&i| held(i) == 0))?;
+    let (tag_word, end_word) = sh.orphan(index);
+    let before = OrphanEntry {
+        index,
+        tag: tag_word.load(Relaxed),
+        end: end_word.load(Relaxed),
+    };
+    end_word.store(end, Relaxed);
+    std::sync::atomic::compiler_fence(SeqCst);
+    tag_word.store(tag, Relaxed);
+    Some(before)
+}
+
+/// Empties the region's entry for `orphan` once its records are behind `head` (not one that a
+/// later death of a sender of the slot moved on).
+fn forget_orphan(sh: &Shared, orphan: Orphan) {
+    for i in 0..ORPHAN_ENTRIES {
+        let (tag, end) = sh.orphan(i);
+        if tag.load(Relaxed) == orphan.slot as u32 + 1 && end.load(Relaxed) == orphan.end {
+            tag.store(0, Relaxed);
+        }
+    }
+}
+
+/// The orphans that the receivers before this one recorded in the region, whose records are
+/// still ahead of `head`; empties the entries that are not (left by a receiver killed as it
+/// passed their end, or written by a peer).
+fn load_orphans(sh: &Shared, head: u32, slots: usize) -> Vec<Orphan> {
+    let used = (sh.tail().load(Acquire) & POS_MASK).wrapping_sub(head) & POS_MASK;
+    let mut found = Vec::new();
+    for i in 0..ORPHAN_ENTRIES {
+        let (tag, end) = sh.orphan(i);
+        let (slot, end) = (tag.load(Relaxed) as usize, end.load(Relaxed));
+        if slot == 0 {
+            continue;
+        }
+        let ahead = end.wrapping_sub(head) & POS_MASK;
+        if slot <= slots
+            && end & !(POS_MASK & !7) == 0
+            && ahead != 0
+            && ahead <= used.min(sh.capacity)
+        {
+            found.push(Orphan {
+                slot: slot - 1,
+                end,
+            });
+        } else {
+            tag.store(0, Relaxed);
+        }
+    }
+    found
+}
+
 /// Liveness checks in a row at which the record at `head` is reserved and unmarked, with no dead
 /// sender's records ahead, before it is swept: a live sender's reservation whose claim failed
 /// (a peer wrote its commit word) is never marked, and one that stalls this long before its
@@ -1327,7 +1410,9 @@ impl Receiver {
                     // Messages cut off by the end of the stream are never completed.
                     self.partials.iter_mut().for_each(|p| *p = Vec::new());
                     self.pending_bytes = 0;
-                    self.orphans.clear();
+                    for orphan in std::mem::take(&mut self.orphans) {
+                        forget_orphan(&self.shared, orphan);
+                    }
                     return Ok(Poll::End);
                 }
                 state => return Ok(Poll::Wait(state)),
@@ -1347,6 +1432,7 @@ impl Receiver {
             if ahead == 0 || ahead > cap {
                 self.drop_partial(orphan.slot);
                 self.orphans.swap_remove(i);
+                forget_orphan(&self.shared, orphan);
             } else {
                 i += 1;
             }
@@ -1484,10 +1570,17 @@ impl Receiver {
             // at or after it). Loaded before the probe, it missed a record reserved between the
             // two by a sender killed right after, whose mark then held up the ring for good.
             let tail = sh.tail().load(Acquire) & POS_MASK;
+            // In the region first, for a receiver that takes over from this one (see
+            // `Header::orphans`); with every entry taken, the slot waits for one.
+            let Some(entry) = record_orphan(&sh, slot, tail) else {
+                continue;
+            };
             if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
                 self.orphans.push(Orphan { slot, end: tail });
                 self.dead.push(DeadSender { pid, slot });
                 self.bereaved = true;
+            } else {
+                entry.undo(&sh);
             }
         }
         if live > 0 {

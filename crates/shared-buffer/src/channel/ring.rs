@@ -124,6 +124,12 @@ impl Shared {
         assert!(slot < MAX_PRODUCERS);
         self.mem.word(OFF_PRODUCER_PIDS + 4 * slot)
     }
+    /// Entry `i` of the orphan record (see [`Header::orphans`]): its slot + 1 and its end.
+    pub(crate) fn orphan(&self, i: usize) -> (&AtomicU32, &AtomicU32) {
+        assert!(i < ORPHAN_ENTRIES);
+        let at = OFF_ORPHANS + 8 * i;
+        (self.mem.word(at), self.mem.word(at + 4))
+    }
     /// The commit word of the record at data index `idx` (a multiple of 8 below capacity).
     #[inline]
     fn commit_word(&self, idx: usize) -> &AtomicU32 {
