@@ -1727,8 +1727,17 @@ function withManyRing<T extends void | Promise<void>>(
   label: string,
   body: (ch: ReturnType<typeof Channel.create>, raw: ReturnType<typeof rawRing>) => T,
 ): T {
+  return withRing(label, { capacity: 1024, producers: "many" }, body);
+}
+
+/** {@linkcode withManyRing} for a channel made with `options`. */
+function withRing<T extends void | Promise<void>>(
+  label: string,
+  options: Parameters<typeof Channel.create>[1],
+  body: (ch: ReturnType<typeof Channel.create>, raw: ReturnType<typeof rawRing>) => T,
+): T {
   const name = uniqueName(label);
-  const ch = Channel.create({ name }, { capacity: 1024, producers: "many" });
+  const ch = Channel.create({ name }, options);
   let raw: ReturnType<typeof rawRing> | undefined;
   const done = () => {
     raw?.shm.close();
@@ -1940,11 +1949,7 @@ test("many senders: a receiver taking over from one killed before it reached a d
 });
 
 test("one sender: a receiver taking over skips the dead sender's unmarked reservation its predecessor recorded, and gets the new sender's message", () => {
-  const name = uniqueName("orphan-spsc");
-  try {
-    using ch = Channel.create({ name }, { capacity: 512 });
-    const raw = rawRing(name);
-    using _raw = raw.shm;
+  withRing("orphan-spsc", { capacity: 512 }, (ch, raw) => {
     // The dead sender's last reservation, never marked, ends at 64; the receiver that
     // reclaimed its slot was killed. (The next one waited for that reservation forever.)
     Atomics.store(raw.i32, layout.OFF_TAIL >> 2, 64);
@@ -1953,9 +1958,7 @@ test("one sender: a receiver taking over skips the dead sender's unmarked reserv
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
     ch.sender().send("after");
     assert.equal(rx.recvText(5000), "after");
-  } finally {
-    cleanup({ name });
-  }
+  });
 });
 
 test("many senders: orphan entries that cannot be true are emptied when a receiver attaches, and change nothing", () => {

@@ -1619,10 +1619,7 @@ fn one_senders_mark_seen_before_its_tail_reads_as_an_empty_ring() {
     let mut heap = handmade(512, Mode::Spsc, &[(COMMITTED | 5, 0, 5)]);
     set_word(&mut heap, layout::OFF_DATA + span, mark(0, 5));
     set_word(&mut heap, layout::OFF_TAIL, span as u32 + 8);
-    let channel = heap.open().unwrap();
-    let mut rx = channel.receiver(fast()).unwrap();
-    assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
-    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+    one_message_then_corrupt(&mut heap);
 }
 
 /// A stale mark on the first word of a reservation is left at the first liveness check that
@@ -1955,6 +1952,11 @@ fn a_dropping_word_out_of_place_is_corrupt() {
         Mode::Mpsc,
         &[(COMMITTED | 5, 1, 5), (layout::dropping_word(16), 1, 8)],
     );
+    one_message_then_corrupt(&mut heap);
+}
+
+/// A receiver of `heap` gets a message of five 0xAB bytes, then `EBADMSG`.
+fn one_message_then_corrupt(heap: &mut Heap) {
     let channel = heap.open().unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
     assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 5]);
