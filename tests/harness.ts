@@ -11,6 +11,7 @@
  */
 
 import { spawn as spawnProcess } from "node:child_process";
+import { readFileSync, readlinkSync } from "node:fs";
 import process from "node:process";
 import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
 
@@ -201,16 +202,38 @@ export function uniqueName(tag: string): string {
 }
 
 /**
- * A System V key no other test of this run uses: the low 12 bits of the pid, then a per-process
- * count (4,096 keys per process), so two keys drawn here never meet, and two processes meet only
- * if their pids are 4,096 apart and both draw as many keys. Random keys met each other about once
- * in a few thousand pairs, which a full run draws.
+ * The id of the thread this module runs on. Deno runs the test files of one `--parallel` run as
+ * workers of one process, each with a module instance (and a key count) of its own, and Bun
+ * evaluates this module again for each file a process runs: the pid tells none of them apart.
+ * Live threads and processes never share an id.
+ */
+const thread = Number(readlinkSync("/proc/thread-self").split("/")[2]);
+
+/**
+ * A System V key no other test of this run uses: the id of this module's thread (22 bits at
+ * most, Linux's pid limit), then a count of this module's keys that goes round 511 keys, skipping
+ * any key in use (one this module drew before and still holds, one a module evaluated earlier on
+ * this thread left, or one of an ended thread whose id came back). So no two of 511 keys drawn in
+ * a row here meet, whether or not they were used yet, and none meets a key another live thread
+ * draws. Random keys met each other about once in a few thousand pairs, which a full run draws;
+ * the pid's low bits and a count met across Deno's parallel test files.
  */
 export function uniqueKey(): number {
-  if (keyCounter === 0xfff) throw new Error("uniqueKey: this process drew 4,095 keys already");
-  return 0x5b00_0000 + (pid & 0xfff) * 0x1000 + ++keyCounter;
+  const inUse = keysInUse();
+  for (let tries = 0; tries < 511; tries++) {
+    keyCounter = keyCounter % 511 + 1;
+    const key = thread * 512 + keyCounter;
+    if (!inUse.has(key)) return key;
+  }
+  throw new Error(`uniqueKey: the 511 keys of thread ${thread} are all in use`);
 }
 let keyCounter = 0;
+
+/** The keys of the System V segments that exist now. */
+function keysInUse(): Set<number> {
+  const lines = readFileSync("/proc/sysvipc/shm", "utf8").trim().split("\n").slice(1);
+  return new Set(lines.map((line) => Number(line.trim().split(/\s+/)[0]) >>> 0));
+}
 
 /**
  * Whether a buffer is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached
