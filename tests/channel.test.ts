@@ -1901,6 +1901,14 @@ test("many senders: that word where no killed receiver leaves it is a peer's: EB
     const rx = ch.receiver(); // left alone at attach
     assert.throws(() => rx.tryRecv(), code("EBADMSG"), "longer than the tail covers");
   });
+  withRing("dropping-too-long", { capacity: 512, producers: "many" }, (ch, raw) => {
+    // Covered by the tail, but longer than any message's record (256 bytes here): a killed
+    // receiver never leaves it, so it is not taken for one (it would wipe what follows).
+    raw.append(layout.droppingWord(264), 3, 256);
+    raw.append(COMMITTED | 5, 1, 5);
+    const rx = ch.receiver();
+    assert.throws(() => rx.tryRecv(), code("EBADMSG"), "longer than any record");
+  });
   withManyRing("dropping-late", (ch, raw) => {
     raw.append(COMMITTED | 5, 1, 5);
     raw.append(layout.droppingWord(16), 1, 8);
@@ -1958,6 +1966,38 @@ test("one sender: a receiver taking over skips the dead sender's unmarked reserv
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
     ch.sender().send("after");
     assert.equal(rx.recvText(5000), "after");
+  });
+});
+
+test("many senders: a dead sender found with every orphan entry taken is reclaimed unrecorded, and its mark stepped over like the others'", () => {
+  withManyRing("orphan-full", (ch, raw) => {
+    const ORPHANS = layout.OFF_ORPHANS >> 2;
+    // One more dead sender with a marked reservation than the region has entries, then a
+    // message. Waiting for an entry to free up held the ring up at the last mark for good.
+    const senders = layout.ORPHAN_ENTRIES + 1;
+    const dead = deadPid();
+    for (let slot = 0; slot < senders; slot++) {
+      raw.append(mark(slot, 8), slot + 1, 8);
+      raw.setPid(slot, dead);
+    }
+    raw.append(COMMITTED | 5, 40, 5);
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    let died = 0;
+    rx.addEventListener("senderdied", () => died++);
+    assert.deepEqual(rx.recv(20_000), new Uint8Array(5).fill(0xab));
+    assert.equal(died, senders);
+    // The entries end at the tail loaded when their slots were freed, past the message.
+    assert.equal(rx.tryRecv(), undefined);
+    for (let slot = 0; slot < senders; slot++) {
+      assert.equal(
+        Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + slot),
+        0,
+        `slot ${slot}`,
+      );
+    }
+    for (let i = 0; i < layout.ORPHAN_ENTRIES; i++) {
+      assert.equal(raw.i32[ORPHANS + 2 * i], 0, `entry ${i}`);
+    }
   });
 });
 

@@ -2184,14 +2184,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // probe, it missed a record reserved between the two by a sender killed right after.
       const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       // In the region first, for a receiver that takes over from this one (see `orphans` in
-      // layout.rs); with every entry taken, the slot waits for one.
+      // layout.rs). With every entry taken (more dead senders with records ahead than entries,
+      // or entries a peer wrote), the slot is reclaimed unrecorded: waiting for an entry would
+      // hold the ring up at the dead sender's mark for good.
       const undo = r.recordOrphan(slot, tail);
-      if (undo === undefined) continue;
       if (r.reclaimProducer(slot, other)) {
         this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
         this.#died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;
-      } else undo();
+      } else undo?.();
     }
     if (live > 0) this.#bereaved = false;
     return live;

@@ -481,16 +481,19 @@ export class Ring {
    * Run by {@linkcode #finishZeroing} when the receiver before this one left no zeroing to
    * finish: if it was killed in {@linkcode Consumer.dropMark} after taking a mark and before
    * announcing the zeroing, the word at `head` ({@linkcode L.droppingWord}) says how far the
-   * record goes; finishes the job. Returns where the receiver starts. A record that runs past
-   * `tail` or the end of the data area is a peer's: left alone, for the first receive to report
-   * (`EBADMSG`), as any corrupt record.
+   * record goes; finishes the job. Returns where the receiver starts. A record longer than any
+   * message's, or that runs past `tail` or the end of the data area, is a peer's: left alone, for
+   * the first receive to report (`EBADMSG`), as any corrupt record.
    */
   #finishDrop(head: number): number {
     const idx = head & this.mask;
     const span = L.droppingSpan(Atomics.load(this.i32, DATA + (idx >> 2)));
     if (span === 0) return head;
     const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
-    if (used > this.capacity || span > used || span > this.capacity - idx) return head;
+    if (
+      used > this.capacity || span > used || span > this.capacity - idx ||
+      span > L.recordSpan(this.maxRecord)
+    ) return head;
     // As in dropMark: a claim that reads one of these zeros sees `sweeps` changed.
     Atomics.add(this.i32, SWEEPS, 1);
     const to = this.dropRecord(head, span);
@@ -618,9 +621,11 @@ export class Ring {
     const [tagBefore, endBefore] = [i32[word], i32[word + 1]];
     i32[word + 1] = end;
     i32[word] = tag;
+    // The tag first: halfway, the entry is the old one's or holds the new end, which is still
+    // true of a tag that was the slot's already.
     return () => {
-      i32[word + 1] = endBefore;
       i32[word] = tagBefore;
+      i32[word + 1] = endBefore;
     };
   }
 

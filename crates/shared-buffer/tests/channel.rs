@@ -1946,6 +1946,16 @@ fn a_dropping_word_out_of_place_is_corrupt() {
     let channel = heap.open().unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
     assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+    // At head, covered by the tail, but longer than any message's record (256 bytes here): a
+    // killed receiver never leaves it, so it is not taken for one (it would wipe what follows).
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[(layout::dropping_word(264), 3, 256), (COMMITTED | 5, 1, 5)],
+    );
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
     // After a message: a receive finds it.
     let mut heap = handmade(
         512,
@@ -2053,6 +2063,41 @@ fn a_receiver_taking_over_skips_the_only_senders_unmarked_reservation() {
         rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
         b"after"
     );
+}
+
+/// More dead senders with records ahead than the region has entries for: the one found when
+/// every entry is taken is reclaimed unrecorded, and its mark is stepped over like the others'
+/// (waiting for an entry held the ring up at its mark for good).
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_dead_sender_past_the_regions_entries_is_reclaimed_unrecorded() {
+    let dead = dead_pid();
+    let senders = layout::ORPHAN_ENTRIES + 1;
+    let mut records: Vec<(u32, u32, usize)> = (0..senders)
+        .map(|slot| (mark(slot, 8), slot as u32 + 1, 8))
+        .collect();
+    records.push((COMMITTED | 5, 40, 5));
+    let mut heap = handmade(4096, Mode::Mpsc, &records);
+    for slot in 0..senders {
+        plant_pid(&mut heap, slot, dead);
+    }
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(20))).unwrap().unwrap(),
+        [0xAB; 5]
+    );
+    assert_eq!(rx.take_dead_senders().len(), senders);
+    // The entries end at the tail loaded when their slots were freed, past the message.
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    for slot in 0..senders {
+        let pid = word_at(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * slot);
+        assert_eq!(pid, 0, "slot {slot} freed");
+    }
+    for i in 0..layout::ORPHAN_ENTRIES {
+        let tag = word_at(&mut heap, layout::OFF_ORPHANS + 8 * i);
+        assert_eq!(tag, 0, "entry {i} emptied once passed");
+    }
 }
 
 /// Entries that are not a dead sender's records still ahead (behind `head`, past `tail`, off a

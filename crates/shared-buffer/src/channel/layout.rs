@@ -165,7 +165,9 @@ pub struct Header {
 }
 
 /// Entries in [`Header::orphans`]: dead senders whose records are still ahead at once. A dead
-/// sender found when all are taken keeps its slot until one frees up (its place stays taken).
+/// sender found when all are taken is reclaimed unrecorded (a consumer taking over then does not
+/// know its records for a dead sender's, as before layout version 8); holding its slot until an
+/// entry frees up would hold the ring up at its mark for good.
 pub const ORPHAN_ENTRIES: usize = 16;
 
 /// The header of every record.

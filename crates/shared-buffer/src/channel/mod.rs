@@ -958,9 +958,11 @@ struct OrphanEntry {
 
 impl OrphanEntry {
     fn undo(&self, sh: &Shared) {
+        // The tag first: halfway, the entry is the old one's or holds the new end, which is
+        // still true of a tag that was the slot's already.
         let (tag, end) = sh.orphan(self.index);
-        end.store(self.end, Relaxed);
         tag.store(self.tag, Relaxed);
+        end.store(self.end, Relaxed);
     }
 }
 
@@ -1571,15 +1573,15 @@ impl Receiver {
             // two by a sender killed right after, whose mark then held up the ring for good.
             let tail = sh.tail().load(Acquire) & POS_MASK;
             // In the region first, for a receiver that takes over from this one (see
-            // `Header::orphans`); with every entry taken, the slot waits for one.
-            let Some(entry) = record_orphan(&sh, slot, tail) else {
-                continue;
-            };
+            // `Header::orphans`). With every entry taken (more dead senders with records ahead
+            // than entries, or entries a peer wrote), the slot is reclaimed unrecorded: waiting
+            // for an entry would hold the ring up at the dead sender's mark for good.
+            let entry = record_orphan(&sh, slot, tail);
             if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
                 self.orphans.push(Orphan { slot, end: tail });
                 self.dead.push(DeadSender { pid, slot });
                 self.bereaved = true;
-            } else {
+            } else if let Some(entry) = entry {
                 entry.undo(&sh);
             }
         }

@@ -400,15 +400,20 @@ pub(crate) fn finish_zeroing(sh: &Shared, head: u32) -> Result<u32> {
 /// [`dropping_word`] at `head` says how far the record goes; finishes the job as that consumer
 /// would have. Returns the position the consumer starts at.
 ///
-/// A word whose record runs past the end of the data area or past `tail` is a peer's: it is
-/// left alone, and the first receive reports it (`EBADMSG`), as any corrupt record.
+/// A word whose record is longer than any message's, or runs past the end of the data area or
+/// past `tail`, is a peer's: it is left alone, and the first receive reports it (`EBADMSG`), as
+/// any corrupt record.
 fn finish_drop(sh: &Shared, head: u32) -> Result<u32> {
     let idx = (head & sh.mask) as usize;
     let Some(span) = dropping_span(sh.commit_word(idx).load(Acquire)) else {
         return Ok(head);
     };
     let used = (sh.tail().load(Acquire) & POS_MASK).wrapping_sub(head) & POS_MASK;
-    if used > sh.capacity || span > used || span as usize > sh.capacity as usize - idx {
+    if used > sh.capacity
+        || span > used
+        || span as usize > sh.capacity as usize - idx
+        || span as usize > record_span(sh.max_record)
+    {
         return Ok(head);
     }
     // As in `drop_mark`: a claim that reads one of these zeros sees `sweeps` changed.
