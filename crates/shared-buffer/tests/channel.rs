@@ -1943,9 +1943,7 @@ fn a_dropping_word_out_of_place_is_corrupt() {
     // At head, longer than what the tail covers: left alone at attach.
     let mut heap = handmade(512, Mode::Mpsc, &[(layout::dropping_word(48), 3, 40)]);
     set_word(&mut heap, layout::OFF_TAIL, 16);
-    let channel = heap.open().unwrap();
-    let mut rx = channel.receiver(fast()).unwrap();
-    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+    first_receive_is_corrupt(&mut heap);
     // At head, covered by the tail, but longer than any message's record (256 bytes here): a
     // killed receiver never leaves it, so it is not taken for one (it would wipe what follows).
     let mut heap = handmade(
@@ -1953,9 +1951,7 @@ fn a_dropping_word_out_of_place_is_corrupt() {
         Mode::Mpsc,
         &[(layout::dropping_word(264), 3, 256), (COMMITTED | 5, 1, 5)],
     );
-    let channel = heap.open().unwrap();
-    let mut rx = channel.receiver(fast()).unwrap();
-    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
+    first_receive_is_corrupt(&mut heap);
     // After a message: a receive finds it.
     let mut heap = handmade(
         512,
@@ -1963,6 +1959,13 @@ fn a_dropping_word_out_of_place_is_corrupt() {
         &[(COMMITTED | 5, 1, 5), (layout::dropping_word(16), 1, 8)],
     );
     one_message_then_corrupt(&mut heap);
+}
+
+/// A receiver of `heap` gets `EBADMSG` at once.
+fn first_receive_is_corrupt(heap: &mut Heap) {
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    assert_eq!(code(rx.try_recv()), libc::EBADMSG);
 }
 
 /// A receiver of `heap` gets a message of five 0xAB bytes, then `EBADMSG`.
