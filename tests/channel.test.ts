@@ -278,8 +278,9 @@ test("many senders: each one's order is kept, any one's close ends the stream", 
   assert.equal(rx.recv(), null);
 });
 
-test("a receive's errors name the call made, and a negative timeout is refused however small", async () => {
+test("a receive's errors name the call made and the channel, and a negative timeout is refused however small", async () => {
   using ch = channel(1024);
+  const label = `name ${(ch.id as { name: string }).name}`;
   const rx = ch.receiver();
   for (const timeoutMs of [-0.5, -1, -Infinity, NaN]) {
     assert.throws(() => rx.recv(timeoutMs), RangeError, String(timeoutMs));
@@ -287,11 +288,29 @@ test("a receive's errors name the call made, and a negative timeout is refused h
   rx.close();
   const named = (call: string) => (e: unknown) =>
     e instanceof SharedMemoryError && e.code === "EBADF" &&
-    e.message.startsWith(`ChannelReceiver.${call}:`);
+    e.message.startsWith(`ChannelReceiver.${call} of ${label}: this endpoint`);
   assert.throws(() => rx.recv(), named("recv"));
   assert.throws(() => rx.recvView(), named("recvView"));
   await assert.rejects(rx.recvAsync(), named("recvAsync"));
   await assert.rejects(rx.recvViewAsync(), named("recvViewAsync"));
+  // A channel under a System V key, and a sender's error: the key in hexadecimal, as a segment's.
+  const key = uniqueKey();
+  try {
+    using keyed = Channel.create({ key }, { capacity: 1024 });
+    const tx = keyed.sender();
+    keyed.receiver().close();
+    assert.throws(
+      () => tx.send("late"),
+      (e: unknown) =>
+        e instanceof SharedMemoryError &&
+        e.message ===
+          `ChannelSender.send of key 0x${
+            key.toString(16)
+          }: the receiver closed the channel (EPIPE)`,
+    );
+  } finally {
+    cleanup({ key });
+  }
 });
 
 test("open: not a channel, corrupt header, other version, not set up", () => {
@@ -993,7 +1012,7 @@ test("a receive that times out or finds its receiver closed names the call the u
   for (const [name, call] of calls) {
     assert.throws(call, (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
-      e.message.startsWith(`ChannelReceiver.${name}: `), name);
+      e.message.startsWith(`ChannelReceiver.${name} of name `), name);
   }
   using full = channel(1024);
   const tx = full.sender();
@@ -1002,12 +1021,12 @@ test("a receive that times out or finds its receiver closed names the call the u
     () => tx.sendJson({ no: "room" }, 1),
     (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
-      e.message.startsWith("ChannelSender.sendJson: "),
+      e.message.startsWith("ChannelSender.sendJson of name "),
   );
   await assert.rejects(
     rx.recvAsync(1),
     (e: unknown) =>
-      e instanceof SharedMemoryError && e.message.startsWith("ChannelReceiver.recvAsync: "),
+      e instanceof SharedMemoryError && e.message.startsWith("ChannelReceiver.recvAsync of name "),
   );
   const pending = rx.recvAsync();
   rx.close();
@@ -1233,7 +1252,7 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
     () => tx.sendMany([fill, fill, fill], 20),
     says(
       SharedMemoryError,
-      /^ChannelSender\.sendMany: no room in the ring in time; 1 of the 3 messages were sent, the rest not \(ETIMEDOUT\)$/,
+      /^ChannelSender\.sendMany of name \S+: no room in the ring in time; 1 of the 3 messages were sent, the rest not \(ETIMEDOUT\)$/,
     ),
   );
   let left = 0;
@@ -1244,7 +1263,7 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
     () => tx.sendMany(["late"]),
     says(
       SharedMemoryError,
-      /^ChannelSender\.sendMany: the receiver closed the channel; 0 of the 1/,
+      /^ChannelSender\.sendMany of name \S+: the receiver closed the channel; 0 of the 1/,
     ),
   );
   assert.throws(() => rx.recvMany(() => {}), code("EBADF"));
@@ -1270,7 +1289,10 @@ test("a send's errors name the call and what is wrong with the message", () => {
   assert.equal(rx.recvJson(0), 0);
   assert.throws(
     () => ch.receiver(),
-    says(SharedMemoryError, /^Channel\.receiver: this process already has the channel's receiver/),
+    says(
+      SharedMemoryError,
+      /^Channel\.receiver of name \S+: this process already has the channel's receiver/,
+    ),
   );
   rx.close();
   for (const [call, send] of [["send", () => tx.send("x")], ["trySend", () => tx.trySend("x")]]) {
@@ -1278,7 +1300,9 @@ test("a send's errors name the call and what is wrong with the message", () => {
       send as () => void,
       says(
         SharedMemoryError,
-        new RegExp(`^ChannelSender\\.${call}: the receiver closed the channel \\(EPIPE\\)$`),
+        new RegExp(
+          `^ChannelSender\\.${call} of name \\S+: the receiver closed the channel \\(EPIPE\\)$`,
+        ),
       ),
     );
   }
@@ -1569,7 +1593,13 @@ test("a receiver that closes inside a recvMany callback has consumed the message
       alive: () => true,
       pidNamespace: 0,
     };
-    const ring = new Ring(w.words.buffer as ArrayBuffer, 4096, layout.MODE_SPSC, parking);
+    const ring = new Ring(
+      w.words.buffer as ArrayBuffer,
+      4096,
+      layout.MODE_SPSC,
+      parking,
+      "name /words",
+    );
     const producer = new Producer(ring, 0);
     // A first message (recvMany's first comes through recvView), then the one stopped.
     const first = producer.tryReserve(1);
@@ -3177,7 +3207,10 @@ function heapRing(capacity: number, mode: number) {
   };
   const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
   initRegion(words, capacity, mode);
-  return { words, ring: new Ring(words.buffer as ArrayBuffer, capacity, mode, parking) };
+  return {
+    words,
+    ring: new Ring(words.buffer as ArrayBuffer, capacity, mode, parking, "name /words"),
+  };
 }
 
 test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {

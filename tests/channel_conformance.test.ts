@@ -356,7 +356,8 @@ test("conformance: a Rust receiver closes while a TypeScript sender sends: its f
     sent--;
     const closed = (call: string) => (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "EPIPE" &&
-      e.message === `ChannelSender.${call}: the receiver closed the channel (EPIPE)`;
+      e.message ===
+        `ChannelSender.${call} of name ${name}: the receiver closed the channel (EPIPE)`;
     assert.ok(closed("sendAsync")(failed), `the failing send: ${failed}`);
     assert.throws(
       () => tx.send(message(seed, 0, sent, ch), 1000),

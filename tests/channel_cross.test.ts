@@ -1311,12 +1311,15 @@ test("the first endpoint records its pid namespace; an open or attach from anoth
       e instanceof SharedMemoryError && e.code === "EXDEV" && e.message.startsWith(call) &&
       e.message.includes(`pid:[${theirs}]; this process is in pid:[${ours}]`);
     words[word] = theirs;
-    assert.throws(() => Channel.open({ name }, { timeoutMs: 100 }), refused("Channel.open"));
+    assert.throws(
+      () => Channel.open({ name }, { timeoutMs: 100 }),
+      refused(`Channel.open of name ${name}: `),
+    );
     // Recorded after this opening looked: its attach is refused too.
     words[word] = 0;
     using late = Channel.open({ name }, { timeoutMs: 100 });
     words[word] = theirs;
-    assert.throws(() => late.sender(), refused("Channel.sender"));
+    assert.throws(() => late.sender(), refused(`Channel.sender of name ${name}: `));
     // None recorded: the next endpoint records its own.
     words[word] = 0;
     late.sender().detach();
@@ -1433,10 +1436,13 @@ interface SentUntilClosed {
 
 /** Messages this process takes from each sender before it closes the channel. */
 const BEFORE_CLOSE = 500;
-/** The error a send of an attached sender gets once the receiver closed (as ever), by call. */
-const receiverClosed = (call: string, tail = "") => ({
+/**
+ * The error a send of an attached sender gets once the receiver closed (as ever), by call, on
+ * the channel of `name`.
+ */
+const receiverClosed = (name: string, call: string, tail = "") => ({
   code: "EPIPE",
-  message: `ChannelSender.${call}: the receiver closed the channel${tail} (EPIPE)`,
+  message: `ChannelSender.${call} of name ${name}: the receiver closed the channel${tail} (EPIPE)`,
 });
 
 // `docs/channel.md`, *Close*: senders learn of the receiver's close from the wake-up check after
@@ -1487,15 +1493,15 @@ for (const first of runtimes) {
             for (const [producer, r] of reports.entries()) {
               const report = resultOf<SentUntilClosed>(r, `sender ${producer}`);
               const who = `the ${[first, second][producer]} sender`;
-              assert.deepEqual(report.first, receiverClosed("send"), `${who}'s failing send`);
+              assert.deepEqual(report.first, receiverClosed(name, "send"), `${who}'s failing send`);
               assert.deepEqual(
                 report.later,
                 [
-                  receiverClosed("send"),
-                  receiverClosed("trySend"),
-                  receiverClosed("sendMany", "; 0 of the 2 messages were sent, the rest not"),
-                  receiverClosed("sendAsync"),
-                  receiverClosed("reserve"),
+                  receiverClosed(name, "send"),
+                  receiverClosed(name, "trySend"),
+                  receiverClosed(name, "sendMany", "; 0 of the 2 messages were sent, the rest not"),
+                  receiverClosed(name, "sendAsync"),
+                  receiverClosed(name, "reserve"),
                 ],
                 `${who}'s send, trySend, sendMany, sendAsync and reserve after that`,
               );

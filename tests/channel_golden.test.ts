@@ -33,7 +33,7 @@ const options = { peerCheckMs: 3_600_000, spin: 0 };
 function ring(capacity: number, mode: number): [Ring, ArrayBuffer] {
   const buffer = new ArrayBuffer(L.HEADER_SIZE + capacity);
   initRegion(new Int32Array(buffer), capacity, mode);
-  return [new Ring(buffer, capacity, mode, parking), buffer];
+  return [new Ring(buffer, capacity, mode, parking, "name /golden"), buffer];
 }
 
 /** As the Rust test: the non-zero words after each step, pid words and the pid namespace as 1. */

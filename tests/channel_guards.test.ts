@@ -84,7 +84,7 @@ for (const twice of [false, true]) {
           }
           // Each error names the call made.
           const deadlock = (call: string) => (e: unknown) =>
-            code("EDEADLK")(e) && (e as Error).message.startsWith(`ChannelSender.${call}:`);
+            code("EDEADLK")(e) && (e as Error).message.startsWith(`ChannelSender.${call} of name `);
           assert.throws(() => tx.sendMany([big]), deadlock("sendMany"), "sendMany alike");
           assert.throws(() => tx.reserve(200), deadlock("reserve"), "reserve alike");
           assert.equal(tx.trySend(big), false, "trySend never waits");

@@ -6,7 +6,7 @@
  */
 
 import { backend } from "../backend.ts";
-import { errorOf, SharedMemoryError } from "../errors.ts";
+import { SharedMemoryError } from "../errors.ts";
 import {
   addressOf,
   detachSharedBuffer,
@@ -357,7 +357,7 @@ export class Channel implements Disposable {
       parking.scanRun = (out, lens, max, small) =>
         mapping.released ? 0 : calls.scanRun(out, lens, max, small);
     }
-    this.#ring = new Ring(buffer, capacity, mode, parking);
+    this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring, labelOf(id));
     this.#lend = () => shm.view(0, L.HEADER_SIZE + capacity);
     this.#lender = new Lender(this.#ring, this.#lend);
@@ -436,7 +436,10 @@ export class Channel implements Disposable {
         const found = validateRegion(i32, shm.byteLength, backend().pidNamespace);
         if (found) return new Channel(shm.id, shm, found[0], found[1]);
         if (performance.now() >= deadline) {
-          throw channelError("ETIMEDOUT", "Channel.open: the channel was never set up");
+          throw channelError(
+            "ETIMEDOUT",
+            `Channel.open of ${segmentLabel(shm.id)}: the channel was never set up`,
+          );
         }
         backend().wait(backend().address(addressOf(shm.buffer, "Channel.open")), 0, 1e6, 0);
       }
@@ -519,7 +522,7 @@ export class Channel implements Disposable {
 
   #checkOpen(what: string): void {
     if (this.#shm.closed) {
-      throw errorOf("EBADF", `Channel.${what}: the channel is closed`);
+      throw this.#ring.error("EBADF", `Channel.${what}`, "the channel is closed");
     }
   }
 }
@@ -566,8 +569,8 @@ function partway(err: SharedMemoryError, sent: number, total: number): SharedMem
   );
 }
 
-function closedError(what: string): SharedMemoryError {
-  return errorOf("EBADF", `${what}: this endpoint (or its channel) is closed`);
+function closedError(ring: Ring, what: string): SharedMemoryError {
+  return ring.error("EBADF", what, "this endpoint (or its channel) is closed");
 }
 
 /**
@@ -800,12 +803,13 @@ export class ChannelSender implements Disposable {
 
   /** Publishes the message written into the view {@linkcode reserve} returned. */
   commit(): void {
-    if (this.#closed) throw closedError("ChannelSender.commit");
+    if (this.#closed) throw closedError(this.#ring, "ChannelSender.commit");
     const idx = this.#reservedIdx;
     if (idx < 0) {
-      throw channelError(
+      throw this.#ring.error(
         "EINVAL",
-        "ChannelSender.commit: nothing is reserved (call reserve() first; each reservation is committed once)",
+        "ChannelSender.commit",
+        "nothing is reserved (call reserve() first; each reservation is committed once)",
       );
     }
     this.#reservedIdx = -1;
@@ -821,9 +825,9 @@ export class ChannelSender implements Disposable {
    * @throws {SharedMemoryError} `EINVAL` if nothing is reserved.
    */
   abandon(): void {
-    if (this.#closed) throw closedError("ChannelSender.abandon");
+    if (this.#closed) throw closedError(this.#ring, "ChannelSender.abandon");
     if (this.#reservedIdx < 0) {
-      throw channelError("EINVAL", "ChannelSender.abandon: nothing is reserved");
+      throw this.#ring.error("EINVAL", "ChannelSender.abandon", "nothing is reserved");
     }
     this.#dropReservation();
   }
@@ -875,15 +879,16 @@ export class ChannelSender implements Disposable {
   }
 
   #checkUsable(what: string): void {
-    if (this.#closed) throw closedError(`ChannelSender.${what}`);
+    if (this.#closed) throw closedError(this.#ring, `ChannelSender.${what}`);
     if (this.#busy) {
-      throw channelError(
+      throw this.#ring.error(
         "EBUSY",
-        `ChannelSender.${what}: another send is still waiting; await it first`,
+        `ChannelSender.${what}`,
+        "another send is still waiting; await it first",
       );
     }
     if (this.#reservedIdx >= 0) {
-      throw channelError("EBUSY", `ChannelSender.${what}: commit the reservation first`);
+      throw this.#ring.error("EBUSY", `ChannelSender.${what}`, "commit the reservation first");
     }
     this.#producer.call = what;
   }
@@ -1016,7 +1021,7 @@ export class ChannelSender implements Disposable {
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {
-      if (this.#closed) throw closedError(`ChannelSender.${this.#producer.call}`);
+      if (this.#closed) throw closedError(this.#ring, `ChannelSender.${this.#producer.call}`);
       let idx = producer.tryReserve(len);
       if (idx === FULL && !ownChecked) {
         ownChecked = true;
@@ -1030,9 +1035,10 @@ export class ChannelSender implements Disposable {
       const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
-        throw channelError(
+        throw this.#ring.error(
           "ETIMEDOUT",
-          `ChannelSender.${this.#producer.call}: no room in the ring in time`,
+          `ChannelSender.${this.#producer.call}`,
+          "no room in the ring in time",
         );
       }
       if (now >= nextCheck) {
@@ -1040,9 +1046,10 @@ export class ChannelSender implements Disposable {
         if (consumer !== 0 && !r.parking.alive(consumer)) {
           // A receiver that closed the channel and exited since the pid was read did not die.
           if (r.rxClosed()) throw r.closedError(`ChannelSender.${this.#producer.call}`);
-          throw channelError(
+          throw this.#ring.error(
             "ECONNRESET",
-            `ChannelSender.${this.#producer.call}: the channel's receiver (process ${consumer}) died`,
+            `ChannelSender.${this.#producer.call}`,
+            `the channel's receiver (process ${consumer}) died`,
           );
         }
         nextCheck = now + peerCheckMs;
@@ -1055,7 +1062,7 @@ export class ChannelSender implements Disposable {
           ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
         };
         // Closed while it waited (the sender, or its channel): the memory may be gone.
-        if (this.#closed) throw closedError(`ChannelSender.${this.#producer.call}`);
+        if (this.#closed) throw closedError(this.#ring, `ChannelSender.${this.#producer.call}`);
       } else {
         // `head` moved since the look: look again, on a fresh clock, so that the deadline and
         // the receiver's check still come when the room it makes never fits (many senders
@@ -1096,11 +1103,12 @@ function ownReceiver(
     const idx = producer.tryReserve(len);
     if (idx !== FULL) return idx;
   } else if (deadline !== Infinity) return FULL;
-  throw channelError(
+  throw ring.error(
     "EDEADLK",
+    caller,
     inCall
-      ? `${caller}: a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call`
-      : `${caller}: the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)`,
+      ? `a send inside this channel's recvMany callback (or a receive's listener) would wait for room only that call frees when it returns; use sendAsync there, or send after the call`
+      : `the ring is full and only this thread's receiver of the channel can make room, which it cannot while the send waits; receive first, or use sendAsync (or a timeout)`,
   );
 }
 
@@ -1515,7 +1523,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       } finally {
         this.#busy = false;
       }
-      if (this.#closed) throw closedError("ChannelReceiver.recvViewAsync");
+      if (this.#closed) throw closedError(this.#ring, "ChannelReceiver.recvViewAsync");
     }
     return view;
   }
@@ -1632,17 +1640,19 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #begin(what: string): void {
     this.#consumer.call = what;
     if (--this.#countdown <= 0) this.#lookBusy();
-    if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+    if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
     if (this.#inBatch) {
-      throw channelError(
+      throw this.#ring.error(
         "EBUSY",
-        `ChannelReceiver.${what}: called from a recvMany callback; return from it first`,
+        `ChannelReceiver.${what}`,
+        "called from a recvMany callback; return from it first",
       );
     }
     if (this.#busy) {
-      throw channelError(
+      throw this.#ring.error(
         "EBUSY",
-        `ChannelReceiver.${what}: another receive is still waiting; await it first`,
+        `ChannelReceiver.${what}`,
+        "another receive is still waiting; await it first",
       );
     }
     if (this.#held === undefined) this.#putBack();
@@ -1801,9 +1811,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #adopt(target: Uint8Array, room: number): void {
     const ring = ringAt(viewBuffer(target));
     if (ring !== undefined && viewByteOffset(target) < L.OFF_DATA + ring.capacity) {
-      throw channelError(
+      throw this.#ring.error(
         "EFAULT",
-        "ChannelReceiver.recvInto: the target lies inside a channel's ring (a view lent by recvView, recvMany or reserve, which is invalid once released); receive into memory of your own",
+        "ChannelReceiver.recvInto",
+        "the target lies inside a channel's ring (a view lent by recvView, recvMany or reserve, which is invalid once released); receive into memory of your own",
       );
     }
     this.#wordsOf(target, room);
@@ -1926,9 +1937,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       const size = (partial?.size ?? 0) + len;
       if (size > L.MAX_MESSAGE_LEN) {
-        throw channelError(
+        throw this.#ring.error(
           "EBADMSG",
-          `ChannelReceiver.${consumer.call}: corrupt ring: a fragmented message grows without end`,
+          `ChannelReceiver.${consumer.call}`,
+          "corrupt ring: a fragmented message grows without end",
         );
       }
       const more = (kind & L.REC_MORE) !== 0;
@@ -1962,7 +1974,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (this.#ring.mode !== L.MODE_MPSC) return 0; // one sender: the word is not read
     const key = this.#consumer.tag(idx);
     if (key < 1 || key > L.MAX_PRODUCERS) {
-      throw channelError("EBADMSG", `corrupt record: producer word ${key}`);
+      throw this.#ring.error(
+        "EBADMSG",
+        `ChannelReceiver.${this.#consumer.call}`,
+        `corrupt record: producer word ${key}`,
+      );
     }
     return key;
   }
@@ -1978,9 +1994,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const what = size > this.#maxMessage
       ? `a message of at least ${size} bytes is longer than the receiver's limit of ${this.#maxMessage} bytes (maxMessageBytes)`
       : `the partial messages of all senders would exceed the receiver's limit of ${this.#maxPending} bytes (maxPendingBytes)`;
-    return channelError(
+    return this.#ring.error(
       "EMSGSIZE",
-      `ChannelReceiver: ${what}; the message of sender slot ${Math.max(0, key - 1)} was dropped`,
+      `ChannelReceiver.${this.#consumer.call}`,
+      `${what}; the message of sender slot ${Math.max(0, key - 1)} was dropped`,
     );
   }
 
@@ -2023,7 +2040,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Whether a sender of this thread holds the record at head is looked at once.
     let ownChecked = !sync;
     for (;;) {
-      if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+      if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
       const got = this.#tryOne();
       if (got !== undefined) {
         spinner.end(true);
@@ -2037,12 +2054,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         const now = spinner.refresh();
         if (now >= deadline) {
           spinner.end(false);
-          throw channelError("ETIMEDOUT", `ChannelReceiver.${what}: no message in time`);
+          throw this.#ring.error("ETIMEDOUT", `ChannelReceiver.${what}`, "no message in time");
         }
         if (!sync) {
           Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
           yield { offset: L.OFF_RX_WAITING, ns: 1 };
-          if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+          if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
           Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
         }
         continue;
@@ -2055,7 +2072,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const now = spinner.now();
       if (now >= deadline) {
         spinner.end(false);
-        throw channelError("ETIMEDOUT", `ChannelReceiver.${what}: no message in time`);
+        throw this.#ring.error("ETIMEDOUT", `ChannelReceiver.${what}`, "no message in time");
       }
       const state = consumer.peek();
       if (state >= 0 || state === END || state === SKIPPING) continue; // arrived meanwhile
@@ -2073,7 +2090,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
         };
       }
-      if (this.#closed) throw closedError(`ChannelReceiver.${what}`);
+      if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
     }
   }
@@ -2096,22 +2113,25 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (one ? this.#ring.producerPid(0) !== pid : state !== RESERVED) return;
     for (const sender of sendersHere(this.#ring)) {
       if (one && sender.inRun()) {
-        throw channelError(
+        throw this.#ring.error(
           "EDEADLK",
-          `ChannelReceiver.${what}: a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns`,
+          `ChannelReceiver.${what}`,
+          "a receive inside a sendMany of this channel's only sender (an element's getter) would wait for what that sendMany writes when it returns",
         );
       }
       if (timeout !== Infinity) continue;
       if (one) {
-        throw channelError(
+        throw this.#ring.error(
           "EDEADLK",
-          `ChannelReceiver.${what}: nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)`,
+          `ChannelReceiver.${what}`,
+          "nothing to receive, and the channel's only sender is this thread's, which cannot send while the receive waits; send (or commit) first, or use recvAsync (or a timeout)",
         );
       }
       if (state === RESERVED && sender.reserved() === consumer.reservedIdx) {
-        throw channelError(
+        throw this.#ring.error(
           "EDEADLK",
-          `ChannelReceiver.${what}: the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout`,
+          `ChannelReceiver.${what}`,
+          "the next record is the one this thread's reserve() holds; commit (or abandon) it before receiving, or pass a timeout",
         );
       }
     }
@@ -2237,8 +2257,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const end = this.#orphanEnd(0);
       if (end !== undefined && (end & 7) !== 0) {
         // A record boundary, unless a peer wrote `tail`.
-        throw channelError(
+        throw r.error(
           "EBADMSG",
+          `ChannelReceiver.${consumer.call}`,
           `corrupt channel tail 0x${end.toString(16)}: not on a record boundary`,
         );
       }
@@ -2272,9 +2293,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const wrapped = taken > 0 && (consumer.head & r.mask) === 0;
       this.#stuckAt = taken === SWEEP_MAX || wrapped ? consumer.head : -1;
     } else if (state === EMPTY && this.#bereaved && live === 0) {
-      throw channelError(
+      throw this.#ring.error(
         "ECONNRESET",
-        `ChannelReceiver.${what}: every sender process died without closing the channel`,
+        `ChannelReceiver.${what}`,
+        "every sender process died without closing the channel",
       );
     } else this.#stuckAt = -1;
   }

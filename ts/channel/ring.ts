@@ -191,15 +191,15 @@ export function initRegion(i32: Int32Array, capacity: number, mode: number): voi
   Atomics.store(i32, W(L.OFF_MAGIC), L.MAGIC);
 }
 
-/** `EXDEV`: the channel's endpoints are in pid namespace `theirs`, this process in `ours`. */
-function otherPidNamespace(theirs: number, ours: number, what = ""): SharedMemoryError {
-  return channelError(
-    "EXDEV",
-    `${what}the channel's endpoints are in another pid namespace (pid:[${theirs}]; this process ` +
-      `is in pid:[${ours}]): peers are told alive or dead by pid, which holds only within one ` +
-      "pid namespace; run every endpoint of a channel in one (a container sharing another's " +
-      "/dev/shm must share its pid namespace too)",
-  );
+/**
+ * What `EXDEV` says: the channel's endpoints are in pid namespace `theirs`, this process in
+ * `ours`.
+ */
+function otherPidNamespace(theirs: number, ours: number): string {
+  return `the channel's endpoints are in another pid namespace (pid:[${theirs}]; this process ` +
+    `is in pid:[${ours}]): peers are told alive or dead by pid, which holds only within one ` +
+    "pid namespace; run every endpoint of a channel in one (a container sharing another's " +
+    "/dev/shm must share its pid namespace too)";
 }
 
 function capacityOk(capacity: number): boolean {
@@ -248,7 +248,7 @@ export function validateRegion(
   // either side: nothing to compare.
   const theirs = i32[W(L.OFF_PID_NAMESPACE)] >>> 0;
   if (theirs !== pidNamespace && theirs !== 0 && pidNamespace !== 0) {
-    throw otherPidNamespace(theirs, pidNamespace);
+    throw channelError("EXDEV", otherPidNamespace(theirs, pidNamespace));
   }
   if ((Atomics.load(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
   for (const word of [RX_WAITING, TX_WAITING]) {
@@ -290,11 +290,19 @@ export class Ring {
   readonly maxRecord: number;
   readonly mode: number;
   readonly parking: Parking;
+  /** How errors name the channel's segment: `name /jobs` or `key 0x2a`. */
+  readonly label: string;
   /** What {@linkcode copyView} keeps: a view per slot, and the byte each starts at. */
   readonly #copyViews: (Uint8Array | undefined)[] = new Array(COPY_VIEWS).fill(undefined);
   readonly #copyStarts = new Int32Array(COPY_VIEWS);
 
-  constructor(buffer: ArrayBuffer, capacity: number, mode: number, parking: Parking) {
+  constructor(
+    buffer: ArrayBuffer,
+    capacity: number,
+    mode: number,
+    parking: Parking,
+    label: string,
+  ) {
     this.buffer = buffer;
     this.i32 = new Int32Array(buffer, 0, (L.HEADER_SIZE + capacity) >> 2);
     this.bytes = new Uint8Array(buffer, 0, L.HEADER_SIZE + capacity);
@@ -303,6 +311,15 @@ export class Ring {
     this.maxRecord = L.maxRecord(capacity);
     this.mode = mode;
     this.parking = parking;
+    this.label = label;
+  }
+
+  /**
+   * An error of `caller` (`ChannelReceiver.recv`) on this channel, naming its segment as the
+   * segment's own errors do: `ChannelReceiver.recv of name /jobs: what (EBADMSG)`.
+   */
+  error(code: string, caller: string, what: string): SharedMemoryError {
+    return errorOf(code, `${caller} of ${this.label}: ${what}`);
   }
 
   /**
@@ -382,7 +399,9 @@ export class Ring {
     const ours = this.parking.pidNamespace;
     if (ours === 0) return;
     const theirs = Atomics.compareExchange(this.i32, PID_NAMESPACE, 0, ours | 0) >>> 0;
-    if (theirs !== 0 && theirs !== ours) throw otherPidNamespace(theirs, ours, `${what}: `);
+    if (theirs !== 0 && theirs !== ours) {
+      throw this.error("EXDEV", what, otherPidNamespace(theirs, ours));
+    }
   }
 
   /**
@@ -391,31 +410,33 @@ export class Ring {
    */
   attachConsumer(pid: number): number {
     if (this.rxClosed()) {
-      throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
+      throw this.error("EPIPE", "Channel.receiver", "a receiver already closed the channel");
     }
     this.#joinPidNamespace("Channel.receiver");
     for (let round = 0; round < 8; round++) {
       const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
       if (holder === 0) return this.#attachedConsumer(pid);
       if (holder === pid) {
-        throw channelError(
+        throw this.error(
           "EBUSY",
-          "Channel.receiver: this process already has the channel's receiver (in this thread " +
+          "Channel.receiver",
+          "this process already has the channel's receiver (in this thread " +
             "or a Worker; one " +
             "that ended without closing it holds it until the process exits)",
         );
       }
       if (this.parking.alive(holder)) {
-        throw channelError(
+        throw this.error(
           "EBUSY",
-          `Channel.receiver: process ${holder} already receives from this channel`,
+          "Channel.receiver",
+          `process ${holder} already receives from this channel`,
         );
       }
       if (Atomics.compareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) {
         return this.#attachedConsumer(pid);
       }
     }
-    throw channelError("EBUSY", "Channel.receiver: another process is attaching as the receiver");
+    throw this.error("EBUSY", "Channel.receiver", "another process is attaching as the receiver");
   }
 
   /**
@@ -442,9 +463,9 @@ export class Ring {
     }
     Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
     if (!this.rxClosed()) {
-      throw channelError("EBADMSG", `Channel.receiver: corrupt channel ${bad}`);
+      throw this.error("EBADMSG", "Channel.receiver", `corrupt channel ${bad}`);
     }
-    throw channelError("EPIPE", "Channel.receiver: a receiver already closed the channel");
+    throw this.error("EPIPE", "Channel.receiver", "a receiver already closed the channel");
   }
 
   /**
@@ -545,17 +566,19 @@ export class Ring {
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
     if (dead !== 0) {
-      throw channelError(
+      throw this.error(
         "EAGAIN",
-        `Channel.sender: a sender's place is held by process ${dead}, which died; ` +
+        "Channel.sender",
+        `a sender's place is held by process ${dead}, which died; ` +
           "the receiver frees it within its peerCheckMs while it receives",
       );
     }
-    throw channelError(
+    throw this.error(
       "EBUSY",
+      "Channel.sender",
       this.mode === L.MODE_SPSC
-        ? "Channel.sender: this one-sender channel already has a live sender"
-        : `Channel.sender: all ${L.MAX_PRODUCERS} sender slots are taken`,
+        ? "this one-sender channel already has a live sender"
+        : `all ${L.MAX_PRODUCERS} sender slots are taken`,
     );
   }
 
@@ -568,19 +591,21 @@ export class Ring {
     const tail = Atomics.load(this.i32, TAIL);
     if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return [slot, tail];
     this.detachProducer(slot, pid);
-    throw channelError(
+    throw this.error(
       "EBADMSG",
-      `Channel.sender: corrupt channel tail 0x${(tail >>> 0).toString(16)}`,
+      "Channel.sender",
+      `corrupt channel tail 0x${(tail >>> 0).toString(16)}`,
     );
   }
 
   /** `EPIPE`, saying who closed the channel: the receiver, or a sender (the stream ended). */
   closedError(caller: string): SharedMemoryError {
-    return channelError(
+    return this.error(
       "EPIPE",
+      caller,
       this.rxClosed()
-        ? `${caller}: the receiver closed the channel`
-        : `${caller}: a sender closed the channel; the stream has ended`,
+        ? "the receiver closed the channel"
+        : "a sender closed the channel; the stream has ended",
     );
   }
 
@@ -768,7 +793,7 @@ export class Producer {
         this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
         used = (this.#tail - this.headSeen) & L.POS_MASK;
         if (used > r.capacity) {
-          throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel positions`);
+          throw this.#r.error("EBADMSG", `ChannelSender.${this.call}`, "corrupt channel positions");
         }
         if (r.capacity - used < need) return this.#full();
       }
@@ -780,9 +805,10 @@ export class Producer {
       if (need === span) return this.#mark(idx, span);
       this.#commitSkip(idx, toEnd);
     }
-    throw channelError(
+    throw this.#r.error(
       "EBADMSG",
-      `ChannelSender.${this.call}: a reservation did not fit after wrapping`,
+      `ChannelSender.${this.call}`,
+      "a reservation did not fit after wrapping",
     );
   }
 
@@ -799,12 +825,12 @@ export class Producer {
       this.headSeen = head;
       if ((tail & TAIL_CLOSED) !== 0) throw r.closedError(`ChannelSender.${this.call}`);
       if ((tail & 7) !== 0) {
-        throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel tail`);
+        throw this.#r.error("EBADMSG", `ChannelSender.${this.call}`, "corrupt channel tail");
       }
       const used = (tail - head) & L.POS_MASK;
       if (used > r.capacity) {
         if (head === lastHead && tail === lastTail) {
-          throw channelError("EBADMSG", `ChannelSender.${this.call}: corrupt channel positions`);
+          throw this.#r.error("EBADMSG", `ChannelSender.${this.call}`, "corrupt channel positions");
         }
         lastHead = head;
         lastTail = tail;
@@ -1117,9 +1143,10 @@ export class Consumer {
         const pos = tail & L.POS_MASK;
         if (pos === this.head) return (tail & TAIL_CLOSED) !== 0 ? END : EMPTY;
         if (((pos - this.head) & L.POS_MASK) > r.capacity) {
-          throw channelError(
+          throw this.#r.error(
             "EBADMSG",
-            `ChannelReceiver.${this.call}: corrupt channel: tail is more than the capacity ahead`,
+            `ChannelReceiver.${this.call}`,
+            "corrupt channel: tail is more than the capacity ahead",
           );
         }
         return IN_FLIGHT;
@@ -1143,16 +1170,18 @@ export class Consumer {
         ? len === 0
         : kind === L.REC_SKIP;
       if (!valid) {
-        throw channelError(
+        throw r.error(
           "EBADMSG",
+          `ChannelReceiver.${this.call}`,
           `corrupt record at position ${this.head}: commit word 0x${(word >>> 0).toString(16)}`,
         );
       }
       const span = L.recordSpan(len);
       if (span > r.capacity - idx) {
-        throw channelError(
+        throw this.#r.error(
           "EBADMSG",
-          `ChannelReceiver.${this.call}: corrupt record at position ${this.head}: crosses the end`,
+          `ChannelReceiver.${this.call}`,
+          `corrupt record at position ${this.head}: crosses the end`,
         );
       }
       // Counted from `head`; a `tail` seen behind `head` (after a skip over a dead sender's
@@ -1177,9 +1206,10 @@ export class Consumer {
           return RESERVED;
         }
         if (avail > r.capacity || span > avail) {
-          throw channelError(
+          throw this.#r.error(
             "EBADMSG",
-            `ChannelReceiver.${this.call}: corrupt record at position ${this.head}: past the tail`,
+            `ChannelReceiver.${this.call}`,
+            `corrupt record at position ${this.head}: past the tail`,
           );
         }
         this.#tailSeen = tail;
@@ -1342,9 +1372,10 @@ export class Consumer {
     }
     Atomics.add(r.i32, SWEEPS, 1);
     if (ahead > r.capacity) {
-      throw channelError(
+      throw this.#r.error(
         "EBADMSG",
-        `ChannelReceiver.${this.call}: corrupt channel: tail is more than the capacity ahead`,
+        `ChannelReceiver.${this.call}`,
+        "corrupt channel: tail is more than the capacity ahead",
       );
     }
     return taken;
