@@ -155,6 +155,28 @@ test("a guard of a hold the Mutex ended directly does not release a later hold: 
   });
 });
 
+test("a guard releases only its own hold when two Mutex objects share one lock (one per module of a program)", async () => {
+  await withSegment("lk-twice", (_, shm) => {
+    const one = Mutex.init(shm.buffer, AT);
+    const two = Mutex.open(shm.buffer, AT);
+    const old = one.lock();
+    two.unlock(); // the hold `old` names ends through the other object
+    const now = two.lock();
+    old.unlock(); // a stale guard: nothing
+    assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
+    now.unlock();
+    // And the other way round: a hold taken through `one` ended by `now`'s object.
+    const first = one.tryLock();
+    assert.ok(first, "free once its own guard unlocked it");
+    two.unlock();
+    const second = one.lock();
+    first.unlock();
+    assert.throws(() => two.lock(0), failsWith("EDEADLK"), "the second hold stands");
+    second.unlock();
+    assert.throws(() => one.unlock(), failsWith("EPERM"), "nothing is held");
+  });
+});
+
 test("detachSharedBuffer() of a createSharedBuffer() buffer holding a lock of this thread: EBUSY until unlocked", () => {
   const key = uniqueKey();
   try {

@@ -389,6 +389,35 @@ export function notify(view: Int32Array, index: number, count?: number): number 
 /** Unlocks `mutex` if its hold numbered `hold` is still the one taken last (see {@linkcode Mutex}). */
 let releaseHold: (mutex: Mutex, hold: number) => void;
 
+/**
+ * What every `Mutex` object of this thread over one lock shares: the number of the hold taken
+ * last, 0 when none is held. A guard releases only the hold it was made for, whichever object
+ * over the same bytes took or ended it (objects kept counts of their own, and a guard of one
+ * released a hold taken through another). Module state is per thread (a Worker loads its own),
+ * as the locks' holds are.
+ */
+interface Holds {
+  current: number;
+}
+
+/** The {@linkcode Holds} of each lock address some live `Mutex` object of this thread is over. */
+const holdsByAddress = new Map<number, WeakRef<Holds>>();
+/** Drops the entry of an address whose `Mutex` objects were all collected. */
+const holdsDropped = new FinalizationRegistry<number>((at) => {
+  if (holdsByAddress.get(at)?.deref() === undefined) holdsByAddress.delete(at);
+});
+/** The number of the last hold taken on this thread. */
+let lastHold = 0;
+
+function holdsAt(at: number): Holds {
+  const found = holdsByAddress.get(at)?.deref();
+  if (found !== undefined) return found;
+  const holds = { current: 0 };
+  holdsByAddress.set(at, new WeakRef(holds));
+  holdsDropped.register(holds, at);
+  return holds;
+}
+
 export class MutexGuard implements Disposable {
   /**
    * True if the previous holder died while holding the lock: the data it protects may be half
@@ -458,12 +487,12 @@ export class Mutex {
 
   #buffer: ArrayBuffer;
   #address: Address;
-  /** Holds taken and released through this object: a guard releases only the one it names. */
-  #holds = 0;
+  /** Shared with every other object of this thread over the same lock. */
+  readonly #holds: Holds;
 
   static {
     releaseHold = (mutex, hold) => {
-      if (mutex.#holds === hold) mutex.unlock();
+      if (mutex.#holds.current === hold) mutex.unlock();
     };
   }
 
@@ -475,6 +504,7 @@ export class Mutex {
     }
     this.#buffer = buffer;
     this.#address = backend().address(address);
+    this.#holds = holdsAt(Number(address)); // exact: user addresses are below 2^53
   }
 
   /**
@@ -553,7 +583,7 @@ export class Mutex {
       ? b.mutexLock(address, ns)
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) throwCode(code, "Mutex.lock");
-    return new MutexGuard(this, code === LOCK_OWNER_DIED, ++this.#holds);
+    return this.#held(code);
   }
 
   /** Takes the lock if it is free; returns `null` if another thread or process holds it. */
@@ -564,7 +594,13 @@ export class Mutex {
       if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
       throwCode(code, "Mutex.tryLock");
     }
-    return new MutexGuard(this, code === LOCK_OWNER_DIED, ++this.#holds);
+    return this.#held(code);
+  }
+
+  /** The guard of a hold just taken (`code` is what the lock call returned). */
+  #held(code: number): MutexGuard {
+    this.#holds.current = ++lastHold;
+    return new MutexGuard(this, code === LOCK_OWNER_DIED, lastHold);
   }
 
   /**
@@ -578,6 +614,7 @@ export class Mutex {
     const code = b.mutexUnlock(this.#checked("unlock"));
     if (code < 0) {
       if (code === -b.errno("EPERM")) {
+        this.#holds.current = 0; // whatever this thread held there, it holds no more
         throw errorOf(
           "EPERM",
           "Mutex.unlock: this thread does not hold the lock (or another process overwrote it while it was held)",
@@ -585,7 +622,7 @@ export class Mutex {
       }
       throwCode(code, "Mutex.unlock");
     }
-    this.#holds++;
+    this.#holds.current = 0;
   }
 
   #checked(what: string): Address {
