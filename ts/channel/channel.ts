@@ -25,7 +25,6 @@ import {
   addBuffer,
   addRing,
   addSender,
-  labelOf,
   receiverHere,
   removeRing,
   removeSender,
@@ -358,7 +357,7 @@ export class Channel implements Disposable {
         mapping.released ? 0 : calls.scanRun(out, lens, max, small);
     }
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
-    addRing(this.#ring, labelOf(id));
+    addRing(this.#ring);
     this.#lend = () => shm.view(0, L.HEADER_SIZE + capacity);
     this.#lender = new Lender(this.#ring, this.#lend);
   }

@@ -35,7 +35,6 @@ export interface LocalSender {
 }
 
 interface Local {
-  label: string;
   receiver: LocalReceiver | undefined;
   readonly senders: Set<LocalSender>;
 }
@@ -44,7 +43,7 @@ interface Local {
 const locals = new WeakMap<Ring, Local>();
 /** The ring each of its buffers belongs to (its own, and the one its lent views are made on). */
 const byBuffer = new WeakMap<ArrayBuffer, Ring>();
-/** The rings of this thread by their segment's key or name. */
+/** The rings of this thread by their segment's key or name ({@linkcode Ring.label}). */
 const byLabel = new Map<string, WeakRef<Ring>[]>();
 /**
  * Drops the entry of a ring collected without its channel's close() (a channel dropped), which
@@ -53,18 +52,10 @@ const byLabel = new Map<string, WeakRef<Ring>[]>();
  */
 const collected = new FinalizationRegistry<string>((label) => void live(label));
 
-/**
- * The label of a channel's segment id (validated by the open): the same for every opening of
- * the same key or name (`"jobs"` and `"/jobs"` are one name).
- */
-export function labelOf(id: { readonly key: number } | { readonly name: string }): string {
-  if ("key" in id) return `key ${id.key}`;
-  return id.name.startsWith("/") ? `name ${id.name}` : `name /${id.name}`;
-}
-
 /** Registers a ring this thread opened. */
-export function addRing(ring: Ring, label: string): void {
-  locals.set(ring, { label, receiver: undefined, senders: new Set() });
+export function addRing(ring: Ring): void {
+  const label = ring.label;
+  locals.set(ring, { receiver: undefined, senders: new Set() });
   byBuffer.set(ring.buffer, ring);
   const list = byLabel.get(label);
   if (list === undefined) byLabel.set(label, [new WeakRef(ring)]);
@@ -82,7 +73,7 @@ export function removeRing(ring: Ring): void {
   const local = locals.get(ring);
   if (local === undefined) return;
   locals.delete(ring);
-  live(local.label);
+  live(ring.label);
 }
 
 /** Registers (or, with `undefined`, forgets) the receiver of this thread on `ring`. */
@@ -155,7 +146,7 @@ export function receiverHere(ring: Ring): LocalReceiver | undefined {
   const own = locals.get(ring);
   if (own === undefined) return undefined;
   if (own.receiver !== undefined) return own.receiver;
-  for (const other of live(own.label)) {
+  for (const other of live(ring.label)) {
     const receiver = locals.get(other)!.receiver;
     if (receiver !== undefined && sameRegion(ring, other)) return receiver;
   }
@@ -167,7 +158,7 @@ export function sendersHere(ring: Ring): LocalSender[] {
   const own = locals.get(ring);
   if (own === undefined) return [];
   const found: LocalSender[] = [];
-  for (const other of live(own.label)) {
+  for (const other of live(ring.label)) {
     const senders = locals.get(other)!.senders;
     if (senders.size !== 0 && sameRegion(ring, other)) found.push(...senders);
   }
