@@ -1999,7 +1999,7 @@ test("one sender: a receiver taking over skips the dead sender's unmarked reserv
   });
 });
 
-test("many senders: a dead sender found with every orphan entry taken is reclaimed unrecorded, and its mark stepped over like the others'", () => {
+test("many senders: a dead sender found with every orphan entry taken keeps its slot until its records are passed, and its mark is stepped over like the others'", () => {
   withManyRing("orphan-full", (ch, raw) => {
     const ORPHANS = layout.OFF_ORPHANS >> 2;
     // One more dead sender with a marked reservation than the region has entries, then a
@@ -2029,6 +2029,119 @@ test("many senders: a dead sender found with every orphan entry taken is reclaim
       assert.equal(raw.i32[ORPHANS + 2 * i], 0, `entry ${i}`);
     }
   });
+});
+
+/** What a receiver killed now leaves: its pid, dead, in `consumer_pid` (it is never used again). */
+function killReceiver(raw: ReturnType<typeof rawRing>): void {
+  Atomics.store(raw.i32, layout.OFF_CONSUMER_PID >> 2, deadPid());
+}
+
+/** The region's orphan entries that are not empty, as [slot + 1, end] pairs. */
+function orphanEntries(raw: ReturnType<typeof rawRing>): [number, number][] {
+  const at = layout.OFF_ORPHANS >> 2;
+  return Array.from({ length: layout.ORPHAN_ENTRIES }, (_, i) => i)
+    .map((i): [number, number] => [raw.i32[at + 2 * i], raw.i32[at + 2 * i + 1]])
+    .filter(([tag]) => tag !== 0);
+}
+
+/** Blocks this thread for `ms` milliseconds (a liveness check falls due meanwhile). */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+test("many senders: a receiver killed with more dead senders' records ahead than the region has entries for leaves them all to the next, which steps over every mark and gets the message after them", () => {
+  withManyRing("orphan-overflow-kill", (ch, raw) => {
+    // 17 dead senders' marked reservations of 40 bytes, then a message of slot 39. The last dead
+    // sender's payload looks like records: a 16-byte message of 0x66 bytes, then a skip record.
+    // (Freed unrecorded, its mark looked stale to the next receiver, which handed out that
+    // message.)
+    const senders = layout.ORPHAN_ENTRIES + 1;
+    const dead = deadPid();
+    for (let slot = 0; slot < senders; slot++) {
+      raw.append(mark(slot, 40), slot + 1, 40);
+      raw.setPid(slot, dead);
+    }
+    raw.append(COMMITTED | 5, 40, 5);
+    const payload = (layout.OFF_DATA >> 2) + (senders - 1) * 12 + 2;
+    raw.i32.set([
+      COMMITTED | 16,
+      1,
+      ...new Array(4).fill(0x6666_6666),
+      COMMITTED | layout.REC_SKIP | 8,
+      0,
+      0,
+      0,
+    ], payload);
+    const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
+    let died = 0;
+    rx.addEventListener("senderdied", () => died++);
+    // A check falls due before the receive waits: every sender found dead, the first mark taken.
+    pause(60);
+    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    assert.equal(died, senders);
+    const pids = () =>
+      Array.from({ length: senders }, (_, slot) => raw.i32[(layout.OFF_PRODUCER_PIDS >> 2) + slot]);
+    assert.deepEqual(pids(), [...new Array(senders - 1).fill(0), dead], "the last slot held");
+    assert.deepEqual(
+      orphanEntries(raw).map(([tag]) => tag),
+      Array.from({ length: senders - 1 }, (_, slot) => slot + 1),
+    );
+    killReceiver(raw);
+    const next = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    let nextDied = 0;
+    next.addEventListener("senderdied", () => nextDied++);
+    assert.deepEqual(next.recv(20_000), new Uint8Array(5).fill(0xab));
+    assert.equal(next.tryRecv(), undefined);
+    assert.equal(nextDied, 1, "the one it found holding its slot");
+    assert.deepEqual(pids(), new Array(senders).fill(0), "every slot freed once passed");
+    assert.deepEqual(orphanEntries(raw), [], "every entry emptied once passed");
+  });
+});
+
+test("many senders: orphan entries a peer writes while the receiver runs make way for a dead sender it finds", () => {
+  withManyRing("orphan-junk", (ch, raw) => {
+    // A live sender's (this process's, slot 0) marked reservation holds the receiver at head;
+    // slot 2's after it, then a message. (The peer's entries stayed, slot 2 was freed
+    // unrecorded, and the next receiver took its mark for a stale one.)
+    raw.append(mark(0, 40), 1, 40);
+    raw.append(mark(2, 40), 3, 40);
+    raw.append(COMMITTED | 5, 1, 5);
+    raw.setPid(0, pid);
+    const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
+    for (let i = 0; i < layout.ORPHAN_ENTRIES; i++) {
+      raw.i32.set([9, 8], (layout.OFF_ORPHANS >> 2) + 2 * i);
+    }
+    raw.setPid(2, deadPid());
+    pause(60);
+    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    assert.deepEqual(orphanEntries(raw), [[3, 112]], "the peer's emptied, slot 2's recorded");
+    killReceiver(raw);
+    // The live sender commits its record; the next receiver gets it, steps over slot 2's mark,
+    // and gets the message.
+    Atomics.store(raw.i32, layout.OFF_DATA >> 2, COMMITTED | 40);
+    const next = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    assert.deepEqual(next.recv(5000), new Uint8Array(40).fill(0xab));
+    assert.deepEqual(next.recv(5000), new Uint8Array(5).fill(0xab));
+  });
+});
+
+test("many senders: of two orphan entries for one slot (only a peer writes them), a receiver attaching keeps the one whose end is further ahead, whichever comes first, as the Rust receiver does", () => {
+  for (const nearerFirst of [true, false]) {
+    withManyRing("orphan-twice", (ch, raw) => {
+      // Slot 2 died with two marked reservations, then a message of slot 0. (The later entry
+      // was kept: with the nearer one last, the second mark looked stale, and its payload was
+      // read as records.)
+      raw.append(mark(2, 40), 3, 40);
+      raw.append(mark(2, 40), 3, 40);
+      raw.append(COMMITTED | 5, 1, 5);
+      const ends = nearerFirst ? [48, 96] : [96, 48];
+      raw.i32.set([3, ends[0], 3, ends[1]], layout.OFF_ORPHANS >> 2);
+      const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+      const at = layout.OFF_ORPHANS >> 2;
+      const kept = nearerFirst ? 1 : 0;
+      assert.deepEqual([raw.i32[at + 2 * kept], raw.i32[at + 2 * (1 - kept)]], [3, 0]);
+      assert.deepEqual(rx.recv(5000), new Uint8Array(5).fill(0xab));
+      assert.deepEqual(orphanEntries(raw), [], "emptied once passed");
+    });
+  }
 });
 
 test("many senders: orphan entries that cannot be true are emptied when a receiver attaches, and change nothing", () => {

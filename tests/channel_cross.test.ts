@@ -49,9 +49,17 @@ import {
 } from "./harness.ts";
 import {
   HEADER_SIZE,
+  markWord,
+  OFF_DATA,
+  OFF_ORPHANS,
   OFF_PID_NAMESPACE,
+  OFF_PRODUCER_PIDS,
   OFF_RX_WAITING,
+  OFF_TAIL,
   OFF_TX_WAITING,
+  ORPHAN_ENTRIES,
+  REC_COMMITTED,
+  REC_SKIP,
 } from "../ts/channel/layout.ts";
 import {
   checksum,
@@ -839,6 +847,68 @@ for (const killed of runtimes) {
       },
     );
   });
+}
+
+for (const killed of runtimes) {
+  const taker = other(killed);
+  childrenTest(
+    [killed, taker],
+    `many senders: a ${killed} receiver killed after finding more dead senders with records ahead than the channel has entries for leaves every one of them to a ${taker} receiver, which gets the message after them`,
+    async () => {
+      await withChannel("cx-orphans", { capacity: 1024, producers: "many" }, async (name) => {
+        const children: Child[] = [];
+        using shm = SharedMemory.open({ name });
+        const i32 = new Int32Array(shm.buffer);
+        // 17 dead senders' marked reservations of 40 bytes (a record of 48), then a 5-byte
+        // message of slot 39. The last dead sender's payload looks like records: a message of 16
+        // bytes, then a skip record; a receiver that took that sender's mark for a stale one
+        // handed it out (freed unrecorded by the killed receiver, its mark looked stale).
+        const senders = ORPHAN_ENTRIES + 1;
+        const dead = spawnSync("true").pid!;
+        const record = (at: number, words: number[]) => i32.set(words, (OFF_DATA + at) >> 2);
+        for (let slot = 0; slot < senders; slot++) {
+          record(48 * slot, [markWord(slot, 48), slot + 1, ...new Array(10).fill(0x5a5a_5a5a)]);
+          Atomics.store(i32, (OFF_PRODUCER_PIDS >> 2) + slot, dead);
+        }
+        const fake = [REC_COMMITTED | 16, 1, ...new Array(4).fill(0x6666_6666)];
+        record(48 * (senders - 1) + 8, [...fake, REC_COMMITTED | REC_SKIP | 8, 0, 0, 0]);
+        record(48 * senders, [REC_COMMITTED | 5, 40, 0x0505_0505, 5]);
+        Atomics.store(i32, OFF_TAIL >> 2, 48 * senders + 16);
+        const pids = () =>
+          Array.from({ length: senders }, (_, slot) => i32[(OFF_PRODUCER_PIDS >> 2) + slot]);
+        try {
+          const first = spawn(children, killed, "channel/attach_and_hold.ts", [
+            name,
+            "receiver",
+            "0",
+            "check-hold",
+          ]);
+          await ready(first, `${killed} receiver`);
+          assert.deepEqual(pids(), [...new Array(senders - 1).fill(0), dead], "the last held");
+          const tags = Array.from(
+            { length: ORPHAN_ENTRIES },
+            (_, i) => i32[(OFF_ORPHANS >> 2) + 2 * i],
+          );
+          assert.deepEqual(tags, Array.from({ length: ORPHAN_ENTRIES }, (_, i) => i + 1));
+          first.kill("SIGKILL");
+          await first.done;
+          const next = spawn(children, taker, "channel/attach_and_hold.ts", [
+            name,
+            "receiver",
+            "0",
+            "recv1-hold",
+          ]);
+          assert.equal(
+            await within(next.line("got "), 20_000, `${taker} receiver`),
+            "got 5",
+            "the message, not one made of a dead sender's payload",
+          );
+        } finally {
+          await killAll(children);
+        }
+      });
+    },
+  );
 }
 
 // ---- 5. Backpressure from a slow receiver -------------------------------------------------------

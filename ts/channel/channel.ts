@@ -466,7 +466,8 @@ export class Channel implements Disposable {
    *
    * @throws {SharedMemoryError} `EBUSY` if a one-sender channel already has a live sender, or
    *   all 64 sender slots are taken by live ones; `EAGAIN` if the place is held by a dead sender
-   *   that the receiver has not freed yet (it does within its `peerCheckMs`, while it receives);
+   *   that the receiver has not freed yet (it does within its `peerCheckMs`, while it receives;
+   *   with more than 16 dead senders' messages ahead, once it has received past the dead one's);
    *   `EPIPE` if the receiver closed the channel or a sender ended the stream.
    */
   sender(options?: EndpointOptions): ChannelSender {
@@ -1235,6 +1236,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #pendingBytes = 0;
   /** Sender slots reclaimed from dead processes whose records are still ahead: slot -> end. */
   readonly #orphans = new Map<number, number>();
+  /**
+   * Those of them whose dead sender still holds the slot: slot -> its pid. Every entry of the
+   * region was taken by dead senders whose records are ahead, so the slot is freed once its
+   * records are passed (a receiver taking over from this one finds it dead, as this one did).
+   */
+  readonly #heldSlots = new Map<number, number>();
   /** A sender died and none has been seen alive since. */
   #bereaved = false;
   /** The head at which an unmarked record was seen at the last check, or -1 ... */
@@ -1894,7 +1901,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         // A sender ended the stream in the middle of another's message: never completed.
         this.#partial.clear();
         this.#pendingBytes = 0;
-        for (const [key, end] of this.#orphans) this.#ring.forgetOrphan(Math.max(0, key - 1), end);
+        for (const [key, end] of this.#orphans) this.#letGo(key, end);
         this.#orphans.clear();
         return null;
       }
@@ -2014,9 +2021,32 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (this.#orphanEnd(key) === undefined) {
         this.#orphans.delete(key);
         this.#dropPartial(key);
-        this.#ring.forgetOrphan(Math.max(0, key - 1), end);
+        this.#letGo(key, end);
       }
     }
+  }
+
+  /**
+   * Done with the orphan of `key` ending at `end`, whose records are all behind `head`: empties
+   * its entry in the region, or frees the slot it still held for want of one (nothing of it is
+   * ahead: nothing to record; a failed CAS is a peer's write).
+   */
+  #letGo(key: number, end: number): void {
+    const slot = Math.max(0, key - 1);
+    const pid = this.#heldSlots.get(key);
+    if (pid === undefined) this.#ring.forgetOrphan(slot, end);
+    else {
+      this.#heldSlots.delete(key);
+      this.#ring.reclaimProducer(slot, pid);
+    }
+  }
+
+  /** True if the region's entry (`slot`, `end`) is one of this receiver's (see #reap). */
+  #vouches(slot: number, end: number): boolean {
+    const many = this.#ring.mode === L.MODE_MPSC;
+    if (!many && slot !== 0) return false;
+    const key = many ? slot + 1 : 0;
+    return this.#orphans.get(key) === end && !this.#heldSlots.has(key);
   }
 
   /**
@@ -2198,20 +2228,43 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         live++;
         continue;
       }
-      // After the probe found the sender dead (its records all lie before this position) and
-      // before the reclaim (a sender taking the slot reserves after it). Loaded before the
-      // probe, it missed a record reserved between the two by a sender killed right after.
-      const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      const key = r.mode === L.MODE_MPSC ? slot + 1 : 0;
+      // Found dead before and holding its slot for want of an entry: it tries again. Else the
+      // tail, loaded after the probe found the sender dead (its records all lie before this
+      // position) and before the reclaim (a sender taking the slot reserves after it). Loaded
+      // before the probe, it missed a record reserved between the two by a sender killed right
+      // after.
+      const held = this.#heldSlots.get(key) === other;
+      const end = held
+        ? this.#orphans.get(key)!
+        : Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       // In the region first, for a receiver that takes over from this one (see `orphans` in
-      // layout.rs). With every entry taken (more dead senders with records ahead than entries,
-      // or entries a peer wrote), the slot is reclaimed unrecorded: waiting for an entry would
-      // hold the ring up at the dead sender's mark for good.
-      const undo = r.recordOrphan(slot, tail);
-      if (r.reclaimProducer(slot, other)) {
-        this.#orphans.set(r.mode === L.MODE_MPSC ? slot + 1 : 0, tail);
+      // layout.rs). Entries this receiver did not write are a peer's: with every entry taken,
+      // those go.
+      let undo = r.recordOrphan(slot, end);
+      if (undo === undefined) {
+        r.forgetStrangers((slot, end) => this.#vouches(slot, end));
+        undo = r.recordOrphan(slot, end);
+      }
+      if (undo === undefined) {
+        // Every entry is a dead sender's whose records are ahead: the slot stays held, by a
+        // dead pid that a receiver taking over finds as this one did, until this one passes its
+        // records (#letGo) or an entry frees up. Freed unrecorded, its mark looked stale to a
+        // receiver taking over, which stepped onto its payload.
+        if (!held) {
+          this.#orphans.set(key, end);
+          this.#heldSlots.set(key, other);
+          this.#died.push(new SenderDiedEvent(other, slot));
+          this.#bereaved = true;
+        }
+      } else if (!r.reclaimProducer(slot, other)) undo();
+      else if (held) this.#heldSlots.delete(key);
+      else {
+        this.#heldSlots.delete(key); // held by another pid (a peer rewrote it): that one is gone
+        this.#orphans.set(key, end);
         this.#died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;
-      } else undo?.();
+      }
     }
     if (live > 0) this.#bereaved = false;
     return live;

@@ -632,8 +632,10 @@ export class Ring {
    * `orphans` in layout.rs): in the slot's entry if it has one (an earlier sender of it died with
    * records still ahead, which end before `end` too), else in the first empty one. Returns how to
    * put the entry back if the slot is not reclaimed after all, or undefined if every entry is
-   * taken. Plain stores, the end first: read only by a receiver that takes over from this one,
-   * after this one detached or died (as `zeroing`, see {@linkcode Consumer.announce}).
+   * taken. Read only by a receiver that takes over from this one, after this one detached or
+   * died (as `zeroing`, see {@linkcode Consumer.announce}); the end first, so that an entry
+   * killed halfway is empty or holds an end that is still true. `Atomics.store`, not plain
+   * stores, which the compiler may reorder (off the hot path: a sender died).
    */
   recordOrphan(slot: number, end: number): (() => void) | undefined {
     const i32 = this.i32;
@@ -644,14 +646,28 @@ export class Ring {
     if (at < 0) return undefined;
     const word = ORPHANS + 2 * at;
     const [tagBefore, endBefore] = [i32[word], i32[word + 1]];
-    i32[word + 1] = end;
-    i32[word] = tag;
+    Atomics.store(i32, word + 1, end);
+    Atomics.store(i32, word, tag);
     // The tag first: halfway, the entry is the old one's or holds the new end, which is still
     // true of a tag that was the slot's already.
     return () => {
-      i32[word] = tagBefore;
-      i32[word + 1] = endBefore;
+      Atomics.store(i32, word, tagBefore);
+      Atomics.store(i32, word + 1, endBefore);
     };
+  }
+
+  /**
+   * Empties the region's entries that `ours` (the receiver's own orphans) does not account for.
+   * The receiver alone writes entries, and it loaded those of the receivers before it when it
+   * attached: any other is a peer's, which would keep a dead sender of this receiver's
+   * unrecorded.
+   */
+  forgetStrangers(ours: (slot: number, end: number) => boolean): void {
+    for (let i = 0; i < L.ORPHAN_ENTRIES; i++) {
+      const word = ORPHANS + 2 * i;
+      const tag = this.i32[word];
+      if (tag !== 0 && !ours(tag - 1, this.i32[word + 1])) Atomics.store(this.i32, word, 0);
+    }
   }
 
   /**
@@ -673,21 +689,33 @@ export class Ring {
   loadOrphans(head: number): [slot: number, end: number][] {
     const slots = this.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
     const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
-    const found: [number, number][] = [];
+    const ahead = (end: number) => (end - head) & L.POS_MASK;
+    // By slot + 1: the entry's index and end.
+    const found = new Map<number, [index: number, end: number]>();
     for (let i = 0; i < L.ORPHAN_ENTRIES; i++) {
       const word = ORPHANS + 2 * i;
       const tag = this.i32[word];
       if (tag === 0) continue;
       const end = this.i32[word + 1];
-      const ahead = (end - head) & L.POS_MASK;
       if (
-        tag > 0 && tag <= slots && (end & ~(L.POS_MASK & ~7)) === 0 && ahead !== 0 &&
-        ahead <= Math.min(used, this.capacity)
+        !(tag > 0 && tag <= slots && (end & ~(L.POS_MASK & ~7)) === 0 && ahead(end) !== 0 &&
+          ahead(end) <= Math.min(used, this.capacity))
       ) {
-        found.push([tag - 1, end]);
-      } else this.i32[word] = 0;
+        this.i32[word] = 0;
+        continue;
+      }
+      // A receiver never records one slot twice: of a peer's second entry for a slot, the one
+      // whose end is further ahead is kept (taking a live sender's mark for a dead one's loses
+      // a message; the other way round reads a payload as records), the other emptied.
+      const kept = found.get(tag);
+      if (kept === undefined) found.set(tag, [i, end]);
+      else {
+        const further = ahead(end) > ahead(kept[1]);
+        this.i32[ORPHANS + 2 * (further ? kept[0] : i)] = 0;
+        if (further) found.set(tag, [i, end]);
+      }
     }
-    return found;
+    return [...found].map(([tag, [, end]]) => [tag - 1, end]);
   }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shared_buffer::channel::{
-    Channel, ChannelError, ClosedBy, Config, Mode, WaitOptions, error_code, layout, liveness,
-    max_record, region_size,
+    Channel, ChannelError, ClosedBy, Config, Mode, Receiver, WaitOptions, error_code, layout,
+    liveness, max_record, region_size,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 use test_support::{Heap, Scratch, await_value, rerun};
@@ -2069,11 +2069,11 @@ fn a_receiver_taking_over_skips_the_only_senders_unmarked_reservation() {
 }
 
 /// More dead senders with records ahead than the region has entries for: the one found when
-/// every entry is taken is reclaimed unrecorded, and its mark is stepped over like the others'
-/// (waiting for an entry held the ring up at its mark for good).
+/// every entry is taken keeps its slot until the receiver passes its records, and its mark is
+/// stepped over like the others' (waiting for an entry held the ring up at its mark for good).
 #[test]
 #[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
-fn a_dead_sender_past_the_regions_entries_is_reclaimed_unrecorded() {
+fn a_dead_sender_past_the_regions_entries_is_stepped_over_and_freed_once_passed() {
     let dead = dead_pid();
     let senders = layout::ORPHAN_ENTRIES + 1;
     let mut records: Vec<(u32, u32, usize)> = (0..senders)
@@ -2100,6 +2100,179 @@ fn a_dead_sender_past_the_regions_entries_is_reclaimed_unrecorded() {
     for i in 0..layout::ORPHAN_ENTRIES {
         let tag = word_at(&mut heap, layout::OFF_ORPHANS + 8 * i);
         assert_eq!(tag, 0, "entry {i} emptied once passed");
+    }
+}
+
+/// The records of `senders` dead senders (slots `0..senders`), each a marked 40-byte
+/// reservation with its producer word, then a 5-byte message of a live one (slot 39); the last
+/// dead sender's payload looks like records (a 16-byte message of 0x66 bytes, then a skip
+/// record), which a receiver that takes its mark for a stale one (its word alone) reads.
+fn dead_senders_then_a_message(senders: usize, dead: u32) -> Heap {
+    let mut records: Vec<Handmade> = (0..senders)
+        .map(|slot| (mark(slot, 40), slot as u32 + 1, 40))
+        .collect();
+    records.push((COMMITTED | 5, 40, 5));
+    let mut heap = handmade(4096, Mode::Mpsc, &records);
+    let payload = layout::OFF_DATA + (senders - 1) * 48 + 8;
+    set_word(&mut heap, payload, COMMITTED | 16);
+    set_word(&mut heap, payload + 4, 1);
+    heap.bytes_mut()[payload + 8..payload + 24].fill(0x66);
+    set_word(&mut heap, payload + 24, COMMITTED | layout::REC_SKIP | 8);
+    set_word(&mut heap, payload + 28, 0);
+    heap.bytes_mut()[payload + 32..payload + 40].fill(0);
+    for slot in 0..senders {
+        plant_pid(&mut heap, slot, dead);
+    }
+    heap
+}
+
+/// What a receiver killed now leaves: its pid, dead, in `consumer_pid` (`rx` is never used
+/// again, as a killed process's is not).
+fn kill_receiver(heap: &mut Heap, rx: Receiver) {
+    std::mem::forget(rx);
+    set_word(heap, layout::OFF_CONSUMER_PID, dead_pid());
+}
+
+/// A receiver killed after it found more dead senders with records ahead than the region has
+/// entries for: the one past the entries still holds its slot, so the receiver that takes over
+/// finds it dead as well, steps over its mark, and gets the message after it. (It was freed
+/// unrecorded: the next receiver took its mark for a stale one, stepped onto its payload and
+/// handed out a message made of the dead sender's bytes.)
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_receiver_killed_with_more_dead_senders_ahead_than_entries_leaves_them_all_to_the_next() {
+    let dead = dead_pid();
+    let senders = layout::ORPHAN_ENTRIES + 1;
+    let mut heap = dead_senders_then_a_message(senders, dead);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    // A check is due by the time the receive waits: it finds every sender dead and takes the
+    // first mark; the next mark waits for the next check.
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(30)))),
+        libc::ETIMEDOUT
+    );
+    assert_eq!(rx.take_dead_senders().len(), senders);
+    let pid = |heap: &mut Heap, slot: usize| word_at(heap, layout::OFF_PRODUCER_PIDS + 4 * slot);
+    for slot in 0..senders - 1 {
+        assert_eq!(pid(&mut heap, slot), 0, "slot {slot} freed");
+        let entry = layout::OFF_ORPHANS + 8 * slot;
+        assert_eq!(word_at(&mut heap, entry), slot as u32 + 1, "entry {slot}");
+    }
+    assert_eq!(
+        pid(&mut heap, senders - 1),
+        dead,
+        "no entry for the last: its slot held"
+    );
+    kill_receiver(&mut heap, rx);
+    let mut next = channel.receiver(fast()).unwrap();
+    assert_eq!(
+        next.recv(Some(Duration::from_secs(20))).unwrap().unwrap(),
+        [0xAB; 5],
+        "the message, not one made of a dead sender's payload"
+    );
+    assert_eq!(code(next.try_recv()), libc::EAGAIN);
+    assert_eq!(
+        next.take_dead_senders().len(),
+        1,
+        "the one it found holding its slot"
+    );
+    for slot in 0..senders {
+        assert_eq!(pid(&mut heap, slot), 0, "slot {slot} freed once passed");
+    }
+    for i in 0..layout::ORPHAN_ENTRIES {
+        let tag = word_at(&mut heap, layout::OFF_ORPHANS + 8 * i);
+        assert_eq!(tag, 0, "entry {i} emptied once passed");
+    }
+}
+
+/// Entries a peer writes while a receiver runs do not crowd out the dead senders it finds: with
+/// every entry taken, those it did not write are emptied. (They stayed, and every dead sender
+/// was freed unrecorded, for a receiver taking over to take its mark for a stale one.)
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn orphan_entries_a_peer_writes_while_the_receiver_runs_make_way_for_a_dead_sender() {
+    // A live sender's (this process's, slot 0) marked reservation holds the receiver at head;
+    // slot 2's after it, then a message.
+    let mut heap = handmade(
+        512,
+        Mode::Mpsc,
+        &[
+            (mark(0, 40), 1, 40),
+            (mark(2, 40), 3, 40),
+            (COMMITTED | 5, 1, 5),
+        ],
+    );
+    plant_pid(&mut heap, 0, std::process::id());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    for i in 0..layout::ORPHAN_ENTRIES {
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * i, 9);
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * i + 4, 8);
+    }
+    plant_pid(&mut heap, 2, dead_pid());
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(30)))),
+        libc::ETIMEDOUT
+    );
+    let entries: Vec<(u32, u32)> = (0..layout::ORPHAN_ENTRIES)
+        .map(|i| {
+            let at = layout::OFF_ORPHANS + 8 * i;
+            (word_at(&mut heap, at), word_at(&mut heap, at + 4))
+        })
+        .filter(|&(tag, _)| tag != 0)
+        .collect();
+    assert_eq!(
+        entries,
+        [(3, 112)],
+        "the peer's entries emptied, slot 2's recorded"
+    );
+    assert_eq!(word_at(&mut heap, layout::OFF_PRODUCER_PIDS + 8), 0);
+    // Killed; the live sender commits its record; the receiver that takes over gets it, steps
+    // over slot 2's mark, and gets the message.
+    kill_receiver(&mut heap, rx);
+    set_word(&mut heap, layout::OFF_DATA, COMMITTED | 40);
+    let mut next = channel.receiver(fast()).unwrap();
+    let wait = Some(Duration::from_secs(5));
+    assert_eq!(next.recv(wait).unwrap().unwrap(), [0xAB; 40]);
+    assert_eq!(next.recv(wait).unwrap().unwrap(), [0xAB; 5]);
+}
+
+/// Two entries for one slot (only a peer writes them): a receiver attaching keeps the one whose
+/// end is further ahead, whichever comes first, and empties the other, in Rust as in TypeScript.
+/// (TypeScript kept the later entry, Rust both: with the nearer one last, TypeScript took the
+/// dead sender's second mark for a stale one and read its payload as records.)
+#[test]
+fn of_two_orphan_entries_for_one_slot_the_further_is_kept() {
+    for nearer_first in [true, false] {
+        // Slot 2 died with two marked reservations, then a message of slot 0.
+        let mut heap = handmade(
+            512,
+            Mode::Mpsc,
+            &[
+                (mark(2, 40), 3, 40),
+                (mark(2, 40), 3, 40),
+                (COMMITTED | 5, 1, 5),
+            ],
+        );
+        let (first, second) = if nearer_first { (48, 96) } else { (96, 48) };
+        set_word(&mut heap, layout::OFF_ORPHANS, 3);
+        set_word(&mut heap, layout::OFF_ORPHANS + 4, first);
+        set_word(&mut heap, layout::OFF_ORPHANS + 8, 3);
+        set_word(&mut heap, layout::OFF_ORPHANS + 12, second);
+        let channel = heap.open().unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        let kept = usize::from(nearer_first);
+        let tag = |heap: &mut Heap, i: usize| word_at(heap, layout::OFF_ORPHANS + 8 * i);
+        assert_eq!(tag(&mut heap, kept), 3, "nearer first: {nearer_first}");
+        assert_eq!(tag(&mut heap, 1 - kept), 0, "nearer first: {nearer_first}");
+        assert_eq!(
+            rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
+            [0xAB; 5]
+        );
+        assert_eq!(tag(&mut heap, kept), 0, "emptied once passed");
     }
 }
 

@@ -19,6 +19,8 @@
  * - `close`: closes the receiver and exits;
  * - `recv1-hold`: receives one message with `recv()` (a copy), prints its length as `got <n>`,
  *   and stays alive without receiving again;
+ * - `check-hold`: lets its liveness check fall due (60 ms), then calls `recv(30)`, which checks on
+ *   the senders and must time out, and stays alive without receiving again;
  * - `recvinto1-hold`: the same with `recvInto()` (the copying receive for hot loops);
  * - `tryrecv1-hold`: calls `tryRecv()` once (which collects the fragments that are there),
  *   stores 1 into the ready word of the control segment `<ctl>` and wakes it, prints `got <n>`
@@ -90,6 +92,17 @@ if (role === "sender") {
     const got = rx.recv(10_000);
     check(got !== null, "the stream ended");
     say(`got ${got.length}`);
+    say(`ready ${pid}`);
+    stayAlive();
+  } else if (then === "check-hold") {
+    sleepSync(60);
+    let outcome = "a message";
+    try {
+      rx.recv(30);
+    } catch (err) {
+      outcome = describe(err).code;
+    }
+    check(outcome === "ETIMEDOUT", `recv(30) gave ${outcome}, not ETIMEDOUT`);
     say(`ready ${pid}`);
     stayAlive();
   } else if (then === "recvinto1-hold") {

@@ -165,9 +165,9 @@ pub struct Header {
 }
 
 /// Entries in [`Header::orphans`]: dead senders whose records are still ahead at once. A dead
-/// sender found when all are taken is reclaimed unrecorded (a consumer taking over then does not
-/// know its records for a dead sender's, as before layout version 8); holding its slot until an
-/// entry frees up would hold the ring up at its mark for good.
+/// sender found when all are taken (by dead senders of this consumer's: it empties the others)
+/// keeps its slot, its dead pid in it, until the consumer passes its records or an entry frees
+/// up; the consumer steps over its marks all the same, and a consumer taking over finds it dead.
 pub const ORPHAN_ENTRIES: usize = 16;
 
 /// The header of every record.

@@ -341,7 +341,9 @@ impl Channel {
     /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
     /// channel already has a live producer or every MPSC slot is taken by a live one; `EAGAIN`
     /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
-    /// within its liveness interval, while it receives or waits).
+    /// within its liveness interval, while it receives or waits; with more than
+    /// [`layout::ORPHAN_ENTRIES`] dead producers' records ahead, once it has received past the
+    /// dead one's).
     pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
         check_open(sh)?;
@@ -946,6 +948,10 @@ pub struct DeadSender {
 struct Orphan {
     slot: usize,
     end: u32,
+    /// The dead sender's pid while it still holds the slot: every entry of the region was taken
+    /// by dead senders whose records are ahead, so the slot is freed once its records are passed
+    /// (a receiver taking over from this one finds it dead, as this one did), not before.
+    held: Option<u32>,
 }
 
 /// An entry of the region's orphan record (see [`layout::Header::orphans`]) as
@@ -992,6 +998,20 @@ fn record_orphan(sh: &Shared, slot: usize, end: u32) -> Option<OrphanEntry> {
     Some(before)
 }
 
+/// Empties the region's entries that no orphan of `known` (this receiver's) accounts for. The
+/// receiver alone writes entries, and it loaded those of the receivers before it when it
+/// attached: any other is a peer's, which would keep a dead sender of this receiver's unrecorded.
+fn forget_strangers(sh: &Shared, known: &[Orphan]) {
+    for i in 0..ORPHAN_ENTRIES {
+        let (tag, end) = sh.orphan(i);
+        let (t, e) = (tag.load(Relaxed), end.load(Relaxed));
+        let ours = |o: &Orphan| o.held.is_none() && o.slot as u32 + 1 == t && o.end == e;
+        if t != 0 && !known.iter().any(ours) {
+            tag.store(0, Relaxed);
+        }
+    }
+}
+
 /// Empties the region's entry for `orphan` once its records are behind `head` (not one that a
 /// later death of a sender of the slot moved on).
 fn forget_orphan(sh: &Shared, orphan: Orphan) {
@@ -1005,31 +1025,46 @@ fn forget_orphan(sh: &Shared, orphan: Orphan) {
 
 /// The orphans that the receivers before this one recorded in the region, whose records are
 /// still ahead of `head`; empties the entries that are not (left by a receiver killed as it
-/// passed their end, or written by a peer).
+/// passed their end, or written by a peer). A receiver never records one slot twice: of a
+/// peer's second entry for a slot, the one whose end is further ahead is kept (taking a live
+/// sender's mark for a dead one's loses a message; the other way round reads a payload as
+/// records), the other emptied.
 fn load_orphans(sh: &Shared, head: u32, slots: usize) -> Vec<Orphan> {
     let used = (sh.tail().load(Acquire) & POS_MASK).wrapping_sub(head) & POS_MASK;
-    let mut found = Vec::new();
+    let ahead = |end: u32| end.wrapping_sub(head) & POS_MASK;
+    let mut found: Vec<(usize, Orphan)> = Vec::new();
     for i in 0..ORPHAN_ENTRIES {
         let (tag, end) = sh.orphan(i);
         let (slot, end) = (tag.load(Relaxed) as usize, end.load(Relaxed));
         if slot == 0 {
             continue;
         }
-        let ahead = end.wrapping_sub(head) & POS_MASK;
-        if slot <= slots
+        if !(slot <= slots
             && end & !(POS_MASK & !7) == 0
-            && ahead != 0
-            && ahead <= used.min(sh.capacity)
+            && ahead(end) != 0
+            && ahead(end) <= used.min(sh.capacity))
         {
-            found.push(Orphan {
-                slot: slot - 1,
-                end,
-            });
-        } else {
             tag.store(0, Relaxed);
+            continue;
+        }
+        let orphan = Orphan {
+            slot: slot - 1,
+            end,
+            held: None,
+        };
+        match found.iter_mut().find(|(_, o)| o.slot == orphan.slot) {
+            None => found.push((i, orphan)),
+            Some(kept) => {
+                let emptied = if ahead(end) > ahead(kept.1.end) {
+                    std::mem::replace(kept, (i, orphan)).0
+                } else {
+                    i
+                };
+                sh.orphan(emptied).0.store(0, Relaxed);
+            }
         }
     }
-    found
+    found.into_iter().map(|(_, orphan)| orphan).collect()
 }
 
 /// Liveness checks in a row at which the record at `head` is reserved and unmarked, with no dead
@@ -1413,7 +1448,7 @@ impl Receiver {
                     self.partials.iter_mut().for_each(|p| *p = Vec::new());
                     self.pending_bytes = 0;
                     for orphan in std::mem::take(&mut self.orphans) {
-                        forget_orphan(&self.shared, orphan);
+                        self.let_go(orphan);
                     }
                     return Ok(Poll::End);
                 }
@@ -1434,10 +1469,25 @@ impl Receiver {
             if ahead == 0 || ahead > cap {
                 self.drop_partial(orphan.slot);
                 self.orphans.swap_remove(i);
-                forget_orphan(&self.shared, orphan);
+                self.let_go(orphan);
             } else {
                 i += 1;
             }
+        }
+    }
+
+    /// Done with `orphan`, whose records are all behind `head`: empties its entry in the
+    /// region, or frees the slot it still held for want of one.
+    fn let_go(&self, orphan: Orphan) {
+        match orphan.held {
+            // Nothing of it is ahead: nothing to record. A failed CAS is a peer's write.
+            Some(pid) => {
+                let _ = self
+                    .shared
+                    .producer_pid(orphan.slot)
+                    .compare_exchange(pid, 0, AcqRel, Relaxed);
+            }
+            None => forget_orphan(&self.shared, orphan),
         }
     }
 
@@ -1566,23 +1616,56 @@ impl Receiver {
                 live += 1;
                 continue;
             }
-            // Loaded after the probe found the sender dead (every record it reserved lies
-            // before this position: a killed process's stores are all in memory before it is
-            // seen dead) and before the reclaiming CAS (a sender that takes the slot reserves
-            // at or after it). Loaded before the probe, it missed a record reserved between the
-            // two by a sender killed right after, whose mark then held up the ring for good.
-            let tail = sh.tail().load(Acquire) & POS_MASK;
+            // Found dead before and holding its slot for want of an entry: it tries again.
+            let held = self
+                .orphans
+                .iter()
+                .position(|o| o.slot == slot && o.held == Some(pid));
+            let end = match held {
+                Some(i) => self.orphans[i].end,
+                // Loaded after the probe found the sender dead (every record it reserved lies
+                // before this position: a killed process's stores are all in memory before it
+                // is seen dead) and before the reclaiming CAS (a sender that takes the slot
+                // reserves at or after it). Loaded before the probe, it missed a record
+                // reserved between the two by a sender killed right after, whose mark then held
+                // up the ring for good.
+                None => sh.tail().load(Acquire) & POS_MASK,
+            };
             // In the region first, for a receiver that takes over from this one (see
-            // `Header::orphans`). With every entry taken (more dead senders with records ahead
-            // than entries, or entries a peer wrote), the slot is reclaimed unrecorded: waiting
-            // for an entry would hold the ring up at the dead sender's mark for good.
-            let entry = record_orphan(&sh, slot, tail);
-            if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok() {
-                self.orphans.push(Orphan { slot, end: tail });
+            // `Header::orphans`). Entries this receiver did not write are a peer's: with every
+            // entry taken, those go.
+            let entry = record_orphan(&sh, slot, end).or_else(|| {
+                forget_strangers(&sh, &self.orphans);
+                record_orphan(&sh, slot, end)
+            });
+            let Some(entry) = entry else {
+                // Every entry is a dead sender's whose records are ahead: the slot stays held,
+                // by a dead pid that a receiver taking over finds as this one did, until this
+                // one passes its records (`let_go`) or an entry frees up. Freed unrecorded, its
+                // mark looked stale to a receiver taking over, which stepped onto its payload.
+                if held.is_none() {
+                    self.orphans.push(Orphan {
+                        slot,
+                        end,
+                        held: Some(pid),
+                    });
+                    self.dead.push(DeadSender { pid, slot });
+                    self.bereaved = true;
+                }
+                continue;
+            };
+            if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_err() {
+                entry.undo(&sh);
+            } else if let Some(i) = held {
+                self.orphans[i].held = None;
+            } else {
+                self.orphans.push(Orphan {
+                    slot,
+                    end,
+                    held: None,
+                });
                 self.dead.push(DeadSender { pid, slot });
                 self.bereaved = true;
-            } else if let Some(entry) = entry {
-                entry.undo(&sh);
             }
         }
         if live > 0 {
