@@ -49,7 +49,7 @@ JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node lint bench \
+.PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node lint bench bench-ab \
 	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
@@ -187,6 +187,12 @@ test-tsan:
 BENCH_NODE ?= $(NODE_LATEST)
 bench: tools build
 	NODE=$(BENCH_NODE) $(DENO) run --allow-all bench/run.ts
+
+# The bench of commit BASE and of the working tree, alternating, on one host in the same minutes:
+# bench/out/ab.json, printed as JSON. SCENARIOS (default: all) picks scenarios of bench/scenarios/.
+bench-ab: tools build
+	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<commit> [SCENARIOS='hotpath attach']"; exit 2; }
+	NODE=$(BENCH_NODE) $(DENO) run --allow-all bench/ab.ts $(BASE) $(SCENARIOS)
 
 # Deno runs the package's JavaScript when it comes from npm (it does not strip types under
 # node_modules): one bundle of mod.ts.

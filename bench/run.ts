@@ -6,6 +6,7 @@
  *
  * `deno run -A bench/run.ts [scenario...]` runs only some scenarios. Environment:
  * `SB_BENCH_RUNS`, `SB_BENCH_RUNTIMES` (default: every runtime of the harness that runs here),
+ * `SB_BENCH_OUT` (the file written instead of `bench/out/results.json`; `bench/ab.ts` sets it),
  * `DENO`, `BUN`, `NODE` (executables).
  *
  * @module
@@ -13,6 +14,7 @@
 
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import process from "node:process";
 import {
   type Compare,
@@ -136,8 +138,9 @@ const results = {
   seconds_per_run: seconds,
   elapsed_s: round((performance.now() - wall) / 1e3, 1),
 };
-mkdirSync(`${root}/bench/out`, { recursive: true });
+const out = env("SB_BENCH_OUT") ?? `${root}/bench/out/results.json`;
+mkdirSync(dirname(out), { recursive: true });
 const json = JSON.stringify(results, null, 1);
-writeFileSync(`${root}/bench/out/results.json`, json + "\n");
+writeFileSync(out, json + "\n");
 console.log(json);
-progress(`wrote bench/out/results.json in ${results.elapsed_s} s`);
+progress(`wrote ${out.replace(`${root}/`, "")} in ${results.elapsed_s} s`);
