@@ -2096,6 +2096,35 @@ test("many senders: a receiver killed with more dead senders' records ahead than
   });
 });
 
+test("many senders: a peer that writes another dead pid into a held slot and empties an entry leaves no entry behind once the receiver has passed every record", () => {
+  withManyRing("orphan-held-rewritten", (ch, raw) => {
+    const senders = layout.ORPHAN_ENTRIES + 1;
+    const [dead, other] = [deadPid(), deadPid()];
+    for (let slot = 0; slot < senders; slot++) {
+      raw.append(mark(slot, 40), slot + 1, 40);
+      raw.setPid(slot, dead);
+    }
+    raw.append(COMMITTED | 5, 40, 5);
+    const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
+    pause(60);
+    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    // The last slot is held; the peer puts another dead pid there and empties the last entry:
+    // that pid is found dead, recorded and freed as a death of its own.
+    const held = senders - 1;
+    raw.setPid(held, other);
+    raw.i32[(layout.OFF_ORPHANS >> 2) + 2 * 15] = 0;
+    pause(60);
+    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    assert.equal(raw.i32[(layout.OFF_ORPHANS >> 2) + 2 * 15], held + 1);
+    assert.deepEqual(rx.recv(20_000), new Uint8Array(5).fill(0xab));
+    assert.equal(rx.tryRecv(), undefined);
+    // (The receiver forgot the first pid's hold when it recorded the second: it used to keep it,
+    // and so left the second's entry in the region after passing it.)
+    assert.deepEqual(orphanEntries(raw), [], "every entry emptied once passed");
+    assert.equal(Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + held), 0);
+  });
+});
+
 test("many senders: orphan entries a peer writes while the receiver runs make way for a dead sender it finds", () => {
   withManyRing("orphan-junk", (ch, raw) => {
     // A live sender's (this process's, slot 0) marked reservation holds the receiver at head;

@@ -1129,8 +1129,9 @@ export interface ReceiverOptions extends EndpointOptions {
 
 /**
  * Dispatched by a {@linkcode ChannelReceiver} (event type `"senderdied"`) when it finds that a
- * sender process died without closing or detaching. Its place is free again for a new sender;
- * the messages it completed are still delivered, its unfinished message is dropped.
+ * sender process died without closing or detaching. Its place is free again for a new sender
+ * (with more than 16 dead senders' messages ahead, once the receiver has received past this
+ * one's); the messages it completed are still delivered, its unfinished message is dropped.
  *
  * @example
  * ```ts
@@ -1140,7 +1141,7 @@ export interface ReceiverOptions extends EndpointOptions {
 export class SenderDiedEvent extends Event {
   /** The dead process's id. */
   readonly pid: number;
-  /** The sender slot it held (0 with one sender), free again. */
+  /** The sender slot it held (0 with one sender), free again (see above). */
   readonly slot: number;
 
   /** @internal Made by the receiver. */
@@ -2224,17 +2225,19 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     for (let slot = 0; slot < slots; slot++) {
       const other = r.producerPid(slot);
       if (other === 0) continue;
-      if (r.parking.alive(other)) {
+      const key = r.mode === L.MODE_MPSC ? slot + 1 : 0;
+      // Found dead before and holding its slot for want of an entry: it tries again. Not probed
+      // again: its number may belong to a new process by now, which no sender slot holds (a
+      // sender takes only a free one).
+      const held = this.#heldSlots.get(key) === other;
+      if (!held && r.parking.alive(other)) {
         live++;
         continue;
       }
-      const key = r.mode === L.MODE_MPSC ? slot + 1 : 0;
-      // Found dead before and holding its slot for want of an entry: it tries again. Else the
-      // tail, loaded after the probe found the sender dead (its records all lie before this
-      // position) and before the reclaim (a sender taking the slot reserves after it). Loaded
-      // before the probe, it missed a record reserved between the two by a sender killed right
-      // after.
-      const held = this.#heldSlots.get(key) === other;
+      // Where its records end: a held one's as found, else the tail, loaded after the probe
+      // found the sender dead (its records all lie before this position) and before the reclaim
+      // (a sender taking the slot reserves after it). Loaded before the probe, it missed a record
+      // reserved between the two by a sender killed right after.
       const end = held
         ? this.#orphans.get(key)!
         : Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;

@@ -2187,6 +2187,41 @@ fn a_receiver_killed_with_more_dead_senders_ahead_than_entries_leaves_them_all_t
     }
 }
 
+/// A peer that writes another dead pid into a held slot and empties an entry: that pid is found
+/// dead, recorded and freed as a death of its own, and no entry is left once every record is
+/// passed (as in TypeScript, which kept the first pid's hold and left the entry behind).
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_held_slot_a_peer_rewrites_leaves_no_entry_behind() {
+    let senders = layout::ORPHAN_ENTRIES + 1;
+    let mut heap = dead_senders_then_a_message(senders, dead_pid());
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let check = |rx: &mut Receiver| {
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            code(rx.recv(Some(Duration::from_millis(30)))),
+            libc::ETIMEDOUT
+        );
+    };
+    check(&mut rx);
+    let held = senders - 1;
+    plant_pid(&mut heap, held, dead_pid());
+    set_word(&mut heap, layout::OFF_ORPHANS + 8 * 15, 0);
+    check(&mut rx);
+    let entry = word_at(&mut heap, layout::OFF_ORPHANS + 8 * 15);
+    assert_eq!(entry, held as u32 + 1);
+    let wait = Some(Duration::from_secs(20));
+    assert_eq!(rx.recv(wait).unwrap().unwrap(), [0xAB; 5]);
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    for i in 0..layout::ORPHAN_ENTRIES {
+        let tag = word_at(&mut heap, layout::OFF_ORPHANS + 8 * i);
+        assert_eq!(tag, 0, "entry {i} emptied once passed");
+    }
+    let pid = word_at(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * held);
+    assert_eq!(pid, 0);
+}
+
 /// Entries a peer writes while a receiver runs do not crowd out the dead senders it finds: with
 /// every entry taken, those it did not write are emptied. (They stayed, and every dead sender
 /// was freed unrecorded, for a receiver taking over to take its mark for a stale one.)

@@ -165,9 +165,10 @@ pub struct Header {
 }
 
 /// Entries in [`Header::orphans`]: dead senders whose records are still ahead at once. A dead
-/// sender found when all are taken (by dead senders of this consumer's: it empties the others)
-/// keeps its slot, its dead pid in it, until the consumer passes its records or an entry frees
-/// up; the consumer steps over its marks all the same, and a consumer taking over finds it dead.
+/// sender found when all are taken (the consumer first empties those that are not its own
+/// orphans', a peer's) keeps its slot, its dead pid in it, until the consumer passes its records
+/// or an entry frees up; the consumer steps over its marks all the same, and a consumer taking
+/// over finds it dead.
 pub const ORPHAN_ENTRIES: usize = 16;
 
 /// The header of every record.

@@ -938,7 +938,9 @@ impl Default for Limits {
 pub struct DeadSender {
     /// The dead process's id.
     pub pid: u32,
-    /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender.
+    /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender (with more
+    /// than [`layout::ORPHAN_ENTRIES`] dead senders' records ahead, once the receiver has passed
+    /// this one's).
     pub slot: usize,
 }
 
@@ -1612,15 +1614,17 @@ impl Receiver {
             if pid == 0 {
                 continue;
             }
-            if liveness::alive(pid) {
-                live += 1;
-                continue;
-            }
-            // Found dead before and holding its slot for want of an entry: it tries again.
+            // Found dead before and holding its slot for want of an entry: it tries again. Not
+            // probed again: its number may belong to a new process by now, which no sender slot
+            // holds (a sender takes only a free one).
             let held = self
                 .orphans
                 .iter()
                 .position(|o| o.slot == slot && o.held == Some(pid));
+            if held.is_none() && liveness::alive(pid) {
+                live += 1;
+                continue;
+            }
             let end = match held {
                 Some(i) => self.orphans[i].end,
                 // Loaded after the probe found the sender dead (every record it reserved lies
