@@ -8,6 +8,10 @@
  * - the part of `README.md` between `<!-- bench -->` and `<!-- /bench -->`: that chart and a
  *   sentence of figures.
  *
+ * `deno run -A bench/report.ts --ab [ab.json]` instead reads `bench/out/ab.json` (what
+ * `make bench-ab` wrote) and rewrites the part of `bench/README.md` between `<!-- ab -->` and
+ * `<!-- /ab -->`: every figure of both trees, with the ratio of the two.
+ *
  * Nothing here is measured or written by hand: every number comes from the JSON. Run it with
  * Deno: it formats the Markdown it wrote with `deno fmt`.
  *
@@ -484,10 +488,51 @@ function splice(file: string, tag: string, text: string): void {
   writeFileSync(file, `${old.slice(0, i + open.length)}\n${text}${old.slice(j)}`);
 }
 
-const json = JSON.parse(readFileSync(process.argv[2] ?? `${root}/bench/out/results.json`, "utf8"));
-splice(`${root}/bench/README.md`, "results", results(json));
-writeFileSync(`${root}/docs/channel-throughput.svg`, chart(json));
-splice(`${root}/README.md`, "bench", summary(json));
-// The Markdown as `deno fmt` (which `make test` checks) lays it out.
-spawnSync(process.execPath, ["fmt", "-q", `${root}/README.md`, `${root}/bench/README.md`]);
-console.error("[bench] wrote bench/README.md, docs/channel-throughput.svg and README.md's summary");
+/** The A/B comparison of `make bench-ab`: every figure of both trees and their ratio per round. */
+function ab(json: any): string {
+  type Compared = Omit<Figure, keyof Stat> & { base: Stat; head: Stat; head_over_base: Stat };
+  const figs: Compared[] = json.figures;
+  const short = (commit: string) => commit.replace(/^([0-9a-f]{12})[0-9a-f]*/, "$1");
+  const scenarios = Array.isArray(json.scenarios) ? json.scenarios.join(" ") : "every scenario";
+  const rows = figs.map((f) => [
+    f.scenario,
+    f.runtime,
+    f.what,
+    sizeName(f.size),
+    f.placement ?? "",
+    f.metric,
+    cell(f.base),
+    cell(f.head),
+    cell(f.head_over_base),
+  ]);
+  return [
+    `\`make bench-ab BASE=${short(json.base)} SCENARIOS="${scenarios}"\` with ` +
+    `\`SB_BENCH_RUNS=${json.rounds}\`, ${json.generated.slice(0, 10)}: the bench of commit ` +
+    `\`${short(json.base)}\` (base) and of \`${short(json.head)}\` (head), in turn, ` +
+    `${json.rounds} rounds. Each cell: the median over rounds (lowest-highest); head / base is ` +
+    `the ratio within each round (below 1: head takes less time).`,
+    table(
+      ["scenario", "who", "what", "size", "placement", "metric", "base", "head", "head / base"],
+      rows,
+    ),
+  ].join("\n\n") + "\n";
+}
+
+if (process.argv[2] === "--ab") {
+  const json = JSON.parse(readFileSync(process.argv[3] ?? `${root}/bench/out/ab.json`, "utf8"));
+  splice(`${root}/bench/README.md`, "ab", ab(json));
+  spawnSync(process.execPath, ["fmt", "-q", `${root}/bench/README.md`]);
+  console.error("[bench] wrote the A/B table of bench/README.md");
+} else {
+  const json = JSON.parse(
+    readFileSync(process.argv[2] ?? `${root}/bench/out/results.json`, "utf8"),
+  );
+  splice(`${root}/bench/README.md`, "results", results(json));
+  writeFileSync(`${root}/docs/channel-throughput.svg`, chart(json));
+  splice(`${root}/README.md`, "bench", summary(json));
+  // The Markdown as `deno fmt` (which `make test` checks) lays it out.
+  spawnSync(process.execPath, ["fmt", "-q", `${root}/README.md`, `${root}/bench/README.md`]);
+  console.error(
+    "[bench] wrote bench/README.md, docs/channel-throughput.svg and README.md's summary",
+  );
+}
