@@ -2125,6 +2125,65 @@ test("many senders: a peer that writes another dead pid into a held slot and emp
   });
 });
 
+test("many senders: among up to 24 dead senders' marks (payloads that look like the live sender's records) and a live sender's messages, a receiver killed after any number of receives and the one that takes over deliver every live message once, in order, and nothing else (24 seeded cases)", () => {
+  let seed = 0x9e3779b9;
+  const random = (n: number) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const dead = deadPid();
+  const liveSlot = layout.MAX_PRODUCERS - 1;
+  for (let round = 0; round < 24; round++) {
+    withRing("orphan-plan", { capacity: 4096, producers: "many" }, (ch, raw) => {
+      raw.setPid(liveSlot, pid);
+      const expected: Uint8Array[] = [];
+      let deadSlots = 0;
+      const steps = 1 + random(48);
+      for (let step = 0; step < steps; step++) {
+        const len = random(57);
+        if (random(2) === 0) {
+          const slot = deadSlots++;
+          raw.setPid(slot, dead);
+          const at = layout.OFF_DATA + raw.tail();
+          raw.append(mark(slot, len), slot + 1, len, 0);
+          // What the payload holds: 8-byte records "of the live sender", 0xEE bytes.
+          for (let i = 0; i < Math.floor(len / 16); i++) {
+            const word = (at + 8 + 16 * i) >> 2;
+            raw.i32.set([COMMITTED | 8, liveSlot + 1, 0xeeee_eeee | 0, 0xeeee_eeee | 0], word);
+          }
+        } else {
+          const message = new Uint8Array(Math.max(1, len)).fill(expected.length);
+          raw.append(COMMITTED | message.length, liveSlot + 1, message.length, expected.length);
+          expected.push(message);
+        }
+      }
+      const options = { peerCheckMs: 1, spin: 2 };
+      const got: Uint8Array[] = [];
+      const rx = ch.receiver(options);
+      for (let i = Math.min(random(48), expected.length); i > 0; i--) {
+        try {
+          const message = rx.recv(20);
+          assert.ok(message !== null, "the stream ended");
+          got.push(message);
+        } catch (err) {
+          if (!(err instanceof SharedMemoryError && err.code === "ETIMEDOUT")) throw err;
+        }
+      }
+      killReceiver(raw);
+      const next = ch.receiver(options);
+      while (got.length < expected.length) {
+        const message = next.recv(2000);
+        assert.ok(message !== null, "the stream ended");
+        got.push(message);
+      }
+      assert.deepEqual(got, expected, `round ${round}`);
+      assert.equal(next.tryRecv(), undefined);
+    });
+  }
+});
+
 test("many senders: orphan entries a peer writes while the receiver runs make way for a dead sender it finds", () => {
   withManyRing("orphan-junk", (ch, raw) => {
     // A live sender's (this process's, slot 0) marked reservation holds the receiver at head;

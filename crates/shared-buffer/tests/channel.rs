@@ -1198,6 +1198,87 @@ fn layout_table_is_complete() {
     assert_eq!(layout::region_size(64), 1088);
 }
 
+// ---- proptest: dead senders and a receiver killed between receives --------------------------
+
+/// Cases of [`dead_senders_and_a_killed_receiver_lose_and_forge_nothing`]: each waits for a few
+/// liveness checks.
+fn dead_senders_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 48,
+        ..proptest_config()
+    }
+}
+
+proptest! {
+    #![proptest_config(dead_senders_config())]
+
+    /// A live sender's messages (slot 63) among the marked reservations of up to 24 dead
+    /// senders, one each (more than the region's 16 entries in a third of the cases), whose
+    /// payloads look like records of the live sender; a receiver killed after any number of
+    /// receives, and one that takes over: the two deliver every live message once, in order, and
+    /// nothing else.
+    #[test]
+    #[cfg_attr(miri, ignore = "probes pids with kill")]
+    fn dead_senders_and_a_killed_receiver_lose_and_forge_nothing(
+        // (a dead sender's mark, else a live message; payload length)
+        plan in proptest::collection::vec((any::<bool>(), 0usize..=56), 1..48),
+        before_kill in 0usize..48,
+    ) {
+        static DEAD: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let dead = *DEAD.get_or_init(dead_pid);
+        let live_slot = layout::MAX_PRODUCERS - 1;
+        let mut heap = Heap::new(region_size(4096));
+        drop(heap.channel(4096, Mode::Mpsc));
+        plant_pid(&mut heap, live_slot, std::process::id());
+        let (mut pos, mut dead_slots, mut expected) = (0usize, 0usize, Vec::new());
+        for (is_dead, len) in plan {
+            let at = layout::OFF_DATA + pos;
+            if is_dead {
+                let slot = dead_slots;
+                dead_slots += 1;
+                plant_pid(&mut heap, slot, dead);
+                set_word(&mut heap, at, mark(slot, len));
+                set_word(&mut heap, at + 4, slot as u32 + 1);
+                // What the payload holds: 8-byte records "of the live sender", 0xEE bytes.
+                for word in (0..len / 16).map(|i| at + 8 + 16 * i) {
+                    set_word(&mut heap, word, COMMITTED | 8);
+                    set_word(&mut heap, word + 4, live_slot as u32 + 1);
+                    heap.bytes_mut()[word + 8..word + 16].fill(0xEE);
+                }
+            } else {
+                let message = vec![expected.len() as u8; len.max(1)];
+                set_word(&mut heap, at, COMMITTED | message.len() as u32);
+                set_word(&mut heap, at + 4, live_slot as u32 + 1);
+                heap.bytes_mut()[at + 8..][..message.len()].copy_from_slice(&message);
+                expected.push(message);
+            }
+            pos += layout::record_span(if is_dead { len } else { len.max(1) });
+        }
+        set_word(&mut heap, layout::OFF_TAIL, pos as u32);
+        let channel = heap.open().unwrap();
+        let options = WaitOptions { spin: 2, liveness_interval: Duration::from_millis(1) };
+        let mut got = Vec::new();
+        let mut rx = channel.receiver(options).unwrap();
+        for _ in 0..before_kill.min(expected.len()) {
+            match rx.recv(Some(Duration::from_millis(20))) {
+                Ok(Some(message)) => got.push(message),
+                Err(err) if error_code(&err) == libc::ETIMEDOUT => {}
+                other => prop_assert!(false, "first receiver: {other:?}"),
+            }
+        }
+        kill_receiver(&mut heap, rx);
+        let mut next = channel.receiver(options).unwrap();
+        while got.len() < expected.len() {
+            match next.recv(Some(Duration::from_secs(2))) {
+                Ok(Some(message)) => got.push(message),
+                other => prop_assert!(false, "after {} messages: {other:?}", got.len()),
+            }
+        }
+        prop_assert_eq!(&got, &expected);
+        prop_assert_eq!(code(next.try_recv()), libc::EAGAIN);
+    }
+}
+
 // ---- proptest: garbage never panics or hangs ----------------------------------------------
 
 /// 256 cases natively; a few under Miri, which runs them thousands of times slower and cannot
