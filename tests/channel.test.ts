@@ -1968,7 +1968,7 @@ test("many senders: a receiver that reclaims a dead sender's slot records where 
   });
 });
 
-test("many senders: a receiver taking over from one killed before it reached a dead sender's records reads the region's entry, and takes that sender's mark for its whole record", () => {
+test("many senders: a receiver taking over from one killed before it reached a dead sender's records reads the region's entry, takes that sender's mark for its whole record, and with no sender alive fails once the ring is empty", () => {
   withManyRing("orphan-takeover", (ch, raw) => {
     const ORPHANS = layout.OFF_ORPHANS >> 2;
     // What the killed receiver left: slot 2 freed, its entry, and the dead sender's marked
@@ -1983,6 +1983,9 @@ test("many senders: a receiver taking over from one killed before it reached a d
     assert.equal(raw.i32[ORPHANS], 0, "emptied once passed");
     const record = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 48);
     assert.ok(record.every((b) => b === 0), "the dead sender's record is zero");
+    // No sender is alive, and the one its predecessor found dead counts: the ring drained, it
+    // fails as its predecessor would have (it waited for a sender that never came).
+    assert.throws(() => rx.recv(5000), code("ECONNRESET"));
   });
 });
 

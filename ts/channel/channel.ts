@@ -1287,6 +1287,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     for (const [slot, end] of ring.loadOrphans(this.#consumer.head)) {
       this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
     }
+    // Dead senders its predecessor found: it would have failed once the ring was empty with no
+    // sender alive, and so does this one.
+    this.#bereaved = this.#orphans.size !== 0;
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }

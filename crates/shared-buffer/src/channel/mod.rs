@@ -461,6 +461,7 @@ impl Channel {
         } else {
             MAX_PRODUCERS
         };
+        let orphans = load_orphans(sh, head, slots);
         Ok(Receiver {
             consumer: Consumer::new(head),
             shared: Arc::clone(&self.shared),
@@ -477,9 +478,11 @@ impl Channel {
             last_look: Instant::now(),
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
-            orphans: load_orphans(sh, head, slots),
+            // Dead senders its predecessor found: it would have failed once the ring was empty
+            // with no sender alive, and so does this one.
+            bereaved: !orphans.is_empty(),
+            orphans,
             dead: Vec::new(),
-            bereaved: false,
             assembled: Vec::new(),
         })
     }
