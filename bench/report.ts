@@ -493,7 +493,7 @@ function ab(json: any): string {
   type Compared = Omit<Figure, keyof Stat> & { base: Stat; head: Stat; head_over_base: Stat };
   const figs: Compared[] = json.figures;
   const short = (commit: string) => commit.replace(/^([0-9a-f]{12})[0-9a-f]*/, "$1");
-  const scenarios = Array.isArray(json.scenarios) ? json.scenarios.join(" ") : "every scenario";
+  const scenarios = Array.isArray(json.scenarios) ? ` SCENARIOS="${json.scenarios.join(" ")}"` : "";
   const rows = figs.map((f) => [
     f.scenario,
     f.runtime,
@@ -506,11 +506,14 @@ function ab(json: any): string {
     cell(f.head_over_base),
   ]);
   return [
-    `\`make bench-ab BASE=${short(json.base)} SCENARIOS="${scenarios}"\` with ` +
+    `\`make bench-ab BASE=${short(json.base)}${scenarios}\` with ` +
     `\`SB_BENCH_RUNS=${json.rounds}\`, ${json.generated.slice(0, 10)}: the bench of commit ` +
     `\`${short(json.base)}\` (base) and of \`${short(json.head)}\` (head), in turn, ` +
     `${json.rounds} rounds. Each cell: the median over rounds (lowest-highest); head / base is ` +
-    `the ratio within each round (below 1: head takes less time).`,
+    `the ratio within each round (below 1: head takes less time)` +
+    (json.not_in_both_every_round
+      ? `; ${json.not_in_both_every_round} figures were not measured by both in every round.`
+      : "."),
     table(
       ["scenario", "who", "what", "size", "placement", "metric", "base", "head", "head / base"],
       rows,
