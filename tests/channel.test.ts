@@ -1984,7 +1984,7 @@ test("many senders: a receiver taking over from one killed before it reached a d
     const record = raw.bytes.subarray(layout.OFF_DATA, layout.OFF_DATA + 48);
     assert.ok(record.every((b) => b === 0), "the dead sender's record is zero");
     // No sender is alive, and the one its predecessor found dead counts: the ring drained, it
-    // fails as its predecessor would have (it waited for a sender that never came).
+    // fails (it waited for a sender that never came).
     assert.throws(() => rx.recv(5000), code("ECONNRESET"));
   });
 });

@@ -467,7 +467,8 @@ export class Channel implements Disposable {
    * @throws {SharedMemoryError} `EBUSY` if a one-sender channel already has a live sender, or
    *   all 64 sender slots are taken by live ones; `EAGAIN` if the place is held by a dead sender
    *   that the receiver has not freed yet (it does within its `peerCheckMs`, while it receives;
-   *   with more than 16 dead senders' messages ahead, once it has received past the dead one's);
+   *   with more than 16 dead senders' messages ahead, once it has received past the dead one's or
+   *   has room to record it);
    *   `EPIPE` if the receiver closed the channel or a sender ended the stream.
    */
   sender(options?: EndpointOptions): ChannelSender {
@@ -1131,7 +1132,7 @@ export interface ReceiverOptions extends EndpointOptions {
  * Dispatched by a {@linkcode ChannelReceiver} (event type `"senderdied"`) when it finds that a
  * sender process died without closing or detaching. Its place is free again for a new sender
  * (with more than 16 dead senders' messages ahead, once the receiver has received past this
- * one's); the messages it completed are still delivered, its unfinished message is dropped.
+ * one's or has room to record it); the messages it completed are still delivered, its unfinished message is dropped.
  *
  * @example
  * ```ts

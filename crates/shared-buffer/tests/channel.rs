@@ -2103,7 +2103,7 @@ fn a_reclaimed_senders_end_is_kept_in_the_region_until_its_records_are_passed() 
 /// records: the one that takes over reads the region's entry, so it takes the dead sender's
 /// mark for what it is (the whole record), not for a stale one (its word alone: then it stepped
 /// onto the payload, `EBADMSG` for good), and with no sender alive it fails once the ring is
-/// empty, as the killed one would have.
+/// empty.
 #[test]
 fn a_receiver_taking_over_knows_the_dead_senders_its_predecessor_reclaimed() {
     let mut heap = handmade(
@@ -2130,7 +2130,7 @@ fn a_receiver_taking_over_knows_the_dead_senders_its_predecessor_reclaimed() {
         "the dead sender's record is zero"
     );
     // No sender is alive, and the one its predecessor found dead counts: the ring drained, it
-    // fails as its predecessor would have (it waited for a sender that never came).
+    // fails (it waited for a sender that never came).
     let err = rx.recv(Some(Duration::from_secs(5))).unwrap_err();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
 }

@@ -343,7 +343,7 @@ impl Channel {
     /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
     /// within its liveness interval, while it receives or waits; with more than
     /// [`layout::ORPHAN_ENTRIES`] dead producers' records ahead, once it has received past the
-    /// dead one's).
+    /// dead one's or has room to record it).
     pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
         check_open(sh)?;
@@ -943,7 +943,7 @@ pub struct DeadSender {
     pub pid: u32,
     /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender (with more
     /// than [`layout::ORPHAN_ENTRIES`] dead senders' records ahead, once the receiver has passed
-    /// this one's).
+    /// this one's or has room to record it).
     pub slot: usize,
 }
 
