@@ -2877,9 +2877,19 @@ test("crafted rings (garbage commit words, marks, lengths, producer words and sl
         raw.i32[at >> 2] = word;
         raw.i32[(at >> 2) + 1] = [rand(70), -1, 0x7fff_ffff][rand(3)];
       }
-      // Producer slots: empty, this process, a dead process, or garbage.
+      // Producer slots: empty, this process, a dead process, or garbage; now and then more dead
+      // senders than the orphan table holds.
       for (let slot = 0; slot < 4; slot++) {
         raw.setPid(slot, [0, pid, dead, -5, 0x7fff_fff0][rand(5)]);
+      }
+      if (rand(4) === 0) { for (let slot = 4; slot < 24; slot++) raw.setPid(slot, dead); }
+      // Orphan entries: a slot (or garbage) and an end ahead of head (or garbage).
+      for (let n = rand(layout.ORPHAN_ENTRIES + 1); n > 0; n--) {
+        const at = (layout.OFF_ORPHANS >> 2) + 2 * rand(layout.ORPHAN_ENTRIES);
+        raw.i32[at] = [rand(66), -1, 0x7fff_ffff][rand(3)];
+        raw.i32[at + 1] = rand(2) === 0
+          ? (head + 8 * rand(used / 8 + 2)) & layout.POS_MASK
+          : rand(0x7fff_ffff);
       }
       if (rand(2) === 0) {
         // A well-formed message at head, so that parsing gets past the first record.

@@ -1352,6 +1352,10 @@ proptest! {
         ),
         // Producer slots: empty, this process, a dead process, garbage.
         pids in proptest::collection::vec(0usize..4, 4),
+        // More dead senders than the orphan table holds (slots 4..24).
+        many_dead in any::<bool>(),
+        // Orphan entries: (entry, slot + 1, an end `8 * n` past head or any word, n or the word).
+        orphans in proptest::collection::vec((0usize..16, 0u32..70, any::<bool>(), any::<u32>()), 0..17),
         mpsc in any::<bool>(),
         closed in any::<bool>(),
     ) {
@@ -1379,8 +1383,18 @@ proptest! {
             let pid = [0, std::process::id(), dead, 0xFFFF_FFFB][which];
             set_word(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * slot, pid);
         }
+        if many_dead {
+            for slot in 4..24 {
+                set_word(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * slot, dead);
+            }
+        }
         let head = (head * 8) & layout::POS_MASK;
         let tail = head.wrapping_add(used * 8) & layout::POS_MASK;
+        for (entry, tag, near, word) in orphans {
+            let end = if near { head.wrapping_add(8 * (word % 34)) & layout::POS_MASK } else { word };
+            set_word(&mut heap, layout::OFF_ORPHANS + 8 * entry, tag);
+            set_word(&mut heap, layout::OFF_ORPHANS + 8 * entry + 4, end);
+        }
         set_word(&mut heap, layout::OFF_HEAD, head);
         set_word(&mut heap, layout::OFF_ZEROING, head);
         set_word(&mut heap, layout::OFF_TAIL, tail | if closed { layout::TAIL_CLOSED } else { 0 });
