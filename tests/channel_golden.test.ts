@@ -152,3 +152,50 @@ test("golden trace, one sender: the TypeScript ring leaves the bytes the Rust on
   t.step("receive the end of the stream");
   t.check("channel_spsc.txt");
 });
+
+test("golden trace, dead senders and the orphan table: the TypeScript receiver leaves the bytes the Rust one does", () => {
+  // A pid that the probe finds dead, as the Rust trace's is (the trace shows pids as 1).
+  const dead = 0x7fff_fff0;
+  const probing: Parking = { ...parking, alive: (pid) => pid !== dead };
+  const buffer = new ArrayBuffer(L.HEADER_SIZE + 512);
+  const i32 = new Int32Array(buffer);
+  initRegion(i32, 512, L.MODE_MPSC);
+  const r = new Ring(buffer, 512, L.MODE_MPSC, probing, "name /golden");
+  const t = new Trace(buffer);
+  const registry = new Set<unknown>();
+  const checks = { peerCheckMs: 1, spin: 0 };
+  /** Blocks this thread past a liveness interval. */
+  const pause = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+  t.step("create: many senders, capacity 512");
+  const rx = new ChannelReceiver(r, checks, registry);
+  t.step("the receiver attaches");
+  for (let slot = 0; slot < 17; slot++) {
+    const at = (L.OFF_DATA >> 2) + 4 * slot;
+    i32[at] = L.markWord(slot, 16);
+    i32[at + 1] = slot + 1;
+    i32[(L.OFF_PRODUCER_PIDS >> 2) + slot] = dead;
+  }
+  i32.set([L.REC_COMMITTED | 5, 40], (L.OFF_DATA + 272) >> 2);
+  new Uint8Array(buffer).set(pattern(5, 7), L.OFF_DATA + 280);
+  i32[L.OFF_TAIL >> 2] = 288;
+  for (const [entry, tag, end] of [[3, 70, 8], [7, 9, 0x40]]) {
+    i32.set([tag, end], (L.OFF_ORPHANS >> 2) + 2 * entry);
+  }
+  t.step(
+    "17 dead senders' marks of 8 bytes, a message of slot 39; a peer wrote entries 3 and 7",
+  );
+  pause();
+  assert.equal(rx.tryRecv(), undefined);
+  t.step(
+    "a receive after the liveness interval: 16 dead senders recorded and freed (the peer's entries make way), the 17th held",
+  );
+  i32[L.OFF_CONSUMER_PID >> 2] = dead; // killed: never used again
+  i32.set([2, 16], (L.OFF_ORPHANS >> 2) + 2 * 15);
+  t.step("the receiver is killed; a peer writes a second entry for slot 1 over entry 15");
+  const next = new ChannelReceiver(r, checks, registry);
+  t.step("a receiver takes over: of slot 1's two entries the further is kept");
+  pause();
+  assert.equal(next.tryRecv(), undefined);
+  t.step("a receive after the liveness interval: the held sender recorded and freed");
+  t.check("channel_dead_senders.txt");
+});

@@ -183,3 +183,81 @@ fn spsc_trace() {
     t.step(&heap, "receive the end of the stream");
     t.check("channel_spsc.txt");
 }
+
+/// Stores `value` into the region's word at byte `offset`, as a peer (or a dead sender) would.
+fn set_word(heap: &mut Heap, offset: usize, value: u32) {
+    heap.bytes_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// A process that has exited and been reaped: a dead sender's or receiver's pid.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Dead senders and the orphan table (`layout::Header::orphans`): entries a peer wrote make way
+/// when the table is full, the 17th dead sender keeps its slot, a receiver taking over keeps the
+/// further of two entries for one slot and records the held sender once there is room.
+#[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn dead_senders_trace() {
+    let mut heap = Heap::new(0);
+    let mut t = Trace::new();
+    let ch = channel(&mut heap, 512, Mode::Mpsc);
+    t.step(&heap, "create: many senders, capacity 512");
+    let checks = WaitOptions {
+        spin: 0,
+        liveness_interval: Duration::from_millis(1),
+    };
+    let rx = ch.receiver(checks).unwrap();
+    t.step(&heap, "the receiver attaches");
+    let dead = dead_pid();
+    for slot in 0..17 {
+        let at = layout::OFF_DATA + 16 * slot;
+        set_word(&mut heap, at, layout::mark_word(slot, 16));
+        set_word(&mut heap, at + 4, slot as u32 + 1);
+        set_word(&mut heap, layout::OFF_PRODUCER_PIDS + 4 * slot, dead);
+    }
+    set_word(&mut heap, layout::OFF_DATA + 272, layout::REC_COMMITTED | 5);
+    set_word(&mut heap, layout::OFF_DATA + 276, 40);
+    heap.bytes_mut()[layout::OFF_DATA + 280..][..5].copy_from_slice(&pattern(5, 7));
+    set_word(&mut heap, layout::OFF_TAIL, 288);
+    for (entry, tag, end) in [(3, 70, 8), (7, 9, 0x40)] {
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * entry, tag);
+        set_word(&mut heap, layout::OFF_ORPHANS + 8 * entry + 4, end);
+    }
+    t.step(
+        &heap,
+        "17 dead senders' marks of 8 bytes, a message of slot 39; a peer wrote entries 3 and 7",
+    );
+    let mut rx = rx;
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(error_code(&rx.try_recv().unwrap_err()), EAGAIN);
+    t.step(
+        &heap,
+        "a receive after the liveness interval: 16 dead senders recorded and freed (the peer's \
+         entries make way), the 17th held",
+    );
+    std::mem::forget(rx);
+    set_word(&mut heap, layout::OFF_CONSUMER_PID, dead);
+    set_word(&mut heap, layout::OFF_ORPHANS + 8 * 15, 2);
+    set_word(&mut heap, layout::OFF_ORPHANS + 8 * 15 + 4, 16);
+    t.step(
+        &heap,
+        "the receiver is killed; a peer writes a second entry for slot 1 over entry 15",
+    );
+    let mut next = ch.receiver(checks).unwrap();
+    t.step(
+        &heap,
+        "a receiver takes over: of slot 1's two entries the further is kept",
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(error_code(&next.try_recv().unwrap_err()), EAGAIN);
+    t.step(
+        &heap,
+        "a receive after the liveness interval: the held sender recorded and freed",
+    );
+    t.check("channel_dead_senders.txt");
+}
