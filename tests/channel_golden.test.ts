@@ -197,5 +197,18 @@ test("golden trace, dead senders and the orphan table: the TypeScript receiver l
   pause();
   assert.equal(next.tryRecv(), undefined);
   t.step("a receive after the liveness interval: the held sender recorded and freed");
+  // Killed in a drop: its CAS took slot 0's mark (a `DROPPING` word with the record's span)
+  // after it raised `sweeps`, before it announced the zeroing.
+  i32[L.OFF_CONSUMER_PID >> 2] = dead;
+  i32[L.OFF_DATA >> 2] = L.droppingWord(16);
+  i32[L.OFF_SWEEPS >> 2] = 1;
+  t.step(
+    "the receiver is killed right after taking slot 0's mark: a DROPPING word, sweeps odd",
+  );
+  const last = new ChannelReceiver(r, checks, registry);
+  t.step(
+    "a receiver takes over: it finishes the drop (zeroes the record, moves head past it)",
+  );
   t.check("channel_dead_senders.txt");
+  last.close();
 });

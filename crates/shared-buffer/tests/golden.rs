@@ -259,5 +259,21 @@ fn dead_senders_trace() {
         &heap,
         "a receive after the liveness interval: the held sender recorded and freed",
     );
+    // Killed in a drop: its CAS took slot 0's mark (a `DROPPING` word with the record's span)
+    // after it raised `sweeps`, before it announced the zeroing.
+    std::mem::forget(next);
+    set_word(&mut heap, layout::OFF_CONSUMER_PID, dead);
+    set_word(&mut heap, layout::OFF_DATA, layout::dropping_word(16));
+    set_word(&mut heap, layout::OFF_SWEEPS, 1);
+    t.step(
+        &heap,
+        "the receiver is killed right after taking slot 0's mark: a DROPPING word, sweeps odd",
+    );
+    let last = ch.receiver(checks).unwrap();
+    t.step(
+        &heap,
+        "a receiver takes over: it finishes the drop (zeroes the record, moves head past it)",
+    );
     t.check("channel_dead_senders.txt");
+    drop(last);
 }
