@@ -2253,21 +2253,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         r.forgetStrangers((slot, end) => this.#vouches(slot, end));
         undo = r.recordOrphan(slot, end);
       }
-      if (undo === undefined) {
-        // Every entry is a dead sender's whose records are ahead: the slot stays held, by a
-        // dead pid that a receiver taking over finds as this one did, until this one passes its
-        // records (#letGo) or an entry frees up. Freed unrecorded, its mark looked stale to a
-        // receiver taking over, which stepped onto its payload.
-        if (!held) {
-          this.#orphans.set(key, end);
-          this.#heldSlots.set(key, other);
-          this.#died.push(new SenderDiedEvent(other, slot));
-          this.#bereaved = true;
-        }
-      } else if (!r.reclaimProducer(slot, other)) undo();
-      else if (held) this.#heldSlots.delete(key);
-      else {
-        this.#heldSlots.delete(key); // held by another pid (a peer rewrote it): that one is gone
+      // With no entry, every entry is a dead sender's whose records are ahead: the slot stays
+      // held, by a dead pid that a receiver taking over finds as this one did, until this one
+      // passes its records (#letGo) or an entry frees up. Freed unrecorded, its mark looked
+      // stale to a receiver taking over, which stepped onto its payload.
+      const freed = undo !== undefined && r.reclaimProducer(slot, other);
+      if (undo !== undefined && !freed) undo(); // a peer changed the slot's word
+      if (held) {
+        if (freed) this.#heldSlots.delete(key);
+      } else if (freed || undo === undefined) {
+        // A hold of another pid (a peer rewrote the slot's word) is gone.
+        if (freed) this.#heldSlots.delete(key);
+        else this.#heldSlots.set(key, other);
         this.#orphans.set(key, end);
         this.#died.push(new SenderDiedEvent(other, slot));
         this.#bereaved = true;

@@ -1645,34 +1645,28 @@ impl Receiver {
                 forget_strangers(&sh, &self.orphans);
                 record_orphan(&sh, slot, end)
             });
-            let Some(entry) = entry else {
-                // Every entry is a dead sender's whose records are ahead: the slot stays held,
-                // by a dead pid that a receiver taking over finds as this one did, until this
-                // one passes its records (`let_go`) or an entry frees up. Freed unrecorded, its
-                // mark looked stale to a receiver taking over, which stepped onto its payload.
-                if held.is_none() {
-                    self.orphans.push(Orphan {
-                        slot,
-                        end,
-                        held: Some(pid),
-                    });
+            // With no entry, every entry is a dead sender's whose records are ahead: the slot
+            // stays held, by a dead pid that a receiver taking over finds as this one did,
+            // until this one passes its records (`let_go`) or an entry frees up. Freed
+            // unrecorded, its mark looked stale to a receiver taking over, which stepped onto
+            // its payload.
+            let freed = entry.as_ref().is_some_and(|entry| {
+                let freed = word.compare_exchange(pid, 0, AcqRel, Relaxed).is_ok();
+                if !freed {
+                    entry.undo(&sh); // a peer changed the slot's word
+                }
+                freed
+            });
+            match held {
+                Some(i) if freed => self.orphans[i].held = None,
+                Some(_) => {}
+                None if freed || entry.is_none() => {
+                    let held = (!freed).then_some(pid);
+                    self.orphans.push(Orphan { slot, end, held });
                     self.dead.push(DeadSender { pid, slot });
                     self.bereaved = true;
                 }
-                continue;
-            };
-            if word.compare_exchange(pid, 0, AcqRel, Relaxed).is_err() {
-                entry.undo(&sh);
-            } else if let Some(i) = held {
-                self.orphans[i].held = None;
-            } else {
-                self.orphans.push(Orphan {
-                    slot,
-                    end,
-                    held: None,
-                });
-                self.dead.push(DeadSender { pid, slot });
-                self.bereaved = true;
+                None => {}
             }
         }
         if live > 0 {
