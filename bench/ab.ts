@@ -28,7 +28,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import process from "node:process";
-import { envInt, median, progress, root } from "./harness.ts";
+import { envInt, progress, root, spread } from "./harness.ts";
 
 const [base, ...scenarios] = process.argv.slice(2);
 if (!base) {
@@ -120,16 +120,6 @@ for (let round = 0; round < rounds; round++) {
   }
 }
 
-/** `values`' median and spread, to 4 significant digits. */
-const spread = (values: number[]) => {
-  const r = (v: number) => Number(v.toPrecision(4));
-  return {
-    median: r(median(values)),
-    min: r(Math.min(...values)),
-    max: r(Math.max(...values)),
-    runs: values.map(r),
-  };
-};
 /** The rounds in which both trees measured a figure. */
 const both = (s: { base: (number | undefined)[]; head: (number | undefined)[] }) =>
   [...Array(rounds).keys()].filter((r) => s.base[r] !== undefined && s.head[r] !== undefined);

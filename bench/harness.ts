@@ -279,6 +279,17 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** `values`' median and spread, each to 4 significant digits (small costs per message too). */
+export function spread(values: number[]): Stat {
+  const r = (v: number) => Number(v.toPrecision(4));
+  return {
+    median: r(median(values)),
+    min: r(Math.min(...values)),
+    max: r(Math.max(...values)),
+    runs: values.map(r),
+  };
+}
+
 /** `value` rounded to `digits` significant-looking decimals, for JSON that people read. */
 export function round(value: number, digits = 3): number {
   const scale = 10 ** digits;

@@ -23,7 +23,6 @@ import {
   envInt,
   type Figure,
   key,
-  median,
   type Placement,
   PLACEMENTS,
   progress,
@@ -33,6 +32,7 @@ import {
   type Row,
   type Runtime,
   RUNTIMES,
+  spread,
 } from "./harness.ts";
 import { SCENARIOS } from "./scenarios.ts";
 
@@ -101,16 +101,6 @@ for (let run = 0; run < runs; run++) {
 }
 load.at_end = loadavg();
 
-/** `values`' median and spread, each to 4 significant digits (small costs per message too). */
-const spread = (values: number[]) => {
-  const r = (v: number) => Number(v.toPrecision(4));
-  return {
-    median: r(median(values)),
-    min: r(Math.min(...values)),
-    max: r(Math.max(...values)),
-    runs: values.map(r),
-  };
-};
 const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
 const results = {
   generated: new Date().toISOString(),

@@ -1714,6 +1714,32 @@ function deadPid(): number {
   return done.pid!;
 }
 
+/** Blocks this thread for `ms` milliseconds (a liveness check falls due meanwhile). */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * Lets a liveness check fall due (`peerCheckMs: 50`), then receives for 30 ms: the receive checks
+ * on the senders once, and times out (the next check would come after it).
+ */
+function oneCheck(rx: ChannelReceiver): void {
+  pause(60);
+  assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+}
+
+/**
+ * Plants `senders` dead senders (slots from 0, one dead pid) with a marked reservation of `len`
+ * bytes each, then a 5-byte message of slot 39; returns the dead pid.
+ */
+function plantDeadSenders(raw: ReturnType<typeof rawRing>, senders: number, len: number): number {
+  const dead = deadPid();
+  for (let slot = 0; slot < senders; slot++) {
+    raw.append(mark(slot, len), slot + 1, len);
+    raw.setPid(slot, dead);
+  }
+  raw.append(COMMITTED | 5, 40, 5);
+  return dead;
+}
+
 /** A raw view of a channel's segment, for planting what a dead or hostile sender leaves. */
 function rawRing(name: string) {
   const shm = SharedMemory.open({ name });
@@ -1957,8 +1983,7 @@ test("many senders: a receiver that reclaims a dead sender's slot records where 
     const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
     // A check is due by the time the receive starts to wait: it reclaims the slot. A sweep
     // needs a second, 50 ms later.
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60);
-    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    oneCheck(rx);
     assert.equal(Atomics.load(raw.i32, (layout.OFF_PRODUCER_PIDS >> 2) + 2), 0, "slot 2 freed");
     assert.deepEqual([raw.i32[ORPHANS], raw.i32[ORPHANS + 1]], [3, 24], "slot 2's entry");
     const a = ch.sender(); // slot 0; its abort record at 24
@@ -2008,12 +2033,7 @@ test("many senders: a dead sender found with every orphan entry taken keeps its 
     // One more dead sender with a marked reservation than the region has entries, then a
     // message. Waiting for an entry to free up held the ring up at the last mark for good.
     const senders = layout.ORPHAN_ENTRIES + 1;
-    const dead = deadPid();
-    for (let slot = 0; slot < senders; slot++) {
-      raw.append(mark(slot, 8), slot + 1, 8);
-      raw.setPid(slot, dead);
-    }
-    raw.append(COMMITTED | 5, 40, 5);
+    plantDeadSenders(raw, senders, 8);
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
     let died = 0;
     rx.addEventListener("senderdied", () => died++);
@@ -2047,9 +2067,6 @@ function orphanEntries(raw: ReturnType<typeof rawRing>): [number, number][] {
     .filter(([tag]) => tag !== 0);
 }
 
-/** Blocks this thread for `ms` milliseconds (a liveness check falls due meanwhile). */
-const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-
 test("many senders: a receiver killed with more dead senders' records ahead than the region has entries for leaves them all to the next, which steps over every mark and gets the message after them", () => {
   withManyRing("orphan-overflow-kill", (ch, raw) => {
     // 17 dead senders' marked reservations of 40 bytes, then a message of slot 39. The last dead
@@ -2057,12 +2074,7 @@ test("many senders: a receiver killed with more dead senders' records ahead than
     // (Freed unrecorded, its mark looked stale to the next receiver, which handed out that
     // message.)
     const senders = layout.ORPHAN_ENTRIES + 1;
-    const dead = deadPid();
-    for (let slot = 0; slot < senders; slot++) {
-      raw.append(mark(slot, 40), slot + 1, 40);
-      raw.setPid(slot, dead);
-    }
-    raw.append(COMMITTED | 5, 40, 5);
+    const dead = plantDeadSenders(raw, senders, 40);
     const payload = (layout.OFF_DATA >> 2) + (senders - 1) * 12 + 2;
     raw.i32.set([
       COMMITTED | 16,
@@ -2077,8 +2089,7 @@ test("many senders: a receiver killed with more dead senders' records ahead than
     let died = 0;
     rx.addEventListener("senderdied", () => died++);
     // A check falls due before the receive waits: every sender found dead, the first mark taken.
-    pause(60);
-    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    oneCheck(rx);
     assert.equal(died, senders);
     const pids = () =>
       Array.from({ length: senders }, (_, slot) => raw.i32[(layout.OFF_PRODUCER_PIDS >> 2) + slot]);
@@ -2102,22 +2113,16 @@ test("many senders: a receiver killed with more dead senders' records ahead than
 test("many senders: a peer that writes another dead pid into a held slot and empties an entry leaves no entry behind once the receiver has passed every record", () => {
   withManyRing("orphan-held-rewritten", (ch, raw) => {
     const senders = layout.ORPHAN_ENTRIES + 1;
-    const [dead, other] = [deadPid(), deadPid()];
-    for (let slot = 0; slot < senders; slot++) {
-      raw.append(mark(slot, 40), slot + 1, 40);
-      raw.setPid(slot, dead);
-    }
-    raw.append(COMMITTED | 5, 40, 5);
+    plantDeadSenders(raw, senders, 40);
+    const other = deadPid();
     const rx = ch.receiver({ peerCheckMs: 50, spin: 0 });
-    pause(60);
-    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    oneCheck(rx);
     // The last slot is held; the peer puts another dead pid there and empties the last entry:
     // that pid is found dead, recorded and freed as a death of its own.
     const held = senders - 1;
     raw.setPid(held, other);
     raw.i32[(layout.OFF_ORPHANS >> 2) + 2 * 15] = 0;
-    pause(60);
-    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    oneCheck(rx);
     assert.equal(raw.i32[(layout.OFF_ORPHANS >> 2) + 2 * 15], held + 1);
     assert.deepEqual(rx.recv(20_000), new Uint8Array(5).fill(0xab));
     assert.equal(rx.tryRecv(), undefined);
@@ -2201,8 +2206,7 @@ test("many senders: orphan entries a peer writes while the receiver runs make wa
       raw.i32.set([9, 8], (layout.OFF_ORPHANS >> 2) + 2 * i);
     }
     raw.setPid(2, deadPid());
-    pause(60);
-    assert.throws(() => rx.recv(30), code("ETIMEDOUT"));
+    oneCheck(rx);
     assert.deepEqual(orphanEntries(raw), [[3, 112]], "the peer's emptied, slot 2's recorded");
     killReceiver(raw);
     // The live sender commits its record; the next receiver gets it, steps over slot 2's mark,

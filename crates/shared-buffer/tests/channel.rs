@@ -1875,26 +1875,19 @@ fn a_sweep_that_reaches_the_end_of_the_ring_goes_on_at_the_next_check() {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [0xAB; 208]);
     }
     // Each receive makes one check: one is due as it starts, and it ends before the next.
-    let mut one_check = || {
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            code(rx.recv(Some(Duration::from_millis(40)))),
-            libc::ETIMEDOUT
-        );
-    };
-    one_check();
+    one_check(&mut rx);
     assert_eq!(
         word_at(&mut heap, layout::OFF_SWEEPS),
         0,
         "not at the first check"
     );
-    one_check();
+    one_check(&mut rx);
     assert_eq!(
         word_at(&mut heap, layout::OFF_HEAD),
         512,
         "swept to the end"
     );
-    one_check();
+    one_check(&mut rx);
     assert_eq!(
         word_at(&mut heap, layout::OFF_HEAD),
         512 + 16,
@@ -2084,11 +2077,7 @@ fn a_reclaimed_senders_end_is_kept_in_the_region_until_its_records_are_passed() 
     let mut rx = channel.receiver(fast()).unwrap();
     // A check is due by the time the receive starts to wait: it reclaims the slot. A sweep
     // needs a second, an interval (50 ms) later.
-    std::thread::sleep(Duration::from_millis(60));
-    assert_eq!(
-        code(rx.recv(Some(Duration::from_millis(30)))),
-        libc::ETIMEDOUT
-    );
+    one_check(&mut rx);
     assert_eq!(
         word_at(&mut heap, layout::OFF_PRODUCER_PIDS + 8),
         0,
@@ -2233,6 +2222,16 @@ fn kill_receiver(heap: &mut Heap, rx: Receiver) {
     set_word(heap, layout::OFF_CONSUMER_PID, dead_pid());
 }
 
+/// Lets a liveness check fall due (the interval of [`fast`] is 50 ms), then receives for 30 ms:
+/// the receive checks on the senders once, and times out (the next check would come after it).
+fn one_check(rx: &mut Receiver) {
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        code(rx.recv(Some(Duration::from_millis(30)))),
+        libc::ETIMEDOUT
+    );
+}
+
 /// A receiver killed after it found more dead senders with records ahead than the region has
 /// entries for: the one past the entries still holds its slot, so the receiver that takes over
 /// finds it dead as well, steps over its mark, and gets the message after it. (It was freed
@@ -2248,11 +2247,7 @@ fn a_receiver_killed_with_more_dead_senders_ahead_than_entries_leaves_them_all_t
     let mut rx = channel.receiver(fast()).unwrap();
     // A check is due by the time the receive waits: it finds every sender dead and takes the
     // first mark; the next mark waits for the next check.
-    std::thread::sleep(Duration::from_millis(60));
-    assert_eq!(
-        code(rx.recv(Some(Duration::from_millis(30)))),
-        libc::ETIMEDOUT
-    );
+    one_check(&mut rx);
     assert_eq!(rx.take_dead_senders().len(), senders);
     let pid = |heap: &mut Heap, slot: usize| word_at(heap, layout::OFF_PRODUCER_PIDS + 4 * slot);
     for slot in 0..senders - 1 {
@@ -2297,18 +2292,11 @@ fn a_held_slot_a_peer_rewrites_leaves_no_entry_behind() {
     let mut heap = dead_senders_then_a_message(senders, dead_pid());
     let channel = heap.open().unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
-    let check = |rx: &mut Receiver| {
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            code(rx.recv(Some(Duration::from_millis(30)))),
-            libc::ETIMEDOUT
-        );
-    };
-    check(&mut rx);
+    one_check(&mut rx);
     let held = senders - 1;
     plant_pid(&mut heap, held, dead_pid());
     set_word(&mut heap, layout::OFF_ORPHANS + 8 * 15, 0);
-    check(&mut rx);
+    one_check(&mut rx);
     let entry = word_at(&mut heap, layout::OFF_ORPHANS + 8 * 15);
     assert_eq!(entry, held as u32 + 1);
     let wait = Some(Duration::from_secs(20));
@@ -2347,11 +2335,7 @@ fn orphan_entries_a_peer_writes_while_the_receiver_runs_make_way_for_a_dead_send
         set_word(&mut heap, layout::OFF_ORPHANS + 8 * i + 4, 8);
     }
     plant_pid(&mut heap, 2, dead_pid());
-    std::thread::sleep(Duration::from_millis(60));
-    assert_eq!(
-        code(rx.recv(Some(Duration::from_millis(30)))),
-        libc::ETIMEDOUT
-    );
+    one_check(&mut rx);
     let entries: Vec<(u32, u32)> = (0..layout::ORPHAN_ENTRIES)
         .map(|i| {
             let at = layout::OFF_ORPHANS + 8 * i;
