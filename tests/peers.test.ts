@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { linkSync, mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import {
   type Child,
   cleanup,
@@ -86,6 +86,31 @@ test("a FIFO at a name is EFTYPE at once (the open does not block)", () => {
     "EFTYPE",
     /holds a FIFO/,
   );
+});
+
+test("a hard link to a segment is EFTYPE at either name: no open hands one segment out as another", () => {
+  // Another user who may open a segment of ours (made with mode 0o666 to share it) links it at a
+  // name we open later; here this user makes the link, which the same check refuses.
+  const shared = { name: uniqueName("odd-shared") };
+  try {
+    const mine = SharedMemory.create(shared, 64, { mode: 0o666 });
+    new Uint8Array(mine.buffer)[0] = 7;
+    using link = planted("odd-hardlink");
+    linkSync(`/dev/shm${shared.name}`, link.path);
+    const why = /holds a file with other names too \(hard links\), so not a segment's own name/;
+    throwsCode(() => SharedMemory.open({ name: link.name }), "EFTYPE", why);
+    throwsCode(() => SharedMemory.openOrCreate({ name: link.name }, 64), "EFTYPE", why);
+    throwsCode(() => lib.Channel.open({ name: link.name }), "EFTYPE", why);
+    throwsCode(() => SharedMemory.open(shared), "EFTYPE", why);
+    // The mapping made before the link is untouched; with the link gone the name opens again.
+    assert.equal(new Uint8Array(mine.buffer)[0], 7);
+    rmSync(link.path);
+    using again = SharedMemory.open(shared);
+    assert.equal(new Uint8Array(again.buffer)[0], 7);
+    mine.close();
+  } finally {
+    cleanup(shared);
+  }
 });
 
 test("an empty file at a name is ENODATA, saying why", () => {

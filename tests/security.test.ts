@@ -73,6 +73,7 @@ interface OpenResult {
   error?: string;
   isSharedMemoryError?: boolean;
   code?: string;
+  message?: string;
 }
 
 /** The checkout's root folder (the same when this file runs built, from `dist/tests`). */
@@ -332,6 +333,46 @@ for (const which of runtimes) {
         assertEquals([kept.size, kept.uid], [4096, 4242], "the name and its file");
       } finally {
         rmSync(path, { force: true });
+      }
+    },
+  );
+}
+
+for (const which of runtimes) {
+  testUnless(
+    noOtherUser,
+    `a ${which} child running as uid ${NOBODY} refuses a name that another user hard-linked to its shared segment (EFTYPE), and opens the segment at its own name once the link is gone`,
+    async () => {
+      const shared = { name: uniqueName("xp-shared") };
+      const victim = { name: uniqueName("xp-linked") };
+      const [sharedPath, victimPath] = [`/dev/shm${shared.name}`, `/dev/shm${victim.name}`];
+      try {
+        // uid 65534's segment, open to every user (mode 0o666): what a program shares.
+        plantFile(sharedPath, 4096, 0o666, NOBODY);
+        // A third user may link it (the kernel's protected_hardlinks lets a user link a file it
+        // may read and write) at the name that uid 65534 opens next.
+        const ln = spawnSync("setpriv", [
+          "--reuid=4242",
+          "--regid=4242",
+          "--clear-groups",
+          "--",
+          "ln",
+          sharedPath,
+          victimPath,
+        ], { encoding: "utf8" });
+        if (ln.status !== 0) throw new Error(`ln as uid 4242: ${ln.stderr}`);
+        const refused = await openAsNobody(which, victim, 1);
+        assertEquals(
+          [refused.ok, refused.code, /hard links/.test(refused.message ?? "")],
+          [false, "EFTYPE", true],
+          "open of the linked name",
+        );
+        rmSync(victimPath);
+        const own = await openAsNobody(which, shared, 1);
+        assertEquals([own.ok, own.byteLength], [true, 4096], "open of the segment's own name");
+      } finally {
+        rmSync(sharedPath, { force: true });
+        rmSync(victimPath, { force: true });
       }
     },
   );

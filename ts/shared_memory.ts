@@ -99,7 +99,15 @@ const CONSTRUCT: unique symbol = Symbol("SharedMemory");
 /** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
 const out = new BigUint64Array(5);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
-const FILE_KINDS = ["", "a directory", "a FIFO", "a socket", "a device", "a special file"];
+const FILE_KINDS = [
+  "",
+  "a directory",
+  "a FIFO",
+  "a socket",
+  "a device",
+  "a special file",
+  "a file with other names too (hard links), so not a segment's own name: it may be another segment, linked here by someone else",
+];
 
 /**
  * A checked id: a System V key (`bytes` undefined), or a name with its UTF-8 bytes. Plain data,
@@ -510,7 +518,8 @@ export class SharedMemory implements Disposable {
    * @throws {SharedMemoryError} `ENOENT` if it does not exist; `EOWNER` if another user made it
    *   (see {@linkcode Owner}); `EACCES` if its owner did not grant access; `EINVAL` if it is
    *   smaller than `options.size`; `ELOOP`, `EISDIR`, `EFTYPE` or `ENODATA` if the name holds a
-   *   symbolic link, a directory, a FIFO/socket/device, or an empty file.
+   *   symbolic link, a directory, a FIFO/socket/device or a file with other names too (hard
+   *   links), or an empty file.
    *
    * @example
    * ```ts

@@ -18,7 +18,8 @@ use shared_buffer::segment::{FileKind, SegmentError};
 pub const SB_EPANIC: i32 = -1001;
 /// The segment belongs to a user the caller did not accept (see `SB_OWNER_TRUSTED`).
 pub const SB_EOWNER: i32 = -1002;
-/// Something other than a segment is at the name: a FIFO, a socket or a device.
+/// Something other than a segment is at the name: a FIFO, a socket, a device, or a file with
+/// other names too (hard links).
 pub const SB_EFTYPE: i32 = -1003;
 
 /// An error that the C boundary reports as `-errno`.
@@ -55,7 +56,7 @@ impl ErrorCode for SegmentError {
             SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => libc::EINVAL,
             SegmentError::Symlink => libc::ELOOP,
             SegmentError::NotASegment(FileKind::Directory) => libc::EISDIR,
-            SegmentError::NotASegment(_) => -SB_EFTYPE,
+            SegmentError::NotASegment(_) | SegmentError::HardLinked { .. } => -SB_EFTYPE,
             SegmentError::Empty => libc::ENODATA,
             SegmentError::Os(err) => err.errno(),
             _ => libc::EIO,
@@ -168,7 +169,7 @@ pub const ERRNOS: &[(i32, &CStr, &CStr)] = &[
     (
         -SB_EFTYPE,
         c"EFTYPE",
-        c"the name holds a FIFO, socket or device, not a segment",
+        c"the name holds a FIFO, socket, device or hard-linked file, not a segment",
     ),
 ];
 

@@ -29,7 +29,8 @@ pub const SB_OWNER_ANY: i64 = -2;
 /// What an open writes back. After a failure every field is 0 except: on `-EINVAL` from a size
 /// check, `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
 /// holds the owner's uid; on [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name
-/// (2 a FIFO, 3 a socket, 4 a device, 5 another special file).
+/// (2 a FIFO, 3 a socket, 4 a device, 5 another special file, 6 a file with other names too:
+/// hard links).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SbMapping {
@@ -255,6 +256,7 @@ fn failure_record(err: &SegmentError) -> SbMapping {
                 _ => 5,
             }
         }
+        SegmentError::HardLinked { .. } => record.detail = 6,
         _ => {}
     }
     record

@@ -188,6 +188,13 @@ pub enum SegmentError {
     Symlink,
     /// Something other than a segment is at the name: a directory, a FIFO, a socket, a device.
     NotASegment(FileKind),
+    /// The name is one of several names of one file (hard links). A segment has one name: the
+    /// file may be another segment of this user's, linked at this name by someone who could not
+    /// open it by its own, and opening it would hand them this process's writes.
+    HardLinked {
+        /// How many names the file has.
+        links: u64,
+    },
     /// The name holds an empty file that nobody is sizing: a creator that died between making
     /// the name and sizing it, or a file someone else put there.
     Empty,
@@ -232,6 +239,11 @@ impl fmt::Display for SegmentError {
             Self::SizeMismatch(m) => m.fmt(f),
             Self::Symlink => f.write_str("the name is a symbolic link, which is never followed"),
             Self::NotASegment(kind) => write!(f, "the name is {kind}, not a segment"),
+            Self::HardLinked { links } => write!(
+                f,
+                "the name is one of {links} names of one file (hard links), not a segment's own \
+                 name: it may be another segment, linked here by someone else"
+            ),
             Self::Empty => f.write_str(
                 "the name holds an empty file: not a segment, or one whose creator died or stalled \
                  before sizing it",
@@ -371,7 +383,8 @@ impl Segment {
     /// belongs to a user that [`Options::owner`] does not accept;
     /// [`SegmentError::PermissionDenied`] if its owner did not grant access;
     /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
-    /// [`SegmentError::NotASegment`] or [`SegmentError::Empty`] if the name holds something else.
+    /// [`SegmentError::NotASegment`], [`SegmentError::HardLinked`] or [`SegmentError::Empty`] if
+    /// the name holds something else.
     pub fn open(id: &SegmentId, size: Option<usize>, options: &Options) -> Result<Self> {
         if size == Some(0) {
             return Err(invalid("size must be at least 1 byte"));
@@ -494,6 +507,15 @@ impl Segment {
                         return Err(SegmentError::NotASegment(info.kind));
                     }
                     check_owner(owner, &[info.uid])?;
+                    // A segment has one name. With a second, made by `ln` in the shared
+                    // directory, a user who may read and write a segment of this user's (mode
+                    // 0o666) passes it off as this name's, and reads what this process writes
+                    // there; where the kernel does not protect hard links, any of this user's
+                    // segments. The descriptor is open: a link made after this look does not
+                    // change which file this process maps.
+                    if info.links > 1 {
+                        return Err(SegmentError::HardLinked { links: info.links });
+                    }
                     if info.size > 0 {
                         let len = size_ok(info.size)?;
                         // A segment another program sized with ftruncate alone is sparse: in a

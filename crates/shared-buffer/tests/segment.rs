@@ -234,6 +234,41 @@ fn odd_files_at_a_name_get_their_own_error_at_once() {
 }
 
 #[test]
+fn a_name_that_is_a_hard_link_to_another_segment_is_refused() {
+    // Another user who may open a segment of ours (mode 0o666) links it at a name we open later:
+    // here this user makes the link, which the same check catches.
+    let target = Scratch::named("seg");
+    let mine = Segment::create(&target.0, 64, &Options::default()).unwrap();
+    // SAFETY: the segment is 64 bytes and nobody else maps it.
+    unsafe { mine.as_ptr().write(7) };
+    let link = Scratch::named("seg");
+    let _l = Planted(shm_path(&link));
+    std::fs::hard_link(shm_path(&target), shm_path(&link)).unwrap();
+
+    let err = Segment::open(&link.0, None, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::HardLinked { links: 2 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("2 names of one file"), "{err}");
+    let err = Segment::open_or_create(&link.0, 64, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::HardLinked { links: 2 }),
+        "{err:?}"
+    );
+    // Nor under its own name while the other one is there: which name is the segment's own is
+    // not for this process to tell.
+    let err = Segment::open(&target.0, None, &Options::default()).unwrap_err();
+    assert!(matches!(err, SegmentError::HardLinked { .. }), "{err:?}");
+
+    // With the link gone, the segment opens again, with its bytes.
+    std::fs::remove_file(shm_path(&link)).unwrap();
+    let again = Segment::open(&target.0, None, &Options::default()).unwrap();
+    // SAFETY: 64 bytes, written above.
+    assert_eq!(unsafe { again.as_ptr().read() }, 7);
+}
+
+#[test]
 fn an_empty_file_is_refused_as_empty() {
     let s = Scratch::named("seg");
     std::fs::File::create(shm_path(&s)).unwrap();

@@ -56,6 +56,9 @@ pub struct FileInfo {
     pub allocated: u64,
     /// Its owner's uid.
     pub uid: u32,
+    /// How many names it has (`st_nlink`). A segment has one; a hard link made at another name
+    /// gives its file two, and the same memory to whoever opens either.
+    pub links: u64,
     /// Seconds since its status last changed (creation, `fchmod`, sizing), by the wall clock;
     /// 0 if the clock went backwards.
     pub changed_secs_ago: u64,

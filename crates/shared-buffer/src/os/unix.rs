@@ -391,6 +391,8 @@ fn file_info(stat: &libc::stat) -> io::Result<FileInfo> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let changed = u64::try_from(stat.st_ctime).unwrap_or(0);
+    #[allow(clippy::useless_conversion)] // `nlink_t` is u64 here, u32 or u16 on other targets
+    let links = u64::from(stat.st_nlink);
     Ok(FileInfo {
         kind: file_kind(stat.st_mode),
         size,
@@ -398,6 +400,7 @@ fn file_info(stat: &libc::stat) -> io::Result<FileInfo> {
             .unwrap_or(0)
             .saturating_mul(512),
         uid: stat.st_uid,
+        links,
         changed_secs_ago: now.saturating_sub(changed),
         identity: stat_identity(stat),
     })
