@@ -273,6 +273,13 @@ for (const peer of runtimes) {
       assert.equal(again.ownerDied, true);
       await scribble(peer, name, ["2=0", "3=0"]); // freed under the holder
       assert.throws(() => again.unlock(), failsWith("EPERM"));
+      // Freed under the holder again, and taken anew: held once, not once for each hold.
+      const third = mutex.lock(5000);
+      await scribble(peer, name, ["2=0", "3=0"]);
+      const fourth = mutex.lock(5000);
+      assert.equal(fourth.ownerDied, false);
+      fourth.unlock();
+      third.unlock(); // a hold that was lost: nothing to do
       shm.close(); // nothing counts as held any more
     });
   });
@@ -289,6 +296,13 @@ for (const peer of runtimes) {
         await scribble(peer, name, ["0=2", "1=2"]);
         mutex.lock(1000).unlock();
       }
+      // "Being set up", which a ready lock never goes back to: tryLock() does not wait for it,
+      // lock() no longer than its timeout (Rust's tests check the waits).
+      await scribble(peer, name, ["0=1"]);
+      assert.throws(() => mutex.tryLock(), failsWith("EAGAIN"), "initialising");
+      assert.throws(() => mutex.lock(1), failsWith("EAGAIN"), "initialising");
+      await scribble(peer, name, ["0=2"]);
+      mutex.lock(1000).unlock();
       await scribble(peer, name, ["0=0"]);
       assert.throws(() => mutex.lock(1000), failsWith("EINVAL"), "zeroed state");
     });

@@ -572,7 +572,9 @@ export class Mutex {
    * @param timeoutMs How long to wait at most; default forever.
    * @throws {SharedMemoryError} `ETIMEDOUT` when the time runs out; `EDEADLK` if this thread
    *   already holds it; `EBADF` if the segment was closed; `ENOTRECOVERABLE` if another process
-   *   overwrote the lock's header (set it up again); `ENOLCK` if this thread holds 64 locks.
+   *   overwrote the lock's header (set it up again); `EAGAIN` if another process is still setting
+   *   the lock up after 100 ms, or after `timeoutMs` if that is shorter; `ENOLCK` if this thread
+   *   holds 64 locks.
    */
   lock(timeoutMs?: number): MutexGuard {
     const ns = timeoutNs(timeoutMs);
@@ -586,7 +588,13 @@ export class Mutex {
     return this.#held(code);
   }
 
-  /** Takes the lock if it is free; returns `null` if another thread or process holds it. */
+  /**
+   * Takes the lock if it is free; returns `null` if another thread or process holds it. Never
+   * waits.
+   *
+   * @throws {SharedMemoryError} As {@linkcode lock}; `EAGAIN` at once if another process is
+   *   still setting the lock up.
+   */
   tryLock(): MutexGuard | null {
     const b = backend();
     const code = b.mutexTryLock(this.#checked("tryLock"));

@@ -217,7 +217,8 @@ pub extern "C" fn sb_mutex_held_in(addr: *const u8, len: u64) -> i32 {
 /// Returns [`SB_LOCK_ACQUIRED`] (0), [`SB_LOCK_OWNER_DIED`] (1: acquired, and the previous owner
 /// died holding it, or another process left bytes that name no live owner), `-ETIMEDOUT`,
 /// `-EDEADLK` (this thread holds it), `-EINVAL` (null, misaligned, or not initialised),
-/// `-EAGAIN` (still being initialised), `-ENOTRECOVERABLE` (another process overwrote the
+/// `-EAGAIN` (still being initialised after 100 ms, or after `timeout_ns` if shorter; at once
+/// from [`sb_mutex_trylock`]), `-ENOTRECOVERABLE` (another process overwrote the
 /// lock's header), `-ENOLCK` (this thread holds 64 locks already).
 ///
 /// Blocks the calling thread while the lock is held elsewhere. The lock belongs to the calling

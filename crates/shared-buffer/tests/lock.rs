@@ -220,6 +220,55 @@ fn a_peer_overwriting_a_held_lock_gives_eperm_on_unlock_and_nothing_stays_held()
 }
 
 #[test]
+fn a_lock_a_peer_freed_under_its_holder_and_taken_again_is_held_once() {
+    let pair = Pair::new("freed-retaken");
+    let mutex = pair.mutex();
+    let range = (pair.seg.as_ptr() as usize, pair.seg.len());
+    mutex.lock(None).unwrap();
+    pair.owner().store(0, Ordering::Release); // freed under the holder
+    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
+    assert_eq!(
+        held_in(range.0, range.1),
+        1,
+        "one hold, not the lost one too"
+    );
+    mutex.unlock().unwrap();
+    assert_eq!(
+        held_in(range.0, range.1),
+        0,
+        "nothing left to refuse a close"
+    );
+    assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+}
+
+#[test]
+fn a_header_a_peer_set_to_initialising_fails_a_lock_within_its_timeout() {
+    // The header goes back to ready 80 ms later: a call that waited for it (100 ms at most)
+    // would take the lock; one that waits no longer than its own timeout does not.
+    for call in ["try_lock", "lock(1 ms)"] {
+        let pair = Pair::new("initialising");
+        let mutex = pair.mutex();
+        pair.header(0).store(1, Ordering::Release);
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(80));
+                pair.header(0).store(2, Ordering::Release);
+            });
+            if call == "try_lock" {
+                mutex.try_lock()
+            } else {
+                mutex.lock(Some(Duration::from_millis(1)))
+            }
+        });
+        assert_eq!(errno(got.unwrap_err()), libc::EAGAIN, "{call}");
+        assert_eq!(held_in(pair.seg.as_ptr() as usize, pair.seg.len()), 0);
+        // Ready again: the lock works.
+        assert_eq!(mutex.try_lock().unwrap(), LockOutcome::Acquired, "{call}");
+        mutex.unlock().unwrap();
+    }
+}
+
+#[test]
 fn a_peer_overwriting_the_header_gives_clear_errors() {
     let pair = Pair::new("garbage-header");
     let mutex = pair.mutex();

@@ -189,10 +189,18 @@ pub(super) fn acquire<T>(
             REGISTRY.lock().push(Arc::clone(&list));
             list
         });
+        // A slot that still holds `addr` is taken again: a thread holds a lock once, so that
+        // hold was lost (another process wrote the lock free, and this thread locked it anew),
+        // and a second entry would outlive the unlock (see `held_in`). Slots fill from the
+        // first, so the scan passes the thread's holds before it reaches a free slot, unless an
+        // earlier hold was released first.
         let slot = list
             .slots
             .iter()
-            .find(|s| s.load(Ordering::Relaxed) == 0)
+            .find(|s| {
+                let held = s.load(Ordering::Relaxed);
+                held == 0 || held == addr
+            })
             .ok_or(LockError::TooManyHeld)?;
         let taken = attempt(identity)?;
         slot.store(addr, Ordering::Release);

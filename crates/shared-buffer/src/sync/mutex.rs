@@ -31,8 +31,11 @@ const READY: u32 = 2;
 pub const MUTEX_LAYOUT: u32 = 2;
 
 /// How long [`Mutex::from_ptr`] and a losing [`Mutex::init`] wait for another process that is in
-/// the middle of initialising (a few microseconds normally).
+/// the middle of initialising (a few microseconds normally); [`Mutex::lock`] waits as long at
+/// most, and no longer than its timeout, and [`Mutex::try_lock`] does not wait.
 const INIT_WAIT: Duration = Duration::from_millis(100);
+/// Yields before the wait for an initialising process naps instead.
+const INIT_YIELDS: u32 = 64;
 
 /// Bit 31 of the owner word: a waiter may be parked, so unlock must wake one.
 const WAITERS: u64 = 1 << 31;
@@ -76,8 +79,9 @@ pub enum LockError {
     /// The bytes are not a ready lock (uninitialised, garbage, or another layout), or the
     /// offset is misaligned or out of bounds (`EINVAL`).
     Invalid(&'static str),
-    /// Another process began initialising the lock over 100 ms ago and has not finished
-    /// (`EAGAIN`); it may have died doing so.
+    /// Another process is initialising the lock and has not finished (`EAGAIN`): after 100 ms
+    /// (it may have died doing so), or a lock's shorter timeout, or at once in a try-lock. A
+    /// ready lock never goes back to this state: a peer that writes it there spoils the lock.
     Initialising,
     /// The operating system failed (waiting, or naming this thread), or the platform has no
     /// cross-process lock (`ENOTSUP`).
@@ -176,7 +180,9 @@ impl From<LockError> for io::Error {
 /// which refuses an uninitialised lock or foreign bytes ([`LockError::Invalid`], `EINVAL`), waits
 /// up to 100 ms while another process is initialising, and gives [`LockError::Initialising`]
 /// (`EAGAIN`) if that takes longer (the initialising process may have died in those
-/// microseconds; the state then stays 1 and the lock cannot be used).
+/// microseconds; the state then stays 1 and the lock cannot be used). [`Mutex::lock`] and
+/// [`Mutex::try_lock`] check the header too, and wait for an initialising process no longer than
+/// their timeout (a try-lock not at all).
 ///
 /// # Dead owners
 ///
@@ -309,7 +315,7 @@ impl Mutex {
                 Ok((mutex, InitOutcome::Initialized))
             }
             Err(_) => {
-                mutex.wait_ready()?;
+                mutex.wait_ready(INIT_WAIT)?;
                 Ok((mutex, InitOutcome::AlreadyInitialized))
             }
         }
@@ -327,7 +333,7 @@ impl Mutex {
     pub unsafe fn from_ptr<'a>(ptr: *mut u8) -> Result<&'a Mutex, LockError> {
         // SAFETY: as in `init`.
         let mutex = unsafe { &*ptr.cast::<Mutex>() };
-        mutex.wait_ready()?;
+        mutex.wait_ready(INIT_WAIT)?;
         Ok(mutex)
     }
 
@@ -370,8 +376,12 @@ impl Mutex {
         Ok(unsafe { segment.as_ptr().add(offset) })
     }
 
-    fn wait_ready(&self) -> Result<(), LockError> {
+    /// Waits, at most `limit`, while another process is initialising the lock (a few
+    /// microseconds normally): a few yields first, then naps of a millisecond, so that a header
+    /// a peer left "initialising" does not keep a core busy for the whole wait.
+    fn wait_ready(&self, limit: Duration) -> Result<(), LockError> {
         let mut deadline = None;
+        let mut rounds = 0u32;
         loop {
             match self.state.load(Ordering::Acquire) {
                 READY if self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT => return Ok(()),
@@ -381,11 +391,19 @@ impl Mutex {
                     ));
                 }
                 INITIALISING => {
-                    let end = *deadline.get_or_insert_with(|| Instant::now() + INIT_WAIT);
-                    if Instant::now() >= end {
+                    let now = Instant::now();
+                    let left = deadline
+                        .get_or_insert(now + limit)
+                        .saturating_duration_since(now);
+                    if left.is_zero() {
                         return Err(LockError::Initialising);
                     }
-                    std::thread::yield_now();
+                    rounds += 1;
+                    if rounds < INIT_YIELDS {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(left.min(Duration::from_millis(1)));
+                    }
                 }
                 UNINIT => return Err(LockError::Invalid("mutex is not initialised")),
                 _ => return Err(LockError::Invalid("bytes are not a mutex (bad state word)")),
@@ -394,17 +412,17 @@ impl Mutex {
     }
 
     /// Ok while the header says "ready, this layout". Otherwise: zeroed bytes are
-    /// [`LockError::Invalid`], a lock being set up is waited for (then
+    /// [`LockError::Invalid`], a lock being set up is waited for, at most `limit` (then
     /// [`LockError::Initialising`]), and anything else was written by another process:
     /// [`LockError::NotRecoverable`].
     #[inline]
-    fn check_header(&self) -> Result<(), LockError> {
+    fn check_header(&self, limit: Duration) -> Result<(), LockError> {
         if self.state.load(Ordering::Acquire) == READY
             && self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT
         {
             return Ok(());
         }
-        match self.wait_ready() {
+        match self.wait_ready(limit) {
             Err(LockError::Invalid(_)) if self.state.load(Ordering::Relaxed) != UNINIT => {
                 Err(LockError::NotRecoverable)
             }
@@ -479,7 +497,8 @@ impl Mutex {
     /// lock's header; [`LockError::TooManyHeld`]; [`LockError::Os`] when waiting failed.
     #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<LockOutcome, LockError> {
-        self.check_header()?;
+        // A header being initialised is waited for 100 ms at most, and never past the timeout.
+        self.check_header(timeout.map_or(INIT_WAIT, |t| t.min(INIT_WAIT)))?;
         held::acquire(encode, self.addr(), |me| {
             if self.take_free(me) {
                 return Ok(LockOutcome::Acquired);
@@ -584,7 +603,7 @@ impl Mutex {
     /// [`LockError::TooManyHeld`].
     #[inline]
     pub fn try_lock(&self) -> Result<LockOutcome, LockError> {
-        self.check_header()?;
+        self.check_header(Duration::ZERO)?;
         held::acquire(encode, self.addr(), |me| {
             if self.take_free(me) {
                 return Ok(LockOutcome::Acquired);
@@ -631,11 +650,28 @@ impl Mutex {
     pub fn unlock(&self) -> Result<(), LockError> {
         // Whatever the word says, this thread stops counting the lock as held.
         let me = held::release(self.addr());
-        let word = self.owner.load(Ordering::Relaxed);
-        if me == 0 || word & !WAITERS != me {
-            return Err(LockError::NotOwner);
-        }
-        let prev = self.owner.swap(0, Ordering::Release);
+        let mut word = self.owner.load(Ordering::Relaxed);
+        // From this thread's word to 0, never from another: a word that changed since the look
+        // (another process wrote it, and a locker may have taken the lock over from that) is not
+        // this thread's to clear. Only the waiters bit may change under a holder; a peer flipping
+        // it for ever gets the plain swap after a bounded number of tries.
+        let mut tries = 0;
+        let prev = loop {
+            if me == 0 || word & !WAITERS != me {
+                return Err(LockError::NotOwner);
+            }
+            tries += 1;
+            if tries > RACES_PER_LOOK {
+                break self.owner.swap(0, Ordering::Release);
+            }
+            match self
+                .owner
+                .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(prev) => break prev,
+                Err(now) => word = now,
+            }
+        };
         if prev & WAITERS != 0 {
             // SAFETY: the futex word is inside this lock, mapped while `self` lives; a wake
             // only uses the address to find waiters. It cannot fail for a mapped, aligned word;
