@@ -44,6 +44,17 @@ export interface Backend {
   readonly runtime: "deno" | "bun" | "node";
   /** Largest ArrayBuffer the runtime makes over foreign memory, in bytes. */
   readonly maxBufferBytes: number;
+  /**
+   * Where collections do not release what they collected (Node.js runs the finalizers of
+   * collected buffers only on a later turn of the event loop): how many mappings this process
+   * may have (`vm.max_map_count`). A synchronous loop that drops buffers without `close()`
+   * keeps every mapping until the event loop turns, and once the process has no mapping left the
+   * engine's own allocations fail (Node 20 aborts). So past an eighth of this an open has the
+   * engine collect first ({@linkcode relieve}), and past seven eighths it is refused with
+   * `ENOMEM`, leaving the rest to the engine. Undefined where collections release mappings
+   * themselves.
+   */
+  readonly mappingLimit?: number;
   /** Where the native library was loaded from. */
   readonly libraryPath: string;
   /**

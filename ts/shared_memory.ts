@@ -228,6 +228,8 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
           : `the segment exists with ${actual} bytes, not ${req.size}: open it with that size, or unlink it first`;
       }
       break;
+    case "ENOMEM":
+      return `no memory or address space left to map it; this process holds ${b.handleCount()} open segment handles (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "EOWNER":
       return `the segment belongs to ${
         describeUser(b, detail)
@@ -264,6 +266,36 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
  */
 const RELIEF_TRIES = 6;
 
+/** Whether an open that failed with `name` may succeed once the engine has collected. */
+function mayRelieve(name: string, req: OpenRequest): boolean {
+  return name === "ENOMEM" || (name === "ENOSPC" && req.how !== OPEN);
+}
+
+/** The open handle count at which an open first has the engine collect (see `crowded`). */
+let crowdedAt = 0;
+
+/**
+ * Where the backend says collected buffers keep their mappings until the event loop turns
+ * ({@linkcode Backend.mappingLimit}): has the engine collect, and releases what it collected,
+ * once this process holds an eighth of `limit` in handles, then each time they have doubled, and
+ * once more at seven eighths: not at every open, which would cost a full collection each. Past
+ * seven eighths no more. The schedule starts over once the count has fallen (the event loop
+ * turned, or `close()` ran). Returns how many handles are open if that is still seven eighths
+ * of `limit` or more (the open must not map more), else 0.
+ */
+function crowded(b: Backend, limit: number): number {
+  const base = Math.max(1024, limit >> 3);
+  const cap = limit - base;
+  let count = b.handleCount();
+  if (count < crowdedAt >> 2) crowdedAt = 0;
+  if (count >= (crowdedAt ||= base)) {
+    b.relieve();
+    count = b.handleCount();
+    crowdedAt = count < cap ? Math.min(Math.max(base, 2 * count), cap) : 2 * count;
+  }
+  return count >= cap ? count : 0;
+}
+
 /** Opens a segment; returns [handle, address, length, created]. */
 function openSegment(
   caller: string,
@@ -271,16 +303,28 @@ function openSegment(
   req: OpenRequest,
 ): [number, bigint, number, boolean] {
   const b = backend();
+  const held = b.mappingLimit === undefined ? 0 : crowded(b, b.mappingLimit);
+  if (held !== 0) {
+    throw new SharedMemoryError(
+      `${caller} of ${
+        labelOf(id)
+      }: this process holds ${held} open segment handles, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtime} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run (ENOMEM)`,
+      "ENOMEM",
+      b.errno("ENOMEM"),
+    );
+  }
   out.fill(0n);
   const flags = (req.populate ? POPULATE : 0) | (req.replace ? REPLACE : 0);
   let code = openResolved(b, id, BigInt(req.size), req.how, flags, req.mode, req.owner);
   for (
     let retry = 0;
-    retry < RELIEF_TRIES && code < 0 && req.how !== OPEN && b.errorName(code) === "ENOSPC";
+    retry < RELIEF_TRIES && code < 0 && mayRelieve(b.errorName(code), req);
     retry++
   ) {
     // Shared memory is full, perhaps of segments that were unlinked and dropped but not yet
-    // collected: have the engine collect them, then try again.
+    // collected, or this process has no room left to map (ENOMEM: its mappings, dropped
+    // buffers' among them, reached `vm.max_map_count`): have the engine collect them, then try
+    // again.
     // (Negative when another thread opened segments meanwhile: nothing released either.)
     if (b.relieve() <= 0 && retry > 0) break;
     out.fill(0n);

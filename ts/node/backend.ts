@@ -20,6 +20,7 @@
 
 import process from "node:process";
 import { constants as bufferConstants } from "node:buffer";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
@@ -108,6 +109,7 @@ export function loadNode(explicit?: string): Backend {
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,
+    mappingLimit: mappingLimit(),
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
@@ -169,4 +171,18 @@ export function loadNode(explicit?: string): Backend {
       return settleHandles(() => n.handleCount(), before);
     },
   };
+}
+
+/**
+ * How many mappings a process may have (`vm.max_map_count` on Linux); the kernel's default where
+ * it cannot be read (another system, or a permission model without read access to `/proc`).
+ */
+function mappingLimit(): number {
+  try {
+    const limit = Number(readFileSync("/proc/sys/vm/max_map_count", "latin1"));
+    if (Number.isSafeInteger(limit) && limit > 0) return limit;
+  } catch {
+    // The default below.
+  }
+  return 65530;
 }
