@@ -196,7 +196,7 @@ const maps = mappingLimit();
 
 testUnless(
   maps.missing,
-  `a ${runtime} child that drops more buffers than a process may have mappings, in one synchronous loop without detachSharedBuffer, neither crashes nor fails`,
+  `a ${runtime} child that drops more buffers than a process may have mappings, in one synchronous loop without detachSharedBuffer, does not crash: it completes, or (Node.js) gets ENOMEM saying why near the limit, and a turn of the event loop frees them`,
   async () => {
     // The seed package's users relied on the collector. Node.js frees a dropped buffer's mapping
     // only when the event loop turns, and without the library's relief the loop ran the process
@@ -211,7 +211,14 @@ testUnless(
       const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
       assert.ok(r.code === 0 && line, `child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
       const result = JSON.parse(line.slice("result ".length));
-      assert.deepEqual([result.done, result.code, result.message], [n, undefined, undefined]);
+      if (result.done !== n) {
+        // Node.js frees dropped buffers' mappings only when the event loop turns; the collections
+        // the library forces free what they collected, which may not be enough near the limit.
+        assert.equal(runtime, "node", `${result.done} of ${n}: ${result.message}`);
+        assert.equal(result.code, "ENOMEM", result.message);
+        assert.match(result.message, /near its limit of \d+ mappings .*close\(\) them/);
+        assert.ok(result.done > maps.limit >> 1, `failed after ${result.done}`);
+      }
       assert.ok(result.left < maps.limit >> 2, `handles left open after a turn: ${result.left}`);
     } finally {
       cleanup({ key });
