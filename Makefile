@@ -36,9 +36,12 @@ ESBUILD := $(TOOLS)/esbuild
 NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
 TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts tests/children/*/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
-# which the tests open segments with from Node.
-SEED := .tools/seed/node_modules/shared-buffer/build/Release/shared-buffer.node
-export SEED_PACKAGE := $(CURDIR)/.tools/seed/node_modules/shared-buffer
+# which the tests open segments with from Node. One build per Node ABI (`process.versions.modules`):
+# after the Node on the PATH changes, the build for the old one would not load.
+NODE_ABI := $(shell $(NODE) -p process.versions.modules 2>/dev/null)
+SEED_DIR := .tools/seed-abi$(NODE_ABI)
+SEED := $(SEED_DIR)/node_modules/shared-buffer/build/Release/shared-buffer.node
+export SEED_PACKAGE := $(CURDIR)/$(SEED_DIR)/node_modules/shared-buffer
 export SEED_NODE := $(NODE)
 # Test files run in parallel, each in its own process (one per core): the native library's state
 # (open handles, mappings) is per process, and some tests count it.
@@ -85,12 +88,13 @@ $(NODE_TOOLS):
 	@touch $@
 
 # Built with the machine's Node (the addon's ABI is that Node's); node-gyp finds its headers in
-# <prefix>/include/node.
+# <prefix>/include/node. A Node without headers there (one installed from the npm registry) cannot
+# build it: the demo and the tests then leave the seed out, and say so.
 $(SEED):
-	npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
-		npm install --prefix .tools/seed --no-audit --no-fund --loglevel=error \
-		shared-buffer@$(SEED_VERSION)
-	@test -f $@
+	-npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
+		npm install --prefix $(SEED_DIR) --no-audit --no-fund --loglevel=error \
+		shared-buffer@$(SEED_VERSION) \
+		|| echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2
 
 dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS)
 	$(TSC) -p tsconfig.node.json

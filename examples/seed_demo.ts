@@ -1,7 +1,7 @@
 /**
  * The seed package's README example, across runtimes: a parent fills a keyed segment with 1/i,
  * then a Deno, a Bun and a Node.js child attach to the same segment and print what they see, and,
- * when it is installed (`make` puts it in .tools/seed), so does the seed package itself in Node.
+ * when it is installed (`make` puts it in .tools/, one build per Node version), so does the seed package itself in Node.
  *
  *     make demo
  *     # or: deno run --allow-ffi --allow-read --allow-env --allow-run examples/seed_demo.ts
@@ -13,6 +13,7 @@
  */
 
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import process from "node:process";
 
@@ -49,7 +50,10 @@ if (process.argv.includes("--child")) {
     const children = childCommands(import.meta.url);
     const [node, [built]] = children[2];
     // The seed addon runs in the Node it was built for.
-    if (process.env.SEED_PACKAGE) children.push([process.env.SEED_NODE ?? node, [built, "--seed"]]);
+    const seed = process.env.SEED_PACKAGE;
+    if (seed && existsSync(`${seed}/build/Release/shared-buffer.node`)) {
+      children.push([process.env.SEED_NODE ?? node, [built, "--seed"]]);
+    }
     for (const [bin, args] of children) {
       const child = spawnSync(bin, [...args, "--child", String(key)], { stdio: "inherit" });
       if (child.status !== 0) {

@@ -11,7 +11,7 @@
  */
 
 import { spawn as spawnProcess } from "node:child_process";
-import { readFileSync, readlinkSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import process from "node:process";
 import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
 
@@ -291,10 +291,13 @@ export function scriptCommand(which: Runtime, script: string, args: string[]): s
 }
 
 /**
- * The seed package's folder (`SEED_PACKAGE`, set by `make`), or undefined when it is not
+ * The seed package's folder (`SEED_PACKAGE`, set by `make`), or undefined when it is not built
  * installed.
  */
-export const seedPackage: string | undefined = process.env.SEED_PACKAGE || undefined;
+export const seedPackage: string | undefined = process.env.SEED_PACKAGE &&
+    existsSync(`${process.env.SEED_PACKAGE}/build/Release/shared-buffer.node`)
+  ? process.env.SEED_PACKAGE
+  : undefined;
 
 /**
  * The command line that runs the seed addon (`children/seed/addon.ts`) in the Node.js it was
