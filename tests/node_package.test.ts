@@ -8,8 +8,10 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import process from "node:process";
-import { cleanup, lib, repoRoot, runtime, test, uniqueKey } from "./harness.ts";
+import { cleanup, lib, repoRoot, runtime, runtimeBin, test, uniqueKey } from "./harness.ts";
 import { PACKAGE_NAME } from "../ts/version.ts";
 
 /** Runs `code` in a Node child whose working folder is the package, and returns its stdout. */
@@ -79,5 +81,37 @@ if (runtime === "node") {
     // Node 20's V8 names a method's stack frame (and a failed private-member check, in every
     // version) by the class's own binding, which the bundle still calls `_SharedMemory`.
     if (!process.versions.node.startsWith("20.")) assert.match(frame, /at SharedMemory\.view /);
+  });
+}
+
+if (runtime === "deno") {
+  test("Deno runs the CommonJS build (what require loads) with --allow-ffi alone, sharing a segment through createSharedBuffer", () => {
+    const key = uniqueKey();
+    const dir = mkdtempSync(`${tmpdir()}/sb-require-`);
+    try {
+      const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
+      mine[3] = 0.25;
+      // It read SHARED_BUFFER_LIB and process.report, which Deno gives only with --allow-env and
+      // --allow-sys (NotCapable without them, a prompt in a terminal).
+      writeFileSync(
+        `${dir}/main.cjs`,
+        `const { createSharedBuffer, detachSharedBuffer } = require(${
+          JSON.stringify(`${repoRoot}dist/node.cjs`)
+        });
+         const values = new Float64Array(createSharedBuffer(${key}, 80));
+         console.log(values[3]);
+         values[4] = 42;
+         detachSharedBuffer(values.buffer);`,
+      );
+      const r = spawnSync(runtimeBin("deno"), ["run", "--allow-ffi", `${dir}/main.cjs`], {
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.trim(), "0.25");
+      assert.equal(mine[4], 42);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      cleanup({ key });
+    }
   });
 }

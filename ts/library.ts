@@ -63,17 +63,22 @@ export interface ProcessLike {
 
 /**
  * This machine as Node.js and Bun describe it: on Linux, glibc when `process.report` names a
- * glibc version, else musl.
+ * glibc version, else musl; glibc first where the report may not be read (Deno runs Node's
+ * `process.report` only with `--allow-sys`: the CommonJS build, which `require` loads there).
  */
 export function processPlatform(process: ProcessLike): Platform {
-  const report = process.report?.getReport?.() as
-    | { header?: { glibcVersionRuntime?: string } }
-    | undefined;
+  let report: { header?: { glibcVersionRuntime?: string } } | undefined;
+  let unknown = false;
+  try {
+    report = process.report?.getReport?.() as typeof report;
+  } catch {
+    unknown = true;
+  }
   return {
     os: process.platform,
     arch: process.arch,
     libc: process.platform === "linux"
-      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      ? (unknown || report?.header?.glibcVersionRuntime ? "gnu" : "musl")
       : undefined,
   };
 }

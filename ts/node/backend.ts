@@ -28,6 +28,7 @@ import { type Backend, settleHandles } from "../backend.ts";
 import {
   LIBRARY_ENV,
   loadNativeLibrary,
+  type Platform,
   platformPackageName,
   type ProcessLike,
   processPlatform,
@@ -91,8 +92,8 @@ export function loadNode(explicit?: string): Backend {
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     {
       explicit,
-      fromEnv: process.env[LIBRARY_ENV],
-      platform: processPlatform(process as ProcessLike),
+      fromEnv: envVariable(LIBRARY_ENV),
+      platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
       resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
       root: packageRoot(),
     },
@@ -185,4 +186,42 @@ function mappingLimit(): number {
     // The default below.
   }
   return 65530;
+}
+
+/** What this build reads of Deno, which runs it for `require` (the ES modules have their own). */
+interface DenoLike {
+  build: { os: string; arch: string; target: string };
+  permissions: { querySync(descriptor: { name: "env"; variable: string }): { state: string } };
+}
+
+/** Deno, when this Node.js build runs there. */
+const deno = (globalThis as { Deno?: DenoLike }).Deno;
+
+/**
+ * This machine as Deno describes it, without `process.report`, which Deno gives only with
+ * `--allow-sys` (and, in a terminal, asks for).
+ */
+function denoPlatform(d: DenoLike): Platform {
+  const { os, arch, target } = d.build;
+  return {
+    os,
+    arch,
+    libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
+  };
+}
+
+/**
+ * An environment variable, or undefined where it may not be read: in Deno, without
+ * `--allow-env` for it (asked before reading, so that a terminal gets no prompt), as the ES
+ * modules' adapter does.
+ */
+function envVariable(name: string): string | undefined {
+  try {
+    if (deno && deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+      return undefined;
+    }
+    return process.env[name];
+  } catch {
+    return undefined;
+  }
 }
