@@ -1166,6 +1166,14 @@ interface Partial {
 }
 
 /**
+ * What `EventTarget`'s methods take as a listener and as options, from the runtime's own
+ * declaration of `EventTarget`, not from the DOM's types, which a Node.js project need not load.
+ */
+type Listener = Parameters<EventTarget["addEventListener"]>[1];
+type AddOptions = Parameters<EventTarget["addEventListener"]>[2];
+type RemoveOptions = Parameters<EventTarget["removeEventListener"]>[2];
+
+/**
  * The receiving end of a {@linkcode Channel}. Messages come out in the order they were sent
  * (per sender, with many senders); `null` means the end of the stream: a sender closed the
  * channel and everything before was received.
@@ -1299,18 +1307,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   override addEventListener<K extends keyof ChannelReceiverEventMap>(
     type: K,
     listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
-    options?: boolean | AddEventListenerOptions,
+    options?: AddOptions,
   ): void;
   /** Listens for any event type (EventTarget's signature). */
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: Listener,
+    options?: AddOptions,
   ): void;
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: Listener,
+    options?: AddOptions,
   ): void {
     super.addEventListener(type, listener, options);
   }
@@ -1319,18 +1327,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   override removeEventListener<K extends keyof ChannelReceiverEventMap>(
     type: K,
     listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
-    options?: boolean | EventListenerOptions,
+    options?: RemoveOptions,
   ): void;
   /** Stops listening (EventTarget's signature). */
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: Listener,
+    options?: RemoveOptions,
   ): void;
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: Listener,
+    options?: RemoveOptions,
   ): void {
     super.removeEventListener(type, listener, options);
   }
