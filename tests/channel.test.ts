@@ -253,6 +253,10 @@ test("a receiver's close makes senders fail with EPIPE; a second receiver is EBU
   const rx = ch.receiver();
   assert.throws(() => ch.receiver(), code("EBUSY"));
   assert.throws(() => ch.sender(), code("EBUSY"), "one-sender channel");
+  assert.throws(
+    () => ch.sender(),
+    says(SharedMemoryError, /already has a live sender; .*\{ producers: "many" \} takes up to 64/),
+  );
   rx.close();
   assert.throws(() => tx.send("x"), code("EPIPE"));
   assert.throws(() => rx.recv(), code("EBADF"));

@@ -292,7 +292,7 @@ export function scriptCommand(which: Runtime, script: string, args: string[]): s
 
 /**
  * The seed package's folder (`SEED_PACKAGE`, set by `make`), or undefined when it is not built
- * installed.
+ * for this Node.
  */
 export const seedPackage: string | undefined = process.env.SEED_PACKAGE &&
     existsSync(`${process.env.SEED_PACKAGE}/build/Release/shared-buffer.node`)

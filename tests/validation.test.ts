@@ -173,7 +173,16 @@ test("bad ids and options", () => {
 
 test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
   rejects(() => detachSharedBuffer(new ArrayBuffer(8)), TypeError, "buffer");
-  rejects(() => detachSharedBuffer(new Uint8Array(8) as never), TypeError, "buffer");
+  rejects(
+    () => detachSharedBuffer(new Float64Array(8) as never),
+    TypeError,
+    "got a Float64Array; pass its .buffer",
+  );
+  rejects(
+    () => detachSharedBuffer(new SharedArrayBuffer(8) as never),
+    TypeError,
+    "got a SharedArrayBuffer",
+  );
   rejects(() => detachSharedBuffer(null as never), TypeError, "buffer");
   const key = uniqueKey();
   try {

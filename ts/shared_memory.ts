@@ -894,9 +894,12 @@ export function createSharedBuffer(
  */
 export function detachSharedBuffer(buffer: ArrayBuffer): void {
   if (!(buffer instanceof ArrayBuffer)) {
-    throw new TypeError(
-      `buffer must be an ArrayBuffer, got ${buffer === null ? "null" : typeof buffer}`,
-    );
+    // Seed users may pass a typed array, or the SharedArrayBuffer the seed returned.
+    const kind = typeof buffer === "object" && buffer !== null
+      ? `a ${Object.prototype.toString.call(buffer).slice(8, -1)}`
+      : check.describe(buffer);
+    const hint = ArrayBuffer.isView(buffer) ? "; pass its .buffer" : "";
+    throw new TypeError(`detachSharedBuffer: buffer must be an ArrayBuffer, got ${kind}${hint}`);
   }
   const record = owned.get(buffer);
   if (record?.released) {

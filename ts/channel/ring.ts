@@ -577,7 +577,8 @@ export class Ring {
       "EBUSY",
       "Channel.sender",
       this.mode === L.MODE_SPSC
-        ? "this one-sender channel already has a live sender"
+        ? "this one-sender channel already has a live sender; a channel created with " +
+          `{ producers: "many" } takes up to ${L.MAX_PRODUCERS}`
         : `all ${L.MAX_PRODUCERS} sender slots are taken`,
     );
   }

@@ -372,9 +372,10 @@ impl Channel {
         let Some(slot) = slot else {
             return Err(match dead {
                 Some(pid) => ChannelError::PlaceHeldByDead(pid),
-                None if sh.mode == MODE_SPSC => {
-                    ChannelError::Busy("the one-sender channel already has a live sender".into())
-                }
+                None if sh.mode == MODE_SPSC => ChannelError::Busy(format!(
+                    "the one-sender channel already has a live sender; a channel created \
+                         with many producers takes up to {MAX_PRODUCERS}"
+                )),
                 None => ChannelError::Busy(format!("all {MAX_PRODUCERS} sender slots are taken")),
             });
         };
