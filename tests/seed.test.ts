@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { cleanup, detached, lacking, lib, test, testUnless, uniqueKey } from "./harness.ts";
+import { sysvSegment, whyNoOsView } from "./children/segment/os.ts";
 
 const { createSharedBuffer, detachSharedBuffer, SharedMemory } = lib;
 
@@ -175,6 +176,25 @@ testUnless(
       assert.throws(() => detachSharedBuffer(moved), TypeError, "not this library's handle");
     } finally {
       cleanup({ key });
+    }
+  },
+);
+
+testUnless(
+  whyNoOsView(),
+  "createSharedBuffer: new segments are owner-only unless options.mode widens them, as the seed's 0o666",
+  () => {
+    const [mine, shared] = [uniqueKey(), uniqueKey()];
+    try {
+      detachSharedBuffer(createSharedBuffer(mine, 64, true));
+      detachSharedBuffer(createSharedBuffer(shared, 64, true, { mode: 0o666 }));
+      assert.equal(sysvSegment(mine)?.perms, "600");
+      assert.equal(sysvSegment(shared)?.perms, "666");
+      // The owner must keep reading and writing it, as SharedMemory.create requires.
+      assert.throws(() => createSharedBuffer(uniqueKey(), 64, true, { mode: 0o444 }), RangeError);
+    } finally {
+      cleanup({ key: mine });
+      cleanup({ key: shared });
     }
   },
 );

@@ -168,6 +168,33 @@ test("bad ids and options", () => {
     () => SharedMemory.open({ name: "/x" }, { populate: null as never }),
     TypeError,
     "options.populate must be a boolean, got null",
+  ); // A misspelt option is named, before anything is created.
+  const typo = { name: uniqueName("typo") };
+  rejects(
+    () => SharedMemory.create(typo, 64, { mdoe: 0o644 } as never),
+    TypeError,
+    'options has no option "mdoe"; the options are mode, populate, owner, replace',
+  );
+  rejects(
+    () => SharedMemory.openOrCreate(typo, 64, { replace: true } as never),
+    TypeError,
+    "replace",
+  );
+  rejects(() => SharedMemory.open(typo, { sise: 64 } as never), TypeError, '"sise"');
+  rejects(
+    () => createSharedBuffer(uniqueKey(), 64, true, { mdoe: 0o666 } as never),
+    TypeError,
+    "mdoe",
+  );
+  rejects(
+    () => lib.Channel.create(typo, { capacity: 4096, producer: "many" } as never),
+    TypeError,
+    "producer",
+  );
+  rejects(() => lib.Channel.open(typo, { timeout: 5 } as never), TypeError, "timeout");
+  assert.throws(
+    () => SharedMemory.open(typo),
+    (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
   );
 });
 

@@ -199,6 +199,19 @@ function ownerArg(value: unknown, what: string): bigint {
   return BigInt(check.integer(value, what, 0, 2 ** 32 - 1));
 }
 
+/** The permission bits a creating call asked for (default `0o600`), checked. */
+function createMode(value: unknown): number {
+  const mode = check.mode(value ?? 0o600, "options.mode");
+  if ((mode & 0o600) !== 0o600) {
+    // Every open maps a segment for reading and writing: without these bits the owner's own
+    // later opens fail (EACCES), and a keyed create failed at once with a misleading message.
+    throw new RangeError(
+      `options.mode must let the owner read and write (0o600), got 0o${mode.toString(8)}`,
+    );
+  }
+  return mode;
+}
+
 /** How an open should go. */
 interface OpenRequest {
   size: number;
@@ -576,7 +589,7 @@ export class SharedMemory implements Disposable {
    */
   static open(id: SegmentId, options?: OpenOptions): SharedMemory {
     const resolved = resolve(id, "id");
-    const opts = check.options<OpenOptions>(options, "options");
+    const opts = check.options<OpenOptions>(options, "options", ["owner", "size", "populate"]);
     const size = opts.size === undefined ? 0 : check.size(opts.size, "options.size");
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
@@ -618,15 +631,13 @@ export class SharedMemory implements Disposable {
   ): SharedMemory {
     const resolved = resolve(id, "id");
     check.size(size);
-    const opts = check.options<CreateNewOptions>(options, "options");
-    const mode = check.mode(opts.mode ?? 0o600, "options.mode");
-    if ((mode & 0o600) !== 0o600) {
-      // Every open maps a segment for reading and writing: without these bits the owner's own
-      // later opens fail (EACCES), and a keyed create failed at once with a misleading message.
-      throw new RangeError(
-        `options.mode must let the owner read and write (0o600), got 0o${mode.toString(8)}`,
-      );
-    }
+    const opts = check.options<CreateNewOptions>(options, "options", [
+      "mode",
+      "populate",
+      "owner",
+      "replace", // openOrCreate's is refused below, saying why
+    ]);
+    const mode = createMode(opts.mode);
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     const replace = flag(opts.replace, "options.replace");
@@ -835,7 +846,8 @@ export class SharedMemory implements Disposable {
  *   existing one. Any value is taken, by JavaScript truthiness (`1` and `"false"` create, `0`
  *   and `""` do not), as the seed converted it (V8's `BooleanValue`).
  * @param options `owner`: whose existing segment is accepted (see {@linkcode Owner}); the seed
- *   accepted anyone's, this accepts this user's and root's unless told otherwise.
+ *   accepted anyone's, this accepts this user's and root's unless told otherwise. `mode`: the
+ *   permission bits of a segment this call creates (default `0o600`; the seed's were `0o666`).
  * @throws {SharedMemoryError} `ENOENT` when opening a missing segment; `EINVAL` on a size
  *   mismatch; `EOWNER` for another user's segment not accepted by `options.owner`; `EACCES` when
  *   its owner did not grant access.
@@ -851,14 +863,18 @@ export function createSharedBuffer(
   key: number,
   size: number,
   initialize?: boolean,
-  options?: { owner?: Owner },
+  options?: { owner?: Owner; mode?: number },
 ): ArrayBuffer {
   const resolved = resolve({ key }, "createSharedBuffer");
   check.size(size);
   // Truthiness, not a boolean check: a drop-in must take the `1` or `"true"` the seed took.
   const create = Boolean(initialize);
-  const opts = check.options<{ owner?: Owner }>(options, "options");
+  const opts = check.options<{ owner?: Owner; mode?: number }>(options, "options", [
+    "owner",
+    "mode",
+  ]);
   const owner = ownerArg(opts.owner, "options.owner");
+  const mode = createMode(opts.mode);
   const b = backend();
   // createSharedBuffer has no view() of its own.
   checkBufferLength(
@@ -871,7 +887,7 @@ export function createSharedBuffer(
     size,
     how: create ? OPEN_OR_CREATE : OPEN,
     populate: false,
-    mode: 0o600,
+    mode,
     owner,
   });
   return wrap(b, address, length, handle, true);

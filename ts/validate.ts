@@ -109,10 +109,24 @@ export function name(value: unknown, what = "name"): [string, Uint8Array] {
 }
 
 /** Checks an options argument: undefined or a plain object. */
-export function options<T extends object>(value: unknown, what: string): T {
+export function options<T extends object>(
+  value: unknown,
+  what: string,
+  known?: readonly (keyof T & string)[],
+): T {
   if (value === undefined) return {} as T;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new TypeError(`${what} must be an object, got ${describe(value)}`);
+  }
+  // A misspelt option (`mdoe`) would silently leave the default, owner-only mode or not.
+  if (known !== undefined) {
+    for (const key of Object.keys(value)) {
+      if (!(known as readonly string[]).includes(key)) {
+        throw new TypeError(
+          `${what} has no option ${JSON.stringify(key)}; the options are ${known.join(", ")}`,
+        );
+      }
+    }
   }
   return value as T;
 }

@@ -369,7 +369,14 @@ export class Channel implements Disposable {
    * @throws {RangeError} For a capacity that is not a power of two in 64..2^28.
    */
   static create(id: SegmentId, options: ChannelOptions): Channel {
-    const opts = check.options<ChannelOptions>(options, "options");
+    const opts = check.options<ChannelOptions>(options, "options", [
+      "capacity",
+      "producers",
+      "mode",
+      "populate",
+      "owner",
+      "replace",
+    ]);
     const capacity = check.integer(
       opts.capacity,
       "options.capacity",
@@ -421,7 +428,11 @@ export class Channel implements Disposable {
    *   {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
-    const opts = check.options<ChannelOpenOptions>(options, "options");
+    const opts = check.options<ChannelOpenOptions>(options, "options", [
+      "timeoutMs",
+      "owner",
+      "populate",
+    ]);
     const timeout = timeoutOf(opts.timeoutMs ?? 1000); // checked before anything is opened
     const shm = relabel(
       "Channel.open",
@@ -542,8 +553,11 @@ function relabel<T>(caller: string, body: () => T, swap: [string, string] = ["",
   }
 }
 
-function endpointOptions(options: unknown): Required<EndpointOptions> {
-  const opts = check.options<EndpointOptions>(options, "options");
+function endpointOptions(
+  options: unknown,
+  known: readonly (keyof ReceiverOptions)[] = ["peerCheckMs", "spin"],
+): Required<EndpointOptions> {
+  const opts = check.options<ReceiverOptions>(options, "options", known);
   return {
     peerCheckMs: opts.peerCheckMs === undefined
       ? 100
@@ -1281,7 +1295,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     super();
     this.#lender = lender;
     const opts = check.options<ReceiverOptions>(options, "options");
-    this.#options = endpointOptions(opts);
+    this.#options = endpointOptions(opts, [
+      "peerCheckMs",
+      "spin",
+      "maxMessageBytes",
+      "maxPendingBytes",
+    ]);
     this.#spinner = new Spinner(this.#options.spin);
     this.#nextCheck = performance.now() + this.#options.peerCheckMs;
     this.#maxMessage = opts.maxMessageBytes === undefined
