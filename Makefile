@@ -96,8 +96,10 @@ $(SEED):
 		shared-buffer@$(SEED_VERSION) \
 		|| echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2
 
-dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS)
+# The declarations for `require` are CommonJS twins (.d.cts) of those tsc writes for `import`.
+dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS) $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)
 	$(TSC) -p tsconfig.node.json
+	$(DENO) run --quiet --allow-read=dist --allow-write=dist packaging/cjs_types.ts
 	@touch $@
 
 # The bundle is given the import.meta.url the ES module build of ts/node/backend.ts has, which

@@ -8,10 +8,19 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
-import { cleanup, lib, repoRoot, runtime, runtimeBin, test, uniqueKey } from "./harness.ts";
+import {
+  cleanup,
+  lib,
+  repoRoot,
+  runtime,
+  runtimeBin,
+  test,
+  testUnless,
+  uniqueKey,
+} from "./harness.ts";
 import { PACKAGE_NAME } from "../ts/version.ts";
 
 /** Runs `code` in a Node child whose working folder is the package, and returns its stdout. */
@@ -114,4 +123,55 @@ if (runtime === "deno") {
       cleanup({ key });
     }
   });
+}
+
+/** The TypeScript compiler `make` installs. */
+const tsc = `${repoRoot}.tools/node_modules/.bin/tsc`;
+
+if (runtime === "node") {
+  testUnless(
+    !existsSync(tsc) && "the TypeScript compiler is not installed (run make)",
+    "the package's types serve require in CommonJS files (module node16, where require cannot load an ES module) and import in ES modules",
+    () => {
+      const dir = mkdtempSync(`${tmpdir()}/sb-types-`);
+      try {
+        mkdirSync(`${dir}/node_modules`);
+        symlinkSync(repoRoot, `${dir}/node_modules/${PACKAGE_NAME}`);
+        const use = (how: string) =>
+          `${how}\nconst buffer: ArrayBuffer = createSharedBuffer(1, 8, true);\n` +
+          `const shm: SharedMemory | undefined = undefined;\nconsole.log(buffer, shm);\n`;
+        writeFileSync(
+          `${dir}/required.cts`,
+          use(`import { createSharedBuffer, SharedMemory } from "${PACKAGE_NAME}";`),
+        );
+        writeFileSync(
+          `${dir}/assigned.cts`,
+          `import lib = require("${PACKAGE_NAME}");\nconst b: ArrayBuffer = lib.createSharedBuffer(1, 8);\nconsole.log(b);\n`,
+        );
+        writeFileSync(
+          `${dir}/imported.mts`,
+          use(`import { createSharedBuffer, SharedMemory } from "${PACKAGE_NAME}";`),
+        );
+        for (const module of ["node16", "nodenext"]) {
+          writeFileSync(
+            `${dir}/tsconfig.json`,
+            JSON.stringify({
+              compilerOptions: {
+                lib: ["es2022", "dom", "esnext.disposable"],
+                types: [],
+                strict: true,
+                module,
+                noEmit: true,
+              },
+              files: ["required.cts", "assigned.cts", "imported.mts"],
+            }),
+          );
+          const r = spawnSync(tsc, ["-p", dir], { encoding: "utf8" });
+          assert.equal(r.status, 0, `module ${module}:\n${r.stdout}${r.stderr}`);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 }
