@@ -110,7 +110,9 @@ export function loadNode(explicit?: string): Backend {
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,
-    mappingLimit: mappingLimit(),
+    // Deno runs this build for `require`, and releases collected buffers' mappings at once (and
+    // reading /proc there would ask for --allow-read).
+    mappingLimit: deno === undefined ? mappingLimit() : undefined,
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
