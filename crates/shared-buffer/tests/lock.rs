@@ -239,6 +239,21 @@ fn a_lock_a_peer_freed_under_its_holder_and_taken_again_is_held_once() {
         "nothing left to refuse a close"
     );
     assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
+
+    // The same behind a free slot: another lock taken first and released first.
+    let other = Mutex::init_in(&pair.seg, AT + 64).unwrap().0;
+    other.lock(None).unwrap();
+    mutex.lock(None).unwrap();
+    other.unlock().unwrap();
+    pair.owner().store(0, Ordering::Release); // freed under the holder
+    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
+    assert_eq!(
+        held_in(range.0, range.1),
+        1,
+        "one hold behind a free slot too"
+    );
+    mutex.unlock().unwrap();
+    assert_eq!(held_in(range.0, range.1), 0);
 }
 
 #[test]
@@ -266,6 +281,32 @@ fn a_header_a_peer_set_to_initialising_fails_a_lock_within_its_timeout() {
         assert_eq!(mutex.try_lock().unwrap(), LockOutcome::Acquired, "{call}");
         mutex.unlock().unwrap();
     }
+}
+
+#[test]
+fn the_wait_for_an_initialising_header_counts_against_the_timeout() {
+    // Held by another thread for 150 ms, and "being set up" for the first 90 of them: a lock
+    // with a 100 ms timeout that began counting only after the header was ready would get the
+    // lock at 150 ms.
+    let pair = Pair::new("init-timeout");
+    let mutex = pair.mutex();
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            let guard = pair.mutex().guard(None).unwrap();
+            taken_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            drop(guard);
+        });
+        taken_rx.recv().unwrap();
+        pair.header(0).store(1, Ordering::Release);
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(90));
+            pair.header(0).store(2, Ordering::Release);
+        });
+        mutex.lock(Some(Duration::from_millis(100)))
+    });
+    assert_eq!(errno(got.unwrap_err()), libc::ETIMEDOUT);
 }
 
 #[test]

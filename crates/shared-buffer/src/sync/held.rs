@@ -38,6 +38,9 @@ struct Local {
     /// This thread's owner word ([`super::mutex`]'s encoding), 0 until first computed.
     identity: Cell<u64>,
     list: OnceCell<Arc<HeldList>>,
+    /// How many slots from the first this thread has ever used: the rest are 0, so scans stop
+    /// there (one slot for a thread that holds one lock at a time).
+    used: Cell<usize>,
 }
 
 impl Drop for Local {
@@ -56,6 +59,7 @@ thread_local! {
         Local {
             identity: Cell::new(0),
             list: OnceCell::new(),
+            used: Cell::new(0),
         }
     };
 }
@@ -137,6 +141,7 @@ unsafe extern "C" fn after_fork_parent() {
 unsafe extern "C" fn after_fork_child() {
     let _ = LOCAL.try_with(|local| {
         local.identity.set(0);
+        local.used.set(0);
         // SAFETY: the lock was taken by `before_fork` in this very thread and is still held.
         let registry = unsafe { &mut *REGISTRY.value.get() };
         registry.clear();
@@ -191,19 +196,30 @@ pub(super) fn acquire<T>(
         });
         // A slot that still holds `addr` is taken again: a thread holds a lock once, so that
         // hold was lost (another process wrote the lock free, and this thread locked it anew),
-        // and a second entry would outlive the unlock (see `held_in`). Slots fill from the
-        // first, so the scan passes the thread's holds before it reaches a free slot, unless an
-        // earlier hold was released first.
-        let slot = list
-            .slots
-            .iter()
-            .find(|s| {
-                let held = s.load(Ordering::Relaxed);
-                held == 0 || held == addr
-            })
-            .ok_or(LockError::TooManyHeld)?;
+        // and a second entry would outlive the unlock (see `held_in`). Otherwise the first free
+        // slot, among those used so far or the next one.
+        let used = local.used.get();
+        let mut free = None;
+        let mut again = None;
+        for (i, s) in list.slots[..used].iter().enumerate() {
+            match s.load(Ordering::Relaxed) {
+                held if held == addr => {
+                    again = Some(i);
+                    break;
+                }
+                0 if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        let index = match again.or(free) {
+            Some(i) => i,
+            None if used < MAX_HELD => used,
+            None => return Err(LockError::TooManyHeld),
+        };
+        let slot = &list.slots[index];
         let taken = attempt(identity)?;
         slot.store(addr, Ordering::Release);
+        local.used.set(used.max(index + 1));
         Ok(taken)
     })
 }
@@ -216,8 +232,7 @@ pub(super) fn release(addr: usize) -> u64 {
     LOCAL
         .try_with(|local| {
             if let Some(list) = local.list.get() {
-                if let Some(slot) = list
-                    .slots
+                if let Some(slot) = list.slots[..local.used.get()]
                     .iter()
                     .find(|s| s.load(Ordering::Relaxed) == addr)
                 {

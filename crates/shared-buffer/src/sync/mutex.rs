@@ -417,9 +417,7 @@ impl Mutex {
     /// [`LockError::NotRecoverable`].
     #[inline]
     fn check_header(&self, limit: Duration) -> Result<(), LockError> {
-        if self.state.load(Ordering::Acquire) == READY
-            && self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT
-        {
+        if self.header_ready() {
             return Ok(());
         }
         match self.wait_ready(limit) {
@@ -428,6 +426,13 @@ impl Mutex {
             }
             other => other,
         }
+    }
+
+    /// The header says "ready, this layout" (the fast path of every lock call).
+    #[inline]
+    fn header_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+            && self.layout.load(Ordering::Relaxed) == MUTEX_LAYOUT
     }
 
     fn addr(&self) -> usize {
@@ -497,8 +502,15 @@ impl Mutex {
     /// lock's header; [`LockError::TooManyHeld`]; [`LockError::Os`] when waiting failed.
     #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<LockOutcome, LockError> {
-        // A header being initialised is waited for 100 ms at most, and never past the timeout.
-        self.check_header(timeout.map_or(INIT_WAIT, |t| t.min(INIT_WAIT)))?;
+        let timeout = if self.header_ready() {
+            timeout
+        } else {
+            // A header being initialised is waited for 100 ms at most, and never past the
+            // timeout, which that wait uses up as much as it took.
+            let began = Instant::now();
+            self.check_header(timeout.map_or(INIT_WAIT, |t| t.min(INIT_WAIT)))?;
+            timeout.map(|t| t.saturating_sub(began.elapsed()))
+        };
         held::acquire(encode, self.addr(), |me| {
             if self.take_free(me) {
                 return Ok(LockOutcome::Acquired);
