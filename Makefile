@@ -89,12 +89,17 @@ $(NODE_TOOLS):
 
 # Built with the machine's Node (the addon's ABI is that Node's); node-gyp finds its headers in
 # <prefix>/include/node. A Node without headers there (one installed from the npm registry) cannot
-# build it: the demo and the tests then leave the seed out, and say so.
+# build it: the demo and the tests then leave the seed out, and say so; `unbuildable` keeps later
+# runs from trying again (remove $(SEED_DIR) to retry).
 $(SEED):
-	-npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
+	@if [ -f $(SEED_DIR)/unbuildable ]; then \
+		echo "the seed package is left out: it could not be built for this Node (remove $(SEED_DIR) to try again)" >&2; \
+	elif ! npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
 		npm install --prefix $(SEED_DIR) --no-audit --no-fund --loglevel=error \
-		shared-buffer@$(SEED_VERSION) \
-		|| echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2
+		shared-buffer@$(SEED_VERSION); then \
+		mkdir -p $(SEED_DIR) && touch $(SEED_DIR)/unbuildable; \
+		echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2; \
+	fi
 
 # The declarations for `require` are CommonJS twins (.d.cts) of those tsc writes for `import`.
 dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS) $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)

@@ -225,3 +225,29 @@ testUnless(
     }
   },
 );
+
+if (runtime === "node") {
+  testUnless(
+    maps.missing,
+    "a node child that keeps opening segments near the mapping limit gets ENOMEM at every open from there on, and opens again once it closes some",
+    async () => {
+      const key = uniqueKey();
+      try {
+        const r = await start(
+          scriptCommand(runtime, "segment/hold_many.ts", [String(key), String(maps.limit)]),
+        ).done;
+        const line = r.stdout.split("\n").find((l) => l.startsWith("result "));
+        assert.ok(r.code === 0 && line, `child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+        const result = JSON.parse(line.slice("result ".length));
+        // Refused near seven eighths of the limit, before the engine runs out of mappings; and
+        // every open after the first refusal, not one in 256.
+        assert.equal(result.code, "ENOMEM");
+        assert.ok(result.firstFailure > maps.limit >> 1, `first failure at ${result.firstFailure}`);
+        assert.equal(result.openedAfter, 0, "opens that mapped past the first refusal");
+        assert.equal(result.reopened, true, "an open after closing a tenth");
+      } finally {
+        cleanup({ key });
+      }
+    },
+  );
+}

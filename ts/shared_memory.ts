@@ -106,8 +106,10 @@ const FILE_KINDS = [
   "a socket",
   "a device",
   "a special file",
-  "a file with other names too (hard links), so not a segment's own name: it may be another segment, linked here by someone else",
+  "a file with other names too (hard links)",
 ];
+/** `FILE_KINDS` index of a hard-linked file, which is refused for its links, not its kind. */
+const HARD_LINKED = 6;
 
 /**
  * A checked id: a System V key (`bytes` undefined), or a name with its UTF-8 bytes. Plain data,
@@ -248,6 +250,11 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
         describeUser(b, detail)
       }, not to this user or root; if you trust that user, pass { owner: ${detail} }`;
     case "EFTYPE":
+      if (detail === HARD_LINKED) {
+        return `the name holds ${
+          FILE_KINDS[detail]
+        }, so not a segment's own name: it may be another segment, linked here by someone else`;
+      }
       return `the name holds ${FILE_KINDS[detail] ?? "a special file"}, not a segment`;
     case "EEXIST":
       if (req.how === CREATE) {
@@ -288,6 +295,8 @@ function mayRelieve(name: string, req: OpenRequest): boolean {
 let crowdedAt = 0;
 /** Opens made, of which every 256th looks at the handle count. */
 let opens = 0;
+/** The last look found the process at its limit: every open looks, until it is below. */
+let full = false;
 
 /**
  * Where the backend says collected buffers keep their mappings until the event loop turns
@@ -295,11 +304,13 @@ let opens = 0;
  * once this process holds an eighth of `limit` in handles, then each time they have doubled, and
  * once more at seven eighths: not at every open, which would cost a full collection each. Past
  * seven eighths no more. The schedule starts over once the count has fallen (the event loop
- * turned, or `close()` ran). Returns how many handles are open if that is still seven eighths
+ * turned, or `close()` ran). Looks at the count every 256th open (one more call into the
+ * library at every open upset the timing of the `ENOSPC` relief), and at every open while the
+ * last look found seven eighths. Returns how many handles are open if that is still seven eighths
  * of `limit` or more (the open must not map more), else 0.
  */
 function crowded(b: Backend, limit: number): number {
-  if ((++opens & 255) !== 0) return 0;
+  if ((++opens & 255) !== 0 && !full) return 0;
   const base = Math.max(1024, limit >> 3);
   const cap = limit - base;
   let count = b.handleCount();
@@ -309,7 +320,8 @@ function crowded(b: Backend, limit: number): number {
     count = b.handleCount();
     crowdedAt = count < cap ? Math.min(Math.max(base, 2 * count), cap) : 2 * count;
   }
-  return count >= cap ? count : 0;
+  full = count >= cap;
+  return full ? count : 0;
 }
 
 /** Opens a segment; returns [handle, address, length, created]. */
