@@ -101,10 +101,11 @@ $(SEED):
 		echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2; \
 	fi
 
-# The declarations for `require` are CommonJS twins (.d.cts) of those tsc writes for `import`.
+# Twins of the declarations tsc writes: CommonJS ones (.d.cts) for `require`, and ones Deno can
+# follow (.d.mts; see packaging/declarations.ts).
 dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS) $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)
 	$(TSC) -p tsconfig.node.json
-	$(DENO) run --quiet --allow-read=dist --allow-write=dist packaging/cjs_types.ts
+	$(DENO) run --quiet --allow-read=dist --allow-write=dist packaging/declarations.ts
 	@touch $@
 
 # The bundle is given the import.meta.url the ES module build of ts/node/backend.ts has, which

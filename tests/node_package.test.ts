@@ -125,6 +125,36 @@ if (runtime === "deno") {
   });
 }
 
+if (runtime === "deno") {
+  test("Deno type-checks a program that imports the package from node_modules", () => {
+    // The declarations tsc writes import "./ts/api.ts", which Deno does not map to the .d.ts
+    // (TS2307); the `deno` condition gives it twins it can follow.
+    const dir = mkdtempSync(`${tmpdir()}/sb-deno-types-`);
+    try {
+      mkdirSync(`${dir}/node_modules`);
+      symlinkSync(repoRoot, `${dir}/node_modules/${PACKAGE_NAME}`);
+      writeFileSync(
+        `${dir}/package.json`,
+        JSON.stringify({ dependencies: { [PACKAGE_NAME]: "*" } }),
+      );
+      writeFileSync(`${dir}/deno.json`, JSON.stringify({ nodeModulesDir: "manual" }));
+      writeFileSync(
+        `${dir}/main.ts`,
+        `import { Channel, createSharedBuffer, SharedMemory } from "${PACKAGE_NAME}";
+         const buffer: ArrayBuffer = createSharedBuffer(1, 8, true);
+         const shm: SharedMemory | undefined = undefined;
+         // @ts-expect-error: a capacity is required
+         Channel.create({ name: "/x" }, {});
+         console.log(buffer, shm);`,
+      );
+      const r = spawnSync(runtimeBin("deno"), ["check", "main.ts"], { cwd: dir, encoding: "utf8" });
+      assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
 /** The TypeScript compiler `make` installs. */
 const tsc = `${repoRoot}.tools/node_modules/.bin/tsc`;
 
