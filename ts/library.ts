@@ -63,22 +63,17 @@ export interface ProcessLike {
 
 /**
  * This machine as Node.js and Bun describe it: on Linux, glibc when `process.report` names a
- * glibc version, else musl; glibc first where the report may not be read (Deno runs Node's
- * `process.report` only with `--allow-sys`: the CommonJS build, which `require` loads there).
+ * glibc version, else musl.
  */
 export function processPlatform(process: ProcessLike): Platform {
-  let report: { header?: { glibcVersionRuntime?: string } } | undefined;
-  let unknown = false;
-  try {
-    report = process.report?.getReport?.() as typeof report;
-  } catch {
-    unknown = true;
-  }
+  const report = process.report?.getReport?.() as
+    | { header?: { glibcVersionRuntime?: string } }
+    | undefined;
   return {
     os: process.platform,
     arch: process.arch,
     libc: process.platform === "linux"
-      ? (unknown || report?.header?.glibcVersionRuntime ? "gnu" : "musl")
+      ? (report?.header?.glibcVersionRuntime ? "gnu" : "musl")
       : undefined,
   };
 }

@@ -486,7 +486,7 @@ export class Channel implements Disposable {
     this.#checkOpen("sender");
     const endpoint = new ChannelSender(
       this.#ring,
-      endpointOptions(options),
+      endpointOptions(check.options<EndpointOptions>(options, "options", ["peerCheckMs", "spin"])),
       this.#endpoints,
       this.#lender,
     );
@@ -553,11 +553,8 @@ function relabel<T>(caller: string, body: () => T, swap: [string, string] = ["",
   }
 }
 
-function endpointOptions(
-  options: unknown,
-  known: readonly (keyof ReceiverOptions)[] = ["peerCheckMs", "spin"],
-): Required<EndpointOptions> {
-  const opts = check.options<ReceiverOptions>(options, "options", known);
+/** An endpoint's options, checked (`opts` came from `check.options`). */
+function endpointOptions(opts: EndpointOptions): Required<EndpointOptions> {
   return {
     peerCheckMs: opts.peerCheckMs === undefined
       ? 100
@@ -1294,13 +1291,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(ring instanceof Ring)) throw noConstructor("ChannelReceiver", "a channel's receiver()");
     super();
     this.#lender = lender;
-    const opts = check.options<ReceiverOptions>(options, "options");
-    this.#options = endpointOptions(opts, [
+    const opts = check.options<ReceiverOptions>(options, "options", [
       "peerCheckMs",
       "spin",
       "maxMessageBytes",
       "maxPendingBytes",
     ]);
+    this.#options = endpointOptions(opts);
     this.#spinner = new Spinner(this.#options.spin);
     this.#nextCheck = performance.now() + this.#options.peerCheckMs;
     this.#maxMessage = opts.maxMessageBytes === undefined

@@ -223,37 +223,26 @@ fn a_peer_overwriting_a_held_lock_gives_eperm_on_unlock_and_nothing_stays_held()
 fn a_lock_a_peer_freed_under_its_holder_and_taken_again_is_held_once() {
     let pair = Pair::new("freed-retaken");
     let mutex = pair.mutex();
-    let range = (pair.seg.as_ptr() as usize, pair.seg.len());
+    let held = || held_in(pair.seg.as_ptr() as usize, pair.seg.len());
+    // Frees the lock under its holder and has the holder take it again: one hold, none after
+    // the unlock (a hold left behind would refuse the segment's close).
+    let freed_and_taken_again = |case: &str| {
+        pair.owner().store(0, Ordering::Release);
+        assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired, "{case}");
+        assert_eq!(held(), 1, "{case}: one hold, not the lost one too");
+        mutex.unlock().unwrap();
+        assert_eq!(held(), 0, "{case}: nothing left after the unlock");
+    };
     mutex.lock(None).unwrap();
-    pair.owner().store(0, Ordering::Release); // freed under the holder
-    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
-    assert_eq!(
-        held_in(range.0, range.1),
-        1,
-        "one hold, not the lost one too"
-    );
-    mutex.unlock().unwrap();
-    assert_eq!(
-        held_in(range.0, range.1),
-        0,
-        "nothing left to refuse a close"
-    );
+    freed_and_taken_again("the thread's only lock");
     assert_eq!(errno(mutex.unlock().unwrap_err()), libc::EPERM);
 
-    // The same behind a free slot: another lock taken first and released first.
+    // Behind a free slot: another lock taken first and released first.
     let other = Mutex::init_in(&pair.seg, AT + 64).unwrap().0;
     other.lock(None).unwrap();
     mutex.lock(None).unwrap();
     other.unlock().unwrap();
-    pair.owner().store(0, Ordering::Release); // freed under the holder
-    assert_eq!(mutex.lock(None).unwrap(), LockOutcome::Acquired);
-    assert_eq!(
-        held_in(range.0, range.1),
-        1,
-        "one hold behind a free slot too"
-    );
-    mutex.unlock().unwrap();
-    assert_eq!(held_in(range.0, range.1), 0);
+    freed_and_taken_again("behind a released slot");
 }
 
 #[test]
