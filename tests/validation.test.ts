@@ -178,8 +178,23 @@ test("bad ids and options", () => {
   rejects(
     () => SharedMemory.openOrCreate(typo, 64, { replace: true } as never),
     TypeError,
-    "replace",
+    "options.replace works with SharedMemory.create only",
   );
+  // openOrCreate does not list the option it refuses.
+  rejects(
+    () => SharedMemory.openOrCreate(typo, 64, { mdoe: 0o644 } as never),
+    TypeError,
+    'options has no option "mdoe"; the options are mode, populate, owner',
+  );
+  // Opening does not apply a mode, so the rule for creating (the owner reads and writes) is not
+  // checked; its type still is.
+  const keyed = uniqueKey();
+  assert.throws(
+    () => createSharedBuffer(keyed, 64, false, { mode: 0o444 }),
+    (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+  );
+  rejects(() => createSharedBuffer(keyed, 64, false, { mode: "rw" as never }), TypeError, "mode");
+  rejects(() => createSharedBuffer(keyed, 64, true, { mode: 0o444 }), RangeError, "0o600");
   rejects(() => SharedMemory.open(typo, { sise: 64 } as never), TypeError, '"sise"');
   rejects(
     () => createSharedBuffer(uniqueKey(), 64, true, { mdoe: 0o666 } as never),

@@ -214,6 +214,10 @@ function createMode(value: unknown): number {
   return mode;
 }
 
+/** The options `SharedMemory.create` takes; `openOrCreate` takes them less `replace`. */
+const CREATE_OPTIONS = ["mode", "populate", "owner", "replace"] as const;
+const OPEN_OR_CREATE_OPTIONS = ["mode", "populate", "owner"] as const;
+
 /** How an open should go. */
 interface OpenRequest {
   size: number;
@@ -643,19 +647,18 @@ export class SharedMemory implements Disposable {
   ): SharedMemory {
     const resolved = resolve(id, "id");
     check.size(size);
-    const opts = check.options<CreateNewOptions>(options, "options", [
-      "mode",
-      "populate",
-      "owner",
-      "replace", // openOrCreate's is refused below, saying why
-    ]);
+    if (how !== CREATE && typeof options === "object" && options !== null && "replace" in options) {
+      throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
+    }
+    const opts = check.options<CreateNewOptions>(
+      options,
+      "options",
+      how === CREATE ? CREATE_OPTIONS : OPEN_OR_CREATE_OPTIONS,
+    );
     const mode = createMode(opts.mode);
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
     const replace = flag(opts.replace, "options.replace");
-    if (replace && how !== CREATE) {
-      throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
-    }
     return new SharedMemory(
       CONSTRUCT,
       resolved.id,
@@ -886,7 +889,9 @@ export function createSharedBuffer(
     "mode",
   ]);
   const owner = ownerArg(opts.owner, "options.owner");
-  const mode = createMode(opts.mode);
+  // Only a create applies the mode; an open checks its type alone, so a seed-style call that
+  // passes the same options whether it creates or not is not refused for bits it never uses.
+  const mode = create ? createMode(opts.mode) : check.mode(opts.mode ?? 0o600, "options.mode");
   const b = backend();
   // createSharedBuffer has no view() of its own.
   checkBufferLength(
