@@ -27,12 +27,11 @@ import {
   type Done,
   finished,
   HANG_MS,
-  isRoot,
   killAll,
   killInsideRecvMany,
-  lacking,
   lib,
   mix,
+  noPidNamespace,
   other,
   resultOf,
   type Runtime,
@@ -44,6 +43,7 @@ import {
   start,
   test,
   uniqueName,
+  UNSHARE_PID,
   until,
   within,
 } from "./harness.ts";
@@ -1308,18 +1308,6 @@ for (const which of runtimes) {
     },
   );
 }
-
-/** `unshare` putting a child in a new pid namespace, or why it cannot here. */
-const UNSHARE_PID = ["unshare", "--pid", "--fork", "--"];
-function whyNoPidNamespace() {
-  if (process.platform !== "linux") return lacking("pid namespaces are Linux's");
-  if (!isRoot) return lacking("needs root to make a pid namespace");
-  const probe = spawnSync(UNSHARE_PID[0], [...UNSHARE_PID.slice(1), "true"], { encoding: "utf8" });
-  if (probe.error) return `unshare is not available (${probe.error.message})`;
-  if (probe.status !== 0) return `unshare --pid fails here: ${probe.stderr.trim()}`;
-  return false;
-}
-const noPidNamespace = whyNoPidNamespace();
 
 for (const which of runtimes) {
   childrenTestUnless(

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { spawn as spawnProcess } from "node:child_process";
+import { spawn as spawnProcess, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import process from "node:process";
 import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
@@ -84,6 +84,19 @@ export const onlyLinux: Missing | false =
 /** Whether this process runs as root. */
 export const isRoot: boolean =
   (globalThis as unknown as { process: { getuid?: () => number } }).process.getuid?.() === 0;
+
+/** The command prefix that runs a child in a new pid namespace (`unshare`; root only). */
+export const UNSHARE_PID = ["unshare", "--pid", "--fork", "--"];
+
+/** Why a child cannot be put in a new pid namespace here, or false when it can. */
+export const noPidNamespace: Missing | string | false = (() => {
+  if (process.platform !== "linux") return lacking("pid namespaces are Linux's");
+  if (!isRoot) return lacking("needs root to make a pid namespace");
+  const probe = spawnSync(UNSHARE_PID[0], [...UNSHARE_PID.slice(1), "true"], { encoding: "utf8" });
+  if (probe.error) return `unshare is not available (${probe.error.message})`;
+  if (probe.status !== 0) return `unshare --pid fails here: ${probe.stderr.trim()}`;
+  return false;
+})();
 
 const env = (globalThis as unknown as { process: { env: Record<string, string | undefined> } })
   .process.env;

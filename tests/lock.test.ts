@@ -10,21 +10,29 @@
  */
 
 import assert from "node:assert/strict";
+import { readlinkSync } from "node:fs";
+import process from "node:process";
 import type { SharedMemory as Segment } from "../mod.ts";
 import {
   type Child,
+  childrenTestUnless,
   cleanup,
   finished,
   killAll,
   lib,
+  noPidNamespace,
   ownerDiedCount,
   pid,
+  resultOf,
   runtime,
   runtimes,
+  scriptCommand,
   spawn,
+  start,
   test,
   uniqueKey,
   uniqueName,
+  UNSHARE_PID,
   within,
 } from "./harness.ts";
 
@@ -379,4 +387,82 @@ for (const peer of runtimes) {
       }
     });
   });
+}
+
+test("init records the pid namespace in the lock; an init or open where another is recorded is EXDEV, and none recorded is no check", async () => {
+  await withSegment("lk-pidns-word", (_name, shm) => {
+    const mutex = Mutex.init(shm.buffer, AT);
+    const words = new Uint32Array(shm.buffer);
+    const word = AT / 4 + 4; // bytes 16..20 of the lock
+    const ours = words[word];
+    if (process.platform !== "linux") return; // no pid namespaces: nothing recorded, no check
+    assert.equal(`pid:[${ours}]`, readlinkSync("/proc/self/ns/pid"), "the namespace init recorded");
+    const theirs = (ours + 1) >>> 0;
+    words[word] = theirs;
+    const refused = (call: string) => (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EXDEV" &&
+      e.message.startsWith(`${call} at byte ${AT}: the lock was set up in another pid namespace`) &&
+      e.message.includes(`(pid:[${theirs}]; this process is in pid:[${ours}])`);
+    assert.throws(() => Mutex.open(shm.buffer, AT), refused("Mutex.open"));
+    assert.throws(() => Mutex.init(shm.buffer, AT), refused("Mutex.init"));
+    // None recorded, as in a lock of an earlier release: no check.
+    words[word] = 0;
+    Mutex.open(shm.buffer, AT).lock(1000).unlock();
+    mutex.lock(1000).unlock();
+  });
+});
+
+test("Mutex.init over bytes that are neither zero nor a lock says so, and what to do", async () => {
+  await withSegment("lk-garbage", (_name, shm) => {
+    new Uint32Array(shm.buffer, AT, 16).fill(0xdeadbeef);
+    assert.throws(
+      () => Mutex.init(shm.buffer, AT),
+      (e) =>
+        e instanceof SharedMemoryError && e.code === "EINVAL" &&
+        e.message ===
+          `Mutex.init at byte ${AT}: the bytes there are neither zero nor a lock of this library's layout (overwritten, or another version's): zero them to set up a new lock there (EINVAL)`,
+    );
+    new Uint32Array(shm.buffer, AT, 16).fill(0);
+    Mutex.init(shm.buffer, AT).lock(1000).unlock();
+  });
+});
+
+for (const which of runtimes) {
+  childrenTestUnless(
+    noPidNamespace,
+    [which],
+    `a ${which} child in another pid namespace: EXDEV from a lock set up here (a holder here would look dead to it), and a lock it set up is EXDEV here`,
+    async () => {
+      await withSegment("lk-pidns", async (name, shm) => {
+        const children: Child[] = [];
+        const run = async (how: "init" | "open", at: number, away: boolean) => {
+          const command = scriptCommand(which, "lock/try_open.ts", [name, String(at), how]);
+          const child = start(away ? [...UNSHARE_PID, ...command] : command);
+          children.push(child);
+          const what = `a child ${away ? "in a new" : "in this"} pid namespace`;
+          return resultOf<{ code: string; message: string }>(await finished(child, what), what);
+        };
+        try {
+          using _guard = Mutex.init(shm.buffer, AT).lock(); // held here throughout
+          const here = await run("open", AT, false);
+          assert.equal(
+            here.code,
+            "ETIMEDOUT",
+            `a child here waits for the holder: ${here.message}`,
+          );
+          for (const how of ["open", "init"] as const) {
+            const away = await run(how, AT, true);
+            assert.equal(away.code, "EXDEV", away.message);
+            assert.match(away.message, /another pid namespace \(pid:\[\d+\]; this process is in/);
+          }
+          // A lock the other namespace set up is refused here.
+          const made = await run("init", 2 * AT, true);
+          assert.equal(made.code, "ok", made.message);
+          assert.throws(() => Mutex.open(shm.buffer, 2 * AT), failsWith("EXDEV"));
+        } finally {
+          await killAll(children);
+        }
+      });
+    },
+  );
 }

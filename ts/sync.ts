@@ -518,29 +518,48 @@ export class Mutex {
     const address = Mutex.#locate(buffer, byteOffset, "Mutex.init");
     const b = backend();
     const code = b.mutexInit(b.address(address));
-    if (code < 0) throwCode(code, `Mutex.init at byte ${byteOffset}`);
+    if (code < 0) Mutex.#refused(code, buffer, byteOffset as number, "Mutex.init");
     return new Mutex(CONSTRUCT, buffer, address);
   }
 
   /**
    * Attaches to a mutex another process set up with {@linkcode Mutex.init}.
    *
-   * @throws {SharedMemoryError} `EINVAL` if no mutex was set up there.
+   * @throws {SharedMemoryError} `EINVAL` if no mutex was set up there; `EXDEV` if a process in
+   *   another pid namespace set it up.
    */
   static open(buffer: ArrayBuffer, byteOffset = 0): Mutex {
     const address = Mutex.#locate(buffer, byteOffset, "Mutex.open");
     const b = backend();
     const code = b.mutexOpen(b.address(address));
-    if (code < 0) {
-      if (b.errorName(code) === "EINVAL") {
+    if (code < 0) Mutex.#refused(code, buffer, byteOffset as number, "Mutex.open");
+    return new Mutex(CONSTRUCT, buffer, address);
+  }
+
+  /** Throws the error of a failed `init` or `open`, saying what the bytes there are. */
+  static #refused(code: number, buffer: ArrayBuffer, byteOffset: number, caller: string): never {
+    const b = backend();
+    const action = `${caller} at byte ${byteOffset}`;
+    switch (b.errorName(code)) {
+      case "EINVAL":
+        // The address was checked (#locate): the bytes are what the library refused.
         throw errorOf(
           "EINVAL",
-          `Mutex.open at byte ${byteOffset}: no mutex was set up there (call Mutex.init), or its bytes were overwritten`,
+          caller === "Mutex.open"
+            ? `${action}: no mutex was set up there (call Mutex.init), or its bytes were overwritten`
+            : `${action}: the bytes there are neither zero nor a lock of this library's layout (overwritten, or another version's): zero them to set up a new lock there`,
+        );
+      case "EXDEV": {
+        // The namespace word of the lock (bytes 16..20); read after the refusal, for the message.
+        const theirs = new Uint32Array(buffer, byteOffset + 16, 1)[0];
+        throw errorOf(
+          "EXDEV",
+          `${action}: the lock was set up in another pid namespace (pid:[${theirs}]; this process is in pid:[${b.pidNamespace}]): its holders are named by thread ids, which hold only within one pid namespace; share a lock only between processes of one (a container sharing another's /dev/shm must share its pid namespace too)`,
         );
       }
-      throwCode(code, `Mutex.open at byte ${byteOffset}`);
+      default:
+        throwCode(code, action);
     }
-    return new Mutex(CONSTRUCT, buffer, address);
   }
 
   static #locate(buffer: unknown, byteOffset: unknown, caller: string): bigint {

@@ -161,7 +161,7 @@ unsafe fn mutex_at<'a>(addr: *mut u8) -> Result<&'a Mutex, i32> {
 /// this; racing initialisers are safe). Returns 0 if this call initialised it, 1 if it already
 /// was, `-EINVAL` for a null or misaligned address or bytes that are not zero nor a mutex,
 /// `-EAGAIN` if another process began initialising it over 100 ms ago and has not finished,
-/// `-ENOTSUP` where unsupported.
+/// `-EXDEV` if a process in another pid namespace set it up, `-ENOTSUP` where unsupported.
 ///
 /// # Safety
 /// `addr` must point to [`MUTEX_SIZE`] bytes inside a mapping this library made, which stays
@@ -184,7 +184,7 @@ pub unsafe extern "C" fn sb_mutex_init(addr: *mut u8) -> i32 {
 /// Checks that the [`MUTEX_SIZE`] bytes at `addr` hold a ready mutex of this layout. Returns 0,
 /// `-EINVAL` for a null or misaligned address, an uninitialised mutex or bytes that are not one
 /// (another layout included), `-EAGAIN` if another process began initialising it over 100 ms ago
-/// and has not finished.
+/// and has not finished, `-EXDEV` if a process in another pid namespace set it up.
 ///
 /// # Safety
 /// As [`sb_mutex_init`].

@@ -36,7 +36,7 @@ impl Pair {
         unsafe { AtomicU64::from_ptr(self.peer.as_ptr().add(AT + 8).cast()) }
     }
 
-    /// A header word (0: state, 1: layout) as the peer sees it.
+    /// A header word (0: state, 1: layout, 4: pid namespace) as the peer sees it.
     fn header(&self, index: usize) -> &AtomicU32 {
         self.peer.atomic_u32(AT + 4 * index)
     }
@@ -457,4 +457,38 @@ fn a_forked_child_killed_holding_the_lock_is_a_dead_owner_and_fork_resets_identi
         LockOutcome::OwnerDied
     );
     mutex.unlock().unwrap();
+}
+
+#[test]
+fn a_lock_set_up_in_another_pid_namespace_is_refused_and_none_recorded_is_no_check() {
+    let pair = Pair::new("pid-namespace");
+    let ours = shared_buffer::channel::liveness::pid_namespace();
+    assert_eq!(
+        pair.header(4).load(Ordering::Relaxed),
+        ours,
+        "init records its namespace"
+    );
+    if ours == 0 {
+        return; // not Linux, or no /proc: nothing recorded, nothing to compare
+    }
+    pair.header(4)
+        .store(ours.wrapping_add(1), Ordering::Relaxed);
+    for result in [
+        Mutex::open_in(&pair.seg, AT).map(|_| ()),
+        Mutex::init_in(&pair.seg, AT).map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "(pid:[{}]; this process is in pid:[{ours}])",
+                ours.wrapping_add(1)
+            )),
+            "{err}"
+        );
+        assert_eq!(errno(err), libc::EXDEV);
+    }
+    // None recorded, as in the locks of earlier releases: no check.
+    pair.header(4).store(0, Ordering::Relaxed);
+    assert_eq!(pair.mutex().try_lock().unwrap(), LockOutcome::Acquired);
+    pair.mutex().unlock().unwrap();
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::held;
 use crate::Segment;
+use crate::channel::liveness;
 use crate::os::{self, Liveness, RawWait};
 
 /// Bytes a [`Mutex`] occupies in shared memory. Reserve exactly this many, at an offset that is a
@@ -83,6 +84,15 @@ pub enum LockError {
     /// (it may have died doing so), or a lock's shorter timeout, or at once in a try-lock. A
     /// ready lock never goes back to this state: a peer that writes it there spoils the lock.
     Initialising,
+    /// The lock was set up by a process in another pid namespace (`EXDEV`): its owners are
+    /// named by thread ids, which mean nothing across pid namespaces (a live holder would look
+    /// dead). Both are the inode numbers of `/proc/<pid>/ns/pid`.
+    OtherPidNamespace {
+        /// The namespace recorded in the lock.
+        theirs: u32,
+        /// This process's.
+        ours: u32,
+    },
     /// The operating system failed (waiting, or naming this thread), or the platform has no
     /// cross-process lock (`ENOTSUP`).
     Os(io::Error),
@@ -100,6 +110,7 @@ impl LockError {
             Self::TooManyHeld => libc::ENOLCK,
             Self::Invalid(_) => libc::EINVAL,
             Self::Initialising => libc::EAGAIN,
+            Self::OtherPidNamespace { .. } => libc::EXDEV,
             Self::Os(err) => match (err.raw_os_error(), err.kind()) {
                 (Some(code), _) => code,
                 (None, io::ErrorKind::Unsupported) => libc::ENOTSUP,
@@ -123,6 +134,12 @@ impl fmt::Display for LockError {
             Self::TooManyHeld => write!(f, "this thread holds {} locks already", held::MAX_HELD),
             Self::Invalid(why) => f.write_str(why),
             Self::Initialising => f.write_str("another process is still setting up the lock"),
+            Self::OtherPidNamespace { theirs, ours } => write!(
+                f,
+                "the lock was set up in another pid namespace (pid:[{theirs}]; this process is \
+                 in pid:[{ours}]): its holders are named by thread ids, which hold only within \
+                 one pid namespace; share a lock only between processes of one"
+            ),
             Self::Os(err) => write!(f, "{err}"),
         }
     }
@@ -159,7 +176,8 @@ impl From<LockError> for io::Error {
 /// | 0..4 | state: 0 uninitialised, 1 initialising, 2 ready |
 /// | 4..8 | layout: [`MUTEX_LAYOUT`] (2) |
 /// | 8..16 | owner word: 0 free, else the owner's identity (below) |
-/// | 16..64 | reserved, 0 |
+/// | 16..20 | the pid namespace of the process that set it up (Linux; 0: not known) |
+/// | 20..64 | reserved, 0 |
 ///
 /// The owner word is one 64-bit atomic. Its low 32 bits are the futex word waiters park on:
 /// bits 0..30 the owner's *token*, bit 31 "a waiter may be parked"; its high 32 bits are the
@@ -180,7 +198,11 @@ impl From<LockError> for io::Error {
 /// which refuses an uninitialised lock or foreign bytes ([`LockError::Invalid`], `EINVAL`), waits
 /// up to 100 ms while another process is initialising, and gives [`LockError::Initialising`]
 /// (`EAGAIN`) if that takes longer (the initialising process may have died in those
-/// microseconds; the state then stays 1 and the lock cannot be used). [`Mutex::lock`] and
+/// microseconds; the state then stays 1 and the lock cannot be used). `init` records the pid
+/// namespace of the process that sets the lock up, and both refuse a lock set up in another
+/// ([`LockError::OtherPidNamespace`], `EXDEV`), as a channel does: owners are named by thread
+/// ids, and another namespace's ids would name other threads here, or none (a live holder would
+/// look dead, and two threads would hold the lock). [`Mutex::lock`] and
 /// [`Mutex::try_lock`] check the header too, and wait for an initialising process no longer than
 /// their timeout (a try-lock not at all).
 ///
@@ -236,12 +258,14 @@ pub struct Mutex {
     state: AtomicU32,
     layout: AtomicU32,
     owner: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    namespace: AtomicU32,
+    _reserved: [AtomicU32; 11],
 }
 
 const _: () = assert!(std::mem::size_of::<Mutex>() == MUTEX_SIZE);
 const _: () = assert!(std::mem::align_of::<Mutex>() == MUTEX_ALIGN);
 const _: () = assert!(std::mem::offset_of!(Mutex, owner) == 8);
+const _: () = assert!(std::mem::offset_of!(Mutex, namespace) == 16);
 
 impl fmt::Debug for Mutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -311,11 +335,15 @@ impl Mutex {
             Ok(_) => {
                 mutex.owner.store(0, Ordering::Relaxed);
                 mutex.layout.store(MUTEX_LAYOUT, Ordering::Relaxed);
+                mutex
+                    .namespace
+                    .store(liveness::pid_namespace(), Ordering::Relaxed);
                 mutex.state.store(READY, Ordering::Release);
                 Ok((mutex, InitOutcome::Initialized))
             }
             Err(_) => {
                 mutex.wait_ready(INIT_WAIT)?;
+                mutex.check_namespace()?;
                 Ok((mutex, InitOutcome::AlreadyInitialized))
             }
         }
@@ -334,7 +362,21 @@ impl Mutex {
         // SAFETY: as in `init`.
         let mutex = unsafe { &*ptr.cast::<Mutex>() };
         mutex.wait_ready(INIT_WAIT)?;
+        mutex.check_namespace()?;
         Ok(mutex)
+    }
+
+    /// Refuses a lock set up in another pid namespace. Checked where a lock is set up or opened
+    /// (the bindings do one of the two before they lock), not at each lock: the uncontended lock
+    /// stays one compare-and-swap. A namespace of 0 (not known where the lock was set up, or here) is no
+    /// check; so are the locks of earlier releases, which left these bytes 0.
+    fn check_namespace(&self) -> Result<(), LockError> {
+        let theirs = self.namespace.load(Ordering::Relaxed);
+        let ours = liveness::pid_namespace();
+        if theirs == 0 || ours == 0 || theirs == ours {
+            return Ok(());
+        }
+        Err(LockError::OtherPidNamespace { theirs, ours })
     }
 
     /// [`Mutex::init`] at `offset` inside `segment`, with bounds and alignment checked.
