@@ -2840,6 +2840,36 @@ test("a peer writing skip or abort records as fast as they are consumed cannot h
   }
 });
 
+test("a peer rewriting a message while recvText and texts() decode it cannot crash the receiver: they decode a private copy", async () => {
+  const children: Child[] = [];
+  const name = uniqueName("flip");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1 << 24 });
+    using tx = ch.sender();
+    using rx = ch.receiver();
+    const peer = spawn(children, runtime, "channel/flip.ts", [name]);
+    await peer.line("flipping");
+    // 3 MiB of "€" a message: each decode takes milliseconds, during which the peer rewrites the
+    // bytes many times. Decoded in place, every runtime crashed within 2 s here.
+    const text = "€".repeat(1 << 20);
+    const texts = rx.texts();
+    const stop = performance.now() + 1500;
+    let decoded = 0;
+    for (let i = 0; performance.now() < stop; i++) {
+      tx.send(text, 5000);
+      const got = i % 2 ? (await texts.next()).value : rx.recvText(5000);
+      // Whatever the peer left: a string decoded from at most the 3 MiB the message has.
+      assert.equal(typeof got, "string");
+      assert.ok((got as string).length <= 3 << 20, `${(got as string).length}`);
+      decoded++;
+    }
+    assert.ok(decoded > 0);
+  } finally {
+    await killAll(children);
+    cleanup({ name });
+  }
+});
+
 test("crafted rings (garbage commit words, marks, lengths, producer words and slots, positions) give messages or clear errors, bounded in time and memory", () => {
   const known = new Set(["EBADMSG", "ETIMEDOUT", "EMSGSIZE", "ECONNRESET"]);
   const kinds = [

@@ -122,6 +122,11 @@ export type Message = ArrayBufferView | ArrayBuffer | string;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/**
+ * The longest message a receiver decodes out of its kept copy buffer; a longer one is copied
+ * into a buffer of its own, so that one long text does not keep its size allocated.
+ */
+const TEXT_COPY_KEPT = 64 * 1024;
 const pid: number = "Deno" in globalThis
   ? (globalThis as unknown as { Deno: { pid: number } }).Deno.pid
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
@@ -1242,6 +1247,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** A message lent by recvView: its data index (-1: none) and length, released at the next receive. */
   #lentIdx = -1;
   #lentLen = 0;
+  /** The copy a text is decoded from (see {@linkcode #decode}), kept up to `TEXT_COPY_KEPT`. */
+  #textCopy = new Uint8Array(0);
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
@@ -1609,9 +1616,27 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #text(timeoutMs: number | undefined, what: string): string | null {
     const view = this.#view(timeoutMs, what);
     if (view === null) return null;
-    const text = decoder.decode(view);
+    const text = this.#decode(view);
     this.#putBack();
     return text;
+  }
+
+  /**
+   * Decodes a lent message as UTF-8 from a private copy, never from the ring: the engines'
+   * decoders read their input twice (once to size the string, once to fill it) and write past
+   * the string when the bytes change in between, which a peer writing the ring can make happen
+   * (a crash, seen in every runtime). The copy is one pass.
+   */
+  #decode(view: Uint8Array): string {
+    const length = view.length;
+    if (length > TEXT_COPY_KEPT) return decoder.decode(view.slice());
+    if (this.#textCopy.length < length) {
+      const grown = Math.max(length, 2 * this.#textCopy.length, 256);
+      this.#textCopy = new Uint8Array(Math.min(grown, TEXT_COPY_KEPT));
+    }
+    const copy = this.#textCopy;
+    copy.set(view);
+    return decoder.decode(new Uint8Array(copy.buffer, 0, length));
   }
 
   /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
@@ -1644,7 +1669,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     for (;;) {
       const view = await this.recvViewAsync();
       if (view === null) return;
-      const text = decoder.decode(view);
+      const text = this.#decode(view);
       this.#putBack();
       yield text;
     }
