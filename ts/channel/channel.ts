@@ -41,6 +41,7 @@ import {
   copyInto,
   EMPTY,
   END,
+  FRAGMENT_STEP_BYTES,
   freshView,
   FULL,
   IN_FLIGHT,
@@ -1597,7 +1598,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /**
    * Receives without waiting: a message (a copy), `undefined` if none is ready, `null` at the end.
    * `undefined` also after 1,024 records that deliver nothing in a row (abandoned reservations,
-   * aborted messages), which it consumes: a message behind more of them takes more calls.
+   * aborted messages, fragments of a message not complete yet, a step per 64 KiB of them), which
+   * it consumes: a message behind more of them, or of more fragments, takes more calls.
    */
   tryRecv(): Uint8Array | null | undefined {
     const fast = this.#takeCopy(undefined);
@@ -2012,6 +2014,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       const chunk = r.bytes.slice(start, start + len);
       consumer.release(len);
+      // Counted, with the bytes copied (see STEP_LIMIT): a peer that never completes a message
+      // must not keep this look going.
+      steps += 1 + Math.floor(len / FRAGMENT_STEP_BYTES);
       if (more) {
         this.#pendingBytes += len;
         if (partial) {

@@ -737,10 +737,19 @@ export const SKIPPING = -5;
  * begun before this receiver) that one look at the ring steps over or consumes before it lets its
  * caller check the deadline. Senders write a skip record per lap of the ring and per abandoned reservation, and
  * an abort record per failed message; a peer writing them as fast as they are consumed would
- * otherwise keep one look going for as long as it likes. (Fragments of a message being put
- * together do not count: the receiver's limits bound them.)
+ * otherwise keep one look going for as long as it likes. Fragments of a message being put
+ * together count too, one step and one more per {@linkcode FRAGMENT_STEP_BYTES} of each: the
+ * receiver's limits bound one message, but a peer that begins a new one (or aborts) before each
+ * limit is reached would otherwise hold the look without end. A message of more fragments than
+ * that takes more than one look, each going on where the last stopped.
  */
 export const STEP_LIMIT = 1024;
+
+/**
+ * The bytes of fragments copied that count as one step against {@linkcode STEP_LIMIT}: a look
+ * copies at most 64 MiB before its caller looks at the clock.
+ */
+export const FRAGMENT_STEP_BYTES = 64 * 1024;
 
 /** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
 export const SWEEP_MAX = 512 << 10;

@@ -860,3 +860,63 @@ fn a_look_steps_over_a_bounded_number_of_records_that_deliver_nothing() {
         assert_eq!(got, Some(vec![0x44; 4]));
     }
 }
+
+#[test]
+fn fragments_of_messages_a_peer_never_ends_cannot_hold_a_receive_past_its_deadline() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+    // Fragments of 8 MiB: the receiver copies each for milliseconds, in which the peer fills
+    // the other half of the ring, so the ring is never empty (an empty ring ends a look).
+    const BIG: u32 = 1 << 24;
+    let mut heap = Heap::new(region_size(BIG));
+    let ch = channel_of(&mut heap, BIG, Mode::Spsc);
+    let mut rx = ch.receiver(WaitOptions::default()).unwrap();
+    let base = heap.ptr() as usize;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // The peer: a first fragment, five more, a new first fragment..., as fast as they are
+    // consumed, for 20 s at most (a receive it holds would hold the test that long).
+    let peer = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        move || {
+            // SAFETY: aligned words inside the heap region, which outlives this thread (joined
+            // before the heap drops); the receiver reads them as atomics too.
+            let w = |offset: usize| unsafe { AtomicU32::from_ptr((base + offset) as *mut u32) };
+            let span = BIG / 2;
+            let mut tail = w(layout::OFF_TAIL).load(Ordering::Acquire) & layout::POS_MASK;
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let head = w(layout::OFF_HEAD).load(Ordering::Acquire) & layout::POS_MASK;
+                if (tail.wrapping_sub(head) & layout::POS_MASK) + span > BIG {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let at = layout::OFF_DATA + (tail & (BIG - 1)) as usize;
+                tail = (tail + span) & layout::POS_MASK;
+                w(layout::OFF_TAIL).store(tail, Ordering::Release);
+                let cont = if n % 6 == 0 { 0 } else { layout::REC_CONT };
+                let word = layout::REC_COMMITTED | layout::REC_MORE | cont | (BIG / 2 - 8);
+                w(at).store(word, Ordering::Release);
+                n += 1;
+            }
+            n
+        }
+    });
+    let mut total = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = rx.recv(Some(Duration::from_millis(100))).unwrap_err();
+        assert!(matches!(err, ChannelError::Timeout), "{err}");
+        total += started.elapsed();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = peer.join().unwrap();
+    assert!(written > 10, "the peer wrote {written} fragments");
+    // A look that only ended when the ring emptied held each receive until the peer stopped.
+    assert!(
+        total < Duration::from_secs(3),
+        "5 receives of 100 ms took {total:?}"
+    );
+    drop(rx);
+    drop(ch);
+}

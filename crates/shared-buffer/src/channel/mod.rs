@@ -96,7 +96,7 @@ use layout::{
     REC_CONT, REC_MORE,
 };
 use mem::{Mem, Ordering::*, fence};
-use ring::{Consumer, Peek, Producer, STEP_LIMIT, Shared};
+use ring::{Consumer, FRAGMENT_STEP_BYTES, Peek, Producer, STEP_LIMIT, Shared};
 
 /// The fast paths of endpoints that run the protocol elsewhere (the TypeScript one, through
 /// the C ABI): not for Rust programs, which use [`Sender`] and [`Receiver`].
@@ -1430,7 +1430,7 @@ impl Receiver {
         loop {
             let peek = self
                 .consumer
-                .peek_within(&self.shared, STEP_LIMIT - steps)?;
+                .peek_within(&self.shared, STEP_LIMIT.saturating_sub(steps))?;
             steps += self.consumer.stepped;
             if !self.orphans.is_empty() {
                 self.settle_orphans();
@@ -1443,10 +1443,13 @@ impl Receiver {
                     }
                     match self.reassemble(idx, len, kind)? {
                         Reassembled::Got(got) => return Ok(Poll::Got(got)),
-                        Reassembled::Collected => {}
-                        // Counted: a peer writing such records as fast as they are consumed
-                        // must not keep this look going (see STEP_LIMIT).
-                        Reassembled::Dropped => steps += 1,
+                        // Counted, with the bytes copied: a peer writing such records as fast
+                        // as they are consumed must not keep this look going (see
+                        // STEP_LIMIT).
+                        Reassembled::Collected | Reassembled::Dropped => {
+                            steps +=
+                                1 + u32::try_from(len / FRAGMENT_STEP_BYTES).unwrap_or(STEP_LIMIT);
+                        }
                     }
                 }
                 Peek::End => {
