@@ -224,6 +224,21 @@ testUnless(
 );
 
 childrenTest(
+  ["node"],
+  "Node.js that loads no add-on (--no-addons, or --permission without --allow-addons): the error says to allow them, not to install a package",
+  async () => {
+    const [bin, ...rest] = scriptCommand("node", "library/load.ts", [`${root}/dist/node.js`]);
+    const r = await start([bin, "--no-addons", ...rest]).done;
+    if (r.code !== 0) throw new Error(`library/load.ts exited with ${r.code}:\n${r.stderr}`);
+    const { error } = resultOf<{ error?: string }>(r, "library/load.ts");
+    assertIncludes(error!, `${BUILT}: Cannot load native addon`, "why the build did not load");
+    assertIncludes(error!, "Node.js loads no native add-on in this process", "the advice");
+    assertIncludes(error!, "add `--allow-addons`", "the advice");
+    assertEquals(error!.includes("--omit=optional"), false, "advice that would not help");
+  },
+);
+
+childrenTest(
   ["deno"],
   "Deno with --allow-ffi scoped to the library: all but async waits work; those say what they need",
   async () => {

@@ -9,6 +9,7 @@
  */
 
 import { CHANNEL_STATE_BYTES } from "./ffi.ts";
+import { SharedMemoryError } from "./errors.ts";
 import { describe } from "./validate.ts";
 
 /**
@@ -304,8 +305,11 @@ export function loadLibrary(path?: string): string {
   }
   if (active) {
     if (path !== undefined && path !== active.libraryPath) {
-      throw new Error(
-        `loadLibrary: the native library is already loaded from ${active.libraryPath}`,
+      // A process loads the library once: every handle and lock of it lives there.
+      throw new SharedMemoryError(
+        `loadLibrary: the native library is already loaded from ${active.libraryPath}; call loadLibrary(path) before any other call of the library, or with the same path (EBUSY)`,
+        "EBUSY",
+        active.errno("EBUSY"),
       );
     }
     return active.libraryPath;

@@ -36,6 +36,15 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
   return bufferOf.call(view);
 }
 
+/** The buffer a typed array or a `DataView` views. */
+export function anyViewBuffer(view: ArrayBufferView): ArrayBufferLike {
+  try {
+    return bufferOf.call(view);
+  } catch {
+    return dataViewBufferOf.call(view); // not a typed array: a DataView, or it throws
+  }
+}
+
 /** Where a typed array starts in its buffer, in bytes. */
 export function viewByteOffset(view: ArrayBufferView): number {
   return byteOffsetOf.call(view);
@@ -85,10 +94,19 @@ export function bufferByteLength(buffer: ArrayBuffer): number {
 
 /**
  * Whether an ArrayBuffer is detached. Where the engine has no `detached` accessor (Node 20) a
- * detached buffer has length 0, and this library never wraps an empty one.
+ * detached buffer has length 0, and one of length 0 is detached if no view of it can be made.
  */
 export function bufferDetached(buffer: ArrayBuffer): boolean {
-  return detachedOf === undefined ? bufferByteLengthOf.call(buffer) === 0 : detachedOf.call(buffer);
+  if (detachedOf !== undefined) return detachedOf.call(buffer);
+  if (bufferByteLengthOf.call(buffer) !== 0) return false;
+  // Node 20: empty or detached. A view of a detached buffer cannot be made, and making one runs
+  // no code of the caller's (unlike `slice`, which looks up a species constructor).
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /**

@@ -180,11 +180,18 @@ export function loadNativeLibrary<T>(
   }
   // Out of file descriptors, every open fails: the library is there, the advice would mislead.
   const outOfFiles = tried.some((line) => /Too many open files/i.test(line));
+  // Node.js that loads no add-on at all (`--permission`, `--no-addons`): a library that is
+  // there was refused for that, so installing one would not help.
+  const noAddons = tried.some((line) => /loading addons is disabled/i.test(line));
   throw new SharedMemoryError(
     `${PACKAGE_NAME} ${VERSION}: could not load the native library. Tried:\n${tried.join("\n")}\n` +
       (outOfFiles
         ? "The process has no file descriptor left to open it with (EMFILE): close some, or " +
           "raise the limit (ulimit -n), then call again."
+        : noAddons
+        ? "Node.js loads no native add-on in this process: under `--permission` (Node 20: " +
+          "`--experimental-permission`) add " +
+          "`--allow-addons`, and leave out `--no-addons`."
         : missingAdvice(sources.platform, wanted)),
     "ELIBACC",
     79,

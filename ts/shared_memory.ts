@@ -27,7 +27,9 @@ import * as check from "./validate.ts";
  * const named: SegmentId = { name: "/jobs" };
  * ```
  */
-export type SegmentId = { readonly key: number } | { readonly name: string };
+export type SegmentId =
+  | { readonly key: number; readonly name?: never }
+  | { readonly name: string; readonly key?: never };
 
 /**
  * Whose existing segment an open accepts: `undefined` (the default) accepts segments of this
@@ -515,6 +517,8 @@ export class SharedMemory implements Disposable {
   #length: number;
   #created: boolean;
   #handle: number;
+  /** Whether this object's `unlink()` removed its key or name (for the next one's message). */
+  #unlinked = false;
   #address: bigint;
   #buffer: ArrayBuffer | undefined;
   /**
@@ -809,11 +813,18 @@ export class SharedMemory implements Disposable {
     if (this.#handle < 0) return SharedMemory.unlink(this.#id);
     const b = backend();
     const code = b.unlinkHandle(this.#handle);
-    if (code >= 0) return;
+    if (code >= 0) {
+      this.#unlinked = true;
+      return;
+    }
     const label = segmentLabel(this.#id);
     if (b.errorName(code) !== "ENOENT") fail(b, code, `SharedMemory.unlink of ${label}`);
+    // Removed already: by this object, or by someone else (who may have made another since).
+    const why = this.#unlinked
+      ? "this SharedMemory removed it already, in an earlier unlink() (whatever holds it now is another segment)"
+      : "it no longer names this segment (another process removed or replaced it)";
     throw new SharedMemoryError(
-      `SharedMemory.unlink of ${label}: it no longer names this segment (another process removed or replaced it) (ENOENT)`,
+      `SharedMemory.unlink of ${label}: ${why} (ENOENT)`,
       "ENOENT",
       -code,
     );

@@ -18,7 +18,13 @@ import {
   SharedMemory,
 } from "../shared_memory.ts";
 import * as check from "../validate.ts";
-import { bufferByteLength, viewBuffer, viewByteOffset, viewBytes } from "../intrinsics.ts";
+import {
+  anyViewBuffer,
+  bufferByteLength,
+  viewBuffer,
+  viewByteOffset,
+  viewBytes,
+} from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
 import * as L from "./layout.ts";
 import {
@@ -136,8 +142,9 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   if (plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
   if (message instanceof Uint8Array) return freshView(message);
-  // A detached buffer is sent as the 0 bytes it has (no view of it can be made). Its bounds are
-  // the engine's: an own `byteOffset` or `byteLength` would send other bytes than it holds.
+  // A detached buffer gives the 0 bytes it has here (no view of it can be made; `#start`
+  // refuses it). Its bounds are the engine's: an own `byteOffset` or `byteLength` would send
+  // other bytes than it holds.
   if (ArrayBuffer.isView(message)) return viewBytes(message);
   if (message instanceof ArrayBuffer) {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
@@ -147,6 +154,12 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
       check.describe(message)
     }`,
   );
+}
+
+/** Whether a message (a buffer, or a view) has lost its memory: 0 bytes, not an empty message. */
+function detachedMessage(message: ArrayBufferView | ArrayBuffer): boolean {
+  const buffer = ArrayBuffer.isView(message) ? anyViewBuffer(message) : message;
+  return buffer instanceof ArrayBuffer && isDetached(buffer);
 }
 
 /**
@@ -924,6 +937,14 @@ export class ChannelSender implements Disposable {
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
+    if (len === 0 && typeof message !== "string" && detachedMessage(message)) {
+      // Moved away (transfer(), postMessage): an empty message would hide the caller's mistake.
+      throw new TypeError(
+        `${
+          messageLabel(what, index)
+        } is over a detached buffer (moved by transfer() or postMessage): it has no bytes to send`,
+      );
+    }
     if (len > L.MAX_MESSAGE_LEN) {
       throw new RangeError(
         `${

@@ -1036,7 +1036,8 @@ export class Producer {
     for (; end < messages.length; end++) {
       // Sizes the run only: the records are written by the lengths read below.
       const message = messages[end];
-      if (!plainBytes(message) || message.length > r.maxRecord) break;
+      // An empty one goes one by one: it may be over a detached buffer, which send refuses.
+      if (!plainBytes(message) || message.length > r.maxRecord || message.length === 0) break;
       const span = L.recordSpan(message.length);
       if (bytes + span > room) break;
       bytes += span;
