@@ -103,9 +103,11 @@ if (args[0] === "--worker") {
     const decoder = new TextDecoder();
     let primes = 0;
     for (let done = 0; done < jobCount; done++) {
-      // Awaiting lets the job sender above run while results come in.
-      const view = await receiver.recvViewAsync(30_000);
-      const result: Result = JSON.parse(decoder.decode(view!));
+      // Awaiting lets the job sender above run while results come in. A copy (recvAsync), not a
+      // view of the ring, goes to the decoder: a decoder reads its input twice, and must not see
+      // it change in between (docs/safety.md).
+      const message = await receiver.recvAsync(30_000);
+      const result: Result = JSON.parse(decoder.decode(message!));
       primes += result.primes;
       byWorker.set(result.worker, (byWorker.get(result.worker) ?? 0) + 1);
     }
