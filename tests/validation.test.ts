@@ -125,9 +125,11 @@ test("bad ids and options", () => {
   rejects(() => SharedMemory.create(null as never, 64), TypeError, "id");
   rejects(() => SharedMemory.create("jobs" as never, 64), TypeError, "id");
   rejects(() => SharedMemory.create({} as never, 64), TypeError, "id");
-  // Refused by the types too (SegmentId has one of the two), checked by the type check of the suite.
-  // @ts-expect-error: an id with both a key and a name
-  rejects(() => SharedMemory.create({ key: 5, name: "/x" }, 64), TypeError, "exactly one of");
+  rejects(
+    () => SharedMemory.create({ key: 5, name: "/x" } as never, 64),
+    TypeError,
+    "exactly one of",
+  );
   rejects(() => SharedMemory.create({ name: "/x" }, 64, 5 as never), TypeError, "options");
   for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
     rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
@@ -181,6 +183,14 @@ test("bad ids and options", () => {
     () => SharedMemory.openOrCreate(typo, 64, { replace: true } as never),
     TypeError,
     "options.replace works with SharedMemory.create only",
+  );
+  // replace: false asks for nothing (the options of a create, passed on); its type is checked.
+  SharedMemory.openOrCreate(typo, 64, { replace: false } as never).close();
+  SharedMemory.unlink(typo);
+  rejects(
+    () => SharedMemory.openOrCreate(typo, 64, { replace: 1 } as never),
+    TypeError,
+    "options.replace must be a boolean",
   );
   // openOrCreate does not list the option it refuses.
   rejects(

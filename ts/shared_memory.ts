@@ -27,9 +27,7 @@ import * as check from "./validate.ts";
  * const named: SegmentId = { name: "/jobs" };
  * ```
  */
-export type SegmentId =
-  | { readonly key: number; readonly name?: never }
-  | { readonly name: string; readonly key?: never };
+export type SegmentId = { readonly key: number } | { readonly name: string };
 
 /**
  * Whose existing segment an open accepts: `undefined` (the default) accepts segments of this
@@ -651,18 +649,28 @@ export class SharedMemory implements Disposable {
   ): SharedMemory {
     const resolved = resolve(id, "id");
     check.size(size);
-    if (how !== CREATE && typeof options === "object" && options !== null && "replace" in options) {
-      throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
+    let given: unknown = options;
+    if (
+      how !== CREATE && typeof options === "object" && options !== null &&
+      Object.hasOwn(options, "replace")
+    ) {
+      // `replace: true` asks for what only create does; false (the options of a create passed
+      // on) asks for nothing.
+      const { replace, ...rest } = options as CreateNewOptions;
+      if (flag(replace, "options.replace")) {
+        throw new TypeError(`${caller}: options.replace works with SharedMemory.create only`);
+      }
+      given = rest;
     }
     const opts = check.options<CreateNewOptions>(
-      options,
+      given,
       "options",
       how === CREATE ? CREATE_OPTIONS : OPEN_OR_CREATE_OPTIONS,
     );
     const mode = createMode(opts.mode);
     const populate = flag(opts.populate, "options.populate");
     const owner = ownerArg(opts.owner, "options.owner");
-    const replace = flag(opts.replace, "options.replace");
+    const replace = how === CREATE && flag(opts.replace, "options.replace");
     return new SharedMemory(
       CONSTRUCT,
       resolved.id,

@@ -158,8 +158,8 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
 
 /** Whether a message (a buffer, or a view) has lost its memory: 0 bytes, not an empty message. */
 function detachedMessage(message: ArrayBufferView | ArrayBuffer): boolean {
-  const buffer = ArrayBuffer.isView(message) ? anyViewBuffer(message) : message;
-  return buffer instanceof ArrayBuffer && isDetached(buffer);
+  // Not `instanceof ArrayBuffer`: a buffer of another realm (`node:vm`) is one too.
+  return isDetached(ArrayBuffer.isView(message) ? anyViewBuffer(message) as ArrayBuffer : message);
 }
 
 /**

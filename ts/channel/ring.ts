@@ -10,7 +10,13 @@
  */
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
-import { viewBuffer, viewByteLength, viewByteOffset, viewLength } from "../intrinsics.ts";
+import {
+  bufferDetached,
+  viewBuffer,
+  viewByteLength,
+  viewByteOffset,
+  viewLength,
+} from "../intrinsics.ts";
 import {
   PUT_HEAD_SEEN,
   PUT_RX_CLOSED,
@@ -747,9 +753,16 @@ export const STEP_LIMIT = 1024;
 
 /**
  * The bytes of fragments copied that count as one step against {@linkcode STEP_LIMIT}: a look
- * copies at most 64 MiB before its caller looks at the clock.
+ * copies at most 64 MiB before its caller looks at the clock (one fragment of 128 MiB in a ring
+ * of the largest capacity).
  */
 export const FRAGMENT_STEP_BYTES = 64 * 1024;
+
+/** Whether an empty plain `Uint8Array` is empty because its buffer was detached. */
+function emptiedBy(message: Uint8Array): boolean {
+  const buffer = viewBuffer(message);
+  return !(buffer instanceof SharedArrayBuffer) && bufferDetached(buffer as ArrayBuffer);
+}
 
 /** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
 export const SWEEP_MAX = 512 << 10;
@@ -1036,8 +1049,9 @@ export class Producer {
     for (; end < messages.length; end++) {
       // Sizes the run only: the records are written by the lengths read below.
       const message = messages[end];
-      // An empty one goes one by one: it may be over a detached buffer, which send refuses.
-      if (!plainBytes(message) || message.length > r.maxRecord || message.length === 0) break;
+      if (!plainBytes(message) || message.length > r.maxRecord) break;
+      // One over a detached buffer goes one by one, which refuses it.
+      if (message.length === 0 && emptiedBy(message)) break;
       const span = L.recordSpan(message.length);
       if (bytes + span > room) break;
       bytes += span;
@@ -1076,6 +1090,9 @@ export class Producer {
       }
       const span = L.recordSpan(len);
       if (len > r.maxRecord || at + span > stop) break;
+      // Detached since it was sized (a getter moved it): left to the one-by-one path, which
+      // refuses it; the rest of the run becomes skip records.
+      if (len === 0 && emptiedBy(message as Uint8Array)) break;
       this.#mark(at, span);
       // A detached buffer counts 0 bytes, and `set` would throw on it.
       if (len !== 0) data.set(message, L.OFF_DATA + at + 8);

@@ -1257,8 +1257,9 @@ impl Receiver {
     ///
     /// # Errors
     /// `EAGAIN` if no whole message is ready (fragments that are there are collected), or after
-    /// 1,024 records that deliver nothing in a row (abandoned reservations, aborted messages),
-    /// which it consumes: a message behind more of them takes more calls; otherwise as
+    /// 1,024 records that deliver nothing in a row (abandoned reservations, aborted messages,
+    /// fragments of a message not complete yet, a step per 64 KiB of them), which it consumes:
+    /// a message behind more of them, or of more fragments, takes more calls; otherwise as
     /// [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();

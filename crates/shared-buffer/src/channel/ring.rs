@@ -867,7 +867,8 @@ pub(crate) const MORE_CONT: u32 = REC_MORE | REC_CONT;
 pub(crate) const STEP_LIMIT: u32 = 1024;
 
 /// The bytes of fragments copied that count as one step against [`STEP_LIMIT`]: a look copies
-/// at most 64 MiB before its caller looks at the clock.
+/// at most 64 MiB before its caller looks at the clock (one fragment of 128 MiB in a ring of the
+/// largest capacity).
 pub(crate) const FRAGMENT_STEP_BYTES: usize = 64 * 1024;
 
 /// The most bytes one sweep takes: 64 Ki words, 1-2 ms of CASes and stores.
