@@ -159,6 +159,28 @@ for (const child of runtimes) {
   });
 }
 
+for (const which of runtimes) {
+  childrenTest(
+    [which],
+    `a ${which} Worker terminated with async waits pending (waitAsync, recvAsync) ends them: its process lives on, and its notifies wake its own waits`,
+    async () => {
+      const [name, channel] = [uniqueName("sx-worker-ends"), uniqueName("sx-worker-ends-ch")];
+      const children: Child[] = [];
+      try {
+        const c = spawn(children, which, "wait/worker_ends_waiting.ts", [name, channel]);
+        // Deno and Bun died with SIGSEGV: the waits ended into callbacks the Worker had freed.
+        const result = resultOf(await finished(c, `the ${which} process`), "child");
+        // Node's stayed registered: a notify woke the dead Worker's wait, not the live one.
+        assert.deepEqual(result, { woke: 1, fresh: "ok" });
+      } finally {
+        await killAll(children);
+        cleanup({ name });
+        cleanup({ name: channel });
+      }
+    },
+  );
+}
+
 // ---- 2. waitAsync keeps the event loop running ---------------------------------------------------
 
 /**

@@ -29,6 +29,12 @@ export interface NodeApiModule {
    */
   takeViews(group: number): ArrayBuffer[];
   /**
+   * Parks a wait for the 32-bit word at `address` to stop holding `expected` on the native
+   * service, for `timeoutNs` at most (negative: no limit), and resolves with the code `wait`
+   * returns. The environment's teardown (a terminated Worker) ends its pending waits.
+   */
+  waitAsync(address: number, expected: number, timeoutNs: number): Promise<number>;
+  /**
    * `object` takes over `handle` and closes it when the engine finalizes `object`.
    *
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.

@@ -314,10 +314,10 @@ function waitAdaptive(
  * other promises keep running while it waits.
  *
  * The native library parks the wait in the kernel on a thread of its own (on Linux one thread
- * watches up to 127 waits) and wakes the JavaScript thread through a thread-safe callback, in
- * Deno and Bun alike: thousands of waits may pend at once, an idle wait costs no CPU, and file
- * I/O and timers keep running. Closing the segment ends its pending waits: they reject with a
- * `SharedMemoryError` whose code is `EBADF`.
+ * watches up to 127 waits) and wakes the JavaScript thread through a Node-API thread-safe
+ * function, in every runtime: thousands of waits may pend at once, an idle wait costs no CPU,
+ * and file I/O and timers keep running. Closing the segment ends its pending waits: they reject
+ * with a `SharedMemoryError` whose code is `EBADF`; a Worker that ends ends its own.
  *
  * A notify that lands while a wait is being re-armed (when another wait begins or ends) is seen
  * only if the word changed: change the word, then notify, as the example does.

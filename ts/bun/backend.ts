@@ -8,8 +8,8 @@
  * @module
  */
 
-import { CString, dlopen, JSCallback, ptr, toArrayBuffer } from "bun:ffi";
-import { AsyncWaits } from "../async_waits.ts";
+import { CString, dlopen, ptr, toArrayBuffer } from "bun:ffi";
+import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
@@ -20,6 +20,7 @@ import {
   wrongEntry,
 } from "../library.ts";
 import { bufferDetached, detachBuffer } from "../intrinsics.ts";
+import { loadNodeApi } from "../napi.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
@@ -84,19 +85,10 @@ export function loadBun(explicit?: string): Backend {
   );
   const s = lib.symbols as Symbols;
   const release = s.sb_release_fn();
-  // The native wait service calls this from its threads; Bun queues each call onto this thread.
-  let keepAlive: ReturnType<typeof setInterval> | undefined;
-  const waits = new AsyncWaits((on) => {
-    if (on) keepAlive ??= setInterval(() => {}, 2 ** 30);
-    else if (keepAlive !== undefined) {
-      clearInterval(keepAlive);
-      keepAlive = undefined;
-    }
-  });
-  const woken = new JSCallback(
-    (token: number | bigint, code: number) => waits.woken(Number(token), code),
-    { args: ["u64", "i32"], returns: "void", threadsafe: true },
-  );
+  // Async waits resolve through Node-API, which Bun implements: a thread-safe `JSCallback` would
+  // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
+  // thread-safe function down with it (and the library ends its waits then).
+  const waits = loadNodeApi(path, process.dlopen);
   return {
     runtime: "bun",
     mainThread: (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread,
@@ -124,8 +116,7 @@ export function loadBun(explicit?: string): Backend {
       spins > 0
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)
         : s.sb_wait(address, expected, timeoutNs),
-    waitAsync: (address, expected, timeoutNs) =>
-      waits.wait((token) => s.sb_wait_async(address, expected, timeoutNs, token, woken.ptr)),
+    waitAsync: (address, expected, timeoutNs) => waits.waitAsync(address, expected, timeoutNs),
     cancelWaits: (address, length) => s.sb_wait_cancel(address, length),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
     wrap: (address, length, handle) =>

@@ -11,7 +11,6 @@
  */
 
 import process from "node:process";
-import { AsyncWaits } from "../async_waits.ts";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
@@ -144,40 +143,6 @@ class AddressCache {
   }
 }
 
-/** The signature of the callback the native async wait service calls: (token, code). */
-const WOKEN = { parameters: ["u64", "i32"], result: "void" } as const;
-
-/** Whether `--allow-ffi` was given for every path (not only the library's), asking nobody. */
-function ffiUnscoped(): boolean {
-  try {
-    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
-/**
- * `Deno.UnsafeCallback.threadSafe`, with a clear error where only a scoped `--allow-ffi` was
- * given: Deno grants callbacks to unscoped `--allow-ffi` only.
- */
-function threadSafeCallback<D extends Deno.UnsafeCallbackDefinition>(
-  definition: D,
-  fn: Deno.UnsafeCallbackFunction<D["parameters"], D["result"]>,
-): Deno.UnsafeCallback<D> {
-  try {
-    return Deno.UnsafeCallback.threadSafe(definition, fn);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotCapable)) throw err;
-    throw new Deno.errors.NotCapable(
-      "waitAsync and the channel's async calls (sendAsync, recvAsync, recvViewAsync, for await) " +
-        "need --allow-ffi without a path: the native library's threads wake them through a " +
-        "callback (Deno.UnsafeCallback), which Deno allows only then; everything else works " +
-        "with --allow-ffi=<path of the library>",
-      { cause: err },
-    );
-  }
-}
-
 /** Opens the native library and returns the Deno backend. */
 export function loadDeno(explicit?: string): Backend {
   if (!("Deno" in globalThis)) throw wrongEntry("mod.ts");
@@ -194,23 +159,9 @@ export function loadDeno(explicit?: string): Backend {
     (l) => l.close(),
   );
   const s = lib.symbols;
+  // Node-API gives Deno what Node has: buffers the engine owns, and async waits whose thread-safe
+  // function the runtime tears down with the Worker that made it (with its waits, which end).
   const owner = loadNodeApi(path, process.dlopen);
-  // The native wait service calls this from its threads; Deno queues each call onto this thread.
-  // Referenced (holding the event loop open) only while a wait is pending. A callback needs
-  // `--allow-ffi` for every path: with the permission scoped to the library's path, it is made
-  // on the first async wait instead (which then fails with a clear error), so that everything
-  // else works. Made here when allowed, so that a test that first waits does not see it as a
-  // resource it leaked.
-  let woken: Deno.UnsafeCallback<typeof WOKEN> | undefined;
-  const waits = new AsyncWaits((on) => on ? woken!.ref() : woken!.unref());
-  const callback = (): Deno.PointerObject => {
-    if (woken === undefined) {
-      woken = threadSafeCallback(WOKEN, (token, code) => waits.woken(Number(token), code));
-      woken.unref();
-    }
-    return woken.pointer;
-  };
-  if (ffiUnscoped()) callback();
   return {
     runtime: "deno",
     // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
@@ -257,11 +208,11 @@ export function loadDeno(explicit?: string): Backend {
         ? s.sb_wait_spin(address as bigint, expected, ns(timeoutNs), spins)
         : s.sb_wait(address as bigint, expected, ns(timeoutNs)),
     // Not a `nonblocking` call: each of those holds a thread of Deno's small blocking pool, and
-    // a few dozen idle waits would starve its file I/O. The native service parks them instead.
+    // a few dozen idle waits would starve its file I/O. The native service parks them instead,
+    // and resolves them through Node-API: a `Deno.UnsafeCallback` would be called after a
+    // terminated Worker freed it (a crash), and needs `--allow-ffi` for every path.
     waitAsync: (address, expected, timeoutNs) =>
-      waits.wait((token) =>
-        s.sb_wait_async(address as bigint, expected, ns(timeoutNs), BigInt(token), callback())
-      ),
+      owner.waitAsync(Number(address), expected, timeoutNs),
     cancelWaits: (address, length) => s.sb_wait_cancel(address as bigint, BigInt(length)),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
     wrap: (address, length, handle, group) => owner.wrap(handle, address, length, group),

@@ -54,7 +54,6 @@ export interface NodeCalls extends
     | "errorName"
     | "errorMessage"
     | "wait"
-    | "waitAsync"
     | "cancelWaits"
     | "notify"
     | "mutexInit"

@@ -310,14 +310,14 @@ pub unsafe extern "C" fn sb_wait_async(
             return -libc::EINVAL;
         };
         // SAFETY: forwarded from the caller.
-        unsafe { start_wait_async(addr, expected, timeout_ns, move |code| cb(token, code)) }
+        unsafe { start_wait_async(addr, expected, timeout_ns, 0, move |code| cb(token, code)) }
     })
 }
 
 /// The body of [`sb_wait_async`] with the completion as a closure, shared with Node's
 /// `waitAsync`: returns [`SB_WAIT_PENDING`] (and `done` will run exactly once, on a pool thread or
 /// from [`sb_wait_cancel`], with the result code), or the code to report at once (`done` never
-/// runs).
+/// runs). `owner` (0: none) is whose wait it is, for [`sync::cancel_owned`].
 ///
 /// # Safety
 /// As [`sb_wait_async`].
@@ -325,6 +325,7 @@ pub(crate) unsafe fn start_wait_async(
     addr: *const u32,
     expected: u32,
     timeout_ns: i64,
+    owner: u64,
     done: impl FnOnce(i32) + Send + 'static,
 ) -> i32 {
     if !word_ok(addr) {
@@ -332,7 +333,7 @@ pub(crate) unsafe fn start_wait_async(
     }
     let done = move |result: io::Result<WaitOutcome>| done(wait_code(result));
     // SAFETY: non-null and aligned; see sb_wait_async for who reads the word.
-    match unsafe { sync::wait_async(addr, expected, timeout_of(timeout_ns), done) } {
+    match unsafe { sync::wait_async_owned(addr, expected, timeout_of(timeout_ns), owner, done) } {
         Ok(AsyncStart::Pending) => SB_WAIT_PENDING,
         Ok(AsyncStart::NotEqual) => SB_WAIT_NOT_EQUAL,
         Ok(AsyncStart::TimedOut) => SB_WAIT_TIMED_OUT,

@@ -555,7 +555,7 @@ impl Waits {
         };
         // SAFETY: the TypeScript side checked that the address is an aligned word inside a live
         // mapping of this library; on Linux only the kernel reads it later (see sb_wait_async).
-        let code = unsafe { start_wait_async(address as *const u32, expected, timeout, done) };
+        let code = unsafe { start_wait_async(address as *const u32, expected, timeout, id, done) };
         if code == SB_WAIT_PENDING {
             if self.pending.get() == 0 {
                 // SAFETY: on the JavaScript thread, with this environment's function.
@@ -653,11 +653,16 @@ unsafe extern "C" fn settle(env: Env, _js: Value, context: *mut c_void, data: *m
     }));
 }
 
-/// Teardown of an environment's thread-safe function: completions stop calling it.
+/// Teardown of an environment's thread-safe function: completions stop calling it, then its
+/// pending waits end (their completions find no function, and free what they carry). Left
+/// registered, they would take wake-ups from live waiters (a notify of one wakes a dead wait)
+/// and room in the service until they timed out, or for ever.
 unsafe extern "C" fn forget(id: *mut c_void) {
+    let id = id as usize as u64;
     if let Some(map) = live().as_mut() {
-        map.remove(&(id as usize as u64));
+        map.remove(&id);
     }
+    shared_buffer::sync::cancel_owned(id);
 }
 
 /// Teardown of an environment: frees its [`Waits`].

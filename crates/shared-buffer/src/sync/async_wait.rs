@@ -88,6 +88,8 @@ struct Entry {
     done: Mutex<Option<Completion>>,
     /// Watched by a pool thread of its own (else by a group).
     pooled: bool,
+    /// Who registered it ([`wait_async_owned`]; 0: nobody in particular), for [`cancel_owned`].
+    owner: u64,
 }
 
 impl Entry {
@@ -205,6 +207,30 @@ pub unsafe fn wait_async<F>(
 where
     F: FnOnce(io::Result<WaitOutcome>) + Send + 'static,
 {
+    // SAFETY: forwarded from the caller.
+    unsafe { wait_async_owned(addr, expected, timeout, 0, done) }
+}
+
+/// [`wait_async`] on behalf of `owner` (0: nobody in particular): [`cancel_owned`] ends every wait of an owner at
+/// once, as an environment that goes away (a terminated Worker) must, or its waits would stay
+/// registered, taking wake-ups from live waiters and room in the service, and complete into
+/// nothing.
+///
+/// # Safety
+/// As [`wait_async`].
+///
+/// # Errors
+/// As [`wait_async`].
+pub unsafe fn wait_async_owned<F>(
+    addr: *const u32,
+    expected: u32,
+    timeout: Option<Duration>,
+    owner: u64,
+    done: F,
+) -> io::Result<AsyncStart>
+where
+    F: FnOnce(io::Result<WaitOutcome>) + Send + 'static,
+{
     // SAFETY: forwarded from the caller. A zero timeout only compares (in the kernel on Linux).
     if unsafe { wait_raw(addr, expected, Some(Duration::ZERO)) }? == WaitOutcome::NotEqual {
         return Ok(AsyncStart::NotEqual);
@@ -212,7 +238,7 @@ where
     if timeout == Some(Duration::ZERO) {
         return Ok(AsyncStart::TimedOut);
     }
-    register(addr, expected, timeout, Box::new(done), use_groups())
+    register(addr, expected, timeout, Box::new(done), use_groups(), owner)
 }
 
 /// Registers a wait that passed its first check, with the groups or with the pool.
@@ -222,6 +248,7 @@ fn register(
     timeout: Option<Duration>,
     done: Completion,
     groups: bool,
+    owner: u64,
 ) -> io::Result<AsyncStart> {
     let entry = {
         let mut registry = lock(&REGISTRY);
@@ -241,6 +268,7 @@ fn register(
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             done: Mutex::new(Some(done)),
             pooled: !groups,
+            owner,
         });
         registry.pending.insert(entry.serial, Arc::clone(&entry));
         entry
@@ -263,10 +291,24 @@ fn register(
 /// with `EBADF` (from this thread), and returns how many it ended. For a segment about to be
 /// unmapped: its waits can never be woken through it again.
 pub fn cancel_waits(start: usize, len: usize) -> usize {
+    cancel_where(|e| e.addr >= start && e.addr - start < len)
+}
+
+/// Ends every pending wait that `owner` registered ([`wait_async_owned`]) now, each completion
+/// called once with `EBADF` (from this thread), and returns how many it ended.
+pub fn cancel_owned(owner: u64) -> usize {
+    if owner == 0 {
+        return 0;
+    }
+    cancel_where(|e| e.owner == owner)
+}
+
+/// Ends the pending waits that `hit` picks (see [`cancel_waits`]).
+fn cancel_where(pick: impl Fn(&Entry) -> bool) -> usize {
     let hit: Vec<Arc<Entry>> = lock(&REGISTRY)
         .pending
         .values()
-        .filter(|e| e.addr >= start && e.addr - start < len)
+        .filter(|e| pick(e))
         .cloned()
         .collect();
     let mut ended = 0;
@@ -610,7 +652,7 @@ mod tests {
             let tx = tx.clone();
             let done: Completion =
                 Box::new(move |r| tx.send((i, r.map_err(|e| e.raw_os_error()))).unwrap());
-            register(WORDS[i].as_ptr(), 0, timeout, done, false).unwrap()
+            register(WORDS[i].as_ptr(), 0, timeout, done, false, 0).unwrap()
         };
         let long = Duration::from_secs(30);
         for i in 0..3 {

@@ -33,9 +33,10 @@
 //!
 //! [`wait_async`] registers a wait and returns at once; a small pool of reusable native threads
 //! carries it out (one parked thread per pending wait, idle threads reused) and calls a
-//! completion when it ends. It is for Bun, whose FFI cannot call [`wait`] off its JavaScript
-//! thread (the C ABI's `sb_wait_async` calls a thread-safe `JSCallback`); Deno calls the
-//! blocking `sb_wait` with `nonblocking: true` instead.
+//! completion when it ends. The bindings of every runtime resolve a Promise from it through a
+//! Node-API thread-safe function; [`wait_async_owned`] tags a wait with its environment, and
+//! [`cancel_owned`] ends an environment's waits when it goes away (a terminated Worker). The C
+//! ABI's `sb_wait_async` calls a plain function pointer.
 //!
 //! # Examples
 //!
@@ -63,8 +64,8 @@ mod held;
 mod mutex;
 
 pub use async_wait::{
-    AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_waits, service_stats,
-    wait_async,
+    AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_owned, cancel_waits,
+    service_stats, wait_async, wait_async_owned,
 };
 pub use held::{MAX_HELD, forget_in as forget_held_in, held_in};
 pub use mutex::{
