@@ -1,6 +1,6 @@
 /**
  * A Worker that leaves async waits pending and answers 1: on the named segment it is sent, a
- * `waitAsync` of word 4 with a 300 ms timeout and one of word 8 without, and on the named channel
+ * `waitAsync` of word 4 with a 300 ms timeout and five of word 8 without, and on the named channel
  * a `recvAsync` without a timeout (which parks in slices of 100 ms). Nobody changes the words or
  * sends; its parent terminates it with them pending.
  *
