@@ -2198,6 +2198,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           offset: L.OFF_RX_WAITING,
           ns: nsUntil(Math.min(deadline, nextCheck, now + PARK_MS), now),
         };
+      } else {
+        // The ring changed between the two looks: look again, on a fresh clock, so that the
+        // deadline and the senders' check still come if it keeps changing so (a peer writing
+        // `tail` or a commit word back and forth), as a waiting sender does.
+        spinner.refresh();
       }
       if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
       Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
