@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import vm from "node:vm";
 import {
   cleanup,
   HANG_MS,
@@ -155,6 +156,28 @@ test("wait/notify misuse: clear errors, the process lives on", async () => {
   assert.throws(() => wait(i32, 0, 0, 0), closed);
   assert.throws(() => notify(i32, 0), closed);
   await assert.rejects(waitAsync(i32, 0, 0, 0), closed);
+});
+
+test("an Int32Array or a receive target of another realm (node:vm) is refused with what to do", () => {
+  using shm = scratch();
+  const foreign = vm.runInNewContext("new Int32Array(b)", { b: shm.buffer }) as Int32Array;
+  // Where node:vm makes its arrays in this realm (Deno), they are this realm's: nothing to refuse.
+  if (foreign instanceof Int32Array) return;
+  const says = /got Int32Array of another realm \(node:vm\?\): make one in this realm/;
+  assert.throws(() => wait(foreign, 0, 1), (e) => e instanceof TypeError && says.test(e.message));
+  assert.throws(() => notify(foreign, 0), (e) => e instanceof TypeError && says.test(e.message));
+  const name = uniqueName("realm");
+  try {
+    using ch = lib.Channel.create({ name }, { capacity: 1024 });
+    using rx = ch.receiver();
+    const target = vm.runInNewContext("new Uint8Array(8)") as Uint8Array;
+    assert.throws(
+      () => rx.recvInto(target, 0),
+      (e) => e instanceof TypeError && /Uint8Array of another realm/.test(e.message),
+    );
+  } finally {
+    cleanup({ name });
+  }
 });
 
 test("wait, waitAsync and notify on a misaligned view: a RangeError that says so, before the call", async () => {

@@ -73,7 +73,7 @@ function locate(view: unknown, index: unknown, caller: string): Address {
     throw new TypeError(
       `${caller}: view must be an Int32Array over shared memory, got ${
         view === null ? "null" : (view as object)?.constructor?.name ?? typeof view
-      }`,
+      }${check.otherRealm(view, "Int32Array")}`,
     );
   }
   // The engine's own count of the view's bytes (see intrinsics.ts): a `length` or `byteOffset`

@@ -130,3 +130,13 @@ export function options<T extends object>(
   }
   return value as T;
 }
+
+/**
+ * For an error message: what to do with an array of the right kind made in another realm (a
+ * `node:vm` context, an iframe), which `instanceof` does not take; else "".
+ */
+export function otherRealm(value: unknown, kind: string): string {
+  return ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === `[object ${kind}]`
+    ? ` of another realm (node:vm?): make one in this realm over the same buffer (new ${kind}(its .buffer))`
+    : "";
+}

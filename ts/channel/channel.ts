@@ -1418,7 +1418,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   recvInto(target: Uint8Array, timeoutMs?: number): number | null {
     if (!(target instanceof Uint8Array)) {
-      throw new TypeError("recvInto: target must be a Uint8Array");
+      throw new TypeError(
+        `recvInto: target must be a Uint8Array${check.otherRealm(target, "Uint8Array")}`,
+      );
     }
     // Before the target is looked at: a "senderdied" listener may resize or detach it.
     if (--this.#countdown <= 0) this.#lookBusy();
