@@ -487,8 +487,9 @@ unsafe impl Send for Tsfn {}
 
 /// The thread-safe function of each environment that has one, by [`Waits::id`]. A completion
 /// calls it only while holding this lock and finding it here; an environment's teardown removes
-/// it first (its cleanup hook runs before the thread-safe function's own), so no completion ever
-/// calls a destroyed function.
+/// it first (`forget`, a cleanup hook registered after the function was made, runs before the
+/// function's own teardown in Node, and before `drop_waits` everywhere), so no completion ever
+/// calls a destroyed function, and `settle` touches the environment only while it is here.
 static LIVE: Mutex<Option<HashMap<u64, Tsfn>>> = Mutex::new(None);
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -512,6 +513,8 @@ struct Waits {
 struct Completion {
     deferred: *mut c_void,
     code: i32,
+    /// The [`Waits::id`] of the environment that made the wait.
+    id: u64,
 }
 
 impl Waits {
@@ -537,6 +540,7 @@ impl Waits {
             let data = Box::into_raw(Box::new(Completion {
                 deferred: deferred_addr as *mut c_void,
                 code,
+                id,
             }));
             let queued = match (live().as_ref().and_then(|map| map.get(&id)), sys::api()) {
                 // SAFETY: the function is live while it is in LIVE and the lock is held (the
@@ -632,12 +636,21 @@ impl Waits {
 unsafe extern "C" fn settle(env: Env, _js: Value, context: *mut c_void, data: *mut c_void) {
     // SAFETY: every `data` queued is a Box<Completion> (see Waits::start).
     let completion = unsafe { Box::from_raw(data.cast::<Completion>()) };
-    if env.is_null() {
+    // Bun delivers what was queued before a Worker's teardown after its cleanup hooks ran (with
+    // the env not null yet): once `forget` removed the environment from LIVE, its Waits may be
+    // freed and its env going, so nothing is touched but the completion. `forget` and this run
+    // on the environment's JavaScript thread only, so the look cannot go stale.
+    if env.is_null()
+        || !live()
+            .as_ref()
+            .is_some_and(|map| map.contains_key(&completion.id))
+    {
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let Ok(api) = sys::api() else { return };
-        // SAFETY: with a non-null env the context is the environment's live Waits.
+        // SAFETY: the environment is in LIVE, so its cleanup hooks have not run: the context is
+        // its live Waits (freed by `drop_waits`, which runs after `forget`).
         let waits = unsafe { &*context.cast::<Waits>() };
         let left = waits.pending.get().saturating_sub(1);
         waits.pending.set(left);
