@@ -36,12 +36,23 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
   return bufferOf.call(view);
 }
 
-/** The buffer a typed array or a `DataView` views. */
-export function anyViewBuffer(view: ArrayBufferView): ArrayBufferLike {
+/**
+ * Whether a buffer, or the buffer of a typed array or a `DataView`, is detached: its 0 bytes are
+ * not an empty message but a moved one. Of any realm; false for a `SharedArrayBuffer`.
+ */
+export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
   try {
-    return bufferOf.call(view);
+    let buffer: ArrayBufferLike = message as ArrayBuffer;
+    if (ArrayBuffer.isView(message)) {
+      try {
+        buffer = bufferOf.call(message);
+      } catch {
+        buffer = dataViewBufferOf.call(message); // not a typed array: a DataView
+      }
+    }
+    return bufferDetached(buffer as ArrayBuffer);
   } catch {
-    return dataViewBufferOf.call(view); // not a typed array: a DataView, or it throws
+    return false; // a SharedArrayBuffer, which cannot be detached
   }
 }
 

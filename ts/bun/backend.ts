@@ -88,7 +88,7 @@ export function loadBun(explicit?: string): Backend {
   // Async waits resolve through Node-API, which Bun implements: a thread-safe `JSCallback` would
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
-  const waits = loadNodeApi(path, process.dlopen);
+  const nodeApi = loadNodeApi(path, process.dlopen);
   return {
     runtime: "bun",
     mainThread: (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread,
@@ -116,7 +116,7 @@ export function loadBun(explicit?: string): Backend {
       spins > 0
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)
         : s.sb_wait(address, expected, timeoutNs),
-    waitAsync: (address, expected, timeoutNs) => waits.waitAsync(address, expected, timeoutNs),
+    waitAsync: (address, expected, timeoutNs) => nodeApi.waitAsync(address, expected, timeoutNs),
     cancelWaits: (address, length) => s.sb_wait_cancel(address, length),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
     wrap: (address, length, handle) =>

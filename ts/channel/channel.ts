@@ -19,11 +19,11 @@ import {
 } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import {
-  anyViewBuffer,
   bufferByteLength,
   viewBuffer,
   viewByteOffset,
   viewBytes,
+  viewDetached,
 } from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
 import * as L from "./layout.ts";
@@ -154,12 +154,6 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
       check.describe(message)
     }`,
   );
-}
-
-/** Whether a message (a buffer, or a view) has lost its memory: 0 bytes, not an empty message. */
-function detachedMessage(message: ArrayBufferView | ArrayBuffer): boolean {
-  // Not `instanceof ArrayBuffer`: a buffer of another realm (`node:vm`) is one too.
-  return isDetached(ArrayBuffer.isView(message) ? anyViewBuffer(message) as ArrayBuffer : message);
 }
 
 /**
@@ -937,7 +931,7 @@ export class ChannelSender implements Disposable {
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
-    if (len === 0 && typeof message !== "string" && detachedMessage(message)) {
+    if (len === 0 && typeof message !== "string" && viewDetached(message)) {
       // Moved away (transfer(), postMessage): an empty message would hide the caller's mistake.
       throw new TypeError(
         `${

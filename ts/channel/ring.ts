@@ -11,10 +11,10 @@
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import {
-  bufferDetached,
   viewBuffer,
   viewByteLength,
   viewByteOffset,
+  viewDetached,
   viewLength,
 } from "../intrinsics.ts";
 import {
@@ -758,12 +758,6 @@ export const STEP_LIMIT = 1024;
  */
 export const FRAGMENT_STEP_BYTES = 64 * 1024;
 
-/** Whether an empty plain `Uint8Array` is empty because its buffer was detached. */
-function emptiedBy(message: Uint8Array): boolean {
-  const buffer = viewBuffer(message);
-  return !(buffer instanceof SharedArrayBuffer) && bufferDetached(buffer as ArrayBuffer);
-}
-
 /** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
 export const SWEEP_MAX = 512 << 10;
 
@@ -1051,7 +1045,7 @@ export class Producer {
       const message = messages[end];
       if (!plainBytes(message) || message.length > r.maxRecord) break;
       // One over a detached buffer goes one by one, which refuses it.
-      if (message.length === 0 && emptiedBy(message)) break;
+      if (message.length === 0 && viewDetached(message)) break;
       const span = L.recordSpan(message.length);
       if (bytes + span > room) break;
       bytes += span;
@@ -1092,7 +1086,7 @@ export class Producer {
       if (len > r.maxRecord || at + span > stop) break;
       // Detached since it was sized (a getter moved it): left to the one-by-one path, which
       // refuses it; the rest of the run becomes skip records.
-      if (len === 0 && emptiedBy(message as Uint8Array)) break;
+      if (len === 0 && viewDetached(message as Uint8Array)) break;
       this.#mark(at, span);
       // A detached buffer counts 0 bytes, and `set` would throw on it.
       if (len !== 0) data.set(message, L.OFF_DATA + at + 8);

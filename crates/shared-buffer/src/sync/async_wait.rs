@@ -211,10 +211,10 @@ where
     unsafe { wait_async_owned(addr, expected, timeout, 0, done) }
 }
 
-/// [`wait_async`] on behalf of `owner` (0: nobody in particular): [`cancel_owned`] ends every wait of an owner at
-/// once, as an environment that goes away (a terminated Worker) must, or its waits would stay
-/// registered, taking wake-ups from live waiters and room in the service, and complete into
-/// nothing.
+/// [`wait_async`] on behalf of `owner` (0: nobody in particular): [`cancel_owned`] ends every
+/// wait of an owner at once, as an environment that goes away (a terminated Worker) must, or its
+/// waits would stay registered, taking wake-ups from live waiters and room in the service, and
+/// complete into nothing.
 ///
 /// # Safety
 /// As [`wait_async`].
@@ -303,7 +303,7 @@ pub fn cancel_owned(owner: u64) -> usize {
     cancel_where(|e| e.owner == owner)
 }
 
-/// Ends the pending waits that `hit` picks (see [`cancel_waits`]).
+/// Ends the pending waits that `pick` picks (see [`cancel_waits`]).
 fn cancel_where(pick: impl Fn(&Entry) -> bool) -> usize {
     let hit: Vec<Arc<Entry>> = lock(&REGISTRY)
         .pending
