@@ -155,12 +155,28 @@ for (const which of runtimes) {
   );
 }
 
+/**
+ * Where Node.js can move a buffer (`transfer()`, Node 21 and newer), one that the engine's own
+ * collection collected before the create found no room might have been moved first, so only its
+ * finalizer, on a later turn of the event loop, may unmap it (docs/node.md).
+ */
+const movedBuffersWaitForTheLoop = runtime === "node" &&
+  typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function";
+
 for (
-  const [mode, through] of [["sync", "buffer"], ["async", "buffer"], ["sync", "view"]] as const
+  const [mode, through] of [
+    ["sync", "buffer"],
+    ["async", "buffer"],
+    ["sync", "view"],
+    ["collect", "buffer"],
+    ["collect", "view"],
+  ] as const
 ) {
   testUnless(
     noPrivateShm,
-    `a ${mode} loop that creates, fills (through ${through}), unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm`,
+    `a ${mode} loop that creates, fills (through ${through}), unlinks and drops 1 MiB segments without close() never fills a 16 MiB /dev/shm${
+      mode === "collect" ? " (the engine collecting them itself between two creates)" : ""
+    }`,
     async () => {
       const count = 300; // about 20 times what fits
       const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
@@ -169,7 +185,20 @@ for (
         "ownership/churn.ts",
         [prefix, String(count), mode, through],
       );
-      assertEquals(result.made, count, "segments made");
+      if (mode === "collect" && movedBuffersWaitForTheLoop) {
+        // It fails, and says what frees them.
+        assertEquals(result.code, "ENOSPC", `the loop's error (${result.message})`);
+        const message = String(result.message);
+        if (!message.includes("only when the event loop turns: close() the segments")) {
+          throw new Error(`the ENOSPC does not say what to do: ${message}`);
+        }
+        return;
+      }
+      assertEquals(
+        { made: result.made, code: result.code, message: result.message },
+        { made: count },
+        "segments made",
+      );
     },
   );
 }

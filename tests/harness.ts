@@ -291,7 +291,10 @@ export function runtimeBin(which: Runtime): string {
   return (which === "deno" ? env.DENO_BIN : env.BUN_BIN) ?? which;
 }
 
-/** The command line that runs `script` (a `.ts` name under tests/children) in `which`. */
+/**
+ * The command line that runs `script` (a `.ts` name under tests/children) in `which`, with the
+ * engine's `gc` exposed (`collect` in `children/lib.ts`).
+ */
 export function scriptCommand(which: Runtime, script: string, args: string[]): string[] {
   if (which === "node") {
     const path = new URL(`./children/${script.replace(/\.ts$/, ".js")}`, builtTests).pathname;
@@ -299,7 +302,16 @@ export function scriptCommand(which: Runtime, script: string, args: string[]): s
   }
   const path = new URL(`./children/${script}`, sourceTests).pathname;
   return which === "deno"
-    ? [runtimeBin("deno"), "run", "--allow-ffi", "--allow-read", "--allow-env", path, ...args]
+    ? [
+      runtimeBin("deno"),
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-env",
+      "--v8-flags=--expose-gc",
+      path,
+      ...args,
+    ]
     : [runtimeBin("bun"), path, ...args];
 }
 

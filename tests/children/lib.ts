@@ -34,6 +34,20 @@ export function sleepSync(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms);
 }
 
+/**
+ * A full garbage collection now, with no turn of the event loop (`gc` is exposed to every child:
+ * see `scriptCommand` in `../harness.ts`).
+ */
+export function collect(): void {
+  if (runtime === "bun") {
+    (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
+  } else {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    check(gc !== undefined, "this child needs gc exposed (--expose-gc)");
+    gc();
+  }
+}
+
 /** Prints `result <json>`, the line the parent parses. */
 export function report(result: Record<string, unknown>): void {
   say(`result ${JSON.stringify(result)}`);

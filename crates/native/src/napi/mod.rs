@@ -22,8 +22,11 @@
 //!   the engine finalizes the object; with `trackAll`, tracked like a buffer. For engines whose
 //!   buffer finalizers wait for the event loop anyway (Node.js), a finalizer on the object is a
 //!   cheaper owner than a private one-byte buffer.
-//! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
-//!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
+//! - `trackAll(movable)`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not
+//!   only views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
+//!   `movable` says whether code other than this library can detach them (`transfer()`): where
+//!   it cannot (Node.js 20), a buffer collected still owned its handle, which is then closed as
+//!   soon as its empty reference is seen, not left to a finalizer that waits for the event loop.
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
@@ -71,6 +74,9 @@ pub(crate) struct Account {
     tracked: Mutex<Tracked>,
     /// Set by `trackAll`: every buffer is tracked, not only views.
     track_all: AtomicBool,
+    /// Set by `trackAll(false)`: nothing but this library detaches the buffers `wrap` makes, so
+    /// a collected one still owned its handle.
+    buffers_stay: AtomicBool,
 }
 
 /// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
@@ -82,6 +88,9 @@ struct Watched {
     serial: u64,
     /// The serial number of the handle whose `takeViews` hands it back; 0 for none.
     group: u64,
+    /// Whether an empty reference means the object still owned `handle` when it was collected:
+    /// an object given to `addFinalizer`, or a buffer nothing but this library detaches.
+    owns_when_collected: bool,
 }
 
 /// The weak references of one environment to the buffers it made.
@@ -93,7 +102,12 @@ struct Watched {
 /// collected, and its handle is closed at once (by serial, so the finalizer that comes later
 /// closes nothing). A buffer detached before it was collected may have handed its memory to
 /// another buffer (`transfer()`), so `forgetDetached`, called just before `relieve`, forgets
-/// every detached buffer (its finalizer runs when the memory is really released). It is a call
+/// every detached buffer (its finalizer runs when the memory is really released). A reference
+/// found empty before that, collected by an earlier collection, is ambiguous in the same way,
+/// unless the object could not have been detached ([`Watched::owns_when_collected`]): then its
+/// handle is closed wherever its empty reference is seen. (Else a synchronous loop whose own
+/// allocations had the engine collect its dropped segments got none back: `forgetDetached`
+/// forgot them, and `relieve`'s collection had nothing left to find.) It is a call
 /// of its own because the values it reads must not live through the collection, and a handle
 /// scope inside one call does not free them in every runtime (Deno). Any `wrap` in between
 /// disarms `relieve`'s release.
@@ -571,7 +585,16 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 // before any JavaScript runs again (the finalizer cannot run during this call).
                 let (handle, serial) = ((*hint).handle, (*hint).serial);
                 if group != 0 || account.track_all.load(Ordering::Relaxed) {
-                    track(api, env, account, buffer, handle, serial, group)?;
+                    let stays = account.buffers_stay.load(Ordering::Relaxed);
+                    track(
+                        api,
+                        env,
+                        account,
+                        buffer,
+                        Owner { handle, serial },
+                        group,
+                        stays,
+                    )?;
                 }
                 Ok(buffer)
             },
@@ -646,7 +669,8 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
             if account.track_all.load(Ordering::Relaxed) {
-                track(api, env, account, object, handle, serial, 0)?;
+                // A plain object cannot be detached: collected, it still owned the handle.
+                track(api, env, account, object, Owner { handle, serial }, 0, true)?;
             }
             undefined(api, env)
         })
@@ -656,7 +680,13 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
 unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, account, []: [Value; 0]| {
+        call(env, info, |api, account, [movable]: [Value; 1]| {
+            let mut movable_flag = true;
+            // SAFETY: a value of this call; valid out-pointer.
+            if (api.get_value_bool)(env, movable, &mut movable_flag) != OK {
+                return Err(Thrown::Type("movable must be a boolean".into()));
+            }
+            account.buffers_stay.store(!movable_flag, Ordering::Relaxed);
             account.track_all.store(true, Ordering::Relaxed);
             undefined(api, env)
         })
@@ -845,24 +875,24 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-/// Keeps a weak reference to `buffer`, which owns `handle` (numbered `serial`), and now and then
-/// forgets the buffers already collected or detached.
+/// Keeps a weak reference to `object` (a buffer, or an object given to `addFinalizer`), which
+/// owns `owner`'s handle, and now and then forgets the buffers already collected or detached.
 ///
 /// # Safety
-/// `env` is live and this runs on its thread; `buffer` is a value of this call.
+/// `env` is live and this runs on its thread; `object` is a value of this call.
 unsafe fn track(
     api: &Api,
     env: Env,
     account: &Account,
-    buffer: Value,
-    handle: i32,
-    serial: u64,
+    object: Value,
+    owner: Owner,
     group: u64,
+    owns_when_collected: bool,
 ) -> Result<(), Thrown> {
     let mut reference = ptr::null_mut();
     check(
         // SAFETY: a value of this call and a valid out-pointer.
-        unsafe { (api.create_reference)(env, buffer, 0, &mut reference) },
+        unsafe { (api.create_reference)(env, object, 0, &mut reference) },
         "napi_create_reference",
     )?;
     let mut tracked = account
@@ -871,9 +901,10 @@ unsafe fn track(
         .unwrap_or_else(PoisonError::into_inner);
     tracked.push(Watched {
         reference: reference as usize,
-        handle,
-        serial,
+        handle: owner.handle,
+        serial: owner.serial,
         group,
+        owns_when_collected,
     });
     if tracked.count >= tracked.prune_at.max(PRUNE_MIN) {
         // SAFETY: forwarded.
@@ -884,7 +915,8 @@ unsafe fn track(
 }
 
 /// Forgets (deletes the references of) the tracked buffers that were collected or detached,
-/// leaving their handles to their finalizers.
+/// leaving their handles to their finalizers, except that the handle of a collected object that
+/// still owned it ([`Watched::owns_when_collected`]) is closed here, at once.
 ///
 /// # Safety
 /// `env` is live and this runs on its thread.
@@ -908,6 +940,9 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
             if !detached {
                 return true;
             }
+        } else if status == OK && entry.owns_when_collected {
+            // Collected while it owned the handle (its finalizer, later, finds it closed).
+            close_owned(entry.handle, entry.serial);
         }
         // SAFETY: as above; deleted once, then dropped from the list.
         unsafe { (api.delete_reference)(env, reference) };
