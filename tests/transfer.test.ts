@@ -15,7 +15,6 @@ import {
   lacking,
   lib,
   runtime,
-  runtimeBin,
   scriptCommand,
   start,
   test,
@@ -60,23 +59,9 @@ const COPIED: Partial<Record<string, readonly string[]>> = {
   node: newNode ? [] : POSTED,
 };
 
-/** The child's command line: this runtime, with GC exposed (Deno) and the least permissions. */
+/** The child's command line: this runtime, with GC exposed and the least permissions. */
 function moveCommand(route: string, name: string): string[] {
-  const path = new URL("./children/ownership/move.ts", import.meta.url).pathname;
-  if (runtime === "node") return scriptCommand("node", "ownership/move.ts", [route, name]);
-  return runtime === "deno"
-    ? [
-      runtimeBin("deno"),
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-env",
-      "--v8-flags=--expose-gc",
-      path,
-      route,
-      name,
-    ]
-    : [runtimeBin("bun"), path, route, name];
+  return scriptCommand(runtime, "ownership/move.ts", [route, name]);
 }
 
 for (const route of ROUTES) {
