@@ -129,4 +129,40 @@ if (runtime === "node") {
       cleanup({ name });
     }
   });
+
+  test("a buffer moved into a byte stream keeps its memory after its old object is collected and the tracked buffers are pruned", async () => {
+    const name = uniqueName("nodestream");
+    const other = uniqueName("nodeprune");
+    const size = 1 << 20;
+    try {
+      let reader: ReadableStreamDefaultReader<Uint8Array>;
+      {
+        const shm = SharedMemory.create({ name }, size);
+        new Uint8Array(shm.buffer).fill(7);
+        reader = new ReadableStream<Uint8Array>({
+          type: "bytes",
+          start(controller) {
+            controller.enqueue(new Uint8Array(shm.buffer)); // moves the memory (detaches it)
+            controller.close();
+          },
+        }).getReader();
+        shm.unlink();
+        shm.close();
+      }
+      // The moved-from object dies, empty of memory; then enough buffers are made that the list
+      // of tracked ones is pruned, which sees its reference empty.
+      await collectGarbage(3);
+      const keep = SharedMemory.create({ name: other }, 4096);
+      for (let i = 0; i < 200; i++) keep.view();
+      keep.close();
+      const { value } = await reader.read();
+      assert.ok(value !== undefined && value.length === size, "the chunk came whole");
+      let wrong = 0;
+      for (let i = 0; i < size; i += 4096) if (value[i] !== 7) wrong++;
+      assert.equal(wrong, 0, "every page still holds what was written");
+    } finally {
+      cleanup({ name });
+      cleanup({ name: other });
+    }
+  });
 }

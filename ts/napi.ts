@@ -40,12 +40,8 @@ export interface NodeApiModule {
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    */
   addFinalizer(object: object, handle: number): void;
-  /**
-   * From now on, `wrap` and `addFinalizer` track everything they make for `relieve`. `movable`:
-   * whether code other than this library can detach the buffers (`ArrayBuffer.prototype.transfer`);
-   * where it cannot, a buffer found collected has its handle closed at once.
-   */
-  trackAll(movable: boolean): void;
+  /** From now on, `wrap` and `addFinalizer` track everything they make for `relieve`. */
+  trackAll(): void;
   /**
    * `sb_unlink_key`, after which each of this process's mappings of the segment is reported to
    * the engine as the memory its collection would free. Returns 0 or a negative code.

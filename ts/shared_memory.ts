@@ -251,13 +251,13 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
       return `no memory or address space left to map it; this process holds ${b.handleCount()} open segment handles (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "ENOSPC": {
       // Where collected buffers keep their mappings until the event loop turns (Node.js), the
-      // relief cannot release one that the engine's own collection collected earlier and that
-      // could have been moved (transfer()): say what does release it.
+      // relief cannot release one that the engine's own collection collected earlier, which may
+      // have moved its memory to another buffer first: say what releases those.
       const held = b.mappingLimit === undefined ? 0 : b.handleCount();
       if (held === 0) break;
       return `${
         b.errorMessage(code)
-      }; this process holds ${held} open segment handles, and ${b.runtime} unmaps a segment dropped without close() or detachSharedBuffer() only when the event loop turns: close() the segments you are done with, or let the event loop run`;
+      }; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run`;
     }
     case "EOWNER":
       return `the segment belongs to ${

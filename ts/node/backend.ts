@@ -102,9 +102,7 @@ export function loadNode(explicit?: string): Backend {
     () => {},
   );
   // The relief closes the handles of what its collection collected through these references.
-  // Without `transfer()` (Node 20) nothing but this library detaches a buffer, so one found
-  // collected owned its handle still, whichever collection collected it.
-  n.trackAll(canTransfer);
+  n.trackAll();
   return {
     runtime: "node",
     mainThread: isMainThread,

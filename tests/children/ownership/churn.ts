@@ -8,8 +8,10 @@
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
  * under allocation or load; `view` fills the segment through `view()` instead of `buffer`.
- * Prints `result {"made": n, "handles": h}`, with the `code` and `message` of the
- * `SharedMemoryError` that stopped it, if one did.
+ * A create that fails with `ENOSPC` is tried once more after one turn of the event loop.
+ * Prints `result {"made": n, "handles": h, "waited": w, "firstWait": message}` (`waited`: how many
+ * creates needed that turn; `firstWait`: the first one's error message), with the `code` and
+ * `message` of the `SharedMemoryError` that stopped the loop, if one did.
  *
  * @module
  */
@@ -19,10 +21,28 @@ import { args, collect, lib, report } from "../lib.ts";
 const [prefix, count, mode, through = "buffer"] = args;
 const MiB = 1024 * 1024;
 let made = 0;
+/** The messages of the ENOSPC errors met, each followed by one turn of the event loop. */
+const waited: string[] = [];
 let failed: { code: unknown; message: string } | undefined;
+type Segment = ReturnType<typeof lib.SharedMemory.create>;
+/** Creates segment `i`, or returns undefined if that fails with `ENOSPC` (noting its message). */
+function tryCreate(i: number): Segment | undefined {
+  try {
+    return lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
+  } catch (err) {
+    if (!(err instanceof lib.SharedMemoryError) || err.code !== "ENOSPC") throw err;
+    waited.push(err.message);
+    return undefined;
+  }
+}
+/** What Node.js's ENOSPC says to do: lets the event loop run once, then creates segment `i`. */
+async function createAfterATurn(i: number): Promise<Segment> {
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
+}
 try {
   for (let i = 0; i < Number(count); i++) {
-    const shm = lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
+    const shm = tryCreate(i) ?? await createAfterATurn(i);
     new Uint8Array(through === "view" ? shm.view() : shm.buffer).fill(i & 0xff);
     shm.unlink();
     made++;
@@ -34,4 +54,10 @@ try {
   if (!(err instanceof lib.SharedMemoryError)) throw err;
   failed = { code: err.code, message: err.message };
 }
-report({ made, handles: lib.openHandleCount(), ...failed });
+report({
+  made,
+  handles: lib.openHandleCount(),
+  waited: waited.length,
+  firstWait: waited[0],
+  ...failed,
+});

@@ -22,11 +22,8 @@
 //!   the engine finalizes the object; with `trackAll`, tracked like a buffer. For engines whose
 //!   buffer finalizers wait for the event loop anyway (Node.js), a finalizer on the object is a
 //!   cheaper owner than a private one-byte buffer.
-//! - `trackAll(movable)`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not
-//!   only views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
-//!   `movable` says whether code other than this library can detach them (`transfer()`): where
-//!   it cannot (Node.js 20), a buffer collected still owned its handle, which is then closed as
-//!   soon as its empty reference is seen, not left to a finalizer that waits for the event loop.
+//! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
+//!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
@@ -74,9 +71,6 @@ pub(crate) struct Account {
     tracked: Mutex<Tracked>,
     /// Set by `trackAll`: every buffer is tracked, not only views.
     track_all: AtomicBool,
-    /// Set by `trackAll(false)`: nothing but this library detaches the buffers `wrap` makes, so
-    /// a collected one still owned its handle.
-    buffers_stay: AtomicBool,
 }
 
 /// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
@@ -89,7 +83,10 @@ struct Watched {
     /// The serial number of the handle whose `takeViews` hands it back; 0 for none.
     group: u64,
     /// Whether an empty reference means the object still owned `handle` when it was collected:
-    /// an object given to `addFinalizer`, or a buffer nothing but this library detaches.
+    /// true for an object given to `addFinalizer` (a plain object, never detached), false for a
+    /// buffer, which may have moved its memory to another buffer first (`transfer()` in Node 21
+    /// and newer; in Node 20 a byte stream's `enqueue` or a BYOB read, which detach it through
+    /// Node's internals).
     owns_when_collected: bool,
 }
 
@@ -102,12 +99,11 @@ struct Watched {
 /// collected, and its handle is closed at once (by serial, so the finalizer that comes later
 /// closes nothing). A buffer detached before it was collected may have handed its memory to
 /// another buffer (`transfer()`), so `forgetDetached`, called just before `relieve`, forgets
-/// every detached buffer (its finalizer runs when the memory is really released). A reference
-/// found empty before that, collected by an earlier collection, is ambiguous in the same way,
-/// unless the object could not have been detached ([`Watched::owns_when_collected`]): then its
-/// handle is closed wherever its empty reference is seen. (Else a synchronous loop whose own
-/// allocations had the engine collect its dropped segments got none back: `forgetDetached`
-/// forgot them, and `relieve`'s collection had nothing left to find.) It is a call
+/// every detached buffer (its finalizer runs when the memory is really released). A buffer's
+/// reference found empty before that, emptied by an earlier collection, is ambiguous in the same
+/// way and is forgotten too; an object that could not have been detached
+/// ([`Watched::owns_when_collected`]) has its handle closed wherever its empty reference is seen.
+/// It is a call
 /// of its own because the values it reads must not live through the collection, and a handle
 /// scope inside one call does not free them in every runtime (Deno). Any `wrap` in between
 /// disarms `relieve`'s release.
@@ -585,16 +581,9 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 // before any JavaScript runs again (the finalizer cannot run during this call).
                 let (handle, serial) = ((*hint).handle, (*hint).serial);
                 if group != 0 || account.track_all.load(Ordering::Relaxed) {
-                    let stays = account.buffers_stay.load(Ordering::Relaxed);
-                    track(
-                        api,
-                        env,
-                        account,
-                        buffer,
-                        Owner { handle, serial },
-                        group,
-                        stays,
-                    )?;
+                    // A buffer may be detached, its memory moved, before it is collected.
+                    let owner = Owner { handle, serial };
+                    track(api, env, account, buffer, owner, group, false)?;
                 }
                 Ok(buffer)
             },
@@ -680,13 +669,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
 unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, account, [movable]: [Value; 1]| {
-            let mut movable_flag = true;
-            // SAFETY: a value of this call; valid out-pointer.
-            if (api.get_value_bool)(env, movable, &mut movable_flag) != OK {
-                return Err(Thrown::Type("movable must be a boolean".into()));
-            }
-            account.buffers_stay.store(!movable_flag, Ordering::Relaxed);
+        call(env, info, |api, account, []: [Value; 0]| {
             account.track_all.store(true, Ordering::Relaxed);
             undefined(api, env)
         })

@@ -78,7 +78,6 @@ napi! {
     get_cb_info = "napi_get_cb_info":
         fn(Env, CallbackInfo, *mut usize, *mut Value, *mut Value, *mut *mut c_void);
     get_value_int32 = "napi_get_value_int32": fn(Env, Value, *mut i32);
-    get_value_bool = "napi_get_value_bool": fn(Env, Value, *mut bool);
     get_value_uint32 = "napi_get_value_uint32": fn(Env, Value, *mut u32);
     get_value_double = "napi_get_value_double": fn(Env, Value, *mut f64);
     get_value_bigint_uint64 = "napi_get_value_bigint_uint64": fn(Env, Value, *mut u64, *mut bool);
