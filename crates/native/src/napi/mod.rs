@@ -103,10 +103,9 @@ struct Watched {
 /// reference found empty before that, emptied by an earlier collection, is ambiguous in the same
 /// way and is forgotten too; an object that could not have been detached
 /// ([`Watched::owns_when_collected`]) has its handle closed wherever its empty reference is seen.
-/// It is a call
-/// of its own because the values it reads must not live through the collection, and a handle
-/// scope inside one call does not free them in every runtime (Deno). Any `wrap` in between
-/// disarms `relieve`'s release.
+/// `forgetDetached` is a call of its own because the values it reads must not live through the
+/// collection, and a handle scope inside one call does not free them in every runtime (Deno). Any
+/// `wrap` in between disarms `relieve`'s release.
 #[derive(Debug, Default)]
 struct Tracked {
     /// Buffers of no group (tracked for `relieve` only).
