@@ -2,7 +2,7 @@
  * A job loop that never closes: creates a 1 MiB named segment, fills it, unlinks it and drops it,
  * `count` times, with no `close()` and no explicit garbage collection (but in `collect` mode).
  * Run in a small private `/dev/shm`, it must never fail with ENOSPC: the engine collects the
- * dropped segments.
+ * dropped segments (in Node.js, some only once the event loop turns, as its ENOSPC says).
  *
  * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view]`; `async` yields
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
