@@ -257,7 +257,7 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
       if (held === 0) break;
       return `${
         b.errorMessage(code)
-      }; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run`;
+      }; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
     }
     case "EOWNER":
       return `the segment belongs to ${
@@ -350,7 +350,7 @@ function openSegment(
     throw new SharedMemoryError(
       `${caller} of ${
         labelOf(id)
-      }: this process holds ${held} open segment handles, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtime} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run (ENOMEM)`,
+      }: this process holds ${held} open segment handles, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtime} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run, as an awaited setImmediate does (ENOMEM)`,
       "ENOMEM",
       b.errno("ENOMEM"),
     );

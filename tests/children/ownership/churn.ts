@@ -8,7 +8,8 @@
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
  * under allocation or load; `view` fills the segment through `view()` instead of `buffer`.
- * A create that fails with `ENOSPC` is tried once more after one turn of the event loop.
+ * A create that fails with `ENOSPC` is tried once more after one turn of the event loop (a
+ * `setImmediate`).
  * Prints `result {"made": n, "handles": h, "waited": w, "firstWait": message}` (`waited`: how many
  * creates needed that turn; `firstWait`: the first one's error message), with the `code` and
  * `message` of the `SharedMemoryError` that stopped the loop, if one did.
@@ -35,9 +36,13 @@ function tryCreate(i: number): Segment | undefined {
     return undefined;
   }
 }
-/** What Node.js's ENOSPC says to do: lets the event loop run once, then creates segment `i`. */
+/**
+ * What Node.js's ENOSPC says to do: lets the event loop run once, to its check phase, where Node
+ * runs the finalizers of collected buffers (a `setTimeout` of 0 may fire in the timers phase it
+ * was set in, before them: docs/node.md), then creates segment `i`.
+ */
 async function createAfterATurn(i: number): Promise<Segment> {
-  await new Promise((resolve) => setTimeout(resolve, 0));
+  await new Promise((resolve) => setImmediate(resolve));
   return lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
 }
 try {
