@@ -21,6 +21,7 @@ import {
   EMPTY,
   FULL,
   initRegion,
+  type Parking,
   Producer,
   Ring,
   STEP_LIMIT,
@@ -727,6 +728,40 @@ test("sendMany with an array whose element changes between reads sends what it r
   }
 });
 
+test("a sendMany element whose buffer a later element's getter grows or shrinks is sent as it is then, never past its record", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  for (const to of [40, 3, 0]) {
+    // Counted at 8 bytes; resized once the run has counted every element, before it writes.
+    const buffer = new ArrayBuffer(8, { maxByteLength: 64 });
+    const moving = new Uint8Array(buffer);
+    moving.fill(7);
+    const messages = [pattern(8, 1), moving, pattern(8, 2), pattern(8, 3), pattern(8, 4)];
+    let reads = 0;
+    Object.defineProperty(messages, 4, {
+      get: () => {
+        if (++reads === 1) {
+          buffer.resize(to);
+          moving.fill(9);
+        }
+        return pattern(8, 4);
+      },
+    });
+    assert.equal(tx.sendMany(messages, 5000), 5, `resized to ${to}`);
+    const got: Uint8Array[] = [];
+    while (got.length < 5) rx.recvMany((view) => void got.push(view.slice()), 5000);
+    assert.deepEqual(got, [
+      pattern(8, 1),
+      new Uint8Array(to).fill(9),
+      pattern(8, 2),
+      pattern(8, 3),
+      pattern(8, 4),
+    ], `resized to ${to}`);
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  }
+});
+
 test("the rest of a sendMany run that an element's getter cut short becomes skip records of at most half the ring each", () => {
   const name = uniqueName("run-rest");
   try {
@@ -736,11 +771,20 @@ test("the rest of a sendMany run that an element's getter cut short becomes skip
     const tx = ch.sender();
     const rx = ch.receiver();
     const first = pattern(480, 1);
-    const messages: (Uint8Array | string)[] = [first, pattern(40, 2)];
-    let reads = 0;
-    // Sized as 480 bytes, then read as a string: the run of 536 bytes is given up at once.
-    Object.defineProperty(messages, 0, { get: () => (++reads === 1 ? first : "text") });
-    assert.equal(tx.sendMany(messages, 5000), 2);
+    const messages = [first, pattern(40, 2)];
+    // Sized as 480 bytes, then detached by the next element's getter, before anything is
+    // written: the run of 536 bytes is given up at once, and the one-by-one path refuses it.
+    Object.defineProperty(messages, 1, {
+      get: () => {
+        const buffer = first.buffer as ArrayBuffer;
+        if (first.length !== 0) structuredClone(buffer, { transfer: [buffer] });
+        return pattern(40, 2);
+      },
+    });
+    assert.throws(
+      () => tx.sendMany(messages, 5000),
+      (e: unknown) => e instanceof TypeError && /messages\[0\]/.test(e.message),
+    );
     // With the capacity at its largest (2^28), a skip record over more than half the ring has a
     // length past 27 bits, which reads as a continued fragment: EBADMSG for an honest sender.
     for (let at = 0; at < 536;) {
@@ -750,9 +794,9 @@ test("the rest of a sendMany run that an element's getter cut short becomes skip
       assert.ok(span <= 512, `a skip record of ${span} bytes at ${at}`);
       at += span;
     }
-    assert.deepEqual(rx.recv(5000), new TextEncoder().encode("text"));
-    assert.deepEqual(rx.recv(5000), pattern(40, 2));
-    assert.equal(rx.tryRecv(), undefined, "nothing else");
+    assert.equal(rx.tryRecv(), undefined, "nothing was sent");
+    tx.send(pattern(40, 3), 5000);
+    assert.deepEqual(rx.recv(5000), pattern(40, 3), "the ring is sound");
   } finally {
     cleanup({ name });
   }
@@ -936,28 +980,28 @@ test("a message over a detached buffer is refused (TypeError, nothing sent), and
   const foreign = vm.runInNewContext("new Uint16Array(4)") as Uint16Array;
   structuredClone(foreign.buffer, { transfer: [foreign.buffer as ArrayBuffer] });
   assert.throws(() => tx.send(foreign, 5000), refused("ChannelSender.send"), "another realm's");
-  // A sendMany element whose getter detaches it after the run was sized: refused, not sent empty.
+  // A sendMany element detached by a later element's getter after the run counted it: refused,
+  // not sent empty; the message before it goes out.
   const moved = pattern(8, 9);
   let looks = 0;
   const batch = [pattern(8, 7), moved, pattern(8, 8)];
-  Object.defineProperty(batch, 1, {
+  Object.defineProperty(batch, 2, {
     get: () => {
-      if (++looks === 2) structuredClone(moved.buffer, { transfer: [moved.buffer as ArrayBuffer] });
-      return moved;
+      if (++looks === 1) structuredClone(moved.buffer, { transfer: [moved.buffer as ArrayBuffer] });
+      return pattern(8, 8);
     },
   });
   assert.throws(() => tx.sendMany(batch, 5000), refused("ChannelSender.sendMany: messages[1]"));
-  assert.ok(looks >= 2, `the element was read ${looks} times`);
+  assert.equal(looks, 1, "the getter ran once, before anything was written");
   assert.deepEqual(rx.recv(5000), pattern(8, 7));
   assert.equal(rx.tryRecv(), undefined, "nothing after the message before it");
-  // The element is read once to size the run, again to write it (then it throws), and once more
-  // by the one-by-one path, whose error sendMany reports.
+  // An element that throws: read to size the run (which ends before it), to size the next one
+  // (which it ends at once), and by the one-by-one path, whose error sendMany reports.
   let reads = 0;
   const messages = [pattern(8, 4), pattern(8, 5), pattern(8, 6)];
   Object.defineProperty(messages, 1, {
     get: () => {
-      if (++reads > 1) throw new Error(`read ${reads}`);
-      return pattern(8, 5);
+      throw new Error(`read ${++reads}`);
     },
   });
   assert.throws(() => tx.sendMany(messages, 5000), /read 3/);
@@ -994,20 +1038,23 @@ test("an element's getter that closes the one sender or the channel during sendM
       cleanup({ name });
     }
   }
-  // Read again to write the run: what came before the close goes out, nothing after it.
+  // A close in the getter of an element past the run's room (the ring holds two of these): the
+  // run before it is sent whole, then the one-by-one path reads the element, closes and refuses.
   using ch = channel(1024);
   const tx = ch.sender();
   const rx = ch.receiver();
-  const messages = [pattern(8, 1), pattern(8, 2), pattern(8, 3)];
+  const messages = [pattern(400, 1), pattern(400, 2), pattern(400, 3)];
   let reads = 0;
-  Object.defineProperty(messages, 1, {
-    get: () => (++reads === 2 && tx.close(), pattern(8, 2)),
+  Object.defineProperty(messages, 2, {
+    get: () => (++reads === 2 && tx.close(), pattern(400, 3)),
   });
   assert.throws(
     () => tx.sendMany(messages, 5000),
     (e: unknown) => e instanceof SharedMemoryError && e.code === "EBADF",
   );
-  assert.deepEqual(rx.recv(5000), pattern(8, 1), "the message before the close");
+  assert.ok(reads >= 2, `read to size the run, then again (${reads} reads)`);
+  assert.deepEqual(rx.recv(5000), pattern(400, 1), "the messages before the close");
+  assert.deepEqual(rx.recv(5000), pattern(400, 2));
   assert.equal(rx.recv(5000), null, "then the end of the stream");
 });
 
@@ -3484,14 +3531,18 @@ test("a view at an offset of a resizable buffer, out of its bounds and back, sen
   assert.deepEqual(rx.recv(0), pattern(48, 2));
 });
 
-/** A ring in a plain buffer of this process, with no peers; `words` views its whole region. */
-function heapRing(capacity: number, mode: number) {
-  const parking = {
+/**
+ * A ring in a plain buffer of this process, with no peers; `words` views its whole region.
+ * `native` adds native fast paths to its parking.
+ */
+function heapRing(capacity: number, mode: number, native: Partial<Parking> = {}) {
+  const parking: Parking = {
     notify: () => {},
     wait: () => {},
     waitAsync: () => Promise.resolve(),
     alive: () => true,
     pidNamespace: 0,
+    ...native,
   };
   const words = new Int32Array((layout.HEADER_SIZE + capacity) >> 2);
   initRegion(words, capacity, mode);
@@ -3500,6 +3551,52 @@ function heapRing(capacity: number, mode: number) {
     ring: new Ring(words.buffer as ArrayBuffer, capacity, mode, parking, "name /words"),
   };
 }
+
+test("a sendMany run is committed by native code in one call, or record by record where native code is not there or refuses it", () => {
+  const messages = [pattern(8, 1), pattern(0, 2), pattern(20, 3), pattern(8, 4), pattern(3, 5)];
+  const spans = messages.map((m) => layout.recordSpan(m.length));
+  const data = layout.OFF_DATA >> 2;
+  /** The commit word of each record, and its payload. */
+  const records = (words: Int32Array): [number, number[]][] =>
+    spans.map((_, i) => {
+      const at = spans.slice(0, i).reduce((a, b) => a + b, 0);
+      const bytes = new Uint8Array(words.buffer, layout.OFF_DATA + at + 8, messages[i].length);
+      return [words[data + (at >> 2)], [...bytes]];
+    });
+  const committed = messages.map((
+    m,
+  ): [number, number[]] => [layout.REC_COMMITTED | m.length, [...m]]);
+  const calls: [number, number[]][] = [];
+  for (const kind of ["none", "commits", "refuses"] as const) {
+    const { words, ring } = heapRing(
+      1024,
+      layout.MODE_SPSC,
+      {
+        none: {},
+        commits: {
+          commitRun(idx: number, lens: Int32Array, count: number) {
+            calls.push([idx, [...lens.subarray(0, count)]]);
+            // Marked and written before the call, not committed.
+            for (const [word, bytes] of records(words)) {
+              assert.equal(word & layout.REC_COMMITTED, 0, "not committed before the call");
+              assert.ok(bytes.length === 0 || bytes.some((b) => b !== 0), "written");
+            }
+            for (let i = 0, at = idx; i < count; at += spans[i++]) {
+              Atomics.store(words, data + (at >> 2), layout.REC_COMMITTED | lens[i]);
+            }
+            return 0;
+          },
+        },
+        refuses: { commitRun: () => -1 },
+      }[kind],
+    );
+    const producer = new Producer(ring, 0, 0);
+    assert.equal(producer.commitRun(messages, 0), messages.length, kind);
+    assert.deepEqual(records(words), committed, kind);
+    assert.equal(Atomics.load(words, layout.OFF_TAIL >> 2), spans.reduce((a, b) => a + b), kind);
+  }
+  assert.deepEqual(calls, [[0, messages.map((m) => m.length)]], "one call for the run");
+});
 
 test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {
   const { words, ring } = heapRing(1024, layout.MODE_SPSC);

@@ -173,7 +173,7 @@ test("a receive inside sendMany (an element's getter) of this channel's only sen
   const messages = [message(1), message(2), message(3)];
   Object.defineProperty(messages, 1, {
     get() {
-      // The run has reserved its records: a receive would wait for the ones not written yet.
+      // A receive would wait for what this sendMany sends only once this getter returns.
       for (;;) {
         try {
           got.push(rx.recv(60_000)![0]);

@@ -20,15 +20,20 @@ export type Address = bigint | number;
 
 /**
  * One channel's native fast paths in the form this runtime calls fastest, with the endpoint state
- * each call reads and updates (this process's own memory, which no peer reaches).
+ * each call reads and updates (this process's own memory, which no peer reaches). A runtime whose
+ * calls into the library cost more than a receive or a send (Node.js, through Node-API) leaves
+ * out {@linkcode take} and {@linkcode put}, and keeps {@linkcode scanRun}, made once per run of
+ * messages.
  */
 export interface ChannelCalls {
   /** `sb_channel_take` with {@linkcode takeState}. */
-  take(target: Uint8Array, room: number): number;
+  take?(target: Uint8Array, room: number): number;
   /** `sb_channel_put` with {@linkcode putState}. */
-  put(message: Uint8Array, length: number): number;
+  put?(message: Uint8Array, length: number): number;
   /** `sb_channel_scan_run` with {@linkcode takeState}. */
   scanRun(out: Uint8Array, lens: Int32Array, max: number, small: number): number;
+  /** `sb_channel_commit_run` with {@linkcode putState}. */
+  commitRun?(idx: number, lens: Int32Array, count: number): number;
   readonly takeState: Int32Array;
   readonly putState: Int32Array;
 }
@@ -101,10 +106,10 @@ export interface Backend {
 
   /**
    * The native fast paths of the channel whose region is at `region` (`sb_channel_take`,
-   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`). Absent where a call into the
-   * library costs more than the receive it stands for (Node.js, through Node-API).
+   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`): those that cost less than the
+   * TypeScript path they stand for in this runtime.
    */
-  channelCalls?(region: Address): ChannelCalls;
+  channelCalls(region: Address): ChannelCalls;
   /** Converts an address for the calls below. */
   address(address: bigint): Address;
   /** `sb_wait` (spins 0) or `sb_wait_spin`; timeouts are in ns, -1 for none. */

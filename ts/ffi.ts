@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 13;
+export const ABI_VERSION = 14;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -136,6 +136,8 @@ export const symbols = {
   },
   /** `int32_t sb_channel_put(uint8_t *region, SbPutState *state, const uint8_t *src, uint32_t len)`: 0 sent, 1 no room now, 2 committed after the receiver closed (EPIPE), or -1 with nothing reserved. */
   sb_channel_put: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
+  /** `int32_t sb_channel_commit_run(uint8_t *region, SbPutState *state, uint32_t idx, const uint32_t *lens, uint32_t count)`: 0 committed, 1 committed after the receiver closed, or -1 with nothing written. */
+  sb_channel_commit_run: { parameters: ["usize", "usize", "u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The shape of the symbol table. */

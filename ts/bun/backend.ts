@@ -108,6 +108,7 @@ export function loadBun(explicit?: string): Backend {
         put: (message, length) => s.sb_channel_put(region, putAt, message, length),
         scanRun: (out, lens, max, small) =>
           s.sb_channel_scan_run(region, takeAt, out, out.length, lens, max, small),
+        commitRun: (idx, lens, count) => s.sb_channel_commit_run(region, putAt, idx, lens, count),
         takeState,
         putState,
       };

@@ -357,17 +357,21 @@ export class Channel implements Disposable {
       alive: (other) => other > 0 && b.processAlive(other),
       pidNamespace: b.pidNamespace,
     };
-    const calls = b.channelCalls?.(b.address(base));
-    if (calls !== undefined) {
-      // The mapping is checked right before each call: close() releases it.
-      const mapping = mappingOf(buffer, "Channel");
-      parking.takeState = calls.takeState;
-      parking.putState = calls.putState;
-      calls.takeState[TAKE_CAPACITY] = calls.putState[PUT_CAPACITY] = capacity;
-      parking.take = (target, room) => mapping.released ? -1 : calls.take(target, room);
-      parking.put = (bytes, len) => mapping.released ? -1 : calls.put(bytes, len);
-      parking.scanRun = (out, lens, max, small) =>
-        mapping.released ? 0 : calls.scanRun(out, lens, max, small);
+    const calls = b.channelCalls(b.address(base));
+    // The mapping is checked right before each call: close() releases it.
+    const mapping = mappingOf(buffer, "Channel");
+    const { take, put, commitRun } = calls;
+    parking.takeState = calls.takeState;
+    parking.putState = calls.putState;
+    calls.takeState[TAKE_CAPACITY] = calls.putState[PUT_CAPACITY] = capacity;
+    if (take !== undefined) {
+      parking.take = (target, room) => mapping.released ? -1 : take(target, room);
+    }
+    if (put !== undefined) parking.put = (bytes, len) => mapping.released ? -1 : put(bytes, len);
+    parking.scanRun = (out, lens, max, small) =>
+      mapping.released ? 0 : calls.scanRun(out, lens, max, small);
+    if (commitRun !== undefined) {
+      parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
     }
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring);

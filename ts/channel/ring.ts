@@ -44,7 +44,13 @@ export function plainBytes(bytes: unknown): bytes is Uint8Array {
 const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
   this: Uint8Array,
   source: Uint8Array,
+  offset?: number,
 ) => void;
+
+/** Drops the messages `picked[from..to]` (a loop: `fill` is a method a script may replace). */
+function forget(picked: unknown[], from: number, to: number): void {
+  for (let i = from; i < to; i++) picked[i] = undefined;
+}
 
 /**
  * Copies `source` into the start of `target` with the engine's own `set`: a method of the
@@ -184,6 +190,13 @@ export interface Parking {
    * records and all, their lengths into `lens`; their count, 0 for none. Consumes nothing.
    */
   scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
+  /**
+   * Where native code can commit faster than this module (`sb_channel_commit_run`, with
+   * `putState`): commits the `count` records of the one sender's run from data index `idx`,
+   * marked and written back to back, whose payload lengths are `lens`, then wakes the receiver if
+   * it is parked: 0, 1 when the receiver had closed, or -1 with nothing written.
+   */
+  commitRun?: (idx: number, lens: Int32Array, count: number) => number;
 }
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
@@ -758,6 +771,12 @@ export const STEP_LIMIT = 1024;
  */
 export const FRAGMENT_STEP_BYTES = 64 * 1024;
 
+/**
+ * The fewest records of a run that {@linkcode Parking.commitRun} commits: below it the call costs
+ * more than the stores it saves.
+ */
+const NATIVE_RUN_MIN = 4;
+
 /** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
 export const SWEEP_MAX = 512 << 10;
 
@@ -779,6 +798,10 @@ export class Producer {
   left = false;
   /** The sender's call under way (`send`, `reserve`...), which the errors found here name. */
   call = "send";
+  /** The messages of the run {@linkcode commitRun} writes, each cleared once written. */
+  readonly #picked: (Uint8Array | undefined)[] = [];
+  /** Their lengths, as counted before anything was reserved. */
+  #lens = new Int32Array(256);
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -1018,10 +1041,18 @@ export class Producer {
   /**
    * The batch path of one sender (SPSC): sends `messages[from]`, `messages[from + 1]`, ... while
    * each is a `Uint8Array` of one record and they fit, together, in the room before the end of
-   * the data area. The tail moves once for all of them (each record is marked, written and
-   * committed in order, as one by one), and the receiver is woken after the first record and
-   * after the last, if it is parked. Returns the index of the first message not sent: `from`
-   * when none was (the caller then sends one by one, which waits, wraps and reports errors).
+   * the data area. The tail moves once for all of them, and each record is marked and written in
+   * order as one by one. Where native code commits a run ({@linkcode Parking.commitRun}), the
+   * records are committed together after the last is written, and the receiver is woken once;
+   * else each is committed as it is written, and the receiver is woken after the first and after
+   * the last, if it is parked. Returns the index of the first message not sent: `from` when none
+   * was (the caller then sends one by one, which waits, wraps and reports errors).
+   *
+   * Every element is read, checked and counted before anything is reserved: the caller's code
+   * (an element's getter, a `length` or `constructor` of its own) runs only then, so that nothing
+   * of the caller's runs while records are reserved and not committed. The writing checks that
+   * each message still holds the bytes counted, by its elements, which run nothing of the
+   * caller's.
    */
   commitRun(messages: readonly unknown[], from: number): number {
     const r = this.#r;
@@ -1038,71 +1069,94 @@ export class Producer {
       free = r.capacity - used;
     }
     const room = free < toEnd ? free : toEnd;
+    const picked = this.#picked;
+    let lens = this.#lens;
     let bytes = 0;
-    let end = from;
-    for (; end < messages.length; end++) {
-      // Sizes the run only: the records are written by the lengths read below.
-      const message = messages[end];
-      if (!plainBytes(message) || message.length > r.maxRecord) break;
+    let n = 0;
+    for (let end = from; end < messages.length; end++, n++) {
+      let message: unknown;
+      let len: number;
+      try {
+        message = messages[end];
+        if (!plainBytes(message)) break;
+        len = byteCount(message); // throws if it is not really a typed array
+      } catch {
+        break; // the one-by-one path reads it again, and reports what threw
+      }
       // One over a detached buffer goes one by one, which refuses it.
-      if (message.length === 0 && viewDetached(message)) break;
-      const span = L.recordSpan(message.length);
+      if (len > r.maxRecord || (len === 0 && viewDetached(message))) break;
+      const span = L.recordSpan(len);
       if (bytes + span > room) break;
       bytes += span;
+      if (n === lens.length) {
+        const grown = new Int32Array(n * 2);
+        grown.set(lens);
+        lens = this.#lens = grown;
+      }
+      picked[n] = message as Uint8Array;
+      lens[n] = len;
     }
-    if (end === from) return from;
+    if (n === 0) return from;
     // The getters above may have closed this sender (its close marks `tail`, which this store
     // would undo; a channel's close closes its senders, then unmaps) or sent through it (`tail`
     // moved): the one-by-one path reports or sends.
-    if (this.left || Atomics.load(r.i32, TAIL) !== start) return from;
+    if (this.left || Atomics.load(r.i32, TAIL) !== start) {
+      forget(picked, 0, n);
+      return from;
+    }
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
+    const native = n >= NATIVE_RUN_MIN ? r.parking.commitRun : undefined;
     const data = r.bytes;
     const stop = idx + bytes;
     let closed = false;
     let at = idx;
-    let k = from;
-    for (; k < end; k++) {
-      // Read again: an element may be a getter that now gives something else (or throws). What
-      // no longer fits the run is left to the one-by-one path (which reports what threw), and
-      // the run's rest becomes skip records: the tail has moved, nothing may throw past here.
-      let message: unknown;
-      let len: number;
-      try {
-        message = messages[k];
-        if (!plainBytes(message)) break;
-        len = byteCount(message); // throws if it is not really a typed array
-      } catch {
-        break;
+    let k = 0;
+    for (; k < n; k++) {
+      const message = picked[k]!;
+      picked[k] = undefined;
+      const len = lens[k];
+      // A later element's getter detached, shrank or grew this one's buffer: it is left to the
+      // one-by-one path, and the run's rest becomes skip records. The message is a real typed
+      // array (counted by the engine's getter above), whose elements are its own: it still holds
+      // `len` bytes exactly when element `len - 1` exists and element `len` does not.
+      if (
+        message[len] !== undefined ||
+        (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
+      ) break;
+      this.#mark(at, L.recordSpan(len));
+      if (len !== 0) setOf.call(data, message, L.OFF_DATA + at + 8);
+      if (native === undefined) {
+        Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
+        if (k === 0 && r.wakeConsumer()) closed = true;
       }
-      // A getter closed (or detached) this sender: the rest of the run becomes skip records, so
-      // that no message goes out after the close returned. Or it closed the channel, which
-      // closes its senders first: its memory is gone, and nothing more can be written.
-      if (this.left) {
-        if (data.length === 0) return k;
-        break;
+      at += L.recordSpan(len);
+    }
+    forget(picked, k, n);
+    // Whether the receiver is still to be woken (and its close looked for) after the last store.
+    let wake = true;
+    if (native !== undefined && k !== 0) {
+      const got = native(idx, lens, k);
+      if (got >= 0) {
+        closed = got === 1;
+        wake = false;
+      } else {
+        // Nothing written (a run native code found wrong; not seen): committed here, in order.
+        for (let j = 0, w = idx; j < k; w += L.recordSpan(lens[j++])) {
+          Atomics.store(r.i32, DATA + (w >> 2), COMMITTED | lens[j]);
+        }
       }
-      const span = L.recordSpan(len);
-      if (len > r.maxRecord || at + span > stop) break;
-      // Detached since it was sized (a getter moved it): left to the one-by-one path, which
-      // refuses it; the rest of the run becomes skip records.
-      if (len === 0 && viewDetached(message as Uint8Array)) break;
-      this.#mark(at, span);
-      // A detached buffer counts 0 bytes, and `set` would throw on it.
-      if (len !== 0) data.set(message, L.OFF_DATA + at + 8);
-      Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
-      if (k === from && r.wakeConsumer()) closed = true;
-      at += span;
     }
     // A skip record's length has 27 bits (`REC_LEN_MASK`): one spans at most half the ring.
     for (let span = 0; at < stop; at += span) {
       span = Math.min(stop - at, r.capacity / 2);
       this.#commitSkip(at, span);
+      wake = true;
     }
-    if ((r.wakeConsumer() || closed) && !this.#consumedBeforeClose(this.#tail)) {
+    if (((wake && r.wakeConsumer()) || closed) && !this.#consumedBeforeClose(this.#tail)) {
       throw r.closedError(`ChannelSender.${this.call}`);
     }
-    return k;
+    return from + k;
   }
 
   /**

@@ -24,7 +24,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
-import { type Backend, settleHandles } from "../backend.ts";
+import { type Backend, channelStates, settleHandles } from "../backend.ts";
 import {
   LIBRARY_ENV,
   loadNativeLibrary,
@@ -72,6 +72,23 @@ export interface NodeCalls extends
   pidNamespace(): number;
   /** Detaches a buffer (Node 20 has no `ArrayBuffer.prototype.transfer`). */
   detach(buffer: ArrayBuffer): void;
+  /** `sb_channel_scan_run`, its lengths bounded by the arrays' own. */
+  channelScanRun(
+    region: number,
+    state: Int32Array,
+    out: Uint8Array,
+    lens: Int32Array,
+    max: number,
+    small: number,
+  ): number;
+  /** `sb_channel_commit_run`, its count bounded by the array's own length. */
+  channelCommitRun(
+    region: number,
+    state: Int32Array,
+    idx: number,
+    lens: Int32Array,
+    count: number,
+  ): number;
 }
 
 /**
@@ -126,6 +143,20 @@ export function loadNode(explicit?: string): Backend {
     errorMessage: n.errorMessage,
     // Addresses below 2^53 are exact as numbers, which Node-API converts faster than a BigInt.
     address: (address) => Number(address),
+    channelCalls(region) {
+      // A Node-API call costs more than a receive or a send of the TypeScript path (see
+      // `bench/README.md`), but less than what one replaces in a run of messages: the look at
+      // each message received, or the commit of each record sent.
+      const [takeState, putState] = channelStates();
+      return {
+        scanRun: (out, lens, max, small) =>
+          n.channelScanRun(region as number, takeState, out, lens, max, small),
+        commitRun: (idx, lens, count) =>
+          n.channelCommitRun(region as number, putState, idx, lens, count),
+        takeState,
+        putState,
+      };
+    },
     wait: n.wait,
     waitAsync: n.waitAsync,
     cancelWaits: n.cancelWaits,

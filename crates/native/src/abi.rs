@@ -271,6 +271,14 @@ exports! {
         src: *const u8 => "buffer",
         len: u32,
     ) -> i32;
+    /// 0 committed, 1 committed after the receiver closed, or -1 with nothing written.
+    fn sb_channel_commit_run(
+        region: *mut u8 => "usize",
+        state: *mut PutState => "usize",
+        idx: u32,
+        lens: *const u32 => "buffer",
+        count: u32,
+    ) -> i32;
 }
 
 /// Declares [`CONSTANTS`] from the Rust constants themselves.

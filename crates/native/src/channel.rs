@@ -139,6 +139,40 @@ pub unsafe extern "C" fn sb_channel_put(
     })
 }
 
+/// The batch send's commit, for the TypeScript sender's `sendMany` with the ring to itself:
+/// publishes the `count` records it reserved back to back from data index `idx`, marked and
+/// written, whose payload lengths are `lens`, then wakes the receiver if it may be parked: 0, 1
+/// when the receiver had closed (the sender then tells whether it consumed the run), or -1 with
+/// nothing written (the sender then commits each record itself). See [`foreign::commit_run`].
+///
+/// # Safety
+/// As [`foreign::commit_run`]: `region` is a live, validated channel region of
+/// `state.capacity` bytes of data, `state` the caller's own, the records its own reservation,
+/// `lens` valid for `count` `u32`s. The TypeScript sender checks its mapping is live right
+/// before the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_channel_commit_run(
+    region: *mut u8,
+    state: *mut PutState,
+    idx: u32,
+    lens: *const u32,
+    count: u32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the caller's promises above.
+        let Some(state) = (unsafe { state.as_ref() }) else {
+            return -1;
+        };
+        if lens.is_null() {
+            return -1;
+        }
+        // SAFETY: `lens` is valid for `count` reads, as promised, and not null.
+        let lens = unsafe { std::slice::from_raw_parts(lens, count as usize) };
+        // SAFETY: as above.
+        unsafe { foreign::commit_run(region, state, idx, lens) }
+    })
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -233,6 +267,15 @@ mod tests {
             assert_eq!((&out[8..11], lens[0]), (&b"abc"[..], 3));
             assert_eq!(sb_channel_take(region, &mut take, into.as_mut_ptr(), 4), 3);
             assert_eq!(&into[..3], b"abc");
+            let lens = [0u32];
+            assert_eq!(
+                sb_channel_commit_run(region, std::ptr::null_mut(), 0, lens.as_ptr(), 1),
+                -1
+            );
+            assert_eq!(
+                sb_channel_commit_run(region, &mut put, 0, std::ptr::null(), 1),
+                -1
+            );
         }
         drop(ch);
     }

@@ -24,16 +24,19 @@ use std::sync::{Mutex, PoisonError};
 use super::sys::{self, Api, Env, Value};
 use super::{Outcome, Thrown, check, throw};
 use crate::{
-    SB_WAIT_PENDING, SbMapping, sb_close, sb_dup, sb_errno, sb_error_message, sb_error_name,
-    sb_handle_count, sb_mutex_held_in, sb_mutex_init, sb_mutex_lock, sb_mutex_open, sb_mutex_size,
-    sb_mutex_trylock, sb_mutex_unlock, sb_notify, sb_open_key, sb_open_name, sb_pid_namespace,
-    sb_process_alive, sb_user_name, sb_wait, sb_wait_cancel, sb_wait_spin, start_wait_async,
+    SB_WAIT_PENDING, STATE_BYTES, SbMapping, sb_channel_commit_run, sb_channel_scan_run, sb_close,
+    sb_dup, sb_errno, sb_error_message, sb_error_name, sb_handle_count, sb_mutex_held_in,
+    sb_mutex_init, sb_mutex_lock, sb_mutex_open, sb_mutex_size, sb_mutex_trylock, sb_mutex_unlock,
+    sb_notify, sb_open_key, sb_open_name, sb_pid_namespace, sb_process_alive, sb_user_name,
+    sb_wait, sb_wait_cancel, sb_wait_spin, start_wait_async,
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
 const BIGUINT64_ARRAY: i32 = 10;
 /// `napi_uint8_array`.
 const UINT8_ARRAY: i32 = 1;
+/// `napi_int32_array`.
+const INT32_ARRAY: i32 = 5;
 /// `napi_tsfn_nonblocking`.
 const TSFN_NONBLOCKING: i32 = 0;
 /// `napi_tsfn_release`.
@@ -155,10 +158,10 @@ impl<'a> Args<'a> {
             )
         };
         if status != sys::OK || ty != kind {
-            let wanted = if kind == UINT8_ARRAY {
-                "a Uint8Array"
-            } else {
-                "a BigUint64Array"
+            let wanted = match kind {
+                UINT8_ARRAY => "a Uint8Array",
+                INT32_ARRAY => "an Int32Array",
+                _ => "a BigUint64Array",
             };
             return Err(Thrown::Type(format!("expected {wanted}")));
         }
@@ -387,6 +390,46 @@ callbacks! {
         check(unsafe { (a.api.get_undefined)(a.env, &mut undefined) }, "napi_get_undefined")?;
         Ok(undefined)
     };
+    channel_scan_run => |a, _| {
+        let region = a.address(0)?;
+        let (state, state_len) = a.typed_array(1, INT32_ARRAY)?;
+        let (out, out_len) = a.typed_array(2, UINT8_ARRAY)?;
+        let (lens, lens_len) = a.typed_array(3, INT32_ARRAY)?;
+        let (max, small) = (a.u32(4)?, a.u32(5)?);
+        if state_len * 4 < STATE_BYTES {
+            return Err(Thrown::Type(format!("state must hold {STATE_BYTES} bytes")));
+        }
+        let out_len = u32::try_from(out_len).unwrap_or(u32::MAX);
+        let max = max.min(u32::try_from(lens_len).unwrap_or(u32::MAX));
+        // SAFETY: `state`, `out` and `lens` are the data of live typed arrays of the lengths
+        // checked here (`max` is at most the elements of `lens`), which this synchronous call
+        // alone uses (a detached one has no data and length 0: null `out` or `lens` gives 0);
+        // the TypeScript side checked that `region` is a live channel region of the capacity
+        // `state` holds, as for Deno and Bun.
+        let n = unsafe {
+            sb_channel_scan_run(region as *mut u8, state.cast(), out.cast(), out_len, lens.cast(), max, small)
+        };
+        a.int(n)
+    };
+    channel_commit_run => |a, _| {
+        let region = a.address(0)?;
+        let (state, state_len) = a.typed_array(1, INT32_ARRAY)?;
+        let idx = a.u32(2)?;
+        let (lens, lens_len) = a.typed_array(3, INT32_ARRAY)?;
+        let count = a.u32(4)?;
+        if state_len * 4 < STATE_BYTES {
+            return Err(Thrown::Type(format!("state must hold {STATE_BYTES} bytes")));
+        }
+        if count as usize > lens_len {
+            return Err(Thrown::Type("lens must hold count elements".into()));
+        }
+        // SAFETY: `state` and `lens` are the data of live typed arrays of the lengths checked
+        // here, which this synchronous call alone uses; the TypeScript side checked that
+        // `region` is a live channel region of the capacity `state` holds, and the records are
+        // its sender's own reservation, as for Deno and Bun.
+        let rc = unsafe { sb_channel_commit_run(region as *mut u8, state.cast(), idx, lens.cast(), count) };
+        a.int(rc)
+    };
     wait_async => |a, data| {
         // SAFETY: `data` is the `Waits` that `register` made for this environment and keeps
         // alive until the environment is torn down; it is only used on this thread.
@@ -430,6 +473,8 @@ const FUNCTIONS: &[(&CStr, sys::Callback)] = &[
     (c"pidNamespace", pid_namespace),
     (c"errno", errno),
     (c"detach", detach),
+    (c"channelScanRun", channel_scan_run),
+    (c"channelCommitRun", channel_commit_run),
 ];
 
 /// Adds the calls to `exports`.

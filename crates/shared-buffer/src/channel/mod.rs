@@ -104,7 +104,8 @@ use ring::{Consumer, FRAGMENT_STEP_BYTES, Peek, Producer, STEP_LIMIT, Shared};
 #[doc(hidden)]
 pub mod foreign {
     pub use super::ring::{
-        PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, put_from, scan_run, take_into,
+        PUT_CLOSED, PUT_FULL, PUT_SENT, PutState, TakeState, commit_run, put_from, scan_run,
+        take_into,
     };
 }
 

@@ -1517,6 +1517,50 @@ pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, le
     done
 }
 
+/// The batch send's commit, for the one sender of an SPSC channel whose protocol state lives
+/// elsewhere (the TypeScript sender's `sendMany`): publishes the `lens.len()` records that sender
+/// reserved back to back from data index `idx`, marked and wrote, whose payload lengths are
+/// `lens`, with one release store of each commit word in order, then wakes the consumer if it
+/// may be parked, as [`Producer::commit`] does after each record. Returns 0, 1 when the consumer
+/// had closed the channel (the caller then tells whether it consumed the run first), or -1 with
+/// nothing written: a sender of an MPSC channel (`state.tag` not 0), or records that do not fit
+/// the data area as described.
+///
+/// Where each commit word goes is computed from `idx` and `lens` alone, never read from the
+/// region, so a peer's writes cannot steer these stores.
+///
+/// # Safety
+/// As [`put_from`] for `region` and `state`; the records are the caller's own reservation.
+#[cfg(not(loom))]
+pub unsafe fn commit_run(region: *mut u8, state: &PutState, idx: u32, lens: &[u32]) -> i32 {
+    // SAFETY: the caller's promise.
+    let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
+        return -1;
+    };
+    if state.tag != 0 || idx % RECORD_ALIGN as u32 != 0 {
+        return -1;
+    }
+    // All of the run is checked before its first store: a run committed in part would leave
+    // its sender nothing sound to do with the rest.
+    let mut end = idx as usize;
+    for &len in lens {
+        if len as usize > sh.max_record {
+            return -1;
+        }
+        end += record_span(len as usize);
+        if end > sh.capacity as usize {
+            return -1;
+        }
+    }
+    let mut at = idx as usize;
+    for &len in lens {
+        // The payload and the mark were written before this call, in program order.
+        sh.commit_word(at).store(REC_COMMITTED | len, Release);
+        at += record_span(len as usize);
+    }
+    i32::from(sh.wake_consumer())
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::{Channel, Config, Mode};
@@ -1565,6 +1609,67 @@ mod tests {
         sh.tail().store(16, SeqCst);
         assert!(stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
         assert_eq!(sh.commit_word(0).load(SeqCst), mark_word(0, 16));
+    }
+
+    /// The batch send's commit publishes a run its sender marked and wrote, whole, in order; a
+    /// run it cannot take as described is refused before anything is written.
+    #[test]
+    fn commit_run_commits_the_whole_run_or_nothing() {
+        let (mut region, channel) = channel_in(Mode::Spsc);
+        let sh = &*channel.shared;
+        let base = region.as_mut_ptr().cast::<u8>();
+        // Three records reserved back to back, marked and written as the TypeScript sender does.
+        let lens = [3u32, 0, 9];
+        let mut at = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            let span = record_span(len as usize);
+            sh.commit_word(at).store(mark_word(0, span as u32), Relaxed);
+            let payload = vec![i as u8 + 1; len as usize];
+            // SAFETY: inside the record reserved above.
+            unsafe { sh.mem.write(Producer::payload_offset(at), &payload) };
+            at += span;
+        }
+        sh.tail().store(at as u32, SeqCst);
+        let state = PutState {
+            capacity: 64,
+            ..PutState::default()
+        };
+        let marks: Vec<u32> = [0, 16, 24].map(|i| sh.commit_word(i).load(SeqCst)).into();
+        let refused: [(PutState, u32, &[u32]); 4] = [
+            (PutState { tag: 1, ..state }, 0, &lens), // a sender of many
+            (state, 4, &lens),                        // not a record's place
+            (state, 0, &[3, 0, 25]),                  // longer than a record holds
+            (state, 48, &[8, 0]),                     // past the end of the data area
+        ];
+        for (state, idx, lens) in refused {
+            // SAFETY: the region is a live channel of capacity 64.
+            let got = unsafe { commit_run(base, &state, idx, lens) };
+            assert_eq!(got, -1, "{idx} {lens:?}");
+        }
+        let now: Vec<u32> = [0, 16, 24].map(|i| sh.commit_word(i).load(SeqCst)).into();
+        assert_eq!(now, marks, "nothing written");
+        // SAFETY: as above.
+        assert_eq!(unsafe { commit_run(base, &state, 0, &lens) }, 0);
+        let mut consumer = Consumer::new(0);
+        for (i, &len) in lens.iter().enumerate() {
+            let Ok(Peek::Message {
+                idx,
+                len: got,
+                kind: 0,
+            }) = consumer.peek(sh)
+            else {
+                panic!("record {i} is not a message");
+            };
+            assert_eq!(got, len as usize);
+            // SAFETY: the record is committed, inside the data area.
+            let payload = unsafe { sh.mem.slice(Consumer::payload_offset(idx), got) };
+            assert!(
+                payload.iter().all(|&b| b == i as u8 + 1),
+                "record {i}: {payload:?}"
+            );
+            consumer.release(sh, idx, got);
+        }
+        assert!(matches!(consumer.peek(sh), Ok(Peek::Empty)));
     }
 
     /// One producer's unmarked reservation is stepped over only while the word at `head` is
