@@ -728,6 +728,69 @@ test("sendMany with an array whose element changes between reads sends what it r
   }
 });
 
+test("once a sendMany run is counted, no accessor a script put on Array.prototype and no replaced typed-array set runs: every message arrives whole", () => {
+  using ch = channel(64 * 1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const typed = Object.getPrototypeOf(Uint8Array.prototype);
+  const set = Object.getOwnPropertyDescriptor(typed, "set")!;
+  // A run of 5, and one of 1,500 (past the storage a sender keeps, which grows on the way).
+  for (const count of [5, 1500]) {
+    const messages = Array.from({ length: count }, (_, i) => pattern(1 + (i % 24), i));
+    const ran: string[] = [];
+    Object.defineProperty(Array.prototype, "2", {
+      configurable: true,
+      get: () => (ran.push("get"), pattern(300, 0xee)),
+      set: () => void ran.push("set"),
+    });
+    Object.defineProperty(typed, "set", {
+      ...set,
+      value(this: Uint8Array, ...args: unknown[]) {
+        ran.push("typed set");
+        return (set.value as (...a: unknown[]) => void).apply(this, args);
+      },
+    });
+    let sent: number;
+    try {
+      sent = tx.sendMany(messages, 5000);
+    } finally {
+      delete (Array.prototype as unknown as Record<number, unknown>)[2];
+      Object.defineProperty(typed, "set", set);
+    }
+    assert.equal(sent, count);
+    assert.deepEqual(ran, [], `${count}: nothing of the script's ran`);
+    for (const [i, m] of messages.entries()) assert.deepEqual(rx.recv(5000), m, `message ${i}`);
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  }
+});
+
+test("a sendMany from an element's getter of a run of the same sender goes one by one, and so does the run: every message arrives once, in order", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  // The inner call's array throws at its fourth length read, after two of its messages went out.
+  let lengthReads = 0;
+  const inner = new Proxy([pattern(300, 0xaa), pattern(300, 0xbb)], {
+    get(target, key, receiver) {
+      if (key === "length" && ++lengthReads === 4) throw new Error("inner length");
+      return Reflect.get(target, key, receiver);
+    },
+  });
+  const outer = [1, 2, 3, 4, 5].map((seed) => pattern(8, seed));
+  let reads = 0;
+  Object.defineProperty(outer, 4, {
+    get: () => {
+      if (++reads === 1) assert.throws(() => tx.sendMany(inner, 5000), /inner length/);
+      return pattern(8, 5);
+    },
+  });
+  assert.equal(tx.sendMany(outer, 5000), 5);
+  for (const m of [pattern(300, 0xaa), pattern(300, 0xbb), ...outer]) {
+    assert.deepEqual(rx.recv(5000), m);
+  }
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+});
+
 test("a sendMany element whose buffer a later element's getter grows or shrinks is sent as it is then, never past its record", () => {
   using ch = channel(1024);
   const tx = ch.sender();

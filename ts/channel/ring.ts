@@ -47,9 +47,9 @@ const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
   offset?: number,
 ) => void;
 
-/** Drops the messages `picked[from..to]` (a loop: `fill` is a method a script may replace). */
-function forget(picked: unknown[], from: number, to: number): void {
-  for (let i = from; i < to; i++) picked[i] = undefined;
+/** An empty array without a prototype. */
+function noPrototype<T>(): T[] {
+  return Object.setPrototypeOf([], null);
 }
 
 /**
@@ -772,10 +772,14 @@ export const STEP_LIMIT = 1024;
 export const FRAGMENT_STEP_BYTES = 64 * 1024;
 
 /**
- * The fewest records of a run that {@linkcode Parking.commitRun} commits: below it the call costs
- * more than the stores it saves.
+ * The fewest records of a run that {@linkcode Parking.commitRun} commits: on one thread a call
+ * costs about what 2-5 commit stores cost (more in Node.js), and between two processes each store
+ * it saves is a fence.
  */
 const NATIVE_RUN_MIN = 4;
+
+/** The messages of a run whose storage a sender keeps for the next run (more are let go). */
+const RUN_KEPT = 1024;
 
 /** The most bytes one {@linkcode Consumer.sweep} takes: 64 Ki words, 1-2 ms of CASes and stores. */
 export const SWEEP_MAX = 512 << 10;
@@ -798,10 +802,16 @@ export class Producer {
   left = false;
   /** The sender's call under way (`send`, `reserve`...), which the errors found here name. */
   call = "send";
-  /** The messages of the run {@linkcode commitRun} writes, each cleared once written. */
-  readonly #picked: (Uint8Array | undefined)[] = [];
+  /**
+   * The messages of the run {@linkcode commitRun} writes, each cleared once written: an array
+   * without a prototype, so that no accessor a script put on `Array.prototype` runs when an
+   * element is stored or read.
+   */
+  #picked: (Uint8Array | undefined)[] = noPrototype();
   /** Their lengths, as counted before anything was reserved. */
-  #lens = new Int32Array(256);
+  #lens = new Int32Array(RUN_KEPT);
+  /** {@linkcode commitRun} is counting a run: an element's getter that sends through this sender. */
+  #counting = false;
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -1049,10 +1059,9 @@ export class Producer {
    * was (the caller then sends one by one, which waits, wraps and reports errors).
    *
    * Every element is read, checked and counted before anything is reserved: the caller's code
-   * (an element's getter, a `length` or `constructor` of its own) runs only then, so that nothing
-   * of the caller's runs while records are reserved and not committed. The writing checks that
-   * each message still holds the bytes counted, by its elements, which run nothing of the
-   * caller's.
+   * (an element's getter, a Proxy, a `length` or `constructor` of its own) runs only then, not
+   * while records are reserved and not committed (see `docs/channel.md`, _The batch's commit_).
+   * The writing checks that each message still holds the bytes counted, by its elements.
    */
   commitRun(messages: readonly unknown[], from: number): number {
     const r = this.#r;
@@ -1069,39 +1078,47 @@ export class Producer {
       free = r.capacity - used;
     }
     const room = free < toEnd ? free : toEnd;
+    // A getter of an element sending through this sender while this run counts goes one by one:
+    // the run's storage is this sender's, and this run finds `tail` moved and goes one by one too.
+    if (this.#counting) return from;
     const picked = this.#picked;
     let lens = this.#lens;
     let bytes = 0;
     let n = 0;
-    for (let end = from; end < messages.length; end++, n++) {
-      let message: unknown;
-      let len: number;
-      try {
-        message = messages[end];
-        if (!plainBytes(message)) break;
-        len = byteCount(message); // throws if it is not really a typed array
-      } catch {
-        break; // the one-by-one path reads it again, and reports what threw
+    this.#counting = true;
+    try {
+      for (let end = from; end < messages.length; end++, n++) {
+        let message: unknown;
+        let len: number;
+        try {
+          message = messages[end];
+          if (!plainBytes(message)) break;
+          len = byteCount(message); // throws if it is not really a typed array
+        } catch {
+          break; // the one-by-one path reads it again, and reports what threw
+        }
+        // One over a detached buffer goes one by one, which refuses it.
+        if (len > r.maxRecord || (len === 0 && viewDetached(message))) break;
+        const span = L.recordSpan(len);
+        if (bytes + span > room) break;
+        bytes += span;
+        if (n === lens.length) {
+          const grown = new Int32Array(n * 2);
+          for (let i = 0; i < n; i++) grown[i] = lens[i]; // no `set`, which a script may replace
+          lens = this.#lens = grown;
+        }
+        picked[n] = message as Uint8Array;
+        lens[n] = len;
       }
-      // One over a detached buffer goes one by one, which refuses it.
-      if (len > r.maxRecord || (len === 0 && viewDetached(message))) break;
-      const span = L.recordSpan(len);
-      if (bytes + span > room) break;
-      bytes += span;
-      if (n === lens.length) {
-        const grown = new Int32Array(n * 2);
-        grown.set(lens);
-        lens = this.#lens = grown;
-      }
-      picked[n] = message as Uint8Array;
-      lens[n] = len;
+    } finally {
+      this.#counting = false;
     }
     if (n === 0) return from;
     // The getters above may have closed this sender (its close marks `tail`, which this store
     // would undo; a channel's close closes its senders, then unmaps) or sent through it (`tail`
     // moved): the one-by-one path reports or sends.
     if (this.left || Atomics.load(r.i32, TAIL) !== start) {
-      forget(picked, 0, n);
+      this.#forget(0, n);
       return from;
     }
     this.#tail = (start + bytes) & L.POS_MASK;
@@ -1116,23 +1133,24 @@ export class Producer {
       const message = picked[k]!;
       picked[k] = undefined;
       const len = lens[k];
+      const span = L.recordSpan(len);
       // A later element's getter detached, shrank or grew this one's buffer: it is left to the
       // one-by-one path, and the run's rest becomes skip records. The message is a real typed
       // array (counted by the engine's getter above), whose elements are its own: it still holds
       // `len` bytes exactly when element `len - 1` exists and element `len` does not.
       if (
-        message[len] !== undefined ||
+        at + span > stop || message[len] !== undefined ||
         (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
       ) break;
-      this.#mark(at, L.recordSpan(len));
+      this.#mark(at, span);
       if (len !== 0) setOf.call(data, message, L.OFF_DATA + at + 8);
       if (native === undefined) {
         Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
         if (k === 0 && r.wakeConsumer()) closed = true;
       }
-      at += L.recordSpan(len);
+      at += span;
     }
-    forget(picked, k, n);
+    this.#forget(k, n);
     // Whether the receiver is still to be woken (and its close looked for) after the last store.
     let wake = true;
     if (native !== undefined && k !== 0) {
@@ -1157,6 +1175,21 @@ export class Producer {
       throw r.closedError(`ChannelSender.${this.call}`);
     }
     return from + k;
+  }
+
+  /**
+   * Drops the messages `#picked[from..to]` of a run, the rest of them already dropped (a loop:
+   * `fill` is a method a script may replace); after a run of more than {@linkcode RUN_KEPT}
+   * messages, the run's storage itself, so that one long run does not hold its size for good.
+   */
+  #forget(from: number, to: number): void {
+    if (to > RUN_KEPT) {
+      this.#picked = noPrototype();
+      this.#lens = new Int32Array(RUN_KEPT);
+      return;
+    }
+    const picked = this.#picked;
+    for (let i = from; i < to; i++) picked[i] = undefined;
   }
 
   /**

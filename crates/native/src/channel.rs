@@ -166,7 +166,8 @@ pub unsafe extern "C" fn sb_channel_commit_run(
         if lens.is_null() {
             return -1;
         }
-        // SAFETY: `lens` is valid for `count` reads, as promised, and not null.
+        // SAFETY: `lens` is valid for `count` reads of aligned `u32`s, as promised (the
+        // TypeScript sender's own `Int32Array`), and not null.
         let lens = unsafe { std::slice::from_raw_parts(lens, count as usize) };
         // SAFETY: as above.
         unsafe { foreign::commit_run(region, state, idx, lens) }
