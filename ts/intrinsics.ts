@@ -1,5 +1,7 @@
 /**
- * The engine's own accessors of typed arrays and ArrayBuffers, taken once at load.
+ * The engine's own accessors of typed arrays and ArrayBuffers, taken once at load (and the few
+ * built-ins that run beside them: `ArrayBuffer.isView`, `Uint8Array`), so that a script that
+ * replaces them later runs nothing in the middle of a call.
  *
  * A caller can redefine `length`, `byteOffset`, `byteLength`, `buffer` or `detached` on an array
  * or a buffer it hands in (a subclass's getter, or an own property defined on the object). Where
@@ -22,6 +24,8 @@ const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
 const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
 const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
 const dataViewByteLengthOf = getter(DataView.prototype, "byteLength")!;
+const isView = ArrayBuffer.isView;
+const Bytes = Uint8Array;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
 const detachedOf = getter(ArrayBuffer.prototype, "detached");
 /** Node 20 has no `ArrayBuffer.prototype.transfer` either. */
@@ -43,7 +47,7 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
 export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
   try {
     let buffer: ArrayBufferLike = message as ArrayBuffer;
-    if (ArrayBuffer.isView(message)) {
+    if (isView(message)) {
       try {
         buffer = bufferOf.call(message);
       } catch {
@@ -113,7 +117,7 @@ export function bufferDetached(buffer: ArrayBuffer): boolean {
   // Node 20: empty or detached. A view of a detached buffer cannot be made, and making one runs
   // no code of the caller's (unlike `slice`, which looks up a species constructor).
   try {
-    new Uint8Array(buffer);
+    new Bytes(buffer);
     return false;
   } catch {
     return true;

@@ -47,9 +47,17 @@ const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
   offset?: number,
 ) => void;
 
+/**
+ * Built-ins a `sendMany` run calls between moving `tail` and committing, taken when this module
+ * loads: a script may replace the globals later, and its code would then run in the middle of
+ * the run.
+ */
+const setPrototypeOf = Object.setPrototypeOf;
+const Int32 = Int32Array;
+
 /** An empty array without a prototype. */
 function noPrototype<T>(): T[] {
-  return Object.setPrototypeOf([], null);
+  return setPrototypeOf([], null);
 }
 
 /**
@@ -59,6 +67,11 @@ function noPrototype<T>(): T[] {
  */
 export function copyInto(target: Uint8Array, source: Uint8Array): void {
   setOf.call(target, source);
+}
+
+/** {@linkcode copyInto} at byte `offset` of `target`. */
+export function copyAt(target: Uint8Array, source: Uint8Array, offset: number): void {
+  setOf.call(target, source, offset);
 }
 
 /**
@@ -809,7 +822,7 @@ export class Producer {
    */
   #picked: (Uint8Array | undefined)[] = noPrototype();
   /** Their lengths, as counted before anything was reserved. */
-  #lens = new Int32Array(RUN_KEPT);
+  #lens = new Int32(RUN_KEPT);
   /** {@linkcode commitRun} is counting a run: an element's getter that sends through this sender. */
   #counting = false;
   readonly #r: Ring;
@@ -1085,6 +1098,7 @@ export class Producer {
     let lens = this.#lens;
     let bytes = 0;
     let n = 0;
+    let counted = false;
     this.#counting = true;
     try {
       for (let end = from; end < messages.length; end++, n++) {
@@ -1103,15 +1117,18 @@ export class Producer {
         if (bytes + span > room) break;
         bytes += span;
         if (n === lens.length) {
-          const grown = new Int32Array(n * 2);
+          const grown = new Int32(n * 2);
           for (let i = 0; i < n; i++) grown[i] = lens[i]; // no `set`, which a script may replace
           lens = this.#lens = grown;
         }
         picked[n] = message as Uint8Array;
         lens[n] = len;
       }
+      counted = true;
     } finally {
       this.#counting = false;
+      // The array's own `length` threw: nothing is reserved, and nothing counted is kept.
+      if (!counted) this.#forget(0, n);
     }
     if (n === 0) return from;
     // The getters above may have closed this sender (its close marks `tail`, which this store
@@ -1143,7 +1160,15 @@ export class Producer {
         (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
       ) break;
       this.#mark(at, span);
-      if (len !== 0) setOf.call(data, message, L.OFF_DATA + at + 8);
+      if (len !== 0) {
+        // Another thread may grow a message over a growable SharedArrayBuffer after the check
+        // above: `set` then finds it too long for what is left of the region, and throws.
+        try {
+          copyAt(data, message, L.OFF_DATA + at + 8);
+        } catch {
+          break;
+        }
+      }
       if (native === undefined) {
         Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
         if (k === 0 && r.wakeConsumer()) closed = true;
@@ -1167,7 +1192,7 @@ export class Producer {
     }
     // A skip record's length has 27 bits (`REC_LEN_MASK`): one spans at most half the ring.
     for (let span = 0; at < stop; at += span) {
-      span = Math.min(stop - at, r.capacity / 2);
+      span = stop - at < r.capacity / 2 ? stop - at : r.capacity / 2; // not a global `Math.min`
       this.#commitSkip(at, span);
       wake = true;
     }
@@ -1185,7 +1210,7 @@ export class Producer {
   #forget(from: number, to: number): void {
     if (to > RUN_KEPT) {
       this.#picked = noPrototype();
-      this.#lens = new Int32Array(RUN_KEPT);
+      this.#lens = new Int32(RUN_KEPT);
       return;
     }
     const picked = this.#picked;

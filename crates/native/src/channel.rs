@@ -166,8 +166,9 @@ pub unsafe extern "C" fn sb_channel_commit_run(
         if lens.is_null() {
             return -1;
         }
-        // SAFETY: `lens` is valid for `count` reads of aligned `u32`s, as promised (the
-        // TypeScript sender's own `Int32Array`), and not null.
+        // SAFETY: `lens` is valid for `count` reads of aligned `u32`s, as the caller promises
+        // (the TypeScript sender passes its own `Int32Array` of at least `count` elements; Deno's
+        // and Bun's FFI check neither), and not null.
         let lens = unsafe { std::slice::from_raw_parts(lens, count as usize) };
         // SAFETY: as above.
         unsafe { foreign::commit_run(region, state, idx, lens) }
