@@ -26,7 +26,7 @@ import {
   Ring,
   STEP_LIMIT,
 } from "../ts/channel/ring.ts";
-import type { ChannelReceiver } from "../mod.ts";
+import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -3648,6 +3648,28 @@ function heapRing(capacity: number, mode: number, native: Partial<Parking> = {})
     ring: new Ring(words.buffer as ArrayBuffer, capacity, mode, parking, "name /words"),
   };
 }
+
+test("without native calls, sendMany and recvMany carry every message whole and in order: runs committed record by record, and looked ahead by this module", () => {
+  const options = { peerCheckMs: 3_600_000, spin: 0 };
+  for (const native of [{}, { commitRun: () => -1 }]) {
+    const { ring } = heapRing(4096, layout.MODE_SPSC, native);
+    const registry = new Set<unknown>();
+    const rx = new ChannelReceiver(ring, options, registry);
+    const tx = new ChannelSender(ring, options, registry);
+    let seed = 0;
+    // Batches of every size around the native call's least run, wrapping the ring many times.
+    for (let round = 0; round < 40; round++) {
+      const batch = Array.from({ length: 1 + (round % 9) * 5 }, () => pattern(seed % 61, seed++));
+      assert.equal(tx.sendMany(batch, 1000), batch.length);
+      const got: Uint8Array[] = [];
+      while (got.length < batch.length) {
+        assert.ok((rx.recvMany((m) => void got.push(m.slice()), 0) ?? 0) > 0, `round ${round}`);
+      }
+      assert.deepEqual(got, batch, `round ${round}`);
+    }
+    assert.equal(rx.tryRecv(), undefined, "nothing else");
+  }
+});
 
 test("a sendMany run is committed by native code in one call, or record by record where native code is not there or refuses it", () => {
   const messages = [pattern(8, 1), pattern(0, 2), pattern(20, 3), pattern(8, 4), pattern(3, 5)];
