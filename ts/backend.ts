@@ -22,8 +22,8 @@ export type Address = bigint | number;
  * One channel's native fast paths in the form this runtime calls fastest, with the endpoint state
  * each call reads and updates (this process's own memory, which no peer reaches). A runtime whose
  * calls into the library cost more than a receive or a send (Node.js, through Node-API) leaves
- * out {@linkcode take} and {@linkcode put}, and keeps {@linkcode scanRun}, made once per run of
- * messages.
+ * out {@linkcode take} and {@linkcode put}, and keeps {@linkcode scanRun} and
+ * {@linkcode commitRun}, made once per run of messages.
  */
 export interface ChannelCalls {
   /** `sb_channel_take` with {@linkcode takeState}. */
@@ -106,8 +106,8 @@ export interface Backend {
 
   /**
    * The native fast paths of the channel whose region is at `region` (`sb_channel_take`,
-   * `sb_channel_put` and `sb_channel_scan_run`, see `Parking`): those that cost less than the
-   * TypeScript path they stand for in this runtime.
+   * `sb_channel_put`, `sb_channel_scan_run` and `sb_channel_commit_run`, see `Parking`): those
+   * that cost less than the TypeScript path they stand for in this runtime.
    */
   channelCalls(region: Address): ChannelCalls;
   /** Converts an address for the calls below. */

@@ -44,7 +44,6 @@ import {
   byteCount,
   channelError,
   Consumer,
-  copyAt,
   copyInto,
   EMPTY,
   END,
@@ -968,7 +967,7 @@ export class ChannelSender implements Disposable {
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
-    if (len !== 0) copyAt(this.#ring.bytes, bytes, L.OFF_DATA + idx + 8);
+    if (len !== 0) copyInto(this.#ring.bytes, bytes, L.OFF_DATA + idx + 8);
     if (!this.#producer.commit(idx, len, 0)) {
       throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
     }

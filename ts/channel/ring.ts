@@ -61,16 +61,11 @@ function noPrototype<T>(): T[] {
 }
 
 /**
- * Copies `source` into the start of `target` with the engine's own `set`: a method of the
- * target's own (a property defined on a plain array) would run the caller's code in the middle
- * of a receive.
+ * Copies `source` into `target` from byte `offset` on with the engine's own `set`, taken at
+ * load: a method of the target's own (a property defined on a plain array), or a `set` a script
+ * put on the prototype later, would run the caller's code in the middle of a send or a receive.
  */
-export function copyInto(target: Uint8Array, source: Uint8Array): void {
-  setOf.call(target, source);
-}
-
-/** {@linkcode copyInto} at byte `offset` of `target`. */
-export function copyAt(target: Uint8Array, source: Uint8Array, offset: number): void {
+export function copyInto(target: Uint8Array, source: Uint8Array, offset = 0): void {
   setOf.call(target, source, offset);
 }
 
@@ -1164,7 +1159,7 @@ export class Producer {
         // Another thread may grow a message over a growable SharedArrayBuffer after the check
         // above: `set` then finds it too long for what is left of the region, and throws.
         try {
-          copyAt(data, message, L.OFF_DATA + at + 8);
+          copyInto(data, message, L.OFF_DATA + at + 8);
         } catch {
           break;
         }
