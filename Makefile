@@ -52,7 +52,7 @@ JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
 DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
-.PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node lint bench bench-ab \
+.PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node test-node-oldest test-node-latest lint bench bench-ab \
 	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
 
 all: build
@@ -152,9 +152,17 @@ test-deno: tools build
 test-bun: tools build
 	cd tests && $(BUN) test --timeout 60000 --parallel=$(JOBS)
 
-# The suite in the machine's Node.js and in the newest; each starts Node children of its own kind.
+# The suite in the machine's Node.js and in the newest (once where they are the same), side by
+# side: most of their time is spent waiting on child processes. Each starts Node children of its
+# own kind, and prints its output whole when it ends.
 test-node: tools build
+	$(MAKE) --no-print-directory -j2 --output-sync=target \
+		$(if $(filter $(NODE_LATEST),$(NODE)),,test-node-oldest) test-node-latest
+
+test-node-oldest:
 	NODE_BIN=$(NODE) $(call NODE_TEST,$(NODE))
+
+test-node-latest:
 	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
 
 # Every test removes the segments it makes: what the suite could leave behind is listed first, and
