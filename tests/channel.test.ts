@@ -2994,17 +2994,28 @@ test("a peer writing skip or abort records, or fragments of messages it never en
       ];
       // How long the five receives of 100 ms took in all: a look that only ended when the ring
       // emptied held them for 2.8-14 s in all under the fragments (0.6-0.8 s with the bound).
-      let total = 0;
-      for (const [what, receive] of receives) {
-        const started = performance.now();
-        await assert.rejects(async () => await receive(), code("ETIMEDOUT"), what);
-        const took = performance.now() - started;
-        assert.ok(took >= 100, `${what} returned early`);
-        total += took;
-        // Returned while the flood goes on: the peer never stops by itself.
-        assert.equal(exited, false, `${what}: the flood stopped`);
-      }
-      assert.ok(total < 2000, `the receives of 100 ms took ${Math.round(total)} ms in all`);
+      const fiveReceives = async () => {
+        let total = 0;
+        for (const [what, receive] of receives) {
+          const started = performance.now();
+          await assert.rejects(async () => await receive(), code("ETIMEDOUT"), what);
+          const took = performance.now() - started;
+          assert.ok(took >= 100, `${what} returned early`);
+          total += took;
+          // Returned while the flood goes on: the peer never stops by itself.
+          assert.equal(exited, false, `${what}: the flood stopped`);
+        }
+        return total;
+      };
+      // The quicker of two tries where the first is over: with the bound, the receives took
+      // 2.3 s once, in Node 20 beside the other Node suite, the peer and other work on two cores;
+      // without it, every try is.
+      const tries = [await fiveReceives()];
+      if (tries[0] >= 2000) tries.push(await fiveReceives());
+      assert.ok(
+        Math.min(...tries) < 2000,
+        `the receives of 100 ms took ${tries.map(Math.round).join(" and ")} ms in all`,
+      );
       // The event loop ran while an async receive waited out the flood. (Node.js 20 can run many
       // of the wait service's calls back, each a look of up to 1,024 records here, before its
       // timers: a wait of 200 ms saw no tick in 3 runs of 5.)
@@ -3715,6 +3726,37 @@ test("a sendMany run is committed by native code in one call, or record by recor
     assert.equal(Atomics.load(words, layout.OFF_TAIL >> 2), spans.reduce((a, b) => a + b), kind);
   }
   assert.deepEqual(calls, [[0, messages.map((m) => m.length)]], "one call for the run");
+});
+
+test("a runtime's commitRunMin: a sendMany run of fewer records is committed record by record, one of as many in one native call", () => {
+  const calls: number[] = [];
+  const data = layout.OFF_DATA >> 2;
+  const { words, ring } = heapRing(4096, layout.MODE_SPSC, {
+    commitRunMin: 6,
+    commitRun(idx: number, lens: Int32Array, count: number) {
+      calls.push(count);
+      for (let i = 0, at = idx; i < count; at += layout.recordSpan(lens[i++])) {
+        Atomics.store(words, data + (at >> 2), layout.REC_COMMITTED | lens[i]);
+      }
+      return 0;
+    },
+  });
+  const producer = new Producer(ring, 0, 0);
+  const consumer = new Consumer(ring);
+  const run = (n: number, first: number) =>
+    Array.from({ length: n }, (_, i) => pattern(8 + i, first + i));
+  for (const n of [5, 6, 3, 9]) {
+    const messages = run(n, 10 * n);
+    assert.equal(producer.commitRun(messages, 0), n, `a run of ${n}`);
+    for (const m of messages) {
+      const idx = consumer.peek();
+      assert.ok(idx >= 0, `a run of ${n}: committed`);
+      const got = new Uint8Array(words.buffer, layout.OFF_DATA + idx + 8, consumer.len);
+      assert.deepEqual([...got], [...m], `a run of ${n}`);
+      consumer.release(consumer.len);
+    }
+  }
+  assert.deepEqual(calls, [6, 9], "native calls for the runs of at least 6 only");
 });
 
 test("one sender's unmarked reservation is stepped over only while the word at head is still 0: the look that found it may be older than the dead sender's last mark and commit", () => {

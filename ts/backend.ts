@@ -34,6 +34,11 @@ export interface ChannelCalls {
   scanRun(out: Uint8Array, lens: Int32Array, max: number, small: number): number;
   /** `sb_channel_commit_run` with {@linkcode putState}. */
   commitRun?(idx: number, lens: Int32Array, count: number): number;
+  /**
+   * The fewest records of a run worth a {@linkcode commitRun} call where that call costs more
+   * than the default's (4) commit stores.
+   */
+  readonly commitRunMin?: number;
   readonly takeState: Int32Array;
   readonly putState: Int32Array;
 }

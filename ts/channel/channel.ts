@@ -372,6 +372,7 @@ export class Channel implements Disposable {
       mapping.released ? 0 : calls.scanRun(out, lens, max, small);
     if (commitRun !== undefined) {
       parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
+      if (calls.commitRunMin !== undefined) parking.commitRunMin = calls.commitRunMin;
     }
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring);

@@ -205,6 +205,8 @@ export interface Parking {
    * it is parked: 0, 1 when the receiver had closed, or -1 with nothing written.
    */
   commitRun?: (idx: number, lens: Int32Array, count: number) => number;
+  /** The fewest records of a run {@linkcode commitRun} commits; {@linkcode NATIVE_RUN_MIN} if unset. */
+  commitRunMin?: number;
 }
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */
@@ -780,9 +782,9 @@ export const STEP_LIMIT = 1024;
 export const FRAGMENT_STEP_BYTES = 64 * 1024;
 
 /**
- * The fewest records of a run that {@linkcode Parking.commitRun} commits: on one thread a call
- * costs about what 2-5 commit stores cost (more in Node.js), and between two processes each store
- * it saves is a fence.
+ * The fewest records of a run that {@linkcode Parking.commitRun} commits where the runtime sets
+ * no {@linkcode Parking.commitRunMin}: in Deno and Bun a call costs about what 2-5 commit stores
+ * cost on one thread, and between two processes each store it saves is a fence.
  */
 const NATIVE_RUN_MIN = 4;
 
@@ -1135,7 +1137,9 @@ export class Producer {
     }
     this.#tail = (start + bytes) & L.POS_MASK;
     Atomics.store(r.i32, TAIL, this.#tail);
-    const native = n >= NATIVE_RUN_MIN ? r.parking.commitRun : undefined;
+    const native = n >= (r.parking.commitRunMin ?? NATIVE_RUN_MIN)
+      ? r.parking.commitRun
+      : undefined;
     const data = r.bytes;
     const stop = idx + bytes;
     let closed = false;

@@ -153,6 +153,10 @@ export function loadNode(explicit?: string): Backend {
           n.channelScanRun(region as number, takeState, out, lens, max, small),
         commitRun: (idx, lens, count) =>
           n.channelCommitRun(region as number, putState, idx, lens, count),
+        // A Node-API call with two typed arrays costs about what 10-15 of Node's commit stores
+        // do: on one thread `sendMany` of 8 messages took 60 ns a message with the call and 50
+        // without, of 16 about the same, of 64 37 against 41 (`bench/README.md`).
+        commitRunMin: 16,
         takeState,
         putState,
       };
