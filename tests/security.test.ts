@@ -494,3 +494,52 @@ testUnless(
     }
   },
 );
+
+testUnless(
+  noDiskModes,
+  "options and ids read only their own properties: a polluted Object.prototype widens no mode, replaces nothing, accepts no other user's segment and names no segment",
+  () => {
+    const { Channel } = lib;
+    const named = { name: uniqueName("xp-proto") };
+    const channel = { name: uniqueName("xp-proto-ch") };
+    const keyed = { key: uniqueKey() };
+    const theirs = { name: uniqueName("xp-proto-theirs") };
+    const polluted = { mode: 0o666, owner: "any", replace: true, key: keyed.key, size: 1 };
+    const proto = Object.prototype as Record<string, unknown>;
+    const code = (fn: () => unknown): string => {
+      try {
+        fn();
+      } catch (e) {
+        return e instanceof SharedMemoryError ? e.code : `${e}`;
+      }
+      return "accepted";
+    };
+    // Synchronous from the pollution to its removal: no other test of this process runs meanwhile.
+    try {
+      if (isRoot) plantFile(`/dev/shm${theirs.name}`, 64, 0o666, NOBODY);
+      Object.assign(proto, polluted);
+      const shm = SharedMemory.create(named, 64);
+      const buffer = createSharedBuffer(keyed.key, 64, true);
+      const ch = Channel.create(channel, { capacity: 4096 });
+      const again = code(() => SharedMemory.create(named, 64).close());
+      const reopened = code(() => SharedMemory.open(named).close());
+      const other = isRoot ? code(() => SharedMemory.open(theirs).close()) : "EOWNER";
+      for (const key of Object.keys(polluted)) delete proto[key];
+      ch.close();
+      detachSharedBuffer(buffer);
+      shm.close();
+      assertEquals(fileMode(`/dev/shm${named.name}`), "600", "SharedMemory.create's mode");
+      assertEquals(fileMode(`/dev/shm${channel.name}`), "600", "Channel.create's mode");
+      assertEquals(sysvSegment(keyed.key)?.perms, "600", "createSharedBuffer's perms");
+      assertEquals(again, "EEXIST", "a second SharedMemory.create");
+      assertEquals(reopened, "accepted", "SharedMemory.open of a { name } id");
+      assertEquals(other, "EOWNER", "SharedMemory.open of another user's segment");
+    } finally {
+      for (const key of Object.keys(polluted)) delete proto[key];
+      cleanup(named);
+      cleanup(channel);
+      cleanup(keyed);
+      cleanup(theirs);
+    }
+  },
+);

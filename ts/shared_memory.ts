@@ -144,8 +144,9 @@ function resolve(id: unknown, what: string): Resolved {
       }`,
     );
   }
-  const hasKey = "key" in id;
-  const hasName = "name" in id;
+  // Own properties only, as for options: a `key` or `name` on `Object.prototype` is not this id's.
+  const hasKey = Object.hasOwn(id, "key");
+  const hasName = Object.hasOwn(id, "name");
   if (hasKey === hasName) {
     throw new TypeError(
       `${what} must have exactly one of "key" and "name"`,
@@ -219,13 +220,14 @@ const CREATE_OPTIONS = ["mode", "populate", "owner", "replace"] as const;
 const OPEN_OR_CREATE_OPTIONS = ["mode", "populate", "owner"] as const;
 
 /** How an open should go. */
+/** An open's request; every field set (an omitted one would be read from `Object.prototype`). */
 interface OpenRequest {
   size: number;
   how: number;
   populate: boolean;
   mode: number;
   owner: bigint;
-  replace?: boolean;
+  replace: boolean;
 }
 
 /** The user `uid` as `uid 1000 (alice)`. */
@@ -624,7 +626,14 @@ export class SharedMemory implements Disposable {
     return new SharedMemory(
       CONSTRUCT,
       resolved.id,
-      openSegment("SharedMemory.open", resolved, { size, how: OPEN, populate, mode: 0, owner }),
+      openSegment("SharedMemory.open", resolved, {
+        size,
+        how: OPEN,
+        populate,
+        mode: 0,
+        owner,
+        replace: false,
+      }),
     );
   }
 
@@ -935,6 +944,7 @@ export function createSharedBuffer(
     populate: false,
     mode,
     owner,
+    replace: false,
   });
   return wrap(b, address, length, handle, true);
 }

@@ -108,15 +108,22 @@ export function name(value: unknown, what = "name"): [string, Uint8Array] {
   return ["/" + bare, bytes];
 }
 
-/** Checks an options argument: undefined or a plain object. */
+/**
+ * Checks an options argument (undefined or a plain object) and returns its own options, each read
+ * once, in an object without a prototype: an option inherited from `Object.prototype` (which a
+ * prototype-polluting bug elsewhere in the program may have set, say `mode` or `owner`) would
+ * otherwise widen a new segment's mode, accept another user's segment or replace one, silently.
+ */
 export function options<T extends object>(
   value: unknown,
   what: string,
   known?: readonly (keyof T & string)[],
 ): T {
-  if (value === undefined) return {} as T;
+  const own = Object.create(null) as Record<string, unknown>;
+  if (value === undefined) return own as T;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new TypeError(`${what} must be an object, got ${describe(value)}`);
+    const kind = Array.isArray(value) ? "an array" : describe(value);
+    throw new TypeError(`${what} must be an object, got ${kind}`);
   }
   // A misspelt option (`mdoe`) would silently leave the default, owner-only mode or not.
   if (known !== undefined) {
@@ -128,7 +135,10 @@ export function options<T extends object>(
       }
     }
   }
-  return value as T;
+  for (const key of known ?? Object.keys(value)) {
+    if (Object.hasOwn(value, key)) own[key] = (value as Record<string, unknown>)[key];
+  }
+  return own as T;
 }
 
 /**
