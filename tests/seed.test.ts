@@ -124,6 +124,7 @@ test("createSharedBuffer and view() beyond the runtime's largest buffer: a Range
     using shm = SharedMemory.create({ key }, size);
     const attempts: [string, () => ArrayBuffer][] = [
       ["createSharedBuffer", () => createSharedBuffer(key, size)],
+      ["createSharedBuffer, initialize", () => createSharedBuffer(key, size, true)],
       ["view", () => shm.view(0, size)],
       ["buffer", () => shm.buffer],
     ];
@@ -134,18 +135,24 @@ test("createSharedBuffer and view() beyond the runtime's largest buffer: a Range
       } catch (err) {
         assert.ok(err instanceof RangeError, `${what}: ${err}`);
         // createSharedBuffer has no view() of its own: its message names SharedMemory's.
+        // (the call that opens or creates as it did, the key in hex as in every other message).
+        const hex = key.toString(16);
         assert.match(
           err.message,
           what === "createSharedBuffer"
             ? new RegExp(
-              `largest ArrayBuffer .* use SharedMemory\\.open\\(\\{ key: ${key} \\}\\)\\.view\\(byteOffset, byteLength\\)`,
+              `largest ArrayBuffer .* use SharedMemory\\.open\\(\\{ key: 0x${hex} \\}\\)\\.view\\(byteOffset, byteLength\\)`,
+            )
+            : what === "createSharedBuffer, initialize"
+            ? new RegExp(
+              `largest ArrayBuffer .* use SharedMemory\\.openOrCreate\\(\\{ key: 0x${hex} \\}, ${size}\\)\\.view\\(byteOffset, byteLength\\)`,
             )
             : /largest ArrayBuffer .* use view\(byteOffset, byteLength\)/,
         );
         continue;
       }
       assert.equal(buffer.byteLength, size, what);
-      if (what === "createSharedBuffer") detachSharedBuffer(buffer);
+      if (what.startsWith("createSharedBuffer")) detachSharedBuffer(buffer);
     }
     // A window that fits is the way in, in every runtime.
     const tail = new Uint8Array(shm.view(size - 16, 16));

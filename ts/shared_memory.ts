@@ -936,7 +936,9 @@ export function createSharedBuffer(
     b,
     size,
     "createSharedBuffer",
-    `SharedMemory.open({ key: ${key} }).view(byteOffset, byteLength)`,
+    `${create ? "SharedMemory.openOrCreate" : "SharedMemory.open"}({ key: 0x${key.toString(16)} }${
+      create ? `, ${size}` : ""
+    }).view(byteOffset, byteLength)`,
   );
   const [handle, address, length] = openSegment("createSharedBuffer", resolved, {
     size,
