@@ -3682,6 +3682,34 @@ test("without native calls, sendMany and recvMany carry every message whole and 
   }
 });
 
+test("a runtime's scanRunMin: recvMany looks ahead itself while fewer bytes are known to wait, and calls native code for as many or more", () => {
+  const options = { peerCheckMs: 3_600_000, spin: 0 };
+  const known: number[] = [];
+  const { ring } = heapRing(4096, layout.MODE_SPSC, {
+    scanRunMin: 512,
+    takeState: new Int32Array(64),
+    // Counts the calls, and finds nothing: the receiver then looks ahead itself, so every
+    // message still arrives.
+    scanRun: () => (known.push(1), 0),
+  });
+  const registry = new Set<unknown>();
+  const rx = new ChannelReceiver(ring, options, registry);
+  const tx = new ChannelSender(ring, options, registry);
+  let seed = 0;
+  for (const count of [2, 20, 32, 33, 50, 3]) {
+    const batch = Array.from({ length: count }, () => pattern(8, seed++)); // 16-byte records
+    assert.equal(tx.sendMany(batch, 1000), count);
+    const got: Uint8Array[] = [];
+    const calls = known.length;
+    while (got.length < count) {
+      assert.ok((rx.recvMany((m) => void got.push(m.slice()), 0) ?? 0) > 0, `${count}`);
+    }
+    assert.deepEqual(got, batch, `${count} messages`);
+    // The receive's own wait takes the first message; 32 records of 16 bytes after it are 512.
+    assert.equal(known.length > calls, count > 32, `${count} messages: native code called`);
+  }
+});
+
 test("a sendMany run is committed by native code in one call, or record by record where native code is not there or refuses it", () => {
   const messages = [pattern(8, 1), pattern(0, 2), pattern(20, 3), pattern(8, 4), pattern(3, 5)];
   const spans = messages.map((m) => layout.recordSpan(m.length));

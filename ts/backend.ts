@@ -32,6 +32,12 @@ export interface ChannelCalls {
   put?(message: Uint8Array, length: number): number;
   /** `sb_channel_scan_run` with {@linkcode takeState}. */
   scanRun(out: Uint8Array, lens: Int32Array, max: number, small: number): number;
+  /**
+   * The fewest bytes a receiver must know to be waiting at `head` (up to the `tail` it last read)
+   * for a {@linkcode scanRun} call, where that call costs more than looking at a few messages in
+   * TypeScript; 0 if unset.
+   */
+  readonly scanRunMin?: number;
   /** `sb_channel_commit_run` with {@linkcode putState}. */
   commitRun?(idx: number, lens: Int32Array, count: number): number;
   /**

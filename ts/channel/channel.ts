@@ -370,6 +370,7 @@ export class Channel implements Disposable {
     if (put !== undefined) parking.put = (bytes, len) => mapping.released ? -1 : put(bytes, len);
     parking.scanRun = (out, lens, max, small) =>
       mapping.released ? 0 : calls.scanRun(out, lens, max, small);
+    parking.scanRunMin = calls.scanRunMin ?? 0;
     if (commitRun !== undefined) {
       parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
       if (calls.commitRunMin !== undefined) parking.commitRunMin = calls.commitRunMin;
@@ -1843,11 +1844,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       };
     }
     const { bytes: copy, lens, views } = run;
-    const { scanRun, takeState } = this.#ring.parking;
+    const { scanRun, scanRunMin, takeState } = this.#ring.parking;
     // Native code finds and copies the run in one call (0: it found none, which a peer may
     // have caused since the peek, or a failure of the call itself; this path then looks for
-    // itself).
-    let n = scanRun === undefined ? 0 : consumer.scanNative(
+    // itself), where a call is worth it for the bytes known to wait (Node.js: a few messages
+    // cost less to look at here).
+    let n = scanRun === undefined || consumer.knownAhead() < scanRunMin! ? 0 : consumer.scanNative(
       scanRun,
       takeState!,
       copy,

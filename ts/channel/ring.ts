@@ -198,6 +198,8 @@ export interface Parking {
    * records and all, their lengths into `lens`; their count, 0 for none. Consumes nothing.
    */
   scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
+  /** {@linkcode scanRun} only when at least this many bytes are known to wait; 0 if unset. */
+  scanRunMin?: number;
   /**
    * Where native code can commit faster than this module (`sb_channel_commit_run`, with
    * `putState`): commits the `count` records of the one sender's run from data index `idx`,
@@ -1417,6 +1419,15 @@ export class Consumer {
     this.head = this.#published = state[TAKE_HEAD];
     this.#tailSeen = state[TAKE_TAIL_SEEN];
     return len;
+  }
+
+  /**
+   * How many bytes of records are known to wait from `head`: up to the `tail` last read (a
+   * lower bound, as `tail` only moves on), 0 for a `tail` seen behind `head`.
+   */
+  knownAhead(): number {
+    const ahead = (this.#tailSeen - this.head) & L.POS_MASK;
+    return ahead > this.#r.capacity ? 0 : ahead;
   }
 
   /**
