@@ -51,7 +51,18 @@ function pairOf(send: () => void, receive: () => void): [number, number] {
  * (the engines compile the shared code again as it meets other calls and other channels; see
  * "Processes" in `bench/README.md`).
  */
-const PARTS = ["recv_into", "recv_into_timeout", "recv_view", "recv_copy", "batch", "pieces"];
+const PARTS = [
+  "recv_into",
+  "recv_into_timeout",
+  "recv_view",
+  "recv_copy",
+  "batch",
+  "small_batches",
+  "pieces",
+];
+
+/** The batch sizes of the `small_batches` part: a worker pool's few messages at a time. */
+const SMALL_BATCHES = [2, 4, 8, 16];
 
 function costsChild({ part }: { part: string }): Record<string, number> {
   if (part === "pieces") return piecesOf();
@@ -78,6 +89,23 @@ function costsChild({ part }: { part: string }): Record<string, number> {
         },
       );
       return result({ send_many_per_message: sendMany, recv_many_per_message: recvMany });
+    }
+    if (part === "small_batches") {
+      // A `sendMany` of B messages, then `recvMany` until all B are in, K / B times a block: the
+      // send and the receive of each message, where runs are as short as the batches.
+      const figures: Record<string, number> = {};
+      for (const b of SMALL_BATCHES) {
+        const batch = Array.from({ length: b }, () => new Uint8Array(SIZE));
+        const [both] = pairOf(() => {
+          for (let i = 0; i < K; i += b) {
+            tx.sendMany(batch);
+            let n = 0;
+            while (n < b) n += rx.recvMany((m) => sum += m[0])!;
+          }
+        }, () => {});
+        figures[`batch_of_${b}_per_message`] = both;
+      }
+      return result(figures);
     }
     // K sends, then K receives of this kind, timed block by block.
     const receives: Record<string, () => void> = {
@@ -173,7 +201,9 @@ export const hotpath: Scenario = {
     `ring. Channel calls: ${K} sends timed as one block, then ${K} receives of one kind as ` +
     `the next, ${BLOCKS} blocks, median of the last three quarters, ns per call: send, ` +
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
-    "recvView, recv (a copy), recvMany (per message). Pieces, each timed alone as a loop of " +
+    "recvView, recv (a copy), recvMany (per message); and sendMany of B messages then recvMany " +
+    `until all B are in, ${K} / B times a block, per message sent and received, B in ` +
+    `${SMALL_BATCHES.join(", ")}. Pieces, each timed alone as a loop of ` +
     `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
     "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +
