@@ -497,7 +497,7 @@ testUnless(
 
 testUnless(
   noDiskModes,
-  "options and ids read only their own properties: a polluted Object.prototype widens no mode, replaces nothing, accepts no other user's segment and names no segment",
+  "options and ids read only their own properties: a polluted Object.prototype widens no mode, replaces nothing, accepts no other user's segment and names no segment, and an inherited option is a TypeError",
   () => {
     const { Channel } = lib;
     const named = { name: uniqueName("xp-proto") };
@@ -520,7 +520,14 @@ testUnless(
       Object.assign(proto, polluted);
       const shm = SharedMemory.create(named, 64);
       const buffer = createSharedBuffer(keyed.key, 64, true);
-      const ch = Channel.create(channel, { capacity: 4096 });
+      // Every option set on the object itself: the polluted ones are not read.
+      const ch = Channel.create(channel, {
+        capacity: 4096,
+        mode: 0o600,
+        owner: undefined,
+        replace: false,
+      });
+      const inherited = code(() => Channel.create(channel, { capacity: 4096 }).close());
       const again = code(() => SharedMemory.create(named, 64).close());
       const reopened = code(() => SharedMemory.open(named).close());
       const other = isRoot ? code(() => SharedMemory.open(theirs).close()) : "EOWNER";
@@ -534,6 +541,20 @@ testUnless(
       assertEquals(again, "EEXIST", "a second SharedMemory.create");
       assertEquals(reopened, "accepted", "SharedMemory.open of a { name } id");
       assertEquals(other, "EOWNER", "SharedMemory.open of another user's segment");
+      assertEquals(
+        inherited.startsWith("TypeError: options.mode is inherited"),
+        true,
+        `Channel.create with an options object: ${inherited}`,
+      );
+      // An option on a prototype of the caller's own is refused too, not ignored.
+      const mine = Object.create({ capacity: 8192 });
+      assertEquals(
+        code(() => Channel.create(channel, mine)).startsWith(
+          "TypeError: options.capacity is inherited",
+        ),
+        true,
+        "an option on the options object's own prototype",
+      );
     } finally {
       for (const key of Object.keys(polluted)) delete proto[key];
       cleanup(named);

@@ -110,9 +110,10 @@ export function name(value: unknown, what = "name"): [string, Uint8Array] {
 
 /**
  * Checks an options argument (undefined or a plain object) and returns its own options, each read
- * once, in an object without a prototype: an option inherited from `Object.prototype` (which a
- * prototype-polluting bug elsewhere in the program may have set, say `mode` or `owner`) would
- * otherwise widen a new segment's mode, accept another user's segment or replace one, silently.
+ * once, in an object without a prototype. An option the object only inherits is refused: one on
+ * `Object.prototype` (which a prototype-polluting bug elsewhere in the program may have set, say
+ * `mode` or `owner`) would otherwise widen a new segment's mode, accept another user's segment or
+ * replace one, and one on a prototype of the caller's own would be ignored without a word.
  */
 export function options<T extends object>(
   value: unknown,
@@ -137,6 +138,11 @@ export function options<T extends object>(
   }
   for (const key of known ?? Object.keys(value)) {
     if (Object.hasOwn(value, key)) own[key] = (value as Record<string, unknown>)[key];
+    else if (key in value) {
+      throw new TypeError(
+        `${what}.${key} is inherited, not the object's own property: set it on the options object itself (an option on Object.prototype, or on a prototype of yours, is not taken)`,
+      );
+    }
   }
   return own as T;
 }
