@@ -138,3 +138,48 @@ test("detachSharedBuffer ends pending waitAsync calls on that buffer with EBADF"
     cleanup({ key });
   }
 });
+
+test("past the most async waits a process keeps, waitAsync and a channel's recvAsync and sendAsync reject with EAGAIN saying so, at once", async () => {
+  const { Channel } = lib;
+  const MOST = 16_384; // 4,096 where each wait has a thread: the waits past it reject the same way
+  const id = { name: uniqueName("wait-most") };
+  const channelId = { name: uniqueName("wait-most-ch") };
+  const shm = SharedMemory.create(id, 4 * (MOST + 1));
+  const words = new Int32Array(shm.buffer);
+  const eagain = (what: string) => (e: unknown) => {
+    assert.ok(e instanceof SharedMemoryError && e.code === "EAGAIN", `${what}: ${e}`);
+    assert.match(e.message, /16,384 async waits pending already/, what);
+    return true;
+  };
+  try {
+    const pending = Array.from(
+      { length: MOST },
+      (_, i) => waitAsync(words, i, 0, 60_000).then(() => "ended", (e) => e.code),
+    );
+    await assert.rejects(waitAsync(words, MOST, 0, 60_000), eagain("waitAsync"));
+    using ch = Channel.create(channelId, { capacity: 4096 });
+    SharedMemory.unlink(channelId);
+    const rx = ch.receiver({ spin: 0 });
+    const tx = ch.sender({ spin: 0 });
+    // Before, the wait that did not start was taken for a wake-up: the receive looked again at
+    // once, over and over, and held the event loop until its deadline.
+    let started = performance.now();
+    await assert.rejects(rx.recvAsync(2000), eagain("recvAsync"));
+    assert.ok(performance.now() - started < 1000, "recvAsync waited for its deadline");
+    const message = new Uint8Array(100);
+    while (tx.trySend(message));
+    started = performance.now();
+    await assert.rejects(tx.sendAsync(message, 2000), eagain("sendAsync"));
+    assert.ok(performance.now() - started < 1000, "sendAsync waited for its deadline");
+    // The channel goes on: what was sent is there, and a send fits once a message is taken.
+    assert.equal(rx.recv(0)?.length, 100);
+    tx.send(message, 0);
+    shm.close();
+    const ends = await Promise.all(pending);
+    assert.ok(ends.every((end) => end === "EBADF" || end === "EAGAIN"), "closed: EBADF");
+  } finally {
+    shm.close();
+    cleanup(id);
+    cleanup(channelId);
+  }
+});

@@ -50,3 +50,14 @@ export class SharedMemoryError extends Error {
 export function errorOf(code: string, message: string): SharedMemoryError {
   return new SharedMemoryError(`${message} (${code})`, code, backend().errno(code));
 }
+
+/**
+ * The error of an async wait that could not start: this process has as many pending as the
+ * native library keeps (`MAX_ASYNC_WAITS`, or `POOL_MAX_WAITS` with a thread per wait).
+ */
+export function tooManyAsyncWaits(who: string): SharedMemoryError {
+  return errorOf(
+    "EAGAIN",
+    `${who}: this process has 16,384 async waits pending already (4,096 where each wait has a thread), the most the library keeps (waitAsync, and the channels' recvAsync, sendAsync and the like); let some end first`,
+  );
+}

@@ -10,7 +10,7 @@
  */
 
 import { type Address, backend } from "./backend.ts";
-import { errorOf } from "./errors.ts";
+import { errorOf, tooManyAsyncWaits } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
 import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
@@ -339,6 +339,9 @@ export async function waitAsync(
   const ns = timeoutNs(timeoutMs);
   const b = backend();
   const code = await b.waitAsync(address, value, ns);
+  if (code < 0 && b.errorName(code) === "EAGAIN") {
+    throw tooManyAsyncWaits(`waitAsync on element ${index}`);
+  }
   if (code < 0 && b.errorName(code) === "EBADF") {
     throw errorOf(
       "EBADF",

@@ -6,7 +6,7 @@
  */
 
 import { backend } from "../backend.ts";
-import { SharedMemoryError } from "../errors.ts";
+import { SharedMemoryError, tooManyAsyncWaits } from "../errors.ts";
 import {
   addressOf,
   detachSharedBuffer,
@@ -265,9 +265,17 @@ function runSync<T>(steps: Generator<Park, T>, parking: Parking): T {
 }
 
 async function runAsync<T>(steps: Generator<Park, T>, parking: Parking): Promise<T> {
-  for (let step = steps.next();; step = steps.next()) {
+  for (let step = steps.next();;) {
     if (step.done) return step.value;
-    await parking.waitAsync(step.value.offset, 1, step.value.ns);
+    try {
+      await parking.waitAsync(step.value.offset, 1, step.value.ns);
+    } catch (err) {
+      // The wait did not start: thrown where the steps wait, so that they clean up as for their
+      // own errors (a reservation they hold is given up).
+      step = steps.throw(err);
+      continue;
+    }
+    step = steps.next();
   }
 }
 
@@ -352,7 +360,15 @@ export class Channel implements Disposable {
     const parking: Parking = {
       notify: (offset, count) => void b.notify(at(offset), count),
       wait: (offset, expected, ns) => void b.wait(at(offset), expected, ns, 0),
-      waitAsync: async (offset, expected, ns) => void await b.waitAsync(at(offset), expected, ns),
+      waitAsync: async (offset, expected, ns) => {
+        const code = await b.waitAsync(at(offset), expected, ns);
+        // Past the process's limit of pending async waits the wait does not start. Taken for a
+        // wake-up, it had the async receive or send look again at once, over and over, and the
+        // event loop did not run until its deadline (forever without one).
+        if (code < 0 && b.errorName(code) === "EAGAIN") {
+          throw tooManyAsyncWaits("a channel's async wait");
+        }
+      },
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
       alive: (other) => other > 0 && b.processAlive(other),
       pidNamespace: b.pidNamespace,
