@@ -219,8 +219,9 @@ function createMode(value: unknown): number {
 const CREATE_OPTIONS = ["mode", "populate", "owner", "replace"] as const;
 const OPEN_OR_CREATE_OPTIONS = ["mode", "populate", "owner"] as const;
 
-/** How an open should go. */
-/** An open's request; every field set (an omitted one would be read from `Object.prototype`). */
+/**
+ * How an open should go. Every field is set: one left out would be read from `Object.prototype`.
+ */
 interface OpenRequest {
   size: number;
   how: number;

@@ -207,7 +207,10 @@ export interface Parking {
    * it is parked: 0, 1 when the receiver had closed, or -1 with nothing written.
    */
   commitRun?: (idx: number, lens: Int32Array, count: number) => number;
-  /** The fewest records of a run {@linkcode commitRun} commits; {@linkcode NATIVE_RUN_MIN} if unset. */
+  /**
+   * The fewest records of a run {@linkcode commitRun} commits; {@linkcode NATIVE_RUN_MIN} if
+   * unset.
+   */
   commitRunMin?: number;
 }
 
