@@ -35,7 +35,7 @@ export interface ChannelCalls {
   /**
    * The fewest bytes a receiver must know to be waiting at `head` (up to the `tail` it last read)
    * for a {@linkcode scanRun} call, where that call costs more than looking at a few messages in
-   * TypeScript; 0 if unset.
+   * TypeScript; unset, always.
    */
   readonly scanRunMin?: number;
   /** `sb_channel_commit_run` with {@linkcode putState}. */

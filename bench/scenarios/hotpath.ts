@@ -203,9 +203,8 @@ export const hotpath: Scenario = {
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
     "recvView, recv (a copy), recvMany (per message); and sendMany of B messages then recvMany " +
     `until all B are in, ${K} / B times a block, per message sent and received, B in ` +
-    `${
-      SMALL_BATCHES.join(", ")
-    } (each in a process of its own). Pieces, each timed alone as a loop of ` +
+    `${SMALL_BATCHES.join(", ")} (each in a process of its own). ` +
+    "Pieces, each timed alone as a loop of " +
     `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
     "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
     "64-byte Uint8Array.set into a ring, 64 bytes copied out byte by byte and by " +

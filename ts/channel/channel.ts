@@ -386,10 +386,10 @@ export class Channel implements Disposable {
     if (put !== undefined) parking.put = (bytes, len) => mapping.released ? -1 : put(bytes, len);
     parking.scanRun = (out, lens, max, small) =>
       mapping.released ? 0 : calls.scanRun(out, lens, max, small);
-    parking.scanRunMin = calls.scanRunMin ?? 0;
+    parking.scanRunMin = calls.scanRunMin;
     if (commitRun !== undefined) {
       parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
-      if (calls.commitRunMin !== undefined) parking.commitRunMin = calls.commitRunMin;
+      parking.commitRunMin = calls.commitRunMin;
     }
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring);
@@ -1865,7 +1865,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // have caused since the peek, or a failure of the call itself; this path then looks for
     // itself), where a call is worth it for the bytes known to wait (Node.js: a few messages
     // cost less to look at here).
-    let n = scanRun === undefined || consumer.knownAhead() < scanRunMin! ? 0 : consumer.scanNative(
+    const worth = scanRunMin === undefined || consumer.knownAhead() >= scanRunMin;
+    let n = scanRun === undefined || !worth ? 0 : consumer.scanNative(
       scanRun,
       takeState!,
       copy,

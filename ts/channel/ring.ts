@@ -198,7 +198,7 @@ export interface Parking {
    * records and all, their lengths into `lens`; their count, 0 for none. Consumes nothing.
    */
   scanRun?: (out: Uint8Array, lens: Int32Array, max: number, small: number) => number;
-  /** {@linkcode scanRun} only when at least this many bytes are known to wait; 0 if unset. */
+  /** {@linkcode scanRun} only when at least this many bytes are known to wait; always if unset. */
   scanRunMin?: number;
   /**
    * Where native code can commit faster than this module (`sb_channel_commit_run`, with

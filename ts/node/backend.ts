@@ -153,12 +153,10 @@ export function loadNode(explicit?: string): Backend {
           n.channelScanRun(region as number, takeState, out, lens, max, small),
         commitRun: (idx, lens, count) =>
           n.channelCommitRun(region as number, putState, idx, lens, count),
-        // A Node-API call with two typed arrays costs about what 10-15 of Node's commit stores
-        // do: on one thread `sendMany` of 8 messages took 60 ns a message with the call and 50
-        // without, of 16 about the same, of 64 37 against 41 (`bench/README.md`).
+        // Only for runs that pay for the call: a Node-API call with two typed arrays costs about
+        // what 10-15 of Node's commit stores do (the hotpath scenario's `batch_of_B` parts, and
+        // how the thresholds were chosen: `bench/README.md`).
         commitRunMin: 16,
-        // Likewise a look ahead: with `recvMany` of 64 B messages on one thread, a batch of 8
-        // took 67 ns a message without the call and 77 with it, of 16 49 against 44.5.
         scanRunMin: 1024,
         takeState,
         putState,
