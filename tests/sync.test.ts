@@ -224,11 +224,15 @@ test("timeout errors of wait, waitAsync and lock are worded as a channel's", asy
   using channel = lib.Channel.create({ name: uniqueName("sync-timeouts") }, { capacity: 1024 });
   channel.unlink();
   const rx = channel.receiver();
+  // NaN was "must be an integer" though fractions are taken.
+  const from = "timeoutMs must be a number of milliseconds from 0 (Infinity or undefined for none)";
   const cases: [unknown, ErrorConstructor, string][] = [
     [null, TypeError, "timeoutMs must be a number, got null"],
     ["1", TypeError, 'timeoutMs must be a number, got string "1"'],
-    [-1, RangeError, `timeoutMs must be between 0 and ${Number.MAX_SAFE_INTEGER}, got -1`],
-    [NaN, RangeError, "timeoutMs must be an integer, got NaN"],
+    [-1, RangeError, `${from}, got -1`],
+    [-0.5, RangeError, `${from}, got -0.5`],
+    [-Infinity, RangeError, `${from}, got -Infinity`],
+    [NaN, RangeError, `${from}, got NaN`],
   ];
   for (const [timeout, type, message] of cases) {
     const is = (e: unknown) => e instanceof type && (e as Error).message === message;
@@ -240,6 +244,16 @@ test("timeout errors of wait, waitAsync and lock are worded as a channel's", asy
   }
   // A fraction of a millisecond is a timeout here, as before.
   assert.equal(wait(i32, 0, 0, 0.25), "timed-out");
+  // Past Number.MAX_SAFE_INTEGER a timeout is none, in every call alike (a channel refused it).
+  channel.sender().send("waiting");
+  for (const huge of [2 ** 53, 1e300, Number.MAX_VALUE]) {
+    assert.equal(wait(i32, 0, 1, huge), "not-equal");
+    assert.equal(await waitAsync(i32, 0, 1, huge), "not-equal");
+    const guard = mutex.lock(huge);
+    assert.equal(guard.ownerDied, false);
+    guard.unlock();
+  }
+  assert.equal(new TextDecoder().decode(rx.recv(1e300) ?? undefined), "waiting");
 });
 
 test("wait and notify reach each buffer's own word, and none after its segment closed", () => {

@@ -238,7 +238,7 @@ function describeUser(b: Backend, uid: number): string {
 }
 
 /** The message for a failed open: what went wrong, and what to do about it. */
-function openFailure(b: Backend, code: number, req: OpenRequest): string {
+function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): string {
   const name = b.errorName(code);
   const actual = Number(out[2]);
   const detail = Number(out[4]);
@@ -253,14 +253,16 @@ function openFailure(b: Backend, code: number, req: OpenRequest): string {
     case "ENOMEM":
       return `no memory or address space left to map it; this process holds ${b.handleCount()} open segment handles (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "ENOSPC": {
+      // A keyed create's shmget refused the size: the native side reports its ENOMEM so.
+      const room = id.bytes === undefined
+        ? "the system will not provide a keyed segment of this size: more memory than it may commit (RAM and swap), or its limits on keyed segments reached (kernel.shmall, kernel.shmmni)"
+        : "no room left for it in the shared-memory filesystem (/dev/shm)";
       // Where collected buffers keep their mappings until the event loop turns (Node.js), the
       // relief cannot release one that the engine's own collection collected earlier, which may
       // have moved its memory to another buffer first: say what releases those.
       const held = b.mappingLimit === undefined ? 0 : b.handleCount();
-      if (held === 0) break;
-      return `${
-        b.errorMessage(code)
-      }; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
+      if (held === 0) return room;
+      return `${room}; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
     }
     case "EOWNER":
       return `the segment belongs to ${
@@ -378,7 +380,11 @@ function openSegment(
   if (code < 0) {
     const action = `${caller} of ${labelOf(id)}${req.size ? ` (${req.size} bytes)` : ""}`;
     const name = b.errorName(code);
-    throw new SharedMemoryError(`${action}: ${openFailure(b, code, req)} (${name})`, name, -code);
+    throw new SharedMemoryError(
+      `${action}: ${openFailure(b, code, id, req)} (${name})`,
+      name,
+      -code,
+    );
   }
   return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
 }

@@ -160,18 +160,8 @@ function park(address: Address, value: number, ns: number, spins: number): numbe
 
 /** Converts a timeout in milliseconds to nanoseconds; -1 for none. */
 function timeoutNs(timeoutMs: unknown, what = "timeoutMs"): number {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return FOREVER;
-  // Worded as the channel's timeouts are (`check.integer`), though a fraction of a ms counts here.
-  if (typeof timeoutMs !== "number") {
-    throw new TypeError(`${what} must be a number, got ${check.describe(timeoutMs)}`);
-  }
-  if (Number.isNaN(timeoutMs)) check.integer(timeoutMs, what, 0, Number.MAX_SAFE_INTEGER);
-  if (timeoutMs < 0) {
-    throw new RangeError(
-      `${what} must be between 0 and ${Number.MAX_SAFE_INTEGER}, got ${timeoutMs}`,
-    );
-  }
-  const ns = Math.ceil(timeoutMs * 1e6);
+  const ms = check.timeoutMs(timeoutMs, what);
+  const ns = Math.ceil(ms * 1e6);
   return ns > Number.MAX_SAFE_INTEGER ? FOREVER : ns;
 }
 

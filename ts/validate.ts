@@ -40,6 +40,22 @@ export function integer(
   return value + 0;
 }
 
+/**
+ * Checks a timeout in milliseconds: 0 or more, fractions included. `undefined` and anything above
+ * `Number.MAX_SAFE_INTEGER` (Infinity too) mean none and come back as Infinity. NaN is refused,
+ * where `Atomics.wait` would take it for none: it is more often a miscalculation than a choice.
+ */
+export function timeoutMs(value: unknown, what = "timeoutMs"): number {
+  if (value === undefined) return Infinity;
+  if (typeof value !== "number") {
+    throw new TypeError(`${what} must be a number, got ${describe(value)}`);
+  }
+  if (value >= 0) return value > Number.MAX_SAFE_INTEGER ? Infinity : value;
+  throw new RangeError(
+    `${what} must be a number of milliseconds from 0 (Infinity or undefined for none), got ${value}`,
+  );
+}
+
 /** Checks a System V key: an integer in 1..=0xffffffff (0 is IPC_PRIVATE). */
 export function key(value: unknown, what = "key"): number {
   if (value === 0) {

@@ -161,17 +161,11 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
  * timeout costs nothing while it need not wait.
  */
 function timeoutOf(timeoutMs: unknown): number {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
+  if (timeoutMs === undefined) return Infinity;
   if (typeof timeoutMs === "number" && timeoutMs >= 0 && timeoutMs <= Number.MAX_SAFE_INTEGER) {
     return Math.ceil(timeoutMs);
   }
-  // A negative fraction is refused too (rounding it up made it 0).
-  return check.integer(
-    typeof timeoutMs === "number" && timeoutMs > 0 ? Math.ceil(timeoutMs) : timeoutMs,
-    "timeoutMs",
-    0,
-    Number.MAX_SAFE_INTEGER,
-  );
+  return Math.ceil(check.timeoutMs(timeoutMs));
 }
 
 /** The deadline `timeout` ms (from {@linkcode timeoutOf}) from now, in performance.now() time. */

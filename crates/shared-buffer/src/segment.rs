@@ -319,7 +319,8 @@ impl Segment {
     ///
     /// # Errors
     /// [`SegmentError::AlreadyExists`] if it exists; [`SegmentError::Invalid`] for size 0;
-    /// `ENOSPC` when a named segment does not fit in the shared-memory filesystem; with
+    /// `ENOSPC` when a named segment does not fit in the shared-memory filesystem, or the system
+    /// will not provide a keyed segment of `size` bytes (more than it may commit); with
     /// `replace`, the errors of opening the old segment (someone else's, or not a segment);
     /// any other error of the OS.
     pub fn create(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {

@@ -81,6 +81,29 @@ fn sizes_are_checked() {
 }
 
 #[test]
+fn a_keyed_segment_larger_than_the_system_provides_is_enospc() {
+    // Under "always overcommit" (1) the kernel grants any size; otherwise 1 TiB is more than it
+    // will commit on any machine this runs on.
+    let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    if overcommit.trim() == "1" {
+        eprintln!("skipped: this kernel overcommits without limit");
+        return;
+    }
+    let s = Scratch::keyed();
+    let err = Segment::create(&s.0, 1 << 40, &Options::default()).unwrap_err();
+    // shmget's ENOMEM, which read as a process out of address space.
+    assert!(
+        matches!(&err, SegmentError::Os(e) if e.raw_os_error() == Some(libc::ENOSPC)),
+        "{err:?}"
+    );
+    let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
+    assert!(
+        matches!(err, SegmentError::NotFound),
+        "nothing is left: {err:?}"
+    );
+}
+
+#[test]
 fn default_mode_is_owner_only_whatever_the_umask() {
     let _serial = serial();
     // SAFETY: umask only changes this process's file-creation mask.

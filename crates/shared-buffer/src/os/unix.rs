@@ -132,11 +132,22 @@ pub fn page_size() -> usize {
 
 // ---- System V (keyed) segments ------------------------------------------------------------
 
-/// Creates the keyed segment `key` of `size` bytes, failing with `EEXIST` if it exists.
+/// Creates the keyed segment `key` of `size` bytes, failing with `EEXIST` if it exists, and with
+/// `ENOSPC` if the system will not provide that much shared memory.
 pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mapping> {
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
     // SAFETY: shmget takes plain integers.
-    let id = cvt(unsafe { libc::shmget(key, size, flags) })?;
+    let id = cvt(unsafe { libc::shmget(key, size, flags) }).map_err(|err| {
+        // Linux's shmget fails with ENOMEM when it will not commit memory for a segment this
+        // large (its overcommit accounting: more than RAM and swap, say), where mapping never
+        // began. Reported as a named segment's create reports a full `/dev/shm`, ENOSPC, so
+        // that callers tell it from a process out of address space (ENOMEM from `shmat`),
+        // which closing other segments can remedy and this cannot.
+        match err.raw_os_error() {
+            Some(libc::ENOMEM) => io::Error::from_raw_os_error(libc::ENOSPC),
+            _ => err,
+        }
+    })?;
     match sysv_attach_id(id, size) {
         Ok(mapping) => Ok(mapping),
         Err(err) => {
