@@ -50,7 +50,7 @@ export function timeoutMs(value: unknown, what = "timeoutMs"): number {
   if (typeof value !== "number") {
     throw new TypeError(`${what} must be a number, got ${describe(value)}`);
   }
-  if (value >= 0) return value > Number.MAX_SAFE_INTEGER ? Infinity : value;
+  if (value >= 0) return value > Number.MAX_SAFE_INTEGER ? Infinity : value + 0; // -0 as 0
   throw new RangeError(
     `${what} must be a number of milliseconds from 0 (Infinity or undefined for none), got ${value}`,
   );

@@ -161,7 +161,7 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
  * timeout costs nothing while it need not wait.
  */
 function timeoutOf(timeoutMs: unknown): number {
-  if (timeoutMs === undefined) return Infinity;
+  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
   if (typeof timeoutMs === "number" && timeoutMs >= 0 && timeoutMs <= Number.MAX_SAFE_INTEGER) {
     return Math.ceil(timeoutMs);
   }
