@@ -3756,6 +3756,56 @@ test("a sendMany run is committed by native code in one call, or record by recor
   assert.deepEqual(calls, [[0, messages.map((m) => m.length)]], "one call for the run");
 });
 
+test("a parked sender is woken once a quarter of the ring is free, or at once when the receiver finds nothing to take", () => {
+  const capacity = 4096;
+  let notifies = 0;
+  const { words, ring } = heapRing(capacity, layout.MODE_SPSC, {
+    notify: () => void notifies++,
+  });
+  const options = { peerCheckMs: 3_600_000, spin: 0 };
+  const rx = new ChannelReceiver(ring, options, new Set());
+  const producer = new Producer(ring, 0, 0);
+  const txWaiting = layout.OFF_TX_WAITING >> 2;
+  const send = (len: number) => {
+    const idx = producer.tryReserve(len);
+    if (idx < 0) return false;
+    producer.commit(idx, len, 0);
+    return true;
+  };
+  let sent = 0;
+  while (send(56)) sent++; // 64-byte records
+  assert.equal(sent, capacity / 64, "the ring is full");
+  Atomics.store(words, txWaiting, 1); // a sender parked for room
+  const target = new Uint8Array(56);
+  const quarter = capacity / 4 / 64;
+  for (let i = 1; i <= quarter; i++) {
+    assert.equal(rx.recvInto(target), 56);
+    assert.equal(notifies, i < quarter ? 0 : 1, `after ${i} messages taken`);
+  }
+  assert.equal(Atomics.load(words, txWaiting), 0, "the mark taken by the wake");
+  // Past a quarter free, each hand-back wakes a sender that parked again.
+  Atomics.store(words, txWaiting, 1);
+  assert.equal(rx.recvInto(target), 56);
+  assert.equal(notifies, 2);
+  // A receiver with nothing to take wakes it whatever the room: it is about to wait, and a
+  // sender behind a long record still in flight may fit in what is free.
+  const fresh = heapRing(capacity, layout.MODE_SPSC, { notify: () => void notifies++ });
+  const consumer = new Consumer(fresh.ring);
+  const filler = new Producer(fresh.ring, 0, 0);
+  for (let idx = filler.tryReserve(56); idx >= 0; idx = filler.tryReserve(56)) {
+    filler.commit(idx, 56, 0);
+  }
+  assert.ok(consumer.peek() >= 0);
+  consumer.consume(consumer.len); // taken, not handed back yet
+  Atomics.store(fresh.words, txWaiting, 1);
+  const before = notifies;
+  consumer.publish();
+  assert.equal(notifies, before, "64 bytes free: not yet");
+  consumer.publish(true);
+  assert.equal(notifies, before + 1, "nothing to take: at once");
+  assert.equal(Atomics.load(fresh.words, txWaiting), 0);
+});
+
 test("a runtime's commitRunMin: a sendMany run of fewer records is committed record by record, one of as many in one native call", () => {
   const calls: number[] = [];
   const data = layout.OFF_DATA >> 2;

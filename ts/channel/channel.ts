@@ -1717,7 +1717,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   close(): void {
     if (this.#closed) return;
     this.release();
-    this.#consumer.publish();
+    this.#consumer.publish(true);
     this.#closed = true;
     this.#lender.end();
     this.#ring.detachConsumer(pid);
@@ -1982,13 +1982,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const idx = consumer.peek(STEP_LIMIT - steps);
       steps += consumer.stepped;
       if (idx === SKIPPING) {
-        consumer.publish();
+        consumer.publish(true);
         this.#stalled = true;
         return undefined;
       }
       if (this.#orphans.size !== 0) this.#settleOrphans();
       if (idx === END) {
-        consumer.publish();
+        consumer.publish(true);
         // A sender ended the stream in the middle of another's message: never completed.
         this.#partial.clear();
         this.#pendingBytes = 0;
@@ -1997,7 +1997,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         return null;
       }
       if (idx < 0) {
-        consumer.publish(); // nothing to take: the room of what was taken goes back now
+        consumer.publish(true); // nothing to take: the room of what was taken goes back now
         return undefined;
       }
       const word = consumer.word;
