@@ -1720,13 +1720,18 @@ export class Consumer {
    */
   #store(wakeAlways = false): void {
     this.#published = this.head;
+    const i32 = this.#r.i32;
+    Atomics.store(i32, HEAD, this.head);
+    if (Atomics.load(i32, TX_WAITING) !== 0) this.#wakeParked(wakeAlways);
+  }
+
+  /** {@linkcode #store}'s wake of parked senders, apart so that the common case stays small. */
+  #wakeParked(wakeAlways: boolean): void {
     const r = this.#r;
-    Atomics.store(r.i32, HEAD, this.head);
     if (
-      Atomics.load(r.i32, TX_WAITING) !== 0 &&
-      (wakeAlways ||
-        r.capacity - ((Atomics.load(r.i32, TAIL) - this.head) & L.POS_MASK) >=
-          r.capacity / WAKE_ROOM_DIVISOR)
+      wakeAlways ||
+      r.capacity - ((Atomics.load(r.i32, TAIL) - this.head) & L.POS_MASK) >=
+        r.capacity / WAKE_ROOM_DIVISOR
     ) r.wakeProducers();
   }
 
