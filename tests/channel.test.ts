@@ -334,7 +334,13 @@ test("open: not a channel, corrupt header, other version, not set up", () => {
       "the call and the segment are named",
     );
     i32[0] = 0;
-    assert.throws(() => Channel.open({ name }, { timeoutMs: 20 }), code("ETIMEDOUT"));
+    // All zero: a creator still setting it up, until the timeout says it is not one.
+    assert.throws(
+      () => Channel.open({ name }, { timeoutMs: 20 }),
+      (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "ETIMEDOUT" &&
+        e.message.includes("stayed zero for 20 ms") && e.message.includes("a plain segment"),
+    );
   } finally {
     cleanup({ name });
   }
@@ -2830,7 +2836,7 @@ test("one sender: its death mid-message gives ECONNRESET once the ring is draine
       () => rx.recv(20_000),
       (e: unknown) =>
         e instanceof SharedMemoryError && e.code === "ECONNRESET" &&
-        /every sender/.test(e.message),
+        /no sender is attached, and one died/.test(e.message),
     );
     assert.deepEqual(died, [dead]);
     const tx = ch.sender();
@@ -2841,6 +2847,30 @@ test("one sender: its death mid-message gives ECONNRESET once the ring is draine
   } finally {
     cleanup({ name });
   }
+});
+
+test("many senders: ECONNRESET comes once no sender is attached and one died, though the others detached alive, and says so", () => {
+  // A pool whose workers detach when done: one crash is enough once the others have left. The
+  // message said "every sender process died", which read as wrong to a user whose others lived.
+  withManyRing("one-died", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20 });
+    const alive = ch.sender();
+    alive.send("a");
+    assert.equal(rx.recvText(5000), "a");
+    assert.throws(() => rx.recv(200), code("ETIMEDOUT"), "a sender is still attached");
+    alive.detach();
+    raw.setPid(5, deadPid()); // then a sender that died holding place 5, having sent nothing
+    assert.throws(
+      () => rx.recv(20_000),
+      (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "ECONNRESET" &&
+        e.message.includes("no sender is attached, and one died") &&
+        e.message.includes("a sender that attaches later is received"),
+    );
+    const next = ch.sender();
+    next.send("b");
+    assert.equal(rx.recvText(5000), "b", "not final");
+  });
 });
 
 test("receive limits: a message over maxMessageBytes or maxPendingBytes costs only itself (EMSGSIZE)", async () => {

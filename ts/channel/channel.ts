@@ -453,7 +453,9 @@ export class Channel implements Disposable {
    *
    * @throws {SharedMemoryError} `ENOENT` if there is none; `EBADMSG` if the segment is not a
    *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `EXDEV` if its
-   *   endpoints are in another pid namespace; `ETIMEDOUT` if it never got set up; those of
+   *   endpoints are in another pid namespace; `ETIMEDOUT` if its header stays zero for
+   *   `timeoutMs` (a creator still setting it up leaves it zero for a moment, so a plain
+   *   segment, whose bytes are zero, is told from one only then); those of
    *   {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
@@ -477,7 +479,9 @@ export class Channel implements Disposable {
         if (performance.now() >= deadline) {
           throw channelError(
             "ETIMEDOUT",
-            `Channel.open of ${segmentLabel(shm.id)}: the channel was never set up`,
+            `Channel.open of ${
+              segmentLabel(shm.id)
+            }: its header stayed zero for ${timeout} ms, so it was never set up as a channel: a plain segment under this id (not made by Channel.create), or a creator that died before setting it up`,
           );
         }
         backend().wait(backend().address(addressOf(shm.buffer, "Channel.open")), 0, 1e6, 0);
@@ -1234,7 +1238,8 @@ type RemoveOptions = Parameters<EventTarget["removeEventListener"]>[2];
  * committed are dropped, and a {@linkcode SenderDiedEvent} (`"senderdied"`) is dispatched:
  * inside the receive that found it (before it takes a message), or when a `recvMany` batch
  * ends. Its listeners may not receive (`EBUSY`). A receive fails with `ECONNRESET` only when the
- * ring is empty and every sender died.
+ * ring is empty, no sender is attached, and one died since a sender was last seen alive (the
+ * others may have closed or detached); a sender that attaches later is received.
  *
  * @example
  * ```ts
@@ -1403,7 +1408,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *
    * @param timeoutMs How long to wait at most; default forever.
    * @returns The message, or `null` at the end of the stream.
-   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if every sender died; `EMSGSIZE` if a
+   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died; `EMSGSIZE` if a
    *   fragmented message went beyond the receiver's limits (that message is dropped, the next
    *   receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
    *   channel was closed, also while the receive waited; `EDEADLK` if it would wait for a
@@ -1711,8 +1716,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /**
-   * Leaves the channel: senders get `EPIPE` from then on. A receive still waiting ends with
-   * `EBADF`. Idempotent.
+   * Leaves the channel and closes it for good: senders get `EPIPE` from then on, and no other
+   * receiver can attach. A receive still waiting ends with `EBADF`. Idempotent.
+   *
+   * There is no hand-over between live receivers. A receiver's process that ends without
+   * `close()` (it exits, or is killed) leaves its place to the next one, which attaches once the
+   * old one is found dead and starts where it last handed room back (`docs/channel.md`, _A
+   * receiver that dies_).
    */
   close(): void {
     if (this.#closed) return;
@@ -2370,7 +2380,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /**
    * The liveness check of a waiting receiver: reclaims dead senders' slots, steps over a
-   * record at `head` that a dead sender reserved, and fails when every sender died.
+   * record at `head` that a dead sender reserved, and fails when no sender is left and one
+   * died.
    */
   #checkSenders(state: number, what: string): void {
     const r = this.#ring;
@@ -2446,7 +2457,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw this.#ring.error(
         "ECONNRESET",
         `ChannelReceiver.${what}`,
-        "every sender process died without closing the channel",
+        "no sender is attached, and one died without closing the channel since a sender was last seen alive (those that left closed or detached); a sender that attaches later is received",
       );
     } else this.#stuckAt = -1;
   }

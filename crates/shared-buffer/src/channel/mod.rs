@@ -26,8 +26,8 @@
 //! processes still exist (pids in the header, `kill(pid, 0)`). A sender whose receiver died gets
 //! `ECONNRESET`. A receiver frees a dead sender's slot, drops what it left unfinished, keeps
 //! delivering the other senders' messages and reports the dead one
-//! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty and
-//! every sender died. The protocol, word by word: [`layout`] (`docs/channel.md`).
+//! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty, no
+//! sender is attached, and one died since a sender was last seen alive. The protocol, word by word: [`layout`] (`docs/channel.md`).
 //!
 //! # Errors
 //!
@@ -39,7 +39,7 @@
 //! | `ETIMEDOUT` | a blocking call's timeout passed |
 //! | `EMSGSIZE` | a message longer than [`layout::MAX_MESSAGE_LEN`]; a reservation or `try_send` longer than [`Channel::max_record`]; a fragmented message beyond the receiver's [`Limits`] (dropped) |
 //! | `EPIPE` | sending after the receiver closed the channel, or after a sender closed it (the message says which); opening a closed channel |
-//! | `ECONNRESET` | the consumer died (a sender waiting for room); every sender died (a receiver on an empty ring) |
+//! | `ECONNRESET` | the consumer died (a sender waiting for room); no sender attached and one died (a receiver on an empty ring) |
 //! | `EBUSY` | a second consumer, a second live SPSC producer, or all 64 MPSC producer slots taken by live ones |
 //! | `EBADMSG` | the header or the ring is corrupt (wrong magic, out-of-range fields or positions, a bad record, a fragmented message longer than [`layout::MAX_MESSAGE_LEN`]) |
 //! | `EPROTONOSUPPORT` | the header has another layout version |
@@ -1094,7 +1094,8 @@ const BUSY_LOOK_EVERY: u32 = 1024;
 /// receives). A dead one's slot is reclaimed (a new sender may take it), the messages it
 /// completed are still delivered, its unfinished message and any record it reserved but never
 /// committed are dropped, and [`Receiver::take_dead_senders`] reports it.
-/// Receiving fails with `ECONNRESET` only when the ring is empty and every sender died.
+/// Receiving fails with `ECONNRESET` only when the ring is empty, no sender is attached, and one
+/// died since a sender was last seen alive (the others may have closed or detached).
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
@@ -1245,7 +1246,7 @@ impl Receiver {
     /// every message was received. A message that came in fragments is returned whole.
     ///
     /// # Errors
-    /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty and every sender died (see the type's
+    /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died (see the type's
     /// docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
     /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt. After `ETIMEDOUT`
     /// the fragments received so far are kept, and the next call goes on with the same message.
@@ -1682,7 +1683,7 @@ impl Receiver {
     }
 
     /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
-    /// a record at `head` that a dead sender reserved, and fails when every sender died.
+    /// a record at `head` that a dead sender reserved, and fails when no sender is left and one died.
     #[cold]
     fn check_senders(&mut self, state: Peek) -> Result<()> {
         let sh = Arc::clone(&self.shared);
@@ -1768,7 +1769,7 @@ impl Receiver {
             }
             Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(
-                    "every sender process died without closing the channel",
+                    "no sender is attached, and one died without closing the channel since a sender was last seen alive (those that left closed or detached); a sender that attaches later is received",
                 ));
             }
             _ => self.stuck = None,
