@@ -3786,7 +3786,7 @@ test("a sendMany run is committed by native code in one call, or record by recor
   assert.deepEqual(calls, [[0, messages.map((m) => m.length)]], "one call for the run");
 });
 
-test("a parked sender is woken once a quarter of the ring is free, or at once when the receiver finds nothing to take", () => {
+test("a parked sender is woken once half the ring is free, or at once when the receiver finds nothing to take", () => {
   const capacity = 4096;
   let notifies = 0;
   const { words, ring } = heapRing(capacity, layout.MODE_SPSC, {
@@ -3807,13 +3807,13 @@ test("a parked sender is woken once a quarter of the ring is free, or at once wh
   assert.equal(sent, capacity / 64, "the ring is full");
   Atomics.store(words, txWaiting, 1); // a sender parked for room
   const target = new Uint8Array(56);
-  const quarter = capacity / 4 / 64;
-  for (let i = 1; i <= quarter; i++) {
+  const half = capacity / 2 / 64;
+  for (let i = 1; i <= half; i++) {
     assert.equal(rx.recvInto(target), 56);
-    assert.equal(notifies, i < quarter ? 0 : 1, `after ${i} messages taken`);
+    assert.equal(notifies, i < half ? 0 : 1, `after ${i} messages taken`);
   }
   assert.equal(Atomics.load(words, txWaiting), 0, "the mark taken by the wake");
-  // Past a quarter free, each hand-back wakes a sender that parked again.
+  // Past half free, each hand-back wakes a sender that parked again.
   Atomics.store(words, txWaiting, 1);
   assert.equal(rx.recvInto(target), 56);
   assert.equal(notifies, 2);

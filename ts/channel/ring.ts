@@ -163,19 +163,23 @@ export const PUBLISH_EVERY = 4096;
 
 /**
  * A receiver that hands room back wakes parked senders only once at least this fraction of the
- * ring (1 / the divisor) is free, as a socket wakes its writer only when it can make significant
- * progress (Linux: when half the send buffer is free). Woken whenever any room came back, a
- * sender that shares the receiver's core took the CPU, filled that room and parked again: a
- * futex wake (a Node-API call in Node.js) and two switches for every few hundred small messages.
- * Node.js 26, 64 B, both processes on one core, `bench/pair.ts`, four alternating runs: 4.8-5.5
- * M messages/s (median 5.4) waking at any room, 5.4-6.3 wakes per 1,000 messages, against
- * 5.5-6.6 M (median 6.0) with a quarter, about 1 wake per 1,000. A receiver that finds nothing
- * to take wakes them whatever the room (`publish(true)`): it is about to wait, and a sender
- * behind a long record still in flight may fit in what is free. A sender also looks again on its
- * own after each park of at most 100 ms (`PARK_MS`). The close and the takeover paths wake at
- * once.
+ * ring (1 / the divisor) is free: half, as a socket wakes its writer only when it can make
+ * significant progress (Linux: when half the send buffer is free). Woken whenever any room came
+ * back, a sender that shares the receiver's core took the CPU, filled that room and parked again:
+ * a futex wake (a Node-API call in Node.js) and two switches every few hundred small messages, or
+ * every message or two of 4 KiB. Node.js 26, `bench/pair.ts`, both processes on one core, five
+ * alternating runs each, median (lowest-highest) M messages/s, waking at any room against at
+ * half: 64 B 5.3 (4.7-6.0) against 6.3 (6.0-6.6), 64 B with a timeout 5.8 (5.3-5.9) against 6.2
+ * (5.6-6.8), 4 KiB 1.17 (1.08-1.27) against 1.65 (1.58-1.69); the batch path (which wakes once
+ * per batch) and 4 KiB between two cores (no sender parks there) unchanged. At a quarter, 4 KiB
+ * gained a third as much; only when the ring is empty, more (2.1), but a sender parked until then
+ * leaves a slow receiver on another core idle while it refills, where half keeps both at work.
+ * A receiver that finds nothing to take wakes them whatever the room (`publish(true)`): it is
+ * about to wait, and a sender behind a long record still in flight may fit in what is free. A
+ * sender also looks again on its own after each park of at most 100 ms (`PARK_MS`). The close
+ * and the takeover paths wake at once.
  */
-export const WAKE_ROOM_DIVISOR = 4;
+export const WAKE_ROOM_DIVISOR = 2;
 
 /** Native services the protocol needs on its slow paths. */
 export interface Parking {
@@ -1680,7 +1684,7 @@ export class Consumer {
 
   /**
    * Hands the records consumed since the last call back to the senders: zeroes them, then
-   * stores `head` and wakes parked senders: once a quarter of the ring is free, or at once with
+   * stores `head` and wakes parked senders: once half the ring is free, or at once with
    * `wakeAlways` (the receiver found nothing to take; see {@linkcode WAKE_ROOM_DIVISOR}).
    */
   publish(wakeAlways = false): void {
@@ -1715,8 +1719,8 @@ export class Consumer {
   }
 
   /**
-   * Stores `head` (everything before it zeroed) and wakes parked senders once a quarter of the
-   * ring is free ({@linkcode WAKE_ROOM_DIVISOR}), or with `wakeAlways`.
+   * Stores `head` (everything before it zeroed) and wakes parked senders once half the ring is
+   * free ({@linkcode WAKE_ROOM_DIVISOR}), or with `wakeAlways`.
    */
   #store(wakeAlways = false): void {
     this.#published = this.head;
