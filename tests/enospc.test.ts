@@ -170,6 +170,7 @@ for (
     ["sync", "view"],
     ["collect", "buffer"],
     ["collect", "view"],
+    ["sync", "channel"],
   ] as const
 ) {
   testUnless(

@@ -165,6 +165,17 @@ export interface Backend {
    */
   takeViews?(group: number): ArrayBuffer[];
   /**
+   * Weak references that do not keep their target alive until the end of the job that made them
+   * (Node-API: Deno, Node.js), as a `WeakRef` does in V8: a synchronous loop that drops what they
+   * refer to lets the engine collect it at once. Absent: the caller keeps `WeakRef`s (Bun,
+   * whose engine does not keep them to the end of the job).
+   */
+  weak?: {
+    ref(target: object): number;
+    deref(id: number): unknown;
+    drop(id: number): void;
+  };
+  /**
    * Makes `owner` (a `SharedMemory`) hold `handle`, released by the engine when `owner` is
    * collected without `close()`. Returns what `owner` must keep for that (the "anchor"): a private
    * one-byte buffer over `address` that owns the handle where a buffer's finalizer runs during the

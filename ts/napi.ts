@@ -29,6 +29,16 @@ export interface NodeApiModule {
    */
   takeViews(group: number): ArrayBuffer[];
   /**
+   * A weak reference to `object`, by a number: unlike a `WeakRef`, it does not keep `object`
+   * alive until the end of the job that made it. {@linkcode derefWeak} gives `object`, or
+   * undefined once it is collected; {@linkcode dropWeak} deletes the reference.
+   */
+  weakRef(object: object): number;
+  /** The object of a {@linkcode weakRef}, or undefined once collected (or dropped). */
+  derefWeak(id: number): unknown;
+  /** Deletes a {@linkcode weakRef}. */
+  dropWeak(id: number): void;
+  /**
    * Parks a wait for the 32-bit word at `address` to stop holding `expected` on the native
    * service, for `timeoutNs` at most (negative: no limit), and resolves with the code `wait`
    * returns. The environment's teardown (a terminated Worker) ends its pending waits.

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { backend } from "../backend.ts";
 import * as L from "./layout.ts";
 import type { Ring } from "./ring.ts";
 
@@ -43,8 +44,30 @@ interface Local {
 const locals = new WeakMap<Ring, Local>();
 /** The ring each of its buffers belongs to (its own, and the one its lent views are made on). */
 const byBuffer = new WeakMap<ArrayBuffer, Ring>();
+/** A weak reference to a ring; `drop()` once it is no longer kept (see {@linkcode weakly}). */
+interface RingRef {
+  deref(): Ring | undefined;
+  drop(): void;
+}
+
+/**
+ * A weak reference to `ring` that lets the engine collect it at once: the backend's where it has
+ * one. A `WeakRef` keeps its target alive until the end of the job that made it in V8, so in Deno
+ * and Node.js a synchronous loop that dropped channels without close() kept every one of them
+ * mapped until it yielded (`ENOSPC` at the 15th 1 MiB channel in a 16 MiB `/dev/shm`).
+ */
+function weakly(ring: Ring): RingRef {
+  const weak = backend().weak;
+  if (weak === undefined) {
+    const ref = new WeakRef(ring);
+    return { deref: () => ref.deref(), drop() {} };
+  }
+  const id = weak.ref(ring);
+  return { deref: () => weak.deref(id) as Ring | undefined, drop: () => weak.drop(id) };
+}
+
 /** The rings of this thread by their segment's key or name ({@linkcode Ring.label}). */
-const byLabel = new Map<string, WeakRef<Ring>[]>();
+const byLabel = new Map<string, RingRef[]>();
 /**
  * Drops the entry of a ring collected without its channel's close() (a channel dropped), which
  * would otherwise stay in {@linkcode byLabel} for good when no ring of its label is looked up
@@ -58,8 +81,8 @@ export function addRing(ring: Ring): void {
   locals.set(ring, { receiver: undefined, senders: new Set() });
   byBuffer.set(ring.buffer, ring);
   const list = byLabel.get(label);
-  if (list === undefined) byLabel.set(label, [new WeakRef(ring)]);
-  else list.push(new WeakRef(ring));
+  if (list === undefined) byLabel.set(label, [weakly(ring)]);
+  else list.push(weakly(ring));
   collected.register(ring, label);
 }
 
@@ -97,13 +120,13 @@ function live(label: string): Ring[] {
   const list = byLabel.get(label);
   if (list === undefined) return [];
   const rings: Ring[] = [];
-  const kept: WeakRef<Ring>[] = [];
+  const kept: RingRef[] = [];
   for (const ref of list) {
     const ring = ref.deref();
     if (ring !== undefined && locals.has(ring)) {
       rings.push(ring);
       kept.push(ref);
-    }
+    } else ref.drop();
   }
   if (kept.length === 0) byLabel.delete(label);
   else byLabel.set(label, kept);

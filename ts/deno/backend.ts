@@ -218,6 +218,11 @@ export function loadDeno(explicit?: string): Backend {
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address as bigint, ns(timeoutNs)),
     wrap: (address, length, handle, group) => owner.wrap(handle, address, length, group),
     takeViews: (group) => owner.takeViews(group),
+    weak: {
+      ref: (target) => owner.weakRef(target),
+      deref: (id) => owner.derefWeak(id),
+      drop: (id) => owner.dropWeak(id),
+    },
     anchor: (_owner, address, handle) => owner.wrap(handle, address, 1),
     unwrap(buffer, handle) {
       // Still here: detach it (V8 then frees its memory, and the finalizer finds the handle

@@ -178,6 +178,11 @@ export function loadNode(explicit?: string): Backend {
     pidNamespace: n.pidNamespace() >>> 0,
     wrap: (address, length, handle, group) => n.wrap(handle, address, length, group),
     takeViews: (group) => n.takeViews(group),
+    weak: {
+      ref: (target) => n.weakRef(target),
+      deref: (id) => n.derefWeak(id),
+      drop: (id) => n.dropWeak(id),
+    },
     // Node runs a buffer's finalizer on a later turn of the event loop, as it does one on an
     // object: the SharedMemory itself owns its handle, at a third of a buffer's cost.
     anchor(owner, _address, handle) {

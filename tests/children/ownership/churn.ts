@@ -7,7 +7,8 @@
  * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view]`; `async` yields
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
- * under allocation or load; `view` fills the segment through `view()` instead of `buffer`.
+ * under allocation or load; `view` fills the segment through `view()` instead of `buffer`;
+ * `channel` makes a channel of 1 MiB instead, sends a message through it and receives it.
  * A create that fails with `ENOSPC` is tried once more after one turn of the event loop (a
  * `setImmediate`).
  * Prints `result {"made": n, "handles": h, "waited": w, "firstWait": message}` (`waited`: how many
@@ -26,10 +27,18 @@ let made = 0;
 const waited: string[] = [];
 let failed: { code: unknown; message: string } | undefined;
 type Segment = ReturnType<typeof lib.SharedMemory.create>;
+type Channel = ReturnType<typeof lib.Channel.create>;
+/** Creates segment (or channel) `i`. */
+function create(i: number): Segment | Channel {
+  const id = { name: `${prefix}-${i}` };
+  return through === "channel"
+    ? lib.Channel.create(id, { capacity: MiB })
+    : lib.SharedMemory.create(id, MiB);
+}
 /** Creates segment `i`, or returns undefined if that fails with `ENOSPC` (noting its message). */
-function tryCreate(i: number): Segment | undefined {
+function tryCreate(i: number): Segment | Channel | undefined {
   try {
-    return lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
+    return create(i);
   } catch (err) {
     if (!(err instanceof lib.SharedMemoryError) || err.code !== "ENOSPC") throw err;
     waited.push(err.message);
@@ -41,15 +50,20 @@ function tryCreate(i: number): Segment | undefined {
  * runs the finalizers of collected buffers (a `setTimeout` of 0 may fire in the timers phase it
  * was set in, before them: docs/node.md), then creates segment `i`.
  */
-async function createAfterATurn(i: number): Promise<Segment> {
+async function createAfterATurn(i: number): Promise<Segment | Channel> {
   await new Promise((resolve) => setImmediate(resolve));
-  return lib.SharedMemory.create({ name: `${prefix}-${i}` }, MiB);
+  return create(i);
 }
 try {
   for (let i = 0; i < Number(count); i++) {
-    const shm = tryCreate(i) ?? await createAfterATurn(i);
-    new Uint8Array(through === "view" ? shm.view() : shm.buffer).fill(i & 0xff);
-    shm.unlink();
+    const item = tryCreate(i) ?? await createAfterATurn(i);
+    if (item instanceof lib.Channel) {
+      const tx = item.sender();
+      const rx = item.receiver();
+      tx.send(new Uint8Array(64).fill(i & 0xff));
+      if (rx.recv()?.[63] !== (i & 0xff)) throw new Error(`message ${i} not received whole`);
+    } else new Uint8Array(through === "view" ? item.view() : item.buffer).fill(i & 0xff);
+    item.unlink();
     made++;
     if (mode === "async") await new Promise((resolve) => setTimeout(resolve, 0));
     // A collection of the engine's own between two creates, with no turn of the event loop.

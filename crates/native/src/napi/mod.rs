@@ -35,6 +35,10 @@
 //!   (see [`Tracked`]) and arms the next `relieve`, which then closes the handles of the buffers
 //!   its collection collected; call it right before `relieve`. Returns how many are tracked.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
+//! - `weakRef(object)` / `derefWeak(id)` / `dropWeak(id)`: a weak Node-API reference to `object`
+//!   by a number: the object, or undefined once collected; deleted by `dropWeak`. Unlike a
+//!   `WeakRef`, it does not keep its object alive until the end of the job that made it, so a
+//!   synchronous loop that drops what it refers to lets the engine collect it at once.
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
 //!
 //! Finalizers may run on any thread (V8 may free a backing store on a background thread) and
@@ -71,6 +75,16 @@ pub(crate) struct Account {
     tracked: Mutex<Tracked>,
     /// Set by `trackAll`: every buffer is tracked, not only views.
     track_all: AtomicBool,
+    /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
+    /// environment's own thread only.
+    weak: Mutex<Weak>,
+}
+
+/// The weak references of `weakRef`, by a nonzero id that is not reused while it is held.
+#[derive(Debug, Default)]
+struct Weak {
+    by_id: HashMap<u32, usize>,
+    last: u32,
 }
 
 /// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
@@ -223,7 +237,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 10] = [
+    let functions: [(&CStr, sys::Callback); 13] = [
         (c"wrap", js_wrap),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
@@ -234,6 +248,9 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkName", js_unlink_name),
         (c"unlinkHandle", js_unlink_handle),
         (c"reportedBytes", js_reported_bytes),
+        (c"weakRef", js_weak_ref),
+        (c"derefWeak", js_deref_weak),
+        (c"dropWeak", js_drop_weak),
     ];
     // SAFETY: env and exports are live for this call.
     unsafe { calls::register(api, env, exports) }
@@ -843,6 +860,94 @@ unsafe extern "C" fn js_forget_detached(env: Env, info: CallbackInfo) -> Value {
             let count = i32::try_from(tracked.count).unwrap_or(i32::MAX);
             drop(tracked);
             int_value(api, env, count)
+        })
+    }
+}
+
+unsafe extern "C" fn js_weak_ref(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [object]: [Value; 1]| {
+            let mut kind = 0;
+            // SAFETY: a value of this call; valid out-pointer.
+            let status = (api.type_of)(env, object, &mut kind);
+            if status != OK || kind != sys::OBJECT {
+                return Err(Thrown::Type("weakRef takes an object".into()));
+            }
+            let mut reference = ptr::null_mut();
+            // SAFETY: a value of this call; valid out-pointer. Refcount 0: a weak reference.
+            check(
+                (api.create_reference)(env, object, 0, &mut reference),
+                "napi_create_reference",
+            )?;
+            let mut weak = account.weak.lock().unwrap_or_else(PoisonError::into_inner);
+            // The next id not in use (a table of 2^32 - 1 live references is out of reach).
+            let mut id = weak.last;
+            loop {
+                id = id.wrapping_add(1).max(1);
+                if !weak.by_id.contains_key(&id) {
+                    break;
+                }
+            }
+            weak.last = id;
+            weak.by_id.insert(id, reference as usize);
+            int_value(api, env, id as i32)
+        })
+    }
+}
+
+unsafe extern "C" fn js_deref_weak(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [id]: [Value; 1]| {
+            let id = int32(api, env, id, "id")? as u32;
+            let reference = account
+                .weak
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_id
+                .get(&id)
+                .copied();
+            let mut value = ptr::null_mut();
+            if let Some(reference) = reference {
+                // SAFETY: a reference of this environment, not deleted while in the table;
+                // valid out-pointer. Null once the object was collected.
+                check(
+                    (api.get_reference_value)(env, reference as *mut c_void, &mut value),
+                    "napi_get_reference_value",
+                )?;
+            }
+            if value.is_null() {
+                // SAFETY: valid out-pointer.
+                check((api.get_undefined)(env, &mut value), "napi_get_undefined")?;
+            }
+            Ok(value)
+        })
+    }
+}
+
+unsafe extern "C" fn js_drop_weak(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [id]: [Value; 1]| {
+            let id = int32(api, env, id, "id")? as u32;
+            let reference = account
+                .weak
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_id
+                .remove(&id);
+            if let Some(reference) = reference {
+                // SAFETY: a reference of this environment, removed from the table: deleted once.
+                (api.delete_reference)(env, reference as *mut c_void);
+            }
+            let mut undefined = ptr::null_mut();
+            // SAFETY: valid out-pointer.
+            check(
+                (api.get_undefined)(env, &mut undefined),
+                "napi_get_undefined",
+            )?;
+            Ok(undefined)
         })
     }
 }

@@ -26,6 +26,8 @@ pub const OK: Status = 0;
 pub const PENDING_EXCEPTION: Status = 10;
 /// `napi_undefined`, what `napi_typeof` gives for `undefined`.
 pub const UNDEFINED: i32 = 0;
+/// `napi_object` of `napi_valuetype`.
+pub const OBJECT: i32 = 6;
 
 /// `napi_callback`.
 pub type Callback = unsafe extern "C" fn(env: Env, info: CallbackInfo) -> Value;
