@@ -54,7 +54,7 @@ use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
@@ -85,6 +85,14 @@ pub(crate) struct Account {
 struct Weak {
     by_id: HashMap<u32, usize>,
     last: u32,
+}
+
+impl Account {
+    /// The table of `weakRef`'s references (a panic elsewhere leaves it consistent: each change
+    /// is one insert or remove).
+    fn weak_refs(&self) -> MutexGuard<'_, Weak> {
+        self.weak.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One buffer made by `wrap`: a weak reference to it (refcount 0) and the handle it owns.
@@ -880,7 +888,7 @@ unsafe extern "C" fn js_weak_ref(env: Env, info: CallbackInfo) -> Value {
                 (api.create_reference)(env, object, 0, &mut reference),
                 "napi_create_reference",
             )?;
-            let mut weak = account.weak.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut weak = account.weak_refs();
             // The next id not in use (a table of 2^32 - 1 live references is out of reach).
             let mut id = weak.last;
             loop {
@@ -901,13 +909,7 @@ unsafe extern "C" fn js_deref_weak(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, [id]: [Value; 1]| {
             let id = int32(api, env, id, "id")? as u32;
-            let reference = account
-                .weak
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .by_id
-                .get(&id)
-                .copied();
+            let reference = account.weak_refs().by_id.get(&id).copied();
             let mut value = ptr::null_mut();
             if let Some(reference) = reference {
                 // SAFETY: a reference of this environment, not deleted while in the table;
@@ -918,8 +920,7 @@ unsafe extern "C" fn js_deref_weak(env: Env, info: CallbackInfo) -> Value {
                 )?;
             }
             if value.is_null() {
-                // SAFETY: valid out-pointer.
-                check((api.get_undefined)(env, &mut value), "napi_get_undefined")?;
+                return undefined(api, env);
             }
             Ok(value)
         })
@@ -931,23 +932,12 @@ unsafe extern "C" fn js_drop_weak(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, [id]: [Value; 1]| {
             let id = int32(api, env, id, "id")? as u32;
-            let reference = account
-                .weak
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .by_id
-                .remove(&id);
+            let reference = account.weak_refs().by_id.remove(&id);
             if let Some(reference) = reference {
                 // SAFETY: a reference of this environment, removed from the table: deleted once.
                 (api.delete_reference)(env, reference as *mut c_void);
             }
-            let mut undefined = ptr::null_mut();
-            // SAFETY: valid out-pointer.
-            check(
-                (api.get_undefined)(env, &mut undefined),
-                "napi_get_undefined",
-            )?;
-            Ok(undefined)
+            undefined(api, env)
         })
     }
 }
