@@ -1408,9 +1408,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *
    * @param timeoutMs How long to wait at most; default forever.
    * @returns The message, or `null` at the end of the stream.
-   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died; `EMSGSIZE` if a
-   *   fragmented message went beyond the receiver's limits (that message is dropped, the next
-   *   receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
+   * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is
+   *   attached and one died; `EMSGSIZE` if a fragmented message went beyond the receiver's
+   *   limits (that message is dropped, the next receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
    *   channel was closed, also while the receive waited; `EDEADLK` if it would wait for a
    *   sender of this thread: inside that sender's `sendMany`, or, without a timeout, when the
    *   channel's only sender is this thread's (with many senders: when the next record is this
@@ -1727,7 +1727,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   close(): void {
     if (this.#closed) return;
     this.release();
-    this.#consumer.publish(true);
+    this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
     this.#lender.end();
     this.#ring.detachConsumer(pid);

@@ -27,7 +27,8 @@
 //! `ECONNRESET`. A receiver frees a dead sender's slot, drops what it left unfinished, keeps
 //! delivering the other senders' messages and reports the dead one
 //! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty, no
-//! sender is attached, and one died since a sender was last seen alive. The protocol, word by word: [`layout`] (`docs/channel.md`).
+//! sender is attached, and one died since a sender was last seen alive. The protocol, word by
+//! word: [`layout`] (`docs/channel.md`).
 //!
 //! # Errors
 //!
@@ -1246,8 +1247,8 @@ impl Receiver {
     /// every message was received. A message that came in fragments is returned whole.
     ///
     /// # Errors
-    /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died (see the type's
-    /// docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
+    /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died (see
+    /// the type's docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
     /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt. After `ETIMEDOUT`
     /// the fragments received so far are kept, and the next call goes on with the same message.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
@@ -1683,7 +1684,8 @@ impl Receiver {
     }
 
     /// The liveness check of a waiting receiver: reclaims the slots of dead senders, steps over
-    /// a record at `head` that a dead sender reserved, and fails when no sender is left and one died.
+    /// a record at `head` that a dead sender reserved, and fails when no sender is left and one
+    /// died.
     #[cold]
     fn check_senders(&mut self, state: Peek) -> Result<()> {
         let sh = Arc::clone(&self.shared);
