@@ -12,9 +12,10 @@
  * ```
  *
  * Prints one JSON line: messages/s counted from `--warmup-ms` after the first message for
- * `--measure-ms`, the receiver's CPU ns per message over that time, and the ring's fill in KiB,
- * read every 65,536 messages while counting (full: the sender waits for room; empty: the receiver
- * waits for each message).
+ * `--measure-ms`, the CPU ns and voluntary context switches per message of each side (`rx_`: this
+ * process, `tx_`: the sender; every thread, from the scheduler's accounting) over that time, and
+ * the ring's fill in KiB, read every 65,536 messages while counting (full: the sender waits for
+ * room; empty: the receiver waits for each message).
  *
  * @module
  */
@@ -22,7 +23,7 @@
 import { spawn } from "node:child_process";
 import process from "node:process";
 import * as L from "../ts/channel/layout.ts";
-import { lib, pinned, runtime, RUNTIMES } from "./harness.ts";
+import { lib, pinned, runtime, RUNTIMES, usage } from "./harness.ts";
 import { check, stamp } from "./streams.ts";
 
 const MODES = ["plain", "timeout", "batch", "zc"] as const;
@@ -99,24 +100,31 @@ async function receive(o: Options): Promise<void> {
 
   const target = new Uint8Array(o.size);
   const fill: number[] = [];
-  let [seq, first, from, counted, cpu] = [0, 0, 0, -1, process.cpuUsage()];
+  // CPU time and voluntary switches of each side from the scheduler's accounting (every thread:
+  // the sender's runtime works on other threads too), at the start of the measured time.
+  const sides = () => [usage(process.pid), usage(child.pid!)];
+  let [seq, first, from, counted, cpu] = [0, 0, 0, -1, sides()];
   let result: Record<string, unknown> | undefined;
   const take = (m: Uint8Array) => {
     check("pair", m, seq, o.size);
     if (seq++ === 0) first = performance.now();
     if ((seq & 1023) !== 0 || result !== undefined) return;
     const now = performance.now() - first;
-    if (counted < 0 && now >= o.warmupMs) [from, counted, cpu] = [now, seq, process.cpuUsage()];
+    if (counted < 0 && now >= o.warmupMs) [from, counted, cpu] = [now, seq, sides()];
     else if (counted >= 0 && now >= from + o.measureMs) {
-      const used = process.cpuUsage(cpu);
+      const [rx, tx] = sides();
       const n = seq - counted;
+      const per = (value: number, digits = 0) => Number((value / n).toFixed(digits));
       result = {
         runtime,
         mode: o.mode,
         producers: o.producers,
         size: o.size,
         msgs_per_s: Math.round(n / ((now - from) / 1000)),
-        rx_cpu_ns_per_msg: Math.round((used.user + used.system) * 1000 / n),
+        rx_cpu_ns_per_msg: per(rx.cpu - cpu[0].cpu),
+        tx_cpu_ns_per_msg: per(tx.cpu - cpu[1].cpu),
+        rx_vcs_per_msg: per(rx.vcs - cpu[0].vcs, 5),
+        tx_vcs_per_msg: per(tx.vcs - cpu[1].vcs, 5),
         fill_kib: fill.map((bytes) => Math.round(bytes / 1024)),
       };
     } else if (counted >= 0 && (seq & 65535) === 0) {
