@@ -976,10 +976,21 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
     }
     assert.equal(rx.tryRecv(), undefined, "nothing else");
   }
-  // Not a typed array at all, though it says it is one: refused.
-  const fake = new Proxy(pattern(8, 1), {});
-  assert.throws(() => tx.send(fake, 5000), TypeError);
-  assert.throws(() => rx.recvInto(fake, 0), TypeError);
+  // Not a typed array at all, though it says it is one: refused, naming the argument (not with
+  // the engine's own accessor's message). An object given the prototype alike.
+  for (const fake of [new Proxy(pattern(8, 1), {}), Object.create(Uint8Array.prototype)]) {
+    const looks = (call: string) => ({
+      name: "TypeError",
+      message: new RegExp(`^${call}.*only looks like a typed array \\(a Proxy of one`),
+    });
+    assert.throws(() => tx.send(fake, 5000), looks("ChannelSender.send: message must be"));
+    assert.throws(() => tx.sendMany([fake]), looks("ChannelSender.sendMany: messages\\[0\\]"));
+    assert.throws(() => rx.recvInto(fake, 0), looks("recvInto: target must be a Uint8Array"));
+  }
+  assert.throws(() => tx.send(new Proxy(new ArrayBuffer(8), {}), 5000), {
+    name: "TypeError",
+    message: /^ChannelSender\.send: message .*only looks like an ArrayBuffer/,
+  });
   assertSound(watched);
 });
 

@@ -321,8 +321,12 @@ test("arrays and buffers that lie about their size or place reach no word outsid
   assert.equal(wait(new Shifted(shm.buffer), 3, 9, 0, { spin: 100 }), "timed-out");
   // Not a typed array at all: the engine's accessors refuse it.
   const fake = Object.create(Int32Array.prototype);
-  assert.throws(() => wait(fake, 0, 0, 0), TypeError);
-  assert.throws(() => notify(new Proxy(new Int32Array(shm.buffer), {}), 0), TypeError);
+  const looks = (call: string) => ({
+    name: "TypeError",
+    message: new RegExp(`^${call}: view must be an Int32Array.*only looks like a typed array`),
+  });
+  assert.throws(() => wait(fake, 0, 0, 0), looks("wait"));
+  assert.throws(() => notify(new Proxy(new Int32Array(shm.buffer), {}), 0), looks("notify"));
 
   // A buffer whose byteLength or detached flag was redefined on it: the engine's count bounds a
   // mutex's place, and a detached buffer stays detached.

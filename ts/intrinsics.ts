@@ -24,7 +24,7 @@ const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
 const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
 const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
 const dataViewByteLengthOf = getter(DataView.prototype, "byteLength")!;
-const isView = ArrayBuffer.isView;
+const isViewOf = ArrayBuffer.isView;
 const Bytes = Uint8Array;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
 const detachedOf = getter(ArrayBuffer.prototype, "detached");
@@ -34,6 +34,14 @@ const transferOf = (ArrayBuffer.prototype as { transfer?: (length?: number) => A
 
 /** Whether the engine can detach a buffer with `transfer` (Node 20 cannot). */
 export const canTransfer: boolean = transferOf !== undefined;
+
+/**
+ * Whether `value` really is a typed array or a `DataView` (a Proxy of one, or an object given
+ * its prototype, passes `instanceof`, and every accessor refuses it).
+ */
+export function isView(value: unknown): value is ArrayBufferView {
+  return isViewOf(value);
+}
 
 /** The ArrayBuffer a typed array views. */
 export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
@@ -47,7 +55,7 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
 export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
   try {
     let buffer: ArrayBufferLike = message as ArrayBuffer;
-    if (isView(message)) {
+    if (isViewOf(message)) {
       try {
         buffer = bufferOf.call(message);
       } catch {
@@ -105,6 +113,19 @@ export function viewBytes(view: ArrayBufferView): Uint8Array {
 /** How many bytes an ArrayBuffer holds (0 once detached). */
 export function bufferByteLength(buffer: ArrayBuffer): number {
   return bufferByteLengthOf.call(buffer);
+}
+
+/**
+ * Whether `value` really is an ArrayBuffer, as the engine's own accessor tells (a Proxy of one,
+ * or an object given its prototype, passes `instanceof` and is refused by every accessor).
+ */
+export function isBuffer(value: unknown): value is ArrayBuffer {
+  try {
+    bufferByteLengthOf.call(value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -746,7 +746,8 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * The whole segment as one zero-copy ArrayBuffer (the same object on every call).
+   * The whole segment as one zero-copy ArrayBuffer: the same object on every call, until
+   * {@linkcode detachSharedBuffer} detaches it (the next call then maps a new one).
    *
    * @throws {SharedMemoryError} `EBADF` after close.
    * @throws {RangeError} If the segment is larger than the runtime's largest ArrayBuffer
@@ -922,7 +923,7 @@ export class SharedMemory implements Disposable {
 export function createSharedBuffer(
   key: number,
   size: number,
-  initialize?: boolean,
+  initialize?: unknown,
   options?: { owner?: Owner; mode?: number },
 ): ArrayBuffer {
   const resolved = resolve({ key }, "createSharedBuffer");
@@ -1012,6 +1013,7 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
  * ```ts
  * const before = openHandleCount();
  * SharedMemory.create({ name: "/tmp-check" }, 64).close();
+ * SharedMemory.unlink({ name: "/tmp-check" });
  * console.assert(openHandleCount() === before);
  * ```
  */

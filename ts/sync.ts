@@ -13,7 +13,13 @@ import { type Address, backend } from "./backend.ts";
 import { errorOf, tooManyAsyncWaits } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
-import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
+import {
+  bufferByteLength,
+  isView,
+  viewBuffer,
+  viewByteLength,
+  viewByteOffset,
+} from "./intrinsics.ts";
 import { Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
@@ -69,10 +75,12 @@ const MAX_WORDS = 64;
 
 /** The Int32Array element's address, after every check. */
 function locate(view: unknown, index: unknown, caller: string): Address {
-  if (!(view instanceof Int32Array)) {
+  if (!(view instanceof Int32Array) || !isView(view)) {
     throw new TypeError(
       `${caller}: view must be an Int32Array over shared memory, got ${
-        view === null ? "null" : (view as object)?.constructor?.name ?? typeof view
+        view === null
+          ? "null"
+          : check.lookalike(view) ?? (view as object)?.constructor?.name ?? typeof view
       }${check.otherRealm(view, "Int32Array")}`,
     );
   }

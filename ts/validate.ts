@@ -5,6 +5,8 @@
  * @module
  */
 
+import { isBuffer, isView } from "./intrinsics.ts";
+
 /** Largest System V key (keys are unsigned 32-bit). */
 export const MAX_KEY = 0xffff_ffff;
 /** Longest segment name in UTF-8 bytes, after the leading `/`. */
@@ -15,7 +17,30 @@ export function describe(value: unknown): string {
   if (typeof value === "bigint") return `bigint ${value}n`;
   if (typeof value === "string") return `string ${JSON.stringify(value)}`;
   if (typeof value === "number") return String(value);
-  return value === null ? "null" : typeof value;
+  if (value === null) return "null";
+  return lookalike(value) ?? typeof value;
+}
+
+const TypedArray = Object.getPrototypeOf(Uint8Array);
+
+/**
+ * What `value` is for an error message when it passes `instanceof` for a typed array or an
+ * ArrayBuffer without being one (a Proxy of one, or an object given its prototype), which the
+ * engine's own accessors refuse with a message that names nothing of the call; else undefined.
+ */
+export function lookalike(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null || isView(value)) return undefined;
+  try {
+    const kind = value instanceof TypedArray
+      ? "a typed array"
+      : value instanceof ArrayBuffer && !isBuffer(value)
+      ? "an ArrayBuffer"
+      : undefined;
+    return kind &&
+      `an object that only looks like ${kind} (a Proxy of one, or an object given its prototype)`;
+  } catch {
+    return undefined; // a Proxy whose getPrototypeOf throws
+  }
 }
 
 /** Checks that `value` is an integer number within `[min, max]`. */

@@ -20,6 +20,8 @@ import {
 import * as check from "../validate.ts";
 import {
   bufferByteLength,
+  isBuffer,
+  isView,
   viewBuffer,
   viewByteOffset,
   viewBytes,
@@ -139,14 +141,17 @@ const pid: number = "Deno" in globalThis
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
 function bytesOf(message: unknown, what: string, index: number): Uint8Array {
-  if (plainBytes(message)) return message;
+  // `isView` first: a Proxy of a typed array passes `instanceof`, and the engine's accessors
+  // would refuse it with a message that names nothing of this call.
+  const view = isView(message);
+  if (view && plainBytes(message)) return message;
   if (typeof message === "string") return encoder.encode(message);
-  if (message instanceof Uint8Array) return freshView(message);
+  if (view && message instanceof Uint8Array) return freshView(message);
   // A detached buffer gives the 0 bytes it has here (no view of it can be made; `#start`
   // refuses it). Its bounds are the engine's: an own `byteOffset` or `byteLength` would send
   // other bytes than it holds.
-  if (ArrayBuffer.isView(message)) return viewBytes(message);
-  if (message instanceof ArrayBuffer) {
+  if (view) return viewBytes(message);
+  if (message instanceof ArrayBuffer && isBuffer(message)) {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
   throw new TypeError(
@@ -1440,7 +1445,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Before the target is looked at: a "senderdied" listener may resize or detach it.
     if (--this.#countdown <= 0) this.#lookBusy();
     // #target is plain already (an array's type never changes).
-    if (target !== this.#target) target = plainView(target);
+    if (target !== this.#target) {
+      if (!isView(target)) {
+        throw new TypeError(`recvInto: target must be a Uint8Array, got ${check.describe(target)}`);
+      }
+      target = plainView(target);
+    }
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = quickByteCount(target, this.#target);
     if (target !== this.#target) this.#adopt(target, room);
