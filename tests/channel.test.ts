@@ -1044,6 +1044,22 @@ test("a length getter that sends, or closes the endpoint, runs before anything i
   const disguised = Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype);
   Object.defineProperty(disguised, "length", { value: 8 });
   for (let i = 0; i < 8; i++) Object.defineProperty(disguised, i, { get: () => i });
+  const plainer = Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype);
+  for (const [call, message] of [["send", "message"], ["sendMany", "messages\\[0\\]"]]) {
+    const said = new RegExp(
+      `^ChannelSender\\.${call}: ${message} must be .*a DataView given a typed array's prototype`,
+    );
+    for (const fake of [disguised, plainer]) {
+      const send = () => call === "send" ? tx3.send(fake, 5000) : tx3.sendMany([fake]);
+      assert.throws(send, { name: "TypeError", message: said });
+    }
+  }
+  for (const fake of [disguised, plainer]) {
+    assert.throws(() => rx3.recvInto(fake, 5000), {
+      name: "TypeError",
+      message: /^recvInto: target must be a Uint8Array, got a DataView given a typed array's/,
+    });
+  }
   for (let round = 0; round < 3; round++) {
     assert.throws(() => tx3.send(disguised, 5000), TypeError);
     tx3.send(pattern(8, round), 5000);

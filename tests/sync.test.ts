@@ -327,6 +327,11 @@ test("arrays and buffers that lie about their size or place reach no word outsid
   });
   assert.throws(() => wait(fake, 0, 0, 0), looks("wait"));
   assert.throws(() => notify(new Proxy(new Int32Array(shm.buffer), {}), 0), looks("notify"));
+  const dataView = Object.setPrototypeOf(new DataView(shm.buffer), Int32Array.prototype);
+  assert.throws(() => wait(dataView, 0, 0, 0), {
+    name: "TypeError",
+    message: /^wait: view must be an Int32Array .*a DataView given a typed array's prototype/,
+  });
 
   // A buffer whose byteLength or detached flag was redefined on it: the engine's count bounds a
   // mutex's place, and a detached buffer stays detached.

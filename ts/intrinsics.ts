@@ -43,6 +43,19 @@ export function isView(value: unknown): value is ArrayBufferView {
   return isViewOf(value);
 }
 
+/**
+ * Whether `value` really is a typed array, as the engine's own accessor tells (a `DataView`
+ * given a typed array's prototype is a view but not one).
+ */
+export function isTypedArray(value: unknown): boolean {
+  try {
+    lengthOf.call(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The ArrayBuffer a typed array views. */
 export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
   return bufferOf.call(view);

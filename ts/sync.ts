@@ -13,13 +13,7 @@ import { type Address, backend } from "./backend.ts";
 import { errorOf, tooManyAsyncWaits } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
 import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
-import {
-  bufferByteLength,
-  isView,
-  viewBuffer,
-  viewByteLength,
-  viewByteOffset,
-} from "./intrinsics.ts";
+import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
 import { Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
@@ -75,7 +69,7 @@ const MAX_WORDS = 64;
 
 /** The Int32Array element's address, after every check. */
 function locate(view: unknown, index: unknown, caller: string): Address {
-  if (!(view instanceof Int32Array) || !isView(view)) {
+  if (!(view instanceof Int32Array)) {
     throw new TypeError(
       `${caller}: view must be an Int32Array over shared memory, got ${
         view === null
@@ -89,7 +83,18 @@ function locate(view: unknown, index: unknown, caller: string): Address {
   // in user space while it spins, outside the mapping. Bytes, not elements: an array of another
   // type given Int32Array's prototype passes `instanceof`. 0 once the buffer is detached (its
   // segment closed): this library's buffers never resize.
-  const length = viewByteLength(view) >> 2;
+  let length: number;
+  try {
+    length = viewByteLength(view) >> 2;
+  } catch {
+    // A Proxy of one, or a DataView given its prototype, passes `instanceof`; the engine's
+    // accessor refuses it with a message that names nothing of this call.
+    throw new TypeError(
+      `${caller}: view must be an Int32Array over shared memory, got ${
+        check.lookalike(view) ?? "an object the engine does not take for one"
+      }`,
+    );
+  }
   if (typeof index !== "number" || !(index >= 0 && index < length) || !Number.isInteger(index)) {
     // The buffer first (a closed segment's views are empty: EBADF, not a bad index).
     addressOf(viewBuffer(view), caller);

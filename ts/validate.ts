@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isBuffer, isView } from "./intrinsics.ts";
+import { isBuffer, isTypedArray, isView } from "./intrinsics.ts";
 
 /** Largest System V key (keys are unsigned 32-bit). */
 export const MAX_KEY = 0xffff_ffff;
@@ -25,22 +25,26 @@ const TypedArray = Object.getPrototypeOf(Uint8Array);
 
 /**
  * What `value` is for an error message when it passes `instanceof` for a typed array or an
- * ArrayBuffer without being one (a Proxy of one, or an object given its prototype), which the
- * engine's own accessors refuse with a message that names nothing of the call; else undefined.
+ * ArrayBuffer without being one (a Proxy of one, a `DataView` or another object given its
+ * prototype), which the engine's own accessors refuse with a message that names nothing of the
+ * call; else undefined.
  */
 export function lookalike(value: unknown): string | undefined {
-  if (typeof value !== "object" || value === null || isView(value)) return undefined;
+  if (typeof value !== "object" || value === null) return undefined;
   try {
-    const kind = value instanceof TypedArray
-      ? "a typed array"
-      : value instanceof ArrayBuffer && !isBuffer(value)
-      ? "an ArrayBuffer"
-      : undefined;
-    return kind &&
-      `an object that only looks like ${kind} (a Proxy of one, or an object given its prototype)`;
+    if (value instanceof TypedArray) {
+      if (isTypedArray(value)) return undefined;
+      return isView(value)
+        ? "a DataView given a typed array's prototype"
+        : "an object that only looks like a typed array (a Proxy of one, or an object given its prototype)";
+    }
+    if (value instanceof ArrayBuffer && !isBuffer(value)) {
+      return "an object that only looks like an ArrayBuffer (a Proxy of one, or an object given its prototype)";
+    }
   } catch {
-    return undefined; // a Proxy whose getPrototypeOf throws
+    // a Proxy whose getPrototypeOf throws
   }
+  return undefined;
 }
 
 /** Checks that `value` is an integer number within `[min, max]`. */

@@ -21,6 +21,7 @@ import * as check from "../validate.ts";
 import {
   bufferByteLength,
   isBuffer,
+  isTypedArray,
   isView,
   viewBuffer,
   viewByteOffset,
@@ -140,11 +141,19 @@ const pid: number = "Deno" in globalThis
   ? (globalThis as unknown as { Deno: { pid: number } }).Deno.pid
   : (globalThis as unknown as { process: { pid: number } }).process.pid;
 
+/** What a message may be, for error messages. */
+const MESSAGE_KINDS = "a string, an ArrayBuffer or a typed array";
+
 function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   // `isView` first: a Proxy of a typed array passes `instanceof`, and the engine's accessors
   // would refuse it with a message that names nothing of this call.
   const view = isView(message);
-  if (view && plainBytes(message)) return message;
+  try {
+    if (view && plainBytes(message)) return message;
+  } catch (error) {
+    // A DataView given a typed array's prototype is a view; a typed array's accessor refuses it.
+    throw lookalikeError(error, message, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
+  }
   if (typeof message === "string") return encoder.encode(message);
   if (view && message instanceof Uint8Array) return freshView(message);
   // A detached buffer gives the 0 bytes it has here (no view of it can be made; `#start`
@@ -155,9 +164,7 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
   throw new TypeError(
-    `${messageLabel(what, index)} must be a string, an ArrayBuffer or a typed array, got ${
-      check.describe(message)
-    }`,
+    `${messageLabel(what, index)} must be ${MESSAGE_KINDS}, got ${check.describe(message)}`,
   );
 }
 
@@ -608,6 +615,17 @@ function messageLabel(what: string, index: number): string {
   return index < 0 ? `ChannelSender.${what}: message` : `ChannelSender.${what}: messages[${index}]`;
 }
 
+/**
+ * What to throw for `error`, which an engine's accessor threw for `value`: a `TypeError` saying
+ * `must` (the argument and what it must be) and what `value` only looks like, when it is a
+ * lookalike of a typed array or an ArrayBuffer (`check.lookalike`); else `error` itself (a
+ * getter of the caller's that threw).
+ */
+function lookalikeError(error: unknown, value: unknown, must: string): unknown {
+  const what = check.lookalike(value);
+  return what === undefined ? error : new TypeError(`${must}, got ${what}`, { cause: error });
+}
+
 /** A sendMany error at message `sent` of `total`, saying that the ones before it were sent. */
 function partway(err: SharedMemoryError, sent: number, total: number): SharedMemoryError {
   const suffix = ` (${err.code})`;
@@ -952,7 +970,13 @@ export class ChannelSender implements Disposable {
     // The array of the last send was a plain one (its type never changes): no need to look again.
     const known = this.#known;
     const bytes = known !== undefined && message === known ? known : bytesOf(message, what, index);
-    const len = quickByteCount(bytes, this.#known);
+    let len: number;
+    try {
+      len = quickByteCount(bytes, this.#known);
+    } catch (error) {
+      // A lookalike whose own properties passed `plainBytes`.
+      throw lookalikeError(error, bytes, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
+    }
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
@@ -1446,7 +1470,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (--this.#countdown <= 0) this.#lookBusy();
     // #target is plain already (an array's type never changes).
     if (target !== this.#target) {
-      if (!isView(target)) {
+      // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
+      if (!isTypedArray(target)) {
         throw new TypeError(`recvInto: target must be a Uint8Array, got ${check.describe(target)}`);
       }
       target = plainView(target);
