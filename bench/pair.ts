@@ -103,14 +103,14 @@ async function receive(o: Options): Promise<void> {
   // CPU time and voluntary switches of each side from the scheduler's accounting (every thread:
   // the sender's runtime works on other threads too), at the start of the measured time.
   const sides = () => [usage(process.pid), usage(child.pid!)];
-  let [seq, first, from, counted, cpu] = [0, 0, 0, -1, sides()];
+  let [seq, first, from, counted, start] = [0, 0, 0, -1, sides()];
   let result: Record<string, unknown> | undefined;
   const take = (m: Uint8Array) => {
     check("pair", m, seq, o.size);
     if (seq++ === 0) first = performance.now();
     if ((seq & 1023) !== 0 || result !== undefined) return;
     const now = performance.now() - first;
-    if (counted < 0 && now >= o.warmupMs) [from, counted, cpu] = [now, seq, sides()];
+    if (counted < 0 && now >= o.warmupMs) [from, counted, start] = [now, seq, sides()];
     else if (counted >= 0 && now >= from + o.measureMs) {
       const [rx, tx] = sides();
       const n = seq - counted;
@@ -121,10 +121,10 @@ async function receive(o: Options): Promise<void> {
         producers: o.producers,
         size: o.size,
         msgs_per_s: Math.round(n / ((now - from) / 1000)),
-        rx_cpu_ns_per_msg: per(rx.cpu - cpu[0].cpu),
-        tx_cpu_ns_per_msg: per(tx.cpu - cpu[1].cpu),
-        rx_vcs_per_msg: per(rx.vcs - cpu[0].vcs, 5),
-        tx_vcs_per_msg: per(tx.vcs - cpu[1].vcs, 5),
+        rx_cpu_ns_per_msg: per(rx.cpu - start[0].cpu),
+        tx_cpu_ns_per_msg: per(tx.cpu - start[1].cpu),
+        rx_vcs_per_msg: per(rx.vcs - start[0].vcs, 5),
+        tx_vcs_per_msg: per(tx.vcs - start[1].vcs, 5),
         fill_kib: fill.map((bytes) => Math.round(bytes / 1024)),
       };
     } else if (counted >= 0 && (seq & 65535) === 0) {

@@ -86,13 +86,13 @@ function locate(view: unknown, index: unknown, caller: string): Address {
   let length: number;
   try {
     length = viewByteLength(view) >> 2;
-  } catch {
+  } catch (error) {
     // A Proxy of one, or a DataView given its prototype, passes `instanceof`; the engine's
     // accessor refuses it with a message that names nothing of this call.
-    throw new TypeError(
-      `${caller}: view must be an Int32Array over shared memory, got ${
-        check.lookalike(view) ?? "an object the engine does not take for one"
-      }`,
+    throw check.lookalikeError(
+      error,
+      view,
+      `${caller}: view must be an Int32Array over shared memory`,
     );
   }
   if (typeof index !== "number" || !(index >= 0 && index < length) || !Number.isInteger(index)) {

@@ -47,6 +47,17 @@ export function lookalike(value: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * What to throw for `error`, which an engine's accessor threw for `value`: a `TypeError` saying
+ * `must` (the argument and what it must be) and what `value` only looks like, when it is a
+ * lookalike of a typed array or an ArrayBuffer ({@linkcode lookalike}); else `error` itself (a
+ * getter of the caller's that threw).
+ */
+export function lookalikeError(error: unknown, value: unknown, must: string): unknown {
+  const what = lookalike(value);
+  return what === undefined ? error : new TypeError(`${must}, got ${what}`, { cause: error });
+}
+
 /** Checks that `value` is an integer number within `[min, max]`. */
 export function integer(
   value: unknown,

@@ -152,7 +152,11 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
     if (view && plainBytes(message)) return message;
   } catch (error) {
     // A DataView given a typed array's prototype is a view; a typed array's accessor refuses it.
-    throw lookalikeError(error, message, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
+    throw check.lookalikeError(
+      error,
+      message,
+      `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
+    );
   }
   if (typeof message === "string") return encoder.encode(message);
   if (view && message instanceof Uint8Array) return freshView(message);
@@ -615,17 +619,6 @@ function messageLabel(what: string, index: number): string {
   return index < 0 ? `ChannelSender.${what}: message` : `ChannelSender.${what}: messages[${index}]`;
 }
 
-/**
- * What to throw for `error`, which an engine's accessor threw for `value`: a `TypeError` saying
- * `must` (the argument and what it must be) and what `value` only looks like, when it is a
- * lookalike of a typed array or an ArrayBuffer (`check.lookalike`); else `error` itself (a
- * getter of the caller's that threw).
- */
-function lookalikeError(error: unknown, value: unknown, must: string): unknown {
-  const what = check.lookalike(value);
-  return what === undefined ? error : new TypeError(`${must}, got ${what}`, { cause: error });
-}
-
 /** A sendMany error at message `sent` of `total`, saying that the ones before it were sent. */
 function partway(err: SharedMemoryError, sent: number, total: number): SharedMemoryError {
   const suffix = ` (${err.code})`;
@@ -975,7 +968,11 @@ export class ChannelSender implements Disposable {
       len = quickByteCount(bytes, this.#known);
     } catch (error) {
       // A lookalike whose own properties passed `plainBytes`.
-      throw lookalikeError(error, bytes, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
+      throw check.lookalikeError(
+        error,
+        bytes,
+        `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
+      );
     }
     this.#known = bytes;
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
