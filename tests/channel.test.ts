@@ -3813,7 +3813,7 @@ test("a sendMany run is committed by native code in one call, or record by recor
   assert.deepEqual(calls, [[0, messages.map((m) => m.length)]], "one call for the run");
 });
 
-test("a parked sender is woken once half the ring is free, or at once when the receiver finds nothing to take", () => {
+test("a parked sender is woken once half the ring is free, looked for every quarter ring taken, at once when a receive leaves nothing committed or finds nothing", () => {
   const capacity = 4096;
   let notifies = 0;
   const { words, ring } = heapRing(capacity, layout.MODE_SPSC, {
@@ -3840,10 +3840,26 @@ test("a parked sender is woken once half the ring is free, or at once when the r
     assert.equal(notifies, i < half ? 0 : 1, `after ${i} messages taken`);
   }
   assert.equal(Atomics.load(words, txWaiting), 0, "the mark taken by the wake");
-  // Past half free, each hand-back wakes a sender that parked again.
+  const head = () => Atomics.load(words, layout.OFF_HEAD >> 2);
+  // Past half free, a sender that parked again is woken at the receiver's next look, a quarter
+  // of the ring (1 KiB) after the last; `head` is stored at every receive all the same.
   Atomics.store(words, txWaiting, 1);
-  assert.equal(rx.recvInto(target), 56);
-  assert.equal(notifies, 2);
+  const quarter = capacity / 4 / 64;
+  for (let i = 1; i <= quarter; i++) {
+    assert.equal(rx.recvInto(target), 56);
+    assert.equal(head(), (half + i) * 64, "head stored at once");
+    assert.equal(notifies, i < quarter ? 1 : 2, `after ${i} more taken`);
+  }
+  // A receive that leaves no message committed after it looks at once: the receiver may not
+  // receive again for a while.
+  for (let i = half + quarter; i < sent; i++) assert.equal(rx.recvInto(target), 56); // the rest
+  for (let i = 0; i < 3; i++) assert.ok(send(56));
+  Atomics.store(words, txWaiting, 1);
+  const before3 = notifies;
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(rx.recvInto(target), 56);
+    assert.equal(notifies, before3 + (i < 3 ? 0 : 1), `message ${i} of the last three`);
+  }
   // A receiver with nothing to take wakes it whatever the room: it is about to wait, and a
   // sender behind a long record still in flight may fit in what is free.
   const fresh = heapRing(capacity, layout.MODE_SPSC, { notify: () => void notifies++ });

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 15;
+export const ABI_VERSION = 16;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -47,10 +47,12 @@ export const PUT_CLOSED = 2;
 export const CHANNEL_STATE_BYTES = 20;
 /** `SbTakeState` field, as an index of 32-bit words: the receiver position. */
 export const TAKE_HEAD = 0;
+/** `SbTakeState`: the position at which the receiver last looked for parked senders. */
+export const TAKE_LOOKED = 1;
 /** `SbTakeState`: the `tail` position known to be reached. */
-export const TAKE_TAIL_SEEN = 1;
+export const TAKE_TAIL_SEEN = 2;
 /** `SbTakeState`: the capacity validated at attach. */
-export const TAKE_CAPACITY = 2;
+export const TAKE_CAPACITY = 3;
 /** `SbPutState`: the end of the sender's last reservation. */
 export const PUT_TAIL = 0;
 /** `SbPutState`: the last `head` seen. */

@@ -328,6 +328,8 @@ constants! {
     CHANNEL_STATE_BYTES = STATE_BYTES;
     /// `SbTakeState` field, as an index of 32-bit words: the receiver position.
     TAKE_HEAD = std::mem::offset_of!(TakeState, head) / 4;
+    /// `SbTakeState`: the position at which the receiver last looked for parked senders.
+    TAKE_LOOKED = std::mem::offset_of!(TakeState, looked) / 4;
     /// `SbTakeState`: the `tail` position known to be reached.
     TAKE_TAIL_SEEN = std::mem::offset_of!(TakeState, tail_seen) / 4;
     /// `SbTakeState`: the capacity validated at attach.

@@ -405,6 +405,82 @@ fn full_ring_pushes_back_and_never_drops() {
 }
 
 #[test]
+fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_ring() {
+    // `tx_waiting` stored by hand stands for a parked sender: a look that finds it takes it
+    // (swaps it to 0, then wakes the futex).
+    const CAP: u32 = 4096;
+    let mut heap = Heap::new(region_size(CAP));
+    let channel = heap.channel(CAP, Mode::Spsc);
+    // No spin, and no liveness check (which ends a park) for an hour.
+    let patient = WaitOptions {
+        spin: 0,
+        liveness_interval: Duration::from_secs(3600),
+    };
+    let mut tx = channel.sender(patient).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut sent = 0;
+    while tx.try_send(&[7; 56]).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, CAP / 64, "64-byte records fill the ring");
+    set_word(&mut heap, layout::OFF_TX_WAITING, 1);
+    let quarter = CAP / 4 / 64;
+    for i in 1..=quarter {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
+        // A sender that looks for room now finds it, parked or not.
+        assert_eq!(
+            word_at(&mut heap, layout::OFF_HEAD),
+            i * 64,
+            "head stored at once"
+        );
+        let waiting = word_at(&mut heap, layout::OFF_TX_WAITING);
+        assert_eq!(waiting, u32::from(i < quarter), "after {i} taken");
+    }
+    // A receive that leaves no message committed after it looks at once: the receiver may not
+    // receive again for a while.
+    for _ in quarter..sent - 2 {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
+    }
+    set_word(&mut heap, layout::OFF_TX_WAITING, 1);
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_TX_WAITING),
+        1,
+        "one more waits"
+    );
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_TX_WAITING),
+        0,
+        "the last one"
+    );
+    // A real sender parked on the full ring, with no liveness check for an hour, is woken by
+    // the look a quarter ring on.
+    while tx.try_send(&[8; 56]).is_ok() {}
+    let parked = std::thread::spawn(move || {
+        let started = Instant::now();
+        tx.send(&[9; 56], Some(Duration::from_secs(20))).unwrap();
+        started.elapsed()
+    });
+    let started = Instant::now();
+    while word_at(&mut heap, layout::OFF_TX_WAITING) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sender never parked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for _ in 0..quarter {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [8; 56]);
+    }
+    let waited = parked.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the look: {waited:?}"
+    );
+}
+
+#[test]
 fn zero_copy_send_and_receive() {
     let mut heap = Heap::new(region_size(1024));
     let channel = heap.channel(1024, Mode::Mpsc);

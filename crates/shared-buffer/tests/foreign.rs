@@ -148,6 +148,7 @@ fn a_foreign_receiver_takes_from_many_rust_senders() {
     assert_ne!(head, 0);
     let mut state = TakeState {
         head,
+        looked: head,
         tail_seen: head,
         capacity: CAP,
     };
@@ -344,6 +345,7 @@ proptest! {
         head in any::<u32>(),
         tail in any::<u32>(),
         seen in any::<u32>(),
+        looked in any::<u32>(),
         room in 0usize..200,
     ) {
         let mut heap = Heap::new(region_size(CAP));
@@ -352,7 +354,7 @@ proptest! {
         set_word(&mut heap, layout::OFF_HEAD, head);
         set_word(&mut heap, layout::OFF_TAIL, tail);
         let mut into = vec![0u8; room];
-        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let mut state = TakeState { head, looked, tail_seen: seen, capacity: CAP };
         for _ in 0..16 {
             let got = take(&mut heap, &mut state, &mut into);
             prop_assert!(got == -1 || (0..=room as i32).contains(&got));
@@ -710,7 +712,7 @@ proptest! {
         let mut out = vec![0u8; room];
         let mut lens = vec![0u32; max];
         let seen = if fresh { head } else { tail };
-        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let mut state = TakeState { head, looked: head, tail_seen: seen, capacity: CAP };
         let n = scan(&mut heap, &mut state, &mut out, &mut lens, max, small);
         let want = model_run(&heap, head, room, max, small);
         prop_assert_eq!(&lens[..n], &want[..]);
@@ -742,7 +744,7 @@ proptest! {
         let before = heap.bytes().to_vec();
         let mut out = vec![0u8; room];
         let mut lens = vec![0u32; max];
-        let mut state = TakeState { head, tail_seen: seen, capacity: CAP };
+        let mut state = TakeState { head, looked: head, tail_seen: seen, capacity: CAP };
         let n = scan(&mut heap, &mut state, &mut out, &mut lens, max, small);
         prop_assert!(n <= max);
         prop_assert!(lens[..n].iter().all(|&len| len as usize <= small));

@@ -1385,7 +1385,11 @@ impl Receiver {
         match (self.poll()?, wait) {
             (Poll::Got(got), _) => Ok(Some(got)),
             (Poll::End, _) => Ok(None),
-            (Poll::Wait(_), None) => Err(ChannelError::Empty),
+            (Poll::Wait(_), None) => {
+                // Nothing ready (a reservation, or skip records that delivered nothing).
+                self.consumer.wake_pending(&self.shared);
+                Err(ChannelError::Empty)
+            }
             (Poll::Wait(_), Some(timeout)) => self.next_slow(timeout),
         }
     }
@@ -1400,6 +1404,8 @@ impl Receiver {
                 Poll::End => return Ok(None),
                 Poll::Wait(state) => state,
             };
+            // Before spinning or parking (Consumer::peek did, for an empty ring).
+            self.consumer.wake_pending(&sh);
             // After records that delivered nothing (a peer writing them as fast as they are
             // consumed, see STEP_LIMIT), no spin: the deadline is checked at once.
             let spin = if state == Peek::Busy {

@@ -874,11 +874,32 @@ pub(crate) const FRAGMENT_STEP_BYTES: usize = 64 * 1024;
 /// The most bytes one sweep takes: 64 Ki words, 1-2 ms of CASes and stores.
 pub(crate) const SWEEP_MAX: u32 = 512 << 10;
 
+/// A consumer stores `head` as soon as it is done with a message ([`Consumer::release`]), so a
+/// producer that looks for room after a receive returned finds it. But it looks for parked
+/// producers to wake (a SeqCst fence and a load of `tx_waiting`) only once this many bytes (or
+/// a quarter of a smaller ring, [`wake_look_bytes`]) were handed back since it last looked;
+/// when a receive leaves no message committed after it (it may not receive again soon);
+/// whenever it finds nothing to take, before it parks; and when it closes. A producer parked in
+/// between, on a full ring whose consumer has stopped taking while messages still wait, finds
+/// the room at the end of its park (its next liveness check). The TypeScript receiver does the
+/// same (`WAKE_LOOK_BYTES` in `ring.ts`): in Node.js the look took about 15 ns of the 92-95 of
+/// a 64 B receive.
+pub(crate) const WAKE_LOOK_BYTES: u32 = 4096;
+
+/// [`WAKE_LOOK_BYTES`] for a ring of `capacity` bytes.
+#[inline]
+pub(crate) fn wake_look_bytes(capacity: u32) -> u32 {
+    (capacity >> 2).min(WAKE_LOOK_BYTES)
+}
+
 /// The consumer's private state.
 #[derive(Debug)]
 pub(crate) struct Consumer {
     /// The consumer position (this consumer is its only writer).
     pub(crate) head: u32,
+    /// The `head` at which this consumer last looked for parked producers (see
+    /// [`WAKE_LOOK_BYTES`]).
+    looked: u32,
     /// A `tail` position known to be reached; bounds records without loading `tail` each time.
     tail_seen: u32,
     /// The `tail` word as last seen when nothing was ready.
@@ -894,6 +915,7 @@ impl Consumer {
         let head = head & POS_MASK;
         Self {
             head,
+            looked: head,
             tail_seen: head,
             tail_word: 0,
             stepped: 0,
@@ -926,6 +948,8 @@ impl Consumer {
             let idx = (self.head & sh.mask) as usize;
             let word = sh.commit_word(idx).load(Acquire);
             if word == 0 {
+                // Nothing to take: parked producers may have room since the last look.
+                self.wake_pending(sh);
                 let tail = sh.tail().load(Acquire);
                 self.tail_word = tail;
                 let pos = tail & POS_MASK;
@@ -1067,7 +1091,8 @@ impl Consumer {
         Ok(tag - 1)
     }
 
-    /// Consumes the message at `idx` with a `len`-byte payload: zeroes it and moves `head`.
+    /// Consumes the message at `idx` with a `len`-byte payload: zeroes it, stores `head` past it,
+    /// and wakes parked producers if a look is due ([`WAKE_LOOK_BYTES`]).
     #[inline]
     pub(crate) fn release(&mut self, sh: &Shared, idx: usize, len: usize) {
         let span = record_span(len) as u32;
@@ -1075,7 +1100,31 @@ impl Consumer {
         // SAFETY: peek validated that the record lies inside the data area, and until `head`
         // moves past it no producer may touch it.
         unsafe { sh.mem.zero(OFF_DATA + idx, RECORD_HEADER_SIZE + len) };
-        self.advance(sh, span);
+        self.head = self.head.wrapping_add(span) & POS_MASK;
+        sh.head().store(self.head, Release);
+        // No message committed next: this may be the last receive for a while (see
+        // WAKE_LOOK_BYTES). Relaxed: it only decides when to look.
+        let next = (self.head & sh.mask) as usize;
+        if self.head.wrapping_sub(self.looked) & POS_MASK >= wake_look_bytes(sh.capacity)
+            || sh.commit_word(next).load(Relaxed) & REC_COMMITTED == 0
+        {
+            self.wake_producers(sh);
+        }
+    }
+
+    /// Wakes every parked producer, if any, and notes where `head` stood.
+    #[inline]
+    pub(crate) fn wake_producers(&mut self, sh: &Shared) {
+        self.looked = self.head;
+        sh.wake_producers();
+    }
+
+    /// [`Consumer::wake_producers`] if `head` moved since the last look: before a wait.
+    #[inline]
+    pub(crate) fn wake_pending(&mut self, sh: &Shared) {
+        if self.looked != self.head {
+            self.wake_producers(sh);
+        }
     }
 
     /// Stores `zeroing = head + span`: the consumer is about to zero the `span` bytes at `head`
@@ -1105,7 +1154,7 @@ impl Consumer {
     fn advance(&mut self, sh: &Shared, span: u32) {
         self.head = self.head.wrapping_add(span) & POS_MASK;
         sh.head().store(self.head, Release);
-        sh.wake_producers();
+        self.wake_producers(sh);
     }
 
     /// Consumes the marked record at `idx` (at `head`) that no producer will commit: the whole
@@ -1152,6 +1201,7 @@ impl Consumer {
                 compiler_fence(SeqCst);
             }
             self.head = drop_record(sh, self.head, idx, span);
+            self.looked = self.head;
         }
         sh.sweeps().fetch_add(1, SeqCst);
         taken
@@ -1269,6 +1319,9 @@ impl Consumer {
 pub struct TakeState {
     /// The receiver position, published (`head` in the region holds it).
     pub head: u32,
+    /// The position at which the receiver last looked for parked producers (see
+    /// [`WAKE_LOOK_BYTES`]).
+    pub looked: u32,
     /// A `tail` position known to be reached (see [`Consumer`]).
     pub tail_seen: u32,
     /// The capacity the receiver validated when it attached.
@@ -1278,10 +1331,10 @@ pub struct TakeState {
 /// One receive of a whole one-record message into `target`, for a receiver whose protocol state
 /// lives elsewhere (the TypeScript receiver's fast path): if the record at `state.head` is a
 /// committed message of at most `room` bytes, copies it to `target`, consumes it as
-/// [`Consumer::release`] does (zeroes it, stores `head`, wakes parked producers) and returns its
-/// length. Otherwise returns -1 with nothing taken: nothing there yet, a fragment, an aborted or
-/// reserved record, a message longer than `room`, or a corrupt record or position (the caller's
-/// own path finds and reports it). Skip records at `head` are stepped over either way, as
+/// [`Consumer::release`] does (zeroes it, stores `head`, wakes parked producers if a look is due)
+/// and returns its length. Otherwise returns -1 with nothing taken: nothing there yet, a
+/// fragment, an aborted or reserved record, a message longer than `room`, or a corrupt record or
+/// position (the caller's own path finds and reports it). Skip records at `head` are stepped over either way, as
 /// [`Consumer::peek`] does; `state` follows.
 ///
 /// # Safety
@@ -1306,6 +1359,7 @@ pub unsafe fn take_into(
     }
     let mut consumer = Consumer {
         head: state.head & POS_MASK,
+        looked: state.looked & POS_MASK,
         tail_seen: state.tail_seen & POS_MASK,
         tail_word: 0,
         stepped: 0,
@@ -1325,6 +1379,7 @@ pub unsafe fn take_into(
         _ => -1,
     };
     state.head = consumer.head;
+    state.looked = consumer.looked;
     state.tail_seen = consumer.tail_seen;
     taken
 }
