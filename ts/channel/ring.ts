@@ -171,14 +171,14 @@ export const PUBLISH_EVERY = 4096;
  * committed after it (a plain read of the next commit word: the receiver may not receive again
  * soon); whenever it finds nothing to take, before it waits; and when it closes. A sender parked
  * in between, on a full ring whose receiver has stopped taking while messages still wait, finds
- * the room when its park ends: every 100 ms at most (`PARK_MS`; the Rust sender at each
- * liveness check). The Rust receiver does the same (`WAKE_LOOK_BYTES` in `ring.rs`).
+ * the room when its park ends: every 100 ms at most (`PARK_MS`; the Rust sender's
+ * `SENDER_PARK_MAX`). The Rust receiver does the same (`WAKE_LOOK_BYTES` in `ring.rs`).
  */
 export const WAKE_LOOK_BYTES = 4096;
 
 /**
- * A receiver that hands room back wakes parked senders only once at least this fraction of the
- * ring (1 / the divisor) is free: half, as a socket wakes its writer only when it can make
+ * A receiver that looks for parked senders ({@linkcode WAKE_LOOK_BYTES}) wakes them only once at
+ * least this fraction of the ring (1 / the divisor) is free: half, as a socket wakes its writer only when it can make
  * significant progress (Linux: when half the send buffer is free). Woken whenever any room came
  * back, a sender that shares the receiver's core took the CPU, filled that room and parked again:
  * a futex wake (a Node-API call in Node.js) and two switches every few hundred small messages, or
@@ -1710,8 +1710,9 @@ export class Consumer {
 
   /**
    * Hands the records consumed since the last call back to the senders: zeroes them, then
-   * stores `head` and wakes parked senders: once half the ring is free, or at once with
-   * `wakeAlways` (the receiver found nothing to take; see {@linkcode WAKE_ROOM_DIVISOR}).
+   * stores `head` and, where a look is due ({@linkcode WAKE_LOOK_BYTES}), wakes parked senders
+   * once half the ring is free; with `wakeAlways` (the receiver found nothing to take) it looks
+   * and wakes them at once, whatever the room (see {@linkcode WAKE_ROOM_DIVISOR}).
    */
   publish(wakeAlways = false): void {
     const from = this.#published;

@@ -148,7 +148,9 @@ pub struct WaitOptions {
     pub spin: u32,
     /// How often a parked call wakes to check that the peer process is alive. Default 100 ms;
     /// a dead peer is reported within about this time (twice it for an MPSC producer that died
-    /// while holding a reservation). At least 1 ms is used.
+    /// while holding a reservation). At least 1 ms is used. A sender waiting for room also looks
+    /// for it again at least every 100 ms, whatever this interval: a receiver wakes parked senders
+    /// only now and then (every 4 KiB it hands back, and when it runs out of messages).
     pub liveness_interval: Duration,
 }
 
@@ -578,6 +580,12 @@ impl Clock {
     }
 }
 
+/// The longest a producer waiting for room parks before it looks again on its own, whatever its
+/// liveness interval: a consumer looks for parked producers only now and then (every 4 KiB it
+/// hands back, see `ring::WAKE_LOOK_BYTES`), so one that takes a message from a full ring and
+/// stops while others wait wakes nobody. The TypeScript sender's `PARK_MS`.
+const SENDER_PARK_MAX: Duration = Duration::from_millis(100);
+
 /// The time between two liveness checks: at least 1 ms.
 fn liveness_interval(options: &WaitOptions) -> Duration {
     options.liveness_interval.max(Duration::from_millis(1))
@@ -805,7 +813,7 @@ impl Sender {
             word.swap(1, SeqCst);
             fence(SeqCst);
             if !self.producer.should_wake(&sh) {
-                park::wait(word, 1, Some(slice)).map_err(os)?;
+                park::wait(word, 1, Some(slice.min(SENDER_PARK_MAX))).map_err(os)?;
             }
             if sh.mode == MODE_SPSC {
                 // The only producer: nobody else relies on the flag.

@@ -881,7 +881,7 @@ pub(crate) const SWEEP_MAX: u32 = 512 << 10;
 /// when a receive leaves no message committed after it (it may not receive again soon);
 /// whenever it finds nothing to take, before it parks; and when it closes. A producer parked in
 /// between, on a full ring whose consumer has stopped taking while messages still wait, finds
-/// the room at the end of its park (its next liveness check). The TypeScript receiver does the
+/// the room at the end of its park (100 ms at most, `SENDER_PARK_MAX`). The TypeScript receiver does the
 /// same (`WAKE_LOOK_BYTES` in `ring.ts`): in Node.js the look took about 15 ns of the 92-95 of
 /// a 64 B receive.
 pub(crate) const WAKE_LOOK_BYTES: u32 = 4096;
