@@ -622,6 +622,104 @@ test("recvInto copies all of a message into a view of a buffer that grew or shra
   assert.deepEqual(fixed, pattern(40, seed));
 });
 
+test("one array refilled and sent again and again (aligned, unaligned, following a buffer that grows and shrinks) arrives as it was at each send, through recvInto from a ring holding many", () => {
+  using watched = watchedChannel(16384);
+  const { tx, rx, words } = watched;
+  const backing = new Uint8Array(700);
+  const buffer = new (ArrayBuffer as unknown as GrowableOf)(0, { maxByteLength: 300 });
+  const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
+  const tracking = new Uint8Array(buffer as ArrayBuffer);
+  const into = new Uint8Array(backing.buffer, 400, 300);
+  const unaligned = new Uint8Array(backing.buffer, 401, 290);
+  let seed = 0;
+  for (let len = 0; len <= 270; len++) {
+    // Arrays of `len` bytes at each alignment, and the growable one at `len` and at 4 less.
+    const sources = [0, 1, 2, 3].map((at) => new Uint8Array(backing.buffer, at, len));
+    const sent: Uint8Array[] = [];
+    for (const source of sources) {
+      // Five sends of each, refilled before each one: they wait in the ring together.
+      for (let k = 0; k < 5; k++) {
+        source.set(pattern(len, ++seed));
+        tx.send(source);
+        sent.push(pattern(len, seed));
+      }
+    }
+    for (const n of [len, Math.max(0, len - 4), len]) {
+      resize(n);
+      tracking.set(pattern(n, ++seed));
+      tx.send(tracking);
+      sent.push(pattern(n, seed));
+    }
+    for (const [i, message] of sent.entries()) {
+      const target = i % 2 ? into : unaligned;
+      target.fill(0xee);
+      assert.equal(rx.recvInto(target), message.length, `${len} bytes, message ${i}`);
+      assert.deepEqual(target.subarray(0, message.length), message, `${len} bytes, message ${i}`);
+      assert.equal(target[message.length], 0xee, `nothing written past ${message.length} bytes`);
+    }
+    assert.equal(rx.tryRecv(), undefined, "nothing more waits");
+  }
+  const data = words.subarray(layout.OFF_DATA >> 2);
+  assert.ok(data.every((w) => w === 0), "every record the receiver took is zero again");
+});
+
+test("a peer that rewrites messages waiting behind the one a recvInto took changes nothing but what recv would make of them", () => {
+  // Two channels fed the same messages, one read by recvInto (which may have taken the messages
+  // behind the first one in with it), the other by recv; a peer writes the same word into both
+  // while messages wait. What each receive returns or throws must be the same.
+  const rewrites = [
+    (w: number) => w, // untouched
+    (w: number) => w ^ 8, // another length
+    (w: number) => (w & ~layout.REC_LEN_MASK) | 200, // into the next records, or past the tail
+    (w: number) => (w & ~layout.REC_LEN_MASK) | 1000, // past the tail
+    (w: number) => (w & ~layout.REC_LEN_MASK) | 4000, // longer than a record may be
+    (w: number) => w | layout.REC_MORE, // a first fragment that is too short
+    (w: number) => w | layout.REC_SKIP, // a skip record
+    (w: number) => w & ~layout.REC_COMMITTED, // a reservation mark
+    () => 0, // gone
+    (w: number) => w + 8, // eight bytes longer: into the next record
+  ];
+  for (let seed = 1; seed <= 160; seed++) {
+    const pair = [watchedChannel(2048), watchedChannel(2048)];
+    try {
+      const lengths = Array.from({ length: 12 }, (_, i) => (seed * 7 + i * 13) % 90);
+      for (const { tx } of pair) for (const [i, len] of lengths.entries()) tx.send(pattern(len, i));
+      const outcome = (receive: () => Uint8Array | null) => {
+        try {
+          const got = receive();
+          return got === null ? "nothing" : Array.from(got).join();
+        } catch (err) {
+          return err instanceof SharedMemoryError ? err.code : String(err);
+        }
+      };
+      const target = new Uint8Array(4096);
+      const [a, b] = pair;
+      const viaInto = () => {
+        const n = a.rx.recvInto(target, 0);
+        return n === null ? null : target.slice(0, n);
+      };
+      const viaRecv = () => b.rx.recv(0);
+      const first = 1 + (seed % 3);
+      for (let i = 0; i < first; i++) assert.equal(outcome(viaInto), outcome(viaRecv));
+      // The word of the message up to three past the one next, or of the last (record starts
+      // follow the lengths).
+      const rewritten = seed % 5 === 4 ? lengths.length - 1 : first + (seed % 4);
+      let at = 0;
+      for (let i = 0; i < rewritten; i++) at += layout.recordSpan(lengths[i]);
+      const index = (layout.OFF_DATA + at) >> 2;
+      const rewrite = rewrites[seed % rewrites.length];
+      for (const { words } of pair) words[index] = rewrite(words[index]) | 0;
+      for (let i = first; i <= lengths.length; i++) {
+        const got = outcome(viaInto);
+        assert.equal(got, outcome(viaRecv), `seed ${seed}, message ${i}`);
+        if (got === "nothing" || /^E/.test(got)) break;
+      }
+    } finally {
+      for (const watched of pair) watched[Symbol.dispose]();
+    }
+  }
+});
+
 test("a recvMany callback that transfers its view's buffer away loses none of the later messages", () => {
   using ch = channel(1024);
   const tx = ch.sender();

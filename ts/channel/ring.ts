@@ -166,13 +166,14 @@ export const PUBLISH_EVERY = 4096;
  * A receiver stores `head` as soon as it is done with a message, so a sender that looks for
  * room after a receive returned finds it. But it looks for parked senders to wake (a load of
  * `tx_waiting` after the `Atomics.store` of `head`, whose fence it waits for: a receive of 64 B
- * in Node.js took 92-95 ns of CPU with it, 72-80 without, in a pair on one core) only once this many bytes (or a quarter
- * of a smaller ring) were handed back since it last looked; when a receive leaves no message
- * committed after it (a plain read of the next commit word: the receiver may not receive again
- * soon); whenever it finds nothing to take, before it waits; and when it closes. A sender parked
- * in between, on a full ring whose receiver has stopped taking while messages still wait, finds
- * the room when its park ends: every 100 ms at most (`PARK_MS`; the Rust sender's
- * `SENDER_PARK_MAX`). The Rust receiver does the same (`WAKE_LOOK_BYTES` in `ring.rs`).
+ * in Node.js took 92-95 ns of CPU with it, 72-80 without, in a pair on one core) only once this
+ * many bytes (or a quarter of a smaller ring) were handed back since it last looked; when a
+ * receive leaves no message committed after it (a plain read of the next commit word: the
+ * receiver may not receive again soon); whenever it finds nothing to take, before it waits; and
+ * when it closes. A sender parked in between, on a full ring whose receiver has stopped taking
+ * while messages still wait, finds the room when its park ends: every 100 ms at most
+ * (`PARK_MS`; the Rust sender's `SENDER_PARK_MAX`). The Rust receiver does the same
+ * (`WAKE_LOOK_BYTES` in `ring.rs`).
  */
 export const WAKE_LOOK_BYTES = 4096;
 
@@ -195,6 +196,18 @@ export const WAKE_LOOK_BYTES = 4096;
  * and the takeover paths wake at once.
  */
 export const WAKE_ROOM_DIVISOR = 2;
+
+/**
+ * How far past `head` a receiver acquires the whole messages waiting, at once, in a channel of
+ * one sender ({@linkcode Consumer.readAhead}). Its `Atomics.load` of the commit word of the last
+ * of them orders every byte that sender wrote before that commit before this receiver's reads
+ * (its commits are made in ring order), so the receives of the messages before it read their
+ * commit words with plain reads ({@linkcode Consumer.takeReady}). In V8 an `Atomics.load` is a
+ * call into the engine (not inlined): in a pair on one core, a receive of 64 B in Node.js took
+ * 72-80 ns of CPU with one per message, 59-70 with one per 4 KiB (and the receive's checks of
+ * the message and its copy in one method of their own, {@linkcode Consumer.takeReady}).
+ */
+export const READY_BYTES = 4096;
 
 /** Native services the protocol needs on its slow paths. */
 export interface Parking {
@@ -941,6 +954,42 @@ export class Producer {
     );
   }
 
+  /**
+   * The whole send of a message of one record, in a channel of one sender, when the room this
+   * sender last saw holds it before the end of the data area: reserves it (as
+   * {@linkcode tryReserve}), copies the `len` bytes of `bytes` in 32-bit words from `words` (a
+   * view of exactly its first `len >> 2` words, which the caller checked) and the bytes after
+   * them, and commits it. False with
+   * nothing reserved otherwise: the caller takes the general path, which looks at `head` again,
+   * wraps and waits.
+   *
+   * @throws {SharedMemoryError} `EPIPE` if the receiver closed before it consumed the message.
+   */
+  putWords(bytes: Uint8Array, words: Int32Array, len: number): boolean {
+    const r = this.#r;
+    const n = len >> 2;
+    if (r.mode !== L.MODE_SPSC || this.#rxClosed) return false;
+    const tail = this.#tail;
+    const idx = tail & r.mask;
+    const span = L.recordSpan(len);
+    const used = (tail - this.headSeen) & L.POS_MASK;
+    if (span > r.capacity - idx || used > r.capacity || r.capacity - used < span) return false;
+    this.#tail = (tail + span) & L.POS_MASK;
+    const i32 = r.i32;
+    i32[TAIL] = this.#tail; // plain stores, as #reserveSpsc's
+    const first = DATA + (idx >> 2);
+    i32[first] = L.markWord(0, span);
+    const from = first + 2;
+    for (let w = 0; w < n; w++) i32[from + w] = words[w];
+    if ((n << 2) < len) {
+      const ring = r.bytes;
+      const start = from << 2; // the payload's byte offset
+      for (let i = n << 2; i < len; i++) ring[start + i] = bytes[i];
+    }
+    if (!this.commit(idx, len, 0)) throw r.closedError(`ChannelSender.${this.call}`);
+    return true;
+  }
+
   #reserveMpsc(span: number): number {
     const r = this.#r;
     let lastHead = -1;
@@ -1305,6 +1354,12 @@ export class Consumer {
    * {@linkcode WAKE_LOOK_BYTES}).
    */
   #looked: number;
+  /**
+   * One sender: the end of the whole messages from `head` on whose bytes this receiver has
+   * acquired ({@linkcode readAhead}); meaningless once `head` is past it ({@linkcode peek} sets
+   * it back to `head`).
+   */
+  #ready: number;
   #tailSeen: number;
   /** The commit word of the message {@linkcode peek} found. */
   word = 0;
@@ -1328,8 +1383,91 @@ export class Consumer {
     this.#publishEvery = Math.min(ring.capacity >> 2, PUBLISH_EVERY);
     this.#lookEvery = Math.min(ring.capacity >> 2, WAKE_LOOK_BYTES);
     this.head = head & L.POS_MASK;
-    this.#published = this.#looked = this.head;
+    this.#published = this.#looked = this.#ready = this.head;
     this.#tailSeen = this.head;
+  }
+
+  /**
+   * The whole receive of a message {@linkcode readAhead} acquired, into `target`, whose first
+   * `words.length` 32-bit words `words` views: when the message at `head` is a whole one-record
+   * message of at most `max` bytes and `words.length * 4` or fewer, among those acquired, and
+   * every record before `head` is handed back, copies it out word by word, zeroing the ring as
+   * it goes (one pass instead of a copy and a zeroing), zeroes the rest of its record and stores
+   * `head` past it: its length. Else -1, with nothing taken: the caller peeks, and
+   * {@linkcode peek} judges what this leaves (only what peek would accept is taken here).
+   */
+  takeReady(target: Uint8Array, words: Int32Array, max: number): number {
+    const head = this.head;
+    const ahead = (this.#ready - head) & L.POS_MASK;
+    if (ahead === 0 || ahead > READY_BYTES || this.#published !== head) return -1;
+    const r = this.#r;
+    const i32 = r.i32;
+    const first = DATA + ((head & r.mask) >> 2);
+    // A plain read: readAhead's Atomics.load ordered its sender's store before this one. A peer
+    // may have written it since: it is checked as peek would, and the message lies inside what
+    // readAhead found (inside the tail, before the end of the data area).
+    const word = i32[first];
+    if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) return -1;
+    const len = word & L.REC_LEN_MASK;
+    const n = len >> 2;
+    const span = L.recordSpan(len);
+    if (len > max || len > r.maxRecord || n > words.length || span > ahead) return -1;
+    i32[ZEROING] = (head + span) & L.POS_MASK; // see announce
+    const from = first + 2;
+    for (let w = 0; w < n; w++) {
+      words[w] = i32[from + w];
+      i32[from + w] = 0;
+    }
+    if ((n << 2) < len) {
+      const bytes = r.bytes;
+      const start = from << 2; // the payload's byte offset
+      for (let i = n << 2; i < len; i++) target[i] = bytes[start + i];
+    }
+    for (let w = first + (span >> 2) - 1; w >= from + n; w--) i32[w] = 0;
+    i32[first + 1] = 0;
+    i32[first] = 0;
+    this.head = (head + span) & L.POS_MASK;
+    this.#store();
+    return len;
+  }
+
+  /**
+   * After {@linkcode peek} found a whole one-record message at `head`, in a channel of one
+   * sender: finds the whole messages that follow it back to back (plain reads, up to
+   * {@linkcode READY_BYTES} past `head`, the tail last seen and the end of the data area) and
+   * acquires them all with one `Atomics.load` of the last one's commit word, for
+   * {@linkcode takeReady}. That sender commits in ring order, so its store of that word follows
+   * its writes of every record before it. A sender that took over from a dead one wrote after
+   * it: a dead process's stores have all reached memory. Several senders commit in any order, so
+   * with several each message is acquired on its own.
+   */
+  readAhead(): void {
+    const r = this.#r;
+    const head = this.head;
+    const idx = head & r.mask;
+    let end = L.recordSpan(this.len); // the message at head, which peek acquired
+    this.#ready = (head + end) & L.POS_MASK;
+    if (r.mode !== L.MODE_SPSC) return;
+    const seen = (this.#tailSeen - head) & L.POS_MASK;
+    if (seen > r.capacity) return;
+    const limit = Math.min(seen, r.capacity - idx, READY_BYTES);
+    const i32 = r.i32;
+    let last = -1;
+    let lastWord = 0;
+    while (end < limit) {
+      const word = i32[DATA + ((idx + end) >> 2)];
+      if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) break;
+      const len = word & L.REC_LEN_MASK;
+      if (len > r.maxRecord) break;
+      const span = L.recordSpan(len);
+      if (span > limit - end) break;
+      last = end;
+      lastWord = word;
+      end += span;
+    }
+    if (last >= 0 && Atomics.load(i32, DATA + ((idx + last) >> 2)) === lastWord) {
+      this.#ready = (head + end) & L.POS_MASK;
+    }
   }
 
   /**
@@ -1339,6 +1477,7 @@ export class Consumer {
    */
   peek(limit: number = STEP_LIMIT): number {
     const r = this.#r;
+    this.#ready = this.head;
     for (this.stepped = 0;; this.stepped++) {
       if (this.stepped >= limit) return SKIPPING;
       // A batch that consumed a whole ring without handing it back stands at its own oldest
