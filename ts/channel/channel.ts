@@ -1878,9 +1878,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const idx = consumer.peek();
     if (idx < 0 || (consumer.word & L.REC_KINDS) !== 0) return -1;
     const len = consumer.len;
-    // Where each receive runs here (no native take), the messages after a small one are
-    // acquired now, for takeReady.
-    if (take === undefined && len <= SMALL_COPY) consumer.readAhead();
+    // Where each receive runs here (no native take) into a target takeReady can copy into, the
+    // small messages after a small one are acquired now, for takeReady.
+    if (take === undefined && words !== undefined && len <= SMALL_COPY) {
+      consumer.readAhead(Math.min(room, SMALL_COPY));
+    }
     if (len > room) return -1;
     const bytes = this.#ring.bytes;
     const start = L.OFF_DATA + idx + 8;

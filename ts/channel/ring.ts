@@ -1433,15 +1433,16 @@ export class Consumer {
 
   /**
    * After {@linkcode peek} found a whole one-record message at `head`, in a channel of one
-   * sender: finds the whole messages that follow it back to back (plain reads, up to
-   * {@linkcode READY_BYTES} past `head`, the tail last seen and the end of the data area) and
-   * acquires them all with one `Atomics.load` of the last one's commit word, for
+   * sender: finds the whole messages of at most `max` bytes that follow it back to back (plain
+   * reads, up to {@linkcode READY_BYTES} past `head`, the tail last seen, the end of the data
+   * area and the first longer message, which takeReady would leave to peek anyway) and acquires
+   * them all with one `Atomics.load` of the last one's commit word, for
    * {@linkcode takeReady}. That sender commits in ring order, so its store of that word follows
    * its writes of every record before it. A sender that took over from a dead one wrote after
    * it: a dead process's stores have all reached memory. Several senders commit in any order, so
    * with several each message is acquired on its own.
    */
-  readAhead(): void {
+  readAhead(max: number): void {
     const r = this.#r;
     const head = this.head;
     const idx = head & r.mask;
@@ -1458,7 +1459,7 @@ export class Consumer {
       const word = i32[DATA + ((idx + end) >> 2)];
       if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) break;
       const len = word & L.REC_LEN_MASK;
-      if (len > r.maxRecord) break;
+      if (len > max || len > r.maxRecord) break;
       const span = L.recordSpan(len);
       if (span > limit - end) break;
       last = end;
