@@ -26,6 +26,7 @@ const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
 const dataViewByteLengthOf = getter(DataView.prototype, "byteLength")!;
 const isViewOf = ArrayBuffer.isView;
 const Bytes = Uint8Array;
+const Words = Int32Array;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
 const detachedOf = getter(ArrayBuffer.prototype, "detached");
 /** Node 20 has no `ArrayBuffer.prototype.transfer` either. */
@@ -54,6 +55,15 @@ export function isTypedArray(value: unknown): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A view of the `length` 32-bit words of `buffer` from byte `offset` on, made by the engine's
+ * `Int32Array`: one a script put in its place could hand back a Proxy, whose traps would then
+ * run in the middle of a send or a receive that copies through the view.
+ */
+export function wordsView(buffer: ArrayBufferLike, offset: number, length: number): Int32Array {
+  return new Words(buffer, offset, length);
 }
 
 /** The ArrayBuffer a typed array views. */

@@ -27,6 +27,7 @@ import {
   viewByteOffset,
   viewBytes,
   viewDetached,
+  wordsView,
 } from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
 import * as L from "./layout.ts";
@@ -1038,17 +1039,21 @@ export class ChannelSender implements Disposable {
   }
 
   /**
-   * The words of the `len`-byte message `bytes` for {@linkcode #tryFast}, made at its second
-   * send in a row (the buffer and offset the engine has, see `freshView`); remembers it.
+   * The words of the `len`-byte message `bytes` (a real typed array, which `#start` counted) for
+   * {@linkcode #tryFast}, made at its second send in a row from the buffer and offset the engine
+   * has; remembers it. None (null) for an array over a channel's ring (a view a receive lent):
+   * its record may overlap it, and `set` copies an overlapping source whole, where a loop over
+   * words would copy its own output.
    */
   #wordsOf(bytes: Uint8Array, len: number): Int32Array | null | undefined {
     const again = bytes === this.#wordsFor;
     this.#wordsFor = bytes;
     this.#words = undefined;
     if (!again) return undefined;
-    const own = freshView(bytes);
-    return this.#words = (own.byteOffset & 3) === 0
-      ? new Int32Array(own.buffer, own.byteOffset, len >> 2)
+    const buffer = viewBuffer(bytes);
+    const offset = viewByteOffset(bytes);
+    return this.#words = (offset & 3) === 0 && ringAt(buffer) === undefined
+      ? wordsView(buffer, offset, len >> 2)
       : null;
   }
 
@@ -2014,7 +2019,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (room < 4) return; // no whole word (or a detached buffer, which has no bytes to view)
     const own = freshView(target);
     if ((own.byteOffset & 3) === 0) {
-      this.#targetWords = new Int32Array(own.buffer, own.byteOffset, room >> 2);
+      this.#targetWords = wordsView(own.buffer, own.byteOffset, room >> 2);
     }
   }
 
