@@ -3898,6 +3898,83 @@ test("without native calls, sendMany and recvMany carry every message whole and 
   }
 });
 
+test("positions that pass 2^31 start again at 0 on this module's own paths: a sender's word copy, a receiver's run of loads, recvView and recvMany between them", () => {
+  // Head and tail start 9 KiB short of 2^31 in a 4 KiB ring, at 1000 bytes into the data area;
+  // every kind of receive runs while the positions pass 2^31 and go round the ring many times.
+  const options = { peerCheckMs: 3_600_000, spin: 0 };
+  const capacity = 4096;
+  const start = layout.POS_MASK + 1 - 2 * capacity - 1000;
+  const { words, ring } = heapRing(capacity, layout.MODE_SPSC);
+  for (const off of [layout.OFF_HEAD, layout.OFF_ZEROING, layout.OFF_TAIL]) {
+    words[off >> 2] = start;
+  }
+  const registry = new Set<unknown>();
+  const rx = new ChannelReceiver(ring, options, registry);
+  const tx = new ChannelSender(ring, options, registry);
+  const backing = new ArrayBuffer(600);
+  const sources = [0, 4, 1].map((at) => new Uint8Array(backing, at, 200));
+  const into = new Uint8Array(new ArrayBuffer(400), 8, 304); // aligned: words, and the run of loads
+  const odd = new Uint8Array(new ArrayBuffer(400), 3, 300);
+  const waiting: Uint8Array[] = [];
+  let seed = 0;
+  let passed = false;
+  const head = () => words[layout.OFF_HEAD >> 2];
+  for (let round = 0; round < 400; round++) {
+    // Sends: one array refilled again and again (its words copied from the second send on), at
+    // a length of its own each round; then fresh arrays of every length up to 300.
+    const len = (round * 37) % 201;
+    const message = sources[round % 3].subarray(0, len);
+    for (let k = 0; k < 1 + (round % 6); k++) {
+      message.set(pattern(len, ++seed));
+      if (!tx.trySend(message)) break;
+      waiting.push(pattern(len, seed));
+    }
+    for (let k = 0; k < round % 4; k++) {
+      const fresh = pattern((seed * 13) % 301, ++seed);
+      if (!tx.trySend(fresh)) break;
+      waiting.push(fresh);
+    }
+    // Receives, a different mix each round, leaving some waiting for the next.
+    const keep = round % 5;
+    for (let k = 0; waiting.length > keep; k++) {
+      const expected = waiting.shift()!;
+      const what = `round ${round}, a message of ${expected.length} bytes`;
+      switch ((round + k) % 7) {
+        case 0: {
+          const view = rx.recvView(0);
+          assert.deepEqual(view, expected, what);
+          break;
+        }
+        case 1: {
+          const got: Uint8Array[] = [];
+          assert.equal(rx.recvMany((m) => void got.push(m.slice()), 0, 1), 1, what);
+          assert.deepEqual(got[0], expected, what);
+          break;
+        }
+        case 2:
+          assert.deepEqual(rx.recv(0), expected, what);
+          break;
+        case 3:
+          odd.fill(0xee);
+          assert.equal(rx.recvInto(odd, 0), expected.length, what);
+          assert.deepEqual(odd.subarray(0, expected.length), expected, what);
+          break;
+        default:
+          into.fill(0xee);
+          assert.equal(rx.recvInto(into, 0), expected.length, what);
+          assert.deepEqual(into.subarray(0, expected.length), expected, what);
+          assert.equal(into[expected.length], 0xee, `${what}: nothing past it`);
+      }
+    }
+    if (head() < start) passed = true;
+  }
+  while (waiting.length > 0) assert.deepEqual(rx.recv(0), waiting.shift());
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+  assert.ok(passed, "head passed 2^31");
+  assert.equal(head(), words[layout.OFF_TAIL >> 2], "all handed back");
+  assert.ok(words.subarray(layout.OFF_DATA >> 2).every((w) => w === 0), "every record zero again");
+});
+
 test("a runtime's scanRunMin: recvMany looks ahead itself while fewer bytes are known to wait, and calls native code for as many or more", () => {
   const options = { peerCheckMs: 3_600_000, spin: 0 };
   const known: number[] = [];
