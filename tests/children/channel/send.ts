@@ -3,11 +3,11 @@
  * `<name>`, then ends as `<end>` says: `close` (ends the stream), `detach` (leaves it to the other
  * senders) or `none` (just exits).
  *
- * Each message goes out through one of `send`, `sendAsync`, `reserve` + `commit` (zero-copy,
- * written in place), `trySend` or `sendMany` (with up to 3 messages after it), chosen from its
- * sequence number; a message longer than one
- * record goes through `send` or `sendAsync` (fragmented). A `trySend` that finds the ring full
- * counts as `full` and the message then goes through `send`. With `<probe>` = `probe`, every
+ * Each message goes out through one of `send` (of one array refilled each time, for messages of
+ * up to 256 bytes), `sendAsync`, `reserve` + `commit` (zero-copy, written in place), `trySend` or
+ * `sendMany` (with up to 15 messages after it), chosen from its sequence number; a message longer
+ * than one record goes through `send` or `sendAsync` (fragmented). A `trySend` that finds the ring
+ * full counts as `full` and the message then goes through `send`. With `<probe>` = `probe`, every
  * message is first offered to `trySend`, so `full` counts how often the ring was full.
  *
  * With `<ctl>`, waits for the control segment's start flag after attaching. Prints `ready <pid>`,
@@ -46,6 +46,23 @@ const TIMEOUT_MS = 20_000;
 const channel = lib.Channel.open({ name });
 const tx = channel.sender({ peerCheckMs: 50 });
 readyThenGo(ctl);
+
+/**
+ * One array `send` is given again and again for messages of up to 256 bytes, over a buffer
+ * resized to each message's length and refilled with it: a sender may copy an array it sent
+ * just before word by word, from a view of its own that has to follow the array's length.
+ */
+const resizable = new (ArrayBuffer as unknown as new (
+  length: number,
+  options: { maxByteLength: number },
+) => ArrayBuffer & { resize(length: number): void })(0, { maxByteLength: 256 });
+const again = new Uint8Array(resizable);
+function refilled(message: Uint8Array): Uint8Array {
+  if (message.length > 256) return message;
+  resizable.resize(message.length);
+  again.set(message);
+  return again;
+}
 
 const methods = { send: 0, sendAsync: 0, reserve: 0, trySend: 0, sendMany: 0 };
 let full = 0;
@@ -103,7 +120,7 @@ for (let seq = 0; seq < count; seq++) {
     full++;
   }
   if (pick % 2 === 0) {
-    tx.send(message, TIMEOUT_MS);
+    tx.send(refilled(message), TIMEOUT_MS);
     methods.send++;
   } else {
     await tx.sendAsync(message, TIMEOUT_MS);
