@@ -6,8 +6,8 @@
  *
  * ```text
  * taskset -c 0 deno run -A bench/pair.ts [--size 4096] [--mode plain|timeout|batch|zc]
- *     [--capacity 262144] [--producers one|many] [--peer-cpu 1] [--warmup-ms 1500]
- *     [--measure-ms 1000]
+ *     [--capacity 262144] [--producers one|many] [--array uint8|buffer] [--peer-cpu 1]
+ *     [--warmup-ms 1500] [--measure-ms 1000]
  * taskset -c 0 bun bench/pair.ts ...        taskset -c 0 node dist/bench/pair.js ...
  * ```
  *
@@ -15,11 +15,14 @@
  * `--measure-ms`, the CPU ns and voluntary context switches per message of each side (`rx_`: this
  * process, `tx_`: the sender; every thread, from the scheduler's accounting) over that time, and
  * the ring's fill in KiB, read every 65,536 messages while counting (full: the sender waits for
- * room; empty: the receiver waits for each message).
+ * room; empty: the receiver waits for each message). `--array buffer` sends and receives into
+ * Node.js `Buffer`s (a subclass of `Uint8Array`, as Node's own APIs hand out) instead of plain
+ * `Uint8Array`s.
  *
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import process from "node:process";
 import * as L from "../ts/channel/layout.ts";
@@ -28,6 +31,8 @@ import { check, stamp } from "./streams.ts";
 
 const MODES = ["plain", "timeout", "batch", "zc"] as const;
 type Mode = typeof MODES[number];
+const ARRAYS = ["uint8", "buffer"] as const;
+type ArrayKind = typeof ARRAYS[number];
 
 /** `--name value` options, with their defaults. */
 function options(argv: string[]) {
@@ -40,6 +45,8 @@ function options(argv: string[]) {
   if (producers !== "one" && producers !== "many") {
     throw new Error("--producers must be one or many");
   }
+  const array = (got.get("array") ?? "uint8") as ArrayKind;
+  if (!ARRAYS.includes(array)) throw new Error(`--array must be one of ${ARRAYS.join(", ")}`);
   return {
     role: got.get("role") ?? "receive",
     name: got.get("name") ?? `/sbbench-pair-${process.pid}`,
@@ -47,6 +54,7 @@ function options(argv: string[]) {
     mode,
     capacity: num("capacity", 256 * 1024),
     producers: producers as "one" | "many",
+    array,
     peerCpu: got.get("peer-cpu"),
     warmupMs: num("warmup-ms", 1500),
     measureMs: num("measure-ms", 1000),
@@ -54,11 +62,15 @@ function options(argv: string[]) {
 }
 type Options = ReturnType<typeof options>;
 
+/** A zeroed array of `size` bytes of the kind `--array` names. */
+const bytes = (o: Options): Uint8Array =>
+  o.array === "buffer" ? Buffer.alloc(o.size) : new Uint8Array(o.size);
+
 /** The sending child: sends for the warm-up and the measured time (and a little more), closes. */
 function send(o: Options): void {
   using channel = lib.Channel.open({ name: o.name }, { timeoutMs: 10_000 });
   const tx = channel.sender();
-  const batch = Array.from({ length: 256 }, () => new Uint8Array(o.size));
+  const batch = Array.from({ length: 256 }, () => bytes(o));
   const stopAt = performance.now() + o.warmupMs + o.measureMs + 500;
   let seq = 0;
   while (performance.now() < stopAt) {
@@ -98,7 +110,7 @@ async function receive(o: Options): Promise<void> {
   const child = spawn(exe, rest, { stdio: "inherit" });
   const exited = new Promise((resolve) => child.on("exit", resolve));
 
-  const target = new Uint8Array(o.size);
+  const target = bytes(o);
   const fill: number[] = [];
   // CPU time and voluntary switches of each side from the scheduler's accounting (every thread:
   // the sender's runtime works on other threads too), at the start of the measured time.
@@ -118,6 +130,7 @@ async function receive(o: Options): Promise<void> {
       result = {
         runtime,
         mode: o.mode,
+        array: o.array,
         producers: o.producers,
         size: o.size,
         msgs_per_s: Math.round(n / ((now - from) / 1000)),

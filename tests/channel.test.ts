@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import vm from "node:vm";
 import {
   type Child,
@@ -579,89 +580,118 @@ interface Growable {
 }
 type GrowableOf = new (length: number, options: { maxByteLength: number }) => Growable;
 
-test("recvInto copies all of a message into a view of a buffer that grew or shrank since the last receive", () => {
-  using ch = channel(1024);
-  const tx = ch.sender();
-  const rx = ch.receiver();
-  const kinds: [string, GrowableOf, (b: Growable, n: number) => void][] = [
-    ["ArrayBuffer", ArrayBuffer as unknown as GrowableOf, (b, n) => {
-      (b as unknown as { resize(n: number): void }).resize(n);
-    }],
-    ["SharedArrayBuffer", SharedArrayBuffer as unknown as GrowableOf, (b, n) => {
-      (b as unknown as { grow(n: number): void }).grow(n);
-    }],
-  ];
-  let seed = 0;
-  for (const [kind, Make, setLength] of kinds) {
-    const buffer = new Make(8, { maxByteLength: 512 });
-    // A view that follows the buffer's length, and one of fixed length at an offset.
-    const tracking = new Uint8Array(buffer as ArrayBuffer);
-    for (const [length, growTo] of [[8, 8], [100, 128], [201, 256], [256, 512]]) {
-      setLength(buffer, growTo);
-      const message = pattern(length, ++seed);
-      tx.send(message);
-      assert.equal(rx.recvInto(tracking), length, `${kind}: ${length} bytes`);
-      assert.deepEqual(
-        tracking.subarray(0, length),
-        message,
-        `${kind}: ${length} bytes into ${growTo}`,
-      );
-    }
-  }
-  // A resizable buffer shrinks and grows again under a view of fixed length.
-  const buffer = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
-  const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
-  const fixed = new Uint8Array(buffer as ArrayBuffer, 4, 40);
-  tx.send(pattern(40, ++seed));
-  assert.equal(rx.recvInto(fixed), 40);
-  resize(8); // the view is out of bounds now: no room for a message
-  tx.send(pattern(40, ++seed));
-  assert.throws(() => rx.recvInto(fixed), RangeError);
-  resize(512);
-  assert.equal(rx.recvInto(fixed), 40);
-  assert.deepEqual(fixed, pattern(40, seed));
-});
+class Bytes extends Uint8Array {}
+/** Makes a view of `length` bytes of `buffer` from `offset` on (default: to its end). */
+type ViewOf = (buffer: ArrayBufferLike, offset?: number, length?: number) => Uint8Array;
+/**
+ * The kinds of byte array a caller hands a channel, each made over a buffer as the `Uint8Array`
+ * constructor makes one: plain, of a subclass, and Node.js's `Buffer` (a subclass too, as every
+ * Node API hands them out). `following`: one made without a length follows a resizable buffer's
+ * length; a `Buffer` takes the length the buffer has when it is made.
+ */
+const VIEWS: { kind: string; view: ViewOf; following: boolean }[] = [
+  { kind: "Uint8Array", view: (b, o, l) => new Uint8Array(b, o, l), following: true },
+  {
+    kind: "a subclass of Uint8Array",
+    view: (b, o, l) => new Bytes(b as ArrayBuffer, o, l),
+    following: true,
+  },
+  { kind: "Buffer", view: (b, o, l) => Buffer.from(b, o, l), following: false },
+];
 
-test("one array refilled and sent again and again (aligned, unaligned, following a buffer that grows and shrinks) arrives as it was at each send, through recvInto from a ring holding many", () => {
-  using watched = watchedChannel(16384);
-  const { tx, rx, words } = watched;
-  const backing = new Uint8Array(700);
-  const buffer = new (ArrayBuffer as unknown as GrowableOf)(0, { maxByteLength: 300 });
-  const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
-  const tracking = new Uint8Array(buffer as ArrayBuffer);
-  const into = new Uint8Array(backing.buffer, 400, 300);
-  const unaligned = new Uint8Array(backing.buffer, 401, 290);
-  let seed = 0;
-  for (let len = 0; len <= 270; len++) {
-    // Arrays of `len` bytes at each alignment, and the growable one at `len` and at 4 less.
-    const sources = [0, 1, 2, 3].map((at) => new Uint8Array(backing.buffer, at, len));
-    const sent: Uint8Array[] = [];
-    for (const source of sources) {
-      // Five sends of each, refilled before each one: they wait in the ring together.
-      for (let k = 0; k < 5; k++) {
-        source.set(pattern(len, ++seed));
-        tx.send(source);
-        sent.push(pattern(len, seed));
+for (const { kind: array, view, following } of VIEWS) {
+  test(`recvInto copies all of a message into a view of a buffer that grew or shrank since the last receive (${array})`, () => {
+    using ch = channel(1024);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    const kinds: [string, GrowableOf, (b: Growable, n: number) => void][] = [
+      ["ArrayBuffer", ArrayBuffer as unknown as GrowableOf, (b, n) => {
+        (b as unknown as { resize(n: number): void }).resize(n);
+      }],
+      ["SharedArrayBuffer", SharedArrayBuffer as unknown as GrowableOf, (b, n) => {
+        (b as unknown as { grow(n: number): void }).grow(n);
+      }],
+    ];
+    let seed = 0;
+    for (const [kind, Make, setLength] of following ? kinds : []) {
+      const buffer = new Make(8, { maxByteLength: 512 });
+      // A view that follows the buffer's length, and one of fixed length at an offset.
+      const tracking = view(buffer as ArrayBuffer);
+      for (const [length, growTo] of [[8, 8], [100, 128], [201, 256], [256, 512]]) {
+        setLength(buffer, growTo);
+        const message = pattern(length, ++seed);
+        tx.send(message);
+        assert.equal(rx.recvInto(tracking), length, `${kind}: ${length} bytes`);
+        assert.deepEqual(
+          new Uint8Array(tracking.subarray(0, length)),
+          message,
+          `${kind}: ${length} bytes into ${growTo}`,
+        );
       }
     }
-    for (const n of [len, Math.max(0, len - 4), len]) {
-      resize(n);
-      tracking.set(pattern(n, ++seed));
-      tx.send(tracking);
-      sent.push(pattern(n, seed));
+    // A resizable buffer shrinks and grows again under a view of fixed length.
+    const buffer = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
+    const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
+    const fixed = view(buffer as ArrayBuffer, 4, 40);
+    tx.send(pattern(40, ++seed));
+    assert.equal(rx.recvInto(fixed), 40);
+    resize(8); // the view is out of bounds now: no room for a message
+    tx.send(pattern(40, ++seed));
+    assert.throws(() => rx.recvInto(fixed), RangeError);
+    resize(512);
+    assert.equal(rx.recvInto(fixed), 40);
+    assert.deepEqual(new Uint8Array(fixed), pattern(40, seed));
+  });
+}
+
+for (const { kind: array, view, following } of VIEWS) {
+  test(`one array refilled and sent again and again (aligned, unaligned, following a buffer that grows and shrinks) arrives as it was at each send, through recvInto from a ring holding many (${array})`, () => {
+    using watched = watchedChannel(16384);
+    const { tx, rx, words } = watched;
+    const backing = new Uint8Array(700);
+    const buffer = new (ArrayBuffer as unknown as GrowableOf)(0, { maxByteLength: 300 });
+    const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
+    // A Buffer does not follow its buffer's length: one made again at each length stands for it.
+    let tracking = view(buffer as ArrayBuffer);
+    const into = view(backing.buffer, 400, 300);
+    const unaligned = view(backing.buffer, 401, 290);
+    let seed = 0;
+    for (let len = 0; len <= 270; len++) {
+      // Arrays of `len` bytes at each alignment, and the growable one at `len` and at 4 less.
+      const sources = [0, 1, 2, 3].map((at) => view(backing.buffer, at, len));
+      const sent: Uint8Array[] = [];
+      for (const source of sources) {
+        // Five sends of each, refilled before each one: they wait in the ring together.
+        for (let k = 0; k < 5; k++) {
+          source.set(pattern(len, ++seed));
+          tx.send(source);
+          sent.push(pattern(len, seed));
+        }
+      }
+      for (const n of [len, Math.max(0, len - 4), len]) {
+        resize(n);
+        if (!following) tracking = view(buffer as ArrayBuffer);
+        tracking.set(pattern(n, ++seed));
+        tx.send(tracking);
+        sent.push(pattern(n, seed));
+      }
+      for (const [i, message] of sent.entries()) {
+        const target = i % 2 ? into : unaligned;
+        target.fill(0xee);
+        assert.equal(rx.recvInto(target), message.length, `${len} bytes, message ${i}`);
+        assert.deepEqual(
+          new Uint8Array(target.subarray(0, message.length)),
+          message,
+          `${len} bytes, message ${i}`,
+        );
+        assert.equal(target[message.length], 0xee, `nothing written past ${message.length} bytes`);
+      }
+      assert.equal(rx.tryRecv(), undefined, "nothing more waits");
     }
-    for (const [i, message] of sent.entries()) {
-      const target = i % 2 ? into : unaligned;
-      target.fill(0xee);
-      assert.equal(rx.recvInto(target), message.length, `${len} bytes, message ${i}`);
-      assert.deepEqual(target.subarray(0, message.length), message, `${len} bytes, message ${i}`);
-      assert.equal(target[message.length], 0xee, `nothing written past ${message.length} bytes`);
-    }
-    assert.equal(rx.tryRecv(), undefined, "nothing more waits");
-  }
-  const data = words.subarray(layout.OFF_DATA >> 2);
-  assert.ok(data.every((w) => w === 0), "every record the receiver took is zero again");
-});
+    const data = words.subarray(layout.OFF_DATA >> 2);
+    assert.ok(data.every((w) => w === 0), "every record the receiver took is zero again");
+  });
+}
 
 test("a view a receive lent, sent twice in a row into a record that overlaps it, is copied whole as the ring held it, as `set` copies", () => {
   using watched = watchedChannel(1024);
@@ -3819,40 +3849,153 @@ test("an array of wider elements given Uint8Array's prototype travels as its byt
   }
 });
 
-test("a view at an offset of a resizable buffer, out of its bounds and back, sends and receives its own bytes", () => {
-  // Out of bounds the engine counts the view's offset as 0: an address taken then (Deno passes
-  // the address of an array met twice in a row) would be the buffer's start.
-  using ch = channel(1024);
-  const tx = ch.sender();
-  const rx = ch.receiver();
-  const buffer = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
-  const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
-  const all = new Uint8Array(buffer as ArrayBuffer);
-  const target = new Uint8Array(buffer as ArrayBuffer, 16); // follows the buffer's length
-  resize(8);
-  for (let i = 0; i < 3; i++) {
-    tx.send(new Uint8Array(0));
-    assert.equal(rx.recvInto(target), 0);
-  }
-  resize(64);
-  all.fill(1);
-  tx.send(pattern(40, 1));
-  assert.equal(rx.recvInto(target), 40);
-  assert.deepEqual(target.subarray(0, 40), pattern(40, 1));
-  assert.deepEqual(all.subarray(0, 16), new Uint8Array(16).fill(1), "the bytes before it");
-  // The same for a message.
-  const other = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
-  const message = new Uint8Array(other as ArrayBuffer, 16);
-  (other as unknown as { resize(n: number): void }).resize(8);
-  for (let i = 0; i < 3; i++) {
+for (const { kind: array, view } of VIEWS) {
+  test(`a view at an offset of a resizable buffer, out of its bounds and back, sends and receives its own bytes (${array})`, () => {
+    // Out of bounds the engine counts the view's offset as 0: an address taken then (Deno passes
+    // the address of an array met twice in a row) would be the buffer's start.
+    using ch = channel(1024);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    const buffer = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
+    const resize = (n: number) => (buffer as unknown as { resize(n: number): void }).resize(n);
+    const all = new Uint8Array(buffer as ArrayBuffer);
+    const target = view(buffer as ArrayBuffer, 16); // 48 bytes (a Uint8Array follows the buffer)
+    resize(8);
+    for (let i = 0; i < 3; i++) {
+      tx.send(new Uint8Array(0));
+      assert.equal(rx.recvInto(target), 0);
+    }
+    resize(64);
+    all.fill(1);
+    tx.send(pattern(40, 1));
+    assert.equal(rx.recvInto(target), 40);
+    assert.deepEqual(new Uint8Array(target.subarray(0, 40)), pattern(40, 1));
+    assert.deepEqual(all.subarray(0, 16), new Uint8Array(16).fill(1), "the bytes before it");
+    // The same for a message.
+    const other = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 512 });
+    const message = view(other as ArrayBuffer, 16);
+    (other as unknown as { resize(n: number): void }).resize(8);
+    for (let i = 0; i < 3; i++) {
+      tx.send(message);
+      assert.equal(rx.recv(0)!.length, 0);
+    }
+    (other as unknown as { resize(n: number): void }).resize(64);
+    new Uint8Array(other as ArrayBuffer).fill(1, 0, 16);
+    message.set(pattern(48, 2));
     tx.send(message);
-    assert.equal(rx.recv(0)!.length, 0);
+    assert.deepEqual(rx.recv(0), pattern(48, 2));
+  });
+}
+
+test("a Buffer or a Uint8Array subclass sent again, or received into again, is counted by the engine each time: its own properties that change, a detached buffer, a buffer over a ring", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  // Properties that lie, differently at each look: what counts is the array's real bytes.
+  let looks = 0;
+  class Liar extends Uint8Array {
+    override get length(): number {
+      return ++looks % 7;
+    }
+    override get byteLength(): number {
+      return ++looks % 5;
+    }
+    override get byteOffset(): number {
+      return ++looks;
+    }
   }
-  (other as unknown as { resize(n: number): void }).resize(64);
-  new Uint8Array(other as ArrayBuffer).fill(1, 0, 16);
-  message.set(pattern(48, 2));
-  tx.send(message);
-  assert.deepEqual(rx.recv(0), pattern(48, 2));
+  const liar = new Liar(24);
+  const into = new Liar(32);
+  for (let i = 0; i < 6; i++) {
+    liar.set(pattern(24, i));
+    tx.send(liar);
+    into.fill(0xee);
+    assert.equal(rx.recvInto(into), 24, `message ${i}`);
+    assert.deepEqual(new Uint8Array(into.buffer, 0, 24), pattern(24, i), `message ${i}`);
+    assert.equal(new Uint8Array(into.buffer)[24], 0xee, "nothing past it");
+  }
+  // What is not an array, after a Buffer-like array or a plain one: refused as the first time.
+  for (const wrong of [undefined, null, 7, {}]) {
+    for (const before of [liar, pattern(24, 9)]) {
+      tx.send(before);
+      assert.throws(
+        () => tx.send(wrong as unknown as Uint8Array),
+        says(
+          TypeError,
+          /^ChannelSender\.send: message must be a string, an ArrayBuffer or a typed array/,
+        ),
+        String(wrong),
+      );
+      assert.equal(rx.recvInto(into), 24);
+    }
+  }
+  // A Buffer whose memory is moved away between two sends, or two receives.
+  for (const  of of["the message", "the target"]) {
+    const memory = new ArrayBuffer(64);
+    const buffer = Buffer.from(memory);
+    buffer.set(pattern(64, 1));
+    tx.send(buffer);
+    assert.equal(rx.recvInto(buffer), 64);
+    structuredClone(memory, { transfer: [memory] });
+    if (of === "the message") {
+      assert.throws(() => tx.send(buffer), /detached/, of);
+    } else {
+      tx.send(pattern(8, 2));
+      assert.throws(() => rx.recvInto(buffer), RangeError, of);
+      assert.deepEqual(rx.recv(), pattern(8, 2), "the message stays for the next receive");
+    }
+  }
+  // A Buffer over a view a receive lends lies in the ring: refused as a target each time.
+  tx.send(pattern(40, 3));
+  const lent = rx.recvView()!;
+  const overRing = Buffer.from(lent.buffer, lent.byteOffset, lent.length);
+  tx.send(pattern(8, 4));
+  for (let i = 0; i < 2; i++) assert.throws(() => rx.recvInto(overRing), code("EFAULT"));
+  assert.deepEqual(rx.recv(), pattern(8, 4));
+  assertSound(watched);
+});
+
+test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx } = watched;
+  const int16 = new Int16Array([1, -2, 300, 0x7fff]);
+  // An array of wider elements that names itself a Uint8Array, or wears Uint8Array's prototype.
+  class Named extends Int16Array {
+    override get [Symbol.toStringTag](): "Int16Array" {
+      return "Uint8Array" as "Int16Array";
+    }
+  }
+  const named = new Named([5, -6, 700]);
+  const dressed = Object.setPrototypeOf(new Int16Array([9, 10]), Uint8Array.prototype);
+  const buffer = Buffer.from(pattern(40, 1));
+  const sub = new Bytes(pattern(33, 2));
+  const messages = [
+    buffer,
+    pattern(8, 3),
+    sub,
+    buffer,
+    "text",
+    int16,
+    named,
+    dressed,
+    Buffer.from(new SharedArrayBuffer(16)).fill(6),
+    new DataView(pattern(12, 4).buffer, 2, 9),
+    buffer.subarray(3, 17),
+  ];
+  const bytesOf = (m: unknown) =>
+    typeof m === "string" ? new TextEncoder().encode(m) : new Uint8Array(
+      (m as ArrayBufferView).buffer.slice(
+        (m as ArrayBufferView).byteOffset,
+        (m as ArrayBufferView).byteOffset + (m as ArrayBufferView).byteLength,
+      ),
+    );
+  for (let round = 0; round < 3; round++) {
+    assert.equal(tx.sendMany(messages), messages.length);
+    for (const [i, m] of messages.entries()) {
+      assert.deepEqual(rx.recv(), bytesOf(m), `round ${round}, message ${i}`);
+    }
+  }
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+  assertSound(watched);
 });
 
 /**

@@ -20,6 +20,7 @@ const bufferOf = getter(typedArray, "buffer")!;
 const byteOffsetOf = getter(typedArray, "byteOffset")!;
 const byteLengthOf = getter(typedArray, "byteLength")!;
 const lengthOf = getter(typedArray, "length")!;
+const tagOf = Object.getOwnPropertyDescriptor(typedArray, Symbol.toStringTag)!.get!;
 const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
 const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
 const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
@@ -55,6 +56,15 @@ export function isTypedArray(value: unknown): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Whether `value` really is a `Uint8Array`, of `Uint8Array` itself or of a subclass (Node.js's
+ * `Buffer`), as the engine's own tag tells: its elements are its bytes. Runs no code of the
+ * caller's (for a Proxy, whose traps the tag never calls, it is false).
+ */
+export function isUint8Array(value: unknown): value is Uint8Array {
+  return tagOf.call(value) === "Uint8Array";
 }
 
 /**

@@ -63,10 +63,12 @@ import {
   quickByteCount,
   RESERVED,
   Ring,
+  sameSpan,
   SKIPPING,
   STEP_LIMIT,
   SWEEP_MAX,
   validateRegion,
+  viewedFrom,
 } from "./ring.ts";
 
 /** Options for {@linkcode Channel.create}. */
@@ -676,6 +678,11 @@ export class ChannelSender implements Disposable {
    */
   #known: Uint8Array | undefined;
   /**
+   * The caller's array {@linkcode #known} is a view of, when it is not that array itself (a
+   * `Buffer`, see `viewedFrom`): sent again with the same bytes, `#known` stands for it.
+   */
+  #knownFrom: Uint8Array | undefined;
+  /**
    * The message {@linkcode #words} are of: an array sent again (a buffer the caller fills and
    * sends, over and over) is copied into the ring word by word, as a receiver copies into its
    * `recvInto` target (see `SMALL_COPY`).
@@ -976,7 +983,11 @@ export class ChannelSender implements Disposable {
     this.#checkUsable(what);
     // The array of the last send was a plain one (its type never changes): no need to look again.
     const known = this.#known;
-    const bytes = known !== undefined && message === known ? known : bytesOf(message, what, index);
+    const from = this.#knownFrom;
+    const bytes = known !== undefined &&
+        (message === known || (from !== undefined && message === from && sameSpan(from, known)))
+      ? known
+      : bytesOf(message, what, index);
     let len: number;
     try {
       len = quickByteCount(bytes, this.#known);
@@ -988,7 +999,10 @@ export class ChannelSender implements Disposable {
         `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
       );
     }
-    this.#known = bytes;
+    if (bytes !== known) {
+      this.#known = bytes;
+      this.#knownFrom = viewedFrom(message, bytes);
+    }
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
     if (len === 0 && typeof message !== "string" && viewDetached(message)) {
@@ -1356,6 +1370,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
+  /** The caller's array `#target` is a view of, when it is not that array (see `viewedFrom`). */
+  #targetFrom: Uint8Array | undefined;
   /**
    * recvMany's copy of a run of records (see {@linkcode RUN_BYTES}), the lengths of its
    * messages, and a view of each payload by its offset (a view is made again only when the
@@ -1507,16 +1523,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Before the target is looked at: a "senderdied" listener may resize or detach it.
     if (--this.#countdown <= 0) this.#lookBusy();
     // #target is plain already (an array's type never changes).
-    if (target !== this.#target) {
-      // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
-      if (!isTypedArray(target)) {
-        throw new TypeError(`recvInto: target must be a Uint8Array, got ${check.describe(target)}`);
+    let from: Uint8Array | undefined;
+    const own = this.#target;
+    if (target !== own) {
+      if (target === this.#targetFrom && sameSpan(target, own!)) {
+        target = own!; // a `Buffer` given again, with the bytes it had
+      } else {
+        // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
+        if (!isTypedArray(target)) {
+          throw new TypeError(
+            `recvInto: target must be a Uint8Array, got ${check.describe(target)}`,
+          );
+        }
+        from = target;
+        target = plainView(target);
       }
-      target = plainView(target);
     }
     // #target was counted by the engine's getter before (it is a real typed array).
-    const room = quickByteCount(target, this.#target);
-    if (target !== this.#target) this.#adopt(target, room);
+    const room = quickByteCount(target, own);
+    if (target !== own) {
+      this.#adopt(target, room);
+      this.#targetFrom = viewedFrom(from, target);
+    }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (
       this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&

@@ -11,6 +11,7 @@
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import {
+  isUint8Array,
   viewBuffer,
   viewByteLength,
   viewByteOffset,
@@ -104,6 +105,30 @@ export function quickByteCount(bytes: Uint8Array, known: Uint8Array | undefined)
     }
   }
   return byteCount(bytes);
+}
+
+/**
+ * Whether `from`, a real `Uint8Array` of a subclass (Node.js's `Buffer`) of which `own` is the
+ * {@linkcode freshView} an endpoint made at an earlier call, still spans the bytes `own` views,
+ * so that `own` can stand for it again without a new view. A typed array's buffer and offset
+ * never change; its length can (a view that follows a resizable buffer, one out of its bounds,
+ * one detached), and `own`'s, of fixed length, only drops to 0. Both are counted as
+ * {@linkcode quickByteCount} counts by their elements, which are their own: no code of the
+ * caller's runs, and a `length` that lies only makes the answer false.
+ */
+export function sameSpan(from: Uint8Array, own: Uint8Array): boolean {
+  const n = own.length;
+  return typeof n === "number" && own[n] === undefined && from[n] === undefined &&
+    (n === 0 || (own[n - 1] !== undefined && from[n - 1] !== undefined));
+}
+
+/**
+ * The caller's array that `own` (made by {@linkcode plainView} from `message`) may stand for at a
+ * later call ({@linkcode sameSpan}): `message` when it is a real `Uint8Array` that is not `own`
+ * itself (a `Buffer`, say; each call would make a new view of it), else undefined.
+ */
+export function viewedFrom(message: unknown, own: Uint8Array): Uint8Array | undefined {
+  return message !== own && isUint8Array(message) ? message : undefined;
 }
 
 /**
@@ -1193,7 +1218,8 @@ export class Producer {
         let len: number;
         try {
           message = messages[end];
-          if (!plainBytes(message)) break;
+          // A `Buffer` too: its engine tag and length are read, never its own properties.
+          if (!plainBytes(message) && !isUint8Array(message)) break;
           len = byteCount(message); // throws if it is not really a typed array
         } catch {
           break; // the one-by-one path reads it again, and reports what threw

@@ -5,7 +5,8 @@
  * `i` of producer 0; with "tagged" the producer is read from the message.
  *
  * `<how>` `mix`: each message through one of `recv`, `recvView`, `recvAsync`, `recvViewAsync`,
- * `recvInto`, `recvMany` (every message ready) or `tryRecv` (then `recv` if nothing was ready), with a `for await` run of 50 messages every 1000;
+ * `recvInto` (into a `Uint8Array` or a `Buffer`), `recvMany` (every message ready) or `tryRecv`
+ * (then `recv` if nothing was ready), with a `for await` run of 50 messages every 1000;
  * `forawait`: one `for await` over the whole stream (which must end after the last message).
  *
  * `<end>` `null`: the stream must then end (`recv`, `recvAsync` and `tryRecv` give `null`, and a
@@ -26,6 +27,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { args, lib } from "../lib.ts";
 import { check, readyThenGo, report, sleepSync } from "./common.ts";
 import {
@@ -66,8 +68,11 @@ const methods = {
   recvMany: 0,
   forAwait: 0,
 };
-/** recvInto's target: room for the largest message of any profile. */
-const into = new Uint8Array(256 * 1024);
+/**
+ * recvInto's targets: room for the largest message of any profile, as a plain `Uint8Array` and as
+ * a Node.js `Buffer` (a subclass, met again as a receiver meets the plain one), in turns of 64.
+ */
+const intos = [new Uint8Array(256 * 1024), Buffer.alloc(256 * 1024)];
 let received = 0;
 let switches = 0;
 let last = -1;
@@ -139,6 +144,7 @@ if (how === "forawait") {
         methods.recvViewAsync++;
         break;
       case 4: {
+        const into = intos[(received >> 6) & 1];
         const len = rx.recvInto(into, TIMEOUT_MS);
         take(len === null ? null : into.subarray(0, len));
         methods.recvInto++;

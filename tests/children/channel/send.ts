@@ -5,9 +5,10 @@
  *
  * Each message goes out through one of `send` (of one array refilled each time, for messages of
  * up to 256 bytes), `sendAsync`, `reserve` + `commit` (zero-copy, written in place), `trySend` or
- * `sendMany` (with up to 15 messages after it), chosen from its sequence number; a message longer
- * than one record goes through `send` or `sendAsync` (fragmented). A `trySend` that finds the ring
- * full counts as `full` and the message then goes through `send`. With `<probe>` = `probe`, every
+ * `sendMany` (with up to 15 messages after it, every other one a Node.js `Buffer`), chosen from
+ * its sequence number; a message longer than one record goes through `send` or `sendAsync`
+ * (fragmented). A `trySend` that finds the ring full counts as `full` and the message then goes
+ * through `send`. With `<probe>` = `probe`, every
  * message is first offered to `trySend`, so `full` counts how often the ring was full.
  *
  * With `<ctl>`, waits for the control segment's start flag after attaching. Prints `ready <pid>`,
@@ -20,6 +21,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { args, lib } from "../lib.ts";
 import { check, readyThenGo, report } from "./common.ts";
 import {
@@ -50,18 +52,22 @@ readyThenGo(ctl);
 /**
  * One array `send` is given again and again for messages of up to 256 bytes, over a buffer
  * resized to each message's length and refilled with it: a sender may copy an array it sent
- * just before word by word, from a view of its own that has to follow the array's length.
+ * just before word by word, from a view of its own that has to follow the array's length. The
+ * array is a plain `Uint8Array` or one of a subclass (as a Node.js `Buffer` is), in turns of 64
+ * messages: a sender keeps a view of its own of a subclass's array.
  */
 const resizable = new (ArrayBuffer as unknown as new (
   length: number,
   options: { maxByteLength: number },
 ) => ArrayBuffer & { resize(length: number): void })(0, { maxByteLength: 256 });
-const again = new Uint8Array(resizable);
-function refilled(message: Uint8Array): Uint8Array {
+class Bytes extends Uint8Array {}
+const again = [new Uint8Array(resizable), new Bytes(resizable)];
+function refilled(message: Uint8Array, seq: number): Uint8Array {
   if (message.length > 256) return message;
   resizable.resize(message.length);
-  again.set(message);
-  return again;
+  const array = again[(seq >> 6) & 1];
+  array.set(message);
+  return array;
 }
 
 const methods = { send: 0, sendAsync: 0, reserve: 0, trySend: 0, sendMany: 0 };
@@ -102,7 +108,8 @@ for (let seq = 0; seq < count; seq++) {
     for (; seq < last; seq++) {
       const m = makeMessage(profile, seed, producer, seq);
       hash = combine(hash, m.length, checksum(m));
-      batch.push(m);
+      // Every other one as a Node.js `Buffer` (a copy in Node's shared pool of small buffers).
+      batch.push(seq % 2 === 0 ? m : Buffer.from(m));
     }
     seq--;
     check(tx.sendMany(batch, TIMEOUT_MS) === batch.length, "sendMany's count");
@@ -120,7 +127,7 @@ for (let seq = 0; seq < count; seq++) {
     full++;
   }
   if (pick % 2 === 0) {
-    tx.send(refilled(message), TIMEOUT_MS);
+    tx.send(refilled(message, seq), TIMEOUT_MS);
     methods.send++;
   } else {
     await tx.sendAsync(message, TIMEOUT_MS);
