@@ -3954,6 +3954,66 @@ test("a Buffer or a Uint8Array subclass sent again, or received into again, is c
   assertSound(watched);
 });
 
+test("a DataView, a typed array of wider elements or an ArrayBuffer sent again sends the bytes it spans at each send, over a buffer that grows, shrinks, leaves its views' bounds and is detached", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx } = watched;
+  const resizable = new (ArrayBuffer as unknown as GrowableOf)(64, { maxByteLength: 256 });
+  const memory = resizable as unknown as ArrayBuffer & { resize(n: number): void };
+  const messages: [string, () => ArrayBufferView | ArrayBuffer][] = [
+    ["the ArrayBuffer", () => memory],
+    ["a DataView that follows it", () => new DataView(memory)],
+    ["a DataView at 8 of 32 bytes", () => new DataView(memory, 8, 32)],
+    ["an Int32Array that follows it", () => new Int32Array(memory)],
+    ["an Int32Array at 8 of 8 elements", () => new Int32Array(memory, 8, 8)],
+    ["a Float64Array at 16 that follows it", () => new Float64Array(memory, 16)],
+  ];
+  /** The bytes `m` spans now: none out of its buffer's bounds (where a DataView's getter throws). */
+  const spanned = (m: ArrayBufferView | ArrayBuffer): Uint8Array => {
+    if (m instanceof ArrayBuffer) return new Uint8Array(m.slice(0));
+    let length: number;
+    try {
+      length = m.byteLength;
+    } catch {
+      return new Uint8Array(0);
+    }
+    return new Uint8Array(m.buffer.slice(m.byteOffset, m.byteOffset + length));
+  };
+  let seed = 0;
+  for (const [what, make] of messages) {
+    memory.resize(64);
+    const message = make();
+    // Lengths at which each view grows, shrinks, leaves the buffer's bounds and comes back.
+    for (const length of [64, 64, 128, 128, 20, 4, 0, 0, 96, 256, 40, 64]) {
+      memory.resize(length);
+      new Uint8Array(memory).set(pattern(length, ++seed));
+      tx.send(message);
+      assert.deepEqual(rx.recv(), spanned(message), `${what}, ${length} bytes`);
+    }
+  }
+  // An empty resizable buffer sent, then grown and sent again: its bytes the second time.
+  const empty = new (ArrayBuffer as unknown as GrowableOf)(0, { maxByteLength: 64 });
+  const grown = empty as unknown as ArrayBuffer & { resize(n: number): void };
+  tx.send(grown);
+  assert.deepEqual(rx.recv(), new Uint8Array(0));
+  grown.resize(16);
+  new Uint8Array(grown).set(pattern(16, ++seed));
+  tx.send(grown);
+  assert.deepEqual(rx.recv(), pattern(16, seed), "an empty buffer that grew");
+  // Detached between two sends: refused, as the first send of a detached one is.
+  for (const make of [(b: ArrayBuffer) => b, (b: ArrayBuffer) => new DataView(b)]) {
+    const buffer = pattern(24, ++seed).buffer as ArrayBuffer;
+    const message = make(buffer);
+    tx.send(message);
+    tx.send(message);
+    structuredClone(buffer, { transfer: [buffer] });
+    assert.throws(() => tx.send(message), /detached/);
+    assert.deepEqual(rx.recv(), pattern(24, seed));
+    assert.deepEqual(rx.recv(), pattern(24, seed));
+  }
+  assert.equal(rx.tryRecv(), undefined, "nothing else");
+  assertSound(watched);
+});
+
 test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

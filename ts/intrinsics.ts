@@ -46,16 +46,11 @@ export function isView(value: unknown): value is ArrayBufferView {
 }
 
 /**
- * Whether `value` really is a typed array, as the engine's own accessor tells (a `DataView`
- * given a typed array's prototype is a view but not one).
+ * Whether `value` really is a typed array, as the engine's own tag getter tells, without a throw
+ * (a `DataView` given a typed array's prototype is a view but not one; a Proxy is neither).
  */
 export function isTypedArray(value: unknown): boolean {
-  try {
-    lengthOf.call(value);
-    return true;
-  } catch {
-    return false;
-  }
+  return tagOf.call(value) !== undefined;
 }
 
 /**
@@ -65,6 +60,24 @@ export function isTypedArray(value: unknown): boolean {
  */
 export function isUint8Array(value: unknown): value is Uint8Array {
   return tagOf.call(value) === "Uint8Array";
+}
+
+/**
+ * The name of the type a typed array was made as (`"Uint8Array"` for a `Buffer` too), from the
+ * engine's own `Symbol.toStringTag` getter: undefined for anything else (a `DataView`, a Proxy).
+ * Runs no code of the caller's and never throws.
+ */
+export function typedArrayName(value: unknown): string | undefined {
+  return tagOf.call(value);
+}
+
+/**
+ * How many bytes a `DataView` spans, from the engine's own getter.
+ *
+ * @throws {TypeError} If its buffer is detached, or it is out of the bounds of a resizable buffer.
+ */
+export function dataViewByteLength(view: DataView): number {
+  return dataViewByteLengthOf.call(view);
 }
 
 /**
@@ -89,11 +102,8 @@ export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
   try {
     let buffer: ArrayBufferLike = message as ArrayBuffer;
     if (isViewOf(message)) {
-      try {
-        buffer = bufferOf.call(message);
-      } catch {
-        buffer = dataViewBufferOf.call(message); // not a typed array: a DataView
-      }
+      // Not a typed array (no tag): a DataView.
+      buffer = (tagOf.call(message) === undefined ? dataViewBufferOf : bufferOf).call(message);
     }
     return bufferDetached(buffer as ArrayBuffer);
   } catch {
@@ -119,26 +129,25 @@ export function viewLength(view: ArrayBufferView): number {
 /**
  * A `Uint8Array` over the bytes a typed array or a `DataView` spans, as the engine has them (the
  * object's own `buffer`, `byteOffset` and `byteLength` may say otherwise); empty once its buffer
- * is detached. Throws a `TypeError` for anything else.
+ * is detached, or while the view is out of the bounds of a resizable buffer. Throws a `TypeError` for anything else.
  */
 export function viewBytes(view: ArrayBufferView): Uint8Array {
-  let buffer: ArrayBufferLike;
-  try {
-    buffer = bufferOf.call(view);
-  } catch {
-    // Not a typed array: a DataView, whose byteLength throws once its buffer is detached.
-    buffer = dataViewBufferOf.call(view);
+  // A typed array has a tag. A view without one is a DataView (or the getter below refuses it),
+  // told apart without a throw: an exception costs microseconds, at every send of a DataView.
+  if (tagOf.call(view) === undefined) {
+    // A DataView, whose byteLength throws once its buffer is detached, or while it is out of
+    // the bounds of a resizable buffer that shrank: it has no bytes then, as a typed array has
+    // none (the caller tells a detached one apart).
+    const buffer: ArrayBufferLike = dataViewBufferOf.call(view);
     let length: number;
     try {
       length = dataViewByteLengthOf.call(view);
-    } catch (err) {
-      if (!(buffer instanceof SharedArrayBuffer) && bufferByteLength(buffer) === 0) {
-        return new Uint8Array(0);
-      }
-      throw err; // out of the bounds of a resizable buffer that shrank
+    } catch {
+      return new Uint8Array(0);
     }
     return new Uint8Array(buffer, dataViewByteOffsetOf.call(view), length);
   }
+  const buffer: ArrayBufferLike = bufferOf.call(view);
   const length = byteLengthOf.call(view); // 0 once detached (or out of bounds)
   return length === 0 ? new Uint8Array(0) : new Uint8Array(buffer, byteOffsetOf.call(view), length);
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import {
   childCommand,
   each,
@@ -33,6 +34,20 @@ const BLOCKS = 400;
  * 16 about a fifth slower than alone, its engine having compiled the paths the shorter ones took.
  */
 const SMALL_BATCHES = [2, 4, 8, 16];
+
+/**
+ * The other kinds of message a `send_<kind>` part sends, each over the same 64 bytes that the
+ * part refills before each send, as `send` refills its plain `Uint8Array`.
+ */
+const SENT_KINDS = {
+  buffer: "Buffer",
+  dataview: "DataView",
+  arraybuffer: "ArrayBuffer",
+  int32array: "Int32Array",
+};
+
+/** "a" or "an", as `name` is read. */
+const article = (name: string) => /^[AEIO]/.test(name) ? "an" : "a";
 
 /** Median ns per call of `send` and of `receive`, each timed over blocks of K calls. */
 function pairOf(send: () => void, receive: () => void): [number, number] {
@@ -64,6 +79,7 @@ const PARTS = [
   "recv_copy",
   "batch",
   ...SMALL_BATCHES.map((b) => `batch_of_${b}`),
+  ...Object.keys(SENT_KINDS).map((kind) => `send_${kind}`),
   "pieces",
 ];
 
@@ -106,6 +122,28 @@ function costsChild({ part }: { part: string }): Record<string, number> {
         }
       }, () => {});
       return result({ [`${part}_per_message`]: both });
+    }
+    if (part.startsWith("send_")) {
+      // K sends of a message of another kind, then K plain receives: the sends are timed.
+      const memory = new ArrayBuffer(SIZE);
+      const bytes = new Uint8Array(memory);
+      const kinds: Record<string, ArrayBufferView | ArrayBuffer> = {
+        send_buffer: Buffer.from(memory),
+        send_dataview: new DataView(memory),
+        send_arraybuffer: memory,
+        send_int32array: new Int32Array(memory),
+      };
+      const sent = kinds[part];
+      if (sent === undefined) throw new Error(`no part ${part}`);
+      const [send] = pairOf(
+        () => {
+          for (let i = 0; i < K; i++) bytes[0] = i, tx.send(sent);
+        },
+        () => {
+          for (let i = 0; i < K; i++) sum += rx.recvInto(into)!;
+        },
+      );
+      return result({ [part]: send });
     }
     // K sends, then K receives of this kind, timed block by block.
     const receives: Record<string, () => void> = {
@@ -203,7 +241,9 @@ export const hotpath: Scenario = {
     "sendMany (per message, one call per block), recvInto, recvInto with a timeout, " +
     "recvView, recv (a copy), recvMany (per message); and sendMany of B messages then recvMany " +
     `until all B are in, ${K} / B times a block, per message sent and received, B in ` +
-    `${SMALL_BATCHES.join(", ")} (each in a process of its own). ` +
+    `${SMALL_BATCHES.join(", ")} (each in a process of its own); send of a message of ` +
+    "another kind over the same 64 bytes (a Node.js Buffer, a DataView, the ArrayBuffer, an " +
+    "Int32Array; each in a process of its own). " +
     "Pieces, each timed alone as a loop of " +
     `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
     "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
@@ -223,6 +263,9 @@ export const hotpath: Scenario = {
       "ns recv_into_timeout / recv_into = recvInto with a timeout / without",
       "ns recv_many_per_message / recv_into = recvMany per message / recvInto",
       "ns send_many_per_message / send = sendMany per message / send",
+      ...Object.entries(SENT_KINDS).map(([kind, name]) =>
+        `ns send_${kind} / send = send of ${article(name)} ${name} / of a Uint8Array`
+      ),
     ], wheres(ctx.runtimes, [SIZE])),
   children: { costs: costsChild },
 };

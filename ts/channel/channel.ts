@@ -68,6 +68,8 @@ import {
   STEP_LIMIT,
   SWEEP_MAX,
   validateRegion,
+  type Viewed,
+  VIEWED_NONE,
   viewedFrom,
 } from "./ring.ts";
 
@@ -678,10 +680,13 @@ export class ChannelSender implements Disposable {
    */
   #known: Uint8Array | undefined;
   /**
-   * The caller's array {@linkcode #known} is a view of, when it is not that array itself (a
-   * `Buffer`, see `viewedFrom`): sent again with the same bytes, `#known` stands for it.
+   * The caller's message {@linkcode #known} is a view of, when it is not that array itself (a
+   * `Buffer`, another view, an `ArrayBuffer`; see `viewedFrom`): sent again spanning the same
+   * bytes, `#known` stands for it.
    */
-  #knownFrom: Uint8Array | undefined;
+  #knownFrom: object | undefined;
+  /** What {@linkcode #knownFrom} is (`VIEWED_NONE`: nothing kept). */
+  #knownKind: Viewed = VIEWED_NONE;
   /**
    * The message {@linkcode #words} are of: an array sent again (a buffer the caller fills and
    * sends, over and over) is copied into the ring word by word, as a receiver copies into its
@@ -985,7 +990,8 @@ export class ChannelSender implements Disposable {
     const known = this.#known;
     const from = this.#knownFrom;
     const bytes = known !== undefined &&
-        (message === known || (from !== undefined && message === from && sameSpan(from, known)))
+        (message === known ||
+          (from !== undefined && message === from && sameSpan(from, this.#knownKind, known)))
       ? known
       : bytesOf(message, what, index);
     let len: number;
@@ -1001,7 +1007,8 @@ export class ChannelSender implements Disposable {
     }
     if (bytes !== known) {
       this.#known = bytes;
-      this.#knownFrom = viewedFrom(message, bytes);
+      this.#knownKind = viewedFrom(message, bytes);
+      this.#knownFrom = this.#knownKind === VIEWED_NONE ? undefined : message as object;
     }
     // Its getters (`constructor`, `length`) may have closed this sender or started a send.
     this.#checkUsable(what);
@@ -1372,6 +1379,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #targetWords: Int32Array | undefined;
   /** The caller's array `#target` is a view of, when it is not that array (see `viewedFrom`). */
   #targetFrom: Uint8Array | undefined;
+  #targetKind: Viewed = VIEWED_NONE;
   /**
    * recvMany's copy of a run of records (see {@linkcode RUN_BYTES}), the lengths of its
    * messages, and a view of each payload by its offset (a view is made again only when the
@@ -1526,7 +1534,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     let from: Uint8Array | undefined;
     const own = this.#target;
     if (target !== own) {
-      if (target === this.#targetFrom && sameSpan(target, own!)) {
+      if (target === this.#targetFrom && sameSpan(target, this.#targetKind, own!)) {
         target = own!; // a `Buffer` given again, with the bytes it had
       } else {
         // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
@@ -1543,7 +1551,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const room = quickByteCount(target, own);
     if (target !== own) {
       this.#adopt(target, room);
-      this.#targetFrom = viewedFrom(from, target);
+      this.#targetKind = viewedFrom(from, target);
+      this.#targetFrom = this.#targetKind === VIEWED_NONE ? undefined : from;
     }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     if (

@@ -11,7 +11,10 @@
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import {
+  dataViewByteLength,
   isUint8Array,
+  isView,
+  typedArrayName,
   viewBuffer,
   viewByteLength,
   viewByteOffset,
@@ -108,27 +111,65 @@ export function quickByteCount(bytes: Uint8Array, known: Uint8Array | undefined)
 }
 
 /**
- * Whether `from`, a real `Uint8Array` of a subclass (Node.js's `Buffer`) of which `own` is the
- * {@linkcode freshView} an endpoint made at an earlier call, still spans the bytes `own` views,
- * so that `own` can stand for it again without a new view. A typed array's buffer and offset
- * never change; its length can (a view that follows a resizable buffer, one out of its bounds,
- * one detached), and `own`'s, of fixed length, only drops to 0. Both are counted as
- * {@linkcode quickByteCount} counts by their elements, which are their own: no code of the
- * caller's runs, and a `length` that lies only makes the answer false.
+ * What a caller's message or target is, for {@linkcode sameSpan}, when an endpoint made a plain
+ * `Uint8Array` of its bytes (see {@linkcode viewedFrom}): one of the `VIEWED_` constants.
  */
-export function sameSpan(from: Uint8Array, own: Uint8Array): boolean {
+export type Viewed = 0 | 1 | 2 | 3 | 4;
+/** Nothing to use again: the plain array itself, a string, or an empty substitute. */
+export const VIEWED_NONE = 0;
+/** A `Uint8Array` of a subclass (Node.js's `Buffer`): its elements are its bytes. */
+export const VIEWED_BYTES = 1;
+/** A typed array of wider elements (or one given another type's prototype). */
+export const VIEWED_TYPED = 2;
+/** A `DataView`. */
+export const VIEWED_DATA_VIEW = 3;
+/** An `ArrayBuffer`, of which the view was made whole (it follows a resizable one). */
+export const VIEWED_BUFFER = 4;
+
+/**
+ * Whether `from` (of the kind `kind`, see {@linkcode Viewed}) still spans the bytes of `own`, the
+ * plain view an endpoint made of it at an earlier call, so that `own` can stand for it again
+ * without a new view. A view's buffer and offset never change; its length can (a view that
+ * follows a resizable buffer, one out of its bounds, one detached), while `own`, of fixed length,
+ * only drops to 0 (and a view made of a whole `ArrayBuffer` follows it). `own` and a `Uint8Array`
+ * are counted as {@linkcode quickByteCount} counts, by their elements, which are their own; the
+ * others by the engine's getters. No code of the caller's runs, and a `length` that lies only
+ * makes the answer false.
+ */
+export function sameSpan(from: object, kind: Viewed, own: Uint8Array): boolean {
+  if (kind === VIEWED_BUFFER) return true;
   const n = own.length;
-  return typeof n === "number" && own[n] === undefined && from[n] === undefined &&
-    (n === 0 || (own[n - 1] !== undefined && from[n - 1] !== undefined));
+  if (typeof n !== "number" || own[n] !== undefined || (n !== 0 && own[n - 1] === undefined)) {
+    return false;
+  }
+  if (kind === VIEWED_BYTES) {
+    const bytes = from as Uint8Array;
+    return bytes[n] === undefined && (n === 0 || bytes[n - 1] !== undefined);
+  }
+  if (kind === VIEWED_TYPED) return viewByteLength(from as ArrayBufferView) === n;
+  try {
+    return dataViewByteLength(from as DataView) === n;
+  } catch {
+    return false; // detached, or out of the bounds of a resizable buffer that shrank
+  }
 }
 
 /**
- * The caller's array that `own` (made by {@linkcode plainView} from `message`) may stand for at a
- * later call ({@linkcode sameSpan}): `message` when it is a real `Uint8Array` that is not `own`
- * itself (a `Buffer`, say; each call would make a new view of it), else undefined.
+ * What `message`, of which {@linkcode plainView} or `bytesOf` made `own`, is for a later call's
+ * {@linkcode sameSpan}: `VIEWED_NONE` when it is `own` itself, not a view or a buffer, or an
+ * `ArrayBuffer` that `own` does not view (the empty array made for an empty one).
  */
-export function viewedFrom(message: unknown, own: Uint8Array): Uint8Array | undefined {
-  return message !== own && isUint8Array(message) ? message : undefined;
+export function viewedFrom(message: unknown, own: Uint8Array): Viewed {
+  if (message === own || typeof message !== "object" || message === null) return VIEWED_NONE;
+  if (isView(message)) {
+    const name = typedArrayName(message);
+    return name === "Uint8Array"
+      ? VIEWED_BYTES
+      : name === undefined
+      ? VIEWED_DATA_VIEW
+      : VIEWED_TYPED;
+  }
+  return viewBuffer(own) === message ? VIEWED_BUFFER : VIEWED_NONE;
 }
 
 /**
