@@ -4014,6 +4014,73 @@ test("a DataView, a typed array of wider elements or an ArrayBuffer sent again s
   assertSound(watched);
 });
 
+test("a string is sent as its UTF-8 whatever its length and characters, while another send of the same sender waits, in sendMany and in fragments", async () => {
+  const encode = (text: string) => new TextEncoder().encode(text);
+  const texts: string[] = [];
+  for (const length of [0, 1, 63, 64, 85, 86, 255, 256, 257, 300, 1000]) {
+    for (const unit of ["a", "é", "€", "😀", "\ud800", "\udc00x", "a😀é"]) {
+      texts.push(unit.repeat(Math.ceil(length / unit.length)).slice(0, length));
+    }
+  }
+  {
+    using ch = channel(65536);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    for (const text of texts) {
+      tx.send(text);
+      assert.deepEqual(rx.recv(), encode(text), `${text.length} units of ${text.slice(0, 3)}`);
+      tx.sendJson({ text }); // JSON escapes a lone surrogate: it comes back as it was
+      assert.deepEqual(rx.recvJson(), { text });
+    }
+    // In a batch, between arrays: each its own bytes.
+    const batch = [...texts.slice(0, 40), pattern(30, 1), "tail"];
+    assert.equal(tx.sendMany(batch), batch.length);
+    for (const m of batch) {
+      assert.deepEqual(rx.recv(), typeof m === "string" ? encode(m) : m);
+    }
+    // A replaced encodeInto is never called: the engine's is taken when the library loads.
+    const own = TextEncoder.prototype.encodeInto;
+    TextEncoder.prototype.encodeInto = () => {
+      throw new Error("a replaced encodeInto was called");
+    };
+    try {
+      tx.send("still the library's");
+    } finally {
+      TextEncoder.prototype.encodeInto = own;
+    }
+    assert.equal(rx.recvText(), "still the library's");
+  }
+  // Waiting for room: the text a pending sendAsync holds is not overwritten, neither by a send
+  // of the same sender (refused while it waits) nor by another sender's.
+  {
+    using ch = channel(256, "many");
+    const tx = ch.sender();
+    const other = ch.sender();
+    const rx = ch.receiver();
+    const filler = "f".repeat(ch.maxRecordBytes);
+    let fillers = 0;
+    while (tx.trySend(filler)) fillers++;
+    const waiting = tx.sendAsync("w".repeat(100), 5000);
+    assert.throws(() => tx.send("x".repeat(100), 0), code("EBUSY"));
+    assert.throws(() => other.send("y".repeat(100), 0), code("ETIMEDOUT"));
+    for (let i = 0; i < fillers; i++) assert.equal(rx.recvText(0), filler);
+    await waiting;
+    assert.equal(rx.recvText(0), "w".repeat(100));
+  }
+  // Longer than a record: sent in fragments from the sender's buffer, whole, while it waits for
+  // room the receiver makes.
+  {
+    using ch = channel(256);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    const long = "é".repeat(250); // 500 bytes, in records of at most 120
+    const [, got] = await Promise.all([tx.sendAsync(long, 5000), rx.recvAsync(5000)]);
+    assert.deepEqual(got, encode(long));
+    tx.send("after");
+    assert.equal(rx.recvText(0), "after");
+  }
+});
+
 test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

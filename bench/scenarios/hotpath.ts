@@ -37,13 +37,15 @@ const SMALL_BATCHES = [2, 4, 8, 16];
 
 /**
  * The other kinds of message a `send_<kind>` part sends, each over the same 64 bytes that the
- * part refills before each send, as `send` refills its plain `Uint8Array`.
+ * part refills before each send, as `send` refills its plain `Uint8Array`; and a string of 64
+ * ASCII characters.
  */
 const SENT_KINDS = {
   buffer: "Buffer",
   dataview: "DataView",
   arraybuffer: "ArrayBuffer",
   int32array: "Int32Array",
+  string: "string",
 };
 
 /** "a" or "an", as `name` is read. */
@@ -127,11 +129,12 @@ function costsChild({ part }: { part: string }): Record<string, number> {
       // K sends of a message of another kind, then K plain receives: the sends are timed.
       const memory = new ArrayBuffer(SIZE);
       const bytes = new Uint8Array(memory);
-      const kinds: Record<string, ArrayBufferView | ArrayBuffer> = {
+      const kinds: Record<string, ArrayBufferView | ArrayBuffer | string> = {
         send_buffer: Buffer.from(memory),
         send_dataview: new DataView(memory),
         send_arraybuffer: memory,
         send_int32array: new Int32Array(memory),
+        send_string: "x".repeat(SIZE), // sent as its UTF-8, 64 bytes
       };
       const sent = kinds[part];
       if (sent === undefined) throw new Error(`no part ${part}`);
@@ -243,7 +246,7 @@ export const hotpath: Scenario = {
     `until all B are in, ${K} / B times a block, per message sent and received, B in ` +
     `${SMALL_BATCHES.join(", ")} (each in a process of its own); send of a message of ` +
     "another kind over the same 64 bytes (a Node.js Buffer, a DataView, the ArrayBuffer, an " +
-    "Int32Array; each in a process of its own). " +
+    "Int32Array) and of a 64-character string (each in a process of its own). " +
     "Pieces, each timed alone as a loop of " +
     `${K} like the calls, in interleaved blocks of about 10 ms, ns per iteration (empty_loop: ` +
     "the loop alone): performance.now(), Atomics.load and Atomics.store on an Int32Array, a " +
