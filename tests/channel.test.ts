@@ -4081,6 +4081,109 @@ test("a string is sent as its UTF-8 whatever its length and characters, while an
   }
 });
 
+test("getters a script puts on Uint8Array.prototype, Int32Array.prototype or Map.prototype change nothing a send or a receive does with its own arrays and maps", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx } = watched;
+  let armed: (() => void) | undefined;
+  const patched: [object, string, PropertyDescriptor | undefined][] = [];
+  /** Puts a getter for `name` on `proto` that runs `armed` (once), then lies or tells the truth. */
+  const patch = (proto: object, name: string, lie: (real: unknown) => unknown) => {
+    patched.push([proto, name, Object.getOwnPropertyDescriptor(proto, name)]);
+    const real = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(proto), name)?.get ??
+      Object.getOwnPropertyDescriptor(proto, name)!.get!;
+    Object.defineProperty(proto, name, {
+      configurable: true,
+      get() {
+        const run = armed;
+        armed = undefined;
+        run?.();
+        return run === undefined ? real.call(this) : lie(real.call(this));
+      },
+    });
+  };
+  const unpatch = () => {
+    for (const [proto, name, descriptor] of patched.splice(0).reverse()) {
+      if (descriptor === undefined) delete (proto as Record<string, unknown>)[name];
+      else Object.defineProperty(proto, name, descriptor);
+    }
+  };
+  try {
+    // A view that follows a resizable buffer, sent again: a `length` getter that grows the buffer
+    // on the next look sends the bytes the view holds once it returns.
+    const memory = new (ArrayBuffer as unknown as GrowableOf)(4, { maxByteLength: 16 });
+    const resize = (n: number) => (memory as unknown as { resize(n: number): void }).resize(n);
+    const grows = new Bytes(memory as ArrayBuffer);
+    grows.set([1, 2, 3, 4]);
+    tx.send(grows);
+    assert.deepEqual(rx.recv(), new Uint8Array([1, 2, 3, 4]));
+    patch(Uint8Array.prototype, "length", (n) => n);
+    let calls = 0;
+    armed = () => {
+      calls++;
+      resize(8);
+      grows.set([5, 6, 7, 8, 9, 10, 11, 12]);
+    };
+    tx.send(grows);
+    unpatch();
+    assert.deepEqual(rx.recv(), new Uint8Array([5, 6, 7, 8, 9, 10, 11, 12]), `${calls} look`);
+    // A receive looks at its maps through the engine: a `size` getter is never called.
+    patch(Map.prototype, "size", (n) => n);
+    let sizes = 0;
+    armed = () => sizes++;
+    tx.send(pattern(40, 1));
+    const into = new Uint8Array(64);
+    assert.equal(rx.recvInto(into), 40);
+    tx.send(pattern(40, 2));
+    assert.deepEqual(rx.recv(), pattern(40, 2));
+    unpatch();
+    assert.equal(sizes, 0, "Map.prototype.size was not called");
+    // recvMany's own arrays counted by the engine: lengths that lie do not reach native code,
+    // which would copy a run of many times its buffer's size there.
+    using big = channel(65536);
+    const [bigTx, bigRx] = [big.sender(), big.receiver()];
+    for (let i = 0; i < 1500; i++) bigTx.send(pattern(24, i));
+    patch(Object.getPrototypeOf(Int32Array.prototype), "length", (n) => (n as number) * 1024);
+    let lies = 0;
+    const lying = () => {
+      lies++;
+      armed = lying;
+    };
+    armed = lying;
+    const got: Uint8Array[] = [];
+    try {
+      let n = 0;
+      while (n < 1500) n += bigRx.recvMany((m) => void got.push(m.slice()), 0) ?? 0;
+    } finally {
+      armed = undefined;
+      unpatch();
+    }
+    for (let i = 0; i < 1500; i++) assert.deepEqual(got[i], pattern(24, i), `message ${i}`);
+    // A new target's words come from the engine's buffer and offset, whatever `buffer` says.
+    tx.send(pattern(32, 3));
+    const fresh = new Uint8Array(48);
+    patch(Object.getPrototypeOf(Uint8Array.prototype), "buffer", () => new ArrayBuffer(64));
+    let lied = 0;
+    const lieAgain = () => {
+      lied++;
+      armed = lieAgain;
+    };
+    armed = lieAgain;
+    let took: number | null;
+    try {
+      took = rx.recvInto(fresh);
+    } finally {
+      armed = undefined;
+      unpatch();
+    }
+    assert.equal(took, 32);
+    assert.deepEqual(fresh.subarray(0, 32), pattern(32, 3), `${lied} lies told`);
+  } finally {
+    armed = undefined;
+    unpatch();
+  }
+  assertSound(watched);
+});
+
 test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

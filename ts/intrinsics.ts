@@ -21,6 +21,7 @@ const byteOffsetOf = getter(typedArray, "byteOffset")!;
 const byteLengthOf = getter(typedArray, "byteLength")!;
 const lengthOf = getter(typedArray, "length")!;
 const tagOf = Object.getOwnPropertyDescriptor(typedArray, Symbol.toStringTag)!.get!;
+const mapSizeOf = getter(Map.prototype, "size")!;
 const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
 const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
 const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
@@ -69,6 +70,15 @@ export function isUint8Array(value: unknown): value is Uint8Array {
  */
 export function typedArrayName(value: unknown): string | undefined {
   return tagOf.call(value);
+}
+
+/**
+ * How many entries a `Map` holds, from the engine's own `size` getter: a getter a script put on
+ * `Map.prototype` would run its code in the middle of a receive (after a target's room is
+ * counted, before native code writes it).
+ */
+export function mapSize(map: Map<unknown, unknown>): number {
+  return mapSizeOf.call(map);
 }
 
 /**

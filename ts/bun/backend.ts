@@ -19,7 +19,7 @@ import {
   processPlatform,
   wrongEntry,
 } from "../library.ts";
-import { bufferDetached, detachBuffer } from "../intrinsics.ts";
+import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
 import { loadNodeApi } from "../napi.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
@@ -107,7 +107,7 @@ export function loadBun(explicit?: string): Backend {
         take: (target, room) => s.sb_channel_take(region, takeAt, target, room),
         put: (message, length) => s.sb_channel_put(region, putAt, message, length),
         scanRun: (out, lens, max, small) =>
-          s.sb_channel_scan_run(region, takeAt, out, out.length, lens, max, small),
+          s.sb_channel_scan_run(region, takeAt, out, viewByteLength(out), lens, max, small),
         commitRun: (idx, lens, count) => s.sb_channel_commit_run(region, putAt, idx, lens, count),
         takeState,
         putState,

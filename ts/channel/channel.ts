@@ -23,10 +23,12 @@ import {
   isBuffer,
   isTypedArray,
   isView,
+  mapSize,
   viewBuffer,
   viewByteOffset,
   viewBytes,
   viewDetached,
+  viewLength,
   wordsView,
 } from "../intrinsics.ts";
 import { PUT_CAPACITY, PUT_CLOSED, PUT_FULL, PUT_SENT, TAKE_CAPACITY } from "../ffi.ts";
@@ -137,17 +139,6 @@ export type Message = ArrayBufferView | ArrayBuffer | string;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-/**
- * The engine's `encodeInto`, taken at load: a script that replaces it later would run in the
- * middle of a send.
- */
-const encodeInto = TextEncoder.prototype.encodeInto;
-/**
- * A sender writes the UTF-8 of a string of up to this many UTF-16 units into a buffer of its own
- * (at most 3 bytes each), where `encode` would make a new array for each: about 260 ns less per
- * 64-character string in Node.js and Deno (see `bench/README.md`).
- */
-const SHORT_TEXT = 256;
 /**
  * The longest message a receiver decodes out of its kept copy buffer; a longer one is copied
  * into a buffer of its own, so that one long text does not keep its size allocated.
@@ -699,13 +690,6 @@ export class ChannelSender implements Disposable {
   /** What {@linkcode #knownFrom} is (`VIEWED_NONE`: nothing kept). */
   #knownKind: Viewed = VIEWED_NONE;
   /**
-   * The UTF-8 of the last short string sent ({@linkcode SHORT_TEXT}), and a view of its first
-   * `n` bytes at index `n`, made once per length. Valid until the next send of this sender:
-   * sends of one sender never overlap (an async one holds `#busy`).
-   */
-  #text: Uint8Array | undefined;
-  #textViews: (Uint8Array | undefined)[] = [];
-  /**
    * The message {@linkcode #words} are of: an array sent again (a buffer the caller fills and
    * sends, over and over) is copied into the ring word by word, as a receiver copies into its
    * `recvInto` target (see `SMALL_COPY`).
@@ -1007,16 +991,18 @@ export class ChannelSender implements Disposable {
     // The array of the last send was a plain one (its type never changes): no need to look again.
     const known = this.#known;
     const from = this.#knownFrom;
-    const bytes = known !== undefined &&
-        (message === known ||
-          (from !== undefined && message === from && sameSpan(from, this.#knownKind, known)))
-      ? known
-      : typeof message === "string" && message.length <= SHORT_TEXT
-      ? this.#encode(message)
+    // The caller's view or buffer met last time, spanning the same bytes: `spanned` of them, as
+    // counted there (a second count could run a getter a script put on the prototype, between
+    // the check of the caller's array and the count).
+    const spanned = known !== undefined && from !== undefined && message === from
+      ? sameSpan(from, this.#knownKind, known)
+      : -1;
+    const bytes = spanned >= 0 || (known !== undefined && message === known)
+      ? known!
       : bytesOf(message, what, index);
     let len: number;
     try {
-      len = quickByteCount(bytes, this.#known);
+      len = spanned >= 0 ? spanned : quickByteCount(bytes, this.#known);
     } catch (error) {
       // A lookalike whose own properties passed `plainBytes`.
       throw check.lookalikeError(
@@ -1049,14 +1035,6 @@ export class ChannelSender implements Disposable {
     }
     this.#len = len;
     return bytes;
-  }
-
-  /** The UTF-8 of `text` (of at most {@linkcode SHORT_TEXT} units) in this sender's own buffer. */
-  #encode(text: string): Uint8Array {
-    const buffer = this.#text ??= new Uint8Array(3 * SHORT_TEXT);
-    // Whole: a unit takes at most 3 bytes (a pair of surrogates 4, for two units).
-    const { written } = encodeInto.call(encoder, text, buffer);
-    return this.#textViews[written] ??= new Uint8Array(buffer.buffer, 0, written);
   }
 
   /** The hot path: one record with room now, for the `len` bytes of `bytes`. */
@@ -1477,7 +1455,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     // Dead senders its predecessor found: it would have failed once the ring was empty with no
     // sender alive, and so does this one.
-    this.#bereaved = this.#orphans.size !== 0;
+    this.#bereaved = mapSize(this.#orphans) !== 0;
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }
@@ -1561,9 +1539,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // #target is plain already (an array's type never changes).
     let from: Uint8Array | undefined;
     const own = this.#target;
+    // A `Buffer` given again spanning the bytes it had: their count (see `#start`), else -1.
+    const spanned = target !== own && target === this.#targetFrom
+      ? sameSpan(target, this.#targetKind, own!)
+      : -1;
     if (target !== own) {
-      if (target === this.#targetFrom && sameSpan(target, this.#targetKind, own!)) {
-        target = own!; // a `Buffer` given again, with the bytes it had
+      if (spanned >= 0) {
+        target = own!;
       } else {
         // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
         if (!isTypedArray(target)) {
@@ -1576,7 +1558,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
     }
     // #target was counted by the engine's getter before (it is a real typed array).
-    const room = quickByteCount(target, own);
+    const room = spanned >= 0 ? spanned : quickByteCount(target, own);
     if (target !== own) {
       this.#adopt(target, room);
       this.#targetKind = viewedFrom(from, target);
@@ -1660,7 +1642,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           this.#lookBusy();
           look = count + this.#countdown;
         }
-        if (this.#partial.size === 0 && this.#orphans.size === 0) {
+        if (mapSize(this.#partial) === 0 && mapSize(this.#orphans) === 0) {
           const idx = consumer.peek();
           if (idx >= 0 && (consumer.word & L.REC_KINDS) === 0) {
             const start = L.OFF_DATA + idx + 8;
@@ -1926,7 +1908,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * pending; else -1 (nothing taken).
    */
   #takeSimple(target: Uint8Array, room: number): number {
-    if (this.#partial.size !== 0 || this.#orphans.size !== 0) return -1;
+    if (mapSize(this.#partial) !== 0 || mapSize(this.#orphans) !== 0) return -1;
     const consumer = this.#consumer;
     const { take, takeState } = this.#ring.parking;
     if (take !== undefined) {
@@ -2022,7 +2004,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       takeState!,
       copy,
       lens,
-      Math.min(max, lens.length),
+      Math.min(max, viewLength(lens)),
       SMALL_COPY,
     );
     if (n <= 0) {
@@ -2083,9 +2065,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#targetWords = undefined;
     if (room < 4) return; // no whole word (or a detached buffer, which has no bytes to view)
     const own = freshView(target);
-    if ((own.byteOffset & 3) === 0) {
-      this.#targetWords = wordsView(own.buffer, own.byteOffset, room >> 2);
-    }
+    const offset = viewByteOffset(own);
+    if ((offset & 3) === 0) this.#targetWords = wordsView(viewBuffer(own), offset, room >> 2);
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
@@ -2106,7 +2087,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const { take, takeState } = this.#ring.parking;
     if (
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
-      this.#busy || this.#inBatch || this.#partial.size !== 0 || this.#orphans.size !== 0
+      this.#busy || this.#inBatch || mapSize(this.#partial) !== 0 || mapSize(this.#orphans) !== 0
     ) return undefined;
     timeoutOf(timeoutMs);
     const consumer = this.#consumer;
@@ -2143,7 +2124,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         this.#stalled = true;
         return undefined;
       }
-      if (this.#orphans.size !== 0) this.#settleOrphans();
+      if (mapSize(this.#orphans) !== 0) this.#settleOrphans();
       if (idx === END) {
         consumer.publish(true);
         // A sender ended the stream in the middle of another's message: never completed.

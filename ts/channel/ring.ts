@@ -127,30 +127,32 @@ export const VIEWED_DATA_VIEW = 3;
 export const VIEWED_BUFFER = 4;
 
 /**
- * Whether `from` (of the kind `kind`, see {@linkcode Viewed}) still spans the bytes of `own`, the
- * plain view an endpoint made of it at an earlier call, so that `own` can stand for it again
- * without a new view. A view's buffer and offset never change; its length can (a view that
- * follows a resizable buffer, one out of its bounds, one detached), while `own`, of fixed length,
- * only drops to 0 (and a view made of a whole `ArrayBuffer` follows it). `own` and a `Uint8Array`
- * are counted as {@linkcode quickByteCount} counts, by their elements, which are their own; the
- * others by the engine's getters. No code of the caller's runs, and a `length` that lies only
- * makes the answer false.
+ * How many bytes `own`, the plain view an endpoint made of `from` (of the kind `kind`, see
+ * {@linkcode Viewed}) at an earlier call, spans when `from` still spans the same bytes, so that
+ * `own` can stand for it again without a new view; else -1. A view's buffer and offset never
+ * change; its length can (a view that follows a resizable buffer, one out of its bounds, one
+ * detached), while `own`, of fixed length, only drops to 0 (and a view made of a whole
+ * `ArrayBuffer` follows it). `own` and a `Uint8Array` are counted as {@linkcode quickByteCount}
+ * counts, by their elements, which are their own; the others by the engine's getters. No code
+ * of the caller's runs after `own.length` is read (a getter a script put on the prototype runs
+ * there, before anything is checked), and a `length` that lies only makes the answer -1.
  */
-export function sameSpan(from: object, kind: Viewed, own: Uint8Array): boolean {
-  if (kind === VIEWED_BUFFER) return true;
+export function sameSpan(from: object, kind: Viewed, own: Uint8Array): number {
+  if (kind === VIEWED_BUFFER) return viewLength(own);
   const n = own.length;
   if (typeof n !== "number" || own[n] !== undefined || (n !== 0 && own[n - 1] === undefined)) {
-    return false;
+    return -1;
   }
+  const count = n + 0; // -0 is 0
   if (kind === VIEWED_BYTES) {
     const bytes = from as Uint8Array;
-    return bytes[n] === undefined && (n === 0 || bytes[n - 1] !== undefined);
+    return bytes[n] === undefined && (n === 0 || bytes[n - 1] !== undefined) ? count : -1;
   }
-  if (kind === VIEWED_TYPED) return viewByteLength(from as ArrayBufferView) === n;
+  if (kind === VIEWED_TYPED) return viewByteLength(from as ArrayBufferView) === n ? count : -1;
   try {
-    return dataViewByteLength(from as DataView) === n;
+    return dataViewByteLength(from as DataView) === n ? count : -1;
   } catch {
-    return false; // detached, or out of the bounds of a resizable buffer that shrank
+    return -1; // detached, or out of the bounds of a resizable buffer that shrank
   }
 }
 
@@ -1259,8 +1261,9 @@ export class Producer {
         let len: number;
         try {
           message = messages[end];
-          // A `Buffer` too: its engine tag and length are read, never its own properties.
-          if (!plainBytes(message) && !isUint8Array(message)) break;
+          // A `Buffer` too, told by the engine's tag (which runs no code of the caller's; a
+          // lookalike that `plainBytes` lets through is refused by `byteCount`).
+          if (!isUint8Array(message) && !plainBytes(message)) break;
           len = byteCount(message); // throws if it is not really a typed array
         } catch {
           break; // the one-by-one path reads it again, and reports what threw

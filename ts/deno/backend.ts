@@ -198,7 +198,7 @@ export function loadDeno(explicit?: string): Backend {
         },
         // Once per run of messages: the plain call, which reads each array's address itself.
         scanRun: (out, lens, max, small) =>
-          s.sb_channel_scan_run(r, takeAt, out, out.length, lens, max, small),
+          s.sb_channel_scan_run(r, takeAt, out, viewByteLength(out), lens, max, small),
         commitRun: (idx, lens, count) => s.sb_channel_commit_run(r, putAt, idx, lens, count),
         takeState,
         putState,
