@@ -4184,6 +4184,37 @@ test("getters a script puts on Uint8Array.prototype, Int32Array.prototype or Map
   assertSound(watched);
 });
 
+test("a message longer than a record is sent in fragments without calling a set, subarray or length a script put on the typed arrays' prototype", () => {
+  using watched = watchedChannel(1024);
+  const { tx, rx } = watched;
+  const message = pattern(900, 1); // two records of at most 504 bytes
+  const proto = Object.getPrototypeOf(Uint8Array.prototype);
+  const saved = ["set", "subarray", "length"].map((name) =>
+    [name, Object.getOwnPropertyDescriptor(proto, name)!] as const
+  );
+  const calls: string[] = [];
+  for (const [name, descriptor] of saved) {
+    const real = descriptor.get ?? descriptor.value;
+    const spy = function (this: Uint8Array, ...args: unknown[]) {
+      if (this !== message) calls.push(name); // the caller's own array may be looked at
+      return real.apply(this, args);
+    };
+    Object.defineProperty(
+      proto,
+      name,
+      descriptor.get ? { ...descriptor, get: spy } : { ...descriptor, value: spy },
+    );
+  }
+  try {
+    tx.send(message);
+  } finally {
+    for (const [name, descriptor] of saved) Object.defineProperty(proto, name, descriptor);
+  }
+  assert.deepEqual(calls, [], "no prototype call on the library's own arrays");
+  assert.deepEqual(rx.recv(), message);
+  assertSound(watched);
+});
+
 test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

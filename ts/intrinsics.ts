@@ -99,6 +99,14 @@ export function wordsView(buffer: ArrayBufferLike, offset: number, length: numbe
   return new Words(buffer, offset, length);
 }
 
+/**
+ * A `Uint8Array` over the `length` bytes of `buffer` from byte `offset` on, made by the engine's
+ * `Uint8Array` (see {@linkcode wordsView}).
+ */
+export function bytesView(buffer: ArrayBufferLike, offset: number, length: number): Uint8Array {
+  return new Bytes(buffer, offset, length);
+}
+
 /** The ArrayBuffer a typed array views. */
 export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
   return bufferOf.call(view);

@@ -20,6 +20,7 @@ import {
 import * as check from "../validate.ts";
 import {
   bufferByteLength,
+  bytesView,
   isBuffer,
   isTypedArray,
   isView,
@@ -1090,15 +1091,19 @@ export class ChannelSender implements Disposable {
    */
   *#sendSteps(message: Uint8Array, timeout: number, sync: boolean): Generator<Park, void> {
     const deadline = deadlineAfter(timeout);
-    // A view of our own: `subarray` below is the engine's, whatever the caller's array defines
-    // (an empty one for a detached buffer, which has no bytes to view).
+    // A view of our own (an empty one for a detached buffer, which has no bytes to view), read
+    // only through the engine's own getters and calls, taken at load: between reserving a
+    // fragment's record and committing it no code of the caller's may run (a `set`, `subarray`
+    // or `length` put on a built-in prototype would, and could send through this sender).
     const bytes = freshView(message);
+    const buffer = viewBuffer(bytes);
+    const offset = viewByteOffset(bytes);
     if (this.#abortOwed) yield* this.#owedAbortSteps(deadline, sync);
     const max = this.#ring.maxRecord;
-    const total = bytes.length;
+    const total = viewLength(bytes);
     let sent = 0;
     do {
-      const len = Math.min(max, total - sent);
+      const len = total - sent < max ? total - sent : max;
       const kind = (sent + len < total ? L.REC_MORE : 0) | (sent > 0 ? L.REC_CONT : 0);
       let idx: number;
       try {
@@ -1108,14 +1113,16 @@ export class ChannelSender implements Disposable {
         if (sent > 0 && !this.#closed) this.#owe();
         throw err;
       }
-      if (bytes.length !== total) {
+      if (viewLength(bytes) !== total) {
         // The caller detached or shrank the message's buffer while this send waited for room
         // (a view out of bounds has no bytes): the record is given up, the message broken off.
         this.#producer.abandon(idx, len);
         if (sent > 0) this.#owe();
         throw new TypeError("send: the message's buffer was detached or resized during the send");
       }
-      this.#ring.bytes.set(bytes.subarray(sent, sent + len), L.OFF_DATA + idx + 8);
+      if (len !== 0) {
+        copyInto(this.#ring.bytes, bytesView(buffer, offset + sent, len), L.OFF_DATA + idx + 8);
+      }
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, kind)) {
         throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
