@@ -147,7 +147,8 @@ export function viewLength(view: ArrayBufferView): number {
 /**
  * A `Uint8Array` over the bytes a typed array or a `DataView` spans, as the engine has them (the
  * object's own `buffer`, `byteOffset` and `byteLength` may say otherwise); empty once its buffer
- * is detached, or while the view is out of the bounds of a resizable buffer. Throws a `TypeError` for anything else.
+ * is detached, or while the view is out of the bounds of a resizable buffer. Throws a
+ * `TypeError` for anything else.
  */
 export function viewBytes(view: ArrayBufferView): Uint8Array {
   // A typed array has a tag. A view without one is a DataView (or the getter below refuses it),

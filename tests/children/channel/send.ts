@@ -8,8 +8,8 @@
  * `sendMany` (with up to 15 messages after it, every other one a Node.js `Buffer`), chosen from
  * its sequence number; a message longer than one record goes through `send` or `sendAsync`
  * (fragmented). A `trySend` that finds the ring full counts as `full` and the message then goes
- * through `send`. With `<probe>` = `probe`, every
- * message is first offered to `trySend`, so `full` counts how often the ring was full.
+ * through `send`. With `<probe>` = `probe`, every message is first offered to `trySend`, so
+ * `full` counts how often the ring was full.
  *
  * With `<ctl>`, waits for the control segment's start flag after attaching. Prints `ready <pid>`,
  * then `result {producer, sent, hash, methods, full, elapsedMs}`, where `hash` is the running hash
