@@ -28,6 +28,7 @@ import {
   STEP_LIMIT,
 } from "../ts/channel/ring.ts";
 import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
+import { startWorker } from "./children/lib.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
 
@@ -4258,6 +4259,74 @@ test("sendMany sends each element's own bytes, whatever kind of array it is and 
   assert.equal(rx.tryRecv(), undefined, "nothing else");
   assertSound(watched);
 });
+
+for (
+  const [producers, batch] of [["one", false], ["one", true], ["many", false]] as const
+) {
+  test(
+    `a message that follows a growable SharedArrayBuffer, grown by another thread while it is sent${
+      batch ? " in a sendMany run" : ""
+    } (${
+      producers === "one" ? "one sender" : "many senders"
+    }), goes out whole as counted and writes nothing past its record`,
+    async () => {
+      // 8 bytes at a time by a Worker, each filled with 0xab: a copy that runs past a record
+      // writes 0xab into the next commit word, which the receiver reads as a corrupt record.
+      const max = 64 << 20;
+      const buffer = new (SharedArrayBuffer as unknown as new (
+        length: number,
+        options: { maxByteLength: number },
+      ) => SharedArrayBuffer)(64, { maxByteLength: max });
+      new Uint8Array(buffer).fill(0xab);
+      const stop = new SharedArrayBuffer(4);
+      const worker = await startWorker("channel/grow_worker.ts");
+      // Room for views that grew through a pause of the collector's.
+      using watched = watchedChannel(1 << 20, producers);
+      const { tx, rx } = watched;
+      let grewUnder = 0;
+      try {
+        assert.equal(await worker.ask({ buffer, stop }), 1);
+        const deadline = performance.now() + 1000;
+        const target = new Uint8Array(layout.maxRecord(1 << 20));
+        for (
+          let round = 0;
+          performance.now() < deadline && buffer.byteLength < max - 4096;
+          round++
+        ) {
+          // Views of the buffer's last 24 to 48 bytes, which follow its length.
+          const views = Array.from(
+            { length: batch ? 4 : 1 },
+            (_, i) => new Uint8Array(buffer, buffer.byteLength - 24 - 8 * i),
+          );
+          const counted = views.map((v) => v.length);
+          if (batch) assert.equal(tx.sendMany(views), views.length);
+          else tx.send(views[0]);
+          for (const [i, v] of views.entries()) {
+            const n = rx.recvInto(target, 0)!;
+            // What was sent: at least what the view had before the send, at most what it has now.
+            assert.ok(n >= counted[i] && n <= v.length, `round ${round}: ${n} bytes`);
+            if (v.length > n) grewUnder++;
+            for (let j = 0; j < n; j++) {
+              // Each grown byte is filled right after the growth: 0 or 0xab.
+              if (target[j] !== 0xab && target[j] !== 0) assert.fail(`round ${round}: byte ${j}`);
+            }
+          }
+          assert.equal(rx.tryRecv(), undefined, `round ${round}: nothing past the messages`);
+        }
+      } finally {
+        Atomics.store(new Int32Array(stop), 0, 1);
+        await worker.ask({});
+        worker.stop();
+      }
+      assert.ok(grewUnder > 0, "the Worker grew a message while it was sent");
+      // Everything received: the ring is all zeros again (a skip record's payload must be zero).
+      const data = watched.words.subarray(layout.OFF_DATA >> 2);
+      const dirty = data.findIndex((w) => w !== 0);
+      assert.equal(dirty, -1, `word ${dirty} of the data area is not zero`);
+      assertSound(watched);
+    },
+  );
+}
 
 /**
  * A ring in a plain buffer of this process, with no peers; `words` views its whole region.

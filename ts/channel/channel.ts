@@ -25,6 +25,7 @@ import {
   isTypedArray,
   isView,
   mapSize,
+  mayGrow,
   viewBuffer,
   viewByteOffset,
   viewBytes,
@@ -178,6 +179,14 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   throw new TypeError(
     `${messageLabel(what, index)} must be ${MESSAGE_KINDS}, got ${check.describe(message)}`,
   );
+}
+
+/**
+ * The first `len` bytes of the typed array `bytes`, as it was counted, through a view of that
+ * length made by the engine's constructor (it may have grown since).
+ */
+function countedView(bytes: Uint8Array, len: number): Uint8Array {
+  return bytesView(viewBuffer(bytes), viewByteOffset(bytes), len);
 }
 
 /**
@@ -701,6 +710,13 @@ export class ChannelSender implements Disposable {
    * is made for an array sent once), null when it is not 4-byte aligned.
    */
   #words: Int32Array | null | undefined;
+  /**
+   * An array {@linkcode #copyOut} copies whole, with `set`: one that cannot grow while it is
+   * copied (a view of our own, or an array looked at by `mayGrow`).
+   */
+  #fixed: Uint8Array | undefined;
+  /** The array {@linkcode #copyOut} copied last, looked at by `mayGrow` when it comes again. */
+  #copied: Uint8Array | undefined;
   /** Inside a sendMany run, whose records are reserved but not all written. */
   #inRun = false;
   /** What this thread's receiver of the channel sees of this sender (see local.ts). */
@@ -1013,6 +1029,9 @@ export class ChannelSender implements Disposable {
       );
     }
     if (bytes !== known) {
+      // A view or an encoding of our own, of fixed length (or following an `ArrayBuffer`, which
+      // only this thread can resize): it never grows while it is copied.
+      if (bytes !== message) this.#fixed = bytes;
       this.#known = bytes;
       this.#knownKind = viewedFrom(message, bytes);
       this.#knownFrom = this.#knownKind === VIEWED_NONE ? undefined : message as object;
@@ -1059,11 +1078,56 @@ export class ChannelSender implements Disposable {
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
-    if (len !== 0) copyInto(this.#ring.bytes, bytes, L.OFF_DATA + idx + 8);
+    if (len !== 0) this.#copyOut(bytes, idx, len);
     if (!this.#producer.commit(idx, len, 0)) {
       throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
     }
     return true;
+  }
+
+  /**
+   * Copies the `len` bytes of `bytes` (a real typed array, as `#start` counted it) into the
+   * record reserved at `idx`. `set` counts its source again, and a view that follows a growable
+   * `SharedArrayBuffer` may have grown since (another thread grows it at any moment): copied
+   * whole into the ring, it would run past the record, over free space (which the receiver then
+   * reads as a corrupt record), records not read yet or another sender's. An array not known
+   * not to grow (when it comes again, `mayGrow` looks at its buffer, once per array, as
+   * `#wordsOf` does) is copied whole only where everything after the record is free space to
+   * the end of the data area (where `ring.bytes` ends, and `set` throws before it copies past
+   * it): what a grown one wrote there is zeroed before the commit. Elsewhere it is copied into
+   * a view of the record alone (an allocation, some 20 ns).
+   */
+  #copyOut(bytes: Uint8Array, idx: number, len: number): void {
+    const at = L.OFF_DATA + idx + 8;
+    const ring = this.#ring;
+    if (bytes !== this.#fixed) {
+      const again = bytes === this.#copied;
+      this.#copied = bytes;
+      if (!again || mayGrow(bytes)) {
+        const producer = this.#producer;
+        if (producer.freeAfter(idx, len)) {
+          try {
+            copyInto(ring.bytes, bytes, at);
+          } catch {
+            copyInto(ring.bytes, countedView(bytes, len), at); // grown past the end: none copied
+            return;
+          }
+          // Grown (its elements are its own; it cannot shrink here): the record holds its first
+          // `len` bytes, as counted.
+          if (bytes[len] !== undefined) producer.clearAfter(idx, len);
+          return;
+        }
+        const record = bytesView(ring.buffer, at, len);
+        try {
+          copyInto(record, bytes);
+        } catch {
+          copyInto(record, countedView(bytes, len)); // grown: `set` threw before it copied
+        }
+        return;
+      }
+      this.#fixed = bytes;
+    }
+    copyInto(ring.bytes, bytes, at);
   }
 
   /**

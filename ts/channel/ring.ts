@@ -11,6 +11,7 @@
 
 import { errorOf, type SharedMemoryError } from "../errors.ts";
 import {
+  bytesView,
   dataViewByteLength,
   isUint8Array,
   isView,
@@ -58,6 +59,12 @@ const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
  * the run.
  */
 const setPrototypeOf = Object.setPrototypeOf;
+const fillOf = Object.getPrototypeOf(Uint8Array.prototype).fill as (
+  this: Uint8Array,
+  value: number,
+  start: number,
+  end: number,
+) => Uint8Array;
 const Int32 = Int32Array;
 
 /** An empty array without a prototype. */
@@ -1300,9 +1307,14 @@ export class Producer {
     const native = n >= (r.parking.commitRunMin ?? NATIVE_RUN_MIN)
       ? r.parking.commitRun
       : undefined;
-    const data = r.bytes;
     const stop = idx + bytes;
+    // `set` counts each message again, and one that follows a growable SharedArrayBuffer may
+    // have grown since it was counted above (another thread grows it at any moment): copied
+    // whole, it runs past its record. So into a view that ends with the run (an allocation per
+    // run, none where the run ends the data area, as `r.bytes` does).
+    const data = stop === r.capacity ? r.bytes : bytesView(r.buffer, 0, L.OFF_DATA + stop);
     let closed = false;
+    let clean = true;
     let at = idx;
     let k = 0;
     for (; k < n; k++) {
@@ -1310,23 +1322,29 @@ export class Producer {
       picked[k] = undefined;
       const len = lens[k];
       const span = L.recordSpan(len);
-      // A later element's getter detached, shrank or grew this one's buffer: it is left to the
-      // one-by-one path, and the run's rest becomes skip records. The message is a real typed
-      // array (counted by the engine's getter above), whose elements are its own: it still holds
-      // `len` bytes exactly when element `len - 1` exists and element `len` does not.
-      if (
-        at + span > stop || message[len] !== undefined ||
-        (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
-      ) break;
+      if (at + span > stop) break;
       this.#mark(at, span);
       if (len !== 0) {
-        // Another thread may grow a message over a growable SharedArrayBuffer after the check
-        // above: `set` then finds it too long for what is left of the region, and throws.
         try {
           copyInto(data, message, L.OFF_DATA + at + 8);
         } catch {
-          break;
+          break; // detached, or grown past the run: `set` threw before it copied anything
         }
+      }
+      // A later element's getter detached, shrank or grew this one's buffer, or another thread
+      // grew it (a view that follows a growable SharedArrayBuffer) before `set` counted it: it
+      // is left to the one-by-one path, and the run's rest becomes skip records. The message is
+      // a real typed array (counted by the engine's getter above), whose elements are its own:
+      // it held `len` bytes exactly when element `len - 1` exists and element `len` does not
+      // (it cannot have shrunk since: no code of the caller's runs here, and no thread can
+      // shrink a SharedArrayBuffer). Looked at after the copy, which may have written past this
+      // record, over the run's next records (never past the run, which `data` ends).
+      if (
+        message[len] !== undefined ||
+        (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
+      ) {
+        clean = false;
+        break;
       }
       if (native === undefined) {
         Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
@@ -1335,6 +1353,10 @@ export class Producer {
       at += span;
     }
     this.#forget(k, n);
+    // What the copy wrote from `at` on is zeroed before anything there is committed (a skip
+    // record's payload is zero: the receiver clears only its commit word), and before the
+    // records before it are (the receiver waits at a zero word).
+    if (!clean) fillOf.call(data, 0, L.OFF_DATA + at, L.OFF_DATA + stop);
     // Whether the receiver is still to be woken (and its close looked for) after the last store.
     let wake = true;
     if (native !== undefined && k !== 0) {
@@ -1349,16 +1371,48 @@ export class Producer {
         }
       }
     }
-    // A skip record's length has 27 bits (`REC_LEN_MASK`): one spans at most half the ring.
-    for (let span = 0; at < stop; at += span) {
-      span = stop - at < r.capacity / 2 ? stop - at : r.capacity / 2; // not a global `Math.min`
-      this.#commitSkip(at, span);
+    if (at < stop) {
+      this.#skipRun(at, stop);
       wake = true;
     }
     if (((wake && r.wakeConsumer()) || closed) && !this.#consumedBeforeClose(this.#tail)) {
       throw r.closedError(`ChannelSender.${this.call}`);
     }
     return from + k;
+  }
+
+  /**
+   * Whether, in a channel of one sender, the data area from the end of the record of `len`
+   * bytes just reserved at `idx` to the end of the area is free, as far as this sender has seen
+   * (`head` only moves on; read again if what was seen says no): nobody reads there before
+   * this record is committed.
+   */
+  freeAfter(idx: number, len: number): boolean {
+    const r = this.#r;
+    if (r.mode !== L.MODE_SPSC) return false;
+    const end = idx + L.recordSpan(len);
+    if (((this.#tail - this.headSeen) & L.POS_MASK) <= end) return true;
+    this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK; // a plain load on x86 and ARM64
+    return ((this.#tail - this.headSeen) & L.POS_MASK) <= end;
+  }
+
+  /**
+   * Zeroes the data area from the end of the `len` bytes of the record at `idx` to the end of
+   * the area, where {@linkcode freeAfter} said it is free: free space is zero.
+   */
+  clearAfter(idx: number, len: number): void {
+    const r = this.#r;
+    fillOf.call(r.bytes, 0, L.OFF_DATA + idx + 8 + len, L.OFF_DATA + r.capacity);
+  }
+
+  /** Commits the data indices `at..stop` of a run as skip records: the run broke off there. */
+  #skipRun(at: number, stop: number): void {
+    const half = this.#r.capacity / 2;
+    // A skip record's length has 27 bits (`REC_LEN_MASK`): one spans at most half the ring.
+    for (let span = 0; at < stop; at += span) {
+      span = stop - at < half ? stop - at : half; // not a global `Math.min`
+      this.#commitSkip(at, span);
+    }
   }
 
   /**

@@ -10,16 +10,11 @@
  * @module
  */
 
+import { onMessage, reply } from "../worker.ts";
+
 type Message = { buffer?: ArrayBuffer; read?: number; write?: number; value?: number };
 
 let kept: ArrayBuffer | undefined;
-const node = !("Deno" in globalThis) && !("Bun" in globalThis);
-const port = node ? (await import("node:worker_threads")).parentPort! : undefined;
-const scope = globalThis as unknown as {
-  onmessage: (e: MessageEvent) => void;
-  postMessage: (message: unknown) => void;
-};
-const reply = (message: unknown) => port ? port.postMessage(message) : scope.postMessage(message);
 
 function answer(m: Message): void {
   if (m.buffer) {
@@ -33,5 +28,4 @@ function answer(m: Message): void {
   }
 }
 
-if (port) port.on("message", answer);
-else scope.onmessage = (e: MessageEvent) => answer(e.data as Message);
+onMessage((m) => answer(m as Message));
