@@ -4082,6 +4082,69 @@ test("a string is sent as its UTF-8 whatever its length and characters, while an
   }
 });
 
+test("a string sent while code of the caller's sends another through the same sender before the first is copied goes out as it was", () => {
+  using ch = channel(65536);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  // Code of the caller's that runs inside a send, after the string is encoded and before it is
+  // copied into the ring: a replaced built-in the library does not take at load, or a getter.
+  const hooks: [string, (nest: () => void) => () => void][] = [
+    ["Math.ceil", (nest) => {
+      const own = Math.ceil;
+      Math.ceil = (x: number) => (nest(), own(x));
+      return () => void (Math.ceil = own);
+    }],
+    ["Atomics.load", (nest) => {
+      const own = Atomics.load;
+      Atomics.load = ((a: Int32Array, i: number) => (nest(), own(a, i))) as typeof Atomics.load;
+      return () => void (Atomics.load = own);
+    }],
+    ["Uint8Array.prototype.length", (nest) => {
+      const proto = Object.getPrototypeOf(Uint8Array.prototype);
+      const own = Object.getOwnPropertyDescriptor(proto, "length")!;
+      Object.defineProperty(Uint8Array.prototype, "length", {
+        configurable: true,
+        get() {
+          nest();
+          return own.get!.call(this);
+        },
+      });
+      return () => void delete (Uint8Array.prototype as { length?: number }).length;
+    }],
+    ["Object.prototype.put", (nest) => {
+      Object.defineProperty(Object.prototype, "put", {
+        configurable: true,
+        get() {
+          nest();
+          return undefined;
+        },
+      });
+      return () => void delete (Object.prototype as { put?: unknown }).put;
+    }],
+  ];
+  for (const [i, [name, hook]] of hooks.entries()) {
+    const outer = `outer ${i} ${"o".repeat(60)}`;
+    const nested = `inner ${i} ${"n".repeat(60)}`; // as long: the same view of the same buffer
+    tx.send(outer); // the view of that length is made and kept
+    assert.equal(rx.recvText(0), outer);
+    let nests = 0;
+    const undo = hook(() => {
+      if (nests++ === 0) tx.send(nested);
+    });
+    try {
+      tx.send(outer, 5000);
+    } finally {
+      undo();
+    }
+    // In the order their records were reserved, which depends on where the code ran.
+    const got = [rx.recvText(0), nests > 0 ? rx.recvText(0) : rx.tryRecv()];
+    if (nests > 0) assert.deepEqual(got.sort(), [nested, outer].sort(), name);
+    else assert.deepEqual(got, [outer, undefined], `${name} (not called in this runtime)`);
+  }
+  tx.send("after");
+  assert.equal(rx.recvText(0), "after");
+});
+
 test("getters a script puts on Uint8Array.prototype, Int32Array.prototype or Map.prototype change nothing a send or a receive does with its own arrays and maps", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;
