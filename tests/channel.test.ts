@@ -4145,6 +4145,35 @@ test("a string sent while code of the caller's sends another through the same se
   assert.equal(rx.recvText(0), "after");
 });
 
+test("native calls a script puts on Object.prototype under the names the library looks up are never called", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const names = ["take", "put", "scanRun", "commitRun", "takeState", "putState"];
+  const called: string[] = [];
+  for (const name of names) {
+    Object.defineProperty(Object.prototype, name, {
+      configurable: true,
+      writable: true,
+      value: () => (called.push(name), 5),
+    });
+  }
+  try {
+    const target = new Uint8Array(64);
+    assert.throws(() => rx.recvInto(target, 0), code("ETIMEDOUT"), "nothing, whatever `take` says");
+    tx.send(pattern(20, 1));
+    assert.equal(rx.recvInto(target, 0), 20);
+    const batch = Array.from({ length: 40 }, (_, i) => pattern(8 + i, i));
+    assert.equal(tx.sendMany(batch), batch.length);
+    const got: Uint8Array[] = [];
+    rx.recvMany((m) => void got.push(m.slice()), 0);
+    assert.deepEqual(got, batch);
+  } finally {
+    for (const name of names) delete (Object.prototype as Record<string, unknown>)[name];
+  }
+  assert.deepEqual(called, []);
+});
+
 test("getters a script puts on Uint8Array.prototype, Int32Array.prototype or Map.prototype change nothing a send or a receive does with its own arrays and maps", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

@@ -412,6 +412,16 @@ export class Channel implements Disposable {
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
       alive: (other) => other > 0 && b.processAlive(other),
       pidNamespace: b.pidNamespace,
+      // Own properties from the start, set below where the runtime has them: one shape, and a
+      // property a script puts on `Object.prototype` (`put`, `take`) is never read in their place.
+      take: undefined,
+      takeState: undefined,
+      put: undefined,
+      putState: undefined,
+      scanRun: undefined,
+      scanRunMin: undefined,
+      commitRun: undefined,
+      commitRunMin: undefined,
     };
     const calls = b.channelCalls(b.address(base));
     // The mapping is checked right before each call: close() releases it.
