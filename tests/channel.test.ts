@@ -4145,6 +4145,36 @@ test("a string sent while code of the caller's sends another through the same se
   assert.equal(rx.recvText(0), "after");
 });
 
+test("Atomics functions a script replaces after the library loaded are never called by a send or a receive", async () => {
+  for (const producers of ["one", "many"] as const) {
+    using ch = channel(4096, producers);
+    const tx = ch.sender();
+    const rx = ch.receiver();
+    const names = ["load", "store", "add", "compareExchange", "exchange", "or"] as const;
+    const atomics = Atomics as unknown as Record<string, unknown>;
+    const own = names.map((name) => atomics[name]);
+    const called: string[] = [];
+    for (const name of names) atomics[name] = () => void called.push(name);
+    try {
+      const target = new Uint8Array(256);
+      tx.send(pattern(20, 1));
+      assert.equal(rx.recvInto(target, 0), 20);
+      assert.equal(tx.trySend("text"), true);
+      assert.equal(rx.recvText(0), "text");
+      const batch = Array.from({ length: 40 }, (_, i) => pattern(8 + i, i));
+      assert.equal(tx.sendMany(batch), batch.length);
+      const got: Uint8Array[] = [];
+      while (got.length < batch.length) rx.recvMany((m) => void got.push(m.slice()), 0);
+      assert.deepEqual(got, batch);
+      await tx.sendAsync(pattern(300, 2));
+      assert.deepEqual(await rx.recvAsync(0), pattern(300, 2));
+    } finally {
+      names.forEach((name, i) => atomics[name] = own[i]);
+    }
+    assert.deepEqual(called, [], producers);
+  }
+});
+
 test("native calls a script puts on Object.prototype under the names the library looks up are never called", () => {
   using ch = channel(4096);
   const tx = ch.sender();

@@ -17,6 +17,12 @@ import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./
 import { Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
+/**
+ * The `Atomics` functions this module calls, taken at load: a script that replaces one later would
+ * run in the middle of a send or a receive (between moving `tail` and a commit, say).
+ */
+const { load: atomicLoad } = Atomics;
+
 /** How a wait ended, as `Atomics.wait` reports it. */
 export type WaitResult = "ok" | "not-equal" | "timed-out";
 
@@ -285,13 +291,13 @@ function waitAdaptive(
   value: number,
   ns: number,
 ): WaitResult {
-  if (Atomics.load(words, index) >>> 0 !== value) return "not-equal";
+  if (atomicLoad(words, index) >>> 0 !== value) return "not-equal";
   if (ns === 0) return "timed-out";
   // Without a timeout, a wait that parks at once reads no clock.
   const start = spinner.start(ns > 0);
   const deadline = ns < 0 ? Infinity : start + ns / 1e6;
   while (spinner.keepSpinning()) {
-    if (Atomics.load(words, index) >>> 0 !== value) {
+    if (atomicLoad(words, index) >>> 0 !== value) {
       spinner.end(true);
       return "ok";
     }

@@ -77,6 +77,12 @@ import {
   viewedFrom,
 } from "./ring.ts";
 
+/**
+ * The `Atomics` functions this module calls, taken at load: a script that replaces one later would
+ * run in the middle of a send or a receive (between moving `tail` and a commit, say).
+ */
+const { exchange: atomicExchange, load: atomicLoad, or: atomicOr } = Atomics;
+
 /** Options for {@linkcode Channel.create}. */
 export interface ChannelOptions {
   /**
@@ -1007,7 +1013,7 @@ export class ChannelSender implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#dropReservation();
-    Atomics.or(this.#ring.i32, L.OFF_TAIL >> 2, L.TAIL_CLOSED | 0);
+    atomicOr(this.#ring.i32, L.OFF_TAIL >> 2, L.TAIL_CLOSED | 0);
     this.#leave();
     this.#ring.wakeConsumer();
     this.#ring.wakeProducers();
@@ -1349,7 +1355,7 @@ export class ChannelSender implements Disposable {
         }
         nextCheck = now + peerCheckMs;
       }
-      Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
+      atomicExchange(r.i32, L.OFF_TX_WAITING >> 2, 1);
       if (!producer.shouldWake()) {
         spinner.parking();
         yield {
@@ -1364,7 +1370,7 @@ export class ChannelSender implements Disposable {
         // taking it first, or a peer writing `head`).
         spinner.refresh();
       }
-      if (r.mode === L.MODE_SPSC) Atomics.exchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
+      if (r.mode === L.MODE_SPSC) atomicExchange(r.i32, L.OFF_TX_WAITING >> 2, 0);
     }
   }
 }
@@ -2485,10 +2491,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           throw this.#ring.error("ETIMEDOUT", `ChannelReceiver.${what}`, "no message in time");
         }
         if (!sync) {
-          Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
+          atomicExchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
           yield { offset: L.OFF_RX_WAITING, ns: 1 };
           if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
-          Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+          atomicExchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
         }
         continue;
       }
@@ -2509,7 +2515,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         this.#checkSenders(state, what);
         continue;
       }
-      Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
+      atomicExchange(r.i32, L.OFF_RX_WAITING >> 2, 1);
       const again = consumer.peek();
       if (again === state) {
         spinner.parking();
@@ -2524,7 +2530,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         spinner.refresh();
       }
       if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
-      Atomics.exchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
+      atomicExchange(r.i32, L.OFF_RX_WAITING >> 2, 0);
     }
   }
 
@@ -2641,9 +2647,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // found the sender dead (its records all lie before this position) and before the reclaim
       // (a sender taking the slot reserves after it). Loaded before the probe, it missed a record
       // reserved between the two by a sender killed right after.
-      const end = held
-        ? this.#orphans.get(key)!
-        : Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      const end = held ? this.#orphans.get(key)! : atomicLoad(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       // In the region first, for a receiver that takes over from this one (see `orphans` in
       // layout.rs). Entries this receiver did not write are a peer's: with every entry taken,
       // those go.
@@ -2692,7 +2696,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const span = consumer.reservedSpan;
       const mark = L.markWord(slot, span);
       // Loaded after the mark: it covers every record marked by then.
-      const tail = Atomics.load(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      const tail = atomicLoad(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
       const pastTail = span > ((tail - consumer.head) & L.POS_MASK);
       const checks = this.#stuckAt === consumer.head ? this.#stuckChecks + 1 : 1;
       this.#stuckAt = -1;

@@ -16,6 +16,12 @@ import { backend } from "../backend.ts";
 import * as L from "./layout.ts";
 import type { Ring } from "./ring.ts";
 
+/**
+ * The `Atomics` functions this module calls, taken at load: a script that replaces one later would
+ * run in the middle of a send or a receive (between moving `tail` and a commit, say).
+ */
+const { compareExchange: atomicCompareExchange, load: atomicLoad } = Atomics;
+
 /** A receiver of this thread, as this thread's senders see it. */
 export interface LocalReceiver {
   /** Inside one of its synchronous calls: a recvMany callback, or a listener while a receive waits. */
@@ -153,13 +159,13 @@ function sameRegion(a: Ring, b: Ring): boolean {
   if (a.capacity !== b.capacity || a.mode !== b.mode) return false;
   for (let round = 0; round < 16; round++) {
     const token = (Math.random() * 0x1_0000_0000) | 0 || 1;
-    const held = Atomics.compareExchange(a.i32, PROBE, 0, token);
+    const held = atomicCompareExchange(a.i32, PROBE, 0, token);
     if (held === 0) {
-      const seen = Atomics.load(b.i32, PROBE);
-      Atomics.compareExchange(a.i32, PROBE, token, 0);
+      const seen = atomicLoad(b.i32, PROBE);
+      atomicCompareExchange(a.i32, PROBE, token, 0);
       return seen === token;
     }
-    if (Atomics.load(b.i32, PROBE) === held && Atomics.load(a.i32, PROBE) === held) return true;
+    if (atomicLoad(b.i32, PROBE) === held && atomicLoad(a.i32, PROBE) === held) return true;
   }
   return false;
 }

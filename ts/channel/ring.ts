@@ -34,6 +34,19 @@ import {
 import * as L from "./layout.ts";
 
 /**
+ * The `Atomics` functions this module calls, taken at load: a script that replaces one later would
+ * run in the middle of a send or a receive (between moving `tail` and a commit, say).
+ */
+const {
+  add: atomicAdd,
+  compareExchange: atomicCompareExchange,
+  exchange: atomicExchange,
+  load: atomicLoad,
+  or: atomicOr,
+  store: atomicStore,
+} = Atomics;
+
+/**
  * Whether `bytes` looks like a plain `Uint8Array`: made by `Uint8Array` itself, not by a subclass,
  * whose `subarray` and friends it inherits, and with elements of one byte (an array of wider
  * elements given `Uint8Array`'s prototype counts its elements as its length, and `set` converts
@@ -346,7 +359,7 @@ export function initRegion(i32: Int32Array, capacity: number, mode: number): voi
   i32[W(L.OFF_MAX_MESSAGE)] = L.maxRecord(capacity);
   i32[W(L.OFF_MODE)] = mode;
   i32[W(L.OFF_MAX_PRODUCERS)] = L.MAX_PRODUCERS;
-  Atomics.store(i32, W(L.OFF_MAGIC), L.MAGIC);
+  atomicStore(i32, W(L.OFF_MAGIC), L.MAGIC);
 }
 
 /**
@@ -379,7 +392,7 @@ export function validateRegion(
   if (bytes < L.HEADER_SIZE + L.MIN_CAPACITY) {
     throw channelError("EINVAL", `a region of ${bytes} bytes is too small for a channel`);
   }
-  const magic = Atomics.load(i32, W(L.OFF_MAGIC)) >>> 0;
+  const magic = atomicLoad(i32, W(L.OFF_MAGIC)) >>> 0;
   if (magic === 0) return undefined;
   if (magic !== L.MAGIC) {
     throw channelError("EBADMSG", `not a channel: magic 0x${magic.toString(16)}`);
@@ -408,18 +421,18 @@ export function validateRegion(
   if (theirs !== pidNamespace && theirs !== 0 && pidNamespace !== 0) {
     throw channelError("EXDEV", otherPidNamespace(theirs, pidNamespace));
   }
-  if ((Atomics.load(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
+  if ((atomicLoad(i32, FLAGS) & ~L.FLAG_RX_CLOSED) !== 0) throw corrupt("flags");
   for (const word of [RX_WAITING, TX_WAITING]) {
     // Loaded before `flags`: a receiver's close sets the flag, then the mark.
-    const value = Atomics.load(i32, word) >>> 0;
+    const value = atomicLoad(i32, word) >>> 0;
     const closed = word === RX_WAITING && value === L.RX_CLOSED &&
-      (Atomics.load(i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
+      (atomicLoad(i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
     if (value > L.RX_PARKED && !closed) throw corrupt("waiter word");
   }
   let last = "";
   for (let round = 0; round < 4; round++) {
-    const head = Atomics.load(i32, HEAD);
-    const tail = Atomics.load(i32, TAIL);
+    const head = atomicLoad(i32, HEAD);
+    const tail = atomicLoad(i32, TAIL);
     if ((head & ~L.POS_MASK) !== 0 || (head & 7) !== 0 || (tail & 7) !== 0) {
       last = `head 0x${(head >>> 0).toString(16)} or tail 0x${(tail >>> 0).toString(16)}`;
     } else if (((tail - head) & L.POS_MASK) > capacity) {
@@ -511,7 +524,7 @@ export class Ring {
    * makes anyway is how senders learn of the close.
    */
   wakeConsumer(): boolean {
-    const seen = Atomics.load(this.i32, RX_WAITING);
+    const seen = atomicLoad(this.i32, RX_WAITING);
     if (seen === 0) return false;
     return this.#wakeSlow(seen);
   }
@@ -523,7 +536,7 @@ export class Ring {
    */
   #wakeSlow(seen: number): boolean {
     if (seen === RX_PARKED) {
-      seen = Atomics.compareExchange(this.i32, RX_WAITING, RX_PARKED, 0);
+      seen = atomicCompareExchange(this.i32, RX_WAITING, RX_PARKED, 0);
       if (seen === RX_PARKED) {
         this.parking.notify(L.OFF_RX_WAITING, 1);
         return false;
@@ -535,18 +548,18 @@ export class Ring {
   /** After freeing space or closing: wake every parked sender, if any. */
   wakeProducers(): void {
     if (
-      Atomics.load(this.i32, TX_WAITING) !== 0 && Atomics.exchange(this.i32, TX_WAITING, 0) !== 0
+      atomicLoad(this.i32, TX_WAITING) !== 0 && atomicExchange(this.i32, TX_WAITING, 0) !== 0
     ) {
       this.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
     }
   }
 
   tailClosed(): boolean {
-    return (Atomics.load(this.i32, TAIL) & TAIL_CLOSED) !== 0;
+    return (atomicLoad(this.i32, TAIL) & TAIL_CLOSED) !== 0;
   }
 
   rxClosed(): boolean {
-    return (Atomics.load(this.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
+    return (atomicLoad(this.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0;
   }
 
   /**
@@ -556,7 +569,7 @@ export class Ring {
   #joinPidNamespace(what: string): void {
     const ours = this.parking.pidNamespace;
     if (ours === 0) return;
-    const theirs = Atomics.compareExchange(this.i32, PID_NAMESPACE, 0, ours | 0) >>> 0;
+    const theirs = atomicCompareExchange(this.i32, PID_NAMESPACE, 0, ours | 0) >>> 0;
     if (theirs !== 0 && theirs !== ours) {
       throw this.error("EXDEV", what, otherPidNamespace(theirs, ours));
     }
@@ -572,7 +585,7 @@ export class Ring {
     }
     this.#joinPidNamespace("Channel.receiver");
     for (let round = 0; round < 8; round++) {
-      const holder = Atomics.compareExchange(this.i32, CONSUMER_PID, 0, pid);
+      const holder = atomicCompareExchange(this.i32, CONSUMER_PID, 0, pid);
       if (holder === 0) return this.#attachedConsumer(pid);
       if (holder === pid) {
         throw this.error(
@@ -590,7 +603,7 @@ export class Ring {
           `process ${holder} already receives from this channel`,
         );
       }
-      if (Atomics.compareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) {
+      if (atomicCompareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) {
         return this.#attachedConsumer(pid);
       }
     }
@@ -604,7 +617,7 @@ export class Ring {
   #attachedConsumer(pid: number): number {
     // The receiver starts at `head`, which a peer may have rewritten since the channel was
     // opened (the Rust receiver would index a misaligned word): refused alike.
-    const head = Atomics.load(this.i32, HEAD);
+    const head = atomicLoad(this.i32, HEAD);
     let bad = `head 0x${(head >>> 0).toString(16)}`;
     if (!this.rxClosed() && (head & ~(L.POS_MASK & ~7)) === 0) {
       // A receiver killed in the middle of a sweep left `sweeps` odd, which would send every
@@ -614,12 +627,12 @@ export class Ring {
       // it before the zeros); here the zeros are `fill`'s plain stores, which the JavaScript
       // model does not order, but the dead one's own raise is in memory before it can be seen
       // dead, before its SWEPT words were taken.
-      if ((Atomics.load(this.i32, SWEEPS) & 1) !== 0) Atomics.add(this.i32, SWEEPS, 1);
+      if ((atomicLoad(this.i32, SWEEPS) & 1) !== 0) atomicAdd(this.i32, SWEEPS, 1);
       const zeroing = this.#finishZeroing(head);
       if (typeof zeroing === "number") return zeroing;
       bad = zeroing;
     }
-    Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
+    atomicCompareExchange(this.i32, CONSUMER_PID, pid, 0);
     if (!this.rxClosed()) {
       throw this.error("EBADMSG", "Channel.receiver", `corrupt channel ${bad}`);
     }
@@ -636,10 +649,10 @@ export class Ring {
    * before `tail`'s (a peer wrote it).
    */
   #finishZeroing(head: number): number | string {
-    const to = Atomics.load(this.i32, ZEROING);
+    const to = atomicLoad(this.i32, ZEROING);
     if (to === head) return this.#finishDrop(head);
     // Loaded after `zeroing`: the tail only moves on, and it was at or past `zeroing` before.
-    const tail = Atomics.load(this.i32, TAIL) & L.POS_MASK;
+    const tail = atomicLoad(this.i32, TAIL) & L.POS_MASK;
     const ahead = (to - head) & L.POS_MASK;
     const used = (tail - head) & L.POS_MASK;
     if ((to & ~(L.POS_MASK & ~7)) !== 0 || used > this.capacity || ahead > used) {
@@ -651,7 +664,7 @@ export class Ring {
     const start = L.OFF_DATA + idx;
     this.bytes.fill(0, start, start + Math.min(ahead, toEnd));
     if (ahead > toEnd) this.bytes.fill(0, L.OFF_DATA, L.OFF_DATA + ahead - toEnd);
-    Atomics.store(this.i32, HEAD, to);
+    atomicStore(this.i32, HEAD, to);
     this.wakeProducers();
     return to;
   }
@@ -666,17 +679,17 @@ export class Ring {
    */
   #finishDrop(head: number): number {
     const idx = head & this.mask;
-    const span = L.droppingSpan(Atomics.load(this.i32, DATA + (idx >> 2)));
+    const span = L.droppingSpan(atomicLoad(this.i32, DATA + (idx >> 2)));
     if (span === 0) return head;
-    const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
+    const used = ((atomicLoad(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
     if (
       used > this.capacity || span > used || span > this.capacity - idx ||
       span > L.recordSpan(this.maxRecord)
     ) return head;
     // As in dropMark: a claim that reads one of these zeros sees `sweeps` changed.
-    Atomics.add(this.i32, SWEEPS, 1);
+    atomicAdd(this.i32, SWEEPS, 1);
     const to = this.dropRecord(head, span);
-    Atomics.add(this.i32, SWEEPS, 1);
+    atomicAdd(this.i32, SWEEPS, 1);
     return to;
   }
 
@@ -689,10 +702,10 @@ export class Ring {
   dropRecord(head: number, span: number): number {
     const to = (head + span) & L.POS_MASK;
     const word = DATA + ((head & this.mask) >> 2);
-    Atomics.store(this.i32, ZEROING, to);
+    atomicStore(this.i32, ZEROING, to);
     this.i32.fill(0, word + 1, word + (span >> 2));
-    Atomics.store(this.i32, word, 0);
-    Atomics.store(this.i32, HEAD, to);
+    atomicStore(this.i32, word, 0);
+    atomicStore(this.i32, HEAD, to);
     this.wakeProducers();
     return to;
   }
@@ -703,9 +716,9 @@ export class Ring {
    * are final.
    */
   detachConsumer(pid: number): void {
-    Atomics.or(this.i32, FLAGS, L.FLAG_RX_CLOSED);
-    Atomics.exchange(this.i32, RX_WAITING, L.RX_CLOSED);
-    Atomics.compareExchange(this.i32, CONSUMER_PID, pid, 0);
+    atomicOr(this.i32, FLAGS, L.FLAG_RX_CLOSED);
+    atomicExchange(this.i32, RX_WAITING, L.RX_CLOSED);
+    atomicCompareExchange(this.i32, CONSUMER_PID, pid, 0);
     this.wakeProducers();
   }
 
@@ -719,7 +732,7 @@ export class Ring {
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
-      const holder = Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
+      const holder = atomicCompareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
       if (holder === 0) return this.#attachedProducer(slot, pid);
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
@@ -747,7 +760,7 @@ export class Ring {
    * that `tail`.
    */
   #attachedProducer(slot: number, pid: number): [slot: number, tail: number] {
-    const tail = Atomics.load(this.i32, TAIL);
+    const tail = atomicLoad(this.i32, TAIL);
     if (this.mode !== L.MODE_SPSC || (tail & 7) === 0) return [slot, tail];
     this.detachProducer(slot, pid);
     throw this.error(
@@ -769,21 +782,21 @@ export class Ring {
   }
 
   detachProducer(slot: number, pid: number): void {
-    Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0);
+    atomicCompareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0);
   }
 
   /** The pid in sender slot `slot` (0: free). */
   producerPid(slot: number): number {
-    return Atomics.load(this.i32, PRODUCER_PIDS + slot);
+    return atomicLoad(this.i32, PRODUCER_PIDS + slot);
   }
 
   /** Frees the slot of a dead sender `pid`; false if it changed meanwhile. */
   reclaimProducer(slot: number, pid: number): boolean {
-    return Atomics.compareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0) === pid;
+    return atomicCompareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0) === pid;
   }
 
   consumerPid(): number {
-    return Atomics.load(this.i32, CONSUMER_PID);
+    return atomicLoad(this.i32, CONSUMER_PID);
   }
 
   /**
@@ -805,13 +818,13 @@ export class Ring {
     if (at < 0) return undefined;
     const word = ORPHANS + 2 * at;
     const [tagBefore, endBefore] = [i32[word], i32[word + 1]];
-    Atomics.store(i32, word + 1, end);
-    Atomics.store(i32, word, tag);
+    atomicStore(i32, word + 1, end);
+    atomicStore(i32, word, tag);
     // The tag first: halfway, the entry is the old one's or holds the new end, which is still
     // true of a tag that was the slot's already.
     return () => {
-      Atomics.store(i32, word, tagBefore);
-      Atomics.store(i32, word + 1, endBefore);
+      atomicStore(i32, word, tagBefore);
+      atomicStore(i32, word + 1, endBefore);
     };
   }
 
@@ -825,7 +838,7 @@ export class Ring {
     for (let i = 0; i < L.ORPHAN_ENTRIES; i++) {
       const word = ORPHANS + 2 * i;
       const tag = this.i32[word];
-      if (tag !== 0 && !ours(tag - 1, this.i32[word + 1])) Atomics.store(this.i32, word, 0);
+      if (tag !== 0 && !ours(tag - 1, this.i32[word + 1])) atomicStore(this.i32, word, 0);
     }
   }
 
@@ -847,7 +860,7 @@ export class Ring {
    */
   loadOrphans(head: number): [slot: number, end: number][] {
     const slots = this.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
-    const used = ((Atomics.load(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
+    const used = ((atomicLoad(this.i32, TAIL) & L.POS_MASK) - head) & L.POS_MASK;
     const ahead = (end: number) => (end - head) & L.POS_MASK;
     // By slot + 1: the entry's index and end.
     const found = new Map<number, [index: number, end: number]>();
@@ -956,10 +969,10 @@ export class Producer {
   readonly #tag: number;
 
   /** `tail`: where it starts, as its attach checked it (default: as it is now). */
-  constructor(ring: Ring, slot: number, tail = Atomics.load(ring.i32, TAIL)) {
+  constructor(ring: Ring, slot: number, tail = atomicLoad(ring.i32, TAIL)) {
     this.#r = ring;
     this.#tail = tail & L.POS_MASK;
-    this.headSeen = Atomics.load(ring.i32, HEAD) & L.POS_MASK;
+    this.headSeen = atomicLoad(ring.i32, HEAD) & L.POS_MASK;
     this.#tag = ring.mode === L.MODE_MPSC ? slot + 1 : 0;
   }
 
@@ -1007,7 +1020,7 @@ export class Producer {
       let used = (this.#tail - this.headSeen) & L.POS_MASK;
       if (used > r.capacity || r.capacity - used < need) {
         if (r.tailClosed()) throw r.closedError(`ChannelSender.${this.call}`);
-        this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+        this.headSeen = atomicLoad(r.i32, HEAD) & L.POS_MASK;
         used = (this.#tail - this.headSeen) & L.POS_MASK;
         if (used > r.capacity) {
           throw this.#r.error("EBADMSG", `ChannelSender.${this.call}`, "corrupt channel positions");
@@ -1073,8 +1086,8 @@ export class Producer {
       // Each failed try means another sender moved `tail` (or a peer wrote it): after many, the
       // caller waits for room as when the ring is full, and checks its deadline meanwhile.
       if (tries === STEP_LIMIT) return this.#full();
-      const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
-      const tail = Atomics.load(r.i32, TAIL);
+      const head = atomicLoad(r.i32, HEAD) & L.POS_MASK;
+      const tail = atomicLoad(r.i32, TAIL);
       this.headSeen = head;
       if ((tail & TAIL_CLOSED) !== 0) throw r.closedError(`ChannelSender.${this.call}`);
       if ((tail & 7) !== 0) {
@@ -1096,8 +1109,8 @@ export class Producer {
       const next = (tail + need) & L.POS_MASK;
       // Before the tail CAS: a sweep that ended before this load took nothing past its tail,
       // which this CAS then moves (see #claim).
-      const sweeps = Atomics.load(r.i32, SWEEPS);
-      if (Atomics.compareExchange(r.i32, TAIL, tail, next) !== tail) continue;
+      const sweeps = atomicLoad(r.i32, SWEEPS);
+      if (atomicCompareExchange(r.i32, TAIL, tail, next) !== tail) continue;
       // Swept (this sender stalled before its mark) or written by a peer: reserve again.
       if (!this.#claim(idx, tail, L.markWord(this.#tag - 1, need), sweeps)) continue;
       this.#tail = next;
@@ -1153,22 +1166,22 @@ export class Producer {
     if ((sweeps & 1) !== 0 || r.i32[SWEEPS] !== sweeps) {
       if (this.#consumed(pos)) return false;
     }
-    const seen = Atomics.compareExchange(r.i32, word, 0, mark);
+    const seen = atomicCompareExchange(r.i32, word, 0, mark);
     if (seen !== 0) {
       const stale = (seen & (L.REC_COMMITTED | L.REC_SKIP)) === L.REC_SKIP;
       if (!stale || this.#consumed(pos)) return false;
-      if (Atomics.compareExchange(r.i32, word, seen, mark) !== seen) return false;
+      if (atomicCompareExchange(r.i32, word, seen, mark) !== seen) return false;
     }
     if (this.#quiet(sweeps) || !this.#consumed(pos)) return true;
     // Swept: undo. Nobody else writes the word now (the receiver is past it, senders reach it
     // a lap later).
-    Atomics.compareExchange(r.i32, word, mark, 0);
+    atomicCompareExchange(r.i32, word, mark, 0);
     return false;
   }
 
   /** No sweep began or ended since `sweeps` was loaded, and none was under way then. */
   #quiet(sweeps: number): boolean {
-    return (sweeps & 1) === 0 && Atomics.load(this.#r.i32, SWEEPS) === sweeps;
+    return (sweeps & 1) === 0 && atomicLoad(this.#r.i32, SWEEPS) === sweeps;
   }
 
   /**
@@ -1177,9 +1190,9 @@ export class Producer {
    */
   #consumed(pos: number): boolean {
     const r = this.#r;
-    const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+    const head = atomicLoad(r.i32, HEAD) & L.POS_MASK;
     const ahead = (pos - head) & L.POS_MASK;
-    return ahead >= r.capacity || ahead < ((Atomics.load(r.i32, ZEROING) - head) & L.POS_MASK);
+    return ahead >= r.capacity || ahead < ((atomicLoad(r.i32, ZEROING) - head) & L.POS_MASK);
   }
 
   /** FULL, or `EPIPE` if the receiver closed: a sender waiting for room looks for the close here. */
@@ -1190,7 +1203,7 @@ export class Producer {
 
   #commitSkip(idx: number, toEnd: number): void {
     const r = this.#r;
-    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (toEnd - 8));
+    atomicStore(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (toEnd - 8));
     r.wakeConsumer();
   }
 
@@ -1204,7 +1217,7 @@ export class Producer {
    */
   commit(idx: number, len: number, kind: number): boolean {
     const r = this.#r;
-    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | kind | len);
+    atomicStore(r.i32, DATA + (idx >> 2), COMMITTED | kind | len);
     return !r.wakeConsumer() || this.#consumedBeforeClose(this.#tail);
   }
 
@@ -1215,7 +1228,7 @@ export class Producer {
   #consumedBeforeClose(end: number): boolean {
     const r = this.#r;
     this.#rxClosed = true;
-    const head = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+    const head = atomicLoad(r.i32, HEAD) & L.POS_MASK;
     // Unconsumed: `head` up to a ring behind `end`. Consumed: `head` at `end` or anywhere ahead,
     // however far: other senders' records may have gone round the ring many times between this
     // commit and this look (positions wrap only after 2 GiB).
@@ -1241,13 +1254,13 @@ export class Producer {
   commitRun(messages: readonly unknown[], from: number): number {
     const r = this.#r;
     if (r.mode !== L.MODE_SPSC) return from;
-    if ((Atomics.load(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) return from;
+    if ((atomicLoad(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) return from;
     const start = this.#tail;
     const idx = start & r.mask;
     const toEnd = r.capacity - idx;
     let free = r.capacity - ((start - this.headSeen) & L.POS_MASK);
     if (free < toEnd) {
-      this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK;
+      this.headSeen = atomicLoad(r.i32, HEAD) & L.POS_MASK;
       const used = (start - this.headSeen) & L.POS_MASK;
       if (used > r.capacity) return from; // corrupt: the one-by-one path reports it
       free = r.capacity - used;
@@ -1298,12 +1311,12 @@ export class Producer {
     // The getters above may have closed this sender (its close marks `tail`, which this store
     // would undo; a channel's close closes its senders, then unmaps) or sent through it (`tail`
     // moved): the one-by-one path reports or sends.
-    if (this.left || Atomics.load(r.i32, TAIL) !== start) {
+    if (this.left || atomicLoad(r.i32, TAIL) !== start) {
       this.#forget(0, n);
       return from;
     }
     this.#tail = (start + bytes) & L.POS_MASK;
-    Atomics.store(r.i32, TAIL, this.#tail);
+    atomicStore(r.i32, TAIL, this.#tail);
     const native = n >= (r.parking.commitRunMin ?? NATIVE_RUN_MIN)
       ? r.parking.commitRun
       : undefined;
@@ -1347,7 +1360,7 @@ export class Producer {
         break;
       }
       if (native === undefined) {
-        Atomics.store(r.i32, DATA + (at >> 2), COMMITTED | len);
+        atomicStore(r.i32, DATA + (at >> 2), COMMITTED | len);
         if (k === 0 && r.wakeConsumer()) closed = true;
       }
       at += span;
@@ -1367,7 +1380,7 @@ export class Producer {
       } else {
         // Nothing written (a run native code found wrong; not seen): committed here, in order.
         for (let j = 0, w = idx; j < k; w += L.recordSpan(lens[j++])) {
-          Atomics.store(r.i32, DATA + (w >> 2), COMMITTED | lens[j]);
+          atomicStore(r.i32, DATA + (w >> 2), COMMITTED | lens[j]);
         }
       }
     }
@@ -1392,7 +1405,7 @@ export class Producer {
     if (r.mode !== L.MODE_SPSC) return false;
     const end = idx + L.recordSpan(len);
     if (((this.#tail - this.headSeen) & L.POS_MASK) <= end) return true;
-    this.headSeen = Atomics.load(r.i32, HEAD) & L.POS_MASK; // a plain load on x86 and ARM64
+    this.headSeen = atomicLoad(r.i32, HEAD) & L.POS_MASK; // a plain load on x86 and ARM64
     return ((this.#tail - this.headSeen) & L.POS_MASK) <= end;
   }
 
@@ -1443,14 +1456,14 @@ export class Producer {
     // producer word is there, and only the mark's word once it is gone (see
     // `Consumer.dropMark`), so the rest must be zero by then.
     r.i32[DATA + (idx >> 2) + 1] = 0;
-    Atomics.store(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
+    atomicStore(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
     r.wakeConsumer();
   }
 
   /** True when a parked sender should look again: `head` moved or someone closed. */
   shouldWake(): boolean {
     const r = this.#r;
-    return (Atomics.load(r.i32, HEAD) & L.POS_MASK) !== this.headSeen || r.rxClosed() ||
+    return (atomicLoad(r.i32, HEAD) & L.POS_MASK) !== this.headSeen || r.rxClosed() ||
       r.tailClosed();
   }
 }
@@ -1502,7 +1515,7 @@ export class Consumer {
   readonly #lookEvery: number;
 
   /** `head`: where it starts, as its attach checked it (default: as it is now). */
-  constructor(ring: Ring, head = Atomics.load(ring.i32, HEAD)) {
+  constructor(ring: Ring, head = atomicLoad(ring.i32, HEAD)) {
     this.#r = ring;
     this.#publishEvery = Math.min(ring.capacity >> 2, PUBLISH_EVERY);
     this.#lookEvery = Math.min(ring.capacity >> 2, WAKE_LOOK_BYTES);
@@ -1590,7 +1603,7 @@ export class Consumer {
       lastWord = word;
       end += span;
     }
-    if (last >= 0 && Atomics.load(i32, DATA + ((idx + last) >> 2)) === lastWord) {
+    if (last >= 0 && atomicLoad(i32, DATA + ((idx + last) >> 2)) === lastWord) {
       this.#ready = (head + end) & L.POS_MASK;
     }
   }
@@ -1611,9 +1624,9 @@ export class Consumer {
         this.#published !== this.head && ((this.head - this.#published) & L.POS_MASK) >= r.capacity
       ) this.publish();
       const idx = this.head & r.mask;
-      const word = Atomics.load(r.i32, DATA + (idx >> 2));
+      const word = atomicLoad(r.i32, DATA + (idx >> 2));
       if (word === 0) {
-        const tail = Atomics.load(r.i32, TAIL);
+        const tail = atomicLoad(r.i32, TAIL);
         const pos = tail & L.POS_MASK;
         if (pos === this.head) return (tail & TAIL_CLOSED) !== 0 ? END : EMPTY;
         if (((pos - this.head) & L.POS_MASK) > r.capacity) {
@@ -1662,7 +1675,7 @@ export class Consumer {
       // reservation) bounds nothing and is looked at again.
       const seen = (this.#tailSeen - this.head) & L.POS_MASK;
       if (seen > r.capacity || span > seen) {
-        const tailWord = Atomics.load(r.i32, TAIL);
+        const tailWord = atomicLoad(r.i32, TAIL);
         const tail = tailWord & L.POS_MASK;
         const avail = (tail - this.head) & L.POS_MASK;
         // A mark at the tail, in free space. MPSC: a sender marks only inside what its tail CAS
@@ -1702,7 +1715,7 @@ export class Consumer {
       if (this.#published === this.head) {
         // Its payload is zero already: only the commit word needs clearing.
         this.announce(len);
-        Atomics.store(r.i32, DATA + (idx >> 2), 0);
+        atomicStore(r.i32, DATA + (idx >> 2), 0);
         this.head = (this.head + span) & L.POS_MASK;
         this.#store();
       } else {
@@ -1770,7 +1783,7 @@ export class Consumer {
    */
   waitingLength(): number {
     const r = this.#r;
-    const word = Atomics.load(r.i32, DATA + ((this.head & r.mask) >> 2));
+    const word = atomicLoad(r.i32, DATA + ((this.head & r.mask) >> 2));
     if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) return -1;
     const len = word & L.REC_LEN_MASK;
     return len <= r.maxRecord ? len : -1;
@@ -1803,18 +1816,18 @@ export class Consumer {
     this.publish();
     const word = DATA + ((this.head & r.mask) >> 2);
     const taking = () => owner !== 0 && r.i32[word + 1] !== owner ? 8 : span;
-    Atomics.add(r.i32, SWEEPS, 1);
+    atomicAdd(r.i32, SWEEPS, 1);
     // Decided before the CAS too, so that the word it stores tells a receiver taking over from
     // this one, killed right after, how far the record goes (Ring.finishDrop).
     const guess = taking();
-    const taken = Atomics.compareExchange(r.i32, word, mark, L.droppingWord(guess)) === mark;
+    const taken = atomicCompareExchange(r.i32, word, mark, L.droppingWord(guess)) === mark;
     if (taken) {
       const took = taking();
-      if (took !== guess) Atomics.store(r.i32, word, L.droppingWord(took));
+      if (took !== guess) atomicStore(r.i32, word, L.droppingWord(took));
       this.head = r.dropRecord(this.head, took);
       this.#published = this.#looked = this.head;
     }
-    Atomics.add(r.i32, SWEEPS, 1);
+    atomicAdd(r.i32, SWEEPS, 1);
     return taken;
   }
 
@@ -1833,10 +1846,10 @@ export class Consumer {
   sweep(until: number): number {
     const r = this.#r;
     this.publish();
-    Atomics.add(r.i32, SWEEPS, 1);
+    atomicAdd(r.i32, SWEEPS, 1);
     // After the raise: a sender reserving past this position saw `sweeps` odd, or loaded it
     // after the sweep ended.
-    const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+    const tail = atomicLoad(r.i32, TAIL) & L.POS_MASK;
     const ahead = (tail - this.head) & L.POS_MASK;
     const idx = this.head & r.mask;
     let taken = 0;
@@ -1845,17 +1858,17 @@ export class Consumer {
       // one call (the caller goes on at its next check).
       const limit = Math.min(ahead, (until - this.head) & L.POS_MASK, r.capacity - idx, SWEEP_MAX);
       while (
-        taken < limit && Atomics.compareExchange(r.i32, DATA + ((idx + taken) >> 2), 0, SWEPT) === 0
+        taken < limit && atomicCompareExchange(r.i32, DATA + ((idx + taken) >> 2), 0, SWEPT) === 0
       ) taken += 8;
     }
     if (taken > 0) {
       // `zeroing` before the zeroes: a sender whose claim reads one sees it.
-      Atomics.store(r.i32, ZEROING, (this.head + taken) & L.POS_MASK);
-      for (let at = idx; at < idx + taken; at += 8) Atomics.store(r.i32, DATA + (at >> 2), 0);
+      atomicStore(r.i32, ZEROING, (this.head + taken) & L.POS_MASK);
+      for (let at = idx; at < idx + taken; at += 8) atomicStore(r.i32, DATA + (at >> 2), 0);
       this.head = (this.head + taken) & L.POS_MASK;
       this.#store();
     }
-    Atomics.add(r.i32, SWEEPS, 1);
+    atomicAdd(r.i32, SWEEPS, 1);
     if (ahead > r.capacity) {
       throw this.#r.error(
         "EBADMSG",
@@ -1875,7 +1888,7 @@ export class Consumer {
   skipTo(to: number): boolean {
     const r = this.#r;
     // Loaded after the sender was seen dead: every store it made is in memory.
-    if (Atomics.load(r.i32, DATA + ((this.head & r.mask) >> 2)) !== 0) return false;
+    if (atomicLoad(r.i32, DATA + ((this.head & r.mask) >> 2)) !== 0) return false;
     this.head = to & L.POS_MASK;
     this.publish();
     return true;
@@ -1941,7 +1954,7 @@ export class Consumer {
     const r = this.#r;
     const pos = (this.head + ahead) & L.POS_MASK;
     const idx = pos & r.mask;
-    const word = Atomics.load(r.i32, DATA + (idx >> 2));
+    const word = atomicLoad(r.i32, DATA + (idx >> 2));
     if ((word & (COMMITTED | L.REC_KINDS)) !== COMMITTED) return -1;
     const len = word & L.REC_LEN_MASK;
     if (len > r.maxRecord) return -1;
@@ -1951,7 +1964,7 @@ export class Consumer {
     // reservation) is looked at again.
     const seen = (this.#tailSeen - this.head) & L.POS_MASK;
     if (seen > r.capacity || ahead + span > seen) {
-      const tail = Atomics.load(r.i32, TAIL) & L.POS_MASK;
+      const tail = atomicLoad(r.i32, TAIL) & L.POS_MASK;
       const avail = (tail - this.head) & L.POS_MASK;
       if (avail > r.capacity || ahead + span > avail) return -1;
       this.#tailSeen = tail;
@@ -2020,14 +2033,14 @@ export class Consumer {
   #store(wakeAlways = false): void {
     this.#published = this.head;
     const i32 = this.#r.i32;
-    Atomics.store(i32, HEAD, this.head);
+    atomicStore(i32, HEAD, this.head);
     if (
       wakeAlways || ((this.head - this.#looked) & L.POS_MASK) >= this.#lookEvery ||
       // No message committed next (a plain read: a hint, see WAKE_LOOK_BYTES).
       (i32[DATA + ((this.head & this.#r.mask) >> 2)] & COMMITTED) === 0
     ) {
       this.#looked = this.head;
-      if (Atomics.load(i32, TX_WAITING) !== 0) this.#wakeParked(wakeAlways);
+      if (atomicLoad(i32, TX_WAITING) !== 0) this.#wakeParked(wakeAlways);
     }
   }
 
@@ -2036,7 +2049,7 @@ export class Consumer {
     const r = this.#r;
     if (
       wakeAlways ||
-      r.capacity - ((Atomics.load(r.i32, TAIL) - this.head) & L.POS_MASK) >=
+      r.capacity - ((atomicLoad(r.i32, TAIL) - this.head) & L.POS_MASK) >=
         r.capacity / WAKE_ROOM_DIVISOR
     ) r.wakeProducers();
   }
