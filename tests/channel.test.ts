@@ -4338,6 +4338,40 @@ test("a message longer than a record is sent in fragments without calling a set,
   assertSound(watched);
 });
 
+test("an array of wider elements given Uint8Array's prototype is sent as its bytes from 0 bytes on, and an ArrayBuffer of another realm as its bytes", () => {
+  using ch = channel(4096);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  // Over a resizable buffer, at 0 bytes: its length and byteLength agree there.
+  const resizable = new (ArrayBuffer as unknown as new (
+    length: number,
+    options: { maxByteLength: number },
+  ) => ArrayBuffer & { resize(length: number): void })(0, { maxByteLength: 64 });
+  const dressed = Object.setPrototypeOf(new Int16Array(resizable), Uint8Array.prototype);
+  for (const batch of [false, true]) {
+    resizable.resize(0);
+    for (const length of [0, 8, 12]) {
+      resizable.resize(length);
+      new Uint8Array(resizable).set(pattern(length, length));
+      if (batch) assert.equal(tx.sendMany([dressed, dressed]), 2);
+      else tx.send(dressed);
+      for (let i = 0; i < (batch ? 2 : 1); i++) {
+        assert.deepEqual(rx.recv(0), pattern(length, length), `${length} bytes, batch ${batch}`);
+      }
+    }
+  }
+  const foreign = vm.runInNewContext("new Uint8Array([7, 8, 9]).buffer") as ArrayBuffer;
+  assert.equal(foreign instanceof ArrayBuffer, false);
+  tx.send(foreign);
+  assert.deepEqual(rx.recv(0), new Uint8Array([7, 8, 9]));
+  assert.equal(tx.sendMany([foreign, foreign]), 2);
+  assert.deepEqual([rx.recv(0), rx.recv(0)], [
+    new Uint8Array([7, 8, 9]),
+    new Uint8Array([7, 8, 9]),
+  ]);
+  assert.equal(rx.tryRecv(), undefined);
+});
+
 test("sendMany sends each element's own bytes, whatever kind of array it is and whatever it says it is", () => {
   using watched = watchedChannel(4096);
   const { tx, rx } = watched;

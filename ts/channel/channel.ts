@@ -190,7 +190,9 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   // refuses it). Its bounds are the engine's: an own `byteOffset` or `byteLength` would send
   // other bytes than it holds.
   if (view) return viewBytes(message);
-  if (message instanceof ArrayBuffer && isBuffer(message)) {
+  // The engine's accessor, not `instanceof`: an `ArrayBuffer` of another realm (a `vm` context,
+  // say) is one too.
+  if (isBuffer(message)) {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
   throw new TypeError(
