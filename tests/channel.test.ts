@@ -4426,29 +4426,30 @@ for (
       producers === "one" ? "one sender" : "many senders"
     }), goes out whole as counted and writes nothing past its record`,
     async () => {
-      // 8 bytes at a time by a Worker, each filled with 0xab: a copy that runs past a record
-      // writes 0xab into the next commit word, which the receiver reads as a corrupt record.
+      // 8 bytes at a time by a Worker, each filled with 0xab (at most 64 bytes in each of the
+      // rounds of this loop): a copy that runs past a record writes 0xab into the next commit
+      // word, which the receiver reads as a corrupt record.
       const max = 64 << 20;
       const buffer = new (SharedArrayBuffer as unknown as new (
         length: number,
         options: { maxByteLength: number },
       ) => SharedArrayBuffer)(64, { maxByteLength: max });
       new Uint8Array(buffer).fill(0xab);
-      const stop = new SharedArrayBuffer(4);
+      const control = new Int32Array(new SharedArrayBuffer(8)); // stop, round
       const worker = await startWorker("channel/grow_worker.ts");
-      // Room for views that grew through a pause of the collector's.
-      using watched = watchedChannel(1 << 20, producers);
+      using watched = watchedChannel(1 << 16, producers);
       const { tx, rx } = watched;
       let grewUnder = 0;
       try {
-        assert.equal(await worker.ask({ buffer, stop }), 1);
+        assert.equal(await worker.ask({ buffer, control: control.buffer }), 1);
         const deadline = performance.now() + 1000;
-        const target = new Uint8Array(layout.maxRecord(1 << 20));
+        const target = new Uint8Array(layout.maxRecord(1 << 16));
         for (
           let round = 0;
           performance.now() < deadline && buffer.byteLength < max - 4096;
           round++
         ) {
+          Atomics.add(control, 1, 1); // the Worker grows the buffer by 64 bytes at most now
           // Views of the buffer's last 24 to 48 bytes, which follow its length.
           const views = Array.from(
             { length: batch ? 4 : 1 },
@@ -4470,7 +4471,7 @@ for (
           assert.equal(rx.tryRecv(), undefined, `round ${round}: nothing past the messages`);
         }
       } finally {
-        Atomics.store(new Int32Array(stop), 0, 1);
+        Atomics.store(control, 0, 1);
         await worker.ask({});
         worker.stop();
       }

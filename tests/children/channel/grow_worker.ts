@@ -1,10 +1,13 @@
 /**
  * A Worker that grows a growable `SharedArrayBuffer` 8 bytes at a time, filling each new 8 bytes
- * with 0xab (some 8 MB a second), until word 0 of its stop flag is set or the buffer is at its
- * largest: a view that follows the buffer's length grows under a send made on the main thread.
+ * with 0xab, by at most 64 bytes in each round the main thread starts, until word 0 of its
+ * control words is set or the buffer is at its largest: a view that follows the buffer's length
+ * grows under a send made on the main thread, and no pause of that thread (a collection, another
+ * process on the core) lets it grow past a record.
  *
- * Message: `{ buffer, stop }` (both `SharedArrayBuffer`s; `stop` of 4 bytes or more). It replies
- * 1 at once, then grows; when it has stopped it replies the buffer's length, once asked again.
+ * Message: `{ buffer, control }`; `control` is a `SharedArrayBuffer` of two 32-bit words: stop,
+ * and the round, which the main thread raises. It replies 1 at once, then grows; when it has
+ * stopped it replies the buffer's length, once asked again.
  *
  * @module
  */
@@ -12,20 +15,32 @@
 import { onMessage, reply } from "../worker.ts";
 
 type Growable = SharedArrayBuffer & { grow(length: number): void; maxByteLength: number };
-type Message = { buffer: Growable; stop: SharedArrayBuffer };
+type Message = { buffer: Growable; control: SharedArrayBuffer };
+
+/** The most it grows by in one round, 8 bytes at a time. */
+const ROUND_STEPS = 8;
 
 let grown: Promise<number> | undefined;
 
-function grow({ buffer, stop }: Message): number {
+function grow({ buffer, control }: Message): number {
   const bytes = new Uint8Array(buffer); // follows the buffer's length
-  const flag = new Int32Array(stop);
-  while (Atomics.load(flag, 0) === 0) {
+  const words = new Int32Array(control);
+  let round = Atomics.load(words, 1);
+  let steps = 0;
+  while (Atomics.load(words, 0) === 0) {
+    const now = Atomics.load(words, 1);
+    if (now !== round) {
+      round = now;
+      steps = 0;
+    }
+    if (steps === ROUND_STEPS) continue; // until the next round
     const n = buffer.byteLength;
     if (n + 8 > buffer.maxByteLength) break;
     buffer.grow(n + 8);
     bytes.fill(0xab, n, n + 8);
-    // A pause of about 1 µs: the main thread's views stay well under a record's length.
-    for (let i = 0; i < 256; i++) Atomics.load(flag, 0);
+    steps++;
+    // A pause of about 1 µs, so that a round's growth spreads over its sends.
+    for (let i = 0; i < 256; i++) Atomics.load(words, 0);
   }
   return buffer.byteLength;
 }
