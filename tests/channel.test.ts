@@ -4082,6 +4082,42 @@ test("a string is sent as its UTF-8 whatever its length and characters, while an
   }
 });
 
+test("recvText and recvJson decode each message whole, whatever its length, between recvInto into a target of the caller's and after a message recvInto could not hold", () => {
+  using ch = channel(1 << 18);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const target = new Uint8Array(100);
+  // Of 1 to 4 bytes a character, from 0 bytes to more than the ring holds (in fragments).
+  const texts = [0, 1, 3, 4, 15, 16, 25, 26, 100, 4000, 7000, 1].map((n, i) =>
+    "aé€😀".repeat(n) + "bc".slice(0, i % 3)
+  );
+  for (const [i, text] of texts.entries()) {
+    tx.send(text);
+    tx.send(pattern(i + 1, i)); // for the caller's target, between texts
+    tx.sendJson({ text });
+    assert.equal(rx.recvText(5000), text, `${text.length} units`);
+    assert.equal(rx.recvInto(target, 0), i + 1);
+    assert.deepEqual(target.subarray(0, i + 1), pattern(i + 1, i));
+    assert.deepEqual(rx.recvJson(5000), { text });
+  }
+  // A message recvInto could not hold is the next receive's, recvText's too.
+  tx.send("x".repeat(150));
+  assert.throws(() => rx.recvInto(target, 0), RangeError);
+  assert.equal(rx.recvText(0), "x".repeat(150));
+  // A decode a script puts on TextDecoder.prototype later is never called.
+  const own = TextDecoder.prototype.decode;
+  TextDecoder.prototype.decode = () => "not the library's";
+  try {
+    tx.send("the library's");
+    assert.equal(rx.recvText(0), "the library's");
+    tx.send("y".repeat(70_000));
+    assert.equal(rx.recvText(5000), "y".repeat(70_000));
+  } finally {
+    TextDecoder.prototype.decode = own;
+  }
+  assert.equal(rx.tryRecv(), undefined);
+});
+
 test("a string sent while code of the caller's sends another through the same sender before the first is copied goes out as it was", () => {
   using ch = channel(65536);
   const tx = ch.sender();

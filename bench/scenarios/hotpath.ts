@@ -79,6 +79,7 @@ const PARTS = [
   "recv_into_timeout",
   "recv_view",
   "recv_copy",
+  "recv_text",
   "batch",
   ...SMALL_BATCHES.map((b) => `batch_of_${b}`),
   ...Object.keys(SENT_KINDS).map((kind) => `send_${kind}`),
@@ -154,6 +155,7 @@ function costsChild({ part }: { part: string }): Record<string, number> {
       recv_into_timeout: () => sum += rx.recvInto(into, 1000)!,
       recv_view: () => sum += rx.recvView()!.length,
       recv_copy: () => sum += rx.recv()!.length,
+      recv_text: () => sum += rx.recvText()!.length, // 64 bytes of ASCII
     };
     const receive = receives[part];
     if (receive === undefined) throw new Error(`no part ${part}`);
@@ -265,6 +267,7 @@ export const hotpath: Scenario = {
     ratios([
       "ns recv_into_timeout / recv_into = recvInto with a timeout / without",
       "ns recv_many_per_message / recv_into = recvMany per message / recvInto",
+      "ns recv_text / recv_into = recvText / recvInto",
       "ns send_many_per_message / send = sendMany per message / send",
       ...Object.entries(SENT_KINDS).map(([kind, name]) =>
         `ns send_${kind} / send = send of ${article(name)} ${name} / of a Uint8Array`

@@ -152,6 +152,8 @@ const decoder = new TextDecoder();
  * middle of a send.
  */
 const encodeInto = TextEncoder.prototype.encodeInto;
+/** The engine's `decode`, taken at load as {@linkcode encodeInto} is. */
+const decodeOf = TextDecoder.prototype.decode;
 /**
  * A sender writes the UTF-8 of a string of up to this many UTF-16 units into a buffer of its own
  * (at most 3 bytes each), where `encode` would make a new array for each (see
@@ -1535,7 +1537,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #lentIdx = -1;
   #lentLen = 0;
   /** The copy a text is decoded from (see {@linkcode #decode}), kept up to `TEXT_COPY_KEPT`. */
-  #textCopy = new Uint8Array(0);
+  #textCopy: Uint8Array = new Uint8Array(0);
+  /** Its length, and its 32-bit words, for {@linkcode #takeSimple}. */
+  #textRoom = 0;
+  #textWords: Int32Array | undefined;
+  /**
+   * Views of its first `n` bytes at index `n`, for `n` up to {@linkcode SMALL_COPY}, made once
+   * each; without a prototype, so that a getter a script put on `Array.prototype` never runs.
+   */
+  #textViews: (Uint8Array | undefined)[] = Object.setPrototypeOf([], null);
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
@@ -1729,12 +1739,17 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       this.#targetFrom = this.#targetKind === VIEWED_NONE ? undefined : from;
     }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
-    if (
-      this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
-      !this.#inBatch
-    ) {
+    if (this.#simple()) {
       const timeout = timeoutOf(timeoutMs);
-      const len = this.#takeSimple(target, room);
+      let words = this.#targetWords;
+      // The target recvInto adopted, but its buffer may have been resized since (a view that
+      // follows its buffer's length, or one that went out of bounds and back): words of its
+      // length now.
+      if (words !== undefined && words.length !== room >> 2) {
+        this.#wordsOf(target, room);
+        words = this.#targetWords;
+      }
+      const len = this.#takeSimple(target, room, words);
       if (len >= 0) return len;
       return this.#recvIntoSlow(target, room, timeout);
     }
@@ -1938,11 +1953,41 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** {@linkcode recvText}, its errors named after `what` (the call the user made). */
   #text(timeoutMs: number | undefined, what: string): string | null {
+    if (this.#simple()) {
+      // As recvInto's hot path, into the copy a text is decoded from: no view of the ring.
+      if (--this.#countdown <= 0) this.#lookBusy();
+      const timeout = timeoutOf(timeoutMs);
+      if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
+      const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
+      if (len >= 0) {
+        const view = len <= SMALL_COPY
+          ? this.#textViews[len] ??= bytesView(viewBuffer(this.#textCopy), 0, len)
+          : bytesView(viewBuffer(this.#textCopy), 0, len);
+        return decodeOf.call(decoder, view);
+      }
+      timeoutMs = timeout;
+    }
     const view = this.#view(timeoutMs, what);
     if (view === null) return null;
     const text = this.#decode(view);
     this.#putBack();
     return text;
+  }
+
+  /** Nothing held, lent or in progress: a receive may take the next message as it is. */
+  #simple(): boolean {
+    return this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
+      !this.#inBatch;
+  }
+
+  /** Makes the copy a text is decoded from hold `length` bytes (up to `TEXT_COPY_KEPT`). */
+  #growTextCopy(length: number): void {
+    const grown = Math.max(length, 2 * this.#textRoom, SMALL_COPY);
+    const room = Math.min(grown, TEXT_COPY_KEPT);
+    this.#textCopy = bytesView(new ArrayBuffer(room), 0, room);
+    this.#textRoom = room;
+    this.#textWords = wordsView(viewBuffer(this.#textCopy), 0, room >> 2);
+    this.#textViews = Object.setPrototypeOf([], null);
   }
 
   /**
@@ -1952,15 +1997,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * (a crash, seen in every runtime). The copy is one pass.
    */
   #decode(view: Uint8Array): string {
-    const length = view.length;
-    if (length > TEXT_COPY_KEPT) return decoder.decode(view.slice());
-    if (this.#textCopy.length < length) {
-      const grown = Math.max(length, 2 * this.#textCopy.length, 256);
-      this.#textCopy = new Uint8Array(Math.min(grown, TEXT_COPY_KEPT));
-    }
-    const copy = this.#textCopy;
-    copy.set(view);
-    return decoder.decode(new Uint8Array(copy.buffer, 0, length));
+    const length = viewLength(view);
+    if (length > TEXT_COPY_KEPT) return decodeOf.call(decoder, view.slice());
+    if (this.#textRoom < length) this.#growTextCopy(length);
+    copyInto(this.#textCopy, view);
+    return decodeOf.call(decoder, bytesView(viewBuffer(this.#textCopy), 0, length));
   }
 
   /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
@@ -2076,21 +2117,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
    * pending; else -1 (nothing taken).
    */
-  #takeSimple(target: Uint8Array, room: number): number {
+  #takeSimple(target: Uint8Array, room: number, words: Int32Array | undefined): number {
     if (this.#unsettled !== 0) return -1;
     const consumer = this.#consumer;
     const { take, takeState } = this.#ring.parking;
     if (take !== undefined) {
       const len = consumer.takeNative(take, takeState!, target, room);
       if (len >= 0) return len;
-    }
-    let words = this.#targetWords;
-    // The target recvInto adopted, but its buffer may have been resized since (a view that
-    // follows its buffer's length, or one that went out of bounds and back): words of its
-    // length now.
-    if (words !== undefined && words.length !== room >> 2) {
-      this.#wordsOf(target, room);
-      words = this.#targetWords;
     }
     if (take === undefined && words !== undefined) {
       const len = consumer.takeReady(target, words, Math.min(room, SMALL_COPY));
