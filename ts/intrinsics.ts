@@ -132,7 +132,8 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
 export function mayGrow(view: ArrayBufferView): boolean {
   if (sharedGrowableOf === undefined) return false;
   const buffer = bufferOf.call(view);
-  if (prototypeOf(buffer) === bufferPrototype) return false;
+  // Told by the engine's accessor too: a SharedArrayBuffer may have been given that prototype.
+  if (prototypeOf(buffer) === bufferPrototype && isBuffer(buffer)) return false;
   try {
     return sharedGrowableOf.call(buffer) === true;
   } catch {

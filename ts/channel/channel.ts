@@ -1201,7 +1201,7 @@ export class ChannelSender implements Disposable {
           }
           // Grown (its elements are its own; it cannot shrink here): the record holds its first
           // `len` bytes, as counted.
-          if (bytes[len] !== undefined) producer.clearAfter(idx, len);
+          if (bytes[len] !== undefined) producer.clearAfter(idx, len, viewLength(bytes));
           return;
         }
         const record = bytesView(ring.buffer, at, len);

@@ -1327,11 +1327,15 @@ export class Producer {
     const stop = idx + bytes;
     // `set` counts each message again, and one that follows a growable SharedArrayBuffer may
     // have grown since it was counted above (another thread grows it at any moment): copied
-    // whole, it runs past its record. So into a view that ends with the run (an allocation per
-    // run, none where the run ends the data area, as `r.bytes` does).
-    const data = stop === r.capacity ? r.bytes : bytesView(r.buffer, 0, L.OFF_DATA + stop);
+    // whole, it runs past its record. So into `r.bytes`, which ends with the data area, only
+    // where the area after the run is free to its end (then what the copy wrote past the run is
+    // zeroed below); else into a view that ends with the run (an allocation per run).
+    const freeAfter = stop === r.capacity || this.#freeFrom(stop);
+    const data = freeAfter ? r.bytes : bytesView(r.buffer, 0, L.OFF_DATA + stop);
     let closed = false;
     let clean = true;
+    /** The length of the message that failed the check below, when it did. */
+    let grown = 0;
     let at = idx;
     let k = 0;
     for (; k < n; k++) {
@@ -1355,12 +1359,13 @@ export class Producer {
       // it held `len` bytes exactly when element `len - 1` exists and element `len` does not
       // (it cannot have shrunk since: no code of the caller's runs here, and no thread can
       // shrink a SharedArrayBuffer). Looked at after the copy, which may have written past this
-      // record, over the run's next records (never past the run, which `data` ends).
+      // record, over the run's next records, and past the run where `data` is `r.bytes`.
       if (
         message[len] !== undefined ||
         (len === 0 ? viewDetached(message) : message[len - 1] === undefined)
       ) {
         clean = false;
+        grown = viewLength(message);
         break;
       }
       if (native === undefined) {
@@ -1373,7 +1378,12 @@ export class Producer {
     // What the copy wrote from `at` on is zeroed before anything there is committed (a skip
     // record's payload is zero: the receiver clears only its commit word), and before the
     // records before it are (the receiver waits at a zero word).
-    if (!clean) fillOf.call(data, 0, L.OFF_DATA + at, L.OFF_DATA + stop);
+    if (!clean) {
+      // Past the run too, in free space, up to what the message has grown to (see clearAfter).
+      const past = at + 8 + grown < r.capacity ? at + 8 + grown : r.capacity;
+      const end = freeAfter && past > stop ? past : stop;
+      fillOf.call(data, 0, L.OFF_DATA + at, L.OFF_DATA + end);
+    }
     // Whether the receiver is still to be woken (and its close looked for) after the last store.
     let wake = true;
     if (native !== undefined && k !== 0) {
@@ -1405,21 +1415,30 @@ export class Producer {
    * this record is committed.
    */
   freeAfter(idx: number, len: number): boolean {
-    const r = this.#r;
-    if (r.mode !== L.MODE_SPSC) return false;
-    const end = idx + L.recordSpan(len);
+    return this.#r.mode === L.MODE_SPSC && this.#freeFrom(idx + L.recordSpan(len));
+  }
+
+  /**
+   * Whether, in a channel of one sender whose `tail` is past data index `end`, the data area
+   * from `end` to its end is free, as far as this sender has seen.
+   */
+  #freeFrom(end: number): boolean {
     if (((this.#tail - this.headSeen) & L.POS_MASK) <= end) return true;
-    this.headSeen = atomicLoad(r.i32, HEAD) & L.POS_MASK; // a plain load on x86 and ARM64
+    this.headSeen = atomicLoad(this.#r.i32, HEAD) & L.POS_MASK; // a plain load on x86 and ARM64
     return ((this.#tail - this.headSeen) & L.POS_MASK) <= end;
   }
 
   /**
-   * Zeroes the data area from the end of the `len` bytes of the record at `idx` to the end of
-   * the area, where {@linkcode freeAfter} said it is free: free space is zero.
+   * Zeroes what a copy of a message that grew to `grown` bytes may have written past the `len`
+   * bytes of the record at `idx`, where {@linkcode freeAfter} said the area after it is free
+   * (free space is zero): up to `grown` bytes from the payload's start (the message only grows,
+   * and was no longer than that when `set` counted it), or the end of the area (a `set` that
+   * would go past it throws before it copies anything).
    */
-  clearAfter(idx: number, len: number): void {
+  clearAfter(idx: number, len: number, grown: number): void {
     const r = this.#r;
-    fillOf.call(r.bytes, 0, L.OFF_DATA + idx + 8 + len, L.OFF_DATA + r.capacity);
+    const end = idx + 8 + grown < r.capacity ? idx + 8 + grown : r.capacity;
+    fillOf.call(r.bytes, 0, L.OFF_DATA + idx + 8 + len, L.OFF_DATA + end);
   }
 
   /** Commits the data indices `at..stop` of a run as skip records: the run broke off there. */

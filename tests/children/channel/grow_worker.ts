@@ -6,8 +6,8 @@
  * process on the core) lets it grow past a record.
  *
  * Message: `{ buffer, control }`; `control` is a `SharedArrayBuffer` of two 32-bit words: stop,
- * and the round, which the main thread raises. It replies 1 at once, then grows; when it has
- * stopped it replies the buffer's length, once asked again.
+ * and the round, which the main thread raises (and notifies). It replies 1 at once, then grows;
+ * when it has stopped it replies the buffer's length, once asked again.
  *
  * @module
  */
@@ -33,7 +33,10 @@ function grow({ buffer, control }: Message): number {
       round = now;
       steps = 0;
     }
-    if (steps === ROUND_STEPS) continue; // until the next round
+    if (steps === ROUND_STEPS) {
+      Atomics.wait(words, 1, round, 100); // until the next round
+      continue;
+    }
     const n = buffer.byteLength;
     if (n + 8 > buffer.maxByteLength) break;
     buffer.grow(n + 8);
