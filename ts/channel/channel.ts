@@ -820,10 +820,13 @@ export class ChannelSender implements Disposable {
 
   /** {@linkcode send}, its errors named after `what`. */
   #send(message: Message, timeoutMs: number | undefined, what: string): void {
+    // Before `#start`: `timeoutOf` calls `Math.ceil`, which a script may have replaced, and a
+    // send made from there would leave its own length in `#len` (a native copy of that many
+    // bytes from this message's view read past it).
+    const timeout = timeoutOf(timeoutMs);
     const held = this.#textHeld;
     try {
       const bytes = this.#start(message, what);
-      const timeout = timeoutOf(timeoutMs);
       if (this.#tryFast(bytes, this.#len)) return;
       runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
     } finally {
@@ -896,8 +899,8 @@ export class ChannelSender implements Disposable {
     let timeout: number;
     let sent: boolean;
     try {
+      timeout = timeoutOf(timeoutMs); // before `#start`, as in `#send`
       bytes = this.#start(message, "sendAsync");
-      timeout = timeoutOf(timeoutMs);
       sent = this.#tryFast(bytes, this.#len);
     } catch (err) {
       this.#textHeld = held;
@@ -1953,9 +1956,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** {@linkcode recvText}, its errors named after `what` (the call the user made). */
   #text(timeoutMs: number | undefined, what: string): string | null {
+    // Before the state is looked at, as in recvInto: the look may run a "senderdied" listener.
+    if (--this.#countdown <= 0) this.#lookBusy();
     if (this.#simple()) {
       // As recvInto's hot path, into the copy a text is decoded from: no view of the ring.
-      if (--this.#countdown <= 0) this.#lookBusy();
       const timeout = timeoutOf(timeoutMs);
       if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
       const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
