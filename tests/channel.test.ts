@@ -4086,6 +4086,12 @@ test("recvText and recvJson decode each message whole, whatever its length, betw
   using ch = channel(1 << 18);
   const tx = ch.sender();
   const rx = ch.receiver();
+  // Texts of one length before and after the copy they are decoded from grows (a view of the
+  // old copy kept for that length would decode the first one again).
+  for (const text of ["short text", "g".repeat(300), "other text"]) {
+    tx.send(text);
+    assert.equal(rx.recvText(5000), text);
+  }
   const target = new Uint8Array(100);
   // Of 1 to 4 bytes a character, from 0 bytes to more than the ring holds (in fragments).
   const texts = [0, 1, 3, 4, 15, 16, 25, 26, 100, 4000, 7000, 1].map((n, i) =>

@@ -1964,10 +1964,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
       const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
       if (len >= 0) {
-        const view = len <= SMALL_COPY
-          ? this.#textViews[len] ??= bytesView(viewBuffer(this.#textCopy), 0, len)
-          : bytesView(viewBuffer(this.#textCopy), 0, len);
-        return decodeOf.call(decoder, view);
+        return decodeOf.call(decoder, this.#textView(len));
       }
       timeoutMs = timeout;
     }
@@ -2005,7 +2002,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (length > TEXT_COPY_KEPT) return decodeOf.call(decoder, view.slice());
     if (this.#textRoom < length) this.#growTextCopy(length);
     copyInto(this.#textCopy, view);
-    return decodeOf.call(decoder, bytesView(viewBuffer(this.#textCopy), 0, length));
+    return decodeOf.call(decoder, this.#textView(length));
+  }
+
+  /** A view of the first `len` bytes of the text copy; kept per length up to `SMALL_COPY`. */
+  #textView(len: number): Uint8Array {
+    return len <= SMALL_COPY
+      ? this.#textViews[len] ??= bytesView(viewBuffer(this.#textCopy), 0, len)
+      : bytesView(viewBuffer(this.#textCopy), 0, len);
   }
 
   /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
