@@ -113,6 +113,11 @@ export function bytesView(buffer: ArrayBufferLike, offset: number, length: numbe
   return new Bytes(buffer, offset, length);
 }
 
+/** A new `Uint8Array` of `length` zero bytes, made by the engine's `Uint8Array`. */
+export function newBytes(length: number): Uint8Array {
+  return new Bytes(length);
+}
+
 /** The ArrayBuffer a typed array views. */
 export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
   return bufferOf.call(view);

@@ -53,6 +53,7 @@ import {
   channelError,
   Consumer,
   copyInto,
+  copyOf,
   EMPTY,
   END,
   FRAGMENT_STEP_BYTES,
@@ -146,7 +147,8 @@ export interface EndpointOptions {
 export type Message = ArrayBufferView | ArrayBuffer | string;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// `ignoreBOM`: a text that starts with U+FEFF arrives as it was sent (the default drops it).
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 /**
  * The engine's `encodeInto`, taken at load: a script that replaces it later would run in the
  * middle of a send.
@@ -754,6 +756,8 @@ export class ChannelSender implements Disposable {
    * is made for an array sent once), null when it is not 4-byte aligned.
    */
   #words: Int32Array | null | undefined;
+  /** How many words {@linkcode #words} has (not its `length`, which a script can redefine). */
+  #wordCount = 0;
   /**
    * An array {@linkcode #copyOut} copies whole, with `set`: one that cannot grow while it is
    * copied (a view of our own, or an array looked at by `mayGrow`).
@@ -1161,7 +1165,7 @@ export class ChannelSender implements Disposable {
       let words = this.#words;
       if (
         bytes !== this.#wordsFor ||
-        (words !== null && (words === undefined || words.length !== len >> 2))
+        (words !== null && (words === undefined || this.#wordCount !== len >> 2))
       ) words = this.#wordsOf(bytes, len);
       if (words != null && this.#producer.putWords(bytes, words, len)) return true;
     }
@@ -1234,6 +1238,7 @@ export class ChannelSender implements Disposable {
     if (!again) return undefined;
     const buffer = viewBuffer(bytes);
     const offset = viewByteOffset(bytes);
+    this.#wordCount = len >> 2;
     return this.#words = (offset & 3) === 0 && ringAt(buffer) === undefined
       ? wordsView(buffer, offset, len >> 2)
       : null;
@@ -1517,6 +1522,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #busy = false;
   /** A recvMany is handing out messages: its callbacks may not receive. */
   #inBatch = false;
+  /**
+   * A receive is under way in this thread, past {@linkcode #begin}: code of the caller's that
+   * runs inside it (a getter, a built-in a script replaced, a "senderdied" listener) may not
+   * receive, and if it closes the receiver, the receive ends with `EBADF` (see
+   * {@linkcode #leave}). The hot paths run nothing a script can replace between their look at
+   * the state and their take, and look at this flag in that look.
+   */
+  #entered = false;
   /** A synchronous receive waits (and runs the "senderdied" listeners). */
   #waiting = false;
   /**
@@ -1552,6 +1565,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** The last recvInto target and its 32-bit words (undefined: not 4-byte aligned). */
   #target: Uint8Array | undefined;
   #targetWords: Int32Array | undefined;
+  /** How many words {@linkcode #targetWords} has (not its `length`, which a script can redefine). */
+  #targetWordCount = 0;
   /** The caller's array `#target` is a view of, when it is not that array (see `viewedFrom`). */
   #targetFrom: Uint8Array | undefined;
   #targetKind: Viewed = VIEWED_NONE;
@@ -1691,7 +1706,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
-    return this.#takeCopy(timeoutMs) ?? this.#copy(this.#view(timeoutMs, "recv"));
+    const fast = this.#takeCopy(timeoutMs);
+    if (fast !== undefined) return fast;
+    const timeout = timeoutOf(timeoutMs);
+    this.#begin("recv");
+    try {
+      return this.#copy(this.#view(timeout, "recv"));
+    } finally {
+      this.#leave("recv");
+    }
   }
 
   /**
@@ -1711,6 +1734,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `recvInto: target must be a Uint8Array${check.otherRealm(target, "Uint8Array")}`,
       );
     }
+    // Before anything is looked at: `timeoutOf` calls `Math.ceil`, which a script may have
+    // replaced (a receive made there would adopt its own target, or take the message found).
+    const timeout = timeoutOf(timeoutMs);
     // Before the target is looked at: a "senderdied" listener may resize or detach it.
     if (--this.#countdown <= 0) this.#lookBusy();
     // #target is plain already (an array's type never changes).
@@ -1742,37 +1768,43 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       this.#targetFrom = this.#targetKind === VIEWED_NONE ? undefined : from;
     }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
-    if (this.#simple()) {
-      const timeout = timeoutOf(timeoutMs);
+    // From the look at the state to the take, nothing runs that a script can replace; the
+    // adoption above may have (a getter met on the way), and a receive made there adopted its
+    // own target: then the slow path copies.
+    if (this.#simple() && this.#target === target) {
       let words = this.#targetWords;
       // The target recvInto adopted, but its buffer may have been resized since (a view that
       // follows its buffer's length, or one that went out of bounds and back): words of its
       // length now.
-      if (words !== undefined && words.length !== room >> 2) {
+      if (words !== undefined && this.#targetWordCount !== room >> 2) {
         this.#wordsOf(target, room);
         words = this.#targetWords;
       }
-      const len = this.#takeSimple(target, room, words);
+      const len = this.#takeSimple(target, room, words, "recvInto");
       if (len >= 0) return len;
-      return this.#recvIntoSlow(target, room, timeout);
     }
-    return this.#recvIntoSlow(target, room, timeoutMs);
+    return this.#recvIntoSlow(target, room, timeout);
   }
 
-  #recvIntoSlow(target: Uint8Array, room: number, timeoutMs: number | undefined): number | null {
-    const view = this.#view(timeoutMs, "recvInto");
-    if (view === null) return null;
-    // Counted again: a "senderdied" listener that ran meanwhile may have resized or detached it.
-    room = byteCount(target);
-    if (view.length > room) {
-      this.#held = view;
-      throw new RangeError(
-        `recvInto: the next message has ${view.length} bytes, target only ${room}`,
-      );
+  #recvIntoSlow(target: Uint8Array, room: number, timeout: number): number | null {
+    this.#begin("recvInto");
+    try {
+      const view = this.#view(timeout, "recvInto");
+      if (view === null) return null;
+      // Counted again: a "senderdied" listener that ran meanwhile may have resized or detached
+      // it.
+      room = byteCount(target);
+      const len = viewLength(view);
+      if (len > room) {
+        this.#held = view;
+        throw new RangeError(`recvInto: the next message has ${len} bytes, target only ${room}`);
+      }
+      copyInto(target, view);
+      this.#putBack();
+      return len;
+    } finally {
+      this.#leave("recvInto");
     }
-    copyInto(target, view);
-    this.#putBack();
-    return view.length;
   }
 
   /**
@@ -1805,7 +1837,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvMany: onMessage must be a function");
     }
     const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
-    const first = this.#view(timeoutMs, "recvMany");
+    const timeout = timeoutOf(timeoutMs);
+    this.#begin("recvMany");
+    let first: Uint8Array | null;
+    try {
+      first = this.#view(timeout, "recvMany");
+    } finally {
+      this.#leave("recvMany"); // from here on, #inBatch keeps the callbacks from receiving
+    }
     if (first === null) return null;
     const consumer = this.#consumer;
     const lender = this.#lender;
@@ -1874,13 +1913,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * handed back to the senders. A fragmented message comes back as one reassembled buffer.
    */
   recvView(timeoutMs?: number): Uint8Array | null {
-    return this.#view(timeoutMs, "recvView");
+    const timeout = timeoutOf(timeoutMs); // before #begin looks at the state (see recvInto)
+    this.#begin("recvView");
+    try {
+      return this.#view(timeout, "recvView");
+    } finally {
+      this.#leave("recvView");
+    }
   }
 
-  /** {@linkcode recvView}, its errors named after `what` (the call the user made). */
-  #view(timeoutMs: number | undefined, what: string): Uint8Array | null {
-    this.#begin(what);
-    const timeout = timeoutOf(timeoutMs);
+  /**
+   * {@linkcode recvView} after {@linkcode #begin}, its errors named after `what` (the call the
+   * user made); `timeout` from {@linkcode timeoutOf}.
+   */
+  #view(timeout: number, what: string): Uint8Array | null {
     const fast = this.#takeHeld() ?? this.#tryOne();
     if (fast !== undefined) return fast;
     // Busy while it waits: a "senderdied" listener runs inside the wait and may not receive.
@@ -1922,10 +1968,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     what: string,
     copy = false,
   ): Promise<Uint8Array | null> {
+    const timeout = timeoutOf(timeoutMs); // before #begin looks at the state (see recvInto)
     this.#begin(what);
-    const timeout = timeoutOf(timeoutMs);
-    const fast = this.#takeHeld() ?? this.#tryOne();
-    if (fast !== undefined) return copy ? this.#copy(fast) : fast;
+    try {
+      const fast = this.#takeHeld() ?? this.#tryOne();
+      if (fast !== undefined) return copy ? this.#copy(fast) : fast;
+    } finally {
+      this.#leave(what);
+    }
     this.#busy = true;
     try {
       const view = await runAsync(this.#recvSteps(timeout, false, what), this.#ring.parking);
@@ -1945,8 +1995,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const fast = this.#takeCopy(undefined);
     if (fast !== undefined) return fast;
     this.#begin("tryRecv");
-    const view = this.#takeHeld() ?? this.#tryOne();
-    return view === undefined ? undefined : this.#copy(view);
+    try {
+      const view = this.#takeHeld() ?? this.#tryOne();
+      return view === undefined ? undefined : this.#copy(view);
+    } finally {
+      this.#leave("tryRecv");
+    }
   }
 
   /** Receives a UTF-8 message as a string (`null` at the end). */
@@ -1958,27 +2012,31 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #text(timeoutMs: number | undefined, what: string): string | null {
     // Before the state is looked at, as in recvInto: the look may run a "senderdied" listener.
     if (--this.#countdown <= 0) this.#lookBusy();
+    const timeout = timeoutOf(timeoutMs); // before the state is looked at, as in recvInto
+    if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
     if (this.#simple()) {
       // As recvInto's hot path, into the copy a text is decoded from: no view of the ring.
-      const timeout = timeoutOf(timeoutMs);
-      if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
-      const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
+      const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords, what);
       if (len >= 0) {
         return decodeOf.call(decoder, this.#textView(len));
       }
-      timeoutMs = timeout;
     }
-    const view = this.#view(timeoutMs, what);
-    if (view === null) return null;
-    const text = this.#decode(view);
-    this.#putBack();
-    return text;
+    this.#begin(what);
+    try {
+      const view = this.#view(timeout, what);
+      if (view === null) return null;
+      const text = this.#decode(view);
+      this.#putBack();
+      return text;
+    } finally {
+      this.#leave(what);
+    }
   }
 
   /** Nothing held, lent or in progress: a receive may take the next message as it is. */
   #simple(): boolean {
     return this.#held === undefined && this.#lentIdx < 0 && !this.#closed && !this.#busy &&
-      !this.#inBatch;
+      !this.#inBatch && !this.#entered;
   }
 
   /** Makes the copy a text is decoded from hold `length` bytes (up to `TEXT_COPY_KEPT`). */
@@ -1999,7 +2057,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #decode(view: Uint8Array): string {
     const length = viewLength(view);
-    if (length > TEXT_COPY_KEPT) return decodeOf.call(decoder, view.slice());
+    if (length > TEXT_COPY_KEPT) return decodeOf.call(decoder, copyOf(view));
     if (this.#textRoom < length) this.#growTextCopy(length);
     copyInto(this.#textCopy, view);
     return decodeOf.call(decoder, this.#textView(length));
@@ -2018,8 +2076,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     return text === null ? null : JSON.parse(text);
   }
 
-  /** Hands the space of a message lent by {@linkcode recvView} back to the senders now. */
+  /**
+   * Hands the space of a message lent by {@linkcode recvView} back to the senders now.
+   *
+   * @throws {SharedMemoryError} `EBUSY` from code that runs inside a receive of this receiver (a
+   *   getter, a replaced built-in): what that receive lent is not the caller's yet.
+   */
   release(): void {
+    // What a receive under way has lent is not the caller's yet.
+    if (this.#entered) throw this.#reentered("release");
+    this.#release();
+  }
+
+  /** {@linkcode release}, also inside a receive (which ends with what it took). */
+  #release(): void {
     this.#held = undefined;
     const idx = this.#lentIdx;
     if (idx >= 0) {
@@ -2042,8 +2112,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     for (;;) {
       const view = await this.recvViewAsync();
       if (view === null) return;
-      const text = this.#decode(view);
-      this.#putBack();
+      let text: string;
+      this.#entered = true; // as after #begin: the copy's `set` is looked up on a prototype
+      try {
+        text = this.#decode(view);
+        this.#putBack();
+      } finally {
+        this.#leave("texts");
+      }
       yield text;
     }
   }
@@ -2059,7 +2135,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   close(): void {
     if (this.#closed) return;
-    this.release();
+    this.#release();
     this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
     this.#lender.end();
@@ -2093,7 +2169,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         "another receive is still waiting; await it first",
       );
     }
+    if (this.#entered) throw this.#reentered(what);
     if (this.#held === undefined) this.#putBack();
+    this.#entered = true;
+  }
+
+  /**
+   * Ends what {@linkcode #begin} began, in a `finally`: a receiver closed meanwhile by code of
+   * the caller's that ran inside the receive (which released what it had lent) ends it with
+   * `EBADF`.
+   */
+  #leave(what: string): void {
+    this.#entered = false;
+    if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
+  }
+
+  /** The error of a receive (or release) made by code that runs inside another receive. */
+  #reentered(what: string): SharedMemoryError {
+    return this.#ring.error(
+      "EBUSY",
+      `ChannelReceiver.${what}`,
+      "called from code that runs inside another receive of this receiver (a getter, a replaced built-in or a listener); return from it first",
+    );
   }
 
   /**
@@ -2125,7 +2222,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
    * pending; else -1 (nothing taken).
    */
-  #takeSimple(target: Uint8Array, room: number, words: Int32Array | undefined): number {
+  #takeSimple(
+    target: Uint8Array,
+    room: number,
+    words: Int32Array | undefined,
+    what: string,
+  ): number {
     if (this.#unsettled !== 0) return -1;
     const consumer = this.#consumer;
     const { take, takeState } = this.#ring.parking;
@@ -2134,7 +2236,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (len >= 0) return len;
     }
     if (take === undefined && words !== undefined) {
-      const len = consumer.takeReady(target, words, Math.min(room, SMALL_COPY));
+      // `room >> 2` words (recvInto and recvText keep them so): not `words.length` nor
+      // `Math.min`, which a script can redefine, with the state looked at.
+      const len = consumer.takeReady(
+        target,
+        words,
+        room >> 2,
+        room < SMALL_COPY ? room : SMALL_COPY,
+      );
       if (len >= 0) return len;
     }
     const idx = consumer.peek();
@@ -2143,7 +2252,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // Where each receive runs here (no native take) into a target takeReady can copy into, the
     // small messages after a small one are acquired now, for takeReady.
     if (take === undefined && words !== undefined && len <= SMALL_COPY) {
-      consumer.readAhead(Math.min(room, SMALL_COPY));
+      consumer.readAhead(room < SMALL_COPY ? room : SMALL_COPY);
     }
     if (len > room) return -1;
     const bytes = this.#ring.bytes;
@@ -2156,7 +2265,17 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      copyInto(target, this.#ring.copyView(start, len));
+      // `set` and `fill` (in the zeroing) are called through `Function.prototype.call`, which a
+      // script can replace: as after #begin, code of the caller's that runs there may not
+      // receive, and a close made there ends this receive.
+      this.#entered = true;
+      try {
+        copyInto(target, this.#ring.copyView(start, len));
+        consumer.release(len);
+      } finally {
+        this.#leave(what);
+      }
+      return len;
     }
     consumer.release(len);
     return len;
@@ -2273,10 +2392,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #wordsOf(target: Uint8Array, room: number): void {
     this.#target = target;
     this.#targetWords = undefined;
+    this.#targetWordCount = 0;
     if (room < 4) return; // no whole word (or a detached buffer, which has no bytes to view)
     const own = freshView(target);
     const offset = viewByteOffset(own);
-    if ((offset & 3) === 0) this.#targetWords = wordsView(viewBuffer(own), offset, room >> 2);
+    if ((offset & 3) === 0) {
+      this.#targetWords = wordsView(viewBuffer(own), offset, room >> 2);
+      this.#targetWordCount = room >> 2;
+    }
   }
 
   /** A message that did not fit a recvInto target, handed out again. */
@@ -2294,12 +2417,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #takeCopy(timeoutMs: number | undefined): Uint8Array | undefined {
     if (--this.#countdown <= 0) this.#lookBusy();
+    timeoutOf(timeoutMs); // before the state is looked at (see recvInto)
     const { take, takeState } = this.#ring.parking;
     if (
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
-      this.#busy || this.#inBatch || this.#unsettled !== 0
+      this.#busy || this.#inBatch || this.#entered || this.#unsettled !== 0
     ) return undefined;
-    timeoutOf(timeoutMs);
     const consumer = this.#consumer;
     const len = consumer.waitingLength();
     if (len < 0) return undefined;
@@ -2312,8 +2435,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** A copy of a received message, whose room goes back to the senders at once. */
   #copy(view: Uint8Array | null): Uint8Array | null {
     if (view === null) return null;
-    const copy = view.slice();
-    this.release();
+    const copy = copyOf(view);
+    this.#release();
     return copy;
   }
 
@@ -2397,11 +2520,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         consumer.release(len);
         throw this.#overLimit(key, size);
       }
-      const chunk = r.bytes.slice(start, start + len);
+      const chunk = copyOf(r.copyView(start, len));
       consumer.release(len);
       // Counted, with the bytes copied (see STEP_LIMIT): a peer that never completes a message
       // must not keep this look going.
-      steps += 1 + Math.floor(len / FRAGMENT_STEP_BYTES);
+      steps += 1 + ((len / FRAGMENT_STEP_BYTES) | 0); // a record is under 2 GiB
+
       if (more) {
         this.#pendingBytes += len;
         if (partial) {
@@ -2628,7 +2752,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * on each message still checks on time. Runs as a receive starts (or between a batch's messages), before it takes anything.
    */
   #lookBusy(): void {
-    if (this.#closed || this.#busy) {
+    if (this.#closed || this.#busy || this.#entered) {
       this.#countdown = BUSY_LOOK_EVERY;
       return;
     }

@@ -15,6 +15,7 @@ import {
   dataViewByteLength,
   isUint8Array,
   isView,
+  newBytes,
   typedArrayName,
   viewBuffer,
   viewByteLength,
@@ -96,6 +97,17 @@ function noPrototype<T>(): T[] {
  */
 export function copyInto(target: Uint8Array, source: Uint8Array, offset = 0): void {
   setOf.call(target, source, offset);
+}
+
+/**
+ * A copy of `source` in a new array, made with the engine's own constructor and `set` (a
+ * `slice` a script put on the prototype would run in the middle of a receive, with the message
+ * lent).
+ */
+export function copyOf(source: Uint8Array): Uint8Array {
+  const copy = newBytes(viewLength(source));
+  setOf.call(copy, source, 0);
+  return copy;
 }
 
 /**
@@ -516,7 +528,10 @@ export class Ring {
     const slot = (start >>> 3) % COPY_VIEWS;
     const kept = this.#copyViews[slot];
     // A view of a detached buffer counts 0 bytes, and is made again (which throws).
-    if (kept !== undefined && this.#copyStarts[slot] === start && kept.length === len) return kept;
+    // The engine's count: a `length` a script defines on the prototype is not asked.
+    if (kept !== undefined && this.#copyStarts[slot] === start && viewLength(kept) === len) {
+      return kept;
+    }
     const view = this.#copyViews[slot] = this.view(start, len);
     this.#copyStarts[slot] = start;
     return view;
@@ -1549,14 +1564,14 @@ export class Consumer {
 
   /**
    * The whole receive of a message {@linkcode readAhead} acquired, into `target`, whose first
-   * `words.length` 32-bit words `words` views: when the message at `head` is a whole one-record
-   * message of at most `max` bytes and `words.length * 4` or fewer, among those acquired, and
+   * `count` 32-bit words `words` views: when the message at `head` is a whole one-record
+   * message of at most `max` bytes and `count * 4` or fewer, among those acquired, and
    * every record before `head` is handed back, copies it out word by word, zeroing the ring as
    * it goes (one pass instead of a copy and a zeroing), zeroes the rest of its record and stores
    * `head` past it: its length. Else -1, with nothing taken: the caller peeks, and
    * {@linkcode peek} judges what this leaves (only what peek would accept is taken here).
    */
-  takeReady(target: Uint8Array, words: Int32Array, max: number): number {
+  takeReady(target: Uint8Array, words: Int32Array, count: number, max: number): number {
     const head = this.head;
     const ahead = (this.#ready - head) & L.POS_MASK;
     if (ahead === 0 || ahead > READY_BYTES || this.#published !== head) return -1;
@@ -1571,7 +1586,7 @@ export class Consumer {
     const len = word & L.REC_LEN_MASK;
     const n = len >> 2;
     const span = L.recordSpan(len);
-    if (len > max || len > r.maxRecord || n > words.length || span > ahead) return -1;
+    if (len > max || len > r.maxRecord || n > count || span > ahead) return -1;
     i32[ZEROING] = (head + span) & L.POS_MASK; // see announce
     const from = first + 2;
     for (let w = 0; w < n; w++) {
@@ -1611,7 +1626,10 @@ export class Consumer {
     if (r.mode !== L.MODE_SPSC) return;
     const seen = (this.#tailSeen - head) & L.POS_MASK;
     if (seen > r.capacity) return;
-    const limit = Math.min(seen, r.capacity - idx, READY_BYTES);
+    // Not `Math.min`, which a script can replace: the message at head is acquired already.
+    const toEnd = r.capacity - idx;
+    let limit = seen < toEnd ? seen : toEnd;
+    if (limit > READY_BYTES) limit = READY_BYTES;
     const i32 = r.i32;
     let last = -1;
     let lastWord = 0;
