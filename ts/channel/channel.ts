@@ -828,14 +828,22 @@ export class ChannelSender implements Disposable {
     // send made from there would leave its own length in `#len` (a native copy of that many
     // bytes from this message's view read past it).
     const timeout = timeoutOf(timeoutMs);
+    // Only a string is encoded into the sender's own buffer, which it holds until its send is
+    // done: other messages need no `try` (3-8 ns a send).
+    if (typeof message !== "string") return this.#sendOne(message, timeout, what);
     const held = this.#textHeld;
     try {
-      const bytes = this.#start(message, what);
-      if (this.#tryFast(bytes, this.#len)) return;
-      runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
+      this.#sendOne(message, timeout, what);
     } finally {
       this.#textHeld = held;
     }
+  }
+
+  /** {@linkcode #send} of one message, `timeout` from {@linkcode timeoutOf}. */
+  #sendOne(message: Message, timeout: number, what: string): void {
+    const bytes = this.#start(message, what);
+    if (this.#tryFast(bytes, this.#len)) return;
+    runSync(this.#sendSteps(bytes, timeout, true), this.#ring.parking);
   }
 
   /**
@@ -941,20 +949,25 @@ export class ChannelSender implements Disposable {
 
   /** Sends without waiting: false if the ring has no room now. */
   trySend(message: Message): boolean {
-    const held = this.#textHeld;
+    if (typeof message !== "string") return this.#trySendOne(message);
+    const held = this.#textHeld; // as in #send
     try {
-      const bytes = this.#start(message, "trySend");
-      const len = this.#len;
-      if (len > this.#ring.maxRecord) {
-        throw new RangeError(
-          `trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
-        );
-      }
-      if (this.#abortOwed && !this.#tryPayAbort()) return false;
-      return this.#tryFast(bytes, len);
+      return this.#trySendOne(message);
     } finally {
       this.#textHeld = held;
     }
+  }
+
+  #trySendOne(message: Message): boolean {
+    const bytes = this.#start(message, "trySend");
+    const len = this.#len;
+    if (len > this.#ring.maxRecord) {
+      throw new RangeError(
+        `trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
+      );
+    }
+    if (this.#abortOwed && !this.#tryPayAbort()) return false;
+    return this.#tryFast(bytes, len);
   }
 
   /**
