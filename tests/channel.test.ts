@@ -4099,6 +4099,34 @@ test("a text that starts with a byte order mark arrives as it was sent, through 
   assert.equal(rx.recvJson(0), "\uFEFFvalue");
 });
 
+test("texts() and recvAsync hand out what they took even when a receive runs in a microtask before their caller resumes", async () => {
+  using ch = channel(65536);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const decode = (m: Uint8Array | null | undefined) => m == null ? m : new TextDecoder().decode(m);
+  for (const way of ["texts", "recvAsync"] as const) {
+    for (const text of ["first", "second", "third"]) tx.send(text);
+    const it = rx.texts();
+    const taking = way === "texts" ? it.next().then((r) => r.value) : rx.recvAsync().then(decode);
+    // Receives from other microtasks, in the hops between the take and its caller's turn.
+    let other: string | null | undefined;
+    void (async () => {
+      for (let hop = 0; hop < 20 && other === undefined; hop++) {
+        await null;
+        try {
+          other = decode(rx.tryRecv());
+        } catch (e) {
+          if (!code("EBUSY")(e)) throw e; // still taking
+        }
+      }
+    })();
+    assert.equal(await taking, "first", way);
+    assert.equal(other, "second", way);
+    assert.equal(rx.recvText(0), "third", way);
+    await it.return(undefined);
+  }
+});
+
 test("recvText and recvJson decode each message whole, whatever its length, between recvInto into a target of the caller's and after a message recvInto could not hold", () => {
   using ch = channel(1 << 18);
   const tx = ch.sender();

@@ -238,6 +238,13 @@ function deadlineAfter(timeout: number): number {
  * code does not send (Node.js: 63-68 → 57-60 ns of CPU per 64 B `send`, in a pair on one core).
  */
 const SMALL_COPY = 256;
+
+/** What an async receive hands out: the view it lent, a copy of it, or its text. */
+const AS_VIEW = 0;
+const AS_COPY = 1;
+const AS_TEXT = 2;
+type As = typeof AS_VIEW | typeof AS_COPY | typeof AS_TEXT;
+
 /**
  * recvMany copies a run of small messages that lie back to back in the ring, up to this many
  * bytes of records, into a buffer of the receiver with one `set`: cheaper per message than
@@ -1914,7 +1921,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
     const message = this.#takeCopy(timeoutMs) ??
-      await this.#viewAsync(timeoutMs, "recvAsync", true);
+      await this.#viewAsync(timeoutMs, "recvAsync", AS_COPY) as Uint8Array | null;
     // Taken, in call order, and a copy: the event loop may have its turn before it is handed out.
     if (mustYield()) await nextTurn();
     return message;
@@ -1955,7 +1962,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
 
   /** {@linkcode recvView} as a Promise. */
   async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    const view = await this.#viewAsync(timeoutMs, "recvViewAsync");
+    const view = await this.#viewAsync(timeoutMs, "recvViewAsync", AS_VIEW) as Uint8Array | null;
     if (mustYield()) {
       // The view stays lent through the event loop's turn: other receives wait for this one
       // (EBUSY), as while a receive waits for a message.
@@ -1971,31 +1978,45 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
 
   /**
-   * {@linkcode recvViewAsync}, its errors named after `what` (the call the user made); with
-   * `copy`, a copy of the message, made before any other call of this receiver can run: a lent
-   * view handed through a settled promise could be released by the next receive (a `recvAsync`
-   * not awaited before the next one copied another message's bytes, or zeroes).
+   * {@linkcode recvViewAsync}, its errors named after `what` (the call the user made); `as`
+   * {@linkcode AS_COPY} or {@linkcode AS_TEXT}, a copy of the message or its text, made before
+   * any other call of this receiver can run: a lent view handed through a settled promise could
+   * be released by the next receive (a `recvAsync` not awaited before the next one copied
+   * another message's bytes, or zeroes; `texts()` decoded zeroes when a receive ran in a
+   * microtask in between).
    */
   async #viewAsync(
     timeoutMs: number | undefined,
     what: string,
-    copy = false,
-  ): Promise<Uint8Array | null> {
+    as: As,
+  ): Promise<Uint8Array | string | null> {
     const timeout = timeoutOf(timeoutMs); // before #begin looks at the state (see recvInto)
     this.#begin(what);
     try {
       const fast = this.#takeHeld() ?? this.#tryOne();
-      if (fast !== undefined) return copy ? this.#copy(fast) : fast;
+      if (fast !== undefined) return this.#made(fast, as);
     } finally {
       this.#leave(what);
     }
     this.#busy = true;
     try {
       const view = await runAsync(this.#recvSteps(timeout, false, what), this.#ring.parking);
-      return copy ? this.#copy(view) : view;
+      // Still busy: code of the caller's that runs in the copy or the decode may not receive.
+      const made = this.#made(view, as);
+      if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
+      return made;
     } finally {
       this.#busy = false;
     }
+  }
+
+  /** What {@linkcode #viewAsync} hands out `as`, of the message `view` lent. */
+  #made(view: Uint8Array | null, as: As): Uint8Array | string | null {
+    if (view === null || as === AS_VIEW) return view;
+    if (as === AS_COPY) return this.#copy(view);
+    const text = this.#decode(view);
+    this.#putBack();
+    return text;
   }
 
   /**
@@ -2123,16 +2144,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Every message until the end of the stream, as UTF-8 strings. */
   async *texts(): AsyncGenerator<string> {
     for (;;) {
-      const view = await this.recvViewAsync();
-      if (view === null) return;
-      let text: string;
-      this.#entered = true; // as after #begin: the copy's `set` is looked up on a prototype
-      try {
-        text = this.#decode(view);
-        this.#putBack();
-      } finally {
-        this.#leave("texts");
-      }
+      // Decoded before any other call of this receiver can run (see #viewAsync).
+      const text = await this.#viewAsync(undefined, "texts", AS_TEXT) as string | null;
+      if (text === null) return;
+      // Taken, in call order: the event loop may have its turn before it is handed out.
+      if (mustYield()) await nextTurn();
       yield text;
     }
   }
