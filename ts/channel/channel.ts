@@ -26,6 +26,7 @@ import {
   isView,
   mapSize,
   mayGrow,
+  newBytes,
   viewBuffer,
   viewByteOffset,
   viewBytes,
@@ -1192,7 +1193,16 @@ export class ChannelSender implements Disposable {
     const idx = this.#producer.tryReserve(len);
     if (idx === FULL) return false;
     // A detached buffer counts 0 bytes, and `set` would throw on it with the record reserved.
-    if (len !== 0) this.#copyOut(bytes, idx, len);
+    if (len !== 0) {
+      try {
+        this.#copyOut(bytes, idx, len);
+      } catch (err) {
+        // Thrown by code of the caller's (a replaced `call`): the record must not stay reserved,
+        // or every message after it waits behind it.
+        this.#producer.abandon(idx, len);
+        throw err;
+      }
+    }
     if (!this.#producer.commit(idx, len, 0)) {
       throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
     }
@@ -1292,15 +1302,25 @@ export class ChannelSender implements Disposable {
         if (sent > 0 && !this.#closed) this.#owe();
         throw err;
       }
-      if (viewLength(bytes) !== total) {
-        // The caller detached or shrank the message's buffer while this send waited for room
-        // (a view out of bounds has no bytes): the record is given up, the message broken off.
-        this.#producer.abandon(idx, len);
-        if (sent > 0) this.#owe();
-        throw new TypeError("send: the message's buffer was detached or resized during the send");
+      // The record is given up, the message broken off, if the caller detached or shrank the
+      // message's buffer while this send waited for room (a view out of bounds has no bytes),
+      // or code of the caller's threw in the copy (a replaced `call`): a record left reserved
+      // would hold back every message after it.
+      let copied = false;
+      try {
+        if (viewLength(bytes) === total) {
+          const at = L.OFF_DATA + idx + 8;
+          if (len !== 0) copyInto(this.#ring.bytes, bytesView(buffer, offset + sent, len), at);
+          copied = true;
+        }
+      } finally {
+        if (!copied) {
+          this.#producer.abandon(idx, len);
+          if (sent > 0) this.#owe();
+        }
       }
-      if (len !== 0) {
-        copyInto(this.#ring.bytes, bytesView(buffer, offset + sent, len), L.OFF_DATA + idx + 8);
+      if (!copied) {
+        throw new TypeError("send: the message's buffer was detached or resized during the send");
       }
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, kind)) {
@@ -1726,7 +1746,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
-    const fast = this.#takeCopy(timeoutMs);
+    const fast = this.#takeCopy(timeoutMs, "recv");
     if (fast !== undefined) return fast;
     const timeout = timeoutOf(timeoutMs);
     this.#begin("recv");
@@ -1788,19 +1808,25 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       this.#targetFrom = this.#targetKind === VIEWED_NONE ? undefined : from;
     }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
-    // From the look at the state to the take, nothing runs that a script can replace; the
-    // adoption above may have (a getter met on the way), and a receive made there adopted its
-    // own target: then the slow path copies.
+    // The adoption above may have run code of the caller's (a getter met on the way), and a
+    // receive made there adopted its own target: then the slow path copies.
     if (this.#simple() && this.#target === target) {
-      let words = this.#targetWords;
-      // The target recvInto adopted, but its buffer may have been resized since (a view that
-      // follows its buffer's length, or one that went out of bounds and back): words of its
-      // length now.
-      if (words !== undefined && this.#targetWordCount !== room >> 2) {
-        this.#wordsOf(target, room);
-        words = this.#targetWords;
+      // Entered from the look at the state to the take (see #entered).
+      this.#entered = true;
+      let len: number;
+      try {
+        let words = this.#targetWords;
+        // The target recvInto adopted, but its buffer may have been resized since (a view that
+        // follows its buffer's length, or one that went out of bounds and back): words of its
+        // length now.
+        if (words !== undefined && this.#targetWordCount !== room >> 2) {
+          this.#wordsOf(target, room);
+          words = this.#targetWords;
+        }
+        len = this.#takeSimple(target, room, words);
+      } finally {
+        this.#leave("recvInto");
       }
-      const len = this.#takeSimple(target, room, words, "recvInto");
       if (len >= 0) return len;
     }
     return this.#recvIntoSlow(target, room, timeout);
@@ -1857,14 +1883,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw new TypeError("recvMany: onMessage must be a function");
     }
     const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
-    const timeout = timeoutOf(timeoutMs);
-    this.#begin("recvMany");
-    let first: Uint8Array | null;
-    try {
-      first = this.#view(timeout, "recvMany");
-    } finally {
-      this.#leave("recvMany"); // from here on, #inBatch keeps the callbacks from receiving
-    }
+    // From the first message on, #inBatch keeps the callbacks from receiving.
+    const first = this.#viewIn(timeoutOf(timeoutMs), "recvMany");
     if (first === null) return null;
     const consumer = this.#consumer;
     const lender = this.#lender;
@@ -1898,12 +1918,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
             // the receiver has consumed it, as a sender that then sees the close reads `head`.
             this.#working = consumer.head;
             consumer.consume(len);
-            onMessage(lender.view(start, len));
+            const view = lender.view(start, len);
+            // Closed by code of the caller's that ran in the view's making: its record is zeroed.
+            if (this.#closed) break;
+            onMessage(view);
             continue;
           }
         }
         const view = this.#tryOne();
         if (view === undefined || view === null) break; // nothing ready, or the end: next call
+        if (this.#closed) break; // as above
         this.#working = -1;
         count++;
         onMessage(view);
@@ -1920,7 +1944,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
   async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    const message = this.#takeCopy(timeoutMs) ??
+    const message = this.#takeCopy(timeoutMs, "recvAsync") ??
       await this.#viewAsync(timeoutMs, "recvAsync", AS_COPY) as Uint8Array | null;
     // Taken, in call order, and a copy: the event loop may have its turn before it is handed out.
     if (mustYield()) await nextTurn();
@@ -1933,12 +1957,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * handed back to the senders. A fragmented message comes back as one reassembled buffer.
    */
   recvView(timeoutMs?: number): Uint8Array | null {
-    const timeout = timeoutOf(timeoutMs); // before #begin looks at the state (see recvInto)
-    this.#begin("recvView");
+    // The timeout before #begin looks at the state (see recvInto).
+    return this.#viewIn(timeoutOf(timeoutMs), "recvView");
+  }
+
+  /**
+   * {@linkcode #view} between {@linkcode #begin} and {@linkcode #leave}: a method of its own,
+   * as a `try` in the caller costs JavaScriptCore about 3 ns per message of a `recvMany`.
+   */
+  #viewIn(timeout: number, what: string): Uint8Array | null {
+    this.#begin(what);
     try {
-      return this.#view(timeout, "recvView");
+      return this.#view(timeout, what);
     } finally {
-      this.#leave("recvView");
+      this.#leave(what);
     }
   }
 
@@ -2001,10 +2033,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#busy = true;
     try {
       const view = await runAsync(this.#recvSteps(timeout, false, what), this.#ring.parking);
-      // Still busy: code of the caller's that runs in the copy or the decode may not receive.
-      const made = this.#made(view, as);
-      if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
-      return made;
+      // Entered, as after #begin: code of the caller's that runs in the copy or the decode may
+      // not receive or release, and a close made there ends this receive.
+      this.#entered = true;
+      try {
+        return this.#made(view, as);
+      } finally {
+        this.#leave(what);
+      }
     } finally {
       this.#busy = false;
     }
@@ -2026,7 +2062,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * it consumes: a message behind more of them, or of more fragments, takes more calls.
    */
   tryRecv(): Uint8Array | null | undefined {
-    const fast = this.#takeCopy(undefined);
+    const fast = this.#takeCopy(undefined, "tryRecv");
     if (fast !== undefined) return fast;
     this.#begin("tryRecv");
     try {
@@ -2050,10 +2086,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (this.#textRoom === 0) this.#growTextCopy(SMALL_COPY);
     if (this.#simple()) {
       // As recvInto's hot path, into the copy a text is decoded from: no view of the ring.
-      const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords, what);
-      if (len >= 0) {
-        return decodeOf.call(decoder, this.#textView(len));
+      // Entered until the text is made: a receive made in between would write over the copy.
+      this.#entered = true;
+      let text: string | undefined;
+      try {
+        const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
+        if (len >= 0) text = decodeOf.call(decoder, this.#textView(len));
+      } finally {
+        this.#leave(what);
       }
+      if (text !== undefined) return text;
     }
     this.#begin(what);
     try {
@@ -2117,9 +2159,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   getter, a replaced built-in): what that receive lent is not the caller's yet.
    */
   release(): void {
-    // What a receive under way has lent is not the caller's yet.
-    if (this.#entered) throw this.#reentered("release");
-    this.#release();
+    if (this.#lentIdx < 0 && this.#held === undefined) return; // nothing lent (or waiting)
+    // What a receive under way has lent or holds is not the caller's yet.
+    if (this.#entered || this.#busy) throw this.#reentered("release");
+    this.#entered = true; // the zeroing calls `fill`: code of the caller's there may not receive
+    try {
+      this.#release();
+    } finally {
+      this.#entered = false;
+    }
   }
 
   /** {@linkcode release}, also inside a receive (which ends with what it took). */
@@ -2164,7 +2212,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   close(): void {
     if (this.#closed) return;
-    this.#release();
+    const entered = this.#entered;
+    this.#entered = true; // as in release()
+    try {
+      this.#release();
+    } finally {
+      this.#entered = entered;
+    }
     this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
     this.#lender.end();
@@ -2199,8 +2253,16 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     if (this.#entered) throw this.#reentered(what);
-    if (this.#held === undefined) this.#putBack();
+    // Before the lent message is handed back: its zeroing calls `fill`.
     this.#entered = true;
+    if (this.#held === undefined) {
+      try {
+        this.#putBack();
+      } catch (err) {
+        this.#entered = false; // the caller's `finally` has not begun
+        throw err;
+      }
+    }
   }
 
   /**
@@ -2251,12 +2313,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
    * pending; else -1 (nothing taken).
    */
-  #takeSimple(
-    target: Uint8Array,
-    room: number,
-    words: Int32Array | undefined,
-    what: string,
-  ): number {
+  #takeSimple(target: Uint8Array, room: number, words: Int32Array | undefined): number {
     if (this.#unsettled !== 0) return -1;
     const consumer = this.#consumer;
     const { take, takeState } = this.#ring.parking;
@@ -2294,17 +2351,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       for (let i = 0; i < len; i++) target[i] = bytes[start + i];
     } else {
-      // `set` and `fill` (in the zeroing) are called through `Function.prototype.call`, which a
-      // script can replace: as after #begin, code of the caller's that runs there may not
-      // receive, and a close made there ends this receive.
-      this.#entered = true;
-      try {
-        copyInto(target, this.#ring.copyView(start, len));
-        consumer.release(len);
-      } finally {
-        this.#leave(what);
-      }
-      return len;
+      copyInto(target, this.#ring.copyView(start, len));
     }
     consumer.release(len);
     return len;
@@ -2382,12 +2429,19 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     let at = 8; // the payload of the next message in the copy
     let k = 0;
+    // The built-ins this loop looks up on prototypes and globals (`length`, `set`, `buffer`,
+    // `Uint8Array`) cost less than the engine's accessors taken at load (Bun: 2 ns against 5.5
+    // for a `length`), and a batch is where that counts. Code of the caller's that runs in them
+    // may not receive (#inBatch); a close made there is seen before each message is handed out
+    // (what the copy took after it may be the zeros the close left).
     while (k < n) {
-      const len = lens[k++];
+      const len = lens[k];
       let view = views[at >> 3];
       if (view === undefined || view.length !== len) {
         view = views[at >> 3] = new Uint8Array(copy.buffer, at, len);
       }
+      if (this.#closed) break;
+      k++;
       at += L.recordSpan(len);
       this.#working = consumer.head;
       consumer.consume(len);
@@ -2444,7 +2498,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * room handed back; undefined when anything else is the case (the receive's own path then
    * looks, and reports what it finds). `timeoutMs` is checked as the receive would.
    */
-  #takeCopy(timeoutMs: number | undefined): Uint8Array | undefined {
+  #takeCopy(timeoutMs: number | undefined, what: string): Uint8Array | undefined {
     if (--this.#countdown <= 0) this.#lookBusy();
     timeoutOf(timeoutMs); // before the state is looked at (see recvInto)
     const { take, takeState } = this.#ring.parking;
@@ -2452,13 +2506,21 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
       this.#busy || this.#inBatch || this.#entered || this.#unsettled !== 0
     ) return undefined;
-    const consumer = this.#consumer;
-    const len = consumer.waitingLength();
-    if (len < 0) return undefined;
-    const copy = new Uint8Array(len);
-    const got = consumer.takeNative(take, takeState!, copy, len);
-    // A peer may rewrite the commit word between the two looks: what was taken is delivered.
-    return got === len ? copy : got < 0 ? undefined : copy.slice(0, got);
+    // Entered from the look at the state to the take (see #entered).
+    this.#entered = true;
+    let copy: Uint8Array | undefined;
+    try {
+      const consumer = this.#consumer;
+      const len = consumer.waitingLength();
+      if (len < 0) return undefined;
+      copy = newBytes(len);
+      const got = consumer.takeNative(take, takeState!, copy, len);
+      // A peer may rewrite the commit word between the two looks: what was taken is delivered.
+      if (got !== len) copy = got < 0 ? undefined : copyOf(bytesView(viewBuffer(copy), 0, got));
+    } finally {
+      this.#leave(what);
+    }
+    return copy;
   }
 
   /** A copy of a received message, whose room goes back to the senders at once. */
