@@ -117,6 +117,59 @@ function install([target, key, kind]: Hook, fire: () => void): (() => void) | un
   return () => own === undefined ? void delete at[key] : void define(target, key, own);
 }
 
+/**
+ * Runs `call` with `hook` installed, and `act` at the hook's `k`-th call while `call` runs in
+ * this turn (an async call has taken its message by then, one being ready; what runs later may
+ * be the runtime's own code). Undefined where the hook cannot be installed.
+ */
+async function underHook<T>(hook: Hook, k: number, act: () => void, call: () => T | Promise<T>) {
+  let calls = 0;
+  let armed = false;
+  let fired = false;
+  const undo = install(hook, () => {
+    if (!armed || ++calls !== k) return;
+    armed = false;
+    fired = true;
+    act();
+  });
+  if (undo === undefined) return undefined;
+  let pending: T | Promise<T> | undefined;
+  let value: T | undefined;
+  let error: unknown;
+  armed = true;
+  try {
+    pending = call();
+  } catch (e) {
+    error = e;
+  } finally {
+    armed = false;
+    undo();
+  }
+  try {
+    if (error === undefined) value = await pending;
+  } catch (e) {
+    error = e;
+  }
+  return { fired, value, error };
+}
+
+/** A channel of `capacity` bytes whose segment is unlinked already, and its two ends. */
+function open(capacity: number) {
+  const name = uniqueName("reentry");
+  const ch = Channel.create({ name }, { capacity });
+  cleanup({ name });
+  return { ch, tx: ch.sender(), rx: ch.receiver() };
+}
+
+/** Closes what a case left open (its hook may have closed some of it already). */
+function closeAll(...ends: { close(): void }[]): void {
+  for (const end of ends) {
+    try {
+      end.close();
+    } catch { /* closed inside */ }
+  }
+}
+
 const target = new Uint8Array(16384);
 // A view of part of a larger buffer, which recvInto looks at more closely.
 const buffer = Buffer.alloc(20000).subarray(8, 16392);
@@ -218,11 +271,7 @@ test("whatever code of the caller's that runs inside a receive does with the rec
             // called that often.
             for (let k = 1;; k++) {
               assert.ok(k < 500, `${hook[3]}, ${name}: called without end`);
-              const id = uniqueName("reentry");
-              const ch = Channel.create({ name: id }, { capacity });
-              cleanup({ name: id });
-              const tx = ch.sender();
-              const rx = ch.receiver();
+              const { ch, tx, rx } = open(capacity);
               for (const m of messages) json ? tx.sendJson(m) : tx.send(m);
               const got: (string | null)[] = [];
               // (A batch would take them all.)
@@ -231,9 +280,6 @@ test("whatever code of the caller's that runs inside a receive does with the rec
               apply(push, got, Array.isArray(texts) ? texts : [texts]);
               if (before === "lend") apply(push, got, [asText(decode(copy(rx.recvView(0)!)))]);
               const later: (() => string)[] = [];
-              let calls = 0;
-              let armed = false;
-              let fired = false;
               const act = () => {
                 if (action === "recv") {
                   const m = rx.recv(0)!;
@@ -264,10 +310,7 @@ test("whatever code of the caller's that runs inside a receive does with the rec
                 else if (action === "close") rx.close();
                 else throw new Error("hook");
               };
-              const undo = install(hook, () => {
-                if (!armed || ++calls !== k) return;
-                armed = false;
-                fired = true;
+              const run = await underHook(hook, k, () => {
                 try {
                   act();
                 } catch (e) {
@@ -275,28 +318,9 @@ test("whatever code of the caller's that runs inside a receive does with the rec
                   if (!(e instanceof SharedMemoryError && e.code === "EBUSY")) throw e;
                   refused++;
                 }
-              });
-              if (undo === undefined) break;
-              let outer: Got | undefined;
-              let error: unknown;
-              batch = undefined;
-              // Armed while the receive runs in this turn: an async one has taken its message by
-              // then (one is ready), and what runs later may be the runtime's own code.
-              armed = true;
-              let pending: Got | Promise<Got> | undefined;
-              try {
-                pending = receive(rx);
-              } catch (e) {
-                error = e;
-              } finally {
-                armed = false;
-                undo();
-              }
-              try {
-                if (error === undefined) outer = await pending;
-              } catch (e) {
-                error = e;
-              }
+              }, () => (batch = undefined, receive(rx)));
+              if (run === undefined) break;
+              const { fired, value: outer, error } = run;
               const where = `${hook[3]}, ${name} (${before}), ${action} at call ${k}`;
               try {
                 if (!fired) break;
@@ -344,11 +368,7 @@ test("whatever code of the caller's that runs inside a receive does with the rec
               } catch (e) {
                 apply(push, failures, [`${where}: ${(e as Error).message.slice(0, 300)}`]);
               } finally {
-                try {
-                  rx.close();
-                  tx.close();
-                  ch.close();
-                } catch { /* closed inside */ }
+                closeAll(rx, tx, ch);
               }
             }
           }
@@ -388,37 +408,12 @@ test("a send that code of the caller's makes throw leaves no record reserved: th
         if (name === "trySend" && size > 8000) continue; // one record at most
         for (let k = 1;; k++) {
           assert.ok(k < 500, `${hook[3]}, ${name}: called without end`);
-          const id = uniqueName("reentry");
-          const ch = Channel.create({ name: id }, { capacity: 16384 });
-          cleanup({ name: id });
-          const tx = ch.sender();
-          const rx = ch.receiver();
-          let calls = 0;
-          let armed = false;
-          let fired = false;
-          const undo = install(hook, () => {
-            if (!armed || ++calls !== k) return;
-            armed = false;
-            fired = true;
+          const { ch, tx, rx } = open(16384);
+          const run = await underHook(hook, k, () => {
             throw new Error("hook");
-          });
-          if (undo === undefined) break;
-          let error: unknown;
-          armed = true; // as in the receives' test
-          let pending: unknown;
-          try {
-            pending = send(tx, message);
-          } catch (e) {
-            error = e;
-          } finally {
-            armed = false;
-            undo();
-          }
-          try {
-            await pending;
-          } catch (e) {
-            error = e;
-          }
+          }, () => send(tx, message));
+          if (run === undefined) break;
+          const { fired, error } = run;
           const where = `${hook[3]}, ${name} of ${size} B, a throw at call ${k}`;
           try {
             if (!fired) break;
@@ -439,11 +434,7 @@ test("a send that code of the caller's makes throw leaves no record reserved: th
           } catch (e) {
             apply(push, failures, [`${where}: ${(e as Error).message.slice(0, 200)}`]);
           } finally {
-            try {
-              rx.close();
-              tx.close();
-              ch.close();
-            } catch { /* closed already */ }
+            closeAll(rx, tx, ch);
           }
         }
       }
