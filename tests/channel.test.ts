@@ -2842,6 +2842,33 @@ test("a senderdied listener that detaches recvInto's target, running inside the 
   });
 });
 
+test("a senderdied listener that runs in a receive's look at its senders may release the view recvView lent before", () => {
+  withManyRing("busy-release", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
+    const a = ch.sender(); // slot 0
+    assert.equal(rx.tryRecv(), undefined, "its abort record");
+    raw.setPid(2, deadPid());
+    const released: unknown[] = [];
+    rx.addEventListener("senderdied", () => {
+      try {
+        rx.release(); // the caller's own view: nothing of the receive's yet
+        released.push("released");
+      } catch (err) {
+        released.push(err);
+      }
+    });
+    const deadline = Date.now() + 30_000;
+    for (let n = 0; released.length === 0; n++) {
+      assert.ok(Date.now() < deadline, `not freed after ${n} messages`);
+      a.send(pattern(8, n & 0xff));
+      assert.deepEqual(rx.recvView(0), pattern(8, n & 0xff), `message ${n}`);
+    }
+    assert.deepEqual(released, ["released"]);
+    a.send("after");
+    assert.equal(rx.recvText(0), "after");
+  });
+});
+
 test("many senders: a busy receiver that spends long on each message still checks on its senders on time", () => {
   withManyRing("busy-slow", (ch, raw) => {
     const rx = ch.receiver({ peerCheckMs: 20, spin: 0 });
@@ -3930,18 +3957,18 @@ test("a Buffer or a Uint8Array subclass sent again, or received into again, is c
     }
   }
   // A Buffer whose memory is moved away between two sends, or two receives.
-  for (const  of of["the message", "the target"]) {
+  for (const moved of ["the message", "the target"]) {
     const memory = new ArrayBuffer(64);
     const buffer = Buffer.from(memory);
     buffer.set(pattern(64, 1));
     tx.send(buffer);
     assert.equal(rx.recvInto(buffer), 64);
     structuredClone(memory, { transfer: [memory] });
-    if (of === "the message") {
-      assert.throws(() => tx.send(buffer), /detached/, of);
+    if (moved === "the message") {
+      assert.throws(() => tx.send(buffer), /detached/, moved);
     } else {
       tx.send(pattern(8, 2));
-      assert.throws(() => rx.recvInto(buffer), RangeError, of);
+      assert.throws(() => rx.recvInto(buffer), RangeError, moved);
       assert.deepEqual(rx.recv(), pattern(8, 2), "the message stays for the next receive");
     }
   }
@@ -4097,6 +4124,21 @@ test("a text that starts with a byte order mark arrives as it was sent, through 
   assert.equal((await texts.next()).value, JSON.stringify("\uFEFFvalue"));
   tx.sendJson("\uFEFFvalue");
   assert.equal(rx.recvJson(0), "\uFEFFvalue");
+  // JSON that a peer's UTF-8 writer started with a byte order mark.
+  tx.send("\uFEFF[1]");
+  assert.deepEqual(rx.recvJson(0), [1]);
+});
+
+test("a receive checks its timeout before its state: a bad one is reported on a closed receiver too", () => {
+  const ch = channel(4096);
+  const rx = ch.receiver();
+  rx.close();
+  for (const receive of [(t: number) => rx.recv(t), (t: number) => rx.recvText(t)]) {
+    assert.throws(() => receive(-1), RangeError);
+    assert.throws(() => receive(0), code("EBADF"));
+  }
+  assert.throws(() => rx.recvInto(new Uint8Array(8), Number.NaN), RangeError);
+  ch.close();
 });
 
 test("texts() and recvAsync hand out what they took even when a receive runs in a microtask before their caller resumes", async () => {
@@ -4176,10 +4218,15 @@ test("a string sent while code of the caller's sends another through the same se
   // Code of the caller's that runs inside a send, after the string is encoded and before it is
   // copied into the ring: a replaced built-in the library does not take at load, or a getter.
   const hooks: [string, (nest: () => void) => () => void][] = [
-    ["Math.ceil", (nest) => {
-      const own = Math.ceil;
-      Math.ceil = (x: number) => (nest(), own(x));
-      return () => void (Math.ceil = own);
+    ["Function.prototype.call", (nest) => {
+      // Through which the library calls the built-ins it took at load (the encoder's too).
+      const own = Function.prototype.call;
+      const apply = Reflect.apply;
+      Function.prototype.call = function (this: (...a: unknown[]) => unknown, ...args: unknown[]) {
+        nest();
+        return apply(this, args[0], args.slice(1));
+      } as typeof own;
+      return () => void (Function.prototype.call = own);
     }],
     ["Atomics.load", (nest) => {
       const own = Atomics.load;
@@ -4236,8 +4283,8 @@ test("a string sent while code of the caller's sends another through the same se
       assert.deepEqual(got.sort(), [outer, ...nested.slice(0, nests)].sort(), `${name}, ${inner}`);
     }
   }
-  // `Math.ceil` (the timeout) is called in every runtime; the others where the engine does.
-  assert.ok(ran.has("Math.ceil"), [...ran].join());
+  // `call` is looked up in every runtime; the others where the engine does.
+  assert.ok(ran.has("Function.prototype.call"), [...ran].join());
   tx.send("after");
   assert.equal(rx.recvText(0), "after");
 });

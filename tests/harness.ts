@@ -52,6 +52,11 @@ export interface TestOptions {
    * example a child process or a pending native wait that deliberately outlives the test.
    */
   unsanitized?: string;
+  /**
+   * Bun's limit for the test, in ms, where `bun test` is run without `--timeout` (its default is
+   * 5 s); `make test` gives every test 60 s.
+   */
+  bunTimeoutMs?: number;
 }
 
 /**
@@ -103,7 +108,7 @@ const env = (globalThis as unknown as { process: { env: Record<string, string | 
 /** True under CI (`CI=true`), where skipping a test CI can run is a failure. */
 export const inCI: boolean = env.CI === "true";
 
-type Register = (name: string, fn: Body) => void;
+type Register = (name: string, fn: Body, timeoutMs?: number) => void;
 const bunTest = "bun:test";
 /** Bun's runner (`bun:test`), in Bun. */
 const bun: { test: Register & { skip: Register } } | undefined = runtime === "bun"
@@ -118,7 +123,7 @@ const node: { test: Register & { skip: Register } } | undefined = runtime === "n
 /** Registers a test with the runtime's test runner. */
 export function test(name: string, fn: Body, options: TestOptions = {}): void {
   const full = `[${runtime}] ${name}`;
-  if (bun) return bun.test(full, fn);
+  if (bun) return bun.test(full, fn, options.bunTimeoutMs);
   if (node) return node.test(full, fn);
   const sanitize = options.unsanitized === undefined;
   Deno.test({ name: full, fn, sanitizeOps: sanitize, sanitizeResources: sanitize });

@@ -157,6 +157,8 @@ const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 const encodeInto = TextEncoder.prototype.encodeInto;
 /** The engine's `decode`, taken at load as {@linkcode encodeInto} is. */
 const decodeOf = TextDecoder.prototype.decode;
+/** `Math.ceil`, taken at load: a receive reads its timeout before its state, and runs nothing there. */
+const ceil = Math.ceil;
 /**
  * A sender writes the UTF-8 of a string of up to this many UTF-16 units into a buffer of its own
  * (at most 3 bytes each), where `encode` would make a new array for each (see
@@ -220,9 +222,9 @@ function countedView(bytes: Uint8Array, len: number): Uint8Array {
 function timeoutOf(timeoutMs: unknown): number {
   if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
   if (typeof timeoutMs === "number" && timeoutMs >= 0 && timeoutMs <= Number.MAX_SAFE_INTEGER) {
-    return Math.ceil(timeoutMs);
+    return ceil(timeoutMs);
   }
-  return Math.ceil(check.timeoutMs(timeoutMs));
+  return ceil(check.timeoutMs(timeoutMs));
 }
 
 /** The deadline `timeout` ms (from {@linkcode timeoutOf}) from now, in performance.now() time. */
@@ -832,9 +834,9 @@ export class ChannelSender implements Disposable {
 
   /** {@linkcode send}, its errors named after `what`. */
   #send(message: Message, timeoutMs: number | undefined, what: string): void {
-    // Before `#start`: `timeoutOf` calls `Math.ceil`, which a script may have replaced, and a
-    // send made from there would leave its own length in `#len` (a native copy of that many
-    // bytes from this message's view read past it).
+    // Before `#start`, as every call checks its arguments before its state. (It called a global
+    // `Math.ceil` after `#start` once: a send made from a replaced one left its own length in
+    // `#len`, and a native copy of that many bytes from this message's view read past it.)
     const timeout = timeoutOf(timeoutMs);
     // Only a string is encoded into the sender's own buffer, which it holds until its send is
     // done: other messages need no `try` (3-8 ns a send).
@@ -1774,8 +1776,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         `recvInto: target must be a Uint8Array${check.otherRealm(target, "Uint8Array")}`,
       );
     }
-    // Before anything is looked at: `timeoutOf` calls `Math.ceil`, which a script may have
-    // replaced (a receive made there would adopt its own target, or take the message found).
+    // The arguments before the state: a bad timeout is reported as such, also on a closed or
+    // busy receiver.
     const timeout = timeoutOf(timeoutMs);
     // Before the target is looked at: a "senderdied" listener may resize or detach it.
     if (--this.#countdown <= 0) this.#lookBusy();
@@ -1957,7 +1959,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * handed back to the senders. A fragmented message comes back as one reassembled buffer.
    */
   recvView(timeoutMs?: number): Uint8Array | null {
-    // The timeout before #begin looks at the state (see recvInto).
+    // The timeout before #begin looks at the state, as in recvInto.
     return this.#viewIn(timeoutOf(timeoutMs), "recvView");
   }
 
@@ -2022,7 +2024,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     what: string,
     as: As,
   ): Promise<Uint8Array | string | null> {
-    const timeout = timeoutOf(timeoutMs); // before #begin looks at the state (see recvInto)
+    const timeout = timeoutOf(timeoutMs); // before #begin looks at the state, as in recvInto
     this.#begin(what);
     try {
       const fast = this.#takeHeld() ?? this.#tryOne();
@@ -2149,7 +2151,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
   recvJson<T = unknown>(timeoutMs?: number): T | null {
     const text = this.#text(timeoutMs, "recvJson");
-    return text === null ? null : JSON.parse(text);
+    if (text === null) return null;
+    // A byte order mark that a peer's UTF-8 writer put first (the texts keep it) is not JSON.
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   }
 
   /**
@@ -2160,8 +2164,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   release(): void {
     if (this.#lentIdx < 0 && this.#held === undefined) return; // nothing lent (or waiting)
-    // What a receive under way has lent or holds is not the caller's yet.
-    if (this.#entered || this.#busy) throw this.#reentered("release");
+    // What a receive under way has lent or holds is not the caller's yet (nor a view
+    // recvViewAsync hands over through the event loop's turn). A "senderdied" listener
+    // (#waiting) may release the caller's view, as any code of the caller's may.
+    if (this.#entered || (this.#busy && !this.#waiting)) throw this.#reentered("release");
     this.#entered = true; // the zeroing calls `fill`: code of the caller's there may not receive
     try {
       this.#release();
@@ -2500,7 +2506,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #takeCopy(timeoutMs: number | undefined, what: string): Uint8Array | undefined {
     if (--this.#countdown <= 0) this.#lookBusy();
-    timeoutOf(timeoutMs); // before the state is looked at (see recvInto)
+    timeoutOf(timeoutMs); // before the state is looked at, as in recvInto
     const { take, takeState } = this.#ring.parking;
     if (
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||

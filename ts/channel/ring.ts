@@ -77,12 +77,6 @@ const setOf = Object.getPrototypeOf(Uint8Array.prototype).set as (
  * the run.
  */
 const setPrototypeOf = Object.setPrototypeOf;
-const fillOf = Object.getPrototypeOf(Uint8Array.prototype).fill as (
-  this: Uint8Array,
-  value: number,
-  start: number,
-  end: number,
-) => Uint8Array;
 const Int32 = Int32Array;
 
 /** An empty array without a prototype. */
@@ -97,6 +91,19 @@ function noPrototype<T>(): T[] {
  */
 export function copyInto(target: Uint8Array, source: Uint8Array, offset = 0): void {
   setOf.call(target, source, offset);
+}
+
+/**
+ * Zeroes the bytes `start..end` of `ring`'s region word by word where it can: no built-in a
+ * script can replace (and make throw) is called, as this runs where a copy failed or grew.
+ */
+function zeroBytes(ring: Ring, start: number, end: number): void {
+  const bytes = ring.bytes;
+  const i32 = ring.i32;
+  let i = start;
+  for (; i < end && (i & 3) !== 0; i++) bytes[i] = 0;
+  for (; i + 4 <= end; i += 4) i32[i >> 2] = 0;
+  for (; i < end; i++) bytes[i] = 0;
 }
 
 /**
@@ -1364,7 +1371,10 @@ export class Producer {
         try {
           copyInto(data, message, L.OFF_DATA + at + 8);
         } catch {
-          break; // detached, or grown past the run: `set` threw before it copied anything
+          // Detached, or grown past the run: `set` threw before it copied anything. Or code of
+          // the caller's threw after it did (a replaced `call`): zeroed below as after a growth.
+          clean = false;
+          break;
         }
       }
       // A later element's getter detached, shrank or grew this one's buffer, or another thread
@@ -1397,7 +1407,7 @@ export class Producer {
       // Past the run too, in free space, up to what the message has grown to (see clearAfter).
       const past = at + 8 + grown < r.capacity ? at + 8 + grown : r.capacity;
       const end = freeAfter && past > stop ? past : stop;
-      fillOf.call(data, 0, L.OFF_DATA + at, L.OFF_DATA + end);
+      zeroBytes(r, L.OFF_DATA + at, L.OFF_DATA + end);
     }
     // Whether the receiver is still to be woken (and its close looked for) after the last store.
     let wake = true;
@@ -1453,7 +1463,7 @@ export class Producer {
   clearAfter(idx: number, len: number, grown: number): void {
     const r = this.#r;
     const end = idx + 8 + grown < r.capacity ? idx + 8 + grown : r.capacity;
-    fillOf.call(r.bytes, 0, L.OFF_DATA + idx + 8 + len, L.OFF_DATA + end);
+    zeroBytes(r, L.OFF_DATA + idx + 8 + len, L.OFF_DATA + end);
   }
 
   /** Commits the data indices `at..stop` of a run as skip records: the run broke off there. */
