@@ -1748,15 +1748,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   thread's uncommitted `reserve()`). See `docs/channel.md`, "Both ends in one thread".
    */
   recv(timeoutMs?: number): Uint8Array | null {
-    const fast = this.#takeCopy(timeoutMs, "recv");
-    if (fast !== undefined) return fast;
-    const timeout = timeoutOf(timeoutMs);
-    this.#begin("recv");
-    try {
-      return this.#copy(this.#view(timeout, "recv"));
-    } finally {
-      this.#leave("recv");
-    }
+    return this.#takeCopy(timeoutMs, "recv") ??
+      this.#viewIn(timeoutOf(timeoutMs), "recv", AS_COPY) as Uint8Array | null;
   }
 
   /**
@@ -1886,7 +1879,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
     // From the first message on, #inBatch keeps the callbacks from receiving.
-    const first = this.#viewIn(timeoutOf(timeoutMs), "recvMany");
+    const first = this.#viewIn(timeoutOf(timeoutMs), "recvMany", AS_VIEW) as Uint8Array | null;
     if (first === null) return null;
     const consumer = this.#consumer;
     const lender = this.#lender;
@@ -1960,17 +1953,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   recvView(timeoutMs?: number): Uint8Array | null {
     // The timeout before #begin looks at the state, as in recvInto.
-    return this.#viewIn(timeoutOf(timeoutMs), "recvView");
+    return this.#viewIn(timeoutOf(timeoutMs), "recvView", AS_VIEW) as Uint8Array | null;
   }
 
   /**
-   * {@linkcode #view} between {@linkcode #begin} and {@linkcode #leave}: a method of its own,
-   * as a `try` in the caller costs JavaScriptCore about 3 ns per message of a `recvMany`.
+   * {@linkcode #view} between {@linkcode #begin} and {@linkcode #leave}, handed out `as`
+   * {@linkcode #made} makes it: a method of its own, as a `try` in the caller costs
+   * JavaScriptCore about 3 ns per message of a `recvMany`.
    */
-  #viewIn(timeout: number, what: string): Uint8Array | null {
+  #viewIn(timeout: number, what: string, as: As): Uint8Array | string | null {
     this.#begin(what);
     try {
-      return this.#view(timeout, what);
+      return this.#made(this.#view(timeout, what), as);
     } finally {
       this.#leave(what);
     }
@@ -2048,7 +2042,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** What {@linkcode #viewAsync} hands out `as`, of the message `view` lent. */
+  /** What a receive hands out `as`, of the message `view` lent (a copy's or a text's room goes back). */
   #made(view: Uint8Array | null, as: As): Uint8Array | string | null {
     if (view === null || as === AS_VIEW) return view;
     if (as === AS_COPY) return this.#copy(view);
@@ -2099,16 +2093,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       }
       if (text !== undefined) return text;
     }
-    this.#begin(what);
-    try {
-      const view = this.#view(timeout, what);
-      if (view === null) return null;
-      const text = this.#decode(view);
-      this.#putBack();
-      return text;
-    } finally {
-      this.#leave(what);
-    }
+    return this.#viewIn(timeout, what, AS_TEXT) as string | null;
   }
 
   /** Nothing held, lent or in progress: a receive may take the next message as it is. */
@@ -2168,11 +2153,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // recvViewAsync hands over through the event loop's turn). A "senderdied" listener
     // (#waiting) may release the caller's view, as any code of the caller's may.
     if (this.#entered || (this.#busy && !this.#waiting)) throw this.#reentered("release");
-    this.#entered = true; // the zeroing calls `fill`: code of the caller's there may not receive
+    this.#releaseEntered();
+  }
+
+  /**
+   * {@linkcode #release} entered: the zeroing calls `fill`, and code of the caller's that runs
+   * there may not receive.
+   */
+  #releaseEntered(): void {
+    const entered = this.#entered;
+    this.#entered = true;
     try {
       this.#release();
     } finally {
-      this.#entered = false;
+      this.#entered = entered;
     }
   }
 
@@ -2218,13 +2212,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   close(): void {
     if (this.#closed) return;
-    const entered = this.#entered;
-    this.#entered = true; // as in release()
-    try {
-      this.#release();
-    } finally {
-      this.#entered = entered;
-    }
+    this.#releaseEntered();
     this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
     this.#lender.end();
@@ -2622,7 +2610,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // Counted, with the bytes copied (see STEP_LIMIT): a peer that never completes a message
       // must not keep this look going.
       steps += 1 + ((len / FRAGMENT_STEP_BYTES) | 0); // a record is under 2 GiB
-
       if (more) {
         this.#pendingBytes += len;
         if (partial) {

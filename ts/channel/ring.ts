@@ -1497,17 +1497,14 @@ export class Producer {
    */
   abandon(idx: number, len: number): void {
     const r = this.#r;
-    const i32 = r.i32;
-    // Word by word, not with `fill`, which a script can replace (and make throw: this runs when
-    // a copy threw). The payload starts 8-byte aligned, and its record ends on a whole word.
-    const first = DATA + (idx >> 2) + 2;
-    const end = first + ((len + 3) >> 2);
-    for (let w = first; w < end; w++) i32[w] = 0;
+    // Not with `fill`, which a script can replace (and make throw: this runs when a copy threw).
+    const start = L.OFF_DATA + idx + 8;
+    zeroBytes(r, start, start + len);
     // The payload first: a receiver that finds this sender killed in between takes the whole
     // record while the producer word is there, and only the mark's word once it is gone (see
     // `Consumer.dropMark`), so the rest must be zero by then. An `Atomics` store, which the
     // engines do not move above the plain ones (this path is rare).
-    atomicStore(i32, DATA + (idx >> 2) + 1, 0);
+    atomicStore(r.i32, DATA + (idx >> 2) + 1, 0);
     atomicStore(r.i32, DATA + (idx >> 2), COMMITTED | L.REC_SKIP | (L.recordSpan(len) - 8));
     r.wakeConsumer();
   }
