@@ -1167,14 +1167,33 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
     assert.equal(rx.tryRecv(), undefined, "nothing else");
   }
   // Not a typed array at all, though it says it is one: refused, naming the argument (not with
-  // the engine's own accessor's message). An object given the prototype alike.
-  for (const fake of [new Proxy(pattern(8, 1), {}), Object.create(Uint8Array.prototype)]) {
+  // the engine's own accessor's message). An object given the prototype alike, and one that
+  // also carries the lengths and constructor of a plain Uint8Array of its own (a sendMany run
+  // tells plain arrays by those before it asks the engine).
+  // Its element getter would run if the library copied it as an array-like.
+  const own = (value: unknown) => ({ value });
+  let touched = 0;
+  const dressed = Object.create(Uint8Array.prototype, {
+    length: own(8),
+    byteLength: own(8),
+    constructor: own(Uint8Array),
+    0: { get: () => ++touched },
+  });
+  for (const fake of [new Proxy(pattern(8, 1), {}), Object.create(Uint8Array.prototype), dressed]) {
     const looks = (call: string) => ({
       name: "TypeError",
       message: new RegExp(`^${call}.*only looks like a typed array \\(a Proxy of one`),
     });
     assert.throws(() => tx.send(fake, 5000), looks("ChannelSender.send: message must be"));
     assert.throws(() => tx.sendMany([fake]), looks("ChannelSender.sendMany: messages\\[0\\]"));
+    // After plain arrays that go in one run: the run stops before it, and nothing is sent twice.
+    const before = [pattern(8, 3), pattern(8, 4), pattern(8, 5), pattern(8, 6), pattern(8, 7)];
+    assert.throws(
+      () => tx.sendMany([...before, fake]),
+      looks("ChannelSender.sendMany: messages\\[5\\]"),
+    );
+    for (const m of before) assert.deepEqual(rx.recv(5000), m);
+    assert.equal(touched, 0, "nothing read its elements");
     assert.throws(() => rx.recvInto(fake, 0), looks("recvInto: target must be a Uint8Array"));
   }
   assert.throws(() => tx.send(new Proxy(new ArrayBuffer(8), {}), 5000), {
