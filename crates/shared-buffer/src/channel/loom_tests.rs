@@ -19,7 +19,7 @@
 //! operation in a model: one model with all the cases would take minutes. Steps that need no
 //! concurrency (attaching, and messages that only move the positions to where a case begins)
 //! run on one thread before the model's threads start, where loom has nothing to interleave.
-//! The eleven cases:
+//! The twelve cases:
 //!
 //! | model | what it covers |
 //! | --- | --- |
@@ -29,6 +29,7 @@
 //! | [`mpsc_wrap_every_interleaving`] | two producers racing for the last bytes: one writes the skip record, and in one order waits for room |
 //! | [`mpsc_order_every_interleaving`] | out-of-order commits of two producers, one of them sending two messages that must stay in order |
 //! | [`mpsc_close_every_interleaving`] | the receiver closes while two producers send: no send that starts after the close, or whose message was left unread, reports success |
+//! | [`spsc_commit_run_every_interleaving`] | the batch commit of a sender whose protocol runs elsewhere (`sendMany` in TypeScript): three records reserved by one move of `tail`, marked and written, then committed by [`ring::commit_records`] with one wake-up for all |
 //! | [`spsc_close_full_every_interleaving`] | the receiver closes while the producer waits for room: the wait ends, and a message left unread is not reported sent |
 //! | [`mpsc_sweep_every_interleaving`] | the receiver sweeps while a producer reserves and marks: a reservation it takes is reserved again, one it does not is left alone; the message arrives once, and the ring ends all zero |
 //! | [`mpsc_sweeps_after_reservation_every_interleaving`] | the receiver sweeps twice once the producer's tail CAS is seen, so every sweep races the claim: the same |
@@ -51,7 +52,10 @@
 
 use super::*;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use loom::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
@@ -429,6 +433,63 @@ fn mpsc_stale_mark_every_interleaving() {
         rx.check_senders(state).unwrap();
         sweep_once(&mut rx, &sh);
         assert_eq!(rx.recv(None).unwrap(), Some(payload(0, 1, 4)));
+        let tx = producer.join().unwrap();
+        ends_empty(&mut rx, &sh);
+        drop(tx);
+    });
+}
+
+/// The batch commit ([`ring::commit_run`], through [`ring::commit_records`]) as `sendMany` uses
+/// it: the producer thread moves `tail` once for three records (4, 0 and 12 bytes), then marks
+/// and writes each, as the TypeScript sender does, then commits the three with one release store
+/// each and wakes the consumer once. The consumer, which may park at any of the three, receives
+/// them in order. The model fails with relaxed commit stores (a message read before its
+/// payload), and deadlocks without the wake-up or with it before the stores.
+#[test]
+fn spsc_commit_run_every_interleaving() {
+    const SIZES: [usize; 3] = [4, 0, 12];
+    model(|| {
+        let channel = ring(Mode::Spsc);
+        let mut rx = channel.receiver(options()).unwrap();
+        // Attached so that the consumer sees a live sender; its own state is not used.
+        let tx = channel.sender(options()).unwrap();
+        let sh = std::sync::Arc::clone(&rx.shared);
+        let producer = thread::spawn({
+            let sh = std::sync::Arc::clone(&sh);
+            move || {
+                let start = sh.tail().load(SeqCst) as usize;
+                let spans = SIZES.map(layout::record_span);
+                sh.tail()
+                    .store((start + spans.iter().sum::<usize>()) as u32, SeqCst);
+                let mut at = start;
+                for (seq, (&len, &span)) in SIZES.iter().zip(&spans).enumerate() {
+                    sh.mem
+                        .word(layout::OFF_DATA + at)
+                        .store(layout::mark_word(0, span as u32), Relaxed);
+                    // SAFETY: the payload of a record this thread reserved above, inside the
+                    // data area; the consumer reads it only once the record is committed.
+                    unsafe {
+                        sh.mem.write(
+                            layout::OFF_DATA + at + layout::RECORD_HEADER_SIZE,
+                            &payload(0, seq as u8, len),
+                        )
+                    };
+                    at += span;
+                }
+                assert_eq!(
+                    ring::commit_records(&sh, start, &SIZES.map(|len| len as u32)),
+                    0
+                );
+                tx
+            }
+        });
+        for (seq, &len) in SIZES.iter().enumerate() {
+            assert_eq!(
+                rx.recv(None).unwrap(),
+                Some(payload(0, seq as u8, len)),
+                "message {seq}"
+            );
+        }
         let tx = producer.join().unwrap();
         ends_empty(&mut rx, &sh);
         drop(tx);

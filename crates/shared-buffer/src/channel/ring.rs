@@ -1592,12 +1592,21 @@ pub unsafe fn commit_run(region: *mut u8, state: &PutState, idx: u32, lens: &[u3
     let Some(sh) = (unsafe { foreign_region(region, state.capacity) }) else {
         return -1;
     };
-    if state.tag != 0 || idx % RECORD_ALIGN as u32 != 0 {
+    if state.tag != 0 {
+        return -1;
+    }
+    commit_records(&sh, idx as usize, lens)
+}
+
+/// [`commit_run`]'s checks and stores in a ring `sh`: the loom model of the batch commit
+/// (`loom_tests`) runs this, where the foreign region cannot be modelled.
+pub(crate) fn commit_records(sh: &Shared, idx: usize, lens: &[u32]) -> i32 {
+    if idx % RECORD_ALIGN != 0 {
         return -1;
     }
     // All of the run is checked before its first store: a run committed in part would leave
     // its sender nothing sound to do with the rest.
-    let mut end = idx as usize;
+    let mut end = idx;
     for &len in lens {
         if len as usize > sh.max_record {
             return -1;
@@ -1607,7 +1616,7 @@ pub unsafe fn commit_run(region: *mut u8, state: &PutState, idx: u32, lens: &[u3
             return -1;
         }
     }
-    let mut at = idx as usize;
+    let mut at = idx;
     for &len in lens {
         // The payload and the mark were written before this call, in program order.
         sh.commit_word(at).store(REC_COMMITTED | len, Release);
