@@ -4579,6 +4579,29 @@ test("sendMany sends each element's own bytes, whatever kind of array it is and 
   assertSound(watched);
 });
 
+test("an array whose own constructor getter throws fails sendMany as it fails send: the getter's error, nothing sent", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx } = watched;
+  for (const make of [() => pattern(8, 1), () => Buffer.from(pattern(8, 1))]) {
+    const odd = Object.defineProperty(make(), "constructor", {
+      get() {
+        throw new Error("its getter");
+      },
+    });
+    assert.throws(() => tx.send(odd), /^Error: its getter$/);
+    // After plain arrays, which a run sends; at the start, where no run is taken.
+    const plain = [pattern(8, 2), pattern(8, 3), pattern(8, 4), pattern(8, 5)];
+    for (const messages of [[...plain, odd, pattern(8, 6)], [odd, ...plain]]) {
+      assert.throws(() => tx.sendMany(messages), /^Error: its getter$/);
+      for (const m of messages.slice(0, messages.indexOf(odd))) assert.deepEqual(rx.recv(0), m);
+      assert.equal(rx.tryRecv(), undefined, "nothing from the array on");
+    }
+  }
+  tx.send(pattern(8, 7));
+  assert.deepEqual(rx.recv(0), pattern(8, 7));
+  assertSound(watched);
+});
+
 for (
   const [producers, batch] of [["one", false], ["one", true], ["many", false]] as const
 ) {
