@@ -443,8 +443,11 @@ fn mpsc_stale_mark_every_interleaving() {
 /// it: the producer thread moves `tail` once for three records (4, 0 and 12 bytes), then marks
 /// and writes each, as the TypeScript sender does, then commits the three with one release store
 /// each and wakes the consumer once. The consumer, which may park at any of the three, receives
-/// them in order. The model fails with relaxed commit stores (a message read before its
-/// payload), and deadlocks without the wake-up or with it before the stores.
+/// them in order. The model fails with a relaxed first commit store (the consumer meets the
+/// record before the `tail` store ahead of it, and finds it past `tail`), and deadlocks without
+/// the wake-up, with it before the stores, or after the first record only. The first release
+/// store orders everything the sender wrote before the call: later ones only keep the commits in
+/// order (a relaxed last store, or the stores in reverse order, still pass).
 #[test]
 fn spsc_commit_run_every_interleaving() {
     const SIZES: [usize; 3] = [4, 0, 12];
