@@ -149,6 +149,45 @@ test("a buffer kept alive stays mapped while its siblings are collected", async 
   }
 });
 
+test("a pending waitAsync ends with EBADF when its mapping goes away by a detach after its SharedMemory was collected, and watches no segment mapped there later", async () => {
+  const name = uniqueName("gonewait");
+  const later: { close(): void }[] = [];
+  try {
+    using keep = SharedMemory.create({ name }, 65536);
+    const kept = new Int32Array(keep.buffer);
+    let view: ArrayBuffer | undefined;
+    // Through a view of its own mapping, whose SharedMemory nothing keeps.
+    const pending = (() => {
+      const shm = SharedMemory.open({ name });
+      view = shm.view(0, 4096);
+      return lib.waitAsync(new Int32Array(view), 0, 0, 30_000);
+    })();
+    const settled = pending.then(
+      (result) => `resolved ${result}`,
+      (e) => e instanceof lib.SharedMemoryError ? `rejected ${e.code}` : `threw ${e}`,
+    );
+    await collectGarbage(5);
+    const started = performance.now();
+    // The view holds the mapping's last reference: detaching it unmaps.
+    lib.detachSharedBuffer(view!);
+    // Segments mapped now may take the freed address; none of them may be watched.
+    for (let i = 0; i < 8; i++) {
+      const other = SharedMemory.create({ name: `${name}-${i}` }, 65536);
+      cleanup({ name: `${name}-${i}` });
+      later.push(other);
+      assert.equal(lib.notify(new Int32Array(other.buffer), 0), 0, "a later segment's notify");
+    }
+    assert.equal(await settled, "rejected EBADF");
+    assert.ok(performance.now() - started < 10_000, "ended at the unmap, not at its timeout");
+    // The segment itself lives on through the other mapping, with no wait left on it.
+    Atomics.store(kept, 0, 1);
+    assert.equal(lib.notify(kept, 0), 0);
+  } finally {
+    for (const other of later) other.close();
+    cleanup({ name });
+  }
+});
+
 test("close() releases a SharedMemory's own handle at once; collecting the closed object later releases nothing more", async () => {
   const name = uniqueName("anchor");
   try {

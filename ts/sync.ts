@@ -326,7 +326,8 @@ function waitAdaptive(
  * watches up to 127 waits) and wakes the JavaScript thread through a Node-API thread-safe
  * function, in every runtime: thousands of waits may pend at once, an idle wait costs no CPU,
  * and file I/O and timers keep running. Closing the segment ends its pending waits: they reject
- * with a `SharedMemoryError` whose code is `EBADF`; a Worker that ends ends its own.
+ * with a `SharedMemoryError` whose code is `EBADF`, as they do when the mapping goes away
+ * otherwise (its last buffer or view detached or collected); a Worker that ends ends its own.
  *
  * A notify that lands while a wait is being re-armed (when another wait begins or ends) is seen
  * only if the word changed: change the word, then notify, as the example does.

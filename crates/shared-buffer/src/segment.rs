@@ -616,9 +616,14 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        let (start, len) = (self.mapping.as_ptr() as usize, self.mapping.len());
         // The mapping goes away after this: no thread may go on counting a lock inside it as
         // held, or a later mapping at the same addresses would look held.
-        crate::sync::forget_held_in(self.mapping.as_ptr() as usize, self.mapping.len());
+        crate::sync::forget_held_in(start, len);
+        // Nor may an async wait go on watching a word inside it: nothing can wake it through
+        // this mapping any more, and a later mapping at the same address would be watched in
+        // its place (a wake-up of another segment, or of none). Each ends with `EBADF` now.
+        crate::sync::cancel_waits(start, len);
     }
 }
 

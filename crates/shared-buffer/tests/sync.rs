@@ -444,3 +444,38 @@ fn notify_zero_wakes_nobody() {
     });
     assert_eq!(woken, 1);
 }
+
+#[test]
+fn dropping_a_segment_ends_the_async_waits_on_its_memory_alone() {
+    let t = TestSeg::new("drop-ends-waits");
+    let other = Segment::open(t.id(), None, &Options::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = |tag: &'static str, word: &AtomicU32| {
+        let tx = tx.clone();
+        // SAFETY: an aligned word of a live mapping; the service leaves it to the kernel.
+        let started = unsafe {
+            shared_buffer::sync::wait_async(word.as_ptr(), 0, Some(LONG), move |r| {
+                tx.send((tag, r.map_err(|e| e.raw_os_error()))).unwrap();
+            })
+        };
+        assert_eq!(started.unwrap(), shared_buffer::sync::AsyncStart::Pending);
+    };
+    // The same word through two mappings: only the one dropped ends, with EBADF.
+    start("dropped", other.atomic_u32(0));
+    start("kept", t.word(0));
+    drop(other);
+    assert_eq!(
+        rx.recv_timeout(LONG).unwrap(),
+        ("dropped", Err(Some(libc::EBADF)))
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "the other wait goes on"
+    );
+    t.word(0).store(1, Ordering::Release);
+    notify(t.word(0), NOTIFY_ALL).unwrap();
+    assert_eq!(
+        rx.recv_timeout(LONG).unwrap(),
+        ("kept", Ok(WaitOutcome::Woken))
+    );
+}

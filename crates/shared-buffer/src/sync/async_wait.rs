@@ -191,7 +191,8 @@ pub fn service_stats() -> ServiceStats {
 /// `addr` must be 4-byte aligned and point into memory this process maps. On Linux only the
 /// kernel reads the word, now and later on the service thread: if the memory is unmapped
 /// meanwhile the wait ends with `EFAULT` (or keeps waiting on the shared page until notified or
-/// timed out), never with undefined behaviour. On other platforms the word is read in user space
+/// timed out), never with undefined behaviour. Dropping a [`crate::Segment`] ends the waits on
+/// its memory with `EBADF` before it unmaps ([`cancel_waits`]). On other platforms the word is read in user space
 /// during this call, so it must be mapped now; the service thread again leaves it to the kernel.
 ///
 /// # Errors
