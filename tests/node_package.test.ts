@@ -8,7 +8,15 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import {
@@ -21,6 +29,13 @@ import {
   testUnless,
   uniqueKey,
 } from "./harness.ts";
+import {
+  libraryFileName,
+  platformPackageName,
+  platformsFor,
+  type ProcessLike,
+  processPlatform,
+} from "../ts/library.ts";
 import { PACKAGE_NAME } from "../ts/version.ts";
 
 /** Runs `code` in a Node child whose working folder is the package, and returns its stdout. */
@@ -90,6 +105,62 @@ if (runtime === "node") {
     // Node 20's V8 names a method's stack frame (and a failed private-member check, in every
     // version) by the class's own binding, which the bundle still calls `_SharedMemory`.
     if (!process.versions.node.startsWith("20.")) assert.match(frame, /at SharedMemory\.view /);
+  });
+}
+
+if (runtime === "node") {
+  test("an ES module app that esbuild bundles as CommonJS (its default for Node.js) finds the platform package", () => {
+    // `import.meta` is an empty object there: `createRequire(import.meta.url)` threw
+    // ERR_INVALID_ARG_VALUE at the first call, naming nothing of the library.
+    const dir = mkdtempSync(`${tmpdir()}/sb-cjs-bundle-`);
+    const key = uniqueKey();
+    try {
+      const platform = platformsFor(processPlatform(process as ProcessLike))[0];
+      const file = libraryFileName(process.platform);
+      const prebuilt = `${dir}/node_modules/${platformPackageName(platform)}`;
+      mkdirSync(prebuilt, { recursive: true });
+      writeFileSync(
+        `${prebuilt}/package.json`,
+        JSON.stringify({ name: platformPackageName(platform) }),
+      );
+      copyFileSync(`${repoRoot}target/release/${file}`, `${prebuilt}/${file}`);
+      symlinkSync(repoRoot, `${dir}/node_modules/${PACKAGE_NAME}`);
+      writeFileSync(
+        `${dir}/app.mjs`,
+        `import { createSharedBuffer, detachSharedBuffer, loadLibrary } from "${PACKAGE_NAME}";
+         const values = new Float64Array(createSharedBuffer(${key}, 80));
+         console.log(values[3], loadLibrary().replace(${JSON.stringify(dir)}, "<app>"));
+         values[4] = 42;
+         detachSharedBuffer(values.buffer);`,
+      );
+      const esbuild = `${repoRoot}.tools/node_modules/.bin/esbuild`;
+      const built = spawnSync(
+        esbuild,
+        ["app.mjs", "--bundle", "--platform=node", "--outfile=out/app.cjs", "--log-level=error"],
+        { cwd: dir, encoding: "utf8" },
+      );
+      assert.equal(built.status, 0, built.stderr);
+      const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
+      mine[3] = 0.25;
+      const env = { ...process.env };
+      delete env.SHARED_BUFFER_LIB;
+      // From another folder: the bundle's own place finds its node_modules.
+      const r = spawnSync(process.execPath, [`${dir}/out/app.cjs`], {
+        cwd: tmpdir(),
+        encoding: "utf8",
+        env,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(
+        r.stdout.trim(),
+        `0.25 <app>/node_modules/${platformPackageName(platform)}/${file}`,
+      );
+      assert.equal(mine[4], 42);
+      lib.detachSharedBuffer(mine.buffer);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      cleanup({ key });
+    }
   });
 }
 

@@ -22,6 +22,7 @@ import process from "node:process";
 import { constants as bufferConstants } from "node:buffer";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { type Backend, channelStates, settleHandles } from "../backend.ts";
@@ -92,19 +93,40 @@ export interface NodeCalls extends
 }
 
 /**
+ * This module's URL, or undefined inside a user's CommonJS bundle of the ES module build (what
+ * esbuild makes of `import` with `--bundle --platform=node` by default): `import.meta` is an
+ * empty object there.
+ */
+const moduleUrl: string | undefined = typeof import.meta.url === "string"
+  ? import.meta.url
+  : undefined;
+
+/**
  * The package's folder. The adapter runs as built JavaScript, `dist/ts/node/backend.js` (the
  * CommonJS bundle `dist/node.cjs` is given the same `import.meta.url` by the build), so the
- * package is three folders up.
+ * package is three folders up. Undefined inside a user's bundle, which is no file of a clone.
  */
-function packageRoot(): string {
-  return fileURLToPath(new URL("../../../", import.meta.url)).replace(/\/$/, "");
+function packageRoot(): string | undefined {
+  if (moduleUrl === undefined) return undefined;
+  return fileURLToPath(new URL("../../../", moduleUrl)).replace(/\/$/, "");
+}
+
+/**
+ * Where module resolution starts for the platform packages: this module, or inside a user's
+ * bundle the script Node.js was started with (the bundle itself, usually), which finds the
+ * `node_modules` the bundle's own `require` would; the working folder when there is none.
+ */
+function resolveFrom(): string {
+  if (moduleUrl !== undefined) return moduleUrl;
+  const script = process.argv[1];
+  return typeof script === "string" && isAbsolute(script) ? script : join(process.cwd(), "noop.js");
 }
 
 const decoder = new TextDecoder();
 
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
-  const resolve = createRequire(import.meta.url).resolve;
+  const resolve = createRequire(resolveFrom()).resolve;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     {
       explicit,
