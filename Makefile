@@ -57,7 +57,7 @@ DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
 
 all: build
 
-build: $(LIB) $(PEERS) dist/node.js dist/node.cjs
+build: $(LIB) $(PEERS) dist/node.js dist/node.cjs dist/deno.js
 
 RUST_SOURCES := $(wildcard crates/*/src/*.rs crates/*/src/*/*.rs crates/*/examples/*.rs \
 	crates/*/Cargo.toml) Cargo.toml Cargo.lock
@@ -219,7 +219,7 @@ bench-ab: tools build
 dist: dist/node.js dist/node.cjs dist/deno.js
 
 dist/deno.js: $(TS_SOURCES) | tools
-	$(DENO) bundle --quiet --platform deno -o $@ mod.ts
+	$(DENO) bundle --quiet --platform deno --keep-names -o $@ mod.ts
 
 # Cross builds: cargo-zigbuild and zig from PyPI, the Rust targets, and from Debian: qemu-user
 # with the arm64 C library (to run the arm64 build), musl (to run the musl build), llvm (to read

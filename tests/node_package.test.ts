@@ -197,6 +197,20 @@ if (runtime === "deno") {
 }
 
 if (runtime === "deno") {
+  test("from npm, Deno's bundle keeps the classes' own names", () => {
+    // `deno bundle` renamed them `_SharedMemory`, `_Channel`, `_Mutex` (in `name`, in
+    // `console.log` and in stack traces) until it was given --keep-names.
+    const r = spawnSync(runtimeBin("deno"), [
+      "eval",
+      `const m = await import(${JSON.stringify(`${repoRoot}dist/deno.js`)});
+       console.log([m.Channel, m.Mutex, m.SharedMemory, m.SharedMemoryError].map((c) => c.name).join());`,
+    ], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "Channel,Mutex,SharedMemory,SharedMemoryError");
+  });
+}
+
+if (runtime === "deno") {
   test("Deno type-checks a program that imports the package from node_modules", () => {
     // The declarations tsc writes import "./ts/api.ts", which Deno does not map to the .d.ts
     // (TS2307); the `deno` condition gives it twins it can follow.
