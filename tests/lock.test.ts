@@ -132,6 +132,33 @@ test("close() and detachSharedBuffer() while this process holds a lock inside: E
   });
 });
 
+test("a lock taken through one mapping and freed through another: close() of the first works, the lock being free", async () => {
+  await withSegment("lk-alias", (name, shm) => {
+    using other = SharedMemory.open({ name });
+    Mutex.init(shm.buffer, AT).lock();
+    assert.throws(() => shm.close(), failsWith("EBUSY"), "held through this mapping");
+    // The other mapping's unlock frees it (its owner word names this thread)...
+    Mutex.open(other.buffer, AT).unlock();
+    assert.equal(Atomics.load(new Int32Array(other.buffer), OWNER_LO), 0);
+    // ...and the first mapping no longer counts it: close() refused with EBUSY for a free lock.
+    const again = Mutex.open(shm.view(0, 256), AT);
+    const guard = again.lock(0);
+    assert.throws(() => shm.close(), failsWith("EBUSY"), "held again");
+    guard.unlock();
+    Mutex.open(shm.buffer, AT).lock(0);
+    Mutex.open(other.buffer, AT).unlock();
+    shm.close();
+    assert.equal(shm.closed, true);
+    // A lock written free by a peer is not held either.
+    using third = SharedMemory.open({ name });
+    Mutex.open(third.buffer, AT).lock(0);
+    Atomics.store(new Int32Array(other.buffer), OWNER_LO, 0);
+    Atomics.store(new Int32Array(other.buffer), OWNER_HI, 0);
+    third.close();
+    assert.equal(third.closed, true);
+  });
+});
+
 test("a guard of a hold the Mutex ended directly does not release a later hold: unlock() and dispose do nothing", async () => {
   await withSegment("lk-guard", (_, shm) => {
     const mutex = Mutex.init(shm.buffer, AT);

@@ -391,10 +391,15 @@ fn close(handle: i32, force: bool) -> i32 {
             Some(Entry { mapping, .. })
                 if !force
                     && Arc::strong_count(mapping) == 1
-                    && shared_buffer::sync::held_in(
-                        mapping.segment.as_ptr() as usize,
-                        mapping.segment.len(),
-                    ) > 0 =>
+                    // SAFETY: the mapping is live while its entry is in the table, and the
+                    // table's lock is held.
+                    && unsafe {
+                        held_in_mapping(
+                            mapping,
+                            mapping.segment.as_ptr() as usize,
+                            mapping.segment.len(),
+                        )
+                    } > 0 =>
             {
                 return -libc::EBUSY;
             }
@@ -403,6 +408,46 @@ fn close(handle: i32, force: bool) -> i32 {
     };
     drop(removed);
     0
+}
+
+/// How many locks that live threads of this process hold in the `len` bytes from `addr`, inside
+/// `mapping`, as their owner words say ([`shared_buffer::sync::held_in_mapped`]): a lock its
+/// thread unlocked through another mapping of the segment is not held.
+///
+/// # Safety
+/// `mapping` stays mapped during the call.
+unsafe fn held_in_mapping(mapping: &Mapped, addr: usize, len: usize) -> usize {
+    let base = mapping.segment.as_ptr() as usize;
+    let inside = addr >= base
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= base + mapping.segment.len());
+    if inside {
+        // SAFETY: the range lies inside the mapping, mapped (the caller's promise).
+        unsafe { shared_buffer::sync::held_in_mapped(addr, len) }
+    } else {
+        shared_buffer::sync::held_in(addr, len)
+    }
+}
+
+/// [`shared_buffer::sync::held_in`] over the `len` bytes from `addr`, looked at as
+/// [`held_in_mapping`] does where a live handle maps them all (the range stays mapped while the
+/// handle table's lock is held); the plain count elsewhere. Cheap when nothing is held there.
+pub(crate) fn held_in(addr: usize, len: usize) -> usize {
+    if shared_buffer::sync::held_in(addr, len) == 0 {
+        return 0;
+    }
+    let handles = handles();
+    let end = addr.saturating_add(len);
+    let containing = handles.live.values().find(|entry| {
+        let base = entry.mapping.segment.as_ptr() as usize;
+        addr >= base && end <= base + entry.mapping.segment.len()
+    });
+    match containing {
+        // SAFETY: a live handle's mapping stays mapped while the table's lock is held.
+        Some(entry) => unsafe { held_in_mapping(&entry.mapping, addr, len) },
+        None => shared_buffer::sync::held_in(addr, len),
+    }
 }
 
 /// A deallocator in the shape JavaScriptCore (Bun's `toArrayBuffer`) calls when an external

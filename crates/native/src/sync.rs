@@ -203,13 +203,15 @@ pub unsafe extern "C" fn sb_mutex_open(addr: *mut u8) -> i32 {
 }
 
 /// How many locks that live threads of this process hold in the `len` bytes from `addr` (the
-/// check before closing or detaching memory: see `sb_close`). Never reads the memory. Returns a
-/// count (0 or more).
+/// check before closing or detaching memory: see `sb_close`). Where a handle of this library maps
+/// the whole range, a lock counts only while its owner word names its thread (one its thread
+/// unlocked through another mapping of the segment does not); elsewhere the memory is not read.
+/// Returns a count (0 or more).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_mutex_held_in(addr: *const u8, len: u64) -> i32 {
     guard(|| {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        i32::try_from(sync::held_in(addr as usize, len)).unwrap_or(i32::MAX)
+        i32::try_from(crate::segment::held_in(addr as usize, len)).unwrap_or(i32::MAX)
     })
 }
 

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shared_buffer::sync::{LockError, LockOutcome, MAX_HELD, MUTEX_SIZE, Mutex, held_in};
+use shared_buffer::sync::{
+    LockError, LockOutcome, MAX_HELD, MUTEX_SIZE, Mutex, held_in, held_in_mapped,
+};
 use shared_buffer::{Options, Segment};
 use test_support::{Scratch, TestSeg};
 
@@ -372,6 +374,46 @@ fn held_in_counts_locks_per_range_and_forgets_an_unmapped_one() {
     // The lock itself stays held by this (live) thread.
     assert_eq!(errno(mutex.try_lock().unwrap_err()), libc::EDEADLK);
     pair.owner().store(0, Ordering::Release);
+}
+
+#[test]
+fn held_in_mapped_leaves_out_a_lock_unlocked_through_another_mapping_or_written_free() {
+    let pair = Pair::new("held-in-mapped");
+    let seg_range = (pair.seg.as_ptr() as usize, pair.seg.len());
+    // SAFETY: the range of a live segment of this test.
+    let held_mapped = || unsafe { held_in_mapped(seg_range.0, seg_range.1) };
+    let through_peer = Mutex::open_in(&pair.peer, AT).unwrap();
+    pair.mutex().lock(None).unwrap();
+    assert_eq!(held_mapped(), 1);
+    // Freed through the other mapping: the slot under this mapping's address stays.
+    through_peer.unlock().unwrap();
+    assert_eq!(pair.owner().load(Ordering::Acquire), 0);
+    assert_eq!(
+        held_in(seg_range.0, seg_range.1),
+        1,
+        "the slot is still there"
+    );
+    assert_eq!(held_mapped(), 0, "but the lock is free");
+    // Locked again through this mapping: one slot, held.
+    pair.mutex().lock(None).unwrap();
+    assert_eq!(held_in(seg_range.0, seg_range.1), 1);
+    assert_eq!(held_mapped(), 1);
+    // Held from another thread of this process too, as its own word says.
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(held_mapped(), 1));
+    });
+    // A peer writes it free, or over with another owner: not held any more.
+    let mine = pair.owner().load(Ordering::Acquire);
+    pair.owner().store(0, Ordering::Release);
+    assert_eq!(held_mapped(), 0);
+    pair.owner().store(mine ^ 0x5, Ordering::Release);
+    assert_eq!(held_mapped(), 0);
+    // Its own word with the waiters bit set: held.
+    pair.owner().store(mine | 1 << 31, Ordering::Release);
+    assert_eq!(held_mapped(), 1);
+    pair.mutex().unlock().unwrap();
+    assert_eq!(held_in(seg_range.0, seg_range.1), 0);
+    assert_eq!(held_mapped(), 0);
 }
 
 #[test]

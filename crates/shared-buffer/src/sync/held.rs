@@ -11,9 +11,10 @@
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::mutex::LockError;
+use super::mutex::{LockError, Mutex};
+use super::{MUTEX_ALIGN, MUTEX_SIZE};
 use crate::os;
 
 /// How many locks one thread may hold at once. A further lock is refused with
@@ -23,12 +24,15 @@ pub const MAX_HELD: usize = 64;
 /// One thread's held locks: addresses, 0 for a free slot.
 struct HeldList {
     slots: [AtomicUsize; MAX_HELD],
+    /// The thread's owner identity, for [`held_in_mapped`] (0: not known, as after a `fork`).
+    identity: AtomicU64,
 }
 
 impl HeldList {
-    fn new() -> Self {
+    fn new(identity: u64) -> Self {
         Self {
             slots: std::array::from_fn(|_| AtomicUsize::new(0)),
+            identity: AtomicU64::new(identity),
         }
     }
 }
@@ -186,11 +190,18 @@ pub(super) fn acquire<T>(
 ) -> Result<T, LockError> {
     LOCAL.with(|local| {
         let identity = match local.identity.get() {
-            0 => compute_identity(local, encode)?,
+            0 => {
+                let identity = compute_identity(local, encode)?;
+                // A new identity (after a fork) for a list made before.
+                if let Some(list) = local.list.get() {
+                    list.identity.store(identity, Ordering::Relaxed);
+                }
+                identity
+            }
             id => id,
         };
         let list = local.list.get_or_init(|| {
-            let list = Arc::new(HeldList::new());
+            let list = Arc::new(HeldList::new(identity));
             REGISTRY.lock().push(Arc::clone(&list));
             list
         });
@@ -253,6 +264,39 @@ pub fn held_in(start: usize, len: usize) -> usize {
         .flat_map(|list| list.slots.iter())
         .filter(|s| (start..end).contains(&s.load(Ordering::Acquire)))
         .count()
+}
+
+/// [`held_in`], counting only the locks whose owner word still names their thread: not one that
+/// its thread unlocked through another mapping of the same segment (which frees it, but cannot
+/// find the slot recorded under the other address), nor one another process wrote free or over.
+/// Costs what [`held_in`] does, and one read of each lock that a slot in the range names.
+///
+/// # Safety
+/// `[start, start + len)` must be mapped and readable during the call (a lock there whose 64
+/// bytes do not all lie inside it is counted without a look).
+pub unsafe fn held_in_mapped(start: usize, len: usize) -> usize {
+    let end = start.saturating_add(len);
+    let registry = REGISTRY.lock();
+    registry
+        .iter()
+        .map(|list| {
+            let identity = list.identity.load(Ordering::Relaxed);
+            list.slots
+                .iter()
+                .map(|s| s.load(Ordering::Acquire))
+                .filter(|addr| (start..end).contains(addr))
+                .filter(|&addr| {
+                    let inside = addr.checked_add(MUTEX_SIZE).is_some_and(|last| last <= end);
+                    !inside
+                        || identity == 0
+                        || addr % MUTEX_ALIGN != 0
+                        // SAFETY: the lock's bytes lie inside the range, mapped (the caller's
+                        // promise), and the address is aligned.
+                        || unsafe { Mutex::names(addr, identity) }
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// Forgets every lock held in `[start, start + len)`, by any thread: that memory is being

@@ -67,7 +67,7 @@ pub use async_wait::{
     AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_owned, cancel_waits,
     service_stats, wait_async, wait_async_owned,
 };
-pub use held::{MAX_HELD, forget_in as forget_held_in, held_in};
+pub use held::{MAX_HELD, forget_in as forget_held_in, held_in, held_in_mapped};
 pub use mutex::{
     InitOutcome, LIVENESS_POLL, LockError, LockOutcome, MUTEX_ALIGN, MUTEX_LAYOUT, MUTEX_SIZE,
     Mutex, MutexGuard,

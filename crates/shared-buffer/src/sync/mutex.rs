@@ -481,6 +481,22 @@ impl Mutex {
         std::ptr::from_ref(self) as usize
     }
 
+    /// Whether the owner word of the lock at `addr` names `identity` (the waiters bit aside):
+    /// whether that thread still holds it, as the word says.
+    ///
+    /// # Safety
+    /// The [`MUTEX_SIZE`] bytes at `addr` must be mapped and readable during the call, and `addr`
+    /// aligned to [`MUTEX_ALIGN`]. Any bytes will do: another process may write them at any
+    /// time, and they are read with one atomic load.
+    pub(super) unsafe fn names(addr: usize, identity: u64) -> bool {
+        // SAFETY: mapped, readable and aligned (the caller's promise); an AtomicU64 may alias
+        // memory that other processes write atomically.
+        let owner = unsafe { &*(addr as *const Mutex) }
+            .owner
+            .load(Ordering::Relaxed);
+        owner & !WAITERS == identity
+    }
+
     /// The futex word: the low 32 bits of the owner word.
     fn futex_word(&self) -> *const u32 {
         let base = self.owner.as_ptr().cast::<u32>().cast_const();
