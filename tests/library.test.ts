@@ -7,9 +7,11 @@
  */
 
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
 import { readFileSync } from "node:fs";
 import { lib, repoRoot as root, runtime, test } from "./harness.ts";
 import {
+  fileHead,
   loadNativeLibrary,
   openFailure,
   platformsFor,
@@ -108,6 +110,100 @@ test("out of file descriptors, the error says so instead of advising a reinstall
     e instanceof lib.SharedMemoryError && e.code === "ELIBACC" &&
     /no file descriptor left to open it with \(EMFILE\)/.test(e.message) &&
     !/optional dependency/.test(e.message));
+});
+
+test("without --allow-ffi (Deno), the error says to add it, and that SHARED_BUFFER_LIB was not read without --allow-env", () => {
+  const refuse = (path: string) => {
+    throw new Error(
+      `Requires ffi access to "${path}", run again with the --allow-ffi flag`,
+    );
+  };
+  const load = (resolved: string | undefined) =>
+    loadNativeLibrary<string>(
+      { platform: linux, resolvePackage: () => resolved, root: "/c", envUnreadable: true },
+      refuse,
+      () => ABI_VERSION,
+      () => {},
+    );
+  for (const resolved of ["/pkg/lib.so", undefined]) {
+    assert.throws(() => load(resolved), (e: unknown) => {
+      assert.ok(e instanceof lib.SharedMemoryError && e.code === "ELIBACC");
+      const lines = e.message.split("\n");
+      assert.equal(
+        lines[1],
+        "  SHARED_BUFFER_LIB: not read (Deno lets it be read with --allow-env=SHARED_BUFFER_LIB)",
+      );
+      assert.match(lines.at(-1)!, /^Deno opens a native library only with `--allow-ffi`/);
+      // The package to install only where none was found.
+      assert.equal(/optional dependency/.test(e.message), resolved === undefined, e.message);
+      // One name per machine: Deno's x86_64 is x64, as Node.js and Bun say.
+      if (resolved === undefined) assert.match(e.message, /On linux x64 \(gnu\)/);
+      return true;
+    });
+  }
+});
+
+test("a library built for another machine says so, where the loader says the file is missing", () => {
+  /** A 20-byte header: ELF (little-endian, `e_machine` at 18) or 64-bit Mach-O (`cputype` at 4). */
+  const elf = (machine: number) => {
+    const head = new Uint8Array(20);
+    head.set([0x7f, 0x45, 0x4c, 0x46, 2, 1]);
+    head[18] = machine & 0xff;
+    head[19] = machine >> 8;
+    return head;
+  };
+  const macho = (cpu: number) => {
+    const head = new Uint8Array(20);
+    new DataView(head.buffer).setUint32(0, 0xfeedfacf, true);
+    new DataView(head.buffer).setUint32(4, cpu, true);
+    return head;
+  };
+  const heads: Record<string, Uint8Array> = {
+    "/arm64.so": elf(183),
+    "/x64.so": elf(62),
+    "/odd.so": elf(9999),
+    "/mac.dylib": macho(0x0100000c),
+    "/short.so": new Uint8Array(4),
+  };
+  const lineOf = (path: string, readHead: (path: string) => Uint8Array | undefined) => {
+    try {
+      loadNativeLibrary<string>(
+        { explicit: path, platform: linux, resolvePackage: () => undefined, readHead },
+        (p) => {
+          // glibc's words for a library of another machine, in Bun's wrapping.
+          throw new Error(
+            `Failed to open library "${p}": ${p}: cannot open shared object file: No such file or directory`,
+          );
+        },
+        () => ABI_VERSION,
+        () => {},
+      );
+    } catch (e) {
+      return (e as Error).message.split("\n")[1];
+    }
+    throw new Error("loaded");
+  };
+  const read = (p: string) => heads[p];
+  const missing = "cannot open shared object file: No such file or directory";
+  assert.equal(
+    lineOf("/arm64.so", read),
+    `  /arm64.so: a library built for arm64 (ELF), not this machine's x64 (linux) (${missing})`,
+  );
+  assert.equal(lineOf("/x64.so", read), `  /x64.so: ${missing}`, "this machine's: another cause");
+  assert.match(lineOf("/odd.so", read), /built for machine 9999 \(ELF\)/);
+  assert.match(lineOf("/mac.dylib", read), /built for arm64 \(Mach-O\), not this machine's x64/);
+  assert.equal(lineOf("/short.so", read), `  /short.so: ${missing}`);
+  assert.equal(lineOf("/none.so", () => undefined), `  /none.so: ${missing}`);
+  assert.equal(
+    lineOf("/arm64.so", () => {
+      throw new Error("EACCES");
+    }),
+    `  /arm64.so: ${missing}`,
+  );
+  // The real thing: this machine's library reads as this machine's.
+  const head = fileHead(fs, `${root}target/release/libshared_buffer_native.so`);
+  assert.equal(head.length, 20);
+  assert.deepEqual([...head.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
 });
 
 test("an ABI mismatch is closed and says what to do for where it came from", () => {

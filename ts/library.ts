@@ -123,6 +123,17 @@ export interface LibrarySources {
   resolvePackage: (platform: PrebuiltPlatform, file: string) => string | undefined;
   /** The folder a clone's `target/` would be in, when this module is a file on disk. */
   root?: string;
+  /**
+   * The first 20 bytes of a file, or undefined where it cannot be read (or may not be, without
+   * a prompt): to tell a library built for another machine, which the loader reports as a
+   * missing file (glibc), from one that is missing.
+   */
+  readHead?: (path: string) => Uint8Array | undefined;
+  /**
+   * True where the runtime would not let {@linkcode LIBRARY_ENV} be read (Deno without
+   * `--allow-env` for it), so that the error can say it was not read.
+   */
+  envUnreadable?: boolean;
 }
 
 /** A path to try, and where it came from (which decides the advice when it does not fit). */
@@ -156,14 +167,21 @@ export function loadNativeLibrary<T>(
   close: (lib: T) => void,
 ): Loaded<T> {
   const tried: string[] = [];
+  if (sources.envUnreadable && sources.explicit === undefined) {
+    tried.push(`  ${LIBRARY_ENV}: not read (Deno lets it be read with --allow-env=${LIBRARY_ENV})`);
+  }
   const wanted = platformsFor(sources.platform);
   const file = libraryFileName(sources.platform.os);
+  let packages = 0;
   for (const candidate of candidates(sources, wanted, file, tried)) {
+    if (candidate.from === "package") packages++;
     let lib: T;
     try {
       lib = open(candidate.path);
     } catch (err) {
-      tried.push(`  ${candidate.path}: ${openFailure(err, candidate.path)}`);
+      const other = otherMachine(sources, candidate.path);
+      const failure = openFailure(err, candidate.path);
+      tried.push(`  ${candidate.path}: ${other ? `${other} (${failure})` : failure}`);
       continue;
     }
     let found: number;
@@ -183,6 +201,8 @@ export function loadNativeLibrary<T>(
   // Node.js that loads no add-on at all (`--permission`, `--no-addons`): a library that is
   // there was refused for that, so installing one would not help.
   const noAddons = tried.some((line) => /loading addons is disabled/i.test(line));
+  // Deno without `--allow-ffi` (for that path): it refuses before it looks at the file.
+  const noFfi = tried.some((line) => /requires ffi access/i.test(line));
   throw new SharedMemoryError(
     `${PACKAGE_NAME} ${VERSION}: could not load the native library. Tried:\n${tried.join("\n")}\n` +
       (outOfFiles
@@ -192,6 +212,9 @@ export function loadNativeLibrary<T>(
         ? "Node.js loads no native add-on in this process: under `--permission` (Node 20: " +
           "`--experimental-permission`) add " +
           "`--allow-addons`, and leave out `--no-addons`."
+        : noFfi
+        ? "Deno opens a native library only with `--allow-ffi` (or `--allow-ffi=<its path>`): " +
+          "run with it." + (packages === 0 ? ` ${missingAdvice(sources.platform, wanted)}` : "")
         : missingAdvice(sources.platform, wanted)),
     "ELIBACC",
     79,
@@ -227,11 +250,88 @@ function* candidates(
   }
 }
 
+/** The file calls of `node:fs` that {@linkcode fileHead} uses. */
+export interface FileCalls {
+  openSync(path: string, flags: string): number;
+  readSync(
+    fd: number,
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number,
+  ): number;
+  closeSync(fd: number): void;
+}
+
+/** The first 20 bytes of the file at `path` (fewer if it is shorter), through `fs`. */
+export function fileHead(fs: FileCalls, path: string): Uint8Array {
+  const head = new Uint8Array(20);
+  const fd = fs.openSync(path, "r");
+  try {
+    return head.subarray(0, fs.readSync(fd, head, 0, head.length, 0));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** ELF machine numbers (`e_machine`) by name, of the machines a reader may meet. */
+const ELF_MACHINES: Record<number, string> = {
+  3: "x86 (32-bit)",
+  40: "arm (32-bit)",
+  62: "x64",
+  183: "arm64",
+  243: "riscv64",
+};
+
+/** Mach-O CPU types (`cputype`) by name. */
+const MACHO_CPUS: Record<number, string> = { 0x01000007: "x64", 0x0100000c: "arm64" };
+
+/**
+ * What a file that failed to load was built for, where that is not this machine: "a library
+ * built for arm64 (ELF), not this machine's x64". Undefined where it cannot be read, is not a
+ * library, or fits (it failed for another reason then).
+ */
+function otherMachine(sources: LibrarySources, path: string): string | undefined {
+  let head: Uint8Array | undefined;
+  try {
+    head = sources.readHead?.(path);
+  } catch {
+    return undefined;
+  }
+  if (head === undefined || head.length < 20) return undefined;
+  const u32 = (at: number) =>
+    (head[at] | head[at + 1] << 8 | head[at + 2] << 16 | head[at + 3] << 24) >>> 0;
+  let format: string;
+  let machine: string;
+  if (u32(0) === 0x464c457f) { // "\x7fELF"
+    format = "ELF";
+    const number = head[5] === 2 ? head[18] << 8 | head[19] : head[18] | head[19] << 8;
+    machine = ELF_MACHINES[number] ?? `machine ${number}`;
+  } else if (u32(0) === 0xfeedfacf) { // a 64-bit Mach-O file, little-endian
+    format = "Mach-O";
+    machine = MACHO_CPUS[u32(4)] ?? `CPU type ${u32(4)}`;
+  } else {
+    return undefined;
+  }
+  const here = archName(sources.platform.arch);
+  const wantedFormat = sources.platform.os === "darwin" ? "Mach-O" : "ELF";
+  if (machine === here && format === wantedFormat) return undefined;
+  return `a library built for ${machine} (${format}), not this machine's ${here} ` +
+    `(${sources.platform.os})`;
+}
+
+/** One name per machine in every runtime (Deno says x86_64 and aarch64). */
+function archName(arch: string): string {
+  return ({ x86_64: "x64", aarch64: "arm64" } as Record<string, string>)[arch] ?? arch;
+}
+
 /** A runtime's open error without its repeated prefixes and the path said again. */
 export function openFailure(err: unknown, path: string): string {
   let message = (err instanceof Error ? err.message : String(err)).split("\n")[0];
   const prefix = "Could not open library: ";
   while (message.startsWith(prefix)) message = message.slice(prefix.length);
+  const bun = `Failed to open library "${path}": `;
+  if (message.startsWith(bun)) message = message.slice(bun.length);
   if (message.startsWith(`${path}: `)) message = message.slice(path.length + 2);
   return message;
 }
@@ -254,7 +354,9 @@ function abiAdvice(candidate: Candidate, found: number): string {
 
 /** The closing advice of the error: which package would fit, or how to build a library. */
 function missingAdvice(platform: Platform, wanted: PrebuiltPlatform[]): string {
-  const where = `${platform.os} ${platform.arch}${platform.libc ? ` (${platform.libc})` : ""}`;
+  const where = `${platform.os} ${archName(platform.arch)}${
+    platform.libc ? ` (${platform.libc})` : ""
+  }`;
   const build = `set ${LIBRARY_ENV} to the path of a library (\`cargo build --release\` in a ` +
     `clone builds one)`;
   if (wanted.length === 0) return `No prebuilt library is published for ${where}: ${build}.`;

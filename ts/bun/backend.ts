@@ -9,10 +9,12 @@
  */
 
 import { CString, dlopen, ptr, toArrayBuffer } from "bun:ffi";
+import * as fs from "node:fs";
 import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
+  fileHead,
   LIBRARY_ENV,
   loadNativeLibrary,
   type ProcessLike,
@@ -73,6 +75,7 @@ export function loadBun(explicit?: string): Backend {
       explicit,
       fromEnv: process.env[LIBRARY_ENV],
       platform: processPlatform(process as ProcessLike),
+      readHead: (path) => fileHead(fs, path),
       resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
       root: import.meta.dir.endsWith("/ts/bun")
         ? import.meta.dir.slice(0, -"/ts/bun".length)

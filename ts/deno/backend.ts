@@ -10,10 +10,12 @@
  * @module
  */
 
+import * as fs from "node:fs";
 import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
+  fileHead,
   LIBRARY_ENV,
   loadNativeLibrary,
   type Platform,
@@ -50,11 +52,15 @@ const denoSymbols = {
 type Library = Deno.DynamicLibrary<typeof denoSymbols>;
 
 function readEnv(name: string): string | undefined {
+  return envReadable(name) ? Deno.env.get(name) : undefined;
+}
+
+/** Whether `name` may be read without a prompt (`--allow-env` for it). */
+function envReadable(name: string): boolean {
   try {
-    const status = Deno.permissions.querySync({ name: "env", variable: name });
-    return status.state === "granted" ? Deno.env.get(name) : undefined;
+    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
   } catch {
-    return undefined;
+    return false;
   }
 }
 
@@ -150,6 +156,12 @@ export function loadDeno(explicit?: string): Backend {
     {
       explicit,
       fromEnv: readEnv(LIBRARY_ENV),
+      envUnreadable: !envReadable(LIBRARY_ENV),
+      // Only with --allow-read for it: a look without would prompt in a terminal.
+      readHead: (path) =>
+        Deno.permissions.querySync({ name: "read", path }).state === "granted"
+          ? fileHead(fs, path)
+          : undefined,
       platform: thisPlatform(),
       resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
       root: cloneRoot(),

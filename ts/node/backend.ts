@@ -20,13 +20,14 @@
 
 import process from "node:process";
 import { constants as bufferConstants } from "node:buffer";
-import { readFileSync } from "node:fs";
+import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import { isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { type Backend, channelStates, settleHandles } from "../backend.ts";
 import {
+  fileHead,
   LIBRARY_ENV,
   loadNativeLibrary,
   type Platform,
@@ -131,6 +132,12 @@ export function loadNode(explicit?: string): Backend {
     {
       explicit,
       fromEnv: envVariable(LIBRARY_ENV),
+      envUnreadable: deno !== undefined && !denoEnvGranted(deno, LIBRARY_ENV),
+      // In Deno only with --allow-read for it: a look without would prompt in a terminal.
+      readHead: (path) =>
+        deno === undefined || deno.permissions.querySync({ name: "read", path }).state === "granted"
+          ? fileHead(fs, path)
+          : undefined,
       platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
       resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
       root: packageRoot(),
@@ -244,7 +251,7 @@ export function loadNode(explicit?: string): Backend {
  */
 function mappingLimit(): number {
   try {
-    const limit = Number(readFileSync("/proc/sys/vm/max_map_count", "latin1"));
+    const limit = Number(fs.readFileSync("/proc/sys/vm/max_map_count", "latin1"));
     if (Number.isSafeInteger(limit) && limit > 0) return limit;
   } catch {
     // The default below.
@@ -255,7 +262,11 @@ function mappingLimit(): number {
 /** What this build reads of Deno, which runs it for `require` (the ES modules have their own). */
 interface DenoLike {
   build: { os: string; arch: string; target: string };
-  permissions: { querySync(descriptor: { name: "env"; variable: string }): { state: string } };
+  permissions: {
+    querySync(
+      descriptor: { name: "env"; variable: string } | { name: "read"; path: string },
+    ): { state: string };
+  };
 }
 
 /** Deno, when this Node.js build runs there. */
@@ -281,11 +292,18 @@ function denoPlatform(d: DenoLike): Platform {
  */
 function envVariable(name: string): string | undefined {
   try {
-    if (deno && deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
-      return undefined;
-    }
+    if (deno && !denoEnvGranted(deno, name)) return undefined;
     return process.env[name];
   } catch {
     return undefined;
+  }
+}
+
+/** Whether Deno lets `name` be read without a prompt (`--allow-env` for it). */
+function denoEnvGranted(d: DenoLike, name: string): boolean {
+  try {
+    return d.permissions.querySync({ name: "env", variable: name }).state === "granted";
+  } catch {
+    return false;
   }
 }
