@@ -159,6 +159,25 @@ test("a lock taken through one mapping and freed through another: close() of the
   });
 });
 
+test("an unlock through a buffer moved away while this thread holds the lock says it stays held, and how to unlock it", async () => {
+  if (!("transfer" in ArrayBuffer.prototype)) return; // Node 20: nothing moves a buffer
+  await withSegment("lk-moved", (_, shm) => {
+    const view = shm.view(0, 256);
+    const guard = Mutex.init(view, AT).lock();
+    const moved = (view as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
+    assert.throws(() => guard.unlock(), (e: unknown) => {
+      failsWith("EBADF")(e);
+      assert.match((e as Error).message, /if this thread held the lock, it still does/);
+      assert.match((e as Error).message, /Mutex\.open\(shm\.buffer, offset\)\.unlock\(\)/);
+      return true;
+    });
+    assert.throws(() => shm.close(), failsWith("EBUSY"), "still held");
+    Mutex.open(shm.buffer, AT).unlock();
+    shm.close();
+    assert.equal(moved.byteLength, 256, "the moved buffer keeps its own reference");
+  });
+});
+
 test("a guard of a hold the Mutex ended directly does not release a later hold: unlock() and dispose do nothing", async () => {
   await withSegment("lk-guard", (_, shm) => {
     const mutex = Mutex.init(shm.buffer, AT);

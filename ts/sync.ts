@@ -666,7 +666,16 @@ export class Mutex {
   }
 
   #checked(what: string): Address {
-    if (isDetached(this.#buffer)) addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
+    if (isDetached(this.#buffer)) {
+      if (what === "unlock") {
+        // A close() refuses while this thread holds a lock inside; a transfer cannot refuse.
+        throw errorOf(
+          "EBADF",
+          "Mutex.unlock: the buffer of this Mutex was detached (its segment closed, the buffer transferred, or detachSharedBuffer); if this thread held the lock, it still does: unlock it through a buffer of the segment that is still attached, Mutex.open(shm.buffer, offset).unlock()",
+        );
+      }
+      addressOf(this.#buffer, `Mutex.${what}`); // throws EBADF
+    }
     return this.#address;
   }
 }
