@@ -99,10 +99,15 @@ impl Entry {
         let Some(done) = done else {
             return false;
         };
-        lock(&REGISTRY).pending.remove(&self.serial);
+        lock(&REGISTRY).pending.remove(&self.key());
         // A panicking completion must not take the service thread (and its bookkeeping) with it.
         let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
         true
+    }
+
+    /// Its key in [`Registry::pending`].
+    fn key(&self) -> (usize, u64) {
+        (self.addr, self.serial)
     }
 
     fn finished(&self) -> bool {
@@ -117,7 +122,8 @@ impl Entry {
 
 /// Every pending wait, by serial number, and the service's counters.
 struct Registry {
-    pending: BTreeMap<u64, Arc<Entry>>,
+    /// By address, then serial number: [`cancel_waits`] looks up a range.
+    pending: BTreeMap<(usize, u64), Arc<Entry>>,
     next: u64,
     spawned: u64,
 }
@@ -271,7 +277,7 @@ fn register(
             pooled: !groups,
             owner,
         });
-        registry.pending.insert(entry.serial, Arc::clone(&entry));
+        registry.pending.insert(entry.key(), Arc::clone(&entry));
         entry
     };
     let added = if groups {
@@ -282,7 +288,7 @@ fn register(
     if let Err(err) = added {
         // Never handed to a thread: unregister without running the completion.
         lock(&entry.done).take();
-        lock(&REGISTRY).pending.remove(&entry.serial);
+        lock(&REGISTRY).pending.remove(&entry.key());
         return Err(err);
     }
     Ok(AsyncStart::Pending)
@@ -292,7 +298,17 @@ fn register(
 /// with `EBADF` (from this thread), and returns how many it ended. For a segment about to be
 /// unmapped: its waits can never be woken through it again.
 pub fn cancel_waits(start: usize, len: usize) -> usize {
-    cancel_where(|e| e.addr >= start && e.addr - start < len)
+    let Some(end) = start.checked_add(len) else {
+        return cancel_where(|e| e.addr >= start);
+    };
+    // A look at the waits in the range alone: a segment's drop makes one, with thousands of
+    // waits pending elsewhere.
+    let hit = lock(&REGISTRY)
+        .pending
+        .range((start, 0)..(end, 0))
+        .map(|(_, e)| Arc::clone(e))
+        .collect();
+    end_all(hit)
 }
 
 /// Ends every pending wait that `owner` registered ([`wait_async_owned`]) now, each completion
@@ -306,12 +322,17 @@ pub fn cancel_owned(owner: u64) -> usize {
 
 /// Ends the pending waits that `pick` picks (see [`cancel_waits`]).
 fn cancel_where(pick: impl Fn(&Entry) -> bool) -> usize {
-    let hit: Vec<Arc<Entry>> = lock(&REGISTRY)
+    let hit = lock(&REGISTRY)
         .pending
         .values()
         .filter(|e| pick(e))
         .cloned()
         .collect();
+    end_all(hit)
+}
+
+/// Ends each of `hit` with `EBADF` (those not ended already), and returns how many it ended.
+fn end_all(hit: Vec<Arc<Entry>>) -> usize {
     let mut ended = 0;
     for entry in &hit {
         if entry.complete(Err(io::Error::from_raw_os_error(libc::EBADF))) {
@@ -686,5 +707,49 @@ mod tests {
             rx.recv_timeout(Duration::from_millis(50)).is_err(),
             "each completion once"
         );
+    }
+
+    /// `cancel_waits` ends the waits on the words of its range alone, at both of its ends, and
+    /// a range that runs past the end of the address space.
+    #[test]
+    fn cancel_waits_ends_its_range_alone() {
+        static WORDS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+        let (tx, rx) = mpsc::channel();
+        let long = Duration::from_secs(30);
+        for (i, word) in WORDS.iter().enumerate() {
+            let tx = tx.clone();
+            let done: Completion =
+                Box::new(move |r| tx.send((i, r.map_err(|e| e.raw_os_error()))).unwrap());
+            let groups = use_groups();
+            assert_eq!(
+                register(word.as_ptr(), 0, Some(long), done, groups, 0).unwrap(),
+                AsyncStart::Pending
+            );
+        }
+        let at = |i: usize| WORDS[i].as_ptr() as usize;
+        // Words 1 and 2: from the first byte of one to the last byte of the other.
+        assert_eq!(cancel_waits(at(1), at(2) + 4 - at(1)), 2);
+        let mut ended = [
+            rx.recv_timeout(long).unwrap(),
+            rx.recv_timeout(long).unwrap(),
+        ];
+        ended.sort_by_key(|e| e.0);
+        assert_eq!(
+            ended,
+            [(1, Err(Some(libc::EBADF))), (2, Err(Some(libc::EBADF)))]
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "0 and 3 go on"
+        );
+        assert_eq!(
+            cancel_waits(at(3), usize::MAX),
+            1,
+            "to the end of the address space"
+        );
+        assert_eq!(rx.recv_timeout(long).unwrap(), (3, Err(Some(libc::EBADF))));
+        assert_eq!(cancel_waits(at(0), 4), 1);
+        assert_eq!(rx.recv_timeout(long).unwrap(), (0, Err(Some(libc::EBADF))));
+        assert_eq!(cancel_waits(at(0), 16), 0, "each once");
     }
 }
