@@ -345,7 +345,8 @@ pub(crate) unsafe fn start_wait_async(
 
 /// Ends every pending [`sb_wait_async`] wait on a word in `addr..addr + len` now: each one's
 /// callback is called once with `-EBADF` before this returns (from this thread). Returns how many
-/// it ended. Call it before unmapping a segment, for the segment's range.
+/// it ended. Closing a mapping's last handle ([`crate::segment::sb_close`]) does it for the
+/// mapping's range; call it to end them sooner, while other handles keep the mapping.
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_wait_cancel(addr: usize, len: usize) -> i32 {
     guard(|| i32::try_from(sync::cancel_waits(addr, len)).unwrap_or(i32::MAX))
