@@ -218,7 +218,7 @@ bench-ab: tools build
 # node_modules): one bundle of mod.ts.
 dist: dist/node.js dist/node.cjs dist/deno.js
 
-dist/deno.js: $(TS_SOURCES) | tools
+dist/deno.js: $(TS_SOURCES) | $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)
 	$(DENO) bundle --quiet --platform deno --keep-names -o $@ mod.ts
 
 # Cross builds: cargo-zigbuild and zig from PyPI, the Rust targets, and from Debian: qemu-user

@@ -165,10 +165,14 @@ test("a library built for another machine says so, where the loader says the fil
     "/mac.dylib": macho(0x0100000c),
     "/short.so": new Uint8Array(4),
   };
-  const lineOf = (path: string, readHead: (path: string) => Uint8Array | undefined) => {
+  const lineOf = (
+    path: string,
+    readHead: (path: string) => Uint8Array | undefined,
+    platform: { os: string; arch: string; libc?: "gnu" | "musl" } = linux,
+  ) => {
     try {
       loadNativeLibrary<string>(
-        { explicit: path, platform: linux, resolvePackage: () => undefined, readHead },
+        { explicit: path, platform, resolvePackage: () => undefined, readHead },
         (p) => {
           // glibc's words for a library of another machine, in Bun's wrapping.
           throw new Error(
@@ -200,6 +204,24 @@ test("a library built for another machine says so, where the loader says the fil
     }),
     `  /arm64.so: ${missing}`,
   );
+  // Machines other than the prebuilt ones: a library of their own fits, another does not, and
+  // one not known here is not judged.
+  const on = (arch: string) => ({ os: "linux", arch, libc: "gnu" as const });
+  const mine = (n: number) => () => elf(n);
+  assert.equal(lineOf("/arm.so", mine(40), on("arm")), `  /arm.so: ${missing}`);
+  assert.equal(lineOf("/x86.so", mine(3), on("ia32")), `  /x86.so: ${missing}`);
+  assert.equal(lineOf("/ppc.so", mine(21), on("ppc64")), `  /ppc.so: ${missing}`);
+  assert.match(
+    lineOf("/x64.so", mine(62), on("ia32")),
+    /built for x64 \(ELF\), not this machine's x86 \(32-bit\)/,
+  );
+  assert.equal(lineOf("/x64.so", mine(62), on("mips")), `  /x64.so: ${missing}`);
+  // Big-endian: e_machine 21 (ppc64) as bytes 0, 21.
+  const big = elf(0);
+  big[5] = 2;
+  big[19] = 21;
+  assert.equal(lineOf("/be.so", () => big, on("ppc64")), `  /be.so: ${missing}`);
+  assert.match(lineOf("/be.so", () => big), /built for ppc64 \(ELF\), not this machine's x64/);
   // The real thing: this machine's library reads as this machine's.
   const head = fileHead(fs, `${root}target/release/libshared_buffer_native.so`);
   assert.equal(head.length, 20);

@@ -274,24 +274,41 @@ export function fileHead(fs: FileCalls, path: string): Uint8Array {
   }
 }
 
-/** ELF machine numbers (`e_machine`) by name, of the machines a reader may meet. */
-const ELF_MACHINES: Record<number, string> = {
-  3: "x86 (32-bit)",
-  40: "arm (32-bit)",
-  62: "x64",
-  183: "arm64",
-  243: "riscv64",
+/**
+ * The ELF machine number (`e_machine`) and the Mach-O CPU type (`cputype`) of each machine the
+ * library may be built for, by the names the runtimes give them: a file is judged only where
+ * the machine it runs on is known here.
+ */
+const MACHINES: Record<string, { elf: number; macho?: number; name: string }> = {
+  x64: { elf: 62, macho: 0x01000007, name: "x64" },
+  x86_64: { elf: 62, macho: 0x01000007, name: "x64" },
+  arm64: { elf: 183, macho: 0x0100000c, name: "arm64" },
+  aarch64: { elf: 183, macho: 0x0100000c, name: "arm64" },
+  ia32: { elf: 3, name: "x86 (32-bit)" },
+  x86: { elf: 3, name: "x86 (32-bit)" },
+  arm: { elf: 40, name: "arm (32-bit)" },
+  riscv64: { elf: 243, name: "riscv64" },
+  ppc64: { elf: 21, name: "ppc64" },
+  s390x: { elf: 22, name: "s390x" },
+  loong64: { elf: 258, name: "loong64" },
 };
 
-/** Mach-O CPU types (`cputype`) by name. */
-const MACHO_CPUS: Record<number, string> = { 0x01000007: "x64", 0x0100000c: "arm64" };
+/** The name of a machine by its ELF number or Mach-O CPU type. */
+function machineName(format: "ELF" | "Mach-O", number: number): string {
+  const known = Object.values(MACHINES).find((m) =>
+    format === "ELF" ? m.elf === number : m.macho === number
+  );
+  return known?.name ?? `${format === "ELF" ? "machine" : "CPU type"} ${number}`;
+}
 
 /**
  * What a file that failed to load was built for, where that is not this machine: "a library
  * built for arm64 (ELF), not this machine's x64". Undefined where it cannot be read, is not a
- * library, or fits (it failed for another reason then).
+ * library, fits (it failed for another reason then), or this machine is not one known here.
  */
 function otherMachine(sources: LibrarySources, path: string): string | undefined {
+  const here = MACHINES[sources.platform.arch];
+  if (here === undefined) return undefined;
   let head: Uint8Array | undefined;
   try {
     head = sources.readHead?.(path);
@@ -301,23 +318,22 @@ function otherMachine(sources: LibrarySources, path: string): string | undefined
   if (head === undefined || head.length < 20) return undefined;
   const u32 = (at: number) =>
     (head[at] | head[at + 1] << 8 | head[at + 2] << 16 | head[at + 3] << 24) >>> 0;
-  let format: string;
-  let machine: string;
-  if (u32(0) === 0x464c457f) { // "\x7fELF"
+  let format: "ELF" | "Mach-O";
+  let number: number;
+  if (u32(0) === 0x464c457f) { // "\x7fELF"; e_machine at 18 in 32- and 64-bit files alike
     format = "ELF";
-    const number = head[5] === 2 ? head[18] << 8 | head[19] : head[18] | head[19] << 8;
-    machine = ELF_MACHINES[number] ?? `machine ${number}`;
+    number = head[5] === 2 ? head[18] << 8 | head[19] : head[18] | head[19] << 8;
   } else if (u32(0) === 0xfeedfacf) { // a 64-bit Mach-O file, little-endian
     format = "Mach-O";
-    machine = MACHO_CPUS[u32(4)] ?? `CPU type ${u32(4)}`;
+    number = u32(4);
   } else {
     return undefined;
   }
-  const here = archName(sources.platform.arch);
   const wantedFormat = sources.platform.os === "darwin" ? "Mach-O" : "ELF";
-  if (machine === here && format === wantedFormat) return undefined;
-  return `a library built for ${machine} (${format}), not this machine's ${here} ` +
-    `(${sources.platform.os})`;
+  const fits = format === "ELF" ? number === here.elf : number === here.macho;
+  if (fits && format === wantedFormat) return undefined;
+  return `a library built for ${machineName(format, number)} (${format}), not this machine's ` +
+    `${here.name} (${sources.platform.os})`;
 }
 
 /** One name per machine in every runtime (Deno says x86_64 and aarch64). */

@@ -115,12 +115,22 @@ function packageRoot(): string | undefined {
 /**
  * Where module resolution starts for the platform packages: this module, or inside a user's
  * bundle the script Node.js was started with (the bundle itself, usually), which finds the
- * `node_modules` the bundle's own `require` would; the working folder when there is none.
+ * `node_modules` the bundle's own `require` would; the working folder when there is none. A
+ * bundle loaded by another main script (a test runner's) resolves from that script's place:
+ * give the library's path in `SHARED_BUFFER_LIB` there.
  */
 function resolveFrom(): string {
   if (moduleUrl !== undefined) return moduleUrl;
   const script = process.argv[1];
-  return typeof script === "string" && isAbsolute(script) ? script : join(process.cwd(), "noop.js");
+  if (typeof script !== "string" || !isAbsolute(script)) return join(process.cwd(), "noop.js");
+  // Where Node.js itself resolves from for the main script: its real path (not in Deno, where
+  // the look could prompt for --allow-read in a terminal).
+  if (deno !== undefined) return script;
+  try {
+    return fs.realpathSync(script);
+  } catch {
+    return script;
+  }
 }
 
 const decoder = new TextDecoder();

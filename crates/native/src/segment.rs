@@ -375,9 +375,9 @@ pub extern "C" fn sb_dup(handle: i32) -> i32 {
 /// `-EBADF` for an unknown or already closed handle, or `-EBUSY` (the handle stays open) when
 /// this is the mapping's last handle and a live thread of this process holds a lock inside it:
 /// unmapping would leave that lock held in the segment with no way to unlock it from here.
-/// Unmapping ends the pending [`crate::sync::sb_wait_async`] waits on the mapping's words first,
-/// as [`crate::sync::sb_wait_cancel`] does (each callback called once with `-EBADF`, from this
-/// thread).
+/// Unmapping ends the pending [`crate::sync::sb_wait_async`] waits on the mapping's words first
+/// (each callback called once with `-EBADF`, on a thread the library starts for them: not this
+/// one, which may hold what a callback takes, or run inside Bun's collector).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_close(handle: i32) -> i32 {
     guard(|| close(handle, false))

@@ -289,13 +289,15 @@ pub unsafe extern "C" fn sb_mutex_unlock(addr: *mut u8) -> i32 {
 ///
 /// The callback's `result` is [`SB_WAIT_OK`] (notified, or the word changed after
 /// registration), [`SB_WAIT_TIMED_OUT`] (timeout counted from this call), `-EBADF` (cancelled by
-/// [`sb_wait_cancel`]) or another negative code. Thousands of waits may pend: on Linux 5.16+
+/// [`sb_wait_cancel`], or its mapping unmapped: the last handle closed) or another negative
+/// code. Thousands of waits may pend: on Linux 5.16+
 /// one native thread watches up to 127 of them (`futex_waitv`).
 ///
 /// # Safety
-/// `addr` must point into a mapping this library made. On Linux only the kernel reads the word
-/// (now and later), so a segment unmapped while the wait is pending gives `-EFAULT` or keeps
-/// waiting on the shared page, never a crash; on macOS the word is also read here in user
+/// `addr` must point into a mapping this library made. Closing its last handle ends the wait
+/// with `-EBADF` before the unmap (the callback then runs on a thread the library starts for
+/// it). On Linux only the kernel reads the word (now and later), so memory unmapped otherwise
+/// while the wait is pending gives `-EFAULT` or keeps waiting on the shared page, never a crash; on macOS the word is also read here in user
 /// space, so it must be mapped during this call. `cb` must be callable from any thread until
 /// every wait registered with it has ended, and must not block: in Bun a
 /// `JSCallback(fn, { threadsafe: true })`, in Deno a `Deno.UnsafeCallback.threadSafe`.
@@ -345,8 +347,9 @@ pub(crate) unsafe fn start_wait_async(
 
 /// Ends every pending [`sb_wait_async`] wait on a word in `addr..addr + len` now: each one's
 /// callback is called once with `-EBADF` before this returns (from this thread). Returns how many
-/// it ended. Closing a mapping's last handle ([`crate::segment::sb_close`]) does it for the
-/// mapping's range; call it to end them sooner, while other handles keep the mapping.
+/// it ended. Closing a mapping's last handle ([`crate::segment::sb_close`]) ends them for the
+/// mapping's range (their callbacks on a thread of the library's); call this to end them
+/// sooner, while other handles keep the mapping.
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_wait_cancel(addr: usize, len: usize) -> i32 {
     guard(|| i32::try_from(sync::cancel_waits(addr, len)).unwrap_or(i32::MAX))

@@ -622,8 +622,9 @@ impl Drop for Segment {
         crate::sync::forget_held_in(start, len);
         // Nor may an async wait go on watching a word inside it: nothing can wake it through
         // this mapping any more, and a later mapping at the same address would be watched in
-        // its place (a wake-up of another segment, or of none). Each ends with `EBADF` now.
-        crate::sync::cancel_waits(start, len);
+        // its place (a wake-up of another segment, or of none). Each ends with `EBADF` now; its
+        // completion is called on another thread (this one may hold what it takes).
+        crate::sync::cancel_waits_elsewhere(start, len);
     }
 }
 

@@ -479,3 +479,28 @@ fn dropping_a_segment_ends_the_async_waits_on_its_memory_alone() {
         ("kept", Ok(WaitOutcome::Woken))
     );
 }
+
+#[test]
+fn a_segment_dropped_under_a_lock_its_wait_completion_takes_does_not_deadlock() {
+    let t = TestSeg::new("drop-under-lock");
+    let other = Segment::open(t.id(), None, &Options::default()).unwrap();
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let theirs = std::sync::Arc::clone(&results);
+    // SAFETY: an aligned word of a live mapping; the service leaves it to the kernel.
+    let started = unsafe {
+        shared_buffer::sync::wait_async(other.atomic_u32(0).as_ptr(), 0, Some(LONG), move |r| {
+            theirs.lock().unwrap().push(r.map_err(|e| e.raw_os_error()));
+            tx.send(std::thread::current().id()).unwrap();
+        })
+    };
+    assert_eq!(started.unwrap(), shared_buffer::sync::AsyncStart::Pending);
+    {
+        let _held = results.lock().unwrap();
+        // A completion called here, on this thread, would wait for `_held` for ever.
+        drop(other);
+    }
+    let ran_on = rx.recv_timeout(LONG).unwrap();
+    assert_ne!(ran_on, std::thread::current().id());
+    assert_eq!(*results.lock().unwrap(), [Err(Some(libc::EBADF))]);
+}

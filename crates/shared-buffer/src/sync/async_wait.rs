@@ -95,14 +95,18 @@ struct Entry {
 impl Entry {
     /// Runs the completion unless it already ran; true if this call ran it.
     fn complete(&self, result: io::Result<WaitOutcome>) -> bool {
-        let done = lock(&self.done).take();
-        let Some(done) = done else {
+        let Some(done) = self.take() else {
             return false;
         };
-        lock(&REGISTRY).pending.remove(&self.key());
-        // A panicking completion must not take the service thread (and its bookkeeping) with it.
-        let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+        call(done, result);
         true
+    }
+
+    /// Ends the wait unless it ended already, and hands back its completion, not yet called.
+    fn take(&self) -> Option<Completion> {
+        let done = lock(&self.done).take()?;
+        lock(&REGISTRY).pending.remove(&self.key());
+        Some(done)
     }
 
     /// Its key in [`Registry::pending`].
@@ -198,7 +202,10 @@ pub fn service_stats() -> ServiceStats {
 /// kernel reads the word, now and later on the service thread: if the memory is unmapped
 /// meanwhile the wait ends with `EFAULT` (or keeps waiting on the shared page until notified or
 /// timed out), never with undefined behaviour. Dropping a [`crate::Segment`] ends the waits on
-/// its memory with `EBADF` before it unmaps ([`cancel_waits`]). On other platforms the word is read in user space
+/// its memory with `EBADF` before it unmaps, their completions called on a thread of their own.
+///
+/// The completion runs on a service thread, on the thread that calls [`cancel_waits`] or
+/// [`cancel_owned`], or on a thread started for the waits a drop ended. On other platforms the word is read in user space
 /// during this call, so it must be mapped now; the service thread again leaves it to the kernel.
 ///
 /// # Errors
@@ -294,21 +301,65 @@ fn register(
     Ok(AsyncStart::Pending)
 }
 
+/// Calls a completion. A panicking one must not take the calling thread (a service thread and
+/// its bookkeeping, say) with it.
+fn call(done: Completion, result: io::Result<WaitOutcome>) {
+    let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+}
+
 /// Ends every pending wait on a word in `start..start + len` now, each completion called once
 /// with `EBADF` (from this thread), and returns how many it ended. For a segment about to be
 /// unmapped: its waits can never be woken through it again.
 pub fn cancel_waits(start: usize, len: usize) -> usize {
-    let Some(end) = start.checked_add(len) else {
-        return cancel_where(|e| e.addr >= start);
+    end_all(in_range(start, len))
+}
+
+/// [`cancel_waits`] for memory that the calling thread unmaps next (a [`crate::Segment`]'s drop):
+/// the waits end now, so that none is woken or watched after this returns, but their completions
+/// are called on a thread of their own, which this does not wait for. The dropping thread may
+/// hold what a completion takes (a lock of the caller's), or run inside an engine's collector.
+/// Where no thread can be started, they are called here. Returns how many it ended.
+pub(crate) fn cancel_waits_elsewhere(start: usize, len: usize) -> usize {
+    let hit = in_range(start, len);
+    let taken: Vec<Completion> = hit.iter().filter_map(|e| e.take()).collect();
+    let ended = taken.len();
+    if ended == 0 {
+        return 0;
+    }
+    settle(&hit);
+    // Shared with the thread, so that they are still here to call if it cannot start.
+    let taken = Arc::new(Mutex::new(taken));
+    let end = |taken: &Mutex<Vec<Completion>>| {
+        for done in std::mem::take(&mut *lock(taken)) {
+            call(done, Err(io::Error::from_raw_os_error(libc::EBADF)));
+        }
     };
-    // A look at the waits in the range alone: a segment's drop makes one, with thousands of
-    // waits pending elsewhere.
-    let hit = lock(&REGISTRY)
-        .pending
-        .range((start, 0)..(end, 0))
-        .map(|(_, e)| Arc::clone(e))
-        .collect();
-    end_all(hit)
+    let theirs = Arc::clone(&taken);
+    let started = std::thread::Builder::new()
+        .name("sb-wait-cancel".into())
+        .spawn(move || end(&theirs));
+    if started.is_err() {
+        end(&taken);
+    }
+    ended
+}
+
+/// The pending waits on a word in `start..start + len`: a look at that range alone, with
+/// thousands of waits pending elsewhere.
+fn in_range(start: usize, len: usize) -> Vec<Arc<Entry>> {
+    let registry = lock(&REGISTRY);
+    match start.checked_add(len) {
+        Some(end) => registry
+            .pending
+            .range((start, 0)..(end, 0))
+            .map(|(_, e)| Arc::clone(e))
+            .collect(),
+        None => registry
+            .pending
+            .range((start, 0)..)
+            .map(|(_, e)| Arc::clone(e))
+            .collect(),
+    }
 }
 
 /// Ends every pending wait that `owner` registered ([`wait_async_owned`]) now, each completion
@@ -340,12 +391,17 @@ fn end_all(hit: Vec<Arc<Entry>>) -> usize {
         }
     }
     if ended > 0 {
-        groups::nudge_all();
-        for entry in hit.iter().filter(|e| e.pooled) {
-            pool::release(entry);
-        }
+        settle(&hit);
     }
     ended
+}
+
+/// Lets the threads that watched the ended waits of `hit` drop them.
+fn settle(hit: &[Arc<Entry>]) {
+    groups::nudge_all();
+    for entry in hit.iter().filter(|e| e.pooled) {
+        pool::release(entry);
+    }
 }
 
 /// The environment variable that, set to `1`, makes the service park one thread per wait even

@@ -153,6 +153,7 @@ unsafe extern "C" fn after_fork_child() {
             for slot in &list.slots {
                 slot.store(0, Ordering::Relaxed);
             }
+            list.identity.store(0, Ordering::Relaxed);
             registry.push(Arc::clone(list));
         }
     });
@@ -280,12 +281,14 @@ pub unsafe fn held_in_mapped(start: usize, len: usize) -> usize {
     registry
         .iter()
         .map(|list| {
-            let identity = list.identity.load(Ordering::Relaxed);
             list.slots
                 .iter()
                 .map(|s| s.load(Ordering::Acquire))
                 .filter(|addr| (start..end).contains(addr))
                 .filter(|&addr| {
+                    // Read after the slot: its thread stored the identity before it, and the
+                    // slot's release store publishes that (a first lock after a fork).
+                    let identity = list.identity.load(Ordering::Relaxed);
                     let inside = addr.checked_add(MUTEX_SIZE).is_some_and(|last| last <= end);
                     !inside
                         || identity == 0

@@ -63,6 +63,7 @@ mod async_wait;
 mod held;
 mod mutex;
 
+pub(crate) use async_wait::cancel_waits_elsewhere;
 pub use async_wait::{
     AsyncStart, MAX_ASYNC_WAITS, POOL_MAX_WAITS, ServiceStats, cancel_owned, cancel_waits,
     service_stats, wait_async, wait_async_owned,
