@@ -720,6 +720,20 @@ mod tests {
     use std::sync::atomic::AtomicU32;
     use std::sync::mpsc;
 
+    /// What a test's completion reports: its word's index, and how the wait ended.
+    type Ended = (usize, Result<WaitOutcome, Option<i32>>);
+
+    /// The next two completions, in the order of their words.
+    fn next_two(rx: &mpsc::Receiver<Ended>) -> [Ended; 2] {
+        let long = Duration::from_secs(30);
+        let mut ended = [
+            rx.recv_timeout(long).unwrap(),
+            rx.recv_timeout(long).unwrap(),
+        ];
+        ended.sort_by_key(|e| e.0);
+        ended
+    }
+
     /// The pool (one thread per wait), which macOS and older kernels use: woken, timed out,
     /// cancelled, each completion exactly once.
     #[test]
@@ -750,13 +764,8 @@ mod tests {
         assert_eq!(rx.recv_timeout(long).unwrap(), (0, Ok(WaitOutcome::Woken)));
         let first = WORDS[1].as_ptr() as usize;
         assert_eq!(cancel_waits(first, 8), 2);
-        let mut ended = [
-            rx.recv_timeout(long).unwrap(),
-            rx.recv_timeout(long).unwrap(),
-        ];
-        ended.sort_by_key(|e| e.0);
         assert_eq!(
-            ended,
+            next_two(&rx),
             [(1, Err(Some(libc::EBADF))), (2, Err(Some(libc::EBADF)))]
         );
         assert!(
@@ -785,13 +794,8 @@ mod tests {
         let at = |i: usize| WORDS[i].as_ptr() as usize;
         // Words 1 and 2: from the first byte of one to the last byte of the other.
         assert_eq!(cancel_waits(at(1), at(2) + 4 - at(1)), 2);
-        let mut ended = [
-            rx.recv_timeout(long).unwrap(),
-            rx.recv_timeout(long).unwrap(),
-        ];
-        ended.sort_by_key(|e| e.0);
         assert_eq!(
-            ended,
+            next_two(&rx),
             [(1, Err(Some(libc::EBADF))), (2, Err(Some(libc::EBADF)))]
         );
         assert!(
