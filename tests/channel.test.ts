@@ -1130,6 +1130,56 @@ test("a Uint8Array subclass whose length is not its real one is sent whole and r
   assert.deepEqual(new Uint8Array(target.buffer, 0, 8), pattern(8, 4));
 });
 
+test("a Function.prototype.call replaced after load is never asked for a length: every send copies the array's own bytes, and a receive writes its target alone", async () => {
+  using ch = channel(65536, "many");
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const own = Function.prototype.call;
+  const apply = Reflect.apply;
+  let asked = 0;
+  // Answers 4,000 for every length of 8 it is asked to compute: before, Deno and Bun sent 4,000
+  // bytes read past the message's 8-byte buffer (the engine's heap), and a receive wrote past
+  // its target's view.
+  const lying = function (this: (...a: unknown[]) => unknown, self: unknown, ...args: unknown[]) {
+    const real = apply(this, self, args);
+    if (typeof real === "number" && real === 8 && /length/i.test(this.name)) {
+      asked++;
+      return 4000;
+    }
+    return real;
+  } as typeof own;
+  const lie = <T>(body: () => T): T => {
+    Function.prototype.call = lying;
+    try {
+      return body();
+    } finally {
+      Function.prototype.call = own;
+    }
+  };
+  const message = () => new Uint8Array(8).fill(0x5a);
+  const sends: [string, () => unknown][] = [
+    ["send", () => tx.send(message())],
+    ["trySend", () => tx.trySend(message())],
+    ["sendMany", () => tx.sendMany([message(), message()])],
+    ["sendAsync", () => tx.sendAsync(message())],
+  ];
+  for (const [name, send] of sends) {
+    await lie(send);
+    for (let n = name === "sendMany" ? 2 : 1; n > 0; n--) {
+      const got = new Uint8Array(rx.recv(0)!);
+      assert.deepEqual([...got], [...message()], `${name} sent the array's 8 bytes alone`);
+    }
+    assert.equal(rx.tryRecv(), undefined);
+  }
+  // A receive into a view of 8 bytes in a larger buffer writes those 8 alone.
+  tx.send(new Uint8Array(50).fill(3));
+  const whole = new Uint8Array(64);
+  assert.throws(() => lie(() => rx.recvInto(whole.subarray(0, 8), 0)), RangeError);
+  assert.ok(whole.subarray(8).every((b) => b === 0), "nothing written past the view");
+  assert.equal(new Uint8Array(rx.recv(0)!).length, 50, "the message stays for a larger target");
+  assert.equal(asked, 0, "the replaced call was never asked");
+});
+
 test("a plain Uint8Array with an own length larger or smaller than its real one is sent whole, received into by its real length, and leaves the ring sound", async () => {
   using watched = watchedChannel(1024);
   const { tx, rx } = watched;

@@ -14,32 +14,63 @@
  * @module
  */
 
+const reflectGet = Reflect.get;
+const reflectApply = Reflect.apply;
+const defineProperty = Object.defineProperty;
+const createObject = Object.create;
+/** JavaScriptCore (Bun), where a bound function costs what Reflect.get does not. */
+const jsc = "Bun" in globalThis;
+
+/**
+ * The engine's getter `get` as a function of the object it reads, which looks nothing up when it
+ * is called. `get.call(object)` looks up `Function.prototype.call` at every call, and a script
+ * that replaced it after load could make the getter answer anything: a false length that went on
+ * to native code read past a message's buffer. V8 calls a function bound at load
+ * (`call.bind(get)`) as fast as `get.call`; JavaScriptCore takes about 3x as long, but reads a
+ * getter of an object no script can reach with the engine's `Reflect.get`, taken at load, as fast
+ * (`docs/safety.md`).
+ */
+function reader<T>(get: (this: unknown) => T): (object: unknown) => T {
+  if (jsc) {
+    const holder = createObject(null);
+    defineProperty(holder, "value", { get });
+    return (object) => reflectGet(holder, "value", object);
+  }
+  return Function.prototype.call.bind(get) as (object: unknown) => T;
+}
+
 const typedArray = Object.getPrototypeOf(Uint8Array.prototype);
-const getter = (proto: object, name: string) => Object.getOwnPropertyDescriptor(proto, name)?.get;
-const bufferOf = getter(typedArray, "buffer")!;
-const byteOffsetOf = getter(typedArray, "byteOffset")!;
-const byteLengthOf = getter(typedArray, "byteLength")!;
-const lengthOf = getter(typedArray, "length")!;
-const tagOf = Object.getOwnPropertyDescriptor(typedArray, Symbol.toStringTag)!.get!;
-const mapSizeOf = getter(Map.prototype, "size")!;
-const bufferByteLengthOf = getter(ArrayBuffer.prototype, "byteLength")!;
-const dataViewBufferOf = getter(DataView.prototype, "buffer")!;
-const dataViewByteOffsetOf = getter(DataView.prototype, "byteOffset")!;
-const dataViewByteLengthOf = getter(DataView.prototype, "byteLength")!;
+const getter = <T>(proto: object, name: string | symbol) =>
+  Object.getOwnPropertyDescriptor(proto, name)?.get as ((this: unknown) => T) | undefined;
+const bufferOf = reader(getter<ArrayBufferLike>(typedArray, "buffer")!);
+const byteOffsetOf = reader(getter<number>(typedArray, "byteOffset")!);
+const byteLengthOf = reader(getter<number>(typedArray, "byteLength")!);
+const lengthOf = reader(getter<number>(typedArray, "length")!);
+const tagOf = reader(getter<string | undefined>(typedArray, Symbol.toStringTag)!);
+const mapSizeOf = reader(getter<number>(Map.prototype, "size")!);
+const bufferByteLengthOf = reader(getter<number>(ArrayBuffer.prototype, "byteLength")!);
+const dataViewBufferOf = reader(getter<ArrayBufferLike>(DataView.prototype, "buffer")!);
+const dataViewByteOffsetOf = reader(getter<number>(DataView.prototype, "byteOffset")!);
+const dataViewByteLengthOf = reader(getter<number>(DataView.prototype, "byteLength")!);
 const isViewOf = ArrayBuffer.isView;
 const prototypeOf = Object.getPrototypeOf;
 const bufferPrototype = ArrayBuffer.prototype;
 /** Undefined where the engine has no growable `SharedArrayBuffer` (nor any that could grow). */
-const sharedGrowableOf = typeof SharedArrayBuffer === "function"
-  ? getter(SharedArrayBuffer.prototype, "growable")
+const sharedGrowable = typeof SharedArrayBuffer === "function"
+  ? getter<boolean>(SharedArrayBuffer.prototype, "growable")
   : undefined;
+const sharedGrowableOf = sharedGrowable && reader(sharedGrowable);
 const Bytes = Uint8Array;
 const Words = Int32Array;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
-const detachedOf = getter(ArrayBuffer.prototype, "detached");
+const detached = getter<boolean>(ArrayBuffer.prototype, "detached");
+const detachedOf = detached && reader(detached);
 /** Node 20 has no `ArrayBuffer.prototype.transfer` either. */
-const transferOf = (ArrayBuffer.prototype as { transfer?: (length?: number) => ArrayBuffer })
+const transfer = (ArrayBuffer.prototype as { transfer?: (length?: number) => ArrayBuffer })
   .transfer;
+/** `transfer` of `buffer`, called without a look at `Function.prototype.call`. */
+const transferOf = transfer &&
+  ((buffer: ArrayBuffer, length: number) => reflectApply(transfer, buffer, [length]));
 
 /** Whether the engine can detach a buffer with `transfer` (Node 20 cannot). */
 export const canTransfer: boolean = transferOf !== undefined;
@@ -57,7 +88,7 @@ export function isView(value: unknown): value is ArrayBufferView {
  * (a `DataView` given a typed array's prototype is a view but not one; a Proxy is neither).
  */
 export function isTypedArray(value: unknown): boolean {
-  return tagOf.call(value) !== undefined;
+  return tagOf(value) !== undefined;
 }
 
 /**
@@ -66,7 +97,7 @@ export function isTypedArray(value: unknown): boolean {
  * caller's (for a Proxy, whose traps the tag never calls, it is false).
  */
 export function isUint8Array(value: unknown): value is Uint8Array {
-  return tagOf.call(value) === "Uint8Array";
+  return tagOf(value) === "Uint8Array";
 }
 
 /**
@@ -74,9 +105,7 @@ export function isUint8Array(value: unknown): value is Uint8Array {
  * engine's own `Symbol.toStringTag` getter: undefined for anything else (a `DataView`, a Proxy).
  * Runs no code of the caller's and never throws.
  */
-export function typedArrayName(value: unknown): string | undefined {
-  return tagOf.call(value);
-}
+export const typedArrayName: (value: unknown) => string | undefined = tagOf;
 
 /**
  * How many entries a `Map` holds, from the engine's own `size` getter: a getter a script put on
@@ -84,7 +113,7 @@ export function typedArrayName(value: unknown): string | undefined {
  * counted, before native code writes it).
  */
 export function mapSize(map: Map<unknown, unknown>): number {
-  return mapSizeOf.call(map);
+  return mapSizeOf(map);
 }
 
 /**
@@ -93,7 +122,7 @@ export function mapSize(map: Map<unknown, unknown>): number {
  * @throws {TypeError} If its buffer is detached, or it is out of the bounds of a resizable buffer.
  */
 export function dataViewByteLength(view: DataView): number {
-  return dataViewByteLengthOf.call(view);
+  return dataViewByteLengthOf(view);
 }
 
 /**
@@ -119,9 +148,7 @@ export function newBytes(length: number): Uint8Array {
 }
 
 /** The ArrayBuffer a typed array views. */
-export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
-  return bufferOf.call(view);
-}
+export const viewBuffer: (view: ArrayBufferView) => ArrayBufferLike = bufferOf;
 
 /**
  * Whether the bytes of the typed array `view` may grow under a reader: its buffer is a growable
@@ -136,11 +163,11 @@ export function viewBuffer(view: ArrayBufferView): ArrayBufferLike {
  */
 export function mayGrow(view: ArrayBufferView): boolean {
   if (sharedGrowableOf === undefined) return false;
-  const buffer = bufferOf.call(view);
+  const buffer = bufferOf(view);
   // Told by the engine's accessor too: a SharedArrayBuffer may have been given that prototype.
   if (prototypeOf(buffer) === bufferPrototype && isBuffer(buffer)) return false;
   try {
-    return sharedGrowableOf.call(buffer) === true;
+    return sharedGrowableOf(buffer) === true;
   } catch {
     return false; // an ArrayBuffer of another realm
   }
@@ -155,7 +182,7 @@ export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
     let buffer: ArrayBufferLike = message as ArrayBuffer;
     if (isViewOf(message)) {
       // Not a typed array (no tag): a DataView.
-      buffer = (tagOf.call(message) === undefined ? dataViewBufferOf : bufferOf).call(message);
+      buffer = (tagOf(message) === undefined ? dataViewBufferOf : bufferOf)(message);
     }
     return bufferDetached(buffer as ArrayBuffer);
   } catch {
@@ -164,19 +191,13 @@ export function viewDetached(message: ArrayBufferView | ArrayBuffer): boolean {
 }
 
 /** Where a typed array starts in its buffer, in bytes. */
-export function viewByteOffset(view: ArrayBufferView): number {
-  return byteOffsetOf.call(view);
-}
+export const viewByteOffset: (view: ArrayBufferView) => number = byteOffsetOf;
 
 /** How many bytes a typed array spans (0 once its buffer is detached). */
-export function viewByteLength(view: ArrayBufferView): number {
-  return byteLengthOf.call(view);
-}
+export const viewByteLength: (view: ArrayBufferView) => number = byteLengthOf;
 
 /** How many elements a typed array holds (0 once its buffer is detached). */
-export function viewLength(view: ArrayBufferView): number {
-  return lengthOf.call(view);
-}
+export const viewLength: (view: ArrayBufferView) => number = lengthOf;
 
 /**
  * A `Uint8Array` over the bytes a typed array or a `DataView` spans, as the engine has them (the
@@ -187,27 +208,27 @@ export function viewLength(view: ArrayBufferView): number {
 export function viewBytes(view: ArrayBufferView): Uint8Array {
   // A typed array has a tag. A view without one is a DataView (or the getter below refuses it),
   // told apart without a throw: an exception costs microseconds, at every send of a DataView.
-  if (tagOf.call(view) === undefined) {
+  if (tagOf(view) === undefined) {
     // A DataView, whose byteLength throws once its buffer is detached, or while it is out of
     // the bounds of a resizable buffer that shrank: it has no bytes then, as a typed array has
     // none (the caller tells a detached one apart).
-    const buffer: ArrayBufferLike = dataViewBufferOf.call(view);
+    const buffer: ArrayBufferLike = dataViewBufferOf(view);
     let length: number;
     try {
-      length = dataViewByteLengthOf.call(view);
+      length = dataViewByteLengthOf(view);
     } catch {
       return new Uint8Array(0);
     }
-    return new Uint8Array(buffer, dataViewByteOffsetOf.call(view), length);
+    return new Uint8Array(buffer, dataViewByteOffsetOf(view), length);
   }
-  const buffer: ArrayBufferLike = bufferOf.call(view);
-  const length = byteLengthOf.call(view); // 0 once detached (or out of bounds)
-  return length === 0 ? new Uint8Array(0) : new Uint8Array(buffer, byteOffsetOf.call(view), length);
+  const buffer: ArrayBufferLike = bufferOf(view);
+  const length = byteLengthOf(view); // 0 once detached (or out of bounds)
+  return length === 0 ? new Uint8Array(0) : new Uint8Array(buffer, byteOffsetOf(view), length);
 }
 
 /** How many bytes an ArrayBuffer holds (0 once detached). */
 export function bufferByteLength(buffer: ArrayBuffer): number {
-  return bufferByteLengthOf.call(buffer);
+  return bufferByteLengthOf(buffer);
 }
 
 /**
@@ -216,7 +237,7 @@ export function bufferByteLength(buffer: ArrayBuffer): number {
  */
 export function isBuffer(value: unknown): value is ArrayBuffer {
   try {
-    bufferByteLengthOf.call(value);
+    bufferByteLengthOf(value);
     return true;
   } catch {
     return false;
@@ -228,8 +249,8 @@ export function isBuffer(value: unknown): value is ArrayBuffer {
  * detached buffer has length 0, and one of length 0 is detached if no view of it can be made.
  */
 export function bufferDetached(buffer: ArrayBuffer): boolean {
-  if (detachedOf !== undefined) return detachedOf.call(buffer);
-  if (bufferByteLengthOf.call(buffer) !== 0) return false;
+  if (detachedOf !== undefined) return detachedOf(buffer);
+  if (bufferByteLengthOf(buffer) !== 0) return false;
   // Node 20: empty or detached. A view of a detached buffer cannot be made, and making one runs
   // no code of the caller's (unlike `slice`, which looks up a species constructor).
   try {
@@ -252,7 +273,7 @@ export function bufferDetached(buffer: ArrayBuffer): boolean {
 export function detachBuffer(buffer: ArrayBuffer): boolean {
   if (transferOf === undefined) return false;
   try {
-    transferOf.call(buffer, 0);
+    transferOf(buffer, 0);
   } catch {
     return false;
   }
