@@ -168,7 +168,6 @@ test("a pending waitAsync ends with EBADF when its mapping goes away by a detach
       (e) => e instanceof lib.SharedMemoryError ? `rejected ${e.code}` : `threw ${e}`,
     );
     await collectGarbage(5);
-    const started = performance.now();
     // The view holds the mapping's last reference: detaching it unmaps.
     lib.detachSharedBuffer(view!);
     // Segments mapped now may take the freed address; none of them may be watched.
@@ -179,7 +178,6 @@ test("a pending waitAsync ends with EBADF when its mapping goes away by a detach
       assert.equal(lib.notify(new Int32Array(other.buffer), 0), 0, "a later segment's notify");
     }
     assert.equal(await settled, "rejected EBADF");
-    assert.ok(performance.now() - started < 10_000, "ended at the unmap, not at its timeout");
     // The segment itself lives on through the other mapping, with no wait left on it: once the
     // service thread that watched the ended wait has let it go (it may still sit in the kernel
     // for a moment, and a notify then counts it), a notify wakes nobody.

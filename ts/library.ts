@@ -338,7 +338,7 @@ function otherMachine(sources: LibrarySources, path: string): string | undefined
 
 /** One name per machine in every runtime (Deno says x86_64 and aarch64). */
 function archName(arch: string): string {
-  return ({ x86_64: "x64", aarch64: "arm64" } as Record<string, string>)[arch] ?? arch;
+  return MACHINES[arch]?.name ?? arch;
 }
 
 /** A runtime's open error without its repeated prefixes and the path said again. */

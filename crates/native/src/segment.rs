@@ -397,8 +397,7 @@ fn close(handle: i32, force: bool) -> i32 {
                     // SAFETY: the mapping is live while its entry is in the table, and the
                     // table's lock is held.
                     && unsafe {
-                        held_in_mapping(
-                            mapping,
+                        shared_buffer::sync::held_in_mapped(
                             mapping.segment.as_ptr() as usize,
                             mapping.segment.len(),
                         )
@@ -413,29 +412,9 @@ fn close(handle: i32, force: bool) -> i32 {
     0
 }
 
-/// How many locks that live threads of this process hold in the `len` bytes from `addr`, inside
-/// `mapping`, as their owner words say ([`shared_buffer::sync::held_in_mapped`]): a lock its
-/// thread unlocked through another mapping of the segment is not held.
-///
-/// # Safety
-/// `mapping` stays mapped during the call.
-unsafe fn held_in_mapping(mapping: &Mapped, addr: usize, len: usize) -> usize {
-    let base = mapping.segment.as_ptr() as usize;
-    let inside = addr >= base
-        && addr
-            .checked_add(len)
-            .is_some_and(|end| end <= base + mapping.segment.len());
-    if inside {
-        // SAFETY: the range lies inside the mapping, mapped (the caller's promise).
-        unsafe { shared_buffer::sync::held_in_mapped(addr, len) }
-    } else {
-        shared_buffer::sync::held_in(addr, len)
-    }
-}
-
-/// [`shared_buffer::sync::held_in`] over the `len` bytes from `addr`, looked at as
-/// [`held_in_mapping`] does where a live handle maps them all (the range stays mapped while the
-/// handle table's lock is held); the plain count elsewhere. Cheap when nothing is held there.
+/// [`shared_buffer::sync::held_in`] over the `len` bytes from `addr`, counting only the locks
+/// whose owner words name their threads ([`shared_buffer::sync::held_in_mapped`]) where a live
+/// handle maps them all; the plain count elsewhere. Cheap when nothing is held there.
 pub(crate) fn held_in(addr: usize, len: usize) -> usize {
     if shared_buffer::sync::held_in(addr, len) == 0 {
         return 0;
@@ -447,8 +426,9 @@ pub(crate) fn held_in(addr: usize, len: usize) -> usize {
         addr >= base && end <= base + entry.mapping.segment.len()
     });
     match containing {
-        // SAFETY: a live handle's mapping stays mapped while the table's lock is held.
-        Some(entry) => unsafe { held_in_mapping(&entry.mapping, addr, len) },
+        // SAFETY: the range lies inside a live handle's mapping, which stays mapped while the
+        // table's lock is held.
+        Some(_) => unsafe { shared_buffer::sync::held_in_mapped(addr, len) },
         None => shared_buffer::sync::held_in(addr, len),
     }
 }

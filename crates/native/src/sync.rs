@@ -290,15 +290,16 @@ pub unsafe extern "C" fn sb_mutex_unlock(addr: *mut u8) -> i32 {
 /// The callback's `result` is [`SB_WAIT_OK`] (notified, or the word changed after
 /// registration), [`SB_WAIT_TIMED_OUT`] (timeout counted from this call), `-EBADF` (cancelled by
 /// [`sb_wait_cancel`], or its mapping unmapped: the last handle closed) or another negative
-/// code. Thousands of waits may pend: on Linux 5.16+
-/// one native thread watches up to 127 of them (`futex_waitv`).
+/// code. Thousands of waits may pend: on Linux 5.16+ one native thread watches up to 127 of them
+/// (`futex_waitv`).
 ///
 /// # Safety
 /// `addr` must point into a mapping this library made. Closing its last handle ends the wait
 /// with `-EBADF` before the unmap (the callback then runs on a thread the library starts for
 /// it). On Linux only the kernel reads the word (now and later), so memory unmapped otherwise
-/// while the wait is pending gives `-EFAULT` or keeps waiting on the shared page, never a crash; on macOS the word is also read here in user
-/// space, so it must be mapped during this call. `cb` must be callable from any thread until
+/// while the wait is pending gives `-EFAULT` or keeps waiting on the shared page, never a
+/// crash; on macOS the word is also read here in user space, so it must be mapped during this
+/// call. `cb` must be callable from any thread until
 /// every wait registered with it has ended, and must not block: in Bun a
 /// `JSCallback(fn, { threadsafe: true })`, in Deno a `Deno.UnsafeCallback.threadSafe`.
 #[unsafe(no_mangle)]

@@ -468,10 +468,7 @@ fn dropping_a_segment_ends_the_async_waits_on_its_memory_alone() {
         rx.recv_timeout(LONG).unwrap(),
         ("dropped", Err(Some(libc::EBADF)))
     );
-    assert!(
-        rx.recv_timeout(Duration::from_millis(50)).is_err(),
-        "the other wait goes on"
-    );
+    // The other goes on: it ends woken, below, not cancelled.
     t.word(0).store(1, Ordering::Release);
     notify(t.word(0), NOTIFY_ALL).unwrap();
     assert_eq!(
