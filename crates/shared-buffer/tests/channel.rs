@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -492,7 +492,12 @@ fn zero_copy_send_and_receive() {
     let mut rx = channel.receiver(fast()).unwrap();
     {
         let mut slot = tx.try_reserve(5).unwrap();
-        assert_eq!(&*slot, &[0; 5], "reserved bytes start out zero");
+        let bytes: Vec<u8> = slot
+            .as_atomic()
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(bytes, [0; 5], "reserved bytes start out zero");
         slot.copy_from_slice(b"hello");
         slot.commit();
     }
@@ -523,6 +528,58 @@ fn zero_copy_send_and_receive() {
 }
 
 #[test]
+fn a_reservation_is_written_through_copies_that_a_peer_may_race() {
+    let seg = Scratch::named("reserve");
+    let segment = std::sync::Arc::new(
+        Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap(),
+    );
+    let channel = Channel::create(
+        std::sync::Arc::clone(&segment),
+        Config {
+            capacity: 1024,
+            mode: Mode::Spsc,
+        },
+    )
+    .unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let read = |slot: &shared_buffer::channel::Reservation<'_>| -> Vec<u8> {
+        slot.as_atomic()
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    };
+    // Every alignment and length of a write, against a plain model of the payload.
+    let mut slot = tx.try_reserve(37).unwrap();
+    assert_eq!((slot.len(), slot.is_empty()), (37, false));
+    let mut model = vec![0u8; 37];
+    let source: Vec<u8> = (1..=37).collect();
+    for offset in 0..=37 {
+        for len in 0..=37 - offset {
+            slot.write_at(offset, &source[..len]);
+            model[offset..offset + len].copy_from_slice(&source[..len]);
+            assert_eq!(read(&slot), model, "write of {len} at {offset}");
+        }
+    }
+    let too_far = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        slot.write_at(30, &[0; 8]);
+    }));
+    assert!(too_far.is_err(), "a write past the reservation panics");
+    assert_eq!(read(&slot), model, "and writes nothing");
+    // A peer writing the reserved bytes through its own handle is seen as written: the payload
+    // is never a `&mut [u8]` that the compiler may assume no one else changes.
+    let payload = slot.as_mut_ptr() as usize - segment.as_ptr() as usize;
+    slot.fill(1);
+    segment
+        .atomic_u32(payload)
+        .store(0x0202_0202, Ordering::SeqCst);
+    assert_eq!(slot.as_atomic()[0].load(Ordering::Relaxed), 2);
+    slot.copy_from_slice(&source);
+    slot.commit();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), source);
+}
+
+#[test]
 fn attach_rules() {
     let mut heap = Heap::new(region_size(1024));
     let spsc = heap.channel(1024, Mode::Spsc);
@@ -548,6 +605,54 @@ fn attach_rules() {
     drop(rx); // the receiver went away: sends fail
     assert_eq!(code(tx.try_send(b"x")), libc::EPIPE);
     assert_eq!(code(tx.send(b"x", None)), libc::EPIPE);
+}
+
+#[test]
+fn an_open_keeps_the_capacity_it_checked_while_a_peer_rewrites_it() {
+    // A peer flips the capacity word between the real one and the largest valid one while this
+    // process opens the channel again and again: an open that read the word again after its
+    // check took 2^28 for a region of 8 KiB one time in a few hundred thousand, and its sender
+    // then wrote a message of 1 MiB past the mapping.
+    let seg = Scratch::named("recheck");
+    let created = Segment::create(&seg.0, region_size(4096), &Options::default()).unwrap();
+    let created = Channel::create(
+        created,
+        Config {
+            capacity: 4096,
+            mode: Mode::Spsc,
+        },
+    )
+    .unwrap();
+    let peer = Segment::open(&seg.0, None, &Options::default()).unwrap();
+    let ours = std::sync::Arc::new(Segment::open(&seg.0, None, &Options::default()).unwrap());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let capacity = peer.atomic_u32(layout::OFF_CAPACITY);
+            while !stop.load(Ordering::Relaxed) {
+                capacity.store(4096, Ordering::Relaxed);
+                capacity.store(1 << 28, Ordering::Relaxed);
+            }
+            capacity.store(4096, Ordering::Relaxed);
+        });
+        // Asserted after the peer stops: a panic here would leave the scope waiting for it.
+        let started = Instant::now();
+        let (mut tries, mut opened, mut wrong) = (0u32, 0u32, None);
+        while tries < 2_000_000 && started.elapsed() < Duration::from_secs(5) && wrong.is_none() {
+            tries += 1;
+            if let Ok(channel) = Channel::open(std::sync::Arc::clone(&ours)) {
+                opened += 1;
+                let kept = (channel.capacity(), channel.max_record());
+                if kept != (4096, max_record(4096)) {
+                    wrong = Some((tries, kept));
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(wrong, None, "(open, (capacity, max_record)) kept");
+        assert!(opened > 0, "no open of {tries} saw the real capacity");
+    });
+    drop(created);
 }
 
 #[test]

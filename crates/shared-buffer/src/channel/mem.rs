@@ -153,25 +153,11 @@ mod imp {
         ///
         /// # Safety
         /// `offset + len <= self.len()`, and nobody may write these bytes while the slice lives.
-        #[inline]
+        #[cfg(test)]
         pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
             debug_assert!(offset + len <= self.len);
             // SAFETY: in bounds and unchanging while the slice lives, as the caller promises.
             unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) }
-        }
-
-        /// The bytes at `offset` as a mutable slice.
-        ///
-        /// # Safety
-        /// `offset + len <= self.len()`, and nobody else may read or write these bytes while the
-        /// slice lives.
-        #[inline]
-        #[allow(clippy::mut_from_ref)] // the memory is shared: exclusivity is the protocol's
-        pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
-            debug_assert!(offset + len <= self.len);
-            // SAFETY: in bounds and exclusively ours while the slice lives, as the caller
-            // promises.
-            unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }
         }
     }
 }

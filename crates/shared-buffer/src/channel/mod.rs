@@ -195,7 +195,9 @@ pub struct Channel {
 
 impl Channel {
     /// Initialises a channel in `segment`, which must have at least [`region_size`] bytes. Any
-    /// previous content is lost; a segment this process did not just create is zeroed first.
+    /// previous content is lost: a segment this process did not just create is zeroed first. One
+    /// it created is taken to be as the system made it, all zero: write nothing into it before
+    /// (a record left there would be met as a corrupt ring, `EBADMSG`).
     ///
     /// # Errors
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
@@ -216,7 +218,12 @@ impl Channel {
         };
         // SAFETY: a fresh segment is zero; the header is written only through atomics.
         unsafe { ring::init(&mem, config.capacity, config.mode.code(), zero)? };
-        Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
+        Ok(Self::from_mem(
+            mem,
+            config.capacity,
+            config.mode.code(),
+            Some(ring::Owner { _keep: segment }),
+        ))
     }
 
     /// Opens the channel in `segment`, validating its header.
@@ -231,8 +238,13 @@ impl Channel {
         // SAFETY: as in create.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
             .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
-        ring::validate(&mem)?;
-        Ok(Self::from_mem(mem, Some(ring::Owner { _keep: segment })))
+        let (capacity, mode) = ring::validate(&mem)?;
+        Ok(Self::from_mem(
+            mem,
+            capacity,
+            mode,
+            Some(ring::Owner { _keep: segment }),
+        ))
     }
 
     /// Initialises a channel in `len` bytes at `ptr`.
@@ -258,7 +270,12 @@ impl Channel {
                 ring::ZeroData::Plain,
             )?
         };
-        Ok(Self::from_mem(mem, None))
+        Ok(Self::from_mem(
+            mem,
+            config.capacity,
+            config.mode.code(),
+            None,
+        ))
     }
 
     /// Opens the channel in `len` bytes at `ptr`, validating its header.
@@ -275,8 +292,8 @@ impl Channel {
         // SAFETY: forwarded from the caller.
         let mem = unsafe { Mem::new(ptr, len) }
             .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
-        ring::validate(&mem)?;
-        Ok(Self::from_mem(mem, None))
+        let (capacity, mode) = ring::validate(&mem)?;
+        Ok(Self::from_mem(mem, capacity, mode, None))
     }
 
     /// A channel in loom-modelled memory.
@@ -293,12 +310,17 @@ impl Channel {
             )
         }
         .unwrap();
-        Self::from_mem(mem, None)
+        Self::from_mem(mem, config.capacity, config.mode.code(), None)
     }
 
-    fn from_mem(mem: Mem, owner: Option<ring::Owner>) -> Self {
-        let capacity = mem.word(layout::OFF_CAPACITY).load(Relaxed);
-        let mode = mem.word(layout::OFF_MODE).load(Relaxed);
+    /// The channel over `mem`, with the capacity and mode that `ring::init` wrote or
+    /// `ring::validate` checked: never read from the header again, where a peer could have
+    /// changed them since, and every bound of the data area follows from them.
+    fn from_mem(mem: Mem, capacity: u32, mode: u32, owner: Option<ring::Owner>) -> Self {
+        assert!(
+            capacity.is_power_of_two() && region_size(capacity) <= mem.len(),
+            "a channel's capacity is checked against its region before use"
+        );
         Self {
             shared: Arc::new(Shared {
                 mem,
@@ -867,7 +889,16 @@ impl Drop for Sender {
     }
 }
 
-/// A record reserved by [`Sender::reserve`], filled in place. Derefs to its payload bytes.
+/// A record reserved by [`Sender::reserve`], filled in place, sent by [`Reservation::commit`]
+/// and abandoned when dropped. Its bytes start out zero.
+///
+/// The record lies in the shared ring, where a misbehaving peer process could write it too. So,
+/// as with [`MessageRef`], it is written through copies ([`Reservation::copy_from_slice`],
+/// [`Reservation::write_at`], [`Reservation::fill`]) and atomics
+/// ([`Reservation::as_atomic`]), never handed out as `&mut [u8]`: what a peer writes meanwhile
+/// comes out as some mix of its bytes and ours, never as undefined behaviour.
+/// [`Reservation::as_mut_bytes`] gives a plain slice to a caller who vouches that no peer
+/// touches it.
 #[cfg(not(loom))]
 #[derive(Debug)]
 pub struct Reservation<'a> {
@@ -886,33 +917,100 @@ impl Reservation<'_> {
         let sender = &mut *this.sender;
         let _ = sender.producer.commit(&sender.shared, idx, len, 0);
     }
-}
 
-#[cfg(not(loom))]
-impl std::ops::Deref for Reservation<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the reservation gives this producer the record's bytes, inside the data area;
-        // the slice borrows self, which borrows the sender, which keeps the memory mapped.
-        unsafe {
-            self.sender
-                .shared
-                .mem
-                .slice(Producer::payload_offset(self.idx), self.len)
+    /// The reserved length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a reservation of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first byte of the record's payload (for FFI; writing through it is the caller's
+    /// responsibility, as with [`Reservation::as_mut_bytes`]).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.sender
+            .shared
+            .mem
+            .ptr_at(Producer::payload_offset(self.idx), self.len)
+            .cast_mut()
+    }
+
+    /// The bytes as atomics.
+    pub fn as_atomic(&self) -> &[std::sync::atomic::AtomicU8] {
+        let ptr = self
+            .sender
+            .shared
+            .mem
+            .ptr_at(Producer::payload_offset(self.idx), self.len);
+        // SAFETY: the payload is len bytes inside the mapped data area (ptr_at checks it), kept
+        // mapped by the sender this borrows; AtomicU8 has the layout of u8, and every access
+        // through the slice is atomic, so a peer's concurrent writes are no data race.
+        unsafe { std::slice::from_raw_parts(ptr.cast(), self.len) }
+    }
+
+    /// Copies `src` to byte `offset` of the payload.
+    ///
+    /// # Panics
+    /// If `src` does not fit there.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        assert!(
+            offset <= self.len && self.len - offset >= src.len(),
+            "write_at: {} bytes at {offset} of a reservation of {}",
+            src.len(),
+            self.len
+        );
+        let atoms = &self.as_atomic()[offset..offset + src.len()];
+        // Byte by byte up to an 8-byte boundary, then word by word, then the rest.
+        let head = atoms.as_ptr().align_offset(8).min(src.len());
+        let words = (src.len() - head) / 8;
+        for (atom, &byte) in atoms[..head].iter().zip(src) {
+            atom.store(byte, Relaxed);
+        }
+        for i in 0..words {
+            let at = head + 8 * i;
+            let bytes: [u8; 8] = src[at..at + 8].try_into().expect("8 bytes");
+            // SAFETY: 8 bytes inside the payload (bounds above), 8-aligned (head); an atomic
+            // store never races.
+            let word = unsafe { AtomicU64::from_ptr(atoms[at..].as_ptr().cast_mut().cast()) };
+            word.store(u64::from_ne_bytes(bytes), Relaxed);
+        }
+        let tail = head + 8 * words;
+        for (atom, &byte) in atoms[tail..].iter().zip(&src[tail..]) {
+            atom.store(byte, Relaxed);
         }
     }
-}
 
-#[cfg(not(loom))]
-impl std::ops::DerefMut for Reservation<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref; &mut self makes this the only slice.
-        unsafe {
-            self.sender
-                .shared
-                .mem
-                .slice_mut(Producer::payload_offset(self.idx), self.len)
+    /// Copies `src`, which must be exactly [`Reservation::len`] bytes long, into the payload.
+    ///
+    /// # Panics
+    /// If `src.len() != self.len()`.
+    pub fn copy_from_slice(&mut self, src: &[u8]) {
+        assert_eq!(src.len(), self.len, "copy_from_slice: length mismatch");
+        self.write_at(0, src);
+    }
+
+    /// Sets every byte of the payload to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        for atom in self.as_atomic() {
+            atom.store(byte, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// The payload as a plain mutable slice.
+    ///
+    /// # Safety
+    /// No other thread or process may read or write these bytes while the slice lives: every
+    /// peer follows the channel protocol (none touches another's reservation), and no other
+    /// handle of this process's reaches them (such as [`crate::Segment::atomic_u32`]).
+    pub unsafe fn as_mut_bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the reservation gives this producer the record's bytes, inside the data area
+        // (ptr_at checks it), kept mapped by the sender this borrows; &mut self makes this the
+        // only slice of them here, and nobody else touches them, as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.len) }
     }
 }
 
