@@ -30,12 +30,15 @@ fn lost_race() {
     std::thread::yield_now();
 }
 
-/// Which segment: a System V key or a POSIX name.
+/// Which segment: a System V key or a POSIX name. Made with [`SegmentId::key`] or
+/// [`SegmentId::name`]; an id built from the variants is checked as they check it by every call
+/// that takes one, and refused with [`SegmentError::Invalid`] where they would refuse it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SegmentId {
     /// A System V key (`shmget`), as the seed package used. Never 0 (`IPC_PRIVATE`).
     Key(u32),
-    /// A POSIX name (`shm_open`), stored with its leading `/`.
+    /// A POSIX name (`shm_open`), stored with its leading `/`: one `/`, then 1 to
+    /// [`os::NAME_MAX`] bytes without a `/`, other than `.` and `..`.
     Name(CString),
 }
 
@@ -54,24 +57,48 @@ impl SegmentId {
     /// A named segment. The leading `/` is optional (`"jobs"` and `"/jobs"` are the same).
     ///
     /// # Errors
-    /// [`SegmentError::Invalid`] for an empty name, an inner `/` or a NUL; `ENAMETOOLONG` (as
-    /// [`SegmentError::Os`]) for a name longer than [`os::NAME_MAX`] bytes after the `/`.
+    /// [`SegmentError::Invalid`] for an empty name, `.`, `..`, an inner `/` or a NUL;
+    /// `ENAMETOOLONG` (as [`SegmentError::Os`]) for a name longer than [`os::NAME_MAX`] bytes
+    /// after the `/`.
     pub fn name(name: &str) -> Result<Self> {
         let bare = name.strip_prefix('/').unwrap_or(name);
-        if bare.is_empty() {
-            return Err(invalid("name is empty"));
-        }
-        if bare.contains('/') {
-            return Err(invalid("name has a '/' after its first character"));
-        }
-        if bare.len() > os::NAME_MAX {
-            return Err(SegmentError::Os(io::Error::from_raw_os_error(
-                libc::ENAMETOOLONG,
-            )));
-        }
+        check_bare_name(bare.as_bytes())?;
         let full = CString::new(format!("/{bare}")).map_err(|_| invalid("name has a NUL byte"))?;
         Ok(Self::Name(full))
     }
+
+    /// Refuses what the constructors refuse: key 0, a name that is not `/` and a bare name (a
+    /// variant built by hand could otherwise make a private keyed segment that no unlink can
+    /// remove, or reach a path outside the shared-memory folder).
+    fn check(&self) -> Result<()> {
+        match self {
+            Self::Key(0) => Err(invalid("key 0 is IPC_PRIVATE and cannot be shared")),
+            Self::Key(_) => Ok(()),
+            Self::Name(name) => match name.as_bytes().strip_prefix(b"/") {
+                Some(bare) => check_bare_name(bare),
+                None => Err(invalid("name does not start with '/'")),
+            },
+        }
+    }
+}
+
+/// A name after its `/`: 1 to [`os::NAME_MAX`] bytes, no `/`, not `.` or `..`.
+fn check_bare_name(bare: &[u8]) -> Result<()> {
+    if bare.is_empty() {
+        return Err(invalid("name is empty"));
+    }
+    if bare.contains(&b'/') {
+        return Err(invalid("name has a '/' after its first character"));
+    }
+    if bare == b"." || bare == b".." {
+        return Err(invalid("name is '.' or '..'"));
+    }
+    if bare.len() > os::NAME_MAX {
+        return Err(SegmentError::Os(io::Error::from_raw_os_error(
+            libc::ENAMETOOLONG,
+        )));
+    }
+    Ok(())
 }
 
 impl fmt::Display for SegmentId {
@@ -324,6 +351,7 @@ impl Segment {
     /// `replace`, the errors of opening the old segment (someone else's, or not a segment);
     /// any other error of the OS.
     pub fn create(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {
+        id.check()?;
         check_create(size, options)?;
         // Replacing races with other processes creating and removing: each round fails only if
         // another process won it, so a bounded number settles it.
@@ -416,6 +444,7 @@ impl Segment {
     /// As [`Segment::create`] and [`Segment::open`]; [`SegmentError::SizeMismatch`] if the
     /// existing segment's size differs.
     pub fn open_or_create(id: &SegmentId, size: usize, options: &Options) -> Result<Self> {
+        id.check()?;
         check_create(size, options)?;
         let exact = |actual| {
             if actual == size {
@@ -455,6 +484,7 @@ impl Segment {
     /// [`SegmentError::NotFound`] if `id` names another segment now, or none; as
     /// [`Segment::unlink`] otherwise.
     pub fn unlink_own(&self, id: &SegmentId) -> Result<()> {
+        id.check()?;
         match (id, self.mapping.identity()) {
             (SegmentId::Key(key), os::Identity::SysV(shmid)) => {
                 os::sysv_remove_own(*key as i32, shmid)?;
@@ -474,6 +504,7 @@ impl Segment {
     /// [`SegmentError::NotFound`] if there is no such segment;
     /// [`SegmentError::PermissionDenied`] (or `EPERM`) if it is someone else's.
     pub fn unlink(id: &SegmentId) -> Result<()> {
+        id.check()?;
         match id {
             SegmentId::Key(key) => os::sysv_remove(*key as i32)?,
             SegmentId::Name(name) => os::posix_unlink(name)?,
@@ -489,6 +520,7 @@ impl Segment {
         owner: Owner,
         size_ok: impl Fn(usize) -> Result<usize>,
     ) -> Result<os::Mapping> {
+        id.check()?;
         match id {
             SegmentId::Key(key) => {
                 let info = os::sysv_lookup(*key as i32)?;

@@ -186,7 +186,7 @@ fn populate_maps_every_page_without_changing_data() {
 #[test]
 fn names_and_keys_are_validated() {
     assert!(matches!(SegmentId::key(0), Err(SegmentError::Invalid(_))));
-    for bad in ["", "/", "a/b", "/a/b", "a\0b"] {
+    for bad in ["", "/", "a/b", "/a/b", "a\0b", ".", "/..", ".."] {
         assert!(
             matches!(SegmentId::name(bad), Err(SegmentError::Invalid(_))),
             "{bad:?}"
@@ -202,6 +202,57 @@ fn names_and_keys_are_validated() {
         SegmentId::name("/jobs").unwrap()
     );
     assert_eq!(SegmentId::name("jobs").unwrap().to_string(), "name /jobs");
+}
+
+#[test]
+fn an_id_built_from_its_variants_is_checked_by_every_call() {
+    use std::ffi::CString;
+    // Key 0 made a private segment that no unlink could remove; a name with a folder in it
+    // reached a file outside the segments' folder, and a replacing create put a segment in its
+    // place.
+    let folder = Scratch::named("variants");
+    let dir = shm_path(&folder);
+    std::fs::create_dir(&dir).unwrap();
+    let _dir = Planted(dir.clone());
+    let kept = format!("{dir}/kept");
+    std::fs::write(&kept, b"precious").unwrap();
+    let _kept = Planted(kept.clone());
+    let inner = CString::new(format!("{}/kept", folder.name())).unwrap();
+    let ids = [
+        SegmentId::Key(0),
+        SegmentId::Name(inner),
+        SegmentId::Name(CString::new("/..").unwrap()),
+        SegmentId::Name(CString::new("no-slash").unwrap()),
+        SegmentId::Name(CString::new("/").unwrap()),
+    ];
+    let replace = Options {
+        replace: true,
+        ..Options::default()
+    };
+    let invalid = |what: &str, result: Result<(), SegmentError>| {
+        assert!(
+            matches!(result, Err(SegmentError::Invalid(_))),
+            "{what}: {result:?}"
+        );
+    };
+    let any = Segment::create(&Scratch::named("any").0, 4096, &Options::default()).unwrap();
+    for id in &ids {
+        invalid(
+            &format!("create {id}"),
+            Segment::create(id, 4096, &replace).map(drop),
+        );
+        invalid(
+            &format!("open {id}"),
+            Segment::open(id, None, &replace).map(drop),
+        );
+        invalid(
+            &format!("open_or_create {id}"),
+            Segment::open_or_create(id, 4096, &replace).map(drop),
+        );
+        invalid(&format!("unlink {id}"), Segment::unlink(id));
+        invalid(&format!("unlink_own {id}"), any.unlink_own(id));
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), b"precious");
 }
 
 /// The path under /dev/shm of a named scratch segment.

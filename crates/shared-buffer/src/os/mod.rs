@@ -14,8 +14,15 @@ mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
 
-/// What `IPC_STAT` says about an existing keyed segment.
+/// What `IPC_STAT` says about an existing keyed segment. Only [`sysv_lookup`] makes one:
+/// [`sysv_attach`] maps as many bytes as it says, so a size made up elsewhere would give a
+/// [`Mapping`] longer than the segment.
+///
+/// ```compile_fail
+/// let made_up = shared_buffer::os::SysvInfo { id: 1, size: 1 << 30, uid: 0, creator_uid: 0 };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SysvInfo {
     /// The segment's id (for [`sysv_attach`]).
     pub id: libc::c_int,
