@@ -82,23 +82,15 @@ impl SegmentId {
     }
 }
 
-/// A name after its `/`: 1 to [`os::NAME_MAX`] bytes, no `/`, not `.` or `..`.
+/// A name after its `/`, as [`os::bare_name_fault`] judges it.
 fn check_bare_name(bare: &[u8]) -> Result<()> {
-    if bare.is_empty() {
-        return Err(invalid("name is empty"));
-    }
-    if bare.contains(&b'/') {
-        return Err(invalid("name has a '/' after its first character"));
-    }
-    if bare == b"." || bare == b".." {
-        return Err(invalid("name is '.' or '..'"));
-    }
-    if bare.len() > os::NAME_MAX {
-        return Err(SegmentError::Os(io::Error::from_raw_os_error(
+    match os::bare_name_fault(bare) {
+        None => Ok(()),
+        Some((_, libc::ENAMETOOLONG)) => Err(SegmentError::Os(io::Error::from_raw_os_error(
             libc::ENAMETOOLONG,
-        )));
+        ))),
+        Some((why, _)) => Err(invalid(why)),
     }
-    Ok(())
 }
 
 impl fmt::Display for SegmentId {
@@ -391,8 +383,8 @@ impl Segment {
         match id {
             SegmentId::Key(key) => {
                 let info = os::sysv_lookup(*key as i32)?;
-                check_owner(options.owner, &[info.uid, info.creator_uid])?;
-                os::sysv_remove_own(*key as i32, info.id)?;
+                check_owner(options.owner, &[info.uid(), info.creator_uid()])?;
+                os::sysv_remove_own(*key as i32, info.id())?;
             }
             SegmentId::Name(name) => os::posix_unlink_checked(name, |info| {
                 if info.kind != FileKind::Regular {
@@ -524,8 +516,8 @@ impl Segment {
         match id {
             SegmentId::Key(key) => {
                 let info = os::sysv_lookup(*key as i32)?;
-                check_owner(owner, &[info.uid, info.creator_uid])?;
-                size_ok(info.size)?;
+                check_owner(owner, &[info.uid(), info.creator_uid()])?;
+                size_ok(info.size())?;
                 Ok(os::sysv_attach(&info)?)
             }
             SegmentId::Name(name) => {

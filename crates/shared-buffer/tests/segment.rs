@@ -3,7 +3,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::Ordering;
 
-use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch};
+use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch, os};
 use test_support::{Scratch, serial};
 
 #[test]
@@ -252,6 +252,32 @@ fn an_id_built_from_its_variants_is_checked_by_every_call() {
         invalid(&format!("unlink {id}"), Segment::unlink(id));
         invalid(&format!("unlink_own {id}"), any.unlink_own(id));
     }
+    assert_eq!(std::fs::read(&kept).unwrap(), b"precious");
+    // The OS layer beneath refuses them too, given them directly.
+    let through_parent = CString::new(format!("/../shm{}/kept", folder.name())).unwrap();
+    for name in [
+        CString::new(format!("{}/kept", folder.name())).unwrap(),
+        through_parent,
+        CString::new("/..").unwrap(),
+    ] {
+        let einval = |what: &str, result: std::io::Result<()>| {
+            let err = result.expect_err(what);
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{what} {name:?}");
+        };
+        einval(
+            "posix_create",
+            os::posix_create(&name, 4096, 0o600).map(drop),
+        );
+        einval("posix_open_name", os::posix_open_name(&name).map(drop));
+        einval("posix_name_info", os::posix_name_info(&name).map(drop));
+        einval("posix_unlink", os::posix_unlink(&name));
+        einval(
+            "posix_unlink_checked",
+            os::posix_unlink_checked(&name, |_| Ok::<(), std::io::Error>(())),
+        );
+    }
+    let private = os::sysv_create(0, 4096, 0o600).map(drop).unwrap_err();
+    assert_eq!(private.raw_os_error(), Some(libc::EINVAL));
     assert_eq!(std::fs::read(&kept).unwrap(), b"precious");
 }
 

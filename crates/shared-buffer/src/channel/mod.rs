@@ -188,6 +188,14 @@ fn peer_died(message: &'static str) -> ChannelError {
 
 /// A channel in a shared-memory region. Cheap to clone; make a [`Sender`] or [`Receiver`] from
 /// it. The region stays mapped while any of them lives.
+///
+/// The region's bytes are the protocol's: the channel copies payloads into and out of the ring
+/// with plain copies, as fast as memory allows, and what it hands out of the ring is read and
+/// written through atomics or copies ([`MessageRef`], [`Reservation`]). Another process that
+/// breaks the protocol costs only the channel's own data. Within this process, reaching the ring
+/// through another handle of its segment ([`crate::Segment::atomic_u32`] or a slice of it) while
+/// an endpoint copies there is a data race (and so is an access of another size than the
+/// endpoint's: its copies take 8 bytes at a time): keep the region to the channel.
 #[derive(Debug, Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
@@ -895,10 +903,10 @@ impl Drop for Sender {
 /// The record lies in the shared ring, where a misbehaving peer process could write it too. So,
 /// as with [`MessageRef`], it is written through copies ([`Reservation::copy_from_slice`],
 /// [`Reservation::write_at`], [`Reservation::fill`]) and atomics
-/// ([`Reservation::as_atomic`]), never handed out as `&mut [u8]`: what a peer writes meanwhile
-/// comes out as some mix of its bytes and ours, never as undefined behaviour.
-/// [`Reservation::as_mut_bytes`] gives a plain slice to a caller who vouches that no peer
-/// touches it.
+/// ([`Reservation::as_atomic`]), never handed out as `&mut [u8]`: what another process writes
+/// meanwhile comes out as some mix of its bytes and ours. (Within this process, see
+/// [`Channel`]: the ring is the channel's alone.) [`Reservation::as_mut_bytes`] gives a plain
+/// slice to a caller who vouches that no peer touches it.
 #[cfg(not(loom))]
 #[derive(Debug)]
 pub struct Reservation<'a> {
@@ -1262,9 +1270,9 @@ enum Poll {
 /// A one-record message stays in the shared ring, where a misbehaving peer process could still
 /// change it. So its bytes are read only through copies ([`MessageRef::to_vec`],
 /// [`MessageRef::copy_to_slice`], [`MessageRef::get`]) and atomics ([`MessageRef::as_atomic`]),
-/// never handed out as `&[u8]`; what a peer changes meanwhile comes out as some mix of old and
-/// new bytes, never as undefined behaviour. [`MessageRef::as_bytes`] gives a plain slice to a
-/// caller who vouches that no peer writes it.
+/// never handed out as `&[u8]`; what another process changes meanwhile comes out as some mix
+/// of old and new bytes. (Within this process, see [`Channel`]: the ring is the channel's alone.)
+/// [`MessageRef::as_bytes`] gives a plain slice to a caller who vouches that no peer writes it.
 #[derive(Debug)]
 pub struct MessageRef<'a> {
     ptr: *const u8,

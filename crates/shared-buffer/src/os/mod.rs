@@ -14,24 +14,73 @@ mod stub;
 #[cfg(not(unix))]
 pub use stub::*;
 
-/// What `IPC_STAT` says about an existing keyed segment. Only [`sysv_lookup`] makes one:
-/// [`sysv_attach`] maps as many bytes as it says, so a size made up elsewhere would give a
-/// [`Mapping`] longer than the segment.
+/// What `IPC_STAT` says about an existing keyed segment. Only [`sysv_lookup`] makes one, and
+/// nothing changes it: [`sysv_attach`] maps as many bytes as it says, so a size from elsewhere
+/// would give a [`Mapping`] longer than the segment.
 ///
 /// ```compile_fail
-/// let made_up = shared_buffer::os::SysvInfo { id: 1, size: 1 << 30, uid: 0, creator_uid: 0 };
+/// let key = 0x5b00_0001;
+/// let mut info = shared_buffer::os::sysv_lookup(key).unwrap();
+/// info.size = 1 << 30;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SysvInfo {
+    id: libc::c_int,
+    size: usize,
+    uid: u32,
+    creator_uid: u32,
+}
+
+impl SysvInfo {
     /// The segment's id (for [`sysv_attach`]).
-    pub id: libc::c_int,
+    pub fn id(&self) -> libc::c_int {
+        self.id
+    }
+
     /// Its size in bytes.
-    pub size: usize,
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Its owner's uid (the creator may hand it to another uid with `IPC_SET`).
-    pub uid: u32,
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
     /// Its creator's uid, which nobody can change.
-    pub creator_uid: u32,
+    pub fn creator_uid(&self) -> u32 {
+        self.creator_uid
+    }
+}
+
+/// What is wrong with a name after its `/`, if anything: the reason and its error number. A name
+/// is 1 to [`NAME_MAX`] bytes without a `/`, other than `.` and `..` (which name the segments'
+/// folder or its parent): every `posix_*` call here refuses any other, so that none reaches a
+/// path outside the segments' folder.
+pub fn bare_name_fault(bare: &[u8]) -> Option<(&'static str, i32)> {
+    if bare.is_empty() {
+        Some(("name is empty", libc::EINVAL))
+    } else if bare.contains(&b'/') {
+        Some(("name has a '/' after its first character", libc::EINVAL))
+    } else if bare == b"." || bare == b".." {
+        Some(("name is '.' or '..'", libc::EINVAL))
+    } else if bare.len() > NAME_MAX {
+        Some(("name is too long", libc::ENAMETOOLONG))
+    } else {
+        None
+    }
+}
+
+/// `Ok` for a name a `posix_*` call takes: `/`, then what [`bare_name_fault`] accepts.
+pub fn check_name(name: &std::ffi::CStr) -> std::io::Result<()> {
+    let fault = match name.to_bytes().strip_prefix(b"/") {
+        Some(bare) => bare_name_fault(bare),
+        None => Some(("name does not start with '/'", libc::EINVAL)),
+    };
+    match fault {
+        Some((_, errno)) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => Ok(()),
+    }
 }
 
 /// What kind of file is at a segment's name.

@@ -135,6 +135,10 @@ pub fn page_size() -> usize {
 /// Creates the keyed segment `key` of `size` bytes, failing with `EEXIST` if it exists, and with
 /// `ENOSPC` if the system will not provide that much shared memory.
 pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mapping> {
+    if key == libc::IPC_PRIVATE {
+        // A private segment: nobody could open it, and no removal by key could find it.
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
     // SAFETY: shmget takes plain integers.
     let id = cvt(unsafe { libc::shmget(key, size, flags) }).map_err(|err| {
@@ -227,6 +231,7 @@ pub fn sysv_remove(key: libc::key_t) -> io::Result<()> {
 /// create that fails leaves nothing to remove. Elsewhere (or where `/dev/shm` cannot make unnamed
 /// files) the name is made first, and a failure removes it.
 pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> {
+    super::check_name(name)?;
     #[cfg(target_os = "linux")]
     match create_unnamed(name, size, mode) {
         Err(Unnamed::Unsupported) => {}
@@ -349,10 +354,10 @@ fn remap_named(name: &CStr, unnamed: &Mapping) -> Option<Mapping> {
     map_fd(&named.fd, unnamed.len, unnamed.identity).ok()
 }
 
-/// The path of `name`'s file in [`SHM_DIR`]. Names are checked before they get here: a leading
-/// `/`, no other, no NUL.
+/// The path of `name`'s file in [`SHM_DIR`], for a name [`super::check_name`] takes.
 #[cfg(target_os = "linux")]
 fn shm_path(name: &CStr) -> io::Result<CString> {
+    super::check_name(name)?;
     CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat()).map_err(|_| einval())
 }
 
@@ -466,6 +471,7 @@ impl OpenedName {
 /// of this user's with mode `0o400` may be replaced, as its owner may remove it); elsewhere an
 /// open and `fstat`. A symbolic link is `ELOOP`, as an open reports it.
 pub fn posix_name_info(name: &CStr) -> io::Result<FileInfo> {
+    super::check_name(name)?;
     #[cfg(target_os = "linux")]
     return lstat_info(&shm_path(name)?);
     #[cfg(not(target_os = "linux"))]
@@ -475,6 +481,7 @@ pub fn posix_name_info(name: &CStr) -> io::Result<FileInfo> {
 /// Opens the existing name without following a symbolic link (`ELOOP`) and, on Linux, without
 /// blocking on a FIFO. Nothing is mapped: check [`OpenedName::info`] first.
 pub fn posix_open_name(name: &CStr) -> io::Result<OpenedName> {
+    super::check_name(name)?;
     #[cfg(target_os = "linux")]
     let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     #[cfg(not(target_os = "linux"))]
@@ -571,6 +578,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 
 /// Removes the name; processes that have it mapped keep their memory until they unmap it.
 pub fn posix_unlink(name: &CStr) -> io::Result<()> {
+    super::check_name(name)?;
     // SAFETY: `name` is a valid C string.
     cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
     Ok(())
