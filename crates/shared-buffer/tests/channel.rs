@@ -29,6 +29,14 @@ fn channel_in(seg: &Scratch, capacity: u32, mode: Mode) -> Channel {
     Channel::create(segment, Config { capacity, mode }).unwrap()
 }
 
+/// A reservation's bytes, read through its atomics.
+fn reserved(slot: &shared_buffer::channel::Reservation<'_>) -> Vec<u8> {
+    slot.as_atomic()
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect()
+}
+
 /// In-process channels over a [`Heap`] region.
 trait HeapChannel {
     fn channel(&mut self, capacity: u32, mode: Mode) -> Channel;
@@ -492,12 +500,7 @@ fn zero_copy_send_and_receive() {
     let mut rx = channel.receiver(fast()).unwrap();
     {
         let mut slot = tx.try_reserve(5).unwrap();
-        let bytes: Vec<u8> = slot
-            .as_atomic()
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(bytes, [0; 5], "reserved bytes start out zero");
+        assert_eq!(reserved(&slot), [0; 5], "reserved bytes start out zero");
         slot.copy_from_slice(b"hello");
         slot.commit();
     }
@@ -543,12 +546,6 @@ fn a_reservation_is_written_through_copies_that_a_peer_may_race() {
     .unwrap();
     let mut tx = channel.sender(fast()).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
-    let read = |slot: &shared_buffer::channel::Reservation<'_>| -> Vec<u8> {
-        slot.as_atomic()
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    };
     // Every alignment and length of a write, against a plain model of the payload.
     let mut slot = tx.try_reserve(37).unwrap();
     assert_eq!((slot.len(), slot.is_empty()), (37, false));
@@ -558,14 +555,14 @@ fn a_reservation_is_written_through_copies_that_a_peer_may_race() {
         for len in 0..=37 - offset {
             slot.write_at(offset, &source[..len]);
             model[offset..offset + len].copy_from_slice(&source[..len]);
-            assert_eq!(read(&slot), model, "write of {len} at {offset}");
+            assert_eq!(reserved(&slot), model, "write of {len} at {offset}");
         }
     }
     let too_far = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         slot.write_at(30, &[0; 8]);
     }));
     assert!(too_far.is_err(), "a write past the reservation panics");
-    assert_eq!(read(&slot), model, "and writes nothing");
+    assert_eq!(reserved(&slot), model, "and writes nothing");
     // A peer writing the reserved bytes through its own handle is seen as written: the payload
     // is never a `&mut [u8]` that the compiler may assume no one else changes.
     let payload = slot.as_mut_ptr() as usize - segment.as_ptr() as usize;

@@ -936,27 +936,26 @@ impl Reservation<'_> {
         self.len == 0
     }
 
-    /// The first byte of the record's payload (for FFI; writing through it is the caller's
-    /// responsibility, as with [`Reservation::as_mut_bytes`]).
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+    /// The payload's first byte, `len` bytes inside the data area (`ptr_at` checks it).
+    fn payload(&self) -> *const u8 {
         self.sender
             .shared
             .mem
             .ptr_at(Producer::payload_offset(self.idx), self.len)
-            .cast_mut()
+    }
+
+    /// The first byte of the record's payload (for FFI; writing through it is the caller's
+    /// responsibility, as with [`Reservation::as_mut_bytes`]).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.payload().cast_mut()
     }
 
     /// The bytes as atomics.
     pub fn as_atomic(&self) -> &[std::sync::atomic::AtomicU8] {
-        let ptr = self
-            .sender
-            .shared
-            .mem
-            .ptr_at(Producer::payload_offset(self.idx), self.len);
-        // SAFETY: the payload is len bytes inside the mapped data area (ptr_at checks it), kept
-        // mapped by the sender this borrows; AtomicU8 has the layout of u8, and every access
-        // through the slice is atomic, so a peer's concurrent writes are no data race.
-        unsafe { std::slice::from_raw_parts(ptr.cast(), self.len) }
+        // SAFETY: the payload is len bytes inside the mapped data area, kept mapped by the
+        // sender this borrows; AtomicU8 has the layout of u8, and every access through the slice
+        // is atomic, so a peer's concurrent writes are no data race.
+        unsafe { std::slice::from_raw_parts(self.payload().cast(), self.len) }
     }
 
     /// Copies `src` to byte `offset` of the payload.
@@ -1015,9 +1014,9 @@ impl Reservation<'_> {
     /// peer follows the channel protocol (none touches another's reservation), and no other
     /// handle of this process's reaches them (such as [`crate::Segment::atomic_u32`]).
     pub unsafe fn as_mut_bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the reservation gives this producer the record's bytes, inside the data area
-        // (ptr_at checks it), kept mapped by the sender this borrows; &mut self makes this the
-        // only slice of them here, and nobody else touches them, as the caller promises.
+        // SAFETY: the reservation gives this producer the record's bytes, inside the data area,
+        // kept mapped by the sender this borrows; &mut self makes this the only slice of them
+        // here, and nobody else touches them, as the caller promises.
         unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.len) }
     }
 }

@@ -57,7 +57,7 @@ impl SysvInfo {
 /// is 1 to [`NAME_MAX`] bytes without a `/`, other than `.` and `..` (which name the segments'
 /// folder or its parent): every `posix_*` call here refuses any other, so that none reaches a
 /// path outside the segments' folder.
-pub fn bare_name_fault(bare: &[u8]) -> Option<(&'static str, i32)> {
+pub(crate) fn bare_name_fault(bare: &[u8]) -> Option<(&'static str, i32)> {
     if bare.is_empty() {
         Some(("name is empty", libc::EINVAL))
     } else if bare.contains(&b'/') {

@@ -354,10 +354,10 @@ fn remap_named(name: &CStr, unnamed: &Mapping) -> Option<Mapping> {
     map_fd(&named.fd, unnamed.len, unnamed.identity).ok()
 }
 
-/// The path of `name`'s file in [`SHM_DIR`], for a name [`super::check_name`] takes.
+/// The path of `name`'s file in [`SHM_DIR`]. Every public call that gets here checked the name
+/// first ([`super::check_name`]): a leading `/`, no other, not `.` or `..`.
 #[cfg(target_os = "linux")]
 fn shm_path(name: &CStr) -> io::Result<CString> {
-    super::check_name(name)?;
     CString::new([SHM_DIR.as_bytes(), name.to_bytes()].concat()).map_err(|_| einval())
 }
 
