@@ -459,3 +459,43 @@ test("channels dropped without close() leave nothing in this thread's registry o
     for (const name of names) cleanup({ name });
   }
 });
+
+test("a closed sender or receiver keeps none of the arrays it was given, which are collected while it lives", async () => {
+  const name = uniqueName("guard-keep");
+  const ch = Channel.create({ name }, { capacity: 4096 });
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  try {
+    // Each kind of array the endpoints know again when it comes back: a plain array sent and
+    // received into twice, a view of an ArrayBuffer's, and an ArrayBuffer.
+    const refs = (() => {
+      const plain = new Uint8Array(64).fill(1);
+      const into = new Uint8Array(64);
+      const view = new DataView(new ArrayBuffer(64));
+      const raw = new ArrayBuffer(64);
+      const intoView = new Uint8Array(new ArrayBuffer(80), 16, 64);
+      for (const message of [plain, plain, view, view, raw, raw]) {
+        tx.send(message);
+        assert.equal(rx.recvInto(message === plain ? into : intoView, 1000), 64);
+      }
+      return [plain, into, view, raw, intoView].map((array) => new WeakRef(array));
+    })();
+    tx.close();
+    rx.close();
+    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
+    for (let round = 0; round < 30 && alive() > 0; round++) await collectGarbage(2);
+    assert.deepEqual(refs.map((ref) => ref.deref() !== undefined), [
+      false,
+      false,
+      false,
+      false,
+      false,
+    ], "arrays kept by closed endpoints");
+    // Still usable as closed endpoints.
+    assert.throws(() => tx.send(new Uint8Array(4)), code("EBADF"));
+    assert.throws(() => rx.recvInto(new Uint8Array(4), 0), code("EBADF"));
+  } finally {
+    ch.close();
+    cleanup({ name });
+  }
+});

@@ -45,6 +45,11 @@ export interface ChannelCalls {
    * than the default's (4) commit stores.
    */
   readonly commitRunMin?: number;
+  /**
+   * Lets go of the arrays {@linkcode take} and {@linkcode put} keep to know again, where they
+   * keep any: an endpoint closed, and its caller's arrays must not live on through the channel.
+   */
+  forget?(): void;
   readonly takeState: Int32Array;
   readonly putState: Int32Array;
 }

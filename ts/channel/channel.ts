@@ -444,6 +444,7 @@ export class Channel implements Disposable {
       scanRunMin: undefined,
       commitRun: undefined,
       commitRunMin: undefined,
+      forget: undefined,
     };
     const calls = b.channelCalls(b.address(base));
     // The mapping is checked right before each call: close() releases it.
@@ -463,6 +464,7 @@ export class Channel implements Disposable {
       parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
       parking.commitRunMin = calls.commitRunMin;
     }
+    if (calls.forget !== undefined) parking.forget = () => calls.forget!();
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring);
     this.#lend = () => shm.view(0, L.HEADER_SIZE + capacity);
@@ -1072,6 +1074,15 @@ export class ChannelSender implements Disposable {
   #leave(): void {
     this.#closed = true;
     this.#producer.left = true;
+    // The caller's arrays this sender kept to know them again, let go.
+    this.#known =
+      this.#knownFrom =
+      this.#wordsFor =
+      this.#words =
+        undefined;
+    this.#knownKind = VIEWED_NONE;
+    this.#fixed = this.#copied = undefined;
+    this.#ring.parking.forget?.();
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
     removeSender(this.#ring, this.#local);
@@ -2215,6 +2226,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#releaseEntered();
     this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
+    // The caller's arrays this receiver kept to know them again, let go.
+    this.#target = this.#targetWords = this.#targetFrom = undefined;
+    this.#targetKind = VIEWED_NONE;
+    this.#ring.parking.forget?.();
     this.#lender.end();
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);

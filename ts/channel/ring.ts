@@ -372,6 +372,11 @@ export interface Parking {
    * unset.
    */
   commitRunMin?: number;
+  /**
+   * Lets go of the arrays the native calls keep to know again (see {@linkcode take} and
+   * {@linkcode put}): an endpoint of the channel closed.
+   */
+  forget?: () => void;
 }
 
 /** Writes a fresh header into zero-filled memory; `magic` is stored last. */

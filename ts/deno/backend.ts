@@ -147,6 +147,12 @@ class AddressCache {
     this.#array = array;
     return this.#at = addressOfView(array);
   }
+
+  /** Lets go of the arrays kept: the next array passes as itself. */
+  forget(): void {
+    this.#array = this.#seen = undefined;
+    this.#at = 0n;
+  }
 }
 
 /** Opens the native library and returns the Deno backend. */
@@ -212,6 +218,10 @@ export function loadDeno(explicit?: string): Backend {
         scanRun: (out, lens, max, small) =>
           s.sb_channel_scan_run(r, takeAt, out, viewByteLength(out), lens, max, small),
         commitRun: (idx, lens, count) => s.sb_channel_commit_run(r, putAt, idx, lens, count),
+        forget() {
+          targets.forget();
+          messages.forget();
+        },
         takeState,
         putState,
       };
