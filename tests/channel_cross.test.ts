@@ -69,6 +69,7 @@ import {
   CTL_FIRST,
   CTL_GO,
   CTL_LAST,
+  CTL_OF,
   CTL_READY,
   CTL_STOP,
   EDGES,
@@ -1275,6 +1276,121 @@ childrenTest(
         }
         kills++;
       }
+    } finally {
+      await killAll(children);
+      cleanup({ name });
+      cleanup({ name: ctlName });
+    }
+  },
+);
+
+// The same with many senders (`docs/channel.md`, *A receiver that dies*): fragments of different
+// senders interleave in the ring, and a killed receiver takes the fragments it had put together
+// with it; the next one drops the rest of each such message. A sender of every runtime sends small
+// messages and every eighth one in three fragments (sent again when its send met the receiver
+// dead); receivers of every runtime are killed and taken over. Every message delivered is whole
+// and intact, each sender's in order; a kill costs at most the one message of one record being
+// taken, and one message in fragments per sender.
+childrenTest(
+  [...runtimes],
+  "many senders of every runtime, with messages in fragments among small ones, and receivers killed at random points and taken over: every message intact and in order, and a kill loses at most one small message and one in fragments per sender",
+  async () => {
+    const rounds = 30;
+    const capacity = 64 * 1024;
+    const big = 2 * (capacity / 2 - 8) + 1000; // three records
+    const isBig = (seq: number) => seq % 8 === 7; // as stamped.ts sends them
+    const name = uniqueName("cx-rxmany");
+    const ctlName = uniqueName("cx-rxmany-ctl");
+    const children: Child[] = [];
+    const count = runtimes.length;
+    try {
+      using channel = Channel.create({ name }, { capacity, producers: "many" });
+      using ctl = SharedMemory.create({ name: ctlName }, CTL_BYTES);
+      const words = new Int32Array(ctl.buffer);
+      for (let i = 0; i <= rounds; i++) {
+        for (let s = 0; s < count; s++) {
+          words[CTL_FIRST(CTL_OF(i, s))] = -1;
+          words[CTL_LAST(CTL_OF(i, s))] = -1;
+        }
+      }
+      const senders = runtimes.map((which, s) =>
+        spawn(children, which, "channel/stamped.ts", ["send", name, ctlName, String(s), `${big}`])
+      );
+      const receive = (i: number) =>
+        spawn(children, runtimes[i % count], "channel/stamped.ts", [
+          "receive",
+          name,
+          ctlName,
+          String(i),
+          String(count),
+          String(big),
+        ]);
+      /** How many messages receiver `i` got, counted from its first and last of each sender. */
+      const got = (i: number) =>
+        runtimes.reduce((sum, _, s) => {
+          const first = Atomics.load(words, CTL_FIRST(CTL_OF(i, s)));
+          return first < 0 ? sum : sum + Atomics.load(words, CTL_LAST(CTL_OF(i, s))) - first + 1;
+        }, 0);
+      for (let i = 0; i < rounds; i++) {
+        const receiver = receive(i);
+        await ready(receiver, `receiver ${i}`);
+        let exited = false;
+        receiver.done.then(() => (exited = true));
+        const target = 200 + (Math.imul(i + 1, 0x9e3779b1) >>> 11) % 3000;
+        await until(
+          () => exited || got(i) >= target,
+          `receiver ${i} (${runtimes[i % count]}) getting ${target} messages`,
+        );
+        if (exited) throw new Error(`receiver ${i} exited: ${(await receiver.done).stderr}`);
+        receiver.kill("SIGKILL");
+        const dead = await within(receiver.done, HANG_MS, `killed receiver ${i}'s exit`);
+        assert.equal(dead.signal, "SIGKILL", dead.stderr);
+        assert.equal(Atomics.load(words, CTL_BAD), 0, `receiver ${i} got a broken message`);
+      }
+      const last = receive(rounds);
+      await ready(last, "the last receiver");
+      await until(() => got(rounds) > 0, "the last receiver's messages");
+      Atomics.store(words, CTL_STOP, 1);
+      const sent: number[] = [];
+      for (const [s, sender] of senders.entries()) {
+        sent.push(resultOf<{ sent: number }>(await finished(sender, `sender ${s}`), "sender").sent);
+      }
+      // Every sender has left: one of this process's ends the stream.
+      channel.sender().close();
+      const end = resultOf<{ last: number[] }>(await finished(last, "last receiver"), "receiver");
+      assert.equal(Atomics.load(words, CTL_BAD), 0, "a broken message");
+      assert.deepEqual(
+        end.last,
+        sent.map((n) => n - 1),
+        "the last receiver got every stream's end",
+      );
+      // Per sender, per receiver in order: where it starts past the last message got so far, the
+      // messages between were lost, by the kills since that sender's last message was got.
+      let small = 0;
+      for (let s = 0; s < count; s++) {
+        let frontier = -1;
+        let kills = 0;
+        for (let i = 0; i <= rounds; i++) {
+          const [first, end] = [words[CTL_FIRST(CTL_OF(i, s))], words[CTL_LAST(CTL_OF(i, s))]];
+          if (first >= 0) {
+            const lost = Array.from(
+              { length: Math.max(0, first - frontier - 1) },
+              (_, j) => frontier + 1 + j,
+            );
+            const bigs = lost.filter(isBig).length;
+            const what = `sender ${s} (${
+              runtimes[s]
+            }): receiver ${i} starts at ${first} after ${frontier}, ${kills} kills since`;
+            assert.ok(bigs <= kills, `${what}: ${bigs} messages in fragments lost`);
+            assert.ok(lost.length - bigs <= kills, `${what}: ${lost.length - bigs} small lost`);
+            small += lost.length - bigs;
+            frontier = Math.max(frontier, end);
+            kills = 0;
+          }
+          kills++;
+        }
+      }
+      assert.ok(small <= rounds, `${small} small messages lost in ${rounds} kills`);
     } finally {
       await killAll(children);
       cleanup({ name });

@@ -230,3 +230,9 @@ export const CTL_STOP = 2;
 export const CTL_FIRST = (i: number): number => 4 + 2 * i;
 /** `channel/stamped.ts` control word of receiver `i`: the last sequence number it got, or -1. */
 export const CTL_LAST = (i: number): number => 5 + 2 * i;
+/**
+ * `channel/stamped.ts` with many senders: the most senders, and the index of receiver `i`'s
+ * words for sender `s` ({@linkcode CTL_FIRST} and {@linkcode CTL_LAST} of that index).
+ */
+export const STAMPED_SENDERS = 4;
+export const CTL_OF = (i: number, s: number): number => i * STAMPED_SENDERS + s;
