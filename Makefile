@@ -13,6 +13,9 @@ ZIGLANG_VERSION := 0.17.1
 ZIGBUILD_VERSION := 0.24.1
 SEED_VERSION := 1.4.0
 TOOLS := $(CURDIR)/.tools/node_modules/.bin
+# Everything here, and the bindings' look for a clone's build, uses this clone's target/: a
+# CARGO_TARGET_DIR set for other projects would put the library where neither looks.
+export CARGO_TARGET_DIR := $(CURDIR)/target
 LIB := target/release/libshared_buffer_native.so
 # The Rust peers the conformance tests run (crates/native/examples/).
 PEERS := target/release/examples/channel_peer

@@ -3,11 +3,13 @@
  * ArrayBuffers. Node runs the JavaScript that `make` builds from this file: `dist/node.js`
  * (`import`) and `dist/node.cjs` (`require`), with types in `dist/node.d.ts`.
  *
- * No flags are needed (under `--permission`, allow addons: `--allow-addons`).
+ * No flags are needed (under `--permission`: `--allow-addons`, and `--allow-fs-read` for the
+ * package's folder).
  *
  * @example
  * ```ts
- * import { SharedMemory } from "./node.ts";
+ * // From a clone: "./dist/node.js" after `make` (Node.js 22.18 and newer also take "./node.ts").
+ * import { SharedMemory } from "./dist/node.js";
  * const shm = SharedMemory.openOrCreate({ name: "/jobs" }, 4096);
  * Atomics.add(new Int32Array(shm.buffer), 0, 1);
  * shm.close();

@@ -37,8 +37,12 @@ if (!base) {
 }
 const rounds = Math.max(1, envInt("SB_BENCH_RUNS", 3));
 
-/** The environment of every command: a library named here would be both trees' library. */
+/**
+ * The environment of every command: a library named here would be both trees' library, and a
+ * build folder named here (this tree's Makefile names its own) both trees' build.
+ */
 const environment = { ...process.env };
+delete environment.CARGO_TARGET_DIR;
 if (environment.SHARED_BUFFER_LIB) {
   progress("SHARED_BUFFER_LIB is ignored: each tree measures its own library");
   delete environment.SHARED_BUFFER_LIB;

@@ -54,20 +54,39 @@ function attempt(
 
 const linux = { os: "linux", arch: "x86_64", libc: "gnu" as const };
 
-test("the lookup order: SHARED_BUFFER_LIB, the platform packages, then a local build", () => {
+test("the lookup order: the platform packages, then a local build", () => {
   const r = attempt({
-    fromEnv: "/env/lib.so",
     platform: linux,
     resolvePackage: (p) => (p === "linux-x64-musl" ? "/pkg/musl.so" : undefined),
     root: "/clone",
   }, { "/clone/target/debug/libshared_buffer_native.so": ABI_VERSION });
   assert.deepEqual(r.opened, [
-    "/env/lib.so",
     "/pkg/musl.so",
     "/clone/target/release/libshared_buffer_native.so",
     "/clone/target/debug/libshared_buffer_native.so",
   ]);
   assert.equal(r.loaded, "/clone/target/debug/libshared_buffer_native.so");
+});
+
+test("SHARED_BUFFER_LIB, when set, is the only path tried, and the error says so", () => {
+  const sources = {
+    fromEnv: "/env/lib.so",
+    platform: linux,
+    resolvePackage: () => "/pkg/lib.so",
+    root: "/clone",
+  };
+  const loaded = attempt(sources, { "/env/lib.so": ABI_VERSION, "/pkg/lib.so": ABI_VERSION });
+  assert.deepEqual([loaded.opened, loaded.loaded], [["/env/lib.so"], "/env/lib.so"]);
+  // Missing, or of another release: an error, not the package's library.
+  const missing: Record<string, number> = {};
+  for (const libraries of [missing, { "/env/lib.so": ABI_VERSION + 1 }]) {
+    const r = attempt(sources, { ...libraries, "/pkg/lib.so": ABI_VERSION });
+    assert.deepEqual(r.opened, ["/env/lib.so"]);
+    assert.equal(r.error?.code, "ELIBACC");
+    assert.match(r.error!.message, /\n {2}\/env\/lib\.so: /);
+    assert.match(r.error!.message, /When SHARED_BUFFER_LIB is set, only the library it names/);
+    assert.doesNotMatch(r.error!.message, /optional dependency/);
+  }
 });
 
 test("an explicit path is the only one tried", () => {
@@ -80,6 +99,8 @@ test("an explicit path is the only one tried", () => {
   }, { "/pkg/lib.so": ABI_VERSION });
   assert.deepEqual(r.opened, ["/x.so"]);
   assert.equal(r.error?.code, "ELIBACC");
+  assert.match(r.error!.message, /`loadLibrary\(path\)` tries only the path it is given/);
+  assert.doesNotMatch(r.error!.message, /optional dependency/);
 });
 
 test("the error lists every place tried, once each, and names the package that fits", () => {
@@ -229,30 +250,31 @@ test("a library built for another machine says so, where the loader says the fil
 });
 
 test("an ABI mismatch is closed and says what to do for where it came from", () => {
-  const r = attempt({
-    fromEnv: "/env/lib.so",
-    platform: linux,
-    resolvePackage: (p) => (p === "linux-x64-gnu" ? "/pkg/lib.so" : undefined),
-    root: "/c",
-  }, {
-    "/env/lib.so": ABI_VERSION - 1,
-    "/pkg/lib.so": ABI_VERSION + 1,
-    "/c/target/release/libshared_buffer_native.so": ABI_VERSION + 2,
-  });
-  assert.deepEqual(r.closed, [
-    "/env/lib.so",
-    "/pkg/lib.so",
-    "/c/target/release/libshared_buffer_native.so",
-  ]);
-  const m = r.error!.message;
+  const env = attempt(
+    { fromEnv: "/env/lib.so", platform: linux, resolvePackage: () => undefined },
+    {
+      "/env/lib.so": ABI_VERSION - 1,
+    },
+  );
+  assert.deepEqual(env.closed, ["/env/lib.so"]);
   assert.match(
-    m,
+    env.error!.message,
     new RegExp(
       `/env/lib.so: ABI version ${
         ABI_VERSION - 1
       }, but ${PACKAGE_NAME} ${VERSION} needs ${ABI_VERSION}: use the library of the same release`,
     ),
   );
+  const r = attempt({
+    platform: linux,
+    resolvePackage: (p) => (p === "linux-x64-gnu" ? "/pkg/lib.so" : undefined),
+    root: "/c",
+  }, {
+    "/pkg/lib.so": ABI_VERSION + 1,
+    "/c/target/release/libshared_buffer_native.so": ABI_VERSION + 2,
+  });
+  assert.deepEqual(r.closed, ["/pkg/lib.so", "/c/target/release/libshared_buffer_native.so"]);
+  const m = r.error!.message;
   assert.match(
     m,
     new RegExp(
@@ -297,7 +319,7 @@ test("a runtime's open error loses its repeated prefix and the path said twice",
 });
 
 test("an entry loaded by another runtime names the one that fits", () => {
-  const fits = { deno: "mod.ts", bun: "bun.ts", node: "node.ts" }[runtime];
+  const fits = { deno: "mod.ts", bun: "bun.ts", node: "dist/node.js" }[runtime];
   const other = runtime === "deno" ? "bun.ts" : "mod.ts";
   const err = wrongEntry(other);
   assert.equal(err.code, "ELIBACC");

@@ -144,12 +144,12 @@ test("search order: explicit path, then SHARED_BUFFER_LIB, then next to the pack
       { path: BUILT },
       "explicit over the variable",
     );
-    // A variable naming nothing falls through to the build next to the package.
-    assertEquals(
-      await load(root, { [LIBRARY_ENV]: `${dir}/missing/${FILE}` }),
-      { path: BUILT },
-      "falling through",
-    );
+    // A variable naming nothing is an error, not the build next to the package.
+    const missing = `${dir}/missing/${FILE}`;
+    const wrong = await load(root, { [LIBRARY_ENV]: missing });
+    assertEquals(wrong.path, undefined, "loaded another library than the variable's");
+    assertIncludes(wrong.error!, `  ${missing}: `, "the path the variable names");
+    assertIncludes(wrong.error!, `When ${LIBRARY_ENV} is set, only the library it names`, "why");
     // Without the variable: next to the package.
     assertEquals(await load(root, { [LIBRARY_ENV]: "" }), { path: BUILT }, "no variable");
   } finally {
@@ -160,12 +160,10 @@ test("search order: explicit path, then SHARED_BUFFER_LIB, then next to the pack
 test("when nothing loads, one error lists every path tried and names SHARED_BUFFER_LIB", async () => {
   const pkg = packageCopy();
   try {
-    const missing = `${pkg}/nowhere/${FILE}`;
-    const { path, error } = await load(pkg, { [LIBRARY_ENV]: missing });
+    const { path, error } = await load(pkg, { [LIBRARY_ENV]: "" });
     assertEquals(path, undefined, "a path");
     for (
       const tried of [
-        missing,
         `${pkg}/target/release/${FILE}`,
         `${pkg}/target/debug/${FILE}`,
         `${pkg}/${FILE}`,
@@ -173,7 +171,7 @@ test("when nothing loads, one error lists every path tried and names SHARED_BUFF
     ) {
       assertIncludes(error!, `  ${tried}: `, "every candidate, in order");
     }
-    const order = [missing, `${pkg}/target/release/`, `${pkg}/target/debug/`].map((p) =>
+    const order = [`${pkg}/target/release/`, `${pkg}/target/debug/`, `${pkg}/${FILE}`].map((p) =>
       error!.indexOf(p)
     );
     assertEquals(order, [...order].sort((a, b) => a - b), "the order tried");
@@ -185,7 +183,7 @@ test("when nothing loads, one error lists every path tried and names SHARED_BUFF
 
 testUnless(
   whyNo("cc", ["--version"]),
-  "a library of another ABI version is refused, and the search goes on past it",
+  "a library of another ABI version is refused, given by path or by SHARED_BUFFER_LIB",
   async () => {
     const dir = mkdtempSync(`${tmpdir()}/sb-stale-`);
     try {
@@ -215,8 +213,10 @@ testUnless(
           : `${stub}: ABI version ${stale}, but ${PACKAGE_NAME} ${VERSION} needs ${ABI_VERSION}`,
         "the refusal",
       );
-      // Through the variable, the stale library is skipped for the build next to the package.
-      assertEquals(await load(root, { [LIBRARY_ENV]: stub }), { path: BUILT }, "skipped");
+      // Through the variable too: refused, not passed over for the build next to the package.
+      const named = await load(root, { [LIBRARY_ENV]: stub });
+      assertEquals(named.path, undefined, "loaded another library than the variable's");
+      assertIncludes(named.error!, `${stub}: `, "the refusal");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -21,6 +21,7 @@ import { tmpdir } from "node:os";
 import process from "node:process";
 import {
   cleanup,
+  lacking,
   lib,
   repoRoot,
   runtime,
@@ -238,6 +239,29 @@ if (runtime === "deno") {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+}
+
+if (runtime === "node") {
+  const strips = (process.features as { typescript?: unknown }).typescript;
+  testUnless(
+    !strips && lacking("this Node.js runs no TypeScript (22.18 and newer strip types)"),
+    "node.ts imported from a clone where Node.js strips types finds the clone's own build, as dist/node.js does",
+    () => {
+      const env = { ...process.env };
+      delete env.SHARED_BUFFER_LIB;
+      const file = libraryFileName(processPlatform(process as unknown as ProcessLike).os);
+      for (const entry of ["node.ts", "dist/node.js"]) {
+        const r = spawnSync(process.execPath, [
+          "--input-type=module",
+          "-e",
+          `import { loadLibrary } from ${JSON.stringify(`${repoRoot}${entry}`)};\n` +
+          "console.log(loadLibrary());",
+        ], { cwd: tmpdir(), encoding: "utf8", env });
+        assert.equal(r.status, 0, `${entry}: ${r.stderr}`);
+        assert.equal(r.stdout.trim(), `${repoRoot}target/release/${file}`, entry);
+      }
+    },
+  );
 }
 
 /** The TypeScript compiler `make` installs. */

@@ -214,7 +214,15 @@ export function loadNativeLibrary<T>(
           "`--allow-addons`, and leave out `--no-addons`."
         : noFfi
         ? "Deno opens a native library only with `--allow-ffi` (or `--allow-ffi=<its path>`): " +
-          "run with it." + (packages === 0 ? ` ${missingAdvice(sources.platform, wanted)}` : "")
+          "run with it." + (packages === 0 && sources.explicit === undefined && !sources.fromEnv
+            ? ` ${missingAdvice(sources.platform, wanted)}`
+            : "")
+        : sources.explicit !== undefined
+        ? "`loadLibrary(path)` tries only the path it is given: give it the path of this " +
+          "release's library."
+        : sources.fromEnv
+        ? `When ${LIBRARY_ENV} is set, only the library it names is tried: correct it, or ` +
+          "unset it to use the platform package or a local build."
         : missingAdvice(sources.platform, wanted)),
     "ELIBACC",
     79,
@@ -232,7 +240,12 @@ function* candidates(
     yield { path: sources.explicit, from: "explicit" };
     return;
   }
-  if (sources.fromEnv) yield { path: sources.fromEnv, from: "env" };
+  // Set, it is the library to use, as a path given to loadLibrary is: one that does not load is
+  // an error, never passed over for another library found further on.
+  if (sources.fromEnv) {
+    yield { path: sources.fromEnv, from: "env" };
+    return;
+  }
   for (const platform of wanted) {
     const name = platformPackageName(platform);
     let path: string | undefined;
@@ -382,7 +395,11 @@ function missingAdvice(platform: Platform, wanted: PrebuiltPlatform[]): string {
 }
 
 /** Each runtime's entry module in a clone (the npm package picks the right one by itself). */
-const ENTRIES: Record<string, string> = { Deno: "mod.ts", Bun: "bun.ts", "Node.js": "node.ts" };
+const ENTRIES: Record<string, string> = {
+  Deno: "mod.ts",
+  Bun: "bun.ts",
+  "Node.js": "dist/node.js",
+};
 
 /**
  * The error for an entry module loaded by another runtime (`mod.ts` in Bun, say), naming the

@@ -104,12 +104,15 @@ const moduleUrl: string | undefined = typeof import.meta.url === "string"
 
 /**
  * The package's folder. The adapter runs as built JavaScript, `dist/ts/node/backend.js` (the
- * CommonJS bundle `dist/node.cjs` is given the same `import.meta.url` by the build), so the
- * package is three folders up. Undefined inside a user's bundle, which is no file of a clone.
+ * CommonJS bundle `dist/node.cjs` is given the same `import.meta.url` by the build), three
+ * folders down; or from a clone as its TypeScript source, `ts/node/backend.ts` (`node.ts`
+ * imported where Node.js strips types), two. Undefined inside a user's bundle, which is no file
+ * of a clone.
  */
 function packageRoot(): string | undefined {
   if (moduleUrl === undefined) return undefined;
-  return fileURLToPath(new URL("../../../", moduleUrl)).replace(/\/$/, "");
+  const up = moduleUrl.endsWith("/ts/node/backend.ts") ? "../../" : "../../../";
+  return fileURLToPath(new URL(up, moduleUrl)).replace(/\/$/, "");
 }
 
 /**
