@@ -1349,7 +1349,11 @@ childrenTest(
       }
       const last = receive(rounds);
       await ready(last, "the last receiver");
-      await until(() => got(rounds) > 0, "the last receiver's messages");
+      // Every sender gets through to it: none was left stuck by the kills.
+      await until(
+        () => runtimes.every((_, s) => Atomics.load(words, CTL_FIRST(CTL_OF(rounds, s))) >= 0),
+        "the last receiver's messages from every sender",
+      );
       Atomics.store(words, CTL_STOP, 1);
       const sent: number[] = [];
       for (const [s, sender] of senders.entries()) {
@@ -1363,6 +1367,13 @@ childrenTest(
         end.last,
         sent.map((n) => n - 1),
         "the last receiver got every stream's end",
+      );
+      assert.deepEqual(
+        runtimes.map((_, s) =>
+          Math.max(...Array.from({ length: rounds + 1 }, (_, i) => words[CTL_LAST(CTL_OF(i, s))]))
+        ),
+        sent.map((n) => n - 1),
+        "no receiver got a message past a stream's end",
       );
       // Per sender, per receiver in order: where it starts past the last message got so far, the
       // messages between were lost, by the kills since that sender's last message was got.
