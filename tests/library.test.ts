@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import { readFileSync } from "node:fs";
 import { lib, repoRoot as root, runtime, test } from "./harness.ts";
 import {
+  askingOnce,
   fileHead,
   loadNativeLibrary,
   openFailure,
@@ -131,6 +132,44 @@ test("out of file descriptors, the error says so instead of advising a reinstall
     e instanceof lib.SharedMemoryError && e.code === "ELIBACC" &&
     /no file descriptor left to open it with \(EMFILE\)/.test(e.message) &&
     !/optional dependency/.test(e.message));
+});
+
+test("a runtime that asks before it opens a path (Deno in a terminal) is asked once: after a refusal, only paths already granted are opened", () => {
+  const asked: string[] = [];
+  const granted = new Set(["/clone/target/debug/libshared_buffer_native.so"]);
+  const open = askingOnce((path) => {
+    asked.push(path);
+    if (!granted.has(path)) {
+      throw new Error(`Requires ffi access to "${path}", run again with the --allow-ffi flag`);
+    }
+    return path;
+  }, (path) => (granted.has(path) ? "granted" : "prompt"));
+  const r = loadNativeLibrary<string>(
+    { platform: linux, resolvePackage: () => "/pkg/lib.so", root: "/clone" },
+    open,
+    () => ABI_VERSION,
+    () => {},
+  );
+  assert.deepEqual(asked, ["/pkg/lib.so", "/clone/target/debug/libshared_buffer_native.so"]);
+  assert.equal(r.path, "/clone/target/debug/libshared_buffer_native.so");
+  // Nothing granted: one refusal, and every place listed as needing the permission.
+  granted.clear();
+  asked.length = 0;
+  assert.throws(
+    () =>
+      loadNativeLibrary<string>(
+        { platform: linux, resolvePackage: () => "/pkg/lib.so", root: "/clone" },
+        open,
+        () => ABI_VERSION,
+        () => {},
+      ),
+    (e: unknown) =>
+      e instanceof lib.SharedMemoryError && /only with `--allow-ffi`/.test(e.message) &&
+      /target\/release\/libshared_buffer_native\.so: Requires ffi access .*not asked again/.test(
+        e.message,
+      ),
+  );
+  assert.equal(asked.length, 0, "asked again after a refusal");
 });
 
 test("without --allow-ffi (Deno), the error says to add it, and that SHARED_BUFFER_LIB was not read without --allow-env", () => {

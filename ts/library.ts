@@ -136,6 +136,32 @@ export interface LibrarySources {
   envUnreadable?: boolean;
 }
 
+/**
+ * `open` for a runtime that asks its user before it opens a library (Deno, in a terminal, once
+ * per path): after the first refusal, a path not granted yet is not opened, and fails as refused,
+ * so that a user who said no is not asked again for every other place of the search. `state` is
+ * the permission to open a path, queried without asking.
+ */
+export function askingOnce<T>(
+  open: (path: string) => T,
+  state: (path: string) => "granted" | "denied" | "prompt",
+): (path: string) => T {
+  let refused = false;
+  return (path) => {
+    if (refused && state(path) !== "granted") {
+      throw new Error(`Requires ffi access to "${path}" (not asked again after a refusal)`);
+    }
+    try {
+      return open(path);
+    } catch (err) {
+      if (/requires ffi access/i.test(err instanceof Error ? err.message : String(err))) {
+        refused = true;
+      }
+      throw err;
+    }
+  };
+}
+
 /** A path to try, and where it came from (which decides the advice when it does not fit). */
 interface Candidate {
   path: string;

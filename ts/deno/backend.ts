@@ -15,6 +15,7 @@ import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
+  askingOnce,
   fileHead,
   LIBRARY_ENV,
   loadNativeLibrary,
@@ -172,7 +173,11 @@ export function loadDeno(explicit?: string): Backend {
       resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
       root: cloneRoot(),
     },
-    (p) => Deno.dlopen(p, denoSymbols),
+    // In a terminal Deno asks before it opens each path without --allow-ffi: once is enough.
+    askingOnce(
+      (p) => Deno.dlopen(p, denoSymbols),
+      (path) => Deno.permissions.querySync({ name: "ffi", path }).state,
+    ),
     (l) => l.symbols.sb_abi_version(),
     (l) => l.close(),
   );
