@@ -499,3 +499,39 @@ test("a closed sender or receiver keeps none of the arrays it was given, which a
     cleanup({ name });
   }
 });
+
+test("a sender or receiver closed by code of the caller's inside its own call keeps none of the arrays of that call", async () => {
+  const name = uniqueName("guard-keep-inside");
+  const ch = Channel.create({ name }, { capacity: 4096 });
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  try {
+    tx.send(new Uint8Array(64), 1000); // a message waiting: recvInto would take it
+    // A subclass whose `constructor` getter closes the endpoint: the library reads it while it
+    // looks at the array, before the send or the receive.
+    const refs = (() => {
+      class Sub extends Uint8Array {}
+      const message = new Sub(64);
+      const target = new Sub(64);
+      Object.defineProperty(message, "constructor", {
+        get: () => (tx.close(), Sub),
+      });
+      Object.defineProperty(target, "constructor", {
+        get: () => (rx.close(), Sub),
+      });
+      assert.throws(() => tx.send(message), code("EBADF"), "the send");
+      assert.throws(() => rx.recvInto(target, 0), code("EBADF"), "the receive");
+      return [new WeakRef(message), new WeakRef(target)];
+    })();
+    const alive = () => refs.filter((ref) => ref.deref() !== undefined).length;
+    for (let round = 0; round < 30 && alive() > 0; round++) await collectGarbage(2);
+    assert.deepEqual(
+      refs.map((ref) => ref.deref() !== undefined),
+      [false, false],
+      "arrays kept by endpoints closed inside their call",
+    );
+  } finally {
+    ch.close();
+    cleanup({ name });
+  }
+});

@@ -1,8 +1,9 @@
 /**
  * The native library as the runtimes load it: its exports are exactly the generated table in
  * `ts/ffi.ts` (whose types the Rust compiler checks, see `crates/native/src/abi.rs`), the search
- * order (explicit path, `SHARED_BUFFER_LIB`, next to the package), the one error that lists every
- * path tried, refusing a library of another ABI version, and error numbers taken from the library.
+ * order (an explicit path or `SHARED_BUFFER_LIB` alone, else next to the package), the one error
+ * that lists every path tried, refusing a library of another ABI version, and error numbers taken
+ * from the library.
  *
  * @module
  */
@@ -131,7 +132,7 @@ async function load(
   return resultOf(r, "library/load.ts");
 }
 
-test("search order: explicit path, then SHARED_BUFFER_LIB, then next to the package", async () => {
+test("search order: an explicit path or SHARED_BUFFER_LIB alone, else next to the package", async () => {
   const dir = mkdtempSync(`${tmpdir()}/sb-lib-`);
   try {
     const copy = `${dir}/${FILE}`;

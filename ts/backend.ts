@@ -320,10 +320,11 @@ export function installBackend(load: BackendLoader): void {
  * Loads the native library now. Without `path`, the library is looked for as
  * {@linkcode loadNativeLibrary} says; calling this is optional, since first use loads it too.
  *
- * @param path An explicit path to `libshared_buffer_native.so` (or `.dylib`), tried before anything else.
+ * @param path An explicit path to `libshared_buffer_native.so` (or `.dylib`): the only one tried.
  * @returns The path it was loaded from.
  * @throws {TypeError} If `path` is given and is not a string.
- * @throws {Error} If it is already loaded from another path, or no candidate loads.
+ * @throws {SharedMemoryError} `EBUSY` if it is already loaded from another path; `ELIBACC`,
+ *   listing every place tried, if none loads.
  *
  * @example
  * ```ts
@@ -348,7 +349,7 @@ export function loadLibrary(path?: string): string {
   }
   if (!loader) {
     throw new Error(
-      "shared-buffer: import it from mod.ts (Deno), bun.ts (Bun) or node.ts (Node.js)",
+      "shared-buffer: import it from mod.ts (Deno), bun.ts (Bun) or dist/node.js (Node.js)",
     );
   }
   active = loader(path);

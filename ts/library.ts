@@ -2,7 +2,8 @@
  * Where the native library is looked for, in a fixed order:
  *
  * 1. the path given to `loadLibrary(path)` (only that path);
- * 2. the environment variable `SHARED_BUFFER_LIB` (read only where permitted);
+ * 2. the environment variable `SHARED_BUFFER_LIB` (read only where permitted): when it is set,
+ *    only that path too;
  * 3. the npm platform package that fits this machine (`shared-buffer-ipc-linux-x64-gnu`, ...),
  *    found by module resolution from this module, so it works from `node_modules` in Node.js,
  *    Deno and Bun, and inside a `bun build --compile` binary;

@@ -1143,6 +1143,9 @@ export class ChannelSender implements Disposable {
         `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
       );
     }
+    // Its getters (`constructor`, `length`) may have closed this sender or started a send; a
+    // closed one keeps nothing of the caller's.
+    this.#checkUsable(what);
     if (bytes !== known) {
       // A view or an encoding of our own, of fixed length (or following an `ArrayBuffer`, which
       // only this thread can resize): it never grows while it is copied.
@@ -1151,8 +1154,6 @@ export class ChannelSender implements Disposable {
       this.#knownKind = viewedFrom(message, bytes);
       this.#knownFrom = this.#knownKind === VIEWED_NONE ? undefined : message as object;
     }
-    // Its getters (`constructor`, `length`) may have closed this sender or started a send.
-    this.#checkUsable(what);
     if (len === 0 && typeof message !== "string" && viewDetached(message)) {
       // Moved away (transfer(), postMessage): an empty message would hide the caller's mistake.
       throw new TypeError(
@@ -1808,10 +1809,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     // #target was counted by the engine's getter before (it is a real typed array).
     const room = spanned >= 0 ? spanned : quickByteCount(target, own);
-    if (target !== own) {
+    // A listener or getter above may have closed this receiver, which keeps nothing of the
+    // caller's (the receive below then fails with EBADF).
+    if (target !== own && !this.#closed) {
       this.#adopt(target, room);
       this.#targetKind = viewedFrom(from, target);
       this.#targetFrom = this.#targetKind === VIEWED_NONE ? undefined : from;
+      if (this.#closed) this.#forgetTarget();
     }
     // The hot path: one whole message waiting, copied straight out of the ring (no view made).
     // The adoption above may have run code of the caller's (a getter met on the way), and a
@@ -2226,9 +2230,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#releaseEntered();
     this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
-    // The caller's arrays this receiver kept to know them again, let go.
-    this.#target = this.#targetWords = this.#targetFrom = undefined;
-    this.#targetKind = VIEWED_NONE;
+    this.#forgetTarget();
     this.#ring.parking.forget?.();
     this.#lender.end();
     this.#ring.detachConsumer(pid);
@@ -2241,6 +2243,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Same as {@linkcode close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Lets go of the caller's target this receiver kept to know it again (it is closed). */
+  #forgetTarget(): void {
+    this.#target = this.#targetWords = this.#targetFrom = undefined;
+    this.#targetKind = VIEWED_NONE;
   }
 
   #begin(what: string): void {

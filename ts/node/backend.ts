@@ -27,6 +27,7 @@ import { fileURLToPath } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { type Backend, channelStates, settleHandles } from "../backend.ts";
 import {
+  askingOnce,
   fileHead,
   LIBRARY_ENV,
   loadNativeLibrary,
@@ -141,6 +142,7 @@ const decoder = new TextDecoder();
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
   const resolve = createRequire(resolveFrom()).resolve;
+  const open = (path: string) => loadNodeApi(path, process.dlopen) as NodeCalls;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     {
       explicit,
@@ -155,7 +157,11 @@ export function loadNode(explicit?: string): Backend {
       resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
       root: packageRoot(),
     },
-    (path) => loadNodeApi(path, process.dlopen) as NodeCalls,
+    // Deno in a terminal asks before it opens each path without --allow-ffi: once is enough.
+    deno === undefined ? open : askingOnce(
+      open,
+      (path) => deno!.permissions.querySync({ name: "ffi", path }).state,
+    ),
     (m) => m.abiVersion,
     // Node cannot unload an addon; one that loaded with the right version is kept.
     () => {},
@@ -277,8 +283,11 @@ interface DenoLike {
   build: { os: string; arch: string; target: string };
   permissions: {
     querySync(
-      descriptor: { name: "env"; variable: string } | { name: "read"; path: string },
-    ): { state: string };
+      descriptor:
+        | { name: "env"; variable: string }
+        | { name: "read"; path: string }
+        | { name: "ffi"; path: string },
+    ): { state: "granted" | "denied" | "prompt" };
   };
 }
 
