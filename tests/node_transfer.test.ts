@@ -13,8 +13,12 @@ import {
   cleanup,
   collectGarbage,
   detached,
+  finished,
   lib,
+  resultOf,
   runtime,
+  scriptCommand,
+  start,
   test,
   uniqueName,
   within,
@@ -165,4 +169,29 @@ if (runtime === "node") {
       cleanup({ name: other });
     }
   });
+
+  // The Worker's environment, torn down, runs the finalizers of the buffers it made, the moved
+  // one's too: the mapping must outlive it, as the moved buffer lives on in this thread. (Not yet
+  // when the Worker is terminated: docs/node.md, _Moving buffers_.)
+  for (const route of newNode ? ["transfer", "stream"] : ["stream"]) {
+    for (const ending of ["return"]) {
+      test(`a buffer a Worker moved (${route}) and handed to the main thread keeps its memory after the Worker ends (${ending})`, async () => {
+        const name = uniqueName("nodeworkermove");
+        try {
+          const child = start(
+            scriptCommand("node", "ownership/moved_out_of_worker.ts", [name, route, ending]),
+          );
+          const done = await finished(child, "the child");
+          assert.deepEqual(
+            [done.code, done.signal],
+            [0, null],
+            `the child's exit (SIGSEGV: the mapping went with the Worker)\n${done.stderr}`,
+          );
+          assert.deepEqual(resultOf(done, "the child"), { seen: 42, written: 7 });
+        } finally {
+          cleanup({ name });
+        }
+      });
+    }
+  }
 }

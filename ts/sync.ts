@@ -201,8 +201,10 @@ function result(code: number, caller: string): WaitResult {
  * thread) calls {@linkcode notify} on the same element, or `timeoutMs` passes.
  *
  * In a Worker, a wait longer than 100 ms parks in slices of 100 ms, so that the Worker can be
- * terminated; a change of the word is seen across slices, but a `notify` that changes nothing and
- * comes in the instant between two is missed. Store, then notify (as the example does).
+ * terminated (Node.js and Bun end it between two; Deno 2.9.6 does not end a web Worker that
+ * never returns to its event loop, waiting here or not: give waits there a timeout); a change of
+ * the word is seen across slices, but a `notify` that changes nothing and comes in the instant
+ * between two is missed. Store, then notify (as the example does).
  *
  * @param view An Int32Array over a segment of this library.
  * @param index The element to wait on.

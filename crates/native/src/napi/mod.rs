@@ -24,6 +24,8 @@
 //!   cheaper owner than a private one-byte buffer.
 //! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
 //!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
+//! - `keepMoved()`: before a Worker's end, keeps until the process ends the mappings of tracked
+//!   buffers whose memory may have moved to another thread's buffer (see [`keep_moved`]).
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
@@ -142,6 +144,10 @@ struct Tracked {
     /// Set by `forgetDetached`, cleared by `wrap` and `relieve`: every buffer still tracked was
     /// attached (not detached) when last looked at.
     armed: bool,
+    /// The handles of buffers forgotten detached or collected whose handle was still open then:
+    /// their memory may have moved to another buffer, perhaps of another thread, which
+    /// [`keep_moved`] keeps mapped.
+    moved: Vec<(i32, u64)>,
 }
 
 impl Tracked {
@@ -245,8 +251,9 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 13] = [
+    let functions: [(&CStr, sys::Callback); 14] = [
         (c"wrap", js_wrap),
+        (c"keepMoved", js_keep_moved),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
         (c"trackAll", js_track_all),
@@ -690,6 +697,16 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
+unsafe extern "C" fn js_keep_moved(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            keep_moved(api, env, account)?;
+            undefined(api, env)
+        })
+    }
+}
+
 unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
@@ -1005,6 +1022,7 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
         unsafe { (api.open_handle_scope)(env, &mut scope) },
         "napi_open_handle_scope",
     )?;
+    let mut moved = Vec::new();
     tracked.retain(|entry| {
         let reference = entry.reference as *mut c_void;
         let mut value = ptr::null_mut();
@@ -1021,10 +1039,75 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
             // Collected while it owned the handle (its finalizer, later, finds it closed).
             close_owned(entry.handle, entry.serial);
         }
+        if !entry.owns_when_collected {
+            moved.push((entry.handle, entry.serial));
+        }
         // SAFETY: as above; deleted once, then dropped from the list.
         unsafe { (api.delete_reference)(env, reference) };
         false
     });
+    // SAFETY: the scope opened above, closed once.
+    unsafe { (api.close_handle_scope)(env, scope) };
+    // Those whose handle closed since (their memory was released, or `close()` detached them)
+    // are done with.
+    tracked.moved.extend(moved);
+    tracked
+        .moved
+        .retain(|&(handle, serial)| is_open(handle, serial));
+    Ok(())
+}
+
+/// Whether handle `handle` is open with serial number `serial`.
+fn is_open(handle: i32, serial: u64) -> bool {
+    lookup(handle).is_some_and(|(_, open)| open == serial)
+}
+
+/// Before a Worker's environment is torn down (its `process` `exit` event): Node.js then calls
+/// the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer that
+/// was detached or collected may have moved to a buffer of another thread (`transfer()` or a byte
+/// stream, then a transfer list), which would lose it when that finalizer closes the handle. Such
+/// a mapping is kept, by a reference that is never dropped, until the process ends. A buffer
+/// still attached is detached by the engine at the teardown, and goes.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn keep_moved(api: &Api, env: Env, account: &Account) -> Result<(), Thrown> {
+    let keep = |handle: i32, serial: u64| match lookup(handle) {
+        Some((mapping, open)) if open == serial => std::mem::forget(mapping),
+        _ => {}
+    };
+    let mut tracked = account
+        .tracked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for &(handle, serial) in &tracked.moved {
+        keep(handle, serial);
+    }
+    tracked.moved.clear();
+    let mut scope = ptr::null_mut();
+    check(
+        // SAFETY: valid out-pointer.
+        unsafe { (api.open_handle_scope)(env, &mut scope) },
+        "napi_open_handle_scope",
+    )?;
+    let all = tracked
+        .entries
+        .iter()
+        .chain(tracked.views.values().flatten());
+    for entry in all.filter(|entry| !entry.owns_when_collected) {
+        let mut value = ptr::null_mut();
+        // SAFETY: a reference of this environment, not yet deleted; valid out-pointer.
+        let status =
+            unsafe { (api.get_reference_value)(env, entry.reference as *mut c_void, &mut value) };
+        let mut detached = false;
+        if status == OK && !value.is_null() {
+            // SAFETY: a live ArrayBuffer of this environment; valid out-pointer.
+            unsafe { (api.is_detached_arraybuffer)(env, value, &mut detached) };
+        }
+        if status != OK || value.is_null() || detached {
+            keep(entry.handle, entry.serial);
+        }
+    }
     // SAFETY: the scope opened above, closed once.
     unsafe { (api.close_handle_scope)(env, scope) };
     Ok(())
