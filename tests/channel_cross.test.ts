@@ -1195,6 +1195,28 @@ for (const which of runtimes) {
   });
 }
 
+/**
+ * Lets `receiver` (a `channel/stamped.ts` child) get `target` messages, as `got` counts them from
+ * the control words `words`, then kills it, and checks that it died of the kill and that no
+ * message it got was broken.
+ */
+async function killAfter(
+  receiver: Child,
+  what: string,
+  target: number,
+  got: () => number,
+  words: Int32Array,
+): Promise<void> {
+  let exited = false;
+  receiver.done.then(() => (exited = true));
+  await until(() => exited || got() >= target, `${what} getting ${target} messages`);
+  if (exited) throw new Error(`${what} exited: ${(await receiver.done).stderr}`);
+  receiver.kill("SIGKILL");
+  const dead = await within(receiver.done, HANG_MS, `killed ${what}'s exit`);
+  assert.equal(dead.signal, "SIGKILL", dead.stderr);
+  assert.equal(Atomics.load(words, CTL_BAD), 0, `${what} got a broken message`);
+}
+
 // `docs/channel.md`, *A receiver that dies*: receivers of every runtime killed (SIGKILL) at points
 // of a busy stream that nothing chooses (after a number of messages, wherever the receiver then
 // is: zeroing what it consumed, copying a message out, inside a callback), each taken over by the
@@ -1232,20 +1254,14 @@ childrenTest(
       for (let i = 0; i < rounds; i++) {
         const receiver = receive(i);
         await ready(receiver, `receiver ${i}`);
-        let exited = false;
-        receiver.done.then(() => (exited = true));
         const target = 1000 + (Math.imul(i + 1, 0x9e3779b1) >>> 11) % 20_000;
-        await until(
-          () =>
-            exited ||
-            Atomics.load(words, CTL_LAST(i)) - Atomics.load(words, CTL_FIRST(i)) >= target,
-          `receiver ${i} (${runtimes[i % runtimes.length]}) getting ${target} messages`,
+        await killAfter(
+          receiver,
+          `receiver ${i} (${runtimes[i % runtimes.length]})`,
+          target,
+          () => Atomics.load(words, CTL_LAST(i)) - Atomics.load(words, CTL_FIRST(i)),
+          words,
         );
-        if (exited) throw new Error(`receiver ${i} exited: ${(await receiver.done).stderr}`);
-        receiver.kill("SIGKILL");
-        const dead = await within(receiver.done, HANG_MS, `killed receiver ${i}'s exit`);
-        assert.equal(dead.signal, "SIGKILL", dead.stderr);
-        assert.equal(Atomics.load(words, CTL_BAD), 0, `receiver ${i} got a broken message`);
       }
       const last = receive(rounds);
       await ready(last, "the last receiver");
@@ -1334,18 +1350,14 @@ childrenTest(
       for (let i = 0; i < rounds; i++) {
         const receiver = receive(i);
         await ready(receiver, `receiver ${i}`);
-        let exited = false;
-        receiver.done.then(() => (exited = true));
         const target = 200 + (Math.imul(i + 1, 0x9e3779b1) >>> 11) % 3000;
-        await until(
-          () => exited || got(i) >= target,
-          `receiver ${i} (${runtimes[i % count]}) getting ${target} messages`,
+        await killAfter(
+          receiver,
+          `receiver ${i} (${runtimes[i % count]})`,
+          target,
+          () => got(i),
+          words,
         );
-        if (exited) throw new Error(`receiver ${i} exited: ${(await receiver.done).stderr}`);
-        receiver.kill("SIGKILL");
-        const dead = await within(receiver.done, HANG_MS, `killed receiver ${i}'s exit`);
-        assert.equal(dead.signal, "SIGKILL", dead.stderr);
-        assert.equal(Atomics.load(words, CTL_BAD), 0, `receiver ${i} got a broken message`);
       }
       const last = receive(rounds);
       await ready(last, "the last receiver");
