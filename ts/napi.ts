@@ -54,8 +54,8 @@ export interface NodeApiModule {
   trackAll(): void;
   /**
    * Keeps, until the process ends, the mappings of the buffers made here whose memory may have
-   * moved to another buffer (detached or collected): for a Worker's end, when Node.js finalizes
-   * every buffer its environment made.
+   * moved to another buffer (seen detached): for a Worker's end, when Node.js finalizes every
+   * buffer its environment made.
    */
   keepMoved(): void;
   /**

@@ -5,14 +5,36 @@
  * then reads the byte the Worker wrote and writes one, through the moved buffer, after
  * collections.
  *
- * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|stream> <return|terminate>`. Prints
+ * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|view|stream> <return|close|terminate>`
+ * (`view`: `transfer()` of a `view()`; `close`: the Worker closes the segment, then returns). Prints
  * `result {seen, written}`: the byte read (42) and the one the segment then holds (7).
+ *
+ * With the route `drop`, the Worker instead opens the segment 500 times, reads each buffer and
+ * drops it without `close()`, has the engine collect, and calls `process.exit()`: nothing moved,
+ * so nothing of it may be kept. Prints `result {before, after}`: this process's mappings of the
+ * segment before the Worker and after its end (and a few turns of the event loop).
  *
  * @module
  */
 
+import { readFileSync } from "node:fs";
+import process from "node:process";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { args, collect, lib, report } from "../lib.ts";
+
+/** This process's mappings of the segment named `name`. */
+function mappings(name: string): number {
+  return readFileSync("/proc/self/maps", "utf8").split("\n")
+    .filter((line) => line.endsWith(`/dev/shm${name}`)).length;
+}
+
+/** Collections, each with a turn of the event loop, when Node.js runs finalizers. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    collect();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
 
 interface Job {
   name: string;
@@ -25,33 +47,47 @@ if (isMainThread) {
   const shm = lib.SharedMemory.create({ name }, 4096);
   try {
     const job: Job = { name, route, ending };
+    const before = mappings(name);
     const worker = new Worker(new URL(import.meta.url), { workerData: job });
     const exited = new Promise((resolve) => worker.once("exit", resolve));
-    const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
-      worker.once("message", resolve);
-      worker.once("error", reject);
-    });
-    if (ending === "terminate") await worker.terminate();
-    await exited;
-    for (let i = 0; i < 5; i++) {
-      collect();
-      await new Promise((resolve) => setImmediate(resolve));
+    if (route === "drop") {
+      await exited;
+      await settle();
+      report({ before, after: mappings(name) });
+    } else {
+      const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
+        worker.once("message", resolve);
+        worker.once("error", reject);
+      });
+      if (ending === "terminate") await worker.terminate();
+      await exited;
+      await settle();
+      const bytes = new Uint8Array(moved);
+      const seen = bytes[0];
+      bytes[1] = 7;
+      report({ seen, written: new Uint8Array(shm.buffer)[1] });
     }
-    const bytes = new Uint8Array(moved);
-    const seen = bytes[0];
-    bytes[1] = 7;
-    report({ seen, written: new Uint8Array(shm.buffer)[1] });
   } finally {
     shm.close();
     lib.SharedMemory.unlink({ name });
   }
+} else if ((workerData as Job).route === "drop") {
+  const job = workerData as Job;
+  let sum = 0;
+  for (let i = 0; i < 500; i++) {
+    sum += new Uint8Array(lib.SharedMemory.open({ name: job.name }).buffer)[0];
+  }
+  collect();
+  process.exit(sum === 0 ? 0 : 1);
 } else {
   const job = workerData as Job;
   const shm = lib.SharedMemory.open({ name: job.name });
   new Uint8Array(shm.buffer)[0] = 42;
   let moved: ArrayBuffer;
-  if (job.route === "transfer") {
-    moved = (shm.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
+  if (job.route === "transfer" || job.route === "view") {
+    // Views of the segment (two, as programs make several) are a group, which `close()` takes back.
+    const buffer = job.route === "view" ? (shm.view(0, 16), shm.view(0, 2048)) : shm.buffer;
+    moved = (buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
   } else {
     const stream = new ReadableStream({
       type: "bytes",
@@ -64,6 +100,8 @@ if (isMainThread) {
     moved = value!.buffer as ArrayBuffer;
   }
   parentPort!.postMessage(moved, [moved]);
+  // The Worker's `close()` leaves the moved memory to its finalizer.
+  if (job.ending === "close") shm.close();
   // Kept running until terminated; else it returns, and the Worker ends.
   if (job.ending === "terminate") setInterval(() => {}, 1000);
 }

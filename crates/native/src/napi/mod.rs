@@ -144,9 +144,9 @@ struct Tracked {
     /// Set by `forgetDetached`, cleared by `wrap` and `relieve`: every buffer still tracked was
     /// attached (not detached) when last looked at.
     armed: bool,
-    /// The handles of buffers forgotten detached or collected whose handle was still open then:
-    /// their memory may have moved to another buffer, perhaps of another thread, which
-    /// [`keep_moved`] keeps mapped.
+    /// The handles of buffers forgotten because they were detached, and still open then: their
+    /// memory may have moved to another buffer, perhaps of another thread, which [`keep_moved`]
+    /// keeps mapped.
     moved: Vec<(i32, u64)>,
 }
 
@@ -640,6 +640,13 @@ unsafe extern "C" fn js_take_views(env: Env, info: CallbackInfo) -> Value {
                     // out-pointer. The value lives in this call's scope.
                     let status = (api.get_reference_value)(env, reference, &mut value);
                     if status == OK && !value.is_null() {
+                        let mut detached = false;
+                        // SAFETY: a live ArrayBuffer of this environment; valid out-pointer.
+                        (api.is_detached_arraybuffer)(env, value, &mut detached);
+                        if detached && is_open(entry.handle, entry.serial) {
+                            // Moved: its finalizer owns the handle (see `keep_moved`).
+                            tracked.moved.push((entry.handle, entry.serial));
+                        }
                         views.push(value);
                     }
                     // SAFETY: as above; deleted once, and dropped from the list already.
@@ -1035,12 +1042,11 @@ unsafe fn prune(api: &Api, env: Env, tracked: &mut Tracked) -> Result<(), Thrown
             if !detached {
                 return true;
             }
+            // Detached while alive: moved (or closed, which closes its handle too).
+            moved.push((entry.handle, entry.serial));
         } else if status == OK && entry.owns_when_collected {
             // Collected while it owned the handle (its finalizer, later, finds it closed).
             close_owned(entry.handle, entry.serial);
-        }
-        if !entry.owns_when_collected {
-            moved.push((entry.handle, entry.serial));
         }
         // SAFETY: as above; deleted once, then dropped from the list.
         unsafe { (api.delete_reference)(env, reference) };
@@ -1063,11 +1069,14 @@ fn is_open(handle: i32, serial: u64) -> bool {
 }
 
 /// Before a Worker's environment is torn down (its `process` `exit` event): Node.js then calls
-/// the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer that
-/// was detached or collected may have moved to a buffer of another thread (`transfer()` or a byte
-/// stream, then a transfer list), which would lose it when that finalizer closes the handle. Such
-/// a mapping is kept, by a reference that is never dropped, until the process ends. A buffer
-/// still attached is detached by the engine at the teardown, and goes.
+/// the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer seen
+/// detached (now, or by [`prune`] or `takeViews` before it was collected) may have moved to a
+/// buffer of another thread (`transfer()` or a byte stream, then a transfer list), which would
+/// lose it when that finalizer closes the handle. Such a mapping is kept, by a reference that is
+/// never dropped, until the process ends. A buffer still attached is detached by the engine at the
+/// teardown, and goes; so does one collected without having been seen detached (most are buffers
+/// dropped without `close()`, whose finalizer has not run yet: keeping them all would keep every
+/// such mapping of a Worker until the process ends).
 ///
 /// # Safety
 /// `env` is live and this runs on its thread.
@@ -1104,7 +1113,7 @@ unsafe fn keep_moved(api: &Api, env: Env, account: &Account) -> Result<(), Throw
             // SAFETY: a live ArrayBuffer of this environment; valid out-pointer.
             unsafe { (api.is_detached_arraybuffer)(env, value, &mut detached) };
         }
-        if status != OK || value.is_null() || detached {
+        if detached {
             keep(entry.handle, entry.serial);
         }
     }
