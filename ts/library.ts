@@ -155,13 +155,14 @@ export function askingOnce<T>(
     try {
       return open(path);
     } catch (err) {
-      if (/requires ffi access/i.test(err instanceof Error ? err.message : String(err))) {
-        refused = true;
-      }
+      refused ||= FFI_REFUSED.test(err instanceof Error ? err.message : String(err));
       throw err;
     }
   };
 }
+
+/** Deno's refusal to open a library without `--allow-ffi` for it. */
+const FFI_REFUSED = /requires ffi access/i;
 
 /** A path to try, and where it came from (which decides the advice when it does not fit). */
 interface Candidate {
@@ -229,7 +230,9 @@ export function loadNativeLibrary<T>(
   // there was refused for that, so installing one would not help.
   const noAddons = tried.some((line) => /loading addons is disabled/i.test(line));
   // Deno without `--allow-ffi` (for that path): it refuses before it looks at the file.
-  const noFfi = tried.some((line) => /requires ffi access/i.test(line));
+  const noFfi = tried.some((line) => FFI_REFUSED.test(line));
+  // One path was given, and only it was tried.
+  const alone = sources.explicit !== undefined || !!sources.fromEnv;
   throw new SharedMemoryError(
     `${PACKAGE_NAME} ${VERSION}: could not load the native library. Tried:\n${tried.join("\n")}\n` +
       (outOfFiles
@@ -241,9 +244,8 @@ export function loadNativeLibrary<T>(
           "`--allow-addons`, and leave out `--no-addons`."
         : noFfi
         ? "Deno opens a native library only with `--allow-ffi` (or `--allow-ffi=<its path>`): " +
-          "run with it." + (packages === 0 && sources.explicit === undefined && !sources.fromEnv
-            ? ` ${missingAdvice(sources.platform, wanted)}`
-            : "")
+          "run with it." +
+          (packages === 0 && !alone ? ` ${missingAdvice(sources.platform, wanted)}` : "")
         : sources.explicit !== undefined
         ? "`loadLibrary(path)` tries only the path it is given: give it the path of this " +
           "release's library."
@@ -263,14 +265,12 @@ function* candidates(
   file: string,
   tried: string[],
 ): Generator<Candidate> {
-  if (sources.explicit !== undefined) {
-    yield { path: sources.explicit, from: "explicit" };
-    return;
-  }
-  // Set, it is the library to use, as a path given to loadLibrary is: one that does not load is
-  // an error, never passed over for another library found further on.
-  if (sources.fromEnv) {
-    yield { path: sources.fromEnv, from: "env" };
+  // A path given to loadLibrary, or else in the variable, is the library to use: one that does
+  // not load is an error, never passed over for another library found further on.
+  if (sources.explicit !== undefined || sources.fromEnv) {
+    yield sources.explicit !== undefined
+      ? { path: sources.explicit, from: "explicit" }
+      : { path: sources.fromEnv!, from: "env" };
     return;
   }
   for (const platform of wanted) {

@@ -464,7 +464,7 @@ export class Channel implements Disposable {
       parking.commitRun = (idx, lens, count) => mapping.released ? -1 : commitRun(idx, lens, count);
       parking.commitRunMin = calls.commitRunMin;
     }
-    if (calls.forget !== undefined) parking.forget = () => calls.forget!();
+    parking.forget = calls.forget;
     this.#ring = new Ring(buffer, capacity, mode, parking, segmentLabel(id));
     addRing(this.#ring);
     this.#lend = () => shm.view(0, L.HEADER_SIZE + capacity);
