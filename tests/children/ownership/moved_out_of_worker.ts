@@ -1,12 +1,11 @@
 /**
  * Node.js: a `node:worker_threads` Worker moves a buffer of the library's (`transfer()`, Node 21
  * and newer, or a byte stream's `enqueue` and read), hands the moved buffer to the main thread
- * with a transfer list, and ends (it returns, or the main thread terminates it). The main thread
- * then reads the byte the Worker wrote and writes one, through the moved buffer, after
- * collections.
+ * with a transfer list, and returns. The main thread then reads the byte the Worker wrote and
+ * writes one, through the moved buffer, after collections.
  *
- * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|view|stream> <return|close|terminate>`
- * (`view`: `transfer()` of a `view()`; `close`: the Worker closes the segment, then returns). Prints
+ * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|view|stream> <return|close>`
+ * (`view`: `transfer()` of a `view()`; `close`: the Worker closes its segment after posting). Prints
  * `result {seen, written}`: the byte read (42) and the one the segment then holds (7).
  *
  * With the route `drop`, the Worker instead opens the segment 500 times, reads each buffer and
@@ -59,7 +58,6 @@ if (isMainThread) {
         worker.once("message", resolve);
         worker.once("error", reject);
       });
-      if (ending === "terminate") await worker.terminate();
       await exited;
       await settle();
       const bytes = new Uint8Array(moved);
@@ -102,6 +100,4 @@ if (isMainThread) {
   parentPort!.postMessage(moved, [moved]);
   // The Worker's `close()` leaves the moved memory to its finalizer.
   if (job.ending === "close") shm.close();
-  // Kept running until terminated; else it returns, and the Worker ends.
-  if (job.ending === "terminate") setInterval(() => {}, 1000);
 }
