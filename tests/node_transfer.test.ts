@@ -170,27 +170,28 @@ if (runtime === "node") {
     }
   });
 
-  test("a Worker that drops buffers it never moved, then exits, leaves none of their mappings", async () => {
-    const name = uniqueName("nodeworkerdrop");
-    try {
-      const child = start(
-        scriptCommand("node", "ownership/moved_out_of_worker.ts", [name, "drop", "exit"]),
-      );
-      const result = resultOf<{ before: number; after: number }>(
-        await finished(child, "the child"),
-        "the child",
-      );
-      assert.equal(result.after, result.before, "mappings kept after the Worker's end");
-    } finally {
-      cleanup({ name });
-    }
-  });
+  for (const ending of ["exit", "terminate"]) {
+    test(`a Worker that drops buffers it never moved, then ends (${ending}), leaves none of their mappings`, async () => {
+      const name = uniqueName("nodeworkerdrop");
+      try {
+        const child = start(
+          scriptCommand("node", "ownership/moved_out_of_worker.ts", [name, "drop", ending]),
+        );
+        const result = resultOf<{ before: number; after: number }>(
+          await finished(child, "the child"),
+          "the child",
+        );
+        assert.equal(result.after, result.before, "mappings kept after the Worker's end");
+      } finally {
+        cleanup({ name });
+      }
+    });
+  }
 
   // The Worker's environment, torn down, runs the finalizers of the buffers it made, the moved
-  // one's too: the mapping must outlive it, as the moved buffer lives on in this thread. (Not yet
-  // when the Worker is terminated: docs/node.md, _Moving buffers_.)
+  // one's too: the mapping must outlive it, as the moved buffer lives on in this thread.
   for (const route of newNode ? ["transfer", "view", "stream"] : ["stream"]) {
-    for (const ending of ["return", "close"]) {
+    for (const ending of ["return", "close", "terminate"]) {
       test(`a buffer a Worker moved (${route}) and handed to the main thread keeps its memory after the Worker ends (${ending})`, async () => {
         const name = uniqueName("nodeworkermove");
         try {

@@ -53,11 +53,11 @@ export interface NodeApiModule {
   /** From now on, `wrap` and `addFinalizer` track everything they make for `relieve`. */
   trackAll(): void;
   /**
-   * Keeps, until the process ends, the mappings of the buffers made here whose memory may have
-   * moved to another buffer (seen detached): for a Worker's end, when Node.js finalizes every
-   * buffer its environment made.
+   * From now on, when this environment is torn down (a Worker's end, however it ends: Node.js
+   * then finalizes every buffer the environment made), keeps until the process ends the mappings
+   * of the buffers made here whose memory may have moved to another buffer (seen detached).
    */
-  keepMoved(): void;
+  keepMovedAtEnd(): void;
   /**
    * `sb_unlink_key`, after which each of this process's mappings of the segment is reported to
    * the engine as the memory its collection would free. Returns 0 or a negative code.

@@ -169,10 +169,10 @@ export function loadNode(explicit?: string): Backend {
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
   // A Worker's end finalizes every buffer made in it, also one whose memory moved (`transfer()`,
-  // a byte stream) to a buffer that then went to another thread: its mapping must stay. First
-  // among the listeners, which one that throws would end. Not on `worker.terminate()`, which runs
-  // no JavaScript (docs/node.md).
-  if (deno === undefined && !isMainThread) process.prependOnceListener("exit", () => n.keepMoved());
+  // a byte stream) to a buffer that then went to another thread: its mapping must stay. Native
+  // code looks at the start of the teardown, which `worker.terminate()` reaches too without
+  // running JavaScript (docs/node.md).
+  if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
   return {
     runtime: "node",
     mainThread: isMainThread,

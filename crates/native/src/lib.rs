@@ -17,8 +17,9 @@
 //! Every export is declared once more in [`abi::EXPORTS`], which the compiler checks against
 //! the functions and from which the TypeScript bindings are generated.
 //!
-//! [`SB_ABI_VERSION`] changes whenever a signature or a struct layout here changes, and the
-//! TypeScript side refuses to load a library whose version differs from its own.
+//! [`SB_ABI_VERSION`] changes whenever a signature or a struct layout here changes, or what the
+//! Node-API module exports (`napi`), and the TypeScript side refuses to load a library whose
+//! version differs from its own.
 
 pub mod abi;
 mod channel;
@@ -35,7 +36,7 @@ pub use sync::*;
 pub(crate) use error::{code_of, guard, status};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 16;
+pub const SB_ABI_VERSION: u32 = 17;
 
 /// The version of this ABI ([`SB_ABI_VERSION`]).
 #[unsafe(no_mangle)]

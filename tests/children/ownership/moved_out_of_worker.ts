@@ -1,16 +1,19 @@
 /**
  * Node.js: a `node:worker_threads` Worker moves a buffer of the library's (`transfer()`, Node 21
  * and newer, or a byte stream's `enqueue` and read), hands the moved buffer to the main thread
- * with a transfer list, and returns. The main thread then reads the byte the Worker wrote and
- * writes one, through the moved buffer, after collections.
+ * with a transfer list, and ends (it returns, or the main thread terminates it). The main thread
+ * then reads the byte the Worker wrote and writes one, through the moved buffer, after
+ * collections.
  *
- * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|view|stream> <return|close>`
- * (`view`: `transfer()` of a `view()`; `close`: the Worker closes its segment after posting). Prints
+ * Usage: `ownership/moved_out_of_worker.ts <name> <transfer|view|stream> <return|close|terminate>`
+ * (`view`: `transfer()` of a `view()`; `close`: the Worker closes the segment, then returns;
+ * `terminate`: the Worker keeps running, with its segment open, until terminated). Prints
  * `result {seen, written}`: the byte read (42) and the one the segment then holds (7).
  *
  * With the route `drop`, the Worker instead opens the segment 500 times, reads each buffer and
- * drops it without `close()`, has the engine collect, and calls `process.exit()`: nothing moved,
- * so nothing of it may be kept. Prints `result {before, after}`: this process's mappings of the
+ * drops it without `close()`, has the engine collect, opens one more that it keeps and one that
+ * it closes, and calls `process.exit()` (ending `exit`) or waits to be terminated (ending
+ * `terminate`): nothing moved, so nothing of it may be kept. Prints `result {before, after}`: this process's mappings of the
  * segment before the Worker and after its end (and a few turns of the event loop).
  *
  * @module
@@ -50,6 +53,10 @@ if (isMainThread) {
     const worker = new Worker(new URL(import.meta.url), { workerData: job });
     const exited = new Promise((resolve) => worker.once("exit", resolve));
     if (route === "drop") {
+      if (ending === "terminate") {
+        await new Promise((resolve) => worker.once("message", resolve));
+        await worker.terminate();
+      }
       await exited;
       await settle();
       report({ before, after: mappings(name) });
@@ -58,6 +65,7 @@ if (isMainThread) {
         worker.once("message", resolve);
         worker.once("error", reject);
       });
+      if (ending === "terminate") await worker.terminate();
       await exited;
       await settle();
       const bytes = new Uint8Array(moved);
@@ -76,7 +84,17 @@ if (isMainThread) {
     sum += new Uint8Array(lib.SharedMemory.open({ name: job.name }).buffer)[0];
   }
   collect();
-  process.exit(sum === 0 ? 0 : 1);
+  // One still open, with its buffer and a view attached; one closed.
+  const held = lib.SharedMemory.open({ name: job.name });
+  sum += new Uint8Array(held.buffer)[0] + new Uint8Array(held.view(0, 64))[0];
+  lib.SharedMemory.open({ name: job.name }).close();
+  if (job.ending === "terminate") {
+    // Kept running until terminated.
+    parentPort!.postMessage(sum);
+    setInterval(() => {}, 1000);
+  } else {
+    process.exit(sum === 0 ? 0 : 1);
+  }
 } else {
   const job = workerData as Job;
   const shm = lib.SharedMemory.open({ name: job.name });
@@ -100,4 +118,6 @@ if (isMainThread) {
   parentPort!.postMessage(moved, [moved]);
   // The Worker's `close()` leaves the moved memory to its finalizer.
   if (job.ending === "close") shm.close();
+  // Kept running until terminated; else it returns, and the Worker ends.
+  if (job.ending === "terminate") setInterval(() => {}, 1000);
 }

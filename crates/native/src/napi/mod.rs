@@ -24,8 +24,9 @@
 //!   cheaper owner than a private one-byte buffer.
 //! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
 //!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
-//! - `keepMoved()`: before a Worker's end, keeps until the process ends the mappings of tracked
-//!   buffers whose memory may have moved to another thread's buffer (see [`keep_moved`]).
+//! - `keepMovedAtEnd()`: for a Worker: at the environment's teardown, however it ends, keeps until
+//!   the process ends the mappings of tracked buffers whose memory may have moved to another
+//!   thread's buffer (see [`Sentinel`] and [`keep_moved`]).
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
@@ -77,6 +78,11 @@ pub(crate) struct Account {
     tracked: Mutex<Tracked>,
     /// Set by `trackAll`: every buffer is tracked, not only views.
     track_all: AtomicBool,
+    /// Set by `keepMovedAtEnd`: `wrap` keeps a [`Sentinel`] newer than every buffer it made.
+    watch_end: AtomicBool,
+    /// The current sentinel: its strong `napi_ref` and its state, as addresses; used on the
+    /// environment's own thread only.
+    sentinel: Mutex<Option<(usize, usize)>>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
@@ -253,7 +259,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     unsafe { account(api, env)? };
     let functions: [(&CStr, sys::Callback); 14] = [
         (c"wrap", js_wrap),
-        (c"keepMoved", js_keep_moved),
+        (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
         (c"trackAll", js_track_all),
@@ -616,6 +622,9 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     let owner = Owner { handle, serial };
                     track(api, env, account, buffer, owner, group, false)?;
                 }
+                if account.watch_end.load(Ordering::Relaxed) {
+                    renew_sentinel(api, env, account)?;
+                }
                 Ok(buffer)
             },
         )
@@ -704,14 +713,108 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-unsafe extern "C" fn js_keep_moved(env: Env, info: CallbackInfo) -> Value {
+unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
-            keep_moved(api, env, account)?;
+            if !account.watch_end.swap(true, Ordering::Relaxed) {
+                renew_sentinel(api, env, account)?;
+            }
             undefined(api, env)
         })
     }
+}
+
+/// A one-byte external buffer that only this module holds (by a strong reference, so it is
+/// never collected, and never seen by JavaScript, so never detached), made by `wrap` after each
+/// buffer in an environment that called `keepMovedAtEnd`, so that it is always the newest buffer
+/// the environment made.
+///
+/// Node.js, tearing down an environment (a Worker that returns, calls `process.exit()` or is
+/// ended by `worker.terminate()`), detaches each external buffer the environment made that is
+/// still attached and calls its finalizer, newest first, whether or not the buffer's memory
+/// moved to a buffer of another thread. The current sentinel's finalizer therefore runs before
+/// any other buffer's, while every buffer detached then was detached by JavaScript (moved, or
+/// closed, which closes its handle), and it keeps their mappings ([`keep_moved`]). Nothing else
+/// runs at a `terminate()`: no JavaScript, and the Node-API cleanup hooks only after the buffers'
+/// finalizers.
+struct Sentinel {
+    /// Set when a newer sentinel replaces this one: its finalizer then only frees it.
+    retired: AtomicBool,
+    /// The buffer's one byte, which nothing reads or writes.
+    byte: u8,
+    account: Arc<Account>,
+}
+
+/// Makes a new [`Sentinel`], newer than every buffer made here so far, and lets the previous
+/// one go (its finalizer, when the engine collects it, frees it and does nothing else).
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+unsafe fn renew_sentinel(api: &Api, env: Env, account: &Arc<Account>) -> Result<(), Thrown> {
+    let state = Box::into_raw(Box::new(Sentinel {
+        retired: AtomicBool::new(false),
+        byte: 0,
+        account: account.clone(),
+    }));
+    let mut buffer = ptr::null_mut();
+    check(
+        // SAFETY: the byte lives as long as `state`, which `sentinel_gone` frees exactly once,
+        // when the engine releases the buffer. No JavaScript ever gets the buffer. On a failure
+        // `state` is left to a finalizer that may or may not run (see `js_wrap`): a small leak.
+        unsafe {
+            (api.create_external_arraybuffer)(
+                env,
+                ptr::addr_of_mut!((*state).byte).cast(),
+                1,
+                sentinel_gone,
+                state.cast(),
+                &mut buffer,
+            )
+        },
+        "napi_create_external_arraybuffer",
+    )?;
+    let mut reference = ptr::null_mut();
+    // SAFETY: a value of this call and a valid out-pointer. Refcount 1: a strong reference.
+    let status = unsafe { (api.create_reference)(env, buffer, 1, &mut reference) };
+    if status != OK {
+        // SAFETY: the buffer is not released during this call, so `state` is alive.
+        unsafe { (*state).retired.store(true, Ordering::Relaxed) };
+        check(status, "napi_create_reference")?;
+    }
+    let mut current = account
+        .sentinel
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some((old_reference, old_state)) = current.replace((reference as usize, state as usize))
+    {
+        // SAFETY: the old sentinel's strong reference, deleted only here, has kept its buffer,
+        // and so its state, alive until now; this is the environment's thread.
+        unsafe {
+            (*(old_state as *const Sentinel))
+                .retired
+                .store(true, Ordering::Relaxed);
+            (api.delete_reference)(env, old_reference as *mut c_void);
+        }
+    }
+    Ok(())
+}
+
+/// The finalizer of a [`Sentinel`]'s buffer: a retired one's is only freed; the current one's
+/// runs at the environment's teardown, on its thread, before any other buffer's finalizer.
+unsafe extern "C" fn sentinel_gone(env: Env, _data: *mut c_void, hint: *mut c_void) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `hint` is the `Box<Sentinel>` given with the buffer, finalized exactly once.
+        let sentinel = unsafe { Box::from_raw(hint.cast::<Sentinel>()) };
+        if sentinel.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(api) = api() else { return };
+        // SAFETY: the current sentinel is only released by the teardown of `env`, which runs
+        // this on the environment's thread while its values and references can still be read.
+        // A failure leaves the moved buffers as they were: nothing else can be done then.
+        let _ = unsafe { keep_moved(api, env, &sentinel.account) };
+    }));
 }
 
 unsafe extern "C" fn js_track_all(env: Env, info: CallbackInfo) -> Value {
@@ -1068,8 +1171,8 @@ fn is_open(handle: i32, serial: u64) -> bool {
     lookup(handle).is_some_and(|(_, open)| open == serial)
 }
 
-/// Before a Worker's environment is torn down (its `process` `exit` event): Node.js then calls
-/// the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer seen
+/// At a Worker's teardown, before any buffer's finalizer (from the [`Sentinel`]'s): Node.js then
+/// calls the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer seen
 /// detached (now, or by [`prune`] or `takeViews` before it was collected) may have moved to a
 /// buffer of another thread (`transfer()` or a byte stream, then a transfer list), which would
 /// lose it when that finalizer closes the handle. Such a mapping is kept, by a reference that is
