@@ -78,7 +78,10 @@ export const throughput: Scenario = {
   method: `Float64Array sum and Uint8Array.set (64 MiB copied in) over a 64 MiB shared buffer ` +
     `(SharedMemory.create, populated) against new ArrayBuffer (touched once); GB/s medians over ` +
     `${REPS} interleaved blocks of passes (about ${BLOCK_MS} ms each), shared and plain alternating. native: the same ` +
-    `kernels in Rust over a populated keyed segment against a heap Vec.`,
+    `kernels in Rust over a populated keyed segment against a heap Vec. Node's f64_sum is slow over ` +
+    `both buffers alike: after a few dozen calls V8 there (Node 26, and Node 20 in part) replaces the ` +
+    `sum's fast on-stack-replaced code with a version about 5x slower (seen with --trace-opt ` +
+    `--trace-deopt, in a script without this library too); its ratio is what to read.`,
   run: (ctx, skipped) =>
     each(ctx, skipped, ["native", ...ctx.runtimes], async (who) => {
       const command = who === "native"
