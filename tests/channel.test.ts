@@ -3187,6 +3187,29 @@ test("many senders: ECONNRESET comes once no sender is attached and one died, th
   });
 });
 
+test("many senders: a death found while another sender lives still ends the wait once that one detaches; a sender that attaches after it clears it", () => {
+  // The order a review's pool met: one worker crashed while another was attached, a check found
+  // it, then the other detached. Seeing the other alive forgot the death: the receiver waited for
+  // good (or not, depending on whether a check ran in between).
+  withManyRing("died-first", (ch, raw) => {
+    const rx = ch.receiver({ peerCheckMs: 20 });
+    const died: number[] = [];
+    rx.addEventListener("senderdied", (e) => died.push(e.pid));
+    const alive = ch.sender();
+    const dead = deadPid();
+    raw.setPid(5, dead); // a sender that died holding place 5, while `alive` is attached
+    assert.throws(() => rx.recv(200), code("ETIMEDOUT"), "a sender is still attached");
+    assert.deepEqual(died, [dead], "found while the other lived");
+    alive.detach();
+    assert.throws(() => rx.recv(20_000), code("ECONNRESET"), "the death is not forgotten");
+    // A sender that attaches after the death (another place), then leaves: nothing to report.
+    raw.setPid(7, pid);
+    assert.throws(() => rx.recv(200), code("ETIMEDOUT"), "a sender is attached");
+    raw.setPid(7, 0);
+    assert.throws(() => rx.recv(200), code("ETIMEDOUT"), "a sender attached after the death");
+  });
+});
+
 test("receive limits: a message over maxMessageBytes or maxPendingBytes costs only itself (EMSGSIZE)", async () => {
   for (const options of [{ maxMessageBytes: 1000 }, { maxPendingBytes: 600 }]) {
     using ch = channel(1024, "many");

@@ -1552,8 +1552,9 @@ type RemoveOptions = Parameters<EventTarget["removeEventListener"]>[2];
  * committed are dropped, and a {@linkcode SenderDiedEvent} (`"senderdied"`) is dispatched:
  * inside the receive that found it (before it takes a message), or when a `recvMany` batch
  * ends. Its listeners may not receive (`EBUSY`). A receive fails with `ECONNRESET` only when the
- * ring is empty, no sender is attached, and one died since a sender was last seen alive (the
- * others may have closed or detached); a sender that attaches later is received.
+ * ring is empty, no sender is attached, and one died with no sender attached since (the others
+ * may have closed or detached, before or after it died); a sender that attaches later is
+ * received.
  *
  * @example
  * ```ts
@@ -1649,8 +1650,15 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * records are passed (a receiver taking over from this one finds it dead, as this one did).
    */
   readonly #heldSlots = new Map<number, number>();
-  /** A sender died and none has been seen alive since. */
+  /** A sender died and no sender has attached since (see {@linkcode #reap}). */
   #bereaved = false;
+  /**
+   * The senders alive at the check that last found one dead, as slot key, pid, slot key, pid,
+   * ...: a sender seen alive later that is not among them attached since.
+   */
+  #survivors: number[] = [];
+  /** The senders alive at this check, the same way (kept to spare an array per check). */
+  #alive: number[] = [];
   /** The head at which an unmarked record was seen at the last check, or -1 ... */
   #stuckAt = -1;
   /** ... and at how many checks in a row (see #checkSenders). */
@@ -1700,8 +1708,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     this.#recount();
     // Dead senders its predecessor found: it would have failed once the ring was empty with no
-    // sender alive, and so does this one.
+    // sender alive, and so does this one, unless a sender attaches after this moment.
     this.#bereaved = this.#unsettled !== 0;
+    if (this.#bereaved) this.#survivors = this.#attached();
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }
@@ -2897,14 +2906,37 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
+  /** The senders attached now, as {@linkcode #survivors} lists them. */
+  #attached(): number[] {
+    const r = this.#ring;
+    const attached: number[] = [];
+    const slots = r.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
+    for (let slot = 0; slot < slots; slot++) {
+      const other = r.producerPid(slot);
+      if (other !== 0) attached.push(r.mode === L.MODE_MPSC ? slot + 1 : 0, other);
+    }
+    return attached;
+  }
+
   /**
    * Reclaims dead senders' slots (their records still ahead become orphans), queues their
    * events, and returns how many senders are alive.
+   *
+   * A receive fails with `ECONNRESET` once the ring is empty and no sender is attached, if one
+   * died and no sender has attached since: the senders alive when a death is found are
+   * remembered, and a sender seen alive that is not among them (another pid, or another slot)
+   * attached after it. Which checks happened to run in between changes nothing: the senders that
+   * outlived a dead one and then left cleanly (a pool whose workers detach when done) no longer
+   * hide its death, as they did when any sender seen alive cleared it. A sender that attached
+   * after the death but before the check that found it counts as one that outlived it.
    */
   #reap(): number {
     const r = this.#ring;
     const slots = r.mode === L.MODE_MPSC ? L.MAX_PRODUCERS : 1;
     let live = 0;
+    let died = false;
+    const alive = this.#alive;
+    alive.length = 0;
     for (let slot = 0; slot < slots; slot++) {
       const other = r.producerPid(slot);
       if (other === 0) continue;
@@ -2915,6 +2947,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const held = this.#heldSlots.get(key) === other;
       if (!held && r.parking.alive(other)) {
         live++;
+        alive.push(key, other);
         continue;
       }
       // Where its records end: a held one's as found, else the tail, loaded after the probe
@@ -2945,11 +2978,28 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         this.#orphans.set(key, end);
         this.#recount();
         this.#died.push(new SenderDiedEvent(other, slot));
-        this.#bereaved = true;
+        died = true;
       }
     }
-    if (live > 0) this.#bereaved = false;
+    if (died) {
+      this.#bereaved = true;
+      [this.#survivors, this.#alive] = [alive, this.#survivors];
+    } else if (this.#bereaved && this.#joined(alive)) {
+      this.#bereaved = false;
+    }
     return live;
+  }
+
+  /** Whether one of the senders `alive` lists is not among {@linkcode #survivors}. */
+  #joined(alive: number[]): boolean {
+    const survivors = this.#survivors;
+    outer: for (let i = 0; i < alive.length; i += 2) {
+      for (let j = 0; j < survivors.length; j += 2) {
+        if (survivors[j] === alive[i] && survivors[j + 1] === alive[i + 1]) continue outer;
+      }
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -3031,7 +3081,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw this.#ring.error(
         "ECONNRESET",
         `ChannelReceiver.${what}`,
-        "no sender is attached, and one died without closing the channel since a sender was last seen alive (those that left closed or detached); a sender that attaches later is received",
+        "no sender is attached, and one died without closing the channel with no sender attached since (those that left closed or detached); a sender that attaches later is received",
       );
     } else this.#stuckAt = -1;
   }

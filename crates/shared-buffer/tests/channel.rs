@@ -2649,6 +2649,40 @@ fn the_only_sender_dies_mid_message_and_a_new_one_takes_over() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "runs a process, and probes pids with kill")]
+fn a_death_found_while_another_sender_lives_ends_the_wait_once_it_leaves() {
+    // A pool whose workers detach when done: one crashes while another is attached, a check
+    // finds it, then the other detaches. A check that saw the other alive used to forget the
+    // death, and the receiver waited for good.
+    let mut heap = Heap::new(region_size(1024));
+    let channel = heap.channel(1024, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let tx = channel.sender(fast()).unwrap();
+    plant_pid(&mut heap, 5, dead_pid());
+    let waited = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
+    assert_eq!(error_code(&waited), libc::ETIMEDOUT, "a sender is attached");
+    assert_eq!(
+        rx.take_dead_senders().len(),
+        1,
+        "found while the other lived"
+    );
+    drop(tx);
+    let err = rx.recv(Some(Duration::from_secs(20))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
+    // A sender that attaches after the death (another place) and leaves: nothing to report.
+    plant_pid(&mut heap, 7, std::process::id());
+    let err = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ETIMEDOUT, "a sender is attached");
+    plant_pid(&mut heap, 7, 0);
+    let err = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
+    assert_eq!(
+        error_code(&err),
+        libc::ETIMEDOUT,
+        "a sender attached after the death"
+    );
+}
+
+#[test]
 fn limits_drop_only_the_offending_message() {
     use shared_buffer::channel::Limits;
     for limits in [

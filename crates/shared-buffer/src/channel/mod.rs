@@ -27,7 +27,7 @@
 //! `ECONNRESET`. A receiver frees a dead sender's slot, drops what it left unfinished, keeps
 //! delivering the other senders' messages and reports the dead one
 //! ([`Receiver::take_dead_senders`]); it fails with `ECONNRESET` only when the ring is empty, no
-//! sender is attached, and one died since a sender was last seen alive. The protocol, word by
+//! sender is attached, and one died with no sender attached since. The protocol, word by
 //! word: [`layout`] (`docs/channel.md`).
 //!
 //! # Errors
@@ -497,6 +497,17 @@ impl Channel {
             MAX_PRODUCERS
         };
         let orphans = load_orphans(sh, head, slots);
+        // Dead senders its predecessor found: it would have failed once the ring was empty with
+        // no sender alive, and so does this one, unless a sender attaches after this moment.
+        let bereaved = !orphans.is_empty();
+        let survivors = if bereaved {
+            (0..slots)
+                .map(|slot| (slot, sh.producer_pid(slot).load(Acquire)))
+                .filter(|&(_, pid)| pid != 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Receiver {
             consumer: Consumer::new(head),
             shared: Arc::clone(&self.shared),
@@ -513,9 +524,9 @@ impl Channel {
             last_look: Instant::now(),
             partials: vec![Vec::new(); slots],
             pending_bytes: 0,
-            // Dead senders its predecessor found: it would have failed once the ring was empty
-            // with no sender alive, and so does this one.
-            bereaved: !orphans.is_empty(),
+            bereaved,
+            survivors,
+            alive: Vec::new(),
             orphans,
             dead: Vec::new(),
             assembled: Vec::new(),
@@ -1209,7 +1220,8 @@ const BUSY_LOOK_EVERY: u32 = 1024;
 /// completed are still delivered, its unfinished message and any record it reserved but never
 /// committed are dropped, and [`Receiver::take_dead_senders`] reports it.
 /// Receiving fails with `ECONNRESET` only when the ring is empty, no sender is attached, and one
-/// died since a sender was last seen alive (the others may have closed or detached).
+/// died with no sender attached since (the others may have closed or detached, before or after
+/// it died).
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
@@ -1239,8 +1251,13 @@ pub struct Receiver {
     orphans: Vec<Orphan>,
     /// Dead senders not yet taken by the user.
     dead: Vec<DeadSender>,
-    /// A sender died and none has been seen alive since.
+    /// A sender died and no sender has attached since (see `reap`).
     bereaved: bool,
+    /// The senders (slot, pid) alive at the check that last found one dead: a sender seen alive
+    /// later that is not among them attached since.
+    survivors: Vec<(usize, u32)>,
+    /// The senders alive at this check (kept to spare an allocation per check).
+    alive: Vec<(usize, u32)>,
     /// The last reassembled message handed out by reference.
     assembled: Vec<u8>,
 }
@@ -1729,6 +1746,15 @@ impl Receiver {
 
     /// Reclaims the slots of dead senders (their records still ahead become orphans); returns
     /// how many senders are alive.
+    ///
+    /// A receive fails with `ECONNRESET` once the ring is empty and no sender is attached, if one
+    /// died and no sender has attached since: the senders alive when a death is found are
+    /// remembered, and a sender seen alive that is not among them (another pid, or another slot)
+    /// attached after it. Which checks happened to run in between changes nothing: senders that
+    /// outlived a dead one and then left cleanly (a pool whose workers detach when done) no
+    /// longer hide its death, as they did when any sender seen alive cleared it. A sender that
+    /// attached after the death but before the check that found it counts as one that outlived
+    /// it.
     #[cold]
     fn reap(&mut self) -> u32 {
         let sh = Arc::clone(&self.shared);
@@ -1738,6 +1764,8 @@ impl Receiver {
             MAX_PRODUCERS
         };
         let mut live = 0;
+        let mut died = false;
+        self.alive.clear();
         for slot in 0..slots {
             let word = sh.producer_pid(slot);
             let pid = word.load(Acquire);
@@ -1753,6 +1781,7 @@ impl Receiver {
                 .position(|o| o.slot == slot && o.held == Some(pid));
             if held.is_none() && liveness::alive(pid) {
                 live += 1;
+                self.alive.push((slot, pid));
                 continue;
             }
             let end = match held {
@@ -1791,12 +1820,20 @@ impl Receiver {
                     let held = (!freed).then_some(pid);
                     self.orphans.push(Orphan { slot, end, held });
                     self.dead.push(DeadSender { pid, slot });
-                    self.bereaved = true;
+                    died = true;
                 }
                 None => {}
             }
         }
-        if live > 0 {
+        if died {
+            self.bereaved = true;
+            std::mem::swap(&mut self.survivors, &mut self.alive);
+        } else if self.bereaved
+            && self
+                .alive
+                .iter()
+                .any(|sender| !self.survivors.contains(sender))
+        {
             self.bereaved = false;
         }
         live
@@ -1890,7 +1927,7 @@ impl Receiver {
             }
             Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(
-                    "no sender is attached, and one died without closing the channel since a sender was last seen alive (those that left closed or detached); a sender that attaches later is received",
+                    "no sender is attached, and one died without closing the channel with no sender attached since (those that left closed or detached); a sender that attaches later is received",
                 ));
             }
             _ => self.stuck = None,
