@@ -18,4 +18,12 @@ import { loadBun } from "./ts/bun/backend.ts";
 
 installBackend(loadBun);
 
+import * as api from "./ts/api.ts";
+
 export * from "./ts/api.ts";
+/**
+ * Every export above as one object, for programs written for the seed's CommonJS module, which
+ * import it whole: `import sharedBuffer from "shared-buffer-ipc"`, then
+ * `sharedBuffer.createSharedBuffer(key, size)`.
+ */
+export default api;

@@ -18,9 +18,19 @@
  * @module
  */
 
+/// <reference lib="esnext.disposable" preserve="true" />
+
 import { installBackend } from "./ts/backend.ts";
 import { loadNode } from "./ts/node/backend.ts";
 
 installBackend(loadNode);
 
+import * as api from "./ts/api.ts";
+
 export * from "./ts/api.ts";
+/**
+ * Every export above as one object, for programs written for the seed's CommonJS module, which
+ * import it whole: `import sharedBuffer from "shared-buffer-ipc"`, then
+ * `sharedBuffer.createSharedBuffer(key, size)`.
+ */
+export default api;

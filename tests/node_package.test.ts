@@ -63,6 +63,36 @@ if (runtime === "node") {
     assert.equal(imported, Object.keys(lib).sort().join());
   });
 
+  test("seed programs that take the module whole (import sb from, require(...).default with esModuleInterop) share a segment", () => {
+    const key = uniqueKey();
+    try {
+      const mine = new Uint8Array(lib.createSharedBuffer(key, 16, true));
+      mine[0] = 7;
+      const imported = node(
+        `import sb from "${PACKAGE_NAME}";
+         const bytes = new Uint8Array(sb.createSharedBuffer(${key}, 16));
+         bytes[1] = bytes[0] + 1;
+         sb.detachSharedBuffer(bytes.buffer);
+         console.log(bytes[1] === undefined);`,
+        "module",
+      );
+      // What TypeScript compiles `import sb from` to under CommonJS with esModuleInterop.
+      const required = node(
+        `const m = require("${PACKAGE_NAME}");
+         const sb = m && m.__esModule ? m.default : m;
+         const bytes = new Uint8Array(sb.createSharedBuffer(${key}, 16));
+         bytes[2] = bytes[1] + 1;
+         sb.detachSharedBuffer(bytes.buffer);
+         console.log(bytes[2] === undefined);`,
+        "commonjs",
+      );
+      assert.deepEqual([imported, required], ["true", "true"], "detached after detachSharedBuffer");
+      assert.deepEqual([...mine.slice(0, 3)], [7, 8, 9]);
+    } finally {
+      cleanup({ key });
+    }
+  });
+
   test("a process that requires the package shares a segment through createSharedBuffer", () => {
     const key = uniqueKey();
     try {

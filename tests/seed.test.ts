@@ -21,6 +21,27 @@ test("createSharedBuffer: initialize creates, a plain call attaches to the same 
   }
 });
 
+test("the module whole is the default export, as programs written for the seed's CommonJS module import it", () => {
+  // `import sb from "shared-buffer"` is how an ES module uses the seed (its exports are one
+  // CommonJS object); without a default export those programs failed to load.
+  const whole = lib.default;
+  for (const [name, value] of Object.entries(lib)) {
+    if (name !== "default") assert.equal(whole[name as keyof typeof whole], value, name);
+  }
+  const key = uniqueKey();
+  try {
+    const writer = whole.createSharedBuffer(key, 16, true);
+    new Uint8Array(writer)[3] = 5;
+    const reader = createSharedBuffer(key, 16);
+    assert.equal(new Uint8Array(reader)[3], 5);
+    whole.detachSharedBuffer(reader);
+    whole.detachSharedBuffer(writer);
+    assert.equal(detached(writer), true);
+  } finally {
+    cleanup({ key });
+  }
+});
+
 test("createSharedBuffer: initialize on an existing segment keeps its data (the seed zeroed it)", () => {
   const key = uniqueKey();
   try {
