@@ -50,7 +50,10 @@ export interface NodeApiModule {
    * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
    */
   addFinalizer(object: object, handle: number): void;
-  /** From now on, `wrap` and `addFinalizer` track everything they make for `relieve`. */
+  /**
+   * From now on, `wrap` and `addFinalizer` track what they make for `relieve`: once this process
+   * holds 256 handles, or over a mapping of 64 KiB or more, or everything after `keepMovedAtEnd`.
+   */
   trackAll(): void;
   /**
    * From now on, when this environment is torn down (a Worker's end, however it ends: Node.js

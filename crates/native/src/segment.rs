@@ -453,7 +453,12 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
 /// The number of live handles in this process (for leak checks in tests).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_handle_count() -> i32 {
-    guard(|| i32::try_from(handles().live.len()).unwrap_or(i32::MAX))
+    guard(|| i32::try_from(open_handles()).unwrap_or(i32::MAX))
+}
+
+/// How many handles are open in this process.
+pub(crate) fn open_handles() -> usize {
+    handles().live.len()
 }
 
 /// Writes the login name of user `uid` (UTF-8, no NUL) into `buf[..len]` and returns its length

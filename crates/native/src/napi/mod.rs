@@ -22,8 +22,10 @@
 //!   the engine finalizes the object; with `trackAll`, tracked like a buffer. For engines whose
 //!   buffer finalizers wait for the event loop anyway (Node.js), a finalizer on the object is a
 //!   cheaper owner than a private one-byte buffer.
-//! - `trackAll()`: from now on every buffer `wrap` makes is tracked (see [`Tracked`]), not only
-//!   views; Node.js's `relieve` needs them. Without it nothing but views costs a reference.
+//! - `trackAll()`: from now on the buffers `wrap` makes and the objects given to `addFinalizer`
+//!   are tracked (see [`Tracked`]), not only views, once this process holds many handles or the
+//!   mapping is not small ([`TRACK_FROM_HANDLES`]), and always in a Worker; Node.js's `relieve`
+//!   needs them. Without it nothing but views costs a reference.
 //! - `keepMovedAtEnd()`: for a Worker: at the environment's teardown, however it ends, keeps until
 //!   the process ends the mappings of tracked buffers whose memory may have moved to another
 //!   thread's buffer (see [`Sentinel`] and [`keep_moved`]).
@@ -61,7 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{Mapped, close_owned, lookup, mappings_of};
+use crate::segment::{Mapped, close_owned, lookup, mappings_of, open_handles};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
@@ -182,6 +184,26 @@ impl Tracked {
         self.count -= taken.len();
         taken
     }
+}
+
+/// With `trackAll`, the fewest open handles at which `wrap` tracks every buffer (and
+/// `addFinalizer` every object), and the fewest bytes of a mapping at which it tracks one below
+/// that. Tracking serves the relief (`relieve` closes what its
+/// collection collected), which matters only to a process that holds many mappings or much
+/// memory in buffers dropped without `close()`: below both, a buffer costs no reference (in
+/// Node.js about 0.5-1 us of the 12-13 us of an `open` + `.buffer` + `close()` of 4 KiB). A
+/// relief then leaves at most this many small buffers to their finalizers: 256 below 64 KiB, 16
+/// MiB in all. In a Worker (`keepMovedAtEnd`) every buffer is tracked: a moved one must be seen.
+const TRACK_FROM_HANDLES: usize = 256;
+const TRACK_FROM_BYTES: u64 = 64 << 10;
+
+/// Whether `wrap` tracks a buffer of no group over `mapping`, and `addFinalizer` an object that
+/// owns a handle of it.
+fn tracks(account: &Account, mapping: &Mapped) -> bool {
+    account.track_all.load(Ordering::Relaxed)
+        && (mapping.segment.len() as u64 >= TRACK_FROM_BYTES
+            || account.watch_end.load(Ordering::Relaxed)
+            || open_handles() >= TRACK_FROM_HANDLES)
 }
 
 /// The fewest entries at which `wrap` prunes.
@@ -617,7 +639,7 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
                 // before any JavaScript runs again (the finalizer cannot run during this call).
                 let (handle, serial) = ((*hint).handle, (*hint).serial);
-                if group != 0 || account.track_all.load(Ordering::Relaxed) {
+                if group != 0 || tracks(account, &mapping) {
                     // A buffer may be detached, its memory moved, before it is collected.
                     let owner = Owner { handle, serial };
                     track(api, env, account, buffer, owner, group, false)?;
@@ -684,7 +706,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, account, [object, handle]: [Value; 2]| {
-            let (_, owner) = handle_arg(api, env, handle)?;
+            let (mapping, owner) = handle_arg(api, env, handle)?;
             let hint = Box::into_raw(Box::new(owner));
             // SAFETY: `release_owner` takes back `hint` exactly once, when the engine finalizes
             // the object; it calls no Node-API function. No reference is asked for: one given
@@ -704,7 +726,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             }
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
-            if account.track_all.load(Ordering::Relaxed) {
+            if tracks(account, &mapping) {
                 // A plain object cannot be detached: collected, it still owned the handle.
                 track(api, env, account, object, Owner { handle, serial }, 0, true)?;
             }
