@@ -3187,6 +3187,35 @@ test("many senders: ECONNRESET comes once no sender is attached and one died, th
   });
 });
 
+test("many senders: a peer that moves tail back over a message not read yet gets the next sender EBADMSG, not that message overwritten", () => {
+  // A review's hostile peer: the next sender's claims landed inside the unread message's payload,
+  // on a zero word or one that looked like a stale mark, and wrote there; the receiver delivered
+  // the message with the other sender's record inside, and only then failed.
+  withManyRing("tailback", (ch, raw) => {
+    const rx = ch.receiver();
+    const a = ch.sender();
+    const b = ch.sender();
+    a.send(new Uint8Array(400));
+    Atomics.store(raw.i32, layout.OFF_TAIL >> 2, 0);
+    const broken = (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EBADMSG" &&
+      /tail (went|gone) back over records not read yet/.test(e.message);
+    assert.throws(() => b.send(new Uint8Array(16).fill(0xbb)), broken);
+    // Marked off the record boundary: no sender reserves inside the message any more.
+    assert.equal(raw.tail() & 7, layout.TAIL_BROKEN);
+    assert.throws(() => a.send(new Uint8Array(16).fill(0xaa)), broken);
+    assert.throws(() => b.send(new Uint8Array(16).fill(0xbb)), broken);
+    // The receiver delivers the message whole or refuses it; never with another's bytes inside.
+    let got: Uint8Array | null | undefined;
+    try {
+      got = rx.tryRecv();
+    } catch (e) {
+      assert.ok(e instanceof SharedMemoryError && e.code === "EBADMSG", String(e));
+    }
+    if (got !== undefined) assert.deepEqual(got, new Uint8Array(400));
+  });
+});
+
 test("many senders: a death found while another sender lives still ends the wait once that one detaches; a sender that attaches after it clears it", () => {
   // The order a review's pool met: one worker crashed while another was attached, a check found
   // it, then the other detached. Seeing the other alive forgot the death: the receiver waited for

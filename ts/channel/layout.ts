@@ -49,6 +49,9 @@ export const POS_MASK = 0x7fff_ffff;
 /** `tail` bit: closed by a sender. */
 export const TAIL_CLOSED = 0x8000_0000;
 
+/** `tail` bits a sender sets when it finds `tail` gone back over records not read yet: off the record boundary, refused as corrupt. */
+export const TAIL_BROKEN = 4;
+
 /** Bytes of a record header. */
 export const RECORD_HEADER_SIZE = 8;
 

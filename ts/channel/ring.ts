@@ -1122,7 +1122,12 @@ export class Producer {
       this.headSeen = head;
       if ((tail & TAIL_CLOSED) !== 0) throw r.closedError(`ChannelSender.${this.call}`);
       if ((tail & 7) !== 0) {
-        throw this.#r.error("EBADMSG", `ChannelSender.${this.call}`, "corrupt channel tail");
+        throw this.#r.error(
+          "EBADMSG",
+          `ChannelSender.${this.call}`,
+          `corrupt channel tail 0x${tail.toString(16)}: not on a record boundary (a sender ` +
+            "marks it so when it finds tail gone back over records not read yet)",
+        );
       }
       const used = (tail - head) & L.POS_MASK;
       if (used > r.capacity) {
@@ -1185,6 +1190,13 @@ export class Producer {
    * before its first CAS long enough to be swept). The second CAS fails if the receiver took the
    * mark first ({@linkcode Consumer.dropMark}) or a stalled sender undid it: the claim then
    * fails, and never CASes again (a 0 there may be the receiver's, after it took the word).
+   *
+   * A committed record's word (not a skip record) at a position not consumed is no sender's of
+   * this lap nor the receiver's: `tail` went back over records not read yet (a peer wrote it,
+   * or stored a value it had read before). Reserving again would land inside that record's
+   * payload, where a zero word or one that looks like a stale mark let this sender write over
+   * another sender's message, delivered as it was: `EBADMSG` instead. (At a position consumed,
+   * it is a later lap's: this sender stalled and was swept.)
    */
   #claim(idx: number, pos: number, mark: number, sweeps: number): boolean {
     const r = this.#r;
@@ -1199,8 +1211,23 @@ export class Producer {
     }
     const seen = atomicCompareExchange(r.i32, word, 0, mark);
     if (seen !== 0) {
-      const stale = (seen & (L.REC_COMMITTED | L.REC_SKIP)) === L.REC_SKIP;
-      if (!stale || this.#consumed(pos)) return false;
+      const kind = seen & (L.REC_COMMITTED | L.REC_SKIP);
+      if (kind !== L.REC_SKIP) {
+        if (kind === COMMITTED && !this.#consumed(pos)) {
+          // `tail` now lies inside that record: off the record boundary, every sender and the
+          // receiver refuse it, and no later reservation claims a word of its payload.
+          atomicOr(r.i32, TAIL, L.TAIL_BROKEN);
+          throw r.error(
+            "EBADMSG",
+            `ChannelSender.${this.call}`,
+            `a record committed (0x${(seen >>> 0).toString(16)}) at position 0x${
+              pos.toString(16)
+            }, which this sender has just reserved: tail went back over records not read yet`,
+          );
+        }
+        return false;
+      }
+      if (this.#consumed(pos)) return false;
       if (atomicCompareExchange(r.i32, word, seen, mark) !== seen) return false;
     }
     if (this.#quiet(sweeps) || !this.#consumed(pos)) return true;

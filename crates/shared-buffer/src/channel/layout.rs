@@ -45,6 +45,11 @@ pub const RX_CLOSED: u32 = 2;
 pub const POS_MASK: u32 = 0x7FFF_FFFF;
 /// `tail` bit: closed by a sender.
 pub const TAIL_CLOSED: u32 = 0x8000_0000;
+/// `tail` bits that a sender sets (atomic or) when it finds `tail` gone back over records not
+/// read yet (a committed record where it has just reserved): a `tail` off the record boundary,
+/// which every sender and the receiver refuse as corrupt (`EBADMSG`), so that no later
+/// reservation lands inside those records.
+pub const TAIL_BROKEN: u32 = 4;
 
 /// Bytes of a record header.
 pub const RECORD_HEADER_SIZE: usize = 8;
@@ -358,6 +363,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         TAIL_CLOSED,
         Radix::Hex,
         "`tail` bit: closed by a sender.",
+    ),
+    (
+        "TAIL_BROKEN",
+        TAIL_BROKEN,
+        Radix::Decimal,
+        "`tail` bits a sender sets when it finds `tail` gone back over records not read yet: off the record boundary, refused as corrupt.",
     ),
     (
         "RECORD_HEADER_SIZE",

@@ -592,7 +592,9 @@ impl Producer {
                 return Err(super::closed(sh));
             }
             if tail % RECORD_ALIGN as u32 != 0 {
-                return Err(corrupt(format!("tail {tail:#x} is not a position")));
+                return Err(corrupt(format!(
+                    "tail {tail:#x} is not a position (a sender marks it so when it finds tail gone back over records not read yet)"
+                )));
             }
             let used = tail.wrapping_sub(head) & POS_MASK;
             if used > cap {
@@ -624,7 +626,7 @@ impl Producer {
                 continue;
             }
             let idx = idx as usize;
-            if !self.claim(sh, idx, tail, mark_word(self.slot(), need), sweeps) {
+            if !self.claim(sh, idx, tail, mark_word(self.slot(), need), sweeps)? {
                 // The consumer swept the reservation (this producer stalled before its mark),
                 // or a peer wrote there: reserve again.
                 continue;
@@ -695,30 +697,49 @@ impl Producer {
     /// fails if the consumer took the stale mark first ([`Consumer::drop_mark`]), or if a
     /// stalled producer undid it meanwhile: the claim then fails as above, and never CASes again
     /// (a 0 there may be the consumer's, after it took the word).
+    ///
+    /// A committed record's word (not a skip record) at a position not consumed is no producer's
+    /// of this lap nor the consumer's: `tail` went back over records not read yet (a peer wrote
+    /// it, or stored a value it had read before). Reserving again would land inside that
+    /// record's payload, where a zero word or one that looks like a stale mark let this producer
+    /// write over another sender's message, which the consumer then delivered as it was: it is
+    /// `EBADMSG` instead. (Seen at a position consumed, it is a later lap's: this producer
+    /// stalled, and was swept.)
     #[inline]
-    fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> bool {
+    fn claim(&self, sh: &Shared, idx: usize, pos: u32, mark: u32, sweeps: u32) -> Result<bool> {
         let quiet = || sweeps & 1 == 0 && sh.sweeps().load(Acquire) == sweeps;
         if !quiet() && Self::consumed(sh, pos) {
-            return false;
+            return Ok(false);
         }
         let word = sh.commit_word(idx);
         if let Err(seen) = word.compare_exchange(0, mark, AcqRel, Acquire) {
-            if !is_mark(seen)
-                || Self::consumed(sh, pos)
+            if !is_mark(seen) {
+                if seen & (REC_COMMITTED | REC_SKIP) == REC_COMMITTED && !Self::consumed(sh, pos) {
+                    // `tail` now lies inside that record, where the next reservation (this
+                    // sender's through another path, or another sender's) would claim a payload
+                    // word: off the record boundary, every sender and the receiver refuse it.
+                    sh.tail().fetch_or(TAIL_BROKEN, AcqRel);
+                    return Err(corrupt(format!(
+                        "a record committed ({seen:#x}) at position {pos:#x}, which this sender has just reserved: tail went back over records not read yet"
+                    )));
+                }
+                return Ok(false);
+            }
+            if Self::consumed(sh, pos)
                 || word.compare_exchange(seen, mark, AcqRel, Relaxed).is_err()
             {
-                return false;
+                return Ok(false);
             }
         }
         if quiet() || !Self::consumed(sh, pos) {
-            return true;
+            return Ok(true);
         }
         // Swept: undo. Nobody else writes the word now: the consumer is past it, and producers
         // reach it a lap of the ring later.
         let _ = sh
             .commit_word(idx)
             .compare_exchange(mark, 0, Relaxed, Relaxed);
-        false
+        Ok(false)
     }
 
     /// Whether the consumer has consumed position `pos` (behind `head`, or between `head` and
@@ -1660,7 +1681,7 @@ mod tests {
         let stalled = Producer::new(sh, 0, 80);
         // No sweep since its `sweeps` load as far as its first look goes: it goes on to the CAS.
         let sweeps = sh.sweeps().load(SeqCst);
-        assert!(!stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
+        assert!(!stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps).unwrap());
         assert_eq!(
             sh.commit_word(0).load(SeqCst),
             live,
@@ -1671,8 +1692,40 @@ mod tests {
             word.store(0, SeqCst);
         }
         sh.tail().store(16, SeqCst);
-        assert!(stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps));
+        assert!(stalled.claim(sh, 0, 0, mark_word(0, 16), sweeps).unwrap());
         assert_eq!(sh.commit_word(0).load(SeqCst), mark_word(0, 16));
+    }
+
+    /// A committed record where a producer has just reserved is a later lap's where its position
+    /// was consumed (it stalled, and was swept), and else proof that `tail` went back over
+    /// records not read yet: `EBADMSG`, with nothing written.
+    #[test]
+    fn a_claim_on_a_committed_record_not_consumed_is_corruption() {
+        let (_region, channel) = channel_in(Mode::Mpsc);
+        let sh = &*channel.shared;
+        let record = REC_COMMITTED | 400;
+        sh.commit_word(0).store(record, SeqCst);
+        // A later lap's record: position 0 consumed (head past it).
+        for word in [sh.head(), sh.zeroing()] {
+            word.store(64, SeqCst);
+        }
+        sh.tail().store(80, SeqCst);
+        let producer = Producer::new(sh, 0, 80);
+        let sweeps = sh.sweeps().load(SeqCst);
+        assert!(!producer.claim(sh, 0, 0, mark_word(0, 16), sweeps).unwrap());
+        // Not read yet: position 0 is at `head`.
+        for word in [sh.head(), sh.zeroing()] {
+            word.store(0, SeqCst);
+        }
+        sh.tail().store(16, SeqCst);
+        let err = producer
+            .claim(sh, 0, 0, mark_word(0, 16), sweeps)
+            .unwrap_err();
+        assert_eq!(super::super::error_code(&err), libc::EBADMSG, "{err}");
+        assert_eq!(sh.commit_word(0).load(SeqCst), record, "nothing written");
+        // The receiver's own words there (a sweep, a drop) are not corruption.
+        sh.commit_word(0).store(SWEPT, SeqCst);
+        assert!(!producer.claim(sh, 0, 0, mark_word(0, 16), sweeps).unwrap());
     }
 
     /// The batch send's commit publishes a run its sender marked and wrote, whole, in order; a
