@@ -52,7 +52,7 @@ export interface NodeApiModule {
   addFinalizer(object: object, handle: number): void;
   /**
    * From now on, `wrap` and `addFinalizer` track what they make for `relieve`: once this process
-   * holds 256 handles, or over a mapping of 64 KiB or more, or everything after `keepMovedAtEnd`.
+   * holds 16 handles, or over a mapping of 64 KiB or more, or everything after `keepMovedAtEnd`.
    */
   trackAll(): void;
   /**

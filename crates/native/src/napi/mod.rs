@@ -192,9 +192,11 @@ impl Tracked {
 /// collection collected), which matters only to a process that holds many mappings or much
 /// memory in buffers dropped without `close()`: below both, a buffer costs no reference (in
 /// Node.js about 0.5-1 us of the 12-13 us of an `open` + `.buffer` + `close()` of 4 KiB). A
-/// relief then leaves at most this many small buffers to their finalizers: 256 below 64 KiB, 16
-/// MiB in all. In a Worker (`keepMovedAtEnd`) every buffer is tracked: a moved one must be seen.
-const TRACK_FROM_HANDLES: usize = 256;
+/// relief then leaves at most 16 handles to their finalizers (a segment has two: its
+/// `SharedMemory` and its `.buffer`), under 64 KiB each: 512 KiB of `/dev/shm` in all. (With 256
+/// handles, a review's loop of 60 KiB segments in a 4 MiB `/dev/shm` got `ENOSPC` after 68.) In
+/// a Worker (`keepMovedAtEnd`) every buffer is tracked: a moved one must be seen.
+const TRACK_FROM_HANDLES: usize = 16;
 const TRACK_FROM_BYTES: u64 = 64 << 10;
 
 /// Whether `wrap` tracks a buffer of no group over `mapping`, and `addFinalizer` an object that
