@@ -4,7 +4,8 @@
  * Run in a small private `/dev/shm`, it must never fail with ENOSPC: the engine collects the
  * dropped segments (in Node.js, some only once the event loop turns, as its ENOSPC says).
  *
- * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view]`; `async` yields
+ * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view|channel] [bytes]`
+ * (`bytes`: of each segment, 1 MiB if not given); `async` yields
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
  * under allocation or load; `view` fills the segment through `view()` instead of `buffer`;
@@ -20,8 +21,9 @@
 
 import { args, collect, lib, report } from "../lib.ts";
 
-const [prefix, count, mode, through = "buffer"] = args;
+const [prefix, count, mode, through = "buffer", bytes] = args;
 const MiB = 1024 * 1024;
+const size = bytes === undefined ? MiB : Number(bytes);
 let made = 0;
 /** The messages of the ENOSPC errors met, each followed by one turn of the event loop. */
 const waited: string[] = [];
@@ -33,7 +35,7 @@ function create(i: number): Segment | Channel {
   const id = { name: `${prefix}-${i}` };
   return through === "channel"
     ? lib.Channel.create(id, { capacity: MiB })
-    : lib.SharedMemory.create(id, MiB);
+    : lib.SharedMemory.create(id, size);
 }
 /** Creates segment `i`, or returns undefined if that fails with `ENOSPC` (noting its message). */
 function tryCreate(i: number): Segment | Channel | undefined {
