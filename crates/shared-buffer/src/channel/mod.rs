@@ -1748,13 +1748,14 @@ impl Receiver {
     /// how many senders are alive.
     ///
     /// A receive fails with `ECONNRESET` once the ring is empty and no sender is attached, if one
-    /// died and no sender has attached since: the senders alive when a death is found are
-    /// remembered, and a sender seen alive that is not among them (another pid, or another slot)
-    /// attached after it. Which checks happened to run in between changes nothing: senders that
-    /// outlived a dead one and then left cleanly (a pool whose workers detach when done) no
-    /// longer hide its death, as they did when any sender seen alive cleared it. A sender that
-    /// attached after the death but before the check that found it counts as one that outlived
-    /// it.
+    /// died and no sender has attached since, as far as the checks can tell: the senders alive
+    /// when a death is found are remembered, and a sender seen alive later that is not among them
+    /// (another pid, or another slot) attached after it. Senders that outlived a dead one and
+    /// then left cleanly (a pool whose workers detach when done) no longer hide its death,
+    /// whenever the checks ran, as they did when any sender seen alive cleared it. What the
+    /// checks cannot see: a sender that attached after the death but before the check that found
+    /// it counts as one that outlived it (a pool that respawns a crashed worker at once), and one
+    /// that attached and left between two checks is never seen.
     #[cold]
     fn reap(&mut self) -> u32 {
         let sh = Arc::clone(&self.shared);
