@@ -58,7 +58,8 @@ export interface NodeApiModule {
   /**
    * From now on, when this environment is torn down (a Worker's end, however it ends: Node.js
    * then finalizes every buffer the environment made), keeps until the process ends the mappings
-   * of the buffers made here whose memory may have moved to another buffer (seen detached).
+   * of the buffers made here whose memory may have moved to another buffer (seen detached), and
+   * closes the handles opened here that no object took over (a `terminate()` in between).
    */
   keepMovedAtEnd(): void;
   /**

@@ -16,6 +16,11 @@
  * `terminate`): nothing moved, so nothing of it may be kept. Prints `result {before, after}`: this process's mappings of the
  * segment before the Worker and after its end (and a few turns of the event loop).
  *
+ * With the route `opening`, 30 Workers in turn open the segment in a loop that never ends (a
+ * `SharedMemory` with its `.buffer` and a `view()`, closed or dropped),
+ * each terminated after 0 to 28 ms, so that some end between an open and the object that takes
+ * its handle over. Prints `result {before, after}` as for `drop`.
+ *
  * @module
  */
 
@@ -52,7 +57,20 @@ if (isMainThread) {
     const before = mappings(name);
     const worker = new Worker(new URL(import.meta.url), { workerData: job });
     const exited = new Promise((resolve) => worker.once("exit", resolve));
-    if (route === "drop") {
+    if (route === "opening") {
+      worker.terminate(); // the first is not needed: each Worker below is one of its own
+      await exited;
+      for (let k = 0; k < 30; k++) {
+        const opener = new Worker(new URL(import.meta.url), { workerData: job });
+        const ended = new Promise((resolve) => opener.once("exit", resolve));
+        await new Promise((resolve) => opener.once("message", resolve));
+        await new Promise((resolve) => setTimeout(resolve, (k * 7) % 29));
+        await opener.terminate();
+        await ended;
+      }
+      await settle();
+      report({ before, after: mappings(name) });
+    } else if (route === "drop") {
       if (ending === "terminate") {
         await new Promise((resolve) => worker.once("message", resolve));
         await worker.terminate();
@@ -76,6 +94,15 @@ if (isMainThread) {
   } finally {
     shm.close();
     lib.SharedMemory.unlink({ name });
+  }
+} else if ((workerData as Job).route === "opening") {
+  const job = workerData as Job;
+  parentPort!.postMessage("started");
+  for (let i = 0;; i++) {
+    const shm = lib.SharedMemory.open({ name: job.name });
+    new Uint8Array(shm.buffer)[0];
+    new Uint8Array(shm.view(0, 64))[0];
+    if (i % 2 === 0) shm.close();
   }
 } else if ((workerData as Job).route === "drop") {
   const job = workerData as Job;

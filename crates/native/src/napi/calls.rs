@@ -276,6 +276,8 @@ callbacks! {
         let rc = unsafe {
             sb_open_key(a.u32(0)?, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, a.i64_bigint(5)?, out.cast::<SbMapping>())
         };
+        // SAFETY: as above; the env of this call, on its thread.
+        unsafe { opened_by(a, rc, out.cast::<SbMapping>()) };
         a.int(rc)
     };
     open_name => |a, _| {
@@ -289,6 +291,8 @@ callbacks! {
         let rc = unsafe {
             sb_open_name(name.cast(), name_len, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, a.i64_bigint(5)?, out.cast::<SbMapping>())
         };
+        // SAFETY: as above; the env of this call, on its thread.
+        unsafe { opened_by(a, rc, out.cast::<SbMapping>()) };
         a.int(rc)
     };
     user_name => |a, _| {
@@ -316,8 +320,20 @@ callbacks! {
             buf.resize(n as usize, 0);
         }
     };
-    dup => |a, _| a.int(sb_dup(a.i32(0)?));
-    close => |a, _| a.int(sb_close(a.i32(0)?));
+    dup => |a, _| {
+        let handle = sb_dup(a.i32(0)?);
+        if handle > 0 {
+            // SAFETY: the env of this call, on its thread.
+            unsafe { super::opened(a.api, a.env, handle) };
+        }
+        a.int(handle)
+    };
+    close => |a, _| {
+        let handle = a.i32(0)?;
+        // SAFETY: the env of this call, on its thread.
+        unsafe { super::owned(a.api, a.env, handle) };
+        a.int(sb_close(handle))
+    };
     handle_count => |a, _| a.int(sb_handle_count());
     error_name => |a, _| string(a, sb_error_name(a.i32(0)?));
     error_message => |a, _| string(a, sb_error_message(a.i32(0)?));
@@ -436,6 +452,22 @@ callbacks! {
         let waits = unsafe { &*data.cast::<Waits>() };
         waits.start(a)
     };
+}
+
+/// After an `sb_open_*` that returned `rc` into `out`: notes the new handle as owned by no
+/// object yet (see `super::opened`).
+///
+/// # Safety
+/// `out` points to the `SbMapping` the call filled when `rc` is 0; `a` is the running call's.
+unsafe fn opened_by(a: &Args<'_>, rc: i32, out: *const SbMapping) {
+    if rc == 0 {
+        // SAFETY: the caller's promise; read unaligned, as a BigUint64Array's data may not be.
+        let mapping = unsafe { out.read_unaligned() };
+        if let Ok(handle) = i32::try_from(mapping.handle) {
+            // SAFETY: the env of this call, on its thread.
+            unsafe { super::opened(a.api, a.env, handle) };
+        }
+    }
 }
 
 fn string(a: &Args<'_>, text: *const c_char) -> Call {

@@ -28,7 +28,8 @@
 //!   needs them. Without it nothing but views costs a reference.
 //! - `keepMovedAtEnd()`: for a Worker: at the environment's teardown, however it ends, keeps until
 //!   the process ends the mappings of tracked buffers whose memory may have moved to another
-//!   thread's buffer (see [`Sentinel`] and [`keep_moved`]).
+//!   thread's buffer (see [`Sentinel`] and [`keep_moved`]), and closes the handles it opened that
+//!   no object took over ([`Account::unowned`]).
 //! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
@@ -85,6 +86,11 @@ pub(crate) struct Account {
     /// The current sentinel: its strong `napi_ref` and its state, as addresses; used on the
     /// environment's own thread only.
     sentinel: Mutex<Option<(usize, usize)>>,
+    /// With `watch_end`: the handles this environment opened (`openKey`, `openName`, `dup`) that
+    /// no object owns yet, by handle and serial: a Worker terminated between an open and the
+    /// `wrap` or `addFinalizer` that hands the handle over would leave it open for good, so the
+    /// teardown closes them ([`sentinel_gone`]).
+    unowned: Mutex<Vec<(i32, u64)>>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
@@ -206,6 +212,50 @@ fn tracks(account: &Account, mapping: &Mapped) -> bool {
         && (mapping.segment.len() as u64 >= TRACK_FROM_BYTES
             || account.watch_end.load(Ordering::Relaxed)
             || open_handles() >= TRACK_FROM_HANDLES)
+}
+
+/// Notes handle `handle`, just opened by a call of this environment, as owned by no object yet
+/// (in a Worker only: see [`Account::unowned`]).
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+pub(crate) unsafe fn opened(api: &Api, env: Env, handle: i32) {
+    // SAFETY: forwarded.
+    let Ok(account) = (unsafe { account(api, env) }) else {
+        return;
+    };
+    if !account.watch_end.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some((_, serial)) = lookup(handle) {
+        account
+            .unowned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((handle, serial));
+    }
+}
+
+/// Forgets handle `handle` among the unowned ones: an object took it over, or it was closed.
+///
+/// # Safety
+/// `env` is live and this runs on its thread.
+pub(crate) unsafe fn owned(api: &Api, env: Env, handle: i32) {
+    // SAFETY: forwarded.
+    if let Ok(account) = unsafe { account(api, env) } {
+        settle_owned(&account, handle);
+    }
+}
+
+/// [`owned`], given the account.
+fn settle_owned(account: &Account, handle: i32) {
+    if account.watch_end.load(Ordering::Relaxed) {
+        account
+            .unowned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|&(open, _)| open != handle);
+    }
 }
 
 /// The fewest entries at which `wrap` prunes.
@@ -641,6 +691,7 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 // SAFETY: env is live on this thread; `hint` is the engine's now, read only here
                 // before any JavaScript runs again (the finalizer cannot run during this call).
                 let (handle, serial) = ((*hint).handle, (*hint).serial);
+                settle_owned(account, handle);
                 if group != 0 || tracks(account, &mapping) {
                     // A buffer may be detached, its memory moved, before it is collected.
                     let owner = Owner { handle, serial };
@@ -728,6 +779,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             }
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
+            settle_owned(account, handle);
             if tracks(account, &mapping) {
                 // A plain object cannot be detached: collected, it still owned the handle.
                 track(api, env, account, object, Owner { handle, serial }, 0, true)?;
@@ -838,6 +890,19 @@ unsafe extern "C" fn sentinel_gone(env: Env, _data: *mut c_void, hint: *mut c_vo
         // this on the environment's thread while its values and references can still be read.
         // A failure leaves the moved buffers as they were: nothing else can be done then.
         let _ = unsafe { keep_moved(api, env, &sentinel.account) };
+        // Opened, and no object took them over: the environment ended in between (a
+        // `terminate()`), and nothing else would ever close them. A mapping a moved buffer
+        // still uses was kept above, apart from its handle.
+        let unowned = std::mem::take(
+            &mut *sentinel
+                .account
+                .unowned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (handle, serial) in unowned {
+            close_owned(handle, serial);
+        }
     }));
 }
 
