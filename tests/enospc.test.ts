@@ -163,6 +163,30 @@ for (const which of runtimes) {
  */
 const collectedBuffersWaitForTheLoop = runtime === "node";
 
+/**
+ * Runs `ownership/churn.ts` in this runtime (`count` segments, then `args`) in a small private
+ * `/dev/shm`, checks that it made them all, and returns its result.
+ */
+async function churn(
+  count: number,
+  args: string[],
+  options?: Parameters<typeof inSmallShm>[3],
+): Promise<Record<string, unknown>> {
+  const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
+  const { result } = await inSmallShm(
+    runtime,
+    "ownership/churn.ts",
+    [prefix, String(count), ...args],
+    options,
+  );
+  assertEquals(
+    { made: result.made, code: result.code, message: result.message },
+    { made: count },
+    "segments made",
+  );
+  return result;
+}
+
 for (
   const [mode, through] of [
     ["sync", "buffer"],
@@ -184,17 +208,7 @@ for (
     }`,
     async () => {
       const count = 300; // about 20 times what fits
-      const prefix = `/sbtest-churn-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
-      const { result } = await inSmallShm(
-        runtime,
-        "ownership/churn.ts",
-        [prefix, String(count), mode, through],
-      );
-      assertEquals(
-        { made: result.made, code: result.code, message: result.message },
-        { made: count },
-        "segments made",
-      );
+      const result = await churn(count, [mode, through]);
       const waited = Number(result.waited);
       if (!collectedBuffersWaitForTheLoop) {
         assertEquals(waited, 0, `creates that needed the event loop (${result.firstWait})`);
@@ -222,18 +236,9 @@ testUnless(
     // it leaves to the finalizers must stay well below what fits. With 256 handles this loop got
     // ENOSPC after 68 segments, in Node 20 and 26.
     const count = 400; // about 6 times what fits
-    const prefix = `/sbtest-small-${runtime}-${Math.random().toString(36).slice(2, 8)}`;
-    const { result } = await inSmallShm(
-      runtime,
-      "ownership/churn.ts",
-      [prefix, String(count), "sync", "buffer", String(60 * 1024)],
-      { mount: "mount -t tmpfs -o size=4m tmpfs /dev/shm" },
-    );
-    assertEquals(
-      { made: result.made, code: result.code, message: result.message },
-      { made: count },
-      "segments made",
-    );
+    const result = await churn(count, ["sync", "buffer", String(60 * 1024)], {
+      mount: "mount -t tmpfs -o size=4m tmpfs /dev/shm",
+    });
     // The relief frees what was dropped; with 256 handles untracked, Node needed the event loop
     // at every fill (6 times here).
     const waited = Number(result.waited);
