@@ -330,9 +330,13 @@ callbacks! {
     };
     close => |a, _| {
         let handle = a.i32(0)?;
-        // SAFETY: the env of this call, on its thread.
-        unsafe { super::owned(a.api, a.env, handle) };
-        a.int(sb_close(handle))
+        let rc = sb_close(handle);
+        // Still open after an `EBUSY` (a lock held in its last mapping): still noted.
+        if rc == 0 {
+            // SAFETY: the env of this call, on its thread.
+            unsafe { super::owned(a.api, a.env, handle) };
+        }
+        a.int(rc)
     };
     handle_count => |a, _| a.int(sb_handle_count());
     error_name => |a, _| string(a, sb_error_name(a.i32(0)?));
