@@ -3083,7 +3083,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw this.#ring.error(
         "ECONNRESET",
         `ChannelReceiver.${what}`,
-        "no sender is attached, and one died without closing the channel with no sender attached since (those that left closed or detached); a sender that attaches later is received",
+        "no sender is attached, and one died without closing the channel, with none attached since (those that left closed or detached); a sender that attaches later is received",
       );
     } else this.#stuckAt = -1;
   }

@@ -55,6 +55,7 @@
 mod calls;
 pub mod sys;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{self, AssertUnwindSafe};
@@ -214,19 +215,26 @@ fn tracks(account: &Account, mapping: &Mapped) -> bool {
             || open_handles() >= TRACK_FROM_HANDLES)
 }
 
+thread_local! {
+    /// Whether the environment of this thread called `keepMovedAtEnd` (a Node.js environment runs
+    /// on one thread, a Worker on its own): [`opened`] and [`owned`] look here first, so that the
+    /// opens and closes of a main thread do not look up their environment's account for nothing.
+    static WATCHING_END: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Notes handle `handle`, just opened by a call of this environment, as owned by no object yet
 /// (in a Worker only: see [`Account::unowned`]).
 ///
 /// # Safety
 /// `env` is live and this runs on its thread.
 pub(crate) unsafe fn opened(api: &Api, env: Env, handle: i32) {
+    if !WATCHING_END.with(Cell::get) {
+        return;
+    }
     // SAFETY: forwarded.
     let Ok(account) = (unsafe { account(api, env) }) else {
         return;
     };
-    if !account.watch_end.load(Ordering::Relaxed) {
-        return;
-    }
     if let Some((_, serial)) = lookup(handle) {
         account
             .unowned
@@ -241,6 +249,9 @@ pub(crate) unsafe fn opened(api: &Api, env: Env, handle: i32) {
 /// # Safety
 /// `env` is live and this runs on its thread.
 pub(crate) unsafe fn owned(api: &Api, env: Env, handle: i32) {
+    if !WATCHING_END.with(Cell::get) {
+        return;
+    }
     // SAFETY: forwarded.
     if let Ok(account) = unsafe { account(api, env) } {
         settle_owned(&account, handle);
@@ -794,6 +805,7 @@ unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             if !account.watch_end.swap(true, Ordering::Relaxed) {
+                WATCHING_END.with(|watching| watching.set(true));
                 renew_sentinel(api, env, account)?;
             }
             undefined(api, env)
@@ -1261,14 +1273,14 @@ fn is_open(handle: i32, serial: u64) -> bool {
 }
 
 /// At a Worker's teardown, before any buffer's finalizer (from the [`Sentinel`]'s): Node.js then
-/// calls the finalizer of every buffer made here, the moved ones' too, and the memory of a buffer seen
-/// detached (now, or by [`prune`] or `takeViews` before it was collected) may have moved to a
-/// buffer of another thread (`transfer()` or a byte stream, then a transfer list), which would
-/// lose it when that finalizer closes the handle. Such a mapping is kept, by a reference that is
-/// never dropped, until the process ends. A buffer still attached is detached by the engine at the
-/// teardown, and goes; so does one collected without having been seen detached (most are buffers
-/// dropped without `close()`, whose finalizer has not run yet: keeping them all would keep every
-/// such mapping of a Worker until the process ends).
+/// calls the finalizer of every buffer made here, the moved ones' too, and the memory of a
+/// buffer seen detached (now, or by [`prune`] or `takeViews` before it was collected) may have
+/// moved to a buffer of another thread (`transfer()` or a byte stream, then a transfer list),
+/// which would lose it when that finalizer closes the handle. Such a mapping is kept, by a
+/// reference that is never dropped, until the process ends. A buffer still attached is detached
+/// by the engine at the teardown, and goes; so does one collected without having been seen
+/// detached (most are buffers dropped without `close()`, whose finalizer has not run yet:
+/// keeping them all would keep every such mapping of a Worker until the process ends).
 ///
 /// # Safety
 /// `env` is live and this runs on its thread.

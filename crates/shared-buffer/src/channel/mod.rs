@@ -1928,7 +1928,7 @@ impl Receiver {
             }
             Peek::Empty if self.bereaved && live == 0 => {
                 return Err(peer_died(
-                    "no sender is attached, and one died without closing the channel with no sender attached since (those that left closed or detached); a sender that attaches later is received",
+                    "no sender is attached, and one died without closing the channel, with none attached since (those that left closed or detached); a sender that attaches later is received",
                 ));
             }
             _ => self.stuck = None,
