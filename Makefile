@@ -12,7 +12,10 @@ VERDACCIO_VERSION := 6.8.0
 ZIGLANG_VERSION := 0.17.1
 ZIGBUILD_VERSION := 0.24.1
 SEED_VERSION := 1.4.0
-TOOLS := $(CURDIR)/.tools/node_modules/.bin
+# Make cannot take a path with a space for a target, and a clone may lie under one: targets and
+# prerequisites are relative to the clone; what child processes are given is absolute, and every
+# recipe quotes it.
+TOOLS := .tools/node_modules/.bin
 # Everything here, and the bindings' look for a clone's build, uses this clone's target/: a
 # CARGO_TARGET_DIR set for other projects would put the library where neither looks.
 export CARGO_TARGET_DIR := $(CURDIR)/target
@@ -20,11 +23,14 @@ LIB := target/release/libshared_buffer_native.so
 # The Rust peers the conformance tests run (crates/native/examples/).
 PEERS := target/release/examples/channel_peer
 
-DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS)/deno)
-BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS)/bun)
+DENO ?= $(or $(shell command -v deno 2>/dev/null),$(CURDIR)/$(TOOLS)/deno)
+BUN ?= $(or $(shell command -v bun 2>/dev/null),$(CURDIR)/$(TOOLS)/bun)
 # The machine's Node.js, and the newest one.
-NODE ?= $(or $(shell command -v node 2>/dev/null),$(TOOLS)/node)
-NODE_LATEST := $(TOOLS)/node
+NODE ?= $(or $(shell command -v node 2>/dev/null),$(CURDIR)/$(TOOLS)/node)
+NODE_LATEST := $(CURDIR)/$(TOOLS)/node
+# The npm install that fetches Deno and Bun, when either is the fetched one.
+FETCHED_DENO := $(if $(findstring $(CURDIR)/$(TOOLS)/,$(DENO)),$(TOOLS)/deno)
+FETCHED_DENO_BUN := $(if $(findstring $(CURDIR)/$(TOOLS)/,$(DENO)$(BUN)),$(TOOLS)/deno)
 export DENO BUN NODE
 # Tests and benchmarks start child processes of every runtime through these.
 export DENO_BIN := $(DENO)
@@ -41,19 +47,19 @@ TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts t
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node. One build per Node ABI (`process.versions.modules`):
 # after the Node on the PATH changes, the build for the old one would not load.
-NODE_ABI := $(shell $(NODE) -p process.versions.modules 2>/dev/null)
+NODE_ABI := $(shell "$(NODE)" -p process.versions.modules 2>/dev/null)
 SEED_DIR := .tools/seed-abi$(NODE_ABI)
 SEED := $(SEED_DIR)/node_modules/shared-buffer/build/Release/shared-buffer.node
 export SEED_PACKAGE := $(CURDIR)/$(SEED_DIR)/node_modules/shared-buffer
 export SEED_NODE := $(NODE)
 # Test files run in parallel, each in its own process (one per core): the native library's state
 # (open handles, mappings) is per process, and some tests count it.
-NODE_TEST = $(1) --expose-gc --test --test-concurrency=$(JOBS) --test-timeout=600000 \
+NODE_TEST = "$(1)" --expose-gc --test --test-concurrency=$(JOBS) --test-timeout=600000 \
 	--test-reporter=spec dist/tests/*.test.js
 JOBS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 
-DENO_RUN := $(DENO) run --allow-ffi --allow-read --allow-env --allow-run
-DENO_TEST := $(DENO) test --allow-all --v8-flags=--expose-gc
+DENO_RUN := "$(DENO)" run --allow-ffi --allow-read --allow-env --allow-run
+DENO_TEST := "$(DENO)" test --allow-all --v8-flags=--expose-gc
 
 .PHONY: all build generate dist demo test shm-before-test test-rust test-loom test-deno test-bun test-node test-node-oldest test-node-latest lint bench bench-ab \
 	tools clean cross-tools package test-install check-deep deep-tools test-miri test-asan test-tsan
@@ -97,18 +103,18 @@ $(NODE_TOOLS):
 $(SEED):
 	@if [ -f $(SEED_DIR)/unbuildable ]; then \
 		echo "the seed package is left out: it could not be built for this Node (remove $(SEED_DIR) to try again)" >&2; \
-	elif ! npm_config_nodedir=$(or $(npm_config_nodedir),$(dir $(realpath $(NODE)))..) \
+	elif ! npm_config_nodedir="$${npm_config_nodedir:-$$(dirname "$$(readlink -f "$(NODE)")")/..}" \
 		npm install --prefix $(SEED_DIR) --no-audit --no-fund --loglevel=error \
 		shared-buffer@$(SEED_VERSION); then \
 		mkdir -p $(SEED_DIR) && touch $(SEED_DIR)/unbuildable; \
-		echo "the seed package could not be built for $$($(NODE) --version) ($(NODE)): the demo and the tests leave it out" >&2; \
+		echo "the seed package could not be built for $$("$(NODE)" --version) ($(NODE)): the demo and the tests leave it out" >&2; \
 	fi
 
 # Twins of the declarations tsc writes: CommonJS ones (.d.cts) for `require`, and ones Deno can
 # follow (.d.mts; see packaging/declarations.ts).
-dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS) $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)
+dist/node.js: $(TS_SOURCES) tsconfig.node.json | $(NODE_TOOLS) $(FETCHED_DENO)
 	$(TSC) -p tsconfig.node.json
-	$(DENO) run --quiet --allow-read=dist --allow-write=dist packaging/declarations.ts
+	"$(DENO)" run --quiet --allow-read=dist --allow-write=dist packaging/declarations.ts
 	@touch $@
 
 # The bundle is given the import.meta.url the ES module build of ts/node/backend.ts has, which
@@ -119,10 +125,10 @@ dist/node.cjs: $(TS_SOURCES) | $(NODE_TOOLS)
 		--outfile=$@ --define:import.meta.url=__sb_module_url \
 		'--banner:js=const __sb_module_url = require("node:url").pathToFileURL(__dirname + "/ts/node/backend.js").href;'
 
-tools: $(if $(filter $(TOOLS)/%,$(DENO) $(BUN)),$(TOOLS)/deno) $(NODE_TOOLS) $(SEED)
-	@$(DENO) --version | head -1
-	@echo "bun $$($(BUN) --version)"
-	@echo "node $$($(NODE) --version) and $$($(NODE_LATEST) --version)"
+tools: $(FETCHED_DENO_BUN) $(NODE_TOOLS) $(SEED)
+	@"$(DENO)" --version | head -1
+	@echo "bun $$("$(BUN)" --version)"
+	@echo "node $$("$(NODE)" --version) and $$("$(NODE_LATEST)" --version)"
 
 demo: tools build
 	$(DENO_RUN) examples/seed_demo.ts
@@ -132,9 +138,9 @@ demo: tools build
 lint: tools
 	cargo fmt --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(DENO) fmt --check
-	$(DENO) lint
-	$(DENO) check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
+	"$(DENO)" fmt --check
+	"$(DENO)" lint
+	"$(DENO)" check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
 
 test-rust:
 	cargo test --workspace
@@ -153,20 +159,24 @@ test-deno: tools build
 	$(DENO_TEST) --no-check $(DENO_ALONE)
 
 test-bun: tools build
-	cd tests && $(BUN) test --timeout 60000 --parallel=$(JOBS)
+	cd tests && "$(BUN)" test --timeout 60000 --parallel=$(JOBS)
 
 # The suite in the machine's Node.js and in the newest (once where they are the same), side by
 # side: most of their time is spent waiting on child processes. Each starts Node children of its
 # own kind, and prints its output whole when it ends.
+ifeq ($(NODE),$(NODE_LATEST))
+NODE_SUITES := test-node-latest
+else
+NODE_SUITES := test-node-oldest test-node-latest
+endif
 test-node: tools build
-	$(MAKE) --no-print-directory -j2 --output-sync=target \
-		$(if $(filter $(NODE_LATEST),$(NODE)),,test-node-oldest) test-node-latest
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(NODE_SUITES)
 
 test-node-oldest:
-	NODE_BIN=$(NODE) $(call NODE_TEST,$(NODE))
+	NODE_BIN="$(NODE)" $(call NODE_TEST,$(NODE))
 
 test-node-latest:
-	NODE_BIN=$(NODE_LATEST) $(call NODE_TEST,$(NODE_LATEST))
+	NODE_BIN="$(NODE_LATEST)" $(call NODE_TEST,$(NODE_LATEST))
 
 # Every test removes the segments it makes: what the suite could leave behind is listed first, and
 # what appeared since, with no live process holding it, fails the run (tests/leftovers.sh).
@@ -209,25 +219,25 @@ test-tsan:
 # one the tests also run: BENCH_NODE=node measures the one on the PATH.
 BENCH_NODE ?= $(NODE_LATEST)
 bench: tools build
-	NODE=$(BENCH_NODE) $(DENO) run --allow-all bench/run.ts
+	NODE="$(BENCH_NODE)" "$(DENO)" run --allow-all bench/run.ts
 
 # The bench of commit BASE and of the working tree, alternating, on one host in the same minutes:
 # bench/out/ab.json, printed as JSON. SCENARIOS (default: all) picks scenarios of bench/scenarios/.
 bench-ab: tools build
 	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<commit> [SCENARIOS='hotpath attach']"; exit 2; }
-	NODE=$(BENCH_NODE) $(DENO) run --allow-all bench/ab.ts $(BASE) $(SCENARIOS)
+	NODE="$(BENCH_NODE)" "$(DENO)" run --allow-all bench/ab.ts $(BASE) $(SCENARIOS)
 
 # Deno runs the package's JavaScript when it comes from npm (it does not strip types under
 # node_modules): one bundle of mod.ts.
 dist: dist/node.js dist/node.cjs dist/deno.js
 
-dist/deno.js: $(TS_SOURCES) | $(if $(filter $(TOOLS)/%,$(DENO)),$(TOOLS)/deno)
-	$(DENO) bundle --quiet --platform deno --keep-names -o $@ mod.ts
+dist/deno.js: $(TS_SOURCES) | $(FETCHED_DENO)
+	"$(DENO)" bundle --quiet --platform deno --keep-names -o $@ mod.ts
 
 # Cross builds: cargo-zigbuild and zig from PyPI, the Rust targets, and from Debian: qemu-user
 # with the arm64 C library (to run the arm64 build), musl (to run the musl build), llvm (to read
 # the macOS files).
-PYTOOLS := $(CURDIR)/.tools/py
+PYTOOLS := .tools/py
 CROSS_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl \
 	aarch64-unknown-linux-musl x86_64-apple-darwin aarch64-apple-darwin
 CROSS_DEBS := qemu-user libc6-arm64-cross musl llvm
@@ -244,10 +254,10 @@ cross-tools: $(PYTOOLS)/bin/cargo-zigbuild
 
 # Every npm tarball into target/npm/: one package per platform and the main package.
 package: tools cross-tools build dist
-	PATH="$(PYTOOLS)/bin:$$PATH" CARGO_ZIGBUILD_ZIG_PATH=$(PYTOOLS)/ziglang/zig \
-		$(DENO) run --allow-all packaging/pack.ts
+	PATH="$(CURDIR)/$(PYTOOLS)/bin:$$PATH" CARGO_ZIGBUILD_ZIG_PATH="$(CURDIR)/$(PYTOOLS)/ziglang/zig" \
+		"$(DENO)" run --allow-all packaging/pack.ts
 
-$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio:
+.tools/verdaccio/node_modules/.bin/verdaccio:
 	mkdir -p .tools/verdaccio
 	printf '{ "private": true, "dependencies": { "verdaccio": "$(VERDACCIO_VERSION)" }, "overrides": { "node-fetch": "2.7.0" } }\n' \
 		> .tools/verdaccio/package.json
@@ -255,8 +265,8 @@ $(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio:
 
 # Installs the tarballs from a local registry into fresh projects, as users do, in Node.js 20,
 # the newest Node.js, Deno and Bun, and runs a program that shares one segment and one channel.
-test-install: package $(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio | $(NODE_TOOLS)
-	NODE_NEWEST=$(NODE_LATEST) VERDACCIO=$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio \
+test-install: package .tools/verdaccio/node_modules/.bin/verdaccio | $(NODE_TOOLS)
+	NODE_NEWEST="$(NODE_LATEST)" VERDACCIO="$(CURDIR)/.tools/verdaccio/node_modules/.bin/verdaccio" \
 		bash packaging/install/test.sh
 
 clean:

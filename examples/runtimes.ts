@@ -7,6 +7,7 @@
  */
 
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 
 /** The runtime running this file. */
 export const runtime: "deno" | "bun" | "node" = "Bun" in globalThis
@@ -25,7 +26,7 @@ export function library(): Promise<typeof import("../mod.ts")> {
  * Bun and in Node.js, in that order (from DENO_BIN, BUN_BIN, NODE_BIN, else the PATH).
  */
 export function childCommands(url: string): [string, string[]][] {
-  const self = new URL(url).pathname;
+  const self = fileURLToPath(url);
   const source = self.replace(/\/dist\/(examples\/[^/]+)\.js$/, "/$1.ts");
   const built = source.replace(/\/(examples\/[^/]+)\.ts$/, "/dist/$1.js");
   return [

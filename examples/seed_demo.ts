@@ -1,7 +1,8 @@
 /**
  * The seed package's README example, across runtimes: a parent fills a keyed segment with 1/i,
  * then a Deno, a Bun and a Node.js child attach to the same segment and print what they see, and,
- * when it is installed (`make` puts it in .tools/, one build per Node version), so does the seed package itself in Node.
+ * when it is installed (`make` puts it in .tools/, one build per Node version), so does the seed
+ * package itself in Node.
  *
  *     make demo
  *     # or: deno run --allow-ffi --allow-read --allow-env --allow-run examples/seed_demo.ts

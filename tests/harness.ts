@@ -13,6 +13,7 @@
 import { spawn as spawnProcess, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { CTL_BYTES, CTL_READY } from "./children/channel/messages.ts";
 
 /** The three runtimes. */
@@ -302,10 +303,10 @@ export function runtimeBin(which: Runtime): string {
  */
 export function scriptCommand(which: Runtime, script: string, args: string[]): string[] {
   if (which === "node") {
-    const path = new URL(`./children/${script.replace(/\.ts$/, ".js")}`, builtTests).pathname;
+    const path = fileURLToPath(new URL(`./children/${script.replace(/\.ts$/, ".js")}`, builtTests));
     return [runtimeBin("node"), "--expose-gc", path, ...args];
   }
-  const path = new URL(`./children/${script}`, sourceTests).pathname;
+  const path = fileURLToPath(new URL(`./children/${script}`, sourceTests));
   return which === "deno"
     ? [
       runtimeBin("deno"),
@@ -334,7 +335,7 @@ export const seedPackage: string | undefined = process.env.SEED_PACKAGE &&
  * built for (`SEED_NODE`, else `node` from the PATH).
  */
 export function seedCommand(args: string[]): string[] {
-  const path = new URL("./children/seed/addon.js", builtTests).pathname;
+  const path = fileURLToPath(new URL("./children/seed/addon.js", builtTests));
   return [process.env.SEED_NODE ?? "node", path, ...args];
 }
 

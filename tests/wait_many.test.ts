@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import {
   type Child,
   cleanup,
@@ -59,7 +60,7 @@ test(
       for (const p of pending) p.then(() => settled++);
 
       // The event loop, file I/O and timers are not starved.
-      const self = new URL(import.meta.url).pathname;
+      const self = fileURLToPath(import.meta.url);
       const text = await within(readFile(self, "utf8"), 30_000, "a file read with waits pending");
       assert.ok(text.includes("pending waitAsync"));
       await within(sleep(5), 30_000, "a timer with waits pending");

@@ -9,7 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 : "${VERDACCIO:?}" "${NODE_NEWEST:?}" "${DENO:?}" "${BUN:?}"
-work="$(mktemp -d /tmp/sb-install.XXXXXX)"
+# A path with a space in it, as a user's projects may have.
+work="$(mktemp -d "/tmp/sb install.XXXXXX")"
 registry_pid=""
 jsr_server=""
 cleanup() {
@@ -49,7 +50,7 @@ port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>
 url="http://127.0.0.1:$port"
 mkdir -p "$work/registry"
 cat > "$work/registry/config.yaml" <<YAML
-storage: $work/registry/storage
+storage: "$work/registry/storage"
 uplinks: {}
 packages:
   '**':
