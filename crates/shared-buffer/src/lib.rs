@@ -29,6 +29,9 @@
 //! ```
 
 pub mod channel;
+/// The operating-system calls the segments are made of, for this project's bindings: not part of
+/// the API (use [`Segment`]), and free to change in any release.
+#[doc(hidden)]
 pub mod os;
 pub mod segment;
 pub mod sync;

@@ -3,7 +3,8 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, Instant};
 
 use crate::os;
@@ -324,12 +325,24 @@ pub type Result<T, E = SegmentError> = std::result::Result<T, E>;
 ///
 /// Other processes may write the bytes at any time, so the segment hands out raw pointers and
 /// atomics, never `&[u8]` without `unsafe`.
+///
+/// # Peers
+///
+/// A process that may open a named segment (this user's, by default) may also shrink it
+/// (`ftruncate`): the pages past the new end then vanish from every mapping, and the next access
+/// to one of them, through this segment, a [`crate::sync::Mutex`] or a
+/// [`crate::channel::Channel`] in it, is a `SIGBUS` that ends the process; this crate does not
+/// catch it (`docs/safety.md` says why). A keyed (System V) segment cannot shrink: a peer can
+/// only remove its key, and every mapping stays whole.
 #[derive(Debug)]
 pub struct Segment {
     mapping: os::Mapping,
     /// The bytes exposed: all of the mapping, or the prefix an opener asked for.
     len: usize,
     created: bool,
+    /// Whether the bytes were handed out (a pointer, a slice or an atomic) since the mapping was
+    /// made: a segment this process created and never handed out is still all zero.
+    handed_out: AtomicBool,
 }
 
 impl Segment {
@@ -406,6 +419,10 @@ impl Segment {
     /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
     /// [`SegmentError::NotASegment`], [`SegmentError::HardLinked`] or [`SegmentError::Empty`] if
     /// the name holds something else.
+    ///
+    /// An empty file at the name is a creator's that has not sized it yet, while its status
+    /// changed in the last 2 seconds: the open waits for it that long at most (sleeping), then
+    /// fails with [`SegmentError::Empty`]. An older empty file is refused at once.
     pub fn open(id: &SegmentId, size: Option<usize>, options: &Options) -> Result<Self> {
         if size == Some(0) {
             return Err(invalid("size must be at least 1 byte"));
@@ -571,6 +588,7 @@ impl Segment {
             mapping,
             len,
             created,
+            handed_out: AtomicBool::new(false),
         })
     }
 
@@ -591,7 +609,15 @@ impl Segment {
 
     /// The first byte. Valid for [`Segment::len`] bytes while `self` lives.
     pub fn as_ptr(&self) -> *mut u8 {
+        self.handed_out.store(true, Relaxed);
         self.mapping.as_ptr()
+    }
+
+    /// True if this process created the segment and has handed none of its bytes out since: they
+    /// are all zero, as the system made them (another process may have written them already,
+    /// as it may write them at any time).
+    pub(crate) fn untouched(&self) -> bool {
+        self.created && !self.handed_out.load(Relaxed)
     }
 
     /// The bytes as a slice.
@@ -663,6 +689,10 @@ fn check_owner(owner: Owner, uids: &[u32]) -> Result<()> {
 fn check_create(size: usize, options: &Options) -> Result<()> {
     if size == 0 {
         return Err(invalid("size must be at least 1 byte"));
+    }
+    if isize::try_from(size).is_err() {
+        // No mapping can be larger: the system's own errors for it differ by kind of segment.
+        return Err(invalid("size must be at most isize::MAX bytes"));
     }
     if options.mode > 0o777 {
         return Err(invalid("mode must be within 0o000..=0o777"));

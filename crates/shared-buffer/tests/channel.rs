@@ -533,11 +533,11 @@ fn zero_copy_send_and_receive() {
 #[test]
 fn a_reservation_is_written_through_copies_that_a_peer_may_race() {
     let seg = Scratch::named("reserve");
-    let segment = std::sync::Arc::new(
-        Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap(),
-    );
+    let segment = Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap();
+    // The peer's own mapping of the segment.
+    let peer = Segment::open(&seg.0, None, &Options::default()).unwrap();
     let channel = Channel::create(
-        std::sync::Arc::clone(&segment),
+        segment,
         Config {
             capacity: 1024,
             mode: Mode::Spsc,
@@ -563,17 +563,68 @@ fn a_reservation_is_written_through_copies_that_a_peer_may_race() {
     }));
     assert!(too_far.is_err(), "a write past the reservation panics");
     assert_eq!(reserved(&slot), model, "and writes nothing");
-    // A peer writing the reserved bytes through its own handle is seen as written: the payload
-    // is never a `&mut [u8]` that the compiler may assume no one else changes.
-    let payload = slot.as_mut_ptr() as usize - segment.as_ptr() as usize;
+    // A peer writing the reserved bytes through its own mapping is seen as written: the payload
+    // is never a `&mut [u8]` that the compiler may assume no one else changes. The ring's first
+    // record: its payload follows its header.
+    let payload = layout::OFF_DATA + layout::RECORD_HEADER_SIZE;
     slot.fill(1);
-    segment
-        .atomic_u32(payload)
+    peer.atomic_u32(payload)
         .store(0x0202_0202, Ordering::SeqCst);
     assert_eq!(slot.as_atomic()[0].load(Ordering::Relaxed), 2);
     slot.copy_from_slice(&source);
     slot.commit();
     assert_eq!(rx.try_recv().unwrap().unwrap(), source);
+}
+
+/// `Channel::create` zeroes what it cannot know to be zero: a segment opened again (a channel
+/// was there before), and one this process created but handed out first (a peer's garbage
+/// written through it). Only a created segment handed to the channel untouched is taken as zero.
+#[test]
+fn create_starts_empty_over_old_bytes() {
+    let config = Config {
+        capacity: 1024,
+        mode: Mode::Spsc,
+    };
+    let expect_empty = |channel: &Channel| {
+        let mut rx = channel.receiver(fast()).unwrap();
+        assert_eq!(code(rx.try_recv()), libc::EAGAIN, "a new channel is empty");
+        let mut tx = channel.sender(fast()).unwrap();
+        for seq in 0..40 {
+            tx.send(&message(0, seq, 8, 60, true), None).unwrap();
+            assert_eq!(
+                rx.try_recv().unwrap().unwrap(),
+                message(0, seq, 8, 60, true)
+            );
+        }
+    };
+    let seg = Scratch::named("recreate");
+    let first = Channel::create(
+        Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap(),
+        config,
+    )
+    .unwrap();
+    let mut tx = first.sender(fast()).unwrap();
+    tx.send(b"left over", None).unwrap();
+    tx.send(b"and another", None).unwrap();
+    drop((tx, first));
+    // Opened again: a channel was there, with messages unread.
+    expect_empty(
+        &Channel::create(
+            Segment::open(&seg.0, None, &Options::default()).unwrap(),
+            config,
+        )
+        .unwrap(),
+    );
+
+    // Created, then written through before the channel took it.
+    let seg = Scratch::named("handed-out");
+    let segment = Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap();
+    for offset in (layout::OFF_DATA..region_size(1024)).step_by(4) {
+        segment
+            .atomic_u32(offset)
+            .store(0x8000_0018, Ordering::Relaxed);
+    }
+    expect_empty(&Channel::create(segment, config).unwrap());
 }
 
 #[test]
@@ -621,7 +672,7 @@ fn an_open_keeps_the_capacity_it_checked_while_a_peer_rewrites_it() {
     )
     .unwrap();
     let peer = Segment::open(&seg.0, None, &Options::default()).unwrap();
-    let ours = std::sync::Arc::new(Segment::open(&seg.0, None, &Options::default()).unwrap());
+    let open = || Segment::open(&seg.0, None, &Options::default()).unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -637,7 +688,7 @@ fn an_open_keeps_the_capacity_it_checked_while_a_peer_rewrites_it() {
         let (mut tries, mut opened, mut wrong) = (0u32, 0u32, None);
         while tries < 2_000_000 && started.elapsed() < Duration::from_secs(5) && wrong.is_none() {
             tries += 1;
-            if let Ok(channel) = Channel::open(std::sync::Arc::clone(&ours)) {
+            if let Ok(channel) = Channel::open(open()) {
                 opened += 1;
                 let kept = (channel.capacity(), channel.max_record());
                 if kept != (4096, max_record(4096)) {
@@ -2932,21 +2983,17 @@ fn a_sender_refuses_a_tail_rewritten_after_open() {
 
 // ---- a receiver killed while it zeroed what it consumed -------------------------------------
 
-/// A channel of `capacity` bytes (one sender) in a new named segment, with its segment to plant
-/// what a killed receiver leaves; `head`, `zeroing` and `tail` start at `start`.
-fn zeroing_channel(
-    scratch: &Scratch,
-    capacity: u32,
-    start: u32,
-) -> (Channel, std::sync::Arc<Segment>) {
-    let segment = std::sync::Arc::new(
-        Segment::create(&scratch.0, region_size(capacity), &Options::default()).unwrap(),
-    );
+/// A channel of `capacity` bytes (one sender) in a new named segment, with a peer's mapping of
+/// the segment to plant what a killed receiver leaves; `head`, `zeroing` and `tail` start at
+/// `start`.
+fn zeroing_channel(scratch: &Scratch, capacity: u32, start: u32) -> (Channel, Segment) {
+    let created = Segment::create(&scratch.0, region_size(capacity), &Options::default()).unwrap();
+    let segment = Segment::open(&scratch.0, None, &Options::default()).unwrap();
     let config = Config {
         capacity,
         mode: Mode::Spsc,
     };
-    let channel = Channel::create(std::sync::Arc::clone(&segment), config).unwrap();
+    let channel = Channel::create(created, config).unwrap();
     for offset in [layout::OFF_HEAD, layout::OFF_ZEROING, layout::OFF_TAIL] {
         segment.atomic_u32(offset).store(start, Ordering::SeqCst);
     }

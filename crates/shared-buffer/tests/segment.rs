@@ -166,6 +166,25 @@ fn a_wider_mode_is_applied_exactly_despite_the_umask() {
 }
 
 #[test]
+fn a_size_no_mapping_can_have_is_invalid_for_both_kinds() {
+    // The system's own errors for it differ (EINVAL for a key, EFBIG for a name).
+    for s in Scratch::both("huge") {
+        for size in [usize::MAX, isize::MAX as usize + 1] {
+            for result in [
+                Segment::create(&s.0, size, &Options::default()),
+                Segment::open_or_create(&s.0, size, &Options::default()),
+            ] {
+                assert!(
+                    matches!(result, Err(SegmentError::Invalid(_))),
+                    "{:?}",
+                    result.map(|seg| seg.len())
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn populate_maps_every_page_without_changing_data() {
     for s in Scratch::both("seg") {
         let a = Segment::create(&s.0, 1 << 20, &Options::default()).unwrap();

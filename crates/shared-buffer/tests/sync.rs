@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shared_buffer::sync::{
-    DEFAULT_SPINS, InitOutcome, LockOutcome, MUTEX_SIZE, Mutex, NOTIFY_ALL, WaitOutcome, notify,
-    wait, wait_spin,
+    DEFAULT_SPINS, InitOutcome, LockError, LockOutcome, MUTEX_SIZE, Mutex, NOTIFY_ALL, WaitOutcome,
+    notify, wait, wait_spin,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 use test_support::{Kids, LONG, TestSeg, await_value, echo, rerun};
@@ -33,8 +33,15 @@ fn spawn(kids: &mut Kids, role: &str, seg: &TestSeg, vars: &[(&str, String)]) {
     kids.spawn(&mut cmd);
 }
 
+/// The errno of an OS error, or of a lock's error inside an `io::Error`.
 fn errno(err: impl Into<std::io::Error>) -> i32 {
-    err.into().raw_os_error().expect("an OS error")
+    let err = err.into();
+    err.raw_os_error()
+        .or_else(|| {
+            let inner = err.get_ref()?.downcast_ref::<LockError>()?;
+            Some(inner.errno())
+        })
+        .expect("an OS error or a lock's")
 }
 
 // ---- child roles --------------------------------------------------------------------------
@@ -344,6 +351,10 @@ fn mutex_error_codes() {
         "an uninitialised mutex must be refused"
     );
     assert!(Mutex::init_in(&seg, MUTEX_AT + 4).is_err(), "misaligned");
+    // As an io::Error, a lock's error keeps its message.
+    let misplaced = std::io::Error::from(Mutex::init_in(&seg, MUTEX_AT + 4).unwrap_err());
+    assert_eq!(misplaced.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(misplaced.to_string().contains("MUTEX_ALIGN"), "{misplaced}");
     assert!(
         Mutex::init_in(&seg, 4096 - MUTEX_SIZE + 8).is_err(),
         "out of bounds"

@@ -32,7 +32,8 @@
 //!
 //! # Errors
 //!
-//! Errors are `io::Error`s; [`error_code`] gives their errno:
+//! Errors are [`ChannelError`]s, which convert into `io::Error`; [`error_code`] gives their
+//! errno:
 //!
 //! | errno | when |
 //! | --- | --- |
@@ -192,57 +193,71 @@ fn peer_died(message: &'static str) -> ChannelError {
 /// The region's bytes are the protocol's: the channel copies payloads into and out of the ring
 /// with plain copies, as fast as memory allows, and what it hands out of the ring is read and
 /// written through atomics or copies ([`MessageRef`], [`Reservation`]). Another process that
-/// breaks the protocol costs only the channel's own data. Within this process, reaching the ring
-/// through another handle of its segment ([`crate::Segment::atomic_u32`] or a slice of it) while
-/// an endpoint copies there is a data race (and so is an access of another size than the
-/// endpoint's: its copies take 8 bytes at a time): keep the region to the channel.
+/// breaks the protocol costs only the channel's own data. Within this process the channel is the
+/// only way to its bytes: [`Channel::create`] and [`Channel::open`] take the [`Segment`] itself,
+/// so no other handle of this mapping (an atomic or a slice of it, a second channel initialised
+/// over the first) can race with an endpoint's copies. A second [`Segment::open`] of the same
+/// segment is another mapping, which the channel takes for another process's.
+///
+/// ```compile_fail,E0382
+/// # use shared_buffer::channel::{region_size, Channel, Config, Mode};
+/// # use shared_buffer::{Options, Segment, SegmentId};
+/// # let id = SegmentId::name("/doc-moved")?;
+/// # let config = Config { capacity: 4096, mode: Mode::Spsc };
+/// let segment = Segment::create(&id, region_size(4096), &Options::default())?;
+/// let channel = Channel::create(segment, config)?;
+/// segment.atomic_u32(1024); // the segment moved into the channel
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
 }
 
 impl Channel {
-    /// Initialises a channel in `segment`, which must have at least [`region_size`] bytes. Any
-    /// previous content is lost: a segment this process did not just create is zeroed first. One
-    /// it created is taken to be as the system made it, all zero: write nothing into it before
-    /// (a record left there would be met as a corrupt ring, `EBADMSG`).
+    /// Initialises a channel in `segment`, which must have at least [`region_size`] bytes, and
+    /// keeps the segment mapped while the channel or any endpoint made from it lives. Any
+    /// previous content is lost: the segment is zeroed first, unless this process created it
+    /// and handed none of its bytes out since ([`Segment::as_ptr`], [`Segment::atomic_u32`], a
+    /// slice), so that it is still as the system made it, all zero.
     ///
     /// # Errors
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
     /// too small.
     #[cfg(not(loom))]
-    pub fn create(segment: impl Into<Arc<Segment>>, config: Config) -> Result<Self> {
-        let segment = segment.into();
-        // SAFETY: the segment is mapped for len bytes (page aligned) while the Arc lives, and the
-        // Arc is kept in Shared.
-        let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
-            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
-        // A segment this process did not just create may hold old bytes that another process
-        // still looks at: zero them atomically.
-        let zero = if segment.created() {
+    pub fn create(segment: Segment, config: Config) -> Result<Self> {
+        // Decided before the pointer below is taken, which counts as handing the bytes out.
+        // Others may still look at old bytes of a segment that is not fresh: zero them atomically.
+        let zero = if segment.untouched() {
             ring::ZeroData::No
         } else {
             ring::ZeroData::Atomic
         };
+        // SAFETY: the segment is mapped for len bytes (page aligned) while it lives, and it is
+        // kept in Shared.
+        let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
+            .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
         // SAFETY: a fresh segment is zero; the header is written only through atomics.
         unsafe { ring::init(&mem, config.capacity, config.mode.code(), zero)? };
         Ok(Self::from_mem(
             mem,
             config.capacity,
             config.mode.code(),
-            Some(ring::Owner { _keep: segment }),
+            Some(ring::Owner {
+                _keep: Arc::new(segment),
+            }),
         ))
     }
 
-    /// Opens the channel in `segment`, validating its header.
+    /// Opens the channel in `segment`, validating its header, and keeps the segment mapped while
+    /// the channel or any endpoint made from it lives.
     ///
     /// # Errors
     /// `EAGAIN` if the header is not initialised yet; `EBADMSG` for a wrong magic, an
     /// out-of-range field, or a capacity larger than the segment; `EPROTONOSUPPORT` for another
     /// layout version; `EXDEV` if it was made in another pid namespace.
     #[cfg(not(loom))]
-    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Self> {
-        let segment = segment.into();
+    pub fn open(segment: Segment) -> Result<Self> {
         // SAFETY: as in create.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
             .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
@@ -251,7 +266,9 @@ impl Channel {
             mem,
             capacity,
             mode,
-            Some(ring::Owner { _keep: segment }),
+            Some(ring::Owner {
+                _keep: Arc::new(segment),
+            }),
         ))
     }
 

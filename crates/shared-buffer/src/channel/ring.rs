@@ -1341,9 +1341,9 @@ pub struct TakeState {
     /// The receiver position, published (`head` in the region holds it).
     pub head: u32,
     /// The position at which the receiver last looked for parked producers (see
-    /// [`WAKE_LOOK_BYTES`]).
+    /// `WAKE_LOOK_BYTES`).
     pub looked: u32,
-    /// A `tail` position known to be reached (see [`Consumer`]).
+    /// A `tail` position known to be reached (see `Consumer`).
     pub tail_seen: u32,
     /// The capacity the receiver validated when it attached.
     pub capacity: u32,
@@ -1352,11 +1352,11 @@ pub struct TakeState {
 /// One receive of a whole one-record message into `target`, for a receiver whose protocol state
 /// lives elsewhere (the TypeScript receiver's fast path): if the record at `state.head` is a
 /// committed message of at most `room` bytes, copies it to `target`, consumes it as
-/// [`Consumer::release`] does (zeroes it, stores `head`, wakes parked producers if a look is due)
+/// `Consumer::release` does (zeroes it, stores `head`, wakes parked producers if a look is due)
 /// and returns its length. Otherwise returns -1 with nothing taken: nothing there yet, a
 /// fragment, an aborted or reserved record, a message longer than `room`, or a corrupt record or
 /// position (the caller's own path finds and reports it). Skip records at `head` are stepped over either way, as
-/// [`Consumer::peek`] does; `state` follows.
+/// `Consumer::peek` does; `state` follows.
 ///
 /// # Safety
 /// `region` must be a live mapping of a channel region validated with `state.capacity` (a power
@@ -1411,7 +1411,7 @@ pub unsafe fn take_into(
 /// most `out_len` bytes of records, up to the end of the data area; copies those records,
 /// headers included, to `out` and their payload lengths to `lens`, and returns how many there
 /// are (0 if the record at `state.head` is not one: nothing there yet, a skip record, a
-/// fragment, a reservation, or anything [`Consumer::peek`] would call corrupt, which the
+/// fragment, a reservation, or anything `Consumer::peek` would call corrupt, which the
 /// caller's own path reports when it gets there). Consumes nothing and writes nothing to the
 /// region: the caller hands each message out and consumes it itself, so that one whose handler
 /// throws leaves the rest of the run in the ring. `state.tail_seen` follows.
@@ -1537,7 +1537,7 @@ pub const PUT_CLOSED: i32 = 2;
 /// One send of a `len`-byte message of one record from `src`, for a sender whose protocol state
 /// lives elsewhere (the TypeScript sender's fast path), the one sender of an SPSC channel
 /// (`state.tag` 0) or one of an MPSC channel's: reserves, copies, commits and wakes the receiver
-/// as [`Producer`] does. Returns [`PUT_SENT`],
+/// as `Producer` does. Returns [`PUT_SENT`],
 /// [`PUT_FULL`] or [`PUT_CLOSED`], or -1 with nothing reserved when the caller's own path must
 /// look (a message longer than one record, this sender already saw the close, the receiver
 /// closed and the ring is full, or corrupt positions: that path reports each). `state` follows.
@@ -1597,7 +1597,7 @@ pub unsafe fn put_from(region: *mut u8, state: &mut PutState, src: *const u8, le
 /// elsewhere (the TypeScript sender's `sendMany`): publishes the `lens.len()` records that sender
 /// reserved back to back from data index `idx`, marked and wrote, whose payload lengths are
 /// `lens`, with one release store of each commit word in order, then wakes the consumer if it
-/// may be parked, as [`Producer::commit`] does after each record. Returns 0, 1 when the consumer
+/// may be parked, as `Producer::commit` does after each record. Returns 0, 1 when the consumer
 /// had closed the channel (the caller then tells whether it consumed the run first), or -1 with
 /// nothing written: a sender of an MPSC channel (`state.tag` not 0), or records that do not fit
 /// the data area as described.

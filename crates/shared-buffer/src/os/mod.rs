@@ -71,7 +71,7 @@ pub(crate) fn bare_name_fault(bare: &[u8]) -> Option<(&'static str, i32)> {
     }
 }
 
-/// `Ok` for a name a `posix_*` call takes: `/`, then what [`bare_name_fault`] accepts.
+/// `Ok` for a name a `posix_*` call takes: `/`, then what `bare_name_fault` accepts.
 pub fn check_name(name: &std::ffi::CStr) -> std::io::Result<()> {
     let fault = match name.to_bytes().strip_prefix(b"/") {
         Some(bare) => bare_name_fault(bare),

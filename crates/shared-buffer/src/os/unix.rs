@@ -227,7 +227,7 @@ pub fn sysv_remove(key: libc::key_t) -> io::Result<()> {
 /// of a `SIGBUS` on first write.
 ///
 /// On Linux the file is made unnamed and sized first, then linked at the name
-/// ([`create_unnamed`]): nobody ever finds the name holding a file still being sized, and a
+/// (`create_unnamed`): nobody ever finds the name holding a file still being sized, and a
 /// create that fails leaves nothing to remove. Elsewhere (or where `/dev/shm` cannot make unnamed
 /// files) the name is made first, and a failure removes it.
 pub fn posix_create(name: &CStr, size: usize, mode: u32) -> io::Result<Mapping> {
@@ -439,8 +439,12 @@ impl OpenedName {
         file_info(&stat)
     }
 
-    /// Maps the first `len` bytes; `info` is what [`OpenedName::info`] said.
+    /// Maps the first `len` bytes; `info` is what [`OpenedName::info`] said. `EINVAL` for more
+    /// bytes than it says the file has: a mapping past the end of the file faults (`SIGBUS`).
     pub fn map(&self, len: usize, info: &FileInfo) -> io::Result<Mapping> {
+        if len > info.size {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         map_fd(&self.fd, len, info.identity)
     }
 
@@ -623,7 +627,7 @@ pub fn posix_unlink_own(name: &CStr, identity: Identity) -> io::Result<()> {
 /// A look and a removal are two steps, and a process of this user (or root) may swap another
 /// file in at the name between them. On Linux the removal therefore takes the file off the name
 /// first: `renameat2(RENAME_NOREPLACE)` moves exactly the file the name holds at that instant to
-/// a private name in the same directory ([`removing_path`]), where it is looked at again and
+/// a private name in the same directory (`removing_path`), where it is looked at again and
 /// removed, or moved back if `check` refuses it. (Should the name be taken again in that instant,
 /// or the process be killed before the private name is removed, the file stays there: moved,
 /// never removed.) A first look before the move leaves the name alone in the usual case of a

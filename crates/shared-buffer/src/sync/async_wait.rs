@@ -195,7 +195,7 @@ pub fn service_stats() -> ServiceStats {
 /// no waiter there: if it changed the word, the wait still ends (the change is seen on
 /// re-arming) but the notify's count leaves it out; if it did not change the word, the wait
 /// goes on. Change the word, then notify, as every correct use of wait/notify does, and no
-/// wake-up is lost; set [`THREAD_PER_WAIT_ENV`] for exact counts at a thread per wait.
+/// wake-up is lost; set `SHARED_BUFFER_THREAD_PER_WAIT=1` for exact counts at a thread per wait.
 ///
 /// A process that forks while the service has threads must not use it in the child (fork and
 /// exec is fine).

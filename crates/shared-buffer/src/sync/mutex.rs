@@ -155,11 +155,15 @@ impl std::error::Error for LockError {
 }
 
 impl From<LockError> for io::Error {
-    /// The error as its `errno` value ([`LockError::errno`]); an OS error as it was.
+    /// An OS error as it was; any other keeps its message, with the kind of its `errno` value
+    /// ([`LockError::errno`]).
     fn from(err: LockError) -> Self {
         match err {
             LockError::Os(err) => err,
-            other => io::Error::from_raw_os_error(other.errno()),
+            other => {
+                let kind = io::Error::from_raw_os_error(other.errno()).kind();
+                io::Error::new(kind, other)
+            }
         }
     }
 }
@@ -222,11 +226,18 @@ impl From<LockError> for io::Error {
 /// # Hostile peers
 ///
 /// A process that can write the segment can spoil the lock (hold it forever under a live
-/// thread's identity, free it, or write garbage), but it cannot make another process crash,
-/// write outside these 64 bytes, or wait without a timeout it asked for: every word read is
+/// thread's identity, free it, or write garbage), but what it writes cannot make another process
+/// crash, write outside these 64 bytes, or wait without a timeout it asked for: every word read is
 /// validated, an owner word that names no live thread (garbage, token 0 or too large, bit 30
 /// set) counts as a dead owner, a header that is no longer "ready, layout 2" gives
-/// [`LockError::NotRecoverable`], and every loop is bounded by the caller's timeout.
+/// [`LockError::NotRecoverable`], and every loop is bounded by the caller's timeout. One thing
+/// it can do besides writing: shrink a named segment under the lock (`ftruncate`), after which
+/// any access to the lost pages, the lock's included, is a `SIGBUS` in every process that maps
+/// them ([`Segment`], *Peers*). A keyed segment cannot shrink.
+///
+/// Within this process, reach the lock's words only through the lock: an atomic of another
+/// size over them (a [`Segment::atomic_u32`] inside the owner word, a second lock placed 8 bytes
+/// into the first) is a data race, undefined behaviour, however harmless on the hardware.
 ///
 /// # Unmapping
 ///
