@@ -606,15 +606,28 @@ fn create_starts_empty_over_old_bytes() {
     let mut tx = first.sender(fast()).unwrap();
     tx.send(b"left over", None).unwrap();
     tx.send(b"and another", None).unwrap();
+    // Not over a live endpoint (this process's sender here): its peers would go on over zeros.
+    let again = || Segment::open(&seg.0, None, &Options::default()).unwrap();
+    let busy = Channel::create(again(), config).unwrap_err();
+    assert_eq!(error_code(&busy), libc::EBUSY, "{busy}");
+    let sender = format!("sender (pid {})", std::process::id());
+    assert!(busy.to_string().contains(&sender), "{busy}");
     drop((tx, first));
     // Opened again: a channel was there, with messages unread.
-    expect_empty(
-        &Channel::create(
-            Segment::open(&seg.0, None, &Options::default()).unwrap(),
-            config,
-        )
-        .unwrap(),
-    );
+    expect_empty(&Channel::create(again(), config).unwrap());
+    // A live receiver too.
+    let third = Channel::create(again(), config).unwrap();
+    let rx = third.receiver(fast()).unwrap();
+    let busy = Channel::create(again(), config).unwrap_err();
+    assert!(busy.to_string().contains("receiver (pid"), "{busy}");
+    drop((rx, third));
+    // A dead receiver and sender (killed, say) do not keep it.
+    let peer = again();
+    peer.atomic_u32(layout::OFF_CONSUMER_PID)
+        .store(dead_pid(), Ordering::SeqCst);
+    peer.atomic_u32(layout::OFF_PRODUCER_PIDS)
+        .store(dead_pid(), Ordering::SeqCst);
+    expect_empty(&Channel::create(again(), config).unwrap());
 
     // Created, then written through before the channel took it.
     let seg = Scratch::named("handed-out");

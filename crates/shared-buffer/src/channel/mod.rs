@@ -182,6 +182,35 @@ fn check_open(sh: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// `EBUSY` if `mem` holds a channel (its magic) with an endpoint of a live process: a pid in the
+/// receiver's word or a sender's slot. Another process may attach right after this look; the
+/// look keeps a program from remaking a channel its own peers are using.
+#[cfg(not(loom))]
+fn refuse_live_endpoints(mem: &Mem) -> Result<()> {
+    if mem.len() < layout::HEADER_SIZE || mem.word(layout::OFF_MAGIC).load(Acquire) != layout::MAGIC
+    {
+        return Ok(());
+    }
+    let receiver = mem.word(layout::OFF_CONSUMER_PID).load(Acquire);
+    let senders =
+        (0..MAX_PRODUCERS).map(|slot| mem.word(layout::OFF_PRODUCER_PIDS + 4 * slot).load(Acquire));
+    let what = |pid| {
+        ChannelError::Busy(format!(
+            "the segment holds a channel whose {pid} is alive; a channel is made again once its endpoints have detached"
+        ))
+    };
+    if receiver != 0 && liveness::alive(receiver) {
+        return Err(what(format!("receiver (pid {receiver})")));
+    }
+    match senders
+        .filter(|&pid| pid != 0)
+        .find(|&pid| liveness::alive(pid))
+    {
+        Some(pid) => Err(what(format!("sender (pid {pid})"))),
+        None => Ok(()),
+    }
+}
+
 /// `ECONNRESET`: the peer died.
 fn peer_died(message: &'static str) -> ChannelError {
     ChannelError::PeerDied(message)
@@ -221,9 +250,13 @@ impl Channel {
     /// and handed none of its bytes out since ([`Segment::as_ptr`], [`Segment::atomic_u32`], a
     /// slice), so that it is still as the system made it, all zero.
     ///
+    /// A segment that holds a channel with a live endpoint (a sender or the receiver of a process
+    /// that still runs, this one included) is refused: its peers would go on over bytes zeroed
+    /// under them. Once they have detached or died it may be made again.
+    ///
     /// # Errors
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
-    /// too small.
+    /// too small; `EBUSY` for a channel with a live endpoint in the segment.
     #[cfg(not(loom))]
     pub fn create(segment: Segment, config: Config) -> Result<Self> {
         // Decided before the pointer below is taken, which counts as handing the bytes out.
@@ -237,6 +270,9 @@ impl Channel {
         // kept in Shared.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
             .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
+        if zero != ring::ZeroData::No {
+            refuse_live_endpoints(&mem)?;
+        }
         // SAFETY: a fresh segment is zero; the header is written only through atomics.
         unsafe { ring::init(&mem, config.capacity, config.mode.code(), zero)? };
         Ok(Self::from_mem(
