@@ -8,6 +8,8 @@ BUN_VERSION := 1.4.5
 NODE_VERSION := 26.10.0
 TYPESCRIPT_VERSION := 7.0.2
 ESBUILD_VERSION := 0.28.2
+# Only for the tests: a user's webpack bundle of the package.
+WEBPACK_VERSION := 5.113.0
 VERDACCIO_VERSION := 6.8.0
 ZIGLANG_VERSION := 0.17.1
 ZIGBUILD_VERSION := 0.24.1
@@ -42,7 +44,7 @@ export NODE_BIN := $(NODE)
 # `require` by esbuild (tsc cannot emit CommonJS from modules that the tests load as ES modules).
 TSC := $(TOOLS)/tsc
 ESBUILD := $(TOOLS)/esbuild
-NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)
+NODE_TOOLS := .tools/node-$(NODE_VERSION)-typescript-$(TYPESCRIPT_VERSION)-esbuild-$(ESBUILD_VERSION)-webpack-$(WEBPACK_VERSION)
 TS_SOURCES := $(wildcard *.ts ts/*.ts ts/*/*.ts tests/*.ts tests/children/*.ts tests/children/*/*.ts examples/*.ts bench/*.ts bench/*/*.ts)
 # The seed package (npm shared-buffer), a node-gyp addon built against the machine's Node headers,
 # which the tests open segments with from Node. One build per Node ABI (`process.versions.modules`):
@@ -93,7 +95,8 @@ $(TOOLS)/deno $(TOOLS)/bun:
 
 $(NODE_TOOLS):
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error \
-		node@$(NODE_VERSION) typescript@$(TYPESCRIPT_VERSION) esbuild@$(ESBUILD_VERSION)
+		node@$(NODE_VERSION) typescript@$(TYPESCRIPT_VERSION) esbuild@$(ESBUILD_VERSION) \
+		webpack@$(WEBPACK_VERSION)
 	@touch $@
 
 # Built with the machine's Node (the addon's ABI is that Node's); node-gyp finds its headers in

@@ -276,10 +276,13 @@ function stagePlatform(platform: PrebuiltPlatform, target: Target, lib: string, 
     },
   };
   Deno.writeTextFileSync(`${dir}/package.json`, JSON.stringify(pkg, null, 2) + "\n");
-  // Bun: a file import, so that `bun build --compile` embeds the library.
+  // Bun: a file import, so that `bun build --compile` embeds the library. A bundle without
+  // `--compile` copies it beside itself and gives its path relative to the bundle's folder,
+  // which dlopen would take from the working folder.
   Deno.writeTextFileSync(
     `${dir}/bun.js`,
-    `import path from "./${file}" with { type: "file" };\n\n/** The library's path. */\nexport default path;\n`,
+    `import { resolve } from "node:path";\nimport path from "./${file}" with { type: "file" };\n\n` +
+      `/** The library's path. */\nexport default path.startsWith(".") ? resolve(import.meta.dir, path) : path;\n`,
   );
   Deno.writeTextFileSync(
     `${dir}/index.cjs`,

@@ -139,58 +139,146 @@ if (runtime === "node") {
   });
 }
 
+/**
+ * A user's project in a new folder: the package (this clone, linked) in its `node_modules`, and
+ * the platform package with this build's library unless `bare`. Gives the folder, the platform
+ * package's name and the library's file name.
+ */
+function userProject(tag: string, bare = false): { dir: string; prebuilt: string; file: string } {
+  const dir = mkdtempSync(`${tmpdir()}/sb-${tag}-`);
+  const platform = platformsFor(processPlatform(process as ProcessLike))[0];
+  const prebuilt = platformPackageName(platform);
+  const file = libraryFileName(process.platform);
+  mkdirSync(`${dir}/node_modules`, { recursive: true });
+  if (!bare) {
+    mkdirSync(`${dir}/node_modules/${prebuilt}`);
+    writeFileSync(
+      `${dir}/node_modules/${prebuilt}/package.json`,
+      JSON.stringify({ name: prebuilt }),
+    );
+    copyFileSync(`${repoRoot}target/release/${file}`, `${dir}/node_modules/${prebuilt}/${file}`);
+  }
+  symlinkSync(repoRoot, `${dir}/node_modules/${PACKAGE_NAME}`);
+  return { dir, prebuilt, file };
+}
+
+/** An ES module app (`app.mjs`) that reads and writes the keyed segment `key` and prints where its library came from. */
+function writeApp(dir: string, key: number): void {
+  writeFileSync(
+    `${dir}/app.mjs`,
+    `import { createSharedBuffer, detachSharedBuffer, loadLibrary } from "${PACKAGE_NAME}";
+     const values = new Float64Array(createSharedBuffer(${key}, 80));
+     console.log(values[3], loadLibrary().replace(${JSON.stringify(dir)}, "<app>"));
+     values[4] = 42;
+     detachSharedBuffer(values.buffer);`,
+  );
+}
+
+/** Runs a built bundle from another folder, without SHARED_BUFFER_LIB. */
+function runBundle(path: string) {
+  const env = { ...process.env };
+  delete env.SHARED_BUFFER_LIB;
+  return spawnSync(process.execPath, [path], { cwd: tmpdir(), encoding: "utf8", env });
+}
+
+/** Bundles `app.mjs` in `dir` with the pinned esbuild; `format` is esbuild's. */
+function esbuild(dir: string, format: "cjs" | "esm", outfile: string): void {
+  const built = spawnSync(
+    `${repoRoot}.tools/node_modules/.bin/esbuild`,
+    [
+      "app.mjs",
+      "--bundle",
+      "--platform=node",
+      `--format=${format}`,
+      `--outfile=${outfile}`,
+      "--log-level=error",
+    ],
+    { cwd: dir, encoding: "utf8" },
+  );
+  assert.equal(built.status, 0, built.stderr);
+}
+
+/** The app's bundle, run from another folder, shares the keyed segment with this process. */
+function bundleShares(
+  bundle: string,
+  key: number,
+  prebuilt: string,
+  file: string,
+): void {
+  const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
+  try {
+    mine[3] = 0.25;
+    const r = runBundle(bundle);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `0.25 <app>/node_modules/${prebuilt}/${file}`);
+    assert.equal(mine[4], 42);
+  } finally {
+    lib.detachSharedBuffer(mine.buffer);
+  }
+}
+
 if (runtime === "node") {
   test("an ES module app that esbuild bundles as CommonJS (its default for Node.js) finds the platform package", () => {
     // `import.meta` is an empty object there: `createRequire(import.meta.url)` threw
     // ERR_INVALID_ARG_VALUE at the first call, naming nothing of the library.
-    const dir = mkdtempSync(`${tmpdir()}/sb-cjs-bundle-`);
+    const { dir, prebuilt, file } = userProject("cjs-bundle");
     const key = uniqueKey();
     try {
-      const platform = platformsFor(processPlatform(process as ProcessLike))[0];
-      const file = libraryFileName(process.platform);
-      const prebuilt = `${dir}/node_modules/${platformPackageName(platform)}`;
-      mkdirSync(prebuilt, { recursive: true });
-      writeFileSync(
-        `${prebuilt}/package.json`,
-        JSON.stringify({ name: platformPackageName(platform) }),
-      );
-      copyFileSync(`${repoRoot}target/release/${file}`, `${prebuilt}/${file}`);
-      symlinkSync(repoRoot, `${dir}/node_modules/${PACKAGE_NAME}`);
-      writeFileSync(
-        `${dir}/app.mjs`,
-        `import { createSharedBuffer, detachSharedBuffer, loadLibrary } from "${PACKAGE_NAME}";
-         const values = new Float64Array(createSharedBuffer(${key}, 80));
-         console.log(values[3], loadLibrary().replace(${JSON.stringify(dir)}, "<app>"));
-         values[4] = 42;
-         detachSharedBuffer(values.buffer);`,
-      );
-      const esbuild = `${repoRoot}.tools/node_modules/.bin/esbuild`;
-      const built = spawnSync(
-        esbuild,
-        ["app.mjs", "--bundle", "--platform=node", "--outfile=out/app.cjs", "--log-level=error"],
-        { cwd: dir, encoding: "utf8" },
-      );
-      assert.equal(built.status, 0, built.stderr);
-      const mine = new Float64Array(lib.createSharedBuffer(key, 80, true));
-      mine[3] = 0.25;
-      const env = { ...process.env };
-      delete env.SHARED_BUFFER_LIB;
+      writeApp(dir, key);
+      esbuild(dir, "cjs", "out/app.cjs");
       // From another folder: the bundle's own place finds its node_modules.
-      const r = spawnSync(process.execPath, [`${dir}/out/app.cjs`], {
-        cwd: tmpdir(),
-        encoding: "utf8",
-        env,
-      });
-      assert.equal(r.status, 0, r.stderr);
-      assert.equal(
-        r.stdout.trim(),
-        `0.25 <app>/node_modules/${platformPackageName(platform)}/${file}`,
-      );
-      assert.equal(mine[4], 42);
-      lib.detachSharedBuffer(mine.buffer);
+      bundleShares(`${dir}/out/app.cjs`, key, prebuilt, file);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       cleanup({ key });
+    }
+  });
+
+  test("an ES module app that webpack 5 bundles for Node.js finds the platform package beside the bundle", () => {
+    // webpack turned `createRequire(<computed>)` into `undefined`, which threw a TypeError before
+    // anything was looked for, and it writes the file the package was bundled from into
+    // `import.meta.url` (here the clone, whose folders hold no platform package).
+    const { dir, prebuilt, file } = userProject("webpack");
+    const key = uniqueKey();
+    try {
+      writeApp(dir, key);
+      const config = {
+        mode: "production",
+        target: "node",
+        context: dir,
+        entry: "./app.mjs",
+        output: { path: `${dir}/out`, filename: "app.js" },
+      };
+      const built = spawnSync(process.execPath, [
+        "-e",
+        `require(${JSON.stringify(`${repoRoot}.tools/node_modules/webpack`)})(${
+          JSON.stringify(config)
+        }, (err, stats) => {
+          if (err || stats.hasErrors()) { console.error(err ?? stats.toString()); process.exit(1); }
+        });`,
+      ], { encoding: "utf8" });
+      assert.equal(built.status, 0, built.stderr);
+      bundleShares(`${dir}/out/app.js`, key, prebuilt, file);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      cleanup({ key });
+    }
+  });
+
+  test("a bundle without the platform package says it is a bundle and looks for no local build above it", () => {
+    // The adapter took the bundle for its own file, three folders down from a clone, and tried
+    // `<bundle>/../../../target/release/...`, any file of that name in a folder above it.
+    const { dir, prebuilt } = userProject("bare-bundle", true);
+    try {
+      writeApp(dir, uniqueKey());
+      esbuild(dir, "esm", "out/app.mjs");
+      const r = runBundle(`${dir}/out/app.mjs`);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, new RegExp(`runs from a bundle \\(${dir}/out/app\\.mjs\\)`));
+      assert.match(r.stderr, new RegExp(`install ${prebuilt}@\\S+ in a node_modules folder`));
+      assert.doesNotMatch(r.stderr, /target\/release|bun build/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 }

@@ -125,6 +125,11 @@ export interface LibrarySources {
   /** The folder a clone's `target/` would be in, when this module is a file on disk. */
   root?: string;
   /**
+   * The file of a user's bundle (or compiled program) this code runs inside, which holds no
+   * library of its own: the error then says how a bundle finds one.
+   */
+  bundle?: string;
+  /**
    * The first 20 bytes of a file, or undefined where it cannot be read (or may not be, without
    * a prompt): to tell a library built for another machine, which the loader reports as a
    * missing file (glibc), from one that is missing.
@@ -245,14 +250,14 @@ export function loadNativeLibrary<T>(
         : noFfi
         ? "Deno opens a native library only with `--allow-ffi` (or `--allow-ffi=<its path>`): " +
           "run with it." +
-          (packages === 0 && !alone ? ` ${missingAdvice(sources.platform, wanted)}` : "")
+          (packages === 0 && !alone ? ` ${missingAdvice(sources, wanted)}` : "")
         : sources.explicit !== undefined
         ? "`loadLibrary(path)` tries only the path it is given: give it the path of this " +
           "release's library."
         : sources.fromEnv
         ? `When ${LIBRARY_ENV} is set, only the library it names is tried: correct it, or ` +
           "unset it to use the platform package or a local build."
-        : missingAdvice(sources.platform, wanted)),
+        : missingAdvice(sources, wanted)),
     "ELIBACC",
     79,
   );
@@ -409,13 +414,24 @@ function abiAdvice(candidate: Candidate, found: number): string {
 }
 
 /** The closing advice of the error: which package would fit, or how to build a library. */
-function missingAdvice(platform: Platform, wanted: PrebuiltPlatform[]): string {
+function missingAdvice(sources: LibrarySources, wanted: PrebuiltPlatform[]): string {
+  const { platform, bundle } = sources;
   const where = `${platform.os} ${archName(platform.arch)}${
     platform.libc ? ` (${platform.libc})` : ""
   }`;
   const build = `set ${LIBRARY_ENV} to the path of a library (\`cargo build --release\` in a ` +
     `clone builds one)`;
   if (wanted.length === 0) return `No prebuilt library is published for ${where}: ${build}.`;
+  const pkg = `${platformPackageName(wanted[0])}@${VERSION}`;
+  if (bundle !== undefined) {
+    return `On ${where} the library comes in ${pkg}, and this program runs from a bundle ` +
+      `(${bundle}), which holds no library: install ${pkg} in a node_modules folder beside or ` +
+      `above it, or leave ${PACKAGE_NAME} out of the bundle (external), or ${build}.` +
+      ("Bun" in globalThis
+        ? " A `bun build --compile` program embeds the library only if that package was " +
+          "installed when it was compiled."
+        : "");
+  }
   return `On ${where} the library comes in ${platformPackageName(wanted[0])}, an optional ` +
     `dependency of ${PACKAGE_NAME}: install ${PACKAGE_NAME} without \`--omit=optional\`, or ` +
     `${build}.`;

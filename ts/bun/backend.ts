@@ -80,6 +80,8 @@ export function loadBun(explicit?: string): Backend {
       root: import.meta.dir.endsWith("/ts/bun")
         ? import.meta.dir.slice(0, -"/ts/bun".length)
         : undefined,
+      // Elsewhere it runs inside a user's bundle or compiled program.
+      bundle: import.meta.dir.endsWith("/ts/bun") ? undefined : import.meta.path,
     },
     // deno-lint-ignore no-explicit-any
     (p) => dlopen(p, table as any),

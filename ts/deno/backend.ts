@@ -72,6 +72,17 @@ function cloneRoot(): string | undefined {
   return decodeURIComponent(new URL("../../", here).pathname).replace(/\/$/, "");
 }
 
+/**
+ * The file of a user's bundle (`deno bundle`) this code runs inside, for the error: neither the
+ * sources nor the package's own bundle of them (`dist/deno.js`).
+ */
+function bundleFile(): string | undefined {
+  const here = new URL(import.meta.url);
+  if (here.protocol !== "file:") return undefined;
+  const path = decodeURIComponent(here.pathname);
+  return path.endsWith("/ts/deno/backend.ts") || path.endsWith("/dist/deno.js") ? undefined : path;
+}
+
 /** The path of an installed platform package's library, by module resolution from here. */
 function resolvePackage(name: string, file: string): string | undefined {
   // Through a reference, since the specifier is computed: JSR's analyzer warns about a direct
@@ -172,6 +183,7 @@ export function loadDeno(explicit?: string): Backend {
       platform: thisPlatform(),
       resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
       root: cloneRoot(),
+      bundle: bundleFile(),
     },
     // In a terminal Deno asks before it opens each path without --allow-ffi: once is enough.
     askingOnce(

@@ -21,9 +21,11 @@
 import process from "node:process";
 import { constants as bufferConstants } from "node:buffer";
 import * as fs from "node:fs";
-import { createRequire } from "node:module";
+// A namespace, not `createRequire` by name: webpack rewrites a named call whose argument it
+// cannot compute into `undefined`.
+import * as nodeModule from "node:module";
 import { isAbsolute, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { type Backend, channelStates, settleHandles } from "../backend.ts";
 import {
@@ -104,31 +106,35 @@ const moduleUrl: string | undefined = typeof import.meta.url === "string"
   : undefined;
 
 /**
- * The package's folder. The adapter runs as built JavaScript, `dist/ts/node/backend.js` (the
- * CommonJS bundle `dist/node.cjs` is given the same `import.meta.url` by the build), three
- * folders down; or from a clone as its TypeScript source, `ts/node/backend.ts` (`node.ts`
- * imported where Node.js strips types), two. Undefined inside a user's bundle, which is no file
- * of a clone.
+ * Whether this module is the package's own file: built JavaScript, `dist/ts/node/backend.js`
+ * (the CommonJS bundle `dist/node.cjs` is given that `import.meta.url` by the build), or a
+ * clone's TypeScript source, `ts/node/backend.ts` (`node.ts` imported where Node.js strips
+ * types). Otherwise it runs inside a user's bundle, whose `import.meta.url` is the bundle's own
+ * (esbuild's ES modules), missing (its CommonJS), or the file on the machine that built it
+ * (webpack).
+ */
+const ownFile: boolean = moduleUrl !== undefined &&
+  (moduleUrl.endsWith("/dist/ts/node/backend.js") || moduleUrl.endsWith("/ts/node/backend.ts"));
+
+/**
+ * The package's folder, where a clone's `target/` is: three folders up from the built
+ * JavaScript, two from the source. Undefined inside a user's bundle, which is no file of a
+ * clone (a bundle looks for no local build in the folders above it).
  */
 function packageRoot(): string | undefined {
-  if (moduleUrl === undefined) return undefined;
-  const up = moduleUrl.endsWith("/ts/node/backend.ts") ? "../../" : "../../../";
+  if (!ownFile) return undefined;
+  const up = moduleUrl!.endsWith("/ts/node/backend.ts") ? "../../" : "../../../";
   return fileURLToPath(new URL(up, moduleUrl)).replace(/\/$/, "");
 }
 
 /**
- * Where module resolution starts for the platform packages: this module, or inside a user's
- * bundle the script Node.js was started with (the bundle itself, usually), which finds the
- * `node_modules` the bundle's own `require` would; the working folder when there is none. A
- * bundle loaded by another main script (a test runner's) resolves from that script's place:
- * give the library's path in `SHARED_BUFFER_LIB` there.
+ * The script Node.js was started with (a user's bundle, usually, when this code is inside one),
+ * by its real path, as Node.js resolves from it; a file in the working folder when there is none.
  */
-function resolveFrom(): string {
-  if (moduleUrl !== undefined) return moduleUrl;
+function mainScript(): string {
   const script = process.argv[1];
   if (typeof script !== "string" || !isAbsolute(script)) return join(process.cwd(), "noop.js");
-  // Where Node.js itself resolves from for the main script: its real path (not in Deno, where
-  // the look could prompt for --allow-read in a terminal).
+  // Not in Deno, where the look could prompt for --allow-read in a terminal.
   if (deno !== undefined) return script;
   try {
     return fs.realpathSync(script);
@@ -137,11 +143,45 @@ function resolveFrom(): string {
   }
 }
 
+/**
+ * Where module resolution starts for the platform packages, in turn: this module, which finds
+ * the `node_modules` it is installed in; then the main script, which finds the `node_modules`
+ * beside or above a bundle, as the bundle's own `require` would (a bundler may have kept the
+ * path of the machine that built it in `import.meta.url`). A bundle loaded by another main
+ * script (a test runner's) resolves from that script's place: give the library's path in
+ * `SHARED_BUFFER_LIB` there.
+ */
+function resolveOrigins(): string[] {
+  const main = mainScript();
+  return moduleUrl === undefined || moduleUrl === pathToFileURL(main).href
+    ? [main]
+    : [moduleUrl, main];
+}
+
+/** The file of a user's bundle this code runs inside, for the error; undefined when not bundled. */
+function bundleFile(): string | undefined {
+  if (ownFile) return undefined;
+  return moduleUrl?.startsWith("file:") ? fileURLToPath(moduleUrl) : mainScript();
+}
+
+/** The path of `id` as `require` would find it from the first origin that has it. */
+function resolveFirst(origins: string[], id: string): string {
+  let failure: unknown;
+  for (const origin of origins) {
+    try {
+      return nodeModule.createRequire(origin).resolve(id);
+    } catch (err) {
+      failure = err;
+    }
+  }
+  throw failure;
+}
+
 const decoder = new TextDecoder();
 
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
-  const resolve = createRequire(resolveFrom()).resolve;
+  let origins: string[] | undefined;
   const open = (path: string) => loadNodeApi(path, process.dlopen) as NodeCalls;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     {
@@ -154,8 +194,10 @@ export function loadNode(explicit?: string): Backend {
           ? fileHead(fs, path)
           : undefined,
       platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
-      resolvePackage: (platform, file) => resolve(`${platformPackageName(platform)}/${file}`),
+      resolvePackage: (platform, file) =>
+        resolveFirst(origins ??= resolveOrigins(), `${platformPackageName(platform)}/${file}`),
       root: packageRoot(),
+      bundle: bundleFile(),
     },
     // Deno in a terminal asks before it opens each path without --allow-ffi: once is enough.
     deno === undefined ? open : askingOnce(
