@@ -253,6 +253,32 @@ function zigPath(): string {
   return Deno.env.get("CARGO_ZIGBUILD_ZIG_PATH") ?? "zig";
 }
 
+/**
+ * A platform package's `bun` entry. A bundle without `--compile` copies the library beside itself
+ * and gives its path relative to the bundle's folder, which dlopen would take from the working
+ * folder: the entry makes it absolute from the bundle's folder (`import.meta.dir` in an ES module
+ * bundle; in a CommonJS one that is the folder the bundle was built from, so the main script's
+ * folder comes next).
+ */
+function bunEntry(file: string): string {
+  return `import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import path from "./${file}" with { type: "file" };
+
+function located(file) {
+  if (!file.startsWith(".")) return file;
+  for (const dir of [import.meta.dir, dirname(Bun.main)]) {
+    const full = resolve(dir, file);
+    if (existsSync(full)) return full;
+  }
+  return file;
+}
+
+/** The library's path. */
+export default located(path);
+`;
+}
+
 /** Writes one platform package into `dir`. */
 function stagePlatform(platform: PrebuiltPlatform, target: Target, lib: string, dir: string): void {
   const file = libraryFileName(target.os);
@@ -276,14 +302,8 @@ function stagePlatform(platform: PrebuiltPlatform, target: Target, lib: string, 
     },
   };
   Deno.writeTextFileSync(`${dir}/package.json`, JSON.stringify(pkg, null, 2) + "\n");
-  // Bun: a file import, so that `bun build --compile` embeds the library. A bundle without
-  // `--compile` copies it beside itself and gives its path relative to the bundle's folder,
-  // which dlopen would take from the working folder.
-  Deno.writeTextFileSync(
-    `${dir}/bun.js`,
-    `import { resolve } from "node:path";\nimport path from "./${file}" with { type: "file" };\n\n` +
-      `/** The library's path. */\nexport default path.startsWith(".") ? resolve(import.meta.dir, path) : path;\n`,
-  );
+  // Bun: a file import, so that `bun build --compile` embeds the library.
+  Deno.writeTextFileSync(`${dir}/bun.js`, bunEntry(file));
   Deno.writeTextFileSync(
     `${dir}/index.cjs`,
     `/** The library's path. */\nmodule.exports = { default: require("node:path").join(__dirname, "${file}") };\n`,

@@ -181,12 +181,12 @@ function runBundle(path: string) {
   return spawnSync(process.execPath, [path], { cwd: tmpdir(), encoding: "utf8", env });
 }
 
-/** Bundles `app.mjs` in `dir` with the pinned esbuild; `format` is esbuild's. */
-function esbuild(dir: string, format: "cjs" | "esm", outfile: string): void {
+/** Bundles `entry` (`app.mjs`) in `dir` with the pinned esbuild; `format` is esbuild's. */
+function esbuild(dir: string, format: "cjs" | "esm", outfile: string, entry = "app.mjs"): void {
   const built = spawnSync(
     `${repoRoot}.tools/node_modules/.bin/esbuild`,
     [
-      "app.mjs",
+      entry,
       "--bundle",
       "--platform=node",
       `--format=${format}`,
@@ -268,15 +268,23 @@ if (runtime === "node") {
   test("a bundle without the platform package says it is a bundle and looks for no local build above it", () => {
     // The adapter took the bundle for its own file, three folders down from a clone, and tried
     // `<bundle>/../../../target/release/...`, any file of that name in a folder above it.
+    // A CommonJS app's bundle in a `dist/` folder looked like the package's own `dist/node.cjs`.
     const { dir, prebuilt } = userProject("bare-bundle", true);
     try {
       writeApp(dir, uniqueKey());
+      writeFileSync(
+        `${dir}/app.cjs`,
+        `console.log(require("${PACKAGE_NAME}").loadLibrary());`,
+      );
       esbuild(dir, "esm", "out/app.mjs");
-      const r = runBundle(`${dir}/out/app.mjs`);
-      assert.notEqual(r.status, 0);
-      assert.match(r.stderr, new RegExp(`runs from a bundle \\(${dir}/out/app\\.mjs\\)`));
-      assert.match(r.stderr, new RegExp(`install ${prebuilt}@\\S+ in a node_modules folder`));
-      assert.doesNotMatch(r.stderr, /target\/release|bun build/);
+      esbuild(dir, "cjs", "dist/app.cjs", "app.cjs");
+      for (const bundle of [`${dir}/out/app.mjs`, `${dir}/dist/app.cjs`]) {
+        const r = runBundle(bundle);
+        assert.notEqual(r.status, 0);
+        assert.ok(r.stderr.includes(`runs from a bundle (${bundle})`), r.stderr);
+        assert.match(r.stderr, new RegExp(`install ${prebuilt}@\\S+ in a node_modules folder`));
+        assert.doesNotMatch(r.stderr, /target\/release|bun build/);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -125,8 +125,8 @@ export interface LibrarySources {
   /** The folder a clone's `target/` would be in, when this module is a file on disk. */
   root?: string;
   /**
-   * The file of a user's bundle (or compiled program) this code runs inside, which holds no
-   * library of its own: the error then says how a bundle finds one.
+   * The file of a user's bundle (or compiled program) this code runs inside (`""` when it is
+   * not known), which holds no library of its own: the error then says how a bundle finds one.
    */
   bundle?: string;
   /**
@@ -424,8 +424,9 @@ function missingAdvice(sources: LibrarySources, wanted: PrebuiltPlatform[]): str
   if (wanted.length === 0) return `No prebuilt library is published for ${where}: ${build}.`;
   const pkg = `${platformPackageName(wanted[0])}@${VERSION}`;
   if (bundle !== undefined) {
-    return `On ${where} the library comes in ${pkg}, and this program runs from a bundle ` +
-      `(${bundle}), which holds no library: install ${pkg} in a node_modules folder beside or ` +
+    return `On ${where} the library comes in ${pkg}, and this program runs from a bundle` +
+      `${bundle === "" ? "" : ` (${bundle})`}, which holds no library: install ${pkg} in a ` +
+      `node_modules folder beside or ` +
       `above it, or leave ${PACKAGE_NAME} out of the bundle (external), or ${build}.` +
       ("Bun" in globalThis
         ? " A `bun build --compile` program embeds the library only if that package was " +

@@ -166,11 +166,12 @@ jsr_lib="$work/node20/node_modules/shared-buffer-ipc-$platform/libshared_buffer_
 # folder.
 (cd "$work/bun" && bun build --compile peer.mjs --outfile "$work/bin/peer-compiled" >/dev/null)
 (cd "$work/bun" && bun build --target=bun peer.mjs --outdir "$work/bun-bundle" >/dev/null)
+(cd "$work/bun" && bun build --target=bun --format=cjs peer.mjs --outdir "$work/bun-bundle-cjs" >/dev/null)
 say "installed with npm (node $(node --version), node $("$NODE_NEWEST" --version)), bun add, deno npm:; compiled with bun build --compile, bundled with bun build"
 
 # One segment and one channel, shared by every runtime.
 base="/sbi-$$-$RANDOM"
-deno_run host "$base" 7 > "$work/host.out" 2> "$work/host.err" &
+deno_run host "$base" 8 > "$work/host.out" 2> "$work/host.err" &
 host=$!
 for _ in $(seq 1200); do
   grep -q '^ready' "$work/host.out" && break
@@ -184,6 +185,7 @@ pids=()
 (cd "$work/bun" && bun peer.mjs send "$base" bun) & pids+=($!)
 (cd / && "$work/bin/peer-compiled" send "$base" bun-compiled) & pids+=($!)
 (cd / && bun "$work/bun-bundle/peer.js" send "$base" bun-bundle) & pids+=($!)
+(cd / && bun "$work/bun-bundle-cjs/peer.js" send "$base" bun-bundle-cjs) & pids+=($!)
 deno_run send "$base" deno & pids+=($!)
 (SHARED_BUFFER_LIB="$jsr_lib" jsr_run --allow-env=SHARED_BUFFER_LIB peer.mjs send "$base" deno-remote) &
 pids+=($!)
@@ -192,15 +194,17 @@ for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 wait "$host" || { cat "$work/host.err"; die "the Deno host failed"; }
 cat "$work/host.out" >&2
 [ "$failed" = 0 ] || die "a sender failed"
-for who in node20 node-newest bun bun-compiled bun-bundle deno deno-remote; do
+for who in node20 node-newest bun bun-compiled bun-bundle bun-bundle-cjs deno deno-remote; do
   grep -q "^received: $who: " "$work/host.out" || die "no message from $who"
 done
 grep -q "^received: bun-compiled: .*/\$bunfs/" "$work/host.out" \
   || die "the compiled binary did not use its embedded library"
-grep -q "^received: bun-bundle: .*library $work/bun-bundle/libshared_buffer_native-" "$work/host.out" \
-  || die "the Bun bundle did not use the library copied beside it"
+for kind in bun-bundle bun-bundle-cjs; do
+  grep -q "^received: $kind: .*library $work/$kind/libshared_buffer_native-" "$work/host.out" \
+    || die "the Bun bundle ($kind) did not use the library copied beside it"
+done
 for who in node20 node-newest bun deno; do
   grep -q "^received: $who: .*/shared-buffer-ipc-$platform/" "$work/host.out" \
     || die "$who did not load the platform package shared-buffer-ipc-$platform"
 done
-say "ok: 7 processes in 4 runtimes (one Deno from a remote entry) shared one segment and one channel"
+say "ok: 8 processes in 4 runtimes (one Deno from a remote entry) shared one segment and one channel"

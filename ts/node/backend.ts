@@ -96,6 +96,9 @@ export interface NodeCalls extends
   ): number;
 }
 
+/** Deno, when this Node.js build runs there. */
+const deno = (globalThis as { Deno?: DenoLike }).Deno;
+
 /**
  * This module's URL, or undefined inside a user's CommonJS bundle of the ES module build (what
  * esbuild makes of `import` with `--bundle --platform=node` by default): `import.meta` is an
@@ -109,12 +112,24 @@ const moduleUrl: string | undefined = typeof import.meta.url === "string"
  * Whether this module is the package's own file: built JavaScript, `dist/ts/node/backend.js`
  * (the CommonJS bundle `dist/node.cjs` is given that `import.meta.url` by the build), or a
  * clone's TypeScript source, `ts/node/backend.ts` (`node.ts` imported where Node.js strips
- * types). Otherwise it runs inside a user's bundle, whose `import.meta.url` is the bundle's own
- * (esbuild's ES modules), missing (its CommonJS), or the file on the machine that built it
- * (webpack).
+ * types), which is there. Otherwise it runs inside a user's bundle, whose `import.meta.url` is
+ * the bundle's own (esbuild's ES modules), missing (its CommonJS), the file on the machine that
+ * built it (webpack), or, for a bundle of `dist/node.cjs`, a file beside the bundle that is not
+ * there. Deno, which runs the CommonJS build for `require`, is not asked to look (it would ask
+ * for --allow-read).
  */
 const ownFile: boolean = moduleUrl !== undefined &&
-  (moduleUrl.endsWith("/dist/ts/node/backend.js") || moduleUrl.endsWith("/ts/node/backend.ts"));
+  (moduleUrl.endsWith("/dist/ts/node/backend.js") || moduleUrl.endsWith("/ts/node/backend.ts")) &&
+  (deno !== undefined || existsHere(moduleUrl));
+
+/** Whether the file at a `file:` URL exists. */
+function existsHere(url: string): boolean {
+  try {
+    return url.startsWith("file:") && fs.existsSync(fileURLToPath(url));
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The package's folder, where a clone's `target/` is: three folders up from the built
@@ -158,10 +173,16 @@ function resolveOrigins(): string[] {
     : [moduleUrl, main];
 }
 
-/** The file of a user's bundle this code runs inside, for the error; undefined when not bundled. */
+/**
+ * The file of a user's bundle this code runs inside, for the error: its own URL when that is
+ * a file that is there, else the main script; `""` when neither is known; undefined when not
+ * bundled.
+ */
 function bundleFile(): string | undefined {
   if (ownFile) return undefined;
-  return moduleUrl?.startsWith("file:") ? fileURLToPath(moduleUrl) : mainScript();
+  if (moduleUrl !== undefined && existsHere(moduleUrl)) return fileURLToPath(moduleUrl);
+  const script = process.argv[1];
+  return typeof script === "string" && isAbsolute(script) ? script : "";
 }
 
 /** The path of `id` as `require` would find it from the first origin that has it. */
@@ -337,9 +358,6 @@ interface DenoLike {
     ): { state: "granted" | "denied" | "prompt" };
   };
 }
-
-/** Deno, when this Node.js build runs there. */
-const deno = (globalThis as { Deno?: DenoLike }).Deno;
 
 /**
  * This machine as Deno describes it, without `process.report`, which Deno gives only with

@@ -607,7 +607,8 @@ fn create_starts_empty_over_old_bytes() {
     tx.send(b"left over", None).unwrap();
     tx.send(b"and another", None).unwrap();
     // Not over a live endpoint (this process's sender here): its peers would go on over zeros.
-    let again = || Segment::open(&seg.0, None, &Options::default()).unwrap();
+    let again_of = |seg: &Scratch| Segment::open(&seg.0, None, &Options::default()).unwrap();
+    let again = || again_of(&seg);
     let busy = Channel::create(again(), config).unwrap_err();
     assert_eq!(error_code(&busy), libc::EBUSY, "{busy}");
     let sender = format!("sender (pid {})", std::process::id());
@@ -628,6 +629,27 @@ fn create_starts_empty_over_old_bytes() {
     peer.atomic_u32(layout::OFF_PRODUCER_PIDS)
         .store(dead_pid(), Ordering::SeqCst);
     expect_empty(&Channel::create(again(), config).unwrap());
+
+    // Created here and never touched, while another mapping of it (another process's, say)
+    // made a channel there and attached to it.
+    let seg = Scratch::named("created-live");
+    let created = Segment::create(&seg.0, region_size(1024), &Options::default()).unwrap();
+    let theirs = Channel::create(again_of(&seg), config).unwrap();
+    let rx = theirs.receiver(fast()).unwrap();
+    let busy = Channel::create(created, config).unwrap_err();
+    assert_eq!(error_code(&busy), libc::EBUSY, "{busy}");
+    // Endpoints of another pid namespace cannot be told alive or dead from here.
+    let peer = again_of(&seg);
+    let ours = peer
+        .atomic_u32(layout::OFF_PID_NAMESPACE)
+        .load(Ordering::SeqCst);
+    peer.atomic_u32(layout::OFF_PID_NAMESPACE)
+        .store(ours ^ 0x4000_0000, Ordering::SeqCst);
+    let other = Channel::create(again_of(&seg), config).unwrap_err();
+    assert_eq!(error_code(&other), libc::EXDEV, "{other}");
+    peer.atomic_u32(layout::OFF_PID_NAMESPACE)
+        .store(ours, Ordering::SeqCst);
+    drop((rx, theirs));
 
     // Created, then written through before the channel took it.
     let seg = Scratch::named("handed-out");

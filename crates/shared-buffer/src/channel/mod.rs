@@ -183,8 +183,9 @@ fn check_open(sh: &Shared) -> Result<()> {
 }
 
 /// `EBUSY` if `mem` holds a channel (its magic) with an endpoint of a live process: a pid in the
-/// receiver's word or a sender's slot. Another process may attach right after this look; the
-/// look keeps a program from remaking a channel its own peers are using.
+/// receiver's word or a sender's slot. `EXDEV` if it has endpoints of another pid namespace,
+/// whose pids say nothing here. Another process may attach right after this look; the look keeps
+/// a program from remaking a channel its peers are using.
 #[cfg(not(loom))]
 fn refuse_live_endpoints(mem: &Mem) -> Result<()> {
     if mem.len() < layout::HEADER_SIZE || mem.word(layout::OFF_MAGIC).load(Acquire) != layout::MAGIC
@@ -192,21 +193,29 @@ fn refuse_live_endpoints(mem: &Mem) -> Result<()> {
         return Ok(());
     }
     let receiver = mem.word(layout::OFF_CONSUMER_PID).load(Acquire);
-    let senders =
-        (0..MAX_PRODUCERS).map(|slot| mem.word(layout::OFF_PRODUCER_PIDS + 4 * slot).load(Acquire));
-    let what = |pid| {
-        ChannelError::Busy(format!(
-            "the segment holds a channel whose {pid} is alive; a channel is made again once its endpoints have detached"
-        ))
+    let senders: Vec<u32> = (0..MAX_PRODUCERS)
+        .map(|slot| mem.word(layout::OFF_PRODUCER_PIDS + 4 * slot).load(Acquire))
+        .filter(|&pid| pid != 0)
+        .collect();
+    if receiver == 0 && senders.is_empty() {
+        return Ok(());
+    }
+    let theirs = mem.word(layout::OFF_PID_NAMESPACE).load(Acquire);
+    let ours = liveness::pid_namespace();
+    if theirs != ours && theirs != 0 && ours != 0 {
+        return Err(ChannelError::OtherPidNamespace { theirs, ours });
+    }
+    let busy = |who: String| {
+        Err(ChannelError::Busy(format!(
+            "the segment holds a channel whose {who} is alive; a channel is made again once its \
+             endpoints have detached (or in a new segment)"
+        )))
     };
     if receiver != 0 && liveness::alive(receiver) {
-        return Err(what(format!("receiver (pid {receiver})")));
+        return busy(format!("receiver (pid {receiver})"));
     }
-    match senders
-        .filter(|&pid| pid != 0)
-        .find(|&pid| liveness::alive(pid))
-    {
-        Some(pid) => Err(what(format!("sender (pid {pid})"))),
+    match senders.into_iter().find(|&pid| liveness::alive(pid)) {
+        Some(pid) => busy(format!("sender (pid {pid})")),
         None => Ok(()),
     }
 }
@@ -252,11 +261,14 @@ impl Channel {
     ///
     /// A segment that holds a channel with a live endpoint (a sender or the receiver of a process
     /// that still runs, this one included) is refused: its peers would go on over bytes zeroed
-    /// under them. Once they have detached or died it may be made again.
+    /// under them. Once they have detached or died it may be made again; a dead endpoint's pid
+    /// that an unrelated process took over since looks alive as well: start over in a new segment
+    /// then ([`crate::Options::replace`]). On an error the segment is dropped (unmapped).
     ///
     /// # Errors
     /// `EINVAL` for a capacity that is not a power of two in `64..=2^28`, or a segment that is
-    /// too small; `EBUSY` for a channel with a live endpoint in the segment.
+    /// too small; `EBUSY` for a channel with a live endpoint in the segment; `EXDEV` for one with
+    /// endpoints of another pid namespace, which cannot be told alive or dead from here.
     #[cfg(not(loom))]
     pub fn create(segment: Segment, config: Config) -> Result<Self> {
         // Decided before the pointer below is taken, which counts as handing the bytes out.
@@ -270,9 +282,9 @@ impl Channel {
         // kept in Shared.
         let mem = unsafe { Mem::new(segment.as_ptr(), segment.len()) }
             .ok_or_else(|| ChannelError::Invalid("a null or misaligned region".into()))?;
-        if zero != ring::ZeroData::No {
-            refuse_live_endpoints(&mem)?;
-        }
+        // Also over a segment this process just created and never touched: another process
+        // may have opened it and made a channel there since.
+        refuse_live_endpoints(&mem)?;
         // SAFETY: a fresh segment is zero; the header is written only through atomics.
         unsafe { ring::init(&mem, config.capacity, config.mode.code(), zero)? };
         Ok(Self::from_mem(
@@ -286,7 +298,7 @@ impl Channel {
     }
 
     /// Opens the channel in `segment`, validating its header, and keeps the segment mapped while
-    /// the channel or any endpoint made from it lives.
+    /// the channel or any endpoint made from it lives. On an error the segment is dropped.
     ///
     /// # Errors
     /// `EAGAIN` if the header is not initialised yet; `EBADMSG` for a wrong magic, an

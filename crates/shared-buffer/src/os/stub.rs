@@ -137,7 +137,10 @@ pub fn thread_liveness(_token: u32, _stamp: u32) -> super::Liveness {
 }
 
 /// No `fork` here: nothing to register.
-pub fn at_fork(
+///
+/// # Safety
+/// As on Unix.
+pub unsafe fn at_fork(
     _prepare: unsafe extern "C" fn(),
     _parent: unsafe extern "C" fn(),
     _child: unsafe extern "C" fn(),

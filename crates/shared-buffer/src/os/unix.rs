@@ -1014,12 +1014,17 @@ pub fn thread_liveness(_token: u32, _stamp: u32) -> Liveness {
 ///
 /// # Errors
 /// The error number of `pthread_atfork` (`ENOMEM`).
-pub fn at_fork(
+///
+/// # Safety
+/// Each handler must be sound to call at every `fork` of the process, from the thread that
+/// forks, in the child only what is async-signal-safe.
+pub unsafe fn at_fork(
     prepare: unsafe extern "C" fn(),
     parent: unsafe extern "C" fn(),
     child: unsafe extern "C" fn(),
 ) -> io::Result<()> {
-    // SAFETY: the handlers are plain functions that live as long as the program.
+    // SAFETY: plain functions that live as long as the program, sound to call at a fork as the
+    // caller promises.
     let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     if rc == 0 {
         Ok(())

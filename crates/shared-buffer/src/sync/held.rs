@@ -168,7 +168,10 @@ fn compute_identity(local: &Local, encode: fn(u32, u32) -> u64) -> Result<u64, L
     static FORK_HANDLERS: std::sync::Once = std::sync::Once::new();
     let mut registered = Ok(());
     FORK_HANDLERS.call_once(|| {
-        registered = os::at_fork(before_fork, after_fork_parent, after_fork_child);
+        // SAFETY: the handlers take this module's registry lock before a fork and give it back
+        // after it; in the child, where only the forking thread runs, they reset what the
+        // parent's threads held while that lock is still taken. No other lock is involved.
+        registered = unsafe { os::at_fork(before_fork, after_fork_parent, after_fork_child) };
     });
     registered.map_err(LockError::Os)?;
     let (token, stamp) = os::thread_identity().map_err(LockError::Os)?;

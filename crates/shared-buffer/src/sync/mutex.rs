@@ -155,8 +155,10 @@ impl std::error::Error for LockError {
 }
 
 impl From<LockError> for io::Error {
-    /// An OS error as it was; any other keeps its message, with the kind of its `errno` value
-    /// ([`LockError::errno`]).
+    /// An OS error as it was; any other is the typed error inside an `io::Error` of the kind of
+    /// its `errno` value, as the segment's and the channel's errors are: `raw_os_error()` is
+    /// `None` for it, and `get_ref()` with `downcast_ref::<LockError>()` gives it back (then
+    /// [`LockError::errno`]).
     fn from(err: LockError) -> Self {
         match err {
             LockError::Os(err) => err,
