@@ -15,6 +15,7 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   realpathSync,
   rmSync,
   statSync,
@@ -376,6 +377,96 @@ for (const which of runtimes) {
       }
     },
   );
+}
+
+/** A third user: neither this process's (root) nor the child's (65534). */
+const SQUATTER = 4242;
+
+/**
+ * What another user left where a uid 65534 child opens: a file of its own whose mode keeps the
+ * child out, a FIFO, a keyed segment the child may not even look up. Each is refused for what it
+ * is (the open's `EACCES` said only that access was denied, and advised asking the owner).
+ */
+const SQUATTED = [
+  {
+    what: `a name uid ${SQUATTER} holds with mode 0o600`,
+    code: "EOWNER",
+    plant(): [Id, () => void] {
+      const id = { name: uniqueName("xp-squat") };
+      plantFile(`/dev/shm${id.name}`, 4096, 0o600, SQUATTER);
+      return [id, () => cleanup(id)];
+    },
+  },
+  {
+    what: `a FIFO of uid ${SQUATTER} (mode 0o644)`,
+    code: "EFTYPE",
+    plant(): [Id, () => void] {
+      const id = { name: uniqueName("xp-squat") };
+      const path = `/dev/shm${id.name}`;
+      const made = spawnSync("mkfifo", ["-m", "644", path], { encoding: "utf8" });
+      if (made.status !== 0) throw new Error(`mkfifo: ${made.stderr}`);
+      chownSync(path, SQUATTER, SQUATTER);
+      return [id, () => rmSync(path, { force: true })];
+    },
+  },
+  {
+    what: `a keyed segment uid ${SQUATTER} made with mode 0o600`,
+    code: "EOWNER",
+    plant(): [Id, () => void] {
+      const made = spawnSync(
+        "setpriv",
+        [
+          `--reuid=${SQUATTER}`,
+          `--regid=${SQUATTER}`,
+          "--clear-groups",
+          "ipcmk",
+          "-M",
+          "4096",
+          "-p",
+          "600",
+        ],
+        { encoding: "utf8" },
+      );
+      const shmid = /id: (\d+)/.exec(made.stdout)?.[1];
+      if (made.status !== 0 || shmid === undefined) {
+        throw new Error(`ipcmk as ${SQUATTER}: ${made.stdout}${made.stderr}`);
+      }
+      const removed = () => void spawnSync("ipcrm", ["-m", shmid]);
+      const key = sysvKeyOf(Number(shmid));
+      if (key === undefined) {
+        removed();
+        throw new Error(`shmid ${shmid} is not listed`);
+      }
+      return [{ key }, removed];
+    },
+  },
+];
+
+/** The key of the keyed segment `shmid`, as /proc/sysvipc/shm lists it. */
+function sysvKeyOf(shmid: number): number | undefined {
+  for (const line of readFileSync("/proc/sysvipc/shm", "utf8").split("\n").slice(1)) {
+    const [key, id] = line.trim().split(/\s+/);
+    if (Number(id) === shmid) return Number(key) >>> 0;
+  }
+  return undefined;
+}
+
+for (const which of runtimes) {
+  for (const squatted of SQUATTED) {
+    testUnless(
+      noOtherUser,
+      `${squatted.what} is refused to a ${which} child running as uid ${NOBODY} with ${squatted.code}`,
+      async () => {
+        const [id, remove] = squatted.plant();
+        try {
+          const result = await openAsNobody(which, id, 1);
+          assertEquals([result.ok, result.code], [false, squatted.code], result.message ?? "");
+        } finally {
+          remove();
+        }
+      },
+    );
+  }
 }
 
 for (const which of runtimes) {

@@ -624,7 +624,9 @@ export class Channel implements Disposable {
 
   /**
    * Removes the segment's name or key if it still names this channel's segment (see
-   * {@linkcode SharedMemory.unlink}); the channel keeps working for who has it open.
+   * {@linkcode SharedMemory.unlink}); the channel keeps working for who has it open. After
+   * {@linkcode close}, this removes whatever holds the name or key, as the static
+   * {@linkcode Channel.unlink} does, a newer channel made there included: unlink first, then close.
    */
   unlink(): void {
     this.#shm.unlink();

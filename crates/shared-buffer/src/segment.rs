@@ -395,7 +395,8 @@ impl Segment {
     fn remove_replaceable(id: &SegmentId, options: &Options) -> Result<()> {
         match id {
             SegmentId::Key(key) => {
-                let info = os::sysv_lookup(*key as i32)?;
+                let info = os::sysv_lookup(*key as i32)
+                    .map_err(|err| refused_key(*key, options.owner, err))?;
                 check_owner(options.owner, &[info.uid(), info.creator_uid()])?;
                 os::sysv_remove_own(*key as i32, info.id())?;
             }
@@ -532,13 +533,15 @@ impl Segment {
         id.check()?;
         match id {
             SegmentId::Key(key) => {
-                let info = os::sysv_lookup(*key as i32)?;
+                let info =
+                    os::sysv_lookup(*key as i32).map_err(|err| refused_key(*key, owner, err))?;
                 check_owner(owner, &[info.uid(), info.creator_uid()])?;
                 size_ok(info.size())?;
                 Ok(os::sysv_attach(&info)?)
             }
             SegmentId::Name(name) => {
-                let opened = os::posix_open_name(name)?;
+                let opened =
+                    os::posix_open_name(name).map_err(|err| refused_name(name, owner, err))?;
                 // A creator makes the name and sizes it in two steps, and an opener may come in
                 // between: a file changed in the last moments gets a short wait; an older empty
                 // one is a leftover, refused at once.
@@ -676,6 +679,40 @@ impl Drop for Segment {
         // completion is called on another thread (this one may hold what it takes).
         crate::sync::cancel_waits_elsewhere(start, len);
     }
+}
+
+/// The error for a keyed segment this user may not look up (`EACCES`: its mode does not let
+/// this user read it): another user's that `owner` does not accept, as the system lists it to
+/// everyone (Linux), is [`SegmentError::ForeignOwner`], as one this user may read would be;
+/// otherwise the lookup's own error.
+fn refused_key(key: u32, owner: Owner, err: io::Error) -> SegmentError {
+    if err.raw_os_error() == Some(libc::EACCES) {
+        if let Some((uid, creator)) = os::sysv_listed_owner(key as i32) {
+            if let Err(foreign) = check_owner(owner, &[uid, creator]) {
+                return foreign;
+            }
+        }
+    }
+    SegmentError::from(err)
+}
+
+/// The error for a name this user could not open: a file whose mode keeps this user out
+/// (`EACCES`), or another process's lease on it (`EAGAIN`). What the name holds, looked at
+/// without opening it, says more: a FIFO or a socket is [`SegmentError::NotASegment`], another
+/// user's file that `owner` does not accept [`SegmentError::ForeignOwner`], as they are when
+/// the open succeeds; otherwise the open's own error.
+fn refused_name(name: &std::ffi::CStr, owner: Owner, err: io::Error) -> SegmentError {
+    if matches!(err.raw_os_error(), Some(libc::EACCES | libc::EAGAIN)) {
+        if let Ok(info) = os::posix_name_info(name) {
+            if info.kind != FileKind::Regular {
+                return SegmentError::NotASegment(info.kind);
+            }
+            if let Err(foreign) = check_owner(owner, &[info.uid]) {
+                return foreign;
+            }
+        }
+    }
+    SegmentError::from(err)
 }
 
 /// Refuses a segment unless `owner` accepts every uid in `uids`.

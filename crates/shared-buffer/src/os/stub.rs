@@ -91,6 +91,12 @@ impl OpenedName {
 pub fn posix_open_name(_name: &CStr) -> io::Result<OpenedName> {
     unsupported()
 }
+
+/// Unsupported here.
+pub fn sysv_listed_owner(_key: i32) -> Option<(u32, u32)> {
+    None
+}
+
 /// Unsupported here.
 pub fn posix_name_info(_name: &CStr) -> io::Result<FileInfo> {
     unsupported()

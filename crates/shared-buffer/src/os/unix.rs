@@ -180,6 +180,32 @@ pub fn sysv_lookup(key: libc::key_t) -> io::Result<SysvInfo> {
     })
 }
 
+/// The owner's and the creator's uids of the keyed segment `key`, as `/proc/sysvipc/shm` lists
+/// them to every user (Linux; `None` elsewhere, or when the key is not listed): for a segment
+/// whose mode keeps this user from looking it up.
+pub fn sysv_listed_owner(key: libc::key_t) -> Option<(u32, u32)> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
+        // key shmid perms size cpid lpid nattch uid gid cuid ...
+        let mut lines = text.lines();
+        let columns: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let at = |name: &str| columns.iter().position(|&c| c == name);
+        let (k, u, c) = (at("key")?, at("uid")?, at("cuid")?);
+        lines.find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listed: libc::key_t = fields.get(k)?.parse().ok()?;
+            (listed == key).then_some(())?;
+            Some((fields.get(u)?.parse().ok()?, fields.get(c)?.parse().ok()?))
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = key;
+        None
+    }
+}
+
 /// An id that `shmget` just returned is refused with `EINVAL` or `EIDRM` only when the segment
 /// was removed in between (and, for `EINVAL`, its last user detached): report that as the lookup
 /// would have, `ENOENT`, so that callers racing with an unlink see one error for it.
