@@ -263,7 +263,21 @@ childrenTest(
         throw new Error(`library/scoped_ffi.ts exited with ${r.code}:\n${r.stderr}`);
       }
       const result = resultOf<Record<string, unknown>>(r, "scoped_ffi");
-      assertEquals(result, { sync: "ok", async: "ok" }, "the blocking and the async calls");
+      assertEquals(
+        result,
+        { sync: "ok", async: "ok", errors: "ok" },
+        "the blocking and the async calls, and the codes of refused ones",
+      );
+      // In a terminal (`script` gives it one), where Deno asks before a call that the scoped
+      // permission does not cover: nothing asks (the channel's addresses came from
+      // `Deno.UnsafePointer`, which asked for unscoped --allow-ffi at every Channel.create).
+      const shell = [runtimeBin("deno"), "run", `--allow-ffi=${BUILT}`, script, name, channel]
+        .map((word) => `'${word.replaceAll("'", `'\\''`)}'`).join(" ");
+      // A prompt waits for an answer: 30 s at most.
+      const tty = await start(["timeout", "30", "script", "-qec", shell, "/dev/null"]).done;
+      if (tty.code !== 0 || !tty.stdout.includes('"errors":"ok"') || /requests/.test(tty.stdout)) {
+        throw new Error(`in a terminal (${tty.code ?? tty.signal}):\n${tty.stdout}${tty.stderr}`);
+      }
     } finally {
       cleanup({ name });
       cleanup({ name: channel });

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 17;
+export const ABI_VERSION = 18;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -99,6 +99,8 @@ export const symbols = {
   sb_release_fn: { parameters: [], result: "pointer" },
   /** `int32_t sb_handle_count(void)`: live handles in this process. */
   sb_handle_count: { parameters: [], result: "i32" },
+  /** `uintptr_t sb_address_of(const uint8_t *bytes)`: the address of the bytes given (in Deno, of a typed array, under a scoped --allow-ffi). */
+  sb_address_of: { parameters: ["buffer"], result: "usize" },
   /** `int32_t sb_wait(const uint32_t *addr, uint32_t expected, int64_t timeout_ns)`: 0 woken, 1 not equal, 2 timed out, or a negative code. */
   sb_wait: { parameters: ["usize", "u32", "i64"], result: "i32" },
   /** `int32_t sb_wait_spin(const uint32_t *addr, uint32_t expected, int64_t timeout_ns, uint32_t spins)`: as `sb_wait`, spinning first. */

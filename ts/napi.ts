@@ -15,6 +15,10 @@ import { ABI_VERSION } from "./ffi.ts";
 export interface NodeApiModule {
   /** The library's ABI version; must equal {@linkcode ABI_VERSION}. */
   readonly abiVersion: number;
+  /** `sb_error_name(code)`, as a string. */
+  errorName(code: number): string;
+  /** `sb_error_message(code)`, as a string. */
+  errorMessage(code: number): string;
   /**
    * An ArrayBuffer over `length` bytes at `address`, inside the mapping `handle` references. The
    * buffer takes over `handle` and closes it when the engine collects it.

@@ -23,13 +23,7 @@ import {
   platformPackageName,
   wrongEntry,
 } from "../library.ts";
-import {
-  bufferDetached,
-  detachBuffer,
-  viewBuffer,
-  viewByteLength,
-  viewByteOffset,
-} from "../intrinsics.ts";
+import { bufferDetached, detachBuffer, viewBuffer, viewByteLength } from "../intrinsics.ts";
 import { loadNodeApi } from "../napi.ts";
 
 /**
@@ -107,10 +101,6 @@ function ns(timeoutNs: number): bigint {
 }
 const FOREVER = -1n;
 
-function cstring(pointer: Deno.PointerValue): string {
-  return pointer === null ? "" : Deno.UnsafePointerView.getCString(pointer);
-}
-
 const decoder = new TextDecoder();
 
 /**
@@ -120,18 +110,20 @@ const decoder = new TextDecoder();
  * used once the buffer grew back under it (reading and writing the bytes before the view).
  * The buffer comes from the engine's own getter first, which also moves the bytes of a small
  * array that V8 keeps inside its heap (where a collection would move them) out to memory that
- * never moves.
+ * never moves. The address is the library's `sb_address_of` of the view, as Deno's FFI passes it:
+ * `Deno.UnsafePointer` would tell it only with `--allow-ffi` unscoped, and ask for it in a
+ * terminal when the permission names the library's path.
  */
-function addressOfView(view: Uint8Array | Int32Array): bigint {
+function addressOfView(
+  view: Uint8Array | Int32Array,
+  addressOf: (view: Uint8Array | Int32Array) => number | bigint,
+): bigint {
   try {
     if (viewByteLength(view) === 0) return 0n;
-    const buffer = viewBuffer(view);
-    const pointer = Deno.UnsafePointer.of(buffer as ArrayBuffer);
-    return pointer === null
-      ? 0n
-      : BigInt(Deno.UnsafePointer.value(pointer)) + BigInt(viewByteOffset(view));
+    viewBuffer(view);
+    return BigInt(addressOf(view));
   } catch {
-    return 0n; // a SharedArrayBuffer, say: passed as a buffer, as any array seen once
+    return 0n; // a view Deno's FFI does not take: passed as itself, as any array seen once
   }
 }
 
@@ -145,9 +137,14 @@ function addressOfView(view: Uint8Array | Int32Array): bigint {
  * past what it holds.
  */
 class AddressCache {
+  #addressOf: (view: Uint8Array | Int32Array) => number | bigint;
   #array: object | undefined;
   #at = 0n;
   #seen: object | undefined;
+
+  constructor(addressOf: (view: Uint8Array | Int32Array) => number | bigint) {
+    this.#addressOf = addressOf;
+  }
 
   /** The address of `array`'s first byte if it was met before, else 0n (pass the array). */
   of(array: Uint8Array): bigint {
@@ -157,7 +154,7 @@ class AddressCache {
       return 0n;
     }
     this.#array = array;
-    return this.#at = addressOfView(array);
+    return this.#at = addressOfView(array, this.#addressOf);
   }
 
   /** Lets go of the arrays kept: the next array passes as itself. */
@@ -197,6 +194,7 @@ export function loadDeno(explicit?: string): Backend {
   // Node-API gives Deno what Node has: buffers the engine owns, and async waits whose thread-safe
   // function the runtime tears down with the Worker that made it (with its waits, which end).
   const owner = loadNodeApi(path, process.dlopen);
+  const addressOf = (view: Uint8Array | Int32Array) => s.sb_address_of(view);
   return {
     runtime: "deno",
     // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
@@ -209,15 +207,20 @@ export function loadDeno(explicit?: string): Backend {
     unlinkKey: (key) => owner.unlinkKey(key),
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
     unlinkHandle: (handle) => owner.unlinkHandle(handle),
-    errorName: (code) => cstring(s.sb_error_name(code)),
-    errorMessage: (code) => cstring(s.sb_error_message(code)),
+    // Through the Node-API module: a C string's bytes are read by Deno's
+    // `UnsafePointerView` only with `--allow-ffi` unscoped.
+    errorName: (code) => owner.errorName(code),
+    errorMessage: (code) => owner.errorMessage(code),
     address: (address) => address,
     channelCalls(region) {
       const r = region as bigint;
       const [takeState, putState] = channelStates();
-      const [takeAt, putAt] = [addressOfView(takeState), addressOfView(putState)];
-      const targets = new AddressCache();
-      const messages = new AddressCache();
+      const [takeAt, putAt] = [
+        addressOfView(takeState, addressOf),
+        addressOfView(putState, addressOf),
+      ];
+      const targets = new AddressCache(addressOf);
+      const messages = new AddressCache(addressOf);
       return {
         take(target, room) {
           const at = targets.of(target);

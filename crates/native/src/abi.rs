@@ -203,6 +203,8 @@ exports! {
     fn sb_release_fn() -> *const c_void;
     /// Live handles in this process.
     fn sb_handle_count() -> i32;
+    /// The address of the bytes given (in Deno, of a typed array, under a scoped --allow-ffi).
+    fn sb_address_of(bytes: *const u8 => "buffer") -> usize;
     /// 0 woken, 1 not equal, 2 timed out, or a negative code.
     fn sb_wait(addr: *const u32 => "usize", expected: u32, timeout_ns: i64) -> i32;
     /// As `sb_wait`, spinning first.

@@ -450,6 +450,14 @@ pub extern "C" fn sb_release_fn() -> *const c_void {
     sb_release as *const c_void
 }
 
+/// The address of `bytes`, as given: what Deno passes for a typed array as a `"buffer"` is the
+/// address of its first byte, which its own `Deno.UnsafePointer` would tell only with `--allow-ffi`
+/// unscoped (the library's path alone is enough for this call). Nothing is read or written.
+#[unsafe(no_mangle)]
+pub extern "C" fn sb_address_of(bytes: *const u8) -> usize {
+    bytes as usize
+}
+
 /// The number of live handles in this process (for leak checks in tests).
 #[unsafe(no_mangle)]
 pub extern "C" fn sb_handle_count() -> i32 {

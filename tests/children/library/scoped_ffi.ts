@@ -4,19 +4,40 @@
  * which a user's static import does not): uses a segment, wait/notify, a Mutex and a channel's
  * blocking calls, then `waitAsync` and a channel's `recvAsync`, which Node-API wakes (a
  * `Deno.UnsafeCallback` needed unscoped `--allow-ffi`). Prints `result {"sync": "ok", "async":
- * "ok"}`, or `{ name, message }` of what failed in place of "ok".
+ * "ok", "errors": "ok"}`, or `{ name, message }` of what failed in place of "ok". "errors" are
+ * the codes of refused calls, whose names and messages the library gives (Deno's
+ * `UnsafePointerView` reads a C string only with unscoped `--allow-ffi`).
  *
  * Usage: `library/scoped_ffi.ts <segment name> <channel name>`
  *
  * @module
  */
 
-import { Channel, Mutex, notify, SharedMemory, wait, waitAsync } from "../../../mod.ts";
+import {
+  Channel,
+  Mutex,
+  notify,
+  SharedMemory,
+  SharedMemoryError,
+  wait,
+  waitAsync,
+} from "../../../mod.ts";
 
 const [name, channelName] = Deno.args;
 
 function check(ok: boolean, message: string): asserts ok {
   if (!ok) throw new Error(message);
+}
+
+/** Checks that `run` throws a SharedMemoryError of `code`. */
+function refused(code: string, run: () => unknown): void {
+  try {
+    run();
+  } catch (err) {
+    if (err instanceof SharedMemoryError && err.code === code) return;
+    throw err;
+  }
+  throw new Error(`no ${code}`);
 }
 
 /** "ok" if `run` completes, else what it threw as `{ name, message }`. */
@@ -53,6 +74,12 @@ try {
       const received = rx.recvAsync(5000);
       tx.send("later");
       check(new TextDecoder().decode((await received)!) === "later", "recvAsync: the message");
+    }),
+    errors: await outcome(() => {
+      refused("ENOENT", () => SharedMemory.open({ name: `${name}-none` }));
+      refused("EEXIST", () => SharedMemory.create({ name }, 4096));
+      refused("EINVAL", () => Mutex.open(shm.buffer, 128));
+      refused("ENOENT", () => Channel.open({ name: `${channelName}-none` }));
     }),
   };
   console.log(`result ${JSON.stringify(result)}`);
