@@ -65,6 +65,15 @@ try {
       Mutex.init(shm.buffer, 64).lock().unlock();
       tx.send("through the ring");
       check(rx.recvText(0) === "through the ring", "a blocking receive");
+      // One array sent and received into again and again: from the second time on, it passes
+      // by its address, which the library tells (sb_address_of).
+      const message = new TextEncoder().encode("again");
+      const target = new Uint8Array(16);
+      for (let i = 0; i < 4; i++) {
+        tx.send(message);
+        check(rx.recvInto(target, 0) === message.length, "a receive into one array");
+        check(new TextDecoder().decode(target.subarray(0, 5)) === "again", "its bytes");
+      }
     }),
     async: await outcome(async () => {
       const woken = waitAsync(words, 0, 7, 5000);
