@@ -264,10 +264,14 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       if (held === 0) return room;
       return `${room}; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
     }
-    case "EOWNER":
-      return `the segment belongs to ${
-        describeUser(b, detail)
-      }, not to this user or root; if you trust that user, pass { owner: ${detail} }`;
+    case "EOWNER": {
+      // The owner's uid; above it (bit 32), whether the segment's mode keeps this user out too.
+      const uid = detail % 2 ** 32;
+      const owner = `the segment belongs to ${describeUser(b, uid)}, not to this user or root`;
+      return detail >= 2 ** 32
+        ? `${owner}, and its mode keeps this user out: it is not shared with this user`
+        : `${owner}; if you trust that user, pass { owner: ${uid} }`;
+    }
     case "EFTYPE":
       if (detail === HARD_LINKED) {
         return `the name holds ${

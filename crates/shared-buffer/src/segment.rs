@@ -201,6 +201,9 @@ pub enum SegmentError {
     ForeignOwner {
         /// The owner's uid (for a keyed segment, the creator's if that is the one refused).
         uid: u32,
+        /// True when the segment's mode keeps this user out as well: accepting its owner
+        /// ([`Options::owner`]) would not open it.
+        shut_out: bool,
     },
     /// The segment's size is not what the caller needs.
     SizeMismatch(SizeMismatch),
@@ -252,10 +255,16 @@ impl fmt::Display for SegmentError {
             Self::NotFound => f.write_str("no such segment"),
             Self::AlreadyExists => f.write_str("the segment exists already"),
             Self::PermissionDenied => f.write_str("permission denied by the segment's mode"),
-            Self::ForeignOwner { uid } => match os::user_name(*uid) {
-                Some(name) => write!(f, "the segment belongs to another user: uid {uid} ({name})"),
-                None => write!(f, "the segment belongs to another user: uid {uid}"),
-            },
+            Self::ForeignOwner { uid, shut_out } => {
+                write!(f, "the segment belongs to another user: uid {uid}")?;
+                if let Some(name) = os::user_name(*uid) {
+                    write!(f, " ({name})")?;
+                }
+                if *shut_out {
+                    f.write_str(", and its mode keeps this user out")?;
+                }
+                Ok(())
+            }
             Self::SizeMismatch(m) => m.fmt(f),
             Self::Symlink => f.write_str("the name is a symbolic link, which is never followed"),
             Self::NotASegment(kind) => write!(f, "the name is {kind}, not a segment"),
@@ -689,7 +698,7 @@ fn refused_key(key: u32, owner: Owner, err: io::Error) -> SegmentError {
     if err.raw_os_error() == Some(libc::EACCES) {
         if let Some((uid, creator)) = os::sysv_listed_owner(key as i32) {
             if let Err(foreign) = check_owner(owner, &[uid, creator]) {
-                return foreign;
+                return shut_out(foreign);
             }
         }
     }
@@ -708,17 +717,31 @@ fn refused_name(name: &std::ffi::CStr, owner: Owner, err: io::Error) -> SegmentE
                 return SegmentError::NotASegment(info.kind);
             }
             if let Err(foreign) = check_owner(owner, &[info.uid]) {
-                return foreign;
+                return shut_out(foreign);
             }
         }
     }
     SegmentError::from(err)
 }
 
+/// `err`, a [`SegmentError::ForeignOwner`] found after the system kept this user out, saying so.
+fn shut_out(err: SegmentError) -> SegmentError {
+    match err {
+        SegmentError::ForeignOwner { uid, .. } => SegmentError::ForeignOwner {
+            uid,
+            shut_out: true,
+        },
+        other => other,
+    }
+}
+
 /// Refuses a segment unless `owner` accepts every uid in `uids`.
 fn check_owner(owner: Owner, uids: &[u32]) -> Result<()> {
     match uids.iter().find(|&&uid| !owner.accepts(uid)) {
-        Some(&uid) => Err(SegmentError::ForeignOwner { uid }),
+        Some(&uid) => Err(SegmentError::ForeignOwner {
+            uid,
+            shut_out: false,
+        }),
         None => Ok(()),
     }
 }

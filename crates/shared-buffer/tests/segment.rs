@@ -548,10 +548,21 @@ fn owners_are_checked_before_mapping() {
     assert!(Owner::Uid(stranger).accepts(me));
     assert!(!Owner::Uid(stranger).accepts(stranger + 1));
     assert!(Owner::Any.accepts(stranger));
-    let err = SegmentError::ForeignOwner { uid: 0 };
+    let err = SegmentError::ForeignOwner {
+        uid: 0,
+        shut_out: false,
+    };
     assert_eq!(
         err.to_string(),
         "the segment belongs to another user: uid 0 (root)"
+    );
+    let err = SegmentError::ForeignOwner {
+        uid: 0,
+        shut_out: true,
+    };
+    assert_eq!(
+        err.to_string(),
+        "the segment belongs to another user: uid 0 (root), and its mode keeps this user out"
     );
 }
 
