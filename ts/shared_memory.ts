@@ -470,7 +470,7 @@ export function addressOf(buffer: ArrayBufferLike, caller: string): bigint {
     );
   }
   throw new TypeError(
-    `${caller}: the buffer must be one this library handed out (SharedMemory, createSharedBuffer), not a plain ArrayBuffer, a SharedArrayBuffer, or a copy or transfer of one (postMessage, structuredClone)`,
+    `${caller}: the buffer must be one this library handed out (SharedMemory, createSharedBuffer), not a plain ArrayBuffer, a SharedArrayBuffer, a copy or transfer of one (postMessage, structuredClone), or one of another copy of this library loaded in the same program (a clone's entry and the npm package's, say)`,
   );
 }
 
