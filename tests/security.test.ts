@@ -15,7 +15,6 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   realpathSync,
   rmSync,
   statSync,
@@ -40,7 +39,7 @@ import {
   uniqueName,
 } from "./harness.ts";
 import { type Id, idArgs } from "./children/segment/common.ts";
-import { fileMode, sysvSegment, whyNoOsView } from "./children/segment/os.ts";
+import { fileMode, sysvKeyOf, sysvSegment, whyNoOsView } from "./children/segment/os.ts";
 
 const { SharedMemory, SharedMemoryError, createSharedBuffer, detachSharedBuffer } = lib;
 const NOBODY = 65534;
@@ -441,15 +440,6 @@ const SQUATTED = [
     },
   },
 ];
-
-/** The key of the keyed segment `shmid`, as /proc/sysvipc/shm lists it. */
-function sysvKeyOf(shmid: number): number | undefined {
-  for (const line of readFileSync("/proc/sysvipc/shm", "utf8").split("\n").slice(1)) {
-    const [key, id] = line.trim().split(/\s+/);
-    if (Number(id) === shmid) return Number(key) >>> 0;
-  }
-  return undefined;
-}
 
 for (const which of runtimes) {
   for (const squatted of SQUATTED) {

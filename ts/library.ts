@@ -422,20 +422,20 @@ function missingAdvice(sources: LibrarySources, wanted: PrebuiltPlatform[]): str
   const build = `set ${LIBRARY_ENV} to the path of a library (\`cargo build --release\` in a ` +
     `clone builds one)`;
   if (wanted.length === 0) return `No prebuilt library is published for ${where}: ${build}.`;
-  const pkg = `${platformPackageName(wanted[0])}@${VERSION}`;
-  if (bundle !== undefined) {
-    return `On ${where} the library comes in ${pkg}, and this program runs from a bundle` +
-      `${bundle === "" ? "" : ` (${bundle})`}, which holds no library: install ${pkg} in a ` +
-      `node_modules folder beside or ` +
-      `above it, or leave ${PACKAGE_NAME} out of the bundle (external), or ${build}.` +
-      ("Bun" in globalThis
-        ? " A `bun build --compile` program embeds the library only if that package was " +
-          "installed when it was compiled."
-        : "");
+  const name = platformPackageName(wanted[0]);
+  if (bundle === undefined) {
+    return `On ${where} the library comes in ${name}, an optional dependency of ` +
+      `${PACKAGE_NAME}: install ${PACKAGE_NAME} without \`--omit=optional\`, or ${build}.`;
   }
-  return `On ${where} the library comes in ${platformPackageName(wanted[0])}, an optional ` +
-    `dependency of ${PACKAGE_NAME}: install ${PACKAGE_NAME} without \`--omit=optional\`, or ` +
-    `${build}.`;
+  const pkg = `${name}@${VERSION}`;
+  const compiled = "Bun" in globalThis
+    ? " A `bun build --compile` program embeds the library only if that package was installed " +
+      "when it was compiled."
+    : "";
+  return `On ${where} the library comes in ${pkg}, and this program runs from a bundle` +
+    `${bundle === "" ? "" : ` (${bundle})`}, which holds no library: install ${pkg} in a ` +
+    `node_modules folder beside or above it, or leave ${PACKAGE_NAME} out of the bundle ` +
+    `(external), or ${build}.${compiled}`;
 }
 
 /** Each runtime's entry module in a clone (the npm package picks the right one by itself). */

@@ -70,6 +70,8 @@ type Symbols = Record<string, (...args: any[]) => any>;
 export function loadBun(explicit?: string): Backend {
   if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
   const table = bunSymbols();
+  // A clone's or the package's own sources; elsewhere a user's bundle or compiled program.
+  const sources = import.meta.dir.endsWith("/ts/bun");
   const { lib, path } = loadNativeLibrary(
     {
       explicit,
@@ -77,11 +79,8 @@ export function loadBun(explicit?: string): Backend {
       platform: processPlatform(process as ProcessLike),
       readHead: (path) => fileHead(fs, path),
       resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
-      root: import.meta.dir.endsWith("/ts/bun")
-        ? import.meta.dir.slice(0, -"/ts/bun".length)
-        : undefined,
-      // Elsewhere it runs inside a user's bundle or compiled program.
-      bundle: import.meta.dir.endsWith("/ts/bun") ? undefined : import.meta.path,
+      root: sources ? import.meta.dir.slice(0, -"/ts/bun".length) : undefined,
+      bundle: sources ? undefined : import.meta.path,
     },
     // deno-lint-ignore no-explicit-any
     (p) => dlopen(p, table as any),

@@ -109,7 +109,8 @@ const moduleUrl: string | undefined = typeof import.meta.url === "string"
   : undefined;
 
 /**
- * Whether this module is the package's own file: built JavaScript, `dist/ts/node/backend.js`
+ * Whether this module is the package's own file (looked at when the library is first loaded):
+ * built JavaScript, `dist/ts/node/backend.js`
  * (the CommonJS bundle `dist/node.cjs` is given that `import.meta.url` by the build), or a
  * clone's TypeScript source, `ts/node/backend.ts` (`node.ts` imported where Node.js strips
  * types), which is there. Otherwise it runs inside a user's bundle, whose `import.meta.url` is
@@ -118,9 +119,12 @@ const moduleUrl: string | undefined = typeof import.meta.url === "string"
  * there. Deno, which runs the CommonJS build for `require`, is not asked to look (it would ask
  * for --allow-read).
  */
-const ownFile: boolean = moduleUrl !== undefined &&
-  (moduleUrl.endsWith("/dist/ts/node/backend.js") || moduleUrl.endsWith("/ts/node/backend.ts")) &&
-  (deno !== undefined || existsHere(moduleUrl));
+function isOwnFile(): boolean {
+  return moduleUrl !== undefined &&
+    (moduleUrl.endsWith("/dist/ts/node/backend.js") ||
+      moduleUrl.endsWith("/ts/node/backend.ts")) &&
+    (deno !== undefined || existsHere(moduleUrl));
+}
 
 /** Whether the file at a `file:` URL exists. */
 function existsHere(url: string): boolean {
@@ -136,7 +140,7 @@ function existsHere(url: string): boolean {
  * JavaScript, two from the source. Undefined inside a user's bundle, which is no file of a
  * clone (a bundle looks for no local build in the folders above it).
  */
-function packageRoot(): string | undefined {
+function packageRoot(ownFile: boolean): string | undefined {
   if (!ownFile) return undefined;
   const up = moduleUrl!.endsWith("/ts/node/backend.ts") ? "../../" : "../../../";
   return fileURLToPath(new URL(up, moduleUrl)).replace(/\/$/, "");
@@ -178,7 +182,7 @@ function resolveOrigins(): string[] {
  * a file that is there, else the main script; `""` when neither is known; undefined when not
  * bundled.
  */
-function bundleFile(): string | undefined {
+function bundleFile(ownFile: boolean): string | undefined {
   if (ownFile) return undefined;
   if (moduleUrl !== undefined && existsHere(moduleUrl)) return fileURLToPath(moduleUrl);
   const script = process.argv[1];
@@ -203,6 +207,7 @@ const decoder = new TextDecoder();
 /** Opens the native library as a Node-API module and returns the Node.js backend. */
 export function loadNode(explicit?: string): Backend {
   let origins: string[] | undefined;
+  const ownFile = isOwnFile();
   const open = (path: string) => loadNodeApi(path, process.dlopen) as NodeCalls;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     {
@@ -217,8 +222,8 @@ export function loadNode(explicit?: string): Backend {
       platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
       resolvePackage: (platform, file) =>
         resolveFirst(origins ??= resolveOrigins(), `${platformPackageName(platform)}/${file}`),
-      root: packageRoot(),
-      bundle: bundleFile(),
+      root: packageRoot(ownFile),
+      bundle: bundleFile(ownFile),
     },
     // Deno in a terminal asks before it opens each path without --allow-ffi: once is enough.
     deno === undefined ? open : askingOnce(

@@ -19,14 +19,22 @@ function run(command: string, args: string[]): { status: number | null; stdout: 
  * kernel prints it, octal text), or undefined if there is no such segment.
  */
 export function sysvSegment(key: number): { perms: string; nattch: number } | undefined {
+  // The kernel prints the key as a signed 32-bit number.
+  const cols = sysvRows().find((cols) => Number(cols[0]) === (key | 0));
+  return cols && { perms: cols[2], nattch: Number(cols[6]) };
+}
+
+/** The key of the keyed segment with id `shmid` (as an unsigned number), if it exists. */
+export function sysvKeyOf(shmid: number): number | undefined {
+  const cols = sysvRows().find((cols) => Number(cols[1]) === shmid);
+  return cols && Number(cols[0]) >>> 0;
+}
+
+/** The rows of `/proc/sysvipc/shm` (key, shmid, perms, size, cpid, lpid, nattch, ...), split. */
+function sysvRows(): string[][] {
   const r = run("cat", ["/proc/sysvipc/shm"]);
   if (r.status !== 0) throw new Error("cannot read /proc/sysvipc/shm");
-  for (const row of r.stdout.trim().split("\n").slice(1)) {
-    const cols = row.trim().split(/\s+/);
-    // The kernel prints the key as a signed 32-bit number.
-    if (Number(cols[0]) === (key | 0)) return { perms: cols[2], nattch: Number(cols[6]) };
-  }
-  return undefined;
+  return r.stdout.trim().split("\n").slice(1).map((row) => row.trim().split(/\s+/));
 }
 
 /** The permission bits of `path` as octal text (`"600"`), from `stat -c %a`. */
