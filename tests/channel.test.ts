@@ -82,7 +82,7 @@ test("send and receive bytes, text and JSON in order; end of stream after close"
   assert.throws(() => tx.send("more"), code("EBADF"));
 });
 
-test("Channel.create with replace makes a fresh channel over a leftover one, which its holders keep", () => {
+test("Channel.create with replace makes a fresh channel over a leftover one, which its holders keep, and whose unlink() after close() leaves the new one", () => {
   const name = uniqueName("chan");
   // A crashed run's channel, still under the name; this process still holds it.
   const old = Channel.create({ name }, { capacity: 4096 });
@@ -111,6 +111,13 @@ test("Channel.create with replace makes a fresh channel over a leftover one, whi
       "the old one lives on, cut off from the name",
     );
     for (const ch of [joined, fresh]) ch.close();
+    // The old run's cleanup, after its close: the newer channel keeps the name.
+    old.close();
+    assert.throws(() => old.unlink(), code("ENOENT"));
+    using still = Channel.open({ name });
+    assert.equal(still.capacity, 8192, "the newer channel, still under the name");
+    fresh.unlink();
+    assert.throws(() => Channel.open({ name }), code("ENOENT"));
   } finally {
     old.close();
     cleanup({ name });

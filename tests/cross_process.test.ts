@@ -231,17 +231,20 @@ async function creatorKilled(c: CreatorKilled, child: Runtime): Promise<void> {
 }
 
 // A restart: the new process replaces the segment while the old one still runs; the old one's
-// clean exit removes its own segment's key or name only, never the new one's.
+// clean exit removes its own segment's key or name only, never the new one's, whether it closed
+// the segment before (`closed`) or not.
 for (const kind of ["keyed", "named"] as const) {
   for (const child of runtimes) {
     test(
-      `a ${kind} segment a ${child} child replaced: unlink() on the old one is ENOENT and leaves the new one's ${
+      `a ${kind} segment a ${child} child replaced: unlink() on the old one, open or closed, is ENOENT and leaves the new one's ${
         kind === "keyed" ? "key" : "name"
       }`,
       async () => {
         const id: Id = kind === "keyed" ? { key: uniqueKey() } : { name: uniqueName("xp-restart") };
         try {
           using old = SharedMemory.create(id, 64);
+          using closed = SharedMemory.open(id);
+          closed.close();
           const r = await start(
             scriptCommand(child, "segment/create.ts", [...idArgs(id), "128", "600", "replace"]),
           ).done;
@@ -250,12 +253,14 @@ for (const kind of ["keyed", "named"] as const) {
             [0, "created 128"],
             `the ${child} child: ${r.stderr}`,
           );
-          assert.throws(() => old.unlink(), (e: unknown) => {
-            assert.ok(e instanceof SharedMemoryError, `not a SharedMemoryError: ${e}`);
-            assert.equal(e.code, "ENOENT", e.message);
-            assert.match(e.message, /no longer names this segment/);
-            return true;
-          });
+          for (const which of [closed, old]) {
+            assert.throws(() => which.unlink(), (e: unknown) => {
+              assert.ok(e instanceof SharedMemoryError, `not a SharedMemoryError: ${e}`);
+              assert.equal(e.code, "ENOENT", e.message);
+              assert.match(e.message, /no longer names this segment/);
+              return true;
+            });
+          }
           using fresh = SharedMemory.open(id);
           assertEquals(fresh.byteLength, 128, "the new segment, still under its id");
           fresh.unlink();

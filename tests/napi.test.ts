@@ -27,8 +27,18 @@ test("wrap refuses a closed handle, bytes outside the mapping and a non-BigInt a
       () => napi.wrap(2 ** 31 - 7, 4096n, 16),
       (e: Error & { code?: string }) => e.code === "EBADF" && /not open/.test(e.message),
     );
-    const out = new BigUint64Array(5);
+    const out = new BigUint64Array(7);
     const bytes = new TextEncoder().encode(name);
+    if (runtime === "node") {
+      // Node.js opens through Node-API: an out array shorter than one SbMapping is refused (the
+      // open would write past its end).
+      const short = new BigUint64Array(6);
+      assert.throws(
+        () => backend().openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), short),
+        /out must hold 7 elements/,
+      );
+      assert.equal(lib.openHandleCount(), handles, "nothing opened");
+    }
     assert.equal(backend().openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
     const [handle, address] = [Number(out[0]), out[1]];
     assert.throws(() => napi.wrap(handle, address + 4000n, 200), RangeError);
@@ -67,7 +77,7 @@ test("takeViews hands back the views of one group only, once, and wrap refuses a
   try {
     using one = SharedMemory.create({ name }, 4096);
     using two = SharedMemory.open({ name });
-    const out = new BigUint64Array(5);
+    const out = new BigUint64Array(7);
     const bytes = new TextEncoder().encode(name);
     const open = () => {
       assert.equal(b.openName(bytes, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
@@ -133,7 +143,7 @@ test("wrap of more bytes than the runtime's largest buffer is an error, not an a
     // A keyed segment's pages are made on first touch: 4 GiB of address space, no memory.
     using _shm = SharedMemory.create({ key }, 2 ** 32 + 4096);
     const handles = lib.openHandleCount();
-    const out = new BigUint64Array(5);
+    const out = new BigUint64Array(7);
     assert.equal(b.openKey(key, 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), out), 0);
     const [handle, address] = [Number(out[0]), out[1]];
     let made: ArrayBuffer | undefined;

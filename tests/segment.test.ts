@@ -161,6 +161,48 @@ for (const [kind] of ids()) {
     }
   });
 
+  test(
+    `${kind}: unlink() after close() removes this segment's ${
+      kind === "keyed" ? "key" : "name"
+    } only, never a newer segment's`,
+    () => {
+      const id = fresh();
+      const gone = (e: unknown) => e instanceof SharedMemoryError && e.code === "ENOENT";
+      try {
+        // Its own, still there: removed.
+        const a = SharedMemory.create(id, 4096);
+        a.close();
+        a.unlink();
+        assert.throws(() => SharedMemory.open(id), gone);
+        assert.throws(() => a.unlink(), /this SharedMemory removed it already/);
+        // Replaced after the close: the newer segment stays.
+        const b = SharedMemory.create(id, 4096);
+        new Uint8Array(b.buffer)[0] = 7;
+        b.close();
+        using newer = SharedMemory.create(id, 8192, { replace: true });
+        new Uint8Array(newer.buffer)[0] = 9;
+        assert.throws(() => b.unlink(), (e: unknown) => {
+          assert.ok(gone(e), String(e));
+          assert.match((e as Error).message, /no longer names this segment/);
+          return true;
+        });
+        using again = SharedMemory.open(id);
+        assert.equal(again.byteLength, 8192, "the newer segment, still under its id");
+        assert.equal(new Uint8Array(again.buffer)[0], 9);
+        // Removed and made again by this process before the first is closed: the same.
+        newer.unlink();
+        using third = SharedMemory.create(id, 4096);
+        newer.close();
+        assert.throws(() => newer.unlink(), /removed it already/);
+        third.close();
+        third.unlink();
+        assert.throws(() => SharedMemory.open(id), gone);
+      } finally {
+        cleanup(id);
+      }
+    },
+  );
+
   test(`${kind}: a buffer outlives a dropped SharedMemory until it is detached`, () => {
     const id = fresh();
     try {

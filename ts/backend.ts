@@ -112,6 +112,14 @@ export interface Backend {
    * 0, `-ENOENT` if it names another segment now or none, or another negative code.
    */
   unlinkHandle(handle: number): number;
+  /**
+   * {@linkcode unlinkHandle} after the handle is closed: removes `key` if it still holds the
+   * segment whose identity (the last two words an open wrote, `SbMapping.identity`) is
+   * `identity`; 0, `-ENOENT`, or another negative code.
+   */
+  unlinkKeyOwn(key: number, identity: BigUint64Array): number;
+  /** The same for a named segment. */
+  unlinkNameOwn(name: Uint8Array, identity: BigUint64Array): number;
   dup(handle: number): number;
   close(handle: number): number;
   handleCount(): number;
@@ -220,6 +228,8 @@ export type CommonCalls = Pick<
   | "unlinkKey"
   | "unlinkName"
   | "unlinkHandle"
+  | "unlinkKeyOwn"
+  | "unlinkNameOwn"
   | "dup"
   | "close"
   | "handleCount"
@@ -262,6 +272,8 @@ export function commonCalls(s: Calls): CommonCalls {
     unlinkKey: (key) => s.sb_unlink_key(key),
     unlinkName: (name) => s.sb_unlink_name(name, name.length),
     unlinkHandle: (handle) => s.sb_unlink_handle(handle),
+    unlinkKeyOwn: (key, identity) => s.sb_unlink_key_own(key, identity),
+    unlinkNameOwn: (name, identity) => s.sb_unlink_name_own(name, name.length, identity),
     dup: (handle) => s.sb_dup(handle),
     close: (handle) => s.sb_close(handle),
     handleCount: () => s.sb_handle_count(),

@@ -76,6 +76,13 @@ export interface NodeApiModule {
   /** The same for `handle`'s segment, if its key or name still names it (`sb_unlink_handle`). */
   unlinkHandle(handle: number): number;
   /**
+   * The same for the segment whose `SbMapping.identity` is `identity`, if the key still names it
+   * (`sb_unlink_key_own`).
+   */
+  unlinkKeyOwn(key: number, identity: BigUint64Array): number;
+  /** The same for a named segment (`sb_unlink_name_own`). */
+  unlinkNameOwn(name: string, identity: BigUint64Array): number;
+  /**
    * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
    */

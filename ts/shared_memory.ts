@@ -96,8 +96,11 @@ interface Owned {
 const owned = new WeakMap<ArrayBuffer, Owned>();
 /** What the private constructors take first, so that no caller outside this module can run them. */
 const CONSTRUCT: unique symbol = Symbol("SharedMemory");
-/** Scratch for the open calls' out-parameter: handle, address, length, created, detail. */
-const out = new BigUint64Array(5);
+/**
+ * Scratch for the open calls' out-parameter (`SbMapping`): handle, address, length, created,
+ * detail, and two words of identity.
+ */
+const out = new BigUint64Array(7);
 /** `out[4]` after `EFTYPE`: what is at the name, by number. */
 const FILE_KINDS = [
   "",
@@ -347,12 +350,14 @@ function crowded(b: Backend, limit: number): number {
   return full ? count : 0;
 }
 
-/** Opens a segment; returns [handle, address, length, created]. */
-function openSegment(
-  caller: string,
-  id: Resolved,
-  req: OpenRequest,
-): [number, bigint, number, boolean] {
+/**
+ * What {@linkcode openSegment} returns: handle, address, length, created, and what tells the
+ * segment apart from another made later under its key or name (`SbMapping.identity`).
+ */
+type Opened = [number, bigint, number, boolean, bigint, bigint];
+
+/** Opens a segment. */
+function openSegment(caller: string, id: Resolved, req: OpenRequest): Opened {
   const b = backend();
   const held = b.mappingLimit === undefined ? 0 : crowded(b, b.mappingLimit);
   if (held !== 0) {
@@ -390,7 +395,7 @@ function openSegment(
       -code,
     );
   }
-  return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n];
+  return [Number(out[0]), out[1], Number(out[2]), out[3] === 1n, out[5], out[6]];
 }
 
 /**
@@ -540,6 +545,12 @@ export class SharedMemory implements Disposable {
   #handle: number;
   /** Whether this object's `unlink()` removed its key or name (for the next one's message). */
   #unlinked = false;
+  /**
+   * What tells this segment apart from another made later under its key or name (see
+   * {@linkcode Opened}), for an unlink() after close().
+   */
+  #identity0: bigint;
+  #identity1: bigint;
   #address: bigint;
   #buffer: ArrayBuffer | undefined;
   /**
@@ -564,7 +575,7 @@ export class SharedMemory implements Disposable {
   private constructor(
     token: typeof CONSTRUCT,
     id: SegmentId,
-    opened: [number, bigint, number, boolean],
+    opened: Opened,
   ) {
     // `private` is TypeScript's word only: a forged handle and address would have made
     // buffers over memory this library never mapped.
@@ -575,6 +586,8 @@ export class SharedMemory implements Disposable {
     }
     const [handle, address, length, created] = opened;
     this.#id = id;
+    this.#identity0 = opened[4];
+    this.#identity1 = opened[5];
     this.#handle = handle;
     this.#address = address;
     this.#length = length;
@@ -841,17 +854,25 @@ export class SharedMemory implements Disposable {
 
   /**
    * Removes this segment's key or name (see {@linkcode SharedMemory.unlink}) if it still names
-   * this segment. After another process replaced the segment (`replace: true`), or removed it,
-   * this throws `ENOENT` and leaves the key or name alone: a restart's old process, exiting
-   * cleanly, does not take its name from the new one. After {@linkcode close}, this removes
-   * whatever holds the key or name, as the static {@linkcode SharedMemory.unlink} does.
+   * this segment, before or after {@linkcode close}. After another process replaced the segment
+   * (`replace: true`), or removed it, this throws `ENOENT` and leaves the key or name alone: a
+   * restart's old process, exiting cleanly, does not take its name from the new one.
    *
    * @throws {SharedMemoryError} `ENOENT` if the key or name holds another segment now, or none.
    */
   unlink(): void {
-    if (this.#handle < 0) return SharedMemory.unlink(this.#id);
     const b = backend();
-    const code = b.unlinkHandle(this.#handle);
+    let code: number;
+    if (this.#handle >= 0) code = b.unlinkHandle(this.#handle);
+    else {
+      const id = resolve(this.#id, "id");
+      const identity = new BigUint64Array(2);
+      identity[0] = this.#identity0;
+      identity[1] = this.#identity1;
+      code = id.bytes === undefined
+        ? b.unlinkKeyOwn(id.key, identity)
+        : b.unlinkNameOwn(id.bytes, identity);
+    }
     if (code >= 0) {
       this.#unlinked = true;
       return;

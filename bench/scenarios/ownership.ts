@@ -46,7 +46,7 @@ function time(rounds: number, op: () => void): { median_us: number; p90_us: numb
 function measure(): Row[] {
   const b = backend();
   const napi = loadNodeApi(b.libraryPath, process.dlopen);
-  const opened = new BigUint64Array(5);
+  const opened = new BigUint64Array(7);
   const encode = (name: string) => new TextEncoder().encode(name);
   const make = (name: string, size: number): [number, bigint] => {
     const rc = b.openName(encode(name), BigInt(size), CREATE, REPLACE, 0o600, OWNER, opened);

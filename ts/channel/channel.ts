@@ -623,10 +623,12 @@ export class Channel implements Disposable {
   }
 
   /**
-   * Removes the segment's name or key if it still names this channel's segment (see
-   * {@linkcode SharedMemory.unlink}); the channel keeps working for who has it open. After
-   * {@linkcode close}, this removes whatever holds the name or key, as the static
-   * {@linkcode Channel.unlink} does, a newer channel made there included: unlink first, then close.
+   * Removes the segment's name or key if it still names this channel's segment, before or after
+   * {@linkcode close} (see {@linkcode SharedMemory.unlink}); the channel keeps working for who has
+   * it open.
+   *
+   * @throws {SharedMemoryError} `ENOENT` if the name or key holds another segment now (a newer
+   *   channel made there), or none.
    */
   unlink(): void {
     this.#shm.unlink();

@@ -207,6 +207,8 @@ export function loadDeno(explicit?: string): Backend {
     unlinkKey: (key) => owner.unlinkKey(key),
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
     unlinkHandle: (handle) => owner.unlinkHandle(handle),
+    unlinkKeyOwn: (key, identity) => owner.unlinkKeyOwn(key, identity),
+    unlinkNameOwn: (name, identity) => owner.unlinkNameOwn(decoder.decode(name), identity),
     // Through the Node-API module: a C string's bytes are read by Deno's
     // `UnsafePointerView` only with `--allow-ffi` unscoped.
     errorName: (code) => owner.errorName(code),

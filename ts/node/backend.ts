@@ -257,6 +257,8 @@ export function loadNode(explicit?: string): Backend {
     unlinkKey: n.unlinkKey,
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
     unlinkHandle: (handle) => n.unlinkHandle(handle),
+    unlinkKeyOwn: n.unlinkKeyOwn,
+    unlinkNameOwn: (name, identity) => n.unlinkNameOwn(decoder.decode(name), identity),
     dup: n.dup,
     close: n.close,
     handleCount: n.handleCount,

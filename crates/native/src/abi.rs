@@ -88,6 +88,7 @@ abi_types! {
     *mut u8 => "uint8_t *", "pointer";
     *const u32 => "const uint32_t *", "pointer";
     *mut u32 => "uint32_t *", "pointer";
+    *const u64 => "const uint64_t *", "pointer";
     // `*const c_char` as spelled where C's `char` is signed (x86-64, macOS). Where it is unsigned
     // (arm64 Linux) `*const c_char` is `*const u8`, a second impl would conflict, and it reads
     // `const uint8_t *`: the checked-in table is generated on x86-64.
@@ -193,6 +194,14 @@ exports! {
     fn sb_unlink_name(name: *const u8 => "buffer", name_len: u32) -> i32;
     /// 0; -ENOENT if its key or name names another segment now, or none; -EBADF.
     fn sb_unlink_handle(handle: i32) -> i32;
+    /// 0; -ENOENT if the key names another segment than `identity` now, or none.
+    fn sb_unlink_key_own(key: u32, identity: *const u64 => "buffer") -> i32;
+    /// 0; -ENOENT if the name names another segment than `identity` now, or none.
+    fn sb_unlink_name_own(
+        name: *const u8 => "buffer",
+        name_len: u32,
+        identity: *const u64 => "buffer",
+    ) -> i32;
     /// A new handle, or a negative code.
     fn sb_dup(handle: i32) -> i32;
     /// 0, -EBADF, or -EBUSY while this process holds a lock in the last mapping it would unmap.

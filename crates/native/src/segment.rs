@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::napi::Report;
 use crate::{code_of, guard, status};
+use shared_buffer::os::Identity;
 use shared_buffer::segment::{FileKind, Options, Owner, Segment, SegmentError, SegmentId};
 
 /// `how` for [`sb_open_key`] / [`sb_open_name`]: open an existing segment.
@@ -44,9 +45,13 @@ pub struct SbMapping {
     pub created: u64,
     /// More about a failure (see above); 0 on success.
     pub detail: u64,
+    /// What tells this segment apart from another made later under its key or name: a System V id
+    /// and 0, or a file's device and inode. A binding keeps it past the close of the handle, for
+    /// [`sb_unlink_key_own`] or [`sb_unlink_name_own`].
+    pub identity: [u64; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<SbMapping>() == 40);
+const _: () = assert!(std::mem::size_of::<SbMapping>() == 56);
 
 /// One mapping of a segment into this process, shared by all the handles that reference it and
 /// unmapped when the last one is closed.
@@ -161,6 +166,7 @@ unsafe fn finish(result: Result<(Segment, SegmentId), SegmentError>, out: *mut S
                 len: segment.len() as u64,
                 created: u64::from(segment.created()),
                 detail: 0,
+                identity: identity_words(segment.identity()),
             };
             let handle = handles().insert(Arc::new(Mapped {
                 segment,
@@ -358,6 +364,77 @@ pub extern "C" fn sb_unlink_handle(handle: i32) -> i32 {
     guard(|| match lookup(handle) {
         Some((mapping, _)) => status(mapping.segment.unlink_own(&mapping.id).map(|()| 0)),
         None => -libc::EBADF,
+    })
+}
+
+/// [`SbMapping::identity`] of `identity`.
+pub(crate) fn identity_words(identity: Identity) -> [u64; 2] {
+    match identity {
+        // The id as a u32: ids are never negative.
+        Identity::SysV(shmid) => [u64::from(shmid as u32), 0],
+        Identity::File { dev, ino } => [dev, ino],
+    }
+}
+
+/// Removes `id` if it still holds the segment whose [`identity_words`] are `words`.
+pub(crate) fn unlink_identified(id: &SegmentId, words: [u64; 2]) -> Result<(), SegmentError> {
+    let identity = match id {
+        SegmentId::Key(_) => match i32::try_from(words[0]) {
+            Ok(shmid) if words[1] == 0 => Identity::SysV(shmid),
+            _ => return Err(SegmentError::NotFound), // no segment has it
+        },
+        SegmentId::Name(_) => Identity::File {
+            dev: words[0],
+            ino: words[1],
+        },
+    };
+    Segment::unlink_identified(id, identity)
+}
+
+/// Reads the two words at `identity`.
+///
+/// # Safety
+/// `identity` must be valid for reading two `u64`s.
+unsafe fn read_identity(identity: *const u64) -> [u64; 2] {
+    // SAFETY: as the caller promises; unaligned, as a binding's buffer may not be 8-aligned.
+    unsafe { [identity.read_unaligned(), identity.add(1).read_unaligned()] }
+}
+
+/// Removes the keyed segment `key` if it is still the segment whose [`SbMapping::identity`] is at
+/// `identity` (after the segment's handles are closed, say): 0, `-ENOENT` if the key holds
+/// another segment now, or none.
+///
+/// # Safety
+/// `identity` must be valid for reading two `u64`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_unlink_key_own(key: u32, identity: *const u64) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let words = unsafe { read_identity(identity) };
+        status(
+            SegmentId::key(key)
+                .and_then(|id| unlink_identified(&id, words))
+                .map(|()| 0),
+        )
+    })
+}
+
+/// Removes the named segment `name[..name_len]` if it is still the segment whose
+/// [`SbMapping::identity`] is at `identity`: 0, `-ENOENT` if the name holds another segment now,
+/// or none.
+///
+/// # Safety
+/// `name` must be valid for reading `name_len` bytes, `identity` for reading two `u64`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sb_unlink_name_own(
+    name: *const u8,
+    name_len: u32,
+    identity: *const u64,
+) -> i32 {
+    guard(|| {
+        // SAFETY: forwarded from the caller.
+        let (id, words) = unsafe { (parse_name(name, name_len as usize), read_identity(identity)) };
+        status(id.and_then(|id| unlink_identified(&id, words)).map(|()| 0))
     })
 }
 

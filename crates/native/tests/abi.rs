@@ -83,6 +83,86 @@ fn c_layer_handles_count_references() {
     );
 }
 
+/// Creates `id` (4 KiB) through the C layer, replacing what holds it: the code and what was
+/// written back.
+fn create_replacing(id: &SegmentId) -> (i32, SbMapping) {
+    let mut out = SbMapping::default();
+    let (how, flags) = (ffi::SB_CREATE, ffi::SB_REPLACE);
+    let rc = match id {
+        SegmentId::Name(name) => {
+            let name = name.to_bytes();
+            // SAFETY: name is valid for its length and out for one write.
+            unsafe {
+                ffi::sb_open_name(
+                    name.as_ptr(),
+                    name.len() as u32,
+                    4096,
+                    how,
+                    flags,
+                    0o600,
+                    ffi::SB_OWNER_TRUSTED,
+                    &mut out,
+                )
+            }
+        }
+        // SAFETY: out is valid for one write.
+        SegmentId::Key(key) => unsafe {
+            ffi::sb_open_key(
+                *key,
+                4096,
+                how,
+                flags,
+                0o600,
+                ffi::SB_OWNER_TRUSTED,
+                &mut out,
+            )
+        },
+    };
+    (rc, out)
+}
+
+/// `sb_unlink_*_own` of `id` with `identity`.
+fn unlink_own(id: &SegmentId, identity: &[u64; 2]) -> i32 {
+    match id {
+        // SAFETY: the name is valid for its length, the identity for two reads.
+        SegmentId::Name(name) => unsafe {
+            let name = name.to_bytes();
+            ffi::sb_unlink_name_own(name.as_ptr(), name.len() as u32, identity.as_ptr())
+        },
+        // SAFETY: the identity is valid for two reads.
+        SegmentId::Key(key) => unsafe { ffi::sb_unlink_key_own(*key, identity.as_ptr()) },
+    }
+}
+
+#[test]
+fn c_layer_unlinks_a_closed_segment_by_its_identity_only() {
+    let _serial = serial();
+    for s in Scratch::both("ffi-identity") {
+        let id = &s.0;
+        let (rc, first) = create_replacing(id);
+        assert_eq!(rc, 0, "{id:?}");
+        let identity = first.identity;
+        assert_ne!(identity, [0, 0]);
+        assert_eq!(ffi::sb_close(first.handle as i32), 0);
+        // Replaced after the close: the newer segment keeps the key or name.
+        let (rc, newer) = create_replacing(id);
+        assert_eq!(rc, 0, "{id:?}");
+        assert_eq!(
+            unlink_own(id, &identity),
+            -libc::ENOENT,
+            "{id:?}: another segment"
+        );
+        let current = newer.identity;
+        assert_ne!(current, identity);
+        // Its own, after its close: removed.
+        assert_eq!(ffi::sb_close(newer.handle as i32), 0);
+        assert_eq!(unlink_own(id, &current), 0, "{id:?}");
+        assert_eq!(unlink_own(id, &current), -libc::ENOENT, "{id:?}: gone");
+        // An identity no segment can have.
+        assert_eq!(unlink_own(id, &[u64::MAX, u64::MAX]), -libc::ENOENT);
+    }
+}
+
 #[test]
 fn c_layer_reports_errors_as_negative_codes() {
     let _serial = serial();

@@ -503,8 +503,26 @@ impl Segment {
     /// [`SegmentError::NotFound`] if `id` names another segment now, or none; as
     /// [`Segment::unlink`] otherwise.
     pub fn unlink_own(&self, id: &SegmentId) -> Result<()> {
+        Self::unlink_identified(id, self.identity())
+    }
+
+    /// What tells this segment apart from another made later under its key or name: its System V
+    /// id, or its file's device and inode. Kept by the bindings past a close, for an unlink then.
+    #[doc(hidden)]
+    pub fn identity(&self) -> os::Identity {
+        self.mapping.identity()
+    }
+
+    /// [`Segment::unlink_own`] for the segment `identity` tells (see [`Segment::identity`]), which
+    /// need not be mapped any more.
+    ///
+    /// # Errors
+    /// As [`Segment::unlink_own`]; [`SegmentError::NotFound`] too for an identity of the other
+    /// kind than `id`.
+    #[doc(hidden)]
+    pub fn unlink_identified(id: &SegmentId, identity: os::Identity) -> Result<()> {
         id.check()?;
-        match (id, self.mapping.identity()) {
+        match (id, identity) {
             (SegmentId::Key(key), os::Identity::SysV(shmid)) => {
                 os::sysv_remove_own(*key as i32, shmid)?;
             }

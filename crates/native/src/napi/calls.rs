@@ -37,6 +37,8 @@ const BIGUINT64_ARRAY: i32 = 10;
 const UINT8_ARRAY: i32 = 1;
 /// `napi_int32_array`.
 const INT32_ARRAY: i32 = 5;
+/// The 64-bit words of one `SbMapping`, which an open writes.
+const MAPPING_WORDS: usize = size_of::<SbMapping>() / 8;
 /// `napi_tsfn_nonblocking`.
 const TSFN_NONBLOCKING: i32 = 0;
 /// `napi_tsfn_release`.
@@ -268,11 +270,11 @@ macro_rules! callbacks {
 callbacks! {
     open_key => |a, _| {
         let (out, len) = a.typed_array(6, BIGUINT64_ARRAY)?;
-        if len < 4 {
-            return Err(Thrown::Type("out must hold 4 elements".into()));
+        if len < MAPPING_WORDS {
+            return Err(Thrown::Type(format!("out must hold {MAPPING_WORDS} elements")));
         }
-        // SAFETY: `out` is the data of a live BigUint64Array of at least 4 elements (32 bytes,
-        // one SbMapping), which this synchronous call alone uses.
+        // SAFETY: `out` is the data of a live BigUint64Array of at least MAPPING_WORDS elements
+        // (one SbMapping), which this synchronous call alone uses.
         let rc = unsafe {
             sb_open_key(a.u32(0)?, a.u64_bigint(1)?, a.u32(2)?, a.u32(3)?, a.u32(4)?, a.i64_bigint(5)?, out.cast::<SbMapping>())
         };
@@ -283,8 +285,8 @@ callbacks! {
     open_name => |a, _| {
         let (name, name_len) = a.typed_array(0, UINT8_ARRAY)?;
         let (out, len) = a.typed_array(6, BIGUINT64_ARRAY)?;
-        if len < 4 {
-            return Err(Thrown::Type("out must hold 4 elements".into()));
+        if len < MAPPING_WORDS {
+            return Err(Thrown::Type(format!("out must hold {MAPPING_WORDS} elements")));
         }
         let name_len = u32::try_from(name_len).map_err(|_| Thrown::Type("name too long".into()))?;
         // SAFETY: `name` is the data of a live Uint8Array of `name_len` bytes; `out` as above.

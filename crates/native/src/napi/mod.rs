@@ -35,6 +35,9 @@
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
 //!   free (its length). The report is taken back when the mapping goes. A mapping of a linked
 //!   segment is never reported: unmapping it frees no memory.
+//! - `unlinkKeyOwn(key, identity)` / `unlinkNameOwn(name, identity)`: `sb_unlink_*_own`, the
+//!   same for the segment whose `SbMapping::identity` is `identity` (a BigUint64Array of 2), which
+//!   this process may have closed since.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
@@ -342,7 +345,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 14] = [
+    let functions: [(&CStr, sys::Callback); 16] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
@@ -353,6 +356,8 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
         (c"unlinkHandle", js_unlink_handle),
+        (c"unlinkKeyOwn", js_unlink_key_own),
+        (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
         (c"weakRef", js_weak_ref),
         (c"derefWeak", js_deref_weak),
@@ -1013,29 +1018,105 @@ unsafe extern "C" fn js_unlink_handle(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
+/// The identity (two words of a BigUint64Array, see `SbMapping::identity`) argument of an unlink.
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `value` is a value of the running callback.
+unsafe fn identity_arg(api: &Api, env: Env, value: Value) -> Result<[u64; 2], Thrown> {
+    let (mut ty, mut length, mut data) = (-1, 0, ptr::null_mut());
+    let (mut buffer, mut offset) = (ptr::null_mut(), 0);
+    // SAFETY: as the caller promises, with valid out-pointers.
+    let status = unsafe {
+        (api.get_typedarray_info)(
+            env,
+            value,
+            &mut ty,
+            &mut length,
+            &mut data,
+            &mut buffer,
+            &mut offset,
+        )
+    };
+    // 10: napi_biguint64_array.
+    if status != OK || ty != 10 || length < 2 {
+        return Err(Thrown::Type(
+            "identity must be a BigUint64Array of 2 elements".into(),
+        ));
+    }
+    let words = data.cast::<u64>();
+    // SAFETY: the data of a live BigUint64Array of at least 2 elements, read on its thread.
+    Ok(unsafe { [words.read_unaligned(), words.add(1).read_unaligned()] })
+}
+
+unsafe extern "C" fn js_unlink_key_own(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [key, identity]: [Value; 2]| {
+            let mut raw = 0u32;
+            if (api.get_value_uint32)(env, key, &mut raw) != OK {
+                return Err(Thrown::Type("key must be a number".into()));
+            }
+            let words = identity_arg(api, env, identity)?;
+            let id = SegmentId::key(raw);
+            unlink_with(api, env, account, id, |id| {
+                crate::segment::unlink_identified(id, words)
+            })
+        })
+    }
+}
+
+unsafe extern "C" fn js_unlink_name_own(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [name, identity]: [Value; 2]| {
+            let words = identity_arg(api, env, identity)?;
+            let id = name_arg(api, env, name)?;
+            unlink_with(api, env, account, id, |id| {
+                crate::segment::unlink_identified(id, words)
+            })
+        })
+    }
+}
+
+/// A segment name argument, parsed (`ENAMETOOLONG` past 510 bytes of UTF-8).
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `name` is a value of the running callback.
+unsafe fn name_arg(
+    api: &Api,
+    env: Env,
+    name: Value,
+) -> Result<Result<SegmentId, SegmentError>, Thrown> {
+    let mut buf = [0u8; 512];
+    let mut len = 0usize;
+    // SAFETY: as the caller promises; `buf` has room for its length, NUL included.
+    let status = unsafe {
+        (api.get_value_string_utf8)(
+            env,
+            name,
+            buf.as_mut_ptr().cast::<c_char>(),
+            buf.len(),
+            &mut len,
+        )
+    };
+    if status != OK {
+        return Err(Thrown::Type("name must be a string".into()));
+    }
+    Ok(if len + 1 >= buf.len() {
+        Err(SegmentError::Os(std::io::Error::from_raw_os_error(
+            libc::ENAMETOOLONG,
+        )))
+    } else {
+        // SAFETY: `buf` holds `len` bytes written by Node-API.
+        unsafe { crate::segment::parse_name(buf.as_ptr(), len) }
+    })
+}
+
 unsafe extern "C" fn js_unlink_name(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, account, [name]: [Value; 1]| {
-            let mut buf = [0u8; 512];
-            let mut len = 0usize;
-            let status = (api.get_value_string_utf8)(
-                env,
-                name,
-                buf.as_mut_ptr().cast::<c_char>(),
-                buf.len(),
-                &mut len,
-            );
-            if status != OK {
-                return Err(Thrown::Type("name must be a string".into()));
-            }
-            let id = if len + 1 >= buf.len() {
-                Err(SegmentError::Os(std::io::Error::from_raw_os_error(
-                    libc::ENAMETOOLONG,
-                )))
-            } else {
-                crate::segment::parse_name(buf.as_ptr(), len)
-            };
+            let id = name_arg(api, env, name)?;
             unlink(api, env, account, id)
         })
     }
