@@ -122,6 +122,16 @@ export interface Backend {
   unlinkNameOwn(name: Uint8Array, identity: BigUint64Array): number;
   dup(handle: number): number;
   close(handle: number): number;
+  /**
+   * Where the runtime tells the library when a Worker ends (Node-API: Deno, Node.js): notes that
+   * this thread holds the channel endpoint that stored `pid` in the word at `address`. If the
+   * thread ends while it is held (a Worker terminated, or ended without closing it), the word
+   * is marked `PID_GONE`, and peers take the endpoint for dead. Returns a token for
+   * {@linkcode releaseEndpoint}. Absent: such an endpoint is held until the process exits.
+   */
+  holdEndpoint?(address: bigint, pid: number): number;
+  /** The endpoint of `token` ({@linkcode holdEndpoint}) detached. */
+  releaseEndpoint?(token: number): void;
   handleCount(): number;
   errorName(code: number): string;
   errorMessage(code: number): string;

@@ -431,8 +431,22 @@ export class Channel implements Disposable {
           throw tooManyAsyncWaits("a channel's async wait");
         }
       },
-      // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust).
+      // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust),
+      // a thread's that ended (`PID_GONE`, a negative int32) too.
       alive: (other) => other > 0 && b.processAlive(other),
+      // Only in a Worker: a main thread that ends ends its process. Never throws (the word lies
+      // in a live mapping): should it, the endpoint is held until the process exits, as where
+      // the runtime has no such note.
+      hold: b.holdEndpoint === undefined || b.mainThread ? () => 0 : (offset, pid) => {
+        try {
+          return b.holdEndpoint!(base + BigInt(offset), pid);
+        } catch {
+          return 0;
+        }
+      },
+      release: (token) => {
+        if (token !== 0) b.releaseEndpoint!(token);
+      },
       pidNamespace: b.pidNamespace,
       // Own properties from the start, set below where the runtime has them: one shape, and a
       // property a script puts on `Object.prototype` (`put`, `take`) is never read in their place.
@@ -723,6 +737,8 @@ export class ChannelSender implements Disposable {
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
   readonly #slot: number;
+  /** The token of this sender's pid word, noted for a Worker's end ({@linkcode Parking.hold}). */
+  readonly #pidNoted: number;
   readonly #registry: Set<unknown>;
   #closed = false;
   /** The data index of a reservation made by {@linkcode reserve}, not yet committed (-1: none). */
@@ -805,6 +821,7 @@ export class ChannelSender implements Disposable {
     this.#options = options;
     this.#spinner = new Spinner(options.spin);
     const [slot, tail] = ring.attachProducer(pid);
+    this.#pidNoted = ring.parking.hold(L.OFF_PRODUCER_PIDS + 4 * slot, pid);
     this.#slot = slot;
     this.#producer = new Producer(ring, slot, tail);
     this.#registry = registry;
@@ -1087,6 +1104,7 @@ export class ChannelSender implements Disposable {
     this.#knownKind = VIEWED_NONE;
     this.#fixed = this.#copied = undefined;
     this.#ring.parking.forget?.();
+    this.#ring.parking.release(this.#pidNoted);
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
     removeSender(this.#ring, this.#local);
@@ -1510,16 +1528,23 @@ export interface ReceiverOptions extends EndpointOptions {
  * ```
  */
 export class SenderDiedEvent extends Event {
-  /** The dead process's id. */
+  /** The dead process's id (with {@linkcode thread}, the live process of the thread that ended). */
   readonly pid: number;
   /** The sender slot it held (0 with one sender), free again (see above). */
   readonly slot: number;
+  /**
+   * True when the sender was a Worker's that ended without closing it (terminated, say) while
+   * its process lives on: Node.js and Deno tell the library of a Worker's end; Bun does not,
+   * and there such a sender holds its place until the process exits.
+   */
+  readonly thread: boolean;
 
-  /** @internal Made by the receiver. */
-  constructor(pid: number, slot: number) {
+  /** @internal Made by the receiver, with the pid word as found. */
+  constructor(word: number, slot: number) {
     super("senderdied");
-    this.pid = pid;
+    this.pid = word & L.POS_MASK;
     this.slot = slot;
+    this.thread = (word & L.PID_GONE) !== 0;
   }
 }
 
@@ -1571,6 +1596,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #ring: Ring;
   readonly #lender: Lender;
   readonly #consumer: Consumer;
+  /** The token of this receiver's pid word ({@linkcode Parking.hold}). */
+  readonly #pidNoted: number;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
   readonly #maxMessage: number;
@@ -1706,6 +1733,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
     this.#consumer = new Consumer(ring, ring.attachConsumer(pid));
+    // Noted after attaching, never before: the word may hold this process's pid for another
+    // thread's receiver, which a Worker's end must not mark.
+    this.#pidNoted = ring.parking.hold(L.OFF_CONSUMER_PID, pid);
     // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
     for (const [slot, end] of ring.loadOrphans(this.#consumer.head)) {
       this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
@@ -2246,6 +2276,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#forgetTarget();
     this.#ring.parking.forget?.();
     this.#lender.end();
+    this.#ring.parking.release(this.#pidNoted);
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
     setReceiver(this.#ring, undefined);

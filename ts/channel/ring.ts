@@ -330,6 +330,14 @@ export interface Parking {
   waitAsync(offset: number, expected: number, ns: number): Promise<void>;
   /** True if the process exists and is not a zombie. */
   alive(pid: number): boolean;
+  /**
+   * Notes that this thread's endpoint stored `pid` in the header word at `offset`, which is
+   * marked gone if the thread ends while it holds it (see `Backend.holdEndpoint`); a token for
+   * {@linkcode release}, 0 where nothing is noted (a main thread, a runtime without it).
+   */
+  hold(offset: number, pid: number): number;
+  /** That endpoint detached (nothing for token 0). */
+  release(token: number): void;
   /** This process's pid namespace (see `Backend.pidNamespace`), 0 if unknown. */
   readonly pidNamespace: number;
   /**
@@ -622,9 +630,9 @@ export class Ring {
         throw this.error(
           "EBUSY",
           "Channel.receiver",
-          "this process already has the channel's receiver (in this thread " +
-            "or a Worker; one " +
-            "that ended without closing it holds it until the process exits)",
+          "this process already has the channel's receiver (in this thread or a Worker; a " +
+            "Worker that ends without closing it frees it as it ends in Node.js and Deno, and " +
+            "holds it until the process exits in Bun)",
         );
       }
       if (this.parking.alive(holder)) {
@@ -768,10 +776,13 @@ export class Ring {
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
     if (dead !== 0) {
+      const who = (dead & L.PID_GONE) === 0
+        ? `process ${dead}, which died`
+        : `a thread of process ${dead & L.POS_MASK} that ended without closing it (a Worker)`;
       throw this.error(
         "EAGAIN",
         "Channel.sender",
-        `a sender's place is held by process ${dead}, which died; ` +
+        `a sender's place is held by ${who}; ` +
           "the receiver frees it within its peerCheckMs while it receives",
       );
     }

@@ -258,6 +258,8 @@ export function loadNode(explicit?: string): Backend {
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
     unlinkHandle: (handle) => n.unlinkHandle(handle),
     unlinkKeyOwn: n.unlinkKeyOwn,
+    holdEndpoint: n.holdEndpoint,
+    releaseEndpoint: n.releaseEndpoint,
     unlinkNameOwn: (name, identity) => n.unlinkNameOwn(decoder.decode(name), identity),
     dup: n.dup,
     close: n.close,

@@ -128,6 +128,19 @@ pub(crate) fn lookup(handle: i32) -> Option<(Arc<Mapped>, u64)> {
         .map(|entry| (entry.mapping.clone(), entry.serial))
 }
 
+/// A live mapping of this process that holds the `len` bytes at `address`.
+pub(crate) fn mapping_holding(address: u64, len: u64) -> Option<Arc<Mapped>> {
+    handles()
+        .live
+        .values()
+        .find(|entry| {
+            let base = entry.mapping.segment.as_ptr() as u64;
+            let end = base + entry.mapping.segment.len() as u64;
+            address >= base && address.checked_add(len).is_some_and(|last| last <= end)
+        })
+        .map(|entry| entry.mapping.clone())
+}
+
 /// Every live mapping opened under `id`.
 pub(crate) fn mappings_of(id: &SegmentId) -> Vec<Arc<Mapped>> {
     let handles = handles();

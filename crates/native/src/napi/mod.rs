@@ -38,6 +38,11 @@
 //! - `unlinkKeyOwn(key, identity)` / `unlinkNameOwn(name, identity)`: `sb_unlink_*_own`, the
 //!   same for the segment whose `SbMapping::identity` is `identity` (a BigUint64Array of 2), which
 //!   this process may have closed since.
+//! - `holdEndpoint(address, pid)` / `releaseEndpoint(token)`: a channel endpoint attached here
+//!   stored `pid` in the word at `address` (a BigInt, inside a mapping of this process); the
+//!   token it returns is released when the endpoint detaches. At the environment's teardown (a
+//!   Worker that ends, `terminate()` included) each endpoint still held gets its word marked with
+//!   `PID_GONE`, so that peers take it for dead (see [`HeldEndpoint::mark_gone`]).
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
@@ -66,6 +71,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
 use crate::segment::{Mapped, close_owned, lookup, mappings_of, open_handles};
@@ -98,6 +104,50 @@ pub(crate) struct Account {
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
+    /// The channel endpoints JavaScript here holds (`holdEndpoint`), by token: marked as gone at
+    /// the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
+    endpoints: Mutex<Endpoints>,
+}
+
+/// The channel endpoints an environment holds, by a nonzero token not reused while held.
+#[derive(Debug, Default)]
+struct Endpoints {
+    by_token: HashMap<u32, HeldEndpoint>,
+    last: u32,
+    /// How many entries the table may hold before those of unmapped mappings are dropped.
+    prune_at: usize,
+}
+
+/// A channel endpoint's pid word in a mapping, held weakly: an endpoint dropped without closing
+/// it (collected) must not keep its mapping, nor its memory, until the environment ends.
+#[derive(Debug)]
+struct HeldEndpoint {
+    mapping: std::sync::Weak<Mapped>,
+    /// The word's byte offset in the mapping (4-aligned, inside it).
+    offset: usize,
+    /// The pid the endpoint stored there.
+    pid: u32,
+}
+
+impl HeldEndpoint {
+    /// Marks the endpoint's pid word with `PID_GONE` if it still holds the endpoint's pid: its
+    /// thread ended without closing it (a Worker's teardown, `terminate()` included, which runs
+    /// no JavaScript), and peers then take it for dead, as a dead process's, instead of holding
+    /// its place until the process exits. No JavaScript of the thread runs any more, and this
+    /// runs on it: its stores to the ring come before this one.
+    fn mark_gone(&self) {
+        // Unmapped here: nothing of this process can reach the word.
+        let Some(mapping) = self.mapping.upgrade() else {
+            return;
+        };
+        let word = mapping.segment.atomic_u32(self.offset);
+        let _ = word.compare_exchange(
+            self.pid,
+            self.pid | PID_GONE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 /// The weak references of `weakRef`, by a nonzero id that is not reused while it is held.
@@ -345,7 +395,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 16] = [
+    let functions: [(&CStr, sys::Callback); 18] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
@@ -360,6 +410,8 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
         (c"weakRef", js_weak_ref),
+        (c"holdEndpoint", js_hold_endpoint),
+        (c"releaseEndpoint", js_release_endpoint),
         (c"derefWeak", js_deref_weak),
         (c"dropWeak", js_drop_weak),
     ];
@@ -431,11 +483,32 @@ unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
     Ok(account)
 }
 
+/// The environment's teardown (its instance data's finalizer): marks the channel endpoints still
+/// held as gone (where the [`Sentinel`] did not, first), then lets the account go. No output
+/// here: a Worker's standard streams may be gone.
 unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
-        drop(unsafe { Box::from_raw(data.cast::<Arc<Account>>()) });
+        let account = unsafe { Box::from_raw(data.cast::<Arc<Account>>()) };
+        endpoints_gone(&account);
     });
+}
+
+/// Marks the channel endpoints still held here as gone ([`HeldEndpoint::mark_gone`]) and forgets
+/// them: the environment is being torn down. Those whose mapping went first are left as they
+/// are (Node.js finalizes a Worker's buffers before its instance data; its [`Sentinel`]'s
+/// finalizer, which runs before theirs, calls this first).
+fn endpoints_gone(account: &Account) {
+    let held = std::mem::take(
+        &mut account
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_token,
+    );
+    for endpoint in held.values() {
+        endpoint.mark_gone();
+    }
 }
 
 /// Takes back what mappings that have gone had reported.
@@ -907,6 +980,7 @@ unsafe extern "C" fn sentinel_gone(env: Env, _data: *mut c_void, hint: *mut c_vo
         // this on the environment's thread while its values and references can still be read.
         // A failure leaves the moved buffers as they were: nothing else can be done then.
         let _ = unsafe { keep_moved(api, env, &sentinel.account) };
+        endpoints_gone(&sentinel.account);
         // Opened, and no object took them over: the environment ended in between (a
         // `terminate()`), and nothing else would ever close them. A mapping a moved buffer
         // still uses was kept above, apart from its handle.
@@ -1246,6 +1320,82 @@ unsafe extern "C" fn js_drop_weak(env: Env, info: CallbackInfo) -> Value {
                 // SAFETY: a reference of this environment, removed from the table: deleted once.
                 (api.delete_reference)(env, reference as *mut c_void);
             }
+            undefined(api, env)
+        })
+    }
+}
+
+unsafe extern "C" fn js_hold_endpoint(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [address, pid]: [Value; 2]| {
+            let mut at = 0u64;
+            let mut lossless = false;
+            // SAFETY: a value of this call; valid out-pointers.
+            let status = (api.get_value_bigint_uint64)(env, address, &mut at, &mut lossless);
+            if status != OK || !lossless {
+                return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
+            }
+            let pid = int32(api, env, pid, "pid")?;
+            let pid = u32::try_from(pid)
+                .ok()
+                .filter(|&pid| pid != 0 && pid & PID_GONE == 0)
+                .ok_or_else(|| Thrown::Range(format!("{pid} is not a pid")))?;
+            let mapping = crate::segment::mapping_holding(at, 4)
+                .filter(|_| at % 4 == 0)
+                .ok_or_else(|| {
+                    Thrown::Range(format!("{at:#x} is no aligned word of a mapping here"))
+                })?;
+            let offset = (at - mapping.segment.as_ptr() as u64) as usize;
+            let mut endpoints = account
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The next token not in use (2^32 - 1 endpoints held at once are out of reach).
+            let mut token = endpoints.last;
+            loop {
+                token = token.wrapping_add(1).max(1);
+                if !endpoints.by_token.contains_key(&token) {
+                    break;
+                }
+            }
+            endpoints.last = token;
+            endpoints.by_token.insert(
+                token,
+                HeldEndpoint {
+                    mapping: Arc::downgrade(&mapping),
+                    offset,
+                    pid,
+                },
+            );
+            // Entries of endpoints collected without closing, whose mappings went, go too.
+            if endpoints.by_token.len() >= endpoints.prune_at {
+                endpoints
+                    .by_token
+                    .retain(|_, held| held.mapping.strong_count() > 0);
+                endpoints.prune_at = (endpoints.by_token.len() * 2).max(64);
+            }
+            drop(endpoints);
+            // The mapping's reference goes after the lock (dropping it may unmap).
+            drop(mapping);
+            int_value(api, env, token as i32)
+        })
+    }
+}
+
+unsafe extern "C" fn js_release_endpoint(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [token]: [Value; 1]| {
+            let token = int32(api, env, token, "token")? as u32;
+            let held = account
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_token
+                .remove(&token);
+            // The mapping's reference goes after the lock (dropping it may unmap).
+            drop(held);
             undefined(api, env)
         })
     }

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::io;
 
+use super::layout::PID_GONE;
+
 /// Who closed a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClosedBy {
@@ -106,6 +108,13 @@ impl fmt::Display for ChannelError {
             Self::Full => f.write_str("the ring is full"),
             Self::Empty => f.write_str("no whole message is ready"),
             Self::NotReady => f.write_str("channel header not initialised yet (magic is 0)"),
+            Self::PlaceHeldByDead(pid) if pid & PID_GONE != 0 => write!(
+                f,
+                "a sender's place is held by a thread of process {} that ended without closing \
+                 it (a JavaScript Worker); the receiver frees it within its liveness interval \
+                 while it receives",
+                pid & !PID_GONE
+            ),
             Self::PlaceHeldByDead(pid) => write!(
                 f,
                 "a sender's place is held by process {pid}, which died; the receiver frees it \

@@ -1131,7 +1131,8 @@ impl Default for Limits {
 /// waited; see [`Receiver::take_dead_senders`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeadSender {
-    /// The dead process's id.
+    /// The dead process's id; with [`layout::PID_GONE`] set, a thread of that live process which
+    /// ended holding the sender (a JavaScript Worker terminated).
     pub pid: u32,
     /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender (with more
     /// than [`layout::ORPHAN_ENTRIES`] dead senders' records ahead, once the receiver has passed

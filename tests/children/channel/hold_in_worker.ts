@@ -1,0 +1,53 @@
+/**
+ * A Worker that takes an end of the channel named in the message it is sent and never closes
+ * it: the sender (`role: "sender"`) sends `[1, 2, 3]` first; the receiver (`role: "receiver"`)
+ * receives one message. Then it replies `{ held: role }` and keeps its event loop busy until it
+ * is terminated; `{ error }` if anything failed.
+ *
+ * Message in: `{ name, role }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker in
+ * Node.js.
+ *
+ * @module
+ */
+
+const scope = globalThis as unknown as {
+  onmessage: (e: MessageEvent) => void;
+  postMessage: (message: unknown) => void;
+};
+const node = !("Deno" in globalThis) && !("Bun" in globalThis);
+/** What the Worker holds until it is terminated (kept reachable, never closed). */
+const kept: unknown[] = [];
+
+async function run(
+  { name, role }: { name: string; role: string },
+  reply: (message: unknown) => void,
+): Promise<void> {
+  try {
+    const { lib } = await import("../lib.ts");
+    const channel = lib.Channel.open({ name });
+    kept.push(channel);
+    if (role === "sender") {
+      const tx = channel.sender();
+      kept.push(tx);
+      tx.send(new Uint8Array([1, 2, 3]));
+    } else {
+      const rx = channel.receiver();
+      kept.push(rx);
+      rx.recv(30_000);
+    }
+    reply({ held: role });
+    setInterval(() => kept.length, 10);
+  } catch (err) {
+    reply({ error: String(err) });
+  }
+}
+
+if (node) {
+  // A `node:worker_threads` Worker: Node.js has no web Worker.
+  const port = (await import("node:worker_threads")).parentPort!;
+  port.on("message", (m) => run(m, (r) => port.postMessage(r)));
+} else {
+  // Set before any await: Bun drops messages that arrive while a worker's module is still
+  // evaluating a top-level await.
+  scope.onmessage = (e: MessageEvent) => run(e.data, (r) => scope.postMessage(r));
+}
