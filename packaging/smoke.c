@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 typedef struct {
-  uint64_t handle, addr, len, created, detail;
+  uint64_t handle, addr, len, created, detail, identity[2];
 } SbMapping;
 
 typedef uint32_t (*abi_fn)(void);

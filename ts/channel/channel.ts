@@ -532,8 +532,13 @@ export class Channel implements Disposable {
       initRegion(new Int32Array(shm.buffer, 0, L.HEADER_SIZE >> 2), capacity, mode);
       return new Channel(shm.id, shm, capacity, mode);
     } catch (err) {
+      // Its own segment only: another process may have replaced it meanwhile.
+      try {
+        shm.unlink();
+      } catch {
+        // Not ours any more: left to its maker.
+      }
       shm.close();
-      SharedMemory.unlink(shm.id);
       throw err;
     }
   }

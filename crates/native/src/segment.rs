@@ -383,8 +383,10 @@ pub extern "C" fn sb_unlink_handle(handle: i32) -> i32 {
 /// [`SbMapping::identity`] of `identity`.
 pub(crate) fn identity_words(identity: Identity) -> [u64; 2] {
     match identity {
-        // The id as a u32: ids are never negative.
-        Identity::SysV(shmid) => [u64::from(shmid as u32), 0],
+        // The id as a u32 (ids are never negative), its creator's pid above it.
+        Identity::SysV { id, creator_pid } => {
+            [u64::from(id as u32) | u64::from(creator_pid) << 32, 0]
+        }
         Identity::File { dev, ino } => [dev, ino],
     }
 }
@@ -392,8 +394,11 @@ pub(crate) fn identity_words(identity: Identity) -> [u64; 2] {
 /// Removes `id` if it still holds the segment whose [`identity_words`] are `words`.
 pub(crate) fn unlink_identified(id: &SegmentId, words: [u64; 2]) -> Result<(), SegmentError> {
     let identity = match id {
-        SegmentId::Key(_) => match i32::try_from(words[0]) {
-            Ok(shmid) if words[1] == 0 => Identity::SysV(shmid),
+        SegmentId::Key(_) => match i32::try_from(words[0] as u32) {
+            Ok(id) if words[1] == 0 => Identity::SysV {
+                id,
+                creator_pid: (words[0] >> 32) as u32,
+            },
             _ => return Err(SegmentError::NotFound), // no segment has it
         },
         SegmentId::Name(_) => Identity::File {
@@ -404,13 +409,18 @@ pub(crate) fn unlink_identified(id: &SegmentId, words: [u64; 2]) -> Result<(), S
     Segment::unlink_identified(id, identity)
 }
 
-/// Reads the two words at `identity`.
+/// Reads the two words at `identity` (`EFAULT` for null, as a name's pointer).
 ///
 /// # Safety
-/// `identity` must be valid for reading two `u64`s.
-unsafe fn read_identity(identity: *const u64) -> [u64; 2] {
+/// `identity` must be null or valid for reading two `u64`s.
+unsafe fn read_identity(identity: *const u64) -> Result<[u64; 2], SegmentError> {
+    if identity.is_null() {
+        return Err(SegmentError::Os(std::io::Error::from_raw_os_error(
+            libc::EFAULT,
+        )));
+    }
     // SAFETY: as the caller promises; unaligned, as a binding's buffer may not be 8-aligned.
-    unsafe { [identity.read_unaligned(), identity.add(1).read_unaligned()] }
+    Ok(unsafe { [identity.read_unaligned(), identity.add(1).read_unaligned()] })
 }
 
 /// Removes the keyed segment `key` if it is still the segment whose [`SbMapping::identity`] is at
@@ -418,15 +428,16 @@ unsafe fn read_identity(identity: *const u64) -> [u64; 2] {
 /// another segment now, or none.
 ///
 /// # Safety
-/// `identity` must be valid for reading two `u64`s.
+/// `identity` must be null (`-EFAULT`) or valid for reading two `u64`s.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_unlink_key_own(key: u32, identity: *const u64) -> i32 {
     guard(|| {
+        let id = SegmentId::key(key);
         // SAFETY: forwarded from the caller.
         let words = unsafe { read_identity(identity) };
         status(
-            SegmentId::key(key)
-                .and_then(|id| unlink_identified(&id, words))
+            words
+                .and_then(|words| unlink_identified(&id?, words))
                 .map(|()| 0),
         )
     })
@@ -437,7 +448,8 @@ pub unsafe extern "C" fn sb_unlink_key_own(key: u32, identity: *const u64) -> i3
 /// or none.
 ///
 /// # Safety
-/// `name` must be valid for reading `name_len` bytes, `identity` for reading two `u64`s.
+/// `name` must be valid for reading `name_len` bytes, `identity` null (`-EFAULT`) or valid for
+/// reading two `u64`s.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sb_unlink_name_own(
     name: *const u8,
@@ -446,8 +458,10 @@ pub unsafe extern "C" fn sb_unlink_name_own(
 ) -> i32 {
     guard(|| {
         // SAFETY: forwarded from the caller.
-        let (id, words) = unsafe { (parse_name(name, name_len as usize), read_identity(identity)) };
-        status(id.and_then(|id| unlink_identified(&id, words)).map(|()| 0))
+        let id = unsafe { parse_name(name, name_len as usize) };
+        // SAFETY: forwarded from the caller.
+        let words = unsafe { read_identity(identity) };
+        status(id.and_then(|id| unlink_identified(&id, words?)).map(|()| 0))
     })
 }
 

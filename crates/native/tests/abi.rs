@@ -154,12 +154,31 @@ fn c_layer_unlinks_a_closed_segment_by_its_identity_only() {
         );
         let current = newer.identity;
         assert_ne!(current, identity);
+        // Identities that are not the newer segment's, while it lives: each refused, and it stays.
+        let mut others = vec![[u64::MAX, u64::MAX], [current[0], current[1] ^ 1]];
+        if matches!(id, SegmentId::Key(_)) {
+            // The same id, another creator: the id came round again for someone else's segment.
+            others.push([current[0] ^ (1 << 32), 0]);
+            others.push([current[0], 1]); // a named segment's identity
+        }
+        for other in &others {
+            assert_eq!(unlink_own(id, other), -libc::ENOENT, "{id:?}: {other:x?}");
+        }
+        // SAFETY: a null identity is refused before it is read.
+        let null = unsafe {
+            match id {
+                SegmentId::Key(key) => ffi::sb_unlink_key_own(*key, std::ptr::null()),
+                SegmentId::Name(name) => {
+                    let name = name.to_bytes();
+                    ffi::sb_unlink_name_own(name.as_ptr(), name.len() as u32, std::ptr::null())
+                }
+            }
+        };
+        assert_eq!(null, -libc::EFAULT);
         // Its own, after its close: removed.
         assert_eq!(ffi::sb_close(newer.handle as i32), 0);
         assert_eq!(unlink_own(id, &current), 0, "{id:?}");
         assert_eq!(unlink_own(id, &current), -libc::ENOENT, "{id:?}: gone");
-        // An identity no segment can have.
-        assert_eq!(unlink_own(id, &[u64::MAX, u64::MAX]), -libc::ENOENT);
     }
 }
 

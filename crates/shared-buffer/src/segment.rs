@@ -407,7 +407,7 @@ impl Segment {
                 let info = os::sysv_lookup(*key as i32)
                     .map_err(|err| refused_key(*key, options.owner, err))?;
                 check_owner(options.owner, &[info.uid(), info.creator_uid()])?;
-                os::sysv_remove_own(*key as i32, info.id())?;
+                os::sysv_remove_own(*key as i32, info.id(), info.creator_pid())?;
             }
             SegmentId::Name(name) => os::posix_unlink_checked(name, |info| {
                 if info.kind != FileKind::Regular {
@@ -523,8 +523,8 @@ impl Segment {
     pub fn unlink_identified(id: &SegmentId, identity: os::Identity) -> Result<()> {
         id.check()?;
         match (id, identity) {
-            (SegmentId::Key(key), os::Identity::SysV(shmid)) => {
-                os::sysv_remove_own(*key as i32, shmid)?;
+            (SegmentId::Key(key), os::Identity::SysV { id, creator_pid }) => {
+                os::sysv_remove_own(*key as i32, id, creator_pid)?;
             }
             (SegmentId::Name(name), identity @ os::Identity::File { .. }) => {
                 os::posix_unlink_own(name, identity)?;

@@ -1114,7 +1114,7 @@ unsafe fn identity_arg(api: &Api, env: Env, value: Value) -> Result<[u64; 2], Th
     // 10: napi_biguint64_array.
     if status != OK || ty != 10 || length < 2 {
         return Err(Thrown::Type(
-            "identity must be a BigUint64Array of 2 elements".into(),
+            "identity must be a BigUint64Array of at least 2 elements".into(),
         ));
     }
     let words = data.cast::<u64>();

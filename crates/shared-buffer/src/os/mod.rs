@@ -29,6 +29,7 @@ pub struct SysvInfo {
     size: usize,
     uid: u32,
     creator_uid: u32,
+    creator_pid: u32,
 }
 
 impl SysvInfo {
@@ -50,6 +51,12 @@ impl SysvInfo {
     /// Its creator's uid, which nobody can change.
     pub fn creator_uid(&self) -> u32 {
         self.creator_uid
+    }
+
+    /// Its creator's pid as this process sees it (0 for one of a pid namespace it cannot see),
+    /// which nobody can change: with the id, what tells it from a later segment given the same id.
+    pub fn creator_pid(&self) -> u32 {
+        self.creator_pid
     }
 }
 
@@ -125,8 +132,11 @@ pub struct FileInfo {
 /// Which segment a mapping is of, whatever its key or name holds now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Identity {
-    /// A System V segment's id.
-    SysV(libc::c_int),
+    /// A System V segment's id, and its creator's pid as this process sees it: ids come round
+    /// again (a few million creations later in one IPC namespace, or at once where a privileged
+    /// process sets `kernel.shm_next_id`), so a later segment with the same id and creator is
+    /// taken for this one.
+    SysV { id: libc::c_int, creator_pid: u32 },
     /// A named segment's file: device and inode.
     File { dev: u64, ino: u64 },
 }

@@ -102,7 +102,7 @@ pub fn posix_name_info(_name: &CStr) -> io::Result<FileInfo> {
     unsupported()
 }
 /// Unsupported here.
-pub fn sysv_remove_own(_key: i32, _shmid: i32) -> io::Result<()> {
+pub fn sysv_remove_own(_key: i32, _shmid: i32, _creator_pid: u32) -> io::Result<()> {
     unsupported()
 }
 /// Unsupported here.

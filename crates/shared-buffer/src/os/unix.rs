@@ -152,7 +152,8 @@ pub fn sysv_create(key: libc::key_t, size: usize, mode: u32) -> io::Result<Mappi
             _ => err,
         }
     })?;
-    match sysv_attach_id(id, size) {
+    // The creator as IPC_STAT reports it to this process: this process.
+    match sysv_attach_id(id, size, current_pid()) {
         Ok(mapping) => Ok(mapping),
         Err(err) => {
             // We made it and cannot hand it out: remove it so no half-made segment stays behind.
@@ -177,6 +178,7 @@ pub fn sysv_lookup(key: libc::key_t) -> io::Result<SysvInfo> {
         size: stat.shm_segsz as usize,
         uid: stat.shm_perm.uid,
         creator_uid: stat.shm_perm.cuid,
+        creator_pid: u32::try_from(stat.shm_cpid).unwrap_or(0),
     })
 }
 
@@ -218,10 +220,10 @@ fn vanished(err: io::Error) -> io::Error {
 
 /// Attaches the keyed segment that [`sysv_lookup`] found (`ENOENT` if it was removed since).
 pub fn sysv_attach(info: &SysvInfo) -> io::Result<Mapping> {
-    sysv_attach_id(info.id, info.size).map_err(vanished)
+    sysv_attach_id(info.id, info.size, info.creator_pid).map_err(vanished)
 }
 
-fn sysv_attach_id(id: libc::c_int, len: usize) -> io::Result<Mapping> {
+fn sysv_attach_id(id: libc::c_int, len: usize, creator_pid: u32) -> io::Result<Mapping> {
     // SAFETY: a null address lets the kernel choose; the result is checked below.
     let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
     if addr as isize == -1 {
@@ -232,7 +234,7 @@ fn sysv_attach_id(id: libc::c_int, len: usize) -> io::Result<Mapping> {
         ptr,
         len,
         kind: MapKind::SysV,
-        identity: Identity::SysV(id),
+        identity: Identity::SysV { id, creator_pid },
     })
 }
 
@@ -614,12 +616,21 @@ pub fn posix_unlink(name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes `key` if it still names the segment `shmid`; `ENOENT` if it names another, or none.
-pub fn sysv_remove_own(key: libc::key_t, shmid: libc::c_int) -> io::Result<()> {
+/// Removes `key` if it still names the segment `shmid` made by `creator_pid` (as
+/// [`SysvInfo::creator_pid`] says); `ENOENT` if it names another, or none.
+pub fn sysv_remove_own(key: libc::key_t, shmid: libc::c_int, creator_pid: u32) -> io::Result<()> {
+    let gone = || io::Error::from_raw_os_error(libc::ENOENT);
     // SAFETY: shmget takes plain integers.
     let current = cvt(unsafe { libc::shmget(key, 0, 0) })?;
     if current != shmid {
-        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        return Err(gone());
+    }
+    // SAFETY: shmid_ds is plain old data; all-zero is a valid value to be overwritten.
+    let mut stat: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `stat` is a valid, writable shmid_ds.
+    cvt(unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut stat) }).map_err(vanished)?;
+    if u32::try_from(stat.shm_cpid).unwrap_or(0) != creator_pid {
+        return Err(gone()); // the id came round again, for another creator's segment
     }
     // IPC_RMID of the id itself: what the key names cannot change in between.
     // SAFETY: IPC_RMID takes no buffer.
