@@ -123,15 +123,15 @@ export interface Backend {
   dup(handle: number): number;
   close(handle: number): number;
   /**
-   * Where the runtime tells the library when a Worker ends (Node-API: Deno, Node.js): notes that
-   * this thread holds the channel endpoint that stored `pid` in the word at `address`. If the
-   * thread ends while it is held (a Worker terminated, or ended without closing it), the word
-   * is marked `PID_GONE`, and peers take the endpoint for dead. Returns a token for
-   * {@linkcode releaseEndpoint}. Absent: such an endpoint is held until the process exits.
+   * Notes, in the Node-API module (which hears of a Worker's end in every runtime), that this
+   * thread holds the channel endpoint that stored `pid` in the word at `address`. If the thread
+   * ends while it is held (a Worker terminated, or ended without closing it), the word is marked
+   * `PID_GONE`, and peers take the endpoint for dead. Returns a token for
+   * {@linkcode releaseEndpoint}.
    */
-  holdEndpoint?(address: bigint, pid: number): number;
+  holdEndpoint(address: bigint, pid: number): number;
   /** The endpoint of `token` ({@linkcode holdEndpoint}) detached. */
-  releaseEndpoint?(token: number): void;
+  releaseEndpoint(token: number): void;
   handleCount(): number;
   errorName(code: number): string;
   errorMessage(code: number): string;

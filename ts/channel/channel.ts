@@ -435,17 +435,17 @@ export class Channel implements Disposable {
       // a thread's that ended (`PID_GONE`, a negative int32) too.
       alive: (other) => other > 0 && b.processAlive(other),
       // Only in a Worker: a main thread that ends ends its process. Never throws (the word lies
-      // in a live mapping): should it, the endpoint is held until the process exits, as where
-      // the runtime has no such note.
-      hold: b.holdEndpoint === undefined || b.mainThread ? () => 0 : (offset, pid) => {
+      // in a live mapping): should it, the endpoint is held until the process exits, as it was
+      // before Workers' ends were told.
+      hold: b.mainThread ? () => 0 : (offset, pid) => {
         try {
-          return b.holdEndpoint!(base + BigInt(offset), pid);
+          return b.holdEndpoint(base + BigInt(offset), pid);
         } catch {
           return 0;
         }
       },
       release: (token) => {
-        if (token !== 0) b.releaseEndpoint!(token);
+        if (token !== 0) b.releaseEndpoint(token);
       },
       pidNamespace: b.pidNamespace,
       // Own properties from the start, set below where the runtime has them: one shape, and a
@@ -1539,8 +1539,7 @@ export class SenderDiedEvent extends Event {
   readonly slot: number;
   /**
    * True when the sender was a Worker's that ended without closing it (terminated, say) while
-   * its process lives on: Node.js and Deno tell the library of a Worker's end; Bun does not,
-   * and there such a sender holds its place until the process exits.
+   * its process lives on (the runtime tells the library of a Worker's end through Node-API).
    */
   readonly thread: boolean;
 

@@ -630,9 +630,8 @@ export class Ring {
         throw this.error(
           "EBUSY",
           "Channel.receiver",
-          "this process already has the channel's receiver (in this thread or a Worker; a " +
-            "Worker that ends without closing it frees it as it ends in Node.js and Deno, and " +
-            "holds it until the process exits in Bun)",
+          "this process already has the channel's receiver (in this thread, or in a Worker, " +
+            "which frees it when it ends, closing it or not)",
         );
       }
       if (this.parking.alive(holder)) {
