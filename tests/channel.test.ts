@@ -2067,8 +2067,6 @@ test("a receiver that closes inside a recvMany callback has consumed the message
       wait() {},
       waitAsync: () => Promise.resolve(),
       alive: () => true,
-      hold: () => 0,
-      release() {},
       pidNamespace: 0,
     };
     const ring = new Ring(
@@ -4817,8 +4815,6 @@ function heapRing(capacity: number, mode: number, native: Partial<Parking> = {})
     wait: () => {},
     waitAsync: () => Promise.resolve(),
     alive: () => true,
-    hold: () => 0,
-    release() {},
     pidNamespace: 0,
     ...native,
   };

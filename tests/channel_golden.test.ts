@@ -24,8 +24,6 @@ const parking: Parking = {
     throw new Error("the trace never waits");
   },
   alive: () => true,
-  hold: () => 0,
-  release() {},
   // Any pid namespace: the trace shows it as 1, as the Rust one does.
   pidNamespace: 4026531836,
 };

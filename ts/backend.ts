@@ -123,15 +123,15 @@ export interface Backend {
   dup(handle: number): number;
   close(handle: number): number;
   /**
-   * Notes, in the Node-API module (which hears of a Worker's end in every runtime), that this
-   * thread holds the channel endpoint that stored `pid` in the word at `address`. If the thread
-   * ends while it is held (a Worker terminated, or ended without closing it), the word is marked
-   * `PID_GONE`, and peers take the endpoint for dead. Returns a token for
-   * {@linkcode releaseEndpoint}.
+   * A channel endpoint of this thread attaching: the compare-and-swap of its pid word at `address`
+   * from `expected` to `pid`, in the Node-API module (which hears of a Worker's end in every
+   * runtime), which notes the word when it takes it, in the same call. If the thread ends while
+   * it holds the word (a Worker terminated, or ended without closing it), the word is marked
+   * `PID_GONE`, and peers take the endpoint for dead. Returns what the word held (as an int32).
    */
-  holdEndpoint(address: bigint, pid: number): number;
-  /** The endpoint of `token` ({@linkcode holdEndpoint}) detached. */
-  releaseEndpoint(token: number): void;
+  claimEndpoint(address: bigint, expected: number, pid: number): number;
+  /** The endpoint detaching: the word from `pid` to 0, and its note forgotten, in one call. */
+  unclaimEndpoint(address: bigint, pid: number): number;
   handleCount(): number;
   errorName(code: number): string;
   errorMessage(code: number): string;

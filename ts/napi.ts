@@ -83,12 +83,13 @@ export interface NodeApiModule {
   /** The same for a named segment (`sb_unlink_name_own`). */
   unlinkNameOwn(name: string, identity: BigUint64Array): number;
   /**
-   * Notes that this environment holds the channel endpoint that stored `pid` in the word at
-   * `address`, marked `PID_GONE` at the environment's teardown if still held; a token.
+   * The compare-and-swap of a channel endpoint's pid word at `address` from `expected` to `pid`,
+   * noting the word when it takes it: marked `PID_GONE` at the environment's teardown if still
+   * held. What the word held.
    */
-  holdEndpoint(address: bigint, pid: number): number;
-  /** That endpoint detached. */
-  releaseEndpoint(token: number): void;
+  claimEndpoint(address: bigint, expected: number, pid: number): number;
+  /** The word from `pid` to 0, its note forgotten; what it held. */
+  unclaimEndpoint(address: bigint, pid: number): number;
   /**
    * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.

@@ -101,8 +101,8 @@ export function loadBun(explicit?: string): Backend {
     libraryPath: path,
     ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
     // A Worker's endpoints, marked gone at its teardown through Node-API too (see Backend).
-    holdEndpoint: (address, pid) => nodeApi.holdEndpoint(address, pid),
-    releaseEndpoint: (token) => nodeApi.releaseEndpoint(token),
+    claimEndpoint: (address, expected, pid) => nodeApi.claimEndpoint(address, expected, pid),
+    unclaimEndpoint: (address, pid) => nodeApi.unclaimEndpoint(address, pid),
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
     address: (address) => Number(address),

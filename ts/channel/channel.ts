@@ -434,19 +434,13 @@ export class Channel implements Disposable {
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust),
       // a thread's that ended (`PID_GONE`, a negative int32) too.
       alive: (other) => other > 0 && b.processAlive(other),
-      // Only in a Worker: a main thread that ends ends its process. Never throws (the word lies
-      // in a live mapping): should it, the endpoint is held until the process exits, as it was
-      // before Workers' ends were told.
-      hold: b.mainThread ? () => 0 : (offset, pid) => {
-        try {
-          return b.holdEndpoint(base + BigInt(offset), pid);
-        } catch {
-          return 0;
-        }
-      },
-      release: (token) => {
-        if (token !== 0) b.releaseEndpoint(token);
-      },
+      // Only in a Worker: a main thread that ends ends its process.
+      claim: b.mainThread
+        ? undefined
+        : (offset, expected, pid) => b.claimEndpoint(base + BigInt(offset), expected, pid),
+      unclaim: b.mainThread
+        ? undefined
+        : (offset, pid) => void b.unclaimEndpoint(base + BigInt(offset), pid),
       pidNamespace: b.pidNamespace,
       // Own properties from the start, set below where the runtime has them: one shape, and a
       // property a script puts on `Object.prototype` (`put`, `take`) is never read in their place.
@@ -742,8 +736,6 @@ export class ChannelSender implements Disposable {
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
   readonly #slot: number;
-  /** The token of this sender's pid word, noted for a Worker's end ({@linkcode Parking.hold}). */
-  readonly #pidNoted: number;
   readonly #registry: Set<unknown>;
   #closed = false;
   /** The data index of a reservation made by {@linkcode reserve}, not yet committed (-1: none). */
@@ -826,7 +818,6 @@ export class ChannelSender implements Disposable {
     this.#options = options;
     this.#spinner = new Spinner(options.spin);
     const [slot, tail] = ring.attachProducer(pid);
-    this.#pidNoted = ring.parking.hold(L.OFF_PRODUCER_PIDS + 4 * slot, pid);
     this.#slot = slot;
     this.#producer = new Producer(ring, slot, tail);
     this.#registry = registry;
@@ -1109,7 +1100,6 @@ export class ChannelSender implements Disposable {
     this.#knownKind = VIEWED_NONE;
     this.#fixed = this.#copied = undefined;
     this.#ring.parking.forget?.();
-    this.#ring.parking.release(this.#pidNoted);
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
     removeSender(this.#ring, this.#local);
@@ -1443,7 +1433,11 @@ export class ChannelSender implements Disposable {
           throw this.#ring.error(
             "ECONNRESET",
             `ChannelSender.${this.#producer.call}`,
-            `the channel's receiver (process ${consumer}) died`,
+            (consumer & L.PID_GONE) === 0
+              ? `the channel's receiver (process ${consumer}) died`
+              : `the channel's receiver (a Worker of process ${
+                consumer & L.POS_MASK
+              }) ended without closing it`,
           );
         }
         nextCheck = now + peerCheckMs;
@@ -1600,8 +1594,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   readonly #ring: Ring;
   readonly #lender: Lender;
   readonly #consumer: Consumer;
-  /** The token of this receiver's pid word ({@linkcode Parking.hold}). */
-  readonly #pidNoted: number;
   readonly #options: Required<EndpointOptions>;
   readonly #spinner: Spinner;
   readonly #maxMessage: number;
@@ -1737,9 +1729,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
     this.#consumer = new Consumer(ring, ring.attachConsumer(pid));
-    // Noted after attaching, never before: the word may hold this process's pid for another
-    // thread's receiver, which a Worker's end must not mark.
-    this.#pidNoted = ring.parking.hold(L.OFF_CONSUMER_PID, pid);
     // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
     for (const [slot, end] of ring.loadOrphans(this.#consumer.head)) {
       this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
@@ -2280,7 +2269,6 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#forgetTarget();
     this.#ring.parking.forget?.();
     this.#lender.end();
-    this.#ring.parking.release(this.#pidNoted);
     this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
     setReceiver(this.#ring, undefined);

@@ -331,13 +331,15 @@ export interface Parking {
   /** True if the process exists and is not a zombie. */
   alive(pid: number): boolean;
   /**
-   * Notes that this thread's endpoint stored `pid` in the header word at `offset`, which is
-   * marked gone if the thread ends while it holds it (see `Backend.holdEndpoint`); a token for
-   * {@linkcode release}, 0 where nothing is noted (a main thread, a runtime without it).
+   * In a Worker: the compare-and-swap of the pid word at header byte `offset` from `expected` to
+   * `pid` as an endpoint of this thread attaches, which also notes the word when it takes it, in
+   * one call that a `terminate()` cannot split: if the thread ends while it holds the word, the
+   * word is marked gone (see `Backend.claimEndpoint`). Returns what the word held. Unset: a plain
+   * `Atomics.compareExchange` (a main thread, which ends with its process).
    */
-  hold(offset: number, pid: number): number;
-  /** That endpoint detached (nothing for token 0). */
-  release(token: number): void;
+  claim?: (offset: number, expected: number, pid: number) => number;
+  /** The detach's compare-and-swap of that word from `pid` to 0, forgetting the note. */
+  unclaim?: (offset: number, pid: number) => void;
   /** This process's pid namespace (see `Backend.pidNamespace`), 0 if unknown. */
   readonly pidNamespace: number;
   /**
@@ -624,7 +626,7 @@ export class Ring {
     }
     this.#joinPidNamespace("Channel.receiver");
     for (let round = 0; round < 8; round++) {
-      const holder = atomicCompareExchange(this.i32, CONSUMER_PID, 0, pid);
+      const holder = this.#claim(CONSUMER_PID, 0, pid);
       if (holder === 0) return this.#attachedConsumer(pid);
       if (holder === pid) {
         throw this.error(
@@ -641,7 +643,7 @@ export class Ring {
           `process ${holder} already receives from this channel`,
         );
       }
-      if (atomicCompareExchange(this.i32, CONSUMER_PID, holder, pid) === holder) {
+      if (this.#claim(CONSUMER_PID, holder, pid) === holder) {
         return this.#attachedConsumer(pid);
       }
     }
@@ -670,7 +672,7 @@ export class Ring {
       if (typeof zeroing === "number") return zeroing;
       bad = zeroing;
     }
-    atomicCompareExchange(this.i32, CONSUMER_PID, pid, 0);
+    this.#unclaim(CONSUMER_PID, pid);
     if (!this.rxClosed()) {
       throw this.error("EBADMSG", "Channel.receiver", `corrupt channel ${bad}`);
     }
@@ -756,7 +758,7 @@ export class Ring {
   detachConsumer(pid: number): void {
     atomicOr(this.i32, FLAGS, L.FLAG_RX_CLOSED);
     atomicExchange(this.i32, RX_WAITING, L.RX_CLOSED);
-    atomicCompareExchange(this.i32, CONSUMER_PID, pid, 0);
+    this.#unclaim(CONSUMER_PID, pid);
     this.wakeProducers();
   }
 
@@ -770,7 +772,7 @@ export class Ring {
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
-      const holder = atomicCompareExchange(this.i32, PRODUCER_PIDS + slot, 0, pid);
+      const holder = this.#claim(PRODUCER_PIDS + slot, 0, pid);
       if (holder === 0) return this.#attachedProducer(slot, pid);
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }
@@ -823,7 +825,26 @@ export class Ring {
   }
 
   detachProducer(slot: number, pid: number): void {
-    atomicCompareExchange(this.i32, PRODUCER_PIDS + slot, pid, 0);
+    this.#unclaim(PRODUCER_PIDS + slot, pid);
+  }
+
+  /**
+   * Stores this process's `pid` into the pid word `word` (an index) of an endpoint this thread
+   * attaches if it holds `expected`; what it held. Through {@linkcode Parking.claim} where there
+   * is one (a Worker), which notes the word in the same call.
+   */
+  #claim(word: number, expected: number, pid: number): number {
+    const claim = this.parking.claim;
+    return claim === undefined
+      ? atomicCompareExchange(this.i32, word, expected, pid)
+      : claim(word << 2, expected, pid);
+  }
+
+  /** Clears the pid word `word` of this thread's endpoint if it holds `pid` (see #claim). */
+  #unclaim(word: number, pid: number): void {
+    const unclaim = this.parking.unclaim;
+    if (unclaim === undefined) atomicCompareExchange(this.i32, word, pid, 0);
+    else unclaim(word << 2, pid);
   }
 
   /** The pid in sender slot `slot` (0: free). */

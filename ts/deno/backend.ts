@@ -208,8 +208,8 @@ export function loadDeno(explicit?: string): Backend {
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
     unlinkHandle: (handle) => owner.unlinkHandle(handle),
     unlinkKeyOwn: (key, identity) => owner.unlinkKeyOwn(key, identity),
-    holdEndpoint: (address, pid) => owner.holdEndpoint(address, pid),
-    releaseEndpoint: (token) => owner.releaseEndpoint(token),
+    claimEndpoint: (address, expected, pid) => owner.claimEndpoint(address, expected, pid),
+    unclaimEndpoint: (address, pid) => owner.unclaimEndpoint(address, pid),
     unlinkNameOwn: (name, identity) => owner.unlinkNameOwn(decoder.decode(name), identity),
     // Through the Node-API module: a C string's bytes are read by Deno's
     // `UnsafePointerView` only with `--allow-ffi` unscoped.

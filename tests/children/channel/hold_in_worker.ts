@@ -2,7 +2,8 @@
  * A Worker that takes an end of the channel named in the message it is sent and never closes
  * it: the sender (`role: "sender"`) sends `[1, 2, 3]` first; the receiver (`role: "receiver"`)
  * receives one message. Then it replies `{ held: role }` and keeps its event loop busy until it
- * is terminated; `{ error }` if anything failed.
+ * is terminated; `{ error }` if anything failed. With `role: "churn"` (a channel of many
+ * senders) it replies at once, then attaches and detaches senders until it is terminated.
  *
  * Message in: `{ name, role }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker in
  * Node.js.
@@ -26,6 +27,16 @@ async function run(
     const { lib } = await import("../lib.ts");
     const channel = lib.Channel.open({ name });
     kept.push(channel);
+    if (role === "churn") {
+      // Attaches and detaches a sender over and over, a few hundred times per turn of the event
+      // loop (where a terminate() reaches a Worker in every runtime), from its first reply on.
+      reply({ held: role });
+      const turn = () => {
+        for (let i = 0; i < 200; i++) channel.sender().detach();
+        setTimeout(turn, 0);
+      };
+      return turn();
+    }
     if (role === "sender") {
       const tx = channel.sender();
       kept.push(tx);

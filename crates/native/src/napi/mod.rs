@@ -38,11 +38,13 @@
 //! - `unlinkKeyOwn(key, identity)` / `unlinkNameOwn(name, identity)`: `sb_unlink_*_own`, the
 //!   same for the segment whose `SbMapping::identity` is `identity` (a BigUint64Array of 2), which
 //!   this process may have closed since.
-//! - `holdEndpoint(address, pid)` / `releaseEndpoint(token)`: a channel endpoint attached here
-//!   stored `pid` in the word at `address` (a BigInt, inside a mapping of this process); the
-//!   token it returns is released when the endpoint detaches. At the environment's teardown (a
-//!   Worker that ends, `terminate()` included) each endpoint still held gets its word marked with
-//!   `PID_GONE`, so that peers take it for dead (see [`HeldEndpoint::mark_gone`]).
+//! - `claimEndpoint(address, expected, pid)` / `unclaimEndpoint(address, pid)`: a channel
+//!   endpoint attaching here stores `pid` in its pid word at `address` (a BigInt, inside a mapping
+//!   of this process) if it holds `expected`, and the word is noted in the same call; detaching,
+//!   clears it back to 0 and forgets the note, in one call too (a `terminate()` falls between two
+//!   calls, never inside one). Both return what the word held. At the environment's teardown (a
+//!   Worker that ends, `terminate()` included) each word still noted is marked with `PID_GONE`,
+//!   so that peers take its endpoint for dead (see [`HeldEndpoint::mark_gone`]).
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
@@ -104,16 +106,15 @@ pub(crate) struct Account {
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
-    /// The channel endpoints JavaScript here holds (`holdEndpoint`), by token: marked as gone at
-    /// the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
+    /// The pid words of the channel endpoints JavaScript here holds (`claimEndpoint`): marked as
+    /// gone at the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
     endpoints: Mutex<Endpoints>,
 }
 
-/// The channel endpoints an environment holds, by a nonzero token not reused while held.
+/// The pid words of the channel endpoints an environment holds, by address.
 #[derive(Debug, Default)]
 struct Endpoints {
-    by_token: HashMap<u32, HeldEndpoint>,
-    last: u32,
+    by_address: HashMap<u64, HeldEndpoint>,
     /// How many entries the table may hold before those of unmapped mappings are dropped.
     prune_at: usize,
 }
@@ -410,8 +411,8 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
         (c"weakRef", js_weak_ref),
-        (c"holdEndpoint", js_hold_endpoint),
-        (c"releaseEndpoint", js_release_endpoint),
+        (c"claimEndpoint", js_claim_endpoint),
+        (c"unclaimEndpoint", js_unclaim_endpoint),
         (c"derefWeak", js_deref_weak),
         (c"dropWeak", js_drop_weak),
     ];
@@ -504,7 +505,7 @@ fn endpoints_gone(account: &Account) {
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .by_token,
+            .by_address,
     );
     for endpoint in held.values() {
         endpoint.mark_gone();
@@ -1325,78 +1326,112 @@ unsafe extern "C" fn js_drop_weak(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-unsafe extern "C" fn js_hold_endpoint(env: Env, info: CallbackInfo) -> Value {
+/// The pid word of a channel endpoint at `address` (a BigInt) in a live mapping of this process,
+/// and its byte offset there.
+///
+/// # Safety
+/// `env` is live and this runs on its thread; `address` is a value of the running callback.
+unsafe fn endpoint_word(
+    api: &Api,
+    env: Env,
+    address: Value,
+) -> Result<(Arc<Mapped>, usize), Thrown> {
+    let mut at = 0u64;
+    let mut lossless = false;
+    // SAFETY: as the caller promises; valid out-pointers.
+    let status = unsafe { (api.get_value_bigint_uint64)(env, address, &mut at, &mut lossless) };
+    if status != OK || !lossless {
+        return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
+    }
+    let mapping = crate::segment::mapping_holding(at, 4)
+        .filter(|_| at % 4 == 0)
+        .ok_or_else(|| Thrown::Range(format!("{at:#x} is no aligned word of a mapping here")))?;
+    let offset = (at - mapping.segment.as_ptr() as u64) as usize;
+    Ok((mapping, offset))
+}
+
+/// A pid argument: a positive int32 without [`PID_GONE`].
+///
+/// # Safety
+/// As [`endpoint_word`].
+unsafe fn pid_arg(api: &Api, env: Env, pid: Value) -> Result<u32, Thrown> {
+    let pid = int32(api, env, pid, "pid")?;
+    u32::try_from(pid)
+        .ok()
+        .filter(|&pid| pid != 0 && pid & PID_GONE == 0)
+        .ok_or_else(|| Thrown::Range(format!("{pid} is not a pid")))
+}
+
+unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, account, [address, pid]: [Value; 2]| {
-            let mut at = 0u64;
-            let mut lossless = false;
-            // SAFETY: a value of this call; valid out-pointers.
-            let status = (api.get_value_bigint_uint64)(env, address, &mut at, &mut lossless);
-            if status != OK || !lossless {
-                return Err(Thrown::Type("address must be a BigInt in 0..2^64".into()));
-            }
-            let pid = int32(api, env, pid, "pid")?;
-            let pid = u32::try_from(pid)
-                .ok()
-                .filter(|&pid| pid != 0 && pid & PID_GONE == 0)
-                .ok_or_else(|| Thrown::Range(format!("{pid} is not a pid")))?;
-            let mapping = crate::segment::mapping_holding(at, 4)
-                .filter(|_| at % 4 == 0)
-                .ok_or_else(|| {
-                    Thrown::Range(format!("{at:#x} is no aligned word of a mapping here"))
-                })?;
-            let offset = (at - mapping.segment.as_ptr() as u64) as usize;
-            let mut endpoints = account
-                .endpoints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // The next token not in use (2^32 - 1 endpoints held at once are out of reach).
-            let mut token = endpoints.last;
-            loop {
-                token = token.wrapping_add(1).max(1);
-                if !endpoints.by_token.contains_key(&token) {
-                    break;
-                }
-            }
-            endpoints.last = token;
-            endpoints.by_token.insert(
-                token,
-                HeldEndpoint {
-                    mapping: Arc::downgrade(&mapping),
-                    offset,
+        call(
+            env,
+            info,
+            |api, account, [address, expected, pid]: [Value; 3]| {
+                let (mapping, offset) = endpoint_word(api, env, address)?;
+                let expected = int32(api, env, expected, "expected")? as u32;
+                let pid = pid_arg(api, env, pid)?;
+                let word = mapping.segment.atomic_u32(offset);
+                let held = match word.compare_exchange(
+                    expected,
                     pid,
-                },
-            );
-            // Entries of endpoints collected without closing, whose mappings went, go too.
-            if endpoints.by_token.len() >= endpoints.prune_at {
-                endpoints
-                    .by_token
-                    .retain(|_, held| held.mapping.strong_count() > 0);
-                endpoints.prune_at = (endpoints.by_token.len() * 2).max(64);
-            }
-            drop(endpoints);
-            // The mapping's reference goes after the lock (dropping it may unmap).
-            drop(mapping);
-            int_value(api, env, token as i32)
-        })
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(held) | Err(held) => held,
+                };
+                if held == expected {
+                    // Taken: noted in this same call, so that no `terminate()` comes in between.
+                    let mut endpoints = account
+                        .endpoints
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let key = mapping.segment.as_ptr() as u64 + offset as u64;
+                    endpoints.by_address.insert(
+                        key,
+                        HeldEndpoint {
+                            mapping: Arc::downgrade(&mapping),
+                            offset,
+                            pid,
+                        },
+                    );
+                    // Notes of endpoints dropped without closing, whose mappings went, go too.
+                    if endpoints.by_address.len() >= endpoints.prune_at {
+                        endpoints
+                            .by_address
+                            .retain(|_, held| held.mapping.strong_count() > 0);
+                        endpoints.prune_at = (endpoints.by_address.len() * 2).max(64);
+                    }
+                }
+                // The mapping's reference goes after the lock (dropping it may unmap).
+                drop(mapping);
+                int_value(api, env, held as i32)
+            },
+        )
     }
 }
 
-unsafe extern "C" fn js_release_endpoint(env: Env, info: CallbackInfo) -> Value {
+unsafe extern "C" fn js_unclaim_endpoint(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, account, [token]: [Value; 1]| {
-            let token = int32(api, env, token, "token")? as u32;
-            let held = account
+        call(env, info, |api, account, [address, pid]: [Value; 2]| {
+            let (mapping, offset) = endpoint_word(api, env, address)?;
+            let pid = pid_arg(api, env, pid)?;
+            let key = mapping.segment.as_ptr() as u64 + offset as u64;
+            let note = account
                 .endpoints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .by_token
-                .remove(&token);
-            // The mapping's reference goes after the lock (dropping it may unmap).
-            drop(held);
-            undefined(api, env)
+                .by_address
+                .remove(&key);
+            let word = mapping.segment.atomic_u32(offset);
+            let held = match word.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(held) | Err(held) => held,
+            };
+            // References to mappings go after the lock (dropping one may unmap).
+            drop((note, mapping));
+            int_value(api, env, held as i32)
         })
     }
 }

@@ -953,9 +953,11 @@ fn too_long(len: usize, max: usize, call: &str) -> ChannelError {
 fn check_consumer(sh: &Shared) -> Result<()> {
     let pid = sh.consumer_pid().load(Acquire);
     if pid != 0 && !liveness::alive(pid) {
-        return Err(peer_died(
-            "the consumer process died without closing the channel",
-        ));
+        return Err(peer_died(if pid & layout::PID_GONE == 0 {
+            "the consumer process died without closing the channel"
+        } else {
+            "the consumer's thread (a JavaScript Worker) ended without closing the channel"
+        }));
     }
     Ok(())
 }
