@@ -336,11 +336,11 @@ async function startWorker(script: string, message: unknown) {
 const receiverWorker = (name: string) => startWorker("receive_in_worker", { name });
 
 /**
- * Calls `attempt` until it returns without an error that `retry` accepts, for at most 10 s (a
- * Worker's end reaches the library a moment after `terminate()` in Deno); its result.
+ * Calls `attempt` until it returns without an error that `retry` accepts (a Worker's end reaches
+ * the library a moment after `terminate()` in Deno), within {@linkcode HANG_MS}; its result.
  */
 async function eventually<T>(attempt: () => T, retry: (err: unknown) => boolean): Promise<T> {
-  for (const end = Date.now() + 10_000;;) {
+  for (const end = Date.now() + HANG_MS;;) {
     try {
       return attempt();
     } catch (err) {

@@ -108,14 +108,9 @@ export interface Backend {
   unlinkKey(key: number): number;
   unlinkName(name: Uint8Array): number;
   /**
-   * Removes the key or name `handle`'s segment was opened under if it still names that segment:
-   * 0, `-ENOENT` if it names another segment now or none, or another negative code.
-   */
-  unlinkHandle(handle: number): number;
-  /**
-   * {@linkcode unlinkHandle} after the handle is closed: removes `key` if it still holds the
-   * segment whose identity (the last two words an open wrote, `SbMapping.identity`) is
-   * `identity`; 0, `-ENOENT`, or another negative code.
+   * Removes `key` if it still holds the segment whose identity (the last two words an open wrote,
+   * `SbMapping.identity`) is `identity`, open or closed here: 0, `-ENOENT` if it holds another
+   * segment now or none, or another negative code.
    */
   unlinkKeyOwn(key: number, identity: BigUint64Array): number;
   /** The same for a named segment. */
@@ -237,7 +232,6 @@ export type CommonCalls = Pick<
   | "openName"
   | "unlinkKey"
   | "unlinkName"
-  | "unlinkHandle"
   | "unlinkKeyOwn"
   | "unlinkNameOwn"
   | "dup"
@@ -281,7 +275,6 @@ export function commonCalls(s: Calls): CommonCalls {
     },
     unlinkKey: (key) => s.sb_unlink_key(key),
     unlinkName: (name) => s.sb_unlink_name(name, name.length),
-    unlinkHandle: (handle) => s.sb_unlink_handle(handle),
     unlinkKeyOwn: (key, identity) => s.sb_unlink_key_own(key, identity),
     unlinkNameOwn: (name, identity) => s.sb_unlink_name_own(name, name.length, identity),
     dup: (handle) => s.sb_dup(handle),

@@ -12,7 +12,7 @@
  */
 
 /** The ABI version these bindings were generated for; the library must report the same. */
-export const ABI_VERSION = 19;
+export const ABI_VERSION = 20;
 /** `how` argument of the open calls: open an existing segment. */
 export const OPEN = 0;
 /** `how`: create exclusively. */
@@ -87,8 +87,6 @@ export const symbols = {
   sb_unlink_key: { parameters: ["u32"], result: "i32" },
   /** `int32_t sb_unlink_name(const uint8_t *name, uint32_t name_len)`: 0, or a negative code. */
   sb_unlink_name: { parameters: ["buffer", "u32"], result: "i32" },
-  /** `int32_t sb_unlink_handle(int32_t handle)`: 0; -ENOENT if its key or name names another segment now, or none; -EBADF. */
-  sb_unlink_handle: { parameters: ["i32"], result: "i32" },
   /** `int32_t sb_unlink_key_own(uint32_t key, const uint64_t *identity)`: 0; -ENOENT if the key names another segment than `identity` now, or none. */
   sb_unlink_key_own: { parameters: ["u32", "buffer"], result: "i32" },
   /** `int32_t sb_unlink_name_own(const uint8_t *name, uint32_t name_len, const uint64_t *identity)`: 0; -ENOENT if the name names another segment than `identity` now, or none. */

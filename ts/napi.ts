@@ -73,8 +73,6 @@ export interface NodeApiModule {
   unlinkKey(key: number): number;
   /** The same for a named segment (the name as validated, with or without its `/`). */
   unlinkName(name: string): number;
-  /** The same for `handle`'s segment, if its key or name still names it (`sb_unlink_handle`). */
-  unlinkHandle(handle: number): number;
   /**
    * The same for the segment whose `SbMapping.identity` is `identity`, if the key still names it
    * (`sb_unlink_key_own`).

@@ -547,7 +547,7 @@ export class SharedMemory implements Disposable {
   #unlinked = false;
   /**
    * What tells this segment apart from another made later under its key or name (see
-   * {@linkcode Opened}), for an unlink() after close().
+   * {@linkcode Opened}), for unlink(), before or after close().
    */
   #identity0: bigint;
   #identity1: bigint;
@@ -862,17 +862,13 @@ export class SharedMemory implements Disposable {
    */
   unlink(): void {
     const b = backend();
-    let code: number;
-    if (this.#handle >= 0) code = b.unlinkHandle(this.#handle);
-    else {
-      const id = resolve(this.#id, "id");
-      const identity = new BigUint64Array(2);
-      identity[0] = this.#identity0;
-      identity[1] = this.#identity1;
-      code = id.bytes === undefined
-        ? b.unlinkKeyOwn(id.key, identity)
-        : b.unlinkNameOwn(id.bytes, identity);
-    }
+    const id = resolve(this.#id, "id");
+    const identity = new BigUint64Array(2);
+    identity[0] = this.#identity0;
+    identity[1] = this.#identity1;
+    const code = id.bytes === undefined
+      ? b.unlinkKeyOwn(id.key, identity)
+      : b.unlinkNameOwn(id.bytes, identity);
     if (code >= 0) {
       this.#unlinked = true;
       return;

@@ -206,7 +206,6 @@ export function loadDeno(explicit?: string): Backend {
     ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
     unlinkKey: (key) => owner.unlinkKey(key),
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
-    unlinkHandle: (handle) => owner.unlinkHandle(handle),
     unlinkKeyOwn: (key, identity) => owner.unlinkKeyOwn(key, identity),
     claimEndpoint: (address, expected, pid) => owner.claimEndpoint(address, expected, pid),
     unclaimEndpoint: (address, pid) => owner.unclaimEndpoint(address, pid),

@@ -256,7 +256,6 @@ export function loadNode(explicit?: string): Backend {
     userName: n.userName,
     unlinkKey: n.unlinkKey,
     unlinkName: (name) => n.unlinkName(decoder.decode(name)),
-    unlinkHandle: (handle) => n.unlinkHandle(handle),
     unlinkKeyOwn: n.unlinkKeyOwn,
     claimEndpoint: n.claimEndpoint,
     unclaimEndpoint: n.unclaimEndpoint,

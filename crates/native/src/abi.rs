@@ -192,8 +192,6 @@ exports! {
     fn sb_unlink_key(key: u32) -> i32;
     /// 0, or a negative code.
     fn sb_unlink_name(name: *const u8 => "buffer", name_len: u32) -> i32;
-    /// 0; -ENOENT if its key or name names another segment now, or none; -EBADF.
-    fn sb_unlink_handle(handle: i32) -> i32;
     /// 0; -ENOENT if the key names another segment than `identity` now, or none.
     fn sb_unlink_key_own(key: u32, identity: *const u64 => "buffer") -> i32;
     /// 0; -ENOENT if the name names another segment than `identity` now, or none.

@@ -29,9 +29,9 @@ pub const SB_OWNER_ANY: i64 = -2;
 
 /// What an open writes back. After a failure every field is 0 except: on `-EINVAL` from a size
 /// check, `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
-/// holds the owner's uid, with bit 32 set when the segment's mode keeps this user out too; on [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name
-/// (2 a FIFO, 3 a socket, 4 a device, 5 another special file, 6 a file with other names too:
-/// hard links).
+/// holds the owner's uid, with bit 32 set when the segment's mode keeps this user out too; on
+/// [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name (2 a FIFO, 3 a socket, 4 a
+/// device, 5 another special file, 6 a file with other names too: hard links).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SbMapping {
@@ -46,8 +46,9 @@ pub struct SbMapping {
     /// More about a failure (see above); 0 on success.
     pub detail: u64,
     /// What tells this segment apart from another made later under its key or name: a System V id
-    /// and 0, or a file's device and inode. A binding keeps it past the close of the handle, for
-    /// [`sb_unlink_key_own`] or [`sb_unlink_name_own`].
+    /// (bits 0-31) and its creator's pid (bits 32-63), then 0; or a file's device and inode. A
+    /// binding keeps it, and removes the segment's key or name by it with [`sb_unlink_key_own`] or
+    /// [`sb_unlink_name_own`], while the segment is open or after it is closed.
     pub identity: [u64; 2],
 }
 
@@ -369,17 +370,6 @@ pub unsafe extern "C" fn sb_unlink_name(name: *const u8, name_len: u32) -> i32 {
     })
 }
 
-/// Removes the key or name `handle`'s segment was opened under, if it still names that segment
-/// (another process may have replaced it since, or removed it). Returns 0, `-ENOENT` if it names
-/// another segment now or none, or `-EBADF` for a handle that is not live.
-#[unsafe(no_mangle)]
-pub extern "C" fn sb_unlink_handle(handle: i32) -> i32 {
-    guard(|| match lookup(handle) {
-        Some((mapping, _)) => status(mapping.segment.unlink_own(&mapping.id).map(|()| 0)),
-        None => -libc::EBADF,
-    })
-}
-
 /// [`SbMapping::identity`] of `identity`.
 pub(crate) fn identity_words(identity: Identity) -> [u64; 2] {
     match identity {
@@ -424,8 +414,8 @@ unsafe fn read_identity(identity: *const u64) -> Result<[u64; 2], SegmentError> 
 }
 
 /// Removes the keyed segment `key` if it is still the segment whose [`SbMapping::identity`] is at
-/// `identity` (after the segment's handles are closed, say): 0, `-ENOENT` if the key holds
-/// another segment now, or none.
+/// `identity`, open here or not (another process may have replaced it since, or removed it): 0,
+/// `-ENOENT` if the key holds another segment now, or none.
 ///
 /// # Safety
 /// `identity` must be null (`-EFAULT`) or valid for reading two `u64`s.

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// `napi_biguint64_array` in `napi_typedarray_type`.
-const BIGUINT64_ARRAY: i32 = 10;
+pub(super) const BIGUINT64_ARRAY: i32 = 10;
 /// `napi_uint8_array`.
 const UINT8_ARRAY: i32 = 1;
 /// `napi_int32_array`.

@@ -30,14 +30,14 @@
 //!   the process ends the mappings of tracked buffers whose memory may have moved to another
 //!   thread's buffer (see [`Sentinel`] and [`keep_moved`]), and closes the handles it opened that
 //!   no object took over ([`Account::unowned`]).
-//! - `unlinkKey(key)` / `unlinkName(name)` / `unlinkHandle(handle)`: `sb_unlink_*`, returning the
+//! - `unlinkKey(key)` / `unlinkName(name)`: `sb_unlink_*`, returning the
 //!   same code, and after a successful unlink each mapping this process holds of that segment is
 //!   reported to the engine with `napi_adjust_external_memory` as the memory its unmapping would
 //!   free (its length). The report is taken back when the mapping goes. A mapping of a linked
 //!   segment is never reported: unmapping it frees no memory.
 //! - `unlinkKeyOwn(key, identity)` / `unlinkNameOwn(name, identity)`: `sb_unlink_*_own`, the
-//!   same for the segment whose `SbMapping::identity` is `identity` (a BigUint64Array of 2), which
-//!   this process may have closed since.
+//!   same for the segment whose `SbMapping::identity` is `identity` (a BigUint64Array of 2), open
+//!   here or closed since.
 //! - `claimEndpoint(address, expected, pid)` / `unclaimEndpoint(address, pid)`: a channel
 //!   endpoint attaching here stores `pid` in its pid word at `address` (a BigInt, inside a mapping
 //!   of this process) if it holds `expected`, and the word is noted in the same call; detaching,
@@ -396,7 +396,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 18] = [
+    let functions: [(&CStr, sys::Callback); 17] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
@@ -406,7 +406,6 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"forgetDetached", js_forget_detached),
         (c"unlinkKey", js_unlink_key),
         (c"unlinkName", js_unlink_name),
-        (c"unlinkHandle", js_unlink_handle),
         (c"unlinkKeyOwn", js_unlink_key_own),
         (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
@@ -1079,20 +1078,6 @@ unsafe extern "C" fn js_unlink_key(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-unsafe extern "C" fn js_unlink_handle(env: Env, info: CallbackInfo) -> Value {
-    // SAFETY: env and info come from the runtime.
-    unsafe {
-        call(env, info, |api, account, [handle]: [Value; 1]| {
-            let Some((mapping, _)) = crate::segment::lookup(int32(api, env, handle, "handle")?)
-            else {
-                return int_value(api, env, -libc::EBADF);
-            };
-            let id = Ok(mapping.id.clone());
-            unlink_with(api, env, account, id, |id| mapping.segment.unlink_own(id))
-        })
-    }
-}
-
 /// The identity (two words of a BigUint64Array, see `SbMapping::identity`) argument of an unlink.
 ///
 /// # Safety
@@ -1112,8 +1097,7 @@ unsafe fn identity_arg(api: &Api, env: Env, value: Value) -> Result<[u64; 2], Th
             &mut offset,
         )
     };
-    // 10: napi_biguint64_array.
-    if status != OK || ty != 10 || length < 2 {
+    if status != OK || ty != calls::BIGUINT64_ARRAY || length < 2 {
         return Err(Thrown::Type(
             "identity must be a BigUint64Array of at least 2 elements".into(),
         ));
@@ -1326,8 +1310,8 @@ unsafe extern "C" fn js_drop_weak(env: Env, info: CallbackInfo) -> Value {
     }
 }
 
-/// The pid word of a channel endpoint at `address` (a BigInt) in a live mapping of this process,
-/// and its byte offset there.
+/// The pid word of a channel endpoint at `address` (a BigInt) in a live mapping of this process:
+/// the mapping, the word's byte offset there, and the address.
 ///
 /// # Safety
 /// `env` is live and this runs on its thread; `address` is a value of the running callback.
@@ -1335,7 +1319,7 @@ unsafe fn endpoint_word(
     api: &Api,
     env: Env,
     address: Value,
-) -> Result<(Arc<Mapped>, usize), Thrown> {
+) -> Result<(Arc<Mapped>, usize, u64), Thrown> {
     let mut at = 0u64;
     let mut lossless = false;
     // SAFETY: as the caller promises; valid out-pointers.
@@ -1347,7 +1331,7 @@ unsafe fn endpoint_word(
         .filter(|_| at % 4 == 0)
         .ok_or_else(|| Thrown::Range(format!("{at:#x} is no aligned word of a mapping here")))?;
     let offset = (at - mapping.segment.as_ptr() as u64) as usize;
-    Ok((mapping, offset))
+    Ok((mapping, offset, at))
 }
 
 /// A pid argument: a positive int32 without [`PID_GONE`].
@@ -1369,7 +1353,7 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
             env,
             info,
             |api, account, [address, expected, pid]: [Value; 3]| {
-                let (mapping, offset) = endpoint_word(api, env, address)?;
+                let (mapping, offset, at) = endpoint_word(api, env, address)?;
                 let expected = int32(api, env, expected, "expected")? as u32;
                 let pid = pid_arg(api, env, pid)?;
                 let word = mapping.segment.atomic_u32(offset);
@@ -1387,9 +1371,8 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
                         .endpoints
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
-                    let key = mapping.segment.as_ptr() as u64 + offset as u64;
                     endpoints.by_address.insert(
-                        key,
+                        at,
                         HeldEndpoint {
                             mapping: Arc::downgrade(&mapping),
                             offset,
@@ -1416,15 +1399,14 @@ unsafe extern "C" fn js_unclaim_endpoint(env: Env, info: CallbackInfo) -> Value 
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, account, [address, pid]: [Value; 2]| {
-            let (mapping, offset) = endpoint_word(api, env, address)?;
+            let (mapping, offset, at) = endpoint_word(api, env, address)?;
             let pid = pid_arg(api, env, pid)?;
-            let key = mapping.segment.as_ptr() as u64 + offset as u64;
             let note = account
                 .endpoints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .by_address
-                .remove(&key);
+                .remove(&at);
             let word = mapping.segment.atomic_u32(offset);
             let held = match word.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(held) | Err(held) => held,
