@@ -371,26 +371,37 @@ test(
   },
 );
 
-test("Workers terminated at random while they attach and detach senders leave every place free or marked gone, never held", async () => {
-  const name = uniqueName("guard-gone-churn");
-  using _channel = Channel.create({ name }, { capacity: 4096, producers: "many" });
-  using shm = SharedMemory.open({ name });
-  const words = new Int32Array(shm.buffer, layout.OFF_PRODUCER_PIDS, layout.MAX_PRODUCERS);
-  const held = () => words.filter((word) => word === process.pid).length;
-  try {
-    for (let round = 0; round < 12; round++) {
-      const worker = await startWorker("hold_in_worker", { name, role: "churn" });
-      assert.deepEqual(await within(worker.next(), HANG_MS, "the worker"), { held: "churn" });
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
-      await worker.terminate();
+// Not in Deno: its `terminate()` returns before the Worker stops, and stops it only between turns
+// of its event loop, where this Worker holds no place; the checks would race a Worker still
+// running, and no missing mark could fail them.
+if (runtime !== "deno") {
+  test("Workers terminated at random while they attach and detach senders leave every place free or marked gone, never held", async () => {
+    const name = uniqueName("guard-gone-churn");
+    using _channel = Channel.create({ name }, { capacity: 4096, producers: "many" });
+    using shm = SharedMemory.open({ name });
+    const words = new Int32Array(shm.buffer, layout.OFF_PRODUCER_PIDS, layout.MAX_PRODUCERS);
+    try {
+      for (let round = 0; round < 12; round++) {
+        const worker = await startWorker("hold_in_worker", { name, role: "churn" });
+        assert.deepEqual(await within(worker.next(), HANG_MS, "the worker"), { held: "churn" });
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
+        await worker.terminate();
+      }
+      // Each Worker's place, if it had one when it ended, is free or marked gone (in Bun a moment
+      // after terminate() returns).
+      await eventually(() => {
+        for (const word of words) {
+          assert.ok(
+            word === 0 || (word & layout.PID_GONE) !== 0,
+            `${word} in [${words}] (this process: ${process.pid})`,
+          );
+        }
+      }, () => true);
+    } finally {
+      cleanup({ name });
     }
-    // Each Worker's place, if it had one when it ended, is marked gone (in Deno a moment later).
-    await eventually(() => assert.equal(held(), 0, "places held by this process"), () => true);
-    for (const word of words) assert.ok(word === 0 || (word & layout.PID_GONE) !== 0, `${word}`);
-  } finally {
-    cleanup({ name });
-  }
-});
+  });
+}
 
 test(
   "a Worker terminated while it holds a channel's sender: the receiver gets its message, then a senderdied event for it (thread: true) and ECONNRESET, and a new sender attaches",
