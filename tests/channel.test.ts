@@ -3469,6 +3469,26 @@ test("a peer rewriting a message while recvText and texts() decode it cannot cra
   }
 });
 
+test("a peer moving head back and forth over one record holds a blocked send only briefly: it waits for a quarter of the ring at most 1 ms", async () => {
+  const children: Child[] = [];
+  const name = uniqueName("movehead");
+  try {
+    using ch = Channel.create({ name }, { capacity: 4096 });
+    using tx = ch.sender();
+    while (tx.trySend(new Uint8Array(56)));
+    const peer = spawn(children, runtime, "channel/move_head.ts", [name]);
+    await peer.line("moving");
+    const started = performance.now();
+    // The record's room shows whenever the peer's `head` is 64; the sender takes it then.
+    tx.send(new Uint8Array(56).fill(9), 20_000);
+    const waited = performance.now() - started;
+    assert.ok(waited < 10_000, `the send took ${waited} ms`);
+  } finally {
+    await killAll(children);
+    cleanup({ name });
+  }
+});
+
 test("crafted rings (garbage commit words, marks, lengths, producer words and slots, positions) give messages or clear errors, bounded in time and memory", () => {
   const known = new Set(["EBADMSG", "ETIMEDOUT", "EMSGSIZE", "ECONNRESET"]);
   const kinds = [

@@ -1399,6 +1399,8 @@ export class ChannelSender implements Disposable {
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
+    // Not in an async wait, whose event loop waits meanwhile, nor where no spin is wanted.
+    if (sync && r.mode === L.MODE_SPSC && spinner.fixed !== 0) producer.gatherRoom(len, deadline);
     // An async wait spins at most briefly: its event loop waits meanwhile.
     let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
     spinner.bound(deadline < nextCheck ? deadline : nextCheck);

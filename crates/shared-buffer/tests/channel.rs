@@ -493,6 +493,84 @@ fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_rin
 }
 
 #[test]
+fn a_spinning_sender_on_a_full_ring_sends_once_its_receiver_took_one_message_and_stopped() {
+    // A blocked send of the only sender waits for a quarter of the ring while the receiver keeps
+    // taking messages, and no longer once `head` stands still.
+    const CAP: u32 = 4096;
+    let mut heap = Heap::new(region_size(CAP));
+    let channel = heap.channel(CAP, Mode::Spsc);
+    let mut tx = channel.sender(fast()).unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut full = 0;
+    while tx.try_send(&[8; 56]).is_ok() {
+        full += 1;
+    }
+    let blocked = std::thread::spawn(move || {
+        let started = Instant::now();
+        let sent = tx.send(&[9; 56], Some(Duration::from_secs(20)));
+        (sent, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [8; 56]);
+    let (sent, waited) = blocked.join().unwrap();
+    sent.unwrap();
+    // Waiting for the rest of a quarter would end only at the deadline.
+    assert!(
+        waited < Duration::from_secs(10),
+        "the send took {waited:?} after one message was taken"
+    );
+    for _ in 1..full {
+        assert_eq!(rx.try_recv().unwrap().unwrap(), [8; 56]);
+    }
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [9; 56]);
+    assert_eq!(rx.try_recv().unwrap(), None);
+}
+
+#[test]
+fn a_peer_moving_head_back_and_forth_holds_a_blocked_send_only_briefly() {
+    // Hostile: a full ring whose `head` a peer keeps moving, as a receiver at work would, over the
+    // first record and back, never freeing more. The sender waits for a quarter of the ring only
+    // while `head` moves, and at most 1 ms (`ROOM_GATHER_MAX`); then it takes the record's room
+    // whenever `head` shows it.
+    const CAP: u32 = 4096;
+    let mut heap = Heap::new(region_size(CAP));
+    let channel = heap.channel(CAP, Mode::Spsc);
+    let mut tx = channel.sender(fast()).unwrap();
+    while tx.try_send(&[8; 56]).is_ok() {}
+    assert_eq!(word_at(&mut heap, layout::OFF_HEAD), 0);
+    let head = heap.ptr() as usize + layout::OFF_HEAD;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let peer = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            // SAFETY: `head` is a 4-aligned word of the heap region, which outlives this thread
+            // (joined below); every access to the region's words is atomic.
+            let head = unsafe { AtomicU32::from_ptr(head as *mut u32) };
+            for k in (0..9).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                head.store(k * 8, Ordering::Release);
+                let moved = Instant::now();
+                while moved.elapsed() < Duration::from_micros(1) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    let sent = tx.send(&[9; 56], Some(Duration::from_secs(20)));
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    peer.join().unwrap();
+    sent.unwrap();
+    assert!(waited < Duration::from_secs(10), "the send took {waited:?}");
+    drop(tx);
+    drop(channel);
+    drop(heap);
+}
+
+#[test]
 fn zero_copy_send_and_receive() {
     let mut heap = Heap::new(region_size(1024));
     let channel = heap.channel(1024, Mode::Mpsc);

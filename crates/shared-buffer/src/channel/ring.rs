@@ -829,6 +829,15 @@ impl Producer {
     pub(crate) fn should_wake(&self, sh: &Shared) -> bool {
         sh.head().load(Acquire) & POS_MASK != self.head_seen || sh.rx_closed() || sh.tail_closed()
     }
+
+    /// In SPSC, `head` as it is now and the free bytes it leaves before this producer's tail;
+    /// `None` where `head` is more than the capacity behind it (corrupt: the reservation that
+    /// follows reports it). Touches nothing but `head`.
+    pub(crate) fn room_now(&self, sh: &Shared) -> Option<(u32, u32)> {
+        let head = sh.head().load(Acquire) & POS_MASK;
+        let used = self.tail.wrapping_sub(head) & POS_MASK;
+        (used <= sh.capacity).then(|| (head, sh.capacity - used))
+    }
 }
 
 /// `Ok(None)` for a full ring, or `EPIPE` if the consumer closed it: a producer that waits for
