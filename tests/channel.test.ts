@@ -3606,6 +3606,15 @@ test("adaptive spin: spins while spinning catches, parks at once after failures,
   }
   assert.equal(spun, 4);
   assert.equal(s.state.score, 0, "credit gone after a few failed spins");
+  // What a full ring's sender asks before it waits for a quarter of the ring: not now.
+  const waits = new Spinner("adaptive", Infinity);
+  assert.ok((waits.start(), waits.spins()), "the first wait spins");
+  for (let i = 0; i < 8; i++) waits.start(), waits.record(false);
+  waits.start();
+  assert.equal(waits.spins(), false, "a wait after failed spins parks at once");
+  const never = new Spinner(0);
+  never.start();
+  assert.equal(never.spins(), false, "spin: 0");
   const probes: number[] = [];
   for (let wait = 0; wait < 5000; wait++) {
     if (s.budgetMs() > 0) {

@@ -138,6 +138,11 @@ export class Spinner {
     if (until < this.#until) this.#until = until;
   }
 
+  /** Whether the wait {@linkcode start} began spins before it parks. */
+  spins(): boolean {
+    return this.fixed < 0 ? this.#budget > 0 : this.fixed > 0;
+  }
+
   /** After a look that found nothing: true to look again at once, false to go on to park. */
   keepSpinning(): boolean {
     const spins = ++this.#spins;

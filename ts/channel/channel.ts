@@ -1399,11 +1399,13 @@ export class ChannelSender implements Disposable {
     const producer = this.#producer;
     const { peerCheckMs } = this.#options;
     const spinner = this.#spinner;
-    // Not in an async wait, whose event loop waits meanwhile, nor where no spin is wanted.
-    if (sync && r.mode === L.MODE_SPSC && spinner.fixed !== 0) producer.gatherRoom(len, deadline);
     // An async wait spins at most briefly: its event loop waits meanwhile.
     let nextCheck = spinner.start(true, sync ? Infinity : SPIN_MS) + peerCheckMs;
     spinner.bound(deadline < nextCheck ? deadline : nextCheck);
+    // Not in an async wait, whose event loop waits meanwhile, nor in a wait that does not spin:
+    // spinning has not been paying lately (the receiver shares this core, where it cannot run
+    // while this thread spins), or no spin is wanted.
+    if (sync && r.mode === L.MODE_SPSC && spinner.spins()) producer.gatherRoom(len, deadline);
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;
     for (;;) {

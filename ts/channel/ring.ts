@@ -1074,9 +1074,10 @@ export class Producer {
   }
 
   /**
-   * Run by a synchronous send that found the ring full, in a channel of one sender: waits, while
-   * the receiver keeps taking messages, until {@linkcode ROOM_GATHER_DIVISOR} of the ring is free
-   * (or the `len`-byte record's span, if more), looking at `head` every
+   * Run by a synchronous send that found the ring full and is about to spin (`Spinner.spins` in
+   * `spin.ts`), in a channel of one sender: waits, while the receiver keeps taking messages,
+   * until 1 / {@linkcode ROOM_GATHER_DIVISOR} of the ring is free (or the `len`-byte record's
+   * span, if more), looking at `head` every
    * {@linkcode ROOM_GATHER_POLL_MS}. It stops as soon as `head` stood still between two looks (the
    * receiver stopped, died, or cannot run while this thread spins on its core), after
    * {@linkcode ROOM_GATHER_MAX_MS} and at `deadline` (a `performance.now()` time); the wait for
