@@ -139,7 +139,10 @@ export interface EndpointOptions {
    * slow wake-up (at most 20 µs in an async call, which blocks its event loop while it spins),
    * and parks at once while it has not, probing now and then; a number looks again up to that
    * many times, never past the call's deadline or its next peer check (nor 20 µs in an async
-   * call), and 0 parks at once. See `docs/channel.md`, _Spin before parking_.
+   * call), and 0 parks at once. A synchronous send that finds the ring of a one-sender channel
+   * full and spins also waits, up to 1 ms, for a quarter of it to be free while the receiver keeps
+   * taking messages. See `docs/channel.md`, _Spin before parking_ and _A sender resumes on a
+   * quarter of the ring_.
    */
   spin?: number | "adaptive";
 }
@@ -1404,7 +1407,8 @@ export class ChannelSender implements Disposable {
     spinner.bound(deadline < nextCheck ? deadline : nextCheck);
     // Not in an async wait, whose event loop waits meanwhile, nor in a wait that does not spin:
     // spinning has not been paying lately (the receiver shares this core, where it cannot run
-    // while this thread spins), or no spin is wanted.
+    // while this thread spins), or no spin is wanted. Its time counts against the spin's: a
+    // gather that lasts leaves room for the record.
     if (sync && r.mode === L.MODE_SPSC && spinner.spins()) producer.gatherRoom(len, deadline);
     // Whether this thread holds the receiver is looked at once, when the ring is first full.
     let ownChecked = !sync;

@@ -314,8 +314,9 @@ export const WAKE_ROOM_DIVISOR = 2;
  * the receiver keeps taking messages ({@linkcode Producer.gatherRoom}). Resumed at the first
  * room, the sender writes each record right behind the receiver, into the cache lines it has just
  * read and zeroed, and reads `head` after every one, so the lines holding both cross between the
- * two cores for every message. The Rust sender does the same (`ROOM_GATHER_DIVISOR` in
- * `mod.rs`, with what it measured there: its 64 B stream between two cores 2.4-6x as fast).
+ * two cores for every message. The Rust sender does the same whenever its spin is not 0
+ * (`ROOM_GATHER_DIVISOR` in `mod.rs`, with what it measured there: its 64 B stream between two
+ * cores 2.4-6x as fast).
  */
 export const ROOM_GATHER_DIVISOR = 4;
 /**
@@ -326,7 +327,8 @@ export const ROOM_GATHER_DIVISOR = 4;
 export const ROOM_GATHER_POLL_MS = 0.002;
 /**
  * The longest {@linkcode Producer.gatherRoom} waits (1 ms): a peer that writes `head` back and
- * forth (it looks like a receiver at work) delays a send at most this long.
+ * forth (it looks like a receiver at work) delays each wait for room (each fragment's) at most
+ * this long.
  */
 export const ROOM_GATHER_MAX_MS = 1;
 

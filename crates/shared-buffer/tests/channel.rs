@@ -494,8 +494,9 @@ fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_rin
 
 #[test]
 fn a_spinning_sender_on_a_full_ring_sends_once_its_receiver_took_one_message_and_stopped() {
-    // A blocked send of the only sender waits for a quarter of the ring while the receiver keeps
-    // taking messages, and no longer once `head` stands still.
+    // A blocked send of the only sender waits for a quarter of the ring only while `head` moves
+    // (here it never does: the gather gives up at its second look, and the wait for room takes
+    // the record's room once the receiver frees it). A guard on the gather's ends.
     const CAP: u32 = 4096;
     let mut heap = Heap::new(region_size(CAP));
     let channel = heap.channel(CAP, Mode::Spsc);
@@ -514,7 +515,7 @@ fn a_spinning_sender_on_a_full_ring_sends_once_its_receiver_took_one_message_and
     assert_eq!(rx.try_recv().unwrap().unwrap(), [8; 56]);
     let (sent, waited) = blocked.join().unwrap();
     sent.unwrap();
-    // Waiting for the rest of a quarter would end only at the deadline.
+    // A gather with neither its stand-still rule nor its 1 ms cap would end only at the deadline.
     assert!(
         waited < Duration::from_secs(10),
         "the send took {waited:?} after one message was taken"
@@ -531,7 +532,8 @@ fn a_peer_moving_head_back_and_forth_holds_a_blocked_send_only_briefly() {
     // Hostile: a full ring whose `head` a peer keeps moving, as a receiver at work would, over the
     // first record and back, never freeing more. The sender waits for a quarter of the ring only
     // while `head` moves, and at most 1 ms (`ROOM_GATHER_MAX`); then it takes the record's room
-    // whenever `head` shows it.
+    // whenever `head` shows it. (Where the peer is descheduled, `head` stands still and the
+    // gather ends by that rule instead: either way, not at the deadline.)
     const CAP: u32 = 4096;
     let mut heap = Heap::new(region_size(CAP));
     let channel = heap.channel(CAP, Mode::Spsc);
@@ -539,12 +541,18 @@ fn a_peer_moving_head_back_and_forth_holds_a_blocked_send_only_briefly() {
     while tx.try_send(&[8; 56]).is_ok() {}
     assert_eq!(word_at(&mut heap, layout::OFF_HEAD), 0);
     let head = heap.ptr() as usize + layout::OFF_HEAD;
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let peer = std::thread::spawn({
-        let stop = stop.clone();
-        move || {
-            // SAFETY: `head` is a 4-aligned word of the heap region, which outlives this thread
-            // (joined below); every access to the region's words is atomic.
+    /// Stops the peer when the send returns or panics: the scope joins it before `heap` goes.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let (sent, waited) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // SAFETY: `head` is a 4-aligned word of the heap region, which outlives this scoped
+            // thread; every access to the region's words is atomic.
             let head = unsafe { AtomicU32::from_ptr(head as *mut u32) };
             for k in (0..9).cycle() {
                 if stop.load(Ordering::Relaxed) {
@@ -556,13 +564,12 @@ fn a_peer_moving_head_back_and_forth_holds_a_blocked_send_only_briefly() {
                     std::hint::spin_loop();
                 }
             }
-        }
+        });
+        let _stop = Stop(&stop);
+        let started = Instant::now();
+        let sent = tx.send(&[9; 56], Some(Duration::from_secs(20)));
+        (sent, started.elapsed())
     });
-    let started = Instant::now();
-    let sent = tx.send(&[9; 56], Some(Duration::from_secs(20)));
-    let waited = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    peer.join().unwrap();
     sent.unwrap();
     assert!(waited < Duration::from_secs(10), "the send took {waited:?}");
     drop(tx);

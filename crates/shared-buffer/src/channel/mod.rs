@@ -145,7 +145,9 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WaitOptions {
     /// How many times a blocking call re-checks the ring before it parks. Default 64 (a few
-    /// microseconds); 0 parks at once.
+    /// microseconds); 0 parks at once. Not 0: a send that finds the ring of a one-sender
+    /// channel full also waits, up to 1 ms, for a quarter of it to be free while the receiver
+    /// keeps taking messages ([`Sender::send`]).
     pub spin: u32,
     /// How often a parked call wakes to check that the peer process is alive. Default 100 ms;
     /// a dead peer is reported within about this time (twice it for an MPSC producer that died
@@ -701,8 +703,10 @@ const SENDER_PARK_MAX: Duration = Duration::from_millis(100);
 /// on (a cache line's round trip between CPU 0 and 1 of this VM measured 55-80 ns in some
 /// seconds and 340-390 ns in others): the Rust ring's 64 B stream between two cores made 13-14
 /// M messages/s in the first state and 3.8-4.4 M in the second; gathering a quarter of a 256 KiB
-/// ring, 30-34 M and 24-29 M (4 KiB messages 4.5 M → 6.9 M). The TypeScript sender does the same
-/// (`ROOM_GATHER_DIVISOR` in `ring.ts`).
+/// ring, 30-34 M and 24-29 M (4 KiB messages 4.2-4.3 M → 6.5-6.9 M). The TypeScript sender does
+/// the same in a wait that spins (`ROOM_GATHER_DIVISOR` in `ring.ts`); this one whenever `spin`
+/// is not 0, one core included, where it costs a look 2 µs after the first at each full ring
+/// (its one-core figures did not move).
 const ROOM_GATHER_DIVISOR: u32 = 4;
 
 /// How often [`Sender::gather_room`] looks at `head`: rarely enough that the receiver's stores
@@ -712,7 +716,7 @@ const ROOM_GATHER_DIVISOR: u32 = 4;
 const ROOM_GATHER_POLL: Duration = Duration::from_micros(2);
 
 /// The longest [`Sender::gather_room`] waits: a peer that writes `head` back and forth (it looks
-/// like a receiver at work) delays a send at most this long.
+/// like a receiver at work) delays each wait for room (each fragment's) at most this long.
 const ROOM_GATHER_MAX: Duration = Duration::from_millis(1);
 
 /// The time between two liveness checks: at least 1 ms.
