@@ -555,6 +555,33 @@ test("recvInto hands room back at once to a parked sender, and all of it when th
   assert.equal(head(), tail(), "close publishes it too");
 });
 
+test("recvInto wakes a parked sender once half the ring is free, looking every quarter ring taken (the Rust receiver in Deno and Bun, the TypeScript one in Node.js)", () => {
+  using watched = watchedChannel(4096);
+  const { tx, rx, words } = watched;
+  const txWaiting = layout.OFF_TX_WAITING >> 2;
+  const message = new Uint8Array(56); // a 64-byte record
+  let sent = 0;
+  while (tx.trySend(message)) sent++;
+  assert.equal(sent, 64, "the ring is full");
+  // A mark stored by hand stands for a parked sender: the wake takes it (an exchange to 0).
+  Atomics.store(words, txWaiting, 1);
+  const into = new Uint8Array(64);
+  for (let i = 1; i <= 32; i++) {
+    assert.equal(rx.recvInto(into), 56);
+    assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), i * 64, "head stored at once");
+    // Looked at a quarter (16 taken) and left parked: a quarter of the ring free.
+    assert.equal(Atomics.load(words, txWaiting), i < 32 ? 1 : 0, `after ${i} taken`);
+  }
+  // Parked again with half the ring free: woken at the next look, a quarter ring on.
+  Atomics.store(words, txWaiting, 1);
+  for (let i = 1; i <= 16; i++) {
+    assert.equal(rx.recvInto(into), 56);
+    assert.equal(Atomics.load(words, txWaiting), i < 16 ? 1 : 0, `after ${i} more taken`);
+  }
+  for (let i = 0; i < 16; i++) assert.equal(rx.recvInto(into), 56); // the rest
+  assertSound(watched);
+});
+
 test("recvInto copies every length into aligned and unaligned targets and zeroes the ring behind it", () => {
   using watched = watchedChannel(1024);
   const { tx, rx, words } = watched;

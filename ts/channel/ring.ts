@@ -304,7 +304,8 @@ export const WAKE_LOOK_BYTES = 4096;
  * A receiver that finds nothing to take wakes them whatever the room (`publish(true)`): it is
  * about to wait, and a sender behind a long record still in flight may fit in what is free. A
  * sender also looks again on its own after each park of at most 100 ms (`PARK_MS`). The close
- * and the takeover paths wake at once.
+ * and the takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the
+ * same (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured).
  */
 export const WAKE_ROOM_DIVISOR = 2;
 

@@ -413,9 +413,10 @@ fn full_ring_pushes_back_and_never_drops() {
 }
 
 #[test]
-fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_ring() {
-    // `tx_waiting` stored by hand stands for a parked sender: a look that finds it takes it
-    // (swaps it to 0, then wakes the futex).
+fn a_receiver_stores_head_at_once_and_wakes_parked_senders_once_half_the_ring_is_free() {
+    // `tx_waiting` stored by hand stands for a parked sender: a look that wakes it takes it
+    // (swaps it to 0, then wakes the futex). The receiver looks every quarter ring here, and
+    // the look at a quarter leaves it parked.
     const CAP: u32 = 4096;
     let mut heap = Heap::new(region_size(CAP));
     let channel = heap.channel(CAP, Mode::Spsc);
@@ -433,7 +434,8 @@ fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_rin
     assert_eq!(sent, CAP / 64, "64-byte records fill the ring");
     set_word(&mut heap, layout::OFF_TX_WAITING, 1);
     let quarter = CAP / 4 / 64;
-    for i in 1..=quarter {
+    let half = 2 * quarter;
+    for i in 1..=half {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
         // A sender that looks for room now finds it, parked or not.
         assert_eq!(
@@ -442,11 +444,11 @@ fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_rin
             "head stored at once"
         );
         let waiting = word_at(&mut heap, layout::OFF_TX_WAITING);
-        assert_eq!(waiting, u32::from(i < quarter), "after {i} taken");
+        assert_eq!(waiting, u32::from(i < half), "after {i} taken");
     }
     // A receive that leaves no message committed after it looks at once: the receiver may not
     // receive again for a while. (Three messages: far from the quarter ring.)
-    for _ in quarter..sent {
+    for _ in half..sent {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
     }
     for _ in 0..3 {
@@ -482,11 +484,11 @@ fn a_receiver_stores_head_at_once_and_looks_for_parked_senders_every_quarter_rin
         .recv_timeout(Duration::from_secs(10))
         .expect("the parked sender found the room within 10 s");
     let mut tx = parked.join().unwrap();
-    // One parked again gets its room as the receiver takes a quarter ring.
+    // One parked again gets its room as the receiver takes half the ring.
     let parked = std::thread::spawn(move || {
         tx.send(&[9; 56], Some(Duration::from_secs(20))).unwrap();
     });
-    for _ in 0..quarter {
+    for _ in 0..half {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [8; 56]);
     }
     parked.join().unwrap();
