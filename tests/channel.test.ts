@@ -5117,6 +5117,35 @@ test("a parked sender is woken once half the ring is free, looked for every quar
   consumer.publish(true);
   assert.equal(notifies, before + 1, "nothing to take: at once");
   assert.equal(Atomics.load(fresh.words, txWaiting), 0);
+  // A receive that leaves a record in flight next (not committed yet) wakes it whatever the
+  // room: the receiver may not receive again soon.
+  const inFlight = heapRing(capacity, layout.MODE_SPSC, { notify: () => void notifies++ });
+  const writer = new Producer(inFlight.ring, 0, 0);
+  const first = writer.tryReserve(56);
+  writer.commit(first, 56, 0);
+  assert.ok(writer.tryReserve(capacity - 64 - 8) >= 0, "the rest reserved, not committed");
+  const taker = new ChannelReceiver(inFlight.ring, options, new Set());
+  Atomics.store(inFlight.words, txWaiting, 1);
+  const beforeInFlight = notifies;
+  assert.equal(taker.recvInto(target), 56);
+  assert.equal(notifies, beforeInFlight + 1, "64 bytes free, nothing committed next: woken");
+  // With many senders, at every look (every quarter ring): while the others keep the ring more
+  // than half full, a parked one waiting for half would wait for its park to end.
+  const many = heapRing(capacity, layout.MODE_MPSC, { notify: () => void notifies++ });
+  const one = new Producer(many.ring, 0, 0);
+  let queued = 0;
+  for (let idx = one.tryReserve(56); idx >= 0; idx = one.tryReserve(56)) {
+    one.commit(idx, 56, 0);
+    queued++;
+  }
+  assert.ok(queued * 64 > capacity * 3 / 4, `${queued} records of 64 bytes`);
+  const rxMany = new ChannelReceiver(many.ring, options, new Set());
+  Atomics.store(many.words, txWaiting, 1);
+  const beforeMany = notifies;
+  for (let i = 1; i <= quarter; i++) {
+    assert.equal(rxMany.recvInto(target), 56);
+    assert.equal(notifies, beforeMany + (i < quarter ? 0 : 1), `many: after ${i} taken`);
+  }
 });
 
 test("a runtime's commitRunMin: a sendMany run of fewer records is committed record by record, one of as many in one native call", () => {

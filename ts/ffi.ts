@@ -47,7 +47,7 @@ export const PUT_CLOSED = 2;
 export const CHANNEL_STATE_BYTES = 20;
 /** `SbTakeState` field, as an index of 32-bit words: the receiver position. */
 export const TAKE_HEAD = 0;
-/** `SbTakeState`: the position at which the receiver last looked for parked senders. */
+/** `SbTakeState`: the position at which the receiver last looked for parked senders (short of `head` while a wake is due). */
 export const TAKE_LOOKED = 1;
 /** `SbTakeState`: the `tail` position known to be reached. */
 export const TAKE_TAIL_SEEN = 2;

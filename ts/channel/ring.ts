@@ -289,8 +289,9 @@ export const PUBLISH_EVERY = 4096;
 export const WAKE_LOOK_BYTES = 4096;
 
 /**
- * A receiver that looks for parked senders ({@linkcode WAKE_LOOK_BYTES}) wakes them only once at
- * least this fraction of the ring (1 / the divisor) is free: half, as a socket wakes its writer only when it can make
+ * A receiver that looks for parked senders ({@linkcode WAKE_LOOK_BYTES}) while messages wait, in
+ * a channel of one sender, wakes it only once at least this fraction of the ring (1 / the divisor)
+ * is free: half, as a socket wakes its writer only when it can make
  * significant progress (Linux: when half the send buffer is free). Woken whenever any room came
  * back, a sender that shares the receiver's core took the CPU, filled that room and parked again:
  * a futex wake (a Node-API call in Node.js) and two switches every few hundred small messages, or
@@ -302,9 +303,12 @@ export const WAKE_LOOK_BYTES = 4096;
  * gained a third as much; only when the ring is empty, more (2.1), but a sender parked until then
  * leaves a slow receiver on another core idle while it refills, where half keeps both at work.
  * A receiver that finds nothing to take wakes them whatever the room (`publish(true)`): it is
- * about to wait, and a sender behind a long record still in flight may fit in what is free. A
- * sender also looks again on its own after each park of at most 100 ms (`PARK_MS`). The close
- * and the takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the
+ * about to wait, and a sender behind a long record still in flight may fit in what is free; so
+ * does a receive that leaves no message committed after it (it may not receive again for a
+ * while). With many senders a look wakes them whatever the room: while the others keep more than
+ * half the ring full, a parked one waiting for half would wait for its park to end. A sender also
+ * looks again on its own after each park of at most 100 ms (`PARK_MS`). The close and the
+ * takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the
  * same (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured).
  */
 export const WAKE_ROOM_DIVISOR = 2;
@@ -2197,28 +2201,32 @@ export class Consumer {
 
   /**
    * Stores `head` (everything before it zeroed); where a look is due ({@linkcode WAKE_LOOK_BYTES})
-   * wakes parked senders once half the ring is free ({@linkcode WAKE_ROOM_DIVISOR}), and with
-   * `wakeAlways` looks and wakes them whatever the room.
+   * wakes the parked sender of a channel of one once half the ring is free
+   * ({@linkcode WAKE_ROOM_DIVISOR}); with no message committed next, or with `wakeAlways`, looks
+   * and wakes them whatever the room.
    */
   #store(wakeAlways = false): void {
     this.#published = this.head;
     const i32 = this.#r.i32;
     atomicStore(i32, HEAD, this.head);
-    if (
-      wakeAlways || ((this.head - this.#looked) & L.POS_MASK) >= this.#lookEvery ||
-      // No message committed next (a plain read: a hint, see WAKE_LOOK_BYTES).
-      (i32[DATA + ((this.head & this.#r.mask) >> 2)] & COMMITTED) === 0
-    ) {
+    // No message committed next (a plain read: a hint, see WAKE_LOOK_BYTES): woken whatever the
+    // room, as this may be the last receive for a while.
+    if ((i32[DATA + ((this.head & this.#r.mask) >> 2)] & COMMITTED) === 0) wakeAlways = true;
+    if (wakeAlways || ((this.head - this.#looked) & L.POS_MASK) >= this.#lookEvery) {
       this.#looked = this.head;
       if (atomicLoad(i32, TX_WAITING) !== 0) this.#wakeParked(wakeAlways);
     }
   }
 
-  /** {@linkcode #store}'s wake of parked senders, apart so that the common case stays small. */
+  /**
+   * {@linkcode #store}'s wake of parked senders, apart so that the common case stays small. With
+   * many senders at every look: while the others keep more than half the ring full, a parked one
+   * waiting for half would wait for its park to end.
+   */
   #wakeParked(wakeAlways: boolean): void {
     const r = this.#r;
     if (
-      wakeAlways ||
+      wakeAlways || r.mode !== L.MODE_SPSC ||
       r.capacity - ((atomicLoad(r.i32, TAIL) - this.head) & L.POS_MASK) >=
         r.capacity / WAKE_ROOM_DIVISOR
     ) r.wakeProducers();

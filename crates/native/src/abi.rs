@@ -337,7 +337,8 @@ constants! {
     CHANNEL_STATE_BYTES = STATE_BYTES;
     /// `SbTakeState` field, as an index of 32-bit words: the receiver position.
     TAKE_HEAD = std::mem::offset_of!(TakeState, head) / 4;
-    /// `SbTakeState`: the position at which the receiver last looked for parked senders.
+    /// `SbTakeState`: the position at which the receiver last looked for parked senders (short
+    /// of `head` while a wake is due).
     TAKE_LOOKED = std::mem::offset_of!(TakeState, looked) / 4;
     /// `SbTakeState`: the `tail` position known to be reached.
     TAKE_TAIL_SEEN = std::mem::offset_of!(TakeState, tail_seen) / 4;

@@ -336,8 +336,8 @@ fn proptest_config() -> ProptestConfig {
 proptest! {
     #![proptest_config(proptest_config())]
 
-    /// Random bytes in the data area and random positions in the header and in the caller's
-    /// state: each call returns, never panics, takes at most `room` bytes and never more than
+    /// Random bytes in the data area, random positions and `tx_waiting` in the header and
+    /// random positions in the caller's state: each call returns, never panics, takes at most `room` bytes and never more than
     /// the ring held, and puts only what fits.
     #[test]
     fn random_rings_never_panic(
@@ -346,6 +346,7 @@ proptest! {
         tail in any::<u32>(),
         seen in any::<u32>(),
         looked in any::<u32>(),
+        waiting in any::<u32>(),
         room in 0usize..200,
     ) {
         let mut heap = Heap::new(region_size(CAP));
@@ -353,6 +354,8 @@ proptest! {
         heap.bytes_mut()[layout::OFF_DATA..].copy_from_slice(&data);
         set_word(&mut heap, layout::OFF_HEAD, head);
         set_word(&mut heap, layout::OFF_TAIL, tail);
+        // A parked sender's mark (or any word) in `tx_waiting`: the looks that leave it parked.
+        set_word(&mut heap, layout::OFF_TX_WAITING, waiting);
         let mut into = vec![0u8; room];
         let mut state = TakeState { head, looked, tail_seen: seen, capacity: CAP };
         for _ in 0..16 {

@@ -153,7 +153,8 @@ pub struct WaitOptions {
     /// a dead peer is reported within about this time (twice it for an MPSC producer that died
     /// while holding a reservation). At least 1 ms is used. A sender waiting for room also looks
     /// for it again at least every 100 ms, whatever this interval: a receiver wakes parked senders
-    /// only now and then (every 4 KiB it hands back, and when it runs out of messages).
+    /// only now and then (once half the ring is free in a channel of one sender, every 4 KiB it
+    /// hands back in one of many, and when it runs out of messages).
     pub liveness_interval: Duration,
 }
 
@@ -690,8 +691,10 @@ impl Clock {
 
 /// The longest a producer waiting for room parks before it looks again on its own, whatever its
 /// liveness interval: a consumer looks for parked producers only now and then (every 4 KiB it
-/// hands back, see `ring::WAKE_LOOK_BYTES`), so one that takes a message from a full ring and
-/// stops while others wait wakes nobody. The TypeScript sender's `PARK_MS`.
+/// hands back, and with one producer wakes it once half the ring is free: see
+/// `ring::WAKE_LOOK_BYTES` and `ring::WAKE_ROOM_DIVISOR`), so one that takes less than half a
+/// full ring and stops while messages still wait wakes nobody. The TypeScript sender's
+/// `PARK_MS`.
 const SENDER_PARK_MAX: Duration = Duration::from_millis(100);
 
 /// A send that finds the ring full, in a channel of one sender, resumes once this fraction of

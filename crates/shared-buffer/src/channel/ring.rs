@@ -924,9 +924,12 @@ pub(crate) const SWEEP_MAX: u32 = 512 << 10;
 /// a 64 B receive.
 pub(crate) const WAKE_LOOK_BYTES: u32 = 4096;
 
-/// A consumer that looks for parked producers ([`WAKE_LOOK_BYTES`]) after a release wakes them
-/// only once at least this fraction of the ring (1 / the divisor) is free; one that finds
-/// nothing to take, and the close, wake them whatever the room. Woken at every look, a sender
+/// A consumer that looks for parked producers ([`WAKE_LOOK_BYTES`]) while messages wait, in a
+/// channel of one producer, wakes it only once at least this fraction of the ring (1 / the
+/// divisor) is free ([`Consumer::look`]); a release that leaves no message committed next, a
+/// consumer that finds nothing to take, and the close, wake it whatever the room, and with many
+/// producers every look wakes them (while the others keep more than half the ring full, a
+/// parked one waiting for half would wait for its park to end). Woken at every look, a sender
 /// that shares the receiver's core takes the CPU for each look's worth of room and parks again
 /// (a futex wake and two switches every 4 KiB). Both on one core, alternating runs, messages/s,
 /// waking at every look against at half: the Rust ring (`native_ring`) 64 B 13.9-16.3 M against
@@ -948,7 +951,8 @@ pub(crate) struct Consumer {
     /// The consumer position (this consumer is its only writer).
     pub(crate) head: u32,
     /// The `head` at which this consumer last looked for parked producers (see
-    /// [`WAKE_LOOK_BYTES`]).
+    /// [`WAKE_LOOK_BYTES`]); short of `head` by a made-up distance while a wake is due that a
+    /// look left for the next wait ([`Consumer::look`]).
     looked: u32,
     /// A `tail` position known to be reached; bounds records without loading `tail` each time.
     tail_seen: u32,
@@ -960,12 +964,14 @@ pub(crate) struct Consumer {
 
 impl Consumer {
     /// A consumer starting at `head`: the position its caller checked (loaded again here, it
-    /// could be one a peer wrote since, off a record boundary).
+    /// could be one a peer wrote since, off a record boundary). A wake is due (`looked` short
+    /// of `head`): a consumer that took over may owe one that the dead one left pending
+    /// ([`Consumer::look`]).
     pub(crate) fn new(head: u32) -> Self {
         let head = head & POS_MASK;
         Self {
             head,
-            looked: head,
+            looked: head.wrapping_sub(1) & POS_MASK,
             tail_seen: head,
             tail_word: 0,
             stepped: 0,
@@ -1110,7 +1116,7 @@ impl Consumer {
             // and a producer's claim that reads the zero must see the raise of `sweeps` before.
             self.announce(sh, span);
             sh.commit_word(idx).store(0, Release);
-            self.advance(sh, span);
+            self.hand_back(sh, span);
             self.stepped += 1;
         }
     }
@@ -1141,8 +1147,8 @@ impl Consumer {
         Ok(tag - 1)
     }
 
-    /// Consumes the message at `idx` with a `len`-byte payload: zeroes it, stores `head` past it,
-    /// and wakes parked producers if a look is due ([`WAKE_LOOK_BYTES`]).
+    /// Consumes the message at `idx` with a `len`-byte payload: zeroes it and hands its room
+    /// back ([`Consumer::hand_back`]).
     #[inline]
     pub(crate) fn release(&mut self, sh: &Shared, idx: usize, len: usize) {
         let span = record_span(len) as u32;
@@ -1150,23 +1156,33 @@ impl Consumer {
         // SAFETY: peek validated that the record lies inside the data area, and until `head`
         // moves past it no producer may touch it.
         unsafe { sh.mem.zero(OFF_DATA + idx, RECORD_HEADER_SIZE + len) };
+        self.hand_back(sh, span);
+    }
+
+    /// Stores `head` past the `span` bytes at it, then looks for parked producers if a look is
+    /// due ([`WAKE_LOOK_BYTES`]): with no message committed next, it wakes them whatever the
+    /// room (this may be the last receive for a while); else, a look's distance since the last,
+    /// [`Consumer::look`].
+    #[inline]
+    fn hand_back(&mut self, sh: &Shared, span: u32) {
         self.head = self.head.wrapping_add(span) & POS_MASK;
         sh.head().store(self.head, Release);
-        // No message committed next: this may be the last receive for a while (see
-        // WAKE_LOOK_BYTES). Relaxed: it only decides when to look.
+        // Relaxed: it only decides when to look.
         let next = (self.head & sh.mask) as usize;
-        if self.head.wrapping_sub(self.looked) & POS_MASK >= wake_look_bytes(sh.capacity)
-            || sh.commit_word(next).load(Relaxed) & REC_COMMITTED == 0
-        {
+        if sh.commit_word(next).load(Relaxed) & REC_COMMITTED == 0 {
+            self.wake_producers(sh);
+        } else if self.head.wrapping_sub(self.looked) & POS_MASK >= wake_look_bytes(sh.capacity) {
             self.look(sh);
         }
     }
 
-    /// A look for parked producers after a release ([`WAKE_LOOK_BYTES`]): wakes them once
-    /// [`WAKE_ROOM_DIVISOR`] of the ring is free. Short of that it leaves them parked and
-    /// looks again once enough room could have come back (at most [`wake_look_bytes`] on),
-    /// and the wake stays due meanwhile: `looked` is set that far back, and at least one byte
-    /// short of `head`, so [`Consumer::wake_pending`] wakes them before a wait.
+    /// A look for parked producers while messages wait ([`Consumer::hand_back`]): in a channel
+    /// of one producer, wakes it once [`WAKE_ROOM_DIVISOR`] of the ring is free. Short of that
+    /// it leaves it parked and looks again once enough room could have come back (at most
+    /// [`wake_look_bytes`] on), and the wake stays due meanwhile: `looked` is set that far
+    /// back, and at least one byte short of `head`, so [`Consumer::wake_pending`] wakes it
+    /// before a wait. With many producers it wakes them at every look: while the others keep
+    /// more than half the ring full, a parked one would otherwise wait for its park to end.
     #[inline]
     fn look(&mut self, sh: &Shared) {
         fence(SeqCst);
@@ -1178,7 +1194,7 @@ impl Consumer {
         // wakes them: they find the corruption themselves.
         let used = sh.tail().load(Relaxed).wrapping_sub(self.head) & POS_MASK;
         let want = sh.capacity / WAKE_ROOM_DIVISOR;
-        if used <= sh.capacity && sh.capacity - used < want {
+        if sh.mode == MODE_SPSC && used <= sh.capacity && sh.capacity - used < want {
             let every = wake_look_bytes(sh.capacity);
             let next = (want - (sh.capacity - used)).min(every);
             self.looked = self.head.wrapping_add(next).wrapping_sub(every + 1) & POS_MASK;
@@ -1396,7 +1412,8 @@ pub struct TakeState {
     /// The receiver position, published (`head` in the region holds it).
     pub head: u32,
     /// The position at which the receiver last looked for parked producers (see
-    /// `WAKE_LOOK_BYTES`).
+    /// `WAKE_LOOK_BYTES`), or a position short of `head` while a wake is due (any value is safe: it
+    /// only decides when to look).
     pub looked: u32,
     /// A `tail` position known to be reached (see `Consumer`).
     pub tail_seen: u32,
@@ -1407,7 +1424,7 @@ pub struct TakeState {
 /// One receive of a whole one-record message into `target`, for a receiver whose protocol state
 /// lives elsewhere (the TypeScript receiver's fast path): if the record at `state.head` is a
 /// committed message of at most `room` bytes, copies it to `target`, consumes it as
-/// `Consumer::release` does (zeroes it, stores `head`, wakes parked producers if a look is due)
+/// `Consumer::release` does (zeroes it, stores `head`, looks for parked producers if a look is due)
 /// and returns its length. Otherwise returns -1 with nothing taken: nothing there yet, a
 /// fragment, an aborted or reserved record, a message longer than `room`, or a corrupt record or
 /// position (the caller's own path finds and reports it). Skip records at `head` are stepped over either way, as
@@ -1709,8 +1726,13 @@ mod tests {
     /// A channel of 64 bytes in a region of its own, returned first: bind both, the region
     /// first (`let (_region, channel) = ...`), so that it is dropped after the channel.
     fn channel_in(mode: Mode) -> (Vec<u64>, Channel) {
-        let mut region = vec![0u64; region_size(64) / 8];
-        let config = Config { capacity: 64, mode };
+        channel_of(64, mode)
+    }
+
+    /// [`channel_in`] of `capacity` bytes.
+    fn channel_of(capacity: u32, mode: Mode) -> (Vec<u64>, Channel) {
+        let mut region = vec![0u64; region_size(capacity) / 8];
+        let config = Config { capacity, mode };
         // SAFETY: the region is 8-aligned and ours alone; its heap buffer does not move with
         // the `Vec`, which the caller keeps until after the channel is dropped.
         let channel =
@@ -1844,32 +1866,36 @@ mod tests {
         assert!(matches!(consumer.peek(sh), Ok(Peek::Empty)));
     }
 
-    /// A look after a release that finds a producer parked with less than half the ring free
-    /// leaves it parked, and remembers the wake it skipped (`looked` short of `head`) for the
-    /// next wait ([`Consumer::wake_pending`], which a receiver calls before it spins or parks,
-    /// and a peek that finds nothing to take). A look that finds half the ring free wakes.
+    /// Takes the message of `len` bytes at `at` (at `head`) and returns the `head` stored.
+    fn take(consumer: &mut Consumer, sh: &Shared, at: usize, len: usize) -> u32 {
+        let peek = consumer.peek(sh);
+        let Ok(Peek::Message { idx, len: got, .. }) = peek else {
+            panic!("no message at {at}: {peek:?}");
+        };
+        assert_eq!((idx, got), (at, len));
+        consumer.release(sh, idx, len);
+        sh.head().load(SeqCst)
+    }
+
+    /// A look after a release that finds the producer parked with less than half the ring
+    /// free leaves it parked, and remembers the wake it skipped (`looked` short of `head`) for
+    /// the next wait ([`Consumer::wake_pending`], which a receiver calls before it spins or
+    /// parks, and a peek that finds nothing to take). A look that finds half the ring free
+    /// wakes.
     #[test]
     fn a_look_short_of_half_the_ring_leaves_the_wake_to_the_next_wait() {
         let (_region, channel) = channel_in(Mode::Spsc);
         let sh = &*channel.shared;
-        // Two messages of 8 bytes (records of 16: a look's distance in a ring of 64), then the
-        // producer's reservation of the last 32, not committed yet.
+        // Two messages of 8 bytes (records of 16: a look's distance in a ring of 64), then one
+        // of 24 (a record of 32).
         for idx in [0, 16] {
             sh.commit_word(idx).store(REC_COMMITTED | 8, SeqCst);
         }
+        sh.commit_word(32).store(REC_COMMITTED | 24, SeqCst);
         sh.tail().store(64, SeqCst);
         sh.tx_waiting().store(1, SeqCst);
         let mut consumer = Consumer::new(0);
-        let take = |consumer: &mut Consumer, at: usize| {
-            let peek = consumer.peek(sh);
-            let Ok(Peek::Message { idx, len: 8, .. }) = peek else {
-                panic!("no message at {at}: {peek:?}");
-            };
-            assert_eq!(idx, at);
-            consumer.release(sh, idx, 8);
-            sh.head().load(SeqCst)
-        };
-        assert_eq!(take(&mut consumer, 0), 16, "head stored");
+        assert_eq!(take(&mut consumer, sh, 0, 8), 16, "head stored");
         assert_eq!(
             sh.tx_waiting().load(SeqCst),
             1,
@@ -1877,12 +1903,52 @@ mod tests {
         );
         consumer.wake_pending(sh);
         assert_eq!(sh.tx_waiting().load(SeqCst), 0, "woken before a wait");
-        consumer.wake_pending(sh);
         sh.tx_waiting().store(1, SeqCst);
         consumer.wake_pending(sh);
         assert_eq!(sh.tx_waiting().load(SeqCst), 1, "no look due: no look");
-        assert_eq!(take(&mut consumer, 16), 32);
+        assert_eq!(take(&mut consumer, sh, 16, 8), 32);
         assert_eq!(sh.tx_waiting().load(SeqCst), 0, "32 of 64 free: woken");
+    }
+
+    /// After a look short of half the ring, the next comes once half could be free, not a
+    /// whole look's distance on; a release with no message committed after it wakes the
+    /// producer whatever the room (the receiver may not receive again for a while).
+    #[test]
+    fn the_look_after_a_short_one_comes_once_half_the_ring_could_be_free() {
+        // A look every 64 bytes; half is 128. Messages of 8 bytes (records of 16) up to 192,
+        // then the producer's reservation up to 224, not committed yet.
+        let (_region, channel) = channel_of(256, Mode::Spsc);
+        let sh = &*channel.shared;
+        for idx in (0..192).step_by(16) {
+            sh.commit_word(idx).store(REC_COMMITTED | 8, SeqCst);
+        }
+        sh.tail().store(224, SeqCst);
+        sh.tx_waiting().store(1, SeqCst);
+        let mut consumer = Consumer::new(0);
+        for at in (0..80).step_by(16) {
+            take(&mut consumer, sh, at, 8);
+            // At 64 taken: 96 free, 32 short of half.
+            assert_eq!(sh.tx_waiting().load(SeqCst), 1, "{} taken", at + 16);
+        }
+        assert_eq!(take(&mut consumer, sh, 80, 8), 96);
+        assert_eq!(
+            sh.tx_waiting().load(SeqCst),
+            0,
+            "128 free: woken at the next look"
+        );
+        // One message, then a reservation of all but 32 bytes of the ring.
+        let (_region, channel) = channel_of(256, Mode::Spsc);
+        let sh = &*channel.shared;
+        sh.commit_word(0).store(REC_COMMITTED | 8, SeqCst);
+        sh.tail().store(224, SeqCst);
+        sh.tx_waiting().store(1, SeqCst);
+        let mut consumer = Consumer::new(0);
+        assert_eq!(take(&mut consumer, sh, 0, 8), 16);
+        assert_eq!(
+            sh.tx_waiting().load(SeqCst),
+            0,
+            "48 free, nothing committed next: woken"
+        );
     }
 
     /// One producer's unmarked reservation is stepped over only while the word at `head` is
