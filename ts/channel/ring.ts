@@ -309,7 +309,9 @@ export const WAKE_LOOK_BYTES = 4096;
  * half the ring full, a parked one waiting for half would wait for its park to end. A sender also
  * looks again on its own after each park of at most 100 ms (`PARK_MS`). The close and the
  * takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the
- * same (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured).
+ * same (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured), and more exactly: after a look
+ * short of half it looks again once half could be free, not a whole look's distance on, and the
+ * wake stays owed to its next wait, where this receiver wakes at every wait anyway.
  */
 export const WAKE_ROOM_DIVISOR = 2;
 
@@ -2162,8 +2164,9 @@ export class Consumer {
   /**
    * Hands the records consumed since the last call back to the senders: zeroes them, then
    * stores `head` and, where a look is due ({@linkcode WAKE_LOOK_BYTES}), wakes parked senders
-   * once half the ring is free; with `wakeAlways` (the receiver found nothing to take) it looks
-   * and wakes them at once, whatever the room (see {@linkcode WAKE_ROOM_DIVISOR}).
+   * ({@linkcode #store}: the one sender of a channel once half the ring is free); with
+   * `wakeAlways` (the receiver found nothing to take) it looks and wakes them at once, whatever
+   * the room (see {@linkcode WAKE_ROOM_DIVISOR}).
    */
   publish(wakeAlways = false): void {
     const from = this.#published;
@@ -2225,10 +2228,11 @@ export class Consumer {
    */
   #wakeParked(wakeAlways: boolean): void {
     const r = this.#r;
+    // A `tail` more than the capacity ahead (corrupt) wakes them: they find it themselves.
+    const used = (atomicLoad(r.i32, TAIL) - this.head) & L.POS_MASK;
     if (
-      wakeAlways || r.mode !== L.MODE_SPSC ||
-      r.capacity - ((atomicLoad(r.i32, TAIL) - this.head) & L.POS_MASK) >=
-        r.capacity / WAKE_ROOM_DIVISOR
+      wakeAlways || r.mode !== L.MODE_SPSC || used > r.capacity ||
+      r.capacity - used >= r.capacity / WAKE_ROOM_DIVISOR
     ) r.wakeProducers();
   }
 

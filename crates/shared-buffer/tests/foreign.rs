@@ -337,8 +337,8 @@ proptest! {
     #![proptest_config(proptest_config())]
 
     /// Random bytes in the data area, random positions and `tx_waiting` in the header and
-    /// random positions in the caller's state: each call returns, never panics, takes at most `room` bytes and never more than
-    /// the ring held, and puts only what fits.
+    /// random positions in the caller's state: each call returns, never panics, takes at most
+    /// `room` bytes and never more than the ring held, and puts only what fits.
     #[test]
     fn random_rings_never_panic(
         data in proptest::collection::vec(any::<u8>(), CAP as usize),
@@ -347,11 +347,28 @@ proptest! {
         seen in any::<u32>(),
         looked in any::<u32>(),
         waiting in any::<u32>(),
+        near in any::<bool>(),
+        ahead in 0..=CAP,
         room in 0usize..200,
     ) {
+        // Half the rings hold whole messages of 8 bytes from a position `head` up to a `tail`
+        // at most the capacity ahead (`tail_seen` at `head`), among the random bytes: they are
+        // taken, released and looked past, `tx_waiting` read.
+        let (head, tail, seen) = if near {
+            let head = head & layout::POS_MASK & !7;
+            (head, head.wrapping_add(ahead & !7) & layout::POS_MASK, head)
+        } else {
+            (head, tail, seen)
+        };
         let mut heap = Heap::new(region_size(CAP));
         drop(channel(&mut heap, Mode::Spsc));
         heap.bytes_mut()[layout::OFF_DATA..].copy_from_slice(&data);
+        if near {
+            for at in (0..(ahead & !7) / 16).map(|i| head.wrapping_add(i * 16)) {
+                let idx = (at & (CAP - 1)) as usize;
+                set_word(&mut heap, layout::OFF_DATA + idx, layout::REC_COMMITTED | 8);
+            }
+        }
         set_word(&mut heap, layout::OFF_HEAD, head);
         set_word(&mut heap, layout::OFF_TAIL, tail);
         // A parked sender's mark (or any word) in `tx_waiting`: the looks that leave it parked.

@@ -693,7 +693,8 @@ impl Clock {
 /// liveness interval: a consumer looks for parked producers only now and then (every 4 KiB it
 /// hands back, and with one producer wakes it once half the ring is free: see
 /// `ring::WAKE_LOOK_BYTES` and `ring::WAKE_ROOM_DIVISOR`), so one that takes less than half a
-/// full ring and stops while messages still wait wakes nobody. The TypeScript sender's
+/// full ring (less than 4 KiB with many producers) and stops while messages still wait wakes
+/// nobody. The TypeScript sender's
 /// `PARK_MS`.
 const SENDER_PARK_MAX: Duration = Duration::from_millis(100);
 

@@ -1910,6 +1910,57 @@ mod tests {
         assert_eq!(sh.tx_waiting().load(SeqCst), 0, "32 of 64 free: woken");
     }
 
+    /// A skip record stepped over hands its room back as a release does: short of half the
+    /// ring free, the parked producer of one is left to the next wait.
+    #[test]
+    fn a_skip_record_stepped_over_wakes_only_as_a_release_does() {
+        let (_region, channel) = channel_in(Mode::Spsc);
+        let sh = &*channel.shared;
+        // A skip record of 16 bytes, then messages of 8 and 24 (records of 16 and 32).
+        sh.commit_word(0)
+            .store(REC_COMMITTED | REC_SKIP | 8, SeqCst);
+        sh.commit_word(16).store(REC_COMMITTED | 8, SeqCst);
+        sh.commit_word(32).store(REC_COMMITTED | 24, SeqCst);
+        sh.tail().store(64, SeqCst);
+        sh.tx_waiting().store(1, SeqCst);
+        let mut consumer = Consumer::new(0);
+        let peek = consumer.peek(sh);
+        assert!(
+            matches!(
+                peek,
+                Ok(Peek::Message {
+                    idx: 16,
+                    len: 8,
+                    ..
+                })
+            ),
+            "{peek:?}"
+        );
+        assert_eq!(sh.head().load(SeqCst), 16, "stepped over");
+        assert_eq!(
+            sh.tx_waiting().load(SeqCst),
+            1,
+            "16 of 64 free: left parked"
+        );
+        consumer.wake_pending(sh);
+        assert_eq!(sh.tx_waiting().load(SeqCst), 0, "woken before a wait");
+    }
+
+    /// A consumer that takes over owes a wake: the one before it may have left one owed
+    /// ([`Consumer::look`]). Its first look at an empty ring wakes a parked producer.
+    #[test]
+    fn a_new_consumer_wakes_a_parked_producer_at_its_first_wait() {
+        let (_region, channel) = channel_in(Mode::Spsc);
+        let sh = &*channel.shared;
+        for word in [sh.head(), sh.zeroing(), sh.tail()] {
+            word.store(48, SeqCst);
+        }
+        sh.tx_waiting().store(1, SeqCst);
+        let mut consumer = Consumer::new(48);
+        assert!(matches!(consumer.peek(sh), Ok(Peek::Empty)));
+        assert_eq!(sh.tx_waiting().load(SeqCst), 0, "woken");
+    }
+
     /// After a look short of half the ring, the next comes once half could be free, not a
     /// whole look's distance on; a release with no message committed after it wakes the
     /// producer whatever the room (the receiver may not receive again for a while).
