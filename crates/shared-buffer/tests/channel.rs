@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shared_buffer::channel::{
-    Channel, ChannelError, ClosedBy, Config, Mode, Receiver, WaitOptions, error_code, layout,
-    liveness, max_record, region_size,
+    Channel, ChannelError, ClosedBy, Config, Mode, Receiver, Sender, WaitOptions, error_code,
+    layout, liveness, max_record, region_size,
 };
 use shared_buffer::{Options, Segment, SegmentId};
 use test_support::{Heap, Scratch, await_value, rerun};
@@ -59,6 +59,15 @@ fn fast() -> WaitOptions {
         spin: 16,
         liveness_interval: Duration::from_millis(50),
     }
+}
+
+/// Sends messages of 56 `byte`s (records of 64 bytes) until the ring is full; how many went.
+fn fill(tx: &mut Sender, byte: u8) -> u32 {
+    let mut sent = 0;
+    while tx.try_send(&[byte; 56]).is_ok() {
+        sent += 1;
+    }
+    sent
 }
 
 fn code(result: shared_buffer::channel::Result<impl std::fmt::Debug>) -> i32 {
@@ -427,10 +436,7 @@ fn a_receiver_stores_head_at_once_and_wakes_parked_senders_once_half_the_ring_is
     };
     let mut tx = channel.sender(patient).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
-    let mut sent = 0;
-    while tx.try_send(&[7; 56]).is_ok() {
-        sent += 1;
-    }
+    let sent = fill(&mut tx, 7);
     assert_eq!(sent, CAP / 64, "64-byte records fill the ring");
     set_word(&mut heap, layout::OFF_TX_WAITING, 1);
     let quarter = CAP / 4 / 64;
@@ -446,7 +452,7 @@ fn a_receiver_stores_head_at_once_and_wakes_parked_senders_once_half_the_ring_is
         let waiting = word_at(&mut heap, layout::OFF_TX_WAITING);
         assert_eq!(waiting, u32::from(i < half), "after {i} taken");
     }
-    // A receive that leaves no message committed after it looks at once: the receiver may not
+    // A receive that leaves no message committed after it wakes at once: the receiver may not
     // receive again for a while. (Three messages: far from the quarter ring.)
     for _ in half..sent {
         assert_eq!(rx.try_recv().unwrap().unwrap(), [7; 56]);
@@ -464,7 +470,7 @@ fn a_receiver_stores_head_at_once_and_wakes_parked_senders_once_half_the_ring_is
     // whose receiver takes one message and stops while the others wait (no look): it finds the
     // room when its park ends, at most 100 ms later (SENDER_PARK_MAX), not an hour later. The
     // bound below is a hundred times that: only a park as long as the liveness interval misses it.
-    while tx.try_send(&[8; 56]).is_ok() {}
+    fill(&mut tx, 8);
     let (done, finished) = std::sync::mpsc::channel();
     let parked = std::thread::spawn(move || {
         tx.send(&[9; 56], None).unwrap();
@@ -495,10 +501,7 @@ fn a_receiver_of_many_senders_wakes_parked_senders_at_every_look() {
     let channel = heap.channel(CAP, Mode::Mpsc);
     let mut tx = channel.sender(fast()).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
-    let mut sent = 0;
-    while tx.try_send(&[7; 56]).is_ok() {
-        sent += 1;
-    }
+    let sent = fill(&mut tx, 7);
     // One fewer: a sender of many writes an abort record when it attaches (its place's last
     // holder may have owed one).
     assert_eq!(sent, CAP / 64 - 1, "64-byte records fill the ring");
@@ -521,10 +524,7 @@ fn a_spinning_sender_on_a_full_ring_sends_once_its_receiver_took_one_message_and
     let channel = heap.channel(CAP, Mode::Spsc);
     let mut tx = channel.sender(fast()).unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
-    let mut full = 0;
-    while tx.try_send(&[8; 56]).is_ok() {
-        full += 1;
-    }
+    let full = fill(&mut tx, 8);
     let blocked = std::thread::spawn(move || {
         let started = Instant::now();
         let sent = tx.send(&[9; 56], Some(Duration::from_secs(20)));
@@ -557,7 +557,7 @@ fn a_peer_moving_head_back_and_forth_holds_a_blocked_send_only_briefly() {
     let mut heap = Heap::new(region_size(CAP));
     let channel = heap.channel(CAP, Mode::Spsc);
     let mut tx = channel.sender(fast()).unwrap();
-    while tx.try_send(&[8; 56]).is_ok() {}
+    fill(&mut tx, 8);
     assert_eq!(word_at(&mut heap, layout::OFF_HEAD), 0);
     let head = heap.ptr() as usize + layout::OFF_HEAD;
     /// Stops the peer when the send returns or panics: the scope joins it before `heap` goes.

@@ -694,8 +694,7 @@ impl Clock {
 /// hands back, and with one producer wakes it once half the ring is free: see
 /// `ring::WAKE_LOOK_BYTES` and `ring::WAKE_ROOM_DIVISOR`), so one that takes less than half a
 /// full ring (less than 4 KiB with many producers) and stops while messages still wait wakes
-/// nobody. The TypeScript sender's
-/// `PARK_MS`.
+/// nobody. The TypeScript sender's `PARK_MS`.
 const SENDER_PARK_MAX: Duration = Duration::from_millis(100);
 
 /// A send that finds the ring full, in a channel of one sender, resumes once this fraction of
