@@ -102,6 +102,11 @@ export interface NodeApiModule {
   forgetDetached(): number;
   /** Bytes this environment has reported and not yet taken back. */
   reportedBytes(): number;
+  /**
+   * How many of the one-byte buffers `keepMovedAtEnd` keeps newer than every other are not yet
+   * freed in this process (for tests): one per Worker, the current, once its event loop turns.
+   */
+  sentinels(): number;
 }
 
 /** `process.dlopen`'s shape. */

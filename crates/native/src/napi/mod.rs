@@ -51,6 +51,7 @@
 //!   (see [`Tracked`]) and arms the next `relieve`, which then closes the handles of the buffers
 //!   its collection collected; call it right before `relieve`. Returns how many are tracked.
 //! - `reportedBytes()`: what this environment has reported and not yet taken back (for tests).
+//! - `sentinels()`: how many [`Sentinel`]s of this process are not yet freed (for tests).
 //! - `weakRef(object)` / `derefWeak(id)` / `dropWeak(id)`: a weak Node-API reference to `object`
 //!   by a number: the object, or undefined once collected; deleted by `dropWeak`. Unlike a
 //!   `WeakRef`, it does not keep its object alive until the end of the job that made it, so a
@@ -396,7 +397,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 17] = [
+    let functions: [(&CStr, sys::Callback); 18] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
@@ -409,6 +410,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkKeyOwn", js_unlink_key_own),
         (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
+        (c"sentinels", js_sentinels),
         (c"weakRef", js_weak_ref),
         (c"claimEndpoint", js_claim_endpoint),
         (c"unclaimEndpoint", js_unclaim_endpoint),
@@ -892,9 +894,9 @@ unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value
 }
 
 /// A one-byte external buffer that only this module holds (by a strong reference, so it is
-/// never collected, and never seen by JavaScript, so never detached), made by `wrap` after each
-/// buffer in an environment that called `keepMovedAtEnd`, so that it is always the newest buffer
-/// the environment made.
+/// never collected, and never seen by JavaScript, so never detached by it), made by `wrap` after
+/// each buffer in an environment that called `keepMovedAtEnd`, so that it is always the newest
+/// buffer the environment made. The next one retires it: the module then detaches it itself.
 ///
 /// Node.js, tearing down an environment (a Worker that returns, calls `process.exit()` or is
 /// ended by `worker.terminate()`), detaches each external buffer the environment made that is
@@ -912,8 +914,12 @@ struct Sentinel {
     account: Arc<Account>,
 }
 
-/// Makes a new [`Sentinel`], newer than every buffer made here so far, and lets the previous
-/// one go (its finalizer, when the engine collects it, frees it and does nothing else).
+/// How many [`Sentinel`]s of this process, in every environment, are not yet freed.
+static SENTINELS: AtomicI64 = AtomicI64::new(0);
+
+/// Makes a new [`Sentinel`], newer than every buffer made here so far, and detaches the previous
+/// one (its finalizer, which Node.js then runs on this thread from its event loop, frees it and
+/// does nothing else).
 ///
 /// # Safety
 /// `env` is live and this runs on its thread.
@@ -923,6 +929,7 @@ unsafe fn renew_sentinel(api: &Api, env: Env, account: &Arc<Account>) -> Result<
         byte: 0,
         account: account.clone(),
     }));
+    SENTINELS.fetch_add(1, Ordering::Relaxed);
     let mut buffer = ptr::null_mut();
     check(
         // SAFETY: the byte lives as long as `state`, which `sentinel_gone` frees exactly once,
@@ -954,13 +961,27 @@ unsafe fn renew_sentinel(api: &Api, env: Env, account: &Arc<Account>) -> Result<
         .unwrap_or_else(PoisonError::into_inner);
     if let Some((old_reference, old_state)) = current.replace((reference as usize, state as usize))
     {
+        let old_reference = old_reference as *mut c_void;
         // SAFETY: the old sentinel's strong reference, deleted only here, has kept its buffer,
-        // and so its state, alive until now; this is the environment's thread.
+        // and so its state, alive until now; this is the environment's thread, and the value
+        // lives in the caller's scope.
         unsafe {
             (*(old_state as *const Sentinel))
                 .retired
                 .store(true, Ordering::Relaxed);
-            (api.delete_reference)(env, old_reference as *mut c_void);
+            let mut old = ptr::null_mut();
+            if (api.get_reference_value)(env, old_reference, &mut old) == OK && !old.is_null() {
+                // Released now, on this thread, rather than by the collector: Node.js 26 can
+                // crash tearing down a Worker while its collector's background sweeper frees the
+                // memory of an external buffer collected just before (`Clean` in its
+                // `node_buffer.cc` still uses its record of the buffer after unlocking it, and
+                // the sweeper's `OnBackingStoreFree` deletes that record), and every `wrap` in a
+                // Worker retires one sentinel. Detached, the buffer's record is freed through an
+                // immediate of this environment, on its thread. A failure only leaves the buffer
+                // to the collector, as before.
+                let _ = (api.detach_arraybuffer)(env, old);
+            }
+            (api.delete_reference)(env, old_reference);
         }
     }
     Ok(())
@@ -972,6 +993,7 @@ unsafe extern "C" fn sentinel_gone(env: Env, _data: *mut c_void, hint: *mut c_vo
     let _ = panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `hint` is the `Box<Sentinel>` given with the buffer, finalized exactly once.
         let sentinel = unsafe { Box::from_raw(hint.cast::<Sentinel>()) };
+        SENTINELS.fetch_sub(1, Ordering::Relaxed);
         if sentinel.retired.load(Ordering::Relaxed) {
             return;
         }
@@ -1424,6 +1446,16 @@ unsafe extern "C" fn js_reported_bytes(env: Env, info: CallbackInfo) -> Value {
         call(env, info, |api, account, []: [Value; 0]| {
             let bytes = account.outstanding.load(Ordering::Relaxed);
             int_value(api, env, i32::try_from(bytes).unwrap_or(i32::MAX))
+        })
+    }
+}
+
+unsafe extern "C" fn js_sentinels(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, _account, []: [Value; 0]| {
+            let live = SENTINELS.load(Ordering::Relaxed);
+            int_value(api, env, i32::try_from(live).unwrap_or(i32::MAX))
         })
     }
 }
