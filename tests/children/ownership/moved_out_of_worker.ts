@@ -13,13 +13,15 @@
  * With the route `drop`, the Worker instead opens the segment 500 times, reads each buffer and
  * drops it without `close()`, has the engine collect, opens one more that it keeps and one that
  * it closes, and calls `process.exit()` (ending `exit`) or waits to be terminated (ending
- * `terminate`): nothing moved, so nothing of it may be kept. Prints `result {before, after}`: this process's mappings of the
- * segment before the Worker and after its end (and a few turns of the event loop).
+ * `terminate`): nothing moved, so nothing of it may be kept. Prints `result {before, after,
+ * sentinels}`: this process's mappings of the segment before the Worker and after its end (and a
+ * few turns of the event loop), and how many of the one-byte buffers the library keeps newest in
+ * a Worker are left in the process then (none: each Worker frees its own, terminated or not).
  *
  * With the route `opening`, 30 Workers in turn open the segment in a loop that never ends (a
  * `SharedMemory` with its `.buffer` and a `view()`, closed or dropped),
  * each terminated after 0 to 28 ms, so that some end between an open and the object that takes
- * its handle over. Prints `result {before, after}` as for `drop`.
+ * its handle over. Prints `result {before, after, sentinels}` as for `drop`.
  *
  * @module
  */
@@ -28,6 +30,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { args, collect, lib, report } from "../lib.ts";
+import { loadNodeApi } from "../../../ts/napi.ts";
 
 /** This process's mappings of the segment named `name`. */
 function mappings(name: string): number {
@@ -51,6 +54,7 @@ interface Job {
 
 if (isMainThread) {
   const [name, route, ending] = args;
+  const napi = loadNodeApi(lib.loadLibrary(), process.dlopen);
   const shm = lib.SharedMemory.create({ name }, 4096);
   try {
     const job: Job = { name, route, ending };
@@ -69,7 +73,7 @@ if (isMainThread) {
         await ended;
       }
       await settle();
-      report({ before, after: mappings(name) });
+      report({ before, after: mappings(name), sentinels: napi.sentinels() });
     } else if (route === "drop") {
       if (ending === "terminate") {
         await new Promise((resolve) => worker.once("message", resolve));
@@ -77,7 +81,7 @@ if (isMainThread) {
       }
       await exited;
       await settle();
-      report({ before, after: mappings(name) });
+      report({ before, after: mappings(name), sentinels: napi.sentinels() });
     } else {
       const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
         worker.once("message", resolve);

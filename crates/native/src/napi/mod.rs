@@ -931,22 +931,29 @@ unsafe fn renew_sentinel(api: &Api, env: Env, account: &Arc<Account>) -> Result<
     }));
     SENTINELS.fetch_add(1, Ordering::Relaxed);
     let mut buffer = ptr::null_mut();
-    check(
-        // SAFETY: the byte lives as long as `state`, which `sentinel_gone` frees exactly once,
-        // when the engine releases the buffer. No JavaScript ever gets the buffer. On a failure
-        // `state` is left to a finalizer that may or may not run (see `js_wrap`): a small leak.
-        unsafe {
-            (api.create_external_arraybuffer)(
-                env,
-                ptr::addr_of_mut!((*state).byte).cast(),
-                1,
-                sentinel_gone,
-                state.cast(),
-                &mut buffer,
-            )
-        },
-        "napi_create_external_arraybuffer",
-    )?;
+    // SAFETY: the byte lives as long as `state`, which `sentinel_gone` frees exactly once, when
+    // the engine releases the buffer. No JavaScript ever gets the buffer.
+    let status = unsafe {
+        (api.create_external_arraybuffer)(
+            env,
+            ptr::addr_of_mut!((*state).byte).cast(),
+            1,
+            sentinel_gone,
+            state.cast(),
+            &mut buffer,
+        )
+    };
+    if status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS {
+        // The Worker is being terminated: Node.js refuses the call before it makes anything
+        // (its `NAPI_PREAMBLE`), so no finalizer will ever run. Left, the state and its account
+        // leaked, once per Worker terminated inside a `wrap`.
+        // SAFETY: `state` came from Box::into_raw above and nothing else holds it.
+        drop(unsafe { Box::from_raw(state) });
+        SENTINELS.fetch_sub(1, Ordering::Relaxed);
+    }
+    // On another failure `state` is left to a finalizer that may or may not run (see
+    // `js_wrap`): a small leak.
+    check(status, "napi_create_external_arraybuffer")?;
     let mut reference = ptr::null_mut();
     // SAFETY: a value of this call and a valid out-pointer. Refcount 1: a strong reference.
     let status = unsafe { (api.create_reference)(env, buffer, 1, &mut reference) };

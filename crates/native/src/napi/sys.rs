@@ -24,6 +24,8 @@ pub type Status = i32;
 pub const OK: Status = 0;
 /// `napi_pending_exception`.
 pub const PENDING_EXCEPTION: Status = 10;
+/// `napi_cannot_run_js`: the environment is being torn down (a terminated Worker).
+pub const CANNOT_RUN_JS: Status = 23;
 /// `napi_undefined`, what `napi_typeof` gives for `undefined`.
 pub const UNDEFINED: i32 = 0;
 /// `napi_object` of `napi_valuetype`.
