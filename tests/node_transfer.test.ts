@@ -182,7 +182,8 @@ if (runtime === "node") {
         "the child",
       );
       assert.equal(result.after, result.before, "mappings left after the Workers' ends");
-      // A Worker terminated inside an open's `wrap` leaked its newest one before (2-14 in 100).
+      // A Worker terminated inside a `wrap` leaked the one-byte buffer Node refused it then
+      // (2 to 14 in 100 Workers).
       assert.equal(result.sentinels, 0, "one-byte buffers of the library left by the Workers");
     } finally {
       cleanup({ name });

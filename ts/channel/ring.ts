@@ -290,26 +290,26 @@ export const WAKE_LOOK_BYTES = 4096;
 
 /**
  * A receiver that looks for parked senders ({@linkcode WAKE_LOOK_BYTES}) while messages wait, in
- * a channel of one sender, wakes it only once at least this fraction of the ring (1 / the divisor)
- * is free: half, as a socket wakes its writer only when it can make
- * significant progress (Linux: when half the send buffer is free). Woken whenever any room came
- * back, a sender that shares the receiver's core took the CPU, filled that room and parked again:
- * a futex wake (a Node-API call in Node.js) and two switches every few hundred small messages, or
+ * a channel of one sender, wakes it only once at least this fraction of the ring (1 / the
+ * divisor) is free: half, as a socket wakes its writer only when it can make significant
+ * progress (Linux: when half the send buffer is free). Woken whenever any room came back, a
+ * sender that shares the receiver's core took the CPU, filled that room and parked again: a
+ * futex wake (a Node-API call in Node.js) and two switches every few hundred small messages, or
  * every message or two of 4 KiB. Node.js 26, `bench/pair.ts`, both processes on one core, five
  * alternating runs each, median (lowest-highest) M messages/s, waking at any room against at
  * half: 64 B 5.3 (4.7-6.0) against 6.3 (6.0-6.6), 64 B with a timeout 5.8 (5.3-5.9) against 6.2
  * (5.6-6.8), 4 KiB 1.17 (1.08-1.27) against 1.65 (1.58-1.69); the batch path (which wakes once
  * per batch) and 4 KiB between two cores (no sender parks there) unchanged. At a quarter, 4 KiB
- * gained a third as much; only when the ring is empty, more (2.1), but a sender parked until then
- * leaves a slow receiver on another core idle while it refills, where half keeps both at work.
- * A receiver that finds nothing to take wakes them whatever the room (`publish(true)`): it is
- * about to wait, and a sender behind a long record still in flight may fit in what is free; so
- * does a receive that leaves no message committed after it (it may not receive again for a
+ * gained a third as much; only when the ring is empty, more (2.1), but a sender parked until
+ * then leaves a slow receiver on another core idle while it refills, where half keeps both at
+ * work. A receiver that finds nothing to take wakes them whatever the room (`publish(true)`): it
+ * is about to wait, and a sender behind a long record still in flight may fit in what is free;
+ * so does a receive that leaves no message committed after it (it may not receive again for a
  * while). With many senders a look wakes them whatever the room: while the others keep more than
- * half the ring full, a parked one waiting for half would wait for its park to end. A sender also
- * looks again on its own after each park of at most 100 ms (`PARK_MS`). The close and the
- * takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the
- * same (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured), and more exactly: after a look
+ * half the ring full, a parked one waiting for half would wait for its park to end. A sender
+ * also looks again on its own after each park of at most 100 ms (`PARK_MS`). The close and the
+ * takeover paths wake at once. The Rust receiver (Deno's and Bun's `recvInto`) does the same
+ * (`WAKE_ROOM_DIVISOR` in `ring.rs`, with what it measured), and more exactly: after a look
  * short of half it looks again once half could be free, not a whole look's distance on, and the
  * wake stays owed to its next wait, where this receiver wakes at every wait anyway.
  */
