@@ -177,14 +177,15 @@ if (runtime === "node") {
       const child = start(
         scriptCommand("node", "ownership/moved_out_of_worker.ts", [name, route, ending]),
       );
-      const result = resultOf<{ before: number; after: number; sentinels: number }>(
-        await finished(child, "the child"),
-        "the child",
-      );
+      const result = resultOf<
+        { before: number; after: number; sentinels: number; owners: number }
+      >(await finished(child, "the child"), "the child");
       assert.equal(result.after, result.before, "mappings left after the Workers' ends");
       // A Worker terminated inside a `wrap` leaked the one-byte buffer Node refused it then
-      // (2 to 14 in 100 Workers).
+      // (2 to 14 in 100 Workers), or the finalizer's state of the buffer refused it (1 to 6 in
+      // 30 Workers, in 5 of 6 runs).
       assert.equal(result.sentinels, 0, "one-byte buffers of the library left by the Workers");
+      assert.equal(result.owners, 0, "finalizers' states left by the Workers");
     } finally {
       cleanup({ name });
     }

@@ -107,6 +107,11 @@ export interface NodeApiModule {
    * freed in this process (for tests): one per Worker, the current, once its event loop turns.
    */
   sentinels(): number;
+  /**
+   * How many finalizers that close a handle (those of `wrap` and `addFinalizer`) the engines
+   * hold in this process (for tests): none of an environment's is left once it has ended.
+   */
+  owners(): number;
 }
 
 /** `process.dlopen`'s shape. */

@@ -14,14 +14,15 @@
  * drops it without `close()`, has the engine collect, opens one more that it keeps and one that
  * it closes, and calls `process.exit()` (ending `exit`) or waits to be terminated (ending
  * `terminate`): nothing moved, so nothing of it may be kept. Prints `result {before, after,
- * sentinels}`: this process's mappings of the segment before the Worker and after its end (and a
- * few turns of the event loop), and how many of the one-byte buffers the library keeps newest in
- * a Worker are left in the process then (none: each Worker frees its own, terminated or not).
+ * sentinels, owners}`: this process's mappings of the segment before the Worker and after its end
+ * (and a few turns of the event loop), how many of the one-byte buffers the library keeps newest in
+ * a Worker are left in the process then (none: each Worker frees its own, terminated or not), and
+ * how many more finalizers of the library's the engine holds than before the Worker (none).
  *
  * With the route `opening`, 30 Workers in turn open the segment in a loop that never ends (a
  * `SharedMemory` with its `.buffer` and a `view()`, closed or dropped),
  * each terminated after 0 to 28 ms, so that some end between an open and the object that takes
- * its handle over. Prints `result {before, after, sentinels}` as for `drop`.
+ * its handle over. Prints `result {before, after, sentinels, owners}` as for `drop`.
  *
  * @module
  */
@@ -59,6 +60,7 @@ if (isMainThread) {
   try {
     const job: Job = { name, route, ending };
     const before = mappings(name);
+    const owners = napi.owners();
     const worker = new Worker(new URL(import.meta.url), { workerData: job });
     const exited = new Promise((resolve) => worker.once("exit", resolve));
     if (route === "opening") {
@@ -73,7 +75,12 @@ if (isMainThread) {
         await ended;
       }
       await settle();
-      report({ before, after: mappings(name), sentinels: napi.sentinels() });
+      report({
+        before,
+        after: mappings(name),
+        sentinels: napi.sentinels(),
+        owners: napi.owners() - owners,
+      });
     } else if (route === "drop") {
       if (ending === "terminate") {
         await new Promise((resolve) => worker.once("message", resolve));
@@ -81,7 +88,12 @@ if (isMainThread) {
       }
       await exited;
       await settle();
-      report({ before, after: mappings(name), sentinels: napi.sentinels() });
+      report({
+        before,
+        after: mappings(name),
+        sentinels: napi.sentinels(),
+        owners: napi.owners() - owners,
+      });
     } else {
       const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
         worker.once("message", resolve);

@@ -397,7 +397,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 18] = [
+    let functions: [(&CStr, sys::Callback); 19] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"takeViews", js_take_views),
@@ -411,6 +411,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"unlinkNameOwn", js_unlink_name_own),
         (c"reportedBytes", js_reported_bytes),
         (c"sentinels", js_sentinels),
+        (c"owners", js_owners),
         (c"weakRef", js_weak_ref),
         (c"claimEndpoint", js_claim_endpoint),
         (c"unclaimEndpoint", js_unclaim_endpoint),
@@ -713,6 +714,27 @@ fn group_arg(api: &Api, env: Env, value: Value) -> Result<u64, Thrown> {
     }
 }
 
+/// How many finalizers' [`Owner`]s the engines hold, in every environment of the process (for
+/// tests: none may be left once the environments that made them have ended).
+static OWNERS: AtomicI64 = AtomicI64::new(0);
+
+/// An [`Owner`] for a finalizer to take back ([`release_owner`]), counted in [`OWNERS`].
+fn owner_hint(owner: Owner) -> *mut Owner {
+    OWNERS.fetch_add(1, Ordering::Relaxed);
+    Box::into_raw(Box::new(owner))
+}
+
+/// Frees an [`Owner`] of [`owner_hint`] that no engine took, without closing its handle.
+///
+/// # Safety
+///
+/// `hint` came from [`owner_hint`] and no engine holds it.
+unsafe fn forget_owner_hint(hint: *mut Owner) {
+    // SAFETY: the caller's guarantee.
+    drop(unsafe { Box::from_raw(hint) });
+    OWNERS.fetch_sub(1, Ordering::Relaxed);
+}
+
 /// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
 /// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
 /// no Node-API function.
@@ -720,6 +742,7 @@ unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_v
     let _ = panic::catch_unwind(|| {
         // SAFETY: `hint` is the `Box<Owner>` given with the object, finalized exactly once.
         let owner = unsafe { Box::from_raw(hint.cast::<Owner>()) };
+        OWNERS.fetch_sub(1, Ordering::Relaxed);
         close_owned(owner.handle, owner.serial);
     });
 }
@@ -755,7 +778,7 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                         owner.handle
                     )));
                 }
-                let hint = Box::into_raw(Box::new(owner));
+                let hint = owner_hint(owner);
                 let mut buffer = ptr::null_mut();
                 // SAFETY: [start, start+len) lies inside the mapping, which stays mapped while the
                 // handle `hint` owns is open, and `release_owner` closes it exactly once when the
@@ -769,13 +792,21 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     hint.cast(),
                     &mut buffer,
                 );
+                if status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS {
+                    // Refused before anything was made (Node.js's and Bun's `NAPI_PREAMBLE`, in
+                    // a Worker being terminated; Deno's Node-API never returns these): no
+                    // finalizer will run. The handle stays open for the caller to close.
+                    // SAFETY: `hint` came from `owner_hint` above and the engine did not take it.
+                    forget_owner_hint(hint);
+                    return Err(Thrown::Status("napi_create_external_arraybuffer", status));
+                }
                 if status != OK {
-                    // Whether the finalizer ran is not known: Node.js 20 makes the buffer with
-                    // `node::Buffer::New`, which calls it at once when it refuses the length
-                    // (more than 4 GiB there), closing the handle and freeing `hint`; the other
-                    // engines do not call it. Freeing `hint` here too was a double free that
-                    // aborted the process, so it is left to the finalizer: where none runs, its
-                    // 16 bytes leak, once per refused buffer, and the handle stays open (the
+                    // Otherwise whether the finalizer ran is not known: Node.js 20 makes the
+                    // buffer with `node::Buffer::New`, which calls it at once when it refuses the
+                    // length (more than 4 GiB there), closing the handle and freeing `hint`; the
+                    // other engines do not call it. Freeing `hint` here too was a double free
+                    // that aborted the process, so it is left to the finalizer: where none runs,
+                    // its 16 bytes leak, once per refused buffer, and the handle stays open (the
                     // caller closes it, by number: after the finalizer it is closed already).
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
                 }
@@ -851,7 +882,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, [object, handle]: [Value; 2]| {
             let (mapping, owner) = handle_arg(api, env, handle)?;
-            let hint = Box::into_raw(Box::new(owner));
+            let hint = owner_hint(owner);
             // SAFETY: `release_owner` takes back `hint` exactly once, when the engine finalizes
             // the object; it calls no Node-API function. No reference is asked for: one given
             // out here would own the finalizer (deleting it early cancels it in Node.js).
@@ -865,7 +896,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             );
             if status != OK {
                 // The engine did not take the finalizer, so it will never run it.
-                drop(Box::from_raw(hint));
+                forget_owner_hint(hint);
                 return Err(Thrown::Status("napi_add_finalizer", status));
             }
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
@@ -1462,6 +1493,16 @@ unsafe extern "C" fn js_sentinels(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, _account, []: [Value; 0]| {
             let live = SENTINELS.load(Ordering::Relaxed);
+            int_value(api, env, i32::try_from(live).unwrap_or(i32::MAX))
+        })
+    }
+}
+
+unsafe extern "C" fn js_owners(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, _account, []: [Value; 0]| {
+            let live = OWNERS.load(Ordering::Relaxed);
             int_value(api, env, i32::try_from(live).unwrap_or(i32::MAX))
         })
     }
