@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import {
   type Child,
   cleanup,
+  collectGarbage,
   finished,
   killAll,
   lib,
@@ -139,6 +140,32 @@ test("detachSharedBuffer ends pending waitAsync calls on that buffer with EBADF"
     cleanup({ key });
   }
 });
+
+// A pending wait held its view (an async function keeps its arguments), so the buffer was never
+// collected and the wait never ended: the process never exited.
+for (const how of ["createSharedBuffer", "SharedMemory"]) {
+  test(`a pending waitAsync holds nothing of its view: a buffer of ${how} dropped without close() is collected and ends the wait with EBADF`, async () => {
+    const key = uniqueKey();
+    try {
+      const start = () => {
+        const buffer = how === "createSharedBuffer"
+          ? createSharedBuffer(key, 4096, true)
+          : SharedMemory.create({ key }, 4096).buffer;
+        return waitAsync(new Int32Array(buffer), 5, 0).then(
+          () => "ended",
+          (e) => e instanceof SharedMemoryError ? e.code : String(e),
+        );
+      };
+      const pending = start();
+      let outcome: string | undefined;
+      pending.then((o) => outcome = o);
+      for (let i = 0; i < 100 && outcome === undefined; i++) await collectGarbage(1);
+      assert.equal(await within(pending, 10_000, "the wait"), "EBADF");
+    } finally {
+      cleanup({ key });
+    }
+  });
+}
 
 test("past the most async waits a process keeps, waitAsync and a channel's recvAsync and sendAsync reject with EAGAIN saying so, at once", async () => {
   const { Channel } = lib;

@@ -340,15 +340,38 @@ function waitAdaptive(
  * if (await waitAsync(flags, 0, 0, 1000) === "timed-out") console.log("nobody answered");
  * ```
  */
-export async function waitAsync(
+export function waitAsync(
   view: Int32Array,
   index: number,
   expected: number,
   timeoutMs?: number,
 ): Promise<WaitResult> {
-  const address = locate(view, index, "waitAsync");
-  const value = word(expected);
-  const ns = timeoutNs(timeoutMs);
+  let address: Address, value: number, ns: number;
+  try {
+    address = locate(view, index, "waitAsync");
+    value = word(expected);
+    ns = timeoutNs(timeoutMs);
+  } catch (err) {
+    return rejected(err);
+  }
+  // Not an async function itself: one keeps its arguments while it waits, and `view` kept its
+  // buffer from the collector, whose collection is one way the wait ends (with EBADF).
+  return waitAsyncAt(address, value, ns, index);
+}
+
+/** An async function's rejection: the checks of {@linkcode waitAsync} reject, never throw. */
+// deno-lint-ignore require-await
+async function rejected(err: unknown): Promise<never> {
+  throw err;
+}
+
+/** {@linkcode waitAsync} on the word at `address`, holding nothing of the caller's. */
+async function waitAsyncAt(
+  address: Address,
+  value: number,
+  ns: number,
+  index: number,
+): Promise<WaitResult> {
   const b = backend();
   const code = await b.waitAsync(address, value, ns);
   if (code < 0 && b.errorName(code) === "EAGAIN") {
