@@ -848,7 +848,9 @@ export class ChannelSender implements Disposable {
    *   sender ended it; `ECONNRESET` if the receiver died; `EDEADLK` if the ring is full and the
    *   receiver is this thread's: at once inside its `recvMany` callback (after the batch handed
    *   back what it could), and for a send without a timeout anywhere (see `docs/channel.md`,
-   *   "Both ends in one thread"; {@linkcode sendAsync} waits instead).
+   *   "Both ends in one thread"; {@linkcode sendAsync} waits instead); `EBADMSG` if the ring is
+   *   corrupt, or if a message in fragments finds this sender's slot holding another pid (a
+   *   peer wrote the header).
    */
   send(message: Message, timeoutMs?: number): void {
     this.#send(message, timeoutMs, "send");
@@ -1356,12 +1358,30 @@ export class ChannelSender implements Disposable {
       if (!copied) {
         throw new TypeError("send: the message's buffer was detached or resized during the send");
       }
+      // The receiver puts fragments together by the slot they name: a slot a peer made another
+      // sender's would mix the two senders' messages. No abort is owed then: one would drop
+      // the other's message.
+      const holder = this.#ring.producerPid(this.#slot);
+      if (holder !== pid) {
+        this.#producer.abandon(idx, len);
+        throw this.#slotTaken(holder);
+      }
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, kind)) {
         throw this.#ring.closedError(`ChannelSender.${this.#producer.call}`);
       }
       sent += len;
     } while (sent < total);
+  }
+
+  /** `EBADMSG` for a fragment this sender cannot send: its slot holds `holder`. */
+  #slotTaken(holder: number): SharedMemoryError {
+    return this.#ring.error(
+      "EBADMSG",
+      `ChannelSender.${this.#producer.call}`,
+      `this sender's slot holds ${holder} instead of its pid ${pid} (a peer wrote the channel's ` +
+        "header): the message was not sent; messages of more than maxRecordBytes fail so",
+    );
   }
 
   /** A fragmented message broke off: tell the receiver now if there is room, else later. */
@@ -1388,9 +1408,11 @@ export class ChannelSender implements Disposable {
   }
 
   #commitAbort(idx: number): void {
+    this.#abortOwed = false;
+    // Not for a slot that is another sender's now (see #sendSteps): the record is skipped.
+    if (this.#ring.producerPid(this.#slot) !== pid) return this.#producer.abandon(idx, 0);
     // Into a closed channel: the next record's reservation reports it.
     this.#producer.commit(idx, 0, L.REC_ABORT);
-    this.#abortOwed = false;
   }
 
   /**

@@ -1190,6 +1190,66 @@ fn attaching_to_a_full_ring_owes_the_abort_record() {
     assert_eq!(rx.try_recv().unwrap().unwrap(), b"y");
 }
 
+/// A peer that writes another pid into a live sender's slot (or frees it, and another sender
+/// takes it) makes that sender's messages in fragments fail with `EBADMSG` before any fragment
+/// goes out: the receiver puts fragments together by slot, and would mix two senders' messages.
+/// An abort record it owes is skipped then: it would drop the other sender's message.
+#[test]
+#[cfg_attr(miri, ignore = "probes pids with kill")]
+fn a_sender_whose_slot_a_peer_gave_away_sends_no_fragment() {
+    let short = Some(Duration::from_millis(30));
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Mpsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(&[1; 112], None).unwrap(); // 8..128, after the attach's abort record
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [1; 112]);
+    tx.send(&[3; 120], None).unwrap(); // 128..256
+    assert_eq!(code(tx.send(&[4; 240], short)), libc::ETIMEDOUT);
+    assert_eq!(
+        tail_pos(&mut heap),
+        256 + 128,
+        "a fragment, and an abort record owed"
+    );
+    assert_eq!(rx.try_recv().unwrap().unwrap(), [3; 120]);
+    assert_eq!(
+        code(rx.try_recv()),
+        libc::EAGAIN,
+        "the fragment waits in slot 0"
+    );
+
+    // A live process's pid: the slot is another sender's now.
+    let other = std::os::unix::process::parent_id();
+    plant_pid(&mut heap, 0, other);
+    tx.send(b"whole", None).unwrap();
+    assert_eq!(
+        commit_at(&mut heap, 128),
+        COMMITTED | layout::REC_SKIP,
+        "the abort record skipped"
+    );
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"whole");
+    let tail = tail_pos(&mut heap);
+    let err = tx.send(&[5; 300], None).unwrap_err();
+    assert_eq!(error_code(&err), libc::EBADMSG, "{err}");
+    assert!(
+        err.to_string().contains(&format!("holds {other} ")),
+        "{err}"
+    );
+    assert_ne!(tail_pos(&mut heap), tail, "a record reserved");
+    assert_eq!(
+        code(rx.try_recv()),
+        libc::EAGAIN,
+        "and skipped: nothing to deliver"
+    );
+    tx.send(b"after", None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"after");
+    // Its slot back: its messages in fragments go again (more than the ring holds at once).
+    plant_pid(&mut heap, 0, std::process::id());
+    let send = std::thread::spawn(move || tx.send(&[6; 300], None));
+    assert_eq!(rx.recv(None).unwrap().unwrap(), [6; 300]);
+    send.join().unwrap().unwrap();
+}
+
 #[test]
 fn one_record_limits_and_the_longest_message() {
     let mut heap = Heap::new(region_size(1024));

@@ -770,7 +770,8 @@ impl Sender {
     /// # Errors
     /// `EMSGSIZE` if `msg` is longer than [`layout::MAX_MESSAGE_LEN`]; `ETIMEDOUT`; `EPIPE` if
     /// the channel was closed or the receiver went away; `ECONNRESET` if the consumer process
-    /// died while the ring was full; `EBADMSG` if the positions are corrupt.
+    /// died while the ring was full; `EBADMSG` if the positions are corrupt, or if a message in
+    /// fragments finds this sender's slot holding another pid (a peer wrote the header).
     pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() <= self.shared.max_record && !self.owes_abort {
             let idx = self.reserve_idx(msg.len(), Some(timeout))?;
@@ -892,11 +893,32 @@ impl Sender {
             };
             let more = if i + 1 < count { REC_MORE } else { 0 };
             let kind = if i > 0 { more | REC_CONT } else { more };
+            // The receiver puts fragments together by the slot they name: a slot a peer made
+            // another sender's would mix the two senders' messages. No abort record is owed
+            // then: one would drop the other's message.
+            if let Err(err) = self.check_slot() {
+                self.producer.abandon(&self.shared, idx, fragment.len());
+                return Err(err);
+            }
             // A fragment the receiver will never read: the channel is closed for good, so no
             // abort record is owed.
             self.write_commit(idx, fragment, kind)?;
         }
         Ok(())
+    }
+
+    /// `EBADMSG` if this sender's slot no longer holds its pid: a peer wrote the header, and
+    /// another sender may hold the slot now.
+    fn check_slot(&self) -> Result<()> {
+        let holder = self.shared.producer_pid(self.slot).load(Acquire);
+        if holder == self.pid {
+            return Ok(());
+        }
+        Err(corrupt(format!(
+            "this sender's slot holds {holder} instead of its pid {} (a peer wrote the channel's \
+             header): the message was not sent; messages of more than max_record bytes fail so",
+            self.pid
+        )))
     }
 
     /// A fragmented send failed after committing some fragments: commit an abort record now if
@@ -914,6 +936,11 @@ impl Sender {
         if self.owes_abort {
             let idx = self.reserve_idx(0, wait)?;
             self.owes_abort = false;
+            // Not for a slot that is another sender's now (see `send_slow`): skipped instead.
+            if self.check_slot().is_err() {
+                self.producer.abandon(&self.shared, idx, 0);
+                return Ok(());
+            }
             self.producer.commit(&self.shared, idx, 0, REC_ABORT)?;
         }
         Ok(())
