@@ -1932,6 +1932,17 @@ test("a sender refuses a tail that a peer rewrote off a record boundary after op
   }
 });
 
+test("detach() of the sender of a channel of one sender ends the stream, as close() does", () => {
+  using ch = channel(4096);
+  const rx = ch.receiver();
+  const tx = ch.sender();
+  tx.send("x");
+  tx.detach();
+  assert.throws(() => ch.sender(), code("EPIPE"));
+  assert.equal(new TextDecoder().decode(rx.recv(0)!), "x");
+  assert.equal(rx.recv(0), null, "the end of the stream");
+});
+
 test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {
   // Its slot is free once it detached: an abort record written with its tag afterwards would
   // drop the partial message of the next sender in that slot, which would then be delivered

@@ -213,6 +213,13 @@ test("wait: options must be an object (or undefined)", () => {
   }
   assert.equal(wait(i32, 0, 1, 0, undefined), "not-equal");
   assert.equal(wait(i32, 0, 0, 0, {}), "timed-out");
+  // A misspelt option was taken for none, as no other call's options are.
+  assert.throws(
+    () => wait(i32, 0, 0, 0, { spn: 100 } as never),
+    (e) =>
+      e instanceof TypeError &&
+      e.message === 'options has no option "spn"; the options are spin',
+  );
 });
 
 test("timeout errors of wait, waitAsync and lock are worded as a channel's", async () => {
@@ -392,6 +399,15 @@ test("Mutex misuse: bad buffers and offsets, no mutex there, closed segment", ()
   );
   assert.throws(() => Mutex.init(shm.buffer, 4096 - 32), RangeError);
   assert.throws(() => Mutex.init(shm.buffer, -8), RangeError);
+  // A buffer shorter than a mutex: it said "byteOffset must be between 0 and -32".
+  for (const init of [Mutex.init, Mutex.open]) {
+    assert.throws(
+      () => init(shm.view(0, 32)),
+      (e) =>
+        e instanceof RangeError &&
+        /^Mutex\.(init|open): a mutex takes 64 bytes, the buffer has 32$/.test(e.message),
+    );
+  }
   assert.throws(
     () => Mutex.open(shm.buffer, 128),
     (e) => e instanceof SharedMemoryError && e.code === "EINVAL" && /Mutex.init/.test(e.message),

@@ -238,7 +238,7 @@ export function wait(
   const ns = timeoutNs(timeoutMs);
   const spin = options === undefined
     ? undefined
-    : check.options<WaitOptions>(options, "options").spin;
+    : check.options<WaitOptions>(options, "options", ["spin"]).spin;
   if (spin === "adaptive") {
     const found = views.get(view)!; // made by `locate`
     const words = found.words ??= honestWords(view);
@@ -605,12 +605,13 @@ export class Mutex {
       throw new TypeError(`${caller}: buffer must be an ArrayBuffer of this library`);
     }
     const base = addressOf(buffer, caller);
-    const offset = check.integer(
-      byteOffset,
-      "byteOffset",
-      0,
-      bufferByteLength(buffer) - Mutex.BYTE_LENGTH, // the engine's, not a property defined on it
-    );
+    const length = bufferByteLength(buffer); // the engine's, not a property defined on it
+    if (length < Mutex.BYTE_LENGTH) {
+      throw new RangeError(
+        `${caller}: a mutex takes ${Mutex.BYTE_LENGTH} bytes, the buffer has ${length}`,
+      );
+    }
+    const offset = check.integer(byteOffset, "byteOffset", 0, length - Mutex.BYTE_LENGTH);
     if (offset % Mutex.ALIGNMENT !== 0) {
       throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);
     }

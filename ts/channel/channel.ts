@@ -1079,6 +1079,8 @@ export class ChannelSender implements Disposable {
 
   /**
    * Leaves without ending the stream, for one of many senders: other senders go on. Idempotent.
+   * With one sender (`producers: "one"`), whose stream it is, the same as {@linkcode close}: the
+   * stream ends, and a sender attached after it gets `EPIPE`.
    */
   detach(): void {
     if (this.#ring.mode === L.MODE_SPSC) return this.close(); // one sender for the channel's life
