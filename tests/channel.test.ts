@@ -1943,6 +1943,36 @@ test("detach() of the sender of a channel of one sender ends the stream, as clos
   assert.equal(rx.recv(0), null, "the end of the stream");
 });
 
+test("many senders: a sender whose slot holds another live pid (a peer wrote it) sends no fragment (EBADMSG) but its whole messages, with room or after waiting for it", async () => {
+  using w = watchedChannel(4096, "many");
+  const { tx, rx, words } = w;
+  const at = layout.OFF_PRODUCER_PIDS >> 2; // the first sender's slot
+  assert.equal(Atomics.load(words, at), pid);
+  Atomics.store(words, at, process.ppid); // alive: this process's parent
+  const big = pattern(3 * tx.maxRecordBytes, 1);
+  for (const send of [() => tx.send(big, 1000), () => tx.sendAsync(big, 1000)]) {
+    await assert.rejects(
+      async () => await send(),
+      (e) =>
+        code("EBADMSG")(e) &&
+        (e as Error).message.includes(`slot holds ${process.ppid} instead of its pid ${pid}`),
+    );
+    // Its first fragment's record, skipped: the receive steps over it.
+    assert.equal(rx.tryRecv(), undefined, "nothing of it");
+  }
+  const small = pattern(100, 2);
+  let queued = 0;
+  while (tx.trySend(small)) queued++;
+  const waiting = tx.sendAsync(small, 10_000); // the ring is full: it waits for room
+  for (let i = 0; i <= queued; i++) assert.deepEqual(await rx.recvAsync(10_000), small);
+  await waiting;
+  // Its slot back: its messages in fragments go again.
+  Atomics.store(words, at, pid);
+  const sending = tx.sendAsync(big, 10_000);
+  assert.deepEqual(await rx.recvAsync(10_000), big);
+  await sending;
+});
+
 test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {
   // Its slot is free once it detached: an abort record written with its tag afterwards would
   // drop the partial message of the next sender in that slot, which would then be delivered
