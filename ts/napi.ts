@@ -67,6 +67,13 @@ export interface NodeApiModule {
    */
   keepMovedAtEnd(): void;
   /**
+   * Bun's Workers: `openKey`, `openName` and `dup` (of the Node-API module) note the handles they
+   * open until {@linkcode handedOver}, and the environment's teardown closes those still noted.
+   */
+  noteUnowned(): void;
+  /** An object owns `handle` now (a buffer whose deallocator closes it): no longer noted. */
+  handedOver(handle: number): void;
+  /**
    * `sb_unlink_key`, after which each of this process's mappings of the segment is reported to
    * the engine as the memory its collection would free. Returns 0 or a negative code.
    */

@@ -23,6 +23,7 @@ import {
 } from "../library.ts";
 import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
 import { loadNodeApi } from "../napi.ts";
+import type { NodeCalls } from "../node/backend.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
 /** Deno's FFI type names to Bun's. */
@@ -93,13 +94,27 @@ export function loadBun(explicit?: string): Backend {
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
   const nodeApi = loadNodeApi(path, process.dlopen);
+  const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;
+  // A Worker terminated between an open and the buffer that takes its handle over would leave
+  // the handle, and its mapping, open for good: in a Worker, handles are opened through Node-API,
+  // which notes them until `handedOver` and closes those still noted at the Worker's teardown.
+  const calls = commonCalls(s as unknown as Parameters<typeof commonCalls>[0]);
+  // The module exports Node's calls too (see `NodeCalls`): these four take what Backend's do.
+  const opens = mainThread ? undefined : nodeApi as NodeCalls;
+  if (!mainThread) nodeApi.noteUnowned();
   return {
     runtime: "bun",
-    mainThread: (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread,
+    mainThread,
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
     maxBufferBytes: 2 ** 32,
     libraryPath: path,
-    ...commonCalls(s as unknown as Parameters<typeof commonCalls>[0]),
+    ...calls,
+    ...(opens && {
+      openKey: opens.openKey,
+      openName: opens.openName,
+      dup: opens.dup,
+      close: opens.close,
+    }),
     // A Worker's endpoints, marked gone at its teardown through Node-API too (see Backend).
     claimEndpoint: (address, expected, pid) => nodeApi.claimEndpoint(address, expected, pid),
     unclaimEndpoint: (address, pid) => nodeApi.unclaimEndpoint(address, pid),
@@ -127,11 +142,17 @@ export function loadBun(explicit?: string): Backend {
     waitAsync: (address, expected, timeoutNs) => nodeApi.waitAsync(address, expected, timeoutNs),
     cancelWaits: (address, length) => s.sb_wait_cancel(address, length),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
-    wrap: (address, length, handle) =>
+    wrap(address, length, handle) {
       // The handle rides along as the deallocator's context; sb_release closes it.
-      toArrayBuffer(Number(address), 0, length, handle as never, release),
-    anchor: (_owner, address, handle) =>
-      toArrayBuffer(Number(address), 0, 1, handle as never, release),
+      const buffer = toArrayBuffer(Number(address), 0, length, handle as never, release);
+      if (opens) nodeApi.handedOver(handle);
+      return buffer;
+    },
+    anchor(_owner, address, handle) {
+      const anchor = toArrayBuffer(Number(address), 0, 1, handle as never, release);
+      if (opens) nodeApi.handedOver(handle);
+      return anchor;
+    },
     unwrap(buffer) {
       // Detaching runs the deallocator now, which closes the handle. A buffer already moved
       // elsewhere carries its handle with it, and the deallocator runs when that copy dies.

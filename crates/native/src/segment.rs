@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crate::napi::Report;
 use crate::{code_of, guard, status};
+use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::os::Identity;
 use shared_buffer::segment::{FileKind, Options, Owner, Segment, SegmentError, SegmentId};
 
@@ -63,10 +65,29 @@ pub(crate) struct Mapped {
     pub(crate) id: SegmentId,
     /// Memory reported to a JavaScript engine as freed when this mapping goes (see `napi`).
     pub(crate) report: Mutex<Option<Report>>,
+    /// The channel endpoints' pid words a Worker claimed in this mapping and still holds, as
+    /// (byte offset, pid): marked `PID_GONE` when the mapping goes (see `napi`'s
+    /// `js_claim_endpoint`). Bun releases a terminated Worker's buffers, and so unmaps, before
+    /// its Node-API environment's teardown; and an endpoint collected without `close()` can
+    /// never detach: either way nothing of this process can reach the word after this.
+    pub(crate) claims: Mutex<Vec<(usize, u32)>>,
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
+        for &(offset, pid) in self
+            .claims
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = self.segment.atomic_u32(offset).compare_exchange(
+                pid,
+                pid | PID_GONE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
         if let Some(report) = self
             .report
             .get_mut()
@@ -186,6 +207,7 @@ unsafe fn finish(result: Result<(Segment, SegmentId), SegmentError>, out: *mut S
                 segment,
                 id,
                 report: Mutex::new(None),
+                claims: Mutex::new(Vec::new()),
             }));
             (
                 0,

@@ -99,7 +99,10 @@ pub(crate) struct Account {
     /// The current sentinel: its strong `napi_ref` and its state, as addresses; used on the
     /// environment's own thread only.
     sentinel: Mutex<Option<(usize, usize)>>,
-    /// With `watch_end`: the handles this environment opened (`openKey`, `openName`, `dup`) that
+    /// Set by `keepMovedAtEnd` and by `noteUnowned` (Bun's Workers, whose buffers are made by
+    /// `bun:ffi`): `openKey`, `openName` and `dup` note the handles they open in `unowned`.
+    notes_unowned: AtomicBool,
+    /// With `notes_unowned`: the handles this environment opened (`openKey`, `openName`, `dup`) that
     /// no object owns yet, by handle and serial: a Worker terminated between an open and the
     /// `wrap` or `addFinalizer` that hands the handle over would leave it open for good, so the
     /// teardown closes them ([`sentinel_gone`]).
@@ -149,7 +152,19 @@ impl HeldEndpoint {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
+        // Marked: the mapping's own mark, when it goes, is not needed (and the word may be
+        // another Worker's of this process by then, which holds the same pid).
+        unclaim_in(&mapping, self.offset);
     }
+}
+
+/// Forgets the claim of the word at `offset` in `mapping` (see [`Mapped::claims`]).
+fn unclaim_in(mapping: &Mapped, offset: usize) {
+    mapping
+        .claims
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|&(claimed, _)| claimed != offset);
 }
 
 /// The weak references of `weakRef`, by a nonzero id that is not reused while it is held.
@@ -290,6 +305,10 @@ pub(crate) unsafe fn opened(api: &Api, env: Env, handle: i32) {
     let Ok(account) = (unsafe { account(api, env) }) else {
         return;
     };
+    // The thread may have run an environment that noted them before this one (a thread reused).
+    if !account.notes_unowned.load(Ordering::Relaxed) {
+        return;
+    }
     if let Some((_, serial)) = lookup(handle) {
         account
             .unowned
@@ -315,7 +334,7 @@ pub(crate) unsafe fn owned(api: &Api, env: Env, handle: i32) {
 
 /// [`owned`], given the account.
 fn settle_owned(account: &Account, handle: i32) {
-    if account.watch_end.load(Ordering::Relaxed) {
+    if account.notes_unowned.load(Ordering::Relaxed) {
         account
             .unowned
             .lock()
@@ -397,9 +416,11 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 19] = [
+    let functions: [(&CStr, sys::Callback); 21] = [
         (c"wrap", js_wrap),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
+        (c"noteUnowned", js_note_unowned),
+        (c"handedOver", js_handed_over),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
         (c"trackAll", js_track_all),
@@ -494,6 +515,17 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
         // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
         let account = unsafe { Box::from_raw(data.cast::<Arc<Account>>()) };
         endpoints_gone(&account);
+        // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
+        // first): closed by serial, so a handle its buffer's deallocator closed is left alone.
+        let unowned = std::mem::take(
+            &mut *account
+                .unowned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (handle, serial) in unowned {
+            close_owned(handle, serial);
+        }
     });
 }
 
@@ -916,9 +948,39 @@ unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             if !account.watch_end.swap(true, Ordering::Relaxed) {
+                account.notes_unowned.store(true, Ordering::Relaxed);
                 WATCHING_END.with(|watching| watching.set(true));
                 renew_sentinel(api, env, account)?;
             }
+            undefined(api, env)
+        })
+    }
+}
+
+/// Bun's Workers: `openKey`, `openName` and `dup` note each handle they open until `handedOver`
+/// says an object owns it, and the environment's teardown closes those still noted
+/// ([`drop_account`]): a Worker terminated between an open and the `bun:ffi` buffer that takes
+/// the handle over left it, and its mapping, open for good. (Bun releases the Worker's buffers
+/// at its teardown, closing the handles they own, but runs no Node-API finalizer of this
+/// module's before them: only the cleanup hooks and the instance data's, after.)
+unsafe extern "C" fn js_note_unowned(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            account.notes_unowned.store(true, Ordering::Relaxed);
+            WATCHING_END.with(|watching| watching.set(true));
+            undefined(api, env)
+        })
+    }
+}
+
+/// `handedOver(handle)`: an object (a `bun:ffi` buffer, whose deallocator closes it) owns
+/// `handle` now; it is no longer closed at the teardown.
+unsafe extern "C" fn js_handed_over(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, [handle]: [Value; 1]| {
+            settle_owned(account, int32(api, env, handle, "handle")?);
             undefined(api, env)
         })
     }
@@ -1426,7 +1488,16 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
                     Ok(held) | Err(held) => held,
                 };
                 if held == expected {
-                    // Taken: noted in this same call, so that no `terminate()` comes in between.
+                    // Taken: noted in this same call, so that no `terminate()` comes in between;
+                    // in the mapping too, which marks the word if it goes first.
+                    {
+                        let mut claims = mapping
+                            .claims
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        claims.retain(|&(claimed, _)| claimed != offset);
+                        claims.push((offset, pid));
+                    }
                     let mut endpoints = account
                         .endpoints
                         .lock()
@@ -1467,6 +1538,7 @@ unsafe extern "C" fn js_unclaim_endpoint(env: Env, info: CallbackInfo) -> Value 
                 .unwrap_or_else(PoisonError::into_inner)
                 .by_address
                 .remove(&at);
+            unclaim_in(&mapping, offset);
             let word = mapping.segment.atomic_u32(offset);
             let held = match word.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(held) | Err(held) => held,
