@@ -330,6 +330,8 @@ function waitAdaptive(
  * and file I/O and timers keep running. Closing the segment ends its pending waits: they reject
  * with a `SharedMemoryError` whose code is `EBADF`, as they do when the mapping goes away
  * otherwise (its last buffer or view detached or collected); a Worker that ends ends its own.
+ * Unlike `Atomics.waitAsync`, a pending wait does not keep its buffer alive: keep a reference
+ * to the buffer (or the `SharedMemory`) for as long as you wait on it.
  *
  * A notify that lands while a wait is being re-armed (when another wait begins or ends) is seen
  * only if the word changed: change the word, then notify, as the example does.
