@@ -827,9 +827,9 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                 if status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS {
                     // Refused before anything was made (Node.js's `NAPI_PREAMBLE`, in a Worker
                     // being terminated; Deno's Node-API never returns these): no finalizer will
-                    // run. The handle stays open for the caller to close. (Bun can return
-                    // `napi_pending_exception` after making the buffer, its finalizer then to
-                    // come; its buffers are `bun:ffi`'s, and it never calls `wrap`.)
+                    // run. The handle stays open for the caller to close. (Bun may return
+                    // `napi_pending_exception` after making the buffer, its finalizer then still
+                    // to come: this path is not Bun's, whose buffers are `bun:ffi`'s.)
                     // SAFETY: `hint` came from `owner_hint` above and the engine did not take it.
                     forget_owner_hint(hint);
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
