@@ -1363,10 +1363,12 @@ export class ChannelSender implements Disposable {
       // The receiver puts fragments together by the slot they name: a slot a peer made another
       // sender's would mix the two senders' messages. No abort is owed then: one would drop
       // the other's message. (A whole message, which the receiver takes whatever its slot, goes.)
-      const holder = kind === 0 ? pid : this.#ring.producerPid(this.#slot);
-      if (holder !== pid) {
-        this.#producer.abandon(idx, len);
-        throw this.#slotTaken(holder);
+      if (kind !== 0) {
+        const holder = this.#ring.producerPid(this.#slot);
+        if (holder !== pid) {
+          this.#producer.abandon(idx, len);
+          throw this.#slotTaken(holder);
+        }
       }
       // A fragment the receiver will never read: the channel is closed for good, no abort owed.
       if (!this.#producer.commit(idx, len, kind)) {

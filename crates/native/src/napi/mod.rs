@@ -158,6 +158,17 @@ impl HeldEndpoint {
     }
 }
 
+/// Notes that the word at `offset` in `mapping` holds `pid` for an endpoint of this thread, to
+/// be marked gone if the mapping goes first (see [`Mapped::claims`]).
+fn claim_in(mapping: &Mapped, offset: usize, pid: u32) {
+    let mut claims = mapping
+        .claims
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    claims.retain(|&(claimed, _)| claimed != offset);
+    claims.push((offset, pid));
+}
+
 /// Forgets the claim of the word at `offset` in `mapping` (see [`Mapped::claims`]).
 fn unclaim_in(mapping: &Mapped, offset: usize) {
     mapping
@@ -286,8 +297,8 @@ fn tracks(account: &Account, mapping: &Mapped) -> bool {
 }
 
 thread_local! {
-    /// Whether the environment of this thread called `keepMovedAtEnd` (a Node.js environment runs
-    /// on one thread, a Worker on its own): [`opened`] and [`owned`] look here first, so that the
+    /// Whether the environment of this thread notes the handles it opens ([`note_unowned`]: a
+    /// Node.js environment runs on one thread, a Worker on its own): [`opened`] and [`owned`] look here first, so that the
     /// opens and closes of a main thread do not look up their environment's account for nothing.
     static WATCHING_END: Cell<bool> = const { Cell::new(false) };
 }
@@ -330,6 +341,13 @@ pub(crate) unsafe fn owned(api: &Api, env: Env, handle: i32) {
     if let Ok(account) = unsafe { account(api, env) } {
         settle_owned(&account, handle);
     }
+}
+
+/// Has this environment's opens note the handles no object owns yet, from now on (it runs on
+/// this thread: see [`WATCHING_END`]).
+fn note_unowned(account: &Account) {
+    account.notes_unowned.store(true, Ordering::Relaxed);
+    WATCHING_END.with(|watching| watching.set(true));
 }
 
 /// [`owned`], given the account.
@@ -746,6 +764,15 @@ fn group_arg(api: &Api, env: Env, value: Value) -> Result<u64, Thrown> {
     }
 }
 
+/// Whether `napi_create_external_arraybuffer` refused with `status` before it made anything, so
+/// that the finalizer given to it will never run: Node.js's `NAPI_PREAMBLE` refuses so in a
+/// Worker being terminated (an exception pending, or the environment unable to run JavaScript).
+/// Deno's Node-API never returns these. (Bun may return `napi_pending_exception` after making
+/// the buffer, its finalizer then still to come: its buffers are `bun:ffi`'s, never made here.)
+fn refused_up_front(status: sys::Status) -> bool {
+    status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS
+}
+
 /// How many finalizers' [`Owner`]s the engines hold, in every environment of the process (for
 /// tests: none may be left once the environments that made them have ended).
 static OWNERS: AtomicI64 = AtomicI64::new(0);
@@ -824,12 +851,8 @@ unsafe extern "C" fn js_wrap(env: Env, info: CallbackInfo) -> Value {
                     hint.cast(),
                     &mut buffer,
                 );
-                if status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS {
-                    // Refused before anything was made (Node.js's `NAPI_PREAMBLE`, in a Worker
-                    // being terminated; Deno's Node-API never returns these): no finalizer will
-                    // run. The handle stays open for the caller to close. (Bun may return
-                    // `napi_pending_exception` after making the buffer, its finalizer then still
-                    // to come: this path is not Bun's, whose buffers are `bun:ffi`'s.)
+                if refused_up_front(status) {
+                    // No finalizer will run. The handle stays open for the caller to close.
                     // SAFETY: `hint` came from `owner_hint` above and the engine did not take it.
                     forget_owner_hint(hint);
                     return Err(Thrown::Status("napi_create_external_arraybuffer", status));
@@ -950,8 +973,7 @@ unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             if !account.watch_end.swap(true, Ordering::Relaxed) {
-                account.notes_unowned.store(true, Ordering::Relaxed);
-                WATCHING_END.with(|watching| watching.set(true));
+                note_unowned(account);
                 renew_sentinel(api, env, account)?;
             }
             undefined(api, env)
@@ -969,8 +991,7 @@ unsafe extern "C" fn js_note_unowned(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
-            account.notes_unowned.store(true, Ordering::Relaxed);
-            WATCHING_END.with(|watching| watching.set(true));
+            note_unowned(account);
             undefined(api, env)
         })
     }
@@ -1038,10 +1059,9 @@ unsafe fn renew_sentinel(api: &Api, env: Env, account: &Arc<Account>) -> Result<
             &mut buffer,
         )
     };
-    if status == sys::PENDING_EXCEPTION || status == sys::CANNOT_RUN_JS {
-        // The Worker is being terminated: Node.js refuses the call before it makes anything
-        // (its `NAPI_PREAMBLE`), so no finalizer will ever run. Left, the state and its account
-        // leaked, once per Worker terminated inside a `wrap`.
+    if refused_up_front(status) {
+        // No finalizer will ever run: left, the state and its account leaked, once per Worker
+        // terminated inside a `wrap`.
         // SAFETY: `state` came from Box::into_raw above and nothing else holds it.
         drop(unsafe { Box::from_raw(state) });
         SENTINELS.fetch_sub(1, Ordering::Relaxed);
@@ -1492,14 +1512,7 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
                 if held == expected {
                     // Taken: noted in this same call, so that no `terminate()` comes in between;
                     // in the mapping too, which marks the word if it goes first.
-                    {
-                        let mut claims = mapping
-                            .claims
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        claims.retain(|&(claimed, _)| claimed != offset);
-                        claims.push((offset, pid));
-                    }
+                    claim_in(&mapping, offset, pid);
                     let mut endpoints = account
                         .endpoints
                         .lock()
