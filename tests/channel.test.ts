@@ -470,6 +470,7 @@ function watchedChannel(capacity: number, producers: "one" | "many" = "one") {
   const shm = SharedMemory.open({ name });
   cleanup({ name });
   return {
+    ch,
     tx: ch.sender(),
     rx: ch.receiver(),
     words: new Int32Array(shm.buffer, 0, (layout.HEADER_SIZE + capacity) >> 2),
@@ -1971,6 +1972,59 @@ test("many senders: a sender whose slot holds another live pid (a peer wrote it)
   const sending = tx.sendAsync(big, 10_000);
   assert.deepEqual(await rx.recvAsync(10_000), big);
   await sending;
+});
+
+test("one sender: a sender whose place holds another live pid (a peer cleared it, another sender took it) sends nothing (EBADMSG), with room or after waiting for it, and its close leaves the stream open", async () => {
+  using w = watchedChannel(4096, "one");
+  const { ch, tx, rx, words } = w;
+  const at = layout.OFF_PRODUCER_PIDS >> 2;
+  const tailAt = layout.OFF_TAIL >> 2;
+  tx.send("first");
+  assert.equal(new TextDecoder().decode(rx.recv(0)!), "first");
+  Atomics.store(words, at, process.ppid); // alive: this process's parent
+  const tail = Atomics.load(words, tailAt);
+  const small = pattern(100, 2);
+  const refused = (e: unknown) =>
+    code("EBADMSG")(e) &&
+    (e as Error).message.includes(`slot holds ${process.ppid} instead of its pid ${pid}`);
+  for (
+    const send of [
+      () => tx.send(small, 1000),
+      () => tx.send(pattern(3 * tx.maxRecordBytes, 1), 1000),
+      () => tx.send("text", 1000),
+      () => tx.sendJson({ a: 1 }),
+      () => tx.sendAsync(small, 1000),
+      () => tx.trySend(small),
+      () => tx.sendMany([small, small]),
+      () => tx.reserve(8),
+    ]
+  ) {
+    await assert.rejects(async () => await send(), refused);
+  }
+  assert.equal(Atomics.load(words, tailAt), tail, "nothing reserved");
+  assert.equal(rx.tryRecv(), undefined);
+
+  // A send waiting for room when the place goes: the record it reserves once room comes is
+  // skipped.
+  Atomics.store(words, at, pid);
+  let queued = 0;
+  while (tx.trySend(small)) queued++;
+  const waiting = tx.sendAsync(small, 10_000).then(() => "sent", (err) => err);
+  Atomics.store(words, at, process.ppid);
+  for (let i = 0; i < queued; i++) assert.deepEqual(await rx.recvAsync(10_000), small);
+  assert.ok(refused(await waiting), "after waiting for room");
+  assert.equal(rx.tryRecv(), undefined, "its record skipped");
+
+  // Its close leaves the stream, which is the other sender's, open, and the place as it was.
+  tx.close();
+  assert.equal(Atomics.load(words, tailAt) & layout.TAIL_CLOSED, 0);
+  assert.equal(Atomics.load(words, at), process.ppid);
+  Atomics.store(words, at, 0); // that sender gone, a new one attaches and ends the stream
+  const next = ch.sender();
+  next.send("second");
+  next.close();
+  assert.equal(new TextDecoder().decode(rx.recv(0)!), "second");
+  assert.equal(rx.recv(0), null, "the end of the stream");
 });
 
 test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {

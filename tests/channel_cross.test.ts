@@ -914,58 +914,74 @@ for (const killed of runtimes) {
 
 // A peer that writes the header can forge messages; what it must not do with one write is mix
 // the messages of two live senders for as long as they live. A sender's slot, freed by the peer,
-// goes to the next sender that attaches, and the receiver puts fragments together by slot: a
-// review's peer got 1,306 mixed messages in 3.5 s so. A sender now sends a fragment only while
-// its slot holds its pid. This runner receives; the two senders are the other two runtimes.
+// goes to the next sender that attaches. With many senders the receiver puts fragments together
+// by slot: a review's peer got 1,306 mixed messages in 3.5 s so, and a sender now sends a
+// fragment only while its slot holds its pid. With one sender the two would write the ring from
+// tails of their own: the sender now sends nothing while its place holds another pid, and its
+// close leaves the stream to the other. This runner receives; the two senders are the other two
+// runtimes.
 {
   const victim = other(runtime);
   const thief = other(victim);
-  test(`many senders: a peer that frees a live ${victim} sender's slot, which a ${thief} sender then takes, mixes no messages: the ${victim} sender's message in fragments fails with EBADMSG, the rest arrive whole`, async () => {
-    await withChannel("cx-slot", { capacity: 4096, producers: "many" }, async (name, ch) => {
-      const children: Child[] = [];
-      using rx = ch.receiver();
-      using shm = SharedMemory.open({ name });
-      const slot0 = () => Atomics.load(new Int32Array(shm.buffer), OFF_PRODUCER_PIDS >> 2);
-      try {
-        await withControl(async (ctl, i32) => {
-          const a = spawn(children, victim, "channel/slot_taken.ts", [name, ctl, "1"]);
-          const aPid = Number((await ready(a, `${victim} sender`)).split(" ")[1]);
-          assert.equal(slot0(), aPid, "the first sender in the first slot");
-          Atomics.store(new Int32Array(shm.buffer), OFF_PRODUCER_PIDS >> 2, 0); // the peer
-          const b = spawn(children, thief, "channel/slot_taken.ts", [name, ctl, "2"]);
-          const bPid = Number((await ready(b, `${thief} sender`)).split(" ")[1]);
-          assert.equal(slot0(), bPid, "the freed slot taken by the next sender");
-          Atomics.store(i32, CTL_GO, 1);
-          notify(i32, CTL_GO);
-          const big = ch.maxRecordBytes * 3.5;
-          const got: string[] = [];
-          for (let i = 0; i < 3; i++) {
-            const message = await rx.recvAsync(HANG_MS);
-            assert.ok(message !== null, `the end of the stream after ${i} messages`);
-            const fill = message[0];
-            assert.ok(
-              message.every((byte) => byte === fill),
-              `message ${i} (${message.length} bytes) mixes two senders' bytes`,
+  for (const producers of ["many", "one"] as const) {
+    const many = producers === "many";
+    const what = many
+      ? `the ${victim} sender's message in fragments fails with EBADMSG, the rest arrive whole`
+      : `every send of the ${victim} sender fails with EBADMSG and its close ends nothing`;
+    test(`${producers} sender${many ? "s" : ""}: a peer that frees a live ${victim} sender's slot, which a ${thief} sender then takes, mixes no messages: ${what}`, async () => {
+      await withChannel("cx-slot", { capacity: 4096, producers }, async (name, ch) => {
+        const children: Child[] = [];
+        using rx = ch.receiver();
+        using shm = SharedMemory.open({ name });
+        const slot0 = () => Atomics.load(new Int32Array(shm.buffer), OFF_PRODUCER_PIDS >> 2);
+        try {
+          await withControl(async (ctl, i32) => {
+            const a = spawn(children, victim, "channel/slot_taken.ts", [name, ctl, "1"]);
+            const aPid = Number((await ready(a, `${victim} sender`)).split(" ")[1]);
+            assert.equal(slot0(), aPid, "the first sender in the first slot");
+            Atomics.store(new Int32Array(shm.buffer), OFF_PRODUCER_PIDS >> 2, 0); // the peer
+            const b = spawn(children, thief, "channel/slot_taken.ts", [name, ctl, "2"]);
+            const bPid = Number((await ready(b, `${thief} sender`)).split(" ")[1]);
+            assert.equal(slot0(), bPid, "the freed slot taken by the next sender");
+            Atomics.store(i32, CTL_GO, 1);
+            notify(i32, CTL_GO);
+            const big = ch.maxRecordBytes * 3.5;
+            const got: string[] = [];
+            for (let i = 0; i < (many ? 3 : 2); i++) {
+              const message = await rx.recvAsync(HANG_MS);
+              assert.ok(message !== null, `the end of the stream after ${i} messages`);
+              const fill = message[0];
+              assert.ok(
+                message.every((byte) => byte === fill),
+                `message ${i} (${message.length} bytes) mixes two senders' bytes`,
+              );
+              got.push(`${message.length} of ${fill}`);
+            }
+            const [aDone, bDone] = await Promise.all([
+              finished(a, `${victim} sender`),
+              finished(b, `${thief} sender`),
+            ]);
+            assert.deepEqual(resultOf(aDone, `${victim} sender`), {
+              fragmented: "EBADMSG",
+              whole: many ? "ok" : "EBADMSG",
+            });
+            assert.deepEqual(resultOf(bDone, `${thief} sender`), {
+              fragmented: "ok",
+              whole: "ok",
+            });
+            assert.deepEqual(
+              got.sort(),
+              [...many ? ["16 of 1"] : [], "16 of 2", `${big} of 2`].sort(),
             );
-            got.push(`${message.length} of ${fill}`);
-          }
-          const [aDone, bDone] = await Promise.all([
-            finished(a, `${victim} sender`),
-            finished(b, `${thief} sender`),
-          ]);
-          assert.deepEqual(resultOf(aDone, `${victim} sender`), {
-            fragmented: "EBADMSG",
-            whole: "ok",
+            if (many) assert.equal(rx.tryRecv(), undefined, "nothing more");
+            else assert.equal(rx.recv(0), null, "the end of the stream, by the second sender");
           });
-          assert.deepEqual(resultOf(bDone, `${thief} sender`), { fragmented: "ok", whole: "ok" });
-          assert.deepEqual(got.sort(), [`16 of 1`, `16 of 2`, `${big} of 2`].sort());
-          assert.equal(rx.tryRecv(), undefined, "nothing more");
-        });
-      } finally {
-        await killAll(children);
-      }
+        } finally {
+          await killAll(children);
+        }
+      });
     });
-  });
+  }
 }
 
 // ---- 5. Backpressure from a slow receiver -------------------------------------------------------

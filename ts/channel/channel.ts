@@ -849,8 +849,8 @@ export class ChannelSender implements Disposable {
    *   receiver is this thread's: at once inside its `recvMany` callback (after the batch handed
    *   back what it could), and for a send without a timeout anywhere (see `docs/channel.md`,
    *   "Both ends in one thread"; {@linkcode sendAsync} waits instead); `EBADMSG` if the ring is
-   *   corrupt, or if a message in fragments finds this sender's slot holding another pid (a
-   *   peer wrote the header).
+   *   corrupt, or if a message in fragments (with one sender, any message) finds this sender's
+   *   slot holding another pid (a peer wrote the header).
    */
   send(message: Message, timeoutMs?: number): void {
     this.#send(message, timeoutMs, "send");
@@ -906,6 +906,7 @@ export class ChannelSender implements Disposable {
       for (; i < messages.length; i++) {
         if (!this.#abortOwed) {
           this.#checkUsable("sendMany");
+          this.#checkPlace();
           // An element's getter runs inside the run: a receive it makes on this thread would wait
           // for the records the run has reserved (see #ownSender).
           this.#inRun = true;
@@ -1014,6 +1015,7 @@ export class ChannelSender implements Disposable {
   reserve(byteLength: number, timeoutMs?: number): Uint8Array {
     this.#checkUsable("reserve");
     const len = check.integer(byteLength, "byteLength", 0, this.#ring.maxRecord);
+    this.#checkPlace();
     const timeout = timeoutOf(timeoutMs);
     let deadline = NaN; // read from the clock only if this call has to wait
     if (this.#abortOwed) {
@@ -1026,6 +1028,12 @@ export class ChannelSender implements Disposable {
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       idx = runSync(this.#reserveSteps(len, deadline, true), this.#ring.parking);
+      try {
+        this.#checkPlace();
+      } catch (err) {
+        this.#producer.abandon(idx, len);
+        throw err;
+      }
     }
     this.#reservedIdx = idx;
     this.#reservedLen = len;
@@ -1066,12 +1074,17 @@ export class ChannelSender implements Disposable {
 
   /**
    * Ends the stream: the receiver drains what is left, then sees the end. Also frees this
-   * process's sender slot. Idempotent.
+   * process's sender slot. Idempotent. With one sender, the stream is left open if this sender's
+   * place holds another pid (a peer cleared it, and another sender attached: the stream is
+   * that sender's now).
    */
   close(): void {
     if (this.#closed) return;
     this.#dropReservation();
-    atomicOr(this.#ring.i32, L.OFF_TAIL >> 2, L.TAIL_CLOSED | 0);
+    // Not a stream that another sender holds now (see #checkPlace).
+    if (this.#ring.mode === L.MODE_MPSC || this.#ring.producerPid(0) === pid) {
+      atomicOr(this.#ring.i32, L.OFF_TAIL >> 2, L.TAIL_CLOSED | 0);
+    }
     this.#leave();
     this.#ring.wakeConsumer();
     this.#ring.wakeProducers();
@@ -1212,6 +1225,7 @@ export class ChannelSender implements Disposable {
 
   /** The hot path: one record with room now, for the `len` bytes of `bytes`. */
   #tryFast(bytes: Uint8Array, len: number): boolean {
+    this.#checkPlace();
     if (len > this.#ring.maxRecord || this.#abortOwed) return false;
     const { put, putState } = this.#ring.parking;
     if (put !== undefined) {
@@ -1362,8 +1376,9 @@ export class ChannelSender implements Disposable {
       }
       // The receiver puts fragments together by the slot they name: a slot a peer made another
       // sender's would mix the two senders' messages. No abort is owed then: one would drop
-      // the other's message. (A whole message, which the receiver takes whatever its slot, goes.)
-      if (kind !== 0) {
+      // the other's message. (A whole message, which the receiver takes whatever its slot, goes;
+      // not with one sender, whose place is looked at again after waiting, see #checkPlace.)
+      if (kind !== 0 || this.#ring.mode === L.MODE_SPSC) {
         const holder = this.#ring.producerPid(this.#slot);
         if (holder !== pid) {
           this.#producer.abandon(idx, len);
@@ -1378,13 +1393,28 @@ export class ChannelSender implements Disposable {
     } while (sent < total);
   }
 
-  /** `EBADMSG` for a fragment this sender cannot send: its slot holds `holder`. */
+  /**
+   * With one sender, `EBADMSG` unless its place holds its pid: a peer that cleared the word let a
+   * second sender attach, and two senders writing the ring from tails of their own would
+   * overwrite each other's records. Looked at before each send (one load of a word nobody
+   * writes) and again after a wait for room ({@linkcode #sendSteps}).
+   */
+  #checkPlace(): void {
+    if (this.#ring.mode !== L.MODE_SPSC) return;
+    const holder = this.#ring.producerPid(0);
+    if (holder !== pid) throw this.#slotTaken(holder);
+  }
+
+  /** `EBADMSG` for a message this sender cannot send: its slot holds `holder`. */
   #slotTaken(holder: number): SharedMemoryError {
+    const which = this.#ring.mode === L.MODE_SPSC
+      ? "every send fails so, and closing this sender does not end the stream"
+      : "messages of more than maxRecordBytes fail so";
     return this.#ring.error(
       "EBADMSG",
       `ChannelSender.${this.#producer.call}`,
       `this sender's slot holds ${holder} instead of its pid ${pid} (a peer wrote the channel's ` +
-        "header): the message was not sent; messages of more than maxRecordBytes fail so",
+        `header): the message was not sent; ${which}`,
     );
   }
 

@@ -1251,6 +1251,76 @@ fn a_sender_whose_slot_a_peer_gave_away_sends_no_fragment() {
 }
 
 #[test]
+fn the_one_sender_whose_place_a_peer_gave_away_sends_nothing_and_ends_nothing() {
+    let mut heap = Heap::new(region_size(256));
+    let channel = heap.channel(256, Mode::Spsc);
+    let mut rx = channel.receiver(fast()).unwrap();
+    let mut tx = channel.sender(fast()).unwrap();
+    tx.send(b"first", None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"first");
+
+    // A live process's pid: another sender holds the place now (one of this process would
+    // write the same pid, which tells nothing apart).
+    let other = std::os::unix::process::parent_id();
+    plant_pid(&mut heap, 0, other);
+    let tail = tail_pos(&mut heap);
+    for err in [
+        tx.send(b"whole", None).unwrap_err(),
+        tx.send(&[2; 300], None).unwrap_err(),
+        tx.try_send(b"try").unwrap_err(),
+        tx.reserve(8, None).map(|_| ()).unwrap_err(),
+        tx.try_reserve(8).map(|_| ()).unwrap_err(),
+    ] {
+        assert_eq!(error_code(&err), libc::EBADMSG, "{err}");
+        assert!(
+            err.to_string().contains(&format!("holds {other} ")),
+            "{err}"
+        );
+    }
+    assert_eq!(tail_pos(&mut heap), tail, "nothing reserved");
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN);
+    // Its drop leaves the stream, which is the other sender's, open.
+    drop(tx);
+    assert!(!channel.is_closed());
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_PRODUCER_PIDS),
+        other,
+        "the place left as it was"
+    );
+
+    // A send waiting for room when the place goes: it reserves nothing once room comes.
+    plant_pid(&mut heap, 0, 0);
+    let mut tx = channel.sender(fast()).unwrap();
+    let sent = fill(&mut tx, 7);
+    let tail = tail_pos(&mut heap);
+    let send = std::thread::spawn(move || {
+        let result = tx.send(&[8; 56], Some(Duration::from_secs(10)));
+        (tx, result)
+    });
+    // Parked: it reserved nothing yet, and looked at its place.
+    while word_at(&mut heap, layout::OFF_TX_WAITING) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    plant_pid(&mut heap, 0, other);
+    for _ in 0..sent {
+        assert_eq!(rx.recv(None).unwrap().unwrap(), [7; 56]);
+    }
+    let (tx, result) = send.join().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(error_code(&err), libc::EBADMSG, "{err}");
+    assert_eq!(code(rx.try_recv()), libc::EAGAIN, "the record skipped");
+    assert_ne!(tail_pos(&mut heap), tail, "after it was reserved");
+    // Its place back, it sends, and its drop ends the stream again.
+    plant_pid(&mut heap, 0, std::process::id());
+    let mut tx = tx;
+    tx.send(b"back", None).unwrap();
+    assert_eq!(rx.try_recv().unwrap().unwrap(), b"back");
+    drop(tx);
+    assert!(channel.is_closed());
+    assert!(rx.recv(None).unwrap().is_none());
+}
+
+#[test]
 fn one_record_limits_and_the_longest_message() {
     let mut heap = Heap::new(region_size(1024));
     let channel = heap.channel(1024, Mode::Mpsc);

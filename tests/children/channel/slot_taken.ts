@@ -1,9 +1,10 @@
 /**
  * A sender for the test of a peer that frees a live sender's slot (`channel_cross.test.ts`):
- * attaches to the channel named `<name>` (of many senders), prints `ready <pid>`, waits for the
- * start flag of the control segment `<ctl>`, then sends a message of three and a half records
+ * attaches to the channel named `<name>` (of one sender or many), prints `ready <pid>`, waits for
+ * the start flag of the control segment `<ctl>`, then sends a message of three and a half records
  * (sent in fragments) and one of 16 bytes, every byte `<fill>`, each with a 5 s timeout, and
- * detaches. Prints `result {fragmented, whole}`: how each send went, `ok` or the error's code.
+ * detaches (with one sender: closes). Prints `result {fragmented, whole}`: how each send went,
+ * `ok` or the error's code.
  *
  * Usage: `channel/slot_taken.ts <name> <ctl> <fill>`
  *

@@ -771,7 +771,8 @@ impl Sender {
     /// `EMSGSIZE` if `msg` is longer than [`layout::MAX_MESSAGE_LEN`]; `ETIMEDOUT`; `EPIPE` if
     /// the channel was closed or the receiver went away; `ECONNRESET` if the consumer process
     /// died while the ring was full; `EBADMSG` if the positions are corrupt, or if a message in
-    /// fragments finds this sender's slot holding another pid (a peer wrote the header).
+    /// fragments (in [`Mode::Spsc`], any message) finds this sender's slot holding another pid
+    /// (a peer wrote the header).
     pub fn send(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         if msg.len() <= self.shared.max_record && !self.owes_abort {
             let idx = self.reserve_idx(msg.len(), Some(timeout))?;
@@ -842,7 +843,9 @@ impl Sender {
     }
 
     /// Closes the channel for every producer: later sends fail with `EPIPE`, and the receiver
-    /// gets the end of the stream once it has received everything sent before.
+    /// gets the end of the stream once it has received everything sent before. In
+    /// [`Mode::Spsc`], not if this sender's place holds another pid (a peer cleared it, and
+    /// another sender attached): the stream is that sender's now.
     pub fn close(mut self) {
         self.close_now();
     }
@@ -850,6 +853,9 @@ impl Sender {
     fn close_now(&mut self) {
         if !self.closed {
             self.closed = true;
+            if self.shared.mode == MODE_SPSC && self.check_slot().is_err() {
+                return;
+            }
             self.producer.close(&self.shared);
         }
     }
@@ -914,9 +920,14 @@ impl Sender {
         if holder == self.pid {
             return Ok(());
         }
+        let which = if self.shared.mode == MODE_SPSC {
+            "every send fails so, and dropping this sender does not end the stream"
+        } else {
+            "messages of more than max_record bytes fail so"
+        };
         Err(corrupt(format!(
             "this sender's slot holds {holder} instead of its pid {} (a peer wrote the channel's \
-             header): the message was not sent; messages of more than max_record bytes fail so",
+             header): the message was not sent; {which}",
             self.pid
         )))
     }
@@ -947,15 +958,31 @@ impl Sender {
     }
 
     /// Reserves a record: `wait` None = try once, Some(timeout) = block.
+    ///
+    /// In [`Mode::Spsc`], only while this sender's place holds its pid: a peer that clears the
+    /// word lets a second sender attach, and two senders writing the ring from tails of their
+    /// own would overwrite each other's records. The place is looked at before the reservation
+    /// and again after a wait for room.
     #[inline]
     fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> Result<usize> {
+        let one = self.shared.mode == MODE_SPSC;
+        if one {
+            self.check_slot()?;
+        }
         if let Some(idx) = self.producer.try_reserve(&self.shared, len)? {
             return Ok(idx);
         }
-        match wait {
-            None => Err(ChannelError::Full),
-            Some(timeout) => self.reserve_slow(len, timeout),
+        let idx = match wait {
+            None => return Err(ChannelError::Full),
+            Some(timeout) => self.reserve_slow(len, timeout)?,
+        };
+        if one {
+            if let Err(err) = self.check_slot() {
+                self.producer.abandon(&self.shared, idx, len);
+                return Err(err);
+            }
         }
+        Ok(idx)
     }
 
     #[cold]
