@@ -2027,6 +2027,66 @@ test("one sender: a sender whose place holds another live pid (a peer cleared it
   assert.equal(rx.recv(0), null, "the end of the stream");
 });
 
+for (const producers of ["one", "many"] as const) {
+  test(`${producers} sender${producers === "many" ? "s" : ""}: a receiver whose place holds another live pid (a peer cleared it, another receiver took it) takes nothing (EBADMSG), with messages ready or after waiting, and its close leaves the channel open`, async () => {
+    using w = watchedChannel(4096, producers);
+    const { ch, tx, rx, words } = w;
+    const at = layout.OFF_CONSUMER_PID >> 2;
+    const text = (view: Uint8Array | null) => new TextDecoder().decode(view!);
+    tx.send("first");
+    tx.send("second");
+    assert.equal(text(rx.recv(0)), "first");
+    assert.equal(text(rx.recvView(0)), "second"); // lent
+    const head = Atomics.load(words, layout.OFF_HEAD >> 2);
+    Atomics.store(words, at, process.ppid); // alive: this process's parent
+    tx.send("third");
+    rx.release();
+    assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), head, "not released into its ring");
+    const refused = (e: unknown) =>
+      code("EBADMSG")(e) &&
+      (e as Error).message.includes(`place holds ${process.ppid} instead of its pid ${pid}`);
+    const target = new Uint8Array(64);
+    for (
+      const receive of [
+        () => rx.recvInto(target, 0),
+        () => rx.recvInto(target, 0), // the target known: the hot path
+        () => rx.recv(0),
+        () => rx.recvView(0),
+        () => rx.tryRecv(),
+        () => rx.recvText(0),
+        () => rx.recvMany(() => {}, 0),
+        () => rx.recvAsync(1000),
+        () => rx.recvViewAsync(1000),
+      ]
+    ) {
+      await assert.rejects(async () => await receive(), refused, String(receive));
+    }
+    assert.equal(Atomics.load(words, layout.OFF_HEAD >> 2), head, "nothing taken");
+    // Its close leaves the channel, which is the other receiver's, open, and the place as it was.
+    rx.close();
+    assert.equal(Atomics.load(words, layout.OFF_FLAGS >> 2) & layout.FLAG_RX_CLOSED, 0);
+    assert.equal(Atomics.load(words, at), process.ppid);
+    tx.send("fourth");
+
+    // That receiver gone, a new one takes every message, once; one waiting when its place goes
+    // takes nothing once a message comes.
+    Atomics.store(words, at, 0);
+    const next = ch.receiver();
+    for (const want of ["second", "third", "fourth"]) assert.equal(text(next.recv(0)), want);
+    const waiting = next.recvAsync(10_000).then(() => "got", (err) => err);
+    while (Atomics.load(words, layout.OFF_RX_WAITING >> 2) === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    Atomics.store(words, at, process.ppid);
+    tx.send("fifth");
+    assert.ok(refused(await waiting), "after waiting");
+    Atomics.store(words, at, pid);
+    assert.equal(text(next.recv(0)), "fifth");
+    assert.equal(next.tryRecv(), undefined, "nothing else");
+    next.close();
+  });
+}
+
 test("a sender detached while its fragmented sendAsync waits writes nothing more into the ring", async () => {
   // Its slot is free once it detached: an abort record written with its tag afterwards would
   // drop the partial message of the next sender in that slot, which would then be delivered

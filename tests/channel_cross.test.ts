@@ -48,9 +48,12 @@ import {
   within,
 } from "./harness.ts";
 import {
+  FLAG_RX_CLOSED,
   HEADER_SIZE,
   markWord,
+  OFF_CONSUMER_PID,
   OFF_DATA,
+  OFF_FLAGS,
   OFF_ORPHANS,
   OFF_PID_NAMESPACE,
   OFF_PRODUCER_PIDS,
@@ -977,6 +980,66 @@ for (const killed of runtimes) {
             else assert.equal(rx.recv(0), null, "the end of the stream, by the second sender");
           });
         } finally {
+          await killAll(children);
+        }
+      });
+    });
+  }
+}
+
+// The receiver's place, freed by a peer, goes to the next receiver that attaches; two receivers
+// taking from one `head` would deliver messages twice and move `head` back and forth. A receiver
+// now takes a message only while its place holds its pid. This runner's receiver loses its place
+// to a receiver of the next runtime, which a sender of the third feeds.
+{
+  const thief = other(runtime);
+  const from = other(thief);
+  const COUNT = 300;
+  for (const producers of ["one", "many"] as const) {
+    test(`${producers} sender${producers === "many" ? "s" : ""}: a peer that frees this ${runtime} receiver's place, which a ${thief} receiver then takes, duplicates nothing: every message of a ${from} sender arrives there once, this receiver's receives fail with EBADMSG and its close leaves the channel open`, async () => {
+      await withChannel("cx-rxplace", { capacity: 4096, producers }, async (name, ch) => {
+        const children: Child[] = [];
+        const rx = ch.receiver();
+        using shm = SharedMemory.open({ name });
+        const words = new Int32Array(shm.buffer);
+        try {
+          Atomics.store(words, OFF_CONSUMER_PID >> 2, 0); // the peer
+          const receiver = startReceiver(children, thief, name, {
+            profile: "fixed",
+            seed: 0,
+            count: COUNT,
+            how: "mix",
+            end: "null",
+          });
+          const rPid = Number((await ready(receiver, `${thief} receiver`)).split(" ")[1]);
+          assert.equal(Atomics.load(words, OFF_CONSUMER_PID >> 2), rPid, "the place taken");
+          const sender = startSender(children, from, name, {
+            profile: "fixed",
+            seed: 0,
+            count: COUNT,
+            end: "close",
+            how: "mix",
+          });
+          // While it sends, this receiver takes nothing.
+          for (let i = 0; i < 20; i++) {
+            assert.throws(
+              () => rx.tryRecv(),
+              (e) => isCode("EBADMSG")(e) && (e as Error).message.includes(`holds ${rPid} `),
+            );
+            await sleep(2);
+          }
+          rx.close();
+          assert.equal(Atomics.load(words, OFF_FLAGS >> 2) & FLAG_RX_CLOSED, 0, "still open");
+          const [rs, rr] = await Promise.all([
+            finished(sender, `${from} sender`),
+            finished(receiver, `${thief} receiver`),
+          ]);
+          const want = expectedHash("fixed", 0, 0, COUNT);
+          assert.equal(resultOf<Received>(rr, "receiver").received, COUNT, "messages received");
+          assert.equal(resultOf<Received>(rr, "receiver").hashes[0], want, "their running hash");
+          assert.equal(resultOf<Sent>(rs, "sender").hash, want, "the sender's running hash");
+        } finally {
+          rx.close();
           await killAll(children);
         }
       });

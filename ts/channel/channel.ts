@@ -247,6 +247,8 @@ const SMALL_COPY = 256;
 
 /** The word of the one sender's place (see `ChannelSender.#checkPlace`). */
 const PLACE = L.OFF_PRODUCER_PIDS >> 2;
+/** The word of the receiver's place (see `ChannelReceiver.#checkPlace`). */
+const CONSUMER_PLACE = L.OFF_CONSUMER_PID >> 2;
 
 /** What an async receive hands out: the view it lent, a copy of it, or its text. */
 const AS_VIEW = 0;
@@ -1859,7 +1861,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * @returns The message, or `null` at the end of the stream.
    * @throws {SharedMemoryError} `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is
    *   attached and one died; `EMSGSIZE` if a fragmented message went beyond the receiver's
-   *   limits (that message is dropped, the next receive goes on); `EBADMSG` if the ring is corrupt; `EBADF` if the receiver or its
+   *   limits (that message is dropped, the next receive goes on); `EBADMSG` if the ring is
+   *   corrupt, or if this receiver's place holds another pid (a peer wrote the header); `EBADF` if the receiver or its
    *   channel was closed, also while the receive waited; `EDEADLK` if it would wait for a
    *   sender of this thread: inside that sender's `sendMany`, or, without a timeout, when the
    *   channel's only sender is this thread's (with many senders: when the next record is this
@@ -1939,7 +1942,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           this.#wordsOf(target, room);
           words = this.#targetWords;
         }
-        len = this.#takeSimple(target, room, words);
+        len = this.#takeSimple(target, room, words, "recvInto");
       } finally {
         this.#leave("recvInto");
       }
@@ -2015,6 +2018,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       onMessage(first);
       this.#putBack();
       while (count < limit && !this.#closed) {
+        // Each run's look (a message of its own is looked at by #tryOne).
+        this.#checkPlace("recvMany");
         if (count >= look) {
           this.#lookBusy();
           look = count + this.#countdown;
@@ -2207,7 +2212,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       this.#entered = true;
       let text: string | undefined;
       try {
-        const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords);
+        const len = this.#takeSimple(this.#textCopy, this.#textRoom, this.#textWords, what);
         if (len >= 0) text = decodeOf.call(decoder, this.#textView(len));
       } finally {
         this.#leave(what);
@@ -2297,7 +2302,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     const idx = this.#lentIdx;
     if (idx >= 0) {
       this.#lentIdx = -1;
-      if (!this.#closed) this.#consumer.release(this.#lentLen);
+      // Not into a ring another receiver reads now (see #checkPlace): its `head` is that one's.
+      if (!this.#closed && this.#ring.i32[CONSUMER_PLACE] === pid) {
+        this.#consumer.release(this.#lentLen);
+      }
     }
   }
 
@@ -2326,6 +2334,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * Leaves the channel and closes it for good: senders get `EPIPE` from then on, and no other
    * receiver can attach. A receive still waiting ends with `EBADF`. Idempotent.
    *
+   * If this receiver's place holds another pid (a peer cleared it, and another receiver
+   * attached), the channel is that receiver's now and stays open.
+   *
    * There is no hand-over between live receivers. A receiver's process that ends without
    * `close()` (it exits, or is killed) leaves its place to the next one, which attaches once the
    * old one is found dead and starts where it last handed room back (`docs/channel.md`, _A
@@ -2334,12 +2345,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   close(): void {
     if (this.#closed) return;
     this.#releaseEntered();
-    this.#consumer.publish(); // detachConsumer below wakes parked senders
+    // A place another receiver holds now (see #checkPlace): the channel is that one's to close.
+    const mine = this.#ring.consumerPid() === pid;
+    if (mine) this.#consumer.publish(); // detachConsumer below wakes parked senders
     this.#closed = true;
     this.#forgetTarget();
     this.#ring.parking.forget?.();
     this.#lender.end();
-    this.#ring.detachConsumer(pid);
+    if (mine) this.#ring.detachConsumer(pid);
     this.#registry.delete(this);
     setReceiver(this.#ring, undefined);
     // A receive of ours waiting in the kernel wakes up and reports the close.
@@ -2376,6 +2389,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       );
     }
     if (this.#entered) throw this.#reentered(what);
+    // Before the lent message is handed back, whose room is another receiver's then.
+    this.#checkPlace(what);
     // Before the lent message is handed back: its zeroing calls `fill`.
     this.#entered = true;
     if (this.#held === undefined) {
@@ -2396,6 +2411,27 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #leave(what: string): void {
     this.#entered = false;
     if (this.#closed) throw closedError(this.#ring, `ChannelReceiver.${what}`);
+  }
+
+  /**
+   * `EBADMSG` unless this receiver's place holds its pid: a peer that cleared the word let a
+   * second receiver attach, and two receivers taking from one `head` would deliver messages
+   * twice and move `head` back and forth. Looked at before each take (so at each look of a wait)
+   * and each run of a batch, and before a lent message is handed back. A plain read (an
+   * `Atomics.load` is a call in V8), as the sender's.
+   */
+  #checkPlace(what: string): void {
+    const holder = this.#ring.i32[CONSUMER_PLACE];
+    // Closed by code of the caller's inside this receive (its close freed the place): the
+    // receive reports that as it always has.
+    if (holder === pid || this.#closed) return;
+    throw this.#ring.error(
+      "EBADMSG",
+      `ChannelReceiver.${what}`,
+      `this receiver's place holds ${holder} instead of its pid ${pid} (a peer wrote the ` +
+        "channel's header): nothing was received; every receive fails so, and closing this " +
+        "receiver does not close the channel",
+    );
   }
 
   /** The error of a receive (or release) made by code that runs inside another receive. */
@@ -2436,7 +2472,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * when it is one whole record that fits in the `room` bytes of `target` and nothing else is
    * pending; else -1 (nothing taken).
    */
-  #takeSimple(target: Uint8Array, room: number, words: Int32Array | undefined): number {
+  #takeSimple(
+    target: Uint8Array,
+    room: number,
+    words: Int32Array | undefined,
+    what: string,
+  ): number {
+    this.#checkPlace(what);
     if (this.#unsettled !== 0) return -1;
     const consumer = this.#consumer;
     const { take, takeState } = this.#ring.parking;
@@ -2629,6 +2671,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       take === undefined || this.#held !== undefined || this.#lentIdx >= 0 || this.#closed ||
       this.#busy || this.#inBatch || this.#entered || this.#unsettled !== 0
     ) return undefined;
+    this.#checkPlace(what);
     // Entered from the look at the state to the take (see #entered).
     this.#entered = true;
     let copy: Uint8Array | undefined;
@@ -2661,6 +2704,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    */
   #tryOne(): Uint8Array | null | undefined {
     const consumer = this.#consumer;
+    this.#checkPlace(consumer.call);
     const r = this.#ring;
     this.#stalled = false;
     for (let steps = 0;;) {
@@ -2965,7 +3009,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * on each message still checks on time. Runs as a receive starts (or between a batch's messages), before it takes anything.
    */
   #lookBusy(): void {
-    if (this.#closed || this.#busy || this.#entered) {
+    // Not for a receiver whose place is another's: the receive that follows reports it.
+    if (this.#closed || this.#busy || this.#entered || this.#ring.i32[CONSUMER_PLACE] !== pid) {
       this.#countdown = BUSY_LOOK_EVERY;
       return;
     }

@@ -1321,6 +1321,80 @@ fn the_one_sender_whose_place_a_peer_gave_away_sends_nothing_and_ends_nothing() 
 }
 
 #[test]
+fn a_receiver_whose_place_a_peer_gave_away_takes_nothing_and_closes_nothing() {
+    for mode in [Mode::Spsc, Mode::Mpsc] {
+        let mut heap = Heap::new(region_size(256));
+        let channel = heap.channel(256, mode);
+        let mut rx = channel.receiver(fast()).unwrap();
+        let mut tx = channel.sender(fast()).unwrap();
+        tx.send(b"first", None).unwrap();
+        tx.send(b"second", None).unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), b"first");
+        assert_eq!(&*rx.recv_ref(None).unwrap().unwrap().to_vec(), b"second");
+        let head = word_at(&mut heap, layout::OFF_HEAD);
+
+        // A live process's pid: another receiver holds the place now.
+        let other = std::os::unix::process::parent_id();
+        set_word(&mut heap, layout::OFF_CONSUMER_PID, other);
+        tx.send(b"third", None).unwrap();
+        for err in [
+            rx.try_recv().unwrap_err(),
+            rx.recv(Some(Duration::from_millis(10))).unwrap_err(),
+            rx.try_recv_ref().map(|_| ()).unwrap_err(),
+        ] {
+            assert_eq!(error_code(&err), libc::EBADMSG, "{mode:?}: {err}");
+            assert!(
+                err.to_string().contains(&format!("holds {other} ")),
+                "{err}"
+            );
+        }
+        rx.release();
+        assert_eq!(
+            word_at(&mut heap, layout::OFF_HEAD),
+            head,
+            "{mode:?}: the message handed out is not released into the other's ring"
+        );
+        // Its drop leaves the channel, which is the other receiver's, open.
+        drop(rx);
+        assert_eq!(
+            word_at(&mut heap, layout::OFF_FLAGS) & layout::FLAG_RX_CLOSED,
+            0
+        );
+        assert_eq!(word_at(&mut heap, layout::OFF_CONSUMER_PID), other);
+        tx.send(b"fourth", None).unwrap();
+
+        // A receive waiting when the place goes takes nothing once a message comes.
+        set_word(&mut heap, layout::OFF_CONSUMER_PID, 0);
+        let mut rx = channel.receiver(fast()).unwrap();
+        for want in [&b"second"[..], b"third", b"fourth"] {
+            assert_eq!(rx.try_recv().unwrap().unwrap(), want, "{mode:?}");
+        }
+        let wait = std::thread::spawn(move || {
+            let result = rx.recv(Some(Duration::from_secs(10))).map(|_| ());
+            (rx, result)
+        });
+        while word_at(&mut heap, layout::OFF_RX_WAITING) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        set_word(&mut heap, layout::OFF_CONSUMER_PID, other);
+        tx.send(b"fifth", None).unwrap();
+        let (rx, result) = wait.join().unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(error_code(&err), libc::EBADMSG, "{mode:?}: {err}");
+        // Its place back, it takes the message it left.
+        set_word(&mut heap, layout::OFF_CONSUMER_PID, std::process::id());
+        let mut rx = rx;
+        assert_eq!(rx.try_recv().unwrap().unwrap(), b"fifth", "{mode:?}");
+        drop(tx);
+        drop(rx);
+        assert_ne!(
+            word_at(&mut heap, layout::OFF_FLAGS) & layout::FLAG_RX_CLOSED,
+            0
+        );
+    }
+}
+
+#[test]
 fn one_record_limits_and_the_longest_message() {
     let mut heap = Heap::new(region_size(1024));
     let channel = heap.channel(1024, Mode::Mpsc);

@@ -965,7 +965,9 @@ impl Sender {
     /// and again after a wait for room.
     #[inline]
     fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> Result<usize> {
-        let one = self.shared.mode == MODE_SPSC;
+        // Not under loom, where every thread is one process and no peer writes the header: the
+        // load would only add a step to every model.
+        let one = !cfg!(loom) && self.shared.mode == MODE_SPSC;
         if one {
             self.check_slot()?;
         }
@@ -1562,7 +1564,8 @@ impl Receiver {
     /// # Errors
     /// `ETIMEDOUT`; `ECONNRESET` if the ring is empty, no sender is attached and one died (see
     /// the type's docs); `EMSGSIZE` if a fragmented message grew beyond a [`Limits`] bound (that message
-    /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt. After `ETIMEDOUT`
+    /// is dropped, the next call goes on); `EBADMSG` if the ring is corrupt, or if this
+    /// receiver's place holds another pid (a peer wrote the header). After `ETIMEDOUT`
     /// the fragments received so far are kept, and the next call goes on with the same message.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
@@ -1650,10 +1653,34 @@ impl Receiver {
     }
 
     /// Releases the message handed out by [`Receiver::recv_ref`] (the next receive does it too).
+    /// Not into a ring whose receiver's place holds another pid (see [`Receiver::recv`]): its
+    /// `head` is that receiver's.
     pub fn release(&mut self) {
         if let Some((idx, len)) = self.pending.take() {
-            self.consumer.release(&self.shared, idx, len);
+            if self.check_place().is_ok() {
+                self.consumer.release(&self.shared, idx, len);
+            }
         }
+    }
+
+    /// `EBADMSG` unless this receiver's place holds its pid: a peer that cleared the word let a
+    /// second receiver attach, and two receivers taking from one `head` would deliver messages
+    /// twice and move `head` back and forth.
+    fn check_place(&self) -> Result<()> {
+        // Not under loom (see `Sender::reserve_idx`).
+        if cfg!(loom) {
+            return Ok(());
+        }
+        let holder = self.shared.consumer_pid().load(Relaxed);
+        if holder == self.pid {
+            return Ok(());
+        }
+        Err(corrupt(format!(
+            "this receiver's place holds {holder} instead of its pid {} (a peer wrote the \
+             channel's header): nothing was received; every receive fails so, and dropping this \
+             receiver does not close the channel",
+            self.pid
+        )))
     }
 
     /// Closes the receiving end (as dropping it does).
@@ -1690,6 +1717,8 @@ impl Receiver {
     /// The next message: `wait` None = try once, Some(timeout) = block.
     #[inline]
     fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
+        // Before the message handed out last is released: its room is another receiver's then.
+        self.check_place()?;
         self.release();
         self.countdown -= 1;
         if self.countdown == 0 {
@@ -1712,6 +1741,7 @@ impl Receiver {
         let sh = Arc::clone(&self.shared);
         let mut clock = Clock::new(timeout, &self.options).checking_at(self.next_check);
         loop {
+            self.check_place()?;
             let state = match self.poll()? {
                 Poll::Got(got) => return Ok(Some(got)),
                 Poll::End => return Ok(None),
@@ -2142,6 +2172,10 @@ fn over_limit(slot: usize, total: usize, limits: &Limits) -> ChannelError {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        // A place another receiver holds now (see `check_place`): the channel is that one's.
+        if self.check_place().is_err() {
+            return;
+        }
         // `head` first: a sender that sees the close mark reads it to learn whether its last
         // message was consumed.
         self.release();
