@@ -424,6 +424,38 @@ if (runtime !== "deno") {
       cleanup({ name });
     }
   });
+
+  // A receiver whose place another process took leaves the place alone as it closes, but not its
+  // note of the claim: a note left behind marked the word gone at the Worker's end, by then the
+  // place of another receiver of this process, which then failed (and a third could attach).
+  test("a Worker's receiver that closes after losing its place leaves no claim behind: the receiver that takes the place next keeps it past the Worker's end", async () => {
+    const name = uniqueName("guard-lost-rx");
+    using ch = Channel.create({ name }, { capacity: 4096 });
+    using shm = SharedMemory.open({ name });
+    const place = new Int32Array(shm.buffer, layout.OFF_CONSUMER_PID, 1);
+    try {
+      const tx = ch.sender();
+      const worker = await startWorker("hold_in_worker", { name, role: "loses-place" });
+      assert.deepEqual(await within(worker.next(), HANG_MS, "the worker"), {
+        held: "loses-place",
+      });
+      Atomics.store(place, 0, process.ppid); // a peer gives the place to a live process
+      assert.deepEqual(await within(worker.next(), HANG_MS, "the worker's close"), {
+        closed: "EBADMSG",
+      });
+      assert.equal(Atomics.load(place, 0), process.ppid, "its close left the place alone");
+      Atomics.store(place, 0, 0); // that receiver gone
+      const rx = ch.receiver();
+      await worker.terminate();
+      await new Promise((resolve) => setTimeout(resolve, 50)); // Bun marks a moment after
+      assert.equal(Atomics.load(place, 0), process.pid, "not marked gone");
+      tx.send(message(1));
+      assert.deepEqual(drain(rx), [1]);
+      assert.throws(() => ch.receiver(), code("EBUSY"));
+    } finally {
+      cleanup({ name });
+    }
+  });
 }
 
 test(

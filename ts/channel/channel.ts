@@ -250,6 +250,13 @@ const PLACE = L.OFF_PRODUCER_PIDS >> 2;
 /** The word of the receiver's place (see `ChannelReceiver.#checkPlace`). */
 const CONSUMER_PLACE = L.OFF_CONSUMER_PID >> 2;
 
+/** What a place's pid `word` holds, for an error: a pid, or one marked gone. */
+function holderOf(word: number): string {
+  return (word & L.PID_GONE) === 0
+    ? String(word >>> 0)
+    : `${word & L.POS_MASK} marked gone (a thread of it ended)`;
+}
+
 /** What an async receive hands out: the view it lent, a copy of it, or its text. */
 const AS_VIEW = 0;
 const AS_COPY = 1;
@@ -1033,12 +1040,6 @@ export class ChannelSender implements Disposable {
     if (idx === FULL) {
       if (Number.isNaN(deadline)) deadline = deadlineAfter(timeout);
       idx = runSync(this.#reserveSteps(len, deadline, true), this.#ring.parking);
-      try {
-        this.#checkPlace();
-      } catch (err) {
-        this.#producer.abandon(idx, len);
-        throw err;
-      }
     }
     this.#reservedIdx = idx;
     this.#reservedLen = len;
@@ -1414,7 +1415,8 @@ export class ChannelSender implements Disposable {
   }
 
   /** `EBADMSG` for a message this sender cannot send: its slot holds `holder`. */
-  #slotTaken(holder: number): SharedMemoryError {
+  #slotTaken(word: number): SharedMemoryError {
+    const holder = holderOf(word);
     const which = this.#ring.mode === L.MODE_SPSC
       ? "every send fails so, and closing this sender does not end the stream"
       : "messages of more than maxRecordBytes fail so";
@@ -1478,6 +1480,9 @@ export class ChannelSender implements Disposable {
     let ownChecked = !sync;
     for (;;) {
       if (this.#closed) throw closedError(this.#ring, `ChannelSender.${this.#producer.call}`);
+      // Before each reservation: with one sender it moves `tail` from this sender's own copy,
+      // over what a sender that took the place meanwhile wrote.
+      this.#checkPlace();
       let idx = producer.tryReserve(len);
       if (idx === FULL && !ownChecked) {
         ownChecked = true;
@@ -1800,7 +1805,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       ? 256 * 2 ** 20
       : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
     this.#ring = ring;
-    this.#consumer = new Consumer(ring, ring.attachConsumer(pid));
+    this.#consumer = new Consumer(ring, ring.attachConsumer(pid), pid);
     // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
     for (const [slot, end] of ring.loadOrphans(this.#consumer.head)) {
       this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
@@ -2352,7 +2357,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     this.#forgetTarget();
     this.#ring.parking.forget?.();
     this.#lender.end();
+    // Not its close mark, but its claim's note goes (else a Worker's end marks the word gone).
     if (mine) this.#ring.detachConsumer(pid);
+    else this.#ring.unclaimConsumer(pid);
     this.#registry.delete(this);
     setReceiver(this.#ring, undefined);
     // A receive of ours waiting in the kernel wakes up and reports the close.
@@ -2421,10 +2428,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * `Atomics.load` is a call in V8), as the sender's.
    */
   #checkPlace(what: string): void {
-    const holder = this.#ring.i32[CONSUMER_PLACE];
+    const word = this.#ring.i32[CONSUMER_PLACE];
     // Closed by code of the caller's inside this receive (its close freed the place): the
     // receive reports that as it always has.
-    if (holder === pid || this.#closed) return;
+    if (word === pid || this.#closed) return;
+    const holder = holderOf(word);
     throw this.#ring.error(
       "EBADMSG",
       `ChannelReceiver.${what}`,
@@ -3154,10 +3162,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   #checkSenders(state: number, what: string): void {
     const r = this.#ring;
     const consumer = this.#consumer;
+    this.#checkPlace(what); // before the reaping's writes
     const live = this.#reap();
     if (this.#died.length !== 0) this.#dispatchDied();
     // A listener may have closed the receiver (or the channel): nothing more to do here.
     if (this.#closed) return;
+    // Nor write the ring once the place is another receiver's (the listeners took their time).
+    this.#checkPlace(what);
     if (state === RESERVED) {
       const many = r.mode === L.MODE_MPSC;
       const slot = consumer.reservedSlot;

@@ -789,8 +789,16 @@ export class Ring {
   detachConsumer(pid: number): void {
     atomicOr(this.i32, FLAGS, L.FLAG_RX_CLOSED);
     atomicExchange(this.i32, RX_WAITING, L.RX_CLOSED);
-    this.#unclaim(CONSUMER_PID, pid);
+    this.unclaimConsumer(pid);
     this.wakeProducers();
+  }
+
+  /**
+   * Lets go of the receiver's place if it holds `pid`, and of this thread's note of the claim
+   * (see {@linkcode #claim}) either way.
+   */
+  unclaimConsumer(pid: number): void {
+    this.#unclaim(CONSUMER_PID, pid);
   }
 
   /**
@@ -1687,9 +1695,20 @@ export class Consumer {
   /** Bytes handed back at which {@linkcode #store} looks for parked senders. */
   readonly #lookEvery: number;
 
-  /** `head`: where it starts, as its attach checked it (default: as it is now). */
-  constructor(ring: Ring, head = atomicLoad(ring.i32, HEAD)) {
+  /**
+   * The receiver's pid: {@linkcode publish} hands nothing back while the receiver's place holds
+   * another (a peer cleared it, and another receiver took it: `head` is that one's). 0: not
+   * looked at.
+   */
+  readonly #pid: number;
+
+  /**
+   * `head`: where it starts, as its attach checked it (default: as it is now); `pid`: the
+   * receiver's (see {@linkcode #pid}).
+   */
+  constructor(ring: Ring, head = atomicLoad(ring.i32, HEAD), pid = 0) {
     this.#r = ring;
+    this.#pid = pid;
     this.#publishEvery = Math.min(ring.capacity >> 2, PUBLISH_EVERY);
     this.#lookEvery = Math.min(ring.capacity >> 2, WAKE_LOOK_BYTES);
     this.head = head & L.POS_MASK;
@@ -2179,6 +2198,9 @@ export class Consumer {
       return;
     }
     const r = this.#r;
+    // Code of the caller's (a batch's callback) may have run since the receive looked at its
+    // place: a plain read, as the receive's own look.
+    if (this.#pid !== 0 && r.i32[CONSUMER_PID] !== this.#pid) return;
     r.i32[ZEROING] = this.head; // a plain store: see announce
     const idx = from & r.mask;
     const toEnd = r.capacity - idx;

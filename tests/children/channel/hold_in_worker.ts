@@ -3,7 +3,9 @@
  * it: the sender (`role: "sender"`) sends `[1, 2, 3]` first; the receiver (`role: "receiver"`)
  * receives one message. Then it replies `{ held: role }` and keeps its event loop busy until it
  * is terminated; `{ error }` if anything failed. With `role: "churn"` (a channel of many
- * senders) it replies at once, then attaches and detaches senders until it is terminated.
+ * senders) it replies at once, then attaches and detaches senders until it is terminated. With
+ * `role: "loses-place"` it takes the receiver, replies `{ held }`, tries a receive every 5 ms until
+ * one fails (its place given to another), closes the receiver and replies `{ closed: <code> }`.
  *
  * Message in: `{ name, role }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker in
  * Node.js.
@@ -36,6 +38,21 @@ async function run(
         setTimeout(turn, 0);
       };
       return turn();
+    }
+    if (role === "loses-place") {
+      const rx = channel.receiver();
+      kept.push(rx);
+      reply({ held: role });
+      const look = () => {
+        try {
+          rx.tryRecv();
+          setTimeout(look, 5);
+        } catch (err) {
+          rx.close();
+          reply({ closed: (err as { code?: string }).code });
+        }
+      };
+      return look();
     }
     if (role === "sender") {
       const tx = channel.sender();

@@ -961,30 +961,30 @@ impl Sender {
     ///
     /// In [`Mode::Spsc`], only while this sender's place holds its pid: a peer that clears the
     /// word lets a second sender attach, and two senders writing the ring from tails of their
-    /// own would overwrite each other's records. The place is looked at before the reservation
-    /// and again after a wait for room.
+    /// own would overwrite each other's records. The place is looked at before each try
+    /// ([`Sender::check_place`]).
     #[inline]
     fn reserve_idx(&mut self, len: usize, wait: Option<Option<Duration>>) -> Result<usize> {
-        // Not under loom, where every thread is one process and no peer writes the header: the
-        // load would only add a step to every model.
-        let one = !cfg!(loom) && self.shared.mode == MODE_SPSC;
-        if one {
-            self.check_slot()?;
-        }
+        self.check_place()?;
         if let Some(idx) = self.producer.try_reserve(&self.shared, len)? {
             return Ok(idx);
         }
-        let idx = match wait {
-            None => return Err(ChannelError::Full),
-            Some(timeout) => self.reserve_slow(len, timeout)?,
-        };
-        if one {
-            if let Err(err) = self.check_slot() {
-                self.producer.abandon(&self.shared, idx, len);
-                return Err(err);
-            }
+        match wait {
+            None => Err(ChannelError::Full),
+            Some(timeout) => self.reserve_slow(len, timeout),
         }
-        Ok(idx)
+    }
+
+    /// In [`Mode::Spsc`], [`Sender::check_slot`]: a reservation moves `tail` from this sender's
+    /// own copy, over what a sender that took the place meanwhile wrote. Not under loom, where
+    /// every thread is one process and no peer writes the header: the load would only add a
+    /// step to every model.
+    #[inline]
+    fn check_place(&self) -> Result<()> {
+        if !cfg!(loom) && self.shared.mode == MODE_SPSC {
+            self.check_slot()?;
+        }
+        Ok(())
     }
 
     #[cold]
@@ -995,6 +995,7 @@ impl Sender {
             self.gather_room(&sh, len, clock.deadline);
         }
         loop {
+            self.check_place()?;
             if let Some(idx) = self.producer.try_reserve(&sh, len)? {
                 return Ok(idx);
             }
@@ -1667,7 +1668,7 @@ impl Receiver {
     /// second receiver attach, and two receivers taking from one `head` would deliver messages
     /// twice and move `head` back and forth.
     fn check_place(&self) -> Result<()> {
-        // Not under loom (see `Sender::reserve_idx`).
+        // Not under loom (see `Sender::check_place`).
         if cfg!(loom) {
             return Ok(());
         }
