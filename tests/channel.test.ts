@@ -2017,6 +2017,18 @@ test("one sender: a sender whose place holds another live pid (a peer cleared it
   assert.equal(rx.tryRecv(), undefined);
   assert.equal(Atomics.load(words, tailAt), full, "nothing reserved");
 
+  // A message in fragments cut off when the place goes: the abort record it then owes is not
+  // reserved either, then or at a later send.
+  Atomics.store(words, at, pid);
+  const cut = tx.sendAsync(pattern(6000, 5), 10_000).then(() => "sent", (err) => err);
+  const atCut = Atomics.load(words, tailAt);
+  Atomics.store(words, at, process.ppid);
+  while (rx.tryRecv() !== undefined); // takes the fragments (kept whole until the last)
+  assert.ok(refused(await cut), "the rest of the message");
+  assert.equal(Atomics.load(words, tailAt), atCut, "no abort record reserved");
+  assert.throws(() => tx.trySend(small), refused);
+  assert.equal(Atomics.load(words, tailAt), atCut, "nor at the next send");
+
   // Its close leaves the stream, which is the other sender's, open, and the place as it was.
   tx.close();
   assert.equal(Atomics.load(words, tailAt) & layout.TAIL_CLOSED, 0);

@@ -1440,6 +1440,8 @@ export class ChannelSender implements Disposable {
 
   /** Commits an owed abort record if there is room now. */
   #tryPayAbort(): boolean {
+    // With one sender its reservation moves `tail` from this sender's own copy (see #checkPlace).
+    this.#checkPlace();
     const idx = this.#producer.tryReserve(0);
     if (idx === FULL) return false;
     this.#commitAbort(idx);

@@ -926,8 +926,9 @@ impl Sender {
             "messages of more than max_record bytes fail so"
         };
         Err(corrupt(format!(
-            "this sender's slot holds {holder} instead of its pid {} (a peer wrote the channel's \
+            "this sender's slot holds {} instead of its pid {} (a peer wrote the channel's \
              header): the message was not sent; {which}",
+            holder_of(holder),
             self.pid
         )))
     }
@@ -1090,6 +1091,18 @@ impl Drop for Sender {
             .shared
             .producer_pid(self.slot)
             .compare_exchange(self.pid, 0, AcqRel, Relaxed);
+    }
+}
+
+/// What a place's pid word `word` holds, for an error: a pid, or one marked gone.
+fn holder_of(word: u32) -> String {
+    if word & layout::PID_GONE == 0 {
+        word.to_string()
+    } else {
+        format!(
+            "{} marked gone (a thread of it ended)",
+            word & !layout::PID_GONE
+        )
     }
 }
 
@@ -1677,9 +1690,10 @@ impl Receiver {
             return Ok(());
         }
         Err(corrupt(format!(
-            "this receiver's place holds {holder} instead of its pid {} (a peer wrote the \
-             channel's header): nothing was received; every receive fails so, and dropping this \
-             receiver does not close the channel",
+            "this receiver's place holds {} instead of its pid {} (a peer wrote the channel's \
+             header): nothing was received; every receive fails so, and dropping this receiver \
+             does not close the channel",
+            holder_of(holder),
             self.pid
         )))
     }
