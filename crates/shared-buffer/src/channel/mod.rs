@@ -1670,10 +1670,15 @@ impl Receiver {
     /// Not into a ring whose receiver's place holds another pid (see [`Receiver::recv`]): its
     /// `head` is that receiver's.
     pub fn release(&mut self) {
+        if self.check_place().is_ok() {
+            self.hand_back();
+        }
+    }
+
+    /// [`Receiver::release`] once the place was looked at.
+    fn hand_back(&mut self) {
         if let Some((idx, len)) = self.pending.take() {
-            if self.check_place().is_ok() {
-                self.consumer.release(&self.shared, idx, len);
-            }
+            self.consumer.release(&self.shared, idx, len);
         }
     }
 
@@ -1734,7 +1739,7 @@ impl Receiver {
     fn next(&mut self, wait: Option<Option<Duration>>) -> Result<Option<Got>> {
         // Before the message handed out last is released: its room is another receiver's then.
         self.check_place()?;
-        self.release();
+        self.hand_back();
         self.countdown -= 1;
         if self.countdown == 0 {
             self.look_busy();
@@ -2193,7 +2198,7 @@ impl Drop for Receiver {
         }
         // `head` first: a sender that sees the close mark reads it to learn whether its last
         // message was consumed.
-        self.release();
+        self.hand_back();
         let sh = &*self.shared;
         sh.close_consumer();
         let _ = sh
