@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { cleanup, lib, test, uniqueKey, uniqueName } from "./harness.ts";
+import {
+  cleanup,
+  lib,
+  onlyLinux,
+  runScript,
+  test,
+  testUnless,
+  uniqueKey,
+  uniqueName,
+} from "./harness.ts";
 
 const { SharedMemory, createSharedBuffer, detachSharedBuffer, SharedMemoryError } = lib;
 
@@ -84,6 +93,33 @@ test("bad sizes: type, range, zero, and beyond what the OS or runtime allows", (
     cleanup({ key });
   }
 });
+
+// A peer can make a keyed segment far larger than this process can map (SHM_NORESERVE commits
+// nothing), and a keyed segment is mapped whole: an open of its first 4 KiB said that this
+// process had run out of memory or mappings, and pointed at buffers dropped without close().
+testUnless(
+  onlyLinux,
+  "a keyed segment a peer made larger than this process can map: ENOMEM naming its size, and that a keyed segment is mapped whole",
+  async () => {
+    const key = uniqueKey();
+    const size = 200 * 2 ** 40; // more than a process's address space (128 TiB)
+    try {
+      assert.match(await runScript("deno", "segment/huge_keyed.ts", [`${key}`, "200"]), /^made/);
+      const says = (e: unknown) =>
+        e instanceof SharedMemoryError && e.code === "ENOMEM" &&
+        e.message.includes(`the segment has ${size} bytes, more than the 4096 asked for`) &&
+        e.message.includes("mapped whole") && !e.message.includes("handles");
+      assert.throws(() => SharedMemory.open({ key }, { size: 4096 }), says);
+      assert.throws(() => createSharedBuffer(key, 4096), says);
+      // The process lives on, and maps what fits.
+      using small = SharedMemory.create({ key: uniqueKey() }, 4096);
+      small.unlink();
+      assert.equal(small.buffer.byteLength, 4096);
+    } finally {
+      cleanup({ key });
+    }
+  },
+);
 
 test("bad names: empty, dot or dot-dot, too long, inner slash, NUL, lone surrogate, wrong type", () => {
   const cases: [unknown, ErrorConstructor, string][] = [

@@ -254,6 +254,10 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       }
       break;
     case "ENOMEM":
+      // A keyed segment larger than asked for, which is mapped whole: its size written back.
+      if (actual > 0) {
+        return `the segment has ${actual} bytes, more than the ${req.size} asked for, and a keyed segment is mapped whole: this process has no memory or address space left to map that many`;
+      }
       return `no memory or address space left to map it; this process holds ${b.handleCount()} open segment handles (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "ENOSPC": {
       // A keyed create's shmget refused the size: the native side reports its ENOMEM so.

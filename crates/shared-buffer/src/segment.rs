@@ -221,6 +221,15 @@ pub enum SegmentError {
     /// The name holds an empty file that nobody is sizing: a creator that died between making
     /// the name and sizing it, or a file someone else put there.
     Empty,
+    /// The keyed segment is larger than the size asked for, and this process has no memory or
+    /// address space left to map it: a keyed segment is mapped whole (`shmat`), whatever part
+    /// of it the caller asked for.
+    TooLargeToMap {
+        /// The segment's size.
+        size: usize,
+        /// The size the caller asked for.
+        requested: usize,
+    },
     /// An argument is out of range (the message says which).
     Invalid(&'static str),
     /// Any other error of the OS.
@@ -277,6 +286,11 @@ impl fmt::Display for SegmentError {
                 "the name holds an empty file: not a segment, or one whose creator died or stalled \
                  before sizing it",
             ),
+            Self::TooLargeToMap { size, requested } => write!(
+                f,
+                "the segment is {size} bytes, and a keyed segment is mapped whole ({requested} \
+                 were asked for): no memory or address space is left to map that many"
+            ),
             Self::Invalid(msg) => f.write_str(msg),
             Self::Os(err) => err.fmt(f),
         }
@@ -316,6 +330,7 @@ impl From<SegmentError> for io::Error {
                 io::ErrorKind::PermissionDenied
             }
             SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => io::ErrorKind::InvalidInput,
+            SegmentError::TooLargeToMap { .. } => io::ErrorKind::OutOfMemory,
             SegmentError::Os(_) => io::ErrorKind::Other,
             _ => io::ErrorKind::InvalidData,
         };
@@ -428,7 +443,8 @@ impl Segment {
     /// [`SegmentError::PermissionDenied`] if its owner did not grant access;
     /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
     /// [`SegmentError::NotASegment`], [`SegmentError::HardLinked`] or [`SegmentError::Empty`] if
-    /// the name holds something else.
+    /// the name holds something else; [`SegmentError::TooLargeToMap`] if a keyed segment larger
+    /// than `size` does not fit this process (it is mapped whole).
     ///
     /// An empty file at the name is a creator's that has not sized it yet, while its status
     /// changed in the last 2 seconds: the open waits for it that long at most (sleeping), then
@@ -563,8 +579,16 @@ impl Segment {
                 let info =
                     os::sysv_lookup(*key as i32).map_err(|err| refused_key(*key, owner, err))?;
                 check_owner(owner, &[info.uid(), info.creator_uid()])?;
-                size_ok(info.size())?;
-                Ok(os::sysv_attach(&info)?)
+                let requested = size_ok(info.size())?;
+                os::sysv_attach(&info).map_err(|err| match err.raw_os_error() {
+                    // Mapped whole: a peer's segment far larger than asked for (made without
+                    // reserving its memory, or in a larger address space) is what ran out.
+                    Some(libc::ENOMEM) if info.size() > requested => SegmentError::TooLargeToMap {
+                        size: info.size(),
+                        requested,
+                    },
+                    _ => err.into(),
+                })
             }
             SegmentId::Name(name) => {
                 let opened =

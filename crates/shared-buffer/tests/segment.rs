@@ -103,6 +103,56 @@ fn a_keyed_segment_larger_than_the_system_provides_is_enospc() {
     );
 }
 
+/// A keyed segment of 200 TiB that reserves no memory (`SHM_NORESERVE`), as a peer can make it:
+/// more than a process's address space (128 TiB on x86-64 and arm64).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_keyed_segment_too_large_to_map_whole_says_so_with_its_size() {
+    const SHM_NORESERVE: libc::c_int = 0o10000;
+    const SIZE: usize = 200 << 40;
+    let s = Scratch::keyed();
+    let SegmentId::Key(key) = s.0 else {
+        unreachable!()
+    };
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600 | SHM_NORESERVE;
+    // SAFETY: shmget takes plain integers.
+    let id = unsafe { libc::shmget(key as libc::key_t, SIZE, flags) };
+    if id < 0 {
+        eprintln!(
+            "skipped: shmget of 200 TiB: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let err = Segment::open(&s.0, Some(4096), &Options::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SegmentError::TooLargeToMap {
+                size: SIZE,
+                requested: 4096
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&SIZE.to_string()) && text.contains("mapped whole"),
+        "{text}"
+    );
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::OutOfMemory
+    );
+    // Asked for whole, it is what was asked for that did not fit: the OS's own error.
+    let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
+    assert!(
+        matches!(&err, SegmentError::Os(e) if e.raw_os_error() == Some(libc::ENOMEM)),
+        "{err:?}"
+    );
+    Segment::unlink(&s.0).unwrap();
+}
+
 #[test]
 fn default_mode_is_owner_only_whatever_the_umask() {
     let _serial = serial();
