@@ -1,8 +1,20 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   cleanup,
   collectGarbage,
+  HANG_MS,
   lacking,
   lib,
   type Missing,
@@ -15,6 +27,7 @@ import {
   uniqueKey,
   uniqueName,
   until,
+  within,
 } from "./harness.ts";
 
 const { SharedMemory, createSharedBuffer, openHandleCount } = lib;
@@ -291,3 +304,41 @@ if (runtime === "node") {
     },
   );
 }
+
+// close() detaches the buffers still here, but the runtime's own native code may hold a pointer
+// into one (a read on its thread pool): Node.js's crashed (SIGSEGV) once close() unmapped the
+// segment under it, and a segment mapped at those addresses later got the bytes, in Node.js and
+// Deno. Deno's read holds the buffer's memory, and so the mapping, until it is done; Bun's keeps
+// the buffer from being detached; in Node.js the addresses stay reserved until the buffer is
+// collected, and the bytes go nowhere.
+testUnless(
+  onlyLinux,
+  `a ${runtime} child whose asynchronous read into a view is pending when close() comes lives, and the bytes land in no segment mapped later`,
+  async () => {
+    const name = uniqueName("read-close");
+    const dir = mkdtempSync(join(tmpdir(), "sb-fifo-"));
+    const fifo = join(dir, "fifo");
+    let writer: number | undefined;
+    try {
+      const made = spawnSync("mkfifo", [fifo]);
+      assert.equal(made.status, 0, `mkfifo: ${made.error ?? made.stderr}`);
+      // Open for writing first (read and write, so that it does not wait for a reader): the
+      // child's open for reading then does not wait either.
+      writer = openSync(fifo, "r+");
+      const child = start(scriptCommand(runtime, "segment/read_after_close.ts", [fifo, name]));
+      await within(child.line("closed"), HANG_MS, "the child's close");
+      writeSync(writer, "CORRUPT!");
+      const r = await within(child.done, HANG_MS, "the child");
+      assert.equal(r.code, 0, `child exited with ${r.code ?? r.signal}:\n${r.stderr}`);
+      const lines = r.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(1, 3), ["read 8", "others clean"]);
+      // Where the bytes went: into the segment (its mapping kept), or (Node.js) nowhere.
+      assert.equal(lines[3], runtime === "node" ? "old ........" : "old CORRUPT!");
+    } finally {
+      if (writer !== undefined) closeSync(writer);
+      rmSync(dir, { recursive: true, force: true });
+      cleanup({ name });
+      for (let i = 0; i < 8; i++) cleanup({ name: `${name}-${i}` });
+    }
+  },
+);

@@ -55,6 +55,15 @@ export interface NodeApiModule {
    */
   addFinalizer(object: object, handle: number): void;
   /**
+   * Closes `handle`, that of `buffer`, which a close has just detached; but if the mapping goes,
+   * its addresses stay reserved as private memory until the engine collects `buffer`: Node's own
+   * native code may still be writing through a pointer into it (an `fs.read` on its thread
+   * pool), which would otherwise fault, or write into a segment mapped there next.
+   *
+   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
+   */
+  retire(buffer: ArrayBuffer, handle: number): void;
+  /**
    * From now on, `wrap` and `addFinalizer` track what they make for `relieve`: once this process
    * holds 16 handles, or over a mapping of 64 KiB or more, or everything after `keepMovedAtEnd`.
    */

@@ -269,13 +269,14 @@ export function loadDeno(explicit?: string): Backend {
       drop: (id) => owner.dropWeak(id),
     },
     anchor: (_owner, address, handle) => owner.wrap(handle, address, 1),
-    unwrap(buffer, handle) {
-      // Still here: detach it (V8 then frees its memory, and the finalizer finds the handle
-      // closed) and drop its reference now. Moved or detached: its finalizer owns the handle.
+    unwrap(buffer) {
+      // Still here: detach it. Its finalizer closes its handle as V8 frees its memory: at once,
+      // unless an operation of the runtime holds that memory still (a pending `FsFile.read`
+      // into a view of it), which keeps the mapping until it is done. Closed here, the mapping
+      // went under the read, whose bytes then landed in whatever was mapped there next.
       // Through the engine's own accessors: closing the handle of a buffer that a `transfer`
       // defined on it left attached unmapped memory the buffer still reached (SIGSEGV).
-      if (bufferDetached(buffer) || !detachBuffer(buffer)) return;
-      s.sb_close(handle);
+      if (!bufferDetached(buffer)) detachBuffer(buffer);
     },
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => s.sb_close(handle),

@@ -315,7 +315,9 @@ export function loadNode(explicit?: string): Backend {
     },
     unwrap(buffer, handle) {
       // Moved or detached: its finalizer owns the handle. Still here: detach it (the engine then
-      // frees its memory, and the finalizer finds the handle closed) and drop its reference now.
+      // frees its memory, and the finalizer finds the handle closed) and drop its reference now,
+      // keeping the mapping's addresses until the buffer is collected (`retire`): Node's thread
+      // pool writes through a pointer it took before the detach (SIGSEGV once unmapped).
       // The engine's own accessors and transfer (see ../intrinsics.ts): closing the handle of
       // a buffer that a `transfer` defined on it left attached unmapped memory it still reached.
       if (bufferByteLength(buffer) === 0) return;
@@ -327,7 +329,7 @@ export function loadNode(explicit?: string): Backend {
         n.detach(buffer); // Node 20
         if (bufferByteLength(buffer) !== 0) return;
       }
-      n.close(handle);
+      n.retire(buffer, handle);
     },
     // The finalizer closes only the handle it was given, by serial number.
     dropAnchor: (_anchor, handle) => n.close(handle),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -61,7 +62,8 @@ const _: () = assert!(std::mem::size_of::<SbMapping>() == 56);
 /// unmapped when the last one is closed.
 #[derive(Debug)]
 pub(crate) struct Mapped {
-    pub(crate) segment: Segment,
+    /// Taken out only by the drop, which unmaps it or leaves a placeholder (see `retired`).
+    pub(crate) segment: ManuallyDrop<Segment>,
     /// The key or name it was opened under.
     pub(crate) id: SegmentId,
     /// Memory reported to a JavaScript engine as freed when this mapping goes (see `napi`).
@@ -72,6 +74,20 @@ pub(crate) struct Mapped {
     /// its Node-API environment's teardown; and an endpoint collected without `close()` can
     /// never detach: either way nothing of this process can reach the word after this.
     pub(crate) claims: Mutex<Vec<(usize, u32)>>,
+    /// What the buffers over this mapping that a close detached hold until the engine collects
+    /// them (`napi`'s `retire`): if any is still alive when the mapping goes, its addresses stay
+    /// reserved, as private memory, until the last of them is collected. Node.js's own native
+    /// code keeps raw pointers into a buffer it works on (an `fs.read` or a `crypto.randomFill`
+    /// on its thread pool), which a detach does not stop: unmapped under it, the write faulted
+    /// (SIGSEGV) or landed in a segment mapped there next.
+    pub(crate) retired: Mutex<Option<Arc<Retired>>>,
+}
+
+/// The placeholder of a mapping that went while buffers closed over it were still alive (see
+/// [`Mapped::retired`]): unmapped when the last of them and the mapping have let go of it.
+#[derive(Debug, Default)]
+pub(crate) struct Retired {
+    placeholder: Mutex<Option<shared_buffer::os::Placeholder>>,
 }
 
 impl Drop for Mapped {
@@ -96,6 +112,26 @@ impl Drop for Mapped {
             .take()
         {
             report.mapping_gone();
+        }
+        let retired = self
+            .retired
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // SAFETY: the only place the segment is taken out, and nothing reads it after this.
+        let segment = unsafe { ManuallyDrop::take(&mut self.segment) };
+        match retired {
+            // A buffer closed over it is alive: keep the addresses until it is collected. (Its
+            // holder may let go meanwhile; this one's reference then frees the placeholder.)
+            Some(retired) if Arc::strong_count(&retired) > 1 => {
+                if let Some(placeholder) = segment.into_placeholder() {
+                    *retired
+                        .placeholder
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(placeholder);
+                }
+            }
+            _ => drop(segment),
         }
     }
 }
@@ -205,10 +241,11 @@ unsafe fn finish(result: Result<(Segment, SegmentId), SegmentError>, out: *mut S
                 identity: identity_words(segment.identity()),
             };
             let handle = handles().insert(Arc::new(Mapped {
-                segment,
+                segment: ManuallyDrop::new(segment),
                 id,
                 report: Mutex::new(None),
                 claims: Mutex::new(Vec::new()),
+                retired: Mutex::new(None),
             }));
             (
                 0,
@@ -506,7 +543,7 @@ pub extern "C" fn sb_close(handle: i32) -> i32 {
 
 /// Closes `handle`; unless `force`, refuses (`-EBUSY`) to unmap memory in which this process
 /// holds a lock.
-fn close(handle: i32, force: bool) -> i32 {
+pub(crate) fn close(handle: i32, force: bool) -> i32 {
     // Take the segment out under the lock, unmap after releasing it.
     let removed = {
         let mut handles = handles();

@@ -522,6 +522,20 @@ impl Segment {
         Self::unlink_identified(id, self.identity())
     }
 
+    /// Unmaps the segment but keeps its addresses, as private memory, until the placeholder is
+    /// dropped (see [`os::Mapping::into_placeholder`]): for the bindings, whose engine may still
+    /// write through a pointer into a buffer closed under it. `None` if the OS refused: the
+    /// mapping is then left as it is, or as the failed call left it, and never unmapped.
+    #[doc(hidden)]
+    pub fn into_placeholder(self) -> Option<os::Placeholder> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.forget_uses();
+        // SAFETY: `this` is never used or dropped after this one read of its mapping, the only
+        // field with a destructor; the mapping is moved out exactly once.
+        let mapping = unsafe { std::ptr::read(&this.mapping) };
+        mapping.into_placeholder()
+    }
+
     /// What tells this segment apart from another made later under its key or name: its System V
     /// id, or its file's device and inode. Kept by the bindings past a close, for an unlink then.
     #[doc(hidden)]
@@ -720,6 +734,13 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        self.forget_uses();
+    }
+}
+
+impl Segment {
+    /// What must go before the mapping does.
+    fn forget_uses(&self) {
         let (start, len) = (self.mapping.as_ptr() as usize, self.mapping.len());
         // The mapping goes away after this: no thread may go on counting a lock inside it as
         // held, or a later mapping at the same addresses would look held.

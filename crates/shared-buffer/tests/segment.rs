@@ -153,6 +153,43 @@ fn a_keyed_segment_too_large_to_map_whole_says_so_with_its_size() {
     Segment::unlink(&s.0).unwrap();
 }
 
+/// What the bindings leave where a segment was while an engine may still write through a pointer
+/// into it: writable private memory at the same addresses, which no segment sees, until dropped.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_placeholder_keeps_the_addresses_and_its_writes_reach_no_segment() {
+    // A mapping at `addr` that no file backs (another test's segment mapped there since would
+    // show its file).
+    let listed = |addr: usize| {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().any(|line| {
+            line.starts_with(&format!("{addr:08x}-")) && line.split_whitespace().count() == 5
+        })
+    };
+    for s in Scratch::both("placeholder") {
+        let a = Segment::create(&s.0, 8192, &Options::default()).unwrap();
+        let b = Segment::open(&s.0, None, &Options::default()).unwrap();
+        let ptr = a.as_ptr();
+        let placeholder = a.into_placeholder().expect("a placeholder");
+        // SAFETY: the placeholder holds the 8192 bytes at `ptr`, private and writable, and nothing
+        // else reaches them.
+        unsafe {
+            ptr.write_volatile(7);
+            ptr.add(8191).write_volatile(9);
+            assert_eq!(ptr.read_volatile(), 7);
+        }
+        // SAFETY: nothing writes the segment while the slice lives.
+        let seen = unsafe { b.as_slice() };
+        assert_eq!((seen[0], seen[8191]), (0, 0), "the segment got nothing");
+        assert!(
+            listed(ptr as usize),
+            "the addresses are held, by private memory"
+        );
+        drop(placeholder);
+        assert!(!listed(ptr as usize), "and let go with the placeholder");
+    }
+}
+
 #[test]
 fn default_mode_is_owner_only_whatever_the_umask() {
     let _serial = serial();

@@ -18,6 +18,9 @@
 //!   JavaScript `WeakRef`, does not keep it alive until the end of the job that made it.
 //! - `takeViews(group)`: the views made with `group` (by its handle's serial number) that have
 //!   not been collected, as an array, forgetting them: `close()` detaches those still attached.
+//! - `retire(buffer, handle)`: closes `handle`, that of `buffer`, which a close has just detached
+//!   (Node.js); if the mapping goes, its addresses stay reserved as private memory until the
+//!   engine collects `buffer` (see [`Mapped::retired`]).
 //! - `addFinalizer(object, handle)`: `object` takes over `handle`, closed (by serial number) when
 //!   the engine finalizes the object; with `trackAll`, tracked like a buffer. For engines whose
 //!   buffer finalizers wait for the event loop anyway (Node.js), a finalizer on the object is a
@@ -77,7 +80,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{Mapped, close_owned, lookup, mappings_of, open_handles};
+use crate::segment::{Mapped, Retired, close_owned, lookup, mappings_of, open_handles};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
@@ -434,8 +437,9 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 21] = [
+    let functions: [(&CStr, sys::Callback); 22] = [
         (c"wrap", js_wrap),
+        (c"retire", js_retire),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"noteUnowned", js_note_unowned),
         (c"handedOver", js_handed_over),
@@ -966,6 +970,53 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             undefined(api, env)
         })
     }
+}
+
+/// `retire(buffer, handle)`: closes `handle`, the one of `buffer`, which a close has just
+/// detached, as `close` would; but until the engine collects the buffer, the mapping's addresses
+/// stay reserved if it goes ([`Mapped::retired`]).
+unsafe extern "C" fn js_retire(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, _account, [buffer, handle]: [Value; 2]| {
+            let (mapping, owner) = handle_arg(api, env, handle)?;
+            let retired = mapping
+                .retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(Default::default)
+                .clone();
+            drop(mapping);
+            let hint = Box::into_raw(Box::new(retired));
+            // SAFETY: `release_retired` takes back `hint` exactly once, when the engine finalizes
+            // the buffer; it calls no Node-API function. No reference is asked for (one given out
+            // here would own the finalizer).
+            let status = (api.add_finalizer)(
+                env,
+                buffer,
+                ptr::null_mut(),
+                release_retired,
+                hint.cast(),
+                ptr::null_mut(),
+            );
+            if status != OK {
+                // Never to be run: the mapping goes as it would have (a failed call of the
+                // engine's, which leaves nothing better to do).
+                drop(Box::from_raw(hint));
+            }
+            crate::segment::close(owner.handle, false);
+            undefined(api, env)
+        })
+    }
+}
+
+/// The finalizer of a buffer given to `retire`: lets go of the mapping's placeholder (unmapped
+/// if this was the last holder and the mapping has gone).
+unsafe extern "C" fn release_retired(_env: Env, _data: *mut c_void, hint: *mut c_void) {
+    let _ = panic::catch_unwind(|| {
+        // SAFETY: `hint` is the `Box<Arc<Retired>>` given with the buffer, finalized exactly once.
+        drop(unsafe { Box::from_raw(hint.cast::<Arc<Retired>>()) });
+    });
 }
 
 unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value {

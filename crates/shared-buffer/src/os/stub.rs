@@ -41,7 +41,15 @@ impl Mapping {
     pub fn identity(&self) -> super::Identity {
         match self.0 {}
     }
+    /// Never called: no Mapping exists on this platform.
+    pub fn into_placeholder(self) -> Option<Placeholder> {
+        match self.0 {}
+    }
 }
+
+/// Never constructed on this platform.
+#[derive(Debug)]
+pub struct Placeholder(std::convert::Infallible);
 
 /// The page size assumed where the platform cannot be asked.
 pub fn page_size() -> usize {

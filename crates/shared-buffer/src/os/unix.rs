@@ -123,6 +123,63 @@ impl Drop for Mapping {
     }
 }
 
+impl Mapping {
+    /// Gives the segment up but keeps its addresses: the range is mapped again, in one call, as
+    /// private memory that no file backs and that reserves nothing (a page takes memory once
+    /// written), until the [`Placeholder`] is dropped. Native code that kept a pointer into the
+    /// segment (a JavaScript engine's thread pool still writing into a buffer closed under it)
+    /// then writes there, and neither faults nor writes into a segment mapped at those addresses
+    /// later. `None` if the OS refused (out of memory or mappings): the range is then left as the
+    /// failed call left it, never unmapped here, since a failed fixed mapping may have unmapped it
+    /// already and the addresses may be another mapping's by now.
+    pub fn into_placeholder(self) -> Option<Placeholder> {
+        #[cfg(target_os = "linux")]
+        const NORESERVE: libc::c_int = libc::MAP_NORESERVE;
+        #[cfg(not(target_os = "linux"))]
+        const NORESERVE: libc::c_int = 0;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | NORESERVE;
+        let (ptr, len) = (self.ptr, self.len);
+        // Whatever the outcome, the range is not unmapped by this Mapping any more.
+        std::mem::forget(self);
+        // SAFETY: a fixed mapping over exactly the range this Mapping owned, which it no longer
+        // owns (forgotten above) and which no Rust reference reaches (`Segment` ties them to
+        // `&self`, consumed by the caller); the kernel replaces the shared mapping (for a System V
+        // segment, detaches it) in this one call. `len` is rounded up to whole pages, as the
+        // original mapping was.
+        let addr = unsafe {
+            libc::mmap(
+                ptr.as_ptr().cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        (addr == ptr.as_ptr().cast()).then_some(Placeholder { ptr, len })
+    }
+}
+
+/// Private memory at the addresses of a segment given up ([`Mapping::into_placeholder`]):
+/// unmapped on drop.
+#[derive(Debug)]
+pub struct Placeholder {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: an address range that no Rust code reads or writes; it may be unmapped from any thread.
+unsafe impl Send for Placeholder {}
+// SAFETY: as above; `&Placeholder` hands out nothing.
+unsafe impl Sync for Placeholder {}
+
+impl Drop for Placeholder {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range the fixed mapping made, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
 /// The system's page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
