@@ -231,6 +231,46 @@ test("a guard releases only its own hold when two Mutex objects share one lock (
   });
 });
 
+// Two mappings of one segment show one lock at two addresses: the guards' bookkeeping went by
+// address, and a stale guard of one released a hold taken through the other.
+test("a guard releases only its own hold when the lock is reached through two mappings of its segment (two opens, a view, createSharedBuffer)", async () => {
+  await withSegment("lk-maps", (name, shm) => {
+    using other = SharedMemory.open({ name });
+    const views: [ArrayBuffer, number][] = [
+      [other.buffer, AT],
+      [other.view(AT - 8, 128), 8],
+    ];
+    for (const [buffer, at] of views) {
+      const one = Mutex.init(shm.buffer, AT);
+      const two = Mutex.open(buffer, at);
+      const old = one.lock();
+      two.unlock(); // the hold `old` names ends through the other mapping
+      const now = two.lock();
+      old.unlock(); // a stale guard: nothing
+      assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
+      now.unlock();
+      assert.throws(() => one.unlock(), failsWith("EPERM"), "nothing is held");
+    }
+  });
+  const key = uniqueKey();
+  try {
+    const first = createSharedBuffer(key, 4096, true);
+    const second = createSharedBuffer(key, 4096);
+    const one = Mutex.init(first, AT);
+    const two = Mutex.open(second, AT);
+    const old = one.lock();
+    two.unlock();
+    const now = two.lock();
+    old.unlock();
+    assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
+    now.unlock();
+    detachSharedBuffer(first);
+    detachSharedBuffer(second);
+  } finally {
+    cleanup({ key });
+  }
+});
+
 test("detachSharedBuffer() of a createSharedBuffer() buffer holding a lock of this thread: EBUSY until unlocked", () => {
   const key = uniqueKey();
   try {

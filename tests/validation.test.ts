@@ -262,6 +262,19 @@ test("bad ids and options", () => {
   );
   rejects(() => createSharedBuffer(keyed, 64, false, { mode: "rw" as never }), TypeError, "mode");
   rejects(() => createSharedBuffer(keyed, 64, true, { mode: 0o444 }), RangeError, "0o600");
+  // null is no mode (it was taken for the default), as it is no value of any other option.
+  for (const create of [true, false]) {
+    rejects(
+      () => createSharedBuffer(keyed, 64, create, { mode: null as never }),
+      TypeError,
+      "options.mode must be",
+    );
+  }
+  rejects(
+    () => SharedMemory.create({ key: keyed }, 64, { mode: null as never }),
+    TypeError,
+    "options.mode must be",
+  );
   rejects(() => SharedMemory.open(typo, { sise: 64 } as never), TypeError, '"sise"');
   rejects(
     () => createSharedBuffer(uniqueKey(), 64, true, { mdoe: 0o666 } as never),

@@ -85,6 +85,13 @@ interface Owned {
   whole: boolean;
   /** Detached by this library already: tells "twice" from "never ours". */
   released: boolean;
+  /**
+   * The segment's identity (`SbMapping.identity`, its two words joined), the same through every
+   * mapping of it in this process; undefined where the OS gives none (a named segment on macOS).
+   */
+  segment: string | undefined;
+  /** Where the buffer's first byte is in its segment. */
+  offset: number;
 }
 
 /**
@@ -207,7 +214,8 @@ function ownerArg(value: unknown, what: string): bigint {
 
 /** The permission bits a creating call asked for (default `0o600`), checked. */
 function createMode(value: unknown): number {
-  const mode = check.mode(value ?? 0o600, "options.mode");
+  // Only a missing mode is the default: null is a wrong type, as for every other option.
+  const mode = check.mode(value === undefined ? 0o600 : value, "options.mode");
   if ((mode & 0o600) !== 0o600) {
     // Every open maps a segment for reading and writing: without these bits the owner's own
     // later opens fail (EACCES), and a keyed create failed at once with a misleading message.
@@ -411,6 +419,7 @@ function wrap(
   address: bigint,
   length: number,
   handle: number,
+  where: { identity: readonly [bigint, bigint]; offset: number },
   whole = false,
   group?: number,
 ): ArrayBuffer {
@@ -421,8 +430,22 @@ function wrap(
     b.close(handle);
     throw err;
   }
-  owned.set(buffer, { handle, address, whole, released: false });
+  const [id0, id1] = where.identity;
+  const segment = id0 === 0n && id1 === 0n ? undefined : `${id0}:${id1}`;
+  owned.set(buffer, { handle, address, whole, released: false, segment, offset: where.offset });
   return buffer;
+}
+
+/**
+ * What tells the bytes at `byteOffset` of `buffer` (one this library handed out, checked by the
+ * caller) from any others in this process, through whichever mapping they are seen: their
+ * segment's identity and offset, or where the OS gives no identity, their address.
+ */
+export function placeOf(buffer: ArrayBuffer, byteOffset: number, address: bigint): string {
+  const record = owned.get(buffer);
+  return record?.segment === undefined
+    ? `@${address}`
+    : `${record.segment}+${record.offset + byteOffset}`;
 }
 
 /**
@@ -912,7 +935,8 @@ export class SharedMemory implements Disposable {
     }
     const handle = b.dup(this.#handle);
     if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${segmentLabel(this.#id)}`);
-    return wrap(b, this.#address + BigInt(offset), length, handle, false, group);
+    const where = { identity: [this.#identity0, this.#identity1] as const, offset };
+    return wrap(b, this.#address + BigInt(offset), length, handle, where, false, group);
   }
 }
 
@@ -962,7 +986,9 @@ export function createSharedBuffer(
   const owner = ownerArg(opts.owner, "options.owner");
   // Only a create applies the mode; an open checks its type alone, so a seed-style call that
   // passes the same options whether it creates or not is not refused for bits it never uses.
-  const mode = create ? createMode(opts.mode) : check.mode(opts.mode ?? 0o600, "options.mode");
+  const mode = create
+    ? createMode(opts.mode)
+    : check.mode(opts.mode === undefined ? 0o600 : opts.mode, "options.mode");
   const b = backend();
   // createSharedBuffer has no view() of its own.
   checkBufferLength(
@@ -973,7 +999,7 @@ export function createSharedBuffer(
       create ? `, ${size}` : ""
     }).view(byteOffset, byteLength)`,
   );
-  const [handle, address, length] = openSegment("createSharedBuffer", resolved, {
+  const [handle, address, length, , id0, id1] = openSegment("createSharedBuffer", resolved, {
     size,
     how: create ? OPEN_OR_CREATE : OPEN,
     populate: false,
@@ -981,7 +1007,7 @@ export function createSharedBuffer(
     owner,
     replace: false,
   });
-  return wrap(b, address, length, handle, true);
+  return wrap(b, address, length, handle, { identity: [id0, id1], offset: 0 }, true);
 }
 
 /**

@@ -12,7 +12,14 @@
 import { type Address, backend } from "./backend.ts";
 import { errorOf, tooManyAsyncWaits } from "./errors.ts";
 import { LOCK_OWNER_DIED, WAIT_NOT_EQUAL, WAIT_OK, WAIT_TIMED_OUT } from "./ffi.ts";
-import { addressOf, isDetached, type Mapping, mappingOf, throwCode } from "./shared_memory.ts";
+import {
+  addressOf,
+  isDetached,
+  type Mapping,
+  mappingOf,
+  placeOf,
+  throwCode,
+} from "./shared_memory.ts";
 import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
 import { Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
@@ -440,20 +447,24 @@ interface Holds {
   current: number;
 }
 
-/** The {@linkcode Holds} of each lock address some live `Mutex` object of this thread is over. */
-const holdsByAddress = new Map<number, WeakRef<Holds>>();
-/** Drops the entry of an address whose `Mutex` objects were all collected. */
-const holdsDropped = new FinalizationRegistry<number>((at) => {
-  if (holdsByAddress.get(at)?.deref() === undefined) holdsByAddress.delete(at);
+/**
+ * The {@linkcode Holds} of each lock some live `Mutex` object of this thread is over, by the
+ * lock's place in its segment ({@linkcode placeOf}): two mappings of one segment show one lock
+ * at two addresses, and a guard taken through one must see a hold ended through the other.
+ */
+const holdsByPlace = new Map<string, WeakRef<Holds>>();
+/** Drops the entry of a lock whose `Mutex` objects were all collected. */
+const holdsDropped = new FinalizationRegistry<string>((at) => {
+  if (holdsByPlace.get(at)?.deref() === undefined) holdsByPlace.delete(at);
 });
 /** The number of the last hold taken on this thread. */
 let lastHold = 0;
 
-function holdsAt(at: number): Holds {
-  const found = holdsByAddress.get(at)?.deref();
+function holdsAt(at: string): Holds {
+  const found = holdsByPlace.get(at)?.deref();
   if (found !== undefined) return found;
   const holds = { current: 0 };
-  holdsByAddress.set(at, new WeakRef(holds));
+  holdsByPlace.set(at, new WeakRef(holds));
   holdsDropped.register(holds, at);
   return holds;
 }
@@ -536,7 +547,12 @@ export class Mutex {
     };
   }
 
-  private constructor(token: typeof CONSTRUCT, buffer: ArrayBuffer, address: bigint) {
+  private constructor(
+    token: typeof CONSTRUCT,
+    buffer: ArrayBuffer,
+    address: bigint,
+    byteOffset: number,
+  ) {
     // `private` is TypeScript's word only: a lock at an address of the caller's choosing made
     // lock() write wherever it pointed (SIGSEGV, or a write into this process's own memory).
     if (token !== CONSTRUCT) {
@@ -544,7 +560,7 @@ export class Mutex {
     }
     this.#buffer = buffer;
     this.#address = backend().address(address);
-    this.#holds = holdsAt(Number(address)); // exact: user addresses are below 2^53
+    this.#holds = holdsAt(placeOf(buffer, byteOffset, address));
   }
 
   /**
@@ -559,7 +575,7 @@ export class Mutex {
     const b = backend();
     const code = b.mutexInit(b.address(address));
     if (code < 0) Mutex.#refused(code, buffer, byteOffset as number, "Mutex.init");
-    return new Mutex(CONSTRUCT, buffer, address);
+    return new Mutex(CONSTRUCT, buffer, address, byteOffset as number);
   }
 
   /**
@@ -573,7 +589,7 @@ export class Mutex {
     const b = backend();
     const code = b.mutexOpen(b.address(address));
     if (code < 0) Mutex.#refused(code, buffer, byteOffset as number, "Mutex.open");
-    return new Mutex(CONSTRUCT, buffer, address);
+    return new Mutex(CONSTRUCT, buffer, address, byteOffset as number);
   }
 
   /** Throws the error of a failed `init` or `open`, saying what the bytes there are. */

@@ -529,7 +529,7 @@ export class Channel implements Disposable {
       "Channel.create",
       () =>
         SharedMemory.create(id, L.HEADER_SIZE + capacity, {
-          mode: opts.mode ?? 0o600,
+          mode: opts.mode,
           populate: opts.populate,
           owner: opts.owner,
           replace: opts.replace,
