@@ -79,7 +79,7 @@ pub(crate) struct Mapped {
     /// reserved, as private memory, until the last of them is collected. Node.js's own native
     /// code keeps raw pointers into a buffer it works on (an `fs.read` or a `crypto.randomFill`
     /// on its thread pool), which a detach does not stop: unmapped under it, the write faulted
-    /// (SIGSEGV) or landed in a segment mapped there next.
+    /// (SIGSEGV) or landed in a segment mapped there next. Bounded ([`MAX_KEPT`]).
     pub(crate) retired: Mutex<Option<Arc<Retired>>>,
 }
 
@@ -87,7 +87,67 @@ pub(crate) struct Mapped {
 /// [`Mapped::retired`]): unmapped when the last of them and the mapping have let go of it.
 #[derive(Debug, Default)]
 pub(crate) struct Retired {
-    placeholder: Mutex<Option<shared_buffer::os::Placeholder>>,
+    placeholder: Mutex<Option<Kept>>,
+}
+
+/// At most this many placeholders at once, and at most this many bytes in all: past either, a
+/// mapping goes as it did before them (unmapped at once). Each is a mapping of its own where
+/// live mappings lie between them, and Node.js frees them only on a later turn of its event
+/// loop: a synchronous loop of opens and closes that kept one more segment open at each turn
+/// made one per turn and reached the kernel's limit on mappings (`vm.max_map_count`, 65,530 by
+/// default) before the library's own guard, and the engine, out of mappings, aborted. A
+/// placeholder is also kept as long as a typed array of the closed buffer is, and holds its
+/// segment's length of address space.
+const MAX_KEPT: usize = 1024;
+const MAX_KEPT_BYTES: usize = 16 << 30;
+/// The placeholders alive, and their bytes.
+static KEPT: Mutex<(usize, usize)> = Mutex::new((0, 0));
+
+/// A placeholder, counted in [`KEPT`] while it lives.
+#[derive(Debug)]
+struct Kept {
+    /// Held for its drop, which unmaps it.
+    _placeholder: shared_buffer::os::Placeholder,
+    len: usize,
+}
+
+impl Kept {
+    /// Replaces `segment` with a placeholder if there is room for one more; otherwise unmaps it.
+    fn make(segment: Segment) -> Option<Self> {
+        let len = segment.len();
+        {
+            let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.0 >= MAX_KEPT || kept.1.saturating_add(len) > MAX_KEPT_BYTES {
+                drop(kept);
+                drop(segment);
+                return None;
+            }
+            kept.0 += 1;
+            kept.1 += len;
+        }
+        match segment.into_placeholder() {
+            Some(placeholder) => Some(Self {
+                _placeholder: placeholder,
+                len,
+            }),
+            None => {
+                Self::uncount(len);
+                None
+            }
+        }
+    }
+
+    fn uncount(len: usize) {
+        let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.0 -= 1;
+        kept.1 -= len;
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        Self::uncount(self.len);
+    }
 }
 
 impl Drop for Mapped {
@@ -124,11 +184,11 @@ impl Drop for Mapped {
             // A buffer closed over it is alive: keep the addresses until it is collected. (Its
             // holder may let go meanwhile; this one's reference then frees the placeholder.)
             Some(retired) if Arc::strong_count(&retired) > 1 => {
-                if let Some(placeholder) = segment.into_placeholder() {
+                if let Some(kept) = Kept::make(segment) {
                     *retired
                         .placeholder
                         .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(placeholder);
+                        .unwrap_or_else(PoisonError::into_inner) = Some(kept);
                 }
             }
             _ => drop(segment),
