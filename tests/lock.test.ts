@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { readlinkSync } from "node:fs";
 import process from "node:process";
-import type { SharedMemory as Segment } from "../mod.ts";
+import type { Mutex as Lock, SharedMemory as Segment } from "../mod.ts";
 import {
   type Child,
   childrenTestUnless,
@@ -209,16 +209,24 @@ test("a guard of a hold the Mutex ended directly does not release a later hold: 
   });
 });
 
+/**
+ * Takes a hold through `one`, ends it through `two` and takes another there: the first hold's
+ * guard, stale, must leave the later hold alone.
+ */
+function staleGuardLeavesLaterHold(one: Lock, two: Lock): void {
+  const old = one.lock();
+  two.unlock(); // the hold `old` names ends through the other object
+  const now = two.lock();
+  old.unlock(); // a stale guard: nothing
+  assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
+  now.unlock();
+}
+
 test("a guard releases only its own hold when two Mutex objects share one lock (one per module of a program)", async () => {
   await withSegment("lk-twice", (_, shm) => {
     const one = Mutex.init(shm.buffer, AT);
     const two = Mutex.open(shm.buffer, AT);
-    const old = one.lock();
-    two.unlock(); // the hold `old` names ends through the other object
-    const now = two.lock();
-    old.unlock(); // a stale guard: nothing
-    assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
-    now.unlock();
+    staleGuardLeavesLaterHold(one, two);
     // And the other way round: a hold taken through `one` ended by `now`'s object.
     const first = one.tryLock();
     assert.ok(first, "free once its own guard unlocked it");
@@ -242,13 +250,7 @@ test("a guard releases only its own hold when the lock is reached through two ma
     ];
     for (const [buffer, at] of views) {
       const one = Mutex.init(shm.buffer, AT);
-      const two = Mutex.open(buffer, at);
-      const old = one.lock();
-      two.unlock(); // the hold `old` names ends through the other mapping
-      const now = two.lock();
-      old.unlock(); // a stale guard: nothing
-      assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
-      now.unlock();
+      staleGuardLeavesLaterHold(one, Mutex.open(buffer, at));
       assert.throws(() => one.unlock(), failsWith("EPERM"), "nothing is held");
     }
   });
@@ -256,14 +258,7 @@ test("a guard releases only its own hold when the lock is reached through two ma
   try {
     const first = createSharedBuffer(key, 4096, true);
     const second = createSharedBuffer(key, 4096);
-    const one = Mutex.init(first, AT);
-    const two = Mutex.open(second, AT);
-    const old = one.lock();
-    two.unlock();
-    const now = two.lock();
-    old.unlock();
-    assert.throws(() => one.lock(0), failsWith("EDEADLK"), "the later hold stands");
-    now.unlock();
+    staleGuardLeavesLaterHold(Mutex.init(first, AT), Mutex.open(second, AT));
     detachSharedBuffer(first);
     detachSharedBuffer(second);
   } finally {

@@ -58,9 +58,9 @@ export interface NodeApiModule {
    * Closes `handle`, that of `buffer`, which a close has just detached; but if the mapping goes,
    * its addresses stay reserved as private memory until the engine collects `buffer`: Node's own
    * native code may still be writing through a pointer into it (an `fs.read` on its thread
-   * pool), which would otherwise fault, or write into a segment mapped there next.
-   *
-   * @throws {Error} With `code` `"EBADF"` if `handle` is not open.
+   * pool), which would otherwise fault, or write into a segment mapped there next. A handle
+   * closed already (by the buffer's finalizer, in the detach: Deno running this build) is left
+   * alone.
    */
   retire(buffer: ArrayBuffer, handle: number): void;
   /**

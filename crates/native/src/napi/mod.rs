@@ -974,12 +974,18 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
 
 /// `retire(buffer, handle)`: closes `handle`, the one of `buffer`, which a close has just
 /// detached, as `close` would; but until the engine collects the buffer, the mapping's addresses
-/// stay reserved if it goes ([`Mapped::retired`]).
+/// stay reserved if it goes ([`Mapped::retired`]). A handle closed already is left alone.
 unsafe extern "C" fn js_retire(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
         call(env, info, |api, _account, [buffer, handle]: [Value; 2]| {
-            let (mapping, owner) = handle_arg(api, env, handle)?;
+            let handle = int32(api, env, handle, "handle")?;
+            let Some((mapping, _)) = lookup(handle) else {
+                // Closed in the detach: the buffer's own finalizer ran there, as where the engine
+                // frees a detached buffer's memory at once (Deno's Node-API, which runs this
+                // module's Node.js build too) unless an operation of its own holds it.
+                return undefined(api, env);
+            };
             let retired = mapping
                 .retired
                 .lock()
@@ -1004,7 +1010,7 @@ unsafe extern "C" fn js_retire(env: Env, info: CallbackInfo) -> Value {
                 // engine's, which leaves nothing better to do).
                 drop(Box::from_raw(hint));
             }
-            crate::segment::close(owner.handle, false);
+            crate::segment::close(handle, false);
             undefined(api, env)
         })
     }
