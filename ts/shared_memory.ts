@@ -86,10 +86,11 @@ interface Owned {
   /** Detached by this library already: tells "twice" from "never ours". */
   released: boolean;
   /**
-   * The segment's identity (`SbMapping.identity`, its two words joined), the same through every
-   * mapping of it in this process; undefined where the OS gives none (a named segment on macOS).
+   * The segment's identity (`SbMapping.identity`), the same through every mapping of it in this
+   * process; both 0 where the OS gives none (a named segment on macOS).
    */
-  segment: string | undefined;
+  identity0: bigint;
+  identity1: bigint;
   /** Where the buffer's first byte is in its segment. */
   offset: number;
 }
@@ -419,7 +420,9 @@ function wrap(
   address: bigint,
   length: number,
   handle: number,
-  where: { identity: readonly [bigint, bigint]; offset: number },
+  identity0: bigint,
+  identity1: bigint,
+  offset: number,
   whole = false,
   group?: number,
 ): ArrayBuffer {
@@ -430,9 +433,7 @@ function wrap(
     b.close(handle);
     throw err;
   }
-  const [id0, id1] = where.identity;
-  const segment = id0 === 0n && id1 === 0n ? undefined : `${id0}:${id1}`;
-  owned.set(buffer, { handle, address, whole, released: false, segment, offset: where.offset });
+  owned.set(buffer, { handle, address, whole, released: false, identity0, identity1, offset });
   return buffer;
 }
 
@@ -443,9 +444,9 @@ function wrap(
  */
 export function placeOf(buffer: ArrayBuffer, byteOffset: number, address: bigint): string {
   const record = owned.get(buffer);
-  return record?.segment === undefined
+  return record === undefined || (record.identity0 === 0n && record.identity1 === 0n)
     ? `@${address}`
-    : `${record.segment}+${record.offset + byteOffset}`;
+    : `${record.identity0}:${record.identity1}+${record.offset + byteOffset}`;
 }
 
 /**
@@ -935,8 +936,8 @@ export class SharedMemory implements Disposable {
     }
     const handle = b.dup(this.#handle);
     if (handle < 0) fail(b, handle, `SharedMemory.${what} of ${segmentLabel(this.#id)}`);
-    const where = { identity: [this.#identity0, this.#identity1] as const, offset };
-    return wrap(b, this.#address + BigInt(offset), length, handle, where, false, group);
+    const at = this.#address + BigInt(offset);
+    return wrap(b, at, length, handle, this.#identity0, this.#identity1, offset, false, group);
   }
 }
 
@@ -1007,7 +1008,7 @@ export function createSharedBuffer(
     owner,
     replace: false,
   });
-  return wrap(b, address, length, handle, { identity: [id0, id1], offset: 0 }, true);
+  return wrap(b, address, length, handle, id0, id1, 0, true);
 }
 
 /**

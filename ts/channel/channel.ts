@@ -254,7 +254,7 @@ const CONSUMER_PLACE = L.OFF_CONSUMER_PID >> 2;
 function holderOf(word: number): string {
   return (word & L.PID_GONE) === 0
     ? String(word >>> 0)
-    : `${word & L.POS_MASK} marked gone (a thread of it ended)`;
+    : `${word & ~L.PID_GONE} marked gone (a thread of it ended)`;
 }
 
 /** What an async receive hands out: the view it lent, a copy of it, or its text. */
