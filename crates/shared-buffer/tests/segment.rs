@@ -1,6 +1,8 @@
 //! The Rust API and the C layer of segments: ownership, sizes, permissions, errors.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 
 use shared_buffer::{FileKind, Options, Owner, Segment, SegmentError, SegmentId, SizeMismatch, os};

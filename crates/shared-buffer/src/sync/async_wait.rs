@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -401,14 +400,15 @@ fn settle(hit: &[Arc<Entry>]) {
 
 /// The environment variable that, set to `1`, makes the service park one thread per wait even
 /// where `futex_waitv` exists: exact `notify` counts under concurrent notifies, at the cost of a
-/// thread per pending wait (see [`wait_async`]).
+/// thread per pending wait (see [`wait_async`]). Linux only: elsewhere every wait has its thread.
+#[cfg(target_os = "linux")]
 pub const THREAD_PER_WAIT_ENV: &str = "SHARED_BUFFER_THREAD_PER_WAIT";
 
 /// True if this kernel has `futex_waitv` and [`THREAD_PER_WAIT_ENV`] is not set (decided once).
 fn use_groups() -> bool {
     #[cfg(target_os = "linux")]
     {
-        use std::sync::atomic::AtomicU8;
+        use std::sync::atomic::{AtomicU8, Ordering};
         static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
         match STATE.load(Ordering::Relaxed) {
             1 => true,
@@ -431,7 +431,7 @@ fn use_groups() -> bool {
 /// Linux 5.16+: many waits per thread through `futex_waitv`.
 #[cfg(target_os = "linux")]
 mod groups {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
     use crate::os::{self, Waitv, WaitvWord};
@@ -712,7 +712,7 @@ mod pool {
 #[cfg(all(test, not(loom), not(miri)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::mpsc;
 
     /// What a test's completion reports: its word's index, and how the wait ended.
