@@ -442,6 +442,18 @@ test("bad options and arguments", () => {
   assert.throws(() => Channel.create({ name }, undefined as never), TypeError);
   using ch = channel();
   assert.throws(() => ch.sender({ peerCheckMs: 0 }), RangeError);
+  // A spin of the wrong type: the message names every value it may be, as wait()'s does.
+  for (
+    const make of [
+      () => ch.sender({ spin: "x" as never }),
+      () => ch.receiver({ spin: "x" as never }),
+    ]
+  ) {
+    assert.throws(
+      make,
+      says(TypeError, /^options\.spin must be "adaptive" or a number of rounds, got string "x"$/),
+    );
+  }
   const tx = ch.sender();
   assert.throws(() => tx.send(42 as never), TypeError);
   assert.throws(() => tx.send("x", -1), RangeError);
@@ -1381,7 +1393,9 @@ test("a message over a detached buffer is refused (TypeError, nothing sent), and
   // sendMany sends the messages before it, and stops there.
   assert.throws(
     () => tx.sendMany([pattern(8, 1), detached(), pattern(8, 2)], 5000),
-    refused("ChannelSender.sendMany: messages[1]"),
+    (e) =>
+      refused("ChannelSender.sendMany: messages[1]")(e) &&
+      (e as Error).message.endsWith("; 1 of the 3 messages were sent, the rest not"),
   );
   assert.deepEqual(rx.recv(5000), pattern(8, 1));
   assert.equal(rx.tryRecv(), undefined, "nothing else was sent");
@@ -1727,8 +1741,11 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
   );
   assert.throws(
     () => tx.sendMany([new Uint8Array(1), 5 as never]),
-    says(TypeError, /^ChannelSender\.sendMany: messages\[1\] must be a string, .*, got 5$/),
-    "the error names the element",
+    says(
+      TypeError,
+      /^ChannelSender\.sendMany: messages\[1\] must be a string, .*, got 5; 1 of the 2 messages were sent, the rest not$/,
+    ),
+    "the error names the element, and how many went before it",
   );
   assert.equal(rx.recvText(0), "\0", "the message before the bad one was sent");
   tx.sendMany(["a", "b", "c"]);

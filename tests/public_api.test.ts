@@ -114,6 +114,15 @@ test("Channel.unlink and channel.unlink(): the id is gone, the open channel keep
         else ch.unlink();
         assert.throws(() => Channel.open(id), code("ENOENT"), `${how}: open after unlink`);
         assert.throws(() => Channel.unlink(id), code("ENOENT"), `${how}: a second unlink`);
+        // Its errors name the channel's call, not the segment's beneath it.
+        assert.throws(() => Channel.unlink(id), /: Channel\.unlink of /, how);
+        assert.throws(
+          () => ch.unlink(),
+          how === "method"
+            ? /: Channel\.unlink of .*: this Channel removed it already/
+            : /: Channel\.unlink of .*: it no longer names this segment/,
+          how,
+        );
         using tx = ch.sender();
         using rx = ch.receiver();
         tx.send("still here");

@@ -146,6 +146,10 @@ test("wait/notify misuse: clear errors, the process lives on", async () => {
   assert.throws(() => wait(i32, 0, 0, NaN), RangeError);
   assert.throws(() => wait(i32, 0, 0, "1" as never), TypeError);
   assert.throws(() => wait(i32, 0, 0, 0, { spin: -1 }), RangeError);
+  assert.throws(
+    () => wait(i32, 0, 0, 0, { spin: "x" as never }),
+    /options\.spin must be "adaptive" or a number of rounds, got string "x"$/,
+  );
   assert.throws(() => notify(i32, 0, -1), RangeError);
   await assert.rejects(waitAsync(new Int32Array(4), 0, 0), TypeError);
   const offset = new Int32Array(shm.buffer, 64, 4);

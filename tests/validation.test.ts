@@ -185,6 +185,29 @@ test("bad ids and options", () => {
     TypeError,
     "exactly one of",
   );
+  // Nothing but the key or name, as options take nothing unknown; the value in the message.
+  rejects(
+    () => SharedMemory.create({ key: 5, nmae: "/x" } as never, 64),
+    TypeError,
+    `id has a property "nmae": a segment's id is { key: number } or { name: string }`,
+  );
+  rejects(
+    () => SharedMemory.create(5 as never, 64),
+    TypeError,
+    "id must be { key: number } or { name: string }, got 5",
+  );
+  rejects(() => SharedMemory.create([] as never, 64), TypeError, "got an array");
+  rejects(
+    () => SharedMemory.open(Object.create({ name: "/x" })),
+    TypeError,
+    "id.name is inherited, not the object's own property",
+  );
+  rejects(() => lib.Channel.unlink({ name: "/x", size: 5 } as never), TypeError, `"size"`);
+  rejects(
+    () => createSharedBuffer(0x5ead, 64, true, { owner: "me" } as never),
+    TypeError,
+    `options.owner must be "any" or a user id (a number), got`,
+  );
   rejects(() => SharedMemory.create({ name: "/x" }, 64, 5 as never), TypeError, "options");
   for (const mode of [-1, 0o1000, 0o7777, 1.5, NaN]) {
     rejects(() => SharedMemory.create({ name: "/x" }, 64, { mode }), RangeError, "mode");
@@ -294,7 +317,11 @@ test("bad ids and options", () => {
 });
 
 test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
-  rejects(() => detachSharedBuffer(new ArrayBuffer(8)), TypeError, "buffer");
+  rejects(
+    () => detachSharedBuffer(new ArrayBuffer(8)),
+    TypeError,
+    "detachSharedBuffer: buffer was not made by createSharedBuffer or SharedMemory",
+  );
   rejects(
     () => detachSharedBuffer(new Float64Array(8) as never),
     TypeError,
@@ -310,7 +337,10 @@ test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
   try {
     const buffer = createSharedBuffer(key, 64, true);
     detachSharedBuffer(buffer);
-    rejects(() => detachSharedBuffer(buffer), TypeError, "already detached");
+    rejects(() => detachSharedBuffer(buffer), TypeError, "detachSharedBuffer: buffer was already");
+    // A view of no bytes maps nothing: a plain empty ArrayBuffer, which the message says.
+    using shm = SharedMemory.open({ key });
+    rejects(() => detachSharedBuffer(shm.view(64)), TypeError, "a view() of 0 bytes is a plain");
   } finally {
     cleanup({ key });
   }
@@ -323,4 +353,17 @@ test("opening a missing segment is ENOENT, with the id in the message", () => {
     (e) =>
       e instanceof SharedMemoryError && e.code === "ENOENT" && e.message.includes(key.toString(16)),
   );
+  // A name is printed as is where it reads as one, quoted where a character would not.
+  const name = uniqueName("missing");
+  for (
+    const [given, shown] of [[name, `name ${name}:`], [`${name}\n x"`, `name "${name}\\n x\\"":`]]
+  ) {
+    assert.throws(
+      () => SharedMemory.open({ name: given }),
+      (e) =>
+        e instanceof SharedMemoryError && e.code === "ENOENT" &&
+        e.message.includes(`SharedMemory.open of ${shown}`) && !e.message.includes("\n"),
+      shown,
+    );
+  }
 });

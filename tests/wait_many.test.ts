@@ -113,7 +113,7 @@ test("close() ends pending waitAsync calls with EBADF; other segments' waits go 
       assert.equal(err.code, "EBADF");
       assert.match(
         err.message,
-        /waitAsync on element \d: the segment was closed while the wait was pending/,
+        /waitAsync on element \d: the mapping went while the wait was pending: its segment was closed/,
       );
     }
     Atomics.store(ib, 0, 1);

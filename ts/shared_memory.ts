@@ -144,20 +144,40 @@ export function segmentLabel(id: SegmentId): string {
 }
 
 function labelOf(id: Resolved): string {
-  return id.bytes === undefined ? `key 0x${id.key.toString(16)}` : `name ${id.name}`;
+  if (id.bytes === undefined) return `key 0x${id.key.toString(16)}`;
+  // Quoted unless printable ASCII without a quote: a space, a control character (a newline
+  // would break the message's line) or an invisible one would not read as part of one name.
+  return /^[\x21\x23-\x7e]*$/.test(id.name) ? `name ${id.name}` : `name ${JSON.stringify(id.name)}`;
 }
 
 function resolve(id: unknown, what: string): Resolved {
-  if (typeof id !== "object" || id === null) {
+  if (typeof id !== "object" || id === null || Array.isArray(id)) {
     throw new TypeError(
       `${what} must be { key: number } or { name: string }, got ${
-        id === null ? "null" : typeof id
+        Array.isArray(id) ? "an array" : check.describe(id)
       }`,
     );
+  }
+  // Nothing else, as for options: `{ key, nmae }` would silently be the key's segment.
+  for (const property of Object.keys(id)) {
+    if (property !== "key" && property !== "name") {
+      throw new TypeError(
+        `${what} has a property ${
+          JSON.stringify(property)
+        }: a segment's id is { key: number } or { name: string }, nothing else`,
+      );
+    }
   }
   // Own properties only, as for options: a `key` or `name` on `Object.prototype` is not this id's.
   const hasKey = Object.hasOwn(id, "key");
   const hasName = Object.hasOwn(id, "name");
+  if (!hasKey && !hasName && ("key" in id || "name" in id)) {
+    throw new TypeError(
+      `${what}.${
+        "key" in id ? "key" : "name"
+      } is inherited, not the object's own property: set it on the id itself (one on Object.prototype, or on a prototype of yours, is not taken)`,
+    );
+  }
   if (hasKey === hasName) {
     throw new TypeError(
       `${what} must have exactly one of "key" and "name"`,
@@ -210,7 +230,7 @@ function flag(value: unknown, what: string): boolean {
 function ownerArg(value: unknown, what: string): bigint {
   if (value === undefined) return BigInt(OWNER_TRUSTED);
   if (value === "any") return BigInt(OWNER_ANY);
-  return BigInt(check.integer(value, what, 0, 2 ** 32 - 1));
+  return BigInt(check.integer(value, what, 0, 2 ** 32 - 1, `"any" or a user id (a number)`));
 }
 
 /** The permission bits a creating call asked for (default `0o600`), checked. */
@@ -249,6 +269,11 @@ function describeUser(b: Backend, uid: number): string {
   return name === undefined ? `uid ${uid}` : `uid ${uid} (${name})`;
 }
 
+/** `n` open segment handles, in words. */
+function handles(n: number): string {
+  return `${n} open segment handle${n === 1 ? "" : "s"}`;
+}
+
 /** The message for a failed open: what went wrong, and what to do about it. */
 function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): string {
   const name = b.errorName(code);
@@ -267,7 +292,9 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       if (actual > 0) {
         return `the segment has ${actual} bytes, more than the ${req.size} asked for, and a keyed segment is mapped whole: this process has no memory or address space left to map that many`;
       }
-      return `no memory or address space left to map it; this process holds ${b.handleCount()} open segment handles (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
+      return `no memory or address space left to map it; this process holds ${
+        handles(b.handleCount())
+      } (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "ENOSPC": {
       // A keyed create's shmget refused the size: the native side reports its ENOMEM so.
       const room = id.bytes === undefined
@@ -278,7 +305,9 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       // have moved its memory to another buffer first: say what releases those.
       const held = b.mappingLimit === undefined ? 0 : b.handleCount();
       if (held === 0) return room;
-      return `${room}; this process holds ${held} open segment handles: if it dropped segments without close() or detachSharedBuffer(), Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
+      return `${room}; this process holds ${
+        handles(held)
+      }: if segments it dropped without close() or detachSharedBuffer() hold the room asked for, Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
     }
     case "EOWNER": {
       // The owner's uid; above it (bit 32), whether the segment's mode keeps this user out too.
@@ -375,9 +404,9 @@ function openSegment(caller: string, id: Resolved, req: OpenRequest): Opened {
   const held = b.mappingLimit === undefined ? 0 : crowded(b, b.mappingLimit);
   if (held !== 0) {
     throw new SharedMemoryError(
-      `${caller} of ${
-        labelOf(id)
-      }: this process holds ${held} open segment handles, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtime} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run, as an awaited setImmediate does (ENOMEM)`,
+      `${caller} of ${labelOf(id)}: this process holds ${
+        handles(held)
+      }, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtimeName} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run, as an awaited setImmediate does (ENOMEM)`,
       "ENOMEM",
       b.errno("ENOMEM"),
     );
@@ -543,10 +572,13 @@ function checkBufferLength(
 ): void {
   if (length > b.maxBufferBytes) {
     throw new RangeError(
-      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtime} can make (${b.maxBufferBytes}); use ${window} for a window`,
+      `${what}: ${length} bytes is more than the largest ArrayBuffer ${b.runtimeName} can make (${b.maxBufferBytes}); use ${window} for a window`,
     );
   }
 }
+
+/** `shm.unlink()`, its errors named after `owner`'s (set by the class). */
+export let unlinkAs: (shm: SharedMemory, owner: string) => void;
 
 /**
  * A shared-memory segment mapped into this process.
@@ -761,10 +793,7 @@ export class SharedMemory implements Disposable {
    * ```
    */
   static unlink(id: SegmentId): void {
-    const resolved = resolve(id, "id");
-    const b = backend();
-    const code = unlinkResolved(b, resolved);
-    if (code < 0) fail(b, code, `SharedMemory.unlink of ${labelOf(resolved)}`);
+    unlinkId(id, "SharedMemory");
   }
 
   /**
@@ -889,6 +918,11 @@ export class SharedMemory implements Disposable {
    * @throws {SharedMemoryError} `ENOENT` if the key or name holds another segment now, or none.
    */
   unlink(): void {
+    this.#unlink("SharedMemory");
+  }
+
+  /** {@linkcode unlink}, its errors named after `owner`'s (a `Channel` unlinks its segment). */
+  #unlink(owner: string): void {
     const b = backend();
     const id = resolve(this.#id, "id");
     const identity = new BigUint64Array(2);
@@ -902,13 +936,13 @@ export class SharedMemory implements Disposable {
       return;
     }
     const label = segmentLabel(this.#id);
-    if (b.errorName(code) !== "ENOENT") fail(b, code, `SharedMemory.unlink of ${label}`);
+    if (b.errorName(code) !== "ENOENT") fail(b, code, `${owner}.unlink of ${label}`);
     // Removed already: by this object, or by someone else (who may have made another since).
     const why = this.#unlinked
-      ? "this SharedMemory removed it already, in an earlier unlink() (whatever holds it now is another segment)"
+      ? `this ${owner} removed it already, in an earlier unlink() (whatever holds it now is another segment)`
       : "it no longer names this segment (another process removed or replaced it)";
     throw new SharedMemoryError(
-      `SharedMemory.unlink of ${label}: ${why} (ENOENT)`,
+      `${owner}.unlink of ${label}: ${why} (ENOENT)`,
       "ENOENT",
       -code,
     );
@@ -917,6 +951,10 @@ export class SharedMemory implements Disposable {
   /** Same as {@linkcode close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  static {
+    unlinkAs = (shm, owner) => shm.#unlink(owner);
   }
 
   #checkOpen(what: string): void {
@@ -939,6 +977,14 @@ export class SharedMemory implements Disposable {
     const at = this.#address + BigInt(offset);
     return wrap(b, at, length, handle, this.#identity0, this.#identity1, offset, false, group);
   }
+}
+
+/** {@linkcode SharedMemory.unlink} of `id`, its errors named after `owner`'s. */
+export function unlinkId(id: SegmentId, owner: string): void {
+  const resolved = resolve(id, "id");
+  const b = backend();
+  const code = unlinkResolved(b, resolved);
+  if (code < 0) fail(b, code, `${owner}.unlink of ${labelOf(resolved)}`);
 }
 
 /**
@@ -1038,19 +1084,23 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
   const record = owned.get(buffer);
   if (record?.released) {
     throw new TypeError(
-      "buffer was already detached (by detachSharedBuffer, or by its SharedMemory's close())",
+      "detachSharedBuffer: buffer was already detached (by detachSharedBuffer, or by its SharedMemory's close())",
     );
   }
   if (record === undefined) {
+    // SharedMemory.view() of 0 bytes maps nothing: it returns a plain empty ArrayBuffer.
+    const empty = bufferByteLength(buffer) === 0
+      ? " (a view() of 0 bytes is a plain empty ArrayBuffer, over no segment: nothing to detach)"
+      : "";
     throw new TypeError(
-      "buffer was not made by createSharedBuffer or SharedMemory",
+      `detachSharedBuffer: buffer was not made by createSharedBuffer or SharedMemory${empty}`,
     );
   }
   if (isDetached(buffer)) {
     // Its memory went with it: the buffer it moved to keeps the mapping until it is collected.
     // Succeeding here would tell the caller the segment was unmapped when it was not.
     throw new TypeError(
-      "buffer was moved (by transfer(), into a stream or to a Worker): the buffer it moved to keeps the segment mapped until it is collected",
+      "detachSharedBuffer: buffer was moved (by transfer(), into a stream or to a Worker): the buffer it moved to keeps the segment mapped until it is collected",
     );
   }
   refuseIfLocked(backend(), record.address, bufferByteLength(buffer), "detachSharedBuffer");

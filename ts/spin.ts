@@ -43,6 +43,8 @@
  * @module
  */
 
+/** What a spin option may be, in the message of a wrong type. */
+export const SPIN_EXPECTED = `"adaptive" or a number of rounds`;
 /** The shortest spin budget, in milliseconds (20 µs), and the first. */
 export const SPIN_MS = 0.02;
 /**

@@ -21,7 +21,7 @@ import {
   throwCode,
 } from "./shared_memory.ts";
 import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
-import { Spinner } from "./spin.ts";
+import { SPIN_EXPECTED, Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
 /**
@@ -253,12 +253,9 @@ export function wait(
     if (words === undefined) return result(park(address, value, ns, 0), "wait");
     return waitAdaptive(words, index, spinnerAt(address), address, value, ns);
   }
-  if (spin !== undefined && typeof spin !== "number") {
-    throw new TypeError(
-      `options.spin must be "adaptive" or a number of rounds, got ${check.describe(spin)}`,
-    );
-  }
-  const spins = spin === undefined ? 0 : check.integer(spin, "options.spin", 0, 2 ** 32 - 1);
+  const spins = spin === undefined
+    ? 0
+    : check.integer(spin, "options.spin", 0, 2 ** 32 - 1, SPIN_EXPECTED);
   return result(park(address, value, ns, spins), "wait");
 }
 
@@ -389,7 +386,7 @@ async function waitAsyncAt(
   if (code < 0 && b.errorName(code) === "EBADF") {
     throw errorOf(
       "EBADF",
-      `waitAsync on element ${index}: the segment was closed while the wait was pending`,
+      `waitAsync on element ${index}: the mapping went while the wait was pending: its segment was closed, or its last buffer detached or collected (a pending wait does not keep its buffer alive: keep a reference to the array or its SharedMemory until the wait settles)`,
     );
   }
   return result(code, "waitAsync");
@@ -399,7 +396,9 @@ async function waitAsyncAt(
  * Wakes up to `count` waiters on `view[index]`, in any process.
  *
  * @param count How many to wake; default all.
- * @returns How many were woken.
+ * @returns How many were woken: waits parked in the kernel on this word, in any process. A
+ *   {@linkcode waitAsync} just started may not have parked yet: it is not counted, and it sees
+ *   the notify only if the word changed first (change the word, then notify).
  *
  * @example
  * ```ts

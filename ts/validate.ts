@@ -58,15 +58,19 @@ export function lookalikeError(error: unknown, value: unknown, must: string): un
   return what === undefined ? error : new TypeError(`${must}, got ${what}`, { cause: error });
 }
 
-/** Checks that `value` is an integer number within `[min, max]`. */
+/**
+ * Checks that `value` is an integer number within `[min, max]`; `expected` is what the message
+ * of a wrong type says it must be (with the other values the caller takes, if any).
+ */
 export function integer(
   value: unknown,
   what: string,
   min: number,
   max: number,
+  expected = "a number",
 ): number {
   if (typeof value !== "number") {
-    throw new TypeError(`${what} must be a number, got ${describe(value)}`);
+    throw new TypeError(`${what} must be ${expected}, got ${describe(value)}`);
   }
   if (!Number.isInteger(value)) {
     throw new RangeError(`${what} must be an integer, got ${describe(value)}`);

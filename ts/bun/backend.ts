@@ -104,6 +104,7 @@ export function loadBun(explicit?: string): Backend {
   if (!mainThread) nodeApi.noteUnowned();
   return {
     runtime: "bun",
+    runtimeName: `Bun ${process.versions.bun}`,
     mainThread,
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").
     maxBufferBytes: 2 ** 32,

@@ -16,6 +16,8 @@ import {
   type SegmentId,
   segmentLabel,
   SharedMemory,
+  unlinkAs,
+  unlinkId,
 } from "../shared_memory.ts";
 import * as check from "../validate.ts";
 import {
@@ -47,7 +49,7 @@ import {
   sendersHere,
   setReceiver,
 } from "./local.ts";
-import { SPIN_MS, Spinner } from "../spin.ts";
+import { SPIN_EXPECTED, SPIN_MS, Spinner } from "../spin.ts";
 import { mustYield, nextTurn } from "./turns.ts";
 import {
   byteCount,
@@ -608,9 +610,12 @@ export class Channel implements Disposable {
     }
   }
 
-  /** Removes a channel's segment (see {@linkcode SharedMemory.unlink}). */
+  /**
+   * Removes a channel's segment (see {@linkcode SharedMemory.unlink}): whatever segment the id
+   * names, without looking inside (a corrupt channel's too).
+   */
   static unlink(id: SegmentId): void {
-    SharedMemory.unlink(id);
+    unlinkId(id, "Channel");
   }
 
   /**
@@ -659,7 +664,7 @@ export class Channel implements Disposable {
    *   channel made there), or none.
    */
   unlink(): void {
-    this.#shm.unlink();
+    unlinkAs(this.#shm, "Channel");
   }
 
   /**
@@ -706,7 +711,7 @@ function endpointOptions(opts: EndpointOptions): Required<EndpointOptions> {
       : check.integer(opts.peerCheckMs, "options.peerCheckMs", 1, 3_600_000),
     spin: opts.spin === undefined || opts.spin === "adaptive"
       ? "adaptive"
-      : check.integer(opts.spin, "options.spin", 0, 1 << 30),
+      : check.integer(opts.spin, "options.spin", 0, 1 << 30, SPIN_EXPECTED),
   };
 }
 
@@ -724,6 +729,14 @@ function partway(err: SharedMemoryError, sent: number, total: number): SharedMem
     err.code,
     err.errno,
   );
+}
+
+/** {@linkcode partway} for the TypeError or RangeError of a message that sendMany refused. */
+function partwayRefused(err: TypeError | RangeError, sent: number, total: number): Error {
+  const Refusal = err instanceof RangeError ? RangeError : TypeError;
+  return new Refusal(`${err.message}; ${sent} of the ${total} messages were sent, the rest not`, {
+    cause: err.cause,
+  });
 }
 
 function closedError(ring: Ring, what: string): SharedMemoryError {
@@ -943,8 +956,12 @@ export class ChannelSender implements Disposable {
         this.#textHeld = held;
       }
     } catch (err) {
-      // The library's errors say how far the call got; an element's own error is passed on.
-      throw err instanceof SharedMemoryError ? partway(err, i, messages.length) : err;
+      // The library's errors say how far the call got (its checks of the element too); an
+      // element's own error (a getter's) is passed on.
+      if (err instanceof SharedMemoryError) throw partway(err, i, messages.length);
+      const refused = (err instanceof TypeError || err instanceof RangeError) &&
+        err.message.startsWith(messageLabel("sendMany", i));
+      throw refused ? partwayRefused(err, i, messages.length) : err;
     } finally {
       this.#textHeld = held;
     }

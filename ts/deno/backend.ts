@@ -197,6 +197,7 @@ export function loadDeno(explicit?: string): Backend {
   const addressOf = (view: Uint8Array | Int32Array) => s.sb_address_of(view);
   return {
     runtime: "deno",
+    runtimeName: `Deno ${Deno.version.deno}`,
     // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
     // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.
     mainThread: Object.prototype.toString.call(globalThis) === "[object Window]",

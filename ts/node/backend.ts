@@ -243,6 +243,9 @@ export function loadNode(explicit?: string): Backend {
   if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
   return {
     runtime: "node",
+    runtimeName: deno === undefined
+      ? `Node.js ${process.versions.node}`
+      : `Deno ${deno.version.deno} (through Node-API)`,
     mainThread: isMainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
@@ -359,6 +362,7 @@ function mappingLimit(): number {
 /** What this build reads of Deno, which runs it for `require` (the ES modules have their own). */
 interface DenoLike {
   build: { os: string; arch: string; target: string };
+  version: { deno: string };
   permissions: {
     querySync(
       descriptor:
