@@ -69,6 +69,8 @@ mod pthread_robust {
                 libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
                 0
             );
+            // Linux only: macOS has no robust mutexes (its figures are of a plain one).
+            #[cfg(target_os = "linux")]
             assert_eq!(
                 libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST),
                 0
@@ -86,6 +88,7 @@ mod pthread_robust {
         // SAFETY: as the caller promises.
         match unsafe { libc::pthread_mutex_lock(m) } {
             0 => false,
+            #[cfg(target_os = "linux")]
             libc::EOWNERDEAD => {
                 // SAFETY: this thread holds it after EOWNERDEAD.
                 assert_eq!(unsafe { libc::pthread_mutex_consistent(m) }, 0);

@@ -118,6 +118,16 @@ fn capacity_for(size: usize, fixed: Option<u32>) -> u32 {
     want.next_power_of_two().clamp(256 << 10, 16 << 20) as u32
 }
 
+/// Pins this thread to `cpu` (Linux; macOS has no CPU affinity: there a placement is refused).
+#[cfg(not(target_os = "linux"))]
+fn pin_to(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        panic!("pinning to CPU {cpu} needs Linux's sched_setaffinity");
+    }
+}
+
+/// Pins this thread to `cpu`.
+#[cfg(target_os = "linux")]
 fn pin_to(cpu: Option<usize>) {
     let Some(cpu) = cpu else { return };
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
