@@ -156,11 +156,18 @@ test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p shared-buffer --lib channel::loom_tests -- --nocapture
 
 # `make test` runs them again only when what they check changed since they last passed here: the
-# crate's sources, the manifests, the lock file, the Rust toolchain (named in the stamp's name).
-LOOM_STAMP := target/loom/passed-$(shell rustc -V | tr -c 'A-Za-z0-9.\n-' _)
-$(LOOM_STAMP): $(shell find crates/shared-buffer/src -name "*.rs") crates/shared-buffer/Cargo.toml Cargo.toml Cargo.lock
-	$(MAKE) --no-print-directory test-loom
-	@touch $@
+# crate's sources, the manifests, the lock file, this Makefile, the Rust toolchain and loom's own
+# settings from the environment (LOOM_*, both in the stamp's name). The stamp takes the time the
+# run began, so that a source changed during a run is newer than it; a run of no model at all
+# (a filter or flags that left none) does not count as passed.
+LOOM_STAMP := target/loom/passed-$(shell (rustc -V; env | grep '^LOOM_' | sort) | cksum | tr ' ' -)
+$(LOOM_STAMP): $(shell find crates/shared-buffer/src -name "*.rs") crates/shared-buffer/Cargo.toml Cargo.toml Cargo.lock Makefile
+	@mkdir -p $(@D) && touch $@.start
+	@$(MAKE) --no-print-directory test-loom > $@.log 2>&1; status=$$?; cat $@.log; \
+	if [ $$status -ne 0 ]; then rm -f $@.start; exit $$status; fi; \
+	if ! grep -Eq 'test result: ok\. [1-9][0-9]* passed' $@.log; then \
+		echo "test-loom ran no model"; rm -f $@.start; exit 1; fi
+	@mv $@.start $@
 
 # Deno runs parallel test files in one process: the files that count the process's handles,
 # mappings or threads run alone after the others.

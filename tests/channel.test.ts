@@ -1747,7 +1747,23 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
     ),
     "the error names the element, and how many went before it",
   );
-  assert.equal(rx.recvText(0), "\0", "the message before the bad one was sent");
+  assert.equal(rx.recvText(0), "\0");
+  // Only the library's own refusals get the count: an element's getter's error, whatever it
+  // says, is passed on as it is; and a refusal with no cause gets none.
+  const spoof = new TypeError("ChannelSender.sendMany: messages[1] is not really refused");
+  const lying = [new Uint8Array(1)];
+  Object.defineProperty(lying, 1, {
+    get() {
+      throw spoof;
+    },
+  });
+  assert.throws(() => tx.sendMany(lying), (e) => e === spoof);
+  assert.equal(rx.recvText(0), "\0");
+  assert.throws(
+    () => tx.sendMany([new Uint8Array(1), 5 as never]),
+    (e) => e instanceof TypeError && !Object.hasOwn(e, "cause"),
+  );
+  assert.equal(rx.recvText(0), "\0", "the message before each bad one was sent");
   tx.sendMany(["a", "b", "c"]);
   assert.throws(
     () => rx.recvMany(() => rx.recv(0)),

@@ -338,9 +338,18 @@ test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
     const buffer = createSharedBuffer(key, 64, true);
     detachSharedBuffer(buffer);
     rejects(() => detachSharedBuffer(buffer), TypeError, "detachSharedBuffer: buffer was already");
-    // A view of no bytes maps nothing: a plain empty ArrayBuffer, which the message says.
+    // A view of no bytes maps nothing: a plain empty ArrayBuffer, which the message says (not of
+    // a foreign buffer detached).
     using shm = SharedMemory.open({ key });
     rejects(() => detachSharedBuffer(shm.view(64)), TypeError, "a view() of 0 bytes is a plain");
+    const moved = new ArrayBuffer(8);
+    structuredClone(moved, { transfer: [moved] });
+    assert.throws(
+      () => detachSharedBuffer(moved),
+      (e) =>
+        e instanceof TypeError &&
+        e.message.endsWith("not made by createSharedBuffer or SharedMemory"),
+    );
   } finally {
     cleanup({ key });
   }
@@ -355,9 +364,13 @@ test("opening a missing segment is ENOENT, with the id in the message", () => {
   );
   // A name is printed as is where it reads as one, quoted where a character would not.
   const name = uniqueName("missing");
-  for (
-    const [given, shown] of [[name, `name ${name}:`], [`${name}\n x"`, `name "${name}\\n x\\"":`]]
-  ) {
+  const cases = [
+    [name, `name ${name}:`],
+    [`${name}\n x"`, `name "${name}\\n x\\"":`],
+    // What would hide in the line or reorder it is escaped; other characters read as they are.
+    [`${name}\u202e\u200b\x7f-café`, `name "${name}\\u202e\\u200b\\u007f-café":`],
+  ];
+  for (const [given, shown] of cases) {
     assert.throws(
       () => SharedMemory.open({ name: given }),
       (e) =>

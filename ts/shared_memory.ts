@@ -147,7 +147,14 @@ function labelOf(id: Resolved): string {
   if (id.bytes === undefined) return `key 0x${id.key.toString(16)}`;
   // Quoted unless printable ASCII without a quote: a space, a control character (a newline
   // would break the message's line) or an invisible one would not read as part of one name.
-  return /^[\x21\x23-\x7e]*$/.test(id.name) ? `name ${id.name}` : `name ${JSON.stringify(id.name)}`;
+  if (/^[\x21\x23-\x7e]*$/.test(id.name)) return `name ${id.name}`;
+  // Escaped past what JSON escapes (C0 controls, lone surrogates): what would hide in the line
+  // or reorder it, DEL and C1 controls, zero-width, bidi and line-separating characters.
+  const quoted = JSON.stringify(id.name).replace(
+    /[\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  return `name ${quoted}`;
 }
 
 function resolve(id: unknown, what: string): Resolved {
@@ -1089,7 +1096,7 @@ export function detachSharedBuffer(buffer: ArrayBuffer): void {
   }
   if (record === undefined) {
     // SharedMemory.view() of 0 bytes maps nothing: it returns a plain empty ArrayBuffer.
-    const empty = bufferByteLength(buffer) === 0
+    const empty = bufferByteLength(buffer) === 0 && !isDetached(buffer)
       ? " (a view() of 0 bytes is a plain empty ArrayBuffer, over no segment: nothing to detach)"
       : "";
     throw new TypeError(

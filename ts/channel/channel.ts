@@ -182,6 +182,24 @@ const pid: number = "Deno" in globalThis
 /** What a message may be, for error messages. */
 const MESSAGE_KINDS = "a string, an ArrayBuffer or a typed array";
 
+/**
+ * The errors of the send calls' own checks of a message (not a getter's of the caller's):
+ * `sendMany` says how many messages went before the one refused.
+ */
+const refusals = new WeakSet<Error>();
+
+/** `error`, noted as a refusal of a message (see {@linkcode refusals}). */
+function refusal<E extends Error>(error: E): E {
+  refusals.add(error);
+  return error;
+}
+
+/** {@linkcode check.lookalikeError}, noted as a refusal where it is the library's own error. */
+function lookalikeRefusal(error: unknown, value: unknown, must: string): unknown {
+  const refused = check.lookalikeError(error, value, must);
+  return refused === error ? error : refusal(refused as Error);
+}
+
 function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   // `isView` first: a Proxy of a typed array passes `instanceof`, and the engine's accessors
   // would refuse it with a message that names nothing of this call.
@@ -190,11 +208,7 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
     if (view && plainBytes(message)) return message;
   } catch (error) {
     // A DataView given a typed array's prototype is a view; a typed array's accessor refuses it.
-    throw check.lookalikeError(
-      error,
-      message,
-      `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
-    );
+    throw lookalikeRefusal(error, message, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
   }
   if (typeof message === "string") return encoder.encode(message);
   if (view && message instanceof Uint8Array) return freshView(message);
@@ -207,8 +221,10 @@ function bytesOf(message: unknown, what: string, index: number): Uint8Array {
   if (isBuffer(message)) {
     return bufferByteLength(message) === 0 ? new Uint8Array(0) : new Uint8Array(message);
   }
-  throw new TypeError(
-    `${messageLabel(what, index)} must be ${MESSAGE_KINDS}, got ${check.describe(message)}`,
+  throw refusal(
+    new TypeError(
+      `${messageLabel(what, index)} must be ${MESSAGE_KINDS}, got ${check.describe(message)}`,
+    ),
   );
 }
 
@@ -732,11 +748,10 @@ function partway(err: SharedMemoryError, sent: number, total: number): SharedMem
 }
 
 /** {@linkcode partway} for the TypeError or RangeError of a message that sendMany refused. */
-function partwayRefused(err: TypeError | RangeError, sent: number, total: number): Error {
+function partwayRefused(err: Error, sent: number, total: number): Error {
   const Refusal = err instanceof RangeError ? RangeError : TypeError;
-  return new Refusal(`${err.message}; ${sent} of the ${total} messages were sent, the rest not`, {
-    cause: err.cause,
-  });
+  const message = `${err.message}; ${sent} of the ${total} messages were sent, the rest not`;
+  return new Refusal(message, "cause" in err ? { cause: err.cause } : undefined);
 }
 
 function closedError(ring: Ring, what: string): SharedMemoryError {
@@ -959,9 +974,9 @@ export class ChannelSender implements Disposable {
       // The library's errors say how far the call got (its checks of the element too); an
       // element's own error (a getter's) is passed on.
       if (err instanceof SharedMemoryError) throw partway(err, i, messages.length);
-      const refused = (err instanceof TypeError || err instanceof RangeError) &&
-        err.message.startsWith(messageLabel("sendMany", i));
-      throw refused ? partwayRefused(err, i, messages.length) : err;
+      throw err instanceof Error && refusals.has(err)
+        ? partwayRefused(err, i, messages.length)
+        : err;
     } finally {
       this.#textHeld = held;
     }
@@ -1197,11 +1212,7 @@ export class ChannelSender implements Disposable {
       len = spanned >= 0 ? spanned : quickByteCount(bytes, this.#known);
     } catch (error) {
       // A lookalike whose own properties passed `plainBytes`.
-      throw check.lookalikeError(
-        error,
-        bytes,
-        `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`,
-      );
+      throw lookalikeRefusal(error, bytes, `${messageLabel(what, index)} must be ${MESSAGE_KINDS}`);
     }
     // Its getters (`constructor`, `length`) may have closed this sender or started a send; a
     // closed one keeps nothing of the caller's.
@@ -1216,17 +1227,21 @@ export class ChannelSender implements Disposable {
     }
     if (len === 0 && typeof message !== "string" && viewDetached(message)) {
       // Moved away (transfer(), postMessage): an empty message would hide the caller's mistake.
-      throw new TypeError(
-        `${
-          messageLabel(what, index)
-        } is over a detached buffer (moved by transfer() or postMessage): it has no bytes to send`,
+      throw refusal(
+        new TypeError(
+          `${
+            messageLabel(what, index)
+          } is over a detached buffer (moved by transfer() or postMessage): it has no bytes to send`,
+        ),
       );
     }
     if (len > L.MAX_MESSAGE_LEN) {
-      throw new RangeError(
-        `${
-          messageLabel(what, index)
-        } has ${len} bytes; a message may have at most ${L.MAX_MESSAGE_LEN}`,
+      throw refusal(
+        new RangeError(
+          `${
+            messageLabel(what, index)
+          } has ${len} bytes; a message may have at most ${L.MAX_MESSAGE_LEN}`,
+        ),
       );
     }
     this.#len = len;
@@ -1397,7 +1412,9 @@ export class ChannelSender implements Disposable {
         }
       }
       if (!copied) {
-        throw new TypeError("send: the message's buffer was detached or resized during the send");
+        throw refusal(
+          new TypeError("send: the message's buffer was detached or resized during the send"),
+        );
       }
       // The receiver puts fragments together by the slot they name: a slot a peer made another
       // sender's would mix the two senders' messages. No abort is owed then: one would drop

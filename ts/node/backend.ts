@@ -243,9 +243,11 @@ export function loadNode(explicit?: string): Backend {
   if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
   return {
     runtime: "node",
-    runtimeName: deno === undefined
-      ? `Node.js ${process.versions.node}`
-      : `Deno ${deno.version.deno} (through Node-API)`,
+    runtimeName: deno !== undefined
+      ? `Deno ${deno.version.deno} (through Node-API)`
+      : process.versions.bun !== undefined
+      ? `Bun ${process.versions.bun} (through Node-API)`
+      : `Node.js ${process.versions.node}`,
     mainThread: isMainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
