@@ -187,7 +187,7 @@ test("bad ids and options", () => {
   );
   // Nothing but the key or name, as options take nothing unknown; the value in the message.
   rejects(
-    () => SharedMemory.create({ key: 5, nmae: "/x" } as never, 64),
+    () => SharedMemory.create({ key: uniqueKey(), nmae: "/x" } as never, 64),
     TypeError,
     `id has a property "nmae": a segment's id is { key: number } or { name: string }`,
   );
