@@ -62,8 +62,6 @@ export function channelStates(): [Int32Array, Int32Array] {
 
 /** Native calls and buffer plumbing, implemented once per runtime. */
 export interface Backend {
-  /** Which runtime this is. */
-  readonly runtime: "deno" | "bun" | "node";
   /** The runtime and its version, for messages ("Node.js 20.19.5"). */
   readonly runtimeName: string;
   /** Largest ArrayBuffer the runtime makes over foreign memory, in bytes. */

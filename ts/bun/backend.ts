@@ -103,7 +103,6 @@ export function loadBun(explicit?: string): Backend {
   const opens = mainThread ? undefined : nodeApi as NodeCalls;
   if (!mainThread) nodeApi.noteUnowned();
   return {
-    runtime: "bun",
     runtimeName: `Bun ${process.versions.bun}`,
     mainThread,
     // JavaScriptCore refuses larger external ArrayBuffers ("Out of memory").

@@ -196,7 +196,6 @@ export function loadDeno(explicit?: string): Backend {
   const owner = loadNodeApi(path, process.dlopen);
   const addressOf = (view: Uint8Array | Int32Array) => s.sb_address_of(view);
   return {
-    runtime: "deno",
     runtimeName: `Deno ${Deno.version.deno}`,
     // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
     // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.

@@ -242,7 +242,6 @@ export function loadNode(explicit?: string): Backend {
   // running JavaScript (docs/node.md).
   if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
   return {
-    runtime: "node",
     runtimeName: deno !== undefined
       ? `Deno ${deno.version.deno} (through Node-API)`
       : process.versions.bun !== undefined
