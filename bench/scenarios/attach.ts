@@ -27,6 +27,8 @@ import {
   uniqueName,
   wheres,
 } from "../harness.ts";
+import { backend } from "../../ts/backend.ts";
+import { OPEN, OWNER_TRUSTED } from "../../ts/ffi.ts";
 
 const SIZES = { small: 4096, large: 1 << 30 } as const;
 const BLOCKS = 8;
@@ -51,6 +53,8 @@ function collect(): void {
 /** Times each variant on both sizes in alternating blocks of the same number of calls. */
 async function attachChild(ids: Ids): Promise<{ variants: Blocks }> {
   const { SharedMemory, createSharedBuffer, detachSharedBuffer } = lib;
+  const b = backend();
+  const opened = new BigUint64Array(7);
   let sink = 0;
   const pairOf = (op: (i: 0 | 1) => void): [() => void, () => void] => [() => op(0), () => op(1)];
   const variants: Record<string, [() => void, () => void]> = {
@@ -68,6 +72,15 @@ async function attachChild(ids: Ids): Promise<{ variants: Blocks }> {
       const shm = SharedMemory.open({ name: ids.names[i] });
       sink += shm.buffer.byteLength;
       shm.close();
+    }),
+    // The floor under the others: the library's own open and close of the key, one call each
+    // through this runtime's binding (FFI in Deno and Bun, Node-API in Node), in this runtime's
+    // process; no SharedMemory, no buffer.
+    call_key: pairOf((i) => {
+      const rc = b.openKey(ids.keys[i], 0n, OPEN, 0, 0, BigInt(OWNER_TRUSTED), opened);
+      if (rc !== 0) throw new Error(`open: ${b.errorName(rc)}`);
+      sink += Number(opened[2]);
+      b.close(Number(opened[0]));
     }),
     seed_api: pairOf((i) => {
       const buffer = createSharedBuffer(ids.keys[i], i ? SIZES.large : SIZES.small);
@@ -164,8 +177,17 @@ function toRows(who: string, blocks: Blocks): Row[] {
 }
 
 /** Each variant against libc's same calls, per size (see {@linkcode ratios}). */
-const RATIOS = ["key", "key_view", "name", "seed_api", "seed_key", "seed_key_gc"].map((what) =>
-  `us ${what} / native.raw_${what === "name" ? "name" : "key"} = attach ${what}: time / libc's`
+const RATIOS = ["key", "key_view", "name", "seed_api", "call_key", "seed_key", "seed_key_gc"].map(
+  (what) =>
+    `us ${what} / native.raw_${what === "name" ? "name" : "key"} = attach ${what}: time / libc's`,
+);
+/**
+ * The same split in two: what the binding's own open and close calls cost in the runtime's
+ * process over libc's calls from a small Rust program (`call_key` above), and what the
+ * `SharedMemory` and its buffer add over those calls.
+ */
+const OVER_CALL = ["key", "key_view", "seed_api"].map((what) =>
+  `us ${what} / call_key = attach ${what}: time / the library's own open + close call`
 );
 
 /** The scenario. */
@@ -176,7 +198,9 @@ export const attach: Scenario = {
     "variants alternating, all 4 KiB blocks first, then the 1 GiB ones (Deno, Bun, Node: " +
     "interleaved, the collections that 1 GiB buffers bring on landed in 4 KiB blocks); figures are medians over blocks (us per call). Variants: key / name = " +
     "SharedMemory.open({ key } / { name }) + .buffer + close(); key_view = .view(0, 4096) " +
-    "instead of .buffer; seed_api = createSharedBuffer + detachSharedBuffer. native: libc " +
+    "instead of .buffer; seed_api = createSharedBuffer + detachSharedBuffer; call_key = the " +
+    "library's own sb_open_key + sb_close through the runtime's binding (FFI in Deno and Bun, " +
+    "Node-API in Node), no SharedMemory and no buffer. native: libc " +
     "shmget + shmctl(IPC_STAT) + shmat + shmdt (raw_key), shm_open + fstat + mmap + munmap " +
     "(raw_name), and shared_buffer::Segment (segment_key, segment_name). seed: npm " +
     "shared-buffer@1.4.0 in Node; its detach does not unmap (GC does), so seed_key leaves the " +
@@ -204,7 +228,11 @@ export const attach: Scenario = {
         ": 1 GiB / 4 KiB cost ratio over libc's",
       )
     );
-    return [...ratios(RATIOS, whos), ...ratios(growth, wheres([...ctx.runtimes, "seed"]))];
+    return [
+      ...ratios(RATIOS, whos),
+      ...ratios(OVER_CALL, wheres(ctx.runtimes, Object.values(SIZES))),
+      ...ratios(growth, wheres([...ctx.runtimes, "seed"])),
+    ];
   },
   children: { attach: (ids: Ids) => attachChild(ids) },
 };
