@@ -798,9 +798,10 @@ unsafe fn forget_owner_hint(hint: *mut Owner) {
     OWNERS.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Called by the engine when a buffer made by `wrap` releases its memory (it was collected, or
-/// detached with `transfer(0)`; Node.js calls it when the original object is collected). Calls
-/// no Node-API function.
+/// Called by the engine when a buffer made by `wrap` releases its memory: it was collected, or
+/// detached (`transfer(0)`, `napi_detach_arraybuffer`). Node.js calls it on a later turn of its
+/// event loop, also for a detached buffer whose object is still alive (Node 20 and 26, checked),
+/// which is why `retire` hangs a finalizer on the object itself. Calls no Node-API function.
 unsafe extern "C" fn release_owner(_env: Env, _data: *mut c_void, hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `hint` is the `Box<Owner>` given with the object, finalized exactly once.
@@ -974,7 +975,10 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
 
 /// `retire(buffer, handle)`: closes `handle`, the one of `buffer`, which a close has just
 /// detached, as `close` would; but until the engine collects the buffer, the mapping's addresses
-/// stay reserved if it goes ([`Mapped::retired`]). A handle closed already is left alone.
+/// stay reserved if it goes ([`Mapped::retired`]). A handle closed already is left alone. The
+/// buffer's own finalizer cannot stand in for the one added here: Node.js runs it once the detach
+/// released the memory, while a pending `fs.read` still holds the object (keeping the handle
+/// open for it instead, the read failed with `EFAULT`: the placeholder went with the handle).
 unsafe extern "C" fn js_retire(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
