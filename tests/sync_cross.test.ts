@@ -319,10 +319,19 @@ function tidsIn(pid: number, pattern: RegExp): string[] | undefined {
   }
 }
 
-/** How many times thread `tid` of `pid` has given up the CPU of its own accord (it parked). */
-function voluntarySwitches(pid: number, tid: string): number {
-  const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
-  return Number(/^voluntary_ctxt_switches:\s*(\d+)$/m.exec(status)![1]);
+/**
+ * The futex wait thread `tid` of `pid` is in, from `/proc/<pid>/task/<tid>/syscall`: the word's
+ * address for a shared `FUTEX_WAIT` without a timeout (or the waiters' for a `futex_waitv`
+ * without one), `timed <address>` for either with a timeout, undefined outside such a wait
+ * (running, or stopped: a stop and continue of the process interrupts the wait, which the
+ * kernel then restarts).
+ */
+function waitOf(pid: number, tid: string): string | undefined {
+  // Number, then the arguments; both calls take their timeout fourth.
+  const [nr, first, op, , timeout] = readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8")
+    .split(" ");
+  if (!(nr === "202" && op === "0x0") && nr !== "449") return undefined;
+  return timeout === "0x0" ? first : `timed ${first}`;
 }
 
 /** True where /proc shows threads' system calls (Linux x86-64, and permission to look). */
@@ -448,13 +457,28 @@ testUnless(
         );
         await parked(pids, SHARED_WAIT);
         const tids = pids.map((pid) => tidsIn(pid, SHARED_WAIT)![0]);
-        const before = pids.map((pid, i) => voluntarySwitches(pid, tids[i]));
-        await sleep(350);
-        assert.deepEqual(
-          pids.map((pid, i) => voluntarySwitches(pid, tids[i]) - before[i]),
-          pids.map(() => 0),
-          `woken while nothing notified (${kinds.map((k) => k.join(" ")).join(", ")})`,
+        const words = pids.map((pid, i) => waitOf(pid, tids[i]));
+        const label = kinds.map((k) => k.join(" ")).join(", ");
+        assert.ok(
+          words.every((w) => w !== undefined && !w.startsWith("timed")),
+          `parked without a timeout (${label}): ${words.join(", ")}`,
         );
+        // The same wait without a timeout all along: a wait in slices shows its timeout at any
+        // look. A look that finds a thread outside its wait (its process stopped and continued,
+        // say) is not held against it; a count of the threads' context switches was, and failed
+        // for such a stop although the wait went on.
+        for (let look = 0; look < 7; look++) {
+          await sleep(50);
+          const now = pids.map((pid, i) => waitOf(pid, tids[i]));
+          assert.deepEqual(
+            now.map((w, i) => w ?? words[i]),
+            words,
+            `woken, or waiting otherwise, while nothing notified (${label})`,
+          );
+        }
+        // Each waiter makes one wait and counts its return: none returned before the notify.
+        assert.equal(Atomics.load(i32, 1), 0, `a waiter returned before any notify (${label})`);
+        await parked(pids, SHARED_WAIT);
         assert.equal(notify(i32, 0), kinds.length, "every waiter was parked, and is woken");
         for (const [i, c] of waiters.entries()) {
           assert.match((await finished(c, kinds[i].join(" "))).stdout, /^woken ok$/m);
