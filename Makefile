@@ -144,6 +144,8 @@ lint: tools
 	"$(DENO)" fmt --check
 	"$(DENO)" lint
 	"$(DENO)" check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
+	# Every export documented, and no public signature naming a type the package does not export.
+	"$(DENO)" doc --lint mod.ts node.ts bun.ts
 
 test-rust:
 	cargo test --workspace

@@ -7,14 +7,23 @@
  */
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import {
   childrenTest,
+  childrenTestUnless,
   cleanup,
   HANG_MS,
+  lacking,
   lib,
   mix,
+  repoRoot,
   runScript,
   type Runtime,
+  runtimeBin,
   runtimes,
   scriptCommand,
   start,
@@ -80,6 +89,84 @@ for (const child of runtimes) {
       cleanup({ key: SEGMENT_ID });
     }
   });
+}
+
+// ---- This README's example of two processes ----------------------------------------------------
+
+/**
+ * The README's example that starts with `import process`, as written, with the package's name
+ * replaced by the path of `which`'s entry and its two names by `names`.
+ */
+function readmeExample(which: Runtime, names: { state: string; jobs: string }): string {
+  const readme = readFileSync(`${repoRoot}README.md`, "utf8");
+  const block = /```ts\n(import process from "node:process";\n[^]*?)```/.exec(readme);
+  if (block === null) throw new Error("README.md has no example that starts with `import process`");
+  const entry = { deno: "mod.ts", bun: "bun.ts", node: "dist/node.js" }[which];
+  const code = block[1]
+    .replace(
+      'from "shared-buffer-ipc"',
+      `from ${JSON.stringify(pathToFileURL(`${repoRoot}${entry}`).href)}`,
+    )
+    .replaceAll('"/state"', JSON.stringify(names.state))
+    .replaceAll('"/jobs"', JSON.stringify(names.jobs));
+  // Every name replaced: the example touches nothing outside this test.
+  assert.doesNotMatch(code, /"\/(state|jobs)"|shared-buffer-ipc/, "README example's names");
+  return code;
+}
+
+/** Whether the `node` children run parses `using`, which the example uses (Node.js 20 does not). */
+const nodeParsesUsing = spawnSync(runtimeBin("node"), [
+  "--input-type=module",
+  "-e",
+  "{ using x = null; }",
+]).status === 0;
+
+for (const [b, a] of [["deno", "bun"], ["bun", "node"], ["node", "deno"]] as const) {
+  childrenTestUnless(
+    (a === "node" || b === "node") && !nodeParsesUsing &&
+      lacking("the node here does not parse `using`, which the README's example uses"),
+    [b, a],
+    `the README's example of two processes runs as written: B in ${b}, A in ${a}`,
+    async () => {
+      const names = { state: uniqueName("readme-state"), jobs: uniqueName("readme-jobs") };
+      const dir = mkdtempSync(join(tmpdir(), "sb-readme-"));
+      try {
+        const command = (which: Runtime, role: string) => {
+          const path = join(dir, `${role}.${which === "node" ? "mjs" : "ts"}`);
+          writeFileSync(path, readmeExample(which, names));
+          const bin = runtimeBin(which);
+          return which === "deno"
+            ? [bin, "run", "--allow-ffi", "--allow-read", "--allow-env", path, role]
+            : [bin, path, role];
+        };
+        // Started together: either may come first, and the example holds either way.
+        const [doneB, doneA] = await within(
+          Promise.all([start(command(b, "b")).done, start(command(a, "a")).done]),
+          HANG_MS,
+          "the README's example",
+        );
+        assert.deepEqual(
+          [doneB.code, doneA.code],
+          [0, 0],
+          `exits:\n${doneB.stderr}\n${doneA.stderr}`,
+        );
+        // B printed the length of A's one message, `{"id":1}`, and ended with the stream.
+        assert.equal(doneB.stdout, "8\n");
+        assert.equal(doneA.stdout, "");
+        // B removed both names, as the example says.
+        for (const name of [names.state, names.jobs]) {
+          assert.throws(
+            () => SharedMemory.open({ name }).close(),
+            (e) => e instanceof SharedMemoryError && e.code === "ENOENT",
+            name,
+          );
+        }
+      } finally {
+        for (const name of [names.state, names.jobs]) cleanup({ name });
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 }
 
 // ---- One runtime writes, the other reads --------------------------------------------------------

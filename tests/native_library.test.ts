@@ -158,6 +158,20 @@ test("search order: an explicit path or SHARED_BUFFER_LIB alone, else next to th
   }
 });
 
+if (runtime === "deno") {
+  test("the package's bundle, which the package's name resolves to in Deno, finds a clone's build too", async () => {
+    // `import "shared-buffer-ipc"` in a clone resolves through package.json to `dist/deno.js`,
+    // which looked for the platform packages only, where the Node.js and Bun entries also find
+    // the clone's `target/`.
+    const r: Done = await start(
+      scriptCommand("deno", "library/load.ts", [`${root}/dist/deno.js`]),
+      { [LIBRARY_ENV]: "" },
+    ).done;
+    if (r.code !== 0) throw new Error(`library/load.ts exited with ${r.code}:\n${r.stderr}`);
+    assertEquals(resultOf(r, "library/load.ts"), { path: BUILT }, "from dist/deno.js");
+  });
+}
+
 test("when nothing loads, one error lists every path tried and names SHARED_BUFFER_LIB", async () => {
   const pkg = packageCopy();
   try {

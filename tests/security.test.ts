@@ -341,6 +341,43 @@ for (const which of runtimes) {
 for (const which of runtimes) {
   testUnless(
     noOtherUser,
+    `a ${which} child running as uid ${NOBODY} that may not remove another user's segment gets an unlink refused as such (a name and a key), and the segment stays`,
+    async () => {
+      const named = { name: uniqueName("xp-sec") };
+      const keyed = { key: uniqueKey() };
+      const path = `/dev/shm${named.name}`;
+      try {
+        // Open to every user (mode 0o666), yet only their owners (and a key's creator, and root)
+        // may remove them: the sticky /dev/shm, and IPC_RMID's rule.
+        plantFile(path, 4096, 0o666, 4242);
+        SharedMemory.create(keyed, 4096, { mode: 0o666 }).close();
+        for (const id of [named, keyed]) {
+          const r = await runAsNobody(which, "segment/unlink.ts", idArgs(id));
+          if (
+            r.code === 0 ||
+            !/\.unlink of .*: permission denied: this user may not remove it \(only its owner, a key's creator or root may\) \((EPERM|EACCES)\)/
+              .test(r.stderr)
+          ) {
+            throw new Error(
+              `${which} child as ${NOBODY}, unlink of ${JSON.stringify(id)}: exited with ${
+                r.code ?? r.signal
+              }:\n${r.stderr}`,
+            );
+          }
+        }
+        assertEquals(statSync(path).uid, 4242, "the name's file");
+        SharedMemory.open(keyed).close(); // the key still names its segment
+      } finally {
+        rmSync(path, { force: true });
+        cleanup(keyed);
+      }
+    },
+  );
+}
+
+for (const which of runtimes) {
+  testUnless(
+    noOtherUser,
     `a ${which} child running as uid ${NOBODY} refuses a name that another user hard-linked to its shared segment (EFTYPE), and opens the segment at its own name once the link is gone`,
     async () => {
       const shared = { name: uniqueName("xp-shared") };

@@ -355,6 +355,36 @@ test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
   }
 });
 
+test("detachSharedBuffer and Mutex: lookalikes of an ArrayBuffer get the library's message", () => {
+  // The engine's accessors refuse these with a message that names nothing of the call
+  // ("incompatible receiver"); an ArrayBuffer of another realm is one, just not this library's.
+  const revoked = Proxy.revocable(new ArrayBuffer(8), {});
+  revoked.revoke();
+  const fakes: [string, unknown][] = [
+    ["a Proxy", new Proxy(new ArrayBuffer(64), {})],
+    ["an object given the prototype", Object.create(ArrayBuffer.prototype)],
+    ["a revoked Proxy", revoked.proxy],
+  ];
+  for (const [what, fake] of fakes) {
+    for (const caller of ["detachSharedBuffer", "Mutex.init", "Mutex.open"] as const) {
+      const call = caller === "detachSharedBuffer"
+        ? () => detachSharedBuffer(fake as never)
+        : () => lib.Mutex[caller === "Mutex.init" ? "init" : "open"](fake as never, 0);
+      assert.throws(call, (e) => {
+        assert.ok(e instanceof TypeError, `${caller}, ${what}: ${e}`);
+        assert.match(e.message, new RegExp(`^${caller}: buffer must be an ArrayBuffer`), what);
+        assert.doesNotMatch(e.message, /receiver/, what);
+        return true;
+      });
+    }
+  }
+  rejects(
+    () => lib.Mutex.init(new Int32Array(16) as never, 0),
+    TypeError,
+    "Mutex.init: buffer must be an ArrayBuffer of this library, got an Int32Array; pass its .buffer",
+  );
+});
+
 test("opening a missing segment is ENOENT, with the id in the message", () => {
   const key = uniqueKey();
   assert.throws(

@@ -28,6 +28,9 @@ export class SharedMemoryError extends Error {
   readonly errno: number;
 
   /**
+   * Makes an error with a symbolic code and its number; the library's own errors come with the
+   * native library's numbers (see {@linkcode errorOf}).
+   *
    * @param message What was attempted, on which segment, and what went wrong.
    * @param code The symbolic code.
    * @param errno The error number.

@@ -947,7 +947,8 @@ export class SharedMemory implements Disposable {
     // Removed already: by this object, or by someone else (who may have made another since).
     const why = this.#unlinked
       ? `this ${owner} removed it already, in an earlier unlink() (whatever holds it now is another segment)`
-      : "it no longer names this segment (another process removed or replaced it)";
+      : "it no longer names this segment (removed or replaced since this one was opened, by " +
+        "another process or another object of this one)";
     throw new SharedMemoryError(
       `${owner}.unlink of ${label}: ${why} (ENOENT)`,
       "ENOENT",
@@ -991,7 +992,20 @@ export function unlinkId(id: SegmentId, owner: string): void {
   const resolved = resolve(id, "id");
   const b = backend();
   const code = unlinkResolved(b, resolved);
-  if (code < 0) fail(b, code, `${owner}.unlink of ${labelOf(resolved)}`);
+  if (code >= 0) return;
+  const name = b.errorName(code);
+  if (name === "EPERM" || name === "EACCES") {
+    // Another user's name in /dev/shm (whose sticky bit lets only its owner and root remove it),
+    // or another user's key.
+    throw new SharedMemoryError(
+      `${owner}.unlink of ${
+        labelOf(resolved)
+      }: permission denied: this user may not remove it (only its owner, a key's creator or root may) (${name})`,
+      name,
+      -code,
+    );
+  }
+  fail(b, code, `${owner}.unlink of ${labelOf(resolved)}`);
 }
 
 /**
@@ -1080,14 +1094,8 @@ export function createSharedBuffer(
  * ```
  */
 export function detachSharedBuffer(buffer: ArrayBuffer): void {
-  if (!(buffer instanceof ArrayBuffer)) {
-    // Seed users may pass a typed array, or the SharedArrayBuffer the seed returned.
-    const kind = typeof buffer === "object" && buffer !== null
-      ? `a ${Object.prototype.toString.call(buffer).slice(8, -1)}`
-      : check.describe(buffer);
-    const hint = ArrayBuffer.isView(buffer) ? "; pass its .buffer" : "";
-    throw new TypeError(`detachSharedBuffer: buffer must be an ArrayBuffer, got ${kind}${hint}`);
-  }
+  // Seed users may pass a typed array, or the SharedArrayBuffer the seed returned.
+  check.arrayBuffer(buffer, "detachSharedBuffer");
   const record = owned.get(buffer);
   if (record?.released) {
     throw new TypeError(

@@ -208,8 +208,9 @@ function result(code: number, caller: string): WaitResult {
  * thread) calls {@linkcode notify} on the same element, or `timeoutMs` passes.
  *
  * In a Worker, a wait longer than 100 ms parks in slices of 100 ms, so that the Worker can be
- * terminated (Node.js and Bun end it between two; Deno 2.9.6 does not end a web Worker that
- * never returns to its event loop, waiting here or not: give waits there a timeout); a change of
+ * terminated (Node.js and Bun end it between two; Deno 2.9.6 does not end a Worker, web or
+ * `node:worker_threads`, that never returns to its event loop, waiting here or not: give waits
+ * there a timeout); a change of
  * the word is seen across slices, but a `notify` that changes nothing and comes in the instant
  * between two is missed. Store, then notify (as the example does).
  *
@@ -416,22 +417,6 @@ export function notify(view: Int32Array, index: number, count?: number): number 
   return woken;
 }
 
-/**
- * Proof of holding a {@linkcode Mutex}: unlock it with {@linkcode MutexGuard.unlock} or let
- * `using` do it.
- *
- * @example
- * ```ts
- * const guard = mutex.tryLock();
- * if (guard) {
- *   try {
- *     if (guard.ownerDied) repair();
- *   } finally {
- *     guard.unlock();
- *   }
- * }
- * ```
- */
 /** Unlocks `mutex` if its hold numbered `hold` is still the one taken last (see {@linkcode Mutex}). */
 let releaseHold: (mutex: Mutex, hold: number) => void;
 
@@ -468,6 +453,22 @@ function holdsAt(at: string): Holds {
   return holds;
 }
 
+/**
+ * Proof of holding a {@linkcode Mutex}: unlock it with {@linkcode MutexGuard.unlock} or let
+ * `using` do it.
+ *
+ * @example
+ * ```ts
+ * const guard = mutex.tryLock();
+ * if (guard) {
+ *   try {
+ *     if (guard.ownerDied) repair();
+ *   } finally {
+ *     guard.unlock();
+ *   }
+ * }
+ * ```
+ */
 export class MutexGuard implements Disposable {
   /**
    * True if the previous holder died while holding the lock: the data it protects may be half
@@ -618,9 +619,7 @@ export class Mutex {
   }
 
   static #locate(buffer: unknown, byteOffset: unknown, caller: string): bigint {
-    if (!(buffer instanceof ArrayBuffer)) {
-      throw new TypeError(`${caller}: buffer must be an ArrayBuffer of this library`);
-    }
+    check.arrayBuffer(buffer, caller, "an ArrayBuffer of this library");
     const base = addressOf(buffer, caller);
     const length = bufferByteLength(buffer); // the engine's, not a property defined on it
     if (length < Mutex.BYTE_LENGTH) {

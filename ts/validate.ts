@@ -208,6 +208,32 @@ export function options<T extends object>(
 }
 
 /**
+ * Throws a `TypeError` naming `caller` unless `value` is an ArrayBuffer, of this realm or another
+ * (as the engine's own accessor tells: a Proxy of one, or an object given its prototype, is not),
+ * saying what it is instead and, for a typed array or a `DataView`, to pass its `.buffer`.
+ */
+export function arrayBuffer(
+  value: unknown,
+  caller: string,
+  must = "an ArrayBuffer",
+): asserts value is ArrayBuffer {
+  if (isBuffer(value)) return;
+  let kind = lookalike(value);
+  if (kind === undefined && typeof value === "object" && value !== null) {
+    try {
+      // `[object SharedArrayBuffer]`, `[object Int32Array]`: the seed returned the first, and its
+      // users may pass either. A Proxy's trap may throw (a revoked one does).
+      const tag = Object.prototype.toString.call(value).slice(8, -1);
+      kind = `${/^[AEIOU]/.test(tag) ? "an" : "a"} ${tag}`;
+    } catch {
+      kind = "an object";
+    }
+  }
+  const hint = isView(value) ? "; pass its .buffer" : "";
+  throw new TypeError(`${caller}: buffer must be ${must}, got ${kind ?? describe(value)}${hint}`);
+}
+
+/**
  * For an error message: what to do with an array of the right kind made in another realm (a
  * `node:vm` context, an iframe), which `instanceof` does not take; else "".
  */

@@ -1673,14 +1673,6 @@ interface Partial {
 }
 
 /**
- * What `EventTarget`'s methods take as a listener and as options, from the runtime's own
- * declaration of `EventTarget`, not from the DOM's types, which a Node.js project need not load.
- */
-type Listener = Parameters<EventTarget["addEventListener"]>[1];
-type AddOptions = Parameters<EventTarget["addEventListener"]>[2];
-type RemoveOptions = Parameters<EventTarget["removeEventListener"]>[2];
-
-/**
  * The receiving end of a {@linkcode Channel}. Messages come out in the order they were sent
  * (per sender, with many senders); `null` means the end of the stream: a sender closed the
  * channel and everything before was received.
@@ -1856,22 +1848,26 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     setReceiver(ring, this.#local);
   }
 
+  // The listener and options types are the runtime's own declaration of `EventTarget`'s, not
+  // the DOM's, which a Node.js project need not load; written out, as a public method's types
+  // must be public.
+
   /** Listens for {@linkcode ChannelReceiverEventMap} events (`"senderdied"`). */
   override addEventListener<K extends keyof ChannelReceiverEventMap>(
     type: K,
     listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
-    options?: AddOptions,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   /** Listens for any event type (EventTarget's signature). */
   override addEventListener(
     type: string,
-    listener: Listener,
-    options?: AddOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1],
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   override addEventListener(
     type: string,
-    listener: Listener,
-    options?: AddOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1],
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void {
     super.addEventListener(type, listener, options);
   }
@@ -1880,18 +1876,18 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   override removeEventListener<K extends keyof ChannelReceiverEventMap>(
     type: K,
     listener: (this: ChannelReceiver, event: ChannelReceiverEventMap[K]) => unknown,
-    options?: RemoveOptions,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   /** Stops listening (EventTarget's signature). */
   override removeEventListener(
     type: string,
-    listener: Listener,
-    options?: RemoveOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1],
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   override removeEventListener(
     type: string,
-    listener: Listener,
-    options?: RemoveOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1],
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void {
     super.removeEventListener(type, listener, options);
   }

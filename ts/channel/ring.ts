@@ -664,7 +664,8 @@ export class Ring {
           "EBUSY",
           "Channel.receiver",
           "this process already has the channel's receiver (in this thread, or in a Worker, " +
-            "which frees it when it ends, closing it or not)",
+            "which frees it when it ends, closing it or not; Deno ends a terminated Worker only " +
+            "once its code returns to the event loop)",
         );
       }
       if (this.parking.alive(holder)) {

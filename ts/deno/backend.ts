@@ -59,11 +59,23 @@ function envReadable(name: string): boolean {
   }
 }
 
-/** A clone's root when this file runs from its sources (not from a bundle or over https). */
+/**
+ * The folder of a clone or of the installed package, when this file runs from its sources or
+ * from the package's own bundle (`dist/deno.js`, which `import "shared-buffer-ipc"` resolves to,
+ * in a clone too): not from a user's bundle, nor over https. Its builds are looked for there, as
+ * the Node.js and Bun entries look in theirs.
+ */
 function cloneRoot(): string | undefined {
   const here = new URL(import.meta.url);
-  if (here.protocol !== "file:" || !here.pathname.endsWith("/ts/deno/backend.ts")) return undefined;
-  return decodeURIComponent(new URL("../../", here).pathname).replace(/\/$/, "");
+  if (here.protocol !== "file:") return undefined;
+  const up = here.pathname.endsWith("/ts/deno/backend.ts")
+    ? "../../"
+    : here.pathname.endsWith("/dist/deno.js")
+    ? "../"
+    : undefined;
+  return up === undefined
+    ? undefined
+    : decodeURIComponent(new URL(up, here).pathname).replace(/\/$/, "");
 }
 
 /**
