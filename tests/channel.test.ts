@@ -390,6 +390,34 @@ test("open: not a channel, corrupt header, other version, not set up", () => {
   }
 });
 
+test("a header a peer overwrote after the open: a new endpoint gets EBADMSG naming it, not EPIPE", () => {
+  const name = uniqueName("overwritten");
+  try {
+    using ch = Channel.create({ name }, { capacity: 1024 });
+    using raw = SharedMemory.open({ name });
+    // Every bit set: the flags then read as closed, which an endpoint reported as EPIPE.
+    new Uint8Array(raw.buffer, 0, layout.OFF_DATA).fill(0xff);
+    for (
+      const [what, attach] of [["receiver", () => ch.receiver()], [
+        "sender",
+        () => ch.sender(),
+      ]] as const
+    ) {
+      assert.throws(
+        attach,
+        (e: unknown) =>
+          e instanceof SharedMemoryError && e.code === "EBADMSG" &&
+          e.message.startsWith(
+            `Channel.${what} of name ${name}: the channel's header was overwritten since it was opened (magic 0xffffffff)`,
+          ),
+        what,
+      );
+    }
+  } finally {
+    cleanup({ name });
+  }
+});
+
 test("corrupt records are reported, never a crash or an endless loop", () => {
   for (let seed = 1; seed <= 200; seed++) {
     const name = uniqueName("corrupt");

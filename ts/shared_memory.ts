@@ -1043,7 +1043,8 @@ export function createSharedBuffer(
   initialize?: unknown,
   options?: { owner?: Owner; mode?: number },
 ): ArrayBuffer {
-  const resolved = resolve({ key }, "createSharedBuffer");
+  // The key is an argument here, not a property of an id: its errors name it so ("key must be").
+  const resolved = resolve({ key: check.key(key, "key") }, "id");
   check.size(size);
   // Truthiness, not a boolean check: a drop-in must take the `1` or `"true"` the seed took.
   const create = Boolean(initialize);

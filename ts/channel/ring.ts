@@ -635,6 +635,21 @@ export class Ring {
   }
 
   /**
+   * Refuses to attach to a header a peer overwrote since the channel was opened (its flags would
+   * be read as whatever the peer wrote: all ones read as closed, `EPIPE`): `EBADMSG`.
+   */
+  #checkMagic(what: string): void {
+    const magic = atomicLoad(this.i32, W(L.OFF_MAGIC)) >>> 0;
+    if (magic !== L.MAGIC) {
+      throw this.error(
+        "EBADMSG",
+        what,
+        `the channel's header was overwritten since it was opened (magic 0x${magic.toString(16)})`,
+      );
+    }
+  }
+
+  /**
    * Makes this process's pid namespace the channel's if none is yet (the first endpoint to
    * attach does), else checks that it is the same: peers are told alive or dead by pid.
    */
@@ -652,6 +667,7 @@ export class Ring {
    * again later could be one a peer wrote since).
    */
   attachConsumer(pid: number): number {
+    this.#checkMagic("Channel.receiver");
     if (this.rxClosed()) {
       throw this.error("EPIPE", "Channel.receiver", "a receiver already closed the channel");
     }
@@ -807,6 +823,7 @@ export class Ring {
    * loaded again later could be one a peer wrote since).
    */
   attachProducer(pid: number): [slot: number, tail: number] {
+    this.#checkMagic("Channel.sender");
     if (this.rxClosed() || this.tailClosed()) throw this.closedError("Channel.sender");
     this.#joinPidNamespace("Channel.sender");
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;

@@ -1711,6 +1711,33 @@ fn open_refuses_bad_headers() {
     assert_eq!(open_code(&mut small), libc::EINVAL);
 }
 
+/// A header a peer overwrote after the open (every bit set, so its flags read as closed): a new
+/// endpoint is refused as corrupt, naming the magic, not as closed (`EPIPE`).
+#[test]
+fn an_endpoint_of_a_header_overwritten_after_the_open_is_corrupt() {
+    let cap = 1024;
+    let mut heap = Heap::new(region_size(cap));
+    heap.channel(cap, Mode::Spsc);
+    let channel = heap.open().unwrap();
+    for offset in (0..layout::OFF_DATA).step_by(4) {
+        // SAFETY: an aligned word inside the heap, which outlives the reference; every access to
+        // the region's words, the channel's included, is atomic.
+        unsafe { AtomicU32::from_ptr(heap.ptr().add(offset).cast()) }
+            .store(u32::MAX, Ordering::SeqCst);
+    }
+    let receiver = channel.receiver(WaitOptions::default()).unwrap_err();
+    let sender = channel.sender(WaitOptions::default()).unwrap_err();
+    for err in [receiver, sender] {
+        assert_eq!(error_code(&err), libc::EBADMSG, "{err}");
+        assert!(
+            err.to_string().contains(
+                "the channel's header was overwritten since it was opened (magic 0xffffffff)"
+            ),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "maps a real segment or runs a process")]
 fn create_refuses_bad_configs() {

@@ -94,8 +94,8 @@ pub use layout::{max_record, region_size};
 use error::{corrupt, os};
 
 use layout::{
-    MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, ORPHAN_ENTRIES, POS_MASK, REC_ABORT,
-    REC_CONT, REC_MORE,
+    MAGIC, MAX_MESSAGE_LEN, MAX_PRODUCERS, MODE_MPSC, MODE_SPSC, OFF_MAGIC, ORPHAN_ENTRIES,
+    POS_MASK, REC_ABORT, REC_CONT, REC_MORE,
 };
 use mem::{Mem, Ordering::*, fence};
 use ring::{Consumer, FRAGMENT_STEP_BYTES, Peek, Producer, STEP_LIMIT, Shared};
@@ -181,6 +181,18 @@ pub(crate) fn closed(sh: &Shared) -> ChannelError {
 fn check_open(sh: &Shared) -> Result<()> {
     if sh.rx_closed() || sh.tail_closed() {
         return Err(closed(sh));
+    }
+    Ok(())
+}
+
+/// `EBADMSG` if a peer overwrote the header's magic since the channel was opened: its flags would
+/// be read as whatever the peer wrote (all ones read as closed, `EPIPE`).
+fn check_magic(sh: &Shared) -> Result<()> {
+    let magic = sh.mem.word(OFF_MAGIC).load(Acquire);
+    if magic != MAGIC {
+        return Err(corrupt(format!(
+            "the channel's header was overwritten since it was opened (magic {magic:#010x})"
+        )));
     }
     Ok(())
 }
@@ -448,6 +460,7 @@ impl Channel {
     /// dead one's or has room to record it).
     pub fn sender(&self, options: WaitOptions) -> Result<Sender> {
         let sh = &*self.shared;
+        check_magic(sh)?;
         check_open(sh)?;
         sh.join_pid_namespace()?;
         let me = liveness::own_pid();
@@ -512,6 +525,7 @@ impl Channel {
     /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached.
     pub fn receiver(&self, options: WaitOptions) -> Result<Receiver> {
         let sh = &*self.shared;
+        check_magic(sh)?;
         if sh.rx_closed() {
             return Err(closed(sh));
         }
