@@ -205,7 +205,10 @@ test("a guard of a hold the Mutex ended directly does not release a later hold: 
     assert.throws(() => mutex.lock(0), failsWith("EDEADLK"), "the later hold stands");
     inner.unlock();
     assert.throws(() => mutex.unlock(), failsWith("EPERM"));
-    assert.throws(() => mutex.unlock(), /Mutex\.unlock: this thread does not hold the lock/);
+    assert.throws(
+      () => mutex.unlock(),
+      /Mutex\.unlock at byte \d+: this thread does not hold the lock/,
+    );
   });
 });
 
@@ -425,7 +428,16 @@ for (const peer of runtimes) {
         await finished(writer, "scribbler");
         assert.equal(target.tryLock(), null, "named by a live thread: busy");
         assert.throws(() => target.lock(50), failsWith("ETIMEDOUT"));
+        // The error says which lock, and how long the call waited.
+        assert.throws(
+          () => target.lock(50),
+          /^SharedMemoryError: Mutex\.lock at byte 512 \(waited 50 ms\): /,
+        );
         assert.throws(() => target.unlock(), failsWith("EPERM"));
+        assert.throws(
+          () => target.unlock(),
+          /^SharedMemoryError: Mutex\.unlock at byte 512: this thread does not hold/,
+        );
         holder.kill("SIGKILL");
         await within(holder.done, 10_000, "the killed holder");
         const taken = target.lock(5000);

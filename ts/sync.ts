@@ -538,6 +538,8 @@ export class Mutex {
 
   #buffer: ArrayBuffer;
   #address: Address;
+  /** Where the lock is, for errors: `at byte <offset>` (in its buffer). */
+  readonly #at: string;
   /** Shared with every other object of this thread over the same lock. */
   readonly #holds: Holds;
 
@@ -560,6 +562,7 @@ export class Mutex {
     }
     this.#buffer = buffer;
     this.#address = backend().address(address);
+    this.#at = `at byte ${byteOffset}`;
     this.#holds = holdsAt(placeOf(buffer, byteOffset, address));
   }
 
@@ -658,7 +661,10 @@ export class Mutex {
     const code = (ns >= 0 && ns <= SLICE_NS) || b.mainThread
       ? b.mutexLock(address, ns)
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
-    if (code < 0) throwCode(code, "Mutex.lock");
+    if (code < 0) {
+      const timedOut = code === -(ETIMEDOUT ||= b.errno("ETIMEDOUT"));
+      throwCode(code, `Mutex.lock ${this.#at}${timedOut ? ` (waited ${timeoutMs} ms)` : ""}`);
+    }
     return this.#held(code);
   }
 
@@ -674,7 +680,7 @@ export class Mutex {
     const code = b.mutexTryLock(this.#checked("tryLock"));
     if (code < 0) {
       if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
-      throwCode(code, "Mutex.tryLock");
+      throwCode(code, `Mutex.tryLock ${this.#at}`);
     }
     return this.#held(code);
   }
@@ -699,10 +705,10 @@ export class Mutex {
         this.#holds.current = 0; // whatever this thread held there, it holds no more
         throw errorOf(
           "EPERM",
-          "Mutex.unlock: this thread does not hold the lock (or another process overwrote it while it was held)",
+          `Mutex.unlock ${this.#at}: this thread does not hold the lock (or another process overwrote it while it was held)`,
         );
       }
-      throwCode(code, "Mutex.unlock");
+      throwCode(code, `Mutex.unlock ${this.#at}`);
     }
     this.#holds.current = 0;
   }
