@@ -210,9 +210,9 @@ function result(code: number, caller: string): WaitResult {
  * In a Worker, a wait longer than 100 ms parks in slices of 100 ms, so that the Worker can be
  * terminated (Node.js and Bun end it between two; Deno 2.9.6 does not end a Worker, web or
  * `node:worker_threads`, that never returns to its event loop, waiting here or not: give waits
- * there a timeout); a change of
- * the word is seen across slices, but a `notify` that changes nothing and comes in the instant
- * between two is missed. Store, then notify (as the example does).
+ * there a timeout); a change of the word is seen across slices, but a `notify` that changes
+ * nothing and comes in the instant between two is missed. Store, then notify (as the example
+ * does).
  *
  * @param view An Int32Array over a segment of this library.
  * @param index The element to wait on.
