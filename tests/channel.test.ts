@@ -418,6 +418,31 @@ test("a header a peer overwrote after the open: a new endpoint gets EBADMSG nami
   }
 });
 
+test("a close mark a peer wrote into rx_waiting, without the receiver's close: every send succeeds and is received", () => {
+  for (const producers of ["one", "many"] as const) {
+    const name = uniqueName("falsemark");
+    try {
+      using ch = Channel.create({ name }, { capacity: 4096, producers });
+      const rx = ch.receiver();
+      const tx = ch.sender();
+      using raw = SharedMemory.open({ name });
+      // The receiver's close sets its flag, then this mark; the mark alone is a peer's write.
+      // Senders took it for the close: EPIPE ("a sender closed the channel") for a message the
+      // receiver then took, and every later send refused.
+      Atomics.store(new Int32Array(raw.buffer), layout.OFF_RX_WAITING / 4, layout.RX_CLOSED);
+      tx.send(Uint8Array.of(1, 2, 3));
+      tx.send(Uint8Array.of(4));
+      assert.equal(tx.sendMany([Uint8Array.of(5), Uint8Array.of(6, 7)]), 2);
+      const got: number[][] = [];
+      for (let i = 0; i < 4; i++) got.push([...rx.recv(1000)!]);
+      assert.deepEqual(got, [[1, 2, 3], [4], [5], [6, 7]], producers);
+      assert.equal(rx.tryRecv(), undefined, producers);
+    } finally {
+      cleanup({ name });
+    }
+  }
+});
+
 test("corrupt records are reported, never a crash or an endless loop", () => {
   for (let seed = 1; seed <= 200; seed++) {
     const name = uniqueName("corrupt");
@@ -5506,6 +5531,8 @@ test("a commit that finds the receiver closed counts as sent when head passed it
     const { words, ring } = heapRing(capacity, layout.MODE_MPSC);
     const producer = new Producer(ring, 0);
     const idx = producer.tryReserve(24);
+    // The receiver's close: its flag, then its mark.
+    words[layout.OFF_FLAGS >> 2] = layout.FLAG_RX_CLOSED;
     words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;
     words[layout.OFF_HEAD >> 2] = head & layout.POS_MASK;
     assert.equal(producer.commit(idx, 24, 0), sent, `head ${head}`);

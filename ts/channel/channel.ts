@@ -577,12 +577,12 @@ export class Channel implements Disposable {
    * `timeoutMs`: a creator that names its file before sizing it, which this library's do not on
    * Linux.)
    *
-   * @throws {SharedMemoryError} `ENOENT` if there is none; `EBADMSG` if the segment is not a
-   *   channel or is corrupt; `EPROTONOSUPPORT` for another layout version; `EXDEV` if its
-   *   endpoints are in another pid namespace; `ETIMEDOUT` if its header stays zero for
-   *   `timeoutMs` (a creator still setting it up leaves it zero for a moment, so a plain
-   *   segment, whose bytes are zero, is told from one only then); those of
-   *   {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
+   * @throws {SharedMemoryError} `ENOENT` if there is none; `EINVAL` if it is too small to be a
+   *   channel; `EBADMSG` if the segment is not a channel or is corrupt; `EPROTONOSUPPORT` for
+   *   another layout version; `EXDEV` if its endpoints are in another pid namespace;
+   *   `ETIMEDOUT` if its header stays zero for `timeoutMs` (a creator still setting it up leaves
+   *   it zero for a moment, so a plain segment, whose bytes are zero, is told from one only
+   *   then); those of {@linkcode SharedMemory.open} (`ENODATA` for an empty file).
    */
   static open(id: SegmentId, options?: ChannelOpenOptions): Channel {
     const opts = check.options<ChannelOpenOptions>(options, "options", [
@@ -641,8 +641,8 @@ export class Channel implements Disposable {
    *   all 64 sender slots are taken by live ones; `EAGAIN` if the place is held by a dead sender
    *   that the receiver has not freed yet (it does within its `peerCheckMs`, while it receives;
    *   with more than 16 dead senders' messages ahead, once it has received past the dead one's or
-   *   has room to record it);
-   *   `EPIPE` if the receiver closed the channel or a sender ended the stream.
+   *   has room to record it); `EPIPE` if the receiver closed the channel or a sender ended the
+   *   stream; `EBADMSG` if a peer overwrote the channel's header since it was opened.
    */
   sender(options?: EndpointOptions): ChannelSender {
     this.#checkOpen("sender");
@@ -660,7 +660,8 @@ export class Channel implements Disposable {
    * Attaches this process as the receiver.
    *
    * @throws {SharedMemoryError} `EBUSY` if a live process already receives; `EPIPE` if the
-   *   receiver closed the channel before.
+   *   receiver closed the channel before; `EBADMSG` if a peer overwrote the channel's header
+   *   since it was opened.
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
     this.#checkOpen("receiver");

@@ -614,7 +614,13 @@ export class Ring {
         return false;
       }
     }
-    return seen === RX_CLOSED;
+    if (seen !== RX_CLOSED) return false;
+    // The receiver's close sets its flag first: a mark without it is a peer's write, not a close
+    // (the receiver, alive, may be parked under it: woken). A commit that took it for one
+    // reported a failure for a message the receiver then took, and refused every later send.
+    if (this.rxClosed()) return true;
+    this.parking.notify(L.OFF_RX_WAITING, 1);
+    return false;
   }
 
   /** After freeing space or closing: wake every parked sender, if any. */

@@ -1711,6 +1711,43 @@ fn open_refuses_bad_headers() {
     assert_eq!(open_code(&mut small), libc::EINVAL);
 }
 
+/// The consumer's close sets its flag, then [`layout::RX_CLOSED`] into `rx_waiting`: that mark
+/// alone is a peer's write, not a close. Producers took it for one: `EPIPE` for a message the
+/// consumer then received, and every later send refused. Now each send succeeds, and a consumer
+/// parked under the mark gets the message.
+#[test]
+fn a_close_mark_without_the_consumers_close_is_not_a_close() {
+    for mode in [Mode::Spsc, Mode::Mpsc] {
+        let cap = 4096;
+        let mut heap = Heap::new(region_size(cap));
+        heap.channel(cap, mode);
+        let channel = heap.open().unwrap();
+        let mut tx = channel.sender(fast()).unwrap();
+        let mut rx = channel.receiver(fast()).unwrap();
+        set_word(&mut heap, layout::OFF_RX_WAITING, layout::RX_CLOSED);
+        tx.send(b"first", None).unwrap();
+        tx.send(b"second", None).unwrap();
+        for want in [&b"first"[..], b"second"] {
+            assert_eq!(rx.try_recv().unwrap().unwrap(), want, "{mode:?}");
+        }
+        let wait = std::thread::spawn(move || {
+            let result = rx.recv(Some(Duration::from_secs(10)));
+            (rx, result)
+        });
+        while word_at(&mut heap, layout::OFF_RX_WAITING) != layout::RX_PARKED {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: an aligned word inside the heap, which outlives the reference; every access
+        // to the region's words, the parked consumer's included, is atomic.
+        unsafe { AtomicU32::from_ptr(heap.ptr().add(layout::OFF_RX_WAITING).cast()) }
+            .store(layout::RX_CLOSED, Ordering::SeqCst);
+        tx.send(b"third", None).unwrap();
+        let (rx, result) = wait.join().unwrap();
+        assert_eq!(result.unwrap().unwrap(), b"third", "{mode:?}");
+        drop((tx, rx));
+    }
+}
+
 /// A header a peer overwrote after the open (every bit set, so its flags read as closed): a new
 /// endpoint is refused as corrupt, naming the magic, not as closed (`EPIPE`).
 #[test]

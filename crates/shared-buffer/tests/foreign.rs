@@ -454,6 +454,8 @@ fn a_commit_after_the_close_is_sent_if_head_passed_it_however_far() {
     ] {
         let mut heap = Heap::new(region_size(CAP));
         drop(channel(&mut heap, Mode::Spsc));
+        // The receiver's close: its flag, then its mark.
+        set_word(&mut heap, layout::OFF_FLAGS, layout::FLAG_RX_CLOSED);
         set_word(&mut heap, layout::OFF_RX_WAITING, layout::RX_CLOSED);
         set_word(&mut heap, layout::OFF_HEAD, head & layout::POS_MASK);
         let mut state = fresh_put();

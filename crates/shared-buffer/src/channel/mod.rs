@@ -452,7 +452,8 @@ impl Channel {
     /// [`layout`], *Aborts*).
     ///
     /// # Errors
-    /// `EPIPE` if the channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
+    /// `EBADMSG` if a peer overwrote the header since the open (its magic); `EPIPE` if the
+    /// channel is closed (by a sender, or by the receiver); `EBUSY` if the SPSC
     /// channel already has a live producer or every MPSC slot is taken by a live one; `EAGAIN`
     /// if the place is held by a dead producer that the receiver has not reclaimed yet (it does
     /// within its liveness interval, while it receives or waits; with more than
@@ -522,7 +523,8 @@ impl Channel {
     /// Attaches the consumer: records this process's pid. A consumer that died may be replaced.
     ///
     /// # Errors
-    /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached.
+    /// `EPIPE` if a receiver closed the channel before; `EBUSY` if a live consumer is attached;
+    /// `EBADMSG` if a peer overwrote the header since the open (its magic).
     pub fn receiver(&self, options: WaitOptions) -> Result<Receiver> {
         let sh = &*self.shared;
         check_magic(sh)?;

@@ -155,7 +155,23 @@ impl Shared {
                 Err(now) => seen = now,
             }
         }
-        seen == RX_CLOSED
+        seen == RX_CLOSED && self.closed_mark_is_a_close(word)
+    }
+
+    /// A producer saw [`RX_CLOSED`] in `rx_waiting`: true if the consumer closed. Its close sets
+    /// [`FLAG_RX_CLOSED`] first, so a mark without the flag is a peer's write: the consumer is
+    /// not closed (and, alive, may be parked under the mark, so it is woken). A commit that took
+    /// such a mark for a close reported a failure for a message the consumer then received, and
+    /// its producer refused every later send.
+    #[cold]
+    fn closed_mark_is_a_close(&self, word: &AtomicU32) -> bool {
+        // Pairs with the release of the close's swap: its flag, stored before, is seen here.
+        fence(Acquire);
+        if self.flags().load(Relaxed) & FLAG_RX_CLOSED != 0 {
+            return true;
+        }
+        let _ = park::notify(word, 1);
+        false
     }
 
     /// The consumer's close: [`FLAG_RX_CLOSED`] (what attaching and error messages read), then
