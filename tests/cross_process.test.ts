@@ -13,10 +13,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import {
+  type Child,
   childrenTest,
   childrenTestUnless,
   cleanup,
   HANG_MS,
+  killAll,
   lacking,
   lib,
   mix,
@@ -130,6 +132,7 @@ for (const [b, a] of [["deno", "bun"], ["bun", "node"], ["node", "deno"]] as con
     async () => {
       const names = { state: uniqueName("readme-state"), jobs: uniqueName("readme-jobs") };
       const dir = mkdtempSync(join(tmpdir(), "sb-readme-"));
+      const children: Child[] = [];
       try {
         const command = (which: Runtime, role: string) => {
           const path = join(dir, `${role}.${which === "node" ? "mjs" : "ts"}`);
@@ -140,8 +143,15 @@ for (const [b, a] of [["deno", "bun"], ["bun", "node"], ["node", "deno"]] as con
             : [bin, path, role];
         };
         // Started together: either may come first, and the example holds either way.
+        children.push(start(command(b, "b")), start(command(a, "a")));
+        // One that fails leaves the other waiting for it for ever: it is killed then.
         const [doneB, doneA] = await within(
-          Promise.all([start(command(b, "b")).done, start(command(a, "a")).done]),
+          Promise.all(children.map((child) =>
+            child.done.then((done) => {
+              if (done.code !== 0) void killAll(children);
+              return done;
+            })
+          )),
           HANG_MS,
           "the README's example",
         );
@@ -162,6 +172,7 @@ for (const [b, a] of [["deno", "bun"], ["bun", "node"], ["node", "deno"]] as con
           );
         }
       } finally {
+        await killAll(children);
         for (const name of [names.state, names.jobs]) cleanup({ name });
         rmSync(dir, { recursive: true, force: true });
       }
