@@ -327,10 +327,10 @@ function tidsIn(pid: number, pattern: RegExp): string[] | undefined {
  * kernel then restarts).
  */
 function waitOf(pid: number, tid: string): string | undefined {
+  const line = readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8");
+  if (!SHARED_WAIT.test(line)) return undefined;
   // Number, then the arguments; both calls take their timeout fourth.
-  const [nr, first, op, , timeout] = readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8")
-    .split(" ");
-  if (!(nr === "202" && op === "0x0") && nr !== "449") return undefined;
+  const [, first, , , timeout] = line.split(" ");
   return timeout === "0x0" ? first : `timed ${first}`;
 }
 

@@ -538,8 +538,8 @@ export class Mutex {
 
   #buffer: ArrayBuffer;
   #address: Address;
-  /** Where the lock is, for errors: `at byte <offset>` (in its buffer). */
-  readonly #at: string;
+  /** Where the lock is in its buffer, which errors name. */
+  readonly #byteOffset: number;
   /** Shared with every other object of this thread over the same lock. */
   readonly #holds: Holds;
 
@@ -562,7 +562,7 @@ export class Mutex {
     }
     this.#buffer = buffer;
     this.#address = backend().address(address);
-    this.#at = `at byte ${byteOffset}`;
+    this.#byteOffset = byteOffset;
     this.#holds = holdsAt(placeOf(buffer, byteOffset, address));
   }
 
@@ -663,7 +663,7 @@ export class Mutex {
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) {
       const timedOut = code === -(ETIMEDOUT ||= b.errno("ETIMEDOUT"));
-      throwCode(code, `Mutex.lock ${this.#at}${timedOut ? ` (waited ${timeoutMs} ms)` : ""}`);
+      throwCode(code, `${this.#at("lock")}${timedOut ? ` (waited ${timeoutMs} ms)` : ""}`);
     }
     return this.#held(code);
   }
@@ -680,7 +680,7 @@ export class Mutex {
     const code = b.mutexTryLock(this.#checked("tryLock"));
     if (code < 0) {
       if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
-      throwCode(code, `Mutex.tryLock ${this.#at}`);
+      throwCode(code, this.#at("tryLock"));
     }
     return this.#held(code);
   }
@@ -705,12 +705,19 @@ export class Mutex {
         this.#holds.current = 0; // whatever this thread held there, it holds no more
         throw errorOf(
           "EPERM",
-          `Mutex.unlock ${this.#at}: this thread does not hold the lock (or another process overwrote it while it was held)`,
+          `${
+            this.#at("unlock")
+          }: this thread does not hold the lock (or another process overwrote it while it was held)`,
         );
       }
-      throwCode(code, `Mutex.unlock ${this.#at}`);
+      throwCode(code, this.#at("unlock"));
     }
     this.#holds.current = 0;
+  }
+
+  /** `Mutex.<call> at byte <offset>`: what an error of `call` names. */
+  #at(call: string): string {
+    return `Mutex.${call} at byte ${this.#byteOffset}`;
   }
 
   #checked(what: string): Address {
