@@ -11,6 +11,7 @@ import {
   finished,
   HANG_MS,
   lib,
+  other,
   resultOf,
   runtime,
   scriptCommand,
@@ -620,6 +621,89 @@ test("channels dropped without close() leave nothing in this thread's registry o
     assert.ok(labelCount() <= before, `${labelCount() - before} names left`);
   } finally {
     for (const name of names) cleanup({ name });
+  }
+});
+
+// A main thread's endpoint held its place until its process exited: a receiver dropped without
+// close() (an exception between receiver() and the `using`, say) made every later receiver of the
+// process EBUSY, and a dropped sender was never reported. Its channel's mapping, once collected,
+// marks the place gone, as a Worker's end does.
+test("a receiver dropped without close() on this thread frees its place once the engine collects its channel", async () => {
+  const name = uniqueName("guard-rx-dropped");
+  try {
+    using ch = Channel.create({ name }, { capacity: 4096 });
+    using shm = SharedMemory.open({ name });
+    const place = new Int32Array(shm.buffer, layout.OFF_CONSUMER_PID, 1);
+    const tx = ch.sender();
+    (() => void Channel.open({ name }).receiver())();
+    assert.equal(Atomics.load(place, 0), process.pid, "held by the dropped receiver");
+    assert.throws(() => ch.receiver(), code("EBUSY"), "while its channel is not collected");
+    for (let round = 0; round < 30 && Atomics.load(place, 0) === process.pid; round++) {
+      await collectGarbage(2);
+    }
+    assert.equal(Atomics.load(place, 0), process.pid | layout.PID_GONE, "marked gone");
+    tx.send(message(7));
+    const rx = ch.receiver();
+    assert.deepEqual(drain(rx), [7]);
+    assert.equal(Atomics.load(place, 0), process.pid, "taken over");
+    rx.close();
+    assert.equal(Atomics.load(place, 0), 0, "and let go of at its close");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("a receiver dropped without close() on this thread, once collected, leaves its place to a process of another runtime", async () => {
+  const name = uniqueName("guard-rx-dropped-x");
+  try {
+    using ch = Channel.create({ name }, { capacity: 4096 });
+    using shm = SharedMemory.open({ name });
+    const place = new Int32Array(shm.buffer, layout.OFF_CONSUMER_PID, 1);
+    using tx = ch.sender();
+    (() => void Channel.open({ name }).receiver())();
+    for (let round = 0; round < 30 && Atomics.load(place, 0) === process.pid; round++) {
+      await collectGarbage(2);
+    }
+    assert.equal(Atomics.load(place, 0), process.pid | layout.PID_GONE, "marked gone");
+    const which = other(runtime);
+    const child = start(scriptCommand(which, "channel/try_once.ts", [name, "receiver"]));
+    const done = resultOf(await finished(child, `the ${which} receiver`), "the child");
+    assert.equal(done.code, "ok", `the ${which} receiver: ${done.message}`);
+    assert.equal(Atomics.load(place, 0), 0, "its close let go of the place");
+    assert.throws(() => tx.send(message(1)), code("EPIPE"), "and closed the channel");
+  } finally {
+    cleanup({ name });
+  }
+});
+
+test("a sender dropped without close() on this thread is reported once the engine collects its channel: senderdied, then ECONNRESET", async () => {
+  const name = uniqueName("guard-tx-dropped");
+  try {
+    using ch = Channel.create({ name }, { capacity: 4096, producers: "many" });
+    const rx = ch.receiver({ peerCheckMs: 5 });
+    const died: [number, number, boolean][] = [];
+    rx.addEventListener("senderdied", (e) => died.push([e.pid, e.slot, e.thread]));
+    using kept = ch.sender();
+    kept.send(message(1));
+    (() => void Channel.open({ name }).sender().send(message(2)))();
+    kept.detach();
+    assert.deepEqual(drain(rx), [1, 2], "its messages are delivered");
+    let end: unknown;
+    for (let round = 0; round < 30 && end === undefined; round++) {
+      await collectGarbage(2);
+      try {
+        assert.equal(rx.recv(20), null, "nothing more");
+      } catch (err) {
+        if (!code("ETIMEDOUT")(err)) end = err;
+      }
+    }
+    assert.ok(code("ECONNRESET")(end), `ECONNRESET once collected, got ${end}`);
+    assert.deepEqual(died, [[process.pid, 1, true]], "one senderdied, of this process");
+    using again = Channel.open({ name }).sender();
+    again.send(message(3));
+    assert.deepEqual(drain(rx), [3], "a new sender is received");
+  } finally {
+    cleanup({ name });
   }
 });
 

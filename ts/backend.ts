@@ -121,7 +121,8 @@ export interface Backend {
    * A channel endpoint of this thread attaching: the compare-and-swap of its pid word at `address`
    * from `expected` to `pid`, in the Node-API module (which hears of a Worker's end in every
    * runtime), which notes the word when it takes it, in the same call. If the thread ends while
-   * it holds the word (a Worker terminated, or ended without closing it), the word is marked
+   * it holds the word (a Worker terminated, or ended without closing it), or the mapping goes
+   * (the engine collected a channel dropped without `close()`, on any thread), the word is marked
    * `PID_GONE`, and peers take the endpoint for dead. Returns what the word held (as an int32).
    */
   claimEndpoint(address: bigint, expected: number, pid: number): number;

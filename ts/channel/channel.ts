@@ -272,7 +272,7 @@ const CONSUMER_PLACE = L.OFF_CONSUMER_PID >> 2;
 function holderOf(word: number): string {
   return (word & L.PID_GONE) === 0
     ? String(word >>> 0)
-    : `${word & ~L.PID_GONE} marked gone (a thread of it ended)`;
+    : `${word & ~L.PID_GONE} marked gone (an endpoint of it went without close())`;
 }
 
 /** What an async receive hands out: the view it lent, a copy of it, or its text. */
@@ -467,13 +467,11 @@ export class Channel implements Disposable {
       // A pid word a peer may have scribbled on: what is not a pid counts as dead (as in Rust),
       // a thread's that ended (`PID_GONE`, a negative int32) too.
       alive: (other) => other > 0 && b.processAlive(other),
-      // Only in a Worker: a main thread that ends ends its process.
-      claim: b.mainThread
-        ? undefined
-        : (offset, expected, pid) => b.claimEndpoint(base + BigInt(offset), expected, pid),
-      unclaim: b.mainThread
-        ? undefined
-        : (offset, pid) => void b.unclaimEndpoint(base + BigInt(offset), pid),
+      // Noted natively on every thread: a Worker's end marks the words it holds gone, and so
+      // does the unmapping of a channel the engine collected without close(), on a main thread
+      // too (whose endpoint would otherwise hold its place until its process exits).
+      claim: (offset, expected, pid) => b.claimEndpoint(base + BigInt(offset), expected, pid),
+      unclaim: (offset, pid) => void b.unclaimEndpoint(base + BigInt(offset), pid),
       pidNamespace: b.pidNamespace,
       // Own properties from the start, set below where the runtime has them: one shape, and a
       // property a script puts on `Object.prototype` (`put`, `take`) is never read in their place.
@@ -1550,9 +1548,9 @@ export class ChannelSender implements Disposable {
             `ChannelSender.${this.#producer.call}`,
             (consumer & L.PID_GONE) === 0
               ? `the channel's receiver (process ${consumer}) died`
-              : `the channel's receiver (a Worker of process ${
+              : `the channel's receiver (of process ${
                 consumer & L.POS_MASK
-              }) ended without closing it`,
+              }) went without close(): its Worker ended, or the engine collected it`,
           );
         }
         nextCheck = now + peerCheckMs;
@@ -1647,8 +1645,9 @@ export class SenderDiedEvent extends Event {
   /** The sender slot it held (0 with one sender), free again (see above). */
   readonly slot: number;
   /**
-   * True when the sender was a Worker's that ended without closing it (terminated, say) while
-   * its process lives on (the runtime tells the library of a Worker's end through Node-API).
+   * True when the sender went without `close()` while its process lives on: its Worker ended
+   * (terminated, say; the runtime tells the library of a Worker's end through Node-API), or the
+   * engine collected it with its channel, once nothing held them.
    */
   readonly thread: boolean;
 

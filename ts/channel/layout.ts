@@ -46,7 +46,7 @@ export const RX_CLOSED = 2;
 /** Positions count modulo 2^31. */
 export const POS_MASK = 0x7fff_ffff;
 
-/** Pid word bit: the endpoint's thread ended without closing it while its process lives on; no pid, so peers take it for dead. */
+/** Pid word bit: the endpoint went without closing while its process lives on (its Worker ended, or the engine collected it); no pid, so peers take it for dead. */
 export const PID_GONE = 0x8000_0000;
 
 /** `tail` bit: closed by a sender. */

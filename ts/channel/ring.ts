@@ -362,11 +362,12 @@ export interface Parking {
   /** True if the process exists and is not a zombie. */
   alive(pid: number): boolean;
   /**
-   * In a Worker: the compare-and-swap of the pid word at header byte `offset` from `expected` to
-   * `pid` as an endpoint of this thread attaches, which also notes the word when it takes it, in
-   * one call that a `terminate()` cannot split: if the thread ends while it holds the word, the
-   * word is marked gone (see `Backend.claimEndpoint`). Returns what the word held. Unset: a plain
-   * `Atomics.compareExchange` (a main thread, which ends with its process).
+   * The compare-and-swap of the pid word at header byte `offset` from `expected` to `pid` as an
+   * endpoint of this thread attaches, which also notes the word when it takes it, in one call
+   * that a `terminate()` cannot split: if the thread ends, or the mapping goes (the engine
+   * collected the channel without `close()`), while it holds the word, the word is marked gone
+   * (see `Backend.claimEndpoint`). Returns what the word held. Unset: a plain
+   * `Atomics.compareExchange` (a ring over memory the library did not map, in tests).
    */
   claim?: (offset: number, expected: number, pid: number) => number;
   /** The detach's compare-and-swap of that word from `pid` to 0, forgetting the note. */
@@ -687,7 +688,8 @@ export class Ring {
           "Channel.receiver",
           "this process already has the channel's receiver (in this thread, or in a Worker, " +
             "which frees it when it ends, closing it or not; Deno ends a terminated Worker only " +
-            "once its code returns to the event loop)",
+            "once its code returns to the event loop; one dropped without close() is freed " +
+            "once the engine has collected its channel)",
         );
       }
       if (this.parking.alive(holder)) {
@@ -842,7 +844,9 @@ export class Ring {
     if (dead !== 0) {
       const who = (dead & L.PID_GONE) === 0
         ? `process ${dead}, which died`
-        : `a thread of process ${dead & L.POS_MASK} that ended without closing it (a Worker)`;
+        : `an endpoint of process ${
+          dead & L.POS_MASK
+        } that went without close() (its Worker ended, or the engine collected it)`;
       throw this.error(
         "EAGAIN",
         "Channel.sender",
@@ -894,7 +898,7 @@ export class Ring {
   /**
    * Stores this process's `pid` into the pid word `word` (an index) of an endpoint this thread
    * attaches if it holds `expected`; what it held. Through {@linkcode Parking.claim} where there
-   * is one (a Worker), which notes the word in the same call.
+   * is one (a channel's), which notes the word in the same call.
    */
   #claim(word: number, expected: number, pid: number): number {
     const claim = this.parking.claim;

@@ -68,11 +68,12 @@ pub(crate) struct Mapped {
     pub(crate) id: SegmentId,
     /// Memory reported to a JavaScript engine as freed when this mapping goes (see `napi`).
     pub(crate) report: Mutex<Option<Report>>,
-    /// The channel endpoints' pid words a Worker claimed in this mapping and still holds, as
-    /// (byte offset, pid): marked `PID_GONE` when the mapping goes (see `napi`'s
-    /// `js_claim_endpoint`). Bun releases a terminated Worker's buffers, and so unmaps, before
-    /// its Node-API environment's teardown; and an endpoint collected without `close()` can
-    /// never detach: either way nothing of this process can reach the word after this.
+    /// The channel endpoints' pid words that JavaScript of this process (any thread) claimed in
+    /// this mapping and still holds, as (byte offset, pid): marked `PID_GONE` when the mapping
+    /// goes (see `napi`'s `js_claim_endpoint`). Bun releases a terminated Worker's buffers, and
+    /// so unmaps, before its Node-API environment's teardown; and an endpoint collected without
+    /// `close()` (a main thread's too) can never detach: either way nothing of this process can
+    /// reach the word after this, and peers take the endpoint for a dead one.
     pub(crate) claims: Mutex<Vec<(usize, u32)>>,
     /// What the buffers over this mapping that a close detached hold until the engine collects
     /// them (`napi`'s `retire`): if any is still alive when the mapping goes, its addresses stay

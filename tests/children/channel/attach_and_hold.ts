@@ -49,16 +49,16 @@ if (role === "sender") {
   for (let seq = 0; seq < count; seq++) tx.send(makeMessage("fixed", 0, 0, seq), 10_000);
   if (then === "hold") {
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, tx);
   } else if (then === "reserve") {
     tx.reserve(100);
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, tx);
   } else if (then === "fragment") {
     say(`ready ${pid}`);
     tx.send(new Uint8Array(4 * channel.capacity).fill(0xab));
     say("sent the long message");
-    stayAlive();
+    stayAlive(channel, tx);
   } else if (then === "close") {
     tx.close();
     say(`ready ${pid}`);
@@ -87,13 +87,13 @@ if (role === "sender") {
   const rx = channel.receiver({ peerCheckMs: 50 });
   if (then === "hold") {
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, rx);
   } else if (then === "recv1-hold") {
     const got = rx.recv(10_000);
     check(got !== null, "the stream ended");
     say(`got ${got.length}`);
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, rx);
   } else if (then === "check-hold") {
     sleepSync(60);
     let outcome = "a message";
@@ -104,13 +104,13 @@ if (role === "sender") {
     }
     check(outcome === "ETIMEDOUT", `recv(30) gave ${outcome}, not ETIMEDOUT`);
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, rx);
   } else if (then === "recvinto1-hold") {
     const got = rx.recvInto(new Uint8Array(64 * 1024), 10_000);
     check(got !== null, "the stream ended");
     say(`got ${got}`);
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, rx);
   } else if (then === "tryrecv1-hold") {
     const got = rx.tryRecv();
     const ready = new Int32Array(lib.SharedMemory.open({ name: ctl }).buffer, 0, 2);
@@ -119,7 +119,7 @@ if (role === "sender") {
     check(got !== null, "the stream ended");
     say(`got ${got?.length ?? "none"}`);
     say(`ready ${pid}`);
-    stayAlive();
+    stayAlive(channel, rx);
   } else if (then === "recvmany-hold") {
     // Through shared memory, not stdout: this thread never returns to flush anything.
     const shm = lib.SharedMemory.open({ name: ctl });

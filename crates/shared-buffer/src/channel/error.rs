@@ -110,9 +110,9 @@ impl fmt::Display for ChannelError {
             Self::NotReady => f.write_str("channel header not initialised yet (magic is 0)"),
             Self::PlaceHeldByDead(pid) if pid & PID_GONE != 0 => write!(
                 f,
-                "a sender's place is held by a thread of process {} that ended without closing \
-                 it (a JavaScript Worker); the receiver frees it within its liveness interval \
-                 while it receives",
+                "a sender's place is held by a JavaScript endpoint of process {} that went \
+                 without closing it (its Worker ended, or its engine collected it); the receiver \
+                 frees it within its liveness interval while it receives",
                 pid & !PID_GONE
             ),
             Self::PlaceHeldByDead(pid) => write!(

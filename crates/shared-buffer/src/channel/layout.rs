@@ -45,10 +45,11 @@ pub const RX_CLOSED: u32 = 2;
 pub const POS_MASK: u32 = 0x7FFF_FFFF;
 /// `tail` bit: closed by a sender.
 pub const TAIL_CLOSED: u32 = 0x8000_0000;
-/// Pid word bit (`consumer_pid`, `producer_pids`): the endpoint's thread ended without closing it
-/// while its process lives on (a JavaScript Worker terminated; the bindings' native module marks
-/// it at the Worker's teardown). With it the word is no pid, so every peer takes the endpoint
-/// for dead, as it would a dead process's: a receiver takes over, a sender's slot is reclaimed.
+/// Pid word bit (`consumer_pid`, `producer_pids`): the endpoint went without closing while its
+/// process lives on (a JavaScript Worker ended, or the engine collected an endpoint dropped
+/// without `close()`; the bindings' native module marks it at the Worker's teardown, or when the
+/// mapping goes). With it the word is no pid, so every peer takes the endpoint for dead, as it
+/// would a dead process's: a receiver takes over, a sender's slot is reclaimed.
 pub const PID_GONE: u32 = 0x8000_0000;
 /// `tail` bits that a sender sets (atomic or) when it finds `tail` gone back over records not
 /// read yet (a committed record where it has just reserved): a `tail` off the record boundary,
@@ -124,7 +125,7 @@ pub struct Header {
     pub mode: u32,
     /// [`FLAG_RX_CLOSED`].
     pub flags: u32,
-    /// The attached consumer's pid, or 0; with [`PID_GONE`], a thread of it that ended.
+    /// The attached consumer's pid, or 0; with [`PID_GONE`], an endpoint of it that went.
     pub consumer_pid: u32,
     /// [`MAX_PRODUCERS`].
     pub max_producers: u32,
@@ -162,7 +163,7 @@ pub struct Header {
     pub tx_waiting: u32,
     /// Zero.
     pub pad4: [u32; 31],
-    /// Attached producers' pids, 0 = free; with [`PID_GONE`], a thread of it that ended.
+    /// Attached producers' pids, 0 = free; with [`PID_GONE`], an endpoint of it that went.
     pub producer_pids: [u32; MAX_PRODUCERS],
     /// The consumer's record of the sender slots it reclaimed from dead processes whose records
     /// are still ahead of `head` (*orphans*): [`ORPHAN_ENTRIES`] pairs of the slot + 1 (0: an
@@ -367,7 +368,7 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         "PID_GONE",
         PID_GONE,
         Radix::Hex,
-        "Pid word bit: the endpoint's thread ended without closing it while its process lives on; no pid, so peers take it for dead.",
+        "Pid word bit: the endpoint went without closing while its process lives on (its Worker ended, or the engine collected it); no pid, so peers take it for dead.",
     ),
     (
         "TAIL_CLOSED",

@@ -1091,7 +1091,8 @@ fn check_consumer(sh: &Shared) -> Result<()> {
         return Err(peer_died(if pid & layout::PID_GONE == 0 {
             "the consumer process died without closing the channel"
         } else {
-            "the consumer's thread (a JavaScript Worker) ended without closing the channel"
+            "the consumer (a JavaScript endpoint) went without closing the channel: its \
+             Worker ended, or its engine collected it"
         }));
     }
     Ok(())
@@ -1116,7 +1117,7 @@ fn holder_of(word: u32) -> String {
         word.to_string()
     } else {
         format!(
-            "{} marked gone (a thread of it ended)",
+            "{} marked gone (an endpoint of it went without closing)",
             word & !layout::PID_GONE
         )
     }
@@ -1280,8 +1281,8 @@ impl Default for Limits {
 /// waited; see [`Receiver::take_dead_senders`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeadSender {
-    /// The dead process's id; with [`layout::PID_GONE`] set, a thread of that live process which
-    /// ended holding the sender (a JavaScript Worker terminated).
+    /// The dead process's id; with [`layout::PID_GONE`] set, that of a live process whose
+    /// JavaScript sender went without closing (its Worker ended, or its engine collected it).
     pub pid: u32,
     /// The producer slot it held (0 in [`Mode::Spsc`]), free again for a new sender (with more
     /// than [`layout::ORPHAN_ENTRIES`] dead senders' records ahead, once the receiver has passed
