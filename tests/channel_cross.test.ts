@@ -1047,6 +1047,55 @@ for (const killed of runtimes) {
   }
 }
 
+// A process that ends holding an endpoint leaves its pid in the place, to die with it: peers then
+// report a dead process. Its runtime's teardown (Deno, Bun), or its finalization of the buffers
+// at a normal end (Node.js), marked the place gone, as for an endpoint that went without close()
+// while its process lives on (`thread: true`, "its Worker ended, or the engine collected it").
+for (const which of runtimes) {
+  test(`a ${which} child that ends holding a sender or a receiver, however it ends, leaves its pid to die with it: a dead process, not an endpoint gone`, async () => {
+    for (const ending of ["end", "exit", "throw"]) {
+      const name = uniqueName("cx-end");
+      try {
+        using ch = Channel.create({ name }, { capacity: 4096, producers: "many" });
+        const rx = ch.receiver({ peerCheckMs: 5 });
+        const died: [number, boolean][] = [];
+        rx.addEventListener("senderdied", (e) => died.push([e.pid, e.thread]));
+        const child = start(
+          scriptCommand(which, "channel/hold_and_end.ts", [name, "sender", ending]),
+        );
+        const childPid = Number((await ready(child, `the ${which} sender`)).split(" ")[1]);
+        const { code } = await within(child.done, HANG_MS, `the ${which} sender to end`);
+        assert.equal(code, ending === "throw" ? 1 : 0, `the ${which} sender's ${ending}`);
+        assert.deepEqual(Array.from(rx.recv(HANG_MS)!), [42]);
+        assert.throws(() => rx.recv(HANG_MS), isCode("ECONNRESET"), `after the ${ending}`);
+        assert.deepEqual(died, [[childPid, false]], `the ${which} sender's ${ending}`);
+      } finally {
+        cleanup({ name });
+      }
+    }
+    const name = uniqueName("cx-end-rx");
+    try {
+      using ch = Channel.create({ name }, { capacity: 4096 });
+      const tx = ch.sender({ peerCheckMs: 5 });
+      const child = start(
+        scriptCommand(which, "channel/hold_and_end.ts", [name, "receiver", "end"]),
+      );
+      await ready(child, `the ${which} receiver`);
+      assert.equal((await within(child.done, HANG_MS, `the ${which} receiver to end`)).code, 0);
+      assert.throws(
+        () => {
+          for (;;) tx.send(new Uint8Array(1000), HANG_MS);
+        },
+        (e: unknown) =>
+          isCode("ECONNRESET")(e) && /\(process \d+\) died/.test((e as Error).message),
+        "a send into the full ring: the receiver's process died",
+      );
+    } finally {
+      cleanup({ name });
+    }
+  });
+}
+
 // ---- 5. Backpressure from a slow receiver -------------------------------------------------------
 
 const SLOW_COUNT = 400;

@@ -9,6 +9,7 @@
  * @module
  */
 
+import process from "node:process";
 import { ABI_VERSION } from "./ffi.ts";
 
 /** What the Node-API module exports. */
@@ -98,12 +99,16 @@ export interface NodeApiModule {
   unlinkNameOwn(name: string, identity: BigUint64Array): number;
   /**
    * The compare-and-swap of a channel endpoint's pid word at `address` from `expected` to `pid`,
-   * noting the word when it takes it: marked `PID_GONE` at the environment's teardown if still
-   * held. What the word held.
+   * noting the word when it takes it: marked `PID_GONE` at the environment's teardown, or when
+   * its mapping goes, if still held (not once the process is ending). What the word held.
    */
   claimEndpoint(address: bigint, expected: number, pid: number): number;
   /** The word from `pid` to 0, its note forgotten; what it held. */
   unclaimEndpoint(address: bigint, pid: number): number;
+  /** This environment is a main thread's: its teardown marks no endpoint gone. */
+  noteMainThread(): void;
+  /** The process is ending: no pid word is marked `PID_GONE` from now on. */
+  processEnding(): void;
   /**
    * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
@@ -132,6 +137,20 @@ export interface NodeApiModule {
 
 /** `process.dlopen`'s shape. */
 export type Dlopen = (module: { exports: unknown }, path: string) => void;
+
+/**
+ * For the module loaded on a main thread: the end of that thread is its process's end, when the
+ * pid words of channel endpoints still held are left to die with the process, and peers report
+ * the process's death; not marked gone as those of an endpoint that went without `close()` while
+ * its process lives on. Its environment's teardown marks none; and where `exitEndsProcess`
+ * (Node.js, Bun), its `exit` event, which comes before they finalize the buffers at a normal end,
+ * stops every mark in the process. Not in Deno, whose test runner ends each test module's main
+ * isolate, with its `exit` event, in one process.
+ */
+export function noteMainThread(module: NodeApiModule, exitEndsProcess: boolean): void {
+  module.noteMainThread();
+  if (exitEndsProcess) process.on("exit", () => module.processEnding());
+}
 
 /**
  * Loads the library at `path` as a Node-API module.

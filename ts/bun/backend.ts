@@ -22,7 +22,7 @@ import {
   wrongEntry,
 } from "../library.ts";
 import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
-import { loadNodeApi } from "../napi.ts";
+import { loadNodeApi, noteMainThread } from "../napi.ts";
 import type { NodeCalls } from "../node/backend.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
@@ -101,7 +101,8 @@ export function loadBun(explicit?: string): Backend {
   const calls = commonCalls(s as unknown as Parameters<typeof commonCalls>[0]);
   // The module exports Node's calls too (see `NodeCalls`): these four take what Backend's do.
   const opens = mainThread ? undefined : nodeApi as NodeCalls;
-  if (!mainThread) nodeApi.noteUnowned();
+  if (mainThread) noteMainThread(nodeApi, true);
+  else nodeApi.noteUnowned();
   return {
     runtimeName: `Bun ${process.versions.bun}`,
     mainThread,

@@ -1548,9 +1548,9 @@ export class ChannelSender implements Disposable {
             `ChannelSender.${this.#producer.call}`,
             (consumer & L.PID_GONE) === 0
               ? `the channel's receiver (process ${consumer}) died`
-              : `the channel's receiver (of process ${
+              : `the channel's receiver, of process ${
                 consumer & L.POS_MASK
-              }) went without close(): its Worker ended, or the engine collected it`,
+              }, went without close() while its process lives on (its Worker ended, or the engine collected it)`,
           );
         }
         nextCheck = now + peerCheckMs;

@@ -689,7 +689,8 @@ export class Ring {
           "this process already has the channel's receiver (in this thread, or in a Worker, " +
             "which frees it when it ends, closing it or not; Deno ends a terminated Worker only " +
             "once its code returns to the event loop; one dropped without close() is freed " +
-            "once the engine has collected its channel)",
+            "once the engine has collected its channel and every view it lent, which in Node.js " +
+            "takes a turn of the event loop)",
         );
       }
       if (this.parking.alive(holder)) {
@@ -837,7 +838,9 @@ export class Ring {
     const slots = this.mode === L.MODE_SPSC ? 1 : L.MAX_PRODUCERS;
     let dead = 0;
     for (let slot = 0; slot < slots; slot++) {
-      const holder = this.#claim(PRODUCER_PIDS + slot, 0, pid);
+      // A slot held is passed over with a load: a claim is a call into the native module.
+      const seen = atomicLoad(this.i32, PRODUCER_PIDS + slot);
+      const holder = seen !== 0 ? seen : this.#claim(PRODUCER_PIDS + slot, 0, pid);
       if (holder === 0) return this.#attachedProducer(slot, pid);
       if (dead === 0 && holder !== pid && !this.parking.alive(holder)) dead = holder;
     }

@@ -24,7 +24,7 @@ import {
   wrongEntry,
 } from "../library.ts";
 import { bufferDetached, detachBuffer, viewBuffer, viewByteLength } from "../intrinsics.ts";
-import { loadNodeApi } from "../napi.ts";
+import { loadNodeApi, noteMainThread } from "../napi.ts";
 
 /**
  * The symbol table, and the two channel calls once more with the array as an address
@@ -206,12 +206,14 @@ export function loadDeno(explicit?: string): Backend {
   // Node-API gives Deno what Node has: buffers the engine owns, and async waits whose thread-safe
   // function the runtime tears down with the Worker that made it (with its waits, which end).
   const owner = loadNodeApi(path, process.dlopen);
+  // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
+  // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.
+  const mainThread = Object.prototype.toString.call(globalThis) === "[object Window]";
+  if (mainThread) noteMainThread(owner, false);
   const addressOf = (view: Uint8Array | Int32Array) => s.sb_address_of(view);
   return {
     runtimeName: `Deno ${Deno.version.deno}`,
-    // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
-    // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.
-    mainThread: Object.prototype.toString.call(globalThis) === "[object Window]",
+    mainThread,
     // V8's limit for one ArrayBuffer on 64-bit targets.
     maxBufferBytes: Number.MAX_SAFE_INTEGER,
     libraryPath: path,

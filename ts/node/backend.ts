@@ -39,7 +39,7 @@ import {
   processPlatform,
 } from "../library.ts";
 import { bufferByteLength, canTransfer, detachBuffer } from "../intrinsics.ts";
-import { loadNodeApi, type NodeApiModule } from "../napi.ts";
+import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
 
 /**
  * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
@@ -241,6 +241,7 @@ export function loadNode(explicit?: string): Backend {
   // code looks at the start of the teardown, which `worker.terminate()` reaches too without
   // running JavaScript (docs/node.md).
   if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
+  if (isMainThread) noteMainThread(n, deno === undefined);
   return {
     runtimeName: deno !== undefined
       ? `Deno ${deno.version.deno} (through Node-API)`

@@ -36,7 +36,7 @@ pub use sync::*;
 pub(crate) use error::{code_of, guard, status};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 24;
+pub const SB_ABI_VERSION: u32 = 25;
 
 /// The version of this ABI ([`SB_ABI_VERSION`]).
 #[unsafe(no_mangle)]

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::napi::Report;
 use crate::{code_of, guard, status};
@@ -151,14 +151,23 @@ impl Drop for Kept {
     }
 }
 
+/// Set once this process is ending (its main thread's `exit` event, in Node.js and Bun; see
+/// `napi`'s `processEnding`): no pid word is marked `PID_GONE` after that. The runtime may
+/// still finalize buffers, and so unmap, and tear its Workers down, but the pid dies with the
+/// process a moment later, and peers report that as the process's death, not as an endpoint that
+/// went without `close()` while its process lives on.
+pub(crate) static PROCESS_ENDING: AtomicBool = AtomicBool::new(false);
+
 impl Drop for Mapped {
     fn drop(&mut self) {
-        for &(offset, pid) in self
+        let claims = self
             .claims
             .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+            .unwrap_or_else(PoisonError::into_inner);
+        if PROCESS_ENDING.load(Ordering::Relaxed) {
+            claims.clear();
+        }
+        for &(offset, pid) in claims.iter() {
             let _ = self.segment.atomic_u32(offset).compare_exchange(
                 pid,
                 pid | PID_GONE,
@@ -248,17 +257,32 @@ pub(crate) fn lookup(handle: i32) -> Option<(Arc<Mapped>, u64)> {
         .map(|entry| (entry.mapping.clone(), entry.serial))
 }
 
+/// The mapping [`mapping_holding`] found last, looked at first: a channel's endpoints attach and
+/// detach through one mapping, and the table may hold thousands of handles (views), which a scan
+/// walks (an endpoint's attach and detach took 10 µs more at 10,000 handles).
+static LAST_HOLDING: Mutex<Weak<Mapped>> = Mutex::new(Weak::new());
+
 /// A live mapping of this process that holds the `len` bytes at `address`.
 pub(crate) fn mapping_holding(address: u64, len: u64) -> Option<Arc<Mapped>> {
-    handles()
+    let holds = |mapping: &Mapped| {
+        let base = mapping.segment.as_ptr() as u64;
+        let end = base + mapping.segment.len() as u64;
+        address >= base && address.checked_add(len).is_some_and(|last| last <= end)
+    };
+    let mut last = LAST_HOLDING.lock().unwrap_or_else(PoisonError::into_inner);
+    // Alive, it is still mapped (its drop unmaps it): no other mapping can hold these bytes.
+    if let Some(mapping) = last.upgrade().filter(|mapping| holds(mapping)) {
+        return Some(mapping);
+    }
+    let found = handles()
         .live
         .values()
-        .find(|entry| {
-            let base = entry.mapping.segment.as_ptr() as u64;
-            let end = base + entry.mapping.segment.len() as u64;
-            address >= base && address.checked_add(len).is_some_and(|last| last <= end)
-        })
-        .map(|entry| entry.mapping.clone())
+        .find(|entry| holds(&entry.mapping))
+        .map(|entry| entry.mapping.clone());
+    if let Some(mapping) = &found {
+        *last = Arc::downgrade(mapping);
+    }
+    found
 }
 
 /// Every live mapping opened under `id`.

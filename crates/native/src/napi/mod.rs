@@ -47,7 +47,15 @@
 //!   clears it back to 0 and forgets the note, in one call too (a `terminate()` falls between two
 //!   calls, never inside one). Both return what the word held. At the environment's teardown (a
 //!   Worker that ends, `terminate()` included) each word still noted is marked with `PID_GONE`,
-//!   so that peers take its endpoint for dead (see [`HeldEndpoint::mark_gone`]).
+//!   so that peers take its endpoint for dead (see [`HeldEndpoint::mark_gone`]); so is each word
+//!   noted in a mapping that goes (see [`Mapped::claims`]). Not once the process is ending.
+//! - `noteMainThread()`: this environment is a main thread's, whose teardown is its process's end
+//!   (or, in Deno's test runner, the end of one test module's isolate): it marks nothing gone.
+//! - `processEnding()`: the process is ending (Node.js's and Bun's `exit` event, on the main
+//!   thread): nothing is marked gone from now on ([`PROCESS_ENDING`]), although the runtime may
+//!   still finalize buffers and tear environments down. A pid word left as it is dies with its
+//!   process, which peers then report as the process's death, not as an endpoint gone without
+//!   `close()` while its process lives on.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
@@ -80,7 +88,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{Mapped, Retired, close_owned, lookup, mappings_of, open_handles};
+use crate::segment::{
+    Mapped, PROCESS_ENDING, Retired, close_owned, lookup, mappings_of, open_handles,
+};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
@@ -116,6 +126,9 @@ pub(crate) struct Account {
     /// The pid words of the channel endpoints JavaScript here holds (`claimEndpoint`): marked as
     /// gone at the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
     endpoints: Mutex<Endpoints>,
+    /// Set by `noteMainThread`: a main thread's, whose teardown is its process's end; it leaves
+    /// the endpoints still noted here as they are, to die with the process.
+    main: AtomicBool,
 }
 
 /// The pid words of the channel endpoints an environment holds, by address.
@@ -144,6 +157,9 @@ impl HeldEndpoint {
     /// its place until the process exits. No JavaScript of the thread runs any more, and this
     /// runs on it: its stores to the ring come before this one.
     fn mark_gone(&self) {
+        if PROCESS_ENDING.load(Ordering::Relaxed) {
+            return;
+        }
         // Unmapped here: nothing of this process can reach the word.
         let Some(mapping) = self.mapping.upgrade() else {
             return;
@@ -437,11 +453,13 @@ pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Va
 unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     // SAFETY: env is live.
     unsafe { account(api, env)? };
-    let functions: [(&CStr, sys::Callback); 22] = [
+    let functions: [(&CStr, sys::Callback); 24] = [
         (c"wrap", js_wrap),
         (c"retire", js_retire),
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"noteUnowned", js_note_unowned),
+        (c"noteMainThread", js_note_main_thread),
+        (c"processEnding", js_process_ending),
         (c"handedOver", js_handed_over),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
@@ -536,6 +554,9 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
     let _ = panic::catch_unwind(|| {
         // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
         let account = unsafe { Box::from_raw(data.cast::<Arc<Account>>()) };
+        if account.main.load(Ordering::Relaxed) {
+            endpoints_left(&account);
+        }
         endpoints_gone(&account);
         // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
         // first): closed by serial, so a handle its buffer's deallocator closed is left alone.
@@ -565,6 +586,24 @@ fn endpoints_gone(account: &Account) {
     );
     for endpoint in held.values() {
         endpoint.mark_gone();
+    }
+}
+
+/// Forgets the channel endpoints still held here, in this account and in their mappings, without
+/// marking them: a main thread's teardown, the end of its process, whose pid then dies with it
+/// (Deno unmaps the mappings after this, which would mark them).
+fn endpoints_left(account: &Account) {
+    let held = std::mem::take(
+        &mut account
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_address,
+    );
+    for endpoint in held.values() {
+        if let Some(mapping) = endpoint.mapping.upgrade() {
+            unclaim_in(&mapping, endpoint.offset);
+        }
     }
 }
 
@@ -1053,6 +1092,29 @@ unsafe extern "C" fn js_note_unowned(env: Env, info: CallbackInfo) -> Value {
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
             note_unowned(account);
+            undefined(api, env)
+        })
+    }
+}
+
+/// `noteMainThread()`: this environment is a main thread's (see [`Account::main`]).
+unsafe extern "C" fn js_note_main_thread(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, account, []: [Value; 0]| {
+            account.main.store(true, Ordering::Relaxed);
+            undefined(api, env)
+        })
+    }
+}
+
+/// `processEnding()`: the process is ending; no pid word is marked gone from now on
+/// ([`PROCESS_ENDING`]).
+unsafe extern "C" fn js_process_ending(env: Env, info: CallbackInfo) -> Value {
+    // SAFETY: env and info come from the runtime.
+    unsafe {
+        call(env, info, |api, _account, []: [Value; 0]| {
+            PROCESS_ENDING.store(true, Ordering::Relaxed);
             undefined(api, env)
         })
     }
