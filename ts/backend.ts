@@ -303,6 +303,35 @@ export function commonCalls(s: Calls): CommonCalls {
 }
 
 /**
+ * A main thread's claims of channel places ({@linkcode Backend.claimEndpoint}) in Deno and Bun:
+ * through the copy of the library that mapped its segments, their FFI's (the Node-API module
+ * may be another copy, which does not know the mappings, in a `bun build --compile` program).
+ * `toAddress` makes an address the FFI's `usize`.
+ */
+export function mainThreadClaims(
+  s: Calls,
+  toAddress: (address: bigint) => unknown,
+): Pick<Backend, "claimEndpoint" | "unclaimEndpoint"> {
+  const held = new Uint32Array(1);
+  const notAWord = (address: bigint) =>
+    new RangeError(`0x${address.toString(16)} is no aligned word of a mapping here`);
+  return {
+    claimEndpoint(address, expected, pid) {
+      // `expected` is an int32 (a marked word is negative), which Deno's `u32` refuses.
+      if (s.sb_channel_claim(toAddress(address), expected >>> 0, pid, held) < 0) {
+        throw notAWord(address);
+      }
+      return held[0] | 0;
+    },
+    unclaimEndpoint(address, pid) {
+      const code = s.sb_channel_unclaim(toAddress(address), pid);
+      if (code < 0) throw notAWord(address);
+      return code;
+    },
+  };
+}
+
+/**
  * Waits until the handle count has stopped falling for a few milliseconds (at most a quarter of
  * a second): engines release collected buffers on a sweeper thread shortly after a collection.
  * Returns how many handles were released since the count was `before` (negative if other threads

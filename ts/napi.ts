@@ -107,8 +107,8 @@ export interface NodeApiModule {
   unclaimEndpoint(address: bigint, pid: number): number;
   /** This environment is a main thread's: its teardown marks no endpoint gone. */
   noteMainThread(): void;
-  /** The process is ending: no pid word is marked `PID_GONE` from now on. */
-  processEnding(): void;
+  /** Forgets this environment's channel endpoints' notes now, without marking them. */
+  leaveEndpoints(): void;
   /**
    * Forces a full garbage collection through the engine's memory-pressure path: reports a huge
    * amount for a moment and takes it back. For `ENOSPC` only; it costs a full collection.
@@ -140,16 +140,15 @@ export type Dlopen = (module: { exports: unknown }, path: string) => void;
 
 /**
  * For the module loaded on a main thread: the end of that thread is its process's end, when the
- * pid words of channel endpoints still held are left to die with the process, and peers report
- * the process's death; not marked gone as those of an endpoint that went without `close()` while
- * its process lives on. Its environment's teardown marks none; and where `exitEndsProcess`
- * (Node.js, Bun), its `exit` event, which comes before they finalize the buffers at a normal end,
- * stops every mark in the process. Not in Deno, whose test runner ends each test module's main
- * isolate, with its `exit` event, in one process.
+ * pid words of its channel endpoints still held are left to die with the process, and peers
+ * report the process's death; not marked gone as those of an endpoint that went without
+ * `close()` while its process lives on. Its environment's teardown marks none; and with
+ * `atExit` (Node.js, which finalizes the buffers at a normal end before that teardown), neither
+ * does anything after its `exit` event.
  */
-export function noteMainThread(module: NodeApiModule, exitEndsProcess: boolean): void {
+export function noteMainThread(module: NodeApiModule, atExit: boolean): void {
   module.noteMainThread();
-  if (exitEndsProcess) process.on("exit", () => module.processEnding());
+  if (atExit) process.on("exit", () => module.leaveEndpoints());
 }
 
 /**

@@ -11,7 +11,13 @@
 import { CString, dlopen, ptr, toArrayBuffer } from "bun:ffi";
 import * as fs from "node:fs";
 import process from "node:process";
-import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
+import {
+  type Backend,
+  channelStates,
+  commonCalls,
+  mainThreadClaims,
+  settleHandles,
+} from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
   fileHead,
@@ -101,7 +107,7 @@ export function loadBun(explicit?: string): Backend {
   const calls = commonCalls(s as unknown as Parameters<typeof commonCalls>[0]);
   // The module exports Node's calls too (see `NodeCalls`): these four take what Backend's do.
   const opens = mainThread ? undefined : nodeApi as NodeCalls;
-  if (mainThread) noteMainThread(nodeApi, true);
+  if (mainThread) noteMainThread(nodeApi, false);
   else nodeApi.noteUnowned();
   return {
     runtimeName: `Bun ${process.versions.bun}`,
@@ -116,9 +122,13 @@ export function loadBun(explicit?: string): Backend {
       dup: opens.dup,
       close: opens.close,
     }),
-    // A Worker's endpoints, marked gone at its teardown through Node-API too (see Backend).
-    claimEndpoint: (address, expected, pid) => nodeApi.claimEndpoint(address, expected, pid),
-    unclaimEndpoint: (address, pid) => nodeApi.unclaimEndpoint(address, pid),
+    // A Worker's endpoints are noted through Node-API, as its segments are opened, for its
+    // teardown to mark (see Backend); the main thread's in the FFI's copy of the library.
+    ...(mainThread ? mainThreadClaims(s, Number) : {
+      claimEndpoint: (address: bigint, expected: number, pid: number) =>
+        nodeApi.claimEndpoint(address, expected, pid),
+      unclaimEndpoint: (address: bigint, pid: number) => nodeApi.unclaimEndpoint(address, pid),
+    }),
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
     address: (address) => Number(address),

@@ -241,14 +241,18 @@ export function loadNode(explicit?: string): Backend {
   // code looks at the start of the teardown, which `worker.terminate()` reaches too without
   // running JavaScript (docs/node.md).
   if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
-  if (isMainThread) noteMainThread(n, deno === undefined);
+  // In a Deno web Worker `isMainThread` says true: the global's kind tells there, as in mod.ts.
+  const mainThread = deno === undefined
+    ? isMainThread
+    : Object.prototype.toString.call(globalThis) === "[object Window]";
+  if (mainThread) noteMainThread(n, deno === undefined && process.versions.bun === undefined);
   return {
     runtimeName: deno !== undefined
       ? `Deno ${deno.version.deno} (through Node-API)`
       : process.versions.bun !== undefined
       ? `Bun ${process.versions.bun} (through Node-API)`
       : `Node.js ${process.versions.node}`,
-    mainThread: isMainThread,
+    mainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,

@@ -36,7 +36,7 @@ pub use sync::*;
 pub(crate) use error::{code_of, guard, status};
 
 /// The version of this ABI; `sb_abi_version` returns it.
-pub const SB_ABI_VERSION: u32 = 25;
+pub const SB_ABI_VERSION: u32 = 26;
 
 /// The version of this ABI ([`SB_ABI_VERSION`]).
 #[unsafe(no_mangle)]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::napi::Report;
@@ -84,6 +84,60 @@ pub(crate) struct Mapped {
     pub(crate) retired: Mutex<Option<Arc<Retired>>>,
 }
 
+impl Mapped {
+    /// Notes that the word at `offset` holds `pid` for an endpoint of this process, to be marked
+    /// gone if this mapping goes first (see [`Mapped::claims`]).
+    pub(crate) fn claim(&self, offset: usize, pid: u32) {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.retain(|&(claimed, _)| claimed != offset);
+        claims.push((offset, pid));
+    }
+
+    /// Forgets the claim of the word at `offset` (see [`Mapped::claims`]).
+    pub(crate) fn unclaim(&self, offset: usize) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|&(claimed, _)| claimed != offset);
+    }
+}
+
+/// The claims [`crate::sb_channel_claim`] made (main threads' endpoints in Deno and Bun), as
+/// (mapping, offset), for [`leave_main_claims`].
+static MAIN_CLAIMS: Mutex<Vec<(Weak<Mapped>, usize)>> = Mutex::new(Vec::new());
+
+/// Notes a claim of `sb_channel_claim` in its mapping and in [`MAIN_CLAIMS`].
+pub(crate) fn claim_for_main(mapping: &Arc<Mapped>, offset: usize, pid: u32) {
+    mapping.claim(offset, pid);
+    let mut claims = MAIN_CLAIMS.lock().unwrap_or_else(PoisonError::into_inner);
+    claims.retain(|(held, at)| {
+        held.strong_count() > 0 && !(held.ptr_eq(&Arc::downgrade(mapping)) && *at == offset)
+    });
+    claims.push((Arc::downgrade(mapping), offset));
+}
+
+/// Forgets a claim of `sb_channel_claim` (see [`claim_for_main`]).
+pub(crate) fn unclaim_for_main(mapping: &Arc<Mapped>, offset: usize) {
+    mapping.unclaim(offset);
+    let weak = Arc::downgrade(mapping);
+    MAIN_CLAIMS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|(held, at)| !(held.ptr_eq(&weak) && *at == offset));
+}
+
+/// Forgets, without marking them, the claims of `sb_channel_claim` still held: the main thread's
+/// end, which is its process's (a Deno main thread's teardown, which then unmaps, would mark
+/// them as for an endpoint gone without `close()` while its process lives on).
+pub(crate) fn leave_main_claims() {
+    let claims = std::mem::take(&mut *MAIN_CLAIMS.lock().unwrap_or_else(PoisonError::into_inner));
+    for (held, offset) in claims {
+        if let Some(mapping) = held.upgrade() {
+            mapping.unclaim(offset);
+        }
+    }
+}
+
 /// The placeholder of a mapping that went while buffers closed over it were still alive (see
 /// [`Mapped::retired`]): unmapped when the last of them and the mapping have let go of it.
 #[derive(Debug, Default)]
@@ -151,23 +205,14 @@ impl Drop for Kept {
     }
 }
 
-/// Set once this process is ending (its main thread's `exit` event, in Node.js and Bun; see
-/// `napi`'s `processEnding`): no pid word is marked `PID_GONE` after that. The runtime may
-/// still finalize buffers, and so unmap, and tear its Workers down, but the pid dies with the
-/// process a moment later, and peers report that as the process's death, not as an endpoint that
-/// went without `close()` while its process lives on.
-pub(crate) static PROCESS_ENDING: AtomicBool = AtomicBool::new(false);
-
 impl Drop for Mapped {
     fn drop(&mut self) {
-        let claims = self
+        for &(offset, pid) in self
             .claims
             .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if PROCESS_ENDING.load(Ordering::Relaxed) {
-            claims.clear();
-        }
-        for &(offset, pid) in claims.iter() {
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             let _ = self.segment.atomic_u32(offset).compare_exchange(
                 pid,
                 pid | PID_GONE,

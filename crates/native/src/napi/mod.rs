@@ -48,14 +48,14 @@
 //!   calls, never inside one). Both return what the word held. At the environment's teardown (a
 //!   Worker that ends, `terminate()` included) each word still noted is marked with `PID_GONE`,
 //!   so that peers take its endpoint for dead (see [`HeldEndpoint::mark_gone`]); so is each word
-//!   noted in a mapping that goes (see [`Mapped::claims`]). Not once the process is ending.
+//!   noted in a mapping that goes (see [`Mapped::claims`]).
 //! - `noteMainThread()`: this environment is a main thread's, whose teardown is its process's end
-//!   (or, in Deno's test runner, the end of one test module's isolate): it marks nothing gone.
-//! - `processEnding()`: the process is ending (Node.js's and Bun's `exit` event, on the main
-//!   thread): nothing is marked gone from now on ([`PROCESS_ENDING`]), although the runtime may
-//!   still finalize buffers and tear environments down. A pid word left as it is dies with its
-//!   process, which peers then report as the process's death, not as an endpoint gone without
-//!   `close()` while its process lives on.
+//!   (or, in Deno's test runner, the end of one test module's isolate): it marks nothing gone, and
+//!   forgets its endpoints' notes ([`endpoints_left`]).
+//! - `leaveEndpoints()`: forgets this environment's endpoints' notes now, without marking them
+//!   (Node.js's `exit` event on the main thread, before it finalizes the buffers and so unmaps).
+//!   A pid word left as it is dies with its process, which peers then report as the process's
+//!   death, not as an endpoint gone without `close()` while its process lives on.
 //! - `relieve()`: forces a full collection through the memory-pressure path (a huge report for a
 //!   moment, taken back at once), for when creating a segment failed with `ENOSPC`.
 //! - `forgetDetached()`: forgets the buffers `wrap` made here that are now detached or collected
@@ -89,7 +89,7 @@ use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
 use crate::segment::{
-    Mapped, PROCESS_ENDING, Retired, close_owned, lookup, mappings_of, open_handles,
+    Mapped, Retired, close_owned, leave_main_claims, lookup, mappings_of, open_handles,
 };
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
@@ -157,9 +157,6 @@ impl HeldEndpoint {
     /// its place until the process exits. No JavaScript of the thread runs any more, and this
     /// runs on it: its stores to the ring come before this one.
     fn mark_gone(&self) {
-        if PROCESS_ENDING.load(Ordering::Relaxed) {
-            return;
-        }
         // Unmapped here: nothing of this process can reach the word.
         let Some(mapping) = self.mapping.upgrade() else {
             return;
@@ -173,28 +170,8 @@ impl HeldEndpoint {
         );
         // Marked: the mapping's own mark, when it goes, is not needed (and the word may be
         // another Worker's of this process by then, which holds the same pid).
-        unclaim_in(&mapping, self.offset);
+        mapping.unclaim(self.offset);
     }
-}
-
-/// Notes that the word at `offset` in `mapping` holds `pid` for an endpoint of this thread, to
-/// be marked gone if the mapping goes first (see [`Mapped::claims`]).
-fn claim_in(mapping: &Mapped, offset: usize, pid: u32) {
-    let mut claims = mapping
-        .claims
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    claims.retain(|&(claimed, _)| claimed != offset);
-    claims.push((offset, pid));
-}
-
-/// Forgets the claim of the word at `offset` in `mapping` (see [`Mapped::claims`]).
-fn unclaim_in(mapping: &Mapped, offset: usize) {
-    mapping
-        .claims
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .retain(|&(claimed, _)| claimed != offset);
 }
 
 /// The weak references of `weakRef`, by a nonzero id that is not reused while it is held.
@@ -459,7 +436,7 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         (c"keepMovedAtEnd", js_keep_moved_at_end),
         (c"noteUnowned", js_note_unowned),
         (c"noteMainThread", js_note_main_thread),
-        (c"processEnding", js_process_ending),
+        (c"leaveEndpoints", js_leave_endpoints),
         (c"handedOver", js_handed_over),
         (c"takeViews", js_take_views),
         (c"addFinalizer", js_add_finalizer),
@@ -556,6 +533,7 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
         let account = unsafe { Box::from_raw(data.cast::<Arc<Account>>()) };
         if account.main.load(Ordering::Relaxed) {
             endpoints_left(&account);
+            leave_main_claims();
         }
         endpoints_gone(&account);
         // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
@@ -590,8 +568,9 @@ fn endpoints_gone(account: &Account) {
 }
 
 /// Forgets the channel endpoints still held here, in this account and in their mappings, without
-/// marking them: a main thread's teardown, the end of its process, whose pid then dies with it
-/// (Deno unmaps the mappings after this, which would mark them).
+/// marking them: a main thread's end, the end of its process, whose pid then dies with it
+/// (Node.js finalizes the buffers after its `exit` event, and Deno unmaps the mappings after
+/// the teardown, which would mark them).
 fn endpoints_left(account: &Account) {
     let held = std::mem::take(
         &mut account
@@ -602,7 +581,7 @@ fn endpoints_left(account: &Account) {
     );
     for endpoint in held.values() {
         if let Some(mapping) = endpoint.mapping.upgrade() {
-            unclaim_in(&mapping, endpoint.offset);
+            mapping.unclaim(endpoint.offset);
         }
     }
 }
@@ -1108,13 +1087,13 @@ unsafe extern "C" fn js_note_main_thread(env: Env, info: CallbackInfo) -> Value 
     }
 }
 
-/// `processEnding()`: the process is ending; no pid word is marked gone from now on
-/// ([`PROCESS_ENDING`]).
-unsafe extern "C" fn js_process_ending(env: Env, info: CallbackInfo) -> Value {
+/// `leaveEndpoints()`: forgets this environment's endpoints' notes without marking them
+/// ([`endpoints_left`]).
+unsafe extern "C" fn js_leave_endpoints(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, _account, []: [Value; 0]| {
-            PROCESS_ENDING.store(true, Ordering::Relaxed);
+        call(env, info, |api, account, []: [Value; 0]| {
+            endpoints_left(account);
             undefined(api, env)
         })
     }
@@ -1635,7 +1614,7 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
                 if held == expected {
                     // Taken: noted in this same call, so that no `terminate()` comes in between;
                     // in the mapping too, which marks the word if it goes first.
-                    claim_in(&mapping, offset, pid);
+                    mapping.claim(offset, pid);
                     let mut endpoints = account
                         .endpoints
                         .lock()
@@ -1676,7 +1655,7 @@ unsafe extern "C" fn js_unclaim_endpoint(env: Env, info: CallbackInfo) -> Value 
                 .unwrap_or_else(PoisonError::into_inner)
                 .by_address
                 .remove(&at);
-            unclaim_in(&mapping, offset);
+            mapping.unclaim(offset);
             let word = mapping.segment.atomic_u32(offset);
             let held = match word.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(held) | Err(held) => held,
