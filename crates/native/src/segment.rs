@@ -109,11 +109,11 @@ static MAIN_CLAIMS: Mutex<Vec<(Weak<Mapped>, usize)>> = Mutex::new(Vec::new());
 /// Notes a claim of `sb_channel_claim` in its mapping and in [`MAIN_CLAIMS`].
 pub(crate) fn claim_for_main(mapping: &Arc<Mapped>, offset: usize, pid: u32) {
     mapping.claim(offset, pid);
+    let weak = Arc::downgrade(mapping);
     let mut claims = MAIN_CLAIMS.lock().unwrap_or_else(PoisonError::into_inner);
-    claims.retain(|(held, at)| {
-        held.strong_count() > 0 && !(held.ptr_eq(&Arc::downgrade(mapping)) && *at == offset)
-    });
-    claims.push((Arc::downgrade(mapping), offset));
+    // Those of mappings gone go too (a dropped endpoint's, marked then).
+    claims.retain(|(held, at)| held.strong_count() > 0 && !(held.ptr_eq(&weak) && *at == offset));
+    claims.push((weak, offset));
 }
 
 /// Forgets a claim of `sb_channel_claim` (see [`claim_for_main`]).

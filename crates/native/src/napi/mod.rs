@@ -555,14 +555,7 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
 /// are (Node.js finalizes a Worker's buffers before its instance data; its [`Sentinel`]'s
 /// finalizer, which runs before theirs, calls this first).
 fn endpoints_gone(account: &Account) {
-    let held = std::mem::take(
-        &mut account
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_address,
-    );
-    for endpoint in held.values() {
+    for endpoint in take_endpoints(account).values() {
         endpoint.mark_gone();
     }
 }
@@ -572,18 +565,22 @@ fn endpoints_gone(account: &Account) {
 /// (Node.js finalizes the buffers after its `exit` event, and Deno unmaps the mappings after
 /// the teardown, which would mark them).
 fn endpoints_left(account: &Account) {
-    let held = std::mem::take(
+    for endpoint in take_endpoints(account).values() {
+        if let Some(mapping) = endpoint.mapping.upgrade() {
+            mapping.unclaim(endpoint.offset);
+        }
+    }
+}
+
+/// The channel endpoints noted in `account`, taken out of its table.
+fn take_endpoints(account: &Account) -> HashMap<u64, HeldEndpoint> {
+    std::mem::take(
         &mut account
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .by_address,
-    );
-    for endpoint in held.values() {
-        if let Some(mapping) = endpoint.mapping.upgrade() {
-            mapping.unclaim(endpoint.offset);
-        }
-    }
+    )
 }
 
 /// Takes back what mappings that have gone had reported.
@@ -1068,21 +1065,15 @@ unsafe extern "C" fn js_keep_moved_at_end(env: Env, info: CallbackInfo) -> Value
 /// module's before them: only the cleanup hooks and the instance data's, after.)
 unsafe extern "C" fn js_note_unowned(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
-    unsafe {
-        call(env, info, |api, account, []: [Value; 0]| {
-            note_unowned(account);
-            undefined(api, env)
-        })
-    }
+    unsafe { on_account(env, info, note_unowned) }
 }
 
 /// `noteMainThread()`: this environment is a main thread's (see [`Account::main`]).
 unsafe extern "C" fn js_note_main_thread(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
     unsafe {
-        call(env, info, |api, account, []: [Value; 0]| {
-            account.main.store(true, Ordering::Relaxed);
-            undefined(api, env)
+        on_account(env, info, |account| {
+            account.main.store(true, Ordering::Relaxed)
         })
     }
 }
@@ -1091,9 +1082,19 @@ unsafe extern "C" fn js_note_main_thread(env: Env, info: CallbackInfo) -> Value 
 /// ([`endpoints_left`]).
 unsafe extern "C" fn js_leave_endpoints(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
+    unsafe { on_account(env, info, endpoints_left) }
+}
+
+/// A call of no arguments that does `act` to this environment's [`Account`] and returns
+/// `undefined`.
+///
+/// # Safety
+/// `env` and `info` come from the runtime for this call.
+unsafe fn on_account(env: Env, info: CallbackInfo, act: fn(&Account)) -> Value {
+    // SAFETY: as the caller promises.
     unsafe {
         call(env, info, |api, account, []: [Value; 0]| {
-            endpoints_left(account);
+            act(account);
             undefined(api, env)
         })
     }
