@@ -162,3 +162,28 @@ test("wrap of more bytes than the runtime's largest buffer is an error, not an a
     cleanup({ key });
   }
 });
+
+// A Bun Worker's buffers are over mappings its Node-API module opened, and take that copy's
+// `sb_release` as their deallocator: in a `bun build --compile` program the FFI's library is
+// another copy, whose own would close a handle of the same number in its table.
+test("releaseFn is the address of the module's own sb_release, the FFI's where they are one library", () => {
+  assert.ok(Number.isSafeInteger(napi.releaseFn) && napi.releaseFn > 0, `${napi.releaseFn}`);
+  const deno = (globalThis as unknown as { Deno?: DenoFfi }).Deno;
+  if (runtime !== "deno" || deno === undefined) return; // Bun's FFI is compared in its Worker tests
+  const ffi = deno.dlopen(lib.loadLibrary(), {
+    sb_release_fn: { parameters: [], result: "usize" },
+  });
+  try {
+    assert.equal(Number(ffi.symbols.sb_release_fn()), napi.releaseFn);
+  } finally {
+    ffi.close();
+  }
+});
+
+/** The part of Deno's FFI this file calls (typed here: the suite also compiles for Node.js). */
+interface DenoFfi {
+  dlopen(
+    path: string,
+    symbols: { sb_release_fn: { parameters: []; result: "usize" } },
+  ): { symbols: { sb_release_fn(): number | bigint }; close(): void };
+}

@@ -16,6 +16,8 @@ import { ABI_VERSION } from "./ffi.ts";
 export interface NodeApiModule {
   /** The library's ABI version; must equal {@linkcode ABI_VERSION}. */
   readonly abiVersion: number;
+  /** The address of this copy's `sb_release`, for buffers over mappings it opened (Bun). */
+  readonly releaseFn: number;
   /** `sb_error_name(code)`, as a string. */
   errorName(code: number): string;
   /** `sb_error_message(code)`, as a string. */

@@ -3,6 +3,8 @@
 //                              for many senders), prints "ready", receives COUNT messages, checks
 //                              that the counter is COUNT, removes both and prints the senders.
 //   peer.mjs send BASE WHO     adds 1 to the counter and sends WHO with its runtime and version.
+//   peer.mjs send-worker BASE WHO   (Bun) the same after a Worker (peer-worker.mjs) opened, used
+//                              and closed the segment while this thread held it.
 import { Channel, loadLibrary, SharedMemory } from "shared-buffer-ipc";
 
 const [mode, base, arg] = globalThis.Deno?.args ?? process.argv.slice(2);
@@ -46,6 +48,38 @@ if (mode === "host") {
   tx.detach(); // one of many senders: leave without ending the stream
   ch.close();
   shm.close();
+} else if (mode === "send-worker") {
+  // No top-level await: the install test also bundles this file as CommonJS.
+  sendAfterWorker().catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
 } else {
-  throw new Error(`usage: peer.mjs host BASE COUNT | send BASE WHO`);
+  throw new Error(`usage: peer.mjs host BASE COUNT | send BASE WHO | send-worker BASE WHO`);
+}
+
+/**
+ * Bun only: a Worker opens, uses and closes the segment while this thread holds it, then this
+ * thread sends as `send` does. A compiled program loads the library twice (its FFI and its
+ * Node-API module); each handle must be closed in the copy that opened it.
+ */
+async function sendAfterWorker() {
+  const shm = SharedMemory.open(segment);
+  const words = new Int32Array(shm.buffer);
+  const worker = new Worker(new URL("./peer-worker.mjs", import.meta.url).href);
+  await new Promise((resolve, reject) => {
+    worker.onmessage = resolve;
+    worker.onerror = (event) => reject(new Error(`the Worker failed: ${event.message}`));
+    worker.postMessage(base);
+  });
+  worker.terminate();
+  Bun.gc(true);
+  if (Atomics.load(words, 1) < 1) throw new Error("the Worker's add is not in the segment");
+  Atomics.add(words, 0, 1);
+  const ch = Channel.open(channel);
+  const tx = ch.sender();
+  tx.send(new TextEncoder().encode(`${arg}: ${runtime}, library ${loadLibrary()}`));
+  tx.detach();
+  ch.close();
+  shm.close();
 }

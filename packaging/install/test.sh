@@ -5,7 +5,8 @@
 # import, with no Rust toolchain and no clone on PATH. A Deno process hosts a segment and a
 # channel; Node 20, the newest Node, Bun, Deno, Deno importing the JSR files over http (given the
 # library by SHARED_BUFFER_LIB) and a `bun build --compile` binary run from another folder each
-# add 1 to the segment's counter and send one message on the channel.
+# add 1 to the segment's counter and send one message on the channel; so do Bun and the compiled
+# binary once a Worker of theirs has opened, used and closed the segment.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 : "${VERDACCIO:?}" "${NODE_NEWEST:?}" "${DENO:?}" "${BUN:?}"
@@ -164,14 +165,15 @@ jsr_lib="$work/node20/node_modules/shared-buffer-ipc-$platform/libshared_buffer_
 
 # The compiled Bun program, and a Bun bundle (the library copied beside it), run from another
 # folder.
-(cd "$work/bun" && bun build --compile peer.mjs --outfile "$work/bin/peer-compiled" >/dev/null)
+cp "$root/packaging/install/peer-worker.mjs" "$work/bun/"
+(cd "$work/bun" && bun build --compile peer.mjs peer-worker.mjs --outfile "$work/bin/peer-compiled" >/dev/null)
 (cd "$work/bun" && bun build --target=bun peer.mjs --outdir "$work/bun-bundle" >/dev/null)
 (cd "$work/bun" && bun build --target=bun --format=cjs peer.mjs --outdir "$work/bun-bundle-cjs" >/dev/null)
 say "installed with npm (node $(node --version), node $("$NODE_NEWEST" --version)), bun add, deno npm:; compiled with bun build --compile, bundled with bun build"
 
 # One segment and one channel, shared by every runtime.
 base="/sbi-$$-$RANDOM"
-deno_run host "$base" 8 > "$work/host.out" 2> "$work/host.err" &
+deno_run host "$base" 10 > "$work/host.out" 2> "$work/host.err" &
 host=$!
 for _ in $(seq 1200); do
   grep -q '^ready' "$work/host.out" && break
@@ -184,6 +186,8 @@ pids=()
 (cd "$work/node-newest" && node-newest peer.mjs send "$base" node-newest) & pids+=($!)
 (cd "$work/bun" && bun peer.mjs send "$base" bun) & pids+=($!)
 (cd / && "$work/bin/peer-compiled" send "$base" bun-compiled) & pids+=($!)
+(cd / && "$work/bin/peer-compiled" send-worker "$base" bun-compiled-worker) & pids+=($!)
+(cd "$work/bun" && bun peer.mjs send-worker "$base" bun-worker) & pids+=($!)
 (cd / && bun "$work/bun-bundle/peer.js" send "$base" bun-bundle) & pids+=($!)
 (cd / && bun "$work/bun-bundle-cjs/peer.js" send "$base" bun-bundle-cjs) & pids+=($!)
 deno_run send "$base" deno & pids+=($!)
@@ -191,10 +195,12 @@ deno_run send "$base" deno & pids+=($!)
 pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+# A sender that failed sent nothing: the host would wait for its message for two minutes.
+[ "$failed" = 0 ] || { kill "$host" 2>/dev/null; die "a sender failed (its output is above)"; }
 wait "$host" || { cat "$work/host.err"; die "the Deno host failed"; }
 cat "$work/host.out" >&2
-[ "$failed" = 0 ] || die "a sender failed"
-for who in node20 node-newest bun bun-compiled bun-bundle bun-bundle-cjs deno deno-remote; do
+for who in node20 node-newest bun bun-compiled bun-compiled-worker bun-worker bun-bundle \
+  bun-bundle-cjs deno deno-remote; do
   grep -q "^received: $who: " "$work/host.out" || die "no message from $who"
 done
 grep -q "^received: bun-compiled: .*/\$bunfs/" "$work/host.out" \
@@ -207,4 +213,4 @@ for who in node20 node-newest bun deno; do
   grep -q "^received: $who: .*/shared-buffer-ipc-$platform/" "$work/host.out" \
     || die "$who did not load the platform package shared-buffer-ipc-$platform"
 done
-say "ok: 8 processes in 4 runtimes (one Deno from a remote entry) shared one segment and one channel"
+say "ok: 10 processes in 4 runtimes (one Deno from a remote entry, two Bun with a Worker) shared one segment and one channel"

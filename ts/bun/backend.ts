@@ -95,12 +95,16 @@ export function loadBun(explicit?: string): Backend {
     (l) => l.close(),
   );
   const s = lib.symbols as Symbols;
-  const release = s.sb_release_fn();
   // Async waits resolve through Node-API, which Bun implements: a thread-safe `JSCallback` would
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
   const nodeApi = loadNodeApi(path, process.dlopen);
   const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;
+  // A Worker's buffers are over mappings its Node-API module opened (see `opens` below), whose
+  // handles that copy's `sb_release` closes: in a `bun build --compile` program the FFI's library
+  // is another copy, whose `sb_release` would close a handle of the same number in its own
+  // table, perhaps the main thread's.
+  const release = mainThread ? s.sb_release_fn() : nodeApi.releaseFn;
   // A Worker terminated between an open and the buffer that takes its handle over would leave
   // the handle, and its mapping, open for good: in a Worker, handles are opened through Node-API,
   // which notes them until `handedOver` and closes those still noted at the Worker's teardown.

@@ -68,6 +68,9 @@
 //!   `WeakRef`, it does not keep its object alive until the end of the job that made it, so a
 //!   synchronous loop that drops what it refers to lets the engine collect it at once.
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
+//! - `releaseFn`: the address of this copy's [`crate::sb_release`], for `bun:ffi` buffers over
+//!   mappings this module opened: in a `bun build --compile` program the FFI's library is another
+//!   copy, whose `sb_release` would close a handle of the same number in its own table.
 //!
 //! Finalizers may run on any thread (V8 may free a backing store on a background thread) and
 //! after the environment that made the buffer is gone, so they call no Node-API function: they
@@ -488,9 +491,22 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
         unsafe { (api.create_uint32)(env, SB_ABI_VERSION, &mut version) },
         "napi_create_uint32",
     )?;
-    // SAFETY: as above.
     check(
+        // SAFETY: exports is an object of this env, the name is NUL-terminated.
         unsafe { (api.set_named_property)(env, exports, c"abiVersion".as_ptr(), version) },
+        "napi_set_named_property",
+    )?;
+    // An address of user space (under 2^47 on x86-64 and arm64 Linux and macOS) is exact as a
+    // double.
+    let mut release = ptr::null_mut();
+    check(
+        // SAFETY: valid out-pointer.
+        unsafe { (api.create_double)(env, crate::sb_release_fn() as usize as f64, &mut release) },
+        "napi_create_double",
+    )?;
+    check(
+        // SAFETY: as above.
+        unsafe { (api.set_named_property)(env, exports, c"releaseFn".as_ptr(), release) },
         "napi_set_named_property",
     )
 }

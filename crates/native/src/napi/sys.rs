@@ -90,6 +90,7 @@ napi! {
         fn(Env, Value, *mut c_char, usize, *mut usize);
     create_int32 = "napi_create_int32": fn(Env, i32, *mut Value);
     create_uint32 = "napi_create_uint32": fn(Env, u32, *mut Value);
+    create_double = "napi_create_double": fn(Env, f64, *mut Value);
     create_function = "napi_create_function":
         fn(Env, *const c_char, usize, Callback, *mut c_void, *mut Value);
     set_named_property = "napi_set_named_property": fn(Env, Value, *const c_char, Value);
