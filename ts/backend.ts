@@ -119,8 +119,9 @@ export interface Backend {
   close(handle: number): number;
   /**
    * A channel endpoint of this thread attaching: the compare-and-swap of its pid word at `address`
-   * from `expected` to `pid`, in the Node-API module (which hears of a Worker's end in every
-   * runtime), which notes the word when it takes it, in the same call. If the thread ends while
+   * from `expected` to `pid`, which notes the word when it takes it, in the same call: through
+   * the Node-API module in a Worker (it hears of a Worker's end in every runtime) and on Node.js's
+   * main thread; through the FFI (`sb_channel_claim`) on Deno's and Bun's. If the thread ends while
    * it holds the word (a Worker terminated, or ended without closing it), or the mapping goes
    * (the engine collected a channel dropped without `close()`, on any thread), the word is marked
    * `PID_GONE`, and peers take the endpoint for dead. Returns what the word held (as an int32).

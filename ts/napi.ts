@@ -18,6 +18,8 @@ export interface NodeApiModule {
   readonly abiVersion: number;
   /** The address of this copy's `sb_release`, for buffers over mappings it opened (Bun). */
   readonly releaseFn: number;
+  /** The file this copy was loaded from, where the platform tells (`dladdr`). */
+  readonly libraryFile?: string;
   /** `sb_error_name(code)`, as a string. */
   errorName(code: number): string;
   /** `sb_error_message(code)`, as a string. */

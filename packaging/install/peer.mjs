@@ -4,8 +4,9 @@
 //                              that the counter is COUNT, removes both and prints the senders.
 //   peer.mjs send BASE WHO     adds 1 to the counter and sends WHO with its runtime and version.
 //   peer.mjs send-worker BASE WHO   (Bun) the same after a Worker (peer-worker.mjs) opened, used
-//                              and closed the segment while this thread held it.
-import { Channel, loadLibrary, SharedMemory } from "shared-buffer-ipc";
+//                              and closed the segment while this thread held it, and a close
+//                              ended a waitAsync on it.
+import { Channel, loadLibrary, SharedMemory, waitAsync } from "shared-buffer-ipc";
 
 const [mode, base, arg] = globalThis.Deno?.args ?? process.argv.slice(2);
 const runtime = globalThis.Bun
@@ -75,6 +76,15 @@ async function sendAfterWorker() {
   worker.terminate();
   Bun.gc(true);
   if (Atomics.load(words, 1) < 1) throw new Error("the Worker's add is not in the segment");
+  // A close ends the async waits on its segment (EBADF), which its library copy must know of.
+  const other = SharedMemory.open(segment);
+  const waiting = waitAsync(new Int32Array(other.buffer), 2, 0, 20_000);
+  const started = Date.now();
+  other.close();
+  const outcome = await waiting.then((result) => result, (err) => err.code ?? String(err));
+  if (outcome !== "EBADF") {
+    throw new Error(`close() did not end a waitAsync: ${outcome} after ${Date.now() - started} ms`);
+  }
   Atomics.add(words, 0, 1);
   const ch = Channel.open(channel);
   const tx = ch.sender();

@@ -28,7 +28,7 @@ import {
   wrongEntry,
 } from "../library.ts";
 import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
-import { loadNodeApi, noteMainThread } from "../napi.ts";
+import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
 import type { NodeCalls } from "../node/backend.ts";
 import { PLATFORM_LIBRARIES } from "./platforms.ts";
 
@@ -73,13 +73,43 @@ export function bunSymbols(): Record<string, { args: string[]; returns: string }
 // deno-lint-ignore no-explicit-any
 type Symbols = Record<string, (...args: any[]) => any>;
 
+/** A library as `bun:ffi` opens it. */
+interface FfiLibrary {
+  readonly symbols: unknown;
+  close(): void;
+}
+
+/**
+ * The FFI's library, opened again from the Node-API module's file where the two are separate
+ * copies (their `sb_release` at two addresses): a `bun build --compile` program writes its
+ * embedded library out once for `bun:ffi` and once for `process.dlopen`. Two copies keep two
+ * tables of handles, of pending async waits and of claims, and a call of one made for the other
+ * missed: a `close()` did not end the `waitAsync`s on the segment (a wait without a timeout kept
+ * the program alive for good), and a Worker's handle counts were the main thread's.
+ */
+function oneCopy(
+  first: FfiLibrary,
+  nodeApi: NodeApiModule,
+  open: (file: string) => FfiLibrary,
+): FfiLibrary {
+  const releaseOf = (lib: FfiLibrary) => Number((lib.symbols as Symbols).sb_release_fn());
+  if (releaseOf(first) === nodeApi.releaseFn || nodeApi.libraryFile === undefined) return first;
+  const again = open(nodeApi.libraryFile);
+  if (releaseOf(again) !== nodeApi.releaseFn) {
+    again.close();
+    return first;
+  }
+  first.close();
+  return again;
+}
+
 /** Opens the native library and returns the Bun backend. */
 export function loadBun(explicit?: string): Backend {
   if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
   const table = bunSymbols();
   // A clone's or the package's own sources; elsewhere a user's bundle or compiled program.
   const sources = import.meta.dir.endsWith("/ts/bun");
-  const { lib, path } = loadNativeLibrary(
+  const first = loadNativeLibrary(
     {
       explicit,
       fromEnv: process.env[LIBRARY_ENV],
@@ -94,11 +124,13 @@ export function loadBun(explicit?: string): Backend {
     (l) => (l.symbols as Symbols).sb_abi_version(),
     (l) => l.close(),
   );
-  const s = lib.symbols as Symbols;
+  const path = first.path;
   // Async waits resolve through Node-API, which Bun implements: a thread-safe `JSCallback` would
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
   const nodeApi = loadNodeApi(path, process.dlopen);
+  // deno-lint-ignore no-explicit-any
+  const s = oneCopy(first.lib, nodeApi, (file) => dlopen(file, table as any)).symbols as Symbols;
   const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;
   // A Worker's buffers are over mappings its Node-API module opened (see `opens` below), whose
   // handles that copy's `sb_release` closes: in a `bun build --compile` program the FFI's library

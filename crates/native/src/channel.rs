@@ -353,7 +353,8 @@ pub unsafe extern "C" fn sb_channel_claim(
         ) {
             Ok(found) | Err(found) => found,
         };
-        if found == expected {
+        // A word that already held `pid` is not this call's to note.
+        if found == expected && expected != pid {
             claim_for_main(&mapping, offset, pid);
         }
         // SAFETY: not null, and the caller promises it is valid for one write.

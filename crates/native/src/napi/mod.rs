@@ -71,6 +71,8 @@
 //! - `releaseFn`: the address of this copy's [`crate::sb_release`], for `bun:ffi` buffers over
 //!   mappings this module opened: in a `bun build --compile` program the FFI's library is another
 //!   copy, whose `sb_release` would close a handle of the same number in its own table.
+//! - `libraryFile`: the file this copy was loaded from (`dladdr`), where known: Bun opens its FFI
+//!   again from it when the two are separate copies (see `ts/bun/backend.ts`).
 //!
 //! Finalizers may run on any thread (V8 may free a backing store on a background thread) and
 //! after the environment that made the buffer is gone, so they call no Node-API function: they
@@ -130,8 +132,12 @@ pub(crate) struct Account {
     /// gone at the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
     endpoints: Mutex<Endpoints>,
     /// Set by `noteMainThread`: a main thread's, whose teardown is its process's end; it leaves
-    /// the endpoints still noted here as they are, to die with the process.
+    /// the endpoints still noted here as they are, to die with the process, and forgets the
+    /// claims `sb_channel_claim` made on its thread (`leave_main_claims`).
     main: AtomicBool,
+    /// Set by `leaveEndpoints`: the process is ending; claims made here after it are not noted
+    /// (a Node.js `exit` listener that attaches an endpoint after the library's).
+    left: AtomicBool,
 }
 
 /// The pid words of the channel endpoints an environment holds, by address.
@@ -507,6 +513,26 @@ unsafe fn register(api: &Api, env: Env, exports: Value) -> Result<(), Thrown> {
     check(
         // SAFETY: as above.
         unsafe { (api.set_named_property)(env, exports, c"releaseFn".as_ptr(), release) },
+        "napi_set_named_property",
+    )?;
+    // SAFETY: an all-zero `Dl_info` is a valid value (null pointers) for dladdr to fill.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: the address is a function of this library; `info` is a valid out-pointer.
+    let found = unsafe { libc::dladdr(crate::sb_release_fn(), &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return Ok(());
+    }
+    // SAFETY: dladdr filled in a NUL-terminated path, which lives while the library is loaded.
+    let file = unsafe { CStr::from_ptr(info.dli_fname) };
+    let mut value = ptr::null_mut();
+    check(
+        // SAFETY: the pointer and length are the path's own bytes; valid out-pointer.
+        unsafe { (api.create_string_utf8)(env, file.as_ptr(), file.to_bytes().len(), &mut value) },
+        "napi_create_string_utf8",
+    )?;
+    check(
+        // SAFETY: as above.
+        unsafe { (api.set_named_property)(env, exports, c"libraryFile".as_ptr(), value) },
         "napi_set_named_property",
     )
 }
@@ -1098,7 +1124,12 @@ unsafe extern "C" fn js_note_main_thread(env: Env, info: CallbackInfo) -> Value 
 /// ([`endpoints_left`]).
 unsafe extern "C" fn js_leave_endpoints(env: Env, info: CallbackInfo) -> Value {
     // SAFETY: env and info come from the runtime.
-    unsafe { on_account(env, info, endpoints_left) }
+    unsafe {
+        on_account(env, info, |account| {
+            account.left.store(true, Ordering::Relaxed);
+            endpoints_left(account);
+        })
+    }
 }
 
 /// A call of no arguments that does `act` to this environment's [`Account`] and returns
@@ -1628,7 +1659,9 @@ unsafe extern "C" fn js_claim_endpoint(env: Env, info: CallbackInfo) -> Value {
                 ) {
                     Ok(held) | Err(held) => held,
                 };
-                if held == expected {
+                // A word that already held `pid` is not this call's to note (nor, once the
+                // process is ending, any word).
+                if held == expected && expected != pid && !account.left.load(Ordering::Relaxed) {
                     // Taken: noted in this same call, so that no `terminate()` comes in between;
                     // in the mapping too, which marks the word if it goes first.
                     mapping.claim(offset, pid);
