@@ -163,9 +163,8 @@ test("wrap of more bytes than the runtime's largest buffer is an error, not an a
   }
 });
 
-// A Bun Worker's buffers are over mappings its Node-API module opened, and take that copy's
-// `sb_release` as their deallocator: in a `bun build --compile` program the FFI's library is
-// another copy, whose own would close a handle of the same number in its table.
+// Bun tells by it whether its FFI opened the same copy of the library as `process.dlopen`: in a
+// `bun build --compile` program it did not, and opens the FFI again from `libraryFile`.
 test("releaseFn is the address of the module's own sb_release, the FFI's where they are one library", () => {
   assert.ok(Number.isSafeInteger(napi.releaseFn) && napi.releaseFn > 0, `${napi.releaseFn}`);
   const deno = (globalThis as unknown as { Deno?: DenoFfi }).Deno;

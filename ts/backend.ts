@@ -119,9 +119,8 @@ export interface Backend {
   close(handle: number): number;
   /**
    * A channel endpoint of this thread attaching: the compare-and-swap of its pid word at `address`
-   * from `expected` to `pid`, which notes the word when it takes it, in the same call: through
-   * the Node-API module in a Worker (it hears of a Worker's end in every runtime) and on Node.js's
-   * main thread; through the FFI (`sb_channel_claim`) on Deno's and Bun's. If the thread ends while
+   * from `expected` to `pid`, in the Node-API module (which hears of a Worker's end in every
+   * runtime), which notes the word when it takes it, in the same call. If the thread ends while
    * it holds the word (a Worker terminated, or ended without closing it), or the mapping goes
    * (the engine collected a channel dropped without `close()`, on any thread), the word is marked
    * `PID_GONE`, and peers take the endpoint for dead. Returns what the word held (as an int32).
@@ -299,35 +298,6 @@ export function commonCalls(s: Calls): CommonCalls {
         errnos.set(name, found);
       }
       return found;
-    },
-  };
-}
-
-/**
- * A main thread's claims of channel places ({@linkcode Backend.claimEndpoint}) in Deno and Bun:
- * through the copy of the library that mapped its segments, their FFI's (the Node-API module
- * may be another copy, which does not know the mappings, in a `bun build --compile` program).
- * `toAddress` makes an address the FFI's `usize`.
- */
-export function mainThreadClaims(
-  s: Calls,
-  toAddress: (address: bigint) => unknown,
-): Pick<Backend, "claimEndpoint" | "unclaimEndpoint"> {
-  const held = new Uint32Array(1);
-  const notAWord = (address: bigint) =>
-    new RangeError(`0x${address.toString(16)} is no aligned word of a mapping here`);
-  return {
-    claimEndpoint(address, expected, pid) {
-      // `expected` is an int32 (a marked word is negative), which Deno's `u32` refuses.
-      if (s.sb_channel_claim(toAddress(address), expected >>> 0, pid, held) < 0) {
-        throw notAWord(address);
-      }
-      return held[0] | 0;
-    },
-    unclaimEndpoint(address, pid) {
-      const code = s.sb_channel_unclaim(toAddress(address), pid);
-      if (code < 0) throw notAWord(address);
-      return code;
     },
   };
 }

@@ -133,10 +133,6 @@ export const symbols = {
   sb_process_alive: { parameters: ["u32"], result: "i32" },
   /** `uint32_t sb_pid_namespace(void)`: this process's pid namespace (the inode number of /proc/self/ns/pid), 0 if unknown. */
   sb_pid_namespace: { parameters: [], result: "u32" },
-  /** `int32_t sb_channel_claim(uintptr_t word, uint32_t expected, uint32_t pid, uint32_t *held)`: 0 (what the word held written to `held`), or -EINVAL. */
-  sb_channel_claim: { parameters: ["usize", "u32", "u32", "buffer"], result: "i32" },
-  /** `int32_t sb_channel_unclaim(uintptr_t word, uint32_t pid)`: 0, or -EINVAL. */
-  sb_channel_unclaim: { parameters: ["usize", "u32"], result: "i32" },
   /** `int32_t sb_channel_take(uint8_t *region, SbTakeState *state, uint8_t *target, uint32_t room)`: the length of the message taken into `target`, or -1 with nothing taken. */
   sb_channel_take: { parameters: ["usize", "usize", "buffer", "u32"], result: "i32" },
   /** `int32_t sb_channel_scan_run(uint8_t *region, SbTakeState *state, uint8_t *out, uint32_t out_len, uint32_t *lens, uint32_t max, uint32_t small)`: how many messages of the run at `head` were copied to `out` (their lengths to `lens`); 0 for none. */

@@ -16,7 +16,7 @@ import { ABI_VERSION } from "./ffi.ts";
 export interface NodeApiModule {
   /** The library's ABI version; must equal {@linkcode ABI_VERSION}. */
   readonly abiVersion: number;
-  /** The address of this copy's `sb_release`, for buffers over mappings it opened (Bun). */
+  /** The address of this copy's `sb_release`: Bun's FFI must have opened the same copy. */
   readonly releaseFn: number;
   /** The file this copy was loaded from, where the platform tells (`dladdr`). */
   readonly libraryFile?: string;

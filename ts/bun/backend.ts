@@ -11,13 +11,7 @@
 import { CString, dlopen, ptr, toArrayBuffer } from "bun:ffi";
 import * as fs from "node:fs";
 import process from "node:process";
-import {
-  type Backend,
-  channelStates,
-  commonCalls,
-  mainThreadClaims,
-  settleHandles,
-} from "../backend.ts";
+import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
   fileHead,
@@ -84,20 +78,25 @@ interface FfiLibrary {
  * copies (their `sb_release` at two addresses): a `bun build --compile` program writes its
  * embedded library out once for `bun:ffi` and once for `process.dlopen`. Two copies keep two
  * tables of handles, of pending async waits and of claims, and a call of one made for the other
- * missed: a `close()` did not end the `waitAsync`s on the segment (a wait without a timeout kept
- * the program alive for good), and a Worker's handle counts were the main thread's.
+ * missed: a Worker's buffers closed the main thread's handles of the same numbers (a crash), a
+ * `close()` did not end the `waitAsync`s on its segment, a main thread's channel endpoint could
+ * not attach. Where they cannot be made one, the load fails.
  */
 function oneCopy(
   first: FfiLibrary,
   nodeApi: NodeApiModule,
+  path: string,
   open: (file: string) => FfiLibrary,
 ): FfiLibrary {
   const releaseOf = (lib: FfiLibrary) => Number((lib.symbols as Symbols).sb_release_fn());
-  if (releaseOf(first) === nodeApi.releaseFn || nodeApi.libraryFile === undefined) return first;
-  const again = open(nodeApi.libraryFile);
-  if (releaseOf(again) !== nodeApi.releaseFn) {
-    again.close();
-    return first;
+  if (releaseOf(first) === nodeApi.releaseFn) return first;
+  const again = nodeApi.libraryFile === undefined ? undefined : open(nodeApi.libraryFile);
+  if (again === undefined || releaseOf(again) !== nodeApi.releaseFn) {
+    again?.close();
+    throw new Error(
+      `shared-buffer: ${path} loaded as two copies of the library (bun:ffi's and ` +
+        `process.dlopen's), which could not be made one from ${nodeApi.libraryFile ?? "its file"}`,
+    );
   }
   first.close();
   return again;
@@ -130,13 +129,10 @@ export function loadBun(explicit?: string): Backend {
   // thread-safe function down with it (and the library ends its waits then).
   const nodeApi = loadNodeApi(path, process.dlopen);
   // deno-lint-ignore no-explicit-any
-  const s = oneCopy(first.lib, nodeApi, (file) => dlopen(file, table as any)).symbols as Symbols;
+  const s = oneCopy(first.lib, nodeApi, path, (file) => dlopen(file, table as any))
+    .symbols as Symbols;
   const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;
-  // A Worker's buffers are over mappings its Node-API module opened (see `opens` below), whose
-  // handles that copy's `sb_release` closes: in a `bun build --compile` program the FFI's library
-  // is another copy, whose `sb_release` would close a handle of the same number in its own
-  // table, perhaps the main thread's.
-  const release = mainThread ? s.sb_release_fn() : nodeApi.releaseFn;
+  const release = s.sb_release_fn();
   // A Worker terminated between an open and the buffer that takes its handle over would leave
   // the handle, and its mapping, open for good: in a Worker, handles are opened through Node-API,
   // which notes them until `handedOver` and closes those still noted at the Worker's teardown.
@@ -158,13 +154,9 @@ export function loadBun(explicit?: string): Backend {
       dup: opens.dup,
       close: opens.close,
     }),
-    // A Worker's endpoints are noted through Node-API, as its segments are opened, for its
-    // teardown to mark (see Backend); the main thread's in the FFI's copy of the library.
-    ...(mainThread ? mainThreadClaims(s, Number) : {
-      claimEndpoint: (address: bigint, expected: number, pid: number) =>
-        nodeApi.claimEndpoint(address, expected, pid),
-      unclaimEndpoint: (address: bigint, pid: number) => nodeApi.unclaimEndpoint(address, pid),
-    }),
+    // Noted in the Node-API module, which hears of a Worker's end (see Backend).
+    claimEndpoint: (address, expected, pid) => nodeApi.claimEndpoint(address, expected, pid),
+    unclaimEndpoint: (address, pid) => nodeApi.unclaimEndpoint(address, pid),
     errorName: (code) => new CString(s.sb_error_name(code)).toString(),
     errorMessage: (code) => new CString(s.sb_error_message(code)).toString(),
     address: (address) => Number(address),

@@ -12,13 +12,7 @@
 
 import * as fs from "node:fs";
 import process from "node:process";
-import {
-  type Backend,
-  channelStates,
-  commonCalls,
-  mainThreadClaims,
-  settleHandles,
-} from "../backend.ts";
+import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import {
   askingOnce,
@@ -227,13 +221,8 @@ export function loadDeno(explicit?: string): Backend {
     unlinkKey: (key) => owner.unlinkKey(key),
     unlinkName: (name) => owner.unlinkName(decoder.decode(name)),
     unlinkKeyOwn: (key, identity) => owner.unlinkKeyOwn(key, identity),
-    // A Worker's endpoints are noted through Node-API, for its teardown to mark (see Backend);
-    // the main thread's in the FFI's copy of the library, which mapped its segments.
-    ...(mainThread ? mainThreadClaims(s, (address) => address) : {
-      claimEndpoint: (address: bigint, expected: number, pid: number) =>
-        owner.claimEndpoint(address, expected, pid),
-      unclaimEndpoint: (address: bigint, pid: number) => owner.unclaimEndpoint(address, pid),
-    }),
+    claimEndpoint: (address, expected, pid) => owner.claimEndpoint(address, expected, pid),
+    unclaimEndpoint: (address, pid) => owner.unclaimEndpoint(address, pid),
     unlinkNameOwn: (name, identity) => owner.unlinkNameOwn(decoder.decode(name), identity),
     // Through the Node-API module: a C string's bytes are read by Deno's
     // `UnsafePointerView` only with `--allow-ffi` unscoped.

@@ -254,15 +254,6 @@ exports! {
     fn sb_process_alive(pid: u32) -> i32;
     /// This process's pid namespace (the inode number of /proc/self/ns/pid), 0 if unknown.
     fn sb_pid_namespace() -> u32;
-    /// 0 (what the word held written to `held`), or -EINVAL.
-    fn sb_channel_claim(
-        word: usize => "usize",
-        expected: u32,
-        pid: u32,
-        held: *mut u32 => "buffer",
-    ) -> i32;
-    /// 0, or -EINVAL.
-    fn sb_channel_unclaim(word: usize => "usize", pid: u32) -> i32;
     /// The length of the message taken into `target`, or -1 with nothing taken.
     fn sb_channel_take(
         region: *mut u8 => "usize",

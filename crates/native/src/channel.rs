@@ -9,12 +9,7 @@
 //! ring's own code, and the batch receive's look ahead, which `sb_channel_scan_run` makes in one
 //! call; all over state the TypeScript endpoint keeps in its own memory.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use crate::guard;
-use crate::segment::{Mapped, claim_for_main, mapping_holding, unclaim_for_main};
-use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::channel::{foreign, liveness};
 
 /// The receiver state `sb_channel_take` reads and updates.
@@ -320,75 +315,4 @@ mod tests {
         // Reaped: the pid no longer exists (until the kernel reuses it, which takes a while).
         assert_eq!(sb_process_alive(pid), 0, "a reaped child");
     }
-}
-
-/// The compare-and-swap of a channel endpoint's pid word at `word` from `expected` to `pid` as
-/// an endpoint of a main thread attaches, through the copy of the library that mapped its
-/// segment (Deno's and Bun's FFI; the Node-API module may be another copy, which does not know
-/// the mapping, in a `bun build --compile` program). When it takes the word, it notes it in the
-/// mapping, which marks it `PID_GONE` if it goes first (the engine collected the channel without
-/// `close()`), until the main thread's end forgets it (see `leave_main_claims`, in `segment`).
-/// Writes what the word held to `held`. Returns 0, or `-EINVAL`
-/// if `word` is no aligned word of a mapping of this library, `pid` is no pid (0, or with
-/// `PID_GONE`), or `held` is null.
-///
-/// # Safety
-/// `held` is null or valid for writing one `u32`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sb_channel_claim(
-    word: usize,
-    expected: u32,
-    pid: u32,
-    held: *mut u32,
-) -> i32 {
-    guard(|| {
-        let Some((mapping, offset)) = endpoint_word(word, pid).filter(|_| !held.is_null()) else {
-            return -libc::EINVAL;
-        };
-        let found = match mapping.segment.atomic_u32(offset).compare_exchange(
-            expected,
-            pid,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        ) {
-            Ok(found) | Err(found) => found,
-        };
-        // A word that already held `pid` is not this call's to note.
-        if found == expected && expected != pid {
-            claim_for_main(&mapping, offset, pid);
-        }
-        // SAFETY: not null, and the caller promises it is valid for one write.
-        unsafe { held.write_unaligned(found) };
-        0
-    })
-}
-
-/// The detach of an endpoint [`sb_channel_claim`] attached: the word at `word` from `pid` to 0
-/// (if it still holds it), and the note forgotten. Returns 0, or `-EINVAL` as there.
-#[unsafe(no_mangle)]
-pub extern "C" fn sb_channel_unclaim(word: usize, pid: u32) -> i32 {
-    guard(|| {
-        let Some((mapping, offset)) = endpoint_word(word, pid) else {
-            return -libc::EINVAL;
-        };
-        unclaim_for_main(&mapping, offset);
-        let _ = mapping.segment.atomic_u32(offset).compare_exchange(
-            pid,
-            0,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        0
-    })
-}
-
-/// The mapping that holds the aligned word at `word`, and the word's offset in it, if `pid` is
-/// a pid (nonzero, without `PID_GONE`).
-fn endpoint_word(word: usize, pid: u32) -> Option<(Arc<Mapped>, usize)> {
-    if pid == 0 || pid & PID_GONE != 0 || word % 4 != 0 {
-        return None;
-    }
-    let mapping = mapping_holding(word as u64, 4)?;
-    let offset = word - mapping.segment.as_ptr() as usize;
-    Some((mapping, offset))
 }

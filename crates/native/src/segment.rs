@@ -1,6 +1,5 @@
 //! Segment handles: open, duplicate, close, unlink.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
@@ -100,48 +99,6 @@ impl Mapped {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|&(claimed, _)| claimed != offset);
-    }
-}
-
-thread_local! {
-    /// The claims [`crate::sb_channel_claim`] made on this thread (a main thread's endpoints in
-    /// Deno and Bun), as (mapping, offset), for [`leave_main_claims`]. Per thread: `deno test
-    /// --parallel` runs a main isolate per test module on threads of one process, and one's end
-    /// must not forget another's claims.
-    static MAIN_CLAIMS: RefCell<Vec<(Weak<Mapped>, usize)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Notes a claim of `sb_channel_claim` in its mapping and in [`MAIN_CLAIMS`].
-pub(crate) fn claim_for_main(mapping: &Arc<Mapped>, offset: usize, pid: u32) {
-    mapping.claim(offset, pid);
-    let weak = Arc::downgrade(mapping);
-    MAIN_CLAIMS.with_borrow_mut(|claims| {
-        // Those of mappings gone go too (a dropped endpoint's, marked then).
-        claims
-            .retain(|(held, at)| held.strong_count() > 0 && !(held.ptr_eq(&weak) && *at == offset));
-        claims.push((weak, offset));
-    });
-}
-
-/// Forgets a claim of `sb_channel_claim` (see [`claim_for_main`]).
-pub(crate) fn unclaim_for_main(mapping: &Arc<Mapped>, offset: usize) {
-    mapping.unclaim(offset);
-    let weak = Arc::downgrade(mapping);
-    MAIN_CLAIMS.with_borrow_mut(|claims| {
-        claims.retain(|(held, at)| !(held.ptr_eq(&weak) && *at == offset));
-    });
-}
-
-/// Forgets, without marking them, the claims of `sb_channel_claim` this thread still holds: a
-/// main thread's end, which is its process's (a Deno main thread's teardown, which then unmaps,
-/// would mark them as for an endpoint gone without `close()` while its process lives on). The
-/// mappings' references are dropped after the list is let go (dropping one may unmap).
-pub(crate) fn leave_main_claims() {
-    let claims = MAIN_CLAIMS.with_borrow_mut(std::mem::take);
-    for (held, offset) in claims {
-        if let Some(mapping) = held.upgrade() {
-            mapping.unclaim(offset);
-        }
     }
 }
 

@@ -68,11 +68,11 @@
 //!   `WeakRef`, it does not keep its object alive until the end of the job that made it, so a
 //!   synchronous loop that drops what it refers to lets the engine collect it at once.
 //! - `abiVersion`: [`crate::SB_ABI_VERSION`].
-//! - `releaseFn`: the address of this copy's [`crate::sb_release`], for `bun:ffi` buffers over
-//!   mappings this module opened: in a `bun build --compile` program the FFI's library is another
-//!   copy, whose `sb_release` would close a handle of the same number in its own table.
-//! - `libraryFile`: the file this copy was loaded from (`dladdr`), where known: Bun opens its FFI
-//!   again from it when the two are separate copies (see `ts/bun/backend.ts`).
+//! - `releaseFn`: the address of this copy's [`crate::sb_release`], and `libraryFile`, the file
+//!   it was loaded from (`dladdr`), where known: a `bun build --compile` program writes its
+//!   library out once for `bun:ffi` and once for this module, and Bun, finding the two
+//!   `sb_release`s at two addresses, opens its FFI again from this file, so that both are one
+//!   library (see `ts/bun/backend.ts`).
 //!
 //! Finalizers may run on any thread (V8 may free a backing store on a background thread) and
 //! after the environment that made the buffer is gone, so they call no Node-API function: they
@@ -93,9 +93,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use shared_buffer::channel::layout::PID_GONE;
 use shared_buffer::segment::{Segment, SegmentError, SegmentId};
 
-use crate::segment::{
-    Mapped, Retired, close_owned, leave_main_claims, lookup, mappings_of, open_handles,
-};
+use crate::segment::{Mapped, Retired, close_owned, lookup, mappings_of, open_handles};
 use crate::{SB_ABI_VERSION, code_of, sb_error_name};
 use sys::{Api, CallbackInfo, Env, OK, Value, api};
 
@@ -132,8 +130,7 @@ pub(crate) struct Account {
     /// gone at the environment's teardown if still held (see [`HeldEndpoint::mark_gone`]).
     endpoints: Mutex<Endpoints>,
     /// Set by `noteMainThread`: a main thread's, whose teardown is its process's end; it leaves
-    /// the endpoints still noted here as they are, to die with the process, and forgets the
-    /// claims `sb_channel_claim` made on its thread (`leave_main_claims`).
+    /// the endpoints still noted here as they are, to die with the process.
     main: AtomicBool,
     /// Set by `leaveEndpoints`: the process is ending; claims made here after it are not noted
     /// (a Node.js `exit` listener that attaches an endpoint after the library's).
@@ -575,7 +572,6 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
         let account = unsafe { Box::from_raw(data.cast::<Arc<Account>>()) };
         if account.main.load(Ordering::Relaxed) {
             endpoints_left(&account);
-            leave_main_claims();
         }
         endpoints_gone(&account);
         // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
