@@ -7,8 +7,9 @@
  * `role: "loses-place"` it takes the receiver, replies `{ held }`, tries a receive every 5 ms until
  * one fails (its place given to another), closes the receiver and replies `{ closed: <code> }`.
  *
- * Message in: `{ name, role }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker in
- * Node.js.
+ * Message in: `{ name, role, entry }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker
+ * in Node.js. With `entry: "node"` a web Worker imports the library through its Node.js entry
+ * (`node.ts`, as `npm:` and `bun add` users do) instead of its runtime's own.
  *
  * @module
  */
@@ -22,11 +23,13 @@ const node = !("Deno" in globalThis) && !("Bun" in globalThis);
 const kept: unknown[] = [];
 
 async function run(
-  { name, role }: { name: string; role: string },
+  { name, role, entry }: { name: string; role: string; entry?: "node" },
   reply: (message: unknown) => void,
 ): Promise<void> {
   try {
-    const { lib } = await import("../lib.ts");
+    const lib: typeof import("../../../mod.ts") = entry === "node"
+      ? await import("../../../node.ts")
+      : (await import("../lib.ts")).lib;
     const channel = lib.Channel.open({ name });
     kept.push(channel);
     if (role === "churn") {
