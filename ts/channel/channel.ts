@@ -1160,8 +1160,12 @@ export class ChannelSender implements Disposable {
     this.#ring.detachProducer(this.#slot, pid);
     this.#registry.delete(this);
     removeSender(this.#ring, this.#local);
-    // A send of ours waiting in the kernel wakes up and reports the close.
-    this.#ring.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
+    // A send of ours waiting in the kernel wakes up and reports the close. It raised
+    // `tx_waiting` before it waited, and whoever cleared the word since woke it: with the word
+    // clear, no send of ours waits (a system call less per detach).
+    if (atomicLoad(this.#ring.i32, L.OFF_TX_WAITING >> 2) !== 0) {
+      this.#ring.parking.notify(L.OFF_TX_WAITING, 0xffff_ffff);
+    }
   }
 
   #dropReservation(): void {
