@@ -1448,7 +1448,7 @@ test("a message over a detached buffer is refused (TypeError, nothing sent), and
     () => tx.sendMany([pattern(8, 1), detached(), pattern(8, 2)], 5000),
     (e) =>
       refused("ChannelSender.sendMany: messages[1]")(e) &&
-      (e as Error).message.endsWith("; 1 of the 3 messages were sent, the rest not"),
+      (e as Error).message.endsWith("; 1 of the 3 messages was sent, the rest not"),
   );
   assert.deepEqual(rx.recv(5000), pattern(8, 1));
   assert.equal(rx.tryRecv(), undefined, "nothing else was sent");
@@ -1796,7 +1796,7 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
     () => tx.sendMany([new Uint8Array(1), 5 as never]),
     says(
       TypeError,
-      /^ChannelSender\.sendMany: messages\[1\] must be a string, .*, got 5; 1 of the 2 messages were sent, the rest not$/,
+      /^ChannelSender\.sendMany: messages\[1\] must be a string, .*, got 5; 1 of the 2 messages was sent, the rest not$/,
     ),
     "the error names the element, and how many went before it",
   );
@@ -1842,7 +1842,7 @@ test("recvMany and sendMany: the errors of the one-by-one calls; callbacks may n
     () => tx.sendMany([fill, fill, fill], 20),
     says(
       SharedMemoryError,
-      /^ChannelSender\.sendMany of name \S+: no room in the ring in time; 1 of the 3 messages were sent, the rest not \(ETIMEDOUT\)$/,
+      /^ChannelSender\.sendMany of name \S+: no room in the ring in time; 1 of the 3 messages was sent, the rest not \(ETIMEDOUT\)$/,
     ),
   );
   let left = 0;
@@ -2472,6 +2472,11 @@ test("closing a channel or an endpoint ends pending recvAsync, sendAsync and for
     assert.ok(ebadf(r), `recvAsync, ${closing} closed: ${r}`);
     assert.ok(ebadf(s), `sendAsync, ${closing} closed: ${s}`);
     assert.ok(ebadf(l), `for await, ${closing} closed: ${l}`);
+    // Named for what the caller wrote: it said recvAsync, a call it never made.
+    assert.match(
+      (l as Error).message,
+      /^ChannelReceiver\.\[Symbol\.asyncIterator\] \(for await\) of name /,
+    );
     a.close();
     b.close();
     c.close();
@@ -4418,17 +4423,27 @@ test("a Buffer or a Uint8Array subclass sent again, or received into again, is c
     assert.deepEqual(new Uint8Array(into.buffer, 0, 24), pattern(24, i), `message ${i}`);
     assert.equal(new Uint8Array(into.buffer)[24], 0xee, "nothing past it");
   }
-  // What is not an array, after a Buffer-like array or a plain one: refused as the first time.
-  for (const wrong of [undefined, null, 7, {}]) {
+  // What is not an array, after a Buffer-like array or a plain one: refused as the first time,
+  // named (a SharedArrayBuffer or an array of numbers, which users try, said "got object").
+  for (
+    const [wrong, got] of [
+      [undefined, "undefined"],
+      [null, "null"],
+      [7, "7"],
+      [{}, "object"],
+      [[1, 2, 3], "an array"],
+      [new SharedArrayBuffer(8), "a SharedArrayBuffer"],
+    ] as const
+  ) {
     for (const before of [liar, pattern(24, 9)]) {
       tx.send(before);
       assert.throws(
         () => tx.send(wrong as unknown as Uint8Array),
-        says(
-          TypeError,
-          /^ChannelSender\.send: message must be a string, an ArrayBuffer or a typed array/,
-        ),
-        String(wrong),
+        (e: unknown) =>
+          e instanceof TypeError &&
+          e.message ===
+            `ChannelSender.send: message must be a string, an ArrayBuffer or a typed array, got ${got}`,
+        got,
       );
       assert.equal(rx.recvInto(into), 24);
     }

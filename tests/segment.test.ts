@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import process from "node:process";
+import { inspect } from "node:util";
 import { cleanup, detached, lib, repoRoot, test, uniqueKey, uniqueName } from "./harness.ts";
 
 const { SharedMemory, SharedMemoryError } = lib;
@@ -219,6 +220,24 @@ for (const [kind] of ids()) {
     }
   });
 }
+
+test("console.log and util.inspect show a segment's id, length and state, closed too", () => {
+  // Its state is private: it showed as `SharedMemory {}`.
+  const name = uniqueName("inspect");
+  try {
+    const shm = SharedMemory.create({ name }, 4096);
+    const shown = (s: unknown) => inspect(s, { compact: true, breakLength: Infinity });
+    const open = shown(shm);
+    assert.match(open, /^SharedMemory \{ id: \{ name: ['"]\/?sbtest-inspect/, open);
+    assert.match(open, /byteLength: 4096, created: true, closed: false \}$/, open);
+    shm.close();
+    assert.match(shown([shm]), /closed: true \}/, "closed");
+    using again = SharedMemory.open({ name });
+    assert.match(shown(again), /created: false, closed: false \}$/, "opened");
+  } finally {
+    cleanup({ name });
+  }
+});
 
 test("named: the leading slash is optional", () => {
   const name = uniqueName("slash");

@@ -197,6 +197,29 @@ test("bad ids and options", () => {
     "id must be { key: number } or { name: string }, got 5",
   );
   rejects(() => SharedMemory.create([] as never, 64), TypeError, "got an array");
+  // A key or name that is undefined is absent, as an option is: `{ name, key: opts.key }`.
+  rejects(
+    () => SharedMemory.create({ key: undefined, name: undefined } as never, 64),
+    TypeError,
+    `id must have exactly one of "key" and "name" (one that is undefined counts as absent)`,
+  );
+  {
+    const name = uniqueName("undefined-key");
+    try {
+      const shm = SharedMemory.create({ name, key: undefined }, 64);
+      assert.deepEqual(shm.id, { name }, "the name's segment, its id without the key");
+      shm.close();
+      using again = SharedMemory.open({ key: undefined, name });
+      assert.equal(again.byteLength, 64);
+    } finally {
+      cleanup({ name });
+    }
+  }
+  rejects(
+    () => SharedMemory.create({ key: uniqueKey(), name: undefined }, 64, { mode: 0o1000 }),
+    RangeError,
+    "mode",
+  );
   rejects(
     () => SharedMemory.open(Object.create({ name: "/x" })),
     TypeError,
@@ -326,6 +349,11 @@ test("detachSharedBuffer: foreign buffers, twice, wrong types", () => {
     () => detachSharedBuffer(new Float64Array(8) as never),
     TypeError,
     "got a Float64Array; pass its .buffer",
+  );
+  rejects(
+    () => detachSharedBuffer(new Uint8Array(8) as never),
+    TypeError,
+    "got a Uint8Array; pass its .buffer",
   );
   rejects(
     () => detachSharedBuffer(new SharedArrayBuffer(8) as never),

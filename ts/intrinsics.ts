@@ -60,6 +60,11 @@ const sharedGrowable = typeof SharedArrayBuffer === "function"
   ? getter<boolean>(SharedArrayBuffer.prototype, "growable")
   : undefined;
 const sharedGrowableOf = sharedGrowable && reader(sharedGrowable);
+const sharedByteLength = typeof SharedArrayBuffer === "function"
+  ? getter<number>(SharedArrayBuffer.prototype, "byteLength")
+  : undefined;
+const sharedByteLengthOf = sharedByteLength && reader(sharedByteLength);
+const isArrayOf = Array.isArray;
 const Bytes = Uint8Array;
 const Words = Int32Array;
 /** Node 20 has no `ArrayBuffer.prototype.detached`. */
@@ -239,6 +244,26 @@ export function isBuffer(value: unknown): value is ArrayBuffer {
   try {
     bufferByteLengthOf(value);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `value` really is a `SharedArrayBuffer`, as the engine's own accessor tells. */
+export function isSharedBuffer(value: unknown): boolean {
+  if (sharedByteLengthOf === undefined) return false;
+  try {
+    sharedByteLengthOf(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `Array.isArray`, false where it throws (a revoked Proxy). */
+export function isArray(value: unknown): boolean {
+  try {
+    return isArrayOf(value);
   } catch {
     return false;
   }

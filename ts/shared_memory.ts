@@ -18,6 +18,9 @@ import {
 import { bufferByteLength, bufferDetached } from "./intrinsics.ts";
 import * as check from "./validate.ts";
 
+/** The method `console.log` and `util.inspect` call to show an object, in every runtime. */
+const INSPECT = Symbol.for("nodejs.util.inspect.custom");
+
 /**
  * Which segment: a System V key (the seed package's kind) or a POSIX name such as `"/jobs"`.
  *
@@ -160,9 +163,7 @@ function labelOf(id: Resolved): string {
 function resolve(id: unknown, what: string): Resolved {
   if (typeof id !== "object" || id === null || Array.isArray(id)) {
     throw new TypeError(
-      `${what} must be { key: number } or { name: string }, got ${
-        Array.isArray(id) ? "an array" : check.describe(id)
-      }`,
+      `${what} must be { key: number } or { name: string }, got ${check.describe(id)}`,
     );
   }
   // Nothing else, as for options: `{ key, nmae }` would silently be the key's segment.
@@ -176,27 +177,34 @@ function resolve(id: unknown, what: string): Resolved {
     }
   }
   // Own properties only, as for options: a `key` or `name` on `Object.prototype` is not this id's.
-  const hasKey = Object.hasOwn(id, "key");
-  const hasName = Object.hasOwn(id, "name");
-  if (!hasKey && !hasName && ("key" in id || "name" in id)) {
+  // One that holds undefined is absent, as an option's is: `{ name, key: opts.key }`. Each is
+  // read once (a getter may answer differently the next time).
+  const ownKey = Object.hasOwn(id, "key");
+  const ownName = Object.hasOwn(id, "name");
+  if (!ownKey && !ownName && ("key" in id || "name" in id)) {
     throw new TypeError(
       `${what}.${
         "key" in id ? "key" : "name"
       } is inherited, not the object's own property: set it on the id itself (one on Object.prototype, or on a prototype of yours, is not taken)`,
     );
   }
-  if (hasKey === hasName) {
+  const givenKey: unknown = ownKey ? (id as { key: unknown }).key : undefined;
+  const givenName: unknown = ownName ? (id as { name: unknown }).name : undefined;
+  if ((givenKey === undefined) === (givenName === undefined)) {
     throw new TypeError(
-      `${what} must have exactly one of "key" and "name"`,
+      `${what} must have exactly one of "key" and "name"${
+        givenKey === undefined
+          ? (ownKey || ownName ? " (one that is undefined counts as absent)" : "")
+          : ""
+      }`,
     );
   }
-  if (hasKey) {
-    const key = check.key((id as { key: unknown }).key, `${what}.key`);
+  if (givenKey !== undefined) {
+    const key = check.key(givenKey, `${what}.key`);
     return { id: Object.freeze({ key }), key, name: "", bytes: undefined };
   }
-  const given = (id as { name: unknown }).name;
-  const [name, bytes] = check.name(given, `${what}.name`);
-  return { id: Object.freeze({ name: given as string }), key: 0, name, bytes };
+  const [name, bytes] = check.name(givenName, `${what}.name`);
+  return { id: Object.freeze({ name: givenName as string }), key: 0, name, bytes };
 }
 
 function openResolved(
@@ -307,14 +315,19 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       const room = id.bytes === undefined
         ? "the system will not provide a keyed segment of this size: more memory than it may commit (RAM and swap), or its limits on keyed segments reached (kernel.shmall, kernel.shmmni)"
         : "no room left for it in the shared-memory filesystem (/dev/shm)";
-      // Where collected buffers keep their mappings until the event loop turns (Node.js), the
-      // relief cannot release one that the engine's own collection collected earlier, which may
-      // have moved its memory to another buffer first: say what releases those.
-      const held = b.mappingLimit === undefined ? 0 : b.handleCount();
+      const held = b.handleCount();
       if (held === 0) return room;
+      // The relief's collection frees what nothing refers to: the code running may still refer
+      // to the segment dropped last (a loop's previous turn's, through a local the engine has
+      // not reused yet, kept across an await too). Where collected buffers keep their mappings
+      // until the event loop turns (Node.js), it cannot release one that the engine's own
+      // collection collected earlier, which may have moved its memory to another buffer first.
+      const later = b.mappingLimit === undefined
+        ? ""
+        : "Node.js unmaps some of them only when the event loop turns (as an awaited setImmediate lets it), and ";
       return `${room}; this process holds ${
         handles(held)
-      }: if segments it dropped without close() or detachSharedBuffer() hold the room asked for, Node.js unmaps some of them only when the event loop turns, so close() the ones you are done with, or let the event loop run, as an awaited setImmediate does`;
+      }: if segments it dropped without close() or detachSharedBuffer() hold the room asked for, close() the ones you are done with: ${later}the code running may still refer to the one it dropped last (a loop to its previous turn's)`;
     }
     case "EOWNER": {
       // The owner's uid; above it (bit 32), whether the segment's mode keeps this user out too.
@@ -824,6 +837,27 @@ export class SharedMemory implements Disposable {
   /** True once {@linkcode SharedMemory.close} has run. */
   get closed(): boolean {
     return this.#handle < 0;
+  }
+
+  /**
+   * What `console.log` and `util.inspect` show, in every runtime (Deno and Bun take Node's
+   * symbol too): the segment's id, length, and whether this handle created it and is closed
+   * (its state is private, and showed as `SharedMemory {}`).
+   */
+  [INSPECT](
+    _depth: number,
+    options: unknown,
+    inspect?: (value: unknown, options: unknown) => string,
+  ): string {
+    const state = {
+      id: this.#id,
+      byteLength: this.#length,
+      created: this.#created,
+      closed: this.closed,
+    };
+    return `SharedMemory ${
+      typeof inspect === "function" ? inspect(state, options) : JSON.stringify(state)
+    }`;
   }
 
   /**

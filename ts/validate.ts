@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isBuffer, isTypedArray, isView } from "./intrinsics.ts";
+import { isArray, isBuffer, isSharedBuffer, isTypedArray, isView } from "./intrinsics.ts";
 
 /** Largest System V key (keys are unsigned 32-bit). */
 export const MAX_KEY = 0xffff_ffff;
@@ -18,7 +18,11 @@ export function describe(value: unknown): string {
   if (typeof value === "string") return `string ${JSON.stringify(value)}`;
   if (typeof value === "number") return String(value);
   if (value === null) return "null";
-  return lookalike(value) ?? typeof value;
+  const what = lookalike(value);
+  if (what !== undefined) return what;
+  if (isArray(value)) return "an array";
+  if (isSharedBuffer(value)) return "a SharedArrayBuffer";
+  return typeof value;
 }
 
 const TypedArray = Object.getPrototypeOf(Uint8Array);
@@ -183,7 +187,7 @@ export function options<T extends object>(
   const own = Object.create(null) as Record<string, unknown>;
   if (value === undefined) return own as T;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    const kind = Array.isArray(value) ? "an array" : describe(value);
+    const kind = describe(value);
     throw new TypeError(`${what} must be an object, got ${kind}`);
   }
   // A misspelt option (`mdoe`) would silently leave the default, owner-only mode or not.
@@ -224,7 +228,7 @@ export function arrayBuffer(
       // `[object SharedArrayBuffer]`, `[object Int32Array]`: the seed returned the first, and its
       // users may pass either. A Proxy's trap may throw (a revoked one does).
       const tag = Object.prototype.toString.call(value).slice(8, -1);
-      kind = `${/^[AEIOU]/.test(tag) ? "an" : "a"} ${tag}`;
+      kind = `${/^[AEIO]/.test(tag) ? "an" : "a"} ${tag}`; // a Uint8Array, an Int32Array
     } catch {
       kind = "an object";
     }

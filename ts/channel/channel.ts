@@ -735,12 +735,17 @@ function messageLabel(what: string, index: number): string {
   return index < 0 ? `ChannelSender.${what}: message` : `ChannelSender.${what}: messages[${index}]`;
 }
 
+/** What a sendMany error adds: how many of its `total` messages were sent. */
+function sentOf(sent: number, total: number): string {
+  return `; ${sent} of the ${total} messages ${sent === 1 ? "was" : "were"} sent, the rest not`;
+}
+
 /** A sendMany error at message `sent` of `total`, saying that the ones before it were sent. */
 function partway(err: SharedMemoryError, sent: number, total: number): SharedMemoryError {
   const suffix = ` (${err.code})`;
   const base = err.message.endsWith(suffix) ? err.message.slice(0, -suffix.length) : err.message;
   return new SharedMemoryError(
-    `${base}; ${sent} of the ${total} messages were sent, the rest not${suffix}`,
+    `${base}${sentOf(sent, total)}${suffix}`,
     err.code,
     err.errno,
   );
@@ -749,7 +754,7 @@ function partway(err: SharedMemoryError, sent: number, total: number): SharedMem
 /** {@linkcode partway} for the TypeError or RangeError of a message that sendMany refused. */
 function partwayRefused(err: Error, sent: number, total: number): Error {
   const Refusal = err instanceof RangeError ? RangeError : TypeError;
-  const message = `${err.message}; ${sent} of the ${total} messages were sent, the rest not`;
+  const message = `${err.message}${sentOf(sent, total)}`;
   return new Refusal(message, "cause" in err ? { cause: err.cause } : undefined);
 }
 
@@ -2106,9 +2111,14 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     return count;
   }
   /** {@linkcode recv} as a Promise: waits without blocking the event loop. */
-  async recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
-    const message = this.#takeCopy(timeoutMs, "recvAsync") ??
-      await this.#viewAsync(timeoutMs, "recvAsync", AS_COPY) as Uint8Array | null;
+  recvAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    return this.#recvAsync(timeoutMs, "recvAsync");
+  }
+
+  /** {@linkcode recvAsync}, its errors named after `what`. */
+  async #recvAsync(timeoutMs: number | undefined, what: string): Promise<Uint8Array | null> {
+    const message = this.#takeCopy(timeoutMs, what) ??
+      await this.#viewAsync(timeoutMs, what, AS_COPY) as Uint8Array | null;
     // Taken, in call order, and a copy: the event loop may have its turn before it is handed out.
     if (mustYield()) await nextTurn();
     return message;
@@ -2352,7 +2362,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Every message until the end of the stream, as copies. */
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     for (;;) {
-      const message = await this.recvAsync();
+      // Its errors named for what the caller wrote, not for a call it never made.
+      const message = await this.#recvAsync(undefined, "[Symbol.asyncIterator] (for await)");
       if (message === null) return;
       yield message;
     }
