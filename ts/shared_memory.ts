@@ -316,7 +316,10 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
         ? "the system will not provide a keyed segment of this size: more memory than it may commit (RAM and swap), or its limits on keyed segments reached (kernel.shmall, kernel.shmmni)"
         : "no room left for it in the shared-memory filesystem (/dev/shm)";
       const held = b.handleCount();
-      if (held === 0) return room;
+      // A keyed create is refused mostly for its size (over what the system commits), which no
+      // segment of this process's would free: no advice there, but where collected buffers wait
+      // for the event loop (below).
+      if (held === 0 || (id.bytes === undefined && b.mappingLimit === undefined)) return room;
       // The relief's collection frees what nothing refers to: the code running may still refer
       // to the segment dropped last (a loop's previous turn's, through a local the engine has
       // not reused yet, kept across an await too). Where collected buffers keep their mappings
