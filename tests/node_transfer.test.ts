@@ -270,3 +270,39 @@ childrenTest(
     }
   },
 );
+
+// Deno and Bun through the Node.js entry (what `npm:` and `bun add` users get): a review found
+// every `SharedMemory` a Worker kept, or dropped, left open with its mapping until the process
+// ended (Deno never ran the finalizer that owned its handle at a Worker's end, nor Bun for one
+// already dropped), a handle left by a Worker terminated between an open and its object, and in
+// Bun every buffer a Worker moved (`transfer()`) kept mapped for good.
+for (const route of ["keep", "drop", "terminate", "opening", "moved"]) {
+  for (const child of ["deno", "bun"] as const) {
+    childrenTest(
+      [child],
+      `${child} through the Node.js entry: Workers that open a segment (${route}) and end leave none of its mappings or handles`,
+      async () => {
+        const name = uniqueName(`nodeentry${route}`);
+        try {
+          // Deno reads `/proc/self/maps` (the child's count of its mappings) only with every
+          // permission.
+          const [bin, ...rest] = scriptCommand(child, "ownership/node_entry_workers.ts", [
+            name,
+            route,
+          ]);
+          const command = child === "deno"
+            ? [bin, "run", "--allow-all", ...rest.slice(1).filter((a) => !a.startsWith("--allow-"))]
+            : [bin, ...rest];
+          const done = await finished(start(command), "the child");
+          const result = resultOf<{ before: number; after: number; handles: number }>(
+            done,
+            "the child",
+          );
+          assert.deepEqual(result, { before: 1, after: 1, handles: 1 }, "left after the Workers");
+        } finally {
+          cleanup({ name });
+        }
+      },
+    );
+  }
+}

@@ -327,7 +327,7 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       // collection collected earlier, which may have moved its memory to another buffer first.
       const later = b.mappingLimit === undefined
         ? ""
-        : "Node.js unmaps some of them only when the event loop turns (as an awaited setImmediate lets it), and ";
+        : `${b.runtimeName} unmaps some of them only when the event loop turns (as an awaited setImmediate lets it), and `;
       return `${room}; this process holds ${
         handles(held)
       }: if segments it dropped without close() or detachSharedBuffer() hold the room asked for, close() the ones you are done with: ${later}the code running may still refer to the one it dropped last (a loop to its previous turn's)`;
@@ -429,7 +429,7 @@ function openSegment(caller: string, id: Resolved, req: OpenRequest): Opened {
     throw new SharedMemoryError(
       `${caller} of ${labelOf(id)}: this process holds ${
         handles(held)
-      }, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtimeName} frees a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run, as an awaited setImmediate does (ENOMEM)`,
+      }, near its limit of ${b.mappingLimit} mappings (vm.max_map_count), and mapping more would leave the engine none; ${b.runtimeName} may free a buffer dropped without close() or detachSharedBuffer() only when the event loop turns, so close() them, or let the event loop run, as an awaited setImmediate does (ENOMEM)`,
       "ENOMEM",
       b.errno("ENOMEM"),
     );

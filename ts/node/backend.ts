@@ -236,20 +236,29 @@ export function loadNode(explicit?: string): Backend {
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
-  // A Worker's end finalizes every buffer made in it, also one whose memory moved (`transfer()`,
-  // a byte stream) to a buffer that then went to another thread: its mapping must stay. Native
-  // code looks at the start of the teardown, which `worker.terminate()` reaches too without
-  // running JavaScript (docs/node.md).
-  if (deno === undefined && !isMainThread) n.keepMovedAtEnd();
+  const bun = process.versions.bun !== undefined;
   // In a Deno web Worker `isMainThread` says true: the global's kind tells there, as in mod.ts.
   const mainThread = deno === undefined
     ? isMainThread
     : Object.prototype.toString.call(globalThis) === "[object Window]";
-  if (mainThread) noteMainThread(n, deno === undefined && process.versions.bun === undefined);
+  if (mainThread) noteMainThread(n, deno === undefined && !bun);
+  else if (deno === undefined && !bun) {
+    // A Worker's end finalizes every buffer made in it, also one whose memory moved
+    // (`transfer()`, a byte stream) to a buffer that then went to another thread: its mapping
+    // must stay. Native code looks at the start of the teardown, which `worker.terminate()`
+    // reaches too without running JavaScript (docs/node.md). Not in Bun, which refuses these
+    // buffers in transfer lists: it kept every buffer a Worker moved mapped until the process
+    // ended.
+    n.keepMovedAtEnd();
+  } else {
+    // The teardown closes what a Worker opened and no object took over yet (a `terminate()`
+    // between the two), as keepMovedAtEnd has it do in Node.js.
+    n.noteUnowned();
+  }
   return {
     runtimeName: deno !== undefined
       ? `Deno ${deno.version.deno} (through Node-API)`
-      : process.versions.bun !== undefined
+      : bun
       ? `Bun ${process.versions.bun} (through Node-API)`
       : `Node.js ${process.versions.node}`,
     mainThread,
@@ -345,6 +354,9 @@ export function loadNode(explicit?: string): Backend {
     relieve() {
       const before = n.handleCount();
       n.forgetDetached();
+      // Bun does not collect for a report of external memory (the native relief's way); its own
+      // call does. The native relief then closes the handles of what it collected.
+      if (bun) (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       n.relieve();
       return settleHandles(() => n.handleCount(), before);
     },

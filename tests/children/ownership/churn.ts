@@ -4,8 +4,9 @@
  * Run in a small private `/dev/shm`, it must never fail with ENOSPC: the engine collects the
  * dropped segments (in Node.js, some only once the event loop turns, as its ENOSPC says).
  *
- * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view|channel] [bytes]`
- * (`bytes`: of each segment, 1 MiB if not given); `async` yields
+ * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view|channel] [bytes]
+ * [node]` (`bytes`: of each segment, 1 MiB if not given, or `-`; `node`: through the Node.js entry,
+ * as `npm:` and `bun add` users get it, in Deno or Bun); `async` yields
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
  * under allocation or load; `view` fills the segment through `view()` instead of `buffer`;
@@ -19,11 +20,12 @@
  * @module
  */
 
-import { args, collect, lib, report } from "../lib.ts";
+import { args, collect, lib as own, report } from "../lib.ts";
 
-const [prefix, count, mode, through = "buffer", bytes] = args;
+const [prefix, count, mode, through = "buffer", bytes, entry] = args;
+const lib: typeof own = entry === "node" ? await import("../../../node.ts") : own;
 const MiB = 1024 * 1024;
-const size = bytes === undefined ? MiB : Number(bytes);
+const size = bytes === undefined || bytes === "-" ? MiB : Number(bytes);
 let made = 0;
 /** The messages of the ENOSPC errors met, each followed by one turn of the event loop. */
 const waited: string[] = [];

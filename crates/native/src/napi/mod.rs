@@ -123,6 +123,13 @@ pub(crate) struct Account {
     /// `wrap` or `addFinalizer` that hands the handle over would leave it open for good, so the
     /// teardown closes them ([`sentinel_gone`]).
     unowned: Mutex<Vec<(i32, u64)>>,
+    /// The handles `addFinalizer` gave to objects of this environment (a `SharedMemory` of the
+    /// Node.js entry), by handle and serial, closed at the environment's teardown if still open:
+    /// Deno's Node-API never runs such a finalizer at a Worker's end, and Bun skips those of
+    /// objects already unreachable then, so each left its mapping open until the process ended.
+    /// An object cannot leave its thread, so nothing else can be using the handle then. Those
+    /// closed since are dropped whenever the list has doubled.
+    objects: Mutex<Objects>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
@@ -135,6 +142,14 @@ pub(crate) struct Account {
     /// Set by `leaveEndpoints`: the process is ending; claims made here after it are not noted
     /// (a Node.js `exit` listener that attaches an endpoint after the library's).
     left: AtomicBool,
+}
+
+/// See [`Account::objects`].
+#[derive(Debug, Default)]
+struct Objects {
+    owned: Vec<(i32, u64)>,
+    /// How many entries the list may hold before those closed are dropped.
+    prune_at: usize,
 }
 
 /// The pid words of the channel endpoints an environment holds, by address.
@@ -564,8 +579,9 @@ unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
 }
 
 /// The environment's teardown (its instance data's finalizer): marks the channel endpoints still
-/// held as gone (where the [`Sentinel`] did not, first), then lets the account go. No output
-/// here: a Worker's standard streams may be gone.
+/// held as gone (where the [`Sentinel`] did not, first), closes the handles that no object took
+/// over and those its objects' finalizers left open ([`Account::objects`]), then lets the account
+/// go. No output here: a Worker's standard streams may be gone.
 unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
@@ -583,6 +599,19 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for (handle, serial) in unowned {
+            close_owned(handle, serial);
+        }
+        // Owned by objects whose finalizers the engine may not run (see `Account::objects`);
+        // by serial, so those it ran are left alone. After the endpoints: a main thread's are
+        // forgotten first, and unmapping marks none of them.
+        let objects = std::mem::take(
+            &mut account
+                .objects
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .owned,
+        );
+        for (handle, serial) in objects {
             close_owned(handle, serial);
         }
     });
@@ -1017,6 +1046,19 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
             settle_owned(account, handle);
+            {
+                let mut objects = account
+                    .objects
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                objects.owned.push((handle, serial));
+                if objects.owned.len() >= objects.prune_at {
+                    objects
+                        .owned
+                        .retain(|&(handle, serial)| is_open(handle, serial));
+                    objects.prune_at = (objects.owned.len() * 2).max(PRUNE_MIN);
+                }
+            }
             if tracks(account, &mapping) {
                 // A plain object cannot be detached: collected, it still owned the handle.
                 track(api, env, account, object, Owner { handle, serial }, 0, true)?;
