@@ -520,6 +520,20 @@ test("Mutex.init over bytes that are neither zero nor a lock says so, and what t
   });
 });
 
+test("a lock whose set-up never finished (its state word left at 1) is EAGAIN everywhere, saying what to do", async () => {
+  await withSegment("lk-stuck", (_name, shm) => {
+    new Uint32Array(shm.buffer, AT, 1)[0] = 1; // `initialising`, as a process that died in init
+    const says = (call: string) => (e: unknown) =>
+      e instanceof SharedMemoryError && e.code === "EAGAIN" &&
+      e.message ===
+        `${call} at byte ${AT}: another process is setting this lock up (Mutex.init), or died while it did, which leaves it unusable: if this persists, zero its 64 bytes and call Mutex.init again (EAGAIN)`;
+    assert.throws(() => Mutex.open(shm.buffer, AT), says("Mutex.open"));
+    assert.throws(() => Mutex.init(shm.buffer, AT), says("Mutex.init"));
+    new Uint32Array(shm.buffer, AT, 16).fill(0);
+    Mutex.init(shm.buffer, AT).lock(1000).unlock();
+  });
+});
+
 for (const which of runtimes) {
   childrenTestUnless(
     noPidNamespace,

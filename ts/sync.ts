@@ -506,6 +506,21 @@ export class MutexGuard implements Disposable {
 }
 
 /**
+ * Throws the error of a failed `lock`, `tryLock`, `init` or `open` done as `action`: an `EAGAIN`
+ * says what it means for this lock (the library's message was a bare "try again").
+ */
+function lockFailed(code: number, action: string): never {
+  const b = backend();
+  if (b.errorName(code) === "EAGAIN") {
+    throw errorOf(
+      "EAGAIN",
+      `${action}: another process is setting this lock up (Mutex.init), or died while it did, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
+    );
+  }
+  throwCode(code, action);
+}
+
+/**
  * A lock shared between processes that survives its holder's death, living in
  * {@linkcode Mutex.BYTE_LENGTH} bytes at an 8-byte-aligned offset of a segment.
  *
@@ -617,7 +632,7 @@ export class Mutex {
         );
       }
       default:
-        throwCode(code, action);
+        lockFailed(code, action);
     }
   }
 
@@ -663,7 +678,7 @@ export class Mutex {
       : sliced(ns, -(ETIMEDOUT ||= b.errno("ETIMEDOUT")), (slice) => b.mutexLock(address, slice));
     if (code < 0) {
       const timedOut = code === -(ETIMEDOUT ||= b.errno("ETIMEDOUT"));
-      throwCode(code, `${this.#at("lock")}${timedOut ? ` (waited ${timeoutMs} ms)` : ""}`);
+      lockFailed(code, `${this.#at("lock")}${timedOut ? ` (waited ${timeoutMs} ms)` : ""}`);
     }
     return this.#held(code);
   }
@@ -680,7 +695,7 @@ export class Mutex {
     const code = b.mutexTryLock(this.#checked("tryLock"));
     if (code < 0) {
       if (code === -(EBUSY ||= b.errno("EBUSY"))) return null;
-      throwCode(code, this.#at("tryLock"));
+      lockFailed(code, this.#at("tryLock"));
     }
     return this.#held(code);
   }
