@@ -526,7 +526,7 @@ test("a lock whose set-up never finished (its state word left at 1) is EAGAIN ev
     const says = (call: string) => (e: unknown) =>
       e instanceof SharedMemoryError && e.code === "EAGAIN" &&
       e.message ===
-        `${call} at byte ${AT}: another process is setting this lock up (Mutex.init), or died while it did, which leaves it unusable: if this persists, zero its 64 bytes and call Mutex.init again (EAGAIN)`;
+        `${call} at byte ${AT}: another process is setting this lock up (Mutex.init), or died while it did, or a peer wrote its state word, which leaves it unusable: if this persists, zero its 64 bytes and call Mutex.init again (EAGAIN)`;
     assert.throws(() => Mutex.open(shm.buffer, AT), says("Mutex.open"));
     assert.throws(() => Mutex.init(shm.buffer, AT), says("Mutex.init"));
     new Uint32Array(shm.buffer, AT, 16).fill(0);

@@ -271,29 +271,33 @@ childrenTest(
   },
 );
 
+/**
+ * The command of `ownership/node_entry_workers.ts` in `child` for segment `name` and `route`: in
+ * Deno with every permission, without which it cannot read `/proc/self/maps` (its count of its
+ * mappings).
+ */
+function entryWorkers(child: "deno" | "bun", name: string, route: string): string[] {
+  const [bin, ...rest] = scriptCommand(child, "ownership/node_entry_workers.ts", [name, route]);
+  return child === "deno"
+    ? [bin, "run", "--allow-all", ...rest.slice(1).filter((a) => !a.startsWith("--allow-"))]
+    : [bin, ...rest];
+}
+
 // Deno and Bun through the Node.js entry (what `npm:` and `bun add` users get): a review found
 // every `SharedMemory` a Worker kept, or dropped, left open with its mapping until the process
 // ended (Deno never ran the finalizer that owned its handle at a Worker's end, nor Bun for one
-// already dropped), a handle left by a Worker terminated between an open and its object, and in
-// Bun every buffer a Worker moved (`transfer()`) kept mapped for good.
+// already dropped), and a handle left by a Worker terminated between an open and its object. Not
+// `moved` in Bun, which keeps the mapping of every buffer a Worker moved until the process exits
+// (`posted`, below, is why).
 for (const route of ["keep", "drop", "terminate", "opening", "moved"]) {
-  for (const child of ["deno", "bun"] as const) {
+  for (const child of route === "moved" ? ["deno"] as const : ["deno", "bun"] as const) {
     childrenTest(
       [child],
       `${child} through the Node.js entry: Workers that open a segment (${route}) and end leave none of its mappings or handles`,
       async () => {
         const name = uniqueName(`nodeentry${route}`);
         try {
-          // Deno reads `/proc/self/maps` (the child's count of its mappings) only with every
-          // permission.
-          const [bin, ...rest] = scriptCommand(child, "ownership/node_entry_workers.ts", [
-            name,
-            route,
-          ]);
-          const command = child === "deno"
-            ? [bin, "run", "--allow-all", ...rest.slice(1).filter((a) => !a.startsWith("--allow-"))]
-            : [bin, ...rest];
-          const done = await finished(start(command), "the child");
+          const done = await finished(start(entryWorkers(child, name, route)), "the child");
           const result = resultOf<{ before: number; after: number; handles: number }>(
             done,
             "the child",
@@ -305,4 +309,28 @@ for (const route of ["keep", "drop", "terminate", "opening", "moved"]) {
       },
     );
   }
+}
+
+// A buffer that a Bun Worker moved (`transfer()`) and handed to another thread with a transfer
+// list: Bun refuses the library's buffers there, but not the one `transfer()` made. A version that
+// kept nothing at a Bun Worker's end unmapped it, and the main thread crashed (SIGSEGV) reading it.
+for (const child of ["deno", "bun"] as const) {
+  childrenTest(
+    [child],
+    `${child} through the Node.js entry: a buffer a Worker moved and handed to the main thread keeps its memory after the Worker ends`,
+    async () => {
+      const name = uniqueName("nodeentryposted");
+      try {
+        const done = await finished(start(entryWorkers(child, name, "posted")), "the child");
+        assert.deepEqual(
+          [done.code, done.signal],
+          [0, null],
+          `the child's exit (SIGSEGV: the mapping went with the Worker)\n${done.stderr}`,
+        );
+        assert.deepEqual(resultOf(done, "the child"), { seen: 42, written: 7 });
+      } finally {
+        cleanup({ name });
+      }
+    },
+  );
 }

@@ -230,6 +230,11 @@ test("console.log and util.inspect show a segment's id, length and state, closed
     const open = shown(shm);
     assert.match(open, /^SharedMemory \{ id: \{ name: ['"]\/?sbtest-inspect/, open);
     assert.match(open, /byteLength: 4096, created: true, closed: false \}$/, open);
+    // Through a Proxy, or on an object made from the prototype, it reads no private state: it
+    // threw ("Cannot read private member").
+    for (const stranger of [new Proxy(shm, {}), Object.create(SharedMemory.prototype)]) {
+      assert.match(shown(stranger), /SharedMemory/, "printed without throwing");
+    }
     shm.close();
     assert.match(shown([shm]), /closed: true \}/, "closed");
     using again = SharedMemory.open({ name });

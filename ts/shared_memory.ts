@@ -15,7 +15,7 @@ import {
   POPULATE,
   REPLACE,
 } from "./ffi.ts";
-import { bufferByteLength, bufferDetached } from "./intrinsics.ts";
+import { bufferByteLength, bufferDetached, isArray } from "./intrinsics.ts";
 import * as check from "./validate.ts";
 
 /** The method `console.log` and `util.inspect` call to show an object, in every runtime. */
@@ -161,7 +161,7 @@ function labelOf(id: Resolved): string {
 }
 
 function resolve(id: unknown, what: string): Resolved {
-  if (typeof id !== "object" || id === null || Array.isArray(id)) {
+  if (typeof id !== "object" || id === null || isArray(id)) {
     throw new TypeError(
       `${what} must be { key: number } or { name: string }, got ${check.describe(id)}`,
     );
@@ -852,6 +852,8 @@ export class SharedMemory implements Disposable {
     options: unknown,
     inspect?: (value: unknown, options: unknown) => string,
   ): string {
+    // Not through a Proxy of one, nor on an object made from the prototype: printing never throws.
+    if (!(#id in this)) return "SharedMemory {}";
     const state = {
       id: this.#id,
       byteLength: this.#length,

@@ -514,7 +514,7 @@ function lockFailed(code: number, action: string): never {
   if (b.errorName(code) === "EAGAIN") {
     throw errorOf(
       "EAGAIN",
-      `${action}: another process is setting this lock up (Mutex.init), or died while it did, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
+      `${action}: another process is setting this lock up (Mutex.init), or died while it did, or a peer wrote its state word, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
     );
   }
   throwCode(code, action);

@@ -186,7 +186,7 @@ export function options<T extends object>(
 ): T {
   const own = Object.create(null) as Record<string, unknown>;
   if (value === undefined) return own as T;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+  if (typeof value !== "object" || value === null || isArray(value)) {
     const kind = describe(value);
     throw new TypeError(`${what} must be an object, got ${kind}`);
   }

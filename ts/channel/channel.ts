@@ -23,6 +23,7 @@ import * as check from "../validate.ts";
 import {
   bufferByteLength,
   bytesView,
+  isArray,
   isBuffer,
   isTypedArray,
   isView,
@@ -937,7 +938,7 @@ export class ChannelSender implements Disposable {
    *   sent, the rest were not.
    */
   sendMany(messages: readonly Message[], timeoutMs?: number): number {
-    if (!Array.isArray(messages)) {
+    if (!isArray(messages)) {
       throw new TypeError(
         `ChannelSender.sendMany: messages must be an array, got ${check.describe(messages)}`,
       );

@@ -242,17 +242,18 @@ export function loadNode(explicit?: string): Backend {
     ? isMainThread
     : Object.prototype.toString.call(globalThis) === "[object Window]";
   if (mainThread) noteMainThread(n, deno === undefined && !bun);
-  else if (deno === undefined && !bun) {
+  else if (deno === undefined) {
     // A Worker's end finalizes every buffer made in it, also one whose memory moved
     // (`transfer()`, a byte stream) to a buffer that then went to another thread: its mapping
     // must stay. Native code looks at the start of the teardown, which `worker.terminate()`
-    // reaches too without running JavaScript (docs/node.md). Not in Bun, which refuses these
-    // buffers in transfer lists: it kept every buffer a Worker moved mapped until the process
-    // ended.
+    // reaches too without running JavaScript (docs/node.md). Bun too: it refuses these buffers
+    // in transfer lists, but not a buffer that `transfer()` or a byte stream made of one (the
+    // thread it went to crashed, SIGSEGV, once the Worker's end unmapped it).
     n.keepMovedAtEnd();
   } else {
-    // The teardown closes what a Worker opened and no object took over yet (a `terminate()`
-    // between the two), as keepMovedAtEnd has it do in Node.js.
+    // Deno, which finalizes a moved buffer only with the buffer its memory went to: the
+    // teardown closes what a Worker opened and no object took over yet (a `terminate()` between
+    // the two), as keepMovedAtEnd has it do in Node.js and Bun.
     n.noteUnowned();
   }
   return {

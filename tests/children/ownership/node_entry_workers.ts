@@ -14,11 +14,15 @@
  *   each terminated after 0 to 28 ms (in Bun, some end between an open and the object that owns
  *   it; Deno stops a Worker only between turns of its event loop, which the loop then takes);
  * - `moved`: 3 Workers in turn each move the buffer of 200 openings away (`transfer()`) and
- *   close them, and return.
+ *   close them, and return;
+ * - `posted`: one Worker writes 42 into the segment, moves its buffer (`transfer()`), hands the
+ *   moved buffer to this thread with a transfer list, and returns; this thread then reads it and
+ *   writes 7 through it, after collections (Bun unmapped it at the Worker's end: SIGSEGV).
  *
  * Prints `result {before, after, handles}`: this process's mappings of the segment before the
  * Workers and after their ends (and a few collections), and the library's open handles then (1:
- * the main thread's own `SharedMemory`).
+ * the main thread's own `SharedMemory`); for `posted`, `result {seen, written}`: the byte read
+ * through the moved buffer (42) and the one the segment then holds (7).
  *
  * @module
  */
@@ -71,19 +75,36 @@ if (isMainThread) {
   try {
     const before = mappings(name);
     const job: Job = { name, route };
-    if (route === "opening") {
-      for (let k = 0; k < 20; k++) await runWorker(job, (k * 7) % 29);
+    if (route === "posted") {
+      const worker = new Worker(new URL(import.meta.url), { workerData: job });
+      const exited = new Promise((resolve) => worker.once("exit", resolve));
+      const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
+        worker.once("message", resolve);
+        worker.once("error", reject);
+      });
+      await exited;
+      for (let i = 0; i < 5; i++) {
+        collect();
+        await turn(20);
+      }
+      const bytes = new Uint8Array(moved);
+      const seen = bytes[0];
+      bytes[1] = 7;
+      console.log(`result ${JSON.stringify({ seen, written: new Uint8Array(shm.buffer)[1] })}`);
     } else {
-      const workers = route === "moved" ? 3 : 5;
-      for (let k = 0; k < workers; k++) await runWorker(job, route === "terminate");
+      if (route === "opening") {
+        for (let k = 0; k < 20; k++) await runWorker(job, (k * 7) % 29);
+      } else {
+        const workers = route === "moved" ? 3 : 5;
+        for (let k = 0; k < workers; k++) await runWorker(job, route === "terminate");
+      }
+      for (let i = 0; i < 5; i++) {
+        collect();
+        await turn(20);
+      }
+      const after = mappings(name);
+      console.log(`result ${JSON.stringify({ before, after, handles: lib.openHandleCount() })}`);
     }
-    for (let i = 0; i < 5; i++) {
-      collect();
-      await turn(20);
-    }
-    console.log(
-      `result ${JSON.stringify({ before, after: mappings(name), handles: lib.openHandleCount() })}`,
-    );
   } finally {
     shm.close();
     lib.SharedMemory.unlink({ name });
@@ -101,6 +122,11 @@ if (isMainThread) {
       if (i % 2 === 0) shm.close();
       if (yields && i % 64 === 63) await turn();
     }
+  } else if (route === "posted") {
+    const shm = lib.SharedMemory.open({ name });
+    new Uint8Array(shm.buffer)[0] = 42;
+    const moved = (shm.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
+    parentPort!.postMessage(moved, [moved]);
   } else if (route === "moved") {
     for (let i = 0; i < 200; i++) {
       const shm = lib.SharedMemory.open({ name });
