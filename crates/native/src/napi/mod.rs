@@ -125,10 +125,14 @@ pub(crate) struct Account {
     unowned: Mutex<Vec<(i32, u64)>>,
     /// The handles `addFinalizer` gave to objects of this environment (a `SharedMemory` of the
     /// Node.js entry), by handle and serial, closed at the environment's teardown if still open:
-    /// Deno's Node-API never runs such a finalizer at a Worker's end, and Bun skips those of
-    /// objects already unreachable then, so each left its mapping open until the process ended.
-    /// An object cannot leave its thread, so nothing else can be using the handle then. Those
-    /// closed since are dropped whenever the list has doubled.
+    /// Deno's Node-API never runs such a finalizer at a Worker's end, so each left its mapping
+    /// open until the process ended. An object cannot leave its thread, so nothing else uses the
+    /// handle then, but a buffer moved out of the thread may still use its mapping: not where
+    /// the environment keeps moved mappings at its end (`watch_end`, Node.js and Bun Workers),
+    /// whose [`keep_moved`] misses a moved buffer the engine collected before the teardown (Bun
+    /// then finalizes it at the teardown, closing its handle, and the object's handle was all
+    /// that kept the mapping: the thread it went to crashed, `SIGSEGV`). Those closed since are
+    /// dropped whenever the list has doubled.
     objects: Mutex<Objects>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
@@ -1046,7 +1050,7 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
             settle_owned(account, handle);
-            {
+            if !account.watch_end.load(Ordering::Relaxed) {
                 let mut objects = account
                     .objects
                     .lock()
