@@ -27,6 +27,19 @@ import {
   within,
 } from "./harness.ts";
 
+/**
+ * A child that read (42) and wrote (7) through a buffer its Worker moved to it, after the Worker
+ * ended: it exited cleanly, and the segment holds the write.
+ */
+function movedBufferKept(done: Awaited<ReturnType<typeof finished>>): void {
+  assert.deepEqual(
+    [done.code, done.signal],
+    [0, null],
+    `the child's exit (SIGSEGV: the mapping went with the Worker)\n${done.stderr}`,
+  );
+  assert.deepEqual(resultOf(done, "the child"), { seen: 42, written: 7 });
+}
+
 const { SharedMemory, openHandleCount } = lib;
 
 /** A worker_threads Worker that keeps the last buffer it was sent and answers with its byte 0. */
@@ -233,12 +246,7 @@ if (runtime === "node") {
             scriptCommand("node", "ownership/moved_out_of_worker.ts", [name, route, ending]),
           );
           const done = await finished(child, "the child");
-          assert.deepEqual(
-            [done.code, done.signal],
-            [0, null],
-            `the child's exit (SIGSEGV: the mapping went with the Worker)\n${done.stderr}`,
-          );
-          assert.deepEqual(resultOf(done, "the child"), { seen: 42, written: 7 });
+          movedBufferKept(done);
         } finally {
           cleanup({ name });
         }
@@ -328,12 +336,7 @@ for (const child of ["deno", "bun"] as const) {
       const name = uniqueName("nodeentryposted");
       try {
         const done = await finished(start(entryWorkers(child, name, "posted")), "the child");
-        assert.deepEqual(
-          [done.code, done.signal],
-          [0, null],
-          `the child's exit (SIGSEGV: the mapping went with the Worker)\n${done.stderr}`,
-        );
-        assert.deepEqual(resultOf(done, "the child"), { seen: 42, written: 7 });
+        movedBufferKept(done);
       } finally {
         cleanup({ name });
       }
