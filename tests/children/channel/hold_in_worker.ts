@@ -9,7 +9,7 @@
  *
  * Message in: `{ name, role, entry }`. A web Worker in Deno and Bun; a `node:worker_threads` Worker
  * in Node.js. With `entry: "node"` a web Worker imports the library through its Node.js entry
- * (`node.ts`, as `npm:` and `bun add` users do) instead of its runtime's own.
+ * (`node.ts`, as a program that imports it by path does) instead of its runtime's own.
  *
  * @module
  */

@@ -6,7 +6,7 @@
  *
  * Usage: `ownership/churn.ts <prefix> <count> <sync|async|collect> [buffer|view|channel] [bytes]
  * [node]` (`bytes`: of each segment, 1 MiB if not given, or `-`; `node`: through the Node.js entry,
- * as `npm:` and `bun add` users get it, in Deno or Bun); `async` yields
+ * as a program that imports it by path runs it in Deno or Bun); `async` yields
  * to the event loop after each segment, as a job loop awaiting work does; `collect` stays
  * synchronous and has the engine collect after every fourth segment, as its own collections do
  * under allocation or load; `view` fills the segment through `view()` instead of `buffer`;

@@ -3,7 +3,7 @@
  * round a function creates 16 segments of 1 MiB, fills and unlinks each, and returns; then one
  * more is created at once, with no turn of the event loop. The create's relief must free the
  * dropped ones (in a 17 MiB `/dev/shm`, nothing else fits). With `node`, through the Node.js
- * entry, as `npm:` and `bun add` users get it in Deno or Bun (Bun's relief there reported
+ * entry, as a program that imports it by path runs it in Deno or Bun (Bun's relief there reported
  * external memory, for which Bun does not collect, and the round failed).
  *
  * Usage: `ownership/drop_rounds.ts <prefix> <rounds> [node]`. Prints `result {"rounds": [..]}`,

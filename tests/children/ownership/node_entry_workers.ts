@@ -1,5 +1,5 @@
 /**
- * Deno or Bun running the Node.js entry (`node.ts`, what `npm:` and `bun add` users get), whose
+ * Deno or Bun running the Node.js entry (`node.ts`, which a program may import by path), whose
  * `node:worker_threads` Workers open a segment and end: they must leave none of its mappings
  * open. (A `SharedMemory` of this entry owns its handle through a finalizer on the object, which
  * Deno never ran at a Worker's end, nor Bun for one already dropped; Bun's Workers kept every
