@@ -241,19 +241,18 @@ export function bufferByteLength(buffer: ArrayBuffer): number {
  * or an object given its prototype, passes `instanceof` and is refused by every accessor).
  */
 export function isBuffer(value: unknown): value is ArrayBuffer {
-  try {
-    bufferByteLengthOf(value);
-    return true;
-  } catch {
-    return false;
-  }
+  return reads(bufferByteLengthOf, value);
 }
 
 /** Whether `value` really is a `SharedArrayBuffer`, as the engine's own accessor tells. */
 export function isSharedBuffer(value: unknown): boolean {
-  if (sharedByteLengthOf === undefined) return false;
+  return sharedByteLengthOf !== undefined && reads(sharedByteLengthOf, value);
+}
+
+/** Whether the engine's accessor `read` takes `value` (it throws for what it does not read). */
+function reads(read: (object: unknown) => unknown, value: unknown): boolean {
   try {
-    sharedByteLengthOf(value);
+    read(value);
     return true;
   } catch {
     return false;

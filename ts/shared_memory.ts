@@ -191,11 +191,11 @@ function resolve(id: unknown, what: string): Resolved {
   const givenKey: unknown = ownKey ? (id as { key: unknown }).key : undefined;
   const givenName: unknown = ownName ? (id as { name: unknown }).name : undefined;
   if ((givenKey === undefined) === (givenName === undefined)) {
+    // Neither given, though one is there: say why it does not count.
+    const absent = givenKey === undefined && (ownKey || ownName);
     throw new TypeError(
       `${what} must have exactly one of "key" and "name"${
-        givenKey === undefined
-          ? (ownKey || ownName ? " (one that is undefined counts as absent)" : "")
-          : ""
+        absent ? " (one that is undefined counts as absent)" : ""
       }`,
     );
   }

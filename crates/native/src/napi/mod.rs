@@ -594,8 +594,9 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
             endpoints_left(&account);
         }
         endpoints_gone(&account);
-        // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
-        // first): closed by serial, so a handle its buffer's deallocator closed is left alone.
+        // Opened and owned by no object (Bun's Workers, and Deno's of the Node.js entry; in
+        // Node.js the sentinel took them first): closed by serial, so a handle its buffer's
+        // deallocator closed is left alone.
         let unowned = std::mem::take(
             &mut *account
                 .unowned
