@@ -14,7 +14,7 @@
  */
 
 import { installBackend } from "./ts/backend.ts";
-import { loadBun } from "./ts/bun/backend.ts";
+import { loadBun } from "./ts/bun/load.ts";
 
 installBackend(loadBun);
 

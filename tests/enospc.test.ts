@@ -235,8 +235,8 @@ for (const entry of runtime === "node" ? ["own"] : ["own", "node"]) {
       entry === "node" ? " (through the Node.js entry)" : ""
     }`,
     async () => {
-      // Bun through the Node.js entry reported external memory to have the engine collect, which
-      // Bun ignores: the second round failed there.
+      // Bun through the Node.js entry, on Bun's Node-API, reported external memory to have the
+      // engine collect, which Bun ignores: the second round failed there.
       const { result } = await inSmallShm(runtime, "ownership/drop_rounds.ts", [
         `/sbtest-rounds-${runtime}-${Math.random().toString(36).slice(2, 8)}`,
         "5",

@@ -291,6 +291,43 @@ if (runtime === "node") {
   });
 }
 
+if (runtime === "bun") {
+  test("Bun runs an app bundled for Node.js (esbuild, CommonJS and ES modules) on its own FFI, finding the platform package", () => {
+    // Through Bun's Node-API, a buffer a Worker moved to another thread lost its mapping once
+    // the Worker's original was collected (SIGSEGV): the entry now takes `bun:ffi` in Bun, whose
+    // buffers a transfer list moves (Bun refuses its Node-API buffers there).
+    const { dir, prebuilt, file } = userProject("bun-bundle");
+    const key = uniqueKey();
+    try {
+      writeApp(dir, key);
+      writeFileSync(
+        `${dir}/moves.mjs`,
+        `import { createSharedBuffer } from "${PACKAGE_NAME}";
+         const buffer = createSharedBuffer(${key}, 80);
+         const moved = structuredClone(buffer, { transfer: [buffer] });
+         console.log(buffer.byteLength, new Float64Array(moved)[3]);`,
+      );
+      for (const [format, ext] of [["cjs", "cjs"], ["esm", "mjs"]] as const) {
+        esbuild(dir, format, `out/app.${ext}`);
+        bundleShares(`${dir}/out/app.${ext}`, key, prebuilt, file);
+        esbuild(dir, format, `out/moves.${ext}`, "moves.mjs");
+        const mine = new Float64Array(lib.createSharedBuffer(key, 80));
+        try {
+          mine[3] = 0.5;
+          const r = runBundle(`${dir}/out/moves.${ext}`);
+          assert.equal(r.status, 0, r.stderr);
+          assert.equal(r.stdout.trim(), "0 0.5", "moved: the original detached, the new one reads");
+        } finally {
+          lib.detachSharedBuffer(mine.buffer);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      cleanup({ key });
+    }
+  });
+}
+
 if (runtime === "deno") {
   test("Deno runs the CommonJS build (what require loads) with --allow-ffi alone, sharing a segment through createSharedBuffer", () => {
     const key = uniqueKey();

@@ -1,8 +1,8 @@
 /**
  * What each runtime adapter provides, and the slot the active adapter is installed in.
  *
- * `mod.ts` installs the Deno adapter, `bun.ts` the Bun one and `node.ts` the Node.js one;
- * everything else in `ts/` is runtime-neutral and reaches the native library only through
+ * `mod.ts` installs the Deno adapter, `bun.ts` the Bun one and `node.ts` the Node.js one (the
+ * Bun one when Bun runs it); everything else in `ts/` is runtime-neutral and reaches the native library only through
  * {@linkcode Backend}.
  *
  * @module

@@ -5,26 +5,37 @@
  * and carried along when the buffer is moved (to a Worker, or by `transfer()`), so moving one is
  * safe in Bun.
  *
+ * Both entries run it in Bun: `bun.ts` (see `./load.ts`, which finds the library as a Bun
+ * program does) and the Node.js entry (`ts/node/backend.ts`, which finds it as Node.js does).
+ * So `bun:ffi` is given to it, not imported here: Node.js loads this module too, and has none.
+ *
  * @module
  */
 
-import { CString, dlopen, ptr, toArrayBuffer } from "bun:ffi";
-import * as fs from "node:fs";
 import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import {
-  fileHead,
-  LIBRARY_ENV,
-  loadNativeLibrary,
-  type ProcessLike,
-  processPlatform,
-  wrongEntry,
-} from "../library.ts";
+import { type LibrarySources, loadNativeLibrary } from "../library.ts";
 import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
 import type { NodeCalls } from "../node/backend.ts";
-import { PLATFORM_LIBRARIES } from "./platforms.ts";
+
+/**
+ * What this adapter uses of `bun:ffi` (its own types would make Deno and Node.js, which check
+ * and build the Node.js entry, resolve a module they do not have).
+ */
+export interface BunFfi {
+  dlopen(path: string, symbols: Record<string, unknown>): FfiLibrary;
+  toArrayBuffer(
+    address: number,
+    offset: number,
+    length: number,
+    context: never,
+    deallocator: unknown,
+  ): ArrayBuffer;
+  ptr(view: ArrayBufferView): number;
+  CString: new (address: unknown) => { toString(): string };
+}
 
 /** Deno's FFI type names to Bun's. */
 const BUN_TYPES: Record<string, string> = {
@@ -102,24 +113,13 @@ function oneCopy(
   return again;
 }
 
-/** Opens the native library and returns the Bun backend. */
-export function loadBun(explicit?: string): Backend {
-  if (!("Bun" in globalThis)) throw wrongEntry("bun.ts");
+/** Opens the native library, the first of `sources` that fits, and returns the Bun backend. */
+export function bunBackend(ffi: BunFfi, sources: LibrarySources): Backend {
+  const { dlopen, toArrayBuffer, ptr, CString } = ffi;
   const table = bunSymbols();
-  // A clone's or the package's own sources; elsewhere a user's bundle or compiled program.
-  const sources = import.meta.dir.endsWith("/ts/bun");
   const first = loadNativeLibrary(
-    {
-      explicit,
-      fromEnv: process.env[LIBRARY_ENV],
-      platform: processPlatform(process as ProcessLike),
-      readHead: (path) => fileHead(fs, path),
-      resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
-      root: sources ? import.meta.dir.slice(0, -"/ts/bun".length) : undefined,
-      bundle: sources ? undefined : import.meta.path,
-    },
-    // deno-lint-ignore no-explicit-any
-    (p) => dlopen(p, table as any),
+    sources,
+    (p) => dlopen(p, table),
     (l) => (l.symbols as Symbols).sb_abi_version(),
     (l) => l.close(),
   );
@@ -128,8 +128,7 @@ export function loadBun(explicit?: string): Backend {
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
   const nodeApi = loadNodeApi(path, process.dlopen);
-  // deno-lint-ignore no-explicit-any
-  const s = oneCopy(first.lib, nodeApi, path, (file) => dlopen(file, table as any))
+  const s = oneCopy(first.lib, nodeApi, path, (file) => dlopen(file, table))
     .symbols as Symbols;
   const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;
   const release = s.sb_release_fn();
@@ -178,7 +177,9 @@ export function loadBun(explicit?: string): Backend {
       spins > 0
         ? s.sb_wait_spin(address, expected, timeoutNs, spins)
         : s.sb_wait(address, expected, timeoutNs),
-    waitAsync: (address, expected, timeoutNs) => nodeApi.waitAsync(address, expected, timeoutNs),
+    // Addresses are numbers here (`address` above).
+    waitAsync: (address, expected, timeoutNs) =>
+      nodeApi.waitAsync(address as number, expected, timeoutNs),
     cancelWaits: (address, length) => s.sb_wait_cancel(address, length),
     mutexLock: (address, timeoutNs) => s.sb_mutex_lock(address, timeoutNs),
     wrap(address, length, handle) {

@@ -32,6 +32,7 @@ import {
   askingOnce,
   fileHead,
   LIBRARY_ENV,
+  type LibrarySources,
   loadNativeLibrary,
   type Platform,
   platformPackageName,
@@ -40,6 +41,7 @@ import {
 } from "../library.ts";
 import { bufferByteLength, canTransfer, detachBuffer } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
+import { bunBackend, type BunFfi } from "../bun/backend.ts";
 
 /**
  * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
@@ -204,27 +206,50 @@ function resolveFirst(origins: string[], id: string): string {
 
 const decoder = new TextDecoder();
 
-/** Opens the native library as a Node-API module and returns the Node.js backend. */
-export function loadNode(explicit?: string): Backend {
+/** Where this build looks for the library, as Node.js would find it. */
+function librarySources(explicit: string | undefined): LibrarySources {
   let origins: string[] | undefined;
   const ownFile = isOwnFile();
+  return {
+    explicit,
+    fromEnv: envVariable(LIBRARY_ENV),
+    envUnreadable: deno !== undefined && !denoEnvGranted(deno, LIBRARY_ENV),
+    // In Deno only with --allow-read for it: a look without would prompt in a terminal.
+    readHead: (path) =>
+      deno === undefined || deno.permissions.querySync({ name: "read", path }).state === "granted"
+        ? fileHead(fs, path)
+        : undefined,
+    platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
+    resolvePackage: (platform, file) =>
+      resolveFirst(origins ??= resolveOrigins(), `${platformPackageName(platform)}/${file}`),
+    root: packageRoot(ownFile),
+    bundle: bundleFile(ownFile),
+  };
+}
+
+/**
+ * Opens the native library and returns the backend: in Bun, Bun's own (`bun:ffi`, as `bun.ts`
+ * has it), else the Node.js one, through Node-API.
+ *
+ * Bun runs this entry when a program imports it by path or runs a bundle made for Node.js. Its
+ * Node-API buffers cannot be made safe there: Bun runs the finalizer of such a buffer when it
+ * collects the object, though `transfer()` or a byte stream moved its memory to another buffer,
+ * which may have gone to another thread (a `SIGSEGV` there once the mapping went); it never runs
+ * the finalizers of what a Worker dropped, which kept those mappings until the process exited;
+ * and it does not collect for a report of external memory, which the relief of `ENOSPC` relies
+ * on. `bun:ffi`'s buffers carry their deallocator with their memory, and Bun runs it during the
+ * collection (docs/node.md).
+ */
+export function loadNode(explicit?: string): Backend {
+  if (process.versions.bun !== undefined) {
+    // Sync, and not a static import, which Node.js would refuse (it has no `bun:` modules); a
+    // bundler leaves the `require` that `createRequire` made alone.
+    const ffi = nodeModule.createRequire(process.execPath)("bun:ffi") as BunFfi;
+    return bunBackend(ffi, librarySources(explicit));
+  }
   const open = (path: string) => loadNodeApi(path, process.dlopen) as NodeCalls;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
-    {
-      explicit,
-      fromEnv: envVariable(LIBRARY_ENV),
-      envUnreadable: deno !== undefined && !denoEnvGranted(deno, LIBRARY_ENV),
-      // In Deno only with --allow-read for it: a look without would prompt in a terminal.
-      readHead: (path) =>
-        deno === undefined || deno.permissions.querySync({ name: "read", path }).state === "granted"
-          ? fileHead(fs, path)
-          : undefined,
-      platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
-      resolvePackage: (platform, file) =>
-        resolveFirst(origins ??= resolveOrigins(), `${platformPackageName(platform)}/${file}`),
-      root: packageRoot(ownFile),
-      bundle: bundleFile(ownFile),
-    },
+    librarySources(explicit),
     // Deno in a terminal asks before it opens each path without --allow-ffi: once is enough.
     deno === undefined ? open : askingOnce(
       open,
@@ -236,31 +261,26 @@ export function loadNode(explicit?: string): Backend {
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
-  const bun = process.versions.bun !== undefined;
   // In a Deno web Worker `isMainThread` says true: the global's kind tells there, as in mod.ts.
   const mainThread = deno === undefined
     ? isMainThread
     : Object.prototype.toString.call(globalThis) === "[object Window]";
-  if (mainThread) noteMainThread(n, deno === undefined && !bun);
+  if (mainThread) noteMainThread(n, deno === undefined);
   else if (deno === undefined) {
     // A Worker's end finalizes every buffer made in it, also one whose memory moved
     // (`transfer()`, a byte stream) to a buffer that then went to another thread: its mapping
     // must stay. Native code looks at the start of the teardown, which `worker.terminate()`
-    // reaches too without running JavaScript (docs/node.md). Bun too: it refuses these buffers
-    // in transfer lists, but not a buffer that `transfer()` or a byte stream made of one (the
-    // thread it went to crashed, SIGSEGV, once the Worker's end unmapped it).
+    // reaches too without running JavaScript (docs/node.md).
     n.keepMovedAtEnd();
   } else {
     // Deno, which finalizes a moved buffer only with the buffer its memory went to: the
     // teardown closes what a Worker opened and no object took over yet (a `terminate()` between
-    // the two), as keepMovedAtEnd has it do in Node.js and Bun.
+    // the two), as keepMovedAtEnd has it do in Node.js.
     n.noteUnowned();
   }
   return {
     runtimeName: deno !== undefined
       ? `Deno ${deno.version.deno} (through Node-API)`
-      : bun
-      ? `Bun ${process.versions.bun} (through Node-API)`
       : `Node.js ${process.versions.node}`,
     mainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
@@ -355,9 +375,6 @@ export function loadNode(explicit?: string): Backend {
     relieve() {
       const before = n.handleCount();
       n.forgetDetached();
-      // Bun does not collect for a report of external memory (the native relief's way); its own
-      // call does. The native relief then closes the handles of what it collected.
-      if (bun) (globalThis as unknown as { Bun: { gc(force: boolean): void } }).Bun.gc(true);
       n.relieve();
       return settleHandles(() => n.handleCount(), before);
     },

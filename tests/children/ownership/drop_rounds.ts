@@ -3,8 +3,8 @@
  * round a function creates 16 segments of 1 MiB, fills and unlinks each, and returns; then one
  * more is created at once, with no turn of the event loop. The create's relief must free the
  * dropped ones (in a 17 MiB `/dev/shm`, nothing else fits). With `node`, through the Node.js
- * entry, as a program that imports it by path runs it in Deno or Bun (Bun's relief there reported
- * external memory, for which Bun does not collect, and the round failed).
+ * entry, as a program that imports it by path runs it in Deno or Bun (on Bun's Node-API, its
+ * relief reported external memory, for which Bun does not collect, and the round failed).
  *
  * Usage: `ownership/drop_rounds.ts <prefix> <rounds> [node]`. Prints `result {"rounds": [..]}`,
  * each round's `"ok"` or the code of the error its create got.

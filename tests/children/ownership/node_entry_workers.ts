@@ -1,9 +1,10 @@
 /**
  * Deno or Bun running the Node.js entry (`node.ts`, which a program may import by path), whose
  * `node:worker_threads` Workers open a segment and end: they must leave none of its mappings
- * open. (A `SharedMemory` of this entry owns its handle through a finalizer on the object, which
- * Deno never ran at a Worker's end, nor Bun for one already dropped; Bun's Workers kept every
- * buffer they moved mapped until the process ended.)
+ * open. (A `SharedMemory` of this entry owned its handle through a finalizer on the object,
+ * which Deno never ran at a Worker's end; through Node-API, Bun never ran it for one already
+ * dropped, and its Workers kept every buffer they moved mapped until the process ended: Bun now
+ * runs this entry on its own FFI, as `bun.ts`.)
  *
  * Usage: `ownership/node_entry_workers.ts <name> <route>`, where `route` is
  * - `keep`: 5 Workers in turn open the segment 5 times each, with its buffer, keep them, and
@@ -17,11 +18,15 @@
  *   close them, and return;
  * - `posted`: one Worker writes 42 into the segment, moves its buffer (`transfer()`), hands the
  *   moved buffer to this thread with a transfer list, and returns; this thread then reads it and
- *   writes 7 through it, after collections (Bun unmapped it at the Worker's end: SIGSEGV).
+ *   writes 7 through it, after collections (Bun unmapped it at the Worker's end: SIGSEGV);
+ * - `posted-close`: the same, the Worker then taking a new `.buffer`, having the engine collect
+ *   (the original, detached by the move) and closing its `SharedMemory` before it returns
+ *   (through Node-API, Bun finalized the original buffer though its memory had moved, and the
+ *   close took the mapping's last reference: SIGSEGV, 10 of 10).
  *
  * Prints `result {before, after, handles}`: this process's mappings of the segment before the
  * Workers and after their ends (and a few collections), and the library's open handles then (1:
- * the main thread's own `SharedMemory`); for `posted`, `result {seen, written}`: the byte read
+ * the main thread's own `SharedMemory`); for `posted` and `posted-close`, `result {seen, written}`: the byte read
  * through the moved buffer (42) and the one the segment then holds (7).
  *
  * @module
@@ -75,7 +80,7 @@ if (isMainThread) {
   try {
     const before = mappings(name);
     const job: Job = { name, route };
-    if (route === "posted") {
+    if (route.startsWith("posted")) {
       const worker = new Worker(new URL(import.meta.url), { workerData: job });
       const exited = new Promise((resolve) => worker.once("exit", resolve));
       const moved = await new Promise<ArrayBuffer>((resolve, reject) => {
@@ -122,11 +127,20 @@ if (isMainThread) {
       if (i % 2 === 0) shm.close();
       if (yields && i % 64 === 63) await turn();
     }
-  } else if (route === "posted") {
+  } else if (route.startsWith("posted")) {
     const shm = lib.SharedMemory.open({ name });
     new Uint8Array(shm.buffer)[0] = 42;
     const moved = (shm.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
     parentPort!.postMessage(moved, [moved]);
+    if (route === "posted-close") {
+      // A new `.buffer` replaces the detached original in the SharedMemory, which is garbage now.
+      new Uint8Array(shm.buffer)[2] = 1;
+      for (let i = 0; i < 3; i++) {
+        collect();
+        await turn(10);
+      }
+      shm.close();
+    }
   } else if (route === "moved") {
     for (let i = 0; i < 200; i++) {
       const shm = lib.SharedMemory.open({ name });

@@ -128,11 +128,11 @@ pub(crate) struct Account {
     /// Deno's Node-API never runs such a finalizer at a Worker's end, so each left its mapping
     /// open until the process ended. An object cannot leave its thread, so nothing else uses the
     /// handle then, but a buffer moved out of the thread may still use its mapping: not where
-    /// the environment keeps moved mappings at its end (`watch_end`, Node.js and Bun Workers),
-    /// whose [`keep_moved`] misses a moved buffer the engine collected before the teardown (Bun
-    /// then finalizes it at the teardown, closing its handle, and the object's handle was all
-    /// that kept the mapping: the thread it went to crashed, `SIGSEGV`). Those closed since are
-    /// dropped whenever the list has doubled.
+    /// the environment keeps moved mappings at its end (`watch_end`, Node.js Workers), whose
+    /// [`keep_moved`] misses a moved buffer the engine collected before the teardown (Bun, when
+    /// its Workers ran the Node.js entry on this module, finalized such a buffer at the teardown,
+    /// closing its handle, and the object's handle was all that kept the mapping: the thread it
+    /// went to crashed, `SIGSEGV`). Those closed since are dropped whenever the list has doubled.
     objects: Mutex<Objects>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
