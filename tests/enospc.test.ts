@@ -232,8 +232,8 @@ for (const entry of runtime === "node" ? ["own"] : ["own", "node"]) {
   testUnless(
     noPrivateShm,
     `rounds that each fill a 17 MiB /dev/shm with segments dropped without close(), in a function, then create one more at once: the create's relief frees them${
-      entry === "node" ? " (through the Node.js entry)" : ""
-    }`,
+      runtime === "node" ? " (or after the turn of the event loop its ENOSPC asks for)" : ""
+    }${entry === "node" ? " (through the Node.js entry)" : ""}`,
     async () => {
       // Bun through the Node.js entry, on Bun's Node-API, reported external memory to have the
       // engine collect, which Bun ignores: the second round failed there.
@@ -242,7 +242,11 @@ for (const entry of runtime === "node" ? ["own"] : ["own", "node"]) {
         "5",
         ...(entry === "node" ? ["node"] : []),
       ], { mount: "mount -t tmpfs -o size=17m tmpfs /dev/shm" });
-      assertEquals(result.rounds, ["ok", "ok", "ok", "ok", "ok"], "each round's create");
+      // Node.js may need one turn of the event loop, which its ENOSPC asks for (see the child).
+      const rounds = runtime === "node"
+        ? (result.rounds as string[]).map((r) => r === "turn" ? "ok" : r)
+        : result.rounds;
+      assertEquals(rounds, ["ok", "ok", "ok", "ok", "ok"], "each round's create");
     },
   );
 }
