@@ -14,7 +14,7 @@
  */
 
 import { installBackend } from "./ts/backend.ts";
-import { loadDeno } from "./ts/deno/backend.ts";
+import { loadDeno } from "./ts/deno/load.ts";
 
 installBackend(loadDeno);
 

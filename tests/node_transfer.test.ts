@@ -292,12 +292,11 @@ function entryWorkers(child: "deno" | "bun", name: string, route: string): strin
 }
 
 // Deno and Bun running the Node.js entry (a program that imports `dist/node.js` or `node.ts`, or a
-// bundle made for Node.js; the package gives them their own entries): a review found every
-// `SharedMemory` a Deno Worker kept or dropped left open with its mapping until the process ended
-// (Deno never runs the finalizer that owned its handle at a Worker's end), and a handle left by a
-// Worker terminated between an open and its object. Through Node-API, Bun left what a Worker
-// dropped (26 mappings, `drop`) and what it moved (601, `moved`): the entry now uses Bun's own
-// FFI there, as `bun.ts` does.
+// bundle made for Node.js; the package gives them their own entries): through their Node-API, a
+// review found every `SharedMemory` a Deno Worker kept or dropped left open with its mapping until
+// the process ended (Deno never runs the finalizer that owned its handle at a Worker's end), and
+// Bun left what a Worker dropped (26 mappings, `drop`) and what it moved (601, `moved`). The entry
+// now runs on their own FFI there, as `mod.ts` and `bun.ts` do.
 for (const route of ["keep", "drop", "terminate", "opening", "moved"]) {
   for (const child of ["deno", "bun"] as const) {
     childrenTest(

@@ -64,7 +64,7 @@ export interface NodeApiModule {
    * its addresses stay reserved as private memory until the engine collects `buffer`: Node's own
    * native code may still be writing through a pointer into it (an `fs.read` on its thread
    * pool), which would otherwise fault, or write into a segment mapped there next. A handle
-   * closed already (by the buffer's finalizer, in the detach: Deno running this build) is left
+   * closed already (by the buffer's finalizer, where the engine runs it in the detach) is left
    * alone.
    */
   retire(buffer: ArrayBuffer, handle: number): void;

@@ -7,22 +7,17 @@
  * and nothing is patched. Unlinking goes through the same module, which tells V8 how much memory
  * the removed segment's mappings hold, so that dropped segments are collected under pressure.
  *
+ * Both entries run it in Deno: `mod.ts` (see `./load.ts`, which finds the library as a Deno
+ * program does) and the Node.js entry (`ts/node/backend.ts`, which finds it as Node.js does, for a
+ * program that `require`s the package or imports that entry by path).
+ *
  * @module
  */
 
-import * as fs from "node:fs";
 import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import {
-  askingOnce,
-  fileHead,
-  LIBRARY_ENV,
-  loadNativeLibrary,
-  type Platform,
-  platformPackageName,
-  wrongEntry,
-} from "../library.ts";
+import { askingOnce, type LibrarySources, loadNativeLibrary } from "../library.ts";
 import { bufferDetached, detachBuffer, viewBuffer, viewByteLength } from "../intrinsics.ts";
 import { loadNodeApi, noteMainThread } from "../napi.ts";
 
@@ -45,67 +40,6 @@ const denoSymbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Library = Deno.DynamicLibrary<typeof denoSymbols>;
-
-function readEnv(name: string): string | undefined {
-  return envReadable(name) ? Deno.env.get(name) : undefined;
-}
-
-/** Whether `name` may be read without a prompt (`--allow-env` for it). */
-function envReadable(name: string): boolean {
-  try {
-    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
-/**
- * The folder of a clone or of the installed package, when this file runs from its sources or
- * from the package's own bundle (`dist/deno.js`, which `import "shared-buffer-ipc"` resolves to,
- * in a clone too): not from a user's bundle, nor over https. Its builds are looked for there, as
- * the Node.js and Bun entries look in theirs.
- */
-function cloneRoot(): string | undefined {
-  const here = new URL(import.meta.url);
-  if (here.protocol !== "file:") return undefined;
-  const up = here.pathname.endsWith("/ts/deno/backend.ts")
-    ? "../../"
-    : here.pathname.endsWith("/dist/deno.js")
-    ? "../"
-    : undefined;
-  return up === undefined
-    ? undefined
-    : decodeURIComponent(new URL(up, here).pathname).replace(/\/$/, "");
-}
-
-/**
- * The file of a user's bundle (`deno bundle`) this code runs inside, for the error: neither the
- * sources nor the package's own bundle of them (`dist/deno.js`).
- */
-function bundleFile(): string | undefined {
-  const here = new URL(import.meta.url);
-  if (here.protocol !== "file:") return undefined;
-  const path = decodeURIComponent(here.pathname);
-  return path.endsWith("/ts/deno/backend.ts") || path.endsWith("/dist/deno.js") ? undefined : path;
-}
-
-/** The path of an installed platform package's library, by module resolution from here. */
-function resolvePackage(name: string, file: string): string | undefined {
-  // Through a reference, since the specifier is computed: JSR's analyzer warns about a direct
-  // `import.meta.resolve` call it cannot follow, and this one is meant to fail when absent.
-  const meta = import.meta;
-  const url = new URL(meta.resolve(`${name}/${file}`));
-  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
-}
-
-function thisPlatform(): Platform {
-  const { os, arch, target } = Deno.build;
-  return {
-    os,
-    arch,
-    libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
-  };
-}
 
 /** Deno's FFI takes an i64 as a BigInt; forever (-1) is the common case, made once. */
 function ns(timeoutNs: number): bigint {
@@ -176,24 +110,10 @@ class AddressCache {
   }
 }
 
-/** Opens the native library and returns the Deno backend. */
-export function loadDeno(explicit?: string): Backend {
-  if (!("Deno" in globalThis)) throw wrongEntry("mod.ts");
+/** Opens the native library, the first of `sources` that fits, and returns the Deno backend. */
+export function denoBackend(sources: LibrarySources): Backend {
   const { lib, path } = loadNativeLibrary<Library>(
-    {
-      explicit,
-      fromEnv: readEnv(LIBRARY_ENV),
-      envUnreadable: !envReadable(LIBRARY_ENV),
-      // Only with --allow-read for it: a look without would prompt in a terminal.
-      readHead: (path) =>
-        Deno.permissions.querySync({ name: "read", path }).state === "granted"
-          ? fileHead(fs, path)
-          : undefined,
-      platform: thisPlatform(),
-      resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
-      root: cloneRoot(),
-      bundle: bundleFile(),
-    },
+    sources,
     // In a terminal Deno asks before it opens each path without --allow-ffi: once is enough.
     askingOnce(
       (p) => Deno.dlopen(p, denoSymbols),

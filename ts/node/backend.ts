@@ -29,7 +29,6 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { type Backend, channelStates, settleHandles } from "../backend.ts";
 import {
-  askingOnce,
   fileHead,
   LIBRARY_ENV,
   type LibrarySources,
@@ -42,6 +41,7 @@ import {
 import { bufferByteLength, canTransfer, detachBuffer } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
 import { bunBackend, type BunFfi } from "../bun/backend.ts";
+import { denoBackend } from "../deno/backend.ts";
 
 /**
  * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
@@ -228,67 +228,53 @@ function librarySources(explicit: string | undefined): LibrarySources {
 }
 
 /**
- * Opens the native library and returns the backend: in Bun, Bun's own (`bun:ffi`, as `bun.ts`
- * has it), else the Node.js one, through Node-API.
+ * Opens the native library and returns the backend: in Deno and Bun, their own (`Deno.dlopen`, as
+ * `mod.ts` has it, and `bun:ffi`, as `bun.ts`), found as Node.js finds it; in Node.js, the Node.js
+ * one, through Node-API.
  *
- * Bun runs this entry when a program imports it by path or runs a bundle made for Node.js. Its
- * Node-API buffers cannot be made safe there: Bun runs the finalizer of such a buffer when it
- * collects the object, though `transfer()` or a byte stream moved its memory to another buffer,
- * which may have gone to another thread (a `SIGSEGV` there once the mapping went); it never runs
- * the finalizers of what a Worker dropped, which kept those mappings until the process exited;
- * and it does not collect for a report of external memory, which the relief of `ENOSPC` relies
- * on. `bun:ffi`'s buffers carry their deallocator with their memory, and Bun runs it during the
- * collection (docs/node.md).
+ * Deno runs this entry for a program that `require`s the package, Deno and Bun when a program
+ * imports it by path or runs a bundle made for Node.js. Their Node-API buffers and objects do not
+ * behave as Node's: Bun runs the finalizer of a buffer when it collects the object, though
+ * `transfer()` or a byte stream moved its memory to another buffer, which may have gone to another
+ * thread (a `SIGSEGV` there once the mapping went); Bun never runs the finalizers of what a Worker
+ * dropped, nor Deno those of objects at a Worker's end, which kept those mappings until the process
+ * exited; and Bun does not collect for a report of external memory, which the relief of `ENOSPC`
+ * relies on. Their own adapters, whose buffers carry their mapping's release with their memory and
+ * release it during the collection, are also the faster (docs/node.md).
  */
 export function loadNode(explicit?: string): Backend {
+  if (deno !== undefined) return denoBackend(librarySources(explicit));
   if (process.versions.bun !== undefined) {
     // Sync, and not a static import, which Node.js would refuse (it has no `bun:` modules); a
     // bundler leaves the `require` that `createRequire` made alone.
     const ffi = nodeModule.createRequire(process.execPath)("bun:ffi") as BunFfi;
     return bunBackend(ffi, librarySources(explicit));
   }
-  const open = (path: string) => loadNodeApi(path, process.dlopen) as NodeCalls;
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     librarySources(explicit),
-    // Deno in a terminal asks before it opens each path without --allow-ffi: once is enough.
-    deno === undefined ? open : askingOnce(
-      open,
-      (path) => deno!.permissions.querySync({ name: "ffi", path }).state,
-    ),
+    (path) => loadNodeApi(path, process.dlopen) as NodeCalls,
     (m) => m.abiVersion,
     // Node cannot unload an addon; one that loaded with the right version is kept.
     () => {},
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
-  // In a Deno web Worker `isMainThread` says true: the global's kind tells there, as in mod.ts.
-  const mainThread = deno === undefined
-    ? isMainThread
-    : Object.prototype.toString.call(globalThis) === "[object Window]";
-  if (mainThread) noteMainThread(n, deno === undefined);
-  else if (deno === undefined) {
+  const mainThread = isMainThread;
+  if (mainThread) noteMainThread(n, true);
+  else {
     // A Worker's end finalizes every buffer made in it, also one whose memory moved
     // (`transfer()`, a byte stream) to a buffer that then went to another thread: its mapping
     // must stay. Native code looks at the start of the teardown, which `worker.terminate()`
     // reaches too without running JavaScript (docs/node.md).
     n.keepMovedAtEnd();
-  } else {
-    // Deno, which finalizes a moved buffer only with the buffer its memory went to: the
-    // teardown closes what a Worker opened and no object took over yet (a `terminate()` between
-    // the two), as keepMovedAtEnd has it do in Node.js.
-    n.noteUnowned();
   }
   return {
-    runtimeName: deno !== undefined
-      ? `Deno ${deno.version.deno} (through Node-API)`
-      : `Node.js ${process.versions.node}`,
+    runtimeName: `Node.js ${process.versions.node}`,
     mainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,
-    // Deno runs this build for `require`, and releases collected buffers' mappings at once (and
-    // reading /proc there would ask for --allow-read).
-    mappingLimit: deno === undefined ? mappingLimit() : undefined,
+    mappingLimit: mappingLimit(),
     libraryPath: path,
     openKey: n.openKey,
     openName: n.openName,
@@ -395,16 +381,12 @@ function mappingLimit(): number {
   return 65530;
 }
 
-/** What this build reads of Deno, which runs it for `require` (the ES modules have their own). */
+/** What this build reads of Deno, which runs it for `require`, to find the library. */
 interface DenoLike {
   build: { os: string; arch: string; target: string };
-  version: { deno: string };
   permissions: {
     querySync(
-      descriptor:
-        | { name: "env"; variable: string }
-        | { name: "read"; path: string }
-        | { name: "ffi"; path: string },
+      descriptor: { name: "env"; variable: string } | { name: "read"; path: string },
     ): { state: "granted" | "denied" | "prompt" };
   };
 }

@@ -1,10 +1,10 @@
 /**
  * Deno or Bun running the Node.js entry (`node.ts`, which a program may import by path), whose
  * `node:worker_threads` Workers open a segment and end: they must leave none of its mappings
- * open. (A `SharedMemory` of this entry owned its handle through a finalizer on the object,
- * which Deno never ran at a Worker's end; through Node-API, Bun never ran it for one already
- * dropped, and its Workers kept every buffer they moved mapped until the process ended: Bun now
- * runs this entry on its own FFI, as `bun.ts`.)
+ * open. (Through their Node-API, Deno never ran the finalizer that owned a `SharedMemory`'s handle
+ * at a Worker's end, nor Bun for one already dropped, and Bun's Workers kept every buffer they moved
+ * mapped until the process ended: Deno and Bun now run this entry on their own FFI, as `mod.ts` and
+ * `bun.ts`.)
  *
  * Usage: `ownership/node_entry_workers.ts <name> <route>`, where `route` is
  * - `keep`: 5 Workers in turn open the segment 5 times each, with its buffer, keep them, and

@@ -123,17 +123,6 @@ pub(crate) struct Account {
     /// `wrap` or `addFinalizer` that hands the handle over would leave it open for good, so the
     /// teardown closes them ([`sentinel_gone`]).
     unowned: Mutex<Vec<(i32, u64)>>,
-    /// The handles `addFinalizer` gave to objects of this environment (a `SharedMemory` of the
-    /// Node.js entry), by handle and serial, closed at the environment's teardown if still open:
-    /// Deno's Node-API never runs such a finalizer at a Worker's end, so each left its mapping
-    /// open until the process ended. An object cannot leave its thread, so nothing else uses the
-    /// handle then, but a buffer moved out of the thread may still use its mapping: not where
-    /// the environment keeps moved mappings at its end (`watch_end`, Node.js Workers), whose
-    /// [`keep_moved`] misses a moved buffer the engine collected before the teardown (Bun, when
-    /// its Workers ran the Node.js entry on this module, finalized such a buffer at the teardown,
-    /// closing its handle, and the object's handle was all that kept the mapping: the thread it
-    /// went to crashed, `SIGSEGV`). Those closed since are dropped whenever the list has doubled.
-    objects: Mutex<Objects>,
     /// The weak references `weakRef` made, by id (a `napi_ref` as an address); used on the
     /// environment's own thread only.
     weak: Mutex<Weak>,
@@ -146,14 +135,6 @@ pub(crate) struct Account {
     /// Set by `leaveEndpoints`: the process is ending; claims made here after it are not noted
     /// (a Node.js `exit` listener that attaches an endpoint after the library's).
     left: AtomicBool,
-}
-
-/// See [`Account::objects`].
-#[derive(Debug, Default)]
-struct Objects {
-    owned: Vec<(i32, u64)>,
-    /// How many entries the list may hold before those closed are dropped.
-    prune_at: usize,
 }
 
 /// The pid words of the channel endpoints an environment holds, by address.
@@ -584,8 +565,7 @@ unsafe fn account(api: &Api, env: Env) -> Result<Arc<Account>, Thrown> {
 
 /// The environment's teardown (its instance data's finalizer): marks the channel endpoints still
 /// held as gone (where the [`Sentinel`] did not, first), closes the handles that no object took
-/// over and those its objects' finalizers left open ([`Account::objects`]), then lets the account
-/// go. No output here: a Worker's standard streams may be gone.
+/// over, then lets the account go. No output here: a Worker's standard streams may be gone.
 unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_void) {
     let _ = panic::catch_unwind(|| {
         // SAFETY: `data` is the `Box<Arc<Account>>` given to napi_set_instance_data.
@@ -594,9 +574,8 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
             endpoints_left(&account);
         }
         endpoints_gone(&account);
-        // Opened and owned by no object (Bun's Workers, and Deno's of the Node.js entry; in
-        // Node.js the sentinel took them first): closed by serial, so a handle its buffer's
-        // deallocator closed is left alone.
+        // Opened and owned by no object (Bun's Workers; in Node.js the sentinel took them
+        // first): closed by serial, so a handle its buffer's deallocator closed is left alone.
         let unowned = std::mem::take(
             &mut *account
                 .unowned
@@ -604,19 +583,6 @@ unsafe extern "C" fn drop_account(_env: Env, data: *mut c_void, _hint: *mut c_vo
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for (handle, serial) in unowned {
-            close_owned(handle, serial);
-        }
-        // Owned by objects whose finalizers the engine may not run (see `Account::objects`);
-        // by serial, so those it ran are left alone. After the endpoints: a main thread's are
-        // forgotten first, and unmapping marks none of them.
-        let objects = std::mem::take(
-            &mut account
-                .objects
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .owned,
-        );
-        for (handle, serial) in objects {
             close_owned(handle, serial);
         }
     });
@@ -1051,19 +1017,6 @@ unsafe extern "C" fn js_add_finalizer(env: Env, info: CallbackInfo) -> Value {
             // SAFETY: as in `js_wrap`: read before any JavaScript runs again.
             let (handle, serial) = ((*hint).handle, (*hint).serial);
             settle_owned(account, handle);
-            if !account.watch_end.load(Ordering::Relaxed) {
-                let mut objects = account
-                    .objects
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                objects.owned.push((handle, serial));
-                if objects.owned.len() >= objects.prune_at {
-                    objects
-                        .owned
-                        .retain(|&(handle, serial)| is_open(handle, serial));
-                    objects.prune_at = (objects.owned.len() * 2).max(PRUNE_MIN);
-                }
-            }
             if tracks(account, &mapping) {
                 // A plain object cannot be detached: collected, it still owned the handle.
                 track(api, env, account, object, Owner { handle, serial }, 0, true)?;
