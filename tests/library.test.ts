@@ -118,6 +118,27 @@ test("the error lists every place tried, once each, and names the package that f
   assert.match(message, /SHARED_BUFFER_LIB/);
 });
 
+// A compiled Bun program embeds the library only through `bun.ts`'s literal `require`s of the
+// platform packages: through the Node.js entry it never does, and the error said it would have,
+// also to bundles that no `bun build --compile` made.
+test("a bundle's error speaks of `bun build --compile` only where it applies, and as it applies to the entry", () => {
+  const advice = (bundle: string, compileEmbeds?: boolean) =>
+    attempt({ platform: linux, resolvePackage: () => undefined, bundle, compileEmbeds }, {})
+      .error!.message;
+  assert.match(
+    advice("/app/out.js", true),
+    /embeds the library only if that package was installed/,
+  );
+  assert.match(
+    advice("/$bunfs/root/app", false),
+    /embeds the library only through shared-buffer-ipc's own entry for Bun/,
+  );
+  for (const message of [advice("/app/out.js", false), advice("/$bunfs/root/app")]) {
+    assert.doesNotMatch(message, /bun build/);
+    assert.match(message, /this program runs from a bundle/);
+  }
+});
+
 test("out of file descriptors, the error says so instead of advising a reinstall", () => {
   const load = () =>
     loadNativeLibrary<string>(

@@ -158,6 +158,30 @@ test("search order: an explicit path or SHARED_BUFFER_LIB alone, else next to th
   }
 });
 
+// Bun's FFI finds a bare file name in the working folder, `process.dlopen` (the library's Node-API
+// half, which every runtime loads) does not: Bun threw the runtime's own ERR_DLOPEN_FAILED, not the
+// list of places tried.
+test("SHARED_BUFFER_LIB as a bare file name in the working folder: the error lists it as tried", () => {
+  const [bin, ...rest] = scriptCommand(runtime, "library/load.ts", [entryOf(root)]);
+  const r = spawnSync(bin, rest, {
+    cwd: BUILT.slice(0, BUILT.lastIndexOf("/")),
+    env: { ...process.env, [LIBRARY_ENV]: FILE },
+    encoding: "utf8",
+  });
+  assertEquals(r.status, 0, r.stderr);
+  const { path, error } = resultOf<{ path?: string; error?: string }>(
+    { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr },
+    "library/load.ts",
+  );
+  assertEquals(path, undefined, "loaded");
+  assertIncludes(
+    error!,
+    `could not load the native library. Tried:\n  ${FILE}: `,
+    "the name tried",
+  );
+  assertIncludes(error!, `When ${LIBRARY_ENV} is set, only the library it names`, "why");
+});
+
 if (runtime === "deno") {
   test("the package's bundle, which the package's name resolves to in Deno, finds a clone's build too", async () => {
     // `import "shared-buffer-ipc"` in a clone resolves through package.json to `dist/deno.js`,

@@ -1,9 +1,9 @@
 /**
  * What each runtime adapter provides, and the slot the active adapter is installed in.
  *
- * `mod.ts` installs the Deno adapter, `bun.ts` the Bun one and `node.ts` the Node.js one (the
- * Bun one when Bun runs it); everything else in `ts/` is runtime-neutral and reaches the native library only through
- * {@linkcode Backend}.
+ * `mod.ts` installs the Deno adapter, `bun.ts` the Bun one and `node.ts` the Node.js one (Deno's
+ * or Bun's when they run it); everything else in `ts/` is runtime-neutral and reaches the native
+ * library only through {@linkcode Backend}.
  *
  * @module
  */
@@ -327,7 +327,7 @@ export type BackendLoader = (explicitPath?: string) => Backend;
 let loader: BackendLoader | undefined;
 let active: Backend | undefined;
 
-/** Installs the runtime's adapter; called once by `mod.ts` or `bun.ts`. */
+/** Installs the runtime's adapter; called once by each entry (`mod.ts`, `bun.ts`, `node.ts`). */
 export function installBackend(load: BackendLoader): void {
   loader ??= load;
 }

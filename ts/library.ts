@@ -136,6 +136,12 @@ export interface LibrarySources {
    */
   readHead?: (path: string) => Uint8Array | undefined;
   /**
+   * Whether a `bun build --compile` program of this entry embeds the library (true: `bun.ts`'s,
+   * whose platform packages are literal `require`s; false: the Node.js entry in Bun, which finds
+   * them by a computed path), for the advice of the error; undefined outside Bun.
+   */
+  compileEmbeds?: boolean;
+  /**
    * True where the runtime would not let {@linkcode LIBRARY_ENV} be read (Deno without
    * `--allow-env` for it), so that the error can say it was not read.
    */
@@ -428,9 +434,12 @@ function missingAdvice(sources: LibrarySources, wanted: PrebuiltPlatform[]): str
       `${PACKAGE_NAME}: install ${PACKAGE_NAME} without \`--omit=optional\`, or ${build}.`;
   }
   const pkg = `${name}@${VERSION}`;
-  const compiled = "Bun" in globalThis
+  const compiled = sources.compileEmbeds === true
     ? " A `bun build --compile` program embeds the library only if that package was installed " +
       "when it was compiled."
+    : sources.compileEmbeds === false && bundle.startsWith("/$bunfs/")
+    ? ` A \`bun build --compile\` program embeds the library only through ${PACKAGE_NAME}'s own ` +
+      `entry for Bun (an import of "${PACKAGE_NAME}" by its name), not through this Node.js one.`
     : "";
   return `On ${where} the library comes in ${pkg}, and this program runs from a bundle` +
     `${bundle === "" ? "" : ` (${bundle})`}, which holds no library: install ${pkg} in a ` +

@@ -174,3 +174,42 @@ export function loadNodeApi(path: string, dlopen: Dlopen): NodeApiModule {
   }
   return module.exports as NodeApiModule;
 }
+
+/** A library opened by a runtime's FFI, with the same file loaded as a Node-API module. */
+export interface WithNodeApi<L> {
+  /** The FFI's library. */
+  lib: L;
+  /** The Node-API module; absent for a library of another ABI version. */
+  nodeApi?: NodeApiModule;
+}
+
+/**
+ * The `open` of `loadNativeLibrary` for Deno's and Bun's adapters, which need the library's FFI
+ * and its Node-API module both: a library of this ABI version whose Node-API module does not load
+ * fails as one that does not open (its FFI library closed), so that the error lists it with every
+ * other place tried. (Bun's FFI finds a bare file name in the working folder, `process.dlopen`
+ * does not: `SHARED_BUFFER_LIB=libshared_buffer_native.so` threw the runtime's own error.) One
+ * of another version is left to the version check, which says what to do.
+ */
+export function openWithNodeApi<L>(
+  open: (path: string) => L,
+  version: (lib: L) => number,
+  close: (lib: L) => void,
+): (path: string) => WithNodeApi<L> {
+  return (path) => {
+    const lib = open(path);
+    let found: number;
+    try {
+      found = version(lib);
+    } catch {
+      return { lib }; // the version check says what this is
+    }
+    if (found !== ABI_VERSION) return { lib };
+    try {
+      return { lib, nodeApi: loadNodeApi(path, process.dlopen) };
+    } catch (err) {
+      close(lib);
+      throw err;
+    }
+  };
+}

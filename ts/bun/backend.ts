@@ -7,7 +7,8 @@
  *
  * Both entries run it in Bun: `bun.ts` (see `./load.ts`, which finds the library as a Bun
  * program does) and the Node.js entry (`ts/node/backend.ts`, which finds it as Node.js does).
- * So `bun:ffi` is given to it, not imported here: Node.js loads this module too, and has none.
+ * So `bun:ffi` is given to it, not imported here: Node.js and Deno load this module too (the
+ * Node.js entry's), and have none.
  *
  * @module
  */
@@ -17,7 +18,7 @@ import { type Backend, channelStates, commonCalls, settleHandles } from "../back
 import { symbols } from "../ffi.ts";
 import { type LibrarySources, loadNativeLibrary } from "../library.ts";
 import { bufferDetached, detachBuffer, viewByteLength } from "../intrinsics.ts";
-import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
+import { type NodeApiModule, noteMainThread, openWithNodeApi } from "../napi.ts";
 import type { NodeCalls } from "../node/backend.ts";
 
 /**
@@ -117,17 +118,18 @@ function oneCopy(
 export function bunBackend(ffi: BunFfi, sources: LibrarySources): Backend {
   const { dlopen, toArrayBuffer, ptr, CString } = ffi;
   const table = bunSymbols();
-  const first = loadNativeLibrary(
-    sources,
-    (p) => dlopen(p, table),
-    (l) => (l.symbols as Symbols).sb_abi_version(),
-    (l) => l.close(),
-  );
-  const path = first.path;
+  const version = (l: FfiLibrary) => (l.symbols as Symbols).sb_abi_version();
+  const close = (l: FfiLibrary) => l.close();
   // Async waits resolve through Node-API, which Bun implements: a thread-safe `JSCallback` would
   // be called after a terminated Worker freed it (a crash), while Node-API tears a Worker's
   // thread-safe function down with it (and the library ends its waits then).
-  const nodeApi = loadNodeApi(path, process.dlopen);
+  const { lib: first, path } = loadNativeLibrary(
+    sources,
+    openWithNodeApi((p) => dlopen(p, table), version, close),
+    (l) => version(l.lib),
+    (l) => close(l.lib),
+  );
+  const nodeApi = first.nodeApi!;
   const s = oneCopy(first.lib, nodeApi, path, (file) => dlopen(file, table))
     .symbols as Symbols;
   const mainThread = (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread;

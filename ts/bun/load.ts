@@ -32,5 +32,6 @@ export function loadBun(explicit?: string): Backend {
     resolvePackage: (platform) => PLATFORM_LIBRARIES[platform](),
     root: sources ? import.meta.dir.slice(0, -"/ts/bun".length) : undefined,
     bundle: sources ? undefined : import.meta.path,
+    compileEmbeds: true,
   });
 }

@@ -14,12 +14,11 @@
  * @module
  */
 
-import process from "node:process";
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
 import { askingOnce, type LibrarySources, loadNativeLibrary } from "../library.ts";
 import { bufferDetached, detachBuffer, viewBuffer, viewByteLength } from "../intrinsics.ts";
-import { loadNodeApi, noteMainThread } from "../napi.ts";
+import { noteMainThread, openWithNodeApi } from "../napi.ts";
 
 /**
  * The symbol table, and the two channel calls once more with the array as an address
@@ -112,20 +111,22 @@ class AddressCache {
 
 /** Opens the native library, the first of `sources` that fits, and returns the Deno backend. */
 export function denoBackend(sources: LibrarySources): Backend {
-  const { lib, path } = loadNativeLibrary<Library>(
+  const version = (l: Library) => l.symbols.sb_abi_version();
+  const close = (l: Library) => l.close();
+  // Node-API gives Deno what Node has: buffers the engine owns, and async waits whose thread-safe
+  // function the runtime tears down with the Worker that made it (with its waits, which end).
+  const { lib: loaded, path } = loadNativeLibrary(
     sources,
     // In a terminal Deno asks before it opens each path without --allow-ffi: once is enough.
     askingOnce(
-      (p) => Deno.dlopen(p, denoSymbols),
+      openWithNodeApi((p) => Deno.dlopen(p, denoSymbols), version, close),
       (path) => Deno.permissions.querySync({ name: "ffi", path }).state,
     ),
-    (l) => l.symbols.sb_abi_version(),
-    (l) => l.close(),
+    (l) => version(l.lib),
+    (l) => close(l.lib),
   );
-  const s = lib.symbols;
-  // Node-API gives Deno what Node has: buffers the engine owns, and async waits whose thread-safe
-  // function the runtime tears down with the Worker that made it (with its waits, which end).
-  const owner = loadNodeApi(path, process.dlopen);
+  const s = loaded.lib.symbols;
+  const owner = loaded.nodeApi!;
   // Deno's main thread runs in a Window, its Workers (`node:worker_threads` ones too) in a
   // DedicatedWorkerGlobalScope, which hides its name from `node:worker_threads` ones.
   const mainThread = Object.prototype.toString.call(globalThis) === "[object Window]";

@@ -238,8 +238,7 @@ function librarySources(explicit: string | undefined): LibrarySources {
  * `transfer()` or a byte stream moved its memory to another buffer, which may have gone to another
  * thread (a `SIGSEGV` there once the mapping went); Bun never runs the finalizers of what a Worker
  * dropped, nor Deno those of objects at a Worker's end, which kept those mappings until the process
- * exited; and Bun does not collect for a report of external memory, which the relief of `ENOSPC`
- * relies on. Their own adapters, whose buffers carry their mapping's release with their memory and
+ * exited. Their own adapters, whose buffers carry their mapping's release with their memory and
  * release it during the collection, are also the faster (docs/node.md).
  */
 export function loadNode(explicit?: string): Backend {
@@ -248,7 +247,7 @@ export function loadNode(explicit?: string): Backend {
     // Sync, and not a static import, which Node.js would refuse (it has no `bun:` modules); a
     // bundler leaves the `require` that `createRequire` made alone.
     const ffi = nodeModule.createRequire(process.execPath)("bun:ffi") as BunFfi;
-    return bunBackend(ffi, librarySources(explicit));
+    return bunBackend(ffi, { ...librarySources(explicit), compileEmbeds: false });
   }
   const { lib: n, path } = loadNativeLibrary<NodeCalls>(
     librarySources(explicit),

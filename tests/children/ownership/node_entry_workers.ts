@@ -1,10 +1,10 @@
 /**
  * Deno or Bun running the Node.js entry (`node.ts`, which a program may import by path), whose
  * `node:worker_threads` Workers open a segment and end: they must leave none of its mappings
- * open. (Through their Node-API, Deno never ran the finalizer that owned a `SharedMemory`'s handle
- * at a Worker's end, nor Bun for one already dropped, and Bun's Workers kept every buffer they moved
- * mapped until the process ended: Deno and Bun now run this entry on their own FFI, as `mod.ts` and
- * `bun.ts`.)
+ * open. (Through their Node-API, Deno never ran the finalizer that owned a `SharedMemory`'s
+ * handle at a Worker's end, nor Bun for one already dropped, and Bun's Workers kept every buffer
+ * they moved mapped until the process ended: Deno and Bun now run this entry on their own FFI, as
+ * `mod.ts` and `bun.ts`.)
  *
  * Usage: `ownership/node_entry_workers.ts <name> <route>`, where `route` is
  * - `keep`: 5 Workers in turn open the segment 5 times each, with its buffer, keep them, and
@@ -26,8 +26,8 @@
  *
  * Prints `result {before, after, handles}`: this process's mappings of the segment before the
  * Workers and after their ends (and a few collections), and the library's open handles then (1:
- * the main thread's own `SharedMemory`); for `posted` and `posted-close`, `result {seen, written}`: the byte read
- * through the moved buffer (42) and the one the segment then holds (7).
+ * the main thread's own `SharedMemory`); for `posted` and `posted-close`, `result {seen,
+ * written}`: the byte read through the moved buffer (42) and the one the segment then holds (7).
  *
  * @module
  */
