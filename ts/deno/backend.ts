@@ -9,7 +9,8 @@
  *
  * Both entries run it in Deno: `mod.ts` (see `./load.ts`, which finds the library as a Deno
  * program does) and the Node.js entry (`ts/node/backend.ts`, which finds it as Node.js does, for a
- * program that `require`s the package or imports that entry by path).
+ * program that `require`s the package, imports that entry by path or runs a bundle made for
+ * Node.js).
  *
  * @module
  */

@@ -186,7 +186,14 @@ function resolveOrigins(): string[] {
  */
 function bundleFile(ownFile: boolean): string | undefined {
   if (ownFile) return undefined;
-  if (moduleUrl !== undefined && existsHere(moduleUrl)) return fileURLToPath(moduleUrl);
+  // Deno is not asked to look (it would ask for --allow-read in a terminal): a `file:` URL it
+  // takes as it is.
+  if (
+    moduleUrl !== undefined &&
+    (deno === undefined ? existsHere(moduleUrl) : moduleUrl.startsWith("file:"))
+  ) {
+    return fileURLToPath(moduleUrl);
+  }
   const script = process.argv[1];
   return typeof script === "string" && isAbsolute(script) ? script : "";
 }
@@ -380,7 +387,10 @@ function mappingLimit(): number {
   return 65530;
 }
 
-/** What this build reads of Deno, which runs it for `require`, to find the library. */
+/**
+ * What this build reads of Deno, which runs it for `require` (and for an import by path, or a
+ * bundle made for Node.js), to find the library.
+ */
 interface DenoLike {
   build: { os: string; arch: string; target: string };
   permissions: {

@@ -1039,8 +1039,8 @@ unsafe extern "C" fn js_retire(env: Env, info: CallbackInfo) -> Value {
             let handle = int32(api, env, handle, "handle")?;
             let Some((mapping, _)) = lookup(handle) else {
                 // Closed in the detach: the buffer's own finalizer ran there, as where the engine
-                // frees a detached buffer's memory at once (Deno's Node-API, which runs this
-                // module's Node.js build too) unless an operation of its own holds it.
+                // frees a detached buffer's memory at once unless an operation of its own holds
+                // it (Deno's Node-API does; only Node.js calls this, but an engine may change).
                 return undefined(api, env);
             };
             let retired = mapping
