@@ -17,7 +17,14 @@
 
 import { type Backend, channelStates, commonCalls, settleHandles } from "../backend.ts";
 import { symbols } from "../ffi.ts";
-import { askingOnce, type LibrarySources, loadNativeLibrary } from "../library.ts";
+import * as fs from "node:fs";
+import {
+  askingOnce,
+  fileHead,
+  LIBRARY_ENV,
+  type LibrarySources,
+  loadNativeLibrary,
+} from "../library.ts";
 import { bufferDetached, detachBuffer, viewBuffer, viewByteLength } from "../intrinsics.ts";
 import { noteMainThread, openWithNodeApi } from "../napi.ts";
 
@@ -108,6 +115,42 @@ class AddressCache {
     this.#array = this.#seen = undefined;
     this.#at = 0n;
   }
+}
+
+/** Whether `name` may be read without a prompt (`--allow-env` for it). */
+function envReadable(name: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What Deno tells of where to look, whichever entry runs: the explicit path, the variable (read
+ * only where `--allow-env` lets it be, without a prompt), a look at a file's head (only with
+ * `--allow-read` for it), and this machine (`Deno.build`: `process.report` would need
+ * `--allow-sys`). Each entry adds where its packages and builds are.
+ */
+export function denoSources(
+  explicit: string | undefined,
+): Pick<LibrarySources, "explicit" | "fromEnv" | "envUnreadable" | "readHead" | "platform"> {
+  const envGranted = envReadable(LIBRARY_ENV);
+  const { os, arch, target } = Deno.build;
+  return {
+    explicit,
+    fromEnv: envGranted ? Deno.env.get(LIBRARY_ENV) : undefined,
+    envUnreadable: !envGranted,
+    readHead: (path) =>
+      Deno.permissions.querySync({ name: "read", path }).state === "granted"
+        ? fileHead(fs, path)
+        : undefined,
+    platform: {
+      os,
+      arch,
+      libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
+    },
+  };
 }
 
 /** Opens the native library, the first of `sources` that fits, and returns the Deno backend. */

@@ -6,30 +6,9 @@
  * @module
  */
 
-import * as fs from "node:fs";
 import type { Backend } from "../backend.ts";
-import {
-  fileHead,
-  LIBRARY_ENV,
-  type Platform,
-  platformPackageName,
-  wrongEntry,
-} from "../library.ts";
-import { denoBackend } from "./backend.ts";
-
-/** An environment variable, or undefined where it may not be read without a prompt. */
-function readEnv(name: string): string | undefined {
-  return envReadable(name) ? Deno.env.get(name) : undefined;
-}
-
-/** Whether `name` may be read without a prompt (`--allow-env` for it). */
-function envReadable(name: string): boolean {
-  try {
-    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
-  } catch {
-    return false;
-  }
-}
+import { platformPackageName, wrongEntry } from "../library.ts";
+import { denoBackend, denoSources } from "./backend.ts";
 
 /**
  * The folder of a clone or of the installed package, when this file runs from its sources or
@@ -70,28 +49,11 @@ function resolvePackage(name: string, file: string): string | undefined {
   return url.protocol === "file:" ? decodeURIComponent(url.pathname) : undefined;
 }
 
-function thisPlatform(): Platform {
-  const { os, arch, target } = Deno.build;
-  return {
-    os,
-    arch,
-    libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
-  };
-}
-
 /** Opens the native library and returns the Deno backend. */
 export function loadDeno(explicit?: string): Backend {
   if (!("Deno" in globalThis)) throw wrongEntry("mod.ts");
   return denoBackend({
-    explicit,
-    fromEnv: readEnv(LIBRARY_ENV),
-    envUnreadable: !envReadable(LIBRARY_ENV),
-    // Only with --allow-read for it: a look without would prompt in a terminal.
-    readHead: (path) =>
-      Deno.permissions.querySync({ name: "read", path }).state === "granted"
-        ? fileHead(fs, path)
-        : undefined,
-    platform: thisPlatform(),
+    ...denoSources(explicit),
     resolvePackage: (platform, file) => resolvePackage(platformPackageName(platform), file),
     root: cloneRoot(),
     bundle: bundleFile(),

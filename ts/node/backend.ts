@@ -33,7 +33,6 @@ import {
   LIBRARY_ENV,
   type LibrarySources,
   loadNativeLibrary,
-  type Platform,
   platformPackageName,
   type ProcessLike,
   processPlatform,
@@ -41,7 +40,7 @@ import {
 import { bufferByteLength, canTransfer, detachBuffer } from "../intrinsics.ts";
 import { loadNodeApi, type NodeApiModule, noteMainThread } from "../napi.ts";
 import { bunBackend, type BunFfi } from "../bun/backend.ts";
-import { denoBackend } from "../deno/backend.ts";
+import { denoBackend, denoSources } from "../deno/backend.ts";
 
 /**
  * What the Node-API module exports for Node.js on top of {@linkcode NodeApiModule}: each is the
@@ -98,8 +97,8 @@ export interface NodeCalls extends
   ): number;
 }
 
-/** Deno, when this Node.js build runs there. */
-const deno = (globalThis as { Deno?: DenoLike }).Deno;
+/** Whether this Node.js build runs in Deno (for `require`, an import by path, a bundle). */
+const deno = "Deno" in globalThis;
 
 /**
  * This module's URL, or undefined inside a user's CommonJS bundle of the ES module build (what
@@ -125,7 +124,7 @@ function isOwnFile(): boolean {
   return moduleUrl !== undefined &&
     (moduleUrl.endsWith("/dist/ts/node/backend.js") ||
       moduleUrl.endsWith("/ts/node/backend.ts")) &&
-    (deno !== undefined || existsHere(moduleUrl));
+    (deno || existsHere(moduleUrl));
 }
 
 /** Whether the file at a `file:` URL exists. */
@@ -156,7 +155,7 @@ function mainScript(): string {
   const script = process.argv[1];
   if (typeof script !== "string" || !isAbsolute(script)) return join(process.cwd(), "noop.js");
   // Not in Deno, where the look could prompt for --allow-read in a terminal.
-  if (deno !== undefined) return script;
+  if (deno) return script;
   try {
     return fs.realpathSync(script);
   } catch {
@@ -190,7 +189,7 @@ function bundleFile(ownFile: boolean): string | undefined {
   // takes as it is.
   if (
     moduleUrl !== undefined &&
-    (deno === undefined ? existsHere(moduleUrl) : moduleUrl.startsWith("file:"))
+    (deno ? moduleUrl.startsWith("file:") : existsHere(moduleUrl))
   ) {
     return fileURLToPath(moduleUrl);
   }
@@ -213,20 +212,21 @@ function resolveFirst(origins: string[], id: string): string {
 
 const decoder = new TextDecoder();
 
-/** Where this build looks for the library, as Node.js would find it. */
+/**
+ * Where this build looks for the library, as Node.js would find it: the platform package by
+ * Node's module resolution, and the package's own folder. In Deno, what Deno tells of the rest
+ * (its permissions decide what may be read without a prompt).
+ */
 function librarySources(explicit: string | undefined): LibrarySources {
   let origins: string[] | undefined;
   const ownFile = isOwnFile();
   return {
-    explicit,
-    fromEnv: envVariable(LIBRARY_ENV),
-    envUnreadable: deno !== undefined && !denoEnvGranted(deno, LIBRARY_ENV),
-    // In Deno only with --allow-read for it: a look without would prompt in a terminal.
-    readHead: (path) =>
-      deno === undefined || deno.permissions.querySync({ name: "read", path }).state === "granted"
-        ? fileHead(fs, path)
-        : undefined,
-    platform: deno === undefined ? processPlatform(process as ProcessLike) : denoPlatform(deno),
+    ...(deno ? denoSources(explicit) : {
+      explicit,
+      fromEnv: process.env[LIBRARY_ENV],
+      readHead: (path: string) => fileHead(fs, path),
+      platform: processPlatform(process as ProcessLike),
+    }),
     resolvePackage: (platform, file) =>
       resolveFirst(origins ??= resolveOrigins(), `${platformPackageName(platform)}/${file}`),
     root: packageRoot(ownFile),
@@ -249,7 +249,7 @@ function librarySources(explicit: string | undefined): LibrarySources {
  * release it during the collection, are also the faster (docs/node.md).
  */
 export function loadNode(explicit?: string): Backend {
-  if (deno !== undefined) return denoBackend(librarySources(explicit));
+  if (deno) return denoBackend(librarySources(explicit));
   if (process.versions.bun !== undefined) {
     // Sync, and not a static import, which Node.js would refuse (it has no `bun:` modules); a
     // bundler leaves the `require` that `createRequire` made alone.
@@ -265,8 +265,7 @@ export function loadNode(explicit?: string): Backend {
   );
   // The relief closes the handles of what its collection collected through these references.
   n.trackAll();
-  const mainThread = isMainThread;
-  if (mainThread) noteMainThread(n, true);
+  if (isMainThread) noteMainThread(n, true);
   else {
     // A Worker's end finalizes every buffer made in it, also one whose memory moved
     // (`transfer()`, a byte stream) to a buffer that then went to another thread: its mapping
@@ -276,7 +275,7 @@ export function loadNode(explicit?: string): Backend {
   }
   return {
     runtimeName: `Node.js ${process.versions.node}`,
-    mainThread,
+    mainThread: isMainThread,
     // Node.js's limit for one external buffer: 4 GiB in Node.js 20, whose Node-API makes it as a
     // `Buffer` (a longer one was refused there, and the refusal used to abort the process).
     maxBufferBytes: bufferConstants.MAX_LENGTH,
@@ -385,53 +384,4 @@ function mappingLimit(): number {
     // The default below.
   }
   return 65530;
-}
-
-/**
- * What this build reads of Deno, which runs it for `require` (and for an import by path, or a
- * bundle made for Node.js), to find the library.
- */
-interface DenoLike {
-  build: { os: string; arch: string; target: string };
-  permissions: {
-    querySync(
-      descriptor: { name: "env"; variable: string } | { name: "read"; path: string },
-    ): { state: "granted" | "denied" | "prompt" };
-  };
-}
-
-/**
- * This machine as Deno describes it, without `process.report`, which Deno gives only with
- * `--allow-sys` (and, in a terminal, asks for).
- */
-function denoPlatform(d: DenoLike): Platform {
-  const { os, arch, target } = d.build;
-  return {
-    os,
-    arch,
-    libc: os === "linux" ? (target.endsWith("musl") ? "musl" : "gnu") : undefined,
-  };
-}
-
-/**
- * An environment variable, or undefined where it may not be read: in Deno, without
- * `--allow-env` for it (asked before reading, so that a terminal gets no prompt), as the ES
- * modules' adapter does.
- */
-function envVariable(name: string): string | undefined {
-  try {
-    if (deno && !denoEnvGranted(deno, name)) return undefined;
-    return process.env[name];
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether Deno lets `name` be read without a prompt (`--allow-env` for it). */
-function denoEnvGranted(d: DenoLike, name: string): boolean {
-  try {
-    return d.permissions.querySync({ name: "env", variable: name }).state === "granted";
-  } catch {
-    return false;
-  }
 }
