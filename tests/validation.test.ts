@@ -111,6 +111,13 @@ testUnless(
         e.message.includes("mapped whole") && !e.message.includes("handles");
       assert.throws(() => SharedMemory.open({ key }, { size: 4096 }), says);
       assert.throws(() => createSharedBuffer(key, 4096), says);
+      // Opened whole, the message named no size, only this process's handles.
+      assert.throws(
+        () => SharedMemory.open({ key }),
+        (e) =>
+          e instanceof SharedMemoryError && e.code === "ENOMEM" &&
+          e.message.includes(`the segment has ${size} bytes (a keyed segment is mapped whole)`),
+      );
       // The process lives on, and maps what fits.
       using small = SharedMemory.create({ key: uniqueKey() }, 4096);
       small.unlink();

@@ -303,11 +303,13 @@ function openFailure(b: Backend, code: number, id: Resolved, req: OpenRequest): 
       }
       break;
     case "ENOMEM":
-      // A keyed segment larger than asked for, which is mapped whole: its size written back.
-      if (actual > 0) {
+      // A keyed segment, which is mapped whole: its size written back.
+      if (actual > req.size && req.size > 0) {
         return `the segment has ${actual} bytes, more than the ${req.size} asked for, and a keyed segment is mapped whole: this process has no memory or address space left to map that many`;
       }
-      return `no memory or address space left to map it; this process holds ${
+      return `${
+        actual > 0 ? `the segment has ${actual} bytes (a keyed segment is mapped whole): ` : ""
+      }no memory or address space left to map it; this process holds ${
         handles(b.handleCount())
       } (a buffer dropped without close() or detachSharedBuffer() keeps its mapping until the engine collects it)`;
     case "ENOSPC": {

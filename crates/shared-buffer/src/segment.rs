@@ -221,13 +221,14 @@ pub enum SegmentError {
     /// The name holds an empty file that nobody is sizing: a creator that died between making
     /// the name and sizing it, or a file someone else put there.
     Empty,
-    /// The keyed segment is larger than the size asked for, and this process has no memory or
-    /// address space left to map it: a keyed segment is mapped whole (`shmat`), whatever part
-    /// of it the caller asked for.
+    /// This process has no memory or address space left to map the keyed segment, which is
+    /// mapped whole (`shmat`), whatever part of it the caller asked for: `size` says how much
+    /// did not fit (a peer's segment can be far larger than asked for, made without reserving
+    /// its memory, or in a larger address space).
     TooLargeToMap {
         /// The segment's size.
         size: usize,
-        /// The size the caller asked for.
+        /// The size the caller asked for (the segment's own when it asked for it whole).
         requested: usize,
     },
     /// An argument is out of range (the message says which).
@@ -286,10 +287,15 @@ impl fmt::Display for SegmentError {
                 "the name holds an empty file: not a segment, or one whose creator died or stalled \
                  before sizing it",
             ),
-            Self::TooLargeToMap { size, requested } => write!(
+            Self::TooLargeToMap { size, requested } if size > requested => write!(
                 f,
                 "the segment is {size} bytes, and a keyed segment is mapped whole ({requested} \
                  were asked for): no memory or address space is left to map that many"
+            ),
+            Self::TooLargeToMap { size, .. } => write!(
+                f,
+                "the segment is {size} bytes, and a keyed segment is mapped whole: no memory or \
+                 address space is left to map that many"
             ),
             Self::Invalid(msg) => f.write_str(msg),
             Self::Os(err) => err.fmt(f),
@@ -443,8 +449,8 @@ impl Segment {
     /// [`SegmentError::PermissionDenied`] if its owner did not grant access;
     /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
     /// [`SegmentError::NotASegment`], [`SegmentError::HardLinked`] or [`SegmentError::Empty`] if
-    /// the name holds something else; [`SegmentError::TooLargeToMap`] if a keyed segment larger
-    /// than `size` does not fit this process (it is mapped whole).
+    /// the name holds something else; [`SegmentError::TooLargeToMap`] if a keyed segment does not
+    /// fit this process (it is mapped whole, even when larger than `size`).
     ///
     /// An empty file at the name is a creator's that has not sized it yet, while its status
     /// changed in the last 2 seconds: the open waits for it that long at most (sleeping), then
@@ -595,9 +601,9 @@ impl Segment {
                 check_owner(owner, &[info.uid(), info.creator_uid()])?;
                 let requested = size_ok(info.size())?;
                 os::sysv_attach(&info).map_err(|err| match err.raw_os_error() {
-                    // Mapped whole: a peer's segment far larger than asked for (made without
-                    // reserving its memory, or in a larger address space) is what ran out.
-                    Some(libc::ENOMEM) if info.size() > requested => SegmentError::TooLargeToMap {
+                    // Mapped whole: the error names the size that did not fit, which may be a
+                    // peer's, far larger than asked for.
+                    Some(libc::ENOMEM) => SegmentError::TooLargeToMap {
                         size: info.size(),
                         requested,
                     },

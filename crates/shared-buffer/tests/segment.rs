@@ -146,11 +146,22 @@ fn a_keyed_segment_too_large_to_map_whole_says_so_with_its_size() {
         std::io::Error::from(err).kind(),
         std::io::ErrorKind::OutOfMemory
     );
-    // Asked for whole, it is what was asked for that did not fit: the OS's own error.
+    // Asked for whole, the error still says how much did not fit.
     let err = Segment::open(&s.0, None, &Options::default()).unwrap_err();
     assert!(
-        matches!(&err, SegmentError::Os(e) if e.raw_os_error() == Some(libc::ENOMEM)),
+        matches!(
+            err,
+            SegmentError::TooLargeToMap {
+                size: SIZE,
+                requested: SIZE
+            }
+        ),
         "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&SIZE.to_string()) && !text.contains("asked for"),
+        "{text}"
     );
     Segment::unlink(&s.0).unwrap();
 }
