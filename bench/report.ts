@@ -126,8 +126,9 @@ const GOALS = ([
     "≤ 1.25 same: CPU per round trip: wait/notify (adaptive spin) / park",
     undefined,
     "On one core spinning never catches the peer (it cannot run meanwhile), so an adaptive wait " +
-    "parks at once, but probes again at doubling intervals, each probe a spin of the last park's " +
-    "length; where missed, those probes are the difference. Not analysed further.",
+    "parks at once and spins again only now and then, to probe whether spinning pays again " +
+    "(`ts/spin.ts`). Where missed, whether the rest is those probes or the adaptive wait's own " +
+    "calls (its clock reads) is not analysed further.",
     "Wake-ups",
   ],
   ["≤ 0.25 @64 split: round trip: channel (spin, then park) / parked", undefined, "", ""],
