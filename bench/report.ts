@@ -55,8 +55,9 @@ const GOALS = ([
     "Each message costs the runtime a call into the library (Deno, Bun) or the `Atomics` calls " +
     "of the TypeScript path (Node), and the checks every call makes (its arguments, the place, " +
     "a closed or busy endpoint), where the Rust ring's are inlined: the hot path table splits it. " +
-    "On two cores each message also moves the ring's cache lines between them, and a longer call " +
-    "keeps them away longer (Bun's calls the most).",
+    "On two cores the ring's cache lines move between the cores for every message, as in the " +
+    "Rust ring; why the runtimes fall further behind it there than on one core (Bun the most) " +
+    "is not analysed.",
     "What is left; Deno and Bun: one native call for a `send` and a `recvInto`; " +
     "Bun: the engine's getters are calls",
   ],
@@ -84,9 +85,10 @@ const GOALS = ([
   [
     "≥ 0.8 @64: channel batch / the Rust ring copying",
     undefined,
-    "`sendMany` checks and counts each message as `send` does, then commits a run with one call; " +
-    "`recvMany` takes a run with one call, then hands each message out in JavaScript. What is " +
-    "left per message is that JavaScript (the hot path table's `*_many_per_message` rows).",
+    "`sendMany` counts and checks each message (the engine's getters) and copies it in with the " +
+    "engine's `set`, then commits the run with one call; `recvMany` finds a run with one call " +
+    "and hands each message out in JavaScript. What is left per message is that work (the hot " +
+    "path table's `*_many_per_message` rows).",
     "The batch path's sender, per message; A batch's messages copied word by word: tried, not kept",
   ],
   [
