@@ -26,6 +26,11 @@ export class SharedMemoryError extends Error {
   /** The positive error number of this platform (`17` for `EEXIST` on Linux), or the library's
    * own code. */
   readonly errno: number;
+  /**
+   * Set only on the errors of `ChannelSender.sendMany`: how many of its messages were sent
+   * before the one that failed (the rest were not).
+   */
+  declare readonly sent?: number;
 
   /**
    * Makes an error with a symbolic code and its number; the library's own errors come with the

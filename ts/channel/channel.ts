@@ -741,14 +741,19 @@ function sentOf(sent: number, total: number): string {
   return `; ${sent} of the ${total} messages ${sent === 1 ? "was" : "were"} sent, the rest not`;
 }
 
+/** `err` with its own `sent` property: how many messages its sendMany sent (see there). */
+function withSent<E extends Error>(err: E, sent: number): E {
+  Object.defineProperty(err, "sent", { value: sent, enumerable: true });
+  return err;
+}
+
 /** A sendMany error at message `sent` of `total`, saying that the ones before it were sent. */
 function partway(err: SharedMemoryError, sent: number, total: number): SharedMemoryError {
   const suffix = ` (${err.code})`;
   const base = err.message.endsWith(suffix) ? err.message.slice(0, -suffix.length) : err.message;
-  return new SharedMemoryError(
-    `${base}${sentOf(sent, total)}${suffix}`,
-    err.code,
-    err.errno,
+  return withSent(
+    new SharedMemoryError(`${base}${sentOf(sent, total)}${suffix}`, err.code, err.errno),
+    sent,
   );
 }
 
@@ -756,7 +761,10 @@ function partway(err: SharedMemoryError, sent: number, total: number): SharedMem
 function partwayRefused(err: Error, sent: number, total: number): Error {
   const Refusal = err instanceof RangeError ? RangeError : TypeError;
   const message = `${err.message}${sentOf(sent, total)}`;
-  return new Refusal(message, "cause" in err ? { cause: err.cause } : undefined);
+  return withSent(
+    new Refusal(message, "cause" in err ? { cause: err.cause } : undefined),
+    sent,
+  );
 }
 
 function closedError(ring: Ring, what: string): SharedMemoryError {
@@ -935,7 +943,10 @@ export class ChannelSender implements Disposable {
    *   time it has to wait; default forever.
    * @returns How many messages were sent (all of them).
    * @throws As {@linkcode send}, at the first message that fails; the messages before it were
-   *   sent, the rest were not.
+   *   sent, the rest were not. The library's errors (a `SharedMemoryError`, or the `TypeError` or
+   *   `RangeError` of a message it refused) say how many in their message and in their own
+   *   `sent` property, so that a caller can send `messages.slice(err.sent)` again; an error
+   *   thrown by the caller's own code (an element's getter) is passed on as it is.
    */
   sendMany(messages: readonly Message[], timeoutMs?: number): number {
     if (!isArray(messages)) {
@@ -2010,6 +2021,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       const len = viewLength(view);
       if (len > room) {
         this.#held = view;
+        if (room === 0 && viewDetached(target)) {
+          // As a send of such a view says: "target only 0" would hide the caller's mistake.
+          throw new TypeError(
+            `recvInto: target is over a detached buffer (moved by transfer() or postMessage): it has no room for the next message (${len} bytes), which stays next`,
+          );
+        }
         throw new RangeError(`recvInto: the next message has ${len} bytes, target only ${room}`);
       }
       copyInto(target, view);
