@@ -1440,7 +1440,9 @@ test("a message over a detached buffer is refused (TypeError, nothing sent), and
   // Its bytes were moved away: an empty message would hide that from sender and receiver alike.
   const refused = (what: string) => (e: unknown) =>
     e instanceof TypeError && e.message.startsWith(what) &&
-    e.message.includes("is over a detached buffer (moved by transfer() or postMessage)");
+    e.message.includes(
+      "is over a detached buffer (moved by transfer() or postMessage, or its segment closed)",
+    );
   assert.throws(() => tx.send(detached(), 5000), refused("ChannelSender.send: message"));
   assert.throws(() => tx.trySend(detached()), refused("ChannelSender.trySend: message"));
   // sendMany sends the messages before it, and stops there.
@@ -1735,8 +1737,8 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
   assert.throws(
     () => rx.recvInto(moved),
     (e) =>
-      e instanceof TypeError &&
-      /^recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage\): it has no room for the next message \(40 bytes\), which stays next$/
+      e instanceof RangeError &&
+      /^recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage, or its segment closed\): it has no room for the next message \(40 bytes\), which stays next$/
         .test(e.message),
   );
   const big = new Uint8Array(64);

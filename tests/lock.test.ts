@@ -387,7 +387,7 @@ for (const peer of runtimes) {
           () => mutex.tryLock(),
           (e) =>
             failsWith("ENOTRECOVERABLE")(e) &&
-            /Mutex\.tryLock .*another process overwrote its bytes.*call Mutex\.init again/
+            /Mutex\.tryLock .*its bytes were overwritten.*call Mutex\.init again/
               .test((e as Error).message),
           `${words}`,
         );
@@ -408,7 +408,7 @@ for (const peer of runtimes) {
         () => mutex.lock(1000),
         (e) =>
           failsWith("EINVAL")(e) &&
-          /Mutex\.lock .*the lock's bytes are zero.*call Mutex\.init there again/
+          /Mutex\.lock .*the lock's state word is zero.*call Mutex\.init there again/
             .test((e as Error).message),
         "zeroed state",
       );

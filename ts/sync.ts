@@ -517,19 +517,19 @@ function lockFailed(code: number, action: string): never {
       `${action}: another process is setting this lock up (Mutex.init), or died while it did, or a peer wrote its state word, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
     );
   }
-  // The address was checked when the Mutex was made: both codes are about the lock's bytes,
-  // which another process changed since (the native call says only "invalid argument" and
-  // "state not recoverable").
+  // The address was checked when the Mutex was made, and a closed segment is EBADF before: both
+  // codes are about the lock's bytes, changed since (the native call says only "invalid
+  // argument" and "state not recoverable").
   switch (b.errorName(code)) {
     case "EINVAL":
       throw errorOf(
         "EINVAL",
-        `${action}: the lock's bytes are zero: another process zeroed them after this Mutex attached; nothing was changed: once no process uses the old lock, call Mutex.init there again`,
+        `${action}: the lock's state word is zero: it was zeroed after this Mutex attached (by another process, or through a view of this one); nothing was changed: once no process uses the old lock, call Mutex.init there again`,
       );
     case "ENOTRECOVERABLE":
       throw errorOf(
         "ENOTRECOVERABLE",
-        `${action}: the lock's header no longer says "ready" in this library's layout: another process overwrote its bytes; nothing was changed: once no process uses the old lock, zero its ${b.mutexSize} bytes and call Mutex.init again`,
+        `${action}: the lock's header no longer says "ready" in this library's layout: its bytes were overwritten (by another process, or through a view of this one); nothing was changed: once no process uses the old lock, zero its ${b.mutexSize} bytes and call Mutex.init again`,
       );
   }
   throwCode(code, action);
@@ -678,8 +678,8 @@ export class Mutex {
    *
    * @param timeoutMs How long to wait at most; default forever.
    * @throws {SharedMemoryError} `ETIMEDOUT` when the time runs out; `EDEADLK` if this thread
-   *   already holds it; `EBADF` if the segment was closed; `ENOTRECOVERABLE` if another process
-   *   overwrote the lock's header, `EINVAL` if it zeroed it (set it up again); `EAGAIN` if another process is still setting
+   *   already holds it; `EBADF` if the segment was closed; `ENOTRECOVERABLE` if the lock's
+   *   header was overwritten, `EINVAL` if its state word was zeroed (set it up again); `EAGAIN` if another process is still setting
    *   the lock up after 100 ms, or after `timeoutMs` if that is shorter; `ENOLCK` if this thread
    *   holds 64 locks.
    */

@@ -943,10 +943,11 @@ export class ChannelSender implements Disposable {
    *   time it has to wait; default forever.
    * @returns How many messages were sent (all of them).
    * @throws As {@linkcode send}, at the first message that fails; the messages before it were
-   *   sent, the rest were not. The library's errors (a `SharedMemoryError`, or the `TypeError` or
-   *   `RangeError` of a message it refused) say how many in their message and in their own
-   *   `sent` property, so that a caller can send `messages.slice(err.sent)` again; an error
-   *   thrown by the caller's own code (an element's getter) is passed on as it is.
+   *   sent, the rest were not. Its errors met at a message (a `SharedMemoryError`, also one that
+   *   an element's getter threw, and the `TypeError` or `RangeError` of a message refused) say
+   *   how many in their message and in their own `sent` property, so that a caller can send
+   *   `messages.slice(err.sent)` again; any other error of the caller's own code (an element's
+   *   getter) is passed on as it is, and an error of the arguments has no `sent`.
    */
   sendMany(messages: readonly Message[], timeoutMs?: number): number {
     if (!isArray(messages)) {
@@ -1251,7 +1252,7 @@ export class ChannelSender implements Disposable {
         new TypeError(
           `${
             messageLabel(what, index)
-          } is over a detached buffer (moved by transfer() or postMessage): it has no bytes to send`,
+          } is over a detached buffer (moved by transfer() or postMessage, or its segment closed): it has no bytes to send`,
         ),
       );
     }
@@ -2022,9 +2023,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       if (len > room) {
         this.#held = view;
         if (room === 0 && viewDetached(target)) {
-          // As a send of such a view says: "target only 0" would hide the caller's mistake.
-          throw new TypeError(
-            `recvInto: target is over a detached buffer (moved by transfer() or postMessage): it has no room for the next message (${len} bytes), which stays next`,
+          // As a send of such a view says: "target only 0" would hide the caller's mistake. A
+          // RangeError still, as for any target without room.
+          throw new RangeError(
+            `recvInto: target is over a detached buffer (moved by transfer() or postMessage, or its segment closed): it has no room for the next message (${len} bytes), which stays next`,
           );
         }
         throw new RangeError(`recvInto: the next message has ${len} bytes, target only ${room}`);

@@ -58,7 +58,7 @@ impl ErrorCode for SegmentError {
             SegmentError::NotASegment(FileKind::Directory) => libc::EISDIR,
             SegmentError::NotASegment(_) | SegmentError::HardLinked { .. } => -SB_EFTYPE,
             SegmentError::Empty => libc::ENODATA,
-            SegmentError::TooLargeToMap { .. } => libc::ENOMEM,
+            SegmentError::TooLargeToMap { .. } | SegmentError::NoRoomToMap { .. } => libc::ENOMEM,
             SegmentError::Os(err) => err.errno(),
             _ => libc::EIO,
         }

@@ -31,8 +31,8 @@ pub const SB_OWNER_TRUSTED: i64 = -1;
 pub const SB_OWNER_ANY: i64 = -2;
 
 /// What an open writes back. After a failure every field is 0 except: on `-EINVAL` from a size
-/// check, and on `-ENOMEM` where a keyed segment could not be mapped (whole, as keyed segments
-/// are), `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
+/// check, and on `-ENOMEM` where an open found a keyed segment it could not map (whole, as keyed
+/// segments are), `len` holds the segment's actual size; on [`SB_EOWNER`](crate::SB_EOWNER), `detail`
 /// holds the owner's uid, with bit 32 set when the segment's mode keeps this user out too; on
 /// [`SB_EFTYPE`](crate::SB_EFTYPE), `detail` says what is at the name (2 a FIFO, 3 a socket, 4 a
 /// device, 5 another special file, 6 a file with other names too: hard links).
@@ -420,7 +420,9 @@ fn failure_record(err: &SegmentError) -> SbMapping {
     let mut record = SbMapping::default();
     match err {
         SegmentError::SizeMismatch(m) => record.len = m.actual as u64,
-        SegmentError::TooLargeToMap { size, .. } => record.len = *size as u64,
+        SegmentError::TooLargeToMap { size, .. } | SegmentError::NoRoomToMap { size } => {
+            record.len = *size as u64;
+        }
         // Bit 32: its mode keeps this user out too.
         SegmentError::ForeignOwner { uid, shut_out } => {
             record.detail = u64::from(*uid) | u64::from(*shut_out) << 32;

@@ -221,15 +221,21 @@ pub enum SegmentError {
     /// The name holds an empty file that nobody is sizing: a creator that died between making
     /// the name and sizing it, or a file someone else put there.
     Empty,
-    /// This process has no memory or address space left to map the keyed segment, which is
-    /// mapped whole (`shmat`), whatever part of it the caller asked for: `size` says how much
-    /// did not fit (a peer's segment can be far larger than asked for, made without reserving
-    /// its memory, or in a larger address space).
+    /// The keyed segment is larger than the size asked for, and this process has no memory or
+    /// address space left to map it: a keyed segment is mapped whole (`shmat`), whatever part
+    /// of it the caller asked for.
     TooLargeToMap {
         /// The segment's size.
         size: usize,
-        /// The size the caller asked for (the segment's own when it asked for it whole).
+        /// The size the caller asked for.
         requested: usize,
+    },
+    /// The keyed segment, opened whole (no size asked for, or its own), could not be mapped:
+    /// this process has no memory, address space or mappings left for its `size` bytes (a
+    /// peer's segment can be larger than any address space, made without reserving its memory).
+    NoRoomToMap {
+        /// The segment's size.
+        size: usize,
     },
     /// An argument is out of range (the message says which).
     Invalid(&'static str),
@@ -287,15 +293,15 @@ impl fmt::Display for SegmentError {
                 "the name holds an empty file: not a segment, or one whose creator died or stalled \
                  before sizing it",
             ),
-            Self::TooLargeToMap { size, requested } if size > requested => write!(
+            Self::TooLargeToMap { size, requested } => write!(
                 f,
                 "the segment is {size} bytes, and a keyed segment is mapped whole ({requested} \
                  were asked for): no memory or address space is left to map that many"
             ),
-            Self::TooLargeToMap { size, .. } => write!(
+            Self::NoRoomToMap { size } => write!(
                 f,
-                "the segment is {size} bytes, and a keyed segment is mapped whole: no memory or \
-                 address space is left to map that many"
+                "the segment is {size} bytes, mapped whole as keyed segments are: this process has \
+                 no memory, address space or mappings left to map it"
             ),
             Self::Invalid(msg) => f.write_str(msg),
             Self::Os(err) => err.fmt(f),
@@ -336,7 +342,9 @@ impl From<SegmentError> for io::Error {
                 io::ErrorKind::PermissionDenied
             }
             SegmentError::SizeMismatch(_) | SegmentError::Invalid(_) => io::ErrorKind::InvalidInput,
-            SegmentError::TooLargeToMap { .. } => io::ErrorKind::OutOfMemory,
+            SegmentError::TooLargeToMap { .. } | SegmentError::NoRoomToMap { .. } => {
+                io::ErrorKind::OutOfMemory
+            }
             SegmentError::Os(_) => io::ErrorKind::Other,
             _ => io::ErrorKind::InvalidData,
         };
@@ -449,8 +457,9 @@ impl Segment {
     /// [`SegmentError::PermissionDenied`] if its owner did not grant access;
     /// [`SegmentError::SizeMismatch`] if it is smaller than `size`; [`SegmentError::Symlink`],
     /// [`SegmentError::NotASegment`], [`SegmentError::HardLinked`] or [`SegmentError::Empty`] if
-    /// the name holds something else; [`SegmentError::TooLargeToMap`] if a keyed segment does not
-    /// fit this process (it is mapped whole, even when larger than `size`).
+    /// the name holds something else; [`SegmentError::TooLargeToMap`] if a keyed segment larger
+    /// than `size` does not fit this process (it is mapped whole), [`SegmentError::NoRoomToMap`]
+    /// if one opened whole does not.
     ///
     /// An empty file at the name is a creator's that has not sized it yet, while its status
     /// changed in the last 2 seconds: the open waits for it that long at most (sleeping), then
@@ -601,12 +610,14 @@ impl Segment {
                 check_owner(owner, &[info.uid(), info.creator_uid()])?;
                 let requested = size_ok(info.size())?;
                 os::sysv_attach(&info).map_err(|err| match err.raw_os_error() {
-                    // Mapped whole: the error names the size that did not fit, which may be a
-                    // peer's, far larger than asked for.
-                    Some(libc::ENOMEM) => SegmentError::TooLargeToMap {
+                    // Mapped whole: a peer's segment far larger than asked for (made without
+                    // reserving its memory, or in a larger address space) is what ran out.
+                    Some(libc::ENOMEM) if info.size() > requested => SegmentError::TooLargeToMap {
                         size: info.size(),
                         requested,
                     },
+                    // Asked for whole: the error still names the size that did not fit.
+                    Some(libc::ENOMEM) => SegmentError::NoRoomToMap { size: info.size() },
                     _ => err.into(),
                 })
             }
