@@ -55,9 +55,11 @@ const GOALS = ([
     "(Deno, Bun) or the `Atomics` calls of the TypeScript path (Node), and the checks each call " +
     "makes (its arguments, the place, a closed or busy endpoint), around the ring code that the " +
     "Rust ring runs inlined: the hot path table times each call on one thread, and splits " +
-    "Node's TypeScript path into its pieces. Why the runtimes fall further behind the Rust ring " +
-    "between two cores than on one is not analysed.",
-    "What is left; Deno's one-by-one path today, profiled; " +
+    "Node's TypeScript path into its pieces. Between two cores both sides of a pair are busy all " +
+    "the time, each at about twice its call on one thread; why the runtimes fall further behind " +
+    "the Rust ring there than on one core is not found.",
+    "What is left; Deno's one-by-one path today, profiled; Deno's pair between two cores, " +
+    "profiled; " +
     "Deno and Bun: one native call for a `send` and a `recvInto`; Bun: the engine's getters are calls",
   ],
   [
