@@ -104,6 +104,14 @@ for (const [kind] of ids()) {
       assert.equal(shm.view(16384).byteLength, 0);
       assert.equal(shm.view(100).byteLength, 16284);
       assert.throws(() => shm.view(0, 16385), RangeError);
+      // An offset that leaves too little room: the message says what bounds the length.
+      assert.throws(
+        () => shm.view(16384, 4096),
+        (e) =>
+          e instanceof RangeError &&
+          e.message ===
+            "byteLength (from byteOffset 16384 of the segment's 16384 bytes) must be between 0 and 0, got 4096",
+      );
       assert.throws(() => shm.view(-1), RangeError);
       assert.throws(() => shm.view(1.5), RangeError);
     } finally {

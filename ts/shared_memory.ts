@@ -701,6 +701,8 @@ export class SharedMemory implements Disposable {
    * @example
    * ```ts
    * const shm = SharedMemory.create({ key: 1024 }, 80, { mode: 0o600 });
+   * // ... a keyed segment stays until removed (or the machine restarts):
+   * shm.unlink();
    * ```
    */
   static create(
@@ -899,9 +901,13 @@ export class SharedMemory implements Disposable {
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
     check.integer(byteOffset, "byteOffset", 0, this.#length);
-    const length = byteLength === undefined
-      ? this.#length - byteOffset
-      : check.integer(byteLength, "byteLength", 0, this.#length - byteOffset);
+    const length = byteLength === undefined ? this.#length - byteOffset : check.integer(
+      byteLength,
+      // The offset may be what is off: say what bounds the length.
+      `byteLength (from byteOffset ${byteOffset} of the segment's ${this.#length} bytes)`,
+      0,
+      this.#length - byteOffset,
+    );
     if (length === 0) return new ArrayBuffer(0);
     if (this.#firstView === undefined) {
       return this.#firstView = this.#window(byteOffset, length, "view");
@@ -1076,6 +1082,7 @@ export function unlinkId(id: SegmentId, owner: string): void {
  * const buffer = createSharedBuffer(1024, 80, true);
  * new Float64Array(buffer)[1] = 1;
  * detachSharedBuffer(buffer);
+ * SharedMemory.unlink({ key: 1024 }); // a keyed segment stays until removed
  * ```
  */
 export function createSharedBuffer(

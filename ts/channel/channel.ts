@@ -421,6 +421,7 @@ function nsUntil(until: number, now: number): number {
  *
  * // worker
  * using jobs = Channel.open({ name: "/jobs" });
+ * jobs.unlink(); // no other process needs the name now
  * for await (const text of jobs.receiver().texts()) console.log(JSON.parse(text));
  * ```
  */
