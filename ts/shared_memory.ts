@@ -901,12 +901,15 @@ export class SharedMemory implements Disposable {
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
     check.integer(byteOffset, "byteOffset", 0, this.#length);
-    const length = byteLength === undefined ? this.#length - byteOffset : check.integer(
+    const room = this.#length - byteOffset;
+    const length = byteLength === undefined ? room : check.integer(
       byteLength,
-      // The offset may be what is off: say what bounds the length.
-      `byteLength (from byteOffset ${byteOffset} of the segment's ${this.#length} bytes)`,
+      // The offset may be what is off: say what bounds the length (the text made only then).
+      typeof byteLength === "number" && byteLength > room
+        ? `byteLength (from byteOffset ${byteOffset} of the segment's ${this.#length} bytes)`
+        : "byteLength",
       0,
-      this.#length - byteOffset,
+      room,
     );
     if (length === 0) return new ArrayBuffer(0);
     if (this.#firstView === undefined) {
