@@ -177,7 +177,7 @@ const GOALS = ([
     "phase of its own. A miss since is not analysed.",
     "The throughput's phases",
   ],
-] as const).map(([line, floor, why, see]) => {
+] as [string, string | undefined, string, string][]).map(([line, floor, why, see]) => {
   const [, side, bound, size, placement, label] =
     /^([≥≤]) (\S+)(?: @(\d+))?(?: (same|split))?: (.*)$/.exec(line)!;
   return {
@@ -186,11 +186,15 @@ const GOALS = ([
     placement,
     atLeast: side === "≥",
     bound: +bound,
-    floor: floor as string | undefined,
-    why: why as string,
-    see: see as string,
+    floor,
+    why,
+    see,
   };
 });
+
+/** Whether the median of `r` is on the goal's side. */
+const meets = (g: typeof GOALS[number], r: Ratio) =>
+  g.atLeast ? r.median >= g.bound : r.median <= g.bound;
 
 const goalOf = (r: Ratio) =>
   r.num.runtime === "native" || r.num.runtime === "seed"
@@ -445,7 +449,7 @@ function ratioTable(ratios: Ratio[], notes: (string | undefined)[]): string {
     head,
     ratios.filter((r) => r.den.what !== "socket_packed").map((r) => {
       const g = goalOf(r);
-      const met = g && (g.atLeast ? r.median >= g.bound : r.median <= g.bound);
+      const met = g && meets(g, r);
       const goal = g ? `${g.atLeast ? "≥" : "≤"} ${g.bound} ${met ? "met" : "**not met**"}` : "";
       const mark = r.note ? ` [${notes.indexOf(r.note) + 1}]` : "";
       const whose = r.num.runtime === r.den.runtime
@@ -477,7 +481,7 @@ function goalSummary(ratios: Ratio[]): { met: number; all: number; text: string 
   for (const g of GOALS) {
     const cases = ratios.filter((r) => goalOf(r) === g);
     if (!cases.length) continue;
-    const ok = (r: Ratio) => g.atLeast ? r.median >= g.bound : r.median <= g.bound;
+    const ok = (r: Ratio) => meets(g, r);
     const hits = cases.filter(ok);
     const misses = cases.filter((r) => !ok(r));
     met += hits.length;

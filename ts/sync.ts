@@ -511,16 +511,15 @@ export class MutexGuard implements Disposable {
  */
 function lockFailed(code: number, action: string): never {
   const b = backend();
-  if (b.errorName(code) === "EAGAIN") {
-    throw errorOf(
-      "EAGAIN",
-      `${action}: another process is setting this lock up (Mutex.init), or died while it did, or a peer wrote its state word, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
-    );
-  }
-  // The address was checked when the Mutex was made, and a closed segment is EBADF before: both
-  // codes are about the lock's bytes, changed since (the native call says only "invalid
-  // argument" and "state not recoverable").
   switch (b.errorName(code)) {
+    case "EAGAIN":
+      throw errorOf(
+        "EAGAIN",
+        `${action}: another process is setting this lock up (Mutex.init), or died while it did, or a peer wrote its state word, which leaves it unusable: if this persists, zero its ${b.mutexSize} bytes and call Mutex.init again`,
+      );
+    // The address was checked when the Mutex was made, and a closed segment is EBADF before:
+    // these two are about the lock's bytes, changed since (the native call says only "invalid
+    // argument" and "state not recoverable").
     case "EINVAL":
       throw errorOf(
         "EINVAL",
