@@ -175,7 +175,8 @@ $(LOOM_STAMP): $(shell find crates/shared-buffer/src -name "*.rs") crates/shared
 
 # Deno runs parallel test files in one process: the files that count the process's handles,
 # mappings or threads run alone after the others.
-DENO_ALONE := tests/lifecycle.test.ts tests/napi.test.ts tests/node_transfer.test.ts tests/wait_many.test.ts
+DENO_ALONE := tests/lifecycle.test.ts tests/napi.test.ts tests/node_transfer.test.ts tests/seed.test.ts \
+	tests/segment.test.ts tests/transfer.test.ts tests/wait_many.test.ts
 test-deno: tools build
 	$(DENO_TEST) --no-check --parallel $(filter-out $(DENO_ALONE),$(wildcard tests/*.test.ts))
 	$(DENO_TEST) --no-check $(DENO_ALONE)
