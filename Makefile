@@ -146,6 +146,12 @@ lint: tools
 	"$(DENO)" check mod.ts node.ts tests/ examples/ bench/ packaging/pack.ts
 	# Every export documented, and no public signature naming a type the package does not export.
 	"$(DENO)" doc --lint mod.ts node.ts bun.ts
+	# Deno's parallel test files share one process: a file that counts its handles, mappings or
+	# threads must run alone (DENO_ALONE), or another file's segments change its count.
+	@for file in $$(grep -l 'openHandleCount\|/proc/self/maps\|/proc/self/task' tests/*.test.ts); do \
+		case " $(DENO_ALONE) " in *" $$file "*) ;; \
+		*) echo "$$file counts process-wide state: add it to DENO_ALONE"; exit 1 ;; esac; \
+	done
 
 test-rust:
 	cargo test --workspace
