@@ -131,9 +131,10 @@ const GOALS = ([
     undefined,
     "On one core spinning never catches the peer (it cannot run meanwhile), so an adaptive wait " +
     "parks at once and spins again only now and then, to probe whether spinning pays again " +
-    "(`ts/spin.ts`). Where missed, whether the rest is those probes or the adaptive wait's own " +
-    "calls (its clock reads) is not analysed further.",
-    "Wake-ups",
+    "(`ts/spin.ts`). Counted in Node, those probes were about a quarter of the difference and " +
+    "the adaptive wait's own calls (its options checked, its spinner) the rest, paid with caches " +
+    "cold after each switch; the row swings from one bench to the next.",
+    "Wake-ups; Node's adaptive `wait` on one core, counted",
   ],
   ["≤ 0.25 @64 split: round trip: channel (spin, then park) / parked", undefined, "", ""],
   ["≤ 1.25 @64 same: CPU per round trip: channel (spin, then park) / parked", undefined, "", ""],
@@ -681,6 +682,25 @@ function splice(file: string, tag: string, text: string): void {
   writeFileSync(file, `${old.slice(0, i + open.length)}\n${text}${old.slice(j)}`);
 }
 
+/**
+ * Throws unless every bullet a goal's `see` names opens a bullet of _Where each nanosecond goes_
+ * in `readme`: a bullet renamed there would leave the goals pointing at nothing.
+ */
+function seenBullets(readme: string): void {
+  const from = readme.indexOf("## Where each nanosecond goes");
+  const section = readme.slice(from, readme.indexOf("\n## ", from + 1));
+  const titles = [...section.matchAll(/^ *- \*\*([^*]+)\*\*/gm)].map((m) =>
+    m[1].replace(/\s+/g, " ")
+  );
+  for (const g of GOALS) {
+    for (const name of g.see ? g.see.split("; ") : []) {
+      if (!titles.some((t) => t.startsWith(name))) {
+        throw new Error(`bench/report.ts: the goal "${g.label}" names no bullet "${name}"`);
+      }
+    }
+  }
+}
+
 /** The A/B comparison of `make bench-ab`: every figure of both trees and their ratio per round. */
 function ab(json: any): string {
   type Compared = Omit<Figure, keyof Stat> & { base: Stat; head: Stat; head_over_base: Stat };
@@ -720,6 +740,7 @@ if (process.argv[2] === "--ab") {
   spawnSync(process.execPath, ["fmt", "-q", `${root}/bench/README.md`]);
   console.error("[bench] wrote the A/B table of bench/README.md");
 } else {
+  seenBullets(readFileSync(`${root}/bench/README.md`, "utf8"));
   const json = JSON.parse(
     readFileSync(process.argv[2] ?? `${root}/bench/out/results.json`, "utf8"),
   );
