@@ -87,11 +87,12 @@ import {
   type Profile,
   tagOf,
 } from "./children/channel/messages.ts";
+import { WAIT_MS } from "./children/lib.ts";
 
 const { Channel, SharedMemory, SharedMemoryError, notify, wait } = lib;
 
-/** A child's `ready` line, within `ms`. */
-function ready(child: Child, what: string, ms = 20_000): Promise<string> {
+/** A child's `ready` line, within `ms` (a child's own waits before it take up to `WAIT_MS`). */
+function ready(child: Child, what: string, ms = HANG_MS): Promise<string> {
   return within(child.line("ready"), ms, `${what} ready`);
 }
 
@@ -471,7 +472,7 @@ for (const first of runtimes) {
             "1",
             "detach",
           ]);
-          const got = await rx.recvAsync(10_000);
+          const got = await rx.recvAsync(WAIT_MS); // the sender's start-up too
           await finished(b, `${second} sender`);
           assert.ok(got !== null, "the end of the stream");
           const bad = mismatch(got, "fixed", 0, 0, 0);
@@ -903,7 +904,7 @@ for (const killed of runtimes) {
             "recv1-hold",
           ]);
           assert.equal(
-            await within(next.line("got "), 20_000, `${taker} receiver`),
+            await within(next.line("got "), HANG_MS, `${taker} receiver`),
             "got 5",
             "the message, not one made of a dead sender's payload",
           );
@@ -1221,7 +1222,7 @@ for (const which of runtimes) {
           const into = new Uint8Array(FIXED_SIZE);
           for (let i = 0; i < 2; i++) assert.equal(rx.recvInto(into, 0), FIXED_SIZE);
           tx.detach();
-          // The child's sender finds the ring full as `head` says and waits (10 s at most).
+          // The child's sender finds the ring full as `head` says and waits (`WAIT_MS` at most).
           const sender = spawn(children, which, "channel/attach_and_hold.ts", [
             name,
             "sender",
@@ -1339,7 +1340,8 @@ for (const which of runtimes) {
         const tx = channel.sender();
         const max = channel.maxRecordBytes;
         // Three fragments: the first two fill the ring, the last waits for room.
-        const sending = tx.sendAsync(new Uint8Array(2 * max + 100).fill(0x5a), 10_000);
+        // Its time covers the start-up of the receiver below.
+        const sending = tx.sendAsync(new Uint8Array(2 * max + 100).fill(0x5a), WAIT_MS);
         sending.catch(() => {}); // awaited below; a failure before that ends the test anyway
         await parkedOn(name, "sender", "the sender waiting to send the last fragment");
         let receiver!: Child;

@@ -465,6 +465,22 @@ export async function until(condition: () => boolean, what: string): Promise<voi
   }
 }
 
+/**
+ * The CPU time the calling thread has used, in milliseconds: on Linux this thread's own (from
+ * `/proc/thread-self/schedstat`), elsewhere the process's. `deno test --parallel` runs its files
+ * as threads of one process, whose CPU time counts what the other files do meanwhile.
+ */
+export function threadCpuMs(): number {
+  if (process.platform !== "linux") {
+    const used = process.cpuUsage();
+    return (used.user + used.system) / 1000;
+  }
+  const ns = Number(readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]);
+  // A kernel that keeps no such statistics prints zeros: a bound on them would hold for anything.
+  if (!(ns > 0)) throw new Error("threadCpuMs: /proc/thread-self/schedstat counts no CPU time");
+  return ns / 1e6;
+}
+
 /** How long a test may wait for a condition before it is declared hung. */
 export const HANG_MS = 60_000;
 

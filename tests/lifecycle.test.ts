@@ -32,10 +32,17 @@ import {
 
 const { SharedMemory, createSharedBuffer, openHandleCount } = lib;
 
-/** Lines of /proc/self/maps that are shared-memory segments made by these tests. */
-function segmentMappings(): number {
+/**
+ * Lines of /proc/self/maps that map the segments of `keys` and `names` (a keyed one shows as
+ * `/SYSV` and its key in eight hex digits).
+ */
+function segmentMappings(keys: readonly number[], names: readonly string[]): number {
+  const paths = new Set([
+    ...keys.map((key) => `/SYSV${(key >>> 0).toString(16).padStart(8, "0")}`),
+    ...names.map((name) => `/dev/shm${name}`),
+  ]);
   return readFileSync("/proc/self/maps", "utf8").split("\n")
-    .filter((line) => line.includes("/SYSV5b") || line.includes("/dev/shm/sbtest-")).length;
+    .filter((line) => paths.has(/ (\/\S+)(?: \(deleted\))?$/.exec(line)?.[1] ?? "")).length;
 }
 
 /** How many of `keys` and `names` exist as segments in the system. */
@@ -54,7 +61,6 @@ testUnless(
   async () => {
     // Objects dropped by earlier tests may be collected in the middle of the loop: collect first.
     await collectGarbage(3);
-    const maps = segmentMappings();
     const handles = openHandleCount();
     const keys: number[] = [];
     const names: string[] = [];
@@ -80,7 +86,7 @@ testUnless(
     // A view dropped in the loop may have been collected before its close(): then its finalizer,
     // which Node runs on a later turn of the event loop, releases it. Let such turns run.
     await collectGarbage(2);
-    assert.equal(segmentMappings(), maps, "mappings return to their starting count");
+    assert.equal(segmentMappings(keys, names), 0, "no mapping of the segments is left");
     assert.equal(openHandleCount(), handles, "native handles return to their starting count");
     assert.deepEqual(
       existing(keys, names),
@@ -127,7 +133,6 @@ test("dropped buffers and objects are unmapped by the garbage collector", async 
     SharedMemory.create({ key }, 4096).close();
     SharedMemory.create({ name }, 4096).close();
     await collectGarbage(3);
-    const maps = segmentMappings();
     const handles = openHandleCount();
     const made = 2000;
     (() => {
@@ -137,10 +142,10 @@ test("dropped buffers and objects are unmapped by the garbage collector", async 
         new Uint8Array(shm.view(0, 64))[0] = 1;
       }
     })();
-    assert.ok(segmentMappings() > maps, "the buffers were mapped");
+    assert.ok(segmentMappings([key], [name]) > 0, "the buffers were mapped");
     for (let round = 0; round < 30 && openHandleCount() > handles; round++) await collectGarbage(2);
     assert.equal(openHandleCount(), handles, "every dropped buffer and object released its handle");
-    assert.equal(segmentMappings(), maps, "and every mapping is gone");
+    assert.equal(segmentMappings([key], [name]), 0, "and every mapping is gone");
   } finally {
     cleanup({ key });
     cleanup({ name });
@@ -209,7 +214,7 @@ test("close() releases a SharedMemory's own handle at once; collecting the close
     const kept = new Uint8Array(keep.buffer);
     kept[0] = 7;
     await collectGarbage(3);
-    const maps = segmentMappings();
+    const maps = segmentMappings([], [name]);
     const handles = openHandleCount();
     (() => {
       for (let i = 0; i < 500; i++) {
@@ -219,7 +224,7 @@ test("close() releases a SharedMemory's own handle at once; collecting the close
       }
     })();
     assert.equal(openHandleCount(), handles, "each close() released both of its handles at once");
-    assert.equal(segmentMappings(), maps, "and each mapping");
+    assert.equal(segmentMappings([], [name]), maps, "and each mapping");
     await collectGarbage(5);
     assert.equal(
       openHandleCount(),

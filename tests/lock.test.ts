@@ -18,6 +18,7 @@ import {
   childrenTestUnless,
   cleanup,
   finished,
+  HANG_MS,
   killAll,
   lib,
   noPidNamespace,
@@ -293,7 +294,7 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
     try {
       // 1. This thread's next lock.
       let worker = await lockWorker(name);
-      assert.deepEqual(await within(worker.reply, 20_000, "the worker's lock"), {
+      assert.deepEqual(await within(worker.reply, HANG_MS, "the worker's lock"), {
         locked: true,
         ownerDied: false,
       });
@@ -308,7 +309,7 @@ test("a Worker terminated while holding the lock: lock() in this thread and in a
 
       // 2. Processes of both runtimes already waiting in lock() when the worker goes.
       worker = await lockWorker(name);
-      await within(worker.reply, 20_000, "the second worker's lock");
+      await within(worker.reply, HANG_MS, "the second worker's lock");
       const waiters = runtimes.map((which) =>
         spawn(children, which, "lock/take_lock.ts", [name, String(AT), "open", "unlock"])
       );
@@ -429,7 +430,7 @@ for (const peer of runtimes) {
           "open",
           "hold",
         ]);
-        await within(holder.line("locked"), 20_000, "the holder's lock");
+        await within(holder.line("locked"), HANG_MS, "the holder's lock");
         const i32 = new Int32Array(shm.buffer);
         const lo = Atomics.load(i32, OWNER_LO);
         const hi = Atomics.load(i32, OWNER_HI);
@@ -479,7 +480,7 @@ for (const peer of runtimes) {
           String(flag),
         ]);
         assert.equal(
-          await within(victim.line("locked"), 20_000, "the victim's lock"),
+          await within(victim.line("locked"), HANG_MS, "the victim's lock"),
           "locked ownerDied=false",
         );
         const i32 = new Int32Array(shm.buffer);

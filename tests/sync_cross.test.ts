@@ -148,6 +148,8 @@ for (const child of runtimes) {
       const children: Child[] = [];
       try {
         const c = spawn(children, child, "wait/ping_pong.ts", [name, "1", String(ROUNDS), "sync"]);
+        // Its start-up first (seconds on a loaded machine), which no wait below covers.
+        await within(c.line("ready"), HANG_MS, "the child's start");
         // Blocks this process until the child has played; each wait is bounded by 10 s.
         assert.equal(await playSide0(turn, false), ROUNDS, "this process's turns");
         assertSide(resultOf(await finished(c, "child"), "child") as unknown as PingPong, 1, child);
@@ -258,6 +260,7 @@ for (const child of runtimes) {
           "sync",
           String(PAUSE_EVERY),
         ]);
+        await within(c.line("ready"), HANG_MS, "the child's start");
         const turns = await within(
           playSide0(turn, true, waiting),
           HANG_MS,

@@ -16,6 +16,14 @@ const entry = { bun: "../../bun.ts", deno: "../../mod.ts", node: "../../node.ts"
 /** The library as this runtime's users import it. */
 export const lib: typeof import("../../mod.ts") = await import(entry);
 
+/**
+ * How long a child waits at most for its peers or its test (a lock, a wake-up, a message, a
+ * start signal): far beyond a healthy run, where the other processes' start-up on a loaded
+ * machine takes seconds, and below the test's own hang guard (`HANG_MS`, 60 s), so that the child
+ * says what it was waiting for.
+ */
+export const WAIT_MS = 30_000;
+
 /** The script's arguments. */
 export const args: string[] = process.argv.slice(2);
 

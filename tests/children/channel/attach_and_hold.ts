@@ -36,7 +36,7 @@
  * @module
  */
 
-import { args, lib, say, sleepSync } from "../lib.ts";
+import { args, lib, say, sleepSync, WAIT_MS } from "../lib.ts";
 import { check, describe, pid, readyThenGo, report, stayAlive } from "./common.ts";
 import { CTL_READY, makeMessage } from "./messages.ts";
 
@@ -46,7 +46,7 @@ const channel = lib.Channel.open({ name });
 
 if (role === "sender") {
   const tx = channel.sender({ peerCheckMs: 50 });
-  for (let seq = 0; seq < count; seq++) tx.send(makeMessage("fixed", 0, 0, seq), 10_000);
+  for (let seq = 0; seq < count; seq++) tx.send(makeMessage("fixed", 0, 0, seq), WAIT_MS);
   if (then === "hold") {
     say(`ready ${pid}`);
     stayAlive(channel, tx);
@@ -89,7 +89,7 @@ if (role === "sender") {
     say(`ready ${pid}`);
     stayAlive(channel, rx);
   } else if (then === "recv1-hold") {
-    const got = rx.recv(10_000);
+    const got = rx.recv(WAIT_MS);
     check(got !== null, "the stream ended");
     say(`got ${got.length}`);
     say(`ready ${pid}`);
@@ -106,7 +106,7 @@ if (role === "sender") {
     say(`ready ${pid}`);
     stayAlive(channel, rx);
   } else if (then === "recvinto1-hold") {
-    const got = rx.recvInto(new Uint8Array(64 * 1024), 10_000);
+    const got = rx.recvInto(new Uint8Array(64 * 1024), WAIT_MS);
     check(got !== null, "the stream ended");
     say(`got ${got}`);
     say(`ready ${pid}`);
@@ -129,7 +129,7 @@ if (role === "sender") {
       if (++taken < count) return;
       Atomics.store(ready, CTL_READY, taken);
       for (;;) sleepSync(60_000);
-    }, 10_000);
+    }, WAIT_MS);
     check(false, `recvMany returned after ${taken} messages`);
   } else if (then === "close") {
     rx.close();

@@ -3,7 +3,7 @@
  * reports how it ended: for the tests of a peer that dies or closes.
  *
  * `<role>` `recv`: takes the receiver, receives `<first>` "fixed" messages of producer 0 (see
- * `messages.ts`; 10 s timeout each) and checks them, prints `blocking`, then calls `recv()`
+ * `messages.ts`; a timeout of `WAIT_MS` each) and checks them, prints `blocking`, then calls `recv()`
  * (`sync`) or `recvAsync()` (`async`) with no timeout.
  *
  * `<role>` `send`: takes a sender, sends "fixed" messages with `trySend` until the ring is full,
@@ -19,7 +19,7 @@
  * @module
  */
 
-import { args, lib, say } from "../lib.ts";
+import { args, lib, say, WAIT_MS } from "../lib.ts";
 import { check, describe, report } from "./common.ts";
 import { makeMessage, mismatch } from "./messages.ts";
 
@@ -39,7 +39,7 @@ let start: number;
 if (role === "recv") {
   const rx = channel.receiver({ peerCheckMs: 50 });
   for (; received < first; received++) {
-    const got = rx.recv(10_000);
+    const got = rx.recv(WAIT_MS);
     check(got !== null, `the stream ended after ${received} messages`);
     const bad = mismatch(got, "fixed", 0, 0, received);
     check(bad === undefined, bad ?? "");

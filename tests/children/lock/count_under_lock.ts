@@ -5,7 +5,7 @@
  * The segment's layout is in `counter_layout.ts`; the parent sets up the Mutex.
  *
  * `<guard>` `lock`: every update holds the Mutex (`tryLock()`, and when another process holds
- * it, `lock(10000)`); `none`: no lock at all. Prints `ready`, then, after the start flag,
+ * it, `lock(WAIT_MS)`); `none`: no lock at all. Prints `ready`, then, after the start flag,
  * `result {n, overlaps, contended}`: this child's count of entries that found another child
  * inside, and of `tryLock()` calls that found the lock taken.
  *
@@ -14,7 +14,7 @@
  * @module
  */
 
-import { args, check, lib, report, say } from "../lib.ts";
+import { args, check, lib, report, say, WAIT_MS } from "../lib.ts";
 import { COUNTER_BYTE, GO, INSIDE, OVERLAPS, READY } from "./counter_layout.ts";
 
 const [name, nArg, guard] = args;
@@ -28,7 +28,7 @@ const i32 = new Int32Array(shm.buffer);
 Atomics.add(i32, READY, 1);
 say("ready");
 while (Atomics.load(i32, GO) === 0) {
-  check(lib.wait(i32, GO, 0, 10_000) !== "timed-out", "no start signal within 10 s");
+  check(lib.wait(i32, GO, 0, WAIT_MS) !== "timed-out", `no start signal within ${WAIT_MS} ms`);
 }
 
 let sink = 0;
@@ -40,7 +40,7 @@ for (let i = 0; i < n; i++) {
     held = mutex.tryLock();
     if (held === null) {
       contended++; // another process holds it right now
-      held = mutex.lock(10_000);
+      held = mutex.lock(WAIT_MS);
     }
   }
   check(held === null || !held.ownerDied, "a lock holder died");

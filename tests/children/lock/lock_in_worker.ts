@@ -20,9 +20,9 @@ const kept: unknown[] = [];
 /** Opens the segment, takes the lock and keeps both; the reply to send. */
 async function take(m: { name: string; offset: number }): Promise<unknown> {
   try {
-    const { lib } = await import("../lib.ts");
+    const { lib, WAIT_MS } = await import("../lib.ts");
     const shm = lib.SharedMemory.open({ name: m.name });
-    const guard = lib.Mutex.open(shm.buffer, m.offset).lock(10_000);
+    const guard = lib.Mutex.open(shm.buffer, m.offset).lock(WAIT_MS);
     kept.push(shm, guard); // held until the Worker is terminated
     return { locked: true, ownerDied: guard.ownerDied };
   } catch (err) {

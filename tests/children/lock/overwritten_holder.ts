@@ -1,4 +1,4 @@
-import { args, check, lib, say } from "../lib.ts";
+import { args, check, lib, say, WAIT_MS } from "../lib.ts";
 /**
  * A lock holder whose lock a peer overwrites: locks the Mutex at `<offset>`, prints `locked`,
  * waits for the parent to set Int32 word `<flag>` of the segment to 1, then tries to unlock and
@@ -14,10 +14,13 @@ const [name, offset, flag] = args;
 const shm = lib.SharedMemory.open({ name });
 const i32 = new Int32Array(shm.buffer);
 const mutex = lib.Mutex.open(shm.buffer, Number(offset));
-const guard = mutex.lock(10_000);
+const guard = mutex.lock(WAIT_MS);
 say(`locked ownerDied=${guard.ownerDied}`);
 while (Atomics.load(i32, Number(flag)) === 0) {
-  check(lib.wait(i32, Number(flag), 0, 10_000) !== "timed-out", "no go-ahead within 10 s");
+  check(
+    lib.wait(i32, Number(flag), 0, WAIT_MS) !== "timed-out",
+    `no go-ahead within ${WAIT_MS} ms`,
+  );
 }
 try {
   guard.unlock();
@@ -25,7 +28,7 @@ try {
 } catch (err) {
   say(`unlock ${(err as { code?: string }).code ?? String(err)}`);
 }
-const again = mutex.lock(10_000);
+const again = mutex.lock(WAIT_MS);
 say(`relocked ownerDied=${again.ownerDied}`);
 again.unlock();
 shm.close();

@@ -1,7 +1,7 @@
-import { args, check, lib, pid, say } from "../lib.ts";
+import { args, check, lib, pid, say, WAIT_MS } from "../lib.ts";
 /**
  * Takes the Mutex at byte `<offset>` of a named segment: prints `locking <pid>`, calls
- * `lock(10000)`, and prints `locked ownerDied=<bool>`. `<how>` is `init` (`Mutex.init`, which sets it up or attaches) or
+ * `lock(WAIT_MS)`, and prints `locked ownerDied=<bool>`. `<how>` is `init` (`Mutex.init`, which sets it up or attaches) or
  * `open` (`Mutex.open`, which needs it set up already). `<then>` is `hold`: keep the lock and stay
  * alive until killed; or `unlock`: unlock, print `unlocked`, and exit.
  *
@@ -18,7 +18,7 @@ const mutex = how === "init"
   ? lib.Mutex.init(shm.buffer, Number(offset))
   : lib.Mutex.open(shm.buffer, Number(offset));
 say(`locking ${pid}`);
-const guard = mutex.lock(10_000);
+const guard = mutex.lock(WAIT_MS);
 say(`locked ownerDied=${guard.ownerDied}`);
 if (then === "hold") {
   // Stay alive, holding the lock and the mapping, until SIGKILL (the parent's test times out

@@ -1,4 +1,4 @@
-import { args, check, lib, pid, report, say } from "../lib.ts";
+import { args, check, lib, pid, report, say, WAIT_MS } from "../lib.ts";
 /**
  * One side of a ping-pong through `wait` / `notify` on a turn counter (`Int32[0]` of a named
  * segment). Side `<role>` (0 or 1) moves when the counter's parity equals its role: it bumps the
@@ -14,7 +14,7 @@ import { args, check, lib, pid, report, say } from "../lib.ts";
  * whose waits block its event loop: that side times out.)
  *
  * Prints `ready <pid>`, then `result {turns, final, ticks, ticksWhileWaiting, elapsedMs, ...}`.
- * Any wait that times out (10 s: a lost wake-up) or an out-of-turn move exits non-zero.
+ * Any wait that times out (`WAIT_MS`: a lost wake-up) or an out-of-turn move exits non-zero.
  *
  * Usage: `wait/ping_pong.ts <name> <role> <rounds> <sync|adaptive|async> [pauseEvery]`
  *
@@ -28,7 +28,6 @@ const pauseEvery = Number(pauseEveryArg);
 check(role === 0 || role === 1, `bad role ${roleArg}`);
 check(mode === "sync" || mode === "adaptive" || mode === "async", `bad mode ${mode}`);
 const options = mode === "adaptive" ? { spin: "adaptive" as const } : undefined;
-const WAIT_MS = 10_000;
 
 const shm = lib.SharedMemory.open({ name });
 const turn = new Int32Array(shm.buffer, 0, 1);
