@@ -337,6 +337,20 @@ function waitOf(pid: number, tid: string): string | undefined {
   return timeout === "0x0" ? first : `timed ${first}`;
 }
 
+/**
+ * Notifies every waiter on word 0 of `i32`, again while fewer than `count` were woken in all: a
+ * waiter that a signal took out of its wait for an instant (Bun's collector interrupts its main
+ * thread so) misses a notify that changes nothing, and waits again. Returns how many were woken.
+ */
+async function wakeAll(i32: Int32Array, count: number): Promise<number> {
+  let woken = notify(i32, 0);
+  for (const give = Date.now() + HANG_MS; woken < count && Date.now() < give;) {
+    await sleep(10);
+    woken += notify(i32, 0);
+  }
+  return woken;
+}
+
 /** True where /proc shows threads' system calls (Linux x86-64, and permission to look). */
 const CAN_SEE_PARKING = (() => {
   try {
@@ -416,15 +430,15 @@ test("notify across processes: 1 of 9 waiters (each runtime, wait, adaptive wait
         others.map(() => false),
         "the other waiters are still running",
       );
-      if (CAN_SEE_PARKING) {
-        assert.deepEqual(
-          others.map((i) => threadsIn(pids[i], SHARED_WAIT)),
-          others.map(() => 1),
-          "the other waiters are still parked in the kernel",
-        );
-      }
+      // (Looked at until they are: a look may find a waiter just outside its wait, Bun's
+      // collector having interrupted it with a signal, from which it waits again.)
+      await parked(others.map((i) => pids[i]), SHARED_WAIT);
 
-      assert.equal(notify(i32, 0), others.length, `notify(all) wakes the other ${others.length}`);
+      assert.equal(
+        await wakeAll(i32, others.length),
+        others.length,
+        `notify(all) wakes the other ${others.length}`,
+      );
       const results = await Promise.all(waiters.map((c, i) => finished(c, kinds[i].join(" "))));
       for (const [i, r] of results.entries()) {
         assert.match(r.stdout, /^woken ok$/m, `${kinds[i].join(" ")} waiter's result`);
@@ -482,7 +496,7 @@ testUnless(
         // Each waiter makes one wait and counts its return: none returned before the notify.
         assert.equal(Atomics.load(i32, 1), 0, `a waiter returned before any notify (${label})`);
         await parked(pids, SHARED_WAIT);
-        assert.equal(notify(i32, 0), kinds.length, "every waiter was parked, and is woken");
+        assert.equal(await wakeAll(i32, kinds.length), kinds.length, "every waiter is woken");
         for (const [i, c] of waiters.entries()) {
           assert.match((await finished(c, kinds[i].join(" "))).stdout, /^woken ok$/m);
         }
