@@ -5543,6 +5543,43 @@ test("a batch that consumed a whole ring without handing it back does not read i
   assert.equal(consumer.len, 300);
 });
 
+test("a sendMany run that finds the receiver closed counts as sent the messages the receiver took before its close", () => {
+  // The receiver takes `taken` of the run's five records and closes between the run's commit and
+  // its look at the close: `sent` says how many went, so that `messages.slice(err.sent)` is what
+  // the receiver never got.
+  const messages = [24, 0, 100, 8, 56].map((n, i) => new Uint8Array(n).fill(i + 1));
+  const spans = messages.map((m) => layout.recordSpan(m.length));
+  const data = layout.OFF_DATA >> 2;
+  for (const taken of [0, 1, 2, 4, 5]) {
+    const { words, ring } = heapRing(4096, layout.MODE_SPSC, {
+      commitRunMin: 1,
+      commitRun(idx: number, lens: Int32Array, count: number) {
+        for (let i = 0, at = idx; i < count; at += spans[i++]) {
+          Atomics.store(words, data + (at >> 2), layout.REC_COMMITTED | lens[i]);
+        }
+        // The receiver's close after it took `taken`: `head`, its flag, then its mark.
+        const head = spans.slice(0, taken).reduce((a, b) => a + b, 0);
+        Atomics.store(words, layout.OFF_HEAD >> 2, idx + head);
+        words[layout.OFF_FLAGS >> 2] = layout.FLAG_RX_CLOSED;
+        words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;
+        return 1;
+      },
+    });
+    const tx = new ChannelSender(ring, { peerCheckMs: 3_600_000, spin: 0 }, new Set());
+    if (taken === messages.length) {
+      assert.equal(tx.sendMany(messages), messages.length, "all taken before the close: all sent");
+      continue;
+    }
+    assert.throws(
+      () => tx.sendMany(messages),
+      (e) =>
+        (e as { code?: string }).code === "EPIPE" && (e as { sent?: number }).sent === taken &&
+        (e as Error).message.includes(`${taken} of the ${messages.length} messages`),
+      `the receiver took ${taken}`,
+    );
+  }
+});
+
 test("a commit that finds the receiver closed counts as sent when head passed it, however far", () => {
   // Between a commit and its look at `head`, other senders' records may go round the ring many
   // times (a sender descheduled in between): a `head` more than a ring ahead still means consumed.

@@ -972,6 +972,9 @@ export class ChannelSender implements Disposable {
           let next: number;
           try {
             next = this.#producer.commitRun(messages, i);
+          } catch (err) {
+            i = this.#producer.runSent; // past `i` if the receiver took some before it closed
+            throw err;
           } finally {
             this.#inRun = false;
             runs--;

@@ -1096,6 +1096,12 @@ export class Producer {
   #lens = new Int32(RUN_KEPT);
   /** {@linkcode commitRun} is counting a run: an element's getter that sends through this sender. */
   #counting = false;
+  /**
+   * Where the last {@linkcode commitRun} got to when it threw: the index of its first message not
+   * sent. Past its first when it found the receiver closed after the receiver had taken some of
+   * the run's messages.
+   */
+  runSent = 0;
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -1441,6 +1447,7 @@ export class Producer {
    */
   commitRun(messages: readonly unknown[], from: number): number {
     const r = this.#r;
+    this.runSent = from;
     if (r.mode !== L.MODE_SPSC) return from;
     if ((atomicLoad(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) return from;
     const start = this.#tail;
@@ -1591,6 +1598,14 @@ export class Producer {
       wake = true;
     }
     if (((wake && r.wakeConsumer()) || closed) && !this.#consumedBeforeClose(this.#tail)) {
+      // As one by one, a message counts as sent when the receiver took it before its close: the
+      // run's records that `head` passed (one sender: `head` is at most `bytes` behind `tail`
+      // when it stopped in the run, further when it stopped before it).
+      const behind = (this.#tail - atomicLoad(r.i32, HEAD)) & L.POS_MASK;
+      const taken = behind < bytes ? bytes - behind : 0;
+      let sent = 0;
+      for (let end = 0; sent < k && (end += L.recordSpan(lens[sent])) <= taken;) sent++;
+      this.runSent = from + sent;
       throw r.closedError(`ChannelSender.${this.call}`);
     }
     return from + k;
