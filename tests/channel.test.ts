@@ -5580,6 +5580,36 @@ test("a sendMany run that finds the receiver closed counts as sent the messages 
   }
 });
 
+test("a sendMany whose element's getter sent a batch through the same sender counts only its own messages in its error", () => {
+  const { ring } = heapRing(4096, layout.MODE_SPSC);
+  const options = { peerCheckMs: 3_600_000, spin: 0 };
+  const registry = new Set<unknown>();
+  const rx = new ChannelReceiver(ring, options, registry);
+  const tx = new ChannelSender(ring, options, registry);
+  const inner = Array.from({ length: 10 }, (_, i) => new Uint8Array(8).fill(i));
+  let lengthReads = 0;
+  let nested = false;
+  const outer = new Proxy([new Uint8Array(4), new Uint8Array(4), new Uint8Array(4)], {
+    get(target, key, receiver) {
+      if (key === "0" && !nested) {
+        nested = true;
+        tx.sendMany(inner);
+      }
+      // The outer call's own failure (one of the library's, which say how far the call got),
+      // after the nested batch went.
+      if (key === "length" && ++lengthReads === 3) throw ring.error("EIO", "test", "no length");
+      return Reflect.get(target, key, receiver);
+    },
+  });
+  assert.throws(
+    () => tx.sendMany(outer),
+    (e) => (e as { code?: string }).code === "EIO" && (e as { sent?: number }).sent === 0,
+  );
+  let got = 0;
+  while (rx.tryRecv() !== undefined) got++;
+  assert.equal(got, inner.length, "the nested batch, and none of the outer's messages");
+});
+
 test("a commit that finds the receiver closed counts as sent when head passed it, however far", () => {
   // Between a commit and its look at `head`, other senders' records may go round the ring many
   // times (a sender descheduled in between): a `head` more than a ring ahead still means consumed.

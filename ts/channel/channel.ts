@@ -973,7 +973,9 @@ export class ChannelSender implements Disposable {
           try {
             next = this.#producer.commitRun(messages, i);
           } catch (err) {
-            i = this.#producer.runSent; // past `i` if the receiver took some before it closed
+            // The run found the receiver closed: past `i` if the receiver took some of it.
+            const closed = this.#producer.runClosed;
+            if (closed !== undefined && closed.error === err) i = closed.sent;
             throw err;
           } finally {
             this.#inRun = false;

@@ -1097,11 +1097,12 @@ export class Producer {
   /** {@linkcode commitRun} is counting a run: an element's getter that sends through this sender. */
   #counting = false;
   /**
-   * Where the last {@linkcode commitRun} got to when it threw: the index of its first message not
-   * sent. Past its first when it found the receiver closed after the receiver had taken some of
-   * the run's messages.
+   * The error of the last {@linkcode commitRun} that found the receiver closed before it had taken
+   * the whole run, and the index of its first message not sent then (past the run's first when
+   * the receiver took some of it): an error of a nested call (an element's getter sending through
+   * this sender) is another object.
    */
-  runSent = 0;
+  runClosed: { error: Error; sent: number } | undefined;
   readonly #r: Ring;
   /** 0 in SPSC; the slot + 1 in MPSC, written into each record for reassembly. */
   readonly #tag: number;
@@ -1420,14 +1421,19 @@ export class Producer {
    * `head` before its close mark). Later sends fail at once.
    */
   #consumedBeforeClose(end: number): boolean {
-    const r = this.#r;
+    const behind = this.#behindAtClose(end);
+    return behind === 0 || behind > this.#r.capacity;
+  }
+
+  /**
+   * The receiver closed: how far `head` was behind position `end` then (it publishes `head` before
+   * its close mark). Unconsumed: `head` up to a ring behind `end`. Consumed: `head` at `end` or
+   * anywhere ahead, however far: other senders' records may have gone round the ring many times
+   * between a commit and this look (positions wrap only after 2 GiB). Later sends fail at once.
+   */
+  #behindAtClose(end: number): number {
     this.#rxClosed = true;
-    const head = atomicLoad(r.i32, HEAD) & L.POS_MASK;
-    // Unconsumed: `head` up to a ring behind `end`. Consumed: `head` at `end` or anywhere ahead,
-    // however far: other senders' records may have gone round the ring many times between this
-    // commit and this look (positions wrap only after 2 GiB).
-    const behind = (end - head) & L.POS_MASK;
-    return behind === 0 || behind > r.capacity;
+    return (end - (atomicLoad(this.#r.i32, HEAD) & L.POS_MASK)) & L.POS_MASK;
   }
 
   /**
@@ -1447,7 +1453,6 @@ export class Producer {
    */
   commitRun(messages: readonly unknown[], from: number): number {
     const r = this.#r;
-    this.runSent = from;
     if (r.mode !== L.MODE_SPSC) return from;
     if ((atomicLoad(r.i32, FLAGS) & L.FLAG_RX_CLOSED) !== 0) return from;
     const start = this.#tail;
@@ -1597,16 +1602,17 @@ export class Producer {
       this.#skipRun(at, stop);
       wake = true;
     }
-    if (((wake && r.wakeConsumer()) || closed) && !this.#consumedBeforeClose(this.#tail)) {
+    const behind = (wake && r.wakeConsumer()) || closed ? this.#behindAtClose(this.#tail) : 0;
+    if (behind !== 0 && behind <= r.capacity) {
       // As one by one, a message counts as sent when the receiver took it before its close: the
       // run's records that `head` passed (one sender: `head` is at most `bytes` behind `tail`
       // when it stopped in the run, further when it stopped before it).
-      const behind = (this.#tail - atomicLoad(r.i32, HEAD)) & L.POS_MASK;
       const taken = behind < bytes ? bytes - behind : 0;
       let sent = 0;
       for (let end = 0; sent < k && (end += L.recordSpan(lens[sent])) <= taken;) sent++;
-      this.runSent = from + sent;
-      throw r.closedError(`ChannelSender.${this.call}`);
+      const error = r.closedError(`ChannelSender.${this.call}`);
+      this.runClosed = { error, sent: from + sent };
+      throw error;
     }
     return from + k;
   }
