@@ -5544,39 +5544,63 @@ test("a batch that consumed a whole ring without handing it back does not read i
 });
 
 test("a sendMany run that finds the receiver closed counts as sent the messages the receiver took before its close", () => {
-  // The receiver takes `taken` of the run's five records and closes between the run's commit and
-  // its look at the close: `sent` says how many went, so that `messages.slice(err.sent)` is what
-  // the receiver never got.
-  const messages = [24, 0, 100, 8, 56].map((n, i) => new Uint8Array(n).fill(i + 1));
-  const spans = messages.map((m) => layout.recordSpan(m.length));
+  // The receiver takes `taken` of the run's five records and closes between their commit and the
+  // run's look at the close: `sent` says how many went, so that `messages.slice(err.sent)` is
+  // what the receiver never got. With a native commit of the whole run, the receiver may take any
+  // of it; committed record by record, it closes when the first record wakes it (parked before),
+  // having taken that one or none. After a message sent one by one (`pre`), counted before the run.
+  const run = [24, 0, 100, 8, 56].map((n, i) => new Uint8Array(n).fill(i + 1));
+  const spans = run.map((m) => layout.recordSpan(m.length));
   const data = layout.OFF_DATA >> 2;
-  for (const taken of [0, 1, 2, 4, 5]) {
-    const { words, ring } = heapRing(4096, layout.MODE_SPSC, {
-      commitRunMin: 1,
-      commitRun(idx: number, lens: Int32Array, count: number) {
-        for (let i = 0, at = idx; i < count; at += spans[i++]) {
-          Atomics.store(words, data + (at >> 2), layout.REC_COMMITTED | lens[i]);
+  for (const native of [true, false]) {
+    for (const pre of [[], ["abc"]]) {
+      for (const taken of native ? [0, 1, 2, 4, 5] : [0, 1]) {
+        let wakes = 0;
+        /** The receiver's close after it took `taken` of the run at `idx`: `head`, flag, mark. */
+        const close = (idx: number) => {
+          const head = spans.slice(0, taken).reduce((a, b) => a + b, 0);
+          Atomics.store(words, layout.OFF_HEAD >> 2, idx + head);
+          words[layout.OFF_FLAGS >> 2] = layout.FLAG_RX_CLOSED;
+          words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;
+        };
+        // (The hooks run during sendMany, once `words` is set.)
+        const { words, ring } = heapRing(4096, layout.MODE_SPSC, {
+          commitRunMin: native ? 1 : 1 << 30,
+          commitRun(idx: number, lens: Int32Array, count: number) {
+            for (let i = 0, at = idx; i < count; at += spans[i++]) {
+              Atomics.store(words, data + (at >> 2), layout.REC_COMMITTED | lens[i]);
+            }
+            close(idx);
+            return 1;
+          },
+          notify() {
+            if (native) return;
+            // The receiver, woken: by the message sent one by one (it parks again), then by
+            // the run's first record.
+            if (++wakes <= pre.length) words[layout.OFF_RX_WAITING >> 2] = layout.RX_PARKED;
+            else close(pre.length * layout.recordSpan(3));
+          },
+        });
+        if (!native) words[layout.OFF_RX_WAITING >> 2] = layout.RX_PARKED;
+        const tx = new ChannelSender(ring, { peerCheckMs: 3_600_000, spin: 0 }, new Set());
+        const messages = [...pre, ...run];
+        const what = `${
+          native ? "native" : "record by record"
+        }, ${pre.length} before, ${taken} taken`;
+        if (taken === run.length) {
+          assert.equal(tx.sendMany(messages), messages.length, `${what}: all sent`);
+          continue;
         }
-        // The receiver's close after it took `taken`: `head`, its flag, then its mark.
-        const head = spans.slice(0, taken).reduce((a, b) => a + b, 0);
-        Atomics.store(words, layout.OFF_HEAD >> 2, idx + head);
-        words[layout.OFF_FLAGS >> 2] = layout.FLAG_RX_CLOSED;
-        words[layout.OFF_RX_WAITING >> 2] = layout.RX_CLOSED;
-        return 1;
-      },
-    });
-    const tx = new ChannelSender(ring, { peerCheckMs: 3_600_000, spin: 0 }, new Set());
-    if (taken === messages.length) {
-      assert.equal(tx.sendMany(messages), messages.length, "all taken before the close: all sent");
-      continue;
+        const sent = pre.length + taken;
+        assert.throws(
+          () => tx.sendMany(messages),
+          (e) =>
+            (e as { code?: string }).code === "EPIPE" && (e as { sent?: number }).sent === sent &&
+            (e as Error).message.includes(`${sent} of the ${messages.length} messages`),
+          what,
+        );
+      }
     }
-    assert.throws(
-      () => tx.sendMany(messages),
-      (e) =>
-        (e as { code?: string }).code === "EPIPE" && (e as { sent?: number }).sent === taken &&
-        (e as Error).message.includes(`${taken} of the ${messages.length} messages`),
-      `the receiver took ${taken}`,
-    );
   }
 });
 
