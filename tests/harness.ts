@@ -255,6 +255,19 @@ function keysInUse(): Set<number> {
 }
 
 /**
+ * Lines of /proc/self/maps that map the segments of `keys` and `names` (a keyed one shows as
+ * `/SYSV` and its key in eight hex digits).
+ */
+export function segmentMappings(keys: readonly number[], names: readonly string[]): number {
+  const paths = new Set([
+    ...keys.map((key) => `/SYSV${(key >>> 0).toString(16).padStart(8, "0")}`),
+    ...names.map((name) => `/dev/shm${name}`),
+  ]);
+  return readFileSync("/proc/self/maps", "utf8").split("\n")
+    .filter((line) => paths.has(/ (\/\S+)(?: \(deleted\))?$/.exec(line)?.[1] ?? "")).length;
+}
+
+/**
  * Whether a buffer is detached. Node 20 has no `ArrayBuffer.prototype.detached`; there a detached
  * buffer has length 0 (the library never hands out an empty buffer over a segment).
  */

@@ -21,6 +21,7 @@ import {
   onlyLinux,
   runtime,
   scriptCommand,
+  segmentMappings,
   start,
   test,
   testUnless,
@@ -31,19 +32,6 @@ import {
 } from "./harness.ts";
 
 const { SharedMemory, createSharedBuffer, openHandleCount } = lib;
-
-/**
- * Lines of /proc/self/maps that map the segments of `keys` and `names` (a keyed one shows as
- * `/SYSV` and its key in eight hex digits).
- */
-function segmentMappings(keys: readonly number[], names: readonly string[]): number {
-  const paths = new Set([
-    ...keys.map((key) => `/SYSV${(key >>> 0).toString(16).padStart(8, "0")}`),
-    ...names.map((name) => `/dev/shm${name}`),
-  ]);
-  return readFileSync("/proc/self/maps", "utf8").split("\n")
-    .filter((line) => paths.has(/ (\/\S+)(?: \(deleted\))?$/.exec(line)?.[1] ?? "")).length;
-}
 
 /** How many of `keys` and `names` exist as segments in the system. */
 function existing(keys: number[], names: string[]): { keyed: number; named: number } {
