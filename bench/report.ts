@@ -56,11 +56,13 @@ const GOALS = ([
     "makes (its arguments, the place, a closed or busy endpoint), around the ring code that the " +
     "Rust ring runs inlined: the hot path table times each call on one thread, and splits " +
     "Node's TypeScript path into its pieces. Between two cores both sides of a pair are busy all " +
-    "the time, each at about twice its call on one thread; why the runtimes fall further behind " +
-    "the Rust ring there than on one core is not found.",
+    "the time, each at about twice its call on one thread; on one host the runtimes fell " +
+    "further behind the Rust ring there than on one core, for a reason not found, and on " +
+    "another they did not.",
     "What is left; Deno's one-by-one path today, profiled; Deno's pair between two cores, " +
     "profiled; " +
-    "Deno and Bun: one native call for a `send` and a `recvInto`; Bun: the engine's getters are calls",
+    "Deno and Bun: one native call for a `send` and a `recvInto`; Bun: the engine's getters are " +
+    "calls; A 5-run bench at b485692, on another host",
   ],
   [
     "≥ 0.5 @64: channel with a receive timeout / the Rust ring",
@@ -100,7 +102,14 @@ const GOALS = ([
     "",
   ],
   ["≥ 2 @65536: channel zero-copy / Unix socket", "the Rust ring zero-copy / Unix socket", "", ""],
-  ["≥ 0.7 @65536: channel zero-copy / the Rust ring zero-copy", undefined, "", ""],
+  [
+    "≥ 0.7 @65536: channel zero-copy / the Rust ring zero-copy",
+    undefined,
+    "What each runtime adds to a message of this stream is about the same in nanoseconds on the " +
+    "two hosts measured; where the Rust ring's message is cheaper (a faster host) that is a " +
+    "larger share of it, and the ratio falls. What those nanoseconds are is not analysed.",
+    "A 5-run bench at b485692, on another host",
+  ],
   [
     "≤ 0.5: round trip: channel (parked) / Unix socket",
     "round trip: the Rust ring parked / Unix socket",
