@@ -1890,9 +1890,19 @@ test("a send's errors name the call and what is wrong with the message", () => {
       `sendJson(${typeof value})`,
     );
   }
+  // null is what recvJson returns at the end: a receiver would stop at it.
+  for (const value of [null, { toJSON: () => null }]) {
+    assert.throws(
+      () => tx.sendJson(value),
+      says(TypeError, /^ChannelSender\.sendJson: .*is what recvJson returns at the end of the/),
+      `sendJson(${value === null ? "null" : "an object whose JSON is null"})`,
+    );
+  }
   assert.equal(rx.tryRecv(), undefined, "nothing was sent");
   tx.sendJson(0);
   assert.equal(rx.recvJson(0), 0);
+  tx.sendJson([null]);
+  assert.deepEqual(rx.recvJson(0), [null]);
   assert.throws(
     () => ch.receiver(),
     says(
@@ -5658,4 +5668,61 @@ test("a commit that finds the receiver closed counts as sent when head passed it
     words[layout.OFF_HEAD >> 2] = head & layout.POS_MASK;
     assert.equal(producer.commit(idx, 24, 0), sent, `head ${head}`);
   }
+});
+
+test("recvJson of a message that is not JSON: a SyntaxError naming the call, the message consumed, the next one whole", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  tx.send(new Uint8Array([1, 2, 3]));
+  tx.sendJson({ after: true });
+  assert.throws(
+    () => rx.recvJson(0),
+    (e) =>
+      e instanceof SyntaxError &&
+      /^ChannelReceiver\.recvJson: the message \(3 UTF-16 units\) is not JSON, and was consumed: /
+        .test(e.message) &&
+      e.cause instanceof SyntaxError,
+  );
+  assert.deepEqual(rx.recvJson(0), { after: true });
+});
+
+test("release() after a recvInto whose target was too small leaves that message next in line", () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const long = pattern(40, 1);
+  tx.send(long);
+  tx.send(pattern(3, 2));
+  assert.throws(() => rx.recvInto(new Uint8Array(32), 0), RangeError);
+  rx.release(); // it dropped the 40-byte message, with no error
+  const target = new Uint8Array(64);
+  assert.equal(rx.recvInto(target, 0), 40);
+  assert.deepEqual(target.subarray(0, 40), long);
+  assert.deepEqual(rx.recv(0), pattern(3, 2));
+  assert.equal(rx.tryRecv(), undefined);
+});
+
+test("recvViewAsync of a message already there: other receives and release() get EBUSY until it settles", async () => {
+  using ch = channel(1024);
+  const tx = ch.sender();
+  const rx = ch.receiver();
+  const first = pattern(13, 1);
+  tx.send(first);
+  tx.send(pattern(5, 2));
+  const pending = rx.recvViewAsync(100);
+  // These took the next message, and handed the lent one's room back: the view handed out
+  // then held zeroes.
+  assert.throws(() => rx.tryRecv(), code("EBUSY"));
+  assert.throws(() => rx.recv(0), code("EBUSY"));
+  assert.throws(() => rx.recvInto(new Uint8Array(64), 0), code("EBUSY"));
+  assert.throws(() => rx.release(), code("EBUSY"));
+  await assert.rejects(rx.recvAsync(0), code("EBUSY"));
+  assert.deepEqual(await pending, first);
+  assert.deepEqual(rx.recv(0), pattern(5, 2), "the view's, then the next");
+  // A close before it settles hands the view's room back: the call says so.
+  tx.send(pattern(7, 3));
+  const closed = rx.recvViewAsync(100);
+  rx.close();
+  await assert.rejects(closed, code("EBADF"));
 });

@@ -258,6 +258,32 @@ test("the private constructors of Mutex and SharedMemory refuse every caller but
   }
 });
 
+test("a MutexGuard made from outside with a real Mutex and a guessed hold releases nothing", () => {
+  const { MutexGuard } = lib;
+  const key = uniqueKey();
+  try {
+    using shm = SharedMemory.create({ key }, 4096);
+    const mutex = Mutex.init(shm.buffer, 0);
+    const guard = mutex.lock(1000);
+    for (const hold of [0, 1, 2, 3]) {
+      assert.throws(
+        () => Reflect.construct(MutexGuard, [mutex, true, hold]),
+        (e) => e instanceof TypeError && /^MutexGuard has no public constructor/.test(e.message),
+        `hold ${hold}`,
+      );
+    }
+    // Still this thread's: a second lock here is a deadlock, and its guard unlocks it.
+    assert.throws(
+      () => mutex.tryLock(),
+      (e) => e instanceof SharedMemoryError && e.code === "EDEADLK",
+    );
+    guard.unlock();
+    mutex.lock(1000).unlock();
+  } finally {
+    cleanup({ key });
+  }
+});
+
 test("Channel, its endpoints and MutexGuard say they have no public constructor, as SharedMemory and Mutex do", () => {
   const { ChannelSender, ChannelReceiver, MutexGuard } = lib;
   for (const cls of [Channel, ChannelSender, ChannelReceiver, MutexGuard]) {

@@ -338,6 +338,16 @@ test("arrays and buffers that lie about their size or place reach no word outsid
   });
   assert.throws(() => wait(fake, 0, 0, 0), looks("wait"));
   assert.throws(() => notify(new Proxy(new Int32Array(shm.buffer), {}), 0), looks("notify"));
+  // A revoked Proxy: the engine's own error at `instanceof` named nothing of the call.
+  const revoked = Proxy.revocable(new Int32Array(shm.buffer), {});
+  revoked.revoke();
+  const refused = (call: string) => ({
+    name: "TypeError",
+    message: new RegExp(`^${call}: view must be an Int32Array over shared memory, got .*revoked`),
+  });
+  assert.throws(() => wait(revoked.proxy, 0, 0, 0), refused("wait"));
+  assert.throws(() => notify(revoked.proxy, 0), refused("notify"));
+  await assert.rejects(async () => await waitAsync(revoked.proxy, 0, 0, 0), refused("waitAsync"));
   const dataView = Object.setPrototypeOf(new DataView(shm.buffer), Int32Array.prototype);
   assert.throws(() => wait(dataView, 0, 0, 0), {
     name: "TypeError",

@@ -20,7 +20,13 @@ import {
   placeOf,
   throwCode,
 } from "./shared_memory.ts";
-import { bufferByteLength, viewBuffer, viewByteLength, viewByteOffset } from "./intrinsics.ts";
+import {
+  bufferByteLength,
+  isView,
+  viewBuffer,
+  viewByteLength,
+  viewByteOffset,
+} from "./intrinsics.ts";
 import { SPIN_EXPECTED, Spinner } from "./spin.ts";
 import * as check from "./validate.ts";
 
@@ -82,12 +88,12 @@ const MAX_WORDS = 64;
 
 /** The Int32Array element's address, after every check. */
 function locate(view: unknown, index: unknown, caller: string): Address {
-  if (!(view instanceof Int32Array)) {
+  // `isView` first: it asks nothing of a Proxy, where `instanceof` asks for its prototype, which
+  // a revoked one answers with an error that names nothing of this call.
+  if (!isView(view) || !(view instanceof Int32Array)) {
     throw new TypeError(
       `${caller}: view must be an Int32Array over shared memory, got ${
-        view === null
-          ? "null"
-          : check.lookalike(view) ?? (view as object)?.constructor?.name ?? typeof view
+        view === null ? "null" : check.lookalike(view) ?? check.kindOf(view)
       }${check.otherRealm(view, "Int32Array")}`,
     );
   }
@@ -478,9 +484,13 @@ export class MutexGuard implements Disposable {
   #mutex: Mutex | undefined;
   readonly #hold: number;
 
-  /** @internal Made by {@linkcode Mutex.lock} and {@linkcode Mutex.tryLock}. */
-  constructor(mutex: Mutex, ownerDied: boolean, hold: number) {
-    if (!(mutex instanceof Mutex)) {
+  /**
+   * @internal Made by {@linkcode Mutex.lock} and {@linkcode Mutex.tryLock}, with a token no
+   * caller has: a guard made from outside with a real `Mutex` and a guessed hold (a small
+   * number) released a lock that other code of the thread held.
+   */
+  constructor(token: typeof CONSTRUCT, mutex: Mutex, ownerDied: boolean, hold: number) {
+    if (token !== CONSTRUCT || !(mutex instanceof Mutex)) {
       throw new TypeError("MutexGuard has no public constructor: use a Mutex's lock or tryLock");
     }
     this.#mutex = mutex;
@@ -717,7 +727,7 @@ export class Mutex {
   /** The guard of a hold just taken (`code` is what the lock call returned). */
   #held(code: number): MutexGuard {
     this.#holds.current = ++lastHold;
-    return new MutexGuard(this, code === LOCK_OWNER_DIED, lastHold);
+    return new MutexGuard(CONSTRUCT, this, code === LOCK_OWNER_DIED, lastHold);
   }
 
   /**

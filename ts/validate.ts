@@ -12,6 +12,21 @@ export const MAX_KEY = 0xffff_ffff;
 /** Longest segment name in UTF-8 bytes, after the leading `/`. */
 export const MAX_NAME_BYTES = 255;
 
+/** What a revoked Proxy is called in error messages (every look at it throws). */
+const REVOKED = "a revoked Proxy";
+
+/**
+ * The name of `value`'s constructor, else its type, for an error message; never throws (a
+ * revoked Proxy, or one whose traps throw, answers no question about itself).
+ */
+export function kindOf(value: unknown): string {
+  try {
+    return (value as object)?.constructor?.name ?? typeof value;
+  } catch {
+    return "a Proxy that cannot be looked at (revoked, or its traps throw)";
+  }
+}
+
 /** A bad value as error messages show it. */
 export function describe(value: unknown): string {
   if (typeof value === "bigint") return `bigint ${value}n`;
@@ -20,7 +35,11 @@ export function describe(value: unknown): string {
   if (value === null) return "null";
   const what = lookalike(value);
   if (what !== undefined) return what;
-  if (isArray(value)) return "an array";
+  try {
+    if (isArray(value)) return "an array";
+  } catch {
+    return REVOKED; // Array.isArray throws for a revoked Proxy only
+  }
   if (isSharedBuffer(value)) return "a SharedArrayBuffer";
   return typeof value;
 }

@@ -1035,7 +1035,13 @@ export class ChannelSender implements Disposable {
     }
   }
 
-  /** Sends `JSON.stringify(value)`; see {@linkcode send}. */
+  /**
+   * Sends `JSON.stringify(value)`; see {@linkcode send}.
+   *
+   * @throws {TypeError} If `JSON.stringify` makes no text of `value` (`undefined`, a function, a
+   *   symbol), or makes `null`: {@linkcode ChannelReceiver.recvJson} returns `null` at the end of
+   *   the stream, so a receiver would take it for the end and stop.
+   */
   sendJson(value: unknown, timeoutMs?: number): void {
     const text: string | undefined = JSON.stringify(value);
     if (text === undefined) {
@@ -1044,6 +1050,14 @@ export class ChannelSender implements Disposable {
         `ChannelSender.sendJson: JSON.stringify makes no text of ${
           check.describe(value)
         }; send a value JSON can hold`,
+      );
+    }
+    if (text === "null") {
+      throw new TypeError(
+        `ChannelSender.sendJson: ${
+          value === null ? "null" : `${check.describe(value)} (JSON null)`
+        } is what recvJson returns at the end of the stream, so a receiver would stop there; ` +
+          "send another value (an object that holds it), or the text with send",
       );
     }
     this.#send(text, timeoutMs, "sendJson");
@@ -1951,9 +1965,13 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   `reserve()`, invalid once released: senders reuse that room).
    */
   recvInto(target: Uint8Array, timeoutMs?: number): number | null {
-    if (!(target instanceof Uint8Array)) {
+    // `isView` first, as in sync.ts's `locate`: a revoked Proxy throws at `instanceof`.
+    if (!isView(target) || !(target instanceof Uint8Array)) {
+      const realm = check.otherRealm(target, "Uint8Array");
       throw new TypeError(
-        `recvInto: target must be a Uint8Array${check.otherRealm(target, "Uint8Array")}`,
+        `recvInto: target must be a Uint8Array, got ${
+          realm === "" ? check.describe(target) : `a Uint8Array${realm}`
+        }`,
       );
     }
     // The arguments before the state: a bad timeout is reported as such, also on a closed or
@@ -2192,20 +2210,24 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** {@linkcode recvView} as a Promise. */
+  /**
+   * {@linkcode recvView} as a Promise. Until it settles, other receives of this receiver throw
+   * `EBUSY`, also when the message was there at once: the view is not the caller's before then.
+   */
   async recvViewAsync(timeoutMs?: number): Promise<Uint8Array | null> {
+    // A view comes back with the receiver left busy (#viewAsync): other receives wait for this
+    // one (EBUSY), as while a receive waits for a message, until it is handed out. (A receive
+    // made before the promise settled took none, handed the view's room back, and the view
+    // handed out then held zeroes or another message.)
     const view = await this.#viewAsync(timeoutMs, "recvViewAsync", AS_VIEW) as Uint8Array | null;
-    if (mustYield()) {
-      // The view stays lent through the event loop's turn: other receives wait for this one
-      // (EBUSY), as while a receive waits for a message.
-      this.#busy = true;
-      try {
-        await nextTurn();
-      } finally {
-        this.#busy = false;
-      }
-      if (this.#closed) throw closedError(this.#ring, "ChannelReceiver.recvViewAsync");
+    if (view === null) return null;
+    try {
+      if (mustYield()) await nextTurn();
+    } finally {
+      this.#busy = false;
     }
+    // A close meanwhile handed its room back.
+    if (this.#closed) throw closedError(this.#ring, "ChannelReceiver.recvViewAsync");
     return view;
   }
 
@@ -2224,25 +2246,35 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   ): Promise<Uint8Array | string | null> {
     const timeout = timeoutOf(timeoutMs); // before #begin looks at the state, as in recvInto
     this.#begin(what);
+    let fast: Uint8Array | null | undefined;
     try {
-      const fast = this.#takeHeld() ?? this.#tryOne();
-      if (fast !== undefined) return this.#made(fast, as);
+      fast = this.#takeHeld() ?? this.#tryOne();
+      if (fast !== undefined && as !== AS_VIEW) return this.#made(fast, as);
     } finally {
       this.#leave(what);
     }
+    if (fast !== undefined) {
+      // A view stays lent to this call, busy, until recvViewAsync hands it out.
+      if (fast !== null) this.#busy = true;
+      return fast;
+    }
     this.#busy = true;
+    let lent = false;
     try {
       const view = await runAsync(this.#recvSteps(timeout, false, what), this.#ring.parking);
       // Entered, as after #begin: code of the caller's that runs in the copy or the decode may
       // not receive or release, and a close made there ends this receive.
       this.#entered = true;
+      let made: Uint8Array | string | null;
       try {
-        return this.#made(view, as);
+        made = this.#made(view, as);
       } finally {
         this.#leave(what);
       }
+      lent = as === AS_VIEW && made !== null; // busy until handed out, as above
+      return made;
     } finally {
-      this.#busy = false;
+      if (!lent) this.#busy = false;
     }
   }
 
@@ -2337,26 +2369,52 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       : bytesView(viewBuffer(this.#textCopy), 0, len);
   }
 
-  /** Receives a message sent by `sendJson` (`null` at the end, so never send `null` itself). */
+  /**
+   * Receives a message sent by `sendJson` (`null` at the end, which `sendJson` refuses to send).
+   *
+   * @throws {SyntaxError} If the message is not JSON (it was sent as bytes or text, not by
+   *   `sendJson`): it is consumed, and the error says so and how long it was.
+   */
   recvJson<T = unknown>(timeoutMs?: number): T | null {
     const text = this.#text(timeoutMs, "recvJson");
     if (text === null) return null;
-    // A byte order mark that a peer's UTF-8 writer put first (the texts keep it) is not JSON.
-    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    try {
+      // A byte order mark that a peer's UTF-8 writer put first (the texts keep it) is not JSON.
+      return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    } catch (err) {
+      // Another error is the caller's own (a replaced `JSON.parse`): passed on as it is.
+      if (!(err instanceof SyntaxError)) throw err;
+      throw new SyntaxError(
+        `ChannelReceiver.recvJson: the message (${text.length} UTF-16 units) is not JSON, and ` +
+          `was consumed: ${err.message}`,
+        { cause: err },
+      );
+    }
   }
 
   /**
-   * Hands the space of a message lent by {@linkcode recvView} back to the senders now.
+   * Hands the space of a message lent by {@linkcode recvView} back to the senders now. A message
+   * that a {@linkcode recvInto} left next in line (its target too small) is not lent: it stays,
+   * for the next receive.
    *
    * @throws {SharedMemoryError} `EBUSY` from code that runs inside a receive of this receiver (a
-   *   getter, a replaced built-in): what that receive lent is not the caller's yet.
+   *   getter, a replaced built-in), or before a {@linkcode recvViewAsync} settled: what that
+   *   receive lent is not the caller's yet.
    */
   release(): void {
-    if (this.#lentIdx < 0 && this.#held === undefined) return; // nothing lent (or waiting)
+    // Nothing lent. (A held message was dropped here once, with no error: lost.)
+    if (this.#lentIdx < 0 || this.#held !== undefined) return;
     // What a receive under way has lent or holds is not the caller's yet (nor a view
     // recvViewAsync hands over through the event loop's turn). A "senderdied" listener
     // (#waiting) may release the caller's view, as any code of the caller's may.
-    if (this.#entered || (this.#busy && !this.#waiting)) throw this.#reentered("release");
+    if (this.#entered) throw this.#reentered("release");
+    if (this.#busy && !this.#waiting) {
+      throw this.#ring.error(
+        "EBUSY",
+        "ChannelReceiver.release",
+        "an async receive of this receiver has not handed out what it took yet; await it first",
+      );
+    }
     this.#releaseEntered();
   }
 
