@@ -5726,3 +5726,23 @@ test("recvViewAsync of a message already there: other receives and release() get
   rx.close();
   await assert.rejects(closed, code("EBADF"));
 });
+
+test("sender() and receiver() whose options' getters close the channel fail with EBADF, not the engine's detached-buffer error", () => {
+  for (const call of ["sender", "receiver"] as const) {
+    for (const option of ["spin", "peerCheckMs"] as const) {
+      const ch = channel(1024);
+      const options = {
+        get [option]() {
+          ch.close();
+          return undefined;
+        },
+      };
+      assert.throws(
+        () => call === "sender" ? ch.sender(options) : ch.receiver(options),
+        (e) => code("EBADF")(e) && (e as Error).message.startsWith(`Channel.${call}`),
+        `${call}() with a getter of ${option}`,
+      );
+      ch.close();
+    }
+  }
+});

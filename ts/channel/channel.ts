@@ -645,13 +645,13 @@ export class Channel implements Disposable {
    *   stream; `EBADMSG` if a peer overwrote the channel's header since it was opened.
    */
   sender(options?: EndpointOptions): ChannelSender {
-    this.#checkOpen("sender");
-    const endpoint = new ChannelSender(
-      this.#ring,
-      endpointOptions(check.options<EndpointOptions>(options, "options", ["peerCheckMs", "spin"])),
-      this.#endpoints,
-      this.#lender,
+    // The options before the state, as every call checks them: their getters, code of the
+    // caller's, may close this channel (which then said only "detached ArrayBuffer").
+    const opts = endpointOptions(
+      check.options<EndpointOptions>(options, "options", ["peerCheckMs", "spin"]),
     );
+    this.#checkOpen("sender");
+    const endpoint = new ChannelSender(this.#ring, opts, this.#endpoints, this.#lender);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -664,10 +664,13 @@ export class Channel implements Disposable {
    *   since it was opened.
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
+    // Read once here, before the state, as in `sender()`: the receiver's own check of this copy
+    // runs no code of the caller's.
+    const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
     this.#checkOpen("receiver");
     // Views of its own, which its close detaches (the senders' stay theirs).
     const lender = new Lender(this.#ring, this.#lend, detachSharedBuffer);
-    const endpoint = new ChannelReceiver(this.#ring, options, this.#endpoints, lender);
+    const endpoint = new ChannelReceiver(this.#ring, opts, this.#endpoints, lender);
     this.#endpoints.add(endpoint);
     return endpoint;
   }
@@ -719,6 +722,14 @@ function relabel<T>(caller: string, body: () => T, swap: [string, string] = ["",
     throw new SharedMemoryError(message, err.code, err.errno);
   }
 }
+
+/** The options a receiver takes. */
+const RECEIVER_OPTIONS: readonly (keyof ReceiverOptions)[] = [
+  "peerCheckMs",
+  "spin",
+  "maxMessageBytes",
+  "maxPendingBytes",
+];
 
 /** An endpoint's options, checked (`opts` came from `check.options`). */
 function endpointOptions(opts: EndpointOptions): Required<EndpointOptions> {
@@ -1860,12 +1871,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(ring instanceof Ring)) throw noConstructor("ChannelReceiver", "a channel's receiver()");
     super();
     this.#lender = lender;
-    const opts = check.options<ReceiverOptions>(options, "options", [
-      "peerCheckMs",
-      "spin",
-      "maxMessageBytes",
-      "maxPendingBytes",
-    ]);
+    const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
     this.#options = endpointOptions(opts);
     this.#spinner = new Spinner(this.#options.spin);
     this.#nextCheck = performance.now() + this.#options.peerCheckMs;
