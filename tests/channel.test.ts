@@ -5720,6 +5720,12 @@ test("recvViewAsync of a message already there: other receives and release() get
   await assert.rejects(rx.recvAsync(0), code("EBUSY"));
   assert.deepEqual(await pending, first);
   assert.deepEqual(rx.recv(0), pattern(5, 2), "the view's, then the next");
+  // One that waits for its message: then the receiver is free again.
+  const waited = rx.recvViewAsync(5000);
+  assert.throws(() => rx.tryRecv(), code("EBUSY"), "while it waits");
+  setTimeout(() => tx.send(pattern(9, 4)), 20);
+  assert.deepEqual(await waited, pattern(9, 4));
+  assert.equal(rx.tryRecv(), undefined, "not busy once settled");
   // A close before it settles hands the view's room back: the call says so.
   tx.send(pattern(7, 3));
   const closed = rx.recvViewAsync(100);
@@ -5745,4 +5751,39 @@ test("sender() and receiver() whose options' getters close the channel fail with
       ch.close();
     }
   }
+  // Their values too are checked before the state, on a closed channel as on an open one.
+  const ch = channel(1024);
+  ch.close();
+  for (const options of [{ spin: -1 }, { peerCheckMs: 0 }]) {
+    assert.throws(() => ch.sender(options), RangeError, `sender(${JSON.stringify(options)})`);
+    assert.throws(() => ch.receiver(options), RangeError, `receiver(${JSON.stringify(options)})`);
+  }
+  assert.throws(() => ch.receiver({ maxMessageBytes: -1 }), RangeError);
+  assert.throws(() => ch.receiver({ maxPendingBytes: 0.5 }), RangeError);
+});
+
+test("recvInto of a view that is not a Uint8Array names what it got", () => {
+  using ch = channel(1024);
+  const rx = ch.receiver();
+  const buffer = new ArrayBuffer(16);
+  for (
+    const [target, got] of [
+      [new Int32Array(buffer), "Int32Array"],
+      [new DataView(buffer), "DataView"],
+      [{}, "object"],
+      [undefined, "undefined"],
+    ] as const
+  ) {
+    assert.throws(
+      () => rx.recvInto(target as never, 0),
+      says(TypeError, new RegExp(`^recvInto: target must be a Uint8Array, got ${got}$`)),
+      got,
+    );
+  }
+  // After a target of its own, the same checks.
+  const tx = ch.sender();
+  tx.send("x");
+  assert.equal(rx.recvInto(new Uint8Array(8), 0), 1);
+  assert.throws(() => rx.recvInto(undefined as never, 0), TypeError);
+  assert.throws(() => rx.recvInto(new Int32Array(buffer) as never, 0), TypeError);
 });

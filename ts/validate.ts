@@ -23,7 +23,7 @@ export function kindOf(value: unknown): string {
   try {
     return (value as object)?.constructor?.name ?? typeof value;
   } catch {
-    return "a Proxy that cannot be looked at (revoked, or its traps throw)";
+    return "a revoked Proxy (or one whose traps throw)";
   }
 }
 

@@ -664,9 +664,9 @@ export class Channel implements Disposable {
    *   since it was opened.
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
-    // Read once here, before the state, as in `sender()`: the receiver's own check of this copy
+    // Checked before the state, as in `sender()`: the receiver's own check of these values
     // runs no code of the caller's.
-    const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
+    const opts = receiverOptions(options);
     this.#checkOpen("receiver");
     // Views of its own, which its close detaches (the senders' stay theirs).
     const lender = new Lender(this.#ring, this.#lend, detachSharedBuffer);
@@ -730,6 +730,23 @@ const RECEIVER_OPTIONS: readonly (keyof ReceiverOptions)[] = [
   "maxMessageBytes",
   "maxPendingBytes",
 ];
+
+/**
+ * A receiver's options, checked; with their defaults. Of an object already checked so (which
+ * has only data properties), the same values.
+ */
+function receiverOptions(options: unknown): Required<ReceiverOptions> {
+  const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
+  return {
+    ...endpointOptions(opts),
+    maxMessageBytes: opts.maxMessageBytes === undefined
+      ? 64 * 2 ** 20
+      : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN),
+    maxPendingBytes: opts.maxPendingBytes === undefined
+      ? 256 * 2 ** 20
+      : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER),
+  };
+}
 
 /** An endpoint's options, checked (`opts` came from `check.options`). */
 function endpointOptions(opts: EndpointOptions): Required<EndpointOptions> {
@@ -1871,16 +1888,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!(ring instanceof Ring)) throw noConstructor("ChannelReceiver", "a channel's receiver()");
     super();
     this.#lender = lender;
-    const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
-    this.#options = endpointOptions(opts);
+    const opts = receiverOptions(options);
+    this.#options = { peerCheckMs: opts.peerCheckMs, spin: opts.spin };
     this.#spinner = new Spinner(this.#options.spin);
     this.#nextCheck = performance.now() + this.#options.peerCheckMs;
-    this.#maxMessage = opts.maxMessageBytes === undefined
-      ? 64 * 2 ** 20
-      : check.integer(opts.maxMessageBytes, "options.maxMessageBytes", 0, L.MAX_MESSAGE_LEN);
-    this.#maxPending = opts.maxPendingBytes === undefined
-      ? 256 * 2 ** 20
-      : check.integer(opts.maxPendingBytes, "options.maxPendingBytes", 0, Number.MAX_SAFE_INTEGER);
+    this.#maxMessage = opts.maxMessageBytes;
+    this.#maxPending = opts.maxPendingBytes;
     this.#ring = ring;
     this.#consumer = new Consumer(ring, ring.attachConsumer(pid), pid);
     // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
@@ -1971,12 +1984,20 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    *   `reserve()`, invalid once released: senders reuse that room).
    */
   recvInto(target: Uint8Array, timeoutMs?: number): number | null {
-    // `isView` first, as in sync.ts's `locate`: a revoked Proxy throws at `instanceof`.
-    if (!isView(target) || !(target instanceof Uint8Array)) {
+    // The target of the last receive (or the array it was adopted from) is a real Uint8Array:
+    // nothing to look at again. Else `isView` first, as in sync.ts's `locate`: a revoked Proxy
+    // throws at `instanceof`.
+    const known = target !== undefined &&
+      (target === this.#target || target === this.#targetFrom);
+    if (!known && (!isView(target) || !(target instanceof Uint8Array))) {
       const realm = check.otherRealm(target, "Uint8Array");
       throw new TypeError(
         `recvInto: target must be a Uint8Array, got ${
-          realm === "" ? check.describe(target) : `a Uint8Array${realm}`
+          realm !== ""
+            ? `a Uint8Array${realm}`
+            : isView(target)
+            ? check.lookalike(target) ?? check.kindOf(target)
+            : check.describe(target)
         }`,
       );
     }
@@ -2226,7 +2247,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // made before the promise settled took none, handed the view's room back, and the view
     // handed out then held zeroes or another message.)
     const view = await this.#viewAsync(timeoutMs, "recvViewAsync", AS_VIEW) as Uint8Array | null;
-    if (view === null) return null;
+    if (view === null) {
+      // The end, in call order, as recvAsync's: nothing lent, nothing busy.
+      if (mustYield()) await nextTurn();
+      return null;
+    }
     try {
       if (mustYield()) await nextTurn();
     } finally {
@@ -2404,8 +2429,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
    * for the next receive.
    *
    * @throws {SharedMemoryError} `EBUSY` from code that runs inside a receive of this receiver (a
-   *   getter, a replaced built-in), or before a {@linkcode recvViewAsync} settled: what that
-   *   receive lent is not the caller's yet.
+   *   getter, a replaced built-in), or from a {@linkcode recvViewAsync} that took its message
+   *   and has not settled: what that receive lent is not the caller's yet. (Before it took one,
+   *   nothing is lent, and this does nothing.)
    */
   release(): void {
     // Nothing lent. (A held message was dropped here once, with no error: lost.)
@@ -2529,7 +2555,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       throw this.#ring.error(
         "EBUSY",
         `ChannelReceiver.${what}`,
-        "another receive is still waiting; await it first",
+        "another receive is under way (waiting, or a recvViewAsync not settled yet); await it first",
       );
     }
     if (this.#entered) throw this.#reentered(what);
