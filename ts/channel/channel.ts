@@ -2475,7 +2475,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** Every message until the end of the stream, as copies. */
+  /**
+   * Every message until the end of the stream, as copies. An error (`EBUSY`, `ECONNRESET`, ...)
+   * ends the iteration, as any async generator's throw does: a later `next()` of the same
+   * iterator says `done`, which is not the end of the stream; iterate again to go on.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     for (;;) {
       // Its errors named for what the caller wrote, not for a call it never made.
@@ -2485,7 +2489,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
   }
 
-  /** Every message until the end of the stream, as UTF-8 strings. */
+  /**
+   * Every message until the end of the stream, as UTF-8 strings. An error ends the generator, as
+   * in {@linkcode ChannelReceiver[Symbol.asyncIterator]}: call `texts()` again to go on.
+   */
   async *texts(): AsyncGenerator<string> {
     for (;;) {
       // Decoded before any other call of this receiver can run (see #viewAsync).
