@@ -29,7 +29,7 @@ import {
   Ring,
   STEP_LIMIT,
 } from "../ts/channel/ring.ts";
-import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
+import { ChannelReceiver, ChannelSender, receiverOptions } from "../ts/channel/channel.ts";
 import { startWorker } from "./children/lib.ts";
 
 const { Channel, SharedMemory, SharedMemoryError } = lib;
@@ -5214,7 +5214,7 @@ test("without native calls, sendMany and recvMany carry every message whole and 
   for (const native of [{}, { commitRun: () => -1 }]) {
     const { ring } = heapRing(4096, layout.MODE_SPSC, native);
     const registry = new Set<unknown>();
-    const rx = new ChannelReceiver(ring, options, registry);
+    const rx = new ChannelReceiver(ring, receiverOptions(options), registry);
     const tx = new ChannelSender(ring, options, registry);
     let seed = 0;
     // Batches of every size around the native call's least run, wrapping the ring many times.
@@ -5242,7 +5242,7 @@ test("positions that pass 2^31 start again at 0 on this module's own paths: a se
     words[off >> 2] = start;
   }
   const registry = new Set<unknown>();
-  const rx = new ChannelReceiver(ring, options, registry);
+  const rx = new ChannelReceiver(ring, receiverOptions(options), registry);
   const tx = new ChannelSender(ring, options, registry);
   const backing = new ArrayBuffer(600);
   const sources = [0, 4, 1].map((at) => new Uint8Array(backing, at, 200));
@@ -5317,7 +5317,7 @@ test("a runtime's scanRunMin: recvMany looks ahead itself while fewer bytes are 
     scanRun: () => (known.push(1), 0),
   });
   const registry = new Set<unknown>();
-  const rx = new ChannelReceiver(ring, options, registry);
+  const rx = new ChannelReceiver(ring, receiverOptions(options), registry);
   const tx = new ChannelSender(ring, options, registry);
   let seed = 0;
   for (const count of [2, 20, 32, 33, 50, 3]) {
@@ -5387,7 +5387,7 @@ test("a parked sender is woken once half the ring is free, looked for every quar
     notify: () => void notifies++,
   });
   const options = { peerCheckMs: 3_600_000, spin: 0 };
-  const rx = new ChannelReceiver(ring, options, new Set());
+  const rx = new ChannelReceiver(ring, receiverOptions(options), new Set());
   const producer = new Producer(ring, 0, 0);
   const txWaiting = layout.OFF_TX_WAITING >> 2;
   const send = (len: number) => {
@@ -5451,7 +5451,7 @@ test("a parked sender is woken once half the ring is free, looked for every quar
   const first = writer.tryReserve(56);
   writer.commit(first, 56, 0);
   assert.ok(writer.tryReserve(capacity - 64 - 8) >= 0, "the rest reserved, not committed");
-  const taker = new ChannelReceiver(inFlight.ring, options, new Set());
+  const taker = new ChannelReceiver(inFlight.ring, receiverOptions(options), new Set());
   Atomics.store(inFlight.words, txWaiting, 1);
   const beforeInFlight = notifies;
   assert.equal(taker.recvInto(target), 56);
@@ -5466,7 +5466,7 @@ test("a parked sender is woken once half the ring is free, looked for every quar
     queued++;
   }
   assert.ok(queued * 64 > capacity * 3 / 4, `${queued} records of 64 bytes`);
-  const rxMany = new ChannelReceiver(many.ring, options, new Set());
+  const rxMany = new ChannelReceiver(many.ring, receiverOptions(options), new Set());
   Atomics.store(many.words, txWaiting, 1);
   const beforeMany = notifies;
   for (let i = 1; i <= quarter; i++) {
@@ -5618,7 +5618,7 @@ test("a sendMany whose element's getter sent a batch through the same sender cou
   const { ring } = heapRing(4096, layout.MODE_SPSC);
   const options = { peerCheckMs: 3_600_000, spin: 0 };
   const registry = new Set<unknown>();
-  const rx = new ChannelReceiver(ring, options, registry);
+  const rx = new ChannelReceiver(ring, receiverOptions(options), registry);
   const tx = new ChannelSender(ring, options, registry);
   const inner = Array.from({ length: 10 }, (_, i) => new Uint8Array(8).fill(i));
   let lengthReads = 0;

@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import { repoRoot, test } from "./harness.ts";
 import * as L from "../ts/channel/layout.ts";
 import { initRegion, type Parking, Ring } from "../ts/channel/ring.ts";
-import { ChannelReceiver, ChannelSender } from "../ts/channel/channel.ts";
+import { ChannelReceiver, ChannelSender, receiverOptions } from "../ts/channel/channel.ts";
 import { SharedMemoryError } from "../ts/errors.ts";
 
 /** Parking that never parks: every step of the trace goes without waiting. */
@@ -86,7 +86,7 @@ test("golden trace, many senders: the TypeScript ring leaves the bytes the Rust 
   const t = new Trace(buffer);
   const registry = new Set<unknown>();
   t.step("create: many senders, capacity 256");
-  const rx = new ChannelReceiver(r, options, registry);
+  const rx = new ChannelReceiver(r, receiverOptions(options), registry);
   t.step("the receiver attaches");
   const a = new ChannelSender(r, options, registry);
   t.step("sender A attaches (slot 0, an abort record)");
@@ -129,7 +129,7 @@ test("golden trace, one sender: the TypeScript ring leaves the bytes the Rust on
   const t = new Trace(buffer);
   const registry = new Set<unknown>();
   t.step("create: one sender, capacity 64");
-  const rx = new ChannelReceiver(r, options, registry);
+  const rx = new ChannelReceiver(r, receiverOptions(options), registry);
   t.step("the receiver attaches");
   const tx = new ChannelSender(r, options, registry);
   t.step("the sender attaches");
@@ -167,7 +167,7 @@ test("golden trace, dead senders and the orphan table: the TypeScript receiver l
   /** Blocks this thread past a liveness interval. */
   const pause = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
   t.step("create: many senders, capacity 512");
-  const rx = new ChannelReceiver(r, checks, registry);
+  const rx = new ChannelReceiver(r, receiverOptions(checks), registry);
   t.step("the receiver attaches");
   for (let slot = 0; slot < 17; slot++) {
     const at = (L.OFF_DATA >> 2) + 4 * slot;
@@ -192,7 +192,7 @@ test("golden trace, dead senders and the orphan table: the TypeScript receiver l
   i32[L.OFF_CONSUMER_PID >> 2] = dead; // killed: never used again
   i32.set([2, 16], (L.OFF_ORPHANS >> 2) + 2 * 15);
   t.step("the receiver is killed; a peer writes a second entry for slot 1 over entry 15");
-  const next = new ChannelReceiver(r, checks, registry);
+  const next = new ChannelReceiver(r, receiverOptions(checks), registry);
   t.step("a receiver takes over: of slot 1's two entries the further is kept");
   pause();
   assert.equal(next.tryRecv(), undefined);
@@ -205,7 +205,7 @@ test("golden trace, dead senders and the orphan table: the TypeScript receiver l
   t.step(
     "the receiver is killed right after taking slot 0's mark: a DROPPING word, sweeps odd",
   );
-  const last = new ChannelReceiver(r, checks, registry);
+  const last = new ChannelReceiver(r, receiverOptions(checks), registry);
   t.step(
     "a receiver takes over: it finishes the drop (zeroes the record, moves head past it)",
   );

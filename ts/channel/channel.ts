@@ -664,8 +664,7 @@ export class Channel implements Disposable {
    *   since it was opened.
    */
   receiver(options?: ReceiverOptions): ChannelReceiver {
-    // Checked before the state, as in `sender()`: the receiver's own check of these values
-    // runs no code of the caller's.
+    // Checked before the state, as in `sender()`.
     const opts = receiverOptions(options);
     this.#checkOpen("receiver");
     // Views of its own, which its close detaches (the senders' stay theirs).
@@ -731,11 +730,8 @@ const RECEIVER_OPTIONS: readonly (keyof ReceiverOptions)[] = [
   "maxPendingBytes",
 ];
 
-/**
- * A receiver's options, checked; with their defaults. Of an object already checked so (which
- * has only data properties), the same values.
- */
-function receiverOptions(options: unknown): Required<ReceiverOptions> {
+/** A receiver's options, checked, with their defaults (read once: getters run once). */
+export function receiverOptions(options: unknown): Required<ReceiverOptions> {
   const opts = check.options<ReceiverOptions>(options, "options", RECEIVER_OPTIONS);
   return {
     ...endpointOptions(opts),
@@ -1878,22 +1874,24 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
   /** Dead senders found while no listener could run (in a recvMany batch): dispatched next. */
   #died: SenderDiedEvent[] = [];
 
-  /** @internal Made by {@linkcode Channel.receiver}; `lender` as for {@linkcode ChannelSender}. */
+  /**
+   * @internal Made by {@linkcode Channel.receiver}, `options` from `receiverOptions`; `lender` as
+   * for {@linkcode ChannelSender}.
+   */
   constructor(
     ring: Ring,
-    options: ReceiverOptions | undefined,
+    options: Required<ReceiverOptions>,
     registry: Set<unknown>,
     lender: Lender = new Lender(ring, () => ring.buffer),
   ) {
     if (!(ring instanceof Ring)) throw noConstructor("ChannelReceiver", "a channel's receiver()");
     super();
     this.#lender = lender;
-    const opts = receiverOptions(options);
-    this.#options = { peerCheckMs: opts.peerCheckMs, spin: opts.spin };
-    this.#spinner = new Spinner(this.#options.spin);
-    this.#nextCheck = performance.now() + this.#options.peerCheckMs;
-    this.#maxMessage = opts.maxMessageBytes;
-    this.#maxPending = opts.maxPendingBytes;
+    this.#options = options;
+    this.#spinner = new Spinner(options.spin);
+    this.#nextCheck = performance.now() + options.peerCheckMs;
+    this.#maxMessage = options.maxMessageBytes;
+    this.#maxPending = options.maxPendingBytes;
     this.#ring = ring;
     this.#consumer = new Consumer(ring, ring.attachConsumer(pid), pid);
     // Dead senders that a receiver before this one reclaimed, whose records are still ahead.
