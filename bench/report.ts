@@ -83,8 +83,11 @@ const GOALS = ([
   [
     "≥ 0.7 @4096: channel with a receive timeout / the Rust ring",
     undefined,
-    "As the row above.",
-    "Node's 4 KiB receive: where it goes, and two changes that did not pay",
+    "As the row above. Between two cores a pair runs at one of two paces, the slow one at about " +
+    "2.5 times the CPU per message, in every runtime and in the Rust ring: a median of runs " +
+    "that met the slow pace more often than the Rust ring's misses on the host's account.",
+    "Node's 4 KiB receive: where it goes, and two changes that did not pay; A 5-run bench at " +
+    "4c9f66b: the 64 KiB zero-copy stream, and the clock read once per MiB",
   ],
   [
     "≥ 0.8 @64: channel batch / the Rust ring copying",
@@ -105,10 +108,12 @@ const GOALS = ([
   [
     "≥ 0.7 @65536: channel zero-copy / the Rust ring zero-copy",
     undefined,
-    "What each runtime adds to a message of this stream is about the same in nanoseconds on the " +
-    "two hosts measured; where the Rust ring's message is cheaper (a faster host) that is a " +
-    "larger share of it, and the ratio falls. What those nanoseconds are is not analysed.",
-    "A 5-run bench at b485692, on another host",
+    "The receiver sets the pace, and most of its time is the zeroing of each 64 KiB record it " +
+    "hands back, the same `memset` as the Rust ring's; a runtime adds its calls and one view, " +
+    "tens of nanoseconds. Where the Rust ring's message is cheaper (a faster host) they are a " +
+    "larger share of it, and the ratio falls.",
+    "A 5-run bench at b485692, on another host; A 5-run bench at 4c9f66b: the 64 KiB zero-copy " +
+    "stream, and the clock read once per MiB",
   ],
   [
     "≤ 0.5: round trip: channel (parked) / Unix socket",
