@@ -916,6 +916,47 @@ for (const killed of runtimes) {
   );
 }
 
+// A receiver that takes over from a killed one knows of a death the killed one found, also once
+// that sender's records are passed and no table of the ring holds it: the header's `bereaved`
+// (layout version 9). Before, the new receiver waited for good where the killed one would have
+// failed with ECONNRESET (a review's pool whose closing sender and then receiver were killed).
+{
+  const killed = other(runtime);
+  test(`many senders: a ${runtime} receiver taking over from a killed ${killed} receiver that had found a sender dead gets ECONNRESET once the other sender detached, as the killed one would have`, async () => {
+    await withChannel("cx-bereaved", { capacity: 4096, producers: "many" }, async (name, ch) => {
+      const children: Child[] = [];
+      try {
+        const gone = spawn(children, other(killed), "channel/attach_and_hold.ts", [
+          name,
+          "sender",
+          "0",
+          "hold",
+        ]);
+        await ready(gone, `${other(killed)} sender`);
+        const tx = ch.sender(); // alive until the killed receiver is gone
+        gone.kill("SIGKILL");
+        await gone.done;
+        // It finds the sender dead (nothing of it ahead: its entry goes at once), the other
+        // alive, and times out.
+        const first = spawn(children, killed, "channel/attach_and_hold.ts", [
+          name,
+          "receiver",
+          "0",
+          "check-hold",
+        ]);
+        await ready(first, `${killed} receiver`);
+        first.kill("SIGKILL");
+        await first.done;
+        tx.detach();
+        using rx = ch.receiver({ peerCheckMs: 20 });
+        assert.throws(() => rx.recv(5_000), { code: "ECONNRESET" });
+      } finally {
+        await killAll(children);
+      }
+    });
+  });
+}
+
 // A peer that writes the header can forge messages; what it must not do with one write is mix
 // the messages of two live senders for as long as they live. A sender's slot, freed by the peer,
 // goes to the next sender that attaches. With many senders the receiver puts fragments together

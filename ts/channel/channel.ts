@@ -86,7 +86,7 @@ import {
  * The `Atomics` functions this module calls, taken at load: a script that replaces one later would
  * run in the middle of a send or a receive (between moving `tail` and a commit, say).
  */
-const { exchange: atomicExchange, load: atomicLoad, or: atomicOr } = Atomics;
+const { exchange: atomicExchange, load: atomicLoad, or: atomicOr, store: atomicStore } = Atomics;
 
 /** Options for {@linkcode Channel.create}. */
 export interface ChannelOptions {
@@ -268,6 +268,8 @@ const SMALL_COPY = 256;
 const PLACE = L.OFF_PRODUCER_PIDS >> 2;
 /** The word of the receiver's place (see `ChannelReceiver.#checkPlace`). */
 const CONSUMER_PLACE = L.OFF_CONSUMER_PID >> 2;
+/** The header's word that says whether the receiver knows of a death (`bereaved` in layout.rs). */
+const BEREAVED = L.OFF_BEREAVED >> 2;
 
 /** What a place's pid `word` holds, for an error: a pid, or one marked gone. */
 function holderOf(word: number): string {
@@ -1899,9 +1901,10 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       this.#orphans.set(ring.mode === L.MODE_MPSC ? slot + 1 : 0, end);
     }
     this.#recount();
-    // Dead senders its predecessor found: it would have failed once the ring was empty with no
-    // sender alive, and so does this one, unless a sender attaches after this moment.
-    this.#bereaved = this.#unsettled !== 0;
+    // Dead senders its predecessor found (their records ahead, or passed with none attached
+    // since: the header's word): it would have failed once the ring was empty with no sender
+    // alive, and so does this one, unless a sender attaches after this moment.
+    this.#bereaved = this.#unsettled !== 0 || atomicLoad(ring.i32, BEREAVED) !== 0;
     if (this.#bereaved) this.#survivors = this.#attached();
     this.#registry = registry;
     setReceiver(ring, this.#local);
@@ -3302,8 +3305,11 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (died) {
       this.#bereaved = true;
       [this.#survivors, this.#alive] = [alive, this.#survivors];
+      // For a receiver taking over from this one (see `bereaved` in layout.rs).
+      atomicStore(r.i32, BEREAVED, 1);
     } else if (this.#bereaved && this.#joined(alive)) {
       this.#bereaved = false;
+      atomicStore(r.i32, BEREAVED, 0);
     }
     return live;
   }

@@ -11,7 +11,7 @@
 export const MAGIC = 0x4843_4253;
 
 /** The layout version; a region with another version is refused. */
-export const VERSION = 8;
+export const VERSION = 9;
 
 /** Bytes before the data area. */
 export const HEADER_SIZE = 1024;
@@ -132,6 +132,9 @@ export const OFF_PID_NAMESPACE = 40;
 
 /** Byte offset of `sweeps`. */
 export const OFF_SWEEPS = 44;
+
+/** Byte offset of `bereaved`. */
+export const OFF_BEREAVED = 48;
 
 /** Byte offset of `head`. */
 export const OFF_HEAD = 128;

@@ -2783,6 +2783,30 @@ fn a_receiver_taking_over_knows_the_dead_senders_its_predecessor_reclaimed() {
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
 }
 
+/// A receiver killed after it found a sender dead and passed its records (no entry of the
+/// orphans' table is left): the one that takes over reads the header's `bereaved`, and fails once
+/// the ring is empty with no sender attached, as its predecessor would have (it waited for good).
+/// A sender that attaches after the takeover clears it: the receiver then waits again, and says so
+/// in the header.
+#[test]
+fn a_receiver_taking_over_knows_of_a_death_whose_records_its_predecessor_passed() {
+    let mut heap = handmade(512, Mode::Mpsc, &[]);
+    set_word(&mut heap, layout::OFF_BEREAVED, 1);
+    let channel = heap.open().unwrap();
+    let mut rx = channel.receiver(fast()).unwrap();
+    let err = rx.recv(Some(Duration::from_secs(5))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
+    assert_eq!(word_at(&mut heap, layout::OFF_BEREAVED), 1, "still known");
+    let _tx = channel.sender(fast()).unwrap();
+    let err = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ETIMEDOUT, "{err}");
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_BEREAVED),
+        0,
+        "cleared once a sender joined"
+    );
+}
+
 /// The same with one sender: the dead one's last reservation, never marked, ends where the
 /// entry says, and the message of the sender that took the slot since arrives (the receiver
 /// waited for that reservation forever).

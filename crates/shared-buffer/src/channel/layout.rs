@@ -11,7 +11,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// `"SBCH"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SBCH");
 /// The layout version; a region with another version is refused.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 /// Bytes before the data area.
 pub const HEADER_SIZE: usize = 1024;
 /// The smallest data area.
@@ -141,8 +141,15 @@ pub struct Header {
     /// marked in time): odd while it sweeps. A sender whose mark lands while it is odd, or after
     /// it changed, checks that its reservation was not taken.
     pub sweeps: u32,
+    /// 1 while the consumer knows of a producer that died with none attached since (its
+    /// `ECONNRESET` once the ring is empty and no producer is left), else 0. Written by the
+    /// consumer alone, when that changes; a consumer taking over from a killed one starts from
+    /// it, as from the orphans, so that a death its predecessor found and whose records it passed
+    /// is not forgotten. (Before version 9 the successor knew only the orphans, and waited for
+    /// good where its predecessor would have failed.)
+    pub bereaved: u32,
     /// Zero.
-    pub pad0: [u32; 20],
+    pub pad0: [u32; 19],
     /// The consumer's position.
     pub head: u32,
     /// The position up to which the consumer is zeroing what it consumed: stored before it
@@ -215,6 +222,8 @@ pub const OFF_MAX_PRODUCERS: usize = offset_of!(Header, max_producers);
 pub const OFF_PID_NAMESPACE: usize = offset_of!(Header, pid_namespace);
 /// Byte offset of `sweeps`.
 pub const OFF_SWEEPS: usize = offset_of!(Header, sweeps);
+/// Byte offset of `bereaved`.
+pub const OFF_BEREAVED: usize = offset_of!(Header, bereaved);
 /// Byte offset of `head`.
 pub const OFF_HEAD: usize = offset_of!(Header, head);
 /// Byte offset of `zeroing`.
@@ -246,6 +255,7 @@ const _: () = {
     assert!(OFF_MAX_PRODUCERS == 32);
     assert!(OFF_PID_NAMESPACE == 40);
     assert!(OFF_SWEEPS == 44);
+    assert!(OFF_BEREAVED == 48);
     assert!(OFF_HEAD == 128);
     assert!(OFF_ZEROING == 132);
     assert!(OFF_TAIL == 256);
@@ -537,6 +547,12 @@ pub const TABLE: &[(&str, u32, Radix, &str)] = &[
         OFF_SWEEPS as u32,
         Radix::Decimal,
         "Byte offset of `sweeps`.",
+    ),
+    (
+        "OFF_BEREAVED",
+        OFF_BEREAVED as u32,
+        Radix::Decimal,
+        "Byte offset of `bereaved`.",
     ),
     (
         "OFF_HEAD",

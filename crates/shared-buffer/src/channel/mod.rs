@@ -581,9 +581,10 @@ impl Channel {
             MAX_PRODUCERS
         };
         let orphans = load_orphans(sh, head, slots);
-        // Dead senders its predecessor found: it would have failed once the ring was empty with
-        // no sender alive, and so does this one, unless a sender attaches after this moment.
-        let bereaved = !orphans.is_empty();
+        // Dead senders its predecessor found (their records ahead, or passed with none attached
+        // since: `bereaved`): it would have failed once the ring was empty with no sender alive,
+        // and so does this one, unless a sender attaches after this moment.
+        let bereaved = !orphans.is_empty() || sh.bereaved().load(Acquire) != 0;
         let survivors = if bereaved {
             (0..slots)
                 .map(|slot| (slot, sh.producer_pid(slot).load(Acquire)))
@@ -2079,6 +2080,8 @@ impl Receiver {
         if died {
             self.bereaved = true;
             std::mem::swap(&mut self.survivors, &mut self.alive);
+            // For a receiver taking over from this one (see `bereaved` in layout.rs).
+            self.shared.bereaved().store(1, Release);
         } else if self.bereaved
             && self
                 .alive
@@ -2086,6 +2089,7 @@ impl Receiver {
                 .any(|sender| !self.survivors.contains(sender))
         {
             self.bereaved = false;
+            self.shared.bereaved().store(0, Release);
         }
         live
     }

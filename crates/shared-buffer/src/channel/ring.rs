@@ -79,6 +79,10 @@ impl Shared {
         self.mem.word(OFF_SWEEPS)
     }
     #[inline]
+    pub(crate) fn bereaved(&self) -> &AtomicU32 {
+        self.mem.word(OFF_BEREAVED)
+    }
+    #[inline]
     pub(crate) fn zeroing(&self) -> &AtomicU32 {
         self.mem.word(OFF_ZEROING)
     }
