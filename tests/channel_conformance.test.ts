@@ -21,9 +21,11 @@ import {
   killAll,
   killInsideRecvMany,
   lib,
+  other,
   repoRoot,
   resultOf,
   runtimes,
+  spawn,
   start,
   test,
   uniqueName,
@@ -177,6 +179,40 @@ for (const killed of runtimes) {
       assert.equal(r.ok, true, r.error);
       assert.deepEqual(r.next, [total], "messages 1 to the last, each once, in order");
       assert.equal(r.after, "end");
+    });
+  });
+}
+
+// `docs/channel.md`, *Liveness* step 4: a Rust receiver taking over from a receiver of each
+// runtime that had found a sender dead (nothing of it ahead, so no orphan entry is left) knows of
+// the death from the header's `bereaved`, and fails once the last sender detached.
+for (const killed of runtimes) {
+  test(`conformance: a Rust receiver taking over from a ${killed} receiver that had found a sender dead gets ECONNRESET once the other sender detached`, async () => {
+    await withChannel({ capacity: 4096, producers: "many" }, async (name, ch, children) => {
+      const gone = spawn(children, other(killed), "channel/attach_and_hold.ts", [
+        name,
+        "sender",
+        "0",
+        "hold",
+      ]);
+      await within(gone.line("ready"), 20_000, "sender ready");
+      const tx = ch.sender();
+      gone.kill("SIGKILL");
+      await gone.done;
+      const first = spawn(children, killed, "channel/attach_and_hold.ts", [
+        name,
+        "receiver",
+        "0",
+        "check-hold",
+      ]);
+      await within(first.line("ready"), 20_000, `${killed} receiver ready`);
+      first.kill("SIGKILL");
+      await first.done;
+      tx.detach();
+      const receiver = peer(children, ["recv", name, 1, 0, 1, "end"]);
+      const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");
+      assert.equal(r.ok, true, r.error);
+      assert.equal(r.after, "ECONNRESET");
     });
   });
 }

@@ -1905,6 +1905,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // since: the header's word): it would have failed once the ring was empty with no sender
     // alive, and so does this one, unless a sender attaches after this moment.
     this.#bereaved = this.#unsettled !== 0 || atomicLoad(ring.i32, BEREAVED) !== 0;
+    // What this receiver knows, for the one that may take over from it in turn: its predecessor
+    // may have died between recording an orphan and storing the word.
+    if (this.#bereaved) atomicStore(ring.i32, BEREAVED, 1);
     if (this.#bereaved) this.#survivors = this.#attached();
     this.#registry = registry;
     setReceiver(ring, this.#local);
@@ -3276,6 +3279,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
       // (a sender taking the slot reserves after it). Loaded before the probe, it missed a record
       // reserved between the two by a sender killed right after.
       const end = held ? this.#orphans.get(key)! : atomicLoad(r.i32, L.OFF_TAIL >> 2) & L.POS_MASK;
+      // The death in the header before the entry, for a receiver that takes over from this one:
+      // never an entry without it (see `bereaved` in layout.rs).
+      if (!held) atomicStore(r.i32, BEREAVED, 1);
       // In the region first, for a receiver that takes over from this one (see `orphans` in
       // layout.rs). Entries this receiver did not write are a peer's: with every entry taken,
       // those go.

@@ -145,6 +145,7 @@ fn main() {
                 "end" => match rx.recv(patience) {
                     Ok(None) => "end",
                     Ok(Some(_)) => "more",
+                    Err(e) if e.errno() == libc::ECONNRESET => "ECONNRESET",
                     Err(_) => "error",
                 },
                 _ => "not asked",

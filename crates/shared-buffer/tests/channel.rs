@@ -2763,6 +2763,12 @@ fn a_receiver_taking_over_knows_the_dead_senders_its_predecessor_reclaimed() {
     set_word(&mut heap, layout::OFF_ORPHANS + 4, 48);
     let channel = heap.open().unwrap();
     let mut rx = channel.receiver(fast()).unwrap();
+    // What it knows, in the header for the next one: this entry goes once passed.
+    assert_eq!(
+        word_at(&mut heap, layout::OFF_BEREAVED),
+        1,
+        "bereaved at attach"
+    );
     assert_eq!(
         rx.recv(Some(Duration::from_secs(5))).unwrap().unwrap(),
         [0xAB; 5]
@@ -2797,7 +2803,7 @@ fn a_receiver_taking_over_knows_of_a_death_whose_records_its_predecessor_passed(
     let err = rx.recv(Some(Duration::from_secs(5))).unwrap_err();
     assert_eq!(error_code(&err), libc::ECONNRESET, "{err}");
     assert_eq!(word_at(&mut heap, layout::OFF_BEREAVED), 1, "still known");
-    let _tx = channel.sender(fast()).unwrap();
+    let tx = channel.sender(fast()).unwrap();
     let err = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
     assert_eq!(error_code(&err), libc::ETIMEDOUT, "{err}");
     assert_eq!(
@@ -2805,6 +2811,11 @@ fn a_receiver_taking_over_knows_of_a_death_whose_records_its_predecessor_passed(
         0,
         "cleared once a sender joined"
     );
+    // Gone cleanly (dropped: in MPSC, a detach), that sender leaves no death behind: the
+    // receiver waits.
+    drop(tx);
+    let err = rx.recv(Some(Duration::from_millis(200))).unwrap_err();
+    assert_eq!(error_code(&err), libc::ETIMEDOUT, "{err}");
 }
 
 /// The same with one sender: the dead one's last reservation, never marked, ends where the

@@ -585,6 +585,11 @@ impl Channel {
         // since: `bereaved`): it would have failed once the ring was empty with no sender alive,
         // and so does this one, unless a sender attaches after this moment.
         let bereaved = !orphans.is_empty() || sh.bereaved().load(Acquire) != 0;
+        if bereaved {
+            // What this receiver knows, for the one that may take over from it in turn: its
+            // predecessor may have died between recording an orphan and storing the word.
+            sh.bereaved().store(1, Release);
+        }
         let survivors = if bereaved {
             (0..slots)
                 .map(|slot| (slot, sh.producer_pid(slot).load(Acquire)))
@@ -2046,6 +2051,11 @@ impl Receiver {
                 // up the ring for good.
                 None => sh.tail().load(Acquire) & POS_MASK,
             };
+            // The death in the header before the entry, for a receiver that takes over from this
+            // one: never an entry without it (see `Header::bereaved`).
+            if held.is_none() {
+                sh.bereaved().store(1, Release);
+            }
             // In the region first, for a receiver that takes over from this one (see
             // `Header::orphans`). Entries this receiver did not write are a peer's: with every
             // entry taken, those go.
