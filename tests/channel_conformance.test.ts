@@ -18,14 +18,13 @@ import {
   type Child,
   cleanup,
   finished,
+  killAfterADeath,
   killAll,
   killInsideRecvMany,
   lib,
-  other,
   repoRoot,
   resultOf,
   runtimes,
-  spawn,
   start,
   test,
   uniqueName,
@@ -189,25 +188,8 @@ for (const killed of runtimes) {
 for (const killed of runtimes) {
   test(`conformance: a Rust receiver taking over from a ${killed} receiver that had found a sender dead gets ECONNRESET once the other sender detached`, async () => {
     await withChannel({ capacity: 4096, producers: "many" }, async (name, ch, children) => {
-      const gone = spawn(children, other(killed), "channel/attach_and_hold.ts", [
-        name,
-        "sender",
-        "0",
-        "hold",
-      ]);
-      await within(gone.line("ready"), 20_000, "sender ready");
-      const tx = ch.sender();
-      gone.kill("SIGKILL");
-      await gone.done;
-      const first = spawn(children, killed, "channel/attach_and_hold.ts", [
-        name,
-        "receiver",
-        "0",
-        "check-hold",
-      ]);
-      await within(first.line("ready"), 20_000, `${killed} receiver ready`);
-      first.kill("SIGKILL");
-      await first.done;
+      const tx = ch.sender(); // alive until the killed receiver is gone
+      await killAfterADeath(children, killed, name);
       tx.detach();
       const receiver = peer(children, ["recv", name, 1, 0, 1, "end"]);
       const r = resultOf<PeerResult>(await finished(receiver, "Rust receiver"), "Rust receiver");

@@ -27,6 +27,7 @@ import {
   type Done,
   finished,
   HANG_MS,
+  killAfterADeath,
   killAll,
   killInsideRecvMany,
   lib,
@@ -926,27 +927,8 @@ for (const killed of runtimes) {
     await withChannel("cx-bereaved", { capacity: 4096, producers: "many" }, async (name, ch) => {
       const children: Child[] = [];
       try {
-        const gone = spawn(children, other(killed), "channel/attach_and_hold.ts", [
-          name,
-          "sender",
-          "0",
-          "hold",
-        ]);
-        await ready(gone, `${other(killed)} sender`);
         const tx = ch.sender(); // alive until the killed receiver is gone
-        gone.kill("SIGKILL");
-        await gone.done;
-        // It finds the sender dead (nothing of it ahead: its entry goes at once), the other
-        // alive, and times out.
-        const first = spawn(children, killed, "channel/attach_and_hold.ts", [
-          name,
-          "receiver",
-          "0",
-          "check-hold",
-        ]);
-        await ready(first, `${killed} receiver`);
-        first.kill("SIGKILL");
-        await first.done;
+        await killAfterADeath(children, killed, name);
         tx.detach();
         using rx = ch.receiver({ peerCheckMs: 20 });
         assert.throws(() => rx.recv(5_000), { code: "ECONNRESET" });

@@ -546,6 +546,29 @@ export function resultOf<T = Record<string, unknown>>(r: Done, what: string): T 
 }
 
 /**
+ * A receiver of `which` on the many-sender channel `name` killed with SIGKILL after it found a
+ * sender dead with none of that sender's records ahead (so no orphan entry holds the death): a
+ * sender of another runtime attaches and is killed, then the receiver (`channel/attach_and_hold.ts`,
+ * `check-hold`) finds it dead, times out (the caller keeps a sender of its own attached
+ * throughout), and is killed. Only the header's `bereaved` then says that a sender died.
+ */
+export async function killAfterADeath(
+  children: Child[],
+  which: Runtime,
+  name: string,
+): Promise<void> {
+  const hold = async (who: Runtime, role: string, then: string) => {
+    const child = spawn(children, who, "channel/attach_and_hold.ts", [name, role, "0", then]);
+    await within(child.line("ready"), HANG_MS, `the ${who} ${role} ready`);
+    child.kill("SIGKILL");
+    const dead = await within(child.done, HANG_MS, `the killed ${who} ${role}'s exit`);
+    if (dead.signal !== "SIGKILL") throw new Error(`the ${who} ${role} ended otherwise`);
+  };
+  await hold(other(which), "sender", "hold");
+  await hold(which, "receiver", "check-hold");
+}
+
+/**
  * A receiver of `which` on the channel `name` killed with SIGKILL inside a `recvMany` callback
  * (`channel/attach_and_hold.ts`, `recvmany-hold`): it takes `taken` messages with one call and is
  * killed in the callback of the last, so the room of that batch was never handed back.
