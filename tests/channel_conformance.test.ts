@@ -24,7 +24,9 @@ import {
   lib,
   repoRoot,
   resultOf,
+  runtime,
   runtimes,
+  spawn,
   start,
   test,
   uniqueName,
@@ -198,6 +200,30 @@ for (const killed of runtimes) {
     });
   });
 }
+
+// The other way round: this runtime's receiver taking over from a Rust receiver that found a
+// sender dead (of this runtime, nothing of it ahead) and was killed.
+test(`conformance: a ${runtime} receiver taking over from a Rust receiver that had found a sender dead gets ECONNRESET once the other sender detached`, async () => {
+  await withChannel({ capacity: 4096, producers: "many" }, async (name, ch, children) => {
+    const tx = ch.sender(); // alive until the killed receiver is gone
+    const gone = spawn(children, runtime, "channel/attach_and_hold.ts", [
+      name,
+      "sender",
+      "0",
+      "hold",
+    ]);
+    await within(gone.line("ready"), 20_000, "sender ready");
+    gone.kill("SIGKILL");
+    await gone.done;
+    const first = peer(children, ["check-hold", name]);
+    await within(first.line("ready"), 20_000, "Rust receiver ready");
+    first.kill("SIGKILL");
+    await first.done;
+    tx.detach();
+    using rx = ch.receiver({ peerCheckMs: 20 });
+    assert.throws(() => rx.recv(5_000), { code: "ECONNRESET" });
+  });
+});
 
 // `docs/channel.md`, *A receiver that dies*: what a receiver killed while it zeroed what it
 // consumed leaves (crafted here: `zeroing` ahead of `head`, the first records zeroed, the next

@@ -6,6 +6,7 @@
 //! channel_peer send <name> <producer> <count> <seed> <close|detach> [break]
 //! channel_peer recv <name> <producers> <count-each> <seed> [end|-] [first]
 //! channel_peer until-closed <name> <producer> <seed>
+//! channel_peer check-hold <name>
 //! ```
 //!
 //! A receiver with `first` expects each producer's stream to start at message `first` (a
@@ -19,6 +20,10 @@
 //! `until-closed` sends that stream until a send fails (the receiver closes meanwhile), then
 //! tries `send`, `try_send` and `reserve` once each, and reports how many sends succeeded and the
 //! errno of the failing send and of each try (0 if one succeeded).
+//!
+//! `check-hold` takes the receiver, lets its liveness check fall due, receives with a short
+//! timeout (which checks on the senders: it must time out, some sender being alive), prints
+//! `ready`, and stays alive without receiving again, for a test to kill it.
 
 use std::time::Duration;
 
@@ -151,6 +156,19 @@ fn main() {
                 _ => "not asked",
             };
             println!("result {{\"ok\":true,\"next\":{next:?},\"after\":\"{end}\"}}");
+        }
+        "check-hold" => {
+            let mut rx = channel
+                .receiver(options)
+                .unwrap_or_else(|e| fail("receiver", e.errno(), &e));
+            std::thread::sleep(options.liveness_interval + Duration::from_millis(10));
+            match rx.recv(Some(Duration::from_millis(30))) {
+                Err(ChannelError::Timeout) => println!("ready"),
+                other => fail("recv", 0, &format!("{other:?}, not a timeout")),
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
         }
         "until-closed" => {
             let (producer, seed) = (num(2), num(3));
