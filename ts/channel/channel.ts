@@ -1905,10 +1905,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     // since: the header's word): it would have failed once the ring was empty with no sender
     // alive, and so does this one, unless a sender attaches after this moment.
     this.#bereaved = this.#unsettled !== 0 || atomicLoad(ring.i32, BEREAVED) !== 0;
-    // What this receiver knows, for the one that may take over from it in turn: its predecessor
-    // may have died between recording an orphan and storing the word.
-    if (this.#bereaved) atomicStore(ring.i32, BEREAVED, 1);
-    if (this.#bereaved) this.#survivors = this.#attached();
+    if (this.#bereaved) {
+      // What this receiver knows, for the one that may take over from it in turn: its
+      // predecessor may have died between recording an orphan and storing the word.
+      atomicStore(ring.i32, BEREAVED, 1);
+      this.#survivors = this.#attached();
+    }
     this.#registry = registry;
     setReceiver(ring, this.#local);
   }
@@ -3310,9 +3312,8 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     }
     if (died) {
       this.#bereaved = true;
+      // The header says so already: stored before each death's entry, above.
       [this.#survivors, this.#alive] = [alive, this.#survivors];
-      // For a receiver taking over from this one (see `bereaved` in layout.rs).
-      atomicStore(r.i32, BEREAVED, 1);
     } else if (this.#bereaved && this.#joined(alive)) {
       this.#bereaved = false;
       atomicStore(r.i32, BEREAVED, 0);

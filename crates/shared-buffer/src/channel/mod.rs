@@ -2089,9 +2089,8 @@ impl Receiver {
         }
         if died {
             self.bereaved = true;
+            // The header says so already: stored before each death's entry, above.
             std::mem::swap(&mut self.survivors, &mut self.alive);
-            // For a receiver taking over from this one (see `bereaved` in layout.rs).
-            self.shared.bereaved().store(1, Release);
         } else if self.bereaved
             && self
                 .alive
