@@ -154,6 +154,17 @@ test("messages longer than one record are fragmented and reassembled", async () 
     await tx.sendAsync(message, 5000);
     assert.deepEqual(await receiving, message);
   }
+  // trySend takes one record at most: a longer message is refused, and nothing of it is sent.
+  assert.equal(tx.trySend(pattern(504, 1)), true);
+  assert.throws(
+    () => tx.trySend(pattern(505, 2)),
+    (e) =>
+      e instanceof RangeError &&
+      e.message ===
+        "ChannelSender.trySend: a message of 505 bytes needs several records; use send or sendAsync",
+  );
+  assert.deepEqual(rx.recv(0), pattern(504, 1));
+  assert.equal(rx.tryRecv(), undefined, "nothing of the refused message");
 });
 
 test("fragmented messages larger than the ring pass through with a concurrent reader", async () => {
@@ -1346,7 +1357,10 @@ test("a plain Uint8Array with an own length larger or smaller than its real one 
     );
     for (const m of before) assert.deepEqual(rx.recv(5000), m);
     assert.equal(touched, 0, "nothing read its elements");
-    assert.throws(() => rx.recvInto(fake, 0), looks("recvInto: target must be a Uint8Array"));
+    assert.throws(
+      () => rx.recvInto(fake, 0),
+      looks("ChannelReceiver.recvInto: target must be a Uint8Array"),
+    );
   }
   assert.throws(() => tx.send(new Proxy(new ArrayBuffer(8), {}), 5000), {
     name: "TypeError",
@@ -1418,7 +1432,8 @@ test("a length getter that sends, or closes the endpoint, runs before anything i
   for (const fake of [disguised, plainer]) {
     assert.throws(() => rx3.recvInto(fake, 5000), {
       name: "TypeError",
-      message: /^recvInto: target must be a Uint8Array, got a DataView given a typed array's/,
+      message:
+        /^ChannelReceiver.recvInto: target must be a Uint8Array, got a DataView given a typed array's/,
     });
   }
   for (let round = 0; round < 3; round++) {
@@ -1731,7 +1746,12 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
   tx.send(pattern(3000, 3)); // fragmented: reassembled, then held the same way
   assert.equal(rx.recvInto(target), 10);
   assert.deepEqual(target.subarray(0, 10), pattern(10, 1));
-  assert.throws(() => rx.recvInto(target), /40 bytes, target only 16/);
+  assert.throws(
+    () => rx.recvInto(target),
+    (e) =>
+      e instanceof RangeError &&
+      /^ChannelReceiver\.recvInto: the next message has 40 bytes, target only 16$/.test(e.message),
+  );
   assert.throws(() => rx.recvInto(target), RangeError, "still next in line");
   // A target whose buffer was moved away says so, not "target only 0"; the message stays next.
   const moved = new Uint8Array(64);
@@ -1740,7 +1760,7 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
     () => rx.recvInto(moved),
     (e) =>
       e instanceof RangeError &&
-      /^recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage, or its segment closed\): it has no room for the next message \(40 bytes\), which stays next$/
+      /^ChannelReceiver.recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage, or its segment closed\): it has no room for the next message \(40 bytes\), which stays next$/
         .test(e.message),
   );
   const big = new Uint8Array(64);
@@ -5776,7 +5796,10 @@ test("recvInto of a view that is not a Uint8Array names what it got", () => {
   ) {
     assert.throws(
       () => rx.recvInto(target as never, 0),
-      says(TypeError, new RegExp(`^recvInto: target must be a Uint8Array, got ${got}$`)),
+      says(
+        TypeError,
+        new RegExp(`^ChannelReceiver.recvInto: target must be a Uint8Array, got ${got}$`),
+      ),
       got,
     );
   }

@@ -1105,7 +1105,7 @@ export class ChannelSender implements Disposable {
     const len = this.#len;
     if (len > this.#ring.maxRecord) {
       throw new RangeError(
-        `trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
+        `ChannelSender.trySend: a message of ${len} bytes needs several records; use send or sendAsync`,
       );
     }
     if (this.#abortOwed && !this.#tryPayAbort()) return false;
@@ -1998,7 +1998,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     if (!known && (!isView(target) || !(target instanceof Uint8Array))) {
       const realm = check.otherRealm(target, "Uint8Array");
       throw new TypeError(
-        `recvInto: target must be a Uint8Array, got ${
+        `ChannelReceiver.recvInto: target must be a Uint8Array, got ${
           realm !== ""
             ? `a Uint8Array${realm}`
             : isView(target)
@@ -2026,7 +2026,7 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
         // Once per target: a Proxy of one or a DataView given its prototype passes `instanceof`.
         if (!isTypedArray(target)) {
           throw new TypeError(
-            `recvInto: target must be a Uint8Array, got ${check.describe(target)}`,
+            `ChannelReceiver.recvInto: target must be a Uint8Array, got ${check.describe(target)}`,
           );
         }
         from = target;
@@ -2083,10 +2083,12 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
           // As a send of such a view says: "target only 0" would hide the caller's mistake. A
           // RangeError still, as for any target without room.
           throw new RangeError(
-            `recvInto: target is over a detached buffer (moved by transfer() or postMessage, or its segment closed): it has no room for the next message (${len} bytes), which stays next`,
+            `ChannelReceiver.recvInto: target is over a detached buffer (moved by transfer() or postMessage, or its segment closed): it has no room for the next message (${len} bytes), which stays next`,
           );
         }
-        throw new RangeError(`recvInto: the next message has ${len} bytes, target only ${room}`);
+        throw new RangeError(
+          `ChannelReceiver.recvInto: the next message has ${len} bytes, target only ${room}`,
+        );
       }
       copyInto(target, view);
       this.#putBack();
