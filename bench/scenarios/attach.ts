@@ -144,6 +144,10 @@ async function withSegments<T>(fn: (ids: Ids) => Promise<T>): Promise<T> {
     return key;
   };
   try {
+    // The first System V segment of an IPC namespace (a machine just booted) has id 0, which the
+    // seed's detachSharedBuffer takes for "detached" and refuses (docs/seed.md): a segment of
+    // our own first, held until the end, so that the timed ones never get it.
+    freshKey(1);
     const names: [string, string] = [`/${tag}-small`, `/${tag}-large`];
     create({ name: names[0] }, SIZES.small);
     create({ name: names[1] }, SIZES.large);
