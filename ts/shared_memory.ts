@@ -125,6 +125,9 @@ const FILE_KINDS = [
 /** `FILE_KINDS` index of a hard-linked file, which is refused for its links, not its kind. */
 const HARD_LINKED = 6;
 
+/** What a `view()` offset is a multiple of: the alignment of a typed array's widest element. */
+const VIEW_ALIGNMENT = 8;
+
 /**
  * A checked id: a System V key (`bytes` undefined), or a name with its UTF-8 bytes. Plain data,
  * so that an open allocates no closures and builds no label until an error needs one.
@@ -890,8 +893,11 @@ export class SharedMemory implements Disposable {
    * reach segments larger than one ArrayBuffer may be. Detached by {@linkcode close} like
    * {@linkcode buffer}.
    *
-   * @param byteOffset Where the window starts. Default 0.
+   * @param byteOffset Where the window starts: a multiple of 8, as the memory of any
+   *   ArrayBuffer is, so that every typed array over it is aligned (for bytes from any offset,
+   *   take a `Uint8Array` at an offset of the view). Default 0.
    * @param byteLength How long it is. Default: to the end of the segment.
+   * @throws {RangeError} For an offset that is not a multiple of 8, or a window past the end.
    *
    * @example
    * ```ts
@@ -901,6 +907,17 @@ export class SharedMemory implements Disposable {
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
     check.integer(byteOffset, "byteOffset", 0, this.#length);
+    if (byteOffset % VIEW_ALIGNMENT !== 0) {
+      // Engines assume an ArrayBuffer's memory aligned: an element read across its natural
+      // boundary is an alignment fault for an atomic access on arm64 (SIGBUS), a split lock on
+      // x86, and Bun's inspection of a Float64Array over one aborts the process.
+      const start = byteOffset - (byteOffset % VIEW_ALIGNMENT);
+      throw new RangeError(
+        `SharedMemory.view: byteOffset must be a multiple of ${VIEW_ALIGNMENT}, got ${byteOffset}; for bytes from there: new Uint8Array(shm.view(${start}), ${
+          byteOffset - start
+        })`,
+      );
+    }
     const room = this.#length - byteOffset;
     const length = byteLength === undefined ? room : check.integer(
       byteLength,

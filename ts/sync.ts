@@ -123,14 +123,8 @@ function locate(view: unknown, index: unknown, caller: string): Address {
   let words = views.get(view);
   if (words === undefined || words.mapping.released) {
     const mapping = mappingOf(viewBuffer(view), caller); // throws for a closed or foreign buffer
+    // Aligned: this library's buffers start at a multiple of 8 (see `SharedMemory.view`).
     const base = mapping.address + BigInt(viewByteOffset(view));
-    if ((base & 3n) !== 0n) {
-      // An Int32Array over a view() from an offset that is not a multiple of 4: the kernel waits
-      // on aligned words only, and the native call said only "invalid argument" (EINVAL).
-      throw new RangeError(
-        `${caller}: view starts at a byte of its segment that is not a multiple of 4 (an Int32Array over a view() from such an offset); use a buffer that starts at one`,
-      );
-    }
     words = { mapping, base, at: new Map() };
     views.set(view, words);
   }
@@ -230,8 +224,7 @@ function result(code: number, caller: string): WaitResult {
  * @param options How long to spin before parking (see {@linkcode WaitOptions}).
  * @throws {TypeError} If `view` is not an Int32Array over this library's memory, or `options`
  *   is not an object.
- * @throws {RangeError} For a bad index, expected value or timeout, or a view whose first element
- *   is not at a multiple of 4 bytes in its segment.
+ * @throws {RangeError} For a bad index, expected value or timeout.
  * @throws {SharedMemoryError} `EBADF` if the segment was closed.
  *
  * @example
@@ -673,12 +666,7 @@ export class Mutex {
     if (offset % Mutex.ALIGNMENT !== 0) {
       throw new RangeError(`byteOffset must be a multiple of ${Mutex.ALIGNMENT}, got ${offset}`);
     }
-    if (base % BigInt(Mutex.ALIGNMENT) !== 0n) {
-      // A view() from an unaligned offset: the native check said only "invalid argument".
-      throw new RangeError(
-        `${caller}: the buffer starts at a byte of its segment that is not a multiple of ${Mutex.ALIGNMENT} (a view() from such an offset); use a buffer that starts at one`,
-      );
-    }
+    // Aligned: this library's buffers start at a multiple of 8 (see `SharedMemory.view`).
     return base + BigInt(offset);
   }
 
