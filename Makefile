@@ -216,14 +216,16 @@ SHM_BEFORE_TEST := target/shm-before-test.txt
 # and they run only when what they check changed since they last passed (LOOM_STAMP). In the
 # shell, not as a parallel make, so that the suites' own sub-makes keep their job counts; in a
 # session of their own, so that an interrupt stops the whole group (cargo's test binary too). Once
-# the suites are done, the models' session takes the usual priority: at the lowest, beside busy
-# processes of other sessions, they got 4.5% of a CPU and were unfinished 20 minutes on.
+# the suites are done, the models' session, if still running (the pid still this shell's child),
+# takes the usual priority: at the lowest, beside busy processes of other sessions, they got 4.5%
+# of a CPU and were unfinished 20 minutes on.
 test: shm-before-test lint build
 	@log=$$(mktemp); $$(command -v setsid) $(MAKE) --no-print-directory test-loom-low \
 		> "$$log" 2>&1 & loom=$$!; \
 	trap 'kill -- -$$loom 2>/dev/null || kill $$loom; rm -f "$$log"; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory test-rust test-deno test-bun test-node; suites=$$?; \
-	if [ -w /proc/$$loom/autogroup ]; then echo 0 2>/dev/null > /proc/$$loom/autogroup; fi; \
+	if [ "$$(cut -d' ' -f4 /proc/$$loom/stat 2>/dev/null)" = $$$$ ]; then \
+		echo 0 2>/dev/null > /proc/$$loom/autogroup; fi; \
 	wait $$loom; models=$$?; cat "$$log"; rm -f "$$log"; \
 	if [ $$models -ne 0 ]; then echo "test-loom failed"; fi; \
 	[ $$suites -eq 0 ] && [ $$models -eq 0 ]

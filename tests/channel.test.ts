@@ -228,6 +228,12 @@ test("a receiver's close detaches the views it lent (recvView, recvMany), which 
   const rx = ch.receiver();
   tx.send(new Uint8Array(300).fill(8));
   let kept: Uint8Array | undefined;
+  assert.throws(
+    () => rx.recvMany("kept" as unknown as () => void),
+    (e) =>
+      e instanceof TypeError &&
+      e.message === 'ChannelReceiver.recvMany: onMessage must be a function, got string "kept"',
+  );
   assert.equal(rx.recvMany((m) => void (kept = m)), 1);
   assert.equal(kept!.byteLength, 300);
   rx.close();
@@ -1433,7 +1439,7 @@ test("a length getter that sends, or closes the endpoint, runs before anything i
     assert.throws(() => rx3.recvInto(fake, 5000), {
       name: "TypeError",
       message:
-        /^ChannelReceiver.recvInto: target must be a Uint8Array, got a DataView given a typed array's/,
+        /^ChannelReceiver\.recvInto: target must be a Uint8Array, got a DataView given a typed array's/,
     });
   }
   for (let round = 0; round < 3; round++) {
@@ -1760,7 +1766,7 @@ test("recvInto copies into a caller's buffer; a message too long for it stays ne
     () => rx.recvInto(moved),
     (e) =>
       e instanceof RangeError &&
-      /^ChannelReceiver.recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage, or its segment closed\): it has no room for the next message \(40 bytes\), which stays next$/
+      /^ChannelReceiver\.recvInto: target is over a detached buffer \(moved by transfer\(\) or postMessage, or its segment closed\): it has no room for the next message \(40 bytes\), which stays next$/
         .test(e.message),
   );
   const big = new Uint8Array(64);
@@ -5798,7 +5804,7 @@ test("recvInto of a view that is not a Uint8Array names what it got", () => {
       () => rx.recvInto(target as never, 0),
       says(
         TypeError,
-        new RegExp(`^ChannelReceiver.recvInto: target must be a Uint8Array, got ${got}$`),
+        new RegExp(`^ChannelReceiver\\.recvInto: target must be a Uint8Array, got ${got}$`),
       ),
       got,
     );

@@ -106,17 +106,36 @@ for (const [kind] of ids()) {
       // Every typed array over a view is aligned, as over any ArrayBuffer: its offset is a
       // multiple of 8 (an atomic access across a word's boundary faults on arm64, and Bun's
       // inspection of such a Float64Array aborted the process).
+      new Uint8Array(shm.buffer).forEach((_, i, all) => (all[i] = i % 251));
       for (const offset of [1, 2, 3, 4, 5, 6, 7, 12, 8193]) {
         const start = offset - (offset % 8);
+        let hint = "";
         assert.throws(
           () => shm.view(offset, 16),
-          (e) =>
-            e instanceof RangeError &&
-            e.message ===
-              `SharedMemory.view: byteOffset must be a multiple of 8, got ${offset}; for bytes from there: new Uint8Array(shm.view(${start}), ${
-                offset - start
-              })`,
+          (e) => {
+            hint = (e as Error).message.replace(/.*: /, "");
+            return e instanceof RangeError &&
+              e.message ===
+                `SharedMemory.view: byteOffset must be a multiple of 8, got ${offset}; for bytes from there: new Uint8Array(shm.view(${start}, ${
+                  offset - start + 16
+                }), ${offset - start})`;
+          },
         );
+        // What it suggests reaches those 16 bytes.
+        const bytes = new Function("shm", `return ${hint}`)(shm) as Uint8Array;
+        assert.deepEqual([...bytes], [...new Uint8Array(shm.buffer, offset, 16)]);
+        // An empty window is over no memory: any offset.
+        assert.equal(shm.view(offset, 0).byteLength, 0);
+      }
+      // The end of a segment whose length is not a multiple of 8 is an empty window too.
+      const odd = fresh();
+      try {
+        using short = SharedMemory.create(odd, 100);
+        assert.equal(short.view(100).byteLength, 0);
+        assert.equal(short.view(short.byteLength, 0).byteLength, 0);
+        assert.equal(short.view(96).byteLength, 4);
+      } finally {
+        cleanup(odd);
       }
       for (const offset of [8, 16, 8200, 16384 - 8]) {
         new BigInt64Array(shm.view(offset, 8))[0] = BigInt(offset);

@@ -185,9 +185,6 @@ test("an Int32Array or a receive target of another realm (node:vm) is refused wi
 });
 
 test("wait, waitAsync and notify over view()s reach the word at the view's own offset", async () => {
-  // An Int32Array of this library's is never misaligned: view() starts at multiples of 8 only
-  // (segment.test.ts). It was a SharedMemoryError EINVAL "wait: invalid argument", then a
-  // RangeError of wait's own, over a view() from byte 1, 2, 3 or 6.
   using shm = scratch();
   Atomics.store(new Int32Array(shm.buffer), 2, 5);
   const window = new Int32Array(shm.view(8, 16));
@@ -200,6 +197,22 @@ test("wait, waitAsync and notify over view()s reach the word at the view's own o
   const whole = new Int32Array(shm.view(0, 16));
   await until(() => notify(whole, 2) === 1, "a waiter woken through the other view");
   assert.equal(await woken, "ok");
+  // A view() is never misaligned, but an array of bytes given Int32Array's prototype passes
+  // `instanceof` at any offset: a RangeError that says so, before the call (not EINVAL).
+  const misaligned = (e: unknown) =>
+    e instanceof RangeError &&
+    /not a multiple of 4 \(a typed array of another type/.test(e.message);
+  for (const start of [1, 2, 3, 6]) {
+    const bytes = Object.setPrototypeOf(
+      new Uint8Array(shm.buffer, start, 16),
+      Int32Array.prototype,
+    );
+    assert.throws(() => wait(bytes, 0, 1, 0), misaligned, `wait, byte ${start}`);
+    assert.throws(() => wait(bytes, 0, 1, 0, { spin: 10 }), misaligned, `spin, byte ${start}`);
+    assert.throws(() => wait(bytes, 0, 1, 0, { spin: "adaptive" }), misaligned);
+    assert.throws(() => notify(bytes, 0), misaligned, `notify, byte ${start}`);
+    await assert.rejects(waitAsync(bytes, 0, 1, 0), misaligned, `waitAsync, byte ${start}`);
+  }
 });
 
 test("wait: options must be an object (or undefined)", () => {

@@ -897,7 +897,8 @@ export class SharedMemory implements Disposable {
    *   ArrayBuffer is, so that every typed array over it is aligned (for bytes from any offset,
    *   take a `Uint8Array` at an offset of the view). Default 0.
    * @param byteLength How long it is. Default: to the end of the segment.
-   * @throws {RangeError} For an offset that is not a multiple of 8, or a window past the end.
+   * @throws {RangeError} For an offset that is not a multiple of 8 (of a window that is not
+   *   empty), or a window past the end.
    *
    * @example
    * ```ts
@@ -907,17 +908,6 @@ export class SharedMemory implements Disposable {
   view(byteOffset = 0, byteLength?: number): ArrayBuffer {
     this.#checkOpen("view");
     check.integer(byteOffset, "byteOffset", 0, this.#length);
-    if (byteOffset % VIEW_ALIGNMENT !== 0) {
-      // Engines assume an ArrayBuffer's memory aligned: an element read across its natural
-      // boundary is an alignment fault for an atomic access on arm64 (SIGBUS), a split lock on
-      // x86, and Bun's inspection of a Float64Array over one aborts the process.
-      const start = byteOffset - (byteOffset % VIEW_ALIGNMENT);
-      throw new RangeError(
-        `SharedMemory.view: byteOffset must be a multiple of ${VIEW_ALIGNMENT}, got ${byteOffset}; for bytes from there: new Uint8Array(shm.view(${start}), ${
-          byteOffset - start
-        })`,
-      );
-    }
     const room = this.#length - byteOffset;
     const length = byteLength === undefined ? room : check.integer(
       byteLength,
@@ -928,6 +918,19 @@ export class SharedMemory implements Disposable {
       0,
       room,
     );
+    if (length !== 0 && byteOffset % VIEW_ALIGNMENT !== 0) {
+      // Engines assume an ArrayBuffer's memory aligned: an element read across its natural
+      // boundary is an alignment fault for an atomic access on arm64 (SIGBUS), a split lock on
+      // x86, and Bun's inspection of a Float64Array over one aborts the process. (An empty
+      // window is a plain empty ArrayBuffer, over no memory.)
+      const start = byteOffset - (byteOffset % VIEW_ALIGNMENT);
+      const skip = byteOffset - start;
+      throw new RangeError(
+        `SharedMemory.view: byteOffset must be a multiple of ${VIEW_ALIGNMENT}, got ${byteOffset}; for bytes from there: new Uint8Array(shm.view(${start}, ${
+          skip + length
+        }), ${skip})`,
+      );
+    }
     if (length === 0) return new ArrayBuffer(0);
     if (this.#firstView === undefined) {
       return this.#firstView = this.#window(byteOffset, length, "view");

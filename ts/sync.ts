@@ -123,8 +123,15 @@ function locate(view: unknown, index: unknown, caller: string): Address {
   let words = views.get(view);
   if (words === undefined || words.mapping.released) {
     const mapping = mappingOf(viewBuffer(view), caller); // throws for a closed or foreign buffer
-    // Aligned: this library's buffers start at a multiple of 8 (see `SharedMemory.view`).
     const base = mapping.address + BigInt(viewByteOffset(view));
+    if ((base & 3n) !== 0n) {
+      // This library's buffers start at a multiple of 8 (see `SharedMemory.view`), but an array
+      // of bytes given Int32Array's prototype passes `instanceof` at any offset: the kernel waits
+      // on aligned words only, and the native call says only "invalid argument" (EINVAL).
+      throw new RangeError(
+        `${caller}: view starts at a byte that is not a multiple of 4 (a typed array of another type given Int32Array's prototype?)`,
+      );
+    }
     words = { mapping, base, at: new Map() };
     views.set(view, words);
   }
@@ -224,7 +231,8 @@ function result(code: number, caller: string): WaitResult {
  * @param options How long to spin before parking (see {@linkcode WaitOptions}).
  * @throws {TypeError} If `view` is not an Int32Array over this library's memory, or `options`
  *   is not an object.
- * @throws {RangeError} For a bad index, expected value or timeout.
+ * @throws {RangeError} For a bad index, expected value or timeout, or a view (of bytes, given
+ *   Int32Array's prototype) whose first element is not at a multiple of 4 bytes.
  * @throws {SharedMemoryError} `EBADF` if the segment was closed.
  *
  * @example

@@ -1480,7 +1480,9 @@ export class ChannelSender implements Disposable {
       }
       if (!copied) {
         throw refusal(
-          new TypeError("send: the message's buffer was detached or resized during the send"),
+          new TypeError(
+            `ChannelSender.${this.#producer.call}: the message's buffer was detached or resized during the send`,
+          ),
         );
       }
       // The receiver puts fragments together by the slot they name: a slot a peer made another
@@ -2125,7 +2127,9 @@ export class ChannelReceiver extends EventTarget implements Disposable, AsyncIte
     max?: number,
   ): number | null {
     if (typeof onMessage !== "function") {
-      throw new TypeError("recvMany: onMessage must be a function");
+      throw new TypeError(
+        `ChannelReceiver.recvMany: onMessage must be a function, got ${check.describe(onMessage)}`,
+      );
     }
     const limit = max === undefined ? Infinity : check.integer(max, "max", 1, 2 ** 53 - 1);
     // From the first message on, #inBatch keeps the callbacks from receiving.
