@@ -918,13 +918,13 @@ export class SharedMemory implements Disposable {
       0,
       room,
     );
-    if (length !== 0 && byteOffset % VIEW_ALIGNMENT !== 0) {
+    const skip = byteOffset % VIEW_ALIGNMENT;
+    if (length !== 0 && skip !== 0) {
       // Engines assume an ArrayBuffer's memory aligned: an element read across its natural
       // boundary is an alignment fault for an atomic access on arm64 (SIGBUS), a split lock on
       // x86, and Bun's inspection of a Float64Array over one aborts the process. (An empty
       // window is a plain empty ArrayBuffer, over no memory.)
-      const start = byteOffset - (byteOffset % VIEW_ALIGNMENT);
-      const skip = byteOffset - start;
+      const start = byteOffset - skip;
       throw new RangeError(
         `SharedMemory.view: byteOffset must be a multiple of ${VIEW_ALIGNMENT}, got ${byteOffset}; for bytes from there: new Uint8Array(shm.view(${start}, ${
           skip + length
